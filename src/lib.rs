@@ -1,0 +1,11 @@
+//! railyard: a GitOps reconciler for self-hosted apps.
+//!
+//! The pure core is [`model`] (config kinds, loading, validation, desired and observed state) and [`plan`]
+//! (desired vs observed into a [`plan::Plan`]). Side effects live in [`source`] and the backends.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod export;
+pub mod model;
+pub mod plan;
+pub mod source;

@@ -1,0 +1,357 @@
+//! The desired state of one environment: what should run, in a canonical form that backends store as
+//! "last applied", hash, and compare.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::kinds::{App, EnvValue, Health, Protocol, PullPolicy, SyncPolicy, TlsMode};
+use super::redact::{is_sensitive_name, redact_url_password, redacted};
+use super::units::{parse_cpus, parse_duration, parse_memory};
+use super::{Config, Sourced};
+
+/// The named target that a set of apps is deployed to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Environment {
+    /// `production`, `pr-<number>` or `branch-<slug>`.
+    pub name: String,
+    /// The compose project (Docker) or namespace (Kubernetes) it maps to.
+    pub project: String,
+    pub preview: Option<PreviewOf>,
+}
+
+/// What a preview environment previews.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PreviewOf {
+    PullRequest(u64),
+    Branch(String),
+}
+
+impl Environment {
+    pub const PRODUCTION: &'static str = "production";
+
+    pub fn production(project: &str) -> Environment {
+        Environment { name: Self::PRODUCTION.to_owned(), project: project.to_owned(), preview: None }
+    }
+
+    pub fn pull_request(project: &str, number: u64) -> Environment {
+        let name = format!("pr-{number}");
+        Environment { project: label(&format!("{project}-{name}")), name, preview: Some(PreviewOf::PullRequest(number)) }
+    }
+
+    pub fn branch(project: &str, branch: &str) -> Environment {
+        let name = label(&format!("branch-{}", slug(branch)));
+        Environment { project: label(&format!("{project}-{name}")), name, preview: Some(PreviewOf::Branch(branch.to_owned())) }
+    }
+}
+
+/// Lowercase letters, digits and single dashes.
+fn slug(text: &str) -> String {
+    let mapped: String = text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    mapped.split('-').filter(|part| !part.is_empty()).collect::<Vec<_>>().join("-")
+}
+
+/// Cut to a DNS label's 63 characters without a trailing dash.
+fn label(text: &str) -> String {
+    text.chars().take(63).collect::<String>().trim_end_matches('-').to_owned()
+}
+
+/// Everything an environment should run, computed from a [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub env: Environment,
+    pub commit: Option<String>,
+    pub sync: SyncPolicy,
+    pub apps: BTreeMap<String, AppSpec>,
+    /// Keyed by host.
+    pub domains: BTreeMap<String, DomainSpec>,
+}
+
+/// An app as it should run. The part that defines a container is [`ContainerSpec`]; changing it replaces the
+/// replicas, changing only `replicas` scales them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSpec {
+    pub name: String,
+    pub replicas: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    pub container: ContainerSpec,
+    /// Volumes removed together with the app (the App's `deleteWithApp`); all others outlive it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes_deleted_with_app: Vec<String>,
+}
+
+/// Everything that defines one replica's container. Its hash names the container's generation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pull: PullPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    pub health: HealthSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
+    pub stop_grace_period_ms: u64,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// An environment variable's value in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnvSpec {
+    Value(String),
+    /// Taken from the secret store at apply time; `sha256` is filled once the value is resolved, so a rotated
+    /// secret shows as a change.
+    Secret {
+        secret: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortSpec {
+    pub name: String,
+    pub container_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub protocol: Protocol,
+}
+
+/// How a replica proves it is healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthSpec {
+    pub probe: Probe,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Probe {
+    Http { path: String, port: u16 },
+    Tcp { port: u16 },
+    Command(Vec<String>),
+    /// No check: healthy once running for `startPeriodMs`.
+    Running,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSpec {
+    pub name: String,
+    pub mount: String,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub read_only: bool,
+}
+
+/// A host routed to an app's port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainSpec {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    pub app: String,
+    pub port: String,
+    pub container_port: u16,
+    pub tls: TlsMode,
+}
+
+const DEFAULT_INTERVAL_MS: u64 = 2_000;
+const DEFAULT_TIMEOUT_MS: u64 = 1_000;
+const DEFAULT_RETRIES: u32 = 3;
+const DEFAULT_RUNNING_MS: u64 = 1_000;
+const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
+
+impl ContainerSpec {
+    /// The same spec with secret values replaced by digests: what may be stored, labelled and shown.
+    pub fn redacted(&self) -> ContainerSpec {
+        let env = self.env.iter().map(|(name, value)| (name.clone(), value.redacted(name))).collect();
+        ContainerSpec { env, ..self.clone() }
+    }
+}
+
+impl EnvSpec {
+    fn redacted(&self, name: &str) -> EnvSpec {
+        match self {
+            EnvSpec::Value(value) if is_sensitive_name(name) => EnvSpec::Value(redacted(value)),
+            EnvSpec::Value(value) => EnvSpec::Value(redact_url_password(value).unwrap_or_else(|| value.clone())),
+            EnvSpec::Secret { .. } => self.clone(),
+        }
+    }
+}
+
+impl AppSpec {
+    /// Names the generation of this app's replicas: everything but the replica count, which only scales them.
+    pub fn spec_hash(&self) -> String {
+        let canonical = serde_json::to_vec(&AppSpec { replicas: 0, ..self.clone() }).unwrap_or_default();
+        hex::encode(&Sha256::digest(&canonical)[..8])
+    }
+
+    /// The spec with secret values replaced by digests.
+    pub fn redacted(&self) -> AppSpec {
+        AppSpec { container: self.container.redacted(), ..self.clone() }
+    }
+}
+
+impl Config {
+    /// What `env` should run according to this config at `commit`.
+    pub fn desired(&self, env: &Environment, commit: Option<&str>) -> DesiredState {
+        let apps = self.apps.values().map(|app| (app.doc.name.value.clone(), self.app_spec(app))).collect();
+        DesiredState {
+            env: env.clone(),
+            commit: commit.map(str::to_owned),
+            sync: self.project.doc.sync.unwrap_or(SyncPolicy::Auto),
+            apps,
+            domains: self.domain_specs(env),
+        }
+    }
+
+    fn app_spec(&self, app: &Sourced<App>) -> AppSpec {
+        let spec = &app.doc;
+        let defaults = self.project.doc.defaults.clone().unwrap_or_default();
+        let resources = spec.resources.as_ref().or(defaults.resources.as_ref());
+        let ports: Vec<PortSpec> = spec
+            .ports
+            .iter()
+            .map(|port| PortSpec {
+                name: port.name.value.clone(),
+                container_port: port.port.value,
+                host_port: port.host_port.as_ref().map(|host| host.value),
+                protocol: port.protocol,
+            })
+            .collect();
+        let replicas = spec.replicas.as_ref().map(|r| r.value).or(defaults.replicas).unwrap_or(1);
+        AppSpec {
+            name: spec.name.value.clone(),
+            replicas: self.clamp_replicas(&spec.name.value, replicas),
+            depends_on: spec.depends_on.iter().map(|dependency| dependency.value.clone()).collect(),
+            container: ContainerSpec {
+                image: spec.image.value.clone(),
+                pull: spec.pull.or(defaults.pull).unwrap_or_default(),
+                command: spec.command.clone(),
+                env: spec.env.iter().map(|(name, value)| (name.0.value.clone(), env_spec(value))).collect(),
+                health: health_spec(spec.health.as_ref(), &ports),
+                cpu_millis: resources.and_then(|r| r.cpus.as_ref()).and_then(|cpus| parse_cpus(&cpus.value).ok()),
+                memory_bytes: resources.and_then(|r| r.memory.as_ref()).and_then(|m| parse_memory(&m.value).ok()),
+                volumes: spec
+                    .volumes
+                    .iter()
+                    .map(|volume| VolumeSpec {
+                        name: volume.name.value.clone(),
+                        mount: volume.mount.value.clone(),
+                        read_only: volume.read_only,
+                    })
+                    .collect(),
+                stop_grace_period_ms: millis(spec.stop_grace_period.as_ref().map(|g| g.value.as_str()), DEFAULT_STOP_GRACE_MS),
+                ports,
+            },
+            volumes_deleted_with_app: spec
+                .volumes
+                .iter()
+                .filter(|volume| volume.delete_with_app)
+                .map(|volume| volume.name.value.clone())
+                .collect(),
+        }
+    }
+
+    /// Replicas kept within the app's ScalingRule bounds; schedules and load move them further at run time.
+    fn clamp_replicas(&self, app: &str, replicas: u32) -> u32 {
+        match self.scaling_rules.get(app) {
+            Some(rule) => replicas.clamp(rule.doc.min.value, rule.doc.max.value.max(rule.doc.min.value)),
+            None => replicas,
+        }
+    }
+
+    fn domain_specs(&self, env: &Environment) -> BTreeMap<String, DomainSpec> {
+        let template = self.project.doc.previews.as_ref().filter(|p| p.enabled).and_then(|p| p.host_template.as_ref());
+        self.domains
+            .values()
+            .filter_map(|domain| {
+                let spec = &domain.doc;
+                let container_port = self
+                    .apps
+                    .get(&spec.app.value)?
+                    .doc
+                    .ports
+                    .iter()
+                    .find(|port| port.name.value == spec.port.value)?
+                    .port
+                    .value;
+                let (host, aliases) = match &env.preview {
+                    None => (spec.host.value.clone(), spec.aliases.iter().map(|a| a.value.clone()).collect()),
+                    Some(preview) => (preview_host(&template?.value, &spec.app.value, env, preview, self.project_name()), Vec::new()),
+                };
+                let domain = DomainSpec { host: host.clone(), aliases, app: spec.app.value.clone(), port: spec.port.value.clone(), container_port, tls: spec.tls };
+                Some((host, domain))
+            })
+            .collect()
+    }
+}
+
+fn preview_host(template: &str, app: &str, env: &Environment, preview: &PreviewOf, project: &str) -> String {
+    let (number, branch) = match preview {
+        PreviewOf::PullRequest(number) => (number.to_string(), String::new()),
+        PreviewOf::Branch(branch) => (String::new(), slug(branch)),
+    };
+    template
+        .replace("{app}", app)
+        .replace("{number}", &number)
+        .replace("{branch}", &branch)
+        .replace("{env}", &env.name)
+        .replace("{project}", project)
+}
+
+fn env_spec(value: &EnvValue) -> EnvSpec {
+    match value {
+        EnvValue::Text(text) => EnvSpec::Value(text.clone()),
+        EnvValue::Integer(number) => EnvSpec::Value(number.to_string()),
+        EnvValue::Float(number) => EnvSpec::Value(number.to_string()),
+        EnvValue::Bool(flag) => EnvSpec::Value(flag.to_string()),
+        EnvValue::Secret(reference) => EnvSpec::Secret { secret: reference.secret.clone(), sha256: None },
+    }
+}
+
+fn millis(text: Option<&str>, default: u64) -> u64 {
+    text.and_then(|text| parse_duration(text).ok()).map_or(default, |d| d.as_millis() as u64)
+}
+
+fn health_spec(health: Option<&Health>, ports: &[PortSpec]) -> HealthSpec {
+    let port_number = |name: &str| ports.iter().find(|port| port.name == name).map_or(0, |port| port.container_port);
+    let probe = match health {
+        Some(Health { http: Some(http), .. }) => Probe::Http { path: http.path.clone(), port: port_number(&http.port.value) },
+        Some(Health { tcp: Some(tcp), .. }) => Probe::Tcp { port: port_number(&tcp.port.value) },
+        Some(Health { command: Some(command), .. }) => Probe::Command(command.clone()),
+        _ => Probe::Running,
+    };
+    let start_default = if probe == Probe::Running { DEFAULT_RUNNING_MS } else { 0 };
+    HealthSpec {
+        interval_ms: millis(health.and_then(|h| h.interval.as_ref()).map(|d| d.value.as_str()), DEFAULT_INTERVAL_MS),
+        timeout_ms: millis(health.and_then(|h| h.timeout.as_ref()).map(|d| d.value.as_str()), DEFAULT_TIMEOUT_MS),
+        retries: health.and_then(|h| h.retries).unwrap_or(DEFAULT_RETRIES),
+        start_period_ms: millis(health.and_then(|h| h.start_period.as_ref()).map(|d| d.value.as_str()), start_default),
+        probe,
+    }
+}

@@ -1,0 +1,378 @@
+//! The document kinds of a config repository, exactly as users write them.
+//!
+//! Fields that validation points at are wrapped in [`Spanned`] so errors can name `file:line:column`.
+//! Unknown fields are rejected everywhere.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A value and the place in its file where it was written.
+pub type Located<T> = Spanned<T>;
+
+macro_rules! kind_tag {
+    ($tag:ident, $variant:ident) => {
+        #[doc = concat!("The `kind: ", stringify!($variant), "` marker.")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+        pub enum $tag {
+            $variant,
+        }
+    };
+}
+kind_tag!(ProjectKind, Project);
+kind_tag!(AppKind, App);
+kind_tag!(DomainKind, Domain);
+kind_tag!(ScalingRuleKind, ScalingRule);
+
+/// `kind: Project`: the name of the project and its defaults.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "railyard Project")]
+pub struct Project {
+    pub kind: ProjectKind,
+    /// DNS label; names the compose project (Docker) or namespace (Kubernetes).
+    #[schemars(with = "String")]
+    pub name: Located<String>,
+    /// Preview environments for pull requests and preview branches.
+    #[serde(default)]
+    pub previews: Option<Previews>,
+    /// Reverse-proxy settings for Domains.
+    #[serde(default)]
+    pub proxy: Option<ProxySettings>,
+    /// `auto` applies every plan (default); `manual` keeps plans pending until someone syncs.
+    #[serde(default)]
+    pub sync: Option<SyncPolicy>,
+    /// Defaults applied to every App that does not set the field itself.
+    #[serde(default)]
+    pub defaults: Option<AppDefaults>,
+}
+
+/// Argo CD's sync policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SyncPolicy {
+    Auto,
+    Manual,
+}
+
+/// Defaults for Apps.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AppDefaults {
+    pub replicas: Option<u32>,
+    pub pull: Option<PullPolicy>,
+    pub resources: Option<Resources>,
+}
+
+/// Preview environments policy.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Previews {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Host of a preview app; placeholders `{app}`, `{number}`, `{branch}`, `{env}`, `{project}`.
+    #[schemars(with = "Option<String>")]
+    pub host_template: Option<Located<String>>,
+    /// How long a preview lives after its last update, e.g. `72h`.
+    #[schemars(with = "Option<String>")]
+    pub ttl: Option<Located<String>>,
+    /// Whether pull requests from forks get previews.
+    #[serde(default)]
+    pub allow_forks: bool,
+    /// Branch globs that get a preview without a forge webhook.
+    #[serde(default)]
+    pub branches: Vec<String>,
+}
+
+/// Reverse-proxy settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxySettings {
+    /// Contact for ACME certificates (`tls: auto`).
+    pub acme_email: Option<String>,
+}
+
+/// `kind: App`: one service.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "railyard App")]
+pub struct App {
+    pub kind: AppKind,
+    /// DNS label; other apps reach this one by this name.
+    #[schemars(with = "String")]
+    pub name: Located<String>,
+    /// Image reference, e.g. `ghcr.io/acme/web:1.4.2`.
+    #[schemars(with = "String")]
+    pub image: Located<String>,
+    /// When to pull the image: `always`, `missing` (default) or `never`.
+    pub pull: Option<PullPolicy>,
+    /// Overrides the image's command.
+    pub command: Option<Vec<String>>,
+    /// Environment variables. A value is a string, number or boolean, or `{ secret: NAME }` to take it from
+    /// railyard's secret store so that it never lives in git.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, EnvValue>")]
+    pub env: BTreeMap<EnvName, EnvValue>,
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    pub health: Option<Health>,
+    /// Number of replicas (default 1, or the Project's default).
+    #[schemars(with = "Option<u32>")]
+    pub replicas: Option<Located<u32>>,
+    pub resources: Option<Resources>,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    /// Apps that must be healthy before this one starts.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub depends_on: Vec<Located<String>>,
+    /// Seconds between SIGTERM and SIGKILL when a replica stops, e.g. `10s` (default).
+    #[schemars(with = "Option<String>")]
+    pub stop_grace_period: Option<Located<String>>,
+}
+
+/// An environment variable's name, ordered by its text and remembering where it was written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct EnvName(pub Located<String>);
+
+impl PartialEq for EnvName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.value == other.0.value
+    }
+}
+impl Eq for EnvName {}
+impl PartialOrd for EnvName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for EnvName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.value.cmp(&other.0.value)
+    }
+}
+
+/// An environment variable's value as written.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+    Secret(SecretRef),
+}
+
+/// `{ secret: NAME }`: the value comes from railyard's secret store.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub secret: String,
+}
+
+/// When to pull an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    Missing,
+    Never,
+}
+
+/// A port the app listens on.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Port {
+    /// DNS label that Domains and health checks refer to.
+    #[schemars(with = "String")]
+    pub name: Located<String>,
+    /// Container port, 1-65535.
+    #[schemars(with = "u16")]
+    pub port: Located<u16>,
+    /// Pins the published host port; otherwise Docker chooses one.
+    #[schemars(with = "Option<u16>")]
+    pub host_port: Option<Located<u16>>,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Transport protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// How to tell that a replica is healthy. Exactly one of `http`, `tcp`, `command` may be set; with none, a replica
+/// is healthy once it has been running for `startPeriod`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Health {
+    pub http: Option<HttpCheck>,
+    pub tcp: Option<TcpCheck>,
+    /// A command run inside the container; exit 0 means healthy.
+    pub command: Option<Vec<String>>,
+    #[schemars(with = "Option<String>")]
+    pub interval: Option<Located<String>>,
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Located<String>>,
+    pub retries: Option<u32>,
+    /// Grace period after start during which failures do not count, e.g. `5s`.
+    #[schemars(with = "Option<String>")]
+    pub start_period: Option<Located<String>>,
+}
+
+/// An HTTP GET that must answer 2xx or 3xx.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpCheck {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// A port name of the app.
+    #[schemars(with = "String")]
+    pub port: Located<String>,
+}
+
+fn default_health_path() -> String {
+    "/".to_owned()
+}
+
+/// A TCP connect that must succeed.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpCheck {
+    #[schemars(with = "String")]
+    pub port: Located<String>,
+}
+
+/// CPU and memory limits.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// CPUs as a decimal (`"0.5"`) or millicores (`"500m"`).
+    #[schemars(with = "Option<String>")]
+    pub cpus: Option<Located<String>>,
+    /// Memory with a unit: `256Mi`, `1Gi`, `512M`, or bytes.
+    #[schemars(with = "Option<String>")]
+    pub memory: Option<Located<String>>,
+}
+
+/// A named volume mounted into the app.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Volume {
+    #[schemars(with = "String")]
+    pub name: Located<String>,
+    /// Absolute path inside the container.
+    #[schemars(with = "String")]
+    pub mount: Located<String>,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Remove the volume when the app is removed from git (default: keep it, so no data is lost).
+    #[serde(default)]
+    pub delete_with_app: bool,
+}
+
+/// `kind: Domain`: host names routed to an app's port.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "railyard Domain")]
+pub struct Domain {
+    pub kind: DomainKind,
+    #[schemars(with = "String")]
+    pub host: Located<String>,
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub aliases: Vec<Located<String>>,
+    #[schemars(with = "String")]
+    pub app: Located<String>,
+    /// A port name of the app.
+    #[schemars(with = "String")]
+    pub port: Located<String>,
+    #[serde(default)]
+    pub tls: TlsMode,
+}
+
+/// How a Domain gets its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TlsMode {
+    /// ACME (Let's Encrypt or ZeroSSL) through the proxy.
+    #[default]
+    Auto,
+    /// The proxy's local certificate authority.
+    Internal,
+    /// Plain HTTP.
+    Off,
+}
+
+/// `kind: ScalingRule`: replica bounds and schedules for one app.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "railyard ScalingRule")]
+pub struct ScalingRule {
+    pub kind: ScalingRuleKind,
+    #[schemars(with = "String")]
+    pub app: Located<String>,
+    #[schemars(with = "u32")]
+    pub min: Located<u32>,
+    #[schemars(with = "u32")]
+    pub max: Located<u32>,
+    /// Average CPU use per replica to aim for, in percent of the app's CPU limit.
+    #[schemars(with = "Option<u32>")]
+    pub target_cpu_percent: Option<Located<u32>>,
+    #[serde(default)]
+    pub schedules: Vec<Schedule>,
+}
+
+/// From the time `cron` matches, `min`/`max` override the rule's bounds; the newest matching entry wins.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Schedule {
+    /// Cron expression with seconds: `sec min hour day-of-month month day-of-week [year]`.
+    #[schemars(with = "String")]
+    pub cron: Located<String>,
+    #[schemars(with = "Option<u32>")]
+    pub min: Option<Located<u32>>,
+    #[schemars(with = "Option<u32>")]
+    pub max: Option<Located<u32>>,
+}
+
+/// The kinds a document may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Project,
+    App,
+    Domain,
+    ScalingRule,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Project, Kind::App, Kind::Domain, Kind::ScalingRule];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Project => "Project",
+            Kind::App => "App",
+            Kind::Domain => "Domain",
+            Kind::ScalingRule => "ScalingRule",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

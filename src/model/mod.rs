@@ -1,0 +1,95 @@
+//! The config model: the document kinds, loading and validation with source locations, the desired state of an
+//! environment, and the observed-state vocabulary that backends report in. No I/O happens here.
+
+pub mod desired;
+pub mod kinds;
+pub mod load;
+pub mod observed;
+pub mod redact;
+pub mod schema;
+pub mod units;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use desired::{AppSpec, ContainerSpec, DesiredState, DomainSpec, Environment};
+pub use load::{MAX_FILE_BYTES, Sourced};
+pub use observed::{HealthState, Observed, ObservedApp, ObservedDomain, ObservedReplica, ReplicaState};
+
+/// A file of the config repository as a source hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoFile {
+    /// Path relative to the repository root, with `/` separators.
+    pub path: String,
+    pub content: FileContent,
+}
+
+impl RepoFile {
+    /// A file with the given text, for repositories built in memory.
+    pub fn text(path: &str, text: &str) -> RepoFile {
+        RepoFile { path: path.to_owned(), content: FileContent::Bytes(text.as_bytes().to_vec()) }
+    }
+}
+
+/// A file's bytes, or why the source did not read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileContent {
+    Bytes(Vec<u8>),
+    /// Larger than [`MAX_FILE_BYTES`]; not read.
+    TooLarge { size: u64 },
+    /// Refused by the source, e.g. a symlink that leaves the repository.
+    Rejected { reason: String },
+}
+
+/// One problem in the repository, at `file:line:column`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(file: &str, line: u64, column: u64, message: String) -> Diagnostic {
+        Diagnostic { file: file.to_owned(), line, column, message }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// Every problem found in a repository; shown one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render_diagnostics(.0))]
+pub struct InvalidConfig(pub Vec<Diagnostic>);
+
+fn render_diagnostics(diagnostics: &[Diagnostic]) -> String {
+    diagnostics.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// A validated repository.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub project: Sourced<kinds::Project>,
+    pub apps: BTreeMap<String, Sourced<kinds::App>>,
+    pub domains: BTreeMap<String, Sourced<kinds::Domain>>,
+    pub scaling_rules: BTreeMap<String, Sourced<kinds::ScalingRule>>,
+}
+
+impl Config {
+    pub fn project_name(&self) -> &str {
+        &self.project.doc.name.value
+    }
+}
+
+/// Reads and validates every document of the repository; all problems are returned at once.
+pub fn load(files: &[RepoFile]) -> Result<Config, InvalidConfig> {
+    let mut diagnostics = Vec::new();
+    let documents = load::read_documents(files, &mut diagnostics);
+    validate::validate(documents, diagnostics).map_err(InvalidConfig)
+}

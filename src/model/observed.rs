@@ -1,0 +1,92 @@
+//! What runs, in the vocabulary of the desired state, as a backend reports it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::desired::{AppSpec, DomainSpec};
+
+/// Everything a backend found for one environment. Backends report only objects carrying their ownership labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub apps: BTreeMap<String, ObservedApp>,
+    /// `None` when the backend does not manage domains, or could not reach the proxy.
+    pub domains: Option<BTreeMap<String, ObservedDomain>>,
+}
+
+/// One app's replicas as found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedApp {
+    pub name: String,
+    /// The environment whose labels the app carries; plan deletes only apps of its own environment.
+    pub env: String,
+    pub replicas: Vec<ObservedReplica>,
+    /// The spec last applied (secrets redacted), from the newest replica's labels, for diffs.
+    pub last_applied: Option<AppSpec>,
+}
+
+/// One container (Docker) or pod (Kubernetes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedReplica {
+    /// Container or pod name.
+    pub id: String,
+    /// Compose's container number, from 1.
+    pub number: u32,
+    /// Hash of the [`crate::model::ContainerSpec`] the replica was created from.
+    pub spec_hash: String,
+    pub commit: Option<String>,
+    pub state: ReplicaState,
+    pub health: HealthState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReplicaState {
+    Created,
+    Running,
+    Restarting,
+    Paused,
+    Exited,
+    Dead,
+    Removing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HealthState {
+    Healthy,
+    Unhealthy,
+    Starting,
+    /// The replica has no health check of its own.
+    None,
+}
+
+/// A route as found in the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedDomain {
+    pub env: String,
+    pub last_applied: DomainSpec,
+}
+
+impl ObservedReplica {
+    /// Running and not known to be unhealthy.
+    pub fn is_serving(&self) -> bool {
+        self.state == ReplicaState::Running && self.health != HealthState::Unhealthy
+    }
+}
+
+impl ReplicaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Created => "created",
+            ReplicaState::Running => "running",
+            ReplicaState::Restarting => "restarting",
+            ReplicaState::Paused => "paused",
+            ReplicaState::Exited => "exited",
+            ReplicaState::Dead => "dead",
+            ReplicaState::Removing => "removing",
+        }
+    }
+}

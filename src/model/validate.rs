@@ -1,0 +1,427 @@
+//! Validation of a whole repository: every rule is checked and every failure reported at once, each at the place
+//! in its file where the fix belongs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use super::kinds::{App, Domain, Health, Located, Project, ScalingRule};
+use super::load::{Documents, Sourced};
+use super::units::{is_dns_label, is_env_name, is_host_name, parse_cpus, parse_duration, parse_memory};
+use super::{Config, Diagnostic};
+
+/// Most replicas one app may ask for; more is nearly always a typo.
+pub const MAX_REPLICAS: u32 = 1000;
+const TEMPLATE_PLACEHOLDERS: [&str; 5] = ["{app}", "{number}", "{branch}", "{env}", "{project}"];
+
+/// Checks every rule and builds the [`Config`] when none fails.
+pub fn validate(documents: Documents, mut diagnostics: Vec<Diagnostic>) -> Result<Config, Vec<Diagnostic>> {
+    let project = check_project(&documents, &mut diagnostics);
+    let apps = unique_by_name(&documents.apps, "App", |app| &app.name, &mut diagnostics);
+    for app in &documents.apps {
+        check_app(app, &apps, &mut diagnostics);
+    }
+    check_dependency_cycles(&apps, &mut diagnostics);
+    let domains = unique_by_name(&documents.domains, "Domain", |domain| &domain.host, &mut diagnostics);
+    check_domains(&documents.domains, &apps, &mut diagnostics);
+    let scaling_rules = unique_by_name(&documents.scaling_rules, "ScalingRule", |rule| &rule.app, &mut diagnostics);
+    for rule in &documents.scaling_rules {
+        check_scaling_rule(rule, &apps, &mut diagnostics);
+    }
+    match project {
+        Some(project) if diagnostics.is_empty() => Ok(Config {
+            project: project.clone(),
+            apps: owned(apps),
+            domains: owned(domains),
+            scaling_rules: owned(scaling_rules),
+        }),
+        _ => {
+            diagnostics.sort();
+            diagnostics.dedup();
+            Err(diagnostics)
+        }
+    }
+}
+
+fn owned<T: Clone>(map: BTreeMap<String, &Sourced<T>>) -> BTreeMap<String, Sourced<T>> {
+    map.into_iter().map(|(name, doc)| (name, doc.clone())).collect()
+}
+
+fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>) -> Option<&'a Sourced<Project>> {
+    let Some(first) = documents.projects.first() else {
+        let nothing_at_all = documents.apps.is_empty() && documents.domains.is_empty() && diagnostics.is_empty();
+        let message = if nothing_at_all {
+            "the repository holds no YAML documents; add railyard.yaml with `kind: Project` and `name: <project>` \
+             (see examples/repo-layout)"
+        } else {
+            "no `kind: Project` document; add railyard.yaml with `kind: Project` and `name: <project>`"
+        };
+        diagnostics.push(Diagnostic::new(".", 1, 1, message.to_owned()));
+        return None;
+    };
+    for extra in &documents.projects[1..] {
+        diagnostics.push(extra.error_at(
+            &extra.doc.name,
+            format!("second Project document (the first is at {}); keep exactly one", first.place_of(&first.doc.name)),
+        ));
+    }
+    for project in &documents.projects {
+        check_dns_label(project, &project.doc.name, "Project name", diagnostics);
+        if let Some(previews) = &project.doc.previews {
+            if let Some(template) = &previews.host_template {
+                check_host_template(project, template, diagnostics);
+            }
+            if let Some(ttl) = &previews.ttl {
+                check_duration(project, ttl, diagnostics);
+            }
+        }
+    }
+    Some(first)
+}
+
+fn check_host_template(project: &Sourced<Project>, template: &Located<String>, diagnostics: &mut Vec<Diagnostic>) {
+    let mut rest = template.value.clone();
+    for placeholder in TEMPLATE_PLACEHOLDERS {
+        rest = rest.replace(placeholder, "x");
+    }
+    if let Some(start) = rest.find('{') {
+        let unknown: String = rest[start..].chars().take_while(|c| *c != '}').chain(['}']).collect();
+        diagnostics.push(project.error_at(
+            template,
+            format!("unknown placeholder `{unknown}` in hostTemplate; use {}", TEMPLATE_PLACEHOLDERS.join(", ")),
+        ));
+    } else if !template.value.contains("{number}") && !template.value.contains("{env}") && !template.value.contains("{branch}") {
+        diagnostics.push(project.error_at(
+            template,
+            "hostTemplate must contain `{number}`, `{branch}` or `{env}` so that previews get distinct hosts",
+        ));
+    } else if !is_host_name(&rest) {
+        diagnostics.push(project.error_at(
+            template,
+            format!("hostTemplate `{}` does not make a valid host name", template.value),
+        ));
+    }
+}
+
+/// Maps each name to its first document and reports later documents with the same name.
+fn unique_by_name<'a, T>(
+    documents: &'a [Sourced<T>],
+    kind: &str,
+    name_of: impl Fn(&T) -> &Located<String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, &'a Sourced<T>> {
+    let mut by_name: BTreeMap<String, &Sourced<T>> = BTreeMap::new();
+    for document in documents {
+        let name = name_of(&document.doc);
+        match by_name.get(&name.value) {
+            Some(first) => diagnostics.push(document.error_at(
+                name,
+                format!(
+                    "duplicate {kind} `{}` (first defined at {}); rename or remove one of them",
+                    name.value,
+                    first.place_of(name_of(&first.doc))
+                ),
+            )),
+            None => {
+                by_name.insert(name.value.clone(), document);
+            }
+        }
+    }
+    by_name
+}
+
+fn check_dns_label<T>(doc: &Sourced<T>, name: &Located<String>, what: &str, diagnostics: &mut Vec<Diagnostic>) {
+    if !is_dns_label(&name.value) {
+        diagnostics.push(doc.error_at(
+            name,
+            format!(
+                "{what} `{}` is not a DNS label; use 1-63 lowercase letters, digits and `-`, starting and ending \
+                 with a letter or digit",
+                name.value
+            ),
+        ));
+    }
+}
+
+fn check_duration<T>(doc: &Sourced<T>, text: &Located<String>, diagnostics: &mut Vec<Diagnostic>) {
+    if let Err(message) = parse_duration(&text.value) {
+        diagnostics.push(doc.error_at(text, message));
+    }
+}
+
+fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnostics: &mut Vec<Diagnostic>) {
+    let spec = &app.doc;
+    check_dns_label(app, &spec.name, "App name", diagnostics);
+    let image = &spec.image.value;
+    if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        diagnostics.push(app.error_at(&spec.image, format!("image `{image}` is not an image reference; write e.g. `ghcr.io/acme/web:1.4.2`")));
+    }
+    for name in spec.env.keys() {
+        if !is_env_name(&name.0.value) {
+            diagnostics.push(app.error_at(
+                &name.0,
+                format!("`{}` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit", name.0.value),
+            ));
+        }
+    }
+    check_ports(app, diagnostics);
+    if let Some(health) = &spec.health {
+        check_health(app, health, diagnostics);
+    }
+    if let Some(replicas) = &spec.replicas
+        && replicas.value > MAX_REPLICAS
+    {
+        diagnostics.push(app.error_at(replicas, format!("replicas {} is over the limit of {MAX_REPLICAS}", replicas.value)));
+    }
+    if let Some(resources) = &spec.resources {
+        check_resources(app, resources, diagnostics);
+    }
+    check_volumes(app, diagnostics);
+    if let Some(grace) = &spec.stop_grace_period {
+        check_duration(app, grace, diagnostics);
+    }
+    for dependency in &spec.depends_on {
+        if dependency.value == spec.name.value {
+            diagnostics.push(app.error_at(dependency, format!("app `{}` depends on itself; remove it from dependsOn", dependency.value)));
+        } else if !apps.contains_key(&dependency.value) {
+            diagnostics.push(app.error_at(
+                dependency,
+                format!("dependsOn names `{}`, which is not an App in this repository; {}", dependency.value, suggest(&dependency.value, apps.keys())),
+            ));
+        }
+    }
+}
+
+fn check_resources<T>(doc: &Sourced<T>, resources: &super::kinds::Resources, diagnostics: &mut Vec<Diagnostic>) {
+    if let Some(cpus) = &resources.cpus
+        && let Err(message) = parse_cpus(&cpus.value)
+    {
+        diagnostics.push(doc.error_at(cpus, message));
+    }
+    if let Some(memory) = &resources.memory
+        && let Err(message) = parse_memory(&memory.value)
+    {
+        diagnostics.push(doc.error_at(memory, message));
+    }
+}
+
+fn check_ports(app: &Sourced<App>, diagnostics: &mut Vec<Diagnostic>) {
+    let mut names = HashMap::new();
+    let mut numbers = HashMap::new();
+    for port in &app.doc.ports {
+        check_dns_label(app, &port.name, "port name", diagnostics);
+        if let Some(first) = names.insert(port.name.value.as_str(), &port.name) {
+            diagnostics.push(app.error_at(&port.name, format!("duplicate port name `{}` (first at {})", port.name.value, app.place_of(first))));
+        }
+        if port.port.value == 0 {
+            diagnostics.push(app.error_at(&port.port, "port 0 is not a port; use 1-65535"));
+        }
+        if let Some(first) = numbers.insert((port.port.value, port.protocol), &port.port) {
+            diagnostics.push(app.error_at(&port.port, format!("port {} is declared twice (first at {})", port.port.value, app.place_of(first))));
+        }
+        if let Some(host_port) = &port.host_port
+            && host_port.value == 0
+        {
+            diagnostics.push(app.error_at(host_port, "hostPort 0 is not a port; use 1-65535, or leave it out to let Docker choose"));
+        }
+    }
+}
+
+fn check_health(app: &Sourced<App>, health: &Health, diagnostics: &mut Vec<Diagnostic>) {
+    let probes = [health.http.is_some(), health.tcp.is_some(), health.command.is_some()];
+    let probe_port = health.http.as_ref().map(|http| &http.port).or(health.tcp.as_ref().map(|tcp| &tcp.port));
+    if probes.iter().filter(|set| **set).count() > 1 {
+        let at = probe_port.unwrap_or(&app.doc.name);
+        diagnostics.push(app.error_at(at, "health sets more than one of `http`, `tcp` and `command`; keep one"));
+    }
+    if let Some(port) = probe_port {
+        check_port_reference(app, port, diagnostics);
+    }
+    if let Some(command) = &health.command
+        && command.is_empty()
+    {
+        diagnostics.push(app.error_at(&app.doc.name, "health.command is empty; give the program and its arguments"));
+    }
+    for duration in [&health.interval, &health.timeout, &health.start_period].into_iter().flatten() {
+        check_duration(app, duration, diagnostics);
+    }
+}
+
+/// Checks that `port` names one of `app`'s ports.
+fn check_port_reference(app: &Sourced<App>, port: &Located<String>, diagnostics: &mut Vec<Diagnostic>) {
+    let ports = port_names(&app.doc);
+    if !ports.contains(&port.value) {
+        diagnostics.push(app.error_at(
+            port,
+            format!("port `{}` is not declared by app `{}`; {}", port.value, app.doc.name.value, suggest(&port.value, ports.iter())),
+        ));
+    }
+}
+
+fn port_names(app: &App) -> Vec<String> {
+    app.ports.iter().map(|port| port.name.value.clone()).collect()
+}
+
+fn check_volumes(app: &Sourced<App>, diagnostics: &mut Vec<Diagnostic>) {
+    let mut mounts = HashMap::new();
+    for volume in &app.doc.volumes {
+        check_dns_label(app, &volume.name, "volume name", diagnostics);
+        let mount = &volume.mount;
+        if !mount.value.starts_with('/') || mount.value.split('/').any(|part| part == "..") {
+            diagnostics.push(app.error_at(mount, format!("mount `{}` must be an absolute path inside the container without `..`", mount.value)));
+        }
+        if let Some(first) = mounts.insert(mount.value.as_str(), mount) {
+            diagnostics.push(app.error_at(mount, format!("two volumes mount at `{}` (first at {})", mount.value, app.place_of(first))));
+        }
+    }
+}
+
+fn check_dependency_cycles(apps: &BTreeMap<String, &Sourced<App>>, diagnostics: &mut Vec<Diagnostic>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        name: &'a str,
+        apps: &BTreeMap<String, &'a Sourced<App>>,
+        marks: &mut HashMap<&'a str, Mark>,
+        path: &mut Vec<&'a str>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) {
+        let Some(app) = apps.get(name) else { return };
+        marks.insert(name, Mark::Visiting);
+        path.push(name);
+        for dependency in &app.doc.depends_on {
+            let next = dependency.value.as_str();
+            if next == name {
+                continue;
+            }
+            match marks.get(next) {
+                Some(Mark::Visiting) => {
+                    let start = path.iter().position(|step| *step == next).unwrap_or(0);
+                    let cycle: Vec<&str> = path[start..].iter().copied().chain([next]).collect();
+                    diagnostics.push(app.error_at(
+                        dependency,
+                        format!("dependsOn cycle {}; remove one of these dependencies", cycle.join(" -> ")),
+                    ));
+                }
+                Some(Mark::Done) => {}
+                None => visit(next, apps, marks, path, diagnostics),
+            }
+        }
+        path.pop();
+        marks.insert(name, Mark::Done);
+    }
+    let mut marks = HashMap::new();
+    for name in apps.keys() {
+        if !marks.contains_key(name.as_str()) {
+            visit(name, apps, &mut marks, &mut Vec::new(), diagnostics);
+        }
+    }
+}
+
+fn check_domains(domains: &[Sourced<Domain>], apps: &BTreeMap<String, &Sourced<App>>, diagnostics: &mut Vec<Diagnostic>) {
+    let mut claimed: HashMap<String, (&Sourced<Domain>, &Located<String>)> = HashMap::new();
+    for domain in domains {
+        let spec = &domain.doc;
+        for host in std::iter::once(&spec.host).chain(&spec.aliases) {
+            if !is_host_name(&host.value) {
+                diagnostics.push(domain.error_at(host, format!("`{}` is not a host name; write e.g. `shop.example.com` (lowercase)", host.value)));
+            }
+            let duplicate_of_host = std::ptr::eq(host, &spec.host) && claimed.get(&host.value).is_some_and(|(first, _)| first.doc.host.value == host.value);
+            match claimed.get(&host.value) {
+                // A second Domain with the same `host` is already reported as a duplicate Domain.
+                Some(_) if duplicate_of_host => {}
+                Some((first, first_at)) => diagnostics.push(domain.error_at(
+                    host,
+                    format!("host `{}` is already claimed by the Domain at {}; a host can route to one app only", host.value, first.place_of(first_at)),
+                )),
+                None => {
+                    claimed.insert(host.value.clone(), (domain, host));
+                }
+            }
+        }
+        match apps.get(&spec.app.value) {
+            None => diagnostics.push(domain.error_at(
+                &spec.app,
+                format!("Domain `{}` points to app `{}`, which does not exist; {}", spec.host.value, spec.app.value, suggest(&spec.app.value, apps.keys())),
+            )),
+            Some(app) => {
+                let ports = port_names(&app.doc);
+                if !ports.contains(&spec.port.value) {
+                    diagnostics.push(domain.error_at(
+                        &spec.port,
+                        format!("app `{}` has no port named `{}`; {}", spec.app.value, spec.port.value, suggest(&spec.port.value, ports.iter())),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn check_scaling_rule(rule: &Sourced<ScalingRule>, apps: &BTreeMap<String, &Sourced<App>>, diagnostics: &mut Vec<Diagnostic>) {
+    let spec = &rule.doc;
+    if !apps.contains_key(&spec.app.value) {
+        diagnostics.push(rule.error_at(
+            &spec.app,
+            format!("ScalingRule for app `{}`, which does not exist; {}", spec.app.value, suggest(&spec.app.value, apps.keys())),
+        ));
+    }
+    check_bounds(rule, &spec.min, &spec.max, diagnostics);
+    if let Some(target) = &spec.target_cpu_percent
+        && !(1..=1000).contains(&target.value)
+    {
+        diagnostics.push(rule.error_at(target, format!("targetCpuPercent {} is out of range; use 1-1000", target.value)));
+    }
+    for schedule in &spec.schedules {
+        if let Err(error) = cron::Schedule::from_str(&schedule.cron.value) {
+            diagnostics.push(rule.error_at(
+                &schedule.cron,
+                format!("`{}` is not a cron expression ({error}); write seconds first, e.g. `0 0 8 * * Mon-Fri`", schedule.cron.value),
+            ));
+        }
+        let min = schedule.min.as_ref().unwrap_or(&spec.min);
+        let max = schedule.max.as_ref().unwrap_or(&spec.max);
+        check_bounds(rule, min, max, diagnostics);
+    }
+}
+
+fn check_bounds(rule: &Sourced<ScalingRule>, min: &Located<u32>, max: &Located<u32>, diagnostics: &mut Vec<Diagnostic>) {
+    if min.value > max.value {
+        diagnostics.push(rule.error_at(min, format!("min {} is greater than max {}; lower min or raise max", min.value, max.value)));
+    }
+    if max.value == 0 {
+        diagnostics.push(rule.error_at(max, "max 0 would stop the app; use at least 1"));
+    }
+    if max.value > MAX_REPLICAS {
+        diagnostics.push(rule.error_at(max, format!("max {} is over the limit of {MAX_REPLICAS}", max.value)));
+    }
+}
+
+/// "did you mean" for a misspelt name, or the list of valid names.
+fn suggest<'a>(wrong: &str, candidates: impl Iterator<Item = &'a String>) -> String {
+    let candidates: Vec<&String> = candidates.collect();
+    if candidates.is_empty() {
+        return "declare it first".to_owned();
+    }
+    let closest = candidates.iter().min_by_key(|candidate| edit_distance(wrong, candidate));
+    match closest {
+        Some(best) if edit_distance(wrong, best) <= 2 => format!("did you mean `{best}`?"),
+        _ => format!("known: {}", candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}

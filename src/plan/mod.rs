@@ -1,0 +1,337 @@
+//! The planner: desired state against observed state gives a [`Plan`], a value that is shown and then executed as
+//! it is. Pure: it imports only [`crate::model`].
+
+pub mod diff;
+pub mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AppSpec, DesiredState, DomainSpec, Environment, Observed, ObservedApp, ObservedDomain};
+
+/// What to do to one environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub env: Environment,
+    pub commit: Option<String>,
+    /// Creates and updates in `dependsOn` order (dependencies first), then deletes (dependents first).
+    pub apps: Vec<Action<AppSpec>>,
+    /// Empty when the backend did not report domains.
+    pub domains: Vec<Action<DomainSpec>>,
+    pub summary: Summary,
+}
+
+/// What to do to one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action<S> {
+    pub name: String,
+    pub change: Change,
+    /// The spec to converge to; `None` for a delete.
+    pub desired: Option<S>,
+    /// Unified diff of the redacted canonical YAML, for everything but `Unchanged` and `Repair`.
+    pub diff: Option<String>,
+}
+
+/// The kind of change an object needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum Change {
+    Create,
+    /// The spec changed: replicas are replaced one by one, health-gated.
+    Update { fields: Vec<String> },
+    /// Only the replica count changed.
+    Scale { from: u32, to: u32 },
+    /// The spec is unchanged but what runs drifted from it (a replica stopped, removed or added by hand).
+    Repair { reasons: Vec<String> },
+    Delete,
+    Unchanged,
+}
+
+impl Change {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Change::Create => "create",
+            Change::Update { .. } => "update",
+            Change::Scale { .. } => "scale",
+            Change::Repair { .. } => "repair",
+            Change::Delete => "delete",
+            Change::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Counts of actions per change, apps and domains together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub scale: usize,
+    pub repair: usize,
+    pub delete: usize,
+    pub unchanged: usize,
+}
+
+impl Summary {
+    fn count(&mut self, change: &Change) {
+        let counter = match change {
+            Change::Create => &mut self.create,
+            Change::Update { .. } => &mut self.update,
+            Change::Scale { .. } => &mut self.scale,
+            Change::Repair { .. } => &mut self.repair,
+            Change::Delete => &mut self.delete,
+            Change::Unchanged => &mut self.unchanged,
+        };
+        *counter += 1;
+    }
+
+    pub fn changes(&self) -> usize {
+        self.create + self.update + self.scale + self.repair + self.delete
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to create, {} to update, {} to scale, {} to repair, {} to delete, {} unchanged",
+            self.create, self.update, self.scale, self.repair, self.delete, self.unchanged
+        )
+    }
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.summary.changes() > 0
+    }
+}
+
+/// Computes what must change so that `observed` becomes `desired`.
+pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
+    let mut apps: Vec<Action<AppSpec>> = dependency_order(&desired.apps)
+        .into_iter()
+        .map(|spec| plan_app(spec, observed.apps.get(&spec.name)))
+        .collect();
+    apps.extend(deletions(desired, observed));
+    let domains = observed.domains.as_ref().map_or_else(Vec::new, |found| plan_domains(desired, found));
+    let mut summary = Summary::default();
+    for change in apps.iter().map(|a| &a.change).chain(domains.iter().map(|d| &d.change)) {
+        summary.count(change);
+    }
+    Plan { env: desired.env.clone(), commit: desired.commit.clone(), apps, domains, summary }
+}
+
+fn plan_app(desired: &AppSpec, observed: Option<&ObservedApp>) -> Action<AppSpec> {
+    let new = desired.redacted();
+    let old = observed.and_then(|app| app.last_applied.as_ref());
+    let change = match observed {
+        None if desired.replicas == 0 => Change::Unchanged,
+        None => Change::Create,
+        Some(observed) => app_change(desired, &new, observed),
+    };
+    let diff = match change {
+        Change::Create | Change::Update { .. } | Change::Scale { .. } => Some(diff::unified("App", &desired.name, old, Some(&new))),
+        _ => None,
+    };
+    Action { name: desired.name.clone(), change, desired: Some(desired.clone()), diff }
+}
+
+fn app_change(desired: &AppSpec, new: &AppSpec, observed: &ObservedApp) -> Change {
+    let hash = desired.spec_hash();
+    let outdated = observed.replicas.iter().filter(|replica| replica.spec_hash != hash).count();
+    let old = observed.last_applied.as_ref();
+    if outdated > 0 {
+        let mut fields = old.map(|old| diff::changed_fields(old, new)).unwrap_or_default();
+        fields.retain(|field| field != "replicas");
+        if fields.is_empty() {
+            fields.push(format!("{outdated} replica(s) on an older spec"));
+        }
+        return Change::Update { fields };
+    }
+    match old {
+        Some(old) if old.replicas != desired.replicas => Change::Scale { from: old.replicas, to: desired.replicas },
+        _ => {
+            let reasons = drift(desired, observed);
+            if reasons.is_empty() { Change::Unchanged } else { Change::Repair { reasons } }
+        }
+    }
+}
+
+/// How the replicas of an app whose spec is current differ from what it should be.
+fn drift(desired: &AppSpec, observed: &ObservedApp) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let count = observed.replicas.len() as u32;
+    if count < desired.replicas {
+        reasons.push(format!("{count} of {} replicas exist", desired.replicas));
+    } else if count > desired.replicas {
+        reasons.push(format!("{count} replicas exist, {} wanted", desired.replicas));
+    }
+    let mut numbers = BTreeSet::new();
+    for replica in &observed.replicas {
+        if !numbers.insert(replica.number) {
+            reasons.push(format!("two replicas carry number {}", replica.number));
+        }
+        if !replica.is_serving() {
+            reasons.push(format!("replica {} is {}", replica.id, describe(replica)));
+        }
+    }
+    reasons
+}
+
+fn describe(replica: &crate::model::ObservedReplica) -> String {
+    if replica.state == crate::model::ReplicaState::Running { "unhealthy".to_owned() } else { replica.state.as_str().to_owned() }
+}
+
+/// Apps of this environment that git no longer declares; dependents are deleted before their dependencies.
+fn deletions(desired: &DesiredState, observed: &Observed) -> Vec<Action<AppSpec>> {
+    let gone: BTreeMap<String, AppSpec> = observed
+        .apps
+        .values()
+        .filter(|app| app.env == desired.env.name && !desired.apps.contains_key(&app.name))
+        .map(|app| {
+            let spec = app.last_applied.clone().unwrap_or_else(|| placeholder_spec(&app.name));
+            (app.name.clone(), spec)
+        })
+        .collect();
+    let mut order = dependency_order(&gone);
+    order.reverse();
+    order
+        .into_iter()
+        .map(|spec| Action {
+            name: spec.name.clone(),
+            change: Change::Delete,
+            desired: None,
+            diff: Some(diff::unified("App", &spec.name, observed.apps.get(&spec.name).and_then(|a| a.last_applied.as_ref()), None)),
+        })
+        .collect()
+}
+
+/// Stands in for an app whose labels carried no last-applied spec, so it can still be ordered and deleted.
+fn placeholder_spec(name: &str) -> AppSpec {
+    AppSpec {
+        name: name.to_owned(),
+        replicas: 0,
+        depends_on: Vec::new(),
+        container: crate::model::ContainerSpec {
+            image: String::new(),
+            pull: Default::default(),
+            command: None,
+            env: BTreeMap::new(),
+            ports: Vec::new(),
+            health: crate::model::desired::HealthSpec {
+                probe: crate::model::desired::Probe::Running,
+                interval_ms: 0,
+                timeout_ms: 0,
+                retries: 0,
+                start_period_ms: 0,
+            },
+            cpu_millis: None,
+            memory_bytes: None,
+            volumes: Vec::new(),
+            stop_grace_period_ms: 0,
+        },
+        volumes_deleted_with_app: Vec::new(),
+    }
+}
+
+/// Apps with their dependencies first; ties broken by name. Dependencies outside the set are ignored, and a cycle
+/// (which validation rejects) does not lose apps: the rest follow in name order.
+pub fn dependency_order(apps: &BTreeMap<String, AppSpec>) -> Vec<&AppSpec> {
+    let mut waiting: BTreeMap<&str, usize> = apps
+        .values()
+        .map(|app| (app.name.as_str(), app.depends_on.iter().filter(|d| apps.contains_key(*d) && **d != app.name).collect::<BTreeSet<_>>().len()))
+        .collect();
+    let mut ordered = Vec::with_capacity(apps.len());
+    let mut ready: BTreeSet<&str> = waiting.iter().filter(|(_, n)| **n == 0).map(|(name, _)| *name).collect();
+    while let Some(name) = ready.pop_first() {
+        waiting.remove(name);
+        if let Some(app) = apps.get(name) {
+            ordered.push(app);
+        }
+        for (dependent, count) in waiting.iter_mut() {
+            let depends = apps.get(*dependent).is_some_and(|app| app.depends_on.iter().any(|d| d == name));
+            if depends && *count > 0 {
+                *count -= 1;
+                if *count == 0 {
+                    ready.insert(dependent);
+                }
+            }
+        }
+    }
+    ordered.extend(waiting.keys().filter_map(|name| apps.get(*name)));
+    ordered
+}
+
+fn plan_domains(desired: &DesiredState, observed: &BTreeMap<String, ObservedDomain>) -> Vec<Action<DomainSpec>> {
+    let mut actions: Vec<Action<DomainSpec>> = desired
+        .domains
+        .values()
+        .map(|spec| {
+            let old = observed.get(&spec.host).map(|found| &found.last_applied);
+            let change = match old {
+                None => Change::Create,
+                Some(old) if old == spec => Change::Unchanged,
+                Some(old) => Change::Update { fields: diff::changed_fields(old, spec) },
+            };
+            let diff = (change != Change::Unchanged).then(|| diff::unified("Domain", &spec.host, old, Some(spec)));
+            Action { name: spec.host.clone(), change, desired: Some(spec.clone()), diff }
+        })
+        .collect();
+    actions.extend(observed.iter().filter(|(host, found)| found.env == desired.env.name && !desired.domains.contains_key(*host)).map(|(host, found)| Action {
+        name: host.clone(),
+        change: Change::Delete,
+        desired: None,
+        diff: Some(diff::unified("Domain", host, Some(&found.last_applied), None)),
+    }));
+    actions
+}
+
+/// The observed state a correct backend leaves behind after executing `plan`: every replica of every planned app
+/// running, healthy and on the desired spec; deleted objects gone. This is the contract backends are tested
+/// against, and the planner's own fixed point (`plan(d, apply_to(o, plan(d, o)))` changes nothing).
+pub fn apply_to(observed: &Observed, plan: &Plan) -> Observed {
+    let mut after = observed.clone();
+    for action in &plan.apps {
+        match &action.desired {
+            None => {
+                after.apps.remove(&action.name);
+            }
+            Some(spec) if action.change != Change::Unchanged => {
+                after.apps.insert(spec.name.clone(), converged_app(spec, &plan.env, plan.commit.as_deref()));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(domains) = after.domains.as_mut() {
+        for action in &plan.domains {
+            match &action.desired {
+                None => {
+                    domains.remove(&action.name);
+                }
+                Some(spec) => {
+                    domains.insert(spec.host.clone(), ObservedDomain { env: plan.env.name.clone(), last_applied: spec.clone() });
+                }
+            }
+        }
+    }
+    after
+}
+
+fn converged_app(spec: &AppSpec, env: &Environment, commit: Option<&str>) -> ObservedApp {
+    let hash = spec.spec_hash();
+    ObservedApp {
+        name: spec.name.clone(),
+        env: env.name.clone(),
+        replicas: (1..=spec.replicas)
+            .map(|number| crate::model::ObservedReplica {
+                id: format!("{}-{}-{number}", env.project, spec.name),
+                number,
+                spec_hash: hash.clone(),
+                commit: commit.map(str::to_owned),
+                state: crate::model::ReplicaState::Running,
+                health: crate::model::HealthState::Healthy,
+            })
+            .collect(),
+        last_applied: Some(spec.redacted()),
+    }
+}

@@ -1,0 +1,88 @@
+//! Reads a config repository from a plain directory: every `*.yaml`/`*.yml` outside hidden folders.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use super::SourceError;
+use crate::model::{FileContent, MAX_FILE_BYTES, RepoFile};
+
+/// Every config file under `root`, sorted by path. Files that cannot be used (too large, a symlink leaving the
+/// repository) are returned with the reason, so validation reports them with everything else.
+pub fn read_dir(root: &Path) -> Result<Vec<RepoFile>, SourceError> {
+    let unreadable = |source| SourceError::Unreadable { path: root.to_owned(), source };
+    let canonical_root = root.canonicalize().map_err(unreadable)?;
+    if !canonical_root.is_dir() {
+        return Err(SourceError::NotADirectory { path: root.to_owned() });
+    }
+    let mut files = Vec::new();
+    walk(&canonical_root, &canonical_root, &mut files).map_err(unreadable)?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn walk(root: &Path, dir: &Path, files: &mut Vec<RepoFile>) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            walk(root, &path, files)?;
+        } else if is_config_file(&name) {
+            files.push(RepoFile { path: relative(root, &path), content: read_config_file(root, &path, file_type.is_symlink()) });
+        }
+    }
+    Ok(())
+}
+
+fn is_config_file(name: &str) -> bool {
+    name.ends_with(".yaml") || name.ends_with(".yml")
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    relative.components().map(|part| part.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+fn read_config_file(root: &Path, path: &Path, is_symlink: bool) -> FileContent {
+    if is_symlink {
+        match path.canonicalize() {
+            Ok(target) if !target.starts_with(root) => {
+                return FileContent::Rejected {
+                    reason: format!(
+                        "symlink points outside the repository (to {}); copy the file into the repository instead",
+                        target.display()
+                    ),
+                };
+            }
+            Ok(target) if target.is_dir() => {
+                return FileContent::Rejected { reason: "symlink to a directory named like a YAML file; rename it".to_owned() };
+            }
+            Ok(_) => {}
+            Err(error) => return FileContent::Rejected { reason: format!("broken symlink ({error}); fix or remove it") },
+        }
+    }
+    match read_bounded(path) {
+        Ok(content) => content,
+        Err(error) => FileContent::Rejected { reason: format!("cannot read file: {error}") },
+    }
+}
+
+/// Reads at most [`MAX_FILE_BYTES`] + 1 bytes so that a huge file costs no memory.
+fn read_bounded(path: &Path) -> std::io::Result<FileContent> {
+    let size = fs::metadata(path)?.len();
+    if size > MAX_FILE_BYTES {
+        return Ok(FileContent::TooLarge { size });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    fs::File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Ok(FileContent::TooLarge { size: bytes.len() as u64 });
+    }
+    Ok(FileContent::Bytes(bytes))
+}
