@@ -12,7 +12,8 @@ pub const DEFAULT_BIND_ADDRESS: &str = "127.0.0.1";
 /// The compose file (Compose Specification) equivalent to `desired`. Secrets become `${RAILYARD_SECRET_<NAME>}`
 /// references, so the file holds no secret the repository did not already hold.
 pub fn compose_yaml(desired: &DesiredState) -> String {
-    let services: Map<String, Value> = desired.apps.values().map(|app| (app.name.clone(), service(app, desired))).collect();
+    let services: Map<String, Value> =
+        desired.apps.values().map(|app| (app.name.clone(), service(app, desired))).collect();
     let volumes: Map<String, Value> = desired
         .apps
         .values()
@@ -86,8 +87,11 @@ fn service(app: &AppSpec, desired: &DesiredState) -> Value {
         service.insert("volumes".to_owned(), json!(volumes));
     }
     if !app.depends_on.is_empty() {
-        let depends: Map<String, Value> =
-            app.depends_on.iter().map(|dependency| (dependency.clone(), json!({"condition": start_condition(desired, dependency)}))).collect();
+        let depends: Map<String, Value> = app
+            .depends_on
+            .iter()
+            .map(|dependency| (dependency.clone(), json!({"condition": start_condition(desired, dependency)})))
+            .collect();
         service.insert("depends_on".to_owned(), Value::Object(depends));
     }
     service.insert("deploy".to_owned(), deploy(app));
@@ -121,9 +125,13 @@ fn deploy(app: &AppSpec) -> Value {
 fn health_test(probe: &Probe) -> Option<Vec<String>> {
     let url = |path: &str, port: u16| format!("http://127.0.0.1:{port}{path}");
     let test: Vec<String> = match probe {
-        Probe::Http { path, port } => vec!["CMD".into(), "wget".into(), "-q".into(), "--spider".into(), url(path, *port)],
+        Probe::Http { path, port } => {
+            vec!["CMD".into(), "wget".into(), "-q".into(), "--spider".into(), url(path, *port)]
+        }
         Probe::Tcp { port } => vec!["CMD".into(), "nc".into(), "-z".into(), "127.0.0.1".into(), port.to_string()],
-        Probe::Command(command) => std::iter::once("CMD".to_owned()).chain(command.iter().map(|part| escape(part))).collect(),
+        Probe::Command(command) => {
+            std::iter::once("CMD".to_owned()).chain(command.iter().map(|part| escape(part))).collect()
+        }
         Probe::Running => return None,
     };
     Some(test)
@@ -138,7 +146,8 @@ fn env_value(value: &EnvSpec) -> String {
 
 /// The variable that holds secret `name` for compose: `db-password` -> `RAILYARD_SECRET_DB_PASSWORD`.
 pub fn secret_variable(name: &str) -> String {
-    let upper: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    let upper: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("RAILYARD_SECRET_{upper}")
 }
 

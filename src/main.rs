@@ -38,8 +38,10 @@ enum Command {
         dir: PathBuf,
     },
     /// Print the JSON Schema of the document kinds, for editors and CI.
-    #[command(after_help = "Examples:\n  railyard schema              # all kinds, as one JSON object keyed by kind\n  \
-                            railyard schema --kind App   # one kind")]
+    #[command(
+        after_help = "Examples:\n  railyard schema              # all kinds, as one JSON object keyed by kind\n  \
+                            railyard schema --kind App   # one kind"
+    )]
     Schema {
         /// Only this kind.
         #[arg(long, value_enum)]
@@ -97,7 +99,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { dir } => Ok(match load(&dir)? {
             Ok(config) => {
-                println!("{}: valid ({} apps, {} domains, {} scaling rules)", dir.display(), config.apps.len(), config.domains.len(), config.scaling_rules.len());
+                println!(
+                    "{}: valid ({} apps, {} domains, {} scaling rules)",
+                    dir.display(),
+                    config.apps.len(),
+                    config.domains.len(),
+                    config.scaling_rules.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(invalid) => report_invalid(&invalid),

@@ -27,10 +27,16 @@ pub struct ActionOutcome {
 pub enum ActionResult {
     Done,
     /// New replicas did not become healthy; the old ones kept serving.
-    RolledBack { reason: String },
-    Failed { error: String },
+    RolledBack {
+        reason: String,
+    },
+    Failed {
+        error: String,
+    },
     /// A dependency failed, so this action was not attempted.
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
 }
 
 impl ApplyReport {

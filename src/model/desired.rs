@@ -38,18 +38,27 @@ impl Environment {
 
     pub fn pull_request(project: &str, number: u64) -> Environment {
         let name = format!("pr-{number}");
-        Environment { project: label(&format!("{project}-{name}")), name, preview: Some(PreviewOf::PullRequest(number)) }
+        Environment {
+            project: label(&format!("{project}-{name}")),
+            name,
+            preview: Some(PreviewOf::PullRequest(number)),
+        }
     }
 
     pub fn branch(project: &str, branch: &str) -> Environment {
         let name = label(&format!("branch-{}", slug(branch)));
-        Environment { project: label(&format!("{project}-{name}")), name, preview: Some(PreviewOf::Branch(branch.to_owned())) }
+        Environment {
+            project: label(&format!("{project}-{name}")),
+            name,
+            preview: Some(PreviewOf::Branch(branch.to_owned())),
+        }
     }
 }
 
 /// Lowercase letters, digits and single dashes.
 fn slug(text: &str) -> String {
-    let mapped: String = text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let mapped: String =
+        text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     mapped.split('-').filter(|part| !part.is_empty()).collect::<Vec<_>>().join("-")
 }
 
@@ -150,8 +159,13 @@ pub struct HealthSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Probe {
-    Http { path: String, port: u16 },
-    Tcp { port: u16 },
+    Http {
+        path: String,
+        port: u16,
+    },
+    Tcp {
+        port: u16,
+    },
     Command(Vec<String>),
     /// No check: healthy once running for `startPeriodMs`.
     Running,
@@ -265,7 +279,10 @@ impl Config {
                         read_only: volume.read_only,
                     })
                     .collect(),
-                stop_grace_period_ms: millis(spec.stop_grace_period.as_ref().map(|g| g.value.as_str()), DEFAULT_STOP_GRACE_MS),
+                stop_grace_period_ms: millis(
+                    spec.stop_grace_period.as_ref().map(|g| g.value.as_str()),
+                    DEFAULT_STOP_GRACE_MS,
+                ),
                 ports,
             },
             volumes_deleted_with_app: spec
@@ -302,9 +319,18 @@ impl Config {
                     .value;
                 let (host, aliases) = match &env.preview {
                     None => (spec.host.value.clone(), spec.aliases.iter().map(|a| a.value.clone()).collect()),
-                    Some(preview) => (preview_host(&template?.value, &spec.app.value, env, preview, self.project_name()), Vec::new()),
+                    Some(preview) => {
+                        (preview_host(&template?.value, &spec.app.value, env, preview, self.project_name()), Vec::new())
+                    }
                 };
-                let domain = DomainSpec { host: host.clone(), aliases, app: spec.app.value.clone(), port: spec.port.value.clone(), container_port, tls: spec.tls };
+                let domain = DomainSpec {
+                    host: host.clone(),
+                    aliases,
+                    app: spec.app.value.clone(),
+                    port: spec.port.value.clone(),
+                    container_port,
+                    tls: spec.tls,
+                };
                 Some((host, domain))
             })
             .collect()
@@ -341,7 +367,9 @@ fn millis(text: Option<&str>, default: u64) -> u64 {
 fn health_spec(health: Option<&Health>, ports: &[PortSpec]) -> HealthSpec {
     let port_number = |name: &str| ports.iter().find(|port| port.name == name).map_or(0, |port| port.container_port);
     let probe = match health {
-        Some(Health { http: Some(http), .. }) => Probe::Http { path: http.path.clone(), port: port_number(&http.port.value) },
+        Some(Health { http: Some(http), .. }) => {
+            Probe::Http { path: http.path.clone(), port: port_number(&http.port.value) }
+        }
         Some(Health { tcp: Some(tcp), .. }) => Probe::Tcp { port: port_number(&tcp.port.value) },
         Some(Health { command: Some(command), .. }) => Probe::Command(command.clone()),
         _ => Probe::Running,

@@ -50,8 +50,41 @@ pub struct Documents {
     pub scaling_rules: Vec<Sourced<ScalingRule>>,
 }
 
+/// Repositories with fewer files than this per core are read on one thread.
+const FILES_PER_WORKER: usize = 64;
+
 /// Reads every document of every file; problems are appended to `diagnostics` and the faulty document skipped.
+/// Large repositories are read on every core: files are independent, and parsing is most of the load time.
 pub fn read_documents(files: &[RepoFile], diagnostics: &mut Vec<Diagnostic>) -> Documents {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = cores.min(files.len() / FILES_PER_WORKER).max(1);
+    if workers == 1 {
+        return read_files(files, diagnostics);
+    }
+    let parts: Vec<(Documents, Vec<Diagnostic>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(files.len().div_ceil(workers))
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut found = Vec::new();
+                    (read_files(part, &mut found), found)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    let mut documents = Documents::default();
+    for (part, found) in parts {
+        documents.append(part);
+        diagnostics.extend(found);
+    }
+    documents
+}
+
+fn read_files(files: &[RepoFile], diagnostics: &mut Vec<Diagnostic>) -> Documents {
     let mut documents = Documents::default();
     for file in files {
         let name: Arc<str> = Arc::from(file.path.as_str());
@@ -61,6 +94,15 @@ pub fn read_documents(files: &[RepoFile], diagnostics: &mut Vec<Diagnostic>) -> 
         }
     }
     documents
+}
+
+impl Documents {
+    fn append(&mut self, mut other: Documents) {
+        self.projects.append(&mut other.projects);
+        self.apps.append(&mut other.apps);
+        self.domains.append(&mut other.domains);
+        self.scaling_rules.append(&mut other.scaling_rules);
+    }
 }
 
 fn file_text(file: &RepoFile) -> Result<&str, Diagnostic> {
@@ -79,22 +121,21 @@ fn file_text(file: &RepoFile) -> Result<&str, Diagnostic> {
             let line = valid.iter().filter(|b| **b == b'\n').count() as u64 + 1;
             let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
             let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() as u64 + 1;
-            Diagnostic::new(
-                &file.path,
-                line,
-                column,
-                "file is not valid UTF-8; save it as UTF-8 text".to_owned(),
-            )
+            Diagnostic::new(&file.path, line, column, "file is not valid UTF-8; save it as UTF-8 text".to_owned())
         }),
     }
 }
 
 fn read_file(file: &Arc<str>, text: &str, documents: &mut Documents, diagnostics: &mut Vec<Diagnostic>) {
-    let slices = match split_documents(text) {
-        Ok(slices) => slices,
-        Err((line, column, message)) => {
-            diagnostics.push(Diagnostic::new(file, line, column, format!("YAML syntax error: {message}")));
-            return;
+    let slices = if !has_document_markers(text) {
+        vec![(0, text)]
+    } else {
+        match split_documents(file, text) {
+            Ok(slices) => slices,
+            Err(diagnostic) => {
+                diagnostics.push(diagnostic);
+                return;
+            }
         }
     };
     for (line_offset, slice) in slices {
@@ -104,8 +145,13 @@ fn read_file(file: &Arc<str>, text: &str, documents: &mut Documents, diagnostics
     }
 }
 
+/// Without `---`, `...` or a directive at the start of a line, a YAML stream is one document.
+fn has_document_markers(text: &str) -> bool {
+    text.lines().any(|line| line.starts_with("---") || line.starts_with("...") || line.starts_with('%'))
+}
+
 /// The text of each document and the number of lines before it.
-fn split_documents(text: &str) -> Result<Vec<(u64, &str)>, (u64, u64, String)> {
+fn split_documents<'a>(file: &str, text: &'a str) -> Result<Vec<(u64, &'a str)>, Diagnostic> {
     let mut start_lines = Vec::new();
     for event in Parser::new_from_str(text) {
         match event {
@@ -113,7 +159,8 @@ fn split_documents(text: &str) -> Result<Vec<(u64, &str)>, (u64, u64, String)> {
             Ok(_) => {}
             Err(error) => {
                 let mark = error.marker();
-                return Err((mark.line() as u64, mark.col() as u64 + 1, error.info().to_owned()));
+                let message = format!("YAML syntax error: {}", error.info());
+                return Err(Diagnostic::new(file, mark.line() as u64, mark.col() as u64 + 1, message));
             }
         }
     }
@@ -142,20 +189,12 @@ struct KindProbe {
 
 fn read_document(file: &Arc<str>, line_offset: u64, text: &str, documents: &mut Documents) -> Result<(), Diagnostic> {
     let place = Sourced { file: Arc::clone(file), line_offset, doc: () };
-    let probe: Option<Located<KindProbe>> = parse(&place, text)?;
-    let Some(probe) = probe else { return Ok(()) };
-    let Some(kind) = probe.value.kind else {
-        return Err(place.error_at(
-            &probe,
-            "document has no `kind`; add `kind: Project`, `kind: App`, `kind: Domain` or `kind: ScalingRule`",
-        ));
-    };
-    let name = &kind.value;
-    let Some(kind_value) = Kind::parse(name) else {
-        return Err(place.error_at(
-            &kind,
-            format!("unknown kind `{name}`; use one of Project, App, Domain, ScalingRule"),
-        ));
+    let kind_value = match top_level_kind(text) {
+        Some(kind) => kind,
+        None => match probe_kind(&place, text)? {
+            Some(kind) => kind,
+            None => return Ok(()),
+        },
     };
     match kind_value {
         Kind::Project => documents.projects.push(place.with(parse(&place, text)?)),
@@ -164,6 +203,37 @@ fn read_document(file: &Arc<str>, line_offset: u64, text: &str, documents: &mut 
         Kind::ScalingRule => documents.scaling_rules.push(place.with(parse(&place, text)?)),
     }
     Ok(())
+}
+
+/// The kind of a block-style document read straight off its one `kind:` line at column 0, which is how nearly every
+/// document is written; anything else (flow style, an unknown or repeated kind) goes through the parser.
+fn top_level_kind(text: &str) -> Option<Kind> {
+    let mut kinds = text.lines().filter_map(|line| line.strip_prefix("kind:"));
+    let value = kinds.next()?;
+    if kinds.next().is_some() {
+        return None;
+    }
+    let value = value.split(" #").next().unwrap_or(value).trim().trim_matches(|c| c == '"' || c == '\'');
+    Kind::parse(value)
+}
+
+/// The kind as the parser reads it; `None` for an empty document; an error when it is missing or unknown.
+fn probe_kind(place: &Sourced<()>, text: &str) -> Result<Option<Kind>, Diagnostic> {
+    let probe: Option<Located<KindProbe>> = parse(place, text)?;
+    let Some(probe) = probe else { return Ok(None) };
+    let Some(kind) = probe.value.kind else {
+        return Err(place.error_at(
+            &probe,
+            "document has no `kind`; add `kind: Project`, `kind: App`, `kind: Domain` or `kind: ScalingRule`",
+        ));
+    };
+    let name = &kind.value;
+    match Kind::parse(name) {
+        Some(kind) => Ok(Some(kind)),
+        None => {
+            Err(place.error_at(&kind, format!("unknown kind `{name}`; use one of Project, App, Domain, ScalingRule")))
+        }
+    }
 }
 
 impl Sourced<()> {
@@ -175,14 +245,39 @@ impl Sourced<()> {
 fn parse<T: DeserializeOwned>(place: &Sourced<()>, text: &str) -> Result<T, Diagnostic> {
     let options = serde_saphyr::options! { with_snippet: false };
     serde_saphyr::from_str_with_options(text, options).map_err(|error| {
+        // A type mismatch can be the first symptom of broken syntax; the syntax error is what the user must fix.
+        if let Err(mut syntax) = split_documents(&place.file, text) {
+            syntax.line += place.line_offset;
+            return syntax;
+        }
         let (line, column) = error.location().map_or((1, 1), |at| (at.line().max(1), at.column().max(1)));
         Diagnostic::new(&place.file, line + place.line_offset, column, plain_message(&error.to_string()))
     })
 }
 
-/// serde-saphyr appends ` at line L, column C`; the diagnostic carries the place itself.
+/// serde-saphyr appends ` at line L, column C`; the diagnostic carries the place itself. Terse serde messages are
+/// turned into ones that say what to change.
 fn plain_message(message: &str) -> String {
     let without_place = message.rsplit_once(" at line ").map_or(message, |(text, _)| text);
     let first_line = without_place.lines().next().unwrap_or(without_place);
-    first_line.to_owned()
+    if let Some(rest) = first_line.strip_prefix("unknown field `") {
+        return unknown_field_message(first_line, rest);
+    }
+    match first_line {
+        "invalid u16" => "number out of range; use a whole number from 0 to 65535".to_owned(),
+        "invalid u32" => "number out of range; use a whole number from 0 to 4294967295".to_owned(),
+        _ => first_line.to_owned(),
+    }
+}
+
+/// Adds "did you mean" to serde's "unknown field `x`, expected one of a, b".
+fn unknown_field_message(message: &str, rest: &str) -> String {
+    let Some((field, expected)) = rest.split_once("`, expected one of ") else { return message.to_owned() };
+    let known: Vec<&str> = expected.split(", ").map(|name| name.trim_matches('`')).collect();
+    match known.iter().min_by_key(|name| super::validate::edit_distance(field, name)) {
+        Some(best) if super::validate::edit_distance(field, best) <= 2 => {
+            format!("unknown field `{field}`; did you mean `{best}`?")
+        }
+        _ => format!("unknown field `{field}`; the fields are {}", known.join(", ")),
+    }
 }

@@ -37,9 +37,13 @@ impl RepoFile {
 pub enum FileContent {
     Bytes(Vec<u8>),
     /// Larger than [`MAX_FILE_BYTES`]; not read.
-    TooLarge { size: u64 },
+    TooLarge {
+        size: u64,
+    },
     /// Refused by the source, e.g. a symlink that leaves the repository.
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
 }
 
 /// One problem in the repository, at `file:line:column`.

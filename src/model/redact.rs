@@ -37,7 +37,9 @@ mod tests {
 
     #[test]
     fn names_that_hold_secrets() {
-        for name in ["DB_PASSWORD", "github_token", "STRIPE_SECRET", "SSH_PRIVATE_KEY", "API_KEY", "KEY", "AWS_ACCESS_KEY_ID"] {
+        for name in
+            ["DB_PASSWORD", "github_token", "STRIPE_SECRET", "SSH_PRIVATE_KEY", "API_KEY", "KEY", "AWS_ACCESS_KEY_ID"]
+        {
             assert!(is_sensitive_name(name), "{name}");
         }
         for name in ["LOG_LEVEL", "PORT", "KEYBOARD_LAYOUT", "MONKEYS"] {

@@ -41,13 +41,14 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
 
 /// Parses a CPU amount into millicores: a decimal number of CPUs (`"0.5"`, `"2"`) or millicores (`"500m"`).
 pub fn parse_cpus(text: &str) -> Result<u64, String> {
-    let invalid = || format!("`{text}` is not a CPU amount; write a number of CPUs like `0.5` or millicores like `500m`");
+    let invalid =
+        || format!("`{text}` is not a CPU amount; write a number of CPUs like `0.5` or millicores like `500m`");
     let trimmed = text.trim();
     let millis = if let Some(millis) = trimmed.strip_suffix('m') {
         millis.parse::<u64>().map_err(|_| invalid())?
     } else {
         let cpus: f64 = trimmed.parse().map_err(|_| invalid())?;
-        if !cpus.is_finite() || cpus < 0.0 || cpus > 1024.0 {
+        if !(0.0..=1024.0).contains(&cpus) {
             return Err(invalid());
         }
         (cpus * 1000.0).round() as u64

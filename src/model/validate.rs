@@ -89,16 +89,18 @@ fn check_host_template(project: &Sourced<Project>, template: &Located<String>, d
             template,
             format!("unknown placeholder `{unknown}` in hostTemplate; use {}", TEMPLATE_PLACEHOLDERS.join(", ")),
         ));
-    } else if !template.value.contains("{number}") && !template.value.contains("{env}") && !template.value.contains("{branch}") {
+    } else if !template.value.contains("{number}")
+        && !template.value.contains("{env}")
+        && !template.value.contains("{branch}")
+    {
         diagnostics.push(project.error_at(
             template,
             "hostTemplate must contain `{number}`, `{branch}` or `{env}` so that previews get distinct hosts",
         ));
     } else if !is_host_name(&rest) {
-        diagnostics.push(project.error_at(
-            template,
-            format!("hostTemplate `{}` does not make a valid host name", template.value),
-        ));
+        diagnostics.push(
+            project.error_at(template, format!("hostTemplate `{}` does not make a valid host name", template.value)),
+        );
     }
 }
 
@@ -153,7 +155,10 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
     check_dns_label(app, &spec.name, "App name", diagnostics);
     let image = &spec.image.value;
     if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        diagnostics.push(app.error_at(&spec.image, format!("image `{image}` is not an image reference; write e.g. `ghcr.io/acme/web:1.4.2`")));
+        diagnostics.push(app.error_at(
+            &spec.image,
+            format!("image `{image}` is not an image reference; write e.g. `ghcr.io/acme/web:1.4.2`"),
+        ));
     }
     for name in spec.env.keys() {
         if !is_env_name(&name.0.value) {
@@ -170,7 +175,8 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
     if let Some(replicas) = &spec.replicas
         && replicas.value > MAX_REPLICAS
     {
-        diagnostics.push(app.error_at(replicas, format!("replicas {} is over the limit of {MAX_REPLICAS}", replicas.value)));
+        diagnostics
+            .push(app.error_at(replicas, format!("replicas {} is over the limit of {MAX_REPLICAS}", replicas.value)));
     }
     if let Some(resources) = &spec.resources {
         check_resources(app, resources, diagnostics);
@@ -181,11 +187,18 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
     }
     for dependency in &spec.depends_on {
         if dependency.value == spec.name.value {
-            diagnostics.push(app.error_at(dependency, format!("app `{}` depends on itself; remove it from dependsOn", dependency.value)));
+            diagnostics.push(app.error_at(
+                dependency,
+                format!("app `{}` depends on itself; remove it from dependsOn", dependency.value),
+            ));
         } else if !apps.contains_key(&dependency.value) {
             diagnostics.push(app.error_at(
                 dependency,
-                format!("dependsOn names `{}`, which is not an App in this repository; {}", dependency.value, suggest(&dependency.value, apps.keys())),
+                format!(
+                    "dependsOn names `{}`, which is not an App in this repository; {}",
+                    dependency.value,
+                    suggest(&dependency.value, apps.keys())
+                ),
             ));
         }
     }
@@ -210,18 +223,26 @@ fn check_ports(app: &Sourced<App>, diagnostics: &mut Vec<Diagnostic>) {
     for port in &app.doc.ports {
         check_dns_label(app, &port.name, "port name", diagnostics);
         if let Some(first) = names.insert(port.name.value.as_str(), &port.name) {
-            diagnostics.push(app.error_at(&port.name, format!("duplicate port name `{}` (first at {})", port.name.value, app.place_of(first))));
+            diagnostics.push(app.error_at(
+                &port.name,
+                format!("duplicate port name `{}` (first at {})", port.name.value, app.place_of(first)),
+            ));
         }
         if port.port.value == 0 {
             diagnostics.push(app.error_at(&port.port, "port 0 is not a port; use 1-65535"));
         }
         if let Some(first) = numbers.insert((port.port.value, port.protocol), &port.port) {
-            diagnostics.push(app.error_at(&port.port, format!("port {} is declared twice (first at {})", port.port.value, app.place_of(first))));
+            diagnostics.push(app.error_at(
+                &port.port,
+                format!("port {} is declared twice (first at {})", port.port.value, app.place_of(first)),
+            ));
         }
         if let Some(host_port) = &port.host_port
             && host_port.value == 0
         {
-            diagnostics.push(app.error_at(host_port, "hostPort 0 is not a port; use 1-65535, or leave it out to let Docker choose"));
+            diagnostics.push(
+                app.error_at(host_port, "hostPort 0 is not a port; use 1-65535, or leave it out to let Docker choose"),
+            );
         }
     }
 }
@@ -252,7 +273,12 @@ fn check_port_reference(app: &Sourced<App>, port: &Located<String>, diagnostics:
     if !ports.contains(&port.value) {
         diagnostics.push(app.error_at(
             port,
-            format!("port `{}` is not declared by app `{}`; {}", port.value, app.doc.name.value, suggest(&port.value, ports.iter())),
+            format!(
+                "port `{}` is not declared by app `{}`; {}",
+                port.value,
+                app.doc.name.value,
+                suggest(&port.value, ports.iter())
+            ),
         ));
     }
 }
@@ -267,10 +293,18 @@ fn check_volumes(app: &Sourced<App>, diagnostics: &mut Vec<Diagnostic>) {
         check_dns_label(app, &volume.name, "volume name", diagnostics);
         let mount = &volume.mount;
         if !mount.value.starts_with('/') || mount.value.split('/').any(|part| part == "..") {
-            diagnostics.push(app.error_at(mount, format!("mount `{}` must be an absolute path inside the container without `..`", mount.value)));
+            diagnostics.push(app.error_at(
+                mount,
+                format!("mount `{}` must be an absolute path inside the container without `..`", mount.value),
+            ));
         }
         if let Some(first) = mounts.insert(mount.value.as_str(), mount) {
-            diagnostics.push(app.error_at(mount, format!("two volumes mount at `{}` (first at {})", mount.value, app.place_of(first))));
+            diagnostics.push(
+                app.error_at(
+                    mount,
+                    format!("two volumes mount at `{}` (first at {})", mount.value, app.place_of(first)),
+                ),
+            );
         }
     }
 }
@@ -320,21 +354,33 @@ fn check_dependency_cycles(apps: &BTreeMap<String, &Sourced<App>>, diagnostics: 
     }
 }
 
-fn check_domains(domains: &[Sourced<Domain>], apps: &BTreeMap<String, &Sourced<App>>, diagnostics: &mut Vec<Diagnostic>) {
+fn check_domains(
+    domains: &[Sourced<Domain>],
+    apps: &BTreeMap<String, &Sourced<App>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let mut claimed: HashMap<String, (&Sourced<Domain>, &Located<String>)> = HashMap::new();
     for domain in domains {
         let spec = &domain.doc;
         for host in std::iter::once(&spec.host).chain(&spec.aliases) {
             if !is_host_name(&host.value) {
-                diagnostics.push(domain.error_at(host, format!("`{}` is not a host name; write e.g. `shop.example.com` (lowercase)", host.value)));
+                diagnostics.push(domain.error_at(
+                    host,
+                    format!("`{}` is not a host name; write e.g. `shop.example.com` (lowercase)", host.value),
+                ));
             }
-            let duplicate_of_host = std::ptr::eq(host, &spec.host) && claimed.get(&host.value).is_some_and(|(first, _)| first.doc.host.value == host.value);
+            let duplicate_of_host = std::ptr::eq(host, &spec.host)
+                && claimed.get(&host.value).is_some_and(|(first, _)| first.doc.host.value == host.value);
             match claimed.get(&host.value) {
                 // A second Domain with the same `host` is already reported as a duplicate Domain.
                 Some(_) if duplicate_of_host => {}
                 Some((first, first_at)) => diagnostics.push(domain.error_at(
                     host,
-                    format!("host `{}` is already claimed by the Domain at {}; a host can route to one app only", host.value, first.place_of(first_at)),
+                    format!(
+                        "host `{}` is already claimed by the Domain at {}; a host can route to one app only",
+                        host.value,
+                        first.place_of(first_at)
+                    ),
                 )),
                 None => {
                     claimed.insert(host.value.clone(), (domain, host));
@@ -344,14 +390,24 @@ fn check_domains(domains: &[Sourced<Domain>], apps: &BTreeMap<String, &Sourced<A
         match apps.get(&spec.app.value) {
             None => diagnostics.push(domain.error_at(
                 &spec.app,
-                format!("Domain `{}` points to app `{}`, which does not exist; {}", spec.host.value, spec.app.value, suggest(&spec.app.value, apps.keys())),
+                format!(
+                    "Domain `{}` points to app `{}`, which does not exist; {}",
+                    spec.host.value,
+                    spec.app.value,
+                    suggest(&spec.app.value, apps.keys())
+                ),
             )),
             Some(app) => {
                 let ports = port_names(&app.doc);
                 if !ports.contains(&spec.port.value) {
                     diagnostics.push(domain.error_at(
                         &spec.port,
-                        format!("app `{}` has no port named `{}`; {}", spec.app.value, spec.port.value, suggest(&spec.port.value, ports.iter())),
+                        format!(
+                            "app `{}` has no port named `{}`; {}",
+                            spec.app.value,
+                            spec.port.value,
+                            suggest(&spec.port.value, ports.iter())
+                        ),
                     ));
                 }
             }
@@ -359,26 +415,32 @@ fn check_domains(domains: &[Sourced<Domain>], apps: &BTreeMap<String, &Sourced<A
     }
 }
 
-fn check_scaling_rule(rule: &Sourced<ScalingRule>, apps: &BTreeMap<String, &Sourced<App>>, diagnostics: &mut Vec<Diagnostic>) {
+fn check_scaling_rule(
+    rule: &Sourced<ScalingRule>,
+    apps: &BTreeMap<String, &Sourced<App>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let spec = &rule.doc;
     if !apps.contains_key(&spec.app.value) {
         diagnostics.push(rule.error_at(
             &spec.app,
-            format!("ScalingRule for app `{}`, which does not exist; {}", spec.app.value, suggest(&spec.app.value, apps.keys())),
+            format!(
+                "ScalingRule for app `{}`, which does not exist; {}",
+                spec.app.value,
+                suggest(&spec.app.value, apps.keys())
+            ),
         ));
     }
     check_bounds(rule, &spec.min, &spec.max, diagnostics);
     if let Some(target) = &spec.target_cpu_percent
         && !(1..=1000).contains(&target.value)
     {
-        diagnostics.push(rule.error_at(target, format!("targetCpuPercent {} is out of range; use 1-1000", target.value)));
+        diagnostics
+            .push(rule.error_at(target, format!("targetCpuPercent {} is out of range; use 1-1000", target.value)));
     }
     for schedule in &spec.schedules {
-        if let Err(error) = cron::Schedule::from_str(&schedule.cron.value) {
-            diagnostics.push(rule.error_at(
-                &schedule.cron,
-                format!("`{}` is not a cron expression ({error}); write seconds first, e.g. `0 0 8 * * Mon-Fri`", schedule.cron.value),
-            ));
+        if let Err(message) = check_cron(&schedule.cron.value) {
+            diagnostics.push(rule.error_at(&schedule.cron, message));
         }
         let min = schedule.min.as_ref().unwrap_or(&spec.min);
         let max = schedule.max.as_ref().unwrap_or(&spec.max);
@@ -386,9 +448,30 @@ fn check_scaling_rule(rule: &Sourced<ScalingRule>, apps: &BTreeMap<String, &Sour
     }
 }
 
-fn check_bounds(rule: &Sourced<ScalingRule>, min: &Located<u32>, max: &Located<u32>, diagnostics: &mut Vec<Diagnostic>) {
+fn check_cron(expression: &str) -> Result<(), String> {
+    let fields = expression.split_whitespace().count();
+    if fields == 5 {
+        return Err(format!(
+            "cron `{expression}` has 5 fields, but railyard's cron starts with seconds; write `0 {expression}`"
+        ));
+    }
+    cron::Schedule::from_str(expression).map(|_| ()).map_err(|error| {
+        let text = error.to_string();
+        let reason = text.lines().last().unwrap_or_default().trim().trim_end_matches('.');
+        format!("`{expression}` is not a cron expression ({reason}); write `sec min hour day month weekday`, e.g. `0 0 8 * * Mon-Fri`")
+    })
+}
+
+fn check_bounds(
+    rule: &Sourced<ScalingRule>,
+    min: &Located<u32>,
+    max: &Located<u32>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     if min.value > max.value {
-        diagnostics.push(rule.error_at(min, format!("min {} is greater than max {}; lower min or raise max", min.value, max.value)));
+        diagnostics.push(
+            rule.error_at(min, format!("min {} is greater than max {}; lower min or raise max", min.value, max.value)),
+        );
     }
     if max.value == 0 {
         diagnostics.push(rule.error_at(max, "max 0 would stop the app; use at least 1"));
@@ -411,7 +494,8 @@ fn suggest<'a>(wrong: &str, candidates: impl Iterator<Item = &'a String>) -> Str
     }
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance, for suggestions.
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -45,7 +45,9 @@ fn collect_changes(old: &Value, new: &Value, prefix: &str, paths: &mut Vec<Strin
                 let nested_prefix = if prefix.is_empty() { key.clone() } else { path.clone() };
                 match (old_fields.get(key), new_fields.get(key)) {
                     (Some(a), Some(b)) if a == b => {}
-                    (Some(a), Some(b)) if a.is_object() && b.is_object() => collect_changes(a, b, &nested_prefix, paths),
+                    (Some(a), Some(b)) if a.is_object() && b.is_object() => {
+                        collect_changes(a, b, &nested_prefix, paths)
+                    }
                     _ => paths.push(path),
                 }
             }

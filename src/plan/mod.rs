@@ -39,11 +39,18 @@ pub struct Action<S> {
 pub enum Change {
     Create,
     /// The spec changed: replicas are replaced one by one, health-gated.
-    Update { fields: Vec<String> },
+    Update {
+        fields: Vec<String>,
+    },
     /// Only the replica count changed.
-    Scale { from: u32, to: u32 },
+    Scale {
+        from: u32,
+        to: u32,
+    },
     /// The spec is unchanged but what runs drifted from it (a replica stopped, removed or added by hand).
-    Repair { reasons: Vec<String> },
+    Repair {
+        reasons: Vec<String>,
+    },
     Delete,
     Unchanged,
 }
@@ -108,10 +115,8 @@ impl Plan {
 
 /// Computes what must change so that `observed` becomes `desired`.
 pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
-    let mut apps: Vec<Action<AppSpec>> = dependency_order(&desired.apps)
-        .into_iter()
-        .map(|spec| plan_app(spec, observed.apps.get(&spec.name)))
-        .collect();
+    let mut apps: Vec<Action<AppSpec>> =
+        dependency_order(&desired.apps).into_iter().map(|spec| plan_app(spec, observed.apps.get(&spec.name))).collect();
     apps.extend(deletions(desired, observed));
     let domains = observed.domains.as_ref().map_or_else(Vec::new, |found| plan_domains(desired, found));
     let mut summary = Summary::default();
@@ -130,7 +135,9 @@ fn plan_app(desired: &AppSpec, observed: Option<&ObservedApp>) -> Action<AppSpec
         Some(observed) => app_change(desired, &new, observed),
     };
     let diff = match change {
-        Change::Create | Change::Update { .. } | Change::Scale { .. } => Some(diff::unified("App", &desired.name, old, Some(&new))),
+        Change::Create | Change::Update { .. } | Change::Scale { .. } => {
+            Some(diff::unified("App", &desired.name, old, Some(&new)))
+        }
         _ => None,
     };
     Action { name: desired.name.clone(), change, desired: Some(desired.clone()), diff }
@@ -179,7 +186,11 @@ fn drift(desired: &AppSpec, observed: &ObservedApp) -> Vec<String> {
 }
 
 fn describe(replica: &crate::model::ObservedReplica) -> String {
-    if replica.state == crate::model::ReplicaState::Running { "unhealthy".to_owned() } else { replica.state.as_str().to_owned() }
+    if replica.state == crate::model::ReplicaState::Running {
+        "unhealthy".to_owned()
+    } else {
+        replica.state.as_str().to_owned()
+    }
 }
 
 /// Apps of this environment that git no longer declares; dependents are deleted before their dependencies.
@@ -201,7 +212,12 @@ fn deletions(desired: &DesiredState, observed: &Observed) -> Vec<Action<AppSpec>
             name: spec.name.clone(),
             change: Change::Delete,
             desired: None,
-            diff: Some(diff::unified("App", &spec.name, observed.apps.get(&spec.name).and_then(|a| a.last_applied.as_ref()), None)),
+            diff: Some(diff::unified(
+                "App",
+                &spec.name,
+                observed.apps.get(&spec.name).and_then(|a| a.last_applied.as_ref()),
+                None,
+            )),
         })
         .collect()
 }
@@ -237,20 +253,23 @@ fn placeholder_spec(name: &str) -> AppSpec {
 /// Apps with their dependencies first; ties broken by name. Dependencies outside the set are ignored, and a cycle
 /// (which validation rejects) does not lose apps: the rest follow in name order.
 pub fn dependency_order(apps: &BTreeMap<String, AppSpec>) -> Vec<&AppSpec> {
-    let mut waiting: BTreeMap<&str, usize> = apps
-        .values()
-        .map(|app| (app.name.as_str(), app.depends_on.iter().filter(|d| apps.contains_key(*d) && **d != app.name).collect::<BTreeSet<_>>().len()))
-        .collect();
+    let mut waiting: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for app in apps.values() {
+        let dependencies: BTreeSet<&str> =
+            app.depends_on.iter().map(String::as_str).filter(|d| apps.contains_key(*d) && *d != app.name).collect();
+        for dependency in &dependencies {
+            dependents.entry(dependency).or_default().push(&app.name);
+        }
+        waiting.insert(&app.name, dependencies.len());
+    }
+    let mut ready: BTreeSet<&str> = waiting.iter().filter(|(_, count)| **count == 0).map(|(name, _)| *name).collect();
     let mut ordered = Vec::with_capacity(apps.len());
-    let mut ready: BTreeSet<&str> = waiting.iter().filter(|(_, n)| **n == 0).map(|(name, _)| *name).collect();
     while let Some(name) = ready.pop_first() {
         waiting.remove(name);
-        if let Some(app) = apps.get(name) {
-            ordered.push(app);
-        }
-        for (dependent, count) in waiting.iter_mut() {
-            let depends = apps.get(*dependent).is_some_and(|app| app.depends_on.iter().any(|d| d == name));
-            if depends && *count > 0 {
+        ordered.extend(apps.get(name));
+        for dependent in dependents.get(name).into_iter().flatten() {
+            if let Some(count) = waiting.get_mut(dependent) {
                 *count -= 1;
                 if *count == 0 {
                     ready.insert(dependent);
@@ -277,12 +296,17 @@ fn plan_domains(desired: &DesiredState, observed: &BTreeMap<String, ObservedDoma
             Action { name: spec.host.clone(), change, desired: Some(spec.clone()), diff }
         })
         .collect();
-    actions.extend(observed.iter().filter(|(host, found)| found.env == desired.env.name && !desired.domains.contains_key(*host)).map(|(host, found)| Action {
-        name: host.clone(),
-        change: Change::Delete,
-        desired: None,
-        diff: Some(diff::unified("Domain", host, Some(&found.last_applied), None)),
-    }));
+    actions.extend(
+        observed
+            .iter()
+            .filter(|(host, found)| found.env == desired.env.name && !desired.domains.contains_key(*host))
+            .map(|(host, found)| Action {
+                name: host.clone(),
+                change: Change::Delete,
+                desired: None,
+                diff: Some(diff::unified("Domain", host, Some(&found.last_applied), None)),
+            }),
+    );
     actions
 }
 
@@ -309,7 +333,10 @@ pub fn apply_to(observed: &Observed, plan: &Plan) -> Observed {
                     domains.remove(&action.name);
                 }
                 Some(spec) => {
-                    domains.insert(spec.host.clone(), ObservedDomain { env: plan.env.name.clone(), last_applied: spec.clone() });
+                    domains.insert(
+                        spec.host.clone(),
+                        ObservedDomain { env: plan.env.name.clone(), last_applied: spec.clone() },
+                    );
                 }
             }
         }

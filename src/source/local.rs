@@ -34,7 +34,10 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<RepoFile>) -> std::io::Result<(
         if file_type.is_dir() {
             walk(root, &path, files)?;
         } else if is_config_file(&name) {
-            files.push(RepoFile { path: relative(root, &path), content: read_config_file(root, &path, file_type.is_symlink()) });
+            files.push(RepoFile {
+                path: relative(root, &path),
+                content: read_config_file(root, &path, file_type.is_symlink()),
+            });
         }
     }
     Ok(())
@@ -61,10 +64,14 @@ fn read_config_file(root: &Path, path: &Path, is_symlink: bool) -> FileContent {
                 };
             }
             Ok(target) if target.is_dir() => {
-                return FileContent::Rejected { reason: "symlink to a directory named like a YAML file; rename it".to_owned() };
+                return FileContent::Rejected {
+                    reason: "symlink to a directory named like a YAML file; rename it".to_owned(),
+                };
             }
             Ok(_) => {}
-            Err(error) => return FileContent::Rejected { reason: format!("broken symlink ({error}); fix or remove it") },
+            Err(error) => {
+                return FileContent::Rejected { reason: format!("broken symlink ({error}); fix or remove it") };
+            }
         }
     }
     match read_bounded(path) {
