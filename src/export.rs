@@ -59,7 +59,8 @@ fn service(app: &AppSpec, desired: &DesiredState) -> Value {
             .collect();
         service.insert("ports".to_owned(), json!(ports));
     }
-    if let Some(test) = health_test(&container.health.probe) {
+    if let Some(test) = container.health.probe.container_test() {
+        let test: Vec<String> = test.iter().map(|part| escape(part)).collect();
         let health = &container.health;
         service.insert(
             "healthcheck".to_owned(),
@@ -120,21 +121,6 @@ fn deploy(app: &AppSpec) -> Value {
         deploy.insert("resources".to_owned(), json!({ "limits": limits }));
     }
     Value::Object(deploy)
-}
-
-fn health_test(probe: &Probe) -> Option<Vec<String>> {
-    let url = |path: &str, port: u16| format!("http://127.0.0.1:{port}{path}");
-    let test: Vec<String> = match probe {
-        Probe::Http { path, port } => {
-            vec!["CMD".into(), "wget".into(), "-q".into(), "--spider".into(), url(path, *port)]
-        }
-        Probe::Tcp { port } => vec!["CMD".into(), "nc".into(), "-z".into(), "127.0.0.1".into(), port.to_string()],
-        Probe::Command(command) => {
-            std::iter::once("CMD".to_owned()).chain(command.iter().map(|part| escape(part))).collect()
-        }
-        Probe::Running => return None,
-    };
-    Some(test)
 }
 
 fn env_value(value: &EnvSpec) -> String {

@@ -8,4 +8,6 @@ pub mod backend;
 pub mod export;
 pub mod model;
 pub mod plan;
+pub mod progress;
+pub mod secrets;
 pub mod source;

@@ -98,7 +98,7 @@ fn cli_validate_exit_codes_and_stderr() {
     assert_eq!(valid.status.code(), Some(0), "{}", String::from_utf8_lossy(&valid.stderr));
     let missing =
         Command::new(binary).arg("validate").arg("/nonexistent/railyard-config").output().expect("railyard runs");
-    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(missing.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("cannot read config directory /nonexistent/railyard-config")
     );

@@ -1,6 +1,9 @@
 //! The Backend trait: what every place apps run on (one Docker host, a Kubernetes cluster) offers the daemon.
 //! Backends know nothing of git, HTTP serving or the store.
 
+pub mod docker;
+pub mod schedule;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +21,8 @@ pub struct ApplyReport {
 pub struct ActionOutcome {
     pub kind: String,
     pub name: String,
+    /// The plan's verb for it: create, update, scale, repair, delete.
+    pub change: String,
     pub result: ActionResult,
     pub duration_ms: u64,
 }

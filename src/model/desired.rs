@@ -45,6 +45,17 @@ impl Environment {
         }
     }
 
+    /// The environment called `name`: `production`, `pr-<number>` or `branch-<branch>`.
+    pub fn named(project: &str, name: &str) -> Option<Environment> {
+        if name == Self::PRODUCTION {
+            return Some(Environment::production(project));
+        }
+        if let Some(number) = name.strip_prefix("pr-") {
+            return number.parse().ok().map(|number| Environment::pull_request(project, number));
+        }
+        name.strip_prefix("branch-").filter(|branch| !branch.is_empty()).map(|branch| Environment::branch(project, branch))
+    }
+
     pub fn branch(project: &str, branch: &str) -> Environment {
         let name = label(&format!("branch-{}", slug(branch)));
         Environment {
@@ -169,6 +180,23 @@ pub enum Probe {
     Command(Vec<String>),
     /// No check: healthy once running for `startPeriodMs`.
     Running,
+}
+
+impl Probe {
+    /// The check as a command run inside the container, as Docker and Compose run health checks: HTTP and TCP
+    /// checks use the `wget` and `nc` the image provides. `None` when there is no check.
+    pub fn container_test(&self) -> Option<Vec<String>> {
+        let test: Vec<String> = match self {
+            Probe::Http { path, port } => {
+                let url = format!("http://127.0.0.1:{port}{path}");
+                vec!["CMD".into(), "wget".into(), "-q".into(), "--spider".into(), url]
+            }
+            Probe::Tcp { port } => vec!["CMD".into(), "nc".into(), "-z".into(), "127.0.0.1".into(), port.to_string()],
+            Probe::Command(command) => std::iter::once("CMD".to_owned()).chain(command.iter().cloned()).collect(),
+            Probe::Running => return None,
+        };
+        Some(test)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

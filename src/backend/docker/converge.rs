@@ -1,0 +1,465 @@
+//! Applying a plan on Docker. Each app converges from whatever its containers are now, so an apply killed at any
+//! point and run again finishes the job: replicas on the desired spec are kept (and renamed into place), anything
+//! else of the app is removed only once the new replicas are healthy.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum, NetworkCreateRequest, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveVolumeOptions, RenameContainerOptions,
+    StartContainerOptions, StopContainerOptions,
+};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+
+use super::container::{self, ReplicaRequest, canonical_name, network_name, volume_name};
+use super::labels::{self, Replica};
+use super::{DockerBackend, DockerError};
+use crate::backend::{ActionOutcome, ActionResult, ApplyReport, Progress, schedule};
+use crate::model::desired::{HealthSpec, Probe};
+use crate::model::kinds::PullPolicy;
+use crate::model::{AppSpec, Environment, HealthState, ReplicaState};
+use crate::plan::{Action, Plan};
+
+/// How often a starting replica is looked at.
+const HEALTH_POLL: Duration = Duration::from_millis(100);
+/// Added to a health check's own deadline for the engine's scheduling.
+const HEALTH_SLACK: Duration = Duration::from_secs(2);
+
+pub(super) async fn apply(backend: &DockerBackend, plan: &Plan, progress: &dyn Progress) -> Result<ApplyReport, DockerError> {
+    let creates_something = plan.apps.iter().any(|action| action.desired.is_some() && action.change.verb() != "unchanged");
+    if creates_something {
+        ensure_network(backend, &plan.env).await?;
+    }
+    let outcomes =
+        schedule::in_dependency_order(plan, backend.settings.parallel, |action| run(backend, plan, action, progress)).await;
+    Ok(ApplyReport { outcomes })
+}
+
+async fn run(backend: &DockerBackend, plan: &Plan, action: &Action<AppSpec>, progress: &dyn Progress) -> ActionOutcome {
+    let started = Instant::now();
+    progress.event(&action.name, &format!("{} started", action.change.verb()));
+    let result = match &action.desired {
+        Some(spec) => converge_app(backend, plan, spec, progress).await,
+        None => delete_app(backend, &plan.env, &action.name, progress).await,
+    };
+    let result = result.unwrap_or_else(|error| ActionResult::Failed { error: error.to_string() });
+    let outcome = ActionOutcome {
+        kind: "App".to_owned(),
+        name: action.name.clone(),
+        change: action.change.verb().to_owned(),
+        result,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    progress.event(&action.name, &describe(&outcome.result));
+    outcome
+}
+
+fn describe(result: &ActionResult) -> String {
+    match result {
+        ActionResult::Done => "done".to_owned(),
+        ActionResult::RolledBack { reason } => format!("rolled back: {reason}"),
+        ActionResult::Failed { error } => format!("failed: {error}"),
+        ActionResult::Skipped { reason } => format!("skipped: {reason}"),
+    }
+}
+
+/// A replica started by this apply, which must prove healthy before the old ones go.
+struct Starting {
+    id: String,
+    /// Created now (removed again if it fails), as opposed to an existing replica started again.
+    created: bool,
+}
+
+async fn converge_app(
+    backend: &DockerBackend,
+    plan: &Plan,
+    spec: &AppSpec,
+    progress: &dyn Progress,
+) -> Result<ActionResult, DockerError> {
+    let env = &plan.env;
+    let environment = match container::environment(spec, |name| backend.settings.secrets.get(name)) {
+        Ok(environment) => environment,
+        Err(missing) => return Ok(ActionResult::Failed { error: format!("app `{}`: {missing}", spec.name) }),
+    };
+    if let Err(error) = ensure_image(backend, spec, progress).await? {
+        return Ok(ActionResult::Failed { error });
+    }
+    ensure_volumes(backend, env, spec).await?;
+    let current = backend.replicas(env, Some(&spec.name)).await?;
+    let (keepers, old) = sort_replicas(spec, current.clone());
+    let pinned = spec.container.ports.iter().any(|port| port.host_port.is_some());
+    if pinned {
+        // A pinned host port can be bound once: the old replica steps aside first and comes back on failure.
+        for replica in &old {
+            progress.event(&spec.name, &format!("stopping {} to free its pinned port", replica.observed.id));
+            stop(backend, replica, spec).await?;
+        }
+    }
+    let mut starting = Vec::new();
+    for number in 1..=spec.replicas {
+        let request = ReplicaRequest {
+            env,
+            spec,
+            number,
+            commit: plan.commit.as_deref(),
+            publish_address: &backend.settings.publish_address,
+            environment: environment.clone(),
+        };
+        match keepers.get(&number) {
+            Some(keeper) if is_settled(keeper) => {}
+            Some(keeper) => {
+                progress.event(&spec.name, &format!("starting {}", keeper.observed.id));
+                start(backend, &keeper.observed.id).await?;
+                starting.push(Starting { id: keeper.observed.id.clone(), created: false });
+            }
+            None => {
+                let name = free_name(&current, &canonical_name(env, &spec.name, number), &spec.spec_hash());
+                progress.event(&spec.name, &format!("creating {name}"));
+                match create_and_start(backend, &request, &name).await? {
+                    Ok(id) => starting.push(Starting { id, created: true }),
+                    Err(error) => return give_up(backend, spec, &starting, &old, pinned, error).await,
+                }
+            }
+        }
+    }
+    if !starting.is_empty() {
+        progress.event(&spec.name, &format!("waiting for {} replica(s) to become healthy", starting.len()));
+    }
+    let checks = join_all(starting.iter().map(|replica| wait_healthy(backend, &replica.id, &spec.container.health))).await;
+    if let Some(error) = checks.into_iter().find_map(Result::err) {
+        return give_up(backend, spec, &starting, &old, pinned, error).await;
+    }
+    join_all(old.iter().map(|replica| retire(backend, replica, spec, progress))).await.into_iter().collect::<Result<(), _>>()?;
+    rename_into_place(backend, env, spec).await?;
+    Ok(ActionResult::Done)
+}
+
+/// Undoes what this attempt started; the old replicas keep (or resume) serving.
+async fn give_up(
+    backend: &DockerBackend,
+    spec: &AppSpec,
+    starting: &[Starting],
+    old: &[Replica],
+    pinned: bool,
+    reason: String,
+) -> Result<ActionResult, DockerError> {
+    for replica in starting.iter().filter(|replica| replica.created) {
+        backend.remove_container(&replica.id).await?;
+    }
+    if pinned {
+        for replica in old {
+            start(backend, &replica.observed.id).await?;
+        }
+    }
+    let serving = old.iter().any(|replica| replica.observed.state == ReplicaState::Running || pinned);
+    let reason = format!("app `{}`: {reason}", spec.name);
+    Ok(if serving { ActionResult::RolledBack { reason } } else { ActionResult::Failed { error: reason } })
+}
+
+/// Per replica number, the container to keep (on the desired spec, preferably running and healthy); all other
+/// containers of the app are old: another spec, a surplus number, or a duplicate.
+fn sort_replicas(spec: &AppSpec, current: Vec<Replica>) -> (BTreeMap<u32, Replica>, Vec<Replica>) {
+    let hash = spec.spec_hash();
+    let mut keepers: BTreeMap<u32, Replica> = BTreeMap::new();
+    let mut old = Vec::new();
+    let rank = |replica: &Replica| (is_settled(replica), replica.observed.state == ReplicaState::Running);
+    for replica in current {
+        let number = replica.observed.number;
+        let eligible = replica.observed.spec_hash == hash
+            && (1..=spec.replicas).contains(&number)
+            && replica.observed.health != HealthState::Unhealthy;
+        if !eligible {
+            old.push(replica);
+            continue;
+        }
+        match keepers.remove(&number) {
+            Some(existing) if rank(&existing) >= rank(&replica) => {
+                keepers.insert(number, existing);
+                old.push(replica);
+            }
+            Some(existing) => {
+                keepers.insert(number, replica);
+                old.push(existing);
+            }
+            None => {
+                keepers.insert(number, replica);
+            }
+        }
+    }
+    (keepers, old)
+}
+
+/// Running and not waiting for a health verdict.
+fn is_settled(replica: &Replica) -> bool {
+    replica.observed.state == ReplicaState::Running
+        && matches!(replica.observed.health, HealthState::Healthy | HealthState::None)
+}
+
+/// The canonical name when no container holds it, otherwise one beside it that names the spec.
+fn free_name(current: &[Replica], canonical: &str, hash: &str) -> String {
+    let taken = |name: &str| current.iter().any(|replica| replica.observed.id == name);
+    if !taken(canonical) {
+        return canonical.to_owned();
+    }
+    let short = &hash[..hash.len().min(8)];
+    (0..).map(|n| if n == 0 { format!("{canonical}-{short}") } else { format!("{canonical}-{short}-{n}") }).find(|name| !taken(name)).unwrap_or_default()
+}
+
+async fn create_and_start(
+    backend: &DockerBackend,
+    request: &ReplicaRequest<'_>,
+    name: &str,
+) -> Result<Result<String, String>, DockerError> {
+    let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
+    let created = match backend.docker.create_container(Some(options), request.body()).await {
+        Ok(created) => created,
+        Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+            return Ok(Err(format!("cannot create container {name}: {message}")));
+        }
+        Err(other) => return Err(DockerError::from_bollard(&backend.host, format!("create container {name}"), other)),
+    };
+    match backend.docker.start_container(&created.id, None::<StartContainerOptions>).await {
+        Ok(()) => Ok(Ok(created.id)),
+        Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+            backend.remove_container(&created.id).await?;
+            Ok(Err(start_failure(request.spec, &message)))
+        }
+        Err(other) => Err(DockerError::from_bollard(&backend.host, format!("start container {name}"), other)),
+    }
+}
+
+/// Names the port when the engine could not bind one.
+fn start_failure(spec: &AppSpec, message: &str) -> String {
+    let port_taken = message.contains("port is already allocated") || message.contains("address already in use");
+    let pinned: Vec<String> = spec
+        .container
+        .ports
+        .iter()
+        .filter_map(|port| port.host_port.map(|host| format!("{host} (port `{}`)", port.name)))
+        .collect();
+    if port_taken && !pinned.is_empty() {
+        format!(
+            "host port {} is already in use on this host; free it, or change or remove `hostPort` ({message})",
+            pinned.join(", ")
+        )
+    } else {
+        format!("cannot start: {message}")
+    }
+}
+
+async fn start(backend: &DockerBackend, id: &str) -> Result<(), DockerError> {
+    backend.docker.start_container(id, None::<StartContainerOptions>).await.map_err(backend.error(format!("start container {id}")))
+}
+
+/// SIGTERM, then SIGKILL after the app's grace period.
+async fn stop(backend: &DockerBackend, replica: &Replica, spec: &AppSpec) -> Result<(), DockerError> {
+    if replica.observed.state != ReplicaState::Running && replica.observed.state != ReplicaState::Restarting {
+        return Ok(());
+    }
+    let grace = i32::try_from(spec.container.stop_grace_period_ms.div_ceil(1000)).unwrap_or(i32::MAX);
+    let options = StopContainerOptions { t: Some(grace), signal: None };
+    match backend.docker.stop_container(&replica.observed.id, Some(options)).await {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 304 | 404, .. }) | Ok(()) => Ok(()),
+        Err(other) => Err(DockerError::from_bollard(&backend.host, format!("stop container {}", replica.observed.id), other)),
+    }
+}
+
+async fn retire(backend: &DockerBackend, replica: &Replica, spec: &AppSpec, progress: &dyn Progress) -> Result<(), DockerError> {
+    progress.event(&spec.name, &format!("stopping {}", replica.observed.id));
+    stop(backend, replica, spec).await?;
+    backend.remove_container(&replica.observed.id).await
+}
+
+/// Gives kept replicas their canonical names once the old holders are gone.
+async fn rename_into_place(backend: &DockerBackend, env: &Environment, spec: &AppSpec) -> Result<(), DockerError> {
+    let current = backend.replicas(env, Some(&spec.name)).await?;
+    for replica in &current {
+        let canonical = canonical_name(env, &spec.name, replica.observed.number);
+        if replica.observed.id != canonical && !current.iter().any(|other| other.observed.id == canonical) {
+            let options = RenameContainerOptions { name: canonical.clone() };
+            backend
+                .docker
+                .rename_container(&replica.observed.id, options)
+                .await
+                .map_err(backend.error(format!("rename container {} to {canonical}", replica.observed.id)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the replica passes its health check, or says why it did not.
+async fn wait_healthy(backend: &DockerBackend, id: &str, health: &HealthSpec) -> Result<(), String> {
+    let started = Instant::now();
+    let period = Duration::from_millis(health.start_period_ms);
+    let per_try = Duration::from_millis(health.interval_ms + health.timeout_ms);
+    let deadline = period + per_try * (health.retries + 1) + HEALTH_SLACK;
+    loop {
+        let inspected = backend.docker.inspect_container(id, None).await.map_err(|error| format!("cannot inspect {id}: {error}"))?;
+        let state = inspected.state.unwrap_or_default();
+        let running = state.status == Some(ContainerStateStatusEnum::RUNNING);
+        if !running {
+            let code = state.exit_code.unwrap_or_default();
+            return Err(format!("new replica {} stopped (exit code {code}){}", container_name(&inspected.name, id), last_logs(backend, id).await));
+        }
+        let verdict = match health.probe {
+            Probe::Running => (started.elapsed() >= period).then_some(Ok(())),
+            _ => match state.health.and_then(|health| health.status) {
+                Some(HealthStatusEnum::HEALTHY) => Some(Ok(())),
+                Some(HealthStatusEnum::UNHEALTHY) => Some(Err(format!(
+                    "new replica {} failed its health check{}",
+                    container_name(&inspected.name, id),
+                    last_logs(backend, id).await
+                ))),
+                _ => None,
+            },
+        };
+        if let Some(verdict) = verdict {
+            return verdict;
+        }
+        if started.elapsed() > deadline {
+            return Err(format!("new replica {} was not healthy within {} s", container_name(&inspected.name, id), deadline.as_secs()));
+        }
+        tokio::time::sleep(HEALTH_POLL).await;
+    }
+}
+
+fn container_name(name: &Option<String>, id: &str) -> String {
+    name.as_deref().map_or_else(|| id.to_owned(), |name| name.trim_start_matches('/').to_owned())
+}
+
+/// The last lines the container printed, to say why it failed.
+async fn last_logs(backend: &DockerBackend, id: &str) -> String {
+    let options = LogsOptions { stdout: true, stderr: true, tail: "5".to_owned(), ..Default::default() };
+    let lines: Vec<String> = backend
+        .docker
+        .logs(id, Some(options))
+        .filter_map(|chunk| async move { chunk.ok().map(|output| output.to_string()) })
+        .collect()
+        .await;
+    let text = lines.concat().trim().replace('\n', " | ");
+    if text.is_empty() { String::new() } else { format!("; last output: {text}") }
+}
+
+/// Makes the image available as the app's pull policy says; the inner error is the app's own problem.
+async fn ensure_image(backend: &DockerBackend, spec: &AppSpec, progress: &dyn Progress) -> Result<Result<(), String>, DockerError> {
+    let image = &spec.container.image;
+    let present = match backend.docker.inspect_image(image).await {
+        Ok(_) => true,
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
+        Err(other) => return Err(DockerError::from_bollard(&backend.host, format!("inspect image {image}"), other)),
+    };
+    match (spec.container.pull, present) {
+        (PullPolicy::Never, false) => Ok(Err(format!(
+            "image {image} is not on this host and app `{}` says `pull: never`; build or load it (docker build, docker \
+             load), or set `pull: missing`",
+            spec.name
+        ))),
+        (PullPolicy::Never | PullPolicy::Missing, true) => Ok(Ok(())),
+        (PullPolicy::Missing | PullPolicy::Always, _) => {
+            progress.event(&spec.name, &format!("pulling {image}"));
+            Ok(pull(backend, image).await)
+        }
+    }
+}
+
+async fn pull(backend: &DockerBackend, image: &str) -> Result<(), String> {
+    let (repository, tag) = split_tag(image);
+    let options = CreateImageOptions { from_image: Some(repository.to_owned()), tag: Some(tag.to_owned()), ..Default::default() };
+    let mut stream = backend.docker.create_image(Some(options), None, None);
+    while let Some(step) = stream.next().await {
+        if let Err(error) = step {
+            return Err(format!(
+                "cannot pull image {image}: {error}; check the name, that the registry is reachable, and `docker login` for private registries"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `registry:5000/team/app:1.2` -> (`registry:5000/team/app`, `1.2`); no tag means `latest`, as `docker pull` does.
+fn split_tag(image: &str) -> (&str, &str) {
+    if let Some((repository, digest)) = image.split_once('@') {
+        return (repository, digest);
+    }
+    let last_slash = image.rfind('/').map_or(0, |index| index + 1);
+    match image[last_slash..].rfind(':') {
+        Some(colon) => (&image[..last_slash + colon], &image[last_slash + colon + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+async fn ensure_network(backend: &DockerBackend, env: &Environment) -> Result<(), DockerError> {
+    let name = network_name(env);
+    match backend.docker.inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+        Ok(_) => return Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(other) => return Err(DockerError::from_bollard(&backend.host, format!("inspect network {name}"), other)),
+    }
+    let mut network_labels = labels::ownership(env);
+    network_labels.insert(labels::COMPOSE_NETWORK.to_owned(), "default".to_owned());
+    let request = NetworkCreateRequest {
+        name: name.clone(),
+        driver: Some("bridge".to_owned()),
+        labels: Some(network_labels),
+        ..Default::default()
+    };
+    match backend.docker.create_network(request).await {
+        // Another apply created it meanwhile.
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) | Ok(_) => Ok(()),
+        Err(other) => Err(DockerError::from_bollard(&backend.host, format!("create network {name}"), other)),
+    }
+}
+
+async fn ensure_volumes(backend: &DockerBackend, env: &Environment, spec: &AppSpec) -> Result<(), DockerError> {
+    for volume in &spec.container.volumes {
+        let name = volume_name(env, &volume.name);
+        let mut volume_labels = labels::ownership(env);
+        volume_labels.insert(labels::COMPOSE_VOLUME.to_owned(), volume.name.clone());
+        let request = VolumeCreateRequest { name: Some(name.clone()), labels: Some(volume_labels), ..Default::default() };
+        backend.docker.create_volume(request).await.map_err(backend.error(format!("create volume {name}")))?;
+    }
+    Ok(())
+}
+
+/// Removes an app that git no longer declares; its volumes stay unless the app asked otherwise.
+async fn delete_app(
+    backend: &DockerBackend,
+    env: &Environment,
+    app: &str,
+    progress: &dyn Progress,
+) -> Result<ActionResult, DockerError> {
+    let replicas = backend.replicas(env, Some(app)).await?;
+    let newest = replicas.iter().filter(|r| r.last_applied.is_some()).max_by_key(|r| r.created);
+    let spec = newest.and_then(|replica| replica.last_applied.clone());
+    for replica in &replicas {
+        progress.event(app, &format!("removing {}", replica.observed.id));
+        if let Some(spec) = &spec {
+            stop(backend, replica, spec).await?;
+        }
+        backend.remove_container(&replica.observed.id).await?;
+    }
+    for volume in spec.iter().flat_map(|spec| spec.volumes_deleted_with_app.iter()) {
+        let name = volume_name(env, volume);
+        progress.event(app, &format!("removing volume {name}"));
+        match backend.docker.remove_volume(&name, Some(RemoveVolumeOptions { force: false })).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) | Ok(()) => {}
+            Err(other) => return Err(DockerError::from_bollard(&backend.host, format!("remove volume {name}"), other)),
+        }
+    }
+    Ok(ActionResult::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_tag;
+
+    #[test]
+    fn image_references_split_into_repository_and_tag() {
+        assert_eq!(split_tag("busybox"), ("busybox", "latest"));
+        assert_eq!(split_tag("ghcr.io/acme/web:1.4.2"), ("ghcr.io/acme/web", "1.4.2"));
+        assert_eq!(split_tag("registry:5000/team/app"), ("registry:5000/team/app", "latest"));
+        assert_eq!(split_tag("app@sha256:abc"), ("app", "sha256:abc"));
+    }
+}

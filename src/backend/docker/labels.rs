@@ -1,0 +1,132 @@
+//! The labels railyard puts on what it creates, and reading containers back into the observed vocabulary.
+//! Compose's own labels make `docker compose -p <project> ps` list railyard's apps as a normal project.
+
+use std::collections::HashMap;
+
+use crate::model::{AppSpec, Environment, HealthState, ObservedReplica, ReplicaState};
+
+pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
+pub const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
+pub const COMPOSE_CONFIG_HASH: &str = "com.docker.compose.config-hash";
+pub const COMPOSE_NETWORK: &str = "com.docker.compose.network";
+pub const COMPOSE_VOLUME: &str = "com.docker.compose.volume";
+pub const MANAGED_BY: &str = "dev.railyard.managed-by";
+pub const ENV: &str = "dev.railyard.env";
+pub const APP: &str = "dev.railyard.app";
+pub const SPEC_HASH: &str = "dev.railyard.spec-hash";
+pub const COMMIT: &str = "dev.railyard.commit";
+pub const LAST_APPLIED: &str = "dev.railyard.last-applied";
+
+/// Labels that mark an object as owned by `env`; everything railyard creates carries them.
+pub fn ownership(env: &Environment) -> HashMap<String, String> {
+    HashMap::from([
+        (COMPOSE_PROJECT.to_owned(), env.project.clone()),
+        (MANAGED_BY.to_owned(), "railyard".to_owned()),
+        (ENV.to_owned(), env.name.clone()),
+    ])
+}
+
+/// The label filter that selects what `env` owns.
+pub fn owned_filter(env: &Environment) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{COMPOSE_PROJECT}={}", env.project), format!("{ENV}={}", env.name), format!("{MANAGED_BY}=railyard")],
+    )])
+}
+
+/// Every label of replica `number` of `spec`. The last applied spec is redacted: labels are readable by anyone who
+/// can list containers.
+pub fn replica(env: &Environment, spec: &AppSpec, number: u32, commit: Option<&str>) -> HashMap<String, String> {
+    let hash = spec.spec_hash();
+    let mut labels = ownership(env);
+    labels.extend([
+        (COMPOSE_SERVICE.to_owned(), spec.name.clone()),
+        (COMPOSE_NUMBER.to_owned(), number.to_string()),
+        (COMPOSE_ONEOFF.to_owned(), "False".to_owned()),
+        (COMPOSE_CONFIG_HASH.to_owned(), hash.clone()),
+        (APP.to_owned(), spec.name.clone()),
+        (SPEC_HASH.to_owned(), hash),
+        (LAST_APPLIED.to_owned(), serde_json::to_string(&spec.redacted()).unwrap_or_default()),
+    ]);
+    if let Some(commit) = commit {
+        labels.insert(COMMIT.to_owned(), commit.to_owned());
+    }
+    labels
+}
+
+/// A container as railyard sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub app: String,
+    pub observed: ObservedReplica,
+    /// Seconds since the epoch; the newest replica's last-applied spec speaks for the app.
+    pub created: i64,
+    pub last_applied: Option<AppSpec>,
+}
+
+/// Reads a listed container; `None` when it lacks railyard's app label.
+pub fn read_replica(
+    id: &str,
+    name: &str,
+    labels: &HashMap<String, String>,
+    state: &str,
+    status: &str,
+    created: i64,
+) -> Option<Replica> {
+    let app = labels.get(APP)?.clone();
+    let observed = ObservedReplica {
+        id: if name.is_empty() { id.to_owned() } else { name.trim_start_matches('/').to_owned() },
+        number: labels.get(COMPOSE_NUMBER).and_then(|n| n.parse().ok()).unwrap_or(0),
+        spec_hash: labels.get(SPEC_HASH).cloned().unwrap_or_default(),
+        commit: labels.get(COMMIT).cloned(),
+        state: replica_state(state),
+        health: health_state(status),
+    };
+    let last_applied = labels.get(LAST_APPLIED).and_then(|json| serde_json::from_str(json).ok());
+    Some(Replica { app, observed, created, last_applied })
+}
+
+fn replica_state(state: &str) -> ReplicaState {
+    match state {
+        "created" => ReplicaState::Created,
+        "running" => ReplicaState::Running,
+        "restarting" => ReplicaState::Restarting,
+        "paused" => ReplicaState::Paused,
+        "removing" => ReplicaState::Removing,
+        "dead" => ReplicaState::Dead,
+        _ => ReplicaState::Exited,
+    }
+}
+
+/// Docker appends the health to the status text: `Up 3 seconds (healthy)`.
+fn health_state(status: &str) -> HealthState {
+    if status.contains("(healthy)") {
+        HealthState::Healthy
+    } else if status.contains("(unhealthy)") {
+        HealthState::Unhealthy
+    } else if status.contains("(health: starting)") {
+        HealthState::Starting
+    } else {
+        HealthState::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_gives_health() {
+        assert_eq!(health_state("Up 3 seconds (healthy)"), HealthState::Healthy);
+        assert_eq!(health_state("Up 3 seconds (unhealthy)"), HealthState::Unhealthy);
+        assert_eq!(health_state("Up 1 second (health: starting)"), HealthState::Starting);
+        assert_eq!(health_state("Exited (0) 2 minutes ago"), HealthState::None);
+    }
+
+    #[test]
+    fn containers_without_the_app_label_are_not_ours() {
+        assert_eq!(read_replica("id", "/x", &HashMap::new(), "running", "Up", 0), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! The Docker backend: one host's Docker Engine through bollard. Containers, networks and volumes carry Compose's
+//! labels plus railyard's (`dev.railyard.*`); railyard only ever touches objects with its ownership labels.
+
+mod container;
+mod converge;
+pub mod labels;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    StatsOptions,
+};
+use futures_util::StreamExt;
+
+pub use container::{canonical_name, network_name, volume_name};
+
+use super::{AppLoad, ApplyReport, Backend, Progress};
+use crate::model::{Environment, Observed, ObservedApp};
+use crate::plan::Plan;
+use crate::secrets::SecretStore;
+
+/// How long to wait for the engine to answer the first request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What went wrong talking to Docker, with the object and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(
+        "cannot reach the Docker Engine at {host}: {reason}; start Docker (`systemctl start docker`), check that \
+         you may read its socket (the `docker` group), or point DOCKER_HOST at a running engine"
+    )]
+    Unreachable { host: String, reason: String },
+    #[error("Docker Engine refused to {doing}: {message}")]
+    Refused { doing: String, message: String },
+}
+
+impl DockerError {
+    /// Sorts a bollard error: an answer from the engine is a refusal, anything else means it is out of reach.
+    fn from_bollard(host: &str, doing: impl Into<String>, error: bollard::errors::Error) -> DockerError {
+        match error {
+            bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                DockerError::Refused { doing: doing.into(), message }
+            }
+            other => DockerError::Unreachable { host: host.to_owned(), reason: other.to_string() },
+        }
+    }
+
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DockerError::Unreachable { .. })
+    }
+}
+
+/// Settings of the Docker backend.
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    /// Address that published ports listen on; `127.0.0.1` unless configured otherwise.
+    pub publish_address: String,
+    /// Apps applied at the same time, when their dependencies allow.
+    pub parallel: usize,
+    pub secrets: SecretStore,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        DockerSettings { publish_address: "127.0.0.1".to_owned(), parallel: 8, secrets: SecretStore::default() }
+    }
+}
+
+/// A Docker Engine, connected.
+#[derive(Debug, Clone)]
+pub struct DockerBackend {
+    docker: Docker,
+    host: String,
+    settings: DockerSettings,
+}
+
+impl DockerBackend {
+    /// Connects to the engine named by `DOCKER_HOST` (the local socket by default) and agrees on an API version.
+    pub async fn connect(settings: DockerSettings) -> Result<DockerBackend, DockerError> {
+        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+        let unreachable = |reason: String| DockerError::Unreachable { host: host.clone(), reason };
+        let docker = Docker::connect_with_defaults().map_err(|error| unreachable(error.to_string()))?;
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|error| unreachable(error.to_string()))?;
+        Ok(DockerBackend { docker, host, settings })
+    }
+
+    fn error(&self, doing: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError + '_ {
+        let doing = doing.into();
+        move |error| DockerError::from_bollard(&self.host, doing, error)
+    }
+
+    /// Every container `env` owns, read into replicas.
+    async fn replicas(&self, env: &Environment, app: Option<&str>) -> Result<Vec<labels::Replica>, DockerError> {
+        let mut filters = labels::owned_filter(env);
+        if let Some(app) = app {
+            filters.entry("label".to_owned()).or_default().push(format!("{}={app}", labels::APP));
+        }
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let containers =
+            self.docker.list_containers(Some(options)).await.map_err(self.error(format!("list containers of {}", env.project)))?;
+        Ok(containers
+            .iter()
+            .filter_map(|summary| {
+                let labels = summary.labels.clone().unwrap_or_default();
+                let name = summary.names.as_ref().and_then(|names| names.first()).map_or("", String::as_str);
+                let state = summary.state.as_ref().map(ToString::to_string).unwrap_or_default();
+                labels::read_replica(
+                    summary.id.as_deref().unwrap_or_default(),
+                    name,
+                    &labels,
+                    &state,
+                    summary.status.as_deref().unwrap_or_default(),
+                    summary.created.unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), DockerError> {
+        let options = RemoveContainerOptions { force: true, ..Default::default() };
+        match self.docker.remove_container(id, Some(options)).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            other => other.map_err(self.error(format!("remove container {id}"))),
+        }
+    }
+}
+
+/// Groups replicas by app; the newest replica's last-applied spec speaks for its app.
+fn observed_apps(env: &Environment, replicas: Vec<labels::Replica>) -> BTreeMap<String, ObservedApp> {
+    let mut apps: BTreeMap<String, (i64, ObservedApp)> = BTreeMap::new();
+    for replica in replicas {
+        let entry = apps.entry(replica.app.clone()).or_insert_with(|| {
+            (i64::MIN, ObservedApp { name: replica.app.clone(), env: env.name.clone(), replicas: Vec::new(), last_applied: None })
+        });
+        if replica.created >= entry.0 && replica.last_applied.is_some() {
+            entry.0 = replica.created;
+            entry.1.last_applied = replica.last_applied.clone();
+        }
+        entry.1.replicas.push(replica.observed);
+    }
+    apps.into_iter()
+        .map(|(name, (_, mut app))| {
+            app.replicas.sort_by(|a, b| (a.number, &a.id).cmp(&(b.number, &b.id)));
+            (name, app)
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    type Error = DockerError;
+
+    async fn observe(&self, env: &Environment) -> Result<Observed, DockerError> {
+        let replicas = self.replicas(env, None).await?;
+        Ok(Observed { apps: observed_apps(env, replicas), domains: None })
+    }
+
+    async fn apply(&self, plan: &Plan, progress: &dyn Progress) -> Result<ApplyReport, DockerError> {
+        converge::apply(self, plan, progress).await
+    }
+
+    async fn destroy(&self, env: &Environment) -> Result<(), DockerError> {
+        for replica in self.replicas(env, None).await? {
+            self.remove_container(&replica.observed.id).await?;
+        }
+        let filters = Some(labels::owned_filter(env));
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptions { filters: filters.clone() }))
+            .await
+            .map_err(self.error("list networks"))?;
+        for network in networks.iter().filter_map(|n| n.name.as_deref()) {
+            self.docker.remove_network(network).await.map_err(self.error(format!("remove network {network}")))?;
+        }
+        let volumes =
+            self.docker.list_volumes(Some(ListVolumesOptions { filters })).await.map_err(self.error("list volumes"))?;
+        for volume in volumes.volumes.unwrap_or_default() {
+            self.docker
+                .remove_volume(&volume.name, Some(RemoveVolumeOptions { force: false }))
+                .await
+                .map_err(self.error(format!("remove volume {}", volume.name)))?;
+        }
+        Ok(())
+    }
+
+    async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, DockerError> {
+        let mut loads: BTreeMap<String, (u32, f64)> = BTreeMap::new();
+        for replica in self.replicas(env, None).await? {
+            let options = StatsOptions { stream: false, one_shot: false };
+            let mut stats = self.docker.stats(&replica.observed.id, Some(options));
+            let Some(Ok(sample)) = stats.next().await else { continue };
+            let cpu_percent = cpu_percent(&sample).unwrap_or(0.0);
+            let entry = loads.entry(replica.app).or_default();
+            entry.0 += 1;
+            entry.1 += cpu_percent;
+        }
+        Ok(loads
+            .into_iter()
+            .map(|(app, (replicas, total))| AppLoad { app, replicas, cpu_percent: total / f64::from(replicas.max(1)) })
+            .collect())
+    }
+}
+
+/// CPU use between the two samples Docker returns, in percent of one CPU, as `docker stats` computes it.
+fn cpu_percent(sample: &bollard::models::ContainerStatsResponse) -> Option<f64> {
+    let now = sample.cpu_stats.as_ref()?;
+    let before = sample.precpu_stats.as_ref()?;
+    let used = now.cpu_usage.as_ref()?.total_usage? as f64 - before.cpu_usage.as_ref()?.total_usage? as f64;
+    let system = now.system_cpu_usage? as f64 - before.system_cpu_usage? as f64;
+    let cpus = f64::from(now.online_cpus.unwrap_or(1));
+    (system > 0.0).then(|| used / system * cpus * 100.0)
+}
