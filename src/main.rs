@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use railyard::model::kinds::Kind;
-use railyard::model::{self, Config, Environment, schema};
 use railyard::backend::docker::{DockerBackend, DockerError, DockerSettings};
 use railyard::backend::{ActionResult, Backend};
+use railyard::model::kinds::Kind;
+use railyard::model::{self, Config, Environment, schema};
 use railyard::plan::{Plan, render};
 use railyard::secrets::SecretStore;
 use railyard::source;

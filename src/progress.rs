@@ -26,7 +26,10 @@ impl Progress for LiveProgress {
         let Ok(mut by_app) = self.by_app.lock() else { return };
         let bar = by_app.entry(app.to_owned()).or_insert_with(|| {
             let bar = self.bars.add(ProgressBar::new_spinner());
-            bar.set_style(ProgressStyle::with_template("{spinner} {prefix:>16} {msg} ({elapsed})").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:>16} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.set_prefix(app.to_owned());
             bar.enable_steady_tick(Duration::from_millis(120));
             bar

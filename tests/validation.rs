@@ -71,6 +71,7 @@ fixtures! {
     bad_host_name => "bad-host",
     port_number_out_of_range => "bad-port-number",
     port_zero => "port-zero",
+    health_path_that_would_break_the_shell => "bad-health-path",
     every_error_reported_at_once => "many-errors",
     hidden_folders_are_skipped => "hidden-folders-skipped",
 }

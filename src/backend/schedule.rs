@@ -32,7 +32,8 @@ where
                 .flat_map(|spec| spec.depends_on.iter().map(String::as_str))
                 .filter(|dependency| in_plan.contains(dependency))
                 .collect();
-            let failed = dependencies.iter().find(|d| finished.get(**d).is_some_and(|o| o.result != ActionResult::Done));
+            let failed =
+                dependencies.iter().find(|d| finished.get(**d).is_some_and(|o| o.result != ActionResult::Done));
             if let Some(failed) = failed {
                 let reason = format!("dependency `{failed}` was not applied");
                 finished.insert(action.name.clone(), skipped(action, reason));

@@ -53,7 +53,9 @@ impl Environment {
         if let Some(number) = name.strip_prefix("pr-") {
             return number.parse().ok().map(|number| Environment::pull_request(project, number));
         }
-        name.strip_prefix("branch-").filter(|branch| !branch.is_empty()).map(|branch| Environment::branch(project, branch))
+        name.strip_prefix("branch-")
+            .filter(|branch| !branch.is_empty())
+            .map(|branch| Environment::branch(project, branch))
     }
 
     pub fn branch(project: &str, branch: &str) -> Environment {
@@ -183,19 +185,20 @@ pub enum Probe {
 }
 
 impl Probe {
-    /// The check as a command run inside the container, as Docker and Compose run health checks: HTTP and TCP
-    /// checks use the `wget` and `nc` the image provides. `None` when there is no check.
+    /// The check as a command run inside the container, as Docker and Compose run health checks. HTTP checks use
+    /// the image's `wget` or `curl`, TCP checks its `nc` (with `-z`, or busybox's `-w 1`), through `/bin/sh`.
+    /// Validation keeps paths free of quotes and spaces. `None` when there is no check.
     pub fn container_test(&self) -> Option<Vec<String>> {
-        let test: Vec<String> = match self {
+        let shell = |script: String| Some(vec!["CMD-SHELL".to_owned(), script]);
+        match self {
             Probe::Http { path, port } => {
                 let url = format!("http://127.0.0.1:{port}{path}");
-                vec!["CMD".into(), "wget".into(), "-q".into(), "--spider".into(), url]
+                shell(format!("wget -q --spider '{url}' || curl -fsS -o /dev/null '{url}'"))
             }
-            Probe::Tcp { port } => vec!["CMD".into(), "nc".into(), "-z".into(), "127.0.0.1".into(), port.to_string()],
-            Probe::Command(command) => std::iter::once("CMD".to_owned()).chain(command.iter().cloned()).collect(),
-            Probe::Running => return None,
-        };
-        Some(test)
+            Probe::Tcp { port } => shell(format!("nc -z 127.0.0.1 {port} || nc -w 1 127.0.0.1 {port} </dev/null")),
+            Probe::Command(command) => Some(std::iter::once("CMD".to_owned()).chain(command.iter().cloned()).collect()),
+            Probe::Running => None,
+        }
     }
 }
 
@@ -396,7 +399,7 @@ fn health_spec(health: Option<&Health>, ports: &[PortSpec]) -> HealthSpec {
     let port_number = |name: &str| ports.iter().find(|port| port.name == name).map_or(0, |port| port.container_port);
     let probe = match health {
         Some(Health { http: Some(http), .. }) => {
-            Probe::Http { path: http.path.clone(), port: port_number(&http.port.value) }
+            Probe::Http { path: http.path.value.clone(), port: port_number(&http.port.value) }
         }
         Some(Health { tcp: Some(tcp), .. }) => Probe::Tcp { port: port_number(&tcp.port.value) },
         Some(Health { command: Some(command), .. }) => Probe::Command(command.clone()),

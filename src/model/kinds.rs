@@ -234,14 +234,19 @@ pub struct Health {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpCheck {
     #[serde(default = "default_health_path")]
-    pub path: String,
+    #[schemars(with = "String")]
+    pub path: Located<String>,
     /// A port name of the app.
     #[schemars(with = "String")]
     pub port: Located<String>,
 }
 
-fn default_health_path() -> String {
-    "/".to_owned()
+fn default_health_path() -> Located<String> {
+    Located {
+        value: "/".to_owned(),
+        referenced: serde_saphyr::Location::UNKNOWN,
+        defined: serde_saphyr::Location::UNKNOWN,
+    }
 }
 
 /// A TCP connect that must succeed.

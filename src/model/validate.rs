@@ -257,6 +257,16 @@ fn check_health(app: &Sourced<App>, health: &Health, diagnostics: &mut Vec<Diagn
     if let Some(port) = probe_port {
         check_port_reference(app, port, diagnostics);
     }
+    if let Some(http) = &health.http {
+        let path = &http.path.value;
+        if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control() || "'\"`\\$".contains(c))
+        {
+            diagnostics.push(app.error_at(
+                &http.path,
+                format!("health path `{path}` must start with `/` and hold no spaces, quotes, `$` or backslashes"),
+            ));
+        }
+    }
     if let Some(command) = &health.command
         && command.is_empty()
     {

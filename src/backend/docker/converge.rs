@@ -27,13 +27,19 @@ const HEALTH_POLL: Duration = Duration::from_millis(100);
 /// Added to a health check's own deadline for the engine's scheduling.
 const HEALTH_SLACK: Duration = Duration::from_secs(2);
 
-pub(super) async fn apply(backend: &DockerBackend, plan: &Plan, progress: &dyn Progress) -> Result<ApplyReport, DockerError> {
-    let creates_something = plan.apps.iter().any(|action| action.desired.is_some() && action.change.verb() != "unchanged");
+pub(super) async fn apply(
+    backend: &DockerBackend,
+    plan: &Plan,
+    progress: &dyn Progress,
+) -> Result<ApplyReport, DockerError> {
+    let creates_something =
+        plan.apps.iter().any(|action| action.desired.is_some() && action.change.verb() != "unchanged");
     if creates_something {
         ensure_network(backend, &plan.env).await?;
     }
     let outcomes =
-        schedule::in_dependency_order(plan, backend.settings.parallel, |action| run(backend, plan, action, progress)).await;
+        schedule::in_dependency_order(plan, backend.settings.parallel, |action| run(backend, plan, action, progress))
+            .await;
     Ok(ApplyReport { outcomes })
 }
 
@@ -127,11 +133,15 @@ async fn converge_app(
     if !starting.is_empty() {
         progress.event(&spec.name, &format!("waiting for {} replica(s) to become healthy", starting.len()));
     }
-    let checks = join_all(starting.iter().map(|replica| wait_healthy(backend, &replica.id, &spec.container.health))).await;
+    let checks =
+        join_all(starting.iter().map(|replica| wait_healthy(backend, &replica.id, &spec.container.health))).await;
     if let Some(error) = checks.into_iter().find_map(Result::err) {
         return give_up(backend, spec, &starting, &old, pinned, error).await;
     }
-    join_all(old.iter().map(|replica| retire(backend, replica, spec, progress))).await.into_iter().collect::<Result<(), _>>()?;
+    join_all(old.iter().map(|replica| retire(backend, replica, spec, progress)))
+        .await
+        .into_iter()
+        .collect::<Result<(), _>>()?;
     rename_into_place(backend, env, spec).await?;
     Ok(ActionResult::Done)
 }
@@ -204,7 +214,10 @@ fn free_name(current: &[Replica], canonical: &str, hash: &str) -> String {
         return canonical.to_owned();
     }
     let short = &hash[..hash.len().min(8)];
-    (0..).map(|n| if n == 0 { format!("{canonical}-{short}") } else { format!("{canonical}-{short}-{n}") }).find(|name| !taken(name)).unwrap_or_default()
+    (0..)
+        .map(|n| if n == 0 { format!("{canonical}-{short}") } else { format!("{canonical}-{short}-{n}") })
+        .find(|name| !taken(name))
+        .unwrap_or_default()
 }
 
 async fn create_and_start(
@@ -250,7 +263,11 @@ fn start_failure(spec: &AppSpec, message: &str) -> String {
 }
 
 async fn start(backend: &DockerBackend, id: &str) -> Result<(), DockerError> {
-    backend.docker.start_container(id, None::<StartContainerOptions>).await.map_err(backend.error(format!("start container {id}")))
+    backend
+        .docker
+        .start_container(id, None::<StartContainerOptions>)
+        .await
+        .map_err(backend.error(format!("start container {id}")))
 }
 
 /// SIGTERM, then SIGKILL after the app's grace period.
@@ -262,11 +279,18 @@ async fn stop(backend: &DockerBackend, replica: &Replica, spec: &AppSpec) -> Res
     let options = StopContainerOptions { t: Some(grace), signal: None };
     match backend.docker.stop_container(&replica.observed.id, Some(options)).await {
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 304 | 404, .. }) | Ok(()) => Ok(()),
-        Err(other) => Err(DockerError::from_bollard(&backend.host, format!("stop container {}", replica.observed.id), other)),
+        Err(other) => {
+            Err(DockerError::from_bollard(&backend.host, format!("stop container {}", replica.observed.id), other))
+        }
     }
 }
 
-async fn retire(backend: &DockerBackend, replica: &Replica, spec: &AppSpec, progress: &dyn Progress) -> Result<(), DockerError> {
+async fn retire(
+    backend: &DockerBackend,
+    replica: &Replica,
+    spec: &AppSpec,
+    progress: &dyn Progress,
+) -> Result<(), DockerError> {
     progress.event(&spec.name, &format!("stopping {}", replica.observed.id));
     stop(backend, replica, spec).await?;
     backend.remove_container(&replica.observed.id).await
@@ -296,12 +320,20 @@ async fn wait_healthy(backend: &DockerBackend, id: &str, health: &HealthSpec) ->
     let per_try = Duration::from_millis(health.interval_ms + health.timeout_ms);
     let deadline = period + per_try * (health.retries + 1) + HEALTH_SLACK;
     loop {
-        let inspected = backend.docker.inspect_container(id, None).await.map_err(|error| format!("cannot inspect {id}: {error}"))?;
+        let inspected = backend
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|error| format!("cannot inspect {id}: {error}"))?;
         let state = inspected.state.unwrap_or_default();
         let running = state.status == Some(ContainerStateStatusEnum::RUNNING);
         if !running {
             let code = state.exit_code.unwrap_or_default();
-            return Err(format!("new replica {} stopped (exit code {code}){}", container_name(&inspected.name, id), last_logs(backend, id).await));
+            return Err(format!(
+                "new replica {} stopped (exit code {code}){}",
+                container_name(&inspected.name, id),
+                last_logs(backend, id).await
+            ));
         }
         let verdict = match health.probe {
             Probe::Running => (started.elapsed() >= period).then_some(Ok(())),
@@ -319,7 +351,11 @@ async fn wait_healthy(backend: &DockerBackend, id: &str, health: &HealthSpec) ->
             return verdict;
         }
         if started.elapsed() > deadline {
-            return Err(format!("new replica {} was not healthy within {} s", container_name(&inspected.name, id), deadline.as_secs()));
+            return Err(format!(
+                "new replica {} was not healthy within {} s",
+                container_name(&inspected.name, id),
+                deadline.as_secs()
+            ));
         }
         tokio::time::sleep(HEALTH_POLL).await;
     }
@@ -343,7 +379,11 @@ async fn last_logs(backend: &DockerBackend, id: &str) -> String {
 }
 
 /// Makes the image available as the app's pull policy says; the inner error is the app's own problem.
-async fn ensure_image(backend: &DockerBackend, spec: &AppSpec, progress: &dyn Progress) -> Result<Result<(), String>, DockerError> {
+async fn ensure_image(
+    backend: &DockerBackend,
+    spec: &AppSpec,
+    progress: &dyn Progress,
+) -> Result<Result<(), String>, DockerError> {
     let image = &spec.container.image;
     let present = match backend.docker.inspect_image(image).await {
         Ok(_) => true,
@@ -366,7 +406,8 @@ async fn ensure_image(backend: &DockerBackend, spec: &AppSpec, progress: &dyn Pr
 
 async fn pull(backend: &DockerBackend, image: &str) -> Result<(), String> {
     let (repository, tag) = split_tag(image);
-    let options = CreateImageOptions { from_image: Some(repository.to_owned()), tag: Some(tag.to_owned()), ..Default::default() };
+    let options =
+        CreateImageOptions { from_image: Some(repository.to_owned()), tag: Some(tag.to_owned()), ..Default::default() };
     let mut stream = backend.docker.create_image(Some(options), None, None);
     while let Some(step) = stream.next().await {
         if let Err(error) = step {
@@ -417,7 +458,8 @@ async fn ensure_volumes(backend: &DockerBackend, env: &Environment, spec: &AppSp
         let name = volume_name(env, &volume.name);
         let mut volume_labels = labels::ownership(env);
         volume_labels.insert(labels::COMPOSE_VOLUME.to_owned(), volume.name.clone());
-        let request = VolumeCreateRequest { name: Some(name.clone()), labels: Some(volume_labels), ..Default::default() };
+        let request =
+            VolumeCreateRequest { name: Some(name.clone()), labels: Some(volume_labels), ..Default::default() };
         backend.docker.create_volume(request).await.map_err(backend.error(format!("create volume {name}")))?;
     }
     Ok(())

@@ -32,7 +32,11 @@ pub fn ownership(env: &Environment) -> HashMap<String, String> {
 pub fn owned_filter(env: &Environment) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_owned(),
-        vec![format!("{COMPOSE_PROJECT}={}", env.project), format!("{ENV}={}", env.name), format!("{MANAGED_BY}=railyard")],
+        vec![
+            format!("{COMPOSE_PROJECT}={}", env.project),
+            format!("{ENV}={}", env.name),
+            format!("{MANAGED_BY}=railyard"),
+        ],
     )])
 }
 

@@ -103,8 +103,11 @@ impl DockerBackend {
             filters.entry("label".to_owned()).or_default().push(format!("{}={app}", labels::APP));
         }
         let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let containers =
-            self.docker.list_containers(Some(options)).await.map_err(self.error(format!("list containers of {}", env.project)))?;
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(self.error(format!("list containers of {}", env.project)))?;
         Ok(containers
             .iter()
             .filter_map(|summary| {
@@ -137,7 +140,15 @@ fn observed_apps(env: &Environment, replicas: Vec<labels::Replica>) -> BTreeMap<
     let mut apps: BTreeMap<String, (i64, ObservedApp)> = BTreeMap::new();
     for replica in replicas {
         let entry = apps.entry(replica.app.clone()).or_insert_with(|| {
-            (i64::MIN, ObservedApp { name: replica.app.clone(), env: env.name.clone(), replicas: Vec::new(), last_applied: None })
+            (
+                i64::MIN,
+                ObservedApp {
+                    name: replica.app.clone(),
+                    env: env.name.clone(),
+                    replicas: Vec::new(),
+                    last_applied: None,
+                },
+            )
         });
         if replica.created >= entry.0 && replica.last_applied.is_some() {
             entry.0 = replica.created;

@@ -1,0 +1,397 @@
+//! The Docker backend against the machine's real Docker Engine: apply, idempotence, updates, rollback, drift,
+//! deletion, bad input. Every test has its own compose project and removes it, even when it fails.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn three_apps(project: &TestProject, image: &str, message: &str) {
+    project.write(
+        "apps/db.yaml",
+        &format!(
+            "kind: App\nname: db\nimage: {image}\npull: never\n\
+             command: [\"sh\", \"-c\", \"echo started >> /data/log; exec httpd -f -p 5432 -h /data\"]\n\
+             ports: [{{ name: sql, port: 5432 }}]\n\
+             health: {{ tcp: {{ port: sql }}, interval: 500ms }}\n\
+             volumes: [{{ name: data, mount: /data }}]\nstopGracePeriod: 1s\n"
+        ),
+    );
+    project.write("apps/api.yaml", &web_app("api", image, "api says hi", "dependsOn: [db]\n"));
+    project.write("apps/web.yaml", &web_app("web", image, message, "replicas: 2\ndependsOn: [api]\n"));
+}
+
+#[test]
+fn cold_apply_runs_every_app_and_a_second_apply_changes_nothing() {
+    let image = busybox_image();
+    let project = TestProject::new("cold");
+    three_apps(&project, &image, "hello v1");
+
+    let plan = project.railyard("plan", &["--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "changes pending: {}", stdout(&plan));
+    assert!(stdout(&plan).contains("3 to create, 0 to update"), "{}", stdout(&plan));
+
+    let apply = project.railyard("apply", &[]);
+    assert_success(&apply);
+    let web = project.containers("web");
+    assert_eq!(
+        web.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        [format!("{}-web-1", project.name), format!("{}-web-2", project.name)]
+    );
+    assert!(web.iter().all(|c| c.running && c.health == "healthy"), "{web:?}");
+    for replica in &web {
+        assert_eq!(http_get(replica.host_port(8080), "/"), Some((200, "hello v1\n".to_owned())));
+    }
+    // Apps reach each other by app name on the environment's network.
+    let from_web = docker(&["exec", &web[0].id, "wget", "-qO-", "http://api:8080/"]);
+    assert_eq!(from_web, "api says hi");
+    assert_eq!(project.volumes(), [format!("{}_data", project.name)]);
+
+    let before: Vec<String> = project.all_containers();
+    let again = project.railyard("apply", &[]);
+    assert_success(&again);
+    assert!(stdout(&again).contains("Nothing to do"), "{}", stdout(&again));
+    let mut after = project.all_containers();
+    let mut before_sorted = before.clone();
+    before_sorted.sort();
+    after.sort();
+    assert_eq!(before_sorted, after, "a second apply must not touch a container");
+    assert_eq!(project.railyard("plan", &["--detailed-exitcode"]).status.code(), Some(0));
+}
+
+#[test]
+fn compose_lists_the_apps_as_a_normal_project() {
+    let image = busybox_image();
+    let project = TestProject::new("compose-ps");
+    project.write("apps/web.yaml", &web_app("web", &image, "x", ""));
+    assert_success(&project.railyard("apply", &[]));
+    let v2 = std::process::Command::new("docker")
+        .args(["compose", "-p", &project.name, "ps", "--format", "{{.Service}} {{.State}}"])
+        .output()
+        .expect("docker runs");
+    assert!(v2.status.success(), "docker compose v2 is needed (scripts/install-deps installs it): {}", stderr(&v2));
+    assert_eq!(stdout(&v2).trim(), "web running");
+    // Compose v1 needs a compose file: the exported one names the same services.
+    let export = std::process::Command::new(railyard_binary())
+        .args(["export", "compose"])
+        .arg(project.dir())
+        .output()
+        .expect("railyard runs");
+    let compose_file = project.dir().join("compose.exported.yml");
+    std::fs::write(&compose_file, stdout(&export)).expect("write export");
+    let v1 = std::process::Command::new("docker-compose")
+        .arg("-p")
+        .arg(&project.name)
+        .arg("-f")
+        .arg(&compose_file)
+        .args(["ps", "--services", "--filter", "status=running"])
+        .output()
+        .expect("docker-compose runs");
+    assert!(v1.status.success(), "{}", stderr(&v1));
+    assert_eq!(stdout(&v1).trim(), "web");
+}
+
+#[test]
+fn an_update_starts_the_new_replica_before_stopping_the_old_one() {
+    let image = busybox_image();
+    let project = TestProject::new("update");
+    project.write("apps/web.yaml", &web_app("web", &image, "v1", ""));
+    assert_success(&project.railyard("apply", &[]));
+    let old = project.containers("web").remove(0);
+    let old_port = old.host_port(8080);
+
+    project.write("apps/web.yaml", &web_app("web", &image, "v2", ""));
+    let plan = project.railyard("plan", &[]);
+    assert!(stdout(&plan).contains("update App web (env.MESSAGE)"), "{}", stdout(&plan));
+    assert!(stdout(&plan).contains("-    MESSAGE: v1\n+    MESSAGE: v2"), "{}", stdout(&plan));
+
+    // Watch both sides while apply runs: the old replica must keep answering until a new one is healthy.
+    let project_name = project.name.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut old_down_while_new_unhealthy = false;
+        let mut old_served = 0;
+        for _ in 0..300 {
+            let old_ok = http_get(old_port, "/").is_some_and(|(status, body)| status == 200 && body == "v1\n");
+            let filter = format!("label=com.docker.compose.project={project_name}");
+            let healthy_new = docker(&["ps", "-q", "--filter", &filter, "--filter", "health=healthy"])
+                .lines()
+                .any(|id| !old.id.starts_with(id));
+            if old_ok {
+                old_served += 1;
+            } else if !healthy_new {
+                old_down_while_new_unhealthy = true;
+            }
+            if !old_ok && healthy_new {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (old_served, old_down_while_new_unhealthy)
+    });
+    let apply = project.railyard("apply", &[]);
+    assert_success(&apply);
+    let (old_served, gap) = watcher.join().expect("watcher");
+    assert!(old_served > 0, "the old replica never answered during the update");
+    assert!(!gap, "the old replica stopped before the new one was healthy");
+    let new = project.containers("web");
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].name, format!("{}-web-1", project.name), "the new replica takes the canonical name");
+    assert_eq!(http_get(new[0].host_port(8080), "/"), Some((200, "v2\n".to_owned())));
+}
+
+#[test]
+fn an_unhealthy_update_is_rolled_back_and_the_old_replica_keeps_serving() {
+    let image = busybox_image();
+    let project = TestProject::new("rollback");
+    project.write("apps/web.yaml", &web_app("web", &image, "v1", ""));
+    assert_success(&project.railyard("apply", &[]));
+    let old = project.containers("web").remove(0);
+
+    // The new version never answers its health check.
+    let broken = web_app("web", &image, "v2", "").replace("path: /healthz", "path: /missing");
+    project.write("apps/web.yaml", &broken);
+    let apply = project.railyard("apply", &[]);
+    assert_eq!(apply.status.code(), Some(1), "{}", stdout(&apply));
+    assert!(stdout(&apply).contains("update App web: ROLLED BACK: app `web`: new replica"), "{}", stdout(&apply));
+    let after = project.containers("web");
+    assert_eq!(after, vec![Container::inspect(&old.id)], "only the old replica remains");
+    assert!(after[0].running);
+    assert_eq!(http_get(old.host_port(8080), "/"), Some((200, "v1\n".to_owned())));
+    // Still pending: the plan keeps showing the update until it succeeds.
+    assert_eq!(project.railyard("plan", &["--detailed-exitcode"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_crashing_new_version_of_a_new_app_fails_with_its_output() {
+    let image = busybox_image();
+    let project = TestProject::new("crash");
+    project.write(
+        "apps/bad.yaml",
+        &format!(
+            "kind: App\nname: bad\nimage: {image}\npull: never\ncommand: [\"sh\", \"-c\", \"echo boom; exit 3\"]\n"
+        ),
+    );
+    project.write("apps/good.yaml", &web_app("good", &image, "fine", ""));
+    let apply = project.railyard("apply", &[]);
+    assert_eq!(apply.status.code(), Some(1));
+    let out = stdout(&apply);
+    assert!(
+        out.contains("create App bad: FAILED: app `bad`: new replica")
+            && out.contains("exit code 3")
+            && out.contains("boom"),
+        "{out}"
+    );
+    assert!(out.contains("create App good: done"), "independent apps are still applied: {out}");
+    assert!(project.containers("bad").is_empty(), "the failed replica is removed");
+}
+
+#[test]
+fn scaling_up_and_down_keeps_replica_one() {
+    let image = busybox_image();
+    let project = TestProject::new("scale");
+    project.write("apps/web.yaml", &web_app("web", &image, "s", "replicas: 1\n"));
+    assert_success(&project.railyard("apply", &[]));
+    let first = project.containers("web").remove(0);
+    project.write("apps/web.yaml", &web_app("web", &image, "s", "replicas: 3\n"));
+    assert!(stdout(&project.railyard("plan", &[])).contains("scale App web (1 -> 3 replicas)"));
+    assert_success(&project.railyard("apply", &[]));
+    let three = project.containers("web");
+    assert_eq!(three.iter().map(|c| c.number.as_str()).collect::<Vec<_>>(), ["1", "2", "3"]);
+    assert_eq!(three[0].id, first.id, "scaling does not replace existing replicas");
+    project.write("apps/web.yaml", &web_app("web", &image, "s", "replicas: 1\n"));
+    assert_success(&project.railyard("apply", &[]));
+    assert_eq!(project.containers("web"), vec![Container::inspect(&first.id)]);
+}
+
+#[test]
+fn drift_is_shown_by_plan_and_repaired_by_apply() {
+    let image = busybox_image();
+    let project = TestProject::new("drift");
+    project.write("apps/web.yaml", &web_app("web", &image, "d", "replicas: 2\n"));
+    assert_success(&project.railyard("apply", &[]));
+    let replicas = project.containers("web");
+
+    docker(&["stop", "-t", "1", &replicas[1].id]);
+    let plan = project.railyard("plan", &["--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(
+        stdout(&plan).contains(&format!("repair App web (replica {} is exited)", replicas[1].name)),
+        "{}",
+        stdout(&plan)
+    );
+    assert_success(&project.railyard("apply", &[]));
+    assert!(project.containers("web").iter().all(|c| c.running), "stopped replica started again");
+
+    docker(&["rm", "-f", &replicas[0].id]);
+    assert!(stdout(&project.railyard("plan", &[])).contains("1 of 2 replicas exist"));
+    assert_success(&project.railyard("apply", &[]));
+    assert_eq!(project.containers("web").len(), 2);
+
+    // A replica started by hand with railyard's labels is surplus: apply removes it.
+    let labels =
+        docker(&["inspect", "--format", "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}\n{{end}}", &replicas[1].id]);
+    let mut run = vec!["run".to_owned(), "-d".to_owned(), "--name".to_owned(), format!("{}-web-extra", project.name)];
+    for label in labels.lines().filter(|l| !l.is_empty()) {
+        let label = if label.starts_with("com.docker.compose.container-number=") {
+            "com.docker.compose.container-number=7".to_owned()
+        } else {
+            label.to_owned()
+        };
+        run.extend(["--label".to_owned(), label]);
+    }
+    run.extend([image.clone(), "sleep".to_owned(), "600".to_owned()]);
+    docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(stdout(&project.railyard("plan", &[])).contains("3 replicas exist, 2 wanted"));
+    assert_success(&project.railyard("apply", &[]));
+    let healed = project.containers("web");
+    assert_eq!(healed.iter().map(|c| c.number.as_str()).collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(project.railyard("plan", &["--detailed-exitcode"]).status.code(), Some(0));
+}
+
+#[test]
+fn removing_an_app_from_git_keeps_its_volume_unless_asked() {
+    let image = busybox_image();
+    let project = TestProject::new("prune");
+    let keeper = |name: &str, extra: &str| {
+        format!(
+            "kind: App\nname: {name}\nimage: {image}\npull: never\ncommand: [\"sleep\", \"600\"]\nvolumes: [{{ name: {name}-data, mount: /data{extra} }}]\nstopGracePeriod: 1s\n"
+        )
+    };
+    project.write("apps/keep.yaml", &keeper("keep", ""));
+    project.write("apps/scratch.yaml", &keeper("scratch", ", deleteWithApp: true"));
+    project.write("apps/stays.yaml", &web_app("stays", &image, "s", ""));
+    assert_success(&project.railyard("apply", &[]));
+    assert_eq!(project.volumes().len(), 2);
+    // Someone else's container in the same compose project, without railyard's labels, is never touched.
+    let foreign = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("com.docker.compose.project={}", project.name),
+        &image,
+        "sleep",
+        "600",
+    ]);
+
+    project.remove("apps/keep.yaml");
+    project.remove("apps/scratch.yaml");
+    let plan = project.railyard("plan", &[]);
+    assert!(
+        stdout(&plan).contains("delete App keep") && stdout(&plan).contains("delete App scratch"),
+        "{}",
+        stdout(&plan)
+    );
+    assert!(
+        stdout(&plan).contains("0 to create, 0 to update, 0 to scale, 0 to repair, 2 to delete, 1 unchanged"),
+        "{}",
+        stdout(&plan)
+    );
+    assert_success(&project.railyard("apply", &[]));
+    assert!(project.containers("keep").is_empty() && project.containers("scratch").is_empty());
+    assert_eq!(project.volumes(), [format!("{}_keep-data", project.name)], "data survives unless deleteWithApp");
+    assert!(Container::inspect(&foreign).running, "a container without railyard's labels is not railyard's");
+    assert_eq!(project.containers("stays").len(), 1);
+}
+
+#[test]
+fn replicas_stop_gracefully_with_sigterm() {
+    let image = busybox_image();
+    let project = TestProject::new("graceful");
+    let app = |message: &str| {
+        format!(
+            "kind: App\nname: worker\nimage: {image}\npull: never\nenv: {{ MESSAGE: {message} }}\n\
+             command: [\"sh\", \"-c\", \"trap 'echo \\\"term $MESSAGE\\\" >> /data/log; exit 0' TERM; while true; do sleep 0.1; done\"]\n\
+             volumes: [{{ name: data, mount: /data }}]\nstopGracePeriod: 5s\nhealth: {{ startPeriod: 500ms }}\n"
+        )
+    };
+    project.write("apps/worker.yaml", &app("one"));
+    assert_success(&project.railyard("apply", &[]));
+    project.write("apps/worker.yaml", &app("two"));
+    assert_success(&project.railyard("apply", &[]));
+    let current = project.containers("worker").remove(0);
+    assert_eq!(
+        docker(&["exec", &current.id, "cat", "/data/log"]),
+        "term one",
+        "the old replica got SIGTERM and exited by itself"
+    );
+}
+
+#[test]
+fn docker_unreachable_is_one_line_and_exit_code_3() {
+    let project = TestProject::new("nodocker");
+    project.write("apps/web.yaml", "kind: App\nname: web\nimage: busybox\n");
+    for command in ["plan", "apply"] {
+        let output =
+            railyard_with_env(command, project.dir(), &[], &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+        assert_eq!(output.status.code(), Some(3), "{command}: {}", stderr(&output));
+        let err = stderr(&output);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("error: cannot reach the Docker Engine at unix:///nonexistent/docker.sock")
+                && err.contains("DOCKER_HOST"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_image_with_pull_never_fails_only_its_app() {
+    let image = busybox_image();
+    let project = TestProject::new("noimage");
+    project.write("apps/ghost.yaml", "kind: App\nname: ghost\nimage: railyard-test/does-not-exist:1\npull: never\n");
+    project.write("apps/needs-ghost.yaml", &web_app("needs-ghost", &image, "n", "dependsOn: [ghost]\n"));
+    project.write("apps/web.yaml", &web_app("web", &image, "w", ""));
+    let apply = project.railyard("apply", &[]);
+    assert_eq!(apply.status.code(), Some(1));
+    let out = stdout(&apply);
+    assert!(out.contains("create App ghost: FAILED: image railyard-test/does-not-exist:1 is not on this host and app `ghost` says `pull: never`"), "{out}");
+    assert!(out.contains("create App needs-ghost: skipped: dependency `ghost` was not applied"), "{out}");
+    assert!(out.contains("create App web: done"), "{out}");
+    assert_eq!(project.containers("web").len(), 1);
+}
+
+#[test]
+fn a_host_port_already_taken_is_named_and_other_apps_still_apply() {
+    let image = busybox_image();
+    let project = TestProject::new("porttaken");
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port();
+    project.write(
+        "apps/pinned.yaml",
+        &web_app("pinned", &image, "p", "")
+            .replace("{ name: http, port: 8080 }", &format!("{{ name: http, port: 8080, hostPort: {port} }}")),
+    );
+    project.write("apps/web.yaml", &web_app("web", &image, "w", ""));
+    let apply = project.railyard("apply", &[]);
+    assert_eq!(apply.status.code(), Some(1));
+    let out = stdout(&apply);
+    assert!(
+        out.contains(&format!(
+            "create App pinned: FAILED: app `pinned`: host port {port} (port `http`) is already in use on this host"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("create App web: done"), "{out}");
+    assert!(project.containers("pinned").is_empty(), "no half-made container is left");
+    drop(holder);
+}
+
+#[test]
+fn plan_as_json_is_the_plan_value() {
+    let image = busybox_image();
+    let project = TestProject::new("json");
+    project.write(
+        "apps/web.yaml",
+        &web_app("web", &image, "j", "env: { API_TOKEN: very-secret-value }\n")
+            .replace("env: { MESSAGE: \"j\" }\n", ""),
+    );
+    let output = project.railyard("plan", &["--output", "json"]);
+    assert_success(&output);
+    let plan: railyard::plan::Plan = serde_json::from_slice(&output.stdout).expect("plan JSON parses into a Plan");
+    assert_eq!(plan.summary.create, 1);
+    assert!(
+        !stdout(&output).contains("very-secret-value")
+            || plan.apps[0].diff.as_deref().is_some_and(|d| !d.contains("very-secret-value"))
+    );
+}

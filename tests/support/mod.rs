@@ -1,0 +1,260 @@
+//! Shared test helpers: a real Docker Engine (or a clear failure), a busybox image built locally, config
+//! repositories on disk, the railyard binary, and a guard that removes everything a test created.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Fails the test with instructions when no Docker Engine answers.
+pub fn require_docker() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = CHECKED.get_or_init(|| {
+        match Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output() {
+            Ok(output) if output.status.success() => Ok(()),
+            Ok(output) => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+            Err(error) => Err(error.to_string()),
+        }
+    });
+    if let Err(reason) = result {
+        panic!(
+            "these tests need a running Docker Engine, and `docker info` failed: {reason}\nstart it with `systemctl start docker` (or `dockerd &`)"
+        );
+    }
+}
+
+/// A `FROM scratch` image holding Debian's static busybox (sh, httpd, wget, nc...), built once per content.
+pub fn busybox_image() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            require_docker();
+            let busybox =
+                std::fs::read("/bin/busybox").expect("/bin/busybox is missing: apt-get install busybox-static");
+            let dockerfile =
+                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+            let tag = format!("railyard-test/busybox:{}", short_hash(&[&busybox, dockerfile.as_bytes()]));
+            if !run_ok("docker", &["image", "inspect", &tag]) {
+                let context = tempfile::tempdir().expect("tempdir");
+                let binary = context.path().join("busybox");
+                std::fs::write(&binary, &busybox).expect("copy busybox");
+                std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .expect("chmod busybox");
+                std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
+                let output = Command::new("docker")
+                    .args(["build", "-q", "-t", &tag])
+                    .arg(context.path())
+                    .output()
+                    .expect("docker build runs");
+                assert!(output.status.success(), "docker build failed: {}", String::from_utf8_lossy(&output.stderr));
+            }
+            tag
+        })
+        .clone()
+}
+
+fn short_hash(parts: &[&[u8]]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for part in parts {
+        part.hash(&mut hasher);
+    }
+    format!("{:016x}", hasher.finish())
+}
+
+pub fn run_ok(program: &str, args: &[&str]) -> bool {
+    Command::new(program).args(args).output().is_ok_and(|output| output.status.success())
+}
+
+pub fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker").args(args).output().expect("docker runs");
+    assert!(output.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A compose project that exists for one test; dropping it removes its containers, networks and volumes.
+pub struct TestProject {
+    pub name: String,
+    pub repo: tempfile::TempDir,
+}
+
+impl TestProject {
+    /// A fresh project named after the test, with a config repository holding `railyard.yaml`.
+    pub fn new(test: &str) -> TestProject {
+        require_docker();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let name = format!("rytest-{test}-{}-{nanos:x}", std::process::id()).replace('_', "-");
+        let project = TestProject { name, repo: tempfile::tempdir().expect("tempdir") };
+        project.write("railyard.yaml", &format!("kind: Project\nname: {}\n", project.name));
+        project
+    }
+
+    pub fn write(&self, path: &str, text: &str) {
+        let file = self.repo.path().join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).expect("create folder");
+        }
+        std::fs::write(file, text).expect("write config file");
+    }
+
+    pub fn remove(&self, path: &str) {
+        std::fs::remove_file(self.repo.path().join(path)).expect("remove config file");
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.repo.path()
+    }
+
+    /// Runs `railyard <command> <repo> <args>`.
+    pub fn railyard(&self, command: &str, args: &[&str]) -> Output {
+        railyard_with_env(command, self.dir(), args, &[])
+    }
+
+    /// IDs of the containers of `app` (all states), sorted by name.
+    pub fn containers(&self, app: &str) -> Vec<Container> {
+        let filter_project = format!("label=com.docker.compose.project={}", self.name);
+        let filter_app = format!("label=dev.railyard.app={app}");
+        let ids = docker(&["ps", "-aq", "--filter", &filter_project, "--filter", &filter_app]);
+        let mut containers: Vec<Container> = ids.lines().map(Container::inspect).collect();
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        containers
+    }
+
+    pub fn all_containers(&self) -> Vec<String> {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        docker(&["ps", "-aq", "--filter", &filter]).lines().map(str::to_owned).collect()
+    }
+
+    pub fn volumes(&self) -> Vec<String> {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        docker(&["volume", "ls", "-q", "--filter", &filter]).lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for TestProject {
+    fn drop(&mut self) {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        for kind in [&["ps", "-aq"][..], &["network", "ls", "-q"], &["volume", "ls", "-q"]] {
+            let mut args = kind.to_vec();
+            args.extend(["--filter", &filter]);
+            let Ok(output) = Command::new("docker").args(&args).output() else { continue };
+            let ids: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let remove: &[&str] = match kind[0] {
+                "ps" => &["rm", "-f", "-v"],
+                "network" => &["network", "rm"],
+                _ => &["volume", "rm", "-f"],
+            };
+            let _ = Command::new("docker").args(remove).args(&ids).output();
+        }
+    }
+}
+
+/// A container as `docker inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    pub health: String,
+    pub spec_hash: String,
+    pub number: String,
+}
+
+impl Container {
+    pub fn inspect(id: &str) -> Container {
+        let json: serde_json::Value =
+            serde_json::from_str(&docker(&["inspect", id])).expect("docker inspect prints JSON");
+        let container = &json[0];
+        let label = |name: &str| container["Config"]["Labels"][name].as_str().unwrap_or_default().to_owned();
+        Container {
+            id: container["Id"].as_str().unwrap_or_default().to_owned(),
+            name: container["Name"].as_str().unwrap_or_default().trim_start_matches('/').to_owned(),
+            running: container["State"]["Running"].as_bool().unwrap_or(false),
+            health: container["State"]["Health"]["Status"].as_str().unwrap_or_default().to_owned(),
+            spec_hash: label("dev.railyard.spec-hash"),
+            number: label("com.docker.compose.container-number"),
+        }
+    }
+
+    /// The host port published for `container_port`.
+    pub fn host_port(&self, container_port: u16) -> u16 {
+        let mapping = docker(&["port", &self.id, &format!("{container_port}/tcp")]);
+        let first = mapping.lines().next().unwrap_or_default();
+        assert!(first.starts_with("127.0.0.1:"), "published on {first}, not 127.0.0.1");
+        first.rsplit(':').next().and_then(|port| port.parse().ok()).unwrap_or_else(|| panic!("no port in {mapping}"))
+    }
+}
+
+pub fn railyard_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_railyard"))
+}
+
+pub fn railyard_with_env(command: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut process = Command::new(railyard_binary());
+    process.arg(command).arg(dir).args(args).env("NO_COLOR", "1");
+    for (key, value) in env {
+        process.env(key, value);
+    }
+    process.output().expect("railyard runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts success and shows both streams otherwise.
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// A GET on 127.0.0.1; `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+/// An App serving `$MESSAGE` at `/` and `ok` at `/healthz` on port 8080, checked over HTTP.
+pub fn web_app(name: &str, image: &str, message: &str, extra: &str) -> String {
+    format!(
+        "kind: App\nname: {name}\nimage: {image}\npull: never\n\
+         command: [\"sh\", \"-c\", \"mkdir -p /www && echo \\\"$MESSAGE\\\" > /www/index.html && echo ok > /www/healthz && exec httpd -f -p 8080 -h /www\"]\n\
+         env: {{ MESSAGE: \"{message}\" }}\n\
+         ports: [{{ name: http, port: 8080 }}]\n\
+         health: {{ http: {{ path: /healthz, port: http }}, interval: 500ms, timeout: 1s, retries: 3 }}\n\
+         stopGracePeriod: 1s\n{extra}"
+    )
+}
