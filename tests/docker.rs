@@ -395,3 +395,81 @@ fn plan_as_json_is_the_plan_value() {
             || plan.apps[0].diff.as_deref().is_some_and(|d| !d.contains("very-secret-value"))
     );
 }
+
+#[test]
+fn an_apply_killed_at_any_point_converges_when_run_again() {
+    let image = busybox_image();
+    let project = TestProject::new("sigkill");
+    let extra = "replicas: 2\n";
+    // Kill the first, cold apply and then a series of updates at different moments: creating, waiting for
+    // health, stopping old replicas, renaming.
+    for (round, delay_ms) in [150u64, 400, 700, 1000, 1400, 2000].into_iter().enumerate() {
+        project.write("apps/web.yaml", &web_app("web", &image, &format!("v{round}"), extra));
+        let mut child = std::process::Command::new(railyard_binary())
+            .arg("apply")
+            .arg(project.dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("railyard starts");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+    assert_success(&project.railyard("apply", &[]));
+    let replicas = project.containers("web");
+    let names: Vec<&str> = replicas.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [format!("{}-web-1", project.name), format!("{}-web-2", project.name)],
+        "no duplicate, no orphan"
+    );
+    assert!(replicas.iter().all(|c| c.running && c.spec_hash == replicas[0].spec_hash), "{replicas:?}");
+    for replica in &replicas {
+        assert_eq!(http_get(replica.host_port(8080), "/"), Some((200, "v5\n".to_owned())));
+    }
+    assert_eq!(project.all_containers().len(), 2);
+    assert_eq!(project.railyard("plan", &["--detailed-exitcode"]).status.code(), Some(0));
+    let networks =
+        docker(&["network", "ls", "-q", "--filter", &format!("label=com.docker.compose.project={}", project.name)]);
+    assert_eq!(networks.lines().count(), 1);
+}
+
+#[test]
+fn secrets_reach_the_container_but_never_labels_or_plans() {
+    let image = busybox_image();
+    let project = TestProject::new("secrets");
+    project.write(
+        "apps/web.yaml",
+        &web_app("web", &image, "s", "").replace(
+            "env: { MESSAGE: \"s\" }",
+            "env: { MESSAGE: s, DB_PASSWORD: { secret: db-password }, API_TOKEN: literal-token-1 }",
+        ),
+    );
+    let missing = project.railyard("apply", &[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stdout(&missing).contains("secret `db-password` is not set; export RAILYARD_SECRET_DB_PASSWORD=..."),
+        "{}",
+        stdout(&missing)
+    );
+
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::fs::write(secrets.path().join("db-password"), "s3cr3t-from-file\n").expect("write secret");
+    let dir = secrets.path().to_string_lossy().into_owned();
+    let apply = project.railyard("apply", &["--secrets-dir", &dir]);
+    assert_success(&apply);
+    let web = project.containers("web").remove(0);
+    let env = docker(&["exec", &web.id, "sh", "-c", "echo $DB_PASSWORD"]);
+    assert_eq!(env, "s3cr3t-from-file");
+    let labels = docker(&["inspect", "--format", "{{json .Config.Labels}}", &web.id]);
+    for secret in ["s3cr3t-from-file", "literal-token-1"] {
+        assert!(!labels.contains(secret), "{secret} leaked into labels: {labels}");
+        assert!(!stdout(&apply).contains(secret), "{secret} leaked into apply output");
+    }
+    // Rotating the secret replaces the replica; the plan says so without showing either value.
+    std::fs::write(secrets.path().join("db-password"), "rotated-value\n").expect("write secret");
+    let plan = project.railyard("plan", &["--secrets-dir", &dir]);
+    assert!(stdout(&plan).contains("update App web (env.DB_PASSWORD)"), "{}", stdout(&plan));
+    assert!(!stdout(&plan).contains("rotated-value") && !stdout(&plan).contains("s3cr3t"), "{}", stdout(&plan));
+}

@@ -45,7 +45,7 @@ pub fn busybox_image() -> String {
                     .expect("chmod busybox");
                 std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
                 let output = Command::new("docker")
-                    .args(["build", "-q", "-t", &tag])
+                    .args(["build", "-q", "--force-rm", "-t", &tag])
                     .arg(context.path())
                     .output()
                     .expect("docker build runs");

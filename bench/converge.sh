@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Converge benchmark, side by side in one run on the same 20 services:
+#   railyard apply            vs  docker compose up -d (Compose v2)  vs  the engine floor (20 containers created
+#   and started straight through the Engine API, in parallel, nothing else).
+# Cold converge (nothing running) and no-op apply (all 20 running), median of RUNS runs, with ratios.
+# The floor makes the same containers (published port, user network and alias, restart policy).
+# Usage: bench/converge.sh [RUNS]   (default 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-5}
+apps=20
+
+scripts/install-deps >/dev/null
+cargo build --release --quiet --bin railyard --example engine_floor
+railyard=target/release/railyard
+floor=target/release/examples/engine_floor
+
+work=$(mktemp -d)
+cleanup() {
+  docker compose -p rybench-compose -f "$work/compose.yaml" down -v --timeout 1 >/dev/null 2>&1 || true
+  for label in com.docker.compose.project=rybench dev.railyard.bench=rybench-floor; do
+    docker ps -aq --filter "label=$label" | xargs -r docker rm -f >/dev/null
+  done
+  for label in com.docker.compose.project=rybench dev.railyard.bench=rybench-floor; do
+    docker network ls -q --filter "label=$label" | xargs -r docker network rm >/dev/null
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The image: Debian's static busybox, FROM scratch (no registry here).
+image=railyard-bench/busybox:1
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+  mkdir -p "$work/image"
+  install -m 0755 /bin/busybox "$work/image/busybox"
+  printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$work/image/Dockerfile"
+  docker build -q --force-rm -t "$image" "$work/image" >/dev/null
+fi
+
+# The same 20 services for every peer: railyard's repository, and its own export for Compose.
+mkdir -p "$work/repo/apps"
+printf 'kind: Project\nname: rybench\n' >"$work/repo/railyard.yaml"
+for i in $(seq 1 $apps); do
+  cat >"$work/repo/apps/app-$i.yaml" <<APP
+kind: App
+name: app-$i
+image: $image
+pull: never
+command: ["httpd", "-f", "-p", "8080", "-h", "/"]
+ports: [{ name: http, port: 8080 }]
+health: { startPeriod: 0s }
+stopGracePeriod: 1s
+APP
+done
+$railyard export compose "$work/repo" >"$work/compose.yaml"
+
+now_ms() { date +%s%3N; }
+timed() { local start; start=$(now_ms); "$@" >/dev/null 2>&1; echo $(($(now_ms) - start)); }
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+down_railyard() { docker ps -aq --filter label=com.docker.compose.project=rybench | xargs -r docker rm -f >/dev/null
+                  docker network ls -q --filter label=com.docker.compose.project=rybench | xargs -r docker network rm >/dev/null; }
+
+: >"$work/railyard-cold"; : >"$work/railyard-noop"; : >"$work/compose-cold"; : >"$work/compose-noop"; : >"$work/floor"
+for run in $(seq 1 "$runs"); do
+  timed docker compose -p rybench-compose -f "$work/compose.yaml" up -d >>"$work/compose-cold"
+  timed docker compose -p rybench-compose -f "$work/compose.yaml" up -d >>"$work/compose-noop"
+  docker compose -p rybench-compose -f "$work/compose.yaml" down -v --timeout 1 >/dev/null 2>&1
+
+  timed $railyard apply "$work/repo" >>"$work/railyard-cold"
+  timed $railyard apply "$work/repo" >>"$work/railyard-noop"
+  [ "$(docker ps -q --filter label=com.docker.compose.project=rybench | wc -l)" -eq $apps ] || { echo "railyard did not start $apps apps" >&2; exit 1; }
+  down_railyard
+
+  $floor "$image" $apps rybench-floor >>"$work/floor"
+  docker ps -aq --filter label=dev.railyard.bench=rybench-floor | xargs -r docker rm -f >/dev/null
+  docker network ls -q --filter label=dev.railyard.bench=rybench-floor | xargs -r docker network rm >/dev/null
+  echo "run $run/$runs done" >&2
+done
+
+rc=$(median <"$work/railyard-cold"); rn=$(median <"$work/railyard-noop")
+cc=$(median <"$work/compose-cold"); cn=$(median <"$work/compose-noop"); fl=$(median <"$work/floor")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo
+echo "$apps services, median of $runs runs (ms)"
+printf '%-34s %8s\n' "engine floor (API, parallel)" "$fl"
+printf '%-34s %8s\n' "docker compose up -d, cold" "$cc"
+printf '%-34s %8s\n' "railyard apply, cold" "$rc"
+printf '%-34s %8s\n' "docker compose up -d, no-op" "$cn"
+printf '%-34s %8s\n' "railyard apply, no-op" "$rn"
+echo
+echo "cold: railyard / compose v2    = $(ratio "$rc" "$cc")   (target <= 1.00)"
+echo "cold: railyard / engine floor  = $(ratio "$rc" "$fl")   (target <= 1.15)"
+echo "no-op: compose v2 / railyard   = $(ratio "$cn" "$rn")   (target >= 5)"
