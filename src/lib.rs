@@ -5,9 +5,12 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod daemon;
 pub mod export;
 pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod secrets;
+pub mod server;
 pub mod source;
+pub mod store;

@@ -9,11 +9,17 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use railyard::backend::docker::{DockerBackend, DockerError, DockerSettings};
 use railyard::backend::{ActionResult, Backend};
+use railyard::daemon::{Daemon, DaemonSettings};
 use railyard::model::kinds::Kind;
+use railyard::model::kinds::SyncPolicy;
 use railyard::model::{self, Config, Environment, schema};
 use railyard::plan::{Plan, render};
 use railyard::secrets::SecretStore;
-use railyard::source;
+use railyard::server::ServerState;
+use railyard::source::{self, GitSource, Source};
+use railyard::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for an invalid repository, a failed apply, or any other error.
@@ -35,6 +41,9 @@ const EXIT_DOCKER_UNREACHABLE: u8 = 3;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or JSON (one object per line); the level comes from RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "RAILYARD_LOG_FORMAT")]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -69,9 +78,16 @@ enum Command {
     Apply {
         #[command(flatten)]
         target: Target,
-        /// Apps applied at the same time, when their dependencies allow.
-        #[arg(long, default_value_t = 8, env = "RAILYARD_PARALLEL")]
-        parallel: usize,
+    },
+    /// Follow a git repository and keep production in sync: polling, webhooks, drift checks, history, API, metrics.
+    #[command(
+        after_help = "Examples:\n  railyard serve --repo https://github.com/acme/config.git --webhook-secret-file /run/secrets/hook\n  \
+                            railyard serve --repo ./config --poll-interval 10s --sync manual --api-token-file token\n  \
+                            RAILYARD_REPO=file:///srv/git/config.git railyard serve --log-format json"
+    )]
+    Serve {
+        #[command(flatten)]
+        args: Box<ServeArgs>,
     },
     /// Print the JSON Schema of the document kinds, for editors and CI.
     #[command(
@@ -110,12 +126,89 @@ struct Target {
     /// `production`, `pr-<number>` or `branch-<name>`.
     #[arg(long, default_value = "production", env = "RAILYARD_ENV")]
     env: String,
+    #[command(flatten)]
+    docker: DockerArgs,
+}
+
+/// How apps are run on Docker.
+#[derive(clap::Args)]
+struct DockerArgs {
     /// Directory with one file per secret, for `{ secret: NAME }` values (RAILYARD_SECRET_<NAME> variables win).
     #[arg(long, env = "RAILYARD_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
     /// Address that published ports listen on.
     #[arg(long, default_value = "127.0.0.1", env = "RAILYARD_PUBLISH_ADDRESS")]
     publish_address: String,
+    /// Apps applied at the same time, when their dependencies allow.
+    #[arg(long, default_value_t = 8, env = "RAILYARD_PARALLEL")]
+    parallel: usize,
+}
+
+impl DockerArgs {
+    fn settings(&self) -> DockerSettings {
+        DockerSettings {
+            publish_address: self.publish_address.clone(),
+            parallel: self.parallel,
+            secrets: SecretStore { dir: self.secrets_dir.clone() },
+        }
+    }
+}
+
+/// `railyard serve` settings; every flag also reads a `RAILYARD_*` variable.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The config repository: a git URL (file://, http(s)://, ssh://, git://), a git repository's path, or a plain
+    /// directory (followed without git).
+    #[arg(long, env = "RAILYARD_REPO")]
+    repo: String,
+    /// The branch production follows.
+    #[arg(long, default_value = "main", env = "RAILYARD_BRANCH")]
+    branch: String,
+    /// Address of the HTTP server (status, API, webhooks, metrics); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8700", env = "RAILYARD_LISTEN")]
+    listen: String,
+    /// Where the git mirror and the history database live.
+    #[arg(long, default_value = ".railyard", env = "RAILYARD_STATE_DIR")]
+    state_dir: PathBuf,
+    /// How often to fetch the repository without a webhook (jittered by 10%).
+    #[arg(long, default_value = "60s", env = "RAILYARD_POLL_INTERVAL", value_parser = parse_duration)]
+    poll_interval: Duration,
+    /// How often to compare what runs with git (drift) between polls.
+    #[arg(long, default_value = "30s", env = "RAILYARD_DRIFT_INTERVAL", value_parser = parse_duration)]
+    drift_interval: Duration,
+    /// File holding the webhook secret (or set RAILYARD_WEBHOOK_SECRET); without one, webhooks are off.
+    #[arg(long, env = "RAILYARD_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
+    /// File holding the API token for POST /api/v1/sync (or set RAILYARD_API_TOKEN); without one, the API is read-only.
+    #[arg(long, env = "RAILYARD_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
+    /// File holding a token for HTTPS git remotes (or set RAILYARD_GIT_TOKEN).
+    #[arg(long, env = "RAILYARD_GIT_TOKEN_FILE")]
+    git_token_file: Option<PathBuf>,
+    /// `auto` applies every plan; `manual` keeps plans pending until POST /api/v1/sync. Default: the Project's.
+    #[arg(long, value_enum, env = "RAILYARD_SYNC")]
+    sync: Option<SyncArg>,
+    /// Largest webhook body accepted, in bytes; larger ones get 413.
+    #[arg(long, default_value_t = railyard::server::DEFAULT_WEBHOOK_LIMIT, env = "RAILYARD_WEBHOOK_MAX_BYTES")]
+    webhook_max_bytes: usize,
+    #[command(flatten)]
+    docker: DockerArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SyncArg {
+    Auto,
+    Manual,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    railyard::model::units::parse_duration(text)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -145,10 +238,17 @@ impl From<KindArg> for Kind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
-        .with_writer(std::io::stderr)
-        .init();
+    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if cli.log_format == LogFormat::Json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
@@ -164,9 +264,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(plan(target, output, detailed_exitcode))
         }
-        Command::Apply { target, parallel } => {
+        Command::Apply { target } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(apply(target, parallel))
+            runtime.block_on(apply(target))
+        }
+        Command::Serve { args } => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(serve(*args))
         }
         Command::Validate { dir } => Ok(match load(&dir)? {
             Ok(config) => {
@@ -208,7 +312,7 @@ struct Prepared {
 
 /// Loads and validates the repository, connects to Docker, observes and plans; `Err` holds the exit code when
 /// something stopped it, after saying why on stderr.
-async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prepared, ExitCode>> {
+async fn prepare(target: &Target) -> anyhow::Result<Result<Prepared, ExitCode>> {
     let config = match load(&target.dir)? {
         Ok(config) => config,
         Err(invalid) => return Ok(Err(report_invalid(&invalid))),
@@ -216,10 +320,9 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
     let Some(env) = Environment::named(config.project_name(), &target.env) else {
         anyhow::bail!("unknown environment `{}`; use production, pr-<number> or branch-<name>", target.env);
     };
-    let secrets = SecretStore { dir: target.secrets_dir.clone() };
+    let settings = target.docker.settings();
     let mut desired = config.desired(&env, None);
-    secrets.resolve_digests(&mut desired);
-    let settings = DockerSettings { publish_address: target.publish_address.clone(), parallel, secrets };
+    settings.secrets.resolve_digests(&mut desired);
     let backend = match DockerBackend::connect(settings).await {
         Ok(backend) => backend,
         Err(error) => return Ok(Err(docker_failed(&error))),
@@ -237,7 +340,7 @@ fn docker_failed(error: &DockerError) -> ExitCode {
 }
 
 async fn plan(target: Target, output: Output, detailed_exitcode: bool) -> anyhow::Result<ExitCode> {
-    let prepared = match prepare(&target, 1).await? {
+    let prepared = match prepare(&target).await? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
@@ -249,8 +352,8 @@ async fn plan(target: Target, output: Output, detailed_exitcode: bool) -> anyhow
     Ok(if detailed_exitcode && prepared.plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS })
 }
 
-async fn apply(target: Target, parallel: usize) -> anyhow::Result<ExitCode> {
-    let Prepared { backend, plan } = match prepare(&target, parallel).await? {
+async fn apply(target: Target) -> anyhow::Result<ExitCode> {
+    let Prepared { backend, plan } = match prepare(&target).await? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
@@ -280,6 +383,88 @@ async fn apply(target: Target, parallel: usize) -> anyhow::Result<ExitCode> {
     let failed = report.outcomes.iter().filter(|o| o.result != ActionResult::Done).count();
     println!("\nApplied {} action(s), {failed} not applied.", report.outcomes.len());
     Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", args.state_dir.display()))?;
+    let store = Arc::new(Store::open(&args.state_dir)?);
+    let git_token = read_secret(args.git_token_file.as_deref(), "RAILYARD_GIT_TOKEN")?;
+    let source = source_for(&args.repo, &args.branch, &args.state_dir, git_token);
+    let settings = DaemonSettings {
+        source,
+        poll_interval: args.poll_interval,
+        drift_interval: args.drift_interval,
+        sync: args.sync.map(|sync| match sync {
+            SyncArg::Auto => SyncPolicy::Auto,
+            SyncArg::Manual => SyncPolicy::Manual,
+        }),
+        docker: args.docker.settings(),
+        retry_base: Duration::from_secs(1),
+        retry_cap: Duration::from_secs(300),
+    };
+    let daemon = Daemon::new(settings, store);
+    let state = Arc::new(ServerState {
+        daemon: Arc::clone(&daemon),
+        branch: args.branch.clone(),
+        webhook_secret: read_secret(args.webhook_secret_file.as_deref(), "RAILYARD_WEBHOOK_SECRET")?
+            .map(String::into_bytes),
+        api_token: read_secret(args.api_token_file.as_deref(), "RAILYARD_API_TOKEN")?,
+        webhook_limit: args.webhook_max_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; pick another address with --listen", args.listen))?;
+    let address = listener.local_addr()?;
+    println!("railyard listening on http://{address} (following {})", daemon.production.state().source);
+    std::io::stdout().flush()?;
+    let worker = tokio::spawn(Arc::clone(&daemon).run());
+    axum::serve(listener, railyard::server::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shutting down: finishing the reconcile in progress");
+    daemon.stop();
+    worker.await.context("the reconcile loop crashed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A git repository (URL, or a path holding `.git` or a bare repository) is followed in git; any other directory
+/// is read as it is.
+fn source_for(repo: &str, branch: &str, state_dir: &Path, token: Option<String>) -> Source {
+    let path = Path::new(repo);
+    let is_git_path = path.join(".git").exists() || path.join("HEAD").exists();
+    if repo.contains("://") || repo.contains('@') && !path.exists() || is_git_path {
+        let url = if is_git_path {
+            path.canonicalize().map_or_else(|_| repo.to_owned(), |p| p.display().to_string())
+        } else {
+            repo.to_owned()
+        };
+        Source::Git(GitSource { url, branch: branch.to_owned(), mirror: state_dir.join("mirror.git"), token })
+    } else {
+        Source::Dir(path.to_owned())
+    }
+}
+
+/// A secret from a file, or else from an environment variable; trimmed.
+fn read_secret(file: Option<&Path>, variable: &str) -> anyhow::Result<Option<String>> {
+    let value = match file {
+        Some(file) => Some(std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?),
+        None => std::env::var(variable).ok(),
+    };
+    Ok(value.map(|value| value.trim().to_owned()).filter(|value| !value.is_empty()))
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 /// Color on a terminal unless NO_COLOR is set (no-color.org).

@@ -1,0 +1,94 @@
+//! Prometheus metrics of the daemon, rendered as text at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub env: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppStateLabels {
+    pub env: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnvLabels {
+    pub env: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub forge: String,
+    pub result: String,
+}
+
+/// Every metric railyard exports.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_seconds: Family<ReconcileLabels, Histogram>,
+    pub apps: Family<AppStateLabels, Gauge>,
+    pub last_sync: Family<EnvLabels, Gauge>,
+    pub webhooks: Family<WebhookLabels, Counter>,
+    pub git_fetch_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("railyard");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let reconcile_seconds = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 14))
+        });
+        let apps = Family::<AppStateLabels, Gauge>::default();
+        let last_sync = Family::<EnvLabels, Gauge>::default();
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        let git_fetch_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        registry.register("reconciles", "Reconciles by environment and outcome", reconciles.clone());
+        registry.register("reconcile_duration_seconds", "Reconcile duration by outcome", reconcile_seconds.clone());
+        registry.register("apps", "Apps by state (healthy, degraded, failed)", apps.clone());
+        registry.register(
+            "last_sync_timestamp_seconds",
+            "When the environment last synced, Unix time",
+            last_sync.clone(),
+        );
+        registry.register("webhook_deliveries", "Webhook deliveries by forge and result", webhooks.clone());
+        registry.register("git_fetch_duration_seconds", "Duration of git fetches", git_fetch_seconds.clone());
+        Metrics { registry, reconciles, reconcile_seconds, apps, last_sync, webhooks, git_fetch_seconds }
+    }
+}
+
+impl Metrics {
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    pub fn count_reconcile(&self, env: &str, outcome: &str, seconds: f64) {
+        let labels = ReconcileLabels { env: env.to_owned(), outcome: outcome.to_owned() };
+        self.reconciles.get_or_create(&labels).inc();
+        self.reconcile_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn count_webhook(&self, forge: &str, result: &str) {
+        self.webhooks.get_or_create(&WebhookLabels { forge: forge.to_owned(), result: result.to_owned() }).inc();
+    }
+
+    pub fn set_apps(&self, env: &str, healthy: i64, degraded: i64, failed: i64) {
+        for (state, count) in [("healthy", healthy), ("degraded", degraded), ("failed", failed)] {
+            self.apps.get_or_create(&AppStateLabels { env: env.to_owned(), state: state.to_owned() }).set(count);
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! The reconcile loop: triggers (poll, webhook, API, drift timer, retries) coalesce per environment, and each
+//! reconcile fetches, validates, observes, plans, applies and records. A commit that fails validation changes
+//! nothing; backend failures retry with backoff without blocking webhooks or the API.
+
+pub mod metrics;
+pub mod trigger;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Mutex, Notify, broadcast};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::backend::docker::{DockerBackend, DockerSettings};
+use crate::backend::{ActionResult, Backend, Progress};
+use crate::model::kinds::SyncPolicy;
+use crate::model::{self, Diagnostic, Environment, Observed};
+use crate::plan::{self, Plan};
+use crate::source::{CommitInfo, Source};
+use crate::store::{Store, SyncRecord};
+use metrics::Metrics;
+use trigger::{Backoff, Coalescer, Trigger, jittered};
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    pub source: Source,
+    pub poll_interval: Duration,
+    pub drift_interval: Duration,
+    /// Overrides the Project's `sync` policy.
+    pub sync: Option<SyncPolicy>,
+    pub docker: DockerSettings,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+/// Whether what runs matches git.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SyncStatus {
+    Unknown,
+    Synced,
+    OutOfSync,
+    Syncing,
+    Error,
+}
+
+/// How well what runs is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Health {
+    Unknown,
+    Healthy,
+    Degraded,
+    Failed,
+}
+
+/// One app as the status pages and API show it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStatus {
+    pub name: String,
+    pub image: String,
+    pub ready: u32,
+    pub desired: u32,
+    pub ports: Vec<u16>,
+    pub health: Health,
+    pub commit: Option<String>,
+    pub replicas: Vec<crate::model::ObservedReplica>,
+}
+
+/// Everything known about one environment, for the API and pages.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvState {
+    pub name: String,
+    pub project: Option<String>,
+    pub source: String,
+    pub sync_policy: SyncPolicy,
+    pub commit: Option<CommitInfo>,
+    pub sync_status: SyncStatus,
+    pub health: Health,
+    pub last_sync_ms: Option<i64>,
+    pub last_sync_duration_ms: Option<u64>,
+    pub last_checked_ms: Option<i64>,
+    pub error: Option<String>,
+    /// Problems of the newest commit when it is invalid; the last good state keeps running meanwhile.
+    pub diagnostics: Vec<Diagnostic>,
+    pub invalid_commit: Option<CommitInfo>,
+    /// The newest plan: pending changes, or nothing to do.
+    pub plan: Option<Plan>,
+    pub apps: Vec<AppStatus>,
+}
+
+/// One environment: its trigger and its state.
+pub struct EnvHandle {
+    pub trigger: Coalescer,
+    state: RwLock<EnvState>,
+    /// Ticks whenever the state changes (for live pages).
+    pub changes: broadcast::Sender<()>,
+    backoff: std::sync::Mutex<Backoff>,
+    retry_scheduled: AtomicBool,
+    last_recorded: std::sync::Mutex<Option<String>>,
+}
+
+impl EnvHandle {
+    pub fn state(&self) -> EnvState {
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut EnvState)) {
+        change(&mut self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let _ = self.changes.send(());
+    }
+}
+
+/// The running daemon, shared by the reconcile worker, the timers and the HTTP server.
+pub struct Daemon {
+    settings: DaemonSettings,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub production: Arc<EnvHandle>,
+    backend: Mutex<Option<Arc<DockerBackend>>>,
+    ready: AtomicBool,
+    shutdown: Notify,
+    stopping: AtomicBool,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Daemon {
+    pub fn new(settings: DaemonSettings, store: Arc<Store>) -> Arc<Daemon> {
+        let state = EnvState {
+            name: Environment::PRODUCTION.to_owned(),
+            project: None,
+            source: settings.source.describe(),
+            sync_policy: settings.sync.unwrap_or(SyncPolicy::Auto),
+            commit: None,
+            sync_status: SyncStatus::Unknown,
+            health: Health::Unknown,
+            last_sync_ms: None,
+            last_sync_duration_ms: None,
+            last_checked_ms: None,
+            error: None,
+            diagnostics: Vec::new(),
+            invalid_commit: None,
+            plan: None,
+            apps: Vec::new(),
+        };
+        let production = Arc::new(EnvHandle {
+            trigger: Coalescer::default(),
+            state: RwLock::new(state),
+            changes: broadcast::channel(16).0,
+            backoff: std::sync::Mutex::new(Backoff::new(settings.retry_base, settings.retry_cap)),
+            retry_scheduled: AtomicBool::new(false),
+            last_recorded: std::sync::Mutex::new(None),
+        });
+        Arc::new(Daemon {
+            settings,
+            store,
+            metrics: Arc::new(Metrics::default()),
+            production,
+            backend: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            shutdown: Notify::new(),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// The environment called `name`, if the daemon manages it.
+    pub fn env(&self, name: &str) -> Option<&Arc<EnvHandle>> {
+        (name == Environment::PRODUCTION).then_some(&self.production)
+    }
+
+    pub fn environments(&self) -> Vec<&Arc<EnvHandle>> {
+        vec![&self.production]
+    }
+
+    /// True once the repository has been fetched at least once.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Runs the worker and the timers until [`Daemon::stop`]; a reconcile in progress is finished first.
+    pub async fn run(self: Arc<Self>) {
+        let timers = [
+            tokio::spawn(Arc::clone(&self).tick(self.settings.poll_interval, Trigger::Poll)),
+            tokio::spawn(Arc::clone(&self).tick(self.settings.drift_interval, Trigger::Drift)),
+        ];
+        self.production.trigger.fire(Trigger::Startup);
+        loop {
+            let trigger = tokio::select! {
+                trigger = self.production.trigger.next() => trigger,
+                () = self.shutdown.notified() => break,
+            };
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            self.reconcile(trigger).await;
+        }
+        for timer in timers {
+            timer.abort();
+        }
+        info!("reconcile loop stopped");
+    }
+
+    /// Asks the loop to stop after the reconcile in progress.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.shutdown.notify_one();
+    }
+
+    async fn tick(self: Arc<Self>, interval: Duration, trigger: Trigger) {
+        loop {
+            tokio::time::sleep(jittered(interval, rand::random::<f64>())).await;
+            self.production.trigger.fire(trigger);
+        }
+    }
+
+    async fn backend(&self) -> Result<Arc<DockerBackend>, String> {
+        let mut slot = self.backend.lock().await;
+        if let Some(backend) = slot.as_ref() {
+            return Ok(Arc::clone(backend));
+        }
+        let backend = Arc::new(DockerBackend::connect(self.settings.docker.clone()).await.map_err(|e| e.to_string())?);
+        *slot = Some(Arc::clone(&backend));
+        Ok(backend)
+    }
+
+    /// One pass of fetch, validate, observe, plan, apply, record.
+    pub async fn reconcile(&self, trigger: Trigger) {
+        let env = Arc::clone(&self.production);
+        let span = info_span!(
+            "reconcile",
+            env = Environment::PRODUCTION,
+            trigger = trigger.as_str(),
+            commit = tracing::field::Empty
+        );
+        let started = Instant::now();
+        let started_ms = now_ms();
+        let outcome = self.reconcile_once(&env, trigger, started_ms).instrument(span).await;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.count_reconcile(Environment::PRODUCTION, outcome.as_str(), seconds);
+        match outcome {
+            Outcome::Failed => self.schedule_retry(&env),
+            _ => env.backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reset(),
+        }
+    }
+
+    fn schedule_retry(&self, env: &Arc<EnvHandle>) {
+        if env.retry_scheduled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let delay =
+            env.backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next_delay(rand::random::<f64>());
+        warn!(delay_ms = delay.as_millis() as u64, "reconcile failed; retrying later");
+        let env = Arc::clone(env);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            env.retry_scheduled.store(false, Ordering::SeqCst);
+            env.trigger.fire(Trigger::Retry);
+        });
+    }
+
+    async fn reconcile_once(&self, env: &EnvHandle, trigger: Trigger, started_ms: i64) -> Outcome {
+        let previous_status = env.state().sync_status;
+        env.update(|state| state.sync_status = SyncStatus::Syncing);
+        let outcome = self.reconcile_steps(env, trigger, started_ms).await;
+        if env.state().sync_status == SyncStatus::Syncing {
+            // A step that did not conclude leaves the previous verdict.
+            env.update(|state| state.sync_status = previous_status);
+        }
+        outcome
+    }
+
+    async fn reconcile_steps(&self, env: &EnvHandle, trigger: Trigger, started_ms: i64) -> Outcome {
+        let fetch_started = Instant::now();
+        let source = self.settings.source.clone();
+        let fetched = tokio::task::spawn_blocking(move || source.fetch()).await;
+        self.metrics.git_fetch_seconds.observe(fetch_started.elapsed().as_secs_f64());
+        let fetched = match fetched {
+            Ok(Ok(fetched)) => fetched,
+            Ok(Err(error)) => return self.fail(env, error.to_string()),
+            Err(error) => return self.fail(env, format!("fetch task failed: {error}")),
+        };
+        self.ready.store(true, Ordering::SeqCst);
+        let commit = fetched.commit.clone();
+        tracing::Span::current().record("commit", &commit.sha[..commit.sha.len().min(12)]);
+
+        let config = match model::load(&fetched.files) {
+            Ok(config) => config,
+            Err(invalid) => return self.invalid(env, trigger, started_ms, commit, invalid.0),
+        };
+        let environment = Environment::production(config.project_name());
+        let mut desired = config.desired(&environment, Some(&commit.sha));
+        self.settings.docker.secrets.resolve_digests(&mut desired);
+        let policy = self.settings.sync.unwrap_or(desired.sync);
+        env.update(|state| {
+            state.project = Some(environment.project.clone());
+            state.sync_policy = policy;
+            state.diagnostics.clear();
+            state.invalid_commit = None;
+        });
+
+        let backend = match self.backend().await {
+            Ok(backend) => backend,
+            Err(error) => return self.fail(env, error),
+        };
+        let observed = match backend.observe(&environment).await {
+            Ok(observed) => observed,
+            Err(error) => return self.fail(env, error.to_string()),
+        };
+        let plan = plan::plan(&desired, &observed);
+        if !plan.has_changes() {
+            env.update(|state| {
+                state.commit = Some(commit.clone());
+                state.sync_status = SyncStatus::Synced;
+                state.error = None;
+                state.last_checked_ms = Some(now_ms());
+                state.apps = app_statuses(&desired, &observed);
+                state.health = overall_health(&state.apps);
+                state.plan = Some(plan);
+            });
+            self.publish_app_metrics(env);
+            return Outcome::Unchanged;
+        }
+        if policy == SyncPolicy::Manual && trigger != Trigger::Api {
+            info!(summary = %plan.summary, "changes pending; the sync policy is manual");
+            let record = self.sync_record(trigger, started_ms, &commit, &plan, "pending", None);
+            self.record_once(env, record);
+            env.update(|state| {
+                state.commit = Some(commit.clone());
+                state.sync_status = SyncStatus::OutOfSync;
+                state.error = None;
+                state.last_checked_ms = Some(now_ms());
+                state.apps = app_statuses(&desired, &observed);
+                state.health = overall_health(&state.apps);
+                state.plan = Some(plan);
+            });
+            return Outcome::Pending;
+        }
+
+        info!(summary = %plan.summary, "applying");
+        env.update(|state| state.plan = Some(plan.clone()));
+        let report = match backend.apply(&plan, &LogProgress).await {
+            Ok(report) => report,
+            Err(error) => return self.fail(env, error.to_string()),
+        };
+        let observed_after = backend.observe(&environment).await.unwrap_or_else(|_| Observed::default());
+        let failures: Vec<String> = report
+            .outcomes
+            .iter()
+            .filter_map(|outcome| match &outcome.result {
+                ActionResult::Done => None,
+                ActionResult::RolledBack { reason } => Some(format!("{} rolled back: {reason}", outcome.name)),
+                ActionResult::Failed { error } => Some(format!("{} failed: {error}", outcome.name)),
+                ActionResult::Skipped { reason } => Some(format!("{} skipped: {reason}", outcome.name)),
+            })
+            .collect();
+        let rolled_back = report.outcomes.iter().any(|o| matches!(o.result, ActionResult::RolledBack { .. }));
+        let label = if failures.is_empty() {
+            "synced"
+        } else if rolled_back {
+            "rolled-back"
+        } else {
+            "failed"
+        };
+        let error = (!failures.is_empty()).then(|| failures.join("; "));
+        let record = self.sync_record(trigger, started_ms, &commit, &plan, label, error.clone());
+        if let Err(store_error) = self.store.record_sync(&record) {
+            error!(%store_error, "cannot record the sync");
+        }
+        *env.last_recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let finished = now_ms();
+        let remaining = plan::plan(&desired, &observed_after);
+        env.update(|state| {
+            state.commit = Some(commit.clone());
+            state.sync_status = if failures.is_empty() { SyncStatus::Synced } else { SyncStatus::Error };
+            state.error = error;
+            state.last_sync_ms = Some(finished);
+            state.last_checked_ms = Some(finished);
+            state.last_sync_duration_ms = u64::try_from(finished - started_ms).ok();
+            state.apps = app_statuses(&desired, &observed_after);
+            state.health = overall_health(&state.apps);
+            state.plan = Some(remaining);
+        });
+        self.metrics
+            .last_sync
+            .get_or_create(&metrics::EnvLabels { env: Environment::PRODUCTION.to_owned() })
+            .set(finished / 1000);
+        self.publish_app_metrics(env);
+        if failures.is_empty() { Outcome::Applied } else { Outcome::Failed }
+    }
+
+    fn fail(&self, env: &EnvHandle, error: String) -> Outcome {
+        error!(%error, "reconcile failed");
+        env.update(|state| {
+            state.sync_status = SyncStatus::Error;
+            state.error = Some(error);
+            state.last_checked_ms = Some(now_ms());
+        });
+        Outcome::Failed
+    }
+
+    fn invalid(
+        &self,
+        env: &EnvHandle,
+        trigger: Trigger,
+        started_ms: i64,
+        commit: CommitInfo,
+        diagnostics: Vec<Diagnostic>,
+    ) -> Outcome {
+        let message = format!(
+            "commit {} is invalid ({} problem(s)); the last good state keeps running: {}",
+            &commit.sha[..commit.sha.len().min(12)],
+            diagnostics.len(),
+            diagnostics.first().map(ToString::to_string).unwrap_or_default()
+        );
+        warn!(%message);
+        let record = SyncRecord {
+            id: 0,
+            env: Environment::PRODUCTION.to_owned(),
+            commit_sha: Some(commit.sha.clone()),
+            commit_summary: Some(commit.summary.clone()),
+            trigger: trigger.as_str().to_owned(),
+            started_ms,
+            finished_ms: now_ms(),
+            outcome: "invalid".to_owned(),
+            summary: format!("{} problem(s)", diagnostics.len()),
+            diff: String::new(),
+            error: Some(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+        };
+        self.record_once(env, record);
+        env.update(|state| {
+            state.sync_status = SyncStatus::Error;
+            state.error = Some(message);
+            state.diagnostics = diagnostics;
+            state.invalid_commit = Some(commit);
+            state.last_checked_ms = Some(now_ms());
+        });
+        Outcome::Invalid
+    }
+
+    fn sync_record(
+        &self,
+        trigger: Trigger,
+        started_ms: i64,
+        commit: &CommitInfo,
+        plan: &Plan,
+        outcome: &str,
+        error: Option<String>,
+    ) -> SyncRecord {
+        let diff: String = plan
+            .apps
+            .iter()
+            .filter_map(|a| a.diff.as_deref())
+            .chain(plan.domains.iter().filter_map(|d| d.diff.as_deref()))
+            .collect();
+        SyncRecord {
+            id: 0,
+            env: plan.env.name.clone(),
+            commit_sha: Some(commit.sha.clone()),
+            commit_summary: Some(commit.summary.clone()),
+            trigger: trigger.as_str().to_owned(),
+            started_ms,
+            finished_ms: now_ms(),
+            outcome: outcome.to_owned(),
+            summary: plan.summary.to_string(),
+            diff,
+            error,
+        }
+    }
+
+    /// Records a pending or invalid verdict once, not on every poll that finds the same.
+    fn record_once(&self, env: &EnvHandle, record: SyncRecord) {
+        let key = format!(
+            "{}|{}|{}|{}",
+            record.outcome,
+            record.commit_sha.as_deref().unwrap_or_default(),
+            record.summary,
+            record.diff.len()
+        );
+        let mut last = env.last_recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() == Some(key.as_str()) {
+            return;
+        }
+        if let Err(store_error) = self.store.record_sync(&record) {
+            error!(%store_error, "cannot record the sync");
+        }
+        *last = Some(key);
+    }
+
+    fn publish_app_metrics(&self, env: &EnvHandle) {
+        let apps = env.state().apps;
+        let count = |health: Health| apps.iter().filter(|app| app.health == health).count() as i64;
+        self.metrics.set_apps(
+            Environment::PRODUCTION,
+            count(Health::Healthy),
+            count(Health::Degraded),
+            count(Health::Failed),
+        );
+    }
+}
+
+/// How a reconcile ended, for metrics and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Unchanged,
+    Applied,
+    Pending,
+    Invalid,
+    Failed,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Unchanged => "unchanged",
+            Outcome::Applied => "applied",
+            Outcome::Pending => "pending",
+            Outcome::Invalid => "invalid",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Apply progress into the log, inside the reconcile's span.
+struct LogProgress;
+
+impl Progress for LogProgress {
+    fn event(&self, app: &str, message: &str) {
+        info!(app, "{message}");
+    }
+}
+
+/// Apps as declared, with what runs of them.
+fn app_statuses(desired: &model::DesiredState, observed: &Observed) -> Vec<AppStatus> {
+    desired
+        .apps
+        .values()
+        .map(|spec| {
+            let replicas = observed.apps.get(&spec.name).map(|app| app.replicas.clone()).unwrap_or_default();
+            let hash = spec.spec_hash();
+            let ready = replicas.iter().filter(|r| r.is_serving() && r.spec_hash == hash).count() as u32;
+            let serving = replicas.iter().filter(|r| r.is_serving()).count();
+            let health = if ready >= spec.replicas {
+                Health::Healthy
+            } else if serving > 0 {
+                Health::Degraded
+            } else {
+                Health::Failed
+            };
+            AppStatus {
+                name: spec.name.clone(),
+                image: spec.container.image.clone(),
+                ready,
+                desired: spec.replicas,
+                ports: spec.container.ports.iter().map(|port| port.container_port).collect(),
+                health,
+                commit: replicas.iter().filter_map(|r| r.commit.clone()).next(),
+                replicas,
+            }
+        })
+        .collect()
+}
+
+fn overall_health(apps: &[AppStatus]) -> Health {
+    if apps.iter().any(|app| app.health == Health::Failed) {
+        Health::Failed
+    } else if apps.iter().any(|app| app.health == Health::Degraded) {
+        Health::Degraded
+    } else {
+        Health::Healthy
+    }
+}

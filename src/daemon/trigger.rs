@@ -1,0 +1,162 @@
+//! Coalescing triggers and retry backoff. Per environment one reconcile runs and at most one waits: triggers that
+//! arrive while one is pending merge into it, so a burst of any size costs at most two reconciles.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+/// Why a reconcile runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Trigger {
+    Startup,
+    Poll,
+    Webhook,
+    /// `POST /api/v1/sync`: also applies under the manual sync policy.
+    Api,
+    Drift,
+    Retry,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Poll => "poll",
+            Trigger::Webhook => "webhook",
+            Trigger::Api => "api",
+            Trigger::Drift => "drift",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// The pending trigger of one environment and the signal that wakes its worker.
+#[derive(Default)]
+pub struct Coalescer {
+    pending: Mutex<Option<Trigger>>,
+    wake: Notify,
+}
+
+impl Coalescer {
+    /// Asks for a reconcile. An explicit request (API) outranks the others when they merge, so that a manual sync
+    /// is never swallowed by a poll that happened to be pending.
+    pub fn fire(&self, trigger: Trigger) {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *pending = Some(match *pending {
+            Some(Trigger::Api) => Trigger::Api,
+            _ => trigger,
+        });
+        self.wake.notify_one();
+    }
+
+    /// Waits for the next pending trigger and takes it.
+    pub async fn next(&self) -> Trigger {
+        loop {
+            if let Some(trigger) = self.take() {
+                return trigger;
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    fn take(&self) -> Option<Trigger> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+/// Capped exponential backoff with jitter: attempt n waits a random time in [d/2, d] with d = base * 2^n, at most
+/// `cap`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff { base, cap, attempt: 0 }
+    }
+
+    /// The wait before the next retry; `unit` in [0, 1) supplies the jitter.
+    pub fn next_delay(&mut self, unit: f64) -> Duration {
+        let full = self.base.saturating_mul(2u32.saturating_pow(self.attempt)).min(self.cap);
+        self.attempt = self.attempt.saturating_add(1).min(32);
+        full.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// `interval` moved randomly by up to a tenth either way, so that many railyards do not poll in step.
+pub fn jittered(interval: Duration, unit: f64) -> Duration {
+    interval.mul_f64(0.9 + unit.clamp(0.0, 1.0) * 0.2)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_a_thousand_triggers_costs_at_most_two_reconciles() {
+        let coalescer = Arc::new(Coalescer::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let worker = {
+            let (coalescer, runs) = (Arc::clone(&coalescer), Arc::clone(&runs));
+            tokio::spawn(async move {
+                loop {
+                    coalescer.next().await;
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            })
+        };
+        coalescer.fire(Trigger::Webhook);
+        tokio::task::yield_now().await;
+        for _ in 0..1000 {
+            coalescer.fire(Trigger::Webhook);
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        worker.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_api_sync_is_not_swallowed_by_a_later_poll() {
+        let coalescer = Coalescer::default();
+        coalescer.fire(Trigger::Api);
+        coalescer.fire(Trigger::Poll);
+        assert_eq!(coalescer.next().await, Trigger::Api);
+        coalescer.fire(Trigger::Poll);
+        assert_eq!(coalescer.next().await, Trigger::Poll);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        assert_eq!(backoff.next_delay(1.0), Duration::from_secs(1));
+        assert_eq!(backoff.next_delay(1.0), Duration::from_secs(2));
+        assert_eq!(backoff.next_delay(0.0), Duration::from_secs(2));
+        for _ in 0..20 {
+            assert!(backoff.next_delay(1.0) <= Duration::from_secs(60));
+        }
+        assert_eq!(backoff.next_delay(0.0), Duration::from_secs(30));
+        backoff.reset();
+        assert_eq!(backoff.next_delay(1.0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_stays_within_a_tenth() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(jittered(minute, 0.0), Duration::from_secs(54));
+        assert_eq!(jittered(minute, 1.0), Duration::from_secs(66));
+    }
+}

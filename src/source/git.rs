@@ -1,0 +1,254 @@
+//! A config repository followed in git through gix: a bare mirror under the state directory, fetched on every sync,
+//! with documents read straight from the fetched commit's tree (no worktree).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use gix::bstr::ByteSlice;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{FileContent, MAX_FILE_BYTES, RepoFile};
+
+/// Where and how to follow a repository.
+#[derive(Clone)]
+pub struct GitSource {
+    /// `file://`, `http(s)://`, `ssh://`, `git://`, or a path.
+    pub url: String,
+    pub branch: String,
+    /// The bare mirror, created on first use.
+    pub mirror: PathBuf,
+    /// Sent as the password for HTTP(S) when the server asks (GitHub, GitLab and Gitea accept tokens so).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for GitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSource")
+            .field("url", &redact_url(&self.url))
+            .field("branch", &self.branch)
+            .field("mirror", &self.mirror)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The commit a fetch found, and its config files.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub commit: CommitInfo,
+    pub files: Vec<RepoFile>,
+}
+
+/// What the status page shows of a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    pub sha: String,
+    pub summary: String,
+    pub author: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot prepare the git mirror at {path}: {reason}; check that the state directory is writable")]
+    Mirror { path: String, reason: String },
+    #[error("cannot fetch {url}: {reason}; check the URL, the network and the credentials (--git-token-file)")]
+    Fetch { url: String, reason: String },
+    #[error("branch `{branch}` does not exist in {url}; push it or pass --branch")]
+    NoBranch { url: String, branch: String },
+    #[error("cannot read commit {commit} of {url}: {reason}")]
+    Read { url: String, commit: String, reason: String },
+}
+
+impl GitSource {
+    /// Fetches the branch (cloning on first use) and reads every config file of its newest commit.
+    pub fn fetch(&self) -> Result<Fetched, GitError> {
+        let repo = self.open_mirror()?;
+        let fetch_error = |reason: String| GitError::Fetch { url: redact_url(&self.url), reason };
+        let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
+        let remote = repo
+            .remote_at(self.url.as_str())
+            .and_then(|remote| remote.with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch))
+            .map_err(|error| fetch_error(error.to_string()))?;
+        let connection =
+            remote.connect(gix::remote::Direction::Fetch).map_err(|error| fetch_error(error.to_string()))?;
+        let token = self.token.clone();
+        let connection = connection.with_credentials(move |action| match (&action, &token) {
+            (gix::credentials::helper::Action::Get(_), Some(token)) => Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: "x-access-token".to_owned(),
+                    password: token.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: gix::credentials::helper::NextAction::from(gix::credentials::protocol::Context::default()),
+            })),
+            _ => Ok(None),
+        });
+        connection
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .and_then(|fetch| fetch.receive(gix::progress::Discard, &AtomicBool::new(false)))
+            .map_err(|error| fetch_error(error.to_string()))?;
+        let reference = format!("refs/remotes/origin/{}", self.branch);
+        let no_branch = || GitError::NoBranch { url: redact_url(&self.url), branch: self.branch.clone() };
+        let mut reference = repo.try_find_reference(reference.as_str()).ok().flatten().ok_or_else(no_branch)?;
+        let commit = reference.peel_to_commit().map_err(|_| no_branch())?;
+        self.read_commit(&repo, &commit)
+    }
+
+    fn open_mirror(&self) -> Result<gix::Repository, GitError> {
+        let mirror_error = |reason: String| GitError::Mirror { path: self.mirror.display().to_string(), reason };
+        if self.mirror.join("HEAD").exists() {
+            gix::open(&self.mirror).map_err(|error| mirror_error(error.to_string()))
+        } else {
+            std::fs::create_dir_all(&self.mirror).map_err(|error| mirror_error(error.to_string()))?;
+            gix::init_bare(&self.mirror).map_err(|error| mirror_error(error.to_string()))
+        }
+    }
+
+    fn read_commit(&self, repo: &gix::Repository, commit: &gix::Commit<'_>) -> Result<Fetched, GitError> {
+        let sha = commit.id().to_string();
+        let read_error = |reason: String| GitError::Read { url: redact_url(&self.url), commit: sha.clone(), reason };
+        let message = commit.message().map_err(|error| read_error(error.to_string()))?;
+        let author = commit.author().map_err(|error| read_error(error.to_string()))?;
+        let info = CommitInfo {
+            sha: sha.clone(),
+            summary: message.summary().to_str_lossy().into_owned(),
+            author: author.name.to_str_lossy().into_owned(),
+            time: commit.time().map(|time| time.seconds).unwrap_or_default(),
+        };
+        let tree = commit.tree().map_err(|error| read_error(error.to_string()))?;
+        let mut entries = Vec::new();
+        collect_entries(repo, &tree, "", &mut entries).map_err(read_error)?;
+        let files = entries
+            .iter()
+            .filter(|entry| is_config_file(&entry.path))
+            .map(|entry| RepoFile { path: entry.path.clone(), content: file_content(repo, entry, &entries) })
+            .collect();
+        Ok(Fetched { commit: info, files })
+    }
+}
+
+/// A path of the tree and what it holds.
+struct TreeEntry {
+    path: String,
+    id: gix::ObjectId,
+    symlink: bool,
+}
+
+/// Every blob and symlink under `tree`, outside hidden folders.
+fn collect_entries(
+    repo: &gix::Repository,
+    tree: &gix::Tree<'_>,
+    prefix: &str,
+    out: &mut Vec<TreeEntry>,
+) -> Result<(), String> {
+    for entry in tree.iter() {
+        let entry = entry.map_err(|error| error.to_string())?;
+        let name = entry.filename().to_str_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = if prefix.is_empty() { name.into_owned() } else { format!("{prefix}/{name}") };
+        let mode = entry.mode();
+        if mode.is_tree() {
+            let subtree = repo.find_object(entry.oid()).map_err(|error| error.to_string())?.into_tree();
+            collect_entries(repo, &subtree, &path, out)?;
+        } else if mode.is_blob() || mode.is_link() {
+            out.push(TreeEntry { path, id: entry.oid().to_owned(), symlink: mode.is_link() });
+        }
+    }
+    Ok(())
+}
+
+fn is_config_file(path: &str) -> bool {
+    path.ends_with(".yaml") || path.ends_with(".yml")
+}
+
+fn file_content(repo: &gix::Repository, entry: &TreeEntry, entries: &[TreeEntry]) -> FileContent {
+    let mut current = entry;
+    // Symlinks inside the repository are followed (a few hops at most); leaving it is refused.
+    for _ in 0..8 {
+        if !current.symlink {
+            return blob_content(repo, current.id);
+        }
+        let target = match repo.find_object(current.id) {
+            Ok(object) => object.data.to_str_lossy().into_owned(),
+            Err(error) => return FileContent::Rejected { reason: format!("cannot read symlink: {error}") },
+        };
+        let Some(resolved) = resolve_link(&current.path, &target) else {
+            return FileContent::Rejected {
+                reason: format!("symlink points outside the repository (to {target}); commit the file itself instead"),
+            };
+        };
+        match entries.iter().find(|candidate| candidate.path == resolved) {
+            Some(next) => current = next,
+            None => return FileContent::Rejected { reason: format!("broken symlink to {target}; fix or remove it") },
+        }
+    }
+    FileContent::Rejected { reason: "symlink chain too long; point it at the file itself".to_owned() }
+}
+
+/// The repository path a relative symlink at `link` points to; `None` when it leaves the repository.
+fn resolve_link(link: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Path::new(link)
+        .parent()
+        .map(|p| p.to_str().unwrap_or_default())
+        .unwrap_or_default()
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn blob_content(repo: &gix::Repository, id: gix::ObjectId) -> FileContent {
+    match repo.find_header(id) {
+        Ok(header) if header.size() > MAX_FILE_BYTES => FileContent::TooLarge { size: header.size() },
+        Ok(_) => match repo.find_object(id) {
+            Ok(object) => FileContent::Bytes(object.data.clone()),
+            Err(error) => FileContent::Rejected { reason: format!("cannot read file: {error}") },
+        },
+        Err(error) => FileContent::Rejected { reason: format!("cannot read file: {error}") },
+    }
+}
+
+/// A URL without its user information (tokens are sometimes written there).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://{host}{}", &rest[authority_end..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_resolve_inside_the_repository_only() {
+        assert_eq!(resolve_link("apps/web.yaml", "../shared/web.yaml"), Some("shared/web.yaml".to_owned()));
+        assert_eq!(resolve_link("web.yaml", "../outside.yaml"), None);
+        assert_eq!(resolve_link("web.yaml", "/etc/passwd"), None);
+    }
+
+    #[test]
+    fn user_information_is_removed_from_urls() {
+        assert_eq!(redact_url("https://user:token@github.com/acme/config.git"), "https://github.com/acme/config.git");
+        assert_eq!(redact_url("https://github.com/acme/config.git"), "https://github.com/acme/config.git");
+        assert_eq!(redact_url("file:///srv/git/config.git"), "file:///srv/git/config.git");
+    }
+}
