@@ -258,3 +258,158 @@ pub fn web_app(name: &str, image: &str, message: &str, extra: &str) -> String {
          stopGracePeriod: 1s\n{extra}"
     )
 }
+
+/// An HTTP/1.1 request to 127.0.0.1:`port`; returns the status and body.
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to railyard");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send head");
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    (status, body)
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn get_json(port: u16, path: &str) -> serde_json::Value {
+    let (status, body) = http(port, "GET", path, &[], b"");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|error| panic!("GET {path} is not JSON ({error}): {body}"))
+}
+
+/// Runs `git` in `dir` as a fixed author.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=Railyard Test", "-c", "user.email=test@railyard.dev", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .expect("git runs (apt-get install git)");
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+impl TestProject {
+    /// Makes the repository a git repository on `main` with everything committed.
+    pub fn git_init(&self) {
+        git(self.dir(), &["init", "-q", "-b", "main"]);
+        self.commit("initial config");
+    }
+
+    pub fn commit(&self, message: &str) -> String {
+        git(self.dir(), &["add", "-A"]);
+        git(self.dir(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(self.dir(), &["rev-parse", "HEAD"])
+    }
+}
+
+/// A `railyard serve` process; SIGTERM and reaped on drop.
+pub struct Served {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub state_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Served {
+    /// Starts `railyard serve --repo <repo>` on a free port with a fresh state directory (unless given).
+    pub fn start(repo: &str, state_dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Served {
+        let state_dir = state_dir.map(Path::to_owned).unwrap_or_else(|| tempfile::tempdir().expect("tempdir").keep());
+        let log = state_dir.join("serve.log");
+        let mut command = Command::new(railyard_binary());
+        command
+            .args(["serve", "--repo", repo, "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(&state_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("railyard serve starts");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut first_line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            first_line.push(byte[0]);
+        }
+        let line = String::from_utf8_lossy(&first_line).into_owned();
+        let port = line
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "serve did not print its address: {line:?}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Served { child, port, state_dir, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn env(&self) -> serde_json::Value {
+        get_json(self.port, "/api/v1/environments/production")
+    }
+
+    /// Waits until the production environment satisfies `check`, showing the state and log otherwise.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let ok = eventually(timeout, || {
+            last = self.env();
+            check(&last)
+        });
+        assert!(ok, "timed out waiting for {what}; state:\n{last:#}\nlog:\n{}", self.log());
+        last
+    }
+
+    /// SIGTERM and wait; the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().expect("serve exits")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.terminate();
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! `railyard serve` end to end: a real git repository, webhooks over real HTTP from each forge's payloads, the real
+//! Docker Engine, history in SQLite, metrics, a manual sync policy, a git server on loopback, and an engine that goes
+//! away and comes back.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use railyard::server::webhooks::sign;
+use support::*;
+
+const SECRET: &str = "webhook-secret-for-tests";
+const TOKEN: &str = "api-token-for-tests";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks").join(name)).expect("fixture")
+}
+
+fn secrets_env() -> [(&'static str, &'static str); 2] {
+    [("RAILYARD_WEBHOOK_SECRET", SECRET), ("RAILYARD_API_TOKEN", TOKEN)]
+}
+
+fn web_port(project: &TestProject) -> u16 {
+    project.containers("web").first().map(|c| c.host_port(8080)).unwrap_or_else(|| panic!("no web container"))
+}
+
+fn serves(project: &TestProject, text: &str) -> bool {
+    project
+        .containers("web")
+        .iter()
+        .any(|c| c.running && http_get(c.host_port(8080), "/").is_some_and(|(_, body)| body == format!("{text}\n")))
+}
+
+fn github_push(served: &Served, body: &[u8]) -> (u16, String) {
+    let signature = sign(SECRET.as_bytes(), body);
+    http(
+        served.port,
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature), ("Content-Type", "application/json")],
+        body,
+    )
+}
+
+fn metric(served: &Served, line_start: &str) -> f64 {
+    let (_, text) = http(served.port, "GET", "/metrics", &[], b"");
+    text.lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_pushed_commit_is_served_after_the_webhook_and_an_invalid_one_changes_nothing() {
+    let image = busybox_image();
+    let project = TestProject::new("e2e");
+    project.write("apps/web.yaml", &web_app("web", &image, "one", ""));
+    project.git_init();
+    let repo = format!("file://{}", project.dir().display());
+    let served = Served::start(&repo, None, &["--poll-interval", "1h", "--drift-interval", "1h"], &secrets_env());
+    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+    assert!(serves(&project, "one"));
+    assert_eq!(http(served.port, "GET", "/healthz", &[], b"").0, 200);
+    assert_eq!(http(served.port, "GET", "/readyz", &[], b"").0, 200);
+
+    project.write("apps/web.yaml", &web_app("web", &image, "two", ""));
+    let sha = project.commit("web: say two");
+    let (status, body) = github_push(&served, &fixture("github-push.json"));
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("sync queued"), "{body}");
+    assert!(eventually(WAIT, || serves(&project, "two")), "the new value is never served:\n{}", served.log());
+    let env = served.wait_for("the commit to be recorded", WAIT, |env| env["commit"]["sha"] == sha.as_str());
+    assert_eq!(env["commit"]["summary"], "web: say two");
+    assert_eq!(env["apps"][0]["health"], "healthy");
+
+    let syncs = get_json(served.port, "/api/v1/syncs?env=production");
+    let latest = &syncs["items"][0];
+    assert_eq!(
+        (latest["trigger"].as_str(), latest["outcome"].as_str()),
+        (Some("webhook"), Some("synced")),
+        "{syncs:#}"
+    );
+    assert!(latest["diff"].as_str().unwrap_or_default().contains("+    MESSAGE: two"), "{latest:#}");
+    assert_eq!(metric(&served, "railyard_reconciles_total{env=\"production\",outcome=\"applied\"}"), 2.0);
+    assert_eq!(metric(&served, "railyard_webhook_deliveries_total{forge=\"github\",result=\"accepted\"}"), 1.0);
+    assert!(metric(&served, "railyard_last_sync_timestamp_seconds{env=\"production\"}") > 1.7e9);
+    assert!(metric(&served, "railyard_git_fetch_duration_seconds_count") >= 2.0);
+
+    // An invalid commit: nothing changes, the error names file:line.
+    let running = project.containers("web");
+    project.write("apps/web.yaml", &web_app("web", &image, "three", "replicas: lots\n"));
+    let bad = project.commit("web: break it");
+    assert_eq!(github_push(&served, &fixture("github-push.json")).0, 202);
+    let env =
+        served.wait_for("the invalid commit to be reported", WAIT, |env| env["invalidCommit"]["sha"] == bad.as_str());
+    assert_eq!(env["syncStatus"], "error");
+    assert_eq!(env["diagnostics"][0]["file"], "apps/web.yaml");
+    assert_eq!(env["diagnostics"][0]["line"], 10);
+    assert!(env["error"].as_str().unwrap_or_default().contains("apps/web.yaml:10:11"), "{env:#}");
+    assert_eq!(project.containers("web"), running, "an invalid commit must not touch what runs");
+    assert!(serves(&project, "two"));
+    let history = get_json(served.port, "/api/v1/syncs");
+    assert_eq!(history["items"][0]["outcome"], "invalid");
+}
+
+#[test]
+fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
+    let image = busybox_image();
+    let project = TestProject::new("forges");
+    project.write("apps/web.yaml", &web_app("web", &image, "f", ""));
+    project.git_init();
+    let served = Served::start(
+        &format!("file://{}", project.dir().display()),
+        None,
+        &["--poll-interval", "1h", "--drift-interval", "1h", "--webhook-max-bytes", "65536"],
+        &secrets_env(),
+    );
+    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+    let reconciles = || metric(&served, "railyard_reconciles_total{env=\"production\",outcome=\"unchanged\"}");
+    let before = reconciles();
+
+    let gitlab = fixture("gitlab-push.json");
+    let gitea = fixture("gitea-push.json");
+    let generic = fixture("generic-push.json");
+    let github = fixture("github-push.json");
+    let gitea_signature = sign(SECRET.as_bytes(), &gitea).trim_start_matches("sha256=").to_owned();
+    let generic_signature = sign(SECRET.as_bytes(), &generic);
+    let bad_signature = sign(b"not the secret", &github);
+    let big = vec![b' '; 70_000];
+    let ping = fixture("github-ping.json");
+    let ping_signature = sign(SECRET.as_bytes(), &ping);
+    let other_branch = String::from_utf8_lossy(&github).replace("refs/heads/main", "refs/heads/feature").into_bytes();
+    let other_signature = sign(SECRET.as_bytes(), &other_branch);
+    let cases: Vec<(&str, Vec<(&str, &str)>, &[u8], u16, &str)> = vec![
+        ("gitlab", vec![("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", SECRET)], &gitlab, 202, "sync queued"),
+        ("gitea", vec![("X-Gitea-Event", "push"), ("X-Gitea-Signature", &gitea_signature)], &gitea, 202, "sync queued"),
+        (
+            "forgejo",
+            vec![("X-Forgejo-Event", "push"), ("X-Forgejo-Signature", &gitea_signature)],
+            &gitea,
+            202,
+            "sync queued",
+        ),
+        ("generic", vec![("X-Railyard-Signature", &generic_signature)], &generic, 202, "sync queued"),
+        (
+            "github",
+            vec![("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &other_signature)],
+            &other_branch,
+            202,
+            "railyard follows refs/heads/main",
+        ),
+        ("github", vec![("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &ping_signature)], &ping, 200, "pong"),
+        (
+            "github",
+            vec![("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &bad_signature)],
+            &github,
+            401,
+            "wrong signature",
+        ),
+        ("github", vec![("X-GitHub-Event", "push")], &github, 401, "wrong signature"),
+        ("gitlab", vec![("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "guess")], &gitlab, 401, "wrong signature"),
+        ("gitea", vec![("X-Gitea-Event", "push"), ("X-Gitea-Signature", "00")], &gitea, 401, "wrong signature"),
+        ("generic", vec![], &big, 413, "over 65536 bytes"),
+        ("bitbucket", vec![], b"{}", 404, "no webhook"),
+    ];
+    for (forge, headers, body, status, text) in &cases {
+        let (got, answer) = http(served.port, "POST", &format!("/hooks/{forge}"), headers, body);
+        assert_eq!(got, *status, "{forge} {headers:?}: {answer}");
+        assert!(answer.contains(text), "{forge}: {answer}");
+    }
+    // Four accepted pushes in a burst coalesce into at most two reconciles.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = reconciles();
+    assert!((1.0..=2.0).contains(&(after - before)), "{before} -> {after}");
+    let deliveries = get_json(served.port, "/api/v1/webhooks");
+    let items = deliveries["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 11, "every delivery but the unknown forge is recorded: {deliveries:#}");
+    assert_eq!(
+        items.iter().filter(|d| d["accepted"] == false).count(),
+        5,
+        "three bad signatures, a missing one, an oversized body"
+    );
+    assert!(items.iter().any(|d| d["reason"] == "missing or wrong signature"));
+    assert_eq!(metric(&served, "railyard_webhook_deliveries_total{forge=\"github\",result=\"rejected\"}"), 2.0);
+}
+
+#[test]
+fn manual_sync_keeps_the_plan_pending_until_the_api_says_go() {
+    let image = busybox_image();
+    let project = TestProject::new("manual");
+    project.write("apps/web.yaml", &web_app("web", &image, "m1", ""));
+    project.git_init();
+    let served = Served::start(
+        &format!("file://{}", project.dir().display()),
+        None,
+        &["--poll-interval", "1s", "--sync", "manual"],
+        &secrets_env(),
+    );
+    let env = served.wait_for("the pending plan", WAIT, |env| env["syncStatus"] == "outOfSync");
+    assert_eq!(env["plan"]["summary"]["create"], 1);
+    assert!(project.containers("web").is_empty(), "manual: nothing is applied before the API says so");
+    assert_eq!(http(served.port, "POST", "/api/v1/sync", &[], b"").0, 401);
+    assert_eq!(http(served.port, "POST", "/api/v1/sync", &[("Authorization", "Bearer wrong")], b"").0, 401);
+    let (status, body) =
+        http(served.port, "POST", "/api/v1/sync", &[("Authorization", &format!("Bearer {TOKEN}"))], b"");
+    assert_eq!(status, 202, "{body}");
+    served.wait_for("the manual sync", WAIT, |env| env["syncStatus"] == "synced");
+    assert!(serves(&project, "m1"));
+    let history = get_json(served.port, "/api/v1/syncs");
+    let outcomes: Vec<&str> = history["items"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|i| i["outcome"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(outcomes, ["synced", "pending"], "a pending plan is recorded once, however often it is polled");
+}
+
+/// Forwards a unix socket to the Docker Engine's, and can cut every connection, as an engine that goes away.
+struct SocketForwarder {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SocketForwarder {
+    fn start(path: &Path) -> SocketForwarder {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).expect("bind forwarder");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, connections) = (stop.clone(), connections.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let Ok((client, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let _ = client.set_nonblocking(false);
+                    let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else { continue };
+                    for (mut from, mut to) in
+                        [(client.try_clone(), engine.try_clone()), (engine.try_clone(), client.try_clone())]
+                            .into_iter()
+                            .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                    {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                    if let Ok(mut open) = connections.lock() {
+                        open.extend([client, engine]);
+                    }
+                }
+            })
+        };
+        SocketForwarder { path: path.to_owned(), stop, connections, thread: Some(thread) }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Ok(mut open) = self.connections.lock() {
+            for stream in open.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for SocketForwarder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn the_daemon_survives_an_unreachable_engine_and_recovers_by_itself() {
+    let image = busybox_image();
+    let project = TestProject::new("engine-away");
+    project.write("apps/web.yaml", &web_app("web", &image, "before", ""));
+    project.git_init();
+    let sockets = tempfile::tempdir().expect("tempdir");
+    let socket = sockets.path().join("docker.sock");
+    let mut forwarder = SocketForwarder::start(&socket);
+    let docker_host = format!("unix://{}", socket.display());
+    let mut env: Vec<(&str, &str)> = secrets_env().to_vec();
+    env.push(("DOCKER_HOST", &docker_host));
+    let served = Served::start(
+        &format!("file://{}", project.dir().display()),
+        None,
+        &["--poll-interval", "1h", "--drift-interval", "1h"],
+        &env,
+    );
+    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+
+    forwarder.stop();
+    project.write("apps/web.yaml", &web_app("web", &image, "after", ""));
+    project.commit("web: after");
+    let auth = format!("Bearer {TOKEN}");
+    assert_eq!(http(served.port, "POST", "/api/v1/sync", &[("Authorization", &auth)], b"").0, 202);
+    let env_state = served.wait_for("the failure to be reported", WAIT, |env| env["syncStatus"] == "error");
+    assert!(env_state["error"].as_str().unwrap_or_default().contains("Docker Engine"), "{env_state:#}");
+    assert_eq!(http(served.port, "GET", "/healthz", &[], b"").0, 200, "the daemon stays up");
+    assert!(serves(&project, "before"), "what ran keeps running");
+
+    let _forwarder = SocketForwarder::start(&socket);
+    served.wait_for("recovery without help", WAIT, |env| {
+        env["syncStatus"] == "synced" && env["commit"]["summary"] == "web: after"
+    });
+    assert!(eventually(WAIT, || serves(&project, "after")));
+    assert!(served.log().contains("retrying later"), "{}", served.log());
+}
+
+#[test]
+fn a_git_server_on_loopback_is_followed_and_history_survives_a_restart() {
+    let image = busybox_image();
+    let project = TestProject::new("gitd");
+    project.write("apps/web.yaml", &web_app("web", &image, "g1", ""));
+    project.git_init();
+    let base = project.dir().parent().map(Path::to_owned).unwrap_or_default();
+    let name = project.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+    // The daemon program itself, not the `git` wrapper, so that killing it leaves nothing behind.
+    let git_daemon = Path::new(&git(&base, &["--exec-path"])).join("git-daemon");
+    let _daemon = KillOnDrop(
+        std::process::Command::new(git_daemon)
+            .args([
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+            ])
+            .arg(&base)
+            .spawn()
+            .expect("git daemon starts"),
+    );
+    let url = format!("git://127.0.0.1:{port}/{name}");
+    assert!(eventually(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()));
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut served = Served::start(&url, Some(state.path()), &["--poll-interval", "1s"], &secrets_env());
+    served.wait_for("the first sync over git://", WAIT, |env| env["syncStatus"] == "synced");
+    assert!(serves(&project, "g1"));
+    project.write("apps/web.yaml", &web_app("web", &image, "g2", ""));
+    project.commit("web: g2");
+    served.wait_for("the polled commit", WAIT, |env| {
+        env["commit"]["summary"] == "web: g2" && env["syncStatus"] == "synced"
+    });
+    assert!(serves(&project, "g2"));
+    assert!(served.terminate().success(), "SIGTERM is a clean exit:\n{}", served.log());
+
+    let restarted = Served::start(&url, Some(state.path()), &["--poll-interval", "1h"], &secrets_env());
+    let history = get_json(restarted.port, "/api/v1/syncs");
+    let summaries: Vec<&str> = history["items"]
+        .as_array()
+        .map(|i| i.iter().filter_map(|s| s["commit_summary"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(summaries, ["web: g2", "initial config"]);
+}
+
+/// A helper process that must not outlive its test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
