@@ -22,10 +22,6 @@ fn secrets_env() -> [(&'static str, &'static str); 2] {
     [("RAILYARD_WEBHOOK_SECRET", SECRET), ("RAILYARD_API_TOKEN", TOKEN)]
 }
 
-fn web_port(project: &TestProject) -> u16 {
-    project.containers("web").first().map(|c| c.host_port(8080)).unwrap_or_else(|| panic!("no web container"))
-}
-
 fn serves(project: &TestProject, text: &str) -> bool {
     project
         .containers("web")
@@ -43,6 +39,9 @@ fn github_push(served: &Served, body: &[u8]) -> (u16, String) {
         body,
     )
 }
+
+/// Forge, headers, body, expected status, expected text in the answer.
+type Delivery<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [u8], u16, &'a str);
 
 fn metric(served: &Served, line_start: &str) -> f64 {
     let (_, text) = http(served.port, "GET", "/metrics", &[], b"");
@@ -134,7 +133,7 @@ fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
     let ping_signature = sign(SECRET.as_bytes(), &ping);
     let other_branch = String::from_utf8_lossy(&github).replace("refs/heads/main", "refs/heads/feature").into_bytes();
     let other_signature = sign(SECRET.as_bytes(), &other_branch);
-    let cases: Vec<(&str, Vec<(&str, &str)>, &[u8], u16, &str)> = vec![
+    let cases: Vec<Delivery> = vec![
         ("gitlab", vec![("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", SECRET)], &gitlab, 202, "sync queued"),
         ("gitea", vec![("X-Gitea-Event", "push"), ("X-Gitea-Signature", &gitea_signature)], &gitea, 202, "sync queued"),
         (
