@@ -188,6 +188,10 @@ struct ServeArgs {
     /// `auto` applies every plan; `manual` keeps plans pending until POST /api/v1/sync. Default: the Project's.
     #[arg(long, value_enum, env = "RAILYARD_SYNC")]
     sync: Option<SyncArg>,
+    /// File holding the password for the status pages and read API when listening beyond loopback (basic auth, any
+    /// user; or set RAILYARD_UI_PASSWORD). The API token also opens them. On loopback they are open.
+    #[arg(long, env = "RAILYARD_UI_PASSWORD_FILE")]
+    ui_password_file: Option<PathBuf>,
     /// Largest webhook body accepted, in bytes; larger ones get 413.
     #[arg(long, default_value_t = railyard::server::DEFAULT_WEBHOOK_LIMIT, env = "RAILYARD_WEBHOOK_MAX_BYTES")]
     webhook_max_bytes: usize,
@@ -404,6 +408,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         retry_cap: Duration::from_secs(300),
     };
     let daemon = Daemon::new(settings, store);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; pick another address with --listen", args.listen))?;
+    let address = listener.local_addr()?;
     let state = Arc::new(ServerState {
         daemon: Arc::clone(&daemon),
         branch: args.branch.clone(),
@@ -411,11 +419,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(String::into_bytes),
         api_token: read_secret(args.api_token_file.as_deref(), "RAILYARD_API_TOKEN")?,
         webhook_limit: args.webhook_max_bytes,
+        open_reads: address.ip().is_loopback(),
+        ui_password: read_secret(args.ui_password_file.as_deref(), "RAILYARD_UI_PASSWORD")?,
     });
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}; pick another address with --listen", args.listen))?;
-    let address = listener.local_addr()?;
     println!("railyard listening on http://{address} (following {})", daemon.production.state().source);
     std::io::stdout().flush()?;
     let worker = tokio::spawn(Arc::clone(&daemon).run());

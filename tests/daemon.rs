@@ -376,3 +376,60 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn pages_need_credentials_beyond_loopback_and_mutations_always_need_the_token() {
+    let image = busybox_image();
+    let project = TestProject::new("access");
+    project.write("apps/web.yaml", &web_app("web", &image, "a", ""));
+    project.git_init();
+    let served = Served::start(
+        &format!("file://{}", project.dir().display()),
+        None,
+        &["--poll-interval", "1h", "--listen", "0.0.0.0:0"],
+        &[("RAILYARD_API_TOKEN", TOKEN), ("RAILYARD_UI_PASSWORD", "open sesame")],
+    );
+    let port = served.port;
+    let (status, _) = http(port, "GET", "/", &[], b"");
+    assert_eq!(status, 401, "pages are closed beyond loopback");
+    assert_eq!(http(port, "GET", "/api/v1/environments", &[], b"").0, 401);
+    // "user:open sesame" and "railyard:<token>" in basic auth; the token as a bearer.
+    assert_eq!(http(port, "GET", "/", &[("Authorization", "Basic dXNlcjpvcGVuIHNlc2FtZQ==")], b"").0, 200);
+    let basic_token = format!("Basic {}", base64(&format!("railyard:{TOKEN}")));
+    assert_eq!(http(port, "GET", "/env/production", &[("Authorization", &basic_token)], b"").0, 200);
+    assert_eq!(http(port, "GET", "/api/v1/syncs", &[("Authorization", &format!("Bearer {TOKEN}"))], b"").0, 200);
+    assert_eq!(http(port, "GET", "/", &[("Authorization", "Basic dXNlcjp3cm9uZw==")], b"").0, 401);
+    // Reading the pages does not allow syncing: the form and the API both want the token itself.
+    let form = b"token=open+sesame";
+    assert_eq!(
+        http(port, "POST", "/env/production/sync", &[("Content-Type", "application/x-www-form-urlencoded")], form).0,
+        401
+    );
+    assert_eq!(http(port, "POST", "/api/v1/sync", &[("Authorization", "Basic dXNlcjpvcGVuIHNlc2FtZQ==")], b"").0, 401);
+    let good = format!("token={TOKEN}");
+    assert_eq!(
+        http(
+            port,
+            "POST",
+            "/env/production/sync",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            good.as_bytes()
+        )
+        .0,
+        303
+    );
+    assert_eq!(http(port, "GET", "/healthz", &[], b"").0, 200, "probes stay open");
+}
+
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    text.as_bytes()
+        .chunks(3)
+        .flat_map(|chunk| {
+            let bytes = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
+            (0..4)
+                .map(move |i| if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' })
+        })
+        .collect()
+}

@@ -54,7 +54,7 @@ impl Default for Metrics {
         let git_fetch_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         registry.register("reconciles", "Reconciles by environment and outcome", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration by outcome", reconcile_seconds.clone());
-        registry.register("apps", "Apps by state (healthy, degraded, failed)", apps.clone());
+        registry.register("apps", "Apps by health (healthy, missing, degraded, failed)", apps.clone());
         registry.register(
             "last_sync_timestamp_seconds",
             "When the environment last synced, Unix time",
@@ -86,9 +86,10 @@ impl Metrics {
         self.webhooks.get_or_create(&WebhookLabels { forge: forge.to_owned(), result: result.to_owned() }).inc();
     }
 
-    pub fn set_apps(&self, env: &str, healthy: i64, degraded: i64, failed: i64) {
-        for (state, count) in [("healthy", healthy), ("degraded", degraded), ("failed", failed)] {
-            self.apps.get_or_create(&AppStateLabels { env: env.to_owned(), state: state.to_owned() }).set(count);
+    /// Apps of `env` per health state.
+    pub fn set_apps(&self, env: &str, counts: &[(&str, i64)]) {
+        for (state, count) in counts {
+            self.apps.get_or_create(&AppStateLabels { env: env.to_owned(), state: (*state).to_owned() }).set(*count);
         }
     }
 }

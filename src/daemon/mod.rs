@@ -53,12 +53,14 @@ pub enum SyncStatus {
 pub enum Health {
     Unknown,
     Healthy,
+    /// Declared but not created yet.
+    Missing,
     Degraded,
     Failed,
 }
 
 /// One app as the status pages and API show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppStatus {
     pub name: String,
@@ -66,13 +68,15 @@ pub struct AppStatus {
     pub ready: u32,
     pub desired: u32,
     pub ports: Vec<u16>,
+    /// Hosts routed to the app.
+    pub domains: Vec<String>,
     pub health: Health,
     pub commit: Option<String>,
     pub replicas: Vec<crate::model::ObservedReplica>,
 }
 
 /// Everything known about one environment, for the API and pages.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvState {
     pub name: String,
@@ -110,9 +114,15 @@ impl EnvHandle {
         self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// Changes the state; live pages hear of it only when something they show changed.
     fn update(&self, change: impl FnOnce(&mut EnvState)) {
-        change(&mut self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let _ = self.changes.send(());
+        let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = state.clone();
+        change(&mut state);
+        let visible = EnvState { last_checked_ms: before.last_checked_ms, ..state.clone() };
+        if visible != before {
+            let _ = self.changes.send(());
+        }
     }
 }
 
@@ -244,7 +254,7 @@ impl Daemon {
         );
         let started = Instant::now();
         let started_ms = now_ms();
-        let outcome = self.reconcile_once(&env, trigger, started_ms).instrument(span).await;
+        let outcome = self.reconcile_steps(&env, trigger, started_ms).instrument(span).await;
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.count_reconcile(Environment::PRODUCTION, outcome.as_str(), seconds);
         match outcome {
@@ -266,17 +276,6 @@ impl Daemon {
             env.retry_scheduled.store(false, Ordering::SeqCst);
             env.trigger.fire(Trigger::Retry);
         });
-    }
-
-    async fn reconcile_once(&self, env: &EnvHandle, trigger: Trigger, started_ms: i64) -> Outcome {
-        let previous_status = env.state().sync_status;
-        env.update(|state| state.sync_status = SyncStatus::Syncing);
-        let outcome = self.reconcile_steps(env, trigger, started_ms).await;
-        if env.state().sync_status == SyncStatus::Syncing {
-            // A step that did not conclude leaves the previous verdict.
-            env.update(|state| state.sync_status = previous_status);
-        }
-        outcome
     }
 
     async fn reconcile_steps(&self, env: &EnvHandle, trigger: Trigger, started_ms: i64) -> Outcome {
@@ -347,7 +346,10 @@ impl Daemon {
         }
 
         info!(summary = %plan.summary, "applying");
-        env.update(|state| state.plan = Some(plan.clone()));
+        env.update(|state| {
+            state.plan = Some(plan.clone());
+            state.sync_status = SyncStatus::Syncing;
+        });
         let report = match backend.apply(&plan, &LogProgress).await {
             Ok(report) => report,
             Err(error) => return self.fail(env, error.to_string()),
@@ -499,12 +501,10 @@ impl Daemon {
     fn publish_app_metrics(&self, env: &EnvHandle) {
         let apps = env.state().apps;
         let count = |health: Health| apps.iter().filter(|app| app.health == health).count() as i64;
-        self.metrics.set_apps(
-            Environment::PRODUCTION,
-            count(Health::Healthy),
-            count(Health::Degraded),
-            count(Health::Failed),
-        );
+        let counts = [Health::Healthy, Health::Missing, Health::Degraded, Health::Failed]
+            .map(|health| (format!("{health:?}").to_lowercase(), count(health)));
+        let counts: Vec<(&str, i64)> = counts.iter().map(|(state, n)| (state.as_str(), *n)).collect();
+        self.metrics.set_apps(Environment::PRODUCTION, &counts);
     }
 }
 
@@ -551,6 +551,8 @@ fn app_statuses(desired: &model::DesiredState, observed: &Observed) -> Vec<AppSt
             let serving = replicas.iter().filter(|r| r.is_serving()).count();
             let health = if ready >= spec.replicas {
                 Health::Healthy
+            } else if replicas.is_empty() {
+                Health::Missing
             } else if serving > 0 {
                 Health::Degraded
             } else {
@@ -562,6 +564,7 @@ fn app_statuses(desired: &model::DesiredState, observed: &Observed) -> Vec<AppSt
                 ready,
                 desired: spec.replicas,
                 ports: spec.container.ports.iter().map(|port| port.container_port).collect(),
+                domains: desired.domains.values().filter(|d| d.app == spec.name).map(|d| d.host.clone()).collect(),
                 health,
                 commit: replicas.iter().filter_map(|r| r.commit.clone()).next(),
                 replicas,
@@ -573,7 +576,9 @@ fn app_statuses(desired: &model::DesiredState, observed: &Observed) -> Vec<AppSt
 fn overall_health(apps: &[AppStatus]) -> Health {
     if apps.iter().any(|app| app.health == Health::Failed) {
         Health::Failed
-    } else if apps.iter().any(|app| app.health == Health::Degraded) {
+    } else if !apps.is_empty() && apps.iter().all(|app| app.health == Health::Missing) {
+        Health::Missing
+    } else if apps.iter().any(|app| matches!(app.health, Health::Degraded | Health::Missing)) {
         Health::Degraded
     } else {
         Health::Healthy

@@ -1,6 +1,7 @@
-//! The HTTP side: webhooks, the JSON API, `/metrics`, `/healthz` and `/readyz`. It reads the daemon's state and the
-//! store and fires triggers; it never calls a backend itself.
+//! The HTTP side: the status pages, webhooks, the JSON API, live events, `/metrics`, `/healthz` and `/readyz`. It
+//! reads the daemon's state and the store and fires triggers; it never calls a backend itself.
 
+pub mod pages;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -31,21 +32,170 @@ pub struct ServerState {
     pub webhook_secret: Option<Vec<u8>>,
     pub api_token: Option<String>,
     pub webhook_limit: usize,
+    /// Pages and the read API are open without credentials (railyard listens on loopback only).
+    pub open_reads: bool,
+    /// Password for pages and the read API on other binds (basic auth, any user); the API token also works.
+    pub ui_password: Option<String>,
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let reads = Router::new()
+        .route("/", get(overview_page))
+        .route("/env/{env}", get(environment_page))
+        .route("/env/{env}/syncs", get(history_page))
+        .route("/syncs/{id}", get(sync_page))
+        .route("/events", get(events))
         .route("/api/v1/environments", get(environments))
         .route("/api/v1/environments/{env}", get(environment))
         .route("/api/v1/syncs", get(syncs))
         .route("/api/v1/syncs/{id}", get(sync_detail))
         .route("/api/v1/webhooks", get(deliveries))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_reader));
+    Router::new()
+        .merge(reads)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/env/{env}/sync", post(sync_form))
         .route("/api/v1/sync", post(sync_now))
         .route("/hooks/{forge}", post(webhook))
         .with_state(state)
+}
+
+/// Pages and reads are open on loopback; elsewhere they need the UI password or the API token.
+async fn require_reader(
+    State(state): State<Arc<ServerState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if state.open_reads || reader_authorized(&state, request.headers()) {
+        return next.run(request).await;
+    }
+    if state.ui_password.is_none() && state.api_token.is_none() {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "railyard listens beyond loopback without credentials: set --ui-password-file or --api-token-file",
+        );
+    }
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"railyard\", charset=\"UTF-8\"")], "sign in\n")
+        .into_response()
+}
+
+fn reader_authorized(state: &ServerState, headers: &HeaderMap) -> bool {
+    if authorized(state, headers) {
+        return true;
+    }
+    let password = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Basic "))
+        .and_then(|encoded| base64_decode(encoded.trim()))
+        .and_then(|decoded| decoded.split_once(':').map(|(_, password)| password.to_owned()));
+    let Some(password) = password else { return false };
+    [&state.ui_password, &state.api_token]
+        .into_iter()
+        .flatten()
+        .any(|secret| bool::from(password.as_bytes().ct_eq(secret.as_bytes())))
+}
+
+/// Standard base64, as browsers send basic credentials.
+fn base64_decode(text: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for byte in text.bytes().filter(|b| *b != b'=') {
+        let value = ALPHABET.iter().position(|a| *a == byte)? as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn overview_page(State(state): State<Arc<ServerState>>) -> Response {
+    let envs: Vec<_> = state.daemon.environments().iter().map(|env| env.state()).collect();
+    pages::overview(&envs, now_ms()).into_response()
+}
+
+async fn environment_page(State(state): State<Arc<ServerState>>, Path(name): Path<String>) -> Response {
+    match state.daemon.env(&name) {
+        Some(env) => pages::environment(&env.state(), state.api_token.is_some(), now_ms()).into_response(),
+        None => {
+            (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`."))).into_response()
+        }
+    }
+}
+
+async fn history_page(
+    State(state): State<Arc<ServerState>>,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    match state.daemon.store.syncs(Some(&name), query.page) {
+        Ok(page) => pages::history(&name, &page, now_ms()).into_response(),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+async fn sync_page(State(state): State<Arc<ServerState>>, Path(id): Path<i64>) -> Response {
+    match state.daemon.store.sync(id) {
+        Ok(Some(sync)) => pages::sync_detail(&sync, now_ms()).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no sync {id}."))).into_response(),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+/// Server-Sent Events: one message whenever any environment's state changes.
+async fn events(State(state): State<Arc<ServerState>>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let receivers: Vec<_> = state.daemon.environments().iter().map(|env| env.changes.subscribe()).collect();
+    let streams = receivers.into_iter().map(|receiver| {
+        futures_util::stream::unfold(receiver, |mut receiver| async move {
+            match receiver.recv().await {
+                // A lagging listener missed some ticks; one message is enough to redraw.
+                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    Some((Ok::<_, std::convert::Infallible>(Event::default().data("change")), receiver))
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+            }
+        })
+    });
+    Sse::new(futures_util::stream::select_all(streams.map(Box::pin))).keep_alive(KeepAlive::default()).into_response()
+}
+
+#[derive(Deserialize)]
+struct SyncForm {
+    token: String,
+}
+
+/// The "Sync now" button: the token comes in the form, so no page ever holds it.
+async fn sync_form(
+    State(state): State<Arc<ServerState>>,
+    Path(name): Path<String>,
+    axum::Form(form): axum::Form<SyncForm>,
+) -> Response {
+    let Some(token) = &state.api_token else {
+        return problem(StatusCode::FORBIDDEN, "syncing from the page needs --api-token-file or RAILYARD_API_TOKEN");
+    };
+    if !bool::from(form.token.trim().as_bytes().ct_eq(token.as_bytes())) {
+        return (StatusCode::UNAUTHORIZED, pages::not_found("Wrong API token.")).into_response();
+    }
+    let Some(env) = state.daemon.env(&name) else {
+        return (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`.")))
+            .into_response();
+    };
+    env.trigger.fire(Trigger::Api);
+    info!(env = %name, "sync requested from the status page");
+    axum::response::Redirect::to(&format!("/env/{name}")).into_response()
 }
 
 fn problem(status: StatusCode, message: impl Into<String>) -> Response {

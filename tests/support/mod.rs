@@ -344,8 +344,9 @@ impl Served {
         let log = state_dir.join("serve.log");
         let mut command = Command::new(railyard_binary());
         command
-            .args(["serve", "--repo", repo, "--listen", "127.0.0.1:0", "--state-dir"])
+            .args(["serve", "--repo", repo, "--state-dir"])
             .arg(&state_dir)
+            .args(if args.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
@@ -362,9 +363,10 @@ impl Served {
         }
         let line = String::from_utf8_lossy(&first_line).into_owned();
         let port = line
-            .split("http://127.0.0.1:")
+            .split("http://")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|address| address.rsplit(':').next())
             .and_then(|port| port.parse().ok())
             .unwrap_or_else(|| {
                 panic!(

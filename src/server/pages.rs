@@ -1,0 +1,311 @@
+//! The status pages, rendered on the server with maud (every value escaped): the environments, one environment with
+//! its apps and pending diff, and the sync history. A few lines of plain JavaScript follow `/events` to refresh
+//! the page in place; without JavaScript a reload shows the same.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use crate::daemon::{AppStatus, EnvState, Health, SyncStatus};
+use crate::plan::{Action, Change, Plan};
+use crate::source::CommitInfo;
+use crate::store::{Page, SyncRecord};
+
+const STYLE: &str = r#"
+:root{--bg:#f7f8fa;--fg:#1d2330;--muted:#667085;--card:#fff;--line:#e4e7ec;--ok:#12805c;--warn:#b54708;--bad:#c4320a;--info:#175cd3;--add:#e6f4ea;--del:#fdecea;--addfg:#0b6b3a;--delfg:#a11b0c}
+@media (prefers-color-scheme:dark){:root{--bg:#0f1217;--fg:#e6e8eb;--muted:#98a2b3;--card:#171b22;--line:#2a303b;--ok:#32d583;--warn:#fdb022;--bad:#f97066;--info:#84adff;--add:#0f2e1d;--del:#3a1512;--addfg:#6ce9a6;--delfg:#fda29b}}
+*{box-sizing:border-box}body{margin:0;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--fg)}
+header{display:flex;gap:1rem;align-items:center;padding:.8rem 1.2rem;border-bottom:1px solid var(--line);background:var(--card)}
+header a{color:var(--fg);text-decoration:none;font-weight:700}header nav{margin-left:auto;color:var(--muted);font-size:.85rem}
+main{max-width:1100px;margin:0 auto;padding:1.2rem}h1{font-size:1.35rem;margin:.2rem 0 1rem}h2{font-size:1.05rem;margin:1.6rem 0 .6rem}
+a{color:var(--info)}.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:1rem;margin-bottom:.8rem}
+.envs{display:grid;gap:.8rem;grid-template-columns:repeat(auto-fill,minmax(300px,1fr))}.env h3{margin:0 0 .4rem;font-size:1.05rem}
+.muted{color:var(--muted)}.mono,code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85rem}
+.badge{display:inline-block;border-radius:999px;padding:.05rem .55rem;font-size:.78rem;font-weight:600;border:1px solid currentColor;margin-right:.3rem}
+.synced,.healthy,.done{color:var(--ok)}.outOfSync,.degraded,.missing,.pending,.syncing{color:var(--warn)}.error,.failed,.invalid,.rolled-back{color:var(--bad)}.unknown{color:var(--muted)}
+table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:10px;overflow:hidden}
+th,td{text-align:left;padding:.5rem .7rem;border-bottom:1px solid var(--line);vertical-align:top}th{font-size:.8rem;color:var(--muted);font-weight:600}
+.dot{display:inline-block;width:.65rem;height:.65rem;border-radius:50%;margin-right:.2rem;background:var(--muted)}.dot.healthy{background:var(--ok)}.dot.unhealthy,.dot.failed{background:var(--bad)}.dot.starting{background:var(--warn)}
+details{background:var(--card);border:1px solid var(--line);border-radius:10px;margin-bottom:.6rem}summary{cursor:pointer;padding:.6rem .8rem;font-weight:600}
+pre.diff{margin:0;padding:.6rem 0;overflow-x:auto;border-top:1px solid var(--line)}pre.diff span{display:block;padding:0 .8rem;white-space:pre}
+.add{background:var(--add);color:var(--addfg)}.del{background:var(--del);color:var(--delfg)}.hunk{color:var(--info)}.meta{color:var(--muted)}
+.problems{border-color:var(--bad)}.problems li{margin:.2rem 0}form.sync{display:flex;gap:.5rem;flex-wrap:wrap;margin:.5rem 0}
+input,button{font:inherit;padding:.35rem .6rem;border-radius:8px;border:1px solid var(--line);background:var(--card);color:var(--fg)}button{cursor:pointer;font-weight:600}
+.pager{display:flex;gap:1rem;margin-top:.8rem}@media (max-width:640px){th.wide,td.wide{display:none}main{padding:.7rem}}
+"#;
+
+/// Replaces `<main>` with the freshly rendered one whenever the daemon reports a change.
+const LIVE: &str = r#"
+if (window.EventSource) {
+  const events = new EventSource("/events");
+  let busy = false;
+  events.onmessage = async () => {
+    // Never wipe what someone is typing.
+    const typing = [...document.querySelectorAll("main input")].some(i => i.value || i === document.activeElement);
+    if (busy || typing) return; busy = true;
+    try {
+      const response = await fetch(location.href, { headers: { "Accept": "text/html" } });
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = page.querySelector("main"), open = [...document.querySelectorAll("details[open]")].map(d => d.id);
+      if (fresh) { document.querySelector("main").replaceWith(fresh); open.forEach(id => { const d = document.getElementById(id); if (d) d.open = true; }); }
+    } finally { busy = false; }
+  };
+}
+"#;
+
+fn layout(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · railyard" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header { a href="/" { "railyard" } nav { "environments · " a href="/metrics" { "metrics" } } }
+                main { (body) }
+                script { (PreEscaped(LIVE)) }
+            }
+        }
+    }
+}
+
+fn badge(class: &str, text: &str) -> Markup {
+    html! { span class={ "badge " (class) } { (text) } }
+}
+
+fn sync_badge(status: SyncStatus) -> Markup {
+    let (class, text) = match status {
+        SyncStatus::Unknown => ("unknown", "unknown"),
+        SyncStatus::Synced => ("synced", "synced"),
+        SyncStatus::OutOfSync => ("outOfSync", "out of sync"),
+        SyncStatus::Syncing => ("syncing", "syncing"),
+        SyncStatus::Error => ("error", "error"),
+    };
+    badge(class, text)
+}
+
+fn health_badge(health: Health) -> Markup {
+    let text = match health {
+        Health::Unknown => "unknown",
+        Health::Healthy => "healthy",
+        Health::Missing => "missing",
+        Health::Degraded => "degraded",
+        Health::Failed => "failed",
+    };
+    badge(text, text)
+}
+
+/// "3 min ago", with the exact time on hover.
+fn when(ms: i64, now_ms: i64) -> Markup {
+    let ago = Duration::from_millis(u64::try_from(now_ms - ms).unwrap_or(0));
+    let text = match ago.as_secs() {
+        0..=59 => format!("{} s ago", ago.as_secs()),
+        60..=3599 => format!("{} min ago", ago.as_secs() / 60),
+        3600..=86_399 => format!("{} h ago", ago.as_secs() / 3600),
+        seconds => format!("{} d ago", seconds / 86_400),
+    };
+    let exact = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    html! { time datetime=(humantime::format_rfc3339_seconds(exact).to_string()) title=(humantime::format_rfc3339_seconds(exact).to_string()) { (text) } }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(8)]
+}
+
+fn commit_line(commit: Option<&CommitInfo>, now_ms: i64) -> Markup {
+    html! {
+        @if let Some(commit) = commit {
+            span.commit { code { (short(&commit.sha)) } " " span.message { (commit.summary) } }
+            span.muted { " · " (commit.author) " · " (when(commit.time * 1000, now_ms)) }
+        } @else {
+            span.muted { "no commit yet" }
+        }
+    }
+}
+
+/// `/`: every environment at a glance.
+pub fn overview(envs: &[EnvState], now_ms: i64) -> Markup {
+    layout(
+        "Environments",
+        html! {
+            h1 { "Environments" }
+            div.envs {
+                @for env in envs {
+                    div.card.env id={ "env-" (env.name) } {
+                        h3 { a href={ "/env/" (env.name) } { (env.name) } " " (sync_badge(env.sync_status)) (health_badge(env.health)) }
+                        div { (commit_line(env.commit.as_ref(), now_ms)) }
+                        div.muted {
+                            (env.apps.len()) " apps · " (env.source)
+                            @if let Some(ms) = env.last_sync_ms {
+                                " · synced " (when(ms, now_ms))
+                                @if let Some(duration) = env.last_sync_duration_ms { " in " (format!("{:.1}", duration as f64 / 1000.0)) " s" }
+                            }
+                        }
+                        @if let Some(error) = &env.error { div.error { (error) } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// `/env/{env}`: apps, the pending plan, validation errors, "Sync now".
+pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
+    layout(
+        &env.name,
+        html! {
+            h1 { (env.name) " " (sync_badge(env.sync_status)) (health_badge(env.health)) }
+            div.card {
+                div { "Commit: " (commit_line(env.commit.as_ref(), now_ms)) }
+                div.muted { "Source: " (env.source) " · project " (env.project.as_deref().unwrap_or("-")) " · sync policy " (format!("{:?}", env.sync_policy).to_lowercase()) }
+                @if let Some(ms) = env.last_sync_ms { div.muted { "Last sync " (when(ms, now_ms)) } }
+                a href={ "/env/" (env.name) "/syncs" } { "History" }
+                @if can_sync {
+                    form.sync method="post" action={ "/env/" (env.name) "/sync" } {
+                        input type="password" name="token" placeholder="API token" autocomplete="current-password" required;
+                        button type="submit" id="sync-now" { "Sync now" }
+                    }
+                }
+            }
+            @if let Some(error) = &env.error {
+                div.card.problems id="error" {
+                    strong { "Error: " } (error)
+                    @if !env.diagnostics.is_empty() {
+                        ul.mono { @for problem in &env.diagnostics { li { (problem.to_string()) } } }
+                    }
+                }
+            }
+            h2 { "Apps" }
+            (apps_table(&env.apps))
+            h2 { "Pending changes" }
+            @match &env.plan {
+                Some(plan) if plan.has_changes() => (plan_view(plan)),
+                Some(_) => p.muted id="in-sync" { "Nothing to change: what runs matches git." },
+                None => p.muted { "Not planned yet." },
+            }
+        },
+    )
+}
+
+fn apps_table(apps: &[AppStatus]) -> Markup {
+    html! {
+        table id="apps" {
+            thead { tr { th { "App" } th { "Replicas" } th { "Health" } th.wide { "Image" } th.wide { "Ports" } th.wide { "Domains" } th.wide { "Commit" } } }
+            tbody {
+                @for app in apps {
+                    tr id={ "app-" (app.name) } {
+                        td { strong { (app.name) } }
+                        td.replicas { (app.ready) "/" (app.desired) }
+                        td {
+                            (health_badge(app.health))
+                            @for replica in &app.replicas {
+                                span class={ "dot " (format!("{:?}", replica.health).to_lowercase()) } title={ (replica.id) ": " (replica.state.as_str()) } {}
+                            }
+                        }
+                        td.wide.mono { (app.image) }
+                        td.wide.mono { @for port in &app.ports { (port) " " } }
+                        td.wide { @for host in &app.domains { a href={ "https://" (host) } { (host) } " " } }
+                        td.wide.mono { (app.commit.as_deref().map(short).unwrap_or("-")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn plan_view(plan: &Plan) -> Markup {
+    html! {
+        p.muted id="plan-summary" { (plan.summary.to_string()) }
+        @for action in &plan.apps { (action_view("App", action)) }
+        @for action in &plan.domains { (action_view("Domain", action)) }
+    }
+}
+
+fn action_view<S>(kind: &str, action: &Action<S>) -> Markup {
+    let detail = match &action.change {
+        Change::Update { fields } => fields.join(", "),
+        Change::Scale { from, to } => format!("{from} → {to} replicas"),
+        Change::Repair { reasons } => reasons.join("; "),
+        _ => String::new(),
+    };
+    html! {
+        @if action.change != Change::Unchanged {
+            details id={ "change-" (kind) "-" (action.name) } open {
+                summary { (badge(action.change.verb(), action.change.verb())) (kind) " " (action.name) " " span.muted { (detail) } }
+                @if let Some(diff) = &action.diff { (diff_view(diff)) }
+            }
+        }
+    }
+}
+
+/// A unified diff with added, removed and hunk lines marked.
+pub fn diff_view(diff: &str) -> Markup {
+    html! {
+        pre.diff {
+            @for line in diff.lines() {
+                @let class = if line.starts_with("+++") || line.starts_with("---") { "meta" } else if line.starts_with('+') { "add" } else if line.starts_with('-') { "del" } else if line.starts_with("@@") { "hunk" } else { "ctx" };
+                span class=(class) { (line) }
+            }
+        }
+    }
+}
+
+fn outcome_badge(outcome: &str) -> Markup {
+    badge(outcome, outcome)
+}
+
+/// `/env/{env}/syncs`: paged history.
+pub fn history(env: &str, page: &Page<SyncRecord>, now_ms: i64) -> Markup {
+    layout(
+        &format!("{env} history"),
+        html! {
+            h1 { a href={ "/env/" (env) } { (env) } " · history" }
+            table id="history" {
+                thead { tr { th { "When" } th { "Outcome" } th { "Trigger" } th { "Commit" } th.wide { "Duration" } th.wide { "Changes" } } }
+                tbody {
+                    @for sync in &page.items {
+                        tr.sync {
+                            td { a href={ "/syncs/" (sync.id) } { (when(sync.started_ms, now_ms)) } }
+                            td { (outcome_badge(&sync.outcome)) }
+                            td { (sync.trigger) }
+                            td { code { (sync.commit_sha.as_deref().map(short).unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or("")) }
+                            td.wide { (format!("{:.1}", (sync.finished_ms - sync.started_ms) as f64 / 1000.0)) " s" }
+                            td.wide.muted { (sync.summary) }
+                        }
+                    }
+                }
+            }
+            @if page.items.is_empty() { p.muted { "No syncs yet." } }
+            div.pager {
+                @if page.page > 0 { a href={ "?page=" (page.page - 1) } { "← newer" } }
+                @if page.has_more { a href={ "?page=" (page.page + 1) } { "older →" } }
+            }
+        },
+    )
+}
+
+/// `/syncs/{id}`: one sync and the diff it applied.
+pub fn sync_detail(sync: &SyncRecord, now_ms: i64) -> Markup {
+    layout(
+        &format!("Sync {}", sync.id),
+        html! {
+            h1 { "Sync " (sync.id) " " (outcome_badge(&sync.outcome)) }
+            div.card {
+                div { "Environment: " a href={ "/env/" (sync.env) } { (sync.env) } }
+                div { "Commit: " code { (sync.commit_sha.as_deref().unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or("")) }
+                div { "Trigger: " (sync.trigger) " · started " (when(sync.started_ms, now_ms)) " · took " (format!("{:.1}", (sync.finished_ms - sync.started_ms) as f64 / 1000.0)) " s" }
+                div.muted { (sync.summary) }
+            }
+            @if let Some(error) = &sync.error { div.card.problems { pre.mono { (error) } } }
+            @if !sync.diff.is_empty() { details id="diff" open { summary { "Diff applied" } (diff_view(&sync.diff)) } }
+        },
+    )
+}
+
+/// A page for a missing environment or sync.
+pub fn not_found(what: &str) -> Markup {
+    layout("Not found", html! { h1 { "Not found" } p { (what) } p { a href="/" { "All environments" } } })
+}

@@ -1,0 +1,192 @@
+//! The status pages in a real browser: headless Chromium from Debian's packages driven through chromedriver, against
+//! a daemon running real Docker apps. Screenshots of every page go to target/screenshots/.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use support::*;
+
+const TOKEN: &str = "browser-test-token";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// chromedriver on a free loopback port, stopped on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("chromedriver is needed ({error}): apt-get install chromium chromium-driver")
+            });
+        assert!(
+            eventually(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "chromedriver did not start"
+        );
+        Driver { child, port }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    let args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect::<Vec<_>>();
+    capabilities
+        .insert("goog:chromeOptions".to_owned(), serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }));
+    ClientBuilder::native()
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("chromium session")
+}
+
+async fn text(client: &Client, css: &str) -> String {
+    match client.find(Locator::Css(css)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Polls the open page (no reload) until `css` holds `expected`.
+async fn wait_text(client: &Client, css: &str, expected: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let found = text(client, css).await;
+        if found.contains(expected) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let source = client.source().await.unwrap_or_default();
+            panic!("`{css}` never showed `{expected}`; it shows `{found}`; the page:\n{source}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("screenshot");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    std::fs::write(dir.join(format!("{name}.png")), &png).expect("write screenshot");
+    // A blank page compresses to a few kilobytes; a page with content does not.
+    assert!(png.len() > 15_000, "{name}.png looks blank ({} bytes)", png.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_pages_show_state_diffs_and_history_and_update_live() {
+    let image = busybox_image();
+    let project = TestProject::new("browser");
+    project.write("apps/web.yaml", &web_app("web", &image, "one", ""));
+    project.git_init();
+    let served = Served::start(
+        &format!("file://{}", project.dir().display()),
+        None,
+        &["--poll-interval", "1s", "--sync", "manual"],
+        &[("RAILYARD_API_TOKEN", TOKEN)],
+    );
+    let base = format!("http://127.0.0.1:{}", served.port);
+    served.wait_for("the pending plan", WAIT, |env| env["syncStatus"] == "outOfSync");
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().expect("profile");
+    let client = browser(&driver, profile.path()).await;
+
+    // The overview.
+    client.goto(&format!("{base}/")).await.expect("open /");
+    wait_text(&client, "#env-production h3", "out of sync").await;
+    assert!(text(&client, "#env-production").await.contains("initial config"));
+    screenshot(&client, "overview").await;
+
+    // The environment: the pending diff, then "Sync now" with the token.
+    client.goto(&format!("{base}/env/production")).await.expect("open env");
+    wait_text(&client, "#change-App-web", "create").await;
+    let diff = text(&client, "#change-App-web pre.diff").await;
+    assert!(diff.contains("+    MESSAGE: one"), "{diff}");
+    let added = client.find_all(Locator::Css("#change-App-web span.add")).await.expect("diff lines");
+    assert!(added.len() > 10, "added lines are marked");
+    screenshot(&client, "environment-pending").await;
+    client
+        .find(Locator::Css("form.sync input[name=token]"))
+        .await
+        .expect("token field")
+        .send_keys(TOKEN)
+        .await
+        .expect("type");
+    client.find(Locator::Css("#sync-now")).await.expect("button").click().await.expect("click");
+    wait_text(&client, "h1", "synced").await;
+    wait_text(&client, "#app-web .replicas", "1/1").await;
+    assert!(text(&client, "#app-web").await.contains("healthy"));
+
+    client.goto(&format!("{base}/env/production/syncs")).await.expect("open history");
+    let rows = client.find_all(Locator::Css("#history tr.sync")).await.expect("rows");
+    assert_eq!(rows.len(), 2, "pending, then synced");
+    assert!(text(&client, "#history").await.contains("synced"));
+    screenshot(&client, "history").await;
+    rows[0].find(Locator::Css("a")).await.expect("link").click().await.expect("open sync");
+    wait_text(&client, "#diff", "MESSAGE: one").await;
+    screenshot(&client, "sync").await;
+
+    // Live: a hostile commit arrives while the page is open; it updates without a reload and shows text, not markup.
+    client.goto(&format!("{base}/env/production")).await.expect("open env");
+    client.execute("window.stillTheSamePage = true;", vec![]).await.expect("mark page");
+    project.write("apps/web.yaml", &web_app("web", &image, "two", ""));
+    project.commit("<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">");
+    wait_text(&client, "#change-App-web", "MESSAGE: two").await;
+    wait_text(&client, ".commit .message", "<script>window.pwned = 1</script>").await;
+    let state = client
+        .execute("return [window.stillTheSamePage === true, window.pwned === undefined];", vec![])
+        .await
+        .expect("script");
+    assert_eq!(state, serde_json::json!([true, true]), "the page updated in place and ran nothing from the commit");
+
+    // An invalid commit: the error with file:line, the hostile name shown as text.
+    project.write("apps/evil.yaml", "kind: App\nname: \"<script>window.pwned = 3</script>\"\nimage: x\n");
+    project.commit("add an app with a hostile name");
+    wait_text(&client, "#error", "apps/evil.yaml:2:7").await;
+    assert!(text(&client, "#error").await.contains("App name `<script>window.pwned = 3</script>` is not a DNS label"));
+    let pwned = client.execute("return window.pwned === undefined;", vec![]).await.expect("script");
+    assert_eq!(pwned, serde_json::json!(true));
+    screenshot(&client, "environment-invalid").await;
+
+    // Phone width still shows the apps.
+    client.set_window_size(390, 844).await.expect("resize");
+    client.refresh().await.expect("reload");
+    assert!(text(&client, "#app-web").await.contains("web"));
+    screenshot(&client, "environment-phone").await;
+    client.close().await.expect("close browser");
+}
