@@ -362,7 +362,7 @@ fn a_git_server_on_loopback_is_followed_and_history_survives_a_restart() {
     let history = get_json(restarted.port, "/api/v1/syncs");
     let summaries: Vec<&str> = history["items"]
         .as_array()
-        .map(|i| i.iter().filter_map(|s| s["commit_summary"].as_str()).collect())
+        .map(|i| i.iter().filter_map(|s| s["commitSummary"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(summaries, ["web: g2", "initial config"]);
 }

@@ -48,6 +48,7 @@ pub enum StoreError {
 
 /// One reconcile that changed something, failed, or found a commit invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SyncRecord {
     pub id: i64,
     pub env: String,
@@ -67,6 +68,7 @@ pub struct SyncRecord {
 
 /// One webhook request and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub received_ms: i64,
     pub forge: String,
@@ -77,6 +79,7 @@ pub struct Delivery {
 
 /// A page of rows and whether more follow.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub page: u32,
     pub items: Vec<T>,
