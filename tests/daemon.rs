@@ -433,3 +433,29 @@ fn base64(text: &str) -> String {
         })
         .collect()
 }
+
+#[test]
+fn sigterm_during_an_apply_lets_it_finish_then_exits_cleanly() {
+    let image = busybox_image();
+    let project = TestProject::new("sigterm");
+    // Each replica needs 3 s of running before it counts as healthy: the apply is still busy when SIGTERM arrives.
+    let slow = |message: &str| {
+        web_app("web", &image, message, "replicas: 2\n").replace(
+            "health: { http: { path: /healthz, port: http }, interval: 500ms, timeout: 1s, retries: 3 }",
+            "health: { startPeriod: 3s }",
+        )
+    };
+    project.write("apps/web.yaml", &slow("first"));
+    project.git_init();
+    let mut served =
+        Served::start(&format!("file://{}", project.dir().display()), None, &["--poll-interval", "1h"], &secrets_env());
+    assert!(eventually(WAIT, || served.log().contains("creating")), "the apply never started:\n{}", served.log());
+    let started = std::time::Instant::now();
+    let status = served.terminate();
+    assert!(status.success(), "exit {status:?}:\n{}", served.log());
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited for the apply");
+    let replicas = project.containers("web");
+    assert_eq!(replicas.len(), 2, "the apply finished: {replicas:?}");
+    assert!(replicas.iter().all(|c| c.running));
+    assert!(served.log().contains("shutting down"), "{}", served.log());
+}
