@@ -28,6 +28,7 @@ fn app(index: usize) -> AppStatus {
                 commit: None,
                 state: ReplicaState::Running,
                 health: HealthState::Healthy,
+                published: vec![(8080, format!("127.0.0.1:{}", 30000 + number))],
             })
             .collect(),
     }

@@ -10,6 +10,7 @@ pub mod export;
 pub mod model;
 pub mod plan;
 pub mod progress;
+pub mod proxy;
 pub mod secrets;
 pub mod server;
 pub mod source;

@@ -14,6 +14,7 @@ use railyard::model::kinds::Kind;
 use railyard::model::kinds::SyncPolicy;
 use railyard::model::{self, Config, Environment, schema};
 use railyard::plan::{Plan, render};
+use railyard::proxy::CaddySettings;
 use railyard::secrets::SecretStore;
 use railyard::server::ServerState;
 use railyard::source::{self, GitSource, Source};
@@ -142,6 +143,15 @@ struct DockerArgs {
     /// Apps applied at the same time, when their dependencies allow.
     #[arg(long, default_value_t = 8, env = "RAILYARD_PARALLEL")]
     parallel: usize,
+    /// Caddy's admin API, which routes Domains to apps; `none` leaves domains alone.
+    #[arg(long, default_value = "http://127.0.0.1:2019", env = "RAILYARD_CADDY_ADMIN")]
+    caddy_admin: String,
+    /// Where railyard's plain-HTTP Caddy server listens.
+    #[arg(long, default_value = ":80", env = "RAILYARD_PROXY_HTTP")]
+    proxy_http: String,
+    /// Where railyard's HTTPS Caddy server listens.
+    #[arg(long, default_value = ":443", env = "RAILYARD_PROXY_HTTPS")]
+    proxy_https: String,
 }
 
 impl DockerArgs {
@@ -150,6 +160,12 @@ impl DockerArgs {
             publish_address: self.publish_address.clone(),
             parallel: self.parallel,
             secrets: SecretStore { dir: self.secrets_dir.clone() },
+            proxy: (self.caddy_admin != "none").then(|| CaddySettings {
+                admin: self.caddy_admin.clone(),
+                http: self.proxy_http.clone(),
+                https: self.proxy_https.clone(),
+                acme_email: None,
+            }),
         }
     }
 }

@@ -10,8 +10,11 @@ use super::desired::{AppSpec, DomainSpec};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {
     pub apps: BTreeMap<String, ObservedApp>,
-    /// `None` when the backend does not manage domains, or could not reach the proxy.
+    /// `None` when the backend does not manage domains.
     pub domains: Option<BTreeMap<String, ObservedDomain>>,
+    /// Why the proxy could not be read, when it could not; its domains are then planned as if absent.
+    #[serde(default)]
+    pub proxy_error: Option<String>,
 }
 
 /// One app's replicas as found.
@@ -39,6 +42,9 @@ pub struct ObservedReplica {
     pub commit: Option<String>,
     pub state: ReplicaState,
     pub health: HealthState,
+    /// Published ports: (container port, host address and port), for routing to the replica from the host.
+    #[serde(default)]
+    pub published: Vec<(u16, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

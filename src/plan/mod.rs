@@ -19,6 +19,9 @@ pub struct Plan {
     pub apps: Vec<Action<AppSpec>>,
     /// Empty when the backend did not report domains.
     pub domains: Vec<Action<DomainSpec>>,
+    /// Set when the proxy could not be read: the domains will fail to apply until it is back.
+    #[serde(default)]
+    pub proxy_error: Option<String>,
     pub summary: Summary,
 }
 
@@ -123,7 +126,14 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
     for change in apps.iter().map(|a| &a.change).chain(domains.iter().map(|d| &d.change)) {
         summary.count(change);
     }
-    Plan { env: desired.env.clone(), commit: desired.commit.clone(), apps, domains, summary }
+    Plan {
+        env: desired.env.clone(),
+        commit: desired.commit.clone(),
+        apps,
+        domains,
+        summary,
+        proxy_error: observed.proxy_error.clone(),
+    }
 }
 
 fn plan_app(desired: &AppSpec, observed: Option<&ObservedApp>) -> Action<AppSpec> {
@@ -357,6 +367,7 @@ fn converged_app(spec: &AppSpec, env: &Environment, commit: Option<&str>) -> Obs
                 commit: commit.map(str::to_owned),
                 state: crate::model::ReplicaState::Running,
                 health: crate::model::HealthState::Healthy,
+                published: Vec::new(),
             })
             .collect(),
         last_applied: Some(spec.redacted()),

@@ -264,7 +264,7 @@ pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body:
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to railyard");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {

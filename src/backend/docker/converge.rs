@@ -37,10 +37,79 @@ pub(super) async fn apply(
     if creates_something {
         ensure_network(backend, &plan.env).await?;
     }
-    let outcomes =
+    let mut outcomes =
         schedule::in_dependency_order(plan, backend.settings.parallel, |action| run(backend, plan, action, progress))
             .await;
+    outcomes.extend(apply_domains(backend, plan, progress).await?);
     Ok(ApplyReport { outcomes })
+}
+
+/// Points every domain at the serving replicas of its app (preferring those on the desired spec) and reports each
+/// domain that changed, or every domain when Caddy cannot be reached.
+async fn apply_domains(
+    backend: &DockerBackend,
+    plan: &Plan,
+    progress: &dyn Progress,
+) -> Result<Vec<ActionOutcome>, DockerError> {
+    if plan.domains.is_empty() {
+        return Ok(Vec::new());
+    }
+    let started = Instant::now();
+    let result = match sync_domains(backend, plan).await? {
+        Ok(_) => ActionResult::Done,
+        Err(error) => ActionResult::Failed { error },
+    };
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let failed = result != ActionResult::Done;
+    Ok(plan
+        .domains
+        .iter()
+        .filter(|action| failed || action.change.verb() != "unchanged")
+        .map(|action| {
+            progress.event(&action.name, &describe(&result));
+            ActionOutcome {
+                kind: "Domain".to_owned(),
+                name: action.name.clone(),
+                change: action.change.verb().to_owned(),
+                result: result.clone(),
+                duration_ms,
+            }
+        })
+        .collect())
+}
+
+/// Pushes the routes of the plan's domains with the current upstreams; the inner error is Caddy's.
+async fn sync_domains(backend: &DockerBackend, plan: &Plan) -> Result<Result<bool, String>, DockerError> {
+    let Some(caddy) = &backend.caddy else { return Ok(Ok(false)) };
+    let replicas = backend.replicas(&plan.env, None).await?;
+    let desired_hash: BTreeMap<&str, String> = plan
+        .apps
+        .iter()
+        .filter_map(|a| a.desired.as_ref())
+        .map(|spec| (spec.name.as_str(), spec.spec_hash()))
+        .collect();
+    let domains: Vec<crate::model::DomainSpec> = plan.domains.iter().filter_map(|d| d.desired.clone()).collect();
+    let upstreams = domains
+        .iter()
+        .map(|domain| {
+            let serving: Vec<&Replica> =
+                replicas.iter().filter(|r| r.app == domain.app && r.observed.is_serving()).collect();
+            let current: Vec<&Replica> = serving
+                .iter()
+                .copied()
+                .filter(|r| desired_hash.get(domain.app.as_str()) == Some(&r.observed.spec_hash))
+                .collect();
+            let chosen = if current.is_empty() { serving } else { current };
+            let dials = chosen
+                .iter()
+                .flat_map(|replica| replica.observed.published.iter())
+                .filter(|(port, _)| *port == domain.container_port)
+                .map(|(_, address)| address.clone())
+                .collect();
+            (domain.host.clone(), dials)
+        })
+        .collect();
+    Ok(caddy.sync(&plan.env, &domains, &upstreams).await.map_err(|error| error.to_string()))
 }
 
 async fn run(backend: &DockerBackend, plan: &Plan, action: &Action<AppSpec>, progress: &dyn Progress) -> ActionOutcome {
@@ -137,6 +206,13 @@ async fn converge_app(
         join_all(starting.iter().map(|replica| wait_healthy(backend, &replica.id, &spec.container.health))).await;
     if let Some(error) = checks.into_iter().find_map(Result::err) {
         return give_up(backend, spec, &starting, &old, pinned, error).await;
+    }
+    // Traffic moves to the new replicas before the old ones stop, so no request meets a stopping replica.
+    if !old.is_empty()
+        && plan.domains.iter().any(|d| d.desired.as_ref().is_some_and(|d| d.app == spec.name))
+        && let Err(error) = sync_domains(backend, plan).await?
+    {
+        progress.event(&spec.name, &format!("could not move traffic: {error}"));
     }
     join_all(old.iter().map(|replica| retire(backend, replica, spec, progress)))
         .await

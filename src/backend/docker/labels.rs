@@ -78,6 +78,7 @@ pub fn read_replica(
     state: &str,
     status: &str,
     created: i64,
+    published: Vec<(u16, String)>,
 ) -> Option<Replica> {
     let app = labels.get(APP)?.clone();
     let observed = ObservedReplica {
@@ -87,6 +88,7 @@ pub fn read_replica(
         commit: labels.get(COMMIT).cloned(),
         state: replica_state(state),
         health: health_state(status),
+        published,
     };
     let last_applied = labels.get(LAST_APPLIED).and_then(|json| serde_json::from_str(json).ok());
     Some(Replica { app, observed, created, last_applied })
@@ -131,6 +133,6 @@ mod tests {
 
     #[test]
     fn containers_without_the_app_label_are_not_ours() {
-        assert_eq!(read_replica("id", "/x", &HashMap::new(), "running", "Up", 0), None);
+        assert_eq!(read_replica("id", "/x", &HashMap::new(), "running", "Up", 0, Vec::new()), None);
     }
 }

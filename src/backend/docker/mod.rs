@@ -21,6 +21,7 @@ pub use container::{canonical_name, network_name, volume_name};
 use super::{AppLoad, ApplyReport, Backend, Progress};
 use crate::model::{Environment, Observed, ObservedApp};
 use crate::plan::Plan;
+use crate::proxy::{Caddy, CaddySettings};
 use crate::secrets::SecretStore;
 
 /// How long to wait for the engine to answer the first request.
@@ -66,11 +67,18 @@ pub struct DockerSettings {
     /// Apps applied at the same time, when their dependencies allow.
     pub parallel: usize,
     pub secrets: SecretStore,
+    /// Caddy for Domains; without it domains are not managed.
+    pub proxy: Option<CaddySettings>,
 }
 
 impl Default for DockerSettings {
     fn default() -> Self {
-        DockerSettings { publish_address: "127.0.0.1".to_owned(), parallel: 8, secrets: SecretStore::default() }
+        DockerSettings {
+            publish_address: "127.0.0.1".to_owned(),
+            parallel: 8,
+            secrets: SecretStore::default(),
+            proxy: None,
+        }
     }
 }
 
@@ -80,6 +88,7 @@ pub struct DockerBackend {
     docker: Docker,
     host: String,
     settings: DockerSettings,
+    caddy: Option<Caddy>,
 }
 
 impl DockerBackend {
@@ -105,7 +114,8 @@ impl DockerBackend {
             }
             Ok(Err(error)) => return Err(unreachable(error.to_string())),
         };
-        Ok(DockerBackend { docker, host, settings })
+        let caddy = settings.proxy.clone().map(Caddy::new);
+        Ok(DockerBackend { docker, host, settings, caddy })
     }
 
     fn error(&self, doing: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError + '_ {
@@ -138,6 +148,7 @@ impl DockerBackend {
                     &state,
                     summary.status.as_deref().unwrap_or_default(),
                     summary.created.unwrap_or_default(),
+                    published_ports(summary.ports.as_deref().unwrap_or_default()),
                 )
             })
             .collect())
@@ -150,6 +161,25 @@ impl DockerBackend {
             other => other.map_err(self.error(format!("remove container {id}"))),
         }
     }
+}
+
+/// TCP ports published on the host, as `host:port` reachable from the host itself.
+fn published_ports(ports: &[bollard::models::PortSummary]) -> Vec<(u16, String)> {
+    let mut published: Vec<(u16, String)> = ports
+        .iter()
+        .filter(|port| port.typ != Some(bollard::models::PortSummaryTypeEnum::UDP))
+        .filter_map(|port| {
+            let host = match port.ip.as_deref() {
+                None | Some("") | Some("0.0.0.0") => "127.0.0.1",
+                Some("::") => return None,
+                Some(ip) => ip,
+            };
+            port.public_port.map(|public| (port.private_port, format!("{host}:{public}")))
+        })
+        .collect();
+    published.sort();
+    published.dedup();
+    published
 }
 
 /// Groups replicas by app; the newest replica's last-applied spec speaks for its app.
@@ -187,7 +217,14 @@ impl Backend for DockerBackend {
 
     async fn observe(&self, env: &Environment) -> Result<Observed, DockerError> {
         let replicas = self.replicas(env, None).await?;
-        Ok(Observed { apps: observed_apps(env, replicas), domains: None })
+        let (domains, proxy_error) = match &self.caddy {
+            None => (None, None),
+            Some(caddy) => match caddy.observe(env).await {
+                Ok(domains) => (Some(domains), None),
+                Err(error) => (Some(BTreeMap::new()), Some(error.to_string())),
+            },
+        };
+        Ok(Observed { apps: observed_apps(env, replicas), domains, proxy_error })
     }
 
     async fn apply(&self, plan: &Plan, progress: &dyn Progress) -> Result<ApplyReport, DockerError> {
