@@ -17,7 +17,7 @@ fn app(index: usize) -> AppStatus {
         ready: 2,
         desired: 2,
         ports: vec![8080],
-        domains: vec![format!("app-{index}.example.com")],
+        domains: vec![(format!("app-{index}.example.com"), railyard::model::kinds::TlsMode::Auto)],
         health: Health::Healthy,
         commit: Some("0123456789abcdef0123456789abcdef01234567".to_owned()),
         replicas: (1..=2)

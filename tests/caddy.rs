@@ -235,3 +235,25 @@ fn an_unreachable_caddy_fails_the_domains_but_not_the_apps() {
     assert!(out.contains("create Domain shop.example.test: FAILED: cannot reach Caddy's admin API"), "{out}");
     assert_eq!(project.containers("web").len(), 1);
 }
+
+#[test]
+fn internal_tls_is_served_with_caddys_local_ca_and_http_redirects() {
+    let image = busybox_image();
+    let project = TestProject::new("caddy-tls");
+    let caddy = TestCaddy::start();
+    project.write("apps/web.yaml", &web(&image, "secure", 1));
+    project.write("domains/shop.yaml", &DOMAIN.replace("tls: off", "tls: internal"));
+    assert_success(&apply(&project, &caddy));
+    let (status, _) = via(&caddy, "shop.example.test").expect("http answers");
+    assert_eq!(status, 308, "plain HTTP redirects to HTTPS");
+    let root = caddy.data.path().join("data/caddy/pki/authorities/local/root.crt");
+    let resolve = format!("shop.example.test:{}:127.0.0.1", caddy.https);
+    let url = format!("https://shop.example.test:{}/", caddy.https);
+    let mut body = String::new();
+    let ok = eventually(Duration::from_secs(30), || {
+        let output = Command::new("curl").args(["-sS", "--max-time", "5", "--resolve", &resolve, "--cacert"]).arg(&root).arg(&url).output();
+        body = output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)).unwrap_or_default();
+        body.starts_with("secure ")
+    });
+    assert!(ok, "HTTPS verified against Caddy's internal root failed: {body}");
+}

@@ -68,8 +68,8 @@ pub struct AppStatus {
     pub ready: u32,
     pub desired: u32,
     pub ports: Vec<u16>,
-    /// Hosts routed to the app.
-    pub domains: Vec<String>,
+    /// Hosts routed to the app, with their TLS mode.
+    pub domains: Vec<(String, crate::model::kinds::TlsMode)>,
     pub health: Health,
     pub commit: Option<String>,
     pub replicas: Vec<crate::model::ObservedReplica>,
@@ -564,7 +564,7 @@ fn app_statuses(desired: &model::DesiredState, observed: &Observed) -> Vec<AppSt
                 ready,
                 desired: spec.replicas,
                 ports: spec.container.ports.iter().map(|port| port.container_port).collect(),
-                domains: desired.domains.values().filter(|d| d.app == spec.name).map(|d| d.host.clone()).collect(),
+                domains: desired.domains.values().filter(|d| d.app == spec.name).map(|d| (d.host.clone(), d.tls)).collect(),
                 health,
                 commit: replicas.iter().filter_map(|r| r.commit.clone()).next(),
                 replicas,

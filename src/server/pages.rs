@@ -207,7 +207,12 @@ fn apps_table(apps: &[AppStatus]) -> Markup {
                         }
                         td.wide.mono { (app.image) }
                         td.wide.mono { @for port in &app.ports { (port) " " } }
-                        td.wide { @for host in &app.domains { a href={ "https://" (host) } { (host) } " " } }
+                        td.wide.domains {
+                            @for (host, tls) in &app.domains {
+                                @let scheme = if *tls == crate::model::kinds::TlsMode::Off { "http" } else { "https" };
+                                a href={ (scheme) "://" (host) } { (host) } " " span.muted { "TLS " (format!("{tls:?}").to_lowercase()) } " "
+                            }
+                        }
                         td.wide.mono { (app.commit.as_deref().map(short).unwrap_or("-")) }
                     }
                 }
