@@ -14,7 +14,7 @@ use railyard::model::kinds::Kind;
 use railyard::model::kinds::SyncPolicy;
 use railyard::model::{self, Config, Environment, schema};
 use railyard::plan::{Plan, render};
-use railyard::proxy::CaddySettings;
+use railyard::proxy::{CaddySettings, UpstreamMode};
 use railyard::secrets::SecretStore;
 use railyard::server::ServerState;
 use railyard::source::{self, GitSource, Source};
@@ -152,6 +152,10 @@ struct DockerArgs {
     /// Where railyard's HTTPS Caddy server listens.
     #[arg(long, default_value = ":443", env = "RAILYARD_PROXY_HTTPS")]
     proxy_https: String,
+    /// Caddy in a container (docker/compose.yaml): its name. railyard connects it to each environment's network
+    /// and routes to replicas by name; without it Caddy runs on the host and reaches published ports.
+    #[arg(long, env = "RAILYARD_CADDY_CONTAINER")]
+    caddy_container: Option<String>,
 }
 
 impl DockerArgs {
@@ -165,6 +169,10 @@ impl DockerArgs {
                 http: self.proxy_http.clone(),
                 https: self.proxy_https.clone(),
                 acme_email: None,
+                upstreams: match &self.caddy_container {
+                    Some(name) => UpstreamMode::Network { caddy_container: name.clone() },
+                    None => UpstreamMode::Host,
+                },
             }),
         }
     }

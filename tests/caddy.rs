@@ -251,8 +251,14 @@ fn internal_tls_is_served_with_caddys_local_ca_and_http_redirects() {
     let url = format!("https://shop.example.test:{}/", caddy.https);
     let mut body = String::new();
     let ok = eventually(Duration::from_secs(30), || {
-        let output = Command::new("curl").args(["-sS", "--max-time", "5", "--resolve", &resolve, "--cacert"]).arg(&root).arg(&url).output();
-        body = output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)).unwrap_or_default();
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--resolve", &resolve, "--cacert"])
+            .arg(&root)
+            .arg(&url)
+            .output();
+        body = output
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+            .unwrap_or_default();
         body.starts_with("secure ")
     });
     assert!(ok, "HTTPS verified against Caddy's internal root failed: {body}");

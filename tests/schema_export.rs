@@ -101,3 +101,21 @@ fn exported_compose_file_is_accepted_by_docker_compose() {
         assert!(resolved.contains(expected), "{expected} missing from:\n{resolved}");
     }
 }
+
+#[test]
+fn the_shipped_compose_file_is_accepted_by_docker_compose() {
+    let file = root().join("docker/compose.yaml");
+    let output = Command::new("docker-compose")
+        .arg("-f")
+        .arg(&file)
+        .arg("config")
+        .output()
+        .expect("docker-compose runs (apt-get install docker-compose)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let resolved = String::from_utf8_lossy(&output.stdout);
+    for expected in
+        ["/var/run/docker.sock", "RAILYARD_CADDY_ADMIN: http://caddy:2019", "RAILYARD_CADDY_CONTAINER: railyard-caddy"]
+    {
+        assert!(resolved.contains(expected), "{expected} missing:\n{resolved}");
+    }
+}

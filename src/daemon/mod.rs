@@ -564,7 +564,12 @@ fn app_statuses(desired: &model::DesiredState, observed: &Observed) -> Vec<AppSt
                 ready,
                 desired: spec.replicas,
                 ports: spec.container.ports.iter().map(|port| port.container_port).collect(),
-                domains: desired.domains.values().filter(|d| d.app == spec.name).map(|d| (d.host.clone(), d.tls)).collect(),
+                domains: desired
+                    .domains
+                    .values()
+                    .filter(|d| d.app == spec.name)
+                    .map(|d| (d.host.clone(), d.tls))
+                    .collect(),
                 health,
                 commit: replicas.iter().filter_map(|r| r.commit.clone()).next(),
                 replicas,

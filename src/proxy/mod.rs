@@ -27,6 +27,18 @@ pub struct CaddySettings {
     pub https: String,
     /// Contact for ACME (`tls: auto`).
     pub acme_email: Option<String>,
+    /// How Caddy reaches the replicas.
+    pub upstreams: UpstreamMode,
+}
+
+/// The two placements of Caddy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamMode {
+    /// Caddy on the host: replicas through their published ports on the host.
+    Host,
+    /// Caddy in a container: railyard connects that container to each environment's network and Caddy dials the
+    /// replicas by container name.
+    Network { caddy_container: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +60,10 @@ impl Caddy {
     pub fn new(settings: CaddySettings) -> Caddy {
         let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap_or_default();
         Caddy { settings, client }
+    }
+
+    pub fn settings(&self) -> &CaddySettings {
+        &self.settings
     }
 
     fn unreachable(&self, error: impl std::fmt::Display) -> ProxyError {
@@ -265,6 +281,7 @@ mod tests {
             http: ":8080".into(),
             https: ":8443".into(),
             acme_email: Some("ops@example.com".into()),
+            upstreams: UpstreamMode::Host,
         }
     }
 

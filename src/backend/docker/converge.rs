@@ -21,6 +21,7 @@ use crate::model::desired::{HealthSpec, Probe};
 use crate::model::kinds::PullPolicy;
 use crate::model::{AppSpec, Environment, HealthState, ReplicaState};
 use crate::plan::{Action, Plan};
+use crate::proxy::UpstreamMode;
 
 /// How often a starting replica is looked at.
 const HEALTH_POLL: Duration = Duration::from_millis(100);
@@ -36,6 +37,9 @@ pub(super) async fn apply(
         plan.apps.iter().any(|action| action.desired.is_some() && action.change.verb() != "unchanged");
     if creates_something {
         ensure_network(backend, &plan.env).await?;
+        if !plan.domains.is_empty() {
+            connect_caddy(backend, &plan.env).await?;
+        }
     }
     let mut outcomes =
         schedule::in_dependency_order(plan, backend.settings.parallel, |action| run(backend, plan, action, progress))
@@ -78,6 +82,38 @@ async fn apply_domains(
         .collect())
 }
 
+/// Where Caddy reaches `replica`'s `port`: its published host address, or its name on the environment's network.
+fn dials(replica: &Replica, port: u16, mode: &UpstreamMode) -> Vec<String> {
+    match mode {
+        UpstreamMode::Host => replica
+            .observed
+            .published
+            .iter()
+            .filter(|(private, _)| *private == port)
+            .map(|(_, address)| address.clone())
+            .collect(),
+        UpstreamMode::Network { .. } => vec![format!("{}:{port}", replica.observed.id)],
+    }
+}
+
+/// Connects a containerised Caddy to the environment's network, so that it can dial the replicas by name.
+async fn connect_caddy(backend: &DockerBackend, env: &Environment) -> Result<(), DockerError> {
+    let Some(UpstreamMode::Network { caddy_container }) =
+        backend.caddy.as_ref().map(|caddy| caddy.settings().upstreams.clone())
+    else {
+        return Ok(());
+    };
+    let network = network_name(env);
+    let request = bollard::models::NetworkConnectRequest { container: caddy_container.clone(), endpoint_config: None };
+    match backend.docker.connect_network(&network, request).await {
+        // Already connected.
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 403 | 409, .. }) | Ok(()) => Ok(()),
+        Err(other) => {
+            Err(DockerError::from_bollard(&backend.host, format!("connect {caddy_container} to {network}"), other))
+        }
+    }
+}
+
 /// Pushes the routes of the plan's domains with the current upstreams; the inner error is Caddy's.
 async fn sync_domains(backend: &DockerBackend, plan: &Plan) -> Result<Result<bool, String>, DockerError> {
     let Some(caddy) = &backend.caddy else { return Ok(Ok(false)) };
@@ -102,9 +138,7 @@ async fn sync_domains(backend: &DockerBackend, plan: &Plan) -> Result<Result<boo
             let chosen = if current.is_empty() { serving } else { current };
             let dials = chosen
                 .iter()
-                .flat_map(|replica| replica.observed.published.iter())
-                .filter(|(port, _)| *port == domain.container_port)
-                .map(|(_, address)| address.clone())
+                .flat_map(|replica| dials(replica, domain.container_port, &caddy.settings().upstreams))
                 .collect();
             (domain.host.clone(), dials)
         })
@@ -571,7 +605,32 @@ async fn delete_app(
 
 #[cfg(test)]
 mod tests {
-    use super::split_tag;
+    use super::{UpstreamMode, dials, split_tag};
+    use crate::backend::docker::labels::Replica;
+    use crate::model::{HealthState, ObservedReplica, ReplicaState};
+
+    #[test]
+    fn caddy_dials_published_ports_on_the_host_or_names_on_the_network() {
+        let replica = Replica {
+            app: "web".into(),
+            observed: ObservedReplica {
+                id: "shop-web-1".into(),
+                number: 1,
+                spec_hash: "h".into(),
+                commit: None,
+                state: ReplicaState::Running,
+                health: HealthState::Healthy,
+                published: vec![(8080, "127.0.0.1:32768".into()), (9090, "127.0.0.1:32769".into())],
+            },
+            created: 0,
+            last_applied: None,
+        };
+        assert_eq!(dials(&replica, 8080, &UpstreamMode::Host), ["127.0.0.1:32768"]);
+        assert_eq!(
+            dials(&replica, 8080, &UpstreamMode::Network { caddy_container: "caddy".into() }),
+            ["shop-web-1:8080"]
+        );
+    }
 
     #[test]
     fn image_references_split_into_repository_and_tag() {

@@ -1,0 +1,76 @@
+//! Caddy push timings for bench/caddy.sh: 1,000 domains pushed in one config, then one route change, each from the
+//! moment railyard decides it to Caddy's admin API having loaded it (median of 5 runs).
+//!
+//! Usage: caddy_push <admin-url> <http-listen> <https-listen>
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use railyard::model::kinds::TlsMode;
+use railyard::model::{DomainSpec, Environment};
+use railyard::proxy::{Caddy, CaddySettings, UpstreamMode};
+
+fn domains(count: usize) -> (Vec<DomainSpec>, BTreeMap<String, Vec<String>>) {
+    let specs: Vec<DomainSpec> = (0..count)
+        .map(|index| DomainSpec {
+            host: format!("app-{index}.bench.test"),
+            aliases: vec![format!("www.app-{index}.bench.test")],
+            app: format!("app-{index}"),
+            port: "http".to_owned(),
+            container_port: 8080,
+            tls: TlsMode::Off,
+        })
+        .collect();
+    let upstreams =
+        specs.iter().enumerate().map(|(i, d)| (d.host.clone(), vec![format!("127.0.0.1:{}", 20000 + i)])).collect();
+    (specs, upstreams)
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, admin, http, https] = args.as_slice() else {
+        return Err("usage: caddy_push <admin> <http> <https>".into());
+    };
+    let caddy = Caddy::new(CaddySettings {
+        admin: admin.clone(),
+        http: http.clone(),
+        https: https.clone(),
+        acme_email: None,
+        upstreams: UpstreamMode::Host,
+    });
+    let (specs, mut upstreams) = domains(1000);
+    let mut full = Vec::new();
+    let mut change = Vec::new();
+    for run in 0..5 {
+        let env = Environment::production(&format!("bench{run}"));
+        let started = Instant::now();
+        assert!(caddy.sync(&env, &specs, &upstreams).await?, "the first push must load");
+        full.push(started.elapsed().as_secs_f64() * 1000.0);
+        upstreams.insert(specs[0].host.clone(), vec![format!("127.0.0.1:{}", 40000 + run)]);
+        let started = Instant::now();
+        assert!(caddy.sync(&env, &specs, &upstreams).await?, "the change must load");
+        change.push(started.elapsed().as_secs_f64() * 1000.0);
+        caddy.sync(&env, &[], &BTreeMap::new()).await?;
+    }
+    let (few, mut few_upstreams) = domains(10);
+    let mut small_change = Vec::new();
+    let env = Environment::production("benchsmall");
+    caddy.sync(&env, &few, &few_upstreams).await?;
+    for run in 0..5 {
+        few_upstreams.insert(few[0].host.clone(), vec![format!("127.0.0.1:{}", 41000 + run)]);
+        let started = Instant::now();
+        caddy.sync(&env, &few, &few_upstreams).await?;
+        small_change.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    caddy.sync(&env, &[], &BTreeMap::new()).await?;
+    println!("1000 domains in one config: {:.0} ms (target < 500 ms)", median(full));
+    println!("one route change, 10 domains loaded: {:.0} ms (target < 50 ms)", median(small_change));
+    println!("one route change, 1000 domains loaded: {:.0} ms", median(change));
+    Ok(())
+}
