@@ -19,6 +19,7 @@ fn domains(count: usize) -> (Vec<DomainSpec>, BTreeMap<String, Vec<String>>) {
             port: "http".to_owned(),
             container_port: 8080,
             tls: TlsMode::Off,
+            acme_email: None,
         })
         .collect();
     let upstreams =

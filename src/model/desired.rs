@@ -222,6 +222,9 @@ pub struct DomainSpec {
     pub port: String,
     pub container_port: u16,
     pub tls: TlsMode,
+    /// The ACME contact (the Project's `proxy.acmeEmail`) for `tls: auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_email: Option<String>,
 }
 
 const DEFAULT_INTERVAL_MS: u64 = 2_000;
@@ -354,6 +357,7 @@ impl Config {
                         (preview_host(&template?.value, &spec.app.value, env, preview, self.project_name()), Vec::new())
                     }
                 };
+                let acme_email = self.project.doc.proxy.as_ref().and_then(|proxy| proxy.acme_email.clone());
                 let domain = DomainSpec {
                     host: host.clone(),
                     aliases,
@@ -361,6 +365,7 @@ impl Config {
                     port: spec.port.value.clone(),
                     container_port,
                     tls: spec.tls,
+                    acme_email: acme_email.filter(|_| spec.tls == TlsMode::Auto),
                 };
                 Some((host, domain))
             })

@@ -238,7 +238,7 @@ fn set_policies(config: &mut Value, env: &Environment, domains: &[&DomainSpec], 
         let subjects: Vec<&String> = std::iter::once(&spec.host).chain(&spec.aliases).collect();
         let issuer = match spec.tls {
             TlsMode::Internal => json!({ "module": "internal" }),
-            _ => match &settings.acme_email {
+            _ => match spec.acme_email.as_ref().or(settings.acme_email.as_ref()) {
                 Some(email) => json!({ "module": "acme", "email": email }),
                 None => json!({ "module": "acme" }),
             },
@@ -293,6 +293,7 @@ mod tests {
             port: "http".into(),
             container_port: 8080,
             tls,
+            acme_email: None,
         }
     }
 
@@ -312,6 +313,16 @@ mod tests {
         assert_eq!(config["apps"]["tls"]["automation"]["policies"][0]["issuers"][0]["module"], "internal");
         // The same input gives the same config: nothing is pushed twice.
         assert_eq!(with_domains(&config, &env, &domains, &upstreams, &settings()), config);
+    }
+
+    #[test]
+    fn acme_domains_carry_the_projects_contact() {
+        let env = Environment::production("shop");
+        let mut spec = domain("shop.example.com", TlsMode::Auto);
+        spec.acme_email = Some("certs@shop.example".into());
+        let config = with_domains(&Value::Null, &env, &[spec], &BTreeMap::new(), &settings());
+        let issuer = &config["apps"]["tls"]["automation"]["policies"][0]["issuers"][0];
+        assert_eq!((issuer["module"].as_str(), issuer["email"].as_str()), (Some("acme"), Some("certs@shop.example")));
     }
 
     #[test]
