@@ -138,7 +138,8 @@ pub struct Daemon {
     stopping: AtomicBool,
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the epoch, as history and pages count time.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

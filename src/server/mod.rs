@@ -17,8 +17,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tracing::info;
 
-use crate::daemon::Daemon;
+use base64::Engine;
+
 use crate::daemon::trigger::Trigger;
+use crate::daemon::{Daemon, now_ms};
 use crate::store::Delivery;
 use webhooks::{Forge, judge};
 
@@ -89,36 +91,14 @@ fn reader_authorized(state: &ServerState, headers: &HeaderMap) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Basic "))
-        .and_then(|encoded| base64_decode(encoded.trim()))
+        .and_then(|encoded| base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|decoded| decoded.split_once(':').map(|(_, password)| password.to_owned()));
     let Some(password) = password else { return false };
     [&state.ui_password, &state.api_token]
         .into_iter()
         .flatten()
         .any(|secret| bool::from(password.as_bytes().ct_eq(secret.as_bytes())))
-}
-
-/// Standard base64, as browsers send basic credentials.
-fn base64_decode(text: &str) -> Option<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits: u32 = 0;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for byte in text.bytes().filter(|b| *b != b'=') {
-        let value = ALPHABET.iter().position(|a| *a == byte)? as u32;
-        bits = (bits << 6) | value;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn overview_page(State(state): State<Arc<ServerState>>) -> Response {
@@ -352,10 +332,8 @@ async fn webhook(
 
 fn record(state: &ServerState, forge: Forge, event: &str, accepted: bool, reason: &str) {
     state.daemon.metrics.count_webhook(forge.as_str(), if accepted { "accepted" } else { "rejected" });
-    let received_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let delivery = Delivery {
-        received_ms,
+        received_ms: now_ms(),
         forge: forge.as_str().to_owned(),
         event: event.to_owned(),
         accepted,
