@@ -25,6 +25,8 @@ use crate::proxy::UpstreamMode;
 
 /// How often a starting replica is looked at.
 const HEALTH_POLL: Duration = Duration::from_millis(100);
+/// Between moving a domain's traffic to new replicas and stopping the old ones, as Kubernetes' preStop sleeps do.
+const DRAIN: Duration = Duration::from_secs(1);
 /// Added to a health check's own deadline for the engine's scheduling.
 const HEALTH_SLACK: Duration = Duration::from_secs(2);
 
@@ -242,11 +244,13 @@ async fn converge_app(
         return give_up(backend, spec, &starting, &old, pinned, error).await;
     }
     // Traffic moves to the new replicas before the old ones stop, so no request meets a stopping replica.
-    if !old.is_empty()
-        && plan.domains.iter().any(|d| d.desired.as_ref().is_some_and(|d| d.app == spec.name))
-        && let Err(error) = sync_domains(backend, plan).await?
-    {
-        progress.event(&spec.name, &format!("could not move traffic: {error}"));
+    if !old.is_empty() && plan.domains.iter().any(|d| d.desired.as_ref().is_some_and(|d| d.app == spec.name)) {
+        match sync_domains(backend, plan).await? {
+            // Requests the proxy sent to the old replicas just before the switch finish before they are stopped.
+            Ok(true) => tokio::time::sleep(DRAIN).await,
+            Ok(false) => {}
+            Err(error) => progress.event(&spec.name, &format!("could not move traffic: {error}")),
+        }
     }
     join_all(old.iter().map(|replica| retire(backend, replica, spec, progress)))
         .await
