@@ -136,23 +136,38 @@ impl TestProject {
 
 impl Drop for TestProject {
     fn drop(&mut self) {
-        let filter = format!("label=com.docker.compose.project={}", self.name);
-        for kind in [&["ps", "-aq"][..], &["network", "ls", "-q"], &["volume", "ls", "-q"]] {
-            let mut args = kind.to_vec();
-            args.extend(["--filter", &filter]);
-            let Ok(output) = Command::new("docker").args(&args).output() else { continue };
-            let ids: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
-            if ids.is_empty() {
-                continue;
+        // A daemon that was stopped mid-apply may still be detaching; a few rounds leave nothing behind.
+        for _ in 0..5 {
+            if remove_project_objects(&self.name) {
+                return;
             }
-            let remove: &[&str] = match kind[0] {
-                "ps" => &["rm", "-f", "-v"],
-                "network" => &["network", "rm"],
-                _ => &["volume", "rm", "-f"],
-            };
-            let _ = Command::new("docker").args(remove).args(&ids).output();
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
+}
+
+/// Removes every container, network and volume of compose project `name`; true when nothing is left.
+fn remove_project_objects(name: &str) -> bool {
+    let filter = format!("label=com.docker.compose.project={name}");
+    let mut left = 0;
+    for kind in [&["ps", "-aq"][..], &["network", "ls", "-q"], &["volume", "ls", "-q"]] {
+        let mut args = kind.to_vec();
+        args.extend(["--filter", &filter]);
+        let Ok(output) = Command::new("docker").args(&args).output() else { continue };
+        let ids: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let remove: &[&str] = match kind[0] {
+            "ps" => &["rm", "-f", "-v"],
+            "network" => &["network", "rm"],
+            _ => &["volume", "rm", "-f"],
+        };
+        if !Command::new("docker").args(remove).args(&ids).output().is_ok_and(|o| o.status.success()) {
+            left += ids.len();
+        }
+    }
+    left == 0
 }
 
 /// A container as `docker inspect` shows it.
