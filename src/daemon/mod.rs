@@ -318,31 +318,14 @@ impl Daemon {
         };
         let plan = plan::plan(&desired, &observed);
         if !plan.has_changes() {
-            env.update(|state| {
-                state.commit = Some(commit.clone());
-                state.sync_status = SyncStatus::Synced;
-                state.error = None;
-                state.last_checked_ms = Some(now_ms());
-                state.apps = app_statuses(&desired, &observed);
-                state.health = overall_health(&state.apps);
-                state.plan = Some(plan);
-            });
-            self.publish_app_metrics(env);
+            self.conclude(env, &commit, SyncStatus::Synced, None, None, &desired, &observed, plan);
             return Outcome::Unchanged;
         }
         if policy == SyncPolicy::Manual && trigger != Trigger::Api {
             info!(summary = %plan.summary, "changes pending; the sync policy is manual");
             let record = self.sync_record(trigger, started_ms, &commit, &plan, "pending", None);
             self.record_once(env, record);
-            env.update(|state| {
-                state.commit = Some(commit.clone());
-                state.sync_status = SyncStatus::OutOfSync;
-                state.error = None;
-                state.last_checked_ms = Some(now_ms());
-                state.apps = app_statuses(&desired, &observed);
-                state.health = overall_health(&state.apps);
-                state.plan = Some(plan);
-            });
+            self.conclude(env, &commit, SyncStatus::OutOfSync, None, None, &desired, &observed, plan);
             return Outcome::Pending;
         }
 
@@ -380,25 +363,47 @@ impl Daemon {
             error!(%store_error, "cannot record the sync");
         }
         *env.last_recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        let finished = now_ms();
         let remaining = plan::plan(&desired, &observed_after);
-        env.update(|state| {
-            state.commit = Some(commit.clone());
-            state.sync_status = if failures.is_empty() { SyncStatus::Synced } else { SyncStatus::Error };
-            state.error = error;
-            state.last_sync_ms = Some(finished);
-            state.last_checked_ms = Some(finished);
-            state.last_sync_duration_ms = u64::try_from(finished - started_ms).ok();
-            state.apps = app_statuses(&desired, &observed_after);
-            state.health = overall_health(&state.apps);
-            state.plan = Some(remaining);
-        });
+        let status = if failures.is_empty() { SyncStatus::Synced } else { SyncStatus::Error };
+        let finished =
+            self.conclude(env, &commit, status, error, Some(started_ms), &desired, &observed_after, remaining);
         self.metrics
             .last_sync
             .get_or_create(&metrics::EnvLabels { env: Environment::PRODUCTION.to_owned() })
             .set(finished / 1000);
-        self.publish_app_metrics(env);
         if failures.is_empty() { Outcome::Applied } else { Outcome::Failed }
+    }
+
+    /// Publishes what a reconcile concluded: the commit, the verdict, what runs against what git declares, and the
+    /// plan still pending. `synced_since` is the start of an apply that just ran. Returns the time of the verdict.
+    #[allow(clippy::too_many_arguments)]
+    fn conclude(
+        &self,
+        env: &EnvHandle,
+        commit: &CommitInfo,
+        status: SyncStatus,
+        error: Option<String>,
+        synced_since: Option<i64>,
+        desired: &model::DesiredState,
+        observed: &Observed,
+        plan: Plan,
+    ) -> i64 {
+        let now = now_ms();
+        env.update(|state| {
+            state.commit = Some(commit.clone());
+            state.sync_status = status;
+            state.error = error;
+            state.last_checked_ms = Some(now);
+            if let Some(started_ms) = synced_since {
+                state.last_sync_ms = Some(now);
+                state.last_sync_duration_ms = u64::try_from(now - started_ms).ok();
+            }
+            state.apps = app_statuses(desired, observed);
+            state.health = overall_health(&state.apps);
+            state.plan = Some(plan);
+        });
+        self.publish_app_metrics(env);
+        now
     }
 
     fn fail(&self, env: &EnvHandle, error: String) -> Outcome {
