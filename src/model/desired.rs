@@ -89,6 +89,10 @@ pub struct DesiredState {
     pub apps: BTreeMap<String, AppSpec>,
     /// Keyed by host.
     pub domains: BTreeMap<String, DomainSpec>,
+    /// Things the plan must tell the user that are not changes (a secret that could not be resolved, a field that
+    /// is accepted but not acted on yet). Carried into [`crate::plan::Plan::warnings`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// An app as it should run. The part that defines a container is [`ContainerSpec`]; changing it replaces the
@@ -274,6 +278,7 @@ impl Config {
             sync: self.project.doc.sync.unwrap_or(SyncPolicy::Auto),
             apps,
             domains: self.domain_specs(env),
+            warnings: Vec::new(),
         }
     }
 

@@ -22,6 +22,9 @@ pub struct Plan {
     /// Set when the proxy could not be read: the domains will fail to apply until it is back.
     #[serde(default)]
     pub proxy_error: Option<String>,
+    /// What the user should know that is not a change; shown with the plan, never counted as a change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub summary: Summary,
 }
 
@@ -133,6 +136,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         domains,
         summary,
         proxy_error: observed.proxy_error.clone(),
+        warnings: desired.warnings.clone(),
     }
 }
 

@@ -21,6 +21,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
     for action in &plan.domains {
         render_action(&mut out, "Domain", action, color);
     }
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "\nwarning: {warning}");
+    }
     if let Some(error) = &plan.proxy_error {
         let _ = writeln!(out, "\ndomains will fail: {error}");
     }
