@@ -248,8 +248,47 @@ fn previews_get_hosts_from_the_template() {
 
 #[test]
 fn scaling_rules_bound_the_replicas() {
-    let state = desired(&format!("{WEB}---\nkind: ScalingRule\napp: web\nmin: 3\nmax: 6\n"));
-    assert_eq!(state.apps["web"].replicas, 3);
+    let rule = "---\nkind: ScalingRule\napp: web\nmin: 3\nmax: 6\n";
+    assert_eq!(desired(&format!("{WEB}{rule}")).apps["web"].replicas, 3, "raised to min");
+    let many = WEB.replace("replicas: 2", "replicas: 9");
+    assert_eq!(desired(&format!("{many}{rule}")).apps["web"].replicas, 6, "cut to max");
+    let within = WEB.replace("replicas: 2", "replicas: 4");
+    assert_eq!(desired(&format!("{within}{rule}")).apps["web"].replicas, 4, "kept within bounds");
+}
+
+#[test]
+fn a_scale_down_settles_although_kept_replicas_remember_the_old_count() {
+    let observed = converged(&desired(WEB));
+    let down = desired(&WEB.replace("replicas: 2", "replicas: 1"));
+    let plan = plan::plan(&down, &observed);
+    assert_eq!(change_of(&plan, "web"), &Change::Scale { from: 2, to: 1 });
+    let after = apply_to(&observed, &plan);
+    assert_eq!(after.apps["web"].last_applied.as_ref().map(|spec| spec.replicas), Some(2), "labels are not rewritten");
+    let again = plan::plan(&down, &after);
+    assert!(!again.has_changes(), "{:?}", again.apps[0].change);
+}
+
+#[test]
+fn an_update_of_an_app_with_a_pinned_host_port_says_it_stops_first() {
+    let pinned = WEB.replace("port: 8080 }", "port: 8080, hostPort: 18080 }").replace("replicas: 2", "replicas: 1");
+    let observed = converged(&desired(&pinned));
+    let plan = plan::plan(&desired(&pinned.replace("web:1", "web:2")), &observed);
+    assert!(plan.apps[0].notes.iter().any(|note| note.contains("stop-first: brief downtime")), "{:?}", plan.apps[0]);
+    assert!(plan::render::text(&plan, false).contains("note: stop-first: brief downtime"));
+    let unpinned = plan::plan(&desired(&WEB.replace("web:1", "web:2")), &converged(&desired(WEB)));
+    assert!(unpinned.apps[0].notes.is_empty(), "side by side without a pinned port");
+}
+
+#[test]
+fn an_unreachable_proxy_matters_only_to_environments_with_domains() {
+    let state = desired(WEB);
+    let observed =
+        Observed { domains: Some(BTreeMap::new()), proxy_error: Some("down".into()), ..converged(&state) };
+    assert_eq!(plan::plan(&state, &observed).proxy_error, None);
+    let with_domain = desired(&format!("{WEB}---\nkind: Domain\nhost: shop.example.com\napp: web\nport: http\n"));
+    assert_eq!(plan::plan(&with_domain, &observed).proxy_error.as_deref(), Some("down"));
+    let json = serde_json::to_string(&plan::plan(&with_domain, &observed)).unwrap_or_default();
+    assert!(json.contains("\"proxyError\":\"down\""), "camelCase like every other field: {json}");
 }
 
 // The fixed point, over generated desired and observed states.
@@ -321,7 +360,39 @@ proptest! {
         let observed = mutate(converged(&old), &drift);
         let plan = plan::plan(&new, &observed);
         let applied = apply_to(&observed, &plan);
+        assert_runs_as_declared(&new, &applied)?;
         let again = plan::plan(&new, &applied);
         prop_assert!(!again.has_changes(), "second plan not empty: {:?}", again.summary);
     }
+
+    #[test]
+    fn any_sequence_of_replica_counts_settles_after_each_apply(counts in proptest::collection::vec(0u32..5, 1..8)) {
+        let mut observed = Observed::default();
+        for count in counts {
+            let state = desired(&WEB.replace("replicas: 2", &format!("replicas: {count}")));
+            observed = apply_to(&observed, &plan::plan(&state, &observed));
+            assert_runs_as_declared(&state, &observed)?;
+            let again = plan::plan(&state, &observed);
+            prop_assert!(!again.has_changes(), "after applying {count} replicas: {:?}", again.apps);
+        }
+    }
+}
+
+/// Every declared app runs exactly its replicas, all serving on the declared spec, and nothing else runs.
+fn assert_runs_as_declared(state: &DesiredState, observed: &Observed) -> Result<(), TestCaseError> {
+    for (name, spec) in &state.apps {
+        let replicas = observed.apps.get(name).map(|app| app.replicas.clone()).unwrap_or_default();
+        prop_assert_eq!(replicas.len() as u32, spec.replicas, "replicas of {}", name);
+        for replica in &replicas {
+            prop_assert_eq!(&replica.spec_hash, &spec.spec_hash(), "spec of {}", &replica.id);
+            prop_assert!(replica.is_serving(), "{} is not serving", &replica.id);
+        }
+        let mut numbers: Vec<u32> = replicas.iter().map(|replica| replica.number).collect();
+        numbers.sort_unstable();
+        prop_assert_eq!(numbers, (1..=spec.replicas).collect::<Vec<_>>(), "numbers of {}", name);
+    }
+    let extra: Vec<&String> =
+        observed.apps.iter().filter(|(name, app)| !state.apps.contains_key(*name) && !app.replicas.is_empty()).map(|(n, _)| n).collect();
+    prop_assert!(extra.is_empty(), "apps that git does not declare still run: {:?}", extra);
+    Ok(())
 }

@@ -8,6 +8,7 @@ use super::desired::{AppSpec, DomainSpec};
 
 /// Everything a backend found for one environment. Backends report only objects carrying their ownership labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Observed {
     pub apps: BTreeMap<String, ObservedApp>,
     /// `None` when the backend does not manage domains.

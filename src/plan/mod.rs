@@ -12,6 +12,7 @@ use crate::model::{AppSpec, DesiredState, DomainSpec, Environment, Observed, Obs
 
 /// What to do to one environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub env: Environment,
     pub commit: Option<String>,
@@ -37,6 +38,10 @@ pub struct Action<S> {
     pub desired: Option<S>,
     /// Unified diff of the redacted canonical YAML, for everything but `Unchanged` and `Repair`.
     pub diff: Option<String>,
+    /// How the change will be carried out when that matters to the user (e.g. a pinned host port forces
+    /// stop-first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The kind of change an object needs.
@@ -135,7 +140,8 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         apps,
         domains,
         summary,
-        proxy_error: observed.proxy_error.clone(),
+        // An environment without domains does not need the proxy, reachable or not.
+        proxy_error: observed.proxy_error.clone().filter(|_| !desired.domains.is_empty()),
         warnings: desired.warnings.clone(),
     }
 }
@@ -154,12 +160,27 @@ fn plan_app(desired: &AppSpec, observed: Option<&ObservedApp>) -> Action<AppSpec
         }
         _ => None,
     };
-    Action { name: desired.name.clone(), change, desired: Some(desired.clone()), diff }
+    let notes = update_notes(desired, &change);
+    Action { name: desired.name.clone(), change, desired: Some(desired.clone()), diff, notes }
+}
+
+/// A pinned host port can be bound by one container only, so old and new replicas cannot run side by side.
+fn update_notes(desired: &AppSpec, change: &Change) -> Vec<String> {
+    let pinned: Vec<String> =
+        desired.container.ports.iter().filter_map(|port| port.host_port).map(|port| port.to_string()).collect();
+    if pinned.is_empty() || !matches!(change, Change::Update { .. }) {
+        return Vec::new();
+    }
+    vec![format!(
+        "stop-first: brief downtime (host port {} is pinned, so the old replica stops before the new one starts)",
+        pinned.join(", ")
+    )]
 }
 
 fn app_change(desired: &AppSpec, new: &AppSpec, observed: &ObservedApp) -> Change {
     let hash = desired.spec_hash();
     let outdated = observed.replicas.iter().filter(|replica| replica.spec_hash != hash).count();
+    let count = observed.replicas.len() as u32;
     let old = observed.last_applied.as_ref();
     if outdated > 0 {
         let mut fields = old.map(|old| diff::changed_fields(old, new)).unwrap_or_default();
@@ -169,8 +190,12 @@ fn app_change(desired: &AppSpec, new: &AppSpec, observed: &ObservedApp) -> Chang
         }
         return Change::Update { fields };
     }
+    // Replicas kept by a scale-down still carry the count they were created with, so a differing label alone is
+    // not a change: only a count that differs from what runs is.
     match old {
-        Some(old) if old.replicas != desired.replicas => Change::Scale { from: old.replicas, to: desired.replicas },
+        Some(old) if old.replicas != desired.replicas && count != desired.replicas => {
+            Change::Scale { from: count, to: desired.replicas }
+        }
         _ => {
             let reasons = drift(desired, observed);
             if reasons.is_empty() { Change::Unchanged } else { Change::Repair { reasons } }
@@ -232,6 +257,7 @@ fn deletions(desired: &DesiredState, observed: &Observed) -> Vec<Action<AppSpec>
                 observed.apps.get(&spec.name).and_then(|a| a.last_applied.as_ref()),
                 None,
             )),
+            notes: Vec::new(),
         })
         .collect()
 }
@@ -307,7 +333,7 @@ fn plan_domains(desired: &DesiredState, observed: &BTreeMap<String, ObservedDoma
                 Some(old) => Change::Update { fields: diff::changed_fields(old, spec) },
             };
             let diff = (change != Change::Unchanged).then(|| diff::unified("Domain", &spec.host, old, Some(spec)));
-            Action { name: spec.host.clone(), change, desired: Some(spec.clone()), diff }
+            Action { name: spec.host.clone(), change, desired: Some(spec.clone()), diff, notes: Vec::new() }
         })
         .collect();
     actions.extend(
@@ -319,6 +345,7 @@ fn plan_domains(desired: &DesiredState, observed: &BTreeMap<String, ObservedDoma
                 change: Change::Delete,
                 desired: None,
                 diff: Some(diff::unified("Domain", host, Some(&found.last_applied), None)),
+                notes: Vec::new(),
             }),
     );
     actions
@@ -333,6 +360,10 @@ pub fn apply_to(observed: &Observed, plan: &Plan) -> Observed {
         match &action.desired {
             None => {
                 after.apps.remove(&action.name);
+            }
+            Some(spec) if matches!(action.change, Change::Scale { .. } | Change::Repair { .. }) => {
+                let kept = after.apps.remove(&spec.name);
+                after.apps.insert(spec.name.clone(), rescaled_app(spec, kept, &plan.env, plan.commit.as_deref()));
             }
             Some(spec) if action.change != Change::Unchanged => {
                 after.apps.insert(spec.name.clone(), converged_app(spec, &plan.env, plan.commit.as_deref()));
@@ -359,21 +390,45 @@ pub fn apply_to(observed: &Observed, plan: &Plan) -> Observed {
 }
 
 fn converged_app(spec: &AppSpec, env: &Environment, commit: Option<&str>) -> ObservedApp {
-    let hash = spec.spec_hash();
     ObservedApp {
         name: spec.name.clone(),
         env: env.name.clone(),
-        replicas: (1..=spec.replicas)
-            .map(|number| crate::model::ObservedReplica {
-                id: format!("{}-{}-{number}", env.project, spec.name),
-                number,
-                spec_hash: hash.clone(),
-                commit: commit.map(str::to_owned),
-                state: crate::model::ReplicaState::Running,
-                health: crate::model::HealthState::Healthy,
-                published: Vec::new(),
-            })
-            .collect(),
+        replicas: (1..=spec.replicas).map(|number| new_replica(spec, env, commit, number)).collect(),
         last_applied: Some(spec.redacted()),
+    }
+}
+
+/// Scaling and repair keep the healthy replicas on the current spec as they are, labels included; only replicas
+/// created now carry the new last-applied spec, and it speaks for the app only when one was created.
+fn rescaled_app(spec: &AppSpec, kept: Option<ObservedApp>, env: &Environment, commit: Option<&str>) -> ObservedApp {
+    let hash = spec.spec_hash();
+    let kept = kept.map(|app| (app.replicas, app.last_applied)).unwrap_or_default();
+    let mut by_number: BTreeMap<u32, crate::model::ObservedReplica> = BTreeMap::new();
+    for replica in kept.0 {
+        if replica.spec_hash == hash && replica.is_serving() && (1..=spec.replicas).contains(&replica.number) {
+            by_number.entry(replica.number).or_insert(replica);
+        }
+    }
+    let created = (1..=spec.replicas).any(|number| !by_number.contains_key(&number));
+    for number in 1..=spec.replicas {
+        by_number.entry(number).or_insert_with(|| new_replica(spec, env, commit, number));
+    }
+    ObservedApp {
+        name: spec.name.clone(),
+        env: env.name.clone(),
+        replicas: by_number.into_values().collect(),
+        last_applied: if created || kept.1.is_none() { Some(spec.redacted()) } else { kept.1 },
+    }
+}
+
+fn new_replica(spec: &AppSpec, env: &Environment, commit: Option<&str>, number: u32) -> crate::model::ObservedReplica {
+    crate::model::ObservedReplica {
+        id: format!("{}-{}-{number}", env.project, spec.name),
+        number,
+        spec_hash: spec.spec_hash(),
+        commit: commit.map(str::to_owned),
+        state: crate::model::ReplicaState::Running,
+        health: crate::model::HealthState::Healthy,
+        published: Vec::new(),
     }
 }

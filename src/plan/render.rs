@@ -43,6 +43,9 @@ fn render_action<S>(out: &mut String, kind: &str, action: &Action<S>, color: boo
     };
     let (bold, reset) = if color { (BOLD, RESET) } else { ("", "") };
     let _ = writeln!(out, "\n{bold}{} {kind} {}{reset}{detail}", action.change.verb(), action.name);
+    for note in &action.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
     if let Some(diff) = &action.diff {
         for line in diff.lines() {
             let _ = writeln!(out, "{}", colored_line(line, color));
