@@ -79,6 +79,9 @@ enum Command {
     Apply {
         #[command(flatten)]
         target: Target,
+        /// Apps applied at the same time, when their dependencies allow.
+        #[arg(long, default_value_t = 8, env = "RAILYARD_PARALLEL")]
+        parallel: usize,
     },
     /// Follow a git repository and keep production in sync: polling, webhooks, drift checks, history, API, metrics.
     #[command(
@@ -140,9 +143,6 @@ struct DockerArgs {
     /// Address that published ports listen on.
     #[arg(long, default_value = "127.0.0.1", env = "RAILYARD_PUBLISH_ADDRESS")]
     publish_address: String,
-    /// Apps applied at the same time, when their dependencies allow.
-    #[arg(long, default_value_t = 8, env = "RAILYARD_PARALLEL")]
-    parallel: usize,
     /// Caddy's admin API, which routes Domains to apps; `none` leaves domains alone.
     #[arg(long, default_value = "http://127.0.0.1:2019", env = "RAILYARD_CADDY_ADMIN")]
     caddy_admin: String,
@@ -162,7 +162,7 @@ impl DockerArgs {
     fn settings(&self) -> DockerSettings {
         DockerSettings {
             publish_address: self.publish_address.clone(),
-            parallel: self.parallel,
+            parallel: DockerSettings::default().parallel,
             secrets: SecretStore { dir: self.secrets_dir.clone() },
             proxy: (self.caddy_admin != "none").then(|| CaddySettings {
                 admin: self.caddy_admin.clone(),
@@ -292,9 +292,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(plan(target, output, detailed_exitcode))
         }
-        Command::Apply { target } => {
+        Command::Apply { target, parallel } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(apply(target))
+            runtime.block_on(apply(target, parallel))
         }
         Command::Serve { args } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -340,7 +340,7 @@ struct Prepared {
 
 /// Loads and validates the repository, connects to Docker, observes and plans; `Err` holds the exit code when
 /// something stopped it, after saying why on stderr.
-async fn prepare(target: &Target) -> anyhow::Result<Result<Prepared, ExitCode>> {
+async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prepared, ExitCode>> {
     let config = match load(&target.dir)? {
         Ok(config) => config,
         Err(invalid) => return Ok(Err(report_invalid(&invalid))),
@@ -348,7 +348,7 @@ async fn prepare(target: &Target) -> anyhow::Result<Result<Prepared, ExitCode>> 
     let Some(env) = Environment::named(config.project_name(), &target.env) else {
         anyhow::bail!("unknown environment `{}`; use production, pr-<number> or branch-<name>", target.env);
     };
-    let settings = target.docker.settings();
+    let settings = DockerSettings { parallel, ..target.docker.settings() };
     let mut desired = config.desired(&env, None);
     settings.secrets.resolve_digests(&mut desired);
     let backend = match DockerBackend::connect(settings).await {
@@ -368,7 +368,7 @@ fn docker_failed(error: &DockerError) -> ExitCode {
 }
 
 async fn plan(target: Target, output: Output, detailed_exitcode: bool) -> anyhow::Result<ExitCode> {
-    let prepared = match prepare(&target).await? {
+    let prepared = match prepare(&target, DockerSettings::default().parallel).await? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
@@ -380,8 +380,8 @@ async fn plan(target: Target, output: Output, detailed_exitcode: bool) -> anyhow
     Ok(if detailed_exitcode && prepared.plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS })
 }
 
-async fn apply(target: Target) -> anyhow::Result<ExitCode> {
-    let Prepared { backend, plan } = match prepare(&target).await? {
+async fn apply(target: Target, parallel: usize) -> anyhow::Result<ExitCode> {
+    let Prepared { backend, plan } = match prepare(&target, parallel).await? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
@@ -408,9 +408,43 @@ async fn apply(target: Target) -> anyhow::Result<ExitCode> {
         };
         println!("{} {} {}: {result} ({seconds:.1} s)", outcome.change, outcome.kind, outcome.name);
     }
-    let failed = report.outcomes.iter().filter(|o| o.result != ActionResult::Done).count();
-    println!("\nApplied {} action(s), {failed} not applied.", report.outcomes.len());
+    println!("\n{}", outcome_counts(&report.outcomes));
+    if let Ok(observed) = backend.observe(&plan.env).await {
+        print!("{}", addresses(&observed));
+    }
     Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) })
+}
+
+/// `2 applied, 1 rolled back`: each outcome counted once, under what happened to it.
+fn outcome_counts(outcomes: &[railyard::backend::ActionOutcome]) -> String {
+    let count = |wanted: fn(&ActionResult) -> bool| outcomes.iter().filter(|o| wanted(&o.result)).count();
+    let counts = [
+        (count(|r| *r == ActionResult::Done), "applied"),
+        (count(|r| matches!(r, ActionResult::Failed { .. })), "failed"),
+        (count(|r| matches!(r, ActionResult::RolledBack { .. })), "rolled back"),
+        (count(|r| matches!(r, ActionResult::Skipped { .. })), "skipped"),
+    ];
+    let parts: Vec<String> =
+        counts.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
+    if parts.is_empty() { "Nothing was applied.".to_owned() } else { format!("{}.", parts.join(", ")) }
+}
+
+/// Where each app answers now: the published address of every replica, by container port.
+fn addresses(observed: &model::Observed) -> String {
+    let mut out = String::new();
+    for app in observed.apps.values() {
+        let mut published: Vec<String> = app
+            .replicas
+            .iter()
+            .filter(|replica| replica.is_serving())
+            .flat_map(|replica| replica.published.iter().map(|(port, address)| format!("{address} -> {port}")))
+            .collect();
+        published.sort();
+        if !published.is_empty() {
+            out.push_str(&format!("  {}: {}\n", app.name, published.join(", ")));
+        }
+    }
+    if out.is_empty() { out } else { format!("\nAnswering at:\n{out}") }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {

@@ -398,23 +398,39 @@ fn plan_as_json_is_the_plan_value() {
 
 #[test]
 fn an_apply_killed_at_any_point_converges_when_run_again() {
+    use std::io::BufRead;
     let image = busybox_image();
     let project = TestProject::new("sigkill");
     let extra = "replicas: 2\n";
-    // Kill the first, cold apply and then a series of updates at different moments: creating, waiting for
-    // health, stopping old replicas, renaming.
-    for (round, delay_ms) in [150u64, 400, 700, 1000, 1400, 2000].into_iter().enumerate() {
+    // The first, cold apply and then a series of updates, each killed with SIGKILL right after its n-th progress
+    // event: creating, waiting for health, stopping old replicas, renaming.
+    for (round, kill_after) in [1usize, 2, 3, 4, 5, 6].into_iter().enumerate() {
         project.write("apps/web.yaml", &web_app("web", &image, &format!("v{round}"), extra));
         let mut child = std::process::Command::new(railyard_binary())
             .arg("apply")
             .arg(project.dir())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("railyard starts");
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        let stderr = child.stderr.take().expect("stderr");
+        let mut events = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("] web: ") {
+                events.push(line);
+            }
+            if events.len() == kill_after {
+                break;
+            }
+        }
+        assert!(matches!(child.try_wait(), Ok(None)), "round {round}: apply ended before event {kill_after}: {events:?}");
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
+        let last = events.last().cloned().unwrap_or_default();
+        assert!(
+            !["done", "failed", "rolled back"].iter().any(|end| last.contains(&format!("web: {end}"))),
+            "round {round}: the kill landed after the app finished: {events:?}"
+        );
     }
     assert_success(&project.railyard("apply", &[]));
     let replicas = project.containers("web");

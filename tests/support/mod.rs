@@ -210,13 +210,41 @@ pub fn railyard_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_railyard"))
 }
 
+/// Runs `railyard <command> <dir> <args>`. Every successful `apply` is followed by `plan --detailed-exitcode` with
+/// the same settings, which must find nothing to do: each test that applies checks convergence for free.
 pub fn railyard_with_env(command: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut process = Command::new(railyard_binary());
-    process.arg(command).arg(dir).args(args).env("NO_COLOR", "1");
-    for (key, value) in env {
-        process.env(key, value);
+    let run = |command: &str, args: &[&str]| {
+        let mut process = Command::new(railyard_binary());
+        process.arg(command).arg(dir).args(args).env("NO_COLOR", "1");
+        for (key, value) in env {
+            process.env(key, value);
+        }
+        process.output().expect("railyard runs")
+    };
+    let output = run(command, args);
+    if command == "apply" && output.status.success() {
+        let mut plan_args: Vec<&str> = vec!["--detailed-exitcode"];
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            // Flags of apply alone.
+            if *arg == "--parallel" {
+                rest.next();
+            } else if !arg.starts_with("--parallel=") {
+                plan_args.push(arg);
+            }
+        }
+        let plan = run("plan", &plan_args);
+        assert_eq!(
+            plan.status.code(),
+            Some(0),
+            "apply succeeded but did not converge: plan --detailed-exitcode after it says\nstdout:\n{}\nstderr:\n{}\n\
+             the apply said:\n{}",
+            stdout(&plan),
+            stderr(&plan),
+            stdout(&output)
+        );
     }
-    process.output().expect("railyard runs")
+    output
 }
 
 pub fn stdout(output: &Output) -> String {
