@@ -277,7 +277,7 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
-    match run(cli.command) {
+    match run(cli.command, cli.log_format == LogFormat::Json) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -286,7 +286,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
     match command {
         Command::Plan { target, output, detailed_exitcode } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -294,7 +294,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Apply { target, parallel } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(apply(target, parallel))
+            runtime.block_on(apply(target, parallel, json_logs))
         }
         Command::Serve { args } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -380,7 +380,7 @@ async fn plan(target: Target, output: Output, detailed_exitcode: bool) -> anyhow
     Ok(if detailed_exitcode && prepared.plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS })
 }
 
-async fn apply(target: Target, parallel: usize) -> anyhow::Result<ExitCode> {
+async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::Result<ExitCode> {
     let Prepared { backend, plan } = match prepare(&target, parallel).await? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
@@ -392,7 +392,7 @@ async fn apply(target: Target, parallel: usize) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     write_stdout(&render::text(&plan, use_color()))?;
-    let progress = railyard::progress::for_stderr();
+    let progress = railyard::progress::for_stderr(json_logs);
     let report = match backend.apply(&plan, progress.as_ref()).await {
         Ok(report) => report,
         Err(error) => return Ok(docker_failed(&error)),

@@ -1,4 +1,5 @@
-//! Apply progress for people: a live line per app on a terminal, plain timestamped lines otherwise.
+//! Apply progress for people: a live line per app on a terminal, plain timestamped lines otherwise, and one JSON
+//! object per line when logs are JSON.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -9,9 +10,15 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::backend::Progress;
 
-/// Chooses the live display when standard error is a terminal.
-pub fn for_stderr() -> Box<dyn Progress> {
-    if std::io::stderr().is_terminal() { Box::new(LiveProgress::default()) } else { Box::new(PlainProgress::new()) }
+/// JSON lines when `json`, else the live display when standard error is a terminal, else plain lines.
+pub fn for_stderr(json: bool) -> Box<dyn Progress> {
+    if json {
+        Box::new(JsonProgress(PlainProgress::new()))
+    } else if std::io::stderr().is_terminal() {
+        Box::new(LiveProgress::default())
+    } else {
+        Box::new(PlainProgress::new())
+    }
 }
 
 /// One spinner line per app, updated in place.
@@ -63,5 +70,19 @@ impl Default for PlainProgress {
 impl Progress for PlainProgress {
     fn event(&self, app: &str, message: &str) {
         eprintln!("[{:6.1}s] {app}: {message}", self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// `{"elapsedSeconds":1.2,"app":"web","message":"creating shop-web-1"}` lines, beside `--log-format json` logs.
+pub struct JsonProgress(PlainProgress);
+
+impl Progress for JsonProgress {
+    fn event(&self, app: &str, message: &str) {
+        let line = serde_json::json!({
+            "elapsedSeconds": (self.0.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            "app": app,
+            "message": message,
+        });
+        eprintln!("{line}");
     }
 }

@@ -489,3 +489,46 @@ fn secrets_reach_the_container_but_never_labels_or_plans() {
     assert!(stdout(&plan).contains("update App web (env.DB_PASSWORD)"), "{}", stdout(&plan));
     assert!(!stdout(&plan).contains("rotated-value") && !stdout(&plan).contains("s3cr3t"), "{}", stdout(&plan));
 }
+
+#[test]
+fn apply_env_targets_a_preview_environment_and_leaves_production_alone() {
+    let image = busybox_image();
+    let project = TestProject::new("envflag");
+    let _preview = ProjectGuard(format!("{}-pr-7", project.name));
+    project.write("apps/web.yaml", &web_app("web", &image, "preview", ""));
+    let apply = project.railyard("apply", &["--env", "pr-7"]);
+    assert_success(&apply);
+    let filter = format!("label=com.docker.compose.project={}-pr-7", project.name);
+    let ids = docker(&["ps", "-q", "--filter", &filter, "--filter", "label=dev.railyard.env=pr-7"]);
+    assert_eq!(ids.lines().count(), 1, "one replica in the preview's own project");
+    let preview = Container::inspect(ids.trim());
+    assert_eq!(preview.name, format!("{}-pr-7-web-1", project.name));
+    assert_eq!(http_get(preview.host_port(8080), "/"), Some((200, "preview\n".to_owned())));
+    assert!(project.all_containers().is_empty(), "production has nothing yet");
+    let production = project.railyard("plan", &["--detailed-exitcode"]);
+    assert_eq!(production.status.code(), Some(2), "production still has everything to create");
+    assert!(stdout(&production).contains("create App web"), "{}", stdout(&production));
+}
+
+#[test]
+fn apply_says_what_it_did_once_and_where_each_app_answers() {
+    let image = busybox_image();
+    let project = TestProject::new("summary");
+    project.write("apps/web.yaml", &web_app("web", &image, "hi", "replicas: 2\n"));
+    project.write("apps/bad.yaml", &web_app("bad", "railyard-test/absent:never", "x", ""));
+    let apply = project.railyard("apply", &["--log-format", "json"]);
+    let out = stdout(&apply);
+    assert_eq!(apply.status.code(), Some(1), "{out}");
+    assert!(out.contains("1 applied, 1 failed."), "{out}");
+    assert!(!out.contains("not applied"), "{out}");
+    let ports: Vec<u16> = project.containers("web").iter().map(|c| c.host_port(8080)).collect();
+    for port in &ports {
+        assert!(out.contains(&format!("127.0.0.1:{port} -> 8080")), "address of each replica in: {out}");
+    }
+    let progress: Vec<serde_json::Value> = stderr(&apply)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}")))
+        .collect();
+    assert!(progress.iter().any(|event| event["app"] == "web" && event["message"] == "done"), "{progress:?}");
+}

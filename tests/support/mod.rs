@@ -458,3 +458,18 @@ impl Drop for Served {
         }
     }
 }
+
+/// Removes another compose project's containers, networks and volumes on drop (a preview environment's project,
+/// say), as [`TestProject`] does for its own.
+pub struct ProjectGuard(pub String);
+
+impl Drop for ProjectGuard {
+    fn drop(&mut self) {
+        for _ in 0..5 {
+            if remove_project_objects(&self.0) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
