@@ -16,6 +16,22 @@ pub struct Observed {
     /// Why the proxy could not be read, when it could not; its domains are then planned as if absent.
     #[serde(default)]
     pub proxy_error: Option<String>,
+    /// Projects that railyard applied from the same repository under another project name (the Project's `name`
+    /// changed): nothing of this repository declares them any more, and railyard does not remove them by itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<OrphanProject>,
+}
+
+/// What runs of a project that the repository no longer names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrphanProject {
+    /// The compose project (Docker) or namespace (Kubernetes).
+    pub project: String,
+    /// Containers or pods of it.
+    pub replicas: Vec<String>,
+    /// The command that removes it, for the user to run once they are sure.
+    pub remove_with: String,
 }
 
 /// One app's replicas as found.

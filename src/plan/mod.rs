@@ -26,6 +26,9 @@ pub struct Plan {
     /// What the user should know that is not a change; shown with the plan, never counted as a change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Left behind under an old project name; shown with the command that removes them, never removed by apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<crate::model::OrphanProject>,
     pub summary: Summary,
 }
 
@@ -143,6 +146,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         // An environment without domains does not need the proxy, reachable or not.
         proxy_error: observed.proxy_error.clone().filter(|_| !desired.domains.is_empty()),
         warnings: desired.warnings.clone(),
+        orphans: observed.orphans.clone(),
     }
 }
 

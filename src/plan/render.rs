@@ -21,6 +21,16 @@ pub fn text(plan: &Plan, color: bool) -> String {
     for action in &plan.domains {
         render_action(&mut out, "Domain", action, color);
     }
+    for orphan in &plan.orphans {
+        let _ = writeln!(
+            out,
+            "\norphaned: project {} ({} replica(s)) was applied from this repository under its old project name and is \
+             no longer declared; railyard leaves it running. Remove it with:\n  {}",
+            orphan.project,
+            orphan.replicas.len(),
+            orphan.remove_with
+        );
+    }
     for warning in &plan.warnings {
         let _ = writeln!(out, "\nwarning: {warning}");
     }

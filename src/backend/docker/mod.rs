@@ -224,7 +224,7 @@ impl Backend for DockerBackend {
                 Err(error) => (Some(BTreeMap::new()), Some(error.to_string())),
             },
         };
-        Ok(Observed { apps: observed_apps(env, replicas), domains, proxy_error })
+        Ok(Observed { apps: observed_apps(env, replicas), domains, proxy_error, orphans: Vec::new() })
     }
 
     async fn apply(&self, plan: &Plan, progress: &dyn Progress) -> Result<ApplyReport, DockerError> {
