@@ -127,6 +127,10 @@ struct Target {
     /// `production`, `pr-<number>` or `branch-<name>`.
     #[arg(long, default_value = "production", env = "RAILYARD_ENV")]
     env: String,
+    /// Where the key of secret digests lives (`secret-digest.key`, made on first use); use serve's, so that plans
+    /// and the daemon agree on digests.
+    #[arg(long, default_value = ".railyard", env = "RAILYARD_STATE_DIR")]
+    state_dir: PathBuf,
     #[command(flatten)]
     docker: DockerArgs,
 }
@@ -159,11 +163,11 @@ struct DockerArgs {
 }
 
 impl DockerArgs {
-    fn settings(&self) -> DockerSettings {
-        DockerSettings {
+    fn settings(&self, state_dir: &Path) -> anyhow::Result<DockerSettings> {
+        Ok(DockerSettings {
             publish_address: self.publish_address.clone(),
             parallel: self.parallel,
-            secrets: SecretStore { dir: self.secrets_dir.clone() },
+            secrets: SecretStore::open(self.secrets_dir.clone(), state_dir)?,
             proxy: (self.caddy_admin != "none").then(|| CaddySettings {
                 admin: self.caddy_admin.clone(),
                 http: self.proxy_http.clone(),
@@ -174,7 +178,7 @@ impl DockerArgs {
                     None => UpstreamMode::Host,
                 },
             }),
-        }
+        })
     }
 }
 
@@ -336,6 +340,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 struct Prepared {
     backend: DockerBackend,
     plan: Plan,
+    /// Why each secret the config names could not be read; apply refuses to start while any is listed.
+    missing_secrets: Vec<String>,
 }
 
 /// Loads and validates the repository, connects to Docker, observes and plans; `Err` holds the exit code when
@@ -348,9 +354,14 @@ async fn prepare(target: &Target) -> anyhow::Result<Result<Prepared, ExitCode>> 
     let Some(env) = Environment::named(config.project_name(), &target.env) else {
         anyhow::bail!("unknown environment `{}`; use production, pr-<number> or branch-<name>", target.env);
     };
-    let settings = target.docker.settings();
+    let settings = target.docker.settings(&target.state_dir)?;
     let mut desired = config.desired(&env, None);
-    settings.secrets.resolve_digests(&mut desired);
+    let missing_secrets = settings
+        .secrets
+        .resolve_digests(&mut desired)
+        .iter()
+        .filter_map(|name| settings.secrets.get(name).err().map(|error| error.to_string()))
+        .collect();
     let backend = match DockerBackend::connect(settings).await {
         Ok(backend) => backend,
         Err(error) => return Ok(Err(docker_failed(&error))),
@@ -359,7 +370,8 @@ async fn prepare(target: &Target) -> anyhow::Result<Result<Prepared, ExitCode>> 
         Ok(observed) => observed,
         Err(error) => return Ok(Err(docker_failed(&error))),
     };
-    Ok(Ok(Prepared { plan: railyard::plan::plan(&desired, &observed), backend }))
+    desired.assume_unresolved_secrets_unchanged(&observed);
+    Ok(Ok(Prepared { plan: railyard::plan::plan(&desired, &observed), backend, missing_secrets }))
 }
 
 fn docker_failed(error: &DockerError) -> ExitCode {
@@ -381,10 +393,17 @@ async fn plan(target: Target, output: Output, detailed_exitcode: bool) -> anyhow
 }
 
 async fn apply(target: Target) -> anyhow::Result<ExitCode> {
-    let Prepared { backend, plan } = match prepare(&target).await? {
+    let Prepared { backend, plan, missing_secrets } = match prepare(&target).await? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
+    if !missing_secrets.is_empty() {
+        for missing in &missing_secrets {
+            eprintln!("error: {missing}");
+        }
+        eprintln!("{} secret(s) missing; nothing was changed.", missing_secrets.len());
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
     let span = tracing::info_span!("reconcile", env = %plan.env.name, commit = plan.commit.as_deref().unwrap_or("-"), trigger = "cli");
     let _entered = span.enter();
     if !plan.has_changes() {
@@ -427,7 +446,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             SyncArg::Auto => SyncPolicy::Auto,
             SyncArg::Manual => SyncPolicy::Manual,
         }),
-        docker: args.docker.settings(),
+        docker: args.docker.settings(&args.state_dir)?,
         retry_base: Duration::from_secs(1),
         retry_cap: Duration::from_secs(300),
     };

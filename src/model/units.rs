@@ -75,6 +75,22 @@ pub fn is_host_name(host: &str) -> bool {
     rest.len() <= 253 && rest.contains('.') && rest.split('.').all(is_dns_label)
 }
 
+/// The longest secret name.
+pub const MAX_SECRET_NAME: usize = 64;
+
+/// True for a secret name: `[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?` without `..`, so that it names a file directly
+/// inside the secrets directory and nothing else.
+pub fn is_secret_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(b);
+    !bytes.is_empty()
+        && bytes.len() <= MAX_SECRET_NAME
+        && bytes.iter().all(inner)
+        && bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.last().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && !name.contains("..")
+}
+
 /// True for a POSIX-style environment variable name.
 pub fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -129,6 +145,12 @@ mod tests {
         assert!(!is_host_name("localhost"));
         assert!(!is_host_name("shop..example.com"));
         assert!(!is_host_name("Shop.example.com"));
+        for good in ["db-password", "a", "api.token_2", &"a".repeat(64)] {
+            assert!(is_secret_name(good), "{good} refused");
+        }
+        for bad in ["", "../../etc/shadow", "a/b", "a..b", ".hidden", "Upper", "x-", &"a".repeat(65), "a b"] {
+            assert!(!is_secret_name(bad), "{bad} accepted");
+        }
         assert!(is_env_name("LOG_LEVEL"));
         assert!(!is_env_name("1X"));
         assert!(!is_env_name("A-B"));
