@@ -43,8 +43,11 @@ fn service(app: &AppSpec, desired: &DesiredState) -> Value {
         service.insert("command".to_owned(), json!(command.iter().map(|part| escape(part)).collect::<Vec<_>>()));
     }
     if !container.env.is_empty() {
-        let environment: Map<String, Value> =
-            container.env.iter().map(|(name, value)| (name.clone(), json!(env_value(&app.name, name, value)))).collect();
+        let environment: Map<String, Value> = container
+            .env
+            .iter()
+            .map(|(name, value)| (name.clone(), json!(env_value(&app.name, name, value))))
+            .collect();
         service.insert("environment".to_owned(), Value::Object(environment));
     }
     if !container.ports.is_empty() {

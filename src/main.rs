@@ -96,9 +96,9 @@ enum Command {
                             railyard schema --kind App   # one kind"
     )]
     Schema {
-        /// Only this kind.
-        #[arg(long, value_enum)]
-        kind: Option<KindArg>,
+        /// Only this kind: Project, App, Domain or ScalingRule, as written in YAML (any case; `scaling-rule` too).
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<Kind>,
     },
     /// Print the configuration in another tool's format.
     #[command(subcommand)]
@@ -249,23 +249,12 @@ enum Output {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum KindArg {
-    Project,
-    App,
-    Domain,
-    ScalingRule,
-}
-
-impl From<KindArg> for Kind {
-    fn from(kind: KindArg) -> Kind {
-        match kind {
-            KindArg::Project => Kind::Project,
-            KindArg::App => Kind::App,
-            KindArg::Domain => Kind::Domain,
-            KindArg::ScalingRule => Kind::ScalingRule,
-        }
-    }
+fn parse_kind(text: &str) -> Result<Kind, String> {
+    let wanted = text.replace(['-', '_'], "");
+    Kind::ALL
+        .into_iter()
+        .find(|kind| kind.as_str().eq_ignore_ascii_case(&wanted))
+        .ok_or_else(|| format!("unknown kind `{text}`; use Project, App, Domain or ScalingRule"))
 }
 
 fn main() -> ExitCode {
@@ -307,11 +296,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate { dir } => Ok(match load(&dir)? {
             Ok(config) => {
                 println!(
-                    "{}: valid ({} apps, {} domains, {} scaling rules)",
+                    "{}: valid ({}, {}, {})",
                     dir.display(),
-                    config.apps.len(),
-                    config.domains.len(),
-                    config.scaling_rules.len()
+                    count(config.apps.len(), "app", "apps"),
+                    count(config.domains.len(), "domain", "domains"),
+                    count(config.scaling_rules.len(), "scaling rule", "scaling rules")
                 );
                 ExitCode::SUCCESS
             }
@@ -319,7 +308,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }),
         Command::Schema { kind } => {
             let text = match kind {
-                Some(kind) => schema::schema_json(kind.into()),
+                Some(kind) => schema::schema_json(kind),
                 None => all_schemas()?,
             };
             write_stdout(&text)?;
@@ -524,6 +513,11 @@ fn use_color() -> bool {
 fn load(dir: &Path) -> anyhow::Result<Result<Config, model::InvalidConfig>> {
     let files = source::local::read_dir(dir)?;
     Ok(model::load(&files))
+}
+
+/// `1 app`, `2 apps`.
+fn count(number: usize, one: &str, many: &str) -> String {
+    format!("{number} {}", if number == 1 { one } else { many })
 }
 
 fn report_invalid(invalid: &model::InvalidConfig) -> ExitCode {

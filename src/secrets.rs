@@ -159,7 +159,10 @@ fn load_or_create_key(state_dir: &Path) -> Result<DigestKey, SecretError> {
     match std::fs::read(&path) {
         Ok(bytes) => {
             let bytes: [u8; DIGEST_KEY_BYTES] = bytes.try_into().map_err(|bytes: Vec<u8>| {
-                failed(format!("it holds {} bytes instead of {DIGEST_KEY_BYTES}; remove it to make a new one", bytes.len()))
+                failed(format!(
+                    "it holds {} bytes instead of {DIGEST_KEY_BYTES}; remove it to make a new one",
+                    bytes.len()
+                ))
             })?;
             return Ok(DigestKey::from_bytes(bytes));
         }

@@ -400,8 +400,26 @@ impl Config {
             sync: self.project.doc.sync.unwrap_or(SyncPolicy::Auto),
             apps,
             domains: self.domain_specs(env),
-            warnings: Vec::new(),
+            warnings: self.inactive_features(),
         }
+    }
+
+    /// Fields that are accepted but not acted on yet, so that nobody waits for them to take effect.
+    fn inactive_features(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.project.doc.previews.as_ref().is_some_and(|previews| previews.enabled) {
+            warnings.push(format!(
+                "{}: previews are enabled but not created yet: this version of railyard ignores `previews`",
+                self.project.file
+            ));
+        }
+        for rule in self.scaling_rules.values().filter(|rule| !rule.doc.schedules.is_empty()) {
+            warnings.push(format!(
+                "{}: the schedules of the ScalingRule for `{}` are not acted on yet: only min and max bound the replicas",
+                rule.file, rule.doc.app.value
+            ));
+        }
+        warnings
     }
 
     fn app_spec(&self, app: &Sourced<App>) -> AppSpec {
@@ -418,7 +436,8 @@ impl Config {
                 protocol: port.protocol,
             })
             .collect();
-        let replicas = spec.replicas.as_ref().map(|r| r.value).or(defaults.replicas).unwrap_or(1);
+        let replicas =
+            spec.replicas.as_ref().map(|r| r.value).or(defaults.replicas.as_ref().map(|r| r.value)).unwrap_or(1);
         AppSpec {
             name: spec.name.value.clone(),
             replicas: self.clamp_replicas(&spec.name.value, replicas),
@@ -427,7 +446,11 @@ impl Config {
                 image: spec.image.value.clone(),
                 pull: spec.pull.or(defaults.pull).unwrap_or_default(),
                 command: spec.command.clone(),
-                env: spec.env.iter().map(|(name, value)| (name.0.value.clone(), env_spec(&name.0.value, value))).collect(),
+                env: spec
+                    .env
+                    .iter()
+                    .map(|(name, value)| (name.0.value.clone(), env_spec(&name.0.value, value)))
+                    .collect(),
                 health: health_spec(spec.health.as_ref(), &ports),
                 cpu_millis: resources.and_then(|r| r.cpus.as_ref()).and_then(|cpus| parse_cpus(&cpus.value).ok()),
                 memory_bytes: resources.and_then(|r| r.memory.as_ref()).and_then(|m| parse_memory(&m.value).ok()),
@@ -541,7 +564,7 @@ fn health_spec(health: Option<&Health>, ports: &[PortSpec]) -> HealthSpec {
     HealthSpec {
         interval_ms: millis(health.and_then(|h| h.interval.as_ref()).map(|d| d.value.as_str()), DEFAULT_INTERVAL_MS),
         timeout_ms: millis(health.and_then(|h| h.timeout.as_ref()).map(|d| d.value.as_str()), DEFAULT_TIMEOUT_MS),
-        retries: health.and_then(|h| h.retries).unwrap_or(DEFAULT_RETRIES),
+        retries: health.and_then(|h| h.retries.as_ref()).map_or(DEFAULT_RETRIES, |r| r.value),
         start_period_ms: millis(health.and_then(|h| h.start_period.as_ref()).map(|d| d.value.as_str()), start_default),
         probe,
     }

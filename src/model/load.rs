@@ -228,12 +228,18 @@ fn probe_kind(place: &Sourced<()>, text: &str) -> Result<Option<Kind>, Diagnosti
         ));
     };
     let name = &kind.value;
-    match Kind::parse(name) {
-        Some(kind) => Ok(Some(kind)),
-        None => {
-            Err(place.error_at(&kind, format!("unknown kind `{name}`; use one of Project, App, Domain, ScalingRule")))
-        }
+    if let Some(kind) = Kind::parse(name) {
+        return Ok(Some(kind));
     }
+    let close = Kind::ALL.into_iter().find(|known| {
+        known.as_str().eq_ignore_ascii_case(name.replace(['-', '_'], "").as_str())
+            || super::validate::edit_distance(known.as_str(), name) <= 2
+    });
+    let message = match close {
+        Some(known) => format!("unknown kind `{name}`; did you mean `{known}`?"),
+        None => format!("unknown kind `{name}`; use one of Project, App, Domain, ScalingRule"),
+    };
+    Err(place.error_at(&kind, message))
 }
 
 impl Sourced<()> {
@@ -251,21 +257,51 @@ fn parse<T: DeserializeOwned>(place: &Sourced<()>, text: &str) -> Result<T, Diag
             return syntax;
         }
         let (line, column) = error.location().map_or((1, 1), |at| (at.line().max(1), at.column().max(1)));
-        Diagnostic::new(&place.file, line + place.line_offset, column, plain_message(&error.to_string()))
+        let message = plain_message(&error.to_string(), field_at(text, line, column));
+        Diagnostic::new(&place.file, line + place.line_offset, column, message)
     })
 }
 
-/// serde-saphyr appends ` at line L, column C`; the diagnostic carries the place itself. Terse serde messages are
-/// turned into ones that say what to change.
-fn plain_message(message: &str) -> String {
+/// The field whose value starts at `line`:`column` (1-based) of `text`, and that value as written: the key before
+/// the last `:` ahead of the column, in block (`replicas: two`) and flow (`{ name: http, port: 99999 }`) style.
+fn field_at(text: &str, line: u64, column: u64) -> Option<(String, String)> {
+    let source = text.lines().nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let at = source.char_indices().nth(usize::try_from(column).ok()?.checked_sub(1)?).map_or(source.len(), |(i, _)| i);
+    let (before, value) = source.split_at(at);
+    let key_end = before.rfind(':')?;
+    let key: String = before[..key_end]
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let found = value.split([',', '}', ']', '#']).next().unwrap_or_default().trim().to_owned();
+    (!key.is_empty()).then_some((key, found))
+}
+
+/// serde-saphyr appends ` at line L, column C`; the diagnostic carries the place itself. serde's terse messages are
+/// turned into ones that name the field, what was found and what is accepted, without serde's internal words.
+fn plain_message(message: &str, field: Option<(String, String)>) -> String {
     let without_place = message.rsplit_once(" at line ").map_or(message, |(text, _)| text);
     let first_line = without_place.lines().next().unwrap_or(without_place);
     if let Some(rest) = first_line.strip_prefix("unknown field `") {
         return unknown_field_message(first_line, rest);
     }
-    match first_line {
-        "invalid u16" => "number out of range; use a whole number from 0 to 65535".to_owned(),
-        "invalid u32" => "number out of range; use a whole number from 0 to 4294967295".to_owned(),
+    let accepted = match first_line {
+        "invalid u16" => Some("a whole number from 0 to 65535".to_owned()),
+        "invalid u32" => Some("a whole number from 0 to 4294967295".to_owned()),
+        "invalid i64" | "invalid u64" => Some("a whole number".to_owned()),
+        _ if first_line.contains("untagged enum") => Some("a value of the documented form".to_owned()),
+        _ => first_line.strip_prefix("unknown variant `").and_then(|rest| {
+            rest.split_once("`, expected one of ").map(|(_, known)| format!("one of {}", known.replace('`', "")))
+        }),
+    };
+    match (field, accepted) {
+        (Some((field, found)), Some(accepted)) => format!("{field}: found `{found}`; use {accepted}"),
+        (None, Some(accepted)) => format!("this value is not accepted here; use {accepted}"),
+        (Some((field, _)), None) if !first_line.starts_with(&format!("{field}:")) => format!("{field}: {first_line}"),
         _ => first_line.to_owned(),
     }
 }

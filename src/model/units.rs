@@ -2,15 +2,28 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted anywhere: a year, far beyond any sensible timeout or TTL, and far from the overflows
+/// of clocks and nanosecond counters.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Parses a duration written as a number followed by a unit (`ms`, `s`, `m`, `h`, `d`), parts concatenated.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed.starts_with(|c: char| !c.is_ascii_digit()) {
         return Err(format!("`{text}` is not a duration; write a number and a unit, e.g. `2s`, `500ms`, `72h`"));
     }
-    humantime::parse_duration(trimmed)
-        .map_err(|_| format!("`{text}` is not a duration; write a number and a unit, e.g. `2s`, `500ms`, `72h`"))
+    let duration = humantime::parse_duration(trimmed)
+        .map_err(|_| format!("`{text}` is not a duration; write a number and a unit, e.g. `2s`, `500ms`, `72h`"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("`{text}` is longer than the limit of 366d; use a shorter duration"));
+    }
+    Ok(duration)
 }
+
+/// The most memory an app may ask for: 1 PiB.
+pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
+/// The most CPU an app may ask for, in millicores: 1024 CPUs.
+pub const MAX_CPU_MILLIS: u64 = 1024 * 1000;
 
 /// Parses a memory amount into bytes: a plain number of bytes, or a number with a binary (`Ki`, `Mi`, `Gi`, `Ti`)
 /// or decimal (`k`, `M`, `G`, `T`) suffix, as Kubernetes writes them.
@@ -33,6 +46,9 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         .unwrap_or((trimmed, 1));
     let value: u64 = number.parse().map_err(|_| invalid())?;
     let bytes = value.checked_mul(factor).ok_or_else(invalid)?;
+    if bytes > MAX_MEMORY_BYTES {
+        return Err(format!("`{text}` is over the limit of 1Pi; use a smaller amount"));
+    }
     if bytes < 4 * (1 << 20) {
         return Err(format!("`{text}` is below the 4Mi that a container needs at least; raise it"));
     }
@@ -55,6 +71,9 @@ pub fn parse_cpus(text: &str) -> Result<u64, String> {
     };
     if millis == 0 {
         return Err(format!("`{text}` gives the app no CPU at all; use at least `1m`"));
+    }
+    if millis > MAX_CPU_MILLIS {
+        return Err(format!("`{text}` is over the limit of 1024 CPUs; use at most `1024` or `1024000m`"));
     }
     Ok(millis)
 }
@@ -108,7 +127,7 @@ mod tests {
         assert_eq!(parse_duration("72h"), Ok(Duration::from_secs(72 * 3600)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        for bad in ["", "2", "two seconds", "-1s", "2 parsecs", "s"] {
+        for bad in ["", "2", "two seconds", "-1s", "2 parsecs", "s", "367d", "99999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
         }
     }
@@ -129,7 +148,7 @@ mod tests {
         assert_eq!(parse_cpus("0.5"), Ok(500));
         assert_eq!(parse_cpus("2"), Ok(2000));
         assert_eq!(parse_cpus("250m"), Ok(250));
-        for bad in ["", "0", "half", "-1", "NaN", "inf", "0m", "1.5m"] {
+        for bad in ["", "0", "half", "-1", "NaN", "inf", "0m", "1.5m", "18446744073709551615m", "1024001m", "2000"] {
             assert!(parse_cpus(bad).is_err(), "{bad} accepted");
         }
     }
