@@ -74,6 +74,12 @@ fixtures! {
     health_path_that_would_break_the_shell => "bad-health-path",
     every_error_reported_at_once => "many-errors",
     hidden_folders_are_skipped => "hidden-folders-skipped",
+    secret_names_that_leave_the_secrets_directory => "bad-secret-name",
+    host_port_with_several_replicas => "host-port-replicas",
+    nine_mistakes_in_one_file_are_reported_in_one_run => "nine-mistakes",
+    lowercase_kind_gets_did_you_mean => "kind-lowercase",
+    wrong_value_types_name_the_field_and_what_is_accepted => "wrong-value-types",
+    numbers_that_would_overflow_are_refused => "out-of-range",
 }
 
 #[test]
@@ -138,33 +144,38 @@ fn file_over_one_mebibyte_is_refused_unread() {
     );
 }
 
+/// Errors of one hostile file, which must stay under the 1 MiB limit so that it reaches the parser's own limits.
+fn hostile(path: &str, content: &str) -> Vec<String> {
+    assert!((content.len() as u64) < model::MAX_FILE_BYTES, "{path} must be read, not refused for its size");
+    errors_for(path, text(content))
+}
+
 #[test]
 fn billion_laughs_alias_bomb_is_refused() {
-    let mut bomb = String::from(
-        "kind: App\nname: web\nimage: busybox\ncommand: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+    // A valid App whose command repeats a 90 kB image string ten thousand times: 900 MB once expanded.
+    let laughs = "lol".repeat(30_000);
+    let bomb = format!(
+        "kind: App\nname: web\nimage: &laugh \"{laughs}\"\ncommand: [{}]\n",
+        vec!["*laugh"; 10_000].join(", ")
     );
-    for level in 1..=9 {
-        let previous = level - 1;
-        bomb.push_str(&format!("x{level}: &a{level} [*a{previous}, *a{previous}, *a{previous}, *a{previous}, *a{previous}, *a{previous}, *a{previous}, *a{previous}, *a{previous}]\n"));
-    }
-    let errors = errors_for("bomb.yaml", text(&bomb));
+    let errors = hostile("bomb.yaml", &bomb);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("bomb.yaml:"), "{errors:?}");
+    assert!(errors[0].starts_with("bomb.yaml:4:"), "{errors:?}");
+    assert!(errors[0].contains("aliases expand to more than 64 MiB of text, the alias budget"), "{errors:?}");
 }
 
 #[test]
 fn alias_bomb_inside_env_values_is_refused() {
-    // Untagged env values are buffered before they are matched, the path where an expanding parser would blow up.
-    let mut bomb = String::from(
-        "kind: App\nname: web\nimage: busybox\nenv:\n  L0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
-    );
-    for level in 1..=9 {
-        let previous = format!("*a{}", level - 1);
-        bomb.push_str(&format!("  L{level}: &a{level} [{}]\n", [previous.as_str(); 9].join(", ")));
-    }
-    let errors = errors_for("bomb.yaml", text(&bomb));
+    let laughs = "lol".repeat(30_000);
+    let references: String = (0..10_000).map(|index| format!("  LAUGH_{index}: *laugh\n")).collect();
+    let bomb = format!("kind: App\nname: web\nimage: busybox\nenv:\n  LAUGH: &laugh \"{laughs}\"\n{references}");
+    let errors = hostile("bomb.yaml", &bomb);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("bomb.yaml:"), "{errors:?}");
+    assert!(errors[0].contains("aliases expand to more than 64 MiB of text, the alias budget"), "{errors:?}");
+    let many = format!("kind: App\nname: web\nimage: &x busybox\ncommand: [{}]\n", vec!["*x"; 60_000].join(", "));
+    let errors = hostile("many.yaml", &many);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("more than 50000 aliases (`*name`) in one document, the alias budget"), "{errors:?}");
 }
 
 #[test]
@@ -178,13 +189,14 @@ fn nesting_ten_thousand_deep_is_refused() {
             "block",
             format!(
                 "kind: App\nname: web\nimage: busybox\nenv:\n{}",
-                (1..10_000).map(|depth| format!("{}a:\n", " ".repeat(depth))).collect::<String>()
+                (1..1_000).map(|depth| format!("{}a:\n", " ".repeat(depth))).collect::<String>()
             ),
         ),
     ] {
-        let errors = errors_for("deep.yaml", text(&deep));
+        let errors = hostile("deep.yaml", &deep);
         assert_eq!(errors.len(), 1, "{style}: {errors:?}");
         assert!(errors[0].starts_with("deep.yaml:"), "{style}: {errors:?}");
+        assert!(errors[0].contains("nesting is deeper than 256 levels, the YAML parser's nesting limit"), "{style}: {errors:?}");
     }
 }
 
@@ -243,4 +255,83 @@ fn a_document_that_is_not_a_mapping_is_refused() {
     let errors = errors_for("list.yaml", text("- kind: App\n- name: web\n"));
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].starts_with("list.yaml:1:1:"), "{errors:?}");
+}
+
+// No value in a config file can make railyard panic: whatever validation lets through, planning, rendering,
+// labelling and exporting handle.
+
+mod no_panic {
+    use proptest::prelude::*;
+    use railyard::model::redact::DigestKey;
+    use railyard::model::{self, Environment, Observed, RepoFile};
+
+    /// Numbers as YAML writes them, from the edges of every integer type to floats past f64.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..70_000).prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| n.to_string()),
+            prop::sample::select(vec!["1e400", "-0", ".inf", ".nan", "0x10", "~", "\"7\"", "18446744073709551616"])
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    /// Quantity-like text: a number, maybe a fraction, and a unit, or any short text.
+    fn text() -> impl Strategy<Value = String> {
+        let units = vec!["", "m", "ms", "s", "h", "d", "w", "y", "Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T", "ns"];
+        prop_oneof![
+            (any::<u64>(), prop::sample::select(units.clone())).prop_map(|(n, unit)| format!("{n}{unit}")),
+            (any::<f64>(), prop::sample::select(units)).prop_map(|(n, unit)| format!("{n}{unit}")),
+            "[ -~]{0,24}",
+            "[0-9*,/ -]{0,30}",
+        ]
+        .prop_map(|text| serde_json::to_string(&text).unwrap_or_default())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn no_config_value_makes_railyard_panic(
+            numbers in prop::collection::vec(number(), 9),
+            texts in prop::collection::vec(text(), 10),
+        ) {
+            let project = format!(
+                "kind: Project\nname: shop\ndefaults: {{ replicas: {} }}\npreviews: {{ enabled: true, ttl: {}, hostTemplate: \"{{app}}-{{number}}.example.com\" }}\n",
+                numbers[0], texts[0]
+            );
+            let app = format!(
+                "kind: App\nname: web\nimage: busybox\nreplicas: {}\nenv: {{ API_TOKEN: {}, URL: {}, S: {{ secret: {} }}, N: {} }}\n\
+                 ports: [{{ name: http, port: {}, hostPort: {} }}]\nresources: {{ cpus: {}, memory: {} }}\n\
+                 health: {{ http: {{ path: /, port: http }}, interval: {}, timeout: {}, retries: {}, startPeriod: {} }}\n\
+                 stopGracePeriod: {}\n",
+                numbers[1], texts[1], texts[2], texts[3], numbers[2], numbers[3], numbers[4], texts[4], texts[5],
+                texts[6], texts[7], numbers[5], texts[8], texts[9]
+            );
+            let rule = format!(
+                "kind: ScalingRule\napp: web\nmin: {}\nmax: {}\ntargetCpuPercent: {}\nschedules: [{{ cron: {}, min: {} }}]\n",
+                numbers[6], numbers[7], numbers[8], texts[0], numbers[0]
+            );
+            let domain = "kind: Domain\nhost: shop.example.com\napp: web\nport: http\n";
+            let files = vec![
+                RepoFile::text("railyard.yaml", &project),
+                RepoFile::text("web.yaml", &app),
+                RepoFile::text("rule.yaml", &rule),
+                RepoFile::text("domain.yaml", domain),
+            ];
+            if let Ok(config) = model::load(&files) {
+                for env in [Environment::production("shop"), Environment::pull_request("shop", u64::MAX)] {
+                    let mut desired = config.desired(&env, Some("0123456789"));
+                    desired.seal(&DigestKey::from_bytes([3; 32]), |name| Some(format!("value of {name}")));
+                    let plan = railyard::plan::plan(&desired, &Observed::default());
+                    let _ = railyard::plan::render::text(&plan, true);
+                    let _ = serde_json::to_string(&plan);
+                    let _ = railyard::export::compose_yaml(&desired);
+                    for spec in desired.apps.values() {
+                        let _ = railyard::backend::docker::labels::replica(&env, spec, 1, Some("0123456789"));
+                    }
+                }
+            }
+        }
+    }
 }

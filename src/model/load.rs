@@ -159,7 +159,7 @@ fn split_documents<'a>(file: &str, text: &'a str) -> Result<Vec<(u64, &'a str)>,
             Ok(_) => {}
             Err(error) => {
                 let mark = error.marker();
-                let message = format!("YAML syntax error: {}", error.info());
+                let message = limit_message(&error.info()).unwrap_or_else(|| format!("YAML syntax error: {}", error.info()));
                 return Err(Diagnostic::new(file, mark.line() as u64, mark.col() as u64 + 1, message));
             }
         }
@@ -289,6 +289,9 @@ fn plain_message(message: &str, field: Option<(String, String)>) -> String {
     if let Some(rest) = first_line.strip_prefix("unknown field `") {
         return unknown_field_message(first_line, rest);
     }
+    if let Some(limit) = limit_message(first_line) {
+        return limit;
+    }
     let accepted = match first_line {
         "invalid u16" => Some("a whole number from 0 to 65535".to_owned()),
         "invalid u32" => Some("a whole number from 0 to 4294967295".to_owned()),
@@ -304,6 +307,24 @@ fn plain_message(message: &str, field: Option<(String, String)>) -> String {
         (Some((field, _)), None) if !first_line.starts_with(&format!("{field}:")) => format!("{field}: {first_line}"),
         _ => first_line.to_owned(),
     }
+}
+
+/// The limits that keep a hostile file from exhausting the stack or memory, in words; `None` for other messages.
+fn limit_message(message: &str) -> Option<String> {
+    let text = if message.contains("recursion limit exceeded") {
+        "nesting is deeper than 256 levels, the YAML parser's nesting limit; flatten the document"
+    } else if message.contains("budget breached: Depth") {
+        "nesting is deeper than 64 levels, the depth budget; flatten the document"
+    } else if message.contains("budget breached: Aliases") {
+        "more than 50000 aliases (`*name`) in one document, the alias budget; write the values out"
+    } else if message.contains("budget breached: ScalarBytes") {
+        "aliases expand to more than 64 MiB of text, the alias budget (an alias bomb); write the values out"
+    } else if message.contains("budget breached") || message.contains("alias expansion limit") {
+        "the document expands beyond the parser's budget (aliases, nodes or size); write it out plainly"
+    } else {
+        return None;
+    };
+    Some(text.to_owned())
 }
 
 /// Adds "did you mean" to serde's "unknown field `x`, expected one of a, b".

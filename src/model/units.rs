@@ -59,13 +59,17 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
 pub fn parse_cpus(text: &str) -> Result<u64, String> {
     let invalid =
         || format!("`{text}` is not a CPU amount; write a number of CPUs like `0.5` or millicores like `500m`");
+    let over_limit = || format!("`{text}` is over the limit of 1024 CPUs; use at most `1024` or `1024000m`");
     let trimmed = text.trim();
     let millis = if let Some(millis) = trimmed.strip_suffix('m') {
         millis.parse::<u64>().map_err(|_| invalid())?
     } else {
         let cpus: f64 = trimmed.parse().map_err(|_| invalid())?;
-        if !(0.0..=1024.0).contains(&cpus) {
+        if !(cpus >= 0.0) || cpus.is_infinite() {
             return Err(invalid());
+        }
+        if cpus > MAX_CPU_MILLIS as f64 / 1000.0 {
+            return Err(over_limit());
         }
         (cpus * 1000.0).round() as u64
     };
@@ -73,7 +77,7 @@ pub fn parse_cpus(text: &str) -> Result<u64, String> {
         return Err(format!("`{text}` gives the app no CPU at all; use at least `1m`"));
     }
     if millis > MAX_CPU_MILLIS {
-        return Err(format!("`{text}` is over the limit of 1024 CPUs; use at most `1024` or `1024000m`"));
+        return Err(over_limit());
     }
     Ok(millis)
 }
