@@ -105,7 +105,8 @@ fn canary_secrets_reach_the_container_and_nothing_else() {
         "/env/production/syncs".to_owned(),
     ];
     let syncs = get_json(served.port, "/api/v1/syncs");
-    let ids: Vec<i64> = syncs["items"].as_array().into_iter().flatten().filter_map(|sync| sync["id"].as_i64()).collect();
+    let ids: Vec<i64> =
+        syncs["items"].as_array().into_iter().flatten().filter_map(|sync| sync["id"].as_i64()).collect();
     assert!(!ids.is_empty(), "the apply is recorded: {syncs}");
     for id in ids {
         pages.push(format!("/api/v1/syncs/{id}"));
@@ -148,7 +149,8 @@ fn canary_secrets_reach_the_container_and_nothing_else() {
 }
 
 fn secret_app(image: &str) -> String {
-    web_app("web", image, "s", "").replace("env: { MESSAGE: \"s\" }", "env: { MESSAGE: s, DB_PASSWORD: { secret: db-password } }")
+    web_app("web", image, "s", "")
+        .replace("env: { MESSAGE: \"s\" }", "env: { MESSAGE: s, DB_PASSWORD: { secret: db-password } }")
 }
 
 #[test]
@@ -163,7 +165,8 @@ fn a_missing_secret_is_a_plan_warning_and_apply_refuses_before_touching_anything
     let refused = project.railyard("apply", &["--secrets-dir", &secrets_dir]);
     assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
     assert!(
-        stderr(&refused).contains("secret `db-password` is not set; export RAILYARD_SECRET_DB_PASSWORD=... or write it to"),
+        stderr(&refused)
+            .contains("secret `db-password` is not set; export RAILYARD_SECRET_DB_PASSWORD=... or write it to"),
         "{}",
         stderr(&refused)
     );
@@ -240,10 +243,8 @@ fn the_store_reads_only_regular_files_inside_its_directory() {
 #[test]
 fn a_secret_name_that_leaves_the_directory_is_refused_at_validation() {
     let project = TestProject::new("secret-traversal");
-    project.write(
-        "apps/web.yaml",
-        "kind: App\nname: web\nimage: busybox\nenv:\n  SHADOW: { secret: ../../etc/shadow }\n",
-    );
+    project
+        .write("apps/web.yaml", "kind: App\nname: web\nimage: busybox\nenv:\n  SHADOW: { secret: ../../etc/shadow }\n");
     let validate = project.railyard("validate", &[]);
     assert_eq!(validate.status.code(), Some(1));
     assert!(

@@ -35,7 +35,11 @@ macro_rules! fixtures {
         #[test]
         fn every_fixture_directory_has_a_test() {
             let listed = [$($dir),*];
-            let on_disk = std::fs::read_dir(fixture("")).map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()).unwrap_or_default();
+            let entries = std::fs::read_dir(fixture("")).expect("tests/fixtures/invalid is readable");
+            let on_disk: Vec<String> = entries
+                .map(|entry| entry.expect("fixture entry readable").file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(on_disk.len() >= listed.len(), "{on_disk:?}");
             for dir in on_disk {
                 assert!(listed.contains(&dir.as_str()), "fixture {dir} has no test");
             }
@@ -80,6 +84,7 @@ fixtures! {
     lowercase_kind_gets_did_you_mean => "kind-lowercase",
     wrong_value_types_name_the_field_and_what_is_accepted => "wrong-value-types",
     numbers_that_would_overflow_are_refused => "out-of-range",
+    env_value_of_the_wrong_type => "bad-env-value-type",
 }
 
 #[test]
@@ -154,10 +159,8 @@ fn hostile(path: &str, content: &str) -> Vec<String> {
 fn billion_laughs_alias_bomb_is_refused() {
     // A valid App whose command repeats a 90 kB image string ten thousand times: 900 MB once expanded.
     let laughs = "lol".repeat(30_000);
-    let bomb = format!(
-        "kind: App\nname: web\nimage: &laugh \"{laughs}\"\ncommand: [{}]\n",
-        vec!["*laugh"; 10_000].join(", ")
-    );
+    let bomb =
+        format!("kind: App\nname: web\nimage: &laugh \"{laughs}\"\ncommand: [{}]\n", vec!["*laugh"; 10_000].join(", "));
     let errors = hostile("bomb.yaml", &bomb);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].starts_with("bomb.yaml:4:"), "{errors:?}");
@@ -196,7 +199,10 @@ fn nesting_ten_thousand_deep_is_refused() {
         let errors = hostile("deep.yaml", &deep);
         assert_eq!(errors.len(), 1, "{style}: {errors:?}");
         assert!(errors[0].starts_with("deep.yaml:"), "{style}: {errors:?}");
-        assert!(errors[0].contains("nesting is deeper than 256 levels, the YAML parser's nesting limit"), "{style}: {errors:?}");
+        assert!(
+            errors[0].contains("nesting is deeper than 256 levels, the YAML parser's nesting limit"),
+            "{style}: {errors:?}"
+        );
     }
 }
 

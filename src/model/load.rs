@@ -159,7 +159,8 @@ fn split_documents<'a>(file: &str, text: &'a str) -> Result<Vec<(u64, &'a str)>,
             Ok(_) => {}
             Err(error) => {
                 let mark = error.marker();
-                let message = limit_message(&error.info()).unwrap_or_else(|| format!("YAML syntax error: {}", error.info()));
+                let message =
+                    limit_message(&error.info()).unwrap_or_else(|| format!("YAML syntax error: {}", error.info()));
                 return Err(Diagnostic::new(file, mark.line() as u64, mark.col() as u64 + 1, message));
             }
         }
