@@ -83,7 +83,11 @@ fn canary_secrets_reach_the_container_and_nothing_else() {
     assert_success(&json);
     assert!(stdout(&json).contains("\"API_TOKEN\": \"<redacted hmac-sha256:"), "{}", stdout(&json));
     assert_output_clean("plan --output json", &json);
-    let export = cli("export", &["compose"]);
+    let export = std::process::Command::new(railyard_binary())
+        .args(["export", "compose"])
+        .arg(project.dir())
+        .output()
+        .expect("railyard runs");
     assert_success(&export);
     assert_output_clean("export compose", &export);
 
