@@ -295,6 +295,24 @@ mod no_panic {
         .prop_map(|text| serde_json::to_string(&text).unwrap_or_default())
     }
 
+    /// What validation lets through stays within the arithmetic the backends do: nanoseconds and nano-CPUs in an
+    /// i64 (Docker's API), a health deadline in a Duration, a TTL added to the clock.
+    fn assert_backend_arithmetic_fits(spec: &railyard::model::AppSpec) {
+        let container = &spec.container;
+        let nanos = |millis: u64| i64::try_from(millis).ok().and_then(|millis| millis.checked_mul(1_000_000));
+        if let Some(millis) = container.cpu_millis {
+            assert!(nanos(millis).is_some(), "cpus {millis}m overflow nano-CPUs");
+        }
+        let health = &container.health;
+        for millis in [health.interval_ms, health.timeout_ms, health.start_period_ms, container.stop_grace_period_ms] {
+            assert!(nanos(millis).is_some(), "{millis} ms overflow nanoseconds");
+        }
+        let per_try = std::time::Duration::from_millis(health.interval_ms + health.timeout_ms);
+        assert!(per_try.checked_mul(health.retries + 1).is_some(), "health deadline overflows");
+        assert!(std::time::SystemTime::now().checked_add(per_try * (health.retries + 1)).is_some());
+        assert!(spec.replicas <= railyard::model::validate::MAX_REPLICAS);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
         #[test]
@@ -335,6 +353,7 @@ mod no_panic {
                     let _ = railyard::export::compose_yaml(&desired);
                     for spec in desired.apps.values() {
                         let _ = railyard::backend::docker::labels::replica(&env, spec, 1, Some("0123456789"));
+                        assert_backend_arithmetic_fits(spec);
                     }
                 }
             }

@@ -65,7 +65,7 @@ pub fn parse_cpus(text: &str) -> Result<u64, String> {
         millis.parse::<u64>().map_err(|_| invalid())?
     } else {
         let cpus: f64 = trimmed.parse().map_err(|_| invalid())?;
-        if !(cpus >= 0.0) || cpus.is_infinite() {
+        if cpus.is_nan() || cpus < 0.0 || cpus.is_infinite() {
             return Err(invalid());
         }
         if cpus > MAX_CPU_MILLIS as f64 / 1000.0 {
