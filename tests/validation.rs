@@ -285,12 +285,13 @@ mod no_panic {
 
     /// Quantity-like text: a number, maybe a fraction, and a unit, or any short text.
     fn text() -> impl Strategy<Value = String> {
-        let units = vec!["", "m", "ms", "s", "h", "d", "w", "y", "Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T", "ns"];
+        let units = vec!["", "m", "ms", "s", "h", "d", "w", "Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T", "ns"];
         prop_oneof![
-            (any::<u64>(), prop::sample::select(units.clone())).prop_map(|(n, unit)| format!("{n}{unit}")),
-            (any::<f64>(), prop::sample::select(units)).prop_map(|(n, unit)| format!("{n}{unit}")),
-            "[ -~]{0,24}",
-            "[0-9*,/ -]{0,30}",
+            4 => (any::<u64>(), prop::sample::select(units.clone())).prop_map(|(n, unit)| format!("{n}{unit}")),
+            2 => (0u64..100_000, prop::sample::select(units.clone())).prop_map(|(n, unit)| format!("{n}{unit}")),
+            1 => (any::<f64>(), prop::sample::select(units)).prop_map(|(n, unit)| format!("{n}{unit}")),
+            1 => "[ -~]{0,24}",
+            1 => "[0-9*,/ -]{0,30}",
         ]
         .prop_map(|text| serde_json::to_string(&text).unwrap_or_default())
     }
@@ -313,48 +314,92 @@ mod no_panic {
         assert!(spec.replicas <= railyard::model::validate::MAX_REPLICAS);
     }
 
+    /// Valid values of every numeric or quantity field, in the order the config below uses them.
+    const VALID: [&str; 21] = [
+        "1",
+        "72h",
+        "1",
+        "x",
+        "\"postgres://u:p@db/x\"",
+        "db-password",
+        "1",
+        "8080",
+        "null",
+        "\"0.5\"",
+        "256Mi",
+        "1s",
+        "1s",
+        "3",
+        "1s",
+        "10s",
+        "1",
+        "2",
+        "70",
+        "\"0 0 8 * * Mon-Fri\"",
+        "1",
+    ];
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        /// A few fields at a time get an arbitrary value while the rest stay valid, so that the strange value reaches
+        /// whatever validation lets through.
         #[test]
         fn no_config_value_makes_railyard_panic(
-            numbers in prop::collection::vec(number(), 9),
-            texts in prop::collection::vec(text(), 10),
+            overrides in prop::collection::vec((0..VALID.len(), prop_oneof![number(), text()]), 1..4),
         ) {
-            let project = format!(
-                "kind: Project\nname: shop\ndefaults: {{ replicas: {} }}\npreviews: {{ enabled: true, ttl: {}, hostTemplate: \"{{app}}-{{number}}.example.com\" }}\n",
-                numbers[0], texts[0]
-            );
-            let app = format!(
-                "kind: App\nname: web\nimage: busybox\nreplicas: {}\nenv: {{ API_TOKEN: {}, URL: {}, S: {{ secret: {} }}, N: {} }}\n\
+            let mut values: Vec<String> = VALID.iter().map(|value| (*value).to_owned()).collect();
+            for (field, value) in overrides {
+                values[field] = value;
+            }
+            plan_everything(&config_files(&values));
+        }
+    }
+
+    #[test]
+    fn the_template_of_the_no_panic_test_is_valid() {
+        let values: Vec<String> = VALID.iter().map(|value| (*value).to_owned()).collect();
+        let config = model::load(&config_files(&values)).unwrap_or_else(|invalid| panic!("{invalid}"));
+        assert_eq!(config.apps["web"].doc.replicas.as_ref().map(|r| r.value), Some(1));
+    }
+
+    fn config_files(v: &[String]) -> Vec<RepoFile> {
+        let project = format!(
+            "kind: Project\nname: shop\ndefaults: {{ replicas: {} }}\npreviews: {{ enabled: true, ttl: {}, hostTemplate: \"{{app}}-{{number}}.example.com\" }}\n",
+            v[0], v[1]
+        );
+        let app = format!(
+            "kind: App\nname: web\nimage: busybox\nreplicas: {}\nenv: {{ API_TOKEN: {}, URL: {}, S: {{ secret: {} }}, N: {} }}\n\
                  ports: [{{ name: http, port: {}, hostPort: {} }}]\nresources: {{ cpus: {}, memory: {} }}\n\
                  health: {{ http: {{ path: /, port: http }}, interval: {}, timeout: {}, retries: {}, startPeriod: {} }}\n\
                  stopGracePeriod: {}\n",
-                numbers[1], texts[1], texts[2], texts[3], numbers[2], numbers[3], numbers[4], texts[4], texts[5],
-                texts[6], texts[7], numbers[5], texts[8], texts[9]
-            );
-            let rule = format!(
-                "kind: ScalingRule\napp: web\nmin: {}\nmax: {}\ntargetCpuPercent: {}\nschedules: [{{ cron: {}, min: {} }}]\n",
-                numbers[6], numbers[7], numbers[8], texts[0], numbers[0]
-            );
-            let domain = "kind: Domain\nhost: shop.example.com\napp: web\nport: http\n";
-            let files = vec![
-                RepoFile::text("railyard.yaml", &project),
-                RepoFile::text("web.yaml", &app),
-                RepoFile::text("rule.yaml", &rule),
-                RepoFile::text("domain.yaml", domain),
-            ];
-            if let Ok(config) = model::load(&files) {
-                for env in [Environment::production("shop"), Environment::pull_request("shop", u64::MAX)] {
-                    let mut desired = config.desired(&env, Some("0123456789"));
-                    desired.seal(&DigestKey::from_bytes([3; 32]), |name| Some(format!("value of {name}")));
-                    let plan = railyard::plan::plan(&desired, &Observed::default());
-                    let _ = railyard::plan::render::text(&plan, true);
-                    let _ = serde_json::to_string(&plan);
-                    let _ = railyard::export::compose_yaml(&desired);
-                    for spec in desired.apps.values() {
-                        let _ = railyard::backend::docker::labels::replica(&env, spec, 1, Some("0123456789"));
-                        assert_backend_arithmetic_fits(spec);
-                    }
+            v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]
+        );
+        let rule = format!(
+            "kind: ScalingRule\napp: web\nmin: {}\nmax: {}\ntargetCpuPercent: {}\nschedules: [{{ cron: {}, min: {} }}]\n",
+            v[16], v[17], v[18], v[19], v[20]
+        );
+        let domain = "kind: Domain\nhost: shop.example.com\napp: web\nport: http\n";
+        vec![
+            RepoFile::text("railyard.yaml", &project),
+            RepoFile::text("web.yaml", &app),
+            RepoFile::text("rule.yaml", &rule),
+            RepoFile::text("domain.yaml", domain),
+        ]
+    }
+
+    /// Load, validate, plan, render, label and export: nothing may panic.
+    fn plan_everything(files: &[RepoFile]) {
+        if let Ok(config) = model::load(files) {
+            for env in [Environment::production("shop"), Environment::pull_request("shop", u64::MAX)] {
+                let mut desired = config.desired(&env, Some("0123456789"));
+                desired.seal(&DigestKey::from_bytes([3; 32]), |name| Some(format!("value of {name}")));
+                let plan = railyard::plan::plan(&desired, &Observed::default());
+                let _ = railyard::plan::render::text(&plan, true);
+                let _ = serde_json::to_string(&plan);
+                let _ = railyard::export::compose_yaml(&desired);
+                for spec in desired.apps.values() {
+                    let _ = railyard::backend::docker::labels::replica(&env, spec, 1, Some("0123456789"));
+                    assert_backend_arithmetic_fits(spec);
                 }
             }
         }
