@@ -85,6 +85,7 @@ fixtures! {
     wrong_value_types_name_the_field_and_what_is_accepted => "wrong-value-types",
     numbers_that_would_overflow_are_refused => "out-of-range",
     env_value_of_the_wrong_type => "bad-env-value-type",
+    cron_year_past_what_the_clock_reaches => "cron-year-out-of-range",
 }
 
 #[test]
@@ -98,6 +99,26 @@ fn example_repository_is_valid() {
 }
 
 #[test]
+fn fields_accepted_but_not_acted_on_yet_are_plan_warnings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout");
+    let config = model::load(&read_dir(&dir).expect("example readable")).expect("example valid");
+    let desired = config.desired(&model::Environment::production(config.project_name()), None);
+    let plan = railyard::plan::plan(&desired, &model::Observed::default());
+    let shown = railyard::plan::render::text(&plan, false);
+    assert!(
+        shown.contains("warning: scaling/web.yaml: the schedules of the ScalingRule for `web` are not acted on yet"),
+        "{shown}"
+    );
+    assert!(shown.contains("warning: railyard.yaml: previews are enabled but not created yet"), "{shown}");
+    let files = vec![
+        RepoFile::text("railyard.yaml", PROJECT),
+        RepoFile::text("web.yaml", "kind: App\nname: web\nimage: busybox\n"),
+    ];
+    let plain = model::load(&files).expect("valid");
+    assert!(plain.desired(&model::Environment::production("shop"), None).warnings.is_empty());
+}
+
+#[test]
 fn cli_validate_exit_codes_and_stderr() {
     let binary = env!("CARGO_BIN_EXE_railyard");
     let invalid = Command::new(binary).arg("validate").arg(fixture("many-errors")).output().expect("railyard runs");
@@ -108,6 +129,8 @@ fn cli_validate_exit_codes_and_stderr() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout");
     let valid = Command::new(binary).arg("validate").arg(example).output().expect("railyard runs");
     assert_eq!(valid.status.code(), Some(0), "{}", String::from_utf8_lossy(&valid.stderr));
+    let summary = String::from_utf8_lossy(&valid.stdout);
+    assert!(summary.ends_with(": valid (4 apps, 2 domains, 1 scaling rule)\n"), "{summary}");
     let missing =
         Command::new(binary).arg("validate").arg("/nonexistent/railyard-config").output().expect("railyard runs");
     assert_eq!(missing.status.code(), Some(1));

@@ -559,7 +559,13 @@ fn check_cron(expression: &str) -> Result<(), String> {
     }
     cron::Schedule::from_str(expression).map(|_| ()).map_err(|error| {
         let text = error.to_string();
-        let reason = text.lines().last().unwrap_or_default().trim().trim_end_matches('.');
+        let reason = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| line.chars().any(char::is_alphabetic) && !line.contains(expression))
+            .last()
+            .unwrap_or(if fields == 7 { "the year must be from 1970 to 2100" } else { "not understood" })
+            .trim_end_matches('.');
         format!("`{expression}` is not a cron expression ({reason}); write `sec min hour day month weekday`, e.g. `0 0 8 * * Mon-Fri`")
     })
 }
