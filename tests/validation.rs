@@ -86,6 +86,7 @@ fixtures! {
     numbers_that_would_overflow_are_refused => "out-of-range",
     env_value_of_the_wrong_type => "bad-env-value-type",
     cron_year_past_what_the_clock_reaches => "cron-year-out-of-range",
+    values_of_the_wrong_shape_say_what_is_accepted => "wrong-shapes",
 }
 
 #[test]

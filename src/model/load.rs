@@ -278,7 +278,16 @@ fn field_at(text: &str, line: u64, column: u64) -> Option<(String, String)> {
         .into_iter()
         .rev()
         .collect();
-    let found = value.split([',', '}', ']', '#']).next().unwrap_or_default().trim().to_owned();
+    let value = value.trim_start();
+    let found = if value.starts_with('{') {
+        "a mapping".to_owned()
+    } else if value.starts_with('[') {
+        "a list".to_owned()
+    } else if value.is_empty() {
+        "nothing on this line".to_owned()
+    } else {
+        format!("`{}`", value.split([',', '}', ']', '#']).next().unwrap_or_default().trim())
+    };
     (!key.is_empty()).then_some((key, found))
 }
 
@@ -293,17 +302,24 @@ fn plain_message(message: &str, field: Option<(String, String)>) -> String {
     if let Some(limit) = limit_message(first_line) {
         return limit;
     }
+    if let Some(rest) = first_line.strip_prefix("missing field `") {
+        let name = rest.trim_end_matches('`');
+        return format!("missing field `{name}`; add `{name}:` to this document");
+    }
     let accepted = match first_line {
         "invalid u16" => Some("a whole number from 0 to 65535".to_owned()),
         "invalid u32" => Some("a whole number from 0 to 4294967295".to_owned()),
         "invalid i64" | "invalid u64" => Some("a whole number".to_owned()),
+        "expected string scalar" => Some("text (quote it if it looks like a number or holds `: `)".to_owned()),
+        "expected sequence start" => Some("a list: `[a, b]` or one `- item` per line".to_owned()),
+        "expected mapping start" => Some("a mapping: `{ key: value }` or indented `key: value` lines".to_owned()),
         _ if first_line.contains("untagged enum") => Some("a value of the documented form".to_owned()),
         _ => first_line.strip_prefix("unknown variant `").and_then(|rest| {
             rest.split_once("`, expected one of ").map(|(_, known)| format!("one of {}", known.replace('`', "")))
         }),
     };
     match (field, accepted) {
-        (Some((field, found)), Some(accepted)) => format!("{field}: found `{found}`; use {accepted}"),
+        (Some((field, found)), Some(accepted)) => format!("{field}: found {found}; use {accepted}"),
         (None, Some(accepted)) => format!("this value is not accepted here; use {accepted}"),
         (Some((field, _)), None) if !first_line.starts_with(&format!("{field}:")) => format!("{field}: {first_line}"),
         _ => first_line.to_owned(),
