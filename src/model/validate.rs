@@ -562,8 +562,7 @@ fn check_cron(expression: &str) -> Result<(), String> {
         let reason = text
             .lines()
             .map(str::trim)
-            .filter(|line| line.chars().any(char::is_alphabetic) && !line.contains(expression))
-            .last()
+            .rfind(|line| line.chars().any(char::is_alphabetic) && !line.contains(expression))
             .unwrap_or(if fields == 7 { "the year must be from 1970 to 2100" } else { "not understood" })
             .trim_end_matches('.');
         format!("`{expression}` is not a cron expression ({reason}); write `sec min hour day month weekday`, e.g. `0 0 8 * * Mon-Fri`")
