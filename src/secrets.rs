@@ -171,15 +171,18 @@ fn load_or_create_key(state_dir: &Path) -> Result<DigestKey, SecretError> {
     }
     std::fs::create_dir_all(state_dir).map_err(|error| failed(error.to_string()))?;
     let bytes: [u8; DIGEST_KEY_BYTES] = rand::random();
+    // Written aside and linked into place, so that a railyard starting at the same moment never reads a half-written
+    // key, and a key that appeared meanwhile is never overwritten.
+    let draft = state_dir.join(format!(".{DIGEST_KEY_FILE}.{}.{:016x}", std::process::id(), rand::random::<u64>()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(|error| failed(error.to_string()))?;
-            Ok(DigestKey::from_bytes(bytes))
-        }
+    let written = options.open(&draft).and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()));
+    let linked = written.and_then(|()| std::fs::hard_link(&draft, &path));
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => Ok(DigestKey::from_bytes(bytes)),
         // Another railyard made it first: use theirs.
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(state_dir),
         Err(error) => Err(failed(error.to_string())),
@@ -202,5 +205,18 @@ mod tests {
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777, 0o600);
         let other = tempfile::tempdir().expect("tempdir");
         assert_ne!(first.key, SecretStore::open(None, other.path()).expect("opens").key);
+        let leftovers = std::fs::read_dir(state.path()).expect("list").count();
+        assert_eq!(leftovers, 1, "only the key file remains");
+    }
+
+    #[test]
+    fn railyards_starting_together_agree_on_one_key() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let keys: Vec<DigestKey> = std::thread::scope(|scope| {
+            let starts: Vec<_> =
+                (0..16).map(|_| scope.spawn(|| SecretStore::open(None, state.path()).expect("opens").key)).collect();
+            starts.into_iter().map(|start| start.join().expect("no panic")).collect()
+        });
+        assert!(keys.iter().all(|key| *key == keys[0]));
     }
 }
