@@ -108,7 +108,9 @@ enum Command {
 #[derive(Subcommand)]
 enum Export {
     /// The production environment as a docker-compose file (Compose Specification).
-    #[command(after_help = "Secrets become ${RAILYARD_SECRET_<NAME>} variables.\n\nExamples:\n  \
+    #[command(after_help = "Secrets become ${RAILYARD_SECRET_<NAME>} variables, and literal values that look secret \
+                            (API_TOKEN, a URL's user:password) ${RAILYARD_ENV_<APP>_<VARIABLE>} variables.\n\n\
+                            Examples:\n  \
                             railyard export compose > compose.yaml\n  \
                             railyard export compose path/to/repo | docker-compose -f - config")]
     Compose {
