@@ -323,9 +323,9 @@ pub struct DomainSpec {
     pub acme_email: Option<String>,
 }
 
-const DEFAULT_INTERVAL_MS: u64 = 2_000;
-const DEFAULT_TIMEOUT_MS: u64 = 1_000;
-const DEFAULT_RETRIES: u32 = 3;
+pub const DEFAULT_INTERVAL_MS: u64 = 2_000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_RETRIES: u32 = 3;
 const DEFAULT_RUNNING_MS: u64 = 1_000;
 const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 

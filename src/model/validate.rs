@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
+use super::desired::{DEFAULT_INTERVAL_MS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS};
 use super::kinds::{App, Domain, EnvValue, Health, Located, Project, ScalingRule};
 use super::load::{Documents, Sourced};
 use super::units::{is_dns_label, is_env_name, is_host_name, is_secret_name, parse_cpus, parse_duration, parse_memory};
@@ -342,30 +343,38 @@ fn check_health(app: &Sourced<App>, health: &Health, diagnostics: &mut Vec<Diagn
     for duration in [&health.interval, &health.timeout, &health.start_period].into_iter().flatten() {
         check_duration(app, duration, diagnostics);
     }
-    if let Some(retries) = &health.retries {
-        if retries.value > MAX_HEALTH_RETRIES {
-            diagnostics.push(app.error_at(
-                retries,
-                format!(
-                    "health.retries: {} is over the limit of {MAX_HEALTH_RETRIES}; use 0-{MAX_HEALTH_RETRIES}",
-                    retries.value
-                ),
-            ));
-        } else {
-            let duration_of = |text: &Option<Located<String>>| {
-                text.as_ref().and_then(|text| parse_duration(&text.value).ok()).unwrap_or_default()
-            };
-            let per_try = duration_of(&health.interval) + duration_of(&health.timeout);
-            if per_try * (retries.value + 1) > MAX_HEALTH_WAIT {
-                diagnostics.push(app.error_at(
-                    retries,
-                    format!(
-                        "health.retries × (interval + timeout) is {}, over the limit of 24h; lower retries or interval",
-                        humantime::format_duration(per_try * (retries.value + 1))
-                    ),
-                ));
-            }
-        }
+    if let Some(retries) = &health.retries
+        && retries.value > MAX_HEALTH_RETRIES
+    {
+        diagnostics.push(app.error_at(
+            retries,
+            format!(
+                "health.retries: {} is over the limit of {MAX_HEALTH_RETRIES}; use 0-{MAX_HEALTH_RETRIES}",
+                retries.value
+            ),
+        ));
+        return;
+    }
+    // The backends wait up to (retries + 1) × (interval + timeout) for a replica to become healthy.
+    let duration_of = |text: &Option<Located<String>>, default: u64| {
+        text.as_ref()
+            .map_or(Some(std::time::Duration::from_millis(default)), |text| parse_duration(&text.value).ok())
+            .unwrap_or_default()
+    };
+    let per_try = duration_of(&health.interval, DEFAULT_INTERVAL_MS) + duration_of(&health.timeout, DEFAULT_TIMEOUT_MS);
+    let tries = health.retries.as_ref().map_or(DEFAULT_RETRIES, |retries| retries.value) + 1;
+    let at = health.retries.as_ref().map(|retries| app.error_at(retries, String::new())).or_else(|| {
+        health.interval.as_ref().or(health.timeout.as_ref()).map(|duration| app.error_at(duration, String::new()))
+    });
+    if per_try * tries > MAX_HEALTH_WAIT
+        && let Some(mut diagnostic) = at
+    {
+        diagnostic.message = format!(
+            "health: (retries + 1) × (interval + timeout) is {}, over the limit of 24h; lower retries, interval or \
+             timeout",
+            humantime::format_duration(per_try * tries)
+        );
+        diagnostics.push(diagnostic);
     }
 }
 
