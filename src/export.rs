@@ -10,7 +10,7 @@ use crate::model::{AppSpec, DesiredState};
 pub const DEFAULT_BIND_ADDRESS: &str = "127.0.0.1";
 
 /// The compose file (Compose Specification) equivalent to `desired`. Secrets become `${RAILYARD_SECRET_<NAME>}`
-/// references, so the file holds no secret the repository did not already hold.
+/// references and sensitive literals `${RAILYARD_ENV_<APP>_<VARIABLE>}` references, so the file holds no secret.
 pub fn compose_yaml(desired: &DesiredState) -> String {
     let services: Map<String, Value> =
         desired.apps.values().map(|app| (app.name.clone(), service(app, desired))).collect();
@@ -43,8 +43,11 @@ fn service(app: &AppSpec, desired: &DesiredState) -> Value {
         service.insert("command".to_owned(), json!(command.iter().map(|part| escape(part)).collect::<Vec<_>>()));
     }
     if !container.env.is_empty() {
-        let environment: Map<String, Value> =
-            container.env.iter().map(|(name, value)| (name.clone(), json!(env_value(value)))).collect();
+        let environment: Map<String, Value> = container
+            .env
+            .iter()
+            .map(|(name, value)| (name.clone(), json!(env_value(&app.name, name, value))))
+            .collect();
         service.insert("environment".to_owned(), Value::Object(environment));
     }
     if !container.ports.is_empty() {
@@ -123,18 +126,23 @@ fn deploy(app: &AppSpec) -> Value {
     Value::Object(deploy)
 }
 
-fn env_value(value: &EnvSpec) -> String {
+/// Secret values never reach the file: a secret is a `${RAILYARD_SECRET_<NAME>}` reference, and a literal that is
+/// sensitive by its name or a URL's userinfo becomes `${RAILYARD_ENV_<APP>_<VARIABLE>}`, to be set like a secret.
+fn env_value(app: &str, variable: &str, value: &EnvSpec) -> String {
     match value {
         EnvSpec::Value(text) => escape(text),
+        EnvSpec::Sensitive(_) => format!("${{RAILYARD_ENV_{}_{}}}", upper_snake(app), upper_snake(variable)),
         EnvSpec::Secret { secret, .. } => format!("${{{}}}", secret_variable(secret)),
     }
 }
 
 /// The variable that holds secret `name` for compose: `db-password` -> `RAILYARD_SECRET_DB_PASSWORD`.
 pub fn secret_variable(name: &str) -> String {
-    let upper: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
-    format!("RAILYARD_SECRET_{upper}")
+    format!("RAILYARD_SECRET_{}", upper_snake(name))
+}
+
+fn upper_snake(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
 /// Compose interpolates `$`; a literal dollar is written `$$`.

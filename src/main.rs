@@ -99,9 +99,9 @@ enum Command {
                             railyard schema --kind App   # one kind"
     )]
     Schema {
-        /// Only this kind.
-        #[arg(long, value_enum)]
-        kind: Option<KindArg>,
+        /// Only this kind: Project, App, Domain or ScalingRule, as written in YAML (any case; `scaling-rule` too).
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<Kind>,
     },
     /// Print the configuration in another tool's format.
     #[command(subcommand)]
@@ -111,7 +111,9 @@ enum Command {
 #[derive(Subcommand)]
 enum Export {
     /// The production environment as a docker-compose file (Compose Specification).
-    #[command(after_help = "Secrets become ${RAILYARD_SECRET_<NAME>} variables.\n\nExamples:\n  \
+    #[command(after_help = "Secrets become ${RAILYARD_SECRET_<NAME>} variables, and literal values that look secret \
+                            (API_TOKEN, a URL's user:password) ${RAILYARD_ENV_<APP>_<VARIABLE>} variables.\n\n\
+                            Examples:\n  \
                             railyard export compose > compose.yaml\n  \
                             railyard export compose path/to/repo | docker-compose -f - config")]
     Compose {
@@ -130,6 +132,10 @@ struct Target {
     /// `production`, `pr-<number>` or `branch-<name>`.
     #[arg(long, default_value = "production", env = "RAILYARD_ENV")]
     env: String,
+    /// Where the key of secret digests lives (`secret-digest.key`, made on first use); use serve's, so that plans
+    /// and the daemon agree on digests.
+    #[arg(long, default_value = ".railyard", env = "RAILYARD_STATE_DIR")]
+    state_dir: PathBuf,
     #[command(flatten)]
     docker: DockerArgs,
 }
@@ -159,11 +165,11 @@ struct DockerArgs {
 }
 
 impl DockerArgs {
-    fn settings(&self) -> DockerSettings {
-        DockerSettings {
+    fn settings(&self, state_dir: &Path) -> anyhow::Result<DockerSettings> {
+        Ok(DockerSettings {
             publish_address: self.publish_address.clone(),
             parallel: DockerSettings::default().parallel,
-            secrets: SecretStore { dir: self.secrets_dir.clone() },
+            secrets: SecretStore::open(self.secrets_dir.clone(), state_dir)?,
             proxy: (self.caddy_admin != "none").then(|| CaddySettings {
                 admin: self.caddy_admin.clone(),
                 http: self.proxy_http.clone(),
@@ -174,7 +180,7 @@ impl DockerArgs {
                     None => UpstreamMode::Host,
                 },
             }),
-        }
+        })
     }
 }
 
@@ -245,23 +251,12 @@ enum Output {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum KindArg {
-    Project,
-    App,
-    Domain,
-    ScalingRule,
-}
-
-impl From<KindArg> for Kind {
-    fn from(kind: KindArg) -> Kind {
-        match kind {
-            KindArg::Project => Kind::Project,
-            KindArg::App => Kind::App,
-            KindArg::Domain => Kind::Domain,
-            KindArg::ScalingRule => Kind::ScalingRule,
-        }
-    }
+fn parse_kind(text: &str) -> Result<Kind, String> {
+    let wanted = text.replace(['-', '_'], "");
+    Kind::ALL
+        .into_iter()
+        .find(|kind| kind.as_str().eq_ignore_ascii_case(&wanted))
+        .ok_or_else(|| format!("unknown kind `{text}`; use Project, App, Domain or ScalingRule"))
 }
 
 fn main() -> ExitCode {
@@ -303,11 +298,11 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
         Command::Validate { dir } => Ok(match load(&dir)? {
             Ok(config) => {
                 println!(
-                    "{}: valid ({} apps, {} domains, {} scaling rules)",
+                    "{}: valid ({}, {}, {})",
                     dir.display(),
-                    config.apps.len(),
-                    config.domains.len(),
-                    config.scaling_rules.len()
+                    count(config.apps.len(), "app", "apps"),
+                    count(config.domains.len(), "domain", "domains"),
+                    count(config.scaling_rules.len(), "scaling rule", "scaling rules")
                 );
                 ExitCode::SUCCESS
             }
@@ -315,7 +310,7 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
         }),
         Command::Schema { kind } => {
             let text = match kind {
-                Some(kind) => schema::schema_json(kind.into()),
+                Some(kind) => schema::schema_json(kind),
                 None => all_schemas()?,
             };
             write_stdout(&text)?;
@@ -336,6 +331,8 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
 struct Prepared {
     backend: DockerBackend,
     plan: Plan,
+    /// Why each secret the config names could not be read; apply refuses to start while any is listed.
+    missing_secrets: Vec<String>,
 }
 
 /// Loads and validates the repository, connects to Docker, observes and plans; `Err` holds the exit code when
@@ -348,9 +345,14 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
     let Some(env) = Environment::named(config.project_name(), &target.env) else {
         anyhow::bail!("unknown environment `{}`; use production, pr-<number> or branch-<name>", target.env);
     };
-    let settings = DockerSettings { parallel, ..target.docker.settings() };
+    let settings = DockerSettings { parallel, ..target.docker.settings(&target.state_dir)? };
     let mut desired = config.desired(&env, None);
-    settings.secrets.resolve_digests(&mut desired);
+    let missing_secrets = settings
+        .secrets
+        .resolve_digests(&mut desired)
+        .iter()
+        .filter_map(|name| settings.secrets.get(name).err().map(|error| error.to_string()))
+        .collect();
     let backend = match DockerBackend::connect(settings).await {
         Ok(backend) => backend,
         Err(error) => return Ok(Err(docker_failed(&error))),
@@ -359,7 +361,8 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
         Ok(observed) => observed,
         Err(error) => return Ok(Err(docker_failed(&error))),
     };
-    Ok(Ok(Prepared { plan: railyard::plan::plan(&desired, &observed), backend }))
+    desired.assume_unresolved_secrets_unchanged(&observed);
+    Ok(Ok(Prepared { plan: railyard::plan::plan(&desired, &observed), backend, missing_secrets }))
 }
 
 fn docker_failed(error: &DockerError) -> ExitCode {
@@ -381,10 +384,17 @@ async fn plan(target: Target, output: Output, detailed_exitcode: bool) -> anyhow
 }
 
 async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::Result<ExitCode> {
-    let Prepared { backend, plan } = match prepare(&target, parallel).await? {
+    let Prepared { backend, plan, missing_secrets } = match prepare(&target, parallel).await? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
+    if !missing_secrets.is_empty() {
+        for missing in &missing_secrets {
+            eprintln!("error: {missing}");
+        }
+        eprintln!("{} secret(s) missing; nothing was changed.", missing_secrets.len());
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
     let span = tracing::info_span!("reconcile", env = %plan.env.name, commit = plan.commit.as_deref().unwrap_or("-"), trigger = "cli");
     let _entered = span.enter();
     if !plan.has_changes() {
@@ -461,7 +471,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             SyncArg::Auto => SyncPolicy::Auto,
             SyncArg::Manual => SyncPolicy::Manual,
         }),
-        docker: args.docker.settings(),
+        docker: args.docker.settings(&args.state_dir)?,
         retry_base: Duration::from_secs(1),
         retry_cap: Duration::from_secs(300),
     };
@@ -539,6 +549,11 @@ fn use_color() -> bool {
 fn load(dir: &Path) -> anyhow::Result<Result<Config, model::InvalidConfig>> {
     let files = source::local::read_dir(dir)?;
     Ok(model::load(&files))
+}
+
+/// `1 app`, `2 apps`.
+fn count(number: usize, one: &str, many: &str) -> String {
+    format!("{number} {}", if number == 1 { one } else { many })
 }
 
 fn report_invalid(invalid: &model::InvalidConfig) -> ExitCode {

@@ -1,55 +1,222 @@
 //! The secret store: values for `{ secret: NAME }`, read at apply time from `RAILYARD_SECRET_<NAME>` or from a file
-//! `<dir>/<NAME>`, never from git. Values are only ever handed to the container that needs them.
+//! `<dir>/<NAME>`, never from git. Values are only ever handed to the container that needs them; everything else
+//! sees a digest keyed with the installation's key (`<state-dir>/secret-digest.key`).
+//!
+//! Only regular files directly inside the secrets directory are read: names are validated (no `/`, no `..`) and a
+//! symlink or any other kind of file is refused rather than followed.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use crate::model::DesiredState;
-use crate::model::desired::EnvSpec;
-use crate::model::redact::digest;
+use crate::model::redact::{DIGEST_KEY_BYTES, DigestKey};
+use crate::model::units::is_secret_name;
 
-/// Where secret values come from.
-#[derive(Debug, Clone, Default)]
+/// The file in the state directory that holds the digest key.
+pub const DIGEST_KEY_FILE: &str = "secret-digest.key";
+
+/// Where secret values come from, and the key their digests are computed with.
+#[derive(Debug, Clone)]
 pub struct SecretStore {
     /// A directory holding one file per secret, named like the secret (as Docker and Kubernetes mount them).
     pub dir: Option<PathBuf>,
+    key: DigestKey,
 }
 
-/// A secret that the config names but the store lacks.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("secret `{name}` is not set; export {variable}=... or write it to {file}")]
-pub struct MissingSecret {
-    pub name: String,
-    pub variable: String,
-    pub file: String,
+/// An in-memory store without a directory and with a fresh random key: digests are stable only within the process.
+impl Default for SecretStore {
+    fn default() -> Self {
+        SecretStore { dir: None, key: DigestKey::from_bytes(rand::random()) }
+    }
+}
+
+/// Why a secret could not be read, or the store not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret `{name}` is not set; export {variable}=... or write it to {file}")]
+    Missing { name: String, variable: String, file: String },
+    #[error(
+        "secret name `{0}` is not valid; use 1-64 lowercase letters, digits, `.`, `_` and `-`, starting and ending \
+         with a letter or digit"
+    )]
+    InvalidName(String),
+    #[error(
+        "secret file {path} is {what}; railyard reads only regular files directly inside the secrets directory: \
+         replace it with a regular file"
+    )]
+    NotRegularFile { path: PathBuf, what: &'static str },
+    #[error("cannot read secret file {path}: {source}; check its permissions")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("--secrets-dir {0} does not exist or is not a directory; create it or point the flag at the right place")]
+    NoSecretsDir(PathBuf),
+    #[error("cannot use the secret digest key {path}: {reason}; check that --state-dir is writable")]
+    DigestKey { path: PathBuf, reason: String },
 }
 
 impl SecretStore {
-    /// The value of secret `name`.
-    pub fn get(&self, name: &str) -> Result<String, MissingSecret> {
+    /// The store reading `dir` (which must exist), with the digest key of `state_dir`, created on first use.
+    pub fn open(dir: Option<PathBuf>, state_dir: &Path) -> Result<SecretStore, SecretError> {
+        if let Some(dir) = &dir
+            && !dir.is_dir()
+        {
+            return Err(SecretError::NoSecretsDir(dir.clone()));
+        }
+        Ok(SecretStore { dir, key: load_or_create_key(state_dir)? })
+    }
+
+    /// The value of secret `name`: `RAILYARD_SECRET_<NAME>` wins over the file `<dir>/<name>`.
+    pub fn get(&self, name: &str) -> Result<String, SecretError> {
+        if !is_secret_name(name) {
+            return Err(SecretError::InvalidName(name.to_owned()));
+        }
         let variable = crate::export::secret_variable(name);
         if let Ok(value) = std::env::var(&variable) {
             return Ok(value);
         }
         let file = self.dir.as_ref().map(|dir| dir.join(name));
-        if let Some(value) = file.as_ref().and_then(|path| std::fs::read_to_string(path).ok()) {
+        if let Some(path) = &file
+            && let Some(value) = read_regular_file(path)?
+        {
             return Ok(value.trim_end_matches('\n').to_owned());
         }
-        Err(MissingSecret {
+        Err(SecretError::Missing {
             name: name.to_owned(),
             variable,
-            file: file.map_or_else(|| "<--secrets-dir>/".to_owned() + name, |path| path.display().to_string()),
+            file: file.map_or_else(|| format!("<--secrets-dir>/{name}"), |path| path.display().to_string()),
         })
     }
 
-    /// Fills in the digest of every secret the desired state uses, so that a rotated secret shows as a change and
-    /// replaces the containers. Missing secrets keep no digest; applying the app reports them.
-    pub fn resolve_digests(&self, desired: &mut DesiredState) {
-        for app in desired.apps.values_mut() {
-            for value in app.container.env.values_mut() {
-                if let EnvSpec::Secret { secret, sha256 } = value {
-                    *sha256 = self.get(secret).ok().map(|value| digest(&value));
-                }
-            }
+    /// Fills in the digest of every secret and sensitive literal the desired state uses, so that a rotated secret
+    /// shows as a change and replaces the containers. Each secret that cannot be read becomes a warning of the plan
+    /// and is returned; applying refuses to start while any is missing.
+    pub fn resolve_digests(&self, desired: &mut DesiredState) -> BTreeSet<String> {
+        let unresolved = desired.seal(&self.key, |name| self.get(name).ok());
+        for name in &unresolved {
+            let why = match self.get(name) {
+                Err(error) => error.to_string(),
+                Ok(_) => format!("secret `{name}` could not be read"),
+            };
+            desired.warnings.push(format!(
+                "{why}; the plan assumes its running value is unchanged, and apply refuses to run without it"
+            ));
         }
+        unresolved
+    }
+}
+
+/// The file's text; `None` when it does not exist. Symlinks and anything but a regular file are refused, checked
+/// both before opening and on the opened file, so that a swap in between is caught too.
+fn read_regular_file(path: &Path) -> Result<Option<String>, SecretError> {
+    let before = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SecretError::Unreadable { path: path.to_owned(), source }),
+    };
+    check_regular(path, &before)?;
+    let unreadable = |source| SecretError::Unreadable { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let opened = file.metadata().map_err(unreadable)?;
+    check_regular(path, &opened)?;
+    if !same_file(&before, &opened) {
+        return Err(SecretError::NotRegularFile { path: path.to_owned(), what: "replaced while being read" });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(unreadable)?;
+    Ok(Some(text))
+}
+
+fn check_regular(path: &Path, metadata: &std::fs::Metadata) -> Result<(), SecretError> {
+    let kind = metadata.file_type();
+    let what = if kind.is_symlink() {
+        "a symlink"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if !kind.is_file() {
+        "not a regular file"
+    } else {
+        return Ok(());
+    };
+    Err(SecretError::NotRegularFile { path: path.to_owned(), what })
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    true
+}
+
+/// The installation's digest key: read from `<state_dir>/secret-digest.key`, or made of 32 random bytes and written
+/// there (mode 0600, never overwriting a key that appeared meanwhile).
+fn load_or_create_key(state_dir: &Path) -> Result<DigestKey, SecretError> {
+    let path = state_dir.join(DIGEST_KEY_FILE);
+    let failed = |reason: String| SecretError::DigestKey { path: path.clone(), reason };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let bytes: [u8; DIGEST_KEY_BYTES] = bytes.try_into().map_err(|bytes: Vec<u8>| {
+                failed(format!(
+                    "it holds {} bytes instead of {DIGEST_KEY_BYTES}; remove it to make a new one",
+                    bytes.len()
+                ))
+            })?;
+            return Ok(DigestKey::from_bytes(bytes));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(failed(error.to_string())),
+    }
+    std::fs::create_dir_all(state_dir).map_err(|error| failed(error.to_string()))?;
+    let bytes: [u8; DIGEST_KEY_BYTES] = rand::random();
+    // Written aside and linked into place, so that a railyard starting at the same moment never reads a half-written
+    // key, and a key that appeared meanwhile is never overwritten.
+    let draft = state_dir.join(format!(".{DIGEST_KEY_FILE}.{}.{:016x}", std::process::id(), rand::random::<u64>()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&draft).and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()));
+    let linked = written.and_then(|()| std::fs::hard_link(&draft, &path));
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => Ok(DigestKey::from_bytes(bytes)),
+        // Another railyard made it first: use theirs.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(state_dir),
+        Err(error) => Err(failed(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_made_once_with_mode_0600_and_kept() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let first = SecretStore::open(None, state.path()).expect("opens");
+        let second = SecretStore::open(None, state.path()).expect("opens again");
+        assert_eq!(first.key, second.key);
+        let metadata = std::fs::metadata(state.path().join(DIGEST_KEY_FILE)).expect("key file");
+        assert_eq!(metadata.len(), DIGEST_KEY_BYTES as u64);
+        #[cfg(unix)]
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777, 0o600);
+        let other = tempfile::tempdir().expect("tempdir");
+        assert_ne!(first.key, SecretStore::open(None, other.path()).expect("opens").key);
+        let leftovers = std::fs::read_dir(state.path()).expect("list").count();
+        assert_eq!(leftovers, 1, "only the key file remains");
+    }
+
+    #[test]
+    fn railyards_starting_together_agree_on_one_key() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let keys: Vec<DigestKey> = std::thread::scope(|scope| {
+            let starts: Vec<_> =
+                (0..16).map(|_| scope.spawn(|| SecretStore::open(None, state.path()).expect("opens").key)).collect();
+            starts.into_iter().map(|start| start.join().expect("no panic")).collect()
+        });
+        assert!(keys.iter().all(|key| *key == keys[0]));
     }
 }

@@ -35,7 +35,11 @@ macro_rules! fixtures {
         #[test]
         fn every_fixture_directory_has_a_test() {
             let listed = [$($dir),*];
-            let on_disk = std::fs::read_dir(fixture("")).map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()).unwrap_or_default();
+            let entries = std::fs::read_dir(fixture("")).expect("tests/fixtures/invalid is readable");
+            let on_disk: Vec<String> = entries
+                .map(|entry| entry.expect("fixture entry readable").file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(on_disk.len() >= listed.len(), "{on_disk:?}");
             for dir in on_disk {
                 assert!(listed.contains(&dir.as_str()), "fixture {dir} has no test");
             }
@@ -74,6 +78,15 @@ fixtures! {
     health_path_that_would_break_the_shell => "bad-health-path",
     every_error_reported_at_once => "many-errors",
     hidden_folders_are_skipped => "hidden-folders-skipped",
+    secret_names_that_leave_the_secrets_directory => "bad-secret-name",
+    host_port_with_several_replicas => "host-port-replicas",
+    nine_mistakes_in_one_file_are_reported_in_one_run => "nine-mistakes",
+    lowercase_kind_gets_did_you_mean => "kind-lowercase",
+    wrong_value_types_name_the_field_and_what_is_accepted => "wrong-value-types",
+    numbers_that_would_overflow_are_refused => "out-of-range",
+    env_value_of_the_wrong_type => "bad-env-value-type",
+    cron_year_past_what_the_clock_reaches => "cron-year-out-of-range",
+    values_of_the_wrong_shape_say_what_is_accepted => "wrong-shapes",
 }
 
 #[test]
@@ -87,6 +100,26 @@ fn example_repository_is_valid() {
 }
 
 #[test]
+fn fields_accepted_but_not_acted_on_yet_are_plan_warnings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout");
+    let config = model::load(&read_dir(&dir).expect("example readable")).expect("example valid");
+    let desired = config.desired(&model::Environment::production(config.project_name()), None);
+    let plan = railyard::plan::plan(&desired, &model::Observed::default());
+    let shown = railyard::plan::render::text(&plan, false);
+    assert!(
+        shown.contains("warning: scaling/web.yaml: the schedules of the ScalingRule for `web` are not acted on yet"),
+        "{shown}"
+    );
+    assert!(shown.contains("warning: railyard.yaml: previews are enabled but not created yet"), "{shown}");
+    let files = vec![
+        RepoFile::text("railyard.yaml", PROJECT),
+        RepoFile::text("web.yaml", "kind: App\nname: web\nimage: busybox\n"),
+    ];
+    let plain = model::load(&files).expect("valid");
+    assert!(plain.desired(&model::Environment::production("shop"), None).warnings.is_empty());
+}
+
+#[test]
 fn cli_validate_exit_codes_and_stderr() {
     let binary = env!("CARGO_BIN_EXE_railyard");
     let invalid = Command::new(binary).arg("validate").arg(fixture("many-errors")).output().expect("railyard runs");
@@ -97,6 +130,8 @@ fn cli_validate_exit_codes_and_stderr() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout");
     let valid = Command::new(binary).arg("validate").arg(example).output().expect("railyard runs");
     assert_eq!(valid.status.code(), Some(0), "{}", String::from_utf8_lossy(&valid.stderr));
+    let summary = String::from_utf8_lossy(&valid.stdout);
+    assert!(summary.ends_with(": valid (4 apps, 2 domains, 1 scaling rule)\n"), "{summary}");
     let missing =
         Command::new(binary).arg("validate").arg("/nonexistent/railyard-config").output().expect("railyard runs");
     assert_eq!(missing.status.code(), Some(1));
@@ -138,33 +173,36 @@ fn file_over_one_mebibyte_is_refused_unread() {
     );
 }
 
+/// Errors of one hostile file, which must stay under the 1 MiB limit so that it reaches the parser's own limits.
+fn hostile(path: &str, content: &str) -> Vec<String> {
+    assert!((content.len() as u64) < model::MAX_FILE_BYTES, "{path} must be read, not refused for its size");
+    errors_for(path, text(content))
+}
+
 #[test]
 fn billion_laughs_alias_bomb_is_refused() {
-    let mut bomb = String::from(
-        "kind: App\nname: web\nimage: busybox\ncommand: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
-    );
-    for level in 1..=9 {
-        let previous = level - 1;
-        bomb.push_str(&format!("x{level}: &a{level} [*a{previous}, *a{previous}, *a{previous}, *a{previous}, *a{previous}, *a{previous}, *a{previous}, *a{previous}, *a{previous}]\n"));
-    }
-    let errors = errors_for("bomb.yaml", text(&bomb));
+    // A valid App whose command repeats a 90 kB image string ten thousand times: 900 MB once expanded.
+    let laughs = "lol".repeat(30_000);
+    let bomb =
+        format!("kind: App\nname: web\nimage: &laugh \"{laughs}\"\ncommand: [{}]\n", vec!["*laugh"; 10_000].join(", "));
+    let errors = hostile("bomb.yaml", &bomb);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("bomb.yaml:"), "{errors:?}");
+    assert!(errors[0].starts_with("bomb.yaml:4:"), "{errors:?}");
+    assert!(errors[0].contains("aliases expand to more than 64 MiB of text, the alias budget"), "{errors:?}");
 }
 
 #[test]
 fn alias_bomb_inside_env_values_is_refused() {
-    // Untagged env values are buffered before they are matched, the path where an expanding parser would blow up.
-    let mut bomb = String::from(
-        "kind: App\nname: web\nimage: busybox\nenv:\n  L0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
-    );
-    for level in 1..=9 {
-        let previous = format!("*a{}", level - 1);
-        bomb.push_str(&format!("  L{level}: &a{level} [{}]\n", [previous.as_str(); 9].join(", ")));
-    }
-    let errors = errors_for("bomb.yaml", text(&bomb));
+    let laughs = "lol".repeat(30_000);
+    let references: String = (0..10_000).map(|index| format!("  LAUGH_{index}: *laugh\n")).collect();
+    let bomb = format!("kind: App\nname: web\nimage: busybox\nenv:\n  LAUGH: &laugh \"{laughs}\"\n{references}");
+    let errors = hostile("bomb.yaml", &bomb);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("bomb.yaml:"), "{errors:?}");
+    assert!(errors[0].contains("aliases expand to more than 64 MiB of text, the alias budget"), "{errors:?}");
+    let many = format!("kind: App\nname: web\nimage: &x busybox\ncommand: [{}]\n", vec!["*x"; 60_000].join(", "));
+    let errors = hostile("many.yaml", &many);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("more than 50000 aliases (`*name`) in one document, the alias budget"), "{errors:?}");
 }
 
 #[test]
@@ -178,13 +216,17 @@ fn nesting_ten_thousand_deep_is_refused() {
             "block",
             format!(
                 "kind: App\nname: web\nimage: busybox\nenv:\n{}",
-                (1..10_000).map(|depth| format!("{}a:\n", " ".repeat(depth))).collect::<String>()
+                (1..1_000).map(|depth| format!("{}a:\n", " ".repeat(depth))).collect::<String>()
             ),
         ),
     ] {
-        let errors = errors_for("deep.yaml", text(&deep));
+        let errors = hostile("deep.yaml", &deep);
         assert_eq!(errors.len(), 1, "{style}: {errors:?}");
         assert!(errors[0].starts_with("deep.yaml:"), "{style}: {errors:?}");
+        assert!(
+            errors[0].contains("nesting is deeper than 256 levels, the YAML parser's nesting limit"),
+            "{style}: {errors:?}"
+        );
     }
 }
 
@@ -243,4 +285,147 @@ fn a_document_that_is_not_a_mapping_is_refused() {
     let errors = errors_for("list.yaml", text("- kind: App\n- name: web\n"));
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].starts_with("list.yaml:1:1:"), "{errors:?}");
+}
+
+// No value in a config file can make railyard panic: whatever validation lets through, planning, rendering,
+// labelling and exporting handle.
+
+mod no_panic {
+    use proptest::prelude::*;
+    use railyard::model::redact::DigestKey;
+    use railyard::model::{self, Environment, Observed, RepoFile};
+
+    /// Numbers as YAML writes them, from the edges of every integer type to floats past f64.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..70_000).prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| n.to_string()),
+            prop::sample::select(vec!["1e400", "-0", ".inf", ".nan", "0x10", "~", "\"7\"", "18446744073709551616"])
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    /// Quantity-like text: a number, maybe a fraction, and a unit, or any short text.
+    fn text() -> impl Strategy<Value = String> {
+        let units = vec!["", "m", "ms", "s", "h", "d", "w", "Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T", "ns"];
+        prop_oneof![
+            4 => (any::<u64>(), prop::sample::select(units.clone())).prop_map(|(n, unit)| format!("{n}{unit}")),
+            2 => (0u64..100_000, prop::sample::select(units.clone())).prop_map(|(n, unit)| format!("{n}{unit}")),
+            1 => (any::<f64>(), prop::sample::select(units)).prop_map(|(n, unit)| format!("{n}{unit}")),
+            1 => "[ -~]{0,24}",
+            1 => "[0-9*,/ -]{0,30}",
+        ]
+        .prop_map(|text| serde_json::to_string(&text).unwrap_or_default())
+    }
+
+    /// What validation lets through stays within the arithmetic the backends do: nanoseconds and nano-CPUs in an
+    /// i64 (Docker's API), a health deadline in a Duration, a TTL added to the clock.
+    fn assert_backend_arithmetic_fits(spec: &railyard::model::AppSpec) {
+        let container = &spec.container;
+        let nanos = |millis: u64| i64::try_from(millis).ok().and_then(|millis| millis.checked_mul(1_000_000));
+        if let Some(millis) = container.cpu_millis {
+            assert!(nanos(millis).is_some(), "cpus {millis}m overflow nano-CPUs");
+        }
+        let health = &container.health;
+        for millis in [health.interval_ms, health.timeout_ms, health.start_period_ms, container.stop_grace_period_ms] {
+            assert!(nanos(millis).is_some(), "{millis} ms overflow nanoseconds");
+        }
+        let per_try = std::time::Duration::from_millis(health.interval_ms + health.timeout_ms);
+        assert!(per_try.checked_mul(health.retries + 1).is_some(), "health deadline overflows");
+        assert!(std::time::SystemTime::now().checked_add(per_try * (health.retries + 1)).is_some());
+        assert!(spec.replicas <= railyard::model::validate::MAX_REPLICAS);
+    }
+
+    /// Valid values of every numeric or quantity field, in the order the config below uses them.
+    const VALID: [&str; 21] = [
+        "1",
+        "72h",
+        "1",
+        "x",
+        "\"postgres://u:p@db/x\"",
+        "db-password",
+        "1",
+        "8080",
+        "null",
+        "\"0.5\"",
+        "256Mi",
+        "1s",
+        "1s",
+        "3",
+        "1s",
+        "10s",
+        "1",
+        "2",
+        "70",
+        "\"0 0 8 * * Mon-Fri\"",
+        "1",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        /// A few fields at a time get an arbitrary value while the rest stay valid, so that the strange value reaches
+        /// whatever validation lets through.
+        #[test]
+        fn no_config_value_makes_railyard_panic(
+            overrides in prop::collection::vec((0..VALID.len(), prop_oneof![number(), text()]), 1..4),
+        ) {
+            let mut values: Vec<String> = VALID.iter().map(|value| (*value).to_owned()).collect();
+            for (field, value) in overrides {
+                values[field] = value;
+            }
+            plan_everything(&config_files(&values));
+        }
+    }
+
+    #[test]
+    fn the_template_of_the_no_panic_test_is_valid() {
+        let values: Vec<String> = VALID.iter().map(|value| (*value).to_owned()).collect();
+        let config = model::load(&config_files(&values)).unwrap_or_else(|invalid| panic!("{invalid}"));
+        assert_eq!(config.apps["web"].doc.replicas.as_ref().map(|r| r.value), Some(1));
+    }
+
+    fn config_files(v: &[String]) -> Vec<RepoFile> {
+        let project = format!(
+            "kind: Project\nname: shop\ndefaults: {{ replicas: {} }}\npreviews: {{ enabled: true, ttl: {}, hostTemplate: \"{{app}}-{{number}}.example.com\" }}\n",
+            v[0], v[1]
+        );
+        let app = format!(
+            "kind: App\nname: web\nimage: busybox\nreplicas: {}\nenv: {{ API_TOKEN: {}, URL: {}, S: {{ secret: {} }}, N: {} }}\n\
+                 ports: [{{ name: http, port: {}, hostPort: {} }}]\nresources: {{ cpus: {}, memory: {} }}\n\
+                 health: {{ http: {{ path: /, port: http }}, interval: {}, timeout: {}, retries: {}, startPeriod: {} }}\n\
+                 stopGracePeriod: {}\n",
+            v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]
+        );
+        let rule = format!(
+            "kind: ScalingRule\napp: web\nmin: {}\nmax: {}\ntargetCpuPercent: {}\nschedules: [{{ cron: {}, min: {} }}]\n",
+            v[16], v[17], v[18], v[19], v[20]
+        );
+        let domain = "kind: Domain\nhost: shop.example.com\napp: web\nport: http\n";
+        vec![
+            RepoFile::text("railyard.yaml", &project),
+            RepoFile::text("web.yaml", &app),
+            RepoFile::text("rule.yaml", &rule),
+            RepoFile::text("domain.yaml", domain),
+        ]
+    }
+
+    /// Load, validate, plan, render, label and export: nothing may panic.
+    fn plan_everything(files: &[RepoFile]) {
+        if let Ok(config) = model::load(files) {
+            for env in [Environment::production("shop"), Environment::pull_request("shop", u64::MAX)] {
+                let mut desired = config.desired(&env, Some("0123456789"));
+                desired.seal(&DigestKey::from_bytes([3; 32]), |name| Some(format!("value of {name}")));
+                let plan = railyard::plan::plan(&desired, &Observed::default());
+                let _ = railyard::plan::render::text(&plan, true);
+                let _ = serde_json::to_string(&plan);
+                let _ = railyard::export::compose_yaml(&desired);
+                for spec in desired.apps.values() {
+                    let _ = railyard::backend::docker::labels::replica(&env, spec, 1, Some("0123456789"));
+                    assert_backend_arithmetic_fits(spec);
+                }
+            }
+        }
+    }
 }

@@ -1,15 +1,15 @@
 //! The desired state of one environment: what should run, in a canonical form that backends store as
 //! "last applied", hash, and compare.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::kinds::{App, EnvValue, Health, Protocol, PullPolicy, SyncPolicy, TlsMode};
-use super::redact::{is_sensitive_name, redact_url_password, redacted};
+use super::redact::{DigestKey, is_sensitive_name, redacted, url_userinfo};
 use super::units::{parse_cpus, parse_duration, parse_memory};
-use super::{Config, Sourced};
+use super::{Config, Observed, Sourced};
 
 /// The named target that a set of apps is deployed to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -142,13 +142,105 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 #[serde(untagged)]
 pub enum EnvSpec {
     Value(String),
-    /// Taken from the secret store at apply time; `sha256` is filled once the value is resolved, so a rotated
+    /// A literal from git that is secret by its name (`API_TOKEN`) or holds a URL's userinfo. It serialises, debugs
+    /// and displays only in its redacted form; the container gets the value through [`EnvSpec::container_value`].
+    Sensitive(SensitiveValue),
+    /// Taken from the secret store at apply time; `digest` is filled once the value is resolved, so a rotated
     /// secret shows as a change.
     Secret {
         secret: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        sha256: Option<String>,
+        digest: Option<String>,
     },
+}
+
+impl EnvSpec {
+    /// The canonical value of a variable as written in git: literals whose name or form marks them secret are
+    /// wrapped so that they can never be shown.
+    pub fn literal(name: &str, text: String) -> EnvSpec {
+        if is_sensitive_name(name) {
+            return EnvSpec::Sensitive(SensitiveValue::whole(text));
+        }
+        match url_userinfo(&text) {
+            Some(hidden) => EnvSpec::Sensitive(SensitiveValue { value: text, hidden, digest: None }),
+            None => EnvSpec::Value(text),
+        }
+    }
+
+    /// The value the container receives; `secret` resolves `{ secret: NAME }` references.
+    pub fn container_value<E>(&self, secret: impl FnOnce(&str) -> Result<String, E>) -> Result<String, E> {
+        match self {
+            EnvSpec::Value(text) => Ok(text.clone()),
+            EnvSpec::Sensitive(value) => Ok(value.reveal().to_owned()),
+            EnvSpec::Secret { secret: name, .. } => secret(name),
+        }
+    }
+
+    /// The form that may be stored and shown: sensitive literals become their redacted text.
+    fn redacted(&self) -> EnvSpec {
+        match self {
+            EnvSpec::Sensitive(value) => EnvSpec::Value(value.shown()),
+            other => other.clone(),
+        }
+    }
+}
+
+/// A secret literal. Only [`SensitiveValue::reveal`] gives its text; `Serialize`, `Debug` and `Display` write the
+/// redacted form (`<redacted hmac-sha256:…>`, with a URL's scheme and host kept), so no output can leak it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SensitiveValue {
+    value: String,
+    /// The secret part of `value`: all of it, or a URL's userinfo.
+    hidden: std::ops::Range<usize>,
+    /// Keyed digest of the secret part, set by [`DesiredState::seal`].
+    digest: Option<String>,
+}
+
+impl SensitiveValue {
+    pub fn whole(value: String) -> SensitiveValue {
+        SensitiveValue { hidden: 0..value.len(), value, digest: None }
+    }
+
+    /// The value itself, for the container and nothing else.
+    pub fn reveal(&self) -> &str {
+        &self.value
+    }
+
+    /// The text shown instead of the value.
+    pub fn shown(&self) -> String {
+        let (before, after) = (&self.value[..self.hidden.start], &self.value[self.hidden.end..]);
+        format!("{before}{}{after}", redacted(self.digest.as_deref()))
+    }
+
+    fn seal(&mut self, key: &DigestKey) {
+        self.digest = Some(key.digest(&self.value[self.hidden.clone()]));
+    }
+}
+
+impl std::fmt::Debug for SensitiveValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown())
+    }
+}
+
+impl std::fmt::Display for SensitiveValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+impl Serialize for SensitiveValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.shown())
+    }
+}
+
+/// Stored specs hold only the redacted text, which reads back as [`EnvSpec::Value`]: a sensitive value is never
+/// read from anywhere but git.
+impl<'de> Deserialize<'de> for SensitiveValue {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("a sensitive value is only read from the config repository"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -231,27 +323,18 @@ pub struct DomainSpec {
     pub acme_email: Option<String>,
 }
 
-const DEFAULT_INTERVAL_MS: u64 = 2_000;
-const DEFAULT_TIMEOUT_MS: u64 = 1_000;
-const DEFAULT_RETRIES: u32 = 3;
+pub const DEFAULT_INTERVAL_MS: u64 = 2_000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_RETRIES: u32 = 3;
 const DEFAULT_RUNNING_MS: u64 = 1_000;
 const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 
 impl ContainerSpec {
-    /// The same spec with secret values replaced by digests: what may be stored, labelled and shown.
+    /// The same spec with sensitive literals replaced by their redacted text: what may be stored, labelled and
+    /// shown, holding no secret even in memory.
     pub fn redacted(&self) -> ContainerSpec {
-        let env = self.env.iter().map(|(name, value)| (name.clone(), value.redacted(name))).collect();
+        let env = self.env.iter().map(|(name, value)| (name.clone(), value.redacted())).collect();
         ContainerSpec { env, ..self.clone() }
-    }
-}
-
-impl EnvSpec {
-    fn redacted(&self, name: &str) -> EnvSpec {
-        match self {
-            EnvSpec::Value(value) if is_sensitive_name(name) => EnvSpec::Value(redacted(value)),
-            EnvSpec::Value(value) => EnvSpec::Value(redact_url_password(value).unwrap_or_else(|| value.clone())),
-            EnvSpec::Secret { .. } => self.clone(),
-        }
     }
 }
 
@@ -268,6 +351,45 @@ impl AppSpec {
     }
 }
 
+impl DesiredState {
+    /// Fills in the keyed digest of every sensitive literal and of every secret that `resolve` finds, so that a
+    /// changed value shows as a change. Returns the names of the secrets `resolve` did not find, each once.
+    pub fn seal(&mut self, key: &DigestKey, resolve: impl Fn(&str) -> Option<String>) -> BTreeSet<String> {
+        let mut unresolved = BTreeSet::new();
+        for value in self.apps.values_mut().flat_map(|app| app.container.env.values_mut()) {
+            match value {
+                EnvSpec::Sensitive(sensitive) => sensitive.seal(key),
+                EnvSpec::Secret { secret, digest } => {
+                    *digest = resolve(secret).map(|value| key.digest(&value));
+                    if digest.is_none() {
+                        unresolved.insert(secret.clone());
+                    }
+                }
+                EnvSpec::Value(_) => {}
+            }
+        }
+        unresolved
+    }
+
+    /// Secrets whose value is unknown (no digest) are assumed unchanged: each takes the digest that the running
+    /// app's last applied spec holds for the same variable and secret, so a plan made without the secrets (as a
+    /// config repository's CI makes it) does not report them as changes.
+    pub fn assume_unresolved_secrets_unchanged(&mut self, observed: &Observed) {
+        for (name, app) in &mut self.apps {
+            let Some(last) = observed.apps.get(name).and_then(|found| found.last_applied.as_ref()) else { continue };
+            for (variable, value) in &mut app.container.env {
+                if let EnvSpec::Secret { secret, digest: digest @ None } = value
+                    && let Some(EnvSpec::Secret { secret: running, digest: Some(known) }) =
+                        last.container.env.get(variable)
+                    && running == secret
+                {
+                    *digest = Some(known.clone());
+                }
+            }
+        }
+    }
+}
+
 impl Config {
     /// What `env` should run according to this config at `commit`.
     pub fn desired(&self, env: &Environment, commit: Option<&str>) -> DesiredState {
@@ -278,8 +400,26 @@ impl Config {
             sync: self.project.doc.sync.unwrap_or(SyncPolicy::Auto),
             apps,
             domains: self.domain_specs(env),
-            warnings: Vec::new(),
+            warnings: self.inactive_features(),
         }
+    }
+
+    /// Fields that are accepted but not acted on yet, so that nobody waits for them to take effect.
+    fn inactive_features(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.project.doc.previews.as_ref().is_some_and(|previews| previews.enabled) {
+            warnings.push(format!(
+                "{}: previews are enabled but not created yet: this version of railyard ignores `previews`",
+                self.project.file
+            ));
+        }
+        for rule in self.scaling_rules.values().filter(|rule| !rule.doc.schedules.is_empty()) {
+            warnings.push(format!(
+                "{}: the schedules of the ScalingRule for `{}` are not acted on yet: only min and max bound the replicas",
+                rule.file, rule.doc.app.value
+            ));
+        }
+        warnings
     }
 
     fn app_spec(&self, app: &Sourced<App>) -> AppSpec {
@@ -296,7 +436,8 @@ impl Config {
                 protocol: port.protocol,
             })
             .collect();
-        let replicas = spec.replicas.as_ref().map(|r| r.value).or(defaults.replicas).unwrap_or(1);
+        let replicas =
+            spec.replicas.as_ref().map(|r| r.value).or(defaults.replicas.as_ref().map(|r| r.value)).unwrap_or(1);
         AppSpec {
             name: spec.name.value.clone(),
             replicas: self.clamp_replicas(&spec.name.value, replicas),
@@ -305,7 +446,11 @@ impl Config {
                 image: spec.image.value.clone(),
                 pull: spec.pull.or(defaults.pull).unwrap_or_default(),
                 command: spec.command.clone(),
-                env: spec.env.iter().map(|(name, value)| (name.0.value.clone(), env_spec(value))).collect(),
+                env: spec
+                    .env
+                    .iter()
+                    .map(|(name, value)| (name.0.value.clone(), env_spec(&name.0.value, value)))
+                    .collect(),
                 health: health_spec(spec.health.as_ref(), &ports),
                 cpu_millis: resources.and_then(|r| r.cpus.as_ref()).and_then(|cpus| parse_cpus(&cpus.value).ok()),
                 memory_bytes: resources.and_then(|r| r.memory.as_ref()).and_then(|m| parse_memory(&m.value).ok()),
@@ -391,13 +536,13 @@ fn preview_host(template: &str, app: &str, env: &Environment, preview: &PreviewO
         .replace("{project}", project)
 }
 
-fn env_spec(value: &EnvValue) -> EnvSpec {
+fn env_spec(name: &str, value: &EnvValue) -> EnvSpec {
     match value {
-        EnvValue::Text(text) => EnvSpec::Value(text.clone()),
-        EnvValue::Integer(number) => EnvSpec::Value(number.to_string()),
-        EnvValue::Float(number) => EnvSpec::Value(number.to_string()),
-        EnvValue::Bool(flag) => EnvSpec::Value(flag.to_string()),
-        EnvValue::Secret(reference) => EnvSpec::Secret { secret: reference.secret.clone(), sha256: None },
+        EnvValue::Text(text) => EnvSpec::literal(name, text.clone()),
+        EnvValue::Integer(number) => EnvSpec::literal(name, number.to_string()),
+        EnvValue::Float(number) => EnvSpec::literal(name, number.to_string()),
+        EnvValue::Bool(flag) => EnvSpec::literal(name, flag.to_string()),
+        EnvValue::Secret(reference) => EnvSpec::Secret { secret: reference.secret.clone(), digest: None },
     }
 }
 
@@ -419,7 +564,7 @@ fn health_spec(health: Option<&Health>, ports: &[PortSpec]) -> HealthSpec {
     HealthSpec {
         interval_ms: millis(health.and_then(|h| h.interval.as_ref()).map(|d| d.value.as_str()), DEFAULT_INTERVAL_MS),
         timeout_ms: millis(health.and_then(|h| h.timeout.as_ref()).map(|d| d.value.as_str()), DEFAULT_TIMEOUT_MS),
-        retries: health.and_then(|h| h.retries).unwrap_or(DEFAULT_RETRIES),
+        retries: health.and_then(|h| h.retries.as_ref()).map_or(DEFAULT_RETRIES, |r| r.value),
         start_period_ms: millis(health.and_then(|h| h.start_period.as_ref()).map(|d| d.value.as_str()), start_default),
         probe,
     }

@@ -12,6 +12,19 @@ use serde_saphyr::Spanned;
 /// A value and the place in its file where it was written.
 pub type Located<T> = Spanned<T>;
 
+/// The JSON Schema form of the rules that validation enforces, so that editors flag what `railyard validate` would.
+pub mod patterns {
+    pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+    pub const HOST: &str = r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+    pub const SECRET_NAME: &str = r"^(?!.*\.\.)[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$";
+    pub const DURATION: &str = "^([0-9]+(ns|us|ms|s|sec|m|min|h|hr|d|w))+$";
+    pub const MEMORY: &str = "^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$";
+    pub const CPUS: &str = r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$";
+    pub const ABSOLUTE_PATH: &str = "^/";
+    pub const HTTP_PATH: &str = "^/[^\\s'\"`\\\\$]*$";
+}
+use patterns::*;
+
 macro_rules! kind_tag {
     ($tag:ident, $variant:ident) => {
         #[doc = concat!("The `kind: ", stringify!($variant), "` marker.")]
@@ -34,6 +47,7 @@ pub struct Project {
     pub kind: ProjectKind,
     /// DNS label; names the compose project (Docker) or namespace (Kubernetes).
     #[schemars(with = "String")]
+    #[schemars(pattern(DNS_LABEL))]
     pub name: Located<String>,
     /// Preview environments for pull requests and preview branches.
     #[serde(default)]
@@ -61,7 +75,9 @@ pub enum SyncPolicy {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AppDefaults {
-    pub replicas: Option<u32>,
+    #[schemars(with = "Option<u32>")]
+    #[schemars(range(max = 1000))]
+    pub replicas: Option<Located<u32>>,
     pub pull: Option<PullPolicy>,
     pub resources: Option<Resources>,
 }
@@ -77,6 +93,7 @@ pub struct Previews {
     pub host_template: Option<Located<String>>,
     /// How long a preview lives after its last update, e.g. `72h`.
     #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
     pub ttl: Option<Located<String>>,
     /// Whether pull requests from forks get previews.
     #[serde(default)]
@@ -102,6 +119,7 @@ pub struct App {
     pub kind: AppKind,
     /// DNS label; other apps reach this one by this name.
     #[schemars(with = "String")]
+    #[schemars(pattern(DNS_LABEL))]
     pub name: Located<String>,
     /// Image reference, e.g. `ghcr.io/acme/web:1.4.2`.
     #[schemars(with = "String")]
@@ -120,6 +138,7 @@ pub struct App {
     pub health: Option<Health>,
     /// Number of replicas (default 1, or the Project's default).
     #[schemars(with = "Option<u32>")]
+    #[schemars(range(max = 1000))]
     pub replicas: Option<Located<u32>>,
     pub resources: Option<Resources>,
     #[serde(default)]
@@ -127,9 +146,11 @@ pub struct App {
     /// Apps that must be healthy before this one starts.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
+    #[schemars(inner(pattern(DNS_LABEL)))]
     pub depends_on: Vec<Located<String>>,
     /// Seconds between SIGTERM and SIGKILL when a replica stops, e.g. `10s` (default).
     #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
     pub stop_grace_period: Option<Located<String>>,
 }
 
@@ -156,7 +177,7 @@ impl Ord for EnvName {
 }
 
 /// An environment variable's value as written.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
 #[serde(untagged)]
 pub enum EnvValue {
     Text(String),
@@ -166,10 +187,80 @@ pub enum EnvValue {
     Secret(SecretRef),
 }
 
+/// Read straight from the parser's events, without buffering: a wrong value gets a message in the user's words
+/// (what was found, what is accepted) and aliases are never expanded into a buffer.
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(EnvValueVisitor)
+    }
+}
+
+struct EnvValueVisitor;
+
+const ENV_VALUE_ACCEPTED: &str = "a string, number or boolean, or `{ secret: NAME }`";
+
+impl<'de> serde::de::Visitor<'de> for EnvValueVisitor {
+    type Value = EnvValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(ENV_VALUE_ACCEPTED)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<EnvValue, E> {
+        Ok(EnvValue::Text(text.to_owned()))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, flag: bool) -> Result<EnvValue, E> {
+        Ok(EnvValue::Bool(flag))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<EnvValue, E> {
+        Ok(EnvValue::Integer(number))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<EnvValue, E> {
+        Ok(i64::try_from(number).map_or_else(|_| EnvValue::Text(number.to_string()), EnvValue::Integer))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, number: f64) -> Result<EnvValue, E> {
+        Ok(EnvValue::Float(number))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<EnvValue, E> {
+        Err(E::custom(format!("env value is empty; write {ENV_VALUE_ACCEPTED}, e.g. `\"\"` for an empty string")))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<EnvValue, E> {
+        self.visit_unit()
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<EnvValue, A::Error> {
+        Err(serde::de::Error::custom(format!("env value is a list; write {ENV_VALUE_ACCEPTED}")))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<EnvValue, A::Error> {
+        let wrong = |found: &str| {
+            serde::de::Error::custom(format!(
+                "env value is a mapping with {found}; the only mapping accepted is `{{ secret: NAME }}`"
+            ))
+        };
+        let Some(key) = map.next_key::<String>()? else { return Err(wrong("no keys")) };
+        if key != "secret" {
+            return Err(wrong(&format!("key `{key}`")));
+        }
+        let secret: String = map.next_value()?;
+        if let Some(extra) = map.next_key::<String>()? {
+            return Err(wrong(&format!("a second key `{extra}`")));
+        }
+        Ok(EnvValue::Secret(SecretRef { secret }))
+    }
+}
+
 /// `{ secret: NAME }`: the value comes from railyard's secret store.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
+    #[schemars(pattern(SECRET_NAME))]
     pub secret: String,
 }
 
@@ -189,12 +280,15 @@ pub enum PullPolicy {
 pub struct Port {
     /// DNS label that Domains and health checks refer to.
     #[schemars(with = "String")]
+    #[schemars(pattern(DNS_LABEL))]
     pub name: Located<String>,
     /// Container port, 1-65535.
     #[schemars(with = "u16")]
+    #[schemars(range(min = 1))]
     pub port: Located<u16>,
     /// Pins the published host port; otherwise Docker chooses one.
     #[schemars(with = "Option<u16>")]
+    #[schemars(range(min = 1))]
     pub host_port: Option<Located<u16>>,
     /// `tcp` (default) or `udp`.
     #[serde(default)]
@@ -220,12 +314,17 @@ pub struct Health {
     /// A command run inside the container; exit 0 means healthy.
     pub command: Option<Vec<String>>,
     #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
     pub interval: Option<Located<String>>,
     #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
     pub timeout: Option<Located<String>>,
-    pub retries: Option<u32>,
+    #[schemars(with = "Option<u32>")]
+    #[schemars(range(max = 100))]
+    pub retries: Option<Located<u32>>,
     /// Grace period after start during which failures do not count, e.g. `5s`.
     #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
     pub start_period: Option<Located<String>>,
 }
 
@@ -235,6 +334,7 @@ pub struct Health {
 pub struct HttpCheck {
     #[serde(default = "default_health_path")]
     #[schemars(with = "String")]
+    #[schemars(pattern(HTTP_PATH))]
     pub path: Located<String>,
     /// A port name of the app.
     #[schemars(with = "String")]
@@ -263,9 +363,11 @@ pub struct TcpCheck {
 pub struct Resources {
     /// CPUs as a decimal (`"0.5"`) or millicores (`"500m"`).
     #[schemars(with = "Option<String>")]
+    #[schemars(pattern(CPUS))]
     pub cpus: Option<Located<String>>,
     /// Memory with a unit: `256Mi`, `1Gi`, `512M`, or bytes.
     #[schemars(with = "Option<String>")]
+    #[schemars(pattern(MEMORY))]
     pub memory: Option<Located<String>>,
 }
 
@@ -274,9 +376,11 @@ pub struct Resources {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Volume {
     #[schemars(with = "String")]
+    #[schemars(pattern(DNS_LABEL))]
     pub name: Located<String>,
     /// Absolute path inside the container.
     #[schemars(with = "String")]
+    #[schemars(pattern(ABSOLUTE_PATH))]
     pub mount: Located<String>,
     #[serde(default)]
     pub read_only: bool,
@@ -292,11 +396,14 @@ pub struct Volume {
 pub struct Domain {
     pub kind: DomainKind,
     #[schemars(with = "String")]
+    #[schemars(pattern(HOST))]
     pub host: Located<String>,
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
+    #[schemars(inner(pattern(HOST)))]
     pub aliases: Vec<Located<String>>,
     #[schemars(with = "String")]
+    #[schemars(pattern(DNS_LABEL))]
     pub app: Located<String>,
     /// A port name of the app.
     #[schemars(with = "String")]
@@ -325,13 +432,16 @@ pub enum TlsMode {
 pub struct ScalingRule {
     pub kind: ScalingRuleKind,
     #[schemars(with = "String")]
+    #[schemars(pattern(DNS_LABEL))]
     pub app: Located<String>,
     #[schemars(with = "u32")]
     pub min: Located<u32>,
     #[schemars(with = "u32")]
+    #[schemars(range(min = 1, max = 1000))]
     pub max: Located<u32>,
     /// Average CPU use per replica to aim for, in percent of the app's CPU limit.
     #[schemars(with = "Option<u32>")]
+    #[schemars(range(min = 1, max = 1000))]
     pub target_cpu_percent: Option<Located<u32>>,
     #[serde(default)]
     pub schedules: Vec<Schedule>,

@@ -139,7 +139,7 @@ fn read_file(file: &Arc<str>, text: &str, documents: &mut Documents, diagnostics
         }
     };
     for (line_offset, slice) in slices {
-        if let Err(diagnostic) = read_document(file, line_offset, slice, documents) {
+        if let Err(diagnostic) = read_document(file, line_offset, slice, documents, diagnostics) {
             diagnostics.push(diagnostic);
         }
     }
@@ -159,7 +159,8 @@ fn split_documents<'a>(file: &str, text: &'a str) -> Result<Vec<(u64, &'a str)>,
             Ok(_) => {}
             Err(error) => {
                 let mark = error.marker();
-                let message = format!("YAML syntax error: {}", error.info());
+                let message =
+                    limit_message(&error.info()).unwrap_or_else(|| format!("YAML syntax error: {}", error.info()));
                 return Err(Diagnostic::new(file, mark.line() as u64, mark.col() as u64 + 1, message));
             }
         }
@@ -187,7 +188,13 @@ struct KindProbe {
     kind: Option<Located<String>>,
 }
 
-fn read_document(file: &Arc<str>, line_offset: u64, text: &str, documents: &mut Documents) -> Result<(), Diagnostic> {
+fn read_document(
+    file: &Arc<str>,
+    line_offset: u64,
+    text: &str,
+    documents: &mut Documents,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<(), Diagnostic> {
     let place = Sourced { file: Arc::clone(file), line_offset, doc: () };
     let kind_value = match top_level_kind(text) {
         Some(kind) => kind,
@@ -196,13 +203,117 @@ fn read_document(file: &Arc<str>, line_offset: u64, text: &str, documents: &mut 
             None => return Ok(()),
         },
     };
+    let mut found = Vec::new();
     match kind_value {
-        Kind::Project => documents.projects.push(place.with(parse(&place, text)?)),
-        Kind::App => documents.apps.push(place.with(parse(&place, text)?)),
-        Kind::Domain => documents.domains.push(place.with(parse(&place, text)?)),
-        Kind::ScalingRule => documents.scaling_rules.push(place.with(parse(&place, text)?)),
+        Kind::Project => documents.projects.extend(parse_all(&place, text, &mut found).map(|doc| place.with(doc))),
+        Kind::App => documents.apps.extend(parse_all(&place, text, &mut found).map(|doc| place.with(doc))),
+        Kind::Domain => documents.domains.extend(parse_all(&place, text, &mut found).map(|doc| place.with(doc))),
+        Kind::ScalingRule => {
+            documents.scaling_rules.extend(parse_all(&place, text, &mut found).map(|doc| place.with(doc)))
+        }
     }
+    diagnostics.extend(found);
     Ok(())
+}
+
+/// Most type errors reported for one document in one run.
+const MAX_ERRORS_PER_DOCUMENT: usize = 16;
+
+/// Reads a document, reporting every type error it holds, not only the first: each faulty value is replaced by a
+/// neutral one of the accepted type in a copy of the text (lines kept in place) and the copy read again, so that
+/// the next error, and the checks of the rest of the document, are reached in the same run. A document read after
+/// such repairs never becomes a [`super::Config`]: its errors are already reported.
+fn parse_all<T: DeserializeOwned>(place: &Sourced<()>, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<T> {
+    let mut current = std::borrow::Cow::Borrowed(text);
+    for _ in 0..MAX_ERRORS_PER_DOCUMENT {
+        let options = serde_saphyr::options! { with_snippet: false };
+        let error = match serde_saphyr::from_str_with_options::<T>(&current, options) {
+            Ok(doc) => return Some(doc),
+            Err(error) => error,
+        };
+        let is_first = diagnostics.is_empty();
+        if is_first && let Err(mut syntax) = split_documents(&place.file, text) {
+            // A type mismatch can be the first symptom of broken syntax; the syntax error is what the user must fix.
+            syntax.line += place.line_offset;
+            diagnostics.push(syntax);
+            return None;
+        }
+        let raw = error.to_string();
+        let (line, column) = error.location().map_or((1, 1), |at| (at.line().max(1), at.column().max(1)));
+        let message = plain_message(&raw, field_at(&current, line, column));
+        diagnostics.push(Diagnostic::new(&place.file, line + place.line_offset, column, message));
+        let repaired = neutralised(&current, line, column, &raw)
+            .filter(|repaired| split_documents(&place.file, repaired).is_ok())?;
+        current = std::borrow::Cow::Owned(repaired);
+    }
+    None
+}
+
+/// `text` with the faulty value at `line`:`column` replaced by a neutral value of the type `raw` (serde's message)
+/// asks for, or an unknown block-style field blanked out; `None` when no safe repair is known.
+fn neutralised(text: &str, line: u64, column: u64, raw: &str) -> Option<String> {
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let source = *lines.get(index)?;
+    let at = source.char_indices().nth(usize::try_from(column).ok()?.checked_sub(1)?).map(|(i, _)| i)?;
+    let (before, value) = source.split_at(at);
+    let first_line = raw.lines().next().unwrap_or_default();
+    let replacement = if first_line.starts_with("unknown field `") {
+        let (_, after_key) = value.split_once(':')?;
+        let after_key = after_key.trim();
+        let alone = before.trim().is_empty() && !after_key.is_empty() && !after_key.starts_with(['|', '>', '&']);
+        if !alone || token_len(after_key)? != after_key.split(" #").next().unwrap_or(after_key).trim_end().len() {
+            return None;
+        }
+        let mut owned: Vec<String> = lines.iter().map(|line| (*line).to_owned()).collect();
+        owned[index] = String::new();
+        return Some(owned.join("\n"));
+    } else if let Some(rest) = first_line.strip_prefix("unknown variant `") {
+        let (_, known) = rest.split_once("`, expected one of ")?;
+        known.split([',', ' ', '`']).find(|name| !name.is_empty())?.to_owned()
+    } else if first_line.starts_with("invalid u") || first_line.starts_with("invalid i") {
+        "1".to_owned()
+    } else if first_line.starts_with("expected string scalar") || first_line.starts_with("env value is") {
+        "x".to_owned()
+    } else if first_line.starts_with("expected sequence start") {
+        "[]".to_owned()
+    } else if first_line.starts_with("expected mapping start") {
+        "{}".to_owned()
+    } else {
+        return None;
+    };
+    let length = token_len(value)?;
+    let padded = format!("{replacement:<length$}");
+    let repaired_line = format!("{before}{padded}{}", &value[length..]);
+    lines[index] = &repaired_line;
+    Some(lines.join("\n"))
+}
+
+/// Bytes of the value at the start of `value`: a flow collection up to its closing bracket on this line, or a
+/// plain scalar up to the next `,`, `}`, `]` or comment; `None` for what continues on later lines.
+fn token_len(value: &str) -> Option<usize> {
+    if value.starts_with(['[', '{']) {
+        let mut depth = 0usize;
+        for (index, c) in value.char_indices() {
+            match c {
+                '[' | '{' => depth += 1,
+                ']' | '}' => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return Some(index + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        return None;
+    }
+    if value.starts_with(['"', '\'', '|', '>', '&', '*', '!']) {
+        return None;
+    }
+    let end = value.find([',', '}', ']']).unwrap_or(value.len());
+    let end = value[..end].find(" #").unwrap_or(end);
+    Some(value[..end].trim_end().len())
 }
 
 /// The kind of a block-style document read straight off its one `kind:` line at column 0, which is how nearly every
@@ -228,12 +339,18 @@ fn probe_kind(place: &Sourced<()>, text: &str) -> Result<Option<Kind>, Diagnosti
         ));
     };
     let name = &kind.value;
-    match Kind::parse(name) {
-        Some(kind) => Ok(Some(kind)),
-        None => {
-            Err(place.error_at(&kind, format!("unknown kind `{name}`; use one of Project, App, Domain, ScalingRule")))
-        }
+    if let Some(kind) = Kind::parse(name) {
+        return Ok(Some(kind));
     }
+    let close = Kind::ALL.into_iter().find(|known| {
+        known.as_str().eq_ignore_ascii_case(name.replace(['-', '_'], "").as_str())
+            || super::validate::edit_distance(known.as_str(), name) <= 2
+    });
+    let message = match close {
+        Some(known) => format!("unknown kind `{name}`; did you mean `{known}`?"),
+        None => format!("unknown kind `{name}`; use one of Project, App, Domain, ScalingRule"),
+    };
+    Err(place.error_at(&kind, message))
 }
 
 impl Sourced<()> {
@@ -251,23 +368,90 @@ fn parse<T: DeserializeOwned>(place: &Sourced<()>, text: &str) -> Result<T, Diag
             return syntax;
         }
         let (line, column) = error.location().map_or((1, 1), |at| (at.line().max(1), at.column().max(1)));
-        Diagnostic::new(&place.file, line + place.line_offset, column, plain_message(&error.to_string()))
+        let message = plain_message(&error.to_string(), field_at(text, line, column));
+        Diagnostic::new(&place.file, line + place.line_offset, column, message)
     })
 }
 
-/// serde-saphyr appends ` at line L, column C`; the diagnostic carries the place itself. Terse serde messages are
-/// turned into ones that say what to change.
-fn plain_message(message: &str) -> String {
+/// The field whose value starts at `line`:`column` (1-based) of `text`, and that value as written: the key before
+/// the last `:` ahead of the column, in block (`replicas: two`) and flow (`{ name: http, port: 99999 }`) style.
+fn field_at(text: &str, line: u64, column: u64) -> Option<(String, String)> {
+    let source = text.lines().nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let at = source.char_indices().nth(usize::try_from(column).ok()?.checked_sub(1)?).map_or(source.len(), |(i, _)| i);
+    let (before, value) = source.split_at(at);
+    let key_end = before.rfind(':')?;
+    let key: String = before[..key_end]
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let value = value.trim_start();
+    let found = if value.starts_with('{') {
+        "a mapping".to_owned()
+    } else if value.starts_with('[') {
+        "a list".to_owned()
+    } else if value.is_empty() {
+        "nothing on this line".to_owned()
+    } else {
+        format!("`{}`", value.split([',', '}', ']', '#']).next().unwrap_or_default().trim())
+    };
+    (!key.is_empty()).then_some((key, found))
+}
+
+/// serde-saphyr appends ` at line L, column C`; the diagnostic carries the place itself. serde's terse messages are
+/// turned into ones that name the field, what was found and what is accepted, without serde's internal words.
+fn plain_message(message: &str, field: Option<(String, String)>) -> String {
     let without_place = message.rsplit_once(" at line ").map_or(message, |(text, _)| text);
     let first_line = without_place.lines().next().unwrap_or(without_place);
     if let Some(rest) = first_line.strip_prefix("unknown field `") {
         return unknown_field_message(first_line, rest);
     }
-    match first_line {
-        "invalid u16" => "number out of range; use a whole number from 0 to 65535".to_owned(),
-        "invalid u32" => "number out of range; use a whole number from 0 to 4294967295".to_owned(),
+    if let Some(limit) = limit_message(first_line) {
+        return limit;
+    }
+    if let Some(rest) = first_line.strip_prefix("missing field `") {
+        let name = rest.trim_end_matches('`');
+        return format!("missing field `{name}`; add `{name}:` to this document");
+    }
+    let accepted = match first_line {
+        "invalid u16" => Some("a whole number from 0 to 65535".to_owned()),
+        "invalid u32" => Some("a whole number from 0 to 4294967295".to_owned()),
+        "invalid i64" | "invalid u64" => Some("a whole number".to_owned()),
+        "expected string scalar" => Some("text (quote it if it looks like a number or holds `: `)".to_owned()),
+        "expected sequence start" => Some("a list: `[a, b]` or one `- item` per line".to_owned()),
+        "expected mapping start" => Some("a mapping: `{ key: value }` or indented `key: value` lines".to_owned()),
+        _ if first_line.contains("untagged enum") => Some("a value of the documented form".to_owned()),
+        _ => first_line.strip_prefix("unknown variant `").and_then(|rest| {
+            rest.split_once("`, expected one of ").map(|(_, known)| format!("one of {}", known.replace('`', "")))
+        }),
+    };
+    match (field, accepted) {
+        (Some((field, found)), Some(accepted)) => format!("{field}: found {found}; use {accepted}"),
+        (None, Some(accepted)) => format!("this value is not accepted here; use {accepted}"),
+        (Some((field, _)), None) if !first_line.starts_with(&format!("{field}:")) => format!("{field}: {first_line}"),
         _ => first_line.to_owned(),
     }
+}
+
+/// The limits that keep a hostile file from exhausting the stack or memory, in words; `None` for other messages.
+fn limit_message(message: &str) -> Option<String> {
+    let text = if message.contains("recursion limit exceeded") {
+        "nesting is deeper than 256 levels, the YAML parser's nesting limit; flatten the document"
+    } else if message.contains("budget breached: Depth") {
+        "nesting is deeper than 64 levels, the depth budget; flatten the document"
+    } else if message.contains("budget breached: Aliases") {
+        "more than 50000 aliases (`*name`) in one document, the alias budget; write the values out"
+    } else if message.contains("budget breached: ScalarBytes") {
+        "aliases expand to more than 64 MiB of text, the alias budget (an alias bomb); write the values out"
+    } else if message.contains("budget breached") || message.contains("alias expansion limit") {
+        "the document expands beyond the parser's budget (aliases, nodes or size); write it out plainly"
+    } else {
+        return None;
+    };
+    Some(text.to_owned())
 }
 
 /// Adds "did you mean" to serde's "unknown field `x`, expected one of a, b".

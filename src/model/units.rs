@@ -2,15 +2,28 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted anywhere: a year, far beyond any sensible timeout or TTL, and far from the overflows
+/// of clocks and nanosecond counters.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Parses a duration written as a number followed by a unit (`ms`, `s`, `m`, `h`, `d`), parts concatenated.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed.starts_with(|c: char| !c.is_ascii_digit()) {
         return Err(format!("`{text}` is not a duration; write a number and a unit, e.g. `2s`, `500ms`, `72h`"));
     }
-    humantime::parse_duration(trimmed)
-        .map_err(|_| format!("`{text}` is not a duration; write a number and a unit, e.g. `2s`, `500ms`, `72h`"))
+    let duration = humantime::parse_duration(trimmed)
+        .map_err(|_| format!("`{text}` is not a duration; write a number and a unit, e.g. `2s`, `500ms`, `72h`"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("`{text}` is longer than the limit of 366d; use a shorter duration"));
+    }
+    Ok(duration)
 }
+
+/// The most memory an app may ask for: 1 PiB.
+pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
+/// The most CPU an app may ask for, in millicores: 1024 CPUs.
+pub const MAX_CPU_MILLIS: u64 = 1024 * 1000;
 
 /// Parses a memory amount into bytes: a plain number of bytes, or a number with a binary (`Ki`, `Mi`, `Gi`, `Ti`)
 /// or decimal (`k`, `M`, `G`, `T`) suffix, as Kubernetes writes them.
@@ -33,6 +46,9 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         .unwrap_or((trimmed, 1));
     let value: u64 = number.parse().map_err(|_| invalid())?;
     let bytes = value.checked_mul(factor).ok_or_else(invalid)?;
+    if bytes > MAX_MEMORY_BYTES {
+        return Err(format!("`{text}` is over the limit of 1Pi; use a smaller amount"));
+    }
     if bytes < 4 * (1 << 20) {
         return Err(format!("`{text}` is below the 4Mi that a container needs at least; raise it"));
     }
@@ -43,18 +59,25 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
 pub fn parse_cpus(text: &str) -> Result<u64, String> {
     let invalid =
         || format!("`{text}` is not a CPU amount; write a number of CPUs like `0.5` or millicores like `500m`");
+    let over_limit = || format!("`{text}` is over the limit of 1024 CPUs; use at most `1024` or `1024000m`");
     let trimmed = text.trim();
     let millis = if let Some(millis) = trimmed.strip_suffix('m') {
         millis.parse::<u64>().map_err(|_| invalid())?
     } else {
         let cpus: f64 = trimmed.parse().map_err(|_| invalid())?;
-        if !(0.0..=1024.0).contains(&cpus) {
+        if cpus.is_nan() || cpus < 0.0 || cpus.is_infinite() {
             return Err(invalid());
+        }
+        if cpus > MAX_CPU_MILLIS as f64 / 1000.0 {
+            return Err(over_limit());
         }
         (cpus * 1000.0).round() as u64
     };
     if millis == 0 {
         return Err(format!("`{text}` gives the app no CPU at all; use at least `1m`"));
+    }
+    if millis > MAX_CPU_MILLIS {
+        return Err(over_limit());
     }
     Ok(millis)
 }
@@ -75,6 +98,22 @@ pub fn is_host_name(host: &str) -> bool {
     rest.len() <= 253 && rest.contains('.') && rest.split('.').all(is_dns_label)
 }
 
+/// The longest secret name.
+pub const MAX_SECRET_NAME: usize = 64;
+
+/// True for a secret name: `[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?` without `..`, so that it names a file directly
+/// inside the secrets directory and nothing else.
+pub fn is_secret_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(b);
+    !bytes.is_empty()
+        && bytes.len() <= MAX_SECRET_NAME
+        && bytes.iter().all(inner)
+        && bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.last().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && !name.contains("..")
+}
+
 /// True for a POSIX-style environment variable name.
 pub fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -92,7 +131,7 @@ mod tests {
         assert_eq!(parse_duration("72h"), Ok(Duration::from_secs(72 * 3600)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        for bad in ["", "2", "two seconds", "-1s", "2 parsecs", "s"] {
+        for bad in ["", "2", "two seconds", "-1s", "2 parsecs", "s", "367d", "99999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
         }
     }
@@ -113,7 +152,7 @@ mod tests {
         assert_eq!(parse_cpus("0.5"), Ok(500));
         assert_eq!(parse_cpus("2"), Ok(2000));
         assert_eq!(parse_cpus("250m"), Ok(250));
-        for bad in ["", "0", "half", "-1", "NaN", "inf", "0m", "1.5m"] {
+        for bad in ["", "0", "half", "-1", "NaN", "inf", "0m", "1.5m", "18446744073709551615m", "1024001m", "2000"] {
             assert!(parse_cpus(bad).is_err(), "{bad} accepted");
         }
     }
@@ -129,6 +168,12 @@ mod tests {
         assert!(!is_host_name("localhost"));
         assert!(!is_host_name("shop..example.com"));
         assert!(!is_host_name("Shop.example.com"));
+        for good in ["db-password", "a", "api.token_2", &"a".repeat(64)] {
+            assert!(is_secret_name(good), "{good} refused");
+        }
+        for bad in ["", "../../etc/shadow", "a/b", "a..b", ".hidden", "Upper", "x-", &"a".repeat(65), "a b"] {
+            assert!(!is_secret_name(bad), "{bad} accepted");
+        }
         assert!(is_env_name("LOG_LEVEL"));
         assert!(!is_env_name("1X"));
         assert!(!is_env_name("A-B"));

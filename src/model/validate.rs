@@ -4,13 +4,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
-use super::kinds::{App, Domain, Health, Located, Project, ScalingRule};
+use super::desired::{DEFAULT_INTERVAL_MS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS};
+use super::kinds::{App, Domain, EnvValue, Health, Located, Project, ScalingRule};
 use super::load::{Documents, Sourced};
-use super::units::{is_dns_label, is_env_name, is_host_name, parse_cpus, parse_duration, parse_memory};
+use super::units::{is_dns_label, is_env_name, is_host_name, is_secret_name, parse_cpus, parse_duration, parse_memory};
 use super::{Config, Diagnostic};
 
 /// Most replicas one app may ask for; more is nearly always a typo.
 pub const MAX_REPLICAS: u32 = 1000;
+/// Most health check retries; a replica that needs more is not healthy.
+pub const MAX_HEALTH_RETRIES: u32 = 100;
+/// Longest that all retries of a health check may take together.
+const MAX_HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 const TEMPLATE_PLACEHOLDERS: [&str; 5] = ["{app}", "{number}", "{branch}", "{env}", "{project}"];
 
 /// Checks every rule and builds the [`Config`] when none fails.
@@ -27,6 +32,7 @@ pub fn validate(documents: Documents, mut diagnostics: Vec<Diagnostic>) -> Resul
     for rule in &documents.scaling_rules {
         check_scaling_rule(rule, &apps, &mut diagnostics);
     }
+    check_pinned_ports(&documents, project, &mut diagnostics);
     match project {
         Some(project) if diagnostics.is_empty() => Ok(Config {
             project: project.clone(),
@@ -66,6 +72,14 @@ fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>
     }
     for project in &documents.projects {
         check_dns_label(project, &project.doc.name, "Project name", diagnostics);
+        if let Some(defaults) = &project.doc.defaults {
+            if let Some(replicas) = &defaults.replicas {
+                check_replicas(project, replicas, "defaults.replicas", diagnostics);
+            }
+            if let Some(resources) = &defaults.resources {
+                check_resources(project, resources, diagnostics);
+            }
+        }
         if let Some(previews) = &project.doc.previews {
             if let Some(template) = &previews.host_template {
                 check_host_template(project, template, diagnostics);
@@ -160,7 +174,19 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
             format!("image `{image}` is not an image reference; write e.g. `ghcr.io/acme/web:1.4.2`"),
         ));
     }
-    for name in spec.env.keys() {
+    for (name, value) in &spec.env {
+        if let EnvValue::Secret(reference) = value
+            && !is_secret_name(&reference.secret)
+        {
+            diagnostics.push(app.error_at(
+                &name.0,
+                format!(
+                    "{}: secret name `{}` is not valid; use 1-64 lowercase letters, digits, `.`, `_` and `-`, \
+                     starting and ending with a letter or digit, without `/` or `..`",
+                    name.0.value, reference.secret
+                ),
+            ));
+        }
         if !is_env_name(&name.0.value) {
             diagnostics.push(app.error_at(
                 &name.0,
@@ -172,11 +198,8 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
     if let Some(health) = &spec.health {
         check_health(app, health, diagnostics);
     }
-    if let Some(replicas) = &spec.replicas
-        && replicas.value > MAX_REPLICAS
-    {
-        diagnostics
-            .push(app.error_at(replicas, format!("replicas {} is over the limit of {MAX_REPLICAS}", replicas.value)));
+    if let Some(replicas) = &spec.replicas {
+        check_replicas(app, replicas, "replicas", diagnostics);
     }
     if let Some(resources) = &spec.resources {
         check_resources(app, resources, diagnostics);
@@ -198,6 +221,51 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
                     "dependsOn names `{}`, which is not an App in this repository; {}",
                     dependency.value,
                     suggest(&dependency.value, apps.keys())
+                ),
+            ));
+        }
+    }
+}
+
+fn check_replicas<T>(doc: &Sourced<T>, replicas: &Located<u32>, field: &str, diagnostics: &mut Vec<Diagnostic>) {
+    if replicas.value > MAX_REPLICAS {
+        diagnostics.push(doc.error_at(
+            replicas,
+            format!("{field}: {} is over the limit of {MAX_REPLICAS}; use 0-{MAX_REPLICAS}", replicas.value),
+        ));
+    }
+}
+
+/// One host port can be bound by one container: an app that pins a `hostPort` can run one replica only, whether
+/// the count comes from the app, the Project's defaults or a ScalingRule's max.
+fn check_pinned_ports(documents: &Documents, project: Option<&Sourced<Project>>, diagnostics: &mut Vec<Diagnostic>) {
+    let default_replicas =
+        project.and_then(|project| project.doc.defaults.as_ref()).and_then(|defaults| defaults.replicas.as_ref());
+    for app in &documents.apps {
+        let Some(pinned) = app.doc.ports.iter().find_map(|port| port.host_port.as_ref()) else { continue };
+        let rule_max =
+            documents.scaling_rules.iter().filter(|rule| rule.doc.app.value == app.doc.name.value).find_map(|rule| {
+                let maxes =
+                    std::iter::once(&rule.doc.max).chain(rule.doc.schedules.iter().filter_map(|s| s.max.as_ref()));
+                maxes.into_iter().find(|max| max.value > 1).map(|max| (rule, max))
+            });
+        let source = match (&app.doc.replicas, default_replicas) {
+            (Some(replicas), _) if replicas.value > 1 => Some(format!("replicas is {}", replicas.value)),
+            (None, Some(default)) if default.value > 1 => project.map(|project| {
+                format!("the Project's defaults.replicas ({}) gives it {}", project.place_of(default), default.value)
+            }),
+            _ => None,
+        };
+        let source = source.or_else(|| {
+            rule_max.map(|(rule, max)| format!("its ScalingRule ({}) allows up to {}", rule.place_of(max), max.value))
+        });
+        if let Some(source) = source {
+            diagnostics.push(app.error_at(
+                pinned,
+                format!(
+                    "hostPort {} can serve one replica only, but {source}; remove hostPort (Docker then picks a port \
+                     per replica) or keep the app at 1 replica",
+                    pinned.value
                 ),
             ));
         }
@@ -274,6 +342,39 @@ fn check_health(app: &Sourced<App>, health: &Health, diagnostics: &mut Vec<Diagn
     }
     for duration in [&health.interval, &health.timeout, &health.start_period].into_iter().flatten() {
         check_duration(app, duration, diagnostics);
+    }
+    if let Some(retries) = &health.retries
+        && retries.value > MAX_HEALTH_RETRIES
+    {
+        diagnostics.push(app.error_at(
+            retries,
+            format!(
+                "health.retries: {} is over the limit of {MAX_HEALTH_RETRIES}; use 0-{MAX_HEALTH_RETRIES}",
+                retries.value
+            ),
+        ));
+        return;
+    }
+    // The backends wait up to (retries + 1) × (interval + timeout) for a replica to become healthy.
+    let duration_of = |text: &Option<Located<String>>, default: u64| {
+        text.as_ref()
+            .map_or(Some(std::time::Duration::from_millis(default)), |text| parse_duration(&text.value).ok())
+            .unwrap_or_default()
+    };
+    let per_try = duration_of(&health.interval, DEFAULT_INTERVAL_MS) + duration_of(&health.timeout, DEFAULT_TIMEOUT_MS);
+    let tries = health.retries.as_ref().map_or(DEFAULT_RETRIES, |retries| retries.value) + 1;
+    let at = health.retries.as_ref().map(|retries| app.error_at(retries, String::new())).or_else(|| {
+        health.interval.as_ref().or(health.timeout.as_ref()).map(|duration| app.error_at(duration, String::new()))
+    });
+    if per_try * tries > MAX_HEALTH_WAIT
+        && let Some(mut diagnostic) = at
+    {
+        diagnostic.message = format!(
+            "health: (retries + 1) × (interval + timeout) is {}, over the limit of 24h; lower retries, interval or \
+             timeout",
+            humantime::format_duration(per_try * tries)
+        );
+        diagnostics.push(diagnostic);
     }
 }
 
@@ -467,7 +568,12 @@ fn check_cron(expression: &str) -> Result<(), String> {
     }
     cron::Schedule::from_str(expression).map(|_| ()).map_err(|error| {
         let text = error.to_string();
-        let reason = text.lines().last().unwrap_or_default().trim().trim_end_matches('.');
+        let reason = text
+            .lines()
+            .map(str::trim)
+            .rfind(|line| line.chars().any(char::is_alphabetic) && !line.contains(expression))
+            .unwrap_or(if fields == 7 { "the year must be from 1970 to 2100" } else { "not understood" })
+            .trim_end_matches('.');
         format!("`{expression}` is not a cron expression ({reason}); write `sec min hour day month weekday`, e.g. `0 0 8 * * Mon-Fri`")
     })
 }

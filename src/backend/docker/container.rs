@@ -8,7 +8,7 @@ use bollard::models::{
 };
 
 use super::labels;
-use crate::model::desired::{EnvSpec, HealthSpec};
+use crate::model::desired::HealthSpec;
 use crate::model::kinds::Protocol;
 use crate::model::{AppSpec, Environment};
 
@@ -103,10 +103,7 @@ pub fn environment<E>(spec: &AppSpec, secret: impl Fn(&str) -> Result<String, E>
     spec.container
         .env
         .iter()
-        .map(|(name, value)| match value {
-            EnvSpec::Value(text) => Ok(format!("{name}={text}")),
-            EnvSpec::Secret { secret: key, .. } => secret(key).map(|text| format!("{name}={text}")),
-        })
+        .map(|(name, value)| value.container_value(&secret).map(|text| format!("{name}={text}")))
         .collect()
 }
 

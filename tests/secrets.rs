@@ -1,0 +1,259 @@
+//! Secrets never leave their place: canary values given every way a config can give one reach the container's
+//! environment and no other output of railyard. Also the secret store's rules: which source wins, what is refused,
+//! and what `plan` and `apply` do when a secret is missing.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::*;
+
+/// Every canary starts with this, so one search finds any of them.
+const CANARY: &str = "ryCanary";
+const FROM_FILE: &str = "ryCanary-file-5d0e1c";
+const FROM_VARIABLE: &str = "ryCanary-variable-a83f27";
+const INLINE: &str = "ryCanary-inline-4b91d6";
+const IN_URL: &str = "ryCanary-url-0c7e55";
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn app_with_canaries(image: &str, message: &str) -> String {
+    web_app("web", image, message, "").replace(
+        &format!("env: {{ MESSAGE: \"{message}\" }}"),
+        &format!(
+            "env:\n  MESSAGE: \"{message}\"\n  FROM_FILE: {{ secret: from-file }}\n  FROM_VARIABLE: {{ secret: from-variable }}\n  \
+             API_TOKEN: {INLINE}\n  DATABASE_URL: postgres://shop:{IN_URL}@db:5432/shop"
+        ),
+    )
+}
+
+/// Fails with where it was found when `text` holds any canary.
+fn assert_no_canary(place: &str, text: &str) {
+    if let Some(at) = text.find(CANARY) {
+        let start = text[..at].char_indices().rev().nth(120).map_or(0, |(i, _)| i);
+        let end = (at + 160).min(text.len());
+        let context = text.get(start..end).unwrap_or(text);
+        panic!("a secret leaked into {place}:\n…{context}…");
+    }
+}
+
+fn assert_output_clean(place: &str, output: &std::process::Output) {
+    assert_no_canary(&format!("{place} stdout"), &stdout(output));
+    assert_no_canary(&format!("{place} stderr"), &stderr(output));
+}
+
+/// Every file under `dir`, byte for byte (SQLite database, WAL, logs).
+fn assert_files_clean(dir: &Path) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|error| panic!("cannot list {}: {error}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap_or_else(|error| panic!("cannot list {}: {error}", dir.display())).path();
+        if path.is_dir() {
+            assert_files_clean(&path);
+        } else {
+            let bytes = std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+            let found = bytes.windows(CANARY.len()).any(|window| window == CANARY.as_bytes());
+            assert!(!found, "a secret leaked into {}", path.display());
+        }
+    }
+}
+
+#[test]
+fn canary_secrets_reach_the_container_and_nothing_else() {
+    let image = busybox_image();
+    let project = TestProject::new("canary");
+    project.write("apps/web.yaml", &app_with_canaries(&image, "one"));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::fs::write(secrets.path().join("from-file"), format!("{FROM_FILE}\n")).expect("write secret");
+    let state = tempfile::tempdir().expect("tempdir");
+    let secrets_dir = secrets.path().to_string_lossy().into_owned();
+    let state_dir = state.path().to_string_lossy().into_owned();
+    let flags = ["--secrets-dir", secrets_dir.as_str(), "--state-dir", state_dir.as_str()];
+    let variables = [("RAILYARD_SECRET_FROM_VARIABLE", FROM_VARIABLE)];
+    let cli = |command: &str, args: &[&str]| railyard_with_env(command, project.dir(), args, &variables);
+
+    let validate = cli("validate", &[]);
+    assert_success(&validate);
+    assert_output_clean("validate", &validate);
+    let plan = cli("plan", &flags);
+    assert_success(&plan);
+    assert!(stdout(&plan).contains("create App web"), "{}", stdout(&plan));
+    assert_output_clean("plan", &plan);
+    let json = cli("plan", &[&flags[..], &["--output", "json"]].concat());
+    assert_success(&json);
+    assert!(stdout(&json).contains("\"API_TOKEN\": \"<redacted hmac-sha256:"), "{}", stdout(&json));
+    assert_output_clean("plan --output json", &json);
+    let export = std::process::Command::new(railyard_binary())
+        .args(["export", "compose"])
+        .arg(project.dir())
+        .output()
+        .expect("railyard runs");
+    assert_success(&export);
+    assert_output_clean("export compose", &export);
+
+    // The daemon applies first, so that its history holds the create with every spec and diff.
+    let repo = project.dir().to_string_lossy().into_owned();
+    let mut served = Served::start(
+        &repo,
+        Some(state.path()),
+        &["--secrets-dir", &secrets_dir, "--poll-interval", "1h", "--drift-interval", "1h"],
+        &variables,
+    );
+    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+    let mut pages = vec![
+        "/api/v1/environments".to_owned(),
+        "/api/v1/environments/production".to_owned(),
+        "/api/v1/syncs".to_owned(),
+        "/".to_owned(),
+        "/env/production".to_owned(),
+        "/env/production/syncs".to_owned(),
+    ];
+    let syncs = get_json(served.port, "/api/v1/syncs");
+    let ids: Vec<i64> =
+        syncs["items"].as_array().into_iter().flatten().filter_map(|sync| sync["id"].as_i64()).collect();
+    assert!(!ids.is_empty(), "the apply is recorded: {syncs}");
+    for id in ids {
+        pages.push(format!("/api/v1/syncs/{id}"));
+        pages.push(format!("/syncs/{id}"));
+    }
+    for page in &pages {
+        let (status, body) = http(served.port, "GET", page, &[], b"");
+        assert_eq!(status, 200, "{page}: {body}");
+        assert_no_canary(page, &body);
+    }
+    assert_files_clean(state.path());
+    served.terminate();
+    assert_no_canary("the serve log", &served.log());
+
+    // An update from the command line, with the daemon's digest key: its plan, diff and progress.
+    project.write("apps/web.yaml", &app_with_canaries(&image, "two"));
+    let apply = cli("apply", &flags);
+    assert_success(&apply);
+    assert!(stdout(&apply).contains("update App web"), "{}", stdout(&apply));
+    assert_output_clean("apply", &apply);
+    let after = cli("plan", &[&flags[..], &["--detailed-exitcode"]].concat());
+    assert_eq!(after.status.code(), Some(0), "{}", stdout(&after));
+    assert_files_clean(state.path());
+
+    let containers = project.all_containers();
+    assert!(!containers.is_empty());
+    for id in &containers {
+        let labels = docker(&["inspect", "--format", "{{json .Config.Labels}}", id]);
+        assert_no_canary(&format!("the labels of {id}"), &labels);
+    }
+    let environment = docker(&["inspect", "--format", "{{json .Config.Env}}", &containers[0]]);
+    for (variable, value) in [
+        ("FROM_FILE", FROM_FILE.to_owned()),
+        ("FROM_VARIABLE", FROM_VARIABLE.to_owned()),
+        ("API_TOKEN", INLINE.to_owned()),
+        ("DATABASE_URL", format!("postgres://shop:{IN_URL}@db:5432/shop")),
+    ] {
+        assert!(environment.contains(&format!("\"{variable}={value}\"")), "{variable} missing: {environment}");
+    }
+}
+
+fn secret_app(image: &str) -> String {
+    web_app("web", image, "s", "")
+        .replace("env: { MESSAGE: \"s\" }", "env: { MESSAGE: s, DB_PASSWORD: { secret: db-password } }")
+}
+
+#[test]
+fn a_missing_secret_is_a_plan_warning_and_apply_refuses_before_touching_anything() {
+    let image = busybox_image();
+    let project = TestProject::new("missing-secret");
+    project.write("apps/web.yaml", &secret_app(&image));
+    project.write("apps/other.yaml", &web_app("other", &image, "o", ""));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let secrets_dir = secrets.path().to_string_lossy().into_owned();
+
+    let refused = project.railyard("apply", &["--secrets-dir", &secrets_dir]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused)
+            .contains("secret `db-password` is not set; export RAILYARD_SECRET_DB_PASSWORD=... or write it to"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(project.all_containers().is_empty(), "nothing may be created while a secret is missing");
+
+    std::fs::write(secrets.path().join("db-password"), "first-value\n").expect("write secret");
+    assert_success(&project.railyard("apply", &["--secrets-dir", &secrets_dir]));
+
+    // CI plans without the secrets: a warning, no change, exit 0.
+    let plan = project.railyard("plan", &["--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
+    assert!(stdout(&plan).contains("warning: secret `db-password` is not set"), "{}", stdout(&plan));
+    assert!(!stdout(&plan).contains("update App web"), "{}", stdout(&plan));
+
+    // A rotated secret is a change.
+    std::fs::write(secrets.path().join("db-password"), "second-value\n").expect("write secret");
+    let rotated = project.railyard("plan", &["--secrets-dir", &secrets_dir, "--detailed-exitcode"]);
+    assert_eq!(rotated.status.code(), Some(2), "{}", stdout(&rotated));
+    assert!(stdout(&rotated).contains("update App web (env.DB_PASSWORD)"), "{}", stdout(&rotated));
+}
+
+#[test]
+fn the_secret_variable_wins_over_the_secrets_directory() {
+    let image = busybox_image();
+    let project = TestProject::new("secret-variable");
+    project.write("apps/web.yaml", &secret_app(&image));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::fs::write(secrets.path().join("db-password"), "from-the-file\n").expect("write secret");
+    let secrets_dir = secrets.path().to_string_lossy().into_owned();
+    let apply = railyard_with_env(
+        "apply",
+        project.dir(),
+        &["--secrets-dir", &secrets_dir],
+        &[("RAILYARD_SECRET_DB_PASSWORD", "from-the-variable")],
+    );
+    assert_success(&apply);
+    let web = project.containers("web").remove(0);
+    assert_eq!(docker(&["exec", &web.id, "sh", "-c", "echo $DB_PASSWORD"]), "from-the-variable");
+}
+
+#[test]
+fn a_nonexistent_secrets_directory_is_an_error() {
+    let project = TestProject::new("no-secrets-dir");
+    let plan = project.railyard("plan", &["--secrets-dir", "/nonexistent/railyard-secrets"]);
+    assert_eq!(plan.status.code(), Some(1));
+    assert!(
+        stderr(&plan).contains("--secrets-dir /nonexistent/railyard-secrets does not exist or is not a directory"),
+        "{}",
+        stderr(&plan)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn the_store_reads_only_regular_files_inside_its_directory() {
+    let image = busybox_image();
+    let project = TestProject::new("secret-symlink");
+    project.write("apps/web.yaml", &secret_app(&image));
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("host-file"), "host-secret\n").expect("write");
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(outside.path().join("host-file"), secrets.path().join("db-password")).expect("symlink");
+    let secrets_dir = secrets.path().to_string_lossy().into_owned();
+    let apply = project.railyard("apply", &["--secrets-dir", &secrets_dir]);
+    assert_eq!(apply.status.code(), Some(1));
+    assert!(
+        stderr(&apply).contains("db-password is a symlink; railyard reads only regular files directly inside"),
+        "{}",
+        stderr(&apply)
+    );
+    assert!(project.all_containers().is_empty());
+}
+
+#[test]
+fn a_secret_name_that_leaves_the_directory_is_refused_at_validation() {
+    let project = TestProject::new("secret-traversal");
+    project
+        .write("apps/web.yaml", "kind: App\nname: web\nimage: busybox\nenv:\n  SHADOW: { secret: ../../etc/shadow }\n");
+    let validate = project.railyard("validate", &[]);
+    assert_eq!(validate.status.code(), Some(1));
+    assert!(
+        stderr(&validate).contains("apps/web.yaml:5:3: SHADOW: secret name `../../etc/shadow` is not valid"),
+        "{}",
+        stderr(&validate)
+    );
+}
