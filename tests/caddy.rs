@@ -82,7 +82,12 @@ impl Drop for TestCaddy {
 
 /// GET through Caddy's HTTP port with `host` as the Host header.
 fn via(caddy: &TestCaddy, host: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", caddy.http)).ok()?;
+    get_via(caddy.http, host)
+}
+
+/// GET 127.0.0.1:`port` with `host` as the Host header.
+fn get_via(port: u16, host: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
     let mut response = String::new();
@@ -262,4 +267,154 @@ fn internal_tls_is_served_with_caddys_local_ca_and_http_redirects() {
         body.starts_with("secure ")
     });
     assert!(ok, "HTTPS verified against Caddy's internal root failed: {body}");
+}
+
+/// A `FROM scratch` image with Debian's caddy and the shared libraries it links, as `busybox_image` builds busybox.
+fn caddy_image() -> String {
+    require_docker();
+    let ldd = Command::new("ldd").arg("/usr/bin/caddy").output().expect("ldd runs");
+    let mut files = vec![std::path::PathBuf::from("/usr/bin/caddy")];
+    files.extend(
+        String::from_utf8_lossy(&ldd.stdout)
+            .split_whitespace()
+            .filter(|word| word.starts_with('/'))
+            .map(std::path::PathBuf::from),
+    );
+    let context = tempfile::tempdir().expect("tempdir");
+    let mut fingerprint = Vec::new();
+    for file in &files {
+        let bytes =
+            std::fs::read(file).unwrap_or_else(|error| panic!("{}: {error}: apt-get install caddy", file.display()));
+        fingerprint.extend_from_slice(&bytes[..bytes.len().min(1 << 16)]);
+        fingerprint.extend_from_slice(&bytes.len().to_le_bytes());
+        let target = context.path().join("root").join(file.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&target, bytes).expect("copy");
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+    let dockerfile = "FROM scratch\nCOPY root/ /\nENTRYPOINT [\"/usr/bin/caddy\"]\n";
+    std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
+    let digest = fingerprint
+        .iter()
+        .fold(0xcbf29ce484222325_u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3));
+    let tag = format!("railyard-test/caddy:{digest:016x}");
+    if !run_ok("docker", &["image", "inspect", &tag]) {
+        let output = Command::new("docker")
+            .args(["build", "-q", "--force-rm", "-t", &tag])
+            .arg(context.path())
+            .output()
+            .expect("docker build runs");
+        assert!(output.status.success(), "docker build failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    tag
+}
+
+/// TCP ports something listens on inside `container`'s network namespace, read from the host's /proc; Docker's
+/// embedded DNS (127.0.0.11, loopback only) left out.
+fn listening_ports(container: &str) -> BTreeSet<u16> {
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", container]);
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (address, port) = fields.get(1)?.split_once(':')?;
+            (fields.get(3) == Some(&"0A") && address != "0B00007F")
+                .then(|| u16::from_str_radix(port, 16).ok())
+                .flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn caddy_in_a_container_routes_by_name_and_apps_cannot_reach_its_admin_api() {
+    let image = busybox_image();
+    let caddy_image = caddy_image();
+    let project = TestProject::new("caddy-box");
+    let admin_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(admin_dir.path().join("boot.json"), r#"{"admin": {"listen": "unix//run/caddy/admin.sock"}}"#)
+        .expect("boot config");
+    let caddy = format!("{}-caddy", project.name);
+    // Labelled with the project, so the project's guard removes it.
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &caddy,
+        "--label",
+        &format!("com.docker.compose.project={}", project.name),
+        "-p",
+        "127.0.0.1::8080",
+        "-v",
+        &format!("{}:/run/caddy", admin_dir.path().display()),
+        "-e",
+        "HOME=/run/caddy",
+        "-e",
+        "XDG_DATA_HOME=/run/caddy/data",
+        "-e",
+        "XDG_CONFIG_HOME=/run/caddy/config",
+        &caddy_image,
+        "run",
+        "--config",
+        "/run/caddy/boot.json",
+    ]);
+    let socket = admin_dir.path().join("admin.sock");
+    assert!(
+        eventually(Duration::from_secs(20), || std::os::unix::net::UnixStream::connect(&socket).is_ok()),
+        "caddy did not open its admin socket: {}",
+        Command::new("docker")
+            .args(["logs", &caddy])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default()
+    );
+    project.write("apps/web.yaml", &web(&image, "boxed", 1));
+    project.write("domains/shop.yaml", DOMAIN);
+    let admin = format!("unix://{}", socket.display());
+    let args =
+        ["--caddy-admin", &admin, "--caddy-container", &caddy, "--proxy-http", ":8080", "--proxy-https", ":8443"];
+    let applied = project.railyard("apply", &args);
+    assert_success(&applied);
+    assert!(stdout(&applied).contains("create Domain shop.example.test: done"), "{}", stdout(&applied));
+
+    // From the host through Caddy's published proxy port, by container name on the environment's network.
+    let published: u16 = docker(&["port", &caddy, "8080/tcp"])
+        .lines()
+        .find_map(|line| line.rsplit(':').next()?.parse().ok())
+        .expect("published proxy port");
+    let routed = get_via(published, "shop.example.test");
+    assert!(routed.as_ref().is_some_and(|(status, body)| *status == 200 && body.starts_with("boxed ")), "{routed:?}");
+    let plan = project.railyard("plan", &[&args[..], &["--detailed-exitcode"]].concat());
+    assert_eq!(plan.status.code(), Some(0), "observe over the socket sees the route: {}", stdout(&plan));
+
+    // From inside the app: the proxy answers, the admin API does not, and Caddy listens on nothing but its proxy ports.
+    let app = &project.containers("web")[0].id;
+    // Debian's static busybox wget crashes on lookups (no NSS), so the app speaks HTTP with nc to Caddy's address
+    // on their shared network.
+    let network = docker(&["inspect", "-f", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}", app]);
+    let caddy_ip = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+        &caddy,
+    ]);
+    assert!(!caddy_ip.is_empty(), "railyard connected Caddy to {network}");
+    let exec = |port: u16, path: &str, host: &str| {
+        let request = format!(
+            "(printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n'; sleep 2) | nc -w 3 {caddy_ip} {port}"
+        );
+        let output =
+            Command::new("docker").args(["exec", app, "sh", "-c", &request]).output().expect("docker exec runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let proxied = exec(8080, "/", "shop.example.test");
+    assert!(proxied.contains("\r\n\r\nboxed "), "the app reaches Caddy's proxy: {proxied:?}");
+    for port in [2019, 2020, 8443] {
+        let answer = exec(port, "/config/", "localhost");
+        assert!(!answer.contains("\"admin\""), "admin API reachable on port {port}: {answer:?}");
+    }
+    let ports = listening_ports(&caddy);
+    assert!(ports.is_subset(&BTreeSet::from([8080, 8443])), "Caddy listens beyond its proxy ports: {ports:?}");
+    assert!(ports.contains(&8080), "{ports:?}");
 }
