@@ -54,9 +54,11 @@ impl AdminEndpoint {
                 let body = response.bytes().await.map_err(|e| e.to_string())?.to_vec();
                 Ok(AdminResponse { status, body })
             }
-            AdminEndpoint::Unix { socket } => tokio::time::timeout(timeout, unix_request(socket, method, path, json_body))
-                .await
-                .map_err(|_| format!("no answer within {timeout:?}"))?,
+            AdminEndpoint::Unix { socket } => {
+                tokio::time::timeout(timeout, unix_request(socket, method, path, json_body))
+                    .await
+                    .map_err(|_| format!("no answer within {timeout:?}"))?
+            }
         }
     }
 }
@@ -77,8 +79,7 @@ async fn unix_request(
     if json_body.is_some() {
         request = request.header("Content-Type", "application/json");
     }
-    let request =
-        request.body(Full::new(Bytes::from(json_body.unwrap_or_default()))).map_err(|e| e.to_string())?;
+    let request = request.body(Full::new(Bytes::from(json_body.unwrap_or_default()))).map_err(|e| e.to_string())?;
     let result = async {
         let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();

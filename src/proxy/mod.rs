@@ -97,7 +97,8 @@ impl Caddy {
     }
 
     async fn get(&self, path: &str) -> Result<Value, ProxyError> {
-        let response = self.endpoint.request("GET", path, None, REQUEST_TIMEOUT).await.map_err(|e| self.unreachable(e))?;
+        let response =
+            self.endpoint.request("GET", path, None, REQUEST_TIMEOUT).await.map_err(|e| self.unreachable(e))?;
         if !(200..300).contains(&response.status) {
             return Err(ProxyError::Refused {
                 status: response.status,

@@ -132,12 +132,8 @@ async fn sync_domains(
         .filter_map(|a| a.desired.as_ref())
         .map(|spec| (spec.name.as_str(), spec.spec_hash()))
         .collect();
-    let domains: Vec<crate::model::DomainSpec> = plan
-        .domains
-        .iter()
-        .filter_map(|d| d.desired.clone())
-        .filter(|d| app.is_none_or(|app| d.app == app))
-        .collect();
+    let domains: Vec<crate::model::DomainSpec> =
+        plan.domains.iter().filter_map(|d| d.desired.clone()).filter(|d| app.is_none_or(|app| d.app == app)).collect();
     let upstreams = domains
         .iter()
         .map(|domain| {
