@@ -534,4 +534,85 @@ mod tests {
         assert_eq!(observed_domains(&removed, &other).len(), 1);
         assert_eq!(routes_of(&removed, HTTP_SERVER).len(), 3);
     }
+
+    #[test]
+    fn the_projects_acme_email_reaches_caddys_acme_issuer() {
+        let files = [
+            crate::model::RepoFile::text(
+                "railyard.yaml",
+                "kind: Project\nname: shop\nproxy: { acmeEmail: certs@shop.example }\n",
+            ),
+            crate::model::RepoFile::text(
+                "apps/web.yaml",
+                "kind: App\nname: web\nimage: web:1\nports: [{ name: http, port: 8080 }]\n",
+            ),
+            crate::model::RepoFile::text(
+                "domains/shop.yaml",
+                "kind: Domain\nhost: shop.example.com\napp: web\nport: http\ntls: auto\n---\n\
+                 kind: Domain\nhost: internal.example.com\napp: web\nport: http\ntls: internal\n",
+            ),
+        ];
+        let config = crate::model::load(&files).expect("valid config");
+        let env = Environment::production("shop");
+        let desired = config.desired(&env, None);
+        let domains: Vec<DomainSpec> = desired.domains.values().cloned().collect();
+        let mut settings = settings();
+        settings.acme_email = None;
+        let caddy = with_domains(&Value::Null, &env, &domains, &BTreeMap::new(), &settings);
+        let policies = caddy["apps"]["tls"]["automation"]["policies"].as_array().expect("policies");
+        let issuer_of = |host: &str| {
+            policies.iter().find(|p| p["subjects"][0] == host).map(|p| p["issuers"][0].clone()).expect("a policy")
+        };
+        assert_eq!(issuer_of("shop.example.com"), json!({ "module": "acme", "email": "certs@shop.example" }));
+        assert_eq!(issuer_of("internal.example.com"), json!({ "module": "internal" }));
+    }
+
+    #[test]
+    fn an_apps_switch_leaves_the_other_domains_of_its_environment_alone() {
+        let env = Environment::production("shop");
+        let (web, api) = (domain("web.example.com", TlsMode::Off), domain("api.example.com", TlsMode::Internal));
+        let before = BTreeMap::from([
+            ("web.example.com".to_owned(), vec!["127.0.0.1:1001".to_owned()]),
+            ("api.example.com".to_owned(), vec!["127.0.0.1:2001".to_owned()]),
+        ]);
+        let config = with_domains(&Value::Null, &env, &[web.clone(), api.clone()], &before, &settings());
+        // The web app switched with a view of the api app that is already stale: the api route stays as it is.
+        let mut stale = before.clone();
+        stale.insert("web.example.com".to_owned(), vec!["127.0.0.1:1002".to_owned()]);
+        stale.insert("api.example.com".to_owned(), vec!["127.0.0.1:9999".to_owned()]);
+        let hosts = BTreeSet::from(["web.example.com".to_owned()]);
+        let switched = with_domains_in(&config, &env, std::slice::from_ref(&web), &stale, &settings(), Some(&hosts));
+        assert_eq!(
+            dials_of(&switched, &env),
+            BTreeSet::from(["127.0.0.1:1002".to_owned(), "127.0.0.1:2001".to_owned()])
+        );
+        assert_eq!(observed_domains(&switched, &env).len(), 2);
+        // The same routes pushed in full give the same config: no push after a switch when nothing else changed.
+        let after = BTreeMap::from([
+            ("web.example.com".to_owned(), vec!["127.0.0.1:1002".to_owned()]),
+            ("api.example.com".to_owned(), vec!["127.0.0.1:2001".to_owned()]),
+        ]);
+        assert_eq!(with_domains(&switched, &env, &[web, api], &after, &settings()), switched);
+    }
+
+    #[test]
+    fn retired_dials_stay_counted_behind_the_catch_all_until_drained() {
+        let env = Environment::production("shop");
+        let upstreams = BTreeMap::from([("web.example.com".to_owned(), vec!["127.0.0.1:1002".to_owned()])]);
+        let mut config =
+            with_domains(&Value::Null, &env, &[domain("web.example.com", TlsMode::Internal)], &upstreams, &settings());
+        set_draining(&mut config, &BTreeSet::from(["127.0.0.1:1001".to_owned()]));
+        let routes = routes_of(&config, HTTPS_SERVER);
+        assert_eq!(routes[routes.len() - 2]["@id"], CATCH_ALL, "no request reaches the draining route");
+        assert_eq!(routes[routes.len() - 1]["handle"][0]["upstreams"], json!([{ "dial": "127.0.0.1:1001" }]));
+        assert!(!dials_of(&config, &env).contains("127.0.0.1:1001"));
+        set_draining(&mut config, &BTreeSet::new());
+        assert!(routes_of(&config, HTTPS_SERVER).iter().all(|route| route["@id"] != DRAINING));
+        let counts = json!([
+            { "address": "127.0.0.1:1001", "num_requests": 2, "fails": 0 },
+            { "address": "127.0.0.1:1002", "num_requests": 5, "fails": 0 },
+        ]);
+        assert_eq!(in_flight(&counts, &["127.0.0.1:1001".to_owned()]), 2);
+        assert_eq!(in_flight(&counts, &["127.0.0.1:3".to_owned()]), 0);
+    }
 }
