@@ -44,7 +44,13 @@ impl TestCaddy {
             .env("XDG_DATA_HOME", self.data.path().join("data"))
             .env("XDG_CONFIG_HOME", self.data.path().join("config"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.data.path().join("caddy.log"))
+                    .expect("caddy log"),
+            )
             .spawn()
             .unwrap_or_else(|error| panic!("caddy is needed ({error}): apt-get install caddy"));
         self.child = Some(child);
@@ -60,6 +66,12 @@ impl TestCaddy {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Configs loaded through the admin API so far, counted from Caddy's log of admin requests.
+    fn loads(&self) -> usize {
+        let log = std::fs::read_to_string(self.data.path().join("caddy.log")).unwrap_or_default();
+        log.lines().filter(|line| line.contains("\"method\":\"POST\"") && line.contains("\"uri\":\"/load\"")).count()
     }
 
     fn args(&self) -> Vec<String> {
@@ -87,9 +99,13 @@ fn via(caddy: &TestCaddy, host: &str) -> Option<(u16, String)> {
 
 /// GET 127.0.0.1:`port` with `host` as the Host header.
 fn get_via(port: u16, host: &str) -> Option<(u16, String)> {
+    get_path_via(port, host, "/")
+}
+
+fn get_path_via(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
@@ -120,17 +136,21 @@ fn domains_route_to_every_replica_and_follow_changes() {
     assert_success(&first);
     assert!(stdout(&first).contains("create Domain shop.example.test: done"), "{}", stdout(&first));
 
-    let bodies: BTreeSet<String> = (0..12)
-        .filter_map(|_| via(&caddy, "shop.example.test"))
-        .map(|(status, body)| {
-            assert_eq!(status, 200);
-            body
-        })
-        .collect();
+    let answers: Vec<Option<(u16, String)>> = (0..12).map(|_| via(&caddy, "shop.example.test")).collect();
+    let failed: Vec<&Option<(u16, String)>> =
+        answers.iter().filter(|answer| !answer.as_ref().is_some_and(|(status, _)| *status == 200)).collect();
+    assert!(failed.is_empty(), "{} of 12 requests failed: {failed:?}", failed.len());
+    let bodies: BTreeSet<String> = answers.into_iter().flatten().map(|(_, body)| body).collect();
     assert_eq!(bodies.len(), 2, "both replicas receive traffic: {bodies:?}");
     assert!(bodies.iter().all(|b| b.starts_with("v1 ")));
     assert_eq!(via(&caddy, "www.shop.example.test").map(|(s, _)| s), Some(200), "the alias routes too");
     assert_eq!(via(&caddy, "unknown.example.test").map(|(s, _)| s), Some(404), "unknown hosts get the catch-all 404");
+
+    // Nothing changed: a second apply loads no config into Caddy.
+    let loads = caddy.loads();
+    assert!(loads >= 1, "Caddy's log shows the first push");
+    assert_success(&apply(&project, &caddy));
+    assert_eq!(caddy.loads(), loads, "an apply with nothing to change pushed a config to Caddy");
 
     // A route someone added by hand survives railyard's updates.
     let hand = r#"{"match": [{"host": ["by-hand.example.test"]}], "handle": [{"handler": "static_response", "body": "by hand"}]}"#;
@@ -163,33 +183,58 @@ fn domains_route_to_every_replica_and_follow_changes() {
     assert_eq!(via(&caddy, "shop.example.test").map(|(s, _)| s), Some(404));
 }
 
-/// Sends `count` requests in a loop while `during` runs; returns the statuses that were not 2xx.
-fn failures_during(caddy: &TestCaddy, count: usize, during: impl FnOnce()) -> Vec<String> {
+/// What clients saw while something ran.
+struct Traffic {
+    sent: usize,
+    /// Answers that were not 2xx, or no answer.
+    failures: Vec<String>,
+    /// Bodies of the 2xx answers.
+    bodies: Vec<String>,
+}
+
+/// `clients` concurrent clients GET `path` through Caddy's HTTP port with `host` in a loop while `during` runs.
+fn traffic_during(caddy: &TestCaddy, host: &str, path: &str, clients: usize, during: impl FnOnce()) -> Traffic {
     let port = caddy.http;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let looper = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let target =
-                TestCaddy { child: None, admin: 0, http: port, https: 0, data: tempfile::tempdir().expect("tempdir") };
-            let mut failures = Vec::new();
-            let mut sent = 0;
-            while sent < count || !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                match via(&target, "shop.example.test") {
-                    Some((status, _)) if (200..300).contains(&status) => {}
-                    other => failures.push(format!("{other:?}")),
+    let loops: Vec<_> = (0..clients)
+        .map(|_| {
+            let (stop, host, path) = (stop.clone(), host.to_owned(), path.to_owned());
+            std::thread::spawn(move || {
+                let mut seen = Traffic { sent: 0, failures: Vec::new(), bodies: Vec::new() };
+                while seen.sent == 0 || !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match get_path_via(port, &host, &path) {
+                        Some((status, body)) if (200..300).contains(&status) => seen.bodies.push(body),
+                        other => seen.failures.push(format!("{other:?}")),
+                    }
+                    seen.sent += 1;
                 }
-                sent += 1;
-                if sent >= count && stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    break;
-                }
-            }
-            failures
+                seen
+            })
         })
-    };
+        .collect();
     during();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    looper.join().expect("request loop")
+    loops.into_iter().map(|client| client.join().expect("client loop")).fold(
+        Traffic { sent: 0, failures: Vec::new(), bodies: Vec::new() },
+        |mut all, seen| {
+            all.sent += seen.sent;
+            all.failures.extend(seen.failures);
+            all.bodies.extend(seen.bodies);
+            all
+        },
+    )
+}
+
+/// [`web`] with `/cgi-bin/slow`, which answers `$MESSAGE $HOSTNAME` after 300 ms: requests are in flight while
+/// replicas are switched and stopped. It exits at once on SIGTERM, cutting the requests it still serves, so only
+/// the proxy's drain protects them.
+fn slow_web(image: &str, message: &str, replicas: u32) -> String {
+    web(image, message, replicas)
+        .replace("exec httpd -f -p 8080 -h /www", "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait")
+        .replace(
+        "echo ok > /www/healthz && ",
+        "echo ok > /www/healthz && mkdir -p /www/cgi-bin && printf '#!/bin/sh\\\\nsleep 0.3\\\\necho Content-Type: text/plain\\\\necho\\\\necho $MESSAGE $HOSTNAME\\\\n' > /www/cgi-bin/slow && chmod +x /www/cgi-bin/slow && ",
+    )
 }
 
 #[test]
@@ -197,30 +242,80 @@ fn updates_and_failed_updates_drop_no_request() {
     let image = busybox_image();
     let project = TestProject::new("caddy-zero");
     let caddy = TestCaddy::start();
-    project.write("apps/web.yaml", &web(&image, "v1", 2));
+    project.write("apps/web.yaml", &slow_web(&image, "v1", 2));
     project.write("domains/shop.yaml", DOMAIN);
     assert_success(&apply(&project, &caddy));
+    let slow = get_path_via(caddy.http, "shop.example.test", "/cgi-bin/slow");
+    assert!(slow.as_ref().is_some_and(|(status, body)| *status == 200 && body.starts_with("v1 ")), "{slow:?}");
 
-    project.write("apps/web.yaml", &web(&image, "v2", 2));
-    let failures = failures_during(&caddy, 2000, || assert_success(&apply(&project, &caddy)));
+    project.write("apps/web.yaml", &slow_web(&image, "v2", 2));
+    let traffic =
+        traffic_during(&caddy, "shop.example.test", "/cgi-bin/slow", 8, || assert_success(&apply(&project, &caddy)));
     assert!(
-        failures.is_empty(),
-        "{} failed requests during the update: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
+        traffic.failures.is_empty(),
+        "{} of {} requests failed during the update: {:?}",
+        traffic.failures.len(),
+        traffic.sent,
+        &traffic.failures[..traffic.failures.len().min(5)]
     );
+    assert!(traffic.bodies.iter().any(|b| b.starts_with("v2 ")), "the update completed under traffic");
     assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("v2 ")));
 
-    // A new version that never becomes healthy: the old one keeps serving every request.
-    project.write("apps/web.yaml", &web(&image, "v3", 2).replace("path: /healthz", "path: /missing"));
-    let failures = failures_during(&caddy, 2000, || assert_eq!(apply(&project, &caddy).status.code(), Some(1)));
+    // A new version that never becomes healthy: the old one keeps serving every request, and v3 none.
+    project.write("apps/web.yaml", &slow_web(&image, "v3", 2).replace("path: /healthz", "path: /missing"));
+    let traffic = traffic_during(&caddy, "shop.example.test", "/cgi-bin/slow", 8, || {
+        assert_eq!(apply(&project, &caddy).status.code(), Some(1))
+    });
     assert!(
-        failures.is_empty(),
-        "{} failed requests during the failed update: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
+        traffic.failures.is_empty(),
+        "{} of {} requests failed during the failed update: {:?}",
+        traffic.failures.len(),
+        traffic.sent,
+        &traffic.failures[..traffic.failures.len().min(5)]
     );
+    let unhealthy: Vec<&String> = traffic.bodies.iter().filter(|body| !body.starts_with("v2 ")).collect();
+    assert!(unhealthy.is_empty(), "requests reached the unhealthy version: {unhealthy:?}");
     assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("v2 ")));
+}
+
+#[test]
+fn apps_updated_in_parallel_keep_each_others_routes() {
+    let image = busybox_image();
+    let project = TestProject::new("caddy-parallel");
+    let caddy = TestCaddy::start();
+    let apps = |version: &str| {
+        let api = slow_web(&image, &format!("api {version}"), 2).replacen("name: web", "name: api", 1);
+        (slow_web(&image, &format!("web {version}"), 2), api)
+    };
+    let (web_v1, api_v1) = apps("v1");
+    project.write("apps/web.yaml", &web_v1);
+    project.write("apps/api.yaml", &api_v1);
+    project.write("domains/shop.yaml", DOMAIN);
+    project.write("domains/api.yaml", "kind: Domain\nhost: api.example.test\napp: api\nport: http\ntls: off\n");
+    assert_success(&apply(&project, &caddy));
+    let (web_v2, api_v2) = apps("v2");
+    project.write("apps/web.yaml", &web_v2);
+    project.write("apps/api.yaml", &api_v2);
+    let args = caddy.args();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--parallel", "8"]);
+    let mut api_traffic = None;
+    let web_traffic = traffic_during(&caddy, "shop.example.test", "/cgi-bin/slow", 4, || {
+        api_traffic = Some(traffic_during(&caddy, "api.example.test", "/cgi-bin/slow", 4, || {
+            assert_success(&project.railyard("apply", &args))
+        }));
+    });
+    for (host, traffic) in [("shop", web_traffic), ("api", api_traffic.expect("api traffic"))] {
+        assert!(
+            traffic.failures.is_empty(),
+            "{host}: {} of {} requests failed while both apps switched: {:?}",
+            traffic.failures.len(),
+            traffic.sent,
+            &traffic.failures[..traffic.failures.len().min(5)]
+        );
+    }
+    assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("web v2 ")));
+    assert!(via(&caddy, "api.example.test").is_some_and(|(_, body)| body.starts_with("api v2 ")));
 }
 
 #[test]
