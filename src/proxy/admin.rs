@@ -24,13 +24,12 @@ pub(super) struct AdminResponse {
 
 impl AdminEndpoint {
     /// `unix:///path` is a socket; anything else is an HTTP base URL.
-    pub(super) fn parse(admin: &str, timeout: Duration) -> AdminEndpoint {
+    pub(super) fn parse(admin: &str) -> AdminEndpoint {
         match admin.strip_prefix("unix://") {
             Some(path) => AdminEndpoint::Unix { socket: PathBuf::from(path) },
-            None => AdminEndpoint::Http {
-                base: admin.trim_end_matches('/').to_owned(),
-                client: reqwest::Client::builder().timeout(timeout).build().unwrap_or_default(),
-            },
+            None => {
+                AdminEndpoint::Http { base: admin.trim_end_matches('/').to_owned(), client: reqwest::Client::new() }
+            }
         }
     }
 
@@ -45,7 +44,7 @@ impl AdminEndpoint {
         match self {
             AdminEndpoint::Http { base, client } => {
                 let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-                let mut request = client.request(method, format!("{base}{path}"));
+                let mut request = client.request(method, format!("{base}{path}")).timeout(timeout);
                 if let Some(body) = json_body {
                     request = request.header("Content-Type", "application/json").body(body);
                 }

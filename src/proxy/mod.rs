@@ -84,7 +84,7 @@ pub struct Switch {
 
 impl Caddy {
     pub fn new(settings: CaddySettings) -> Caddy {
-        let endpoint = AdminEndpoint::parse(&settings.admin, REQUEST_TIMEOUT);
+        let endpoint = AdminEndpoint::parse(&settings.admin);
         Caddy { settings, endpoint, draining: Arc::default() }
     }
 
