@@ -146,11 +146,14 @@ fn domains_route_to_every_replica_and_follow_changes() {
     assert_eq!(via(&caddy, "www.shop.example.test").map(|(s, _)| s), Some(200), "the alias routes too");
     assert_eq!(via(&caddy, "unknown.example.test").map(|(s, _)| s), Some(404), "unknown hosts get the catch-all 404");
 
-    // Nothing changed: a second apply loads no config into Caddy.
+    // No route changed (only an app without a domain was added): the apply loads no config into Caddy.
     let loads = caddy.loads();
     assert!(loads >= 1, "Caddy's log shows the first push");
-    assert_success(&apply(&project, &caddy));
-    assert_eq!(caddy.loads(), loads, "an apply with nothing to change pushed a config to Caddy");
+    project.write("apps/other.yaml", &web_app("other", &image, "other", ""));
+    let unrelated = apply(&project, &caddy);
+    assert_success(&unrelated);
+    assert!(stdout(&unrelated).contains("create App other: done"), "{}", stdout(&unrelated));
+    assert_eq!(caddy.loads(), loads, "an apply that changed no route pushed a config to Caddy");
 
     // A route someone added by hand survives railyard's updates.
     let hand = r#"{"match": [{"host": ["by-hand.example.test"]}], "handle": [{"handler": "static_response", "body": "by hand"}]}"#;
