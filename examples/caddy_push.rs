@@ -59,12 +59,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         change.push(started.elapsed().as_secs_f64() * 1000.0);
         assert!(switch.pushed, "the change must load");
         caddy.drain(&switch).await;
-        caddy.sync(&env, &[], &BTreeMap::new()).await?;
+        let cleared = caddy.sync(&env, &[], &BTreeMap::new()).await?;
+        caddy.drain(&cleared).await;
     }
     let (few, mut few_upstreams) = domains(10);
     let mut small_change = Vec::new();
     let env = Environment::production("benchsmall");
-    caddy.sync(&env, &few, &few_upstreams).await?;
+    let loaded = caddy.sync(&env, &few, &few_upstreams).await?;
+    caddy.drain(&loaded).await;
     for run in 0..5 {
         few_upstreams.insert(few[0].host.clone(), vec![format!("127.0.0.1:{}", 41000 + run)]);
         let started = Instant::now();

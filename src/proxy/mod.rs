@@ -262,16 +262,14 @@ pub fn route(env: &Environment, spec: &DomainSpec, upstreams: &[String]) -> Valu
         json!({
             "handler": "reverse_proxy",
             "upstreams": upstreams.iter().map(|dial| json!({ "dial": dial })).collect::<Vec<_>>(),
-            // A request that meets a replica just as it stops is tried again on another one; a replica that failed
-            // is left out for a while. Requests that may have changed something are retried only when no
-            // connection was made.
+            // A request that meets a replica just as it stops is tried again on another one; requests that may have
+            // changed something are retried only when no connection was made.
             "load_balancing": {
                 "selection_policy": { "policy": "round_robin" },
                 "try_duration": "5s",
                 "try_interval": "50ms",
                 "retry_match": [{ "method": ["GET", "HEAD", "OPTIONS"] }],
             },
-            "health_checks": { "passive": { "fail_duration": "3s", "max_fails": 1 } },
         })
     };
     json!({
