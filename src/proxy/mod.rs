@@ -181,23 +181,26 @@ impl Caddy {
         }
         let started = tokio::time::Instant::now();
         tokio::time::sleep(DRAIN_FLOOR).await;
-        let drained = loop {
-            let upstreams = self.get("/reverse_proxy/upstreams").await?;
-            let busy = in_flight(&upstreams, dials);
-            if busy == 0 {
-                break true;
+        let drained = async {
+            loop {
+                let busy = in_flight(&self.get("/reverse_proxy/upstreams").await?, dials);
+                if busy == 0 {
+                    return Ok(true);
+                }
+                if started.elapsed() >= timeout {
+                    tracing::warn!(busy, ?dials, "requests still in flight to retired replicas; stopping them anyway");
+                    return Ok(false);
+                }
+                tokio::time::sleep(DRAIN_POLL).await;
             }
-            if started.elapsed() >= timeout {
-                tracing::warn!(busy, ?dials, "requests still in flight to retired replicas; stopping them anyway");
-                break false;
-            }
-            tokio::time::sleep(DRAIN_POLL).await;
-        };
+        }
+        .await;
+        // Whatever the outcome, the caller stops these replicas now: Caddy need not count them any longer.
         let mut draining = self.draining.lock().await;
         for dial in dials {
             draining.remove(dial);
         }
-        Ok(drained)
+        drained
     }
 }
 
