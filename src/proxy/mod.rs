@@ -2,6 +2,11 @@
 //! and `railyard-http` for plain HTTP and redirects), its routes (ids `railyard:<project>:<host>`) and its TLS
 //! automation policies; everything else in Caddy's config is kept as found. Config is pushed only when it changed.
 //! Each route carries its own last-applied spec in a `vars` handler, as Kubernetes objects carry annotations.
+//!
+//! Every read-modify-write of Caddy's config holds one lock, so apps switching traffic in parallel never lose each
+//! other's routes. Replicas taken out of the routes stay referenced by a route no request reaches
+//! (`railyard:draining`, after the catch-all) until railyard has waited for Caddy's count of requests in flight to
+//! them to reach zero: Caddy keys that count by dial address and forgets it once no handler lists the address.
 
 mod admin;
 
