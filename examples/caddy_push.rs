@@ -51,23 +51,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for run in 0..5 {
         let env = Environment::production(&format!("bench{run}"));
         let started = Instant::now();
-        assert!(caddy.sync(&env, &specs, &upstreams).await?, "the first push must load");
+        assert!(caddy.sync(&env, &specs, &upstreams).await?.pushed, "the first push must load");
         full.push(started.elapsed().as_secs_f64() * 1000.0);
         upstreams.insert(specs[0].host.clone(), vec![format!("127.0.0.1:{}", 40000 + run)]);
         let started = Instant::now();
-        assert!(caddy.sync(&env, &specs, &upstreams).await?, "the change must load");
+        let switch = caddy.sync(&env, &specs, &upstreams).await?;
         change.push(started.elapsed().as_secs_f64() * 1000.0);
-        caddy.sync(&env, &[], &BTreeMap::new()).await?;
+        assert!(switch.pushed, "the change must load");
+        caddy.drain(&switch).await;
+        let cleared = caddy.sync(&env, &[], &BTreeMap::new()).await?;
+        caddy.drain(&cleared).await;
     }
     let (few, mut few_upstreams) = domains(10);
     let mut small_change = Vec::new();
     let env = Environment::production("benchsmall");
-    caddy.sync(&env, &few, &few_upstreams).await?;
+    let loaded = caddy.sync(&env, &few, &few_upstreams).await?;
+    caddy.drain(&loaded).await;
     for run in 0..5 {
         few_upstreams.insert(few[0].host.clone(), vec![format!("127.0.0.1:{}", 41000 + run)]);
         let started = Instant::now();
-        caddy.sync(&env, &few, &few_upstreams).await?;
+        let switch = caddy.sync(&env, &few, &few_upstreams).await?;
         small_change.push(started.elapsed().as_secs_f64() * 1000.0);
+        caddy.drain(&switch).await;
     }
     caddy.sync(&env, &[], &BTreeMap::new()).await?;
     println!("1000 domains in one config: {:.0} ms (target < 500 ms)", median(full));

@@ -149,7 +149,9 @@ struct DockerArgs {
     /// Address that published ports listen on.
     #[arg(long, default_value = "127.0.0.1", env = "RAILYARD_PUBLISH_ADDRESS")]
     publish_address: String,
-    /// Caddy's admin API, which routes Domains to apps; `none` leaves domains alone.
+    /// Caddy's admin API, which routes Domains to apps: `http://HOST:PORT`, or `unix:///PATH/admin.sock` for a socket
+    /// only railyard can open (docker/compose.yaml; apps then cannot reach the admin API); `none` leaves domains
+    /// alone.
     #[arg(long, default_value = "http://127.0.0.1:2019", env = "RAILYARD_CADDY_ADMIN")]
     caddy_admin: String,
     /// Where railyard's plain-HTTP Caddy server listens.

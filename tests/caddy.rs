@@ -44,7 +44,13 @@ impl TestCaddy {
             .env("XDG_DATA_HOME", self.data.path().join("data"))
             .env("XDG_CONFIG_HOME", self.data.path().join("config"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.data.path().join("caddy.log"))
+                    .expect("caddy log"),
+            )
             .spawn()
             .unwrap_or_else(|error| panic!("caddy is needed ({error}): apt-get install caddy"));
         self.child = Some(child);
@@ -60,6 +66,12 @@ impl TestCaddy {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Configs loaded through the admin API so far, counted from Caddy's log of admin requests.
+    fn loads(&self) -> usize {
+        let log = std::fs::read_to_string(self.data.path().join("caddy.log")).unwrap_or_default();
+        log.lines().filter(|line| line.contains("\"method\":\"POST\"") && line.contains("\"uri\":\"/load\"")).count()
     }
 
     fn args(&self) -> Vec<String> {
@@ -82,9 +94,18 @@ impl Drop for TestCaddy {
 
 /// GET through Caddy's HTTP port with `host` as the Host header.
 fn via(caddy: &TestCaddy, host: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", caddy.http)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    get_via(caddy.http, host)
+}
+
+/// GET 127.0.0.1:`port` with `host` as the Host header.
+fn get_via(port: u16, host: &str) -> Option<(u16, String)> {
+    get_path_via(port, host, "/")
+}
+
+fn get_path_via(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
@@ -115,17 +136,24 @@ fn domains_route_to_every_replica_and_follow_changes() {
     assert_success(&first);
     assert!(stdout(&first).contains("create Domain shop.example.test: done"), "{}", stdout(&first));
 
-    let bodies: BTreeSet<String> = (0..12)
-        .filter_map(|_| via(&caddy, "shop.example.test"))
-        .map(|(status, body)| {
-            assert_eq!(status, 200);
-            body
-        })
-        .collect();
+    let answers: Vec<Option<(u16, String)>> = (0..12).map(|_| via(&caddy, "shop.example.test")).collect();
+    let failed: Vec<&Option<(u16, String)>> =
+        answers.iter().filter(|answer| answer.as_ref().is_none_or(|(status, _)| *status != 200)).collect();
+    assert!(failed.is_empty(), "{} of 12 requests failed: {failed:?}", failed.len());
+    let bodies: BTreeSet<String> = answers.into_iter().flatten().map(|(_, body)| body).collect();
     assert_eq!(bodies.len(), 2, "both replicas receive traffic: {bodies:?}");
     assert!(bodies.iter().all(|b| b.starts_with("v1 ")));
     assert_eq!(via(&caddy, "www.shop.example.test").map(|(s, _)| s), Some(200), "the alias routes too");
     assert_eq!(via(&caddy, "unknown.example.test").map(|(s, _)| s), Some(404), "unknown hosts get the catch-all 404");
+
+    // No route changed (only an app without a domain was added): the apply loads no config into Caddy.
+    let loads = caddy.loads();
+    assert!(loads >= 1, "Caddy's log shows the first push");
+    project.write("apps/other.yaml", &web_app("other", &image, "other", ""));
+    let unrelated = apply(&project, &caddy);
+    assert_success(&unrelated);
+    assert!(stdout(&unrelated).contains("create App other: done"), "{}", stdout(&unrelated));
+    assert_eq!(caddy.loads(), loads, "an apply that changed no route pushed a config to Caddy");
 
     // A route someone added by hand survives railyard's updates.
     let hand = r#"{"match": [{"host": ["by-hand.example.test"]}], "handle": [{"handler": "static_response", "body": "by hand"}]}"#;
@@ -158,33 +186,58 @@ fn domains_route_to_every_replica_and_follow_changes() {
     assert_eq!(via(&caddy, "shop.example.test").map(|(s, _)| s), Some(404));
 }
 
-/// Sends `count` requests in a loop while `during` runs; returns the statuses that were not 2xx.
-fn failures_during(caddy: &TestCaddy, count: usize, during: impl FnOnce()) -> Vec<String> {
+/// What clients saw while something ran.
+struct Traffic {
+    sent: usize,
+    /// Answers that were not 2xx, or no answer.
+    failures: Vec<String>,
+    /// Bodies of the 2xx answers.
+    bodies: Vec<String>,
+}
+
+/// `clients` concurrent clients GET `path` through Caddy's HTTP port with `host` in a loop while `during` runs.
+fn traffic_during(caddy: &TestCaddy, host: &str, path: &str, clients: usize, during: impl FnOnce()) -> Traffic {
     let port = caddy.http;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let looper = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let target =
-                TestCaddy { child: None, admin: 0, http: port, https: 0, data: tempfile::tempdir().expect("tempdir") };
-            let mut failures = Vec::new();
-            let mut sent = 0;
-            while sent < count || !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                match via(&target, "shop.example.test") {
-                    Some((status, _)) if (200..300).contains(&status) => {}
-                    other => failures.push(format!("{other:?}")),
+    let loops: Vec<_> = (0..clients)
+        .map(|_| {
+            let (stop, host, path) = (stop.clone(), host.to_owned(), path.to_owned());
+            std::thread::spawn(move || {
+                let mut seen = Traffic { sent: 0, failures: Vec::new(), bodies: Vec::new() };
+                while seen.sent == 0 || !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match get_path_via(port, &host, &path) {
+                        Some((status, body)) if (200..300).contains(&status) => seen.bodies.push(body),
+                        other => seen.failures.push(format!("{other:?}")),
+                    }
+                    seen.sent += 1;
                 }
-                sent += 1;
-                if sent >= count && stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    break;
-                }
-            }
-            failures
+                seen
+            })
         })
-    };
+        .collect();
     during();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    looper.join().expect("request loop")
+    loops.into_iter().map(|client| client.join().expect("client loop")).fold(
+        Traffic { sent: 0, failures: Vec::new(), bodies: Vec::new() },
+        |mut all, seen| {
+            all.sent += seen.sent;
+            all.failures.extend(seen.failures);
+            all.bodies.extend(seen.bodies);
+            all
+        },
+    )
+}
+
+/// [`web`] with `/cgi-bin/slow`, which answers `$MESSAGE $HOSTNAME` after 300 ms: requests are in flight while
+/// replicas are switched and stopped. It exits at once on SIGTERM, cutting the requests it still serves, so only
+/// the proxy's drain protects them.
+fn slow_web(image: &str, message: &str, replicas: u32) -> String {
+    web(image, message, replicas)
+        .replace("exec httpd -f -p 8080 -h /www", "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait")
+        .replace(
+        "echo ok > /www/healthz && ",
+        "echo ok > /www/healthz && mkdir -p /www/cgi-bin && printf '#!/bin/sh\\\\nsleep 0.3\\\\necho Content-Type: text/plain\\\\necho\\\\necho $MESSAGE $HOSTNAME\\\\n' > /www/cgi-bin/slow && chmod +x /www/cgi-bin/slow && ",
+    )
 }
 
 #[test]
@@ -192,30 +245,80 @@ fn updates_and_failed_updates_drop_no_request() {
     let image = busybox_image();
     let project = TestProject::new("caddy-zero");
     let caddy = TestCaddy::start();
-    project.write("apps/web.yaml", &web(&image, "v1", 2));
+    project.write("apps/web.yaml", &slow_web(&image, "v1", 2));
     project.write("domains/shop.yaml", DOMAIN);
     assert_success(&apply(&project, &caddy));
+    let slow = get_path_via(caddy.http, "shop.example.test", "/cgi-bin/slow");
+    assert!(slow.as_ref().is_some_and(|(status, body)| *status == 200 && body.starts_with("v1 ")), "{slow:?}");
 
-    project.write("apps/web.yaml", &web(&image, "v2", 2));
-    let failures = failures_during(&caddy, 2000, || assert_success(&apply(&project, &caddy)));
+    project.write("apps/web.yaml", &slow_web(&image, "v2", 2));
+    let traffic =
+        traffic_during(&caddy, "shop.example.test", "/cgi-bin/slow", 8, || assert_success(&apply(&project, &caddy)));
     assert!(
-        failures.is_empty(),
-        "{} failed requests during the update: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
+        traffic.failures.is_empty(),
+        "{} of {} requests failed during the update: {:?}",
+        traffic.failures.len(),
+        traffic.sent,
+        &traffic.failures[..traffic.failures.len().min(5)]
     );
+    assert!(traffic.bodies.iter().any(|b| b.starts_with("v2 ")), "the update completed under traffic");
     assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("v2 ")));
 
-    // A new version that never becomes healthy: the old one keeps serving every request.
-    project.write("apps/web.yaml", &web(&image, "v3", 2).replace("path: /healthz", "path: /missing"));
-    let failures = failures_during(&caddy, 2000, || assert_eq!(apply(&project, &caddy).status.code(), Some(1)));
+    // A new version that never becomes healthy: the old one keeps serving every request, and v3 none.
+    project.write("apps/web.yaml", &slow_web(&image, "v3", 2).replace("path: /healthz", "path: /missing"));
+    let traffic = traffic_during(&caddy, "shop.example.test", "/cgi-bin/slow", 8, || {
+        assert_eq!(apply(&project, &caddy).status.code(), Some(1))
+    });
     assert!(
-        failures.is_empty(),
-        "{} failed requests during the failed update: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
+        traffic.failures.is_empty(),
+        "{} of {} requests failed during the failed update: {:?}",
+        traffic.failures.len(),
+        traffic.sent,
+        &traffic.failures[..traffic.failures.len().min(5)]
     );
+    let unhealthy: Vec<&String> = traffic.bodies.iter().filter(|body| !body.starts_with("v2 ")).collect();
+    assert!(unhealthy.is_empty(), "requests reached the unhealthy version: {unhealthy:?}");
     assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("v2 ")));
+}
+
+#[test]
+fn apps_updated_in_parallel_keep_each_others_routes() {
+    let image = busybox_image();
+    let project = TestProject::new("caddy-parallel");
+    let caddy = TestCaddy::start();
+    let apps = |version: &str| {
+        let api = slow_web(&image, &format!("api {version}"), 2).replacen("name: web", "name: api", 1);
+        (slow_web(&image, &format!("web {version}"), 2), api)
+    };
+    let (web_v1, api_v1) = apps("v1");
+    project.write("apps/web.yaml", &web_v1);
+    project.write("apps/api.yaml", &api_v1);
+    project.write("domains/shop.yaml", DOMAIN);
+    project.write("domains/api.yaml", "kind: Domain\nhost: api.example.test\napp: api\nport: http\ntls: off\n");
+    assert_success(&apply(&project, &caddy));
+    let (web_v2, api_v2) = apps("v2");
+    project.write("apps/web.yaml", &web_v2);
+    project.write("apps/api.yaml", &api_v2);
+    let args = caddy.args();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--parallel", "8"]);
+    let mut api_traffic = None;
+    let web_traffic = traffic_during(&caddy, "shop.example.test", "/cgi-bin/slow", 4, || {
+        api_traffic = Some(traffic_during(&caddy, "api.example.test", "/cgi-bin/slow", 4, || {
+            assert_success(&project.railyard("apply", &args))
+        }));
+    });
+    for (host, traffic) in [("shop", web_traffic), ("api", api_traffic.expect("api traffic"))] {
+        assert!(
+            traffic.failures.is_empty(),
+            "{host}: {} of {} requests failed while both apps switched: {:?}",
+            traffic.failures.len(),
+            traffic.sent,
+            &traffic.failures[..traffic.failures.len().min(5)]
+        );
+    }
+    assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("web v2 ")));
+    assert!(via(&caddy, "api.example.test").is_some_and(|(_, body)| body.starts_with("api v2 ")));
 }
 
 #[test]
@@ -262,4 +365,154 @@ fn internal_tls_is_served_with_caddys_local_ca_and_http_redirects() {
         body.starts_with("secure ")
     });
     assert!(ok, "HTTPS verified against Caddy's internal root failed: {body}");
+}
+
+/// A `FROM scratch` image with Debian's caddy and the shared libraries it links, as `busybox_image` builds busybox.
+fn caddy_image() -> String {
+    require_docker();
+    let ldd = Command::new("ldd").arg("/usr/bin/caddy").output().expect("ldd runs");
+    let mut files = vec![std::path::PathBuf::from("/usr/bin/caddy")];
+    files.extend(
+        String::from_utf8_lossy(&ldd.stdout)
+            .split_whitespace()
+            .filter(|word| word.starts_with('/'))
+            .map(std::path::PathBuf::from),
+    );
+    let context = tempfile::tempdir().expect("tempdir");
+    let mut fingerprint = Vec::new();
+    for file in &files {
+        let bytes =
+            std::fs::read(file).unwrap_or_else(|error| panic!("{}: {error}: apt-get install caddy", file.display()));
+        fingerprint.extend_from_slice(&bytes[..bytes.len().min(1 << 16)]);
+        fingerprint.extend_from_slice(&bytes.len().to_le_bytes());
+        let target = context.path().join("root").join(file.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&target, bytes).expect("copy");
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+    let dockerfile = "FROM scratch\nCOPY root/ /\nENTRYPOINT [\"/usr/bin/caddy\"]\n";
+    std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
+    let digest = fingerprint
+        .iter()
+        .fold(0xcbf29ce484222325_u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3));
+    let tag = format!("railyard-test/caddy:{digest:016x}");
+    if !run_ok("docker", &["image", "inspect", &tag]) {
+        let output = Command::new("docker")
+            .args(["build", "-q", "--force-rm", "-t", &tag])
+            .arg(context.path())
+            .output()
+            .expect("docker build runs");
+        assert!(output.status.success(), "docker build failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    tag
+}
+
+/// TCP ports something listens on inside `container`'s network namespace, read from the host's /proc; Docker's
+/// embedded DNS (127.0.0.11, loopback only) left out.
+fn listening_ports(container: &str) -> BTreeSet<u16> {
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", container]);
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (address, port) = fields.get(1)?.split_once(':')?;
+            (fields.get(3) == Some(&"0A") && address != "0B00007F")
+                .then(|| u16::from_str_radix(port, 16).ok())
+                .flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn caddy_in_a_container_routes_by_name_and_apps_cannot_reach_its_admin_api() {
+    let image = busybox_image();
+    let caddy_image = caddy_image();
+    let project = TestProject::new("caddy-box");
+    let admin_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(admin_dir.path().join("boot.json"), r#"{"admin": {"listen": "unix//run/caddy/admin.sock"}}"#)
+        .expect("boot config");
+    let caddy = format!("{}-caddy", project.name);
+    // Labelled with the project, so the project's guard removes it.
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &caddy,
+        "--label",
+        &format!("com.docker.compose.project={}", project.name),
+        "-p",
+        "127.0.0.1::8080",
+        "-v",
+        &format!("{}:/run/caddy", admin_dir.path().display()),
+        "-e",
+        "HOME=/run/caddy",
+        "-e",
+        "XDG_DATA_HOME=/run/caddy/data",
+        "-e",
+        "XDG_CONFIG_HOME=/run/caddy/config",
+        &caddy_image,
+        "run",
+        "--config",
+        "/run/caddy/boot.json",
+    ]);
+    let socket = admin_dir.path().join("admin.sock");
+    assert!(
+        eventually(Duration::from_secs(20), || std::os::unix::net::UnixStream::connect(&socket).is_ok()),
+        "caddy did not open its admin socket: {}",
+        Command::new("docker")
+            .args(["logs", &caddy])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default()
+    );
+    project.write("apps/web.yaml", &web(&image, "boxed", 1));
+    project.write("domains/shop.yaml", DOMAIN);
+    let admin = format!("unix://{}", socket.display());
+    let args =
+        ["--caddy-admin", &admin, "--caddy-container", &caddy, "--proxy-http", ":8080", "--proxy-https", ":8443"];
+    let applied = project.railyard("apply", &args);
+    assert_success(&applied);
+    assert!(stdout(&applied).contains("create Domain shop.example.test: done"), "{}", stdout(&applied));
+
+    // From the host through Caddy's published proxy port, by container name on the environment's network.
+    let published: u16 = docker(&["port", &caddy, "8080/tcp"])
+        .lines()
+        .find_map(|line| line.rsplit(':').next()?.parse().ok())
+        .expect("published proxy port");
+    let routed = get_via(published, "shop.example.test");
+    assert!(routed.as_ref().is_some_and(|(status, body)| *status == 200 && body.starts_with("boxed ")), "{routed:?}");
+    let plan = project.railyard("plan", &[&args[..], &["--detailed-exitcode"]].concat());
+    assert_eq!(plan.status.code(), Some(0), "observe over the socket sees the route: {}", stdout(&plan));
+
+    // From inside the app: the proxy answers, the admin API does not, and Caddy listens on nothing but its proxy ports.
+    let app = &project.containers("web")[0].id;
+    // Debian's static busybox wget crashes on lookups (no NSS), so the app speaks HTTP with nc to Caddy's address
+    // on their shared network.
+    let network = docker(&["inspect", "-f", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}", app]);
+    let caddy_ip = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+        &caddy,
+    ]);
+    assert!(!caddy_ip.is_empty(), "railyard connected Caddy to {network}");
+    let exec = |port: u16, path: &str, host: &str| {
+        let request = format!(
+            "(printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n'; sleep 2) | nc -w 3 {caddy_ip} {port}"
+        );
+        let output =
+            Command::new("docker").args(["exec", app, "sh", "-c", &request]).output().expect("docker exec runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let proxied = exec(8080, "/", "shop.example.test");
+    assert!(proxied.contains("\r\n\r\nboxed "), "the app reaches Caddy's proxy: {proxied:?}");
+    for port in [2019, 2020, 8443] {
+        let answer = exec(port, "/config/", "localhost");
+        assert!(!answer.contains("\"admin\""), "admin API reachable on port {port}: {answer:?}");
+    }
+    let ports = listening_ports(&caddy);
+    assert!(ports.is_subset(&BTreeSet::from([8080, 8443])), "Caddy listens beyond its proxy ports: {ports:?}");
+    assert!(ports.contains(&8080), "{ports:?}");
 }

@@ -21,12 +21,10 @@ use crate::model::desired::{HealthSpec, Probe};
 use crate::model::kinds::PullPolicy;
 use crate::model::{AppSpec, Environment, HealthState, ReplicaState};
 use crate::plan::{Action, Plan};
-use crate::proxy::UpstreamMode;
+use crate::proxy::{Switch, UpstreamMode};
 
 /// How often a starting replica is looked at.
 const HEALTH_POLL: Duration = Duration::from_millis(100);
-/// Between moving a domain's traffic to new replicas and stopping the old ones, as Kubernetes' preStop sleeps do.
-const DRAIN: Duration = Duration::from_secs(1);
 /// Added to a health check's own deadline for the engine's scheduling.
 const HEALTH_SLACK: Duration = Duration::from_secs(2);
 
@@ -61,8 +59,11 @@ async fn apply_domains(
         return Ok(Vec::new());
     }
     let started = Instant::now();
-    let result = match sync_domains(backend, plan).await? {
-        Ok(_) => ActionResult::Done,
+    let result = match sync_domains(backend, plan, None).await? {
+        Ok(switch) => {
+            drain(backend, &switch).await;
+            ActionResult::Done
+        }
         Err(error) => ActionResult::Failed { error },
     };
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -116,9 +117,14 @@ async fn connect_caddy(backend: &DockerBackend, env: &Environment) -> Result<(),
     }
 }
 
-/// Pushes the routes of the plan's domains with the current upstreams; the inner error is Caddy's.
-async fn sync_domains(backend: &DockerBackend, plan: &Plan) -> Result<Result<bool, String>, DockerError> {
-    let Some(caddy) = &backend.caddy else { return Ok(Ok(false)) };
+/// Pushes the routes of the plan's domains (only those of `app` when given) with the current upstreams; the inner
+/// error is Caddy's.
+async fn sync_domains(
+    backend: &DockerBackend,
+    plan: &Plan,
+    app: Option<&str>,
+) -> Result<Result<Switch, String>, DockerError> {
+    let Some(caddy) = &backend.caddy else { return Ok(Ok(Switch::default())) };
     let replicas = backend.replicas(&plan.env, None).await?;
     let desired_hash: BTreeMap<&str, String> = plan
         .apps
@@ -126,7 +132,8 @@ async fn sync_domains(backend: &DockerBackend, plan: &Plan) -> Result<Result<boo
         .filter_map(|a| a.desired.as_ref())
         .map(|spec| (spec.name.as_str(), spec.spec_hash()))
         .collect();
-    let domains: Vec<crate::model::DomainSpec> = plan.domains.iter().filter_map(|d| d.desired.clone()).collect();
+    let domains: Vec<crate::model::DomainSpec> =
+        plan.domains.iter().filter_map(|d| d.desired.clone()).filter(|d| app.is_none_or(|app| d.app == app)).collect();
     let upstreams = domains
         .iter()
         .map(|domain| {
@@ -145,7 +152,18 @@ async fn sync_domains(backend: &DockerBackend, plan: &Plan) -> Result<Result<boo
             (domain.host.clone(), dials)
         })
         .collect();
-    Ok(caddy.sync(&plan.env, &domains, &upstreams).await.map_err(|error| error.to_string()))
+    let switched = match app {
+        Some(_) => caddy.switch(&plan.env, &domains, &upstreams).await,
+        None => caddy.sync(&plan.env, &domains, &upstreams).await,
+    };
+    Ok(switched.map_err(|error| error.to_string()))
+}
+
+/// Waits for requests in flight to the replicas a switch took out of the proxy.
+async fn drain(backend: &DockerBackend, switch: &Switch) {
+    if let Some(caddy) = &backend.caddy {
+        caddy.drain(switch).await;
+    }
 }
 
 async fn run(backend: &DockerBackend, plan: &Plan, action: &Action<AppSpec>, progress: &dyn Progress) -> ActionOutcome {
@@ -245,10 +263,9 @@ async fn converge_app(
     }
     // Traffic moves to the new replicas before the old ones stop, so no request meets a stopping replica.
     if !old.is_empty() && plan.domains.iter().any(|d| d.desired.as_ref().is_some_and(|d| d.app == spec.name)) {
-        match sync_domains(backend, plan).await? {
-            // Requests the proxy sent to the old replicas just before the switch finish before they are stopped.
-            Ok(true) => tokio::time::sleep(DRAIN).await,
-            Ok(false) => {}
+        match sync_domains(backend, plan, Some(&spec.name)).await? {
+            // Requests the proxy sent to the old replicas before the switch finish before they are stopped.
+            Ok(switch) => drain(backend, &switch).await,
             Err(error) => progress.event(&spec.name, &format!("could not move traffic: {error}")),
         }
     }
