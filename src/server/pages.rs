@@ -83,6 +83,7 @@ fn sync_badge(status: SyncStatus) -> Markup {
         SyncStatus::OutOfSync => ("outOfSync", "out of sync"),
         SyncStatus::Syncing => ("syncing", "syncing"),
         SyncStatus::Error => ("error", "error"),
+        SyncStatus::RolledBack => ("rolled-back", "rolled back"),
     };
     badge(class, text)
 }
@@ -206,7 +207,18 @@ fn apps_table(apps: &[AppStatus]) -> Markup {
                             }
                         }
                         td.wide.mono { (app.image) }
-                        td.wide.mono { @for port in &app.ports { (port) " " } }
+                        td.wide.mono.ports {
+                            @for port in &app.ports {
+                                @let published: Vec<_> = app.addresses.iter().filter(|a| a.container_port == *port).collect();
+                                @if published.is_empty() {
+                                    div { (port) }
+                                } @else {
+                                    @for address in published {
+                                        div { a href={ "http://" (address.address) } { (address.address) } " → " (port) }
+                                    }
+                                }
+                            }
+                        }
                         td.wide.domains {
                             @for (host, tls) in &app.domains {
                                 @let scheme = if *tls == crate::model::kinds::TlsMode::Off { "http" } else { "https" };

@@ -1,8 +1,10 @@
 //! A config repository followed in git through gix: a bare mirror under the state directory, fetched on every sync,
-//! with documents read straight from the fetched commit's tree (no worktree).
+//! with documents read straight from the fetched commit's tree (no worktree). Connections over `git://` carry a read
+//! timeout, so that a remote that accepts and never answers fails the fetch instead of hanging it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use gix::bstr::ByteSlice;
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,8 @@ pub struct GitSource {
     pub mirror: PathBuf,
     /// Sent as the password for HTTP(S) when the server asks (GitHub, GitLab and Gitea accept tokens so).
     pub token: Option<String>,
+    /// Longest wait for the remote to answer.
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -28,6 +32,7 @@ impl std::fmt::Debug for GitSource {
             .field("branch", &self.branch)
             .field("mirror", &self.mirror)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -55,8 +60,8 @@ pub enum GitError {
     Mirror { path: String, reason: String },
     #[error("cannot fetch {url}: {reason}; check the URL, the network and the credentials (--git-token-file)")]
     Fetch { url: String, reason: String },
-    #[error("branch `{branch}` does not exist in {url}; push it or pass --branch")]
-    NoBranch { url: String, branch: String },
+    #[error("branch `{branch}` does not exist in {url}; {}", existing_branches(.existing))]
+    NoBranch { url: String, branch: String, existing: Vec<String> },
     #[error("cannot read commit {commit} of {url}: {reason}")]
     Read { url: String, commit: String, reason: String },
 }
@@ -71,8 +76,8 @@ impl GitSource {
             .remote_at(self.url.as_str())
             .and_then(|remote| remote.with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch))
             .map_err(|error| fetch_error(error.to_string()))?;
-        let connection =
-            remote.connect(gix::remote::Direction::Fetch).map_err(|error| fetch_error(error.to_string()))?;
+        let transport = self.transport(&remote).map_err(fetch_error)?;
+        let connection = remote.to_connection_with_transport(transport);
         let token = self.token.clone();
         let connection = connection.with_credentials(move |action| match (&action, &token) {
             (gix::credentials::helper::Action::Get(_), Some(token)) => Ok(Some(gix::credentials::protocol::Outcome {
@@ -85,15 +90,63 @@ impl GitSource {
             })),
             _ => Ok(None),
         });
-        connection
+        let outcome = connection
             .prepare_fetch(gix::progress::Discard, Default::default())
             .and_then(|fetch| fetch.receive(gix::progress::Discard, &AtomicBool::new(false)))
             .map_err(|error| fetch_error(error.to_string()))?;
+        let existing: Vec<String> = outcome
+            .ref_map
+            .remote_refs
+            .iter()
+            .filter_map(|reference| reference.unpack().0.to_str_lossy().strip_prefix("refs/heads/").map(str::to_owned))
+            .collect();
         let reference = format!("refs/remotes/origin/{}", self.branch);
-        let no_branch = || GitError::NoBranch { url: redact_url(&self.url), branch: self.branch.clone() };
+        let no_branch = || GitError::NoBranch {
+            url: redact_url(&self.url),
+            branch: self.branch.clone(),
+            existing: existing.clone(),
+        };
         let mut reference = repo.try_find_reference(reference.as_str()).ok().flatten().ok_or_else(no_branch)?;
         let commit = reference.peel_to_commit().map_err(|_| no_branch())?;
         self.read_commit(&repo, &commit)
+    }
+
+    /// The connection to the remote: `git://` over a socket with read and write timeouts (gix sets none), any
+    /// other scheme as gix makes it.
+    fn transport(
+        &self,
+        remote: &gix::Remote<'_>,
+    ) -> Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>, String> {
+        use gix::protocol::transport;
+        let url = remote.url(gix::remote::Direction::Fetch).ok_or("the remote has no URL")?.clone();
+        if url.scheme != gix::url::Scheme::Git {
+            return gix::protocol::transport::client::blocking_io::connect::connect(
+                url,
+                transport::client::blocking_io::connect::Options::default(),
+            )
+            .map_err(|error| error.to_string());
+        }
+        let host = url.host().ok_or("the git:// URL has no host")?.to_owned();
+        let port = url.port.unwrap_or(9418);
+        let address = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .map_err(|error| format!("cannot resolve {host}: {error}"))?
+            .next()
+            .ok_or_else(|| format!("{host} has no address"))?;
+        let stream = std::net::TcpStream::connect_timeout(&address, self.timeout.min(Duration::from_secs(30)))
+            .map_err(|error| format!("cannot connect to {host}:{port}: {error}"))?;
+        let timeout = Some(self.timeout.max(Duration::from_millis(100)));
+        stream.set_read_timeout(timeout).map_err(|error| error.to_string())?;
+        stream.set_write_timeout(timeout).map_err(|error| error.to_string())?;
+        let write = stream.try_clone().map_err(|error| error.to_string())?;
+        Ok(Box::new(transport::client::git::blocking_io::Connection::new(
+            stream,
+            write,
+            transport::Protocol::V2,
+            url.path.clone(),
+            Some((host, url.port)),
+            transport::client::git::ConnectMode::Daemon,
+            false,
+        )))
     }
 
     fn open_mirror(&self) -> Result<gix::Repository, GitError> {
@@ -224,6 +277,16 @@ fn blob_content(repo: &gix::Repository, id: gix::ObjectId) -> FileContent {
     }
 }
 
+fn existing_branches(existing: &[String]) -> String {
+    match existing {
+        [] => "the repository has no branches yet; push one".to_owned(),
+        names => format!(
+            "it has {}; pass one of them with --branch (RAILYARD_BRANCH)",
+            names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 /// A URL without its user information (tokens are sometimes written there).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
@@ -243,6 +306,39 @@ mod tests {
         assert_eq!(resolve_link("apps/web.yaml", "../shared/web.yaml"), Some("shared/web.yaml".to_owned()));
         assert_eq!(resolve_link("web.yaml", "../outside.yaml"), None);
         assert_eq!(resolve_link("web.yaml", "/etc/passwd"), None);
+    }
+
+    #[test]
+    fn a_wrong_branch_names_the_existing_ones() {
+        let error = GitError::NoBranch {
+            url: "file:///srv/config.git".to_owned(),
+            branch: "mian".to_owned(),
+            existing: vec!["main".to_owned(), "staging".to_owned()],
+        };
+        assert_eq!(
+            error.to_string(),
+            "branch `mian` does not exist in file:///srv/config.git; it has `main`, `staging`; pass one of them with \
+             --branch (RAILYARD_BRANCH)"
+        );
+    }
+
+    #[test]
+    fn a_remote_that_accepts_and_never_answers_fails_within_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("address").port();
+        let mirror = tempfile::tempdir().expect("tempdir");
+        let source = GitSource {
+            url: format!("git://127.0.0.1:{port}/config"),
+            branch: "main".to_owned(),
+            mirror: mirror.path().join("mirror.git"),
+            token: None,
+            timeout: Duration::from_millis(500),
+        };
+        let started = std::time::Instant::now();
+        let error = source.fetch().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.starts_with(&format!("cannot fetch git://127.0.0.1:{port}/config")), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(20), "it waited {:?}", started.elapsed());
+        drop(listener);
     }
 
     #[test]
