@@ -27,6 +27,7 @@ fn app(index: usize) -> AppStatus {
                 address: format!("127.0.0.1:{}", 30000 + number),
             })
             .collect(),
+        domain_urls: vec![format!("https://app-{index}.example.com/")],
         replicas: (1..=2)
             .map(|number| ObservedReplica {
                 id: format!("shop-app-{index}-{number}"),

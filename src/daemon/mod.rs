@@ -86,6 +86,8 @@ pub struct AppStatus {
     pub commit: Option<String>,
     /// Where the app answers on the host: each replica's published ports.
     pub addresses: Vec<PublishedAddress>,
+    /// The app's domains as URLs through railyard's proxy (with its port when it is not the default one).
+    pub domain_urls: Vec<String>,
     pub replicas: Vec<crate::model::ObservedReplica>,
 }
 
@@ -665,7 +667,7 @@ impl Daemon {
                 state.last_sync_ms = Some(now);
                 state.last_sync_duration_ms = u64::try_from(now - started_ms).ok();
             }
-            state.apps = app_statuses(desired, observed);
+            state.apps = app_statuses(desired, observed, self.settings.docker.proxy.as_ref());
             state.health = overall_health(&state.apps);
             state.plan = Some(plan);
         });
@@ -822,7 +824,11 @@ impl Progress for LogProgress {
 }
 
 /// Apps as declared, with what runs of them.
-fn app_statuses(desired: &model::DesiredState, observed: &Observed) -> Vec<AppStatus> {
+fn app_statuses(
+    desired: &model::DesiredState,
+    observed: &Observed,
+    proxy: Option<&crate::proxy::CaddySettings>,
+) -> Vec<AppStatus> {
     desired
         .apps
         .values()
@@ -864,10 +870,35 @@ fn app_statuses(desired: &model::DesiredState, observed: &Observed) -> Vec<AppSt
                         })
                     })
                     .collect(),
+                domain_urls: proxy
+                    .map(|proxy| {
+                        desired
+                            .domains
+                            .values()
+                            .filter(|d| d.app == spec.name)
+                            .map(|d| domain_url(&d.host, d.tls, proxy))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 replicas,
             }
         })
         .collect()
+}
+
+/// `http://host:8780/` when the proxy listens on 8780, `https://host/` on the default HTTPS port.
+fn domain_url(host: &str, tls: crate::model::kinds::TlsMode, proxy: &crate::proxy::CaddySettings) -> String {
+    let (scheme, listen, default_port) = if tls == crate::model::kinds::TlsMode::Off {
+        ("http", &proxy.http, "80")
+    } else {
+        ("https", &proxy.https, "443")
+    };
+    let port = listen.rsplit_once(':').map_or(default_port, |(_, port)| port);
+    if port == default_port || port.is_empty() {
+        format!("{scheme}://{host}/")
+    } else {
+        format!("{scheme}://{host}:{port}/")
+    }
 }
 
 fn overall_health(apps: &[AppStatus]) -> Health {

@@ -108,6 +108,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/events", get(events))
         .route("/api/v1/environments", get(environments))
         .route("/api/v1/environments/{env}", get(environment))
+        .route("/api/v1/environments/{env}/addresses", get(addresses))
         .route("/api/v1/syncs", get(syncs))
         .route("/api/v1/syncs/{id}", get(sync_detail))
         .route("/api/v1/webhooks", get(deliveries))
@@ -337,6 +338,31 @@ async fn environment(State(state): State<Arc<ServerState>>, Path(name): Path<Str
         Some(env) => Json(env.state()).into_response(),
         None => problem(StatusCode::NOT_FOUND, format!("no environment `{name}`")),
     }
+}
+
+/// Where each app answers, one flat entry per URL (easy to read from a shell script): its domains through the
+/// proxy, then each replica's published ports.
+async fn addresses(State(state): State<Arc<ServerState>>, Path(name): Path<String>) -> Response {
+    let Some(env) = state.daemon.env(&name) else {
+        return problem(StatusCode::NOT_FOUND, format!("no environment `{name}`"));
+    };
+    let entries: Vec<serde_json::Value> = env
+        .state()
+        .apps
+        .iter()
+        .flat_map(|app| {
+            let domains = app.domain_urls.iter().map(|url| json!({ "app": app.name, "url": url, "via": "domain" }));
+            let replicas = app.addresses.iter().map(|published| {
+                json!({
+                    "app": app.name,
+                    "url": format!("http://{}/", published.address),
+                    "via": format!("replica {} port {}", published.replica, published.container_port),
+                })
+            });
+            domains.chain(replicas).collect::<Vec<_>>()
+        })
+        .collect();
+    Json(entries).into_response()
 }
 
 #[derive(Deserialize)]

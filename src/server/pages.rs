@@ -220,9 +220,10 @@ fn apps_table(apps: &[AppStatus]) -> Markup {
                             }
                         }
                         td.wide.domains {
-                            @for (host, tls) in &app.domains {
+                            @for (index, (host, tls)) in app.domains.iter().enumerate() {
                                 @let scheme = if *tls == crate::model::kinds::TlsMode::Off { "http" } else { "https" };
-                                a href={ (scheme) "://" (host) } { (host) } " " span.muted { "TLS " (format!("{tls:?}").to_lowercase()) } " "
+                                @let url = app.domain_urls.get(index).cloned().unwrap_or_else(|| format!("{scheme}://{host}"));
+                                a href=(url) { (host) } " " span.muted { "TLS " (format!("{tls:?}").to_lowercase()) } " "
                             }
                         }
                         td.wide.mono { (app.commit.as_deref().map(short).unwrap_or("-")) }
@@ -290,7 +291,13 @@ pub fn history(env: &str, page: &Page<SyncRecord>, now_ms: i64) -> Markup {
                             td { (sync.trigger) }
                             td { code { (sync.commit_sha.as_deref().map(short).unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or("")) }
                             td.wide { (format!("{:.1}", (sync.finished_ms - sync.started_ms) as f64 / 1000.0)) " s" }
-                            td.wide.muted { (sync.summary) }
+                            td.wide.muted {
+                                (sync.summary)
+                                @if let Some(error) = &sync.error {
+                                    @let first: String = error.lines().next().unwrap_or_default().chars().take(160).collect();
+                                    div.error { (first) }
+                                }
+                            }
                         }
                     }
                 }
