@@ -528,7 +528,12 @@ fn sigterm_during_an_apply_interrupts_it_and_the_next_start_converges() {
     let args = ["--poll-interval", "1h", "--drift-interval", "1h"];
     let mut served = Served::start(&repo, Some(state.path()), &args, &secrets_env());
     assert!(eventually(WAIT, || served.log().contains("creating")), "the apply never started:\n{}", served.log());
-    assert!(project.containers("web").iter().any(|c| c.running), "a replica was created before SIGTERM");
+    assert!(
+        eventually(WAIT, || project.containers("web").iter().any(|c| c.running)),
+        "a replica runs before SIGTERM:\n{}",
+        served.log()
+    );
+    assert_ne!(served.env()["syncStatus"], "synced", "SIGTERM must land while the apply waits for health");
     let started = std::time::Instant::now();
     let status = served.terminate();
     let took = started.elapsed();

@@ -912,3 +912,63 @@ fn overall_health(apps: &[AppStatus]) -> Health {
         Health::Healthy
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daemon(dir: &std::path::Path) -> Arc<Daemon> {
+        let store = Arc::new(Store::open(dir).expect("store"));
+        let settings = DaemonSettings {
+            source: Source::Dir(dir.to_owned()),
+            poll_interval: Duration::from_secs(3600),
+            drift_interval: Duration::from_secs(3600),
+            sync: None,
+            docker: DockerSettings::default(),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+            fetch_timeout: Duration::from_secs(60),
+            keep_syncs: 1000,
+            keep_deliveries: 1000,
+        };
+        Daemon::new(settings, store)
+    }
+
+    #[tokio::test]
+    async fn a_panicked_worker_is_recorded_as_a_failed_sync_and_reported_until_it_runs_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let daemon = daemon(dir.path());
+        daemon.worker_panicked("index out of bounds".to_owned(), Duration::from_secs(2));
+        let WorkerState::Restarting { reason } = daemon.worker_state() else { panic!("the worker is reported") };
+        assert!(reason.contains("panicked: index out of bounds") && reason.contains("restarts in 2000 ms"), "{reason}");
+        let state = daemon.production.state();
+        assert_eq!(state.sync_status, SyncStatus::Error);
+        assert_eq!(state.error.as_deref(), Some(reason.as_str()));
+        let mut recorded = None;
+        for _ in 0..100 {
+            recorded = daemon.store.syncs(None, 0).expect("history").items.into_iter().next();
+            if recorded.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let recorded = recorded.expect("the panic is in the history");
+        assert_eq!((recorded.outcome.as_str(), recorded.trigger.as_str()), ("failed", "panic"));
+        assert_eq!(recorded.error.as_deref(), Some(reason.as_str()));
+        assert!(daemon.metrics.render().contains("outcome=\"panicked\"} 1"));
+
+        // The restarted worker takes the retry it was handed; once a reconcile completes, it counts as running.
+        let worker = tokio::spawn(Arc::clone(&daemon).work());
+        let mut running = false;
+        for _ in 0..500 {
+            if daemon.worker_state() == WorkerState::Running {
+                running = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        daemon.stop();
+        let _ = worker.await;
+        assert!(running, "the worker is reported as running again after a reconcile");
+    }
+}
