@@ -832,7 +832,22 @@ fn the_drift_timer_puts_back_a_removed_container() {
         &["--poll-interval", "1h", "--drift-interval", "1s"],
         &secrets_env(),
     );
-    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced" && env["apps"][0]["ready"] == 2);
+    let env =
+        served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced" && env["apps"][0]["ready"] == 2);
+    // Where the replicas answer: in the API and in the page's Ports column.
+    let mut published: Vec<String> =
+        project.containers("web").iter().map(|c| format!("127.0.0.1:{}", c.host_port(8080))).collect();
+    published.sort();
+    let mut listed: Vec<String> = env["apps"][0]["addresses"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|entry| entry["address"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    listed.sort();
+    assert_eq!(listed, published, "{env:#}");
+    let (_, page) = http(served.port, "GET", "/env/production", &[], b"");
+    for address in &published {
+        assert!(page.contains(&format!(">{address}</a> → 8080")), "{address} is not on the page");
+    }
     let removed = project.containers("web")[0].id.clone();
     docker(&["rm", "-f", &removed]);
     let repaired = eventually(WAIT, || {
