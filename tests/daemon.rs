@@ -560,8 +560,11 @@ fn pages_and_the_api_answer_only_to_known_host_names() {
     let served = Served::start(
         &format!("file://{}", project.dir().display()),
         None,
-        &["--poll-interval", "1h", "--drift-interval", "1h", "--public-url", "https://deploy.example.com/railyard"],
-        &[("RAILYARD_WEBHOOK_SECRET", SECRET)],
+        &["--poll-interval", "1h", "--drift-interval", "1h"],
+        &[
+            ("RAILYARD_WEBHOOK_SECRET", SECRET),
+            ("RAILYARD_PUBLIC_URL", "https://deploy.example.com/railyard,http://ops.example.org:8080"),
+        ],
     );
     let port = served.port;
     let get = |path: &str, host: &str| http_as(port, host, "GET", path);
@@ -576,7 +579,8 @@ fn pages_and_the_api_answer_only_to_known_host_names() {
         421,
         "mutations are refused the same"
     );
-    for host in ["localhost", &format!("localhost:{port}"), "deploy.example.com", "DEPLOY.example.com:443", "[::1]"] {
+    let local = format!("localhost:{port}");
+    for host in ["localhost", &local, "deploy.example.com", "DEPLOY.example.com:443", "ops.example.org:8080", "[::1]"] {
         assert_eq!(get("/api/v1/environments", host).0, 200, "{host}");
     }
     // Probes, metrics and forges reach railyard under any name.

@@ -22,7 +22,7 @@ a{color:var(--info)}.card{background:var(--card);border:1px solid var(--line);bo
 .envs{display:grid;gap:.8rem;grid-template-columns:repeat(auto-fill,minmax(300px,1fr))}.env h3{margin:0 0 .4rem;font-size:1.05rem}
 .muted{color:var(--muted)}.mono,code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85rem}
 .badge{display:inline-block;border-radius:999px;padding:.05rem .55rem;font-size:.78rem;font-weight:600;border:1px solid currentColor;margin-right:.3rem}
-.synced,.healthy,.done{color:var(--ok)}.outOfSync,.degraded,.missing,.pending,.syncing{color:var(--warn)}.error,.failed,.invalid,.rolled-back{color:var(--bad)}.unknown{color:var(--muted)}
+.synced,.healthy,.done{color:var(--ok)}.outOfSync,.degraded,.missing,.pending,.syncing,.interrupted{color:var(--warn)}.error,.failed,.invalid,.rolled-back{color:var(--bad)}.unknown{color:var(--muted)}
 table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:10px;overflow:hidden}
 th,td{text-align:left;padding:.5rem .7rem;border-bottom:1px solid var(--line);vertical-align:top}th{font-size:.8rem;color:var(--muted);font-weight:600}
 .dot{display:inline-block;width:.65rem;height:.65rem;border-radius:50%;margin-right:.2rem;background:var(--muted)}.dot.healthy{background:var(--ok)}.dot.unhealthy,.dot.failed{background:var(--bad)}.dot.starting{background:var(--warn)}
