@@ -76,8 +76,14 @@ impl GitSource {
             .remote_at(self.url.as_str())
             .and_then(|remote| remote.with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch))
             .map_err(|error| fetch_error(error.to_string()))?;
-        let transport = self.transport(&remote).map_err(fetch_error)?;
-        let connection = remote.to_connection_with_transport(transport);
+        let (url, version) = remote
+            .sanitized_url_and_version(gix::remote::Direction::Fetch)
+            .map_err(|error| fetch_error(error.to_string()))?;
+        let connection = if url.scheme == gix::url::Scheme::Git {
+            remote.to_connection_with_transport(self.git_daemon_transport(&url, version).map_err(fetch_error)?)
+        } else {
+            remote.connect(gix::remote::Direction::Fetch).map_err(|error| fetch_error(error.to_string()))?
+        };
         let token = self.token.clone();
         let connection = connection.with_credentials(move |action| match (&action, &token) {
             (gix::credentials::helper::Action::Get(_), Some(token)) => Ok(Some(gix::credentials::protocol::Outcome {
@@ -111,21 +117,14 @@ impl GitSource {
         self.read_commit(&repo, &commit)
     }
 
-    /// The connection to the remote: `git://` over a socket with read and write timeouts (gix sets none), any
-    /// other scheme as gix makes it.
-    fn transport(
+    /// A `git://` connection over a socket with read and write timeouts (gix sets none, so a remote that accepts
+    /// and never answers would hang the fetch for ever).
+    fn git_daemon_transport(
         &self,
-        remote: &gix::Remote<'_>,
+        url: &gix::Url,
+        version: gix::protocol::transport::Protocol,
     ) -> Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>, String> {
-        use gix::protocol::transport;
-        let url = remote.url(gix::remote::Direction::Fetch).ok_or("the remote has no URL")?.clone();
-        if url.scheme != gix::url::Scheme::Git {
-            return gix::protocol::transport::client::blocking_io::connect::connect(
-                url,
-                transport::client::blocking_io::connect::Options::default(),
-            )
-            .map_err(|error| error.to_string());
-        }
+        use gix::protocol::transport::client::git;
         let host = url.host().ok_or("the git:// URL has no host")?.to_owned();
         let port = url.port.unwrap_or(9418);
         let address = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
@@ -138,13 +137,13 @@ impl GitSource {
         stream.set_read_timeout(timeout).map_err(|error| error.to_string())?;
         stream.set_write_timeout(timeout).map_err(|error| error.to_string())?;
         let write = stream.try_clone().map_err(|error| error.to_string())?;
-        Ok(Box::new(transport::client::git::blocking_io::Connection::new(
+        Ok(Box::new(git::blocking_io::Connection::new(
             stream,
             write,
-            transport::Protocol::V2,
+            version,
             url.path.clone(),
             Some((host, url.port)),
-            transport::client::git::ConnectMode::Daemon,
+            git::ConnectMode::Daemon,
             false,
         )))
     }
