@@ -9,6 +9,8 @@ use std::time::Duration;
 use gix::bstr::ByteSlice;
 use serde::{Deserialize, Serialize};
 
+use gix::protocol::transport::client::blocking_io::Transport;
+
 use crate::model::{FileContent, MAX_FILE_BYTES, RepoFile};
 
 /// Where and how to follow a repository.
@@ -76,36 +78,25 @@ impl GitSource {
             .remote_at(self.url.as_str())
             .and_then(|remote| remote.with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch))
             .map_err(|error| fetch_error(error.to_string()))?;
-        let (url, version) = remote
-            .sanitized_url_and_version(gix::remote::Direction::Fetch)
-            .map_err(|error| fetch_error(error.to_string()))?;
-        let connection = if url.scheme == gix::url::Scheme::Git {
-            remote.to_connection_with_transport(self.git_daemon_transport(&url, version).map_err(fetch_error)?)
-        } else {
-            remote.connect(gix::remote::Direction::Fetch).map_err(|error| fetch_error(error.to_string()))?
-        };
-        let token = self.token.clone();
-        let connection = connection.with_credentials(move |action| match (&action, &token) {
-            (gix::credentials::helper::Action::Get(_), Some(token)) => Ok(Some(gix::credentials::protocol::Outcome {
-                identity: gix::sec::identity::Account {
-                    username: "x-access-token".to_owned(),
-                    password: token.clone(),
-                    oauth_refresh_token: None,
-                },
-                next: gix::credentials::helper::NextAction::from(gix::credentials::protocol::Context::default()),
-            })),
-            _ => Ok(None),
-        });
-        let outcome = connection
+        let fetched = self
+            .connect(&remote)
+            .map_err(fetch_error)?
             .prepare_fetch(gix::progress::Discard, Default::default())
-            .and_then(|fetch| fetch.receive(gix::progress::Discard, &AtomicBool::new(false)))
-            .map_err(|error| fetch_error(error.to_string()))?;
-        let existing: Vec<String> = outcome
-            .ref_map
-            .remote_refs
-            .iter()
-            .filter_map(|reference| reference.unpack().0.to_str_lossy().strip_prefix("refs/heads/").map(str::to_owned))
-            .collect();
+            .and_then(|fetch| fetch.receive(gix::progress::Discard, &AtomicBool::new(false)));
+        let outcome = match fetched {
+            Ok(outcome) => outcome,
+            // gix reports a missing branch as refspecs that matched nothing; say which branches there are.
+            Err(error) if error.to_string().contains("None of the refspec") => {
+                return Err(match self.branches(&remote) {
+                    Some(existing) if !existing.contains(&self.branch) => {
+                        GitError::NoBranch { url: redact_url(&self.url), branch: self.branch.clone(), existing }
+                    }
+                    _ => fetch_error(error.to_string()),
+                });
+            }
+            Err(error) => return Err(fetch_error(error.to_string())),
+        };
+        let existing = branch_names(&outcome.ref_map.remote_refs);
         let reference = format!("refs/remotes/origin/{}", self.branch);
         let no_branch = || GitError::NoBranch {
             url: redact_url(&self.url),
@@ -117,13 +108,47 @@ impl GitSource {
         self.read_commit(&repo, &commit)
     }
 
+    /// A connection to the remote, with the token as credentials.
+    fn connect<'remote, 'repo>(
+        &self,
+        remote: &'remote gix::Remote<'repo>,
+    ) -> Result<gix::remote::Connection<'remote, 'static, 'repo, Box<dyn Transport + Send>>, String> {
+        let (url, version) =
+            remote.sanitized_url_and_version(gix::remote::Direction::Fetch).map_err(|error| error.to_string())?;
+        let connection = if url.scheme == gix::url::Scheme::Git {
+            remote.to_connection_with_transport(self.git_daemon_transport(&url, version)?)
+        } else {
+            remote.connect(gix::remote::Direction::Fetch).map_err(|error| error.to_string())?
+        };
+        let token = self.token.clone();
+        Ok(connection.with_credentials(move |action| match (&action, &token) {
+            (gix::credentials::helper::Action::Get(_), Some(token)) => Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: "x-access-token".to_owned(),
+                    password: token.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: gix::credentials::helper::NextAction::from(gix::credentials::protocol::Context::default()),
+            })),
+            _ => Ok(None),
+        }))
+    }
+
+    /// The branches of the remote, listed without fetching.
+    fn branches(&self, remote: &gix::Remote<'_>) -> Option<Vec<String>> {
+        let options =
+            gix::remote::ref_map::Options { prefix_from_spec_as_filter_on_remote: false, ..Default::default() };
+        let (ref_map, _) = self.connect(remote).ok()?.ref_map(gix::progress::Discard, options).ok()?;
+        Some(branch_names(&ref_map.remote_refs))
+    }
+
     /// A `git://` connection over a socket with read and write timeouts (gix sets none, so a remote that accepts
     /// and never answers would hang the fetch for ever).
     fn git_daemon_transport(
         &self,
         url: &gix::Url,
         version: gix::protocol::transport::Protocol,
-    ) -> Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>, String> {
+    ) -> Result<Box<dyn Transport + Send>, String> {
         use gix::protocol::transport::client::git;
         let host = url.host().ok_or("the git:// URL has no host")?.to_owned();
         let port = url.port.unwrap_or(9418);
@@ -276,6 +301,12 @@ fn blob_content(repo: &gix::Repository, id: gix::ObjectId) -> FileContent {
     }
 }
 
+fn branch_names(refs: &[gix::protocol::handshake::Ref]) -> Vec<String> {
+    refs.iter()
+        .filter_map(|reference| reference.unpack().0.to_str_lossy().strip_prefix("refs/heads/").map(str::to_owned))
+        .collect()
+}
+
 fn existing_branches(existing: &[String]) -> String {
     match existing {
         [] => "the repository has no branches yet; push one".to_owned(),
@@ -318,6 +349,39 @@ mod tests {
             error.to_string(),
             "branch `mian` does not exist in file:///srv/config.git; it has `main`, `staging`; pass one of them with \
              --branch (RAILYARD_BRANCH)"
+        );
+    }
+
+    #[test]
+    fn fetching_a_wrong_branch_names_the_branches_that_exist() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let git = |args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo.path())
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(args)
+                .status()
+                .expect("git runs");
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        std::fs::write(repo.path().join("railyard.yaml"), "kind: Project\nname: shop\n").expect("write");
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "first"]);
+        git(&["branch", "staging"]);
+        let mirror = tempfile::tempdir().expect("tempdir");
+        let source = GitSource {
+            url: format!("file://{}", repo.path().display()),
+            branch: "mian".to_owned(),
+            mirror: mirror.path().join("mirror.git"),
+            token: None,
+            timeout: Duration::from_secs(30),
+        };
+        let error = source.fetch().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            error.contains("branch `mian` does not exist") && error.contains("it has `main`, `staging`"),
+            "{error}"
         );
     }
 
