@@ -185,8 +185,13 @@ fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
     send(&rejected);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(all_reconciles(), quiet, "a rejected delivery started a reconcile:\n{}", served.log());
-    // Then the accepted ones: four pushes in a burst coalesce into at most two reconciles.
-    send(&accepted);
+    // Then the accepted ones, sent at once: four pushes in a burst coalesce into at most two reconciles.
+    std::thread::scope(|scope| {
+        for case in &accepted {
+            scope.spawn(|| send(&[*case]));
+        }
+    });
+    assert!(eventually(WAIT, || reconciles() > before), "no reconcile after the accepted pushes:\n{}", served.log());
     std::thread::sleep(Duration::from_secs(3));
     let after = reconciles();
     assert!((1.0..=2.0).contains(&(after - before)), "{before} -> {after}");
@@ -854,9 +859,28 @@ fn the_drift_timer_puts_back_a_removed_container() {
     }
     let removed = project.containers("web")[0].id.clone();
     docker(&["rm", "-f", &removed]);
+    // One `docker ps` per check: listing then inspecting races with the repair's own container changes.
+    let filters =
+        [format!("label=com.docker.compose.project={}", project.name), "label=dev.railyard.app=web".to_owned()];
     let repaired = eventually(WAIT, || {
-        let running = project.containers("web");
-        running.len() == 2 && running.iter().all(|c| c.running && c.id != removed)
+        let Ok(output) = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                &filters[0],
+                "--filter",
+                &filters[1],
+                "--filter",
+                "status=running",
+            ])
+            .output()
+        else {
+            return false;
+        };
+        let running: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+        running.len() == 2 && !running.contains(&removed)
     });
     assert!(repaired, "the drift timer never replaced the container:\n{}", served.log());
     let recorded = eventually(WAIT, || get_json(served.port, "/api/v1/syncs")["items"][0]["trigger"] == "drift");
