@@ -22,11 +22,25 @@ fn secrets_env() -> [(&'static str, &'static str); 2] {
     [("RAILYARD_WEBHOOK_SECRET", SECRET), ("RAILYARD_API_TOKEN", TOKEN)]
 }
 
+/// Whether a running replica of `web` answers `text`. Tolerates replicas that go away while it looks (an update
+/// in progress): listing then inspecting with the panicking helpers would race with it.
 fn serves(project: &TestProject, text: &str) -> bool {
-    project
-        .containers("web")
-        .iter()
-        .any(|c| c.running && http_get(c.host_port(8080), "/").is_some_and(|(_, body)| body == format!("{text}\n")))
+    let docker = |args: &[&str]| {
+        std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let project_filter = format!("label=com.docker.compose.project={}", project.name);
+    let ids = docker(&["ps", "-q", "--filter", &project_filter, "--filter", "label=dev.railyard.app=web"]);
+    ids.lines().any(|id| {
+        let published = docker(&["port", id, "8080/tcp"]);
+        let port = published.lines().next().and_then(|address| address.rsplit(':').next()?.trim().parse().ok());
+        port.is_some_and(|port| http_get(port, "/").is_some_and(|(_, body)| body == format!("{text}\n")))
+    })
 }
 
 fn github_push(served: &Served, body: &[u8]) -> (u16, String) {
