@@ -20,6 +20,14 @@ fn app(index: usize) -> AppStatus {
         domains: vec![(format!("app-{index}.example.com"), railyard::model::kinds::TlsMode::Auto)],
         health: Health::Healthy,
         commit: Some("0123456789abcdef0123456789abcdef01234567".to_owned()),
+        addresses: (1..=2)
+            .map(|number| railyard::daemon::PublishedAddress {
+                replica: number,
+                container_port: 8080,
+                address: format!("127.0.0.1:{}", 30000 + number),
+            })
+            .collect(),
+        domain_urls: vec![format!("https://app-{index}.example.com/")],
         replicas: (1..=2)
             .map(|number| ObservedReplica {
                 id: format!("shop-app-{index}-{number}"),

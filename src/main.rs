@@ -227,6 +227,20 @@ struct ServeArgs {
     /// Largest webhook body accepted, in bytes; larger ones get 413.
     #[arg(long, default_value_t = railyard::server::DEFAULT_WEBHOOK_LIMIT, env = "RAILYARD_WEBHOOK_MAX_BYTES")]
     webhook_max_bytes: usize,
+    /// A URL people and tools reach railyard at (e.g. https://deploy.example.com behind a proxy); repeat or separate
+    /// with commas. Pages and the API answer only to these hosts, loopback names and the listen address (421
+    /// otherwise); webhooks, /healthz, /readyz and /metrics answer to any.
+    #[arg(long, env = "RAILYARD_PUBLIC_URL", value_delimiter = ',')]
+    public_url: Vec<String>,
+    /// Longest a git fetch may take before it fails.
+    #[arg(long, default_value = "60s", env = "RAILYARD_FETCH_TIMEOUT", value_parser = parse_duration)]
+    fetch_timeout: Duration,
+    /// Syncs kept in the history per environment (the oldest go first).
+    #[arg(long, default_value_t = 1000, env = "RAILYARD_KEEP_SYNCS", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_syncs: u32,
+    /// Authenticated webhook deliveries kept in the history; of unauthenticated ones the last 100 are kept.
+    #[arg(long, default_value_t = 1000, env = "RAILYARD_KEEP_DELIVERIES", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_deliveries: u32,
     #[command(flatten)]
     docker: DockerArgs,
 }
@@ -295,7 +309,10 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { args } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(serve(*args))
+            let code = runtime.block_on(serve(*args));
+            // A fetch stuck on a silent remote must not hold the exit; its thread ends with the process.
+            runtime.shutdown_timeout(Duration::from_millis(500));
+            code
         }
         Command::Validate { dir } => Ok(match load(&dir)? {
             Ok(config) => {
@@ -464,7 +481,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create the state directory {}", args.state_dir.display()))?;
     let store = Arc::new(Store::open(&args.state_dir)?);
     let git_token = read_secret(args.git_token_file.as_deref(), "RAILYARD_GIT_TOKEN")?;
-    let source = source_for(&args.repo, &args.branch, &args.state_dir, git_token);
+    let source = source_for(&args.repo, &args.branch, &args.state_dir, git_token, args.fetch_timeout);
+    let mut public_hosts = Vec::new();
+    for url in args.public_url.iter().filter(|url| !url.trim().is_empty()) {
+        let host = railyard::server::public_url_host(url)
+            .with_context(|| format!("--public-url {url} has no host; write it as https://deploy.example.com"))?;
+        public_hosts.push(host);
+    }
     let settings = DaemonSettings {
         source,
         poll_interval: args.poll_interval,
@@ -476,6 +499,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         docker: args.docker.settings(&args.state_dir)?,
         retry_base: Duration::from_secs(1),
         retry_cap: Duration::from_secs(300),
+        fetch_timeout: args.fetch_timeout,
+        keep_syncs: args.keep_syncs,
+        keep_deliveries: args.keep_deliveries,
     };
     let daemon = Daemon::new(settings, store);
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -491,20 +517,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         webhook_limit: args.webhook_max_bytes,
         open_reads: address.ip().is_loopback(),
         ui_password: read_secret(args.ui_password_file.as_deref(), "RAILYARD_UI_PASSWORD")?,
+        hosts: railyard::server::AllowedHosts::new(address, &public_hosts),
+        keep_deliveries: args.keep_deliveries,
     });
     println!("railyard listening on http://{address} (following {})", daemon.production.state().source);
     std::io::stdout().flush()?;
     let worker = tokio::spawn(Arc::clone(&daemon).run());
-    axum::serve(listener, railyard::server::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
-    tracing::info!("shutting down: finishing the reconcile in progress");
+    let stopping = Arc::clone(&daemon);
+    let signalled = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: live pages close, an apply in progress stops at its next step");
+        stopping.stop();
+    };
+    axum::serve(listener, railyard::server::router(state)).with_graceful_shutdown(signalled).await?;
     daemon.stop();
-    worker.await.context("the reconcile loop crashed")?;
+    if tokio::time::timeout(Duration::from_secs(5), worker).await.is_err() {
+        tracing::warn!("the reconcile in progress did not stop within 5 s; exiting anyway");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// A git repository (URL, or a path holding `.git` or a bare repository) is followed in git; any other directory
 /// is read as it is.
-fn source_for(repo: &str, branch: &str, state_dir: &Path, token: Option<String>) -> Source {
+fn source_for(repo: &str, branch: &str, state_dir: &Path, token: Option<String>, timeout: Duration) -> Source {
     let path = Path::new(repo);
     let is_git_path = path.join(".git").exists() || path.join("HEAD").exists();
     if repo.contains("://") || repo.contains('@') && !path.exists() || is_git_path {
@@ -513,7 +548,7 @@ fn source_for(repo: &str, branch: &str, state_dir: &Path, token: Option<String>)
         } else {
             repo.to_owned()
         };
-        Source::Git(GitSource { url, branch: branch.to_owned(), mirror: state_dir.join("mirror.git"), token })
+        Source::Git(GitSource { url, branch: branch.to_owned(), mirror: state_dir.join("mirror.git"), token, timeout })
     } else {
         Source::Dir(path.to_owned())
     }

@@ -47,25 +47,63 @@ fn quickstart_serves_the_demo_and_picks_up_a_commit() {
         .stderr(Stdio::null())
         .spawn()
         .expect("quickstart starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (sender, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let _guard = scopeguard(child);
+    // The web app gets a domain through a Caddy of its own when Caddy is installed (it is, for the tests).
+    let caddy = Command::new("caddy").arg("version").output().is_ok_and(|o| o.status.success());
     let mut printed = String::new();
-    let port: u16 = loop {
-        let Some(Ok(line)) = lines.next() else { panic!("quickstart ended early:\n{printed}") };
+    let mut port = None;
+    let mut urls: Vec<(String, String)> = Vec::new();
+    let complete = |urls: &[(String, String)]| {
+        let count = |app: &str| urls.iter().filter(|(name, _)| name == app).count();
+        count("api") == 1 && count("web") == if caddy { 3 } else { 2 }
+    };
+    while !complete(&urls) {
+        let line = lines
+            .recv_timeout(Duration::from_secs(180))
+            .unwrap_or_else(|_| panic!("quickstart stopped printing before every app's URL:\n{printed}"));
         printed.push_str(&line);
         printed.push('\n');
         if let Some(rest) = line.strip_prefix("railyard listening on http://127.0.0.1:") {
-            break rest.split_whitespace().next().and_then(|p| p.parse().ok()).expect("port");
+            port = rest.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
         }
-    };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if printed.contains("Your apps:\n") && words.len() == 2 && words[1].starts_with("http://") {
+            urls.push((words[0].to_owned(), words[1].to_owned()));
+        }
+    }
+    let port = port.unwrap_or_else(|| panic!("no address printed:\n{printed}"));
     assert!(
         printed.contains("Make a change:") && printed.contains("git -C"),
         "it says how to make a change:\n{printed}"
     );
-    let _guard = scopeguard(child);
-    let synced = eventually(Duration::from_secs(90), || {
-        get_json(port, "/api/v1/environments/production")["syncStatus"] == "synced"
-    });
-    assert!(synced, "{:#}", get_json(port, "/api/v1/environments/production"));
+    assert_eq!(get_json(port, "/api/v1/environments/production")["syncStatus"], "synced");
+    // Every printed URL answers with its app's page: the replicas directly, the domain through Caddy.
+    for (app, url) in &urls {
+        let expected = if app == "web" { "Hello from railyard" } else { "hello" };
+        let rest = url.trim_start_matches("http://");
+        let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+        let (host, url_port) = authority.rsplit_once(':').expect("a port in the URL");
+        let url_port: u16 = url_port.parse().expect("port");
+        let answer = if host == "127.0.0.1" {
+            http_get(url_port, &path)
+        } else {
+            assert_eq!(host, "demo.localhost", "{printed}");
+            via_host(url_port, host, &path)
+        };
+        assert!(
+            answer.as_ref().is_some_and(|(status, body)| *status == 200 && body.contains(expected)),
+            "{app} at {url}: {answer:?}\n{printed}"
+        );
+    }
     let web = |text: &str| {
         let filter = format!("label=com.docker.compose.project={}", project.0);
         docker(&["ps", "-q", "--filter", &filter, "--filter", "label=dev.railyard.app=web"])
@@ -87,6 +125,18 @@ fn quickstart_serves_the_demo_and_picks_up_a_commit() {
         http(port, "POST", "/api/v1/sync", &[("Authorization", &format!("Bearer {}", token.trim()))], b"");
     assert_eq!(status, 202);
     assert!(eventually(Duration::from_secs(90), || web("Hello again") == 2), "the change never arrived");
+}
+
+/// A GET to 127.0.0.1:`port` for `host` (a name only Caddy's routes know).
+fn via_host(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()))
 }
 
 /// Stops the served demo (SIGTERM, as Ctrl-C would) when the test ends.

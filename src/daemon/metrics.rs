@@ -38,6 +38,8 @@ pub struct Metrics {
     pub apps: Family<AppStateLabels, Gauge>,
     pub last_sync: Family<EnvLabels, Gauge>,
     pub webhooks: Family<WebhookLabels, Counter>,
+    /// Deliveries with a missing or wrong signature (only the newest are kept in the history).
+    pub webhook_unauthenticated: Counter,
     pub git_fetch_seconds: Histogram,
 }
 
@@ -51,6 +53,7 @@ impl Default for Metrics {
         let apps = Family::<AppStateLabels, Gauge>::default();
         let last_sync = Family::<EnvLabels, Gauge>::default();
         let webhooks = Family::<WebhookLabels, Counter>::default();
+        let webhook_unauthenticated = Counter::default();
         let git_fetch_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         registry.register("reconciles", "Reconciles by environment and outcome", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration by outcome", reconcile_seconds.clone());
@@ -61,8 +64,22 @@ impl Default for Metrics {
             last_sync.clone(),
         );
         registry.register("webhook_deliveries", "Webhook deliveries by forge and result", webhooks.clone());
+        registry.register(
+            "webhook_unauthenticated_deliveries",
+            "Webhook deliveries with a missing or wrong signature or token",
+            webhook_unauthenticated.clone(),
+        );
         registry.register("git_fetch_duration_seconds", "Duration of git fetches", git_fetch_seconds.clone());
-        Metrics { registry, reconciles, reconcile_seconds, apps, last_sync, webhooks, git_fetch_seconds }
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_seconds,
+            apps,
+            last_sync,
+            webhooks,
+            webhook_unauthenticated,
+            git_fetch_seconds,
+        }
     }
 }
 

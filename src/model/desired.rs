@@ -397,7 +397,7 @@ impl Config {
         DesiredState {
             env: env.clone(),
             commit: commit.map(str::to_owned),
-            sync: self.project.doc.sync.unwrap_or(SyncPolicy::Auto),
+            sync: self.project.doc.sync.as_ref().map_or(SyncPolicy::Auto, super::kinds::SyncSettings::policy),
             apps,
             domains: self.domain_specs(env),
             warnings: self.inactive_features(),

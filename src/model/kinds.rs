@@ -55,9 +55,10 @@ pub struct Project {
     /// Reverse-proxy settings for Domains.
     #[serde(default)]
     pub proxy: Option<ProxySettings>,
-    /// `auto` applies every plan (default); `manual` keeps plans pending until someone syncs.
+    /// `auto` applies every plan (default); `manual` keeps plans pending until someone syncs. The long form
+    /// `{ policy: auto, retry: { limit: 3, backoff: 10s } }` also retries an update that was rolled back.
     #[serde(default)]
-    pub sync: Option<SyncPolicy>,
+    pub sync: Option<SyncSettings>,
     /// Defaults applied to every App that does not set the field itself.
     #[serde(default)]
     pub defaults: Option<AppDefaults>,
@@ -69,6 +70,81 @@ pub struct Project {
 pub enum SyncPolicy {
     Auto,
     Manual,
+}
+
+/// `sync: auto|manual`, or the long form with a retry policy for rolled-back updates.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(untagged)]
+pub enum SyncSettings {
+    Policy(SyncPolicy),
+    Detailed(SyncDetails),
+}
+
+/// The long form of `sync`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SyncDetails {
+    /// `auto` (default) or `manual`.
+    #[serde(default)]
+    pub policy: Option<SyncPolicy>,
+    /// How often an update that was rolled back is tried again with the same commit (default: never; a new
+    /// commit or a manual sync tries again).
+    #[serde(default)]
+    pub retry: Option<SyncRetry>,
+}
+
+/// Retries of a rolled-back update, as Argo CD's `syncPolicy.retry`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SyncRetry {
+    /// Attempts after the first, 1 to 100.
+    #[schemars(with = "u32", range(min = 1, max = 100))]
+    pub limit: Located<u32>,
+    /// Wait before the first retry, doubled for each next one, e.g. `10s` (default), at least 1s.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub backoff: Option<Located<String>>,
+}
+
+/// The retry backoff when `retry` gives none.
+pub const DEFAULT_SYNC_RETRY_BACKOFF: &str = "10s";
+
+impl SyncSettings {
+    pub fn policy(&self) -> SyncPolicy {
+        match self {
+            SyncSettings::Policy(policy) => *policy,
+            SyncSettings::Detailed(details) => details.policy.unwrap_or(SyncPolicy::Auto),
+        }
+    }
+
+    pub fn retry(&self) -> Option<&SyncRetry> {
+        match self {
+            SyncSettings::Policy(_) => None,
+            SyncSettings::Detailed(details) => details.retry.as_ref(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SyncSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SyncSettings;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`auto`, `manual`, or `{ policy: auto, retry: { limit: 3, backoff: 10s } }`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SyncSettings, E> {
+                SyncPolicy::deserialize(serde::de::value::StrDeserializer::<E>::new(text)).map(SyncSettings::Policy)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SyncSettings, A::Error> {
+                SyncDetails::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(SyncSettings::Detailed)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// Defaults for Apps.
@@ -489,5 +565,38 @@ impl Kind {
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FileContent, RepoFile, load};
+
+    fn project(sync: &str) -> Result<crate::model::Config, Vec<String>> {
+        let text = format!("kind: Project\nname: shop\nsync: {sync}\n");
+        let files = [RepoFile { path: "railyard.yaml".to_owned(), content: FileContent::Bytes(text.into_bytes()) }];
+        load(&files).map_err(|invalid| invalid.0.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn sync_takes_the_short_and_the_long_form() {
+        let short = project("manual").expect("valid");
+        assert_eq!(short.project.doc.sync.as_ref().map(SyncSettings::policy), Some(SyncPolicy::Manual));
+        let long = project("{ policy: manual, retry: { limit: 3, backoff: 30s } }").expect("valid");
+        let sync = long.project.doc.sync.expect("sync");
+        assert_eq!(sync.policy(), SyncPolicy::Manual);
+        assert_eq!(sync.retry().map(|retry| retry.limit.value), Some(3));
+        let retry_only = project("{ retry: { limit: 1 } }").expect("valid");
+        assert_eq!(retry_only.project.doc.sync.as_ref().map(SyncSettings::policy), Some(SyncPolicy::Auto));
+    }
+
+    #[test]
+    fn bad_sync_retries_are_named_with_their_line() {
+        let errors = project("\n  policy: auto\n  retry:\n    limit: 0\n    backoff: 100ms\n").expect_err("invalid");
+        assert!(errors.iter().any(|e| e.starts_with("railyard.yaml:6:12:") && e.contains("limit is 0")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("railyard.yaml:7:14:") && e.contains("1s to 24h")), "{errors:?}");
+        let errors = project("sometimes").expect_err("invalid");
+        assert!(errors.iter().any(|e| e.contains("sometimes") || e.contains("auto")), "{errors:?}");
     }
 }

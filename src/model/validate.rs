@@ -88,6 +88,9 @@ fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>
                 check_duration(project, ttl, diagnostics);
             }
         }
+        if let Some(retry) = project.doc.sync.as_ref().and_then(super::kinds::SyncSettings::retry) {
+            check_sync_retry(project, retry, diagnostics);
+        }
     }
     Some(first)
 }
@@ -155,6 +158,29 @@ fn check_dns_label<T>(doc: &Sourced<T>, name: &Located<String>, what: &str, diag
                 name.value
             ),
         ));
+    }
+}
+
+fn check_sync_retry(project: &Sourced<Project>, retry: &super::kinds::SyncRetry, diagnostics: &mut Vec<Diagnostic>) {
+    if !(1..=100).contains(&retry.limit.value) {
+        diagnostics.push(project.error_at(
+            &retry.limit,
+            format!("sync.retry.limit is {}; write 1 to 100 retries (leave `retry` out for none)", retry.limit.value),
+        ));
+    }
+    if let Some(backoff) = &retry.backoff {
+        match parse_duration(&backoff.value) {
+            Ok(wait)
+                if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(86_400)).contains(&wait) =>
+            {
+                diagnostics.push(project.error_at(
+                    backoff,
+                    format!("sync.retry.backoff is {}; write 1s to 24h, e.g. `10s`", backoff.value),
+                ));
+            }
+            Ok(_) => {}
+            Err(message) => diagnostics.push(project.error_at(backoff, message)),
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! The HTTP side: the status pages, webhooks, the JSON API, live events, `/metrics`, `/healthz` and `/readyz`. It
-//! reads the daemon's state and the store and fires triggers; it never calls a backend itself.
+//! reads the daemon's state and the store and fires triggers; it never calls a backend itself. Pages, the API and
+//! live events answer only to the names railyard is known by (DNS rebinding protection); webhooks and probes answer
+//! to any name.
 
 pub mod pages;
 pub mod webhooks;
@@ -38,6 +40,63 @@ pub struct ServerState {
     pub open_reads: bool,
     /// Password for pages and the read API on other binds (basic auth, any user); the API token also works.
     pub ui_password: Option<String>,
+    /// The names pages and the API answer to.
+    pub hosts: AllowedHosts,
+    /// Authenticated webhook deliveries kept in the history.
+    pub keep_deliveries: u32,
+}
+
+/// The `Host` values that pages, the API and live events answer: loopback names, the listen address, and the hosts
+/// of `--public-url`. Any other name may be a DNS rebinding attack from a page in a browser, and gets 421.
+#[derive(Debug, Clone)]
+pub struct AllowedHosts {
+    names: Vec<String>,
+    /// Listening on every address (0.0.0.0 or ::): the machine's IP addresses are its names too. An IP literal
+    /// cannot be rebound, so every one is accepted.
+    any_ip: bool,
+}
+
+impl AllowedHosts {
+    pub fn new(listen: std::net::SocketAddr, public_hosts: &[String]) -> AllowedHosts {
+        let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(str::to_owned).to_vec();
+        names.push(listen.ip().to_string());
+        names.extend(
+            public_hosts.iter().map(|host| host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()),
+        );
+        AllowedHosts { names, any_ip: listen.ip().is_unspecified() }
+    }
+
+    /// Whether a request for `host` (a `Host` header value, with or without a port) may be answered.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default().to_owned(),
+            None => match host.rsplit_once(':') {
+                Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name.to_owned(),
+                _ => host.clone(),
+            },
+        };
+        let name = name.trim_end_matches('.');
+        if name.is_empty() {
+            return false;
+        }
+        if self.names.iter().any(|allowed| allowed == name) || name.ends_with(".localhost") {
+            return true;
+        }
+        self.any_ip && name.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+/// The host of each `--public-url` (e.g. `https://deploy.example.com/` gives `deploy.example.com`).
+pub fn public_url_host(url: &str) -> Option<String> {
+    let rest = url.trim().split_once("://").map_or(url.trim(), |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match authority.strip_prefix('[') {
+        Some(inner) => inner.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
@@ -49,19 +108,63 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/events", get(events))
         .route("/api/v1/environments", get(environments))
         .route("/api/v1/environments/{env}", get(environment))
+        .route("/api/v1/environments/{env}/addresses", get(addresses))
         .route("/api/v1/syncs", get(syncs))
         .route("/api/v1/syncs/{id}", get(sync_detail))
         .route("/api/v1/webhooks", get(deliveries))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_reader));
-    Router::new()
+    let named = Router::new()
         .merge(reads)
+        .route("/env/{env}/sync", post(sync_form))
+        .route("/api/v1/sync", post(sync_now))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_known_host));
+    Router::new()
+        .merge(named)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/env/{env}/sync", post(sync_form))
-        .route("/api/v1/sync", post(sync_now))
         .route("/hooks/{forge}", post(webhook))
         .with_state(state)
+}
+
+/// 421 for a `Host` railyard is not known by (see [`AllowedHosts`]).
+async fn require_known_host(
+    State(state): State<Arc<ServerState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|authority| authority.as_str().to_owned()));
+    match host {
+        Some(host) if state.hosts.allows(&host) => next.run(request).await,
+        host => {
+            let host = host.unwrap_or_default();
+            tracing::warn!(%host, "refused a request for an unknown host name");
+            problem(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "railyard does not answer to the host `{host}`; add its URL with --public-url (RAILYARD_PUBLIC_URL) \
+                     if it is yours"
+                ),
+            )
+        }
+    }
+}
+
+/// Runs a store query on a blocking thread.
+async fn query<T: Send + 'static>(
+    state: &ServerState,
+    work: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, String> {
+    let store = Arc::clone(&state.daemon.store);
+    match tokio::task::spawn_blocking(move || work(&store)).await {
+        Ok(result) => result.map_err(|error| error.to_string()),
+        Err(error) => Err(format!("the history query failed: {error}")),
+    }
 }
 
 /// Pages and reads are open on loopback; elsewhere they need the UI password or the API token.
@@ -118,25 +221,28 @@ async fn environment_page(State(state): State<Arc<ServerState>>, Path(name): Pat
 async fn history_page(
     State(state): State<Arc<ServerState>>,
     Path(name): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    Query(history): Query<HistoryQuery>,
 ) -> Response {
-    match state.daemon.store.syncs(Some(&name), query.page) {
+    let env = name.clone();
+    match query(&state, move |store| store.syncs(Some(&env), history.page)).await {
         Ok(page) => pages::history(&name, &page, now_ms()).into_response(),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error),
     }
 }
 
 async fn sync_page(State(state): State<Arc<ServerState>>, Path(id): Path<i64>) -> Response {
-    match state.daemon.store.sync(id) {
+    match query(&state, move |store| store.sync(id)).await {
         Ok(Some(sync)) => pages::sync_detail(&sync, now_ms()).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no sync {id}."))).into_response(),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error),
     }
 }
 
-/// Server-Sent Events: one message whenever any environment's state changes.
+/// Server-Sent Events: one message whenever any environment's state changes; the stream ends when railyard stops,
+/// so that open pages never hold up a shutdown.
 async fn events(State(state): State<Arc<ServerState>>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
     let receivers: Vec<_> = state.daemon.environments().iter().map(|env| env.changes.subscribe()).collect();
     let streams = receivers.into_iter().map(|receiver| {
         futures_util::stream::unfold(receiver, |mut receiver| async move {
@@ -149,7 +255,10 @@ async fn events(State(state): State<Arc<ServerState>>) -> Response {
             }
         })
     });
-    Sse::new(futures_util::stream::select_all(streams.map(Box::pin))).keep_alive(KeepAlive::default()).into_response()
+    let daemon = Arc::clone(&state.daemon);
+    let stopped = Box::pin(async move { daemon.stopped().await });
+    let stream = futures_util::stream::select_all(streams.map(Box::pin)).take_until(stopped);
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -183,6 +292,9 @@ fn problem(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
+    if let crate::daemon::WorkerState::Restarting { reason } = state.daemon.worker_state() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response();
+    }
     if state.daemon.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -228,6 +340,31 @@ async fn environment(State(state): State<Arc<ServerState>>, Path(name): Path<Str
     }
 }
 
+/// Where each app answers, one flat entry per URL (easy to read from a shell script): its domains through the
+/// proxy, then each replica's published ports.
+async fn addresses(State(state): State<Arc<ServerState>>, Path(name): Path<String>) -> Response {
+    let Some(env) = state.daemon.env(&name) else {
+        return problem(StatusCode::NOT_FOUND, format!("no environment `{name}`"));
+    };
+    let entries: Vec<serde_json::Value> = env
+        .state()
+        .apps
+        .iter()
+        .flat_map(|app| {
+            let domains = app.domain_urls.iter().map(|url| json!({ "app": app.name, "url": url, "via": "domain" }));
+            let replicas = app.addresses.iter().map(|published| {
+                json!({
+                    "app": app.name,
+                    "url": format!("http://{}/", published.address),
+                    "via": format!("replica {} port {}", published.replica, published.container_port),
+                })
+            });
+            domains.chain(replicas).collect::<Vec<_>>()
+        })
+        .collect();
+    Json(entries).into_response()
+}
+
 #[derive(Deserialize)]
 struct HistoryQuery {
     env: Option<String>,
@@ -235,25 +372,25 @@ struct HistoryQuery {
     page: u32,
 }
 
-async fn syncs(State(state): State<Arc<ServerState>>, Query(query): Query<HistoryQuery>) -> Response {
-    match state.daemon.store.syncs(query.env.as_deref(), query.page) {
+async fn syncs(State(state): State<Arc<ServerState>>, Query(history): Query<HistoryQuery>) -> Response {
+    match query(&state, move |store| store.syncs(history.env.as_deref(), history.page)).await {
         Ok(page) => Json(page).into_response(),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error),
     }
 }
 
 async fn sync_detail(State(state): State<Arc<ServerState>>, Path(id): Path<i64>) -> Response {
-    match state.daemon.store.sync(id) {
+    match query(&state, move |store| store.sync(id)).await {
         Ok(Some(record)) => Json(record).into_response(),
         Ok(None) => problem(StatusCode::NOT_FOUND, format!("no sync {id}")),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error),
     }
 }
 
-async fn deliveries(State(state): State<Arc<ServerState>>, Query(query): Query<HistoryQuery>) -> Response {
-    match state.daemon.store.deliveries(query.page) {
+async fn deliveries(State(state): State<Arc<ServerState>>, Query(history): Query<HistoryQuery>) -> Response {
+    match query(&state, move |store| store.deliveries(history.page)).await {
         Ok(page) => Json(page).into_response(),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error),
     }
 }
 
@@ -316,12 +453,13 @@ async fn webhook(
     let body: Bytes = match axum::body::to_bytes(body, state.webhook_limit).await {
         Ok(body) => body,
         Err(_) => {
-            record(&state, forge, "", false, "body over the size limit");
+            record(&state, forge, "", false, false, "body over the size limit").await;
             return problem(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} bytes", state.webhook_limit));
         }
     };
     let verdict = judge(forge, &headers, &body, secret, &state.branch);
-    record(&state, forge, &verdict.event, verdict.accepted(), &verdict.reason);
+    let authenticated = verdict.status != StatusCode::UNAUTHORIZED;
+    record(&state, forge, &verdict.event, verdict.accepted(), authenticated, &verdict.reason).await;
     if verdict.sync {
         state.daemon.production.trigger.fire(Trigger::Webhook);
     }
@@ -330,16 +468,55 @@ async fn webhook(
     (verdict.status, Json(body)).into_response()
 }
 
-fn record(state: &ServerState, forge: Forge, event: &str, accepted: bool, reason: &str) {
+/// Counts and records a delivery; an unauthenticated one (anybody can send those) is counted apart and only the
+/// newest are kept.
+async fn record(state: &ServerState, forge: Forge, event: &str, accepted: bool, authenticated: bool, reason: &str) {
     state.daemon.metrics.count_webhook(forge.as_str(), if accepted { "accepted" } else { "rejected" });
+    if !authenticated {
+        state.daemon.metrics.webhook_unauthenticated.inc();
+    }
     let delivery = Delivery {
         received_ms: now_ms(),
         forge: forge.as_str().to_owned(),
         event: event.to_owned(),
         accepted,
         reason: reason.to_owned(),
+        authenticated,
     };
-    if let Err(error) = state.daemon.store.record_delivery(&delivery) {
+    let keep = state.keep_deliveries;
+    if let Err(error) = query(state, move |store| store.record_delivery(&delivery, keep)).await {
         tracing::error!(%error, "cannot record the webhook delivery");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_host_names_are_answered() {
+        let loopback = AllowedHosts::new("127.0.0.1:8700".parse().expect("address"), &[]);
+        for host in ["127.0.0.1:8700", "localhost", "LOCALHOST:1234", "[::1]:8700", "demo.localhost", "localhost."] {
+            assert!(loopback.allows(host), "{host}");
+        }
+        for host in ["evil.example", "evil.example:8700", "127.0.0.1.evil.example", "", "10.0.0.5:8700"] {
+            assert!(!loopback.allows(host), "{host}");
+        }
+        let public = AllowedHosts::new(
+            "0.0.0.0:8700".parse().expect("address"),
+            &[public_url_host("https://Deploy.Example.com:8443/ui").expect("host")],
+        );
+        assert!(public.allows("deploy.example.com"));
+        assert!(public.allows("deploy.example.com:8443"));
+        assert!(public.allows("192.168.1.5:8700"), "IP literals cannot be rebound");
+        assert!(!public.allows("rebind.attacker.example"));
+    }
+
+    #[test]
+    fn public_urls_give_their_host() {
+        assert_eq!(public_url_host("https://u:p@ci.example.com:8443/x?y").as_deref(), Some("ci.example.com"));
+        assert_eq!(public_url_host("http://[2001:db8::1]:80/").as_deref(), Some("2001:db8::1"));
+        assert_eq!(public_url_host("deploy.example.com").as_deref(), Some("deploy.example.com"));
+        assert_eq!(public_url_host("https:///"), None);
     }
 }

@@ -22,7 +22,7 @@ a{color:var(--info)}.card{background:var(--card);border:1px solid var(--line);bo
 .envs{display:grid;gap:.8rem;grid-template-columns:repeat(auto-fill,minmax(300px,1fr))}.env h3{margin:0 0 .4rem;font-size:1.05rem}
 .muted{color:var(--muted)}.mono,code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85rem}
 .badge{display:inline-block;border-radius:999px;padding:.05rem .55rem;font-size:.78rem;font-weight:600;border:1px solid currentColor;margin-right:.3rem}
-.synced,.healthy,.done{color:var(--ok)}.outOfSync,.degraded,.missing,.pending,.syncing{color:var(--warn)}.error,.failed,.invalid,.rolled-back{color:var(--bad)}.unknown{color:var(--muted)}
+.synced,.healthy,.done{color:var(--ok)}.outOfSync,.degraded,.missing,.pending,.syncing,.interrupted{color:var(--warn)}.error,.failed,.invalid,.rolled-back{color:var(--bad)}.unknown{color:var(--muted)}
 table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:10px;overflow:hidden}
 th,td{text-align:left;padding:.5rem .7rem;border-bottom:1px solid var(--line);vertical-align:top}th{font-size:.8rem;color:var(--muted);font-weight:600}
 .dot{display:inline-block;width:.65rem;height:.65rem;border-radius:50%;margin-right:.2rem;background:var(--muted)}.dot.healthy{background:var(--ok)}.dot.unhealthy,.dot.failed{background:var(--bad)}.dot.starting{background:var(--warn)}
@@ -83,6 +83,7 @@ fn sync_badge(status: SyncStatus) -> Markup {
         SyncStatus::OutOfSync => ("outOfSync", "out of sync"),
         SyncStatus::Syncing => ("syncing", "syncing"),
         SyncStatus::Error => ("error", "error"),
+        SyncStatus::RolledBack => ("rolled-back", "rolled back"),
     };
     badge(class, text)
 }
@@ -206,11 +207,23 @@ fn apps_table(apps: &[AppStatus]) -> Markup {
                             }
                         }
                         td.wide.mono { (app.image) }
-                        td.wide.mono { @for port in &app.ports { (port) " " } }
+                        td.wide.mono.ports {
+                            @for port in &app.ports {
+                                @let published: Vec<_> = app.addresses.iter().filter(|a| a.container_port == *port).collect();
+                                @if published.is_empty() {
+                                    div { (port) }
+                                } @else {
+                                    @for address in published {
+                                        div { a href={ "http://" (address.address) } { (address.address) } " → " (port) }
+                                    }
+                                }
+                            }
+                        }
                         td.wide.domains {
-                            @for (host, tls) in &app.domains {
+                            @for (index, (host, tls)) in app.domains.iter().enumerate() {
                                 @let scheme = if *tls == crate::model::kinds::TlsMode::Off { "http" } else { "https" };
-                                a href={ (scheme) "://" (host) } { (host) } " " span.muted { "TLS " (format!("{tls:?}").to_lowercase()) } " "
+                                @let url = app.domain_urls.get(index).cloned().unwrap_or_else(|| format!("{scheme}://{host}"));
+                                a href=(url) { (host) } " " span.muted { "TLS " (format!("{tls:?}").to_lowercase()) } " "
                             }
                         }
                         td.wide.mono { (app.commit.as_deref().map(short).unwrap_or("-")) }
@@ -278,7 +291,13 @@ pub fn history(env: &str, page: &Page<SyncRecord>, now_ms: i64) -> Markup {
                             td { (sync.trigger) }
                             td { code { (sync.commit_sha.as_deref().map(short).unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or("")) }
                             td.wide { (format!("{:.1}", (sync.finished_ms - sync.started_ms) as f64 / 1000.0)) " s" }
-                            td.wide.muted { (sync.summary) }
+                            td.wide.muted {
+                                (sync.summary)
+                                @if let Some(error) = &sync.error {
+                                    @let first: String = error.lines().next().unwrap_or_default().chars().take(160).collect();
+                                    div.error { (first) }
+                                }
+                            }
                         }
                     }
                 }

@@ -1,11 +1,15 @@
 //! A config repository followed in git through gix: a bare mirror under the state directory, fetched on every sync,
-//! with documents read straight from the fetched commit's tree (no worktree).
+//! with documents read straight from the fetched commit's tree (no worktree). Connections over `git://` carry a read
+//! timeout, so that a remote that accepts and never answers fails the fetch instead of hanging it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use gix::bstr::ByteSlice;
 use serde::{Deserialize, Serialize};
+
+use gix::protocol::transport::client::blocking_io::Transport;
 
 use crate::model::{FileContent, MAX_FILE_BYTES, RepoFile};
 
@@ -19,6 +23,8 @@ pub struct GitSource {
     pub mirror: PathBuf,
     /// Sent as the password for HTTP(S) when the server asks (GitHub, GitLab and Gitea accept tokens so).
     pub token: Option<String>,
+    /// Longest wait for the remote to answer.
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -28,6 +34,7 @@ impl std::fmt::Debug for GitSource {
             .field("branch", &self.branch)
             .field("mirror", &self.mirror)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -55,8 +62,8 @@ pub enum GitError {
     Mirror { path: String, reason: String },
     #[error("cannot fetch {url}: {reason}; check the URL, the network and the credentials (--git-token-file)")]
     Fetch { url: String, reason: String },
-    #[error("branch `{branch}` does not exist in {url}; push it or pass --branch")]
-    NoBranch { url: String, branch: String },
+    #[error("branch `{branch}` does not exist in {url}; {}", existing_branches(.existing))]
+    NoBranch { url: String, branch: String, existing: Vec<String> },
     #[error("cannot read commit {commit} of {url}: {reason}")]
     Read { url: String, commit: String, reason: String },
 }
@@ -71,10 +78,50 @@ impl GitSource {
             .remote_at(self.url.as_str())
             .and_then(|remote| remote.with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch))
             .map_err(|error| fetch_error(error.to_string()))?;
-        let connection =
-            remote.connect(gix::remote::Direction::Fetch).map_err(|error| fetch_error(error.to_string()))?;
+        let fetched = self
+            .connect(&remote)
+            .map_err(fetch_error)?
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .and_then(|fetch| fetch.receive(gix::progress::Discard, &AtomicBool::new(false)));
+        let outcome = match fetched {
+            Ok(outcome) => outcome,
+            // gix reports a missing branch as refspecs that matched nothing; say which branches there are.
+            Err(error) if error.to_string().contains("None of the refspec") => {
+                return Err(match self.branches(&remote) {
+                    Some(existing) if !existing.contains(&self.branch) => {
+                        GitError::NoBranch { url: redact_url(&self.url), branch: self.branch.clone(), existing }
+                    }
+                    _ => fetch_error(error.to_string()),
+                });
+            }
+            Err(error) => return Err(fetch_error(error.to_string())),
+        };
+        let existing = branch_names(&outcome.ref_map.remote_refs);
+        let reference = format!("refs/remotes/origin/{}", self.branch);
+        let no_branch = || GitError::NoBranch {
+            url: redact_url(&self.url),
+            branch: self.branch.clone(),
+            existing: existing.clone(),
+        };
+        let mut reference = repo.try_find_reference(reference.as_str()).ok().flatten().ok_or_else(no_branch)?;
+        let commit = reference.peel_to_commit().map_err(|_| no_branch())?;
+        self.read_commit(&repo, &commit)
+    }
+
+    /// A connection to the remote, with the token as credentials.
+    fn connect<'remote, 'repo>(
+        &self,
+        remote: &'remote gix::Remote<'repo>,
+    ) -> Result<gix::remote::Connection<'remote, 'static, 'repo, Box<dyn Transport + Send>>, String> {
+        let (url, version) =
+            remote.sanitized_url_and_version(gix::remote::Direction::Fetch).map_err(|error| error.to_string())?;
+        let connection = if url.scheme == gix::url::Scheme::Git {
+            remote.to_connection_with_transport(self.git_daemon_transport(&url, version)?)
+        } else {
+            remote.connect(gix::remote::Direction::Fetch).map_err(|error| error.to_string())?
+        };
         let token = self.token.clone();
-        let connection = connection.with_credentials(move |action| match (&action, &token) {
+        Ok(connection.with_credentials(move |action| match (&action, &token) {
             (gix::credentials::helper::Action::Get(_), Some(token)) => Ok(Some(gix::credentials::protocol::Outcome {
                 identity: gix::sec::identity::Account {
                     username: "x-access-token".to_owned(),
@@ -84,16 +131,46 @@ impl GitSource {
                 next: gix::credentials::helper::NextAction::from(gix::credentials::protocol::Context::default()),
             })),
             _ => Ok(None),
-        });
-        connection
-            .prepare_fetch(gix::progress::Discard, Default::default())
-            .and_then(|fetch| fetch.receive(gix::progress::Discard, &AtomicBool::new(false)))
-            .map_err(|error| fetch_error(error.to_string()))?;
-        let reference = format!("refs/remotes/origin/{}", self.branch);
-        let no_branch = || GitError::NoBranch { url: redact_url(&self.url), branch: self.branch.clone() };
-        let mut reference = repo.try_find_reference(reference.as_str()).ok().flatten().ok_or_else(no_branch)?;
-        let commit = reference.peel_to_commit().map_err(|_| no_branch())?;
-        self.read_commit(&repo, &commit)
+        }))
+    }
+
+    /// The branches of the remote, listed without fetching.
+    fn branches(&self, remote: &gix::Remote<'_>) -> Option<Vec<String>> {
+        let options =
+            gix::remote::ref_map::Options { prefix_from_spec_as_filter_on_remote: false, ..Default::default() };
+        let (ref_map, _) = self.connect(remote).ok()?.ref_map(gix::progress::Discard, options).ok()?;
+        Some(branch_names(&ref_map.remote_refs))
+    }
+
+    /// A `git://` connection over a socket with read and write timeouts (gix sets none, so a remote that accepts
+    /// and never answers would hang the fetch for ever).
+    fn git_daemon_transport(
+        &self,
+        url: &gix::Url,
+        version: gix::protocol::transport::Protocol,
+    ) -> Result<Box<dyn Transport + Send>, String> {
+        use gix::protocol::transport::client::git;
+        let host = url.host().ok_or("the git:// URL has no host")?.to_owned();
+        let port = url.port.unwrap_or(9418);
+        let address = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .map_err(|error| format!("cannot resolve {host}: {error}"))?
+            .next()
+            .ok_or_else(|| format!("{host} has no address"))?;
+        let stream = std::net::TcpStream::connect_timeout(&address, self.timeout.min(Duration::from_secs(30)))
+            .map_err(|error| format!("cannot connect to {host}:{port}: {error}"))?;
+        let timeout = Some(self.timeout.max(Duration::from_millis(100)));
+        stream.set_read_timeout(timeout).map_err(|error| error.to_string())?;
+        stream.set_write_timeout(timeout).map_err(|error| error.to_string())?;
+        let write = stream.try_clone().map_err(|error| error.to_string())?;
+        Ok(Box::new(git::blocking_io::Connection::new(
+            stream,
+            write,
+            version,
+            url.path.clone(),
+            Some((host, url.port)),
+            git::ConnectMode::Daemon,
+            false,
+        )))
     }
 
     fn open_mirror(&self) -> Result<gix::Repository, GitError> {
@@ -224,6 +301,22 @@ fn blob_content(repo: &gix::Repository, id: gix::ObjectId) -> FileContent {
     }
 }
 
+fn branch_names(refs: &[gix::protocol::handshake::Ref]) -> Vec<String> {
+    refs.iter()
+        .filter_map(|reference| reference.unpack().0.to_str_lossy().strip_prefix("refs/heads/").map(str::to_owned))
+        .collect()
+}
+
+fn existing_branches(existing: &[String]) -> String {
+    match existing {
+        [] => "the repository has no branches yet; push one".to_owned(),
+        names => format!(
+            "it has {}; pass one of them with --branch (RAILYARD_BRANCH)",
+            names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 /// A URL without its user information (tokens are sometimes written there).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
@@ -243,6 +336,72 @@ mod tests {
         assert_eq!(resolve_link("apps/web.yaml", "../shared/web.yaml"), Some("shared/web.yaml".to_owned()));
         assert_eq!(resolve_link("web.yaml", "../outside.yaml"), None);
         assert_eq!(resolve_link("web.yaml", "/etc/passwd"), None);
+    }
+
+    #[test]
+    fn a_wrong_branch_names_the_existing_ones() {
+        let error = GitError::NoBranch {
+            url: "file:///srv/config.git".to_owned(),
+            branch: "mian".to_owned(),
+            existing: vec!["main".to_owned(), "staging".to_owned()],
+        };
+        assert_eq!(
+            error.to_string(),
+            "branch `mian` does not exist in file:///srv/config.git; it has `main`, `staging`; pass one of them with \
+             --branch (RAILYARD_BRANCH)"
+        );
+    }
+
+    #[test]
+    fn fetching_a_wrong_branch_names_the_branches_that_exist() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let git = |args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo.path())
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(args)
+                .status()
+                .expect("git runs");
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        std::fs::write(repo.path().join("railyard.yaml"), "kind: Project\nname: shop\n").expect("write");
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "first"]);
+        git(&["branch", "staging"]);
+        let mirror = tempfile::tempdir().expect("tempdir");
+        let source = GitSource {
+            url: format!("file://{}", repo.path().display()),
+            branch: "mian".to_owned(),
+            mirror: mirror.path().join("mirror.git"),
+            token: None,
+            timeout: Duration::from_secs(30),
+        };
+        let error = source.fetch().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            error.contains("branch `mian` does not exist") && error.contains("it has `main`, `staging`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_remote_that_accepts_and_never_answers_fails_within_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("address").port();
+        let mirror = tempfile::tempdir().expect("tempdir");
+        let source = GitSource {
+            url: format!("git://127.0.0.1:{port}/config"),
+            branch: "main".to_owned(),
+            mirror: mirror.path().join("mirror.git"),
+            token: None,
+            timeout: Duration::from_millis(500),
+        };
+        let started = std::time::Instant::now();
+        let error = source.fetch().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.starts_with(&format!("cannot fetch git://127.0.0.1:{port}/config")), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(20), "it waited {:?}", started.elapsed());
+        drop(listener);
     }
 
     #[test]

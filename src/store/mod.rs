@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 /// Rows per page of history.
 pub const PAGE_SIZE: u32 = 20;
 
+/// Unauthenticated webhook deliveries kept (the newest); the metrics count them all.
+pub const KEEP_UNAUTHENTICATED: u32 = 100;
+
 /// Each entry moves the schema one version up; applied in order, once.
-const MIGRATIONS: &[&str] = &["CREATE TABLE syncs (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE syncs (
         id INTEGER PRIMARY KEY,
         env TEXT NOT NULL,
         commit_sha TEXT,
@@ -32,7 +36,10 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE syncs (
         event TEXT NOT NULL,
         accepted INTEGER NOT NULL,
         reason TEXT NOT NULL
-    );"];
+    );",
+    "ALTER TABLE webhook_deliveries ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX deliveries_by_authentication ON webhook_deliveries (authenticated, id DESC);",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,6 +82,13 @@ pub struct Delivery {
     pub event: String,
     pub accepted: bool,
     pub reason: String,
+    /// False when the signature or token was missing or wrong: anybody could have sent it.
+    #[serde(default = "authenticated_by_default")]
+    pub authenticated: bool,
+}
+
+fn authenticated_by_default() -> bool {
+    true
 }
 
 /// A page of rows and whether more follow.
@@ -108,7 +122,8 @@ impl Store {
         Ok(work(&connection)?)
     }
 
-    pub fn record_sync(&self, record: &SyncRecord) -> Result<i64, StoreError> {
+    /// Records a sync and drops the oldest of its environment beyond `keep` (at least one is always kept).
+    pub fn record_sync(&self, record: &SyncRecord, keep: u32) -> Result<i64, StoreError> {
         self.with(|db| {
             db.execute(
                 "INSERT INTO syncs (env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error)
@@ -126,7 +141,12 @@ impl Store {
                     record.error
                 ],
             )?;
-            Ok(db.last_insert_rowid())
+            let id = db.last_insert_rowid();
+            db.execute(
+                "DELETE FROM syncs WHERE env = ?1 AND id <= (SELECT id FROM syncs WHERE env = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![record.env, i64::from(keep.max(1))],
+            )?;
+            Ok(id)
         })
     }
 
@@ -158,14 +178,35 @@ impl Store {
         })
     }
 
-    pub fn record_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+    /// Records a delivery and drops the oldest beyond `keep`; of unauthenticated ones (which anybody can send) only
+    /// the newest [`KEEP_UNAUTHENTICATED`] are kept, so that a flood cannot fill the disk.
+    pub fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
         self.with(|db| {
             db.execute(
-                "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![delivery.received_ms, delivery.forge, delivery.event, delivery.accepted, delivery.reason],
-            )
-            .map(|_| ())
+                "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    delivery.received_ms,
+                    delivery.forge,
+                    delivery.event,
+                    delivery.accepted,
+                    delivery.reason,
+                    delivery.authenticated
+                ],
+            )?;
+            let keep = if delivery.authenticated { keep.max(1) } else { KEEP_UNAUTHENTICATED };
+            db.execute(
+                "DELETE FROM webhook_deliveries WHERE authenticated = ?2 AND id <= (
+                     SELECT id FROM webhook_deliveries WHERE authenticated = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                params![i64::from(keep), delivery.authenticated],
+            )?;
+            Ok(())
         })
+    }
+
+    /// Writes the write-ahead log into the database file and truncates it (the WAL otherwise keeps its largest size).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with(|db| db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))
     }
 
     /// Newest first.
@@ -173,7 +214,7 @@ impl Store {
         let offset = i64::from(page) * i64::from(PAGE_SIZE);
         self.with(|db| {
             let mut statement = db.prepare_cached(
-                "SELECT received_ms, forge, event, accepted, reason FROM webhook_deliveries ORDER BY id DESC LIMIT ?1 OFFSET ?2",
+                "SELECT received_ms, forge, event, accepted, reason, authenticated FROM webhook_deliveries ORDER BY id DESC LIMIT ?1 OFFSET ?2",
             )?;
             let mut items: Vec<Delivery> = statement
                 .query_map(params![i64::from(PAGE_SIZE) + 1, offset], |row| {
@@ -183,6 +224,7 @@ impl Store {
                         event: row.get(2)?,
                         accepted: row.get(3)?,
                         reason: row.get(4)?,
+                        authenticated: row.get(5)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -247,7 +289,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).expect("open");
             for n in 0..45 {
-                store.record_sync(&record(if n % 3 == 0 { "pr-1" } else { "production" }, n)).expect("insert");
+                store.record_sync(&record(if n % 3 == 0 { "pr-1" } else { "production" }, n), 1000).expect("insert");
             }
         }
         let store = Store::open(dir.path()).expect("reopen");
@@ -261,6 +303,52 @@ mod tests {
         let previews = store.syncs(Some("pr-1"), 0).expect("page");
         assert_eq!(previews.items.len(), 15);
         assert_eq!(store.sync(first.items[0].id).expect("get"), Some(first.items[0].clone()));
+    }
+
+    #[test]
+    fn history_keeps_the_newest_syncs_per_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for n in 0..30 {
+            store.record_sync(&record("production", n), 7).expect("insert");
+            store.record_sync(&record("pr-1", n), 1000).expect("insert");
+        }
+        let kept: Vec<i64> =
+            store.syncs(Some("production"), 0).expect("page").items.iter().map(|s| s.started_ms).collect();
+        assert_eq!(kept, (23..30).rev().collect::<Vec<_>>());
+        assert_eq!(store.syncs(Some("pr-1"), 1).expect("page").items.len(), 10, "other environments keep theirs");
+    }
+
+    #[test]
+    fn unauthenticated_deliveries_are_capped_apart_from_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let delivery = |n: i64, authenticated: bool| Delivery {
+            received_ms: n,
+            forge: "github".to_owned(),
+            event: "push".to_owned(),
+            accepted: authenticated,
+            reason: String::new(),
+            authenticated,
+        };
+        for n in 0..5 {
+            store.record_delivery(&delivery(n, true), 3).expect("insert");
+        }
+        for n in 5..300 {
+            store.record_delivery(&delivery(n, false), 3).expect("insert");
+        }
+        let mut all = Vec::new();
+        for page in 0.. {
+            let page = store.deliveries(page).expect("page");
+            all.extend(page.items);
+            if !page.has_more {
+                break;
+            }
+        }
+        assert_eq!(all.iter().filter(|d| !d.authenticated).count(), KEEP_UNAUTHENTICATED as usize);
+        assert_eq!(all.iter().filter(|d| !d.authenticated).map(|d| d.received_ms).max(), Some(299));
+        let signed: Vec<i64> = all.iter().filter(|d| d.authenticated).map(|d| d.received_ms).collect();
+        assert_eq!(signed, [4, 3, 2], "a flood of forged deliveries does not push out the real ones");
     }
 
     #[test]
