@@ -7,6 +7,8 @@ of the smallest piece that holds it (median of 9):
   per-route proxy  railyard's layout: one route per domain (vars with its spec, reverse_proxy with its own dials)
   static routes    one route per domain answering statically: the floor of 1,000 routes of any kind
   host map         one `map` handler (host -> dial) and one shared reverse_proxy whose dial is a placeholder
+  host map + own   the map for 999 domains, and the one being switched on a route of its own with real dials, as
+                   draining needs (Caddy counts requests in flight by the dial as written, placeholder or not)
 Usage: caddy_layouts.py <admin-port> <http-port>
 """
 import http.client
@@ -60,13 +62,15 @@ def static_route(i):
             "handle": [{"handler": "static_response", "body": "x"}], "terminal": True}
 
 
-def host_map():
+def host_map(first=0):
     mappings = [{"input": name, "outputs": [f"127.0.0.1:{20000 + i}"]}
-                for i in range(COUNT) for name in (host(i), f"www.{host(i)}")]
+                for i in range(first, COUNT) for name in (host(i), f"www.{host(i)}")]
     return [
         {"@id": "hosts", "handle": [{"handler": "map", "source": "{http.request.host}",
-                                      "destinations": ["{railyard.dial}"], "mappings": mappings}]},
-        {"match": [{"not": [{"vars": {"{railyard.dial}": [""]}}]}],
+                                      "destinations": ["{railyard.dial}"], "mappings": mappings,
+                                      "defaults": ["none"]}]},
+        # Unknown hosts fall through to the catch-all's 404.
+        {"match": [{"not": [{"vars": {"{railyard.dial}": ["none"]}}]}],
          "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "{railyard.dial}"}]}], "terminal": True},
     ]
 
@@ -77,6 +81,8 @@ LAYOUTS = {
     "static routes": ([static_route(i) for i in range(COUNT)], "/id/route-0/handle/0/body", lambda run: f"v{run}"),
     "host map": (host_map(), "/id/hosts/handle/0/mappings/0",
                  lambda run: {"input": host(0), "outputs": [f"127.0.0.1:{40000 + run}"]}),
+    "host map + own": ([proxy_route(0)] + host_map(first=1), "/id/route-0/handle/1/upstreams",
+                       lambda run: [{"dial": f"127.0.0.1:{40000 + run}"}]),
 }
 
 for name, (routes, path, value) in LAYOUTS.items():
