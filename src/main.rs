@@ -189,6 +189,9 @@ impl DockerArgs {
 /// `railyard serve` settings; every flag also reads a `RAILYARD_*` variable.
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// Apps applied at the same time, when their dependencies allow.
+    #[arg(long, default_value_t = 8, env = "RAILYARD_PARALLEL")]
+    parallel: usize,
     /// The config repository: a git URL (file://, http(s)://, ssh://, git://), a git repository's path, or a plain
     /// directory (followed without git).
     #[arg(long, env = "RAILYARD_REPO")]
@@ -453,8 +456,7 @@ fn outcome_counts(outcomes: &[railyard::backend::ActionOutcome]) -> String {
         (count(|r| matches!(r, ActionResult::RolledBack { .. })), "rolled back"),
         (count(|r| matches!(r, ActionResult::Skipped { .. })), "skipped"),
     ];
-    let parts: Vec<String> =
-        counts.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
+    let parts: Vec<String> = counts.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
     if parts.is_empty() { "Nothing was applied.".to_owned() } else { format!("{}.", parts.join(", ")) }
 }
 
@@ -496,7 +498,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             SyncArg::Auto => SyncPolicy::Auto,
             SyncArg::Manual => SyncPolicy::Manual,
         }),
-        docker: args.docker.settings(&args.state_dir)?,
+        docker: DockerSettings { parallel: args.parallel, ..args.docker.settings(&args.state_dir)? },
         retry_base: Duration::from_secs(1),
         retry_cap: Duration::from_secs(300),
         fetch_timeout: args.fetch_timeout,

@@ -404,7 +404,10 @@ fn an_apply_killed_at_any_point_converges_when_run_again() {
                 break;
             }
         }
-        assert!(matches!(child.try_wait(), Ok(None)), "round {round}: apply ended before event {kill_after}: {events:?}");
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "round {round}: apply ended before event {kill_after}: {events:?}"
+        );
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
         let last = events.last().cloned().unwrap_or_default();

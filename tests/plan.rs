@@ -285,8 +285,7 @@ fn an_update_of_an_app_with_a_pinned_host_port_says_it_stops_first() {
 #[test]
 fn an_unreachable_proxy_matters_only_to_environments_with_domains() {
     let state = desired(WEB);
-    let observed =
-        Observed { domains: Some(BTreeMap::new()), proxy_error: Some("down".into()), ..converged(&state) };
+    let observed = Observed { domains: Some(BTreeMap::new()), proxy_error: Some("down".into()), ..converged(&state) };
     assert_eq!(plan::plan(&state, &observed).proxy_error, None);
     let with_domain = desired(&format!("{WEB}---\nkind: Domain\nhost: shop.example.com\napp: web\nport: http\n"));
     assert_eq!(plan::plan(&with_domain, &observed).proxy_error.as_deref(), Some("down"));
@@ -394,8 +393,12 @@ fn assert_runs_as_declared(state: &DesiredState, observed: &Observed) -> Result<
         numbers.sort_unstable();
         prop_assert_eq!(numbers, (1..=spec.replicas).collect::<Vec<_>>(), "numbers of {}", name);
     }
-    let extra: Vec<&String> =
-        observed.apps.iter().filter(|(name, app)| !state.apps.contains_key(*name) && !app.replicas.is_empty()).map(|(n, _)| n).collect();
+    let extra: Vec<&String> = observed
+        .apps
+        .iter()
+        .filter(|(name, app)| !state.apps.contains_key(*name) && !app.replicas.is_empty())
+        .map(|(n, _)| n)
+        .collect();
     prop_assert!(extra.is_empty(), "apps that git does not declare still run: {:?}", extra);
     Ok(())
 }

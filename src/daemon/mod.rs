@@ -434,7 +434,9 @@ impl Daemon {
         };
         let environment = Environment::production(config.project_name());
         let mut desired = config.desired(&environment, Some(&commit.sha));
-        self.settings.docker.secrets.resolve_digests(&mut desired);
+        // Secret files are read from disk: off the async threads.
+        let missing_secrets =
+            tokio::task::block_in_place(|| self.settings.docker.secrets.resolve_digests(&mut desired));
         let policy = self.settings.sync.unwrap_or(desired.sync);
         let retry = config.project.doc.sync.as_ref().and_then(|sync| sync.retry()).map(|retry| {
             let backoff = retry.backoff.as_ref().map_or(DEFAULT_SYNC_RETRY_BACKOFF, |b| b.value.as_str());
@@ -455,10 +457,22 @@ impl Daemon {
             Ok(observed) => observed,
             Err(error) => return self.fail(env, error.to_string()),
         };
+        desired.assume_unresolved_secrets_unchanged(&observed);
         let plan = plan::plan(&desired, &observed);
         if !plan.has_changes() {
             self.conclude(env, &commit, SyncStatus::Synced, None, None, &desired, &observed, plan);
             return Outcome::Unchanged;
+        }
+        if !missing_secrets.is_empty() {
+            // As `railyard apply` does: nothing is touched until every secret the commit names can be resolved.
+            let names: Vec<String> = missing_secrets.iter().map(|name| format!("`{name}`")).collect();
+            let error = format!(
+                "secret(s) {} not set; nothing was applied: set RAILYARD_SECRET_<NAME> or write the file into \
+                 --secrets-dir, then sync",
+                names.join(", ")
+            );
+            env.update(|state| state.plan = Some(plan));
+            return self.fail(env, error);
         }
         if let Some(reason) = self.hold(env, trigger, &commit) {
             info!(summary = %plan.summary, "the update of this commit was rolled back; waiting for a new commit or a manual sync");

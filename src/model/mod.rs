@@ -15,9 +15,7 @@ use std::fmt;
 
 pub use desired::{AppSpec, ContainerSpec, DesiredState, DomainSpec, Environment};
 pub use load::{MAX_FILE_BYTES, Sourced};
-pub use observed::{
-    HealthState, Observed, ObservedApp, ObservedDomain, ObservedReplica, OrphanProject, ReplicaState,
-};
+pub use observed::{HealthState, Observed, ObservedApp, ObservedDomain, ObservedReplica, OrphanProject, ReplicaState};
 
 /// A file of the config repository as a source hands it over.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -187,6 +187,7 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
                 Some(_) => p.muted id="in-sync" { "Nothing to change: what runs matches git." },
                 None => p.muted { "Not planned yet." },
             }
+            @if let Some(plan) = &env.plan { (plan_notices(plan)) }
         },
     )
 }
@@ -242,6 +243,32 @@ fn plan_view(plan: &Plan) -> Markup {
     }
 }
 
+/// What the plan says that is not a change: warnings, and projects left behind under an old name.
+fn plan_notices(plan: &Plan) -> Markup {
+    html! {
+        @if !plan.warnings.is_empty() {
+            div.card id="warnings" {
+                strong { "Warnings" }
+                ul { @for warning in &plan.warnings { li { (warning) } } }
+            }
+        }
+        @if !plan.orphans.is_empty() {
+            div.card.problems id="orphans" {
+                strong { "Orphaned projects" }
+                ul {
+                    @for orphan in &plan.orphans {
+                        li {
+                            "Project " code { (orphan.project) } " (" (orphan.replicas.len()) " replica(s)) was applied \
+                             from this repository under its old project name; railyard leaves it running. Remove it \
+                             with " code { (orphan.remove_with) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn action_view<S>(kind: &str, action: &Action<S>) -> Markup {
     let detail = match &action.change {
         Change::Update { fields } => fields.join(", "),
@@ -253,6 +280,7 @@ fn action_view<S>(kind: &str, action: &Action<S>) -> Markup {
         @if action.change != Change::Unchanged {
             details id={ "change-" (kind) "-" (action.name) } open {
                 summary { (badge(action.change.verb(), action.change.verb())) (kind) " " (action.name) " " span.muted { (detail) } }
+                @for note in &action.notes { p.note { "Note: " (note) } }
                 @if let Some(diff) = &action.diff { (diff_view(diff)) }
             }
         }
@@ -332,4 +360,61 @@ pub fn sync_detail(sync: &SyncRecord, now_ms: i64) -> Markup {
 /// A page for a missing environment or sync.
 pub fn not_found(what: &str) -> Markup {
     layout("Not found", html! { h1 { "Not found" } p { (what) } p { a href="/" { "All environments" } } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Environment, OrphanProject};
+    use crate::plan::Summary;
+
+    fn env_with(plan: Plan) -> EnvState {
+        EnvState {
+            name: "production".to_owned(),
+            project: Some("shop".to_owned()),
+            source: "/srv/config".to_owned(),
+            sync_policy: crate::model::kinds::SyncPolicy::Auto,
+            commit: None,
+            sync_status: crate::daemon::SyncStatus::Synced,
+            health: crate::daemon::Health::Healthy,
+            last_sync_ms: None,
+            last_sync_duration_ms: None,
+            last_checked_ms: None,
+            error: None,
+            diagnostics: Vec::new(),
+            invalid_commit: None,
+            plan: Some(plan),
+            apps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn warnings_orphans_and_notes_are_shown_even_when_nothing_changes() {
+        let plan = Plan {
+            env: Environment::production("shop"),
+            commit: None,
+            apps: vec![Action {
+                name: "web".to_owned(),
+                change: Change::Update { fields: vec!["image".to_owned()] },
+                desired: None,
+                diff: None,
+                notes: vec!["stop-first: brief downtime".to_owned()],
+            }],
+            domains: Vec::new(),
+            proxy_error: None,
+            warnings: vec!["secret `db-password` is not set".to_owned()],
+            orphans: vec![OrphanProject {
+                project: "old-shop".to_owned(),
+                replicas: vec!["old-shop-web-1".to_owned()],
+                remove_with: "docker compose -p old-shop down".to_owned(),
+            }],
+            summary: Summary::default(),
+        };
+        let page = environment(&env_with(plan.clone()), false, 0).into_string();
+        assert!(page.contains("secret `db-password` is not set"), "{page}");
+        assert!(page.contains("old-shop") && page.contains("docker compose -p old-shop down"), "{page}");
+        let pending = Plan { summary: Summary { update: 1, ..Summary::default() }, ..plan };
+        let page = environment(&env_with(pending), false, 0).into_string();
+        assert!(page.contains("Note: stop-first: brief downtime"), "{page}");
+    }
 }
