@@ -46,8 +46,8 @@ pub enum SecretError {
          replace it with a regular file"
     )]
     NotRegularFile { path: PathBuf, what: &'static str },
-    #[error("cannot read secret file {path}: {source}; check its permissions")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("cannot read secret file {path}: {reason}; check its permissions")]
+    Unreadable { path: PathBuf, reason: std::io::Error },
     #[error("--secrets-dir {0} does not exist or is not a directory; create it or point the flag at the right place")]
     NoSecretsDir(PathBuf),
     #[error("cannot use the secret digest key {path}: {reason}; check that --state-dir is writable")]
@@ -111,10 +111,10 @@ fn read_regular_file(path: &Path) -> Result<Option<String>, SecretError> {
     let before = match std::fs::symlink_metadata(path) {
         Ok(metadata) => metadata,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(SecretError::Unreadable { path: path.to_owned(), source }),
+        Err(reason) => return Err(SecretError::Unreadable { path: path.to_owned(), reason }),
     };
     check_regular(path, &before)?;
-    let unreadable = |source| SecretError::Unreadable { path: path.to_owned(), source };
+    let unreadable = |reason| SecretError::Unreadable { path: path.to_owned(), reason };
     let mut file = std::fs::File::open(path).map_err(unreadable)?;
     let opened = file.metadata().map_err(unreadable)?;
     check_regular(path, &opened)?;

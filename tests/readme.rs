@@ -81,3 +81,14 @@ fn export_compose_of_the_example_is_accepted_by_compose() {
     let checked = check.wait_with_output().expect("docker-compose ends");
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
 }
+
+#[test]
+fn a_missing_directory_is_said_once_and_exits_1() {
+    for command in ["validate", "plan", "apply"] {
+        let output = railyard(&[command, "no/such/config-repo"]);
+        assert_eq!(output.status.code(), Some(1), "{command}");
+        let said = stderr(&output);
+        assert_eq!(said.matches("No such file or directory").count(), 1, "{command} says it once: {said}");
+        assert!(said.contains("cannot read config directory no/such/config-repo"), "{said}");
+    }
+}

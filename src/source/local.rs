@@ -10,7 +10,7 @@ use crate::model::{FileContent, MAX_FILE_BYTES, RepoFile};
 /// Every config file under `root`, sorted by path. Files that cannot be used (too large, a symlink leaving the
 /// repository) are returned with the reason, so validation reports them with everything else.
 pub fn read_dir(root: &Path) -> Result<Vec<RepoFile>, SourceError> {
-    let unreadable = |source| SourceError::Unreadable { path: root.to_owned(), source };
+    let unreadable = |reason| SourceError::Unreadable { path: root.to_owned(), reason };
     let canonical_root = root.canonicalize().map_err(unreadable)?;
     if !canonical_root.is_dir() {
         return Err(SourceError::NotADirectory { path: root.to_owned() });
