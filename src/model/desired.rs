@@ -234,7 +234,7 @@ pub struct DomainSpec {
 const DEFAULT_INTERVAL_MS: u64 = 2_000;
 const DEFAULT_TIMEOUT_MS: u64 = 1_000;
 const DEFAULT_RETRIES: u32 = 3;
-const DEFAULT_RUNNING_MS: u64 = 1_000;
+const DEFAULT_RUNNING_MS: u64 = 0;
 const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 
 impl ContainerSpec {
