@@ -44,8 +44,17 @@ pub(super) async fn apply(
             connect_caddy(backend, &plan.env).await?;
         }
     }
+    // One listing serves every app: an app's containers change only by its own action.
+    let mut current: BTreeMap<String, Vec<Replica>> = BTreeMap::new();
+    if creates_something {
+        for replica in backend.replicas(&plan.env, None).await? {
+            current.entry(replica.app.clone()).or_default().push(replica);
+        }
+    }
+    let current = &current;
     let mut outcomes = schedule::in_dependency_order(plan, backend.settings.parallel, |action, slot| {
-        run(backend, plan, action, slot, progress)
+        let current = current.get(&action.name).map_or(&[][..], Vec::as_slice);
+        run(backend, plan, action, current, slot, progress)
     })
     .await;
     outcomes.extend(apply_domains(backend, plan, progress).await?);
@@ -154,13 +163,14 @@ async fn run(
     backend: &DockerBackend,
     plan: &Plan,
     action: &Action<AppSpec>,
+    current: &[Replica],
     mut slot: Slot,
     progress: &dyn Progress,
 ) -> ActionOutcome {
     let started = Instant::now();
     progress.event(&action.name, &format!("{} started", action.change.verb()));
     let result = match &action.desired {
-        Some(spec) => converge_app(backend, plan, spec, &mut slot, progress).await,
+        Some(spec) => converge_app(backend, plan, spec, current, &mut slot, progress).await,
         None => delete_app(backend, &plan.env, &action.name, progress).await,
     };
     let result = result.unwrap_or_else(|error| ActionResult::Failed { error: error.to_string() });
@@ -186,6 +196,7 @@ fn describe(result: &ActionResult) -> String {
 
 /// A replica started by this apply, which must prove healthy before the old ones go.
 struct Starting {
+    /// The container's name or ID.
     id: String,
     /// Created now (removed again if it fails), as opposed to an existing replica started again.
     created: bool,
@@ -196,6 +207,7 @@ async fn converge_app(
     backend: &DockerBackend,
     plan: &Plan,
     spec: &AppSpec,
+    current: &[Replica],
     slot: &mut Slot,
     progress: &dyn Progress,
 ) -> Result<ActionResult, DockerError> {
@@ -203,7 +215,7 @@ async fn converge_app(
         Ok(environment) => environment,
         Err(missing) => return Ok(ActionResult::Failed { error: format!("app `{}`: {missing}", spec.name) }),
     };
-    Ok(match replace_replicas(backend, plan, spec, &environment, slot, progress).await {
+    Ok(match replace_replicas(backend, plan, spec, current, &environment, slot, progress).await {
         Ok(ActionResult::RolledBack { reason }) => ActionResult::RolledBack { reason: environment.redact(&reason) },
         Ok(ActionResult::Failed { error }) => ActionResult::Failed { error: environment.redact(&error) },
         Ok(other) => other,
@@ -217,6 +229,7 @@ async fn replace_replicas(
     backend: &DockerBackend,
     plan: &Plan,
     spec: &AppSpec,
+    current: &[Replica],
     environment: &ResolvedEnv,
     slot: &mut Slot,
     progress: &dyn Progress,
@@ -226,8 +239,7 @@ async fn replace_replicas(
         return Ok(ActionResult::Failed { error });
     }
     ensure_volumes(backend, env, spec).await?;
-    let current = backend.replicas(env, Some(&spec.name)).await?;
-    let (keepers, old) = sort_replicas(spec, current.clone());
+    let (keepers, old) = sort_replicas(spec, current.to_vec());
     let pinned = spec.container.ports.iter().any(|port| port.host_port.is_some());
     if pinned {
         // A pinned host port can be bound once: the old replica steps aside first and comes back on failure.
@@ -236,6 +248,10 @@ async fn replace_replicas(
             stop(backend, replica, spec).await?;
         }
     }
+    let created: Vec<(String, u32)> = (1..=spec.replicas)
+        .filter(|number| !keepers.contains_key(number))
+        .map(|number| (free_name(current, &canonical_name(env, &spec.name, number), &spec.spec_hash()), number))
+        .collect();
     let starts = join_all((1..=spec.replicas).map(|number| {
         let request = ReplicaRequest {
             env,
@@ -246,7 +262,7 @@ async fn replace_replicas(
             environment: environment.pairs.clone(),
         };
         let keeper = keepers.get(&number);
-        let current = &current;
+        let created = &created;
         async move {
             match keeper {
                 Some(keeper) if is_settled(keeper) => Ok(Ok(None)),
@@ -256,15 +272,16 @@ async fn replace_replicas(
                     Ok(Ok(Some(Starting { id: keeper.observed.id.clone(), created: false })))
                 }
                 None => {
-                    let name = free_name(current, &canonical_name(env, &spec.name, number), &spec.spec_hash());
+                    let name = created.iter().find(|(_, n)| *n == number).map_or_else(String::new, |(n, _)| n.clone());
                     progress.event(&spec.name, &format!("creating {name}"));
-                    Ok(create_and_start(backend, &request, &name).await?.map(|id| Some(Starting { id, created: true })))
+                    let started = create_and_start(backend, &request, &name).await?;
+                    Ok(started.map(|_| Some(Starting { id: name, created: true })))
                 }
             }
         }
     }))
     .await;
-    let mut starting = Vec::new();
+    let mut starting: Vec<Starting> = Vec::new();
     let mut failure = None;
     let mut engine_error = None;
     for start in starts {
@@ -308,7 +325,10 @@ async fn replace_replicas(
         .await
         .into_iter()
         .collect::<Result<(), _>>()?;
-    rename_into_place(backend, env, spec).await?;
+    let mut survivors: Vec<(String, u32)> =
+        keepers.values().map(|keeper| (keeper.observed.id.clone(), keeper.observed.number)).collect();
+    survivors.extend(created);
+    rename_into_place(backend, env, spec, &survivors).await?;
     Ok(ActionResult::Done)
 }
 
@@ -470,18 +490,22 @@ async fn retire(
     backend.remove_container(&replica.observed.id).await
 }
 
-/// Gives kept replicas their canonical names once the old holders are gone.
-async fn rename_into_place(backend: &DockerBackend, env: &Environment, spec: &AppSpec) -> Result<(), DockerError> {
-    let current = backend.replicas(env, Some(&spec.name)).await?;
-    for replica in &current {
-        let canonical = canonical_name(env, &spec.name, replica.observed.number);
-        if replica.observed.id != canonical && !current.iter().any(|other| other.observed.id == canonical) {
+/// Gives the surviving replicas (container name, number) their canonical names once the old holders are gone.
+async fn rename_into_place(
+    backend: &DockerBackend,
+    env: &Environment,
+    spec: &AppSpec,
+    survivors: &[(String, u32)],
+) -> Result<(), DockerError> {
+    for (name, number) in survivors {
+        let canonical = canonical_name(env, &spec.name, *number);
+        if *name != canonical && !survivors.iter().any(|(other, _)| *other == canonical) {
             let options = RenameContainerOptions { name: canonical.clone() };
             backend
                 .docker
-                .rename_container(&replica.observed.id, options)
+                .rename_container(name, options)
                 .await
-                .map_err(backend.error(format!("rename container {} to {canonical}", replica.observed.id)))?;
+                .map_err(backend.error(format!("rename container {name} to {canonical}")))?;
         }
     }
     Ok(())
