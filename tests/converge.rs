@@ -221,11 +221,11 @@ fn a_command_health_probe_gates_the_app_both_ways() {
         format!(
             "kind: App\nname: {name}\nimage: {image}\npull: never\n\
              command: [\"sh\", \"-c\", \"{creates}exec sleep 600\"]\n\
-             health: {{ command: [\"test\", \"-f\", \"/tmp/ready\"], interval: 300ms, retries: 2 }}\n\
+             health: {{ command: [\"test\", \"-f\", \"/ready\"], interval: 300ms, retries: 2 }}\n\
              stopGracePeriod: 1s\n"
         )
     };
-    project.write("apps/ready.yaml", &app("ready", "touch /tmp/ready && "));
+    project.write("apps/ready.yaml", &app("ready", "touch /ready && "));
     project.write("apps/never.yaml", &app("never", ""));
     let apply = project.railyard("apply", &[]);
     assert_eq!(apply.status.code(), Some(1), "{}", all_output(&apply));
