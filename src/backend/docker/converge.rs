@@ -57,6 +57,7 @@ pub(super) async fn apply(
         run(backend, plan, action, current, slot, progress)
     })
     .await;
+    fail_late_crashes(backend, plan, &mut outcomes).await?;
     outcomes.extend(apply_domains(backend, plan, progress).await?);
     Ok(ApplyReport { outcomes })
 }
@@ -527,12 +528,8 @@ async fn wait_healthy(backend: &DockerBackend, id: &str, health: &HealthSpec) ->
         let running = state.status == Some(ContainerStateStatusEnum::RUNNING);
         let probe_said = probe_output(state.health.as_ref());
         if !running {
-            let code = state.exit_code.unwrap_or_default();
-            return Err(format!(
-                "new replica {} stopped (exit code {code}){}",
-                container_name(&inspected.name, id),
-                last_logs(backend, id).await
-            ));
+            let name = container_name(&inspected.name, id);
+            return Err(stopped(backend, &name, state.exit_code.unwrap_or_default()).await);
         }
         let verdict = match health.probe {
             // As Compose has it, an app without a check is ready once it runs (after `startPeriod`, 0 by default).
@@ -573,6 +570,55 @@ fn probe_output(health: Option<&bollard::models::Health>) -> String {
     } else {
         format!("; the check said: {output}")
     }
+}
+
+/// Why a new replica is not running: its exit code and last output.
+async fn stopped(backend: &DockerBackend, name: &str, exit_code: i64) -> String {
+    format!("new replica {name} stopped (exit code {exit_code}){}", last_logs(backend, name).await)
+}
+
+/// Apps without a health check are ready once running, as in Compose, so one that crashes right after its start
+/// may have passed; by the end of the apply it has stopped (or is waiting to restart). Such apps fail after all,
+/// and their crashed new replicas are removed.
+async fn fail_late_crashes(
+    backend: &DockerBackend,
+    plan: &Plan,
+    outcomes: &mut [ActionOutcome],
+) -> Result<(), DockerError> {
+    let unchecked: BTreeMap<&str, &AppSpec> = plan
+        .apps
+        .iter()
+        .filter_map(|action| action.desired.as_ref())
+        .filter(|spec| spec.container.health.probe == Probe::Running)
+        .filter(|spec| outcomes.iter().any(|o| o.name == spec.name && o.result == ActionResult::Done))
+        .map(|spec| (spec.name.as_str(), spec))
+        .collect();
+    if unchecked.is_empty() {
+        return Ok(());
+    }
+    let replicas = backend.replicas(&plan.env, None).await?;
+    for (app, spec) in unchecked {
+        let hash = spec.spec_hash();
+        let crashed: Vec<&Replica> = replicas
+            .iter()
+            .filter(|r| r.app == app && r.observed.spec_hash == hash && r.observed.state != ReplicaState::Running)
+            .collect();
+        let Some(first) = crashed.first() else { continue };
+        let name = &first.observed.id;
+        let inspected =
+            backend.docker.inspect_container(name, None).await.map_err(backend.error(format!("inspect {name}")))?;
+        let code = inspected.state.and_then(|state| state.exit_code).unwrap_or_default();
+        let reason = stopped(backend, name, code).await;
+        for replica in &crashed {
+            backend.remove_container(&replica.observed.id).await?;
+        }
+        let environment = ResolvedEnv::resolve(spec, |name| backend.settings.secrets.get(name)).unwrap_or_default();
+        let error = environment.redact(&format!("app `{app}`: {reason}"));
+        for outcome in outcomes.iter_mut().filter(|outcome| outcome.name == app && outcome.kind == "App") {
+            outcome.result = ActionResult::Failed { error: error.clone() };
+        }
+    }
+    Ok(())
 }
 
 fn container_name(name: &Option<String>, id: &str) -> String {
