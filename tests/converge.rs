@@ -332,3 +332,49 @@ fn metrics_report_every_app_with_its_replicas_and_cpu_use() {
     assert!(loads.iter().all(|load| load.cpu_percent.is_finite() && load.cpu_percent >= 0.0), "{loads:?}");
     assert!(loads[0].cpu_percent > 1.0, "a busy loop uses CPU: {loads:?}");
 }
+
+/// `docker inspect` text of `template` for container `id`.
+fn inspect(id: &str, template: &str) -> String {
+    docker(&["inspect", id, "--format", template])
+}
+
+#[test]
+fn a_dependent_starts_only_once_its_health_checked_dependency_is_healthy() {
+    let image = busybox_image();
+    let project = TestProject::new("dep-health");
+    project.write("apps/db.yaml", &db_app(&image));
+    project.write(
+        "apps/api.yaml",
+        &web_app("api", &image, "api", "dependsOn: [db]\n").replace("health: {", "health: { startPeriod: 0s,"),
+    );
+    // No health field: ready once running, and nothing waits for it.
+    project.write(
+        "apps/plain.yaml",
+        &format!(
+            "kind: App\nname: plain\nimage: {image}\npull: never\ncommand: [\"sleep\", \"600\"]\nstopGracePeriod: 1s\n"
+        ),
+    );
+    let apply = project.railyard("apply", &[]);
+    assert_success(&apply);
+    let db = &project.containers("db")[0];
+    let api = &project.containers("api")[0];
+    // The engine runs db's first check one interval (500 ms) after its start, so db is healthy no earlier.
+    let nanos = |time: String| -> u128 {
+        let time = time.trim();
+        let (seconds, fraction) = time.split_once('.').unwrap_or((time.trim_end_matches('Z'), "0Z"));
+        let clock = seconds.rsplit('T').next().unwrap_or_default();
+        let parts: Vec<u128> = clock.split(':').map(|part| part.parse().expect("hh:mm:ss")).collect();
+        let digits: String = fraction.chars().take_while(char::is_ascii_digit).collect();
+        let fraction: u128 = format!("{digits:0<9}").parse().expect("fraction");
+        (parts[0] * 3600 + parts[1] * 60 + parts[2]) * 1_000_000_000 + fraction
+    };
+    let db_started = nanos(inspect(&db.id, "{{.State.StartedAt}}"));
+    let api_created = nanos(inspect(&api.id, "{{.Created}}"));
+    assert!(
+        api_created >= db_started + 500_000_000,
+        "api was created {} ms after db started, before db's first health check could pass",
+        (api_created as i128 - db_started as i128) / 1_000_000
+    );
+    let plain = &project.containers("plain")[0];
+    assert!(plain.running && plain.health.is_empty(), "{plain:?}");
+}
