@@ -605,9 +605,7 @@ async fn fail_late_crashes(
             .collect();
         let Some(first) = crashed.first() else { continue };
         let name = &first.observed.id;
-        let inspected =
-            backend.docker.inspect_container(name, None).await.map_err(backend.error(format!("inspect {name}")))?;
-        let code = inspected.state.and_then(|state| state.exit_code).unwrap_or_default();
+        let code = last_exit_code(backend, name).await?;
         let reason = stopped(backend, name, code).await;
         for replica in &crashed {
             backend.remove_container(&replica.observed.id).await?;
@@ -619,6 +617,23 @@ async fn fail_late_crashes(
         }
     }
     Ok(())
+}
+
+/// The exit code of a container that is crash-looping: the engine keeps it only while the container is down
+/// (exited, or waiting to restart), so a container caught between restarts is looked at again.
+async fn last_exit_code(backend: &DockerBackend, name: &str) -> Result<i64, DockerError> {
+    let mut code = 0;
+    for _ in 0..20 {
+        let inspected =
+            backend.docker.inspect_container(name, None).await.map_err(backend.error(format!("inspect {name}")))?;
+        let state = inspected.state.unwrap_or_default();
+        code = state.exit_code.unwrap_or_default();
+        if state.status != Some(ContainerStateStatusEnum::RUNNING) {
+            break;
+        }
+        tokio::time::sleep(HEALTH_POLL / 2).await;
+    }
+    Ok(code)
 }
 
 fn container_name(name: &Option<String>, id: &str) -> String {
