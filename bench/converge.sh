@@ -20,12 +20,9 @@ floor=target/release/examples/engine_floor
 work=$(mktemp -d)
 cleanup() {
   docker compose -p rybench-compose -f "$work/compose.yaml" down -v --timeout 1 >/dev/null 2>&1 || true
-  for label in com.docker.compose.project=rybench dev.railyard.bench=rybench-floor; do
-    docker ps -aq --filter "label=$label" | xargs -r docker rm -f >/dev/null
-  done
-  for label in com.docker.compose.project=rybench dev.railyard.bench=rybench-floor; do
-    docker network ls -q --filter "label=$label" | xargs -r docker network rm >/dev/null
-  done
+  docker ps -aq --filter label=com.docker.compose.project=rybench | xargs -r docker rm -f >/dev/null
+  docker ps -aq --filter label=dev.railyard.bench | xargs -r docker rm -f >/dev/null
+  docker network ls -q --filter label=com.docker.compose.project=rybench | xargs -r docker network rm >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -87,9 +84,11 @@ for run in $(seq 1 "$runs"); do
   [ "$(docker ps -q --filter label=com.docker.compose.project=rybench --filter health=healthy | wc -l)" -eq $apps ] || { echo "railyard did not make $apps apps healthy" >&2; exit 1; }
   down_railyard
 
-  $floor "$image" $apps rybench-floor >>"$work/floor"
-  docker ps -aq --filter label=dev.railyard.bench=rybench-floor | xargs -r docker rm -f >/dev/null
-  docker network ls -q --filter label=dev.railyard.bench=rybench-floor | xargs -r docker network rm >/dev/null
+  # A network per run: the engine (20.10) sometimes keeps a stale endpoint on a network whose containers were just
+  # removed, and refuses to remove it; the next run must not trip over it.
+  $floor "$image" $apps "rybench-floor-$$-$run" >>"$work/floor"
+  docker ps -aq --filter label="dev.railyard.bench=rybench-floor-$$-$run" | xargs -r docker rm -f >/dev/null
+  docker network ls -q --filter label="dev.railyard.bench=rybench-floor-$$-$run" | xargs -r docker network rm >/dev/null 2>&1 || true
   echo "run $run/$runs done" >&2
 done
 
