@@ -22,7 +22,9 @@ cleanup() {
   docker compose -p rybench-compose -f "$work/compose.yaml" down -v --timeout 1 >/dev/null 2>&1 || true
   docker ps -aq --filter label=com.docker.compose.project=rybench | xargs -r docker rm -f >/dev/null
   docker ps -aq --filter label=dev.railyard.bench | xargs -r docker rm -f >/dev/null
-  docker network ls -q --filter label=com.docker.compose.project=rybench | xargs -r docker network rm >/dev/null 2>&1 || true
+  for label in com.docker.compose.project=rybench dev.railyard.bench; do
+    docker network ls -q --filter "label=$label" | xargs -r docker network rm >/dev/null 2>&1 || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
