@@ -202,6 +202,11 @@ impl SensitiveValue {
     }
 
     /// The value itself, for the container and nothing else.
+    /// The part that must never be shown (the whole value, or a URL's userinfo).
+    pub fn hidden_part(&self) -> &str {
+        &self.value[self.hidden.clone()]
+    }
+
     pub fn reveal(&self) -> &str {
         &self.value
     }
@@ -326,7 +331,8 @@ pub struct DomainSpec {
 pub const DEFAULT_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_RETRIES: u32 = 3;
-const DEFAULT_RUNNING_MS: u64 = 1_000;
+/// Compose's meaning: an app without a health check is ready once it runs.
+const DEFAULT_RUNNING_MS: u64 = 0;
 const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 
 impl ContainerSpec {

@@ -473,3 +473,78 @@ impl Drop for ProjectGuard {
         }
     }
 }
+
+/// A free TCP port on 127.0.0.1, chosen by the OS.
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A Caddy (Debian's package) of the test's own on loopback, with its own admin, HTTP and HTTPS ports and data
+/// directory; killed on drop. `stop` closes its admin port, as a crashed proxy would.
+pub struct LoopbackCaddy {
+    child: Option<std::process::Child>,
+    pub admin: u16,
+    pub http: u16,
+    pub https: u16,
+    data: tempfile::TempDir,
+}
+
+impl LoopbackCaddy {
+    pub fn start() -> LoopbackCaddy {
+        let data = tempfile::tempdir().expect("tempdir");
+        let (admin, http, https) = (free_loopback_port(), free_loopback_port(), free_loopback_port());
+        let config = data.path().join("caddy.json");
+        std::fs::write(&config, format!("{{\"admin\": {{\"listen\": \"127.0.0.1:{admin}\"}}}}")).expect("config");
+        let child = Command::new("caddy")
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("HOME", data.path())
+            .env("XDG_DATA_HOME", data.path().join("data"))
+            .env("XDG_CONFIG_HOME", data.path().join("config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("caddy is needed ({error}): apt-get install caddy"));
+        assert!(
+            eventually(Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", admin)).is_ok()),
+            "caddy did not start"
+        );
+        LoopbackCaddy { child: Some(child), admin, http, https, data }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// railyard's flags that point it at this Caddy.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--caddy-admin".into(),
+            format!("http://127.0.0.1:{}", self.admin),
+            "--proxy-http".into(),
+            format!("127.0.0.1:{}", self.http),
+            "--proxy-https".into(),
+            format!("127.0.0.1:{}", self.https),
+        ]
+    }
+
+    /// GET `/` through Caddy's HTTP port with `host` as the Host header.
+    pub fn get(&self, host: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.http)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+    }
+}
+
+impl Drop for LoopbackCaddy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -8,7 +8,7 @@ use bollard::models::{
 };
 
 use super::labels;
-use crate::model::desired::HealthSpec;
+use crate::model::desired::{EnvSpec, HealthSpec};
 use crate::model::kinds::Protocol;
 use crate::model::{AppSpec, Environment};
 
@@ -98,13 +98,44 @@ impl ReplicaRequest<'_> {
     }
 }
 
-/// `NAME=value` for every variable; `secret` resolves secret references.
-pub fn environment<E>(spec: &AppSpec, secret: impl Fn(&str) -> Result<String, E>) -> Result<Vec<String>, E> {
-    spec.container
-        .env
-        .iter()
-        .map(|(name, value)| value.container_value(&secret).map(|text| format!("{name}={text}")))
-        .collect()
+/// An app's environment as the container gets it, and the secret values in it, which no message may show.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedEnv {
+    /// `NAME=value` pairs, secrets included.
+    pub pairs: Vec<String>,
+    /// Longest first, so that a secret containing another is replaced whole.
+    secret_values: Vec<String>,
+}
+
+impl ResolvedEnv {
+    /// Resolves every variable of `spec`; `secret` reads secret references. Values of secret references, of
+    /// variables whose names look sensitive and the passwords in URLs are secret.
+    pub fn resolve<E>(spec: &AppSpec, secret: impl Fn(&str) -> Result<String, E>) -> Result<ResolvedEnv, E> {
+        let mut resolved = ResolvedEnv::default();
+        for (name, value) in &spec.container.env {
+            let text = value.container_value(&secret)?;
+            match value {
+                EnvSpec::Value(_) => {}
+                EnvSpec::Sensitive(sensitive) => {
+                    let hidden = sensitive.hidden_part();
+                    resolved.secret_values.push(hidden.to_owned());
+                    // A URL's password may be printed on its own, without the user before it.
+                    resolved.secret_values.extend(hidden.split_once(':').map(|(_, password)| password.to_owned()));
+                }
+                EnvSpec::Secret { .. } => resolved.secret_values.push(text.clone()),
+            }
+            resolved.pairs.push(format!("{name}={text}"));
+        }
+        resolved.secret_values.retain(|value| !value.is_empty());
+        resolved.secret_values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        resolved.secret_values.dedup();
+        Ok(resolved)
+    }
+
+    /// `text` with every secret value of the environment replaced by `<redacted>`.
+    pub fn redact(&self, text: &str) -> String {
+        self.secret_values.iter().fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "<redacted>"))
+    }
 }
 
 const NANOS_PER_MILLI: i64 = 1_000_000;
@@ -122,4 +153,59 @@ fn health_config(health: &HealthSpec) -> Option<HealthConfig> {
         start_period: Some(nanos(health.start_period_ms)),
         start_interval: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::desired::{ContainerSpec, Probe};
+
+    fn app_with_env(env: &[(&str, EnvSpec)]) -> AppSpec {
+        AppSpec {
+            name: "web".into(),
+            replicas: 1,
+            depends_on: Vec::new(),
+            container: ContainerSpec {
+                image: "busybox".into(),
+                pull: Default::default(),
+                command: None,
+                env: env.iter().map(|(name, value)| ((*name).to_owned(), value.clone())).collect::<BTreeMap<_, _>>(),
+                ports: Vec::new(),
+                health: HealthSpec {
+                    probe: Probe::Running,
+                    interval_ms: 0,
+                    timeout_ms: 0,
+                    retries: 0,
+                    start_period_ms: 0,
+                },
+                cpu_millis: None,
+                memory_bytes: None,
+                volumes: Vec::new(),
+                stop_grace_period_ms: 0,
+            },
+            volumes_deleted_with_app: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_secret_value_of_the_environment_is_redacted_from_messages() {
+        let spec = app_with_env(&[
+            ("DB", EnvSpec::Secret { secret: "db".into(), digest: None }),
+            ("API_TOKEN", EnvSpec::literal("API_TOKEN", "inline-token".into())),
+            ("DATABASE_URL", EnvSpec::literal("DATABASE_URL", "postgres://app:url-pass@db/app".into())),
+            ("GREETING", EnvSpec::Value("hello".into())),
+        ]);
+        let env = ResolvedEnv::resolve(&spec, |name| Ok::<_, ()>(format!("{name}-from-store"))).expect("resolves");
+        assert!(env.pairs.contains(&"DB=db-from-store".to_owned()), "{:?}", env.pairs);
+        let message = "printed db-from-store, inline-token and url-pass; hello";
+        assert_eq!(env.redact(message), "printed <redacted>, <redacted> and <redacted>; hello");
+    }
+
+    #[test]
+    fn a_missing_secret_is_the_resolvers_error() {
+        let spec = app_with_env(&[("DB", EnvSpec::Secret { secret: "db".into(), digest: None })]);
+        assert_eq!(ResolvedEnv::resolve(&spec, |_| Err::<String, _>("missing")).err(), Some("missing"));
+    }
 }

@@ -13,10 +13,11 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
-use super::container::{self, ReplicaRequest, canonical_name, network_name, volume_name};
+use super::container::{ReplicaRequest, ResolvedEnv, canonical_name, network_name, volume_name};
 use super::labels::{self, Replica};
-use super::{DockerBackend, DockerError};
-use crate::backend::{ActionOutcome, ActionResult, ApplyReport, Progress, schedule};
+use super::{CALL_TIMEOUT, DockerBackend, DockerError, PULL_TIMEOUT};
+use crate::backend::schedule::{self, Slot};
+use crate::backend::{ActionOutcome, ActionResult, ApplyReport, Progress};
 use crate::model::desired::{HealthSpec, Probe};
 use crate::model::kinds::PullPolicy;
 use crate::model::{AppSpec, Environment, HealthState, ReplicaState};
@@ -41,9 +42,20 @@ pub(super) async fn apply(
             connect_caddy(backend, &plan.env).await?;
         }
     }
-    let mut outcomes =
-        schedule::in_dependency_order(plan, backend.settings.parallel, |action| run(backend, plan, action, progress))
-            .await;
+    // One listing serves every app: an app's containers change only by its own action.
+    let mut current: BTreeMap<String, Vec<Replica>> = BTreeMap::new();
+    if creates_something {
+        for replica in backend.replicas(&plan.env, None).await? {
+            current.entry(replica.app.clone()).or_default().push(replica);
+        }
+    }
+    let current = &current;
+    let mut outcomes = schedule::in_dependency_order(plan, backend.settings.parallel, |action, slot| {
+        let current = current.get(&action.name).map_or(&[][..], Vec::as_slice);
+        run(backend, plan, action, current, slot, progress)
+    })
+    .await;
+    fail_late_crashes(backend, plan, &mut outcomes).await?;
     outcomes.extend(apply_domains(backend, plan, progress).await?);
     Ok(ApplyReport { outcomes })
 }
@@ -166,11 +178,18 @@ async fn drain(backend: &DockerBackend, switch: &Switch) {
     }
 }
 
-async fn run(backend: &DockerBackend, plan: &Plan, action: &Action<AppSpec>, progress: &dyn Progress) -> ActionOutcome {
+async fn run(
+    backend: &DockerBackend,
+    plan: &Plan,
+    action: &Action<AppSpec>,
+    current: &[Replica],
+    mut slot: Slot,
+    progress: &dyn Progress,
+) -> ActionOutcome {
     let started = Instant::now();
     progress.event(&action.name, &format!("{} started", action.change.verb()));
     let result = match &action.desired {
-        Some(spec) => converge_app(backend, plan, spec, progress).await,
+        Some(spec) => converge_app(backend, plan, spec, current, &mut slot, progress).await,
         None => delete_app(backend, &plan.env, &action.name, progress).await,
     };
     let result = result.unwrap_or_else(|error| ActionResult::Failed { error: error.to_string() });
@@ -196,28 +215,50 @@ fn describe(result: &ActionResult) -> String {
 
 /// A replica started by this apply, which must prove healthy before the old ones go.
 struct Starting {
+    /// The container's name or ID.
     id: String,
     /// Created now (removed again if it fails), as opposed to an existing replica started again.
     created: bool,
 }
 
+/// Converges one app; every message it returns has the app's secret values redacted.
 async fn converge_app(
     backend: &DockerBackend,
     plan: &Plan,
     spec: &AppSpec,
+    current: &[Replica],
+    slot: &mut Slot,
     progress: &dyn Progress,
 ) -> Result<ActionResult, DockerError> {
-    let env = &plan.env;
-    let environment = match container::environment(spec, |name| backend.settings.secrets.get(name)) {
+    let environment = match ResolvedEnv::resolve(spec, |name| backend.settings.secrets.get(name)) {
         Ok(environment) => environment,
         Err(missing) => return Ok(ActionResult::Failed { error: format!("app `{}`: {missing}", spec.name) }),
     };
+    Ok(match replace_replicas(backend, plan, spec, current, &environment, slot, progress).await {
+        Ok(ActionResult::RolledBack { reason }) => ActionResult::RolledBack { reason: environment.redact(&reason) },
+        Ok(ActionResult::Failed { error }) => ActionResult::Failed { error: environment.redact(&error) },
+        Ok(other) => other,
+        Err(error) => ActionResult::Failed { error: environment.redact(&error.to_string()) },
+    })
+}
+
+/// Starts the replicas `spec` lacks (all at once) while `slot` is held, then waits for them without it; the old
+/// replicas are retired only once the new ones are healthy and traffic has moved to them.
+async fn replace_replicas(
+    backend: &DockerBackend,
+    plan: &Plan,
+    spec: &AppSpec,
+    current: &[Replica],
+    environment: &ResolvedEnv,
+    slot: &mut Slot,
+    progress: &dyn Progress,
+) -> Result<ActionResult, DockerError> {
+    let env = &plan.env;
     if let Err(error) = ensure_image(backend, spec, progress).await? {
         return Ok(ActionResult::Failed { error });
     }
     ensure_volumes(backend, env, spec).await?;
-    let current = backend.replicas(env, Some(&spec.name)).await?;
-    let (keepers, old) = sort_replicas(spec, current.clone());
+    let (keepers, old) = sort_replicas(spec, current.to_vec());
     let pinned = spec.container.ports.iter().any(|port| port.host_port.is_some());
     if pinned {
         // A pinned host port can be bound once: the old replica steps aside first and comes back on failure.
@@ -226,33 +267,58 @@ async fn converge_app(
             stop(backend, replica, spec).await?;
         }
     }
-    let mut starting = Vec::new();
-    for number in 1..=spec.replicas {
+    let created: Vec<(String, u32)> = (1..=spec.replicas)
+        .filter(|number| !keepers.contains_key(number))
+        .map(|number| (free_name(current, &canonical_name(env, &spec.name, number), &spec.spec_hash()), number))
+        .collect();
+    let starts = join_all((1..=spec.replicas).map(|number| {
         let request = ReplicaRequest {
             env,
             spec,
             number,
             commit: plan.commit.as_deref(),
             publish_address: &backend.settings.publish_address,
-            environment: environment.clone(),
+            environment: environment.pairs.clone(),
         };
-        match keepers.get(&number) {
-            Some(keeper) if is_settled(keeper) => {}
-            Some(keeper) => {
-                progress.event(&spec.name, &format!("starting {}", keeper.observed.id));
-                start(backend, &keeper.observed.id).await?;
-                starting.push(Starting { id: keeper.observed.id.clone(), created: false });
-            }
-            None => {
-                let name = free_name(&current, &canonical_name(env, &spec.name, number), &spec.spec_hash());
-                progress.event(&spec.name, &format!("creating {name}"));
-                match create_and_start(backend, &request, &name).await? {
-                    Ok(id) => starting.push(Starting { id, created: true }),
-                    Err(error) => return give_up(backend, spec, &starting, &old, pinned, error).await,
+        let keeper = keepers.get(&number);
+        let created = &created;
+        async move {
+            match keeper {
+                Some(keeper) if is_settled(keeper) => Ok(Ok(None)),
+                Some(keeper) => {
+                    progress.event(&spec.name, &format!("starting {}", keeper.observed.id));
+                    start(backend, &keeper.observed.id).await?;
+                    Ok(Ok(Some(Starting { id: keeper.observed.id.clone(), created: false })))
+                }
+                None => {
+                    let name = created.iter().find(|(_, n)| *n == number).map_or_else(String::new, |(n, _)| n.clone());
+                    progress.event(&spec.name, &format!("creating {name}"));
+                    let started = create_and_start(backend, &request, &name).await?;
+                    Ok(started.map(|_| Some(Starting { id: name, created: true })))
                 }
             }
         }
+    }))
+    .await;
+    let mut starting: Vec<Starting> = Vec::new();
+    let mut failure = None;
+    let mut engine_error = None;
+    for start in starts {
+        match start {
+            Ok(Ok(started)) => starting.extend(started),
+            Ok(Err(error)) => failure = failure.or(Some(error)),
+            Err(error) => engine_error = engine_error.or(Some(error)),
+        }
     }
+    if let Some(error) = engine_error {
+        give_up(backend, spec, &starting, &old, pinned, String::new()).await?;
+        return Err(error);
+    }
+    if let Some(error) = failure {
+        return give_up(backend, spec, &starting, &old, pinned, error).await;
+    }
+    // Waiting is not work: the next app may start while these replicas prove healthy.
+    slot.release();
     if !starting.is_empty() {
         progress.event(&spec.name, &format!("waiting for {} replica(s) to become healthy", starting.len()));
     }
@@ -266,14 +332,21 @@ async fn converge_app(
         match sync_domains(backend, plan, Some(&spec.name)).await? {
             // Requests the proxy sent to the old replicas before the switch finish before they are stopped.
             Ok(switch) => drain(backend, &switch).await,
-            Err(error) => progress.event(&spec.name, &format!("could not move traffic: {error}")),
+            Err(error) => {
+                // The proxy still sends traffic to the old replicas: they stay, the new ones go.
+                let reason = format!("could not move traffic to the new replicas, the old ones keep serving: {error}");
+                return give_up(backend, spec, &starting, &old, pinned, reason).await;
+            }
         }
     }
     join_all(old.iter().map(|replica| retire(backend, replica, spec, progress)))
         .await
         .into_iter()
         .collect::<Result<(), _>>()?;
-    rename_into_place(backend, env, spec).await?;
+    let mut survivors: Vec<(String, u32)> =
+        keepers.values().map(|keeper| (keeper.observed.id.clone(), keeper.observed.number)).collect();
+    survivors.extend(created);
+    rename_into_place(backend, env, spec, &survivors).await?;
     Ok(ActionResult::Done)
 }
 
@@ -286,9 +359,10 @@ async fn give_up(
     pinned: bool,
     reason: String,
 ) -> Result<ActionResult, DockerError> {
-    for replica in starting.iter().filter(|replica| replica.created) {
-        backend.remove_container(&replica.id).await?;
-    }
+    join_all(starting.iter().filter(|replica| replica.created).map(|replica| backend.remove_container(&replica.id)))
+        .await
+        .into_iter()
+        .collect::<Result<(), _>>()?;
     if pinned {
         for replica in old {
             start(backend, &replica.observed.id).await?;
@@ -408,8 +482,15 @@ async fn stop(backend: &DockerBackend, replica: &Replica, spec: &AppSpec) -> Res
     }
     let grace = i32::try_from(spec.container.stop_grace_period_ms.div_ceil(1000)).unwrap_or(i32::MAX);
     let options = StopContainerOptions { t: Some(grace), signal: None };
-    match backend.docker.stop_container(&replica.observed.id, Some(options)).await {
+    // The engine answers only once the grace period has passed and the container is gone.
+    let timeout = Duration::from_millis(spec.container.stop_grace_period_ms) + CALL_TIMEOUT;
+    let docker = backend.docker.clone().with_timeout(timeout);
+    match docker.stop_container(&replica.observed.id, Some(options)).await {
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 304 | 404, .. }) | Ok(()) => Ok(()),
+        Err(bollard::errors::Error::RequestTimeoutError) => Err(DockerError::TimedOut {
+            doing: format!("stop container {}", replica.observed.id),
+            seconds: timeout.as_secs(),
+        }),
         Err(other) => {
             Err(DockerError::from_bollard(&backend.host, format!("stop container {}", replica.observed.id), other))
         }
@@ -427,18 +508,22 @@ async fn retire(
     backend.remove_container(&replica.observed.id).await
 }
 
-/// Gives kept replicas their canonical names once the old holders are gone.
-async fn rename_into_place(backend: &DockerBackend, env: &Environment, spec: &AppSpec) -> Result<(), DockerError> {
-    let current = backend.replicas(env, Some(&spec.name)).await?;
-    for replica in &current {
-        let canonical = canonical_name(env, &spec.name, replica.observed.number);
-        if replica.observed.id != canonical && !current.iter().any(|other| other.observed.id == canonical) {
+/// Gives the surviving replicas (container name, number) their canonical names once the old holders are gone.
+async fn rename_into_place(
+    backend: &DockerBackend,
+    env: &Environment,
+    spec: &AppSpec,
+    survivors: &[(String, u32)],
+) -> Result<(), DockerError> {
+    for (name, number) in survivors {
+        let canonical = canonical_name(env, &spec.name, *number);
+        if *name != canonical && !survivors.iter().any(|(other, _)| *other == canonical) {
             let options = RenameContainerOptions { name: canonical.clone() };
             backend
                 .docker
-                .rename_container(&replica.observed.id, options)
+                .rename_container(name, options)
                 .await
-                .map_err(backend.error(format!("rename container {} to {canonical}", replica.observed.id)))?;
+                .map_err(backend.error(format!("rename container {name} to {canonical}")))?;
         }
     }
     Ok(())
@@ -458,20 +543,18 @@ async fn wait_healthy(backend: &DockerBackend, id: &str, health: &HealthSpec) ->
             .map_err(|error| format!("cannot inspect {id}: {error}"))?;
         let state = inspected.state.unwrap_or_default();
         let running = state.status == Some(ContainerStateStatusEnum::RUNNING);
+        let probe_said = probe_output(state.health.as_ref());
         if !running {
-            let code = state.exit_code.unwrap_or_default();
-            return Err(format!(
-                "new replica {} stopped (exit code {code}){}",
-                container_name(&inspected.name, id),
-                last_logs(backend, id).await
-            ));
+            let name = container_name(&inspected.name, id);
+            return Err(stopped(backend, &name, state.exit_code.unwrap_or_default()).await);
         }
         let verdict = match health.probe {
+            // As Compose has it, an app without a check is ready once it runs (after `startPeriod`, 0 by default).
             Probe::Running => (started.elapsed() >= period).then_some(Ok(())),
-            _ => match state.health.and_then(|health| health.status) {
+            _ => match state.health.as_ref().and_then(|health| health.status) {
                 Some(HealthStatusEnum::HEALTHY) => Some(Ok(())),
                 Some(HealthStatusEnum::UNHEALTHY) => Some(Err(format!(
-                    "new replica {} failed its health check{}",
+                    "new replica {} failed its health check{probe_said}{}",
                     container_name(&inspected.name, id),
                     last_logs(backend, id).await
                 ))),
@@ -483,13 +566,91 @@ async fn wait_healthy(backend: &DockerBackend, id: &str, health: &HealthSpec) ->
         }
         if started.elapsed() > deadline {
             return Err(format!(
-                "new replica {} was not healthy within {} s",
+                "new replica {} was not healthy within {} s{probe_said}{}",
                 container_name(&inspected.name, id),
-                deadline.as_secs()
+                deadline.as_secs(),
+                last_logs(backend, id).await
             ));
         }
         tokio::time::sleep(HEALTH_POLL).await;
     }
+}
+
+/// What the last run of the health check printed, as Docker keeps it (`State.Health.Log`).
+fn probe_output(health: Option<&bollard::models::Health>) -> String {
+    let last = health.and_then(|health| health.log.as_ref()).and_then(|log| log.last());
+    let Some(last) = last else { return String::new() };
+    let output = last.output.as_deref().unwrap_or_default().trim().replace('\n', " | ");
+    let code = last.exit_code.unwrap_or_default();
+    if output.is_empty() {
+        format!("; the check exited with code {code}")
+    } else {
+        format!("; the check said: {output}")
+    }
+}
+
+/// Why a new replica is not running: its exit code and last output.
+async fn stopped(backend: &DockerBackend, name: &str, exit_code: i64) -> String {
+    format!("new replica {name} stopped (exit code {exit_code}){}", last_logs(backend, name).await)
+}
+
+/// Apps without a health check are ready once running, as in Compose, so one that crashes right after its start
+/// may have passed; by the end of the apply it has stopped (or is waiting to restart). Such apps fail after all,
+/// and their crashed new replicas are removed.
+async fn fail_late_crashes(
+    backend: &DockerBackend,
+    plan: &Plan,
+    outcomes: &mut [ActionOutcome],
+) -> Result<(), DockerError> {
+    let unchecked: BTreeMap<&str, &AppSpec> = plan
+        .apps
+        .iter()
+        .filter_map(|action| action.desired.as_ref())
+        .filter(|spec| spec.container.health.probe == Probe::Running)
+        .filter(|spec| outcomes.iter().any(|o| o.name == spec.name && o.result == ActionResult::Done))
+        .map(|spec| (spec.name.as_str(), spec))
+        .collect();
+    if unchecked.is_empty() {
+        return Ok(());
+    }
+    let replicas = backend.replicas(&plan.env, None).await?;
+    for (app, spec) in unchecked {
+        let hash = spec.spec_hash();
+        let crashed: Vec<&Replica> = replicas
+            .iter()
+            .filter(|r| r.app == app && r.observed.spec_hash == hash && r.observed.state != ReplicaState::Running)
+            .collect();
+        let Some(first) = crashed.first() else { continue };
+        let name = &first.observed.id;
+        let code = last_exit_code(backend, name).await?;
+        let reason = stopped(backend, name, code).await;
+        for replica in &crashed {
+            backend.remove_container(&replica.observed.id).await?;
+        }
+        let environment = ResolvedEnv::resolve(spec, |name| backend.settings.secrets.get(name)).unwrap_or_default();
+        let error = environment.redact(&format!("app `{app}`: {reason}"));
+        for outcome in outcomes.iter_mut().filter(|outcome| outcome.name == app && outcome.kind == "App") {
+            outcome.result = ActionResult::Failed { error: error.clone() };
+        }
+    }
+    Ok(())
+}
+
+/// The exit code of a container that is crash-looping: the engine keeps it only while the container is down
+/// (exited, or waiting to restart), so a container caught between restarts is looked at again.
+async fn last_exit_code(backend: &DockerBackend, name: &str) -> Result<i64, DockerError> {
+    let mut code = 0;
+    for _ in 0..20 {
+        let inspected =
+            backend.docker.inspect_container(name, None).await.map_err(backend.error(format!("inspect {name}")))?;
+        let state = inspected.state.unwrap_or_default();
+        code = state.exit_code.unwrap_or_default();
+        if state.status != Some(ContainerStateStatusEnum::RUNNING) {
+            break;
+        }
+        tokio::time::sleep(HEALTH_POLL / 2).await;
+    }
+    Ok(code)
 }
 
 fn container_name(name: &Option<String>, id: &str) -> String {
@@ -539,7 +700,7 @@ async fn pull(backend: &DockerBackend, image: &str) -> Result<(), String> {
     let (repository, tag) = split_tag(image);
     let options =
         CreateImageOptions { from_image: Some(repository.to_owned()), tag: Some(tag.to_owned()), ..Default::default() };
-    let mut stream = backend.docker.create_image(Some(options), None, None);
+    let mut stream = backend.docker.clone().with_timeout(PULL_TIMEOUT).create_image(Some(options), None, None);
     while let Some(step) = stream.next().await {
         if let Err(error) = step {
             return Err(format!(
@@ -562,31 +723,133 @@ fn split_tag(image: &str) -> (&str, &str) {
     }
 }
 
+/// A network of the environment's name as the engine lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SeenNetwork {
+    id: String,
+    /// RFC 3339 as Docker writes it.
+    created: String,
+    owned: bool,
+}
+
+/// Which of the networks named like the environment's to use, and which owned duplicates to remove; an error
+/// when one of them belongs to somebody else.
+fn choose_network(seen: &[SeenNetwork]) -> Result<Option<(&SeenNetwork, Vec<&SeenNetwork>)>, &SeenNetwork> {
+    if let Some(foreign) = seen.iter().find(|network| !network.owned) {
+        return Err(foreign);
+    }
+    let mut owned: Vec<&SeenNetwork> = seen.iter().collect();
+    owned.sort_by(|a, b| (created_key(&a.created), &a.id).cmp(&(created_key(&b.created), &b.id)));
+    let mut owned = owned.into_iter();
+    Ok(owned.next().map(|oldest| (oldest, owned.collect())))
+}
+
+/// Docker trims trailing zeros from the fraction of a second (`...:05.1Z`, `...:05.123456789Z`): padded to
+/// nanoseconds, timestamps of one host compare as text.
+fn created_key(created: &str) -> String {
+    let Some((seconds, rest)) = created.split_once('.') else { return created.to_owned() };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    format!("{seconds}.{digits:0<9}{}", &rest[digits.len()..])
+}
+
+/// Makes sure the environment's network exists once and is railyard's. Docker allows several networks of one
+/// name (an apply killed between create and record, two applies at once); the oldest is kept, the others go.
 async fn ensure_network(backend: &DockerBackend, env: &Environment) -> Result<(), DockerError> {
     let name = network_name(env);
-    match backend.docker.inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
-        Ok(_) => return Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+    let options = None::<bollard::query_parameters::InspectNetworkOptions>;
+    match backend.docker.inspect_network(&name, options).await {
+        Ok(network) => {
+            return if labels::is_owned(&network.labels.unwrap_or_default(), env) {
+                Ok(())
+            } else {
+                Err(not_owned("network", &name, env))
+            };
+        }
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+            create_network(backend, env, &name).await?;
+        }
+        // Ambiguous: several networks carry the name.
+        Err(bollard::errors::Error::DockerResponseServerError { message, .. }) if message.contains("ambiguous") => {}
         Err(other) => return Err(DockerError::from_bollard(&backend.host, format!("inspect network {name}"), other)),
     }
+    let seen = networks_named(backend, env, &name).await?;
+    let (keep, duplicates) = match choose_network(&seen) {
+        Err(_) => return Err(not_owned("network", &name, env)),
+        Ok(None) => return create_network(backend, env, &name).await,
+        Ok(Some(choice)) => choice,
+    };
+    for duplicate in duplicates {
+        tracing::info!(network = %name, kept = %keep.id, removed = %duplicate.id, "removing a duplicate network");
+        match backend.docker.remove_network(&duplicate.id).await {
+            // In use by a container: it stays, and the engine keeps refusing the name until someone removes it.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 403 | 404 | 409, message }) => {
+                tracing::warn!(network = %name, id = %duplicate.id, %message, "cannot remove a duplicate network");
+            }
+            other => other.map_err(backend.error(format!("remove duplicate network {name} ({})", duplicate.id)))?,
+        }
+    }
+    Ok(())
+}
+
+async fn create_network(backend: &DockerBackend, env: &Environment, name: &str) -> Result<(), DockerError> {
     let mut network_labels = labels::ownership(env);
     network_labels.insert(labels::COMPOSE_NETWORK.to_owned(), "default".to_owned());
     let request = NetworkCreateRequest {
-        name: name.clone(),
+        name: name.to_owned(),
         driver: Some("bridge".to_owned()),
         labels: Some(network_labels),
         ..Default::default()
     };
     match backend.docker.create_network(request).await {
-        // Another apply created it meanwhile.
+        // Engines that check names refuse a second one; the first is resolved like any other.
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) | Ok(_) => Ok(()),
         Err(other) => Err(DockerError::from_bollard(&backend.host, format!("create network {name}"), other)),
     }
 }
 
+/// Every network named exactly `name` (the engine's name filter also matches parts of names).
+async fn networks_named(
+    backend: &DockerBackend,
+    env: &Environment,
+    name: &str,
+) -> Result<Vec<SeenNetwork>, DockerError> {
+    let filters = std::collections::HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+    let options = bollard::query_parameters::ListNetworksOptions { filters: Some(filters) };
+    let networks =
+        backend.docker.list_networks(Some(options)).await.map_err(backend.error(format!("list networks {name}")))?;
+    Ok(networks
+        .into_iter()
+        .filter(|network| network.name.as_deref() == Some(name))
+        .map(|network| SeenNetwork {
+            id: network.id.unwrap_or_default(),
+            created: network.created.unwrap_or_default(),
+            owned: labels::is_owned(&network.labels.unwrap_or_default(), env),
+        })
+        .collect())
+}
+
+fn not_owned(kind: &'static str, name: &str, env: &Environment) -> DockerError {
+    DockerError::NotOwned {
+        kind,
+        name: name.to_owned(),
+        project: env.project.clone(),
+        env: env.name.clone(),
+        labels: labels::ownership_text(env),
+    }
+}
+
+/// Creates the app's volumes, or checks that those of their names are the environment's own.
 async fn ensure_volumes(backend: &DockerBackend, env: &Environment, spec: &AppSpec) -> Result<(), DockerError> {
     for volume in &spec.container.volumes {
         let name = volume_name(env, &volume.name);
+        match backend.docker.inspect_volume(&name).await {
+            Ok(existing) if labels::is_owned(&existing.labels, env) => continue,
+            Ok(_) => return Err(not_owned("volume", &name, env)),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(other) => {
+                return Err(DockerError::from_bollard(&backend.host, format!("inspect volume {name}"), other));
+            }
+        }
         let mut volume_labels = labels::ownership(env);
         volume_labels.insert(labels::COMPOSE_VOLUME.to_owned(), volume.name.clone());
         let request =
@@ -626,7 +889,7 @@ async fn delete_app(
 
 #[cfg(test)]
 mod tests {
-    use super::{UpstreamMode, dials, split_tag};
+    use super::{SeenNetwork, UpstreamMode, choose_network, created_key, dials, split_tag};
     use crate::backend::docker::labels::Replica;
     use crate::model::{HealthState, ObservedReplica, ReplicaState};
 
@@ -659,5 +922,35 @@ mod tests {
         assert_eq!(split_tag("ghcr.io/acme/web:1.4.2"), ("ghcr.io/acme/web", "1.4.2"));
         assert_eq!(split_tag("registry:5000/team/app"), ("registry:5000/team/app", "latest"));
         assert_eq!(split_tag("app@sha256:abc"), ("app", "sha256:abc"));
+    }
+
+    fn network(id: &str, created: &str, owned: bool) -> SeenNetwork {
+        SeenNetwork { id: id.into(), created: created.into(), owned }
+    }
+
+    #[test]
+    fn of_duplicate_networks_the_oldest_owned_one_is_kept() {
+        let seen = [
+            network("b", "2026-11-23T16:19:05.2Z", true),
+            network("a", "2026-11-23T16:19:05.123456789Z", true),
+            network("c", "2026-11-23T16:19:06Z", true),
+        ];
+        let (keep, remove) = choose_network(&seen).expect("all owned").expect("one to keep");
+        assert_eq!(keep.id, "a", "05.123456789 is older than 05.2");
+        assert_eq!(remove.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(choose_network(&[]).expect("none"), None);
+    }
+
+    #[test]
+    fn a_network_of_somebody_else_among_them_is_refused() {
+        let seen = [network("a", "2026-11-23T16:19:05Z", true), network("x", "2026-11-23T16:19:04Z", false)];
+        assert_eq!(choose_network(&seen).err().map(|n| n.id.as_str()), Some("x"));
+    }
+
+    #[test]
+    fn creation_times_compare_with_their_fractions_padded() {
+        assert!(created_key("2026-11-23T16:19:05.123456789Z") < created_key("2026-11-23T16:19:05.2Z"));
+        assert!(created_key("2026-11-23T16:19:05.9+01:00") < created_key("2026-11-23T16:19:06.1+01:00"));
+        assert_eq!(created_key("2026-11-23T16:19:05Z"), "2026-11-23T16:19:05Z");
     }
 }

@@ -28,6 +28,18 @@ pub fn ownership(env: &Environment) -> HashMap<String, String> {
     ])
 }
 
+/// True when `labels` carry every ownership label of `env`: railyard made the object for this environment.
+pub fn is_owned(labels: &HashMap<String, String>, env: &Environment) -> bool {
+    ownership(env).iter().all(|(key, value)| labels.get(key) == Some(value))
+}
+
+/// The ownership labels of `env` as `key=value` text, sorted, for messages.
+pub fn ownership_text(env: &Environment) -> String {
+    let mut pairs: Vec<String> = ownership(env).into_iter().map(|(key, value)| format!("{key}={value}")).collect();
+    pairs.sort();
+    pairs.join(", ")
+}
+
 /// The label filter that selects what `env` owns.
 pub fn owned_filter(env: &Environment) -> HashMap<String, Vec<String>> {
     HashMap::from([(
@@ -129,6 +141,17 @@ mod tests {
         assert_eq!(health_state("Up 3 seconds (unhealthy)"), HealthState::Unhealthy);
         assert_eq!(health_state("Up 1 second (health: starting)"), HealthState::Starting);
         assert_eq!(health_state("Exited (0) 2 minutes ago"), HealthState::None);
+    }
+
+    #[test]
+    fn only_objects_with_every_ownership_label_of_the_environment_are_owned() {
+        let env = Environment { name: "production".into(), project: "shop".into(), preview: None };
+        assert!(is_owned(&ownership(&env), &env));
+        let mut compose_made = HashMap::from([(COMPOSE_PROJECT.to_owned(), "shop".to_owned())]);
+        assert!(!is_owned(&compose_made, &env), "another compose project of the same name is not ours");
+        compose_made.extend(ownership(&Environment { name: "pr-1".into(), ..env.clone() }));
+        assert!(!is_owned(&compose_made, &env), "another environment's object is not ours");
+        assert!(!is_owned(&HashMap::new(), &env));
     }
 
     #[test]

@@ -26,8 +26,10 @@ use crate::secrets::SecretStore;
 
 /// How long to wait for the engine to answer the first request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest any single Engine request may take (image pulls stream within it).
-const REQUEST_TIMEOUT_SECS: u64 = 600;
+/// Longest an ordinary Engine call (inspect, list, create, start, remove) may take before it fails naming the call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest an image pull may take; it streams layers within one request.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 const API_VERSION: &bollard::ClientVersion = &bollard::ClientVersion { major_version: 1, minor_version: 41 };
 
@@ -41,6 +43,17 @@ pub enum DockerError {
     Unreachable { host: String, reason: String },
     #[error("Docker Engine refused to {doing}: {message}")]
     Refused { doing: String, message: String },
+    #[error(
+        "Docker Engine did not {doing} within {seconds} s; check that the engine is not overloaded or stuck \
+         (`docker info`), then apply again"
+    )]
+    TimedOut { doing: String, seconds: u64 },
+    #[error(
+        "{kind} {name} already exists but is not railyard's for project `{project}`, environment `{env}` (it lacks \
+         the labels {labels}); railyard does not take over what others made: remove or rename it (`docker {kind} rm \
+         {name}` once nothing uses it), or give the railyard Project another `name`"
+    )]
+    NotOwned { kind: &'static str, name: String, project: String, env: String, labels: String },
 }
 
 impl DockerError {
@@ -49,6 +62,9 @@ impl DockerError {
         match error {
             bollard::errors::Error::DockerResponseServerError { message, .. } => {
                 DockerError::Refused { doing: doing.into(), message }
+            }
+            bollard::errors::Error::RequestTimeoutError => {
+                DockerError::TimedOut { doing: doing.into(), seconds: CALL_TIMEOUT.as_secs() }
             }
             other => DockerError::Unreachable { host: host.to_owned(), reason: other.to_string() },
         }
@@ -99,9 +115,9 @@ impl DockerBackend {
         let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_owned());
         let unreachable = |reason: String| DockerError::Unreachable { host: host.clone(), reason };
         let docker = if host.starts_with("unix://") {
-            Docker::connect_with_socket(&host, REQUEST_TIMEOUT_SECS, API_VERSION)
+            Docker::connect_with_socket(&host, CALL_TIMEOUT.as_secs(), API_VERSION)
         } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Docker::connect_with_http(&host, REQUEST_TIMEOUT_SECS, API_VERSION)
+            Docker::connect_with_http(&host, CALL_TIMEOUT.as_secs(), API_VERSION)
         } else {
             return Err(unreachable("only unix:// and tcp:// addresses are supported".to_owned()));
         }
