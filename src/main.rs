@@ -172,6 +172,7 @@ impl DockerArgs {
             publish_address: self.publish_address.clone(),
             parallel: DockerSettings::default().parallel,
             secrets: SecretStore::open(self.secrets_dir.clone(), state_dir)?,
+            source: None,
             proxy: (self.caddy_admin != "none").then(|| CaddySettings {
                 admin: self.caddy_admin.clone(),
                 http: self.proxy_http.clone(),
@@ -367,7 +368,8 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
     let Some(env) = Environment::named(config.project_name(), &target.env) else {
         anyhow::bail!("unknown environment `{}`; use production, pr-<number> or branch-<name>", target.env);
     };
-    let settings = DockerSettings { parallel, ..target.docker.settings(&target.state_dir)? };
+    let source = Some(repository_identity(&target.dir.display().to_string()));
+    let settings = DockerSettings { parallel, source, ..target.docker.settings(&target.state_dir)? };
     let mut desired = config.desired(&env, None);
     let missing_secrets = settings
         .secrets
@@ -498,7 +500,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             SyncArg::Auto => SyncPolicy::Auto,
             SyncArg::Manual => SyncPolicy::Manual,
         }),
-        docker: DockerSettings { parallel: args.parallel, ..args.docker.settings(&args.state_dir)? },
+        docker: DockerSettings {
+            parallel: args.parallel,
+            source: Some(repository_identity(&args.repo)),
+            ..args.docker.settings(&args.state_dir)?
+        },
         retry_base: Duration::from_secs(1),
         retry_cap: Duration::from_secs(300),
         fetch_timeout: args.fetch_timeout,
@@ -554,6 +560,13 @@ fn source_for(repo: &str, branch: &str, state_dir: &Path, token: Option<String>,
     } else {
         Source::Dir(path.to_owned())
     }
+}
+
+/// The config repository's identity for container labels: its canonical path when it is one on this machine, else
+/// its URL as given.
+fn repository_identity(repo: &str) -> String {
+    let location = std::fs::canonicalize(repo).map_or_else(|_| repo.to_owned(), |path| path.display().to_string());
+    railyard::backend::docker::labels::source_identity(&location)
 }
 
 /// A secret from a file, or else from an environment variable; trimmed.

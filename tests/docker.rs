@@ -477,3 +477,34 @@ fn apply_says_what_it_did_once_and_where_each_app_answers() {
         .collect();
     assert!(progress.iter().any(|event| event["app"] == "web" && event["message"] == "done"), "{progress:?}");
 }
+
+#[test]
+fn a_renamed_project_reports_the_old_one_as_orphaned_with_the_command_that_removes_it() {
+    let image = busybox_image();
+    let project = TestProject::new("rename");
+    let renamed = format!("{}-new", project.name);
+    let _renamed = ProjectGuard(renamed.clone());
+    project.write("apps/web.yaml", &web_app("web", &image, "old", ""));
+    assert_success(&project.railyard("apply", &[]));
+    project.write("railyard.yaml", &format!("kind: Project\nname: {renamed}\n"));
+    assert_success(&project.railyard("apply", &[]));
+    let plan = project.railyard("plan", &["--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "orphans are not changes: {}", stdout(&plan));
+    let text = stdout(&plan);
+    assert!(text.contains(&format!("orphaned: project {} (1 replica(s))", project.name)), "{text}");
+    let command = text
+        .lines()
+        .skip_while(|line| !line.starts_with("orphaned:"))
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no command after the orphan line: {text}"))
+        .to_owned();
+    assert_eq!(project.all_containers().len(), 1, "railyard left the old project running");
+    let removed = std::process::Command::new("sh").args(["-c", &command]).output().expect("sh runs");
+    assert!(removed.status.success(), "{command}: {}", String::from_utf8_lossy(&removed.stderr));
+    assert!(project.all_containers().is_empty(), "the printed command removed the old project");
+    assert!(!stdout(&project.railyard("plan", &[])).contains("orphaned"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&project.railyard("plan", &["--output", "json"]).stdout).expect("plan JSON");
+    assert!(json.get("orphans").is_none(), "{json:#}");
+}

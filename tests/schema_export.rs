@@ -233,9 +233,11 @@ fn the_shipped_compose_file_is_accepted_by_docker_compose() {
         .expect("docker-compose runs (apt-get install docker-compose)");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let resolved = String::from_utf8_lossy(&output.stdout);
-    for expected in
-        ["/var/run/docker.sock", "RAILYARD_CADDY_ADMIN: unix:///run/caddy/admin.sock", "RAILYARD_CADDY_CONTAINER: railyard-caddy"]
-    {
+    for expected in [
+        "/var/run/docker.sock",
+        "RAILYARD_CADDY_ADMIN: unix:///run/caddy/admin.sock",
+        "RAILYARD_CADDY_CONTAINER: railyard-caddy",
+    ] {
         assert!(resolved.contains(expected), "{expected} missing:\n{resolved}");
     }
 }

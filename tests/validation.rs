@@ -422,7 +422,8 @@ mod no_panic {
                 let _ = serde_json::to_string(&plan);
                 let _ = railyard::export::compose_yaml(&desired);
                 for spec in desired.apps.values() {
-                    let _ = railyard::backend::docker::labels::replica(&env, spec, 1, Some("0123456789"));
+                    let _ =
+                        railyard::backend::docker::labels::replica(&env, spec, 1, Some("0123456789"), Some("source"));
                     assert_backend_arithmetic_fits(spec);
                 }
             }

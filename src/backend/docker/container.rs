@@ -33,6 +33,8 @@ pub struct ReplicaRequest<'a> {
     pub spec: &'a AppSpec,
     pub number: u32,
     pub commit: Option<&'a str>,
+    /// The [`labels::SOURCE`] of the config repository, when known.
+    pub source: Option<&'a str>,
     pub publish_address: &'a str,
     /// `NAME=value` pairs, secrets included.
     pub environment: Vec<String>,
@@ -75,7 +77,7 @@ impl ReplicaRequest<'_> {
             image: Some(container.image.clone()),
             cmd: container.command.clone(),
             env: Some(self.environment.clone()),
-            labels: Some(labels::replica(self.env, self.spec, self.number, self.commit)),
+            labels: Some(labels::replica(self.env, self.spec, self.number, self.commit, self.source)),
             exposed_ports: Some(exposed_ports),
             healthcheck: health_config(&container.health),
             stop_timeout: Some(i64::try_from(container.stop_grace_period_ms.div_ceil(1000)).unwrap_or(i64::MAX)),

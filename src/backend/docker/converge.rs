@@ -277,6 +277,7 @@ async fn replace_replicas(
             spec,
             number,
             commit: plan.commit.as_deref(),
+            source: backend.settings.source.as_deref(),
             publish_address: &backend.settings.publish_address,
             environment: environment.pairs.clone(),
         };

@@ -18,6 +18,15 @@ pub const APP: &str = "dev.railyard.app";
 pub const SPEC_HASH: &str = "dev.railyard.spec-hash";
 pub const COMMIT: &str = "dev.railyard.commit";
 pub const LAST_APPLIED: &str = "dev.railyard.last-applied";
+/// Which config repository a container was applied from ([`source_identity`]), so that a project renamed in git is
+/// recognised as left behind rather than as somebody else's.
+pub const SOURCE: &str = "dev.railyard.source";
+
+/// A short, stable name of a config repository (its URL or canonical path), for the [`SOURCE`] label.
+pub fn source_identity(location: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(location.as_bytes())[..8])
+}
 
 /// Labels that mark an object as owned by `env`; everything railyard creates carries them.
 pub fn ownership(env: &Environment) -> HashMap<String, String> {
@@ -54,7 +63,13 @@ pub fn owned_filter(env: &Environment) -> HashMap<String, Vec<String>> {
 
 /// Every label of replica `number` of `spec`. The last applied spec is redacted: labels are readable by anyone who
 /// can list containers.
-pub fn replica(env: &Environment, spec: &AppSpec, number: u32, commit: Option<&str>) -> HashMap<String, String> {
+pub fn replica(
+    env: &Environment,
+    spec: &AppSpec,
+    number: u32,
+    commit: Option<&str>,
+    source: Option<&str>,
+) -> HashMap<String, String> {
     let hash = spec.spec_hash();
     let mut labels = ownership(env);
     labels.extend([
@@ -68,6 +83,9 @@ pub fn replica(env: &Environment, spec: &AppSpec, number: u32, commit: Option<&s
     ]);
     if let Some(commit) = commit {
         labels.insert(COMMIT.to_owned(), commit.to_owned());
+    }
+    if let Some(source) = source {
+        labels.insert(SOURCE.to_owned(), source.to_owned());
     }
     labels
 }

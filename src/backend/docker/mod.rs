@@ -5,7 +5,7 @@ mod container;
 mod converge;
 pub mod labels;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 pub use container::{canonical_name, network_name, volume_name};
 
 use super::{AppLoad, ApplyReport, Backend, Progress};
-use crate::model::{Environment, Observed, ObservedApp};
+use crate::model::{Environment, Observed, ObservedApp, OrphanProject};
 use crate::plan::Plan;
 use crate::proxy::{Caddy, CaddySettings};
 use crate::secrets::SecretStore;
@@ -85,6 +85,9 @@ pub struct DockerSettings {
     pub secrets: SecretStore,
     /// Caddy for Domains; without it domains are not managed.
     pub proxy: Option<CaddySettings>,
+    /// The config repository's [`labels::source_identity`]: containers carry it, and projects that this repository
+    /// applied under another name are reported as orphans.
+    pub source: Option<String>,
 }
 
 impl Default for DockerSettings {
@@ -94,6 +97,7 @@ impl Default for DockerSettings {
             parallel: 8,
             secrets: SecretStore::default(),
             proxy: None,
+            source: None,
         }
     }
 }
@@ -170,6 +174,41 @@ impl DockerBackend {
             .collect())
     }
 
+    /// Projects of the same environment name applied from the same repository under another project name.
+    async fn orphans(&self, env: &Environment, source: &str) -> Result<Vec<OrphanProject>, DockerError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{}=railyard", labels::MANAGED_BY),
+                format!("{}={}", labels::ENV, env.name),
+                format!("{}={source}", labels::SOURCE),
+            ],
+        )]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(self.error("list containers of this repository"))?;
+        let mut by_project: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for container in &containers {
+            let labels = container.labels.clone().unwrap_or_default();
+            let Some(project) = labels.get(labels::COMPOSE_PROJECT).filter(|project| **project != env.project) else {
+                continue;
+            };
+            let name = container.names.as_ref().and_then(|names| names.first()).map_or("", String::as_str);
+            by_project.entry(project.clone()).or_default().push(name.trim_start_matches('/').to_owned());
+        }
+        Ok(by_project
+            .into_iter()
+            .map(|(project, mut replicas)| {
+                replicas.sort();
+                let remove_with = format!("docker rm -f {} && docker network rm {project}_default", replicas.join(" "));
+                OrphanProject { project, replicas, remove_with }
+            })
+            .collect())
+    }
+
     async fn remove_container(&self, id: &str) -> Result<(), DockerError> {
         let options = RemoveContainerOptions { force: true, ..Default::default() };
         match self.docker.remove_container(id, Some(options)).await {
@@ -233,6 +272,10 @@ impl Backend for DockerBackend {
 
     async fn observe(&self, env: &Environment) -> Result<Observed, DockerError> {
         let replicas = self.replicas(env, None).await?;
+        let orphans = match &self.settings.source {
+            Some(source) => self.orphans(env, source).await?,
+            None => Vec::new(),
+        };
         let (domains, proxy_error) = match &self.caddy {
             None => (None, None),
             Some(caddy) => match caddy.observe(env).await {
@@ -240,7 +283,7 @@ impl Backend for DockerBackend {
                 Err(error) => (Some(BTreeMap::new()), Some(error.to_string())),
             },
         };
-        Ok(Observed { apps: observed_apps(env, replicas), domains, proxy_error, orphans: Vec::new() })
+        Ok(Observed { apps: observed_apps(env, replicas), domains, proxy_error, orphans })
     }
 
     async fn apply(&self, plan: &Plan, progress: &dyn Progress) -> Result<ApplyReport, DockerError> {
