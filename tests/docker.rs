@@ -333,6 +333,18 @@ fn docker_unreachable_is_one_line_and_exit_code_3() {
             "{err}"
         );
     }
+    let cases = [
+        ("tcp://127.0.0.1:1", "cannot reach the Docker Engine at tcp://127.0.0.1:1: Connection refused"),
+        ("/var/run/docker.sock", "DOCKER_HOST=/var/run/docker.sock is not an engine address railyard understands"),
+    ];
+    for (host, expected) in cases {
+        let output = railyard_with_env("plan", project.dir(), &[], &[("DOCKER_HOST", host)]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(3), "{host}: {err}");
+        assert!(err.starts_with(&format!("error: {expected}")), "{host}: {err}");
+        assert!(!err.contains("hyper") && !err.contains("client error"), "no HTTP client internals: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }
 
 #[test]

@@ -54,6 +54,20 @@ pub enum DockerError {
          {name}` once nothing uses it), or give the railyard Project another `name`"
     )]
     NotOwned { kind: &'static str, name: String, project: String, env: String, labels: String },
+    #[error(
+        "DOCKER_HOST={host} is not an engine address railyard understands; use unix:///var/run/docker.sock (or \
+         another unix:// socket path) or tcp://HOST:PORT, or unset DOCKER_HOST for the local socket"
+    )]
+    UnsupportedHost { host: String },
+}
+
+/// The innermost cause of an error (`connection refused (os error 111)`), not the HTTP client's wrapping of it.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 impl DockerError {
@@ -66,12 +80,12 @@ impl DockerError {
             bollard::errors::Error::RequestTimeoutError => {
                 DockerError::TimedOut { doing: doing.into(), seconds: CALL_TIMEOUT.as_secs() }
             }
-            other => DockerError::Unreachable { host: host.to_owned(), reason: other.to_string() },
+            other => DockerError::Unreachable { host: host.to_owned(), reason: root_cause(&other) },
         }
     }
 
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, DockerError::Unreachable { .. })
+        matches!(self, DockerError::Unreachable { .. } | DockerError::UnsupportedHost { .. })
     }
 }
 
@@ -123,16 +137,16 @@ impl DockerBackend {
         } else if host.starts_with("tcp://") || host.starts_with("http://") {
             Docker::connect_with_http(&host, CALL_TIMEOUT.as_secs(), API_VERSION)
         } else {
-            return Err(unreachable("only unix:// and tcp:// addresses are supported".to_owned()));
+            return Err(DockerError::UnsupportedHost { host });
         }
-        .map_err(|error| unreachable(error.to_string()))?;
+        .map_err(|error| unreachable(root_cause(&error)))?;
         let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.ping()).await {
             Err(_) => return Err(unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
             Ok(Ok(_)) => docker,
             Ok(Err(bollard::errors::Error::DockerResponseServerError { status_code: 400, .. })) => {
-                docker.negotiate_version().await.map_err(|error| unreachable(error.to_string()))?
+                docker.negotiate_version().await.map_err(|error| unreachable(root_cause(&error)))?
             }
-            Ok(Err(error)) => return Err(unreachable(error.to_string())),
+            Ok(Err(error)) => return Err(unreachable(root_cause(&error))),
         };
         let caddy = settings.proxy.clone().map(Caddy::new);
         Ok(DockerBackend { docker, host, settings, caddy })
