@@ -537,7 +537,8 @@ fn sigterm_during_an_apply_interrupts_it_and_the_next_start_converges() {
     // The health endpoint appears only after 6 s: the apply is still waiting when SIGTERM arrives.
     let slow = |message: &str| {
         web_app("web", &image, message, "replicas: 2\n")
-            .replace("echo ok > /www/healthz && exec", "(sleep 6; echo ok > /www/healthz) & exec")
+            // `;` ends the and-list first: only the delayed health file goes to the background, not the mkdir.
+            .replace("echo ok > /www/healthz && exec", "true; (sleep 6; echo ok > /www/healthz) & exec")
             .replace("retries: 3 }", "retries: 3, startPeriod: 30s }")
     };
     project.write("apps/web.yaml", &slow("first"));

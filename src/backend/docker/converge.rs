@@ -615,11 +615,28 @@ async fn fail_late_crashes(
         return Ok(());
     }
     let replicas = backend.replicas(&plan.env, None).await?;
+    let current = |replica: &&Replica| {
+        unchecked.get(replica.app.as_str()).is_some_and(|spec| replica.observed.spec_hash == spec.spec_hash())
+    };
+    let restarted: Vec<String> = join_all(
+        replicas.iter().filter(current).filter(|r| r.observed.state == ReplicaState::Running).map(|replica| async {
+            has_restarted(backend, &replica.observed.id)
+                .await
+                .map(|restarted| restarted.then(|| replica.observed.id.clone()))
+        }),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .flatten()
+    .collect();
     for (app, spec) in unchecked {
         let hash = spec.spec_hash();
         let crashed: Vec<&Replica> = replicas
             .iter()
-            .filter(|r| r.app == app && r.observed.spec_hash == hash && r.observed.state != ReplicaState::Running)
+            .filter(|r| r.app == app && r.observed.spec_hash == hash)
+            .filter(|r| r.observed.state != ReplicaState::Running || restarted.contains(&r.observed.id))
             .collect();
         let Some(first) = crashed.first() else { continue };
         let name = &first.observed.id;
@@ -635,6 +652,33 @@ async fn fail_late_crashes(
         }
     }
     Ok(())
+}
+
+/// How long a replica without a health check must have run, at the end of the apply, before a crash right after
+/// its start counts as unlikely; a process that cannot start dies within milliseconds, and the engine restarts it.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// True when a running replica has already been restarted by the engine (it crashed at least once), looking again
+/// once it has run for [`SETTLE`].
+async fn has_restarted(backend: &DockerBackend, name: &str) -> Result<bool, DockerError> {
+    for _ in 0..2 {
+        let inspected =
+            backend.docker.inspect_container(name, None).await.map_err(backend.error(format!("inspect {name}")))?;
+        if inspected.restart_count.unwrap_or_default() > 0 {
+            return Ok(true);
+        }
+        let state = inspected.state.unwrap_or_default();
+        if state.status != Some(ContainerStateStatusEnum::RUNNING) {
+            return Ok(true);
+        }
+        let started = state.started_at.as_deref().and_then(|at| humantime::parse_rfc3339_weak(at).ok());
+        let up = started.and_then(|at| std::time::SystemTime::now().duration_since(at).ok()).unwrap_or(SETTLE);
+        if up >= SETTLE {
+            return Ok(false);
+        }
+        tokio::time::sleep(SETTLE - up).await;
+    }
+    Ok(false)
 }
 
 /// The exit code of a container that is crash-looping: the engine keeps it only while the container is down
