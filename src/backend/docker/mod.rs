@@ -232,14 +232,18 @@ impl Backend for DockerBackend {
     type Error = DockerError;
 
     async fn observe(&self, env: &Environment) -> Result<Observed, DockerError> {
-        let replicas = self.replicas(env, None).await?;
-        let (domains, proxy_error) = match &self.caddy {
-            None => (None, None),
-            Some(caddy) => match caddy.observe(env).await {
-                Ok(domains) => (Some(domains), None),
-                Err(error) => (Some(BTreeMap::new()), Some(error.to_string())),
-            },
+        // Docker and Caddy are asked at the same time: a no-op apply is mostly these two round trips.
+        let proxy = async {
+            match &self.caddy {
+                None => (None, None),
+                Some(caddy) => match caddy.observe(env).await {
+                    Ok(domains) => (Some(domains), None),
+                    Err(error) => (Some(BTreeMap::new()), Some(error.to_string())),
+                },
+            }
         };
+        let (replicas, (domains, proxy_error)) = tokio::join!(self.replicas(env, None), proxy);
+        let replicas = replicas?;
         Ok(Observed { apps: observed_apps(env, replicas), domains, proxy_error, orphans: Vec::new() })
     }
 
