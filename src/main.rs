@@ -302,10 +302,8 @@ fn main() -> ExitCode {
 
 fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Plan { target, output, detailed_exitcode } => {
-            one_thread_runtime()?.block_on(plan(target, output, detailed_exitcode))
-        }
-        Command::Apply { target, parallel } => one_thread_runtime()?.block_on(apply(target, parallel, json_logs)),
+        Command::Plan { target, output, detailed_exitcode } => on_one_thread(plan(target, output, detailed_exitcode)),
+        Command::Apply { target, parallel } => on_one_thread(apply(target, parallel, json_logs)),
         Command::Serve { args } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let code = runtime.block_on(serve(*args));
@@ -345,10 +343,15 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The runtime of `plan` and `apply`: their work is waiting on Docker and Caddy, which one thread does as well as
-/// many; starting and joining a pool of worker threads cost a no-op apply up to 2 ms on a busy machine.
-fn one_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+/// Runs `plan` or `apply`: their work is waiting on Docker and Caddy, which one thread does as well as many; starting
+/// and joining a pool of worker threads cost a no-op apply up to 2 ms on a busy machine.
+fn on_one_thread(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    let code = runtime.block_on(work);
+    // The process ends next: the idle thread that read the repository is not woken up only to be joined.
+    runtime.shutdown_background();
+    code
 }
 
 /// What a plan or apply works on once the repository is valid and Docker answers.
