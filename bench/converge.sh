@@ -20,11 +20,10 @@ floor=target/release/examples/engine_floor
 work=$(mktemp -d)
 cleanup() {
   docker compose -p rybench-compose -f "$work/compose.yaml" down -v --timeout 1 >/dev/null 2>&1 || true
-  docker ps -aq --filter label=com.docker.compose.project=rybench | xargs -r docker rm -f >/dev/null
+  docker ps -aq --filter "name=rybench-$$-" | xargs -r docker rm -f >/dev/null
   docker ps -aq --filter label=dev.railyard.bench | xargs -r docker rm -f >/dev/null
-  for label in com.docker.compose.project=rybench dev.railyard.bench; do
-    docker network ls -q --filter "label=$label" | xargs -r docker network rm >/dev/null 2>&1 || true
-  done
+  docker network ls -q --filter "name=rybench-$$-" | xargs -r docker network rm >/dev/null 2>&1 || true
+  docker network ls -q --filter label=dev.railyard.bench | xargs -r docker network rm >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -64,26 +63,30 @@ $railyard export compose "$work/repo-health" >"$work/compose-health.yaml"
 now_ms() { date +%s%3N; }
 timed() { local start; start=$(now_ms); "$@" >/dev/null 2>&1; echo $(($(now_ms) - start)); }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
-down_railyard() { docker ps -aq --filter label=com.docker.compose.project=rybench | xargs -r docker rm -f >/dev/null
-                  docker network ls -q --filter label=com.docker.compose.project=rybench | xargs -r docker network rm >/dev/null; }
+down_railyard() { docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null
+                  docker network ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker network rm >/dev/null 2>&1 || true; }
 
 : >"$work/railyard-cold"; : >"$work/railyard-noop"; : >"$work/compose-cold"; : >"$work/compose-noop"; : >"$work/floor"
 : >"$work/railyard-health"; : >"$work/compose-health"
 for run in $(seq 1 "$runs"); do
+  # A railyard project (and so a network) per run, as for the floor below: a network the engine cannot remove
+  # (stale endpoint) is left behind instead of being reused by the next cold run.
+  project="rybench-$$-$run"
+  for repo in repo repo-health; do printf 'kind: Project\nname: %s\n' "$project" >"$work/$repo/railyard.yaml"; done
   timed docker compose -p rybench-compose -f "$work/compose.yaml" up -d >>"$work/compose-cold"
   timed docker compose -p rybench-compose -f "$work/compose.yaml" up -d >>"$work/compose-noop"
   docker compose -p rybench-compose -f "$work/compose.yaml" down -v --timeout 1 >/dev/null 2>&1
 
   timed $railyard apply "$work/repo" >>"$work/railyard-cold"
   timed $railyard apply "$work/repo" >>"$work/railyard-noop"
-  [ "$(docker ps -q --filter label=com.docker.compose.project=rybench | wc -l)" -eq $apps ] || { echo "railyard did not start $apps apps" >&2; exit 1; }
+  [ "$(docker ps -q --filter label=com.docker.compose.project=$project | wc -l)" -eq $apps ] || { echo "railyard did not start $apps apps" >&2; exit 1; }
   down_railyard
 
   timed docker compose -p rybench-compose -f "$work/compose-health.yaml" up -d --wait >>"$work/compose-health"
   docker compose -p rybench-compose -f "$work/compose-health.yaml" down -v --timeout 1 >/dev/null 2>&1
 
   timed $railyard apply "$work/repo-health" >>"$work/railyard-health"
-  [ "$(docker ps -q --filter label=com.docker.compose.project=rybench --filter health=healthy | wc -l)" -eq $apps ] || { echo "railyard did not make $apps apps healthy" >&2; exit 1; }
+  [ "$(docker ps -q --filter label=com.docker.compose.project=$project --filter health=healthy | wc -l)" -eq $apps ] || { echo "railyard did not make $apps apps healthy" >&2; exit 1; }
   down_railyard
 
   # A network per run: the engine (20.10) sometimes keeps a stale endpoint on a network whose containers were just

@@ -303,14 +303,8 @@ fn main() -> ExitCode {
 
 fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Plan { target, output, detailed_exitcode } => {
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(plan(target, output, detailed_exitcode))
-        }
-        Command::Apply { target, parallel } => {
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(apply(target, parallel, json_logs))
-        }
+        Command::Plan { target, output, detailed_exitcode } => on_one_thread(plan(target, output, detailed_exitcode)),
+        Command::Apply { target, parallel } => on_one_thread(apply(target, parallel, json_logs)),
         Command::Serve { args } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let code = runtime.block_on(serve(*args));
@@ -350,6 +344,17 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Runs `plan` or `apply`: their work is waiting on Docker and Caddy, which one thread does as well as many; starting
+/// and joining a pool of worker threads cost a no-op apply up to 2 ms on a busy machine.
+fn on_one_thread(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    let code = runtime.block_on(work);
+    // The process ends next: the idle thread that read the repository is not woken up only to be joined.
+    runtime.shutdown_background();
+    code
+}
+
 /// What a plan or apply works on once the repository is valid and Docker answers.
 struct Prepared {
     backend: DockerBackend,
@@ -361,15 +366,23 @@ struct Prepared {
 /// Loads and validates the repository, connects to Docker, observes and plans; `Err` holds the exit code when
 /// something stopped it, after saying why on stderr.
 async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prepared, ExitCode>> {
-    let config = match load(&target.dir)? {
-        Ok(config) => config,
-        Err(invalid) => return Ok(Err(report_invalid(&invalid))),
-    };
+    // Docker's first round trip runs while the repository is read on a blocking thread; what is wrong is still said
+    // in the same order: the repository first, then the flags, then Docker.
+    let connecting = target.docker.settings(&target.state_dir).map(|settings| {
+        let source = Some(repository_identity(&target.dir.display().to_string()));
+        let settings = DockerSettings { parallel, source, ..settings };
+        (settings.clone(), tokio::spawn(DockerBackend::connect(settings)))
+    });
+    let dir = target.dir.clone();
+    let config =
+        match tokio::task::spawn_blocking(move || load(&dir)).await.context("reading the repository failed")?? {
+            Ok(config) => config,
+            Err(invalid) => return Ok(Err(report_invalid(&invalid))),
+        };
     let Some(env) = Environment::named(config.project_name(), &target.env) else {
         anyhow::bail!("unknown environment `{}`; use production, pr-<number> or branch-<name>", target.env);
     };
-    let source = Some(repository_identity(&target.dir.display().to_string()));
-    let settings = DockerSettings { parallel, source, ..target.docker.settings(&target.state_dir)? };
+    let (settings, connecting) = connecting?;
     let mut desired = config.desired(&env, None);
     let missing_secrets = settings
         .secrets
@@ -377,7 +390,7 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
         .iter()
         .filter_map(|name| settings.secrets.get(name).err().map(|error| error.to_string()))
         .collect();
-    let backend = match DockerBackend::connect(settings).await {
+    let backend = match connecting.await.context("connecting to Docker failed")? {
         Ok(backend) => backend,
         Err(error) => return Ok(Err(docker_failed(&error))),
     };

@@ -285,19 +285,24 @@ impl Backend for DockerBackend {
     type Error = DockerError;
 
     async fn observe(&self, env: &Environment) -> Result<Observed, DockerError> {
-        let replicas = self.replicas(env, None).await?;
-        let orphans = match &self.settings.source {
-            Some(source) => self.orphans(env, source).await?,
-            None => Vec::new(),
+        // Docker and Caddy are asked at the same time: a no-op apply is mostly these round trips.
+        let proxy = async {
+            match &self.caddy {
+                None => (None, None),
+                Some(caddy) => match caddy.observe(env).await {
+                    Ok(domains) => (Some(domains), None),
+                    Err(error) => (Some(BTreeMap::new()), Some(error.to_string())),
+                },
+            }
         };
-        let (domains, proxy_error) = match &self.caddy {
-            None => (None, None),
-            Some(caddy) => match caddy.observe(env).await {
-                Ok(domains) => (Some(domains), None),
-                Err(error) => (Some(BTreeMap::new()), Some(error.to_string())),
-            },
+        let orphans = async {
+            match &self.settings.source {
+                Some(source) => self.orphans(env, source).await,
+                None => Ok(Vec::new()),
+            }
         };
-        Ok(Observed { apps: observed_apps(env, replicas), domains, proxy_error, orphans })
+        let (replicas, orphans, (domains, proxy_error)) = tokio::join!(self.replicas(env, None), orphans, proxy);
+        Ok(Observed { apps: observed_apps(env, replicas?), domains, proxy_error, orphans: orphans? })
     }
 
     async fn apply(&self, plan: &Plan, progress: &dyn Progress) -> Result<ApplyReport, DockerError> {
