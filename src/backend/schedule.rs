@@ -107,34 +107,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::desired::{HealthSpec, Probe};
-    use crate::model::{ContainerSpec, Environment};
+    use crate::model::Environment;
 
     fn spec(name: &str, depends_on: &[&str]) -> AppSpec {
-        AppSpec {
-            name: name.to_owned(),
-            replicas: 1,
-            depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
-            container: ContainerSpec {
-                image: "busybox".to_owned(),
-                pull: Default::default(),
-                command: None,
-                env: BTreeMap::new(),
-                ports: Vec::new(),
-                health: HealthSpec {
-                    probe: Probe::Running,
-                    interval_ms: 0,
-                    timeout_ms: 0,
-                    retries: 0,
-                    start_period_ms: 0,
-                },
-                cpu_millis: None,
-                memory_bytes: None,
-                volumes: Vec::new(),
-                stop_grace_period_ms: 0,
-            },
-            volumes_deleted_with_app: Vec::new(),
-        }
+        AppSpec { depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(), ..AppSpec::bare(name) }
     }
 
     fn create(name: &str, depends_on: &[&str]) -> Action<AppSpec> {

@@ -345,6 +345,35 @@ impl ContainerSpec {
 }
 
 impl AppSpec {
+    /// An app with nothing but a name: no image, no replicas, no check. Stands in for an app whose labels carried
+    /// no last-applied spec, and is what tests build on.
+    pub fn bare(name: &str) -> AppSpec {
+        AppSpec {
+            name: name.to_owned(),
+            replicas: 0,
+            depends_on: Vec::new(),
+            container: ContainerSpec {
+                image: String::new(),
+                pull: PullPolicy::default(),
+                command: None,
+                env: BTreeMap::new(),
+                ports: Vec::new(),
+                health: HealthSpec {
+                    probe: Probe::Running,
+                    interval_ms: 0,
+                    timeout_ms: 0,
+                    retries: 0,
+                    start_period_ms: 0,
+                },
+                cpu_millis: None,
+                memory_bytes: None,
+                volumes: Vec::new(),
+                stop_grace_period_ms: 0,
+            },
+            volumes_deleted_with_app: Vec::new(),
+        }
+    }
+
     /// Names the generation of this app's replicas: everything but the replica count, which only scales them.
     pub fn spec_hash(&self) -> String {
         let canonical = serde_json::to_vec(&AppSpec { replicas: 0, ..self.clone() }).unwrap_or_default();

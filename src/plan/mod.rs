@@ -243,7 +243,7 @@ fn deletions(desired: &DesiredState, observed: &Observed) -> Vec<Action<AppSpec>
         .values()
         .filter(|app| app.env == desired.env.name && !desired.apps.contains_key(&app.name))
         .map(|app| {
-            let spec = app.last_applied.clone().unwrap_or_else(|| placeholder_spec(&app.name));
+            let spec = app.last_applied.clone().unwrap_or_else(|| AppSpec::bare(&app.name));
             (app.name.clone(), spec)
         })
         .collect();
@@ -264,34 +264,6 @@ fn deletions(desired: &DesiredState, observed: &Observed) -> Vec<Action<AppSpec>
             notes: Vec::new(),
         })
         .collect()
-}
-
-/// Stands in for an app whose labels carried no last-applied spec, so it can still be ordered and deleted.
-fn placeholder_spec(name: &str) -> AppSpec {
-    AppSpec {
-        name: name.to_owned(),
-        replicas: 0,
-        depends_on: Vec::new(),
-        container: crate::model::ContainerSpec {
-            image: String::new(),
-            pull: Default::default(),
-            command: None,
-            env: BTreeMap::new(),
-            ports: Vec::new(),
-            health: crate::model::desired::HealthSpec {
-                probe: crate::model::desired::Probe::Running,
-                interval_ms: 0,
-                timeout_ms: 0,
-                retries: 0,
-                start_period_ms: 0,
-            },
-            cpu_millis: None,
-            memory_bytes: None,
-            volumes: Vec::new(),
-            stop_grace_period_ms: 0,
-        },
-        volumes_deleted_with_app: Vec::new(),
-    }
 }
 
 /// Apps with their dependencies first; ties broken by name. Dependencies outside the set are ignored, and a cycle

@@ -159,36 +159,12 @@ fn health_config(health: &HealthSpec) -> Option<HealthConfig> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::model::desired::{ContainerSpec, Probe};
 
     fn app_with_env(env: &[(&str, EnvSpec)]) -> AppSpec {
-        AppSpec {
-            name: "web".into(),
-            replicas: 1,
-            depends_on: Vec::new(),
-            container: ContainerSpec {
-                image: "busybox".into(),
-                pull: Default::default(),
-                command: None,
-                env: env.iter().map(|(name, value)| ((*name).to_owned(), value.clone())).collect::<BTreeMap<_, _>>(),
-                ports: Vec::new(),
-                health: HealthSpec {
-                    probe: Probe::Running,
-                    interval_ms: 0,
-                    timeout_ms: 0,
-                    retries: 0,
-                    start_period_ms: 0,
-                },
-                cpu_millis: None,
-                memory_bytes: None,
-                volumes: Vec::new(),
-                stop_grace_period_ms: 0,
-            },
-            volumes_deleted_with_app: Vec::new(),
-        }
+        let mut app = AppSpec::bare("web");
+        app.container.env = env.iter().map(|(name, value)| ((*name).to_owned(), value.clone())).collect();
+        app
     }
 
     #[test]
