@@ -118,7 +118,12 @@ impl TestProject {
         let filter_project = format!("label=com.docker.compose.project={}", self.name);
         let filter_app = format!("label=dev.railyard.app={app}");
         let ids = docker(&["ps", "-aq", "--filter", &filter_project, "--filter", &filter_app]);
-        let mut containers: Vec<Container> = ids.lines().map(Container::inspect).collect();
+        // A container listed a moment ago may be gone by now (an apply or a daemon removing it): skip it.
+        let mut containers: Vec<Container> = ids
+            .lines()
+            .filter(|id| run_ok("docker", &["inspect", "--type", "container", id]))
+            .map(Container::inspect)
+            .collect();
         containers.sort_by(|a, b| a.name.cmp(&b.name));
         containers
     }
@@ -183,18 +188,26 @@ pub struct Container {
 
 impl Container {
     pub fn inspect(id: &str) -> Container {
-        let json: serde_json::Value =
-            serde_json::from_str(&docker(&["inspect", id])).expect("docker inspect prints JSON");
+        Container::try_inspect(id).unwrap_or_else(|| panic!("docker inspect {id} failed"))
+    }
+
+    /// The container, or `None` when it no longer exists.
+    pub fn try_inspect(id: &str) -> Option<Container> {
+        let output = Command::new("docker").args(["inspect", "--type", "container", id]).output().ok()?;
+        if !output.status.success() {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
         let container = &json[0];
         let label = |name: &str| container["Config"]["Labels"][name].as_str().unwrap_or_default().to_owned();
-        Container {
+        Some(Container {
             id: container["Id"].as_str().unwrap_or_default().to_owned(),
             name: container["Name"].as_str().unwrap_or_default().trim_start_matches('/').to_owned(),
             running: container["State"]["Running"].as_bool().unwrap_or(false),
             health: container["State"]["Health"]["Status"].as_str().unwrap_or_default().to_owned(),
             spec_hash: label("dev.railyard.spec-hash"),
             number: label("com.docker.compose.container-number"),
-        }
+        })
     }
 
     /// The host port published for `container_port`.
