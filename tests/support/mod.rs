@@ -139,15 +139,27 @@ impl TestProject {
     }
 }
 
+/// Set once this test binary has started `railyard serve`: a daemon stopped mid-apply may have left a request in
+/// the engine (a network being created) that lands after the first cleanup.
+static SERVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Drop for TestProject {
     fn drop(&mut self) {
-        // A daemon that was stopped mid-apply may still be detaching; a few rounds leave nothing behind.
-        for _ in 0..5 {
-            if remove_project_objects(&self.name) {
-                return;
-            }
+        remove_project(&self.name);
+        if SERVED.load(std::sync::atomic::Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(500));
+            remove_project(&self.name);
         }
+    }
+}
+
+/// A few rounds of [`remove_project_objects`]: a daemon that was stopped mid-apply may still be detaching.
+fn remove_project(name: &str) {
+    for _ in 0..5 {
+        if remove_project_objects(name) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -410,6 +422,7 @@ impl Served {
         for (key, value) in env {
             command.env(key, value);
         }
+        SERVED.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut child = command.spawn().expect("railyard serve starts");
         let mut stdout = child.stdout.take().expect("stdout");
         let mut first_line = Vec::new();
@@ -478,12 +491,7 @@ pub struct ProjectGuard(pub String);
 
 impl Drop for ProjectGuard {
     fn drop(&mut self) {
-        for _ in 0..5 {
-            if remove_project_objects(&self.0) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        remove_project(&self.0);
     }
 }
 
