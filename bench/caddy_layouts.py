@@ -9,6 +9,9 @@ of the smallest piece that holds it (median of 9):
   host map         one `map` handler (host -> dial) and one shared reverse_proxy whose dial is a placeholder
   host map + own   the map for 999 domains, and the one being switched on a route of its own with real dials, as
                    draining needs (Caddy counts requests in flight by the dial as written, placeholder or not)
+  environment map  railyard's layout since: one route for the environment (host matcher, `map` from host to replica
+                   count, app, the rest of the spec and dials), one `reverse_proxy` per replica count with dynamic upstreams, which
+                   Caddy counts by the address they resolve to
 Usage: caddy_layouts.py <admin-port> <http-port>
 """
 import http.client
@@ -75,6 +78,25 @@ def host_map(first=0):
     ]
 
 
+def environment_map():
+    mappings = []
+    for i in range(COUNT):
+        for name in (host(i), f"www.{host(i)}"):
+            # The rest of the spec, as an object: host, aliases and app are the rows themselves.
+            spec = {"port": "http", "containerPort": 8080, "tls": "off"} if name == host(i) else None
+            mappings.append({"input": name, "outputs": ["1", f"app-{i}", spec, host(i), "127.0.0.1", str(20000 + i)]})
+    proxy = {"handler": "reverse_proxy",
+             "dynamic_upstreams": {"source": "multi", "sources": [
+                 {"source": "a", "name": "{railyard.h0}", "port": "{railyard.p0}"}]},
+             "load_balancing": proxy_route(0)["handle"][1]["load_balancing"]}
+    return [{"@id": "env", "match": [{"host": [m["input"] for m in mappings]}], "terminal": True, "handle": [
+        {"handler": "map", "source": "{http.request.host}", "mappings": mappings,
+         "destinations": ["{railyard.n}", "{railyard.app}", "{railyard.domain}", "{railyard.host}", "{railyard.h0}",
+                          "{railyard.p0}"]},
+        {"handler": "subroute", "routes": [{"match": [{"vars": {"{railyard.n}": ["1"]}}], "handle": [proxy]},
+                                           {"handle": [{"handler": "static_response", "status_code": 503}]}]}]}]
+
+
 LAYOUTS = {
     "per-route proxy": ([proxy_route(i) for i in range(COUNT)], "/id/route-0/handle/1/upstreams",
                         lambda run: [{"dial": f"127.0.0.1:{40000 + run}"}]),
@@ -83,6 +105,7 @@ LAYOUTS = {
                  lambda run: {"input": host(0), "outputs": [f"127.0.0.1:{40000 + run}"]}),
     "host map + own": ([proxy_route(0)] + host_map(first=1), "/id/route-0/handle/1/upstreams",
                        lambda run: [{"dial": f"127.0.0.1:{40000 + run}"}]),
+    "environment map": (environment_map(), "/id/env/handle/0/mappings/0/outputs/5", lambda run: str(40000 + run)),
 }
 
 for name, (routes, path, value) in LAYOUTS.items():

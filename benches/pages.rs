@@ -45,6 +45,10 @@ fn app(index: usize) -> AppStatus {
 fn env(index: usize, plan: Option<railyard::plan::Plan>) -> EnvState {
     EnvState {
         name: if index == 0 { "production".to_owned() } else { format!("pr-{index}") },
+        branch: "main".to_owned(),
+        backend: railyard::backend::BackendKind::Docker,
+        conflicts: Vec::new(),
+        pending_destroy: false,
         project: Some(format!("shop-pr-{index}")),
         source: "https://github.com/acme/config.git (main)".to_owned(),
         sync_policy: SyncPolicy::Auto,

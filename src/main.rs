@@ -6,17 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use railyard::backend::docker::{DockerBackend, DockerError, DockerSettings};
-use railyard::backend::{ActionResult, Backend};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use railyard::backend::docker::DockerSettings;
+use railyard::backend::kubernetes::mapping::KubernetesSettings;
+use railyard::backend::{self, ActionResult, Backend, BackendError, BackendKind, BackendSettings};
 use railyard::daemon::{Daemon, DaemonSettings};
 use railyard::model::kinds::Kind;
 use railyard::model::kinds::SyncPolicy;
 use railyard::model::{self, Config, Environment, schema};
-use railyard::plan::{Plan, render};
+use railyard::pipeline;
+use railyard::plan::render;
 use railyard::proxy::{CaddySettings, UpstreamMode};
 use railyard::secrets::SecretStore;
 use railyard::server::ServerState;
+use railyard::settings::{FileSecrets, SecretSetting, Settings};
 use railyard::source::{self, GitSource, Source};
 use railyard::store::Store;
 use std::sync::Arc;
@@ -96,12 +100,16 @@ enum Command {
     /// Print the JSON Schema of the document kinds, for editors and CI.
     #[command(
         after_help = "Examples:\n  railyard schema              # all kinds, as one JSON object keyed by kind\n  \
-                            railyard schema --kind App   # one kind"
+                            railyard schema --kind App   # one kind\n  \
+                            railyard schema --settings   # the daemon settings file"
     )]
     Schema {
         /// Only this kind: Project, App, Domain or ScalingRule, as written in YAML (any case; `scaling-rule` too).
-        #[arg(long, value_parser = parse_kind)]
+        #[arg(long, value_parser = parse_kind, conflicts_with = "settings")]
         kind: Option<Kind>,
+        /// The schema of `serve --settings` files instead.
+        #[arg(long)]
+        settings: bool,
     },
     /// Print the configuration in another tool's format.
     #[command(subcommand)]
@@ -121,17 +129,39 @@ enum Export {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// An environment as Kubernetes manifests (multi-document YAML), ready for `kubectl apply -f -`.
+    #[command(after_help = "Secret values are not written: the apps read them from the Secret `<namespace>-secrets`, \
+                            and a comment at the top says how to create it with `kubectl create secret generic`.\n\n\
+                            Examples:\n  \
+                            railyard export kubernetes > shop.yaml\n  \
+                            railyard export kubernetes path/to/repo --env staging | kubectl apply -f -")]
+    Kubernetes {
+        /// Root of the config repository.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// An environment of the Project's `environments` list, or a preview: `pr-<number>`, `branch-<name>`.
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
 }
 
 /// Which repository, environment and host a plan or apply is about.
 #[derive(clap::Args)]
 struct Target {
-    /// Root of the config repository.
+    /// Root of the config repository (a working copy or plain directory, read as it is).
     #[arg(default_value = ".")]
     dir: PathBuf,
-    /// `production`, `pr-<number>` or `branch-<name>`.
+    /// An environment of the Project's `environments` list (`production`, `staging`...), or a preview:
+    /// `pr-<number>`, `branch-<name>`.
     #[arg(long, default_value = "production", env = "RAILYARD_ENV")]
     env: String,
+    /// Read the config from this git repository (URL or path) instead of DIR: the environment's branch at its head,
+    /// under the policy of the tracked branch, as `railyard serve` does. The mirror lives in --state-dir.
+    #[arg(long, env = "RAILYARD_REPO")]
+    repo: Option<String>,
+    /// With --repo: the branch whose Project lists the environments.
+    #[arg(long, default_value = "main", env = "RAILYARD_BRANCH")]
+    branch: String,
     /// Where the key of secret digests lives (`secret-digest.key`, made on first use); use serve's, so that plans
     /// and the daemon agree on digests.
     #[arg(long, default_value = ".railyard", env = "RAILYARD_STATE_DIR")]
@@ -140,9 +170,12 @@ struct Target {
     docker: DockerArgs,
 }
 
-/// How apps are run on Docker.
+/// Where apps run, and how they are run on Docker.
 #[derive(clap::Args)]
 struct DockerArgs {
+    /// Where apps run: `docker` (this host's Docker Engine, DOCKER_HOST) or `kubernetes`.
+    #[arg(long, value_enum, default_value = "docker", env = "RAILYARD_BACKEND")]
+    backend: BackendArg,
     /// Directory with one file per secret, for `{ secret: NAME }` values (RAILYARD_SECRET_<NAME> variables win).
     #[arg(long, env = "RAILYARD_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
@@ -166,12 +199,40 @@ struct DockerArgs {
     caddy_container: Option<String>,
 }
 
+/// `--backend`.
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Docker,
+    Kubernetes,
+}
+
+impl From<BackendKind> for BackendArg {
+    fn from(kind: BackendKind) -> BackendArg {
+        match kind {
+            BackendKind::Docker => BackendArg::Docker,
+            BackendKind::Kubernetes => BackendArg::Kubernetes,
+        }
+    }
+}
+
+impl From<BackendArg> for BackendKind {
+    fn from(arg: BackendArg) -> BackendKind {
+        match arg {
+            BackendArg::Docker => BackendKind::Docker,
+            BackendArg::Kubernetes => BackendKind::Kubernetes,
+        }
+    }
+}
+
 impl DockerArgs {
-    fn settings(&self, state_dir: &Path) -> anyhow::Result<DockerSettings> {
-        Ok(DockerSettings {
+    fn secrets(&self, state_dir: &Path) -> anyhow::Result<SecretStore> {
+        Ok(SecretStore::open(self.secrets_dir.clone(), state_dir)?)
+    }
+
+    fn settings(&self) -> DockerSettings {
+        DockerSettings {
             publish_address: self.publish_address.clone(),
             parallel: DockerSettings::default().parallel,
-            secrets: SecretStore::open(self.secrets_dir.clone(), state_dir)?,
             source: None,
             proxy: (self.caddy_admin != "none").then(|| CaddySettings {
                 admin: self.caddy_admin.clone(),
@@ -183,20 +244,24 @@ impl DockerArgs {
                     None => UpstreamMode::Host,
                 },
             }),
-        })
+        }
     }
 }
 
-/// `railyard serve` settings; every flag also reads a `RAILYARD_*` variable.
+/// `railyard serve` settings; every flag also reads a `RAILYARD_*` variable, and a settings file can give them too.
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// A YAML file of these settings (schemas/settings.schema.json): flags and their variables win over it, it wins
+    /// over the defaults. Tokens can be written in it (keep it `chmod 600`) or named as files.
+    #[arg(long, env = "RAILYARD_SETTINGS")]
+    settings: Option<PathBuf>,
     /// Apps applied at the same time, when their dependencies allow.
     #[arg(long, default_value_t = 8, env = "RAILYARD_PARALLEL")]
     parallel: usize,
     /// The config repository: a git URL (file://, http(s)://, ssh://, git://), a git repository's path, or a plain
     /// directory (followed without git).
     #[arg(long, env = "RAILYARD_REPO")]
-    repo: String,
+    repo: Option<String>,
     /// The branch production follows.
     #[arg(long, default_value = "main", env = "RAILYARD_BRANCH")]
     branch: String,
@@ -247,12 +312,67 @@ struct ServeArgs {
     keep_deliveries: u32,
     #[command(flatten)]
     docker: DockerArgs,
+    /// The secrets the settings file gives; a flag or variable for the same secret wins.
+    #[arg(skip)]
+    file_secrets: FileSecrets,
+}
+
+impl ServeArgs {
+    /// Fills from the settings file (`--settings`) every setting that neither a flag nor its variable gave.
+    fn read_settings_file(&mut self, given: &ArgMatches) -> anyhow::Result<()> {
+        let Some(path) = &self.settings else { return Ok(()) };
+        let file = Settings::load(path)?;
+        // `load` has refused a secret given both ways.
+        self.file_secrets = file.secrets().unwrap_or_default();
+        let explicit =
+            |id: &str| matches!(given.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        // The clap id of an argument is its field's name, so the field names which flag would have won.
+        macro_rules! fill {
+            ($owner:expr, $field:ident, $value:expr) => {
+                if let Some(value) = $value
+                    && !explicit(stringify!($field))
+                {
+                    $owner.$field = value;
+                }
+            };
+        }
+        fill!(self, listen, file.listen);
+        fill!(self, public_url, file.public_url);
+        fill!(self, state_dir, file.state_dir);
+        fill!(self, repo, file.repo.map(Some));
+        fill!(self, branch, file.branch);
+        fill!(self, poll_interval, file.poll_interval);
+        fill!(self, drift_interval, file.drift_interval);
+        fill!(self, fetch_timeout, file.fetch_timeout);
+        fill!(self, sync, file.sync.map(|sync| Some(SyncArg::from(sync))));
+        fill!(self, parallel, file.parallel);
+        fill!(self, keep_syncs, file.keep_syncs.map(std::num::NonZeroU32::get));
+        fill!(self, keep_deliveries, file.keep_deliveries.map(std::num::NonZeroU32::get));
+        fill!(self, webhook_max_bytes, file.webhook_max_bytes);
+        fill!(self.docker, backend, file.backend.map(BackendArg::from));
+        fill!(self.docker, secrets_dir, file.secrets_dir.map(Some));
+        fill!(self.docker, publish_address, file.publish_address);
+        fill!(self.docker, caddy_admin, file.caddy_admin);
+        fill!(self.docker, proxy_http, file.proxy_http);
+        fill!(self.docker, proxy_https, file.proxy_https);
+        fill!(self.docker, caddy_container, file.caddy_container.map(Some));
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SyncArg {
     Auto,
     Manual,
+}
+
+impl From<SyncPolicy> for SyncArg {
+    fn from(policy: SyncPolicy) -> SyncArg {
+        match policy {
+            SyncPolicy::Auto => SyncArg::Auto,
+            SyncPolicy::Manual => SyncArg::Manual,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -280,7 +400,14 @@ fn parse_kind(text: &str) -> Result<Kind, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let (Command::Serve { args }, Some(given)) = (&mut cli.command, matches.subcommand_matches("serve"))
+        && let Err(error) = args.read_settings_file(given)
+    {
+        eprintln!("error: {error:#}");
+        return ExitCode::from(EXIT_FAILED);
+    }
     let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
@@ -325,8 +452,9 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
             }
             Err(invalid) => report_invalid(&invalid),
         }),
-        Command::Schema { kind } => {
+        Command::Schema { kind, settings } => {
             let text = match kind {
+                _ if settings => railyard::settings::schema_json(),
                 Some(kind) => schema::schema_json(kind),
                 None => all_schemas()?,
             };
@@ -341,8 +469,25 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
             }
             Err(invalid) => report_invalid(&invalid),
         }),
+        Command::Export(Export::Kubernetes { dir, env }) => Ok(match load(&dir)? {
+            Ok(config) => {
+                let environment = environment_named(&config, &config, DEFAULT_TRACKED_BRANCH, &env)?;
+                let desired = config.desired(&environment, None);
+                // On stderr, so that the manifests on stdout still pipe into kubectl.
+                for warning in &desired.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                let settings = KubernetesSettings::from_proxy(config.project.doc.proxy.as_ref());
+                write_stdout(&railyard::export::kubernetes_yaml(&desired, &settings))?;
+                ExitCode::SUCCESS
+            }
+            Err(invalid) => report_invalid(&invalid),
+        }),
     }
 }
+
+/// The branch whose Project lists the environments when a command reads a directory, as `--branch` defaults to.
+const DEFAULT_TRACKED_BRANCH: &str = "main";
 
 /// Runs `plan` or `apply`: their work is waiting on Docker and Caddy, which one thread does as well as many; starting
 /// and joining a pool of worker threads cost a no-op apply up to 2 ms on a busy machine.
@@ -355,56 +500,117 @@ fn on_one_thread(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow
     code
 }
 
-/// What a plan or apply works on once the repository is valid and Docker answers.
+/// What a plan or apply works on once the repository is valid and the backend answers.
 struct Prepared {
-    backend: DockerBackend,
-    plan: Plan,
-    /// Why each secret the config names could not be read; apply refuses to start while any is listed.
-    missing_secrets: Vec<String>,
+    backend: Arc<dyn Backend>,
+    prepared: pipeline::Prepared,
 }
 
-/// Loads and validates the repository, connects to Docker, observes and plans; `Err` holds the exit code when
+/// Loads and validates the repository, connects to the backend, observes and plans; `Err` holds the exit code when
 /// something stopped it, after saying why on stderr.
 async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prepared, ExitCode>> {
-    // Docker's first round trip runs while the repository is read on a blocking thread; what is wrong is still said
-    // in the same order: the repository first, then the flags, then Docker.
-    let connecting = target.docker.settings(&target.state_dir).map(|settings| {
-        let source = Some(repository_identity(&target.dir.display().to_string()));
-        let settings = DockerSettings { parallel, source, ..settings };
-        (settings.clone(), tokio::spawn(DockerBackend::connect(settings)))
-    });
-    let dir = target.dir.clone();
-    let config =
-        match tokio::task::spawn_blocking(move || load(&dir)).await.context("reading the repository failed")?? {
-            Ok(config) => config,
-            Err(invalid) => return Ok(Err(report_invalid(&invalid))),
-        };
-    let Some(env) = Environment::named(config.project_name(), &target.env) else {
-        anyhow::bail!("unknown environment `{}`; use production, pr-<number> or branch-<name>", target.env);
+    // The backend's first round trip runs while the repository is read on a blocking thread; what is wrong is still
+    // said in the same order: the repository first, then the flags, then the backend.
+    let docker = DockerSettings {
+        parallel,
+        source: Some(repository_identity(
+            target.repo.clone().unwrap_or_else(|| target.dir.display().to_string()).as_str(),
+        )),
+        ..target.docker.settings()
     };
-    let (settings, connecting) = connecting?;
-    let mut desired = config.desired(&env, None);
-    let missing_secrets = settings
-        .secrets
-        .resolve_digests(&mut desired)
-        .iter()
-        .filter_map(|name| settings.secrets.get(name).err().map(|error| error.to_string()))
-        .collect();
-    let backend = match connecting.await.context("connecting to Docker failed")? {
+    let connecting = tokio::spawn(backend::connect(target.docker.backend.into(), BackendSettings { docker }));
+    let (config, env, commit) = match load_target(target).await? {
+        Ok(loaded) => loaded,
+        Err(invalid) => return Ok(Err(report_invalid(&invalid))),
+    };
+    let secrets = target.docker.secrets(&target.state_dir)?;
+    let backend = match connecting.await.context("connecting to the backend failed")? {
         Ok(backend) => backend,
-        Err(error) => return Ok(Err(docker_failed(&error))),
+        Err(error) => return Ok(Err(backend_failed(&error))),
     };
-    let observed = match backend.observe(&env).await {
-        Ok(observed) => observed,
-        Err(error) => return Ok(Err(docker_failed(&error))),
-    };
-    desired.assume_unresolved_secrets_unchanged(&observed);
-    Ok(Ok(Prepared { plan: railyard::plan::plan(&desired, &observed), backend, missing_secrets }))
+    let desired = config.desired(&env, commit.as_deref());
+    match pipeline::prepare(backend.as_ref(), &secrets, desired).await {
+        Ok(prepared) => Ok(Ok(Prepared { backend, prepared })),
+        Err(error) => Ok(Err(backend_failed(&error))),
+    }
 }
 
-fn docker_failed(error: &DockerError) -> ExitCode {
+/// A config, the environment it is for and its commit: the environment's branch of `--repo` under the tracked
+/// branch's policy, or the directory as it is.
+type Loaded = (Config, Environment, Option<String>);
+
+async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
+    let (dir, repo, branch, env, state_dir) =
+        (target.dir.clone(), target.repo.clone(), target.branch.clone(), target.env.clone(), target.state_dir.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
+        let Some(repo) = repo else {
+            return Ok(match load(&dir)? {
+                Ok(config) => {
+                    let environment = environment_named(&config, &config, &branch, &env)?;
+                    Ok((config, environment, None))
+                }
+                Err(invalid) => Err(invalid),
+            });
+        };
+        let token = read_secret(None, "RAILYARD_GIT_TOKEN", None)?;
+        let source = source_for(&repo, &branch, &state_dir, token, Duration::from_secs(60));
+        let snapshot = source.fetch_all()?;
+        let tracked = match model::load(&source.read_branch(&snapshot, &branch)?.files) {
+            Ok(tracked) => tracked,
+            Err(invalid) => return Ok(Err(invalid)),
+        };
+        let listed = tracked.environments(&branch).into_iter().find(|listed| listed.name == env);
+        let env_branch = listed.map_or(branch.clone(), |listed| listed.branch);
+        let fetched = source.read_branch(&snapshot, &env_branch)?;
+        Ok(match model::load(&fetched.files) {
+            Ok(config) => {
+                let config = config.under_policy_of(&tracked);
+                let environment = environment_named(&config, &tracked, &branch, &env)?;
+                Ok((config, environment, Some(fetched.commit.sha)))
+            }
+            Err(invalid) => Err(invalid),
+        })
+    })
+    .await
+    .context("reading the repository failed")?
+}
+
+/// The environment called `name`: one the tracked config lists, or a preview.
+fn environment_named(config: &Config, tracked: &Config, branch: &str, name: &str) -> anyhow::Result<Environment> {
+    let listed = tracked.environments(branch);
+    if let Some(listed) = listed.iter().find(|listed| listed.name == name) {
+        return Ok(Environment::listed(tracked.project_name(), listed));
+    }
+    Environment::named(config.project_name(), name).filter(|env| env.preview.is_some()).with_context(|| {
+        let names: Vec<&str> = listed.iter().map(|listed| listed.name.as_str()).collect();
+        format!(
+            "unknown environment `{name}`: the Project lists {}; previews are pr-<number> and branch-<name>",
+            names.join(", ")
+        )
+    })
+}
+
+/// Says what failed; exit 3 when the engine or cluster cannot be reached at all, so that scripts can retry.
+fn backend_failed(error: &dyn ReachableError) -> ExitCode {
     eprintln!("error: {error}");
     ExitCode::from(if error.is_unreachable() { EXIT_DOCKER_UNREACHABLE } else { EXIT_FAILED })
+}
+
+/// An error that knows whether its backend was out of reach.
+trait ReachableError: std::fmt::Display {
+    fn is_unreachable(&self) -> bool;
+}
+
+impl ReachableError for BackendError {
+    fn is_unreachable(&self) -> bool {
+        BackendError::is_unreachable(self)
+    }
+}
+
+impl ReachableError for pipeline::PipelineError {
+    fn is_unreachable(&self) -> bool {
+        pipeline::PipelineError::is_unreachable(self)
+    }
 }
 
 async fn plan(target: Target, output: Output, detailed_exitcode: bool) -> anyhow::Result<ExitCode> {
@@ -412,24 +618,26 @@ async fn plan(target: Target, output: Output, detailed_exitcode: bool) -> anyhow
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
+    let plan = &prepared.prepared.plan;
     let text = match output {
-        Output::Json => serde_json::to_string_pretty(&prepared.plan)? + "\n",
-        Output::Text => render::text(&prepared.plan, use_color()),
+        Output::Json => serde_json::to_string_pretty(plan)? + "\n",
+        Output::Text => render::text(plan, use_color()),
     };
     write_stdout(&text)?;
-    Ok(if detailed_exitcode && prepared.plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS })
+    Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS })
 }
 
 async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::Result<ExitCode> {
-    let Prepared { backend, plan, missing_secrets } = match prepare(&target, parallel).await? {
+    let Prepared { backend, prepared } = match prepare(&target, parallel).await? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
-    if !missing_secrets.is_empty() {
-        for missing in &missing_secrets {
+    let plan = &prepared.plan;
+    if !prepared.missing_secrets.is_empty() {
+        for missing in prepared.missing_secrets.values() {
             eprintln!("error: {missing}");
         }
-        eprintln!("{} secret(s) missing; nothing was changed.", missing_secrets.len());
+        eprintln!("{} secret(s) missing; nothing was changed.", prepared.missing_secrets.len());
         return Ok(ExitCode::from(EXIT_FAILED));
     }
     let span = tracing::info_span!("reconcile", env = %plan.env.name, commit = plan.commit.as_deref().unwrap_or("-"), trigger = "cli");
@@ -438,12 +646,13 @@ async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::Resu
         println!("Nothing to do: {} is in sync ({}).", plan.env.name, plan.summary);
         return Ok(ExitCode::SUCCESS);
     }
-    write_stdout(&render::text(&plan, use_color()))?;
+    write_stdout(&render::text(plan, use_color()))?;
     let progress = railyard::progress::for_stderr(json_logs);
-    let report = match backend.apply(&plan, progress.as_ref()).await {
-        Ok(report) => report,
-        Err(error) => return Ok(docker_failed(&error)),
+    let executed = match pipeline::execute(backend.as_ref(), &prepared, progress.as_ref()).await {
+        Ok(executed) => executed,
+        Err(error) => return Ok(backend_failed(&error)),
     };
+    let report = &executed.report;
     println!();
     for outcome in &report.outcomes {
         let seconds = outcome.duration_ms as f64 / 1000.0;
@@ -456,9 +665,7 @@ async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::Resu
         println!("{} {} {}: {result} ({seconds:.1} s)", outcome.change, outcome.kind, outcome.name);
     }
     println!("\n{}", outcome_counts(&report.outcomes));
-    if let Ok(observed) = backend.observe(&plan.env).await {
-        print!("{}", addresses(&observed));
-    }
+    print!("{}", addresses(&executed.observed));
     Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) })
 }
 
@@ -494,11 +701,15 @@ fn addresses(observed: &model::Observed) -> String {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let Some(repo) = args.repo.clone() else {
+        anyhow::bail!("no config repository to follow; give --repo, RAILYARD_REPO or `repo:` in the --settings file");
+    };
+    let secrets = &args.file_secrets;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create the state directory {}", args.state_dir.display()))?;
     let store = Arc::new(Store::open(&args.state_dir)?);
-    let git_token = read_secret(args.git_token_file.as_deref(), "RAILYARD_GIT_TOKEN")?;
-    let source = source_for(&args.repo, &args.branch, &args.state_dir, git_token, args.fetch_timeout);
+    let git_token = read_secret(args.git_token_file.as_deref(), "RAILYARD_GIT_TOKEN", secrets.git_token.as_ref())?;
+    let source = source_for(&repo, &args.branch, &args.state_dir, git_token, args.fetch_timeout);
     let mut public_hosts = Vec::new();
     for url in args.public_url.iter().filter(|url| !url.trim().is_empty()) {
         let host = railyard::server::public_url_host(url)
@@ -507,17 +718,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let settings = DaemonSettings {
         source,
+        branch: args.branch.clone(),
         poll_interval: args.poll_interval,
         drift_interval: args.drift_interval,
         sync: args.sync.map(|sync| match sync {
             SyncArg::Auto => SyncPolicy::Auto,
             SyncArg::Manual => SyncPolicy::Manual,
         }),
-        docker: DockerSettings {
-            parallel: args.parallel,
-            source: Some(repository_identity(&args.repo)),
-            ..args.docker.settings(&args.state_dir)?
+        backend: args.docker.backend.into(),
+        backends: BackendSettings {
+            docker: DockerSettings {
+                parallel: args.parallel,
+                source: Some(repository_identity(&repo)),
+                ..args.docker.settings()
+            },
         },
+        secrets: args.docker.secrets(&args.state_dir)?,
         retry_base: Duration::from_secs(1),
         retry_cap: Duration::from_secs(300),
         fetch_timeout: args.fetch_timeout,
@@ -531,17 +747,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let address = listener.local_addr()?;
     let state = Arc::new(ServerState {
         daemon: Arc::clone(&daemon),
-        branch: args.branch.clone(),
-        webhook_secret: read_secret(args.webhook_secret_file.as_deref(), "RAILYARD_WEBHOOK_SECRET")?
-            .map(String::into_bytes),
-        api_token: read_secret(args.api_token_file.as_deref(), "RAILYARD_API_TOKEN")?,
+        webhook_secret: read_secret(
+            args.webhook_secret_file.as_deref(),
+            "RAILYARD_WEBHOOK_SECRET",
+            secrets.webhook_secret.as_ref(),
+        )?
+        .map(String::into_bytes),
+        api_token: read_secret(args.api_token_file.as_deref(), "RAILYARD_API_TOKEN", secrets.api_token.as_ref())?,
         webhook_limit: args.webhook_max_bytes,
         open_reads: address.ip().is_loopback(),
-        ui_password: read_secret(args.ui_password_file.as_deref(), "RAILYARD_UI_PASSWORD")?,
+        ui_password: read_secret(
+            args.ui_password_file.as_deref(),
+            "RAILYARD_UI_PASSWORD",
+            secrets.ui_password.as_ref(),
+        )?,
         hosts: railyard::server::AllowedHosts::new(address, &public_hosts),
         keep_deliveries: args.keep_deliveries,
     });
-    println!("railyard listening on http://{address} (following {})", daemon.production.state().source);
+    println!("railyard listening on http://{address} (following {})", daemon.settings().source.describe());
     std::io::stdout().flush()?;
     let worker = tokio::spawn(Arc::clone(&daemon).run());
     let stopping = Arc::clone(&daemon);
@@ -582,11 +805,19 @@ fn repository_identity(repo: &str) -> String {
     railyard::backend::docker::labels::source_identity(&location)
 }
 
-/// A secret from a file, or else from an environment variable; trimmed.
-fn read_secret(file: Option<&Path>, variable: &str) -> anyhow::Result<Option<String>> {
-    let value = match file {
-        Some(file) => Some(std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?),
-        None => std::env::var(variable).ok(),
+/// A secret from its `--*-file` flag (or that flag's variable), else from `variable`, else from the settings file;
+/// trimmed.
+fn read_secret(
+    file: Option<&Path>,
+    variable: &str,
+    from_settings: Option<&SecretSetting>,
+) -> anyhow::Result<Option<String>> {
+    let value = match (file, std::env::var(variable)) {
+        (Some(file), _) => {
+            Some(std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?)
+        }
+        (None, Ok(value)) => Some(value),
+        (None, Err(_)) => from_settings.map(SecretSetting::read).transpose()?.flatten().map(|s| s.expose().to_owned()),
     };
     Ok(value.map(|value| value.trim().to_owned()).filter(|value| !value.is_empty()))
 }

@@ -5,7 +5,7 @@
 //! Only regular files directly inside the secrets directory are read: names are validated (no `/`, no `..`) and a
 //! symlink or any other kind of file is refused rather than followed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -87,21 +87,77 @@ impl SecretStore {
         })
     }
 
-    /// Fills in the digest of every secret and sensitive literal the desired state uses, so that a rotated secret
-    /// shows as a change and replaces the containers. Each secret that cannot be read becomes a warning of the plan
-    /// and is returned; applying refuses to start while any is missing.
-    pub fn resolve_digests(&self, desired: &mut DesiredState) -> BTreeSet<String> {
-        let unresolved = desired.seal(&self.key, |name| self.get(name).ok());
-        for name in &unresolved {
-            let why = match self.get(name) {
-                Err(error) => error.to_string(),
-                Ok(_) => format!("secret `{name}` could not be read"),
-            };
+    /// Reads every secret the desired state names, once, and fills in the digest of each secret and sensitive
+    /// literal, so that a rotated secret shows as a change and replaces the containers. Each secret that cannot be
+    /// read becomes a warning of the plan and is listed in [`Resolution::missing`]; applying refuses to start while
+    /// any is missing.
+    pub fn resolve(&self, desired: &mut DesiredState) -> Resolution {
+        let names: BTreeSet<String> = desired
+            .apps
+            .values()
+            .flat_map(|app| app.container.env.values())
+            .filter_map(|value| match value {
+                crate::model::desired::EnvSpec::Secret { secret, .. } => Some(secret.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut values = BTreeMap::new();
+        let mut missing = BTreeMap::new();
+        for name in names {
+            match self.get(&name) {
+                Ok(value) => {
+                    values.insert(name, value);
+                }
+                Err(error) => {
+                    missing.insert(name, error.to_string());
+                }
+            }
+        }
+        desired.seal(&self.key, |name| values.get(name).cloned());
+        for why in missing.values() {
             desired.warnings.push(format!(
                 "{why}; the plan assumes its running value is unchanged, and apply refuses to run without it"
             ));
         }
-        unresolved
+        Resolution { secrets: ResolvedSecrets { values }, missing }
+    }
+}
+
+/// What [`SecretStore::resolve`] found.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// The values, handed to the backend with the plan.
+    pub secrets: ResolvedSecrets,
+    /// Secret name to why it could not be read.
+    pub missing: BTreeMap<String, String>,
+}
+
+/// Secret values resolved by the daemon's (or CLI's) secret source, handed to a backend with the plan it applies.
+/// Backends never read secret files themselves. Debug shows only the names.
+#[derive(Clone, Default)]
+pub struct ResolvedSecrets {
+    values: BTreeMap<String, String>,
+}
+
+impl ResolvedSecrets {
+    /// Secrets given in memory (tests, other secret sources).
+    pub fn from_values(values: BTreeMap<String, String>) -> ResolvedSecrets {
+        ResolvedSecrets { values }
+    }
+
+    /// The value of `name`, or an error that says how to provide it.
+    pub fn get(&self, name: &str) -> Result<String, SecretError> {
+        self.values.get(name).cloned().ok_or_else(|| SecretError::Missing {
+            name: name.to_owned(),
+            variable: crate::export::secret_variable(name),
+            file: format!("<--secrets-dir>/{name}"),
+        })
+    }
+}
+
+impl std::fmt::Debug for ResolvedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedSecrets").field("names", &self.values.keys().collect::<Vec<_>>()).finish()
     }
 }
 

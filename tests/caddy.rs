@@ -21,15 +21,43 @@ struct TestCaddy {
     admin: u16,
     http: u16,
     https: u16,
+    /// railyard's plain-HTTP server listens on this unix socket instead of `http` when set.
+    http_socket: Option<std::path::PathBuf>,
     data: tempfile::TempDir,
 }
 
 impl TestCaddy {
     fn start() -> TestCaddy {
         let data = tempfile::tempdir().expect("tempdir");
-        let mut caddy = TestCaddy { child: None, admin: free_port(), http: free_port(), https: free_port(), data };
+        let mut caddy = TestCaddy {
+            child: None,
+            admin: free_port(),
+            http: free_port(),
+            https: free_port(),
+            http_socket: None,
+            data,
+        };
         caddy.run();
         caddy
+    }
+
+    /// A Caddy whose plain-HTTP server listens on a unix socket. Caddy keeps one unix socket across config changes,
+    /// whereas on TCP it opens a new `SO_REUSEPORT` socket per change and closes the old one, and the kernel resets
+    /// the connections still queued on it unless `net.ipv4.tcp_migrate_req=1` (a setting of the host's network
+    /// namespace, which a test must not change). Tests that count lost requests use this front, so that what they
+    /// count is railyard's switch and drain.
+    fn start_on_unix_socket() -> TestCaddy {
+        let mut caddy = TestCaddy::start();
+        caddy.http_socket = Some(caddy.data.path().join("http.sock"));
+        caddy
+    }
+
+    /// Where clients reach railyard's plain-HTTP server.
+    fn front(&self) -> Front {
+        match &self.http_socket {
+            Some(socket) => Front::Unix(socket.clone()),
+            None => Front::Tcp(self.http),
+        }
     }
 
     /// (Re)starts Caddy with an empty config, as after a restart that lost railyard's routes.
@@ -79,7 +107,10 @@ impl TestCaddy {
             "--caddy-admin".into(),
             format!("http://127.0.0.1:{}", self.admin),
             "--proxy-http".into(),
-            format!("127.0.0.1:{}", self.http),
+            match &self.http_socket {
+                Some(socket) => format!("unix/{}", socket.display()),
+                None => format!("127.0.0.1:{}", self.http),
+            },
             "--proxy-https".into(),
             format!("127.0.0.1:{}", self.https),
         ]
@@ -92,9 +123,30 @@ impl Drop for TestCaddy {
     }
 }
 
-/// GET through Caddy's HTTP port with `host` as the Host header.
+/// GET through Caddy's HTTP server with `host` as the Host header.
 fn via(caddy: &TestCaddy, host: &str) -> Option<(u16, String)> {
-    get_via(caddy.http, host)
+    caddy.front().get(host, "/")
+}
+
+/// How a client reaches Caddy's plain-HTTP server.
+#[derive(Debug, Clone)]
+enum Front {
+    Tcp(u16),
+    Unix(std::path::PathBuf),
+}
+
+impl Front {
+    /// GET `path` with `host` as the Host header, on a fresh connection (HTTP/1.0).
+    fn get(&self, host: &str, path: &str) -> Option<(u16, String)> {
+        match self {
+            Front::Tcp(port) => get_path_via(*port, host, path),
+            Front::Unix(socket) => {
+                let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+                stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                exchange(stream, host, path)
+            }
+        }
+    }
 }
 
 /// GET 127.0.0.1:`port` with `host` as the Host header.
@@ -103,8 +155,12 @@ fn get_via(port: u16, host: &str) -> Option<(u16, String)> {
 }
 
 fn get_path_via(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    exchange(stream, host, path)
+}
+
+fn exchange(mut stream: impl Read + Write, host: &str, path: &str) -> Option<(u16, String)> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
@@ -113,8 +169,14 @@ fn get_path_via(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
 }
 
 fn apply(project: &TestProject, caddy: &TestCaddy) -> std::process::Output {
+    apply_with(project, caddy, &[])
+}
+
+fn apply_with(project: &TestProject, caddy: &TestCaddy, extra: &[&str]) -> std::process::Output {
     let args = caddy.args();
-    project.railyard("apply", &args.iter().map(String::as_str).collect::<Vec<_>>())
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(extra);
+    project.railyard("apply", &args)
 }
 
 fn web(image: &str, message: &str, replicas: u32) -> String {
@@ -195,17 +257,16 @@ struct Traffic {
     bodies: Vec<String>,
 }
 
-/// `clients` concurrent clients GET `path` through Caddy's HTTP port with `host` in a loop while `during` runs.
-fn traffic_during(caddy: &TestCaddy, host: &str, path: &str, clients: usize, during: impl FnOnce()) -> Traffic {
-    let port = caddy.http;
+/// `clients` concurrent clients GET `path` through `front` with `host` in a loop while `during` runs.
+fn traffic_during(front: &Front, host: &str, path: &str, clients: usize, during: impl FnOnce()) -> Traffic {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loops: Vec<_> = (0..clients)
         .map(|_| {
-            let (stop, host, path) = (stop.clone(), host.to_owned(), path.to_owned());
+            let (stop, host, path, front) = (stop.clone(), host.to_owned(), path.to_owned(), front.clone());
             std::thread::spawn(move || {
                 let mut seen = Traffic { sent: 0, failures: Vec::new(), bodies: Vec::new() };
                 while seen.sent == 0 || !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    match get_path_via(port, &host, &path) {
+                    match front.get(&host, &path) {
                         Some((status, body)) if (200..300).contains(&status) => seen.bodies.push(body),
                         other => seen.failures.push(format!("{other:?}")),
                     }
@@ -240,42 +301,131 @@ fn slow_web(image: &str, message: &str, replicas: u32) -> String {
     )
 }
 
+/// Caddy in a container of the test's own, as docker/compose.yaml runs it: admin API on a unix socket in a directory
+/// only the test mounts, proxy port 8080 published on loopback, and `net.ipv4.tcp_migrate_req=1` in its network
+/// namespace, so that the listening socket a config change closes hands its queued connections to the new one.
+/// Labelled with the project, so the project's guard removes it too.
+struct BoxedCaddy {
+    name: String,
+    admin: tempfile::TempDir,
+    /// Host port of Caddy's HTTP server.
+    http: u16,
+}
+
+impl BoxedCaddy {
+    fn start(project: &TestProject) -> BoxedCaddy {
+        let image = caddy_image();
+        let admin = tempfile::tempdir().expect("tempdir");
+        std::fs::write(admin.path().join("boot.json"), r#"{"admin": {"listen": "unix//run/caddy/admin.sock"}}"#)
+            .expect("boot config");
+        let name = format!("{}-caddy", project.name);
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            &format!("com.docker.compose.project={}", project.name),
+            "--sysctl",
+            "net.ipv4.tcp_migrate_req=1",
+            "-p",
+            "127.0.0.1::8080",
+            "-v",
+            &format!("{}:/run/caddy", admin.path().display()),
+            "-e",
+            "HOME=/run/caddy",
+            "-e",
+            "XDG_DATA_HOME=/run/caddy/data",
+            "-e",
+            "XDG_CONFIG_HOME=/run/caddy/config",
+            &image,
+            "run",
+            "--config",
+            "/run/caddy/boot.json",
+        ]);
+        let socket = admin.path().join("admin.sock");
+        assert!(
+            eventually(Duration::from_secs(20), || std::os::unix::net::UnixStream::connect(&socket).is_ok()),
+            "caddy did not open its admin socket: {}",
+            Command::new("docker")
+                .args(["logs", &name])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_default()
+        );
+        let http = docker(&["port", &name, "8080/tcp"])
+            .lines()
+            .find_map(|line| line.rsplit(':').next()?.parse().ok())
+            .expect("published proxy port");
+        BoxedCaddy { name, admin, http }
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--caddy-admin".into(),
+            format!("unix://{}", self.admin.path().join("admin.sock").display()),
+            "--caddy-container".into(),
+            self.name.clone(),
+            "--proxy-http".into(),
+            ":8080".into(),
+            "--proxy-https".into(),
+            ":8443".into(),
+        ]
+    }
+}
+
+impl Drop for BoxedCaddy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What Caddy logged (proxy errors among it) explains failed requests.
+            if let Ok(logs) = Command::new("docker").args(["logs", "--tail", "400", &self.name]).output() {
+                eprintln!("Caddy's log:\n{}", String::from_utf8_lossy(&logs.stderr));
+            }
+        }
+        let _ = Command::new("docker").args(["rm", "-f", "-v", &self.name]).output();
+    }
+}
+
+fn assert_no_failure(what: &str, traffic: &Traffic) {
+    assert!(
+        traffic.failures.is_empty(),
+        "{what}: {} of {} requests failed: {:?}",
+        traffic.failures.len(),
+        traffic.sent,
+        &traffic.failures[..traffic.failures.len().min(5)]
+    );
+}
+
+/// Zero-downtime updates end to end with Caddy on the host (the default placement), its plain-HTTP server on a unix
+/// socket (see [`TestCaddy::start_on_unix_socket`]).
 #[test]
 fn updates_and_failed_updates_drop_no_request() {
     let image = busybox_image();
     let project = TestProject::new("caddy-zero");
-    let caddy = TestCaddy::start();
+    let caddy = TestCaddy::start_on_unix_socket();
+    let front = caddy.front();
     project.write("apps/web.yaml", &slow_web(&image, "v1", 2));
     project.write("domains/shop.yaml", DOMAIN);
     assert_success(&apply(&project, &caddy));
-    let slow = get_path_via(caddy.http, "shop.example.test", "/cgi-bin/slow");
+    let slow = front.get("shop.example.test", "/cgi-bin/slow");
     assert!(slow.as_ref().is_some_and(|(status, body)| *status == 200 && body.starts_with("v1 ")), "{slow:?}");
 
     project.write("apps/web.yaml", &slow_web(&image, "v2", 2));
+    let loads = caddy.loads();
     let traffic =
-        traffic_during(&caddy, "shop.example.test", "/cgi-bin/slow", 8, || assert_success(&apply(&project, &caddy)));
-    assert!(
-        traffic.failures.is_empty(),
-        "{} of {} requests failed during the update: {:?}",
-        traffic.failures.len(),
-        traffic.sent,
-        &traffic.failures[..traffic.failures.len().min(5)]
-    );
+        traffic_during(&front, "shop.example.test", "/cgi-bin/slow", 8, || assert_success(&apply(&project, &caddy)));
+    assert_no_failure("during the update", &traffic);
     assert!(traffic.bodies.iter().any(|b| b.starts_with("v2 ")), "the update completed under traffic");
     assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("v2 ")));
+    // One config change moved the traffic; forgetting the drained replicas waits for the next change.
+    assert_eq!(caddy.loads() - loads, 1, "an update of one app reloads Caddy once");
 
     // A new version that never becomes healthy: the old one keeps serving every request, and v3 none.
     project.write("apps/web.yaml", &slow_web(&image, "v3", 2).replace("path: /healthz", "path: /missing"));
-    let traffic = traffic_during(&caddy, "shop.example.test", "/cgi-bin/slow", 8, || {
+    let traffic = traffic_during(&front, "shop.example.test", "/cgi-bin/slow", 8, || {
         assert_eq!(apply(&project, &caddy).status.code(), Some(1))
     });
-    assert!(
-        traffic.failures.is_empty(),
-        "{} of {} requests failed during the failed update: {:?}",
-        traffic.failures.len(),
-        traffic.sent,
-        &traffic.failures[..traffic.failures.len().min(5)]
-    );
+    assert_no_failure("during the failed update", &traffic);
     let unhealthy: Vec<&String> = traffic.bodies.iter().filter(|body| !body.starts_with("v2 ")).collect();
     assert!(unhealthy.is_empty(), "requests reached the unhealthy version: {unhealthy:?}");
     assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("v2 ")));
@@ -285,7 +435,8 @@ fn updates_and_failed_updates_drop_no_request() {
 fn apps_updated_in_parallel_keep_each_others_routes() {
     let image = busybox_image();
     let project = TestProject::new("caddy-parallel");
-    let caddy = TestCaddy::start();
+    let caddy = TestCaddy::start_on_unix_socket();
+    let front = caddy.front();
     let apps = |version: &str| {
         let api = slow_web(&image, &format!("api {version}"), 2).replacen("name: web", "name: api", 1);
         (slow_web(&image, &format!("web {version}"), 2), api)
@@ -299,26 +450,123 @@ fn apps_updated_in_parallel_keep_each_others_routes() {
     let (web_v2, api_v2) = apps("v2");
     project.write("apps/web.yaml", &web_v2);
     project.write("apps/api.yaml", &api_v2);
-    let args = caddy.args();
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend(["--parallel", "8"]);
     let mut api_traffic = None;
-    let web_traffic = traffic_during(&caddy, "shop.example.test", "/cgi-bin/slow", 4, || {
-        api_traffic = Some(traffic_during(&caddy, "api.example.test", "/cgi-bin/slow", 4, || {
-            assert_success(&project.railyard("apply", &args))
+    let web_traffic = traffic_during(&front, "shop.example.test", "/cgi-bin/slow", 4, || {
+        api_traffic = Some(traffic_during(&front, "api.example.test", "/cgi-bin/slow", 4, || {
+            assert_success(&apply_with(&project, &caddy, &["--parallel", "8"]))
         }));
     });
-    for (host, traffic) in [("shop", web_traffic), ("api", api_traffic.expect("api traffic"))] {
-        assert!(
-            traffic.failures.is_empty(),
-            "{host}: {} of {} requests failed while both apps switched: {:?}",
-            traffic.failures.len(),
-            traffic.sent,
-            &traffic.failures[..traffic.failures.len().min(5)]
-        );
-    }
+    assert_no_failure("shop, while both apps switched", &web_traffic);
+    assert_no_failure("api, while both apps switched", &api_traffic.expect("api traffic"));
     assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("web v2 ")));
     assert!(via(&caddy, "api.example.test").is_some_and(|(_, body)| body.starts_with("api v2 ")));
+}
+
+/// A replica behind Caddy on loopback that answers `body` `delay` after reading a request; counts the requests it
+/// has finished answering.
+struct SlowUpstream {
+    port: u16,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SlowUpstream {
+    fn start(body: &'static str, delay: Duration) -> SlowUpstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (done, seen) = (answered.clone(), accepted.clone());
+        // The thread ends with the test process; the listener holds only a loopback port.
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let (done, seen) = (done.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    let mut request = Vec::new();
+                    let mut buffer = [0_u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(delay);
+                    let response =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    if stream.write_all(response.as_bytes()).is_ok() {
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        SlowUpstream { port, answered, accepted }
+    }
+
+    fn dial(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Caddy on the host (the default placement): after a switch, the retired replica's request still in flight is
+/// waited for, although every domain shares one dynamic `reverse_proxy` per replica count: Caddy counts requests in
+/// flight by the address a dynamic upstream resolved to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_waits_for_requests_in_flight_to_the_replicas_it_retired() {
+    use railyard::model::kinds::TlsMode;
+    use railyard::model::{DomainSpec, Environment};
+    use railyard::proxy::{Caddy, CaddySettings, UpstreamMode};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::Ordering;
+
+    let caddy = TestCaddy::start();
+    let proxy = Caddy::new(CaddySettings {
+        admin: format!("http://127.0.0.1:{}", caddy.admin),
+        http: format!("127.0.0.1:{}", caddy.http),
+        https: format!("127.0.0.1:{}", caddy.https),
+        acme_email: None,
+        upstreams: UpstreamMode::Host,
+    });
+    let (old, new) =
+        (SlowUpstream::start("old", Duration::from_millis(1500)), SlowUpstream::start("new", Duration::ZERO));
+    let env = Environment::production("drain-test");
+    let host = "shop.example.test";
+    let spec = DomainSpec {
+        host: host.into(),
+        aliases: vec!["www.shop.example.test".into()],
+        app: "web".into(),
+        port: "http".into(),
+        container_port: 8080,
+        tls: TlsMode::Off,
+        acme_email: None,
+    };
+    let other = DomainSpec { host: "other.example.test".into(), aliases: vec![], app: "other".into(), ..spec.clone() };
+    let upstreams =
+        |dial: String| BTreeMap::from([(host.to_owned(), vec![dial]), (other.host.clone(), vec![new.dial()])]);
+    let loaded = proxy.sync(&env, &[spec.clone(), other.clone()], &upstreams(old.dial())).await.expect("sync");
+    assert!(loaded.pushed && loaded.retired.is_empty(), "{loaded:?}");
+
+    let port = caddy.http;
+    let in_flight = std::thread::spawn(move || get_via(port, "www.shop.example.test"));
+    let accepted = old.accepted.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || accepted.load(Ordering::SeqCst) == 1),
+        "the request reached the old replica"
+    );
+    let switch = proxy.switch(&env, std::slice::from_ref(&spec), &upstreams(new.dial())).await.expect("switch");
+    assert_eq!(switch.retired, vec![old.dial()]);
+    assert_eq!(via(&caddy, host), Some((200, "new".to_owned())), "new requests go to the new replica");
+    assert_eq!(via(&caddy, "other.example.test"), Some((200, "new".to_owned())), "the other domain kept its route");
+
+    assert_eq!(old.answered.load(Ordering::SeqCst), 0, "the old replica is still answering");
+    assert!(proxy.wait_drained(&switch.retired, Duration::from_secs(20)).await.expect("drain"), "drained in time");
+    assert_eq!(old.answered.load(Ordering::SeqCst), 1, "the drain ended before the request in flight was answered");
+    assert_eq!(in_flight.join().expect("client"), Some((200, "old".to_owned())));
+
+    // Nothing in flight: the drain takes its floor only.
+    let started = std::time::Instant::now();
+    assert!(proxy.wait_drained(&[new.dial()], Duration::from_secs(20)).await.expect("drain"));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -428,60 +676,19 @@ fn listening_ports(container: &str) -> BTreeSet<u16> {
 #[test]
 fn caddy_in_a_container_routes_by_name_and_apps_cannot_reach_its_admin_api() {
     let image = busybox_image();
-    let caddy_image = caddy_image();
     let project = TestProject::new("caddy-box");
-    let admin_dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(admin_dir.path().join("boot.json"), r#"{"admin": {"listen": "unix//run/caddy/admin.sock"}}"#)
-        .expect("boot config");
-    let caddy = format!("{}-caddy", project.name);
-    // Labelled with the project, so the project's guard removes it.
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &caddy,
-        "--label",
-        &format!("com.docker.compose.project={}", project.name),
-        "-p",
-        "127.0.0.1::8080",
-        "-v",
-        &format!("{}:/run/caddy", admin_dir.path().display()),
-        "-e",
-        "HOME=/run/caddy",
-        "-e",
-        "XDG_DATA_HOME=/run/caddy/data",
-        "-e",
-        "XDG_CONFIG_HOME=/run/caddy/config",
-        &caddy_image,
-        "run",
-        "--config",
-        "/run/caddy/boot.json",
-    ]);
-    let socket = admin_dir.path().join("admin.sock");
-    assert!(
-        eventually(Duration::from_secs(20), || std::os::unix::net::UnixStream::connect(&socket).is_ok()),
-        "caddy did not open its admin socket: {}",
-        Command::new("docker")
-            .args(["logs", &caddy])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-            .unwrap_or_default()
-    );
+    let boxed = BoxedCaddy::start(&project);
+    let caddy = boxed.name.clone();
     project.write("apps/web.yaml", &web(&image, "boxed", 1));
     project.write("domains/shop.yaml", DOMAIN);
-    let admin = format!("unix://{}", socket.display());
-    let args =
-        ["--caddy-admin", &admin, "--caddy-container", &caddy, "--proxy-http", ":8080", "--proxy-https", ":8443"];
+    let args = boxed.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let applied = project.railyard("apply", &args);
     assert_success(&applied);
     assert!(stdout(&applied).contains("create Domain shop.example.test: done"), "{}", stdout(&applied));
 
     // From the host through Caddy's published proxy port, by container name on the environment's network.
-    let published: u16 = docker(&["port", &caddy, "8080/tcp"])
-        .lines()
-        .find_map(|line| line.rsplit(':').next()?.parse().ok())
-        .expect("published proxy port");
-    let routed = get_via(published, "shop.example.test");
+    let routed = get_via(boxed.http, "shop.example.test");
     assert!(routed.as_ref().is_some_and(|(status, body)| *status == 200 && body.starts_with("boxed ")), "{routed:?}");
     let plan = project.railyard("plan", &[&args[..], &["--detailed-exitcode"]].concat());
     assert_eq!(plan.status.code(), Some(0), "observe over the socket sees the route: {}", stdout(&plan));

@@ -6,11 +6,13 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use railyard::backend::Backend;
-use railyard::backend::docker::{DockerBackend, DockerSettings};
+use railyard::backend::docker::DockerSettings;
+use railyard::backend::{self, Backend, BackendKind, BackendSettings};
 use railyard::model::Environment;
+use railyard::proxy::{CaddySettings, UpstreamMode};
 use support::*;
 
 fn all_output(output: &std::process::Output) -> String {
@@ -18,15 +20,16 @@ fn all_output(output: &std::process::Output) -> String {
 }
 
 fn production(project: &TestProject) -> Environment {
-    Environment { name: "production".to_owned(), project: project.name.clone(), preview: None }
+    Environment::production(&project.name)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
-fn backend(runtime: &tokio::runtime::Runtime) -> DockerBackend {
-    runtime.block_on(DockerBackend::connect(DockerSettings::default())).expect("Docker answers")
+/// The Docker backend as the daemon and the CLI hold it: chosen at run time, behind `dyn Backend`.
+fn backend(runtime: &tokio::runtime::Runtime, docker: DockerSettings) -> Arc<dyn Backend> {
+    runtime.block_on(backend::connect(BackendKind::Docker, BackendSettings { docker })).expect("Docker answers")
 }
 
 /// An app holding a volume `data`, ready once its TCP port answers.
@@ -272,12 +275,40 @@ fn pull_missing_uses_a_local_image_without_asking_a_registry() {
 fn destroy_removes_what_the_environment_owns_and_nothing_else() {
     let image = busybox_image();
     let project = TestProject::new("destroy");
+    let caddy = LoopbackCaddy::start();
+    // Stands in for a containerised Caddy: apply connects it to the environment's network, destroy disconnects it.
+    let stand_in = format!("{}-caddy", project.name);
+    let compose_label = format!("com.docker.compose.project={}", project.name);
+    docker(&["run", "-d", "--name", &stand_in, "--label", &compose_label, &image, "sleep", "600"]);
+    let mut args = caddy.args();
+    args.extend(["--caddy-container".to_owned(), stand_in.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     project.write("apps/db.yaml", &db_app(&image));
+    project.write(
+        "apps/scratch.yaml",
+        &format!(
+            "kind: App\nname: scratch\nimage: {image}\npull: never\ncommand: [\"sleep\", \"600\"]\n\
+             volumes: [{{ name: cache, mount: /cache, deleteWithApp: true }}]\nstopGracePeriod: 1s\n"
+        ),
+    );
     project.write("apps/web.yaml", &web_app("web", &image, "w", "replicas: 2\n"));
-    assert_success(&project.railyard("apply", &[]));
+    project.write("domains/shop.yaml", DOMAIN);
+    assert_success(&project.railyard("apply", &args));
+    let network = format!("{}_default", project.name);
+    let attached = docker(&["network", "inspect", &network, "--format", "{{range .Containers}}{{.Name}} {{end}}"]);
+    assert!(
+        attached.split_whitespace().any(|name| name == stand_in),
+        "Caddy's container is on the network: {attached}"
+    );
+    let cache = format!("{}_cache", project.name);
+    let mark = docker(&["volume", "inspect", &cache, "--format", "{{index .Labels \"dev.railyard.delete-with-app\"}}"]);
+    assert_eq!(mark, "true", "a deleteWithApp volume is marked at creation");
+    let caddy_config = || http(caddy.admin, "GET", "/config/", &[], b"").1;
+    assert!(caddy_config().contains("shop.example.test"), "the route is in Caddy");
+
     // A preview environment of the same project owns a container and a volume of its own.
     let preview_labels = [
-        format!("com.docker.compose.project={}", project.name),
+        compose_label.clone(),
         "dev.railyard.managed-by=railyard".to_owned(),
         "dev.railyard.env=pr-1".to_owned(),
         "dev.railyard.app=web".to_owned(),
@@ -295,19 +326,63 @@ fn destroy_removes_what_the_environment_owns_and_nothing_else() {
     for label in &preview_labels[..3] {
         volume.extend(["--label", label.as_str()]);
     }
-    volume.push(&preview_volume);
+    volume.extend(["--label", "dev.railyard.delete-with-app=true", preview_volume.as_str()]);
     docker(&volume);
 
     let runtime = runtime();
-    let backend = backend(&runtime);
+    let proxy = CaddySettings {
+        admin: format!("http://127.0.0.1:{}", caddy.admin),
+        http: format!("127.0.0.1:{}", caddy.http),
+        https: format!("127.0.0.1:{}", caddy.https),
+        acme_email: None,
+        upstreams: UpstreamMode::Network { caddy_container: stand_in.clone() },
+    };
+    let backend = backend(&runtime, DockerSettings { proxy: Some(proxy), ..DockerSettings::default() });
     runtime.block_on(backend.destroy(&production(&project))).expect("destroy");
     assert!(
-        project.containers("db").is_empty() && project.containers("web").len() == 1,
+        project.containers("db").is_empty()
+            && project.containers("scratch").is_empty()
+            && project.containers("web").len() == 1,
         "only pr-1's container is left"
     );
     assert!(project.containers("web")[0].id.starts_with(&preview));
-    assert_eq!(project.volumes(), [preview_volume], "production's volume is gone, pr-1's stays");
-    assert!(networks_named(&format!("{}_default", project.name)).is_empty(), "production's network is gone");
+    assert!(Container::inspect(&stand_in).running, "Caddy's container is not railyard's and keeps running");
+    let mut volumes = project.volumes();
+    volumes.sort();
+    let mut expected = vec![format!("{}_data", project.name), preview_volume];
+    expected.sort();
+    assert_eq!(volumes, expected, "production's deleteWithApp volume is gone; its data volume and pr-1's stay");
+    assert!(networks_named(&network).is_empty(), "production's network is gone, Caddy disconnected from it");
+    assert!(!caddy_config().contains("shop.example.test"), "the route is gone from Caddy");
+
+    runtime.block_on(backend.destroy(&production(&project))).expect("destroying again finds nothing to do");
+    assert_eq!(project.containers("web").len(), 1);
+}
+
+#[test]
+fn destroy_removes_nothing_while_caddy_cannot_drop_the_routes() {
+    let image = busybox_image();
+    let project = TestProject::new("destroy-nocaddy");
+    project.write("apps/web.yaml", &web_app("web", &image, "w", ""));
+    assert_success(&project.railyard("apply", &[]));
+    let admin = format!("http://127.0.0.1:{}", free_loopback_port());
+    let proxy = CaddySettings {
+        admin: admin.clone(),
+        http: "127.0.0.1:0".to_owned(),
+        https: "127.0.0.1:0".to_owned(),
+        acme_email: None,
+        upstreams: UpstreamMode::Host,
+    };
+    let runtime = runtime();
+    let unreachable = backend(&runtime, DockerSettings { proxy: Some(proxy), ..DockerSettings::default() });
+    let error = runtime.block_on(unreachable.destroy(&production(&project))).expect_err("Caddy is not there");
+    let message = error.to_string();
+    assert!(message.contains("environment `production`") && message.contains(&admin), "{message}");
+    assert!(message.contains("destroy it again once Caddy answers"), "the message says what to do: {message}");
+    assert!(project.containers("web")[0].running, "nothing was removed");
+    let without_proxy = backend(&runtime, DockerSettings::default());
+    runtime.block_on(without_proxy.destroy(&production(&project))).expect("destroy without a proxy");
+    assert!(project.all_containers().is_empty());
 }
 
 #[test]
@@ -325,7 +400,7 @@ fn metrics_report_every_app_with_its_replicas_and_cpu_use() {
     assert_success(&project.railyard("apply", &[]));
 
     let runtime = runtime();
-    let backend = backend(&runtime);
+    let backend = backend(&runtime, DockerSettings::default());
     let loads = runtime.block_on(backend.metrics(&production(&project))).expect("metrics");
     let apps: Vec<(&str, u32)> = loads.iter().map(|load| (load.app.as_str(), load.replicas)).collect();
     assert_eq!(apps, [("busy", 2), ("web", 1)]);

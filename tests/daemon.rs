@@ -7,6 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine;
 use railyard::server::webhooks::sign;
 use support::*;
 
@@ -22,25 +23,9 @@ fn secrets_env() -> [(&'static str, &'static str); 2] {
     [("RAILYARD_WEBHOOK_SECRET", SECRET), ("RAILYARD_API_TOKEN", TOKEN)]
 }
 
-/// Whether a running replica of `web` answers `text`. Tolerates replicas that go away while it looks (an update
-/// in progress): listing then inspecting with the panicking helpers would race with it.
+/// Whether a running replica of `web` answers `text`.
 fn serves(project: &TestProject, text: &str) -> bool {
-    let docker = |args: &[&str]| {
-        std::process::Command::new("docker")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|output| output.status.success())
-            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
-            .unwrap_or_default()
-    };
-    let project_filter = format!("label=com.docker.compose.project={}", project.name);
-    let ids = docker(&["ps", "-q", "--filter", &project_filter, "--filter", "label=dev.railyard.app=web"]);
-    ids.lines().any(|id| {
-        let published = docker(&["port", id, "8080/tcp"]);
-        let port = published.lines().next().and_then(|address| address.rsplit(':').next()?.trim().parse().ok());
-        port.is_some_and(|port| http_get(port, "/").is_some_and(|(_, body)| body == format!("{text}\n")))
-    })
+    project_serves(&project.name, "web", text)
 }
 
 fn github_push(served: &Served, body: &[u8]) -> (u16, String) {
@@ -163,7 +148,7 @@ fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
             vec![("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &other_signature)],
             &other_branch,
             202,
-            "railyard follows refs/heads/main",
+            "no environment follows branch `feature`",
         ),
         ("github", vec![("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &ping_signature)], &ping, 200, "pong"),
         (
@@ -437,18 +422,21 @@ fn pages_need_credentials_beyond_loopback_and_mutations_always_need_the_token() 
     assert_eq!(http(port, "GET", "/env/production/syncs", &[], b"").0, 401);
     assert_eq!(http(port, "GET", "/events", &[], b"").0, 401, "live events are a read too");
     // "user:open sesame" and "railyard:<token>" in basic auth; the token as a bearer.
-    assert_eq!(http(port, "GET", "/", &[("Authorization", "Basic dXNlcjpvcGVuIHNlc2FtZQ==")], b"").0, 200);
-    let basic_token = format!("Basic {}", base64(&format!("railyard:{TOKEN}")));
+    assert_eq!(http(port, "GET", "/", &[("Authorization", &basic_auth("user", "open sesame"))], b"").0, 200);
+    let basic_token = basic_auth("railyard", TOKEN);
     assert_eq!(http(port, "GET", "/env/production", &[("Authorization", &basic_token)], b"").0, 200);
     assert_eq!(http(port, "GET", "/api/v1/syncs", &[("Authorization", &format!("Bearer {TOKEN}"))], b"").0, 200);
-    assert_eq!(http(port, "GET", "/", &[("Authorization", "Basic dXNlcjp3cm9uZw==")], b"").0, 401);
+    assert_eq!(http(port, "GET", "/", &[("Authorization", &basic_auth("user", "wrong"))], b"").0, 401);
     // Reading the pages does not allow syncing: the form and the API both want the token itself.
     let form = b"token=open+sesame";
     assert_eq!(
         http(port, "POST", "/env/production/sync", &[("Content-Type", "application/x-www-form-urlencoded")], form).0,
         401
     );
-    assert_eq!(http(port, "POST", "/api/v1/sync", &[("Authorization", "Basic dXNlcjpvcGVuIHNlc2FtZQ==")], b"").0, 401);
+    assert_eq!(
+        http(port, "POST", "/api/v1/sync", &[("Authorization", &basic_auth("user", "open sesame"))], b"").0,
+        401
+    );
     let good = format!("token={TOKEN}");
     assert_eq!(
         http(
@@ -464,17 +452,9 @@ fn pages_need_credentials_beyond_loopback_and_mutations_always_need_the_token() 
     assert_eq!(http(port, "GET", "/healthz", &[], b"").0, 200, "probes stay open");
 }
 
-fn base64(text: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    text.as_bytes()
-        .chunks(3)
-        .flat_map(|chunk| {
-            let bytes = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-            let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
-            (0..4)
-                .map(move |i| if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' })
-        })
-        .collect()
+/// An `Authorization` value for HTTP basic auth (RFC 7617).
+fn basic_auth(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 /// Opens `GET /events` and reads until the stream's headers arrived; the connection stays open.

@@ -487,7 +487,18 @@ fn apply_says_what_it_did_once_and_where_each_app_answers() {
         .filter(|line| !line.trim().is_empty())
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}")))
         .collect();
-    assert!(progress.iter().any(|event| event["app"] == "web" && event["message"] == "done"), "{progress:?}");
+    assert!(progress.iter().any(|event| event["app"] == "web" && event["step"] == "done"), "{progress:?}");
+    let created = format!("{}-web-1", project.name);
+    assert!(
+        progress
+            .iter()
+            .any(|event| event["app"] == "web" && event["step"] == "creating" && event["container"] == created),
+        "progress carries typed fields: {progress:?}"
+    );
+    assert!(
+        progress.iter().any(|event| event["app"] == "bad" && event["step"] == "failed" && event["error"].is_string()),
+        "{progress:?}"
+    );
 }
 
 #[test]

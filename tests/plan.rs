@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use railyard::model::{self, DesiredState, Environment, HealthState, Observed, ObservedDomain, ReplicaState, RepoFile};
-use railyard::plan::{self, Change, Plan, apply_to};
+use railyard::plan::{self, Change, ChangeKind, ObjectKind, Plan, apply_to};
 
 const PROJECT: &str = "kind: Project\nname: shop\n";
 
@@ -30,6 +30,26 @@ fn change_of<'a>(plan: &'a Plan, app: &str) -> &'a Change {
 
 const WEB: &str =
     "kind: App\nname: web\nimage: web:1\nreplicas: 2\nenv: { LOG_LEVEL: info }\nports: [{ name: http, port: 8080 }]\n";
+
+#[test]
+fn a_change_has_a_kind_that_reads_and_serialises_as_its_verb() {
+    let changes = [
+        (Change::Create, ChangeKind::Create, "create"),
+        (Change::Update { fields: vec!["image".into()] }, ChangeKind::Update, "update"),
+        (Change::Scale { from: 1, to: 3 }, ChangeKind::Scale, "scale"),
+        (Change::Repair { reasons: Vec::new() }, ChangeKind::Repair, "repair"),
+        (Change::Delete, ChangeKind::Delete, "delete"),
+        (Change::Unchanged, ChangeKind::Unchanged, "unchanged"),
+    ];
+    for (change, kind, verb) in changes {
+        assert_eq!(change.kind(), kind);
+        assert_eq!((kind.to_string(), change.verb()), (verb.to_owned(), verb));
+        assert_eq!(serde_json::to_value(kind).expect("serialises"), verb);
+        assert_eq!(kind.is_change(), kind != ChangeKind::Unchanged);
+    }
+    assert_eq!(serde_json::to_value(ObjectKind::Domain).expect("serialises"), "Domain");
+    assert_eq!(ObjectKind::App.to_string(), "App");
+}
 
 #[test]
 fn everything_is_created_on_an_empty_host() {
@@ -218,8 +238,8 @@ fn domains_are_planned_when_the_backend_reports_them() {
     }
     let plan = plan::plan(&state, &observed);
     assert_eq!(
-        plan.domains.iter().map(|d| (d.name.as_str(), d.change.verb())).collect::<Vec<_>>(),
-        [("shop.example.com", "unchanged"), ("old.example.com", "delete")]
+        plan.domains.iter().map(|d| (d.name.as_str(), d.change.kind())).collect::<Vec<_>>(),
+        [("shop.example.com", ChangeKind::Unchanged), ("old.example.com", ChangeKind::Delete)]
     );
     let unobserved = plan::plan(&state, &Observed::default());
     assert!(unobserved.domains.is_empty(), "no domain actions when the backend does not report domains");

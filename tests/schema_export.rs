@@ -183,7 +183,7 @@ fn schemas_accept_every_example() {
 
 /// Invalid fixtures whose rule JSON Schema can express: names, durations, quantities, ports, paths, hosts, secret
 /// names, enums and unknown fields.
-const SCHEMA_EXPRESSIBLE: [&str; 11] = [
+const SCHEMA_EXPRESSIBLE: [&str; 13] = [
     "bad-name",
     "bad-duration",
     "bad-quantity",
@@ -195,6 +195,8 @@ const SCHEMA_EXPRESSIBLE: [&str; 11] = [
     "bad-secret-name",
     "unknown-field",
     "bad-env-value-type",
+    "environment-branches",
+    "environments-empty",
 ];
 
 #[test]

@@ -87,6 +87,38 @@ fixtures! {
     env_value_of_the_wrong_type => "bad-env-value-type",
     cron_year_past_what_the_clock_reaches => "cron-year-out-of-range",
     values_of_the_wrong_shape_say_what_is_accepted => "wrong-shapes",
+    environment_names_unique_dns_labels_not_reserved_and_short_enough => "environment-names",
+    environment_branches_must_be_git_branch_names => "environment-branches",
+    environment_host_templates_placeholders_host_names_and_not_on_production => "environment-host-templates",
+    an_empty_environments_list_is_refused => "environments-empty",
+}
+
+#[test]
+fn environments_may_share_a_branch_and_fill_every_placeholder() {
+    let project = "kind: Project\nname: shop\nenvironments:\n  - { name: production, branch: main }\n  \
+                   - { name: staging, branch: main, hostTemplate: \"{app}.{env}.{project}.example.com\" }\n  \
+                   - { name: mirror, branch: main, hostTemplate: \"{host}.mirror.example.com\" }\n  \
+                   - { name: release, branch: release/2.0 }\n";
+    let files = vec![RepoFile::text("railyard.yaml", project)];
+    let config = model::load(&files).unwrap_or_else(|invalid| panic!("valid:\n{invalid}"));
+    let branches: Vec<(String, String)> =
+        config.environments("main").into_iter().map(|listed| (listed.name, listed.branch)).collect();
+    let expected = [("production", "main"), ("staging", "main"), ("mirror", "main"), ("release", "release/2.0")];
+    assert_eq!(branches, expected.map(|(name, branch)| (name.to_owned(), branch.to_owned())));
+}
+
+#[test]
+fn a_63_character_project_fits_production_but_not_another_environment() {
+    let name = "a".repeat(63);
+    let project = format!("kind: Project\nname: {name}\nenvironments:\n  - name: production\n  - name: qa\n");
+    let errors = errors_of(&[RepoFile::text("railyard.yaml", &project)]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("railyard.yaml:5:11: environment `qa` runs as `"), "{errors:?}");
+    assert!(errors[0].contains("(66 characters), over the 63 of a DNS label"), "{errors:?}");
+}
+
+fn errors_of(files: &[RepoFile]) -> Vec<String> {
+    model::load(files).err().map(|invalid| invalid.0.iter().map(ToString::to_string).collect()).unwrap_or_default()
 }
 
 #[test]
@@ -97,6 +129,31 @@ fn example_repository_is_valid() {
     assert_eq!(config.apps.len(), 4);
     assert_eq!(config.domains.len(), 2);
     assert_eq!(config.scaling_rules.len(), 1);
+}
+
+#[test]
+fn the_example_runs_as_production_alone_and_its_commented_environments_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout");
+    let files = read_dir(&dir).expect("example repository readable");
+    let config = model::load(&files).expect("example valid");
+    let alone = config.environments("main");
+    assert_eq!(alone.len(), 1);
+    assert_eq!((alone[0].name.as_str(), alone[0].branch.as_str()), ("production", "main"));
+    let project = std::fs::read_to_string(dir.join("railyard.yaml")).expect("railyard.yaml readable");
+    let block: String = project
+        .lines()
+        .skip_while(|line| *line != "# environments:")
+        .take_while(|line| *line != "#")
+        .map(|line| format!("{}\n", line.trim_start_matches("# ")))
+        .collect();
+    assert!(block.contains("name: staging"), "the example shows a staging environment:\n{project}");
+    let uncommented = RepoFile::text("railyard.yaml", &format!("{project}{block}"));
+    let files: Vec<RepoFile> =
+        files.into_iter().filter(|file| file.path != "railyard.yaml").chain([uncommented]).collect();
+    let config = model::load(&files).unwrap_or_else(|invalid| panic!("uncommented example invalid:\n{invalid}"));
+    let listed: Vec<(String, String)> =
+        config.environments("main").into_iter().map(|listed| (listed.name, listed.branch)).collect();
+    assert_eq!(listed, [("production".to_owned(), "main".to_owned()), ("staging".to_owned(), "staging".to_owned())]);
 }
 
 #[test]

@@ -2,13 +2,21 @@
 //! Backends know nothing of git, HTTP serving or the store.
 
 pub mod docker;
+pub mod events;
+pub mod kubernetes;
 pub mod schedule;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use events::{Progress, ProgressEvent, Step};
+
 use crate::model::{Environment, Observed};
-use crate::plan::Plan;
+use crate::plan::{Action, ChangeKind, ObjectKind, Plan};
+use crate::secrets::ResolvedSecrets;
 
 /// What a backend reports after applying a plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,10 +27,10 @@ pub struct ApplyReport {
 /// How one action of the plan ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionOutcome {
-    pub kind: String,
+    pub kind: ObjectKind,
     pub name: String,
-    /// The plan's verb for it: create, update, scale, repair, delete.
-    pub change: String,
+    /// The plan's kind of change for it: create, update, scale, repair, delete.
+    pub change: ChangeKind,
     pub result: ActionResult,
     pub duration_ms: u64,
 }
@@ -44,6 +52,19 @@ pub enum ActionResult {
     },
 }
 
+impl ActionOutcome {
+    /// How `action` on an object of `kind` ended, `duration` after it started.
+    pub fn of<S>(kind: ObjectKind, action: &Action<S>, result: ActionResult, duration: Duration) -> ActionOutcome {
+        ActionOutcome {
+            kind,
+            name: action.name.clone(),
+            change: action.change.kind(),
+            result,
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
 impl ApplyReport {
     pub fn succeeded(&self) -> bool {
         self.outcomes.iter().all(|outcome| outcome.result == ActionResult::Done)
@@ -59,23 +80,79 @@ pub struct AppLoad {
     pub cpu_percent: f64,
 }
 
-/// Receives progress while a plan is applied (a terminal bar, a log line, the status page).
-pub trait Progress: Send + Sync {
-    fn event(&self, app: &str, message: &str);
+/// Which backend runs the apps, chosen at run time (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BackendKind {
+    /// One host's Docker Engine.
+    #[default]
+    Docker,
+    /// A Kubernetes cluster.
+    Kubernetes,
 }
 
-/// Where apps run.
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Docker => "docker",
+            BackendKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// What went wrong in a backend; every variant says what failed, on which object, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Docker(#[from] docker::DockerError),
+    #[error(
+        "the {} backend is not available in this version of railyard; use --backend docker",
+        .0.as_str()
+    )]
+    NotAvailable(BackendKind),
+}
+
+impl BackendError {
+    /// The backend's engine or cluster cannot be reached at all (scripts may retry).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            BackendError::Docker(error) => error.is_unreachable(),
+            BackendError::NotAvailable(_) => false,
+        }
+    }
+}
+
+/// Settings of every backend; the chosen one reads its own.
+#[derive(Debug, Clone, Default)]
+pub struct BackendSettings {
+    pub docker: docker::DockerSettings,
+}
+
+/// Connects the backend `kind`.
+pub async fn connect(kind: BackendKind, settings: BackendSettings) -> Result<Arc<dyn Backend>, BackendError> {
+    match kind {
+        BackendKind::Docker => Ok(Arc::new(docker::DockerBackend::connect(settings.docker).await?)),
+        BackendKind::Kubernetes => Err(BackendError::NotAvailable(kind)),
+    }
+}
+
+/// Where apps run. Object-safe: the daemon, CLI and server hold a `dyn Backend` chosen at run time.
 #[async_trait]
 pub trait Backend: Send + Sync {
-    /// The error type; says what failed, on which object, and what to do.
-    type Error: std::error::Error + Send + Sync + 'static;
-
+    fn kind(&self) -> BackendKind;
     /// What runs now in `env`, read-only.
-    async fn observe(&self, env: &Environment) -> Result<Observed, Self::Error>;
-    /// Executes `plan`: dependencies first, health-gated, idempotent.
-    async fn apply(&self, plan: &Plan, progress: &dyn Progress) -> Result<ApplyReport, Self::Error>;
-    /// Removes everything `env` owns (a preview being torn down).
-    async fn destroy(&self, env: &Environment) -> Result<(), Self::Error>;
+    async fn observe(&self, env: &Environment) -> Result<Observed, BackendError>;
+    /// Executes `plan`: dependencies first, health-gated, idempotent. `secrets` holds the values of the secrets the
+    /// plan's apps name, resolved by the caller's secret source.
+    async fn apply(
+        &self,
+        plan: &Plan,
+        secrets: &ResolvedSecrets,
+        progress: &dyn Progress,
+    ) -> Result<ApplyReport, BackendError>;
+    /// Removes everything `env` owns (an environment removed from the list, a preview being torn down): apps,
+    /// networks and routes; volumes stay unless their app said `deleteWithApp`.
+    async fn destroy(&self, env: &Environment) -> Result<(), BackendError>;
     /// CPU use of the apps of `env`.
-    async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, Self::Error>;
+    async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, BackendError>;
 }

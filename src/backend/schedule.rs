@@ -7,13 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ActionOutcome, ActionResult};
 use crate::model::AppSpec;
-use crate::plan::{Action, Change, Plan};
+use crate::plan::{Action, ChangeKind, ObjectKind, Plan};
 
 /// One of the `parallel` places an action holds while it keeps the backend busy; held until released or dropped.
 #[derive(Debug)]
@@ -37,8 +38,11 @@ where
     F: Fn(&'a Action<AppSpec>, Slot) -> Fut,
     Fut: Future<Output = ActionOutcome> + 'a,
 {
-    let (deletes, others): (Vec<&Action<AppSpec>>, Vec<&Action<AppSpec>>) =
-        plan.apps.iter().filter(|action| action.change != Change::Unchanged).partition(|a| a.change == Change::Delete);
+    let (deletes, others): (Vec<&Action<AppSpec>>, Vec<&Action<AppSpec>>) = plan
+        .apps
+        .iter()
+        .filter(|action| action.change.kind().is_change())
+        .partition(|action| action.change.kind() == ChangeKind::Delete);
     let in_plan: BTreeSet<&str> = others.iter().map(|action| action.name.as_str()).collect();
     let slots = Arc::new(Semaphore::new(parallel.max(1)));
     let mut finished: BTreeMap<String, ActionOutcome> = BTreeMap::new();
@@ -90,13 +94,7 @@ where
 }
 
 fn skipped(action: &Action<AppSpec>, reason: String) -> ActionOutcome {
-    ActionOutcome {
-        kind: "App".to_owned(),
-        name: action.name.clone(),
-        change: action.change.verb().to_owned(),
-        result: ActionResult::Skipped { reason },
-        duration_ms: 0,
-    }
+    ActionOutcome::of(ObjectKind::App, action, ActionResult::Skipped { reason }, Duration::ZERO)
 }
 
 #[cfg(test)]
@@ -104,10 +102,10 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     use super::*;
     use crate::model::Environment;
+    use crate::plan::Change;
 
     fn spec(name: &str, depends_on: &[&str]) -> AppSpec {
         AppSpec { depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(), ..AppSpec::bare(name) }
@@ -129,7 +127,7 @@ mod tests {
 
     fn plan(apps: Vec<Action<AppSpec>>) -> Plan {
         Plan {
-            env: Environment { name: "production".to_owned(), project: "shop".to_owned(), preview: None },
+            env: Environment::production("shop"),
             commit: None,
             apps,
             domains: Vec::new(),
@@ -141,13 +139,7 @@ mod tests {
     }
 
     fn outcome(action: &Action<AppSpec>, result: ActionResult) -> ActionOutcome {
-        ActionOutcome {
-            kind: "App".to_owned(),
-            name: action.name.clone(),
-            change: action.change.verb().to_owned(),
-            result,
-            duration_ms: 0,
-        }
+        ActionOutcome::of(ObjectKind::App, action, result, Duration::ZERO)
     }
 
     /// Records when each action starts and ends, in one shared log.

@@ -103,6 +103,14 @@ impl Metrics {
         self.webhooks.get_or_create(&WebhookLabels { forge: forge.to_owned(), result: result.to_owned() }).inc();
     }
 
+    /// A destroyed environment leaves no gauges behind (its counters stay: they are history).
+    pub fn forget_env(&self, env: &str) {
+        for state in ["healthy", "missing", "degraded", "failed"] {
+            self.apps.remove(&AppStateLabels { env: env.to_owned(), state: state.to_owned() });
+        }
+        self.last_sync.remove(&EnvLabels { env: env.to_owned() });
+    }
+
     /// Apps of `env` per health state.
     pub fn set_apps(&self, env: &str, counts: &[(&str, i64)]) {
         for (state, count) in counts {

@@ -2,7 +2,7 @@
 //! arrive while one is pending merge into it, so a burst of any size costs at most two reconciles.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -18,6 +18,8 @@ pub enum Trigger {
     Api,
     Drift,
     Retry,
+    /// The environment was removed from the Project's list.
+    Removed,
 }
 
 impl Trigger {
@@ -29,40 +31,62 @@ impl Trigger {
             Trigger::Api => "api",
             Trigger::Drift => "drift",
             Trigger::Retry => "retry",
+            Trigger::Removed => "removed",
         }
     }
+
+    /// Whether the reconcile needs a fetch newer than the trigger: a drift check compares what runs with the commit
+    /// already fetched.
+    pub fn needs_fetch(self) -> bool {
+        !matches!(self, Trigger::Drift | Trigger::Removed)
+    }
+}
+
+/// A trigger taken from a [`Coalescer`], with the moment the newest trigger that needs a fetch was fired: a fetch
+/// started after it has seen every commit that trigger was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub trigger: Trigger,
+    pub fetch_after: Option<Instant>,
 }
 
 /// The pending trigger of one environment and the signal that wakes its worker.
 #[derive(Default)]
 pub struct Coalescer {
-    pending: Mutex<Option<Trigger>>,
+    pending: Mutex<Option<Taken>>,
     wake: Notify,
 }
 
 impl Coalescer {
     /// Asks for a reconcile. An explicit request (API) outranks the others when they merge, so that a manual sync
-    /// is never swallowed by a poll that happened to be pending.
+    /// is never swallowed by a poll that happened to be pending; a drift check ranks last.
     pub fn fire(&self, trigger: Trigger) {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *pending = Some(match *pending {
-            Some(Trigger::Api) => Trigger::Api,
-            _ => trigger,
+        let earlier = *pending;
+        let fetch_after = if trigger.needs_fetch() { Some(Instant::now()) } else { None };
+        *pending = Some(Taken {
+            // A drift check merged into a push is that push.
+            trigger: match (earlier.map(|taken| taken.trigger), trigger) {
+                (Some(Trigger::Api), _) => Trigger::Api,
+                (Some(earlier), Trigger::Drift) => earlier,
+                _ => trigger,
+            },
+            fetch_after: fetch_after.or(earlier.and_then(|taken| taken.fetch_after)),
         });
         self.wake.notify_one();
     }
 
     /// Waits for the next pending trigger and takes it.
-    pub async fn next(&self) -> Trigger {
+    pub async fn next(&self) -> Taken {
         loop {
-            if let Some(trigger) = self.take() {
-                return trigger;
+            if let Some(taken) = self.take() {
+                return taken;
             }
             self.wake.notified().await;
         }
     }
 
-    fn take(&self) -> Option<Trigger> {
+    fn take(&self) -> Option<Taken> {
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 }
@@ -134,9 +158,24 @@ mod tests {
         let coalescer = Coalescer::default();
         coalescer.fire(Trigger::Api);
         coalescer.fire(Trigger::Poll);
-        assert_eq!(coalescer.next().await, Trigger::Api);
+        assert_eq!(coalescer.next().await.trigger, Trigger::Api);
         coalescer.fire(Trigger::Poll);
-        assert_eq!(coalescer.next().await, Trigger::Poll);
+        assert_eq!(coalescer.next().await.trigger, Trigger::Poll);
+    }
+
+    #[tokio::test]
+    async fn merged_triggers_ask_for_a_fetch_after_the_newest_push_and_drift_asks_for_none() {
+        let coalescer = Coalescer::default();
+        coalescer.fire(Trigger::Drift);
+        assert_eq!(coalescer.next().await.fetch_after, None);
+        coalescer.fire(Trigger::Webhook);
+        std::thread::sleep(Duration::from_millis(2));
+        let second = Instant::now();
+        coalescer.fire(Trigger::Webhook);
+        coalescer.fire(Trigger::Drift);
+        let taken = coalescer.next().await;
+        assert_eq!(taken.trigger, Trigger::Webhook, "a drift check merged into a push is that push");
+        assert!(taken.fetch_after.is_some_and(|after| after >= second), "the fetch must see the second push");
     }
 
     #[test]

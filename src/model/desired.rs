@@ -6,19 +6,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::kinds::{App, EnvValue, Health, Protocol, PullPolicy, SyncPolicy, TlsMode};
+use super::environments::ListedEnvironment;
+use super::kinds::{App, Domain, EnvValue, Health, Protocol, PullPolicy, SyncPolicy, TlsMode};
 use super::redact::{DigestKey, is_sensitive_name, redacted, url_userinfo};
-use super::units::{parse_cpus, parse_duration, parse_memory};
+use super::units::{is_host_name, parse_cpus, parse_duration, parse_memory};
 use super::{Config, Observed, Sourced};
 
 /// The named target that a set of apps is deployed to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Environment {
-    /// `production`, `pr-<number>` or `branch-<slug>`.
+    /// `production`, a name from the Project's `environments`, `pr-<number>` or `branch-<slug>`.
     pub name: String,
     /// The compose project (Docker) or namespace (Kubernetes) it maps to.
     pub project: String,
     pub preview: Option<PreviewOf>,
+    /// The hostTemplate of a listed environment other than production, through which its Domains are routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_template: Option<String>,
 }
 
 /// What a preview environment previews.
@@ -33,7 +37,31 @@ impl Environment {
     pub const PRODUCTION: &'static str = "production";
 
     pub fn production(project: &str) -> Environment {
-        Environment { name: Self::PRODUCTION.to_owned(), project: project.to_owned(), preview: None }
+        Environment {
+            name: Self::PRODUCTION.to_owned(),
+            project: project.to_owned(),
+            preview: None,
+            host_template: None,
+        }
+    }
+
+    /// An environment of the Project's list: production runs as `<project>`, any other as `<project>-<name>` and
+    /// routes its Domains through its hostTemplate (production has none: it uses the Domains as written).
+    pub fn listed(project: &str, listed: &ListedEnvironment) -> Environment {
+        if listed.name == Self::PRODUCTION {
+            return Environment::production(project);
+        }
+        Environment {
+            project: label(&format!("{project}-{}", listed.name)),
+            name: listed.name.clone(),
+            preview: None,
+            host_template: listed.host_template.clone(),
+        }
+    }
+
+    /// A listed environment other than production: its Domains go through its hostTemplate, or nowhere.
+    fn is_listed_non_production(&self) -> bool {
+        self.preview.is_none() && self.name != Self::PRODUCTION
     }
 
     pub fn pull_request(project: &str, number: u64) -> Environment {
@@ -42,6 +70,7 @@ impl Environment {
             project: label(&format!("{project}-{name}")),
             name,
             preview: Some(PreviewOf::PullRequest(number)),
+            host_template: None,
         }
     }
 
@@ -64,6 +93,7 @@ impl Environment {
             project: label(&format!("{project}-{name}")),
             name,
             preview: Some(PreviewOf::Branch(branch.to_owned())),
+            host_template: None,
         }
     }
 }
@@ -108,6 +138,21 @@ pub struct AppSpec {
     /// Volumes removed together with the app (the App's `deleteWithApp`); all others outlive it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes_deleted_with_app: Vec<String>,
+    /// The app's ScalingRule, for backends whose platform scales by load (Kubernetes' HorizontalPodAutoscaler).
+    /// Like `replicas`, it scales the replicas rather than defining them, so [`AppSpec::spec_hash`] leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
+}
+
+/// Replica bounds and a CPU target, from the app's ScalingRule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    /// Average CPU use per replica to aim for, in percent of the CPU it requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_cpu_percent: Option<u32>,
 }
 
 /// Everything that defines one replica's container. Its hash names the container's generation.
@@ -371,12 +416,14 @@ impl AppSpec {
                 stop_grace_period_ms: 0,
             },
             volumes_deleted_with_app: Vec::new(),
+            autoscale: None,
         }
     }
 
     /// Names the generation of this app's replicas: everything but the replica count, which only scales them.
     pub fn spec_hash(&self) -> String {
-        let canonical = serde_json::to_vec(&AppSpec { replicas: 0, ..self.clone() }).unwrap_or_default();
+        let canonical =
+            serde_json::to_vec(&AppSpec { replicas: 0, autoscale: None, ..self.clone() }).unwrap_or_default();
         hex::encode(&Sha256::digest(&canonical)[..8])
     }
 
@@ -429,13 +476,19 @@ impl Config {
     /// What `env` should run according to this config at `commit`.
     pub fn desired(&self, env: &Environment, commit: Option<&str>) -> DesiredState {
         let apps = self.apps.values().map(|app| (app.doc.name.value.clone(), self.app_spec(app))).collect();
+        let mut warnings = self.inactive_features();
+        let domains = if env.is_listed_non_production() {
+            self.templated_domain_specs(env, &mut warnings)
+        } else {
+            self.domain_specs(env)
+        };
         DesiredState {
             env: env.clone(),
             commit: commit.map(str::to_owned),
             sync: self.project.doc.sync.as_ref().map_or(SyncPolicy::Auto, super::kinds::SyncSettings::policy),
             apps,
-            domains: self.domain_specs(env),
-            warnings: self.inactive_features(),
+            domains,
+            warnings,
         }
     }
 
@@ -510,6 +563,11 @@ impl Config {
                 .filter(|volume| volume.delete_with_app)
                 .map(|volume| volume.name.value.clone())
                 .collect(),
+            autoscale: self.scaling_rules.get(&spec.name.value).map(|rule| Autoscale {
+                min: rule.doc.min.value,
+                max: rule.doc.max.value,
+                target_cpu_percent: rule.doc.target_cpu_percent.as_ref().map(|target| target.value),
+            }),
         }
     }
 
@@ -521,40 +579,110 @@ impl Config {
         }
     }
 
+    /// The Domains of production (as written) and of previews (through the previews' hostTemplate).
     fn domain_specs(&self, env: &Environment) -> BTreeMap<String, DomainSpec> {
         let template = self.project.doc.previews.as_ref().filter(|p| p.enabled).and_then(|p| p.host_template.as_ref());
         self.domains
             .values()
             .filter_map(|domain| {
                 let spec = &domain.doc;
-                let container_port = self
-                    .apps
-                    .get(&spec.app.value)?
-                    .doc
-                    .ports
-                    .iter()
-                    .find(|port| port.name.value == spec.port.value)?
-                    .port
-                    .value;
                 let (host, aliases) = match &env.preview {
                     None => (spec.host.value.clone(), spec.aliases.iter().map(|a| a.value.clone()).collect()),
                     Some(preview) => {
                         (preview_host(&template?.value, &spec.app.value, env, preview, self.project_name()), Vec::new())
                     }
                 };
-                let acme_email = self.project.doc.proxy.as_ref().and_then(|proxy| proxy.acme_email.clone());
-                let domain = DomainSpec {
-                    host: host.clone(),
-                    aliases,
-                    app: spec.app.value.clone(),
-                    port: spec.port.value.clone(),
-                    container_port,
-                    tls: spec.tls,
-                    acme_email: acme_email.filter(|_| spec.tls == TlsMode::Auto),
-                };
+                let domain = self.domain_spec(spec, host.clone(), aliases)?;
                 Some((host, domain))
             })
             .collect()
+    }
+
+    /// The Domains of a listed environment other than production, each host and alias through the environment's
+    /// hostTemplate. Aliases are kept only when the template uses `{host}` (otherwise they would all fill to the
+    /// Domain's own host). A filled host that is not a valid host name, or that an earlier Domain already took,
+    /// is left out with a warning; without a template no Domain is routed, and the warning says so.
+    fn templated_domain_specs(&self, env: &Environment, warnings: &mut Vec<String>) -> BTreeMap<String, DomainSpec> {
+        let mut routed = BTreeMap::new();
+        let Some(template) = &env.host_template else {
+            if !self.domains.is_empty() {
+                warnings.push(format!(
+                    "environment `{}` has no hostTemplate: its {} domain(s) are not routed; add hostTemplate to its \
+                     entry in the Project's environments",
+                    env.name,
+                    self.domains.len()
+                ));
+            }
+            return routed;
+        };
+        let fill = |app: &str, host: &str| {
+            template
+                .replace("{app}", app)
+                .replace("{host}", host)
+                .replace("{env}", &env.name)
+                .replace("{project}", self.project_name())
+        };
+        let mut taken: BTreeMap<String, String> = BTreeMap::new();
+        for domain in self.domains.values() {
+            let spec = &domain.doc;
+            let written = &spec.host.value;
+            let mut usable = |filled: String, of: &str| {
+                if !is_host_name(&filled) {
+                    warnings.push(format!(
+                        "environment `{}`: hostTemplate `{template}` makes `{filled}` of `{of}`, which is not a valid \
+                         host name; it is not routed (shorten the template or the names it fills in)",
+                        env.name
+                    ));
+                    return None;
+                }
+                if let Some(first) = taken.get(&filled) {
+                    warnings.push(format!(
+                        "environment `{}`: hostTemplate `{template}` makes `{filled}` of both `{first}` and `{of}`; \
+                         only `{first}` is routed there (use `{{host}}` or `{{app}}` in the template to tell them apart)",
+                        env.name
+                    ));
+                    return None;
+                }
+                taken.insert(filled.clone(), of.to_owned());
+                Some(filled)
+            };
+            let Some(host) = usable(fill(&spec.app.value, written), written) else { continue };
+            let aliases = if template.contains("{host}") {
+                spec.aliases
+                    .iter()
+                    .filter_map(|alias| usable(fill(&spec.app.value, &alias.value), &alias.value))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if let Some(domain) = self.domain_spec(spec, host.clone(), aliases) {
+                routed.insert(host, domain);
+            }
+        }
+        routed
+    }
+
+    /// `domain` routed under `host` and `aliases`; `None` when its app or port is missing (validation prevents it).
+    fn domain_spec(&self, domain: &Domain, host: String, aliases: Vec<String>) -> Option<DomainSpec> {
+        let container_port = self
+            .apps
+            .get(&domain.app.value)?
+            .doc
+            .ports
+            .iter()
+            .find(|port| port.name.value == domain.port.value)?
+            .port
+            .value;
+        let acme_email = self.project.doc.proxy.as_ref().and_then(|proxy| proxy.acme_email.clone());
+        Some(DomainSpec {
+            host,
+            aliases,
+            app: domain.app.value.clone(),
+            port: domain.port.value.clone(),
+            container_port,
+            tls: domain.tls,
+            acme_email: acme_email.filter(|_| domain.tls == TlsMode::Auto),
+        })
     }
 }
 

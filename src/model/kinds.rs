@@ -22,6 +22,12 @@ pub mod patterns {
     pub const CPUS: &str = r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$";
     pub const ABSOLUTE_PATH: &str = "^/";
     pub const HTTP_PATH: &str = "^/[^\\s'\"`\\\\$]*$";
+    /// A DNS label that does not start with `pr-` or `branch-`, the prefixes of preview environments.
+    pub const ENVIRONMENT_NAME: &str = "^(?!pr-|branch-)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+    /// What `git check-ref-format --branch` accepts, in its common part: no spaces, `..`, `~^:?*[\\`, leading `-`
+    /// or `/`, or trailing `.lock` or `/`.
+    pub const GIT_BRANCH: &str =
+        r"^(?!-)(?!/)(?!.*\.\.)(?!.*\.lock$)(?!.*/$)(?!.*//)(?!.*@\{)[^\s~^:?*\[\\\x00-\x1f\x7f]+$";
 }
 use patterns::*;
 
@@ -62,6 +68,35 @@ pub struct Project {
     /// Defaults applied to every App that does not set the field itself.
     #[serde(default)]
     pub defaults: Option<AppDefaults>,
+    /// The long-lived environments, each following a branch, in order: a host claimed by two environments goes to
+    /// the one listed first. Read from the tracked branch only. Default: `production` on the tracked branch.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<EnvironmentDecl>>")]
+    #[schemars(length(min = 1))]
+    pub environments: Option<Located<Vec<EnvironmentDecl>>>,
+}
+
+/// One entry of the Project's `environments`: a named environment that follows a branch.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvironmentDecl {
+    /// DNS label, not starting with `pr-` or `branch-` (those name previews). `production` runs as the compose
+    /// project / namespace `<project>`, every other environment as `<project>-<name>`.
+    #[schemars(with = "String")]
+    #[schemars(pattern(ENVIRONMENT_NAME))]
+    pub name: Located<String>,
+    /// The git branch the environment follows, e.g. `staging`. Default: the tracked branch for `production`, a
+    /// branch of the environment's own name for any other.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(GIT_BRANCH))]
+    pub branch: Option<Located<String>>,
+    /// Host of each Domain in this environment, e.g. `{app}.staging.example.com`; placeholders `{app}`, `{host}`
+    /// (the Domain's host), `{env}`, `{project}`. Not allowed on `production`, which uses the Domains as written;
+    /// an environment without one routes no Domain.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub host_template: Option<Located<String>>,
 }
 
 /// Argo CD's sync policies.
@@ -185,6 +220,25 @@ pub struct Previews {
 pub struct ProxySettings {
     /// Contact for ACME certificates (`tls: auto`).
     pub acme_email: Option<String>,
+    /// Kubernetes: the IngressClass of the Ingresses railyard writes, e.g. `nginx`. Default: the cluster's
+    /// default IngressClass.
+    #[serde(default)]
+    #[schemars(pattern(DNS_LABEL))]
+    pub ingress_class_name: Option<String>,
+    /// Kubernetes: the cert-manager ClusterIssuer of `tls: auto` Domains. Default: `letsencrypt`.
+    #[serde(default)]
+    #[schemars(pattern(DNS_LABEL))]
+    pub cluster_issuer: Option<String>,
+    /// Kubernetes: the cert-manager ClusterIssuer of `tls: internal` Domains (a local CA). Default:
+    /// `railyard-internal`.
+    #[serde(default)]
+    #[schemars(pattern(DNS_LABEL))]
+    pub internal_issuer: Option<String>,
+    /// Kubernetes: the namespace of the ingress controller, the only other namespace whose pods may reach the
+    /// apps. Default: `ingress-nginx`.
+    #[serde(default)]
+    #[schemars(pattern(DNS_LABEL))]
+    pub ingress_namespace: Option<String>,
 }
 
 /// `kind: App`: one service.

@@ -1,7 +1,9 @@
 //! The config model: the document kinds, loading and validation with source locations, the desired state of an
-//! environment, and the observed-state vocabulary that backends report in. No I/O happens here.
+//! environment, the environments a Project lists and how hosts are shared out among them, and the observed-state
+//! vocabulary that backends report in. No I/O happens here.
 
 pub mod desired;
+pub mod environments;
 pub mod kinds;
 pub mod load;
 pub mod observed;
@@ -14,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use desired::{AppSpec, ContainerSpec, DesiredState, DomainSpec, Environment};
+pub use environments::{HostConflict, ListedEnvironment, host_claims};
 pub use load::{MAX_FILE_BYTES, Sourced};
 pub use observed::{HealthState, Observed, ObservedApp, ObservedDomain, ObservedReplica, OrphanProject, ReplicaState};
 
@@ -74,6 +77,11 @@ pub struct InvalidConfig(pub Vec<Diagnostic>);
 
 fn render_diagnostics(diagnostics: &[Diagnostic]) -> String {
     diagnostics.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// The first 12 characters of a commit sha (or the whole of a shorter one), as pages and logs show commits.
+pub fn short_sha(sha: &str) -> &str {
+    sha.char_indices().nth(12).map_or(sha, |(end, _)| &sha[..end])
 }
 
 /// A validated repository.

@@ -1,4 +1,5 @@
-//! Durations (`2s`, `72h`, `1h30m`), memory quantities (`256Mi`, `1G`) and CPU amounts (`0.5`, `500m`).
+//! Durations (`2s`, `72h`, `1h30m`), memory quantities (`256Mi`, `1G`) and CPU amounts (`0.5`, `500m`), and the
+//! shapes of names: DNS labels, host names, secret names, environment variables, git branches.
 
 use std::time::Duration;
 
@@ -98,6 +99,32 @@ pub fn is_host_name(host: &str) -> bool {
     rest.len() <= 253 && rest.contains('.') && rest.split('.').all(is_dns_label)
 }
 
+/// Why `name` cannot be a git branch name, or `None` when it can: the common rules of
+/// `git check-ref-format --branch` (no spaces or control characters, no `..`, no `~^:?*[\\`, no leading `-` or `/`,
+/// no `//` or `@{`, not ending in `.lock` or `/`).
+pub fn git_branch_problem(name: &str) -> Option<&'static str> {
+    let forbidden = |c: char| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c);
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.chars().any(forbidden) {
+        Some("it holds a space, a control character or one of `~^:?*[\\`")
+    } else if name.contains("..") {
+        Some("it holds `..`")
+    } else if name.starts_with('-') {
+        Some("it starts with `-`")
+    } else if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        Some("it starts or ends with `/` or holds `//`")
+    } else if name.ends_with(".lock") {
+        Some("it ends with `.lock`")
+    } else if name.contains("@{") || name == "@" {
+        Some("it holds `@{` or is `@`")
+    } else if name.split('/').any(|part| part.starts_with('.')) {
+        Some("a part of it starts with `.`")
+    } else {
+        None
+    }
+}
+
 /// The longest secret name.
 pub const MAX_SECRET_NAME: usize = 64;
 
@@ -173,6 +200,15 @@ mod tests {
         }
         for bad in ["", "../../etc/shadow", "a/b", "a..b", ".hidden", "Upper", "x-", &"a".repeat(65), "a b"] {
             assert!(!is_secret_name(bad), "{bad} accepted");
+        }
+        for good in ["main", "staging", "release/2.0", "feature/x-1_y", "v1.2"] {
+            assert_eq!(git_branch_problem(good), None, "{good} refused");
+        }
+        for bad in [
+            "", "a b", "a..b", "-main", "a~1", "a^", "a:b", "a?", "a*", "a[b", "a\\b", "x.lock", "x/", "/x", "a//b",
+            "a@{1}", "@", ".hidden", "a/.b", "tab\t",
+        ] {
+            assert!(git_branch_problem(bad).is_some(), "{bad:?} accepted");
         }
         assert!(is_env_name("LOG_LEVEL"));
         assert!(!is_env_name("1X"));

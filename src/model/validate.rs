@@ -4,10 +4,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
+use super::desired::Environment;
 use super::desired::{DEFAULT_INTERVAL_MS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS};
-use super::kinds::{App, Domain, EnvValue, Health, Located, Project, ScalingRule};
+use super::kinds::{App, Domain, EnvValue, EnvironmentDecl, Health, Located, Project, ScalingRule};
 use super::load::{Documents, Sourced};
-use super::units::{is_dns_label, is_env_name, is_host_name, is_secret_name, parse_cpus, parse_duration, parse_memory};
+use super::units::{
+    git_branch_problem, is_dns_label, is_env_name, is_host_name, is_secret_name, parse_cpus, parse_duration,
+    parse_memory,
+};
 use super::{Config, Diagnostic};
 
 /// Most replicas one app may ask for; more is nearly always a typo.
@@ -16,7 +20,6 @@ pub const MAX_REPLICAS: u32 = 1000;
 pub const MAX_HEALTH_RETRIES: u32 = 100;
 /// Longest that all retries of a health check may take together.
 const MAX_HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-const TEMPLATE_PLACEHOLDERS: [&str; 5] = ["{app}", "{number}", "{branch}", "{env}", "{project}"];
 
 /// Checks every rule and builds the [`Config`] when none fails.
 pub fn validate(documents: Documents, mut diagnostics: Vec<Diagnostic>) -> Result<Config, Vec<Diagnostic>> {
@@ -82,11 +85,14 @@ fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>
         }
         if let Some(previews) = &project.doc.previews {
             if let Some(template) = &previews.host_template {
-                check_host_template(project, template, diagnostics);
+                check_preview_host_template(project, template, diagnostics);
             }
             if let Some(ttl) = &previews.ttl {
                 check_duration(project, ttl, diagnostics);
             }
+        }
+        if let Some(environments) = &project.doc.environments {
+            check_environments(project, environments, diagnostics);
         }
         if let Some(retry) = project.doc.sync.as_ref().and_then(super::kinds::SyncSettings::retry) {
             check_sync_retry(project, retry, diagnostics);
@@ -95,29 +101,150 @@ fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>
     Some(first)
 }
 
-fn check_host_template(project: &Sourced<Project>, template: &Located<String>, diagnostics: &mut Vec<Diagnostic>) {
-    let mut rest = template.value.clone();
-    for placeholder in TEMPLATE_PLACEHOLDERS {
-        rest = rest.replace(placeholder, "x");
+/// The placeholders of a preview's hostTemplate.
+const PREVIEW_PLACEHOLDERS: [&str; 5] = ["{app}", "{number}", "{branch}", "{env}", "{project}"];
+/// The placeholders of a listed environment's hostTemplate.
+pub const ENVIRONMENT_PLACEHOLDERS: [&str; 4] = ["{app}", "{host}", "{env}", "{project}"];
+
+/// The template with every placeholder filled with the DNS label `x`, or the first unknown placeholder.
+fn fill_with_a_label(template: &str, placeholders: &[&str]) -> Result<String, String> {
+    let filled = placeholders.iter().fold(template.to_owned(), |text, placeholder| text.replace(placeholder, "x"));
+    match filled.find('{') {
+        Some(start) => Err(filled[start..].chars().take_while(|c| *c != '}').chain(['}']).collect()),
+        None => Ok(filled),
     }
-    if let Some(start) = rest.find('{') {
-        let unknown: String = rest[start..].chars().take_while(|c| *c != '}').chain(['}']).collect();
-        diagnostics.push(project.error_at(
+}
+
+fn check_preview_host_template(
+    project: &Sourced<Project>,
+    template: &Located<String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    match fill_with_a_label(&template.value, &PREVIEW_PLACEHOLDERS) {
+        Err(unknown) => diagnostics.push(project.error_at(
             template,
-            format!("unknown placeholder `{unknown}` in hostTemplate; use {}", TEMPLATE_PLACEHOLDERS.join(", ")),
-        ));
-    } else if !template.value.contains("{number}")
-        && !template.value.contains("{env}")
-        && !template.value.contains("{branch}")
-    {
-        diagnostics.push(project.error_at(
-            template,
-            "hostTemplate must contain `{number}`, `{branch}` or `{env}` so that previews get distinct hosts",
-        ));
-    } else if !is_host_name(&rest) {
-        diagnostics.push(
+            format!("unknown placeholder `{unknown}` in hostTemplate; use {}", PREVIEW_PLACEHOLDERS.join(", ")),
+        )),
+        Ok(_) if !["{number}", "{env}", "{branch}"].iter().any(|distinct| template.value.contains(distinct)) => {
+            diagnostics.push(project.error_at(
+                template,
+                "hostTemplate must contain `{number}`, `{branch}` or `{env}` so that previews get distinct hosts",
+            ));
+        }
+        Ok(filled) if !is_host_name(&filled) => diagnostics.push(
             project.error_at(template, format!("hostTemplate `{}` does not make a valid host name", template.value)),
-        );
+        ),
+        Ok(_) => {}
+    }
+}
+
+/// The Project's `environments`: names, branches and host templates.
+fn check_environments(
+    project: &Sourced<Project>,
+    environments: &Located<Vec<EnvironmentDecl>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if environments.value.is_empty() {
+        diagnostics.push(project.error_at(
+            environments,
+            "environments is empty; list at least one (e.g. `- { name: production, branch: main }`) or leave \
+             `environments` out for production on the tracked branch",
+        ));
+    }
+    let project_name = &project.doc.name.value;
+    let mut seen: HashMap<&str, &Located<String>> = HashMap::new();
+    for environment in &environments.value {
+        let name = &environment.name;
+        check_dns_label(project, name, "environment name", diagnostics);
+        if let Some(first) = seen.insert(name.value.as_str(), name) {
+            diagnostics.push(project.error_at(
+                name,
+                format!(
+                    "duplicate environment `{}` (first listed at {}); rename or remove one of them",
+                    name.value,
+                    project.place_of(first)
+                ),
+            ));
+        }
+        if let Some(prefix) = ["pr-", "branch-"].into_iter().find(|prefix| name.value.starts_with(prefix)) {
+            diagnostics.push(project.error_at(
+                name,
+                format!(
+                    "environment name `{}` starts with `{prefix}`, which is reserved for preview environments; \
+                     choose another name",
+                    name.value
+                ),
+            ));
+        }
+        let runs_as = format!("{project_name}-{}", name.value);
+        if name.value != Environment::PRODUCTION && is_dns_label(&name.value) && runs_as.len() > 63 {
+            diagnostics.push(project.error_at(
+                name,
+                format!(
+                    "environment `{}` runs as `{runs_as}` ({} characters), over the 63 of a DNS label; shorten the \
+                     environment's name or the Project's",
+                    name.value,
+                    runs_as.len()
+                ),
+            ));
+        }
+        if let Some(branch) = &environment.branch
+            && let Some(problem) = git_branch_problem(&branch.value)
+        {
+            diagnostics.push(project.error_at(
+                branch,
+                format!(
+                    "branch `{}` of environment `{}` is not a git branch name ({problem}); write the branch as \
+                     `git branch` lists it, e.g. `staging`",
+                    branch.value, name.value
+                ),
+            ));
+        }
+        if let Some(template) = &environment.host_template {
+            check_environment_host_template(project, &name.value, template, diagnostics);
+        }
+    }
+}
+
+fn check_environment_host_template(
+    project: &Sourced<Project>,
+    environment: &str,
+    template: &Located<String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if environment == Environment::PRODUCTION {
+        diagnostics.push(project.error_at(
+            template,
+            "production has a hostTemplate, but production routes its Domains as written; remove hostTemplate from \
+             production's entry",
+        ));
+        return;
+    }
+    match fill_with_a_label(&template.value, &ENVIRONMENT_PLACEHOLDERS) {
+        Err(unknown) => {
+            let for_previews = if PREVIEW_PLACEHOLDERS.contains(&unknown.as_str()) {
+                format!(" (`{unknown}` is for previews only)")
+            } else {
+                String::new()
+            };
+            diagnostics.push(project.error_at(
+                template,
+                format!(
+                    "unknown placeholder `{unknown}` in the hostTemplate of environment `{environment}`{for_previews}; \
+                     use {}",
+                    ENVIRONMENT_PLACEHOLDERS.join(", ")
+                ),
+            ));
+        }
+        Ok(filled) if !is_host_name(&filled) => diagnostics.push(project.error_at(
+            template,
+            format!(
+                "hostTemplate `{}` of environment `{environment}` does not make a valid host name; write lowercase \
+                 DNS labels and placeholders joined by dots, e.g. `{{app}}.{environment}.example.com`",
+                template.value
+            ),
+        )),
+        Ok(_) => {}
     }
 }
 

@@ -5,13 +5,15 @@ use serde::Serialize;
 use serde_json::Value;
 use similar::TextDiff;
 
+use super::ObjectKind;
+
 /// Canonical YAML of a spec; an absent object is the empty text.
 pub fn canonical_yaml<S: Serialize>(spec: Option<&S>) -> String {
     spec.map(|spec| serde_saphyr::to_string(spec).unwrap_or_default()).unwrap_or_default()
 }
 
 /// A unified diff from `old` to `new`, headed `live/<kind>/<name>` and `git/<kind>/<name>` as `kubectl diff` does.
-pub fn unified<S: Serialize>(kind: &str, name: &str, old: Option<&S>, new: Option<&S>) -> String {
+pub fn unified<S: Serialize>(kind: ObjectKind, name: &str, old: Option<&S>, new: Option<&S>) -> String {
     let old_text = canonical_yaml(old);
     let new_text = canonical_yaml(new);
     TextDiff::from_lines(&old_text, &new_text)

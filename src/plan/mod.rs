@@ -70,15 +70,80 @@ pub enum Change {
 }
 
 impl Change {
-    pub fn verb(&self) -> &'static str {
+    /// Which kind of change this is, without its details.
+    pub fn kind(&self) -> ChangeKind {
         match self {
-            Change::Create => "create",
-            Change::Update { .. } => "update",
-            Change::Scale { .. } => "scale",
-            Change::Repair { .. } => "repair",
-            Change::Delete => "delete",
-            Change::Unchanged => "unchanged",
+            Change::Create => ChangeKind::Create,
+            Change::Update { .. } => ChangeKind::Update,
+            Change::Scale { .. } => ChangeKind::Scale,
+            Change::Repair { .. } => ChangeKind::Repair,
+            Change::Delete => ChangeKind::Delete,
+            Change::Unchanged => ChangeKind::Unchanged,
         }
+    }
+
+    /// The verb shown for it: `create`, `update`, ...
+    pub fn verb(&self) -> &'static str {
+        self.kind().as_str()
+    }
+}
+
+/// The kind of a [`Change`] without its details, for outcomes and progress: compared as a value, never as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Create,
+    Update,
+    Scale,
+    Repair,
+    Delete,
+    Unchanged,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Update => "update",
+            ChangeKind::Scale => "scale",
+            ChangeKind::Repair => "repair",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Unchanged => "unchanged",
+        }
+    }
+
+    /// Anything but [`ChangeKind::Unchanged`]: the object must be worked on.
+    pub fn is_change(self) -> bool {
+        self != ChangeKind::Unchanged
+    }
+}
+
+impl std::fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of object an action or an outcome is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ObjectKind {
+    App,
+    Domain,
+}
+
+impl ObjectKind {
+    /// As the config's `kind:` names it: `App`, `Domain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::App => "App",
+            ObjectKind::Domain => "Domain",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -95,13 +160,13 @@ pub struct Summary {
 
 impl Summary {
     fn count(&mut self, change: &Change) {
-        let counter = match change {
-            Change::Create => &mut self.create,
-            Change::Update { .. } => &mut self.update,
-            Change::Scale { .. } => &mut self.scale,
-            Change::Repair { .. } => &mut self.repair,
-            Change::Delete => &mut self.delete,
-            Change::Unchanged => &mut self.unchanged,
+        let counter = match change.kind() {
+            ChangeKind::Create => &mut self.create,
+            ChangeKind::Update => &mut self.update,
+            ChangeKind::Scale => &mut self.scale,
+            ChangeKind::Repair => &mut self.repair,
+            ChangeKind::Delete => &mut self.delete,
+            ChangeKind::Unchanged => &mut self.unchanged,
         };
         *counter += 1;
     }
@@ -160,7 +225,7 @@ fn plan_app(desired: &AppSpec, observed: Option<&ObservedApp>) -> Action<AppSpec
     };
     let diff = match change {
         Change::Create | Change::Update { .. } | Change::Scale { .. } => {
-            Some(diff::unified("App", &desired.name, old, Some(&new)))
+            Some(diff::unified(ObjectKind::App, &desired.name, old, Some(&new)))
         }
         _ => None,
     };
@@ -256,7 +321,7 @@ fn deletions(desired: &DesiredState, observed: &Observed) -> Vec<Action<AppSpec>
             change: Change::Delete,
             desired: None,
             diff: Some(diff::unified(
-                "App",
+                ObjectKind::App,
                 &spec.name,
                 observed.apps.get(&spec.name).and_then(|a| a.last_applied.as_ref()),
                 None,
@@ -308,7 +373,8 @@ fn plan_domains(desired: &DesiredState, observed: &BTreeMap<String, ObservedDoma
                 Some(old) if old == spec => Change::Unchanged,
                 Some(old) => Change::Update { fields: diff::changed_fields(old, spec) },
             };
-            let diff = (change != Change::Unchanged).then(|| diff::unified("Domain", &spec.host, old, Some(spec)));
+            let diff =
+                change.kind().is_change().then(|| diff::unified(ObjectKind::Domain, &spec.host, old, Some(spec)));
             Action { name: spec.host.clone(), change, desired: Some(spec.clone()), diff, notes: Vec::new() }
         })
         .collect();
@@ -320,7 +386,7 @@ fn plan_domains(desired: &DesiredState, observed: &BTreeMap<String, ObservedDoma
                 name: host.clone(),
                 change: Change::Delete,
                 desired: None,
-                diff: Some(diff::unified("Domain", host, Some(&found.last_applied), None)),
+                diff: Some(diff::unified(ObjectKind::Domain, host, Some(&found.last_applied), None)),
                 notes: Vec::new(),
             }),
     );
@@ -341,7 +407,7 @@ pub fn apply_to(observed: &Observed, plan: &Plan) -> Observed {
                 let kept = after.apps.remove(&spec.name);
                 after.apps.insert(spec.name.clone(), rescaled_app(spec, kept, &plan.env, plan.commit.as_deref()));
             }
-            Some(spec) if action.change != Change::Unchanged => {
+            Some(spec) if action.change.kind().is_change() => {
                 after.apps.insert(spec.name.clone(), converged_app(spec, &plan.env, plan.commit.as_deref()));
             }
             Some(_) => {}

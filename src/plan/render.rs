@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Action, Change, Plan};
+use super::{Action, Change, ObjectKind, Plan};
 
 const RED: &str = "\x1b[31m";
 const GREEN: &str = "\x1b[32m";
@@ -13,13 +13,13 @@ const RESET: &str = "\x1b[0m";
 /// Renders `plan`; with `color`, diff lines are colored as `git diff` colors them.
 pub fn text(plan: &Plan, color: bool) -> String {
     let mut out = String::new();
-    let commit = plan.commit.as_deref().map(|c| format!(" at {}", &c[..c.len().min(12)])).unwrap_or_default();
+    let commit = plan.commit.as_deref().map(|c| format!(" at {}", crate::model::short_sha(c))).unwrap_or_default();
     let _ = writeln!(out, "Plan for environment {} (project {}){commit}", plan.env.name, plan.env.project);
     for action in &plan.apps {
-        render_action(&mut out, "App", action, color);
+        render_action(&mut out, ObjectKind::App, action, color);
     }
     for action in &plan.domains {
-        render_action(&mut out, "Domain", action, color);
+        render_action(&mut out, ObjectKind::Domain, action, color);
     }
     for orphan in &plan.orphans {
         let _ = writeln!(
@@ -41,8 +41,8 @@ pub fn text(plan: &Plan, color: bool) -> String {
     out
 }
 
-fn render_action<S>(out: &mut String, kind: &str, action: &Action<S>, color: bool) {
-    if action.change == Change::Unchanged {
+fn render_action<S>(out: &mut String, kind: ObjectKind, action: &Action<S>, color: bool) {
+    if !action.change.kind().is_change() {
         return;
     }
     let detail = match &action.change {

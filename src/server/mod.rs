@@ -24,7 +24,7 @@ use base64::Engine;
 use crate::daemon::trigger::Trigger;
 use crate::daemon::{Daemon, now_ms};
 use crate::store::Delivery;
-use webhooks::{Forge, judge};
+use webhooks::{Forge, Pushed, judge};
 
 /// Largest webhook body accepted by default; GitHub's push payloads are far smaller unless thousands of commits.
 pub const DEFAULT_WEBHOOK_LIMIT: usize = 1 << 20;
@@ -32,7 +32,6 @@ pub const DEFAULT_WEBHOOK_LIMIT: usize = 1 << 20;
 /// What the handlers share.
 pub struct ServerState {
     pub daemon: Arc<Daemon>,
-    pub branch: String,
     pub webhook_secret: Option<Vec<u8>>,
     pub api_token: Option<String>,
     pub webhook_limit: usize,
@@ -144,13 +143,7 @@ async fn require_known_host(
         host => {
             let host = host.unwrap_or_default();
             tracing::warn!(%host, "refused a request for an unknown host name");
-            problem(
-                StatusCode::MISDIRECTED_REQUEST,
-                format!(
-                    "railyard does not answer to the host `{host}`; add its URL with --public-url (RAILYARD_PUBLIC_URL) \
-                     if it is yours"
-                ),
-            )
+            ApiError::UnknownHost(host).into_response()
         }
     }
 }
@@ -177,10 +170,7 @@ async fn require_reader(
         return next.run(request).await;
     }
     if state.ui_password.is_none() && state.api_token.is_none() {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "railyard listens beyond loopback without credentials: set --ui-password-file or --api-token-file",
-        );
+        return ApiError::NoCredentials.into_response();
     }
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"railyard\", charset=\"UTF-8\"")], "sign in\n")
         .into_response()
@@ -226,7 +216,7 @@ async fn history_page(
     let env = name.clone();
     match query(&state, move |store| store.syncs(Some(&env), history.page)).await {
         Ok(page) => pages::history(&name, &page, now_ms()).into_response(),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error),
+        Err(error) => ApiError::History(error).into_response(),
     }
 }
 
@@ -234,7 +224,7 @@ async fn sync_page(State(state): State<Arc<ServerState>>, Path(id): Path<i64>) -
     match query(&state, move |store| store.sync(id)).await {
         Ok(Some(sync)) => pages::sync_detail(&sync, now_ms()).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no sync {id}."))).into_response(),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error),
+        Err(error) => ApiError::History(error).into_response(),
     }
 }
 
@@ -243,21 +233,19 @@ async fn sync_page(State(state): State<Arc<ServerState>>, Path(id): Path<i64>) -
 async fn events(State(state): State<Arc<ServerState>>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures_util::StreamExt;
-    let receivers: Vec<_> = state.daemon.environments().iter().map(|env| env.changes.subscribe()).collect();
-    let streams = receivers.into_iter().map(|receiver| {
-        futures_util::stream::unfold(receiver, |mut receiver| async move {
-            match receiver.recv().await {
-                // A lagging listener missed some ticks; one message is enough to redraw.
-                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    Some((Ok::<_, std::convert::Infallible>(Event::default().data("change")), receiver))
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+    let receiver = state.daemon.changes.subscribe();
+    let changes = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        match receiver.recv().await {
+            // A lagging listener missed some ticks; one message is enough to redraw.
+            Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Some((Ok::<_, std::convert::Infallible>(Event::default().data("change")), receiver))
             }
-        })
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
     });
     let daemon = Arc::clone(&state.daemon);
     let stopped = Box::pin(async move { daemon.stopped().await });
-    let stream = futures_util::stream::select_all(streams.map(Box::pin)).take_until(stopped);
+    let stream = changes.take_until(stopped);
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
@@ -273,7 +261,7 @@ async fn sync_form(
     axum::Form(form): axum::Form<SyncForm>,
 ) -> Response {
     let Some(token) = &state.api_token else {
-        return problem(StatusCode::FORBIDDEN, "syncing from the page needs --api-token-file or RAILYARD_API_TOKEN");
+        return ApiError::PageSyncOff.into_response();
     };
     if !bool::from(form.token.trim().as_bytes().ct_eq(token.as_bytes())) {
         return (StatusCode::UNAUTHORIZED, pages::not_found("Wrong API token.")).into_response();
@@ -287,8 +275,54 @@ async fn sync_form(
     axum::response::Redirect::to(&format!("/env/{name}")).into_response()
 }
 
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// What the API answers instead of what was asked for; the JSON body is `{"error": "..."}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "railyard does not answer to the host `{0}`; add its URL with --public-url (RAILYARD_PUBLIC_URL) if it is yours"
+    )]
+    UnknownHost(String),
+    #[error("railyard listens beyond loopback without credentials: set --ui-password-file or --api-token-file")]
+    NoCredentials,
+    #[error("the API is read-only: start railyard with --api-token-file or RAILYARD_API_TOKEN")]
+    ReadOnly,
+    #[error("syncing from the page needs --api-token-file or RAILYARD_API_TOKEN")]
+    PageSyncOff,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("no environment `{0}`")]
+    NoEnvironment(String),
+    #[error("no sync {0}")]
+    NoSync(i64),
+    #[error("no webhook `{0}`; use github, gitlab, gitea, forgejo or generic")]
+    NoWebhook(String),
+    #[error("webhooks are off: start railyard with --webhook-secret-file or RAILYARD_WEBHOOK_SECRET")]
+    WebhooksOff,
+    #[error("body over {0} bytes")]
+    TooLarge(usize),
+    #[error("the history cannot be read: {0}")]
+    History(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::NoCredentials | ApiError::ReadOnly | ApiError::PageSyncOff | ApiError::WebhooksOff => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NoEnvironment(_) | ApiError::NoSync(_) | ApiError::NoWebhook(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::History(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(json!({ "error": self.to_string() }))).into_response()
+    }
 }
 
 async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
@@ -319,6 +353,8 @@ async fn environments(State(state): State<Arc<ServerState>>) -> Response {
             let env = env.state();
             json!({
                 "name": env.name,
+                "branch": env.branch,
+                "backend": env.backend,
                 "project": env.project,
                 "commit": env.commit,
                 "syncStatus": env.sync_status,
@@ -327,6 +363,8 @@ async fn environments(State(state): State<Arc<ServerState>>) -> Response {
                 "lastSyncDurationMs": env.last_sync_duration_ms,
                 "apps": env.apps.len(),
                 "error": env.error,
+                "conflicts": env.conflicts,
+                "pendingDestroy": env.pending_destroy,
             })
         })
         .collect();
@@ -336,7 +374,7 @@ async fn environments(State(state): State<Arc<ServerState>>) -> Response {
 async fn environment(State(state): State<Arc<ServerState>>, Path(name): Path<String>) -> Response {
     match state.daemon.env(&name) {
         Some(env) => Json(env.state()).into_response(),
-        None => problem(StatusCode::NOT_FOUND, format!("no environment `{name}`")),
+        None => ApiError::NoEnvironment(name).into_response(),
     }
 }
 
@@ -344,7 +382,7 @@ async fn environment(State(state): State<Arc<ServerState>>, Path(name): Path<Str
 /// proxy, then each replica's published ports.
 async fn addresses(State(state): State<Arc<ServerState>>, Path(name): Path<String>) -> Response {
     let Some(env) = state.daemon.env(&name) else {
-        return problem(StatusCode::NOT_FOUND, format!("no environment `{name}`"));
+        return ApiError::NoEnvironment(name).into_response();
     };
     let entries: Vec<serde_json::Value> = env
         .state()
@@ -375,22 +413,22 @@ struct HistoryQuery {
 async fn syncs(State(state): State<Arc<ServerState>>, Query(history): Query<HistoryQuery>) -> Response {
     match query(&state, move |store| store.syncs(history.env.as_deref(), history.page)).await {
         Ok(page) => Json(page).into_response(),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error),
+        Err(error) => ApiError::History(error).into_response(),
     }
 }
 
 async fn sync_detail(State(state): State<Arc<ServerState>>, Path(id): Path<i64>) -> Response {
     match query(&state, move |store| store.sync(id)).await {
         Ok(Some(record)) => Json(record).into_response(),
-        Ok(None) => problem(StatusCode::NOT_FOUND, format!("no sync {id}")),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error),
+        Ok(None) => ApiError::NoSync(id).into_response(),
+        Err(error) => ApiError::History(error).into_response(),
     }
 }
 
 async fn deliveries(State(state): State<Arc<ServerState>>, Query(history): Query<HistoryQuery>) -> Response {
     match query(&state, move |store| store.deliveries(history.page)).await {
         Ok(page) => Json(page).into_response(),
-        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error),
+        Err(error) => ApiError::History(error).into_response(),
     }
 }
 
@@ -415,17 +453,14 @@ async fn sync_now(
     Query(query): Query<SyncRequest>,
 ) -> Response {
     if state.api_token.is_none() {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "the API is read-only: start railyard with --api-token-file or RAILYARD_API_TOKEN",
-        );
+        return ApiError::ReadOnly.into_response();
     }
     if !authorized(&state, &headers) {
-        return problem(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        return ApiError::Unauthorized.into_response();
     }
     let name = query.env.unwrap_or_else(|| crate::model::Environment::PRODUCTION.to_owned());
     let Some(env) = state.daemon.env(&name) else {
-        return problem(StatusCode::NOT_FOUND, format!("no environment `{name}`"));
+        return ApiError::NoEnvironment(name).into_response();
     };
     env.trigger.fire(Trigger::Api);
     info!(env = %name, "sync requested through the API");
@@ -439,30 +474,33 @@ async fn webhook(
     body: Body,
 ) -> Response {
     let Some(forge) = Forge::parse(&forge) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            format!("no webhook `{forge}`; use github, gitlab, gitea, forgejo or generic"),
-        );
+        return ApiError::NoWebhook(forge).into_response();
     };
     let Some(secret) = &state.webhook_secret else {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "webhooks are off: start railyard with --webhook-secret-file or RAILYARD_WEBHOOK_SECRET",
-        );
+        return ApiError::WebhooksOff.into_response();
     };
     let body: Bytes = match axum::body::to_bytes(body, state.webhook_limit).await {
         Ok(body) => body,
         Err(_) => {
             record(&state, forge, "", false, false, "body over the size limit").await;
-            return problem(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} bytes", state.webhook_limit));
+            return ApiError::TooLarge(state.webhook_limit).into_response();
         }
     };
-    let verdict = judge(forge, &headers, &body, secret, &state.branch);
+    let mut verdict = judge(forge, &headers, &body, secret);
+    if let Some(pushed) = verdict.pushed.clone() {
+        let branch = match pushed {
+            Pushed::Branch(branch) => branch,
+            Pushed::Unspecified => state.daemon.settings().branch.clone(),
+        };
+        let triggered = state.daemon.pushed(&branch);
+        verdict.reason = if triggered.is_empty() {
+            format!("ignored: no environment follows branch `{branch}`")
+        } else {
+            format!("sync queued for {}", triggered.join(", "))
+        };
+    }
     let authenticated = verdict.status != StatusCode::UNAUTHORIZED;
     record(&state, forge, &verdict.event, verdict.accepted(), authenticated, &verdict.reason).await;
-    if verdict.sync {
-        state.daemon.production.trigger.fire(Trigger::Webhook);
-    }
     let body =
         if verdict.accepted() { json!({ "status": verdict.reason }) } else { json!({ "error": verdict.reason }) };
     (verdict.status, Json(body)).into_response()

@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::daemon::{AppStatus, EnvState, Health, SyncStatus};
+use crate::model::short_sha;
 use crate::plan::{Action, Change, Plan};
 use crate::source::CommitInfo;
 use crate::store::{Page, SyncRecord};
@@ -112,14 +113,10 @@ fn when(ms: i64, now_ms: i64) -> Markup {
     html! { time datetime=(humantime::format_rfc3339_seconds(exact).to_string()) title=(humantime::format_rfc3339_seconds(exact).to_string()) { (text) } }
 }
 
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(8)]
-}
-
 fn commit_line(commit: Option<&CommitInfo>, now_ms: i64) -> Markup {
     html! {
         @if let Some(commit) = commit {
-            span.commit { code { (short(&commit.sha)) } " " span.message { (commit.summary) } }
+            span.commit { code { (short_sha(&commit.sha)) } " " span.message { (commit.summary) } }
             span.muted { " · " (commit.author) " · " (when(commit.time * 1000, now_ms)) }
         } @else {
             span.muted { "no commit yet" }
@@ -139,12 +136,14 @@ pub fn overview(envs: &[EnvState], now_ms: i64) -> Markup {
                         h3 { a href={ "/env/" (env.name) } { (env.name) } " " (sync_badge(env.sync_status)) (health_badge(env.health)) }
                         div { (commit_line(env.commit.as_ref(), now_ms)) }
                         div.muted {
-                            (env.apps.len()) " apps · " (env.source)
+                            "branch " (env.branch) " · " (env.apps.len()) " apps · " (env.source)
                             @if let Some(ms) = env.last_sync_ms {
                                 " · synced " (when(ms, now_ms))
                                 @if let Some(duration) = env.last_sync_duration_ms { " in " (format!("{:.1}", duration as f64 / 1000.0)) " s" }
                             }
                         }
+                        @if env.pending_destroy { div.error.pending-destroy { "Removed from the Project's list: destroy pending (sync to destroy)" } }
+                        @if !env.conflicts.is_empty() { div.error { (env.conflicts.len()) " host(s) claimed by another environment" } }
                         @if let Some(error) = &env.error { div.error { (error) } }
                     }
                 }
@@ -161,13 +160,30 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
             h1 { (env.name) " " (sync_badge(env.sync_status)) (health_badge(env.health)) }
             div.card {
                 div { "Commit: " (commit_line(env.commit.as_ref(), now_ms)) }
-                div.muted { "Source: " (env.source) " · project " (env.project.as_deref().unwrap_or("-")) " · sync policy " (format!("{:?}", env.sync_policy).to_lowercase()) }
+                div.muted { "Source: " (env.source) " · branch " (env.branch) " · project " (env.project.as_deref().unwrap_or("-")) " · backend " (env.backend.as_str()) " · sync policy " (format!("{:?}", env.sync_policy).to_lowercase()) }
                 @if let Some(ms) = env.last_sync_ms { div.muted { "Last sync " (when(ms, now_ms)) } }
                 a href={ "/env/" (env.name) "/syncs" } { "History" }
                 @if can_sync {
                     form.sync method="post" action={ "/env/" (env.name) "/sync" } {
                         input type="password" name="token" placeholder="API token" autocomplete="current-password" required;
                         button type="submit" id="sync-now" { "Sync now" }
+                    }
+                }
+            }
+            @if env.pending_destroy {
+                div.card.problems id="pending-destroy" {
+                    strong { "Destroy environment pending: " }
+                    "it was removed from the Project's environments; the sync policy is manual, so its apps, network and \
+                     routes go when someone syncs it (volumes stay unless deleteWithApp)."
+                }
+            }
+            @if !env.conflicts.is_empty() {
+                div.card.problems id="conflicts" {
+                    strong { "Host conflicts" }
+                    ul {
+                        @for conflict in &env.conflicts {
+                            li { (conflict.host) " is routed by environment " a href={ "/env/" (conflict.claimed_by) } { (conflict.claimed_by) } ", listed first; not here." }
+                        }
                     }
                 }
             }
@@ -227,7 +243,7 @@ fn apps_table(apps: &[AppStatus]) -> Markup {
                                 a href=(url) { (host) } " " span.muted { "TLS " (format!("{tls:?}").to_lowercase()) } " "
                             }
                         }
-                        td.wide.mono { (app.commit.as_deref().map(short).unwrap_or("-")) }
+                        td.wide.mono { (app.commit.as_deref().map(short_sha).unwrap_or("-")) }
                     }
                 }
             }
@@ -317,7 +333,7 @@ pub fn history(env: &str, page: &Page<SyncRecord>, now_ms: i64) -> Markup {
                             td { a href={ "/syncs/" (sync.id) } { (when(sync.started_ms, now_ms)) } }
                             td { (outcome_badge(&sync.outcome)) }
                             td { (sync.trigger) }
-                            td { code { (sync.commit_sha.as_deref().map(short).unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or("")) }
+                            td { code { (sync.commit_sha.as_deref().map(short_sha).unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or("")) }
                             td.wide { (format!("{:.1}", (sync.finished_ms - sync.started_ms) as f64 / 1000.0)) " s" }
                             td.wide.muted {
                                 (sync.summary)
@@ -371,6 +387,10 @@ mod tests {
     fn env_with(plan: Plan) -> EnvState {
         EnvState {
             name: "production".to_owned(),
+            branch: "main".to_owned(),
+            backend: crate::backend::BackendKind::Docker,
+            conflicts: Vec::new(),
+            pending_destroy: false,
             project: Some("shop".to_owned()),
             source: "/srv/config".to_owned(),
             sync_policy: crate::model::kinds::SyncPolicy::Auto,

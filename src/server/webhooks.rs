@@ -39,18 +39,36 @@ impl Forge {
     }
 }
 
-/// What to answer and whether to sync.
+/// What to answer, and the push it reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub status: StatusCode,
     pub event: String,
-    pub sync: bool,
+    /// An authenticated push: the environments following it reconcile.
+    pub pushed: Option<Pushed>,
     pub reason: String,
 }
 
+/// What an authenticated push was to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    Branch(String),
+    /// A push event without a `ref` (a generic hook fired by hand): taken as a push to the tracked branch.
+    Unspecified,
+}
+
 impl Verdict {
-    fn new(status: StatusCode, event: &str, sync: bool, reason: impl Into<String>) -> Verdict {
-        Verdict { status, event: event.to_owned(), sync, reason: reason.into() }
+    fn new(status: StatusCode, event: &str, reason: impl Into<String>) -> Verdict {
+        Verdict { status, event: event.to_owned(), pushed: None, reason: reason.into() }
+    }
+
+    fn pushed(event: &str, pushed: Pushed) -> Verdict {
+        Verdict {
+            status: StatusCode::ACCEPTED,
+            event: event.to_owned(),
+            pushed: Some(pushed),
+            reason: "sync queued".to_owned(),
+        }
     }
 
     pub fn accepted(&self) -> bool {
@@ -64,8 +82,8 @@ struct Push {
     reference: Option<String>,
 }
 
-/// Judges one delivery to `forge` for a daemon following `branch`.
-pub fn judge(forge: Forge, headers: &HeaderMap, body: &[u8], secret: &[u8], branch: &str) -> Verdict {
+/// Judges one delivery to `forge`: its signature, its event, and which branch a push was to.
+pub fn judge(forge: Forge, headers: &HeaderMap, body: &[u8], secret: &[u8]) -> Verdict {
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
     let event = match forge {
         Forge::GitHub => header("x-github-event"),
@@ -86,7 +104,7 @@ pub fn judge(forge: Forge, headers: &HeaderMap, body: &[u8], secret: &[u8], bran
         Forge::GitLab => header("x-gitlab-token").is_some_and(|token| bool::from(token.as_bytes().ct_eq(secret))),
     };
     if !signed {
-        return Verdict::new(StatusCode::UNAUTHORIZED, &event, false, "missing or wrong signature");
+        return Verdict::new(StatusCode::UNAUTHORIZED, &event, "missing or wrong signature");
     }
     let is_push = match forge {
         Forge::GitHub | Forge::Gitea | Forge::Generic => event == "push",
@@ -94,31 +112,25 @@ pub fn judge(forge: Forge, headers: &HeaderMap, body: &[u8], secret: &[u8], bran
     };
     if !is_push {
         return if matches!(event.as_str(), "ping" | "Test Hook" | "System Hook") || event.is_empty() {
-            Verdict::new(StatusCode::OK, &event, false, "pong")
+            Verdict::new(StatusCode::OK, &event, "pong")
         } else {
-            Verdict::new(
-                StatusCode::ACCEPTED,
-                &event,
-                false,
-                format!("ignored: `{event}` events do not change the config"),
-            )
+            Verdict::new(StatusCode::ACCEPTED, &event, format!("ignored: `{event}` events do not change the config"))
         };
     }
     let push: Push = match serde_json::from_slice(body) {
         Ok(push) => push,
         Err(error) => {
-            return Verdict::new(StatusCode::BAD_REQUEST, &event, false, format!("body is not a push event: {error}"));
+            return Verdict::new(StatusCode::BAD_REQUEST, &event, format!("body is not a push event: {error}"));
         }
     };
-    let wanted = format!("refs/heads/{branch}");
-    match push.reference {
-        Some(reference) if reference != wanted => Verdict::new(
+    match push.reference.as_deref().map(|reference| reference.strip_prefix("refs/heads/")) {
+        Some(Some(branch)) => Verdict::pushed(&event, Pushed::Branch(branch.to_owned())),
+        Some(None) => Verdict::new(
             StatusCode::ACCEPTED,
             &event,
-            false,
-            format!("ignored: push to {reference}; railyard follows {wanted}"),
+            format!("ignored: {} is not a branch", push.reference.as_deref().unwrap_or_default()),
         ),
-        _ => Verdict::new(StatusCode::ACCEPTED, &event, true, "sync queued"),
+        None => Verdict::pushed(&event, Pushed::Unspecified),
     }
 }
 
@@ -164,7 +176,6 @@ mod tests {
             &headers(&[("x-github-event", "ping"), ("x-hub-signature-256", signature)]),
             body,
             SECRET,
-            "main",
         );
         assert_eq!(verdict.status, StatusCode::OK);
     }
@@ -178,29 +189,32 @@ mod tests {
                 &headers(&[("x-github-event", "push"), ("x-hub-signature-256", signature)]),
                 body,
                 SECRET,
-                "main",
             );
-            assert_eq!((verdict.status, verdict.sync), (StatusCode::UNAUTHORIZED, false), "{signature}");
+            assert_eq!((verdict.status, verdict.pushed), (StatusCode::UNAUTHORIZED, None), "{signature}");
         }
         let verdict = judge(
             Forge::GitLab,
             &headers(&[("x-gitlab-event", "Push Hook"), ("x-gitlab-token", "wrong")]),
             body,
             SECRET,
-            "main",
         );
         assert_eq!(verdict.status, StatusCode::UNAUTHORIZED);
-        let verdict = judge(Forge::Gitea, &headers(&[("x-gitea-event", "push")]), body, SECRET, "main");
+        let verdict = judge(Forge::Gitea, &headers(&[("x-gitea-event", "push")]), body, SECRET);
         assert_eq!(verdict.status, StatusCode::UNAUTHORIZED);
     }
 
     #[test]
-    fn pushes_to_other_branches_are_202_with_the_reason() {
-        let body = br#"{"ref":"refs/heads/feature"}"#;
-        let signature = sign(SECRET, body);
-        let verdict = judge(Forge::Generic, &headers(&[("x-railyard-signature", &signature)]), body, SECRET, "main");
-        assert_eq!((verdict.status, verdict.sync), (StatusCode::ACCEPTED, false));
-        assert_eq!(verdict.reason, "ignored: push to refs/heads/feature; railyard follows refs/heads/main");
+    fn a_push_names_its_branch_and_a_tag_is_ignored() {
+        let judge_push = |body: &[u8]| {
+            let signature = sign(SECRET, body);
+            judge(Forge::Generic, &headers(&[("x-railyard-signature", &signature)]), body, SECRET)
+        };
+        let verdict = judge_push(br#"{"ref":"refs/heads/feature/x"}"#);
+        assert_eq!((verdict.status, verdict.pushed), (StatusCode::ACCEPTED, Some(Pushed::Branch("feature/x".into()))));
+        let verdict = judge_push(br#"{"ref":"refs/tags/v1"}"#);
+        assert_eq!((verdict.status, verdict.pushed), (StatusCode::ACCEPTED, None));
+        assert_eq!(verdict.reason, "ignored: refs/tags/v1 is not a branch");
+        assert_eq!(judge_push(b"{}").pushed, Some(Pushed::Unspecified));
     }
 
     #[test]
@@ -212,7 +226,6 @@ mod tests {
             &headers(&[("x-github-event", "push"), ("x-hub-signature-256", &signature)]),
             body,
             SECRET,
-            "main",
         );
         assert_eq!(verdict.status, StatusCode::BAD_REQUEST);
     }

@@ -2,6 +2,7 @@
 //! with documents read straight from the fetched commit's tree (no worktree). Connections over `git://` carry a read
 //! timeout, so that a remote that accepts and never answers fails the fetch instead of hanging it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use gix::protocol::transport::client::blocking_io::Transport;
 
+use super::short_sha;
 use crate::model::{FileContent, MAX_FILE_BYTES, RepoFile};
 
 /// Where and how to follow a repository.
@@ -56,6 +58,25 @@ pub struct CommitInfo {
     pub time: i64,
 }
 
+/// Every branch of the remote as one fetch found it: branch name -> full commit sha.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub branches: BTreeMap<String, String>,
+}
+
+/// Where the mirror keeps the remote's branches.
+const MIRROR_BRANCHES: &str = "refs/remotes/origin/";
+
+/// What one fetch brought.
+enum Received {
+    Fetched(Box<gix::remote::fetch::Outcome>),
+    /// The refspec matched no branch of the remote; `existing` lists the remote's branches when they could be read.
+    NothingMatched {
+        reason: String,
+        existing: Option<Vec<String>>,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("cannot prepare the git mirror at {path}: {reason}; check that the state directory is writable")]
@@ -69,43 +90,111 @@ pub enum GitError {
 }
 
 impl GitSource {
-    /// Fetches the branch (cloning on first use) and reads every config file of its newest commit.
+    /// Fetches every branch (cloning on first use) and reads every config file of the newest commit of
+    /// `self.branch`: [`GitSource::fetch_all`] then [`GitSource::read_branch`], one mechanism for both.
     pub fn fetch(&self) -> Result<Fetched, GitError> {
+        let snapshot = self.fetch_all()?;
+        self.read_branch(&snapshot, &self.branch)
+    }
+
+    /// One fetch bringing every branch of the remote into the mirror (cloning on first use); branches deleted on
+    /// the remote are pruned from the mirror, so that the snapshot lists exactly the remote's branches.
+    pub fn fetch_all(&self) -> Result<Snapshot, GitError> {
         let repo = self.open_mirror()?;
-        let fetch_error = |reason: String| GitError::Fetch { url: redact_url(&self.url), reason };
-        let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
+        let remote_branches = match self.receive(&repo, &format!("+refs/heads/*:{MIRROR_BRANCHES}*"))? {
+            Received::Fetched(outcome) => branch_names(&outcome.ref_map.remote_refs),
+            // A remote without any branch matches nothing; that is an empty snapshot, not a failure.
+            Received::NothingMatched { existing: Some(existing), .. } if existing.is_empty() => Vec::new(),
+            Received::NothingMatched { reason, .. } => return Err(self.fetch_error(reason)),
+        };
+        self.prune_mirror(&repo, &remote_branches)?;
+        let mut branches = BTreeMap::new();
+        for branch in remote_branches {
+            let name = format!("{MIRROR_BRANCHES}{branch}");
+            let mut reference = repo
+                .find_reference(name.as_str())
+                .map_err(|error| self.mirror_error(format!("the fetched branch `{branch}` is missing: {error}")))?;
+            // A branch pointing at something other than a commit (a tag of a tree, say) has no config to read.
+            if let Ok(commit) = reference.peel_to_commit() {
+                branches.insert(branch, commit.id().to_string());
+            }
+        }
+        Ok(Snapshot { branches })
+    }
+
+    /// Every config file of `branch`'s commit in `snapshot`, read from the mirror without network.
+    pub fn read_branch(&self, snapshot: &Snapshot, branch: &str) -> Result<Fetched, GitError> {
+        let sha = snapshot
+            .branches
+            .get(branch)
+            .ok_or_else(|| self.no_branch(branch, snapshot.branches.keys().cloned().collect()))?;
+        let repo = self.open_mirror()?;
+        let read_error =
+            |reason: String| GitError::Read { url: redact_url(&self.url), commit: short_sha(sha).to_owned(), reason };
+        let id = gix::ObjectId::from_hex(sha.as_bytes()).map_err(|error| read_error(error.to_string()))?;
+        let commit = repo
+            .find_commit(id)
+            .map_err(|error| read_error(format!("{error}; the mirror lost it, fetch again (the next sync does)")))?;
+        self.read_commit(&repo, &commit)
+    }
+
+    /// Fetches with one refspec; a refspec that matched no remote branch is told apart, with the branches there are.
+    fn receive(&self, repo: &gix::Repository, refspec: &str) -> Result<Received, GitError> {
         let remote = repo
             .remote_at(self.url.as_str())
-            .and_then(|remote| remote.with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch))
-            .map_err(|error| fetch_error(error.to_string()))?;
+            .and_then(|remote| remote.with_refspecs([refspec], gix::remote::Direction::Fetch))
+            .map_err(|error| self.fetch_error(error.to_string()))?;
         let fetched = self
             .connect(&remote)
-            .map_err(fetch_error)?
+            .map_err(|reason| self.fetch_error(reason))?
             .prepare_fetch(gix::progress::Discard, Default::default())
             .and_then(|fetch| fetch.receive(gix::progress::Discard, &AtomicBool::new(false)));
-        let outcome = match fetched {
-            Ok(outcome) => outcome,
-            // gix reports a missing branch as refspecs that matched nothing; say which branches there are.
+        match fetched {
+            Ok(outcome) => Ok(Received::Fetched(Box::new(outcome))),
+            // gix reports refspecs that matched nothing as an error; its text is the only way to tell.
             Err(error) if error.to_string().contains("None of the refspec") => {
-                return Err(match self.branches(&remote) {
-                    Some(existing) if !existing.contains(&self.branch) => {
-                        GitError::NoBranch { url: redact_url(&self.url), branch: self.branch.clone(), existing }
-                    }
-                    _ => fetch_error(error.to_string()),
-                });
+                Ok(Received::NothingMatched { reason: error.to_string(), existing: self.branches(&remote) })
             }
-            Err(error) => return Err(fetch_error(error.to_string())),
-        };
-        let existing = branch_names(&outcome.ref_map.remote_refs);
-        let reference = format!("refs/remotes/origin/{}", self.branch);
-        let no_branch = || GitError::NoBranch {
-            url: redact_url(&self.url),
-            branch: self.branch.clone(),
-            existing: existing.clone(),
-        };
-        let mut reference = repo.try_find_reference(reference.as_str()).ok().flatten().ok_or_else(no_branch)?;
-        let commit = reference.peel_to_commit().map_err(|_| no_branch())?;
-        self.read_commit(&repo, &commit)
+            Err(error) => Err(self.fetch_error(error_chain(&error))),
+        }
+    }
+
+    /// Deletes the mirror's copies of branches the remote no longer has (gix's fetch does not prune).
+    fn prune_mirror(&self, repo: &gix::Repository, remote_branches: &[String]) -> Result<(), GitError> {
+        let mirrored: Vec<String> = repo
+            .references()
+            .and_then(|references| {
+                Ok(references
+                    .prefixed(MIRROR_BRANCHES)?
+                    .filter_map(Result::ok)
+                    .map(|reference| reference.name().as_bstr().to_str_lossy().into_owned())
+                    .collect())
+            })
+            .map_err(|error| self.mirror_error(format!("cannot list the mirrored branches: {error}")))?;
+        for name in mirrored {
+            let branch = name.strip_prefix(MIRROR_BRANCHES).unwrap_or(&name);
+            if remote_branches.iter().any(|remote| remote == branch) {
+                continue;
+            }
+            if let Some(reference) = repo.try_find_reference(name.as_str()).ok().flatten() {
+                reference.delete().map_err(|error| {
+                    self.mirror_error(format!("cannot prune the deleted branch `{branch}`: {error}"))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fetch_error(&self, reason: String) -> GitError {
+        GitError::Fetch { url: redact_url(&self.url), reason }
+    }
+
+    fn mirror_error(&self, reason: String) -> GitError {
+        GitError::Mirror { path: self.mirror.display().to_string(), reason }
+    }
+
+    fn no_branch(&self, branch: &str, existing: Vec<String>) -> GitError {
+        GitError::NoBranch { url: redact_url(&self.url), branch: branch.to_owned(), existing }
     }
 
     /// A connection to the remote, with the token as credentials.
@@ -174,12 +263,11 @@ impl GitSource {
     }
 
     fn open_mirror(&self) -> Result<gix::Repository, GitError> {
-        let mirror_error = |reason: String| GitError::Mirror { path: self.mirror.display().to_string(), reason };
         if self.mirror.join("HEAD").exists() {
-            gix::open(&self.mirror).map_err(|error| mirror_error(error.to_string()))
+            gix::open(&self.mirror).map_err(|error| self.mirror_error(error.to_string()))
         } else {
-            std::fs::create_dir_all(&self.mirror).map_err(|error| mirror_error(error.to_string()))?;
-            gix::init_bare(&self.mirror).map_err(|error| mirror_error(error.to_string()))
+            std::fs::create_dir_all(&self.mirror).map_err(|error| self.mirror_error(error.to_string()))?;
+            gix::init_bare(&self.mirror).map_err(|error| self.mirror_error(error.to_string()))
         }
     }
 
@@ -301,6 +389,22 @@ fn blob_content(repo: &gix::Repository, id: gix::ObjectId) -> FileContent {
     }
 }
 
+/// `error` and every error under it, joined with ": " (gix's outer messages alone say little, such as "Transport
+/// handshake failed").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn branch_names(refs: &[gix::protocol::handshake::Ref]) -> Vec<String> {
     refs.iter()
         .filter_map(|reference| reference.unpack().0.to_str_lossy().strip_prefix("refs/heads/").map(str::to_owned))
@@ -311,7 +415,8 @@ fn existing_branches(existing: &[String]) -> String {
     match existing {
         [] => "the repository has no branches yet; push one".to_owned(),
         names => format!(
-            "it has {}; pass one of them with --branch (RAILYARD_BRANCH)",
+            "it has {}; pass one of them with --branch (RAILYARD_BRANCH) or as the environment's `branch` in the \
+             Project, or push the branch",
             names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
         ),
     }
@@ -348,7 +453,7 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "branch `mian` does not exist in file:///srv/config.git; it has `main`, `staging`; pass one of them with \
-             --branch (RAILYARD_BRANCH)"
+             --branch (RAILYARD_BRANCH) or as the environment's `branch` in the Project, or push the branch"
         );
     }
 
@@ -397,11 +502,27 @@ mod tests {
             token: None,
             timeout: Duration::from_millis(500),
         };
-        let started = std::time::Instant::now();
-        let error = source.fetch().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error.starts_with(&format!("cannot fetch git://127.0.0.1:{port}/config")), "{error}");
-        assert!(started.elapsed() < Duration::from_secs(20), "it waited {:?}", started.elapsed());
+        let one_branch = || source.fetch().err().map(|e| e.to_string());
+        let every_branch = || source.fetch_all().err().map(|e| e.to_string());
+        for fetch in [&one_branch as &dyn Fn() -> Option<String>, &every_branch] {
+            let started = std::time::Instant::now();
+            let error = fetch().unwrap_or_default();
+            assert!(error.starts_with(&format!("cannot fetch git://127.0.0.1:{port}/config")), "{error}");
+            assert!(started.elapsed() < Duration::from_secs(20), "it waited {:?}", started.elapsed());
+        }
         drop(listener);
+    }
+
+    #[test]
+    fn fetch_errors_carry_their_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("Transport handshake failed")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::other("Will not send credentials in clear text over http"));
+        assert_eq!(
+            error_chain(&error),
+            "Transport handshake failed: Will not send credentials in clear text over http"
+        );
     }
 
     #[test]

@@ -4,13 +4,15 @@
 pub mod git;
 pub mod local;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use git::{CommitInfo, Fetched, GitError, GitSource};
+pub use crate::model::short_sha;
+pub use git::{CommitInfo, Fetched, GitError, GitSource, Snapshot};
 
-use crate::model::FileContent;
+use crate::model::{FileContent, RepoFile};
 
 /// A config repository to follow.
 #[derive(Debug, Clone)]
@@ -20,39 +22,81 @@ pub enum Source {
 }
 
 impl Source {
-    /// The newest state: a fetched commit, or the directory as it is now (its "commit" is a digest of its files).
-    pub fn fetch(&self) -> Result<Fetched, FetchError> {
+    /// Every branch at once: one fetch of the repository, or for a directory one pseudo branch
+    /// ([`DIRECTORY_BRANCH`]) whose "commit" is the digest of the directory's files.
+    pub fn fetch_all(&self) -> Result<Snapshot, FetchError> {
         match self {
-            Source::Git(git) => Ok(git.fetch()?),
+            Source::Git(git) => Ok(git.fetch_all()?),
             Source::Dir(dir) => {
-                let files = local::read_dir(dir)?;
-                let mut hasher = Sha256::new();
-                for file in &files {
-                    hasher.update(file.path.as_bytes());
-                    if let FileContent::Bytes(bytes) = &file.content {
-                        hasher.update(bytes);
-                    }
-                }
-                let sha = format!("dir-{}", &hex::encode(hasher.finalize())[..12]);
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                let commit = CommitInfo {
-                    sha,
-                    summary: format!("local directory {}", dir.display()),
-                    author: String::new(),
-                    time: i64::try_from(now).unwrap_or_default(),
-                };
-                Ok(Fetched { commit, files })
+                let sha = directory_digest(&local::read_dir(dir)?);
+                Ok(Snapshot { branches: BTreeMap::from([(DIRECTORY_BRANCH.to_owned(), sha)]) })
             }
+        }
+    }
+
+    /// The config files of `branch` as `snapshot` found it, without network. A directory has no branches: every
+    /// name reads the directory as it is now.
+    pub fn read_branch(&self, snapshot: &Snapshot, branch: &str) -> Result<Fetched, FetchError> {
+        match self {
+            Source::Git(git) => Ok(git.read_branch(snapshot, branch)?),
+            Source::Dir(dir) => Ok(read_directory(dir)?),
         }
     }
 
     /// For logs and pages: the URL without credentials, or the directory.
     pub fn describe(&self) -> String {
         match self {
-            Source::Git(git) => format!("{} ({})", git::redact_url(&git.url), git.branch),
+            Source::Git(git) => self.describe_branch(&git.branch),
             Source::Dir(dir) => dir.display().to_string(),
         }
     }
+
+    /// [`Source::describe`] for one branch of the repository.
+    pub fn describe_branch(&self, branch: &str) -> String {
+        match self {
+            Source::Git(git) => format!("{} ({branch})", git::redact_url(&git.url)),
+            Source::Dir(dir) => dir.display().to_string(),
+        }
+    }
+}
+
+/// The one branch name of a directory source's snapshot (a directory has no branches; every environment reads it).
+pub const DIRECTORY_BRANCH: &str = "(directory)";
+
+impl Snapshot {
+    /// The commit `branch` is at; for a directory's snapshot, the directory's digest whatever the name.
+    pub fn commit_of(&self, branch: &str) -> Option<&str> {
+        let directory = match self.branches.len() {
+            1 => self.branches.get(DIRECTORY_BRANCH),
+            _ => None,
+        };
+        self.branches.get(branch).or(directory).map(String::as_str)
+    }
+}
+
+/// A directory as a commit: its files, and a digest of them standing for the sha.
+fn read_directory(dir: &Path) -> Result<Fetched, SourceError> {
+    let files = local::read_dir(dir)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let commit = CommitInfo {
+        sha: directory_digest(&files),
+        summary: format!("local directory {}", dir.display()),
+        author: String::new(),
+        time: i64::try_from(now).unwrap_or_default(),
+    };
+    Ok(Fetched { commit, files })
+}
+
+/// `dir-` and the start of a digest of the files' paths and contents: changes whenever a file does.
+fn directory_digest(files: &[RepoFile]) -> String {
+    let mut hasher = Sha256::new();
+    for file in files {
+        hasher.update(file.path.as_bytes());
+        if let FileContent::Bytes(bytes) = &file.content {
+            hasher.update(bytes);
+        }
+    }
+    format!("dir-{}", short_sha(&hex::encode(hasher.finalize())))
 }
 
 /// Fetching the newest state failed.
@@ -71,4 +115,18 @@ pub enum SourceError {
     Unreadable { path: PathBuf, reason: std::io::Error },
     #[error("{path} is not a directory; pass the root of a config repository")]
     NotADirectory { path: PathBuf },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_shas_are_twelve_characters_or_the_whole_of_a_shorter_one() {
+        assert_eq!(short_sha("0123456789abcdef0123456789abcdef01234567"), "0123456789ab");
+        assert_eq!(short_sha("0123456789ab"), "0123456789ab");
+        assert_eq!(short_sha("abc"), "abc");
+        assert_eq!(short_sha(""), "");
+        assert_eq!(short_sha("ééééééééééééé"), "éééééééééééé");
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use serde::{Deserialize, Serialize};
 
 /// Rows per page of history.
@@ -39,6 +39,12 @@ const MIGRATIONS: &[&str] = &[
     );",
     "ALTER TABLE webhook_deliveries ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX deliveries_by_authentication ON webhook_deliveries (authenticated, id DESC);",
+    "CREATE TABLE environments (
+        name TEXT PRIMARY KEY,
+        project TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        position INTEGER NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +106,16 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
+/// An environment the daemon ran, remembered so that one removed from the list while railyard was down is still
+/// torn down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownEnvironment {
+    pub name: String,
+    /// The compose project or namespace it ran as; empty when it never ran.
+    pub project: String,
+    pub branch: String,
+}
+
 pub struct Store {
     connection: Mutex<Connection>,
 }
@@ -120,6 +136,39 @@ impl Store {
     fn with<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(work(&connection)?)
+    }
+
+    /// The environments of the last run, in their order.
+    pub fn known_environments(&self) -> Result<Vec<KnownEnvironment>, StoreError> {
+        self.with(|db| {
+            let mut statement =
+                db.prepare_cached("SELECT name, project, branch FROM environments ORDER BY position")?;
+            statement
+                .query_map([], |row| {
+                    Ok(KnownEnvironment { name: row.get(0)?, project: row.get(1)?, branch: row.get(2)? })
+                })?
+                .collect()
+        })
+    }
+
+    /// Replaces the remembered environments.
+    pub fn remember_environments(&self, environments: &[KnownEnvironment]) -> Result<(), StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            transaction.execute("DELETE FROM environments", [])?;
+            for (position, env) in environments.iter().enumerate() {
+                transaction.execute(
+                    "INSERT INTO environments (name, project, branch, position) VALUES (?1, ?2, ?3, ?4)",
+                    params![env.name, env.project, env.branch, position as i64],
+                )?;
+            }
+            transaction.commit()
+        })
+    }
+
+    /// Forgets an environment that was destroyed.
+    pub fn forget_environment(&self, name: &str) -> Result<(), StoreError> {
+        self.with(|db| db.execute("DELETE FROM environments WHERE name = ?1", params![name]).map(|_| ()))
     }
 
     /// Records a sync and drops the oldest of its environment beyond `keep` (at least one is always kept).
@@ -152,17 +201,15 @@ impl Store {
 
     /// Newest first; `env` filters.
     pub fn syncs(&self, env: Option<&str>, page: u32) -> Result<Page<SyncRecord>, StoreError> {
-        let offset = i64::from(page) * i64::from(PAGE_SIZE);
         self.with(|db| {
-            let mut statement = db.prepare_cached(
+            read_page(
+                db,
                 "SELECT id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error
-                 FROM syncs WHERE (?1 IS NULL OR env = ?1) ORDER BY id DESC LIMIT ?2 OFFSET ?3",
-            )?;
-            let mut items: Vec<SyncRecord> =
-                statement.query_map(params![env, i64::from(PAGE_SIZE) + 1, offset], row_to_sync)?.collect::<Result<_, _>>()?;
-            let has_more = items.len() > PAGE_SIZE as usize;
-            items.truncate(PAGE_SIZE as usize);
-            Ok(Page { page, items, has_more })
+                 FROM syncs WHERE (:env IS NULL OR env = :env) ORDER BY id DESC LIMIT :limit OFFSET :offset",
+                &[(":env", &env)],
+                page,
+                row_to_sync,
+            )
         })
     }
 
@@ -211,31 +258,51 @@ impl Store {
 
     /// Newest first.
     pub fn deliveries(&self, page: u32) -> Result<Page<Delivery>, StoreError> {
-        let offset = i64::from(page) * i64::from(PAGE_SIZE);
         self.with(|db| {
-            let mut statement = db.prepare_cached(
-                "SELECT received_ms, forge, event, accepted, reason, authenticated FROM webhook_deliveries ORDER BY id DESC LIMIT ?1 OFFSET ?2",
-            )?;
-            let mut items: Vec<Delivery> = statement
-                .query_map(params![i64::from(PAGE_SIZE) + 1, offset], |row| {
-                    Ok(Delivery {
-                        received_ms: row.get(0)?,
-                        forge: row.get(1)?,
-                        event: row.get(2)?,
-                        accepted: row.get(3)?,
-                        reason: row.get(4)?,
-                        authenticated: row.get(5)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            let has_more = items.len() > PAGE_SIZE as usize;
-            items.truncate(PAGE_SIZE as usize);
-            Ok(Page { page, items, has_more })
+            read_page(
+                db,
+                "SELECT received_ms, forge, event, accepted, reason, authenticated FROM webhook_deliveries
+                 ORDER BY id DESC LIMIT :limit OFFSET :offset",
+                &[],
+                page,
+                row_to_delivery,
+            )
         })
     }
 }
 
-fn row_to_sync(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncRecord> {
+/// Page `page` of `query`, whose rows are read by `row`. The query binds `:limit` and `:offset` (one row more than a
+/// page is asked for, so that `has_more` needs no second count query) besides its own `filters`.
+fn read_page<T>(
+    db: &Connection,
+    query: &str,
+    filters: &[(&str, &dyn ToSql)],
+    page: u32,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Page<T>> {
+    let limit = i64::from(PAGE_SIZE) + 1;
+    let offset = i64::from(page) * i64::from(PAGE_SIZE);
+    let mut parameters = filters.to_vec();
+    parameters.extend([(":limit", &limit as &dyn ToSql), (":offset", &offset)]);
+    let mut items: Vec<T> =
+        db.prepare_cached(query)?.query_map(parameters.as_slice(), row)?.collect::<rusqlite::Result<_>>()?;
+    let has_more = items.len() > PAGE_SIZE as usize;
+    items.truncate(PAGE_SIZE as usize);
+    Ok(Page { page, items, has_more })
+}
+
+fn row_to_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        received_ms: row.get(0)?,
+        forge: row.get(1)?,
+        event: row.get(2)?,
+        accepted: row.get(3)?,
+        reason: row.get(4)?,
+        authenticated: row.get(5)?,
+    })
+}
+
+fn row_to_sync(row: &Row<'_>) -> rusqlite::Result<SyncRecord> {
     Ok(SyncRecord {
         id: row.get(0)?,
         env: row.get(1)?,

@@ -2,6 +2,8 @@
 //! repositories on disk, the railyard binary, and a guard that removes everything a test created.
 #![allow(dead_code)]
 
+pub mod fake_kube;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -568,4 +570,40 @@ impl Drop for LoopbackCaddy {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether a running replica of `app` in compose project `compose_project` answers `text` at `/` on its published
+/// port 8080. Tolerates replicas that go away while it looks (an update in progress).
+pub fn project_serves(compose_project: &str, app: &str, text: &str) -> bool {
+    let quiet_docker = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let project_filter = format!("label=com.docker.compose.project={compose_project}");
+    let app_filter = format!("label=dev.railyard.app={app}");
+    let ids = quiet_docker(&["ps", "-q", "--filter", &project_filter, "--filter", &app_filter]);
+    ids.lines().any(|id| {
+        let published = quiet_docker(&["port", id, "8080/tcp"]);
+        let port = published.lines().next().and_then(|address| address.rsplit(':').next()?.trim().parse().ok());
+        port.is_some_and(|port| http_get(port, "/").is_some_and(|(_, body)| body == format!("{text}\n")))
+    })
+}
+
+/// IDs of every container (all states) of compose project `compose_project`, sorted.
+pub fn project_container_ids(compose_project: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.compose.project={compose_project}");
+    let mut ids: Vec<String> = docker(&["ps", "-aq", "--filter", &filter]).lines().map(str::to_owned).collect();
+    ids.sort();
+    ids
+}
+
+/// Names of the networks or volumes (`kind`: "network" or "volume") of compose project `compose_project`.
+pub fn project_objects(kind: &str, compose_project: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.compose.project={compose_project}");
+    docker(&[kind, "ls", "-q", "--filter", &filter]).lines().map(str::to_owned).collect()
 }

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum, NetworkCreateRequest, VolumeCreateRequest};
+use bollard::models::{NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveVolumeOptions, RenameContainerOptions,
-    StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListNetworksOptions, ListVolumesOptions,
+    LogsOptions, RemoveVolumeOptions, RenameContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -17,25 +17,74 @@ use super::container::{ReplicaRequest, ResolvedEnv, canonical_name, network_name
 use super::labels::{self, Replica};
 use super::{CALL_TIMEOUT, DockerBackend, DockerError, PULL_TIMEOUT};
 use crate::backend::schedule::{self, Slot};
-use crate::backend::{ActionOutcome, ActionResult, ApplyReport, Progress};
+use crate::backend::{ActionOutcome, ActionResult, ApplyReport, Progress, ProgressEvent, Step};
 use crate::model::desired::{HealthSpec, Probe};
 use crate::model::kinds::PullPolicy;
 use crate::model::{AppSpec, Environment, HealthState, ReplicaState};
-use crate::plan::{Action, Plan};
-use crate::proxy::{Switch, UpstreamMode};
+use crate::plan::{Action, ObjectKind, Plan};
+use crate::proxy::{ProxyError, Switch, UpstreamMode};
+use crate::secrets::{ResolvedSecrets, SecretError};
 
 /// How often a starting replica is looked at.
 const HEALTH_POLL: Duration = Duration::from_millis(100);
 /// Added to a health check's own deadline for the engine's scheduling.
 const HEALTH_SLACK: Duration = Duration::from_secs(2);
 
+/// Why an app (or the domains) did not converge. [`ConvergeError::Engine`] is the engine failing, which fails the
+/// action and is retried; every other variant is the app's own problem, shown on its outcome, and one met while new
+/// replicas were starting rolls the app back. The texts that the engine or the container gave (`probe`, `logs`,
+/// `message`) may hold secret values: callers redact the whole message before anyone sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    #[error(transparent)]
+    Engine(#[from] DockerError),
+    #[error("app `{app}`: {source}")]
+    MissingSecret { app: String, source: SecretError },
+    #[error(
+        "image {image} is not on this host and app `{app}` says `pull: never`; build or load it (docker build, docker \
+         load), or set `pull: missing`"
+    )]
+    ImageNotOnHost { image: String, app: String },
+    #[error(
+        "cannot pull image {image}: {reason}; check the name, that the registry is reachable, and `docker login` for \
+         private registries"
+    )]
+    Pull { image: String, reason: String },
+    #[error("cannot create container {container}: {message}; correct the app as the engine says, then apply again")]
+    CreateRefused { container: String, message: String },
+    #[error("host port {ports} is already in use on this host; free it, or change or remove `hostPort` ({message})")]
+    HostPortTaken {
+        /// `8080 (port `http`)`, for each pinned port of the app.
+        ports: String,
+        message: String,
+    },
+    #[error("cannot start container {container}: {message}; correct the app as the engine says, then apply again")]
+    StartRefused { container: String, message: String },
+    #[error("new replica {container} failed its health check{probe}{logs}")]
+    Unhealthy {
+        container: String,
+        /// `; the check said: ...`, or nothing.
+        probe: String,
+        /// `; last output: ...`, or nothing.
+        logs: String,
+    },
+    #[error("new replica {container} was not healthy within {seconds} s{probe}{logs}")]
+    NotHealthyInTime { container: String, seconds: u64, probe: String, logs: String },
+    #[error("new replica {container} stopped (exit code {exit_code}){logs}")]
+    Stopped { container: String, exit_code: i64, logs: String },
+    #[error("could not move traffic to the new replicas, the old ones keep serving: {0}")]
+    TrafficNotMoved(ProxyError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+}
+
 pub(super) async fn apply(
     backend: &DockerBackend,
     plan: &Plan,
+    secrets: &ResolvedSecrets,
     progress: &dyn Progress,
 ) -> Result<ApplyReport, DockerError> {
-    let creates_something =
-        plan.apps.iter().any(|action| action.desired.is_some() && action.change.verb() != "unchanged");
+    let creates_something = plan.apps.iter().any(|action| action.desired.is_some() && action.change.kind().is_change());
     if creates_something {
         ensure_network(backend, &plan.env).await?;
         if !plan.domains.is_empty() {
@@ -52,10 +101,14 @@ pub(super) async fn apply(
     let current = &current;
     let mut outcomes = schedule::in_dependency_order(plan, backend.settings.parallel, |action, slot| {
         let current = current.get(&action.name).map_or(&[][..], Vec::as_slice);
-        run(backend, plan, action, current, slot, progress)
+        run(backend, plan, secrets, action, current, slot, progress)
     })
     .await;
-    fail_late_crashes(backend, plan, &mut outcomes).await?;
+    // Apps skipped for a failed dependency never ran: their last step is told here.
+    for outcome in outcomes.iter().filter(|outcome| matches!(outcome.result, ActionResult::Skipped { .. })) {
+        progress.event(&ProgressEvent::app(&outcome.name, Step::finished(&outcome.result)));
+    }
+    fail_late_crashes(backend, plan, secrets, &mut outcomes, progress).await?;
     outcomes.extend(apply_domains(backend, plan, progress).await?);
     Ok(ApplyReport { outcomes })
 }
@@ -71,33 +124,28 @@ async fn apply_domains(
         return Ok(Vec::new());
     }
     let started = Instant::now();
-    let result = match sync_domains(backend, plan, None).await? {
+    let result = match sync_domains(backend, plan, None).await {
         Ok(switch) => {
             drain(backend, &switch).await;
             ActionResult::Done
         }
-        Err(error) => ActionResult::Failed { error },
+        Err(ConvergeError::Engine(error)) => return Err(error),
+        Err(error) => ActionResult::Failed { error: error.to_string() },
     };
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let duration = started.elapsed();
     let failed = result != ActionResult::Done;
     Ok(plan
         .domains
         .iter()
-        .filter(|action| failed || action.change.verb() != "unchanged")
+        .filter(|action| failed || action.change.kind().is_change())
         .map(|action| {
-            progress.event(&action.name, &describe(&result));
-            ActionOutcome {
-                kind: "Domain".to_owned(),
-                name: action.name.clone(),
-                change: action.change.verb().to_owned(),
-                result: result.clone(),
-                duration_ms,
-            }
+            progress.event(&ProgressEvent::domain(&action.name, Step::finished(&result)));
+            ActionOutcome::of(ObjectKind::Domain, action, result.clone(), duration)
         })
         .collect())
 }
 
-/// Where Caddy reaches `replica`'s `port`: its published host address, or its name on the environment's network.
+/// Where Caddy reaches `replica`'s `port`: its published host address, or its short ID on the environment's network.
 fn dials(replica: &Replica, port: u16, mode: &UpstreamMode) -> Vec<String> {
     match mode {
         UpstreamMode::Host => replica
@@ -107,7 +155,7 @@ fn dials(replica: &Replica, port: u16, mode: &UpstreamMode) -> Vec<String> {
             .filter(|(private, _)| *private == port)
             .map(|(_, address)| address.clone())
             .collect(),
-        UpstreamMode::Network { .. } => vec![format!("{}:{port}", replica.observed.id)],
+        UpstreamMode::Network { .. } => vec![format!("{}:{port}", replica.short_id)],
     }
 }
 
@@ -129,14 +177,9 @@ async fn connect_caddy(backend: &DockerBackend, env: &Environment) -> Result<(),
     }
 }
 
-/// Pushes the routes of the plan's domains (only those of `app` when given) with the current upstreams; the inner
-/// error is Caddy's.
-async fn sync_domains(
-    backend: &DockerBackend,
-    plan: &Plan,
-    app: Option<&str>,
-) -> Result<Result<Switch, String>, DockerError> {
-    let Some(caddy) = &backend.caddy else { return Ok(Ok(Switch::default())) };
+/// Pushes the routes of the plan's domains (only those of `app` when given) with the current upstreams.
+async fn sync_domains(backend: &DockerBackend, plan: &Plan, app: Option<&str>) -> Result<Switch, ConvergeError> {
+    let Some(caddy) = &backend.caddy else { return Ok(Switch::default()) };
     let replicas = backend.replicas(&plan.env, None).await?;
     let desired_hash: BTreeMap<&str, String> = plan
         .apps
@@ -168,7 +211,7 @@ async fn sync_domains(
         Some(_) => caddy.switch(&plan.env, &domains, &upstreams).await,
         None => caddy.sync(&plan.env, &domains, &upstreams).await,
     };
-    Ok(switched.map_err(|error| error.to_string()))
+    Ok(switched?)
 }
 
 /// Waits for requests in flight to the replicas a switch took out of the proxy.
@@ -181,36 +224,22 @@ async fn drain(backend: &DockerBackend, switch: &Switch) {
 async fn run(
     backend: &DockerBackend,
     plan: &Plan,
+    secrets: &ResolvedSecrets,
     action: &Action<AppSpec>,
     current: &[Replica],
     mut slot: Slot,
     progress: &dyn Progress,
 ) -> ActionOutcome {
     let started = Instant::now();
-    progress.event(&action.name, &format!("{} started", action.change.verb()));
+    progress.event(&ProgressEvent::app(&action.name, Step::Started { change: action.change.kind() }));
     let result = match &action.desired {
-        Some(spec) => converge_app(backend, plan, spec, current, &mut slot, progress).await,
-        None => delete_app(backend, &plan.env, &action.name, progress).await,
+        Some(spec) => converge_app(backend, plan, secrets, spec, current, &mut slot, progress).await,
+        None => delete_app(backend, &plan.env, &action.name, progress)
+            .await
+            .unwrap_or_else(|error| ActionResult::Failed { error: error.to_string() }),
     };
-    let result = result.unwrap_or_else(|error| ActionResult::Failed { error: error.to_string() });
-    let outcome = ActionOutcome {
-        kind: "App".to_owned(),
-        name: action.name.clone(),
-        change: action.change.verb().to_owned(),
-        result,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    };
-    progress.event(&action.name, &describe(&outcome.result));
-    outcome
-}
-
-fn describe(result: &ActionResult) -> String {
-    match result {
-        ActionResult::Done => "done".to_owned(),
-        ActionResult::RolledBack { reason } => format!("rolled back: {reason}"),
-        ActionResult::Failed { error } => format!("failed: {error}"),
-        ActionResult::Skipped { reason } => format!("skipped: {reason}"),
-    }
+    progress.event(&ProgressEvent::app(&action.name, Step::finished(&result)));
+    ActionOutcome::of(ObjectKind::App, action, result, started.elapsed())
 }
 
 /// A replica started by this apply, which must prove healthy before the old ones go.
@@ -225,21 +254,25 @@ struct Starting {
 async fn converge_app(
     backend: &DockerBackend,
     plan: &Plan,
+    secrets: &ResolvedSecrets,
     spec: &AppSpec,
     current: &[Replica],
     slot: &mut Slot,
     progress: &dyn Progress,
-) -> Result<ActionResult, DockerError> {
-    let environment = match ResolvedEnv::resolve(spec, |name| backend.settings.secrets.get(name)) {
+) -> ActionResult {
+    let environment = match ResolvedEnv::resolve(spec, |name| secrets.get(name)) {
         Ok(environment) => environment,
-        Err(missing) => return Ok(ActionResult::Failed { error: format!("app `{}`: {missing}", spec.name) }),
+        Err(source) => {
+            let error = ConvergeError::MissingSecret { app: spec.name.clone(), source };
+            return ActionResult::Failed { error: error.to_string() };
+        }
     };
-    Ok(match replace_replicas(backend, plan, spec, current, &environment, slot, progress).await {
+    match replace_replicas(backend, plan, spec, current, &environment, slot, progress).await {
         Ok(ActionResult::RolledBack { reason }) => ActionResult::RolledBack { reason: environment.redact(&reason) },
         Ok(ActionResult::Failed { error }) => ActionResult::Failed { error: environment.redact(&error) },
         Ok(other) => other,
         Err(error) => ActionResult::Failed { error: environment.redact(&error.to_string()) },
-    })
+    }
 }
 
 /// Starts the replicas `spec` lacks (all at once) while `slot` is held, then waits for them without it; the old
@@ -252,18 +285,17 @@ async fn replace_replicas(
     environment: &ResolvedEnv,
     slot: &mut Slot,
     progress: &dyn Progress,
-) -> Result<ActionResult, DockerError> {
+) -> Result<ActionResult, ConvergeError> {
     let env = &plan.env;
-    if let Err(error) = ensure_image(backend, spec, progress).await? {
-        return Ok(ActionResult::Failed { error });
-    }
+    let event = |step: Step| progress.event(&ProgressEvent::app(&spec.name, step));
+    ensure_image(backend, spec, progress).await?;
     ensure_volumes(backend, env, spec).await?;
     let (keepers, old) = sort_replicas(spec, current.to_vec());
     let pinned = spec.container.ports.iter().any(|port| port.host_port.is_some());
     if pinned {
         // A pinned host port can be bound once: the old replica steps aside first and comes back on failure.
         for replica in &old {
-            progress.event(&spec.name, &format!("stopping {} to free its pinned port", replica.observed.id));
+            event(Step::FreeingPinnedPort { container: replica.observed.id.clone() });
             stop(backend, replica, spec).await?;
         }
     }
@@ -283,61 +315,61 @@ async fn replace_replicas(
         };
         let keeper = keepers.get(&number);
         let created = &created;
+        let event = &event;
         async move {
             match keeper {
-                Some(keeper) if is_settled(keeper) => Ok(Ok(None)),
+                Some(keeper) if is_settled(keeper) => Ok(None),
                 Some(keeper) => {
-                    progress.event(&spec.name, &format!("starting {}", keeper.observed.id));
+                    event(Step::Starting { container: keeper.observed.id.clone() });
                     start(backend, &keeper.observed.id).await?;
-                    Ok(Ok(Some(Starting { id: keeper.observed.id.clone(), created: false })))
+                    Ok(Some(Starting { id: keeper.observed.id.clone(), created: false }))
                 }
                 None => {
                     let name = created.iter().find(|(_, n)| *n == number).map_or_else(String::new, |(n, _)| n.clone());
-                    progress.event(&spec.name, &format!("creating {name}"));
-                    let started = create_and_start(backend, &request, &name).await?;
-                    Ok(started.map(|_| Some(Starting { id: name, created: true })))
+                    event(Step::Creating { container: name.clone() });
+                    create_and_start(backend, &request, &name).await?;
+                    Ok(Some(Starting { id: name, created: true }))
                 }
             }
         }
     }))
     .await;
     let mut starting: Vec<Starting> = Vec::new();
-    let mut failure = None;
-    let mut engine_error = None;
+    let mut failures: Vec<ConvergeError> = Vec::new();
     for start in starts {
         match start {
-            Ok(Ok(started)) => starting.extend(started),
-            Ok(Err(error)) => failure = failure.or(Some(error)),
-            Err(error) => engine_error = engine_error.or(Some(error)),
+            Ok(started) => starting.extend(started),
+            Err(error) => failures.push(error),
         }
     }
-    if let Some(error) = engine_error {
-        give_up(backend, spec, &starting, &old, pinned, String::new()).await?;
-        return Err(error);
-    }
-    if let Some(error) = failure {
+    // The engine failing outweighs an app's own problem: the action fails and is retried rather than held.
+    failures.sort_by_key(|error| !matches!(error, ConvergeError::Engine(_)));
+    if let Some(error) = failures.into_iter().next() {
         return give_up(backend, spec, &starting, &old, pinned, error).await;
     }
     // Waiting is not work: the next app may start while these replicas prove healthy.
     slot.release();
     if !starting.is_empty() {
-        progress.event(&spec.name, &format!("waiting for {} replica(s) to become healthy", starting.len()));
-    }
-    let checks =
-        join_all(starting.iter().map(|replica| wait_healthy(backend, &replica.id, &spec.container.health))).await;
-    if let Some(error) = checks.into_iter().find_map(Result::err) {
-        return give_up(backend, spec, &starting, &old, pinned, error).await;
+        event(Step::WaitingHealthy { replicas: starting.len() });
+        let checks =
+            join_all(starting.iter().map(|replica| wait_healthy(backend, &replica.id, &spec.container.health))).await;
+        if let Some(error) = checks.into_iter().find_map(Result::err) {
+            return give_up(backend, spec, &starting, &old, pinned, error).await;
+        }
+        event(Step::Healthy);
     }
     // Traffic moves to the new replicas before the old ones stop, so no request meets a stopping replica.
     if !old.is_empty() && plan.domains.iter().any(|d| d.desired.as_ref().is_some_and(|d| d.app == spec.name)) {
-        match sync_domains(backend, plan, Some(&spec.name)).await? {
+        event(Step::SwitchingTraffic);
+        match sync_domains(backend, plan, Some(&spec.name)).await {
             // Requests the proxy sent to the old replicas before the switch finish before they are stopped.
             Ok(switch) => drain(backend, &switch).await,
-            Err(error) => {
-                // The proxy still sends traffic to the old replicas: they stay, the new ones go.
-                let reason = format!("could not move traffic to the new replicas, the old ones keep serving: {error}");
-                return give_up(backend, spec, &starting, &old, pinned, reason).await;
+            // The proxy still sends traffic to the old replicas: they stay, the new ones go.
+            Err(ConvergeError::Proxy(error)) => {
+                let error = ConvergeError::TrafficNotMoved(error);
+                return give_up(backend, spec, &starting, &old, pinned, error).await;
             }
+            Err(error) => return give_up(backend, spec, &starting, &old, pinned, error).await,
         }
     }
     join_all(old.iter().map(|replica| retire(backend, replica, spec, progress)))
@@ -351,15 +383,16 @@ async fn replace_replicas(
     Ok(ActionResult::Done)
 }
 
-/// Undoes what this attempt started; the old replicas keep (or resume) serving.
+/// Undoes what this attempt started; the old replicas keep (or resume) serving. An engine failure stays an error
+/// (the action fails and is retried); an app's own problem becomes a rollback when old replicas serve.
 async fn give_up(
     backend: &DockerBackend,
     spec: &AppSpec,
     starting: &[Starting],
     old: &[Replica],
     pinned: bool,
-    reason: String,
-) -> Result<ActionResult, DockerError> {
+    error: ConvergeError,
+) -> Result<ActionResult, ConvergeError> {
     join_all(starting.iter().filter(|replica| replica.created).map(|replica| backend.remove_container(&replica.id)))
         .await
         .into_iter()
@@ -369,8 +402,11 @@ async fn give_up(
             start(backend, &replica.observed.id).await?;
         }
     }
+    if matches!(error, ConvergeError::Engine(_)) {
+        return Err(error);
+    }
     let serving = old.iter().any(|replica| replica.observed.state == ReplicaState::Running || pinned);
-    let reason = format!("app `{}`: {reason}", spec.name);
+    let reason = format!("app `{}`: {error}", spec.name);
     Ok(if serving { ActionResult::RolledBack { reason } } else { ActionResult::Failed { error: reason } })
 }
 
@@ -430,27 +466,55 @@ async fn create_and_start(
     backend: &DockerBackend,
     request: &ReplicaRequest<'_>,
     name: &str,
-) -> Result<Result<String, String>, DockerError> {
-    let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
-    let created = match backend.docker.create_container(Some(options), request.body()).await {
-        Ok(created) => created,
-        Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-            return Ok(Err(format!("cannot create container {name}: {message}")));
+) -> Result<String, ConvergeError> {
+    let created = match create(backend, request, name).await {
+        Err(ConvergeError::CreateRefused { container, message }) if message.contains("is already in use") => {
+            // An apply killed mid-create leaves the engine finishing that create after the next run has observed:
+            // the name is held by a container of this environment that no plan knew of. Only ours is cleared.
+            if !held_by_own_leftover(backend, request.env, name).await {
+                return Err(ConvergeError::CreateRefused { container, message });
+            }
+            tracing::info!(container = name, "removing a leftover of an interrupted apply that holds the name");
+            backend.remove_container(name).await?;
+            create(backend, request, name).await?
         }
-        Err(other) => return Err(DockerError::from_bollard(&backend.host, format!("create container {name}"), other)),
+        other => other?,
     };
     match backend.docker.start_container(&created.id, None::<StartContainerOptions>).await {
-        Ok(()) => Ok(Ok(created.id)),
+        Ok(()) => Ok(created.id),
         Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
             backend.remove_container(&created.id).await?;
-            Ok(Err(start_failure(request.spec, &message)))
+            Err(start_failure(request.spec, name, message))
         }
-        Err(other) => Err(DockerError::from_bollard(&backend.host, format!("start container {name}"), other)),
+        Err(other) => Err(DockerError::from_bollard(&backend.host, format!("start container {name}"), other).into()),
     }
 }
 
+async fn create(
+    backend: &DockerBackend,
+    request: &ReplicaRequest<'_>,
+    name: &str,
+) -> Result<bollard::models::ContainerCreateResponse, ConvergeError> {
+    let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
+    match backend.docker.create_container(Some(options), request.body()).await {
+        Ok(created) => Ok(created),
+        Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+            Err(ConvergeError::CreateRefused { container: name.to_owned(), message })
+        }
+        Err(other) => Err(DockerError::from_bollard(&backend.host, format!("create container {name}"), other).into()),
+    }
+}
+
+/// True when the container called `name` carries `env`'s ownership labels.
+async fn held_by_own_leftover(backend: &DockerBackend, env: &Environment, name: &str) -> bool {
+    let Ok(holder) = backend.docker.inspect_container(name, None::<InspectContainerOptions>).await else {
+        return false;
+    };
+    holder.config.and_then(|config| config.labels).is_some_and(|labels| labels::is_owned(&labels, env))
+}
+
 /// Names the port when the engine could not bind one.
-fn start_failure(spec: &AppSpec, message: &str) -> String {
+fn start_failure(spec: &AppSpec, container: &str, message: String) -> ConvergeError {
     let port_taken = message.contains("port is already allocated") || message.contains("address already in use");
     let pinned: Vec<String> = spec
         .container
@@ -459,12 +523,9 @@ fn start_failure(spec: &AppSpec, message: &str) -> String {
         .filter_map(|port| port.host_port.map(|host| format!("{host} (port `{}`)", port.name)))
         .collect();
     if port_taken && !pinned.is_empty() {
-        format!(
-            "host port {} is already in use on this host; free it, or change or remove `hostPort` ({message})",
-            pinned.join(", ")
-        )
+        ConvergeError::HostPortTaken { ports: pinned.join(", "), message }
     } else {
-        format!("cannot start: {message}")
+        ConvergeError::StartRefused { container: container.to_owned(), message }
     }
 }
 
@@ -504,7 +565,7 @@ async fn retire(
     spec: &AppSpec,
     progress: &dyn Progress,
 ) -> Result<(), DockerError> {
-    progress.event(&spec.name, &format!("stopping {}", replica.observed.id));
+    progress.event(&ProgressEvent::app(&spec.name, Step::Stopping { container: replica.observed.id.clone() }));
     stop(backend, replica, spec).await?;
     backend.remove_container(&replica.observed.id).await
 }
@@ -531,47 +592,35 @@ async fn rename_into_place(
 }
 
 /// Waits until the replica passes its health check, or says why it did not.
-async fn wait_healthy(backend: &DockerBackend, id: &str, health: &HealthSpec) -> Result<(), String> {
+async fn wait_healthy(backend: &DockerBackend, id: &str, health: &HealthSpec) -> Result<(), ConvergeError> {
     let started = Instant::now();
     let period = Duration::from_millis(health.start_period_ms);
     let per_try = Duration::from_millis(health.interval_ms + health.timeout_ms);
     let deadline = period + per_try * (health.retries + 1) + HEALTH_SLACK;
     loop {
-        let inspected = backend
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|error| format!("cannot inspect {id}: {error}"))?;
+        let inspected =
+            backend.docker.inspect_container(id, None).await.map_err(backend.error(format!("inspect {id}")))?;
+        let container = container_name(&inspected.name, id);
         let state = inspected.state.unwrap_or_default();
-        let running = state.status == Some(ContainerStateStatusEnum::RUNNING);
-        let probe_said = probe_output(state.health.as_ref());
-        if !running {
-            let name = container_name(&inspected.name, id);
-            return Err(stopped(backend, &name, state.exit_code.unwrap_or_default()).await);
+        let (replica_state, health_state) = labels::inspected_state(&state);
+        if replica_state != ReplicaState::Running {
+            return Err(stopped(backend, &container, state.exit_code.unwrap_or_default()).await);
         }
-        let verdict = match health.probe {
+        let probe = probe_output(state.health.as_ref());
+        let passed = match health.probe {
             // As Compose has it, an app without a check is ready once it runs (after `startPeriod`, 0 by default).
-            Probe::Running => (started.elapsed() >= period).then_some(Ok(())),
-            _ => match state.health.as_ref().and_then(|health| health.status) {
-                Some(HealthStatusEnum::HEALTHY) => Some(Ok(())),
-                Some(HealthStatusEnum::UNHEALTHY) => Some(Err(format!(
-                    "new replica {} failed its health check{probe_said}{}",
-                    container_name(&inspected.name, id),
-                    last_logs(backend, id).await
-                ))),
-                _ => None,
-            },
+            Probe::Running => started.elapsed() >= period,
+            _ if health_state == HealthState::Unhealthy => {
+                return Err(ConvergeError::Unhealthy { container, probe, logs: last_logs(backend, id).await });
+            }
+            _ => health_state == HealthState::Healthy,
         };
-        if let Some(verdict) = verdict {
-            return verdict;
+        if passed {
+            return Ok(());
         }
         if started.elapsed() > deadline {
-            return Err(format!(
-                "new replica {} was not healthy within {} s{probe_said}{}",
-                container_name(&inspected.name, id),
-                deadline.as_secs(),
-                last_logs(backend, id).await
-            ));
+            let logs = last_logs(backend, id).await;
+            return Err(ConvergeError::NotHealthyInTime { container, seconds: deadline.as_secs(), probe, logs });
         }
         tokio::time::sleep(HEALTH_POLL).await;
     }
@@ -591,8 +640,8 @@ fn probe_output(health: Option<&bollard::models::Health>) -> String {
 }
 
 /// Why a new replica is not running: its exit code and last output.
-async fn stopped(backend: &DockerBackend, name: &str, exit_code: i64) -> String {
-    format!("new replica {name} stopped (exit code {exit_code}){}", last_logs(backend, name).await)
+async fn stopped(backend: &DockerBackend, name: &str, exit_code: i64) -> ConvergeError {
+    ConvergeError::Stopped { container: name.to_owned(), exit_code, logs: last_logs(backend, name).await }
 }
 
 /// Apps without a health check are ready once running, as in Compose, so one that crashes right after its start
@@ -601,7 +650,9 @@ async fn stopped(backend: &DockerBackend, name: &str, exit_code: i64) -> String 
 async fn fail_late_crashes(
     backend: &DockerBackend,
     plan: &Plan,
+    secrets: &ResolvedSecrets,
     outcomes: &mut [ActionOutcome],
+    progress: &dyn Progress,
 ) -> Result<(), DockerError> {
     let unchecked: BTreeMap<&str, &AppSpec> = plan
         .apps
@@ -645,10 +696,11 @@ async fn fail_late_crashes(
         for replica in &crashed {
             backend.remove_container(&replica.observed.id).await?;
         }
-        let environment = ResolvedEnv::resolve(spec, |name| backend.settings.secrets.get(name)).unwrap_or_default();
+        let environment = ResolvedEnv::resolve(spec, |name| secrets.get(name)).unwrap_or_default();
         let error = environment.redact(&format!("app `{app}`: {reason}"));
-        for outcome in outcomes.iter_mut().filter(|outcome| outcome.name == app && outcome.kind == "App") {
+        for outcome in outcomes.iter_mut().filter(|outcome| outcome.name == app && outcome.kind == ObjectKind::App) {
             outcome.result = ActionResult::Failed { error: error.clone() };
+            progress.event(&ProgressEvent::app(app, Step::finished(&outcome.result)));
         }
     }
     Ok(())
@@ -668,7 +720,7 @@ async fn has_restarted(backend: &DockerBackend, name: &str) -> Result<bool, Dock
             return Ok(true);
         }
         let state = inspected.state.unwrap_or_default();
-        if state.status != Some(ContainerStateStatusEnum::RUNNING) {
+        if labels::inspected_state(&state).0 != ReplicaState::Running {
             return Ok(true);
         }
         let started = state.started_at.as_deref().and_then(|at| humantime::parse_rfc3339_weak(at).ok());
@@ -690,7 +742,7 @@ async fn last_exit_code(backend: &DockerBackend, name: &str) -> Result<i64, Dock
             backend.docker.inspect_container(name, None).await.map_err(backend.error(format!("inspect {name}")))?;
         let state = inspected.state.unwrap_or_default();
         code = state.exit_code.unwrap_or_default();
-        if state.status != Some(ContainerStateStatusEnum::RUNNING) {
+        if labels::inspected_state(&state).0 != ReplicaState::Running {
             break;
         }
         tokio::time::sleep(HEALTH_POLL / 2).await;
@@ -715,42 +767,36 @@ async fn last_logs(backend: &DockerBackend, id: &str) -> String {
     if text.is_empty() { String::new() } else { format!("; last output: {text}") }
 }
 
-/// Makes the image available as the app's pull policy says; the inner error is the app's own problem.
-async fn ensure_image(
-    backend: &DockerBackend,
-    spec: &AppSpec,
-    progress: &dyn Progress,
-) -> Result<Result<(), String>, DockerError> {
+/// Makes the image available as the app's pull policy says.
+async fn ensure_image(backend: &DockerBackend, spec: &AppSpec, progress: &dyn Progress) -> Result<(), ConvergeError> {
     let image = &spec.container.image;
     let present = match backend.docker.inspect_image(image).await {
         Ok(_) => true,
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
-        Err(other) => return Err(DockerError::from_bollard(&backend.host, format!("inspect image {image}"), other)),
+        Err(other) => {
+            return Err(DockerError::from_bollard(&backend.host, format!("inspect image {image}"), other).into());
+        }
     };
     match (spec.container.pull, present) {
-        (PullPolicy::Never, false) => Ok(Err(format!(
-            "image {image} is not on this host and app `{}` says `pull: never`; build or load it (docker build, docker \
-             load), or set `pull: missing`",
-            spec.name
-        ))),
-        (PullPolicy::Never | PullPolicy::Missing, true) => Ok(Ok(())),
+        (PullPolicy::Never, false) => {
+            Err(ConvergeError::ImageNotOnHost { image: image.clone(), app: spec.name.clone() })
+        }
+        (PullPolicy::Never | PullPolicy::Missing, true) => Ok(()),
         (PullPolicy::Missing | PullPolicy::Always, _) => {
-            progress.event(&spec.name, &format!("pulling {image}"));
-            Ok(pull(backend, image).await)
+            progress.event(&ProgressEvent::app(&spec.name, Step::Pulling { image: image.clone() }));
+            pull(backend, image).await
         }
     }
 }
 
-async fn pull(backend: &DockerBackend, image: &str) -> Result<(), String> {
+async fn pull(backend: &DockerBackend, image: &str) -> Result<(), ConvergeError> {
     let (repository, tag) = split_tag(image);
     let options =
         CreateImageOptions { from_image: Some(repository.to_owned()), tag: Some(tag.to_owned()), ..Default::default() };
     let mut stream = backend.docker.clone().with_timeout(PULL_TIMEOUT).create_image(Some(options), None, None);
     while let Some(step) = stream.next().await {
         if let Err(error) = step {
-            return Err(format!(
-                "cannot pull image {image}: {error}; check the name, that the registry is reachable, and `docker login` for private registries"
-            ));
+            return Err(ConvergeError::Pull { image: image.to_owned(), reason: error.to_string() });
         }
     }
     Ok(())
@@ -897,6 +943,9 @@ async fn ensure_volumes(backend: &DockerBackend, env: &Environment, spec: &AppSp
         }
         let mut volume_labels = labels::ownership(env);
         volume_labels.insert(labels::COMPOSE_VOLUME.to_owned(), volume.name.clone());
+        if spec.volumes_deleted_with_app.contains(&volume.name) {
+            volume_labels.insert(labels::DELETE_WITH_APP.to_owned(), "true".to_owned());
+        }
         let request =
             VolumeCreateRequest { name: Some(name.clone()), labels: Some(volume_labels), ..Default::default() };
         backend.docker.create_volume(request).await.map_err(backend.error(format!("create volume {name}")))?;
@@ -912,34 +961,187 @@ async fn delete_app(
     progress: &dyn Progress,
 ) -> Result<ActionResult, DockerError> {
     let replicas = backend.replicas(env, Some(app)).await?;
-    let newest = replicas.iter().filter(|r| r.last_applied.is_some()).max_by_key(|r| r.created);
-    let spec = newest.and_then(|replica| replica.last_applied.clone());
     for replica in &replicas {
-        progress.event(app, &format!("removing {}", replica.observed.id));
-        if let Some(spec) = &spec {
-            stop(backend, replica, spec).await?;
-        }
-        backend.remove_container(&replica.observed.id).await?;
+        progress.event(&ProgressEvent::app(app, Step::Removing { container: replica.observed.id.clone() }));
     }
-    for volume in spec.iter().flat_map(|spec| spec.volumes_deleted_with_app.iter()) {
+    remove_replicas(backend, &replicas).await?;
+    for volume in last_applied(&replicas).iter().flat_map(|spec| spec.volumes_deleted_with_app.iter()) {
         let name = volume_name(env, volume);
-        progress.event(app, &format!("removing volume {name}"));
-        match backend.docker.remove_volume(&name, Some(RemoveVolumeOptions { force: false })).await {
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) | Ok(()) => {}
-            Err(other) => return Err(DockerError::from_bollard(&backend.host, format!("remove volume {name}"), other)),
-        }
+        progress.event(&ProgressEvent::app(app, Step::RemovingVolume { volume: name.clone() }));
+        remove_volume(backend, &name).await?;
     }
     Ok(ActionResult::Done)
 }
 
+/// The spec an app's replicas were last applied with: the newest replica's.
+fn last_applied(replicas: &[Replica]) -> Option<&AppSpec> {
+    let newest = replicas.iter().filter(|replica| replica.last_applied.is_some()).max_by_key(|replica| replica.created);
+    newest.and_then(|replica| replica.last_applied.as_ref())
+}
+
+/// Removes a volume that is no longer used; one already gone is fine.
+async fn remove_volume(backend: &DockerBackend, name: &str) -> Result<(), DockerError> {
+    match backend.docker.remove_volume(name, Some(RemoveVolumeOptions { force: false })).await {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) | Ok(()) => Ok(()),
+        Err(other) => Err(DockerError::from_bollard(&backend.host, format!("remove volume {name}"), other)),
+    }
+}
+
+/// Removes everything `env` owns. The routes go first and the requests in flight finish, so no request meets a
+/// container being removed; then every app's replicas (stopped with their grace period, apps in parallel), the
+/// volumes marked [`labels::DELETE_WITH_APP`] at creation, and the environment's networks (a containerised Caddy is
+/// disconnected first). Other volumes stay. Only objects carrying `env`'s ownership labels are touched; running it
+/// again finds nothing and does nothing. Nothing is removed while Caddy cannot be told to drop the routes.
+pub(super) async fn destroy(backend: &DockerBackend, env: &Environment) -> Result<(), DockerError> {
+    remove_routes(backend, env).await?;
+    let mut by_app: BTreeMap<String, Vec<Replica>> = BTreeMap::new();
+    for replica in backend.replicas(env, None).await? {
+        by_app.entry(replica.app.clone()).or_default().push(replica);
+    }
+    join_all(by_app.values().map(|replicas| remove_replicas(backend, replicas)))
+        .await
+        .into_iter()
+        .collect::<Result<(), _>>()?;
+    remove_marked_volumes(backend, env, &by_app).await?;
+    remove_networks(backend, env).await
+}
+
+/// Takes `env`'s routes out of Caddy, when railyard manages domains and the environment has any.
+async fn remove_routes(backend: &DockerBackend, env: &Environment) -> Result<(), DockerError> {
+    let Some(caddy) = &backend.caddy else { return Ok(()) };
+    let proxy = |source| DockerError::Routes { env: env.name.clone(), source };
+    // An environment that never had a domain leaves Caddy as it is (railyard's servers are not created for it).
+    if caddy.observe(env).await.map_err(proxy)?.is_empty() {
+        return Ok(());
+    }
+    let switch = caddy.sync(env, &[], &BTreeMap::new()).await.map_err(proxy)?;
+    caddy.drain(&switch).await;
+    Ok(())
+}
+
+/// Stops (SIGTERM, then the app's grace period) and removes the replicas of one app, all at once.
+async fn remove_replicas(backend: &DockerBackend, replicas: &[Replica]) -> Result<(), DockerError> {
+    let spec = last_applied(replicas);
+    join_all(replicas.iter().map(|replica| async move {
+        if let Some(spec) = spec {
+            stop(backend, replica, spec).await?;
+        }
+        backend.remove_container(&replica.observed.id).await
+    }))
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// Removes the volumes of `env` marked to go with their app, unless the app's last applied spec (in `by_app`) now
+/// says to keep it: a volume's labels cannot change after its creation, the spec can.
+async fn remove_marked_volumes(
+    backend: &DockerBackend,
+    env: &Environment,
+    by_app: &BTreeMap<String, Vec<Replica>>,
+) -> Result<(), DockerError> {
+    let kept: Vec<String> = by_app
+        .values()
+        .filter_map(|replicas| last_applied(replicas))
+        .flat_map(|spec| {
+            spec.container
+                .volumes
+                .iter()
+                .filter(|volume| !spec.volumes_deleted_with_app.contains(&volume.name))
+                .map(|volume| volume_name(env, &volume.name))
+        })
+        .collect();
+    let mut filters = labels::owned_filter(env);
+    filters.entry("label".to_owned()).or_default().push(format!("{}=true", labels::DELETE_WITH_APP));
+    let listed = backend
+        .docker
+        .list_volumes(Some(ListVolumesOptions { filters: Some(filters) }))
+        .await
+        .map_err(backend.error(format!("list volumes of {}", env.project)))?;
+    for volume in listed.volumes.unwrap_or_default().iter().filter(|volume| !kept.contains(&volume.name)) {
+        remove_volume(backend, &volume.name).await?;
+    }
+    Ok(())
+}
+
+/// Removes the networks `env` owns, after disconnecting a containerised Caddy from them.
+async fn remove_networks(backend: &DockerBackend, env: &Environment) -> Result<(), DockerError> {
+    let caddy_container = match backend.caddy.as_ref().map(|caddy| &caddy.settings().upstreams) {
+        Some(UpstreamMode::Network { caddy_container }) => Some(caddy_container.as_str()),
+        _ => None,
+    };
+    let options = ListNetworksOptions { filters: Some(labels::owned_filter(env)) };
+    let networks = backend
+        .docker
+        .list_networks(Some(options))
+        .await
+        .map_err(backend.error(format!("list networks of {}", env.project)))?;
+    for network in networks.iter().filter_map(|network| network.id.as_deref()) {
+        if let Some(caddy) = caddy_container {
+            disconnect(backend, network, caddy).await?;
+        }
+        match backend.docker.remove_network(network).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) | Ok(()) => {}
+            Err(other) => {
+                let doing = format!("remove network {} of {}", network, env.project);
+                return Err(DockerError::from_bollard(&backend.host, doing, other));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Disconnects `container` from `network` when it is connected.
+async fn disconnect(backend: &DockerBackend, network: &str, container: &str) -> Result<(), DockerError> {
+    let options = None::<bollard::query_parameters::InspectNetworkOptions>;
+    let inspected = match backend.docker.inspect_network(network, options).await {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
+        other => other.map_err(backend.error(format!("inspect network {network}")))?,
+    };
+    let connected = inspected.containers.unwrap_or_default().iter().any(|(id, endpoint)| {
+        id.starts_with(container)
+            || endpoint.name.as_deref().map(|name| name.trim_start_matches('/')) == Some(container)
+    });
+    if !connected {
+        return Ok(());
+    }
+    let request = bollard::models::NetworkDisconnectRequest { container: container.to_owned(), force: Some(true) };
+    match backend.docker.disconnect_network(network, request).await {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) | Ok(()) => Ok(()),
+        Err(other) => {
+            Err(DockerError::from_bollard(&backend.host, format!("disconnect {container} from {network}"), other))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{SeenNetwork, UpstreamMode, choose_network, created_key, dials, split_tag};
+    use super::{
+        ConvergeError, SeenNetwork, UpstreamMode, choose_network, created_key, dials, split_tag, start_failure,
+    };
     use crate::backend::docker::labels::Replica;
-    use crate::model::{HealthState, ObservedReplica, ReplicaState};
+    use crate::model::desired::PortSpec;
+    use crate::model::{AppSpec, HealthState, ObservedReplica, ReplicaState};
 
     #[test]
-    fn caddy_dials_published_ports_on_the_host_or_names_on_the_network() {
+    fn a_refused_start_names_the_pinned_port_when_it_is_taken_and_the_container_otherwise() {
+        let mut app = AppSpec::bare("web");
+        let port =
+            PortSpec { name: "http".into(), container_port: 8080, host_port: Some(8081), protocol: Default::default() };
+        app.container.ports.push(port);
+        let taken =
+            start_failure(&app, "shop-web-1", "Bind for 127.0.0.1:8081 failed: port is already allocated".into());
+        assert!(matches!(taken, ConvergeError::HostPortTaken { .. }), "{taken:?}");
+        assert!(taken.to_string().starts_with("host port 8081 (port `http`) is already in use on this host; free it"));
+        let other = start_failure(&app, "shop-web-1", "no such file".into());
+        assert_eq!(
+            other.to_string(),
+            "cannot start container shop-web-1: no such file; correct the app as the engine says, then apply again"
+        );
+    }
+
+    #[test]
+    fn caddy_dials_published_ports_on_the_host_or_short_ids_on_the_network() {
         let replica = Replica {
             app: "web".into(),
             observed: ObservedReplica {
@@ -951,13 +1153,15 @@ mod tests {
                 health: HealthState::Healthy,
                 published: vec![(8080, "127.0.0.1:32768".into()), (9090, "127.0.0.1:32769".into())],
             },
+            short_id: "3281290ad980".into(),
             created: 0,
             last_applied: None,
         };
         assert_eq!(dials(&replica, 8080, &UpstreamMode::Host), ["127.0.0.1:32768"]);
         assert_eq!(
             dials(&replica, 8080, &UpstreamMode::Network { caddy_container: "caddy".into() }),
-            ["shop-web-1:8080"]
+            ["3281290ad980:8080"],
+            "by short ID, which survives the rename into place"
         );
     }
 

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use bollard::models::{ContainerState, ContainerSummary, HealthStatusEnum, PortSummary, PortSummaryTypeEnum};
+
 use crate::model::{AppSpec, Environment, HealthState, ObservedReplica, ReplicaState};
 
 pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
@@ -18,6 +20,8 @@ pub const APP: &str = "dev.railyard.app";
 pub const SPEC_HASH: &str = "dev.railyard.spec-hash";
 pub const COMMIT: &str = "dev.railyard.commit";
 pub const LAST_APPLIED: &str = "dev.railyard.last-applied";
+/// On a volume whose app said `deleteWithApp` when the volume was created: destroying the environment removes it.
+pub const DELETE_WITH_APP: &str = "dev.railyard.delete-with-app";
 /// Which config repository a container was applied from ([`source_identity`]), so that a project renamed in git is
 /// recognised as left behind rather than as somebody else's.
 pub const SOURCE: &str = "dev.railyard.source";
@@ -95,35 +99,55 @@ pub fn replica(
 pub struct Replica {
     pub app: String,
     pub observed: ObservedReplica,
+    /// The container's short ID: the engine's DNS answers it on the environment's network whatever the container is
+    /// renamed to, so a proxy dialling it keeps reaching the replica while converge renames it into place.
+    pub short_id: String,
     /// Seconds since the epoch; the newest replica's last-applied spec speaks for the app.
     pub created: i64,
     pub last_applied: Option<AppSpec>,
 }
 
 /// Reads a listed container; `None` when it lacks railyard's app label.
-pub fn read_replica(
-    id: &str,
-    name: &str,
-    labels: &HashMap<String, String>,
-    state: &str,
-    status: &str,
-    created: i64,
-    published: Vec<(u16, String)>,
-) -> Option<Replica> {
+pub fn read_replica(summary: &ContainerSummary) -> Option<Replica> {
+    let labels = summary.labels.as_ref()?;
     let app = labels.get(APP)?.clone();
+    let id = summary.id.as_deref().unwrap_or_default();
+    let name = summary.names.as_ref().and_then(|names| names.first()).map_or("", String::as_str);
+    let (state, health) = listed_state(summary);
     let observed = ObservedReplica {
         id: if name.is_empty() { id.to_owned() } else { name.trim_start_matches('/').to_owned() },
         number: labels.get(COMPOSE_NUMBER).and_then(|n| n.parse().ok()).unwrap_or(0),
         spec_hash: labels.get(SPEC_HASH).cloned().unwrap_or_default(),
         commit: labels.get(COMMIT).cloned(),
-        state: replica_state(state),
-        health: health_state(status),
-        published,
+        state,
+        health,
+        published: published_ports(summary.ports.as_deref().unwrap_or_default()),
     };
     let last_applied = labels.get(LAST_APPLIED).and_then(|json| serde_json::from_str(json).ok());
-    Some(Replica { app, observed, created, last_applied })
+    let short_id = id.chars().take(12).collect();
+    Some(Replica { app, observed, short_id, created: summary.created.unwrap_or_default(), last_applied })
 }
 
+/// State and health of a listed container. The listing gives the health only in its status text.
+pub fn listed_state(summary: &ContainerSummary) -> (ReplicaState, HealthState) {
+    let state = summary.state.map(|state| state.to_string()).unwrap_or_default();
+    (replica_state(&state), health_state(summary.status.as_deref().unwrap_or_default()))
+}
+
+/// State and health of an inspected container.
+pub fn inspected_state(state: &ContainerState) -> (ReplicaState, HealthState) {
+    let status = state.status.map(|status| status.to_string()).unwrap_or_default();
+    let health = match state.health.as_ref().and_then(|health| health.status) {
+        Some(HealthStatusEnum::HEALTHY) => HealthState::Healthy,
+        Some(HealthStatusEnum::UNHEALTHY) => HealthState::Unhealthy,
+        Some(HealthStatusEnum::STARTING) => HealthState::Starting,
+        Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) | None => HealthState::None,
+    };
+    (replica_state(&status), health)
+}
+
+/// The engine's state word (`running`, `exited`, ...), as both the listing and inspection spell it; a container
+/// on its way down (`stopping`) or of no known state counts as exited.
 fn replica_state(state: &str) -> ReplicaState {
     match state {
         "created" => ReplicaState::Created,
@@ -149,6 +173,25 @@ fn health_state(status: &str) -> HealthState {
     }
 }
 
+/// TCP ports published on the host, as `host:port` reachable from the host itself.
+fn published_ports(ports: &[PortSummary]) -> Vec<(u16, String)> {
+    let mut published: Vec<(u16, String)> = ports
+        .iter()
+        .filter(|port| port.typ != Some(PortSummaryTypeEnum::UDP))
+        .filter_map(|port| {
+            let host = match port.ip.as_deref() {
+                None | Some("") | Some("0.0.0.0") => "127.0.0.1",
+                Some("::") => return None,
+                Some(ip) => ip,
+            };
+            port.public_port.map(|public| (port.private_port, format!("{host}:{public}")))
+        })
+        .collect();
+    published.sort();
+    published.dedup();
+    published
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,7 +206,7 @@ mod tests {
 
     #[test]
     fn only_objects_with_every_ownership_label_of_the_environment_are_owned() {
-        let env = Environment { name: "production".into(), project: "shop".into(), preview: None };
+        let env = Environment::production("shop");
         assert!(is_owned(&ownership(&env), &env));
         let mut compose_made = HashMap::from([(COMPOSE_PROJECT.to_owned(), "shop".to_owned())]);
         assert!(!is_owned(&compose_made, &env), "another compose project of the same name is not ours");
@@ -174,6 +217,48 @@ mod tests {
 
     #[test]
     fn containers_without_the_app_label_are_not_ours() {
-        assert_eq!(read_replica("id", "/x", &HashMap::new(), "running", "Up", 0, Vec::new()), None);
+        let summary = ContainerSummary { id: Some("id".into()), labels: Some(HashMap::new()), ..Default::default() };
+        assert_eq!(read_replica(&summary), None);
+        assert_eq!(read_replica(&ContainerSummary::default()), None);
+    }
+
+    #[test]
+    fn listing_and_inspection_agree_on_state_and_health() {
+        use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum, Health};
+        let listed = ContainerSummary {
+            state: Some(ContainerSummaryStateEnum::RUNNING),
+            status: Some("Up 3 seconds (healthy)".into()),
+            ..Default::default()
+        };
+        let inspected = ContainerState {
+            status: Some(ContainerStateStatusEnum::RUNNING),
+            health: Some(Health { status: Some(HealthStatusEnum::HEALTHY), ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(listed_state(&listed), (ReplicaState::Running, HealthState::Healthy));
+        assert_eq!(inspected_state(&inspected), listed_state(&listed));
+        let exited = ContainerState { status: Some(ContainerStateStatusEnum::EXITED), ..Default::default() };
+        assert_eq!(inspected_state(&exited), (ReplicaState::Exited, HealthState::None));
+        assert_eq!(inspected_state(&ContainerState::default()).0, ReplicaState::Exited, "no state is not running");
+    }
+
+    #[test]
+    fn published_ports_are_tcp_and_reachable_from_the_host() {
+        let port = |ip: &str, private: u16, public: u16, typ| PortSummary {
+            ip: Some(ip.into()),
+            private_port: private,
+            public_port: Some(public),
+            typ: Some(typ),
+        };
+        let ports = [
+            port("0.0.0.0", 8080, 32768, PortSummaryTypeEnum::TCP),
+            port("::", 8080, 32768, PortSummaryTypeEnum::TCP),
+            port("127.0.0.1", 9090, 32769, PortSummaryTypeEnum::TCP),
+            port("127.0.0.1", 53, 32770, PortSummaryTypeEnum::UDP),
+        ];
+        assert_eq!(
+            published_ports(&ports),
+            [(8080, "127.0.0.1:32768".to_owned()), (9090, "127.0.0.1:32769".to_owned())]
+        );
     }
 }

@@ -10,19 +10,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::query_parameters::{
-    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
-    StatsOptions,
-};
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions, StatsOptions};
 use futures_util::StreamExt;
 
 pub use container::{canonical_name, network_name, volume_name};
 
-use super::{AppLoad, ApplyReport, Backend, Progress};
+use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
 use crate::model::{Environment, Observed, ObservedApp, OrphanProject};
 use crate::plan::Plan;
 use crate::proxy::{Caddy, CaddySettings};
-use crate::secrets::SecretStore;
+use crate::secrets::ResolvedSecrets;
 
 /// How long to wait for the engine to answer the first request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,6 +51,11 @@ pub enum DockerError {
          {name}` once nothing uses it), or give the railyard Project another `name`"
     )]
     NotOwned { kind: &'static str, name: String, project: String, env: String, labels: String },
+    #[error(
+        "cannot take the routes of environment `{env}` out of Caddy, so nothing of it was removed: {source}; destroy \
+         it again once Caddy answers"
+    )]
+    Routes { env: String, source: crate::proxy::ProxyError },
     #[error(
         "DOCKER_HOST={host} is not an engine address railyard understands; use unix:///var/run/docker.sock (or \
          another unix:// socket path) or tcp://HOST:PORT, or unset DOCKER_HOST for the local socket"
@@ -96,7 +98,6 @@ pub struct DockerSettings {
     pub publish_address: String,
     /// Apps applied at the same time, when their dependencies allow.
     pub parallel: usize,
-    pub secrets: SecretStore,
     /// Caddy for Domains; without it domains are not managed.
     pub proxy: Option<CaddySettings>,
     /// The config repository's [`labels::source_identity`]: containers carry it, and projects that this repository
@@ -106,13 +107,7 @@ pub struct DockerSettings {
 
 impl Default for DockerSettings {
     fn default() -> Self {
-        DockerSettings {
-            publish_address: "127.0.0.1".to_owned(),
-            parallel: 8,
-            secrets: SecretStore::default(),
-            proxy: None,
-            source: None,
-        }
+        DockerSettings { publish_address: "127.0.0.1".to_owned(), parallel: 8, proxy: None, source: None }
     }
 }
 
@@ -169,23 +164,7 @@ impl DockerBackend {
             .list_containers(Some(options))
             .await
             .map_err(self.error(format!("list containers of {}", env.project)))?;
-        Ok(containers
-            .iter()
-            .filter_map(|summary| {
-                let labels = summary.labels.clone().unwrap_or_default();
-                let name = summary.names.as_ref().and_then(|names| names.first()).map_or("", String::as_str);
-                let state = summary.state.as_ref().map(ToString::to_string).unwrap_or_default();
-                labels::read_replica(
-                    summary.id.as_deref().unwrap_or_default(),
-                    name,
-                    &labels,
-                    &state,
-                    summary.status.as_deref().unwrap_or_default(),
-                    summary.created.unwrap_or_default(),
-                    published_ports(summary.ports.as_deref().unwrap_or_default()),
-                )
-            })
-            .collect())
+        Ok(containers.iter().filter_map(labels::read_replica).collect())
     }
 
     /// Projects of the same environment name applied from the same repository under another project name.
@@ -232,25 +211,6 @@ impl DockerBackend {
     }
 }
 
-/// TCP ports published on the host, as `host:port` reachable from the host itself.
-fn published_ports(ports: &[bollard::models::PortSummary]) -> Vec<(u16, String)> {
-    let mut published: Vec<(u16, String)> = ports
-        .iter()
-        .filter(|port| port.typ != Some(bollard::models::PortSummaryTypeEnum::UDP))
-        .filter_map(|port| {
-            let host = match port.ip.as_deref() {
-                None | Some("") | Some("0.0.0.0") => "127.0.0.1",
-                Some("::") => return None,
-                Some(ip) => ip,
-            };
-            port.public_port.map(|public| (port.private_port, format!("{host}:{public}")))
-        })
-        .collect();
-    published.sort();
-    published.dedup();
-    published
-}
-
 /// Groups replicas by app; the newest replica's last-applied spec speaks for its app.
 fn observed_apps(env: &Environment, replicas: Vec<labels::Replica>) -> BTreeMap<String, ObservedApp> {
     let mut apps: BTreeMap<String, (i64, ObservedApp)> = BTreeMap::new();
@@ -282,9 +242,34 @@ fn observed_apps(env: &Environment, replicas: Vec<labels::Replica>) -> BTreeMap<
 
 #[async_trait]
 impl Backend for DockerBackend {
-    type Error = DockerError;
+    fn kind(&self) -> BackendKind {
+        BackendKind::Docker
+    }
 
-    async fn observe(&self, env: &Environment) -> Result<Observed, DockerError> {
+    async fn observe(&self, env: &Environment) -> Result<Observed, BackendError> {
+        Ok(self.observe_env(env).await?)
+    }
+
+    async fn apply(
+        &self,
+        plan: &Plan,
+        secrets: &ResolvedSecrets,
+        progress: &dyn Progress,
+    ) -> Result<ApplyReport, BackendError> {
+        Ok(converge::apply(self, plan, secrets, progress).await?)
+    }
+
+    async fn destroy(&self, env: &Environment) -> Result<(), BackendError> {
+        Ok(converge::destroy(self, env).await?)
+    }
+
+    async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, BackendError> {
+        Ok(self.load(env).await?)
+    }
+}
+
+impl DockerBackend {
+    async fn observe_env(&self, env: &Environment) -> Result<Observed, DockerError> {
         // Docker and Caddy are asked at the same time: a no-op apply is mostly these round trips.
         let proxy = async {
             match &self.caddy {
@@ -305,35 +290,7 @@ impl Backend for DockerBackend {
         Ok(Observed { apps: observed_apps(env, replicas?), domains, proxy_error, orphans: orphans? })
     }
 
-    async fn apply(&self, plan: &Plan, progress: &dyn Progress) -> Result<ApplyReport, DockerError> {
-        converge::apply(self, plan, progress).await
-    }
-
-    async fn destroy(&self, env: &Environment) -> Result<(), DockerError> {
-        for replica in self.replicas(env, None).await? {
-            self.remove_container(&replica.observed.id).await?;
-        }
-        let filters = Some(labels::owned_filter(env));
-        let networks = self
-            .docker
-            .list_networks(Some(ListNetworksOptions { filters: filters.clone() }))
-            .await
-            .map_err(self.error("list networks"))?;
-        for network in networks.iter().filter_map(|n| n.name.as_deref()) {
-            self.docker.remove_network(network).await.map_err(self.error(format!("remove network {network}")))?;
-        }
-        let volumes =
-            self.docker.list_volumes(Some(ListVolumesOptions { filters })).await.map_err(self.error("list volumes"))?;
-        for volume in volumes.volumes.unwrap_or_default() {
-            self.docker
-                .remove_volume(&volume.name, Some(RemoveVolumeOptions { force: false }))
-                .await
-                .map_err(self.error(format!("remove volume {}", volume.name)))?;
-        }
-        Ok(())
-    }
-
-    async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, DockerError> {
+    async fn load(&self, env: &Environment) -> Result<Vec<AppLoad>, DockerError> {
         let mut loads: BTreeMap<String, (u32, f64)> = BTreeMap::new();
         for replica in self.replicas(env, None).await? {
             let options = StatsOptions { stream: false, one_shot: false };

@@ -1,0 +1,811 @@
+//! The desired state of an environment as Kubernetes objects: one pure function, [`manifests`], used by
+//! `railyard export kubernetes` and by the Kubernetes backend's apply.
+//!
+//! An environment is a Namespace (`<project>` or `<project>-<env>`) fenced by a NetworkPolicy; an App is a
+//! Deployment, a Service for its ports, a PersistentVolumeClaim per volume and, with a ScalingRule, a
+//! HorizontalPodAutoscaler; a Domain is an Ingress. Secret values never enter an object: every `{ secret: NAME }`
+//! and every sensitive literal is a `secretKeyRef` into one Secret per namespace, described by [`SecretKeys`] and
+//! filled by whoever holds the values ([`secret_object`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+    ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Namespace, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe as K8sProbe,
+    ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
+    IngressTLS, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::desired::{EnvSpec, HealthSpec, PortSpec, Probe};
+use crate::model::kinds::{ProxySettings, PullPolicy, TlsMode};
+use crate::model::{AppSpec, DesiredState, DomainSpec};
+
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The environment's name (`production`, `staging`, `pr-42`), to list and prune one environment's objects.
+pub const LABEL_ENVIRONMENT: &str = "railyard.dev/environment";
+/// On a PersistentVolumeClaim: `"true"` when the App says `deleteWithApp`; any other claim outlives its app.
+pub const LABEL_DELETE_WITH_APP: &str = "railyard.dev/delete-with-app";
+pub const MANAGER: &str = "railyard";
+/// Hash of the object as railyard writes it (before these annotations), to tell whether it must be applied again.
+pub const ANNOTATION_SPEC_HASH: &str = "railyard.dev/spec-hash";
+pub const ANNOTATION_COMMIT: &str = "railyard.dev/commit";
+/// The railyard spec (App or Domain) the object was made from, secrets redacted, for the diff view and rollback.
+pub const ANNOTATION_LAST_APPLIED: &str = "railyard.dev/last-applied";
+/// On a Deployment: the apps (comma-separated) whose Deployments must be available before it is applied.
+pub const ANNOTATION_DEPENDS_ON: &str = "railyard.dev/depends-on";
+/// On a pod template: changes when a secret the app reads changes, so that its pods roll.
+pub const ANNOTATION_SECRETS_DIGEST: &str = "railyard.dev/secrets-digest";
+const CLUSTER_ISSUER_ANNOTATION: &str = "cert-manager.io/cluster-issuer";
+
+pub const DEFAULT_CLUSTER_ISSUER: &str = "letsencrypt";
+pub const DEFAULT_INTERNAL_ISSUER: &str = "railyard-internal";
+pub const DEFAULT_INGRESS_NAMESPACE: &str = "ingress-nginx";
+/// The size a volume's claim requests: railyard's App has no size, and Docker volumes have none.
+pub const DEFAULT_VOLUME_SIZE: &str = "1Gi";
+/// The NetworkPolicy that fences every railyard namespace.
+pub const NETWORK_POLICY_NAME: &str = "railyard-isolation";
+
+/// What the mapping needs beyond the desired state: the Project's `proxy:` settings, with defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    /// `None`: the cluster's default IngressClass.
+    pub ingress_class_name: Option<String>,
+    pub cluster_issuer: String,
+    pub internal_issuer: String,
+    pub ingress_namespace: String,
+    pub volume_size: String,
+}
+
+impl Default for KubernetesSettings {
+    fn default() -> Self {
+        KubernetesSettings::from_proxy(None)
+    }
+}
+
+impl KubernetesSettings {
+    /// The settings of a Project's `proxy:` (or of none), defaults filled in.
+    pub fn from_proxy(proxy: Option<&ProxySettings>) -> KubernetesSettings {
+        let or = |field: Option<&Option<String>>, default: &str| {
+            field.and_then(Option::clone).unwrap_or_else(|| default.to_owned())
+        };
+        KubernetesSettings {
+            ingress_class_name: proxy.and_then(|proxy| proxy.ingress_class_name.clone()),
+            cluster_issuer: or(proxy.map(|p| &p.cluster_issuer), DEFAULT_CLUSTER_ISSUER),
+            internal_issuer: or(proxy.map(|p| &p.internal_issuer), DEFAULT_INTERNAL_ISSUER),
+            ingress_namespace: or(proxy.map(|p| &p.ingress_namespace), DEFAULT_INGRESS_NAMESPACE),
+            volume_size: DEFAULT_VOLUME_SIZE.to_owned(),
+        }
+    }
+}
+
+/// One Kubernetes object railyard writes. Serialises as the object itself (with `apiVersion` and `kind`).
+// The variants differ in size (a Deployment holds its pod template), but an environment's objects are built once
+// per sync into one Vec: boxing them would buy nothing and cost every match a deref.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Object {
+    Namespace(Namespace),
+    NetworkPolicy(NetworkPolicy),
+    PersistentVolumeClaim(PersistentVolumeClaim),
+    Deployment(Deployment),
+    Service(Service),
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler),
+    Ingress(Ingress),
+}
+
+impl Object {
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(object) => &object.metadata,
+            Object::NetworkPolicy(object) => &object.metadata,
+            Object::PersistentVolumeClaim(object) => &object.metadata,
+            Object::Deployment(object) => &object.metadata,
+            Object::Service(object) => &object.metadata,
+            Object::HorizontalPodAutoscaler(object) => &object.metadata,
+            Object::Ingress(object) => &object.metadata,
+        }
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Namespace(object) => &mut object.metadata,
+            Object::NetworkPolicy(object) => &mut object.metadata,
+            Object::PersistentVolumeClaim(object) => &mut object.metadata,
+            Object::Deployment(object) => &mut object.metadata,
+            Object::Service(object) => &mut object.metadata,
+            Object::HorizontalPodAutoscaler(object) => &mut object.metadata,
+            Object::Ingress(object) => &mut object.metadata,
+        }
+    }
+
+    /// The object's `kind`, e.g. `Deployment`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::NetworkPolicy(_) => "NetworkPolicy",
+            Object::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
+            Object::Deployment(_) => "Deployment",
+            Object::Service(_) => "Service",
+            Object::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
+            Object::Ingress(_) => "Ingress",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+}
+
+/// Everything an environment is on Kubernetes: the objects in apply order, and the Secret they refer to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifests {
+    /// Namespace and NetworkPolicy first; then per app, dependencies first, its claims, Deployment, Service and
+    /// autoscaler; then the Ingresses. The Secret (see [`Manifests::secret`]) goes right after the NetworkPolicy.
+    pub objects: Vec<Object>,
+    /// The Secret the Deployments read, when any variable is secret.
+    pub secret: Option<SecretKeys>,
+}
+
+/// The Secret of a namespace, as keys and where each key's value comes from: never the values themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretKeys {
+    pub namespace: String,
+    pub name: String,
+    pub keys: BTreeMap<String, SecretSource>,
+}
+
+/// Where a key of the namespace's Secret gets its value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SecretSource {
+    /// `{ secret: NAME }`: the secret store's value of NAME.
+    Store(String),
+    /// A literal of the App that is secret by its name or form (`EnvSpec::Sensitive`).
+    Literal { app: String, variable: String },
+}
+
+/// The namespace's Secret holding `values` (key -> value, as [`SecretKeys::keys`] names them).
+pub fn secret_object(keys: &SecretKeys, labels: BTreeMap<String, String>, values: BTreeMap<String, String>) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(keys.name.clone()),
+            namespace: Some(keys.namespace.clone()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        string_data: Some(values),
+        ..Secret::default()
+    }
+}
+
+/// The objects that run `desired` on a cluster, in apply order. Pure: no I/O, no secret value.
+pub fn manifests(desired: &DesiredState, settings: &KubernetesSettings) -> Manifests {
+    let mapper = Mapper { desired, settings, namespace: desired.env.project.as_str() };
+    let mut objects = vec![Object::Namespace(mapper.namespace()), Object::NetworkPolicy(mapper.network_policy())];
+    let mut claimed = BTreeSet::new();
+    for app in apply_order(desired) {
+        for volume in &app.container.volumes {
+            if claimed.insert(volume.name.as_str()) {
+                objects.push(Object::PersistentVolumeClaim(mapper.claim(app, &volume.name)));
+            }
+        }
+        objects.push(Object::Deployment(mapper.deployment(app)));
+        if !app.container.ports.is_empty() {
+            objects.push(Object::Service(mapper.service(app)));
+        }
+        if app.autoscale.is_some() {
+            objects.push(Object::HorizontalPodAutoscaler(mapper.autoscaler(app)));
+        }
+    }
+    objects.extend(desired.domains.values().map(|domain| Object::Ingress(mapper.ingress(domain))));
+    for object in &mut objects {
+        mapper.annotate(object);
+    }
+    Manifests { objects, secret: mapper.secret_keys() }
+}
+
+/// The name of the Secret railyard writes in a namespace.
+pub fn secret_name(namespace: &str) -> String {
+    format!("{namespace}-secrets")
+}
+
+/// The Secret key of a sensitive literal: upper-case `ENV.` cannot clash with a secret name, which is lower-case.
+fn literal_key(app: &str, variable: &str) -> String {
+    format!("ENV.{app}.{variable}")
+}
+
+/// Apps with their dependencies first; ties (and any cycle, which validation refuses) by name.
+fn apply_order(desired: &DesiredState) -> Vec<&AppSpec> {
+    let mut placed: BTreeSet<&str> = BTreeSet::new();
+    let mut order = Vec::new();
+    while order.len() < desired.apps.len() {
+        let ready: Vec<&AppSpec> = desired
+            .apps
+            .values()
+            .filter(|app| !placed.contains(app.name.as_str()))
+            .filter(|app| {
+                app.depends_on
+                    .iter()
+                    .all(|dependency| placed.contains(dependency.as_str()) || !desired.apps.contains_key(dependency))
+            })
+            .collect();
+        let next = if ready.is_empty() {
+            desired.apps.values().filter(|app| !placed.contains(app.name.as_str())).collect()
+        } else {
+            ready
+        };
+        for app in next {
+            placed.insert(&app.name);
+            order.push(app);
+        }
+    }
+    order
+}
+
+struct Mapper<'a> {
+    desired: &'a DesiredState,
+    settings: &'a KubernetesSettings,
+    namespace: &'a str,
+}
+
+impl Mapper<'_> {
+    /// The recommended labels of an app's objects.
+    fn labels(&self, app: &str) -> BTreeMap<String, String> {
+        self.recommended_labels(self.selector(app))
+    }
+
+    /// The recommended labels of the environment-wide objects (Namespace, NetworkPolicy): named after the namespace.
+    fn environment_labels(&self) -> BTreeMap<String, String> {
+        self.recommended_labels(BTreeMap::from([
+            (LABEL_NAME.to_owned(), self.namespace.to_owned()),
+            (LABEL_INSTANCE.to_owned(), self.namespace.to_owned()),
+        ]))
+    }
+
+    fn recommended_labels(&self, mut labels: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        labels.insert(LABEL_PART_OF.to_owned(), self.namespace.to_owned());
+        labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGER.to_owned());
+        labels.insert(LABEL_ENVIRONMENT.to_owned(), self.desired.env.name.clone());
+        labels
+    }
+
+    /// The labels that select an app's pods: stable for the Deployment's life, since a selector cannot change.
+    fn selector(&self, app: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_NAME.to_owned(), app.to_owned()),
+            (LABEL_INSTANCE.to_owned(), format!("{}-{app}", self.namespace)),
+        ])
+    }
+
+    /// Metadata of an object named `name` in the namespace, with `labels`.
+    fn meta(&self, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(self.namespace.to_owned()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// Adds the spec hash (of the object as it stands) and the commit.
+    fn annotate(&self, object: &mut Object) {
+        let body = serde_json::to_vec(&*object).unwrap_or_default();
+        let hash = hex::encode(&Sha256::digest(&body)[..8]);
+        let annotations = object.metadata_mut().annotations.get_or_insert_with(BTreeMap::new);
+        annotations.insert(ANNOTATION_SPEC_HASH.to_owned(), hash);
+        if let Some(commit) = &self.desired.commit {
+            annotations.insert(ANNOTATION_COMMIT.to_owned(), commit.clone());
+        }
+    }
+
+    fn namespace(&self) -> Namespace {
+        let mut metadata = self.meta(self.namespace, self.environment_labels());
+        metadata.namespace = None;
+        Namespace { metadata, ..Namespace::default() }
+    }
+
+    /// Admits traffic from pods of its own namespace and of the ingress controller's, and nothing else.
+    fn network_policy(&self) -> NetworkPolicy {
+        let namespace_named = |name: &str| LabelSelector {
+            match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), name.to_owned())])),
+            ..LabelSelector::default()
+        };
+        NetworkPolicy {
+            metadata: self.meta(NETWORK_POLICY_NAME, self.environment_labels()),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector::default()),
+                policy_types: Some(vec!["Ingress".to_owned()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![
+                        NetworkPolicyPeer {
+                            pod_selector: Some(LabelSelector::default()),
+                            ..NetworkPolicyPeer::default()
+                        },
+                        NetworkPolicyPeer {
+                            namespace_selector: Some(namespace_named(&self.settings.ingress_namespace)),
+                            ..NetworkPolicyPeer::default()
+                        },
+                    ]),
+                    ..NetworkPolicyIngressRule::default()
+                }]),
+                ..NetworkPolicySpec::default()
+            }),
+        }
+    }
+
+    fn claim(&self, app: &AppSpec, volume: &str) -> PersistentVolumeClaim {
+        let mut metadata = self.meta(volume, self.labels(&app.name));
+        if app.volumes_deleted_with_app.iter().any(|name| name == volume) {
+            metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(LABEL_DELETE_WITH_APP.to_owned(), "true".to_owned());
+        }
+        PersistentVolumeClaim {
+            metadata,
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_owned(),
+                        Quantity(self.settings.volume_size.clone()),
+                    )])),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            ..PersistentVolumeClaim::default()
+        }
+    }
+
+    fn deployment(&self, app: &AppSpec) -> Deployment {
+        let mut metadata = self.meta(&app.name, self.labels(&app.name));
+        let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
+        annotations
+            .insert(ANNOTATION_LAST_APPLIED.to_owned(), serde_json::to_string(&app.redacted()).unwrap_or_default());
+        if !app.depends_on.is_empty() {
+            annotations.insert(ANNOTATION_DEPENDS_ON.to_owned(), app.depends_on.join(","));
+        }
+        let pod_labels = self.labels(&app.name);
+        Deployment {
+            metadata,
+            spec: DeploymentSpec {
+                // An autoscaler owns the count: leaving it out keeps server-side apply from fighting it.
+                replicas: app.autoscale.is_none().then(|| clamp_i32(u64::from(app.replicas))),
+                selector: LabelSelector { match_labels: Some(self.selector(&app.name)), ..LabelSelector::default() },
+                strategy: Some(DeploymentStrategy {
+                    type_: Some("RollingUpdate".to_owned()),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_unavailable: Some(IntOrString::Int(0)),
+                        max_surge: Some(IntOrString::Int(1)),
+                    }),
+                }),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(pod_labels),
+                        annotations: secrets_digest(app)
+                            .map(|digest| BTreeMap::from([(ANNOTATION_SECRETS_DIGEST.to_owned(), digest)])),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(self.pod(app)),
+                },
+                ..DeploymentSpec::default()
+            },
+            ..Deployment::default()
+        }
+    }
+
+    fn pod(&self, app: &AppSpec) -> PodSpec {
+        let container = &app.container;
+        let volumes: Vec<Volume> = container
+            .volumes
+            .iter()
+            .map(|volume| Volume {
+                name: volume.name.clone(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: volume.name.clone(),
+                    read_only: None,
+                }),
+                ..Volume::default()
+            })
+            .collect();
+        let mounts: Vec<VolumeMount> = container
+            .volumes
+            .iter()
+            .map(|volume| VolumeMount {
+                name: volume.name.clone(),
+                mount_path: volume.mount.clone(),
+                read_only: volume.read_only.then_some(true),
+                ..VolumeMount::default()
+            })
+            .collect();
+        let env: Vec<EnvVar> = container.env.iter().map(|(name, value)| self.env_var(app, name, value)).collect();
+        let ports: Vec<ContainerPort> = container
+            .ports
+            .iter()
+            .map(|port| ContainerPort {
+                name: is_container_port_name(&port.name).then(|| port.name.clone()),
+                container_port: i32::from(port.container_port),
+                protocol: Some(protocol(port).to_owned()),
+                ..ContainerPort::default()
+            })
+            .collect();
+        let (readiness, liveness) = probes(&container.health);
+        let resources: BTreeMap<String, Quantity> = [
+            container.cpu_millis.map(|millis| ("cpu".to_owned(), Quantity(format!("{millis}m")))),
+            container.memory_bytes.map(|bytes| ("memory".to_owned(), Quantity(memory_quantity(bytes)))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        PodSpec {
+            containers: vec![Container {
+                name: app.name.clone(),
+                image: Some(container.image.clone()),
+                image_pull_policy: Some(pull_policy(container.pull).to_owned()),
+                // railyard's `command`, like Compose's, replaces the image's CMD and keeps its ENTRYPOINT: `args`.
+                args: container.command.as_ref().map(|command| command.iter().map(|part| escape(part)).collect()),
+                env: non_empty(env),
+                ports: non_empty(ports),
+                readiness_probe: readiness,
+                liveness_probe: liveness,
+                // Requests equal to limits: the HPA measures CPU against requests, and the pod is Guaranteed.
+                resources: (!resources.is_empty()).then(|| ResourceRequirements {
+                    requests: Some(resources.clone()),
+                    limits: Some(resources),
+                    ..ResourceRequirements::default()
+                }),
+                volume_mounts: non_empty(mounts),
+                ..Container::default()
+            }],
+            termination_grace_period_seconds: Some(
+                i64::try_from(container.stop_grace_period_ms.div_ceil(1000)).unwrap_or(i64::MAX),
+            ),
+            volumes: non_empty(volumes),
+            ..PodSpec::default()
+        }
+    }
+
+    fn env_var(&self, app: &AppSpec, name: &str, value: &EnvSpec) -> EnvVar {
+        let from_secret = |key: String| EnvVar {
+            name: name.to_owned(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector { name: secret_name(self.namespace), key, optional: None }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        };
+        match value {
+            EnvSpec::Value(text) => EnvVar { name: name.to_owned(), value: Some(escape(text)), ..EnvVar::default() },
+            EnvSpec::Sensitive(_) => from_secret(literal_key(&app.name, name)),
+            EnvSpec::Secret { secret, .. } => from_secret(secret.clone()),
+        }
+    }
+
+    fn secret_keys(&self) -> Option<SecretKeys> {
+        let keys: BTreeMap<String, SecretSource> = self
+            .desired
+            .apps
+            .values()
+            .flat_map(|app| app.container.env.iter().map(move |(variable, value)| (app, variable, value)))
+            .filter_map(|(app, variable, value)| match value {
+                EnvSpec::Value(_) => None,
+                EnvSpec::Sensitive(_) => Some((
+                    literal_key(&app.name, variable),
+                    SecretSource::Literal { app: app.name.clone(), variable: variable.clone() },
+                )),
+                EnvSpec::Secret { secret, .. } => Some((secret.clone(), SecretSource::Store(secret.clone()))),
+            })
+            .collect();
+        (!keys.is_empty()).then(|| SecretKeys {
+            namespace: self.namespace.to_owned(),
+            name: secret_name(self.namespace),
+            keys,
+        })
+    }
+
+    fn service(&self, app: &AppSpec) -> Service {
+        let ports = app
+            .container
+            .ports
+            .iter()
+            .map(|port| ServicePort {
+                name: Some(port.name.clone()),
+                port: i32::from(port.container_port),
+                target_port: Some(if is_container_port_name(&port.name) {
+                    IntOrString::String(port.name.clone())
+                } else {
+                    IntOrString::Int(i32::from(port.container_port))
+                }),
+                protocol: Some(protocol(port).to_owned()),
+                ..ServicePort::default()
+            })
+            .collect();
+        Service {
+            metadata: self.meta(&app.name, self.labels(&app.name)),
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".to_owned()),
+                selector: Some(self.selector(&app.name)),
+                ports: Some(ports),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        }
+    }
+
+    fn autoscaler(&self, app: &AppSpec) -> HorizontalPodAutoscaler {
+        let rule = app.autoscale.clone().unwrap_or(crate::model::desired::Autoscale {
+            min: 1,
+            max: 1,
+            target_cpu_percent: None,
+        });
+        // Kubernetes needs at least one replica unless the HPAScaleToZero gate is on.
+        let min = rule.min.max(1);
+        let metrics = rule.target_cpu_percent.map(|percent| {
+            vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(clamp_i32(u64::from(percent))),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]
+        });
+        HorizontalPodAutoscaler {
+            metadata: self.meta(&app.name, self.labels(&app.name)),
+            spec: HorizontalPodAutoscalerSpec {
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some("apps/v1".to_owned()),
+                    kind: "Deployment".to_owned(),
+                    name: app.name.clone(),
+                },
+                min_replicas: Some(clamp_i32(u64::from(min))),
+                max_replicas: clamp_i32(u64::from(rule.max.max(min))),
+                metrics,
+                ..HorizontalPodAutoscalerSpec::default()
+            },
+            ..HorizontalPodAutoscaler::default()
+        }
+    }
+
+    fn ingress(&self, domain: &DomainSpec) -> Ingress {
+        let name = object_name_of_host(&domain.host);
+        let mut metadata = self.meta(&name, self.labels(&domain.app));
+        let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
+        annotations.insert(ANNOTATION_LAST_APPLIED.to_owned(), serde_json::to_string(domain).unwrap_or_default());
+        let issuer = match domain.tls {
+            TlsMode::Auto => Some(&self.settings.cluster_issuer),
+            TlsMode::Internal => Some(&self.settings.internal_issuer),
+            TlsMode::Off => None,
+        };
+        if let Some(issuer) = issuer {
+            annotations.insert(CLUSTER_ISSUER_ANNOTATION.to_owned(), issuer.clone());
+        }
+        let hosts: Vec<&String> = std::iter::once(&domain.host).chain(&domain.aliases).collect();
+        let rules = hosts
+            .iter()
+            .map(|host| IngressRule {
+                host: Some((*host).clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".to_owned()),
+                        path_type: "Prefix".to_owned(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: domain.app.clone(),
+                                port: Some(ServiceBackendPort { name: Some(domain.port.clone()), number: None }),
+                            }),
+                            ..IngressBackend::default()
+                        },
+                    }],
+                }),
+            })
+            .collect();
+        let tls = issuer.map(|_| {
+            hosts
+                .iter()
+                .map(|host| IngressTLS {
+                    hosts: Some(vec![(*host).clone()]),
+                    secret_name: Some(format!("{}-tls", object_name_of_host(host))),
+                })
+                .collect()
+        });
+        Ingress {
+            metadata,
+            spec: Some(IngressSpec {
+                ingress_class_name: self.settings.ingress_class_name.clone(),
+                rules: Some(rules),
+                tls,
+                ..IngressSpec::default()
+            }),
+            ..Ingress::default()
+        }
+    }
+}
+
+/// Readiness and liveness probes for a health check; none for an app without one.
+fn probes(health: &HealthSpec) -> (Option<K8sProbe>, Option<K8sProbe>) {
+    let seconds = |millis: u64| clamp_i32(millis.div_ceil(1000).max(1));
+    let mut probe = K8sProbe {
+        period_seconds: Some(seconds(health.interval_ms)),
+        timeout_seconds: Some(seconds(health.timeout_ms)),
+        failure_threshold: Some(clamp_i32(u64::from(health.retries.max(1)))),
+        ..K8sProbe::default()
+    };
+    match &health.probe {
+        Probe::Http { path, port } => {
+            probe.http_get = Some(HTTPGetAction {
+                path: Some(path.clone()),
+                port: IntOrString::Int(i32::from(*port)),
+                ..HTTPGetAction::default()
+            });
+        }
+        Probe::Tcp { port } => {
+            probe.tcp_socket =
+                Some(TCPSocketAction { port: IntOrString::Int(i32::from(*port)), ..TCPSocketAction::default() });
+        }
+        Probe::Command(command) => probe.exec = Some(ExecAction { command: Some(command.clone()) }),
+        Probe::Running => return (None, None),
+    }
+    // Docker's start period: failures in it do not count. Readiness may pass early; liveness waits it out.
+    let start = health.start_period_ms.div_ceil(1000);
+    let liveness = K8sProbe { initial_delay_seconds: (start > 0).then(|| clamp_i32(start)), ..probe.clone() };
+    (Some(probe), Some(liveness))
+}
+
+/// Kubernetes expands `$(NAME)` in env values and args, where Docker passes them as written; `$$` is a literal `$`.
+fn escape(text: &str) -> String {
+    text.replace('$', "$$")
+}
+
+/// A digest of the app's secret variables as the desired state knows them (names and, once sealed, value digests),
+/// for the pod template: a rotated secret changes it and so rolls the pods, which a changed Secret alone does not.
+fn secrets_digest(app: &AppSpec) -> Option<String> {
+    let redacted = app.redacted().container.env;
+    let secret: BTreeMap<&String, &EnvSpec> = app
+        .container
+        .env
+        .iter()
+        .filter(|(_, value)| !matches!(value, EnvSpec::Value(_)))
+        .filter_map(|(name, _)| redacted.get_key_value(name))
+        .collect();
+    (!secret.is_empty()).then(|| hex::encode(&Sha256::digest(serde_json::to_vec(&secret).unwrap_or_default())[..8]))
+}
+
+fn pull_policy(pull: PullPolicy) -> &'static str {
+    match pull {
+        PullPolicy::Always => "Always",
+        PullPolicy::Missing => "IfNotPresent",
+        PullPolicy::Never => "Never",
+    }
+}
+
+fn protocol(port: &PortSpec) -> &'static str {
+    match port.protocol {
+        crate::model::kinds::Protocol::Tcp => "TCP",
+        crate::model::kinds::Protocol::Udp => "UDP",
+    }
+}
+
+/// A container port's name is an IANA service name: at most 15 characters, with a letter. railyard's port names
+/// are DNS labels, so a longer or all-digit one is left off the container and the Service targets the number.
+fn is_container_port_name(name: &str) -> bool {
+    name.len() <= 15 && name.chars().any(|c| c.is_ascii_lowercase()) && !name.contains("--")
+}
+
+/// An object name for a host: `*.example.com` becomes `wildcard.example.com`.
+fn object_name_of_host(host: &str) -> String {
+    host.replace('*', "wildcard")
+}
+
+/// Bytes in the largest binary unit that divides them exactly, as people write them: `256Mi`, `1Gi`.
+fn memory_quantity(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    UNITS
+        .iter()
+        .find(|(_, size)| bytes > 0 && bytes.is_multiple_of(*size))
+        .map_or_else(|| bytes.to_string(), |(unit, size)| format!("{}{unit}", bytes / size))
+}
+
+fn clamp_i32(value: u64) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
+    (!items.is_empty()).then_some(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::desired::Autoscale;
+
+    #[test]
+    fn memory_is_written_in_the_largest_exact_binary_unit() {
+        assert_eq!(memory_quantity(256 << 20), "256Mi");
+        assert_eq!(memory_quantity(1 << 30), "1Gi");
+        assert_eq!(memory_quantity(1536), "1536", "1.5Ki has no exact unit");
+        assert_eq!(memory_quantity(1000), "1000");
+        assert_eq!(memory_quantity(0), "0");
+    }
+
+    #[test]
+    fn port_names_that_containers_refuse_are_targeted_by_number() {
+        assert!(is_container_port_name("http"));
+        assert!(!is_container_port_name("metrics-exporter-port"), "longer than 15 characters");
+        assert!(!is_container_port_name("8080"), "no letter");
+    }
+
+    #[test]
+    fn a_scaling_rule_leaves_the_spec_hash_alone() {
+        let mut app = AppSpec::bare("web");
+        let without = app.spec_hash();
+        app.autoscale = Some(Autoscale { min: 2, max: 6, target_cpu_percent: Some(70) });
+        assert_eq!(app.spec_hash(), without, "the Docker backend's containers are not replaced for a ScalingRule");
+    }
+
+    #[test]
+    fn a_rotated_secret_changes_the_pod_template_and_dollars_stay_literal() {
+        use crate::model::redact::DigestKey;
+        let mut desired = DesiredState {
+            env: crate::model::Environment::production("shop"),
+            commit: None,
+            sync: crate::model::kinds::SyncPolicy::Auto,
+            apps: BTreeMap::from([("web".to_owned(), AppSpec::bare("web"))]),
+            domains: BTreeMap::new(),
+            warnings: Vec::new(),
+        };
+        let web = desired.apps.get_mut("web").expect("web");
+        web.container.env.insert("TOKEN".to_owned(), EnvSpec::Secret { secret: "token".to_owned(), digest: None });
+        web.container.env.insert("PRICE".to_owned(), EnvSpec::Value("$(HOME) costs $5".to_owned()));
+        let key = DigestKey::from_bytes([7; 32]);
+        let digest_with = |value: &'static str, desired: &DesiredState| {
+            let mut sealed = desired.clone();
+            sealed.seal(&key, |_| Some(value.to_owned()));
+            let manifests = manifests(&sealed, &KubernetesSettings::default());
+            let Some(Object::Deployment(deployment)) = manifests.objects.iter().find(|o| o.kind() == "Deployment")
+            else {
+                panic!("no Deployment")
+            };
+            let template = deployment.spec.template.clone();
+            let env = template.spec.expect("pod").containers[0].env.clone().unwrap_or_default();
+            let price = env.iter().find(|var| var.name == "PRICE").and_then(|var| var.value.clone());
+            assert_eq!(price.as_deref(), Some("$$(HOME) costs $$5"));
+            template.metadata.and_then(|meta| meta.annotations).expect("annotations")[ANNOTATION_SECRETS_DIGEST].clone()
+        };
+        assert_ne!(digest_with("old", &desired), digest_with("new", &desired));
+    }
+
+    #[test]
+    fn settings_default_when_the_project_sets_none() {
+        let settings = KubernetesSettings::default();
+        assert_eq!(settings.ingress_class_name, None);
+        assert_eq!(settings.cluster_issuer, DEFAULT_CLUSTER_ISSUER);
+        assert_eq!(settings.internal_issuer, DEFAULT_INTERNAL_ISSUER);
+        assert_eq!(settings.ingress_namespace, DEFAULT_INGRESS_NAMESPACE);
+        let proxy = ProxySettings { cluster_issuer: Some("zerossl".to_owned()), ..ProxySettings::default() };
+        assert_eq!(KubernetesSettings::from_proxy(Some(&proxy)).cluster_issuer, "zerossl");
+    }
+}

@@ -1,0 +1,859 @@
+//! One environment's worker: triggers coalesce, and each reconcile reads the environment's branch at the shared
+//! fetch, validates, runs the pipeline (observe, plan, apply) under the tracked branch's policy, and records. A
+//! commit that fails validation changes nothing; backend failures retry with backoff. An update that was rolled back
+//! is held until a new commit, a manual sync or the Project's retry policy. The worker is supervised: a panic is
+//! recorded and the worker restarts. On shutdown an apply stops at its next await point and is recorded as
+//! interrupted (backends converge from any state, so the next start finishes the job). An environment removed from
+//! the list is destroyed by its own worker, so that a destroy never overlaps an apply.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::fetch::FetchFailed;
+use super::status::{app_statuses, overall_health};
+use super::trigger::{Backoff, Coalescer, Taken, Trigger};
+use super::{AppStatus, Daemon, DaemonSettings, Health, Policy, SyncStatus, WorkerState, now_ms, read, write};
+use crate::backend::{ActionResult, BackendError, BackendKind, Progress};
+use crate::model::kinds::SyncPolicy;
+use crate::model::{self, Diagnostic, Environment, HostConflict, ListedEnvironment, Observed};
+use crate::pipeline::{self, PipelineError};
+use crate::plan::Plan;
+use crate::source::{CommitInfo, short_sha};
+use crate::store::SyncRecord;
+
+/// Everything known about one environment, for the API and pages.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvState {
+    pub name: String,
+    /// The branch it follows.
+    pub branch: String,
+    pub project: Option<String>,
+    /// `docker` or `kubernetes`.
+    pub backend: BackendKind,
+    pub source: String,
+    pub sync_policy: SyncPolicy,
+    pub commit: Option<CommitInfo>,
+    pub sync_status: SyncStatus,
+    pub health: Health,
+    pub last_sync_ms: Option<i64>,
+    pub last_sync_duration_ms: Option<u64>,
+    pub last_checked_ms: Option<i64>,
+    pub error: Option<String>,
+    /// Problems of the newest commit when it is invalid; the last good state keeps running meanwhile.
+    pub diagnostics: Vec<Diagnostic>,
+    pub invalid_commit: Option<CommitInfo>,
+    /// The newest plan: pending changes, or nothing to do.
+    pub plan: Option<Plan>,
+    pub apps: Vec<AppStatus>,
+    /// Hosts of this environment's config that an environment listed earlier claims; they are not routed here.
+    pub conflicts: Vec<HostConflict>,
+    /// Removed from the Project's list; under the manual sync policy it waits for a sync to be destroyed.
+    pub pending_destroy: bool,
+}
+
+/// Why a reconcile of one environment failed; it is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Fetch(#[from] FetchFailed),
+    #[error(
+        "waiting for a valid Project on the tracked branch `{branch}`: it sets the policy of every environment; fix \
+         the commit there"
+    )]
+    NoPolicy { branch: String },
+    #[error(transparent)]
+    Backend(Box<BackendError>),
+    #[error(transparent)]
+    Pipeline(Box<PipelineError>),
+    #[error("cannot destroy environment `{env}`: {source}; railyard tries again")]
+    Destroy { env: String, source: Box<BackendError> },
+}
+
+impl From<BackendError> for ReconcileError {
+    fn from(error: BackendError) -> Self {
+        ReconcileError::Backend(Box::new(error))
+    }
+}
+
+impl From<PipelineError> for ReconcileError {
+    fn from(error: PipelineError) -> Self {
+        ReconcileError::Pipeline(Box::new(error))
+    }
+}
+
+/// Where an environment stands in the Project's list.
+#[derive(Debug, Clone)]
+struct Listing {
+    /// `None` once removed from the list.
+    entry: Option<ListedEnvironment>,
+    /// The last entry it had, for tearing it down.
+    last: ListedEnvironment,
+    project: String,
+}
+
+/// One environment: its trigger, its state and its worker.
+pub struct EnvHandle {
+    pub name: String,
+    pub trigger: Coalescer,
+    state: RwLock<EnvState>,
+    /// Ticks whenever the state changes (for live pages); shared by every environment.
+    changes: broadcast::Sender<()>,
+    listing: RwLock<Listing>,
+    backoff: std::sync::Mutex<Backoff>,
+    retry_scheduled: AtomicBool,
+    last_recorded: std::sync::Mutex<Option<String>>,
+    /// The commit whose update was rolled back, while it is held.
+    held: std::sync::Mutex<Option<Held>>,
+    worker: RwLock<WorkerState>,
+    /// Set once the environment is destroyed: its worker ends.
+    gone: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A rolled-back commit that is not applied again until something new happens.
+#[derive(Debug, Clone)]
+struct Held {
+    commit: String,
+    reason: String,
+    /// Retries of the Project's `sync.retry` used so far.
+    retries: u32,
+    /// When the next retry may apply, if the policy allows one.
+    retry_at: Option<Instant>,
+}
+
+/// How a reconcile ended, for metrics and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Unchanged,
+    Applied,
+    Pending,
+    Invalid,
+    Failed,
+    /// The update was rolled back and is held.
+    RolledBack,
+    /// A rolled-back commit was left alone.
+    Held,
+    /// Stopped by shutdown.
+    Interrupted,
+    /// Torn down after its removal from the list.
+    Destroyed,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Unchanged => "unchanged",
+            Outcome::Applied => "applied",
+            Outcome::Pending => "pending",
+            Outcome::Invalid => "invalid",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Held => "held",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Destroyed => "destroyed",
+        }
+    }
+}
+
+impl EnvHandle {
+    pub(super) fn new(
+        listed: &ListedEnvironment,
+        project: &str,
+        settings: &DaemonSettings,
+        changes: broadcast::Sender<()>,
+        backoff: Backoff,
+    ) -> Arc<EnvHandle> {
+        let state = EnvState {
+            name: listed.name.clone(),
+            branch: listed.branch.clone(),
+            project: (!project.is_empty()).then(|| Environment::listed(project, listed).project),
+            backend: settings.backend,
+            source: settings.source.describe_branch(&listed.branch),
+            sync_policy: settings.sync.unwrap_or(SyncPolicy::Auto),
+            commit: None,
+            sync_status: SyncStatus::Unknown,
+            health: Health::Unknown,
+            last_sync_ms: None,
+            last_sync_duration_ms: None,
+            last_checked_ms: None,
+            error: None,
+            diagnostics: Vec::new(),
+            invalid_commit: None,
+            plan: None,
+            apps: Vec::new(),
+            conflicts: Vec::new(),
+            pending_destroy: false,
+        };
+        Arc::new(EnvHandle {
+            name: listed.name.clone(),
+            trigger: Coalescer::default(),
+            state: RwLock::new(state),
+            changes,
+            listing: RwLock::new(Listing {
+                entry: Some(listed.clone()),
+                last: listed.clone(),
+                project: project.to_owned(),
+            }),
+            backoff: std::sync::Mutex::new(backoff),
+            retry_scheduled: AtomicBool::new(false),
+            last_recorded: std::sync::Mutex::new(None),
+            held: std::sync::Mutex::new(None),
+            worker: RwLock::new(WorkerState::Running),
+            gone: watch::Sender::new(false),
+            task: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn state(&self) -> EnvState {
+        read(&self.state).clone()
+    }
+
+    /// The branch it follows; `None` once removed from the list.
+    pub fn branch(&self) -> Option<String> {
+        read(&self.listing).entry.as_ref().map(|entry| entry.branch.clone())
+    }
+
+    pub(super) fn branch_or_last(&self) -> String {
+        read(&self.listing).last.branch.clone()
+    }
+
+    /// The compose project or namespace it runs as.
+    pub fn project(&self) -> String {
+        let listing = read(&self.listing);
+        listing.project.clone()
+    }
+
+    pub fn worker_state(&self) -> WorkerState {
+        read(&self.worker).clone()
+    }
+
+    /// Takes the entry the list now has; true when it changed what the environment follows or how it is named.
+    pub(super) fn relist(&self, entry: &ListedEnvironment, project: &str, source: String) -> bool {
+        let mut listing = write(&self.listing);
+        let changed = listing.entry.as_ref() != Some(entry) || listing.project != project;
+        listing.entry = Some(entry.clone());
+        listing.last = entry.clone();
+        listing.project = project.to_owned();
+        drop(listing);
+        if changed {
+            self.update(|state| {
+                state.branch = entry.branch.clone();
+                state.source = source;
+                state.pending_destroy = false;
+            });
+        }
+        changed
+    }
+
+    /// Marks it removed from the list; true the first time.
+    pub(super) fn unlist(&self) -> bool {
+        write(&self.listing).entry.take().is_some()
+    }
+
+    fn is_listed(&self) -> bool {
+        read(&self.listing).entry.is_some()
+    }
+
+    /// The environment as backends name it.
+    fn environment(&self, project: &str) -> Environment {
+        let listing = read(&self.listing);
+        Environment::listed(project, listing.entry.as_ref().unwrap_or(&listing.last))
+    }
+
+    /// Changes the state; live pages hear of it only when something they show changed.
+    fn update(&self, change: impl FnOnce(&mut EnvState)) {
+        let mut state = write(&self.state);
+        let before = state.clone();
+        change(&mut state);
+        let visible = EnvState { last_checked_ms: before.last_checked_ms, ..state.clone() };
+        if visible != before {
+            let _ = self.changes.send(());
+        }
+    }
+
+    /// Starts the supervised worker.
+    pub(super) fn start(self: &Arc<Self>, daemon: Arc<Daemon>) {
+        let handle = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let worker = (Arc::clone(&handle), Arc::clone(&daemon));
+            let reporter = (Arc::clone(&handle), Arc::clone(&daemon));
+            let mut gone = handle.gone.subscribe();
+            let stop_daemon = Arc::clone(&daemon);
+            let stop = async move {
+                tokio::select! {
+                    () = stop_daemon.stopped() => {}
+                    _ = gone.wait_for(|gone| *gone) => {}
+                }
+            };
+            super::supervise::supervise(
+                move || Arc::clone(&worker.0).work(Arc::clone(&worker.1)),
+                move |message, delay| reporter.0.panicked(&reporter.1, message, delay),
+                daemon.backoff(),
+                stop,
+            )
+            .await;
+        });
+        *self.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+    }
+
+    /// Waits for the worker to end (after a stop).
+    pub(super) async fn join(&self) {
+        let task = self.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Takes triggers one at a time until the daemon stops or the environment is gone.
+    async fn work(self: Arc<Self>, daemon: Arc<Daemon>) {
+        let mut gone = self.gone.subscribe();
+        loop {
+            let taken = tokio::select! {
+                biased;
+                () = daemon.stopped() => return,
+                _ = gone.wait_for(|gone| *gone) => return,
+                taken = self.trigger.next() => taken,
+            };
+            self.reconcile(&daemon, taken).await;
+            if self.worker_state() != WorkerState::Running {
+                *write(&self.worker) = WorkerState::Running;
+                info!(env = %self.name, "the reconcile worker runs again");
+            }
+            if daemon.is_stopping() || *self.gone.borrow() {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn panicked(self: &Arc<Self>, daemon: &Arc<Daemon>, message: String, delay: Duration) {
+        let reason = format!("the reconcile worker panicked: {message}; it restarts in {} ms", delay.as_millis());
+        error!(env = %self.name, %reason, "reconcile worker panicked");
+        daemon.metrics.count_reconcile(&self.name, "panicked", 0.0);
+        *write(&self.worker) = WorkerState::Restarting { reason: reason.clone() };
+        self.update(|state| {
+            state.sync_status = SyncStatus::Error;
+            state.error = Some(reason.clone());
+        });
+        let state = self.state();
+        let now = now_ms();
+        let record = SyncRecord {
+            id: 0,
+            env: self.name.clone(),
+            commit_sha: state.commit.as_ref().map(|c| c.sha.clone()),
+            commit_summary: state.commit.as_ref().map(|c| c.summary.clone()),
+            trigger: "panic".to_owned(),
+            started_ms: now,
+            finished_ms: now,
+            outcome: "failed".to_owned(),
+            summary: "the reconcile panicked".to_owned(),
+            diff: String::new(),
+            error: Some(reason),
+        };
+        let daemon = Arc::clone(daemon);
+        tokio::spawn(async move { daemon.record(record).await });
+        self.trigger.fire(Trigger::Retry);
+    }
+
+    /// One pass of fetch, validate, observe, plan, apply, record; or the teardown of a removed environment.
+    async fn reconcile(self: &Arc<Self>, daemon: &Arc<Daemon>, taken: Taken) {
+        let span = info_span!(
+            "reconcile",
+            env = %self.name,
+            trigger = taken.trigger.as_str(),
+            commit = tracing::field::Empty
+        );
+        let started = Instant::now();
+        let started_ms = now_ms();
+        let outcome = if self.is_listed() {
+            self.reconcile_steps(daemon, taken, started_ms).instrument(span).await
+        } else {
+            self.destroy_steps(daemon, taken.trigger, started_ms).instrument(span).await
+        };
+        daemon.metrics.count_reconcile(&self.name, outcome.as_str(), started.elapsed().as_secs_f64());
+        match outcome {
+            Outcome::Failed => self.schedule_retry(),
+            Outcome::Interrupted | Outcome::Held | Outcome::Destroyed => {}
+            Outcome::RolledBack => {
+                self.backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reset();
+                let retry_at = self
+                    .held
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                    .and_then(|h| h.retry_at);
+                if let Some(retry_at) = retry_at {
+                    let env = Arc::clone(self);
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(retry_at.into()).await;
+                        env.trigger.fire(Trigger::Retry);
+                    });
+                }
+            }
+            _ => self.backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reset(),
+        }
+    }
+
+    fn schedule_retry(self: &Arc<Self>) {
+        if self.retry_scheduled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let delay =
+            self.backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next_delay(rand::random::<f64>());
+        warn!(delay_ms = delay.as_millis() as u64, "reconcile failed; retrying later");
+        let env = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            env.retry_scheduled.store(false, Ordering::SeqCst);
+            env.trigger.fire(Trigger::Retry);
+        });
+    }
+
+    /// The config as this environment runs it: its own apps, domains and scaling rules under the tracked branch's
+    /// Project (name, list, previews, sync). An environment on the tracked branch is its own; one on another branch
+    /// takes what the environments worker read, and waits until it has read a valid one.
+    fn under_policy(&self, daemon: &Daemon, own: model::Config) -> Result<model::Config, ReconcileError> {
+        if self.branch().as_deref() == Some(daemon.settings.branch.as_str()) {
+            return Ok(own);
+        }
+        let tracked = daemon
+            .tracked_config()
+            .ok_or_else(|| ReconcileError::NoPolicy { branch: daemon.settings.branch.clone() })?;
+        Ok(own.under_policy_of(&tracked))
+    }
+
+    async fn reconcile_steps(self: &Arc<Self>, daemon: &Arc<Daemon>, taken: Taken, started_ms: i64) -> Outcome {
+        let Some(branch) = self.branch() else { return Outcome::Unchanged };
+        let fetched = tokio::select! {
+            biased;
+            () = daemon.stopped() => return Outcome::Interrupted,
+            fetched = daemon.fetch_branch(taken, &branch) => fetched,
+        };
+        let fetched = match fetched {
+            Ok(fetched) => fetched,
+            Err(error) => return self.fail(error.into()),
+        };
+        let commit = fetched.commit;
+        tracing::Span::current().record("commit", short_sha(&commit.sha));
+        let config = match model::load(&fetched.files) {
+            Ok(config) => config,
+            Err(invalid) => return self.invalid(daemon, taken.trigger, started_ms, commit, invalid.0).await,
+        };
+        let config = match self.under_policy(daemon, config) {
+            Ok(config) => config,
+            Err(error) => return self.fail(error),
+        };
+        let policy = Policy::of(&config, daemon.settings.sync);
+        let environment = self.environment(&policy.project);
+        let mut desired = config.desired(&environment, Some(&commit.sha));
+        desired.sync = policy.sync;
+        let conflicts = desired.drop_hosts_claimed_elsewhere(&daemon.claims());
+        self.update(|state| {
+            state.project = Some(environment.project.clone());
+            state.sync_policy = policy.sync;
+            state.diagnostics.clear();
+            state.invalid_commit = None;
+            state.conflicts = conflicts;
+            state.pending_destroy = false;
+        });
+
+        let backend = match daemon.backend().await {
+            Ok(backend) => backend,
+            Err(error) => return self.fail(error.into()),
+        };
+        let prepared = match pipeline::prepare(backend.as_ref(), &daemon.settings.secrets, desired).await {
+            Ok(prepared) => prepared,
+            Err(error) => return self.fail(error.into()),
+        };
+        let plan = &prepared.plan;
+        if !plan.has_changes() {
+            self.conclude(daemon, &commit, SyncStatus::Synced, None, None, &prepared.desired, &prepared.observed, plan);
+            return Outcome::Unchanged;
+        }
+        if !prepared.missing_secrets.is_empty() {
+            // As `railyard apply` does: nothing is touched until every secret the commit names can be resolved.
+            let error = PipelineError::MissingSecrets(prepared.missing_secrets.clone());
+            self.update(|state| state.plan = Some(plan.clone()));
+            return self.fail(error.into());
+        }
+        if let Some(reason) = self.hold(taken.trigger, &commit) {
+            info!(summary = %plan.summary, "the update of this commit was rolled back; waiting for a new commit or a manual sync");
+            self.conclude(
+                daemon,
+                &commit,
+                SyncStatus::RolledBack,
+                Some(reason),
+                None,
+                &prepared.desired,
+                &prepared.observed,
+                plan,
+            );
+            return Outcome::Held;
+        }
+        if policy.sync == SyncPolicy::Manual && taken.trigger != Trigger::Api {
+            info!(summary = %plan.summary, "changes pending; the sync policy is manual");
+            let record = self.sync_record(taken.trigger, started_ms, Some(&commit), plan, "pending", None);
+            self.record_once(daemon, record).await;
+            self.conclude(
+                daemon,
+                &commit,
+                SyncStatus::OutOfSync,
+                None,
+                None,
+                &prepared.desired,
+                &prepared.observed,
+                plan,
+            );
+            return Outcome::Pending;
+        }
+
+        info!(summary = %plan.summary, "applying");
+        self.update(|state| {
+            state.plan = Some(plan.clone());
+            state.sync_status = SyncStatus::Syncing;
+        });
+        let executed = tokio::select! {
+            biased;
+            () = daemon.stopped() => None,
+            executed = pipeline::execute(backend.as_ref(), &prepared, &LogProgress) => Some(executed),
+        };
+        let executed = match executed {
+            Some(Ok(executed)) => executed,
+            Some(Err(error)) => return self.fail(error.into()),
+            None => {
+                warn!("shutting down: the apply in progress stopped; the next start converges");
+                let error = "railyard stopped during the apply; the next start finishes it".to_owned();
+                let record =
+                    self.sync_record(taken.trigger, started_ms, Some(&commit), plan, "interrupted", Some(error));
+                daemon.record(record).await;
+                return Outcome::Interrupted;
+            }
+        };
+        let report = &executed.report;
+        let failures: Vec<String> = report
+            .outcomes
+            .iter()
+            .filter_map(|outcome| match &outcome.result {
+                ActionResult::Done => None,
+                ActionResult::RolledBack { reason } => Some(format!("{} rolled back: {reason}", outcome.name)),
+                ActionResult::Failed { error } => Some(format!("{} failed: {error}", outcome.name)),
+                ActionResult::Skipped { reason } => Some(format!("{} skipped: {reason}", outcome.name)),
+            })
+            .collect();
+        let rolled_back = report.outcomes.iter().any(|o| matches!(o.result, ActionResult::RolledBack { .. }));
+        // Only a rollback is held: a plain failure (engine unreachable, proxy down) is worth retrying as it is.
+        let held = rolled_back && !report.outcomes.iter().any(|o| matches!(o.result, ActionResult::Failed { .. }));
+        let label = if failures.is_empty() {
+            "synced"
+        } else if rolled_back {
+            "rolled-back"
+        } else {
+            "failed"
+        };
+        let mut error = (!failures.is_empty()).then(|| failures.join("; "));
+        if held {
+            let waiting = self.hold_rolled_back(&commit, error.clone().unwrap_or_default(), policy.retry);
+            error = Some(waiting);
+        } else {
+            *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        let record = self.sync_record(taken.trigger, started_ms, Some(&commit), plan, label, error.clone());
+        daemon.record(record).await;
+        *self.last_recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let status = if failures.is_empty() {
+            SyncStatus::Synced
+        } else if held {
+            SyncStatus::RolledBack
+        } else {
+            SyncStatus::Error
+        };
+        let finished = self.conclude(
+            daemon,
+            &commit,
+            status,
+            error,
+            Some(started_ms),
+            &prepared.desired,
+            &executed.observed,
+            &executed.remaining,
+        );
+        daemon
+            .metrics
+            .last_sync
+            .get_or_create(&super::metrics::EnvLabels { env: self.name.clone() })
+            .set(finished / 1000);
+        if failures.is_empty() {
+            Outcome::Applied
+        } else if held {
+            Outcome::RolledBack
+        } else {
+            Outcome::Failed
+        }
+    }
+
+    /// Tears down an environment removed from the list: at once under the automatic sync policy, on a manual sync
+    /// otherwise (shown as pending meanwhile).
+    async fn destroy_steps(self: &Arc<Self>, daemon: &Arc<Daemon>, trigger: Trigger, started_ms: i64) -> Outcome {
+        let policy = daemon.policy().map_or(SyncPolicy::Auto, |policy| policy.sync);
+        let project = self.project();
+        let environment = self.environment(&project);
+        let summary = format!("destroy environment {} (compose project {})", self.name, environment.project);
+        if policy == SyncPolicy::Manual && trigger != Trigger::Api {
+            info!("removed from the list; the sync policy is manual, so it waits for a sync to be destroyed");
+            let record = self.removal_record(trigger, started_ms, "pending", &summary, None);
+            self.record_once(daemon, record).await;
+            self.update(|state| {
+                state.sync_status = SyncStatus::OutOfSync;
+                state.pending_destroy = true;
+                state.error = None;
+                state.last_checked_ms = Some(now_ms());
+            });
+            return Outcome::Pending;
+        }
+        if project.is_empty() {
+            // Never applied under a known name: nothing of it can run.
+            daemon.forget(&self.name);
+            self.gone.send_replace(true);
+            return Outcome::Destroyed;
+        }
+        info!(%summary, "destroying");
+        let backend = match daemon.backend().await {
+            Ok(backend) => backend,
+            Err(error) => return self.fail(error.into()),
+        };
+        if let Err(error) = backend.destroy(&environment).await {
+            return self.fail(ReconcileError::Destroy { env: self.name.clone(), source: Box::new(error) });
+        }
+        let record = self.removal_record(trigger, started_ms, "destroyed", &summary, None);
+        daemon.record(record).await;
+        daemon.forget(&self.name);
+        self.gone.send_replace(true);
+        Outcome::Destroyed
+    }
+
+    fn removal_record(
+        &self,
+        trigger: Trigger,
+        started_ms: i64,
+        outcome: &str,
+        summary: &str,
+        error: Option<String>,
+    ) -> SyncRecord {
+        let commit = self.state().commit;
+        SyncRecord {
+            id: 0,
+            env: self.name.clone(),
+            commit_sha: commit.as_ref().map(|c| c.sha.clone()),
+            commit_summary: commit.as_ref().map(|c| c.summary.clone()),
+            trigger: trigger.as_str().to_owned(),
+            started_ms,
+            finished_ms: now_ms(),
+            outcome: outcome.to_owned(),
+            summary: summary.to_owned(),
+            diff: String::new(),
+            error,
+        }
+    }
+
+    /// The reason to leave this commit alone: its update was rolled back and nothing new happened since. A new
+    /// commit, a manual sync or a due retry of the Project's `sync.retry` lets it through.
+    fn hold(&self, trigger: Trigger, commit: &CommitInfo) -> Option<String> {
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = held.as_ref()?;
+        let retry_due = current.retry_at.is_some_and(|at| Instant::now() >= at);
+        if current.commit != commit.sha || trigger == Trigger::Api || retry_due {
+            if current.commit != commit.sha || trigger == Trigger::Api {
+                *held = None;
+            }
+            return None;
+        }
+        Some(current.reason.clone())
+    }
+
+    /// Holds a commit whose update was rolled back; returns what the environment shows meanwhile.
+    fn hold_rolled_back(&self, commit: &CommitInfo, reason: String, retry: Option<(u32, Duration)>) -> String {
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let retries = match held.as_ref() {
+            Some(previous) if previous.commit == commit.sha => previous.retries + 1,
+            _ => 0,
+        };
+        let next = retry.filter(|(limit, _)| retries < *limit).map(|(limit, backoff)| {
+            let wait = backoff.saturating_mul(2u32.saturating_pow(retries.min(16))).min(Duration::from_secs(86_400));
+            (limit, wait)
+        });
+        let waiting = match next {
+            Some((limit, wait)) => format!(
+                "{reason}. Rolled back: retry {} of {limit} in {} s (sync.retry), or push a new commit or sync by hand",
+                retries + 1,
+                wait.as_secs()
+            ),
+            None => format!(
+                "{reason}. Rolled back: the old version keeps running until a new commit or a manual sync (POST \
+                 /api/v1/sync?env={}, or sync.retry in the Project)",
+                self.name
+            ),
+        };
+        *held = Some(Held {
+            commit: commit.sha.clone(),
+            reason: waiting.clone(),
+            retries,
+            retry_at: next.map(|(_, wait)| Instant::now() + wait),
+        });
+        waiting
+    }
+
+    /// Publishes what a reconcile concluded: the commit, the verdict, what runs against what git declares, and the
+    /// plan still pending. `synced_since` is the start of an apply that just ran. Returns the time of the verdict.
+    #[allow(clippy::too_many_arguments)]
+    fn conclude(
+        &self,
+        daemon: &Daemon,
+        commit: &CommitInfo,
+        status: SyncStatus,
+        error: Option<String>,
+        synced_since: Option<i64>,
+        desired: &model::DesiredState,
+        observed: &Observed,
+        plan: &Plan,
+    ) -> i64 {
+        let now = now_ms();
+        let proxy = daemon.settings.backends.docker.proxy.as_ref();
+        self.update(|state| {
+            state.commit = Some(commit.clone());
+            state.sync_status = status;
+            state.error = error;
+            state.last_checked_ms = Some(now);
+            if let Some(started_ms) = synced_since {
+                state.last_sync_ms = Some(now);
+                state.last_sync_duration_ms = u64::try_from(now - started_ms).ok();
+            }
+            state.apps = app_statuses(desired, observed, proxy);
+            state.health = overall_health(&state.apps);
+            state.plan = Some(plan.clone());
+        });
+        self.publish_app_metrics(daemon);
+        now
+    }
+
+    fn fail(&self, error: ReconcileError) -> Outcome {
+        error!(%error, "reconcile failed");
+        self.update(|state| {
+            state.sync_status = SyncStatus::Error;
+            state.error = Some(error.to_string());
+            state.last_checked_ms = Some(now_ms());
+        });
+        Outcome::Failed
+    }
+
+    async fn invalid(
+        &self,
+        daemon: &Daemon,
+        trigger: Trigger,
+        started_ms: i64,
+        commit: CommitInfo,
+        diagnostics: Vec<Diagnostic>,
+    ) -> Outcome {
+        let message = format!(
+            "commit {} is invalid ({} problem(s)); the last good state keeps running: {}",
+            short_sha(&commit.sha),
+            diagnostics.len(),
+            diagnostics.first().map(ToString::to_string).unwrap_or_default()
+        );
+        warn!(%message);
+        let record = SyncRecord {
+            id: 0,
+            env: self.name.clone(),
+            commit_sha: Some(commit.sha.clone()),
+            commit_summary: Some(commit.summary.clone()),
+            trigger: trigger.as_str().to_owned(),
+            started_ms,
+            finished_ms: now_ms(),
+            outcome: "invalid".to_owned(),
+            summary: format!("{} problem(s)", diagnostics.len()),
+            diff: String::new(),
+            error: Some(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+        };
+        self.record_once(daemon, record).await;
+        self.update(|state| {
+            state.sync_status = SyncStatus::Error;
+            state.error = Some(message);
+            state.diagnostics = diagnostics;
+            state.invalid_commit = Some(commit);
+            state.last_checked_ms = Some(now_ms());
+        });
+        Outcome::Invalid
+    }
+
+    fn sync_record(
+        &self,
+        trigger: Trigger,
+        started_ms: i64,
+        commit: Option<&CommitInfo>,
+        plan: &Plan,
+        outcome: &str,
+        error: Option<String>,
+    ) -> SyncRecord {
+        let diff: String = plan
+            .apps
+            .iter()
+            .filter_map(|a| a.diff.as_deref())
+            .chain(plan.domains.iter().filter_map(|d| d.diff.as_deref()))
+            .collect();
+        SyncRecord {
+            id: 0,
+            env: self.name.clone(),
+            commit_sha: commit.map(|c| c.sha.clone()),
+            commit_summary: commit.map(|c| c.summary.clone()),
+            trigger: trigger.as_str().to_owned(),
+            started_ms,
+            finished_ms: now_ms(),
+            outcome: outcome.to_owned(),
+            summary: plan.summary.to_string(),
+            diff,
+            error,
+        }
+    }
+
+    /// Records a pending or invalid verdict once, not on every poll that finds the same.
+    async fn record_once(&self, daemon: &Daemon, record: SyncRecord) {
+        let key = format!(
+            "{}|{}|{}|{}",
+            record.outcome,
+            record.commit_sha.as_deref().unwrap_or_default(),
+            record.summary,
+            record.diff.len()
+        );
+        {
+            let mut last = self.last_recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.as_deref() == Some(key.as_str()) {
+                return;
+            }
+            *last = Some(key);
+        }
+        daemon.record(record).await;
+    }
+
+    fn publish_app_metrics(&self, daemon: &Daemon) {
+        let apps = self.state().apps;
+        let count = |health: Health| apps.iter().filter(|app| app.health == health).count() as i64;
+        let counts = [Health::Healthy, Health::Missing, Health::Degraded, Health::Failed]
+            .map(|health| (format!("{health:?}").to_lowercase(), count(health)));
+        let counts: Vec<(&str, i64)> = counts.iter().map(|(state, n)| (state.as_str(), *n)).collect();
+        daemon.metrics.set_apps(&self.name, &counts);
+    }
+}
+
+/// Apply progress into the log, inside the reconcile's span.
+struct LogProgress;
+
+impl Progress for LogProgress {
+    fn event(&self, event: &crate::backend::ProgressEvent) {
+        let (kind, step, subject) = (event.kind.as_str(), event.step.name(), event.step.subject().unwrap_or_default());
+        info!(kind, name = %event.name, step, subject, "{}", event.step);
+    }
+}

@@ -1,0 +1,93 @@
+//! The one sequence that `railyard plan|apply` and the daemon share: desired state (loaded and validated by
+//! [`crate::model::load`]) → secrets resolved by the caller's secret source → observe → plan → apply → observe again.
+//! The daemon puts its policy (manual sync, a held rollback) between [`prepare`] and [`execute`] and records the
+//! outcome; the CLI prints it.
+
+use std::collections::BTreeMap;
+
+use crate::backend::{ApplyReport, Backend, BackendError, Progress};
+use crate::model::{DesiredState, Observed};
+use crate::plan::{self, Plan};
+use crate::secrets::{ResolvedSecrets, SecretStore};
+
+/// What an environment should run, what runs, and the plan between them.
+#[derive(Debug)]
+pub struct Prepared {
+    pub desired: DesiredState,
+    pub observed: Observed,
+    pub plan: Plan,
+    /// The values of the secrets the plan's apps name, for the backend.
+    pub secrets: ResolvedSecrets,
+    /// Secret name to why it could not be read; [`execute`] refuses to start while any is listed.
+    pub missing_secrets: BTreeMap<String, String>,
+}
+
+/// What applying a plan did.
+#[derive(Debug)]
+pub struct Executed {
+    pub report: ApplyReport,
+    /// What runs after the apply (empty when the backend could not be read again).
+    pub observed: Observed,
+    /// What is still to do: nothing, unless something failed or was rolled back.
+    pub remaining: Plan,
+}
+
+/// Why the pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(
+        "secret(s) {} not set; nothing was applied: set RAILYARD_SECRET_<NAME> or write the file into --secrets-dir, \
+         then apply (or sync) again",
+        .0.keys().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+    )]
+    MissingSecrets(BTreeMap<String, String>),
+    #[error("reading secrets failed: {0}; try again")]
+    SecretTask(String),
+}
+
+impl PipelineError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, PipelineError::Backend(error) if error.is_unreachable())
+    }
+}
+
+/// Resolves the secrets `desired` names (off the async threads: they are files), observes the environment and
+/// plans. A secret that cannot be read is assumed unchanged, so that the plan still shows everything else.
+pub async fn prepare(
+    backend: &dyn Backend,
+    secrets: &SecretStore,
+    desired: DesiredState,
+) -> Result<Prepared, PipelineError> {
+    let store = secrets.clone();
+    let env = desired.env.clone();
+    let resolving = tokio::task::spawn_blocking(move || {
+        let mut desired = desired;
+        let resolution = store.resolve(&mut desired);
+        (desired, resolution)
+    });
+    // Docker (or the cluster) is asked while the secret files are read.
+    let (observed, resolved) = tokio::join!(backend.observe(&env), resolving);
+    let observed = observed?;
+    let (mut desired, resolution) = resolved.map_err(|error| PipelineError::SecretTask(error.to_string()))?;
+    desired.assume_unresolved_secrets_unchanged(&observed);
+    let plan = plan::plan(&desired, &observed);
+    Ok(Prepared { desired, observed, plan, secrets: resolution.secrets, missing_secrets: resolution.missing })
+}
+
+/// Applies the prepared plan, then reads what runs again and plans once more: the remaining plan is empty unless
+/// something failed. Nothing is touched while a secret is missing.
+pub async fn execute(
+    backend: &dyn Backend,
+    prepared: &Prepared,
+    progress: &dyn Progress,
+) -> Result<Executed, PipelineError> {
+    if !prepared.missing_secrets.is_empty() {
+        return Err(PipelineError::MissingSecrets(prepared.missing_secrets.clone()));
+    }
+    let report = backend.apply(&prepared.plan, &prepared.secrets, progress).await?;
+    let observed = backend.observe(&prepared.plan.env).await.unwrap_or_default();
+    let remaining = plan::plan(&prepared.desired, &observed);
+    Ok(Executed { report, observed, remaining })
+}

@@ -1,0 +1,534 @@
+//! Many environments in one `railyard serve` (issue 12): a config repository with `main` (production) and `staging`
+//! branches, real git, the real Docker Engine reached by the daemon through its `dyn Backend`, webhooks over real
+//! HTTP. Each environment runs as its own compose project on its own network; a push, an invalid commit, a webhook or
+//! a slow health check on one never touches or holds up the other; removing an environment from the list tears it
+//! down (auto) or shows it pending (manual); a host claimed by both is routed by production only.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use railyard::server::webhooks::sign;
+use serde_json::Value;
+use support::*;
+
+const SECRET: &str = "webhook-secret-for-tests";
+const TOKEN: &str = "api-token-for-tests";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A config repository on `main` listing production and staging, a `staging` branch, and one `railyard serve`
+/// following both. Dropped in field order: the daemon stops before the projects are removed.
+struct TwoEnvironments {
+    served: Served,
+    project: TestProject,
+    /// Removes staging's compose project.
+    _staging: ProjectGuard,
+}
+
+/// The Project with both environments; `extra` is added to the Project document (`sync: manual`, say).
+fn project_document(name: &str, host_template: &str, extra: &str) -> String {
+    format!(
+        "kind: Project\nname: {name}\n{extra}environments:\n  - {{ name: production, branch: main }}\n  - {{ name: \
+         staging, branch: staging, hostTemplate: \"{host_template}\" }}\n"
+    )
+}
+
+/// The Project listing production only.
+fn production_only(name: &str, extra: &str) -> String {
+    format!("kind: Project\nname: {name}\n{extra}environments:\n  - {{ name: production, branch: main }}\n")
+}
+
+impl TwoEnvironments {
+    /// Writes `railyard.yaml` (from `project_document`) and `main_files` on `main`, branches `staging` off it with
+    /// `staging_files` written (an empty text removes the file), and starts `railyard serve`.
+    fn start(
+        test: &str,
+        project_yaml: impl Fn(&str) -> String,
+        main_files: &[(&str, String)],
+        staging_files: &[(&str, String)],
+        serve_args: &[&str],
+    ) -> TwoEnvironments {
+        let project = TestProject::new(test);
+        let staging = ProjectGuard(format!("{}-staging", project.name));
+        project.write("railyard.yaml", &project_yaml(&project.name));
+        for (path, text) in main_files {
+            project.write(path, text);
+        }
+        project.git_init();
+        git(project.dir(), &["branch", "staging"]);
+        commit_on(&project, "staging", staging_files, "staging: its own config");
+        let mut args = vec!["--poll-interval", "1h", "--drift-interval", "1h"];
+        args.extend(serve_args);
+        if !serve_args.contains(&"--caddy-admin") {
+            args.extend(["--caddy-admin", "none"]);
+        }
+        let repo = format!("file://{}", project.dir().display());
+        let secrets = [("RAILYARD_WEBHOOK_SECRET", SECRET), ("RAILYARD_API_TOKEN", TOKEN)];
+        let served = Served::start(&repo, None, &args, &secrets);
+        TwoEnvironments { served, project, _staging: staging }
+    }
+
+    fn production(&self) -> &str {
+        &self.project.name
+    }
+
+    fn staging(&self) -> String {
+        format!("{}-staging", self.project.name)
+    }
+
+    fn env(&self, env: &str) -> Value {
+        get_json(self.served.port, &format!("/api/v1/environments/{env}"))
+    }
+
+    /// Waits until environment `env` satisfies `check`; fails with every environment's state and the log.
+    fn wait_for(&self, env: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let ok = eventually(WAIT, || {
+            last = self.env(env);
+            check(&last)
+        });
+        assert!(
+            ok,
+            "timed out waiting for {env}: {what}; state:\n{last:#}\nall environments:\n{:#}\nlog:\n{}",
+            get_json(self.served.port, "/api/v1/environments"),
+            self.served.log()
+        );
+        last
+    }
+
+    /// Waits until both environments are synced (their first syncs).
+    fn wait_until_both_synced(&self) {
+        for env in ["production", "staging"] {
+            self.wait_for(env, "the first sync", |state| state["syncStatus"] == "synced");
+        }
+    }
+
+    /// A signed GitHub push of `branch`; returns the answer's reason.
+    fn push(&self, branch: &str) -> String {
+        let body = format!("{{\"ref\":\"refs/heads/{branch}\"}}");
+        let signature = sign(SECRET.as_bytes(), body.as_bytes());
+        let (status, answer) = http(
+            self.served.port,
+            "POST",
+            "/hooks/github",
+            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature), ("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 202, "push of {branch}: {answer}");
+        answer
+    }
+
+    /// The sync history of `env`, newest first.
+    fn syncs(&self, env: &str) -> Vec<Value> {
+        let history = get_json(self.served.port, &format!("/api/v1/syncs?env={env}"));
+        history["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn sync_now(&self, env: &str) {
+        let auth = format!("Bearer {TOKEN}");
+        let (status, body) =
+            http(self.served.port, "POST", &format!("/api/v1/sync?env={env}"), &[("Authorization", &auth)], b"");
+        assert!((200..300).contains(&status), "sync now of {env}: {status} {body}");
+    }
+
+    /// Waits until `env` is gone from the list and its history ends with its destruction (the teardown is over).
+    fn wait_until_destroyed(&self, env: &str) {
+        let destroyed = eventually(WAIT, || {
+            let listed = get_json(self.served.port, "/api/v1/environments");
+            let delisted = listed.as_array().is_some_and(|items| items.iter().all(|item| item["name"] != env));
+            delisted && self.syncs(env).first().is_some_and(|sync| sync["outcome"] == "destroyed")
+        });
+        assert!(
+            destroyed,
+            "{env} is not destroyed; environments:\n{:#}\nits history:\n{:#?}\nlog:\n{}",
+            get_json(self.served.port, "/api/v1/environments"),
+            self.syncs(env),
+            self.served.log()
+        );
+    }
+
+    fn serves(&self, compose_project: &str, text: &str) -> bool {
+        project_serves(compose_project, "web", text)
+    }
+
+    fn wait_until_serving(&self, compose_project: &str, text: &str) {
+        assert!(
+            eventually(WAIT, || self.serves(compose_project, text)),
+            "{compose_project} never serves {text:?}; environments:\n{:#}\nlog:\n{}",
+            get_json(self.served.port, "/api/v1/environments"),
+            self.served.log()
+        );
+    }
+}
+
+/// Checks out `branch`, writes `files` (an empty text removes the file), commits, goes back to `main`; the sha.
+fn commit_on(project: &TestProject, branch: &str, files: &[(&str, String)], message: &str) -> String {
+    git(project.dir(), &["checkout", "-q", branch]);
+    for (path, text) in files {
+        if text.is_empty() {
+            project.remove(path);
+        } else {
+            project.write(path, text);
+        }
+    }
+    let sha = project.commit(message);
+    git(project.dir(), &["checkout", "-q", "main"]);
+    sha
+}
+
+fn web(message: &str) -> String {
+    web_app("web", &busybox_image(), message, "")
+}
+
+/// `web` whose health check passes only `seconds` after it starts (its start period covers the wait).
+fn slow_web(message: &str, seconds: u32) -> String {
+    web(message)
+        .replace(
+            "&& echo ok > /www/healthz && exec httpd",
+            &format!("; (sleep {seconds}; echo ok > /www/healthz) & exec httpd"),
+        )
+        .replace("retries: 3 }", "retries: 3, startPeriod: 120s }")
+}
+
+/// The body that container `id` gets for `GET /` from `host` port 8080, or None when it cannot resolve or reach it.
+/// (`nc`, as busybox's `wget` crashes resolving names in a static build without NSS.)
+fn get_from(id: &str, host: &str) -> Option<String> {
+    let request = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 8080");
+    let output = std::process::Command::new("docker")
+        .args(["exec", id, "sh", "-c", &request])
+        .output()
+        .expect("docker exec runs");
+    let response = String::from_utf8_lossy(&output.stdout).into_owned();
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.trim().to_owned());
+    body.filter(|_| output.status.success())
+}
+
+fn running_ids(compose_project: &str, app: &str) -> Vec<String> {
+    let project_filter = format!("label=com.docker.compose.project={compose_project}");
+    let app_filter = format!("label=dev.railyard.app={app}");
+    docker(&["ps", "-q", "--filter", &project_filter, "--filter", &app_filter]).lines().map(str::to_owned).collect()
+}
+
+fn container_name(id: &str) -> String {
+    docker(&["inspect", "--format", "{{.Name}}", id]).trim_start_matches('/').to_owned()
+}
+
+#[test]
+fn both_environments_come_up_from_one_serve_each_on_its_own_network() {
+    let image = busybox_image();
+    let envs = TwoEnvironments::start(
+        "envs-up",
+        |name| project_document(name, "{app}.staging.test", ""),
+        &[("apps/web.yaml", web("production")), ("apps/api.yaml", web_app("api", &image, "production api", ""))],
+        &[("apps/web.yaml", web("staging")), ("apps/api.yaml", String::new())],
+        &[],
+    );
+    envs.wait_until_both_synced();
+    let listed = get_json(envs.served.port, "/api/v1/environments");
+    let summary: Vec<(String, String, String)> = listed
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|env| {
+                    let text = |key: &str| env[key].as_str().unwrap_or_default().to_owned();
+                    (text("name"), text("branch"), text("project"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        summary,
+        [
+            ("production".to_owned(), "main".to_owned(), envs.production().to_owned()),
+            ("staging".to_owned(), "staging".to_owned(), envs.staging()),
+        ],
+        "{listed:#}"
+    );
+    let staging_state = envs.env("staging");
+    assert_eq!(staging_state["commit"]["summary"], "staging: its own config", "{staging_state:#}");
+    let overview = http(envs.served.port, "GET", "/", &[], b"").1;
+    assert!(overview.contains("/env/production") && overview.contains("/env/staging"), "{overview}");
+    let metrics = http(envs.served.port, "GET", "/metrics", &[], b"").1;
+    for env in ["production", "staging"] {
+        let applied = format!("railyard_reconciles_total{{env=\"{env}\",outcome=\"applied\"}}");
+        assert!(metrics.contains(&applied), "no {applied} in:\n{metrics}");
+    }
+    assert!(envs.serves(envs.production(), "production"));
+    assert!(envs.serves(&envs.staging(), "staging"));
+
+    // Each environment has its own network, and its containers are on it only.
+    for compose_project in [envs.production().to_owned(), envs.staging()] {
+        let network = format!("{compose_project}_default");
+        let attached = docker(&["network", "inspect", "--format", "{{range .Containers}}{{.Name}} {{end}}", &network]);
+        for id in project_container_ids(&compose_project) {
+            let name = container_name(&id);
+            assert!(attached.split_whitespace().any(|n| n == name), "{name} is not on {network}: {attached}");
+            let networks = docker(&[
+                "inspect",
+                "--format",
+                "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+                &id,
+            ]);
+            assert_eq!(networks.trim(), network, "{name} is on other networks too");
+        }
+    }
+
+    // Apps reach apps of their own environment by name, and nothing across.
+    let staging_web = running_ids(&envs.staging(), "web").pop().expect("a staging web replica");
+    let production_web = running_ids(envs.production(), "web").pop().expect("a production web replica");
+    assert_eq!(running_ids(envs.production(), "api").len(), 1, "production runs its api");
+    assert_eq!(get_from(&staging_web, "web").as_deref(), Some("staging"));
+    assert_eq!(get_from(&production_web, "web").as_deref(), Some("production"));
+    assert_eq!(get_from(&production_web, "api").as_deref(), Some("production api"));
+    assert_eq!(get_from(&staging_web, "api"), None, "staging reaches production's api by name");
+    let production_name = container_name(&production_web);
+    assert_eq!(get_from(&staging_web, &production_name), None, "staging reaches production's web by container name");
+    let production_address =
+        docker(&["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &production_web]);
+    assert_eq!(get_from(&production_web, &production_address).as_deref(), Some("production"));
+    assert_eq!(get_from(&staging_web, &production_address), None, "staging reaches production's web by address");
+}
+
+#[test]
+fn a_push_to_staging_changes_only_staging() {
+    let envs = TwoEnvironments::start(
+        "envs-push",
+        |name| project_document(name, "{app}.staging.test", ""),
+        &[("apps/web.yaml", web("production"))],
+        &[("apps/web.yaml", web("staging one"))],
+        &[],
+    );
+    envs.wait_until_both_synced();
+    let production_before = project_container_ids(envs.production());
+    let production_commit = envs.env("production")["commit"].clone();
+
+    let sha = commit_on(&envs.project, "staging", &[("apps/web.yaml", web("staging two"))], "staging: say two");
+    let answer = envs.push("staging");
+    assert!(answer.contains("sync queued for staging"), "{answer}");
+    envs.wait_until_serving(&envs.staging(), "staging two");
+    envs.wait_for("staging", "the new commit", |state| {
+        state["commit"]["sha"] == sha.as_str() && state["syncStatus"] == "synced"
+    });
+
+    assert_eq!(project_container_ids(envs.production()), production_before, "production's containers changed");
+    assert_eq!(envs.env("production")["commit"], production_commit);
+    assert!(envs.serves(envs.production(), "production"));
+}
+
+#[test]
+fn an_invalid_commit_on_staging_keeps_its_last_good_state_and_leaves_production_alone() {
+    let envs = TwoEnvironments::start(
+        "envs-invalid",
+        |name| project_document(name, "{app}.staging.test", ""),
+        &[("apps/web.yaml", web("production"))],
+        &[("apps/web.yaml", web("staging good"))],
+        &[],
+    );
+    envs.wait_until_both_synced();
+    let production_before = project_container_ids(envs.production());
+    let staging_before = project_container_ids(&envs.staging());
+
+    let broken = web_app("web", &busybox_image(), "staging broken", "replicas: lots\n");
+    let bad = commit_on(&envs.project, "staging", &[("apps/web.yaml", broken)], "staging: break it");
+    envs.push("staging");
+    let state = envs.wait_for("staging", "the invalid commit", |state| state["invalidCommit"]["sha"] == bad.as_str());
+    assert_eq!(state["syncStatus"], "error", "{state:#}");
+    assert!(state["error"].as_str().unwrap_or_default().contains("apps/web.yaml:10:11"), "{state:#}");
+    assert_eq!(envs.syncs("staging").first().map(|sync| sync["outcome"].clone()), Some("invalid".into()));
+
+    assert_eq!(project_container_ids(&envs.staging()), staging_before, "an invalid commit must not touch staging");
+    assert!(envs.serves(&envs.staging(), "staging good"));
+    assert_eq!(project_container_ids(envs.production()), production_before, "production's containers changed");
+    let production = envs.env("production");
+    assert_eq!(production["syncStatus"], "synced", "{production:#}");
+    assert!(production["invalidCommit"].is_null(), "{production:#}");
+    assert!(envs.serves(envs.production(), "production"));
+}
+
+#[test]
+fn a_webhook_for_staging_does_not_reconcile_production() {
+    let envs = TwoEnvironments::start(
+        "envs-hook",
+        |name| project_document(name, "{app}.staging.test", ""),
+        &[("apps/web.yaml", web("production one"))],
+        &[("apps/web.yaml", web("staging one"))],
+        &[],
+    );
+    envs.wait_until_both_synced();
+    let production = envs.env("production");
+    let production_syncs = envs.syncs("production").len();
+    // main moves too, without its webhook: a reconcile of production would pick it up and record a sync.
+    commit_on(&envs.project, "main", &[("apps/web.yaml", web("production two"))], "production: say two");
+    let staging_sha = commit_on(&envs.project, "staging", &[("apps/web.yaml", web("staging two"))], "staging: two");
+
+    // Any forge: this one comes from GitLab.
+    let body = br#"{"object_kind":"push","ref":"refs/heads/staging"}"#;
+    let (status, answer) = http(
+        envs.served.port,
+        "POST",
+        "/hooks/gitlab",
+        &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", SECRET), ("Content-Type", "application/json")],
+        body,
+    );
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("sync queued for staging") && !answer.contains("production"), "{answer}");
+    envs.wait_for("staging", "the pushed commit", |state| {
+        state["commit"]["sha"] == staging_sha.as_str() && state["syncStatus"] == "synced"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+
+    let after = envs.env("production");
+    assert_eq!(after["commit"], production["commit"], "production moved to main's new commit");
+    assert_eq!(after["lastCheckedMs"], production["lastCheckedMs"], "production was reconciled");
+    assert_eq!(envs.syncs("production").len(), production_syncs, "production's history got a sync");
+    assert!(envs.serves(envs.production(), "production one"));
+}
+
+/// `web` with a volume, so that tearing staging down can be seen to keep it.
+fn web_with_volume(message: &str) -> String {
+    web_app("web", &busybox_image(), message, "volumes: [{ name: data, mount: /data }]\n")
+}
+
+#[test]
+fn removing_staging_from_the_list_tears_it_down_and_keeps_its_volume() {
+    let envs = TwoEnvironments::start(
+        "envs-remove",
+        |name| project_document(name, "{app}.staging.test", ""),
+        &[("apps/web.yaml", web("production"))],
+        &[("apps/web.yaml", web_with_volume("staging"))],
+        &[],
+    );
+    envs.wait_until_both_synced();
+    let staging = envs.staging();
+    assert!(!project_container_ids(&staging).is_empty());
+    assert_eq!(project_objects("network", &staging).len(), 1, "staging has its network");
+    let volumes = project_objects("volume", &staging);
+    assert_eq!(volumes.len(), 1, "staging has its volume");
+    let production_before = project_container_ids(envs.production());
+
+    let name = envs.production().to_owned();
+    commit_on(&envs.project, "main", &[("railyard.yaml", production_only(&name, ""))], "drop staging");
+    envs.push("main");
+    envs.wait_until_destroyed("staging");
+    assert!(project_container_ids(&staging).is_empty(), "staging's containers are left");
+    assert!(project_objects("network", &staging).is_empty(), "staging's network is left");
+    assert_eq!(project_objects("volume", &staging), volumes, "staging's volume must stay");
+    assert_eq!(project_container_ids(envs.production()), production_before, "production's containers changed");
+}
+
+#[test]
+fn removing_staging_under_manual_sync_shows_a_pending_destroy_until_synced() {
+    let envs = TwoEnvironments::start(
+        "envs-manual",
+        |name| project_document(name, "{app}.staging.test", "sync: manual\n"),
+        &[("apps/web.yaml", web("production"))],
+        &[("apps/web.yaml", web_with_volume("staging"))],
+        &[],
+    );
+    for env in ["production", "staging"] {
+        envs.wait_for(env, "its first plan", |state| state["syncStatus"] == "outOfSync");
+        envs.sync_now(env);
+    }
+    envs.wait_until_both_synced();
+    let staging = envs.staging();
+    let running = project_container_ids(&staging);
+    assert!(!running.is_empty());
+    let volumes = project_objects("volume", &staging);
+    assert_eq!(volumes.len(), 1, "staging has its volume");
+
+    let name = envs.production().to_owned();
+    commit_on(&envs.project, "main", &[("railyard.yaml", production_only(&name, "sync: manual\n"))], "drop staging");
+    envs.push("main");
+    envs.wait_for("staging", "the pending destroy", |state| state["pendingDestroy"] == true);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(project_container_ids(&staging), running, "manual: staging must stay until a sync says go");
+    assert!(envs.serves(&staging, "staging"));
+    let page = http(envs.served.port, "GET", "/env/staging", &[], b"");
+    assert_eq!(page.0, 200);
+    assert!(page.1.to_lowercase().contains("destroy"), "the page shows the pending destroy: {}", page.1);
+
+    envs.sync_now("staging");
+    envs.wait_until_destroyed("staging");
+    assert!(project_container_ids(&staging).is_empty(), "staging's containers are left");
+    assert!(project_objects("network", &staging).is_empty(), "staging's network is left");
+    assert_eq!(project_objects("volume", &staging), volumes, "staging's volume must stay");
+}
+
+#[test]
+fn a_host_claimed_by_both_is_served_by_production_and_the_conflict_is_shown() {
+    // Staging's template makes production's host: `{app}.envs.test` for app `web` is `web.envs.test`.
+    let domain = "kind: Domain\nhost: web.envs.test\napp: web\nport: http\ntls: off\n".to_owned();
+    let caddy = LoopbackCaddy::start();
+    let caddy_args = caddy.args();
+    let caddy_args: Vec<&str> = caddy_args.iter().map(String::as_str).collect();
+    let envs = TwoEnvironments::start(
+        "envs-host",
+        |name| project_document(name, "{app}.envs.test", ""),
+        &[("apps/web.yaml", web("production")), ("domains/shop.yaml", domain)],
+        &[("apps/web.yaml", web("staging"))],
+        &caddy_args,
+    );
+    envs.wait_until_both_synced();
+    assert_eq!(caddy.get("web.envs.test"), Some((200, "production\n".to_owned())));
+    let staging = envs.env("staging");
+    assert_eq!(
+        staging["conflicts"],
+        serde_json::json!([{ "host": "web.envs.test", "claimedBy": "production" }]),
+        "{staging:#}"
+    );
+    assert_eq!(envs.env("production")["conflicts"], serde_json::json!([]));
+    let page = http(envs.served.port, "GET", "/env/staging", &[], b"");
+    assert!(page.1.contains("web.envs.test") && page.1.contains("Host conflicts"), "{}", page.1);
+
+    // Still production's after staging syncs again.
+    commit_on(&envs.project, "staging", &[("apps/web.yaml", web("staging two"))], "staging: two");
+    envs.push("staging");
+    envs.wait_until_serving(&envs.staging(), "staging two");
+    envs.wait_for("staging", "the second sync", |state| state["syncStatus"] == "synced");
+    assert_eq!(caddy.get("web.envs.test"), Some((200, "production\n".to_owned())));
+}
+
+#[test]
+fn a_slow_staging_apply_does_not_delay_production() {
+    const SLOW_HEALTH_SECONDS: u32 = 20;
+    let envs = TwoEnvironments::start(
+        "envs-slow",
+        |name| project_document(name, "{app}.staging.test", ""),
+        &[("apps/web.yaml", web("production 1"))],
+        &[("apps/web.yaml", slow_web("staging 1", SLOW_HEALTH_SECONDS))],
+        &[],
+    );
+    envs.wait_until_both_synced();
+
+    // The time from production's webhook to its new container serving.
+    let production_update = |message: &str| {
+        commit_on(&envs.project, "main", &[("apps/web.yaml", web(message))], message);
+        let started = Instant::now();
+        envs.push("main");
+        envs.wait_until_serving(envs.production(), message);
+        started.elapsed()
+    };
+    // The slower of two runs without staging's slow apply, so that one lucky run does not set the bar.
+    let baseline = production_update("production 2").max(production_update("production 2b"));
+
+    commit_on(&envs.project, "staging", &[("apps/web.yaml", slow_web("staging 2", SLOW_HEALTH_SECONDS))], "slow");
+    let staging_started = Instant::now();
+    envs.push("staging");
+    envs.wait_for("staging", "its slow apply to start", |state| state["syncStatus"] == "syncing");
+    std::thread::sleep(Duration::from_secs(1));
+    let beside_slow_staging = production_update("production 3");
+
+    eprintln!("production webhook to serving: {baseline:?} alone, {beside_slow_staging:?} beside staging's slow apply");
+    let staging = envs.env("staging");
+    assert!(
+        staging["syncStatus"] == "syncing"
+            && staging_started.elapsed() < Duration::from_secs(SLOW_HEALTH_SECONDS.into()),
+        "staging's apply was over before production's update ended, so the test proves nothing: {staging:#}"
+    );
+    assert!(
+        beside_slow_staging < baseline + Duration::from_secs(1),
+        "production's webhook-to-serving took {beside_slow_staging:?} beside staging's slow apply, {baseline:?} alone"
+    );
+    envs.wait_until_serving(&envs.staging(), "staging 2");
+}

@@ -1,0 +1,196 @@
+//! `railyard export kubernetes`: the output matches the reviewed golden files, every object passes the official
+//! Kubernetes schemas (`kubernetes-validate --strict`), and no secret value reaches the output.
+//!
+//! Golden files: tests/fixtures/kubernetes/*.yaml; `UPDATE_GOLDEN=1 cargo nextest run --test kubernetes_export`
+//! rewrites them (review the diff before committing).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use railyard::backend::kubernetes::mapping::{self, KubernetesSettings, Object, SecretSource};
+use railyard::model::{Environment, RepoFile, load};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn every_field() -> PathBuf {
+    root().join("tests/fixtures/kubernetes/every-field")
+}
+
+/// The exports under test: (golden file name, config directory, environment).
+fn exports() -> Vec<(&'static str, PathBuf, &'static str)> {
+    vec![
+        ("repo-layout.yaml", root().join("examples/repo-layout"), "production"),
+        ("every-field.yaml", every_field(), "production"),
+        ("every-field-staging.yaml", every_field(), "staging"),
+    ]
+}
+
+/// Values that the every-field fixture holds as secrets (or that the secret store would give): none may be exported.
+const CANARIES: [&str; 3] = ["canary-literal-8c1f0d", "canary-userinfo-5a2e", "canary-store-value-93bd"];
+
+fn export(dir: &Path, env: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .args(["export", "kubernetes"])
+        .arg(dir)
+        .args(["--env", env])
+        // A secret the store would resolve: export must not look it up, let alone print it.
+        .env("RAILYARD_SECRET_SESSION_KEY", CANARIES[2])
+        .env("RAILYARD_SECRET_DB_PASSWORD", CANARIES[2])
+        .output()
+        .expect("the railyard binary runs");
+    assert!(
+        output.status.success(),
+        "export kubernetes {} --env {env} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("export writes UTF-8")
+}
+
+#[test]
+fn export_matches_the_golden_files() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for (golden, dir, env) in exports() {
+        let path = root().join("tests/fixtures/kubernetes").join(golden);
+        let actual = export(&dir, env);
+        if update {
+            std::fs::write(&path, &actual).expect("golden file is writable");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        if actual != expected {
+            let diff =
+                similar::TextDiff::from_lines(&expected, &actual).unified_diff().header("golden", "actual").to_string();
+            panic!("{} differs from `export kubernetes` (UPDATE_GOLDEN=1 rewrites it):\n{diff}", path.display());
+        }
+    }
+}
+
+#[test]
+fn exported_objects_pass_the_kubernetes_schemas() {
+    let tool = root().join(".venv-tools/bin/kubernetes-validate");
+    assert!(
+        tool.exists(),
+        "{} is missing; install it with scripts/install-deps (a virtualenv with kubernetes-validate from PyPI)",
+        tool.display()
+    );
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    for (golden, dir, env) in exports() {
+        let file = scratch.path().join(golden);
+        std::fs::write(&file, export(&dir, env)).expect("temporary file is writable");
+        // 1.30, and the newest version the tool knows (its default).
+        for version in [Some("1.30.0"), None] {
+            let mut command = Command::new(&tool);
+            command.arg("--strict").arg("--no-warn");
+            if let Some(version) = version {
+                command.args(["-k", version]);
+            }
+            let output = command.arg(&file).output().expect("kubernetes-validate runs");
+            assert!(
+                output.status.success(),
+                "kubernetes-validate --strict (Kubernetes {}) rejects the export of {} --env {env}:\n{}{}",
+                version.unwrap_or("newest"),
+                dir.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn no_secret_value_reaches_the_export() {
+    for (_, dir, env) in exports() {
+        let text = export(&dir, env);
+        for canary in CANARIES {
+            assert!(!text.contains(canary), "export of {} --env {env} holds secret value {canary}", dir.display());
+        }
+    }
+    let text = export(&every_field(), "production");
+    assert!(text.contains("kubectl -n fleet create secret generic fleet-secrets"), "{text}");
+    assert!(text.contains("--from-literal=session-key="), "{text}");
+    assert!(text.contains("--from-literal=ENV.web.API_TOKEN="), "{text}");
+}
+
+fn every_field_manifests(env: &str) -> mapping::Manifests {
+    let files: Vec<RepoFile> = railyard::source::local::read_dir(&every_field()).expect("fixture is readable");
+    let config = load(&files).expect("the every-field fixture is valid");
+    let listed = config.environments("main").into_iter().find(|listed| listed.name == env).expect("listed");
+    let desired = config.desired(&Environment::listed(config.project_name(), &listed), Some("0123abc"));
+    mapping::manifests(&desired, &KubernetesSettings::from_proxy(config.project.doc.proxy.as_ref()))
+}
+
+fn find<'a>(manifests: &'a mapping::Manifests, kind: &str, name: &str) -> &'a Object {
+    manifests.objects.iter().find(|object| object.kind() == kind && object.name() == name).unwrap_or_else(|| {
+        panic!("no {kind} {name} in {:?}", manifests.objects.iter().map(Object::name).collect::<Vec<_>>())
+    })
+}
+
+#[test]
+fn objects_come_in_apply_order_with_dependencies_first() {
+    let manifests = every_field_manifests("production");
+    let order: Vec<String> =
+        manifests.objects.iter().map(|object| format!("{}/{}", object.kind(), object.name())).collect();
+    let position = |entry: &str| order.iter().position(|o| o == entry).unwrap_or_else(|| panic!("{entry}: {order:?}"));
+    assert_eq!(position("Namespace/fleet"), 0);
+    assert_eq!(position("NetworkPolicy/railyard-isolation"), 1);
+    assert!(position("Deployment/queue") < position("Deployment/api"), "{order:?}");
+    assert!(position("Deployment/api") < position("Deployment/web"), "{order:?}");
+    assert!(position("PersistentVolumeClaim/uploads") < position("Deployment/web"), "{order:?}");
+    assert!(order.last().is_some_and(|last| last.starts_with("Ingress/")), "{order:?}");
+}
+
+#[test]
+fn an_autoscaled_deployment_leaves_replicas_to_the_autoscaler() {
+    let manifests = every_field_manifests("production");
+    let Object::Deployment(web) = find(&manifests, "Deployment", "web") else { unreachable!() };
+    assert_eq!(web.spec.replicas, None, "web has a ScalingRule");
+    let Object::Deployment(queue) = find(&manifests, "Deployment", "queue") else { unreachable!() };
+    assert_eq!(queue.spec.replicas, Some(1));
+    let Object::HorizontalPodAutoscaler(api) = find(&manifests, "HorizontalPodAutoscaler", "api") else {
+        unreachable!()
+    };
+    let spec = &api.spec;
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 4), "min 0 is raised to Kubernetes' least, 1");
+}
+
+#[test]
+fn every_object_carries_the_labels_and_annotations() {
+    let manifests = every_field_manifests("staging");
+    for object in &manifests.objects {
+        let meta = object.metadata();
+        let labels = meta.labels.clone().unwrap_or_default();
+        for label in [mapping::LABEL_NAME, mapping::LABEL_INSTANCE, mapping::LABEL_PART_OF] {
+            assert!(labels.contains_key(label), "{} {} lacks {label}", object.kind(), object.name());
+        }
+        assert_eq!(labels.get(mapping::LABEL_MANAGED_BY).map(String::as_str), Some("railyard"));
+        assert_eq!(labels.get(mapping::LABEL_PART_OF).map(String::as_str), Some("fleet-staging"));
+        let annotations = meta.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.get(mapping::ANNOTATION_COMMIT).map(String::as_str), Some("0123abc"));
+        assert!(annotations.contains_key(mapping::ANNOTATION_SPEC_HASH), "{} {}", object.kind(), object.name());
+        if object.kind() != "Namespace" {
+            assert_eq!(meta.namespace.as_deref(), Some("fleet-staging"));
+        }
+    }
+    let secret = manifests.secret.expect("fleet has secrets");
+    assert_eq!(secret.keys.get("db-password"), Some(&SecretSource::Store("db-password".to_owned())));
+    assert_eq!(
+        secret.keys.get("ENV.web.CACHE_URL"),
+        Some(&SecretSource::Literal { app: "web".to_owned(), variable: "CACHE_URL".to_owned() })
+    );
+}
+
+#[test]
+fn the_spec_hash_changes_with_the_object_and_only_with_it() {
+    let first = every_field_manifests("production");
+    let again = every_field_manifests("production");
+    assert_eq!(first, again, "the mapping is deterministic");
+    let hash = |manifests: &mapping::Manifests, kind: &str, name: &str| {
+        find(manifests, kind, name).metadata().annotations.clone().unwrap_or_default()[mapping::ANNOTATION_SPEC_HASH]
+            .clone()
+    };
+    let staging = every_field_manifests("staging");
+    assert_ne!(hash(&first, "Deployment", "web"), hash(&staging, "Deployment", "web"), "other namespace, other object");
+}

@@ -1,0 +1,1406 @@
+//! An in-process fake Kubernetes API server for tests (issue 13): no real cluster can be had on these machines, so
+//! the Kubernetes backend is exercised against this fake, served over loopback HTTP so that kube-rs's real client
+//! (or the railyard binary, through the kubeconfig file the fake writes) talks to it as to a cluster.
+//!
+//! It models what the backend uses and no more: discovery documents, namespaces (deleting one deletes what is in
+//! it), Deployments, Services, Ingresses, HorizontalPodAutoscalers (autoscaling/v2), PersistentVolumeClaims,
+//! Secrets and NetworkPolicies; GET, LIST with `labelSelector`, POST, DELETE; server-side apply (PATCH with
+//! `application/apply-patch+yaml`, `fieldManager`, `force`) with `resourceVersion`, `generation` and `managedFields`
+//! per manager at leaf-field granularity (lists are atomic), so that a second manager applying a different value to
+//! a field another manager owns gets 409 Conflict naming the field and the manager, as the real server answers.
+//! A Deployment's status is what the test sets ([`Rollout`]); every request is logged so tests can count them.
+//! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, defaulting and validation of
+//! specs (check bodies with `kubernetes-validate` instead), finalizers (a namespace goes at once), per-manager
+//! `Update` and `Apply` entries kept apart (one entry per manager here).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+/// The Kubernetes version the fake claims to be (the newest that k8s-openapi's `v1_37` feature knows).
+const FAKE_MINOR_VERSION: &str = "37";
+
+/// How a Deployment's rollout stands, as the test decides (no pods run in the fake).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rollout {
+    /// Updated but not yet available: `Progressing` true, `Available` false.
+    Progressing,
+    /// Every replica updated and available: `Available` true, `Progressing` true with `NewReplicaSetAvailable`.
+    Available,
+    /// The rollout gave up: `Progressing` false with reason `ProgressDeadlineExceeded`.
+    ProgressDeadlineExceeded,
+}
+
+/// One request the fake answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+    /// The raw (still percent-encoded) query string, empty when there was none.
+    pub query: String,
+}
+
+impl LoggedRequest {
+    /// A request that may change the cluster (anything but GET).
+    pub fn is_write(&self) -> bool {
+        self.method != "GET"
+    }
+}
+
+/// One resource type the fake serves.
+#[derive(Debug)]
+struct ResourceType {
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    /// Whether it has a `/status` subresource (listed in discovery; its status is never taken from an apply).
+    has_status: bool,
+}
+
+impl ResourceType {
+    fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// The name the real server uses in messages: `deployments.apps`, `services`.
+    fn qualified_plural(&self) -> String {
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+    }
+}
+
+const RESOURCE_TYPES: &[ResourceType] = &[
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        namespaced: false,
+        has_status: true,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        namespaced: true,
+        has_status: true,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        namespaced: true,
+        has_status: false,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        kind: "PersistentVolumeClaim",
+        namespaced: true,
+        has_status: true,
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "deployments",
+        singular: "deployment",
+        kind: "Deployment",
+        namespaced: true,
+        has_status: true,
+    },
+    ResourceType {
+        group: "networking.k8s.io",
+        version: "v1",
+        plural: "ingresses",
+        singular: "ingress",
+        kind: "Ingress",
+        namespaced: true,
+        has_status: true,
+    },
+    ResourceType {
+        group: "networking.k8s.io",
+        version: "v1",
+        plural: "networkpolicies",
+        singular: "networkpolicy",
+        kind: "NetworkPolicy",
+        namespaced: true,
+        has_status: false,
+    },
+    ResourceType {
+        group: "autoscaling",
+        version: "v2",
+        plural: "horizontalpodautoscalers",
+        singular: "horizontalpodautoscaler",
+        kind: "HorizontalPodAutoscaler",
+        namespaced: true,
+        has_status: true,
+    },
+];
+
+fn resource_type(plural: &str) -> &'static ResourceType {
+    RESOURCE_TYPES.iter().find(|resource| resource.plural == plural).unwrap_or_else(|| {
+        let served: Vec<&str> = RESOURCE_TYPES.iter().map(|resource| resource.plural).collect();
+        panic!("the fake API server does not serve `{plural}`: name one of {served:?}")
+    })
+}
+
+/// A field path from the object's root: `["spec", "replicas"]`.
+type FieldPath = Vec<String>;
+
+/// The fields one manager owns in one object.
+#[derive(Clone, Debug)]
+struct Ownership {
+    operation: &'static str,
+    api_version: String,
+    time: String,
+    fields: BTreeSet<FieldPath>,
+}
+
+/// One stored object: its body without `managedFields` (rendered from `owners` when served).
+#[derive(Clone, Debug)]
+struct StoredObject {
+    body: Value,
+    owners: BTreeMap<String, Ownership>,
+}
+
+/// (plural, namespace or "" when cluster-scoped, name)
+type ObjectKey = (&'static str, String, String);
+
+#[derive(Default)]
+struct Cluster {
+    objects: BTreeMap<ObjectKey, StoredObject>,
+    last_resource_version: u64,
+    last_uid: u64,
+    requests: Vec<LoggedRequest>,
+    /// Rollouts set by the test, per (namespace, Deployment name).
+    rollouts: BTreeMap<(String, String), Rollout>,
+    /// Decides the rollout of a Deployment the test set none for, from its body, at every spec change.
+    rollout_rule: Option<RolloutRule>,
+}
+
+/// See [`FakeKube::set_rollout_rule`].
+type RolloutRule = Box<dyn Fn(&Value) -> Option<Rollout> + Send>;
+
+/// The fake API server, serving on `127.0.0.1:<port from the OS>` until dropped.
+pub struct FakeKube {
+    cluster: Arc<Mutex<Cluster>>,
+    address: SocketAddr,
+    kubeconfig_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server_thread: Option<JoinHandle<()>>,
+}
+
+impl FakeKube {
+    /// Starts a fake cluster holding the namespaces a new cluster has (`default`, `kube-system`, ...). It runs on
+    /// its own thread and runtime, so sync tests (driving the railyard binary) and async tests can both use it.
+    pub fn start() -> FakeKube {
+        let cluster = Arc::new(Mutex::new(Cluster::default()));
+        {
+            let mut state = cluster.lock().expect("fake cluster lock");
+            for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                state.create_namespace_for_test(name);
+            }
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake API server on 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let address = listener.local_addr().expect("fake API server address");
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = axum::Router::new().fallback(answer_request).with_state(Arc::clone(&cluster));
+        let server_thread = std::thread::Builder::new()
+            .name("fake-kube".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime for the fake API server");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    tokio::select! {
+                        served = axum::serve(listener, app) => served.expect("the fake API server stopped"),
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime here ends the open connections' tasks too.
+            })
+            .expect("spawn the fake API server thread");
+        let kubeconfig_dir = tempfile::tempdir().expect("tempdir for the fake kubeconfig");
+        let fake =
+            FakeKube { cluster, address, kubeconfig_dir, shutdown: Some(shutdown), server_thread: Some(server_thread) };
+        std::fs::write(fake.kubeconfig_path(), fake.kubeconfig()).expect("write the fake kubeconfig");
+        fake
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The port it listens on (127.0.0.1), for plain HTTP from sync tests.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// A kubeconfig file whose current context is this fake (for `KUBECONFIG=` in a child process).
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.kubeconfig_dir.path().join("kubeconfig")
+    }
+
+    fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster:
+    server: {}
+contexts:
+- name: fake
+  context:
+    cluster: fake
+    user: fake
+    namespace: default
+current-context: fake
+users:
+- name: fake
+  user:
+    token: fake-token
+preferences: {{}}
+",
+            self.url()
+        )
+    }
+
+    /// kube-rs's real client, configured for this fake. Call it inside a tokio runtime.
+    pub fn client(&self) -> kube::Client {
+        let url = self.url().parse().expect("fake API server URL");
+        kube::Client::try_from(kube::Config::new(url)).expect("kube client for the fake API server")
+    }
+
+    fn state(&self) -> MutexGuard<'_, Cluster> {
+        self.cluster.lock().expect("fake cluster lock")
+    }
+
+    /// Every request answered so far, oldest first.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.state().requests.clone()
+    }
+
+    /// Forgets the logged requests (to count those of one step).
+    pub fn clear_requests(&self) {
+        self.state().requests.clear();
+    }
+
+    /// The stored object as the server would answer a GET (with `managedFields`), if it exists. `plural` is the
+    /// resource (`deployments`); `namespace` is ignored for namespaces.
+    pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let resource = resource_type(plural);
+        let state = self.state();
+        state.objects.get(&object_key(resource, namespace, name)).map(rendered)
+    }
+
+    /// The names of the stored objects of one resource in one namespace (all namespaces for namespaces), sorted.
+    pub fn names(&self, plural: &str, namespace: &str) -> Vec<String> {
+        let resource = resource_type(plural);
+        let namespace = if resource.namespaced { namespace } else { "" };
+        self.state()
+            .objects
+            .keys()
+            .filter(|(kind, in_namespace, _)| *kind == resource.plural && in_namespace == namespace)
+            .map(|(_, _, name)| name.clone())
+            .collect()
+    }
+
+    /// Sets a Deployment's rollout (its status, observing its current generation), as the controller would.
+    /// Returns false when no such Deployment exists.
+    pub fn set_rollout(&self, namespace: &str, name: &str, rollout: Rollout) -> bool {
+        let mut state = self.state();
+        state.rollouts.insert((namespace.to_string(), name.to_string()), rollout);
+        let key = object_key(resource_type("deployments"), namespace, name);
+        let Some(mut object) = state.objects.get(&key).cloned() else { return false };
+        write_deployment_status(&mut object.body, rollout);
+        let resource_version = state.next_resource_version();
+        set_metadata(&mut object.body, "resourceVersion", json!(resource_version));
+        state.objects.insert(key, object);
+        true
+    }
+
+    /// The rollout that every Deployment without one set by [`FakeKube::set_rollout`] reaches as soon as it is
+    /// written (`None`, the default: such Deployments get no status, as before the controller sees them).
+    pub fn set_default_rollout(&self, rollout: Option<Rollout>) {
+        match rollout {
+            Some(rollout) => self.set_rollout_rule(move |_| Some(rollout)),
+            None => self.state().rollout_rule = None,
+        }
+    }
+
+    /// Decides, from a Deployment's body, the rollout it reaches at each spec change when the test set none for it
+    /// (say: an image tagged `broken` exceeds its deadline, any other becomes available; `None` leaves the status).
+    pub fn set_rollout_rule(&self, rule: impl Fn(&Value) -> Option<Rollout> + Send + 'static) {
+        self.state().rollout_rule = Some(Box::new(rule));
+    }
+
+    /// Changes an object out of band, as `kubectl edit` by `manager` would (an Update): the changed fields move to
+    /// `manager`, and `resourceVersion` (and `generation` for a spec change) is bumped. Returns false when no such
+    /// object exists.
+    pub fn edit(
+        &self,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        manager: &str,
+        change: impl FnOnce(&mut Value),
+    ) -> bool {
+        let resource = resource_type(plural);
+        let mut state = self.state();
+        let key = object_key(resource, namespace, name);
+        let Some(before) = state.objects.get(&key).cloned() else { return false };
+        let mut after = before.clone();
+        change(&mut after.body);
+        let old_leaves = owned_leaves(&before.body);
+        let new_leaves = owned_leaves(&after.body);
+        let changed: BTreeSet<FieldPath> = old_leaves
+            .union(&new_leaves)
+            .filter(|path| value_at(&before.body, path) != value_at(&after.body, path))
+            .cloned()
+            .collect();
+        for ownership in after.owners.values_mut() {
+            ownership.fields.retain(|owned| !changed.iter().any(|path| related(owned, path)));
+        }
+        let time = now();
+        let editor = after.owners.entry(manager.to_string()).or_insert_with(|| Ownership {
+            operation: "Update",
+            api_version: resource.api_version(),
+            time: time.clone(),
+            fields: BTreeSet::new(),
+        });
+        editor.time = time;
+        editor.fields.extend(changed.into_iter().filter(|path| new_leaves.contains(path)));
+        after.owners.retain(|_, ownership| !ownership.fields.is_empty());
+        state.finish_write(resource, &key, Some(&before), after);
+        true
+    }
+
+    /// Removes an object out of band (as `kubectl delete` would; a namespace takes its contents along).
+    pub fn remove(&self, plural: &str, namespace: &str, name: &str) -> bool {
+        let resource = resource_type(plural);
+        self.state().delete(resource, namespace, name).is_some()
+    }
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.server_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn object_key(resource: &'static ResourceType, namespace: &str, name: &str) -> ObjectKey {
+    let namespace = if resource.namespaced { namespace.to_string() } else { String::new() };
+    (resource.plural, namespace, name.to_string())
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// The object with `metadata.managedFields` rendered as the real server writes them (`FieldsV1`).
+fn rendered(object: &StoredObject) -> Value {
+    let mut body = object.body.clone();
+    let managed: Vec<Value> = object
+        .owners
+        .iter()
+        .map(|(manager, ownership)| {
+            json!({
+                "manager": manager,
+                "operation": ownership.operation,
+                "apiVersion": ownership.api_version,
+                "time": ownership.time,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": fields_v1(&ownership.fields),
+            })
+        })
+        .collect();
+    if !managed.is_empty() {
+        set_metadata(&mut body, "managedFields", Value::Array(managed));
+    }
+    body
+}
+
+/// `{"f:spec": {"f:replicas": {}}}` for the path `spec.replicas`.
+fn fields_v1(fields: &BTreeSet<FieldPath>) -> Value {
+    let mut tree = Map::new();
+    for path in fields {
+        let mut node = &mut tree;
+        for segment in path {
+            let child = node.entry(format!("f:{segment}")).or_insert_with(|| Value::Object(Map::new()));
+            node = match child {
+                Value::Object(map) => map,
+                _ => unreachable!("fieldsV1 nodes are objects"),
+            };
+        }
+    }
+    Value::Object(tree)
+}
+
+fn set_metadata(body: &mut Value, field: &str, value: Value) {
+    if let Some(object) = body.as_object_mut() {
+        let metadata = object.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+        if let Some(metadata) = metadata.as_object_mut() {
+            metadata.insert(field.to_string(), value);
+        }
+    }
+}
+
+fn metadata_str<'a>(body: &'a Value, field: &str) -> Option<&'a str> {
+    body.get("metadata")?.get(field)?.as_str()
+}
+
+/// Fields that no manager owns: identity, server-set metadata, and status (not taken from the main resource).
+fn is_unowned(path: &[String]) -> bool {
+    match path {
+        [top] => matches!(top.as_str(), "apiVersion" | "kind" | "status"),
+        [top, ..] if top == "status" => true,
+        [top, field, ..] if top == "metadata" => matches!(
+            field.as_str(),
+            "name"
+                | "namespace"
+                | "uid"
+                | "resourceVersion"
+                | "generation"
+                | "creationTimestamp"
+                | "managedFields"
+                | "deletionTimestamp"
+                | "selfLink"
+        ),
+        _ => false,
+    }
+}
+
+/// The leaf field paths of a body that a manager can own: maps are walked, lists and scalars (and empty maps) are
+/// leaves (the real server keys some lists by name; atomic lists are enough for the backend's conflicts).
+fn owned_leaves(body: &Value) -> BTreeSet<FieldPath> {
+    fn walk(value: &Value, path: &mut FieldPath, leaves: &mut BTreeSet<FieldPath>) {
+        if is_unowned(path) {
+            return;
+        }
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                for (field, child) in map {
+                    path.push(field.clone());
+                    walk(child, path, leaves);
+                    path.pop();
+                }
+            }
+            _ if path.is_empty() => {}
+            _ => {
+                leaves.insert(path.clone());
+            }
+        }
+    }
+    let mut leaves = BTreeSet::new();
+    walk(body, &mut Vec::new(), &mut leaves);
+    leaves
+}
+
+/// Whether one path is the other or lies inside it.
+fn related(a: &[String], b: &[String]) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+fn value_at<'a>(body: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(body, |node, segment| node.get(segment))
+}
+
+fn set_value_at(body: &mut Value, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut node = body;
+    for segment in parents {
+        if !node.get(segment).is_some_and(Value::is_object)
+            && let Some(map) = node.as_object_mut()
+        {
+            map.insert(segment.clone(), Value::Object(Map::new()));
+        }
+        node = match node.get_mut(segment) {
+            Some(child) => child,
+            None => return,
+        };
+    }
+    if let Some(map) = node.as_object_mut() {
+        map.insert(last.clone(), value);
+    }
+}
+
+/// Removes a field, and the maps it leaves empty (except `metadata`).
+fn remove_value_at(body: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut node = &mut *body;
+    for segment in parents {
+        node = match node.get_mut(segment) {
+            Some(child) => child,
+            None => return,
+        };
+    }
+    if let Some(map) = node.as_object_mut() {
+        map.remove(last);
+    }
+    let removable = parents.len() > 1 || parents.first().is_some_and(|top| top != "metadata");
+    if removable && value_at(body, parents).is_some_and(|parent| parent.as_object().is_some_and(Map::is_empty)) {
+        remove_value_at(body, parents);
+    }
+}
+
+/// A Secret's `stringData` is write-only: the real server stores it base64-encoded into `data`.
+fn store_secret_string_data(resource: &ResourceType, body: &mut Value) {
+    use base64::Engine as _;
+    if resource.plural != "secrets" {
+        return;
+    }
+    let Some(object) = body.as_object_mut() else { return };
+    let Some(Value::Object(string_data)) = object.remove("stringData") else { return };
+    let data = object.entry("data").or_insert_with(|| Value::Object(Map::new()));
+    if let Some(data) = data.as_object_mut() {
+        for (key, value) in string_data {
+            let text = value.as_str().unwrap_or_default().to_string();
+            data.insert(key, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+        }
+    }
+}
+
+/// `.spec.replicas`, as the real server names a field in a conflict.
+fn dotted(path: &[String]) -> String {
+    path.iter().map(|segment| format!(".{segment}")).collect()
+}
+
+/// A `metav1.Status` failure, as the real server answers errors.
+fn status_failure(code: StatusCode, reason: &str, message: String, details: Value) -> (StatusCode, Value) {
+    (
+        code,
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "details": details,
+            "code": code.as_u16(),
+        }),
+    )
+}
+
+fn not_found(resource: &ResourceType, name: &str) -> (StatusCode, Value) {
+    status_failure(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("{} \"{name}\" not found", resource.qualified_plural()),
+        json!({ "name": name, "group": resource.group, "kind": resource.plural }),
+    )
+}
+
+fn bad_request(message: String) -> (StatusCode, Value) {
+    status_failure(StatusCode::BAD_REQUEST, "BadRequest", message, json!({}))
+}
+
+/// The deployment status a rollout shows, for the replicas the spec asks (1 when it leaves them to an HPA).
+fn write_deployment_status(body: &mut Value, rollout: Rollout) {
+    let replicas = body.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1);
+    let generation = body.pointer("/metadata/generation").and_then(Value::as_u64).unwrap_or(1);
+    let time = now();
+    let condition = |kind: &str, status: bool, reason: &str, message: &str| {
+        json!({
+            "type": kind,
+            "status": if status { "True" } else { "False" },
+            "reason": reason,
+            "message": message,
+            "lastUpdateTime": time,
+            "lastTransitionTime": time,
+        })
+    };
+    let (available, conditions) = match rollout {
+        Rollout::Available => (
+            replicas,
+            vec![
+                condition("Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability."),
+                condition("Progressing", true, "NewReplicaSetAvailable", "ReplicaSet has successfully progressed."),
+            ],
+        ),
+        Rollout::Progressing => (
+            0,
+            vec![
+                condition(
+                    "Available",
+                    false,
+                    "MinimumReplicasUnavailable",
+                    "Deployment does not have minimum availability.",
+                ),
+                condition("Progressing", true, "ReplicaSetUpdated", "ReplicaSet is progressing."),
+            ],
+        ),
+        Rollout::ProgressDeadlineExceeded => (
+            0,
+            vec![
+                condition(
+                    "Available",
+                    false,
+                    "MinimumReplicasUnavailable",
+                    "Deployment does not have minimum availability.",
+                ),
+                condition("Progressing", false, "ProgressDeadlineExceeded", "ReplicaSet has timed out progressing."),
+            ],
+        ),
+    };
+    let status = json!({
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": available,
+        "availableReplicas": available,
+        "unavailableReplicas": replicas - available,
+        "conditions": conditions,
+    });
+    if let Some(object) = body.as_object_mut() {
+        object.insert("status".into(), status);
+    }
+}
+
+/// Percent-decodes one query component (`+` is a space).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = bytes
+            .get(index + 1..index + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[index], escaped) {
+            (b'+', _) => decoded.push(b' '),
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 2;
+            }
+            (byte, _) => decoded.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+fn parse_query(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+/// One requirement of a label selector.
+#[derive(Debug)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+impl Requirement {
+    fn matches(&self, labels: &Map<String, Value>) -> bool {
+        let label = |key: &str| labels.get(key).and_then(Value::as_str);
+        match self {
+            Requirement::Equals(key, value) => label(key) == Some(value.as_str()),
+            Requirement::NotEquals(key, value) => label(key) != Some(value.as_str()),
+            Requirement::In(key, values) => label(key).is_some_and(|found| values.iter().any(|value| value == found)),
+            Requirement::NotIn(key, values) => {
+                !label(key).is_some_and(|found| values.iter().any(|value| value == found))
+            }
+            Requirement::Exists(key) => label(key).is_some(),
+            Requirement::DoesNotExist(key) => label(key).is_none(),
+        }
+    }
+}
+
+/// Parses `a=b,c!=d,e in (f,g),h notin (i),j,!k` as the real server does (the subset it needs).
+fn parse_label_selector(selector: &str) -> Result<Vec<Requirement>, String> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut current = String::new();
+    for character in selector.chars() {
+        match character {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(character);
+    }
+    parts.push(current);
+    let set = |values: &str| -> Result<Vec<String>, String> {
+        let inner =
+            values.trim().strip_prefix('(').and_then(|rest| rest.strip_suffix(')')).ok_or_else(|| {
+                format!("unable to parse requirement: expected a parenthesised set, found `{values}`")
+            })?;
+        Ok(inner.split(',').map(|value| value.trim().to_string()).filter(|value| !value.is_empty()).collect())
+    };
+    parts
+        .iter()
+        .map(|part| part.trim())
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            if let Some((key, value)) = part.split_once("!=") {
+                Ok(Requirement::NotEquals(key.trim().into(), value.trim().into()))
+            } else if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                Ok(Requirement::Equals(key.trim().into(), value.trim().into()))
+            } else if let Some((key, values)) = part.split_once(" notin ") {
+                Ok(Requirement::NotIn(key.trim().into(), set(values)?))
+            } else if let Some((key, values)) = part.split_once(" in ") {
+                Ok(Requirement::In(key.trim().into(), set(values)?))
+            } else if let Some(key) = part.strip_prefix('!') {
+                Ok(Requirement::DoesNotExist(key.trim().into()))
+            } else if part.contains(char::is_whitespace) {
+                Err(format!("unable to parse requirement: `{part}`"))
+            } else {
+                Ok(Requirement::Exists(part.into()))
+            }
+        })
+        .collect()
+}
+
+/// What a request asks for, from its path.
+enum Route {
+    Version,
+    CoreApiVersions,
+    ApiGroups,
+    ResourceList { group: String, version: String },
+    Collection { resource: &'static ResourceType, namespace: Option<String> },
+    Object { resource: &'static ResourceType, namespace: Option<String>, name: String, subresource: Option<String> },
+}
+
+fn route(path: &str) -> Option<Route> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["version"] => return Some(Route::Version),
+        ["api"] => return Some(Route::CoreApiVersions),
+        ["apis"] => return Some(Route::ApiGroups),
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let find = |plural: &str| {
+        RESOURCE_TYPES
+            .iter()
+            .find(|resource| resource.group == group && resource.version == version && resource.plural == plural)
+    };
+    let object = |resource, namespace: Option<&str>, name: &str, subresource: Option<&str>| Route::Object {
+        resource,
+        namespace: namespace.map(str::to_string),
+        name: name.to_string(),
+        subresource: subresource.map(str::to_string),
+    };
+    match rest {
+        [] => Some(Route::ResourceList { group: group.to_string(), version: version.to_string() }),
+        ["namespaces", namespace, plural, tail @ ..] if find(plural).is_some_and(|resource| resource.namespaced) => {
+            let resource = find(plural)?;
+            match tail {
+                [] => Some(Route::Collection { resource, namespace: Some(namespace.to_string()) }),
+                [name] => Some(object(resource, Some(namespace), name, None)),
+                [name, subresource] => Some(object(resource, Some(namespace), name, Some(subresource))),
+                _ => None,
+            }
+        }
+        [plural, tail @ ..] => {
+            let resource = find(plural)?;
+            match tail {
+                [] => Some(Route::Collection { resource, namespace: None }),
+                [name] if !resource.namespaced => Some(object(resource, None, name, None)),
+                [name, subresource] if !resource.namespaced => Some(object(resource, None, name, Some(subresource))),
+                _ => None,
+            }
+        }
+    }
+}
+
+async fn answer_request(
+    State(cluster): State<Arc<Mutex<Cluster>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let (code, reply) = {
+        let mut state = match cluster.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        state.requests.push(LoggedRequest {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            query: uri.query().unwrap_or("").to_string(),
+        });
+        state.answer(&method, uri.path(), &parse_query(uri.query().unwrap_or("")), content_type, &body)
+    };
+    (code, [(header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response()
+}
+
+impl Cluster {
+    fn next_resource_version(&mut self) -> String {
+        self.last_resource_version += 1;
+        self.last_resource_version.to_string()
+    }
+
+    fn next_uid(&mut self) -> String {
+        self.last_uid += 1;
+        format!("00000000-0000-4000-8000-{:012x}", self.last_uid)
+    }
+
+    fn create_namespace_for_test(&mut self, name: &str) {
+        let resource = resource_type("namespaces");
+        let body = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } });
+        let key = object_key(resource, "", name);
+        self.finish_write(resource, &key, None, StoredObject { body, owners: BTreeMap::new() });
+    }
+
+    fn answer(
+        &mut self,
+        method: &Method,
+        path: &str,
+        query: &BTreeMap<String, String>,
+        content_type: &str,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let Some(route) = route(path) else {
+            return status_failure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("the server could not find the requested resource ({path} is not served by the fake)"),
+                json!({}),
+            );
+        };
+        if query.get("watch").is_some_and(|watch| watch == "true" || watch == "1") {
+            return bad_request("the fake API server does not serve watches".into());
+        }
+        match (route, method) {
+            (Route::Version, &Method::GET) => (StatusCode::OK, version_info()),
+            (Route::CoreApiVersions, &Method::GET) => (
+                StatusCode::OK,
+                json!({
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{ "clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443" }],
+                }),
+            ),
+            (Route::ApiGroups, &Method::GET) => (StatusCode::OK, api_groups()),
+            (Route::ResourceList { group, version }, &Method::GET) => match resource_list(&group, &version) {
+                Some(list) => (StatusCode::OK, list),
+                None => status_failure(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                    json!({}),
+                ),
+            },
+            (Route::Collection { resource, namespace }, &Method::GET) => {
+                self.list(resource, namespace.as_deref(), query.get("labelSelector").map(String::as_str))
+            }
+            (Route::Collection { resource, namespace }, &Method::POST) => {
+                self.create(resource, namespace.as_deref(), query, body)
+            }
+            (Route::Object { resource, namespace, name, subresource }, method) => {
+                if subresource.as_deref().is_some_and(|sub| sub != "status" || !resource.has_status) {
+                    return status_failure(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("the fake API server serves no such subresource of {}", resource.plural),
+                        json!({}),
+                    );
+                }
+                let namespace = namespace.unwrap_or_default();
+                match (method, subresource) {
+                    (&Method::GET, _) => match self.objects.get(&object_key(resource, &namespace, &name)) {
+                        Some(object) => (StatusCode::OK, rendered(object)),
+                        None => not_found(resource, &name),
+                    },
+                    (&Method::PATCH, None) => self.apply(resource, &namespace, &name, query, content_type, body),
+                    (&Method::DELETE, None) => match self.delete(resource, &namespace, &name) {
+                        Some(deleted) => (StatusCode::OK, deleted),
+                        None => not_found(resource, &name),
+                    },
+                    _ => method_not_allowed(),
+                }
+            }
+            _ => method_not_allowed(),
+        }
+    }
+
+    fn list(
+        &self,
+        resource: &'static ResourceType,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let requirements = match parse_label_selector(selector.unwrap_or("")) {
+            Ok(requirements) => requirements,
+            Err(message) => return bad_request(message),
+        };
+        let empty = Map::new();
+        let items: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|((plural, in_namespace, _), _)| {
+                *plural == resource.plural && namespace.is_none_or(|namespace| namespace == in_namespace)
+            })
+            .filter(|(_, object)| {
+                let labels = object.body.pointer("/metadata/labels").and_then(Value::as_object).unwrap_or(&empty);
+                requirements.iter().all(|requirement| requirement.matches(labels))
+            })
+            .map(|(_, object)| rendered(object))
+            .collect();
+        (
+            StatusCode::OK,
+            json!({
+                "kind": format!("{}List", resource.kind),
+                "apiVersion": resource.api_version(),
+                "metadata": { "resourceVersion": self.last_resource_version.to_string() },
+                "items": items,
+            }),
+        )
+    }
+
+    /// Checks that a body names the resource it is sent to; returns the parsed object.
+    fn parse_body(
+        resource: &ResourceType,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Map<String, Value>, (StatusCode, Value)> {
+        let text = std::str::from_utf8(body).map_err(|_| bad_request("the request body is not UTF-8".into()))?;
+        let parsed: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(_) if content_type.contains("yaml") => {
+                serde_saphyr::from_str(text).map_err(|error| bad_request(format!("error decoding YAML: {error}")))?
+            }
+            Err(error) => return Err(bad_request(format!("error decoding JSON: {error}"))),
+        };
+        let Value::Object(object) = parsed else {
+            return Err(bad_request("the request body is not an object".into()));
+        };
+        let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+        if api_version != resource.api_version() || kind != resource.kind {
+            return Err(bad_request(format!(
+                "the body is {kind} {api_version}, but the URL is for {} {}: send apiVersion and kind that match",
+                resource.kind,
+                resource.api_version()
+            )));
+        }
+        Ok(object)
+    }
+
+    /// Namespaced objects need their namespace to exist, as on a real cluster.
+    fn require_namespace(&self, resource: &ResourceType, namespace: &str) -> Result<(), (StatusCode, Value)> {
+        if resource.namespaced && !self.objects.contains_key(&object_key(resource_type("namespaces"), "", namespace)) {
+            return Err(not_found(resource_type("namespaces"), namespace));
+        }
+        Ok(())
+    }
+
+    fn create(
+        &mut self,
+        resource: &'static ResourceType,
+        namespace: Option<&str>,
+        query: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let namespace = namespace.unwrap_or_default();
+        let object = match Self::parse_body(resource, "application/json", body) {
+            Ok(object) => object,
+            Err(failure) => return failure,
+        };
+        let mut body = Value::Object(object);
+        let Some(name) = metadata_str(&body, "name").map(str::to_string) else {
+            return bad_request("metadata.name is required (generateName is not served by the fake)".into());
+        };
+        if let Err(failure) = self.require_namespace(resource, namespace) {
+            return failure;
+        }
+        let key = object_key(resource, namespace, &name);
+        if self.objects.contains_key(&key) {
+            return status_failure(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", resource.qualified_plural()),
+                json!({ "name": name, "group": resource.group, "kind": resource.plural }),
+            );
+        }
+        if let Some(object) = body.as_object_mut() {
+            object.remove("status");
+        }
+        if let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("managedFields");
+        }
+        store_secret_string_data(resource, &mut body);
+        let manager = query.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
+        let owners = BTreeMap::from([(
+            manager,
+            Ownership {
+                operation: "Update",
+                api_version: resource.api_version(),
+                time: now(),
+                fields: owned_leaves(&body),
+            },
+        )]);
+        let stored = self.finish_write(resource, &key, None, StoredObject { body, owners });
+        (StatusCode::CREATED, stored)
+    }
+
+    /// Server-side apply: creates or updates, moving field ownership as the real server does (see the module doc).
+    fn apply(
+        &mut self,
+        resource: &'static ResourceType,
+        namespace: &str,
+        name: &str,
+        query: &BTreeMap<String, String>,
+        content_type: &str,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        if !content_type.starts_with("application/apply-patch") {
+            return status_failure(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!(
+                    "the fake API server serves only server-side apply patches (application/apply-patch+yaml), not `{content_type}`"
+                ),
+                json!({}),
+            );
+        }
+        let Some(manager) = query.get("fieldManager").filter(|manager| !manager.is_empty()) else {
+            return bad_request("fieldManager is required for apply requests".into());
+        };
+        let force = query.get("force").is_some_and(|force| force == "true");
+        let applied = match Self::parse_body(resource, content_type, body) {
+            Ok(object) => Value::Object(object),
+            Err(failure) => return failure,
+        };
+        match metadata_str(&applied, "name") {
+            Some(applied_name) if applied_name == name => {}
+            other => {
+                return bad_request(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    other.unwrap_or("")
+                ));
+            }
+        }
+        if let Some(applied_namespace) = metadata_str(&applied, "namespace")
+            && resource.namespaced
+            && applied_namespace != namespace
+        {
+            return bad_request(format!(
+                "the namespace of the object ({applied_namespace}) does not match the namespace on the URL ({namespace})"
+            ));
+        }
+        if let Err(failure) = self.require_namespace(resource, namespace) {
+            return failure;
+        }
+        let key = object_key(resource, namespace, name);
+        let existing = self.objects.get(&key).cloned();
+        if let (Some(wanted), Some(existing)) = (metadata_str(&applied, "resourceVersion"), &existing)
+            && metadata_str(&existing.body, "resourceVersion") != Some(wanted)
+        {
+            return status_failure(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    resource.qualified_plural()
+                ),
+                json!({ "name": name, "group": resource.group, "kind": resource.plural }),
+            );
+        }
+        let mut object = existing.clone().unwrap_or_else(|| StoredObject {
+            body: json!({ "apiVersion": resource.api_version(), "kind": resource.kind, "metadata": { "name": name } }),
+            owners: BTreeMap::new(),
+        });
+        let wanted = owned_leaves(&applied);
+
+        // Conflicts: a field that another manager owns and that this apply would change.
+        let mut conflicts: BTreeMap<String, Vec<FieldPath>> = BTreeMap::new();
+        for (other, ownership) in object.owners.iter().filter(|(other, _)| *other != manager) {
+            for owned in &ownership.fields {
+                let clashes = wanted
+                    .iter()
+                    .any(|path| related(owned, path) && value_at(&object.body, path) != value_at(&applied, path));
+                if clashes {
+                    conflicts.entry(other.clone()).or_default().push(owned.clone());
+                }
+            }
+        }
+        if !conflicts.is_empty() && !force {
+            return conflict_failure(resource, name, &conflicts);
+        }
+        for (other, fields) in &conflicts {
+            if let Some(ownership) = object.owners.get_mut(other) {
+                ownership.fields.retain(|owned| !fields.contains(owned));
+            }
+        }
+
+        // Fields this manager applied before and now leaves out are removed, unless someone else owns them.
+        let previously =
+            object.owners.get(manager.as_str()).map(|ownership| ownership.fields.clone()).unwrap_or_default();
+        for dropped in previously.difference(&wanted) {
+            let kept_by_others = object
+                .owners
+                .iter()
+                .filter(|(other, _)| *other != manager)
+                .any(|(_, ownership)| ownership.fields.iter().any(|owned| related(owned, dropped)));
+            let still_applied = wanted.iter().any(|path| related(path, dropped));
+            if !kept_by_others && !still_applied {
+                remove_value_at(&mut object.body, dropped);
+            }
+        }
+        for path in &wanted {
+            if let Some(value) = value_at(&applied, path) {
+                set_value_at(&mut object.body, path, value.clone());
+            }
+        }
+        let time = now();
+        let unchanged_ownership = previously == wanted && conflicts.is_empty();
+        let entry = object.owners.entry(manager.clone()).or_insert_with(|| Ownership {
+            operation: "Apply",
+            api_version: resource.api_version(),
+            time: time.clone(),
+            fields: BTreeSet::new(),
+        });
+        entry.operation = "Apply";
+        entry.fields = wanted;
+        if !unchanged_ownership {
+            entry.time = time;
+        }
+        object.owners.retain(|_, ownership| !ownership.fields.is_empty());
+        store_secret_string_data(resource, &mut object.body);
+
+        let created = existing.is_none();
+        let unchanged = existing.as_ref().is_some_and(|before| before.body == object.body) && unchanged_ownership;
+        if unchanged {
+            return (StatusCode::OK, rendered(&object));
+        }
+        let stored = self.finish_write(resource, &key, existing.as_ref(), object);
+        (if created { StatusCode::CREATED } else { StatusCode::OK }, stored)
+    }
+
+    /// Stores a new version of an object: server-set metadata, `generation` bumped when anything outside
+    /// metadata and status changed, a Deployment's status from its rollout. Returns the object as served.
+    fn finish_write(
+        &mut self,
+        resource: &'static ResourceType,
+        key: &ObjectKey,
+        before: Option<&StoredObject>,
+        mut object: StoredObject,
+    ) -> Value {
+        let spec_of = |body: &Value| {
+            body.as_object().map(|map| {
+                map.iter()
+                    .filter(|(field, _)| !matches!(field.as_str(), "metadata" | "status"))
+                    .map(|(field, value)| (field.clone(), value.clone()))
+                    .collect::<Map<String, Value>>()
+            })
+        };
+        let generation = match before {
+            None => 1,
+            Some(before) => {
+                let old = before.body.pointer("/metadata/generation").and_then(Value::as_u64).unwrap_or(1);
+                if spec_of(&before.body) == spec_of(&object.body) { old } else { old + 1 }
+            }
+        };
+        let resource_version = self.next_resource_version();
+        let (uid, created) = match before {
+            Some(before) => (
+                metadata_str(&before.body, "uid").unwrap_or_default().to_string(),
+                metadata_str(&before.body, "creationTimestamp").unwrap_or_default().to_string(),
+            ),
+            None => (self.next_uid(), now()),
+        };
+        set_metadata(&mut object.body, "uid", json!(uid));
+        set_metadata(&mut object.body, "creationTimestamp", json!(created));
+        set_metadata(&mut object.body, "resourceVersion", json!(resource_version));
+        set_metadata(&mut object.body, "generation", json!(generation));
+        if resource.namespaced {
+            set_metadata(&mut object.body, "namespace", json!(key.1));
+        }
+        if resource.plural == "namespaces"
+            && let Some(map) = object.body.as_object_mut()
+        {
+            map.insert("status".into(), json!({ "phase": "Active" }));
+        }
+        if resource.plural == "deployments" {
+            // The controller reacts to spec changes only: a metadata-only write keeps the status it had.
+            let spec_changed = before.is_none_or(|before| spec_of(&before.body) != spec_of(&object.body));
+            let set_by_test = self.rollouts.get(&(key.1.clone(), key.2.clone())).copied();
+            let rollout = set_by_test.or_else(|| self.rollout_rule.as_ref().and_then(|rule| rule(&object.body)));
+            if let Some(rollout) = rollout.filter(|_| spec_changed) {
+                write_deployment_status(&mut object.body, rollout);
+            }
+        }
+        let served = rendered(&object);
+        self.objects.insert(key.clone(), object);
+        served
+    }
+
+    /// Deletes an object (a namespace with everything in it); returns what the real server answers.
+    fn delete(&mut self, resource: &'static ResourceType, namespace: &str, name: &str) -> Option<Value> {
+        let key = object_key(resource, namespace, name);
+        let deleted = self.objects.remove(&key)?;
+        self.next_resource_version();
+        if resource.plural == "namespaces" {
+            self.objects.retain(|(_, in_namespace, _), _| in_namespace != name);
+            self.rollouts.retain(|(in_namespace, _), _| in_namespace != name);
+            let mut served = rendered(&deleted);
+            set_metadata(&mut served, "deletionTimestamp", json!(now()));
+            if let Some(map) = served.as_object_mut() {
+                map.insert("status".into(), json!({ "phase": "Terminating" }));
+            }
+            return Some(served);
+        }
+        self.rollouts.remove(&(key.1.clone(), key.2.clone()));
+        Some(json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {
+                "name": name,
+                "group": resource.group,
+                "kind": resource.plural,
+                "uid": metadata_str(&deleted.body, "uid").unwrap_or_default(),
+            },
+        }))
+    }
+}
+
+/// The 409 the real server answers when an apply would change fields other managers own.
+fn conflict_failure(
+    resource: &ResourceType,
+    name: &str,
+    conflicts: &BTreeMap<String, Vec<FieldPath>>,
+) -> (StatusCode, Value) {
+    let count: usize = conflicts.values().map(Vec::len).sum();
+    let mut causes = Vec::new();
+    let mut lines = Vec::new();
+    for (manager, fields) in conflicts {
+        let owner = format!("conflict with \"{manager}\" using {}", resource.api_version());
+        for field in fields {
+            causes.push(json!({ "reason": "FieldManagerConflict", "message": owner, "field": dotted(field) }));
+            lines.push(format!("{owner}: {}", dotted(field)));
+        }
+    }
+    let message = if count == 1 {
+        format!("Apply failed with 1 conflict: {}", lines.join(""))
+    } else {
+        format!("Apply failed with {count} conflicts: {}", lines.join("\n"))
+    };
+    status_failure(
+        StatusCode::CONFLICT,
+        "Conflict",
+        message,
+        json!({ "name": name, "group": resource.group, "kind": resource.plural, "causes": causes }),
+    )
+}
+
+fn method_not_allowed() -> (StatusCode, Value) {
+    status_failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "the fake API server does not serve this method here (it serves GET, LIST, POST, server-side apply PATCH and DELETE)"
+            .into(),
+        json!({}),
+    )
+}
+
+fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": FAKE_MINOR_VERSION,
+        "gitVersion": format!("v1.{FAKE_MINOR_VERSION}.0-railyard-fake"),
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.25.0",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+fn api_groups() -> Value {
+    let mut groups: Vec<(&str, &str)> = RESOURCE_TYPES
+        .iter()
+        .filter(|resource| !resource.group.is_empty())
+        .map(|resource| (resource.group, resource.version))
+        .collect();
+    groups.dedup();
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, version)| {
+            let group_version = json!({ "groupVersion": format!("{group}/{version}"), "version": version });
+            json!({ "name": group, "versions": [group_version.clone()], "preferredVersion": group_version })
+        })
+        .collect();
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
+}
+
+fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let served: Vec<&ResourceType> =
+        RESOURCE_TYPES.iter().filter(|resource| resource.group == group && resource.version == version).collect();
+    if served.is_empty() {
+        return None;
+    }
+    let mut resources = Vec::new();
+    for resource in served {
+        resources.push(json!({
+            "name": resource.plural,
+            "singularName": resource.singular,
+            "namespaced": resource.namespaced,
+            "kind": resource.kind,
+            "verbs": ["create", "delete", "get", "list", "patch"],
+        }));
+        if resource.has_status {
+            resources.push(json!({
+                "name": format!("{}/status", resource.plural),
+                "singularName": "",
+                "namespaced": resource.namespaced,
+                "kind": resource.kind,
+                "verbs": ["get"],
+            }));
+        }
+    }
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(
+        json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources }),
+    )
+}
