@@ -448,6 +448,40 @@ fn an_apply_killed_at_any_point_converges_when_run_again() {
 }
 
 #[test]
+fn a_name_held_by_an_unlisted_leftover_of_the_environment_is_cleared_and_a_strangers_is_not() {
+    let image = busybox_image();
+    let project = TestProject::new("leftover");
+    // What a create in flight when its apply was killed leaves: the environment's ownership labels, but nothing
+    // the next run's observe counted (it finished after that run had listed).
+    let leftover = format!("{}-web-1", project.name);
+    let owned = [
+        format!("com.docker.compose.project={}", project.name),
+        "dev.railyard.managed-by=railyard".to_owned(),
+        "dev.railyard.env=production".to_owned(),
+    ];
+    let mut create = vec!["create".to_owned(), "--name".to_owned(), leftover.clone()];
+    create.extend(owned.iter().flat_map(|label| ["--label".to_owned(), label.clone()]));
+    create.extend([image.clone(), "sh".to_owned()]);
+    docker(&create.iter().map(String::as_str).collect::<Vec<_>>());
+    // A container of someone else, under the name railyard wants for `api`.
+    let stranger = format!("{}-api-1", project.name);
+    let project_label = format!("com.docker.compose.project={}", project.name);
+    docker(&["create", "--name", &stranger, "--label", &project_label, &image, "sh"]);
+    project.write("apps/web.yaml", &web_app("web", &image, "fresh", ""));
+    project.write("apps/api.yaml", &web_app("api", &image, "api", ""));
+    let apply = project.railyard("apply", &[]);
+    let out = stdout(&apply);
+    assert!(out.contains("create App web: done"), "{out}");
+    let web = project.containers("web");
+    assert_eq!(web.len(), 1, "{web:?}");
+    assert_eq!(http_get(web[0].host_port(8080), "/"), Some((200, "fresh\n".to_owned())));
+    assert!(out.contains(&format!("create App api: FAILED: app `api`: cannot create container {stranger}")), "{out}");
+    assert!(out.contains("is already in use"), "{out}");
+    assert_eq!(apply.status.code(), Some(1));
+    assert!(run_ok("docker", &["inspect", "--type", "container", &stranger]), "the stranger's container is kept");
+}
+
+#[test]
 fn apply_env_targets_a_preview_environment_and_leaves_production_alone() {
     let image = busybox_image();
     let project = TestProject::new("envflag");
