@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod proxy;
+pub mod scaling;
 pub mod secrets;
 pub mod server;
 pub mod settings;

@@ -58,6 +58,7 @@ fixtures! {
     domain_pointing_to_missing_port => "domain-missing-port",
     two_domains_claiming_one_host => "host-claimed-twice",
     scaling_rule_for_missing_app => "scaling-missing-app",
+    scaling_behavior_timezone_and_cpu_target_need_what_they_measure_against => "scaling-behavior",
     min_greater_than_max => "min-greater-than-max",
     five_field_cron => "bad-cron",
     cron_field_out_of_range => "bad-cron-field",

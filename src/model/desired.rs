@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::environments::ListedEnvironment;
-use super::kinds::{App, Domain, EnvValue, Health, Protocol, PullPolicy, SyncPolicy, TlsMode};
+use super::kinds::{App, Domain, EnvValue, Health, Protocol, PullPolicy, ScalingRule, SyncPolicy, TlsMode};
 use super::redact::{DigestKey, is_sensitive_name, redacted, url_userinfo};
 use super::units::{is_host_name, parse_cpus, parse_duration, parse_memory};
 use super::{Config, Observed, Sourced};
@@ -153,6 +153,66 @@ pub struct Autoscale {
     /// Average CPU use per replica to aim for, in percent of the CPU it requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_cpu_percent: Option<u32>,
+    /// Bounds that take over from the time their cron fires, in the order written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduledBounds>,
+    /// IANA time zone the crons are read in (the Project's `timezone`).
+    #[serde(default = "utc", skip_serializing_if = "is_utc")]
+    pub timezone: String,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub behavior: ScalingPace,
+}
+
+impl Autoscale {
+    /// Bounds and a target with no schedules, in UTC, at the default pace.
+    pub fn new(min: u32, max: u32, target_cpu_percent: Option<u32>) -> Autoscale {
+        Autoscale {
+            min,
+            max,
+            target_cpu_percent,
+            schedules: Vec::new(),
+            timezone: utc(),
+            behavior: ScalingPace::default(),
+        }
+    }
+}
+
+/// One `schedules` entry with the rule's bounds filled in where it leaves them out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ScheduledBounds {
+    /// Cron with seconds.
+    pub cron: String,
+    pub min: u32,
+    pub max: u32,
+}
+
+/// How fast the autoscaler moves (the ScalingRule's `behavior`, defaults filled in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingPace {
+    pub tolerance_percent: u32,
+    pub scale_up_window_ms: u64,
+    pub scale_up_period_ms: u64,
+    pub scale_down_window_ms: u64,
+}
+
+impl Default for ScalingPace {
+    fn default() -> ScalingPace {
+        ScalingPace {
+            tolerance_percent: 10,
+            scale_up_window_ms: 0,
+            scale_up_period_ms: 30_000,
+            scale_down_window_ms: 300_000,
+        }
+    }
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+fn is_utc(zone: &String) -> bool {
+    zone == "UTC"
 }
 
 /// Everything that defines one replica's container. Its hash names the container's generation.
@@ -563,11 +623,46 @@ impl Config {
                 .filter(|volume| volume.delete_with_app)
                 .map(|volume| volume.name.value.clone())
                 .collect(),
-            autoscale: self.scaling_rules.get(&spec.name.value).map(|rule| Autoscale {
-                min: rule.doc.min.value,
-                max: rule.doc.max.value,
-                target_cpu_percent: rule.doc.target_cpu_percent.as_ref().map(|target| target.value),
-            }),
+            autoscale: self.scaling_rules.get(&spec.name.value).map(|rule| self.autoscale(&rule.doc)),
+        }
+    }
+
+    fn autoscale(&self, rule: &ScalingRule) -> Autoscale {
+        let behavior = rule.behavior.as_ref();
+        let up = behavior.and_then(|b| b.scale_up.as_ref());
+        let down = behavior.and_then(|b| b.scale_down.as_ref());
+        let pace = ScalingPace::default();
+        Autoscale {
+            min: rule.min.value,
+            max: rule.max.value,
+            target_cpu_percent: rule.target_cpu_percent.as_ref().map(|target| target.value),
+            schedules: rule
+                .schedules
+                .iter()
+                .map(|schedule| ScheduledBounds {
+                    cron: schedule.cron.value.clone(),
+                    min: schedule.min.as_ref().unwrap_or(&rule.min).value,
+                    max: schedule.max.as_ref().unwrap_or(&rule.max).value,
+                })
+                .collect(),
+            timezone: self.project.doc.timezone.as_ref().map_or_else(utc, |zone| zone.value.clone()),
+            behavior: ScalingPace {
+                tolerance_percent: behavior
+                    .and_then(|b| b.tolerance_percent.as_ref())
+                    .map_or(pace.tolerance_percent, |t| t.value),
+                scale_up_window_ms: millis(
+                    up.and_then(|up| up.stabilization_window.as_ref()).map(|w| w.value.as_str()),
+                    pace.scale_up_window_ms,
+                ),
+                scale_up_period_ms: millis(
+                    up.and_then(|up| up.period.as_ref()).map(|p| p.value.as_str()),
+                    pace.scale_up_period_ms,
+                ),
+                scale_down_window_ms: millis(
+                    down.and_then(|down| down.stabilization_window.as_ref()).map(|w| w.value.as_str()),
+                    pace.scale_down_window_ms,
+                ),
+            },
         }
     }
 

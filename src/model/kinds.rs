@@ -74,6 +74,10 @@ pub struct Project {
     #[schemars(with = "Option<Vec<EnvironmentDecl>>")]
     #[schemars(length(min = 1))]
     pub environments: Option<Located<Vec<EnvironmentDecl>>>,
+    /// IANA time zone in which ScalingRule schedules are read, e.g. `Europe/Berlin`. Default: `UTC`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timezone: Option<Located<String>>,
 }
 
 /// One entry of the Project's `environments`: a named environment that follows a branch.
@@ -575,6 +579,43 @@ pub struct ScalingRule {
     pub target_cpu_percent: Option<Located<u32>>,
     #[serde(default)]
     pub schedules: Vec<Schedule>,
+    /// How fast the CPU autoscaler moves, named as in a HorizontalPodAutoscaler's `behavior`.
+    #[serde(default)]
+    pub behavior: Option<ScalingBehavior>,
+}
+
+/// The autoscaler's pace. Defaults follow the HorizontalPodAutoscaler: 10 % tolerance, no scale-up stabilisation,
+/// a 5 minute scale-down stabilisation window; and at most one scale-up per 30 s.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScalingBehavior {
+    /// Load within this many percent of the target changes nothing. Default 10.
+    #[schemars(with = "Option<u32>")]
+    #[schemars(range(max = 100))]
+    pub tolerance_percent: Option<Located<u32>>,
+    #[serde(default)]
+    pub scale_up: Option<ScaleUpBehavior>,
+    #[serde(default)]
+    pub scale_down: Option<ScaleDownBehavior>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScaleUpBehavior {
+    /// The lowest recommendation over this window wins when scaling up (damps spikes). Default `0s`.
+    #[schemars(with = "Option<String>")]
+    pub stabilization_window: Option<Located<String>>,
+    /// At most one scale-up per period. Default `30s`.
+    #[schemars(with = "Option<String>")]
+    pub period: Option<Located<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScaleDownBehavior {
+    /// The highest recommendation over this window wins when scaling down (no flapping). Default `5m`.
+    #[schemars(with = "Option<String>")]
+    pub stabilization_window: Option<Located<String>>,
 }
 
 /// From the time `cron` matches, `min`/`max` override the rule's bounds; the newest matching entry wins.

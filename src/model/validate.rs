@@ -33,7 +33,7 @@ pub fn validate(documents: Documents, mut diagnostics: Vec<Diagnostic>) -> Resul
     check_domains(&documents.domains, &apps, &mut diagnostics);
     let scaling_rules = unique_by_name(&documents.scaling_rules, "ScalingRule", |rule| &rule.app, &mut diagnostics);
     for rule in &documents.scaling_rules {
-        check_scaling_rule(rule, &apps, &mut diagnostics);
+        check_scaling_rule(rule, &apps, project, &mut diagnostics);
     }
     check_pinned_ports(&documents, project, &mut diagnostics);
     match project {
@@ -96,6 +96,17 @@ fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>
         }
         if let Some(retry) = project.doc.sync.as_ref().and_then(super::kinds::SyncSettings::retry) {
             check_sync_retry(project, retry, diagnostics);
+        }
+        if let Some(timezone) = &project.doc.timezone
+            && timezone.value.parse::<chrono_tz::Tz>().is_err()
+        {
+            diagnostics.push(project.error_at(
+                timezone,
+                format!(
+                    "timezone `{}` is not an IANA time zone; write a name such as `Europe/Berlin` or `UTC`",
+                    timezone.value
+                ),
+            ));
         }
     }
     Some(first)
@@ -682,9 +693,27 @@ fn check_domains(
 fn check_scaling_rule(
     rule: &Sourced<ScalingRule>,
     apps: &BTreeMap<String, &Sourced<App>>,
+    project: Option<&Sourced<Project>>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let spec = &rule.doc;
+    if let (Some(target), Some(app)) = (&spec.target_cpu_percent, apps.get(&spec.app.value)) {
+        let own = app.doc.resources.as_ref().and_then(|resources| resources.cpus.as_ref());
+        let default = project.and_then(|p| p.doc.defaults.as_ref()?.resources.as_ref()?.cpus.as_ref());
+        if own.or(default).is_none() {
+            diagnostics.push(rule.error_at(
+                target,
+                format!(
+                    "targetCpuPercent is a share of the CPU app `{}` asks for, and it asks for none; add \
+                     `resources: {{ cpus: \"0.5\" }}` to the app (or the Project's defaults)",
+                    spec.app.value
+                ),
+            ));
+        }
+    }
+    if let Some(behavior) = &spec.behavior {
+        check_scaling_behavior(rule, behavior, diagnostics);
+    }
     if !apps.contains_key(&spec.app.value) {
         diagnostics.push(rule.error_at(
             &spec.app,
@@ -709,6 +738,31 @@ fn check_scaling_rule(
         let min = schedule.min.as_ref().unwrap_or(&spec.min);
         let max = schedule.max.as_ref().unwrap_or(&spec.max);
         check_bounds(rule, min, max, diagnostics);
+    }
+}
+
+fn check_scaling_behavior(
+    rule: &Sourced<ScalingRule>,
+    behavior: &super::kinds::ScalingBehavior,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if let Some(tolerance) = &behavior.tolerance_percent
+        && tolerance.value > 100
+    {
+        diagnostics.push(
+            rule.error_at(
+                tolerance,
+                format!("behavior.tolerancePercent {} is out of range; use 0-100", tolerance.value),
+            ),
+        );
+    }
+    let windows = [
+        behavior.scale_up.as_ref().and_then(|up| up.stabilization_window.as_ref()),
+        behavior.scale_up.as_ref().and_then(|up| up.period.as_ref()),
+        behavior.scale_down.as_ref().and_then(|down| down.stabilization_window.as_ref()),
+    ];
+    for window in windows.into_iter().flatten() {
+        check_duration(rule, window, diagnostics);
     }
 }
 

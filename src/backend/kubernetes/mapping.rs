@@ -552,11 +552,7 @@ impl Mapper<'_> {
     }
 
     fn autoscaler(&self, app: &AppSpec) -> HorizontalPodAutoscaler {
-        let rule = app.autoscale.clone().unwrap_or(crate::model::desired::Autoscale {
-            min: 1,
-            max: 1,
-            target_cpu_percent: None,
-        });
+        let rule = app.autoscale.clone().unwrap_or(crate::model::desired::Autoscale::new(1, 1, None));
         // Kubernetes needs at least one replica unless the HPAScaleToZero gate is on.
         let min = rule.min.max(1);
         let metrics = rule.target_cpu_percent.map(|percent| {
@@ -762,7 +758,7 @@ mod tests {
     fn a_scaling_rule_leaves_the_spec_hash_alone() {
         let mut app = AppSpec::bare("web");
         let without = app.spec_hash();
-        app.autoscale = Some(Autoscale { min: 2, max: 6, target_cpu_percent: Some(70) });
+        app.autoscale = Some(Autoscale::new(2, 6, Some(70)));
         assert_eq!(app.spec_hash(), without, "the Docker backend's containers are not replaced for a ScalingRule");
     }
 
