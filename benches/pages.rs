@@ -39,6 +39,7 @@ fn app(index: usize) -> AppStatus {
                 published: vec![(8080, format!("127.0.0.1:{}", 30000 + number))],
             })
             .collect(),
+        scaling: None,
     }
 }
 

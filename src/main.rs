@@ -528,7 +528,9 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
         Ok(backend) => backend,
         Err(error) => return Ok(Err(backend_failed(&error))),
     };
-    let desired = config.desired(&env, commit.as_deref());
+    let mut desired = config.desired(&env, commit.as_deref());
+    // Without a daemon's memory of when each rule appeared, the bounds are those of a rule followed since long ago.
+    railyard::scaling::put_in_force(&mut desired, |_| chrono::DateTime::UNIX_EPOCH, chrono::Utc::now());
     match pipeline::prepare(backend.as_ref(), &secrets, desired).await {
         Ok(prepared) => Ok(Ok(Prepared { backend, prepared })),
         Err(error) => Ok(Err(backend_failed(&error))),

@@ -900,3 +900,50 @@ fn serve_follows_a_plain_directory_and_picks_up_an_edited_file() {
     let env = served.wait_for("the edit to be recorded", WAIT, |env| env["syncStatus"] == "synced");
     assert!(env["commit"]["sha"].as_str().unwrap_or_default().starts_with("dir-"), "{env:#}");
 }
+
+#[test]
+fn a_schedule_boundary_scales_the_app_at_its_time_and_the_history_says_so() {
+    let image = busybox_image();
+    let project = TestProject::new("schedule");
+    project.write("apps/web.yaml", &web_app("web", &image, "scheduled", ""));
+    // Two entries that take turns every ten seconds; polling and drift checks are an hour apart, so only the
+    // schedule's own trigger can make the changes.
+    let evens = "0,20,40 * * * * *";
+    let odds = "10,30,50 * * * * *";
+    project.write(
+        "scaling/web.yaml",
+        &format!(
+            "kind: ScalingRule\napp: web\nmin: 1\nmax: 3\nschedules:\n  - {{ cron: \"{evens}\", min: 2, max: 2 }}\n  \
+             - {{ cron: \"{odds}\", min: 1, max: 1 }}\n"
+        ),
+    );
+    let dir = project.dir().display().to_string();
+    let served = Served::start(&dir, None, &["--poll-interval", "1h", "--drift-interval", "1h"], &secrets_env());
+    let web = |env: &serde_json::Value| env["apps"][0].clone();
+    let set_by = |cron: &'static str| {
+        move |env: &serde_json::Value| {
+            let app = &env["apps"][0];
+            let desired = if cron == "0,20,40 * * * * *" { 2 } else { 1 };
+            env["syncStatus"] == "synced"
+                && app["scaling"]["setBy"] == cron
+                && app["desired"] == desired
+                && app["ready"] == desired
+        }
+    };
+    let two = served.wait_for("the even entry's two replicas", WAIT, set_by(evens));
+    assert_eq!(web(&two)["scaling"]["bounds"]["min"], 2, "{two:#}");
+    assert_eq!(web(&two)["scaling"]["next"]["bounds"]["max"], 1, "the next change is the odd entry's: {two:#}");
+    assert_eq!(project.containers("web").len(), 2);
+    let one = served.wait_for("the odd entry's one replica", WAIT, set_by(odds));
+    assert_eq!(web(&one)["scaling"]["next"]["bounds"]["min"], 2, "{one:#}");
+    assert!(eventually(WAIT, || project.containers("web").len() == 1), "scaled down to one container");
+    let history = get_json(served.port, "/api/v1/syncs?env=production");
+    let by_schedule: Vec<&serde_json::Value> = history["items"]
+        .as_array()
+        .map(|items| items.iter().filter(|sync| sync["trigger"] == "schedule").collect())
+        .unwrap_or_default();
+    assert!(!by_schedule.is_empty(), "a scale change recorded with trigger `schedule`: {history:#}");
+    assert!(by_schedule.iter().all(|sync| sync["outcome"] == "synced"), "{history:#}");
+    let (_, page) = http(served.port, "GET", "/env/production", &[], b"");
+    assert!(page.contains("bounds 1–1") || page.contains("bounds 2–2"), "the page shows the bounds in force:\n{page}");
+}

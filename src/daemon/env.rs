@@ -6,6 +6,7 @@
 //! interrupted (backends converge from any state, so the next start finishes the job). An environment removed from
 //! the list is destroyed by its own worker, so that a destroy never overlaps an apply.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use crate::model::kinds::SyncPolicy;
 use crate::model::{self, Diagnostic, Environment, HostConflict, ListedEnvironment, Observed};
 use crate::pipeline::{self, PipelineError};
 use crate::plan::Plan;
+use crate::scaling::{self, AppScaling};
 use crate::source::{CommitInfo, short_sha};
 use crate::store::SyncRecord;
 
@@ -114,6 +116,10 @@ pub struct EnvHandle {
     /// Set once the environment is destroyed: its worker ends.
     gone: watch::Sender<bool>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The bounds the ScalingRules' schedules put in force at the last reconcile, per app.
+    scaling: std::sync::Mutex<Vec<AppScaling>>,
+    /// Fires a reconcile at the next schedule boundary.
+    schedule_timer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A rolled-back commit that is not applied again until something new happens.
@@ -207,6 +213,8 @@ impl EnvHandle {
             worker: RwLock::new(WorkerState::Running),
             gone: watch::Sender::new(false),
             task: std::sync::Mutex::new(None),
+            scaling: std::sync::Mutex::new(Vec::new()),
+            schedule_timer: std::sync::Mutex::new(None),
         })
     }
 
@@ -452,6 +460,7 @@ impl EnvHandle {
         let environment = self.environment(&policy.project);
         let mut desired = config.desired(&environment, Some(&commit.sha));
         desired.sync = policy.sync;
+        self.put_schedules_in_force(daemon, &mut desired).await;
         let conflicts = desired.drop_hosts_claimed_elsewhere(&daemon.claims());
         self.update(|state| {
             state.project = Some(environment.project.clone());
@@ -709,6 +718,55 @@ impl EnvHandle {
 
     /// Publishes what a reconcile concluded: the commit, the verdict, what runs against what git declares, and the
     /// plan still pending. `synced_since` is the start of an apply that just ran. Returns the time of the verdict.
+    /// Clamps the apps' replicas to the bounds their schedules put in force now, and arms a reconcile at the next
+    /// boundary (a schedule tick), so that a scale change happens at its time and not at the next poll.
+    async fn put_schedules_in_force(self: &Arc<Self>, daemon: &Daemon, desired: &mut model::DesiredState) {
+        let ruled: Vec<String> =
+            desired.apps.values().filter(|app| app.autoscale.is_some()).map(|app| app.name.clone()).collect();
+        let now = chrono::Utc::now();
+        let store = Arc::clone(&daemon.store);
+        let env = self.name.clone();
+        let remembered =
+            tokio::task::spawn_blocking(move || store.scaling_rules_appeared(&env, &ruled, now_ms())).await;
+        let appeared = match remembered {
+            Ok(Ok(appeared)) => appeared,
+            // Without the record, a rule counts from now: its own bounds until a schedule fires, never a wrong one.
+            Ok(Err(store_error)) => {
+                error!(%store_error, "cannot read when the scaling rules appeared");
+                BTreeMap::new()
+            }
+            Err(task_error) => {
+                error!(%task_error, "cannot read when the scaling rules appeared");
+                BTreeMap::new()
+            }
+        };
+        let since =
+            |app: &str| appeared.get(app).and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms)).unwrap_or(now);
+        let scaling = scaling::put_in_force(desired, since, now);
+        self.arm_schedule_timer(scaling::next_boundary(&scaling), now);
+        *self.scaling.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = scaling;
+    }
+
+    fn arm_schedule_timer(
+        self: &Arc<Self>,
+        next: Option<chrono::DateTime<chrono::Utc>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let mut timer = self.schedule_timer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(previous) = timer.take() {
+            previous.abort();
+        }
+        let Some(next) = next else { return };
+        let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
+        let env = Arc::downgrade(self);
+        *timer = Some(tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(env) = env.upgrade() {
+                env.trigger.fire(Trigger::Schedule);
+            }
+        }));
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn conclude(
         &self,
@@ -732,7 +790,8 @@ impl EnvHandle {
                 state.last_sync_ms = Some(now);
                 state.last_sync_duration_ms = u64::try_from(now - started_ms).ok();
             }
-            state.apps = app_statuses(desired, observed, proxy);
+            let scaling = self.scaling.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.apps = app_statuses(desired, observed, proxy, &scaling);
             state.health = overall_health(&state.apps);
             state.plan = Some(plan.clone());
         });

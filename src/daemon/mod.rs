@@ -98,6 +98,8 @@ pub struct AppStatus {
     /// The app's domains as URLs through railyard's proxy (with its port when it is not the default one).
     pub domain_urls: Vec<String>,
     pub replicas: Vec<crate::model::ObservedReplica>,
+    /// The bounds its ScalingRule's schedules put in force, and the next change; `None` without a rule.
+    pub scaling: Option<crate::scaling::AppScaling>,
 }
 
 /// One published port of one replica.

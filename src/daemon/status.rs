@@ -9,6 +9,7 @@ pub(super) fn app_statuses(
     desired: &model::DesiredState,
     observed: &Observed,
     proxy: Option<&crate::proxy::CaddySettings>,
+    scaling: &[crate::scaling::AppScaling],
 ) -> Vec<AppStatus> {
     desired
         .apps
@@ -62,6 +63,7 @@ pub(super) fn app_statuses(
                     })
                     .unwrap_or_default(),
                 replicas,
+                scaling: scaling.iter().find(|app| app.app == spec.name).cloned(),
             }
         })
         .collect()

@@ -20,6 +20,8 @@ pub enum Trigger {
     Retry,
     /// The environment was removed from the Project's list.
     Removed,
+    /// A ScalingRule's schedule changes the bounds now.
+    Schedule,
 }
 
 impl Trigger {
@@ -32,13 +34,14 @@ impl Trigger {
             Trigger::Drift => "drift",
             Trigger::Retry => "retry",
             Trigger::Removed => "removed",
+            Trigger::Schedule => "schedule",
         }
     }
 
     /// Whether the reconcile needs a fetch newer than the trigger: a drift check compares what runs with the commit
     /// already fetched.
     pub fn needs_fetch(self) -> bool {
-        !matches!(self, Trigger::Drift | Trigger::Removed)
+        !matches!(self, Trigger::Drift | Trigger::Removed | Trigger::Schedule)
     }
 }
 

@@ -150,6 +150,9 @@ pub struct AppSpec {
 pub struct Autoscale {
     pub min: u32,
     pub max: u32,
+    /// The app's own replica count (its `replicas`, else the Project's default), which the bounds in force clamp.
+    #[serde(default = "one")]
+    pub declared: u32,
     /// Average CPU use per replica to aim for, in percent of the CPU it requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_cpu_percent: Option<u32>,
@@ -169,6 +172,7 @@ impl Autoscale {
         Autoscale {
             min,
             max,
+            declared: 1,
             target_cpu_percent,
             schedules: Vec::new(),
             timezone: utc(),
@@ -205,6 +209,10 @@ impl Default for ScalingPace {
             scale_down_window_ms: 300_000,
         }
     }
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn utc() -> String {
@@ -561,9 +569,10 @@ impl Config {
                 self.project.file
             ));
         }
-        for rule in self.scaling_rules.values().filter(|rule| !rule.doc.schedules.is_empty()) {
+        for rule in self.scaling_rules.values().filter(|rule| rule.doc.target_cpu_percent.is_some()) {
             warnings.push(format!(
-                "{}: the schedules of the ScalingRule for `{}` are not acted on yet: only min and max bound the replicas",
+                "{}: the targetCpuPercent of the ScalingRule for `{}` is not acted on yet on the Docker backend (on \
+                 Kubernetes a HorizontalPodAutoscaler acts on it): min, max and schedules bound the replicas",
                 rule.file, rule.doc.app.value
             ));
         }
@@ -623,11 +632,11 @@ impl Config {
                 .filter(|volume| volume.delete_with_app)
                 .map(|volume| volume.name.value.clone())
                 .collect(),
-            autoscale: self.scaling_rules.get(&spec.name.value).map(|rule| self.autoscale(&rule.doc)),
+            autoscale: self.scaling_rules.get(&spec.name.value).map(|rule| self.autoscale(&rule.doc, replicas)),
         }
     }
 
-    fn autoscale(&self, rule: &ScalingRule) -> Autoscale {
+    fn autoscale(&self, rule: &ScalingRule, declared: u32) -> Autoscale {
         let behavior = rule.behavior.as_ref();
         let up = behavior.and_then(|b| b.scale_up.as_ref());
         let down = behavior.and_then(|b| b.scale_down.as_ref());
@@ -635,6 +644,7 @@ impl Config {
         Autoscale {
             min: rule.min.value,
             max: rule.max.value,
+            declared,
             target_cpu_percent: rule.target_cpu_percent.as_ref().map(|target| target.value),
             schedules: rule
                 .schedules

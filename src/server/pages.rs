@@ -208,6 +208,22 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
     )
 }
 
+/// The bounds in force, what set them and the next change, under an app's replica count.
+fn scaling_note(scaling: &crate::scaling::AppScaling) -> Markup {
+    let bounds = |b: &crate::scaling::Bounds| format!("{}–{}", b.min, b.max);
+    html! {
+        div.muted.scaling {
+            "bounds " (bounds(&scaling.bounds))
+            @if let Some(cron) = &scaling.set_by { " (schedule " span.mono { (cron) } ")" }
+            @if let Some(next) = &scaling.next {
+                br;
+                "next " time datetime=(next.at.to_rfc3339()) { (next.at.format("%Y-%m-%d %H:%M UTC")) }
+                " → " (bounds(&next.bounds))
+            }
+        }
+    }
+}
+
 fn apps_table(apps: &[AppStatus]) -> Markup {
     html! {
         table id="apps" {
@@ -216,7 +232,10 @@ fn apps_table(apps: &[AppStatus]) -> Markup {
                 @for app in apps {
                     tr id={ "app-" (app.name) } {
                         td { strong { (app.name) } }
-                        td.replicas { (app.ready) "/" (app.desired) }
+                        td.replicas {
+                            (app.ready) "/" (app.desired)
+                            @if let Some(scaling) = &app.scaling { (scaling_note(scaling)) }
+                        }
                         td {
                             (health_badge(app.health))
                             @for replica in &app.replicas {

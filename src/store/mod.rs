@@ -1,6 +1,7 @@
 //! Sync history and webhook deliveries in SQLite under the state directory. Versioned migrations; nothing secret is
 //! ever written (plans and diffs arrive redacted).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -44,6 +45,12 @@ const MIGRATIONS: &[&str] = &[
         project TEXT NOT NULL,
         branch TEXT NOT NULL,
         position INTEGER NOT NULL
+    );",
+    "CREATE TABLE scaling_rules (
+        env TEXT NOT NULL,
+        app TEXT NOT NULL,
+        appeared_ms INTEGER NOT NULL,
+        PRIMARY KEY (env, app)
     );",
 ];
 
@@ -169,6 +176,45 @@ impl Store {
     /// Forgets an environment that was destroyed.
     pub fn forget_environment(&self, name: &str) -> Result<(), StoreError> {
         self.with(|db| db.execute("DELETE FROM environments WHERE name = ?1", params![name]).map(|_| ()))
+    }
+
+    /// Since when each of `apps` has had a ScalingRule in `env` (now for those seen for the first time); apps of
+    /// `env` not named lose their record, so that a rule added again later starts afresh.
+    pub fn scaling_rules_appeared(
+        &self,
+        env: &str,
+        apps: &[String],
+        now_ms: i64,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            let mut appeared = BTreeMap::new();
+            {
+                let mut remembered =
+                    transaction.prepare_cached("SELECT app, appeared_ms FROM scaling_rules WHERE env = ?1")?;
+                let rows =
+                    remembered.query_map(params![env], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+                for row in rows {
+                    let (app, since) = row?;
+                    if apps.contains(&app) {
+                        appeared.insert(app, since);
+                    } else {
+                        transaction
+                            .execute("DELETE FROM scaling_rules WHERE env = ?1 AND app = ?2", params![env, app])?;
+                    }
+                }
+            }
+            let new: Vec<&String> = apps.iter().filter(|app| !appeared.contains_key(*app)).collect();
+            for app in new {
+                transaction.execute(
+                    "INSERT INTO scaling_rules (env, app, appeared_ms) VALUES (?1, ?2, ?3)",
+                    params![env, app, now_ms],
+                )?;
+                appeared.insert(app.clone(), now_ms);
+            }
+            transaction.commit()?;
+            Ok(appeared)
+        })
     }
 
     /// Records a sync and drops the oldest of its environment beyond `keep` (at least one is always kept).
@@ -348,6 +394,26 @@ mod tests {
             diff: "-a\n+b\n".to_owned(),
             error: None,
         }
+    }
+
+    #[test]
+    fn a_scaling_rule_keeps_the_time_it_appeared_across_restarts_until_it_goes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let apps = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let first = store.scaling_rules_appeared("production", &apps(&["web"]), 100).expect("first");
+            assert_eq!(first, BTreeMap::from([("web".to_owned(), 100)]));
+            store.scaling_rules_appeared("staging", &apps(&["web"]), 150).expect("another environment");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let later = store.scaling_rules_appeared("production", &apps(&["web", "api"]), 200).expect("later");
+        assert_eq!(later, BTreeMap::from([("api".to_owned(), 200), ("web".to_owned(), 100)]));
+        store.scaling_rules_appeared("production", &apps(&["api"]), 300).expect("web's rule removed");
+        let again = store.scaling_rules_appeared("production", &apps(&["web", "api"]), 400).expect("web's rule back");
+        assert_eq!(again, BTreeMap::from([("api".to_owned(), 200), ("web".to_owned(), 400)]));
+        let staging = store.scaling_rules_appeared("staging", &apps(&["web"]), 500).expect("staging untouched");
+        assert_eq!(staging, BTreeMap::from([("web".to_owned(), 150)]));
     }
 
     #[test]
