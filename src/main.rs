@@ -277,6 +277,9 @@ struct ServeArgs {
     /// How often to compare what runs with git (drift) between polls.
     #[arg(long, default_value = "30s", env = "RAILYARD_DRIFT_INTERVAL", value_parser = parse_duration)]
     drift_interval: Duration,
+    /// How often the CPU autoscaler samples apps whose ScalingRule has a `targetCpuPercent`.
+    #[arg(long, default_value = "15s", env = "RAILYARD_SCALE_INTERVAL", value_parser = parse_duration)]
+    scale_interval: Duration,
     /// File holding the webhook secret (or set RAILYARD_WEBHOOK_SECRET); without one, webhooks are off.
     #[arg(long, env = "RAILYARD_WEBHOOK_SECRET_FILE")]
     webhook_secret_file: Option<PathBuf>,
@@ -343,6 +346,7 @@ impl ServeArgs {
         fill!(self, branch, file.branch);
         fill!(self, poll_interval, file.poll_interval);
         fill!(self, drift_interval, file.drift_interval);
+        fill!(self, scale_interval, file.scale_interval);
         fill!(self, fetch_timeout, file.fetch_timeout);
         fill!(self, sync, file.sync.map(|sync| Some(SyncArg::from(sync))));
         fill!(self, parallel, file.parallel);
@@ -723,6 +727,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         branch: args.branch.clone(),
         poll_interval: args.poll_interval,
         drift_interval: args.drift_interval,
+        scale_interval: args.scale_interval,
         sync: args.sync.map(|sync| match sync {
             SyncArg::Auto => SyncPolicy::Auto,
             SyncArg::Manual => SyncPolicy::Manual,

@@ -45,6 +45,11 @@ pub struct Settings {
     #[schemars(with = "Option<String>")]
     #[schemars(pattern(DURATION))]
     pub drift_interval: Option<Duration>,
+    /// How often the CPU autoscaler samples the apps whose ScalingRule has a `targetCpuPercent`, e.g. `15s`.
+    #[serde(default, deserialize_with = "duration")]
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
+    pub scale_interval: Option<Duration>,
     /// Longest a git fetch may take, e.g. `60s`.
     #[serde(default, deserialize_with = "duration")]
     #[schemars(with = "Option<String>")]

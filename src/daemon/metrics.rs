@@ -25,6 +25,14 @@ pub struct EnvLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleLabels {
+    pub env: String,
+    pub app: String,
+    /// `up` or `down`.
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
     pub forge: String,
     pub result: String,
@@ -41,6 +49,8 @@ pub struct Metrics {
     /// Deliveries with a missing or wrong signature (only the newest are kept in the history).
     pub webhook_unauthenticated: Counter,
     pub git_fetch_seconds: Histogram,
+    /// Replica count changes the CPU autoscaler decided.
+    pub autoscale_changes: Family<ScaleLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -70,6 +80,12 @@ impl Default for Metrics {
             webhook_unauthenticated.clone(),
         );
         registry.register("git_fetch_duration_seconds", "Duration of git fetches", git_fetch_seconds.clone());
+        let autoscale_changes = Family::<ScaleLabels, Counter>::default();
+        registry.register(
+            "autoscale_changes",
+            "Replica count changes decided by the CPU autoscaler, by environment, app and direction",
+            autoscale_changes.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -79,6 +95,7 @@ impl Default for Metrics {
             webhooks,
             webhook_unauthenticated,
             git_fetch_seconds,
+            autoscale_changes,
         }
     }
 }

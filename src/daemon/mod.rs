@@ -39,6 +39,8 @@ pub struct DaemonSettings {
     pub branch: String,
     pub poll_interval: Duration,
     pub drift_interval: Duration,
+    /// How often the CPU autoscaler samples load.
+    pub scale_interval: Duration,
     /// Overrides the Project's `sync` policy.
     pub sync: Option<SyncPolicy>,
     pub backend: BackendKind,
@@ -264,6 +266,7 @@ impl Daemon {
         let timers = [
             tokio::spawn(Arc::clone(&self).tick(self.settings.poll_interval, Trigger::Poll)),
             tokio::spawn(Arc::clone(&self).tick(self.settings.drift_interval, Trigger::Drift)),
+            tokio::spawn(Arc::clone(&self).autoscale_every(self.settings.scale_interval)),
         ];
         self.listing.fire(Trigger::Startup);
         let worker = Arc::clone(&self);
@@ -316,6 +319,20 @@ impl Daemon {
                 self.listing.fire(trigger);
             }
             self.fire_all(trigger);
+        }
+    }
+
+    /// Samples the load of every environment's CPU-scaled apps, each environment on its own, until the daemon stops.
+    async fn autoscale_every(self: Arc<Self>, interval: Duration) {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let rounds = self.environments().into_iter().map(|env| {
+                let daemon = Arc::clone(&self);
+                async move { env.sample_load(&daemon).await }
+            });
+            futures_util::future::join_all(rounds).await;
         }
     }
 
@@ -577,6 +594,7 @@ mod tests {
             branch: "main".to_owned(),
             poll_interval: Duration::from_secs(3600),
             drift_interval: Duration::from_secs(3600),
+            scale_interval: Duration::from_secs(3600),
             sync: None,
             backend: BackendKind::Docker,
             backends: BackendSettings::default(),

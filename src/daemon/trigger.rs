@@ -22,6 +22,8 @@ pub enum Trigger {
     Removed,
     /// A ScalingRule's schedule changes the bounds now.
     Schedule,
+    /// The CPU autoscaler decided another replica count.
+    Autoscale,
 }
 
 impl Trigger {
@@ -35,13 +37,14 @@ impl Trigger {
             Trigger::Retry => "retry",
             Trigger::Removed => "removed",
             Trigger::Schedule => "schedule",
+            Trigger::Autoscale => "autoscale",
         }
     }
 
     /// Whether the reconcile needs a fetch newer than the trigger: a drift check compares what runs with the commit
     /// already fetched.
     pub fn needs_fetch(self) -> bool {
-        !matches!(self, Trigger::Drift | Trigger::Removed | Trigger::Schedule)
+        !matches!(self, Trigger::Drift | Trigger::Removed | Trigger::Schedule | Trigger::Autoscale)
     }
 }
 

@@ -569,13 +569,6 @@ impl Config {
                 self.project.file
             ));
         }
-        for rule in self.scaling_rules.values().filter(|rule| rule.doc.target_cpu_percent.is_some()) {
-            warnings.push(format!(
-                "{}: the targetCpuPercent of the ScalingRule for `{}` is not acted on yet on the Docker backend (on \
-                 Kubernetes a HorizontalPodAutoscaler acts on it): min, max and schedules bound the replicas",
-                rule.file, rule.doc.app.value
-            ));
-        }
         warnings
     }
 

@@ -52,6 +52,13 @@ const MIGRATIONS: &[&str] = &[
         appeared_ms INTEGER NOT NULL,
         PRIMARY KEY (env, app)
     );",
+    "CREATE TABLE autoscale_decisions (
+        env TEXT NOT NULL,
+        app TEXT NOT NULL,
+        replicas INTEGER NOT NULL,
+        decided_ms INTEGER NOT NULL,
+        PRIMARY KEY (env, app)
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +221,52 @@ impl Store {
             }
             transaction.commit()?;
             Ok(appeared)
+        })
+    }
+
+    /// The replicas the CPU autoscaler last decided for each of `apps` in `env`; decisions for apps of `env` not
+    /// named (their rule lost its CPU target or went) are dropped.
+    pub fn autoscale_decisions(&self, env: &str, apps: &[String]) -> Result<BTreeMap<String, u32>, StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            let mut decided = BTreeMap::new();
+            {
+                let mut statement =
+                    transaction.prepare_cached("SELECT app, replicas FROM autoscale_decisions WHERE env = ?1")?;
+                let rows =
+                    statement.query_map(params![env], |row| Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?)))?;
+                for row in rows {
+                    let (app, replicas) = row?;
+                    if apps.contains(&app) {
+                        decided.insert(app, replicas);
+                    } else {
+                        transaction.execute(
+                            "DELETE FROM autoscale_decisions WHERE env = ?1 AND app = ?2",
+                            params![env, app],
+                        )?;
+                    }
+                }
+            }
+            transaction.commit()?;
+            Ok(decided)
+        })
+    }
+
+    /// Remembers the CPU autoscaler's decision for `app`, so that a restart or a git sync does not undo it.
+    pub fn record_autoscale_decision(
+        &self,
+        env: &str,
+        app: &str,
+        replicas: u32,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO autoscale_decisions (env, app, replicas, decided_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (env, app) DO UPDATE SET replicas = excluded.replicas, decided_ms = excluded.decided_ms",
+                params![env, app, replicas, now_ms],
+            )
+            .map(|_| ())
         })
     }
 
@@ -414,6 +467,25 @@ mod tests {
         assert_eq!(again, BTreeMap::from([("api".to_owned(), 200), ("web".to_owned(), 400)]));
         let staging = store.scaling_rules_appeared("staging", &apps(&["web"]), 500).expect("staging untouched");
         assert_eq!(staging, BTreeMap::from([("web".to_owned(), 150)]));
+    }
+
+    #[test]
+    fn an_autoscale_decision_survives_restarts_and_goes_with_its_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let apps = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store.record_autoscale_decision("production", "web", 3, 100).expect("decided");
+            store.record_autoscale_decision("production", "web", 4, 200).expect("decided again");
+            store.record_autoscale_decision("staging", "web", 2, 200).expect("another environment");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let decided = store.autoscale_decisions("production", &apps(&["web", "api"])).expect("read");
+        assert_eq!(decided, BTreeMap::from([("web".to_owned(), 4)]));
+        assert!(store.autoscale_decisions("production", &apps(&["api"])).expect("web lost its target").is_empty());
+        assert!(store.autoscale_decisions("production", &apps(&["web"])).expect("and it is gone").is_empty());
+        let staging = store.autoscale_decisions("staging", &apps(&["web"])).expect("staging untouched");
+        assert_eq!(staging, BTreeMap::from([("web".to_owned(), 2)]));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions, StatsOptions};
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 
 pub use container::{canonical_name, network_name, volume_name};
 
@@ -118,6 +119,17 @@ pub struct DockerBackend {
     host: String,
     settings: DockerSettings,
     caddy: Option<Caddy>,
+    /// Each container's CPU counters at the previous load sample: one-shot stats carry no earlier reading, so use
+    /// is measured between two rounds of sampling.
+    cpu_counters: std::sync::Arc<std::sync::Mutex<HashMap<String, CpuCounters>>>,
+}
+
+/// A container's cumulative CPU time and the host's, in nanoseconds, at one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuCounters {
+    container: u64,
+    system: u64,
+    online_cpus: u32,
 }
 
 impl DockerBackend {
@@ -144,7 +156,7 @@ impl DockerBackend {
             Ok(Err(error)) => return Err(unreachable(root_cause(&error))),
         };
         let caddy = settings.proxy.clone().map(Caddy::new);
-        Ok(DockerBackend { docker, host, settings, caddy })
+        Ok(DockerBackend { docker, host, settings, caddy, cpu_counters: std::sync::Arc::default() })
     }
 
     fn error(&self, doing: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError + '_ {
@@ -290,30 +302,46 @@ impl DockerBackend {
         Ok(Observed { apps: observed_apps(env, replicas?), domains, proxy_error, orphans: orphans? })
     }
 
+    /// Each app's average CPU use per replica since the previous call, from one-shot stats read in parallel. A
+    /// replica seen for the first time has no earlier reading and is left out; an app none of whose replicas has
+    /// one is left out, so that the autoscaler does not take a lack of figures for idleness.
     async fn load(&self, env: &Environment) -> Result<Vec<AppLoad>, DockerError> {
+        let replicas = self.replicas(env, None).await?;
+        let samples = join_all(replicas.iter().map(|replica| self.cpu_counters_of(&replica.observed.id))).await;
+        let mut previous = self.cpu_counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut current = HashMap::new();
         let mut loads: BTreeMap<String, (u32, f64)> = BTreeMap::new();
-        for replica in self.replicas(env, None).await? {
-            let options = StatsOptions { stream: false, one_shot: false };
-            let mut stats = self.docker.stats(&replica.observed.id, Some(options));
-            let Some(Ok(sample)) = stats.next().await else { continue };
-            let cpu_percent = cpu_percent(&sample).unwrap_or(0.0);
-            let entry = loads.entry(replica.app).or_default();
-            entry.0 += 1;
-            entry.1 += cpu_percent;
+        for (replica, sample) in replicas.iter().zip(samples) {
+            let Some(sample) = sample else { continue };
+            if let Some(percent) = previous.get(&replica.observed.id).and_then(|before| cpu_percent(before, &sample)) {
+                let entry = loads.entry(replica.app.clone()).or_default();
+                entry.0 += 1;
+                entry.1 += percent;
+            }
+            current.insert(replica.observed.id.clone(), sample);
         }
+        *previous = current;
         Ok(loads
             .into_iter()
             .map(|(app, (replicas, total))| AppLoad { app, replicas, cpu_percent: total / f64::from(replicas.max(1)) })
             .collect())
     }
+
+    async fn cpu_counters_of(&self, container: &str) -> Option<CpuCounters> {
+        let options = StatsOptions { stream: false, one_shot: true };
+        let sample = self.docker.stats(container, Some(options)).next().await?.ok()?;
+        let cpu = sample.cpu_stats?;
+        Some(CpuCounters {
+            container: cpu.cpu_usage?.total_usage?,
+            system: cpu.system_cpu_usage?,
+            online_cpus: cpu.online_cpus.unwrap_or(1),
+        })
+    }
 }
 
-/// CPU use between the two samples Docker returns, in percent of one CPU, as `docker stats` computes it.
-fn cpu_percent(sample: &bollard::models::ContainerStatsResponse) -> Option<f64> {
-    let now = sample.cpu_stats.as_ref()?;
-    let before = sample.precpu_stats.as_ref()?;
-    let used = now.cpu_usage.as_ref()?.total_usage? as f64 - before.cpu_usage.as_ref()?.total_usage? as f64;
-    let system = now.system_cpu_usage? as f64 - before.system_cpu_usage? as f64;
-    let cpus = f64::from(now.online_cpus.unwrap_or(1));
-    (system > 0.0).then(|| used / system * cpus * 100.0)
+/// CPU use between two samples, in percent of one CPU, as `docker stats` computes it.
+fn cpu_percent(before: &CpuCounters, now: &CpuCounters) -> Option<f64> {
+    let used = now.container.checked_sub(before.container)? as f64;
+    let system = now.system.checked_sub(before.system)? as f64;
+    (system > 0.0).then(|| used / system * f64::from(now.online_cpus.max(1)) * 100.0)
 }
