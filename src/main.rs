@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use railyard::backend::docker::DockerSettings;
+use railyard::backend::kubernetes::KubernetesBackendSettings;
 use railyard::backend::kubernetes::mapping::KubernetesSettings;
 use railyard::backend::{self, ActionResult, Backend, BackendError, BackendKind, BackendSettings};
 use railyard::daemon::{Daemon, DaemonSettings};
@@ -533,13 +534,24 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
         )),
         ..target.docker.settings()
     };
-    let connecting = tokio::spawn(backend::connect(target.docker.backend.into(), BackendSettings { docker }));
+    let kind: BackendKind = target.docker.backend.into();
+    // The Kubernetes backend reads the Project's own settings (proxy, sync.force), so it connects once they are read.
+    let connecting = (kind == BackendKind::Docker).then(|| {
+        tokio::spawn(backend::connect(kind, BackendSettings { docker: docker.clone(), ..BackendSettings::default() }))
+    });
     let (config, env, commit) = match load_target(target).await? {
         Ok(loaded) => loaded,
         Err(invalid) => return Ok(Err(report_invalid(&invalid))),
     };
     let secrets = target.docker.secrets(&target.state_dir)?;
-    let backend = match connecting.await.context("connecting to the backend failed")? {
+    let connected = match connecting {
+        Some(connecting) => connecting.await.context("connecting to the backend failed")?,
+        None => {
+            let kubernetes = KubernetesBackendSettings::default().with_project(&config.project.doc);
+            backend::connect(kind, BackendSettings { docker, kubernetes }).await
+        }
+    };
+    let backend = match connected {
         Ok(backend) => backend,
         Err(error) => return Ok(Err(backend_failed(&error))),
     };
@@ -688,7 +700,10 @@ async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::Resu
 /// remove and refuses.
 async fn destroy(target: Target, yes: bool) -> anyhow::Result<ExitCode> {
     let backend_kind: BackendKind = target.docker.backend.into();
-    let connecting = tokio::spawn(backend::connect(backend_kind, BackendSettings { docker: target.docker.settings() }));
+    let connecting = tokio::spawn(backend::connect(
+        backend_kind,
+        BackendSettings { docker: target.docker.settings(), ..BackendSettings::default() },
+    ));
     let env = match load_tracked(&target).await? {
         Ok(config) => environment_to_destroy(&config, &target.branch, &target.env)?,
         Err(invalid) => return Ok(report_invalid(&invalid)),
@@ -849,6 +864,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 source: Some(repository_identity(&repo)),
                 ..args.docker.settings()
             },
+            ..BackendSettings::default()
         },
         secrets: args.docker.secrets(&args.state_dir)?,
         retry_base: Duration::from_secs(1),
