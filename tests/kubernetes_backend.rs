@@ -144,7 +144,8 @@ fn apply_creates_everything_and_an_unchanged_config_sends_no_write() {
         assert_eq!(fake.names("secrets", ns), [format!("{ns}-secrets")]);
         assert!(fake.names("namespaces", "").contains(&ns.to_owned()));
         // Dependencies first: api's Deployment is written before web's.
-        let order: Vec<String> = fake.requests().iter().filter(|r| r.method == "PATCH").map(|r| r.path.clone()).collect();
+        let order: Vec<String> =
+            fake.requests().iter().filter(|r| r.method == "PATCH").map(|r| r.path.clone()).collect();
         let position = |suffix: &str| order.iter().position(|path| path.ends_with(suffix)).expect("applied");
         assert!(position("deployments/api") < position("deployments/web"), "{order:?}");
 
@@ -229,7 +230,12 @@ fn drift_by_another_manager_or_a_deleted_object_is_repaired() {
         });
         let observed = backend.observe(&desired.env).await.expect("observe");
         let drift = &observed.apps["web"].drift;
-        assert!(drift.iter().any(|reason| reason.contains("kubectl-edit") && reason.contains("spec.template.spec.containers")), "{drift:?}");
+        assert!(
+            drift
+                .iter()
+                .any(|reason| reason.contains("kubectl-edit") && reason.contains("spec.template.spec.containers")),
+            "{drift:?}"
+        );
         let (plan, report) = sync(&backend, &desired).await;
         assert_eq!(change_of(&plan, "web"), ChangeKind::Repair);
         assert!(report.succeeded(), "{report:?}");
@@ -260,7 +266,12 @@ fn a_conflict_with_another_manager_is_reported_and_forced_only_with_sync_force()
         let (plan, report) = sync(&backend, &repo.desired()).await;
         assert_eq!(change_of(&plan, "web"), ChangeKind::Update);
         let ActionResult::Failed { error } = result_of(&report, "web") else { panic!("not reported: {report:?}") };
-        assert!(error.contains("kubectl-edit") && error.contains("spec.template.spec.containers") && error.contains("force"), "{error}");
+        assert!(
+            error.contains("kubectl-edit")
+                && error.contains("spec.template.spec.containers")
+                && error.contains("force"),
+            "{error}"
+        );
         assert_eq!(image(&fake, ns, "web"), "nginx:hotfix");
 
         let forcing = self::backend(&fake, true).await;
