@@ -7,6 +7,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use railyard::backend::kubernetes::cluster::Kind;
 use railyard::backend::kubernetes::mapping::{self, KubernetesSettings};
 use railyard::model::{Environment, load};
 use serde_json::Value;
@@ -96,6 +97,7 @@ fn resource_of(kind: &str) -> (&'static str, &'static str) {
         "Service" => ("", "services"),
         "HorizontalPodAutoscaler" => ("autoscaling", "horizontalpodautoscalers"),
         "Ingress" => ("networking.k8s.io", "ingresses"),
+        "Secret" => ("", "secrets"),
         other => panic!("the mapping writes {other}: name its resource here and grant it in docker/kubernetes.yaml"),
     }
 }
@@ -103,7 +105,8 @@ fn resource_of(kind: &str) -> (&'static str, &'static str) {
 #[test]
 fn its_rbac_lets_railyard_apply_list_and_prune_every_kind_it_writes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut written: BTreeSet<(&str, &str)> = BTreeSet::from([("", "secrets")]);
+    // Every kind the backend lists, applies and deletes, and every kind the mapping writes for the fixtures.
+    let mut written: BTreeSet<(&str, &str)> = Kind::ALL.into_iter().map(|kind| resource_of(kind.as_str())).collect();
     for dir in [root.join("examples/repo-layout"), root.join("tests/fixtures/kubernetes/every-field")] {
         let files = railyard::source::local::read_dir(&dir).expect("fixture is readable");
         let config = load(&files).expect("fixture is valid");
@@ -115,7 +118,7 @@ fn its_rbac_lets_railyard_apply_list_and_prune_every_kind_it_writes() {
             );
         }
     }
-    assert!(written.len() >= 7, "the fixtures exercise every kind: {written:?}");
+    assert_eq!(written.len(), 8, "{written:?}");
     let grants = grants();
     for (group, resource) in written {
         let verbs = grants.get(&(group.to_owned(), resource.to_owned())).cloned().unwrap_or_default();
