@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use railyard::backend::docker::DockerSettings;
+use railyard::backend::kubernetes::KubernetesBackendSettings;
 use railyard::backend::kubernetes::mapping::KubernetesSettings;
 use railyard::backend::{self, ActionResult, Backend, BackendError, BackendKind, BackendSettings};
 use railyard::daemon::{Daemon, DaemonSettings};
@@ -86,6 +87,20 @@ enum Command {
         /// Apps applied at the same time, when their dependencies allow.
         #[arg(long, default_value_t = 8, env = "RAILYARD_PARALLEL")]
         parallel: usize,
+    },
+    /// Remove everything an environment runs: its apps, network and routes (volumes stay unless deleteWithApp).
+    #[command(after_help = "Without --yes nothing is removed: railyard says what it would remove and exits 1.\n\
+                            Exit status: 0 removed (or nothing to remove), 1 invalid config, refused without --yes or \
+                            anything failed, 3 Docker unreachable.\n\n\
+                            Examples:\n  railyard destroy --env pr-42\n  \
+                            railyard destroy path/to/repo --env staging --yes\n  \
+                            railyard destroy --env pr-42 --backend kubernetes --yes")]
+    Destroy {
+        #[command(flatten)]
+        target: Target,
+        /// Really remove it; without this flag railyard only says what it would remove.
+        #[arg(long)]
+        yes: bool,
     },
     /// Follow a git repository and keep production in sync: polling, webhooks, drift checks, history, API, metrics.
     #[command(
@@ -436,6 +451,7 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
     match command {
         Command::Plan { target, output, detailed_exitcode } => on_one_thread(plan(target, output, detailed_exitcode)),
         Command::Apply { target, parallel } => on_one_thread(apply(target, parallel, json_logs)),
+        Command::Destroy { target, yes } => on_one_thread(destroy(target, yes)),
         Command::Serve { args } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let code = runtime.block_on(serve(*args));
@@ -522,13 +538,24 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
         )),
         ..target.docker.settings()
     };
-    let connecting = tokio::spawn(backend::connect(target.docker.backend.into(), BackendSettings { docker }));
+    let kind: BackendKind = target.docker.backend.into();
+    // The Kubernetes backend reads the Project's own settings (proxy, sync.force), so it connects once they are read.
+    let connecting = (kind == BackendKind::Docker).then(|| {
+        tokio::spawn(backend::connect(kind, BackendSettings { docker: docker.clone(), ..BackendSettings::default() }))
+    });
     let (config, env, commit) = match load_target(target).await? {
         Ok(loaded) => loaded,
         Err(invalid) => return Ok(Err(report_invalid(&invalid))),
     };
     let secrets = target.docker.secrets(&target.state_dir)?;
-    let backend = match connecting.await.context("connecting to the backend failed")? {
+    let connected = match connecting {
+        Some(connecting) => connecting.await.context("connecting to the backend failed")?,
+        None => {
+            let kubernetes = KubernetesBackendSettings::default().with_project(&config.project.doc);
+            backend::connect(kind, BackendSettings { docker, kubernetes }).await
+        }
+    };
+    let backend = match connected {
         Ok(backend) => backend,
         Err(error) => return Ok(Err(backend_failed(&error))),
     };
@@ -675,6 +702,111 @@ async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::Resu
     Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) })
 }
 
+/// Removes what `target`'s environment runs through the backend's own destroy; without `yes`, says what that would
+/// remove and refuses.
+async fn destroy(target: Target, yes: bool) -> anyhow::Result<ExitCode> {
+    let backend_kind: BackendKind = target.docker.backend.into();
+    let connecting = tokio::spawn(backend::connect(
+        backend_kind,
+        BackendSettings { docker: target.docker.settings(), ..BackendSettings::default() },
+    ));
+    let env = match load_tracked(&target).await? {
+        Ok(config) => environment_to_destroy(&config, &target.branch, &target.env)?,
+        Err(invalid) => return Ok(report_invalid(&invalid)),
+    };
+    let backend = match connecting.await.context("connecting to the backend failed")? {
+        Ok(backend) => backend,
+        Err(error) => return Ok(backend_failed(&error)),
+    };
+    let observed = match backend.observe(&env).await {
+        Ok(observed) => observed,
+        Err(error) => return Ok(backend_failed(&error)),
+    };
+    let what = destroyed_description(backend_kind, &env);
+    if !yes {
+        eprint!("railyard destroy would remove {what}:\n{}", found_objects(&observed));
+        eprintln!("Nothing was removed; run it again with --yes to remove it.");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    let span = tracing::info_span!("destroy", env = %env.name, project = %env.project);
+    let _entered = span.enter();
+    if let Err(error) = backend.destroy(&env).await {
+        return Ok(backend_failed(&error));
+    }
+    print!("Removed {what}:\n{}", found_objects(&observed));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The config of the tracked branch (of `--repo`, or the directory as it is), which names the environments.
+async fn load_tracked(target: &Target) -> anyhow::Result<Result<Config, model::InvalidConfig>> {
+    let (dir, repo, branch, state_dir) =
+        (target.dir.clone(), target.repo.clone(), target.branch.clone(), target.state_dir.clone());
+    tokio::task::spawn_blocking(move || match repo {
+        None => load(&dir),
+        Some(repo) => {
+            let token = read_secret(None, "RAILYARD_GIT_TOKEN", None)?;
+            let source = source_for(&repo, &branch, &state_dir, token, Duration::from_secs(60));
+            let snapshot = source.fetch_all()?;
+            Ok(model::load(&source.read_branch(&snapshot, &branch)?.files))
+        }
+    })
+    .await
+    .context("reading the repository failed")?
+}
+
+/// The environment called `name`, listed or a preview as plan and apply take it, or one that is no longer listed
+/// (named as a listed one would be, so that what it left can be removed).
+fn environment_to_destroy(config: &Config, branch: &str, name: &str) -> anyhow::Result<Environment> {
+    let unknown = match environment_named(config, config, branch, name) {
+        Ok(env) => return Ok(env),
+        Err(unknown) => unknown,
+    };
+    let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !plain || name.starts_with("pr-") || name.starts_with("branch-") {
+        return Err(unknown);
+    }
+    eprintln!("note: the Project does not list `{name}`; looking for what railyard ran under that name");
+    let unlisted = railyard::model::environments::ListedEnvironment {
+        name: name.to_owned(),
+        branch: name.to_owned(),
+        host_template: None,
+    };
+    Ok(Environment::listed(config.project_name(), &unlisted))
+}
+
+/// The environment, and what it is called where it runs, with what its backend keeps.
+fn destroyed_description(kind: BackendKind, env: &Environment) -> String {
+    let (name, project) = (&env.name, &env.project);
+    match kind {
+        BackendKind::Docker => format!(
+            "environment `{name}` (Docker Compose project `{project}`): its containers, network and routes; volumes \
+             stay unless their app says deleteWithApp"
+        ),
+        BackendKind::Kubernetes => format!(
+            "environment `{name}` (Kubernetes namespace `{project}`): the namespace and all in it when railyard \
+             created it, else every object railyard labelled in it (PersistentVolumeClaims stay unless their app says \
+             deleteWithApp)"
+        ),
+    }
+}
+
+/// `  apps: api (1 replica), web (2 replicas)` and the domains, as observed; a line saying so when there are none.
+fn found_objects(observed: &model::Observed) -> String {
+    let apps: Vec<String> = observed
+        .apps
+        .values()
+        .map(|app| format!("{} ({})", app.name, count(app.replicas.len(), "replica", "replicas")))
+        .collect();
+    let domains: Vec<&str> = observed.domains.iter().flatten().map(|(host, _)| host.as_str()).collect();
+    let mut out = String::new();
+    for (label, names) in [("apps", apps.join(", ")), ("domains", domains.join(", "))] {
+        if !names.is_empty() {
+            out.push_str(&format!("  {label}: {names}\n"));
+        }
+    }
+    if out.is_empty() { "  (nothing of it runs now)\n".to_owned() } else { out }
+}
+
 /// `2 applied, 1 rolled back`: each outcome counted once, under what happened to it.
 fn outcome_counts(outcomes: &[railyard::backend::ActionOutcome]) -> String {
     let count = |wanted: fn(&ActionResult) -> bool| outcomes.iter().filter(|o| wanted(&o.result)).count();
@@ -739,6 +871,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 source: Some(repository_identity(&repo)),
                 ..args.docker.settings()
             },
+            ..BackendSettings::default()
         },
         secrets: args.docker.secrets(&args.state_dir)?,
         retry_base: Duration::from_secs(1),

@@ -29,7 +29,9 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The Docker backend as the daemon and the CLI hold it: chosen at run time, behind `dyn Backend`.
 fn backend(runtime: &tokio::runtime::Runtime, docker: DockerSettings) -> Arc<dyn Backend> {
-    runtime.block_on(backend::connect(BackendKind::Docker, BackendSettings { docker })).expect("Docker answers")
+    runtime
+        .block_on(backend::connect(BackendKind::Docker, BackendSettings { docker, ..BackendSettings::default() }))
+        .expect("Docker answers")
 }
 
 /// An app holding a volume `data`, ready once its TCP port answers.

@@ -565,3 +565,85 @@ fn a_renamed_project_reports_the_old_one_as_orphaned_with_the_command_that_remov
         serde_json::from_slice(&project.railyard("plan", &["--output", "json"]).stdout).expect("plan JSON");
     assert!(json.get("orphans").is_none(), "{json:#}");
 }
+
+#[test]
+fn destroy_says_what_it_would_remove_then_removes_one_environment_and_keeps_its_data() {
+    let image = busybox_image();
+    let project = TestProject::new("destroy");
+    let preview_project = format!("{}-pr-3", project.name);
+    let _preview = ProjectGuard(preview_project.clone());
+    let sleeper = |name: &str, volume: &str| {
+        format!(
+            "kind: App\nname: {name}\nimage: {image}\npull: never\ncommand: [\"sleep\", \"600\"]\n\
+             volumes: [{volume}]\nstopGracePeriod: 1s\n"
+        )
+    };
+    project.write("apps/web.yaml", &web_app("web", &image, "w", "replicas: 2\n"));
+    project.write("apps/db.yaml", &sleeper("db", "{ name: data, mount: /data }"));
+    project.write("apps/cache.yaml", &sleeper("cache", "{ name: scratch, mount: /tmp/cache, deleteWithApp: true }"));
+    let no_caddy = ["--caddy-admin", "none"];
+    assert_success(&project.railyard("apply", &["--env", "pr-3", "--caddy-admin", "none"]));
+    assert_success(&project.railyard("apply", &no_caddy));
+    let production = project.all_containers();
+    assert_eq!(production.len(), 4);
+
+    let refused = project.railyard("destroy", &["--env", "pr-3", "--caddy-admin", "none"]);
+    assert_eq!(refused.status.code(), Some(1), "without --yes: {}", stderr(&refused));
+    let said = stderr(&refused);
+    assert!(said.contains(&format!("environment `pr-3` (Docker Compose project `{preview_project}`)")), "{said}");
+    assert!(said.contains("apps: cache (1 replica), db (1 replica), web (2 replicas)"), "{said}");
+    assert!(said.contains("run it again with --yes"), "{said}");
+    assert_eq!(project_container_ids(&preview_project).len(), 4, "nothing removed without --yes");
+
+    let destroyed = project.railyard("destroy", &["--env", "pr-3", "--yes", "--caddy-admin", "none"]);
+    assert_success(&destroyed);
+    assert!(stdout(&destroyed).contains("Removed environment `pr-3`"), "{}", stdout(&destroyed));
+    assert!(project_container_ids(&preview_project).is_empty(), "every replica of the preview is gone");
+    assert!(project_objects("network", &preview_project).is_empty(), "its network is gone");
+    assert_eq!(project_objects("volume", &preview_project), [format!("{preview_project}_data")], "data stays");
+    let mut untouched = project.all_containers();
+    untouched.sort();
+    let mut before = production;
+    before.sort();
+    assert_eq!(untouched, before, "production is another environment: untouched");
+
+    let again = project.railyard("destroy", &["--env", "pr-3", "--yes", "--caddy-admin", "none"]);
+    assert_success(&again);
+    assert!(stdout(&again).contains("nothing of it runs now"), "{}", stdout(&again));
+    let replan = project.railyard("plan", &["--env", "pr-3", "--detailed-exitcode", "--caddy-admin", "none"]);
+    assert_eq!(replan.status.code(), Some(2), "a destroyed environment has everything to create again");
+}
+
+#[test]
+fn destroy_of_an_unreachable_engine_exits_3_and_of_an_unknown_environment_exits_1() {
+    let project = TestProject::new("destroy-errors");
+    let unreachable = railyard_with_env(
+        "destroy",
+        project.dir(),
+        &["--yes", "--caddy-admin", "none"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert_eq!(unreachable.status.code(), Some(3), "{}", stderr(&unreachable));
+    let unknown = project.railyard("destroy", &["--env", "pr-x", "--yes", "--caddy-admin", "none"]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", stderr(&unknown));
+    assert!(stderr(&unknown).contains("unknown environment `pr-x`"), "{}", stderr(&unknown));
+}
+
+#[test]
+fn an_environment_taken_off_the_projects_list_can_still_be_destroyed() {
+    let image = busybox_image();
+    let project = TestProject::new("destroy-unlisted");
+    let staging = format!("{}-staging", project.name);
+    let _staging = ProjectGuard(staging.clone());
+    let listed = |environments: &str| format!("kind: Project\nname: {}\nenvironments:\n{environments}", project.name);
+    project.write("railyard.yaml", &listed("  - name: production\n  - name: staging\n    branch: main\n"));
+    project.write("apps/web.yaml", &web_app("web", &image, "s", ""));
+    assert_success(&project.railyard("apply", &["--env", "staging", "--caddy-admin", "none"]));
+    assert_eq!(project_container_ids(&staging).len(), 1);
+
+    project.write("railyard.yaml", &listed("  - name: production\n"));
+    let destroyed = project.railyard("destroy", &["--env", "staging", "--yes", "--caddy-admin", "none"]);
+    assert_success(&destroyed);
+    assert!(stderr(&destroyed).contains("the Project does not list `staging`"), "{}", stderr(&destroyed));
+    assert!(project_container_ids(&staging).is_empty(), "what staging ran is gone");
+}

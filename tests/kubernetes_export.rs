@@ -4,8 +4,12 @@
 //! Golden files: tests/fixtures/kubernetes/*.yaml; `UPDATE_GOLDEN=1 cargo nextest run --test kubernetes_export`
 //! rewrites them (review the diff before committing).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use support::kubernetes_validate::assert_valid_kubernetes;
 
 use railyard::backend::kubernetes::mapping::{self, KubernetesSettings, Object, SecretSource};
 use railyard::model::{Environment, RepoFile, load};
@@ -70,33 +74,11 @@ fn export_matches_the_golden_files() {
 
 #[test]
 fn exported_objects_pass_the_kubernetes_schemas() {
-    let tool = root().join(".venv-tools/bin/kubernetes-validate");
-    assert!(
-        tool.exists(),
-        "{} is missing; install it with scripts/install-deps (a virtualenv with kubernetes-validate from PyPI)",
-        tool.display()
-    );
     let scratch = tempfile::tempdir().expect("temporary directory");
     for (golden, dir, env) in exports() {
         let file = scratch.path().join(golden);
         std::fs::write(&file, export(&dir, env)).expect("temporary file is writable");
-        // 1.30, and the newest version the tool knows (its default).
-        for version in [Some("1.30.0"), None] {
-            let mut command = Command::new(&tool);
-            command.arg("--strict").arg("--no-warn");
-            if let Some(version) = version {
-                command.args(["-k", version]);
-            }
-            let output = command.arg(&file).output().expect("kubernetes-validate runs");
-            assert!(
-                output.status.success(),
-                "kubernetes-validate --strict (Kubernetes {}) rejects the export of {} --env {env}:\n{}{}",
-                version.unwrap_or("newest"),
-                dir.display(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+        assert_valid_kubernetes(&file, &format!("the export of {} --env {env}", dir.display()));
     }
 }
 

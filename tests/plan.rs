@@ -133,6 +133,48 @@ fn a_replica_added_by_hand_is_repaired() {
 }
 
 #[test]
+fn drift_the_backend_reports_is_repaired_and_gone_once_applied() {
+    let state = desired(WEB);
+    let mut observed = converged(&state);
+    if let Some(app) = observed.apps.get_mut("web") {
+        app.replicas[1].state = ReplicaState::Exited;
+        app.drift = vec!["Service web was deleted by another manager".into()];
+    }
+    let plan = plan::plan(&state, &observed);
+    assert_eq!(
+        change_of(&plan, "web"),
+        &Change::Repair {
+            reasons: vec!["replica shop-web-2 is exited".into(), "Service web was deleted by another manager".into()]
+        }
+    );
+    assert_eq!(plan.summary.repair, 1);
+    let after = apply_to(&observed, &plan);
+    assert!(after.apps["web"].drift.is_empty(), "{:?}", after.apps["web"].drift);
+    assert!(!plan::plan(&state, &after).has_changes());
+}
+
+#[test]
+fn replica_numbers_are_the_backends_business() {
+    // Two replicas with one number is drift only a backend that numbers its replicas can tell (Docker reports it
+    // through `drift`); the planner counts and checks health, whatever the numbers.
+    let state = desired(WEB);
+    let mut observed = converged(&state);
+    if let Some(app) = observed.apps.get_mut("web") {
+        app.replicas[1].number = 1;
+    }
+    assert_eq!(change_of(&plan::plan(&state, &observed), "web"), &Change::Unchanged);
+}
+
+#[test]
+fn an_observed_app_without_drift_reads_and_writes_as_before() {
+    let observed = converged(&desired(WEB));
+    let json = serde_json::to_value(&observed.apps["web"]).expect("serialises");
+    assert!(json.get("drift").is_none(), "{json}");
+    let read: model::ObservedApp = serde_json::from_value(json).expect("reads without drift");
+    assert_eq!(read, observed.apps["web"]);
+}
+
+#[test]
 fn a_half_finished_rolling_update_is_finished() {
     let old = converged(&desired(WEB));
     let new_state = desired(&WEB.replace("web:1", "web:2"));

@@ -24,7 +24,7 @@ fn railyard(args: &[&str]) -> std::process::Output {
 fn help_and_version_answer_with_examples() {
     let help = railyard(&["--help"]);
     assert_success(&help);
-    for command in ["validate", "plan", "apply", "serve", "schema", "export"] {
+    for command in ["validate", "plan", "apply", "destroy", "serve", "schema", "export"] {
         assert!(stdout(&help).contains(command), "--help lists {command}: {}", stdout(&help));
     }
     assert!(stdout(&help).contains("Examples:"), "{}", stdout(&help));

@@ -105,11 +105,8 @@ impl BackendKind {
 pub enum BackendError {
     #[error(transparent)]
     Docker(#[from] docker::DockerError),
-    #[error(
-        "the {} backend is not available in this version of railyard; use --backend docker",
-        .0.as_str()
-    )]
-    NotAvailable(BackendKind),
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::KubernetesError),
 }
 
 impl BackendError {
@@ -117,7 +114,7 @@ impl BackendError {
     pub fn is_unreachable(&self) -> bool {
         match self {
             BackendError::Docker(error) => error.is_unreachable(),
-            BackendError::NotAvailable(_) => false,
+            BackendError::Kubernetes(error) => error.is_unreachable(),
         }
     }
 }
@@ -126,13 +123,14 @@ impl BackendError {
 #[derive(Debug, Clone, Default)]
 pub struct BackendSettings {
     pub docker: docker::DockerSettings,
+    pub kubernetes: kubernetes::KubernetesBackendSettings,
 }
 
 /// Connects the backend `kind`.
 pub async fn connect(kind: BackendKind, settings: BackendSettings) -> Result<Arc<dyn Backend>, BackendError> {
     match kind {
         BackendKind::Docker => Ok(Arc::new(docker::DockerBackend::connect(settings.docker).await?)),
-        BackendKind::Kubernetes => Err(BackendError::NotAvailable(kind)),
+        BackendKind::Kubernetes => Ok(Arc::new(kubernetes::KubernetesBackend::connect(settings.kubernetes).await?)),
     }
 }
 

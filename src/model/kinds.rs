@@ -130,6 +130,10 @@ pub struct SyncDetails {
     /// commit or a manual sync tries again).
     #[serde(default)]
     pub retry: Option<SyncRetry>,
+    /// On Kubernetes: take over fields that another field manager (`kubectl`, another controller) changed, instead
+    /// of reporting the conflict and leaving the object as it is (default: false, as Argo CD's `Force=false`).
+    #[serde(default)]
+    pub force: Option<bool>,
 }
 
 /// Retries of a rolled-back update, as Argo CD's `syncPolicy.retry`.
@@ -153,6 +157,14 @@ impl SyncSettings {
         match self {
             SyncSettings::Policy(policy) => *policy,
             SyncSettings::Detailed(details) => details.policy.unwrap_or(SyncPolicy::Auto),
+        }
+    }
+
+    /// `sync.force`: false unless the long form says true.
+    pub fn force(&self) -> bool {
+        match self {
+            SyncSettings::Policy(_) => false,
+            SyncSettings::Detailed(details) => details.force.unwrap_or(false),
         }
     }
 

@@ -44,6 +44,11 @@ pub struct ObservedApp {
     pub replicas: Vec<ObservedReplica>,
     /// The spec last applied (secrets redacted), from the newest replica's labels, for diffs.
     pub last_applied: Option<AppSpec>,
+    /// How what runs differs from what was applied although every replica's spec hash matches, as only the backend
+    /// can tell (two containers with one replica number; an object deleted or edited by another manager). The
+    /// planner repairs an app with any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
 }
 
 /// One container (Docker) or pod (Kubernetes).
@@ -52,7 +57,7 @@ pub struct ObservedApp {
 pub struct ObservedReplica {
     /// Container or pod name.
     pub id: String,
-    /// Compose's container number, from 1.
+    /// The replica's place among its app's replicas, from 1 (Compose's container number on Docker).
     pub number: u32,
     /// Hash of the [`crate::model::ContainerSpec`] the replica was created from.
     pub spec_hash: String,

@@ -272,7 +272,8 @@ fn app_change(desired: &AppSpec, new: &AppSpec, observed: &ObservedApp) -> Chang
     }
 }
 
-/// How the replicas of an app whose spec is current differ from what it should be.
+/// How the replicas of an app whose spec is current differ from what it should be, with what the backend alone
+/// could tell.
 fn drift(desired: &AppSpec, observed: &ObservedApp) -> Vec<String> {
     let mut reasons = Vec::new();
     let count = observed.replicas.len() as u32;
@@ -281,15 +282,10 @@ fn drift(desired: &AppSpec, observed: &ObservedApp) -> Vec<String> {
     } else if count > desired.replicas {
         reasons.push(format!("{count} replicas exist, {} wanted", desired.replicas));
     }
-    let mut numbers = BTreeSet::new();
-    for replica in &observed.replicas {
-        if !numbers.insert(replica.number) {
-            reasons.push(format!("two replicas carry number {}", replica.number));
-        }
-        if !replica.is_serving() {
-            reasons.push(format!("replica {} is {}", replica.id, describe(replica)));
-        }
+    for replica in observed.replicas.iter().filter(|replica| !replica.is_serving()) {
+        reasons.push(format!("replica {} is {}", replica.id, describe(replica)));
     }
+    reasons.extend(observed.drift.iter().cloned());
     reasons
 }
 
@@ -437,6 +433,7 @@ fn converged_app(spec: &AppSpec, env: &Environment, commit: Option<&str>) -> Obs
         env: env.name.clone(),
         replicas: (1..=spec.replicas).map(|number| new_replica(spec, env, commit, number)).collect(),
         last_applied: Some(spec.redacted()),
+        drift: Vec::new(),
     }
 }
 
@@ -460,6 +457,7 @@ fn rescaled_app(spec: &AppSpec, kept: Option<ObservedApp>, env: &Environment, co
         env: env.name.clone(),
         replicas: by_number.into_values().collect(),
         last_applied: if created || kept.1.is_none() { Some(spec.redacted()) } else { kept.1 },
+        drift: Vec::new(),
     }
 }
 

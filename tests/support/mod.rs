@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kube;
+pub mod kubernetes_validate;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -5,7 +5,7 @@ mod container;
 mod converge;
 pub mod labels;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,10 +14,10 @@ use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions, S
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
-pub use container::{canonical_name, network_name, volume_name};
+pub use container::{canonical_name, health_test, network_name, volume_name};
 
 use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
-use crate::model::{Environment, Observed, ObservedApp, OrphanProject};
+use crate::model::{Environment, Observed, ObservedApp, ObservedReplica, OrphanProject};
 use crate::plan::Plan;
 use crate::proxy::{Caddy, CaddySettings};
 use crate::secrets::ResolvedSecrets;
@@ -235,6 +235,7 @@ fn observed_apps(env: &Environment, replicas: Vec<labels::Replica>) -> BTreeMap<
                     env: env.name.clone(),
                     replicas: Vec::new(),
                     last_applied: None,
+                    drift: Vec::new(),
                 },
             )
         });
@@ -247,9 +248,19 @@ fn observed_apps(env: &Environment, replicas: Vec<labels::Replica>) -> BTreeMap<
     apps.into_iter()
         .map(|(name, (_, mut app))| {
             app.replicas.sort_by(|a, b| (a.number, &a.id).cmp(&(b.number, &b.id)));
+            app.drift = duplicate_numbers(&app.replicas);
             (name, app)
         })
         .collect()
+}
+
+/// Compose numbers an app's containers from 1, one container per number; a second container with a number (a
+/// `docker run` by hand, or a replacement left behind by an interrupted update) is drift that apply removes.
+fn duplicate_numbers(replicas: &[ObservedReplica]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let duplicated: BTreeSet<u32> =
+        replicas.iter().map(|replica| replica.number).filter(|number| !seen.insert(*number)).collect();
+    duplicated.into_iter().map(|number| format!("two replicas carry number {number}")).collect()
 }
 
 #[async_trait]
@@ -344,4 +355,30 @@ fn cpu_percent(before: &CpuCounters, now: &CpuCounters) -> Option<f64> {
     let used = now.container.checked_sub(before.container)? as f64;
     let system = now.system.checked_sub(before.system)? as f64;
     (system > 0.0).then(|| used / system * f64::from(now.online_cpus.max(1)) * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HealthState, ReplicaState};
+
+    fn replica(id: &str, number: u32) -> ObservedReplica {
+        ObservedReplica {
+            id: id.to_owned(),
+            number,
+            spec_hash: "hash".to_owned(),
+            commit: None,
+            state: ReplicaState::Running,
+            health: HealthState::Healthy,
+            published: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_second_container_with_a_replica_number_is_reported_as_drift_once() {
+        let replicas = [replica("shop-web-1", 1), replica("by-hand", 1), replica("again", 1), replica("shop-web-2", 2)];
+        assert_eq!(duplicate_numbers(&replicas), vec!["two replicas carry number 1".to_owned()]);
+        assert!(duplicate_numbers(&replicas[..1]).is_empty());
+        assert!(duplicate_numbers(&[replica("shop-web-1", 1), replica("shop-web-2", 2)]).is_empty());
+    }
 }

@@ -1,4 +1,170 @@
-//! The Kubernetes backend: the same desired state, run on a cluster. For now the mapping from railyard's desired
-//! state to Kubernetes objects, which `railyard export kubernetes` prints and the backend's apply will send.
+//! The Kubernetes backend: the same desired state, run on a cluster through kube-rs. [`mapping`] turns the desired
+//! state into objects (also for `railyard export kubernetes`); [`cluster`] lists, applies (server-side apply, field
+//! manager `railyard`) and deletes them; [`observe`] reads them back in railyard's vocabulary; [`apply`] executes a
+//! plan, writing only objects whose spec hash changed, health-gated with rollback.
 
+pub mod apply;
+pub mod cluster;
 pub mod mapping;
+pub mod observe;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use self::cluster::Cluster;
+use self::mapping::KubernetesSettings;
+use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
+use crate::model::kinds::Project;
+use crate::model::{Environment, Observed};
+use crate::plan::Plan;
+use crate::secrets::ResolvedSecrets;
+
+/// Settings of the Kubernetes backend.
+#[derive(Debug, Clone)]
+pub struct KubernetesBackendSettings {
+    /// The Project's `proxy:` settings as the mapping reads them.
+    pub mapping: KubernetesSettings,
+    /// The Project's `sync.force`: take over fields another field manager owns instead of reporting the conflict.
+    pub force: bool,
+    /// How often a Deployment's status is read while its rollout is awaited.
+    pub poll_interval: Duration,
+    /// How long a rollout may take before the apply stops waiting, beyond the Deployment's own progress deadline.
+    pub rollout_timeout: Duration,
+    /// The kubeconfig to read instead of `KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl Default for KubernetesBackendSettings {
+    fn default() -> Self {
+        KubernetesBackendSettings {
+            mapping: KubernetesSettings::default(),
+            force: false,
+            poll_interval: Duration::from_millis(500),
+            // Kubernetes' default progress deadline is 600 s; the Deployment reports it exceeded before this ends.
+            rollout_timeout: Duration::from_secs(660),
+            kubeconfig: None,
+        }
+    }
+}
+
+impl KubernetesBackendSettings {
+    /// What a Project's own settings say: its `proxy:` for the mapping and its `sync.force`.
+    pub fn with_project(self, project: &Project) -> KubernetesBackendSettings {
+        KubernetesBackendSettings {
+            mapping: KubernetesSettings::from_proxy(project.proxy.as_ref()),
+            force: project.sync.as_ref().is_some_and(crate::model::kinds::SyncSettings::force),
+            ..self
+        }
+    }
+}
+
+/// What went wrong talking to a cluster; every message names the object and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    #[error(
+        "no Kubernetes cluster to connect to: tried {tried}; set KUBECONFIG to a kubeconfig file, or run railyard in \
+         a pod with a service account"
+    )]
+    NoConfig { tried: String },
+    #[error("the kubeconfig {path} cannot be used: {reason}; fix it or point KUBECONFIG at another file")]
+    Kubeconfig { path: PathBuf, reason: String },
+    #[error("the in-cluster service account cannot be used: {reason}; check the pod's service account token")]
+    InCluster { reason: String },
+    #[error(
+        "the Kubernetes API server cannot be reached ({reason}); check that the cluster runs and that the \
+         kubeconfig's server address is right"
+    )]
+    Unreachable { reason: String },
+    #[error("the Kubernetes API refused to {action} {object}: {reason}; check railyard's RBAC and the object")]
+    Api { action: &'static str, object: String, reason: String },
+    #[error("the secret {name} that {app} reads has no value; provide it to railyard's secret source ({reason})")]
+    MissingSecret { name: String, app: String, reason: String },
+}
+
+impl KubernetesError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, KubernetesError::Unreachable { .. })
+    }
+}
+
+/// A cluster, reached through kube-rs.
+pub struct KubernetesBackend {
+    cluster: Cluster,
+    settings: KubernetesBackendSettings,
+}
+
+impl KubernetesBackend {
+    /// Connects through `settings.kubeconfig`, `KUBECONFIG`, `~/.kube/config`, or the pod's service account, in
+    /// that order, and checks that the API server answers.
+    pub async fn connect(settings: KubernetesBackendSettings) -> Result<KubernetesBackend, KubernetesError> {
+        let config = client_config(settings.kubeconfig.as_deref()).await?;
+        let client = kube::Client::try_from(config)
+            .map_err(|error| KubernetesError::Unreachable { reason: format!("cannot build a client: {error}") })?;
+        let cluster = Cluster::new(client);
+        cluster.check_reachable().await?;
+        Ok(KubernetesBackend { cluster, settings })
+    }
+}
+
+async fn client_config(explicit: Option<&Path>) -> Result<kube::Config, KubernetesError> {
+    let from_env = std::env::var_os("KUBECONFIG").filter(|value| !value.is_empty()).map(PathBuf::from);
+    let home = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube").join("config"));
+    let mut tried = Vec::new();
+    let chosen = match (explicit, &from_env, &home) {
+        (Some(path), _, _) => Some(path.to_owned()),
+        (None, Some(path), _) => Some(path.clone()),
+        (None, None, Some(home)) if home.exists() => Some(home.clone()),
+        (None, None, home) => {
+            tried.push("KUBECONFIG (not set)".to_owned());
+            tried.push(match home {
+                Some(home) => format!("{} (no such file)", home.display()),
+                None => "~/.kube/config (HOME is not set)".to_owned(),
+            });
+            None
+        }
+    };
+    if let Some(path) = chosen {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+            .map_err(|error| KubernetesError::Kubeconfig { path: path.clone(), reason: error.to_string() })?;
+        return kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|error| KubernetesError::Kubeconfig { path, reason: error.to_string() });
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+        tried.push("the in-cluster service account (KUBERNETES_SERVICE_HOST is not set)".to_owned());
+        return Err(KubernetesError::NoConfig { tried: tried.join(", ") });
+    }
+    kube::Config::incluster().map_err(|error| KubernetesError::InCluster { reason: error.to_string() })
+}
+
+#[async_trait]
+impl Backend for KubernetesBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Kubernetes
+    }
+
+    async fn observe(&self, env: &Environment) -> Result<Observed, BackendError> {
+        let listed = self.cluster.list(&env.project, &env.name).await?;
+        Ok(observe::observed(&listed))
+    }
+
+    async fn apply(
+        &self,
+        plan: &Plan,
+        secrets: &ResolvedSecrets,
+        progress: &dyn Progress,
+    ) -> Result<ApplyReport, BackendError> {
+        Ok(apply::Applier { cluster: &self.cluster, settings: &self.settings, plan, secrets, progress }.run().await?)
+    }
+
+    async fn destroy(&self, env: &Environment) -> Result<(), BackendError> {
+        Ok(self.cluster.destroy(&env.project, &env.name).await?)
+    }
+
+    /// The cluster's metrics API is not read yet: an HPA scales apps here, not railyard's autoscaler.
+    async fn metrics(&self, _env: &Environment) -> Result<Vec<AppLoad>, BackendError> {
+        Ok(Vec::new())
+    }
+}

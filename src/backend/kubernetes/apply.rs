@@ -1,0 +1,418 @@
+//! Executes a plan on a cluster. The objects come from [`super::mapping::manifests`] of the plan's desired specs;
+//! an object is written (server-side apply) only when its spec-hash annotation differs from the one found, so an
+//! unchanged configuration costs one list per kind and no write. An app's Deployment is awaited until available;
+//! one that exceeds its progress deadline is rolled back by re-applying the spec of its last-applied annotation.
+//! A conflict with another field manager fails the action with the field and the manager, unless the Project says
+//! `sync.force`; a repair (drift) takes railyard's own fields back. Objects that the plan no longer holds are
+//! pruned; claims stay unless their app said `deleteWithApp`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use kube::api::DynamicObject;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::cluster::{Applied, Cluster, Kind, Listed, deleted_with_app, describe};
+use super::mapping::{self, ANNOTATION_SPEC_HASH, LABEL_NAME, Manifests, Object, SecretKeys, SecretSource};
+use super::observe::{health, last_applied};
+use super::{KubernetesBackendSettings, KubernetesError};
+use crate::backend::{ActionOutcome, ActionResult, ApplyReport, Progress, ProgressEvent, Step};
+use crate::model::kinds::SyncPolicy;
+use crate::model::{AppSpec, DesiredState, DomainSpec, HealthState};
+use crate::plan::{Action, Change, ChangeKind, ObjectKind, Plan};
+use crate::secrets::ResolvedSecrets;
+
+/// One plan being applied.
+pub struct Applier<'a> {
+    pub cluster: &'a Cluster,
+    pub settings: &'a KubernetesBackendSettings,
+    pub plan: &'a Plan,
+    pub secrets: &'a ResolvedSecrets,
+    pub progress: &'a dyn Progress,
+}
+
+/// How a Deployment's rollout ended.
+enum Rollout {
+    Available,
+    DeadlineExceeded,
+    /// Neither within the backend's rollout timeout.
+    TimedOut,
+}
+
+impl Applier<'_> {
+    pub async fn run(&self) -> Result<ApplyReport, KubernetesError> {
+        let desired = self.desired();
+        let manifests = mapping::manifests(&desired, &self.settings.mapping);
+        let listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
+        for object in manifests.objects.iter().filter(|object| is_environment_object(object)) {
+            if let Some(Applied::Conflict(message)) = self.write(object, &listed, false).await? {
+                return Err(KubernetesError::Api {
+                    action: "apply",
+                    object: describe(kind_of(object), self.namespace(), object.name()),
+                    reason: message,
+                });
+            }
+        }
+        self.write_secret(&desired, &manifests, &listed).await?;
+        let mut outcomes = Vec::new();
+        let mut failed: BTreeSet<String> = BTreeSet::new();
+        for action in self.plan.apps.iter().filter(|action| action.change.kind().is_change()) {
+            let started = Instant::now();
+            let result = self.app(action, &manifests, &listed, &failed).await?;
+            if result != ActionResult::Done {
+                failed.insert(action.name.clone());
+            }
+            self.progress.event(&ProgressEvent::app(&action.name, Step::finished(&result)));
+            outcomes.push(ActionOutcome::of(ObjectKind::App, action, result, started.elapsed()));
+        }
+        for action in self.plan.domains.iter().filter(|action| action.change.kind().is_change()) {
+            let started = Instant::now();
+            let result = self.domain(action, &manifests, &listed).await?;
+            self.progress.event(&ProgressEvent::domain(&action.name, Step::finished(&result)));
+            outcomes.push(ActionOutcome::of(ObjectKind::Domain, action, result, started.elapsed()));
+        }
+        self.prune(&manifests, &listed).await?;
+        Ok(ApplyReport { outcomes })
+    }
+
+    fn namespace(&self) -> &str {
+        &self.plan.env.project
+    }
+
+    /// The desired state the plan converges to: every app and domain it keeps.
+    fn desired(&self) -> DesiredState {
+        DesiredState {
+            env: self.plan.env.clone(),
+            commit: self.plan.commit.clone(),
+            sync: SyncPolicy::Auto,
+            apps: self
+                .plan
+                .apps
+                .iter()
+                .filter_map(|action| action.desired.clone())
+                .map(|a| (a.name.clone(), a))
+                .collect(),
+            domains: self
+                .plan
+                .domains
+                .iter()
+                .filter_map(|action| action.desired.clone())
+                .map(|domain| (domain.host.clone(), domain))
+                .collect(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Applies `object` unless the cluster holds it with the same spec hash (`always` writes it anyway); `None`
+    /// when nothing was sent.
+    async fn write(&self, object: &Object, listed: &Listed, always: bool) -> Result<Option<Applied>, KubernetesError> {
+        let kind = kind_of(object);
+        let found = listed.get(&(kind, object.name().to_owned()));
+        if !always && found.is_some_and(|found| spec_hash(found) == object_hash(object)) {
+            return Ok(None);
+        }
+        let body = serde_json::to_value(object).unwrap_or(Value::Null);
+        self.send(kind, object.name(), &body, always).await.map(Some)
+    }
+
+    /// Server-side apply; forced when the Project says `sync.force` or when `take_back` (a repair or rollback
+    /// restores railyard's own fields).
+    async fn send(&self, kind: Kind, name: &str, body: &Value, take_back: bool) -> Result<Applied, KubernetesError> {
+        let force = self.settings.force || take_back;
+        self.cluster.apply(kind, self.namespace(), name, body, force).await
+    }
+
+    /// The namespace's Secret, written when the secrets' digests changed. Its values come from `secrets` and the
+    /// apps' sensitive literals, and go nowhere else.
+    async fn write_secret(
+        &self,
+        desired: &DesiredState,
+        manifests: &Manifests,
+        listed: &Listed,
+    ) -> Result<(), KubernetesError> {
+        let Some(keys) = &manifests.secret else { return Ok(()) };
+        let hash = secrets_hash(desired);
+        let found = listed.get(&(Kind::Secret, keys.name.clone()));
+        if found.is_some_and(|found| spec_hash(found) == Some(hash.as_str())) {
+            return Ok(());
+        }
+        let values = self.secret_values(keys, desired)?;
+        let mut labels =
+            manifests.objects.first().and_then(|namespace| namespace.metadata().labels.clone()).unwrap_or_default();
+        labels.insert(LABEL_NAME.to_owned(), keys.name.clone());
+        labels.insert(mapping::LABEL_INSTANCE.to_owned(), keys.name.clone());
+        let mut secret = mapping::secret_object(keys, labels, values);
+        secret.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_SPEC_HASH.to_owned(), hash)]));
+        let body = serde_json::to_value(&secret).unwrap_or(Value::Null);
+        match self.send(Kind::Secret, &keys.name, &body, false).await? {
+            Applied::Written(_) => Ok(()),
+            Applied::Conflict(reason) => Err(KubernetesError::Api {
+                action: "apply",
+                object: describe(Kind::Secret, self.namespace(), &keys.name),
+                reason,
+            }),
+        }
+    }
+
+    fn secret_values(
+        &self,
+        keys: &SecretKeys,
+        desired: &DesiredState,
+    ) -> Result<BTreeMap<String, String>, KubernetesError> {
+        keys.keys
+            .iter()
+            .map(|(key, source)| {
+                let value = match source {
+                    SecretSource::Store(name) => {
+                        self.secrets.get(name).map_err(|error| KubernetesError::MissingSecret {
+                            name: name.clone(),
+                            app: apps_reading(desired, name),
+                            reason: error.to_string(),
+                        })?
+                    }
+                    SecretSource::Literal { app, variable } => desired
+                        .apps
+                        .get(app)
+                        .and_then(|spec| spec.container.env.get(variable))
+                        .and_then(|value| value.container_value(|_| Err(())).ok())
+                        .unwrap_or_default(),
+                };
+                Ok((key.clone(), value))
+            })
+            .collect()
+    }
+
+    async fn app(
+        &self,
+        action: &Action<AppSpec>,
+        manifests: &Manifests,
+        listed: &Listed,
+        failed: &BTreeSet<String>,
+    ) -> Result<ActionResult, KubernetesError> {
+        self.progress.event(&ProgressEvent::app(&action.name, Step::Started { change: action.change.kind() }));
+        let Some(spec) = &action.desired else { return self.delete_app(&action.name, listed).await };
+        if let Some(dependency) = spec.depends_on.iter().find(|dependency| failed.contains(*dependency)) {
+            return Ok(ActionResult::Skipped {
+                reason: format!("its dependency {dependency} did not become available"),
+            });
+        }
+        let repair = matches!(action.change, Change::Repair { .. });
+        let mut deployment = None;
+        for object in app_objects(manifests, &action.name) {
+            let found = listed.get(&(kind_of(object), object.name().to_owned()));
+            if !repair && found.is_some_and(|found| spec_hash(found) == object_hash(object)) {
+                continue;
+            }
+            self.progress.event(&ProgressEvent::app(&action.name, Step::Creating { container: reference(object) }));
+            let body = serde_json::to_value(object).unwrap_or(Value::Null);
+            match self.send(kind_of(object), object.name(), &body, repair).await? {
+                Applied::Conflict(message) => return Ok(conflict(object, &message)),
+                Applied::Written(written) if kind_of(object) == Kind::Deployment => deployment = Some(written),
+                Applied::Written(_) => {}
+            }
+        }
+        let Some(deployment) = deployment else { return Ok(ActionResult::Done) };
+        let replicas = usize::try_from(spec.replicas).unwrap_or(usize::MAX);
+        self.progress.event(&ProgressEvent::app(&action.name, Step::WaitingHealthy { replicas }));
+        match self.await_rollout(&action.name, *deployment).await? {
+            Rollout::Available => {
+                self.progress.event(&ProgressEvent::app(&action.name, Step::Healthy));
+                Ok(ActionResult::Done)
+            }
+            Rollout::DeadlineExceeded => self.roll_back(action, listed, "exceeded its progress deadline").await,
+            Rollout::TimedOut => self.roll_back(action, listed, "did not become available in time").await,
+        }
+    }
+
+    /// Re-applies the Deployment of the spec that ran before (its last-applied annotation), or, for an app that
+    /// had none, reports the failure.
+    async fn roll_back(
+        &self,
+        action: &Action<AppSpec>,
+        listed: &Listed,
+        what: &str,
+    ) -> Result<ActionResult, KubernetesError> {
+        let previous: Option<AppSpec> = listed.get(&(Kind::Deployment, action.name.clone())).and_then(last_applied);
+        let Some(previous) = previous else {
+            return Ok(ActionResult::Failed { error: format!("Deployment {} {what}", action.name) });
+        };
+        let before = DesiredState { apps: BTreeMap::from([(previous.name.clone(), previous)]), ..self.desired() };
+        let manifests = mapping::manifests(&before, &self.settings.mapping);
+        if let Some(object) = app_objects(&manifests, &action.name).find(|object| kind_of(object) == Kind::Deployment) {
+            let body = serde_json::to_value(object).unwrap_or(Value::Null);
+            self.send(Kind::Deployment, object.name(), &body, true).await?;
+        }
+        Ok(ActionResult::RolledBack {
+            reason: format!("Deployment {} {what}; the previous spec was applied again", action.name),
+        })
+    }
+
+    async fn await_rollout(&self, name: &str, written: DynamicObject) -> Result<Rollout, KubernetesError> {
+        let deadline = Instant::now() + self.settings.rollout_timeout;
+        let mut current = written;
+        loop {
+            match health(&current) {
+                HealthState::Healthy => return Ok(Rollout::Available),
+                HealthState::Unhealthy => return Ok(Rollout::DeadlineExceeded),
+                HealthState::Starting | HealthState::None => {}
+            }
+            if Instant::now() >= deadline {
+                return Ok(Rollout::TimedOut);
+            }
+            tokio::time::sleep(self.settings.poll_interval.min(Duration::from_secs(5))).await;
+            match self.cluster.deployment(self.namespace(), name).await? {
+                Some(found) => current = found,
+                None => return Ok(Rollout::TimedOut),
+            }
+        }
+    }
+
+    /// Deletes an app's Deployment, Service and autoscaler, and its claims that say `deleteWithApp`.
+    async fn delete_app(&self, app: &str, listed: &Listed) -> Result<ActionResult, KubernetesError> {
+        for ((kind, name), object) in listed.iter().rev() {
+            let of_app = matches!(kind, Kind::Deployment | Kind::Service | Kind::HorizontalPodAutoscaler)
+                || (*kind == Kind::PersistentVolumeClaim && deleted_with_app(object));
+            if of_app && label_of(object, LABEL_NAME) == Some(app) {
+                self.progress
+                    .event(&ProgressEvent::app(app, Step::Removing { container: format!("{}/{name}", kind.as_str()) }));
+                self.cluster.delete(*kind, self.namespace(), name).await?;
+            }
+        }
+        Ok(ActionResult::Done)
+    }
+
+    async fn domain(
+        &self,
+        action: &Action<DomainSpec>,
+        manifests: &Manifests,
+        listed: &Listed,
+    ) -> Result<ActionResult, KubernetesError> {
+        self.progress.event(&ProgressEvent::domain(&action.name, Step::Started { change: action.change.kind() }));
+        if action.change.kind() == ChangeKind::Delete {
+            let found = listed.iter().find(|((kind, _), object)| {
+                *kind == Kind::Ingress && last_applied::<DomainSpec>(object).is_some_and(|d| d.host == action.name)
+            });
+            if let Some(((_, name), _)) = found {
+                self.cluster.delete(Kind::Ingress, self.namespace(), name).await?;
+            }
+            return Ok(ActionResult::Done);
+        }
+        let repair = matches!(action.change, Change::Repair { .. });
+        let ingress = manifests.objects.iter().find(|object| {
+            kind_of(object) == Kind::Ingress
+                && object_last_applied::<DomainSpec>(object).is_some_and(|d| d.host == action.name)
+        });
+        let Some(ingress) = ingress else { return Ok(ActionResult::Done) };
+        Ok(match self.write(ingress, listed, repair).await? {
+            None | Some(Applied::Written(_)) => ActionResult::Done,
+            Some(Applied::Conflict(message)) => conflict(ingress, &message),
+        })
+    }
+
+    /// Deletes railyard's objects of the environment that the manifests no longer hold (claims only with
+    /// `deleteWithApp`).
+    async fn prune(&self, manifests: &Manifests, listed: &Listed) -> Result<(), KubernetesError> {
+        let mut kept: BTreeSet<(Kind, String)> =
+            manifests.objects.iter().map(|object| (kind_of(object), object.name().to_owned())).collect();
+        if let Some(keys) = &manifests.secret {
+            kept.insert((Kind::Secret, keys.name.clone()));
+        }
+        for ((kind, name), object) in listed.iter().rev() {
+            let prunable =
+                *kind != Kind::Namespace && (*kind != Kind::PersistentVolumeClaim || deleted_with_app(object));
+            if prunable && !kept.contains(&(*kind, name.clone())) {
+                self.cluster.delete(*kind, self.namespace(), name).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_environment_object(object: &Object) -> bool {
+    matches!(object, Object::Namespace(_) | Object::NetworkPolicy(_))
+}
+
+/// The objects of one app (claims, Deployment, Service, autoscaler), in apply order.
+fn app_objects<'m>(manifests: &'m Manifests, app: &'m str) -> impl Iterator<Item = &'m Object> + 'm {
+    manifests.objects.iter().filter(move |object| {
+        !is_environment_object(object)
+            && !matches!(object, Object::Ingress(_))
+            && object.metadata().labels.as_ref().and_then(|labels| labels.get(LABEL_NAME)).map(String::as_str)
+                == Some(app)
+    })
+}
+
+fn kind_of(object: &Object) -> Kind {
+    match object {
+        Object::Namespace(_) => Kind::Namespace,
+        Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+        Object::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
+        Object::Deployment(_) => Kind::Deployment,
+        Object::Service(_) => Kind::Service,
+        Object::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
+        Object::Ingress(_) => Kind::Ingress,
+    }
+}
+
+/// `Deployment/web`, for progress.
+fn reference(object: &Object) -> String {
+    format!("{}/{}", object.kind(), object.name())
+}
+
+fn conflict(object: &Object, message: &str) -> ActionResult {
+    ActionResult::Failed {
+        error: format!(
+            "{} {}: {message}; another field manager changed it: undo that change, or set `sync: {{ force: true }}` \
+             in the Project to take the fields over",
+            object.kind(),
+            object.name()
+        ),
+    }
+}
+
+fn spec_hash(found: &DynamicObject) -> Option<&str> {
+    found.metadata.annotations.as_ref()?.get(ANNOTATION_SPEC_HASH).map(String::as_str)
+}
+
+fn object_hash(object: &Object) -> Option<&str> {
+    object.metadata().annotations.as_ref()?.get(ANNOTATION_SPEC_HASH).map(String::as_str)
+}
+
+fn object_last_applied<T: serde::de::DeserializeOwned>(object: &Object) -> Option<T> {
+    let text = object.metadata().annotations.as_ref()?.get(mapping::ANNOTATION_LAST_APPLIED)?;
+    serde_json::from_str(text).ok()
+}
+
+fn label_of<'o>(object: &'o DynamicObject, key: &str) -> Option<&'o str> {
+    object.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// Names the Secret's content without holding a value: the keyed digests railyard keeps of every secret value
+/// (redacted forms), so that a rotated secret writes the Secret again.
+fn secrets_hash(desired: &DesiredState) -> String {
+    // An `EnvSpec` serialises redacted: sensitive literals and secrets as their digests.
+    let redacted: Vec<(&str, &str, &crate::model::desired::EnvSpec)> = desired
+        .apps
+        .values()
+        .flat_map(|app| {
+            app.container.env.iter().map(move |(variable, value)| (app.name.as_str(), variable.as_str(), value))
+        })
+        .filter(|(_, _, value)| !matches!(value, crate::model::desired::EnvSpec::Value(_)))
+        .collect();
+    hex::encode(&Sha256::digest(serde_json::to_vec(&redacted).unwrap_or_default())[..8])
+}
+
+fn apps_reading(desired: &DesiredState, secret: &str) -> String {
+    let apps: Vec<&str> = desired
+        .apps
+        .values()
+        .filter(|app| {
+            app.container.env.values().any(
+                |value| matches!(value, crate::model::desired::EnvSpec::Secret { secret: name, .. } if name == secret),
+            )
+        })
+        .map(|app| app.name.as_str())
+        .collect();
+    apps.join(", ")
+}

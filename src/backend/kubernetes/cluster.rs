@@ -1,0 +1,208 @@
+//! The requests the backend sends: one list per kind by label selector, server-side apply with field manager
+//! `railyard`, delete, and a Deployment's status while its rollout is awaited. Objects are handled as
+//! [`DynamicObject`]s so that one code path serves every kind.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::Value;
+
+use super::KubernetesError;
+use super::mapping::{LABEL_DELETE_WITH_APP, LABEL_ENVIRONMENT, LABEL_MANAGED_BY, MANAGER};
+
+/// The kinds of object railyard writes, in apply order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Namespace,
+    NetworkPolicy,
+    Secret,
+    PersistentVolumeClaim,
+    Deployment,
+    Service,
+    HorizontalPodAutoscaler,
+    Ingress,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::Namespace,
+        Kind::NetworkPolicy,
+        Kind::Secret,
+        Kind::PersistentVolumeClaim,
+        Kind::Deployment,
+        Kind::Service,
+        Kind::HorizontalPodAutoscaler,
+        Kind::Ingress,
+    ];
+
+    /// The kind named by an object's `kind`.
+    pub fn named(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|candidate| candidate.as_str() == kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::Secret => "Secret",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::Deployment => "Deployment",
+            Kind::Service => "Service",
+            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            Kind::Ingress => "Ingress",
+        }
+    }
+
+    fn resource(self) -> ApiResource {
+        match self {
+            Kind::Namespace => ApiResource::erase::<Namespace>(&()),
+            Kind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+            Kind::Secret => ApiResource::erase::<Secret>(&()),
+            Kind::PersistentVolumeClaim => ApiResource::erase::<PersistentVolumeClaim>(&()),
+            Kind::Deployment => ApiResource::erase::<Deployment>(&()),
+            Kind::Service => ApiResource::erase::<Service>(&()),
+            Kind::HorizontalPodAutoscaler => ApiResource::erase::<HorizontalPodAutoscaler>(&()),
+            Kind::Ingress => ApiResource::erase::<Ingress>(&()),
+        }
+    }
+
+    fn is_namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+}
+
+/// The objects of one environment as listed: kind and name to object.
+pub type Listed = BTreeMap<(Kind, String), DynamicObject>;
+
+/// How one server-side apply ended.
+#[derive(Debug)]
+pub enum Applied {
+    Written(Box<DynamicObject>),
+    /// Another field manager owns a field this apply would change; the API server's message names both.
+    Conflict(String),
+}
+
+/// A cluster's API.
+pub struct Cluster {
+    client: kube::Client,
+}
+
+impl Cluster {
+    pub fn new(client: kube::Client) -> Cluster {
+        Cluster { client }
+    }
+
+    fn api(&self, kind: Kind, namespace: &str) -> Api<DynamicObject> {
+        let resource = kind.resource();
+        if kind.is_namespaced() {
+            Api::namespaced_with(self.client.clone(), namespace, &resource)
+        } else {
+            Api::all_with(self.client.clone(), &resource)
+        }
+    }
+
+    /// One request that tells whether the API server answers at all.
+    pub async fn check_reachable(&self) -> Result<(), KubernetesError> {
+        self.client
+            .apiserver_version()
+            .await
+            .map(drop)
+            .map_err(|error| failed(error, "read the version of", "the API server"))
+    }
+
+    /// railyard's objects of environment `env` in `namespace` (and the namespace itself): one list per kind.
+    pub async fn list(&self, namespace: &str, env: &str) -> Result<Listed, KubernetesError> {
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_ENVIRONMENT}={env}");
+        let mut listed = Listed::new();
+        for kind in Kind::ALL {
+            let found = match self.api(kind, namespace).list(&ListParams::default().labels(&selector)).await {
+                Ok(found) => found.items,
+                Err(kube::Error::Api(status)) if status.is_not_found() => Vec::new(),
+                Err(error) => return Err(failed(error, "list", &format!("{}s in {namespace}", kind.as_str()))),
+            };
+            for object in found {
+                let name = object.metadata.name.clone().unwrap_or_default();
+                if kind == Kind::Namespace && name != namespace {
+                    continue;
+                }
+                listed.insert((kind, name), object);
+            }
+        }
+        Ok(listed)
+    }
+
+    /// Server-side apply of `body` as field manager `railyard`; `force` takes over fields other managers own.
+    pub async fn apply(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+        force: bool,
+    ) -> Result<Applied, KubernetesError> {
+        let mut params = PatchParams::apply(MANAGER);
+        params.force = force;
+        match self.api(kind, namespace).patch(name, &params, &Patch::Apply(body)).await {
+            Ok(object) => Ok(Applied::Written(Box::new(object))),
+            Err(kube::Error::Api(status)) if status.is_conflict() => Ok(Applied::Conflict(status.message)),
+            Err(error) => Err(failed(error, "apply", &describe(kind, namespace, name))),
+        }
+    }
+
+    /// Deletes one object; one already gone is no error.
+    pub async fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<(), KubernetesError> {
+        match self.api(kind, namespace).delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+            Err(error) => Err(failed(error, "delete", &describe(kind, namespace, name))),
+        }
+    }
+
+    /// The Deployment as it stands now (its status moves while it rolls out).
+    pub async fn deployment(&self, namespace: &str, name: &str) -> Result<Option<DynamicObject>, KubernetesError> {
+        match self.api(Kind::Deployment, namespace).get_opt(name).await {
+            Ok(found) => Ok(found),
+            Err(error) => Err(failed(error, "read", &describe(Kind::Deployment, namespace, name))),
+        }
+    }
+
+    /// Removes environment `env`: its namespace when railyard created it (it carries railyard's labels), else
+    /// every labelled object in it. Volumes' claims stay unless their app said `deleteWithApp`.
+    pub async fn destroy(&self, namespace: &str, env: &str) -> Result<(), KubernetesError> {
+        let listed = self.list(namespace, env).await?;
+        if listed.contains_key(&(Kind::Namespace, namespace.to_owned())) {
+            return self.delete(Kind::Namespace, namespace, namespace).await;
+        }
+        for ((kind, name), object) in listed.iter().rev() {
+            if *kind != Kind::PersistentVolumeClaim || deleted_with_app(object) {
+                self.delete(*kind, namespace, name).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a claim's app said `deleteWithApp`.
+pub fn deleted_with_app(object: &DynamicObject) -> bool {
+    object.metadata.labels.as_ref().and_then(|labels| labels.get(LABEL_DELETE_WITH_APP)).is_some_and(|v| v == "true")
+}
+
+/// `Deployment web in shop`.
+pub fn describe(kind: Kind, namespace: &str, name: &str) -> String {
+    if kind.is_namespaced() {
+        format!("{} {name} in {namespace}", kind.as_str())
+    } else {
+        format!("{} {name}", kind.as_str())
+    }
+}
+
+fn failed(error: kube::Error, action: &'static str, object: &str) -> KubernetesError {
+    match error {
+        kube::Error::Api(status) => KubernetesError::Api { action, object: object.to_owned(), reason: status.message },
+        other => KubernetesError::Unreachable { reason: format!("{action} {object}: {other}") },
+    }
+}

@@ -1,0 +1,164 @@
+//! What a cluster runs, in railyard's backend-neutral vocabulary: apps from Deployments, domains from Ingresses,
+//! and drift (an app's object deleted, or its spec changed by another field manager) as reasons the planner repairs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::api::DynamicObject;
+use serde_json::Value;
+
+use super::cluster::{Kind, Listed};
+use super::mapping::{ANNOTATION_LAST_APPLIED, LABEL_ENVIRONMENT, LABEL_NAME, MANAGER};
+use crate::model::{
+    AppSpec, DomainSpec, HealthState, Observed, ObservedApp, ObservedDomain, ObservedReplica, ReplicaState,
+};
+
+/// The environment's apps and domains as `listed` holds them.
+pub fn observed(listed: &Listed) -> Observed {
+    let apps = listed
+        .iter()
+        .filter(|((kind, _), _)| *kind == Kind::Deployment)
+        .map(|((_, name), deployment)| (name.clone(), app(name, deployment, listed)))
+        .collect();
+    let domains = listed
+        .iter()
+        .filter(|((kind, _), _)| *kind == Kind::Ingress)
+        .filter_map(|(_, ingress)| {
+            let spec: DomainSpec = last_applied(ingress)?;
+            Some((spec.host.clone(), ObservedDomain { env: label(ingress, LABEL_ENVIRONMENT), last_applied: spec }))
+        })
+        .collect();
+    Observed { apps, domains: Some(domains), ..Observed::default() }
+}
+
+fn app(name: &str, deployment: &DynamicObject, listed: &Listed) -> ObservedApp {
+    let spec: Option<AppSpec> = last_applied(deployment);
+    let spec_hash = spec.as_ref().map(AppSpec::spec_hash).unwrap_or_default();
+    let health = health(deployment);
+    let commit =
+        deployment.metadata.annotations.as_ref().and_then(|a| a.get(super::mapping::ANNOTATION_COMMIT)).cloned();
+    // Pods are not listed: the replicas are synthesised 1..n from the Deployment's own count, all with its health.
+    // When an autoscaler owns the count, it is reported as railyard applied it, so that the autoscaler's changes
+    // make the planner neither scale nor repair the app.
+    let count = match &spec {
+        Some(spec) if spec.autoscale.is_some() => spec.replicas,
+        _ => deployment.data.pointer("/spec/replicas").and_then(Value::as_u64).map_or(1, |n| n as u32),
+    };
+    let replicas = (1..=count)
+        .map(|number| ObservedReplica {
+            id: format!("{name}-{number}"),
+            number,
+            spec_hash: spec_hash.clone(),
+            commit: commit.clone(),
+            state: ReplicaState::Running,
+            health,
+            published: Vec::new(),
+        })
+        .collect();
+    let mut drift = spec.as_ref().map(|spec| missing_objects(spec, listed)).unwrap_or_default();
+    let owned = listed
+        .iter()
+        .filter(|((kind, _), object)| *kind != Kind::Ingress && label(object, LABEL_NAME) == name)
+        .map(|((kind, _), object)| (*kind, object));
+    drift.extend(owned.flat_map(|(kind, object)| foreign_changes(kind, object)));
+    ObservedApp {
+        name: name.to_owned(),
+        env: label(deployment, LABEL_ENVIRONMENT),
+        replicas,
+        last_applied: spec,
+        drift,
+    }
+}
+
+/// Available → healthy; a rollout past its progress deadline → unhealthy; anything else is still starting.
+pub fn health(deployment: &DynamicObject) -> HealthState {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let observed = deployment.data.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(-1);
+    let condition = |kind: &str| {
+        deployment.data.pointer("/status/conditions").and_then(Value::as_array).and_then(|conditions| {
+            conditions.iter().find(|condition| condition.get("type").and_then(Value::as_str) == Some(kind))
+        })
+    };
+    let reason = |condition: &Value| condition.get("reason").and_then(Value::as_str).map(str::to_owned);
+    let status = |condition: &Value| condition.get("status").and_then(Value::as_str) == Some("True");
+    // A status older than the spec says nothing about the spec: the controller has not seen it yet.
+    if observed < generation {
+        return HealthState::Starting;
+    }
+    if condition("Progressing").and_then(reason).as_deref() == Some("ProgressDeadlineExceeded") {
+        HealthState::Unhealthy
+    } else if condition("Available").is_some_and(status) {
+        HealthState::Healthy
+    } else {
+        HealthState::Starting
+    }
+}
+
+/// The objects `spec` makes besides its Deployment that are not there any more.
+fn missing_objects(spec: &AppSpec, listed: &Listed) -> Vec<String> {
+    let mut expected: Vec<(Kind, String)> = Vec::new();
+    if !spec.container.ports.is_empty() {
+        expected.push((Kind::Service, spec.name.clone()));
+    }
+    if spec.autoscale.is_some() {
+        expected.push((Kind::HorizontalPodAutoscaler, spec.name.clone()));
+    }
+    expected.extend(spec.container.volumes.iter().map(|volume| (Kind::PersistentVolumeClaim, volume.name.clone())));
+    expected
+        .into_iter()
+        .filter(|key| !listed.contains_key(key))
+        .map(|(kind, name)| format!("{} {name} was deleted", kind.as_str()))
+        .collect()
+}
+
+/// Fields of the object's spec that a field manager other than railyard changed. The replica count is left out:
+/// an autoscaler owns it by design, and a count changed by hand shows as a replica count that differs.
+fn foreign_changes(kind: Kind, object: &DynamicObject) -> Vec<String> {
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let mut changes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in object.metadata.managed_fields.iter().flatten() {
+        let manager = entry.manager.as_deref().unwrap_or("an unnamed manager");
+        if manager == MANAGER || entry.subresource.as_deref() == Some("status") {
+            continue;
+        }
+        let Some(spec) = entry.fields_v1.as_ref().and_then(|fields| fields.0.get("f:spec")) else { continue };
+        let mut paths = Vec::new();
+        leaves(spec, "spec", &mut paths);
+        paths.retain(|path| path != "spec.replicas");
+        changes.entry(manager.to_owned()).or_default().extend(paths);
+    }
+    changes
+        .into_iter()
+        .filter(|(_, paths)| !paths.is_empty())
+        .map(|(manager, paths)| {
+            let paths: Vec<String> = paths.into_iter().collect();
+            format!("{} {name}: {} changed by {manager}", kind.as_str(), paths.join(", "))
+        })
+        .collect()
+}
+
+/// The dotted paths of the leaves of a `fieldsV1` tree (`f:name` keys; list items shown as `[]`).
+fn leaves(fields: &Value, path: &str, into: &mut Vec<String>) {
+    let children: Vec<(&String, &Value)> =
+        fields.as_object().map(|map| map.iter().filter(|(key, _)| key.as_str() != ".").collect()).unwrap_or_default();
+    if children.is_empty() {
+        into.push(path.to_owned());
+        return;
+    }
+    for (key, child) in children {
+        let step = match key.strip_prefix("f:") {
+            Some(field) => format!("{path}.{field}"),
+            None => format!("{path}[]"),
+        };
+        leaves(child, &step, into);
+    }
+}
+
+fn label(object: &DynamicObject, key: &str) -> String {
+    object.metadata.labels.as_ref().and_then(|labels| labels.get(key)).cloned().unwrap_or_default()
+}
+
+/// The railyard spec the object was made from, from its annotation.
+pub fn last_applied<T: serde::de::DeserializeOwned>(object: &DynamicObject) -> Option<T> {
+    let text = object.metadata.annotations.as_ref()?.get(ANNOTATION_LAST_APPLIED)?;
+    serde_json::from_str(text).ok()
+}
