@@ -144,7 +144,8 @@ fn apply_creates_everything_and_an_unchanged_config_sends_no_write() {
         assert_eq!(fake.names("secrets", ns), [format!("{ns}-secrets")]);
         assert!(fake.names("namespaces", "").contains(&ns.to_owned()));
         // Dependencies first: api's Deployment is written before web's.
-        let order: Vec<String> = fake.requests().iter().filter(|r| r.method == "PATCH").map(|r| r.path.clone()).collect();
+        let order: Vec<String> =
+            fake.requests().iter().filter(|r| r.method == "PATCH").map(|r| r.path.clone()).collect();
         let position = |suffix: &str| order.iter().position(|path| path.ends_with(suffix)).expect("applied");
         assert!(position("deployments/api") < position("deployments/web"), "{order:?}");
 
@@ -229,7 +230,12 @@ fn drift_by_another_manager_or_a_deleted_object_is_repaired() {
         });
         let observed = backend.observe(&desired.env).await.expect("observe");
         let drift = &observed.apps["web"].drift;
-        assert!(drift.iter().any(|reason| reason.contains("kubectl-edit") && reason.contains("spec.template.spec.containers")), "{drift:?}");
+        assert!(
+            drift
+                .iter()
+                .any(|reason| reason.contains("kubectl-edit") && reason.contains("spec.template.spec.containers")),
+            "{drift:?}"
+        );
         let (plan, report) = sync(&backend, &desired).await;
         assert_eq!(change_of(&plan, "web"), ChangeKind::Repair);
         assert!(report.succeeded(), "{report:?}");
@@ -260,7 +266,12 @@ fn a_conflict_with_another_manager_is_reported_and_forced_only_with_sync_force()
         let (plan, report) = sync(&backend, &repo.desired()).await;
         assert_eq!(change_of(&plan, "web"), ChangeKind::Update);
         let ActionResult::Failed { error } = result_of(&report, "web") else { panic!("not reported: {report:?}") };
-        assert!(error.contains("kubectl-edit") && error.contains("spec.template.spec.containers") && error.contains("force"), "{error}");
+        assert!(
+            error.contains("kubectl-edit")
+                && error.contains("spec.template.spec.containers")
+                && error.contains("force"),
+            "{error}"
+        );
         assert_eq!(image(&fake, ns, "web"), "nginx:hotfix");
 
         let forcing = self::backend(&fake, true).await;
@@ -346,4 +357,41 @@ fn without_a_kubeconfig_or_service_account_the_error_says_what_was_tried() {
     let error = stderr(&output);
     assert!(error.contains("KUBECONFIG") && error.contains("service account"), "{error}");
     assert!(error.contains(".kube/config"), "{error}");
+}
+
+#[test]
+fn serve_reconciles_production_and_a_listed_environment_on_the_cluster() {
+    let repo = Repo::new(
+        "serve",
+        "environments:\n  - { name: production, branch: main }\n  - { name: staging, branch: staging, hostTemplate: \
+         \"{app}.staging.example.com\" }\n",
+    );
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let dir = repo.dir.path();
+    support::git(dir, &["init", "-q", "-b", "main"]);
+    support::git(dir, &["add", "-A"]);
+    support::git(dir, &["commit", "-q", "-m", "production"]);
+    support::git(dir, &["checkout", "-q", "-b", "staging"]);
+    repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
+    support::git(dir, &["commit", "-q", "-am", "staging"]);
+    support::git(dir, &["checkout", "-q", "main"]);
+    let fake = fake();
+    let kubeconfig = fake.kubeconfig_path();
+    let args = ["--backend", "kubernetes", "--poll-interval", "1h", "--drift-interval", "1h", "--caddy-admin", "none"];
+    let served = support::Served::start(
+        &format!("file://{}", dir.display()),
+        None,
+        &args,
+        &[("KUBECONFIG", kubeconfig.to_str().expect("UTF-8 path"))],
+    );
+    for env in ["production", "staging"] {
+        let ok = support::eventually(Duration::from_secs(60), || {
+            support::get_json(served.port, &format!("/api/v1/environments/{env}"))["syncStatus"] == "synced"
+        });
+        let state = support::get_json(served.port, &format!("/api/v1/environments/{env}"));
+        assert!(ok, "{env} did not sync: {state:#}\nlog:\n{}", served.log());
+        assert_eq!(state["backend"], "kubernetes", "{state:#}");
+    }
+    assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
+    assert_eq!(image(&fake, &format!("{}-staging", repo.name), "web"), "nginx:1.28");
 }
