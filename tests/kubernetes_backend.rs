@@ -358,3 +358,40 @@ fn without_a_kubeconfig_or_service_account_the_error_says_what_was_tried() {
     assert!(error.contains("KUBECONFIG") && error.contains("service account"), "{error}");
     assert!(error.contains(".kube/config"), "{error}");
 }
+
+#[test]
+fn serve_reconciles_production_and_a_listed_environment_on_the_cluster() {
+    let repo = Repo::new(
+        "serve",
+        "environments:\n  - { name: production, branch: main }\n  - { name: staging, branch: staging, hostTemplate: \
+         \"{app}.staging.example.com\" }\n",
+    );
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let dir = repo.dir.path();
+    support::git(dir, &["init", "-q", "-b", "main"]);
+    support::git(dir, &["add", "-A"]);
+    support::git(dir, &["commit", "-q", "-m", "production"]);
+    support::git(dir, &["checkout", "-q", "-b", "staging"]);
+    repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
+    support::git(dir, &["commit", "-q", "-am", "staging"]);
+    support::git(dir, &["checkout", "-q", "main"]);
+    let fake = fake();
+    let kubeconfig = fake.kubeconfig_path();
+    let args = ["--backend", "kubernetes", "--poll-interval", "1h", "--drift-interval", "1h", "--caddy-admin", "none"];
+    let served = support::Served::start(
+        &format!("file://{}", dir.display()),
+        None,
+        &args,
+        &[("KUBECONFIG", kubeconfig.to_str().expect("UTF-8 path"))],
+    );
+    for env in ["production", "staging"] {
+        let ok = support::eventually(Duration::from_secs(60), || {
+            support::get_json(served.port, &format!("/api/v1/environments/{env}"))["syncStatus"] == "synced"
+        });
+        let state = support::get_json(served.port, &format!("/api/v1/environments/{env}"));
+        assert!(ok, "{env} did not sync: {state:#}\nlog:\n{}", served.log());
+        assert_eq!(state["backend"], "kubernetes", "{state:#}");
+    }
+    assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
+    assert_eq!(image(&fake, &format!("{}-staging", repo.name), "web"), "nginx:1.28");
+}
