@@ -22,8 +22,8 @@ fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<u64> = after_name.split_whitespace().filter_map(|field| field.parse().ok()).collect();
-    // After the name: state (not a number, skipped by the parse), then utime and stime are the 12th and 13th numbers.
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    // After the name: the state (not a number, so skipped), then utime and stime are the 11th and 12th numbers.
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }
 

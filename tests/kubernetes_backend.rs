@@ -284,7 +284,7 @@ fn a_conflict_with_another_manager_is_reported_and_forced_only_with_sync_force()
 #[test]
 fn replicas_an_autoscaler_owns_are_left_alone() {
     let repo = Repo::new("hpa", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 2\n"));
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 2\nresources: { cpus: \"0.5\" }\n"));
     repo.write("scaling/web.yaml", "kind: ScalingRule\napp: web\nmin: 2\nmax: 6\ntargetCpuPercent: 70\n");
     let fake = fake();
     runtime().block_on(async {
