@@ -103,6 +103,24 @@ mod tests {
     }
 
     #[test]
+    fn the_horizontal_pod_autoscaler_gets_the_bounds_in_force() {
+        use crate::backend::kubernetes::mapping::{KubernetesSettings, Object, manifests};
+        let hpa_bounds = |desired: &DesiredState| {
+            manifests(desired, &KubernetesSettings::default()).objects.into_iter().find_map(|object| match object {
+                Object::HorizontalPodAutoscaler(hpa) => hpa.spec.map(|spec| (spec.min_replicas, spec.max_replicas)),
+                _ => None,
+            })
+        };
+        let long_ago = |_: &str| at("2026-01-01T00:00:00Z");
+        let mut morning = desired(BUSINESS_HOURS);
+        put_in_force(&mut morning, long_ago, at("2026-03-04T10:00:00Z"));
+        assert_eq!(hpa_bounds(&morning), Some((Some(5), 6)));
+        let mut evening = desired(BUSINESS_HOURS);
+        put_in_force(&mut evening, long_ago, at("2026-03-04T21:00:00Z"));
+        assert_eq!(hpa_bounds(&evening), Some((Some(2), 2)), "the evening entry caps max at 2; min stays the rule's");
+    }
+
+    #[test]
     fn a_rule_that_just_appeared_keeps_its_own_bounds_until_a_schedule_fires() {
         let mut fresh = desired(BUSINESS_HOURS);
         let scaling = put_in_force(&mut fresh, |_| at("2026-03-04T09:00:00Z"), at("2026-03-04T10:00:00Z"));
