@@ -395,3 +395,23 @@ fn serve_reconciles_production_and_a_listed_environment_on_the_cluster() {
     assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
     assert_eq!(image(&fake, &format!("{}-staging", repo.name), "web"), "nginx:1.28");
 }
+
+#[test]
+fn a_cluster_that_does_not_answer_is_unreachable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let port = support::free_loopback_port();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             contexts:\n- name: gone\n  context:\n    cluster: gone\n    user: gone\ncurrent-context: gone\nusers:\n\
+             - name: gone\n  user:\n    token: t\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let settings = KubernetesBackendSettings { kubeconfig: Some(kubeconfig), ..KubernetesBackendSettings::default() };
+    let Err(error) = runtime().block_on(KubernetesBackend::connect(settings)) else { panic!("connected to nothing") };
+    assert!(error.is_unreachable(), "{error}");
+    assert!(error.to_string().contains("cannot be reached"), "{error}");
+}
