@@ -76,11 +76,14 @@ fn fake() -> FakeKube {
 }
 
 async fn backend(fake: &FakeKube, force: bool) -> KubernetesBackend {
+    backend_with(fake, KubernetesBackendSettings { force, ..KubernetesBackendSettings::default() }).await
+}
+
+async fn backend_with(fake: &FakeKube, settings: KubernetesBackendSettings) -> KubernetesBackend {
     let settings = KubernetesBackendSettings {
         kubeconfig: Some(fake.kubeconfig_path()),
-        force,
         poll_interval: Duration::from_millis(20),
-        ..KubernetesBackendSettings::default()
+        ..settings
     };
     KubernetesBackend::connect(settings).await.expect("connects to the fake")
 }
@@ -211,6 +214,31 @@ fn a_rollout_past_its_deadline_is_rolled_back_to_the_previous_spec() {
             "{report:?}"
         );
         assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
+    });
+}
+
+#[test]
+fn an_app_waits_for_its_dependency_and_is_skipped_when_that_never_becomes_available() {
+    let repo = Repo::new("depends", "");
+    repo.write("apps/api.yaml", &app("api", "acme/api:1", ""));
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", "dependsOn: [api]\n"));
+    let fake = fake();
+    runtime().block_on(async {
+        // Only the wait for a rollout that never ends is cut short.
+        let settings = KubernetesBackendSettings { rollout_timeout: Duration::ZERO, ..Default::default() };
+        let backend = backend_with(&fake, settings).await;
+        assert!(sync(&backend, &repo.desired()).await.1.succeeded());
+        assert!(fake.set_rollout(&repo.name, "api", Rollout::Progressing));
+        repo.write("apps/web.yaml", &app("web", "nginx:1.28", "dependsOn: [api]\n"));
+        let (plan, report) = sync(&backend, &repo.desired()).await;
+        assert_eq!(change_of(&plan, "api"), ChangeKind::Unchanged);
+        assert!(matches!(result_of(&report, "web"), ActionResult::Skipped { ref reason } if reason.contains("api")));
+        assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
+
+        assert!(fake.set_rollout(&repo.name, "api", Rollout::Available));
+        let (_, report) = sync(&backend, &repo.desired()).await;
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.28");
     });
 }
 
