@@ -174,6 +174,45 @@ fn apply_creates_everything_and_an_unchanged_config_sends_no_write() {
     });
 }
 
+/// Keeps every progress event.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<ProgressEvent>>);
+
+impl Progress for Recorded {
+    fn event(&self, event: &ProgressEvent) {
+        self.0.lock().expect("events lock").push(event.clone());
+    }
+}
+
+#[test]
+fn apply_reports_typed_progress_per_object_without_secret_values() {
+    let repo = Repo::new("progress", "");
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env:\n  DB_PASSWORD: { secret: db-password }\n"));
+    let fake = fake();
+    runtime().block_on(async {
+        let backend = backend(&fake, false).await;
+        let plan = plan_of(&backend, &repo.desired()).await;
+        let recorded = Recorded::default();
+        assert!(backend.apply(&plan, &secrets(), &recorded).await.expect("apply").succeeded());
+        let events = recorded.0.into_inner().expect("events");
+        let steps: Vec<String> = events.iter().map(|event| format!("{} {}", event.name, event.step)).collect();
+        assert_eq!(
+            steps,
+            [
+                "web create started",
+                "web creating Deployment/web",
+                "web creating Service/web",
+                "web waiting for 1 replica(s) to become healthy",
+                "web healthy",
+                "web done",
+            ]
+        );
+        let serialised =
+            serde_json::to_string(&events.iter().map(|e| serde_json::to_value(e).expect("JSON")).collect::<Vec<_>>());
+        assert!(!serialised.expect("JSON").contains(SECRET_VALUE));
+    });
+}
+
 #[test]
 fn an_update_replaces_the_image_and_a_removed_app_is_pruned_keeping_its_claim() {
     let repo = Repo::new("update", "");
