@@ -76,11 +76,14 @@ fn fake() -> FakeKube {
 }
 
 async fn backend(fake: &FakeKube, force: bool) -> KubernetesBackend {
+    backend_with(fake, KubernetesBackendSettings { force, ..KubernetesBackendSettings::default() }).await
+}
+
+async fn backend_with(fake: &FakeKube, settings: KubernetesBackendSettings) -> KubernetesBackend {
     let settings = KubernetesBackendSettings {
         kubeconfig: Some(fake.kubeconfig_path()),
-        force,
         poll_interval: Duration::from_millis(20),
-        ..KubernetesBackendSettings::default()
+        ..settings
     };
     KubernetesBackend::connect(settings).await.expect("connects to the fake")
 }
@@ -171,6 +174,45 @@ fn apply_creates_everything_and_an_unchanged_config_sends_no_write() {
     });
 }
 
+/// Keeps every progress event.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<ProgressEvent>>);
+
+impl Progress for Recorded {
+    fn event(&self, event: &ProgressEvent) {
+        self.0.lock().expect("events lock").push(event.clone());
+    }
+}
+
+#[test]
+fn apply_reports_typed_progress_per_object_without_secret_values() {
+    let repo = Repo::new("progress", "");
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env:\n  DB_PASSWORD: { secret: db-password }\n"));
+    let fake = fake();
+    runtime().block_on(async {
+        let backend = backend(&fake, false).await;
+        let plan = plan_of(&backend, &repo.desired()).await;
+        let recorded = Recorded::default();
+        assert!(backend.apply(&plan, &secrets(), &recorded).await.expect("apply").succeeded());
+        let events = recorded.0.into_inner().expect("events");
+        let steps: Vec<String> = events.iter().map(|event| format!("{} {}", event.name, event.step)).collect();
+        assert_eq!(
+            steps,
+            [
+                "web create started",
+                "web creating Deployment/web",
+                "web creating Service/web",
+                "web waiting for 1 replica(s) to become healthy",
+                "web healthy",
+                "web done",
+            ]
+        );
+        let serialised =
+            serde_json::to_string(&events.iter().map(|e| serde_json::to_value(e).expect("JSON")).collect::<Vec<_>>());
+        assert!(!serialised.expect("JSON").contains(SECRET_VALUE));
+    });
+}
+
 #[test]
 fn an_update_replaces_the_image_and_a_removed_app_is_pruned_keeping_its_claim() {
     let repo = Repo::new("update", "");
@@ -211,6 +253,31 @@ fn a_rollout_past_its_deadline_is_rolled_back_to_the_previous_spec() {
             "{report:?}"
         );
         assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
+    });
+}
+
+#[test]
+fn an_app_waits_for_its_dependency_and_is_skipped_when_that_never_becomes_available() {
+    let repo = Repo::new("depends", "");
+    repo.write("apps/api.yaml", &app("api", "acme/api:1", ""));
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", "dependsOn: [api]\n"));
+    let fake = fake();
+    runtime().block_on(async {
+        // Only the wait for a rollout that never ends is cut short.
+        let settings = KubernetesBackendSettings { rollout_timeout: Duration::ZERO, ..Default::default() };
+        let backend = backend_with(&fake, settings).await;
+        assert!(sync(&backend, &repo.desired()).await.1.succeeded());
+        assert!(fake.set_rollout(&repo.name, "api", Rollout::Progressing));
+        repo.write("apps/web.yaml", &app("web", "nginx:1.28", "dependsOn: [api]\n"));
+        let (plan, report) = sync(&backend, &repo.desired()).await;
+        assert_eq!(change_of(&plan, "api"), ChangeKind::Unchanged);
+        assert!(matches!(result_of(&report, "web"), ActionResult::Skipped { ref reason } if reason.contains("api")));
+        assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
+
+        assert!(fake.set_rollout(&repo.name, "api", Rollout::Available));
+        let (_, report) = sync(&backend, &repo.desired()).await;
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.28");
     });
 }
 
@@ -394,4 +461,24 @@ fn serve_reconciles_production_and_a_listed_environment_on_the_cluster() {
     }
     assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
     assert_eq!(image(&fake, &format!("{}-staging", repo.name), "web"), "nginx:1.28");
+}
+
+#[test]
+fn a_cluster_that_does_not_answer_is_unreachable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let port = support::free_loopback_port();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             contexts:\n- name: gone\n  context:\n    cluster: gone\n    user: gone\ncurrent-context: gone\nusers:\n\
+             - name: gone\n  user:\n    token: t\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let settings = KubernetesBackendSettings { kubeconfig: Some(kubeconfig), ..KubernetesBackendSettings::default() };
+    let Err(error) = runtime().block_on(KubernetesBackend::connect(settings)) else { panic!("connected to nothing") };
+    assert!(error.is_unreachable(), "{error}");
+    assert!(error.to_string().contains("cannot be reached"), "{error}");
 }

@@ -56,13 +56,12 @@ impl Applier<'_> {
         }
         self.write_secret(&desired, &manifests, &listed).await?;
         let mut outcomes = Vec::new();
-        let mut failed: BTreeSet<String> = BTreeSet::new();
+        // Apps of this run by whether they ended available.
+        let mut settled: BTreeMap<String, bool> = BTreeMap::new();
         for action in self.plan.apps.iter().filter(|action| action.change.kind().is_change()) {
             let started = Instant::now();
-            let result = self.app(action, &manifests, &listed, &failed).await?;
-            if result != ActionResult::Done {
-                failed.insert(action.name.clone());
-            }
+            let result = self.app(action, &manifests, &listed, &settled).await?;
+            settled.insert(action.name.clone(), result == ActionResult::Done);
             self.progress.event(&ProgressEvent::app(&action.name, Step::finished(&result)));
             outcomes.push(ActionOutcome::of(ObjectKind::App, action, result, started.elapsed()));
         }
@@ -188,14 +187,16 @@ impl Applier<'_> {
         action: &Action<AppSpec>,
         manifests: &Manifests,
         listed: &Listed,
-        failed: &BTreeSet<String>,
+        settled: &BTreeMap<String, bool>,
     ) -> Result<ActionResult, KubernetesError> {
         self.progress.event(&ProgressEvent::app(&action.name, Step::Started { change: action.change.kind() }));
         let Some(spec) = &action.desired else { return self.delete_app(&action.name, listed).await };
-        if let Some(dependency) = spec.depends_on.iter().find(|dependency| failed.contains(*dependency)) {
-            return Ok(ActionResult::Skipped {
-                reason: format!("its dependency {dependency} did not become available"),
-            });
+        for dependency in &spec.depends_on {
+            if !self.dependency_available(dependency, listed, settled).await? {
+                return Ok(ActionResult::Skipped {
+                    reason: format!("its dependency {dependency} did not become available"),
+                });
+            }
         }
         let repair = matches!(action.change, Change::Repair { .. });
         let mut deployment = None;
@@ -223,6 +224,21 @@ impl Applier<'_> {
             Rollout::DeadlineExceeded => self.roll_back(action, listed, "exceeded its progress deadline").await,
             Rollout::TimedOut => self.roll_back(action, listed, "did not become available in time").await,
         }
+    }
+
+    /// Whether `dependency` is available: as its action of this run ended, or, left unchanged, once its Deployment
+    /// as found finishes rolling out.
+    async fn dependency_available(
+        &self,
+        dependency: &str,
+        listed: &Listed,
+        settled: &BTreeMap<String, bool>,
+    ) -> Result<bool, KubernetesError> {
+        if let Some(done) = settled.get(dependency) {
+            return Ok(*done);
+        }
+        let Some(found) = listed.get(&(Kind::Deployment, dependency.to_owned())) else { return Ok(true) };
+        Ok(matches!(self.await_rollout(dependency, found.clone()).await?, Rollout::Available))
     }
 
     /// Re-applies the Deployment of the spec that ran before (its last-applied annotation), or, for an app that

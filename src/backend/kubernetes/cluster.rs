@@ -203,6 +203,9 @@ pub fn describe(kind: Kind, namespace: &str, name: &str) -> String {
 fn failed(error: kube::Error, action: &'static str, object: &str) -> KubernetesError {
     match error {
         kube::Error::Api(status) => KubernetesError::Api { action, object: object.to_owned(), reason: status.message },
-        other => KubernetesError::Unreachable { reason: format!("{action} {object}: {other}") },
+        error @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => {
+            KubernetesError::Unreachable { reason: format!("{action} {object}: {error}") }
+        }
+        other => KubernetesError::Api { action, object: object.to_owned(), reason: other.to_string() },
     }
 }

@@ -1,0 +1,74 @@
+//! Plan + apply of 100 apps against the fake Kubernetes API server (tests/support/fake_kube.rs): time and requests
+//! sent for the first apply, then for a second apply of the same config, which must send no write (one list per
+//! kind to observe, one per kind to apply). Run with `cargo bench --bench kubernetes`; prints one line per figure.
+
+#[allow(dead_code)]
+#[path = "../tests/support/fake_kube.rs"]
+mod fake_kube;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fake_kube::{FakeKube, Rollout};
+use railyard::backend::kubernetes::{KubernetesBackend, KubernetesBackendSettings};
+use railyard::backend::{Backend, Progress, ProgressEvent};
+use railyard::model::{DesiredState, Environment, RepoFile, load};
+use railyard::plan::plan;
+use railyard::secrets::ResolvedSecrets;
+
+const APPS: usize = 100;
+
+struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _event: &ProgressEvent) {}
+}
+
+fn desired() -> DesiredState {
+    let mut files = vec![RepoFile::text("railyard.yaml", "kind: Project\nname: bench-k8s\n")];
+    for index in 0..APPS {
+        files.push(RepoFile::text(
+            &format!("apps/app-{index}.yaml"),
+            &format!(
+                "kind: App\nname: app-{index}\nimage: registry.example.com/app-{index}:1\nports:\n  - {{ name: http, \
+                 port: 8080 }}\nreplicas: 2\n"
+            ),
+        ));
+        files.push(RepoFile::text(
+            &format!("domains/app-{index}.yaml"),
+            &format!("kind: Domain\nhost: app-{index}.example.com\napp: app-{index}\nport: http\n"),
+        ));
+    }
+    let config = load(&files).expect("the generated repository is valid");
+    config.desired(&Environment::production(config.project_name()), Some("bench"))
+}
+
+/// Plans and applies `desired`; the time taken and the requests (all, writes) the fake answered.
+async fn sync(backend: &dyn Backend, fake: &FakeKube, desired: &DesiredState) -> (Duration, usize, usize) {
+    fake.clear_requests();
+    let started = Instant::now();
+    let observed = backend.observe(&desired.env).await.expect("observe");
+    let plan = plan(desired, &observed);
+    let report =
+        backend.apply(&plan, &ResolvedSecrets::from_values(BTreeMap::new()), &NoProgress).await.expect("apply");
+    let elapsed = started.elapsed();
+    assert!(report.succeeded(), "{report:?}");
+    let requests = fake.requests();
+    (elapsed, requests.len(), requests.iter().filter(|request| request.is_write()).count())
+}
+
+fn main() {
+    let fake = FakeKube::start();
+    fake.set_default_rollout(Some(Rollout::Available));
+    let desired = desired();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let settings = KubernetesBackendSettings { kubeconfig: Some(fake.kubeconfig_path()), ..Default::default() };
+        let backend = KubernetesBackend::connect(settings).await.expect("connects to the fake");
+        let (time, requests, writes) = sync(&backend, &fake, &desired).await;
+        println!("kubernetes: plan + apply of {APPS} apps and {APPS} domains: {time:.2?}, {requests} requests, {writes} writes");
+        let (time, requests, writes) = sync(&backend, &fake, &desired).await;
+        println!("kubernetes: plan + apply again (no-op): {time:.2?}, {requests} requests, {writes} writes");
+        assert_eq!(writes, 0, "a no-op apply wrote");
+    });
+}
