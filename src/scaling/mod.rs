@@ -107,7 +107,7 @@ mod tests {
         use crate::backend::kubernetes::mapping::{KubernetesSettings, Object, manifests};
         let hpa_bounds = |desired: &DesiredState| {
             manifests(desired, &KubernetesSettings::default()).objects.into_iter().find_map(|object| match object {
-                Object::HorizontalPodAutoscaler(hpa) => hpa.spec.map(|spec| (spec.min_replicas, spec.max_replicas)),
+                Object::HorizontalPodAutoscaler(hpa) => Some((hpa.spec.min_replicas, hpa.spec.max_replicas)),
                 _ => None,
             })
         };
