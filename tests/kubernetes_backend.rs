@@ -387,6 +387,30 @@ fn destroy_removes_the_namespace_railyard_created() {
     });
 }
 
+#[test]
+fn a_namespace_someone_else_made_is_used_but_never_claimed_or_destroyed() {
+    let repo = Repo::new("foreign-ns", "");
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let fake = fake();
+    runtime().block_on(async {
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(fake.client());
+        let theirs = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": repo.name } });
+        namespaces
+            .create(&kube::api::PostParams::default(), &serde_json::from_value(theirs).expect("a Namespace"))
+            .await
+            .expect("someone else creates the namespace");
+        let backend = backend(&fake, false).await;
+        let desired = repo.desired();
+        assert!(sync(&backend, &desired).await.1.succeeded());
+        assert_eq!(fake.names("deployments", &repo.name), ["web"]);
+        let namespace = fake.object("namespaces", "", &repo.name).expect("the namespace");
+        assert_eq!(namespace.pointer("/metadata/labels/app.kubernetes.io~1managed-by"), None, "not labelled as ours");
+        backend.destroy(&desired.env).await.expect("destroy");
+        assert!(fake.names("namespaces", "").contains(&repo.name), "their namespace stays");
+        assert!(fake.names("deployments", &repo.name).is_empty(), "railyard's objects go");
+    });
+}
+
 fn railyard(dir: &Path, command: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut process = Command::new(env!("CARGO_BIN_EXE_railyard"));
     process.arg(command).arg(dir).args(args).env("NO_COLOR", "1");

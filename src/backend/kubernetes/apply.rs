@@ -45,7 +45,11 @@ impl Applier<'_> {
         let desired = self.desired();
         let manifests = mapping::manifests(&desired, &self.settings.mapping);
         let listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
+        let foreign_namespace = self.foreign_namespace(&listed).await?;
         for object in manifests.objects.iter().filter(|object| is_environment_object(object)) {
+            if foreign_namespace && matches!(object, Object::Namespace(_)) {
+                continue;
+            }
             if let Some(Applied::Conflict(message)) = self.write(object, &listed, false).await? {
                 return Err(KubernetesError::Api {
                     action: "apply",
@@ -77,6 +81,16 @@ impl Applier<'_> {
 
     fn namespace(&self) -> &str {
         &self.plan.env.project
+    }
+
+    /// A namespace that exists without railyard's labels was made by someone else: railyard puts its objects in it
+    /// but never labels it as its own, so that destroying the environment removes railyard's objects and not the
+    /// namespace. Asked only when the labelled listing did not find it.
+    async fn foreign_namespace(&self, listed: &Listed) -> Result<bool, KubernetesError> {
+        if listed.contains_key(&(Kind::Namespace, self.namespace().to_owned())) {
+            return Ok(false);
+        }
+        self.cluster.namespace_exists(self.namespace()).await
     }
 
     /// The desired state the plan converges to: every app and domain it keeps.

@@ -162,6 +162,14 @@ impl Cluster {
         }
     }
 
+    /// Whether namespace `name` exists, whoever made it.
+    pub async fn namespace_exists(&self, name: &str) -> Result<bool, KubernetesError> {
+        match self.api(Kind::Namespace, name).get_opt(name).await {
+            Ok(found) => Ok(found.is_some()),
+            Err(error) => Err(failed(error, "read", &describe(Kind::Namespace, name, name))),
+        }
+    }
+
     /// The Deployment as it stands now (its status moves while it rolls out).
     pub async fn deployment(&self, namespace: &str, name: &str) -> Result<Option<DynamicObject>, KubernetesError> {
         match self.api(Kind::Deployment, namespace).get_opt(name).await {
