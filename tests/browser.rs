@@ -190,3 +190,59 @@ async fn the_status_pages_show_state_diffs_and_history_and_update_live() {
     screenshot(&client, "environment-phone").await;
     client.close().await.expect("close browser");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_page_draws_replicas_cpu_scale_changes_and_schedule_boundaries() {
+    let image = busybox_image();
+    let project = TestProject::new("browser-chart");
+    project.write("apps/web.yaml", &web_app("web", &image, "chart", "resources: { cpus: \"0.2\" }\n"));
+    // Bounds that take turns every ten seconds, and a CPU target so that load is sampled every second.
+    project.write(
+        "scaling/web.yaml",
+        "kind: ScalingRule\napp: web\nmin: 1\nmax: 3\ntargetCpuPercent: 50\nschedules:\n  \
+         - { cron: \"0,20,40 * * * * *\", min: 2, max: 2 }\n  - { cron: \"10,30,50 * * * * *\", min: 1, max: 1 }\n",
+    );
+    let served = Served::start(
+        &project.dir().display().to_string(),
+        None,
+        &["--poll-interval", "1h", "--drift-interval", "1h", "--scale-interval", "1s"],
+        &[],
+    );
+    let base = format!("http://127.0.0.1:{}", served.port);
+    served.wait_for("a schedule to set the bounds", WAIT, |env| {
+        env["syncStatus"] == "synced" && !env["apps"][0]["scaling"]["setBy"].is_null()
+    });
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().expect("profile");
+    let client = browser(&driver, profile.path()).await;
+    client.goto(&format!("{base}/env/production")).await.expect("open env");
+    client.find(Locator::Css("#app-web a")).await.expect("the app's link").click().await.expect("open the app");
+    wait_text(&client, "h1", "web").await;
+    // Until a boundary has changed the count, reload: the page is drawn on the server.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        client.refresh().await.expect("reload");
+        if text(&client, "#scale-events").await.contains("schedule") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no schedule's scale change listed:\n{}", served.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for mark in ["polyline.replicas", "polyline.cpu", "line.scale-event", "line.boundary"] {
+        let found = client.find_all(Locator::Css(&format!("#load-chart {mark}"))).await.expect("query the chart");
+        assert!(!found.is_empty(), "the chart has {mark}");
+    }
+    let points = client
+        .find(Locator::Css("#load-chart polyline.replicas"))
+        .await
+        .expect("the replicas line")
+        .attr("points")
+        .await
+        .expect("points")
+        .unwrap_or_default();
+    assert!(points.split(' ').count() >= 2, "the replicas are drawn over time: {points}");
+    assert!(text(&client, ".scaling").await.contains("next "), "the next change is named");
+    screenshot(&client, "app-chart").await;
+    client.close().await.expect("close browser");
+}

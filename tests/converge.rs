@@ -403,6 +403,10 @@ fn metrics_report_every_app_with_its_replicas_and_cpu_use() {
 
     let runtime = runtime();
     let backend = backend(&runtime, DockerSettings::default());
+    // Load is measured between two rounds, as the autoscaler samples: the first only reads the counters.
+    let first = runtime.block_on(backend.metrics(&production(&project))).expect("metrics");
+    assert!(first.is_empty(), "no figure without an earlier reading: {first:?}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let loads = runtime.block_on(backend.metrics(&production(&project))).expect("metrics");
     let apps: Vec<(&str, u32)> = loads.iter().map(|load| (load.app.as_str(), load.replicas)).collect();
     assert_eq!(apps, [("busy", 2), ("web", 1)]);

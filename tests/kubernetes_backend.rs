@@ -341,8 +341,27 @@ fn a_conflict_with_another_manager_is_reported_and_forced_only_with_sync_force()
         );
         assert_eq!(image(&fake, ns, "web"), "nginx:hotfix");
 
-        let forcing = self::backend(&fake, true).await;
-        let (_, report) = sync(&forcing, &repo.desired()).await;
+        // The Project says `sync.force`: the same backend (a daemon connects once) now takes the field over.
+        repo.write("railyard.yaml", &format!("kind: Project\nname: {ns}\nsync: {{ policy: auto, force: true }}\n"));
+        let (_, report) = sync(&backend, &repo.desired()).await;
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(image(&fake, ns, "web"), "nginx:1.28");
+    });
+}
+
+#[test]
+fn a_backend_connected_with_force_forces_without_the_project_saying_so() {
+    let repo = Repo::new("conflict-flag", "");
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let fake = fake();
+    runtime().block_on(async {
+        assert!(sync(&backend(&fake, false).await, &repo.desired()).await.1.succeeded());
+        let ns = repo.name.as_str();
+        fake.edit("deployments", ns, "web", "kubectl-edit", |body| {
+            body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:hotfix");
+        });
+        repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
+        let (_, report) = sync(&backend(&fake, true).await, &repo.desired()).await;
         assert!(report.succeeded(), "{report:?}");
         assert_eq!(image(&fake, ns, "web"), "nginx:1.28");
     });

@@ -135,6 +135,7 @@ mod tests {
             warnings: Vec::new(),
             orphans: Vec::new(),
             summary: Default::default(),
+            platform: Default::default(),
         }
     }
 

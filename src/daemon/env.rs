@@ -27,6 +27,7 @@ use crate::model::kinds::SyncPolicy;
 use crate::model::{self, Diagnostic, Environment, HostConflict, ListedEnvironment, Observed};
 use crate::pipeline::{self, PipelineError};
 use crate::plan::Plan;
+use crate::scaling::history::AppHistory;
 use crate::scaling::{self, AppScaling, Autoscaler, Decision};
 use crate::source::{CommitInfo, short_sha};
 use crate::store::SyncRecord;
@@ -124,6 +125,8 @@ pub struct EnvHandle {
     /// Fires a reconcile at the next schedule boundary.
     schedule_timer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     autoscale: std::sync::Mutex<AutoscaleState>,
+    /// Each app's replicas and load over the last day, for its page.
+    histories: std::sync::Mutex<BTreeMap<String, AppHistory>>,
 }
 
 /// The CPU autoscaler of one environment: what it scales, its memory per app, and its newest decisions.
@@ -239,6 +242,7 @@ impl EnvHandle {
             scaling: std::sync::Mutex::new(Vec::new()),
             schedule_timer: std::sync::Mutex::new(None),
             autoscale: std::sync::Mutex::default(),
+            histories: std::sync::Mutex::default(),
         })
     }
 
@@ -485,6 +489,7 @@ impl EnvHandle {
         let mut desired = config.desired(&environment, Some(&commit.sha));
         desired.sync = policy.sync;
         self.put_scaling_in_force(daemon, &mut desired).await;
+        self.note_replicas(&desired, taken.trigger);
         let conflicts = desired.drop_hosts_claimed_elsewhere(&daemon.claims());
         self.update(|state| {
             state.project = Some(environment.project.clone());
@@ -856,6 +861,10 @@ impl EnvHandle {
             let scaler = autoscale.scalers.entry(app.clone()).or_default();
             let decision =
                 scaler.decide(now, target.replicas, utilisation, target.target_percent, target.bounds, &target.pace);
+            if let Some(history) = self.histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(app)
+            {
+                history.record_load(now_ms(), target.replicas, utilisation);
+            }
             if decision.replicas != target.replicas {
                 autoscale.changes.insert(app.clone(), (target.replicas, decision));
                 if let Some(known) = autoscale.targets.get_mut(app) {
@@ -865,6 +874,21 @@ impl EnvHandle {
             }
         }
         changed
+    }
+
+    /// The last day of `app`, for its page.
+    pub fn app_history(&self, app: &str) -> Option<AppHistory> {
+        self.histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(app).cloned()
+    }
+
+    /// Records the replica count each app runs at from this reconcile on; apps gone from the config are forgotten.
+    fn note_replicas(&self, desired: &model::DesiredState, trigger: Trigger) {
+        let now = now_ms();
+        let mut histories = self.histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        histories.retain(|app, _| desired.apps.contains_key(app));
+        for app in desired.apps.values() {
+            histories.entry(app.name.clone()).or_default().record_replicas(now, app.replicas, trigger.as_str());
+        }
     }
 
     /// What made a scaling reconcile change the replicas, for its history entry.

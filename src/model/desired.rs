@@ -123,6 +123,45 @@ pub struct DesiredState {
     /// is accepted but not acted on yet). Carried into [`crate::plan::Plan::warnings`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub platform: PlatformSettings,
+}
+
+/// What the Project says of the platform beyond apps and domains, for the backends whose platform reads it: the
+/// Kubernetes ingress and issuer names of its `proxy:`, and `sync.force`. Carried from the desired state into the
+/// plan, so that a backend connected once (the daemon's) applies each environment under its own Project's word.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_namespace: Option<String>,
+    /// `sync.force`: take over fields another field manager owns instead of reporting the conflict.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub force: bool,
+}
+
+impl PlatformSettings {
+    /// Nothing set: every backend default applies.
+    pub fn is_unset(&self) -> bool {
+        *self == PlatformSettings::default()
+    }
+
+    pub fn of(project: &super::kinds::Project) -> PlatformSettings {
+        let proxy = project.proxy.as_ref();
+        PlatformSettings {
+            ingress_class_name: proxy.and_then(|p| p.ingress_class_name.clone()),
+            cluster_issuer: proxy.and_then(|p| p.cluster_issuer.clone()),
+            internal_issuer: proxy.and_then(|p| p.internal_issuer.clone()),
+            ingress_namespace: proxy.and_then(|p| p.ingress_namespace.clone()),
+            force: project.sync.as_ref().is_some_and(super::kinds::SyncSettings::force),
+        }
+    }
 }
 
 /// An app as it should run. The part that defines a container is [`ContainerSpec`]; changing it replaces the
@@ -539,6 +578,7 @@ impl Config {
             apps,
             domains,
             warnings,
+            platform: PlatformSettings::of(&self.project.doc),
         }
     }
 

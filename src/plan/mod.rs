@@ -30,6 +30,9 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphans: Vec<crate::model::OrphanProject>,
     pub summary: Summary,
+    /// The Project's platform settings, for the backend that executes the plan.
+    #[serde(default, skip_serializing_if = "crate::model::desired::PlatformSettings::is_unset")]
+    pub platform: crate::model::desired::PlatformSettings,
 }
 
 /// What to do to one object.
@@ -212,6 +215,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         proxy_error: observed.proxy_error.clone().filter(|_| !desired.domains.is_empty()),
         warnings: desired.warnings.clone(),
         orphans: observed.orphans.clone(),
+        platform: desired.platform.clone(),
     }
 }
 

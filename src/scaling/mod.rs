@@ -2,6 +2,7 @@
 //! CPU autoscaler asks for within them ([`decide`]). Both are pure: the caller brings the clock and the samples.
 
 pub mod decide;
+pub mod history;
 pub mod schedule;
 
 use chrono::{DateTime, Utc};
@@ -23,7 +24,15 @@ pub struct AppScaling {
     pub set_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<NextChange>,
+    /// The schedule boundaries of the last 24 hours, oldest first, for the app's chart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recent_boundaries: Vec<DateTime<Utc>>,
 }
+
+/// At most this many boundaries are drawn per day (a cron firing every second would otherwise fill the chart).
+const MAX_DRAWN_BOUNDARIES: usize = 288;
+/// How many boundaries are walked at most to find them.
+const MAX_WALKED_BOUNDARIES: usize = 10_000;
 
 /// Puts the bounds in force at `now` on every app with a ScalingRule: its replicas and its autoscale bounds (which the
 /// Kubernetes backend hands to the HorizontalPodAutoscaler) are those bounds. `appeared(app)` says since when the
@@ -50,9 +59,34 @@ pub fn put_in_force(
         };
         (rule.min, rule.max) = (bounds.min, bounds.max);
         app.replicas = rule.declared.clamp(bounds.min, bounds.max.max(bounds.min));
-        scaling.push(AppScaling { app: app.name.clone(), bounds, set_by, next });
+        let recent_boundaries = boundaries_since(rule, now - chrono::Duration::milliseconds(history::WINDOW_MS), now);
+        scaling.push(AppScaling { app: app.name.clone(), bounds, set_by, next, recent_boundaries });
     }
     scaling
+}
+
+/// The newest boundaries after `from` up to `now`.
+fn boundaries_since(
+    rule: &crate::model::desired::Autoscale,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let mut found = std::collections::VecDeque::new();
+    let mut after = from;
+    // A cron firing every second would be 86,400 steps a day: the walk stops there and keeps the newest.
+    for _ in 0..MAX_WALKED_BOUNDARIES {
+        match next_change(rule, after) {
+            Ok(Some(next)) if next.at <= now => {
+                if found.len() == MAX_DRAWN_BOUNDARIES {
+                    found.pop_front();
+                }
+                found.push_back(next.at);
+                after = next.at;
+            }
+            _ => break,
+        }
+    }
+    found.into()
 }
 
 /// The soonest of the apps' next changes.
@@ -96,6 +130,11 @@ mod tests {
         assert_eq!(scaling.len(), 1);
         assert_eq!(scaling[0].set_by.as_deref(), Some("0 0 8 * * Mon-Fri"));
         assert_eq!(next_boundary(&scaling), Some(at("2026-03-04T19:00:00Z")), "20:00 in Berlin");
+        assert_eq!(
+            scaling[0].recent_boundaries,
+            [at("2026-03-03T19:00:00Z"), at("2026-03-04T07:00:00Z")],
+            "the chart marks yesterday's 20:00 and this morning's 08:00"
+        );
 
         let mut evening = desired(BUSINESS_HOURS);
         put_in_force(&mut evening, long_ago, at("2026-03-04T21:00:00Z"));

@@ -103,6 +103,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/", get(overview_page))
         .route("/env/{env}", get(environment_page))
         .route("/env/{env}/syncs", get(history_page))
+        .route("/env/{env}/apps/{app}", get(app_page))
         .route("/syncs/{id}", get(sync_page))
         .route("/events", get(events))
         .route("/api/v1/environments", get(environments))
@@ -205,6 +206,19 @@ async fn environment_page(State(state): State<Arc<ServerState>>, Path(name): Pat
         None => {
             (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`."))).into_response()
         }
+    }
+}
+
+async fn app_page(State(state): State<Arc<ServerState>>, Path((name, app)): Path<(String, String)>) -> Response {
+    let Some(env) = state.daemon.env(&name) else {
+        return (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`.")))
+            .into_response();
+    };
+    let env_state = env.state();
+    match env_state.apps.iter().find(|status| status.name == app) {
+        Some(status) => pages::app(&env_state, status, env.app_history(&app).as_ref(), now_ms()).into_response(),
+        None => (StatusCode::NOT_FOUND, pages::not_found(&format!("Environment `{name}` has no app `{app}`.")))
+            .into_response(),
     }
 }
 

@@ -9,6 +9,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use crate::daemon::{AppStatus, EnvState, Health, SyncStatus};
 use crate::model::short_sha;
 use crate::plan::{Action, Change, Plan};
+use crate::scaling::history::{AppHistory, WINDOW_MS as HISTORY_WINDOW_MS};
 use crate::source::CommitInfo;
 use crate::store::{Page, SyncRecord};
 
@@ -196,7 +197,7 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
                 }
             }
             h2 { "Apps" }
-            (apps_table(&env.apps))
+            (apps_table(&env.name, &env.apps))
             h2 { "Pending changes" }
             @match &env.plan {
                 Some(plan) if plan.has_changes() => (plan_view(plan)),
@@ -206,6 +207,98 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
             @if let Some(plan) = &env.plan { (plan_notices(plan)) }
         },
     )
+}
+
+/// One app: its replicas and CPU over the last 24 hours as a chart, with its scale changes and schedule
+/// boundaries marked, and what its ScalingRule holds now.
+pub fn app(env: &EnvState, app: &AppStatus, history: Option<&AppHistory>, now_ms: i64) -> Markup {
+    let empty = AppHistory::default();
+    let history = history.unwrap_or(&empty);
+    layout(
+        &format!("{} · {}", app.name, env.name),
+        html! {
+            h1 { a href={ "/env/" (env.name) } { (env.name) } " / " (app.name) " " (health_badge(app.health)) }
+            div.card {
+                div { "Replicas: " (app.ready) " ready of " (app.desired) }
+                @if let Some(scaling) = &app.scaling { (scaling_note(scaling)) }
+            }
+            h2 { "The last 24 hours" }
+            (load_chart(history, app.scaling.as_ref(), now_ms))
+            p.muted {
+                span.legend-replicas { "━ replicas" } " · " span.legend-cpu { "━ CPU, % of what the app asks for" }
+                " · " span.legend-event { "┃ scale change" } " · " span.legend-boundary { "┆ schedule boundary" }
+            }
+            @if !history.events.is_empty() {
+                h2 { "Scale changes" }
+                table id="scale-events" {
+                    thead { tr { th { "When" } th { "From" } th { "To" } th { "Trigger" } } }
+                    tbody {
+                        @for event in history.events.iter().rev() {
+                            tr { td { (when(event.at_ms, now_ms)) } td { (event.from) } td { (event.to) } td { (event.trigger) } }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+const CHART_WIDTH: f64 = 720.0;
+const CHART_HEIGHT: f64 = 200.0;
+
+/// The chart as server-rendered SVG: time runs over the last day, replicas (left scale) as steps, CPU (right
+/// scale) as a line; scale changes and schedule boundaries as vertical marks with their details on hover.
+fn load_chart(history: &AppHistory, scaling: Option<&crate::scaling::AppScaling>, now_ms: i64) -> Markup {
+    let start = now_ms - HISTORY_WINDOW_MS;
+    let x = |at_ms: i64| ((at_ms - start).max(0) as f64 / HISTORY_WINDOW_MS as f64 * CHART_WIDTH).min(CHART_WIDTH);
+    let most_replicas =
+        history.points.iter().map(|p| p.replicas).chain(scaling.map(|s| s.bounds.max)).max().unwrap_or(1);
+    let replica_scale = f64::from(most_replicas.max(1) + 1);
+    let most_cpu = history.points.iter().filter_map(|p| p.cpu_percent).fold(100.0_f64, f64::max);
+    let y_replicas = |replicas: u32| CHART_HEIGHT - f64::from(replicas) / replica_scale * CHART_HEIGHT;
+    let y_cpu = |cpu: f64| CHART_HEIGHT - cpu / (most_cpu * 1.1) * CHART_HEIGHT;
+    let mut steps = Vec::new();
+    for (index, point) in history.points.iter().enumerate() {
+        if let Some(previous) = index.checked_sub(1).and_then(|i| history.points.get(i)) {
+            steps.push(format!("{:.1},{:.1}", x(point.at_ms), y_replicas(previous.replicas)));
+        }
+        steps.push(format!("{:.1},{:.1}", x(point.at_ms), y_replicas(point.replicas)));
+    }
+    if let Some(last) = history.points.back() {
+        steps.push(format!("{:.1},{:.1}", x(now_ms), y_replicas(last.replicas)));
+    }
+    let cpu: Vec<String> = history
+        .points
+        .iter()
+        .filter_map(|p| p.cpu_percent.map(|cpu| format!("{:.1},{:.1}", x(p.at_ms), y_cpu(cpu))))
+        .collect();
+    let boundaries = scaling.map(|s| s.recent_boundaries.as_slice()).unwrap_or_default();
+    html! {
+        svg id="load-chart" xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (CHART_WIDTH) " " (CHART_HEIGHT) }
+            width="100%" role="img" aria-label="replicas and CPU over the last 24 hours" {
+            rect x="0" y="0" width=(CHART_WIDTH) height=(CHART_HEIGHT) fill="none" stroke="#ccc" {}
+            @for boundary in boundaries {
+                line.boundary x1=(format!("{:.1}", x(boundary.timestamp_millis()))) x2=(format!("{:.1}", x(boundary.timestamp_millis())))
+                    y1="0" y2=(CHART_HEIGHT) stroke="#36c" stroke-dasharray="4 3" {
+                    title { "schedule boundary " (boundary.format("%Y-%m-%d %H:%M UTC")) }
+                }
+            }
+            @for event in &history.events {
+                line.scale-event x1=(format!("{:.1}", x(event.at_ms))) x2=(format!("{:.1}", x(event.at_ms)))
+                    y1="0" y2=(CHART_HEIGHT) stroke="#c33" {
+                    title { (event.from) " → " (event.to) " (" (event.trigger) ")" }
+                }
+            }
+            @if !cpu.is_empty() {
+                polyline.cpu points=(cpu.join(" ")) fill="none" stroke="#e90" stroke-width="1.5" {}
+            }
+            @if !steps.is_empty() {
+                polyline.replicas points=(steps.join(" ")) fill="none" stroke="#2a2" stroke-width="2" {}
+            }
+            text x="4" y="14" font-size="11" { (most_replicas + 1) " replicas" }
+            text x=(CHART_WIDTH - 4.0) y="14" font-size="11" text-anchor="end" { (format!("{:.0}", most_cpu * 1.1)) "% CPU" }
+        }
+    }
 }
 
 /// The bounds in force, what set them and the next change, under an app's replica count.
@@ -224,14 +317,14 @@ fn scaling_note(scaling: &crate::scaling::AppScaling) -> Markup {
     }
 }
 
-fn apps_table(apps: &[AppStatus]) -> Markup {
+fn apps_table(env_name: &str, apps: &[AppStatus]) -> Markup {
     html! {
         table id="apps" {
             thead { tr { th { "App" } th { "Replicas" } th { "Health" } th.wide { "Image" } th.wide { "Ports" } th.wide { "Domains" } th.wide { "Commit" } } }
             tbody {
                 @for app in apps {
                     tr id={ "app-" (app.name) } {
-                        td { strong { (app.name) } }
+                        td { strong { a href={ "/env/" (env_name) "/apps/" (app.name) } { (app.name) } } }
                         td.replicas {
                             (app.ready) "/" (app.desired)
                             @if let Some(scaling) = &app.scaling { (scaling_note(scaling)) }
@@ -448,6 +541,7 @@ mod tests {
                 remove_with: "docker compose -p old-shop down".to_owned(),
             }],
             summary: Summary::default(),
+            platform: Default::default(),
         };
         let page = environment(&env_with(plan.clone()), false, 0).into_string();
         assert!(page.contains("secret `db-password` is not set"), "{page}");

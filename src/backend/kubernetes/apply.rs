@@ -14,7 +14,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::cluster::{Applied, Cluster, Kind, Listed, deleted_with_app, describe};
-use super::mapping::{self, ANNOTATION_SPEC_HASH, LABEL_NAME, Manifests, Object, SecretKeys, SecretSource};
+use super::mapping::{
+    self, ANNOTATION_SPEC_HASH, KubernetesSettings, LABEL_NAME, Manifests, Object, SecretKeys, SecretSource,
+};
 use super::observe::{health, last_applied};
 use super::{KubernetesBackendSettings, KubernetesError};
 use crate::backend::{ActionOutcome, ActionResult, ApplyReport, Progress, ProgressEvent, Step};
@@ -43,7 +45,7 @@ enum Rollout {
 impl Applier<'_> {
     pub async fn run(&self) -> Result<ApplyReport, KubernetesError> {
         let desired = self.desired();
-        let manifests = mapping::manifests(&desired, &self.settings.mapping);
+        let manifests = mapping::manifests(&desired, &self.mapping());
         let listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
         let foreign_namespace = self.foreign_namespace(&listed).await?;
         for object in manifests.objects.iter().filter(|object| is_environment_object(object)) {
@@ -83,6 +85,18 @@ impl Applier<'_> {
         &self.plan.env.project
     }
 
+    /// The plan's own Project settings when it carries any (the daemon's backend serves many Projects' branches),
+    /// else the backend's.
+    fn mapping(&self) -> KubernetesSettings {
+        if self.plan.platform.is_unset() {
+            return self.settings.mapping.clone();
+        }
+        KubernetesSettings {
+            volume_size: self.settings.mapping.volume_size.clone(),
+            ..KubernetesSettings::from_platform(&self.plan.platform)
+        }
+    }
+
     /// A namespace that exists without railyard's labels was made by someone else: railyard puts its objects in it
     /// but never labels it as its own, so that destroying the environment removes railyard's objects and not the
     /// namespace. Asked only when the labelled listing did not find it.
@@ -114,6 +128,7 @@ impl Applier<'_> {
                 .map(|domain| (domain.host.clone(), domain))
                 .collect(),
             warnings: Vec::new(),
+            platform: self.plan.platform.clone(),
         }
     }
 
@@ -132,7 +147,7 @@ impl Applier<'_> {
     /// Server-side apply; forced when the Project says `sync.force` or when `take_back` (a repair or rollback
     /// restores railyard's own fields).
     async fn send(&self, kind: Kind, name: &str, body: &Value, take_back: bool) -> Result<Applied, KubernetesError> {
-        let force = self.settings.force || take_back;
+        let force = self.settings.force || self.plan.platform.force || take_back;
         self.cluster.apply(kind, self.namespace(), name, body, force).await
     }
 
@@ -268,7 +283,7 @@ impl Applier<'_> {
             return Ok(ActionResult::Failed { error: format!("Deployment {} {what}", action.name) });
         };
         let before = DesiredState { apps: BTreeMap::from([(previous.name.clone(), previous)]), ..self.desired() };
-        let manifests = mapping::manifests(&before, &self.settings.mapping);
+        let manifests = mapping::manifests(&before, &self.mapping());
         if let Some(object) = app_objects(&manifests, &action.name).find(|object| kind_of(object) == Kind::Deployment) {
             let body = serde_json::to_value(object).unwrap_or(Value::Null);
             self.send(Kind::Deployment, object.name(), &body, true).await?;

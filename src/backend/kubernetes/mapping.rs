@@ -80,6 +80,18 @@ impl Default for KubernetesSettings {
 }
 
 impl KubernetesSettings {
+    /// The settings a plan carries from its Project, defaults filled in.
+    pub fn from_platform(platform: &crate::model::desired::PlatformSettings) -> KubernetesSettings {
+        let or = |field: &Option<String>, default: &str| field.clone().unwrap_or_else(|| default.to_owned());
+        KubernetesSettings {
+            ingress_class_name: platform.ingress_class_name.clone(),
+            cluster_issuer: or(&platform.cluster_issuer, DEFAULT_CLUSTER_ISSUER),
+            internal_issuer: or(&platform.internal_issuer, DEFAULT_INTERNAL_ISSUER),
+            ingress_namespace: or(&platform.ingress_namespace, DEFAULT_INGRESS_NAMESPACE),
+            volume_size: DEFAULT_VOLUME_SIZE.to_owned(),
+        }
+    }
+
     /// The settings of a Project's `proxy:` (or of none), defaults filled in.
     pub fn from_proxy(proxy: Option<&ProxySettings>) -> KubernetesSettings {
         let or = |field: Option<&Option<String>>, default: &str| {
@@ -772,6 +784,7 @@ mod tests {
             apps: BTreeMap::from([("web".to_owned(), AppSpec::bare("web"))]),
             domains: BTreeMap::new(),
             warnings: Vec::new(),
+            platform: Default::default(),
         };
         let web = desired.apps.get_mut("web").expect("web");
         web.container.env.insert("TOKEN".to_owned(), EnvSpec::Secret { secret: "token".to_owned(), digest: None });
