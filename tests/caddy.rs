@@ -723,3 +723,45 @@ fn caddy_in_a_container_routes_by_name_and_apps_cannot_reach_its_admin_api() {
     assert!(ports.is_subset(&BTreeSet::from([8080, 8443])), "Caddy listens beyond its proxy ports: {ports:?}");
     assert!(ports.contains(&8080), "{ports:?}");
 }
+
+/// The daemon scales an app up and down at schedule boundaries while clients hammer it through Caddy: a new replica
+/// joins the upstreams once healthy, a retired one leaves them and drains before it stops, and no request fails.
+/// (The CPU autoscaler's changes go through the same reconcile; schedules make the changes come on time.)
+#[test]
+fn scale_changes_by_the_daemon_drop_no_request() {
+    let image = busybox_image();
+    let project = TestProject::new("caddy-scale");
+    let caddy = TestCaddy::start_on_unix_socket();
+    let front = caddy.front();
+    project.write("apps/web.yaml", &slow_web(&image, "v1", 1));
+    project.write("domains/shop.yaml", DOMAIN);
+    project.write(
+        "scaling/web.yaml",
+        "kind: ScalingRule\napp: web\nmin: 1\nmax: 3\nschedules:\n  \
+         - { cron: \"0,20,40 * * * * *\", min: 3, max: 3 }\n  - { cron: \"10,30,50 * * * * *\", min: 1, max: 1 }\n",
+    );
+    let mut args = caddy.args();
+    args.extend(["--poll-interval", "1h", "--drift-interval", "1h"].map(str::to_owned));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let served = Served::start(&project.dir().display().to_string(), None, &args, &[]);
+    served.wait_for("the first sync", Duration::from_secs(60), |env| env["syncStatus"] == "synced");
+    assert!(eventually(Duration::from_secs(30), || via(&caddy, "shop.example.test").is_some_and(|(s, _)| s == 200)));
+    let scaled = |direction: fn(i64, i64) -> bool| {
+        let history = get_json(served.port, "/api/v1/syncs?env=production");
+        history["items"].as_array().is_some_and(|items| {
+            items.iter().any(|sync| {
+                let summary = sync["summary"].as_str().unwrap_or_default();
+                sync["trigger"] == "schedule"
+                    && sync["outcome"] == "synced"
+                    && summary.contains("1 to scale")
+                    && direction(summary.matches("3–3").count() as i64, summary.matches("1–1").count() as i64)
+            })
+        })
+    };
+    let traffic = traffic_during(&front, "shop.example.test", "/cgi-bin/slow", 4, || {
+        let up_and_down = eventually(Duration::from_secs(60), || scaled(|up, _| up > 0) && scaled(|_, down| down > 0));
+        assert!(up_and_down, "no scale-up and scale-down by schedule:\n{}", served.log());
+    });
+    assert_no_failure("while the daemon scaled the app up and down", &traffic);
+    assert!(traffic.sent > 20, "traffic ran through the changes: {} requests", traffic.sent);
+}

@@ -124,7 +124,7 @@ async fn apply_domains(
         return Ok(Vec::new());
     }
     let started = Instant::now();
-    let result = match sync_domains(backend, plan, None).await {
+    let result = match sync_domains(backend, plan, None, &[]).await {
         Ok(switch) => {
             drain(backend, &switch).await;
             ActionResult::Done
@@ -177,8 +177,15 @@ async fn connect_caddy(backend: &DockerBackend, env: &Environment) -> Result<(),
     }
 }
 
-/// Pushes the routes of the plan's domains (only those of `app` when given) with the current upstreams.
-async fn sync_domains(backend: &DockerBackend, plan: &Plan, app: Option<&str>) -> Result<Switch, ConvergeError> {
+/// Pushes the routes of the plan's domains (only those of `app` when given) with the current upstreams, leaving out
+/// the replicas about to be retired (`retiring`: a scale-down's surplus runs the current spec too, and must leave the
+/// proxy and drain before it stops).
+async fn sync_domains(
+    backend: &DockerBackend,
+    plan: &Plan,
+    app: Option<&str>,
+    retiring: &[&str],
+) -> Result<Switch, ConvergeError> {
     let Some(caddy) = &backend.caddy else { return Ok(Switch::default()) };
     let replicas = backend.replicas(&plan.env, None).await?;
     let desired_hash: BTreeMap<&str, String> = plan
@@ -192,8 +199,11 @@ async fn sync_domains(backend: &DockerBackend, plan: &Plan, app: Option<&str>) -
     let upstreams = domains
         .iter()
         .map(|domain| {
-            let serving: Vec<&Replica> =
-                replicas.iter().filter(|r| r.app == domain.app && r.observed.is_serving()).collect();
+            let serving: Vec<&Replica> = replicas
+                .iter()
+                .filter(|r| r.app == domain.app && r.observed.is_serving())
+                .filter(|r| !retiring.contains(&r.observed.id.as_str()))
+                .collect();
             let current: Vec<&Replica> = serving
                 .iter()
                 .copied()
@@ -361,7 +371,8 @@ async fn replace_replicas(
     // Traffic moves to the new replicas before the old ones stop, so no request meets a stopping replica.
     if !old.is_empty() && plan.domains.iter().any(|d| d.desired.as_ref().is_some_and(|d| d.app == spec.name)) {
         event(Step::SwitchingTraffic);
-        match sync_domains(backend, plan, Some(&spec.name)).await {
+        let retiring: Vec<&str> = old.iter().map(|replica| replica.observed.id.as_str()).collect();
+        match sync_domains(backend, plan, Some(&spec.name), &retiring).await {
             // Requests the proxy sent to the old replicas before the switch finish before they are stopped.
             Ok(switch) => drain(backend, &switch).await,
             // The proxy still sends traffic to the old replicas: they stay, the new ones go.
