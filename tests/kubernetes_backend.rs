@@ -525,3 +525,17 @@ fn a_cluster_that_does_not_answer_is_unreachable() {
     assert!(error.is_unreachable(), "{error}");
     assert!(error.to_string().contains("cannot be reached"), "{error}");
 }
+
+#[test]
+fn without_a_metrics_server_the_load_is_unknown_and_no_error() {
+    let repo = Repo::new("no-metrics", "");
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let fake = fake();
+    runtime().block_on(async {
+        let backend = backend(&fake, false).await;
+        let desired = repo.desired();
+        assert!(sync(&backend, &desired).await.1.succeeded());
+        let loads = backend.metrics(&desired.env).await.expect("no metrics API is not an error");
+        assert!(loads.is_empty(), "{loads:?}");
+    });
+}

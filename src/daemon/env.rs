@@ -802,8 +802,7 @@ impl EnvHandle {
     /// remembers the decision and reconciles.
     pub(super) async fn sample_load(self: &Arc<Self>, daemon: &Daemon) {
         let targets = self.autoscale.lock().unwrap_or_else(std::sync::PoisonError::into_inner).targets.clone();
-        // On Kubernetes the HorizontalPodAutoscaler that the backend writes does this.
-        if targets.is_empty() || !self.is_listed() || daemon.settings.backend != BackendKind::Docker {
+        if targets.is_empty() || !self.is_listed() {
             return;
         }
         let loads = match daemon.backend().await {
@@ -817,6 +816,11 @@ impl EnvHandle {
                 return;
             }
         };
+        // On Kubernetes the HorizontalPodAutoscaler that the backend writes decides; the load is for the pages.
+        if daemon.settings.backend != BackendKind::Docker {
+            self.record_loads(&targets, &loads);
+            return;
+        }
         let changed = self.decide(&targets, &loads);
         for (app, from, decision) in &changed {
             let direction = if decision.replicas > *from { "up" } else { "down" };
@@ -847,17 +851,23 @@ impl EnvHandle {
         }
     }
 
+    /// Keeps this round's loads for the apps' charts.
+    fn record_loads(&self, targets: &BTreeMap<String, CpuTarget>, loads: &[AppLoad]) {
+        let mut histories = self.histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (app, target) in targets {
+            if let Some(history) = histories.get_mut(app) {
+                history.record_load(now_ms(), target.replicas, utilisation(loads, app, target));
+            }
+        }
+    }
+
     /// The autoscaler's decisions for this round's loads: each app whose count changes, from what to what.
     fn decide(&self, targets: &BTreeMap<String, CpuTarget>, loads: &[AppLoad]) -> Vec<(String, u32, Decision)> {
         let now = Instant::now();
         let mut autoscale = self.autoscale.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut changed = Vec::new();
         for (app, target) in targets {
-            // Load in percent of one CPU; the target is a share of what the app asks for.
-            let utilisation = loads
-                .iter()
-                .find(|load| load.app == *app)
-                .map(|load| load.cpu_percent * 1000.0 / target.cpu_millis.max(1) as f64);
+            let utilisation = utilisation(loads, app, target);
             let scaler = autoscale.scalers.entry(app.clone()).or_default();
             let decision =
                 scaler.decide(now, target.replicas, utilisation, target.target_percent, target.bounds, &target.pace);
@@ -1106,4 +1116,9 @@ fn cpu_target(app: &model::AppSpec) -> Option<CpuTarget> {
         pace: rule.behavior,
         replicas: app.replicas,
     })
+}
+
+/// `app`'s load as a share of what it asks for: the backends report percent of one CPU.
+fn utilisation(loads: &[AppLoad], app: &str, target: &CpuTarget) -> Option<f64> {
+    loads.iter().find(|load| load.app == app).map(|load| load.cpu_percent * 1000.0 / target.cpu_millis.max(1) as f64)
 }

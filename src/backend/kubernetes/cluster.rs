@@ -12,7 +12,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use serde_json::Value;
 
 use super::KubernetesError;
-use super::mapping::{LABEL_DELETE_WITH_APP, LABEL_ENVIRONMENT, LABEL_MANAGED_BY, MANAGER};
+use super::mapping::{LABEL_DELETE_WITH_APP, LABEL_ENVIRONMENT, LABEL_MANAGED_BY, LABEL_NAME, MANAGER};
 
 /// The kinds of object railyard writes, in apply order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -170,6 +170,37 @@ impl Cluster {
         }
     }
 
+    /// CPU use of environment `env`'s pods, from the cluster's metrics API (metrics-server): per pod, its app and
+    /// the cores it uses. Empty when the cluster serves no metrics API, which is common and no error.
+    pub async fn pod_cpu(&self, namespace: &str, env: &str) -> Result<Vec<(String, f64)>, KubernetesError> {
+        let resource = ApiResource {
+            group: "metrics.k8s.io".to_owned(),
+            version: "v1beta1".to_owned(),
+            api_version: "metrics.k8s.io/v1beta1".to_owned(),
+            kind: "PodMetrics".to_owned(),
+            plural: "pods".to_owned(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &resource);
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_ENVIRONMENT}={env}");
+        let found = match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(found) => found.items,
+            Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 503 => return Ok(Vec::new()),
+            Err(error) => return Err(failed(error, "list", &format!("pod metrics in {namespace}"))),
+        };
+        Ok(found
+            .iter()
+            .filter_map(|pod| {
+                let app = pod.metadata.labels.as_ref()?.get(LABEL_NAME)?.clone();
+                let containers = pod.data.get("containers")?.as_array()?;
+                let cores = containers
+                    .iter()
+                    .filter_map(|container| container.pointer("/usage/cpu")?.as_str().and_then(cpu_cores))
+                    .sum();
+                Some((app, cores))
+            })
+            .collect())
+    }
+
     /// The Deployment as it stands now (its status moves while it rolls out).
     pub async fn deployment(&self, namespace: &str, name: &str) -> Result<Option<DynamicObject>, KubernetesError> {
         match self.api(Kind::Deployment, namespace).get_opt(name).await {
@@ -194,6 +225,17 @@ impl Cluster {
     }
 }
 
+/// A CPU quantity as the metrics API writes it (`250m`, `1`, `12345678n`, `1500u`) in cores.
+fn cpu_cores(quantity: &str) -> Option<f64> {
+    let (number, scale) = match quantity.char_indices().last()? {
+        (at, 'n') => (&quantity[..at], 1e-9),
+        (at, 'u') => (&quantity[..at], 1e-6),
+        (at, 'm') => (&quantity[..at], 1e-3),
+        _ => (quantity, 1.0),
+    };
+    number.parse::<f64>().ok().filter(|cores| cores.is_finite() && *cores >= 0.0).map(|cores| cores * scale)
+}
+
 /// Whether a claim's app said `deleteWithApp`.
 pub fn deleted_with_app(object: &DynamicObject) -> bool {
     object.metadata.labels.as_ref().and_then(|labels| labels.get(LABEL_DELETE_WITH_APP)).is_some_and(|v| v == "true")
@@ -215,5 +257,21 @@ fn failed(error: kube::Error, action: &'static str, object: &str) -> KubernetesE
             KubernetesError::Unreachable { reason: format!("{action} {object}: {error}") }
         }
         other => KubernetesError::Api { action, object: object.to_owned(), reason: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_cores;
+
+    #[test]
+    fn cpu_quantities_of_the_metrics_api_read_as_cores() {
+        assert_eq!(cpu_cores("250m"), Some(0.25));
+        assert_eq!(cpu_cores("2"), Some(2.0));
+        assert_eq!(cpu_cores("1500u"), Some(0.0015));
+        assert!(cpu_cores("12345678n").is_some_and(|cores| (cores - 0.012_345_678).abs() < 1e-12));
+        assert_eq!(cpu_cores("lots"), None);
+        assert_eq!(cpu_cores("-1"), None);
+        assert_eq!(cpu_cores(""), None);
     }
 }

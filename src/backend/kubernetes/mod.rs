@@ -163,8 +163,19 @@ impl Backend for KubernetesBackend {
         Ok(self.cluster.destroy(&env.project, &env.name).await?)
     }
 
-    /// The cluster's metrics API is not read yet: an HPA scales apps here, not railyard's autoscaler.
-    async fn metrics(&self, _env: &Environment) -> Result<Vec<AppLoad>, BackendError> {
-        Ok(Vec::new())
+    /// CPU per app from the cluster's metrics API, for the apps' pages: the HorizontalPodAutoscaler, not railyard,
+    /// scales on it here. Empty when the cluster has no metrics-server.
+    async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, BackendError> {
+        let pods = self.cluster.pod_cpu(&env.project, &env.name).await?;
+        let mut apps: std::collections::BTreeMap<String, (u32, f64)> = std::collections::BTreeMap::new();
+        for (app, cores) in pods {
+            let entry = apps.entry(app).or_default();
+            entry.0 += 1;
+            entry.1 += cores;
+        }
+        Ok(apps
+            .into_iter()
+            .map(|(app, (replicas, cores))| AppLoad { app, replicas, cpu_percent: cores * 100.0 / f64::from(replicas) })
+            .collect())
     }
 }
