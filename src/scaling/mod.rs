@@ -160,6 +160,23 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_changed_by_a_commit_between_two_ticks_takes_effect_at_once_from_its_own_entries() {
+        let appeared = |_: &str| at("2026-03-01T00:00:00Z");
+        // 10:00 Berlin on a Wednesday: the morning entry (min 5) is in force.
+        let mut before = desired(BUSINESS_HOURS);
+        put_in_force(&mut before, appeared, at("2026-03-04T09:00:00Z"));
+        assert_eq!(before.apps["web"].replicas, 5);
+        // A commit at 10:30 moves the morning to 10:15 with min 4 and adds a lunch entry at 10:20 with max 3.
+        let changed = "kind: ScalingRule\napp: web\nmin: 2\nmax: 6\nschedules:\n  \
+                       - { cron: \"0 15 10 * * Mon-Fri\", min: 4 }\n  - { cron: \"0 20 10 * * Mon-Fri\", max: 3 }\n";
+        let mut after = desired(changed);
+        let scaling = put_in_force(&mut after, appeared, at("2026-03-04T09:30:00Z"));
+        assert_eq!(after.apps["web"].replicas, 3, "the new rule's latest entry (10:20, max 3) holds");
+        assert_eq!(scaling[0].set_by.as_deref(), Some("0 20 10 * * Mon-Fri"));
+        assert_eq!(next_boundary(&scaling), Some(at("2026-03-05T09:15:00Z")), "tomorrow's 10:15, not today's 20:00");
+    }
+
+    #[test]
     fn a_rule_that_just_appeared_keeps_its_own_bounds_until_a_schedule_fires() {
         let mut fresh = desired(BUSINESS_HOURS);
         let scaling = put_in_force(&mut fresh, |_| at("2026-03-04T09:00:00Z"), at("2026-03-04T10:00:00Z"));
