@@ -765,3 +765,52 @@ fn scale_changes_by_the_daemon_drop_no_request() {
     assert_no_failure("while the daemon scaled the app up and down", &traffic);
     assert!(traffic.sent > 20, "traffic ran through the changes: {} requests", traffic.sent);
 }
+
+/// The CPU autoscaler scales an app up under load and back down after it while clients go through Caddy: no
+/// request fails on either change.
+#[test]
+fn the_autoscalers_changes_drop_no_request() {
+    let image = busybox_image();
+    let project = TestProject::new("caddy-autoscale");
+    let caddy = TestCaddy::start_on_unix_socket();
+    let front = caddy.front();
+    project.write("apps/web.yaml", &format!("{}resources: {{ cpus: \"0.5\" }}\n", slow_web(&image, "v1", 1)));
+    project.write("domains/shop.yaml", DOMAIN);
+    project.write(
+        "scaling/web.yaml",
+        "kind: ScalingRule\napp: web\nmin: 1\nmax: 2\ntargetCpuPercent: 50\n\
+         behavior: { scaleUp: { period: 1s }, scaleDown: { stabilizationWindow: 3s } }\n",
+    );
+    let mut args = caddy.args();
+    args.extend(["--poll-interval", "1h", "--drift-interval", "1h", "--scale-interval", "1s"].map(str::to_owned));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let served = Served::start(&project.dir().display().to_string(), None, &args, &[]);
+    served.wait_for("one replica", Duration::from_secs(60), |env| {
+        env["syncStatus"] == "synced" && env["apps"][0]["ready"] == 1
+    });
+    assert!(eventually(Duration::from_secs(30), || via(&caddy, "shop.example.test").is_some_and(|(s, _)| s == 200)));
+    let desired = || served.env()["apps"][0]["desired"].as_u64().unwrap_or_default();
+    let traffic = traffic_during(&front, "shop.example.test", "/cgi-bin/slow", 4, || {
+        let burners = ["sh", "-c", "while [ ! -e /www/stop ]; do :; done"];
+        for replica in project.containers("web") {
+            let mut exec = vec!["exec", "-d", replica.name.as_str()];
+            exec.extend(burners);
+            docker(&exec);
+        }
+        let up = eventually(Duration::from_secs(60), || desired() == 2 && project.containers("web").len() == 2);
+        assert!(up, "never scaled up under load:\n{}", served.log());
+        // The new replica serves before the load stops.
+        assert!(eventually(Duration::from_secs(30), || served.env()["apps"][0]["ready"] == 2));
+        for replica in project.containers("web") {
+            docker(&["exec", &replica.name, "touch", "/www/stop"]);
+        }
+        let down = eventually(Duration::from_secs(60), || desired() == 1 && project.containers("web").len() == 1);
+        assert!(down, "never scaled back down:\n{}", served.log());
+    });
+    assert_no_failure("while the autoscaler scaled the app up and down", &traffic);
+    let history = get_json(served.port, "/api/v1/syncs?env=production");
+    let autoscaled = history["items"].as_array().map_or(0, |items| {
+        items.iter().filter(|sync| sync["trigger"] == "autoscale" && sync["outcome"] == "synced").count()
+    });
+    assert!(autoscaled >= 2, "the scale-up and the scale-down are in the history: {history:#}");
+}
