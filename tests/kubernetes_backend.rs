@@ -317,6 +317,16 @@ fn drift_by_another_manager_or_a_deleted_object_is_repaired() {
     });
 }
 
+/// web at nginx:1.27 applied, its image then changed by `kubectl edit` (another field manager), and git moved to
+/// nginx:1.28: the next apply meets a conflict.
+async fn hotfixed_by_hand_then_changed_in_git(backend: &dyn Backend, fake: &FakeKube, repo: &Repo) {
+    assert!(sync(backend, &repo.desired()).await.1.succeeded());
+    fake.edit("deployments", &repo.name, "web", "kubectl-edit", |body| {
+        body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:hotfix");
+    });
+    repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
+}
+
 #[test]
 fn a_conflict_with_another_manager_is_reported_and_forced_only_with_sync_force() {
     let repo = Repo::new("conflict", "");
@@ -324,12 +334,8 @@ fn a_conflict_with_another_manager_is_reported_and_forced_only_with_sync_force()
     let fake = fake();
     runtime().block_on(async {
         let backend = backend(&fake, false).await;
-        assert!(sync(&backend, &repo.desired()).await.1.succeeded());
         let ns = repo.name.as_str();
-        fake.edit("deployments", ns, "web", "kubectl-edit", |body| {
-            body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:hotfix");
-        });
-        repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
+        hotfixed_by_hand_then_changed_in_git(&backend, &fake, &repo).await;
         let (plan, report) = sync(&backend, &repo.desired()).await;
         assert_eq!(change_of(&plan, "web"), ChangeKind::Update);
         let ActionResult::Failed { error } = result_of(&report, "web") else { panic!("not reported: {report:?}") };
@@ -355,12 +361,8 @@ fn a_backend_connected_with_force_forces_without_the_project_saying_so() {
     repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
     let fake = fake();
     runtime().block_on(async {
-        assert!(sync(&backend(&fake, false).await, &repo.desired()).await.1.succeeded());
+        hotfixed_by_hand_then_changed_in_git(&backend(&fake, false).await, &fake, &repo).await;
         let ns = repo.name.as_str();
-        fake.edit("deployments", ns, "web", "kubectl-edit", |body| {
-            body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:hotfix");
-        });
-        repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
         let (_, report) = sync(&backend(&fake, true).await, &repo.desired()).await;
         assert!(report.succeeded(), "{report:?}");
         assert_eq!(image(&fake, ns, "web"), "nginx:1.28");

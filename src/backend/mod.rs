@@ -80,6 +80,21 @@ pub struct AppLoad {
     pub cpu_percent: f64,
 }
 
+impl AppLoad {
+    /// Each app's load from its replicas' `(app, percent of one CPU)`.
+    pub fn per_app(replicas: impl IntoIterator<Item = (String, f64)>) -> Vec<AppLoad> {
+        let mut apps: std::collections::BTreeMap<String, (u32, f64)> = std::collections::BTreeMap::new();
+        for (app, percent) in replicas {
+            let entry = apps.entry(app).or_default();
+            entry.0 += 1;
+            entry.1 += percent;
+        }
+        apps.into_iter()
+            .map(|(app, (replicas, total))| AppLoad { app, replicas, cpu_percent: total / f64::from(replicas.max(1)) })
+            .collect()
+    }
+}
+
 /// Which backend runs the apps, chosen at run time (`--backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

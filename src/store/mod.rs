@@ -195,22 +195,7 @@ impl Store {
     ) -> Result<BTreeMap<String, i64>, StoreError> {
         self.with(|db| {
             let transaction = db.unchecked_transaction()?;
-            let mut appeared = BTreeMap::new();
-            {
-                let mut remembered =
-                    transaction.prepare_cached("SELECT app, appeared_ms FROM scaling_rules WHERE env = ?1")?;
-                let rows =
-                    remembered.query_map(params![env], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
-                for row in rows {
-                    let (app, since) = row?;
-                    if apps.contains(&app) {
-                        appeared.insert(app, since);
-                    } else {
-                        transaction
-                            .execute("DELETE FROM scaling_rules WHERE env = ?1 AND app = ?2", params![env, app])?;
-                    }
-                }
-            }
+            let mut appeared: BTreeMap<String, i64> = per_app_keeping(&transaction, PerApp::ScalingRules, env, apps)?;
             let new: Vec<&String> = apps.iter().filter(|app| !appeared.contains_key(*app)).collect();
             for app in new {
                 transaction.execute(
@@ -229,24 +214,7 @@ impl Store {
     pub fn autoscale_decisions(&self, env: &str, apps: &[String]) -> Result<BTreeMap<String, u32>, StoreError> {
         self.with(|db| {
             let transaction = db.unchecked_transaction()?;
-            let mut decided = BTreeMap::new();
-            {
-                let mut statement =
-                    transaction.prepare_cached("SELECT app, replicas FROM autoscale_decisions WHERE env = ?1")?;
-                let rows =
-                    statement.query_map(params![env], |row| Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?)))?;
-                for row in rows {
-                    let (app, replicas) = row?;
-                    if apps.contains(&app) {
-                        decided.insert(app, replicas);
-                    } else {
-                        transaction.execute(
-                            "DELETE FROM autoscale_decisions WHERE env = ?1 AND app = ?2",
-                            params![env, app],
-                        )?;
-                    }
-                }
-            }
+            let decided = per_app_keeping(&transaction, PerApp::AutoscaleDecisions, env, apps)?;
             transaction.commit()?;
             Ok(decided)
         })
@@ -427,6 +395,52 @@ fn migrate(connection: &Connection, path: &str) -> Result<(), StoreError> {
         connection.execute_batch(&format!("BEGIN; {migration}; PRAGMA user_version = {}; COMMIT;", index + 1))?;
     }
     Ok(())
+}
+
+/// A table of one value per (environment, app).
+#[derive(Clone, Copy)]
+enum PerApp {
+    /// `appeared_ms`: when the app's ScalingRule appeared.
+    ScalingRules,
+    /// `replicas`: the CPU autoscaler's last decision.
+    AutoscaleDecisions,
+}
+
+impl PerApp {
+    fn select(self) -> &'static str {
+        match self {
+            PerApp::ScalingRules => "SELECT app, appeared_ms FROM scaling_rules WHERE env = ?1",
+            PerApp::AutoscaleDecisions => "SELECT app, replicas FROM autoscale_decisions WHERE env = ?1",
+        }
+    }
+
+    fn delete(self) -> &'static str {
+        match self {
+            PerApp::ScalingRules => "DELETE FROM scaling_rules WHERE env = ?1 AND app = ?2",
+            PerApp::AutoscaleDecisions => "DELETE FROM autoscale_decisions WHERE env = ?1 AND app = ?2",
+        }
+    }
+}
+
+/// The values of `table` for `env`'s `apps`; rows of `env`'s other apps are deleted.
+fn per_app_keeping<T: rusqlite::types::FromSql>(
+    transaction: &rusqlite::Transaction<'_>,
+    table: PerApp,
+    env: &str,
+    apps: &[String],
+) -> rusqlite::Result<BTreeMap<String, T>> {
+    let mut kept = BTreeMap::new();
+    let mut statement = transaction.prepare_cached(table.select())?;
+    let rows = statement.query_map(params![env], |row| Ok((row.get::<_, String>(0)?, row.get::<_, T>(1)?)))?;
+    for row in rows {
+        let (app, value) = row?;
+        if apps.contains(&app) {
+            kept.insert(app, value);
+        } else {
+            transaction.execute(table.delete(), params![env, app])?;
+        }
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]

@@ -321,21 +321,16 @@ impl DockerBackend {
         let samples = join_all(replicas.iter().map(|replica| self.cpu_counters_of(&replica.observed.id))).await;
         let mut previous = self.cpu_counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut current = HashMap::new();
-        let mut loads: BTreeMap<String, (u32, f64)> = BTreeMap::new();
+        let mut measured = Vec::new();
         for (replica, sample) in replicas.iter().zip(samples) {
             let Some(sample) = sample else { continue };
             if let Some(percent) = previous.get(&replica.observed.id).and_then(|before| cpu_percent(before, &sample)) {
-                let entry = loads.entry(replica.app.clone()).or_default();
-                entry.0 += 1;
-                entry.1 += percent;
+                measured.push((replica.app.clone(), percent));
             }
             current.insert(replica.observed.id.clone(), sample);
         }
         *previous = current;
-        Ok(loads
-            .into_iter()
-            .map(|(app, (replicas, total))| AppLoad { app, replicas, cpu_percent: total / f64::from(replicas.max(1)) })
-            .collect())
+        Ok(AppLoad::per_app(measured))
     }
 
     async fn cpu_counters_of(&self, container: &str) -> Option<CpuCounters> {

@@ -167,15 +167,6 @@ impl Backend for KubernetesBackend {
     /// scales on it here. Empty when the cluster has no metrics-server.
     async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, BackendError> {
         let pods = self.cluster.pod_cpu(&env.project, &env.name).await?;
-        let mut apps: std::collections::BTreeMap<String, (u32, f64)> = std::collections::BTreeMap::new();
-        for (app, cores) in pods {
-            let entry = apps.entry(app).or_default();
-            entry.0 += 1;
-            entry.1 += cores;
-        }
-        Ok(apps
-            .into_iter()
-            .map(|(app, (replicas, cores))| AppLoad { app, replicas, cpu_percent: cores * 100.0 / f64::from(replicas) })
-            .collect())
+        Ok(AppLoad::per_app(pods.into_iter().map(|(app, cores)| (app, cores * 100.0))))
     }
 }
