@@ -541,3 +541,40 @@ fn without_a_metrics_server_the_load_is_unknown_and_no_error() {
         assert!(loads.is_empty(), "{loads:?}");
     });
 }
+
+#[test]
+fn an_ingress_edited_by_another_manager_or_deleted_is_repaired() {
+    let repo = Repo::new("ingress-drift", "");
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    repo.write("domains/shop.yaml", "kind: Domain\nhost: shop.example.com\napp: web\nport: http\ntls: off\n");
+    let fake = fake();
+    runtime().block_on(async {
+        let backend = backend(&fake, false).await;
+        let desired = repo.desired();
+        assert!(sync(&backend, &desired).await.1.succeeded());
+        let ns = repo.name.as_str();
+        let ingresses = fake.names("ingresses", ns);
+        assert_eq!(ingresses.len(), 1, "{ingresses:?}");
+        let backend_of = |fake: &FakeKube| {
+            let ingress = fake.object("ingresses", ns, &ingresses[0]).expect("the Ingress");
+            ingress.pointer("/spec/rules/0/http/paths/0/backend/service/name").cloned()
+        };
+        let ours = backend_of(&fake);
+        fake.edit("ingresses", ns, &ingresses[0], "kubectl-edit", |body| {
+            body["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = json!("somebody-else");
+        });
+        let domain_change =
+            |plan: &Plan| plan.domains.iter().find(|d| d.name == "shop.example.com").map(|d| d.change.kind());
+        let (plan, report) = sync(&backend, &desired).await;
+        assert_eq!(domain_change(&plan), Some(ChangeKind::Repair), "{plan:?}");
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(backend_of(&fake), ours, "railyard's backend service is back");
+        assert!(!plan_of(&backend, &desired).await.has_changes());
+
+        assert!(fake.remove("ingresses", ns, &ingresses[0]));
+        let (plan, report) = sync(&backend, &desired).await;
+        assert_eq!(domain_change(&plan), Some(ChangeKind::Create), "{plan:?}");
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(fake.names("ingresses", ns), ingresses);
+    });
+}

@@ -275,7 +275,11 @@ fn domains_are_planned_when_the_backend_reports_them() {
     if let Some(domains) = observed.domains.as_mut() {
         domains.insert(
             "old.example.com".into(),
-            ObservedDomain { env: "production".into(), last_applied: state.domains["shop.example.com"].clone() },
+            ObservedDomain {
+                env: "production".into(),
+                last_applied: state.domains["shop.example.com"].clone(),
+                drift: Vec::new(),
+            },
         );
     }
     let plan = plan::plan(&state, &observed);

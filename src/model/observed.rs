@@ -96,6 +96,10 @@ pub enum HealthState {
 pub struct ObservedDomain {
     pub env: String,
     pub last_applied: DomainSpec,
+    /// What the backend found changed although the spec matches (Kubernetes: the Ingress edited by another field
+    /// manager); the plan repairs it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
 }
 
 impl ObservedReplica {

@@ -367,11 +367,15 @@ fn plan_domains(desired: &DesiredState, observed: &BTreeMap<String, ObservedDoma
         .domains
         .values()
         .map(|spec| {
-            let old = observed.get(&spec.host).map(|found| &found.last_applied);
-            let change = match old {
-                None => Change::Create,
-                Some(old) if old == spec => Change::Unchanged,
-                Some(old) => Change::Update { fields: diff::changed_fields(old, spec) },
+            let found = observed.get(&spec.host);
+            let old = found.map(|found| &found.last_applied);
+            let change = match (old, found) {
+                (None, _) => Change::Create,
+                (Some(old), Some(found)) if old == spec && !found.drift.is_empty() => {
+                    Change::Repair { reasons: found.drift.clone() }
+                }
+                (Some(old), _) if old == spec => Change::Unchanged,
+                (Some(old), _) => Change::Update { fields: diff::changed_fields(old, spec) },
             };
             let diff =
                 change.kind().is_change().then(|| diff::unified(ObjectKind::Domain, &spec.host, old, Some(spec)));
@@ -422,7 +426,7 @@ pub fn apply_to(observed: &Observed, plan: &Plan) -> Observed {
                 Some(spec) => {
                     domains.insert(
                         spec.host.clone(),
-                        ObservedDomain { env: plan.env.name.clone(), last_applied: spec.clone() },
+                        ObservedDomain { env: plan.env.name.clone(), last_applied: spec.clone(), drift: Vec::new() },
                     );
                 }
             }

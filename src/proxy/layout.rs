@@ -170,7 +170,9 @@ fn split_dial(dial: &str) -> (String, String) {
 pub fn observed_domains(config: &Value, env: &Environment) -> BTreeMap<String, ObservedDomain> {
     routed_domains(config, env)
         .into_iter()
-        .map(|(host, routed)| (host, ObservedDomain { env: env.name.clone(), last_applied: routed.spec }))
+        .map(|(host, routed)| {
+            (host, ObservedDomain { env: env.name.clone(), last_applied: routed.spec, drift: Vec::new() })
+        })
         .collect()
 }
 

@@ -24,7 +24,11 @@ pub fn observed(listed: &Listed) -> Observed {
         .filter(|((kind, _), _)| *kind == Kind::Ingress)
         .filter_map(|(_, ingress)| {
             let spec: DomainSpec = last_applied(ingress)?;
-            Some((spec.host.clone(), ObservedDomain { env: label(ingress, LABEL_ENVIRONMENT), last_applied: spec }))
+            let drift = foreign_changes(Kind::Ingress, ingress);
+            Some((
+                spec.host.clone(),
+                ObservedDomain { env: label(ingress, LABEL_ENVIRONMENT), last_applied: spec, drift },
+            ))
         })
         .collect();
     Observed { apps, domains: Some(domains), ..Observed::default() }
