@@ -10,6 +10,7 @@ pub mod export;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
+pub mod previews;
 pub mod progress;
 pub mod proxy;
 pub mod scaling;

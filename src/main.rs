@@ -879,6 +879,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         fetch_timeout: args.fetch_timeout,
         keep_syncs: args.keep_syncs,
         keep_deliveries: args.keep_deliveries,
+        forge: None,
     };
     let daemon = Daemon::new(settings, store);
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -22,12 +22,14 @@ pub struct SecretStore {
     /// A directory holding one file per secret, named like the secret (as Docker and Kubernetes mount them).
     pub dir: Option<PathBuf>,
     key: DigestKey,
+    /// A preview's scope: only `<dir>/previews/`, never production's files or `RAILYARD_SECRET_*`.
+    previews: bool,
 }
 
 /// An in-memory store without a directory and with a fresh random key: digests are stable only within the process.
 impl Default for SecretStore {
     fn default() -> Self {
-        SecretStore { dir: None, key: DigestKey::from_bytes(rand::random()) }
+        SecretStore { dir: None, key: DigestKey::from_bytes(rand::random()), previews: false }
     }
 }
 
@@ -62,16 +64,25 @@ impl SecretStore {
         {
             return Err(SecretError::NoSecretsDir(dir.clone()));
         }
-        Ok(SecretStore { dir, key: load_or_create_key(state_dir)? })
+        Ok(SecretStore { dir, key: load_or_create_key(state_dir)?, previews: false })
     }
 
-    /// The value of secret `name`: `RAILYARD_SECRET_<NAME>` wins over the file `<dir>/<name>`.
+    /// The store a preview reads: only files in `<dir>/previews/`, so that a pull request can never have
+    /// production's secrets handed to the code it brings. Digests use the same key.
+    pub fn for_previews(&self) -> SecretStore {
+        SecretStore { dir: self.dir.as_ref().map(|dir| dir.join("previews")), key: self.key.clone(), previews: true }
+    }
+
+    /// The value of secret `name`: `RAILYARD_SECRET_<NAME>` wins over the file `<dir>/<name>` (a preview's store
+    /// reads only its files).
     pub fn get(&self, name: &str) -> Result<String, SecretError> {
         if !is_secret_name(name) {
             return Err(SecretError::InvalidName(name.to_owned()));
         }
         let variable = crate::export::secret_variable(name);
-        if let Ok(value) = std::env::var(&variable) {
+        if !self.previews
+            && let Ok(value) = std::env::var(&variable)
+        {
             return Ok(value);
         }
         let file = self.dir.as_ref().map(|dir| dir.join(name));
@@ -85,6 +96,12 @@ impl SecretStore {
             variable,
             file: file.map_or_else(|| format!("<--secrets-dir>/{name}"), |path| path.display().to_string()),
         })
+    }
+
+    /// Digests the sensitive literals of `desired` and reads no secret: each secret is taken to be what runs. For
+    /// plans that must not touch secret values (a pull request's plan against production).
+    pub fn seal_without_values(&self, desired: &mut DesiredState) {
+        desired.seal(&self.key, |_| None);
     }
 
     /// Reads every secret the desired state names, once, and fills in the digest of each secret and sensitive

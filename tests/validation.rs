@@ -158,14 +158,17 @@ fn the_example_runs_as_production_alone_and_its_commented_environments_are_valid
 }
 
 #[test]
-fn fields_accepted_but_not_acted_on_yet_are_plan_warnings() {
+fn every_field_of_the_example_acts_and_a_preview_runs_capped() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout");
     let config = model::load(&read_dir(&dir).expect("example readable")).expect("example valid");
     let desired = config.desired(&model::Environment::production(config.project_name()), None);
     let plan = railyard::plan::plan(&desired, &model::Observed::default());
     let shown = railyard::plan::render::text(&plan, false);
     assert!(!shown.contains("ScalingRule"), "every field of a ScalingRule acts: {shown}");
-    assert!(shown.contains("warning: railyard.yaml: previews are enabled but not created yet"), "{shown}");
+    assert!(!shown.contains("warning"), "no field of the example is ignored: {shown}");
+    let preview = config.desired(&model::Environment::pull_request(config.project_name(), 7), None);
+    assert!(preview.apps.values().all(|app| app.replicas <= 1 && app.autoscale.is_none()), "{:?}", preview.apps);
+    assert!(desired.apps.values().any(|app| app.replicas > 1), "the example runs an app with several replicas");
     let files = vec![
         RepoFile::text("railyard.yaml", PROJECT),
         RepoFile::text("web.yaml", "kind: App\nname: web\nimage: busybox\n"),

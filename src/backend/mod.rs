@@ -164,7 +164,7 @@ pub trait Backend: Send + Sync {
         progress: &dyn Progress,
     ) -> Result<ApplyReport, BackendError>;
     /// Removes everything `env` owns (an environment removed from the list, a preview being torn down): apps,
-    /// networks and routes; volumes stay unless their app said `deleteWithApp`.
+    /// networks and routes; volumes stay unless their app said `deleteWithApp` (a preview's all go).
     async fn destroy(&self, env: &Environment) -> Result<(), BackendError>;
     /// CPU use of the apps of `env`.
     async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, BackendError>;

@@ -61,6 +61,9 @@ pub struct EnvState {
     pub conflicts: Vec<HostConflict>,
     /// Removed from the Project's list; under the manual sync policy it waits for a sync to be destroyed.
     pub pending_destroy: bool,
+    /// A pull request's preview: what merging its head would change in production.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against_production: Option<super::previews::AgainstProduction>,
 }
 
 /// Why a reconcile of one environment failed; it is retried with backoff.
@@ -221,6 +224,7 @@ impl EnvHandle {
             apps: Vec::new(),
             conflicts: Vec::new(),
             pending_destroy: false,
+            against_production: None,
         };
         Arc::new(EnvHandle {
             name: listed.name.clone(),
@@ -412,6 +416,7 @@ impl EnvHandle {
             self.destroy_steps(daemon, taken.trigger, started_ms).instrument(span).await
         };
         daemon.metrics.count_reconcile(&self.name, outcome.as_str(), started.elapsed().as_secs_f64());
+        daemon.report_preview(self, outcome == Outcome::Destroyed);
         match outcome {
             Outcome::Failed => self.schedule_retry(),
             Outcome::Interrupted | Outcome::Held | Outcome::Destroyed => {}
@@ -486,6 +491,10 @@ impl EnvHandle {
         };
         let policy = Policy::of(&config, daemon.settings.sync);
         let environment = self.environment(&policy.project);
+        if matches!(environment.preview, Some(model::desired::PreviewOf::PullRequest(_))) {
+            let against = daemon.plan_against_production(&config, &commit).await;
+            self.update(|state| state.against_production = Some(against));
+        }
         let mut desired = config.desired(&environment, Some(&commit.sha));
         desired.sync = policy.sync;
         self.put_scaling_in_force(daemon, &mut desired).await;
@@ -504,7 +513,8 @@ impl EnvHandle {
             Ok(backend) => backend,
             Err(error) => return self.fail(error.into()),
         };
-        let prepared = match pipeline::prepare(backend.as_ref(), &daemon.settings.secrets, desired).await {
+        let secrets = daemon.secrets_for(&config, &environment);
+        let prepared = match pipeline::prepare(backend.as_ref(), &secrets, desired).await {
             Ok(prepared) => prepared,
             Err(error) => return self.fail(error.into()),
         };
@@ -641,7 +651,8 @@ impl EnvHandle {
         let project = self.project();
         let environment = self.environment(&project);
         let summary = format!("destroy environment {} (compose project {})", self.name, environment.project);
-        if policy == SyncPolicy::Manual && trigger != Trigger::Api {
+        // A preview goes when its pull request closes, whatever the sync policy: nothing of it may be left behind.
+        if policy == SyncPolicy::Manual && trigger != Trigger::Api && environment.preview.is_none() {
             info!("removed from the list; the sync policy is manual, so it waits for a sync to be destroyed");
             let record = self.removal_record(trigger, started_ms, "pending", &summary, None);
             self.record_once(daemon, record).await;
@@ -1024,7 +1035,12 @@ impl EnvHandle {
             error: Some(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
         };
         self.record_once(daemon, record).await;
+        let preview = self.name.starts_with("pr-");
+        let first_problem = diagnostics.first().map(ToString::to_string).unwrap_or_default();
         self.update(|state| {
+            if preview {
+                state.against_production = Some(super::previews::AgainstProduction::invalid(&commit, first_problem));
+            }
             state.sync_status = SyncStatus::Error;
             state.error = Some(message);
             state.diagnostics = diagnostics;

@@ -7,6 +7,7 @@
 pub mod env;
 pub mod fetch;
 pub mod metrics;
+pub mod previews;
 mod status;
 pub mod supervise;
 pub mod trigger;
@@ -55,6 +56,14 @@ pub struct DaemonSettings {
     pub keep_syncs: u32,
     /// Authenticated webhook deliveries kept.
     pub keep_deliveries: u32,
+    /// The forge's list of open pull requests, when railyard has forge access.
+    pub forge: Option<Arc<dyn previews::PullRequestSource>>,
+}
+
+impl std::fmt::Debug for dyn previews::PullRequestSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PullRequestSource")
+    }
 }
 
 /// Whether what runs matches git.
@@ -171,6 +180,10 @@ pub struct Daemon {
     /// Ticks whenever an environment's state or the list changes (for live pages).
     pub changes: broadcast::Sender<()>,
     listing_worker: RwLock<WorkerState>,
+    /// Wakes the previews worker.
+    previews_trigger: Coalescer,
+    previews: RwLock<previews::PreviewsState>,
+    forge: Option<Arc<dyn previews::PullRequestSource>>,
 }
 
 /// Milliseconds since the epoch, as history and pages count time.
@@ -194,6 +207,9 @@ impl Daemon {
     pub fn new(settings: DaemonSettings, store: Arc<Store>) -> Arc<Daemon> {
         let fetcher = Fetcher::new(settings.source.clone(), settings.fetch_timeout);
         let daemon = Arc::new(Daemon {
+            forge: settings.forge.clone(),
+            previews_trigger: Coalescer::default(),
+            previews: RwLock::default(),
             fetcher,
             settings,
             store,
@@ -209,6 +225,7 @@ impl Daemon {
             changes: broadcast::channel(64).0,
             listing_worker: RwLock::new(WorkerState::Running),
         });
+        daemon.restore_pull_requests();
         daemon.start_known_environments();
         daemon.ensure_default_env();
         daemon
@@ -267,6 +284,7 @@ impl Daemon {
             tokio::spawn(Arc::clone(&self).tick(self.settings.poll_interval, Trigger::Poll)),
             tokio::spawn(Arc::clone(&self).tick(self.settings.drift_interval, Trigger::Drift)),
             tokio::spawn(Arc::clone(&self).autoscale_every(self.settings.scale_interval)),
+            tokio::spawn(Arc::clone(&self).previews_worker()),
         ];
         self.listing.fire(Trigger::Startup);
         let worker = Arc::clone(&self);
@@ -433,6 +451,7 @@ impl Daemon {
         let changed_claims = *read(&self.claims) != claims;
         *write(&self.claims) = claims;
         self.apply_list(&listed, &policy, (changed_policy || changed_claims).then_some(taken.trigger));
+        self.previews_trigger.fire(taken.trigger);
     }
 
     /// Before any list was read: production on the tracked branch (as without `environments:`).
@@ -481,8 +500,13 @@ impl Daemon {
             };
             order.push(handle);
         }
-        let removed: Vec<Arc<EnvHandle>> =
-            self.environments().into_iter().filter(|env| !listed.iter().any(|entry| entry.name == env.name)).collect();
+        // Previews are not in the Project's list: the previews worker starts and stops them.
+        let (previews, unlisted): (Vec<Arc<EnvHandle>>, Vec<Arc<EnvHandle>>) = self
+            .environments()
+            .into_iter()
+            .filter(|env| !listed.iter().any(|entry| entry.name == env.name))
+            .partition(|env| previews::is_preview(&env.name));
+        let removed = unlisted;
         for env in &removed {
             if env.unlist() {
                 info!(env = %env.name, "environment removed from the list");
@@ -491,12 +515,18 @@ impl Daemon {
             env.trigger.fire(Trigger::Removed);
         }
         order.extend(removed);
+        order.extend(previews);
         changed_any |= order.iter().map(|env| &env.name).ne(before.iter());
         *write(&self.envs) = order;
         // Polls find the same list nearly always: live pages and the store hear only of a change.
         if !changed_any {
             return;
         }
+        self.remember_environment_list();
+    }
+
+    /// Remembers every environment for the next start, and tells live pages.
+    fn remember_environment_list(&self) {
         let known: Vec<KnownEnvironment> = self
             .environments()
             .iter()
@@ -552,6 +582,16 @@ impl Daemon {
         }
     }
 
+    /// Where `env`'s `{ secret: NAME }` values come from: a preview reads only the previews' scope unless the
+    /// tracked branch's Project says `previews.shareSecrets`.
+    fn secrets_for(&self, config: &Config, env: &Environment) -> SecretStore {
+        let shared = config.project.doc.previews.as_ref().is_some_and(|previews| previews.share_secrets);
+        if env.preview.is_some() && !shared {
+            return self.settings.secrets.for_previews();
+        }
+        self.settings.secrets.clone()
+    }
+
     /// Forgets a destroyed environment.
     fn forget(&self, name: &str) {
         let _one_at_a_time = self.listing_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -604,6 +644,7 @@ mod tests {
             fetch_timeout: Duration::from_secs(60),
             keep_syncs: 1000,
             keep_deliveries: 1000,
+            forge: None,
         };
         Daemon::new(settings, store)
     }

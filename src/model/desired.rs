@@ -47,9 +47,17 @@ impl Environment {
 
     /// An environment of the Project's list: production runs as `<project>`, any other as `<project>-<name>` and
     /// routes its Domains through its hostTemplate (production has none: it uses the Domains as written).
+    /// The names a Project may not list, `pr-<number>` and `branch-<slug>`, are previews: a pull request's, or
+    /// `listed.branch`'s.
     pub fn listed(project: &str, listed: &ListedEnvironment) -> Environment {
         if listed.name == Self::PRODUCTION {
             return Environment::production(project);
+        }
+        if listed.name.starts_with("branch-") {
+            return Environment::branch(project, &listed.branch);
+        }
+        if let Some(number) = listed.name.strip_prefix("pr-").and_then(|number| number.parse().ok()) {
+            return Environment::pull_request(project, number);
         }
         Environment {
             project: label(&format!("{project}-{}", listed.name)),
@@ -564,8 +572,12 @@ impl DesiredState {
 impl Config {
     /// What `env` should run according to this config at `commit`.
     pub fn desired(&self, env: &Environment, commit: Option<&str>) -> DesiredState {
-        let apps = self.apps.values().map(|app| (app.doc.name.value.clone(), self.app_spec(app))).collect();
-        let mut warnings = self.inactive_features();
+        let mut apps: BTreeMap<String, AppSpec> =
+            self.apps.values().map(|app| (app.doc.name.value.clone(), self.app_spec(app))).collect();
+        if env.preview.is_some() {
+            self.cap_for_preview(&mut apps);
+        }
+        let mut warnings = Vec::new();
         let domains = if env.is_listed_non_production() {
             self.templated_domain_specs(env, &mut warnings)
         } else {
@@ -582,16 +594,19 @@ impl Config {
         }
     }
 
-    /// Fields that are accepted but not acted on yet, so that nobody waits for them to take effect.
-    fn inactive_features(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if self.project.doc.previews.as_ref().is_some_and(|previews| previews.enabled) {
-            warnings.push(format!(
-                "{}: previews are enabled but not created yet: this version of railyard ignores `previews`",
-                self.project.file
-            ));
+    /// A preview runs at most `previews.maxReplicas` replicas of each app and does not autoscale: it is for looking
+    /// at, and a pull request must not be able to take the host's capacity.
+    fn cap_for_preview(&self, apps: &mut BTreeMap<String, AppSpec>) {
+        let cap = self
+            .project
+            .doc
+            .previews
+            .as_ref()
+            .map_or(super::kinds::Previews::DEFAULT_MAX_REPLICAS, super::kinds::Previews::max_replicas);
+        for app in apps.values_mut() {
+            app.replicas = app.replicas.min(cap);
+            app.autoscale = None;
         }
-        warnings
     }
 
     fn app_spec(&self, app: &Sourced<App>) -> AppSpec {

@@ -228,6 +228,45 @@ pub struct Previews {
     /// Branch globs that get a preview without a forge webhook.
     #[serde(default)]
     pub branches: Vec<String>,
+    /// Only pull requests carrying one of these labels get a preview, when set.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Previews running at once; beyond that a pull request waits, oldest push first. Default 10.
+    #[schemars(with = "Option<u32>")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max: Option<Located<u32>>,
+    /// Replicas per app in a preview, whatever the App says. Default 1.
+    #[schemars(with = "Option<u32>")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: Option<Located<u32>>,
+    /// How often the forge's list of open pull requests is read without an event, e.g. `5m` (the default).
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
+    pub resync: Option<Located<String>>,
+    /// Whether the plan is posted as a comment on the pull request. Default true.
+    #[serde(default)]
+    pub comment: Option<bool>,
+    /// Whether previews may read production's secrets; by default they read only `<secrets dir>/previews/`.
+    #[serde(default)]
+    pub share_secrets: bool,
+}
+
+impl Previews {
+    pub const DEFAULT_MAX: u32 = 10;
+    pub const DEFAULT_MAX_REPLICAS: u32 = 1;
+    pub const DEFAULT_RESYNC: &'static str = "5m";
+
+    pub fn max(&self) -> u32 {
+        self.max.as_ref().map_or(Self::DEFAULT_MAX, |max| max.value)
+    }
+
+    pub fn max_replicas(&self) -> u32 {
+        self.max_replicas.as_ref().map_or(Self::DEFAULT_MAX_REPLICAS, |max| max.value)
+    }
+
+    pub fn comments(&self) -> bool {
+        self.comment.unwrap_or(true)
+    }
 }
 
 /// Reverse-proxy settings.

@@ -87,8 +87,18 @@ fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>
             if let Some(template) = &previews.host_template {
                 check_preview_host_template(project, template, diagnostics);
             }
-            if let Some(ttl) = &previews.ttl {
-                check_duration(project, ttl, diagnostics);
+            for duration in [&previews.ttl, &previews.resync].into_iter().flatten() {
+                check_duration(project, duration, diagnostics);
+            }
+            for (count, field) in [(&previews.max, "previews.max"), (&previews.max_replicas, "previews.maxReplicas")] {
+                if let Some(count) = count
+                    && !(1..=MAX_REPLICAS).contains(&count.value)
+                {
+                    diagnostics.push(
+                        project
+                            .error_at(count, format!("{field}: {} is out of range; use 1-{MAX_REPLICAS}", count.value)),
+                    );
+                }
             }
         }
         if let Some(environments) = &project.doc.environments {

@@ -109,6 +109,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/v1/environments", get(environments))
         .route("/api/v1/environments/{env}", get(environment))
         .route("/api/v1/environments/{env}/addresses", get(addresses))
+        .route("/api/v1/previews", get(previews))
         .route("/api/v1/syncs", get(syncs))
         .route("/api/v1/syncs/{id}", get(sync_detail))
         .route("/api/v1/webhooks", get(deliveries))
@@ -197,7 +198,7 @@ fn reader_authorized(state: &ServerState, headers: &HeaderMap) -> bool {
 
 async fn overview_page(State(state): State<Arc<ServerState>>) -> Response {
     let envs: Vec<_> = state.daemon.environments().iter().map(|env| env.state()).collect();
-    pages::overview(&envs, now_ms()).into_response()
+    pages::overview(&envs, &state.daemon.previews(), now_ms()).into_response()
 }
 
 async fn environment_page(State(state): State<Arc<ServerState>>, Path(name): Path<String>) -> Response {
@@ -356,6 +357,10 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
         state.daemon.metrics.render(),
     )
         .into_response()
+}
+
+async fn previews(State(state): State<Arc<ServerState>>) -> Response {
+    Json(state.daemon.previews()).into_response()
 }
 
 async fn environments(State(state): State<Arc<ServerState>>) -> Response {

@@ -6,9 +6,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use crate::daemon::previews::{AgainstProduction, PreviewsView, is_preview};
 use crate::daemon::{AppStatus, EnvState, Health, SyncStatus};
 use crate::model::short_sha;
 use crate::plan::{Action, Change, Plan};
+use crate::previews::Standing;
 use crate::scaling::history::{AppHistory, WINDOW_MS as HISTORY_WINDOW_MS};
 use crate::source::CommitInfo;
 use crate::store::{Page, SyncRecord};
@@ -125,14 +127,14 @@ fn commit_line(commit: Option<&CommitInfo>, now_ms: i64) -> Markup {
     }
 }
 
-/// `/`: every environment at a glance.
-pub fn overview(envs: &[EnvState], now_ms: i64) -> Markup {
+/// `/`: every environment at a glance, and the pull requests with their previews.
+pub fn overview(envs: &[EnvState], previews: &PreviewsView, now_ms: i64) -> Markup {
     layout(
         "Environments",
         html! {
             h1 { "Environments" }
             div.envs {
-                @for env in envs {
+                @for env in envs.iter().filter(|env| !is_preview(&env.name)) {
                     div.card.env id={ "env-" (env.name) } {
                         h3 { a href={ "/env/" (env.name) } { (env.name) } " " (sync_badge(env.sync_status)) (health_badge(env.health)) }
                         div { (commit_line(env.commit.as_ref(), now_ms)) }
@@ -149,8 +151,56 @@ pub fn overview(envs: &[EnvState], now_ms: i64) -> Markup {
                     }
                 }
             }
+            @if previews.enabled || !previews.entries.is_empty() { (pull_requests(envs, previews)) }
         },
     )
+}
+
+/// The "pull requests" section: each open pull request (and preview branch) with its preview's state and URLs.
+fn pull_requests(envs: &[EnvState], previews: &PreviewsView) -> Markup {
+    html! {
+        h2 { "Pull requests" }
+        @if !previews.forge {
+            p.muted id="no-forge" { "No forge access: closed pull requests are noticed only by their close event. Give railyard --forge, --forge-repo and a token to read the forge's list." }
+        }
+        @if let Some(error) = &previews.list_error {
+            div.error id="forge-error" { "The forge's list of open pull requests cannot be read; no preview is torn down until it can: " (error) }
+        }
+        @if previews.entries.is_empty() { p.muted { "No open pull request." } }
+        table.previews {
+            @for entry in &previews.entries {
+                @let running = envs.iter().find(|env| env.name == entry.env);
+                tr id={ "preview-" (entry.env) } {
+                    td { a href={ "/env/" (entry.env) } { (entry.env) } }
+                    td {
+                        @if let Some(pr) = &entry.pull_request { "#" (pr.number) " " (pr.title) span.muted { " by " (pr.author) } }
+                        @if let Some(branch) = &entry.branch { "branch " code { (branch) } }
+                    }
+                    td.standing {
+                        @match &entry.standing {
+                            Standing::Running => { @if let Some(env) = running { (sync_badge(env.sync_status)) (health_badge(env.health)) } @else { (badge("syncing", "starting")) } }
+                            Standing::Queued { position } => (badge("outOfSync", &format!("queued #{position}"))),
+                            Standing::Refused { reason } => { (badge("error", "no preview")) " " span.muted { (reason) } },
+                            Standing::Expired => (badge("unknown", "expired: push to bring it back")),
+                        }
+                    }
+                    td { @for url in running.iter().flat_map(|env| env.apps.iter()).flat_map(|app| app.domain_urls.iter()) { a href=(url) { (url) } " " } }
+                }
+            }
+        }
+    }
+}
+
+/// A pull request's plan against production, on its preview's page.
+fn against_production(against: &AgainstProduction) -> Markup {
+    html! {
+        h2 { "Plan against production" }
+        div.card id="against-production" {
+            div.muted { "What merging " code { (short_sha(&against.head_sha)) } " would change in production: " strong { (against.summary()) } }
+            @if let Some(plan) = &against.plan { @if plan.has_changes() { (plan_view(plan)) } }
+            @if let Some(error) = &against.error { div.error { (error) } }
+        }
+    }
 }
 
 /// `/env/{env}`: apps, the pending plan, validation errors, "Sync now".
@@ -205,6 +255,7 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
                 None => p.muted { "Not planned yet." },
             }
             @if let Some(plan) = &env.plan { (plan_notices(plan)) }
+            @if let Some(against) = &env.against_production { (against_production(against)) }
         },
     )
 }
@@ -503,6 +554,7 @@ mod tests {
             backend: crate::backend::BackendKind::Docker,
             conflicts: Vec::new(),
             pending_destroy: false,
+            against_production: None,
             project: Some("shop".to_owned()),
             source: "/srv/config".to_owned(),
             sync_policy: crate::model::kinds::SyncPolicy::Auto,

@@ -67,6 +67,25 @@ pub struct Snapshot {
 /// Where the mirror keeps the remote's branches.
 const MIRROR_BRANCHES: &str = "refs/remotes/origin/";
 
+/// The heads of pull requests (GitHub, Gitea, Forgejo) and merge requests (GitLab), as forges publish them: the
+/// remote's ref `<prefix><number>/head` is mirrored at `<mirror><number>` and named in snapshots by its remote ref.
+const REVIEW_REFS: [(&str, &str); 2] =
+    [("refs/pull/", "refs/remotes/origin-pull/"), ("refs/merge-requests/", "refs/remotes/origin-merge-requests/")];
+
+/// The ref a forge publishes the head of pull (or merge) request `number` at, as snapshots name it.
+pub fn review_ref(merge_requests: bool, number: u64) -> String {
+    let (prefix, _) = REVIEW_REFS[usize::from(merge_requests)];
+    format!("{prefix}{number}/head")
+}
+
+/// The number of a review ref (`refs/pull/7/head` → 7) and where the mirror keeps it.
+fn mirrored_review_ref(remote_ref: &str) -> Option<(u64, String)> {
+    REVIEW_REFS.iter().find_map(|(prefix, mirror)| {
+        let number: u64 = remote_ref.strip_prefix(prefix)?.strip_suffix("/head")?.parse().ok()?;
+        Some((number, format!("{mirror}{number}")))
+    })
+}
+
 /// What one fetch brought.
 enum Received {
     Fetched(Box<gix::remote::fetch::Outcome>),
@@ -101,22 +120,31 @@ impl GitSource {
     /// the remote are pruned from the mirror, so that the snapshot lists exactly the remote's branches.
     pub fn fetch_all(&self) -> Result<Snapshot, GitError> {
         let repo = self.open_mirror()?;
-        let remote_branches = match self.receive(&repo, &format!("+refs/heads/*:{MIRROR_BRANCHES}*"))? {
-            Received::Fetched(outcome) => branch_names(&outcome.ref_map.remote_refs),
+        let mut refspecs = vec![format!("+refs/heads/*:{MIRROR_BRANCHES}*")];
+        refspecs.extend(REVIEW_REFS.iter().map(|(prefix, mirror)| format!("+{prefix}*/head:{mirror}*")));
+        let remote_refs = match self.receive(&repo, &refspecs)? {
+            Received::Fetched(outcome) => ref_names(&outcome.ref_map.remote_refs),
             // A remote without any branch matches nothing; that is an empty snapshot, not a failure.
             Received::NothingMatched { existing: Some(existing), .. } if existing.is_empty() => Vec::new(),
             Received::NothingMatched { reason, .. } => return Err(self.fetch_error(reason)),
         };
-        self.prune_mirror(&repo, &remote_branches)?;
+        // Snapshot name (a branch, or a review ref as the remote names it) to where the mirror keeps it.
+        let mirrored: Vec<(String, String)> = remote_refs
+            .iter()
+            .filter_map(|name| match name.strip_prefix("refs/heads/") {
+                Some(branch) => Some((branch.to_owned(), format!("{MIRROR_BRANCHES}{branch}"))),
+                None => mirrored_review_ref(name).map(|(_, mirror)| (name.clone(), mirror)),
+            })
+            .collect();
+        self.prune_mirror(&repo, &mirrored)?;
         let mut branches = BTreeMap::new();
-        for branch in remote_branches {
-            let name = format!("{MIRROR_BRANCHES}{branch}");
+        for (name, mirror) in mirrored {
             let mut reference = repo
-                .find_reference(name.as_str())
-                .map_err(|error| self.mirror_error(format!("the fetched branch `{branch}` is missing: {error}")))?;
+                .find_reference(mirror.as_str())
+                .map_err(|error| self.mirror_error(format!("the fetched ref `{name}` is missing: {error}")))?;
             // A branch pointing at something other than a commit (a tag of a tree, say) has no config to read.
             if let Ok(commit) = reference.peel_to_commit() {
-                branches.insert(branch, commit.id().to_string());
+                branches.insert(name, commit.id().to_string());
             }
         }
         Ok(Snapshot { branches })
@@ -138,11 +166,11 @@ impl GitSource {
         self.read_commit(&repo, &commit)
     }
 
-    /// Fetches with one refspec; a refspec that matched no remote branch is told apart, with the branches there are.
-    fn receive(&self, repo: &gix::Repository, refspec: &str) -> Result<Received, GitError> {
+    /// Fetches with the refspecs; refspecs that matched no remote ref are told apart, with the branches there are.
+    fn receive(&self, repo: &gix::Repository, refspecs: &[String]) -> Result<Received, GitError> {
         let remote = repo
             .remote_at(self.url.as_str())
-            .and_then(|remote| remote.with_refspecs([refspec], gix::remote::Direction::Fetch))
+            .and_then(|remote| remote.with_refspecs(refspecs.iter().map(String::as_str), gix::remote::Direction::Fetch))
             .map_err(|error| self.fetch_error(error.to_string()))?;
         let fetched = self
             .connect(&remote)
@@ -159,27 +187,31 @@ impl GitSource {
         }
     }
 
-    /// Deletes the mirror's copies of branches the remote no longer has (gix's fetch does not prune).
-    fn prune_mirror(&self, repo: &gix::Repository, remote_branches: &[String]) -> Result<(), GitError> {
-        let mirrored: Vec<String> = repo
-            .references()
-            .and_then(|references| {
-                Ok(references
-                    .prefixed(MIRROR_BRANCHES)?
-                    .filter_map(Result::ok)
-                    .map(|reference| reference.name().as_bstr().to_str_lossy().into_owned())
-                    .collect())
-            })
-            .map_err(|error| self.mirror_error(format!("cannot list the mirrored branches: {error}")))?;
+    /// Deletes the mirror's copies of branches and review refs the remote no longer has (gix's fetch does not prune).
+    fn prune_mirror(&self, repo: &gix::Repository, fetched: &[(String, String)]) -> Result<(), GitError> {
+        let prefixes = std::iter::once(MIRROR_BRANCHES).chain(REVIEW_REFS.iter().map(|(_, mirror)| *mirror));
+        let mut mirrored: Vec<String> = Vec::new();
+        for prefix in prefixes {
+            let names = repo
+                .references()
+                .and_then(|references| {
+                    Ok(references
+                        .prefixed(prefix)?
+                        .filter_map(Result::ok)
+                        .map(|reference| reference.name().as_bstr().to_str_lossy().into_owned())
+                        .collect::<Vec<_>>())
+                })
+                .map_err(|error| self.mirror_error(format!("cannot list the mirrored refs: {error}")))?;
+            mirrored.extend(names);
+        }
         for name in mirrored {
-            let branch = name.strip_prefix(MIRROR_BRANCHES).unwrap_or(&name);
-            if remote_branches.iter().any(|remote| remote == branch) {
+            if fetched.iter().any(|(_, mirror)| *mirror == name) {
                 continue;
             }
             if let Some(reference) = repo.try_find_reference(name.as_str()).ok().flatten() {
-                reference.delete().map_err(|error| {
-                    self.mirror_error(format!("cannot prune the deleted branch `{branch}`: {error}"))
-                })?;
+                reference
+                    .delete()
+                    .map_err(|error| self.mirror_error(format!("cannot prune the deleted ref `{name}`: {error}")))?;
             }
         }
         Ok(())
@@ -405,10 +437,12 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+fn ref_names(refs: &[gix::protocol::handshake::Ref]) -> Vec<String> {
+    refs.iter().map(|reference| reference.unpack().0.to_str_lossy().into_owned()).collect()
+}
+
 fn branch_names(refs: &[gix::protocol::handshake::Ref]) -> Vec<String> {
-    refs.iter()
-        .filter_map(|reference| reference.unpack().0.to_str_lossy().strip_prefix("refs/heads/").map(str::to_owned))
-        .collect()
+    ref_names(refs).into_iter().filter_map(|name| name.strip_prefix("refs/heads/").map(str::to_owned)).collect()
 }
 
 fn existing_branches(existing: &[String]) -> String {

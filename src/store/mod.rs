@@ -59,6 +59,10 @@ const MIGRATIONS: &[&str] = &[
         decided_ms INTEGER NOT NULL,
         PRIMARY KEY (env, app)
     );",
+    "CREATE TABLE pull_requests (
+        number INTEGER PRIMARY KEY,
+        body TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +181,32 @@ impl Store {
                 )?;
             }
             transaction.commit()
+        })
+    }
+
+    /// Replaces the remembered open pull requests.
+    pub fn remember_pull_requests(&self, open: &[crate::previews::PullRequest]) -> Result<(), StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            transaction.execute("DELETE FROM pull_requests", [])?;
+            for pr in open {
+                let body = serde_json::to_string(pr)
+                    .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+                transaction.execute(
+                    "INSERT INTO pull_requests (number, body) VALUES (?1, ?2)",
+                    params![i64::try_from(pr.number).unwrap_or(i64::MAX), body],
+                )?;
+            }
+            transaction.commit()
+        })
+    }
+
+    /// The open pull requests remembered; rows that no longer read are left out.
+    pub fn pull_requests(&self) -> Result<Vec<crate::previews::PullRequest>, StoreError> {
+        self.with(|db| {
+            let mut statement = db.prepare_cached("SELECT body FROM pull_requests ORDER BY number")?;
+            let bodies: Vec<String> = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+            Ok(bodies.iter().filter_map(|body| serde_json::from_str(body).ok()).collect())
         })
     }
 

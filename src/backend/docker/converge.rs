@@ -1000,8 +1000,8 @@ async fn remove_volume(backend: &DockerBackend, name: &str) -> Result<(), Docker
 
 /// Removes everything `env` owns. The routes go first and the requests in flight finish, so no request meets a
 /// container being removed; then every app's replicas (stopped with their grace period, apps in parallel), the
-/// volumes marked [`labels::DELETE_WITH_APP`] at creation, and the environment's networks (a containerised Caddy is
-/// disconnected first). Other volumes stay. Only objects carrying `env`'s ownership labels are touched; running it
+/// volumes marked [`labels::DELETE_WITH_APP`] at creation (every volume of a preview), and the environment's networks
+/// (a containerised Caddy is disconnected first). Other volumes stay. Only objects carrying `env`'s ownership labels are touched; running it
 /// again finds nothing and does nothing. Nothing is removed while Caddy cannot be told to drop the routes.
 pub(super) async fn destroy(backend: &DockerBackend, env: &Environment) -> Result<(), DockerError> {
     remove_routes(backend, env).await?;
@@ -1051,8 +1051,11 @@ async fn remove_marked_volumes(
     env: &Environment,
     by_app: &BTreeMap<String, Vec<Replica>>,
 ) -> Result<(), DockerError> {
+    // A preview's data is throwaway by definition: everything it made goes with it.
+    let previewed = env.preview.is_some();
     let kept: Vec<String> = by_app
         .values()
+        .filter(|_| !previewed)
         .filter_map(|replicas| last_applied(replicas))
         .flat_map(|spec| {
             spec.container
@@ -1063,7 +1066,9 @@ async fn remove_marked_volumes(
         })
         .collect();
     let mut filters = labels::owned_filter(env);
-    filters.entry("label".to_owned()).or_default().push(format!("{}=true", labels::DELETE_WITH_APP));
+    if !previewed {
+        filters.entry("label".to_owned()).or_default().push(format!("{}=true", labels::DELETE_WITH_APP));
+    }
     let listed = backend
         .docker
         .list_volumes(Some(ListVolumesOptions { filters: Some(filters) }))

@@ -210,14 +210,14 @@ impl Cluster {
     }
 
     /// Removes environment `env`: its namespace when railyard created it (it carries railyard's labels), else
-    /// every labelled object in it. Volumes' claims stay unless their app said `deleteWithApp`.
-    pub async fn destroy(&self, namespace: &str, env: &str) -> Result<(), KubernetesError> {
+    /// every labelled object in it. Volumes' claims stay unless their app said `deleteWithApp` or `preview` is set.
+    pub async fn destroy(&self, namespace: &str, env: &str, preview: bool) -> Result<(), KubernetesError> {
         let listed = self.list(namespace, env).await?;
         if listed.contains_key(&(Kind::Namespace, namespace.to_owned())) {
             return self.delete(Kind::Namespace, namespace, namespace).await;
         }
         for ((kind, name), object) in listed.iter().rev() {
-            if *kind != Kind::PersistentVolumeClaim || deleted_with_app(object) {
+            if *kind != Kind::PersistentVolumeClaim || preview || deleted_with_app(object) {
                 self.delete(*kind, namespace, name).await?;
             }
         }

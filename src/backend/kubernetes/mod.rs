@@ -160,7 +160,7 @@ impl Backend for KubernetesBackend {
     }
 
     async fn destroy(&self, env: &Environment) -> Result<(), BackendError> {
-        Ok(self.cluster.destroy(&env.project, &env.name).await?)
+        Ok(self.cluster.destroy(&env.project, &env.name, env.preview.is_some()).await?)
     }
 
     /// CPU per app from the cluster's metrics API, for the apps' pages: the HorizontalPodAutoscaler, not railyard,
