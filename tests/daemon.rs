@@ -348,27 +348,8 @@ fn a_git_server_on_loopback_is_followed_and_history_survives_a_restart() {
     let project = TestProject::new("gitd");
     project.write("apps/web.yaml", &web_app("web", &image, "g1", ""));
     project.git_init();
-    let base = project.dir().parent().map(Path::to_owned).unwrap_or_default();
-    let name = project.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
-    // The daemon program itself, not the `git` wrapper, so that killing it leaves nothing behind.
-    let git_daemon = Path::new(&git(&base, &["--exec-path"])).join("git-daemon");
-    let _daemon = KillOnDrop(
-        std::process::Command::new(git_daemon)
-            .args([
-                "--reuseaddr",
-                "--export-all",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                &format!("--base-path={}", base.display()),
-            ])
-            .arg(&base)
-            .spawn()
-            .expect("git daemon starts"),
-    );
-    let url = format!("git://127.0.0.1:{port}/{name}");
-    assert!(eventually(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()));
+    let git_server = GitServer::start(project.dir());
+    let url = git_server.url.clone();
     let state = tempfile::tempdir().expect("tempdir");
     let mut served = Served::start(&url, Some(state.path()), &["--poll-interval", "1s"], &secrets_env());
     served.wait_for("the first sync over git://", WAIT, |env| env["syncStatus"] == "synced");
@@ -388,16 +369,6 @@ fn a_git_server_on_loopback_is_followed_and_history_survives_a_restart() {
         .map(|i| i.iter().filter_map(|s| s["commitSummary"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(summaries, ["web: g2", "initial config"]);
-}
-
-/// A helper process that must not outlive its test.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -92,3 +92,15 @@ fn a_missing_directory_is_said_once_and_exits_1() {
         assert!(said.contains("cannot read config directory no/such/config-repo"), "{said}");
     }
 }
+
+#[test]
+fn no_document_carries_an_unresolved_merge() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for document in ["README.md", "docker/README.md", "examples/repo-layout/README.md"] {
+        let Ok(text) = std::fs::read_to_string(root.join(document)) else { continue };
+        for (number, line) in text.lines().enumerate() {
+            let marker = ["<<<<<<< ", ">>>>>>> "].iter().any(|m| line.starts_with(m)) || line == "=======";
+            assert!(!marker, "{document}:{}: a merge conflict marker was committed: {line}", number + 1);
+        }
+    }
+}

@@ -608,3 +608,40 @@ pub fn project_objects(kind: &str, compose_project: &str) -> Vec<String> {
     let filter = format!("label=com.docker.compose.project={compose_project}");
     docker(&[kind, "ls", "-q", "--filter", &filter]).lines().map(str::to_owned).collect()
 }
+
+/// A `git daemon` on loopback serving `repo` (and its refs, `refs/pull/N/head` included) at [`GitServer::url`];
+/// killed on drop.
+pub struct GitServer {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl GitServer {
+    pub fn start(repo: &Path) -> GitServer {
+        let base = repo.parent().map(Path::to_owned).unwrap_or_default();
+        let name = repo.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let port = free_loopback_port();
+        // The daemon program itself, not the `git` wrapper, so that killing it leaves nothing behind.
+        let program = Path::new(&git(&base, &["--exec-path"])).join("git-daemon");
+        let child = Command::new(program)
+            .args([
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+            ])
+            .arg(&base)
+            .spawn()
+            .expect("git daemon starts");
+        assert!(eventually(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()));
+        GitServer { child, url: format!("git://127.0.0.1:{port}/{name}") }
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,257 @@
+//! Pull-request previews end to end (issue 14): a config repository served by a real git server on loopback that
+//! publishes `refs/pull/N/head` as GitHub does, `railyard serve` on the real Docker Engine with a real Caddy, signed
+//! webhooks over real HTTP, and (where the forge's API matters) the fake forge of tests/support. A preview comes up at
+//! its own host, follows its pull request's pushes, and leaves nothing behind when it closes.
+
+mod support;
+
+use std::time::Duration;
+
+use railyard::server::webhooks::sign;
+use serde_json::{Value, json};
+use support::*;
+
+const SECRET: &str = "webhook-secret-for-tests";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A config repository with previews enabled, served over `git://` on loopback, with a loopback Caddy and one
+/// `railyard serve`. Dropped in field order: the daemon stops before the projects are removed.
+struct Previewed {
+    served: Served,
+    caddy: LoopbackCaddy,
+    project: TestProject,
+    _git: GitServer,
+    _previews: Vec<ProjectGuard>,
+}
+
+fn project_document(name: &str, previews: &str) -> String {
+    format!(
+        "kind: Project\nname: {name}\npreviews:\n  enabled: true\n  hostTemplate: \"{{app}}-pr-{{number}}.preview.test\"\n{previews}"
+    )
+}
+
+fn domain() -> String {
+    "kind: Domain\nhost: web.example.test\napp: web\nport: http\ntls: off\n".to_owned()
+}
+
+impl Previewed {
+    fn start(test: &str, previews: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Previewed {
+        let project = TestProject::new(test);
+        let guards = (1..=3).map(|number| ProjectGuard(format!("{}-pr-{number}", project.name))).collect();
+        project.write("railyard.yaml", &project_document(&project.name, previews));
+        project.write("apps/web.yaml", &web_app("web", &busybox_image(), "production", ""));
+        project.write("domains/web.yaml", &domain());
+        project.git_init();
+        let git = GitServer::start(project.dir());
+        let caddy = LoopbackCaddy::start();
+        let mut args: Vec<String> =
+            ["--poll-interval", "1h", "--drift-interval", "1h"].iter().map(|arg| (*arg).to_owned()).collect();
+        args.extend(caddy.args());
+        args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut env = env.to_vec();
+        env.push(("RAILYARD_WEBHOOK_SECRET", SECRET));
+        let served = Served::start(&git.url, None, &args, &env);
+        served.wait_for("production's first sync", WAIT, |env| env["syncStatus"] == "synced");
+        Previewed { served, caddy, project, _git: git, _previews: guards }
+    }
+
+    /// Commits `message` as web's answer on branch `branch` (created off main when new) and publishes the commit as
+    /// pull request `number`'s head, as GitHub does; returns the sha.
+    fn push_pull_request(&self, number: u64, branch: &str, message: &str) -> String {
+        let dir = self.project.dir();
+        if git(dir, &["branch", "--list", branch]).trim().is_empty() {
+            git(dir, &["branch", branch, "main"]);
+        }
+        git(dir, &["checkout", "-q", branch]);
+        self.project.write("apps/web.yaml", &web_app("web", &busybox_image(), message, ""));
+        let sha = self.project.commit(&format!("web: {message}"));
+        git(dir, &["checkout", "-q", "main"]);
+        git(dir, &["update-ref", &format!("refs/pull/{number}/head"), &sha]);
+        sha
+    }
+
+    /// Delivers a signed GitHub `pull_request` event.
+    fn github_event(&self, action: &str, number: u64, sha: &str, branch: &str, fork: bool) -> (u16, String) {
+        let base = "acme/shop";
+        let head = if fork { "mallory/shop" } else { base };
+        let body = json!({
+            "action": action,
+            "number": number,
+            "pull_request": {
+                "number": number,
+                "state": if action == "closed" { "closed" } else { "open" },
+                "title": format!("Change {number}"),
+                "user": { "login": "ada" },
+                "labels": [],
+                "merged": false,
+                "head": { "sha": sha, "ref": branch, "repo": { "full_name": head } },
+                "base": { "sha": sha, "ref": "main", "repo": { "full_name": base } }
+            },
+            "repository": { "full_name": base }
+        })
+        .to_string();
+        let signature = sign(SECRET.as_bytes(), body.as_bytes());
+        http(
+            self.served.port,
+            "POST",
+            "/hooks/github",
+            &[("X-GitHub-Event", "pull_request"), ("X-Hub-Signature-256", &signature)],
+            body.as_bytes(),
+        )
+    }
+
+    fn preview_env(&self, number: u64) -> Option<Value> {
+        let (status, body) = http_get(self.served.port, &format!("/api/v1/environments/pr-{number}"))?;
+        (status == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    }
+
+    fn wait_for_preview(&self, number: u64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let ok = eventually(WAIT, || {
+            last = self.preview_env(number).unwrap_or(Value::Null);
+            check(&last)
+        });
+        assert!(ok, "timed out waiting for {what}; pr-{number}:\n{last:#}\nlog:\n{}", self.served.log());
+        last
+    }
+
+    /// What Caddy answers for the preview host of `web` in pull request `number`.
+    fn preview_answer(&self, number: u64) -> Option<String> {
+        self.caddy
+            .get(&format!("web-pr-{number}.preview.test"))
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, body)| body.trim().to_owned())
+    }
+
+    fn compose_project(&self, number: u64) -> String {
+        format!("{}-pr-{number}", self.project.name)
+    }
+}
+
+/// Every Docker object of compose project `project` (containers in any state, networks, volumes).
+fn leftovers(project: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.compose.project={project}");
+    let mut found = Vec::new();
+    for kind in [&["ps", "-aq"][..], &["network", "ls", "-q"][..], &["volume", "ls", "-q"][..]] {
+        let mut args = kind.to_vec();
+        args.extend(["--filter", filter.as_str()]);
+        found.extend(docker(&args).lines().map(|line| format!("{}: {line}", kind[0])));
+    }
+    found
+}
+
+#[test]
+fn a_pull_request_gets_a_preview_that_follows_its_pushes_and_leaves_nothing_when_closed() {
+    let previewed = Previewed::start("pv-life", "", &[], &[]);
+    let sha = previewed.push_pull_request(1, "feature", "preview one");
+    let (status, body) = previewed.github_event("opened", 1, &sha, "feature", false);
+    assert_eq!(status, 202, "{body}");
+
+    previewed.wait_for_preview(1, "the preview to come up", |env| env["syncStatus"] == "synced");
+    assert!(
+        eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("preview one")),
+        "the preview answers at its own host: {:?}",
+        previewed.caddy.get("web-pr-1.preview.test")
+    );
+    assert!(previewed.caddy.get("web.example.test").is_some_and(|(_, body)| body.trim() == "production"));
+    let env = previewed.preview_env(1).unwrap_or_default();
+    let against = &env["againstProduction"];
+    assert_eq!(against["headSha"], sha, "{env:#}");
+    assert!(against["plan"]["summary"]["update"].as_u64() == Some(1), "merging would update web: {against:#}");
+
+    let sha = previewed.push_pull_request(1, "feature", "preview two");
+    let (status, _) = previewed.github_event("synchronize", 1, &sha, "feature", false);
+    assert_eq!(status, 202);
+    assert!(
+        eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("preview two")),
+        "the preview follows the push:\n{}",
+        previewed.served.log()
+    );
+
+    let (status, _) = previewed.github_event("closed", 1, &sha, "feature", false);
+    assert_eq!(status, 202);
+    assert!(
+        eventually(WAIT, || previewed.preview_env(1).is_none()),
+        "the preview is torn down:\n{}",
+        previewed.served.log()
+    );
+    assert!(
+        eventually(WAIT, || leftovers(&previewed.compose_project(1)).is_empty()),
+        "nothing of the preview remains: {:?}",
+        leftovers(&previewed.compose_project(1))
+    );
+    assert_eq!(previewed.preview_answer(1), None, "its route is gone");
+    assert!(previewed.caddy.get("web.example.test").is_some_and(|(_, body)| body.trim() == "production"));
+    let page = http_get(previewed.served.port, "/").map(|(_, body)| body).unwrap_or_default();
+    assert!(!page.contains("preview-pr-1"), "the closed pull request left the page");
+}
+
+#[test]
+fn a_fork_gets_no_preview_even_when_its_own_project_allows_forks() {
+    let previewed = Previewed::start("pv-fork", "", &[], &[]);
+    let dir = previewed.project.dir();
+    git(dir, &["branch", "fork-change", "main"]);
+    git(dir, &["checkout", "-q", "fork-change"]);
+    previewed.project.write("railyard.yaml", &project_document(&previewed.project.name, "  allowForks: true\n"));
+    previewed.project.write("apps/web.yaml", &web_app("web", &busybox_image(), "from a fork", ""));
+    let sha = previewed.project.commit("fork: allow forks");
+    git(dir, &["checkout", "-q", "main"]);
+    git(dir, &["update-ref", "refs/pull/2/head", &sha]);
+    let (status, body) = previewed.github_event("opened", 2, &sha, "fork-change", true);
+    assert_eq!(status, 202, "{body}");
+    let mut previews = Value::Null;
+    assert!(eventually(WAIT, || {
+        previews = get_json(previewed.served.port, "/api/v1/previews");
+        previews["entries"].as_array().is_some_and(|entries| !entries.is_empty())
+    }));
+    let entry = &previews["entries"][0];
+    assert_eq!(entry["env"], "pr-2", "{previews:#}");
+    assert_eq!(entry["state"], "refused", "{previews:#}");
+    assert!(entry["reason"].as_str().is_some_and(|reason| reason.contains("fork")), "{previews:#}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(previewed.preview_env(2).is_none(), "no environment for a fork");
+    assert!(leftovers(&previewed.compose_project(2)).is_empty());
+}
+
+#[test]
+fn a_preview_is_given_only_the_previews_secrets() {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::fs::write(secrets.path().join("db-password"), "production-canary-6d1f").expect("secret");
+    let secrets_dir = secrets.path().to_string_lossy().into_owned();
+    let previewed = Previewed::start("pv-secret", "", &["--secrets-dir", &secrets_dir], &[]);
+    let dir = previewed.project.dir();
+    git(dir, &["branch", "wants-secret", "main"]);
+    git(dir, &["checkout", "-q", "wants-secret"]);
+    let app = web_app("web", &busybox_image(), "secretive", "env: { DB_PASSWORD: { secret: db-password } }\n");
+    previewed.project.write("apps/web.yaml", &app);
+    let sha = previewed.project.commit("web: read the production password");
+    git(dir, &["checkout", "-q", "main"]);
+    git(dir, &["update-ref", "refs/pull/3/head", &sha]);
+    previewed.github_event("opened", 3, &sha, "wants-secret", false);
+    let env = previewed.wait_for_preview(3, "the missing secret to be reported", |env| {
+        env["error"].as_str().is_some_and(|error| error.contains("db-password"))
+    });
+    assert!(
+        env["error"].as_str().is_some_and(|error| error.contains("previews")),
+        "names the previews' scope: {env:#}"
+    );
+    assert!(running_containers(&previewed.compose_project(3)).is_empty(), "nothing starts without the secret");
+
+    // Given in the previews' scope, the preview starts with that value, never production's.
+    std::fs::create_dir(secrets.path().join("previews")).expect("previews dir");
+    std::fs::write(secrets.path().join("previews/db-password"), "preview-value").expect("secret");
+    previewed.github_event("synchronize", 3, &sha, "wants-secret", false);
+    previewed.wait_for_preview(3, "the preview to start", |env| env["syncStatus"] == "synced");
+    let ids = running_containers(&previewed.compose_project(3));
+    let environment = docker(&["inspect", "--format", "{{json .Config.Env}}", &ids[0]]);
+    assert!(environment.contains("DB_PASSWORD=preview-value"), "{environment}");
+    assert!(!environment.contains("production-canary-6d1f"));
+}
+
+fn running_containers(project: &str) -> Vec<String> {
+    docker(&["ps", "-q", "--filter", &format!("label=com.docker.compose.project={project}")])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
