@@ -38,9 +38,9 @@ pub enum PipelineError {
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(
-        "secret(s) {} not set; nothing was applied: set RAILYARD_SECRET_<NAME> or write the file into --secrets-dir, \
-         then apply (or sync) again",
-        .0.keys().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+        "secret(s) {} not set; nothing was applied: {}; then apply (or sync) again",
+        .0.keys().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", "),
+        .0.values().cloned().collect::<Vec<_>>().join("; ")
     )]
     MissingSecrets(BTreeMap<String, String>),
     #[error("reading secrets failed: {0}; try again")]

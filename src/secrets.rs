@@ -39,6 +39,11 @@ pub enum SecretError {
     #[error("secret `{name}` is not set; export {variable}=... or write it to {file}")]
     Missing { name: String, variable: String, file: String },
     #[error(
+        "secret `{name}` is not set for previews: a preview reads secrets only from {file}; production's stay out \
+         of its reach unless the Project says `previews.shareSecrets: true`"
+    )]
+    MissingForPreviews { name: String, file: String },
+    #[error(
         "secret name `{0}` is not valid; use 1-64 lowercase letters, digits, `.`, `_` and `-`, starting and ending \
          with a letter or digit"
     )]
@@ -91,11 +96,12 @@ impl SecretStore {
         {
             return Ok(value.trim_end_matches('\n').to_owned());
         }
-        Err(SecretError::Missing {
-            name: name.to_owned(),
-            variable,
-            file: file.map_or_else(|| format!("<--secrets-dir>/{name}"), |path| path.display().to_string()),
-        })
+        let scope = if self.previews { "previews/" } else { "" };
+        let file = file.map_or_else(|| format!("<--secrets-dir>/{scope}{name}"), |path| path.display().to_string());
+        if self.previews {
+            return Err(SecretError::MissingForPreviews { name: name.to_owned(), file });
+        }
+        Err(SecretError::Missing { name: name.to_owned(), variable, file })
     }
 
     /// Digests the sensitive literals of `desired` and reads no secret: each secret is taken to be what runs. For

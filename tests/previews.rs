@@ -26,7 +26,7 @@ struct Previewed {
 
 fn project_document(name: &str, previews: &str) -> String {
     format!(
-        "kind: Project\nname: {name}\npreviews:\n  enabled: true\n  hostTemplate: \"{{app}}-pr-{{number}}.preview.test\"\n{previews}"
+        "kind: Project\nname: {name}\npreviews:\n  enabled: true\n  hostTemplate: \"{{app}}-{{env}}.preview.test\"\n{previews}"
     )
 }
 
@@ -223,7 +223,10 @@ fn a_preview_is_given_only_the_previews_secrets() {
     let dir = previewed.project.dir();
     git(dir, &["branch", "wants-secret", "main"]);
     git(dir, &["checkout", "-q", "wants-secret"]);
-    let app = web_app("web", &busybox_image(), "secretive", "env: { DB_PASSWORD: { secret: db-password } }\n");
+    let app = web_app("web", &busybox_image(), "secretive", "").replace(
+        "env: { MESSAGE: \"secretive\" }",
+        "env: { MESSAGE: secretive, DB_PASSWORD: { secret: db-password } }",
+    );
     previewed.project.write("apps/web.yaml", &app);
     let sha = previewed.project.commit("web: read the production password");
     git(dir, &["checkout", "-q", "main"]);
@@ -247,6 +250,45 @@ fn a_preview_is_given_only_the_previews_secrets() {
     let environment = docker(&["inspect", "--format", "{{json .Config.Env}}", &ids[0]]);
     assert!(environment.contains("DB_PASSWORD=preview-value"), "{environment}");
     assert!(!environment.contains("production-canary-6d1f"));
+}
+
+#[test]
+fn a_branch_named_by_previews_branches_gets_a_preview_without_a_forge_until_it_is_deleted() {
+    let previewed = Previewed::start("pv-branch", "  branches: [\"preview/*\"]\n", &[], &[]);
+    let dir = previewed.project.dir();
+    git(dir, &["checkout", "-q", "-b", "preview/login"]);
+    previewed.project.write("apps/web.yaml", &web_app("web", &busybox_image(), "login page", ""));
+    previewed.project.commit("web: login page");
+    git(dir, &["checkout", "-q", "main"]);
+    let push = |branch: &str| {
+        let body = json!({ "ref": format!("refs/heads/{branch}") }).to_string();
+        let signature = sign(SECRET.as_bytes(), body.as_bytes());
+        http(
+            previewed.served.port,
+            "POST",
+            "/hooks/github",
+            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature)],
+            body.as_bytes(),
+        )
+    };
+    push("preview/login");
+    let host = "web-branch-preview-login.preview.test";
+    assert!(
+        eventually(WAIT, || previewed.caddy.get(host).is_some_and(|(_, body)| body.trim() == "login page")),
+        "the branch's preview answers at its host:\n{}",
+        previewed.served.log()
+    );
+    let compose_project = format!("{}-branch-preview-login", previewed.project.name);
+    let _guard = ProjectGuard(compose_project.clone());
+    git(dir, &["branch", "-D", "preview/login"]);
+    push("preview/login");
+    assert!(
+        eventually(WAIT, || leftovers(&compose_project).is_empty()
+            && previewed.caddy.get(host).is_some_and(|(s, _)| s == 404)),
+        "a deleted branch's preview goes: {:?}\n{}",
+        leftovers(&compose_project),
+        previewed.served.log()
+    );
 }
 
 fn running_containers(project: &str) -> Vec<String> {

@@ -360,6 +360,8 @@ impl Daemon {
         if branch == self.settings.branch {
             self.listing.fire(Trigger::Webhook);
         }
+        // A branch that `previews.branches` names may need a preview of its own.
+        self.previews_trigger.fire(Trigger::Webhook);
         let following: Vec<Arc<EnvHandle>> =
             self.environments().into_iter().filter(|env| env.branch().as_deref() == Some(branch)).collect();
         for env in &following {

@@ -518,6 +518,10 @@ async fn webhook(
             format!("sync queued for {}", triggered.join(", "))
         };
     }
+    if let Some((action, pr)) = verdict.pull_request.clone() {
+        let env = state.daemon.pull_request_event(action, pr);
+        verdict.reason = format!("{}; preview {env} reconciles", verdict.reason);
+    }
     let authenticated = verdict.status != StatusCode::UNAUTHORIZED;
     record(&state, forge, &verdict.event, verdict.accepted(), authenticated, &verdict.reason).await;
     let body =

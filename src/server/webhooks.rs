@@ -7,6 +7,9 @@ use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::daemon::previews::PullRequestAction;
+use crate::previews::PullRequest;
+
 /// The senders railyard understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forge {
@@ -39,13 +42,15 @@ impl Forge {
     }
 }
 
-/// What to answer, and the push it reports.
+/// What to answer, and the push or pull-request event it reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub status: StatusCode,
     pub event: String,
     /// An authenticated push: the environments following it reconcile.
     pub pushed: Option<Pushed>,
+    /// An authenticated pull-request event: the previews worker hears of it.
+    pub pull_request: Option<(PullRequestAction, PullRequest)>,
     pub reason: String,
 }
 
@@ -59,7 +64,7 @@ pub enum Pushed {
 
 impl Verdict {
     fn new(status: StatusCode, event: &str, reason: impl Into<String>) -> Verdict {
-        Verdict { status, event: event.to_owned(), pushed: None, reason: reason.into() }
+        Verdict { status, event: event.to_owned(), pushed: None, pull_request: None, reason: reason.into() }
     }
 
     fn pushed(event: &str, pushed: Pushed) -> Verdict {
@@ -67,6 +72,7 @@ impl Verdict {
             status: StatusCode::ACCEPTED,
             event: event.to_owned(),
             pushed: Some(pushed),
+            pull_request: None,
             reason: "sync queued".to_owned(),
         }
     }
@@ -110,6 +116,14 @@ pub fn judge(forge: Forge, headers: &HeaderMap, body: &[u8], secret: &[u8]) -> V
         Forge::GitHub | Forge::Gitea | Forge::Generic => event == "push",
         Forge::GitLab => event == "Push Hook",
     };
+    let is_pull_request = match forge {
+        Forge::GitHub | Forge::Gitea => event == "pull_request",
+        Forge::GitLab => event == "Merge Request Hook",
+        Forge::Generic => false,
+    };
+    if is_pull_request {
+        return pull_request_verdict(forge, &event, body);
+    }
     if !is_push {
         return if matches!(event.as_str(), "ping" | "Test Hook" | "System Hook") || event.is_empty() {
             Verdict::new(StatusCode::OK, &event, "pong")
@@ -131,6 +145,154 @@ pub fn judge(forge: Forge, headers: &HeaderMap, body: &[u8], secret: &[u8]) -> V
             format!("ignored: {} is not a branch", push.reference.as_deref().unwrap_or_default()),
         ),
         None => Verdict::pushed(&event, Pushed::Unspecified),
+    }
+}
+
+/// An authenticated pull-request event read: what happened, to which pull request.
+fn pull_request_verdict(forge: Forge, event: &str, body: &[u8]) -> Verdict {
+    let read = match forge {
+        Forge::GitLab => serde_json::from_slice::<GitLabMergeRequest>(body).map(GitLabMergeRequest::read),
+        _ => serde_json::from_slice::<PullRequestHook>(body).map(PullRequestHook::read),
+    };
+    match read {
+        Err(error) => {
+            Verdict::new(StatusCode::BAD_REQUEST, event, format!("body is not a pull request event: {error}"))
+        }
+        Ok(None) => Verdict::new(StatusCode::ACCEPTED, event, "ignored: this action changes no preview"),
+        Ok(Some((action, pr))) => Verdict {
+            status: StatusCode::ACCEPTED,
+            event: event.to_owned(),
+            pushed: None,
+            reason: format!("pull request #{} {}", pr.number, format!("{action:?}").to_lowercase()),
+            pull_request: Some((action, pr)),
+        },
+    }
+}
+
+/// GitHub's and Gitea's (Forgejo's) `pull_request` event: the same shape, with their own action names.
+#[derive(Deserialize)]
+struct PullRequestHook {
+    action: String,
+    pull_request: PullRequestBody,
+}
+
+#[derive(Deserialize)]
+struct PullRequestBody {
+    number: u64,
+    #[serde(default)]
+    title: String,
+    user: Option<Account>,
+    head: Side,
+    base: Side,
+    #[serde(default)]
+    labels: Vec<Label>,
+}
+
+#[derive(Deserialize)]
+struct Account {
+    #[serde(alias = "username")]
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct Side {
+    #[serde(default)]
+    sha: String,
+    #[serde(rename = "ref", default)]
+    reference: String,
+    /// Absent when a fork was deleted: then it is not the base repository.
+    repo: Option<Repository>,
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct Label {
+    #[serde(alias = "title")]
+    name: String,
+}
+
+impl PullRequestHook {
+    fn read(self) -> Option<(PullRequestAction, PullRequest)> {
+        let action = match self.action.as_str() {
+            "opened" | "reopened" => PullRequestAction::Opened,
+            "synchronize" | "synchronized" => PullRequestAction::Updated,
+            "closed" => PullRequestAction::Closed,
+            "labeled" | "unlabeled" | "label_updated" | "label_cleared" => PullRequestAction::Labeled,
+            _ => return None,
+        };
+        let pr = self.pull_request;
+        let base = pr.base.repo.map(|repo| repo.full_name);
+        let head = pr.head.repo.map(|repo| repo.full_name);
+        Some((
+            action,
+            PullRequest {
+                number: pr.number,
+                title: pr.title,
+                author: pr.user.map(|user| user.login).unwrap_or_default(),
+                head_sha: pr.head.sha,
+                head_branch: pr.head.reference,
+                from_fork: head.is_none() || head != base,
+                labels: pr.labels.into_iter().map(|label| label.name).collect(),
+                pushed_ms: crate::daemon::now_ms(),
+            },
+        ))
+    }
+}
+
+/// GitLab's `Merge Request Hook`.
+#[derive(Deserialize)]
+struct GitLabMergeRequest {
+    user: Option<Account>,
+    object_attributes: MergeRequestAttributes,
+    #[serde(default)]
+    labels: Vec<Label>,
+}
+
+#[derive(Deserialize)]
+struct MergeRequestAttributes {
+    iid: u64,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    source_branch: String,
+    source_project_id: Option<u64>,
+    target_project_id: Option<u64>,
+    last_commit: Option<LastCommit>,
+}
+
+#[derive(Deserialize)]
+struct LastCommit {
+    id: String,
+}
+
+impl GitLabMergeRequest {
+    fn read(self) -> Option<(PullRequestAction, PullRequest)> {
+        let mr = self.object_attributes;
+        let action = match mr.action.as_str() {
+            "open" | "reopen" => PullRequestAction::Opened,
+            "update" => PullRequestAction::Updated,
+            "close" | "merge" => PullRequestAction::Closed,
+            _ => return None,
+        };
+        Some((
+            action,
+            PullRequest {
+                number: mr.iid,
+                title: mr.title,
+                author: self.user.map(|user| user.login).unwrap_or_default(),
+                head_sha: mr.last_commit.map(|commit| commit.id).unwrap_or_default(),
+                head_branch: mr.source_branch,
+                from_fork: mr.source_project_id.is_none() || mr.source_project_id != mr.target_project_id,
+                labels: self.labels.into_iter().map(|label| label.name).collect(),
+                pushed_ms: crate::daemon::now_ms(),
+            },
+        ))
     }
 }
 
