@@ -291,6 +291,60 @@ fn a_branch_named_by_previews_branches_gets_a_preview_without_a_forge_until_it_i
     );
 }
 
+/// The state of `env` in `GET /api/v1/previews` (`running`, `queued`, `refused`, `expired`), once listed.
+fn standing(previewed: &Previewed, env: &str) -> Option<Value> {
+    let previews = get_json(previewed.served.port, "/api/v1/previews");
+    previews["entries"].as_array()?.iter().find(|entry| entry["env"] == env).cloned()
+}
+
+#[test]
+fn beyond_max_a_pull_request_waits_queued_and_starts_when_a_slot_frees() {
+    let previewed = Previewed::start("pv-max", "  max: 1\n", &[], &[]);
+    let first = previewed.push_pull_request(1, "first", "first");
+    previewed.github_event("opened", 1, &first, "first", false);
+    previewed.wait_for_preview(1, "the first preview", |env| env["syncStatus"] == "synced");
+    let second = previewed.push_pull_request(2, "second", "second");
+    previewed.github_event("opened", 2, &second, "second", false);
+    let mut queued = None;
+    assert!(eventually(WAIT, || {
+        queued = standing(&previewed, "pr-2");
+        queued.as_ref().is_some_and(|entry| entry["state"] == "queued")
+    }));
+    assert_eq!(queued.map(|entry| entry["position"].clone()), Some(json!(1)));
+    assert!(previewed.preview_env(2).is_none(), "a queued pull request runs nothing");
+    let page = http_get(previewed.served.port, "/").map(|(_, body)| body).unwrap_or_default();
+    assert!(page.contains("queued #1"), "the page shows the queue");
+
+    previewed.github_event("closed", 1, &first, "first", false);
+    assert!(
+        eventually(WAIT, || previewed.preview_answer(2).as_deref() == Some("second")),
+        "the freed slot goes to the queued pull request:\n{}",
+        previewed.served.log()
+    );
+    assert!(leftovers(&previewed.compose_project(1)).is_empty());
+}
+
+#[test]
+fn a_preview_without_a_push_for_its_ttl_is_torn_down_and_a_push_brings_it_back() {
+    let previewed = Previewed::start("pv-ttl", "  ttl: 4s\n", &[], &[]);
+    let sha = previewed.push_pull_request(1, "feature", "short lived");
+    previewed.github_event("opened", 1, &sha, "feature", false);
+    previewed.wait_for_preview(1, "the preview", |env| env["syncStatus"] == "synced");
+    assert!(
+        eventually(WAIT, || standing(&previewed, "pr-1").is_some_and(|entry| entry["state"] == "expired")
+            && leftovers(&previewed.compose_project(1)).is_empty()),
+        "no push within the TTL tears it down:\n{}",
+        previewed.served.log()
+    );
+    let sha = previewed.push_pull_request(1, "feature", "back again");
+    previewed.github_event("synchronize", 1, &sha, "feature", false);
+    assert!(
+        eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("back again")),
+        "a new push brings it back:\n{}",
+        previewed.served.log()
+    );
+}
+
 fn running_containers(project: &str) -> Vec<String> {
     docker(&["ps", "-q", "--filter", &format!("label=com.docker.compose.project={project}")])
         .lines()
