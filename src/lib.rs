@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod daemon;
 pub mod export;
+pub mod forge;
 pub mod model;
 pub mod pipeline;
 pub mod plan;

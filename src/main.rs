@@ -328,6 +328,19 @@ struct ServeArgs {
     /// Authenticated webhook deliveries kept in the history; of unauthenticated ones the last 100 are kept.
     #[arg(long, default_value_t = 1000, env = "RAILYARD_KEEP_DELIVERIES", value_parser = clap::value_parser!(u32).range(1..))]
     keep_deliveries: u32,
+    /// The forge whose open pull requests previews follow (its API is the source of truth; webhooks alone work
+    /// without it): github, gitlab, gitea or forgejo.
+    #[arg(long, env = "RAILYARD_FORGE", value_parser = ["github", "gitlab", "gitea", "forgejo"])]
+    forge: Option<String>,
+    /// The forge's API base (default: https://api.github.com, https://gitlab.com/api/v4; required for Gitea).
+    #[arg(long, env = "RAILYARD_FORGE_URL")]
+    forge_url: Option<String>,
+    /// The repository on the forge: owner/name (GitLab: the project's path or numeric id).
+    #[arg(long, env = "RAILYARD_FORGE_REPO")]
+    forge_repo: Option<String>,
+    /// File holding the forge API token (or set RAILYARD_FORGE_TOKEN).
+    #[arg(long, env = "RAILYARD_FORGE_TOKEN_FILE")]
+    forge_token_file: Option<PathBuf>,
     #[command(flatten)]
     docker: DockerArgs,
     /// The secrets the settings file gives; a flag or variable for the same secret wins.
@@ -368,6 +381,9 @@ impl ServeArgs {
         fill!(self, keep_syncs, file.keep_syncs.map(std::num::NonZeroU32::get));
         fill!(self, keep_deliveries, file.keep_deliveries.map(std::num::NonZeroU32::get));
         fill!(self, webhook_max_bytes, file.webhook_max_bytes);
+        fill!(self, forge, file.forge.map(|forge| Some(forge.as_str().to_owned())));
+        fill!(self, forge_url, file.forge_url.map(Some));
+        fill!(self, forge_repo, file.forge_repo.map(Some));
         fill!(self.docker, backend, file.backend.map(BackendArg::from));
         fill!(self.docker, secrets_dir, file.secrets_dir.map(Some));
         fill!(self.docker, publish_address, file.publish_address);
@@ -879,7 +895,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         fetch_timeout: args.fetch_timeout,
         keep_syncs: args.keep_syncs,
         keep_deliveries: args.keep_deliveries,
-        forge: None,
+        forge: forge_client(&args, secrets.forge_token.as_ref())?,
     };
     let daemon = Daemon::new(settings, store);
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -948,6 +964,26 @@ fn repository_identity(repo: &str) -> String {
 
 /// A secret from its `--*-file` flag (or that flag's variable), else from `variable`, else from the settings file;
 /// trimmed.
+/// The forge client previews read open pull requests through, when `--forge` is given.
+fn forge_client(
+    args: &ServeArgs,
+    token_setting: Option<&SecretSetting>,
+) -> anyhow::Result<Option<Arc<dyn railyard::daemon::previews::PullRequestSource>>> {
+    use railyard::forge::{ForgeClient, ForgeKind, ForgeSettings};
+    let Some(name) = &args.forge else { return Ok(None) };
+    let kind =
+        ForgeKind::parse(name).with_context(|| format!("--forge {name}: use github, gitlab, gitea or forgejo"))?;
+    let api = args.forge_url.clone().or_else(|| kind.default_api().map(str::to_owned)).with_context(|| {
+        format!("--forge {name} needs --forge-url, the API's base (e.g. https://git.example.com/api/v1)")
+    })?;
+    let repo =
+        args.forge_repo.clone().context("--forge needs --forge-repo owner/name (GitLab: the project's path or id)")?;
+    let token = read_secret(args.forge_token_file.as_deref(), "RAILYARD_FORGE_TOKEN", token_setting)?
+        .context("--forge needs a token: --forge-token-file FILE or RAILYARD_FORGE_TOKEN")?;
+    let public_url = args.public_url.first().cloned();
+    Ok(Some(Arc::new(ForgeClient::new(ForgeSettings { kind, api, repo, token, public_url }))))
+}
+
 fn read_secret(
     file: Option<&Path>,
     variable: &str,

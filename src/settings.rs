@@ -94,6 +94,37 @@ pub struct Settings {
     pub git_token: Option<Secret>,
     /// File holding the git token.
     pub git_token_file: Option<PathBuf>,
+    /// The forge whose pull requests get previews: `github`, `gitlab` or `gitea` (also Forgejo).
+    pub forge: Option<ForgeName>,
+    /// The forge's API base; default `https://api.github.com` or `https://gitlab.com/api/v4`.
+    pub forge_url: Option<String>,
+    /// The repository on the forge: `owner/name` (GitLab: the project's path or id).
+    pub forge_repo: Option<String>,
+    /// A token for the forge's API; prefer `forgeTokenFile`.
+    pub forge_token: Option<Secret>,
+    /// File holding the forge token.
+    pub forge_token_file: Option<PathBuf>,
+}
+
+/// The forges whose APIs railyard reads for previews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeName {
+    Github,
+    Gitlab,
+    Gitea,
+    Forgejo,
+}
+
+impl ForgeName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForgeName::Github => "github",
+            ForgeName::Gitlab => "gitlab",
+            ForgeName::Gitea => "gitea",
+            ForgeName::Forgejo => "forgejo",
+        }
+    }
 }
 
 // The schema's view of `BackendKind`, which has no schema of its own.
@@ -149,13 +180,14 @@ impl SecretSetting {
     }
 }
 
-/// The four secrets the settings file can give, each inline or as a file.
+/// The secrets the settings file can give, each inline or as a file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileSecrets {
     pub api_token: Option<SecretSetting>,
     pub webhook_secret: Option<SecretSetting>,
     pub ui_password: Option<SecretSetting>,
     pub git_token: Option<SecretSetting>,
+    pub forge_token: Option<SecretSetting>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +270,7 @@ impl Settings {
             )?,
             ui_password: one(&self.ui_password, &self.ui_password_file, ("uiPassword", "uiPasswordFile"))?,
             git_token: one(&self.git_token, &self.git_token_file, ("gitToken", "gitTokenFile"))?,
+            forge_token: one(&self.forge_token, &self.forge_token_file, ("forgeToken", "forgeTokenFile"))?,
         })
     }
 
@@ -248,6 +281,7 @@ impl Settings {
             (&self.webhook_secret, "webhookSecret"),
             (&self.ui_password, "uiPassword"),
             (&self.git_token, "gitToken"),
+            (&self.forge_token, "forgeToken"),
         ]
         .into_iter()
         .find_map(|(secret, name)| secret.as_ref().map(|_| name))

@@ -2,6 +2,7 @@
 //! repositories on disk, the railyard binary, and a guard that removes everything a test created.
 #![allow(dead_code)]
 
+pub mod fake_forge;
 pub mod fake_kube;
 pub mod kubernetes_validate;
 

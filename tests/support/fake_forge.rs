@@ -1,0 +1,348 @@
+//! A fake forge for tests (issue 14), on loopback: the parts of the GitHub, GitLab and Gitea APIs that previews use,
+//! in each forge's own shapes (paths, field names, paging headers, status states), taken from their documented
+//! examples. It keeps open pull requests that a test opens and closes, records the commit statuses and comments
+//! railyard posts, pages listings (`per_page`/`limit`, `Link: rel="next"`, GitLab's `X-Next-Page` and `X-Total`,
+//! Gitea's `X-Total-Count`), and can be told to fail the next requests with 500.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Which forge the fake speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speaks {
+    GitHub,
+    GitLab,
+    Gitea,
+}
+
+/// An open pull request of the fake.
+#[derive(Clone, Debug)]
+pub struct FakePullRequest {
+    pub number: u64,
+    pub sha: String,
+    pub branch: String,
+    pub fork: bool,
+    pub labels: Vec<String>,
+}
+
+/// A commit status railyard posted: the sha, and the body as sent.
+#[derive(Clone, Debug)]
+pub struct PostedStatus {
+    pub sha: String,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Forge {
+    open: BTreeMap<u64, FakePullRequest>,
+    statuses: Vec<PostedStatus>,
+    /// Pull request number to its comments (id, body).
+    comments: BTreeMap<u64, Vec<(u64, String)>>,
+    next_comment: u64,
+    fail_next: usize,
+    /// Requests that still succeed before the next one fails.
+    fail_after: Option<usize>,
+    /// Items per page, whatever the client asks for (so that tests page with few items).
+    page_size: usize,
+    requests: Vec<String>,
+}
+
+/// The fake forge, serving until dropped.
+pub struct FakeForge {
+    state: Arc<Mutex<Forge>>,
+    speaks: Speaks,
+    pub port: u16,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const REPO: &str = "acme/shop";
+
+impl FakeForge {
+    pub fn start(speaks: Speaks) -> FakeForge {
+        let state = Arc::new(Mutex::new(Forge { page_size: 2, next_comment: 100, ..Forge::default() }));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake forge");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let port = listener.local_addr().expect("address").port();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = axum::Router::new().fallback(answer).with_state((Arc::clone(&state), speaks, port));
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                tokio::select! {
+                    served = axum::serve(listener, app) => served.expect("the fake forge stopped"),
+                    _ = stopped => {}
+                }
+            });
+        });
+        FakeForge { state, speaks, port, shutdown: Some(shutdown), thread: Some(thread) }
+    }
+
+    fn forge(&self) -> MutexGuard<'_, Forge> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The API base railyard is given (`--forge-url`).
+    pub fn api(&self) -> String {
+        match self.speaks {
+            Speaks::GitHub => format!("http://127.0.0.1:{}", self.port),
+            Speaks::GitLab => format!("http://127.0.0.1:{}/api/v4", self.port),
+            Speaks::Gitea => format!("http://127.0.0.1:{}/api/v1", self.port),
+        }
+    }
+
+    /// `--forge-repo`.
+    pub fn repo(&self) -> &'static str {
+        REPO
+    }
+
+    pub fn open(&self, pr: FakePullRequest) {
+        self.forge().open.insert(pr.number, pr);
+    }
+
+    pub fn close(&self, number: u64) {
+        self.forge().open.remove(&number);
+    }
+
+    /// The next `count` requests answer 500.
+    pub fn fail_next(&self, count: usize) {
+        self.forge().fail_next = count;
+    }
+
+    /// After `successes` more requests, one answers 500 (the second page of a listing, say).
+    pub fn fail_after(&self, successes: usize) {
+        self.forge().fail_after = Some(successes);
+    }
+
+    pub fn statuses(&self) -> Vec<PostedStatus> {
+        self.forge().statuses.clone()
+    }
+
+    /// The comments on pull request `number`.
+    pub fn comments(&self, number: u64) -> Vec<String> {
+        self.forge()
+            .comments
+            .get(&number)
+            .map(|all| all.iter().map(|(_, body)| body.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every request as `METHOD path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.forge().requests.clone()
+    }
+}
+
+impl Drop for FakeForge {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type Shared = (Arc<Mutex<Forge>>, Speaks, u16);
+
+async fn answer(
+    State((state, speaks, port)): State<Shared>,
+    method: Method,
+    uri: Uri,
+    _: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut forge = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    forge.requests.push(format!("{method} {uri}"));
+    let planned_failure = match forge.fail_after {
+        Some(0) => {
+            forge.fail_after = None;
+            true
+        }
+        Some(left) => {
+            forge.fail_after = Some(left - 1);
+            false
+        }
+        None => false,
+    };
+    if forge.fail_next > 0 || planned_failure {
+        forge.fail_next = forge.fail_next.saturating_sub(1);
+        return (StatusCode::INTERNAL_SERVER_ERROR, "{\"message\":\"Server Error\"}").into_response();
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let path = uri.path();
+    let query: BTreeMap<String, String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    let page: usize = query.get("page").and_then(|page| page.parse().ok()).unwrap_or(1).max(1);
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let parts: Vec<&str> = match speaks {
+        Speaks::GitHub => parts,
+        Speaks::GitLab => parts.get(2..).map(<[&str]>::to_vec).unwrap_or_default(),
+        Speaks::Gitea => parts.get(2..).map(<[&str]>::to_vec).unwrap_or_default(),
+    };
+    let gitlab_project = "acme%2Fshop";
+    match (speaks, &method, parts.as_slice()) {
+        (Speaks::GitLab, &Method::GET, ["projects", project, "merge_requests"]) if *project == gitlab_project => {
+            let items: Vec<Value> = forge.open.values().map(gitlab_merge_request).collect();
+            paged(&forge, speaks, port, path, &query, page, items)
+        }
+        (Speaks::GitLab, &Method::POST, ["projects", _, "statuses", sha]) => {
+            forge.statuses.push(PostedStatus { sha: (*sha).to_owned(), body: body.clone() });
+            (StatusCode::CREATED, axum::Json(json!({ "id": 1, "status": body["state"] }))).into_response()
+        }
+        (Speaks::GitLab, &Method::GET, ["projects", _, "merge_requests", number, "notes"]) => {
+            let items = comment_items(&forge, number);
+            paged(&forge, speaks, port, path, &query, page, items)
+        }
+        (Speaks::GitLab, &Method::POST, ["projects", _, "merge_requests", number, "notes"]) => {
+            create_comment(&mut forge, number, &body)
+        }
+        (Speaks::GitLab, &Method::PUT, ["projects", _, "merge_requests", number, "notes", id]) => {
+            edit_comment(&mut forge, number, id, &body)
+        }
+        (_, &Method::GET, ["repos", owner, name, "pulls"]) if format!("{owner}/{name}") == REPO => {
+            let items: Vec<Value> = forge.open.values().map(pull_request).collect();
+            paged(&forge, speaks, port, path, &query, page, items)
+        }
+        (_, &Method::POST, ["repos", _, _, "statuses", sha]) => {
+            forge.statuses.push(PostedStatus { sha: (*sha).to_owned(), body: body.clone() });
+            (StatusCode::CREATED, axum::Json(json!({ "id": 1, "state": body["state"] }))).into_response()
+        }
+        (_, &Method::GET, ["repos", _, _, "issues", number, "comments"]) => {
+            let items = comment_items(&forge, number);
+            paged(&forge, speaks, port, path, &query, page, items)
+        }
+        (_, &Method::POST, ["repos", _, _, "issues", number, "comments"]) => create_comment(&mut forge, number, &body),
+        (_, &Method::PATCH, ["repos", _, _, "issues", "comments", id]) => {
+            let owner = forge
+                .comments
+                .iter()
+                .find(|(_, comments)| comments.iter().any(|(known, _)| known.to_string() == *id))
+                .map(|(number, _)| number.to_string());
+            match owner {
+                Some(number) => edit_comment(&mut forge, &number, id, &body),
+                None => (StatusCode::NOT_FOUND, "{\"message\":\"Not Found\"}").into_response(),
+            }
+        }
+        _ => (StatusCode::NOT_FOUND, "{\"message\":\"Not Found\"}").into_response(),
+    }
+}
+
+/// One page of `items`, with the forge's paging headers.
+fn paged(
+    forge: &Forge,
+    speaks: Speaks,
+    port: u16,
+    path: &str,
+    query: &BTreeMap<String, String>,
+    page: usize,
+    items: Vec<Value>,
+) -> Response {
+    let size = forge.page_size;
+    let pages = items.len().div_ceil(size).max(1);
+    let slice: Vec<Value> = items.iter().skip((page - 1) * size).take(size).cloned().collect();
+    let mut headers = HeaderMap::new();
+    if page < pages {
+        let mut next = query.clone();
+        next.insert("page".to_owned(), (page + 1).to_string());
+        let query = next.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        let link = format!("<http://127.0.0.1:{port}{path}?{query}>; rel=\"next\"");
+        match speaks {
+            Speaks::GitLab => {
+                headers.insert("x-next-page", HeaderValue::from(page + 1));
+            }
+            _ => {
+                headers.insert("link", HeaderValue::from_str(&link).expect("link header"));
+            }
+        }
+    } else if speaks == Speaks::GitLab {
+        headers.insert("x-next-page", HeaderValue::from_static(""));
+    }
+    match speaks {
+        Speaks::GitLab => {
+            headers.insert("x-total", HeaderValue::from(items.len()));
+        }
+        Speaks::Gitea => {
+            headers.insert("x-total-count", HeaderValue::from(items.len()));
+        }
+        Speaks::GitHub => {}
+    }
+    (StatusCode::OK, headers, axum::Json(Value::Array(slice))).into_response()
+}
+
+fn comment_items(forge: &Forge, number: &str) -> Vec<Value> {
+    let number: u64 = number.parse().unwrap_or(0);
+    forge
+        .comments
+        .get(&number)
+        .map(|all| {
+            all.iter().map(|(id, body)| json!({ "id": id, "body": body, "user": { "login": "railyard" } })).collect()
+        })
+        .unwrap_or_default()
+}
+
+fn create_comment(forge: &mut Forge, number: &str, body: &Value) -> Response {
+    let number: u64 = number.parse().unwrap_or(0);
+    forge.next_comment += 1;
+    let id = forge.next_comment;
+    let text = body["body"].as_str().unwrap_or_default().to_owned();
+    forge.comments.entry(number).or_default().push((id, text.clone()));
+    (StatusCode::CREATED, axum::Json(json!({ "id": id, "body": text }))).into_response()
+}
+
+fn edit_comment(forge: &mut Forge, number: &str, id: &str, body: &Value) -> Response {
+    let number: u64 = number.parse().unwrap_or(0);
+    let text = body["body"].as_str().unwrap_or_default().to_owned();
+    let Some(comment) =
+        forge.comments.get_mut(&number).and_then(|all| all.iter_mut().find(|(known, _)| known.to_string() == id))
+    else {
+        return (StatusCode::NOT_FOUND, "{\"message\":\"Not Found\"}").into_response();
+    };
+    comment.1 = text.clone();
+    (StatusCode::OK, axum::Json(json!({ "id": comment.0, "body": text }))).into_response()
+}
+
+/// A pull request as GitHub's and Gitea's `GET /repos/{owner}/{repo}/pulls` list it.
+fn pull_request(pr: &FakePullRequest) -> Value {
+    let head_repo = if pr.fork { "mallory/shop" } else { REPO };
+    json!({
+        "number": pr.number,
+        "state": "open",
+        "title": format!("Change {}", pr.number),
+        "user": { "login": "octocat" },
+        "labels": pr.labels.iter().map(|name| json!({ "name": name })).collect::<Vec<_>>(),
+        "head": { "label": format!("octocat:{}", pr.branch), "ref": pr.branch, "sha": pr.sha, "repo": { "full_name": head_repo } },
+        "base": { "label": "octocat:main", "ref": "main", "repo": { "full_name": REPO } },
+    })
+}
+
+/// A merge request as GitLab's `GET /projects/:id/merge_requests` lists it.
+fn gitlab_merge_request(pr: &FakePullRequest) -> Value {
+    json!({
+        "id": 1000 + pr.number,
+        "iid": pr.number,
+        "project_id": 3,
+        "title": format!("Change {}", pr.number),
+        "state": "opened",
+        "author": { "username": "admin" },
+        "source_branch": pr.branch,
+        "target_branch": "main",
+        "source_project_id": if pr.fork { 4 } else { 3 },
+        "target_project_id": 3,
+        "labels": pr.labels,
+        "sha": pr.sha,
+    })
+}
