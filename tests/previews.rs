@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use railyard::server::webhooks::sign;
 use serde_json::{Value, json};
+use support::fake_forge::{FakeForge, FakePullRequest, Speaks};
 use support::*;
 
 const SECRET: &str = "webhook-secret-for-tests";
@@ -20,7 +21,7 @@ struct Previewed {
     served: Served,
     caddy: LoopbackCaddy,
     project: TestProject,
-    _git: GitServer,
+    git: GitServer,
     _previews: Vec<ProjectGuard>,
 }
 
@@ -53,7 +54,7 @@ impl Previewed {
         env.push(("RAILYARD_WEBHOOK_SECRET", SECRET));
         let served = Served::start(&git.url, None, &args, &env);
         served.wait_for("production's first sync", WAIT, |env| env["syncStatus"] == "synced");
-        Previewed { served, caddy, project, _git: git, _previews: guards }
+        Previewed { served, caddy, project, git, _previews: guards }
     }
 
     /// Commits `message` as web's answer on branch `branch` (created off main when new) and publishes the commit as
@@ -341,6 +342,131 @@ fn a_preview_without_a_push_for_its_ttl_is_torn_down_and_a_push_brings_it_back()
     assert!(
         eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("back again")),
         "a new push brings it back:\n{}",
+        previewed.served.log()
+    );
+}
+
+/// `Previewed::start` arguments that give railyard the fake forge's API.
+fn forge_args(forge: &FakeForge) -> Vec<String> {
+    vec![
+        "--forge".into(),
+        "github".into(),
+        "--forge-url".into(),
+        forge.api(),
+        "--forge-repo".into(),
+        forge.repo().into(),
+    ]
+}
+
+const FORGE_TOKEN: (&str, &str) = ("RAILYARD_FORGE_TOKEN", "forge-token-canary-9e2a");
+
+fn open_on(forge: &FakeForge, number: u64, sha: &str, branch: &str) {
+    forge.open(FakePullRequest {
+        number,
+        sha: sha.to_owned(),
+        branch: branch.to_owned(),
+        fork: false,
+        labels: Vec::new(),
+    });
+}
+
+#[test]
+fn the_pull_request_shows_its_plan_as_a_status_and_one_sticky_comment_edited_on_each_push() {
+    let forge = FakeForge::start(Speaks::GitHub);
+    let args = forge_args(&forge);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let previewed = Previewed::start("pv-forge", "", &args, &[FORGE_TOKEN]);
+    let first = previewed.push_pull_request(1, "feature", "with forge");
+    open_on(&forge, 1, &first, "feature");
+    previewed.github_event("opened", 1, &first, "feature", false);
+    assert!(eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("with forge")));
+    assert!(
+        eventually(WAIT, || forge.statuses().iter().any(|status| status.sha == first)
+            && forge.comments(1).first().is_some_and(|comment| comment.contains("web-pr-1.preview.test"))),
+        "status and comment for the first push: {:?} {:?}\n{}",
+        forge.statuses(),
+        forge.comments(1),
+        previewed.served.log()
+    );
+    let status = forge.statuses().into_iter().find(|status| status.sha == first).map(|status| status.body);
+    let status = status.unwrap_or_default();
+    assert_eq!(
+        (status["context"].as_str(), status["state"].as_str()),
+        (Some("railyard/plan"), Some("success")),
+        "{status}"
+    );
+    assert_eq!(status["description"], "1 to update", "{status}");
+
+    let second = previewed.push_pull_request(1, "feature", "pushed again");
+    open_on(&forge, 1, &second, "feature");
+    previewed.github_event("synchronize", 1, &second, "feature", false);
+    assert!(
+        eventually(WAIT, || forge.statuses().iter().any(|status| status.sha == second)
+            && forge.comments(1).first().is_some_and(|comment| comment.contains(&second[..12]))),
+        "the second push is reported: {:?}\n{}",
+        forge.comments(1),
+        previewed.served.log()
+    );
+    assert_eq!(forge.comments(1).len(), 1, "the comment is edited, not duplicated");
+    let log = previewed.served.log();
+    assert!(!log.contains(FORGE_TOKEN.1), "the forge token stays out of the log");
+}
+
+#[test]
+fn a_pull_request_closed_while_railyard_was_down_is_torn_down_by_the_resync() {
+    let forge = FakeForge::start(Speaks::GitHub);
+    let args = forge_args(&forge);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut previewed = Previewed::start("pv-down", "", &args, &[FORGE_TOKEN]);
+    let sha = previewed.push_pull_request(1, "feature", "before the restart");
+    open_on(&forge, 1, &sha, "feature");
+    previewed.github_event("opened", 1, &sha, "feature", false);
+    assert!(eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("before the restart")));
+    assert!(previewed.served.terminate().success());
+    forge.close(1);
+    let caddy_args = previewed.caddy.args();
+    let mut args = args.clone();
+    args.extend(caddy_args.iter().map(String::as_str));
+    args.extend(["--poll-interval", "1h", "--drift-interval", "1h"]);
+    let state_dir = previewed.served.state_dir.clone();
+    let env = [FORGE_TOKEN, ("RAILYARD_WEBHOOK_SECRET", SECRET)];
+    previewed.served = Served::start(&previewed.git.url, Some(&state_dir), &args, &env);
+    assert!(
+        eventually(WAIT, || leftovers(&previewed.compose_project(1)).is_empty()),
+        "the resync at start finds the pull request closed: {:?}\n{}",
+        leftovers(&previewed.compose_project(1)),
+        previewed.served.log()
+    );
+    assert_eq!(previewed.preview_answer(1), None);
+}
+
+#[test]
+fn while_the_forge_cannot_list_pull_requests_no_preview_is_torn_down() {
+    let forge = FakeForge::start(Speaks::GitHub);
+    let args = forge_args(&forge);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let previewed = Previewed::start("pv-fail", "  resync: 1s\n", &args, &[FORGE_TOKEN]);
+    let sha = previewed.push_pull_request(1, "feature", "kept");
+    open_on(&forge, 1, &sha, "feature");
+    previewed.github_event("opened", 1, &sha, "feature", false);
+    assert!(eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("kept")));
+    forge.fail_next(usize::MAX);
+    forge.close(1);
+    previewed.github_event("closed", 1, &sha, "feature", false);
+    let mut previews = Value::Null;
+    assert!(eventually(WAIT, || {
+        previews = get_json(previewed.served.port, "/api/v1/previews");
+        previews["listError"].as_str().is_some_and(|error| error.contains("500"))
+    }));
+    let failing_since = forge.requests().len();
+    assert!(eventually(WAIT, || forge.requests().len() >= failing_since + 3), "resyncs keep trying");
+    assert_eq!(previewed.preview_answer(1).as_deref(), Some("kept"), "nothing is torn down on a failed list");
+    let page = http_get(previewed.served.port, "/").map(|(_, body)| body).unwrap_or_default();
+    assert!(page.contains("forge-error"), "the page says the list cannot be read");
+    forge.fail_next(0);
+    assert!(
+        eventually(WAIT, || leftovers(&previewed.compose_project(1)).is_empty()),
+        "once the list reads again, the closed pull request's preview goes:\n{}",
         previewed.served.log()
     );
 }

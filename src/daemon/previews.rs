@@ -84,6 +84,9 @@ impl Daemon {
         {
             let mut state = write(&self.previews);
             match action {
+                // With forge access a close is only a hint: the forge's list decides, and a list that cannot be
+                // read keeps the preview.
+                PullRequestAction::Closed if self.forge.is_some() => {}
                 PullRequestAction::Closed => {
                     state.open.remove(&pr.number);
                 }
