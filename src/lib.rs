@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod export;
 pub mod forge;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod previews;

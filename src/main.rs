@@ -346,6 +346,9 @@ struct ServeArgs {
     /// The secrets the settings file gives; a flag or variable for the same secret wins.
     #[arg(skip)]
     file_secrets: FileSecrets,
+    /// Notification targets (settings file only: their URLs are secrets).
+    #[arg(skip)]
+    notifications: Vec<railyard::notify::Target>,
 }
 
 impl ServeArgs {
@@ -355,6 +358,7 @@ impl ServeArgs {
         let file = Settings::load(path)?;
         // `load` has refused a secret given both ways.
         self.file_secrets = file.secrets().unwrap_or_default();
+        self.notifications = file.notifications.clone().unwrap_or_default();
         let explicit =
             |id: &str| matches!(given.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
         // The clap id of an argument is its field's name, so the field names which flag would have won.
@@ -896,6 +900,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         keep_syncs: args.keep_syncs,
         keep_deliveries: args.keep_deliveries,
         forge: forge_client(&args, secrets.forge_token.as_ref())?,
+        notifications: args.notifications.clone(),
     };
     let daemon = Daemon::new(settings, store);
     let listener = tokio::net::TcpListener::bind(&args.listen)

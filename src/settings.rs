@@ -104,6 +104,8 @@ pub struct Settings {
     pub forge_token: Option<Secret>,
     /// File holding the forge token.
     pub forge_token_file: Option<PathBuf>,
+    /// Where to post notifications (sync succeeded, failed, rolled back; preview up, torn down).
+    pub notifications: Option<Vec<crate::notify::Target>>,
 }
 
 /// The forges whose APIs railyard reads for previews.

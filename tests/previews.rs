@@ -471,6 +471,42 @@ fn while_the_forge_cannot_list_pull_requests_no_preview_is_torn_down() {
     );
 }
 
+#[test]
+fn notifications_tell_a_json_and_a_slack_target_of_a_preview_up_and_torn_down() {
+    let capture = CaptureServer::start(1);
+    let settings = tempfile::tempdir().expect("tempdir");
+    let file = settings.path().join("settings.yaml");
+    let slack_token = "slack-token-canary-77aa";
+    std::fs::write(
+        &file,
+        format!(
+            "notifications:\n  - {{ kind: json, url: \"http://127.0.0.1:{port}/json\" }}\n  - {{ kind: slack, url: \"http://127.0.0.1:{port}/services/{slack_token}\" }}\n",
+            port = capture.port
+        ),
+    )
+    .expect("settings file");
+    let file = file.to_string_lossy().into_owned();
+    let previewed = Previewed::start("pv-notify", "", &["--settings", &file], &[]);
+    let sha = previewed.push_pull_request(1, "feature", "notified");
+    previewed.github_event("opened", 1, &sha, "feature", false);
+    let seen = |path: &str, needle: &str| {
+        capture.received().iter().any(|(at, body)| at.starts_with(path) && body.contains(needle))
+    };
+    assert!(
+        eventually(WAIT, || seen("/json", "\"previewUp\"") && seen("/services/", "pr-1 preview up")),
+        "both targets hear of the preview (the first delivery failed and was retried): {:?}\n{}",
+        capture.received(),
+        previewed.served.log()
+    );
+    let json_event = capture.received().into_iter().find(|(at, body)| at == "/json" && body.contains("previewUp"));
+    let event: Value = serde_json::from_str(&json_event.map(|(_, body)| body).unwrap_or_default()).unwrap_or_default();
+    assert_eq!((event["env"].as_str(), event["commit"].as_str()), (Some("pr-1"), Some(sha.as_str())), "{event}");
+    assert!(event["urls"][0].as_str().is_some_and(|url| url.starts_with("http://web-pr-1.preview.test:")), "{event}");
+    previewed.github_event("closed", 1, &sha, "feature", false);
+    assert!(eventually(WAIT, || seen("/json", "previewTornDown") && seen("/services/", "preview torn down")));
+    assert!(!previewed.served.log().contains(slack_token), "the target's URL stays out of the log");
+}
+
 fn running_containers(project: &str) -> Vec<String> {
     docker(&["ps", "-q", "--filter", &format!("label=com.docker.compose.project={project}")])
         .lines()

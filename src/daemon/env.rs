@@ -417,6 +417,7 @@ impl EnvHandle {
         };
         daemon.metrics.count_reconcile(&self.name, outcome.as_str(), started.elapsed().as_secs_f64());
         daemon.report_preview(self, outcome == Outcome::Destroyed);
+        self.notify(daemon, outcome);
         match outcome {
             Outcome::Failed => self.schedule_retry(),
             Outcome::Interrupted | Outcome::Held | Outcome::Destroyed => {}
@@ -438,6 +439,33 @@ impl EnvHandle {
             }
             _ => self.backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reset(),
         }
+    }
+
+    /// Tells the notification targets what a reconcile did, when it did something worth telling.
+    fn notify(&self, daemon: &Daemon, outcome: Outcome) {
+        use crate::notify::{Event, EventKind};
+        let preview = super::previews::is_preview(&self.name);
+        let kind = match outcome {
+            Outcome::Applied if preview => EventKind::PreviewUp,
+            Outcome::Applied => EventKind::SyncSucceeded,
+            Outcome::Failed => EventKind::SyncFailed,
+            Outcome::RolledBack => EventKind::RolledBack,
+            Outcome::Destroyed if preview => EventKind::PreviewTornDown,
+            _ => return,
+        };
+        let state = self.state();
+        let message = match kind {
+            EventKind::SyncFailed | EventKind::RolledBack => state.error.clone().unwrap_or_default(),
+            EventKind::PreviewTornDown => "its pull request closed, expired or lost its slot".to_owned(),
+            _ => state.commit.as_ref().map(|commit| commit.summary.clone()).unwrap_or_default(),
+        };
+        daemon.notifier.send(Event {
+            kind,
+            env: self.name.clone(),
+            commit: state.commit.map(|commit| commit.sha),
+            message,
+            urls: state.apps.iter().flat_map(|app| app.domain_urls.clone()).collect(),
+        });
     }
 
     fn schedule_retry(self: &Arc<Self>) {

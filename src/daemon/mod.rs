@@ -58,6 +58,8 @@ pub struct DaemonSettings {
     pub keep_deliveries: u32,
     /// The forge's list of open pull requests, when railyard has forge access.
     pub forge: Option<Arc<dyn previews::PullRequestSource>>,
+    /// Where notifications go (the settings file's `notifications`).
+    pub notifications: Vec<crate::notify::Target>,
 }
 
 impl std::fmt::Debug for dyn previews::PullRequestSource {
@@ -184,6 +186,7 @@ pub struct Daemon {
     previews_trigger: Coalescer,
     previews: RwLock<previews::PreviewsState>,
     forge: Option<Arc<dyn previews::PullRequestSource>>,
+    pub notifier: crate::notify::Notifier,
 }
 
 /// Milliseconds since the epoch, as history and pages count time.
@@ -208,6 +211,7 @@ impl Daemon {
         let fetcher = Fetcher::new(settings.source.clone(), settings.fetch_timeout);
         let daemon = Arc::new(Daemon {
             forge: settings.forge.clone(),
+            notifier: crate::notify::Notifier::start(settings.notifications.clone()),
             previews_trigger: Coalescer::default(),
             previews: RwLock::default(),
             fetcher,
@@ -647,6 +651,7 @@ mod tests {
             keep_syncs: 1000,
             keep_deliveries: 1000,
             forge: None,
+            notifications: Vec::new(),
         };
         Daemon::new(settings, store)
     }

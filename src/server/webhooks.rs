@@ -379,6 +379,90 @@ mod tests {
         assert_eq!(judge_push(b"{}").pushed, Some(Pushed::Unspecified));
     }
 
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/forge").join(name);
+        std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+    }
+
+    fn signed(forge: Forge, event: &'static str, body: &[u8]) -> Verdict {
+        let signature = sign(SECRET, body);
+        let headers = match forge {
+            Forge::GitHub => headers(&[("x-github-event", event), ("x-hub-signature-256", &signature)]),
+            Forge::Gitea => headers(&[("x-gitea-event", event), ("x-gitea-signature", &signature[7..])]),
+            _ => headers(&[("x-gitlab-event", event), ("x-gitlab-token", "It's a Secret to Everybody")]),
+        };
+        judge(forge, &headers, body, SECRET)
+    }
+
+    #[test]
+    fn pull_request_events_of_each_forge_are_read_from_their_documented_payloads() {
+        let github = signed(Forge::GitHub, "pull_request", &fixture("github-pull-request-opened.json"));
+        let (action, pr) = github.pull_request.expect("a pull request event");
+        assert_eq!((github.status, action), (StatusCode::ACCEPTED, PullRequestAction::Opened));
+        assert_eq!((pr.number, pr.head_sha.as_str()), (2, "ec26c3e57ca3a959ca5aad62de7213c562f8c821"));
+        assert_eq!((pr.head_branch.as_str(), pr.author.as_str(), pr.from_fork), ("changes", "Codertocat", false));
+
+        let gitlab = signed(Forge::GitLab, "Merge Request Hook", &fixture("gitlab-merge-request-hook.json"));
+        let (action, mr) = gitlab.pull_request.expect("a merge request event");
+        assert_eq!(action, PullRequestAction::Opened);
+        assert_eq!((mr.number, mr.head_sha.as_str()), (1, "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"));
+        assert_eq!((mr.head_branch.as_str(), mr.author.as_str(), mr.from_fork), ("ms-viewport", "root", false));
+        assert_eq!(mr.labels, ["API"]);
+
+        let gitea = signed(Forge::Gitea, "pull_request", &fixture("gitea-pull-request-synchronized.json"));
+        let (action, pr) = gitea.pull_request.expect("a pull request event");
+        assert_eq!((action, pr.number), (PullRequestAction::Updated, 1));
+        assert!(pr.from_fork, "the head lives in contributor/webhooks, the base in gitea/webhooks");
+        assert_eq!(pr.labels, ["preview"]);
+    }
+
+    #[test]
+    fn every_pull_request_action_maps_and_others_are_ignored() {
+        let body = String::from_utf8(fixture("github-pull-request-opened.json")).expect("utf-8");
+        for (action, expected) in [
+            ("reopened", Some(PullRequestAction::Opened)),
+            ("synchronize", Some(PullRequestAction::Updated)),
+            ("closed", Some(PullRequestAction::Closed)),
+            ("labeled", Some(PullRequestAction::Labeled)),
+            ("unlabeled", Some(PullRequestAction::Labeled)),
+            ("edited", None),
+            ("assigned", None),
+        ] {
+            let changed = body.replace("\"action\": \"opened\"", &format!("\"action\": \"{action}\""));
+            let verdict = signed(Forge::GitHub, "pull_request", changed.as_bytes());
+            assert_eq!(verdict.status, StatusCode::ACCEPTED, "{action}");
+            assert_eq!(verdict.pull_request.map(|(action, _)| action), expected, "{action}");
+        }
+        let gitlab = String::from_utf8(fixture("gitlab-merge-request-hook.json")).expect("utf-8");
+        for (action, expected) in [("merge", PullRequestAction::Closed), ("update", PullRequestAction::Updated)] {
+            let changed = gitlab.replace("\"action\": \"open\"", &format!("\"action\": \"{action}\""));
+            let verdict = signed(Forge::GitLab, "Merge Request Hook", changed.as_bytes());
+            assert_eq!(verdict.pull_request.map(|(action, _)| action), Some(expected), "{action}");
+        }
+    }
+
+    #[test]
+    fn hostile_pull_request_payloads_are_400_and_unsigned_ones_401() {
+        for body in [
+            &b"{}"[..],
+            b"[]",
+            b"{\"action\":\"opened\"}",
+            b"{\"action\":\"opened\",\"pull_request\":{\"number\":-1}}",
+            b"\xff",
+        ] {
+            let verdict = signed(Forge::GitHub, "pull_request", body);
+            assert_eq!((verdict.status, verdict.pull_request), (StatusCode::BAD_REQUEST, None), "{body:?}");
+        }
+        let body = fixture("github-pull-request-opened.json");
+        let verdict = judge(
+            Forge::GitHub,
+            &headers(&[("x-github-event", "pull_request"), ("x-hub-signature-256", "sha256=00")]),
+            &body,
+            SECRET,
+        );
+        assert_eq!((verdict.status, verdict.pull_request), (StatusCode::UNAUTHORIZED, None));
+    }
+
     #[test]
     fn a_signed_body_that_is_not_json_is_400() {
         let body = b"not json";

@@ -646,3 +646,60 @@ impl Drop for GitServer {
         let _ = self.child.wait();
     }
 }
+
+/// An HTTP endpoint on loopback that keeps every POST it receives (path and body); the first `fail_first` answer
+/// 500, the rest 200. For webhook-style targets (notifications).
+pub struct CaptureServer {
+    pub port: u16,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl CaptureServer {
+    pub fn start(fail_first: usize) -> CaptureServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the capture server");
+        let port = listener.local_addr().expect("address").port();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let Some((path, body)) = read_request(&mut stream) else { continue };
+                answered += 1;
+                let status = if answered <= fail_first { "500 Internal Server Error" } else { "200 OK" };
+                if answered > fail_first {
+                    keep.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((path, body));
+                }
+                let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        CaptureServer { port, received }
+    }
+
+    /// Every (path, body) received and answered 200.
+    pub fn received(&self) -> Vec<(String, String)> {
+        self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<(String, String)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let path = head.split_whitespace().nth(1)?.to_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|n| n.trim().to_owned()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some((path, String::from_utf8_lossy(&body).into_owned()))
+}
