@@ -413,6 +413,31 @@ fn the_pull_request_shows_its_plan_as_a_status_and_one_sticky_comment_edited_on_
 }
 
 #[test]
+fn an_invalid_pull_request_runs_nothing_and_its_status_says_why() {
+    let forge = FakeForge::start(Speaks::Gitea);
+    let args = [vec!["--forge".to_owned(), "gitea".to_owned()], forge_args(&forge)[2..].to_vec()].concat();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let previewed = Previewed::start("pv-invalid", "", &args, &[FORGE_TOKEN]);
+    let dir = previewed.project.dir();
+    git(dir, &["checkout", "-q", "-b", "broken", "main"]);
+    previewed.project.write("apps/web.yaml", "kind: App\nname: web\nimage: busybox\nreplicas: lots\n");
+    let sha = previewed.project.commit("web: broken");
+    git(dir, &["checkout", "-q", "main"]);
+    git(dir, &["update-ref", "refs/pull/1/head", &sha]);
+    open_on(&forge, 1, &sha, "broken");
+    previewed.github_event("opened", 1, &sha, "broken", false);
+    assert!(
+        eventually(WAIT, || forge.statuses().iter().any(|status| status.sha == sha)),
+        "a status for the invalid head:\n{}",
+        previewed.served.log()
+    );
+    let status = forge.statuses().into_iter().find(|status| status.sha == sha).map(|s| s.body).unwrap_or_default();
+    assert_eq!(status["state"], "failure", "{status}");
+    assert!(status["description"].as_str().is_some_and(|d| d.contains("apps/web.yaml:4")), "{status}");
+    assert!(running_containers(&previewed.compose_project(1)).is_empty(), "an invalid head runs nothing");
+}
+
+#[test]
 fn a_pull_request_closed_while_railyard_was_down_is_torn_down_by_the_resync() {
     let forge = FakeForge::start(Speaks::GitHub);
     let args = forge_args(&forge);

@@ -195,7 +195,7 @@ impl Daemon {
                 branch: candidate.git_ref.clone(),
                 host_template: None,
             };
-            self.run_preview(&listed, &project);
+            self.run_preview(&listed, &project, taken.fetch_after);
         }
         for (env, reason) in &decision.destroy {
             if let Some(handle) = self.env(env)
@@ -270,7 +270,7 @@ impl Daemon {
     }
 
     /// Starts the preview's worker, or points it at the candidate's ref.
-    fn run_preview(self: &Arc<Self>, listed: &ListedEnvironment, project: &str) {
+    fn run_preview(self: &Arc<Self>, listed: &ListedEnvironment, project: &str, seen: Option<std::time::Instant>) {
         let _one_at_a_time = self.listing_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.env(&listed.name) {
             Some(handle) => {
@@ -282,7 +282,7 @@ impl Daemon {
             None => {
                 info!(env = %listed.name, git_ref = %listed.branch, "starting a preview");
                 let handle = self.add_env(listed, project);
-                handle.trigger.fire(Trigger::Startup);
+                handle.trigger.fire_seen(Trigger::Startup, seen);
                 drop(_one_at_a_time);
                 self.remember_environment_list();
             }

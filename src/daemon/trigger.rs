@@ -67,9 +67,14 @@ impl Coalescer {
     /// Asks for a reconcile. An explicit request (API) outranks the others when they merge, so that a manual sync
     /// is never swallowed by a poll that happened to be pending; a drift check ranks last.
     pub fn fire(&self, trigger: Trigger) {
+        self.fire_seen(trigger, trigger.needs_fetch().then(Instant::now));
+    }
+
+    /// [`Coalescer::fire`] for a trigger whose commits any fetch started after `fetch_after` has seen (a preview
+    /// started from a fetch that the previews worker just made need not fetch again).
+    pub fn fire_seen(&self, trigger: Trigger, fetch_after: Option<Instant>) {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let earlier = *pending;
-        let fetch_after = if trigger.needs_fetch() { Some(Instant::now()) } else { None };
         *pending = Some(Taken {
             // A drift check merged into a push is that push.
             trigger: match (earlier.map(|taken| taken.trigger), trigger) {
