@@ -797,15 +797,18 @@ fn environment_to_destroy(config: &Config, branch: &str, name: &str) -> anyhow::
 /// The environment, and what it is called where it runs, with what its backend keeps.
 fn destroyed_description(kind: BackendKind, env: &Environment) -> String {
     let (name, project) = (&env.name, &env.project);
+    let kept = if env.preview.is_some() {
+        "a preview's volumes go with it"
+    } else {
+        "volumes stay unless their app says deleteWithApp"
+    };
     match kind {
         BackendKind::Docker => format!(
-            "environment `{name}` (Docker Compose project `{project}`): its containers, network and routes; volumes \
-             stay unless their app says deleteWithApp"
+            "environment `{name}` (Docker Compose project `{project}`): its containers, network and routes; {kept}"
         ),
         BackendKind::Kubernetes => format!(
             "environment `{name}` (Kubernetes namespace `{project}`): the namespace and all in it when railyard \
-             created it, else every object railyard labelled in it (PersistentVolumeClaims stay unless their app says \
-             deleteWithApp)"
+             created it, else every object railyard labelled in it ({kept})"
         ),
     }
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -813,4 +813,59 @@ fn the_autoscalers_changes_drop_no_request() {
         items.iter().filter(|sync| sync["trigger"] == "autoscale" && sync["outcome"] == "synced").count()
     });
     assert!(autoscaled >= 2, "the scale-up and the scale-down are in the history: {history:#}");
+}
+
+/// railyard pushes from the config it pushed last, guarded by Caddy's ETag: a change somebody else made in between
+/// is refused by Caddy (412), and railyard reads the config again and keeps that change.
+#[test]
+fn a_change_made_by_someone_else_between_two_pushes_is_kept() {
+    use railyard::model::kinds::TlsMode;
+    use railyard::model::{DomainSpec, Environment};
+    use railyard::proxy::{Caddy, CaddySettings, UpstreamMode};
+    let loopback = LoopbackCaddy::start();
+    let caddy = Caddy::new(CaddySettings {
+        admin: format!("http://127.0.0.1:{}", loopback.admin),
+        http: format!("127.0.0.1:{}", loopback.http),
+        https: format!("127.0.0.1:{}", loopback.https),
+        acme_email: None,
+        upstreams: UpstreamMode::Host,
+    });
+    let env = Environment::production("etag");
+    let spec = DomainSpec {
+        host: "web.etag.test".into(),
+        aliases: Vec::new(),
+        app: "web".into(),
+        port: "http".into(),
+        container_port: 8080,
+        tls: TlsMode::Off,
+        acme_email: None,
+    };
+    let upstreams = |port: u16| BTreeMap::from([("web.etag.test".to_owned(), vec![format!("127.0.0.1:{port}")])]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    assert!(runtime.block_on(caddy.sync(&env, std::slice::from_ref(&spec), &upstreams(1001))).expect("first").pushed);
+    assert!(runtime.block_on(caddy.sync(&env, std::slice::from_ref(&spec), &upstreams(1002))).expect("second").pushed);
+    // Somebody adds a server of their own through the admin API.
+    let foreign = format!(r#"{{"listen":["127.0.0.1:{}"],"routes":[]}}"#, free_port());
+    let (status, body) = admin_request(loopback.admin, "POST", "/config/apps/http/servers/by-hand", &foreign);
+    assert!(status < 300, "{status} {body}");
+    assert!(runtime.block_on(caddy.sync(&env, std::slice::from_ref(&spec), &upstreams(1003))).expect("third").pushed);
+    let (_, config) = admin_request(loopback.admin, "GET", "/config/", "");
+    let config: serde_json::Value = serde_json::from_str(&config).expect("json");
+    assert!(config["apps"]["http"]["servers"]["by-hand"].is_object(), "the other change is kept: {config}");
+    assert!(config.to_string().contains("1003"), "and railyard's change is in");
+}
+
+fn admin_request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("admin");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }

@@ -567,7 +567,7 @@ fn a_renamed_project_reports_the_old_one_as_orphaned_with_the_command_that_remov
 }
 
 #[test]
-fn destroy_says_what_it_would_remove_then_removes_one_environment_and_keeps_its_data() {
+fn destroy_says_what_it_would_remove_then_removes_one_environment_and_a_previews_data() {
     let image = busybox_image();
     let project = TestProject::new("destroy");
     let preview_project = format!("{}-pr-3", project.name);
@@ -591,16 +591,18 @@ fn destroy_says_what_it_would_remove_then_removes_one_environment_and_keeps_its_
     assert_eq!(refused.status.code(), Some(1), "without --yes: {}", stderr(&refused));
     let said = stderr(&refused);
     assert!(said.contains(&format!("environment `pr-3` (Docker Compose project `{preview_project}`)")), "{said}");
-    assert!(said.contains("apps: cache (1 replica), db (1 replica), web (2 replicas)"), "{said}");
+    assert!(said.contains("apps: cache (1 replica), db (1 replica), web (1 replica)"), "previews run one: {said}");
+    assert!(said.contains("a preview's volumes go with it"), "{said}");
     assert!(said.contains("run it again with --yes"), "{said}");
-    assert_eq!(project_container_ids(&preview_project).len(), 4, "nothing removed without --yes");
+    assert_eq!(project_container_ids(&preview_project).len(), 3, "nothing removed without --yes");
 
     let destroyed = project.railyard("destroy", &["--env", "pr-3", "--yes", "--caddy-admin", "none"]);
     assert_success(&destroyed);
     assert!(stdout(&destroyed).contains("Removed environment `pr-3`"), "{}", stdout(&destroyed));
     assert!(project_container_ids(&preview_project).is_empty(), "every replica of the preview is gone");
     assert!(project_objects("network", &preview_project).is_empty(), "its network is gone");
-    assert_eq!(project_objects("volume", &preview_project), [format!("{preview_project}_data")], "data stays");
+    assert!(project_objects("volume", &preview_project).is_empty(), "a preview's data is throwaway: it goes too");
+    assert!(!project_objects("volume", &project.name).is_empty(), "production's volumes stay");
     let mut untouched = project.all_containers();
     untouched.sort();
     let mut before = production;

@@ -322,7 +322,7 @@ fn beyond_max_a_pull_request_waits_queued_and_starts_when_a_slot_frees() {
         "the freed slot goes to the queued pull request:\n{}",
         previewed.served.log()
     );
-    assert!(leftovers(&previewed.compose_project(1)).is_empty());
+    assert!(eventually(WAIT, || leftovers(&previewed.compose_project(1)).is_empty()), "the closed one is gone");
 }
 
 #[test]

@@ -71,6 +71,19 @@ impl AdminEndpoint {
         json_body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<AdminResponse, String> {
+        self.request_if_match(method, path, json_body, None, timeout).await
+    }
+
+    /// [`AdminEndpoint::request`] with an `If-Match` header: Caddy then changes its config only if it is still the
+    /// one `if_match` names, and answers 412 otherwise.
+    pub(super) async fn request_if_match(
+        &self,
+        method: &str,
+        path: &str,
+        json_body: Option<Vec<u8>>,
+        if_match: Option<&str>,
+        timeout: Duration,
+    ) -> Result<AdminResponse, String> {
         let exchange = async {
             match self {
                 AdminEndpoint::Tcp { address, host, prefix } => {
@@ -79,14 +92,14 @@ impl AdminEndpoint {
                         .map_err(|e| format!("{address}: {e}"))?;
                     // Nagle would hold the body back until the headers are acknowledged.
                     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-                    exchange(stream, host, method, &format!("{prefix}{path}"), json_body).await
+                    exchange(stream, host, method, &format!("{prefix}{path}"), json_body, if_match).await
                 }
                 AdminEndpoint::Unix { socket } => {
                     let stream = tokio::net::UnixStream::connect(socket)
                         .await
                         .map_err(|e| format!("{}: {e}", socket.display()))?;
                     // Caddy allows only an empty Host on a socket (RFC 9112: no host name in the URI).
-                    exchange(stream, "", method, path, json_body).await
+                    exchange(stream, "", method, path, json_body, if_match).await
                 }
                 AdminEndpoint::Unsupported { admin } => {
                     Err(format!("`{admin}` is not an admin address; write it as http://HOST:PORT or unix:///PATH"))
@@ -104,6 +117,7 @@ async fn exchange(
     method: &str,
     path: &str,
     json_body: Option<Vec<u8>>,
+    if_match: Option<&str>,
 ) -> Result<AdminResponse, String> {
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
@@ -111,6 +125,9 @@ async fn exchange(
     let mut request = hyper::Request::builder().method(method).uri(path).header("Host", host);
     if json_body.is_some() {
         request = request.header("Content-Type", "application/json");
+    }
+    if let Some(etag) = if_match {
+        request = request.header("If-Match", etag);
     }
     let request = request.body(Full::new(Bytes::from(json_body.unwrap_or_default()))).map_err(|e| e.to_string())?;
     let result = async {

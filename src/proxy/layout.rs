@@ -38,12 +38,25 @@ const HTTPS_ROUTE: &str = "@https";
 const HTTP_ROUTE: &str = "@http";
 const REDIRECT_ROUTE: &str = "@redirect";
 
-/// The map's destinations before the dials, in this order.
-const COUNT: &str = "{railyard.n}";
-const APP: &str = "{railyard.app}";
-const SPEC: &str = "{railyard.domain}";
-/// The domain's primary host, for aliases too.
-const PRIMARY: &str = "{railyard.host}";
+/// The map's destinations before the dials, in this order: the number of serving replicas, the app, the rest of
+/// the domain's spec, and the domain's primary host (for aliases too). Each environment's map has placeholders of
+/// its own (`{railyard.<project>.<role>}`): Caddy asks every map that ran, in route order, and a map answers "nothing"
+/// for a host it does not know, which would hide the maps after it if the names were shared.
+const COUNT: &str = "n";
+const APP: &str = "app";
+const SPEC: &str = "domain";
+const PRIMARY: &str = "host";
+
+fn placeholder(env: &Environment, role: &str) -> String {
+    format!("{{railyard.{}.{role}}}", env.project)
+}
+
+/// Whether destination `name` is the placeholder of `role` (this layout's, or the shared one before it).
+fn plays(name: &str, role: &str) -> bool {
+    name.strip_prefix("{railyard.")
+        .and_then(|rest| rest.strip_suffix('}'))
+        .is_some_and(|rest| rest == role || rest.ends_with(&format!(".{role}")))
+}
 
 /// One domain of an environment as routed: its spec and where its serving replicas are dialled (`host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,10 +116,10 @@ fn routed_domains(config: &Value, env: &Environment) -> BTreeMap<String, Routed>
 fn rows_of(map: &Value) -> impl Iterator<Item = Routed> + '_ {
     let destinations: Vec<&str> =
         map["destinations"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    let column = |name: &str| destinations.iter().position(|d| *d == name);
+    let column = |role: &str| destinations.iter().position(|d| plays(d, role));
     let columns = [column(COUNT), column(APP), column(SPEC), column(PRIMARY)];
     let dial_at: Vec<(usize, usize)> =
-        (0..).map_while(|i| Some((column(&host_slot(i))?, column(&port_slot(i))?))).collect();
+        (0..).map_while(|i| Some((column(&format!("h{i}"))?, column(&format!("p{i}"))?))).collect();
     // Aliases are the rows whose primary host is another host, in the order written.
     let mut aliases: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     if let Some(primary_at) = columns[3] {
@@ -120,7 +133,10 @@ fn rows_of(map: &Value) -> impl Iterator<Item = Routed> + '_ {
         let [Some(count_at), Some(app_at), Some(spec_at), Some(_)] = columns else { return None };
         let outputs = mapping["outputs"].as_array()?;
         let host = mapping["input"].as_str()?;
-        let mut spec = outputs.get(spec_at)?.as_object()?.clone();
+        let mut spec = match outputs.get(spec_at)? {
+            Value::String(compact) => spec_from_compact(compact)?,
+            written => written.as_object()?.clone(),
+        };
         spec.insert("host".to_owned(), json!(host));
         spec.insert("app".to_owned(), outputs.get(app_at)?.clone());
         spec.insert("aliases".to_owned(), Value::Array(aliases.get(host).cloned().unwrap_or_default()));
@@ -139,23 +155,39 @@ fn rows_of(map: &Value) -> impl Iterator<Item = Routed> + '_ {
     })
 }
 
-/// What the rows of a domain do not say already: its spec without host, aliases and app.
+/// What the rows of a domain do not say already (its spec without host, aliases and app), as one short string:
+/// `<containerPort> <port> <tls> [<acmeEmail>]`. Caddy decodes every row on every change and renders every output
+/// as text when it validates a map; a plain string costs it a fraction of an object.
 fn spec_rest(spec: &DomainSpec) -> Value {
-    let mut rest = serde_json::to_value(spec).unwrap_or_default();
-    if let Some(object) = rest.as_object_mut() {
-        for known in ["host", "aliases", "app"] {
-            object.remove(known);
-        }
+    let tls = serde_json::to_value(spec.tls).ok().and_then(|tls| tls.as_str().map(str::to_owned)).unwrap_or_default();
+    let mut compact = format!("{} {} {tls}", spec.container_port, spec.port);
+    if let Some(email) = &spec.acme_email {
+        compact.push(' ');
+        compact.push_str(email);
     }
-    rest
+    Value::String(compact)
 }
 
-fn host_slot(index: usize) -> String {
-    format!("{{railyard.h{index}}}")
+/// [`spec_rest`] read back, as the object the spec deserialises from.
+fn spec_from_compact(compact: &str) -> Option<Map<String, Value>> {
+    let mut parts = compact.split(' ');
+    let container_port: u16 = parts.next()?.parse().ok()?;
+    let mut rest = Map::new();
+    rest.insert("containerPort".to_owned(), json!(container_port));
+    rest.insert("port".to_owned(), json!(parts.next()?));
+    rest.insert("tls".to_owned(), json!(parts.next()?));
+    if let Some(email) = parts.next() {
+        rest.insert("acmeEmail".to_owned(), json!(email));
+    }
+    Some(rest)
 }
 
-fn port_slot(index: usize) -> String {
-    format!("{{railyard.p{index}}}")
+fn host_slot(env: &Environment, index: usize) -> String {
+    placeholder(env, &format!("h{index}"))
+}
+
+fn port_slot(env: &Environment, index: usize) -> String {
+    placeholder(env, &format!("p{index}"))
 }
 
 /// `host:port` (or `[v6]:port`) split for an `a` upstream source, which takes the name and the port apart.
@@ -279,9 +311,9 @@ fn render(config: &Value, env: &Environment, routed: &BTreeMap<String, Routed>, 
             .collect()
     };
     let (secure, plain): (Vec<&Routed>, Vec<&Routed>) = routed.values().partition(|r| r.spec.tls != TlsMode::Off);
-    let mut https_routes: Vec<Value> = environment_route(env, HTTPS_ROUTE, &secure).into_iter().collect();
+    let mut https_routes: Vec<Value> = environment_route(env, HTTPS_ROUTE, &secure, true).into_iter().collect();
     let mut http_routes: Vec<Value> =
-        environment_route(env, HTTP_ROUTE, &plain).into_iter().chain(redirect_route(env, &secure)).collect();
+        environment_route(env, HTTP_ROUTE, &plain, false).into_iter().chain(redirect_route(env, &secure)).collect();
     https_routes.extend(others(HTTPS_SERVER));
     http_routes.extend(others(HTTP_SERVER));
     https_routes.push(catch_all());
@@ -320,16 +352,21 @@ fn plain_hosts(http_routes: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// The route of `env`'s `domains` on one server: host matcher, host map, one dynamic `reverse_proxy` per replica
-/// count in use, and a 503 for a domain whose app has no serving replica. `None` without domains.
-fn environment_route(env: &Environment, suffix: &str, domains: &[&Routed]) -> Option<Value> {
+/// The route of `env`'s `domains` on one server: host map, one dynamic `reverse_proxy` per replica count in use, and
+/// a 503 for a domain whose app has no serving replica. `None` without domains.
+///
+/// With `host_matcher` (TLS hosts: Caddy's automatic HTTPS finds them through it) the route matches its hosts and
+/// ends there. Without it (plain HTTP), every request passes through the route, and one whose host the map does not
+/// know goes on to the next route: Caddy then provisions no host matcher of thousands of names on each change.
+fn environment_route(env: &Environment, suffix: &str, domains: &[&Routed], host_matcher: bool) -> Option<Value> {
     if domains.is_empty() {
         return None;
     }
     let slots = domains.iter().map(|d| d.dials.len()).max().unwrap_or(0);
-    let mut destinations = vec![json!(COUNT), json!(APP), json!(SPEC), json!(PRIMARY)];
+    let [count, app, spec_column, primary] = [COUNT, APP, SPEC, PRIMARY].map(|role| placeholder(env, role));
+    let mut destinations = vec![json!(count), json!(app), json!(spec_column), json!(primary)];
     for slot in 0..slots {
-        destinations.extend([json!(host_slot(slot)), json!(port_slot(slot))]);
+        destinations.extend([json!(host_slot(env, slot)), json!(port_slot(env, slot))]);
     }
     let mut hosts = Vec::new();
     let mut mappings = Vec::new();
@@ -359,32 +396,46 @@ fn environment_route(env: &Environment, suffix: &str, domains: &[&Routed]) -> Op
         domains.iter().partition(|d| d.dials.iter().any(|dial| split_dial(dial).0.parse::<IpAddr>().is_err()));
     let mut by_count: Vec<Value> = by_name
         .iter()
-        .map(|d| json!({ "match": [{ "vars": { PRIMARY: [d.spec.host] } }], "handle": [static_proxy(&d.dials)] }))
+        .map(|d| json!({ "match": [{ "vars": { &primary: [d.spec.host] } }], "handle": [static_proxy(&d.dials)] }))
         .collect();
-    // Caddy sorts a long host list for binary search on every load; handed over sorted, that sort is linear.
-    hosts.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
     let counts: BTreeSet<usize> = by_address.iter().map(|d| d.dials.len()).filter(|n| *n > 0).collect();
     by_count.extend(
         counts
             .iter()
-            .map(|count| json!({ "match": [{ "vars": { COUNT: [count.to_string()] } }], "handle": [proxy(*count)] })),
+            .map(|n| json!({ "match": [{ "vars": { &count: [n.to_string()] } }], "handle": [proxy(env, *n)] })),
     );
-    by_count.push(json!({ "handle": [{ "handler": "static_response", "status_code": 503, "body": format!("no healthy replica of {APP}\n") }] }));
-    Some(json!({
+    let mut no_replica = json!({ "handle": [{ "handler": "static_response", "status_code": 503, "body": format!("no healthy replica of {app}\n") }] });
+    let mut route = json!({
         "@id": format!("{}{suffix}", route_prefix(env)),
-        "match": [{ "host": hosts }],
         "handle": [
             { "handler": "map", "source": "{http.request.host}", "destinations": destinations, "mappings": mappings },
-            { "handler": "subroute", "routes": by_count },
         ],
-        "terminal": true,
-    }))
+    });
+    if host_matcher {
+        // Caddy sorts a long host list for binary search on every load; handed over sorted, that sort is linear.
+        hosts.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+        route["match"] = json!([{ "host": hosts }]);
+        route["terminal"] = json!(true);
+    } else {
+        // A host the map does not know reads as no replica of no app (the map's defaults): the subroute then does
+        // nothing and the request goes on to the next route.
+        let mut defaults = vec![json!("0")];
+        defaults.resize(route["handle"][0]["destinations"].as_array().map_or(1, Vec::len), json!(""));
+        route["handle"][0]["defaults"] = Value::Array(defaults);
+        no_replica["match"] = json!([{ "not": [{ "vars": { &app: [""] } }] }]);
+    }
+    by_count.push(no_replica);
+    if let Some(handlers) = route["handle"].as_array_mut() {
+        handlers.push(json!({ "handler": "subroute", "routes": by_count }));
+    }
+    Some(route)
 }
 
 /// A `reverse_proxy` over the first `count` replicas the host map names.
-fn proxy(count: usize) -> Value {
-    let sources: Vec<Value> =
-        (0..count).map(|slot| json!({ "source": "a", "name": host_slot(slot), "port": port_slot(slot) })).collect();
+fn proxy(env: &Environment, count: usize) -> Value {
+    let sources: Vec<Value> = (0..count)
+        .map(|slot| json!({ "source": "a", "name": host_slot(env, slot), "port": port_slot(env, slot) }))
+        .collect();
     with_retries(json!({ "handler": "reverse_proxy", "dynamic_upstreams": { "source": "multi", "sources": sources } }))
 }
 
@@ -519,13 +570,40 @@ mod tests {
         let observed = observed_domains(&config, &env);
         assert_eq!(observed.len(), 2);
         assert_eq!(observed["shop.example.com"].last_applied, domains[0]);
+        // Plain hosts are in no host matcher, so Caddy's automatic HTTPS never sees them; TLS hosts are.
+        let plain = &routes_of(&config, HTTP_SERVER)[0];
+        assert_eq!((id_of(plain), &plain["match"]), (Some("railyard:shop:@http"), &Value::Null));
         assert_eq!(
-            config["apps"]["http"]["servers"]["railyard"]["automatic_https"]["skip"],
-            json!(["plain.example.com", "www.plain.example.com"])
+            routes_of(&config, HTTPS_SERVER)[0]["match"][0]["host"],
+            json!(["shop.example.com", "www.shop.example.com"])
         );
         assert_eq!(config["apps"]["tls"]["automation"]["policies"][0]["issuers"][0]["module"], "internal");
         // The same input gives the same config: nothing is pushed twice.
         assert_eq!(with_domains(&config, &env, &domains, &upstreams, &settings()), config);
+    }
+
+    #[test]
+    fn maps_written_by_the_layout_before_read_back_the_same() {
+        let env = Environment::production("shop");
+        let mut spec = domain("shop.example.com", TlsMode::Auto);
+        spec.acme_email = Some("certs@shop.example".into());
+        let upstreams = BTreeMap::from([("shop.example.com".to_owned(), vec!["127.0.0.1:32768".to_owned()])]);
+        let mut config = with_domains(&Value::Null, &env, std::slice::from_ref(&spec), &upstreams, &settings());
+        assert_eq!(observed_domains(&config, &env)["shop.example.com"].last_applied, spec, "the compact spec");
+        // Before: shared placeholder names, and the spec as an object.
+        let map = &mut config["apps"]["http"]["servers"][HTTPS_SERVER]["routes"][0]["handle"][0];
+        map["destinations"] = json!([
+            "{railyard.n}",
+            "{railyard.app}",
+            "{railyard.domain}",
+            "{railyard.host}",
+            "{railyard.h0}",
+            "{railyard.p0}"
+        ]);
+        map["mappings"][0]["outputs"][2] =
+            json!({ "containerPort": 8080, "port": "http", "tls": "auto", "acmeEmail": "certs@shop.example" });
+        assert_eq!(observed_domains(&config, &env)["shop.example.com"].last_applied, spec);
+        assert_eq!(dials_of(&config, &env), upstreams.values().flatten().cloned().collect());
     }
 
     #[test]
@@ -550,11 +628,8 @@ mod tests {
         }
         let config = with_domains(&config, &env, &[domain("shop.example.com", TlsMode::Off)], &upstreams, &settings());
         let routes = routes_of(&config, HTTP_SERVER);
-        let hosts: Vec<&Value> = routes.iter().map(|r| &r["match"][0]["host"][0]).collect();
-        assert_eq!(
-            hosts,
-            [&json!("shop.example.com"), &json!("by-hand.example.com"), &json!("blog.example.com"), &Value::Null]
-        );
+        let order: Vec<&str> = routes.iter().map(|r| id_of(r).unwrap_or("by hand")).collect();
+        assert_eq!(order, ["railyard:shop:@http", "by hand", "railyard:blog:@http", CATCH_ALL]);
         let removed = with_domains(&config, &env, &[], &upstreams, &settings());
         assert!(observed_domains(&removed, &env).is_empty());
         assert_eq!(observed_domains(&removed, &other).len(), 1);
@@ -664,23 +739,21 @@ mod tests {
         let plain = &routes_of(&config, HTTP_SERVER)[0];
         let by_count = plain["handle"][1]["routes"].as_array().expect("subroute");
         assert_eq!(by_count.len(), 4);
-        assert_eq!(by_count[2]["match"][0]["vars"][COUNT], json!(["3"]));
+        assert_eq!(by_count[2]["match"][0]["vars"]["{railyard.shop.n}"], json!(["3"]));
         assert_eq!(
             by_count[2]["handle"][0]["dynamic_upstreams"]["sources"][2],
-            json!({ "source": "a", "name": "{railyard.h2}", "port": "{railyard.p2}" })
+            json!({ "source": "a", "name": "{railyard.shop.h2}", "port": "{railyard.shop.p2}" })
         );
+        // The 503 answers only hosts this environment's map knows; others go on to the next route.
         assert_eq!(by_count[3]["handle"][0]["status_code"], 503);
-        // Every host and alias is matched (automatic HTTPS reads the matchers) and mapped.
-        assert_eq!(plain["match"][0]["host"].as_array().map(Vec::len), Some(100));
+        assert_eq!(by_count[3]["match"], json!([{ "not": [{ "vars": { "{railyard.shop.app}": [""] } }] }]));
+        assert_eq!(plain["terminal"], Value::Null);
+        // Every host and alias is mapped, each domain's spec in one short string.
         assert_eq!(plain["handle"][0]["mappings"].as_array().map(Vec::len), Some(100));
-        // Dials, specs and the skip list read back as written.
+        assert_eq!(plain["handle"][0]["mappings"][0]["outputs"][2], json!("8080 http off"));
         let all: BTreeSet<String> = upstreams.values().flatten().cloned().collect();
         assert_eq!(dials_of(&config, &env), all);
         assert_eq!(observed_domains(&config, &env).len(), 51);
-        assert_eq!(
-            config["apps"]["http"]["servers"][HTTPS_SERVER]["automatic_https"]["skip"].as_array().map(Vec::len),
-            Some(100)
-        );
     }
 
     #[test]
@@ -693,12 +766,12 @@ mod tests {
         ]);
         let config = with_domains(&Value::Null, &env, &domains, &upstreams, &settings());
         let by_count = routes_of(&config, HTTP_SERVER)[0]["handle"][1]["routes"].clone();
-        assert_eq!(by_count[0]["match"][0]["vars"][PRIMARY], json!(["web.example.com"]));
+        assert_eq!(by_count[0]["match"][0]["vars"]["{railyard.shop.host}"], json!(["web.example.com"]));
         assert_eq!(
             by_count[0]["handle"][0]["upstreams"],
             json!([{ "dial": "shop-web-1:8080" }, { "dial": "shop-web-2:8080" }])
         );
-        assert_eq!(by_count[1]["match"][0]["vars"][COUNT], json!(["1"]));
+        assert_eq!(by_count[1]["match"][0]["vars"]["{railyard.shop.n}"], json!(["1"]));
         let v6 = routes_of(&config, HTTP_SERVER)[0]["handle"][0]["mappings"]
             .as_array()
             .and_then(|rows| rows.iter().find(|row| row["input"] == "v6.example.com").cloned())

@@ -77,8 +77,20 @@ pub enum ProxyError {
 pub struct Caddy {
     settings: CaddySettings,
     endpoint: AdminEndpoint,
-    /// Held across each read-modify-write of Caddy's config; guards the dials still draining.
-    draining: Arc<Mutex<BTreeSet<String>>>,
+    /// Held across each read-modify-write of Caddy's config; guards the dials still draining and the config last
+    /// pushed.
+    draining: Arc<Mutex<Pushed>>,
+}
+
+/// What railyard knows of Caddy's config between pushes.
+#[derive(Debug, Default)]
+struct Pushed {
+    /// Dials that left every route and are still counted until they drained.
+    dials: BTreeSet<String>,
+    /// The config railyard pushed last and the ETag Caddy gives it: the next push starts from it instead of reading
+    /// Caddy's config again, and sends the ETag as `If-Match`, so that a change made by anyone else meanwhile makes
+    /// Caddy refuse (412) and railyard read and merge afresh.
+    last: Option<(Value, String)>,
 }
 
 /// What a push did.
@@ -155,32 +167,52 @@ impl Caddy {
         upstreams: &BTreeMap<String, Vec<String>>,
         scope: Option<&BTreeSet<String>>,
     ) -> Result<Switch, ProxyError> {
-        let mut draining = self.draining.lock().await;
-        let mut current = self.config().await?;
-        let Change { mut wanted, before, after } =
-            layout::change(&current, env, domains, upstreams, &self.settings, scope);
-        let retired: Vec<String> = before.difference(&after).cloned().collect();
-        // Every config change costs a reload of everything (and, on TCP listeners, a socket swap that can reset
-        // connections: see the module's doc), so dials that finished draining are forgotten with the next change
-        // rather than by a change of their own.
-        set_draining(&mut current, &BTreeSet::new());
-        if retired.is_empty() && wanted == current {
-            return Ok(Switch { pushed: false, retired });
+        let mut pushed = self.draining.lock().await;
+        // Taken: after a failure the next push reads Caddy's config again.
+        let mut last = pushed.last.take();
+        loop {
+            let guarded = last.is_some();
+            let (mut current, etag) = match last.take() {
+                Some((config, etag)) => (config, Some(etag)),
+                None => (self.config().await?, None),
+            };
+            let Change { mut wanted, before, after } =
+                layout::change(&current, env, domains, upstreams, &self.settings, scope);
+            let retired: Vec<String> = before.difference(&after).cloned().collect();
+            // Every config change costs a reload of everything (and, on TCP listeners, a socket swap that can reset
+            // connections: see the module's doc), so dials that finished draining are forgotten with the next change
+            // rather than by a change of their own.
+            set_draining(&mut current, &BTreeSet::new());
+            if retired.is_empty() && wanted == current {
+                // Still a good base for the next push: the draining route is written anew on every push.
+                pushed.last = etag.map(|etag| (current, etag));
+                return Ok(Switch { pushed: false, retired });
+            }
+            let mut keep_counting = pushed.dials.clone();
+            keep_counting.extend(retired.iter().cloned());
+            set_draining(&mut wanted, &keep_counting);
+            let body = serde_json::to_vec(&wanted).map_err(|e| self.unreachable(e))?;
+            let next_etag = caddy_etag(&body);
+            let response = match &etag {
+                Some(etag) => self.endpoint.request_if_match("POST", "/config/", Some(body), Some(etag), LOAD_TIMEOUT),
+                None => self.endpoint.request_if_match("POST", "/load", Some(body), None, LOAD_TIMEOUT),
+            }
+            .await
+            .map_err(|e| self.unreachable(e))?;
+            if guarded && response.status == 412 {
+                // Changed by someone else since railyard's last push: read it and merge into that.
+                continue;
+            }
+            if !(200..300).contains(&response.status) {
+                return Err(ProxyError::Refused {
+                    status: response.status,
+                    body: String::from_utf8_lossy(&response.body).into_owned(),
+                });
+            }
+            pushed.dials = keep_counting;
+            pushed.last = Some((wanted, next_etag));
+            return Ok(Switch { pushed: true, retired });
         }
-        let mut keep_counting = draining.clone();
-        keep_counting.extend(retired.iter().cloned());
-        set_draining(&mut wanted, &keep_counting);
-        let body = serde_json::to_vec(&wanted).map_err(|e| self.unreachable(e))?;
-        let response =
-            self.endpoint.request("POST", "/load", Some(body), LOAD_TIMEOUT).await.map_err(|e| self.unreachable(e))?;
-        if !(200..300).contains(&response.status) {
-            return Err(ProxyError::Refused {
-                status: response.status,
-                body: String::from_utf8_lossy(&response.body).into_owned(),
-            });
-        }
-        *draining = keep_counting;
-        Ok(Switch { pushed: true, retired })
     }
 
     /// Waits until Caddy has no request in flight to any of `dials` (its `num_requests` per upstream), at least
@@ -207,7 +239,7 @@ impl Caddy {
         }
         .await;
         // Whatever the outcome, the caller stops these replicas now: Caddy need not count them any longer.
-        let mut draining = self.draining.lock().await;
+        let draining = &mut self.draining.lock().await.dials;
         for dial in dials {
             draining.remove(dial);
         }
@@ -223,5 +255,33 @@ impl Caddy {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot see the requests in flight to retired replicas"),
         }
+    }
+}
+
+/// The ETag Caddy gives `config` (as `GET /config/` answers it): FNV-1a (32 bits) of the config as Go's encoder
+/// writes it, newline included. Written the way serde writes it, with Go's HTML escapes added; any difference left
+/// (a config holding characters the two encoders escape differently) only costs a 412 and a fresh read.
+fn caddy_etag(serialised: &[u8]) -> String {
+    let text = String::from_utf8_lossy(serialised)
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029");
+    let hash = text
+        .bytes()
+        .chain(std::iter::once(b'\n'))
+        .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+    format!("\"/config/ {hash:08x}\"")
+}
+
+#[cfg(test)]
+mod etag_tests {
+    use super::caddy_etag;
+
+    #[test]
+    fn the_etag_is_caddys_for_the_same_config() {
+        // As Caddy 2.6 answered `GET /config/` for this config: `Etag: "/config/ b05ccf86"`.
+        assert_eq!(caddy_etag(br#"{"admin":{"listen":"127.0.0.1:23119"}}"#), "\"/config/ b05ccf86\"");
     }
 }
