@@ -51,6 +51,8 @@ fn env(index: usize, plan: Option<railyard::plan::Plan>) -> EnvState {
         conflicts: Vec::new(),
         pending_destroy: false,
         against_production: None,
+        sync_window: None,
+        waiting_for_window: None,
         project: Some(format!("shop-pr-{index}")),
         source: "https://github.com/acme/config.git (main)".to_owned(),
         sync_policy: SyncPolicy::Auto,

@@ -349,6 +349,9 @@ struct ServeArgs {
     /// Notification targets (settings file only: their URLs are secrets).
     #[arg(skip)]
     notifications: Vec<railyard::notify::Target>,
+    /// Sync windows (settings file only: a commit cannot lift them).
+    #[arg(skip)]
+    sync_windows: Vec<railyard::daemon::windows::SyncWindowSetting>,
 }
 
 impl ServeArgs {
@@ -359,6 +362,7 @@ impl ServeArgs {
         // `load` has refused a secret given both ways.
         self.file_secrets = file.secrets().unwrap_or_default();
         self.notifications = file.notifications.clone().unwrap_or_default();
+        self.sync_windows = file.sync_windows.clone().unwrap_or_default();
         let explicit =
             |id: &str| matches!(given.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
         // The clap id of an argument is its field's name, so the field names which flag would have won.
@@ -904,6 +908,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         keep_deliveries: args.keep_deliveries,
         forge: forge_client(&args, secrets.forge_token.as_ref())?,
         notifications: args.notifications.clone(),
+        sync_windows: args
+            .sync_windows
+            .iter()
+            .enumerate()
+            .map(|(index, window)| window.compile(index + 1))
+            .collect::<Result<_, _>>()?,
     };
     let daemon = Daemon::new(settings, store);
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -106,6 +106,8 @@ pub struct Settings {
     pub forge_token_file: Option<PathBuf>,
     /// Where to post notifications (sync succeeded, failed, rolled back; preview up, torn down).
     pub notifications: Option<Vec<crate::notify::Target>>,
+    /// When automatic syncs may run, as Argo CD's sync windows; deny wins over allow.
+    pub sync_windows: Option<Vec<crate::daemon::windows::SyncWindowSetting>>,
 }
 
 /// The forges whose APIs railyard reads for previews.

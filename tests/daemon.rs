@@ -980,3 +980,52 @@ fn the_cpu_autoscaler_scales_up_under_load_within_max_and_back_down_after_it() {
     );
     assert!(metrics.contains("direction=\"down\""), "{metrics}");
 }
+
+/// Sync windows (issue 16): a commit made while a deny window is open is planned and shown, not applied, and is
+/// applied when the window closes; the page, the API and `/metrics` say so meanwhile.
+#[test]
+fn a_commit_made_during_a_deny_window_is_applied_when_the_window_closes() {
+    let image = busybox_image();
+    let project = TestProject::new("window");
+    project.write("apps/web.yaml", &web_app("web", &image, "before", ""));
+    project.git_init();
+    // A deny window that opened this second and stays open 15 s (a cron with seconds, in UTC).
+    let now = chrono::Utc::now();
+    let schedule = now.format("%S %M %H * * *").to_string();
+    let settings = project.dir().parent().unwrap_or(project.dir()).join(format!("{}-settings.yaml", project.name));
+    std::fs::write(
+        &settings,
+        format!("syncWindows:\n  - {{ kind: deny, schedule: \"{schedule}\", duration: 15s, manualSync: false }}\n"),
+    )
+    .expect("settings file");
+    let settings_arg = settings.to_string_lossy().into_owned();
+    let served = Served::start(
+        &project.dir().to_string_lossy(),
+        None,
+        &["--settings", &settings_arg, "--poll-interval", "1h", "--drift-interval", "1h"],
+        &secrets_env(),
+    );
+    project.write("apps/web.yaml", &web_app("web", &image, "during the window", ""));
+    project.commit("web: during the window");
+    github_push(&served, br#"{"ref":"refs/heads/main"}"#);
+    let waiting = served.wait_for("the plan to wait for the window", WAIT, |env| {
+        env["commit"]["summary"] == "web: during the window"
+            && env["waitingForWindow"].as_str().is_some_and(|w| w.starts_with("waiting for sync window, opens at"))
+    });
+    assert_eq!(waiting["syncWindow"]["autoSyncAllowed"], false, "{waiting:#}");
+    assert!(waiting["plan"]["summary"]["create"].as_u64() == Some(1), "the plan is shown: {waiting:#}");
+    assert!(project.containers("web").is_empty(), "nothing is applied inside a deny window");
+    let metrics = http_get(served.port, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    assert!(metrics.contains("railyard_sync_window_open{env=\"production\"} 0"), "{metrics}");
+    let page = http_get(served.port, "/env/production").map(|(_, body)| body).unwrap_or_default();
+    assert!(page.contains("automatic syncs wait"), "the page says so");
+
+    assert!(
+        eventually(Duration::from_secs(60), || serves(&project, "during the window")),
+        "applied once the window closed:\n{}",
+        served.log()
+    );
+    let after = served.env();
+    assert_eq!(after["syncWindow"]["autoSyncAllowed"], true, "{after:#}");
+    let _ = std::fs::remove_file(settings);
+}

@@ -64,6 +64,12 @@ pub struct EnvState {
     /// A pull request's preview: what merging its head would change in production.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub against_production: Option<super::previews::AgainstProduction>,
+    /// What the sync windows say, when any is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_window: Option<super::windows::WindowState>,
+    /// Why the pending plan waits for a sync window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for_window: Option<String>,
 }
 
 /// Why a reconcile of one environment failed; it is retried with backoff.
@@ -127,6 +133,8 @@ pub struct EnvHandle {
     scaling: std::sync::Mutex<Vec<AppScaling>>,
     /// Fires a reconcile at the next schedule boundary.
     schedule_timer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Fires a reconcile when the sync windows let a waiting plan through.
+    window_timer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     autoscale: std::sync::Mutex<AutoscaleState>,
     /// Each app's replicas and load over the last day, for its page.
     histories: std::sync::Mutex<BTreeMap<String, AppHistory>>,
@@ -225,6 +233,8 @@ impl EnvHandle {
             conflicts: Vec::new(),
             pending_destroy: false,
             against_production: None,
+            sync_window: None,
+            waiting_for_window: None,
         };
         Arc::new(EnvHandle {
             name: listed.name.clone(),
@@ -245,6 +255,7 @@ impl EnvHandle {
             task: std::sync::Mutex::new(None),
             scaling: std::sync::Mutex::new(Vec::new()),
             schedule_timer: std::sync::Mutex::new(None),
+            window_timer: std::sync::Mutex::new(None),
             autoscale: std::sync::Mutex::default(),
             histories: std::sync::Mutex::default(),
         })
@@ -441,6 +452,48 @@ impl EnvHandle {
         }
     }
 
+    /// Why the sync windows hold this sync back, if they do; shows what they say and, while automatic syncs wait,
+    /// arms a reconcile for when they may run.
+    fn closed_window(self: &Arc<Self>, daemon: &Daemon, trigger: Trigger) -> Option<String> {
+        let windows = &daemon.settings.sync_windows;
+        if windows.is_empty() {
+            return None;
+        }
+        let now = chrono::Utc::now();
+        let verdict = super::windows::evaluate(windows, &self.name, now);
+        daemon
+            .metrics
+            .sync_window_open
+            .get_or_create(&super::metrics::EnvLabels { env: self.name.clone() })
+            .set(i64::from(verdict.auto_sync_allowed));
+        self.update(|state| state.sync_window = Some(verdict.clone()));
+        let manual = trigger == Trigger::Api;
+        if (manual && verdict.manual_sync_allowed) || (!manual && verdict.auto_sync_allowed) {
+            return None;
+        }
+        let opens = verdict.next_sync_allowed.map_or_else(
+            || "no allow window opens again".to_owned(),
+            |at| format!("opens at {}", at.format("%Y-%m-%d %H:%M:%S UTC")),
+        );
+        if let Some(at) = verdict.next_sync_allowed {
+            let env = Arc::clone(self);
+            let wait = super::windows::until(at, now) + Duration::from_millis(50);
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                env.trigger.fire(Trigger::Poll);
+            });
+            let previous = self.window_timer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(timer);
+            if let Some(previous) = previous {
+                previous.abort();
+            }
+        }
+        Some(if manual {
+            format!("a sync window blocks manual syncs (its manualSync is false); automatic syncs {opens}")
+        } else {
+            format!("waiting for sync window, {opens}")
+        })
+    }
+
     /// Tells the notification targets what a reconcile did, when it did something worth telling.
     fn notify(&self, daemon: &Daemon, outcome: Outcome) {
         use crate::notify::{Event, EventKind};
@@ -571,6 +624,25 @@ impl EnvHandle {
             );
             return Outcome::Held;
         }
+        if let Some(waiting) = self.closed_window(daemon, taken.trigger) {
+            info!(summary = %plan.summary, %waiting, "changes pending; a sync window is closed");
+            let record =
+                self.sync_record(taken.trigger, started_ms, Some(&commit), plan, "pending", Some(waiting.clone()));
+            self.record_once(daemon, record).await;
+            self.conclude(
+                daemon,
+                &commit,
+                SyncStatus::OutOfSync,
+                None,
+                None,
+                &prepared.desired,
+                &prepared.observed,
+                plan,
+            );
+            self.update(|state| state.waiting_for_window = Some(waiting));
+            return Outcome::Pending;
+        }
+        self.update(|state| state.waiting_for_window = None);
         if policy.sync == SyncPolicy::Manual && taken.trigger != Trigger::Api {
             info!(summary = %plan.summary, "changes pending; the sync policy is manual");
             let record = self.sync_record(taken.trigger, started_ms, Some(&commit), plan, "pending", None);

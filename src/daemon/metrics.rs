@@ -51,6 +51,8 @@ pub struct Metrics {
     pub git_fetch_seconds: Histogram,
     /// Replica count changes the CPU autoscaler decided.
     pub autoscale_changes: Family<ScaleLabels, Counter>,
+    /// 1 while the sync windows let automatic syncs of the environment run, 0 while they wait.
+    pub sync_window_open: Family<EnvLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -86,7 +88,14 @@ impl Default for Metrics {
             "Replica count changes decided by the CPU autoscaler, by environment, app and direction",
             autoscale_changes.clone(),
         );
+        let sync_window_open = Family::<EnvLabels, Gauge>::default();
+        registry.register(
+            "sync_window_open",
+            "1 while the sync windows let automatic syncs of the environment run, 0 while they wait",
+            sync_window_open.clone(),
+        );
         Metrics {
+            sync_window_open,
             registry,
             reconciles,
             reconcile_seconds,
@@ -126,6 +135,7 @@ impl Metrics {
             self.apps.remove(&AppStateLabels { env: env.to_owned(), state: state.to_owned() });
         }
         self.last_sync.remove(&EnvLabels { env: env.to_owned() });
+        self.sync_window_open.remove(&EnvLabels { env: env.to_owned() });
     }
 
     /// Apps of `env` per health state.

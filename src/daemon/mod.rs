@@ -11,6 +11,7 @@ pub mod previews;
 mod status;
 pub mod supervise;
 pub mod trigger;
+pub mod windows;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,8 @@ pub struct DaemonSettings {
     pub forge: Option<Arc<dyn previews::PullRequestSource>>,
     /// Where notifications go (the settings file's `notifications`).
     pub notifications: Vec<crate::notify::Target>,
+    /// When automatic syncs may run (the settings file's `syncWindows`).
+    pub sync_windows: Vec<windows::SyncWindow>,
 }
 
 impl std::fmt::Debug for dyn previews::PullRequestSource {
@@ -652,6 +655,7 @@ mod tests {
             keep_deliveries: 1000,
             forge: None,
             notifications: Vec::new(),
+            sync_windows: Vec::new(),
         };
         Daemon::new(settings, store)
     }

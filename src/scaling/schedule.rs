@@ -87,7 +87,7 @@ fn scheduled(rule: &Autoscale, index: usize, since: DateTime<Utc>) -> Bounds {
     Bounds { min: entry.min, max: entry.max, source: BoundsSource::Schedule { index, since } }
 }
 
-fn zone(name: &str) -> Result<Tz, ScheduleError> {
+pub(crate) fn zone(name: &str) -> Result<Tz, ScheduleError> {
     Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_owned()))
 }
 
@@ -120,7 +120,7 @@ fn wall_clock(zone: Tz, now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The latest firing at or before `now`. Placing wall-clock times in the zone keeps their order, so the latest
 /// wall-clock firing not after `now`'s wall clock is the latest instant.
-fn last_fire(schedule: &cron::Schedule, zone: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn last_fire(schedule: &cron::Schedule, zone: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let wall = wall_clock(zone, now);
     schedule
         .after(&(wall + Duration::seconds(1)))
@@ -131,7 +131,7 @@ fn last_fire(schedule: &cron::Schedule, zone: Tz, now: DateTime<Utc>) -> Option<
 }
 
 /// The first firing after `now`; wall-clock times the clock passed a second time are skipped.
-fn next_fire(schedule: &cron::Schedule, zone: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn next_fire(schedule: &cron::Schedule, zone: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     schedule
         .after(&wall_clock(zone, now))
         .take(MAX_STEPS)

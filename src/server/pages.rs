@@ -221,6 +221,15 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
                     }
                 }
             }
+            @if let Some(window) = &env.sync_window {
+                div.card id="sync-window" {
+                    strong { "Sync windows: " }
+                    @if window.auto_sync_allowed { "automatic syncs may run" } @else { "automatic syncs wait" }
+                    @if !window.active.is_empty() { " · active: " (window.active.join(", ")) }
+                    @if let Some(at) = window.next_sync_allowed { " · next sync allowed at " (at.format("%Y-%m-%d %H:%M:%S UTC")) }
+                    @if let Some(waiting) = &env.waiting_for_window { div.muted { (waiting) } }
+                }
+            }
             @if env.pending_destroy {
                 div.card.problems id="pending-destroy" {
                     strong { "Destroy environment pending: " }
@@ -555,6 +564,8 @@ mod tests {
             conflicts: Vec::new(),
             pending_destroy: false,
             against_production: None,
+            sync_window: None,
+            waiting_for_window: None,
             project: Some("shop".to_owned()),
             source: "/srv/config".to_owned(),
             sync_policy: crate::model::kinds::SyncPolicy::Auto,

@@ -516,12 +516,25 @@ async fn create(
     }
 }
 
-/// True when the container called `name` carries `env`'s ownership labels.
+/// True when the container called `name` carries `env`'s ownership labels. The engine reserves a name before the
+/// container it creates can be inspected: while a killed apply's create is still finishing, the holder is looked
+/// for again for up to 2 s.
 async fn held_by_own_leftover(backend: &DockerBackend, env: &Environment, name: &str) -> bool {
-    let Ok(holder) = backend.docker.inspect_container(name, None::<InspectContainerOptions>).await else {
-        return false;
-    };
-    holder.config.and_then(|config| config.labels).is_some_and(|labels| labels::is_owned(&labels, env))
+    for _ in 0..20 {
+        match backend.docker.inspect_container(name, None::<InspectContainerOptions>).await {
+            Ok(holder) => {
+                return holder
+                    .config
+                    .and_then(|config| config.labels)
+                    .is_some_and(|labels| labels::is_owned(&labels, env));
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Names the port when the engine could not bind one.
