@@ -53,6 +53,7 @@ fn env(index: usize, plan: Option<railyard::plan::Plan>) -> EnvState {
         against_production: None,
         sync_window: None,
         waiting_for_window: None,
+        pinned: None,
         project: Some(format!("shop-pr-{index}")),
         source: "https://github.com/acme/config.git (main)".to_owned(),
         sync_policy: SyncPolicy::Auto,

@@ -102,6 +102,38 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Roll an environment back to a commit it once synced, through the running daemon: shows the plan, asks, applies,
+    /// and pins the environment there (auto-sync paused) until `railyard unpin`.
+    #[command(after_help = "Exit status: 0 rolled back, 1 refused, declined or failed.
+
+                            Examples:
+  railyard rollback --env production 4f2a9c1
+                              railyard rollback --env staging 4f2a9c1 --yes --server https://deploy.example.com")]
+    Rollback {
+        /// The environment.
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// The commit (a prefix of one the environment synced; the full sha with --force).
+        commit: String,
+        /// Apply without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Roll back to a commit the environment never synced successfully.
+        #[arg(long)]
+        force: bool,
+        /// The running daemon (its API token from RAILYARD_API_TOKEN).
+        #[arg(long, default_value = "http://127.0.0.1:8700", env = "RAILYARD_SERVER")]
+        server: String,
+    },
+    /// Make an environment pinned by a rollback follow its branch again.
+    #[command(after_help = "Examples:
+  railyard unpin --env production")]
+    Unpin {
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long, default_value = "http://127.0.0.1:8700", env = "RAILYARD_SERVER")]
+        server: String,
+    },
     /// Follow a git repository and keep production in sync: polling, webhooks, drift checks, history, API, metrics.
     #[command(
         after_help = "Examples:\n  railyard serve --repo https://github.com/acme/config.git --webhook-secret-file /run/secrets/hook\n  \
@@ -476,6 +508,10 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
         Command::Plan { target, output, detailed_exitcode } => on_one_thread(plan(target, output, detailed_exitcode)),
         Command::Apply { target, parallel } => on_one_thread(apply(target, parallel, json_logs)),
         Command::Destroy { target, yes } => on_one_thread(destroy(target, yes)),
+        Command::Rollback { env, commit, yes, force, server } => {
+            on_one_thread(rollback(&server, &env, &commit, yes, force))
+        }
+        Command::Unpin { env, server } => on_one_thread(unpin(&server, &env)),
         Command::Serve { args } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let code = runtime.block_on(serve(*args));
@@ -535,6 +571,75 @@ const DEFAULT_TRACKED_BRANCH: &str = "main";
 
 /// Runs `plan` or `apply`: their work is waiting on Docker and Caddy, which one thread does as well as many; starting
 /// and joining a pool of worker threads cost a no-op apply up to 2 ms on a busy machine.
+/// POSTs `body` to the daemon's API at `server`, with the API token from RAILYARD_API_TOKEN.
+async fn call_daemon(server: &str, path: &str, body: serde_json::Value) -> anyhow::Result<(u16, serde_json::Value)> {
+    let token = std::env::var("RAILYARD_API_TOKEN").unwrap_or_default();
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .json(&body)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach railyard at {server}; is `railyard serve` running there (--server)?"))?;
+    let status = response.status().as_u16();
+    let answer = response.json().await.unwrap_or_default();
+    Ok((status, answer))
+}
+
+async fn rollback(server: &str, env: &str, commit: &str, yes: bool, force: bool) -> anyhow::Result<ExitCode> {
+    let path = format!("/api/v1/environments/{env}/rollback");
+    let (status, planned) =
+        call_daemon(server, &path, serde_json::json!({ "commit": commit, "force": force, "dryRun": true })).await?;
+    if status >= 300 {
+        eprintln!("error: {}", planned["error"].as_str().unwrap_or("the daemon refused the rollback"));
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    let sha = planned["commit"].as_str().unwrap_or(commit).to_owned();
+    println!(
+        "Rolling {env} back to {}:
+{}",
+        model::short_sha(&sha),
+        planned["text"].as_str().unwrap_or("")
+    );
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!("error: not on a terminal; pass --yes to roll back without asking");
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+        print!("Roll back and pause auto-sync of {env}? [y/N] ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("Nothing was changed.");
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    }
+    let (status, done) = call_daemon(server, &path, serde_json::json!({ "commit": sha, "force": true })).await?;
+    if status >= 300 {
+        eprintln!("error: {}", done["error"].as_str().unwrap_or("the daemon refused the rollback"));
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    println!(
+        "{env} is pinned to {} by rollback, auto-sync paused; `railyard unpin --env {env}` resumes it.",
+        model::short_sha(&sha)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn unpin(server: &str, env: &str) -> anyhow::Result<ExitCode> {
+    let (status, answer) =
+        call_daemon(server, &format!("/api/v1/environments/{env}/unpin"), serde_json::json!({})).await?;
+    if status >= 300 {
+        eprintln!("error: {}", answer["error"].as_str().unwrap_or("the daemon refused"));
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    println!("{env} follows its branch again.");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn on_one_thread(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;

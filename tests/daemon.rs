@@ -1029,3 +1029,65 @@ fn a_commit_made_during_a_deny_window_is_applied_when_the_window_closes() {
     assert_eq!(after["syncWindow"]["autoSyncAllowed"], true, "{after:#}");
     let _ = std::fs::remove_file(settings);
 }
+
+/// Rollback (issue 16): `railyard rollback` through the daemon's API brings back a commit the environment once
+/// synced and pins it there; a new commit is planned, not applied; the pin survives a restart; `railyard unpin`
+/// follows the branch again; a commit never synced is refused without --force.
+#[test]
+fn a_rollback_pins_an_earlier_commit_until_unpinned_and_survives_a_restart() {
+    let image = busybox_image();
+    let project = TestProject::new("rollback");
+    project.write("apps/web.yaml", &web_app("web", &image, "one", ""));
+    project.git_init();
+    let repo = project.dir().to_string_lossy().into_owned();
+    let state = tempfile::tempdir().expect("tempdir");
+    let args = ["--poll-interval", "1h", "--drift-interval", "1h"];
+    let served = Served::start(&repo, Some(state.path()), &args, &secrets_env());
+    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+    let first = served.env()["commit"]["sha"].as_str().unwrap_or_default().to_owned();
+    project.write("apps/web.yaml", &web_app("web", &image, "two", ""));
+    let second = project.commit("web: two");
+    github_push(&served, br#"{"ref":"refs/heads/main"}"#);
+    served.wait_for("the second commit", WAIT, |env| env["commit"]["sha"] == second && env["syncStatus"] == "synced");
+
+    let server = format!("http://127.0.0.1:{}", served.port);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(railyard_binary())
+            .args(args)
+            .env("RAILYARD_API_TOKEN", TOKEN)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("railyard runs")
+    };
+    let never = cli(&["rollback", "--env", "production", "0123456", "--yes", "--server", &server]);
+    assert_eq!(never.status.code(), Some(1));
+    assert!(stderr(&never).contains("never synced a commit starting with `0123456`"), "{}", stderr(&never));
+    let asked = cli(&["rollback", "--env", "production", &first[..7], "--server", &server]);
+    assert_eq!(asked.status.code(), Some(1), "no terminal and no --yes: refused");
+    assert!(stderr(&asked).contains("pass --yes"), "{}", stderr(&asked));
+    assert!(stdout(&asked).contains("update App web"), "the plan is shown first: {}", stdout(&asked));
+
+    let rolled = cli(&["rollback", "--env", "production", &first[..7], "--yes", "--server", &server]);
+    assert_success(&rolled);
+    assert!(stdout(&rolled).contains("pinned to"), "{}", stdout(&rolled));
+    assert!(eventually(WAIT, || serves(&project, "one")), "the earlier commit runs again:\n{}", served.log());
+    let pinned = served.env();
+    assert_eq!(pinned["pinned"]["commit"], first.as_str(), "{pinned:#}");
+
+    project.write("apps/web.yaml", &web_app("web", &image, "three", ""));
+    let third = project.commit("web: three");
+    github_push(&served, br#"{"ref":"refs/heads/main"}"#);
+    let held = served.wait_for("the new head to be planned", WAIT, |env| env["pinned"]["head"]["sha"] == third);
+    assert!(held["pinned"]["headPlan"].as_str().is_some_and(|plan| plan.contains("1 to update")), "{held:#}");
+    assert!(serves(&project, "one"), "a new commit is not applied while pinned");
+    let page = http_get(served.port, "/env/production").map(|(_, body)| body).unwrap_or_default();
+    assert!(page.contains("by rollback, auto-sync paused"), "the page says so");
+
+    drop(served);
+    let restarted = Served::start(&repo, Some(state.path()), &args, &secrets_env());
+    restarted.wait_for("the pin after a restart", WAIT, |env| env["pinned"]["commit"] == first.as_str());
+    assert!(serves(&project, "one"), "still the pinned commit after a restart");
+    let server = format!("http://127.0.0.1:{}", restarted.port);
+    assert_success(&cli(&["unpin", "--env", "production", "--server", &server]));
+    assert!(eventually(WAIT, || serves(&project, "three")), "unpinned, it follows the branch:\n{}", restarted.log());
+}

@@ -70,6 +70,9 @@ pub struct EnvState {
     /// Why the pending plan waits for a sync window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_for_window: Option<String>,
+    /// Pinned to a commit by a rollback: auto-sync of the branch is paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<super::rollback::PinView>,
 }
 
 /// Why a reconcile of one environment failed; it is retried with backoff.
@@ -88,6 +91,8 @@ pub enum ReconcileError {
     Pipeline(Box<PipelineError>),
     #[error("cannot destroy environment `{env}`: {source}; railyard tries again")]
     Destroy { env: String, source: Box<BackendError> },
+    #[error("the commit this environment is pinned to cannot be read: {0}; unpin it or roll back to another")]
+    Pin(String),
 }
 
 impl From<BackendError> for ReconcileError {
@@ -235,6 +240,7 @@ impl EnvHandle {
             against_production: None,
             sync_window: None,
             waiting_for_window: None,
+            pinned: None,
         };
         Arc::new(EnvHandle {
             name: listed.name.clone(),
@@ -452,6 +458,49 @@ impl EnvHandle {
         }
     }
 
+    /// The summary of what the branch's head would change, while a rollback pins the environment elsewhere.
+    fn head_plan(&self, daemon: &Daemon, head: &crate::source::Fetched, observed: &Observed) -> String {
+        let config = match model::load(&head.files).map_err(|invalid| invalid.0) {
+            Ok(config) => config,
+            Err(problems) => {
+                return format!("invalid: {}", problems.first().map(ToString::to_string).unwrap_or_default());
+            }
+        };
+        let config = match self.under_policy(daemon, config) {
+            Ok(config) => config,
+            Err(error) => return error.to_string(),
+        };
+        let environment = self.environment(config.project_name());
+        let mut desired = config.desired(&environment, Some(&head.commit.sha));
+        daemon.settings.secrets.seal_without_values(&mut desired);
+        desired.assume_unresolved_secrets_unchanged(observed);
+        crate::plan::plan(&desired, observed).summary.to_string()
+    }
+
+    /// The plan from what runs to commit `sha` (for a rollback).
+    pub(super) async fn plan_commit(
+        self: &Arc<Self>,
+        daemon: &Daemon,
+        sha: &str,
+    ) -> Result<Plan, super::rollback::RollbackError> {
+        use super::rollback::RollbackError;
+        let fetched = daemon.read_sha(sha).await?;
+        let config = model::load(&fetched.files).map_err(|invalid| RollbackError::Invalid {
+            commit: short_sha(sha).to_owned(),
+            first_problem: invalid.0.first().map(ToString::to_string).unwrap_or_default(),
+        })?;
+        let config = self.under_policy(daemon, config).map_err(|error| RollbackError::Plan(error.to_string()))?;
+        let environment = self.environment(config.project_name());
+        let mut desired = config.desired(&environment, Some(sha));
+        self.put_scaling_in_force(daemon, &mut desired).await;
+        let backend = daemon.backend().await.map_err(|error| RollbackError::Plan(error.to_string()))?;
+        let secrets = daemon.secrets_for(&config, &environment);
+        let prepared = pipeline::prepare(backend.as_ref(), &secrets, desired)
+            .await
+            .map_err(|error| RollbackError::Plan(error.to_string()))?;
+        Ok(prepared.plan)
+    }
+
     /// Why the sync windows hold this sync back, if they do; shows what they say and, while automatic syncs wait,
     /// arms a reconcile for when they may run.
     fn closed_window(self: &Arc<Self>, daemon: &Daemon, trigger: Trigger) -> Option<String> {
@@ -560,6 +609,15 @@ impl EnvHandle {
             Ok(fetched) => fetched,
             Err(error) => return self.fail(error.into()),
         };
+        // Pinned by a rollback: the pinned commit runs; the branch's head is only planned, below.
+        let pin = daemon.store.pin_of(&self.name).ok().flatten();
+        let (fetched, head) = match &pin {
+            Some((sha, _)) if *sha != fetched.commit.sha => match daemon.read_sha(sha).await {
+                Ok(pinned) => (pinned, Some(fetched)),
+                Err(error) => return self.fail(ReconcileError::Pin(error.to_string())),
+            },
+            _ => (fetched, None),
+        };
         let commit = fetched.commit;
         tracing::Span::current().record("commit", short_sha(&commit.sha));
         let config = match model::load(&fetched.files) {
@@ -599,6 +657,11 @@ impl EnvHandle {
             Ok(prepared) => prepared,
             Err(error) => return self.fail(error.into()),
         };
+        let pinned = pin.map(|(sha, since_ms)| {
+            let head_plan = head.as_ref().map(|head| self.head_plan(daemon, head, &prepared.observed));
+            super::rollback::PinView { commit: sha, since_ms, head: head.map(|head| head.commit), head_plan }
+        });
+        self.update(|state| state.pinned = pinned);
         let plan = &prepared.plan;
         if !plan.has_changes() {
             self.conclude(daemon, &commit, SyncStatus::Synced, None, None, &prepared.desired, &prepared.observed, plan);

@@ -8,6 +8,7 @@ pub mod env;
 pub mod fetch;
 pub mod metrics;
 pub mod previews;
+pub mod rollback;
 mod status;
 pub mod supervise;
 pub mod trigger;

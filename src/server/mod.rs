@@ -118,6 +118,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .merge(reads)
         .route("/env/{env}/sync", post(sync_form))
         .route("/api/v1/sync", post(sync_now))
+        .route("/api/v1/environments/{env}/rollback", post(rollback_api))
+        .route("/api/v1/environments/{env}/unpin", post(unpin_api))
+        .route("/env/{env}/rollback", post(rollback_form))
+        .route("/env/{env}/unpin", post(unpin_form))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_known_host));
     Router::new()
         .merge(named)
@@ -230,7 +234,7 @@ async fn history_page(
 ) -> Response {
     let env = name.clone();
     match query(&state, move |store| store.syncs(Some(&env), history.page)).await {
-        Ok(page) => pages::history(&name, &page, now_ms()).into_response(),
+        Ok(page) => pages::history(&name, &page, state.api_token.is_some(), now_ms()).into_response(),
         Err(error) => ApiError::History(error).into_response(),
     }
 }
@@ -275,11 +279,8 @@ async fn sync_form(
     Path(name): Path<String>,
     axum::Form(form): axum::Form<SyncForm>,
 ) -> Response {
-    let Some(token) = &state.api_token else {
-        return ApiError::PageSyncOff.into_response();
-    };
-    if !bool::from(form.token.trim().as_bytes().ct_eq(token.as_bytes())) {
-        return (StatusCode::UNAUTHORIZED, pages::not_found("Wrong API token.")).into_response();
+    if let Some(refused) = form_refused(&state, &form.token) {
+        return refused;
     }
     let Some(env) = state.daemon.env(&name) else {
         return (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`.")))
@@ -484,6 +485,122 @@ async fn sync_now(
     env.trigger.fire(Trigger::Api);
     info!(env = %name, "sync requested through the API");
     (StatusCode::ACCEPTED, Json(json!({ "env": name, "status": "sync queued" }))).into_response()
+}
+
+/// `POST /api/v1/environments/{env}/rollback`: what the rollback does (`dryRun`) or doing it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RollbackRequest {
+    commit: String,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn rollback_refused(error: &crate::daemon::rollback::RollbackError) -> Response {
+    use crate::daemon::rollback::RollbackError;
+    let status = match error {
+        RollbackError::NoEnvironment(_) => StatusCode::NOT_FOUND,
+        RollbackError::NeverSynced { .. } | RollbackError::Invalid { .. } | RollbackError::Read { .. } => {
+            StatusCode::CONFLICT
+        }
+        RollbackError::Plan(_) | RollbackError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(json!({ "error": error.to_string() }))).into_response()
+}
+
+async fn rollback_api(
+    State(state): State<Arc<ServerState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(request): Json<RollbackRequest>,
+) -> Response {
+    if state.api_token.is_none() {
+        return ApiError::ReadOnly.into_response();
+    }
+    if !authorized(&state, &headers) {
+        return ApiError::Unauthorized.into_response();
+    }
+    let done = if request.dry_run {
+        state.daemon.plan_rollback(&name, &request.commit, request.force).await
+    } else {
+        state.daemon.rollback(&name, &request.commit, request.force).await
+    };
+    match done {
+        Ok((commit, plan)) => {
+            if !request.dry_run {
+                info!(env = %name, commit = %commit, "rolled back through the API; auto-sync paused");
+            }
+            let status = if request.dry_run { "planned" } else { "rolling back; auto-sync paused" };
+            let text = crate::plan::render::text(&plan, false);
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "env": name, "commit": commit, "status": status, "plan": plan, "text": text })),
+            )
+                .into_response()
+        }
+        Err(error) => rollback_refused(&error),
+    }
+}
+
+async fn unpin_api(State(state): State<Arc<ServerState>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if state.api_token.is_none() {
+        return ApiError::ReadOnly.into_response();
+    }
+    if !authorized(&state, &headers) {
+        return ApiError::Unauthorized.into_response();
+    }
+    match state.daemon.unpin(&name) {
+        Ok(()) => {
+            (StatusCode::ACCEPTED, Json(json!({ "env": name, "status": "following its branch again" }))).into_response()
+        }
+        Err(error) => rollback_refused(&error),
+    }
+}
+
+#[derive(Deserialize)]
+struct RollbackForm {
+    token: String,
+    commit: String,
+}
+
+/// The history page's "Roll back" button: the token comes in the form, as for "Sync now".
+async fn rollback_form(
+    State(state): State<Arc<ServerState>>,
+    Path(name): Path<String>,
+    axum::Form(form): axum::Form<RollbackForm>,
+) -> Response {
+    if let Some(refused) = form_refused(&state, &form.token) {
+        return refused;
+    }
+    match state.daemon.rollback(&name, &form.commit, false).await {
+        Ok(_) => axum::response::Redirect::to(&format!("/env/{name}")).into_response(),
+        Err(error) => (StatusCode::CONFLICT, pages::not_found(&error.to_string())).into_response(),
+    }
+}
+
+async fn unpin_form(
+    State(state): State<Arc<ServerState>>,
+    Path(name): Path<String>,
+    axum::Form(form): axum::Form<SyncForm>,
+) -> Response {
+    if let Some(refused) = form_refused(&state, &form.token) {
+        return refused;
+    }
+    match state.daemon.unpin(&name) {
+        Ok(()) => axum::response::Redirect::to(&format!("/env/{name}")).into_response(),
+        Err(error) => (StatusCode::NOT_FOUND, pages::not_found(&error.to_string())).into_response(),
+    }
+}
+
+/// Why a page's form may not write: no API token is set, or the form's is wrong.
+fn form_refused(state: &ServerState, given: &str) -> Option<Response> {
+    let Some(token) = &state.api_token else { return Some(ApiError::PageSyncOff.into_response()) };
+    if !bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())) {
+        return Some((StatusCode::UNAUTHORIZED, pages::not_found("Wrong API token.")).into_response());
+    }
+    None
 }
 
 async fn webhook(

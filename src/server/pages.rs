@@ -221,6 +221,20 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
                     }
                 }
             }
+            @if let Some(pin) = &env.pinned {
+                div.card.problems id="pinned" {
+                    strong { "Pinned to " code { (short_sha(&pin.commit)) } " by rollback, auto-sync paused." }
+                    @if let Some(head) = &pin.head {
+                        div.muted { "The branch is at " code { (short_sha(&head.sha)) } " " (head.summary) ", not applied" @if let Some(plan) = &pin.head_plan { ": " (plan) } "." }
+                    }
+                    @if can_sync {
+                        form.sync method="post" action={ "/env/" (env.name) "/unpin" } {
+                            input type="password" name="token" placeholder="API token" autocomplete="current-password" required;
+                            button type="submit" id="unpin" { "Unpin: follow the branch again" }
+                        }
+                    }
+                }
+            }
             @if let Some(window) = &env.sync_window {
                 div.card id="sync-window" {
                     strong { "Sync windows: " }
@@ -492,7 +506,7 @@ fn outcome_badge(outcome: &str) -> Markup {
 }
 
 /// `/env/{env}/syncs`: paged history.
-pub fn history(env: &str, page: &Page<SyncRecord>, now_ms: i64) -> Markup {
+pub fn history(env: &str, page: &Page<SyncRecord>, can_roll_back: bool, now_ms: i64) -> Markup {
     layout(
         &format!("{env} history"),
         html! {
@@ -505,7 +519,16 @@ pub fn history(env: &str, page: &Page<SyncRecord>, now_ms: i64) -> Markup {
                             td { a href={ "/syncs/" (sync.id) } { (when(sync.started_ms, now_ms)) } }
                             td { (outcome_badge(&sync.outcome)) }
                             td { (sync.trigger) }
-                            td { code { (sync.commit_sha.as_deref().map(short_sha).unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or("")) }
+                            td {
+                                code { (sync.commit_sha.as_deref().map(short_sha).unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or(""))
+                                @if let (Some(sha), true) = (&sync.commit_sha, can_roll_back && sync.outcome == "synced") {
+                                    form.rollback method="post" action={ "/env/" (env) "/rollback" } onsubmit="return confirm('Roll back to this commit and pause auto-sync?')" {
+                                        input type="hidden" name="commit" value=(sha);
+                                        input type="password" name="token" placeholder="API token" autocomplete="current-password" required;
+                                        button type="submit" { "Roll back" }
+                                    }
+                                }
+                            }
                             td.wide { (format!("{:.1}", (sync.finished_ms - sync.started_ms) as f64 / 1000.0)) " s" }
                             td.wide.muted {
                                 (sync.summary)
@@ -566,6 +589,7 @@ mod tests {
             against_production: None,
             sync_window: None,
             waiting_for_window: None,
+            pinned: None,
             project: Some("shop".to_owned()),
             source: "/srv/config".to_owned(),
             sync_policy: crate::model::kinds::SyncPolicy::Auto,

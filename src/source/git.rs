@@ -166,6 +166,18 @@ impl GitSource {
         self.read_commit(&repo, &commit)
     }
 
+    /// Every config file of commit `sha` (its full 40 hexadecimal characters), from the mirror.
+    pub fn read_sha(&self, sha: &str) -> Result<Fetched, GitError> {
+        let repo = self.open_mirror()?;
+        let read_error = |reason: String| GitError::Read { url: redact_url(&self.url), commit: sha.to_owned(), reason };
+        let id = gix::ObjectId::from_hex(sha.as_bytes())
+            .map_err(|_| read_error("write the commit's full sha (40 hexadecimal characters)".to_owned()))?;
+        let commit = repo
+            .find_commit(id)
+            .map_err(|error| read_error(format!("{error}; is it a commit of this repository's branches?")))?;
+        self.read_commit(&repo, &commit)
+    }
+
     /// Fetches with the refspecs; refspecs that matched no remote ref are told apart, with the branches there are.
     fn receive(&self, repo: &gix::Repository, refspecs: &[String]) -> Result<Received, GitError> {
         let remote = repo

@@ -43,6 +43,14 @@ impl Source {
         }
     }
 
+    /// The config files of commit `sha`, from the mirror; a directory has no history.
+    pub fn read_sha(&self, sha: &str) -> Result<Fetched, FetchError> {
+        match self {
+            Source::Git(git) => Ok(git.read_sha(sha)?),
+            Source::Dir(dir) => Err(FetchError::NoHistory(dir.display().to_string())),
+        }
+    }
+
     /// For logs and pages: the URL without credentials, or the directory.
     pub fn describe(&self) -> String {
         match self {
@@ -106,6 +114,8 @@ pub enum FetchError {
     Git(#[from] GitError),
     #[error(transparent)]
     Dir(#[from] SourceError),
+    #[error("{0} is a plain directory: it has no commits to roll back to; follow a git repository for that")]
+    NoHistory(String),
 }
 
 /// A repository could not be read at all (as opposed to a file in it being invalid, which is a diagnostic).

@@ -63,6 +63,11 @@ const MIGRATIONS: &[&str] = &[
         number INTEGER PRIMARY KEY,
         body TEXT NOT NULL
     );",
+    "CREATE TABLE pins (
+        env TEXT PRIMARY KEY,
+        commit_sha TEXT NOT NULL,
+        pinned_ms INTEGER NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +212,48 @@ impl Store {
             let mut statement = db.prepare_cached("SELECT body FROM pull_requests ORDER BY number")?;
             let bodies: Vec<String> = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
             Ok(bodies.iter().filter_map(|body| serde_json::from_str(body).ok()).collect())
+        })
+    }
+
+    /// Pins `env` to commit `sha` (a rollback): it runs that commit and does not follow its branch until unpinned.
+    pub fn pin(&self, env: &str, sha: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO pins (env, commit_sha, pinned_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (env) DO UPDATE SET commit_sha = excluded.commit_sha, pinned_ms = excluded.pinned_ms",
+                params![env, sha, now_ms],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn unpin(&self, env: &str) -> Result<(), StoreError> {
+        self.with(|db| db.execute("DELETE FROM pins WHERE env = ?1", params![env]).map(|_| ()))
+    }
+
+    /// The commit `env` is pinned to, and since when.
+    pub fn pin_of(&self, env: &str) -> Result<Option<(String, i64)>, StoreError> {
+        self.with(|db| {
+            db.query_row("SELECT commit_sha, pinned_ms FROM pins WHERE env = ?1", params![env], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()
+        })
+    }
+
+    /// The full sha of a commit starting with `prefix` that `env` once synced successfully.
+    pub fn synced_commit(&self, env: &str, prefix: &str) -> Result<Option<String>, StoreError> {
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        self.with(|db| {
+            db.query_row(
+                "SELECT commit_sha FROM syncs WHERE env = ?1 AND outcome = 'synced' AND commit_sha LIKE ?2 || '%'
+                 ORDER BY id DESC LIMIT 1",
+                params![env, prefix],
+                |row| row.get(0),
+            )
+            .optional()
         })
     }
 
