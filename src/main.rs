@@ -52,6 +52,25 @@ struct Cli {
     log_format: LogFormat,
 }
 
+/// What `railyard secret` does.
+#[derive(Subcommand)]
+enum SecretAction {
+    /// Encrypt a plain `NAME: value` YAML file for age recipients; prints the SOPS document.
+    Encrypt {
+        file: PathBuf,
+        /// An age recipient (age1…); repeat for several. Default: the `.sops.yaml` creation rule, else your key's.
+        #[arg(long = "age")]
+        recipients: Vec<String>,
+        /// Write over FILE instead of printing.
+        #[arg(long)]
+        in_place: bool,
+    },
+    /// Print the decrypted values of a SOPS document.
+    Decrypt { file: PathBuf },
+    /// Decrypt into a private temporary file, open $EDITOR on it, and encrypt it again for the same recipients.
+    Edit { file: PathBuf },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check every document of a config repository; prints each problem as file:line:column: message.
@@ -124,6 +143,17 @@ enum Command {
         /// The running daemon (its API token from RAILYARD_API_TOKEN).
         #[arg(long, default_value = "http://127.0.0.1:8700", env = "RAILYARD_SERVER")]
         server: String,
+    },
+    /// Encrypt, decrypt or edit a SOPS secrets file with age keys, as sops does (no sops needed; sops reads the result).
+    #[command(after_help = "Keys: SOPS_AGE_KEY_FILE, SOPS_AGE_KEY or ~/.config/sops/age/keys.txt, as sops.
+
+                            Examples:
+  railyard secret encrypt secrets/plain.yaml --age age1… > secrets/shop.sops.yaml
+                              railyard secret decrypt secrets/shop.sops.yaml
+  railyard secret edit secrets/shop.sops.yaml")]
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
     },
     /// Make an environment pinned by a rollback follow its branch again.
     #[command(after_help = "Examples:
@@ -384,6 +414,9 @@ struct ServeArgs {
     /// Sync windows (settings file only: a commit cannot lift them).
     #[arg(skip)]
     sync_windows: Vec<railyard::daemon::windows::SyncWindowSetting>,
+    /// The settings file's age key file for SOPS secrets.
+    #[arg(skip)]
+    sops_age_key_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -395,6 +428,7 @@ impl ServeArgs {
         self.file_secrets = file.secrets().unwrap_or_default();
         self.notifications = file.notifications.clone().unwrap_or_default();
         self.sync_windows = file.sync_windows.clone().unwrap_or_default();
+        self.sops_age_key_file = file.sops_age_key_file.clone();
         let explicit =
             |id: &str| matches!(given.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
         // The clap id of an argument is its field's name, so the field names which flag would have won.
@@ -512,6 +546,7 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
             on_one_thread(rollback(&server, &env, &commit, yes, force))
         }
         Command::Unpin { env, server } => on_one_thread(unpin(&server, &env)),
+        Command::Secret { action } => secret(action),
         Command::Serve { args } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let code = runtime.block_on(serve(*args));
@@ -571,6 +606,56 @@ const DEFAULT_TRACKED_BRANCH: &str = "main";
 
 /// Runs `plan` or `apply`: their work is waiting on Docker and Caddy, which one thread does as well as many; starting
 /// and joining a pool of worker threads cost a no-op apply up to 2 ms on a busy machine.
+fn secret(action: SecretAction) -> anyhow::Result<ExitCode> {
+    use railyard::secrets::sops;
+    let read = |file: &Path| std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()));
+    match action {
+        SecretAction::Encrypt { file, recipients, in_place } => {
+            let values = sops::parse_plain(&file.display().to_string(), &read(&file)?)?;
+            let mut recipients: Vec<_> =
+                recipients.iter().map(|r| sops::parse_recipient(r)).collect::<Result<_, _>>()?;
+            if recipients.is_empty() {
+                recipients = sops::creation_rule_recipients(&file)?;
+            }
+            if recipients.is_empty() {
+                recipients = sops::identities(None)?.iter().map(|identity| identity.to_public()).collect();
+            }
+            let document = sops::encrypt(&values, &recipients, chrono::Utc::now())?;
+            if in_place {
+                std::fs::write(&file, document).with_context(|| format!("cannot write {}", file.display()))?;
+            } else {
+                print!("{document}");
+            }
+        }
+        SecretAction::Decrypt { file } => {
+            let values = sops::decrypt(&file.display().to_string(), &read(&file)?, &sops::identities(None)?)?;
+            print!("{}", sops::render_plain(&values));
+        }
+        SecretAction::Edit { file } => {
+            let text = read(&file)?;
+            let name = file.display().to_string();
+            let values = sops::decrypt(&name, &text, &sops::identities(None)?)?;
+            let recipients = sops::recipients_of(&name, &text)?;
+            let scratch =
+                tempfile::Builder::new().suffix(".yaml").tempfile().context("cannot make a temporary file")?;
+            std::fs::set_permissions(scratch.path(), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            std::fs::write(scratch.path(), sops::render_plain(&values))?;
+            let editor = std::env::var("EDITOR").unwrap_or_else(|_| "vi".to_owned());
+            let status = std::process::Command::new("sh")
+                .args(["-c", &format!("{editor} \"$1\""), "edit"])
+                .arg(scratch.path())
+                .status()
+                .with_context(|| format!("cannot run the editor `{editor}`"))?;
+            if !status.success() {
+                anyhow::bail!("the editor exited with {status}; {} is unchanged", file.display());
+            }
+            let edited = sops::parse_plain(&name, &std::fs::read_to_string(scratch.path())?)?;
+            std::fs::write(&file, sops::encrypt(&edited, &recipients, chrono::Utc::now())?)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// POSTs `body` to the daemon's API at `server`, with the API token from RAILYARD_API_TOKEN.
 async fn call_daemon(server: &str, path: &str, body: serde_json::Value) -> anyhow::Result<(u16, serde_json::Value)> {
     let token = std::env::var("RAILYARD_API_TOKEN").unwrap_or_default();
@@ -672,11 +757,11 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
     let connecting = (kind == BackendKind::Docker).then(|| {
         tokio::spawn(backend::connect(kind, BackendSettings { docker: docker.clone(), ..BackendSettings::default() }))
     });
-    let (config, env, commit) = match load_target(target).await? {
+    let (config, env, commit, files) = match load_target(target).await? {
         Ok(loaded) => loaded,
         Err(invalid) => return Ok(Err(report_invalid(&invalid))),
     };
-    let secrets = target.docker.secrets(&target.state_dir)?;
+    let secrets = target.docker.secrets(&target.state_dir)?.with_repo_files(&files, &env)?;
     let connected = match connecting {
         Some(connecting) => connecting.await.context("connecting to the backend failed")?,
         None => {
@@ -699,17 +784,19 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
 
 /// A config, the environment it is for and its commit: the environment's branch of `--repo` under the tracked
 /// branch's policy, or the directory as it is.
-type Loaded = (Config, Environment, Option<String>);
+/// The config, the environment it is for, its commit, and the repository's files (for its SOPS secrets).
+type Loaded = (Config, Environment, Option<String>, Vec<model::RepoFile>);
 
 async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
     let (dir, repo, branch, env, state_dir) =
         (target.dir.clone(), target.repo.clone(), target.branch.clone(), target.env.clone(), target.state_dir.clone());
     tokio::task::spawn_blocking(move || -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
         let Some(repo) = repo else {
-            return Ok(match load(&dir)? {
+            let files = source::local::read_dir(&dir)?;
+            return Ok(match model::load(&files) {
                 Ok(config) => {
                     let environment = environment_named(&config, &config, &branch, &env)?;
-                    Ok((config, environment, None))
+                    Ok((config, environment, None, files))
                 }
                 Err(invalid) => Err(invalid),
             });
@@ -728,7 +815,7 @@ async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::In
             Ok(config) => {
                 let config = config.under_policy_of(&tracked);
                 let environment = environment_named(&config, &tracked, &branch, &env)?;
-                Ok((config, environment, Some(fetched.commit.sha)))
+                Ok((config, environment, Some(fetched.commit.sha), fetched.files))
             }
             Err(invalid) => Err(invalid),
         })
@@ -1005,7 +1092,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             },
             ..BackendSettings::default()
         },
-        secrets: args.docker.secrets(&args.state_dir)?,
+        secrets: {
+            let mut store = args.docker.secrets(&args.state_dir)?;
+            store.age_key_file = args.sops_age_key_file.clone();
+            store
+        },
         retry_base: Duration::from_secs(1),
         retry_cap: Duration::from_secs(300),
         fetch_timeout: args.fetch_timeout,

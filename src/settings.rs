@@ -108,6 +108,9 @@ pub struct Settings {
     pub notifications: Option<Vec<crate::notify::Target>>,
     /// When automatic syncs may run, as Argo CD's sync windows; deny wins over allow.
     pub sync_windows: Option<Vec<crate::daemon::windows::SyncWindowSetting>>,
+    /// An age key file for SOPS-encrypted secrets in the repository, after SOPS_AGE_KEY_FILE, SOPS_AGE_KEY and
+    /// ~/.config/sops/age/keys.txt.
+    pub sops_age_key_file: Option<PathBuf>,
 }
 
 /// The forges whose APIs railyard reads for previews.

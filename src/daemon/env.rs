@@ -93,6 +93,8 @@ pub enum ReconcileError {
     Destroy { env: String, source: Box<BackendError> },
     #[error("the commit this environment is pinned to cannot be read: {0}; unpin it or roll back to another")]
     Pin(String),
+    #[error("{0}; the last good state keeps running")]
+    Secrets(String),
 }
 
 impl From<BackendError> for ReconcileError {
@@ -494,7 +496,10 @@ impl EnvHandle {
         let mut desired = config.desired(&environment, Some(sha));
         self.put_scaling_in_force(daemon, &mut desired).await;
         let backend = daemon.backend().await.map_err(|error| RollbackError::Plan(error.to_string()))?;
-        let secrets = daemon.secrets_for(&config, &environment);
+        let secrets = daemon
+            .secrets_for(&config, &environment)
+            .with_repo_files(&fetched.files, &environment)
+            .map_err(|error| RollbackError::Plan(error.to_string()))?;
         let prepared = pipeline::prepare(backend.as_ref(), &secrets, desired)
             .await
             .map_err(|error| RollbackError::Plan(error.to_string()))?;
@@ -652,7 +657,10 @@ impl EnvHandle {
             Ok(backend) => backend,
             Err(error) => return self.fail(error.into()),
         };
-        let secrets = daemon.secrets_for(&config, &environment);
+        let secrets = match daemon.secrets_for(&config, &environment).with_repo_files(&fetched.files, &environment) {
+            Ok(secrets) => secrets,
+            Err(error) => return self.fail(ReconcileError::Secrets(error.to_string())),
+        };
         let prepared = match pipeline::prepare(backend.as_ref(), &secrets, desired).await {
             Ok(prepared) => prepared,
             Err(error) => return self.fail(error.into()),

@@ -89,11 +89,18 @@ fn read_files(files: &[RepoFile], diagnostics: &mut Vec<Diagnostic>) -> Document
     for file in files {
         let name: Arc<str> = Arc::from(file.path.as_str());
         match file_text(file) {
+            // SOPS-encrypted secrets files live in the repository beside the config; the secret source reads them.
+            Ok(text) if is_sops_file(&file.path, text) => {}
             Ok(text) => read_file(&name, text, &mut documents, diagnostics),
             Err(diagnostic) => diagnostics.push(diagnostic),
         }
     }
     documents
+}
+
+/// A SOPS document: named `*.sops.yaml`, or carrying sops's top-level `sops:` block.
+fn is_sops_file(path: &str, text: &str) -> bool {
+    path.ends_with(".sops.yaml") || path.ends_with(".sops.yml") || text.lines().any(|line| line.trim_end() == "sops:")
 }
 
 impl Documents {

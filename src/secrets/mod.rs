@@ -4,6 +4,12 @@
 //!
 //! Only regular files directly inside the secrets directory are read: names are validated (no `/`, no `..`) and a
 //! symlink or any other kind of file is refused rather than followed.
+//!
+//! Secrets may also live in the config repository, encrypted with SOPS and age ([`sops`]): `secrets/*.sops.yaml`
+//! serves every environment, `secrets/<env>/*.sops.yaml` one environment and `secrets/previews/*.sops.yaml` the
+//! previews, each overriding the shared files; all of them win over the directory and the variables.
+
+pub mod sops;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -24,12 +30,22 @@ pub struct SecretStore {
     key: DigestKey,
     /// A preview's scope: only `<dir>/previews/`, never production's files or `RAILYARD_SECRET_*`.
     previews: bool,
+    /// Values decrypted from the repository's SOPS files for one environment; they win over everything else.
+    repo: ResolvedSecrets,
+    /// The settings file's `sopsAgeKeyFile`, after sops's own places.
+    pub age_key_file: Option<PathBuf>,
 }
 
 /// An in-memory store without a directory and with a fresh random key: digests are stable only within the process.
 impl Default for SecretStore {
     fn default() -> Self {
-        SecretStore { dir: None, key: DigestKey::from_bytes(rand::random()), previews: false }
+        SecretStore {
+            dir: None,
+            key: DigestKey::from_bytes(rand::random()),
+            previews: false,
+            repo: ResolvedSecrets::default(),
+            age_key_file: None,
+        }
     }
 }
 
@@ -69,13 +85,60 @@ impl SecretStore {
         {
             return Err(SecretError::NoSecretsDir(dir.clone()));
         }
-        Ok(SecretStore { dir, key: load_or_create_key(state_dir)?, previews: false })
+        Ok(SecretStore {
+            dir,
+            key: load_or_create_key(state_dir)?,
+            previews: false,
+            repo: ResolvedSecrets::default(),
+            age_key_file: None,
+        })
     }
 
     /// The store a preview reads: only files in `<dir>/previews/`, so that a pull request can never have
     /// production's secrets handed to the code it brings. Digests use the same key.
     pub fn for_previews(&self) -> SecretStore {
-        SecretStore { dir: self.dir.as_ref().map(|dir| dir.join("previews")), key: self.key.clone(), previews: true }
+        SecretStore {
+            dir: self.dir.as_ref().map(|dir| dir.join("previews")),
+            previews: true,
+            repo: ResolvedSecrets::default(),
+            ..self.clone()
+        }
+    }
+
+    /// This store with the SOPS files of `files` that serve `env` decrypted on top (a preview's store takes only
+    /// `secrets/previews/`, unless shared). Without such files, the store as it is; no key or a wrong one is an
+    /// error naming the file.
+    pub fn with_repo_files(
+        &self,
+        files: &[crate::model::RepoFile],
+        env: &crate::model::Environment,
+    ) -> Result<SecretStore, sops::SopsError> {
+        let scope = if env.preview.is_some() { "previews" } else { env.name.as_str() };
+        let layer = |file: &&crate::model::RepoFile| {
+            let rest = file.path.strip_prefix("secrets/")?;
+            let secrets_file = rest.ends_with(".sops.yaml") || rest.ends_with(".sops.yml");
+            match rest.split_once('/') {
+                None if secrets_file && !self.previews => Some(0),
+                Some((dir, name)) if secrets_file && dir == scope && !name.contains('/') => Some(1),
+                _ => None,
+            }
+        };
+        let mut serving: Vec<(u8, &crate::model::RepoFile)> =
+            files.iter().filter_map(|file| layer(&file).map(|rank| (rank, file))).collect();
+        if serving.is_empty() {
+            return Ok(self.clone());
+        }
+        serving.sort_by_key(|(rank, file)| (*rank, file.path.clone()));
+        let identities = sops::identities(self.age_key_file.as_deref())?;
+        let mut values = BTreeMap::new();
+        for (_, file) in serving {
+            let crate::model::FileContent::Bytes(bytes) = &file.content else { continue };
+            let text = String::from_utf8_lossy(bytes);
+            for plain in sops::decrypt(&file.path, &text, &identities)? {
+                values.insert(plain.name, plain.value);
+            }
+        }
+        Ok(SecretStore { repo: ResolvedSecrets::from_values(values), ..self.clone() })
     }
 
     /// The value of secret `name`: `RAILYARD_SECRET_<NAME>` wins over the file `<dir>/<name>` (a preview's store
@@ -83,6 +146,9 @@ impl SecretStore {
     pub fn get(&self, name: &str) -> Result<String, SecretError> {
         if !is_secret_name(name) {
             return Err(SecretError::InvalidName(name.to_owned()));
+        }
+        if let Ok(value) = self.repo.get(name) {
+            return Ok(value);
         }
         let variable = crate::export::secret_variable(name);
         if !self.previews

@@ -1,0 +1,340 @@
+//! SOPS documents encrypted for age recipients, read and written exactly as sops 3.x does, so that files made by
+//! sops (or Flux's and doco-cd's users) work here unchanged and files made here open in sops: a data key encrypted
+//! to each age recipient (ASCII-armored), each value AES-256-GCM with a 32-byte IV and the value's key path
+//! (`name:`) as additional data, written `ENC[AES256_GCM,data:…,iv:…,tag:…,type:str]`, and a MAC: the SHA-512 of
+//! the plaintext values in document order, upper-case hex, encrypted with the `lastmodified` time as additional
+//! data. A file whose MAC does not match is refused. Only flat documents (`NAME: value`) are secret files here.
+//! Decrypted values live in memory only.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use aes_gcm::aead::generic_array::GenericArray;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aes::Aes256;
+use aes_gcm::{AesGcm, aead::consts::U32};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use sha2::{Digest, Sha512};
+
+/// sops's AES-256-GCM: a 32-byte nonce.
+type SopsCipher = AesGcm<Aes256, U32>;
+
+/// The version written into files made here (what sops reads them as).
+const WRITTEN_VERSION: &str = "3.9.0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SopsError {
+    #[error("{file}: not a SOPS document: {reason}")]
+    Format { file: String, reason: String },
+    #[error(
+        "{file}: no age identity opens it; give the key with SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, \
+         ~/.config/sops/age/keys.txt or the settings file's sopsAgeKeyFile"
+    )]
+    NoKey { file: String },
+    #[error("{file}: the value of `{name}` does not decrypt ({reason}); the file is damaged or was edited by hand")]
+    Value { file: String, name: String, reason: String },
+    #[error("{file}: the MAC does not match its values; the file was changed outside sops: refused")]
+    Mac { file: String },
+    #[error("age key {source_name}: {reason}")]
+    Identity { source_name: String, reason: String },
+    #[error("cannot encrypt: {0}")]
+    Encrypt(String),
+}
+
+/// A decrypted value: its name and text. Debug shows the name only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Plain {
+    pub name: String,
+    pub value: String,
+}
+
+impl fmt::Debug for Plain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plain").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The top level of a document, in order.
+struct Ordered(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Ordered;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a mapping of names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+                    entries.push(entry);
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    age: Vec<AgeStanza>,
+    lastmodified: String,
+    mac: String,
+    #[serde(default)]
+    unencrypted_suffix: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AgeStanza {
+    enc: String,
+}
+
+/// Whether `text` is a SOPS document (it has a top-level `sops:` block).
+pub fn is_sops_document(text: &str) -> bool {
+    text.lines().any(|line| line.trim_end() == "sops:")
+}
+
+/// The values of SOPS document `text` (named `file` in errors), decrypted with one of `identities`.
+pub fn decrypt(file: &str, text: &str, identities: &[age::x25519::Identity]) -> Result<Vec<Plain>, SopsError> {
+    let format = |reason: String| SopsError::Format { file: file.to_owned(), reason };
+    let Ordered(entries) = serde_saphyr::from_str(text).map_err(|error| format(error.to_string()))?;
+    let metadata = entries
+        .iter()
+        .find(|(name, _)| name == "sops")
+        .map(|(_, metadata)| serde_json::from_value::<Metadata>(metadata.clone()))
+        .ok_or_else(|| format("it has no `sops` block".to_owned()))?
+        .map_err(|error| format(format!("its `sops` block: {error}")))?;
+    let key = data_key(file, &metadata, identities)?;
+    let suffix = metadata.unencrypted_suffix.as_deref().unwrap_or("_unencrypted");
+    let mut plain = Vec::new();
+    let mut mac = Sha512::new();
+    for (name, value) in entries.iter().filter(|(name, _)| name != "sops") {
+        let text = match value {
+            serde_json::Value::String(text) if !name.ends_with(suffix) => {
+                let bytes = decrypt_value(&key, text, format!("{name}:").as_bytes())
+                    .map_err(|reason| SopsError::Value { file: file.to_owned(), name: name.clone(), reason })?;
+                String::from_utf8(bytes).map_err(|_| SopsError::Value {
+                    file: file.to_owned(),
+                    name: name.clone(),
+                    reason: "not UTF-8".into(),
+                })?
+            }
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Number(number) => number.to_string(),
+            _ => return Err(format(format!("`{name}` is not a plain value; a secrets file holds NAME: value pairs"))),
+        };
+        mac.update(text.as_bytes());
+        plain.push(Plain { name: name.clone(), value: text });
+    }
+    let expected = decrypt_value(&key, &metadata.mac, metadata.lastmodified.as_bytes())
+        .map_err(|_| SopsError::Mac { file: file.to_owned() })?;
+    let computed = hex::encode_upper(mac.finalize());
+    if expected != computed.as_bytes() {
+        return Err(SopsError::Mac { file: file.to_owned() });
+    }
+    Ok(plain)
+}
+
+/// The data key, from the first age stanza one of `identities` opens.
+fn data_key(file: &str, metadata: &Metadata, identities: &[age::x25519::Identity]) -> Result<Vec<u8>, SopsError> {
+    for stanza in &metadata.age {
+        let reader = age::armor::ArmoredReader::new(stanza.enc.as_bytes());
+        let Ok(decryptor) = age::Decryptor::new(reader) else { continue };
+        let Ok(mut opened) = decryptor.decrypt(identities.iter().map(|identity| identity as &dyn age::Identity)) else {
+            continue;
+        };
+        let mut key = Vec::new();
+        if opened.read_to_end(&mut key).is_ok() && key.len() == 32 {
+            return Ok(key);
+        }
+    }
+    Err(SopsError::NoKey { file: file.to_owned() })
+}
+
+/// One `ENC[AES256_GCM,data:…,iv:…,tag:…,type:…]` opened with `key` and additional data `aad`.
+fn decrypt_value(key: &[u8], text: &str, aad: &[u8]) -> Result<Vec<u8>, String> {
+    let inner = text
+        .strip_prefix("ENC[AES256_GCM,")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .ok_or("not an ENC[AES256_GCM,…] value")?;
+    let field = |name: &str| {
+        inner.split(',').find_map(|part| part.strip_prefix(name)).ok_or(format!("no `{name}` in the value"))
+    };
+    let decode = |name: &str| STANDARD.decode(field(name)?).map_err(|error| format!("{name} {error}"));
+    let (mut data, iv, tag) = (decode("data:")?, decode("iv:")?, decode("tag:")?);
+    if iv.len() != 32 || tag.len() != 16 {
+        return Err("the IV or the tag has the wrong length".to_owned());
+    }
+    data.extend_from_slice(&tag);
+    let cipher = SopsCipher::new_from_slice(key).map_err(|error| error.to_string())?;
+    cipher
+        .decrypt(GenericArray::from_slice(&iv), Payload { msg: &data, aad })
+        .map_err(|_| "authentication failed".to_owned())
+}
+
+fn encrypt_value(key: &[u8], plain: &[u8], aad: &[u8]) -> Result<String, SopsError> {
+    let iv: [u8; 32] = rand::random();
+    let cipher = SopsCipher::new_from_slice(key).map_err(|error| SopsError::Encrypt(error.to_string()))?;
+    let mut sealed = cipher
+        .encrypt(GenericArray::from_slice(&iv), Payload { msg: plain, aad })
+        .map_err(|error| SopsError::Encrypt(error.to_string()))?;
+    let tag = sealed.split_off(sealed.len() - 16);
+    Ok(format!(
+        "ENC[AES256_GCM,data:{},iv:{},tag:{},type:str]",
+        STANDARD.encode(&sealed),
+        STANDARD.encode(iv),
+        STANDARD.encode(tag)
+    ))
+}
+
+/// A SOPS document holding `values`, encrypted for `recipients`, as sops writes one.
+pub fn encrypt(
+    values: &[Plain],
+    recipients: &[age::x25519::Recipient],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, SopsError> {
+    if recipients.is_empty() {
+        return Err(SopsError::Encrypt(
+            "no age recipient: pass --age age1… or write a .sops.yaml creation rule".into(),
+        ));
+    }
+    let key: [u8; 32] = rand::random();
+    let mut out = String::new();
+    let mut mac = Sha512::new();
+    for plain in values {
+        out.push_str(&format!(
+            "{}: {}\n",
+            plain.name,
+            encrypt_value(&key, plain.value.as_bytes(), format!("{}:", plain.name).as_bytes())?
+        ));
+        mac.update(plain.value.as_bytes());
+    }
+    let lastmodified = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mac = encrypt_value(&key, hex::encode_upper(mac.finalize()).as_bytes(), lastmodified.as_bytes())?;
+    out.push_str("sops:\n    age:\n");
+    for recipient in recipients {
+        let encryptor = age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
+            .map_err(|error| SopsError::Encrypt(error.to_string()))?;
+        let mut armored = Vec::new();
+        let writer = age::armor::ArmoredWriter::wrap_output(&mut armored, age::armor::Format::AsciiArmor)
+            .map_err(|error| SopsError::Encrypt(error.to_string()))?;
+        let mut sealing = encryptor.wrap_output(writer).map_err(|error| SopsError::Encrypt(error.to_string()))?;
+        sealing.write_all(&key).map_err(|error| SopsError::Encrypt(error.to_string()))?;
+        sealing.finish().and_then(|armor| armor.finish()).map_err(|error| SopsError::Encrypt(error.to_string()))?;
+        out.push_str(&format!("        - recipient: {recipient}\n          enc: |\n"));
+        for line in String::from_utf8_lossy(&armored).lines() {
+            out.push_str(&format!("            {line}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "    lastmodified: \"{lastmodified}\"\n    mac: {mac}\n    unencrypted_suffix: _unencrypted\n    version: {WRITTEN_VERSION}\n"
+    ));
+    Ok(out)
+}
+
+/// The age identities sops would use: `SOPS_AGE_KEY_FILE`, then `SOPS_AGE_KEY`, then
+/// `~/.config/sops/age/keys.txt`, then `extra_file` (the settings file's `sopsAgeKeyFile`).
+pub fn identities(extra_file: Option<&std::path::Path>) -> Result<Vec<age::x25519::Identity>, SopsError> {
+    let mut found = Vec::new();
+    if let Ok(path) = std::env::var("SOPS_AGE_KEY_FILE") {
+        found.extend(read_identities(&path, &read_key_file(&PathBuf::from(&path))?)?);
+    }
+    if let Ok(keys) = std::env::var("SOPS_AGE_KEY") {
+        found.extend(read_identities("SOPS_AGE_KEY", &keys)?);
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let default = PathBuf::from(home).join(".config/sops/age/keys.txt");
+        if default.is_file() {
+            found.extend(read_identities(&default.display().to_string(), &read_key_file(&default)?)?);
+        }
+    }
+    if let Some(path) = extra_file {
+        found.extend(read_identities(&path.display().to_string(), &read_key_file(path)?)?);
+    }
+    Ok(found)
+}
+
+fn read_key_file(path: &std::path::Path) -> Result<String, SopsError> {
+    std::fs::read_to_string(path)
+        .map_err(|error| SopsError::Identity { source_name: path.display().to_string(), reason: error.to_string() })
+}
+
+/// The `AGE-SECRET-KEY-1…` lines of `text` (comments and blank lines skipped).
+pub fn read_identities(source_name: &str, text: &str) -> Result<Vec<age::x25519::Identity>, SopsError> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            age::x25519::Identity::from_str(line).map_err(|reason| SopsError::Identity {
+                source_name: source_name.to_owned(),
+                reason: format!("a line is not an AGE-SECRET-KEY-1… key ({reason})"),
+            })
+        })
+        .collect()
+}
+
+/// The `NAME: value` pairs of a plain YAML document, in order (what `railyard secret encrypt` takes).
+pub fn parse_plain(file: &str, text: &str) -> Result<Vec<Plain>, SopsError> {
+    let format = |reason: String| SopsError::Format { file: file.to_owned(), reason };
+    let Ordered(entries) = serde_saphyr::from_str(text).map_err(|error| format(error.to_string()))?;
+    entries
+        .into_iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(text) => Ok(Plain { name, value: text }),
+            serde_json::Value::Number(number) => Ok(Plain { name, value: number.to_string() }),
+            serde_json::Value::Bool(flag) => Ok(Plain { name, value: flag.to_string() }),
+            _ => Err(format(format!("`{name}` is not a plain value; a secrets file holds NAME: value pairs"))),
+        })
+        .collect()
+}
+
+/// `values` as a plain YAML document (what `railyard secret decrypt` prints), each value quoted.
+pub fn render_plain(values: &[Plain]) -> String {
+    values.iter().map(|plain| format!("{}: {}\n", plain.name, serde_json::Value::String(plain.value.clone()))).collect()
+}
+
+/// The age recipients a SOPS document was encrypted for (to encrypt it again after an edit).
+pub fn recipients_of(file: &str, text: &str) -> Result<Vec<age::x25519::Recipient>, SopsError> {
+    let format = |reason: String| SopsError::Format { file: file.to_owned(), reason };
+    let Ordered(entries) = serde_saphyr::from_str(text).map_err(|error| format(error.to_string()))?;
+    let metadata = entries.into_iter().find(|(name, _)| name == "sops").map(|(_, metadata)| metadata);
+    let stanzas = metadata.as_ref().and_then(|metadata| metadata["age"].as_array()).cloned().unwrap_or_default();
+    stanzas.iter().filter_map(|stanza| stanza["recipient"].as_str()).map(parse_recipient).collect()
+}
+
+pub fn parse_recipient(text: &str) -> Result<age::x25519::Recipient, SopsError> {
+    age::x25519::Recipient::from_str(text.trim())
+        .map_err(|reason| SopsError::Encrypt(format!("`{text}` is not an age recipient (age1…): {reason}")))
+}
+
+/// The recipients of the first `creation_rules` entry of a `.sops.yaml` whose `path_regex` (a plain substring test
+/// here, or none) fits `path`, looked for in `path`'s directory and its parents.
+pub fn creation_rule_recipients(path: &std::path::Path) -> Result<Vec<age::x25519::Recipient>, SopsError> {
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Some(config) = absolute.ancestors().skip(1).map(|dir| dir.join(".sops.yaml")).find(|file| file.is_file())
+    else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(&config).map_err(|error| SopsError::Encrypt(error.to_string()))?;
+    let rules: serde_json::Value = serde_saphyr::from_str(&text)
+        .map_err(|error| SopsError::Format { file: config.display().to_string(), reason: error.to_string() })?;
+    let name = absolute.to_string_lossy().into_owned();
+    for rule in rules["creation_rules"].as_array().into_iter().flatten() {
+        let fits = rule["path_regex"].as_str().is_none_or(|pattern| {
+            let literal = pattern.trim_start_matches('^').trim_end_matches('$').replace("\\.", ".");
+            literal.contains(['*', '(', '[', '|', '+', '?']) || name.contains(&literal)
+        });
+        if let (true, Some(recipients)) = (fits, rule["age"].as_str()) {
+            return recipients.split(',').filter(|r| !r.trim().is_empty()).map(parse_recipient).collect();
+        }
+    }
+    Ok(Vec::new())
+}

