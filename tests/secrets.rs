@@ -15,6 +15,7 @@ const FROM_FILE: &str = "ryCanary-file-5d0e1c";
 const FROM_VARIABLE: &str = "ryCanary-variable-a83f27";
 const INLINE: &str = "ryCanary-inline-4b91d6";
 const IN_URL: &str = "ryCanary-url-0c7e55";
+const FROM_SOPS: &str = "ryCanary-sops-e61b07";
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -23,7 +24,7 @@ fn app_with_canaries(image: &str, message: &str) -> String {
         &format!("env: {{ MESSAGE: \"{message}\" }}"),
         &format!(
             "env:\n  MESSAGE: \"{message}\"\n  FROM_FILE: {{ secret: from-file }}\n  FROM_VARIABLE: {{ secret: from-variable }}\n  \
-             API_TOKEN: {INLINE}\n  DATABASE_URL: postgres://shop:{IN_URL}@db:5432/shop"
+             FROM_SOPS: {{ secret: from-sops }}\n  API_TOKEN: {INLINE}\n  DATABASE_URL: postgres://shop:{IN_URL}@db:5432/shop"
         ),
     )
 }
@@ -69,7 +70,23 @@ fn canary_secrets_reach_the_container_and_nothing_else() {
     let secrets_dir = secrets.path().to_string_lossy().into_owned();
     let state_dir = state.path().to_string_lossy().into_owned();
     let flags = ["--secrets-dir", secrets_dir.as_str(), "--state-dir", state_dir.as_str()];
-    let variables = [("RAILYARD_SECRET_FROM_VARIABLE", FROM_VARIABLE)];
+    // A SOPS file in the repository, encrypted for a key of the test's own.
+    let key = secrets.path().join("age-key.txt");
+    let keygen = std::process::Command::new("age-keygen").arg("-o").arg(&key).output().expect("age-keygen runs");
+    assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
+    let key_text = std::fs::read_to_string(&key).expect("key");
+    let recipient = key_text.lines().find_map(|line| line.strip_prefix("# public key: ")).expect("recipient");
+    std::fs::write(secrets.path().join("plain.yaml"), format!("from-sops: {FROM_SOPS}\n")).expect("plain");
+    let encrypted = std::process::Command::new(railyard_binary())
+        .args(["secret", "encrypt", "--age", recipient])
+        .arg(secrets.path().join("plain.yaml"))
+        .output()
+        .expect("railyard runs");
+    assert_success(&encrypted);
+    std::fs::remove_file(secrets.path().join("plain.yaml")).expect("remove the plain file");
+    project.write("secrets/shop.sops.yaml", &stdout(&encrypted));
+    let key_path = key.to_string_lossy().into_owned();
+    let variables = [("RAILYARD_SECRET_FROM_VARIABLE", FROM_VARIABLE), ("SOPS_AGE_KEY_FILE", key_path.as_str())];
     let cli = |command: &str, args: &[&str]| railyard_with_env(command, project.dir(), args, &variables);
 
     let validate = cli("validate", &[]);
@@ -145,6 +162,7 @@ fn canary_secrets_reach_the_container_and_nothing_else() {
     for (variable, value) in [
         ("FROM_FILE", FROM_FILE.to_owned()),
         ("FROM_VARIABLE", FROM_VARIABLE.to_owned()),
+        ("FROM_SOPS", FROM_SOPS.to_owned()),
         ("API_TOKEN", INLINE.to_owned()),
         ("DATABASE_URL", format!("postgres://shop:{IN_URL}@db:5432/shop")),
     ] {

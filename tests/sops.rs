@@ -183,3 +183,33 @@ fn edit_opens_the_values_in_the_editor_and_encrypts_them_again_for_the_same_reci
     let opened = sops(&["decrypt", "s.sops.yaml"], &key, dir.path());
     assert!(String::from_utf8_lossy(&opened.stdout).contains("token: after"), "sops reads the edit");
 }
+
+#[test]
+fn a_file_a_sops_creation_rule_names_serves_and_railyard_encrypts_for_the_rules_recipients() {
+    let project = TestProject::new("sops-rules");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key, recipient) = age_key(keys.path(), "key.txt");
+    project.write(
+        ".sops.yaml",
+        &format!("creation_rules:\n  - path_regex: config/.*\\.enc\\.yaml$\n    age: {recipient}\n"),
+    );
+    project.write("config/app.enc.yaml", &format!("api-token: rules-{CANARY}\n"));
+    // Encrypted in place for the rule's recipient, without --age.
+    let encrypted = railyard_secret(&["encrypt", "--in-place", "config/app.enc.yaml"], &key, project.dir());
+    assert_success(&encrypted);
+    let text = std::fs::read_to_string(project.dir().join("config/app.enc.yaml")).expect("read");
+    assert!(text.contains(&recipient) && !text.contains(CANARY), "{text}");
+    let opened = sops(&["decrypt", "config/app.enc.yaml"], &key, project.dir());
+    assert!(String::from_utf8_lossy(&opened.stdout).contains(&format!("api-token: rules-{CANARY}")));
+    let app = web_app("web", &busybox_image(), "r", "")
+        .replace("env: { MESSAGE: \"r\" }", "env: { MESSAGE: r, TOKEN: { secret: api-token } }");
+    project.write("apps/web.yaml", &app);
+    let key_file = key.to_string_lossy().into_owned();
+    let applied =
+        railyard_with_env("apply", project.dir(), &["--caddy-admin", "none"], &[("SOPS_AGE_KEY_FILE", &key_file)]);
+    assert_success(&applied);
+    assert!(!format!("{}{}", stdout(&applied), stderr(&applied)).contains(CANARY));
+    let id = project.containers("web").first().map(|c| c.id.clone()).expect("a replica");
+    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &id]);
+    assert!(env.contains(&format!("TOKEN=rules-{CANARY}")), "{env}");
+}

@@ -98,9 +98,13 @@ fn read_files(files: &[RepoFile], diagnostics: &mut Vec<Diagnostic>) -> Document
     documents
 }
 
-/// A SOPS document: named `*.sops.yaml`, or carrying sops's top-level `sops:` block.
+/// sops's own files: its configuration `.sops.yaml`, and documents named `*.sops.yaml` or carrying a top-level
+/// `sops:` block.
 fn is_sops_file(path: &str, text: &str) -> bool {
-    path.ends_with(".sops.yaml") || path.ends_with(".sops.yml") || text.lines().any(|line| line.trim_end() == "sops:")
+    path == ".sops.yaml"
+        || path.ends_with(".sops.yaml")
+        || path.ends_with(".sops.yml")
+        || text.lines().any(|line| line.trim_end() == "sops:")
 }
 
 impl Documents {

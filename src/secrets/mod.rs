@@ -114,12 +114,23 @@ impl SecretStore {
         env: &crate::model::Environment,
     ) -> Result<SecretStore, sops::SopsError> {
         let scope = if env.preview.is_some() { "previews" } else { env.name.as_str() };
+        let named_by_rules = sops::creation_rule_patterns(files);
         let layer = |file: &&crate::model::RepoFile| {
-            let rest = file.path.strip_prefix("secrets/")?;
-            let secrets_file = rest.ends_with(".sops.yaml") || rest.ends_with(".sops.yml");
-            match rest.split_once('/') {
-                None if secrets_file && !self.previews => Some(0),
-                Some((dir, name)) if secrets_file && dir == scope && !name.contains('/') => Some(1),
+            let in_secrets = file.path.strip_prefix("secrets/").map(|rest| {
+                let secrets_file = rest.ends_with(".sops.yaml") || rest.ends_with(".sops.yml");
+                (secrets_file, rest.split_once('/'))
+            });
+            match in_secrets {
+                Some((true, None)) if !self.previews => Some(0),
+                Some((true, Some((dir, name)))) if dir == scope && !name.contains('/') => Some(1),
+                // Any other SOPS document a `.sops.yaml` creation rule names serves every environment.
+                _ if !self.previews
+                    && named_by_rules.iter().any(|rule| rule.is_match(&file.path))
+                    && matches!(&file.content, crate::model::FileContent::Bytes(bytes)
+                        if sops::is_sops_document(&String::from_utf8_lossy(bytes))) =>
+                {
+                    Some(0)
+                }
                 _ => None,
             }
         };

@@ -315,8 +315,8 @@ pub fn parse_recipient(text: &str) -> Result<age::x25519::Recipient, SopsError> 
         .map_err(|reason| SopsError::Encrypt(format!("`{text}` is not an age recipient (age1…): {reason}")))
 }
 
-/// The recipients of the first `creation_rules` entry of a `.sops.yaml` whose `path_regex` (a plain substring test
-/// here, or none) fits `path`, looked for in `path`'s directory and its parents.
+/// The recipients of the first `creation_rules` entry of a `.sops.yaml` whose `path_regex` (none: any) matches
+/// `path`, looked for in `path`'s directory and its parents, as sops looks.
 pub fn creation_rule_recipients(path: &std::path::Path) -> Result<Vec<age::x25519::Recipient>, SopsError> {
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let Some(config) = absolute.ancestors().skip(1).map(|dir| dir.join(".sops.yaml")).find(|file| file.is_file())
@@ -324,17 +324,46 @@ pub fn creation_rule_recipients(path: &std::path::Path) -> Result<Vec<age::x2551
         return Ok(Vec::new());
     };
     let text = std::fs::read_to_string(&config).map_err(|error| SopsError::Encrypt(error.to_string()))?;
-    let rules: serde_json::Value = serde_saphyr::from_str(&text)
-        .map_err(|error| SopsError::Format { file: config.display().to_string(), reason: error.to_string() })?;
     let name = absolute.to_string_lossy().into_owned();
-    for rule in rules["creation_rules"].as_array().into_iter().flatten() {
-        let fits = rule["path_regex"].as_str().is_none_or(|pattern| {
-            let literal = pattern.trim_start_matches('^').trim_end_matches('$').replace("\\.", ".");
-            literal.contains(['*', '(', '[', '|', '+', '?']) || name.contains(&literal)
-        });
-        if let (true, Some(recipients)) = (fits, rule["age"].as_str()) {
+    for rule in creation_rules(&config.display().to_string(), &text)? {
+        if rule.path.as_ref().is_none_or(|pattern| pattern.is_match(&name))
+            && let Some(recipients) = rule.age
+        {
             return recipients.split(',').filter(|r| !r.trim().is_empty()).map(parse_recipient).collect();
         }
     }
     Ok(Vec::new())
+}
+
+/// One `creation_rules` entry of a `.sops.yaml`.
+struct CreationRule {
+    path: Option<regex::Regex>,
+    age: Option<String>,
+}
+
+fn creation_rules(file: &str, text: &str) -> Result<Vec<CreationRule>, SopsError> {
+    let format = |reason: String| SopsError::Format { file: file.to_owned(), reason };
+    let rules: serde_json::Value = serde_saphyr::from_str(text).map_err(|error| format(error.to_string()))?;
+    rules["creation_rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|rule| {
+            let path = rule["path_regex"]
+                .as_str()
+                .map(|pattern| regex::Regex::new(pattern).map_err(|error| format(format!("path_regex: {error}"))))
+                .transpose()?;
+            Ok(CreationRule { path, age: rule["age"].as_str().map(str::to_owned) })
+        })
+        .collect()
+}
+
+/// The `path_regex` of each creation rule of the repository's `.sops.yaml` (none when it has none, or it does not
+/// read: the files under `secrets/` still serve).
+pub fn creation_rule_patterns(files: &[crate::model::RepoFile]) -> Vec<regex::Regex> {
+    let Some(config) = files.iter().find(|file| file.path == ".sops.yaml") else { return Vec::new() };
+    let crate::model::FileContent::Bytes(bytes) = &config.content else { return Vec::new() };
+    creation_rules(".sops.yaml", &String::from_utf8_lossy(bytes))
+        .map(|rules| rules.into_iter().filter_map(|rule| rule.path).collect())
+        .unwrap_or_default()
 }

@@ -355,7 +355,7 @@ fn collect_entries(
     for entry in tree.iter() {
         let entry = entry.map_err(|error| error.to_string())?;
         let name = entry.filename().to_str_lossy();
-        if name.starts_with('.') {
+        if name.starts_with('.') && !(name == super::local::SOPS_CONFIG && prefix.is_empty()) {
             continue;
         }
         let path = if prefix.is_empty() { name.into_owned() } else { format!("{prefix}/{name}") };

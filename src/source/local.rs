@@ -21,12 +21,16 @@ pub fn read_dir(root: &Path) -> Result<Vec<RepoFile>, SourceError> {
     Ok(files)
 }
 
+/// sops's configuration file, read from the repository's root.
+pub const SOPS_CONFIG: &str = ".sops.yaml";
+
 fn walk(root: &Path, dir: &Path, files: &mut Vec<RepoFile>) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') {
+        // Hidden entries are skipped, but for sops's `.sops.yaml` at the root (it names secrets files).
+        if name.starts_with('.') && !(name == SOPS_CONFIG && dir == root) {
             continue;
         }
         let path = entry.path();
