@@ -1067,6 +1067,11 @@ fn a_rollback_pins_an_earlier_commit_until_unpinned_and_survives_a_restart() {
     assert!(stderr(&asked).contains("pass --yes"), "{}", stderr(&asked));
     assert!(stdout(&asked).contains("update App web"), "the plan is shown first: {}", stdout(&asked));
 
+    let history = http_get(served.port, "/env/production/syncs").map(|(_, body)| body).unwrap_or_default();
+    assert!(history.contains(&format!("/env/production/rollback/{first}")), "each synced commit offers a rollback");
+    let (status, page) = http_get(served.port, &format!("/env/production/rollback/{first}")).unwrap_or_default();
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("MESSAGE: one") && page.contains("confirm-rollback"), "the plan, then the button: {page}");
     let rolled = cli(&["rollback", "--env", "production", &first[..7], "--yes", "--server", &server]);
     assert_success(&rolled);
     assert!(stdout(&rolled).contains("pinned to"), "{}", stdout(&rolled));

@@ -104,6 +104,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/env/{env}", get(environment_page))
         .route("/env/{env}/syncs", get(history_page))
         .route("/env/{env}/apps/{app}", get(app_page))
+        .route("/env/{env}/rollback/{commit}", get(rollback_page))
         .route("/syncs/{id}", get(sync_page))
         .route("/events", get(events))
         .route("/api/v1/environments", get(environments))
@@ -211,6 +212,16 @@ async fn environment_page(State(state): State<Arc<ServerState>>, Path(name): Pat
         None => {
             (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`."))).into_response()
         }
+    }
+}
+
+async fn rollback_page(
+    State(state): State<Arc<ServerState>>,
+    Path((name, commit)): Path<(String, String)>,
+) -> Response {
+    match state.daemon.plan_rollback(&name, &commit, false).await {
+        Ok((sha, plan)) => pages::rollback(&name, &sha, Ok(&plan)).into_response(),
+        Err(error) => (StatusCode::CONFLICT, pages::rollback(&name, &commit, Err(error.to_string()))).into_response(),
     }
 }
 

@@ -522,11 +522,7 @@ pub fn history(env: &str, page: &Page<SyncRecord>, can_roll_back: bool, now_ms: 
                             td {
                                 code { (sync.commit_sha.as_deref().map(short_sha).unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or(""))
                                 @if let (Some(sha), true) = (&sync.commit_sha, can_roll_back && sync.outcome == "synced") {
-                                    form.rollback method="post" action={ "/env/" (env) "/rollback" } onsubmit="return confirm('Roll back to this commit and pause auto-sync?')" {
-                                        input type="hidden" name="commit" value=(sha);
-                                        input type="password" name="token" placeholder="API token" autocomplete="current-password" required;
-                                        button type="submit" { "Roll back" }
-                                    }
+                                    " " a.rollback href={ "/env/" (env) "/rollback/" (sha) } { "Roll back…" }
                                 }
                             }
                             td.wide { (format!("{:.1}", (sync.finished_ms - sync.started_ms) as f64 / 1000.0)) " s" }
@@ -545,6 +541,28 @@ pub fn history(env: &str, page: &Page<SyncRecord>, can_roll_back: bool, now_ms: 
             div.pager {
                 @if page.page > 0 { a href={ "?page=" (page.page - 1) } { "← newer" } }
                 @if page.has_more { a href={ "?page=" (page.page + 1) } { "older →" } }
+            }
+        },
+    )
+}
+
+/// `/env/{env}/rollback/{commit}`: the plan back to a commit, and the button that applies it and pins the environment.
+pub fn rollback(env: &str, commit: &str, plan: Result<&Plan, String>) -> Markup {
+    layout(
+        &format!("{env} · roll back"),
+        html! {
+            h1 { a href={ "/env/" (env) } { (env) } " · roll back to " code { (short_sha(commit)) } }
+            @match plan {
+                Ok(plan) => {
+                    p { "Rolling back applies this plan, pins the environment to this commit and pauses auto-sync until it is unpinned." }
+                    @if plan.has_changes() { (plan_view(plan)) }
+                    form.sync method="post" action={ "/env/" (env) "/rollback" } {
+                        input type="hidden" name="commit" value=(commit);
+                        input type="password" name="token" placeholder="API token" autocomplete="current-password" required;
+                        button type="submit" id="confirm-rollback" { "Roll back and pause auto-sync" }
+                    }
+                }
+                Err(error) => div.card.problems { (error) },
             }
         },
     )
