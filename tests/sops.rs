@@ -213,3 +213,54 @@ fn a_file_a_sops_creation_rule_names_serves_and_railyard_encrypts_for_the_rules_
     let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &id]);
     assert!(env.contains(&format!("TOKEN=rules-{CANARY}")), "{env}");
 }
+
+/// The daemon reads the repository's SOPS files at every reconcile: a commit whose secrets file no key opens keeps
+/// the last good state running and says which file; a commit that fixes it applies.
+#[test]
+fn serve_keeps_the_last_good_state_while_a_secrets_file_cannot_be_opened() {
+    let project = TestProject::new("sops-serve");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key, recipient) = age_key(keys.path(), "key.txt");
+    let (_, stranger) = age_key(keys.path(), "stranger.txt");
+    let encrypt_for = |recipient: &str, value: &str| {
+        let plain = keys.path().join("plain.yaml");
+        std::fs::write(&plain, format!("api-token: {value}\n")).expect("plain");
+        let out = railyard_secret(&["encrypt", "--age", recipient, &plain.to_string_lossy()], &key, keys.path());
+        assert_success(&out);
+        stdout(&out)
+    };
+    let app = |message: &str| {
+        web_app("web", &busybox_image(), message, "").replace(
+            &format!("env: {{ MESSAGE: \"{message}\" }}"),
+            &format!("env: {{ MESSAGE: {message}, TOKEN: {{ secret: api-token }} }}"),
+        )
+    };
+    project.write("secrets/shop.sops.yaml", &encrypt_for(&recipient, &format!("one-{CANARY}")));
+    project.write("apps/web.yaml", &app("one"));
+    project.git_init();
+    let key_file = key.to_string_lossy().into_owned();
+    let served = Served::start(
+        &project.dir().to_string_lossy(),
+        None,
+        &["--poll-interval", "1s", "--drift-interval", "1h"],
+        &[("SOPS_AGE_KEY_FILE", key_file.as_str())],
+    );
+    served.wait_for("the first sync", std::time::Duration::from_secs(60), |env| env["syncStatus"] == "synced");
+    project.write("secrets/shop.sops.yaml", &encrypt_for(&stranger, "two"));
+    project.write("apps/web.yaml", &app("two"));
+    project.commit("secrets for somebody else");
+    let failing = served.wait_for("the unreadable secrets file", std::time::Duration::from_secs(60), |env| {
+        env["error"].as_str().is_some_and(|error| error.contains("secrets/shop.sops.yaml: no age identity opens it"))
+    });
+    assert!(failing["error"].as_str().is_some_and(|e| e.contains("last good state keeps running")), "{failing:#}");
+    assert!(project_serves(&project.name, "web", "one"), "the last good state keeps running");
+    project.write("secrets/shop.sops.yaml", &encrypt_for(&recipient, "three"));
+    project.write("apps/web.yaml", &app("three"));
+    project.commit("secrets for us again");
+    assert!(
+        eventually(std::time::Duration::from_secs(60), || project_serves(&project.name, "web", "three")),
+        "{}",
+        served.log()
+    );
+    assert!(!served.log().contains(CANARY), "no value in the log");
+}
