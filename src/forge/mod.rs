@@ -218,6 +218,7 @@ impl ForgeClient {
                 head_branch: text(&item["source_branch"]).unwrap_or_default(),
                 from_fork: item["source_project_id"] != item["target_project_id"],
                 labels: labels(&item["labels"]),
+                author_trusted: false,
                 pushed_ms: now,
             }),
             _ => {
@@ -231,6 +232,7 @@ impl ForgeClient {
                     head_branch: text(&item["head"]["ref"]).unwrap_or_default(),
                     from_fork: head_repo.is_none() || head_repo != base_repo,
                     labels: labels(&item["labels"]),
+                    author_trusted: false,
                     pushed_ms: now,
                 })
             }

@@ -28,6 +28,10 @@ pub struct PullRequest {
     /// Its head lives in another repository than the one railyard follows.
     pub from_fork: bool,
     pub labels: Vec<String>,
+    /// The forge says its author may push to the repository (GitHub `author_association` OWNER, MEMBER or
+    /// COLLABORATOR; a GitLab maintainer; a Gitea collaborator): a label then approves every later push too.
+    #[serde(default)]
+    pub author_trusted: bool,
     /// When its head last changed, as railyard saw it (milliseconds since the epoch): the TTL and the queue count
     /// from here.
     pub pushed_ms: i64,
@@ -218,6 +222,7 @@ mod tests {
                 head_branch: format!("feature-{number}"),
                 from_fork: false,
                 labels: Vec::new(),
+                author_trusted: false,
                 pushed_ms,
             }),
         }

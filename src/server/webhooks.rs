@@ -237,6 +237,7 @@ impl PullRequestHook {
                 head_branch: pr.head.reference,
                 from_fork: head.is_none() || head != base,
                 labels: pr.labels.into_iter().map(|label| label.name).collect(),
+                author_trusted: false,
                 pushed_ms: crate::daemon::now_ms(),
             },
         ))
@@ -290,6 +291,7 @@ impl GitLabMergeRequest {
                 head_branch: mr.source_branch,
                 from_fork: mr.source_project_id.is_none() || mr.source_project_id != mr.target_project_id,
                 labels: self.labels.into_iter().map(|label| label.name).collect(),
+                author_trusted: false,
                 pushed_ms: crate::daemon::now_ms(),
             },
         ))
