@@ -1,6 +1,8 @@
 //! The forge clients (GitHub, GitLab, Gitea) against the fake forge of tests/support, each in its own API's shapes:
 //! open pull requests read over several pages, a failed or short page failing the whole read (previews are never
 //! torn down on a partial list), the commit status `railyard/plan`, and one sticky comment edited in place.
+//! The hostile side too: a marker in someone else's comment, quoted text that would render as links, mentions or
+//! HTML, a redirect to another address that would take the token along, and who the forge says may push.
 
 mod support;
 
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use railyard::daemon::previews::PullRequestReport;
 use railyard::forge::{COMMENT_MARKER, ForgeClient, ForgeKind, ForgeSettings};
-use support::fake_forge::{FakeForge, FakePullRequest, Speaks};
+use support::fake_forge::{FakeForge, FakePullRequest, SELF_LOGIN, Speaks};
 
 const FORGES: [(Speaks, ForgeKind); 3] =
     [(Speaks::GitHub, ForgeKind::GitHub), (Speaks::GitLab, ForgeKind::GitLab), (Speaks::Gitea, ForgeKind::Gitea)];
@@ -57,7 +59,13 @@ async fn open_pull_requests_are_read_over_every_page_in_each_forges_shape() {
         let open = client(&fake, kind).list_open().await.unwrap_or_else(|error| panic!("{kind:?}: {error}"));
         let numbers: Vec<u64> = open.iter().map(|pr| pr.number).collect();
         assert_eq!(numbers, [1, 2, 3, 4, 5], "{kind:?}: {:?}", fake.requests());
-        let listings = fake.requests().iter().filter(|request| request.starts_with("GET")).count();
+        let listings = fake
+            .requests()
+            .iter()
+            .filter(|request| {
+                request.starts_with("GET") && (request.contains("/pulls") || request.contains("/merge_requests"))
+            })
+            .count();
         assert_eq!(listings, 3, "{kind:?}: five pull requests at two per page: {:?}", fake.requests());
         assert_eq!(open[0].head_sha, format!("{:040}", 1));
         assert_eq!(open[0].head_branch, "change-1");
@@ -131,4 +139,189 @@ async fn posting_is_retried_after_a_server_error() {
         .expect("the third try goes through");
     assert_eq!(fake.statuses().len(), 1);
     assert_eq!(fake.comments(3).len(), 1);
+}
+
+const TOKEN: &str = "forge-token-canary-51c3";
+
+#[tokio::test]
+async fn a_marker_in_someone_elses_comment_is_never_edited() {
+    for (speaks, kind) in FORGES {
+        let fake = FakeForge::start(speaks);
+        let bait = format!("{COMMENT_MARKER}\n### railyard: all good, merge away");
+        fake.comment_as(3, "mallory", &bait);
+        let client = client(&fake, kind);
+        client.post_report(&report(true, "1 to update"), 1, Duration::ZERO).await.expect("first report");
+        client.post_report(&report(true, "2 to update"), 1, Duration::ZERO).await.expect("second report");
+        let comments = fake.comments_with_authors(3);
+        assert_eq!(comments.len(), 2, "{kind:?}: mallory's and railyard's own: {comments:?}");
+        assert_eq!((comments[0].author.as_str(), comments[0].body.as_str()), ("mallory", bait.as_str()), "{kind:?}");
+        assert_eq!(comments[1].author, SELF_LOGIN, "{kind:?}");
+        assert!(comments[1].body.contains("2 to update"), "{kind:?}: railyard's own comment is edited: {comments:?}");
+        let asked = fake
+            .requests()
+            .iter()
+            .filter(|request| request.split('?').next().is_some_and(|r| r.ends_with("/user")))
+            .count();
+        assert_eq!(asked, 1, "{kind:?}: the token's user is asked once: {:?}", fake.requests());
+    }
+}
+
+#[tokio::test]
+async fn without_knowing_its_own_user_railyard_posts_no_comment() {
+    let fake = FakeForge::start(Speaks::GitHub);
+    fake.comment_as(3, "mallory", COMMENT_MARKER);
+    let client = client(&fake, ForgeKind::GitHub);
+    fake.fail_after(1); // the status goes through, `GET /user` answers 500
+    let error = client.post_report(&report(true, "1 to update"), 1, Duration::ZERO).await.expect_err("no identity");
+    let text = error.to_string();
+    assert!(text.contains("GET user") && text.contains("did not say who the token belongs to"), "{text}");
+    assert_eq!(fake.comments(3), [COMMENT_MARKER], "nothing is edited or posted on a guess");
+}
+
+/// `markdown` without its fenced code blocks and code spans (CommonMark's rules for backtick fences and spans):
+/// what a forge renders as Markdown and HTML. Fails on a fence that is never closed.
+fn outside_code(markdown: &str) -> String {
+    let mut out = String::new();
+    let mut fence: Option<usize> = None;
+    for line in markdown.lines() {
+        let ticks = line.chars().take_while(|c| *c == '`').count();
+        match fence {
+            Some(open) if ticks >= open && line[ticks..].trim().is_empty() => fence = None,
+            Some(_) => {}
+            None if ticks >= 3 => fence = Some(ticks),
+            None => {
+                out.push_str(&outside_spans(line));
+                out.push('\n');
+            }
+        }
+    }
+    assert_eq!(fence, None, "a fence is left open:\n{markdown}");
+    out
+}
+
+/// One line without its code spans: a run of n backticks opens a span closed by the next run of exactly n.
+fn outside_spans(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let run_at = |at: usize| chars[at..].iter().take_while(|c| **c == '`').count();
+    let mut out = String::new();
+    let mut at = 0;
+    while at < chars.len() {
+        if chars[at] != '`' {
+            out.push(chars[at]);
+            at += 1;
+            continue;
+        }
+        let run = run_at(at);
+        let mut close = at + run;
+        let mut closed = None;
+        while close < chars.len() {
+            if chars[close] == '`' {
+                let length = run_at(close);
+                if length == run {
+                    closed = Some(close + length);
+                    break;
+                }
+                close += length;
+            } else {
+                close += 1;
+            }
+        }
+        match closed {
+            Some(end) => at = end,
+            None => {
+                out.extend(&chars[at..at + run]);
+                at += run;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn quoted_text_reaches_the_comment_as_code_that_links_mentions_and_shows_nothing() {
+    let fake = FakeForge::start(Speaks::GitHub);
+    let client = client(&fake, ForgeKind::GitHub);
+    let hostile =
+        "`` @mallory <img src=http://evil.example/i.png> [merge](http://evil.example) ![x](http://evil.example/x)";
+    let mut sent = report(true, &format!("web: {hostile}\n# Approved by @admins"));
+    sent.diff = format!("~ app web (update)\n```\n</details>\n{hostile}\n``````\n<script>alert(1)</script>\n");
+    sent.preview = "refused: <b>@mallory</b> says hi".to_owned();
+    client.post_report(&sent, 1, Duration::ZERO).await.expect("report");
+    let comment = fake.comments(3).pop().expect("the comment");
+    let rendered = outside_code(&comment);
+    for needle in ["@mallory", "@admins", "evil.example", "<img", "<script", "<b>", "# Approved"] {
+        assert!(!rendered.contains(needle), "`{needle}` is rendered outside code:\n{rendered}\n---\n{comment}");
+    }
+    // What a reader sees: the text itself, whole, in code.
+    assert!(comment.contains(hostile) && comment.contains("<script>alert(1)</script>"), "{comment}");
+    assert!(rendered.contains("railyard: what merging changes in production"), "{rendered}");
+}
+
+#[tokio::test]
+async fn the_token_never_follows_a_redirect_to_another_origin() {
+    for (speaks, kind) in FORGES {
+        let elsewhere = FakeForge::start(speaks);
+        let fake = FakeForge::start(speaks);
+        open_five(&fake);
+        fake.redirect_to(&format!("http://127.0.0.1:{}", elsewhere.port));
+        let client = client(&fake, kind);
+        let error = client.list_open().await.expect_err("the redirect is not followed");
+        let text = error.to_string();
+        assert!(
+            text.contains("redirected to another origin")
+                && text.contains(&format!("http://127.0.0.1:{}", elsewhere.port)),
+            "{kind:?}: the error says what happened: {text}"
+        );
+        assert!(!text.contains(TOKEN), "{text}");
+        let error = client.post_report(&report(true, "1 to update"), 1, Duration::ZERO).await.expect_err("no status");
+        assert!(error.to_string().contains("redirected to another origin"), "{kind:?}: {error}");
+        let seen = elsewhere.request_headers();
+        assert!(
+            seen.iter().flatten().all(|(_, value)| !value.contains(TOKEN)),
+            "{kind:?}: the other origin saw the token: {seen:?}"
+        );
+        assert!(seen.is_empty(), "{kind:?}: nothing is sent there at all: {:?}", elsewhere.requests());
+        let sent_home = fake.request_headers();
+        assert!(
+            sent_home.iter().flatten().any(|(_, value)| value.contains(TOKEN)),
+            "{kind:?}: the forge itself gets it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn who_may_push_is_the_forges_word_asked_once_per_author_and_failing_closed() {
+    for (speaks, kind) in FORGES {
+        let fake = FakeForge::start(speaks);
+        open_five(&fake);
+        for (number, author) in [(1, "maintainer"), (2, "developer"), (3, "stranger"), (4, "flaky"), (5, "maintainer")]
+        {
+            fake.set_author(number, author);
+        }
+        fake.set_access("maintainer", 40);
+        fake.set_access("developer", 30);
+        fake.fail_lookups_of("flaky");
+        let open = client(&fake, kind).list_open().await.unwrap_or_else(|error| panic!("{kind:?}: {error}"));
+        let trusted: Vec<(&str, bool)> = open.iter().map(|pr| (pr.author.as_str(), pr.author_trusted)).collect();
+        // GitLab trusts Maintainers and above; GitHub's collaborators and Gitea's may push (write access).
+        let developer = kind != ForgeKind::GitLab;
+        assert_eq!(
+            trusted,
+            [
+                ("maintainer", true),
+                ("developer", developer),
+                ("stranger", false),
+                ("flaky", false),
+                ("maintainer", true)
+            ],
+            "{kind:?}"
+        );
+        let lookups = fake
+            .requests()
+            .iter()
+            .filter(|request| request.contains("/collaborators/") || request.contains("/members/"))
+            .count();
+        let expected = if kind == ForgeKind::GitHub { 0 } else { 4 };
+        assert_eq!(lookups, expected, "{kind:?}: one lookup per author per list: {:?}", fake.requests());
+    }
 }

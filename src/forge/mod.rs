@@ -2,11 +2,20 @@
 //! only ever handed on whole (any failed, malformed or inconsistent page fails the read: a partial list would tear
 //! down previews whose pull requests are open), the commit status `railyard/plan` on a pull request's head, and
 //! one sticky comment per pull request found again by a hidden marker and edited in place.
+//!
+//! Everything a forge returns is hostile input. The sticky comment is found by its marker *and* its author (the
+//! token's own user, asked once from `GET /user`), so that anyone can write the marker without railyard editing
+//! their comment; everything quoted from git or logs goes into the comment as code, which renders no link, mention,
+//! image or HTML; and the token is never sent to another origin after a redirect. Whether a pull request's author
+//! may push to the repository is the forge's word, asked per author and failing closed.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
+use tracing::warn;
 
 use crate::daemon::previews::{PullRequestReport, PullRequestSource};
 use crate::previews::PullRequest;
@@ -20,6 +29,12 @@ const FOLD_LINES: usize = 40;
 /// Pages read at most, so that a forge answering "next" for ever cannot hold the worker.
 const MAX_PAGES: usize = 100;
 const TIMEOUT: Duration = Duration::from_secs(15);
+/// Redirects followed within one origin (a renamed repository, say) before giving up.
+const MAX_REDIRECTS: usize = 5;
+/// GitLab's access level of a Maintainer: the least that may merge, so the least whose pull requests are trusted.
+const GITLAB_MAINTAINER: u64 = 40;
+/// GitHub's `author_association` values of people who may push to the repository.
+const GITHUB_TRUSTED: [&str; 3] = ["OWNER", "MEMBER", "COLLABORATOR"];
 
 /// The forges railyard speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +106,33 @@ pub enum ForgeError {
     Status { forge: &'static str, path: String, status: u16, body: String },
     #[error("{forge} {path}: {reason}; nothing is torn down on a list that could not be read in full")]
     Incomplete { forge: &'static str, path: String, reason: String },
+    #[error(
+        "{forge} {path} redirected to another origin, {to}, which was not followed so that the token is not sent there; point --forge-url at the API's own address"
+    )]
+    Redirected { forge: &'static str, path: String, to: String },
+    #[error(
+        "{forge} GET {path} did not say who the token belongs to ({reason}); railyard edits only its own comment, so give --forge-token-file a token of a user (or bot account) that may read its own profile"
+    )]
+    WhoAmI { forge: &'static str, path: String, reason: String },
+}
+
+/// Who the token belongs to, as the forge names comment authors: GitHub and Gitea by login (and id), GitLab by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    id: Option<u64>,
+    login: Option<String>,
+}
+
+impl Identity {
+    /// Whether `author` (a comment's `user` or `author` object) is this identity. An id decides when both sides
+    /// have one (logins can be renamed and reused); otherwise the login, exactly.
+    fn wrote(&self, author: &Value) -> bool {
+        if let (Some(id), Some(theirs)) = (self.id, author["id"].as_u64()) {
+            return id == theirs;
+        }
+        let theirs = author["login"].as_str().or(author["username"].as_str());
+        matches!((&self.login, theirs), (Some(login), Some(theirs)) if !login.is_empty() && login == theirs)
+    }
 }
 
 /// One forge repository's API.
@@ -98,6 +140,41 @@ pub enum ForgeError {
 pub struct ForgeClient {
     settings: ForgeSettings,
     http: reqwest::Client,
+    /// The token's own user, asked once (a failed ask is asked again next time).
+    me: Arc<tokio::sync::OnceCell<Identity>>,
+}
+
+/// `scheme://host:port` of `url`: what a token may be sent to.
+fn origin(url: &reqwest::Url) -> String {
+    format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0))
+}
+
+/// Follows redirects only within the origin the request was sent to: reqwest drops `Authorization` on a redirect to
+/// another host but not GitLab's `PRIVATE-TOKEN`, and a forge (or whatever answers in its name) must not be able to
+/// send any of railyard's credentials elsewhere. A redirect to another origin is returned as it is, for the caller
+/// to report.
+pub fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt.previous().first().is_some_and(|first| origin(first) == origin(attempt.url()));
+        if !same {
+            attempt.stop()
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// The origin a redirect response points to, for an error message (never the path or query, which may carry a
+/// signed URL's secret).
+pub fn redirect_origin(response: &Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|location| location.to_str().ok())
+        .and_then(|location| response.url().join(location).ok())
+        .map_or_else(|| "an unreadable Location".to_owned(), |url| origin(&url))
 }
 
 impl ForgeClient {
@@ -105,9 +182,10 @@ impl ForgeClient {
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .user_agent(concat!("railyard/", env!("CARGO_PKG_VERSION")))
+            .redirect(same_origin_redirects())
             .build()
             .unwrap_or_default();
-        ForgeClient { settings, http }
+        ForgeClient { settings, http, me: Arc::default() }
     }
 
     fn forge(&self) -> &'static str {
@@ -141,6 +219,11 @@ impl ForgeClient {
         })?;
         if response.status().is_success() {
             return Ok(response);
+        }
+        if response.status().is_redirection() {
+            let to = redirect_origin(&response);
+            warn!(forge = self.forge(), %path, %to, "the forge redirected to another origin; not followed");
+            return Err(ForgeError::Redirected { forge: self.forge(), path: path.to_owned(), to });
         }
         let status = response.status().as_u16();
         let body: String = response.text().await.unwrap_or_default().chars().take(300).collect();
@@ -178,7 +261,7 @@ impl ForgeClient {
         Err(incomplete(&path, format!("more than {MAX_PAGES} pages")))
     }
 
-    /// The open pull (merge) requests of the repository.
+    /// The open pull (merge) requests of the repository, each with the forge's word on whether its author may push.
     pub async fn list_open(&self) -> Result<Vec<PullRequest>, ForgeError> {
         let first = match self.settings.kind {
             ForgeKind::GitHub => format!("{}/pulls?state=open&per_page=100", self.repository()),
@@ -186,16 +269,69 @@ impl ForgeClient {
             ForgeKind::Gitea => format!("{}/pulls?state=open&limit=50&page=1", self.repository()),
         };
         let items = self.all_pages(&first).await?;
-        items
-            .into_iter()
-            .map(|item| {
-                self.pull_request(&item).ok_or_else(|| ForgeError::Incomplete {
-                    forge: self.forge(),
-                    path: first.clone(),
-                    reason: "an item of the list is not a pull request".to_owned(),
-                })
-            })
-            .collect()
+        let mut open = Vec::with_capacity(items.len());
+        // One lookup per author per list: the answer can change between lists (a collaborator removed).
+        let mut trusted: BTreeMap<String, bool> = BTreeMap::new();
+        for item in &items {
+            let mut pr = self.pull_request(item).ok_or_else(|| ForgeError::Incomplete {
+                forge: self.forge(),
+                path: first.clone(),
+                reason: "an item of the list is not a pull request".to_owned(),
+            })?;
+            if self.settings.kind != ForgeKind::GitHub {
+                let author = match self.settings.kind {
+                    ForgeKind::GitLab => item["author"]["id"].as_u64().map(|id| id.to_string()),
+                    _ => Some(pr.author.clone()).filter(|login| !login.is_empty()),
+                };
+                pr.author_trusted = match author {
+                    Some(author) => match trusted.get(&author) {
+                        Some(known) => *known,
+                        None => {
+                            let answer = self.author_may_push(&author).await;
+                            trusted.insert(author, answer);
+                            answer
+                        }
+                    },
+                    None => false,
+                };
+            }
+            open.push(pr);
+        }
+        Ok(open)
+    }
+
+    /// Whether `author` (GitLab: the user's id; Gitea: the login) may push: a GitLab project member of Maintainer
+    /// level or above, a Gitea collaborator. Any failure is "no": trust is never assumed.
+    async fn author_may_push(&self, author: &str) -> bool {
+        if author.is_empty() || !author.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return false;
+        }
+        // Gitea does not list a user-owned repository's owner among its collaborators.
+        if self.settings.kind == ForgeKind::Gitea && self.settings.repo.split('/').next() == Some(author) {
+            return true;
+        }
+        let path = match self.settings.kind {
+            ForgeKind::GitLab => format!("{}/members/all/{author}", self.repository()),
+            _ => format!("{}/collaborators/{author}", self.repository()),
+        };
+        let response = match self.send(self.request(Method::GET, &path), &path).await {
+            Ok(response) => response,
+            // 404 is the documented "not a member / not a collaborator".
+            Err(ForgeError::Status { status: 404, .. }) => return false,
+            Err(error) => {
+                warn!(forge = self.forge(), %error, "cannot ask whether a pull request's author may push; taken as untrusted");
+                return false;
+            }
+        };
+        match self.settings.kind {
+            ForgeKind::GitLab => response
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|member| member["access_level"].as_u64())
+                .is_some_and(|level| level >= GITLAB_MAINTAINER),
+            _ => response.status() == StatusCode::NO_CONTENT,
+        }
     }
 
     fn pull_request(&self, item: &Value) -> Option<PullRequest> {
@@ -218,6 +354,7 @@ impl ForgeClient {
                 head_branch: text(&item["source_branch"]).unwrap_or_default(),
                 from_fork: item["source_project_id"] != item["target_project_id"],
                 labels: labels(&item["labels"]),
+                // Asked of the members API by `list_open`.
                 author_trusted: false,
                 pushed_ms: now,
             }),
@@ -232,7 +369,9 @@ impl ForgeClient {
                     head_branch: text(&item["head"]["ref"]).unwrap_or_default(),
                     from_fork: head_repo.is_none() || head_repo != base_repo,
                     labels: labels(&item["labels"]),
-                    author_trusted: false,
+                    // GitHub says it in the item; Gitea is asked by `list_open`.
+                    author_trusted: self.settings.kind == ForgeKind::GitHub
+                        && github_association_trusted(item["author_association"].as_str()),
                     pushed_ms: now,
                 })
             }
@@ -263,16 +402,48 @@ impl ForgeClient {
         self.send(self.request(Method::POST, &path).json(&body), &path).await.map(drop)
     }
 
-    /// Creates railyard's comment on pull request `number`, or edits the one carrying [`COMMENT_MARKER`].
+    /// The token's own user, asked once of `GET /user` and kept.
+    async fn me(&self) -> Result<&Identity, ForgeError> {
+        self.me
+            .get_or_try_init(|| async {
+                let path = "user";
+                let failed = |reason: String| ForgeError::WhoAmI { forge: self.forge(), path: path.to_owned(), reason };
+                let response = self
+                    .send(self.request(Method::GET, path), path)
+                    .await
+                    .map_err(|error| failed(error.to_string()))?;
+                let user: Value = response.json().await.map_err(|error| failed(without_url(&error)))?;
+                let identity = Identity {
+                    id: user["id"].as_u64(),
+                    login: user["login"].as_str().or(user["username"].as_str()).map(str::to_owned),
+                };
+                // GitLab names note authors by id; the others by login (their id is a bonus).
+                let known = match self.settings.kind {
+                    ForgeKind::GitLab => identity.id.is_some(),
+                    _ => identity.login.as_ref().is_some_and(|login| !login.is_empty()),
+                };
+                if known { Ok(identity) } else { Err(failed("the answer names no user".to_owned())) }
+            })
+            .await
+    }
+
+    /// Creates railyard's comment on pull request `number`, or edits the one carrying [`COMMENT_MARKER`] that the
+    /// token's own user wrote. A comment with the marker by anyone else is left alone: anyone can write the marker.
     pub async fn upsert_comment(&self, number: u64, body: &str) -> Result<(), ForgeError> {
+        let me = self.me().await?.clone();
         let listing = match self.settings.kind {
             ForgeKind::GitLab => format!("{}/merge_requests/{number}/notes?per_page=100", self.repository()),
             ForgeKind::GitHub => format!("{}/issues/{number}/comments?per_page=100", self.repository()),
             ForgeKind::Gitea => format!("{}/issues/{number}/comments?limit=50&page=1", self.repository()),
         };
         let comments = self.all_pages(&listing).await?;
+        let author = |comment: &Value| match self.settings.kind {
+            ForgeKind::GitLab => comment["author"].clone(),
+            _ => comment["user"].clone(),
+        };
         let existing = comments
             .iter()
+            .filter(|comment| me.wrote(&author(comment)))
             .find(|comment| comment["body"].as_str().is_some_and(|text| text.contains(COMMENT_MARKER)))
             .and_then(|comment| comment["id"].as_u64());
         let payload = json!({ "body": body });
@@ -345,18 +516,27 @@ where
     }
 }
 
+/// Whether GitHub's `author_association` says the author may push.
+pub fn github_association_trusted(association: Option<&str>) -> bool {
+    association.is_some_and(|association| GITHUB_TRUSTED.contains(&association))
+}
+
 /// The sticky comment: the marker, the summary, the preview's state and URLs, and the plan (folded when long).
+/// Every quoted text (summary, errors, preview state, plan) is code: a forge renders no link, mention, image or
+/// HTML in code, and the fences are longer than any backtick run inside, so nothing can close them.
 pub fn comment_body(report: &PullRequestReport, page: Option<&str>) -> String {
-    let mut body =
-        format!("{COMMENT_MARKER}\n### railyard: what merging changes in production\n\n**{}**", report.summary);
-    body.push_str(&format!(" · preview: {}\n", report.preview));
+    let mut body = format!(
+        "{COMMENT_MARKER}\n### railyard: what merging changes in production\n\n**{}**",
+        markdown_code_span(&report.summary)
+    );
+    body.push_str(&format!(" · preview: {}\n", markdown_code_span(&report.preview)));
     if !report.urls.is_empty() {
         body.push_str("\nPreview: ");
-        body.push_str(&report.urls.iter().map(|url| format!("<{url}>")).collect::<Vec<_>>().join(" · "));
+        body.push_str(&report.urls.iter().map(|url| markdown_url(url)).collect::<Vec<_>>().join(" · "));
         body.push('\n');
     }
     if !report.diff.trim().is_empty() {
-        let fenced = format!("```diff\n{}\n```\n", report.diff.trim_end().replace("```", "`\u{200b}``"));
+        let fenced = markdown_fence("diff", report.diff.trim_end());
         if report.diff.lines().count() > FOLD_LINES {
             body.push_str(&format!(
                 "\n<details><summary>The plan ({} lines)</summary>\n\n{fenced}\n</details>\n",
@@ -368,9 +548,51 @@ pub fn comment_body(report: &PullRequestReport, page: Option<&str>) -> String {
         }
     }
     if let Some(page) = page {
-        body.push_str(&format!("\n[On railyard]({page}) · commit `{}`\n", crate::model::short_sha(&report.head_sha)));
+        body.push_str(&format!(
+            "\n[On railyard]({page}) · commit {}\n",
+            markdown_code_span(crate::model::short_sha(&report.head_sha))
+        ));
     }
     body
+}
+
+/// The longest run of `mark` in `text`.
+fn longest_run(text: &str, mark: char) -> usize {
+    let (mut longest, mut run) = (0, 0);
+    for c in text.chars() {
+        run = if c == mark { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
+}
+
+/// `text` as a fenced code block (CommonMark): the fence is longer than any backtick run in `text`, so no line of
+/// it can close the block; inside, nothing is Markdown or HTML.
+pub fn markdown_fence(info: &str, text: &str) -> String {
+    let fence = "`".repeat(longest_run(text, '`').max(2) + 1);
+    let text: String = text.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { ' ' } else { c }).collect();
+    format!("{fence}{info}\n{text}\n{fence}\n")
+}
+
+/// One line of `text` as an inline code span (CommonMark): line breaks and control characters become spaces (a
+/// line break could start a heading or a block that ends the span), the backtick string is longer than any run
+/// inside, and a space pads text that starts or ends with a backtick.
+pub fn markdown_code_span(text: &str) -> String {
+    let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let text = text.trim();
+    if text.is_empty() {
+        return "` `".to_owned();
+    }
+    let ticks = "`".repeat(longest_run(text, '`') + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') { " " } else { "" };
+    format!("{ticks}{pad}{text}{pad}{ticks}")
+}
+
+/// A preview URL as an autolink when it is a plain `http(s)://host[:port][/path]`; anything else is shown as code.
+fn markdown_url(url: &str) -> String {
+    let plain = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.chars().all(|c| c.is_ascii_alphanumeric() || "-._:/".contains(c));
+    if plain { format!("<{url}>") } else { markdown_code_span(url) }
 }
 
 /// The path of the next page, from `Link: <…>; rel="next"` (GitHub, Gitea, GitLab) or `X-Next-Page` (GitLab).
@@ -427,9 +649,70 @@ mod tests {
     fn the_comment_carries_the_marker_and_folds_long_plans() {
         let short = comment_body(&report(3), Some("https://deploy.example.com/env/pr-7"));
         assert!(short.starts_with(COMMENT_MARKER));
-        assert!(short.contains("**1 to update**") && short.contains("<http://web-pr-7.preview.test>"));
+        assert!(short.contains("**`1 to update`**") && short.contains("<http://web-pr-7.preview.test>"), "{short}");
         assert!(short.contains("```diff") && !short.contains("<details>"));
+        assert!(short.contains("commit `0123456789ab`"), "{short}");
         assert!(comment_body(&report(41), None).contains("<details><summary>The plan (41 lines)"));
+    }
+
+    #[test]
+    fn code_spans_hold_any_one_line_whole() {
+        assert_eq!(markdown_code_span("1 to update"), "`1 to update`");
+        assert_eq!(markdown_code_span("a ` b `` c"), "```a ` b `` c```", "longer than the longest run inside");
+        assert_eq!(markdown_code_span("`x`"), "`` `x` ``", "padded when it starts or ends with a backtick");
+        // A line break could start a heading, a list or an HTML block that ends the span: it is a space.
+        assert_eq!(markdown_code_span("ok\n# Approved <img src=x>\r\n"), "`ok # Approved <img src=x>`");
+        assert_eq!(markdown_code_span(""), "` `");
+        assert_eq!(markdown_code_span("@mallory [x](http://evil.example)"), "`@mallory [x](http://evil.example)`");
+    }
+
+    #[test]
+    fn fences_are_longer_than_any_backtick_run_inside() {
+        let hostile = "```\n</details>\n@mallory <img src=http://evil.example/x>\n``````\n[x](http://evil.example)";
+        let fenced = markdown_fence("diff", hostile);
+        let fence = "```````";
+        assert!(fenced.starts_with(&format!("{fence}diff\n")) && fenced.ends_with(&format!("\n{fence}\n")), "{fenced}");
+        // No line inside is as long a fence as the opening one, so none closes it.
+        let inner: Vec<&str> = fenced.lines().skip(1).collect();
+        let closing = inner.iter().position(|line| line.starts_with(fence)).expect("a closing fence");
+        assert_eq!(closing, inner.len() - 1, "{fenced}");
+        assert_eq!(markdown_fence("", "plain"), "```\nplain\n```\n");
+    }
+
+    #[test]
+    fn preview_urls_are_links_only_when_plain() {
+        assert_eq!(markdown_url("http://web-pr-7.preview.test:8080/"), "<http://web-pr-7.preview.test:8080/>");
+        assert_eq!(markdown_url("http://x.test/><img src=y>"), "`http://x.test/><img src=y>`");
+        assert_eq!(markdown_url("javascript:alert(1)"), "`javascript:alert(1)`");
+    }
+
+    #[test]
+    fn github_trusts_owners_members_and_collaborators_only() {
+        for (association, trusted) in [
+            (Some("OWNER"), true),
+            (Some("MEMBER"), true),
+            (Some("COLLABORATOR"), true),
+            (Some("CONTRIBUTOR"), false),
+            (Some("FIRST_TIME_CONTRIBUTOR"), false),
+            (Some("FIRST_TIMER"), false),
+            (Some("NONE"), false),
+            (Some("owner"), false),
+            (None, false),
+        ] {
+            assert_eq!(github_association_trusted(association), trusted, "{association:?}");
+        }
+    }
+
+    #[test]
+    fn a_comment_is_ours_by_id_when_both_have_one_else_by_login() {
+        let me = Identity { id: Some(41), login: Some("railyard-bot".to_owned()) };
+        assert!(me.wrote(&json!({ "login": "railyard-bot", "id": 41 })));
+        assert!(!me.wrote(&json!({ "login": "railyard-bot", "id": 42 })), "a renamed account reusing the login");
+        assert!(me.wrote(&json!({ "username": "railyard-bot" })));
+        assert!(!me.wrote(&json!({ "login": "mallory", "id": 7 })));
+        assert!(!me.wrote(&Value::Null));
+        let nobody = Identity { id: None, login: Some(String::new()) };
+        assert!(!nobody.wrote(&json!({ "login": "" })), "an empty login matches nothing");
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub fn judge(forge: Forge, headers: &HeaderMap, body: &[u8], secret: &[u8]) -> V
 fn pull_request_verdict(forge: Forge, event: &str, body: &[u8]) -> Verdict {
     let read = match forge {
         Forge::GitLab => serde_json::from_slice::<GitLabMergeRequest>(body).map(GitLabMergeRequest::read),
-        _ => serde_json::from_slice::<PullRequestHook>(body).map(PullRequestHook::read),
+        _ => serde_json::from_slice::<PullRequestHook>(body).map(|hook| hook.read(forge)),
     };
     match read {
         Err(error) => {
@@ -186,6 +186,8 @@ struct PullRequestBody {
     base: Side,
     #[serde(default)]
     labels: Vec<Label>,
+    /// GitHub's word on the author's relation to the repository (Gitea sends none).
+    author_association: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -216,7 +218,7 @@ struct Label {
 }
 
 impl PullRequestHook {
-    fn read(self) -> Option<(PullRequestAction, PullRequest)> {
+    fn read(self, forge: Forge) -> Option<(PullRequestAction, PullRequest)> {
         let action = match self.action.as_str() {
             "opened" | "reopened" => PullRequestAction::Opened,
             "synchronize" | "synchronized" => PullRequestAction::Updated,
@@ -237,7 +239,9 @@ impl PullRequestHook {
                 head_branch: pr.head.reference,
                 from_fork: head.is_none() || head != base,
                 labels: pr.labels.into_iter().map(|label| label.name).collect(),
-                author_trusted: false,
+                // Only GitHub says it in the payload; for Gitea the forge's list is asked when one is configured.
+                author_trusted: forge == Forge::GitHub
+                    && crate::forge::github_association_trusted(pr.author_association.as_deref()),
                 pushed_ms: crate::daemon::now_ms(),
             },
         ))
@@ -291,6 +295,7 @@ impl GitLabMergeRequest {
                 head_branch: mr.source_branch,
                 from_fork: mr.source_project_id.is_none() || mr.source_project_id != mr.target_project_id,
                 labels: self.labels.into_iter().map(|label| label.name).collect(),
+                // The payload does not say whether the author may push; the forge's list is asked when configured.
                 author_trusted: false,
                 pushed_ms: crate::daemon::now_ms(),
             },
@@ -403,6 +408,7 @@ mod tests {
         assert_eq!((github.status, action), (StatusCode::ACCEPTED, PullRequestAction::Opened));
         assert_eq!((pr.number, pr.head_sha.as_str()), (2, "ec26c3e57ca3a959ca5aad62de7213c562f8c821"));
         assert_eq!((pr.head_branch.as_str(), pr.author.as_str(), pr.from_fork), ("changes", "Codertocat", false));
+        assert!(pr.author_trusted, "the documented payload's author is the repository's OWNER");
 
         let gitlab = signed(Forge::GitLab, "Merge Request Hook", &fixture("gitlab-merge-request-hook.json"));
         let (action, mr) = gitlab.pull_request.expect("a merge request event");
@@ -410,12 +416,41 @@ mod tests {
         assert_eq!((mr.number, mr.head_sha.as_str()), (1, "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"));
         assert_eq!((mr.head_branch.as_str(), mr.author.as_str(), mr.from_fork), ("ms-viewport", "root", false));
         assert_eq!(mr.labels, ["API"]);
+        assert!(!mr.author_trusted, "GitLab's payload does not say; the forge's list does");
 
         let gitea = signed(Forge::Gitea, "pull_request", &fixture("gitea-pull-request-synchronized.json"));
         let (action, pr) = gitea.pull_request.expect("a pull request event");
         assert_eq!((action, pr.number), (PullRequestAction::Updated, 1));
         assert!(pr.from_fork, "the head lives in contributor/webhooks, the base in gitea/webhooks");
         assert_eq!(pr.labels, ["preview"]);
+        assert!(!pr.author_trusted, "Gitea's payload does not say; the forge's list does");
+    }
+
+    #[test]
+    fn only_github_owners_members_and_collaborators_are_trusted_by_the_payload() {
+        let body = String::from_utf8(fixture("github-pull-request-opened.json")).expect("utf-8");
+        for (association, trusted) in [
+            ("OWNER", true),
+            ("MEMBER", true),
+            ("COLLABORATOR", true),
+            ("CONTRIBUTOR", false),
+            ("FIRST_TIME_CONTRIBUTOR", false),
+            ("NONE", false),
+        ] {
+            let changed = body
+                .replace("\"author_association\": \"OWNER\"", &format!("\"author_association\": \"{association}\""));
+            let (_, pr) = signed(Forge::GitHub, "pull_request", changed.as_bytes()).pull_request.expect("an event");
+            assert_eq!(pr.author_trusted, trusted, "{association}");
+        }
+        let without = body.replace("\"author_association\": \"OWNER\",", "");
+        let (_, pr) = signed(Forge::GitHub, "pull_request", without.as_bytes()).pull_request.expect("an event");
+        assert!(!pr.author_trusted, "no association, no trust");
+        // A Gitea payload claiming GitHub's field is not believed: Gitea never sends it.
+        let gitea = String::from_utf8(fixture("gitea-pull-request-synchronized.json")).expect("utf-8");
+        let forged = gitea.replacen("\"pull_request\": {", "\"pull_request\": { \"author_association\": \"OWNER\",", 1);
+        assert_ne!(forged, gitea, "the fixture has a pull_request object");
+        let (_, pr) = signed(Forge::Gitea, "pull_request", forged.as_bytes()).pull_request.expect("an event");
+        assert!(!pr.author_trusted);
     }
 
     #[test]

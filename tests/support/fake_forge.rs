@@ -3,8 +3,14 @@
 //! examples. It keeps open pull requests that a test opens and closes, records the commit statuses and comments
 //! railyard posts, pages listings (`per_page`/`limit`, `Link: rel="next"`, GitLab's `X-Next-Page` and `X-Total`,
 //! Gitea's `X-Total-Count`), and can be told to fail the next requests with 500.
+//!
+//! It also knows who is who: `GET /user` names the token's user ([`SELF_LOGIN`]), comments carry their authors
+//! (another user can write one with [`FakeForge::comment_as`]), each pull request has an author whose right to push
+//! is given by [`FakeForge::set_access`] (GitHub's `author_association`, GitLab's project members, Gitea's
+//! collaborators), every request's headers are kept, and [`FakeForge::redirect_to`] answers everything with a 302
+//! to another address.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -39,12 +45,35 @@ pub struct PostedStatus {
     pub body: Value,
 }
 
+/// The user the fake says the token belongs to, and who writes railyard's comments.
+pub const SELF_LOGIN: &str = "railyard-bot";
+/// Its numeric id (GitLab names note authors by id).
+pub const SELF_ID: u64 = 41;
+
+/// A comment as the fake keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeComment {
+    pub id: u64,
+    pub author: String,
+    pub body: String,
+}
+
 #[derive(Default)]
 struct Forge {
     open: BTreeMap<u64, FakePullRequest>,
     statuses: Vec<PostedStatus>,
-    /// Pull request number to its comments (id, body).
-    comments: BTreeMap<u64, Vec<(u64, String)>>,
+    /// Pull request number to its comments.
+    comments: BTreeMap<u64, Vec<FakeComment>>,
+    /// Pull request number to its author, when not the default (`octocat`; GitLab `admin`).
+    authors: BTreeMap<u64, String>,
+    /// Login to GitLab-style access level (30 developer, 40 maintainer, 50 owner); see [`FakeForge::set_access`].
+    access: BTreeMap<String, u64>,
+    /// Logins whose membership or collaborator lookups answer 500.
+    failing_lookups: BTreeSet<String>,
+    /// Every request answers 302 to this base (plus the request's path and query).
+    redirect: Option<String>,
+    /// Every request's headers, in order.
+    headers: Vec<Vec<(String, String)>>,
     next_comment: u64,
     fail_next: usize,
     /// Requests that still succeed before the next one fails.
@@ -128,11 +157,50 @@ impl FakeForge {
 
     /// The comments on pull request `number`.
     pub fn comments(&self, number: u64) -> Vec<String> {
-        self.forge()
-            .comments
-            .get(&number)
-            .map(|all| all.iter().map(|(_, body)| body.clone()).collect())
-            .unwrap_or_default()
+        self.comments_with_authors(number).into_iter().map(|comment| comment.body).collect()
+    }
+
+    /// The comments on pull request `number`, with their ids and authors.
+    pub fn comments_with_authors(&self, number: u64) -> Vec<FakeComment> {
+        self.forge().comments.get(&number).cloned().unwrap_or_default()
+    }
+
+    /// `login` comments `body` on pull request `number` (someone else than railyard, say).
+    pub fn comment_as(&self, number: u64, login: &str, body: &str) {
+        let mut forge = self.forge();
+        forge.next_comment += 1;
+        let id = forge.next_comment;
+        forge.comments.entry(number).or_default().push(FakeComment {
+            id,
+            author: login.to_owned(),
+            body: body.to_owned(),
+        });
+    }
+
+    /// Pull request `number` was opened by `login`.
+    pub fn set_author(&self, number: u64, login: &str) {
+        self.forge().authors.insert(number, login.to_owned());
+    }
+
+    /// `login`'s access to the repository, in GitLab's levels: GitHub says `COLLABORATOR` from 30 (write) and
+    /// `CONTRIBUTOR` below; Gitea lists a collaborator from 30; GitLab answers the level itself (a member from 10).
+    pub fn set_access(&self, login: &str, level: u64) {
+        self.forge().access.insert(login.to_owned(), level);
+    }
+
+    /// Membership and collaborator lookups for `login` answer 500.
+    pub fn fail_lookups_of(&self, login: &str) {
+        self.forge().failing_lookups.insert(login.to_owned());
+    }
+
+    /// Every later request answers `302 Found` to `base` followed by the request's path and query.
+    pub fn redirect_to(&self, base: &str) {
+        self.forge().redirect = Some(base.trim_end_matches('/').to_owned());
+    }
+
+    /// Every request's headers (names lowercase), in the order received.
+    pub fn request_headers(&self) -> Vec<Vec<(String, String)>> {
+        self.forge().headers.clone()
     }
 
     /// Every request as `METHOD path?query`.
@@ -158,11 +226,21 @@ async fn answer(
     State((state, speaks, port)): State<Shared>,
     method: Method,
     uri: Uri,
-    _: HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let mut forge = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     forge.requests.push(format!("{method} {uri}"));
+    forge.headers.push(
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect(),
+    );
+    if let Some(base) = &forge.redirect {
+        let location = format!("{base}{}", uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        return (StatusCode::FOUND, [(axum::http::header::LOCATION, location)], "").into_response();
+    }
     let planned_failure = match forge.fail_after {
         Some(0) => {
             forge.fail_after = None;
@@ -195,16 +273,53 @@ async fn answer(
     };
     let gitlab_project = "acme%2Fshop";
     match (speaks, &method, parts.as_slice()) {
+        (_, &Method::GET, ["user"]) => {
+            let user = match speaks {
+                Speaks::GitLab => json!({ "id": SELF_ID, "username": SELF_LOGIN, "name": "railyard" }),
+                _ => json!({ "id": SELF_ID, "login": SELF_LOGIN, "type": "User" }),
+            };
+            (StatusCode::OK, axum::Json(user)).into_response()
+        }
         (Speaks::GitLab, &Method::GET, ["projects", project, "merge_requests"]) if *project == gitlab_project => {
-            let items: Vec<Value> = forge.open.values().map(gitlab_merge_request).collect();
+            let items: Vec<Value> = forge.open.values().map(|pr| gitlab_merge_request(&forge, pr)).collect();
             paged(&forge, speaks, port, path, &query, page, items)
+        }
+        (Speaks::GitLab, &Method::GET, ["projects", project, "members", "all", id]) if *project == gitlab_project => {
+            let login = forge
+                .access
+                .keys()
+                .chain(forge.failing_lookups.iter())
+                .find(|login| user_id(login).to_string() == *id)
+                .cloned();
+            match login {
+                Some(login) if forge.failing_lookups.contains(&login) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "{\"message\":\"Server Error\"}").into_response()
+                }
+                Some(login) => {
+                    let level = forge.access.get(&login).copied().unwrap_or(0);
+                    let member = json!({ "id": user_id(&login), "username": login, "access_level": level });
+                    (StatusCode::OK, axum::Json(member)).into_response()
+                }
+                None => (StatusCode::NOT_FOUND, "{\"message\":\"404 Not found\"}").into_response(),
+            }
+        }
+        (Speaks::Gitea, &Method::GET, ["repos", owner, name, "collaborators", login])
+            if format!("{owner}/{name}") == REPO =>
+        {
+            if forge.failing_lookups.contains(*login) {
+                (StatusCode::INTERNAL_SERVER_ERROR, "{\"message\":\"Server Error\"}").into_response()
+            } else if forge.access.get(*login).is_some_and(|level| *level >= 30) {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                (StatusCode::NOT_FOUND, "{\"message\":\"Not Found\"}").into_response()
+            }
         }
         (Speaks::GitLab, &Method::POST, ["projects", _, "statuses", sha]) => {
             forge.statuses.push(PostedStatus { sha: (*sha).to_owned(), body: body.clone() });
             (StatusCode::CREATED, axum::Json(json!({ "id": 1, "status": body["state"] }))).into_response()
         }
         (Speaks::GitLab, &Method::GET, ["projects", _, "merge_requests", number, "notes"]) => {
-            let items = comment_items(&forge, number);
+            let items = comment_items(&forge, speaks, number);
             paged(&forge, speaks, port, path, &query, page, items)
         }
         (Speaks::GitLab, &Method::POST, ["projects", _, "merge_requests", number, "notes"]) => {
@@ -214,7 +329,7 @@ async fn answer(
             edit_comment(&mut forge, number, id, &body)
         }
         (_, &Method::GET, ["repos", owner, name, "pulls"]) if format!("{owner}/{name}") == REPO => {
-            let items: Vec<Value> = forge.open.values().map(pull_request).collect();
+            let items: Vec<Value> = forge.open.values().map(|pr| pull_request(&forge, speaks, pr)).collect();
             paged(&forge, speaks, port, path, &query, page, items)
         }
         (_, &Method::POST, ["repos", _, _, "statuses", sha]) => {
@@ -222,7 +337,7 @@ async fn answer(
             (StatusCode::CREATED, axum::Json(json!({ "id": 1, "state": body["state"] }))).into_response()
         }
         (_, &Method::GET, ["repos", _, _, "issues", number, "comments"]) => {
-            let items = comment_items(&forge, number);
+            let items = comment_items(&forge, speaks, number);
             paged(&forge, speaks, port, path, &query, page, items)
         }
         (_, &Method::POST, ["repos", _, _, "issues", number, "comments"]) => create_comment(&mut forge, number, &body),
@@ -230,7 +345,7 @@ async fn answer(
             let owner = forge
                 .comments
                 .iter()
-                .find(|(_, comments)| comments.iter().any(|(known, _)| known.to_string() == *id))
+                .find(|(_, comments)| comments.iter().any(|comment| comment.id.to_string() == *id))
                 .map(|(number, _)| number.to_string());
             match owner {
                 Some(number) => edit_comment(&mut forge, &number, id, &body),
@@ -283,61 +398,96 @@ fn paged(
     (StatusCode::OK, headers, axum::Json(Value::Array(slice))).into_response()
 }
 
-fn comment_items(forge: &Forge, number: &str) -> Vec<Value> {
+/// A fake user's numeric id: railyard's own is [`SELF_ID`], anyone else's is made from the login.
+pub fn user_id(login: &str) -> u64 {
+    if login == SELF_LOGIN {
+        return SELF_ID;
+    }
+    login.bytes().fold(1000, |id: u64, byte| id.wrapping_mul(31).wrapping_add(u64::from(byte)) % 1_000_000_007)
+}
+
+/// A comment's author as each forge writes it: GitLab's `author` with `id` and `username`, GitHub's and Gitea's
+/// `user` with `login` and `id`.
+fn comment_items(forge: &Forge, speaks: Speaks, number: &str) -> Vec<Value> {
     let number: u64 = number.parse().unwrap_or(0);
     forge
         .comments
         .get(&number)
         .map(|all| {
-            all.iter().map(|(id, body)| json!({ "id": id, "body": body, "user": { "login": "railyard" } })).collect()
+            all.iter()
+                .map(|comment| match speaks {
+                    Speaks::GitLab => json!({ "id": comment.id, "body": comment.body, "system": false,
+                        "author": { "id": user_id(&comment.author), "username": comment.author } }),
+                    _ => json!({ "id": comment.id, "body": comment.body,
+                        "user": { "login": comment.author, "id": user_id(&comment.author) } }),
+                })
+                .collect()
         })
         .unwrap_or_default()
 }
 
+/// Comments railyard writes are written by the token's user.
 fn create_comment(forge: &mut Forge, number: &str, body: &Value) -> Response {
     let number: u64 = number.parse().unwrap_or(0);
     forge.next_comment += 1;
     let id = forge.next_comment;
     let text = body["body"].as_str().unwrap_or_default().to_owned();
-    forge.comments.entry(number).or_default().push((id, text.clone()));
+    forge.comments.entry(number).or_default().push(FakeComment {
+        id,
+        author: SELF_LOGIN.to_owned(),
+        body: text.clone(),
+    });
     (StatusCode::CREATED, axum::Json(json!({ "id": id, "body": text }))).into_response()
 }
 
+/// Edits a comment; like the real forges, only its author may (anyone else gets 403).
 fn edit_comment(forge: &mut Forge, number: &str, id: &str, body: &Value) -> Response {
     let number: u64 = number.parse().unwrap_or(0);
     let text = body["body"].as_str().unwrap_or_default().to_owned();
     let Some(comment) =
-        forge.comments.get_mut(&number).and_then(|all| all.iter_mut().find(|(known, _)| known.to_string() == id))
+        forge.comments.get_mut(&number).and_then(|all| all.iter_mut().find(|comment| comment.id.to_string() == id))
     else {
         return (StatusCode::NOT_FOUND, "{\"message\":\"Not Found\"}").into_response();
     };
-    comment.1 = text.clone();
-    (StatusCode::OK, axum::Json(json!({ "id": comment.0, "body": text }))).into_response()
+    if comment.author != SELF_LOGIN {
+        return (StatusCode::FORBIDDEN, "{\"message\":\"Forbidden\"}").into_response();
+    }
+    comment.body = text.clone();
+    (StatusCode::OK, axum::Json(json!({ "id": comment.id, "body": text }))).into_response()
 }
 
-/// A pull request as GitHub's and Gitea's `GET /repos/{owner}/{repo}/pulls` list it.
-fn pull_request(pr: &FakePullRequest) -> Value {
+/// A pull request as GitHub's and Gitea's `GET /repos/{owner}/{repo}/pulls` list it (GitHub adds the author's
+/// `author_association`).
+fn pull_request(forge: &Forge, speaks: Speaks, pr: &FakePullRequest) -> Value {
     let head_repo = if pr.fork { "mallory/shop" } else { REPO };
-    json!({
+    let author = forge.authors.get(&pr.number).cloned().unwrap_or_else(|| "octocat".to_owned());
+    let association =
+        if forge.access.get(&author).is_some_and(|level| *level >= 30) { "COLLABORATOR" } else { "CONTRIBUTOR" };
+    let mut item = json!({
         "number": pr.number,
         "state": "open",
         "title": format!("Change {}", pr.number),
-        "user": { "login": "octocat" },
+        "user": { "login": author, "id": user_id(&author) },
         "labels": pr.labels.iter().map(|name| json!({ "name": name })).collect::<Vec<_>>(),
         "head": { "label": format!("octocat:{}", pr.branch), "ref": pr.branch, "sha": pr.sha, "repo": { "full_name": head_repo } },
         "base": { "label": "octocat:main", "ref": "main", "repo": { "full_name": REPO } },
-    })
+    });
+    if speaks == Speaks::GitHub {
+        item["author_association"] = json!(association);
+    }
+    item
 }
 
 /// A merge request as GitLab's `GET /projects/:id/merge_requests` lists it.
-fn gitlab_merge_request(pr: &FakePullRequest) -> Value {
+fn gitlab_merge_request(forge: &Forge, pr: &FakePullRequest) -> Value {
+    let author = forge.authors.get(&pr.number).cloned().unwrap_or_else(|| "admin".to_owned());
     json!({
         "id": 1000 + pr.number,
         "iid": pr.number,
         "project_id": 3,
         "title": format!("Change {}", pr.number),
         "state": "opened",
-        "author": { "username": "admin" },
+        "author": { "id": user_id(&author), "username": author },
         "source_branch": pr.branch,
         "target_branch": "main",
         "source_project_id": if pr.fork { 4 } else { 3 },
