@@ -1096,3 +1096,81 @@ fn a_rollback_pins_an_earlier_commit_until_unpinned_and_survives_a_restart() {
     assert_success(&cli(&["unpin", "--env", "production", "--server", &server]));
     assert!(eventually(WAIT, || serves(&project, "three")), "unpinned, it follows the branch:\n{}", restarted.log());
 }
+
+/// Every reconcile counted in `/metrics`, whatever its environment and outcome.
+fn all_reconciles(served: &Served) -> f64 {
+    let (_, text) = http(served.port, "GET", "/metrics", &[], b"");
+    text.lines()
+        .filter(|line| line.starts_with("railyard_reconciles_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>()
+}
+
+#[test]
+fn a_replayed_delivery_is_answered_duplicate_and_triggers_nothing_even_after_a_restart() {
+    let project = TestProject::new("replay");
+    project.git_init();
+    let repo = format!("file://{}", project.dir().display());
+    let args = ["--poll-interval", "1h", "--drift-interval", "1h"];
+    let mut served = Served::start(&repo, None, &args, &secrets_env());
+    served.wait_for("the first reconcile", WAIT, |env| env["syncStatus"] == "synced");
+    let push = fixture("github-push.json");
+    let signature = sign(SECRET.as_bytes(), &push);
+    let deliver = |served: &Served, id: &str, signature: &str| {
+        http(
+            served.port,
+            "POST",
+            "/hooks/github",
+            &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", id), ("X-Hub-Signature-256", signature)],
+            &push,
+        )
+    };
+    let id = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+    // An unsigned request cannot burn the id of the real delivery to come.
+    assert_eq!(deliver(&served, id, "sha256=00").0, 401);
+    let before = all_reconciles(&served);
+    let (status, body) = deliver(&served, id, &signature);
+    assert_eq!(status, 202, "the first delivery is acted on: {body}");
+    assert!(body.contains("sync queued"), "{body}");
+    assert!(eventually(WAIT, || all_reconciles(&served) > before), "no reconcile:\n{}", served.log());
+    std::thread::sleep(Duration::from_secs(2));
+    let after_first = all_reconciles(&served);
+    assert_eq!(after_first - before, 1.0, "one push, one reconcile");
+
+    let (status, body) = deliver(&served, id, &signature);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("duplicate") && body.contains(id), "{body}");
+    // The id header is not signed: the same signed body under a made-up id is the same delivery.
+    let (status, body) = deliver(&served, "00000000-0000-0000-0000-000000000000", &signature);
+    assert_eq!((status, body.contains("duplicate")), (200, true), "{body}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(all_reconciles(&served), after_first, "a duplicate triggered a reconcile:\n{}", served.log());
+    assert_eq!(metric(&served, "railyard_webhook_deliveries_total{forge=\"github\",result=\"duplicate\"}"), 2.0);
+    let deliveries = get_json(served.port, "/api/v1/webhooks");
+    assert!(
+        deliveries["items"][0]["reason"].as_str().is_some_and(|reason| reason.starts_with("duplicate")),
+        "the history says so: {deliveries:#}"
+    );
+
+    // The ids are in the state database: a restart does not forget them.
+    assert!(served.terminate().success());
+    let state_dir = served.state_dir.clone();
+    let served = Served::start(&repo, Some(&state_dir), &args, &secrets_env());
+    served.wait_for("the reconcile at start", WAIT, |env| env["syncStatus"] == "synced");
+    let (status, body) = deliver(&served, id, &signature);
+    assert_eq!((status, body.contains("duplicate")), (200, true), "after a restart: {body}");
+    // A new delivery of the same forge is acted on as before.
+    let next = String::from_utf8_lossy(&push).replace("\"after\"", "\"forced\": true, \"after\"").into_bytes();
+    let (status, body) = http(
+        served.port,
+        "POST",
+        "/hooks/github",
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "a-new-delivery"),
+            ("X-Hub-Signature-256", &sign(SECRET.as_bytes(), &next)),
+        ],
+        &next,
+    );
+    assert_eq!(status, 202, "{body}");
+}

@@ -629,11 +629,29 @@ async fn webhook(
     let body: Bytes = match axum::body::to_bytes(body, state.webhook_limit).await {
         Ok(body) => body,
         Err(_) => {
-            record(&state, forge, "", false, false, "body over the size limit").await;
+            record(&state, forge, "", "rejected", false, "body over the size limit").await;
             return ApiError::TooLarge(state.webhook_limit).into_response();
         }
     };
     let mut verdict = judge(forge, &headers, &body, secret);
+    // Only a verified delivery is remembered, so that an unsigned request cannot burn the id of one to come.
+    if verdict.status != StatusCode::UNAUTHORIZED
+        && let Some(id) = webhooks::delivery_id(forge, &headers)
+    {
+        match first_delivery(&state, forge, &id, &body).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let reason = format!("duplicate: delivery {id} was already received; nothing is triggered again");
+                record(&state, forge, &verdict.event, "duplicate", true, &reason).await;
+                return (StatusCode::OK, Json(json!({ "status": reason }))).into_response();
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot check the webhook delivery id");
+                record(&state, forge, &verdict.event, "rejected", true, "the delivery id could not be checked").await;
+                return ApiError::History(error).into_response();
+            }
+        }
+    }
     if let Some(pushed) = verdict.pushed.clone() {
         let branch = match pushed {
             Pushed::Branch(branch) => branch,
@@ -651,16 +669,33 @@ async fn webhook(
         verdict.reason = format!("{}; preview {env} reconciles", verdict.reason);
     }
     let authenticated = verdict.status != StatusCode::UNAUTHORIZED;
-    record(&state, forge, &verdict.event, verdict.accepted(), authenticated, &verdict.reason).await;
+    let result = if verdict.accepted() { "accepted" } else { "rejected" };
+    record(&state, forge, &verdict.event, result, authenticated, &verdict.reason).await;
     let body =
         if verdict.accepted() { json!({ "status": verdict.reason }) } else { json!({ "error": verdict.reason }) };
     (verdict.status, Json(body)).into_response()
 }
 
-/// Counts and records a delivery; an unauthenticated one (anybody can send those) is counted apart and only the
-/// newest are kept.
-async fn record(state: &ServerState, forge: Forge, event: &str, accepted: bool, authenticated: bool, reason: &str) {
-    state.daemon.metrics.count_webhook(forge.as_str(), if accepted { "accepted" } else { "rejected" });
+/// Whether a signed delivery is new: its id, and the digest of its body (the id header is not signed, so a replay
+/// under a made-up id is caught by the body), neither seen within a day. Both are remembered.
+async fn first_delivery(state: &ServerState, forge: Forge, id: &str, body: &[u8]) -> Result<bool, String> {
+    use sha2::Digest;
+    let id = format!("id:{id}");
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)));
+    let now = now_ms();
+    query(state, move |store| {
+        let new_id = store.first_delivery(forge.as_str(), &id, now)?;
+        let new_body = store.first_delivery(forge.as_str(), &digest, now)?;
+        Ok(new_id && new_body)
+    })
+    .await
+}
+
+/// Counts (`result`: accepted, rejected, duplicate) and records a delivery; an unauthenticated one (anybody can send
+/// those) is counted apart and only the newest are kept.
+async fn record(state: &ServerState, forge: Forge, event: &str, result: &str, authenticated: bool, reason: &str) {
+    let accepted = result != "rejected";
+    state.daemon.metrics.count_webhook(forge.as_str(), result);
     if !authenticated {
         state.daemon.metrics.webhook_unauthenticated.inc();
     }

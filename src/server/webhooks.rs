@@ -303,6 +303,24 @@ impl GitLabMergeRequest {
     }
 }
 
+/// The delivery's id, which the sender keeps across retries: GitHub's `X-GitHub-Delivery`, Gitea's
+/// `X-Gitea-Delivery` (Forgejo's `X-Forgejo-Delivery`), GitLab's `X-Gitlab-Event-UUID`, the generic sender's
+/// `X-Railyard-Delivery`. At most 200 visible ASCII characters; anything else is no id.
+pub fn delivery_id(forge: Forge, headers: &HeaderMap) -> Option<String> {
+    let names: &[&str] = match forge {
+        Forge::GitHub => &["x-github-delivery"],
+        Forge::Gitea => &["x-gitea-delivery", "x-forgejo-delivery"],
+        Forge::GitLab => &["x-gitlab-event-uuid"],
+        Forge::Generic => &["x-railyard-delivery"],
+    };
+    names
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.len() <= 200 && id.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned)
+}
+
 /// Compares the HMAC-SHA256 of `body` with a hex signature in constant time.
 fn hmac_matches(secret: &[u8], body: &[u8], signature: Option<&str>) -> bool {
     let Some(expected) = signature.and_then(|hex_text| hex::decode(hex_text).ok()) else { return false };
@@ -498,6 +516,24 @@ mod tests {
             SECRET,
         );
         assert_eq!((verdict.status, verdict.pull_request), (StatusCode::UNAUTHORIZED, None));
+    }
+
+    #[test]
+    fn each_forge_names_its_delivery_id() {
+        let id = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+        for (forge, header) in [
+            (Forge::GitHub, "x-github-delivery"),
+            (Forge::Gitea, "x-gitea-delivery"),
+            (Forge::Gitea, "x-forgejo-delivery"),
+            (Forge::GitLab, "x-gitlab-event-uuid"),
+            (Forge::Generic, "x-railyard-delivery"),
+        ] {
+            assert_eq!(delivery_id(forge, &headers(&[(header, id)])).as_deref(), Some(id), "{header}");
+        }
+        assert_eq!(delivery_id(Forge::GitHub, &headers(&[("x-gitea-delivery", id)])), None, "another forge's header");
+        assert_eq!(delivery_id(Forge::GitHub, &headers(&[("x-github-delivery", "  ")])), None);
+        assert_eq!(delivery_id(Forge::GitHub, &headers(&[("x-github-delivery", &"a".repeat(201))])), None);
+        assert_eq!(delivery_id(Forge::GitHub, &headers(&[("x-github-delivery", "a b")])), None);
     }
 
     #[test]

@@ -68,7 +68,17 @@ const MIGRATIONS: &[&str] = &[
         commit_sha TEXT NOT NULL,
         pinned_ms INTEGER NOT NULL
     );",
+    "CREATE TABLE webhook_delivery_ids (
+        forge TEXT NOT NULL,
+        delivery TEXT NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (forge, delivery)
+    );
+    CREATE INDEX delivery_ids_by_time ON webhook_delivery_ids (received_ms);",
 ];
+
+/// How long a signed delivery's id is remembered: a replay within it is answered "duplicate" and triggers nothing.
+pub const DELIVERY_MEMORY_MS: i64 = 24 * 60 * 60 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -395,6 +405,26 @@ impl Store {
         })
     }
 
+    /// Remembers the signed delivery `delivery` of `forge` at `now_ms`; false when it was seen within
+    /// [`DELIVERY_MEMORY_MS`] (a replay, or the forge sending it again). Ids older than that are forgotten here, so
+    /// the table holds one day of deliveries at most. Only call this once the signature is verified: an unsigned
+    /// request must not be able to burn an id.
+    pub fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            transaction.execute(
+                "DELETE FROM webhook_delivery_ids WHERE received_ms <= ?1",
+                [now_ms.saturating_sub(DELIVERY_MEMORY_MS)],
+            )?;
+            let inserted = transaction.execute(
+                "INSERT OR IGNORE INTO webhook_delivery_ids (forge, delivery, received_ms) VALUES (?1, ?2, ?3)",
+                params![forge, delivery, now_ms],
+            )?;
+            transaction.commit()?;
+            Ok(inserted == 1)
+        })
+    }
+
     /// Writes the write-ahead log into the database file and truncates it (the WAL otherwise keeps its largest size).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.with(|db| db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))
@@ -613,6 +643,33 @@ mod tests {
             store.syncs(Some("production"), 0).expect("page").items.iter().map(|s| s.started_ms).collect();
         assert_eq!(kept, (23..30).rev().collect::<Vec<_>>());
         assert_eq!(store.syncs(Some("pr-1"), 1).expect("page").items.len(), 10, "other environments keep theirs");
+    }
+
+    #[test]
+    fn delivery_ids_are_remembered_for_a_day_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = DELIVERY_MEMORY_MS;
+        {
+            let store = Store::open(dir.path()).expect("open");
+            assert!(store.first_delivery("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 1_000).expect("first"));
+            assert!(!store.first_delivery("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 2_000).expect("again"));
+            assert!(store.first_delivery("gitea", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 2_000).expect("other forge"));
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        assert!(
+            !store.first_delivery("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", day).expect("after a restart"),
+            "a restart does not forget"
+        );
+        assert!(store.first_delivery("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 1_000 + day).expect("a day on"));
+        let kept: i64 = store
+            .with(|db| db.query_row("SELECT COUNT(*) FROM webhook_delivery_ids", [], |row| row.get(0)))
+            .expect("count");
+        assert_eq!(kept, 2, "github's id of 1,000 was pruned and taken anew; gitea's of 2,000 is within the day");
+        assert!(store.first_delivery("generic", "x", 2_000 + day).expect("later"));
+        let kept: i64 = store
+            .with(|db| db.query_row("SELECT COUNT(*) FROM webhook_delivery_ids", [], |row| row.get(0)))
+            .expect("count");
+        assert_eq!(kept, 2, "ids older than a day are pruned: github's anew and generic's are left");
     }
 
     #[test]
