@@ -345,6 +345,10 @@ struct ServeArgs {
     /// Address of the HTTP server (status, API, webhooks, metrics); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8700", env = "RAILYARD_LISTEN")]
     listen: String,
+    /// Serve `/metrics` only on this address (e.g. a private one for Prometheus), without credentials; by default it
+    /// is on --listen, where it is a read like the pages.
+    #[arg(long, env = "RAILYARD_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Where the git mirror and the history database live.
     #[arg(long, default_value = ".railyard", env = "RAILYARD_STATE_DIR")]
     state_dir: PathBuf,
@@ -369,16 +373,18 @@ struct ServeArgs {
     /// `auto` applies every plan; `manual` keeps plans pending until POST /api/v1/sync. Default: the Project's.
     #[arg(long, value_enum, env = "RAILYARD_SYNC")]
     sync: Option<SyncArg>,
-    /// File holding the password for the status pages and read API when listening beyond loopback (basic auth, any
-    /// user; or set RAILYARD_UI_PASSWORD). The API token also opens them. On loopback they are open.
+    /// File holding the password for the status pages, read API and /metrics when listening beyond loopback or with
+    /// --public-url (basic auth, any user; or set RAILYARD_UI_PASSWORD). The API token also opens them. On loopback
+    /// without --public-url they are open.
     #[arg(long, env = "RAILYARD_UI_PASSWORD_FILE")]
     ui_password_file: Option<PathBuf>,
     /// Largest webhook body accepted, in bytes; larger ones get 413.
     #[arg(long, default_value_t = railyard::server::DEFAULT_WEBHOOK_LIMIT, env = "RAILYARD_WEBHOOK_MAX_BYTES")]
     webhook_max_bytes: usize,
     /// A URL people and tools reach railyard at (e.g. https://deploy.example.com behind a proxy); repeat or separate
-    /// with commas. Pages and the API answer only to these hosts, loopback names and the listen address (421
-    /// otherwise); webhooks, /healthz, /readyz and /metrics answer to any.
+    /// with commas. Pages, the API, /metrics and /readyz answer only to these hosts, loopback names and the listen
+    /// address (421 otherwise); webhooks and /healthz answer to any. With a public URL, reads need credentials even
+    /// on loopback (a reverse proxy makes every visitor look local).
     #[arg(long, env = "RAILYARD_PUBLIC_URL", value_delimiter = ',')]
     public_url: Vec<String>,
     /// Longest a git fetch may take before it fails.
@@ -442,6 +448,7 @@ impl ServeArgs {
             };
         }
         fill!(self, listen, file.listen);
+        fill!(self, metrics_listen, file.metrics_listen.map(Some));
         fill!(self, public_url, file.public_url);
         fill!(self, state_dir, file.state_dir);
         fill!(self, repo, file.repo.map(Some));
@@ -1116,6 +1123,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}; pick another address with --listen", args.listen))?;
     let address = listener.local_addr()?;
+    let metrics_listener = match &args.metrics_listen {
+        Some(metrics_listen) => Some(tokio::net::TcpListener::bind(metrics_listen).await.with_context(|| {
+            format!("cannot listen on {metrics_listen}; pick another address with --metrics-listen")
+        })?),
+        None => None,
+    };
     let state = Arc::new(ServerState {
         daemon: Arc::clone(&daemon),
         webhook_secret: read_secret(
@@ -1126,7 +1139,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map(String::into_bytes),
         api_token: read_secret(args.api_token_file.as_deref(), "RAILYARD_API_TOKEN", secrets.api_token.as_ref())?,
         webhook_limit: args.webhook_max_bytes,
-        open_reads: address.ip().is_loopback(),
+        // Behind a reverse proxy (a public URL) every visitor comes from loopback: loopback is no credential then.
+        open_reads: address.ip().is_loopback() && public_hosts.is_empty(),
+        metrics_apart: metrics_listener.is_some(),
         ui_password: read_secret(
             args.ui_password_file.as_deref(),
             "RAILYARD_UI_PASSWORD",
@@ -1135,7 +1150,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         hosts: railyard::server::AllowedHosts::new(address, &public_hosts),
         keep_deliveries: args.keep_deliveries,
     });
-    println!("railyard listening on http://{address} (following {})", daemon.settings().source.describe());
+    let mut metrics_server = None;
+    let mut metrics_at = String::new();
+    if let Some(metrics_listener) = metrics_listener {
+        let metrics_address = metrics_listener.local_addr()?;
+        metrics_at = format!("; /metrics on http://{metrics_address}/metrics");
+        let router = railyard::server::metrics_router(
+            Arc::clone(&state),
+            railyard::server::AllowedHosts::new(metrics_address, &public_hosts),
+        );
+        metrics_server = Some(tokio::spawn(async move {
+            if let Err(error) = axum::serve(metrics_listener, router).await {
+                tracing::error!(%error, "the metrics listener stopped");
+            }
+        }));
+    }
+    // One line: tools read the address from it.
+    println!("railyard listening on http://{address} (following {}){metrics_at}", daemon.settings().source.describe());
     std::io::stdout().flush()?;
     let worker = tokio::spawn(Arc::clone(&daemon).run());
     let stopping = Arc::clone(&daemon);
@@ -1145,6 +1176,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         stopping.stop();
     };
     axum::serve(listener, railyard::server::router(state)).with_graceful_shutdown(signalled).await?;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     daemon.stop();
     if tokio::time::timeout(Duration::from_secs(5), worker).await.is_err() {
         tracing::warn!("the reconcile in progress did not stop within 5 s; exiting anyway");

@@ -24,6 +24,9 @@ pub const SCHEMA_FILE: &str = "settings.schema.json";
 pub struct Settings {
     /// Address of the HTTP server (status, API, webhooks, metrics), e.g. `127.0.0.1:8700`; port 0 picks a free one.
     pub listen: Option<String>,
+    /// A listener of its own for `/metrics` alone, without credentials (keep it private), e.g. `10.0.0.5:9700`;
+    /// without it `/metrics` is on `listen` and needs the same credentials as the pages there.
+    pub metrics_listen: Option<String>,
     /// URLs people and tools reach railyard at, e.g. `https://deploy.example.com`.
     pub public_url: Option<Vec<String>>,
     /// Where the git mirror and the history database live.

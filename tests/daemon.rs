@@ -534,16 +534,19 @@ fn pages_and_the_api_answer_only_to_known_host_names() {
         &["--poll-interval", "1h", "--drift-interval", "1h"],
         &[
             ("RAILYARD_WEBHOOK_SECRET", SECRET),
+            ("RAILYARD_UI_PASSWORD", "open sesame"),
             ("RAILYARD_PUBLIC_URL", "https://deploy.example.com/railyard,http://ops.example.org:8080"),
         ],
     );
     let port = served.port;
-    let get = |path: &str, host: &str| http_as(port, host, "GET", path);
-    for path in ["/", "/env/production", "/api/v1/environments", "/api/v1/syncs", "/events"] {
+    let password = basic_auth("user", "open sesame");
+    let get = |path: &str, host: &str| http_as_with(port, host, "GET", path, &[("Authorization", &password)]);
+    for path in ["/", "/env/production", "/api/v1/environments", "/api/v1/syncs", "/events", "/metrics", "/readyz"] {
         let (status, body) = get(path, "rebind.attacker.example");
         assert_eq!(status, 421, "{path}: {body}");
         assert!(body.contains("--public-url"), "{body}");
         assert_eq!(get(path, "rebind.attacker.example:80").0, 421, "{path}");
+        assert_eq!(http_as(port, "rebind.attacker.example", "GET", path).0, 421, "{path}, without credentials too");
     }
     assert_eq!(
         http_as(port, "rebind.attacker.example", "POST", "/api/v1/sync").0,
@@ -553,25 +556,74 @@ fn pages_and_the_api_answer_only_to_known_host_names() {
     let local = format!("localhost:{port}");
     for host in ["localhost", &local, "deploy.example.com", "DEPLOY.example.com:443", "ops.example.org:8080", "[::1]"] {
         assert_eq!(get("/api/v1/environments", host).0, 200, "{host}");
+        assert_eq!(get("/metrics", host).0, 200, "{host}");
     }
-    // Probes, metrics and forges reach railyard under any name.
-    for path in ["/healthz", "/metrics"] {
-        assert_eq!(get(path, "railyard.internal.example").0, 200, "{path}");
-    }
+    // Liveness and forges reach railyard under any name.
+    assert_eq!(http_as(port, "railyard.internal.example", "GET", "/healthz").0, 200);
     let (status, _) = http_as(port, "hooks.example.net", "POST", "/hooks/github");
     assert_eq!(status, 401, "the webhook answers (and wants its signature)");
     // Without an API token the page offers no "Sync now".
-    served.wait_for("the first reconcile", WAIT, |env| env["syncStatus"] == "synced");
+    assert!(
+        eventually(WAIT, || get("/api/v1/environments/production", "localhost")
+            .1
+            .contains("\"syncStatus\":\"synced\"")),
+        "the first reconcile:\n{}",
+        served.log()
+    );
     let (_, page) = get("/env/production", "localhost");
     assert!(page.contains("id=\"apps\"") && !page.contains("sync-now"), "{page}");
 }
 
+#[test]
+fn with_a_public_url_reads_need_credentials_even_on_loopback_and_metrics_can_live_apart() {
+    let project = TestProject::new("public");
+    project.git_init();
+    let metrics_port = free_loopback_port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let served = Served::start(
+        &format!("file://{}", project.dir().display()),
+        None,
+        &["--poll-interval", "1h", "--drift-interval", "1h", "--public-url", "https://deploy.example.com"],
+        &[("RAILYARD_API_TOKEN", TOKEN), ("RAILYARD_METRICS_LISTEN", &metrics_listen)],
+    );
+    let port = served.port;
+    let bearer = format!("Bearer {TOKEN}");
+    // A reverse proxy on this machine makes every visitor look like loopback: loopback opens nothing.
+    for path in ["/", "/env/production", "/api/v1/environments", "/api/v1/syncs", "/api/v1/previews"] {
+        let (status, body) = http(port, "GET", path, &[], b"");
+        assert_eq!(status, 401, "{path}: {body}");
+        let (status, body) = http(port, "GET", path, &[("Authorization", &bearer)], b"");
+        assert_eq!(status, 200, "{path} with the token: {body}");
+    }
+    // `/metrics` is served on its own listener only.
+    let (status, body) = http(port, "GET", "/metrics", &[("Authorization", &bearer)], b"");
+    assert_eq!(status, 404, "not on the main listener: {body}");
+    assert!(
+        eventually(WAIT, || http(metrics_port, "GET", "/metrics", &[], b"").1.contains("railyard_reconciles_total{")),
+        "the metrics listener answers:\n{}",
+        served.log()
+    );
+    assert_eq!(http_as(metrics_port, "rebind.attacker.example", "GET", "/metrics").0, 421, "its Host is checked too");
+    assert_eq!(http_as(metrics_port, "deploy.example.com", "GET", "/metrics").0, 200);
+    assert_eq!(http(metrics_port, "GET", "/api/v1/environments", &[], b"").0, 404, "and it serves nothing else");
+    // Probes stay open to a known name; `/readyz` names nothing.
+    let (status, body) = http(port, "GET", "/readyz", &[], b"");
+    assert_eq!((status, body.trim()), (200, "ready"));
+    assert_eq!(http(port, "GET", "/healthz", &[], b"").0, 200);
+}
+
 /// A bodiless request to 127.0.0.1:`port` that names `host` in its `Host` header; the status and body.
 fn http_as(port: u16, host: &str, method: &str, path: &str) -> (u16, String) {
+    http_as_with(port, host, method, path, &[])
+}
+
+/// [`http_as`] with more headers.
+fn http_as_with(port: u16, host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nContent-Length: 0\r\n\r\n")
         .expect("send");
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);

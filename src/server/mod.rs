@@ -1,7 +1,9 @@
 //! The HTTP side: the status pages, webhooks, the JSON API, live events, `/metrics`, `/healthz` and `/readyz`. It
-//! reads the daemon's state and the store and fires triggers; it never calls a backend itself. Pages, the API and
-//! live events answer only to the names railyard is known by (DNS rebinding protection); webhooks and probes answer
-//! to any name.
+//! reads the daemon's state and the store and fires triggers; it never calls a backend itself. Pages, the API, live
+//! events, `/metrics` and `/readyz` answer only to the names railyard is known by (DNS rebinding protection);
+//! webhooks and `/healthz` answer to any name. Reads (pages, the API's GETs, `/metrics` on the main listener) are
+//! open only on a loopback listener without a public URL: behind a reverse proxy every visitor comes from loopback.
+//! `/metrics` can be served apart, on a listener of its own (`--metrics-listen`), for a scraper on a private address.
 
 pub mod pages;
 pub mod webhooks;
@@ -35,8 +37,11 @@ pub struct ServerState {
     pub webhook_secret: Option<Vec<u8>>,
     pub api_token: Option<String>,
     pub webhook_limit: usize,
-    /// Pages and the read API are open without credentials (railyard listens on loopback only).
+    /// Pages, the read API and `/metrics` are open without credentials: railyard listens on loopback only and has no
+    /// public URL (a reverse proxy in front would make every visitor look like loopback).
     pub open_reads: bool,
+    /// `/metrics` is served on a listener of its own ([`metrics_router`]), not on the main one.
+    pub metrics_apart: bool,
     /// Password for pages and the read API on other binds (basic auth, any user); the API token also works.
     pub ui_password: Option<String>,
     /// The names pages and the API answer to.
@@ -99,7 +104,7 @@ pub fn public_url_host(url: &str) -> Option<String> {
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
-    let reads = Router::new()
+    let mut reads = Router::new()
         .route("/", get(overview_page))
         .route("/env/{env}", get(environment_page))
         .route("/env/{env}/syncs", get(history_page))
@@ -113,29 +118,41 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/v1/previews", get(previews))
         .route("/api/v1/syncs", get(syncs))
         .route("/api/v1/syncs/{id}", get(sync_detail))
-        .route("/api/v1/webhooks", get(deliveries))
-        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_reader));
+        .route("/api/v1/webhooks", get(deliveries));
+    if !state.metrics_apart {
+        // It names every environment and pull request: a read like the others.
+        reads = reads.route("/metrics", get(metrics));
+    }
+    let reads = reads.route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_reader));
     let named = Router::new()
         .merge(reads)
+        .route("/readyz", get(readyz))
         .route("/env/{env}/sync", post(sync_form))
         .route("/api/v1/sync", post(sync_now))
         .route("/api/v1/environments/{env}/rollback", post(rollback_api))
         .route("/api/v1/environments/{env}/unpin", post(unpin_api))
         .route("/env/{env}/rollback", post(rollback_form))
         .route("/env/{env}/unpin", post(unpin_form))
-        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_known_host));
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(state.hosts.clone()), require_known_host));
     Router::new()
         .merge(named)
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/hooks/{forge}", post(webhook))
+        .with_state(state)
+}
+
+/// The metrics listener's router: `/metrics` alone, without credentials (the listener is meant for a private
+/// address), for the `Host` names in `hosts` only.
+pub fn metrics_router(state: Arc<ServerState>, hosts: AllowedHosts) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(hosts), require_known_host))
         .with_state(state)
 }
 
 /// 421 for a `Host` railyard is not known by (see [`AllowedHosts`]).
 async fn require_known_host(
-    State(state): State<Arc<ServerState>>,
+    State(hosts): State<Arc<AllowedHosts>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -146,7 +163,7 @@ async fn require_known_host(
         .map(str::to_owned)
         .or_else(|| request.uri().authority().map(|authority| authority.as_str().to_owned()));
     match host {
-        Some(host) if state.hosts.allows(&host) => next.run(request).await,
+        Some(host) if hosts.allows(&host) => next.run(request).await,
         host => {
             let host = host.unwrap_or_default();
             tracing::warn!(%host, "refused a request for an unknown host name");
@@ -167,7 +184,7 @@ async fn query<T: Send + 'static>(
     }
 }
 
-/// Pages and reads are open on loopback; elsewhere they need the UI password or the API token.
+/// Reads are open on a loopback listener without a public URL; otherwise they need the UI password or the API token.
 async fn require_reader(
     State(state): State<Arc<ServerState>>,
     request: axum::extract::Request,
@@ -309,7 +326,9 @@ pub enum ApiError {
         "railyard does not answer to the host `{0}`; add its URL with --public-url (RAILYARD_PUBLIC_URL) if it is yours"
     )]
     UnknownHost(String),
-    #[error("railyard listens beyond loopback without credentials: set --ui-password-file or --api-token-file")]
+    #[error(
+        "reads need credentials when railyard listens beyond loopback or has a --public-url, and none is set: set --ui-password-file or --api-token-file"
+    )]
     NoCredentials,
     #[error("the API is read-only: start railyard with --api-token-file or RAILYARD_API_TOKEN")]
     ReadOnly,
@@ -352,8 +371,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
+/// Ready once the repository was fetched and while no worker restarts. Which worker and why (environment and pull
+/// request names, a panic's message) is said only to a reader: probes need no more than the status.
+async fn readyz(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
     if let crate::daemon::WorkerState::Restarting { reason } = state.daemon.worker_state() {
+        let reason = if state.open_reads || reader_authorized(&state, &headers) {
+            reason
+        } else {
+            "a worker restarts after a panic; the status page says which".to_owned()
+        };
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response();
     }
     if state.daemon.is_ready() {
