@@ -301,13 +301,38 @@ impl From<BackendArg> for BackendKind {
     }
 }
 
+/// Caddy's admin API over TCP while Caddy sits on the apps' networks (`--caddy-container`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--caddy-admin {admin} reaches Caddy's admin API over TCP, but with --caddy-container {container} Caddy joins every \
+     environment's network, where any app (a pull request's preview too) could reach that port and rewrite the proxy; \
+     use a unix socket that only railyard and Caddy mount, e.g. --caddy-admin unix:///run/caddy/admin.sock as \
+     docker/compose.yaml does (or --caddy-admin none to leave domains alone)"
+)]
+struct TcpCaddyAdmin {
+    admin: String,
+    container: String,
+}
+
+/// Refuses a TCP admin address for a containerised Caddy: its admin API must stay off the apps' networks.
+fn check_caddy_admin(admin: &str, container: Option<&str>) -> Result<(), TcpCaddyAdmin> {
+    let admin = admin.trim();
+    match container {
+        Some(container) if admin != "none" && !admin.starts_with("unix://") => {
+            Err(TcpCaddyAdmin { admin: admin.to_owned(), container: container.to_owned() })
+        }
+        _ => Ok(()),
+    }
+}
+
 impl DockerArgs {
     fn secrets(&self, state_dir: &Path) -> anyhow::Result<SecretStore> {
         Ok(SecretStore::open(self.secrets_dir.clone(), state_dir)?)
     }
 
-    fn settings(&self) -> DockerSettings {
-        DockerSettings {
+    fn settings(&self) -> anyhow::Result<DockerSettings> {
+        check_caddy_admin(&self.caddy_admin, self.caddy_container.as_deref())?;
+        Ok(DockerSettings {
             publish_address: self.publish_address.clone(),
             parallel: DockerSettings::default().parallel,
             source: None,
@@ -321,7 +346,7 @@ impl DockerArgs {
                     None => UpstreamMode::Host,
                 },
             }),
-        }
+        })
     }
 }
 
@@ -757,7 +782,7 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
         source: Some(repository_identity(
             target.repo.clone().unwrap_or_else(|| target.dir.display().to_string()).as_str(),
         )),
-        ..target.docker.settings()
+        ..target.docker.settings()?
     };
     let kind: BackendKind = target.docker.backend.into();
     // The Kubernetes backend reads the Project's own settings (proxy, sync.force), so it connects once they are read.
@@ -931,7 +956,7 @@ async fn destroy(target: Target, yes: bool) -> anyhow::Result<ExitCode> {
     let backend_kind: BackendKind = target.docker.backend.into();
     let connecting = tokio::spawn(backend::connect(
         backend_kind,
-        BackendSettings { docker: target.docker.settings(), ..BackendSettings::default() },
+        BackendSettings { docker: target.docker.settings()?, ..BackendSettings::default() },
     ));
     let env = match load_tracked(&target).await? {
         Ok(config) => environment_to_destroy(&config, &target.branch, &target.env)?,
@@ -1095,7 +1120,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             docker: DockerSettings {
                 parallel: args.parallel,
                 source: Some(repository_identity(&repo)),
-                ..args.docker.settings()
+                ..args.docker.settings()?
             },
             ..BackendSettings::default()
         },

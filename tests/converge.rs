@@ -277,7 +277,8 @@ fn pull_missing_uses_a_local_image_without_asking_a_registry() {
 fn destroy_removes_what_the_environment_owns_and_nothing_else() {
     let image = busybox_image();
     let project = TestProject::new("destroy");
-    let caddy = LoopbackCaddy::start();
+    // Its admin API on a socket, as railyard requires of a containerised Caddy.
+    let caddy = LoopbackCaddy::start_on_socket();
     // Stands in for a containerised Caddy: apply connects it to the environment's network, destroy disconnects it.
     let stand_in = format!("{}-caddy", project.name);
     let compose_label = format!("com.docker.compose.project={}", project.name);
@@ -305,7 +306,7 @@ fn destroy_removes_what_the_environment_owns_and_nothing_else() {
     let cache = format!("{}_cache", project.name);
     let mark = docker(&["volume", "inspect", &cache, "--format", "{{index .Labels \"dev.railyard.delete-with-app\"}}"]);
     assert_eq!(mark, "true", "a deleteWithApp volume is marked at creation");
-    let caddy_config = || http(caddy.admin, "GET", "/config/", &[], b"").1;
+    let caddy_config = || caddy.admin_get("/config/");
     assert!(caddy_config().contains("shop.example.test"), "the route is in Caddy");
 
     // A preview environment of the same project owns a container and a volume of its own.
@@ -333,7 +334,7 @@ fn destroy_removes_what_the_environment_owns_and_nothing_else() {
 
     let runtime = runtime();
     let proxy = CaddySettings {
-        admin: format!("http://127.0.0.1:{}", caddy.admin),
+        admin: caddy.admin_url(),
         http: format!("127.0.0.1:{}", caddy.http),
         https: format!("127.0.0.1:{}", caddy.https),
         acme_email: None,

@@ -235,3 +235,36 @@ fn the_readme_example_is_a_valid_settings_file() {
     assert_eq!(settings.listen.as_deref(), Some("0.0.0.0:8700"));
     assert!(settings.secrets().is_ok_and(|secrets| secrets.api_token.is_some()));
 }
+
+#[test]
+fn a_containerised_caddy_is_refused_an_admin_api_over_tcp() {
+    let project = TestProject::new("caddy-tcp");
+    project.git_init();
+    let state = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}", project.dir().display());
+    // A taken address: were the flags let through, serve would stop there rather than run.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = taken.local_addr().expect("address").to_string();
+    let serve = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["--repo", repo.as_str(), "--state-dir", state.path().to_str().unwrap_or_default()];
+        all.extend(["--listen", taken.as_str()]);
+        all.extend(args);
+        serve_command(&all, env).output().expect("runs")
+    };
+    // The default admin address is TCP.
+    for (args, env) in [
+        (vec!["--caddy-container", "caddy"], vec![]),
+        (vec!["--caddy-admin", "http://caddy:2019"], vec![("RAILYARD_CADDY_CONTAINER", "caddy")]),
+    ] {
+        let error = failed(&serve(&args, &env));
+        assert!(
+            error.contains("reaches Caddy's admin API over TCP")
+                && error.contains("--caddy-admin unix:///run/caddy/admin.sock")
+                && error.contains("--caddy-container caddy"),
+            "{args:?} {env:?}: {error}"
+        );
+    }
+    let plan = project.railyard("plan", &["--caddy-container", "caddy", "--caddy-admin", "http://127.0.0.1:2019"]);
+    assert!(!plan.status.success());
+    assert!(stderr(&plan).contains("use a unix socket that only railyard and Caddy mount"), "{}", stderr(&plan));
+}

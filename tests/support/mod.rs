@@ -508,7 +508,10 @@ pub fn free_loopback_port() -> u16 {
 /// directory; killed on drop. `stop` closes its admin port, as a crashed proxy would.
 pub struct LoopbackCaddy {
     child: Option<std::process::Child>,
+    /// The admin API's port (0 when it listens on [`LoopbackCaddy::socket`]).
     pub admin: u16,
+    /// The admin API's unix socket, for [`LoopbackCaddy::start_on_socket`].
+    pub socket: Option<PathBuf>,
     pub http: u16,
     pub https: u16,
     data: tempfile::TempDir,
@@ -516,10 +519,24 @@ pub struct LoopbackCaddy {
 
 impl LoopbackCaddy {
     pub fn start() -> LoopbackCaddy {
+        LoopbackCaddy::launch(false)
+    }
+
+    /// A Caddy whose admin API listens on a unix socket in its data directory (as a containerised Caddy's must).
+    pub fn start_on_socket() -> LoopbackCaddy {
+        LoopbackCaddy::launch(true)
+    }
+
+    fn launch(on_socket: bool) -> LoopbackCaddy {
         let data = tempfile::tempdir().expect("tempdir");
         let (admin, http, https) = (free_loopback_port(), free_loopback_port(), free_loopback_port());
+        let socket = on_socket.then(|| data.path().join("admin.sock"));
+        let (admin, listen) = match &socket {
+            Some(socket) => (0, format!("unix/{}", socket.display())),
+            None => (admin, format!("127.0.0.1:{admin}")),
+        };
         let config = data.path().join("caddy.json");
-        std::fs::write(&config, format!("{{\"admin\": {{\"listen\": \"127.0.0.1:{admin}\"}}}}")).expect("config");
+        std::fs::write(&config, format!("{{\"admin\": {{\"listen\": \"{listen}\"}}}}")).expect("config");
         let child = Command::new("caddy")
             .args(["run", "--config"])
             .arg(&config)
@@ -531,10 +548,35 @@ impl LoopbackCaddy {
             .spawn()
             .unwrap_or_else(|error| panic!("caddy is needed ({error}): apt-get install caddy"));
         assert!(
-            eventually(Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", admin)).is_ok()),
+            eventually(Duration::from_secs(20), || match &socket {
+                Some(socket) => std::os::unix::net::UnixStream::connect(socket).is_ok(),
+                None => TcpStream::connect(("127.0.0.1", admin)).is_ok(),
+            }),
             "caddy did not start"
         );
-        LoopbackCaddy { child: Some(child), admin, http, https, data }
+        LoopbackCaddy { child: Some(child), admin, socket, http, https, data }
+    }
+
+    /// The admin API's address as `--caddy-admin` takes it.
+    pub fn admin_url(&self) -> String {
+        match &self.socket {
+            Some(socket) => format!("unix://{}", socket.display()),
+            None => format!("http://127.0.0.1:{}", self.admin),
+        }
+    }
+
+    /// The body of `GET path` on the admin API (empty when it does not answer).
+    pub fn admin_get(&self, path: &str) -> String {
+        let Some(socket) = &self.socket else { return http(self.admin, "GET", path, &[], b"").1 };
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else { return String::new() };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        // Caddy allows only an empty Host on its socket.
+        let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n");
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() }
     }
 
     pub fn stop(&mut self) {
@@ -548,7 +590,7 @@ impl LoopbackCaddy {
     pub fn args(&self) -> Vec<String> {
         vec![
             "--caddy-admin".into(),
-            format!("http://127.0.0.1:{}", self.admin),
+            self.admin_url(),
             "--proxy-http".into(),
             format!("127.0.0.1:{}", self.http),
             "--proxy-https".into(),
