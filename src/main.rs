@@ -431,7 +431,8 @@ struct ServeArgs {
     /// The repository on the forge: owner/name (GitLab: the project's path or numeric id).
     #[arg(long, env = "RAILYARD_FORGE_REPO")]
     forge_repo: Option<String>,
-    /// File holding the forge API token (or set RAILYARD_FORGE_TOKEN).
+    /// File holding the forge API token (or set RAILYARD_FORGE_TOKEN): a user's or bot account's token, since railyard
+    /// asks the forge's `GET /user` whose it is and edits only that user's comment.
     #[arg(long, env = "RAILYARD_FORGE_TOKEN_FILE")]
     forge_token_file: Option<PathBuf>,
     #[command(flatten)]
@@ -1154,6 +1155,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
+    let open_reads = address.ip().is_loopback() && public_hosts.is_empty();
     let state = Arc::new(ServerState {
         daemon: Arc::clone(&daemon),
         webhook_secret: read_secret(
@@ -1165,7 +1167,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         api_token: read_secret(args.api_token_file.as_deref(), "RAILYARD_API_TOKEN", secrets.api_token.as_ref())?,
         webhook_limit: args.webhook_max_bytes,
         // Behind a reverse proxy (a public URL) every visitor comes from loopback: loopback is no credential then.
-        open_reads: address.ip().is_loopback() && public_hosts.is_empty(),
+        open_reads,
         metrics_apart: metrics_listener.is_some(),
         ui_password: read_secret(
             args.ui_password_file.as_deref(),
@@ -1175,6 +1177,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         hosts: railyard::server::AllowedHosts::new(address, &public_hosts),
         keep_deliveries: args.keep_deliveries,
     });
+    if !open_reads && state.ui_password.is_none() && state.api_token.is_none() {
+        tracing::warn!(
+            "pages, the read API and /metrics need credentials here (a listener beyond loopback or a --public-url) and \
+             none is set: they answer 403 until --ui-password-file or --api-token-file is given"
+        );
+    }
     let mut metrics_server = None;
     let mut metrics_at = String::new();
     if let Some(metrics_listener) = metrics_listener {
