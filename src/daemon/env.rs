@@ -496,9 +496,9 @@ impl EnvHandle {
         let mut desired = config.desired(&environment, Some(sha));
         self.put_scaling_in_force(daemon, &mut desired).await;
         let backend = daemon.backend().await.map_err(|error| RollbackError::Plan(error.to_string()))?;
+        let branch = self.branch().unwrap_or_default();
         let secrets = daemon
-            .secrets_for(&config, &environment)
-            .with_repo_files(&fetched.files, &environment)
+            .secrets_for(&config, &environment, &branch, &fetched.files)
             .map_err(|error| RollbackError::Plan(error.to_string()))?;
         let prepared = pipeline::prepare(backend.as_ref(), &secrets, desired)
             .await
@@ -657,7 +657,7 @@ impl EnvHandle {
             Ok(backend) => backend,
             Err(error) => return self.fail(error.into()),
         };
-        let secrets = match daemon.secrets_for(&config, &environment).with_repo_files(&fetched.files, &environment) {
+        let secrets = match daemon.secrets_for(&config, &environment, &branch, &fetched.files) {
             Ok(secrets) => secrets,
             Err(error) => return self.fail(ReconcileError::Secrets(error.to_string())),
         };

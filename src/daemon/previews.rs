@@ -440,7 +440,7 @@ impl Daemon {
         self.settings.secrets.seal_without_values(&mut desired);
         desired.assume_unresolved_secrets_unchanged(&observed);
         let plan = crate::plan::plan(&desired, &observed);
-        AgainstProduction { head_sha: commit.sha.clone(), plan: Some(plan), error: None }
+        AgainstProduction { head_sha: commit.sha.clone(), plan: Some(plan.without_digests()), error: None }
     }
 
     /// Tells the forge what a pull request's preview and plan are, when that changed since the last report. The

@@ -336,6 +336,15 @@ impl EnvSpec {
         }
     }
 
+    /// The form a pull request may see: no digest at all, only `<redacted>` and secret references.
+    fn without_digest(&self) -> EnvSpec {
+        match self {
+            EnvSpec::Value(text) => EnvSpec::Value(super::redact::strip_digests(text)),
+            EnvSpec::Sensitive(value) => EnvSpec::Value(super::redact::strip_digests(&value.shown())),
+            EnvSpec::Secret { secret, .. } => EnvSpec::Secret { secret: secret.clone(), digest: None },
+        }
+    }
+
     /// The form that may be stored and shown: sensitive literals become their redacted text.
     fn redacted(&self) -> EnvSpec {
         match self {
@@ -522,6 +531,12 @@ impl AppSpec {
         let canonical =
             serde_json::to_vec(&AppSpec { replicas: 0, autoscale: None, ..self.clone() }).unwrap_or_default();
         hex::encode(&Sha256::digest(&canonical)[..8])
+    }
+
+    /// The spec without any digest, as a pull request may see it (see [`super::redact::strip_digests`]).
+    pub fn without_digests(&self) -> AppSpec {
+        let env = self.container.env.iter().map(|(name, value)| (name.clone(), value.without_digest())).collect();
+        AppSpec { container: ContainerSpec { env, ..self.container.clone() }, ..self.clone() }
     }
 
     /// The spec with secret values replaced by digests.
