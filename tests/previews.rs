@@ -37,11 +37,23 @@ fn domain() -> String {
 
 impl Previewed {
     fn start(test: &str, previews: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Previewed {
+        Previewed::start_with(test, previews, extra_args, env, |_| {})
+    }
+
+    /// As [`Previewed::start`], with `setup` writing more of the tracked branch's first commit.
+    fn start_with(
+        test: &str,
+        previews: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        setup: impl FnOnce(&TestProject),
+    ) -> Previewed {
         let project = TestProject::new(test);
         let guards = (1..=3).map(|number| ProjectGuard(format!("{}-pr-{number}", project.name))).collect();
         project.write("railyard.yaml", &project_document(&project.name, previews));
         project.write("apps/web.yaml", &web_app("web", &busybox_image(), "production", ""));
         project.write("domains/web.yaml", &domain());
+        setup(&project);
         project.git_init();
         let git = GitServer::start(project.dir());
         let caddy = LoopbackCaddy::start();
@@ -69,6 +81,23 @@ impl Previewed {
         let sha = self.project.commit(&format!("web: {message}"));
         git(dir, &["checkout", "-q", "main"]);
         git(dir, &["update-ref", &format!("refs/pull/{number}/head"), &sha]);
+        sha
+    }
+
+    /// Commits what `change` writes on branch `branch` (made off main when new), publishes it as pull request
+    /// `number`'s head and announces it with a GitHub event; returns the sha.
+    fn pull_request_with(&self, number: u64, branch: &str, change: impl FnOnce(&TestProject)) -> String {
+        let dir = self.project.dir();
+        if git(dir, &["branch", "--list", branch]).trim().is_empty() {
+            git(dir, &["branch", branch, "main"]);
+        }
+        git(dir, &["checkout", "-q", branch]);
+        change(&self.project);
+        let sha = self.project.commit(&format!("pull request {number}"));
+        git(dir, &["checkout", "-q", "main"]);
+        git(dir, &["update-ref", &format!("refs/pull/{number}/head"), &sha]);
+        let (status, body) = self.github_event("opened", number, &sha, branch, false);
+        assert_eq!(status, 202, "{body}");
         sha
     }
 
@@ -537,4 +566,83 @@ fn running_containers(project: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+const PRODUCTION_CANARY: &str = "production-canary-51c0de";
+
+/// An app that prints its secret base64-encoded, as an attacker's would (exact-value redaction misses it).
+fn app_printing_the_secret() -> String {
+    web_app("web", &busybox_image(), "leak", "")
+        .replace("env: { MESSAGE: \"leak\" }", "env: { MESSAGE: leak, DB_PASSWORD: { secret: db-password } }")
+        .replace("exec httpd", "echo $DB_PASSWORD | base64 && exec httpd")
+}
+
+/// Issue 21, attack 1: a pull request copies production's SOPS file into `secrets/previews/`, or links it there. The
+/// MAC still matches; only the scope's key stops it: the previews key does not open production's file, and a link
+/// under `secrets/` is refused. The value reaches no container, API answer, page or log. A file encrypted for the
+/// previews recipient serves the preview.
+#[test]
+fn a_pull_request_cannot_open_productions_secrets_by_copying_or_linking_its_file() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (production_key, production) = age_key(keys.path(), "production.txt");
+    let (previews_key, previews) = age_key(keys.path(), "previews.txt");
+    let settings = keys.path().join("settings.yaml");
+    let identities = format!(
+        "sops:\n  identities:\n    default: {}\n    previews: {}\n",
+        production_key.display(),
+        previews_key.display()
+    );
+    std::fs::write(&settings, identities).expect("settings");
+    let production_file = sops_encrypted(&format!("db-password: {PRODUCTION_CANARY}\n"), &production);
+    let settings_arg = settings.to_string_lossy().into_owned();
+    let previewed = Previewed::start_with("pv-sops-copy", "", &["--settings", &settings_arg], &[], |project| {
+        project.write("secrets/production/app.sops.yaml", &production_file);
+    });
+
+    previewed.pull_request_with(1, "copy", |project| {
+        project.write("secrets/previews/app.sops.yaml", &production_file);
+        project.write("apps/web.yaml", &app_printing_the_secret());
+    });
+    let env = previewed.wait_for_preview(1, "the copied file to be refused", |env| {
+        env["error"].as_str().is_some_and(|error| error.contains("secrets/previews/app.sops.yaml"))
+    });
+    assert!(env["error"].as_str().is_some_and(|error| error.contains("previews")), "names the scope: {env:#}");
+    assert!(running_containers(&previewed.compose_project(1)).is_empty(), "nothing runs the pull request's code");
+
+    previewed.pull_request_with(2, "link", |project| {
+        std::fs::create_dir_all(project.dir().join("secrets/previews")).expect("dir");
+        std::os::unix::fs::symlink("../production/app.sops.yaml", project.dir().join("secrets/previews/app.sops.yaml"))
+            .expect("symlink");
+        project.write("apps/web.yaml", &app_printing_the_secret());
+    });
+    let env = previewed.wait_for_preview(2, "the link to be refused", |env| env.to_string().contains("symlink"));
+    assert!(env.to_string().contains("secrets/previews/app.sops.yaml"), "{env:#}");
+    assert!(running_containers(&previewed.compose_project(2)).is_empty());
+
+    // Encrypted for the previews recipient, the same pull request runs with the previews' value.
+    previewed.pull_request_with(1, "copy", |project| {
+        project.write("secrets/previews/app.sops.yaml", &sops_encrypted("db-password: preview-value\n", &previews));
+    });
+    previewed.wait_for_preview(1, "the legitimate preview", |env| env["syncStatus"] == "synced");
+    let ids = running_containers(&previewed.compose_project(1));
+    let environment = docker(&["inspect", "--format", "{{json .Config.Env}}", &ids[0]]);
+    assert!(environment.contains("DB_PASSWORD=preview-value"), "{environment}");
+
+    let encoded = base64_of(PRODUCTION_CANARY);
+    let mut seen = previewed.served.log();
+    for path in
+        ["/", "/env/pr-1", "/env/pr-2", "/api/v1/environments/pr-1", "/api/v1/environments/pr-2", "/api/v1/previews"]
+    {
+        seen.push_str(&http_get(previewed.served.port, path).map(|(_, body)| body).unwrap_or_default());
+    }
+    for id in project_container_ids(&previewed.compose_project(1)) {
+        seen.push_str(&docker(&["logs", &id]));
+        seen.push_str(&docker(&["inspect", &id]));
+    }
+    assert!(!seen.contains(PRODUCTION_CANARY) && !seen.contains(&encoded), "production's value leaked:\n{seen}");
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{text}\n"))
 }

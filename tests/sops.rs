@@ -19,17 +19,6 @@ fn sops_program() -> PathBuf {
     path
 }
 
-/// A fresh age key pair in `dir`: (key file, public recipient).
-fn age_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let file = dir.join(name);
-    let output =
-        Command::new("age-keygen").arg("-o").arg(&file).output().expect("age-keygen runs (apt-get install age)");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let text = std::fs::read_to_string(&file).expect("key file");
-    let recipient = text.lines().find_map(|line| line.strip_prefix("# public key: ")).expect("public key").to_owned();
-    (file, recipient)
-}
-
 fn sops(args: &[&str], key: &Path, dir: &Path) -> std::process::Output {
     Command::new(sops_program())
         .args(["--disable-version-check"])
