@@ -646,3 +646,59 @@ fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{text}\n"))
 }
+
+/// Issue 21, attack 3: a pull request's plan against production, its page, API, status and comment never show a
+/// digest made with the installation's key: neither of production's values (an app the pull request deletes, a
+/// value it changes) nor of the guesses it declares, which would otherwise be checked against production's page.
+#[test]
+fn a_pull_request_sees_no_digest_made_with_the_installations_key() {
+    const PRODUCTION_TOKEN: &str = "production-token-7c1d";
+    const GUESS: &str = "guess-0001";
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::fs::write(secrets.path().join("db-password"), "production-password-8e2f").expect("secret");
+    let secrets_dir = secrets.path().to_string_lossy().into_owned();
+    let forge = FakeForge::start(Speaks::GitHub);
+    let mut args = forge_args(&forge);
+    args.extend(["--secrets-dir".to_owned(), secrets_dir]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let with_token = |token: &str| {
+        web_app("web", &busybox_image(), "p", "")
+            .replace("env: { MESSAGE: \"p\" }", &format!("env: {{ MESSAGE: p, API_TOKEN: \"{token}\" }}"))
+    };
+    let api = web_app("api", &busybox_image(), "a", "")
+        .replace("env: { MESSAGE: \"a\" }", "env: { MESSAGE: a, DB_PASSWORD: { secret: db-password } }");
+    let previewed = Previewed::start_with("pv-digest", "", &args, &[FORGE_TOKEN], |project| {
+        project.write("apps/web.yaml", &with_token(PRODUCTION_TOKEN));
+        project.write("apps/api.yaml", &api);
+    });
+    let sha = previewed.pull_request_with(1, "guess", |project| {
+        project.write("apps/web.yaml", &with_token(GUESS));
+        project.remove("apps/api.yaml");
+    });
+    open_on(&forge, 1, &sha, "guess");
+    previewed.github_event("synchronize", 1, &sha, "guess", false);
+    let env = previewed.wait_for_preview(1, "the plan against production", |env| {
+        env["againstProduction"]["plan"]["summary"]["delete"].as_u64() == Some(1)
+    });
+    assert!(
+        eventually(WAIT, || forge.comments(1).first().is_some_and(|comment| comment.contains("delete"))),
+        "the comment shows the plan:\n{}",
+        previewed.served.log()
+    );
+    let key_bytes: [u8; 32] = std::fs::read(previewed.served.state_dir.join("secret-digest.key"))
+        .expect("the installation's key")
+        .try_into()
+        .expect("32 bytes");
+    let key = railyard::model::redact::DigestKey::from_bytes(key_bytes);
+    let mut seen = env.to_string();
+    seen.push_str(&http_get(previewed.served.port, "/env/pr-1").map(|(_, body)| body).unwrap_or_default());
+    seen.push_str(&get_json(previewed.served.port, "/api/v1/previews").to_string());
+    seen.push_str(&forge.comments(1).join("\n"));
+    seen.push_str(&format!("{:?}", forge.statuses()));
+    for value in [GUESS, PRODUCTION_TOKEN, "production-password-8e2f"] {
+        let digest = key.digest(value);
+        let hex = digest.trim_start_matches("hmac-sha256:");
+        assert!(!seen.contains(hex), "the installation's digest of {value} is shown to the pull request:\n{seen}");
+    }
+    assert!(seen.contains("API_TOKEN"), "the change itself is shown: {seen}");
+}
