@@ -103,7 +103,21 @@ impl Previewed {
 
     /// Delivers a signed GitHub `pull_request` event.
     fn github_event(&self, action: &str, number: u64, sha: &str, branch: &str, fork: bool) -> (u16, String) {
+        self.github_event_labelled(action, number, sha, branch, fork, &[])
+    }
+
+    /// Delivers a signed GitHub `pull_request` event for a pull request carrying `labels`.
+    fn github_event_labelled(
+        &self,
+        action: &str,
+        number: u64,
+        sha: &str,
+        branch: &str,
+        fork: bool,
+        labels: &[&str],
+    ) -> (u16, String) {
         let base = "acme/shop";
+        let labels: Vec<Value> = labels.iter().map(|name| json!({ "name": name })).collect();
         let head = if fork { "mallory/shop" } else { base };
         let body = json!({
             "action": action,
@@ -113,7 +127,8 @@ impl Previewed {
                 "state": if action == "closed" { "closed" } else { "open" },
                 "title": format!("Change {number}"),
                 "user": { "login": "ada" },
-                "labels": [],
+                "author_association": "CONTRIBUTOR",
+                "labels": labels,
                 "merged": false,
                 "head": { "sha": sha, "ref": branch, "repo": { "full_name": head } },
                 "base": { "sha": sha, "ref": "main", "repo": { "full_name": base } }
@@ -701,4 +716,54 @@ fn a_pull_request_sees_no_digest_made_with_the_installations_key() {
         assert!(!seen.contains(hex), "the installation's digest of {value} is shown to the pull request:\n{seen}");
     }
     assert!(seen.contains("API_TOKEN"), "the change itself is shown: {seen}");
+}
+
+/// Issue 21, attack 4: a maintainer labels a pull request at commit A; its author then pushes B. B must not run until
+/// the label is added again: the label approves the commit it was added on, not the pull request.
+#[test]
+fn a_label_approves_the_commit_it_was_added_on_not_later_pushes() {
+    let previewed = Previewed::start("pv-label", "  labels: [preview]\n", &[], &[]);
+    let reviewed = previewed.push_pull_request(1, "feature", "reviewed");
+    let (status, body) = previewed.github_event_labelled("labeled", 1, &reviewed, "feature", false, &["preview"]);
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("reviewed")),
+        "the labelled commit runs:\n{}",
+        previewed.served.log()
+    );
+
+    let unreviewed = previewed.push_pull_request(1, "feature", "unreviewed");
+    previewed.github_event_labelled("synchronize", 1, &unreviewed, "feature", false, &["preview"]);
+    let mut entry = None;
+    assert!(
+        eventually(WAIT, || {
+            entry = standing(&previewed, "pr-1");
+            entry
+                .as_ref()
+                .is_some_and(|entry| entry["reason"].as_str().is_some_and(|r| r.contains("awaiting approval")))
+        }),
+        "the new push waits for the label: {entry:?}\n{}",
+        previewed.served.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(previewed.preview_answer(1).as_deref(), Some("unreviewed"), "the unreviewed push never runs");
+    assert!(
+        project_container_ids(&previewed.compose_project(1)).iter().all(|id| !docker(&[
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            id
+        ])
+        .contains("unreviewed")),
+        "no container of the unreviewed commit"
+    );
+    let page = http_get(previewed.served.port, "/").map(|(_, body)| body).unwrap_or_default();
+    assert!(page.contains("awaiting approval"), "the page says why");
+
+    previewed.github_event_labelled("labeled", 1, &unreviewed, "feature", false, &["preview"]);
+    assert!(
+        eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("unreviewed")),
+        "labelled again, the new commit runs:\n{}",
+        previewed.served.log()
+    );
 }

@@ -95,6 +95,8 @@ pub enum ReconcileError {
     Pin(String),
     #[error("{0}; the last good state keeps running")]
     Secrets(String),
+    #[error("{0}; nothing of this commit runs until then")]
+    Unapproved(String),
 }
 
 impl From<BackendError> for ReconcileError {
@@ -625,6 +627,10 @@ impl EnvHandle {
         };
         let commit = fetched.commit;
         tracing::Span::current().record("commit", short_sha(&commit.sha));
+        // A pull request's code runs only at the commit its label approved, whatever woke this worker.
+        if let Some(reason) = daemon.preview_unapproved(&self.name, &commit.sha) {
+            return self.fail(ReconcileError::Unapproved(reason));
+        }
         let config = match model::load(&fetched.files) {
             Ok(config) => config,
             Err(invalid) => return self.invalid(daemon, taken.trigger, started_ms, commit, invalid.0).await,

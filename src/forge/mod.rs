@@ -219,6 +219,7 @@ impl ForgeClient {
                 from_fork: item["source_project_id"] != item["target_project_id"],
                 labels: labels(&item["labels"]),
                 author_trusted: false,
+                approved_sha: None,
                 pushed_ms: now,
             }),
             _ => {
@@ -233,6 +234,7 @@ impl ForgeClient {
                     from_fork: head_repo.is_none() || head_repo != base_repo,
                     labels: labels(&item["labels"]),
                     author_trusted: false,
+                    approved_sha: None,
                     pushed_ms: now,
                 })
             }

@@ -238,6 +238,7 @@ impl PullRequestHook {
                 from_fork: head.is_none() || head != base,
                 labels: pr.labels.into_iter().map(|label| label.name).collect(),
                 author_trusted: false,
+                approved_sha: None,
                 pushed_ms: crate::daemon::now_ms(),
             },
         ))
@@ -292,6 +293,7 @@ impl GitLabMergeRequest {
                 from_fork: mr.source_project_id.is_none() || mr.source_project_id != mr.target_project_id,
                 labels: self.labels.into_iter().map(|label| label.name).collect(),
                 author_trusted: false,
+                approved_sha: None,
                 pushed_ms: crate::daemon::now_ms(),
             },
         ))
