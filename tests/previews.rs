@@ -25,9 +25,11 @@ struct Previewed {
     _previews: Vec<ProjectGuard>,
 }
 
+/// The Project with previews on; they may run the locally built test image unless `previews` says otherwise.
 fn project_document(name: &str, previews: &str) -> String {
+    let local = if previews.contains("localImages") { "" } else { "  localImages: true\n" };
     format!(
-        "kind: Project\nname: {name}\npreviews:\n  enabled: true\n  hostTemplate: \"{{app}}-{{env}}.preview.test\"\n{previews}"
+        "kind: Project\nname: {name}\npreviews:\n  enabled: true\n  hostTemplate: \"{{app}}-{{env}}.preview.test\"\n{local}{previews}"
     )
 }
 
@@ -766,4 +768,37 @@ fn a_label_approves_the_commit_it_was_added_on_not_later_pushes() {
         "labelled again, the new commit runs:\n{}",
         previewed.served.log()
     );
+}
+
+/// Issue 21, attacks 6 and 7: a pull request may not take the host. Its apps are capped to `previews.limits` (CPU and
+/// memory here) and told, a `hostPort` is dropped and the page says so, and an image only the host has (`pull:
+/// never`) is refused unless the tracked branch says `previews.localImages: true`.
+#[test]
+fn a_preview_is_capped_to_the_limits_drops_host_ports_and_runs_no_local_image_unless_allowed() {
+    let host_port = free_loopback_port();
+    let greedy = web_app("web", &busybox_image(), "greedy", "resources: { cpus: \"4\", memory: 2Gi }\n").replace(
+        "ports: [{ name: http, port: 8080 }]",
+        &format!("ports: [{{ name: http, port: 8080, hostPort: {host_port} }}]"),
+    );
+
+    let refusing = Previewed::start("pv-local", "  localImages: false\n", &[], &[]);
+    refusing.pull_request_with(1, "local", |project| project.write("apps/web.yaml", &greedy));
+    let env = refusing.wait_for_preview(1, "the local image to be refused", |env| {
+        env["error"].as_str().is_some_and(|error| error.contains("localImages"))
+    });
+    assert!(env["error"].as_str().is_some_and(|error| error.contains("pull: never")), "{env:#}");
+    assert!(project_container_ids(&refusing.compose_project(1)).is_empty(), "nothing runs");
+    drop(refusing);
+
+    let capped = Previewed::start("pv-limits", "  limits: { cpus: \"0.5\", memory: 128Mi }\n", &[], &[]);
+    capped.pull_request_with(1, "greedy", |project| project.write("apps/web.yaml", &greedy));
+    capped.wait_for_preview(1, "the capped preview", |env| env["syncStatus"] == "synced");
+    let ids = running_containers(&capped.compose_project(1));
+    let limits = docker(&["inspect", "--format", "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}", &ids[0]]);
+    assert_eq!(limits.trim(), format!("500000000 {}", 128 << 20), "capped to previews.limits");
+    let bindings = docker(&["inspect", "--format", "{{json .HostConfig.PortBindings}}", &ids[0]]);
+    assert!(!bindings.contains(&format!("\"HostPort\":\"{host_port}\"")), "the host port is not taken: {bindings}");
+    let page = http_get(capped.served.port, "/env/pr-1").map(|(_, body)| body).unwrap_or_default();
+    assert!(page.contains(&format!("hostPort {host_port}")), "the page says the port was dropped");
+    assert!(page.contains("previews.limits.cpus"), "the page says the CPU was capped");
 }

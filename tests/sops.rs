@@ -313,6 +313,7 @@ fn secret_edit_never_encrypts_the_data_key_for_a_recipient_slipped_into_the_file
 #[test]
 fn the_cli_gives_a_preview_only_the_previews_secrets() {
     let project = TestProject::new("sops-cli-pr");
+    project.allow_local_images_in_previews();
     let _preview = ProjectGuard(format!("{}-pr-7", project.name));
     let keys = tempfile::tempdir().expect("tempdir");
     let (key, recipient) = age_key(keys.path(), "key.txt");

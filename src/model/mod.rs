@@ -7,6 +7,7 @@ pub mod environments;
 pub mod kinds;
 pub mod load;
 pub mod observed;
+pub mod preview;
 pub mod redact;
 pub mod schema;
 pub mod units;

@@ -243,7 +243,12 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         summary,
         // An environment without domains does not need the proxy, reachable or not.
         proxy_error: observed.proxy_error.clone().filter(|_| !desired.domains.is_empty()),
-        warnings: desired.warnings.clone(),
+        warnings: desired
+            .warnings
+            .iter()
+            .cloned()
+            .chain(desired.blockers.iter().map(|blocker| format!("apply refuses to run: {blocker}")))
+            .collect(),
         orphans: observed.orphans.clone(),
         platform: desired.platform.clone(),
     }

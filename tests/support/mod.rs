@@ -96,6 +96,15 @@ impl TestProject {
         project
     }
 
+    /// Lets this project's previews run the locally built test image (`pull: never`), which previews may not by
+    /// default.
+    pub fn allow_local_images_in_previews(&self) {
+        self.write(
+            "railyard.yaml",
+            &format!("kind: Project\nname: {}\npreviews: {{ enabled: false, localImages: true }}\n", self.name),
+        );
+    }
+
     pub fn write(&self, path: &str, text: &str) {
         let file = self.repo.path().join(path);
         if let Some(parent) = file.parent() {

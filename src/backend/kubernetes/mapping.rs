@@ -784,6 +784,7 @@ mod tests {
             apps: BTreeMap::from([("web".to_owned(), AppSpec::bare("web"))]),
             domains: BTreeMap::new(),
             warnings: Vec::new(),
+            blockers: Vec::new(),
             platform: Default::default(),
         };
         let web = desired.apps.get_mut("web").expect("web");
