@@ -802,3 +802,20 @@ fn a_preview_is_capped_to_the_limits_drops_host_ports_and_runs_no_local_image_un
     assert!(page.contains(&format!("hostPort {host_port}")), "the page says the port was dropped");
     assert!(page.contains("previews.limits.cpus"), "the page says the CPU was capped");
 }
+
+/// Issue 21, attack 6: every preview Domain with `tls: auto` would be an ACME order against production's rate limit.
+/// Beyond `previews.certificatesPerHour` (0 here) a preview host is served with the internal CA, and the page says so.
+#[test]
+fn beyond_the_certificate_budget_a_preview_host_is_served_with_the_internal_ca() {
+    let previewed = Previewed::start("pv-certs", "  certificatesPerHour: 0\n", &[], &[]);
+    previewed.pull_request_with(1, "tls", |project| {
+        project.write("domains/web.yaml", &domain().replace("tls: off", "tls: auto"));
+    });
+    let env = previewed.wait_for_preview(1, "the preview", |env| env["syncStatus"] == "synced");
+    assert!(env.to_string().contains("internal CA"), "the plan says so: {env:#}");
+    let page = http_get(previewed.served.port, "/env/pr-1").map(|(_, body)| body).unwrap_or_default();
+    assert!(page.contains("served with the internal CA"), "the page says so");
+    let mut own = env.clone();
+    own["againstProduction"] = Value::Null;
+    assert!(!own.to_string().contains("\"tls\":\"auto\""), "no ACME order for the preview: {own:#}");
+}

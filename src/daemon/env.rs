@@ -646,6 +646,7 @@ impl EnvHandle {
             self.update(|state| state.against_production = Some(against));
         }
         let mut desired = config.desired(&environment, Some(&commit.sha));
+        daemon.ration_certificates(&mut desired);
         desired.sync = policy.sync;
         self.put_scaling_in_force(daemon, &mut desired).await;
         self.note_replicas(&desired, taken.trigger);

@@ -71,7 +71,12 @@ pub(super) struct PreviewsState {
     enabled: bool,
     /// What was last reported to the forge per pull request, so that each change is reported once.
     reported: BTreeMap<u64, String>,
+    /// Preview hosts granted an ACME certificate, and when (see [`crate::model::preview::ration_certificates`]).
+    certificates: BTreeMap<String, i64>,
 }
+
+/// Preview hosts remembered as granted a certificate; beyond that the oldest are forgotten.
+const REMEMBERED_CERTIFICATES: usize = 10_000;
 
 /// The names of preview environments (a Project may not list such names).
 pub fn is_preview(env: &str) -> bool {
@@ -114,6 +119,35 @@ impl Daemon {
         }
         self.previews_trigger.fire(Trigger::Webhook);
         env
+    }
+
+    /// Serves a preview's `tls: auto` hosts with the internal CA once previews ordered
+    /// `previews.certificatesPerHour` ACME certificates in the last hour (production's rate limit is shared).
+    pub(super) fn ration_certificates(&self, desired: &mut crate::model::DesiredState) {
+        if desired.env.preview.is_none() {
+            return;
+        }
+        let per_hour = self
+            .tracked_config()
+            .and_then(|config| {
+                config.project.doc.previews.as_ref().map(crate::model::kinds::Previews::certificates_per_hour)
+            })
+            .unwrap_or(crate::model::kinds::Previews::DEFAULT_CERTIFICATES_PER_HOUR);
+        let mut state = write(&self.previews);
+        let warnings = crate::model::preview::ration_certificates(
+            &mut desired.domains,
+            &mut state.certificates,
+            per_hour,
+            now_ms(),
+        );
+        while state.certificates.len() > REMEMBERED_CERTIFICATES {
+            let oldest = state.certificates.iter().min_by_key(|(_, when)| **when).map(|(host, _)| host.clone());
+            if let Some(host) = oldest {
+                state.certificates.remove(&host);
+            }
+        }
+        drop(state);
+        desired.warnings.extend(warnings);
     }
 
     /// The tracked branch's `previews.labels`.

@@ -190,7 +190,7 @@ pub fn ration_certificates(
             domain.tls = TlsMode::Internal;
             warnings.push(format!(
                 "{host} is served with the internal CA: previews ordered previews.certificatesPerHour ({per_hour}) \
-                 ACME certificates in the last hour; the next push after that gets one"
+                 ACME certificates in the last hour; it gets one once the hour's budget frees"
             ));
         }
     }
