@@ -19,7 +19,7 @@ use railyard::model::{self, Config, Environment, schema};
 use railyard::pipeline;
 use railyard::plan::render;
 use railyard::proxy::{CaddySettings, UpstreamMode};
-use railyard::secrets::SecretStore;
+use railyard::secrets::{SecretScope, SecretStore, SopsKeys};
 use railyard::server::ServerState;
 use railyard::settings::{FileSecrets, SecretSetting, Settings};
 use railyard::source::{self, GitSource, Source};
@@ -67,8 +67,18 @@ enum SecretAction {
     },
     /// Print the decrypted values of a SOPS document.
     Decrypt { file: PathBuf },
-    /// Decrypt into a private temporary file, open $EDITOR on it, and encrypt it again for the same recipients.
-    Edit { file: PathBuf },
+    /// Decrypt into a private temporary file, open $EDITOR on it, and encrypt it again under the same data key, as
+    /// sops does. Only recipients railyard can vouch for get the key anew: yours, --age, the .sops.yaml creation
+    /// rule's; a stanza for anyone else is refused (it may have been slipped in by a pull request).
+    Edit {
+        file: PathBuf,
+        /// An age recipient (age1…) the file is for too; repeat for several.
+        #[arg(long = "age")]
+        recipients: Vec<String>,
+        /// Keep stanzas of recipients railyard cannot vouch for, byte for byte (never encrypted anew).
+        #[arg(long)]
+        keep_recipients: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -243,8 +253,27 @@ struct Target {
     /// and the daemon agree on digests.
     #[arg(long, default_value = ".railyard", env = "RAILYARD_STATE_DIR")]
     state_dir: PathBuf,
+    /// serve's settings file: its `sops` age identities open the SOPS files of the environment's scope (a preview's
+    /// only with the previews key, as the daemon does).
+    #[arg(long, env = "RAILYARD_SETTINGS")]
+    settings: Option<PathBuf>,
     #[command(flatten)]
     docker: DockerArgs,
+}
+
+impl Target {
+    /// The secrets `env` may read, as the daemon gives them: its scope's SOPS files opened with its scope's key,
+    /// and for a preview only `<secrets dir>/previews/` unless the tracked branch shares production's.
+    fn secrets(&self, loaded: &Loaded) -> anyhow::Result<SecretStore> {
+        let (config, env, _, files, env_branch) = loaded;
+        let mut store = self.docker.secrets(&self.state_dir)?;
+        if let Some(path) = &self.settings {
+            store.keys = Settings::load(path)?.sops_keys();
+        }
+        let shared = config.project.doc.previews.as_ref().is_some_and(|previews| previews.share_secrets);
+        let scope = SecretScope::of(env, env_branch, &self.branch);
+        Ok(store.scoped(env, scope, shared).with_repo_files(files)?)
+    }
 }
 
 /// Where apps run, and how they are run on Docker.
@@ -446,9 +475,9 @@ struct ServeArgs {
     /// Sync windows (settings file only: a commit cannot lift them).
     #[arg(skip)]
     sync_windows: Vec<railyard::daemon::windows::SyncWindowSetting>,
-    /// The settings file's age key file for SOPS secrets.
+    /// The settings file's age identities for SOPS secrets, per scope.
     #[arg(skip)]
-    sops_age_key_file: Option<PathBuf>,
+    sops_keys: SopsKeys,
 }
 
 impl ServeArgs {
@@ -460,7 +489,7 @@ impl ServeArgs {
         self.file_secrets = file.secrets().unwrap_or_default();
         self.notifications = file.notifications.clone().unwrap_or_default();
         self.sync_windows = file.sync_windows.clone().unwrap_or_default();
-        self.sops_age_key_file = file.sops_age_key_file.clone();
+        self.sops_keys = file.sops_keys();
         let explicit =
             |id: &str| matches!(given.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
         // The clap id of an argument is its field's name, so the field names which flag would have won.
@@ -664,15 +693,29 @@ fn secret(action: SecretAction) -> anyhow::Result<ExitCode> {
             let values = sops::decrypt(&file.display().to_string(), &read(&file)?, &sops::identities(None)?)?;
             print!("{}", sops::render_plain(&values));
         }
-        SecretAction::Edit { file } => {
+        SecretAction::Edit { file, recipients, keep_recipients } => {
             let text = read(&file)?;
             let name = file.display().to_string();
-            let values = sops::decrypt(&name, &text, &sops::identities(None)?)?;
-            let recipients = sops::recipients_of(&name, &text)?;
+            let identities = sops::identities(None)?;
+            let opened = sops::open(&name, &text, &identities)?;
+            let mut proven: Vec<_> = recipients.iter().map(|r| sops::parse_recipient(r)).collect::<Result<_, _>>()?;
+            proven.extend(sops::creation_rule_recipients(&file)?);
+            // Your own keys vouch for the stanzas they already have; they are not added where they were not.
+            proven.extend(
+                identities
+                    .iter()
+                    .map(age::x25519::Identity::to_public)
+                    .filter(|own| opened.stanzas.iter().any(|stanza| stanza.recipient.trim() == own.to_string())),
+            );
+            proven.sort_by_key(ToString::to_string);
+            proven.dedup_by_key(|recipient| recipient.to_string());
+            let now = chrono::Utc::now();
+            // Refused before the editor opens, so that no edit is lost to it.
+            sops::reencrypt(&name, &opened, &opened.values, &proven, keep_recipients, now)?;
             let scratch =
                 tempfile::Builder::new().suffix(".yaml").tempfile().context("cannot make a temporary file")?;
             std::fs::set_permissions(scratch.path(), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-            std::fs::write(scratch.path(), sops::render_plain(&values))?;
+            std::fs::write(scratch.path(), sops::render_plain(&opened.values))?;
             let editor = std::env::var("EDITOR").unwrap_or_else(|_| "vi".to_owned());
             let status = std::process::Command::new("sh")
                 .args(["-c", &format!("{editor} \"$1\""), "edit"])
@@ -683,7 +726,7 @@ fn secret(action: SecretAction) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("the editor exited with {status}; {} is unchanged", file.display());
             }
             let edited = sops::parse_plain(&name, &std::fs::read_to_string(scratch.path())?)?;
-            std::fs::write(&file, sops::encrypt(&edited, &recipients, chrono::Utc::now())?)?;
+            std::fs::write(&file, sops::reencrypt(&name, &opened, &edited, &proven, keep_recipients, now)?)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -790,11 +833,12 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
     let connecting = (kind == BackendKind::Docker).then(|| {
         tokio::spawn(backend::connect(kind, BackendSettings { docker: docker.clone(), ..BackendSettings::default() }))
     });
-    let (config, env, commit, files) = match load_target(target).await? {
+    let loaded = match load_target(target).await? {
         Ok(loaded) => loaded,
         Err(invalid) => return Ok(Err(report_invalid(&invalid))),
     };
-    let secrets = target.docker.secrets(&target.state_dir)?.with_repo_files(&files, &env)?;
+    let secrets = target.secrets(&loaded)?;
+    let (config, env, commit, _, _) = loaded;
     let connected = match connecting {
         Some(connecting) => connecting.await.context("connecting to the backend failed")?,
         None => {
@@ -817,8 +861,9 @@ async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prep
 
 /// A config, the environment it is for and its commit: the environment's branch of `--repo` under the tracked
 /// branch's policy, or the directory as it is.
-/// The config, the environment it is for, its commit, and the repository's files (for its SOPS secrets).
-type Loaded = (Config, Environment, Option<String>, Vec<model::RepoFile>);
+/// The config, the environment it is for, its commit, the repository's files (for its SOPS secrets) and the branch
+/// the environment follows.
+type Loaded = (Config, Environment, Option<String>, Vec<model::RepoFile>, String);
 
 async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
     let (dir, repo, branch, env, state_dir) =
@@ -829,7 +874,9 @@ async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::In
             return Ok(match model::load(&files) {
                 Ok(config) => {
                     let environment = environment_named(&config, &config, &branch, &env)?;
-                    Ok((config, environment, None, files))
+                    let listed = config.environments(&branch).into_iter().find(|listed| listed.name == env);
+                    let env_branch = listed.map_or(branch.clone(), |listed| listed.branch);
+                    Ok((config, environment, None, files, env_branch))
                 }
                 Err(invalid) => Err(invalid),
             });
@@ -848,7 +895,7 @@ async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::In
             Ok(config) => {
                 let config = config.under_policy_of(&tracked);
                 let environment = environment_named(&config, &tracked, &branch, &env)?;
-                Ok((config, environment, Some(fetched.commit.sha), fetched.files))
+                Ok((config, environment, Some(fetched.commit.sha), fetched.files, env_branch))
             }
             Err(invalid) => Err(invalid),
         })
@@ -1127,7 +1174,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         secrets: {
             let mut store = args.docker.secrets(&args.state_dir)?;
-            store.age_key_file = args.sops_age_key_file.clone();
+            store.keys = args.sops_keys.clone();
             store
         },
         retry_base: Duration::from_secs(1),

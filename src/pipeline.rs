@@ -45,6 +45,8 @@ pub enum PipelineError {
     MissingSecrets(BTreeMap<String, String>),
     #[error("reading secrets failed: {0}; try again")]
     SecretTask(String),
+    #[error("nothing was applied: {}", .0.join("; "))]
+    Blocked(Vec<String>),
 }
 
 impl PipelineError {
@@ -83,6 +85,9 @@ pub async fn execute(
     prepared: &Prepared,
     progress: &dyn Progress,
 ) -> Result<Executed, PipelineError> {
+    if !prepared.desired.blockers.is_empty() {
+        return Err(PipelineError::Blocked(prepared.desired.blockers.clone()));
+    }
     if !prepared.missing_secrets.is_empty() {
         return Err(PipelineError::MissingSecrets(prepared.missing_secrets.clone()));
     }

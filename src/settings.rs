@@ -112,8 +112,37 @@ pub struct Settings {
     /// When automatic syncs may run, as Argo CD's sync windows; deny wins over allow.
     pub sync_windows: Option<Vec<crate::daemon::windows::SyncWindowSetting>>,
     /// An age key file for SOPS-encrypted secrets in the repository, after SOPS_AGE_KEY_FILE, SOPS_AGE_KEY and
-    /// ~/.config/sops/age/keys.txt.
+    /// ~/.config/sops/age/keys.txt; the same as `sops.identities.default`.
     pub sops_age_key_file: Option<PathBuf>,
+    /// Which age key opens the SOPS files of which environments: the default key serves only environments on the
+    /// tracked branch, previews have a key of their own.
+    pub sops: Option<SopsSettings>,
+}
+
+/// The age identities of each scope of SOPS secrets.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SopsSettings {
+    /// Key files per scope.
+    #[serde(default)]
+    pub identities: SopsIdentities,
+    /// Branches (globs such as `release/*`) whose environments the default key serves too; by default it serves
+    /// only environments on the tracked branch.
+    #[serde(default)]
+    pub trust_branches: Vec<String>,
+}
+
+/// Key files (`age-keygen` output) per scope.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SopsIdentities {
+    /// For environments on the tracked branch (after sops's own places).
+    pub default: Option<PathBuf>,
+    /// For previews (pull requests and preview branches); without it their SOPS files are refused.
+    pub previews: Option<PathBuf>,
+    /// For environments on other branches, by environment name.
+    #[serde(default)]
+    pub environments: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// The forges whose APIs railyard reads for previews.
@@ -215,6 +244,18 @@ pub enum SettingsError {
 }
 
 impl Settings {
+    /// The age identities of each scope (`sopsAgeKeyFile` is the default one when `sops.identities.default` is not
+    /// given).
+    pub fn sops_keys(&self) -> crate::secrets::SopsKeys {
+        let sops = self.sops.clone().unwrap_or_default();
+        crate::secrets::SopsKeys {
+            default: sops.identities.default.or_else(|| self.sops_age_key_file.clone()),
+            previews: sops.identities.previews,
+            environments: sops.identities.environments,
+            trust_branches: sops.trust_branches,
+        }
+    }
+
     /// Reads and checks `path`; warns on stderr when the file holds an inline secret and others may read it.
     pub fn load(path: &Path) -> Result<Settings, SettingsError> {
         let shown = path.display().to_string();

@@ -485,6 +485,7 @@ fn a_name_held_by_an_unlisted_leftover_of_the_environment_is_cleared_and_a_stran
 fn apply_env_targets_a_preview_environment_and_leaves_production_alone() {
     let image = busybox_image();
     let project = TestProject::new("envflag");
+    project.allow_local_images_in_previews();
     let _preview = ProjectGuard(format!("{}-pr-7", project.name));
     project.write("apps/web.yaml", &web_app("web", &image, "preview", ""));
     let apply = project.railyard("apply", &["--env", "pr-7"]);
@@ -570,6 +571,7 @@ fn a_renamed_project_reports_the_old_one_as_orphaned_with_the_command_that_remov
 fn destroy_says_what_it_would_remove_then_removes_one_environment_and_a_previews_data() {
     let image = busybox_image();
     let project = TestProject::new("destroy");
+    project.allow_local_images_in_previews();
     let preview_project = format!("{}-pr-3", project.name);
     let _preview = ProjectGuard(preview_project.clone());
     let sleeper = |name: &str, volume: &str| {

@@ -532,3 +532,67 @@ fn a_slow_staging_apply_does_not_delay_production() {
     );
     envs.wait_until_serving(&envs.staging(), "staging 2");
 }
+
+/// Issue 21, attack 1 across environments: a commit on the `staging` branch copies production's SOPS file into
+/// `secrets/staging/`. The default key opens files only for the tracked branch's environments, so staging is refused
+/// with what to do (a key of its own, or trusting the branch), and production's value reaches nothing; production
+/// keeps running. With its own key, staging reads its own file.
+#[test]
+fn a_branch_cannot_open_productions_secrets_by_copying_its_file() {
+    const CANARY: &str = "production-canary-3a7b";
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (production_key, production) = age_key(keys.path(), "production.txt");
+    let (staging_key, staging) = age_key(keys.path(), "staging.txt");
+    let production_file = sops_encrypted(&format!("db-password: {CANARY}\n"), &production);
+    let with_secret = |message: &str| {
+        web(message).replace(
+            &format!("env: {{ MESSAGE: \"{message}\" }}"),
+            &format!("env: {{ MESSAGE: {message}, DB_PASSWORD: {{ secret: db-password }} }}"),
+        )
+    };
+    let settings = keys.path().join("settings.yaml");
+    let write_settings = |staging_identity: &str| {
+        std::fs::write(
+            &settings,
+            format!("sops:\n  identities:\n    default: {}\n{staging_identity}", production_key.display()),
+        )
+        .expect("settings")
+    };
+    write_settings("");
+    let settings_arg = settings.to_string_lossy().into_owned();
+    let envs = TwoEnvironments::start(
+        "envs-sops-copy",
+        |name| project_document(name, "{app}.staging.test", ""),
+        &[("apps/web.yaml", with_secret("production")), ("secrets/production/app.sops.yaml", production_file.clone())],
+        &[("apps/web.yaml", with_secret("staging")), ("secrets/staging/app.sops.yaml", production_file.clone())],
+        &["--settings", &settings_arg],
+    );
+    envs.wait_for("production", "production's sync", |state| state["syncStatus"] == "synced");
+    let refused = envs.wait_for("staging", "the copied file to be refused", |state| {
+        state["error"].as_str().is_some_and(|error| error.contains("secrets/staging/app.sops.yaml"))
+    });
+    let error = refused["error"].as_str().unwrap_or_default();
+    assert!(error.contains("trustBranches") && error.contains("environments"), "says what to do: {error}");
+    assert!(project_container_ids(&envs.staging()).is_empty(), "staging runs nothing with production's value");
+    assert!(envs.serves(envs.production(), "production"));
+
+    // Staging's own key, and a file encrypted for it: staging reads its own value.
+    write_settings(&format!("    environments:\n      staging: {}\n", staging_key.display()));
+    commit_on(
+        &envs.project,
+        "staging",
+        &[("secrets/staging/app.sops.yaml", sops_encrypted("db-password: staging-value\n", &staging))],
+        "staging: its own secret",
+    );
+    let mut restarted = envs;
+    restarted.served.terminate();
+    let repo = format!("file://{}", restarted.project.dir().display());
+    let args =
+        ["--poll-interval", "1h", "--drift-interval", "1h", "--caddy-admin", "none", "--settings", &settings_arg];
+    restarted.served = Served::start(&repo, Some(&restarted.served.state_dir.clone()), &args, &[]);
+    restarted.wait_for("staging", "staging's sync", |state| state["syncStatus"] == "synced");
+    let ids = project_container_ids(&restarted.staging());
+    let environment = docker(&["inspect", "--format", "{{json .Config.Env}}", &ids[0]]);
+    assert!(environment.contains("DB_PASSWORD=staging-value"), "{environment}");
+    assert!(!restarted.served.log().contains(CANARY));
+}

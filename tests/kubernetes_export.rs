@@ -28,6 +28,7 @@ fn exports() -> Vec<(&'static str, PathBuf, &'static str)> {
         ("repo-layout.yaml", root().join("examples/repo-layout"), "production"),
         ("every-field.yaml", every_field(), "production"),
         ("every-field-staging.yaml", every_field(), "staging"),
+        ("every-field-pr-1.yaml", every_field(), "pr-1"),
     ]
 }
 
@@ -175,4 +176,33 @@ fn the_spec_hash_changes_with_the_object_and_only_with_it() {
     };
     let staging = every_field_manifests("staging");
     assert_ne!(hash(&first, "Deployment", "web"), hash(&staging, "Deployment", "web"), "other namespace, other object");
+}
+
+/// Issue 21: a preview's namespace runs unreviewed code. Its pods reach DNS, their own namespace and the internet but
+/// no private or link-local address (the API server, other namespaces, cloud metadata), get no service-account
+/// token, and the namespace enforces the `baseline` Pod Security Standard. Production keeps its own shape.
+#[test]
+fn a_preview_namespace_is_fenced_for_egress_pod_security_and_tokens() {
+    let files: Vec<RepoFile> = railyard::source::local::read_dir(&every_field()).expect("fixture is readable");
+    let config = load(&files).expect("the every-field fixture is valid");
+    let preview = config.desired(&Environment::pull_request(config.project_name(), 1), Some("0123abc"));
+    let manifests = mapping::manifests(&preview, &KubernetesSettings::from_proxy(config.project.doc.proxy.as_ref()));
+    let json = |object: &Object| serde_json::to_value(object).expect("serialises");
+    let namespace = json(&manifests.objects[0]);
+    assert_eq!(namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "baseline", "{namespace:#}");
+    let policy = json(find(&manifests, "NetworkPolicy", mapping::NETWORK_POLICY_NAME));
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress", "Egress"]), "{policy:#}");
+    let egress = policy["spec"]["egress"].to_string();
+    for denied in ["10.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "fe80::/10"] {
+        assert!(egress.contains(denied), "{denied} is not reachable from a preview: {egress}");
+    }
+    assert!(egress.contains("kube-dns") && egress.contains("53"), "DNS stays reachable: {egress}");
+    for object in manifests.objects.iter().filter(|object| object.kind() == "Deployment") {
+        let deployment = json(object);
+        assert_eq!(deployment["spec"]["template"]["spec"]["automountServiceAccountToken"], false, "{deployment:#}");
+    }
+
+    let production = every_field_manifests("production");
+    let policy = json(find(&production, "NetworkPolicy", mapping::NETWORK_POLICY_NAME));
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress"]), "production's egress is its own");
 }

@@ -25,9 +25,11 @@ struct Previewed {
     _previews: Vec<ProjectGuard>,
 }
 
+/// The Project with previews on; they may run the locally built test image unless `previews` says otherwise.
 fn project_document(name: &str, previews: &str) -> String {
+    let local = if previews.contains("localImages") { "" } else { "  localImages: true\n" };
     format!(
-        "kind: Project\nname: {name}\npreviews:\n  enabled: true\n  hostTemplate: \"{{app}}-{{env}}.preview.test\"\n{previews}"
+        "kind: Project\nname: {name}\npreviews:\n  enabled: true\n  hostTemplate: \"{{app}}-{{env}}.preview.test\"\n{local}{previews}"
     )
 }
 
@@ -37,11 +39,23 @@ fn domain() -> String {
 
 impl Previewed {
     fn start(test: &str, previews: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Previewed {
+        Previewed::start_with(test, previews, extra_args, env, |_| {})
+    }
+
+    /// As [`Previewed::start`], with `setup` writing more of the tracked branch's first commit.
+    fn start_with(
+        test: &str,
+        previews: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        setup: impl FnOnce(&TestProject),
+    ) -> Previewed {
         let project = TestProject::new(test);
         let guards = (1..=3).map(|number| ProjectGuard(format!("{}-pr-{number}", project.name))).collect();
         project.write("railyard.yaml", &project_document(&project.name, previews));
         project.write("apps/web.yaml", &web_app("web", &busybox_image(), "production", ""));
         project.write("domains/web.yaml", &domain());
+        setup(&project);
         project.git_init();
         let git = GitServer::start(project.dir());
         let caddy = LoopbackCaddy::start();
@@ -72,9 +86,40 @@ impl Previewed {
         sha
     }
 
+    /// Commits what `change` writes on branch `branch` (made off main when new), publishes it as pull request
+    /// `number`'s head and announces it with a GitHub event; returns the sha.
+    fn pull_request_with(&self, number: u64, branch: &str, change: impl FnOnce(&TestProject)) -> String {
+        let dir = self.project.dir();
+        if git(dir, &["branch", "--list", branch]).trim().is_empty() {
+            git(dir, &["branch", branch, "main"]);
+        }
+        git(dir, &["checkout", "-q", branch]);
+        change(&self.project);
+        let sha = self.project.commit(&format!("pull request {number}"));
+        git(dir, &["checkout", "-q", "main"]);
+        git(dir, &["update-ref", &format!("refs/pull/{number}/head"), &sha]);
+        let (status, body) = self.github_event("opened", number, &sha, branch, false);
+        assert_eq!(status, 202, "{body}");
+        sha
+    }
+
     /// Delivers a signed GitHub `pull_request` event.
     fn github_event(&self, action: &str, number: u64, sha: &str, branch: &str, fork: bool) -> (u16, String) {
+        self.github_event_labelled(action, number, sha, branch, fork, &[])
+    }
+
+    /// Delivers a signed GitHub `pull_request` event for a pull request carrying `labels`.
+    fn github_event_labelled(
+        &self,
+        action: &str,
+        number: u64,
+        sha: &str,
+        branch: &str,
+        fork: bool,
+        labels: &[&str],
+    ) -> (u16, String) {
         let base = "acme/shop";
+        let labels: Vec<Value> = labels.iter().map(|name| json!({ "name": name })).collect();
         let head = if fork { "mallory/shop" } else { base };
         let body = json!({
             "action": action,
@@ -84,7 +129,8 @@ impl Previewed {
                 "state": if action == "closed" { "closed" } else { "open" },
                 "title": format!("Change {number}"),
                 "user": { "login": "ada" },
-                "labels": [],
+                "author_association": "CONTRIBUTOR",
+                "labels": labels,
                 "merged": false,
                 "head": { "sha": sha, "ref": branch, "repo": { "full_name": head } },
                 "base": { "sha": sha, "ref": "main", "repo": { "full_name": base } }
@@ -537,4 +583,239 @@ fn running_containers(project: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+const PRODUCTION_CANARY: &str = "production-canary-51c0de";
+
+/// An app that prints its secret base64-encoded, as an attacker's would (exact-value redaction misses it).
+fn app_printing_the_secret() -> String {
+    web_app("web", &busybox_image(), "leak", "")
+        .replace("env: { MESSAGE: \"leak\" }", "env: { MESSAGE: leak, DB_PASSWORD: { secret: db-password } }")
+        .replace("exec httpd", "echo $DB_PASSWORD | base64 && exec httpd")
+}
+
+/// Issue 21, attack 1: a pull request copies production's SOPS file into `secrets/previews/`, or links it there. The
+/// MAC still matches; only the scope's key stops it: the previews key does not open production's file, and a link
+/// under `secrets/` is refused. The value reaches no container, API answer, page or log. A file encrypted for the
+/// previews recipient serves the preview.
+#[test]
+fn a_pull_request_cannot_open_productions_secrets_by_copying_or_linking_its_file() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (production_key, production) = age_key(keys.path(), "production.txt");
+    let (previews_key, previews) = age_key(keys.path(), "previews.txt");
+    let settings = keys.path().join("settings.yaml");
+    let identities = format!(
+        "sops:\n  identities:\n    default: {}\n    previews: {}\n",
+        production_key.display(),
+        previews_key.display()
+    );
+    std::fs::write(&settings, identities).expect("settings");
+    let production_file = sops_encrypted(&format!("db-password: {PRODUCTION_CANARY}\n"), &production);
+    let settings_arg = settings.to_string_lossy().into_owned();
+    let previewed = Previewed::start_with("pv-sops-copy", "", &["--settings", &settings_arg], &[], |project| {
+        project.write("secrets/production/app.sops.yaml", &production_file);
+    });
+
+    previewed.pull_request_with(1, "copy", |project| {
+        project.write("secrets/previews/app.sops.yaml", &production_file);
+        project.write("apps/web.yaml", &app_printing_the_secret());
+    });
+    let env = previewed.wait_for_preview(1, "the copied file to be refused", |env| {
+        env["error"].as_str().is_some_and(|error| error.contains("secrets/previews/app.sops.yaml"))
+    });
+    assert!(env["error"].as_str().is_some_and(|error| error.contains("previews")), "names the scope: {env:#}");
+    assert!(running_containers(&previewed.compose_project(1)).is_empty(), "nothing runs the pull request's code");
+
+    previewed.pull_request_with(2, "link", |project| {
+        std::fs::create_dir_all(project.dir().join("secrets/previews")).expect("dir");
+        std::os::unix::fs::symlink("../production/app.sops.yaml", project.dir().join("secrets/previews/app.sops.yaml"))
+            .expect("symlink");
+        project.write("apps/web.yaml", &app_printing_the_secret());
+    });
+    let env = previewed.wait_for_preview(2, "the link to be refused", |env| env.to_string().contains("symlink"));
+    assert!(env.to_string().contains("secrets/previews/app.sops.yaml"), "{env:#}");
+    assert!(running_containers(&previewed.compose_project(2)).is_empty());
+
+    // Encrypted for the previews recipient, the same pull request runs with the previews' value.
+    previewed.pull_request_with(1, "copy", |project| {
+        project.write("secrets/previews/app.sops.yaml", &sops_encrypted("db-password: preview-value\n", &previews));
+    });
+    previewed.wait_for_preview(1, "the legitimate preview", |env| env["syncStatus"] == "synced");
+    let ids = running_containers(&previewed.compose_project(1));
+    let environment = docker(&["inspect", "--format", "{{json .Config.Env}}", &ids[0]]);
+    assert!(environment.contains("DB_PASSWORD=preview-value"), "{environment}");
+
+    let encoded = base64_of(PRODUCTION_CANARY);
+    let mut seen = previewed.served.log();
+    for path in
+        ["/", "/env/pr-1", "/env/pr-2", "/api/v1/environments/pr-1", "/api/v1/environments/pr-2", "/api/v1/previews"]
+    {
+        seen.push_str(&http_get(previewed.served.port, path).map(|(_, body)| body).unwrap_or_default());
+    }
+    for id in project_container_ids(&previewed.compose_project(1)) {
+        seen.push_str(&docker(&["logs", &id]));
+        seen.push_str(&docker(&["inspect", &id]));
+    }
+    assert!(!seen.contains(PRODUCTION_CANARY) && !seen.contains(&encoded), "production's value leaked:\n{seen}");
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{text}\n"))
+}
+
+/// Issue 21, attack 3: a pull request's plan against production, its page, API, status and comment never show a
+/// digest made with the installation's key: neither of production's values (an app the pull request deletes, a
+/// value it changes) nor of the guesses it declares, which would otherwise be checked against production's page.
+#[test]
+fn a_pull_request_sees_no_digest_made_with_the_installations_key() {
+    const PRODUCTION_TOKEN: &str = "production-token-7c1d";
+    const GUESS: &str = "guess-0001";
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::fs::write(secrets.path().join("db-password"), "production-password-8e2f").expect("secret");
+    let secrets_dir = secrets.path().to_string_lossy().into_owned();
+    let forge = FakeForge::start(Speaks::GitHub);
+    let mut args = forge_args(&forge);
+    args.extend(["--secrets-dir".to_owned(), secrets_dir]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let with_token = |token: &str| {
+        web_app("web", &busybox_image(), "p", "")
+            .replace("env: { MESSAGE: \"p\" }", &format!("env: {{ MESSAGE: p, API_TOKEN: \"{token}\" }}"))
+    };
+    let api = web_app("api", &busybox_image(), "a", "")
+        .replace("env: { MESSAGE: \"a\" }", "env: { MESSAGE: a, DB_PASSWORD: { secret: db-password } }");
+    let previewed = Previewed::start_with("pv-digest", "", &args, &[FORGE_TOKEN], |project| {
+        project.write("apps/web.yaml", &with_token(PRODUCTION_TOKEN));
+        project.write("apps/api.yaml", &api);
+    });
+    let sha = previewed.pull_request_with(1, "guess", |project| {
+        project.write("apps/web.yaml", &with_token(GUESS));
+        project.remove("apps/api.yaml");
+    });
+    open_on(&forge, 1, &sha, "guess");
+    previewed.github_event("synchronize", 1, &sha, "guess", false);
+    let env = previewed.wait_for_preview(1, "the plan against production", |env| {
+        env["againstProduction"]["plan"]["summary"]["delete"].as_u64() == Some(1)
+    });
+    assert!(
+        eventually(WAIT, || forge.comments(1).first().is_some_and(|comment| comment.contains("delete"))),
+        "the comment shows the plan:\n{}",
+        previewed.served.log()
+    );
+    let key_bytes: [u8; 32] = std::fs::read(previewed.served.state_dir.join("secret-digest.key"))
+        .expect("the installation's key")
+        .try_into()
+        .expect("32 bytes");
+    let key = railyard::model::redact::DigestKey::from_bytes(key_bytes);
+    let mut seen = env.to_string();
+    seen.push_str(&http_get(previewed.served.port, "/env/pr-1").map(|(_, body)| body).unwrap_or_default());
+    seen.push_str(&get_json(previewed.served.port, "/api/v1/previews").to_string());
+    seen.push_str(&forge.comments(1).join("\n"));
+    seen.push_str(&format!("{:?}", forge.statuses()));
+    for value in [GUESS, PRODUCTION_TOKEN, "production-password-8e2f"] {
+        let digest = key.digest(value);
+        let hex = digest.trim_start_matches("hmac-sha256:");
+        assert!(!seen.contains(hex), "the installation's digest of {value} is shown to the pull request:\n{seen}");
+    }
+    assert!(seen.contains("API_TOKEN"), "the change itself is shown: {seen}");
+}
+
+/// Issue 21, attack 4: a maintainer labels a pull request at commit A; its author then pushes B. B must not run until
+/// the label is added again: the label approves the commit it was added on, not the pull request.
+#[test]
+fn a_label_approves_the_commit_it_was_added_on_not_later_pushes() {
+    let previewed = Previewed::start("pv-label", "  labels: [preview]\n", &[], &[]);
+    let reviewed = previewed.push_pull_request(1, "feature", "reviewed");
+    let (status, body) = previewed.github_event_labelled("labeled", 1, &reviewed, "feature", false, &["preview"]);
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("reviewed")),
+        "the labelled commit runs:\n{}",
+        previewed.served.log()
+    );
+
+    let unreviewed = previewed.push_pull_request(1, "feature", "unreviewed");
+    previewed.github_event_labelled("synchronize", 1, &unreviewed, "feature", false, &["preview"]);
+    let mut entry = None;
+    assert!(
+        eventually(WAIT, || {
+            entry = standing(&previewed, "pr-1");
+            entry
+                .as_ref()
+                .is_some_and(|entry| entry["reason"].as_str().is_some_and(|r| r.contains("awaiting approval")))
+        }),
+        "the new push waits for the label: {entry:?}\n{}",
+        previewed.served.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(previewed.preview_answer(1).as_deref(), Some("unreviewed"), "the unreviewed push never runs");
+    assert!(
+        project_container_ids(&previewed.compose_project(1)).iter().all(|id| !docker(&[
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            id
+        ])
+        .contains("unreviewed")),
+        "no container of the unreviewed commit"
+    );
+    let page = http_get(previewed.served.port, "/").map(|(_, body)| body).unwrap_or_default();
+    assert!(page.contains("awaiting approval"), "the page says why");
+
+    previewed.github_event_labelled("labeled", 1, &unreviewed, "feature", false, &["preview"]);
+    assert!(
+        eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("unreviewed")),
+        "labelled again, the new commit runs:\n{}",
+        previewed.served.log()
+    );
+}
+
+/// Issue 21, attacks 6 and 7: a pull request may not take the host. Its apps are capped to `previews.limits` (CPU and
+/// memory here) and told, a `hostPort` is dropped and the page says so, and an image only the host has (`pull:
+/// never`) is refused unless the tracked branch says `previews.localImages: true`.
+#[test]
+fn a_preview_is_capped_to_the_limits_drops_host_ports_and_runs_no_local_image_unless_allowed() {
+    let host_port = free_loopback_port();
+    let greedy = web_app("web", &busybox_image(), "greedy", "resources: { cpus: \"4\", memory: 2Gi }\n").replace(
+        "ports: [{ name: http, port: 8080 }]",
+        &format!("ports: [{{ name: http, port: 8080, hostPort: {host_port} }}]"),
+    );
+
+    let refusing = Previewed::start("pv-local", "  localImages: false\n", &[], &[]);
+    refusing.pull_request_with(1, "local", |project| project.write("apps/web.yaml", &greedy));
+    let env = refusing.wait_for_preview(1, "the local image to be refused", |env| {
+        env["error"].as_str().is_some_and(|error| error.contains("localImages"))
+    });
+    assert!(env["error"].as_str().is_some_and(|error| error.contains("pull: never")), "{env:#}");
+    assert!(project_container_ids(&refusing.compose_project(1)).is_empty(), "nothing runs");
+    drop(refusing);
+
+    let capped = Previewed::start("pv-limits", "  limits: { cpus: \"0.5\", memory: 128Mi }\n", &[], &[]);
+    capped.pull_request_with(1, "greedy", |project| project.write("apps/web.yaml", &greedy));
+    capped.wait_for_preview(1, "the capped preview", |env| env["syncStatus"] == "synced");
+    let ids = running_containers(&capped.compose_project(1));
+    let limits = docker(&["inspect", "--format", "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}", &ids[0]]);
+    assert_eq!(limits.trim(), format!("500000000 {}", 128 << 20), "capped to previews.limits");
+    let bindings = docker(&["inspect", "--format", "{{json .HostConfig.PortBindings}}", &ids[0]]);
+    assert!(!bindings.contains(&format!("\"HostPort\":\"{host_port}\"")), "the host port is not taken: {bindings}");
+    let page = http_get(capped.served.port, "/env/pr-1").map(|(_, body)| body).unwrap_or_default();
+    assert!(page.contains(&format!("hostPort {host_port}")), "the page says the port was dropped");
+    assert!(page.contains("previews.limits.cpus"), "the page says the CPU was capped");
+}
+
+/// Issue 21, attack 6: every preview Domain with `tls: auto` would be an ACME order against production's rate limit.
+/// Beyond `previews.certificatesPerHour` (0 here) a preview host is served with the internal CA, and the page says so.
+#[test]
+fn beyond_the_certificate_budget_a_preview_host_is_served_with_the_internal_ca() {
+    let previewed = Previewed::start("pv-certs", "  certificatesPerHour: 0\n", &[], &[]);
+    previewed.pull_request_with(1, "tls", |project| {
+        project.write("domains/web.yaml", &domain().replace("tls: off", "tls: auto"));
+    });
+    let env = previewed.wait_for_preview(1, "the preview", |env| env["syncStatus"] == "synced");
+    assert!(env.to_string().contains("internal CA"), "the plan says so: {env:#}");
+    let page = http_get(previewed.served.port, "/env/pr-1").map(|(_, body)| body).unwrap_or_default();
+    assert!(page.contains("served with the internal CA"), "the page says so");
+    let mut own = env.clone();
+    own["againstProduction"] = Value::Null;
+    assert!(!own.to_string().contains("\"tls\":\"auto\""), "no ACME order for the preview: {own:#}");
 }

@@ -19,17 +19,6 @@ fn sops_program() -> PathBuf {
     path
 }
 
-/// A fresh age key pair in `dir`: (key file, public recipient).
-fn age_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let file = dir.join(name);
-    let output =
-        Command::new("age-keygen").arg("-o").arg(&file).output().expect("age-keygen runs (apt-get install age)");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let text = std::fs::read_to_string(&file).expect("key file");
-    let recipient = text.lines().find_map(|line| line.strip_prefix("# public key: ")).expect("public key").to_owned();
-    (file, recipient)
-}
-
 fn sops(args: &[&str], key: &Path, dir: &Path) -> std::process::Output {
     Command::new(sops_program())
         .args(["--disable-version-check"])
@@ -250,7 +239,9 @@ fn serve_keeps_the_last_good_state_while_a_secrets_file_cannot_be_opened() {
     project.write("apps/web.yaml", &app("two"));
     project.commit("secrets for somebody else");
     let failing = served.wait_for("the unreadable secrets file", std::time::Duration::from_secs(60), |env| {
-        env["error"].as_str().is_some_and(|error| error.contains("secrets/shop.sops.yaml: no age identity opens it"))
+        env["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("secrets/shop.sops.yaml: no age identity of environment `production`"))
     });
     assert!(failing["error"].as_str().is_some_and(|e| e.contains("last good state keeps running")), "{failing:#}");
     assert!(project_serves(&project.name, "web", "one"), "the last good state keeps running");
@@ -263,4 +254,117 @@ fn serve_keeps_the_last_good_state_while_a_secrets_file_cannot_be_opened() {
         served.log()
     );
     assert!(!served.log().contains(CANARY), "no value in the log");
+}
+
+/// Issue 21, attack 2: a pull request adds an age stanza for an outsider's key to a secrets file (its `enc` garbage:
+/// nothing authenticates the metadata). `secret edit` must not hand the outsider the data key: it refuses the stanza
+/// it cannot vouch for, and with --keep-recipients keeps it byte for byte, so the outsider still opens nothing.
+#[test]
+fn secret_edit_never_encrypts_the_data_key_for_a_recipient_slipped_into_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, recipient) = age_key(dir.path(), "key.txt");
+    let (outsider_key, outsider) = age_key(dir.path(), "outsider.txt");
+    std::fs::write(dir.path().join("plain.yaml"), format!("token: before-{CANARY}\n")).expect("plain");
+    let encrypted = railyard_secret(&["encrypt", "plain.yaml", "--age", &recipient], &key, dir.path());
+    assert_success(&encrypted);
+    let slipped_in = format!(
+        "        - recipient: {outsider}\n          enc: |\n            -----BEGIN AGE ENCRYPTED FILE-----\n            \
+         Z2FyYmFnZQ==\n            -----END AGE ENCRYPTED FILE-----\n"
+    );
+    let hostile = stdout(&encrypted).replacen("    age:\n", &format!("    age:\n{slipped_in}"), 1);
+    std::fs::write(dir.path().join("s.sops.yaml"), &hostile).expect("write");
+    let edit = |extra: &[&str]| {
+        Command::new(railyard_binary())
+            .args(["secret", "edit", "s.sops.yaml"])
+            .args(extra)
+            .current_dir(dir.path())
+            .env("SOPS_AGE_KEY_FILE", &key)
+            .env("EDITOR", "sed -i s/before/after/")
+            .output()
+            .expect("railyard runs")
+    };
+
+    let refused = edit(&[]);
+    assert!(!refused.status.success(), "an unproven recipient is refused");
+    assert!(stderr(&refused).contains(&outsider), "names the stanza: {}", stderr(&refused));
+    assert!(stderr(&refused).contains("--keep-recipients"), "says what to do: {}", stderr(&refused));
+    assert_eq!(std::fs::read_to_string(dir.path().join("s.sops.yaml")).expect("read"), hostile, "file untouched");
+
+    assert_success(&edit(&["--keep-recipients"]));
+    let outsider_opens = railyard_secret(&["decrypt", "s.sops.yaml"], &outsider_key, dir.path());
+    assert!(!outsider_opens.status.success(), "the outsider opens nothing: {}", stdout(&outsider_opens));
+    let by_sops = sops(&["decrypt", "s.sops.yaml"], &outsider_key, dir.path());
+    assert!(!by_sops.status.success(), "nor does the real sops with the outsider's key");
+    let opened = sops(&["decrypt", "s.sops.yaml"], &key, dir.path());
+    assert!(String::from_utf8_lossy(&opened.stdout).contains(&format!("token: after-{CANARY}")), "the edit is kept");
+    let text = std::fs::read_to_string(dir.path().join("s.sops.yaml")).expect("read");
+    assert!(text.contains("Z2FyYmFnZQ=="), "the unproven stanza is kept as it was, not encrypted anew");
+
+    // A recipient given with --age is vouched for: it gets the data key.
+    let (_, colleague) = age_key(dir.path(), "colleague.txt");
+    assert_success(&edit(&["--keep-recipients", "--age", &colleague]));
+    let text = std::fs::read_to_string(dir.path().join("s.sops.yaml")).expect("read");
+    assert!(text.contains(&colleague));
+}
+
+/// Issue 21, attack 5: `railyard apply --env pr-7` is a preview: it reads neither `RAILYARD_SECRET_*`, nor the
+/// production secrets directory, nor the SOPS files of other scopes; only `secrets/previews/` with the previews key
+/// of the settings file.
+#[test]
+fn the_cli_gives_a_preview_only_the_previews_secrets() {
+    let project = TestProject::new("sops-cli-pr");
+    project.allow_local_images_in_previews();
+    let _preview = ProjectGuard(format!("{}-pr-7", project.name));
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key, recipient) = age_key(keys.path(), "key.txt");
+    let (previews_key, previews_recipient) = age_key(keys.path(), "previews.txt");
+    let encrypt = |values: &str, recipient: &str, into: &str| {
+        let plain = keys.path().join("plain.yaml");
+        std::fs::write(&plain, values).expect("plain");
+        let out = railyard_secret(&["encrypt", "--age", recipient, &plain.to_string_lossy()], &key, keys.path());
+        assert_success(&out);
+        project.write(into, &stdout(&out));
+    };
+    encrypt(&format!("db-password: shared-{CANARY}\n"), &recipient, "secrets/shared.sops.yaml");
+    encrypt(&format!("db-password: production-{CANARY}\n"), &recipient, "secrets/production/db.sops.yaml");
+    let secrets_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(secrets_dir.path().join("db-password"), format!("dir-{CANARY}")).expect("secret");
+    let app = web_app("web", &busybox_image(), "p", "")
+        .replace("env: { MESSAGE: \"p\" }", "env: { MESSAGE: p, DB_PASSWORD: { secret: db-password } }");
+    project.write("apps/web.yaml", &app);
+    let key_file = key.to_string_lossy().into_owned();
+    let dir_arg = secrets_dir.path().to_string_lossy().into_owned();
+    let variable = format!("variable-{CANARY}");
+    let env = [("SOPS_AGE_KEY_FILE", key_file.as_str()), ("RAILYARD_SECRET_DB_PASSWORD", variable.as_str())];
+    let args = ["--env", "pr-7", "--caddy-admin", "none", "--secrets-dir", dir_arg.as_str()];
+    let applied = railyard_with_env("apply", project.dir(), &args, &env);
+    let shown = format!("{}{}", stdout(&applied), stderr(&applied));
+    assert!(!applied.status.success(), "nothing of production's serves a preview: {shown}");
+    assert!(shown.contains("db-password") && shown.contains("previews"), "names the scope: {shown}");
+    assert!(!shown.contains(CANARY), "{shown}");
+    assert!(project_container_ids(&format!("{}-pr-7", project.name)).is_empty(), "nothing started");
+
+    // A copy of production's file under secrets/previews/ is not opened by the previews key.
+    let production_file = std::fs::read_to_string(project.dir().join("secrets/production/db.sops.yaml")).expect("r");
+    project.write("secrets/previews/db.sops.yaml", &production_file);
+    let settings = keys.path().join("settings.yaml");
+    std::fs::write(&settings, format!("sops:\n  identities:\n    previews: {}\n", previews_key.display()))
+        .expect("settings");
+    let settings_arg = settings.to_string_lossy().into_owned();
+    let mut with_settings = args.to_vec();
+    with_settings.extend(["--settings", settings_arg.as_str()]);
+    let copied = railyard_with_env("apply", project.dir(), &with_settings, &env);
+    let shown = format!("{}{}", stdout(&copied), stderr(&copied));
+    assert!(!copied.status.success(), "{shown}");
+    assert!(shown.contains("secrets/previews/db.sops.yaml") && shown.contains("previews"), "{shown}");
+    assert!(!shown.contains(CANARY), "{shown}");
+
+    // Encrypted for the previews recipient, it serves the preview.
+    encrypt("db-password: preview-value\n", &previews_recipient, "secrets/previews/db.sops.yaml");
+    let applied = railyard_with_env("apply", project.dir(), &with_settings, &env);
+    assert_success(&applied);
+    let ids = project_container_ids(&format!("{}-pr-7", project.name));
+    let environment = docker(&["inspect", "--format", "{{json .Config.Env}}", &ids[0]]);
+    assert!(environment.contains("DB_PASSWORD=preview-value"), "{environment}");
+    assert!(!environment.contains(CANARY), "{environment}");
 }

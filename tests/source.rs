@@ -275,3 +275,42 @@ fn measure_fetch_cost() {
         median(all_read2)
     );
 }
+
+/// Commits `count` paths under `bulk/` that all name one blob of `bytes` bytes, with git's plumbing (a hostile tree
+/// costs its author nothing); returns the commit's sha.
+fn commit_one_blob_many_times(repo: &Repo, count: usize, bytes: usize) -> String {
+    use std::io::Write;
+    let blob_file = repo.state.path().join("blob.yaml");
+    std::fs::write(&blob_file, format!("# {}\n", "x".repeat(bytes.saturating_sub(3)))).expect("blob");
+    let blob = git(repo.dir(), &["hash-object", "-w", &blob_file.to_string_lossy()]);
+    let entries: String = (0..count).map(|n| format!("100644 blob {blob}\tbulk/f{n:05}.yaml\n")).collect();
+    let mut update = std::process::Command::new("git")
+        .args(["update-index", "--index-info"])
+        .current_dir(repo.dir())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    update.stdin.take().expect("stdin").write_all(entries.as_bytes()).expect("index info");
+    assert!(update.wait().expect("git exits").success());
+    git(repo.dir(), &["commit", "-q", "-m", "many paths, one blob"]);
+    git(repo.dir(), &["rm", "-q", "-r", "--cached", "bulk"]);
+    git(repo.dir(), &["commit", "-q", "-m", "back to normal"]);
+    git(repo.dir(), &["rev-parse", "HEAD~1"])
+}
+
+/// Issue 21, attack 6: a tree of 20,000 paths naming one 1 MiB blob must not be read 20,000 times: a commit is read
+/// up to 10,000 config files and 64 MiB in all, and beyond that is a clear error, not a crash.
+#[test]
+fn a_commit_is_read_within_a_bound_of_files_and_bytes() {
+    let repo = Repo::new();
+    let many_files = commit_one_blob_many_times(&repo, 20_000, 100);
+    let many_bytes = commit_one_blob_many_times(&repo, 70, 1_000_000);
+    git(repo.dir(), &["branch", "many-files", &many_files]);
+    git(repo.dir(), &["branch", "many-bytes", &many_bytes]);
+    let snapshot = repo.fetch_all();
+    let too_many = repo.source().read_branch(&snapshot, "many-files").map(|_| ()).expect_err("refused");
+    assert!(too_many.to_string().contains("more than 10000 config files"), "{too_many}");
+    let too_big = repo.source().read_branch(&snapshot, "many-bytes").map(|_| ()).expect_err("refused");
+    assert!(too_big.to_string().contains("more than 64 MiB"), "{too_big}");
+    assert!(repo.source().read_branch(&snapshot, "main").is_ok(), "main, back to normal, reads");
+}

@@ -95,6 +95,8 @@ pub enum ReconcileError {
     Pin(String),
     #[error("{0}; the last good state keeps running")]
     Secrets(String),
+    #[error("{0}; nothing of this commit runs until then")]
+    Unapproved(String),
 }
 
 impl From<BackendError> for ReconcileError {
@@ -496,9 +498,9 @@ impl EnvHandle {
         let mut desired = config.desired(&environment, Some(sha));
         self.put_scaling_in_force(daemon, &mut desired).await;
         let backend = daemon.backend().await.map_err(|error| RollbackError::Plan(error.to_string()))?;
+        let branch = self.branch().unwrap_or_default();
         let secrets = daemon
-            .secrets_for(&config, &environment)
-            .with_repo_files(&fetched.files, &environment)
+            .secrets_for(&config, &environment, &branch, &fetched.files)
             .map_err(|error| RollbackError::Plan(error.to_string()))?;
         let prepared = pipeline::prepare(backend.as_ref(), &secrets, desired)
             .await
@@ -625,6 +627,10 @@ impl EnvHandle {
         };
         let commit = fetched.commit;
         tracing::Span::current().record("commit", short_sha(&commit.sha));
+        // A pull request's code runs only at the commit its label approved, whatever woke this worker.
+        if let Some(reason) = daemon.preview_unapproved(&self.name, &commit.sha) {
+            return self.fail(ReconcileError::Unapproved(reason));
+        }
         let config = match model::load(&fetched.files) {
             Ok(config) => config,
             Err(invalid) => return self.invalid(daemon, taken.trigger, started_ms, commit, invalid.0).await,
@@ -640,6 +646,7 @@ impl EnvHandle {
             self.update(|state| state.against_production = Some(against));
         }
         let mut desired = config.desired(&environment, Some(&commit.sha));
+        daemon.ration_certificates(&mut desired);
         desired.sync = policy.sync;
         self.put_scaling_in_force(daemon, &mut desired).await;
         self.note_replicas(&desired, taken.trigger);
@@ -657,7 +664,7 @@ impl EnvHandle {
             Ok(backend) => backend,
             Err(error) => return self.fail(error.into()),
         };
-        let secrets = match daemon.secrets_for(&config, &environment).with_repo_files(&fetched.files, &environment) {
+        let secrets = match daemon.secrets_for(&config, &environment, &branch, &fetched.files) {
             Ok(secrets) => secrets,
             Err(error) => return self.fail(ReconcileError::Secrets(error.to_string())),
         };

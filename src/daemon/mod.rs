@@ -592,14 +592,19 @@ impl Daemon {
         }
     }
 
-    /// Where `env`'s `{ secret: NAME }` values come from: a preview reads only the previews' scope unless the
-    /// tracked branch's Project says `previews.shareSecrets`.
-    fn secrets_for(&self, config: &Config, env: &Environment) -> SecretStore {
+    /// Where `env`'s `{ secret: NAME }` values come from, with the SOPS files of `files` that its scope may open:
+    /// a preview reads only the previews' scope (and production's secrets directory only when the tracked branch's
+    /// Project says `previews.shareSecrets`), an environment on another branch only its own key's files.
+    fn secrets_for(
+        &self,
+        config: &Config,
+        env: &Environment,
+        env_branch: &str,
+        files: &[crate::model::RepoFile],
+    ) -> Result<SecretStore, crate::secrets::sops::SopsError> {
         let shared = config.project.doc.previews.as_ref().is_some_and(|previews| previews.share_secrets);
-        if env.preview.is_some() && !shared {
-            return self.settings.secrets.for_previews();
-        }
-        self.settings.secrets.clone()
+        let scope = crate::secrets::SecretScope::of(env, env_branch, &self.settings.branch);
+        self.settings.secrets.scoped(env, scope, shared).with_repo_files(files)
     }
 
     /// Forgets a destroyed environment.

@@ -14,7 +14,9 @@ use tracing::{Instrument, info, info_span, warn};
 use super::trigger::Trigger;
 use super::{Daemon, now_ms, read, write};
 use crate::model::ListedEnvironment;
-use crate::previews::{Candidate, PreviewPolicy, PullRequest, Standing, branch_previewed, decide};
+use crate::previews::{
+    Candidate, PreviewPolicy, PullRequest, Standing, approval, awaiting_approval, branch_previewed, decide,
+};
 use crate::source::git::review_ref;
 
 /// What happened to a pull request, as a forge's webhook says it.
@@ -69,7 +71,12 @@ pub(super) struct PreviewsState {
     enabled: bool,
     /// What was last reported to the forge per pull request, so that each change is reported once.
     reported: BTreeMap<u64, String>,
+    /// Preview hosts granted an ACME certificate, and when (see [`crate::model::preview::ration_certificates`]).
+    certificates: BTreeMap<String, i64>,
 }
+
+/// Preview hosts remembered as granted a certificate; beyond that the oldest are forgotten.
+const REMEMBERED_CERTIFICATES: usize = 10_000;
 
 /// The names of preview environments (a Project may not list such names).
 pub fn is_preview(env: &str) -> bool {
@@ -81,6 +88,7 @@ impl Daemon {
     /// name. With forge access the event only wakes the worker, which reads the forge's list.
     pub fn pull_request_event(&self, action: PullRequestAction, pr: PullRequest) -> String {
         let env = format!("pr-{}", pr.number);
+        let labels = self.preview_labels();
         {
             let mut state = write(&self.previews);
             match action {
@@ -91,11 +99,15 @@ impl Daemon {
                     state.open.remove(&pr.number);
                 }
                 _ => {
-                    let pushed_ms = match state.open.get(&pr.number) {
+                    let known = state.open.get(&pr.number);
+                    let pushed_ms = match known {
                         Some(known) if known.head_sha == pr.head_sha => known.pushed_ms,
                         _ => pr.pushed_ms,
                     };
-                    state.open.insert(pr.number, PullRequest { pushed_ms, ..pr });
+                    let approved_sha = approval(&labels, known, &pr, action == PullRequestAction::Labeled);
+                    // The forge's word on the author stays until its list says otherwise (events may not carry it).
+                    let author_trusted = pr.author_trusted || known.is_some_and(|known| known.author_trusted);
+                    state.open.insert(pr.number, PullRequest { pushed_ms, approved_sha, author_trusted, ..pr });
                 }
             }
         }
@@ -107,6 +119,56 @@ impl Daemon {
         }
         self.previews_trigger.fire(Trigger::Webhook);
         env
+    }
+
+    /// Serves a preview's `tls: auto` hosts with the internal CA once previews ordered
+    /// `previews.certificatesPerHour` ACME certificates in the last hour (production's rate limit is shared).
+    pub(super) fn ration_certificates(&self, desired: &mut crate::model::DesiredState) {
+        if desired.env.preview.is_none() {
+            return;
+        }
+        let per_hour = self
+            .tracked_config()
+            .and_then(|config| {
+                config.project.doc.previews.as_ref().map(crate::model::kinds::Previews::certificates_per_hour)
+            })
+            .unwrap_or(crate::model::kinds::Previews::DEFAULT_CERTIFICATES_PER_HOUR);
+        let mut state = write(&self.previews);
+        let warnings = crate::model::preview::ration_certificates(
+            &mut desired.domains,
+            &mut state.certificates,
+            per_hour,
+            now_ms(),
+        );
+        while state.certificates.len() > REMEMBERED_CERTIFICATES {
+            let oldest = state.certificates.iter().min_by_key(|(_, when)| **when).map(|(host, _)| host.clone());
+            if let Some(host) = oldest {
+                state.certificates.remove(&host);
+            }
+        }
+        drop(state);
+        desired.warnings.extend(warnings);
+    }
+
+    /// The tracked branch's `previews.labels`.
+    fn preview_labels(&self) -> Vec<String> {
+        self.tracked_config()
+            .and_then(|config| PreviewPolicy::of(&config.project.doc))
+            .map(|policy| policy.labels)
+            .unwrap_or_default()
+    }
+
+    /// Why preview `env` may not run commit `sha` (its pull request's label was added on another commit, and the
+    /// author is not trusted), checked by the preview's worker before anything of the commit is applied, whatever
+    /// woke it. `None` for other environments and for approved commits.
+    pub(super) fn preview_unapproved(&self, env: &str, sha: &str) -> Option<String> {
+        let number: u64 = env.strip_prefix("pr-")?.parse().ok()?;
+        let policy = PreviewPolicy::of(&self.tracked_config()?.project.doc)?;
+        let known = read(&self.previews).open.get(&number).cloned();
+        let Some(pr) = known else {
+            return (!policy.labels.is_empty()).then(|| "awaiting approval: the pull request is not known".to_owned());
+        };
+        awaiting_approval(&policy, &PullRequest { head_sha: sha.to_owned(), ..pr })
     }
 
     /// The previews as the pages show them.
@@ -169,16 +231,8 @@ impl Daemon {
                 None
             }
         };
-        let policy = policy.unwrap_or(PreviewPolicy {
-            allow_forks: false,
-            labels: Vec::new(),
-            max: 0,
-            ttl: None,
-            resync: Duration::from_secs(5 * 60),
-            branches: Vec::new(),
-            comment: false,
-            share_secrets: false,
-        });
+        let policy =
+            policy.unwrap_or(PreviewPolicy { resync: Duration::from_secs(5 * 60), ..PreviewPolicy::default() });
         let candidates = self.preview_candidates(&policy, snapshot.as_deref());
         let running: BTreeSet<String> = self
             .environments()
@@ -211,16 +265,19 @@ impl Daemon {
 
     /// Replaces the open pull requests by the forge's list, keeping when each head was first seen.
     fn take_forge_list(&self, open: Vec<PullRequest>) {
+        let labels = self.preview_labels();
         let mut state = write(&self.previews);
         let now = now_ms();
         state.open = open
             .into_iter()
             .map(|pr| {
-                let pushed_ms = match state.open.get(&pr.number) {
+                let known = state.open.get(&pr.number);
+                let pushed_ms = match known {
                     Some(known) if known.head_sha == pr.head_sha => known.pushed_ms,
                     _ => now,
                 };
-                (pr.number, PullRequest { pushed_ms, ..pr })
+                let approved_sha = approval(&labels, known, &pr, false);
+                (pr.number, PullRequest { pushed_ms, approved_sha, ..pr })
             })
             .collect();
         state.list_error = None;
@@ -440,7 +497,7 @@ impl Daemon {
         self.settings.secrets.seal_without_values(&mut desired);
         desired.assume_unresolved_secrets_unchanged(&observed);
         let plan = crate::plan::plan(&desired, &observed);
-        AgainstProduction { head_sha: commit.sha.clone(), plan: Some(plan), error: None }
+        AgainstProduction { head_sha: commit.sha.clone(), plan: Some(plan.without_digests()), error: None }
     }
 
     /// Tells the forge what a pull request's preview and plan are, when that changed since the last report. The

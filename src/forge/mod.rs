@@ -356,6 +356,7 @@ impl ForgeClient {
                 labels: labels(&item["labels"]),
                 // Asked of the members API by `list_open`.
                 author_trusted: false,
+                approved_sha: None,
                 pushed_ms: now,
             }),
             _ => {
@@ -372,6 +373,7 @@ impl ForgeClient {
                     // GitHub says it in the item; Gitea is asked by `list_open`.
                     author_trusted: self.settings.kind == ForgeKind::GitHub
                         && github_association_trusted(item["author_association"].as_str()),
+                    approved_sha: None,
                     pushed_ms: now,
                 })
             }

@@ -131,6 +131,10 @@ pub struct DesiredState {
     /// is accepted but not acted on yet). Carried into [`crate::plan::Plan::warnings`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Why this state may not be applied at all (a preview asking for an image only the host has); apply refuses
+    /// while any is listed, and the plan shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<String>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub platform: PlatformSettings,
 }
@@ -336,6 +340,15 @@ impl EnvSpec {
         }
     }
 
+    /// The form a pull request may see: no digest at all, only `<redacted>` and secret references.
+    fn without_digest(&self) -> EnvSpec {
+        match self {
+            EnvSpec::Value(text) => EnvSpec::Value(super::redact::strip_digests(text)),
+            EnvSpec::Sensitive(value) => EnvSpec::Value(super::redact::strip_digests(&value.shown())),
+            EnvSpec::Secret { secret, .. } => EnvSpec::Secret { secret: secret.clone(), digest: None },
+        }
+    }
+
     /// The form that may be stored and shown: sensitive literals become their redacted text.
     fn redacted(&self) -> EnvSpec {
         match self {
@@ -524,6 +537,12 @@ impl AppSpec {
         hex::encode(&Sha256::digest(&canonical)[..8])
     }
 
+    /// The spec without any digest, as a pull request may see it (see [`super::redact::strip_digests`]).
+    pub fn without_digests(&self) -> AppSpec {
+        let env = self.container.env.iter().map(|(name, value)| (name.clone(), value.without_digest())).collect();
+        AppSpec { container: ContainerSpec { env, ..self.container.clone() }, ..self.clone() }
+    }
+
     /// The spec with secret values replaced by digests.
     pub fn redacted(&self) -> AppSpec {
         AppSpec { container: self.container.redacted(), ..self.clone() }
@@ -570,19 +589,24 @@ impl DesiredState {
 }
 
 impl Config {
-    /// What `env` should run according to this config at `commit`.
+    /// What `env` should run according to this config at `commit`. A preview is capped to the `previews` limits
+    /// (see [`super::preview`]).
     pub fn desired(&self, env: &Environment, commit: Option<&str>) -> DesiredState {
         let mut apps: BTreeMap<String, AppSpec> =
             self.apps.values().map(|app| (app.doc.name.value.clone(), self.app_spec(app))).collect();
-        if env.preview.is_some() {
-            self.cap_for_preview(&mut apps);
-        }
         let mut warnings = Vec::new();
-        let domains = if env.is_listed_non_production() {
+        let mut domains = if env.is_listed_non_production() {
             self.templated_domain_specs(env, &mut warnings)
         } else {
             self.domain_specs(env)
         };
+        let mut blockers = Vec::new();
+        if env.preview.is_some() {
+            let limits = super::preview::Limits::of(self.project.doc.previews.as_ref());
+            let capped = super::preview::cap(&limits, &mut apps, &mut domains);
+            warnings.extend(capped.warnings);
+            blockers = capped.blockers;
+        }
         DesiredState {
             env: env.clone(),
             commit: commit.map(str::to_owned),
@@ -590,22 +614,8 @@ impl Config {
             apps,
             domains,
             warnings,
+            blockers,
             platform: PlatformSettings::of(&self.project.doc),
-        }
-    }
-
-    /// A preview runs at most `previews.maxReplicas` replicas of each app and does not autoscale: it is for looking
-    /// at, and a pull request must not be able to take the host's capacity.
-    fn cap_for_preview(&self, apps: &mut BTreeMap<String, AppSpec>) {
-        let cap = self
-            .project
-            .doc
-            .previews
-            .as_ref()
-            .map_or(super::kinds::Previews::DEFAULT_MAX_REPLICAS, super::kinds::Previews::max_replicas);
-        for app in apps.values_mut() {
-            app.replicas = app.replicas.min(cap);
-            app.autoscale = None;
         }
     }
 

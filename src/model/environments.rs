@@ -49,15 +49,17 @@ impl Config {
     }
 
     /// This config (read from an environment's branch) under the policy of `tracked` (read from the tracked
-    /// branch): the Project's name, `environments`, `previews` and `sync` are taken from `tracked`, so that a commit
-    /// on another branch can neither add environments nor loosen the rules it is judged by. Apps, Domains,
-    /// ScalingRules and the Project's `defaults` and `proxy` stay this branch's.
+    /// branch): the Project's name, `environments`, `previews`, `sync` and `proxy` are taken from `tracked`, so that
+    /// a commit on another branch can neither add environments, nor loosen the rules it is judged by, nor pick the
+    /// ingress class, issuers or ACME contact production's certificates come from. Apps, Domains, ScalingRules and
+    /// the Project's `defaults` stay this branch's.
     pub fn under_policy_of(mut self, tracked: &Config) -> Config {
         let (own, policy) = (&mut self.project.doc, &tracked.project.doc);
         own.name = policy.name.clone();
         own.environments = policy.environments.clone();
         own.previews = policy.previews.clone();
         own.sync = policy.sync.clone();
+        own.proxy = policy.proxy.clone();
         self
     }
 }
@@ -193,7 +195,7 @@ mod tests {
             RepoFile::text(
                 "railyard.yaml",
                 "kind: Project\nname: renamed\nsync: auto\ndefaults: { replicas: 3 }\nenvironments:\n  \
-                 - name: staging\n  - name: extra\n",
+                 - name: staging\n  - name: extra\nproxy: { ingressClassName: attacker, clusterIssuer: theirs }\n",
             ),
             RepoFile::text("apps.yaml", "kind: App\nname: web\nimage: busybox:2\n"),
         ];
@@ -205,6 +207,8 @@ mod tests {
         assert_eq!(desired.sync, crate::model::kinds::SyncPolicy::Manual);
         assert_eq!(desired.apps["web"].container.image, "busybox:2", "the apps are the branch's own");
         assert_eq!(desired.apps["web"].replicas, 3, "so are the Project's defaults");
+        assert_eq!(desired.platform, tracked.desired(&Environment::production("shop"), None).platform);
+        assert!(branch.project.doc.proxy.is_none(), "the proxy settings are the tracked branch's (none)");
     }
 
     #[test]

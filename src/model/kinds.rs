@@ -249,6 +249,47 @@ pub struct Previews {
     /// Whether previews may read production's secrets; by default they read only `<secrets dir>/previews/`.
     #[serde(default)]
     pub share_secrets: bool,
+    /// Authors (forge logins) whose pull requests a label approves for every later push too; others need the label
+    /// again after each push. Authors the forge calls owners, members or collaborators are trusted as well.
+    #[serde(default)]
+    pub trusted_authors: Vec<String>,
+    /// What one preview may take of the host; a pull request asking for more is capped and told.
+    #[serde(default)]
+    pub limits: Option<PreviewLimits>,
+    /// ACME certificates (`tls: auto`) ordered for previews per hour, across all of them; beyond that a preview host
+    /// is served with the internal CA. Default 5.
+    #[schemars(range(max = 1000))]
+    pub certificates_per_hour: Option<u32>,
+    /// Whether a preview may run an image with `pull: never` (one already on the host, production's private images
+    /// included). Default false.
+    #[serde(default)]
+    pub local_images: bool,
+}
+
+/// The most one preview may take of the host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PreviewLimits {
+    /// Apps per preview. Default 20.
+    pub apps: Option<u32>,
+    /// Volumes per preview, over all its apps. Default 10.
+    pub volumes: Option<u32>,
+    /// Domains per preview. Default 20.
+    pub domains: Option<u32>,
+    /// CPUs per app, e.g. `"1"`: an app asking for more or for none gets this. Default 1.
+    #[schemars(pattern(CPUS))]
+    pub cpus: Option<String>,
+    /// Memory per app, e.g. `512Mi`: an app asking for more or for none gets this. Default 512Mi.
+    #[schemars(pattern(MEMORY))]
+    pub memory: Option<String>,
+}
+
+impl PreviewLimits {
+    pub const DEFAULT_APPS: u32 = 20;
+    pub const DEFAULT_VOLUMES: u32 = 10;
+    pub const DEFAULT_DOMAINS: u32 = 20;
+    pub const DEFAULT_CPUS: &'static str = "1";
+    pub const DEFAULT_MEMORY: &'static str = "512Mi";
 }
 
 impl Previews {
@@ -266,6 +307,12 @@ impl Previews {
 
     pub fn comments(&self) -> bool {
         self.comment.unwrap_or(true)
+    }
+
+    pub const DEFAULT_CERTIFICATES_PER_HOUR: u32 = 5;
+
+    pub fn certificates_per_hour(&self) -> u32 {
+        self.certificates_per_hour.unwrap_or(Self::DEFAULT_CERTIFICATES_PER_HOUR)
     }
 }
 

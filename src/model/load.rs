@@ -15,6 +15,44 @@ use super::{Diagnostic, FileContent, RepoFile};
 /// The largest config file railyard reads, so that a hostile repository cannot exhaust memory.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// The most config files (`*.yaml`, `*.yml`) one commit may hold, and the most bytes read from all of them: a tree of
+/// 20,000 paths naming one 1 MiB blob must not be read 20,000 times.
+pub const MAX_CONFIG_FILES: usize = 10_000;
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
+/// What a source may still read of one commit; each file read is taken from it.
+#[derive(Debug, Clone)]
+pub struct ReadBudget {
+    files: usize,
+    bytes: u64,
+}
+
+impl Default for ReadBudget {
+    fn default() -> Self {
+        ReadBudget { files: MAX_CONFIG_FILES, bytes: MAX_CONFIG_BYTES }
+    }
+}
+
+impl ReadBudget {
+    /// Takes one file of `bytes` bytes; the error says which limit the commit went over and what to do.
+    pub fn take(&mut self, bytes: u64) -> Result<(), String> {
+        self.files = self.files.checked_sub(1).ok_or_else(|| {
+            format!(
+                "the commit holds more than {MAX_CONFIG_FILES} config files (*.yaml, *.yml); railyard reads at most \
+                 that many: move the others under a hidden folder or out of the config repository"
+            )
+        })?;
+        self.bytes = self.bytes.checked_sub(bytes).ok_or_else(|| {
+            format!(
+                "the commit's config files add up to more than {} MiB; railyard reads at most that much of one \
+                 commit: remove large or repeated files",
+                MAX_CONFIG_BYTES >> 20
+            )
+        })?;
+        Ok(())
+    }
+}
+
 /// A document together with the file it came from.
 #[derive(Debug, Clone)]
 pub struct Sourced<T> {

@@ -7,6 +7,7 @@ pub mod environments;
 pub mod kinds;
 pub mod load;
 pub mod observed;
+pub mod preview;
 pub mod redact;
 pub mod schema;
 pub mod units;
@@ -17,7 +18,7 @@ use std::fmt;
 
 pub use desired::{AppSpec, ContainerSpec, DesiredState, DomainSpec, Environment};
 pub use environments::{HostConflict, ListedEnvironment, host_claims};
-pub use load::{MAX_FILE_BYTES, Sourced};
+pub use load::{MAX_CONFIG_BYTES, MAX_CONFIG_FILES, MAX_FILE_BYTES, ReadBudget, Sourced};
 pub use observed::{HealthState, Observed, ObservedApp, ObservedDomain, ObservedReplica, OrphanProject, ReplicaState};
 
 /// A file of the config repository as a source hands it over.
@@ -33,6 +34,20 @@ impl RepoFile {
     pub fn text(path: &str, text: &str) -> RepoFile {
         RepoFile { path: path.to_owned(), content: FileContent::Bytes(text.as_bytes().to_vec()) }
     }
+}
+
+/// Where the repository's SOPS files live. No symlink may point there or live there: a copy of another scope's file
+/// by link would be opened under this scope's key.
+pub const SECRETS_DIR: &str = "secrets/";
+
+/// Why a symlink at `link` to `target` (both repository paths) is refused for touching `secrets/`, if it is.
+pub fn secrets_symlink_refusal(link: &str, target: &str) -> Option<FileContent> {
+    (link.starts_with(SECRETS_DIR) || target.starts_with(SECRETS_DIR)).then(|| FileContent::Rejected {
+        reason: format!(
+            "symlink {link} -> {target}: symlinks under {SECRETS_DIR} or into it are refused (a secrets file is read \
+             only under the scope it was committed for); commit a file encrypted for this scope instead"
+        ),
+    })
 }
 
 /// A file's bytes, or why the source did not read them.

@@ -42,6 +42,16 @@ impl DigestKey {
         &self.0
     }
 
+    /// A key of its own for `purpose`, derived from this one (HMAC-SHA256 of the purpose): digests under it cannot be
+    /// compared with digests under this key.
+    pub fn derive(&self, purpose: &str) -> DigestKey {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else { return self.clone() };
+        mac.update(purpose.as_bytes());
+        let mut bytes = [0; DIGEST_KEY_BYTES];
+        bytes.copy_from_slice(&mac.finalize().into_bytes());
+        DigestKey(bytes)
+    }
+
     /// A stable digest of a secret value under this key, e.g. `hmac-sha256:4f1c…`, so diffs show that it changed
     /// without showing it.
     pub fn digest(&self, value: &str) -> String {
@@ -64,6 +74,35 @@ pub fn redacted(digest: Option<&str>) -> String {
         Some(digest) => format!("<redacted {digest}>"),
         None => "<redacted>".to_owned(),
     }
+}
+
+/// The prefix of every digest shown.
+const DIGEST_PREFIX: &str = "hmac-sha256:";
+
+/// `text` with every digest (`hmac-sha256:` and its hex) taken out, and `<redacted hmac-sha256:…>` shown as
+/// `<redacted>`: for what a pull request may see, which must not become an oracle for guessing values.
+pub fn strip_digests(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(DIGEST_PREFIX) {
+        let (before, from) = rest.split_at(at);
+        let hex_len = from[DIGEST_PREFIX.len()..].bytes().take_while(u8::is_ascii_hexdigit).count();
+        let after = &from[DIGEST_PREFIX.len() + hex_len..];
+        match before.strip_suffix("<redacted ") {
+            // `<redacted hmac-sha256:…>` keeps its brackets: `after` starts with the `>`.
+            Some(kept) => {
+                out.push_str(kept);
+                out.push_str("<redacted");
+            }
+            None => {
+                out.push_str(before);
+                out.push_str("<redacted>");
+            }
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Where the userinfo (`user:password@`, or `user@`) of a URL sits in `value`, as a byte range; `None` for text
@@ -118,6 +157,30 @@ mod tests {
         for plain in ["https://example.com/a", "https://example.com/a@b", "not a url", "mailto:a@b", "://x@y"] {
             assert_eq!(url_userinfo(plain), None, "{plain}");
         }
+    }
+
+    #[test]
+    fn digests_are_stripped_from_what_a_pull_request_sees() {
+        let key = DigestKey::from_bytes([7; DIGEST_KEY_BYTES]);
+        let shown = format!(
+            "A: {}\nB: postgres://{}@db/x\ndigest: {}\n",
+            redacted(Some(&key.digest("a"))),
+            redacted(Some(&key.digest("b"))),
+            key.digest("c")
+        );
+        let stripped = strip_digests(&shown);
+        assert_eq!(stripped, "A: <redacted>\nB: postgres://<redacted>@db/x\ndigest: <redacted>\n");
+        assert!(!stripped.contains("hmac"));
+        assert_eq!(strip_digests("no digest here"), "no digest here");
+    }
+
+    #[test]
+    fn derived_keys_digest_apart() {
+        let key = DigestKey::from_bytes([7; DIGEST_KEY_BYTES]);
+        let previews = key.derive("previews");
+        assert_ne!(key.digest("a"), previews.digest("a"));
+        assert_eq!(previews, key.derive("previews"), "the same purpose derives the same key");
+        assert_ne!(previews, key.derive("other"));
     }
 
     #[test]

@@ -32,13 +32,17 @@ pub struct PullRequest {
     /// COLLABORATOR; a GitLab maintainer; a Gitea collaborator): a label then approves every later push too.
     #[serde(default)]
     pub author_trusted: bool,
+    /// The head commit a `previews.labels` label was added on (railyard's memory, not the forge's): a later push
+    /// waits until the label is added again, unless the author is trusted.
+    #[serde(default)]
+    pub approved_sha: Option<String>,
     /// When its head last changed, as railyard saw it (milliseconds since the epoch): the TTL and the queue count
     /// from here.
     pub pushed_ms: i64,
 }
 
 /// The tracked branch's `previews` policy, read once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PreviewPolicy {
     pub allow_forks: bool,
     pub labels: Vec<String>,
@@ -48,6 +52,7 @@ pub struct PreviewPolicy {
     pub branches: Vec<String>,
     pub comment: bool,
     pub share_secrets: bool,
+    pub trusted_authors: Vec<String>,
 }
 
 impl PreviewPolicy {
@@ -65,6 +70,7 @@ impl PreviewPolicy {
             branches: previews.branches.clone(),
             comment: previews.comments(),
             share_secrets: previews.share_secrets,
+            trusted_authors: previews.trusted_authors.clone(),
         })
     }
 }
@@ -169,7 +175,39 @@ fn refusal(policy: &PreviewPolicy, pr: &PullRequest) -> Option<String> {
     if !policy.labels.is_empty() && !pr.labels.iter().any(|label| policy.labels.contains(label)) {
         return Some(format!("it carries none of the labels previews.labels asks for: {}", policy.labels.join(", ")));
     }
-    None
+    awaiting_approval(policy, pr)
+}
+
+/// Why `pr`'s head may not run yet although it carries a label: the label was added on another commit, and its
+/// author is not trusted (by the forge, or `previews.trustedAuthors`). `None` when it may run.
+pub fn awaiting_approval(policy: &PreviewPolicy, pr: &PullRequest) -> Option<String> {
+    let trusted = pr.author_trusted || policy.trusted_authors.contains(&pr.author);
+    if policy.labels.is_empty() || trusted || pr.approved_sha.as_deref() == Some(pr.head_sha.as_str()) {
+        return None;
+    }
+    Some(format!(
+        "awaiting approval: new commits since the label ({}) was added; add it again to preview {}",
+        policy.labels.join(", "),
+        &pr.head_sha[..pr.head_sha.len().min(12)]
+    ))
+}
+
+/// The head commit `incoming` is approved for, as railyard remembers it: none without a `previews.labels` label;
+/// the event's head when the label was just added (`label_added`); else what `known` (the same pull request as last
+/// seen) was approved for, or, seen labelled for the first time, its current head.
+pub fn approval(
+    labels: &[String],
+    known: Option<&PullRequest>,
+    incoming: &PullRequest,
+    label_added: bool,
+) -> Option<String> {
+    if !incoming.labels.iter().any(|label| labels.contains(label)) {
+        return None;
+    }
+    if label_added {
+        return Some(incoming.head_sha.clone());
+    }
+    known.and_then(|known| known.approved_sha.clone()).or_else(|| Some(incoming.head_sha.clone()))
 }
 
 fn expired(policy: &PreviewPolicy, pushed_ms: i64, now_ms: i64) -> bool {
@@ -206,6 +244,7 @@ mod tests {
             branches: Vec::new(),
             comment: true,
             share_secrets: false,
+            trusted_authors: Vec::new(),
         }
     }
 
@@ -223,6 +262,7 @@ mod tests {
                 from_fork: false,
                 labels: Vec::new(),
                 author_trusted: false,
+                approved_sha: None,
                 pushed_ms,
             }),
         }
@@ -279,10 +319,47 @@ mod tests {
         let mut with_label = pr(6, 100);
         if let Some(pr) = with_label.pull_request.as_mut() {
             pr.labels = vec!["preview".to_owned()];
+            pr.approved_sha = Some(pr.head_sha.clone());
         }
         let decision = decide(&labelled, &[with_label, pr(7, 100)], &running(&[]), 200);
         assert!(decision.runs("pr-6"));
         assert!(matches!(&decision.standings["pr-7"], Standing::Refused { reason } if reason.contains("preview")));
+    }
+
+    #[test]
+    fn a_label_approves_the_commit_it_was_added_on_and_a_later_push_waits_for_it_again() {
+        let labels = vec!["preview".to_owned()];
+        let policy = PreviewPolicy { labels: labels.clone(), ..policy() };
+        let labelled = |sha: &str| PullRequest {
+            labels: labels.clone(),
+            head_sha: sha.to_owned(),
+            ..pr(1, 0).pull_request.expect("a pull request")
+        };
+        // Labelled on A (the event says so): A is approved.
+        let at_a = PullRequest { approved_sha: approval(&labels, None, &labelled("a"), true), ..labelled("a") };
+        assert_eq!(at_a.approved_sha.as_deref(), Some("a"));
+        assert_eq!(awaiting_approval(&policy, &at_a), None);
+        // The author pushes B: the approval stays on A, and B waits.
+        let at_b = PullRequest { approved_sha: approval(&labels, Some(&at_a), &labelled("b"), false), ..labelled("b") };
+        assert_eq!(at_b.approved_sha.as_deref(), Some("a"));
+        let waiting = awaiting_approval(&policy, &at_b).expect("waits");
+        assert!(waiting.contains("awaiting approval") && waiting.contains("preview"), "{waiting}");
+        let candidate = Candidate { pull_request: Some(at_b.clone()), ..pr(1, 0) };
+        let decision = decide(&policy, &[candidate], &running(&["pr-1"]), 1);
+        assert!(decision.destroy.contains_key("pr-1"), "the unapproved head does not keep running");
+        // The label added again approves B.
+        assert_eq!(approval(&labels, Some(&at_b), &labelled("b"), true).as_deref(), Some("b"));
+        // The label removed forgets the approval.
+        let unlabelled = PullRequest { labels: Vec::new(), ..labelled("b") };
+        assert_eq!(approval(&labels, Some(&at_b), &unlabelled, true), None);
+        // Seen labelled for the first time (railyard was down, or no webhook): the head it has then.
+        assert_eq!(approval(&labels, None, &labelled("c"), false).as_deref(), Some("c"));
+        // A trusted author's label covers every push.
+        assert_eq!(awaiting_approval(&policy, &PullRequest { author_trusted: true, ..at_b.clone() }), None);
+        let trusting = PreviewPolicy { trusted_authors: vec![at_b.author.clone()], ..policy.clone() };
+        assert_eq!(awaiting_approval(&trusting, &at_b), None);
+        // Without previews.labels, nothing waits.
+        assert_eq!(awaiting_approval(&PreviewPolicy { labels: Vec::new(), ..policy }, &at_b), None);
     }
 
     #[test]

@@ -22,6 +22,47 @@ use crate::model::units::is_secret_name;
 /// The file in the state directory that holds the digest key.
 pub const DIGEST_KEY_FILE: &str = "secret-digest.key";
 
+/// Whose secrets an environment may read. It decides which SOPS files of the repository serve the environment and
+/// the one age identity that opens them; nothing falls back to another scope's key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SecretScope {
+    /// An environment that follows the tracked branch: reviewed, merged config. The default identity.
+    #[default]
+    Tracked,
+    /// A listed environment that follows another branch: its own identity, or the default one when
+    /// `sops.trustBranches` lists the branch.
+    Branch { branch: String },
+    /// A pull request's or a preview branch's environment: unreviewed code. Only the previews identity.
+    Previews,
+}
+
+impl SecretScope {
+    /// The scope of `env`, which follows `env_branch` while production follows `tracked_branch`.
+    pub fn of(env: &crate::model::Environment, env_branch: &str, tracked_branch: &str) -> SecretScope {
+        if env.preview.is_some() {
+            SecretScope::Previews
+        } else if env_branch == tracked_branch {
+            SecretScope::Tracked
+        } else {
+            SecretScope::Branch { branch: env_branch.to_owned() }
+        }
+    }
+}
+
+/// The age identities of each scope, from the settings file (never from git).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SopsKeys {
+    /// For environments on the tracked branch, after sops's own places (`SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`,
+    /// `~/.config/sops/age/keys.txt`).
+    pub default: Option<PathBuf>,
+    /// For previews; without it a preview's SOPS files are refused.
+    pub previews: Option<PathBuf>,
+    /// Environment name to the identity of an environment on another branch.
+    pub environments: BTreeMap<String, PathBuf>,
+    /// Branches (globs as `previews.branches`) whose environments the default identity serves too.
+    pub trust_branches: Vec<String>,
+}
+
 /// Where secret values come from, and the key their digests are computed with.
 #[derive(Debug, Clone)]
 pub struct SecretStore {
@@ -30,10 +71,14 @@ pub struct SecretStore {
     key: DigestKey,
     /// A preview's scope: only `<dir>/previews/`, never production's files or `RAILYARD_SECRET_*`.
     previews: bool,
+    /// Which SOPS files serve, and with which identity: set by [`SecretStore::scoped`].
+    scope: SecretScope,
+    /// The environment whose `secrets/<env>/` files serve (`previews` for previews).
+    env_name: String,
     /// Values decrypted from the repository's SOPS files for one environment; they win over everything else.
     repo: ResolvedSecrets,
-    /// The settings file's `sopsAgeKeyFile`, after sops's own places.
-    pub age_key_file: Option<PathBuf>,
+    /// The age identities of each scope.
+    pub keys: SopsKeys,
 }
 
 /// An in-memory store without a directory and with a fresh random key: digests are stable only within the process.
@@ -43,8 +88,10 @@ impl Default for SecretStore {
             dir: None,
             key: DigestKey::from_bytes(rand::random()),
             previews: false,
+            scope: SecretScope::Tracked,
+            env_name: crate::model::Environment::PRODUCTION.to_owned(),
             repo: ResolvedSecrets::default(),
-            age_key_file: None,
+            keys: SopsKeys::default(),
         }
     }
 }
@@ -55,8 +102,8 @@ pub enum SecretError {
     #[error("secret `{name}` is not set; export {variable}=... or write it to {file}")]
     Missing { name: String, variable: String, file: String },
     #[error(
-        "secret `{name}` is not set for previews: a preview reads secrets only from {file}; production's stay out \
-         of its reach unless the Project says `previews.shareSecrets: true`"
+        "secret `{name}` is not set for previews: a preview reads secrets only from {file} and secrets/previews/; \
+         production's stay out of its reach unless the Project says `previews.shareSecrets: true`"
     )]
     MissingForPreviews { name: String, file: String },
     #[error(
@@ -77,6 +124,10 @@ pub enum SecretError {
     DigestKey { path: PathBuf, reason: String },
 }
 
+/// What the digests of previews are keyed with, derived from the installation's key: a digest a pull request can see
+/// never comes from the key production's values are digested with, so it cannot be compared with one.
+const PREVIEWS_DIGEST_PURPOSE: &str = "railyard previews digests v1";
+
 impl SecretStore {
     /// The store reading `dir` (which must exist), with the digest key of `state_dir`, created on first use.
     pub fn open(dir: Option<PathBuf>, state_dir: &Path) -> Result<SecretStore, SecretError> {
@@ -85,71 +136,122 @@ impl SecretStore {
         {
             return Err(SecretError::NoSecretsDir(dir.clone()));
         }
-        Ok(SecretStore {
-            dir,
-            key: load_or_create_key(state_dir)?,
-            previews: false,
-            repo: ResolvedSecrets::default(),
-            age_key_file: None,
-        })
+        Ok(SecretStore { dir, key: load_or_create_key(state_dir)?, ..SecretStore::default() })
     }
 
-    /// The store a preview reads: only files in `<dir>/previews/`, so that a pull request can never have
-    /// production's secrets handed to the code it brings. Digests use the same key.
-    pub fn for_previews(&self) -> SecretStore {
+    /// The store environment `env` reads in `scope`. A preview reads only files in `<dir>/previews/` (unless the
+    /// tracked branch shares production's with `share_dir`), never `RAILYARD_SECRET_*`, and its digests are keyed
+    /// apart from production's; its SOPS files are `secrets/previews/` alone, opened by the previews identity alone.
+    pub fn scoped(&self, env: &crate::model::Environment, scope: SecretScope, share_dir: bool) -> SecretStore {
+        let previews = scope == SecretScope::Previews;
+        let own_dir = previews && !share_dir;
         SecretStore {
-            dir: self.dir.as_ref().map(|dir| dir.join("previews")),
-            previews: true,
+            dir: if own_dir { self.dir.as_ref().map(|dir| dir.join("previews")) } else { self.dir.clone() },
+            key: if previews { self.key.derive(PREVIEWS_DIGEST_PURPOSE) } else { self.key.clone() },
+            previews: own_dir,
+            env_name: if previews { "previews".to_owned() } else { env.name.clone() },
+            scope,
             repo: ResolvedSecrets::default(),
-            ..self.clone()
+            keys: self.keys.clone(),
         }
     }
 
-    /// This store with the SOPS files of `files` that serve `env` decrypted on top (a preview's store takes only
-    /// `secrets/previews/`, unless shared). Without such files, the store as it is; no key or a wrong one is an
-    /// error naming the file.
-    pub fn with_repo_files(
-        &self,
-        files: &[crate::model::RepoFile],
-        env: &crate::model::Environment,
-    ) -> Result<SecretStore, sops::SopsError> {
-        let scope = if env.preview.is_some() { "previews" } else { env.name.as_str() };
-        let named_by_rules = sops::creation_rule_patterns(files);
-        let layer = |file: &&crate::model::RepoFile| {
-            let in_secrets = file.path.strip_prefix("secrets/").map(|rest| {
-                let secrets_file = rest.ends_with(".sops.yaml") || rest.ends_with(".sops.yml");
-                (secrets_file, rest.split_once('/'))
-            });
-            match in_secrets {
-                Some((true, None)) if !self.previews => Some(0),
-                Some((true, Some((dir, name)))) if dir == scope && !name.contains('/') => Some(1),
-                // Any other SOPS document a `.sops.yaml` creation rule names serves every environment.
-                _ if !self.previews
-                    && named_by_rules.iter().any(|rule| rule.is_match(&file.path))
-                    && matches!(&file.content, crate::model::FileContent::Bytes(bytes)
-                        if sops::is_sops_document(&String::from_utf8_lossy(bytes))) =>
-                {
-                    Some(0)
-                }
-                _ => None,
-            }
-        };
-        let mut serving: Vec<(u8, &crate::model::RepoFile)> =
-            files.iter().filter_map(|file| layer(&file).map(|rank| (rank, file))).collect();
+    /// This store with the SOPS files of `files` that serve its scope decrypted on top: `secrets/*.sops.yaml` and the
+    /// files a `.sops.yaml` creation rule names, then `secrets/<env>/` (a preview: `secrets/previews/` only). Only
+    /// the scope's identity opens them; a file it cannot open, or a symlink under `secrets/`, is an error naming the
+    /// file and the scope.
+    pub fn with_repo_files(&self, files: &[crate::model::RepoFile]) -> Result<SecretStore, sops::SopsError> {
+        let serving = self.serving_files(files)?;
         if serving.is_empty() {
             return Ok(self.clone());
         }
-        serving.sort_by_key(|(rank, file)| (*rank, file.path.clone()));
-        let identities = sops::identities(self.age_key_file.as_deref())?;
+        let identities = self.scope_identities(&serving[0].path)?;
         let mut values = BTreeMap::new();
-        for (_, file) in serving {
+        for file in serving {
             let crate::model::FileContent::Bytes(bytes) = &file.content else { continue };
             let text = String::from_utf8_lossy(bytes);
-            for plain in sops::decrypt(&file.path, &text, &identities)? {
+            let opened = sops::decrypt(&file.path, &text, &identities).map_err(|error| match error {
+                sops::SopsError::NoKey { file, .. } => sops::SopsError::NoKey { file, scope: Some(self.scope_name()) },
+                other => other,
+            })?;
+            for plain in opened {
                 values.insert(plain.name, plain.value);
             }
         }
         Ok(SecretStore { repo: ResolvedSecrets::from_values(values), ..self.clone() })
+    }
+
+    /// The SOPS files serving this store's scope, the more specific last (they override).
+    fn serving_files<'a>(
+        &self,
+        files: &'a [crate::model::RepoFile],
+    ) -> Result<Vec<&'a crate::model::RepoFile>, sops::SopsError> {
+        let previews = self.scope == SecretScope::Previews;
+        let named_by_rules = if previews { Vec::new() } else { sops::creation_rule_patterns(files) };
+        let mut serving: Vec<(u8, &crate::model::RepoFile)> = Vec::new();
+        for file in files {
+            let Some(rest) = file.path.strip_prefix("secrets/") else {
+                let is_sops = matches!(&file.content, crate::model::FileContent::Bytes(bytes)
+                    if sops::is_sops_document(&String::from_utf8_lossy(bytes)));
+                if is_sops && named_by_rules.iter().any(|rule| rule.is_match(&file.path)) {
+                    serving.push((0, file));
+                }
+                continue;
+            };
+            if let crate::model::FileContent::Rejected { reason } = &file.content {
+                return Err(sops::SopsError::Format { file: file.path.clone(), reason: reason.clone() });
+            }
+            if !(rest.ends_with(".sops.yaml") || rest.ends_with(".sops.yml")) {
+                continue;
+            }
+            match rest.split_once('/') {
+                None if !previews => serving.push((0, file)),
+                Some((dir, name)) if dir == self.env_name && !name.contains('/') => serving.push((1, file)),
+                _ => {}
+            }
+        }
+        serving.sort_by(|(rank_a, a), (rank_b, b)| (rank_a, &a.path).cmp(&(rank_b, &b.path)));
+        Ok(serving.into_iter().map(|(_, file)| file).collect())
+    }
+
+    /// The one identity of this store's scope; `first_file` is named when the scope has none.
+    fn scope_identities(&self, first_file: &str) -> Result<Vec<age::x25519::Identity>, sops::SopsError> {
+        let no_key =
+            |how: String| sops::SopsError::NoScopeKey { file: first_file.to_owned(), scope: self.scope_name(), how };
+        match &self.scope {
+            SecretScope::Tracked => sops::identities(self.keys.default.as_deref()),
+            SecretScope::Previews => match &self.keys.previews {
+                Some(file) => sops::identities_of_file(file),
+                None => Err(no_key(
+                    "make a previews key with `age-keygen -o previews.key`, encrypt secrets/previews/ for its public \
+                     key (a .sops.yaml creation rule for ^secrets/previews/ helps) and give the key file to railyard \
+                     in the settings file: `sops: { identities: { previews: FILE } }`"
+                        .to_owned(),
+                )),
+            },
+            SecretScope::Branch { branch } => {
+                if let Some(file) = self.keys.environments.get(&self.env_name) {
+                    return sops::identities_of_file(file);
+                }
+                if crate::previews::branch_previewed(&self.keys.trust_branches, branch) {
+                    return sops::identities(self.keys.default.as_deref());
+                }
+                Err(no_key(format!(
+                    "the default age key opens files only for environments on the tracked branch; give `{env}` a key \
+                     of its own in the settings file (`sops: {{ identities: {{ environments: {{ {env}: FILE }} }} }}`) \
+                     or trust its branch there (`sops: {{ trustBranches: [{branch}] }}`)",
+                    env = self.env_name
+                )))
+            }
+        }
+    }
+
+    fn scope_name(&self) -> String {
+        match &self.scope {
+            SecretScope::Tracked => format!("environment `{}` (tracked branch)", self.env_name),
+            SecretScope::Branch { branch } => format!("environment `{}` (branch `{branch}`)", self.env_name),
+            SecretScope::Previews => "previews".to_owned(),
+        }
     }
 
     /// The value of secret `name`: `RAILYARD_SECRET_<NAME>` wins over the file `<dir>/<name>` (a preview's store

@@ -32,10 +32,22 @@ pub enum SopsError {
     #[error("{file}: not a SOPS document: {reason}")]
     Format { file: String, reason: String },
     #[error(
-        "{file}: no age identity opens it; give the key with SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, \
-         ~/.config/sops/age/keys.txt or the settings file's sopsAgeKeyFile"
+        "{file}: no age identity{} opens it; give the key with SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, \
+         ~/.config/sops/age/keys.txt or the settings file's sops.identities (a file for previews or for another \
+         branch's environment must be encrypted for that scope's own recipient)",
+        .scope.as_ref().map(|scope| format!(" of {scope}")).unwrap_or_default()
     )]
-    NoKey { file: String },
+    NoKey { file: String, scope: Option<String> },
+    #[error("{file}: {scope} has no age key: {how}")]
+    NoScopeKey { file: String, scope: String, how: String },
+    #[error(
+        "{file} is also encrypted for {}, which railyard cannot vouch for (not your key, not --age, not the \
+         .sops.yaml creation rule): someone may have added it to get the next data key. Remove the stanza, add the \
+         recipient with --age if it is yours, or pass --keep-recipients to keep the stanzas as they are (they are \
+         kept byte for byte, never encrypted anew)",
+        .unproven.join(", ")
+    )]
+    UnprovenRecipients { file: String, unproven: Vec<String> },
     #[error("{file}: the value of `{name}` does not decrypt ({reason}); the file is damaged or was edited by hand")]
     Value { file: String, name: String, reason: String },
     #[error("{file}: the MAC does not match its values; the file was changed outside sops: refused")]
@@ -92,9 +104,12 @@ struct Metadata {
     unencrypted_suffix: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct AgeStanza {
-    enc: String,
+/// One age stanza of a document: the recipient it claims and the data key encrypted (ASCII-armored).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AgeStanza {
+    #[serde(default)]
+    pub recipient: String,
+    pub enc: String,
 }
 
 /// Whether `text` is a SOPS document (it has a top-level `sops:` block).
@@ -104,6 +119,25 @@ pub fn is_sops_document(text: &str) -> bool {
 
 /// The values of SOPS document `text` (named `file` in errors), decrypted with one of `identities`.
 pub fn decrypt(file: &str, text: &str, identities: &[age::x25519::Identity]) -> Result<Vec<Plain>, SopsError> {
+    open(file, text, identities).map(|opened| opened.values)
+}
+
+/// A document opened: its values, its data key and its age stanzas, so that an edit can keep the data key and the
+/// stanzas as sops does. Debug shows neither values nor key.
+pub struct Opened {
+    pub values: Vec<Plain>,
+    data_key: Vec<u8>,
+    pub stanzas: Vec<AgeStanza>,
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opened").field("values", &self.values).field("stanzas", &self.stanzas.len()).finish()
+    }
+}
+
+/// Opens SOPS document `text` (named `file` in errors) with one of `identities`, checking its MAC.
+pub fn open(file: &str, text: &str, identities: &[age::x25519::Identity]) -> Result<Opened, SopsError> {
     let format = |reason: String| SopsError::Format { file: file.to_owned(), reason };
     let Ordered(entries) = serde_saphyr::from_str(text).map_err(|error| format(error.to_string()))?;
     let metadata = entries
@@ -140,7 +174,7 @@ pub fn decrypt(file: &str, text: &str, identities: &[age::x25519::Identity]) -> 
     if expected != computed.as_bytes() {
         return Err(SopsError::Mac { file: file.to_owned() });
     }
-    Ok(plain)
+    Ok(Opened { values: plain, data_key: key, stanzas: metadata.age })
 }
 
 /// The data key, from the first age stanza one of `identities` opens.
@@ -156,7 +190,7 @@ fn data_key(file: &str, metadata: &Metadata, identities: &[age::x25519::Identity
             return Ok(key);
         }
     }
-    Err(SopsError::NoKey { file: file.to_owned() })
+    Err(SopsError::NoKey { file: file.to_owned(), scope: None })
 }
 
 /// One `ENC[AES256_GCM,data:…,iv:…,tag:…,type:…]` opened with `key` and additional data `aad`.
@@ -195,7 +229,7 @@ fn encrypt_value(key: &[u8], plain: &[u8], aad: &[u8]) -> Result<String, SopsErr
     ))
 }
 
-/// A SOPS document holding `values`, encrypted for `recipients`, as sops writes one.
+/// A SOPS document holding `values`, encrypted for `recipients` under a new data key, as sops writes one.
 pub fn encrypt(
     values: &[Plain],
     recipients: &[age::x25519::Recipient],
@@ -207,30 +241,89 @@ pub fn encrypt(
         ));
     }
     let key: [u8; 32] = rand::random();
+    let stanzas = recipients.iter().map(|recipient| wrap_key(&key, recipient)).collect::<Result<Vec<_>, _>>()?;
+    write_document(values, &key, &stanzas, now)
+}
+
+/// `opened` with `values` instead, under the same data key, as `sops edit` writes it: each stanza of a recipient in
+/// `proven` is encrypted anew, every other stanza is refused unless `keep_others`, and then kept byte for byte (so a
+/// stanza whose `enc` was garbage stays garbage and hands nobody the key); recipients of `proven` without a stanza
+/// get one.
+pub fn reencrypt(
+    file: &str,
+    opened: &Opened,
+    values: &[Plain],
+    proven: &[age::x25519::Recipient],
+    keep_others: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, SopsError> {
+    let proven_names: Vec<String> = proven.iter().map(ToString::to_string).collect();
+    let unproven: Vec<String> = opened
+        .stanzas
+        .iter()
+        .filter(|stanza| !proven_names.contains(&stanza.recipient.trim().to_owned()))
+        .map(|stanza| {
+            if stanza.recipient.is_empty() {
+                "a stanza without a recipient".to_owned()
+            } else {
+                stanza.recipient.clone()
+            }
+        })
+        .collect();
+    if !unproven.is_empty() && !keep_others {
+        return Err(SopsError::UnprovenRecipients { file: file.to_owned(), unproven });
+    }
+    let mut stanzas = Vec::new();
+    for stanza in &opened.stanzas {
+        match proven.iter().find(|recipient| recipient.to_string() == stanza.recipient.trim()) {
+            Some(recipient) => stanzas.push(wrap_key(&opened.data_key, recipient)?),
+            None => stanzas.push(stanza.clone()),
+        }
+    }
+    for recipient in proven {
+        if !stanzas.iter().any(|stanza| stanza.recipient == recipient.to_string()) {
+            stanzas.push(wrap_key(&opened.data_key, recipient)?);
+        }
+    }
+    write_document(values, &opened.data_key, &stanzas, now)
+}
+
+/// The data key encrypted (ASCII-armored) to `recipient`.
+fn wrap_key(key: &[u8], recipient: &age::x25519::Recipient) -> Result<AgeStanza, SopsError> {
+    let failed = |error: &dyn std::fmt::Display| SopsError::Encrypt(error.to_string());
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient)).map_err(|e| failed(&e))?;
+    let mut armored = Vec::new();
+    let writer =
+        age::armor::ArmoredWriter::wrap_output(&mut armored, age::armor::Format::AsciiArmor).map_err(|e| failed(&e))?;
+    let mut sealing = encryptor.wrap_output(writer).map_err(|e| failed(&e))?;
+    sealing.write_all(key).map_err(|e| failed(&e))?;
+    sealing.finish().and_then(|armor| armor.finish()).map_err(|e| failed(&e))?;
+    Ok(AgeStanza { recipient: recipient.to_string(), enc: String::from_utf8_lossy(&armored).into_owned() })
+}
+
+fn write_document(
+    values: &[Plain],
+    key: &[u8],
+    stanzas: &[AgeStanza],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, SopsError> {
     let mut out = String::new();
     let mut mac = Sha512::new();
     for plain in values {
         out.push_str(&format!(
             "{}: {}\n",
             plain.name,
-            encrypt_value(&key, plain.value.as_bytes(), format!("{}:", plain.name).as_bytes())?
+            encrypt_value(key, plain.value.as_bytes(), format!("{}:", plain.name).as_bytes())?
         ));
         mac.update(plain.value.as_bytes());
     }
     let lastmodified = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let mac = encrypt_value(&key, hex::encode_upper(mac.finalize()).as_bytes(), lastmodified.as_bytes())?;
+    let mac = encrypt_value(key, hex::encode_upper(mac.finalize()).as_bytes(), lastmodified.as_bytes())?;
     out.push_str("sops:\n    age:\n");
-    for recipient in recipients {
-        let encryptor = age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
-            .map_err(|error| SopsError::Encrypt(error.to_string()))?;
-        let mut armored = Vec::new();
-        let writer = age::armor::ArmoredWriter::wrap_output(&mut armored, age::armor::Format::AsciiArmor)
-            .map_err(|error| SopsError::Encrypt(error.to_string()))?;
-        let mut sealing = encryptor.wrap_output(writer).map_err(|error| SopsError::Encrypt(error.to_string()))?;
-        sealing.write_all(&key).map_err(|error| SopsError::Encrypt(error.to_string()))?;
-        sealing.finish().and_then(|armor| armor.finish()).map_err(|error| SopsError::Encrypt(error.to_string()))?;
-        out.push_str(&format!("        - recipient: {recipient}\n          enc: |\n"));
-        for line in String::from_utf8_lossy(&armored).lines() {
+    for stanza in stanzas {
+        out.push_str(&format!("        - recipient: {}\n          enc: |\n", stanza.recipient));
+        for line in stanza.enc.lines() {
             out.push_str(&format!("            {line}\n"));
         }
     }
@@ -238,6 +331,11 @@ pub fn encrypt(
         "    lastmodified: \"{lastmodified}\"\n    mac: {mac}\n    unencrypted_suffix: _unencrypted\n    version: {WRITTEN_VERSION}\n"
     ));
     Ok(out)
+}
+
+/// The identities of one key file, and no other place: a scope's own key.
+pub fn identities_of_file(path: &std::path::Path) -> Result<Vec<age::x25519::Identity>, SopsError> {
+    read_identities(&path.display().to_string(), &read_key_file(path)?)
 }
 
 /// The age identities sops would use: `SOPS_AGE_KEY_FILE`, then `SOPS_AGE_KEY`, then
@@ -299,15 +397,6 @@ pub fn parse_plain(file: &str, text: &str) -> Result<Vec<Plain>, SopsError> {
 /// `values` as a plain YAML document (what `railyard secret decrypt` prints), each value quoted.
 pub fn render_plain(values: &[Plain]) -> String {
     values.iter().map(|plain| format!("{}: {}\n", plain.name, serde_json::Value::String(plain.value.clone()))).collect()
-}
-
-/// The age recipients a SOPS document was encrypted for (to encrypt it again after an edit).
-pub fn recipients_of(file: &str, text: &str) -> Result<Vec<age::x25519::Recipient>, SopsError> {
-    let format = |reason: String| SopsError::Format { file: file.to_owned(), reason };
-    let Ordered(entries) = serde_saphyr::from_str(text).map_err(|error| format(error.to_string()))?;
-    let metadata = entries.into_iter().find(|(name, _)| name == "sops").map(|(_, metadata)| metadata);
-    let stanzas = metadata.as_ref().and_then(|metadata| metadata["age"].as_array()).cloned().unwrap_or_default();
-    stanzas.iter().filter_map(|stanza| stanza["recipient"].as_str()).map(parse_recipient).collect()
 }
 
 pub fn parse_recipient(text: &str) -> Result<age::x25519::Recipient, SopsError> {

@@ -242,6 +242,7 @@ impl PullRequestHook {
                 // Only GitHub says it in the payload; for Gitea the forge's list is asked when one is configured.
                 author_trusted: forge == Forge::GitHub
                     && crate::forge::github_association_trusted(pr.author_association.as_deref()),
+                approved_sha: None,
                 pushed_ms: crate::daemon::now_ms(),
             },
         ))
@@ -297,6 +298,7 @@ impl GitLabMergeRequest {
                 labels: self.labels.into_iter().map(|label| label.name).collect(),
                 // The payload does not say whether the author may push; the forge's list is asked when configured.
                 author_trusted: false,
+                approved_sha: None,
                 pushed_ms: crate::daemon::now_ms(),
             },
         ))

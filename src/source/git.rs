@@ -329,14 +329,23 @@ impl GitSource {
         let tree = commit.tree().map_err(|error| read_error(error.to_string()))?;
         let mut entries = Vec::new();
         collect_entries(repo, &tree, "", &mut entries).map_err(read_error)?;
-        let files = entries
-            .iter()
-            .filter(|entry| is_config_file(&entry.path))
-            .map(|entry| RepoFile { path: entry.path.clone(), content: file_content(repo, entry, &entries) })
-            .collect();
+        let mut budget = crate::model::ReadBudget::default();
+        let mut files = Vec::new();
+        for entry in entries.iter().filter(|entry| is_config_file(&entry.path)) {
+            let content = file_content(repo, entry, &entries);
+            let size = match &content {
+                FileContent::Bytes(bytes) => bytes.len() as u64,
+                _ => 0,
+            };
+            budget.take(size).map_err(read_error)?;
+            files.push(RepoFile { path: entry.path.clone(), content });
+        }
         Ok(Fetched { commit: info, files })
     }
 }
+
+/// The most files walked in one commit's tree (config files or not), so that a hostile tree costs bounded memory.
+const MAX_TREE_ENTRIES: usize = 20 * crate::model::MAX_CONFIG_FILES;
 
 /// A path of the tree and what it holds.
 struct TreeEntry {
@@ -364,6 +373,12 @@ fn collect_entries(
             let subtree = repo.find_object(entry.oid()).map_err(|error| error.to_string())?.into_tree();
             collect_entries(repo, &subtree, &path, out)?;
         } else if mode.is_blob() || mode.is_link() {
+            if out.len() >= MAX_TREE_ENTRIES {
+                return Err(format!(
+                    "the commit's tree holds more than {MAX_TREE_ENTRIES} files outside hidden folders; railyard \
+                     walks at most that many: keep the config repository small, or move the rest under a hidden folder"
+                ));
+            }
             out.push(TreeEntry { path, id: entry.oid().to_owned(), symlink: mode.is_link() });
         }
     }
@@ -390,6 +405,9 @@ fn file_content(repo: &gix::Repository, entry: &TreeEntry, entries: &[TreeEntry]
                 reason: format!("symlink points outside the repository (to {target}); commit the file itself instead"),
             };
         };
+        if let Some(refused) = crate::model::secrets_symlink_refusal(&current.path, &resolved) {
+            return refused;
+        }
         match entries.iter().find(|candidate| candidate.path == resolved) {
             Some(next) => current = next,
             None => return FileContent::Rejected { reason: format!("broken symlink to {target}; fix or remove it") },

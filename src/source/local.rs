@@ -18,6 +18,14 @@ pub fn read_dir(root: &Path) -> Result<Vec<RepoFile>, SourceError> {
     let mut files = Vec::new();
     walk(&canonical_root, &canonical_root, &mut files).map_err(unreadable)?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut budget = crate::model::ReadBudget::default();
+    for file in &files {
+        let size = match &file.content {
+            FileContent::Bytes(bytes) => bytes.len() as u64,
+            _ => 0,
+        };
+        budget.take(size).map_err(|reason| SourceError::TooLarge { path: root.to_owned(), reason })?;
+    }
     Ok(files)
 }
 
@@ -72,7 +80,13 @@ fn read_config_file(root: &Path, path: &Path, is_symlink: bool) -> FileContent {
                     reason: "symlink to a directory named like a YAML file; rename it".to_owned(),
                 };
             }
-            Ok(_) => {}
+            Ok(target) => {
+                if let Some(refused) =
+                    crate::model::secrets_symlink_refusal(&relative(root, path), &relative(root, &target))
+                {
+                    return refused;
+                }
+            }
             Err(error) => {
                 return FileContent::Rejected { reason: format!("broken symlink ({error}); fix or remove it") };
             }

@@ -125,6 +125,8 @@ pub enum SourceError {
     Unreadable { path: PathBuf, reason: std::io::Error },
     #[error("{path} is not a directory; pass the root of a config repository")]
     NotADirectory { path: PathBuf },
+    #[error("config directory {path}: {reason}")]
+    TooLarge { path: PathBuf, reason: String },
 }
 
 #[cfg(test)]

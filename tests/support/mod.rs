@@ -96,6 +96,15 @@ impl TestProject {
         project
     }
 
+    /// Lets this project's previews run the locally built test image (`pull: never`), which previews may not by
+    /// default.
+    pub fn allow_local_images_in_previews(&self) {
+        self.write(
+            "railyard.yaml",
+            &format!("kind: Project\nname: {}\npreviews: {{ enabled: false, localImages: true }}\n", self.name),
+        );
+    }
+
     pub fn write(&self, path: &str, text: &str) {
         let file = self.repo.path().join(path);
         if let Some(parent) = file.parent() {
@@ -744,4 +753,29 @@ fn read_request(stream: &mut TcpStream) -> Option<(String, String)> {
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).ok()?;
     Some((path, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A fresh age key pair in `dir` made by Debian's `age-keygen`: (key file, public recipient).
+pub fn age_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let file = dir.join(name);
+    let output =
+        Command::new("age-keygen").arg("-o").arg(&file).output().expect("age-keygen runs (apt-get install age)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = std::fs::read_to_string(&file).expect("key file");
+    let recipient = text.lines().find_map(|line| line.strip_prefix("# public key: ")).expect("public key").to_owned();
+    (file, recipient)
+}
+
+/// `values` (a plain `NAME: value` YAML document) encrypted by `railyard secret encrypt` for `recipient`.
+pub fn sops_encrypted(values: &str, recipient: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(&plain, values).expect("plain");
+    let output = Command::new(railyard_binary())
+        .args(["secret", "encrypt", "--age", recipient])
+        .arg(&plain)
+        .output()
+        .expect("railyard runs");
+    assert_success(&output);
+    stdout(&output)
 }

@@ -128,6 +128,7 @@ impl Applier<'_> {
                 .map(|domain| (domain.host.clone(), domain))
                 .collect(),
             warnings: Vec::new(),
+            blockers: Vec::new(),
             platform: self.plan.platform.clone(),
         }
     }

@@ -21,8 +21,9 @@ use k8s_openapi::api::core::v1::{
     VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
-    IngressTLS, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
+    IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -61,6 +62,14 @@ pub const DEFAULT_INGRESS_NAMESPACE: &str = "ingress-nginx";
 pub const DEFAULT_VOLUME_SIZE: &str = "1Gi";
 /// The NetworkPolicy that fences every railyard namespace.
 pub const NETWORK_POLICY_NAME: &str = "railyard-isolation";
+/// Where a preview's pods may not connect to: private, shared, loopback and link-local ranges (the API server, the
+/// nodes, other namespaces' pods and services, cloud metadata at 169.254.169.254).
+const PREVIEW_EGRESS_DENIED: [&str; 6] =
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16"];
+const PREVIEW_EGRESS_DENIED_V6: [&str; 3] = ["fc00::/7", "fe80::/10", "::1/128"];
+/// Pod Security Standards of a preview's namespace: enforced `baseline`, and a warning where `restricted` fails.
+const PREVIEW_POD_SECURITY: [(&str, &str); 2] =
+    [("pod-security.kubernetes.io/enforce", "baseline"), ("pod-security.kubernetes.io/warn", "restricted")];
 
 /// What the mapping needs beyond the desired state: the Project's `proxy:` settings, with defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,13 +337,66 @@ impl Mapper<'_> {
         }
     }
 
+    /// Whether this environment runs a pull request's (or preview branch's) code: hostile.
+    fn is_preview(&self) -> bool {
+        self.desired.env.preview.is_some()
+    }
+
     fn namespace(&self) -> Namespace {
-        let mut metadata = self.meta(self.namespace, self.environment_labels());
+        let mut labels = self.environment_labels();
+        if self.is_preview() {
+            labels.extend(PREVIEW_POD_SECURITY.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())));
+        }
+        let mut metadata = self.meta(self.namespace, labels);
         metadata.namespace = None;
         Namespace { metadata, ..Namespace::default() }
     }
 
-    /// Admits traffic from pods of its own namespace and of the ingress controller's, and nothing else.
+    /// A preview's pods reach DNS, their own namespace and the internet, but no private or link-local address.
+    fn preview_egress(&self) -> Vec<NetworkPolicyEgressRule> {
+        let port = |protocol: &str| NetworkPolicyPort {
+            port: Some(IntOrString::Int(53)),
+            protocol: Some(protocol.to_owned()),
+            ..NetworkPolicyPort::default()
+        };
+        let internet = |cidr: &str, except: &[&str]| NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: cidr.to_owned(),
+                except: Some(except.iter().map(|range| (*range).to_owned()).collect()),
+            }),
+            ..NetworkPolicyPeer::default()
+        };
+        vec![
+            NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(LabelSelector::default()),
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())])),
+                        ..LabelSelector::default()
+                    }),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: Some(vec![port("UDP"), port("TCP")]),
+            },
+            NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    pod_selector: Some(LabelSelector::default()),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: None,
+            },
+            NetworkPolicyEgressRule {
+                to: Some(vec![
+                    internet("0.0.0.0/0", &PREVIEW_EGRESS_DENIED),
+                    internet("::/0", &PREVIEW_EGRESS_DENIED_V6),
+                ]),
+                ports: None,
+            },
+        ]
+    }
+
+    /// Admits traffic from pods of its own namespace and of the ingress controller's, and nothing else; a preview's
+    /// pods may also connect only where [`Mapper::preview_egress`] lets them.
     fn network_policy(&self) -> NetworkPolicy {
         let namespace_named = |name: &str| LabelSelector {
             match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), name.to_owned())])),
@@ -344,7 +406,12 @@ impl Mapper<'_> {
             metadata: self.meta(NETWORK_POLICY_NAME, self.environment_labels()),
             spec: Some(NetworkPolicySpec {
                 pod_selector: Some(LabelSelector::default()),
-                policy_types: Some(vec!["Ingress".to_owned()]),
+                policy_types: Some(if self.is_preview() {
+                    vec!["Ingress".to_owned(), "Egress".to_owned()]
+                } else {
+                    vec!["Ingress".to_owned()]
+                }),
+                egress: self.is_preview().then(|| self.preview_egress()),
                 ingress: Some(vec![NetworkPolicyIngressRule {
                     from: Some(vec![
                         NetworkPolicyPeer {
@@ -492,6 +559,8 @@ impl Mapper<'_> {
                 i64::try_from(container.stop_grace_period_ms.div_ceil(1000)).unwrap_or(i64::MAX),
             ),
             volumes: non_empty(volumes),
+            // A preview runs unreviewed code: no token for the API server in its pods.
+            automount_service_account_token: self.is_preview().then_some(false),
             ..PodSpec::default()
         }
     }
@@ -784,6 +853,7 @@ mod tests {
             apps: BTreeMap::from([("web".to_owned(), AppSpec::bare("web"))]),
             domains: BTreeMap::new(),
             warnings: Vec::new(),
+            blockers: Vec::new(),
             platform: Default::default(),
         };
         let web = desired.apps.get_mut("web").expect("web");
