@@ -374,18 +374,24 @@ impl IntoResponse for ApiError {
 /// Ready once the repository was fetched and while no worker restarts. Which worker and why (environment and pull
 /// request names, a panic's message) is said only to a reader: probes need no more than the status.
 async fn readyz(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    if let crate::daemon::WorkerState::Restarting { reason } = state.daemon.worker_state() {
-        let reason = if state.open_reads || reader_authorized(&state, &headers) {
-            reason
-        } else {
-            "a worker restarts after a panic; the status page says which".to_owned()
-        };
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response();
-    }
-    if state.daemon.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the config repository has not been fetched yet\n").into_response()
+    let reader = state.open_reads || reader_authorized(&state, &headers);
+    readiness(&state.daemon.worker_state(), state.daemon.is_ready(), reader).into_response()
+}
+
+/// `/readyz`'s answer; a panic's message (which may name environments and pull requests) only for a `reader`.
+fn readiness(worker: &crate::daemon::WorkerState, fetched: bool, reader: bool) -> (StatusCode, String) {
+    match worker {
+        crate::daemon::WorkerState::Restarting { reason } if reader => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"))
+        }
+        crate::daemon::WorkerState::Restarting { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a worker restarts after a panic; the status page says which\n".to_owned(),
+        ),
+        crate::daemon::WorkerState::Running if fetched => (StatusCode::OK, "ready\n".to_owned()),
+        crate::daemon::WorkerState::Running => {
+            (StatusCode::SERVICE_UNAVAILABLE, "the config repository has not been fetched yet\n".to_owned())
+        }
     }
 }
 
@@ -760,6 +766,23 @@ mod tests {
         assert!(public.allows("deploy.example.com:8443"));
         assert!(public.allows("192.168.1.5:8700"), "IP literals cannot be rebound");
         assert!(!public.allows("rebind.attacker.example"));
+    }
+
+    #[test]
+    fn readiness_tells_why_only_to_a_reader() {
+        use crate::daemon::WorkerState;
+        let restarting = WorkerState::Restarting {
+            reason: "the reconcile worker panicked: pr-7 (mallory/secret-branch) broke it; it restarts in 2000 ms"
+                .to_owned(),
+        };
+        let (status, anonymous) = readiness(&restarting, true, false);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!anonymous.contains("pr-7") && !anonymous.contains("mallory"), "{anonymous}");
+        assert_eq!(anonymous, "a worker restarts after a panic; the status page says which\n");
+        let (status, reader) = readiness(&restarting, true, true);
+        assert_eq!((status, reader.contains("pr-7 (mallory/secret-branch)")), (StatusCode::SERVICE_UNAVAILABLE, true));
+        assert_eq!(readiness(&WorkerState::Running, true, false), (StatusCode::OK, "ready\n".to_owned()));
+        assert_eq!(readiness(&WorkerState::Running, false, false).0, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]
