@@ -819,3 +819,36 @@ fn beyond_the_certificate_budget_a_preview_host_is_served_with_the_internal_ca()
     own["againstProduction"] = Value::Null;
     assert!(!own.to_string().contains("\"tls\":\"auto\""), "no ACME order for the preview: {own:#}");
 }
+
+/// Issue 21: a closed pull request's code stops running whatever else is down. With Caddy unreachable, its
+/// containers, network and volumes go at once; its route (pointing at nothing) is taken out once Caddy answers again.
+#[test]
+fn a_closed_preview_stops_running_while_caddy_is_down_and_its_route_goes_when_caddy_is_back() {
+    let mut previewed = Previewed::start("pv-nocaddy", "", &[], &[]);
+    let sha = previewed.push_pull_request(1, "feature", "doomed");
+    previewed.github_event("opened", 1, &sha, "feature", false);
+    assert!(
+        eventually(WAIT, || previewed.preview_answer(1).as_deref() == Some("doomed")),
+        "{}",
+        previewed.served.log()
+    );
+
+    previewed.caddy.stop();
+    previewed.github_event("closed", 1, &sha, "feature", false);
+    assert!(
+        eventually(WAIT, || leftovers(&previewed.compose_project(1)).is_empty()),
+        "the pull request's code stops running although Caddy is down: {:?}\n{}",
+        leftovers(&previewed.compose_project(1)),
+        previewed.served.log()
+    );
+
+    previewed.caddy.resume();
+    assert!(previewed.caddy.config().contains("web-pr-1.preview.test"), "Caddy came back with the dead route");
+    assert!(
+        eventually(WAIT, || previewed.preview_env(1).is_none()
+            && !previewed.caddy.config().contains("web-pr-1.preview.test")),
+        "once Caddy answers, the route goes and the preview is forgotten:\n{}",
+        previewed.served.log()
+    );
+    assert!(previewed.caddy.get("web.example.test").is_some_and(|(_, body)| body.trim() == "production"));
+}

@@ -66,6 +66,7 @@ fixtures! {
     depends_on_missing_app => "missing-dependency",
     bad_duration => "bad-duration",
     bad_cpu_and_memory_quantities => "bad-quantity",
+    bad_preview_limits => "bad-preview-limits",
     no_project => "no-project",
     empty_repository => "empty-repository",
     two_projects => "two-projects",

@@ -267,7 +267,7 @@ pub struct Previews {
 }
 
 /// The most one preview may take of the host.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PreviewLimits {
     /// Apps per preview. Default 20.
@@ -277,11 +277,13 @@ pub struct PreviewLimits {
     /// Domains per preview. Default 20.
     pub domains: Option<u32>,
     /// CPUs per app, e.g. `"1"`: an app asking for more or for none gets this. Default 1.
+    #[schemars(with = "Option<String>")]
     #[schemars(pattern(CPUS))]
-    pub cpus: Option<String>,
+    pub cpus: Option<Located<String>>,
     /// Memory per app, e.g. `512Mi`: an app asking for more or for none gets this. Default 512Mi.
+    #[schemars(with = "Option<String>")]
     #[schemars(pattern(MEMORY))]
-    pub memory: Option<String>,
+    pub memory: Option<Located<String>>,
 }
 
 impl PreviewLimits {

@@ -35,12 +35,12 @@ impl Limits {
             volumes: count(limits.and_then(|l| l.volumes), PreviewLimits::DEFAULT_VOLUMES),
             domains: count(limits.and_then(|l| l.domains), PreviewLimits::DEFAULT_DOMAINS),
             cpu_millis: limits
-                .and_then(|l| l.cpus.as_deref())
-                .and_then(|cpus| parse_cpus(cpus).ok())
+                .and_then(|l| l.cpus.as_ref())
+                .and_then(|cpus| parse_cpus(&cpus.value).ok())
                 .unwrap_or(default_cpus),
             memory_bytes: limits
-                .and_then(|l| l.memory.as_deref())
-                .and_then(|memory| parse_memory(memory).ok())
+                .and_then(|l| l.memory.as_ref())
+                .and_then(|memory| parse_memory(&memory.value).ok())
                 .unwrap_or(default_memory),
             local_images: previews.is_some_and(|previews| previews.local_images),
         }

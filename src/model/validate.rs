@@ -90,6 +90,18 @@ fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>
             for duration in [&previews.ttl, &previews.resync].into_iter().flatten() {
                 check_duration(project, duration, diagnostics);
             }
+            if let Some(limits) = &previews.limits {
+                if let Some(cpus) = &limits.cpus
+                    && let Err(message) = parse_cpus(&cpus.value)
+                {
+                    diagnostics.push(project.error_at(cpus, format!("previews.limits.cpus: {message}")));
+                }
+                if let Some(memory) = &limits.memory
+                    && let Err(message) = parse_memory(&memory.value)
+                {
+                    diagnostics.push(project.error_at(memory, format!("previews.limits.memory: {message}")));
+                }
+            }
             for (count, field) in [(&previews.max, "previews.max"), (&previews.max_replicas, "previews.maxReplicas")] {
                 if let Some(count) = count
                     && !(1..=MAX_REPLICAS).contains(&count.value)

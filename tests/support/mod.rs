@@ -546,24 +546,37 @@ impl LoopbackCaddy {
         };
         let config = data.path().join("caddy.json");
         std::fs::write(&config, format!("{{\"admin\": {{\"listen\": \"{listen}\"}}}}")).expect("config");
+        let child = LoopbackCaddy::spawn(data.path(), &config, admin, socket.as_deref(), false);
+        LoopbackCaddy { child: Some(child), admin, socket, http, https, data }
+    }
+
+    /// Starts the stopped Caddy again with the config it last had (Caddy's autosave), as a restarted proxy would.
+    pub fn resume(&mut self) {
+        self.stop();
+        let config = self.data.path().join("caddy.json");
+        self.child = Some(LoopbackCaddy::spawn(self.data.path(), &config, self.admin, self.socket.as_deref(), true));
+    }
+
+    fn spawn(data: &Path, config: &Path, admin: u16, socket: Option<&Path>, resume: bool) -> std::process::Child {
         let child = Command::new("caddy")
             .args(["run", "--config"])
-            .arg(&config)
-            .env("HOME", data.path())
-            .env("XDG_DATA_HOME", data.path().join("data"))
-            .env("XDG_CONFIG_HOME", data.path().join("config"))
+            .arg(config)
+            .args(if resume { &["--resume"][..] } else { &[][..] })
+            .env("HOME", data)
+            .env("XDG_DATA_HOME", data.join("data"))
+            .env("XDG_CONFIG_HOME", data.join("config"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|error| panic!("caddy is needed ({error}): apt-get install caddy"));
         assert!(
-            eventually(Duration::from_secs(20), || match &socket {
+            eventually(Duration::from_secs(20), || match socket {
                 Some(socket) => std::os::unix::net::UnixStream::connect(socket).is_ok(),
                 None => TcpStream::connect(("127.0.0.1", admin)).is_ok(),
             }),
             "caddy did not start"
         );
-        LoopbackCaddy { child: Some(child), admin, socket, http, https, data }
+        child
     }
 
     /// The admin API's address as `--caddy-admin` takes it.
@@ -605,6 +618,18 @@ impl LoopbackCaddy {
             "--proxy-https".into(),
             format!("127.0.0.1:{}", self.https),
         ]
+    }
+
+    /// Caddy's whole config as its admin API gives it (empty when it does not answer).
+    pub fn config(&self) -> String {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.admin)) else { return String::new() };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!("GET /config/ HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.admin);
+        let mut response = String::new();
+        if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut response).is_err() {
+            return String::new();
+        }
+        response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
     }
 
     /// GET `/` through Caddy's HTTP port with `host` as the Host header.

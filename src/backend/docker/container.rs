@@ -129,6 +129,8 @@ impl ResolvedEnv {
             resolved.pairs.push(format!("{name}={text}"));
         }
         resolved.secret_values.retain(|value| !value.is_empty());
+        let encoded: Vec<String> = resolved.secret_values.iter().flat_map(|value| encoded_forms(value)).collect();
+        resolved.secret_values.extend(encoded);
         resolved.secret_values.sort_by_key(|value| std::cmp::Reverse(value.len()));
         resolved.secret_values.dedup();
         Ok(resolved)
@@ -138,6 +140,28 @@ impl ResolvedEnv {
     pub fn redact(&self, text: &str) -> String {
         self.secret_values.iter().fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "<redacted>"))
     }
+}
+
+/// The forms a secret value is printed in to slip past exact-value redaction: base64 (standard and URL-safe, with
+/// or without the newline `echo` adds; without padding, which then stays as `==`), and percent-encoding.
+fn encoded_forms(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let with_newline = format!("{value}\n");
+    let mut forms: Vec<String> = [value, with_newline.as_str()]
+        .into_iter()
+        .flat_map(|text| [STANDARD_NO_PAD.encode(text), URL_SAFE_NO_PAD.encode(text)])
+        .collect();
+    let percent: String = value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(byte).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    forms.push(percent);
+    forms.retain(|form| form != value);
+    forms
 }
 
 const NANOS_PER_MILLI: i64 = 1_000_000;
@@ -195,6 +219,25 @@ mod tests {
         assert!(env.pairs.contains(&"DB=db-from-store".to_owned()), "{:?}", env.pairs);
         let message = "printed db-from-store, inline-token and url-pass; hello";
         assert_eq!(env.redact(message), "printed <redacted>, <redacted> and <redacted>; hello");
+    }
+
+    #[test]
+    fn encoded_forms_of_a_secret_are_redacted_too() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let spec = app_with_env(&[("DB", EnvSpec::Secret { secret: "db".into(), digest: None })]);
+        let value = "s3cr3t?&/value+";
+        let env = ResolvedEnv::resolve(&spec, |_| Ok::<_, ()>(value.to_owned())).expect("resolves");
+        for printed in [
+            STANDARD.encode(value),
+            STANDARD.encode(format!("{value}\n")),
+            URL_SAFE.encode(value),
+            "s3cr3t%3F%26%2Fvalue%2B".to_owned(),
+        ] {
+            let redacted = env.redact(&format!("leaked: {printed}"));
+            assert!(redacted.starts_with("leaked: <redacted>"), "{printed} -> {redacted}");
+            assert!(!redacted.contains(&printed), "{printed} -> {redacted}");
+        }
     }
 
     #[test]

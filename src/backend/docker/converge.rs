@@ -1016,8 +1016,12 @@ async fn remove_volume(backend: &DockerBackend, name: &str) -> Result<(), Docker
 /// volumes marked [`labels::DELETE_WITH_APP`] at creation (every volume of a preview), and the environment's networks
 /// (a containerised Caddy is disconnected first). Other volumes stay. Only objects carrying `env`'s ownership labels are touched; running it
 /// again finds nothing and does nothing. Nothing is removed while Caddy cannot be told to drop the routes.
+/// Removes everything of `env`: its routes first, so that no request reaches a replica on its way out; then its
+/// replicas, the volumes marked to go with their app, and its networks. A Caddy that cannot be reached holds up
+/// nothing else (a closed pull request's code must stop running whatever else is down): the routes it keeps point at
+/// nothing, and the error says they go when destroy runs again once Caddy answers.
 pub(super) async fn destroy(backend: &DockerBackend, env: &Environment) -> Result<(), DockerError> {
-    remove_routes(backend, env).await?;
+    let routes = remove_routes(backend, env).await;
     let mut by_app: BTreeMap<String, Vec<Replica>> = BTreeMap::new();
     for replica in backend.replicas(env, None).await? {
         by_app.entry(replica.app.clone()).or_default().push(replica);
@@ -1027,7 +1031,8 @@ pub(super) async fn destroy(backend: &DockerBackend, env: &Environment) -> Resul
         .into_iter()
         .collect::<Result<(), _>>()?;
     remove_marked_volumes(backend, env, &by_app).await?;
-    remove_networks(backend, env).await
+    remove_networks(backend, env).await?;
+    routes
 }
 
 /// Takes `env`'s routes out of Caddy, when railyard manages domains and the environment has any.

@@ -53,8 +53,8 @@ pub enum DockerError {
     )]
     NotOwned { kind: &'static str, name: String, project: String, env: String, labels: String },
     #[error(
-        "cannot take the routes of environment `{env}` out of Caddy, so nothing of it was removed: {source}; destroy \
-         it again once Caddy answers"
+        "cannot take the routes of environment `{env}` out of Caddy: {source}; everything else of it was removed, \
+         and its routes (which now point at nothing) are taken out when destroy runs again once Caddy answers"
     )]
     Routes { env: String, source: crate::proxy::ProxyError },
     #[error(

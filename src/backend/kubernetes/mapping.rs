@@ -425,7 +425,6 @@ impl Mapper<'_> {
                     ]),
                     ..NetworkPolicyIngressRule::default()
                 }]),
-                ..NetworkPolicySpec::default()
             }),
         }
     }
