@@ -150,14 +150,26 @@ async fn the_status_pages_show_state_diffs_and_history_and_update_live() {
     client.find(Locator::Css("#sync-now")).await.expect("button").click().await.expect("click");
     wait_text(&client, "h1", "synced").await;
     wait_text(&client, "#app-web .replicas", "1/1").await;
-    assert!(text(&client, "#app-web").await.contains("healthy"));
+    wait_text(&client, "#app-web", "healthy").await;
 
     client.goto(&format!("{base}/env/production/syncs")).await.expect("open history");
     let rows = client.find_all(Locator::Css("#history tr.sync")).await.expect("rows");
     assert_eq!(rows.len(), 2, "pending, then synced");
     assert!(text(&client, "#history").await.contains("synced"));
     screenshot(&client, "history").await;
-    rows[0].find(Locator::Css("a")).await.expect("link").click().await.expect("open sync");
+    // The page updates itself live: a row found a moment ago may be replaced, so the link is found and clicked anew.
+    let mut opened = false;
+    for _ in 0..10 {
+        let link = client.find(Locator::Css("#history tr.sync td a")).await;
+        if let Ok(link) = link
+            && link.click().await.is_ok()
+        {
+            opened = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(opened, "the newest sync's link opens");
     wait_text(&client, "#diff", "MESSAGE: one").await;
     screenshot(&client, "sync").await;
 
