@@ -152,10 +152,18 @@ async fn the_status_pages_show_state_diffs_and_history_and_update_live() {
     wait_text(&client, "#app-web .replicas", "1/1").await;
     wait_text(&client, "#app-web", "healthy").await;
 
-    client.goto(&format!("{base}/env/production/syncs")).await.expect("open history");
-    let rows = client.find_all(Locator::Css("#history tr.sync")).await.expect("rows");
-    assert_eq!(rows.len(), 2, "pending, then synced");
-    assert!(text(&client, "#history").await.contains("synced"));
+    // The sync is recorded just after the page says synced: the history is read again until it holds it.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        client.goto(&format!("{base}/env/production/syncs")).await.expect("open history");
+        let rows = client.find_all(Locator::Css("#history tr.sync")).await.expect("rows");
+        let history = text(&client, "#history").await;
+        if rows.len() == 2 && history.contains("synced") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "pending, then synced: {} rows, `{history}`", rows.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     screenshot(&client, "history").await;
     // The page updates itself live: a row found a moment ago may be replaced, so the link is found and clicked anew.
     let mut opened = false;

@@ -29,13 +29,14 @@ fn serves(project: &TestProject, text: &str) -> bool {
 }
 
 fn github_push(served: &Served, body: &[u8]) -> (u16, String) {
-    let signature = sign(SECRET.as_bytes(), body);
+    let body = unique_delivery(body);
+    let signature = sign(SECRET.as_bytes(), &body);
     http(
         served.port,
         "POST",
         "/hooks/github",
         &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature), ("Content-Type", "application/json")],
-        body,
+        &body,
     )
 }
 
@@ -125,6 +126,9 @@ fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
     let generic = fixture("generic-push.json");
     let github = fixture("github-push.json");
     let gitea_signature = sign(SECRET.as_bytes(), &gitea).trim_start_matches("sha256=").to_owned();
+    // Forgejo's own delivery: the same body twice would be a replay.
+    let forgejo = unique_delivery(&gitea);
+    let forgejo_signature = sign(SECRET.as_bytes(), &forgejo).trim_start_matches("sha256=").to_owned();
     let generic_signature = sign(SECRET.as_bytes(), &generic);
     let bad_signature = sign(b"not the secret", &github);
     let big = vec![b' '; 70_000];
@@ -137,8 +141,8 @@ fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
         ("gitea", vec![("X-Gitea-Event", "push"), ("X-Gitea-Signature", &gitea_signature)], &gitea, 202, "sync queued"),
         (
             "forgejo",
-            vec![("X-Forgejo-Event", "push"), ("X-Forgejo-Signature", &gitea_signature)],
-            &gitea,
+            vec![("X-Forgejo-Event", "push"), ("X-Forgejo-Signature", &forgejo_signature)],
+            &forgejo,
             202,
             "sync queued",
         ),
@@ -1192,12 +1196,20 @@ fn a_replayed_delivery_is_answered_duplicate_and_triggers_nothing_even_after_a_r
     let (status, body) = deliver(&served, id, &signature);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("duplicate") && body.contains(id), "{body}");
-    // The id header is not signed: the same signed body under a made-up id is the same delivery.
+    // The id header is not signed: the same signed body under a made-up id, or with no id, is the same delivery.
     let (status, body) = deliver(&served, "00000000-0000-0000-0000-000000000000", &signature);
     assert_eq!((status, body.contains("duplicate")), (200, true), "{body}");
+    let stripped = http(
+        served.port,
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature)],
+        &push,
+    );
+    assert_eq!((stripped.0, stripped.1.contains("duplicate")), (200, true), "without its id: {}", stripped.1);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(all_reconciles(&served), after_first, "a duplicate triggered a reconcile:\n{}", served.log());
-    assert_eq!(metric(&served, "railyard_webhook_deliveries_total{forge=\"github\",result=\"duplicate\"}"), 2.0);
+    assert_eq!(metric(&served, "railyard_webhook_deliveries_total{forge=\"github\",result=\"duplicate\"}"), 3.0);
     let deliveries = get_json(served.port, "/api/v1/webhooks");
     assert!(
         deliveries["items"][0]["reason"].as_str().is_some_and(|reason| reason.starts_with("duplicate")),

@@ -105,14 +105,14 @@ impl TwoEnvironments {
 
     /// A signed GitHub push of `branch`; returns the answer's reason.
     fn push(&self, branch: &str) -> String {
-        let body = format!("{{\"ref\":\"refs/heads/{branch}\"}}");
-        let signature = sign(SECRET.as_bytes(), body.as_bytes());
+        let body = unique_delivery(format!("{{\"ref\":\"refs/heads/{branch}\"}}").as_bytes());
+        let signature = sign(SECRET.as_bytes(), &body);
         let (status, answer) = http(
             self.served.port,
             "POST",
             "/hooks/github",
             &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature), ("Content-Type", "application/json")],
-            body.as_bytes(),
+            &body,
         );
         assert_eq!(status, 202, "push of {branch}: {answer}");
         answer

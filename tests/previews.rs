@@ -138,13 +138,14 @@ impl Previewed {
             "repository": { "full_name": base }
         })
         .to_string();
-        let signature = sign(SECRET.as_bytes(), body.as_bytes());
+        let body = unique_delivery(body.as_bytes());
+        let signature = sign(SECRET.as_bytes(), &body);
         http(
             self.served.port,
             "POST",
             "/hooks/github",
             &[("X-GitHub-Event", "pull_request"), ("X-Hub-Signature-256", &signature)],
-            body.as_bytes(),
+            &body,
         )
     }
 
@@ -308,14 +309,14 @@ fn a_branch_named_by_previews_branches_gets_a_preview_without_a_forge_until_it_i
     previewed.project.commit("web: login page");
     git(dir, &["checkout", "-q", "main"]);
     let push = |branch: &str| {
-        let body = json!({ "ref": format!("refs/heads/{branch}") }).to_string();
-        let signature = sign(SECRET.as_bytes(), body.as_bytes());
+        let body = unique_delivery(json!({ "ref": format!("refs/heads/{branch}") }).to_string().as_bytes());
+        let signature = sign(SECRET.as_bytes(), &body);
         http(
             previewed.served.port,
             "POST",
             "/hooks/github",
             &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature)],
-            body.as_bytes(),
+            &body,
         )
     };
     push("preview/login");

@@ -32,6 +32,8 @@ use crate::model::{DomainSpec, Environment, ObservedDomain};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Loading a config makes Caddy provision all of it, which takes longer than a read.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait before reading back the config of a push whose answer was lost.
+const LOST_ANSWER_PAUSE: Duration = Duration::from_millis(100);
 /// Shortest wait before retired replicas stop: requests Caddy accepted just before the switch and has not yet sent.
 pub const DRAIN_FLOOR: Duration = Duration::from_millis(100);
 /// Longest wait for requests in flight to retired replicas, as Kubernetes' default termination grace period.
@@ -170,6 +172,9 @@ impl Caddy {
         let mut pushed = self.draining.lock().await;
         // Taken: after a failure the next push reads Caddy's config again.
         let mut last = pushed.last.take();
+        // A push whose answer was lost (Caddy swaps its listeners on a reload, which can drop the admin connection)
+        // may have been applied: it is read back once, and what that push did is kept for the answer.
+        let mut answer_lost: Option<(BTreeSet<String>, Vec<String>)> = None;
         loop {
             let guarded = last.is_some();
             let (mut current, etag) = match last.take() {
@@ -186,6 +191,10 @@ impl Caddy {
             if retired.is_empty() && wanted == current {
                 // Still a good base for the next push: the draining route is written anew on every push.
                 pushed.last = etag.map(|etag| (current, etag));
+                if let Some((dials, retired)) = answer_lost {
+                    pushed.dials = dials;
+                    return Ok(Switch { pushed: true, retired });
+                }
                 return Ok(Switch { pushed: false, retired });
             }
             let mut keep_counting = pushed.dials.clone();
@@ -193,12 +202,21 @@ impl Caddy {
             set_draining(&mut wanted, &keep_counting);
             let body = serde_json::to_vec(&wanted).map_err(|e| self.unreachable(e))?;
             let next_etag = caddy_etag(&body);
-            let response = match &etag {
+            let sent = match &etag {
                 Some(etag) => self.endpoint.request_if_match("POST", "/config/", Some(body), Some(etag), LOAD_TIMEOUT),
                 None => self.endpoint.request_if_match("POST", "/load", Some(body), None, LOAD_TIMEOUT),
             }
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(error) if answer_lost.is_none() => {
+                    tracing::debug!(%error, "Caddy's answer to a push was lost; reading its config back");
+                    answer_lost = Some((keep_counting, retired));
+                    tokio::time::sleep(LOST_ANSWER_PAUSE).await;
+                    continue;
+                }
+                Err(error) => return Err(self.unreachable(error)),
+            };
             if guarded && response.status == 412 {
                 // Changed by someone else since railyard's last push: read it and merge into that.
                 continue;

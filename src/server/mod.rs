@@ -666,14 +666,17 @@ async fn webhook(
         }
     };
     let mut verdict = judge(forge, &headers, &body, secret);
-    // Only a verified delivery is remembered, so that an unsigned request cannot burn the id of one to come.
-    if verdict.status != StatusCode::UNAUTHORIZED
-        && let Some(id) = webhooks::delivery_id(forge, &headers)
-    {
-        match first_delivery(&state, forge, &id, &body).await {
+    // Only a verified delivery is remembered, so that an unsigned request cannot burn the id of one to come. A forge
+    // always sends its delivery id; a delivery without one is still remembered by its body, so that stripping the
+    // (unsigned) header does not make a captured delivery new. Only the generic hook, fired by hand with the same
+    // body each time, is remembered by its id alone.
+    let id = webhooks::delivery_id(forge, &headers);
+    if verdict.status != StatusCode::UNAUTHORIZED && (id.is_some() || forge != Forge::Generic) {
+        match first_delivery(&state, forge, id.as_deref(), &body).await {
             Ok(true) => {}
             Ok(false) => {
-                let reason = format!("duplicate: delivery {id} was already received; nothing is triggered again");
+                let which = id.map_or_else(|| "this delivery".to_owned(), |id| format!("delivery {id}"));
+                let reason = format!("duplicate: {which} was already received; nothing is triggered again");
                 record(&state, forge, &verdict.event, "duplicate", true, &reason).await;
                 return (StatusCode::OK, Json(json!({ "status": reason }))).into_response();
             }
@@ -710,13 +713,16 @@ async fn webhook(
 
 /// Whether a signed delivery is new: its id, and the digest of its body (the id header is not signed, so a replay
 /// under a made-up id is caught by the body), neither seen within a day. Both are remembered.
-async fn first_delivery(state: &ServerState, forge: Forge, id: &str, body: &[u8]) -> Result<bool, String> {
+async fn first_delivery(state: &ServerState, forge: Forge, id: Option<&str>, body: &[u8]) -> Result<bool, String> {
     use sha2::Digest;
-    let id = format!("id:{id}");
+    let id = id.map(|id| format!("id:{id}"));
     let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)));
     let now = now_ms();
     query(state, move |store| {
-        let new_id = store.first_delivery(forge.as_str(), &id, now)?;
+        let new_id = match &id {
+            Some(id) => store.first_delivery(forge.as_str(), id, now)?,
+            None => true,
+        };
         let new_body = store.first_delivery(forge.as_str(), &digest, now)?;
         Ok(new_id && new_body)
     })

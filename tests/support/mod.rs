@@ -804,3 +804,16 @@ pub fn sops_encrypted(values: &str, recipient: &str) -> String {
     assert_success(&output);
     stdout(&output)
 }
+
+/// `body` (a JSON object) made a delivery of its own, as a forge's deliveries are: a field with a number no other
+/// delivery of the test run has. railyard remembers a signed delivery by its body, so the same bytes twice are a replay.
+pub fn unique_delivery(body: &[u8]) -> Vec<u8> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let number = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let text = String::from_utf8_lossy(body);
+    let stamp = format!("\"testDelivery\":\"{}-{number}\",", std::process::id());
+    match text.find('{') {
+        Some(at) => format!("{}{{{stamp}{}", &text[..at], &text[at + 1..]).into_bytes(),
+        None => body.to_vec(),
+    }
+}
