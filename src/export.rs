@@ -132,18 +132,11 @@ fn deploy(app: &AppSpec) -> Value {
 fn env_value(app: &str, variable: &str, value: &EnvSpec) -> String {
     match value {
         EnvSpec::Value(text) => escape(text),
-        EnvSpec::Sensitive(_) => format!("${{RAILYARD_ENV_{}_{}}}", upper_snake(app), upper_snake(variable)),
-        EnvSpec::Secret { secret, .. } => format!("${{{}}}", secret_variable(secret)),
+        EnvSpec::Sensitive(_) => {
+            format!("${{RAILYARD_ENV_{}_{}}}", crate::secrets::upper_snake(app), crate::secrets::upper_snake(variable))
+        }
+        EnvSpec::Secret { secret, .. } => format!("${{{}}}", crate::secrets::secret_variable(secret)),
     }
-}
-
-/// The variable that holds secret `name` for compose: `db-password` -> `RAILYARD_SECRET_DB_PASSWORD`.
-pub fn secret_variable(name: &str) -> String {
-    format!("RAILYARD_SECRET_{}", upper_snake(name))
-}
-
-fn upper_snake(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
 /// Compose interpolates `$`; a literal dollar is written `$$`.

@@ -5,11 +5,13 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod clock;
 pub mod daemon;
 pub mod export;
 pub mod forge;
 pub mod model;
 pub mod notify;
+pub mod outbound;
 pub mod pipeline;
 pub mod plan;
 pub mod previews;

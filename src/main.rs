@@ -1296,7 +1296,7 @@ fn repository_identity(repo: &str) -> String {
 fn forge_client(
     args: &ServeArgs,
     token_setting: Option<&SecretSetting>,
-) -> anyhow::Result<Option<Arc<dyn railyard::daemon::previews::PullRequestSource>>> {
+) -> anyhow::Result<Option<Arc<dyn railyard::previews::PullRequestSource>>> {
     use railyard::forge::{ForgeClient, ForgeKind, ForgeSettings};
     let Some(name) = &args.forge else { return Ok(None) };
     let kind =

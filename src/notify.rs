@@ -149,7 +149,7 @@ impl Notifier {
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(TIMEOUT)
-        .redirect(crate::forge::same_origin_redirects())
+        .redirect(crate::outbound::same_origin_redirects())
         .build()
         .unwrap_or_default()
 }
@@ -163,7 +163,7 @@ async fn post(http: &reqwest::Client, target: &Target, body: &serde_json::Value)
         Err(format!(
             "answered {} towards {}, another origin, where the message is not sent; give the target's final URL in the settings file",
             response.status(),
-            crate::forge::redirect_origin(&response)
+            crate::outbound::redirect_origin(&response)
         ))
     } else {
         Err(format!("answered {}", response.status()))
@@ -176,7 +176,7 @@ async fn deliver(http: &reqwest::Client, target: &Target, event: &Event) {
         TargetKind::Json => json!(event),
         TargetKind::Slack => json!({ "text": event.text() }),
     };
-    let sent = crate::forge::with_backoff(ATTEMPTS, Duration::from_secs(1), || post(http, target, &body)).await;
+    let sent = crate::outbound::with_backoff(ATTEMPTS, Duration::from_secs(1), || post(http, target, &body)).await;
     if let Err(error) = sent {
         warn!(target = ?target, %error, "cannot deliver a notification");
     }

@@ -417,6 +417,25 @@ fn removing_staging_from_the_list_tears_it_down_and_keeps_its_volume() {
     assert_eq!(project_container_ids(envs.production()), production_before, "production's containers changed");
 }
 
+/// Whatever syncs the tracked branch re-reads the environments list: `POST /api/v1/sync` of production, after a
+/// commit that drops staging, tears staging down without waiting for the next poll (an hour here).
+#[test]
+fn a_sync_of_production_through_the_api_rereads_the_environments_list() {
+    let envs = TwoEnvironments::start(
+        "envs-api-list",
+        |name| project_document(name, "{app}.staging.test", ""),
+        &[("apps/web.yaml", web("production"))],
+        &[("apps/web.yaml", web("staging"))],
+        &[],
+    );
+    envs.wait_until_both_synced();
+    let name = envs.production().to_owned();
+    commit_on(&envs.project, "main", &[("railyard.yaml", production_only(&name, ""))], "drop staging");
+    envs.sync_now("production");
+    envs.wait_until_destroyed("staging");
+    assert!(project_container_ids(&envs.staging()).is_empty(), "staging's containers are left");
+}
+
 #[test]
 fn removing_staging_under_manual_sync_shows_a_pending_destroy_until_synced() {
     let envs = TwoEnvironments::start(

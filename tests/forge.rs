@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use railyard::daemon::previews::PullRequestReport;
 use railyard::forge::{COMMENT_MARKER, ForgeClient, ForgeKind, ForgeSettings};
+use railyard::previews::PullRequestReport;
 use support::fake_forge::{FakeForge, FakePullRequest, SELF_LOGIN, Speaks};
 
 const FORGES: [(Speaks, ForgeKind); 3] =

@@ -59,14 +59,14 @@ pub struct DaemonSettings {
     /// Authenticated webhook deliveries kept.
     pub keep_deliveries: u32,
     /// The forge's list of open pull requests, when railyard has forge access.
-    pub forge: Option<Arc<dyn previews::PullRequestSource>>,
+    pub forge: Option<Arc<dyn crate::previews::PullRequestSource>>,
     /// Where notifications go (the settings file's `notifications`).
     pub notifications: Vec<crate::notify::Target>,
     /// When automatic syncs may run (the settings file's `syncWindows`).
     pub sync_windows: Vec<windows::SyncWindow>,
 }
 
-impl std::fmt::Debug for dyn previews::PullRequestSource {
+impl std::fmt::Debug for dyn crate::previews::PullRequestSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PullRequestSource")
     }
@@ -189,16 +189,11 @@ pub struct Daemon {
     /// Wakes the previews worker.
     previews_trigger: Coalescer,
     previews: RwLock<previews::PreviewsState>,
-    forge: Option<Arc<dyn previews::PullRequestSource>>,
+    forge: Option<Arc<dyn crate::previews::PullRequestSource>>,
     pub notifier: crate::notify::Notifier,
 }
 
-/// Milliseconds since the epoch, as history and pages count time.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::now_ms;
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -376,6 +371,18 @@ impl Daemon {
             env.trigger.fire(Trigger::Webhook);
         }
         following.iter().map(|env| env.name.clone()).collect()
+    }
+
+    /// A sync asked for (the API, the page's button): environment `name` reconciles, and one that follows the
+    /// tracked branch re-reads the environments list too, as a push there does (its commit may add or remove
+    /// environments). False when there is no such environment.
+    pub fn sync_requested(&self, name: &str) -> bool {
+        let Some(env) = self.env(name) else { return false };
+        if env.branch().as_deref() == Some(self.settings.branch.as_str()) {
+            self.listing.fire(Trigger::Api);
+        }
+        env.trigger.fire(Trigger::Api);
+        true
     }
 
     /// The backend, connected on first use (and again after a failed connection).

@@ -15,7 +15,8 @@ use super::trigger::Trigger;
 use super::{Daemon, now_ms, read, write};
 use crate::model::ListedEnvironment;
 use crate::previews::{
-    Candidate, PreviewPolicy, PullRequest, Standing, approval, awaiting_approval, branch_previewed, decide,
+    Candidate, PreviewPolicy, PullRequest, PullRequestReport, Standing, approval, awaiting_approval, branch_previewed,
+    decide,
 };
 use crate::source::git::review_ref;
 
@@ -439,39 +440,6 @@ impl AgainstProduction {
             (None, None) => "no plan".to_owned(),
         }
     }
-}
-
-/// What railyard tells the forge about one pull request: the commit status `railyard/plan` on its head and the
-/// sticky comment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PullRequestReport {
-    pub number: u64,
-    pub head_sha: String,
-    /// The plan could be made (`success`), or not (`failure`: invalid config, production unreadable).
-    pub success: bool,
-    /// "2 to update, 1 to create", or the first error.
-    pub summary: String,
-    /// The plan as text (secrets are references by construction); empty without one.
-    pub diff: String,
-    /// Where the preview answers.
-    pub urls: Vec<String>,
-    /// The preview's state in words: running, queued, refused (and why), torn down.
-    pub preview: String,
-    /// The pull request's page on railyard's status page, relative to its public URL.
-    pub page: String,
-    /// `previews.comment`: whether to keep the sticky comment.
-    pub comment: bool,
-}
-
-/// Access to a forge: its list of open pull requests, where it publishes their heads, and the reports.
-#[async_trait::async_trait]
-pub trait PullRequestSource: Send + Sync {
-    /// Every open pull request, or an error when the list could not be read in full.
-    async fn open_pull_requests(&self) -> Result<Vec<PullRequest>, String>;
-    /// GitLab publishes merge requests' heads under `refs/merge-requests/`.
-    fn uses_merge_requests(&self) -> bool;
-    /// Posts the commit status and keeps the sticky comment (retrying with backoff); called off the reconcile.
-    async fn report(&self, report: PullRequestReport) -> Result<(), String>;
 }
 
 impl Daemon {

@@ -17,8 +17,9 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use crate::daemon::previews::{PullRequestReport, PullRequestSource};
+use crate::outbound::{redirect_origin, same_origin_redirects, with_backoff};
 use crate::previews::PullRequest;
+use crate::previews::{PullRequestReport, PullRequestSource};
 
 /// The hidden marker that finds railyard's comment again.
 pub const COMMENT_MARKER: &str = "<!-- railyard:plan -->";
@@ -29,8 +30,6 @@ const FOLD_LINES: usize = 40;
 /// Pages read at most, so that a forge answering "next" for ever cannot hold the worker.
 const MAX_PAGES: usize = 100;
 const TIMEOUT: Duration = Duration::from_secs(15);
-/// Redirects followed within one origin (a renamed repository, say) before giving up.
-const MAX_REDIRECTS: usize = 5;
 /// GitLab's access level of a Maintainer: the least that may merge, so the least whose pull requests are trusted.
 const GITLAB_MAINTAINER: u64 = 40;
 /// GitHub's `author_association` values of people who may push to the repository.
@@ -142,39 +141,6 @@ pub struct ForgeClient {
     http: reqwest::Client,
     /// The token's own user, asked once (a failed ask is asked again next time).
     me: Arc<tokio::sync::OnceCell<Identity>>,
-}
-
-/// `scheme://host:port` of `url`: what a token may be sent to.
-fn origin(url: &reqwest::Url) -> String {
-    format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0))
-}
-
-/// Follows redirects only within the origin the request was sent to: reqwest drops `Authorization` on a redirect to
-/// another host but not GitLab's `PRIVATE-TOKEN`, and a forge (or whatever answers in its name) must not be able to
-/// send any of railyard's credentials elsewhere. A redirect to another origin is returned as it is, for the caller
-/// to report.
-pub fn same_origin_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let same = attempt.previous().first().is_some_and(|first| origin(first) == origin(attempt.url()));
-        if !same {
-            attempt.stop()
-        } else if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-        } else {
-            attempt.follow()
-        }
-    })
-}
-
-/// The origin a redirect response points to, for an error message (never the path or query, which may carry a
-/// signed URL's secret).
-pub fn redirect_origin(response: &Response) -> String {
-    response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|location| location.to_str().ok())
-        .and_then(|location| response.url().join(location).ok())
-        .map_or_else(|| "an unreadable Location".to_owned(), |url| origin(&url))
 }
 
 impl ForgeClient {
@@ -344,7 +310,7 @@ impl ForgeClient {
                 .filter_map(|label| label.as_str().or(label["name"].as_str()).map(str::to_owned))
                 .collect()
         };
-        let now = crate::daemon::now_ms();
+        let now = crate::clock::now_ms();
         match self.settings.kind {
             ForgeKind::GitLab => Some(PullRequest {
                 number: item["iid"].as_u64()?,
@@ -494,27 +460,6 @@ impl PullRequestSource for ForgeClient {
 
     async fn report(&self, report: PullRequestReport) -> Result<(), String> {
         self.post_report(&report, 5, Duration::from_secs(1)).await.map_err(|error| error.to_string())
-    }
-}
-
-/// Runs `attempt` until it succeeds, at most `attempts` times, waiting `first_wait` and doubling between tries.
-pub async fn with_backoff<T, E, F, Fut>(attempts: u32, first_wait: Duration, mut attempt: F) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let mut wait = first_wait;
-    let mut tried = 1;
-    loop {
-        match attempt().await {
-            Ok(done) => return Ok(done),
-            Err(error) if tried >= attempts.max(1) => return Err(error),
-            Err(_) => {
-                tokio::time::sleep(wait).await;
-                wait = wait.saturating_mul(2);
-                tried += 1;
-            }
-        }
     }
 }
 
@@ -738,26 +683,5 @@ mod tests {
         );
         gitlab.insert("x-next-page", "".parse().expect("header"));
         assert_eq!(next_page("https://gitlab.com/api/v4", "x", &gitlab), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn backoff_doubles_and_gives_up_after_the_attempts() {
-        let started = tokio::time::Instant::now();
-        let mut tries = 0;
-        let outcome: Result<(), &str> = with_backoff(4, Duration::from_secs(1), || {
-            tries += 1;
-            async { Err("down") }
-        })
-        .await;
-        assert_eq!((outcome, tries), (Err("down"), 4));
-        assert_eq!(started.elapsed(), Duration::from_secs(1 + 2 + 4));
-        let mut tries = 0;
-        let outcome: Result<u32, &str> = with_backoff(4, Duration::from_secs(1), || {
-            tries += 1;
-            let now = tries;
-            async move { if now < 3 { Err("down") } else { Ok(now) } }
-        })
-        .await;
-        assert_eq!(outcome, Ok(3));
     }
 }

@@ -19,6 +19,17 @@ use crate::model::DesiredState;
 use crate::model::redact::{DIGEST_KEY_BYTES, DigestKey};
 use crate::model::units::is_secret_name;
 
+/// The variable that holds secret `name` (for `serve`, `apply` and compose files): `db-password` ->
+/// `RAILYARD_SECRET_DB_PASSWORD`.
+pub fn secret_variable(name: &str) -> String {
+    format!("RAILYARD_SECRET_{}", upper_snake(name))
+}
+
+/// `name` as an environment variable's name part: `db-password` -> `DB_PASSWORD`.
+pub fn upper_snake(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
 /// The file in the state directory that holds the digest key.
 pub const DIGEST_KEY_FILE: &str = "secret-digest.key";
 
@@ -263,7 +274,7 @@ impl SecretStore {
         if let Ok(value) = self.repo.get(name) {
             return Ok(value);
         }
-        let variable = crate::export::secret_variable(name);
+        let variable = secret_variable(name);
         if !self.previews
             && let Ok(value) = std::env::var(&variable)
         {
@@ -351,7 +362,7 @@ impl ResolvedSecrets {
     pub fn get(&self, name: &str) -> Result<String, SecretError> {
         self.values.get(name).cloned().ok_or_else(|| SecretError::Missing {
             name: name.to_owned(),
-            variable: crate::export::secret_variable(name),
+            variable: secret_variable(name),
             file: format!("<--secrets-dir>/{name}"),
         })
     }

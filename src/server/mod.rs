@@ -23,7 +23,6 @@ use tracing::info;
 
 use base64::Engine;
 
-use crate::daemon::trigger::Trigger;
 use crate::daemon::{Daemon, now_ms};
 use crate::store::Delivery;
 use webhooks::{Forge, Pushed, judge};
@@ -310,11 +309,10 @@ async fn sync_form(
     if let Some(refused) = form_refused(&state, &form.token) {
         return refused;
     }
-    let Some(env) = state.daemon.env(&name) else {
+    if !state.daemon.sync_requested(&name) {
         return (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`.")))
             .into_response();
-    };
-    env.trigger.fire(Trigger::Api);
+    }
     info!(env = %name, "sync requested from the status page");
     axum::response::Redirect::to(&format!("/env/{name}")).into_response()
 }
@@ -522,10 +520,9 @@ async fn sync_now(
         return ApiError::Unauthorized.into_response();
     }
     let name = query.env.unwrap_or_else(|| crate::model::Environment::PRODUCTION.to_owned());
-    let Some(env) = state.daemon.env(&name) else {
+    if !state.daemon.sync_requested(&name) {
         return ApiError::NoEnvironment(name).into_response();
-    };
-    env.trigger.fire(Trigger::Api);
+    }
     info!(env = %name, "sync requested through the API");
     (StatusCode::ACCEPTED, Json(json!({ "env": name, "status": "sync queued" }))).into_response()
 }

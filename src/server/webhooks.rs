@@ -243,7 +243,7 @@ impl PullRequestHook {
                 author_trusted: forge == Forge::GitHub
                     && crate::forge::github_association_trusted(pr.author_association.as_deref()),
                 approved_sha: None,
-                pushed_ms: crate::daemon::now_ms(),
+                pushed_ms: crate::clock::now_ms(),
             },
         ))
     }
@@ -299,7 +299,7 @@ impl GitLabMergeRequest {
                 // The payload does not say whether the author may push; the forge's list is asked when configured.
                 author_trusted: false,
                 approved_sha: None,
-                pushed_ms: crate::daemon::now_ms(),
+                pushed_ms: crate::clock::now_ms(),
             },
         ))
     }
