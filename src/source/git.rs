@@ -184,19 +184,31 @@ impl GitSource {
             .remote_at(self.url.as_str())
             .and_then(|remote| remote.with_refspecs(refspecs.iter().map(String::as_str), gix::remote::Direction::Fetch))
             .map_err(|error| self.fetch_error(error.to_string()))?;
-        let fetched = self
+        let prepared = self
             .connect(&remote)
             .map_err(|reason| self.fetch_error(reason))?
             .prepare_fetch(gix::progress::Discard, Default::default())
-            .and_then(|fetch| fetch.receive(gix::progress::Discard, &AtomicBool::new(false)));
-        match fetched {
-            Ok(outcome) => Ok(Received::Fetched(Box::new(outcome))),
-            // gix reports refspecs that matched nothing as an error; its text is the only way to tell.
-            Err(error) if error.to_string().contains("None of the refspec") => {
-                Ok(Received::NothingMatched { reason: error.to_string(), existing: self.branches(&remote) })
-            }
-            Err(error) => Err(self.fetch_error(error_chain(&error))),
+            .map_err(|error| self.fetch_failed(&error))?;
+        // Refspecs that match no ref of the remote are told from the ref map, before anything is received.
+        if prepared.ref_map().is_missing_required_mapping() {
+            let reason = format!("none of the refspecs {} matched a ref of the remote", refspecs.join(", "));
+            return Ok(Received::NothingMatched { reason, existing: self.branches(&remote) });
         }
+        prepared
+            .receive(gix::progress::Discard, &AtomicBool::new(false))
+            .map(|outcome| Received::Fetched(Box::new(outcome)))
+            .map_err(|error| self.fetch_failed(&error))
+    }
+
+    /// A failed fetch, with its causes; a remote that stopped answering says so rather than how the socket failed.
+    fn fetch_failed(&self, error: &(dyn std::error::Error + 'static)) -> GitError {
+        if timed_out(error) {
+            return self.fetch_error(format!(
+                "the remote did not answer within {} ms (--fetch-timeout)",
+                self.timeout.as_millis()
+            ));
+        }
+        self.fetch_error(error_chain(error))
     }
 
     /// Deletes the mirror's copies of branches and review refs the remote no longer has (gix's fetch does not prune).
@@ -467,6 +479,20 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether `error` or one of its causes is a socket that waited past its timeout.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
 fn ref_names(refs: &[gix::protocol::handshake::Ref]) -> Vec<String> {
     refs.iter().map(|reference| reference.unpack().0.to_str_lossy().into_owned()).collect()
 }
@@ -572,6 +598,7 @@ mod tests {
             let started = std::time::Instant::now();
             let error = fetch().unwrap_or_default();
             assert!(error.starts_with(&format!("cannot fetch git://127.0.0.1:{port}/config")), "{error}");
+            assert!(error.contains("did not answer within 500 ms"), "says why, not how the socket failed: {error}");
             assert!(started.elapsed() < Duration::from_secs(20), "it waited {:?}", started.elapsed());
         }
         drop(listener);
