@@ -51,7 +51,7 @@ pub enum ConvergeError {
     )]
     Pull { image: String, reason: String },
     #[error("cannot create container {container}: {message}; correct the app as the engine says, then apply again")]
-    CreateRefused { container: String, message: String },
+    CreateRefused { container: String, message: String, status: u16 },
     #[error("host port {ports} is already in use on this host; free it, or change or remove `hostPort` ({message})")]
     HostPortTaken {
         /// `8080 (port `http`)`, for each pinned port of the app.
@@ -479,11 +479,12 @@ async fn create_and_start(
     name: &str,
 ) -> Result<String, ConvergeError> {
     let created = match create(backend, request, name).await {
-        Err(ConvergeError::CreateRefused { container, message }) if message.contains("is already in use") => {
+        // 409 Conflict: the name is held by another container.
+        Err(ConvergeError::CreateRefused { container, message, status: 409 }) => {
             // An apply killed mid-create leaves the engine finishing that create after the next run has observed:
             // the name is held by a container of this environment that no plan knew of. Only ours is cleared.
             if !held_by_own_leftover(backend, request.env, name).await {
-                return Err(ConvergeError::CreateRefused { container, message });
+                return Err(ConvergeError::CreateRefused { container, message, status: 409 });
             }
             tracing::info!(container = name, "removing a leftover of an interrupted apply that holds the name");
             backend.remove_container(name).await?;
@@ -509,8 +510,8 @@ async fn create(
     let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
     match backend.docker.create_container(Some(options), request.body()).await {
         Ok(created) => Ok(created),
-        Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-            Err(ConvergeError::CreateRefused { container: name.to_owned(), message })
+        Err(bollard::errors::Error::DockerResponseServerError { message, status_code }) => {
+            Err(ConvergeError::CreateRefused { container: name.to_owned(), message, status: status_code })
         }
         Err(other) => Err(DockerError::from_bollard(&backend.host, format!("create container {name}"), other).into()),
     }
