@@ -16,21 +16,21 @@ use tokio::sync::{broadcast, watch};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::fetch::FetchFailed;
-use super::metrics::ScaleLabels;
 use super::status::{app_statuses, overall_health};
 use super::trigger::{Backoff, Coalescer, Taken, Trigger};
 use super::{AppStatus, Daemon, DaemonSettings, Health, Policy, SyncStatus, WorkerState, now_ms, read, write};
-use crate::backend::AppLoad;
 use crate::backend::{ActionResult, BackendError, BackendKind, Progress};
-use crate::model::desired::ScalingPace;
 use crate::model::kinds::SyncPolicy;
 use crate::model::{self, Diagnostic, Environment, HostConflict, ListedEnvironment, Observed};
 use crate::pipeline::{self, PipelineError};
 use crate::plan::Plan;
+use crate::scaling::AppScaling;
 use crate::scaling::history::AppHistory;
-use crate::scaling::{self, AppScaling, Autoscaler, Decision};
 use crate::source::{CommitInfo, short_sha};
 use crate::store::SyncRecord;
+
+mod scaling_loop;
+use scaling_loop::AutoscaleState;
 
 /// Everything known about one environment, for the API and pages.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -147,25 +147,6 @@ pub struct EnvHandle {
     autoscale: std::sync::Mutex<AutoscaleState>,
     /// Each app's replicas and load over the last day, for its page.
     histories: std::sync::Mutex<BTreeMap<String, AppHistory>>,
-}
-
-/// The CPU autoscaler of one environment: what it scales, its memory per app, and its newest decisions.
-#[derive(Default)]
-struct AutoscaleState {
-    targets: BTreeMap<String, CpuTarget>,
-    scalers: BTreeMap<String, Autoscaler>,
-    /// The decision that changed each app's replicas last, with its figures, for the history.
-    changes: BTreeMap<String, (u32, Decision)>,
-}
-
-/// What the autoscaler needs of one app, from the last reconcile.
-#[derive(Debug, Clone, Copy)]
-struct CpuTarget {
-    target_percent: u32,
-    cpu_millis: u64,
-    bounds: (u32, u32),
-    pace: ScalingPace,
-    replicas: u32,
 }
 
 /// A rolled-back commit that is not applied again until something new happens.
@@ -936,212 +917,6 @@ impl EnvHandle {
 
     /// Publishes what a reconcile concluded: the commit, the verdict, what runs against what git declares, and the
     /// plan still pending. `synced_since` is the start of an apply that just ran. Returns the time of the verdict.
-    /// Puts scaling in force on `desired`: the bounds the schedules give now clamp each app's replicas, and an app
-    /// the CPU autoscaler scales runs the count it last decided within them. Arms a reconcile at the next schedule
-    /// boundary (a schedule tick), so that a scale change happens at its time and not at the next poll.
-    async fn put_scaling_in_force(self: &Arc<Self>, daemon: &Daemon, desired: &mut model::DesiredState) {
-        let ruled: Vec<String> =
-            desired.apps.values().filter(|app| app.autoscale.is_some()).map(|app| app.name.clone()).collect();
-        let cpu_scaled: Vec<String> =
-            desired.apps.values().filter(|app| cpu_target(app).is_some()).map(|app| app.name.clone()).collect();
-        let now = chrono::Utc::now();
-        let store = Arc::clone(&daemon.store);
-        let env = self.name.clone();
-        let remembered = tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::store::StoreError>((
-                store.scaling_rules_appeared(&env, &ruled, now_ms())?,
-                store.autoscale_decisions(&env, &cpu_scaled)?,
-            ))
-        })
-        .await;
-        let (appeared, decided) = match remembered {
-            Ok(Ok(remembered)) => remembered,
-            // Without the records, a rule counts from now and load decides afresh: never a wrong bound.
-            Ok(Err(store_error)) => {
-                error!(%store_error, "cannot read the scaling records");
-                Default::default()
-            }
-            Err(task_error) => {
-                error!(%task_error, "cannot read the scaling records");
-                Default::default()
-            }
-        };
-        let since =
-            |app: &str| appeared.get(app).and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms)).unwrap_or(now);
-        let scaling = scaling::put_in_force(desired, since, now);
-        let mut targets = BTreeMap::new();
-        for app in desired.apps.values_mut() {
-            let Some(mut target) = cpu_target(app) else { continue };
-            if let Some(replicas) = decided.get(&app.name) {
-                app.replicas = (*replicas).clamp(target.bounds.0, target.bounds.1);
-            }
-            target.replicas = app.replicas;
-            targets.insert(app.name.clone(), target);
-        }
-        {
-            let mut autoscale = self.autoscale.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            autoscale.scalers.retain(|app, _| targets.contains_key(app));
-            autoscale.targets = targets;
-        }
-        self.arm_schedule_timer(scaling::next_boundary(&scaling), now);
-        *self.scaling.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = scaling;
-    }
-
-    /// One round of the CPU autoscaler: samples the load of the apps it scales and, when a count should change,
-    /// remembers the decision and reconciles.
-    pub(super) async fn sample_load(self: &Arc<Self>, daemon: &Daemon) {
-        let targets = self.autoscale.lock().unwrap_or_else(std::sync::PoisonError::into_inner).targets.clone();
-        if targets.is_empty() || !self.is_listed() {
-            return;
-        }
-        let loads = match daemon.backend().await {
-            Ok(backend) => backend.metrics(&self.environment(&self.project())).await,
-            Err(error) => Err(error),
-        };
-        let loads = match loads {
-            Ok(loads) => loads,
-            Err(error) => {
-                warn!(env = %self.name, %error, "cannot sample the load of the autoscaled apps");
-                return;
-            }
-        };
-        // On Kubernetes the HorizontalPodAutoscaler that the backend writes decides; the load is for the pages.
-        if daemon.settings.backend != BackendKind::Docker {
-            self.record_loads(&targets, &loads);
-            return;
-        }
-        let changed = self.decide(&targets, &loads);
-        for (app, from, decision) in &changed {
-            let direction = if decision.replicas > *from { "up" } else { "down" };
-            info!(
-                env = %self.name, app, from, to = decision.replicas, reason = ?decision.reason,
-                utilisation_percent = decision.utilisation_percent, "the autoscaler changes the replicas"
-            );
-            daemon
-                .metrics
-                .autoscale_changes
-                .get_or_create(&ScaleLabels {
-                    env: self.name.clone(),
-                    app: app.clone(),
-                    direction: direction.to_owned(),
-                })
-                .inc();
-            let (store, env, app, replicas) =
-                (Arc::clone(&daemon.store), self.name.clone(), app.clone(), decision.replicas);
-            let stored =
-                tokio::task::spawn_blocking(move || store.record_autoscale_decision(&env, &app, replicas, now_ms()))
-                    .await;
-            if !matches!(stored, Ok(Ok(()))) {
-                error!(env = %self.name, "cannot store the autoscaler's decision; it holds until railyard restarts");
-            }
-        }
-        if !changed.is_empty() {
-            self.trigger.fire(Trigger::Autoscale);
-        }
-    }
-
-    /// Keeps this round's loads for the apps' charts.
-    fn record_loads(&self, targets: &BTreeMap<String, CpuTarget>, loads: &[AppLoad]) {
-        let mut histories = self.histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (app, target) in targets {
-            if let Some(history) = histories.get_mut(app) {
-                history.record_load(now_ms(), target.replicas, utilisation(loads, app, target));
-            }
-        }
-    }
-
-    /// The autoscaler's decisions for this round's loads: each app whose count changes, from what to what.
-    fn decide(&self, targets: &BTreeMap<String, CpuTarget>, loads: &[AppLoad]) -> Vec<(String, u32, Decision)> {
-        let now = Instant::now();
-        let mut autoscale = self.autoscale.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut changed = Vec::new();
-        for (app, target) in targets {
-            let utilisation = utilisation(loads, app, target);
-            let scaler = autoscale.scalers.entry(app.clone()).or_default();
-            let decision =
-                scaler.decide(now, target.replicas, utilisation, target.target_percent, target.bounds, &target.pace);
-            if let Some(history) = self.histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(app)
-            {
-                history.record_load(now_ms(), target.replicas, utilisation);
-            }
-            if decision.replicas != target.replicas {
-                autoscale.changes.insert(app.clone(), (target.replicas, decision));
-                if let Some(known) = autoscale.targets.get_mut(app) {
-                    known.replicas = decision.replicas;
-                }
-                changed.push((app.clone(), target.replicas, decision));
-            }
-        }
-        changed
-    }
-
-    /// The last day of `app`, for its page.
-    pub fn app_history(&self, app: &str) -> Option<AppHistory> {
-        self.histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(app).cloned()
-    }
-
-    /// Records the replica count each app runs at from this reconcile on; apps gone from the config are forgotten.
-    fn note_replicas(&self, desired: &model::DesiredState, trigger: Trigger) {
-        let now = now_ms();
-        let mut histories = self.histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        histories.retain(|app, _| desired.apps.contains_key(app));
-        for app in desired.apps.values() {
-            histories.entry(app.name.clone()).or_default().record_replicas(now, app.replicas, trigger.as_str());
-        }
-    }
-
-    /// What made a scaling reconcile change the replicas, for its history entry.
-    fn scaling_figures(&self, trigger: Trigger) -> Option<String> {
-        let figures: Vec<String> = match trigger {
-            Trigger::Autoscale => {
-                let autoscale = self.autoscale.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                autoscale
-                    .changes
-                    .iter()
-                    .map(|(app, (from, decision))| {
-                        let load = decision
-                            .utilisation_percent
-                            .map_or_else(|| "no load".to_owned(), |u| format!("CPU {u:.0}%"));
-                        format!("{app}: {load} of its target, {from} → {} ({:?})", decision.replicas, decision.reason)
-                    })
-                    .collect()
-            }
-            Trigger::Schedule => {
-                let scaling = self.scaling.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                scaling
-                    .iter()
-                    .map(|app| {
-                        let by =
-                            app.set_by.as_deref().map_or_else(|| "its rule".to_owned(), |cron| format!("`{cron}`"));
-                        format!("{}: bounds {}–{} from {by}", app.app, app.bounds.min, app.bounds.max)
-                    })
-                    .collect()
-            }
-            _ => return None,
-        };
-        (!figures.is_empty()).then(|| figures.join("; "))
-    }
-
-    fn arm_schedule_timer(
-        self: &Arc<Self>,
-        next: Option<chrono::DateTime<chrono::Utc>>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) {
-        let mut timer = self.schedule_timer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(previous) = timer.take() {
-            previous.abort();
-        }
-        let Some(next) = next else { return };
-        let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
-        let env = Arc::downgrade(self);
-        *timer = Some(tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            if let Some(env) = env.upgrade() {
-                env.trigger.fire(Trigger::Schedule);
-            }
-        }));
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn conclude(
         &self,
@@ -1298,21 +1073,4 @@ impl Progress for LogProgress {
         let (kind, step, subject) = (event.kind.as_str(), event.step.name(), event.step.subject().unwrap_or_default());
         info!(kind, name = %event.name, step, subject, "{}", event.step);
     }
-}
-
-/// What the CPU autoscaler needs of `app`, when its rule has a CPU target and the app says how much CPU it asks for.
-fn cpu_target(app: &model::AppSpec) -> Option<CpuTarget> {
-    let rule = app.autoscale.as_ref()?;
-    Some(CpuTarget {
-        target_percent: rule.target_cpu_percent?,
-        cpu_millis: app.container.cpu_millis?,
-        bounds: (rule.min, rule.max.max(rule.min)),
-        pace: rule.behavior,
-        replicas: app.replicas,
-    })
-}
-
-/// `app`'s load as a share of what it asks for: the backends report percent of one CPU.
-fn utilisation(loads: &[AppLoad], app: &str, target: &CpuTarget) -> Option<f64> {
-    loads.iter().find(|load| load.app == app).map(|load| load.cpu_percent * 1000.0 / target.cpu_millis.max(1) as f64)
 }
