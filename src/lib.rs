@@ -23,3 +23,4 @@ pub mod server;
 pub mod settings;
 pub mod source;
 pub mod store;
+pub mod windows;

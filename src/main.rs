@@ -474,7 +474,7 @@ struct ServeArgs {
     notifications: Vec<railyard::notify::Target>,
     /// Sync windows (settings file only: a commit cannot lift them).
     #[arg(skip)]
-    sync_windows: Vec<railyard::daemon::windows::SyncWindowSetting>,
+    sync_windows: Vec<railyard::windows::SyncWindowSetting>,
     /// The settings file's age identities for SOPS secrets, per scope.
     #[arg(skip)]
     sops_keys: SopsKeys,

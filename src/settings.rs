@@ -110,7 +110,7 @@ pub struct Settings {
     /// Where to post notifications (sync succeeded, failed, rolled back; preview up, torn down).
     pub notifications: Option<Vec<crate::notify::Target>>,
     /// When automatic syncs may run, as Argo CD's sync windows; deny wins over allow.
-    pub sync_windows: Option<Vec<crate::daemon::windows::SyncWindowSetting>>,
+    pub sync_windows: Option<Vec<crate::windows::SyncWindowSetting>>,
     /// An age key file for SOPS-encrypted secrets in the repository, after SOPS_AGE_KEY_FILE, SOPS_AGE_KEY and
     /// ~/.config/sops/age/keys.txt; the same as `sops.identities.default`.
     pub sops_age_key_file: Option<PathBuf>,

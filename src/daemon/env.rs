@@ -66,7 +66,7 @@ pub struct EnvState {
     pub against_production: Option<super::previews::AgainstProduction>,
     /// What the sync windows say, when any is set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sync_window: Option<super::windows::WindowState>,
+    pub sync_window: Option<crate::windows::WindowState>,
     /// Why the pending plan waits for a sync window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_for_window: Option<String>,
@@ -497,7 +497,7 @@ impl EnvHandle {
             return None;
         }
         let now = chrono::Utc::now();
-        let verdict = super::windows::evaluate(windows, &self.name, now);
+        let verdict = crate::windows::evaluate(windows, &self.name, now);
         daemon
             .metrics
             .sync_window_open
@@ -514,7 +514,7 @@ impl EnvHandle {
         );
         if let Some(at) = verdict.next_sync_allowed {
             let env = Arc::clone(self);
-            let wait = super::windows::until(at, now) + Duration::from_millis(50);
+            let wait = crate::windows::until(at, now) + Duration::from_millis(50);
             let timer = tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 env.trigger.fire(Trigger::Poll);

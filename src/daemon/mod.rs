@@ -12,7 +12,6 @@ pub mod rollback;
 mod status;
 pub mod supervise;
 pub mod trigger;
-pub mod windows;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,7 +62,7 @@ pub struct DaemonSettings {
     /// Where notifications go (the settings file's `notifications`).
     pub notifications: Vec<crate::notify::Target>,
     /// When automatic syncs may run (the settings file's `syncWindows`).
-    pub sync_windows: Vec<windows::SyncWindow>,
+    pub sync_windows: Vec<crate::windows::SyncWindow>,
 }
 
 impl std::fmt::Debug for dyn crate::previews::PullRequestSource {
