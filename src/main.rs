@@ -19,7 +19,7 @@ use railyard::model::{self, Config, Environment, schema};
 use railyard::pipeline;
 use railyard::plan::render;
 use railyard::proxy::{CaddySettings, UpstreamMode};
-use railyard::secrets::{SecretScope, SecretStore, SopsKeys};
+use railyard::secrets::{SecretStore, SopsKeys};
 use railyard::server::ServerState;
 use railyard::settings::{FileSecrets, SecretSetting, Settings};
 use railyard::source::{self, GitSource, Source};
@@ -270,9 +270,7 @@ impl Target {
         if let Some(path) = &self.settings {
             store.keys = Settings::load(path)?.sops_keys();
         }
-        let shared = config.project.doc.previews.as_ref().is_some_and(|previews| previews.share_secrets);
-        let scope = SecretScope::of(env, env_branch, &self.branch);
-        Ok(store.scoped(env, scope, shared).with_repo_files(files)?)
+        Ok(store.for_environment(config, env, env_branch, &self.branch, files)?)
     }
 }
 
@@ -874,8 +872,7 @@ async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::In
             return Ok(match model::load(&files) {
                 Ok(config) => {
                     let environment = environment_named(&config, &config, &branch, &env)?;
-                    let listed = config.environments(&branch).into_iter().find(|listed| listed.name == env);
-                    let env_branch = listed.map_or(branch.clone(), |listed| listed.branch);
+                    let env_branch = branch_of(&config, &branch, &env);
                     Ok((config, environment, None, files, env_branch))
                 }
                 Err(invalid) => Err(invalid),
@@ -888,8 +885,7 @@ async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::In
             Ok(tracked) => tracked,
             Err(invalid) => return Ok(Err(invalid)),
         };
-        let listed = tracked.environments(&branch).into_iter().find(|listed| listed.name == env);
-        let env_branch = listed.map_or(branch.clone(), |listed| listed.branch);
+        let env_branch = branch_of(&tracked, &branch, &env);
         let fetched = source.read_branch(&snapshot, &env_branch)?;
         Ok(match model::load(&fetched.files) {
             Ok(config) => {
@@ -902,6 +898,13 @@ async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::In
     })
     .await
     .context("reading the repository failed")?
+}
+
+/// The branch environment `env` follows by the list of `tracked` (production follows `branch`); a preview, not
+/// listed, is read at `branch`.
+fn branch_of(tracked: &Config, branch: &str, env: &str) -> String {
+    let listed = tracked.environments(branch).into_iter().find(|listed| listed.name == env);
+    listed.map_or_else(|| branch.to_owned(), |listed| listed.branch)
 }
 
 /// The environment called `name`: one the tracked config lists, or a preview.

@@ -608,9 +608,7 @@ impl Daemon {
         env_branch: &str,
         files: &[crate::model::RepoFile],
     ) -> Result<SecretStore, crate::secrets::sops::SopsError> {
-        let shared = config.project.doc.previews.as_ref().is_some_and(|previews| previews.share_secrets);
-        let scope = crate::secrets::SecretScope::of(env, env_branch, &self.settings.branch);
-        self.settings.secrets.scoped(env, scope, shared).with_repo_files(files)
+        self.settings.secrets.for_environment(config, env, env_branch, &self.settings.branch, files)
     }
 
     /// Forgets a destroyed environment.

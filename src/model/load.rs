@@ -34,8 +34,13 @@ impl Default for ReadBudget {
 }
 
 impl ReadBudget {
-    /// Takes one file of `bytes` bytes; the error says which limit the commit went over and what to do.
-    pub fn take(&mut self, bytes: u64) -> Result<(), String> {
+    /// Takes one file as the source read it (only bytes read count); the error says which limit the commit went
+    /// over and what to do.
+    pub fn take(&mut self, content: &FileContent) -> Result<(), String> {
+        let bytes = match content {
+            FileContent::Bytes(bytes) => bytes.len() as u64,
+            FileContent::TooLarge { .. } | FileContent::Rejected { .. } => 0,
+        };
         self.files = self.files.checked_sub(1).ok_or_else(|| {
             format!(
                 "the commit holds more than {MAX_CONFIG_FILES} config files (*.yaml, *.yml); railyard reads at most \

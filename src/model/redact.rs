@@ -55,10 +55,10 @@ impl DigestKey {
     /// A stable digest of a secret value under this key, e.g. `hmac-sha256:4f1c…`, so diffs show that it changed
     /// without showing it.
     pub fn digest(&self, value: &str) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else { return "hmac-sha256:?".to_owned() };
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else { return format!("{DIGEST_PREFIX}?") };
         mac.update(value.as_bytes());
         let hex = hex::encode(mac.finalize().into_bytes());
-        format!("hmac-sha256:{}", &hex[..SHOWN_HEX])
+        format!("{DIGEST_PREFIX}{}", &hex[..SHOWN_HEX])
     }
 }
 

@@ -35,36 +35,6 @@ pub struct Plan {
     pub platform: crate::model::desired::PlatformSettings,
 }
 
-impl Plan {
-    /// This plan as a pull request may see it: no digest made with any key (secret values are references or
-    /// `<redacted>`, and whether they change shows only as the change itself), so that a pull request's plan cannot
-    /// serve as an oracle for guessing production's values. Never executed.
-    pub fn without_digests(&self) -> Plan {
-        use crate::model::redact::strip_digests;
-        let strip_all = |texts: &[String]| texts.iter().map(|text| strip_digests(text)).collect::<Vec<_>>();
-        let apps = self
-            .apps
-            .iter()
-            .map(|action| Action {
-                desired: action.desired.as_ref().map(AppSpec::without_digests),
-                diff: action.diff.as_deref().map(strip_digests),
-                notes: strip_all(&action.notes),
-                ..action.clone()
-            })
-            .collect();
-        let domains = self
-            .domains
-            .iter()
-            .map(|action| Action {
-                diff: action.diff.as_deref().map(strip_digests),
-                notes: strip_all(&action.notes),
-                ..action.clone()
-            })
-            .collect();
-        Plan { apps, domains, warnings: strip_all(&self.warnings), ..self.clone() }
-    }
-}
-
 /// What to do to one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action<S> {
@@ -222,6 +192,34 @@ impl std::fmt::Display for Summary {
 impl Plan {
     pub fn has_changes(&self) -> bool {
         self.summary.changes() > 0
+    }
+
+    /// This plan as a pull request may see it: no digest made with any key (secret values are references or
+    /// `<redacted>`, and whether they change shows only as the change itself), so that a pull request's plan cannot
+    /// serve as an oracle for guessing production's values. Never executed.
+    pub fn without_digests(&self) -> Plan {
+        use crate::model::redact::strip_digests;
+        let strip_all = |texts: &[String]| texts.iter().map(|text| strip_digests(text)).collect::<Vec<_>>();
+        let apps = self
+            .apps
+            .iter()
+            .map(|action| Action {
+                desired: action.desired.as_ref().map(AppSpec::without_digests),
+                diff: action.diff.as_deref().map(strip_digests),
+                notes: strip_all(&action.notes),
+                ..action.clone()
+            })
+            .collect();
+        let domains = self
+            .domains
+            .iter()
+            .map(|action| Action {
+                diff: action.diff.as_deref().map(strip_digests),
+                notes: strip_all(&action.notes),
+                ..action.clone()
+            })
+            .collect();
+        Plan { apps, domains, warnings: strip_all(&self.warnings), ..self.clone() }
     }
 }
 

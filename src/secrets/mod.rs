@@ -167,6 +167,22 @@ impl SecretStore {
         }
     }
 
+    /// The store environment `env` reads at its commit, as the daemon and the CLI both give it: `config` is the
+    /// environment's config under the tracked branch's policy (whose `previews.shareSecrets` decides a preview's
+    /// secrets directory), `env_branch` what it follows, `tracked_branch` what production follows, `files` the
+    /// commit's files (for its SOPS secrets).
+    pub fn for_environment(
+        &self,
+        config: &crate::model::Config,
+        env: &crate::model::Environment,
+        env_branch: &str,
+        tracked_branch: &str,
+        files: &[crate::model::RepoFile],
+    ) -> Result<SecretStore, sops::SopsError> {
+        let shared = config.project.doc.previews.as_ref().is_some_and(|previews| previews.share_secrets);
+        self.scoped(env, SecretScope::of(env, env_branch, tracked_branch), shared).with_repo_files(files)
+    }
+
     /// This store with the SOPS files of `files` that serve its scope decrypted on top: `secrets/*.sops.yaml` and the
     /// files a `.sops.yaml` creation rule names, then `secrets/<env>/` (a preview: `secrets/previews/` only). Only
     /// the scope's identity opens them; a file it cannot open, or a symlink under `secrets/`, is an error naming the
@@ -201,7 +217,7 @@ impl SecretStore {
         let named_by_rules = if previews { Vec::new() } else { sops::creation_rule_patterns(files) };
         let mut serving: Vec<(u8, &crate::model::RepoFile)> = Vec::new();
         for file in files {
-            let Some(rest) = file.path.strip_prefix("secrets/") else {
+            let Some(rest) = file.path.strip_prefix(crate::model::SECRETS_DIR) else {
                 let is_sops = matches!(&file.content, crate::model::FileContent::Bytes(bytes)
                     if sops::is_sops_document(&String::from_utf8_lossy(bytes)));
                 if is_sops && named_by_rules.iter().any(|rule| rule.is_match(&file.path)) {

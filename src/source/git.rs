@@ -345,11 +345,7 @@ impl GitSource {
         let mut files = Vec::new();
         for entry in entries.iter().filter(|entry| is_config_file(&entry.path)) {
             let content = file_content(repo, entry, &entries);
-            let size = match &content {
-                FileContent::Bytes(bytes) => bytes.len() as u64,
-                _ => 0,
-            };
-            budget.take(size).map_err(read_error)?;
+            budget.take(&content).map_err(read_error)?;
             files.push(RepoFile { path: entry.path.clone(), content });
         }
         Ok(Fetched { commit: info, files })

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::SourceError;
-use crate::model::{FileContent, MAX_FILE_BYTES, RepoFile};
+use crate::model::{FileContent, MAX_FILE_BYTES, ReadBudget, RepoFile};
 
 /// Every config file under `root`, sorted by path. Files that cannot be used (too large, a symlink leaving the
 /// repository) are returned with the reason, so validation reports them with everything else.
@@ -16,23 +16,32 @@ pub fn read_dir(root: &Path) -> Result<Vec<RepoFile>, SourceError> {
         return Err(SourceError::NotADirectory { path: root.to_owned() });
     }
     let mut files = Vec::new();
-    walk(&canonical_root, &canonical_root, &mut files).map_err(unreadable)?;
-    files.sort_by(|a, b| a.path.cmp(&b.path));
     let mut budget = crate::model::ReadBudget::default();
-    for file in &files {
-        let size = match &file.content {
-            FileContent::Bytes(bytes) => bytes.len() as u64,
-            _ => 0,
-        };
-        budget.take(size).map_err(|reason| SourceError::TooLarge { path: root.to_owned(), reason })?;
-    }
+    walk(&canonical_root, &canonical_root, &mut files, &mut budget).map_err(|stop| match stop {
+        WalkStop::Io(reason) => unreadable(reason),
+        WalkStop::Budget(reason) => SourceError::TooLarge { path: root.to_owned(), reason },
+    })?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+/// Why a walk stopped: the directory could not be read, or it holds more than a commit may.
+enum WalkStop {
+    Io(std::io::Error),
+    Budget(String),
+}
+
+impl From<std::io::Error> for WalkStop {
+    fn from(error: std::io::Error) -> Self {
+        WalkStop::Io(error)
+    }
 }
 
 /// sops's configuration file, read from the repository's root.
 pub const SOPS_CONFIG: &str = ".sops.yaml";
 
-fn walk(root: &Path, dir: &Path, files: &mut Vec<RepoFile>) -> std::io::Result<()> {
+/// Reads the config files under `dir` into `files`, each taken from `budget` as it is read.
+fn walk(root: &Path, dir: &Path, files: &mut Vec<RepoFile>, budget: &mut ReadBudget) -> Result<(), WalkStop> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -44,12 +53,11 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<RepoFile>) -> std::io::Result<(
         let path = entry.path();
         let file_type = entry.file_type()?;
         if file_type.is_dir() {
-            walk(root, &path, files)?;
+            walk(root, &path, files, budget)?;
         } else if is_config_file(&name) {
-            files.push(RepoFile {
-                path: relative(root, &path),
-                content: read_config_file(root, &path, file_type.is_symlink()),
-            });
+            let content = read_config_file(root, &path, file_type.is_symlink());
+            budget.take(&content).map_err(WalkStop::Budget)?;
+            files.push(RepoFile { path: relative(root, &path), content });
         }
     }
     Ok(())
