@@ -168,7 +168,8 @@ impl Drop for TestProject {
 
 /// A few rounds of [`remove_project_objects`]: a daemon that was stopped mid-apply may still be detaching.
 fn remove_project(name: &str) {
-    for _ in 0..5 {
+    // Up to 10 s: under load the engine may still hold a network for a container it is removing.
+    for _ in 0..20 {
         if remove_project_objects(name) {
             return;
         }
