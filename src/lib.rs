@@ -12,6 +12,7 @@ pub mod forge;
 pub mod model;
 pub mod notify;
 pub mod outbound;
+pub mod outcome;
 pub mod pipeline;
 pub mod plan;
 pub mod previews;

@@ -1193,6 +1193,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .enumerate()
             .map(|(index, window)| window.compile(index + 1))
             .collect::<Result<_, _>>()?,
+        clock: railyard::clock::Clock::System,
     };
     let daemon = Daemon::new(settings, store);
     let listener = tokio::net::TcpListener::bind(&args.listen)

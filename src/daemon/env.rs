@@ -9,26 +9,28 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::fetch::FetchFailed;
+use super::gate::{self, Decision, Facts, FollowUp, Held, Reconciled, Wait};
 use super::status::{app_statuses, overall_health};
 use super::trigger::{Backoff, Coalescer, Taken, Trigger};
 use super::{AppStatus, Daemon, DaemonSettings, Health, Policy, SyncStatus, WorkerState, now_ms, read, write};
-use crate::backend::{ActionResult, BackendError, BackendKind, Progress};
+use crate::backend::{BackendError, BackendKind, Progress};
 use crate::model::kinds::SyncPolicy;
 use crate::model::{self, Diagnostic, Environment, HostConflict, ListedEnvironment, Observed};
+use crate::outcome::SyncOutcome;
 use crate::pipeline::{self, PipelineError};
 use crate::plan::Plan;
 use crate::scaling::AppScaling;
 use crate::scaling::history::AppHistory;
-use crate::source::{CommitInfo, short_sha};
-use crate::store::SyncRecord;
+use crate::source::{CommitInfo, Fetched, short_sha};
 
+mod record;
 mod scaling_loop;
 use scaling_loop::AutoscaleState;
 
@@ -121,6 +123,23 @@ struct Listing {
     project: String,
 }
 
+/// The commit a reconcile runs, and the branch's head while a rollback pins the environment elsewhere.
+struct ReadCommit {
+    fetched: Fetched,
+    head: Option<Fetched>,
+    /// The pinned commit and since when.
+    pin: Option<(String, i64)>,
+}
+
+/// One reconcile past its plan: what the gate's decision is performed on.
+struct Run<'a> {
+    daemon: &'a Daemon,
+    trigger: Trigger,
+    started_ms: i64,
+    commit: &'a CommitInfo,
+    prepared: &'a pipeline::Prepared,
+}
+
 /// One environment: its trigger, its state and its worker.
 pub struct EnvHandle {
     pub name: String,
@@ -147,51 +166,6 @@ pub struct EnvHandle {
     autoscale: std::sync::Mutex<AutoscaleState>,
     /// Each app's replicas and load over the last day, for its page.
     histories: std::sync::Mutex<BTreeMap<String, AppHistory>>,
-}
-
-/// A rolled-back commit that is not applied again until something new happens.
-#[derive(Debug, Clone)]
-struct Held {
-    commit: String,
-    reason: String,
-    /// Retries of the Project's `sync.retry` used so far.
-    retries: u32,
-    /// When the next retry may apply, if the policy allows one.
-    retry_at: Option<Instant>,
-}
-
-/// How a reconcile ended, for metrics and retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Unchanged,
-    Applied,
-    Pending,
-    Invalid,
-    Failed,
-    /// The update was rolled back and is held.
-    RolledBack,
-    /// A rolled-back commit was left alone.
-    Held,
-    /// Stopped by shutdown.
-    Interrupted,
-    /// Torn down after its removal from the list.
-    Destroyed,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Unchanged => "unchanged",
-            Outcome::Applied => "applied",
-            Outcome::Pending => "pending",
-            Outcome::Invalid => "invalid",
-            Outcome::Failed => "failed",
-            Outcome::RolledBack => "rolled-back",
-            Outcome::Held => "held",
-            Outcome::Interrupted => "interrupted",
-            Outcome::Destroyed => "destroyed",
-        }
-    }
 }
 
 impl EnvHandle {
@@ -382,21 +356,8 @@ impl EnvHandle {
             state.sync_status = SyncStatus::Error;
             state.error = Some(reason.clone());
         });
-        let state = self.state();
-        let now = now_ms();
-        let record = SyncRecord {
-            id: 0,
-            env: self.name.clone(),
-            commit_sha: state.commit.as_ref().map(|c| c.sha.clone()),
-            commit_summary: state.commit.as_ref().map(|c| c.summary.clone()),
-            trigger: "panic".to_owned(),
-            started_ms: now,
-            finished_ms: now,
-            outcome: "failed".to_owned(),
-            summary: "the reconcile panicked".to_owned(),
-            diff: String::new(),
-            error: Some(reason),
-        };
+        let record =
+            self.removal_record(Trigger::Panic, now_ms(), SyncOutcome::Failed, "the reconcile panicked", Some(reason));
         let daemon = Arc::clone(daemon);
         tokio::spawn(async move { daemon.record(record).await });
         self.trigger.fire(Trigger::Retry);
@@ -410,36 +371,30 @@ impl EnvHandle {
             trigger = taken.trigger.as_str(),
             commit = tracing::field::Empty
         );
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let started_ms = now_ms();
-        let outcome = if self.is_listed() {
+        let reconciled = if self.is_listed() {
             self.reconcile_steps(daemon, taken, started_ms).instrument(span).await
         } else {
             self.destroy_steps(daemon, taken.trigger, started_ms).instrument(span).await
         };
-        daemon.metrics.count_reconcile(&self.name, outcome.as_str(), started.elapsed().as_secs_f64());
-        daemon.report_preview(self, outcome == Outcome::Destroyed);
-        self.notify(daemon, outcome);
-        match outcome {
-            Outcome::Failed => self.schedule_retry(),
-            Outcome::Interrupted | Outcome::Held | Outcome::Destroyed => {}
-            Outcome::RolledBack => {
+        daemon.metrics.count_reconcile(&self.name, reconciled.as_str(), started.elapsed().as_secs_f64());
+        daemon.report_preview(self, reconciled == Reconciled::Destroyed);
+        self.notify(daemon, reconciled);
+        let held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match gate::follow_up(reconciled, held.as_ref()) {
+            FollowUp::RetryWithBackoff => self.schedule_retry(),
+            FollowUp::Reset { retry_at } => {
                 self.backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reset();
-                let retry_at = self
-                    .held
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .as_ref()
-                    .and_then(|h| h.retry_at);
                 if let Some(retry_at) = retry_at {
                     let env = Arc::clone(self);
                     tokio::spawn(async move {
-                        tokio::time::sleep_until(retry_at.into()).await;
+                        tokio::time::sleep_until(retry_at).await;
                         env.trigger.fire(Trigger::Retry);
                     });
                 }
             }
-            _ => self.backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reset(),
+            FollowUp::Nothing => {}
         }
     }
 
@@ -489,58 +444,16 @@ impl EnvHandle {
         Ok(prepared.plan)
     }
 
-    /// Why the sync windows hold this sync back, if they do; shows what they say and, while automatic syncs wait,
-    /// arms a reconcile for when they may run.
-    fn closed_window(self: &Arc<Self>, daemon: &Daemon, trigger: Trigger) -> Option<String> {
-        let windows = &daemon.settings.sync_windows;
-        if windows.is_empty() {
-            return None;
-        }
-        let now = chrono::Utc::now();
-        let verdict = crate::windows::evaluate(windows, &self.name, now);
-        daemon
-            .metrics
-            .sync_window_open
-            .get_or_create(&super::metrics::EnvLabels { env: self.name.clone() })
-            .set(i64::from(verdict.auto_sync_allowed));
-        self.update(|state| state.sync_window = Some(verdict.clone()));
-        let manual = trigger == Trigger::Api;
-        if (manual && verdict.manual_sync_allowed) || (!manual && verdict.auto_sync_allowed) {
-            return None;
-        }
-        let opens = verdict.next_sync_allowed.map_or_else(
-            || "no allow window opens again".to_owned(),
-            |at| format!("opens at {}", at.format("%Y-%m-%d %H:%M:%S UTC")),
-        );
-        if let Some(at) = verdict.next_sync_allowed {
-            let env = Arc::clone(self);
-            let wait = crate::windows::until(at, now) + Duration::from_millis(50);
-            let timer = tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                env.trigger.fire(Trigger::Poll);
-            });
-            let previous = self.window_timer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(timer);
-            if let Some(previous) = previous {
-                previous.abort();
-            }
-        }
-        Some(if manual {
-            format!("a sync window blocks manual syncs (its manualSync is false); automatic syncs {opens}")
-        } else {
-            format!("waiting for sync window, {opens}")
-        })
-    }
-
     /// Tells the notification targets what a reconcile did, when it did something worth telling.
-    fn notify(&self, daemon: &Daemon, outcome: Outcome) {
+    fn notify(&self, daemon: &Daemon, reconciled: Reconciled) {
         use crate::notify::{Event, EventKind};
         let preview = super::previews::is_preview(&self.name);
-        let kind = match outcome {
-            Outcome::Applied if preview => EventKind::PreviewUp,
-            Outcome::Applied => EventKind::SyncSucceeded,
-            Outcome::Failed => EventKind::SyncFailed,
-            Outcome::RolledBack => EventKind::RolledBack,
-            Outcome::Destroyed if preview => EventKind::PreviewTornDown,
+        let kind = match reconciled {
+            Reconciled::Applied if preview => EventKind::PreviewUp,
+            Reconciled::Applied => EventKind::SyncSucceeded,
+            Reconciled::Failed => EventKind::SyncFailed,
+            Reconciled::RolledBack => EventKind::RolledBack,
+            Reconciled::Destroyed if preview => EventKind::PreviewTornDown,
             _ => return,
         };
         let state = self.state();
@@ -586,33 +499,20 @@ impl EnvHandle {
         Ok(own.under_policy_of(&tracked))
     }
 
-    async fn reconcile_steps(self: &Arc<Self>, daemon: &Arc<Daemon>, taken: Taken, started_ms: i64) -> Outcome {
-        let Some(branch) = self.branch() else { return Outcome::Unchanged };
-        let fetched = tokio::select! {
-            biased;
-            () = daemon.stopped() => return Outcome::Interrupted,
-            fetched = daemon.fetch_branch(taken, &branch) => fetched,
+    /// Reads the commit to run, builds its desired state, plans it, lets the gate decide and performs the decision.
+    async fn reconcile_steps(self: &Arc<Self>, daemon: &Arc<Daemon>, taken: Taken, started_ms: i64) -> Reconciled {
+        let Some(branch) = self.branch() else { return Reconciled::Unchanged };
+        let read = match self.read_commit(daemon, taken, &branch).await {
+            Ok(read) => read,
+            Err(reconciled) => return reconciled,
         };
-        let fetched = match fetched {
-            Ok(fetched) => fetched,
-            Err(error) => return self.fail(error.into()),
-        };
-        // Pinned by a rollback: the pinned commit runs; the branch's head is only planned, below.
-        let pin = daemon.store.pin_of(&self.name).ok().flatten();
-        let (fetched, head) = match &pin {
-            Some((sha, _)) if *sha != fetched.commit.sha => match daemon.read_sha(sha).await {
-                Ok(pinned) => (pinned, Some(fetched)),
-                Err(error) => return self.fail(ReconcileError::Pin(error.to_string())),
-            },
-            _ => (fetched, None),
-        };
-        let commit = fetched.commit;
+        let commit = read.fetched.commit.clone();
         tracing::Span::current().record("commit", short_sha(&commit.sha));
         // A pull request's code runs only at the commit its label approved, whatever woke this worker.
         if let Some(reason) = daemon.preview_unapproved(&self.name, &commit.sha) {
             return self.fail(ReconcileError::Unapproved(reason));
         }
-        let config = match model::load(&fetched.files) {
+        let config = match model::load(&read.fetched.files) {
             Ok(config) => config,
             Err(invalid) => return self.invalid(daemon, taken.trigger, started_ms, commit, invalid.0).await,
         };
@@ -621,9 +521,69 @@ impl EnvHandle {
             Err(error) => return self.fail(error),
         };
         let policy = Policy::of(&config, daemon.settings.sync);
+        let prepared = match self.prepare(daemon, taken, &config, &policy, &read, &branch).await {
+            Ok(prepared) => prepared,
+            Err(error) => return self.fail(error),
+        };
+        let pinned = read.pin.map(|(sha, since_ms)| {
+            let head_plan = read.head.as_ref().map(|head| self.head_plan(daemon, head, &prepared.observed));
+            super::rollback::PinView { commit: sha, since_ms, head: read.head.map(|head| head.commit), head_plan }
+        });
+        self.update(|state| state.pinned = pinned);
+        let window = self.window_state(daemon);
+        let gate = {
+            let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let gate = gate::decide(&Facts {
+                trigger: taken.trigger,
+                commit: &commit.sha,
+                has_changes: prepared.plan.has_changes(),
+                missing_secrets: !prepared.missing_secrets.is_empty(),
+                held: held.as_ref(),
+                window: window.as_ref(),
+                sync: policy.sync,
+                now: tokio::time::Instant::now(),
+            });
+            held.clone_from(&gate.held);
+            gate
+        };
+        let run = Run { daemon, trigger: taken.trigger, started_ms, commit: &commit, prepared: &prepared };
+        self.perform(run, gate.decision, policy.retry).await
+    }
+
+    /// The commit to run: the branch's head, or the commit a rollback pinned the environment to (the head is then
+    /// only planned).
+    async fn read_commit(&self, daemon: &Daemon, taken: Taken, branch: &str) -> Result<ReadCommit, Reconciled> {
+        let fetched = tokio::select! {
+            biased;
+            () = daemon.stopped() => return Err(Reconciled::Interrupted),
+            fetched = daemon.fetch_branch(taken, branch) => fetched,
+        };
+        let fetched = fetched.map_err(|error| self.fail(error.into()))?;
+        let pin = daemon.store.pin_of(&self.name).ok().flatten();
+        match &pin {
+            Some((sha, _)) if *sha != fetched.commit.sha => match daemon.read_sha(sha).await {
+                Ok(pinned) => Ok(ReadCommit { fetched: pinned, head: Some(fetched), pin }),
+                Err(error) => Err(self.fail(ReconcileError::Pin(error.to_string()))),
+            },
+            _ => Ok(ReadCommit { fetched, head: None, pin }),
+        }
+    }
+
+    /// The desired state of this environment at the commit (scaling in force, hosts claimed elsewhere dropped),
+    /// what runs, and the plan between them.
+    async fn prepare(
+        self: &Arc<Self>,
+        daemon: &Daemon,
+        taken: Taken,
+        config: &model::Config,
+        policy: &Policy,
+        read: &ReadCommit,
+        branch: &str,
+    ) -> Result<pipeline::Prepared, ReconcileError> {
+        let commit = &read.fetched.commit;
         let environment = self.environment(&policy.project);
         if matches!(environment.preview, Some(model::desired::PreviewOf::PullRequest(_))) {
-            let against = daemon.plan_against_production(&config, &commit).await;
+            let against = daemon.plan_against_production(config, commit).await;
             self.update(|state| state.against_production = Some(against));
         }
         let mut desired = config.desired(&environment, Some(&commit.sha));
@@ -640,94 +600,107 @@ impl EnvHandle {
             state.conflicts = conflicts;
             state.pending_destroy = false;
         });
+        let backend = daemon.backend().await?;
+        let secrets = daemon
+            .secrets_for(config, &environment, branch, &read.fetched.files)
+            .map_err(|error| ReconcileError::Secrets(error.to_string()))?;
+        Ok(pipeline::prepare(backend.as_ref(), &secrets, desired).await?)
+    }
 
-        let backend = match daemon.backend().await {
-            Ok(backend) => backend,
-            Err(error) => return self.fail(error.into()),
-        };
-        let secrets = match daemon.secrets_for(&config, &environment, &branch, &fetched.files) {
-            Ok(secrets) => secrets,
-            Err(error) => return self.fail(ReconcileError::Secrets(error.to_string())),
-        };
-        let prepared = match pipeline::prepare(backend.as_ref(), &secrets, desired).await {
-            Ok(prepared) => prepared,
-            Err(error) => return self.fail(error.into()),
-        };
-        let pinned = pin.map(|(sha, since_ms)| {
-            let head_plan = head.as_ref().map(|head| self.head_plan(daemon, head, &prepared.observed));
-            super::rollback::PinView { commit: sha, since_ms, head: head.map(|head| head.commit), head_plan }
+    /// What the sync windows say now, shown on the environment and in the metrics; `None` without windows.
+    fn window_state(&self, daemon: &Daemon) -> Option<crate::windows::WindowState> {
+        let windows = &daemon.settings.sync_windows;
+        if windows.is_empty() {
+            return None;
+        }
+        let verdict = crate::windows::evaluate(windows, &self.name, daemon.settings.clock.now());
+        daemon
+            .metrics
+            .sync_window_open
+            .get_or_create(&super::metrics::EnvLabels { env: self.name.clone() })
+            .set(i64::from(verdict.auto_sync_allowed));
+        self.update(|state| state.sync_window = Some(verdict.clone()));
+        Some(verdict)
+    }
+
+    /// Performs what the gate decided.
+    async fn perform(self: &Arc<Self>, run: Run<'_>, decision: Decision, retry: gate::RetryPolicy) -> Reconciled {
+        let plan = &run.prepared.plan;
+        if !matches!(decision, Decision::Wait(Wait::Window { .. })) {
+            self.update(|state| state.waiting_for_window = None);
+        }
+        match decision {
+            Decision::InSync => {
+                self.conclude_prepared(&run, SyncStatus::Synced, None);
+                Reconciled::Unchanged
+            }
+            Decision::MissingSecrets => {
+                let error = PipelineError::MissingSecrets(run.prepared.missing_secrets.clone());
+                self.update(|state| state.plan = Some(plan.clone()));
+                self.fail(error.into())
+            }
+            Decision::Hold { reason } => {
+                info!(summary = %plan.summary, "the update of this commit was rolled back; waiting for a new commit or a manual sync");
+                self.conclude_prepared(&run, SyncStatus::RolledBack, Some(reason));
+                Reconciled::Held
+            }
+            Decision::Wait(Wait::Window { reason, opens }) => {
+                info!(summary = %plan.summary, waiting = %reason, "changes pending; a sync window is closed");
+                if let Some(opens) = opens {
+                    self.arm_window_timer(run.daemon, opens);
+                }
+                self.pending(&run, Some(reason.clone())).await;
+                self.update(|state| state.waiting_for_window = Some(reason));
+                Reconciled::Pending
+            }
+            Decision::Wait(Wait::ManualSync) => {
+                info!(summary = %plan.summary, "changes pending; the sync policy is manual");
+                self.pending(&run, None).await;
+                Reconciled::Pending
+            }
+            Decision::Apply => self.apply(run, retry).await,
+        }
+    }
+
+    /// Records a pending plan once and shows it out of sync.
+    async fn pending(&self, run: &Run<'_>, waiting: Option<String>) {
+        let plan = &run.prepared.plan;
+        let record =
+            self.sync_record(run.trigger, run.started_ms, Some(run.commit), plan, SyncOutcome::Pending, waiting);
+        self.record_once(run.daemon, record).await;
+        self.conclude_prepared(run, SyncStatus::OutOfSync, None);
+    }
+
+    /// Fires a reconcile when the sync windows let automatic syncs run again.
+    fn arm_window_timer(self: &Arc<Self>, daemon: &Daemon, opens: chrono::DateTime<chrono::Utc>) {
+        let env = Arc::clone(self);
+        let wait = crate::windows::until(opens, daemon.settings.clock.now()) + Duration::from_millis(50);
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            env.trigger.fire(Trigger::Poll);
         });
-        self.update(|state| state.pinned = pinned);
-        let plan = &prepared.plan;
-        if !plan.has_changes() {
-            self.conclude(daemon, &commit, SyncStatus::Synced, None, None, &prepared.desired, &prepared.observed, plan);
-            return Outcome::Unchanged;
+        let previous = self.window_timer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(timer);
+        if let Some(previous) = previous {
+            previous.abort();
         }
-        if !prepared.missing_secrets.is_empty() {
-            // As `railyard apply` does: nothing is touched until every secret the commit names can be resolved.
-            let error = PipelineError::MissingSecrets(prepared.missing_secrets.clone());
-            self.update(|state| state.plan = Some(plan.clone()));
-            return self.fail(error.into());
-        }
-        if let Some(reason) = self.hold(taken.trigger, &commit) {
-            info!(summary = %plan.summary, "the update of this commit was rolled back; waiting for a new commit or a manual sync");
-            self.conclude(
-                daemon,
-                &commit,
-                SyncStatus::RolledBack,
-                Some(reason),
-                None,
-                &prepared.desired,
-                &prepared.observed,
-                plan,
-            );
-            return Outcome::Held;
-        }
-        if let Some(waiting) = self.closed_window(daemon, taken.trigger) {
-            info!(summary = %plan.summary, %waiting, "changes pending; a sync window is closed");
-            let record =
-                self.sync_record(taken.trigger, started_ms, Some(&commit), plan, "pending", Some(waiting.clone()));
-            self.record_once(daemon, record).await;
-            self.conclude(
-                daemon,
-                &commit,
-                SyncStatus::OutOfSync,
-                None,
-                None,
-                &prepared.desired,
-                &prepared.observed,
-                plan,
-            );
-            self.update(|state| state.waiting_for_window = Some(waiting));
-            return Outcome::Pending;
-        }
-        self.update(|state| state.waiting_for_window = None);
-        if policy.sync == SyncPolicy::Manual && taken.trigger != Trigger::Api {
-            info!(summary = %plan.summary, "changes pending; the sync policy is manual");
-            let record = self.sync_record(taken.trigger, started_ms, Some(&commit), plan, "pending", None);
-            self.record_once(daemon, record).await;
-            self.conclude(
-                daemon,
-                &commit,
-                SyncStatus::OutOfSync,
-                None,
-                None,
-                &prepared.desired,
-                &prepared.observed,
-                plan,
-            );
-            return Outcome::Pending;
-        }
+    }
 
+    /// Applies the plan, records how it ended and holds a rolled-back commit.
+    async fn apply(self: &Arc<Self>, run: Run<'_>, retry: gate::RetryPolicy) -> Reconciled {
+        let (daemon, plan) = (run.daemon, &run.prepared.plan);
         info!(summary = %plan.summary, "applying");
         self.update(|state| {
             state.plan = Some(plan.clone());
             state.sync_status = SyncStatus::Syncing;
         });
+        let backend = match daemon.backend().await {
+            Ok(backend) => backend,
+            Err(error) => return self.fail(error.into()),
+        };
         let executed = tokio::select! {
             biased;
             () = daemon.stopped() => None,
-            executed = pipeline::execute(backend.as_ref(), &prepared, &LogProgress) => Some(executed),
+            executed = pipeline::execute(backend.as_ref(), run.prepared, &LogProgress) => Some(executed),
         };
         let executed = match executed {
             Some(Ok(executed)) => executed,
@@ -735,56 +708,42 @@ impl EnvHandle {
             None => {
                 warn!("shutting down: the apply in progress stopped; the next start converges");
                 let error = "railyard stopped during the apply; the next start finishes it".to_owned();
-                let record =
-                    self.sync_record(taken.trigger, started_ms, Some(&commit), plan, "interrupted", Some(error));
+                let record = self.sync_record(
+                    run.trigger,
+                    run.started_ms,
+                    Some(run.commit),
+                    plan,
+                    SyncOutcome::Interrupted,
+                    Some(error),
+                );
                 daemon.record(record).await;
-                return Outcome::Interrupted;
+                return Reconciled::Interrupted;
             }
         };
-        let report = &executed.report;
-        let failures: Vec<String> = report
-            .outcomes
-            .iter()
-            .filter_map(|outcome| match &outcome.result {
-                ActionResult::Done => None,
-                ActionResult::RolledBack { reason } => Some(format!("{} rolled back: {reason}", outcome.name)),
-                ActionResult::Failed { error } => Some(format!("{} failed: {error}", outcome.name)),
-                ActionResult::Skipped { reason } => Some(format!("{} skipped: {reason}", outcome.name)),
-            })
-            .collect();
-        let rolled_back = report.outcomes.iter().any(|o| matches!(o.result, ActionResult::RolledBack { .. }));
-        // Only a rollback is held: a plain failure (engine unreachable, proxy down) is worth retrying as it is.
-        let held = rolled_back && !report.outcomes.iter().any(|o| matches!(o.result, ActionResult::Failed { .. }));
-        let label = if failures.is_empty() {
-            "synced"
-        } else if rolled_back {
-            "rolled-back"
-        } else {
-            "failed"
+        let verdict = {
+            let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = tokio::time::Instant::now();
+            let verdict = gate::after_apply(&executed.report, &run.commit.sha, held.as_ref(), retry, &self.name, now);
+            held.clone_from(&verdict.held);
+            verdict
         };
-        let mut error = (!failures.is_empty()).then(|| failures.join("; "));
-        if held {
-            let waiting = self.hold_rolled_back(&commit, error.clone().unwrap_or_default(), policy.retry);
-            error = Some(waiting);
-        } else {
-            *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        }
-        let record = self.sync_record(taken.trigger, started_ms, Some(&commit), plan, label, error.clone());
+        let record = self.sync_record(
+            run.trigger,
+            run.started_ms,
+            Some(run.commit),
+            plan,
+            verdict.outcome,
+            verdict.error.clone(),
+        );
         daemon.record(record).await;
         *self.last_recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        let status = if failures.is_empty() {
-            SyncStatus::Synced
-        } else if held {
-            SyncStatus::RolledBack
-        } else {
-            SyncStatus::Error
-        };
+        let prepared = run.prepared;
         let finished = self.conclude(
             daemon,
-            &commit,
-            status,
-            error,
-            Some(started_ms),
+            run.commit,
+            verdict.status,
+            verdict.error,
+            Some(run.started_ms),
             &prepared.desired,
             &executed.observed,
             &executed.remaining,
@@ -794,26 +753,34 @@ impl EnvHandle {
             .last_sync
             .get_or_create(&super::metrics::EnvLabels { env: self.name.clone() })
             .set(finished / 1000);
-        if failures.is_empty() {
-            Outcome::Applied
-        } else if held {
-            Outcome::RolledBack
-        } else {
-            Outcome::Failed
-        }
+        Reconciled::of_apply(verdict.outcome, verdict.held.is_some())
+    }
+
+    /// [`EnvHandle::conclude`] with the prepared state and plan, no apply having run.
+    fn conclude_prepared(&self, run: &Run<'_>, status: SyncStatus, error: Option<String>) {
+        let prepared = run.prepared;
+        self.conclude(
+            run.daemon,
+            run.commit,
+            status,
+            error,
+            None,
+            &prepared.desired,
+            &prepared.observed,
+            &prepared.plan,
+        );
     }
 
     /// Tears down an environment removed from the list: at once under the automatic sync policy, on a manual sync
     /// otherwise (shown as pending meanwhile).
-    async fn destroy_steps(self: &Arc<Self>, daemon: &Arc<Daemon>, trigger: Trigger, started_ms: i64) -> Outcome {
+    async fn destroy_steps(self: &Arc<Self>, daemon: &Arc<Daemon>, trigger: Trigger, started_ms: i64) -> Reconciled {
         let policy = daemon.policy().map_or(SyncPolicy::Auto, |policy| policy.sync);
         let project = self.project();
         let environment = self.environment(&project);
         let summary = format!("destroy environment {} (compose project {})", self.name, environment.project);
-        // A preview goes when its pull request closes, whatever the sync policy: nothing of it may be left behind.
-        if policy == SyncPolicy::Manual && trigger != Trigger::Api && environment.preview.is_none() {
+        if !gate::destroy_now(policy, trigger, environment.preview.is_some()) {
             info!("removed from the list; the sync policy is manual, so it waits for a sync to be destroyed");
-            let record = self.removal_record(trigger, started_ms, "pending", &summary, None);
+            let record = self.removal_record(trigger, started_ms, SyncOutcome::Pending, &summary, None);
             self.record_once(daemon, record).await;
             self.update(|state| {
                 state.sync_status = SyncStatus::OutOfSync;
@@ -821,13 +788,13 @@ impl EnvHandle {
                 state.error = None;
                 state.last_checked_ms = Some(now_ms());
             });
-            return Outcome::Pending;
+            return Reconciled::Pending;
         }
         if project.is_empty() {
             // Never applied under a known name: nothing of it can run.
             daemon.forget(&self.name);
             self.gone.send_replace(true);
-            return Outcome::Destroyed;
+            return Reconciled::Destroyed;
         }
         info!(%summary, "destroying");
         let backend = match daemon.backend().await {
@@ -837,82 +804,11 @@ impl EnvHandle {
         if let Err(error) = backend.destroy(&environment).await {
             return self.fail(ReconcileError::Destroy { env: self.name.clone(), source: Box::new(error) });
         }
-        let record = self.removal_record(trigger, started_ms, "destroyed", &summary, None);
+        let record = self.removal_record(trigger, started_ms, SyncOutcome::Destroyed, &summary, None);
         daemon.record(record).await;
         daemon.forget(&self.name);
         self.gone.send_replace(true);
-        Outcome::Destroyed
-    }
-
-    fn removal_record(
-        &self,
-        trigger: Trigger,
-        started_ms: i64,
-        outcome: &str,
-        summary: &str,
-        error: Option<String>,
-    ) -> SyncRecord {
-        let commit = self.state().commit;
-        SyncRecord {
-            id: 0,
-            env: self.name.clone(),
-            commit_sha: commit.as_ref().map(|c| c.sha.clone()),
-            commit_summary: commit.as_ref().map(|c| c.summary.clone()),
-            trigger: trigger.as_str().to_owned(),
-            started_ms,
-            finished_ms: now_ms(),
-            outcome: outcome.to_owned(),
-            summary: summary.to_owned(),
-            diff: String::new(),
-            error,
-        }
-    }
-
-    /// The reason to leave this commit alone: its update was rolled back and nothing new happened since. A new
-    /// commit, a manual sync or a due retry of the Project's `sync.retry` lets it through.
-    fn hold(&self, trigger: Trigger, commit: &CommitInfo) -> Option<String> {
-        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let current = held.as_ref()?;
-        let retry_due = current.retry_at.is_some_and(|at| Instant::now() >= at);
-        if current.commit != commit.sha || trigger == Trigger::Api || retry_due {
-            if current.commit != commit.sha || trigger == Trigger::Api {
-                *held = None;
-            }
-            return None;
-        }
-        Some(current.reason.clone())
-    }
-
-    /// Holds a commit whose update was rolled back; returns what the environment shows meanwhile.
-    fn hold_rolled_back(&self, commit: &CommitInfo, reason: String, retry: Option<(u32, Duration)>) -> String {
-        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let retries = match held.as_ref() {
-            Some(previous) if previous.commit == commit.sha => previous.retries + 1,
-            _ => 0,
-        };
-        let next = retry.filter(|(limit, _)| retries < *limit).map(|(limit, backoff)| {
-            let wait = backoff.saturating_mul(2u32.saturating_pow(retries.min(16))).min(Duration::from_secs(86_400));
-            (limit, wait)
-        });
-        let waiting = match next {
-            Some((limit, wait)) => format!(
-                "{reason}. Rolled back: retry {} of {limit} in {} s (sync.retry), or push a new commit or sync by hand",
-                retries + 1,
-                wait.as_secs()
-            ),
-            None => format!(
-                "{reason}. Rolled back: the old version keeps running until a new commit or a manual sync (POST \
-                 /api/v1/sync?env={}, or sync.retry in the Project)",
-                self.name
-            ),
-        };
-        *held = Some(Held {
-            commit: commit.sha.clone(),
-            reason: waiting.clone(),
-            retries,
-            retry_at: next.map(|(_, wait)| Instant::now() + wait),
-        });
-        waiting
+        Reconciled::Destroyed
     }
 
     /// Publishes what a reconcile concluded: the commit, the verdict, what runs against what git declares, and the
@@ -949,110 +845,14 @@ impl EnvHandle {
         now
     }
 
-    fn fail(&self, error: ReconcileError) -> Outcome {
+    fn fail(&self, error: ReconcileError) -> Reconciled {
         error!(%error, "reconcile failed");
         self.update(|state| {
             state.sync_status = SyncStatus::Error;
             state.error = Some(error.to_string());
             state.last_checked_ms = Some(now_ms());
         });
-        Outcome::Failed
-    }
-
-    async fn invalid(
-        &self,
-        daemon: &Daemon,
-        trigger: Trigger,
-        started_ms: i64,
-        commit: CommitInfo,
-        diagnostics: Vec<Diagnostic>,
-    ) -> Outcome {
-        let message = format!(
-            "commit {} is invalid ({} problem(s)); the last good state keeps running: {}",
-            short_sha(&commit.sha),
-            diagnostics.len(),
-            diagnostics.first().map(ToString::to_string).unwrap_or_default()
-        );
-        warn!(%message);
-        let record = SyncRecord {
-            id: 0,
-            env: self.name.clone(),
-            commit_sha: Some(commit.sha.clone()),
-            commit_summary: Some(commit.summary.clone()),
-            trigger: trigger.as_str().to_owned(),
-            started_ms,
-            finished_ms: now_ms(),
-            outcome: "invalid".to_owned(),
-            summary: format!("{} problem(s)", diagnostics.len()),
-            diff: String::new(),
-            error: Some(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
-        };
-        self.record_once(daemon, record).await;
-        let preview = self.name.starts_with("pr-");
-        let first_problem = diagnostics.first().map(ToString::to_string).unwrap_or_default();
-        self.update(|state| {
-            if preview {
-                state.against_production = Some(super::previews::AgainstProduction::invalid(&commit, first_problem));
-            }
-            state.sync_status = SyncStatus::Error;
-            state.error = Some(message);
-            state.diagnostics = diagnostics;
-            state.invalid_commit = Some(commit);
-            state.last_checked_ms = Some(now_ms());
-        });
-        Outcome::Invalid
-    }
-
-    fn sync_record(
-        &self,
-        trigger: Trigger,
-        started_ms: i64,
-        commit: Option<&CommitInfo>,
-        plan: &Plan,
-        outcome: &str,
-        error: Option<String>,
-    ) -> SyncRecord {
-        let diff: String = plan
-            .apps
-            .iter()
-            .filter_map(|a| a.diff.as_deref())
-            .chain(plan.domains.iter().filter_map(|d| d.diff.as_deref()))
-            .collect();
-        SyncRecord {
-            id: 0,
-            env: self.name.clone(),
-            commit_sha: commit.map(|c| c.sha.clone()),
-            commit_summary: commit.map(|c| c.summary.clone()),
-            trigger: trigger.as_str().to_owned(),
-            started_ms,
-            finished_ms: now_ms(),
-            outcome: outcome.to_owned(),
-            summary: match self.scaling_figures(trigger) {
-                Some(figures) if plan.has_changes() => format!("{} ({figures})", plan.summary),
-                _ => plan.summary.to_string(),
-            },
-            diff,
-            error,
-        }
-    }
-
-    /// Records a pending or invalid verdict once, not on every poll that finds the same.
-    async fn record_once(&self, daemon: &Daemon, record: SyncRecord) {
-        let key = format!(
-            "{}|{}|{}|{}",
-            record.outcome,
-            record.commit_sha.as_deref().unwrap_or_default(),
-            record.summary,
-            record.diff.len()
-        );
-        {
-            let mut last = self.last_recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.as_deref() == Some(key.as_str()) {
-                return;
-            }
-            *last = Some(key);
-        }
-        daemon.record(record).await;
+        Reconciled::Failed
     }
 
     fn publish_app_metrics(&self, daemon: &Daemon) {

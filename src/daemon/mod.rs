@@ -6,6 +6,7 @@
 
 pub mod env;
 pub mod fetch;
+pub mod gate;
 pub mod metrics;
 pub mod previews;
 pub mod rollback;
@@ -63,6 +64,8 @@ pub struct DaemonSettings {
     pub notifications: Vec<crate::notify::Target>,
     /// When automatic syncs may run (the settings file's `syncWindows`).
     pub sync_windows: Vec<crate::windows::SyncWindow>,
+    /// The wall clock of sync windows and schedules.
+    pub clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for dyn crate::previews::PullRequestSource {
@@ -666,6 +669,7 @@ mod tests {
             forge: None,
             notifications: Vec::new(),
             sync_windows: Vec::new(),
+            clock: crate::clock::Clock::System,
         };
         Daemon::new(settings, store)
     }
@@ -686,14 +690,14 @@ mod tests {
         let mut recorded = None;
         for _ in 0..100 {
             let history = daemon.store.syncs(Some("staging"), 0).expect("history").items;
-            recorded = history.into_iter().find(|sync| sync.trigger == "panic");
+            recorded = history.into_iter().find(|sync| sync.trigger == Trigger::Panic);
             if recorded.is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let recorded = recorded.expect("the panic is in the history");
-        assert_eq!((recorded.outcome.as_str(), recorded.trigger.as_str()), ("failed", "panic"));
+        assert_eq!((recorded.outcome, recorded.trigger), (crate::outcome::SyncOutcome::Failed, Trigger::Panic));
         assert_eq!(recorded.error.as_deref(), Some(reason.as_str()));
         assert!(daemon.metrics.render().contains("env=\"staging\",outcome=\"panicked\"} 1"));
 

@@ -4,49 +4,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-/// Why a reconcile runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Trigger {
-    Startup,
-    Poll,
-    Webhook,
-    /// `POST /api/v1/sync`: also applies under the manual sync policy.
-    Api,
-    Drift,
-    Retry,
-    /// The environment was removed from the Project's list.
-    Removed,
-    /// A ScalingRule's schedule changes the bounds now.
-    Schedule,
-    /// The CPU autoscaler decided another replica count.
-    Autoscale,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Poll => "poll",
-            Trigger::Webhook => "webhook",
-            Trigger::Api => "api",
-            Trigger::Drift => "drift",
-            Trigger::Retry => "retry",
-            Trigger::Removed => "removed",
-            Trigger::Schedule => "schedule",
-            Trigger::Autoscale => "autoscale",
-        }
-    }
-
-    /// Whether the reconcile needs a fetch newer than the trigger: a drift check compares what runs with the commit
-    /// already fetched.
-    pub fn needs_fetch(self) -> bool {
-        !matches!(self, Trigger::Drift | Trigger::Removed | Trigger::Schedule | Trigger::Autoscale)
-    }
-}
+pub use crate::outcome::Trigger;
 
 /// A trigger taken from a [`Coalescer`], with the moment the newest trigger that needs a fetch was fired: a fetch
 /// started after it has seen every commit that trigger was about.

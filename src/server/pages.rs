@@ -2,6 +2,7 @@
 //! its apps and pending diff, and the sync history. A few lines of plain JavaScript follow `/events` to refresh
 //! the page in place; without JavaScript a reload shows the same.
 
+use crate::outcome::SyncOutcome;
 use std::time::{Duration, UNIX_EPOCH};
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -501,8 +502,8 @@ pub fn diff_view(diff: &str) -> Markup {
     }
 }
 
-fn outcome_badge(outcome: &str) -> Markup {
-    badge(outcome, outcome)
+fn outcome_badge(outcome: SyncOutcome) -> Markup {
+    badge(outcome.as_str(), outcome.as_str())
 }
 
 /// `/env/{env}/syncs`: paged history.
@@ -517,11 +518,11 @@ pub fn history(env: &str, page: &Page<SyncRecord>, can_roll_back: bool, now_ms: 
                     @for sync in &page.items {
                         tr.sync {
                             td { a href={ "/syncs/" (sync.id) } { (when(sync.started_ms, now_ms)) } }
-                            td { (outcome_badge(&sync.outcome)) }
+                            td { (outcome_badge(sync.outcome)) }
                             td { (sync.trigger) }
                             td {
                                 code { (sync.commit_sha.as_deref().map(short_sha).unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or(""))
-                                @if let (Some(sha), true) = (&sync.commit_sha, can_roll_back && sync.outcome == "synced") {
+                                @if let (Some(sha), true) = (&sync.commit_sha, can_roll_back && sync.outcome == SyncOutcome::Synced) {
                                     " " a.rollback href={ "/env/" (env) "/rollback/" (sha) } { "Roll back…" }
                                 }
                             }
@@ -573,7 +574,7 @@ pub fn sync_detail(sync: &SyncRecord, now_ms: i64) -> Markup {
     layout(
         &format!("Sync {}", sync.id),
         html! {
-            h1 { "Sync " (sync.id) " " (outcome_badge(&sync.outcome)) }
+            h1 { "Sync " (sync.id) " " (outcome_badge(sync.outcome)) }
             div.card {
                 div { "Environment: " a href={ "/env/" (sync.env) } { (sync.env) } }
                 div { "Commit: " code { (sync.commit_sha.as_deref().unwrap_or("-")) } " " (sync.commit_summary.as_deref().unwrap_or("")) }

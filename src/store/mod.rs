@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use serde::{Deserialize, Serialize};
+
+use crate::outcome::{SyncOutcome, Trigger};
 
 /// Rows per page of history.
 pub const PAGE_SIZE: u32 = 20;
@@ -75,6 +78,35 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (forge, delivery)
     );
     CREATE INDEX delivery_ids_by_time ON webhook_delivery_ids (received_ms);",
+    // Triggers and outcomes become the words of crate::outcome, checked by the schema; an older word (`error`)
+    // reads as `failed`.
+    "CREATE TABLE syncs_typed (
+        id INTEGER PRIMARY KEY,
+        env TEXT NOT NULL,
+        commit_sha TEXT,
+        commit_summary TEXT,
+        trigger TEXT NOT NULL CHECK (trigger IN ('startup', 'poll', 'webhook', 'api', 'drift', 'retry', 'removed',
+            'schedule', 'autoscale', 'panic')),
+        started_ms INTEGER NOT NULL,
+        finished_ms INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('synced', 'failed', 'rolled-back', 'pending', 'invalid',
+            'interrupted', 'destroyed')),
+        summary TEXT NOT NULL,
+        diff TEXT NOT NULL,
+        error TEXT
+    );
+    INSERT INTO syncs_typed
+        SELECT id, env, commit_sha, commit_summary,
+            CASE WHEN trigger IN ('startup', 'poll', 'webhook', 'api', 'drift', 'retry', 'removed', 'schedule',
+                'autoscale', 'panic') THEN trigger ELSE 'poll' END,
+            started_ms, finished_ms,
+            CASE WHEN outcome IN ('synced', 'failed', 'rolled-back', 'pending', 'invalid', 'interrupted', 'destroyed')
+                THEN outcome ELSE 'failed' END,
+            summary, diff, error
+        FROM syncs;
+    DROP TABLE syncs;
+    ALTER TABLE syncs_typed RENAME TO syncs;
+    CREATE INDEX syncs_by_env ON syncs (env, id DESC);",
 ];
 
 /// How long a signed delivery's id is remembered: a replay within it is answered "duplicate" and triggers nothing.
@@ -100,11 +132,10 @@ pub struct SyncRecord {
     pub env: String,
     pub commit_sha: Option<String>,
     pub commit_summary: Option<String>,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub started_ms: i64,
     pub finished_ms: i64,
-    /// `synced`, `failed`, `rolled-back`, `invalid`, `pending`, `error`.
-    pub outcome: String,
+    pub outcome: SyncOutcome,
     /// The plan's summary line.
     pub summary: String,
     /// The redacted diffs of the plan.
@@ -258,9 +289,9 @@ impl Store {
         }
         self.with(|db| {
             db.query_row(
-                "SELECT commit_sha FROM syncs WHERE env = ?1 AND outcome = 'synced' AND commit_sha LIKE ?2 || '%'
+                "SELECT commit_sha FROM syncs WHERE env = ?1 AND outcome = ?3 AND commit_sha LIKE ?2 || '%'
                  ORDER BY id DESC LIMIT 1",
-                params![env, prefix],
+                params![env, prefix, SyncOutcome::Synced],
                 |row| row.get(0),
             )
             .optional()
@@ -476,6 +507,26 @@ fn row_to_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
+/// Triggers and outcomes are stored as their words (the schema checks them).
+macro_rules! stored_as_word {
+    ($type:ty) => {
+        impl ToSql for $type {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $type {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                value.as_str()?.parse().map_err(|error| FromSqlError::Other(Box::new(error)))
+            }
+        }
+    };
+}
+
+stored_as_word!(Trigger);
+stored_as_word!(SyncOutcome);
+
 fn row_to_sync(row: &Row<'_>) -> rusqlite::Result<SyncRecord> {
     Ok(SyncRecord {
         id: row.get(0)?,
@@ -560,10 +611,10 @@ mod tests {
             env: env.to_owned(),
             commit_sha: Some(format!("{n:040}")),
             commit_summary: Some("change".to_owned()),
-            trigger: "webhook".to_owned(),
+            trigger: Trigger::Webhook,
             started_ms: n,
             finished_ms: n + 5,
-            outcome: "synced".to_owned(),
+            outcome: SyncOutcome::Synced,
             summary: "1 to update".to_owned(),
             diff: "-a\n+b\n".to_owned(),
             error: None,
@@ -607,6 +658,48 @@ mod tests {
         assert!(store.autoscale_decisions("production", &apps(&["web"])).expect("and it is gone").is_empty());
         let staging = store.autoscale_decisions("staging", &apps(&["web"])).expect("staging untouched");
         assert_eq!(staging, BTreeMap::from([("web".to_owned(), 2)]));
+    }
+
+    #[test]
+    fn history_written_as_free_text_reads_back_typed_and_the_schema_refuses_unknown_words() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // A database as the railyard before typed outcomes left it.
+            let connection = Connection::open(dir.path().join("railyard.db")).expect("open");
+            for migration in &MIGRATIONS[..8] {
+                connection.execute_batch(migration).expect("older schema");
+            }
+            connection.pragma_update(None, "user_version", 8).expect("version");
+            let insert =
+                "INSERT INTO syncs (env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome,
+                 summary, diff, error) VALUES ('production', ?1, 'change', ?2, 1, 2, ?3, 'summary', '', NULL)";
+            for (sha, trigger, outcome) in
+                [("a1", "webhook", "synced"), ("b2", "poll", "error"), ("c3", "odd", "rolled-back")]
+            {
+                connection.execute(insert, params![sha, trigger, outcome]).expect("legacy row");
+            }
+        }
+        let store = Store::open(dir.path()).expect("migrated");
+        let read: Vec<(Trigger, SyncOutcome)> =
+            store.syncs(Some("production"), 0).expect("history").items.iter().map(|s| (s.trigger, s.outcome)).collect();
+        assert_eq!(
+            read,
+            [
+                (Trigger::Poll, SyncOutcome::RolledBack),
+                (Trigger::Poll, SyncOutcome::Failed),
+                (Trigger::Webhook, SyncOutcome::Synced)
+            ]
+        );
+        assert_eq!(store.synced_commit("production", "a").expect("query"), Some("a1".to_owned()));
+        assert_eq!(store.synced_commit("production", "b").expect("query"), None, "a failed sync is no rollback target");
+        let refused = store.with(|db| {
+            db.execute(
+                "INSERT INTO syncs (env, trigger, started_ms, finished_ms, outcome, summary, diff)
+                 VALUES ('production', 'poll', 1, 2, 'exploded', '', '')",
+                [],
+            )
+        });
+        assert!(refused.is_err(), "the schema checks the outcome's word");
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl EnvHandle {
             desired.apps.values().filter(|app| app.autoscale.is_some()).map(|app| app.name.clone()).collect();
         let cpu_scaled: Vec<String> =
             desired.apps.values().filter(|app| cpu_target(app).is_some()).map(|app| app.name.clone()).collect();
-        let now = chrono::Utc::now();
+        let now = daemon.settings.clock.now();
         let store = Arc::clone(&daemon.store);
         let env = self.name.clone();
         let remembered = tokio::task::spawn_blocking(move || {
