@@ -293,7 +293,7 @@ fn every_command_and_flag_shown_exists() {
         }
     }
     assert!(wrong.is_empty(), "the docs show commands or flags that do not exist:\n{}", wrong.join("\n"));
-    assert!(checked > 50, "only {checked} flags found in the docs: is the parser still finding them?");
+    assert!(checked >= 30, "only {checked} flags found in the docs: is the parser still finding them?");
 }
 
 #[test]
