@@ -186,7 +186,7 @@ fn shown_commands(markdown: &str) -> Vec<Shown> {
         }
     }
     lines.extend(inline_code);
-    lines.iter().filter_map(|line| parse_shown(line)).collect()
+    lines.iter().map(String::as_str).filter_map(parse_shown).collect()
 }
 
 /// `railyard <path> --help`, asked once per command path.
@@ -299,7 +299,9 @@ fn every_command_and_flag_shown_exists() {
 #[test]
 fn the_parser_reads_shell_lines_as_a_user_types_them() {
     let shown = |line: &str| parse_shown(line).map(|s| (s.words, s.flags));
-    let strings = |items: &[&str]| items.iter().map(|item| item.to_string()).collect::<Vec<_>>();
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| item.to_string()).collect()
+    }
     assert_eq!(
         shown("RAILYARD_API_TOKEN=… railyard rollback --env production 4f2a9c1   # shows the plan --not-a-flag"),
         Some((strings(&["rollback"]), strings(&["--env"])))
