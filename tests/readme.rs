@@ -1,5 +1,6 @@
 //! README's walk, command by command, as a new user types them from the repository's root: each documented
-//! command does what README says it does. (`scripts/quickstart` has its own test; `serve` has tests/daemon.rs.)
+//! command does what README (and the pages of docs/ it leads to) says it does. (`scripts/quickstart` has its own
+//! test; `serve` has tests/daemon.rs; tests/docs.rs checks every link, command and flag the docs show.)
 
 mod support;
 
@@ -93,11 +94,58 @@ fn a_missing_directory_is_said_once_and_exits_1() {
     }
 }
 
+/// The documents a newcomer reads: README.md, then the pages of docs/ (the mdBook it links to), then the other
+/// READMEs; (path from the repository's root, text). Text that moved from README into a page is found here.
+fn documents() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = vec!["README.md".to_owned()];
+    let mut pages: Vec<String> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/ exists")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    pages.sort();
+    paths.extend(pages);
+    paths.extend(["docker/README.md".to_owned(), "examples/repo-layout/README.md".to_owned()]);
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(root.join(&path)).ok()?;
+            Some((path, text))
+        })
+        .collect()
+}
+
+#[test]
+fn readme_gives_the_two_commands_exactly() {
+    let (_, readme) = documents().into_iter().next().expect("README.md");
+    let blocks: Vec<&str> = readme.split("```sh\n").skip(1).filter_map(|rest| rest.split("```").next()).collect();
+    for command in ["scripts/quickstart\n", "scripts/test\n"] {
+        assert!(blocks.contains(&command), "README has a ```sh block of exactly {command:?}: {blocks:?}");
+    }
+    let lines = readme.lines().count();
+    assert!(lines <= 250, "README is {lines} lines: keep it to the first visit, the rest belongs in docs/");
+}
+
+#[test]
+fn the_documented_example_commands_are_in_the_docs() {
+    let all: String = documents().into_iter().map(|(_, text)| text).collect();
+    for command in [
+        "railyard validate examples/repo-layout",
+        "railyard plan examples/repo-layout",
+        "railyard schema --kind App",
+        "railyard export compose",
+        "--detailed-exitcode",
+        "--output",
+    ] {
+        assert!(all.contains(command), "README or docs/ shows `{command}`");
+    }
+}
+
 #[test]
 fn no_document_carries_an_unresolved_merge() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for document in ["README.md", "docker/README.md", "examples/repo-layout/README.md"] {
-        let Ok(text) = std::fs::read_to_string(root.join(document)) else { continue };
+    for (document, text) in documents() {
         for (number, line) in text.lines().enumerate() {
             let marker = ["<<<<<<< ", ">>>>>>> "].iter().any(|m| line.starts_with(m)) || line == "=======";
             assert!(!marker, "{document}:{}: a merge conflict marker was committed: {line}", number + 1);
