@@ -308,6 +308,8 @@ struct DockerArgs {
 enum BackendArg {
     Docker,
     Kubernetes,
+    /// Nothing runs: apps live in railyard's memory (a dry run of the daemon, without any engine).
+    Memory,
 }
 
 impl From<BackendKind> for BackendArg {
@@ -315,6 +317,7 @@ impl From<BackendKind> for BackendArg {
         match kind {
             BackendKind::Docker => BackendArg::Docker,
             BackendKind::Kubernetes => BackendArg::Kubernetes,
+            BackendKind::Memory => BackendArg::Memory,
         }
     }
 }
@@ -324,6 +327,7 @@ impl From<BackendArg> for BackendKind {
         match arg {
             BackendArg::Docker => BackendKind::Docker,
             BackendArg::Kubernetes => BackendKind::Kubernetes,
+            BackendArg::Memory => BackendKind::Memory,
         }
     }
 }
@@ -1089,6 +1093,7 @@ fn destroyed_description(kind: BackendKind, env: &Environment) -> String {
             "environment `{name}` (Kubernetes namespace `{project}`): the namespace and all in it when railyard \
              created it, else every object railyard labelled in it ({kept})"
         ),
+        BackendKind::Memory => format!("environment `{name}` (in memory, project `{project}`): all of it"),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `railyard serve` end to end: a real git repository, webhooks over real HTTP from each forge's payloads, the real
-//! Docker Engine, history in SQLite, metrics, a manual sync policy, a git server on loopback, and an engine that goes
+//! Docker Engine, history in SQLite, metrics, a git server on loopback, and an engine that goes
 //! away and comes back.
+//! The daemon's policies (manual sync, holds, windows, schedules, pins) are tested on the in-memory backend in
+//! tests/policies.rs.
 
 mod support;
 
@@ -211,36 +213,6 @@ fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
     assert_eq!(metric(&served, "railyard_webhook_unauthenticated_deliveries_total"), 5.0);
     let (_, page) = http(served.port, "GET", "/env/production", &[], b"");
     assert!(page.contains("id=\"sync-now\""), "with a token the page offers Sync now");
-}
-
-#[test]
-fn manual_sync_keeps_the_plan_pending_until_the_api_says_go() {
-    let image = busybox_image();
-    let project = TestProject::new("manual");
-    // The Project file sets the policy (the long form); no --sync flag.
-    project.write("railyard.yaml", &format!("kind: Project\nname: {}\nsync: {{ policy: manual }}\n", project.name));
-    project.write("apps/web.yaml", &web_app("web", &image, "m1", ""));
-    project.git_init();
-    let served =
-        Served::start(&format!("file://{}", project.dir().display()), None, &["--poll-interval", "1s"], &secrets_env());
-    let env = served.wait_for("the pending plan", WAIT, |env| env["syncStatus"] == "outOfSync");
-    assert_eq!(env["plan"]["summary"]["create"], 1);
-    assert_eq!(env["syncPolicy"], "manual");
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(project.containers("web").is_empty(), "manual: nothing is applied before the API says so");
-    assert_eq!(http(served.port, "POST", "/api/v1/sync", &[], b"").0, 401);
-    assert_eq!(http(served.port, "POST", "/api/v1/sync", &[("Authorization", "Bearer wrong")], b"").0, 401);
-    let (status, body) =
-        http(served.port, "POST", "/api/v1/sync", &[("Authorization", &format!("Bearer {TOKEN}"))], b"");
-    assert_eq!(status, 202, "{body}");
-    served.wait_for("the manual sync", WAIT, |env| env["syncStatus"] == "synced");
-    assert!(serves(&project, "m1"));
-    let history = get_json(served.port, "/api/v1/syncs");
-    let outcomes: Vec<&str> = history["items"]
-        .as_array()
-        .map(|items| items.iter().filter_map(|i| i["outcome"].as_str()).collect())
-        .unwrap_or_default();
-    assert_eq!(outcomes, ["synced", "pending"], "a pending plan is recorded once, however often it is polled");
 }
 
 /// Forwards a unix socket to the Docker Engine's, and can cut every connection, as an engine that goes away.
@@ -778,80 +750,6 @@ fn history_pages_and_keeps_only_the_newest_syncs() {
 }
 
 #[test]
-fn a_rolled_back_commit_waits_for_a_new_commit_or_its_retry_policy() {
-    let image = busybox_image();
-    let project = TestProject::new("rollback");
-    let broken = |message: &str| web_app("web", &image, message, "").replace("path: /healthz", "path: /missing");
-    project.write("apps/web.yaml", &web_app("web", &image, "one", ""));
-    project.git_init();
-    let served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
-        &["--poll-interval", "1s", "--drift-interval", "1s"],
-        &secrets_env(),
-    );
-    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
-    let syncs_of = |sha: &str| -> Vec<String> {
-        let history = get_json(served.port, "/api/v1/syncs");
-        history["items"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter(|item| item["commitSha"] == sha)
-                    .filter_map(|item| item["outcome"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-
-    project.write("apps/web.yaml", &broken("two"));
-    let two = project.commit("web: two, unhealthy");
-    let env = served.wait_for("the rollback", WAIT, |env| env["syncStatus"] == "rolledBack");
-    let error = env["error"].as_str().unwrap_or_default().to_owned();
-    assert!(error.contains("health check") && error.contains("new commit"), "{error}");
-    assert_eq!(syncs_of(&two), ["rolled-back"]);
-    // Several poll and drift ticks later: no new attempt, the old version serves.
-    std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(syncs_of(&two), ["rolled-back"], "a rolled-back commit is not retried:\n{}", served.log());
-    assert_eq!(served.env()["syncStatus"], "rolledBack");
-    assert!(serves(&project, "one"));
-    let (_, page) = http(served.port, "GET", "/env/production", &[], b"");
-    assert!(page.contains("rolled back") && page.contains("health check"), "the page says what happened");
-    let id = get_json(served.port, "/api/v1/syncs")["items"][0]["id"].as_i64().expect("id");
-    let (_, detail) = http(served.port, "GET", &format!("/syncs/{id}"), &[], b"");
-    assert!(detail.contains("health check"), "the history says why: {detail}");
-
-    // A new commit is applied.
-    project.write("apps/web.yaml", &web_app("web", &image, "three", ""));
-    project.commit("web: three");
-    served.wait_for("the new commit", WAIT, |env| {
-        env["syncStatus"] == "synced" && env["commit"]["summary"] == "web: three"
-    });
-    assert!(eventually(WAIT, || serves(&project, "three")));
-
-    // With `sync.retry`, a rolled-back commit is tried again `limit` times, then held.
-    project.write(
-        "railyard.yaml",
-        &format!(
-            "kind: Project\nname: {}\nsync: {{ policy: auto, retry: {{ limit: 1, backoff: 1s }} }}\n",
-            project.name
-        ),
-    );
-    project.write("apps/web.yaml", &broken("four"));
-    let four = project.commit("web: four, unhealthy, retried once");
-    assert!(
-        eventually(WAIT, || syncs_of(&four).len() == 2),
-        "one retry expected: {:?}\n{}",
-        syncs_of(&four),
-        served.log()
-    );
-    std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(syncs_of(&four), ["rolled-back", "rolled-back"]);
-    assert!(serves(&project, "three"));
-}
-
-#[test]
 fn the_drift_timer_puts_back_a_removed_container() {
     let image = busybox_image();
     let project = TestProject::new("drift");
@@ -929,53 +827,6 @@ fn serve_follows_a_plain_directory_and_picks_up_an_edited_file() {
 }
 
 #[test]
-fn a_schedule_boundary_scales_the_app_at_its_time_and_the_history_says_so() {
-    let image = busybox_image();
-    let project = TestProject::new("schedule");
-    project.write("apps/web.yaml", &web_app("web", &image, "scheduled", ""));
-    // Two entries that take turns every ten seconds; polling and drift checks are an hour apart, so only the
-    // schedule's own trigger can make the changes.
-    let evens = "0,20,40 * * * * *";
-    let odds = "10,30,50 * * * * *";
-    project.write(
-        "scaling/web.yaml",
-        &format!(
-            "kind: ScalingRule\napp: web\nmin: 1\nmax: 3\nschedules:\n  - {{ cron: \"{evens}\", min: 2, max: 2 }}\n  \
-             - {{ cron: \"{odds}\", min: 1, max: 1 }}\n"
-        ),
-    );
-    let dir = project.dir().display().to_string();
-    let served = Served::start(&dir, None, &["--poll-interval", "1h", "--drift-interval", "1h"], &secrets_env());
-    let web = |env: &serde_json::Value| env["apps"][0].clone();
-    let set_by = |cron: &'static str| {
-        move |env: &serde_json::Value| {
-            let app = &env["apps"][0];
-            let desired = if cron == "0,20,40 * * * * *" { 2 } else { 1 };
-            env["syncStatus"] == "synced"
-                && app["scaling"]["setBy"] == cron
-                && app["desired"] == desired
-                && app["ready"] == desired
-        }
-    };
-    let two = served.wait_for("the even entry's two replicas", WAIT, set_by(evens));
-    assert_eq!(web(&two)["scaling"]["bounds"]["min"], 2, "{two:#}");
-    assert_eq!(web(&two)["scaling"]["next"]["bounds"]["max"], 1, "the next change is the odd entry's: {two:#}");
-    assert_eq!(project.containers("web").len(), 2);
-    let one = served.wait_for("the odd entry's one replica", WAIT, set_by(odds));
-    assert_eq!(web(&one)["scaling"]["next"]["bounds"]["min"], 2, "{one:#}");
-    assert!(eventually(WAIT, || project.containers("web").len() == 1), "scaled down to one container");
-    let history = get_json(served.port, "/api/v1/syncs?env=production");
-    let by_schedule: Vec<&serde_json::Value> = history["items"]
-        .as_array()
-        .map(|items| items.iter().filter(|sync| sync["trigger"] == "schedule").collect())
-        .unwrap_or_default();
-    assert!(!by_schedule.is_empty(), "a scale change recorded with trigger `schedule`: {history:#}");
-    assert!(by_schedule.iter().all(|sync| sync["outcome"] == "synced"), "{history:#}");
-    let (_, page) = http(served.port, "GET", "/env/production", &[], b"");
-    assert!(page.contains("bounds 1–1") || page.contains("bounds 2–2"), "the page shows the bounds in force:\n{page}");
-}
-
-#[test]
 fn the_cpu_autoscaler_scales_up_under_load_within_max_and_back_down_after_it() {
     let image = busybox_image();
     let project = TestProject::new("autoscale");
@@ -1035,122 +886,6 @@ fn the_cpu_autoscaler_scales_up_under_load_within_max_and_back_down_after_it() {
         "{metrics}"
     );
     assert!(metrics.contains("direction=\"down\""), "{metrics}");
-}
-
-/// Sync windows (issue 16): a commit made while a deny window is open is planned and shown, not applied, and is
-/// applied when the window closes; the page, the API and `/metrics` say so meanwhile.
-#[test]
-fn a_commit_made_during_a_deny_window_is_applied_when_the_window_closes() {
-    let image = busybox_image();
-    let project = TestProject::new("window");
-    project.write("apps/web.yaml", &web_app("web", &image, "before", ""));
-    project.git_init();
-    // A deny window that opened this second and stays open 15 s (a cron with seconds, in UTC).
-    let now = chrono::Utc::now();
-    let schedule = now.format("%S %M %H * * *").to_string();
-    let settings = project.dir().parent().unwrap_or(project.dir()).join(format!("{}-settings.yaml", project.name));
-    std::fs::write(
-        &settings,
-        format!("syncWindows:\n  - {{ kind: deny, schedule: \"{schedule}\", duration: 15s, manualSync: false }}\n"),
-    )
-    .expect("settings file");
-    let settings_arg = settings.to_string_lossy().into_owned();
-    let served = Served::start(
-        &project.dir().to_string_lossy(),
-        None,
-        &["--settings", &settings_arg, "--poll-interval", "1h", "--drift-interval", "1h"],
-        &secrets_env(),
-    );
-    project.write("apps/web.yaml", &web_app("web", &image, "during the window", ""));
-    project.commit("web: during the window");
-    github_push(&served, br#"{"ref":"refs/heads/main"}"#);
-    let waiting = served.wait_for("the plan to wait for the window", WAIT, |env| {
-        env["commit"]["summary"] == "web: during the window"
-            && env["waitingForWindow"].as_str().is_some_and(|w| w.starts_with("waiting for sync window, opens at"))
-    });
-    assert_eq!(waiting["syncWindow"]["autoSyncAllowed"], false, "{waiting:#}");
-    assert!(waiting["plan"]["summary"]["create"].as_u64() == Some(1), "the plan is shown: {waiting:#}");
-    assert!(project.containers("web").is_empty(), "nothing is applied inside a deny window");
-    let metrics = http_get(served.port, "/metrics").map(|(_, body)| body).unwrap_or_default();
-    assert!(metrics.contains("railyard_sync_window_open{env=\"production\"} 0"), "{metrics}");
-    let page = http_get(served.port, "/env/production").map(|(_, body)| body).unwrap_or_default();
-    assert!(page.contains("automatic syncs wait"), "the page says so");
-
-    assert!(
-        eventually(Duration::from_secs(60), || serves(&project, "during the window")),
-        "applied once the window closed:\n{}",
-        served.log()
-    );
-    let after = served.env();
-    assert_eq!(after["syncWindow"]["autoSyncAllowed"], true, "{after:#}");
-    let _ = std::fs::remove_file(settings);
-}
-
-/// Rollback (issue 16): `railyard rollback` through the daemon's API brings back a commit the environment once
-/// synced and pins it there; a new commit is planned, not applied; the pin survives a restart; `railyard unpin`
-/// follows the branch again; a commit never synced is refused without --force.
-#[test]
-fn a_rollback_pins_an_earlier_commit_until_unpinned_and_survives_a_restart() {
-    let image = busybox_image();
-    let project = TestProject::new("rollback");
-    project.write("apps/web.yaml", &web_app("web", &image, "one", ""));
-    project.git_init();
-    let repo = project.dir().to_string_lossy().into_owned();
-    let state = tempfile::tempdir().expect("tempdir");
-    let args = ["--poll-interval", "1h", "--drift-interval", "1h"];
-    let served = Served::start(&repo, Some(state.path()), &args, &secrets_env());
-    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
-    let first = served.env()["commit"]["sha"].as_str().unwrap_or_default().to_owned();
-    project.write("apps/web.yaml", &web_app("web", &image, "two", ""));
-    let second = project.commit("web: two");
-    github_push(&served, br#"{"ref":"refs/heads/main"}"#);
-    served.wait_for("the second commit", WAIT, |env| env["commit"]["sha"] == second && env["syncStatus"] == "synced");
-
-    let server = format!("http://127.0.0.1:{}", served.port);
-    let cli = |args: &[&str]| {
-        std::process::Command::new(railyard_binary())
-            .args(args)
-            .env("RAILYARD_API_TOKEN", TOKEN)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("railyard runs")
-    };
-    let never = cli(&["rollback", "--env", "production", "0123456", "--yes", "--server", &server]);
-    assert_eq!(never.status.code(), Some(1));
-    assert!(stderr(&never).contains("never synced a commit starting with `0123456`"), "{}", stderr(&never));
-    let asked = cli(&["rollback", "--env", "production", &first[..7], "--server", &server]);
-    assert_eq!(asked.status.code(), Some(1), "no terminal and no --yes: refused");
-    assert!(stderr(&asked).contains("pass --yes"), "{}", stderr(&asked));
-    assert!(stdout(&asked).contains("update App web"), "the plan is shown first: {}", stdout(&asked));
-
-    let history = http_get(served.port, "/env/production/syncs").map(|(_, body)| body).unwrap_or_default();
-    assert!(history.contains(&format!("/env/production/rollback/{first}")), "each synced commit offers a rollback");
-    let (status, page) = http_get(served.port, &format!("/env/production/rollback/{first}")).unwrap_or_default();
-    assert_eq!(status, 200, "{page}");
-    assert!(page.contains("MESSAGE: one") && page.contains("confirm-rollback"), "the plan, then the button: {page}");
-    let rolled = cli(&["rollback", "--env", "production", &first[..7], "--yes", "--server", &server]);
-    assert_success(&rolled);
-    assert!(stdout(&rolled).contains("pinned to"), "{}", stdout(&rolled));
-    assert!(eventually(WAIT, || serves(&project, "one")), "the earlier commit runs again:\n{}", served.log());
-    let pinned = served.env();
-    assert_eq!(pinned["pinned"]["commit"], first.as_str(), "{pinned:#}");
-
-    project.write("apps/web.yaml", &web_app("web", &image, "three", ""));
-    let third = project.commit("web: three");
-    github_push(&served, br#"{"ref":"refs/heads/main"}"#);
-    let held = served.wait_for("the new head to be planned", WAIT, |env| env["pinned"]["head"]["sha"] == third);
-    assert!(held["pinned"]["headPlan"].as_str().is_some_and(|plan| plan.contains("1 to update")), "{held:#}");
-    assert!(serves(&project, "one"), "a new commit is not applied while pinned");
-    let page = http_get(served.port, "/env/production").map(|(_, body)| body).unwrap_or_default();
-    assert!(page.contains("by rollback, auto-sync paused"), "the page says so");
-
-    drop(served);
-    let restarted = Served::start(&repo, Some(state.path()), &args, &secrets_env());
-    restarted.wait_for("the pin after a restart", WAIT, |env| env["pinned"]["commit"] == first.as_str());
-    assert!(serves(&project, "one"), "still the pinned commit after a restart");
-    let server = format!("http://127.0.0.1:{}", restarted.port);
-    assert_success(&cli(&["unpin", "--env", "production", "--server", &server]));
-    assert!(eventually(WAIT, || serves(&project, "three")), "unpinned, it follows the branch:\n{}", restarted.log());
 }
 
 /// Every reconcile counted in `/metrics`, whatever its environment and outcome.

@@ -4,6 +4,7 @@
 pub mod docker;
 pub mod events;
 pub mod kubernetes;
+pub mod memory;
 pub mod schedule;
 
 use std::sync::Arc;
@@ -104,6 +105,8 @@ pub enum BackendKind {
     Docker,
     /// A Kubernetes cluster.
     Kubernetes,
+    /// Nothing runs: apps live in memory (dry runs, and the daemon's policy tests).
+    Memory,
 }
 
 impl BackendKind {
@@ -111,6 +114,7 @@ impl BackendKind {
         match self {
             BackendKind::Docker => "docker",
             BackendKind::Kubernetes => "kubernetes",
+            BackendKind::Memory => "memory",
         }
     }
 }
@@ -122,6 +126,8 @@ pub enum BackendError {
     Docker(#[from] docker::DockerError),
     #[error(transparent)]
     Kubernetes(#[from] kubernetes::KubernetesError),
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
 }
 
 impl BackendError {
@@ -130,6 +136,7 @@ impl BackendError {
         match self {
             BackendError::Docker(error) => error.is_unreachable(),
             BackendError::Kubernetes(error) => error.is_unreachable(),
+            BackendError::Memory(error) => error.is_unreachable(),
         }
     }
 }
@@ -146,6 +153,7 @@ pub async fn connect(kind: BackendKind, settings: BackendSettings) -> Result<Arc
     match kind {
         BackendKind::Docker => Ok(Arc::new(docker::DockerBackend::connect(settings.docker).await?)),
         BackendKind::Kubernetes => Ok(Arc::new(kubernetes::KubernetesBackend::connect(settings.kubernetes).await?)),
+        BackendKind::Memory => Ok(Arc::new(memory::MemoryBackend::new())),
     }
 }
 

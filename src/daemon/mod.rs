@@ -209,6 +209,19 @@ impl Daemon {
     /// The daemon with the environments of the last run and production (pages and the API show them before the
     /// first fetch); their workers wait for [`Daemon::run`] to read the list. Call inside a Tokio runtime.
     pub fn new(settings: DaemonSettings, store: Arc<Store>) -> Arc<Daemon> {
+        Daemon::build(settings, store, None)
+    }
+
+    /// [`Daemon::new`] over a backend already connected (the in-memory one, say) instead of `settings.backend`'s.
+    pub fn with_backend(settings: DaemonSettings, store: Arc<Store>, backend: Arc<dyn Backend>) -> Arc<Daemon> {
+        Daemon::build(settings, store, Some(backend))
+    }
+
+    fn build(settings: DaemonSettings, store: Arc<Store>, backend: Option<Arc<dyn Backend>>) -> Arc<Daemon> {
+        let mut settings = settings;
+        if let Some(backend) = &backend {
+            settings.backend = backend.kind();
+        }
         let fetcher = Fetcher::new(settings.source.clone(), settings.fetch_timeout);
         let daemon = Arc::new(Daemon {
             forge: settings.forge.clone(),
@@ -224,7 +237,7 @@ impl Daemon {
             tracked: RwLock::new(None),
             listing_changes: std::sync::Mutex::new(()),
             claims: RwLock::new(BTreeMap::new()),
-            backend: Mutex::new(None),
+            backend: Mutex::new(backend),
             ready: AtomicBool::new(false),
             shutdown: watch::Sender::new(false),
             changes: broadcast::channel(64).0,

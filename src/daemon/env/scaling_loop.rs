@@ -111,7 +111,7 @@ impl EnvHandle {
             }
         };
         // On Kubernetes the HorizontalPodAutoscaler that the backend writes decides; the load is for the pages.
-        if daemon.settings.backend != BackendKind::Docker {
+        if daemon.settings.backend == BackendKind::Kubernetes {
             self.record_loads(&targets, &loads);
             return;
         }

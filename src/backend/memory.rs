@@ -1,0 +1,331 @@
+//! A backend that runs nothing: every environment's apps and routes live in memory, applied as
+//! [`crate::plan::apply_to`] says a correct backend leaves them. It records what it was asked, and can be told to
+//! fail an app, to be unreachable, to be slow, to find new replicas of an app unhealthy (the update is rolled back,
+//! the old replicas keep serving), and to have its state changed under it (drift). The daemon's policies are tested
+//! on it with paused time; it also serves dry runs without any engine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::schedule::{self, Slot};
+use super::{ActionOutcome, ActionResult, AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
+use super::{ProgressEvent, Step};
+use crate::model::{AppSpec, Environment, Observed};
+use crate::plan::{self, Action, ChangeKind, ObjectKind, Plan};
+use crate::secrets::ResolvedSecrets;
+
+/// Independent apps applied at once, as Docker's default.
+const PARALLEL: usize = 4;
+
+/// One call the backend received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Observe {
+        env: String,
+    },
+    /// The plan's changing actions, as `(kind, name, change)`.
+    Apply {
+        env: String,
+        actions: Vec<(ObjectKind, String, ChangeKind)>,
+    },
+    Destroy {
+        env: String,
+    },
+    Metrics {
+        env: String,
+    },
+}
+
+/// Why the in-memory backend refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryError {
+    #[error("the in-memory backend was told to be unreachable; tell it `reachable(true)` to answer again")]
+    Unreachable,
+}
+
+impl MemoryError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, MemoryError::Unreachable)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// What runs, per compose project (namespace).
+    environments: BTreeMap<String, Observed>,
+    requests: Vec<Request>,
+    failing: BTreeMap<String, String>,
+    unhealthy: BTreeSet<String>,
+    unreachable: bool,
+    delay: Duration,
+    load: BTreeMap<String, f64>,
+}
+
+/// Apps and routes held in memory; see the module's documentation.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> MemoryBackend {
+        MemoryBackend::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every call so far, oldest first.
+    pub fn requests(&self) -> Vec<Request> {
+        self.state().requests.clone()
+    }
+
+    /// The applies so far, each as its changing actions.
+    pub fn applies(&self) -> Vec<Vec<(ObjectKind, String, ChangeKind)>> {
+        let requests = self.requests();
+        requests
+            .into_iter()
+            .filter_map(|request| if let Request::Apply { actions, .. } = request { Some(actions) } else { None })
+            .collect()
+    }
+
+    /// What runs in the environment of compose project (namespace) `project`.
+    pub fn running(&self, project: &str) -> Observed {
+        self.state().environments.get(project).cloned().unwrap_or_else(empty)
+    }
+
+    /// Every action on `app` fails with `error` until [`MemoryBackend::heal`].
+    pub fn fail_app(&self, app: &str, error: &str) {
+        self.state().failing.insert(app.to_owned(), error.to_owned());
+    }
+
+    /// New replicas of `app` never become healthy: a create or update of it is rolled back.
+    pub fn unhealthy(&self, app: &str) {
+        self.state().unhealthy.insert(app.to_owned());
+    }
+
+    /// `app` works again.
+    pub fn heal(&self, app: &str) {
+        let mut state = self.state();
+        state.failing.remove(app);
+        state.unhealthy.remove(app);
+    }
+
+    /// Whether the backend answers at all.
+    pub fn reachable(&self, reachable: bool) {
+        self.state().unreachable = !reachable;
+    }
+
+    /// Each app action takes `delay` (on Tokio's clock, so paused time skips it).
+    pub fn slow(&self, delay: Duration) {
+        self.state().delay = delay;
+    }
+
+    /// Average CPU per replica that [`Backend::metrics`] reports for `app`.
+    pub fn set_load(&self, app: &str, cpu_percent: f64) {
+        self.state().load.insert(app.to_owned(), cpu_percent);
+    }
+
+    /// Changes what runs in `project` behind railyard's back (a replica removed by hand, say).
+    pub fn tamper(&self, project: &str, change: impl FnOnce(&mut Observed)) {
+        let mut state = self.state();
+        change(state.environments.entry(project.to_owned()).or_insert_with(empty));
+    }
+
+    fn ask(&self, request: Request) -> Result<(), MemoryError> {
+        let mut state = self.state();
+        state.requests.push(request);
+        if state.unreachable { Err(MemoryError::Unreachable) } else { Ok(()) }
+    }
+
+    async fn apply_app(&self, plan: &Plan, action: &Action<AppSpec>, progress: &dyn Progress) -> ActionOutcome {
+        let started = Instant::now();
+        progress.event(&ProgressEvent::app(&action.name, Step::Started { change: action.change.kind() }));
+        let delay = self.state().delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let result = self.app_result(plan, action);
+        progress.event(&ProgressEvent::app(&action.name, Step::finished(&result)));
+        ActionOutcome::of(ObjectKind::App, action, result, started.elapsed())
+    }
+
+    fn app_result(&self, plan: &Plan, action: &Action<AppSpec>) -> ActionResult {
+        let mut state = self.state();
+        if let Some(error) = state.failing.get(&action.name) {
+            return ActionResult::Failed { error: error.clone() };
+        }
+        let replaces = matches!(action.change.kind(), ChangeKind::Create | ChangeKind::Update);
+        if replaces && state.unhealthy.contains(&action.name) {
+            return ActionResult::RolledBack {
+                reason: "new replicas did not become healthy; the old ones keep serving".to_owned(),
+            };
+        }
+        let one = Plan { apps: vec![action.clone()], domains: Vec::new(), ..plan.clone() };
+        let running = state.environments.entry(plan.env.project.clone()).or_insert_with(empty);
+        *running = plan::apply_to(running, &one);
+        ActionResult::Done
+    }
+
+    fn apply_domains(&self, plan: &Plan, progress: &dyn Progress) -> Vec<ActionOutcome> {
+        let mut outcomes = Vec::new();
+        for action in plan.domains.iter().filter(|action| action.change.kind().is_change()) {
+            let one = Plan { apps: Vec::new(), domains: vec![action.clone()], ..plan.clone() };
+            let mut state = self.state();
+            let running = state.environments.entry(plan.env.project.clone()).or_insert_with(empty);
+            *running = plan::apply_to(running, &one);
+            progress.event(&ProgressEvent::domain(&action.name, Step::Done));
+            outcomes.push(ActionOutcome::of(ObjectKind::Domain, action, ActionResult::Done, Duration::ZERO));
+        }
+        outcomes
+    }
+}
+
+fn empty() -> Observed {
+    Observed { domains: Some(BTreeMap::new()), ..Observed::default() }
+}
+
+fn changing_actions(plan: &Plan) -> Vec<(ObjectKind, String, ChangeKind)> {
+    let apps = plan.apps.iter().map(|action| (ObjectKind::App, action.name.clone(), action.change.kind()));
+    let domains = plan.domains.iter().map(|action| (ObjectKind::Domain, action.name.clone(), action.change.kind()));
+    apps.chain(domains).filter(|(_, _, change)| change.is_change()).collect()
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Memory
+    }
+
+    async fn observe(&self, env: &Environment) -> Result<Observed, BackendError> {
+        self.ask(Request::Observe { env: env.name.clone() })?;
+        Ok(self.running(&env.project))
+    }
+
+    async fn apply(
+        &self,
+        plan: &Plan,
+        _secrets: &ResolvedSecrets,
+        progress: &dyn Progress,
+    ) -> Result<ApplyReport, BackendError> {
+        self.ask(Request::Apply { env: plan.env.name.clone(), actions: changing_actions(plan) })?;
+        let mut outcomes = schedule::in_dependency_order(plan, PARALLEL, |action, mut slot: Slot| async move {
+            let outcome = self.apply_app(plan, action, progress).await;
+            slot.release();
+            outcome
+        })
+        .await;
+        outcomes.extend(self.apply_domains(plan, progress));
+        Ok(ApplyReport { outcomes })
+    }
+
+    async fn destroy(&self, env: &Environment) -> Result<(), BackendError> {
+        self.ask(Request::Destroy { env: env.name.clone() })?;
+        self.state().environments.remove(&env.project);
+        Ok(())
+    }
+
+    async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, BackendError> {
+        self.ask(Request::Metrics { env: env.name.clone() })?;
+        let state = self.state();
+        let running = state.environments.get(&env.project).cloned().unwrap_or_else(empty);
+        let replicas = running.apps.values().flat_map(|app| {
+            let load = state.load.get(&app.name).copied().unwrap_or(0.0);
+            app.replicas.iter().map(move |_| (app.name.clone(), load))
+        });
+        Ok(AppLoad::per_app(replicas.collect::<Vec<_>>()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{self, RepoFile};
+
+    struct Quiet;
+
+    impl Progress for Quiet {
+        fn event(&self, _event: &ProgressEvent) {}
+    }
+
+    fn desired(apps: &str) -> model::DesiredState {
+        let files =
+            vec![RepoFile::text("railyard.yaml", "kind: Project\nname: shop\n"), RepoFile::text("apps.yaml", apps)];
+        let config = model::load(&files).unwrap_or_else(|invalid| panic!("test config invalid:\n{invalid}"));
+        config.desired(&Environment::production("shop"), Some("c0ffee"))
+    }
+
+    const APPS: &str =
+        "kind: App\nname: db\nimage: db:1\n---\nkind: App\nname: web\nimage: web:1\nreplicas: 2\ndependsOn: [db]\n";
+
+    async fn sync(backend: &MemoryBackend, desired: &model::DesiredState) -> (Plan, ApplyReport) {
+        let observed = backend.observe(&desired.env).await.unwrap_or_else(|error| panic!("{error}"));
+        let plan = plan::plan(desired, &observed);
+        let report = backend.apply(&plan, &ResolvedSecrets::default(), &Quiet).await.unwrap_or_else(|e| panic!("{e}"));
+        (plan, report)
+    }
+
+    #[tokio::test]
+    async fn an_applied_plan_runs_and_planning_again_finds_nothing_to_do() {
+        let backend = MemoryBackend::new();
+        let state = desired(APPS);
+        let (plan, report) = sync(&backend, &state).await;
+        assert!(plan.has_changes() && report.succeeded(), "{report:?}");
+        assert_eq!(backend.running("shop").apps["web"].replicas.len(), 2);
+        let (again, _) = sync(&backend, &state).await;
+        assert!(!again.has_changes(), "{:?}", again.summary);
+        assert_eq!(backend.applies().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failing_app_fails_and_its_dependents_are_skipped() {
+        let backend = MemoryBackend::new();
+        backend.fail_app("db", "disk full");
+        let (_, report) = sync(&backend, &desired(APPS)).await;
+        let results: Vec<(&str, &ActionResult)> =
+            report.outcomes.iter().map(|o| (o.name.as_str(), &o.result)).collect();
+        assert_eq!(results[0], ("db", &ActionResult::Failed { error: "disk full".to_owned() }));
+        assert!(matches!(results[1], ("web", ActionResult::Skipped { .. })), "{results:?}");
+        assert!(backend.running("shop").apps.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unhealthy_update_is_rolled_back_and_the_old_replicas_keep_serving() {
+        let backend = MemoryBackend::new();
+        sync(&backend, &desired(APPS)).await;
+        backend.unhealthy("web");
+        let (_, report) = sync(&backend, &desired(&APPS.replace("web:1", "web:2"))).await;
+        assert!(report.outcomes.iter().any(|o| o.name == "web" && matches!(o.result, ActionResult::RolledBack { .. })));
+        let web = &backend.running("shop").apps["web"];
+        assert_eq!(web.last_applied.as_ref().map(|spec| spec.container.image.as_str()), Some("web:1"));
+    }
+
+    #[tokio::test]
+    async fn a_change_behind_its_back_is_drift_the_next_plan_repairs() {
+        let backend = MemoryBackend::new();
+        let state = desired(APPS);
+        sync(&backend, &state).await;
+        backend.tamper("shop", |running| {
+            if let Some(web) = running.apps.get_mut("web") {
+                web.replicas.pop();
+            }
+        });
+        let (plan, report) = sync(&backend, &state).await;
+        assert!(plan.apps.iter().any(|a| a.name == "web" && a.change.kind() == ChangeKind::Repair), "{plan:?}");
+        assert!(report.succeeded());
+        assert_eq!(backend.running("shop").apps["web"].replicas.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_backend_says_so_and_changes_nothing() {
+        let backend = MemoryBackend::new();
+        backend.reachable(false);
+        let error = backend.observe(&Environment::production("shop")).await.err().map(|e| e.to_string());
+        assert!(error.is_some_and(|e| e.contains("unreachable")));
+        assert_eq!(backend.requests(), vec![Request::Observe { env: "production".to_owned() }]);
+    }
+}

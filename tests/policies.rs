@@ -1,0 +1,493 @@
+//! The daemon's policies on the in-memory backend with paused time: manual sync, the hold after a rollback and the
+//! Project's retry policy, sync windows, schedules, drift repair, retries of an unreachable backend, rollback pins.
+//! A real git repository and the real HTTP router (in process); no Docker Engine, no sleeping on the wall clock:
+//! Tokio's clock jumps ahead whenever the daemon waits, and the daemon's wall clock follows it.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use chrono::{DateTime, Utc};
+use railyard::backend::memory::MemoryBackend;
+use railyard::backend::{BackendKind, BackendSettings};
+use railyard::clock::Clock;
+use railyard::daemon::{Daemon, DaemonSettings, EnvState, SyncStatus};
+use railyard::outcome::{SyncOutcome, Trigger};
+use railyard::plan::ChangeKind;
+use railyard::secrets::SecretStore;
+use railyard::server::{AllowedHosts, ServerState};
+use railyard::source::{GitSource, Source};
+use railyard::store::{Store, SyncRecord};
+use tower::ServiceExt;
+
+const TOKEN: &str = "policy-token";
+const PROJECT: &str = "kind: Project\nname: shop\n";
+
+fn app(image: &str) -> String {
+    format!("kind: App\nname: web\nimage: {image}\nreplicas: 1\n")
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=Railyard Test", "-c", "user.email=test@railyard.dev", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .expect("git runs (apt-get install git)");
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A daemon over the in-memory backend, following a git repository of its own.
+struct Yard {
+    daemon: Arc<Daemon>,
+    backend: Arc<MemoryBackend>,
+    repo: tempfile::TempDir,
+    state: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Yard {
+    async fn start(files: &[(&str, &str)]) -> Yard {
+        Yard::start_with(files, |_| {}).await
+    }
+
+    async fn start_with(files: &[(&str, &str)], tweak: impl FnOnce(&mut DaemonSettings)) -> Yard {
+        let repo = tempfile::tempdir().expect("repository");
+        git(repo.path(), &["init", "-q", "-b", "main"]);
+        let state = tempfile::tempdir().expect("state directory");
+        let mut yard = Yard::serve(repo, state, Arc::new(MemoryBackend::new()), tweak);
+        for (path, text) in files {
+            yard.write(path, text);
+        }
+        yard.commit("initial config");
+        yard.task = tokio::spawn(Arc::clone(&yard.daemon).run());
+        yard
+    }
+
+    /// A daemon (not yet running) over `repo`, `state` and `backend`.
+    fn serve(
+        repo: tempfile::TempDir,
+        state: tempfile::TempDir,
+        backend: Arc<MemoryBackend>,
+        tweak: impl FnOnce(&mut DaemonSettings),
+    ) -> Yard {
+        let source = Source::Git(GitSource {
+            url: repo.path().display().to_string(),
+            branch: "main".to_owned(),
+            mirror: state.path().join("mirror.git"),
+            token: None,
+            timeout: Duration::from_secs(30),
+        });
+        let mut settings = DaemonSettings {
+            source,
+            branch: "main".to_owned(),
+            poll_interval: Duration::from_secs(3600),
+            drift_interval: Duration::from_secs(3600),
+            scale_interval: Duration::from_secs(3600),
+            sync: None,
+            backend: BackendKind::Memory,
+            backends: BackendSettings::default(),
+            secrets: SecretStore::default(),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(30),
+            keep_syncs: 1000,
+            keep_deliveries: 1000,
+            forge: None,
+            notifications: Vec::new(),
+            sync_windows: Vec::new(),
+            clock: Clock::System,
+        };
+        tweak(&mut settings);
+        let store = Arc::new(Store::open(state.path()).expect("store"));
+        let daemon = Daemon::with_backend(settings, store, Arc::clone(&backend) as _);
+        Yard { daemon, backend, repo, state, task: tokio::spawn(async {}) }
+    }
+
+    /// Stops the daemon and starts another on the same repository, state and backend (a restart).
+    async fn restart(self) -> Yard {
+        self.daemon.stop();
+        let _ = self.task.await;
+        let mut yard = Yard::serve(self.repo, self.state, self.backend, |_| {});
+        yard.task = tokio::spawn(Arc::clone(&yard.daemon).run());
+        yard
+    }
+
+    fn write(&self, path: &str, text: &str) {
+        let path = self.repo.path().join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("folder");
+        }
+        std::fs::write(path, text).expect("config file");
+    }
+
+    /// Commits everything and tells the daemon, as the forge's push webhook does; the new commit's sha.
+    fn push(&self, message: &str) -> String {
+        let sha = self.commit(message);
+        self.daemon.pushed("main");
+        sha
+    }
+
+    fn commit(&self, message: &str) -> String {
+        git(self.repo.path(), &["add", "-A"]);
+        git(self.repo.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(self.repo.path(), &["rev-parse", "HEAD"])
+    }
+
+    fn env(&self) -> EnvState {
+        self.daemon.env("production").expect("production is managed").state()
+    }
+
+    /// Waits (on Tokio's clock, up to ten minutes of it) until production's state passes `check`.
+    async fn until(&self, what: &str, check: impl Fn(&EnvState) -> bool) -> EnvState {
+        for _ in 0..6000 {
+            let state = self.env();
+            if check(&state) {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}; state: {:#?}\nhistory: {:#?}", self.env(), self.history());
+    }
+
+    /// Lets Tokio's clock run `duration` while the daemon does what it does.
+    async fn idle(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    /// Production's history, newest first.
+    fn history(&self) -> Vec<SyncRecord> {
+        self.daemon.store.syncs(Some("production"), 0).expect("history").items
+    }
+
+    fn outcomes_of(&self, sha: &str) -> Vec<SyncOutcome> {
+        let history = self.history();
+        history.iter().filter(|sync| sync.commit_sha.as_deref() == Some(sha)).map(|sync| sync.outcome).collect()
+    }
+
+    /// The image production's web app runs in the backend.
+    fn running_image(&self) -> Option<String> {
+        let running = self.backend.running("shop");
+        running.apps.get("web").and_then(|web| web.last_applied.as_ref()).map(|spec| spec.container.image.clone())
+    }
+
+    /// The daemon's HTTP router as `serve` makes it for `listen` on loopback, with the API token [`TOKEN`].
+    fn router(&self, listen: &str) -> axum::Router {
+        let state = ServerState {
+            daemon: Arc::clone(&self.daemon),
+            webhook_secret: None,
+            api_token: Some(TOKEN.to_owned()),
+            webhook_limit: railyard::server::DEFAULT_WEBHOOK_LIMIT,
+            open_reads: true,
+            metrics_apart: false,
+            ui_password: None,
+            hosts: AllowedHosts::new(listen.parse().expect("address"), &[]),
+            keep_deliveries: 100,
+        };
+        railyard::server::router(Arc::new(state))
+    }
+
+    /// A request to the daemon's HTTP router, in process; the status and body.
+    async fn http(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut request = Request::builder().method(method).uri(path).header(header::HOST, "127.0.0.1:8080");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Body::empty()).expect("request");
+        let response = self.router("127.0.0.1:8080").oneshot(request).await.expect("answer");
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 24).await.expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_sync_keeps_the_plan_pending_until_the_api_says_go() {
+    let project = format!("{PROJECT}sync: {{ policy: manual }}\n");
+    let yard = Yard::start(&[("railyard.yaml", &project), ("apps/web.yaml", &app("web:1"))]).await;
+    let pending = yard.until("the pending plan", |env| env.sync_status == SyncStatus::OutOfSync).await;
+    assert_eq!(pending.plan.as_ref().map(|plan| plan.summary.create), Some(1));
+    assert_eq!(pending.sync_policy, railyard::model::kinds::SyncPolicy::Manual);
+    yard.daemon.pushed("main");
+    yard.idle(Duration::from_secs(30)).await;
+    assert!(yard.backend.applies().is_empty(), "manual: nothing is applied before the API says so");
+    assert_eq!(yard.http("POST", "/api/v1/sync", None).await.0, 401);
+    assert_eq!(yard.http("POST", "/api/v1/sync", Some("wrong")).await.0, 401);
+    let (status, body) = yard.http("POST", "/api/v1/sync", Some(TOKEN)).await;
+    assert_eq!(status, 202, "{body}");
+    yard.until("the manual sync", |env| env.sync_status == SyncStatus::Synced).await;
+    assert_eq!(yard.running_image().as_deref(), Some("web:1"));
+    let history: Vec<(SyncOutcome, Trigger)> = yard.history().iter().map(|s| (s.outcome, s.trigger)).collect();
+    assert_eq!(
+        history,
+        [(SyncOutcome::Synced, Trigger::Api), (SyncOutcome::Pending, Trigger::Startup)],
+        "a pending plan is recorded once, however often it is found"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rolled_back_commit_waits_for_a_new_commit_or_its_retry_policy() {
+    let yard = Yard::start_with(&[("railyard.yaml", PROJECT), ("apps/web.yaml", &app("web:1"))], |settings| {
+        settings.poll_interval = Duration::from_secs(5);
+        settings.drift_interval = Duration::from_secs(5);
+    })
+    .await;
+    yard.until("the first sync", |env| env.sync_status == SyncStatus::Synced).await;
+
+    yard.backend.unhealthy("web");
+    yard.write("apps/web.yaml", &app("web:2"));
+    let two = yard.push("web: two, unhealthy");
+    let held = yard.until("the rollback", |env| env.sync_status == SyncStatus::RolledBack).await;
+    let error = held.error.unwrap_or_default();
+    assert!(error.contains("did not become healthy") && error.contains("new commit"), "{error}");
+    assert_eq!(yard.outcomes_of(&two), [SyncOutcome::RolledBack]);
+    yard.idle(Duration::from_secs(60)).await;
+    assert_eq!(yard.outcomes_of(&two), [SyncOutcome::RolledBack], "a dozen polls and drift checks later, no retry");
+    assert_eq!(yard.env().sync_status, SyncStatus::RolledBack);
+    assert_eq!(yard.running_image().as_deref(), Some("web:1"), "the old version serves");
+    let (_, page) = yard.http("GET", "/env/production", None).await;
+    assert!(page.contains("rolled back") && page.contains("did not become healthy"), "the page says what happened");
+    let id = yard.history()[0].id;
+    let (_, detail) = yard.http("GET", &format!("/syncs/{id}"), None).await;
+    assert!(detail.contains("did not become healthy"), "the history says why: {detail}");
+
+    yard.backend.heal("web");
+    yard.write("apps/web.yaml", &app("web:3"));
+    yard.push("web: three");
+    yard.until("the new commit", |env| {
+        env.sync_status == SyncStatus::Synced && env.commit.as_ref().is_some_and(|c| c.summary == "web: three")
+    })
+    .await;
+    assert_eq!(yard.running_image().as_deref(), Some("web:3"));
+
+    // With `sync.retry`, a rolled-back commit is tried again `limit` times, then held.
+    yard.backend.unhealthy("web");
+    yard.write("railyard.yaml", &format!("{PROJECT}sync: {{ policy: auto, retry: {{ limit: 1, backoff: 10s }} }}\n"));
+    yard.write("apps/web.yaml", &app("web:4"));
+    let four = yard.push("web: four, unhealthy, retried once");
+    yard.until("the first attempt", |_| yard.outcomes_of(&four).len() == 1).await;
+    let first = yard.env().error.unwrap_or_default();
+    assert!(first.contains("retry 1 of 1 in 10 s"), "{first}");
+    yard.idle(Duration::from_secs(8)).await;
+    assert_eq!(yard.outcomes_of(&four).len(), 1, "the retry waits for its backoff");
+    yard.until("the retry", |_| yard.outcomes_of(&four).len() == 2).await;
+    yard.idle(Duration::from_secs(120)).await;
+    assert_eq!(yard.outcomes_of(&four), [SyncOutcome::RolledBack, SyncOutcome::RolledBack], "then it is held");
+    assert_eq!(yard.running_image().as_deref(), Some("web:3"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_made_during_a_deny_window_is_applied_when_the_window_closes() {
+    // A deny window open from 22:00:00 to 22:00:30 UTC; railyard starts at 22:00:05.
+    let window = railyard::windows::SyncWindowSetting {
+        kind: railyard::windows::WindowKind::Deny,
+        schedule: "0 0 22 * * *".to_owned(),
+        duration: "30s".to_owned(),
+        time_zone: None,
+        environments: Vec::new(),
+        manual_sync: false,
+    };
+    let yard = Yard::start_with(&[("railyard.yaml", PROJECT), ("apps/web.yaml", &app("web:1"))], |settings| {
+        settings.sync_windows = vec![window.compile(1).expect("window")];
+        settings.clock = Clock::starting_at(at("2026-12-05T22:00:05Z"));
+    })
+    .await;
+    let waiting = yard
+        .until("the plan to wait for the window", |env| {
+            env.waiting_for_window.as_deref().is_some_and(|w| w.starts_with("waiting for sync window, opens at"))
+        })
+        .await;
+    assert_eq!(
+        waiting.waiting_for_window.as_deref(),
+        Some("waiting for sync window, opens at 2026-12-05 22:00:30 UTC")
+    );
+    assert!(waiting.sync_window.as_ref().is_some_and(|w| !w.auto_sync_allowed), "{waiting:?}");
+    assert_eq!(waiting.plan.as_ref().map(|plan| plan.summary.create), Some(1), "the plan is shown");
+    assert!(yard.backend.applies().is_empty(), "nothing is applied inside a deny window");
+    let (_, metrics) = yard.http("GET", "/metrics", None).await;
+    assert!(metrics.contains("railyard_sync_window_open{env=\"production\"} 0"), "{metrics}");
+    let (_, page) = yard.http("GET", "/env/production", None).await;
+    assert!(page.contains("automatic syncs wait"), "the page says so");
+    yard.http("POST", "/api/v1/sync", Some(TOKEN)).await;
+    let refused = yard
+        .until("the manual sync's verdict", |env| {
+            env.waiting_for_window.as_deref().is_some_and(|w| w.contains("manualSync is false"))
+        })
+        .await;
+    assert!(refused.sync_status == SyncStatus::OutOfSync && yard.backend.applies().is_empty(), "{refused:?}");
+
+    let applied = yard.until("the apply once the window closed", |env| env.sync_status == SyncStatus::Synced).await;
+    assert!(applied.sync_window.as_ref().is_some_and(|w| w.auto_sync_allowed), "{applied:?}");
+    assert_eq!(applied.waiting_for_window, None);
+    let synced_at = yard.history()[0].finished_ms;
+    assert_eq!(yard.history()[0].trigger, Trigger::Poll, "the window's own timer fired it");
+    assert!(synced_at > 0 && yard.running_image().as_deref() == Some("web:1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_schedule_boundary_scales_the_app_at_its_time_and_the_history_says_so() {
+    let rule = "kind: ScalingRule\napp: web\nmin: 1\nmax: 3\nschedules:\n  - { cron: \"0 0 8 * * *\", min: 3, max: 3 }\n  \
+                - { cron: \"0 0 20 * * *\", min: 1, max: 1 }\n";
+    let yard = Yard::start_with(
+        &[("railyard.yaml", PROJECT), ("apps/web.yaml", &app("web:1")), ("scaling/web.yaml", rule)],
+        |settings| settings.clock = Clock::starting_at(at("2026-12-05T07:59:50Z")),
+    )
+    .await;
+    // Yesterday's 20:00 entry fired before the rule existed: the rule's own bounds hold until 08:00.
+    let before = yard.until("the rule's bounds", |env| env.sync_status == SyncStatus::Synced).await;
+    let scaling = before.apps[0].scaling.clone().expect("the rule's bounds");
+    assert_eq!((scaling.set_by, scaling.bounds.min, scaling.bounds.max), (None, 1, 3), "{:?}", before.apps[0]);
+    let next = scaling.next.expect("the next change");
+    assert_eq!((next.at, next.bounds.min), (at("2026-12-05T08:00:00Z"), 3));
+    assert_eq!(yard.backend.running("shop").apps["web"].replicas.len(), 1);
+    let morning = yard
+        .until("the morning entry's three replicas", |env| env.apps[0].desired == 3 && env.apps[0].ready == 3)
+        .await;
+    assert_eq!(morning.apps[0].scaling.as_ref().and_then(|s| s.set_by.clone()).as_deref(), Some("0 0 8 * * *"));
+    assert_eq!(yard.backend.running("shop").apps["web"].replicas.len(), 3);
+    let by_schedule: Vec<SyncRecord> = yard.history().into_iter().filter(|s| s.trigger == Trigger::Schedule).collect();
+    assert_eq!(by_schedule.len(), 1, "one scale change, fired by the schedule itself: {:#?}", yard.history());
+    assert_eq!(by_schedule[0].outcome, SyncOutcome::Synced);
+    assert!(by_schedule[0].summary.contains("1 to scale"), "{}", by_schedule[0].summary);
+    let (_, page) = yard.http("GET", "/env/production", None).await;
+    assert!(page.contains("bounds 3–3"), "the page shows the bounds in force:\n{page}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drift_timer_puts_back_a_replica_removed_behind_railyards_back() {
+    let yard = Yard::start_with(&[("railyard.yaml", PROJECT), ("apps/web.yaml", &app("web:1"))], |settings| {
+        settings.drift_interval = Duration::from_secs(30);
+    })
+    .await;
+    yard.until("the first sync", |env| env.sync_status == SyncStatus::Synced).await;
+    yard.backend.tamper("shop", |running| {
+        running.apps.remove("web");
+    });
+    yard.until("the repair", |_| yard.history().iter().any(|sync| sync.trigger == Trigger::Drift)).await;
+    assert_eq!(yard.backend.running("shop").apps["web"].replicas.len(), 1);
+    let repair = yard.backend.applies().last().cloned().unwrap_or_default();
+    assert_eq!(
+        repair.iter().map(|(_, name, change)| (name.as_str(), *change)).collect::<Vec<_>>(),
+        [("web", ChangeKind::Create)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_backend_is_retried_with_backoff_until_it_answers() {
+    let backend_down = |yard: &Yard| yard.backend.reachable(false);
+    let yard = Yard::start(&[("railyard.yaml", PROJECT), ("apps/web.yaml", &app("web:1"))]).await;
+    backend_down(&yard);
+    let failed = yard.until("the failure", |env| env.sync_status == SyncStatus::Error).await;
+    assert!(failed.error.unwrap_or_default().contains("unreachable"));
+    yard.idle(Duration::from_secs(20)).await;
+    let attempts = yard.backend.requests().len();
+    assert!(
+        (3..=12).contains(&attempts),
+        "retried with a doubling backoff (capped at 30 s), not in a loop: {attempts}"
+    );
+    yard.backend.reachable(true);
+    yard.until("the recovery, with no push", |env| env.sync_status == SyncStatus::Synced).await;
+    assert_eq!(yard.running_image().as_deref(), Some("web:1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_pins_an_earlier_commit_until_unpinned_and_survives_a_restart() {
+    let yard = Yard::start(&[("railyard.yaml", PROJECT), ("apps/web.yaml", &app("web:1"))]).await;
+    let one = yard.env();
+    let one = yard.until("the first sync", |env| env.sync_status == SyncStatus::Synced).await.commit.or(one.commit);
+    let one = one.expect("a commit").sha;
+    yard.write("apps/web.yaml", &app("web:2"));
+    yard.push("web: two");
+    yard.until("web:2", |_| yard.running_image().as_deref() == Some("web:2")).await;
+
+    let (sha, plan) = yard.daemon.rollback("production", &one[..8], false).await.expect("rollback");
+    assert_eq!((sha.as_str(), plan.summary.update), (one.as_str(), 1));
+    yard.until("the pinned commit", |_| yard.running_image().as_deref() == Some("web:1")).await;
+    yard.write("apps/web.yaml", &app("web:3"));
+    yard.push("web: three");
+    let pinned = yard
+        .until("the head planned, not applied", |env| {
+            env.pinned.as_ref().is_some_and(|pin| pin.head.as_ref().is_some_and(|head| head.summary == "web: three"))
+        })
+        .await;
+    let pin = pinned.pinned.expect("pinned");
+    assert_eq!(pin.commit, one);
+    assert!(pin.head_plan.as_deref().is_some_and(|plan| plan.contains("1 to update")), "{pin:?}");
+    assert_eq!(yard.running_image().as_deref(), Some("web:1"));
+
+    let yard = yard.restart().await;
+    yard.until("the pin after a restart", |env| env.pinned.is_some() && env.sync_status == SyncStatus::Synced).await;
+    assert_eq!(yard.running_image().as_deref(), Some("web:1"), "the pin survives a restart");
+    let never = yard.daemon.rollback("production", "0000000", false).await;
+    assert!(never.is_err(), "a commit never synced is refused without force");
+
+    yard.daemon.unpin("production").expect("unpin");
+    yard.until("the branch's head again", |_| yard.running_image().as_deref() == Some("web:3")).await;
+    assert_eq!(yard.env().pinned, None);
+}
+
+/// `railyard rollback` and `railyard unpin` through the daemon's API on loopback (real time), and the pages that
+/// offer a rollback: the plan first, then the button.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_rolls_back_through_the_api_and_the_pages_offer_it() {
+    let yard = Yard::start(&[("railyard.yaml", PROJECT), ("apps/web.yaml", &app("web:1"))]).await;
+    let first = yard.until("the first sync", |env| env.sync_status == SyncStatus::Synced).await.commit;
+    let first = first.expect("a commit").sha;
+    yard.write("apps/web.yaml", &app("web:2"));
+    let second = yard.push("web: two");
+    yard.until("web:2", |env| {
+        env.sync_status == SyncStatus::Synced && env.commit.as_ref().is_some_and(|c| c.sha == second)
+    })
+    .await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback");
+    let port = listener.local_addr().expect("address").port();
+    let router = yard.router(&format!("127.0.0.1:{port}"));
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let address = format!("http://127.0.0.1:{port}");
+    let cli = |args: &[&str]| {
+        let mut args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        args.extend(["--server".to_owned(), address.clone()]);
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_railyard"))
+                .args(&args)
+                .env("RAILYARD_API_TOKEN", TOKEN)
+                .env("NO_COLOR", "1")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("railyard runs")
+        })
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let never = cli(&["rollback", "--env", "production", "0123456", "--yes"]).await.expect("cli");
+    assert_eq!(never.status.code(), Some(1));
+    assert!(text(&never.stderr).contains("never synced a commit starting with `0123456`"), "{}", text(&never.stderr));
+    let asked = cli(&["rollback", "--env", "production", &first[..7]]).await.expect("cli");
+    assert_eq!(asked.status.code(), Some(1), "no terminal and no --yes: refused");
+    assert!(text(&asked.stderr).contains("pass --yes"), "{}", text(&asked.stderr));
+    assert!(text(&asked.stdout).contains("update App web"), "the plan is shown first: {}", text(&asked.stdout));
+
+    let (_, history) = yard.http("GET", "/env/production/syncs", None).await;
+    assert!(history.contains(&format!("/env/production/rollback/{first}")), "each synced commit offers a rollback");
+    let (status, page) = yard.http("GET", &format!("/env/production/rollback/{first}"), None).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("web:1") && page.contains("confirm-rollback"), "the plan, then the button: {page}");
+
+    let rolled = cli(&["rollback", "--env", "production", &first[..7], "--yes"]).await.expect("cli");
+    assert!(rolled.status.success() && text(&rolled.stdout).contains("pinned to"), "{}", text(&rolled.stderr));
+    yard.until("the pinned commit", |_| yard.running_image().as_deref() == Some("web:1")).await;
+    let (_, page) = yard.http("GET", "/env/production", None).await;
+    assert!(page.contains("by rollback, auto-sync paused"), "the page says so");
+    let unpinned = cli(&["unpin", "--env", "production"]).await.expect("cli");
+    assert!(unpinned.status.success(), "{}", text(&unpinned.stderr));
+    yard.until("the branch's head again", |_| yard.running_image().as_deref() == Some("web:2")).await;
+    server.abort();
+}
