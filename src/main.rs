@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
+use railyard::error_chain::chain;
 use tracing_subscriber::EnvFilter;
 
 use cli::args::{Cli, Command, Export, LogFormat};
@@ -21,14 +22,15 @@ fn main() -> ExitCode {
     if let (Command::Serve { args }, Some(given)) = (&mut cli.command, matches.subcommand_matches("serve"))
         && let Err(error) = args.read_settings_file(given)
     {
-        eprintln!("error: {error:#}");
+        // Each cause once: many errors say their cause in their own message too.
+        eprintln!("error: {}", chain(error.as_ref()));
         return ExitCode::from(EXIT_FAILED);
     }
     init_logs(&cli);
     match run(cli.command, cli.log_format == LogFormat::Json) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", chain(error.as_ref()));
             ExitCode::from(EXIT_FAILED)
         }
     }
