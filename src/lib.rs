@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod clock;
 pub mod daemon;
+pub mod error_chain;
 pub mod export;
 pub mod forge;
 pub mod model;

@@ -33,6 +33,27 @@ pub(super) enum AdminEndpoint {
     },
 }
 
+/// Why Caddy's admin API could not be reached or did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Socket(#[source] std::io::Error),
+    #[error("`{admin}` is not an admin address; write it as http://HOST:PORT or unix:///PATH")]
+    Unsupported { admin: String },
+    #[error("no answer within {timeout:?}")]
+    Timeout { timeout: Duration },
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
+    #[error("{0}")]
+    Request(#[source] hyper::http::Error),
+}
+
 /// An admin API answer: status and body.
 pub(super) struct AdminResponse {
     pub status: u16,
@@ -70,7 +91,7 @@ impl AdminEndpoint {
         path: &str,
         json_body: Option<Vec<u8>>,
         timeout: Duration,
-    ) -> Result<AdminResponse, String> {
+    ) -> Result<AdminResponse, AdminError> {
         self.request_if_match(method, path, json_body, None, timeout).await
     }
 
@@ -83,30 +104,28 @@ impl AdminEndpoint {
         json_body: Option<Vec<u8>>,
         if_match: Option<&str>,
         timeout: Duration,
-    ) -> Result<AdminResponse, String> {
+    ) -> Result<AdminResponse, AdminError> {
         let exchange = async {
             match self {
                 AdminEndpoint::Tcp { address, host, prefix } => {
                     let stream = tokio::net::TcpStream::connect(address.as_str())
                         .await
-                        .map_err(|e| format!("{address}: {e}"))?;
+                        .map_err(|source| AdminError::Connect { address: address.clone(), source })?;
                     // Nagle would hold the body back until the headers are acknowledged.
-                    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                    stream.set_nodelay(true).map_err(AdminError::Socket)?;
                     exchange(stream, host, method, &format!("{prefix}{path}"), json_body, if_match).await
                 }
                 AdminEndpoint::Unix { socket } => {
                     let stream = tokio::net::UnixStream::connect(socket)
                         .await
-                        .map_err(|e| format!("{}: {e}", socket.display()))?;
+                        .map_err(|source| AdminError::Connect { address: socket.display().to_string(), source })?;
                     // Caddy allows only an empty Host on a socket (RFC 9112: no host name in the URI).
                     exchange(stream, "", method, path, json_body, if_match).await
                 }
-                AdminEndpoint::Unsupported { admin } => {
-                    Err(format!("`{admin}` is not an admin address; write it as http://HOST:PORT or unix:///PATH"))
-                }
+                AdminEndpoint::Unsupported { admin } => Err(AdminError::Unsupported { admin: admin.clone() }),
             }
         };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer within {timeout:?}"))?
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| AdminError::Timeout { timeout })?
     }
 }
 
@@ -118,9 +137,9 @@ async fn exchange(
     path: &str,
     json_body: Option<Vec<u8>>,
     if_match: Option<&str>,
-) -> Result<AdminResponse, String> {
+) -> Result<AdminResponse, AdminError> {
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(AdminError::Http)?;
     let driver = tokio::spawn(connection);
     let mut request = hyper::Request::builder().method(method).uri(path).header("Host", host);
     if json_body.is_some() {
@@ -129,11 +148,11 @@ async fn exchange(
     if let Some(etag) = if_match {
         request = request.header("If-Match", etag);
     }
-    let request = request.body(Full::new(Bytes::from(json_body.unwrap_or_default()))).map_err(|e| e.to_string())?;
+    let request = request.body(Full::new(Bytes::from(json_body.unwrap_or_default()))).map_err(AdminError::Request)?;
     let result = async {
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(AdminError::Http)?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec();
+        let body = response.into_body().collect().await.map_err(AdminError::Http)?.to_bytes().to_vec();
         Ok(AdminResponse { status, body })
     }
     .await;
@@ -172,6 +191,7 @@ mod tests {
             .await
             .err()
             .expect("refused");
-        assert!(error.contains("http://HOST:PORT or unix:///PATH"), "{error}");
+        assert!(matches!(error, AdminError::Unsupported { .. }), "{error:?}");
+        assert!(error.to_string().contains("http://HOST:PORT or unix:///PATH"), "{error}");
     }
 }

@@ -24,6 +24,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use self::admin::AdminEndpoint;
+pub use self::admin::AdminError;
 use self::layout::{Change, in_flight, set_draining};
 pub use self::layout::{HTTP_SERVER, HTTPS_SERVER, observed_domains, with_domains};
 
@@ -67,8 +68,24 @@ pub enum UpstreamMode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("cannot reach Caddy's admin API at {admin}: {reason}; start Caddy or point --caddy-admin at it")]
-    Unreachable { admin: String, reason: String },
+    #[error("cannot reach Caddy's admin API at {admin}: {source}; start Caddy or point --caddy-admin at it")]
+    Unreachable {
+        admin: String,
+        #[source]
+        source: AdminError,
+    },
+    #[error(
+        "Caddy's admin API at {admin} answered GET {path} with what is not JSON ({source}); point --caddy-admin at \
+         Caddy's admin API"
+    )]
+    NotJson {
+        admin: String,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write Caddy's config as JSON: {0}; this is a bug in railyard, please report it")]
+    Serialise(#[source] serde_json::Error),
     #[error("Caddy refused the config ({status}): {body}")]
     Refused { status: u16, body: String },
 }
@@ -114,8 +131,8 @@ impl Caddy {
         &self.settings
     }
 
-    fn unreachable(&self, error: impl std::fmt::Display) -> ProxyError {
-        ProxyError::Unreachable { admin: self.settings.admin.clone(), reason: error.to_string() }
+    fn unreachable(&self, source: AdminError) -> ProxyError {
+        ProxyError::Unreachable { admin: self.settings.admin.clone(), source }
     }
 
     async fn get(&self, path: &str) -> Result<Value, ProxyError> {
@@ -127,7 +144,11 @@ impl Caddy {
                 body: String::from_utf8_lossy(&response.body).into_owned(),
             });
         }
-        serde_json::from_slice(&response.body).map_err(|e| self.unreachable(format!("GET {path}: {e}")))
+        serde_json::from_slice(&response.body).map_err(|source| ProxyError::NotJson {
+            admin: self.settings.admin.clone(),
+            path: path.to_owned(),
+            source,
+        })
     }
 
     async fn config(&self) -> Result<Value, ProxyError> {
@@ -200,7 +221,7 @@ impl Caddy {
             let mut keep_counting = pushed.dials.clone();
             keep_counting.extend(retired.iter().cloned());
             set_draining(&mut wanted, &keep_counting);
-            let body = serde_json::to_vec(&wanted).map_err(|e| self.unreachable(e))?;
+            let body = serde_json::to_vec(&wanted).map_err(ProxyError::Serialise)?;
             let next_etag = caddy_etag(&body);
             let sent = match &etag {
                 Some(etag) => self.endpoint.request_if_match("POST", "/config/", Some(body), Some(etag), LOAD_TIMEOUT),

@@ -127,12 +127,25 @@ pub enum SecretError {
          replace it with a regular file"
     )]
     NotRegularFile { path: PathBuf, what: &'static str },
-    #[error("cannot read secret file {path}: {reason}; check its permissions")]
-    Unreadable { path: PathBuf, reason: std::io::Error },
+    #[error("cannot read secret file {path}: {source}; check its permissions")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("--secrets-dir {0} does not exist or is not a directory; create it or point the flag at the right place")]
     NoSecretsDir(PathBuf),
-    #[error("cannot use the secret digest key {path}: {reason}; check that --state-dir is writable")]
-    DigestKey { path: PathBuf, reason: String },
+    #[error("cannot use the secret digest key {path}: {source}; check that --state-dir is writable")]
+    DigestKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot use the secret digest key {path}: it holds {length} bytes instead of {DIGEST_KEY_BYTES}; remove it to \
+         make a new one"
+    )]
+    DigestKeyLength { path: PathBuf, length: usize },
 }
 
 /// What the digests of previews are keyed with, derived from the installation's key: a digest a pull request can see
@@ -396,10 +409,10 @@ fn read_regular_file(path: &Path) -> Result<Option<String>, SecretError> {
     let before = match std::fs::symlink_metadata(path) {
         Ok(metadata) => metadata,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(reason) => return Err(SecretError::Unreadable { path: path.to_owned(), reason }),
+        Err(source) => return Err(SecretError::Unreadable { path: path.to_owned(), source }),
     };
     check_regular(path, &before)?;
-    let unreadable = |reason| SecretError::Unreadable { path: path.to_owned(), reason };
+    let unreadable = |source| SecretError::Unreadable { path: path.to_owned(), source };
     let mut file = std::fs::File::open(path).map_err(unreadable)?;
     let opened = file.metadata().map_err(unreadable)?;
     check_regular(path, &opened)?;
@@ -440,21 +453,18 @@ fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
 /// there (mode 0600, never overwriting a key that appeared meanwhile).
 fn load_or_create_key(state_dir: &Path) -> Result<DigestKey, SecretError> {
     let path = state_dir.join(DIGEST_KEY_FILE);
-    let failed = |reason: String| SecretError::DigestKey { path: path.clone(), reason };
+    let failed = |source| SecretError::DigestKey { path: path.clone(), source };
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let bytes: [u8; DIGEST_KEY_BYTES] = bytes.try_into().map_err(|bytes: Vec<u8>| {
-                failed(format!(
-                    "it holds {} bytes instead of {DIGEST_KEY_BYTES}; remove it to make a new one",
-                    bytes.len()
-                ))
-            })?;
+            let bytes: [u8; DIGEST_KEY_BYTES] = bytes
+                .try_into()
+                .map_err(|bytes: Vec<u8>| SecretError::DigestKeyLength { path: path.clone(), length: bytes.len() })?;
             return Ok(DigestKey::from_bytes(bytes));
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(failed(error.to_string())),
+        Err(error) => return Err(failed(error)),
     }
-    std::fs::create_dir_all(state_dir).map_err(|error| failed(error.to_string()))?;
+    std::fs::create_dir_all(state_dir).map_err(failed)?;
     let bytes: [u8; DIGEST_KEY_BYTES] = rand::random();
     // Written aside and linked into place, so that a railyard starting at the same moment never reads a half-written
     // key, and a key that appeared meanwhile is never overwritten.
@@ -470,7 +480,7 @@ fn load_or_create_key(state_dir: &Path) -> Result<DigestKey, SecretError> {
         Ok(()) => Ok(DigestKey::from_bytes(bytes)),
         // Another railyard made it first: use theirs.
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(state_dir),
-        Err(error) => Err(failed(error.to_string())),
+        Err(error) => Err(failed(error)),
     }
 }
 

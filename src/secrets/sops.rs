@@ -27,10 +27,30 @@ type SopsCipher = AesGcm<Aes256, U32>;
 /// The version written into files made here (what sops reads them as).
 const WRITTEN_VERSION: &str = "3.9.0";
 
+/// Why a SOPS document, a key or a recipient could not be used; each names the file or key and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum SopsError {
+    /// `reason` says what in the document is wrong (written here, or the repository reader's refusal).
     #[error("{file}: not a SOPS document: {reason}")]
     Format { file: String, reason: String },
+    #[error("{file}: not a SOPS document: {source}")]
+    Yaml {
+        file: String,
+        #[source]
+        source: Box<serde_saphyr::Error>,
+    },
+    #[error("{file}: not a SOPS document: its `sops` block: {source}")]
+    Metadata {
+        file: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{file}: not a SOPS document: path_regex: {source}")]
+    PathRegex {
+        file: String,
+        #[source]
+        source: regex::Error,
+    },
     #[error(
         "{file}: no age identity{} opens it; give the key with SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, \
          ~/.config/sops/age/keys.txt or the settings file's sops.identities (a file for previews or for another \
@@ -48,14 +68,63 @@ pub enum SopsError {
         .unproven.join(", ")
     )]
     UnprovenRecipients { file: String, unproven: Vec<String> },
-    #[error("{file}: the value of `{name}` does not decrypt ({reason}); the file is damaged or was edited by hand")]
-    Value { file: String, name: String, reason: String },
+    #[error("{file}: the value of `{name}` does not decrypt ({source}); the file is damaged or was edited by hand")]
+    Value {
+        file: String,
+        name: String,
+        #[source]
+        source: ValueError,
+    },
     #[error("{file}: the MAC does not match its values; the file was changed outside sops: refused")]
     Mac { file: String },
-    #[error("age key {source_name}: {reason}")]
-    Identity { source_name: String, reason: String },
+    #[error("age key {source_name}: {source}")]
+    KeyFile {
+        source_name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `reason` is age's own word on the line (it has no error type).
+    #[error("age key {source_name}: a line is not an AGE-SECRET-KEY-1… key ({reason})")]
+    NotAKey { source_name: String, reason: &'static str },
+    #[error("cannot encrypt: no age recipient: pass --age age1… or write a .sops.yaml creation rule")]
+    NoRecipient,
+    #[error("cannot encrypt: `{text}` is not an age recipient (age1…): {reason}")]
+    NotARecipient { text: String, reason: &'static str },
+    #[error("cannot encrypt: cannot read {path}: {source}; check its permissions")]
+    SopsConfig {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot encrypt: {0}")]
-    Encrypt(String),
+    Encrypt(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// AES-GCM's error carries nothing more to say.
+    #[error("cannot encrypt: AES-GCM refused the value")]
+    Cipher,
+}
+
+/// Why one `ENC[…]` value does not decrypt.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error("not an ENC[AES256_GCM,…] value")]
+    NotEncrypted,
+    #[error("no `{0}` in the value")]
+    MissingField(&'static str),
+    #[error("{field} {source}")]
+    Base64 {
+        field: &'static str,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("the IV or the tag has the wrong length")]
+    WrongLength,
+    #[error("the data key has the wrong length")]
+    KeyLength,
+    /// AES-GCM's error carries nothing more to say.
+    #[error("authentication failed")]
+    Authentication,
+    #[error("not UTF-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
 }
 
 /// A decrypted value: its name and text. Debug shows the name only.
@@ -139,13 +208,13 @@ impl fmt::Debug for Opened {
 /// Opens SOPS document `text` (named `file` in errors) with one of `identities`, checking its MAC.
 pub fn open(file: &str, text: &str, identities: &[age::x25519::Identity]) -> Result<Opened, SopsError> {
     let format = |reason: String| SopsError::Format { file: file.to_owned(), reason };
-    let Ordered(entries) = serde_saphyr::from_str(text).map_err(|error| format(error.to_string()))?;
+    let Ordered(entries) = parse_yaml(file, text)?;
     let metadata = entries
         .iter()
         .find(|(name, _)| name == "sops")
         .map(|(_, metadata)| serde_json::from_value::<Metadata>(metadata.clone()))
         .ok_or_else(|| format("it has no `sops` block".to_owned()))?
-        .map_err(|error| format(format!("its `sops` block: {error}")))?;
+        .map_err(|source| SopsError::Metadata { file: file.to_owned(), source })?;
     let key = data_key(file, &metadata, identities)?;
     let suffix = metadata.unencrypted_suffix.as_deref().unwrap_or("_unencrypted");
     let mut plain = Vec::new();
@@ -153,13 +222,9 @@ pub fn open(file: &str, text: &str, identities: &[age::x25519::Identity]) -> Res
     for (name, value) in entries.iter().filter(|(name, _)| name != "sops") {
         let text = match value {
             serde_json::Value::String(text) if !name.ends_with(suffix) => {
-                let bytes = decrypt_value(&key, text, format!("{name}:").as_bytes())
-                    .map_err(|reason| SopsError::Value { file: file.to_owned(), name: name.clone(), reason })?;
-                String::from_utf8(bytes).map_err(|_| SopsError::Value {
-                    file: file.to_owned(),
-                    name: name.clone(),
-                    reason: "not UTF-8".into(),
-                })?
+                let value_error = |source| SopsError::Value { file: file.to_owned(), name: name.clone(), source };
+                let bytes = decrypt_value(&key, text, format!("{name}:").as_bytes()).map_err(value_error)?;
+                String::from_utf8(bytes).map_err(|error| value_error(ValueError::NotUtf8(error)))?
             }
             serde_json::Value::String(text) => text.clone(),
             serde_json::Value::Number(number) => number.to_string(),
@@ -194,32 +259,28 @@ fn data_key(file: &str, metadata: &Metadata, identities: &[age::x25519::Identity
 }
 
 /// One `ENC[AES256_GCM,data:…,iv:…,tag:…,type:…]` opened with `key` and additional data `aad`.
-fn decrypt_value(key: &[u8], text: &str, aad: &[u8]) -> Result<Vec<u8>, String> {
-    let inner = text
-        .strip_prefix("ENC[AES256_GCM,")
-        .and_then(|rest| rest.strip_suffix(']'))
-        .ok_or("not an ENC[AES256_GCM,…] value")?;
-    let field = |name: &str| {
-        inner.split(',').find_map(|part| part.strip_prefix(name)).ok_or(format!("no `{name}` in the value"))
+fn decrypt_value(key: &[u8], text: &str, aad: &[u8]) -> Result<Vec<u8>, ValueError> {
+    let inner =
+        text.strip_prefix("ENC[AES256_GCM,").and_then(|rest| rest.strip_suffix(']')).ok_or(ValueError::NotEncrypted)?;
+    let field = |name: &'static str| {
+        inner.split(',').find_map(|part| part.strip_prefix(name)).ok_or(ValueError::MissingField(name))
     };
-    let decode = |name: &str| STANDARD.decode(field(name)?).map_err(|error| format!("{name} {error}"));
+    let decode =
+        |name: &'static str| STANDARD.decode(field(name)?).map_err(|source| ValueError::Base64 { field: name, source });
     let (mut data, iv, tag) = (decode("data:")?, decode("iv:")?, decode("tag:")?);
     if iv.len() != 32 || tag.len() != 16 {
-        return Err("the IV or the tag has the wrong length".to_owned());
+        return Err(ValueError::WrongLength);
     }
     data.extend_from_slice(&tag);
-    let cipher = SopsCipher::new_from_slice(key).map_err(|error| error.to_string())?;
-    cipher
-        .decrypt(GenericArray::from_slice(&iv), Payload { msg: &data, aad })
-        .map_err(|_| "authentication failed".to_owned())
+    let cipher = SopsCipher::new_from_slice(key).map_err(|_| ValueError::KeyLength)?;
+    cipher.decrypt(GenericArray::from_slice(&iv), Payload { msg: &data, aad }).map_err(|_| ValueError::Authentication)
 }
 
 fn encrypt_value(key: &[u8], plain: &[u8], aad: &[u8]) -> Result<String, SopsError> {
     let iv: [u8; 32] = rand::random();
-    let cipher = SopsCipher::new_from_slice(key).map_err(|error| SopsError::Encrypt(error.to_string()))?;
-    let mut sealed = cipher
-        .encrypt(GenericArray::from_slice(&iv), Payload { msg: plain, aad })
-        .map_err(|error| SopsError::Encrypt(error.to_string()))?;
+    let cipher = SopsCipher::new_from_slice(key).map_err(|_| SopsError::Cipher)?;
+    let mut sealed =
+        cipher.encrypt(GenericArray::from_slice(&iv), Payload { msg: plain, aad }).map_err(|_| SopsError::Cipher)?;
     let tag = sealed.split_off(sealed.len() - 16);
     Ok(format!(
         "ENC[AES256_GCM,data:{},iv:{},tag:{},type:str]",
@@ -236,9 +297,7 @@ pub fn encrypt(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<String, SopsError> {
     if recipients.is_empty() {
-        return Err(SopsError::Encrypt(
-            "no age recipient: pass --age age1… or write a .sops.yaml creation rule".into(),
-        ));
+        return Err(SopsError::NoRecipient);
     }
     let key: [u8; 32] = rand::random();
     let stanzas = recipients.iter().map(|recipient| wrap_key(&key, recipient)).collect::<Result<Vec<_>, _>>()?;
@@ -290,15 +349,15 @@ pub fn reencrypt(
 
 /// The data key encrypted (ASCII-armored) to `recipient`.
 fn wrap_key(key: &[u8], recipient: &age::x25519::Recipient) -> Result<AgeStanza, SopsError> {
-    let failed = |error: &dyn std::fmt::Display| SopsError::Encrypt(error.to_string());
-    let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient)).map_err(|e| failed(&e))?;
+    let encryptor = age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
+        .map_err(|error| SopsError::Encrypt(Box::new(error)))?;
+    let failed = |error: std::io::Error| SopsError::Encrypt(Box::new(error));
     let mut armored = Vec::new();
     let writer =
-        age::armor::ArmoredWriter::wrap_output(&mut armored, age::armor::Format::AsciiArmor).map_err(|e| failed(&e))?;
-    let mut sealing = encryptor.wrap_output(writer).map_err(|e| failed(&e))?;
-    sealing.write_all(key).map_err(|e| failed(&e))?;
-    sealing.finish().and_then(|armor| armor.finish()).map_err(|e| failed(&e))?;
+        age::armor::ArmoredWriter::wrap_output(&mut armored, age::armor::Format::AsciiArmor).map_err(failed)?;
+    let mut sealing = encryptor.wrap_output(writer).map_err(failed)?;
+    sealing.write_all(key).map_err(failed)?;
+    sealing.finish().and_then(|armor| armor.finish()).map_err(failed)?;
     Ok(AgeStanza { recipient: recipient.to_string(), enc: String::from_utf8_lossy(&armored).into_owned() })
 }
 
@@ -362,7 +421,7 @@ pub fn identities(extra_file: Option<&std::path::Path>) -> Result<Vec<age::x2551
 
 fn read_key_file(path: &std::path::Path) -> Result<String, SopsError> {
     std::fs::read_to_string(path)
-        .map_err(|error| SopsError::Identity { source_name: path.display().to_string(), reason: error.to_string() })
+        .map_err(|source| SopsError::KeyFile { source_name: path.display().to_string(), source })
 }
 
 /// The `AGE-SECRET-KEY-1…` lines of `text` (comments and blank lines skipped).
@@ -371,10 +430,8 @@ pub fn read_identities(source_name: &str, text: &str) -> Result<Vec<age::x25519:
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(|line| {
-            age::x25519::Identity::from_str(line).map_err(|reason| SopsError::Identity {
-                source_name: source_name.to_owned(),
-                reason: format!("a line is not an AGE-SECRET-KEY-1… key ({reason})"),
-            })
+            age::x25519::Identity::from_str(line)
+                .map_err(|reason| SopsError::NotAKey { source_name: source_name.to_owned(), reason })
         })
         .collect()
 }
@@ -382,7 +439,7 @@ pub fn read_identities(source_name: &str, text: &str) -> Result<Vec<age::x25519:
 /// The `NAME: value` pairs of a plain YAML document, in order (what `railyard secret encrypt` takes).
 pub fn parse_plain(file: &str, text: &str) -> Result<Vec<Plain>, SopsError> {
     let format = |reason: String| SopsError::Format { file: file.to_owned(), reason };
-    let Ordered(entries) = serde_saphyr::from_str(text).map_err(|error| format(error.to_string()))?;
+    let Ordered(entries) = parse_yaml(file, text)?;
     entries
         .into_iter()
         .map(|(name, value)| match value {
@@ -399,9 +456,14 @@ pub fn render_plain(values: &[Plain]) -> String {
     values.iter().map(|plain| format!("{}: {}\n", plain.name, serde_json::Value::String(plain.value.clone()))).collect()
 }
 
+/// YAML `text` of `file` as `T`.
+fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, SopsError> {
+    serde_saphyr::from_str(text).map_err(|error| SopsError::Yaml { file: file.to_owned(), source: Box::new(error) })
+}
+
 pub fn parse_recipient(text: &str) -> Result<age::x25519::Recipient, SopsError> {
     age::x25519::Recipient::from_str(text.trim())
-        .map_err(|reason| SopsError::Encrypt(format!("`{text}` is not an age recipient (age1…): {reason}")))
+        .map_err(|reason| SopsError::NotARecipient { text: text.to_owned(), reason })
 }
 
 /// The recipients of the first `creation_rules` entry of a `.sops.yaml` whose `path_regex` (none: any) matches
@@ -412,7 +474,8 @@ pub fn creation_rule_recipients(path: &std::path::Path) -> Result<Vec<age::x2551
     else {
         return Ok(Vec::new());
     };
-    let text = std::fs::read_to_string(&config).map_err(|error| SopsError::Encrypt(error.to_string()))?;
+    let text = std::fs::read_to_string(&config)
+        .map_err(|source| SopsError::SopsConfig { path: config.display().to_string(), source })?;
     let name = absolute.to_string_lossy().into_owned();
     for rule in creation_rules(&config.display().to_string(), &text)? {
         if rule.path.as_ref().is_none_or(|pattern| pattern.is_match(&name))
@@ -431,8 +494,7 @@ struct CreationRule {
 }
 
 fn creation_rules(file: &str, text: &str) -> Result<Vec<CreationRule>, SopsError> {
-    let format = |reason: String| SopsError::Format { file: file.to_owned(), reason };
-    let rules: serde_json::Value = serde_saphyr::from_str(text).map_err(|error| format(error.to_string()))?;
+    let rules: serde_json::Value = parse_yaml(file, text)?;
     rules["creation_rules"]
         .as_array()
         .into_iter()
@@ -440,7 +502,9 @@ fn creation_rules(file: &str, text: &str) -> Result<Vec<CreationRule>, SopsError
         .map(|rule| {
             let path = rule["path_regex"]
                 .as_str()
-                .map(|pattern| regex::Regex::new(pattern).map_err(|error| format(format!("path_regex: {error}"))))
+                .map(|pattern| {
+                    regex::Regex::new(pattern).map_err(|source| SopsError::PathRegex { file: file.to_owned(), source })
+                })
                 .transpose()?;
             Ok(CreationRule { path, age: rule["age"].as_str().map(str::to_owned) })
         })

@@ -91,21 +91,136 @@ enum Received {
     Fetched(Box<gix::remote::fetch::Outcome>),
     /// The refspec matched no branch of the remote; `existing` lists the remote's branches when they could be read.
     NothingMatched {
-        reason: String,
         existing: Option<Vec<String>>,
     },
 }
 
+/// A cause from gix, the socket or the file system, kept as it was.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Following the repository failed; each variant names the repository (or the mirror) and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error("cannot prepare the git mirror at {path}: {reason}; check that the state directory is writable")]
-    Mirror { path: String, reason: String },
-    #[error("cannot fetch {url}: {reason}; check the URL, the network and the credentials (--git-token-file)")]
-    Fetch { url: String, reason: String },
+    #[error("cannot prepare the git mirror at {path}: {step}{source}; check that the state directory is writable")]
+    Mirror {
+        path: String,
+        step: MirrorStep,
+        #[source]
+        source: Cause,
+    },
+    /// The whole chain is in the message: gix's outer messages alone say little ("Transport handshake failed"),
+    /// and the daemon shows the message only.
+    #[error(
+        "cannot fetch {url}: {}; check the URL, the network and the credentials (--git-token-file)",
+        crate::error_chain::chain(.source.as_ref())
+    )]
+    Fetch {
+        url: String,
+        #[source]
+        source: Cause,
+    },
+    /// The remote stopped answering: that is why, and the socket's own error (how it failed) would only obscure it.
+    #[error(
+        "cannot fetch {url}: the remote did not answer within {} ms (--fetch-timeout); check the URL, the network \
+         and the credentials (--git-token-file)",
+        .timeout.as_millis()
+    )]
+    FetchTimedOut { url: String, timeout: Duration },
+    #[error(
+        "cannot fetch {url}: none of the refspecs {refspecs} matched a ref of the remote; check the URL, the network \
+         and the credentials (--git-token-file)"
+    )]
+    NothingMatched { url: String, refspecs: String },
     #[error("branch `{branch}` does not exist in {url}; {}", existing_branches(.existing))]
     NoBranch { url: String, branch: String, existing: Vec<String> },
+    #[error("cannot read commit {commit} of {url}: write the commit's full sha (40 hexadecimal characters)")]
+    NotASha {
+        url: String,
+        commit: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("cannot read commit {commit} of {url}: {source}; {hint}")]
+    MissingCommit {
+        url: String,
+        commit: String,
+        hint: &'static str,
+        #[source]
+        source: Cause,
+    },
+    #[error("cannot read commit {commit} of {url}: {source}")]
+    Read {
+        url: String,
+        commit: String,
+        #[source]
+        source: Cause,
+    },
+    #[error(
+        "cannot read commit {commit} of {url}: the commit's tree holds more than {limit} files outside hidden \
+         folders; railyard walks at most that many: keep the config repository small, or move the rest under a \
+         hidden folder"
+    )]
+    TooManyEntries { url: String, commit: String, limit: usize },
+    /// `reason` is the read budget's own message: which limit, and what to do.
     #[error("cannot read commit {commit} of {url}: {reason}")]
-    Read { url: String, commit: String, reason: String },
+    TooLarge { url: String, commit: String, reason: String },
+}
+
+/// What was being done to the mirror when it failed; shown before the cause.
+#[derive(Debug)]
+pub enum MirrorStep {
+    /// Opening or creating it: the cause says enough.
+    Open,
+    FindFetched {
+        name: String,
+    },
+    ListRefs,
+    Prune {
+        name: String,
+    },
+}
+
+impl std::fmt::Display for MirrorStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MirrorStep::Open => Ok(()),
+            MirrorStep::FindFetched { name } => write!(f, "the fetched ref `{name}` is missing: "),
+            MirrorStep::ListRefs => write!(f, "cannot list the mirrored refs: "),
+            MirrorStep::Prune { name } => write!(f, "cannot prune the deleted ref `{name}`: "),
+        }
+    }
+}
+
+/// Why connecting to the remote failed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("the git:// URL has no host")]
+    NoHost,
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{host} has no address")]
+    NoAddress { host: String },
+    #[error("cannot connect to {host}:{port}: {source}")]
+    Connect {
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Socket(#[source] std::io::Error),
+    #[error("{0}")]
+    Gix(#[source] Cause),
+}
+
+/// Why walking a commit's tree stopped.
+enum WalkStop {
+    Read(Cause),
+    TooManyEntries,
 }
 
 impl GitSource {
@@ -126,7 +241,9 @@ impl GitSource {
             Received::Fetched(outcome) => ref_names(&outcome.ref_map.remote_refs),
             // A remote without any branch matches nothing; that is an empty snapshot, not a failure.
             Received::NothingMatched { existing: Some(existing), .. } if existing.is_empty() => Vec::new(),
-            Received::NothingMatched { reason, .. } => return Err(self.fetch_error(reason)),
+            Received::NothingMatched { .. } => {
+                return Err(GitError::NothingMatched { url: redact_url(&self.url), refspecs: refspecs.join(", ") });
+            }
         };
         // Snapshot name (a branch, or a review ref as the remote names it) to where the mirror keeps it.
         let mirrored: Vec<(String, String)> = remote_refs
@@ -141,7 +258,7 @@ impl GitSource {
         for (name, mirror) in mirrored {
             let mut reference = repo
                 .find_reference(mirror.as_str())
-                .map_err(|error| self.mirror_error(format!("the fetched ref `{name}` is missing: {error}")))?;
+                .map_err(|error| self.mirror_error(MirrorStep::FindFetched { name: name.clone() }, error))?;
             // A branch pointing at something other than a commit (a tag of a tree, say) has no config to read.
             if let Ok(commit) = reference.peel_to_commit() {
                 branches.insert(name, commit.id().to_string());
@@ -157,25 +274,36 @@ impl GitSource {
             .get(branch)
             .ok_or_else(|| self.no_branch(branch, snapshot.branches.keys().cloned().collect()))?;
         let repo = self.open_mirror()?;
-        let read_error =
-            |reason: String| GitError::Read { url: redact_url(&self.url), commit: short_sha(sha).to_owned(), reason };
-        let id = gix::ObjectId::from_hex(sha.as_bytes()).map_err(|error| read_error(error.to_string()))?;
-        let commit = repo
-            .find_commit(id)
-            .map_err(|error| read_error(format!("{error}; the mirror lost it, fetch again (the next sync does)")))?;
+        let id = self.commit_id(short_sha(sha), sha)?;
+        let commit = repo.find_commit(id).map_err(|error| GitError::MissingCommit {
+            url: redact_url(&self.url),
+            commit: short_sha(sha).to_owned(),
+            hint: "the mirror lost it, fetch again (the next sync does)",
+            source: Box::new(error),
+        })?;
         self.read_commit(&repo, &commit)
     }
 
     /// Every config file of commit `sha` (its full 40 hexadecimal characters), from the mirror.
     pub fn read_sha(&self, sha: &str) -> Result<Fetched, GitError> {
         let repo = self.open_mirror()?;
-        let read_error = |reason: String| GitError::Read { url: redact_url(&self.url), commit: sha.to_owned(), reason };
-        let id = gix::ObjectId::from_hex(sha.as_bytes())
-            .map_err(|_| read_error("write the commit's full sha (40 hexadecimal characters)".to_owned()))?;
-        let commit = repo
-            .find_commit(id)
-            .map_err(|error| read_error(format!("{error}; is it a commit of this repository's branches?")))?;
+        let id = self.commit_id(sha, sha)?;
+        let commit = repo.find_commit(id).map_err(|error| GitError::MissingCommit {
+            url: redact_url(&self.url),
+            commit: sha.to_owned(),
+            hint: "is it a commit of this repository's branches?",
+            source: Box::new(error),
+        })?;
         self.read_commit(&repo, &commit)
+    }
+
+    /// The object id of `sha`, named `shown` in the error.
+    fn commit_id(&self, shown: &str, sha: &str) -> Result<gix::ObjectId, GitError> {
+        gix::ObjectId::from_hex(sha.as_bytes()).map_err(|error| GitError::NotASha {
+            url: redact_url(&self.url),
+            commit: shown.to_owned(),
+            source: Box::new(error),
+        })
     }
 
     /// Fetches with the refspecs; refspecs that matched no remote ref are told apart, with the branches there are.
@@ -183,32 +311,29 @@ impl GitSource {
         let remote = repo
             .remote_at(self.url.as_str())
             .and_then(|remote| remote.with_refspecs(refspecs.iter().map(String::as_str), gix::remote::Direction::Fetch))
-            .map_err(|error| self.fetch_error(error.to_string()))?;
+            .map_err(|error| self.fetch_failed(error))?;
         let prepared = self
             .connect(&remote)
-            .map_err(|reason| self.fetch_error(reason))?
+            .map_err(|error| self.fetch_failed(error))?
             .prepare_fetch(gix::progress::Discard, Default::default())
-            .map_err(|error| self.fetch_failed(&error))?;
+            .map_err(|error| self.fetch_failed(error))?;
         // Refspecs that match no ref of the remote are told from the ref map, before anything is received.
         if prepared.ref_map().is_missing_required_mapping() {
-            let reason = format!("none of the refspecs {} matched a ref of the remote", refspecs.join(", "));
-            return Ok(Received::NothingMatched { reason, existing: self.branches(&remote) });
+            return Ok(Received::NothingMatched { existing: self.branches(&remote) });
         }
         prepared
             .receive(gix::progress::Discard, &AtomicBool::new(false))
             .map(|outcome| Received::Fetched(Box::new(outcome)))
-            .map_err(|error| self.fetch_failed(&error))
+            .map_err(|error| self.fetch_failed(error))
     }
 
     /// A failed fetch, with its causes; a remote that stopped answering says so rather than how the socket failed.
-    fn fetch_failed(&self, error: &(dyn std::error::Error + 'static)) -> GitError {
-        if timed_out(error) {
-            return self.fetch_error(format!(
-                "the remote did not answer within {} ms (--fetch-timeout)",
-                self.timeout.as_millis()
-            ));
+    fn fetch_failed(&self, error: impl std::error::Error + Send + Sync + 'static) -> GitError {
+        let url = redact_url(&self.url);
+        if timed_out(&error) {
+            return GitError::FetchTimedOut { url, timeout: self.timeout };
         }
-        self.fetch_error(error_chain(error))
+        GitError::Fetch { url, source: Box::new(error) }
     }
 
     /// Deletes the mirror's copies of branches and review refs the remote no longer has (gix's fetch does not prune).
@@ -225,7 +350,7 @@ impl GitSource {
                         .map(|reference| reference.name().as_bstr().to_str_lossy().into_owned())
                         .collect::<Vec<_>>())
                 })
-                .map_err(|error| self.mirror_error(format!("cannot list the mirrored refs: {error}")))?;
+                .map_err(|error| self.mirror_error(MirrorStep::ListRefs, error))?;
             mirrored.extend(names);
         }
         for name in mirrored {
@@ -235,18 +360,14 @@ impl GitSource {
             if let Some(reference) = repo.try_find_reference(name.as_str()).ok().flatten() {
                 reference
                     .delete()
-                    .map_err(|error| self.mirror_error(format!("cannot prune the deleted ref `{name}`: {error}")))?;
+                    .map_err(|error| self.mirror_error(MirrorStep::Prune { name: name.clone() }, error))?;
             }
         }
         Ok(())
     }
 
-    fn fetch_error(&self, reason: String) -> GitError {
-        GitError::Fetch { url: redact_url(&self.url), reason }
-    }
-
-    fn mirror_error(&self, reason: String) -> GitError {
-        GitError::Mirror { path: self.mirror.display().to_string(), reason }
+    fn mirror_error(&self, step: MirrorStep, error: impl std::error::Error + Send + Sync + 'static) -> GitError {
+        GitError::Mirror { path: self.mirror.display().to_string(), step, source: Box::new(error) }
     }
 
     fn no_branch(&self, branch: &str, existing: Vec<String>) -> GitError {
@@ -257,13 +378,15 @@ impl GitSource {
     fn connect<'remote, 'repo>(
         &self,
         remote: &'remote gix::Remote<'repo>,
-    ) -> Result<gix::remote::Connection<'remote, 'static, 'repo, Box<dyn Transport + Send>>, String> {
-        let (url, version) =
-            remote.sanitized_url_and_version(gix::remote::Direction::Fetch).map_err(|error| error.to_string())?;
+    ) -> Result<gix::remote::Connection<'remote, 'static, 'repo, Box<dyn Transport + Send>>, ConnectError> {
+        let gix_error = |error| ConnectError::Gix(Box::new(error));
+        let (url, version) = remote
+            .sanitized_url_and_version(gix::remote::Direction::Fetch)
+            .map_err(|error| ConnectError::Gix(Box::new(error)))?;
         let connection = if url.scheme == gix::url::Scheme::Git {
             remote.to_connection_with_transport(self.git_daemon_transport(&url, version)?)
         } else {
-            remote.connect(gix::remote::Direction::Fetch).map_err(|error| error.to_string())?
+            remote.connect(gix::remote::Direction::Fetch).map_err(gix_error)?
         };
         let token = self.token.clone();
         Ok(connection.with_credentials(move |action| match (&action, &token) {
@@ -293,20 +416,20 @@ impl GitSource {
         &self,
         url: &gix::Url,
         version: gix::protocol::transport::Protocol,
-    ) -> Result<Box<dyn Transport + Send>, String> {
+    ) -> Result<Box<dyn Transport + Send>, ConnectError> {
         use gix::protocol::transport::client::git;
-        let host = url.host().ok_or("the git:// URL has no host")?.to_owned();
+        let host = url.host().ok_or(ConnectError::NoHost)?.to_owned();
         let port = url.port.unwrap_or(9418);
         let address = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-            .map_err(|error| format!("cannot resolve {host}: {error}"))?
+            .map_err(|source| ConnectError::Resolve { host: host.clone(), source })?
             .next()
-            .ok_or_else(|| format!("{host} has no address"))?;
+            .ok_or_else(|| ConnectError::NoAddress { host: host.clone() })?;
         let stream = std::net::TcpStream::connect_timeout(&address, self.timeout.min(Duration::from_secs(30)))
-            .map_err(|error| format!("cannot connect to {host}:{port}: {error}"))?;
+            .map_err(|source| ConnectError::Connect { host: host.clone(), port, source })?;
         let timeout = Some(self.timeout.max(Duration::from_millis(100)));
-        stream.set_read_timeout(timeout).map_err(|error| error.to_string())?;
-        stream.set_write_timeout(timeout).map_err(|error| error.to_string())?;
-        let write = stream.try_clone().map_err(|error| error.to_string())?;
+        stream.set_read_timeout(timeout).map_err(ConnectError::Socket)?;
+        stream.set_write_timeout(timeout).map_err(ConnectError::Socket)?;
+        let write = stream.try_clone().map_err(ConnectError::Socket)?;
         Ok(Box::new(git::blocking_io::Connection::new(
             stream,
             write,
@@ -320,32 +443,38 @@ impl GitSource {
 
     fn open_mirror(&self) -> Result<gix::Repository, GitError> {
         if self.mirror.join("HEAD").exists() {
-            gix::open(&self.mirror).map_err(|error| self.mirror_error(error.to_string()))
+            gix::open(&self.mirror).map_err(|error| self.mirror_error(MirrorStep::Open, error))
         } else {
-            std::fs::create_dir_all(&self.mirror).map_err(|error| self.mirror_error(error.to_string()))?;
-            gix::init_bare(&self.mirror).map_err(|error| self.mirror_error(error.to_string()))
+            std::fs::create_dir_all(&self.mirror).map_err(|error| self.mirror_error(MirrorStep::Open, error))?;
+            gix::init_bare(&self.mirror).map_err(|error| self.mirror_error(MirrorStep::Open, error))
         }
     }
 
     fn read_commit(&self, repo: &gix::Repository, commit: &gix::Commit<'_>) -> Result<Fetched, GitError> {
         let sha = commit.id().to_string();
-        let read_error = |reason: String| GitError::Read { url: redact_url(&self.url), commit: sha.clone(), reason };
-        let message = commit.message().map_err(|error| read_error(error.to_string()))?;
-        let author = commit.author().map_err(|error| read_error(error.to_string()))?;
+        let url = || redact_url(&self.url);
+        let read_error = |source: Cause| GitError::Read { url: url(), commit: sha.clone(), source };
+        let message = commit.message().map_err(|error| read_error(Box::new(error)))?;
+        let author = commit.author().map_err(|error| read_error(Box::new(error)))?;
         let info = CommitInfo {
             sha: sha.clone(),
             summary: message.summary().to_str_lossy().into_owned(),
             author: author.name.to_str_lossy().into_owned(),
             time: commit.time().map(|time| time.seconds).unwrap_or_default(),
         };
-        let tree = commit.tree().map_err(|error| read_error(error.to_string()))?;
+        let tree = commit.tree().map_err(|error| read_error(Box::new(error)))?;
         let mut entries = Vec::new();
-        collect_entries(repo, &tree, "", &mut entries).map_err(read_error)?;
+        collect_entries(repo, &tree, "", &mut entries).map_err(|stop| match stop {
+            WalkStop::Read(source) => read_error(source),
+            WalkStop::TooManyEntries => {
+                GitError::TooManyEntries { url: url(), commit: sha.clone(), limit: MAX_TREE_ENTRIES }
+            }
+        })?;
         let mut budget = crate::model::ReadBudget::default();
         let mut files = Vec::new();
         for entry in entries.iter().filter(|entry| is_config_file(&entry.path)) {
             let content = file_content(repo, entry, &entries);
-            budget.take(&content).map_err(read_error)?;
+            budget.take(&content).map_err(|reason| GitError::TooLarge { url: url(), commit: sha.clone(), reason })?;
             files.push(RepoFile { path: entry.path.clone(), content });
         }
         Ok(Fetched { commit: info, files })
@@ -368,9 +497,9 @@ fn collect_entries(
     tree: &gix::Tree<'_>,
     prefix: &str,
     out: &mut Vec<TreeEntry>,
-) -> Result<(), String> {
+) -> Result<(), WalkStop> {
     for entry in tree.iter() {
-        let entry = entry.map_err(|error| error.to_string())?;
+        let entry = entry.map_err(|error| WalkStop::Read(Box::new(error)))?;
         let name = entry.filename().to_str_lossy();
         if name.starts_with('.') && !(name == super::local::SOPS_CONFIG && prefix.is_empty()) {
             continue;
@@ -378,14 +507,11 @@ fn collect_entries(
         let path = if prefix.is_empty() { name.into_owned() } else { format!("{prefix}/{name}") };
         let mode = entry.mode();
         if mode.is_tree() {
-            let subtree = repo.find_object(entry.oid()).map_err(|error| error.to_string())?.into_tree();
+            let subtree = repo.find_object(entry.oid()).map_err(|error| WalkStop::Read(Box::new(error)))?.into_tree();
             collect_entries(repo, &subtree, &path, out)?;
         } else if mode.is_blob() || mode.is_link() {
             if out.len() >= MAX_TREE_ENTRIES {
-                return Err(format!(
-                    "the commit's tree holds more than {MAX_TREE_ENTRIES} files outside hidden folders; railyard \
-                     walks at most that many: keep the config repository small, or move the rest under a hidden folder"
-                ));
+                return Err(WalkStop::TooManyEntries);
             }
             out.push(TreeEntry { path, id: entry.oid().to_owned(), symlink: mode.is_link() });
         }
@@ -457,22 +583,6 @@ fn blob_content(repo: &gix::Repository, id: gix::ObjectId) -> FileContent {
         },
         Err(error) => FileContent::Rejected { reason: format!("cannot read file: {error}") },
     }
-}
-
-/// `error` and every error under it, joined with ": " (gix's outer messages alone say little, such as "Transport
-/// handshake failed").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether `error` or one of its causes is a socket that waited past its timeout.
@@ -588,11 +698,13 @@ mod tests {
             token: None,
             timeout: Duration::from_millis(500),
         };
-        let one_branch = || source.fetch().err().map(|e| e.to_string());
-        let every_branch = || source.fetch_all().err().map(|e| e.to_string());
-        for fetch in [&one_branch as &dyn Fn() -> Option<String>, &every_branch] {
+        let one_branch = || source.fetch().err();
+        let every_branch = || source.fetch_all().err();
+        for fetch in [&one_branch as &dyn Fn() -> Option<GitError>, &every_branch] {
             let started = std::time::Instant::now();
-            let error = fetch().unwrap_or_default();
+            let error = fetch().expect("the fetch fails");
+            assert!(matches!(error, GitError::FetchTimedOut { .. }), "{error:?}");
+            let error = error.to_string();
             assert!(error.starts_with(&format!("cannot fetch git://127.0.0.1:{port}/config")), "{error}");
             assert!(error.contains("did not answer within 500 ms"), "says why, not how the socket failed: {error}");
             assert!(started.elapsed() < Duration::from_secs(20), "it waited {:?}", started.elapsed());
@@ -605,11 +717,16 @@ mod tests {
         #[derive(Debug, thiserror::Error)]
         #[error("Transport handshake failed")]
         struct Outer(#[source] std::io::Error);
-        let error = Outer(std::io::Error::other("Will not send credentials in clear text over http"));
+        let error = GitError::Fetch {
+            url: "http://git.example.com/config.git".to_owned(),
+            source: Box::new(Outer(std::io::Error::other("Will not send credentials in clear text over http"))),
+        };
         assert_eq!(
-            error_chain(&error),
-            "Transport handshake failed: Will not send credentials in clear text over http"
+            error.to_string(),
+            "cannot fetch http://git.example.com/config.git: Transport handshake failed: Will not send credentials in \
+             clear text over http; check the URL, the network and the credentials (--git-token-file)"
         );
+        assert!(std::error::Error::source(&error).is_some(), "the cause is kept, not only its text");
     }
 
     #[test]

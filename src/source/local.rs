@@ -10,7 +10,7 @@ use crate::model::{FileContent, MAX_FILE_BYTES, ReadBudget, RepoFile};
 /// Every config file under `root`, sorted by path. Files that cannot be used (too large, a symlink leaving the
 /// repository) are returned with the reason, so validation reports them with everything else.
 pub fn read_dir(root: &Path) -> Result<Vec<RepoFile>, SourceError> {
-    let unreadable = |reason| SourceError::Unreadable { path: root.to_owned(), reason };
+    let unreadable = |source| SourceError::Unreadable { path: root.to_owned(), source };
     let canonical_root = root.canonicalize().map_err(unreadable)?;
     if !canonical_root.is_dir() {
         return Err(SourceError::NotADirectory { path: root.to_owned() });
@@ -18,7 +18,7 @@ pub fn read_dir(root: &Path) -> Result<Vec<RepoFile>, SourceError> {
     let mut files = Vec::new();
     let mut budget = crate::model::ReadBudget::default();
     walk(&canonical_root, &canonical_root, &mut files, &mut budget).map_err(|stop| match stop {
-        WalkStop::Io(reason) => unreadable(reason),
+        WalkStop::Io(error) => unreadable(error),
         WalkStop::Budget(reason) => SourceError::TooLarge { path: root.to_owned(), reason },
     })?;
     files.sort_by(|a, b| a.path.cmp(&b.path));

@@ -121,10 +121,15 @@ pub enum FetchError {
 /// A repository could not be read at all (as opposed to a file in it being invalid, which is a diagnostic).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot read config directory {path}: {reason}; check that it exists and is readable")]
-    Unreadable { path: PathBuf, reason: std::io::Error },
+    #[error("cannot read config directory {path}: {source}; check that it exists and is readable")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} is not a directory; pass the root of a config repository")]
     NotADirectory { path: PathBuf },
+    /// `reason` is the read budget's own message: which limit, and what to do.
     #[error("config directory {path}: {reason}")]
     TooLarge { path: PathBuf, reason: String },
 }

@@ -1,0 +1,231 @@
+//! The command line's arguments (clap): the commands, their flags and help texts; the handlers live apart.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use railyard::model::kinds::Kind;
+
+use super::serve_args::ServeArgs;
+use super::target_args::Target;
+
+#[derive(Parser)]
+#[command(
+    name = "railyard",
+    version,
+    about = "GitOps reconciler for self-hosted apps: git declares apps, domains and scaling; railyard makes it so.",
+    after_help = "Examples:\n  railyard validate examples/repo-layout\n  railyard plan examples/repo-layout\n  \
+                  railyard apply path/to/repo --env production\n  railyard schema --kind App\n  \
+                  railyard export compose examples/repo-layout | docker-compose -f - config"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log lines as text or JSON (one object per line); the level comes from RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "RAILYARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// What `railyard secret` does.
+#[derive(Subcommand)]
+pub enum SecretAction {
+    /// Encrypt a plain `NAME: value` YAML file for age recipients; prints the SOPS document.
+    Encrypt {
+        file: PathBuf,
+        /// An age recipient (age1…); repeat for several. Default: the `.sops.yaml` creation rule, else your key's.
+        #[arg(long = "age")]
+        recipients: Vec<String>,
+        /// Write over FILE instead of printing.
+        #[arg(long)]
+        in_place: bool,
+    },
+    /// Print the decrypted values of a SOPS document.
+    Decrypt { file: PathBuf },
+    /// Decrypt into a private temporary file, open $EDITOR on it, and encrypt it again under the same data key, as
+    /// sops does. Only recipients railyard can vouch for get the key anew: yours, --age, the .sops.yaml creation
+    /// rule's; a stanza for anyone else is refused (it may have been slipped in by a pull request).
+    Edit {
+        file: PathBuf,
+        /// An age recipient (age1…) the file is for too; repeat for several.
+        #[arg(long = "age")]
+        recipients: Vec<String>,
+        /// Keep stanzas of recipients railyard cannot vouch for, byte for byte (never encrypted anew).
+        #[arg(long)]
+        keep_recipients: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check every document of a config repository; prints each problem as file:line:column: message.
+    #[command(after_help = "Exit status: 0 when valid, 1 when invalid (every problem on stderr).\n\n\
+                            Examples:\n  railyard validate\n  railyard validate path/to/config-repo")]
+    Validate {
+        /// Root of the config repository.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Show what apply would change in an environment: colored diffs and a summary.
+    #[command(after_help = "Exit status: 0 done (with --detailed-exitcode: nothing to change), 2 changes pending \
+                            (only with --detailed-exitcode), 1 invalid config or error, 3 Docker unreachable.\n\n\
+                            Examples:\n  railyard plan\n  railyard plan path/to/repo --env pr-42 --output json\n  \
+                            railyard plan --detailed-exitcode || echo drift")]
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        /// `text` (colored on a terminal) or `json` (the plan value itself).
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        /// Exit 2 when changes are pending, 0 when none.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Make an environment run what the repository declares, then print what happened.
+    #[command(after_help = "Exit status: 0 everything applied, 1 invalid config or anything failed or rolled back, \
+                            3 Docker unreachable.\n\n\
+                            Examples:\n  railyard apply\n  railyard apply path/to/repo --env pr-42 --secrets-dir /run/secrets")]
+    Apply {
+        #[command(flatten)]
+        target: Target,
+        /// Apps applied at the same time, when their dependencies allow.
+        #[arg(long, default_value_t = 8, env = "RAILYARD_PARALLEL")]
+        parallel: usize,
+    },
+    /// Remove everything an environment runs: its apps, network and routes (volumes stay unless deleteWithApp).
+    #[command(after_help = "Without --yes nothing is removed: railyard says what it would remove and exits 1.\n\
+                            Exit status: 0 removed (or nothing to remove), 1 invalid config, refused without --yes or \
+                            anything failed, 3 Docker unreachable.\n\n\
+                            Examples:\n  railyard destroy --env pr-42\n  \
+                            railyard destroy path/to/repo --env staging --yes\n  \
+                            railyard destroy --env pr-42 --backend kubernetes --yes")]
+    Destroy {
+        #[command(flatten)]
+        target: Target,
+        /// Really remove it; without this flag railyard only says what it would remove.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Roll an environment back to a commit it once synced, through the running daemon: shows the plan, asks, applies,
+    /// and pins the environment there (auto-sync paused) until `railyard unpin`.
+    #[command(after_help = "Exit status: 0 rolled back, 1 refused, declined or failed.
+
+                            Examples:
+  railyard rollback --env production 4f2a9c1
+                              railyard rollback --env staging 4f2a9c1 --yes --server https://deploy.example.com")]
+    Rollback {
+        /// The environment.
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// The commit (a prefix of one the environment synced; the full sha with --force).
+        commit: String,
+        /// Apply without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Roll back to a commit the environment never synced successfully.
+        #[arg(long)]
+        force: bool,
+        /// The running daemon (its API token from RAILYARD_API_TOKEN).
+        #[arg(long, default_value = "http://127.0.0.1:8700", env = "RAILYARD_SERVER")]
+        server: String,
+    },
+    /// Encrypt, decrypt or edit a SOPS secrets file with age keys, as sops does (no sops needed; sops reads the result).
+    #[command(after_help = "Keys: SOPS_AGE_KEY_FILE, SOPS_AGE_KEY or ~/.config/sops/age/keys.txt, as sops.
+
+                            Examples:
+  railyard secret encrypt secrets/plain.yaml --age age1… > secrets/shop.sops.yaml
+                              railyard secret decrypt secrets/shop.sops.yaml
+  railyard secret edit secrets/shop.sops.yaml")]
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
+    /// Make an environment pinned by a rollback follow its branch again.
+    #[command(after_help = "Examples:
+  railyard unpin --env production")]
+    Unpin {
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long, default_value = "http://127.0.0.1:8700", env = "RAILYARD_SERVER")]
+        server: String,
+    },
+    /// Follow a git repository and keep production in sync: polling, webhooks, drift checks, history, API, metrics.
+    #[command(
+        after_help = "Examples:\n  railyard serve --repo https://github.com/acme/config.git --webhook-secret-file /run/secrets/hook\n  \
+                            railyard serve --repo ./config --poll-interval 10s --sync manual --api-token-file token\n  \
+                            RAILYARD_REPO=file:///srv/git/config.git railyard serve --log-format json"
+    )]
+    Serve {
+        #[command(flatten)]
+        args: Box<ServeArgs>,
+    },
+    /// Print the JSON Schema of the document kinds, for editors and CI.
+    #[command(
+        after_help = "Examples:\n  railyard schema              # all kinds, as one JSON object keyed by kind\n  \
+                            railyard schema --kind App   # one kind\n  \
+                            railyard schema --settings   # the daemon settings file"
+    )]
+    Schema {
+        /// Only this kind: Project, App, Domain or ScalingRule, as written in YAML (any case; `scaling-rule` too).
+        #[arg(long, value_parser = parse_kind, conflicts_with = "settings")]
+        kind: Option<Kind>,
+        /// The schema of `serve --settings` files instead.
+        #[arg(long)]
+        settings: bool,
+    },
+    /// Print the configuration in another tool's format.
+    #[command(subcommand)]
+    Export(Export),
+}
+
+#[derive(Subcommand)]
+pub enum Export {
+    /// The production environment as a docker-compose file (Compose Specification).
+    #[command(after_help = "Secrets become ${RAILYARD_SECRET_<NAME>} variables, and literal values that look secret \
+                            (API_TOKEN, a URL's user:password) ${RAILYARD_ENV_<APP>_<VARIABLE>} variables.\n\n\
+                            Examples:\n  \
+                            railyard export compose > compose.yaml\n  \
+                            railyard export compose path/to/repo | docker-compose -f - config")]
+    Compose {
+        /// Root of the config repository.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// An environment as Kubernetes manifests (multi-document YAML), ready for `kubectl apply -f -`.
+    #[command(after_help = "Secret values are not written: the apps read them from the Secret `<namespace>-secrets`, \
+                            and a comment at the top says how to create it with `kubectl create secret generic`.\n\n\
+                            Examples:\n  \
+                            railyard export kubernetes > shop.yaml\n  \
+                            railyard export kubernetes path/to/repo --env staging | kubectl apply -f -")]
+    Kubernetes {
+        /// Root of the config repository.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// An environment of the Project's `environments` list, or a preview: `pr-<number>`, `branch-<name>`.
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    railyard::model::units::parse_duration(text)
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+pub fn parse_kind(text: &str) -> Result<Kind, String> {
+    let wanted = text.replace(['-', '_'], "");
+    Kind::ALL
+        .into_iter()
+        .find(|kind| kind.as_str().eq_ignore_ascii_case(&wanted))
+        .ok_or_else(|| format!("unknown kind `{text}`; use Project, App, Domain or ScalingRule"))
+}

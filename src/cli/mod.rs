@@ -1,0 +1,12 @@
+//! The command line's parts, one file per command family; the arguments (clap) apart from the handlers.
+
+pub mod args;
+pub mod daemon_client;
+pub mod export;
+pub mod output;
+pub mod plan_apply;
+pub mod secret;
+pub mod serve;
+pub mod serve_args;
+pub mod target;
+pub mod target_args;

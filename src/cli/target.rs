@@ -1,0 +1,198 @@
+//! What plan, apply and destroy work on: the repository read (a directory or a branch of `--repo`), the
+//! environment named, its secrets, and the backend connected and observed.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use railyard::backend::docker::DockerSettings;
+use railyard::backend::kubernetes::KubernetesBackendSettings;
+use railyard::backend::{self, Backend, BackendKind, BackendSettings};
+use railyard::model::{self, Config, Environment};
+use railyard::pipeline;
+use railyard::secrets::SecretStore;
+use railyard::settings::Settings;
+use railyard::source::{self, GitSource, Source};
+
+use super::output::{backend_failed, report_invalid};
+use super::serve::read_secret;
+use super::target_args::Target;
+
+/// The branch whose Project lists the environments when a command reads a directory, as `--branch` defaults to.
+pub const DEFAULT_TRACKED_BRANCH: &str = "main";
+
+impl Target {
+    /// The secrets `env` may read, as the daemon gives them: its scope's SOPS files opened with its scope's key,
+    /// and for a preview only `<secrets dir>/previews/` unless the tracked branch shares production's.
+    fn secrets(&self, loaded: &Loaded) -> anyhow::Result<SecretStore> {
+        let (config, env, _, files, env_branch) = loaded;
+        let mut store = self.docker.secrets(&self.state_dir)?;
+        if let Some(path) = &self.settings {
+            store.keys = Settings::load(path)?.sops_keys();
+        }
+        Ok(store.for_environment(config, env, env_branch, &self.branch, files)?)
+    }
+}
+
+/// What a plan or apply works on once the repository is valid and the backend answers.
+pub struct Prepared {
+    pub backend: Arc<dyn Backend>,
+    pub prepared: pipeline::Prepared,
+}
+
+/// Loads and validates the repository, connects to the backend, observes and plans; `Err` holds the exit code when
+/// something stopped it, after saying why on stderr.
+pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<Prepared, ExitCode>> {
+    // The backend's first round trip runs while the repository is read on a blocking thread; what is wrong is still
+    // said in the same order: the repository first, then the flags, then the backend.
+    let docker = DockerSettings {
+        parallel,
+        source: Some(repository_identity(
+            target.repo.clone().unwrap_or_else(|| target.dir.display().to_string()).as_str(),
+        )),
+        ..target.docker.settings()?
+    };
+    let kind: BackendKind = target.docker.backend.into();
+    // The Kubernetes backend reads the Project's own settings (proxy, sync.force), so it connects once they are read.
+    let connecting = (kind == BackendKind::Docker).then(|| {
+        tokio::spawn(backend::connect(kind, BackendSettings { docker: docker.clone(), ..BackendSettings::default() }))
+    });
+    let loaded = match load_target(target).await? {
+        Ok(loaded) => loaded,
+        Err(invalid) => return Ok(Err(report_invalid(&invalid))),
+    };
+    let secrets = target.secrets(&loaded)?;
+    let (config, env, commit, _, _) = loaded;
+    let connected = match connecting {
+        Some(connecting) => connecting.await.context("connecting to the backend failed")?,
+        None => {
+            let kubernetes = KubernetesBackendSettings::default().with_project(&config.project.doc);
+            backend::connect(kind, BackendSettings { docker, kubernetes }).await
+        }
+    };
+    let backend = match connected {
+        Ok(backend) => backend,
+        Err(error) => return Ok(Err(backend_failed(&error))),
+    };
+    let mut desired = config.desired(&env, commit.as_deref());
+    // Without a daemon's memory of when each rule appeared, the bounds are those of a rule followed since long ago.
+    railyard::scaling::put_in_force(&mut desired, |_| chrono::DateTime::UNIX_EPOCH, chrono::Utc::now());
+    match pipeline::prepare(backend.as_ref(), &secrets, desired).await {
+        Ok(prepared) => Ok(Ok(Prepared { backend, prepared })),
+        Err(error) => Ok(Err(backend_failed(&error))),
+    }
+}
+
+/// The config, the environment it is for, its commit, the repository's files (for its SOPS secrets) and the branch
+/// the environment follows.
+pub type Loaded = (Config, Environment, Option<String>, Vec<model::RepoFile>, String);
+
+/// A config, the environment it is for and its commit: the environment's branch of `--repo` under the tracked
+/// branch's policy, or the directory as it is.
+pub async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
+    let (dir, repo, branch, env, state_dir) =
+        (target.dir.clone(), target.repo.clone(), target.branch.clone(), target.env.clone(), target.state_dir.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
+        let Some(repo) = repo else {
+            let files = source::local::read_dir(&dir)?;
+            return Ok(match model::load(&files) {
+                Ok(config) => {
+                    let environment = environment_named(&config, &config, &branch, &env)?;
+                    let env_branch = branch_of(&config, &branch, &env);
+                    Ok((config, environment, None, files, env_branch))
+                }
+                Err(invalid) => Err(invalid),
+            });
+        };
+        let token = read_secret(None, "RAILYARD_GIT_TOKEN", None)?;
+        let source = source_for(&repo, &branch, &state_dir, token, Duration::from_secs(60));
+        let snapshot = source.fetch_all()?;
+        let tracked = match model::load(&source.read_branch(&snapshot, &branch)?.files) {
+            Ok(tracked) => tracked,
+            Err(invalid) => return Ok(Err(invalid)),
+        };
+        let env_branch = branch_of(&tracked, &branch, &env);
+        let fetched = source.read_branch(&snapshot, &env_branch)?;
+        Ok(match model::load(&fetched.files) {
+            Ok(config) => {
+                let config = config.under_policy_of(&tracked);
+                let environment = environment_named(&config, &tracked, &branch, &env)?;
+                Ok((config, environment, Some(fetched.commit.sha), fetched.files, env_branch))
+            }
+            Err(invalid) => Err(invalid),
+        })
+    })
+    .await
+    .context("reading the repository failed")?
+}
+
+/// The branch environment `env` follows by the list of `tracked` (production follows `branch`); a preview, not
+/// listed, is read at `branch`.
+pub fn branch_of(tracked: &Config, branch: &str, env: &str) -> String {
+    let listed = tracked.environments(branch).into_iter().find(|listed| listed.name == env);
+    listed.map_or_else(|| branch.to_owned(), |listed| listed.branch)
+}
+
+/// The environment called `name`: one the tracked config lists, or a preview.
+pub fn environment_named(config: &Config, tracked: &Config, branch: &str, name: &str) -> anyhow::Result<Environment> {
+    let listed = tracked.environments(branch);
+    if let Some(listed) = listed.iter().find(|listed| listed.name == name) {
+        return Ok(Environment::listed(tracked.project_name(), listed));
+    }
+    Environment::named(config.project_name(), name).filter(|env| env.preview.is_some()).with_context(|| {
+        let names: Vec<&str> = listed.iter().map(|listed| listed.name.as_str()).collect();
+        format!(
+            "unknown environment `{name}`: the Project lists {}; previews are pr-<number> and branch-<name>",
+            names.join(", ")
+        )
+    })
+}
+
+/// The config of the tracked branch (of `--repo`, or the directory as it is), which names the environments.
+pub async fn load_tracked(target: &Target) -> anyhow::Result<Result<Config, model::InvalidConfig>> {
+    let (dir, repo, branch, state_dir) =
+        (target.dir.clone(), target.repo.clone(), target.branch.clone(), target.state_dir.clone());
+    tokio::task::spawn_blocking(move || match repo {
+        None => load(&dir),
+        Some(repo) => {
+            let token = read_secret(None, "RAILYARD_GIT_TOKEN", None)?;
+            let source = source_for(&repo, &branch, &state_dir, token, Duration::from_secs(60));
+            let snapshot = source.fetch_all()?;
+            Ok(model::load(&source.read_branch(&snapshot, &branch)?.files))
+        }
+    })
+    .await
+    .context("reading the repository failed")?
+}
+
+/// A git repository (URL, or a path holding `.git` or a bare repository) is followed in git; any other directory
+/// is read as it is.
+pub fn source_for(repo: &str, branch: &str, state_dir: &Path, token: Option<String>, timeout: Duration) -> Source {
+    let path = Path::new(repo);
+    let is_git_path = path.join(".git").exists() || path.join("HEAD").exists();
+    if repo.contains("://") || repo.contains('@') && !path.exists() || is_git_path {
+        let url = if is_git_path {
+            path.canonicalize().map_or_else(|_| repo.to_owned(), |p| p.display().to_string())
+        } else {
+            repo.to_owned()
+        };
+        Source::Git(GitSource { url, branch: branch.to_owned(), mirror: state_dir.join("mirror.git"), token, timeout })
+    } else {
+        Source::Dir(path.to_owned())
+    }
+}
+
+/// The config repository's identity for container labels: its canonical path when it is one on this machine, else
+/// its URL as given.
+pub fn repository_identity(repo: &str) -> String {
+    let location = std::fs::canonicalize(repo).map_or_else(|_| repo.to_owned(), |path| path.display().to_string());
+    railyard::backend::docker::labels::source_identity(&location)
+}
+
+/// The config of a directory as it is.
+pub fn load(dir: &Path) -> anyhow::Result<Result<Config, model::InvalidConfig>> {
+    let files = source::local::read_dir(dir)?;
+    Ok(model::load(&files))
+}
