@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod build;
 pub mod clock;
 pub mod daemon;
 pub mod error_chain;

@@ -1,6 +1,7 @@
 //! What plan, apply and destroy work on: the repository read (a directory or a branch of `--repo`), the
 //! environment named, its secrets, and the backend connected and observed.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use railyard::backend::docker::DockerSettings;
-use railyard::backend::kubernetes::KubernetesBackendSettings;
 use railyard::backend::{self, Backend, BackendKind, BackendSettings};
 use railyard::model::{self, Config, Environment};
 use railyard::pipeline;
@@ -55,30 +55,30 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
         ..target.docker.settings()?
     };
     let kind: BackendKind = target.docker.backend.into();
-    // The Kubernetes backend reads the Project's own settings (proxy, sync.force), so it connects once they are read.
-    let connecting = (kind == BackendKind::Docker).then(|| {
-        tokio::spawn(backend::connect(kind, BackendSettings { docker: docker.clone(), ..BackendSettings::default() }))
-    });
+    // The Project's own settings (proxy, sync.force) reach the backend with the plan: it connects while git is read.
+    let connecting = tokio::spawn(backend::connect(kind, BackendSettings { docker, ..BackendSettings::default() }));
     let loaded = match load_target(target).await? {
         Ok(loaded) => loaded,
         Err(invalid) => return Ok(Err(report_invalid(&invalid))),
     };
     let secrets = target.secrets(&loaded)?;
     let (config, env, commit, _, _) = loaded;
-    let connected = match connecting {
-        Some(connecting) => connecting.await.context("connecting to the backend failed")?,
-        None => {
-            let kubernetes = KubernetesBackendSettings::default().with_project(&config.project.doc);
-            backend::connect(kind, BackendSettings { docker, kubernetes }).await
-        }
-    };
+    let connected = connecting.await.context("connecting to the backend failed")?;
     let backend = match connected {
         Ok(backend) => backend,
         Err(error) => return Ok(Err(backend_failed(&error))),
     };
-    let mut desired = config.desired(&env, commit.as_deref());
     // Without a daemon's memory of when each rule appeared, the bounds are those of a rule followed since long ago.
-    railyard::scaling::put_in_force(&mut desired, |_| chrono::DateTime::UNIX_EPOCH, chrono::Utc::now());
+    let desired = railyard::build::desired_state(&railyard::build::Inputs {
+        config: &config,
+        env: &env,
+        commit: commit.as_deref(),
+        sync: None,
+        claims: &BTreeMap::new(),
+        scaling: &railyard::build::ScalingRecords::default(),
+        now: chrono::Utc::now(),
+    })
+    .desired;
     match pipeline::prepare(backend.as_ref(), &secrets, desired).await {
         Ok(prepared) => Ok(Ok(Prepared { backend, prepared })),
         Err(error) => Ok(Err(backend_failed(&error))),

@@ -21,6 +21,7 @@ use super::status::{app_statuses, overall_health};
 use super::trigger::{Backoff, Coalescer, Taken, Trigger};
 use super::{AppStatus, Daemon, DaemonSettings, Health, Policy, SyncStatus, WorkerState, now_ms, read, write};
 use crate::backend::{BackendError, BackendKind, Progress};
+use crate::build;
 use crate::model::kinds::SyncPolicy;
 use crate::model::{self, Diagnostic, Environment, HostConflict, ListedEnvironment, Observed};
 use crate::outcome::SyncOutcome;
@@ -411,7 +412,16 @@ impl EnvHandle {
             Err(error) => return error.to_string(),
         };
         let environment = self.environment(config.project_name());
-        let mut desired = config.desired(&environment, Some(&head.commit.sha));
+        let built = build::desired_state(&build::Inputs {
+            config: &config,
+            env: &environment,
+            commit: Some(&head.commit.sha),
+            sync: daemon.settings.sync,
+            claims: &daemon.claims(),
+            scaling: &build::ScalingRecords { unrecorded: build::Unrecorded::Now, ..Default::default() },
+            now: daemon.settings.clock.now(),
+        });
+        let mut desired = built.desired;
         daemon.settings.secrets.seal_without_values(&mut desired);
         desired.assume_unresolved_secrets_unchanged(observed);
         crate::plan::plan(&desired, observed).summary.to_string()
@@ -431,8 +441,17 @@ impl EnvHandle {
         })?;
         let config = self.under_policy(daemon, config).map_err(|error| RollbackError::Plan(error.to_string()))?;
         let environment = self.environment(config.project_name());
-        let mut desired = config.desired(&environment, Some(sha));
-        self.put_scaling_in_force(daemon, &mut desired).await;
+        let records = self.scaling_records(daemon, &config).await;
+        let desired = build::desired_state(&build::Inputs {
+            config: &config,
+            env: &environment,
+            commit: Some(sha),
+            sync: daemon.settings.sync,
+            claims: &daemon.claims(),
+            scaling: &records,
+            now: daemon.settings.clock.now(),
+        })
+        .desired;
         let backend = daemon.backend().await.map_err(|error| RollbackError::Plan(error.to_string()))?;
         let branch = self.branch().unwrap_or_default();
         let secrets = daemon
@@ -586,12 +605,21 @@ impl EnvHandle {
             let against = daemon.plan_against_production(config, commit).await;
             self.update(|state| state.against_production = Some(against));
         }
-        let mut desired = config.desired(&environment, Some(&commit.sha));
+        let records = self.scaling_records(daemon, config).await;
+        let claims = daemon.claims();
+        let built = build::desired_state(&build::Inputs {
+            config,
+            env: &environment,
+            commit: Some(&commit.sha),
+            sync: daemon.settings.sync,
+            claims: &claims,
+            scaling: &records,
+            now: daemon.settings.clock.now(),
+        });
+        let (mut desired, conflicts) = (built.desired, built.conflicts);
         daemon.ration_certificates(&mut desired);
-        desired.sync = policy.sync;
-        self.put_scaling_in_force(daemon, &mut desired).await;
+        self.keep_scaling(daemon, &desired, built.scaling);
         self.note_replicas(&desired, taken.trigger);
-        let conflicts = desired.drop_hosts_claimed_elsewhere(&daemon.claims());
         self.update(|state| {
             state.project = Some(environment.project.clone());
             state.sync_policy = policy.sync;

@@ -451,8 +451,16 @@ impl Daemon {
         commit: &crate::source::CommitInfo,
     ) -> AgainstProduction {
         let production = crate::model::Environment::production(config.project_name());
-        let mut desired = config.desired(&production, Some(&commit.sha));
-        desired.drop_hosts_claimed_elsewhere(&self.claims());
+        let mut desired = crate::build::desired_state(&crate::build::Inputs {
+            config,
+            env: &production,
+            commit: Some(&commit.sha),
+            sync: self.settings.sync,
+            claims: &self.claims(),
+            scaling: &crate::build::ScalingRecords::default(),
+            now: self.settings.clock.now(),
+        })
+        .desired;
         let fail = |error: String| AgainstProduction { head_sha: commit.sha.clone(), plan: None, error: Some(error) };
         let backend = match self.backend().await {
             Ok(backend) => backend,

@@ -89,6 +89,15 @@ fn boundaries_since(
     found.into()
 }
 
+/// The replica bounds the CPU autoscaler moves `app` within, when its rule has a CPU target and the app says how
+/// much CPU it asks for.
+pub fn cpu_bounds(app: &crate::model::AppSpec) -> Option<(u32, u32)> {
+    let rule = app.autoscale.as_ref()?;
+    rule.target_cpu_percent?;
+    app.container.cpu_millis?;
+    Some((rule.min, rule.max.max(rule.min)))
+}
+
 /// The soonest of the apps' next changes.
 pub fn next_boundary(scaling: &[AppScaling]) -> Option<DateTime<Utc>> {
     scaling.iter().filter_map(|app| app.next.map(|next| next.at)).min()

@@ -13,9 +13,10 @@ use super::super::trigger::Trigger;
 use super::super::{Daemon, now_ms};
 use super::EnvHandle;
 use crate::backend::{AppLoad, BackendKind};
+use crate::build::{ScalingRecords, Unrecorded};
 use crate::model::{self, desired::ScalingPace};
 use crate::scaling::history::AppHistory;
-use crate::scaling::{self, Autoscaler, Decision};
+use crate::scaling::{self, AppScaling, Autoscaler, Decision};
 
 /// The CPU autoscaler of one environment: what it scales, its memory per app, and its newest decisions.
 #[derive(Default)]
@@ -37,29 +38,27 @@ struct CpuTarget {
 }
 
 impl EnvHandle {
-    /// Puts scaling in force on `desired`: the bounds the schedules give now clamp each app's replicas, and an app
-    /// the CPU autoscaler scales runs the count it last decided within them. Arms a reconcile at the next schedule
-    /// boundary (a schedule tick), so that a scale change happens at its time and not at the next poll.
-    pub(in crate::daemon) async fn put_scaling_in_force(
-        self: &Arc<Self>,
-        daemon: &Daemon,
-        desired: &mut model::DesiredState,
-    ) {
-        let ruled: Vec<String> =
-            desired.apps.values().filter(|app| app.autoscale.is_some()).map(|app| app.name.clone()).collect();
-        let cpu_scaled: Vec<String> =
-            desired.apps.values().filter(|app| cpu_target(app).is_some()).map(|app| app.name.clone()).collect();
-        let now = daemon.settings.clock.now();
+    /// What the store remembers of the scaling of `config`'s apps in this environment; a rule seen for the first
+    /// time is recorded as appearing now, and the records of apps without a rule go.
+    pub(in crate::daemon) async fn scaling_records(&self, daemon: &Daemon, config: &model::Config) -> ScalingRecords {
+        let ruled: Vec<String> = config.scaling_rules.keys().cloned().collect();
+        let cpu_scaled: Vec<String> = config
+            .scaling_rules
+            .iter()
+            .filter(|(_, rule)| rule.doc.target_cpu_percent.is_some())
+            .map(|(app, _)| app.clone())
+            .collect();
+        let now_ms = daemon.settings.clock.now().timestamp_millis();
         let store = Arc::clone(&daemon.store);
         let env = self.name.clone();
         let remembered = tokio::task::spawn_blocking(move || {
             Ok::<_, crate::store::StoreError>((
-                store.scaling_rules_appeared(&env, &ruled, now_ms())?,
+                store.scaling_rules_appeared(&env, &ruled, now_ms)?,
                 store.autoscale_decisions(&env, &cpu_scaled)?,
             ))
         })
         .await;
-        let (appeared, decided) = match remembered {
+        let (appeared_ms, decided) = match remembered {
             Ok(Ok(remembered)) => remembered,
             // Without the records, a rule counts from now and load decides afresh: never a wrong bound.
             Ok(Err(store_error)) => {
@@ -71,24 +70,25 @@ impl EnvHandle {
                 Default::default()
             }
         };
-        let since =
-            |app: &str| appeared.get(app).and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms)).unwrap_or(now);
-        let scaling = scaling::put_in_force(desired, since, now);
-        let mut targets = BTreeMap::new();
-        for app in desired.apps.values_mut() {
-            let Some(mut target) = cpu_target(app) else { continue };
-            if let Some(replicas) = decided.get(&app.name) {
-                app.replicas = (*replicas).clamp(target.bounds.0, target.bounds.1);
-            }
-            target.replicas = app.replicas;
-            targets.insert(app.name.clone(), target);
-        }
+        ScalingRecords { appeared_ms, decided, unrecorded: Unrecorded::Now }
+    }
+
+    /// Keeps what the builder put in force: the autoscaler's targets, the bounds for the pages, and a reconcile armed
+    /// at the next schedule boundary, so that a scale change happens at its time and not at the next poll.
+    pub(in crate::daemon) fn keep_scaling(
+        self: &Arc<Self>,
+        daemon: &Daemon,
+        desired: &model::DesiredState,
+        scaling: Vec<AppScaling>,
+    ) {
+        let targets: BTreeMap<String, CpuTarget> =
+            desired.apps.values().filter_map(|app| Some((app.name.clone(), cpu_target(app)?))).collect();
         {
             let mut autoscale = self.autoscale.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             autoscale.scalers.retain(|app, _| targets.contains_key(app));
             autoscale.targets = targets;
         }
-        self.arm_schedule_timer(scaling::next_boundary(&scaling), now);
+        self.arm_schedule_timer(scaling::next_boundary(&scaling), daemon.settings.clock.now());
         *self.scaling.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = scaling;
     }
 
@@ -254,7 +254,7 @@ fn cpu_target(app: &model::AppSpec) -> Option<CpuTarget> {
     Some(CpuTarget {
         target_percent: rule.target_cpu_percent?,
         cpu_millis: app.container.cpu_millis?,
-        bounds: (rule.min, rule.max.max(rule.min)),
+        bounds: scaling::cpu_bounds(app)?,
         pace: rule.behavior,
         replicas: app.replicas,
     })
