@@ -289,7 +289,8 @@ impl Settings {
             let raw = error.to_string();
             let message = raw.rsplit_once(" at line ").map_or(raw.as_str(), |(message, _)| message);
             let message = message.lines().next().unwrap_or(message);
-            let hint = if message.starts_with("unknown field") {
+            let unknown_field = matches!(error.without_snippet(), serde_saphyr::Error::SerdeUnknownField { .. });
+            let hint = if unknown_field {
                 "; remove it or fix its spelling (the schema is schemas/settings.schema.json)"
             } else {
                 "; see schemas/settings.schema.json for what each field accepts"

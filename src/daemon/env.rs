@@ -11,19 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::fetch::FetchFailed;
 use super::gate::{self, Decision, Facts, FollowUp, Held, Reconciled, Wait};
 use super::status::{app_statuses, overall_health};
 use super::trigger::{Backoff, Coalescer, Taken, Trigger};
-use super::{AppStatus, Daemon, DaemonSettings, Health, Policy, SyncStatus, WorkerState, now_ms, read, write};
-use crate::backend::{BackendError, BackendKind, Progress};
+use super::{Daemon, DaemonSettings, Health, Policy, SyncStatus, WorkerState, now_ms, read, write};
+use crate::backend::Progress;
 use crate::build;
 use crate::model::kinds::SyncPolicy;
-use crate::model::{self, Diagnostic, Environment, HostConflict, ListedEnvironment, Observed};
+use crate::model::{self, Environment, ListedEnvironment, Observed};
 use crate::outcome::SyncOutcome;
 use crate::pipeline::{self, PipelineError};
 use crate::plan::Plan;
@@ -33,86 +31,9 @@ use crate::source::{CommitInfo, Fetched, short_sha};
 
 mod record;
 mod scaling_loop;
+mod state;
 use scaling_loop::AutoscaleState;
-
-/// Everything known about one environment, for the API and pages.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EnvState {
-    pub name: String,
-    /// The branch it follows.
-    pub branch: String,
-    pub project: Option<String>,
-    /// `docker` or `kubernetes`.
-    pub backend: BackendKind,
-    pub source: String,
-    pub sync_policy: SyncPolicy,
-    pub commit: Option<CommitInfo>,
-    pub sync_status: SyncStatus,
-    pub health: Health,
-    pub last_sync_ms: Option<i64>,
-    pub last_sync_duration_ms: Option<u64>,
-    pub last_checked_ms: Option<i64>,
-    pub error: Option<String>,
-    /// Problems of the newest commit when it is invalid; the last good state keeps running meanwhile.
-    pub diagnostics: Vec<Diagnostic>,
-    pub invalid_commit: Option<CommitInfo>,
-    /// The newest plan: pending changes, or nothing to do.
-    pub plan: Option<Plan>,
-    pub apps: Vec<AppStatus>,
-    /// Hosts of this environment's config that an environment listed earlier claims; they are not routed here.
-    pub conflicts: Vec<HostConflict>,
-    /// Removed from the Project's list; under the manual sync policy it waits for a sync to be destroyed.
-    pub pending_destroy: bool,
-    /// A pull request's preview: what merging its head would change in production.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub against_production: Option<super::previews::AgainstProduction>,
-    /// What the sync windows say, when any is set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sync_window: Option<crate::windows::WindowState>,
-    /// Why the pending plan waits for a sync window.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub waiting_for_window: Option<String>,
-    /// Pinned to a commit by a rollback: auto-sync of the branch is paused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pinned: Option<super::rollback::PinView>,
-}
-
-/// Why a reconcile of one environment failed; it is retried with backoff.
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error(transparent)]
-    Fetch(#[from] FetchFailed),
-    #[error(
-        "waiting for a valid Project on the tracked branch `{branch}`: it sets the policy of every environment; fix \
-         the commit there"
-    )]
-    NoPolicy { branch: String },
-    #[error(transparent)]
-    Backend(Box<BackendError>),
-    #[error(transparent)]
-    Pipeline(Box<PipelineError>),
-    #[error("cannot destroy environment `{env}`: {source}; railyard tries again")]
-    Destroy { env: String, source: Box<BackendError> },
-    #[error("the commit this environment is pinned to cannot be read: {0}; unpin it or roll back to another")]
-    Pin(String),
-    #[error("{0}; the last good state keeps running")]
-    Secrets(String),
-    #[error("{0}; nothing of this commit runs until then")]
-    Unapproved(String),
-}
-
-impl From<BackendError> for ReconcileError {
-    fn from(error: BackendError) -> Self {
-        ReconcileError::Backend(Box::new(error))
-    }
-}
-
-impl From<PipelineError> for ReconcileError {
-    fn from(error: PipelineError) -> Self {
-        ReconcileError::Pipeline(Box::new(error))
-    }
-}
+pub use state::{EnvState, ReconcileError};
 
 /// Where an environment stands in the Project's list.
 #[derive(Debug, Clone)]

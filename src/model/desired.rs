@@ -6,11 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::environments::ListedEnvironment;
-use super::kinds::{App, Domain, EnvValue, Health, Protocol, PullPolicy, ScalingRule, SyncPolicy, TlsMode};
+use super::Observed;
+use super::kinds::{Protocol, PullPolicy, SyncPolicy, TlsMode};
 use super::redact::{DigestKey, is_sensitive_name, redacted, url_userinfo};
-use super::units::{is_host_name, parse_cpus, parse_duration, parse_memory};
-use super::{Config, Observed, Sourced};
 
 /// The named target that a set of apps is deployed to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,6 +29,18 @@ pub struct Environment {
 pub enum PreviewOf {
     PullRequest(u64),
     Branch(String),
+}
+
+/// One environment of the Project's list, with its branch resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedEnvironment {
+    pub name: String,
+    /// The branch whose head the environment runs.
+    pub branch: String,
+    /// Host of each Domain in this environment (never set for production).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_template: Option<String>,
 }
 
 impl Environment {
@@ -68,7 +78,7 @@ impl Environment {
     }
 
     /// A listed environment other than production: its Domains go through its hostTemplate, or nowhere.
-    fn is_listed_non_production(&self) -> bool {
+    pub(super) fn is_listed_non_production(&self) -> bool {
         self.preview.is_none() && self.name != Self::PRODUCTION
     }
 
@@ -107,7 +117,7 @@ impl Environment {
 }
 
 /// Lowercase letters, digits and single dashes.
-fn slug(text: &str) -> String {
+pub(super) fn slug(text: &str) -> String {
     let mapped: String =
         text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     mapped.split('-').filter(|part| !part.is_empty()).collect::<Vec<_>>().join("-")
@@ -128,7 +138,7 @@ pub struct DesiredState {
     /// Keyed by host.
     pub domains: BTreeMap<String, DomainSpec>,
     /// Things the plan must tell the user that are not changes (a secret that could not be resolved, a field that
-    /// is accepted but not acted on yet). Carried into [`crate::plan::Plan::warnings`].
+    /// is accepted but not acted on yet). Carried into the plan's warnings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// Why this state may not be applied at all (a preview asking for an image only the host has); apply refuses
@@ -266,7 +276,7 @@ fn one() -> u32 {
     1
 }
 
-fn utc() -> String {
+pub(super) fn utc() -> String {
     "UTC".to_owned()
 }
 
@@ -486,9 +496,6 @@ pub struct DomainSpec {
 pub const DEFAULT_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_RETRIES: u32 = 3;
-/// Compose's meaning: an app without a health check is ready once it runs.
-const DEFAULT_RUNNING_MS: u64 = 0;
-const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 
 impl ContainerSpec {
     /// The same spec with sensitive literals replaced by their redacted text: what may be stored, labelled and
@@ -585,295 +592,5 @@ impl DesiredState {
                 }
             }
         }
-    }
-}
-
-impl Config {
-    /// What `env` should run according to this config at `commit`. A preview is capped to the `previews` limits
-    /// (see [`super::preview`]).
-    pub fn desired(&self, env: &Environment, commit: Option<&str>) -> DesiredState {
-        let mut apps: BTreeMap<String, AppSpec> =
-            self.apps.values().map(|app| (app.doc.name.value.clone(), self.app_spec(app))).collect();
-        let mut warnings = Vec::new();
-        let mut domains = if env.is_listed_non_production() {
-            self.templated_domain_specs(env, &mut warnings)
-        } else {
-            self.domain_specs(env)
-        };
-        let mut blockers = Vec::new();
-        if env.preview.is_some() {
-            let limits = super::preview::Limits::of(self.project.doc.previews.as_ref());
-            let capped = super::preview::cap(&limits, &mut apps, &mut domains);
-            warnings.extend(capped.warnings);
-            blockers = capped.blockers;
-        }
-        DesiredState {
-            env: env.clone(),
-            commit: commit.map(str::to_owned),
-            sync: self.project.doc.sync.as_ref().map_or(SyncPolicy::Auto, super::kinds::SyncSettings::policy),
-            apps,
-            domains,
-            warnings,
-            blockers,
-            platform: PlatformSettings::of(&self.project.doc),
-        }
-    }
-
-    fn app_spec(&self, app: &Sourced<App>) -> AppSpec {
-        let spec = &app.doc;
-        let defaults = self.project.doc.defaults.clone().unwrap_or_default();
-        let resources = spec.resources.as_ref().or(defaults.resources.as_ref());
-        let ports: Vec<PortSpec> = spec
-            .ports
-            .iter()
-            .map(|port| PortSpec {
-                name: port.name.value.clone(),
-                container_port: port.port.value,
-                host_port: port.host_port.as_ref().map(|host| host.value),
-                protocol: port.protocol,
-            })
-            .collect();
-        let replicas =
-            spec.replicas.as_ref().map(|r| r.value).or(defaults.replicas.as_ref().map(|r| r.value)).unwrap_or(1);
-        AppSpec {
-            name: spec.name.value.clone(),
-            replicas: self.clamp_replicas(&spec.name.value, replicas),
-            depends_on: spec.depends_on.iter().map(|dependency| dependency.value.clone()).collect(),
-            container: ContainerSpec {
-                image: spec.image.value.clone(),
-                pull: spec.pull.or(defaults.pull).unwrap_or_default(),
-                command: spec.command.clone(),
-                env: spec
-                    .env
-                    .iter()
-                    .map(|(name, value)| (name.0.value.clone(), env_spec(&name.0.value, value)))
-                    .collect(),
-                health: health_spec(spec.health.as_ref(), &ports),
-                cpu_millis: resources.and_then(|r| r.cpus.as_ref()).and_then(|cpus| parse_cpus(&cpus.value).ok()),
-                memory_bytes: resources.and_then(|r| r.memory.as_ref()).and_then(|m| parse_memory(&m.value).ok()),
-                volumes: spec
-                    .volumes
-                    .iter()
-                    .map(|volume| VolumeSpec {
-                        name: volume.name.value.clone(),
-                        mount: volume.mount.value.clone(),
-                        read_only: volume.read_only,
-                    })
-                    .collect(),
-                stop_grace_period_ms: millis(
-                    spec.stop_grace_period.as_ref().map(|g| g.value.as_str()),
-                    DEFAULT_STOP_GRACE_MS,
-                ),
-                ports,
-            },
-            volumes_deleted_with_app: spec
-                .volumes
-                .iter()
-                .filter(|volume| volume.delete_with_app)
-                .map(|volume| volume.name.value.clone())
-                .collect(),
-            autoscale: self.scaling_rules.get(&spec.name.value).map(|rule| self.autoscale(&rule.doc, replicas)),
-        }
-    }
-
-    fn autoscale(&self, rule: &ScalingRule, declared: u32) -> Autoscale {
-        let behavior = rule.behavior.as_ref();
-        let up = behavior.and_then(|b| b.scale_up.as_ref());
-        let down = behavior.and_then(|b| b.scale_down.as_ref());
-        let pace = ScalingPace::default();
-        Autoscale {
-            min: rule.min.value,
-            max: rule.max.value,
-            declared,
-            target_cpu_percent: rule.target_cpu_percent.as_ref().map(|target| target.value),
-            schedules: rule
-                .schedules
-                .iter()
-                .map(|schedule| ScheduledBounds {
-                    cron: schedule.cron.value.clone(),
-                    min: schedule.min.as_ref().unwrap_or(&rule.min).value,
-                    max: schedule.max.as_ref().unwrap_or(&rule.max).value,
-                })
-                .collect(),
-            timezone: self.project.doc.timezone.as_ref().map_or_else(utc, |zone| zone.value.clone()),
-            behavior: ScalingPace {
-                tolerance_percent: behavior
-                    .and_then(|b| b.tolerance_percent.as_ref())
-                    .map_or(pace.tolerance_percent, |t| t.value),
-                scale_up_window_ms: millis(
-                    up.and_then(|up| up.stabilization_window.as_ref()).map(|w| w.value.as_str()),
-                    pace.scale_up_window_ms,
-                ),
-                scale_up_period_ms: millis(
-                    up.and_then(|up| up.period.as_ref()).map(|p| p.value.as_str()),
-                    pace.scale_up_period_ms,
-                ),
-                scale_down_window_ms: millis(
-                    down.and_then(|down| down.stabilization_window.as_ref()).map(|w| w.value.as_str()),
-                    pace.scale_down_window_ms,
-                ),
-            },
-        }
-    }
-
-    /// Replicas kept within the app's ScalingRule bounds; schedules and load move them further at run time.
-    fn clamp_replicas(&self, app: &str, replicas: u32) -> u32 {
-        match self.scaling_rules.get(app) {
-            Some(rule) => replicas.clamp(rule.doc.min.value, rule.doc.max.value.max(rule.doc.min.value)),
-            None => replicas,
-        }
-    }
-
-    /// The Domains of production (as written) and of previews (through the previews' hostTemplate).
-    fn domain_specs(&self, env: &Environment) -> BTreeMap<String, DomainSpec> {
-        let template = self.project.doc.previews.as_ref().filter(|p| p.enabled).and_then(|p| p.host_template.as_ref());
-        self.domains
-            .values()
-            .filter_map(|domain| {
-                let spec = &domain.doc;
-                let (host, aliases) = match &env.preview {
-                    None => (spec.host.value.clone(), spec.aliases.iter().map(|a| a.value.clone()).collect()),
-                    Some(preview) => {
-                        (preview_host(&template?.value, &spec.app.value, env, preview, self.project_name()), Vec::new())
-                    }
-                };
-                let domain = self.domain_spec(spec, host.clone(), aliases)?;
-                Some((host, domain))
-            })
-            .collect()
-    }
-
-    /// The Domains of a listed environment other than production, each host and alias through the environment's
-    /// hostTemplate. Aliases are kept only when the template uses `{host}` (otherwise they would all fill to the
-    /// Domain's own host). A filled host that is not a valid host name, or that an earlier Domain already took,
-    /// is left out with a warning; without a template no Domain is routed, and the warning says so.
-    fn templated_domain_specs(&self, env: &Environment, warnings: &mut Vec<String>) -> BTreeMap<String, DomainSpec> {
-        let mut routed = BTreeMap::new();
-        let Some(template) = &env.host_template else {
-            if !self.domains.is_empty() {
-                warnings.push(format!(
-                    "environment `{}` has no hostTemplate: its {} domain(s) are not routed; add hostTemplate to its \
-                     entry in the Project's environments",
-                    env.name,
-                    self.domains.len()
-                ));
-            }
-            return routed;
-        };
-        let fill = |app: &str, host: &str| {
-            template
-                .replace("{app}", app)
-                .replace("{host}", host)
-                .replace("{env}", &env.name)
-                .replace("{project}", self.project_name())
-        };
-        let mut taken: BTreeMap<String, String> = BTreeMap::new();
-        for domain in self.domains.values() {
-            let spec = &domain.doc;
-            let written = &spec.host.value;
-            let mut usable = |filled: String, of: &str| {
-                if !is_host_name(&filled) {
-                    warnings.push(format!(
-                        "environment `{}`: hostTemplate `{template}` makes `{filled}` of `{of}`, which is not a valid \
-                         host name; it is not routed (shorten the template or the names it fills in)",
-                        env.name
-                    ));
-                    return None;
-                }
-                if let Some(first) = taken.get(&filled) {
-                    warnings.push(format!(
-                        "environment `{}`: hostTemplate `{template}` makes `{filled}` of both `{first}` and `{of}`; \
-                         only `{first}` is routed there (use `{{host}}` or `{{app}}` in the template to tell them apart)",
-                        env.name
-                    ));
-                    return None;
-                }
-                taken.insert(filled.clone(), of.to_owned());
-                Some(filled)
-            };
-            let Some(host) = usable(fill(&spec.app.value, written), written) else { continue };
-            let aliases = if template.contains("{host}") {
-                spec.aliases
-                    .iter()
-                    .filter_map(|alias| usable(fill(&spec.app.value, &alias.value), &alias.value))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            if let Some(domain) = self.domain_spec(spec, host.clone(), aliases) {
-                routed.insert(host, domain);
-            }
-        }
-        routed
-    }
-
-    /// `domain` routed under `host` and `aliases`; `None` when its app or port is missing (validation prevents it).
-    fn domain_spec(&self, domain: &Domain, host: String, aliases: Vec<String>) -> Option<DomainSpec> {
-        let container_port = self
-            .apps
-            .get(&domain.app.value)?
-            .doc
-            .ports
-            .iter()
-            .find(|port| port.name.value == domain.port.value)?
-            .port
-            .value;
-        let acme_email = self.project.doc.proxy.as_ref().and_then(|proxy| proxy.acme_email.clone());
-        Some(DomainSpec {
-            host,
-            aliases,
-            app: domain.app.value.clone(),
-            port: domain.port.value.clone(),
-            container_port,
-            tls: domain.tls,
-            acme_email: acme_email.filter(|_| domain.tls == TlsMode::Auto),
-        })
-    }
-}
-
-fn preview_host(template: &str, app: &str, env: &Environment, preview: &PreviewOf, project: &str) -> String {
-    let (number, branch) = match preview {
-        PreviewOf::PullRequest(number) => (number.to_string(), String::new()),
-        PreviewOf::Branch(branch) => (String::new(), slug(branch)),
-    };
-    template
-        .replace("{app}", app)
-        .replace("{number}", &number)
-        .replace("{branch}", &branch)
-        .replace("{env}", &env.name)
-        .replace("{project}", project)
-}
-
-fn env_spec(name: &str, value: &EnvValue) -> EnvSpec {
-    match value {
-        EnvValue::Text(text) => EnvSpec::literal(name, text.clone()),
-        EnvValue::Integer(number) => EnvSpec::literal(name, number.to_string()),
-        EnvValue::Float(number) => EnvSpec::literal(name, number.to_string()),
-        EnvValue::Bool(flag) => EnvSpec::literal(name, flag.to_string()),
-        EnvValue::Secret(reference) => EnvSpec::Secret { secret: reference.secret.clone(), digest: None },
-    }
-}
-
-fn millis(text: Option<&str>, default: u64) -> u64 {
-    text.and_then(|text| parse_duration(text).ok()).map_or(default, |d| d.as_millis() as u64)
-}
-
-fn health_spec(health: Option<&Health>, ports: &[PortSpec]) -> HealthSpec {
-    let port_number = |name: &str| ports.iter().find(|port| port.name == name).map_or(0, |port| port.container_port);
-    let probe = match health {
-        Some(Health { http: Some(http), .. }) => {
-            Probe::Http { path: http.path.value.clone(), port: port_number(&http.port.value) }
-        }
-        Some(Health { tcp: Some(tcp), .. }) => Probe::Tcp { port: port_number(&tcp.port.value) },
-        Some(Health { command: Some(command), .. }) => Probe::Command(command.clone()),
-        _ => Probe::Running,
-    };
-    let start_default = if probe == Probe::Running { DEFAULT_RUNNING_MS } else { 0 };
-    HealthSpec {
-        interval_ms: millis(health.and_then(|h| h.interval.as_ref()).map(|d| d.value.as_str()), DEFAULT_INTERVAL_MS),
-        timeout_ms: millis(health.and_then(|h| h.timeout.as_ref()).map(|d| d.value.as_str()), DEFAULT_TIMEOUT_MS),
-        retries: health.and_then(|h| h.retries.as_ref()).map_or(DEFAULT_RETRIES, |r| r.value),
-        start_period_ms: millis(health.and_then(|h| h.start_period.as_ref()).map(|d| d.value.as_str()), start_default),
-        probe,
     }
 }

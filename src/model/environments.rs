@@ -2,24 +2,13 @@
 //! environments would route belongs to the one listed first. Pure: the daemon feeds in each environment's desired
 //! state and applies what comes out.
 
+pub use super::desired::ListedEnvironment;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::Config;
 use super::desired::{DesiredState, Environment};
-
-/// One environment of the Project's list, with its branch resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListedEnvironment {
-    pub name: String,
-    /// The branch whose head the environment runs.
-    pub branch: String,
-    /// Host of each Domain in this environment (never set for production).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_template: Option<String>,
-}
 
 impl Config {
     /// The environments to run, in the order the Project lists them. Without `environments` that is production on

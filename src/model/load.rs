@@ -398,7 +398,7 @@ fn probe_kind(place: &Sourced<()>, text: &str) -> Result<Option<Kind>, Diagnosti
     }
     let close = Kind::ALL.into_iter().find(|known| {
         known.as_str().eq_ignore_ascii_case(name.replace(['-', '_'], "").as_str())
-            || super::validate::edit_distance(known.as_str(), name) <= 2
+            || super::suggest::edit_distance(known.as_str(), name) <= 2
     });
     let message = match close {
         Some(known) => format!("unknown kind `{name}`; did you mean `{known}`?"),
@@ -512,8 +512,8 @@ fn limit_message(message: &str) -> Option<String> {
 fn unknown_field_message(message: &str, rest: &str) -> String {
     let Some((field, expected)) = rest.split_once("`, expected one of ") else { return message.to_owned() };
     let known: Vec<&str> = expected.split(", ").map(|name| name.trim_matches('`')).collect();
-    match known.iter().min_by_key(|name| super::validate::edit_distance(field, name)) {
-        Some(best) if super::validate::edit_distance(field, best) <= 2 => {
+    match known.iter().min_by_key(|name| super::suggest::edit_distance(field, name)) {
+        Some(best) if super::suggest::edit_distance(field, best) <= 2 => {
             format!("unknown field `{field}`; did you mean `{best}`?")
         }
         _ => format!("unknown field `{field}`; the fields are {}", known.join(", ")),

@@ -2,6 +2,7 @@
 //! environment, the environments a Project lists and how hosts are shared out among them, and the observed-state
 //! vocabulary that backends report in. No I/O happens here.
 
+mod assemble;
 pub mod desired;
 pub mod environments;
 pub mod kinds;
@@ -10,6 +11,7 @@ pub mod observed;
 pub mod preview;
 pub mod redact;
 pub mod schema;
+mod suggest;
 pub mod units;
 pub mod validate;
 
