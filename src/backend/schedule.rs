@@ -233,7 +233,6 @@ fn readiness<'a, S: Scheduled>(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::convert::Infallible;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -542,6 +541,5 @@ mod tests {
         };
         assert!(domain.dependencies().is_empty());
         assert_eq!(<DomainSpec as Scheduled>::KIND, ObjectKind::Domain);
-        let _unused: Option<Infallible> = None;
     }
 }

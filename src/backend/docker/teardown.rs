@@ -48,15 +48,12 @@ async fn remove_volume(backend: &DockerBackend, name: &str) -> Result<(), Docker
     }
 }
 
-/// Removes everything `env` owns. The routes go first and the requests in flight finish, so no request meets a
-/// container being removed; then every app's replicas (stopped with their grace period, apps in parallel), the
-/// volumes marked [`labels::DELETE_WITH_APP`] at creation (every volume of a preview), and the environment's networks
-/// (a containerised Caddy is disconnected first). Other volumes stay. Only objects carrying `env`'s ownership labels are touched; running it
-/// again finds nothing and does nothing. Nothing is removed while Caddy cannot be told to drop the routes.
 /// Removes everything of `env`: its routes first, so that no request reaches a replica on its way out; then its
 /// replicas, the volumes marked to go with their app, and its networks. A Caddy that cannot be reached holds up
 /// nothing else (a closed pull request's code must stop running whatever else is down): the routes it keeps point at
-/// nothing, and the error says they go when destroy runs again once Caddy answers.
+/// nothing, and the error says they go when destroy runs again once Caddy answers. Replicas stop with their grace
+/// period, apps in parallel; only objects carrying `env`'s ownership labels are touched, and running it again finds
+/// nothing and does nothing.
 pub(super) async fn destroy(backend: &DockerBackend, env: &Environment) -> Result<(), DockerError> {
     let routes = remove_routes(backend, env).await;
     let mut by_app: BTreeMap<String, Vec<Replica>> = BTreeMap::new();
