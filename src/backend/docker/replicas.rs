@@ -60,48 +60,8 @@ pub(super) async fn replace_replicas(
         .filter(|number| !keepers.contains_key(number))
         .map(|number| (free_name(current, &canonical_name(env, &spec.name, number), &spec.spec_hash()), number))
         .collect();
-    let starts = join_all((1..=spec.replicas).map(|number| {
-        let request = ReplicaRequest {
-            env,
-            spec,
-            number,
-            commit: plan.commit.as_deref(),
-            source: backend.settings.source.as_deref(),
-            publish_address: &backend.settings.publish_address,
-            environment: environment.pairs.clone(),
-        };
-        let keeper = keepers.get(&number);
-        let created = &created;
-        let event = &event;
-        async move {
-            match keeper {
-                Some(keeper) if is_settled(keeper) => Ok(None),
-                Some(keeper) => {
-                    event(Step::Starting { container: keeper.observed.id.clone() });
-                    start(backend, &keeper.observed.id).await?;
-                    Ok(Some(Starting { id: keeper.observed.id.clone(), created: false }))
-                }
-                None => {
-                    let name = created.iter().find(|(_, n)| *n == number).map_or_else(String::new, |(n, _)| n.clone());
-                    event(Step::Creating { container: name.clone() });
-                    create_and_start(backend, &request, &name).await?;
-                    Ok(Some(Starting { id: name, created: true }))
-                }
-            }
-        }
-    }))
-    .await;
-    let mut starting: Vec<Starting> = Vec::new();
-    let mut failures: Vec<ConvergeError> = Vec::new();
-    for start in starts {
-        match start {
-            Ok(started) => starting.extend(started),
-            Err(error) => failures.push(error),
-        }
-    }
-    // The engine failing outweighs an app's own problem: the action fails and is retried rather than held.
-    failures.sort_by_key(|error| !matches!(error, ConvergeError::Engine(_)));
-    if let Some(error) = failures.into_iter().next() {
+    let (starting, failure) = start_missing(backend, plan, spec, environment, &keepers, &created, progress).await;
+    if let Some(error) = failure {
         return give_up(backend, spec, &starting, &old, pinned, error).await;
     }
     // Waiting is not work: the next app may start while these replicas prove healthy.
@@ -139,6 +99,62 @@ pub(super) async fn replace_replicas(
     survivors.extend(created);
     rename_into_place(backend, env, spec, &survivors).await?;
     Ok(ActionResult::Done)
+}
+
+/// Starts, all at once, the replicas `spec` lacks: `keepers` that are not running (again), the `created` names
+/// (container name, number) new. Returns those started, and the first failure (the engine's before the app's).
+async fn start_missing(
+    backend: &DockerBackend,
+    plan: &Plan,
+    spec: &AppSpec,
+    environment: &ResolvedEnv,
+    keepers: &BTreeMap<u32, Replica>,
+    created: &[(String, u32)],
+    progress: &dyn Progress,
+) -> (Vec<Starting>, Option<ConvergeError>) {
+    let event = |step: Step| progress.event(&ProgressEvent::app(&spec.name, step));
+    let env = &plan.env;
+    let starts = join_all((1..=spec.replicas).map(|number| {
+        let request = ReplicaRequest {
+            env,
+            spec,
+            number,
+            commit: plan.commit.as_deref(),
+            source: backend.settings.source.as_deref(),
+            publish_address: &backend.settings.publish_address,
+            environment: environment.pairs.clone(),
+        };
+        let keeper = keepers.get(&number);
+        let event = &event;
+        async move {
+            match keeper {
+                Some(keeper) if is_settled(keeper) => Ok(None),
+                Some(keeper) => {
+                    event(Step::Starting { container: keeper.observed.id.clone() });
+                    start(backend, &keeper.observed.id).await?;
+                    Ok(Some(Starting { id: keeper.observed.id.clone(), created: false }))
+                }
+                None => {
+                    let name = created.iter().find(|(_, n)| *n == number).map_or_else(String::new, |(n, _)| n.clone());
+                    event(Step::Creating { container: name.clone() });
+                    create_and_start(backend, &request, &name).await?;
+                    Ok(Some(Starting { id: name, created: true }))
+                }
+            }
+        }
+    }))
+    .await;
+    let mut starting: Vec<Starting> = Vec::new();
+    let mut failures: Vec<ConvergeError> = Vec::new();
+    for start in starts {
+        match start {
+            Ok(started) => starting.extend(started),
+            Err(error) => failures.push(error),
+        }
+    }
+    // The engine failing outweighs an app's own problem: the action fails and is retried rather than held.
+    failures.sort_by_key(|error| !matches!(error, ConvergeError::Engine(_)));
+    (starting, failures.into_iter().next())
 }
 
 /// Undoes what this attempt started; the old replicas keep (or resume) serving. An engine failure stays an error
