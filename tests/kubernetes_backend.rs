@@ -1,145 +1,42 @@
 //! The Kubernetes backend against the fake API server (tests/support/fake_kube.rs), through the library API and
 //! through the railyard binary (`KUBECONFIG` naming the fake): apply, update, a no-op that sends no write, prune,
-//! rollback on an exceeded progress deadline, drift repair (an object edited by another manager, an object deleted),
-//! destroy, a conflict reported then forced, HPA-owned replicas left alone, secret values only in the Secret, and
-//! the error without any cluster configuration.
+//! rollback on an exceeded progress deadline, dependencies (awaited, skipped when they fail, independent apps rolled
+//! out at once), drift repair (an object edited by another manager, an object deleted), destroy, a conflict reported
+//! then forced, HPA-owned replicas left alone, secret values only in the Secret, and the error without any cluster
+//! configuration. The shared set-up is in tests/support/kube_backend.rs.
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::fake_kube::{FakeKube, LoggedRequest, Rollout};
+use support::fake_kube::{FakeKube, Rollout};
+use support::kube_backend::{
+    KubeCase, Recorded, Repo, SECRET_BASE64, SECRET_VALUE, app, change_of, image, plan_of, result_of, runtime, secrets,
+    sync, sync_ok, writes,
+};
 use support::{assert_success, stderr, stdout};
 
 use railyard::backend::kubernetes::{KubernetesBackend, KubernetesBackendSettings};
-use railyard::backend::{ActionResult, ApplyReport, Backend, Progress, ProgressEvent};
-use railyard::model::{DesiredState, Environment, load};
-use railyard::plan::{ChangeKind, Plan, plan};
-use railyard::secrets::ResolvedSecrets;
-
-const SECRET_VALUE: &str = "canary-db-password-4f1e";
-/// `SECRET_VALUE` in base64, as a Secret's `data` holds it.
-const SECRET_BASE64: &str = "Y2FuYXJ5LWRiLXBhc3N3b3JkLTRmMWU=";
-
-struct NoProgress;
-
-impl Progress for NoProgress {
-    fn event(&self, _event: &ProgressEvent) {}
-}
-
-/// A config repository in a temporary directory, its project named after the test.
-struct Repo {
-    dir: tempfile::TempDir,
-    name: String,
-}
-
-impl Repo {
-    fn new(test: &str, project_extra: &str) -> Repo {
-        let repo = Repo { dir: tempfile::tempdir().expect("tempdir"), name: format!("k8s-{test}").replace('_', "-") };
-        repo.write("railyard.yaml", &format!("kind: Project\nname: {}\n{project_extra}", repo.name));
-        repo
-    }
-
-    fn write(&self, path: &str, text: &str) {
-        let file = self.dir.path().join(path);
-        std::fs::create_dir_all(file.parent().expect("a parent")).expect("create folder");
-        std::fs::write(file, text).expect("write config file");
-    }
-
-    fn remove(&self, path: &str) {
-        std::fs::remove_file(self.dir.path().join(path)).expect("remove config file");
-    }
-
-    fn desired(&self) -> DesiredState {
-        let files = railyard::source::local::read_dir(self.dir.path()).expect("readable");
-        let config = load(&files).expect("valid config");
-        config.desired(&Environment::production(config.project_name()), Some("c0ffee"))
-    }
-}
-
-fn app(name: &str, image: &str, extra: &str) -> String {
-    format!("kind: App\nname: {name}\nimage: {image}\nports:\n  - {{ name: http, port: 8080 }}\n{extra}")
-}
-
-/// A fake cluster where an image tagged `broken` exceeds its progress deadline and any other becomes available.
-fn fake() -> FakeKube {
-    let fake = FakeKube::start();
-    fake.set_rollout_rule(|body| {
-        let image = body.pointer("/spec/template/spec/containers/0/image").and_then(Value::as_str).unwrap_or("");
-        Some(if image.ends_with(":broken") { Rollout::ProgressDeadlineExceeded } else { Rollout::Available })
-    });
-    fake
-}
-
-async fn backend(fake: &FakeKube, force: bool) -> KubernetesBackend {
-    backend_with(fake, KubernetesBackendSettings { force, ..KubernetesBackendSettings::default() }).await
-}
-
-async fn backend_with(fake: &FakeKube, settings: KubernetesBackendSettings) -> KubernetesBackend {
-    let settings = KubernetesBackendSettings {
-        kubeconfig: Some(fake.kubeconfig_path()),
-        poll_interval: Duration::from_millis(20),
-        ..settings
-    };
-    KubernetesBackend::connect(settings).await.expect("connects to the fake")
-}
-
-fn secrets() -> ResolvedSecrets {
-    ResolvedSecrets::from_values(BTreeMap::from([("db-password".to_owned(), SECRET_VALUE.to_owned())]))
-}
-
-async fn plan_of(backend: &dyn Backend, desired: &DesiredState) -> Plan {
-    plan(desired, &backend.observe(&desired.env).await.expect("observe"))
-}
-
-async fn sync(backend: &dyn Backend, desired: &DesiredState) -> (Plan, ApplyReport) {
-    let plan = plan_of(backend, desired).await;
-    let report = backend.apply(&plan, &secrets(), &NoProgress).await.expect("apply");
-    (plan, report)
-}
-
-fn change_of(plan: &Plan, app: &str) -> ChangeKind {
-    plan.apps.iter().find(|action| action.name == app).map_or(ChangeKind::Unchanged, |a| a.change.kind())
-}
-
-fn result_of(report: &ApplyReport, app: &str) -> ActionResult {
-    report.outcomes.iter().find(|o| o.name == app).map(|o| o.result.clone()).expect("an outcome for the app")
-}
-
-fn image(fake: &FakeKube, namespace: &str, app: &str) -> String {
-    let deployment = fake.object("deployments", namespace, app).expect("the Deployment exists");
-    deployment.pointer("/spec/template/spec/containers/0/image").and_then(Value::as_str).expect("an image").to_owned()
-}
-
-fn writes(requests: &[LoggedRequest]) -> Vec<&LoggedRequest> {
-    requests.iter().filter(|request| request.is_write()).collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
-}
+use railyard::backend::{ActionResult, Backend};
+use railyard::plan::{ChangeKind, Plan};
 
 #[test]
 fn apply_creates_everything_and_an_unchanged_config_sends_no_write() {
-    let repo = Repo::new("create", "");
-    repo.write(
+    let case = KubeCase::new("create", "");
+    case.repo.write(
         "apps/web.yaml",
         &app("web", "nginx:1.27", "env:\n  DB_PASSWORD: { secret: db-password }\nreplicas: 2\ndependsOn: [api]\n"),
     );
-    repo.write("apps/api.yaml", &app("api", "acme/api:1", "volumes:\n  - { name: data, mount: /data }\n"));
-    repo.write("domains/shop.yaml", "kind: Domain\nhost: shop.example.com\napp: web\nport: http\n");
-    let fake = fake();
-    runtime().block_on(async {
-        let backend = backend(&fake, false).await;
-        let desired = repo.desired();
-        let (plan, report) = sync(&backend, &desired).await;
+    case.repo.write("apps/api.yaml", &app("api", "acme/api:1", "volumes:\n  - { name: data, mount: /data }\n"));
+    case.repo.write("domains/shop.yaml", "kind: Domain\nhost: shop.example.com\napp: web\nport: http\n");
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        let plan = sync_ok(backend, &desired).await;
         assert_eq!(change_of(&plan, "web"), ChangeKind::Create);
-        assert!(report.succeeded(), "{report:?}");
-        let ns = repo.name.as_str();
         assert_eq!(fake.names("deployments", ns), ["api", "web"]);
         assert_eq!(fake.names("services", ns), ["api", "web"]);
         assert_eq!(fake.names("persistentvolumeclaims", ns), ["data"]);
@@ -164,7 +61,7 @@ fn apply_creates_everything_and_an_unchanged_config_sends_no_write() {
         assert_eq!(secret.pointer("/data/db-password"), Some(&json!(SECRET_BASE64)), "{secret}");
 
         fake.clear_requests();
-        let (again, report) = sync(&backend, &desired).await;
+        let (again, report) = sync(backend, &desired).await;
         assert!(!again.has_changes(), "{:?}", again.summary);
         assert!(report.outcomes.is_empty());
         let requests = fake.requests();
@@ -174,24 +71,12 @@ fn apply_creates_everything_and_an_unchanged_config_sends_no_write() {
     });
 }
 
-/// Keeps every progress event.
-#[derive(Default)]
-struct Recorded(std::sync::Mutex<Vec<ProgressEvent>>);
-
-impl Progress for Recorded {
-    fn event(&self, event: &ProgressEvent) {
-        self.0.lock().expect("events lock").push(event.clone());
-    }
-}
-
 #[test]
 fn apply_reports_typed_progress_per_object_without_secret_values() {
-    let repo = Repo::new("progress", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env:\n  DB_PASSWORD: { secret: db-password }\n"));
-    let fake = fake();
-    runtime().block_on(async {
-        let backend = backend(&fake, false).await;
-        let plan = plan_of(&backend, &repo.desired()).await;
+    let case = KubeCase::new("progress", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env:\n  DB_PASSWORD: { secret: db-password }\n"));
+    case.run_default(async |backend| {
+        let plan = plan_of(backend, &case.repo.desired()).await;
         let recorded = Recorded::default();
         assert!(backend.apply(&plan, &secrets(), &recorded).await.expect("apply").succeeded());
         let events = recorded.0.into_inner().expect("events");
@@ -215,83 +100,108 @@ fn apply_reports_typed_progress_per_object_without_secret_values() {
 
 #[test]
 fn an_update_replaces_the_image_and_a_removed_app_is_pruned_keeping_its_claim() {
-    let repo = Repo::new("update", "");
+    let case = KubeCase::new("update", "");
+    let (repo, fake, ns) = (&case.repo, &case.fake, case.ns());
     repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
     repo.write("apps/db.yaml", &app("db", "postgres:16", "volumes:\n  - { name: pgdata, mount: /data }\n"));
-    let fake = fake();
-    runtime().block_on(async {
-        let backend = backend(&fake, false).await;
-        assert!(sync(&backend, &repo.desired()).await.1.succeeded());
-        let ns = repo.name.as_str();
-
+    case.run_default(async |backend| {
+        sync_ok(backend, &repo.desired()).await;
         repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
         repo.remove("apps/db.yaml");
-        let (plan, report) = sync(&backend, &repo.desired()).await;
+        let plan = sync_ok(backend, &repo.desired()).await;
         assert_eq!(change_of(&plan, "web"), ChangeKind::Update);
         assert_eq!(change_of(&plan, "db"), ChangeKind::Delete);
-        assert!(report.succeeded(), "{report:?}");
-        assert_eq!(image(&fake, ns, "web"), "nginx:1.28");
+        assert_eq!(case.image("web"), "nginx:1.28");
         assert_eq!(fake.names("deployments", ns), ["web"]);
         assert_eq!(fake.names("services", ns), ["web"]);
         assert_eq!(fake.names("persistentvolumeclaims", ns), ["pgdata"], "a claim outlives its app");
-        assert!(!plan_of(&backend, &repo.desired()).await.has_changes());
+        assert!(!plan_of(backend, &repo.desired()).await.has_changes());
     });
 }
 
 #[test]
 fn a_rollout_past_its_deadline_is_rolled_back_to_the_previous_spec() {
-    let repo = Repo::new("rollback", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
-    let fake = fake();
-    runtime().block_on(async {
-        let backend = backend(&fake, false).await;
-        assert!(sync(&backend, &repo.desired()).await.1.succeeded());
-        repo.write("apps/web.yaml", &app("web", "nginx:broken", ""));
-        let (_, report) = sync(&backend, &repo.desired()).await;
+    let case = KubeCase::new("rollback", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    case.run_default(async |backend| {
+        sync_ok(backend, &case.repo.desired()).await;
+        case.repo.write("apps/web.yaml", &app("web", "nginx:broken", ""));
+        let (_, report) = sync(backend, &case.repo.desired()).await;
         assert!(
             matches!(result_of(&report, "web"), ActionResult::RolledBack { ref reason } if reason.contains("progress deadline")),
             "{report:?}"
         );
-        assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
+        assert_eq!(case.image("web"), "nginx:1.27");
     });
 }
 
 #[test]
 fn an_app_waits_for_its_dependency_and_is_skipped_when_that_never_becomes_available() {
-    let repo = Repo::new("depends", "");
+    let case = KubeCase::new("depends", "");
+    let repo = &case.repo;
     repo.write("apps/api.yaml", &app("api", "acme/api:1", ""));
     repo.write("apps/web.yaml", &app("web", "nginx:1.27", "dependsOn: [api]\n"));
-    let fake = fake();
-    runtime().block_on(async {
-        // Only the wait for a rollout that never ends is cut short.
-        let settings = KubernetesBackendSettings { rollout_timeout: Duration::ZERO, ..Default::default() };
-        let backend = backend_with(&fake, settings).await;
-        assert!(sync(&backend, &repo.desired()).await.1.succeeded());
-        assert!(fake.set_rollout(&repo.name, "api", Rollout::Progressing));
+    // Only the wait for a rollout that never ends is cut short.
+    let settings = KubernetesBackendSettings { rollout_timeout: Duration::ZERO, ..Default::default() };
+    case.run(settings, async |backend| {
+        sync_ok(backend, &repo.desired()).await;
+        assert!(case.fake.set_rollout(case.ns(), "api", Rollout::Progressing));
         repo.write("apps/web.yaml", &app("web", "nginx:1.28", "dependsOn: [api]\n"));
-        let (plan, report) = sync(&backend, &repo.desired()).await;
+        let (plan, report) = sync(backend, &repo.desired()).await;
         assert_eq!(change_of(&plan, "api"), ChangeKind::Unchanged);
         assert!(matches!(result_of(&report, "web"), ActionResult::Skipped { ref reason } if reason.contains("api")));
-        assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
+        assert_eq!(case.image("web"), "nginx:1.27");
 
-        assert!(fake.set_rollout(&repo.name, "api", Rollout::Available));
-        let (_, report) = sync(&backend, &repo.desired()).await;
-        assert!(report.succeeded(), "{report:?}");
-        assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.28");
+        assert!(case.fake.set_rollout(case.ns(), "api", Rollout::Available));
+        sync_ok(backend, &repo.desired()).await;
+        assert_eq!(case.image("web"), "nginx:1.28");
+    });
+}
+
+#[test]
+fn independent_apps_roll_out_at_once_and_a_dependent_of_a_failed_app_is_skipped() {
+    let case = KubeCase::new("parallel", "");
+    let (repo, fake, ns) = (&case.repo, &case.fake, case.ns());
+    repo.write("apps/a.yaml", &app("a", "acme/a:1", ""));
+    repo.write("apps/b.yaml", &app("b", "acme/b:1", ""));
+    repo.write("apps/broken.yaml", &app("broken", "acme/broken:broken", ""));
+    repo.write("apps/needs-broken.yaml", &app("needs-broken", "acme/c:1", "dependsOn: [broken]\n"));
+    // a and b stay progressing until both Deployments are written; broken exceeds its deadline.
+    fake.set_rollout_rule(|body| {
+        let image = body.pointer("/spec/template/spec/containers/0/image").and_then(Value::as_str).unwrap_or("");
+        Some(if image.ends_with(":broken") { Rollout::ProgressDeadlineExceeded } else { Rollout::Progressing })
+    });
+    let settings = KubernetesBackendSettings { rollout_timeout: Duration::from_secs(20), ..Default::default() };
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let both = support::eventually(Duration::from_secs(20), || {
+                fake.object("deployments", ns, "a").is_some() && fake.object("deployments", ns, "b").is_some()
+            });
+            assert!(both, "both Deployments are written while neither is available");
+            assert!(fake.set_rollout(ns, "a", Rollout::Available) && fake.set_rollout(ns, "b", Rollout::Available));
+        });
+        case.run(settings, async |backend| {
+            let (_, report) = sync(backend, &repo.desired()).await;
+            assert_eq!(result_of(&report, "a"), ActionResult::Done, "{report:?}");
+            assert_eq!(result_of(&report, "b"), ActionResult::Done, "{report:?}");
+            assert!(matches!(result_of(&report, "broken"), ActionResult::Failed { .. }), "{report:?}");
+            assert_eq!(
+                result_of(&report, "needs-broken"),
+                ActionResult::Skipped { reason: "dependency `broken` was not applied".into() }
+            );
+            assert!(fake.object("deployments", ns, "needs-broken").is_none(), "a skipped app writes nothing");
+        });
     });
 }
 
 #[test]
 fn drift_by_another_manager_or_a_deleted_object_is_repaired() {
-    let repo = Repo::new("drift", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
-    let fake = fake();
-    runtime().block_on(async {
-        let backend = backend(&fake, false).await;
-        let desired = repo.desired();
-        assert!(sync(&backend, &desired).await.1.succeeded());
-        let ns = repo.name.as_str();
-
+    let case = KubeCase::new("drift", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
         fake.edit("deployments", ns, "web", "kubectl-edit", |body| {
             body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:hacked");
         });
@@ -303,40 +213,35 @@ fn drift_by_another_manager_or_a_deleted_object_is_repaired() {
                 .any(|reason| reason.contains("kubectl-edit") && reason.contains("spec.template.spec.containers")),
             "{drift:?}"
         );
-        let (plan, report) = sync(&backend, &desired).await;
+        let plan = sync_ok(backend, &desired).await;
         assert_eq!(change_of(&plan, "web"), ChangeKind::Repair);
-        assert!(report.succeeded(), "{report:?}");
-        assert_eq!(image(&fake, ns, "web"), "nginx:1.27");
-        assert!(!plan_of(&backend, &desired).await.has_changes());
+        assert_eq!(case.image("web"), "nginx:1.27");
+        assert!(!plan_of(backend, &desired).await.has_changes());
 
         assert!(fake.remove("services", ns, "web"));
-        let (plan, report) = sync(&backend, &desired).await;
+        let plan = sync_ok(backend, &desired).await;
         assert_eq!(change_of(&plan, "web"), ChangeKind::Repair, "{plan:?}");
-        assert!(report.succeeded(), "{report:?}");
         assert_eq!(fake.names("services", ns), ["web"]);
     });
 }
 
 /// web at nginx:1.27 applied, its image then changed by `kubectl edit` (another field manager), and git moved to
 /// nginx:1.28: the next apply meets a conflict.
-async fn hotfixed_by_hand_then_changed_in_git(backend: &dyn Backend, fake: &FakeKube, repo: &Repo) {
-    assert!(sync(backend, &repo.desired()).await.1.succeeded());
-    fake.edit("deployments", &repo.name, "web", "kubectl-edit", |body| {
+async fn hotfixed_by_hand_then_changed_in_git(backend: &dyn Backend, case: &KubeCase) {
+    sync_ok(backend, &case.repo.desired()).await;
+    case.fake.edit("deployments", case.ns(), "web", "kubectl-edit", |body| {
         body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:hotfix");
     });
-    repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
 }
 
 #[test]
 fn a_conflict_with_another_manager_is_reported_and_forced_only_with_sync_force() {
-    let repo = Repo::new("conflict", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
-    let fake = fake();
-    runtime().block_on(async {
-        let backend = backend(&fake, false).await;
-        let ns = repo.name.as_str();
-        hotfixed_by_hand_then_changed_in_git(&backend, &fake, &repo).await;
-        let (plan, report) = sync(&backend, &repo.desired()).await;
+    let case = KubeCase::new("conflict", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    case.run_default(async |backend| {
+        hotfixed_by_hand_then_changed_in_git(backend, &case).await;
+        let (plan, report) = sync(backend, &case.repo.desired()).await;
         assert_eq!(change_of(&plan, "web"), ChangeKind::Update);
         let ActionResult::Failed { error } = result_of(&report, "web") else { panic!("not reported: {report:?}") };
         assert!(
@@ -345,45 +250,41 @@ fn a_conflict_with_another_manager_is_reported_and_forced_only_with_sync_force()
                 && error.contains("force"),
             "{error}"
         );
-        assert_eq!(image(&fake, ns, "web"), "nginx:hotfix");
+        assert_eq!(case.image("web"), "nginx:hotfix");
 
         // The Project says `sync.force`: the same backend (a daemon connects once) now takes the field over.
-        repo.write("railyard.yaml", &format!("kind: Project\nname: {ns}\nsync: {{ policy: auto, force: true }}\n"));
-        let (_, report) = sync(&backend, &repo.desired()).await;
-        assert!(report.succeeded(), "{report:?}");
-        assert_eq!(image(&fake, ns, "web"), "nginx:1.28");
+        let ns = case.ns();
+        case.repo
+            .write("railyard.yaml", &format!("kind: Project\nname: {ns}\nsync: {{ policy: auto, force: true }}\n"));
+        sync_ok(backend, &case.repo.desired()).await;
+        assert_eq!(case.image("web"), "nginx:1.28");
     });
 }
 
 #[test]
 fn a_backend_connected_with_force_forces_without_the_project_saying_so() {
-    let repo = Repo::new("conflict-flag", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
-    let fake = fake();
-    runtime().block_on(async {
-        hotfixed_by_hand_then_changed_in_git(&backend(&fake, false).await, &fake, &repo).await;
-        let ns = repo.name.as_str();
-        let (_, report) = sync(&backend(&fake, true).await, &repo.desired()).await;
-        assert!(report.succeeded(), "{report:?}");
-        assert_eq!(image(&fake, ns, "web"), "nginx:1.28");
+    let case = KubeCase::new("conflict-flag", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    case.run_default(async |backend| hotfixed_by_hand_then_changed_in_git(backend, &case).await);
+    case.run(KubernetesBackendSettings { force: true, ..Default::default() }, async |backend| {
+        sync_ok(backend, &case.repo.desired()).await;
+        assert_eq!(case.image("web"), "nginx:1.28");
     });
 }
 
 #[test]
 fn replicas_an_autoscaler_owns_are_left_alone() {
-    let repo = Repo::new("hpa", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 2\nresources: { cpus: \"0.5\" }\n"));
-    repo.write("scaling/web.yaml", "kind: ScalingRule\napp: web\nmin: 2\nmax: 6\ntargetCpuPercent: 70\n");
-    let fake = fake();
-    runtime().block_on(async {
-        let backend = backend(&fake, false).await;
-        let desired = repo.desired();
-        assert!(sync(&backend, &desired).await.1.succeeded());
-        let ns = repo.name.as_str();
+    let case = KubeCase::new("hpa", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 2\nresources: { cpus: \"0.5\" }\n"));
+    case.repo.write("scaling/web.yaml", "kind: ScalingRule\napp: web\nmin: 2\nmax: 6\ntargetCpuPercent: 70\n");
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
         assert_eq!(fake.names("horizontalpodautoscalers", ns), ["web"]);
         fake.edit("deployments", ns, "web", "kube-controller-manager", |body| body["spec"]["replicas"] = json!(5));
         fake.clear_requests();
-        let (plan, report) = sync(&backend, &desired).await;
+        let (plan, report) = sync(backend, &desired).await;
         assert!(!plan.has_changes(), "{plan:?}");
         assert!(report.outcomes.is_empty());
         assert!(writes(&fake.requests()).is_empty());
@@ -394,41 +295,40 @@ fn replicas_an_autoscaler_owns_are_left_alone() {
 
 #[test]
 fn destroy_removes_the_namespace_railyard_created() {
-    let repo = Repo::new("destroy", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
-    let fake = fake();
-    runtime().block_on(async {
-        let backend = backend(&fake, false).await;
-        let desired = repo.desired();
-        assert!(sync(&backend, &desired).await.1.succeeded());
+    let case = KubeCase::new("destroy", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
         backend.destroy(&desired.env).await.expect("destroy");
-        assert!(!fake.names("namespaces", "").contains(&repo.name));
-        assert!(fake.names("deployments", &repo.name).is_empty());
+        assert!(!case.fake.names("namespaces", "").contains(&case.repo.name));
+        assert!(case.fake.names("deployments", case.ns()).is_empty());
         assert!(backend.observe(&desired.env).await.expect("observe").apps.is_empty());
     });
 }
 
 #[test]
 fn a_namespace_someone_else_made_is_used_but_never_claimed_or_destroyed() {
-    let repo = Repo::new("foreign-ns", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
-    let fake = fake();
+    let case = KubeCase::new("foreign-ns", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let (fake, ns) = (&case.fake, case.ns());
     runtime().block_on(async {
         let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(fake.client());
-        let theirs = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": repo.name } });
+        let theirs = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
         namespaces
             .create(&kube::api::PostParams::default(), &serde_json::from_value(theirs).expect("a Namespace"))
             .await
             .expect("someone else creates the namespace");
-        let backend = backend(&fake, false).await;
-        let desired = repo.desired();
-        assert!(sync(&backend, &desired).await.1.succeeded());
-        assert_eq!(fake.names("deployments", &repo.name), ["web"]);
-        let namespace = fake.object("namespaces", "", &repo.name).expect("the namespace");
+    });
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        assert_eq!(fake.names("deployments", ns), ["web"]);
+        let namespace = fake.object("namespaces", "", ns).expect("the namespace");
         assert_eq!(namespace.pointer("/metadata/labels/app.kubernetes.io~1managed-by"), None, "not labelled as ours");
         backend.destroy(&desired.env).await.expect("destroy");
-        assert!(fake.names("namespaces", "").contains(&repo.name), "their namespace stays");
-        assert!(fake.names("deployments", &repo.name).is_empty(), "railyard's objects go");
+        assert!(fake.names("namespaces", "").contains(&ns.to_owned()), "their namespace stays");
+        assert!(fake.names("deployments", ns).is_empty(), "railyard's objects go");
     });
 }
 
@@ -443,16 +343,15 @@ fn railyard(dir: &Path, command: &str, args: &[&str], env: &[(&str, &str)]) -> s
 
 #[test]
 fn the_cli_applies_through_the_kubeconfig_and_converges() {
-    let repo = Repo::new("cli", "sync: { policy: auto, force: true }\n");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env:\n  DB_PASSWORD: { secret: db-password }\n"));
-    let fake = fake();
-    let kubeconfig = fake.kubeconfig_path();
+    let case = KubeCase::new("cli", "sync: { policy: auto, force: true }\n");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env:\n  DB_PASSWORD: { secret: db-password }\n"));
+    let kubeconfig = case.fake.kubeconfig_path();
     let env = [("KUBECONFIG", kubeconfig.to_str().expect("UTF-8 path")), ("RAILYARD_SECRET_DB_PASSWORD", SECRET_VALUE)];
-    let output = railyard(repo.dir.path(), "apply", &["--backend", "kubernetes"], &env);
+    let output = railyard(case.repo.dir.path(), "apply", &["--backend", "kubernetes"], &env);
     assert_success(&output);
     assert!(!stdout(&output).contains(SECRET_VALUE));
-    assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
-    let plan = railyard(repo.dir.path(), "plan", &["--backend", "kubernetes", "--detailed-exitcode"], &env);
+    assert_eq!(case.image("web"), "nginx:1.27");
+    let plan = railyard(case.repo.dir.path(), "plan", &["--backend", "kubernetes", "--detailed-exitcode"], &env);
     assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
 }
 
@@ -473,11 +372,12 @@ fn without_a_kubeconfig_or_service_account_the_error_says_what_was_tried() {
 
 #[test]
 fn serve_reconciles_production_and_a_listed_environment_on_the_cluster() {
-    let repo = Repo::new(
+    let case = KubeCase::new(
         "serve",
         "environments:\n  - { name: production, branch: main }\n  - { name: staging, branch: staging, hostTemplate: \
          \"{app}.staging.example.com\" }\n",
     );
+    let repo = &case.repo;
     repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
     let dir = repo.dir.path();
     support::git(dir, &["init", "-q", "-b", "main"]);
@@ -487,8 +387,7 @@ fn serve_reconciles_production_and_a_listed_environment_on_the_cluster() {
     repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
     support::git(dir, &["commit", "-q", "-am", "staging"]);
     support::git(dir, &["checkout", "-q", "main"]);
-    let fake = fake();
-    let kubeconfig = fake.kubeconfig_path();
+    let kubeconfig = case.fake.kubeconfig_path();
     let args = ["--backend", "kubernetes", "--poll-interval", "1h", "--drift-interval", "1h", "--caddy-admin", "none"];
     let served = support::Served::start(
         &format!("file://{}", dir.display()),
@@ -504,8 +403,8 @@ fn serve_reconciles_production_and_a_listed_environment_on_the_cluster() {
         assert!(ok, "{env} did not sync: {state:#}\nlog:\n{}", served.log());
         assert_eq!(state["backend"], "kubernetes", "{state:#}");
     }
-    assert_eq!(image(&fake, &repo.name, "web"), "nginx:1.27");
-    assert_eq!(image(&fake, &format!("{}-staging", repo.name), "web"), "nginx:1.28");
+    assert_eq!(case.image("web"), "nginx:1.27");
+    assert_eq!(image(&case.fake, &format!("{}-staging", repo.name), "web"), "nginx:1.28");
 }
 
 #[test]
@@ -526,17 +425,16 @@ fn a_cluster_that_does_not_answer_is_unreachable() {
     let Err(error) = runtime().block_on(KubernetesBackend::connect(settings)) else { panic!("connected to nothing") };
     assert!(error.is_unreachable(), "{error}");
     assert!(error.to_string().contains("cannot be reached"), "{error}");
+    assert!(std::error::Error::source(&error).is_some(), "the client's error is kept as the cause: {error:?}");
 }
 
 #[test]
 fn without_a_metrics_server_the_load_is_unknown_and_no_error() {
-    let repo = Repo::new("no-metrics", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
-    let fake = fake();
-    runtime().block_on(async {
-        let backend = backend(&fake, false).await;
-        let desired = repo.desired();
-        assert!(sync(&backend, &desired).await.1.succeeded());
+    let case = KubeCase::new("no-metrics", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
         let loads = backend.metrics(&desired.env).await.expect("no metrics API is not an error");
         assert!(loads.is_empty(), "{loads:?}");
     });
@@ -544,37 +442,33 @@ fn without_a_metrics_server_the_load_is_unknown_and_no_error() {
 
 #[test]
 fn an_ingress_edited_by_another_manager_or_deleted_is_repaired() {
-    let repo = Repo::new("ingress-drift", "");
-    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
-    repo.write("domains/shop.yaml", "kind: Domain\nhost: shop.example.com\napp: web\nport: http\ntls: off\n");
-    let fake = fake();
-    runtime().block_on(async {
-        let backend = backend(&fake, false).await;
-        let desired = repo.desired();
-        assert!(sync(&backend, &desired).await.1.succeeded());
-        let ns = repo.name.as_str();
+    let case = KubeCase::new("ingress-drift", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    case.repo.write("domains/shop.yaml", "kind: Domain\nhost: shop.example.com\napp: web\nport: http\ntls: off\n");
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
         let ingresses = fake.names("ingresses", ns);
         assert_eq!(ingresses.len(), 1, "{ingresses:?}");
         let backend_of = |fake: &FakeKube| {
             let ingress = fake.object("ingresses", ns, &ingresses[0]).expect("the Ingress");
             ingress.pointer("/spec/rules/0/http/paths/0/backend/service/name").cloned()
         };
-        let ours = backend_of(&fake);
+        let ours = backend_of(fake);
         fake.edit("ingresses", ns, &ingresses[0], "kubectl-edit", |body| {
             body["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = json!("somebody-else");
         });
         let domain_change =
             |plan: &Plan| plan.domains.iter().find(|d| d.name == "shop.example.com").map(|d| d.change.kind());
-        let (plan, report) = sync(&backend, &desired).await;
+        let plan = sync_ok(backend, &desired).await;
         assert_eq!(domain_change(&plan), Some(ChangeKind::Repair), "{plan:?}");
-        assert!(report.succeeded(), "{report:?}");
-        assert_eq!(backend_of(&fake), ours, "railyard's backend service is back");
-        assert!(!plan_of(&backend, &desired).await.has_changes());
+        assert_eq!(backend_of(fake), ours, "railyard's backend service is back");
+        assert!(!plan_of(backend, &desired).await.has_changes());
 
         assert!(fake.remove("ingresses", ns, &ingresses[0]));
-        let (plan, report) = sync(&backend, &desired).await;
+        let plan = sync_ok(backend, &desired).await;
         assert_eq!(domain_change(&plan), Some(ChangeKind::Create), "{plan:?}");
-        assert!(report.succeeded(), "{report:?}");
         assert_eq!(fake.names("ingresses", ns), ingresses);
     });
 }

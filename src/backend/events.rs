@@ -1,7 +1,9 @@
 //! Apply progress as typed events: what a backend is doing to which object, step by step. Renderers (a terminal
 //! line, a log record, a JSON line) read the fields; nothing parses the text back. Events carry names (apps,
 //! containers, images, volumes), never environment values, so no secret can reach them; the reasons of failures and
-//! rollbacks are the outcome's own text, already redacted.
+//! rollbacks are the outcome's own text, already redacted. An object's first step (`Started`) and its last (from its
+//! outcome, [`Step::finished`]) are told by the plan executor ([`super::schedule::Executor`]), once per action; a
+//! backend tells only the steps in between.
 
 use serde::Serialize;
 

@@ -4,6 +4,7 @@
 
 pub mod fake_forge;
 pub mod fake_kube;
+pub mod kube_backend;
 pub mod kubernetes_validate;
 
 use std::io::{Read, Write};

@@ -3,7 +3,11 @@
 
 mod container;
 mod converge;
+mod environment;
+mod health;
 pub mod labels;
+mod replicas;
+mod teardown;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -35,12 +39,26 @@ const API_VERSION: &bollard::ClientVersion = &bollard::ClientVersion { major_ver
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     #[error(
-        "cannot reach the Docker Engine at {host}: {reason}; start Docker (`systemctl start docker`), check that \
-         you may read its socket (the `docker` group), or point DOCKER_HOST at a running engine"
+        "cannot reach the Docker Engine at {host}: {}; start Docker (`systemctl start docker`), check that you may \
+         read its socket (the `docker` group), or point DOCKER_HOST at a running engine",
+        root_cause(.source.as_ref())
     )]
-    Unreachable { host: String, reason: String },
-    #[error("Docker Engine refused to {doing}: {message}")]
-    Refused { doing: String, message: String },
+    Unreachable {
+        host: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error(
+        "cannot reach the Docker Engine at {host}: no answer within {seconds} s; start Docker (`systemctl start \
+         docker`), check that you may read its socket (the `docker` group), or point DOCKER_HOST at a running engine"
+    )]
+    NoAnswer { host: String, seconds: u64 },
+    #[error("Docker Engine refused to {doing}: {}", engine_message(.source.as_ref()))]
+    Refused {
+        doing: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
     #[error(
         "Docker Engine did not {doing} within {seconds} s; check that the engine is not overloaded or stuck \
          (`docker info`), then apply again"
@@ -56,12 +74,24 @@ pub enum DockerError {
         "cannot take the routes of environment `{env}` out of Caddy: {source}; everything else of it was removed, \
          and its routes (which now point at nothing) are taken out when destroy runs again once Caddy answers"
     )]
-    Routes { env: String, source: crate::proxy::ProxyError },
+    Routes {
+        env: String,
+        #[source]
+        source: crate::proxy::ProxyError,
+    },
     #[error(
         "DOCKER_HOST={host} is not an engine address railyard understands; use unix:///var/run/docker.sock (or \
          another unix:// socket path) or tcp://HOST:PORT, or unset DOCKER_HOST for the local socket"
     )]
     UnsupportedHost { host: String },
+}
+
+/// What the engine answered, without bollard's wrapping (`Docker responded with status code 409: ...`).
+fn engine_message(error: &bollard::errors::Error) -> String {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// The innermost cause of an error (`connection refused (os error 111)`), not the HTTP client's wrapping of it.
@@ -77,18 +107,21 @@ impl DockerError {
     /// Sorts a bollard error: an answer from the engine is a refusal, anything else means it is out of reach.
     fn from_bollard(host: &str, doing: impl Into<String>, error: bollard::errors::Error) -> DockerError {
         match error {
-            bollard::errors::Error::DockerResponseServerError { message, .. } => {
-                DockerError::Refused { doing: doing.into(), message }
+            error @ bollard::errors::Error::DockerResponseServerError { .. } => {
+                DockerError::Refused { doing: doing.into(), source: Box::new(error) }
             }
             bollard::errors::Error::RequestTimeoutError => {
                 DockerError::TimedOut { doing: doing.into(), seconds: CALL_TIMEOUT.as_secs() }
             }
-            other => DockerError::Unreachable { host: host.to_owned(), reason: root_cause(&other) },
+            other => DockerError::Unreachable { host: host.to_owned(), source: Box::new(other) },
         }
     }
 
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, DockerError::Unreachable { .. } | DockerError::UnsupportedHost { .. })
+        matches!(
+            self,
+            DockerError::Unreachable { .. } | DockerError::NoAnswer { .. } | DockerError::UnsupportedHost { .. }
+        )
     }
 }
 
@@ -108,7 +141,12 @@ pub struct DockerSettings {
 
 impl Default for DockerSettings {
     fn default() -> Self {
-        DockerSettings { publish_address: "127.0.0.1".to_owned(), parallel: 8, proxy: None, source: None }
+        DockerSettings {
+            publish_address: "127.0.0.1".to_owned(),
+            parallel: crate::backend::schedule::DEFAULT_PARALLEL,
+            proxy: None,
+            source: None,
+        }
     }
 }
 
@@ -138,7 +176,7 @@ impl DockerBackend {
     /// the version they offer.
     pub async fn connect(settings: DockerSettings) -> Result<DockerBackend, DockerError> {
         let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_owned());
-        let unreachable = |reason: String| DockerError::Unreachable { host: host.clone(), reason };
+        let unreachable = |error| DockerError::Unreachable { host: host.clone(), source: Box::new(error) };
         let docker = if host.starts_with("unix://") {
             Docker::connect_with_socket(&host, CALL_TIMEOUT.as_secs(), API_VERSION)
         } else if host.starts_with("tcp://") || host.starts_with("http://") {
@@ -146,14 +184,14 @@ impl DockerBackend {
         } else {
             return Err(DockerError::UnsupportedHost { host });
         }
-        .map_err(|error| unreachable(root_cause(&error)))?;
+        .map_err(unreachable)?;
         let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.ping()).await {
-            Err(_) => return Err(unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
+            Err(_) => return Err(DockerError::NoAnswer { host: host.clone(), seconds: CONNECT_TIMEOUT.as_secs() }),
             Ok(Ok(_)) => docker,
             Ok(Err(bollard::errors::Error::DockerResponseServerError { status_code: 400, .. })) => {
-                docker.negotiate_version().await.map_err(|error| unreachable(root_cause(&error)))?
+                docker.negotiate_version().await.map_err(unreachable)?
             }
-            Ok(Err(error)) => return Err(unreachable(root_cause(&error))),
+            Ok(Err(error)) => return Err(unreachable(error)),
         };
         let caddy = settings.proxy.clone().map(Caddy::new);
         Ok(DockerBackend { docker, host, settings, caddy, cpu_counters: std::sync::Arc::default() })
@@ -283,7 +321,7 @@ impl Backend for DockerBackend {
     }
 
     async fn destroy(&self, env: &Environment) -> Result<(), BackendError> {
-        Ok(converge::destroy(self, env).await?)
+        Ok(teardown::destroy(self, env).await?)
     }
 
     async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, BackendError> {

@@ -4,7 +4,8 @@
 //! one that exceeds its progress deadline is rolled back by re-applying the spec of its last-applied annotation.
 //! A conflict with another field manager fails the action with the field and the manager, unless the Project says
 //! `sync.force`; a repair (drift) takes railyard's own fields back. Objects that the plan no longer holds are
-//! pruned; claims stay unless their app said `deleteWithApp`.
+//! pruned; claims stay unless their app said `deleteWithApp`. The apps, then the domains, go through the shared
+//! [`Executor`]: independent apps are written in parallel, and an app waits for its dependencies' rollouts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -19,10 +20,11 @@ use super::mapping::{
 };
 use super::observe::{health, last_applied};
 use super::{KubernetesBackendSettings, KubernetesError};
-use crate::backend::{ActionOutcome, ActionResult, ApplyReport, Progress, ProgressEvent, Step};
+use crate::backend::schedule::{Executor, Operation, Slot};
+use crate::backend::{ActionResult, ApplyReport, Progress, ProgressEvent, Step};
 use crate::model::kinds::SyncPolicy;
 use crate::model::{AppSpec, DesiredState, DomainSpec, HealthState};
-use crate::plan::{Action, Change, ChangeKind, ObjectKind, Plan};
+use crate::plan::{Action, Change, ChangeKind, Plan};
 use crate::secrets::ResolvedSecrets;
 
 /// One plan being applied.
@@ -42,43 +44,62 @@ enum Rollout {
     TimedOut,
 }
 
+/// The objects the plan's actions write and what the cluster held of them, shared by the actions running at once.
+struct Work<'a> {
+    applier: &'a Applier<'a>,
+    manifests: &'a Manifests,
+    listed: &'a Listed,
+}
+
+impl Operation<AppSpec> for Work<'_> {
+    type Error = KubernetesError;
+
+    async fn apply(&self, action: &Action<AppSpec>, slot: Slot) -> Result<ActionResult, KubernetesError> {
+        self.applier.app(action, slot, self.manifests, self.listed).await
+    }
+
+    async fn is_available(&self, app: &str) -> Result<bool, KubernetesError> {
+        self.applier.is_available(app, self.listed).await
+    }
+}
+
+impl Operation<DomainSpec> for Work<'_> {
+    type Error = KubernetesError;
+
+    async fn apply(&self, action: &Action<DomainSpec>, _slot: Slot) -> Result<ActionResult, KubernetesError> {
+        self.applier.domain(action, self.manifests, self.listed).await
+    }
+}
+
 impl Applier<'_> {
     pub async fn run(&self) -> Result<ApplyReport, KubernetesError> {
         let desired = self.desired();
         let manifests = mapping::manifests(&desired, &self.mapping());
         let listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
-        let foreign_namespace = self.foreign_namespace(&listed).await?;
+        self.write_environment(&manifests, &listed).await?;
+        self.write_secret(&desired, &manifests, &listed).await?;
+        let work = Work { applier: self, manifests: &manifests, listed: &listed };
+        let executor = Executor::new(self.settings.parallel, self.progress);
+        let mut outcomes = executor.run(&self.plan.apps, &work).await?;
+        // An Ingress is written once the Service it routes to is.
+        outcomes.extend(executor.run(&self.plan.domains, &work).await?);
+        self.prune(&manifests, &listed).await?;
+        Ok(ApplyReport { outcomes })
+    }
+
+    /// The namespace (unless someone else made it) and its NetworkPolicy, which every app needs first.
+    async fn write_environment(&self, manifests: &Manifests, listed: &Listed) -> Result<(), KubernetesError> {
+        let foreign_namespace = self.foreign_namespace(listed).await?;
         for object in manifests.objects.iter().filter(|object| is_environment_object(object)) {
             if foreign_namespace && matches!(object, Object::Namespace(_)) {
                 continue;
             }
-            if let Some(Applied::Conflict(message)) = self.write(object, &listed, false).await? {
-                return Err(KubernetesError::Api {
-                    action: "apply",
-                    object: describe(kind_of(object), self.namespace(), object.name()),
-                    reason: message,
-                });
+            if let Some(Applied::Conflict(message)) = self.write(object, listed, false).await? {
+                let object = describe(kind_of(object), self.namespace(), object.name());
+                return Err(KubernetesError::Conflict { object, message });
             }
         }
-        self.write_secret(&desired, &manifests, &listed).await?;
-        let mut outcomes = Vec::new();
-        // Apps of this run by whether they ended available.
-        let mut settled: BTreeMap<String, bool> = BTreeMap::new();
-        for action in self.plan.apps.iter().filter(|action| action.change.kind().is_change()) {
-            let started = Instant::now();
-            let result = self.app(action, &manifests, &listed, &settled).await?;
-            settled.insert(action.name.clone(), result == ActionResult::Done);
-            self.progress.event(&ProgressEvent::app(&action.name, Step::finished(&result)));
-            outcomes.push(ActionOutcome::of(ObjectKind::App, action, result, started.elapsed()));
-        }
-        for action in self.plan.domains.iter().filter(|action| action.change.kind().is_change()) {
-            let started = Instant::now();
-            let result = self.domain(action, &manifests, &listed).await?;
-            self.progress.event(&ProgressEvent::domain(&action.name, Step::finished(&result)));
-            outcomes.push(ActionOutcome::of(ObjectKind::Domain, action, result, started.elapsed()));
-        }
-        self.prune(&manifests, &listed).await?;
-        Ok(ApplyReport { outcomes })
+        Ok(())
     }
 
     fn namespace(&self) -> &str {
@@ -176,11 +197,9 @@ impl Applier<'_> {
         let body = serde_json::to_value(&secret).unwrap_or(Value::Null);
         match self.send(Kind::Secret, &keys.name, &body, false).await? {
             Applied::Written(_) => Ok(()),
-            Applied::Conflict(reason) => Err(KubernetesError::Api {
-                action: "apply",
-                object: describe(Kind::Secret, self.namespace(), &keys.name),
-                reason,
-            }),
+            Applied::Conflict(message) => {
+                Err(KubernetesError::Conflict { object: describe(Kind::Secret, self.namespace(), &keys.name), message })
+            }
         }
     }
 
@@ -193,13 +212,9 @@ impl Applier<'_> {
             .iter()
             .map(|(key, source)| {
                 let value = match source {
-                    SecretSource::Store(name) => {
-                        self.secrets.get(name).map_err(|error| KubernetesError::MissingSecret {
-                            name: name.clone(),
-                            app: apps_reading(desired, name),
-                            reason: error.to_string(),
-                        })?
-                    }
+                    SecretSource::Store(name) => self.secrets.get(name).map_err(|source| {
+                        KubernetesError::MissingSecret { name: name.clone(), app: apps_reading(desired, name), source }
+                    })?,
                     SecretSource::Literal { app, variable } => desired
                         .apps
                         .get(app)
@@ -212,22 +227,16 @@ impl Applier<'_> {
             .collect()
     }
 
+    /// Writes an app's objects whose spec hash changed (all of them for a repair) and, when its Deployment was
+    /// written, awaits the rollout without holding `slot`; a rollout that fails is rolled back.
     async fn app(
         &self,
         action: &Action<AppSpec>,
+        mut slot: Slot,
         manifests: &Manifests,
         listed: &Listed,
-        settled: &BTreeMap<String, bool>,
     ) -> Result<ActionResult, KubernetesError> {
-        self.progress.event(&ProgressEvent::app(&action.name, Step::Started { change: action.change.kind() }));
         let Some(spec) = &action.desired else { return self.delete_app(&action.name, listed).await };
-        for dependency in &spec.depends_on {
-            if !self.dependency_available(dependency, listed, settled).await? {
-                return Ok(ActionResult::Skipped {
-                    reason: format!("its dependency {dependency} did not become available"),
-                });
-            }
-        }
         let repair = matches!(action.change, Change::Repair { .. });
         let mut deployment = None;
         for object in app_objects(manifests, &action.name) {
@@ -243,6 +252,8 @@ impl Applier<'_> {
                 Applied::Written(_) => {}
             }
         }
+        // Waiting is not work: the next app's objects are written while this Deployment rolls out.
+        slot.release();
         let Some(deployment) = deployment else { return Ok(ActionResult::Done) };
         let replicas = usize::try_from(spec.replicas).unwrap_or(usize::MAX);
         self.progress.event(&ProgressEvent::app(&action.name, Step::WaitingHealthy { replicas }));
@@ -256,19 +267,11 @@ impl Applier<'_> {
         }
     }
 
-    /// Whether `dependency` is available: as its action of this run ended, or, left unchanged, once its Deployment
-    /// as found finishes rolling out.
-    async fn dependency_available(
-        &self,
-        dependency: &str,
-        listed: &Listed,
-        settled: &BTreeMap<String, bool>,
-    ) -> Result<bool, KubernetesError> {
-        if let Some(done) = settled.get(dependency) {
-            return Ok(*done);
-        }
-        let Some(found) = listed.get(&(Kind::Deployment, dependency.to_owned())) else { return Ok(true) };
-        Ok(matches!(self.await_rollout(dependency, found.clone()).await?, Rollout::Available))
+    /// Whether `app`, which this plan leaves unchanged, is available: once its Deployment as found finishes rolling
+    /// out (one the cluster lacks holds up nothing).
+    async fn is_available(&self, app: &str, listed: &Listed) -> Result<bool, KubernetesError> {
+        let Some(found) = listed.get(&(Kind::Deployment, app.to_owned())) else { return Ok(true) };
+        Ok(matches!(self.await_rollout(app, found.clone()).await?, Rollout::Available))
     }
 
     /// Re-applies the Deployment of the spec that ran before (its last-applied annotation), or, for an app that
@@ -334,7 +337,6 @@ impl Applier<'_> {
         manifests: &Manifests,
         listed: &Listed,
     ) -> Result<ActionResult, KubernetesError> {
-        self.progress.event(&ProgressEvent::domain(&action.name, Step::Started { change: action.change.kind() }));
         if action.change.kind() == ChangeKind::Delete {
             let found = listed.iter().find(|((kind, _), object)| {
                 *kind == Kind::Ingress && last_applied::<DomainSpec>(object).is_some_and(|d| d.host == action.name)

@@ -250,13 +250,14 @@ pub fn describe(kind: Kind, namespace: &str, name: &str) -> String {
     }
 }
 
+/// Sorts a failed request: one that never reached the API server means the cluster is out of reach; anything
+/// else the server (or the client) refused.
 fn failed(error: kube::Error, action: &'static str, object: &str) -> KubernetesError {
     match error {
-        kube::Error::Api(status) => KubernetesError::Api { action, object: object.to_owned(), reason: status.message },
         error @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => {
-            KubernetesError::Unreachable { reason: format!("{action} {object}: {error}") }
+            KubernetesError::Unreachable { doing: format!("{action} {object}"), source: Box::new(error) }
         }
-        other => KubernetesError::Api { action, object: object.to_owned(), reason: other.to_string() },
+        other => KubernetesError::Api { action, object: object.to_owned(), source: Box::new(other) },
     }
 }
 

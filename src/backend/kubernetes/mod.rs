@@ -34,6 +34,9 @@ pub struct KubernetesBackendSettings {
     pub rollout_timeout: Duration,
     /// The kubeconfig to read instead of `KUBECONFIG` / `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+    /// Apps (and then domains) whose objects are written at the same time, when their dependencies allow; a
+    /// rollout being awaited does not count.
+    pub parallel: usize,
 }
 
 impl Default for KubernetesBackendSettings {
@@ -45,6 +48,7 @@ impl Default for KubernetesBackendSettings {
             // Kubernetes' default progress deadline is 600 s; the Deployment reports it exceeded before this ends.
             rollout_timeout: Duration::from_secs(660),
             kubeconfig: None,
+            parallel: crate::backend::schedule::DEFAULT_PARALLEL,
         }
     }
 }
@@ -68,25 +72,73 @@ pub enum KubernetesError {
          a pod with a service account"
     )]
     NoConfig { tried: String },
-    #[error("the kubeconfig {path} cannot be used: {reason}; fix it or point KUBECONFIG at another file")]
-    Kubeconfig { path: PathBuf, reason: String },
-    #[error("the in-cluster service account cannot be used: {reason}; check the pod's service account token")]
-    InCluster { reason: String },
+    #[error("the kubeconfig {path} cannot be used: {source}; fix it or point KUBECONFIG at another file")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: Box<kube::config::KubeconfigError>,
+    },
+    #[error("the in-cluster service account cannot be used: {source}; check the pod's service account token")]
+    InCluster {
+        #[source]
+        source: Box<kube::config::InClusterError>,
+    },
     #[error(
-        "the Kubernetes API server cannot be reached ({reason}); check that the cluster runs and that the \
-         kubeconfig's server address is right"
+        "the Kubernetes API server cannot be reached ({doing}: {}); check that the cluster runs and that the \
+         kubeconfig's server address is right",
+        summary(.source)
     )]
-    Unreachable { reason: String },
-    #[error("the Kubernetes API refused to {action} {object}: {reason}; check railyard's RBAC and the object")]
-    Api { action: &'static str, object: String, reason: String },
-    #[error("the secret {name} that {app} reads has no value; provide it to railyard's secret source ({reason})")]
-    MissingSecret { name: String, app: String, reason: String },
+    Unreachable {
+        /// `apply Deployment web in shop`, `build a client`.
+        doing: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error(
+        "the Kubernetes API refused to {action} {object}: {}; check railyard's RBAC and the object",
+        summary(.source)
+    )]
+    Api {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error(
+        "{object}: {message}; another field manager changed it: undo that change, or set `sync: {{ force: true }}` \
+         in the Project to take the fields over"
+    )]
+    Conflict {
+        object: String,
+        /// The API server's message, naming the fields and their manager.
+        message: String,
+    },
+    #[error("the secret {name} that {app} reads has no value; provide it to railyard's secret source ({source})")]
+    MissingSecret {
+        name: String,
+        app: String,
+        #[source]
+        source: crate::secrets::SecretError,
+    },
 }
 
 impl KubernetesError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, KubernetesError::Unreachable { .. })
     }
+}
+
+/// What the API server said (a Status' own message), or the innermost cause of an error that never reached it
+/// (`connection refused`), rather than the client's wrapping of either.
+fn summary(error: &kube::Error) -> String {
+    if let kube::Error::Api(status) = error {
+        return status.message.clone();
+    }
+    let mut cause: &(dyn std::error::Error + 'static) = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// A cluster, reached through kube-rs.
@@ -100,8 +152,10 @@ impl KubernetesBackend {
     /// that order, and checks that the API server answers.
     pub async fn connect(settings: KubernetesBackendSettings) -> Result<KubernetesBackend, KubernetesError> {
         let config = client_config(settings.kubeconfig.as_deref()).await?;
-        let client = kube::Client::try_from(config)
-            .map_err(|error| KubernetesError::Unreachable { reason: format!("cannot build a client: {error}") })?;
+        let client = kube::Client::try_from(config).map_err(|error| KubernetesError::Unreachable {
+            doing: "build a client".to_owned(),
+            source: Box::new(error),
+        })?;
         let cluster = Cluster::new(client);
         cluster.check_reachable().await?;
         Ok(KubernetesBackend { cluster, settings })
@@ -126,17 +180,20 @@ async fn client_config(explicit: Option<&Path>) -> Result<kube::Config, Kubernet
         }
     };
     if let Some(path) = chosen {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&path)
-            .map_err(|error| KubernetesError::Kubeconfig { path: path.clone(), reason: error.to_string() })?;
+        let unusable = |path: &Path| {
+            let path = path.to_owned();
+            move |error| KubernetesError::Kubeconfig { path, source: Box::new(error) }
+        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(unusable(&path))?;
         return kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
             .await
-            .map_err(|error| KubernetesError::Kubeconfig { path, reason: error.to_string() });
+            .map_err(unusable(&path));
     }
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
         tried.push("the in-cluster service account (KUBERNETES_SERVICE_HOST is not set)".to_owned());
         return Err(KubernetesError::NoConfig { tried: tried.join(", ") });
     }
-    kube::Config::incluster().map_err(|error| KubernetesError::InCluster { reason: error.to_string() })
+    kube::Config::incluster().map_err(|error| KubernetesError::InCluster { source: Box::new(error) })
 }
 
 #[async_trait]
