@@ -6,19 +6,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::schedule::{self, Slot};
-use super::{ActionOutcome, ActionResult, AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
-use super::{ProgressEvent, Step};
-use crate::model::{AppSpec, Environment, Observed};
+use super::schedule::{DEFAULT_PARALLEL, Executor, Operation, Slot};
+use super::{ActionResult, AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
+use crate::model::{AppSpec, DomainSpec, Environment, Observed};
 use crate::plan::{self, Action, ChangeKind, ObjectKind, Plan};
 use crate::secrets::ResolvedSecrets;
-
-/// Independent apps applied at once, as Docker's default.
-const PARALLEL: usize = 4;
 
 /// One call the backend received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,20 +138,15 @@ impl MemoryBackend {
         if state.unreachable { Err(MemoryError::Unreachable) } else { Ok(()) }
     }
 
-    async fn apply_app(&self, plan: &Plan, action: &Action<AppSpec>, progress: &dyn Progress) -> ActionOutcome {
-        let started = Instant::now();
-        progress.event(&ProgressEvent::app(&action.name, Step::Started { change: action.change.kind() }));
-        let delay = self.state().delay;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let result = self.app_result(plan, action);
-        progress.event(&ProgressEvent::app(&action.name, Step::finished(&result)));
-        ActionOutcome::of(ObjectKind::App, action, result, started.elapsed())
+    /// Applies `one` (a plan of one action) to what runs in its environment.
+    fn run_plan_of_one(&self, one: &Plan) {
+        let mut state = self.state();
+        let running = state.environments.entry(one.env.project.clone()).or_insert_with(empty);
+        *running = plan::apply_to(running, one);
     }
 
     fn app_result(&self, plan: &Plan, action: &Action<AppSpec>) -> ActionResult {
-        let mut state = self.state();
+        let state = self.state();
         if let Some(error) = state.failing.get(&action.name) {
             return ActionResult::Failed { error: error.clone() };
         }
@@ -165,23 +156,37 @@ impl MemoryBackend {
                 reason: "new replicas did not become healthy; the old ones keep serving".to_owned(),
             };
         }
-        let one = Plan { apps: vec![action.clone()], domains: Vec::new(), ..plan.clone() };
-        let running = state.environments.entry(plan.env.project.clone()).or_insert_with(empty);
-        *running = plan::apply_to(running, &one);
+        drop(state);
+        self.run_plan_of_one(&Plan { apps: vec![action.clone()], domains: Vec::new(), ..plan.clone() });
         ActionResult::Done
     }
+}
 
-    fn apply_domains(&self, plan: &Plan, progress: &dyn Progress) -> Vec<ActionOutcome> {
-        let mut outcomes = Vec::new();
-        for action in plan.domains.iter().filter(|action| action.change.kind().is_change()) {
-            let one = Plan { apps: Vec::new(), domains: vec![action.clone()], ..plan.clone() };
-            let mut state = self.state();
-            let running = state.environments.entry(plan.env.project.clone()).or_insert_with(empty);
-            *running = plan::apply_to(running, &one);
-            progress.event(&ProgressEvent::domain(&action.name, Step::Done));
-            outcomes.push(ActionOutcome::of(ObjectKind::Domain, action, ActionResult::Done, Duration::ZERO));
+/// One apply of `plan` on the in-memory backend, object by object.
+struct Applying<'a> {
+    backend: &'a MemoryBackend,
+    plan: &'a Plan,
+}
+
+impl Operation<AppSpec> for Applying<'_> {
+    type Error = MemoryError;
+
+    async fn apply(&self, action: &Action<AppSpec>, mut slot: Slot) -> Result<ActionResult, MemoryError> {
+        let delay = self.backend.state().delay;
+        slot.release();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
-        outcomes
+        Ok(self.backend.app_result(self.plan, action))
+    }
+}
+
+impl Operation<DomainSpec> for Applying<'_> {
+    type Error = MemoryError;
+
+    async fn apply(&self, action: &Action<DomainSpec>, _slot: Slot) -> Result<ActionResult, MemoryError> {
+        self.backend.run_plan_of_one(&Plan { apps: Vec::new(), domains: vec![action.clone()], ..self.plan.clone() });
+        Ok(ActionResult::Done)
     }
 }
 
@@ -213,13 +218,10 @@ impl Backend for MemoryBackend {
         progress: &dyn Progress,
     ) -> Result<ApplyReport, BackendError> {
         self.ask(Request::Apply { env: plan.env.name.clone(), actions: changing_actions(plan) })?;
-        let mut outcomes = schedule::in_dependency_order(plan, PARALLEL, |action, mut slot: Slot| async move {
-            let outcome = self.apply_app(plan, action, progress).await;
-            slot.release();
-            outcome
-        })
-        .await;
-        outcomes.extend(self.apply_domains(plan, progress));
+        let executor = Executor::new(DEFAULT_PARALLEL, progress);
+        let applying = Applying { backend: self, plan };
+        let mut outcomes = executor.run(&plan.apps, &applying).await?;
+        outcomes.extend(executor.run(&plan.domains, &applying).await?);
         Ok(ApplyReport { outcomes })
     }
 
@@ -245,6 +247,8 @@ impl Backend for MemoryBackend {
 mod tests {
     use super::*;
     use crate::model::{self, RepoFile};
+
+    use crate::backend::ProgressEvent;
 
     struct Quiet;
 

@@ -1,5 +1,6 @@
 //! `railyard serve`: the daemon, its HTTP server and, when asked, a separate metrics listener.
 
+use railyard::backend::kubernetes::KubernetesBackendSettings;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -106,7 +107,7 @@ fn daemon_settings(args: &ServeArgs, repo: &str, source: Source) -> anyhow::Resu
                 source: Some(repository_identity(repo)),
                 ..args.docker.settings()?
             },
-            ..BackendSettings::default()
+            kubernetes: KubernetesBackendSettings { parallel: args.parallel, ..KubernetesBackendSettings::default() },
         },
         secrets: {
             let mut store = args.docker.secrets(&args.state_dir)?;

@@ -1,6 +1,7 @@
 //! What plan, apply and destroy work on: the repository read (a directory or a branch of `--repo`), the
 //! environment named, its secrets, and the backend connected and observed.
 
+use railyard::backend::kubernetes::KubernetesBackendSettings;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
@@ -56,7 +57,8 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
     };
     let kind: BackendKind = target.docker.backend.into();
     // The Project's own settings (proxy, sync.force) reach the backend with the plan: it connects while git is read.
-    let connecting = tokio::spawn(backend::connect(kind, BackendSettings { docker, ..BackendSettings::default() }));
+    let kubernetes = KubernetesBackendSettings { parallel, ..KubernetesBackendSettings::default() };
+    let connecting = tokio::spawn(backend::connect(kind, BackendSettings { docker, kubernetes }));
     let loaded = match load_target(target).await? {
         Ok(loaded) => loaded,
         Err(invalid) => return Ok(Err(report_invalid(&invalid))),

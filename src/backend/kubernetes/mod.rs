@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use self::cluster::Cluster;
 use self::mapping::KubernetesSettings;
 use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
-use crate::model::kinds::Project;
 use crate::model::{Environment, Observed};
 use crate::plan::Plan;
 use crate::secrets::ResolvedSecrets;
@@ -49,17 +48,6 @@ impl Default for KubernetesBackendSettings {
             rollout_timeout: Duration::from_secs(660),
             kubeconfig: None,
             parallel: crate::backend::schedule::DEFAULT_PARALLEL,
-        }
-    }
-}
-
-impl KubernetesBackendSettings {
-    /// What a Project's own settings say: its `proxy:` for the mapping and its `sync.force`.
-    pub fn with_project(self, project: &Project) -> KubernetesBackendSettings {
-        KubernetesBackendSettings {
-            mapping: KubernetesSettings::from_proxy(project.proxy.as_ref()),
-            force: project.sync.as_ref().is_some_and(crate::model::kinds::SyncSettings::force),
-            ..self
         }
     }
 }
