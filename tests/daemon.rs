@@ -826,68 +826,6 @@ fn serve_follows_a_plain_directory_and_picks_up_an_edited_file() {
     assert!(env["commit"]["sha"].as_str().unwrap_or_default().starts_with("dir-"), "{env:#}");
 }
 
-#[test]
-fn the_cpu_autoscaler_scales_up_under_load_within_max_and_back_down_after_it() {
-    let image = busybox_image();
-    let project = TestProject::new("autoscale");
-    project.write("apps/web.yaml", &web_app("web", &image, "busy", "resources: { cpus: \"0.2\" }\n"));
-    // A fifth of a CPU per replica: one busy loop is 100 % of what a replica asks for, twice the target; an idle
-    // replica (its health checks) a few percent.
-    project.write(
-        "scaling/web.yaml",
-        "kind: ScalingRule\napp: web\nmin: 1\nmax: 3\ntargetCpuPercent: 50\n\
-         behavior: { scaleUp: { period: 1s }, scaleDown: { stabilizationWindow: 3s } }\n",
-    );
-    let dir = project.dir().display().to_string();
-    let served = Served::start(
-        &dir,
-        None,
-        &["--poll-interval", "1h", "--drift-interval", "1h", "--scale-interval", "1s"],
-        &secrets_env(),
-    );
-    served.wait_for("one replica", WAIT, |env| env["syncStatus"] == "synced" && env["apps"][0]["ready"] == 1);
-    let mut burning = std::collections::BTreeSet::new();
-    let mut most = 0;
-    let scaled_up = eventually(WAIT, || {
-        for replica in project.containers("web") {
-            if burning.insert(replica.name.clone()) {
-                docker(&["exec", "-d", &replica.name, "sh", "-c", "while [ ! -e /www/stop ]; do :; done"]);
-            }
-        }
-        let desired = served.env()["apps"][0]["desired"].as_u64().unwrap_or_default();
-        most = most.max(desired);
-        desired == 3 && project.containers("web").len() == 3
-    });
-    assert!(scaled_up, "never reached max under load (most: {most}):\n{}", served.log());
-    // Load stays on: the count holds at max and never goes beyond.
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(served.env()["apps"][0]["desired"], 3);
-    assert_eq!(project.containers("web").len(), 3, "never beyond max");
-    for replica in project.containers("web") {
-        docker(&["exec", &replica.name, "touch", "/www/stop"]);
-    }
-    let idle = served.wait_for("back to one replica", WAIT, |env| {
-        env["syncStatus"] == "synced" && env["apps"][0]["desired"] == 1 && env["apps"][0]["ready"] == 1
-    });
-    assert_eq!(idle["apps"][0]["replicas"].as_array().map(Vec::len), Some(1), "{idle:#}");
-    let history = get_json(served.port, "/api/v1/syncs?env=production");
-    let autoscaled: Vec<&serde_json::Value> = history["items"]
-        .as_array()
-        .map(|items| items.iter().filter(|sync| sync["trigger"] == "autoscale").collect())
-        .unwrap_or_default();
-    assert!(autoscaled.len() >= 2, "scale-ups and the scale-down are in the history: {history:#}");
-    assert!(
-        autoscaled.iter().any(|sync| sync["summary"].as_str().unwrap_or_default().contains("CPU")),
-        "with the figures that caused them: {history:#}"
-    );
-    let metrics = http(served.port, "GET", "/metrics", &[], b"").1;
-    assert!(
-        metrics.contains("railyard_autoscale_changes_total{env=\"production\",app=\"web\",direction=\"up\"}"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("direction=\"down\""), "{metrics}");
-}
-
 /// Every reconcile counted in `/metrics`, whatever its environment and outcome.
 fn all_reconciles(served: &Served) -> f64 {
     let (_, text) = http(served.port, "GET", "/metrics", &[], b"");

@@ -139,19 +139,40 @@ impl Yard {
     }
 
     fn env(&self) -> EnvState {
-        self.daemon.env("production").expect("production is managed").state()
+        self.env_named("production")
+    }
+
+    fn env_named(&self, name: &str) -> EnvState {
+        self.daemon.env(name).unwrap_or_else(|| panic!("{name} is not managed")).state()
     }
 
     /// Waits (on Tokio's clock, up to ten minutes of it) until production's state passes `check`.
     async fn until(&self, what: &str, check: impl Fn(&EnvState) -> bool) -> EnvState {
+        self.until_in("production", what, check).await
+    }
+
+    /// [`Yard::until`] for environment `name`.
+    async fn until_in(&self, name: &str, what: &str, check: impl Fn(&EnvState) -> bool) -> EnvState {
         for _ in 0..6000 {
-            let state = self.env();
-            if check(&state) {
+            if let Some(state) = self.daemon.env(name).map(|env| env.state()).filter(|state| check(state)) {
                 return state;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("timed out waiting for {what}; state: {:#?}\nhistory: {:#?}", self.env(), self.history());
+        panic!("timed out waiting for {what} in {name}; state: {:#?}\nhistory: {:#?}", self.env(), self.history());
+    }
+
+    /// Commits `files` on `branch` (made from main when it does not exist yet) and tells the daemon of the push.
+    fn push_to(&self, branch: &str, files: &[(&str, &str)], message: &str) {
+        let exists = !git(self.repo.path(), &["branch", "--list", branch]).is_empty();
+        let checkout: &[&str] = if exists { &["checkout", "-q", branch] } else { &["checkout", "-q", "-b", branch] };
+        git(self.repo.path(), checkout);
+        for (path, text) in files {
+            self.write(path, text);
+        }
+        self.commit(message);
+        git(self.repo.path(), &["checkout", "-q", "main"]);
+        self.daemon.pushed(branch);
     }
 
     /// Lets Tokio's clock run `duration` while the daemon does what it does.
@@ -490,4 +511,61 @@ async fn the_cli_rolls_back_through_the_api_and_the_pages_offer_it() {
     assert!(unpinned.status.success(), "{}", text(&unpinned.stderr));
     yard.until("the branch's head again", |_| yard.running_image().as_deref() == Some("web:2")).await;
     server.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_staging_apply_does_not_delay_production() {
+    let project = format!(
+        "{PROJECT}environments:\n  - {{ name: production, branch: main }}\n  - {{ name: staging, branch: staging }}\n"
+    );
+    let yard = Yard::start(&[("railyard.yaml", &project), ("apps/web.yaml", &app("web:1"))]).await;
+    yard.push_to("staging", &[("apps/web.yaml", &app("web:s1"))], "staging 1");
+    let staging = yard.until_in("staging", "staging's first sync", |env| env.sync_status == SyncStatus::Synced).await;
+    yard.until("production's first sync", |env| env.sync_status == SyncStatus::Synced).await;
+    let staging_project = staging.project.expect("staging's compose project");
+    yard.backend.slow(&staging_project, Duration::from_secs(600));
+    yard.push_to("staging", &[("apps/web.yaml", &app("web:s2"))], "staging 2, slow");
+    yard.until_in("staging", "its slow apply to start", |env| env.sync_status == SyncStatus::Syncing).await;
+
+    let started = tokio::time::Instant::now();
+    yard.write("apps/web.yaml", &app("web:2"));
+    yard.push("production 2");
+    yard.until("production's update", |_| yard.running_image().as_deref() == Some("web:2")).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "production waited {:?} for staging", started.elapsed());
+    assert_eq!(yard.env_named("staging").sync_status, SyncStatus::Syncing, "staging's apply is still running");
+    yard.until_in("staging", "staging's slow apply to end", |env| env.sync_status == SyncStatus::Synced).await;
+    assert!(started.elapsed() >= Duration::from_secs(590), "{:?}", started.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cpu_autoscaler_scales_up_under_load_within_max_and_back_down_after_it() {
+    let web = "kind: App\nname: web\nimage: web:1\nresources: { cpus: \"0.2\" }\n";
+    // A fifth of a CPU per replica: 20 % of one CPU is 100 % of what a replica asks for, twice the target.
+    let rule = "kind: ScalingRule\napp: web\nmin: 1\nmax: 3\ntargetCpuPercent: 50\n\
+                behavior: { scaleUp: { period: 1s }, scaleDown: { stabilizationWindow: 3s } }\n";
+    let yard = Yard::start_with(
+        &[("railyard.yaml", PROJECT), ("apps/web.yaml", web), ("scaling/web.yaml", rule)],
+        |settings| {
+            settings.scale_interval = Duration::from_secs(1);
+        },
+    )
+    .await;
+    yard.until("one replica", |env| env.sync_status == SyncStatus::Synced && env.apps[0].ready == 1).await;
+    yard.backend.set_load("web", 20.0);
+    yard.until("max under load", |env| env.apps[0].desired == 3 && env.apps[0].ready == 3).await;
+    yard.idle(Duration::from_secs(30)).await;
+    assert_eq!(yard.env().apps[0].desired, 3, "the count holds at max under load");
+    assert_eq!(yard.backend.running("shop").apps["web"].replicas.len(), 3, "never beyond max");
+    yard.backend.set_load("web", 1.0);
+    let idle = yard.until("back to one replica", |env| env.apps[0].desired == 1 && env.apps[0].ready == 1).await;
+    assert_eq!(idle.sync_status, SyncStatus::Synced);
+    let autoscaled: Vec<SyncRecord> = yard.history().into_iter().filter(|s| s.trigger == Trigger::Autoscale).collect();
+    assert!(autoscaled.len() >= 2, "scale-ups and the scale-down are in the history: {:#?}", yard.history());
+    assert!(autoscaled.iter().any(|sync| sync.summary.contains("CPU")), "with the figures that caused them");
+    let (_, metrics) = yard.http("GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("railyard_autoscale_changes_total{env=\"production\",app=\"web\",direction=\"up\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("direction=\"down\""), "{metrics}");
 }

@@ -56,7 +56,8 @@ struct State {
     failing: BTreeMap<String, String>,
     unhealthy: BTreeSet<String>,
     unreachable: bool,
-    delay: Duration,
+    /// How long each app action takes, per compose project.
+    delays: BTreeMap<String, Duration>,
     load: BTreeMap<String, f64>,
 }
 
@@ -116,9 +117,10 @@ impl MemoryBackend {
         self.state().unreachable = !reachable;
     }
 
-    /// Each app action takes `delay` (on Tokio's clock, so paused time skips it).
-    pub fn slow(&self, delay: Duration) {
-        self.state().delay = delay;
+    /// Each app action in the environment of compose project `project` takes `delay` (on Tokio's clock, so paused
+    /// time skips it).
+    pub fn slow(&self, project: &str, delay: Duration) {
+        self.state().delays.insert(project.to_owned(), delay);
     }
 
     /// Average CPU per replica that [`Backend::metrics`] reports for `app`.
@@ -172,7 +174,7 @@ impl Operation<AppSpec> for Applying<'_> {
     type Error = MemoryError;
 
     async fn apply(&self, action: &Action<AppSpec>, mut slot: Slot) -> Result<ActionResult, MemoryError> {
-        let delay = self.backend.state().delay;
+        let delay = self.backend.state().delays.get(&self.plan.env.project).copied().unwrap_or_default();
         slot.release();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{error, info, warn};
 
@@ -157,7 +157,7 @@ impl EnvHandle {
 
     /// The autoscaler's decisions for this round's loads: each app whose count changes, from what to what.
     fn decide(&self, targets: &BTreeMap<String, CpuTarget>, loads: &[AppLoad]) -> Vec<(String, u32, Decision)> {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now().into_std();
         let mut autoscale = self.autoscale.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut changed = Vec::new();
         for (app, target) in targets {
