@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use railyard::server::webhooks::sign;
 use serde_json::Value;
@@ -180,14 +180,7 @@ fn web(message: &str) -> String {
     web_app("web", &busybox_image(), message, "")
 }
 
-/// `web` whose health check passes only `seconds` after it starts (its start period covers the wait).
-fn slow_web(message: &str, seconds: u32) -> String {
-    web(message)
-        .replace(
-            "&& echo ok > /www/healthz && exec httpd",
-            &format!("; (sleep {seconds}; echo ok > /www/healthz) & exec httpd"),
-        )
-        .replace("retries: 3 }", "retries: 3, startPeriod: 120s }")
+", "retries: 3, startPeriod: 120s }")
 }
 
 /// The body that container `id` gets for `GET /` from `host` port 8080, or None when it cannot resolve or reach it.
