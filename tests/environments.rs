@@ -1,7 +1,7 @@
 //! Many environments in one `railyard serve` (issue 12): a config repository with `main` (production) and `staging`
 //! branches, real git, the real Docker Engine reached by the daemon through its `dyn Backend`, webhooks over real
-//! HTTP. Each environment runs as its own compose project on its own network; a push, an invalid commit, a webhook or
-//! a slow health check on one never touches or holds up the other; removing an environment from the list tears it
+//! HTTP. Each environment runs as its own compose project on its own network; a push, an invalid commit or a webhook on
+//! one never touches the other (that a slow apply of one holds up no other is proven in tests/policies.rs); removing an environment from the list tears it
 //! down (auto) or shows it pending (manual); a host claimed by both is routed by production only.
 
 mod support;
@@ -178,9 +178,6 @@ fn commit_on(project: &TestProject, branch: &str, files: &[(&str, String)], mess
 
 fn web(message: &str) -> String {
     web_app("web", &busybox_image(), message, "")
-}
-
-", "retries: 3, startPeriod: 120s }")
 }
 
 /// The body that container `id` gets for `GET /` from `host` port 8080, or None when it cannot resolve or reach it.
