@@ -110,15 +110,8 @@ async fn screenshot(client: &Client, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_pages_show_state_diffs_and_history_and_update_live() {
     let image = busybox_image();
-    let project = TestProject::new("browser");
-    project.write("apps/web.yaml", &web_app("web", &image, "one", ""));
-    project.git_init();
-    let served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
-        &["--poll-interval", "1s", "--sync", "manual"],
-        &[("RAILYARD_API_TOKEN", TOKEN)],
-    );
+    let project = TestProject::with_web("browser", "one", "");
+    let served = project.serve(&["--poll-interval", "1s", "--sync", "manual"], &[("RAILYARD_API_TOKEN", TOKEN)]);
     let base = format!("http://127.0.0.1:{}", served.port);
     served.wait_for("the pending plan", WAIT, |env| env["syncStatus"] == "outOfSync");
 

@@ -57,9 +57,7 @@ fn metric(served: &Served, line_start: &str) -> f64 {
 #[test]
 fn a_pushed_commit_is_served_after_the_webhook_and_an_invalid_one_changes_nothing() {
     let image = busybox_image();
-    let project = TestProject::new("e2e");
-    project.write("apps/web.yaml", &web_app("web", &image, "one", ""));
-    project.git_init();
+    let project = TestProject::with_web("e2e", "one", "");
     let repo = format!("file://{}", project.dir().display());
     let served = Served::start(&repo, None, &["--poll-interval", "1h", "--drift-interval", "1h"], &secrets_env());
     served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
@@ -109,16 +107,9 @@ fn a_pushed_commit_is_served_after_the_webhook_and_an_invalid_one_changes_nothin
 
 #[test]
 fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
-    let image = busybox_image();
-    let project = TestProject::new("forges");
-    project.write("apps/web.yaml", &web_app("web", &image, "f", ""));
-    project.git_init();
-    let served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
-        &["--poll-interval", "1h", "--drift-interval", "1h", "--webhook-max-bytes", "65536"],
-        &secrets_env(),
-    );
+    let project = TestProject::with_web("forges", "f", "");
+    let served = project
+        .serve(&["--poll-interval", "1h", "--drift-interval", "1h", "--webhook-max-bytes", "65536"], &secrets_env());
     served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
     let reconciles = || metric(&served, "railyard_reconciles_total{env=\"production\",outcome=\"unchanged\"}");
     let before = reconciles();
@@ -283,21 +274,14 @@ impl Drop for SocketForwarder {
 #[test]
 fn the_daemon_survives_an_unreachable_engine_and_recovers_by_itself() {
     let image = busybox_image();
-    let project = TestProject::new("engine-away");
-    project.write("apps/web.yaml", &web_app("web", &image, "before", ""));
-    project.git_init();
+    let project = TestProject::with_web("engine-away", "before", "");
     let sockets = tempfile::tempdir().expect("tempdir");
     let socket = sockets.path().join("docker.sock");
     let mut forwarder = SocketForwarder::start(&socket);
     let docker_host = format!("unix://{}", socket.display());
     let mut env: Vec<(&str, &str)> = secrets_env().to_vec();
     env.push(("DOCKER_HOST", &docker_host));
-    let served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
-        &["--poll-interval", "1h", "--drift-interval", "1h"],
-        &env,
-    );
+    let served = project.serve(&["--poll-interval", "1h", "--drift-interval", "1h"], &env);
     served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
 
     forwarder.stop();
@@ -321,9 +305,7 @@ fn the_daemon_survives_an_unreachable_engine_and_recovers_by_itself() {
 #[test]
 fn a_git_server_on_loopback_is_followed_and_history_survives_a_restart() {
     let image = busybox_image();
-    let project = TestProject::new("gitd");
-    project.write("apps/web.yaml", &web_app("web", &image, "g1", ""));
-    project.git_init();
+    let project = TestProject::with_web("gitd", "g1", "");
     let git_server = GitServer::start(project.dir());
     let url = git_server.url.clone();
     let state = tempfile::tempdir().expect("tempdir");
@@ -349,13 +331,8 @@ fn a_git_server_on_loopback_is_followed_and_history_survives_a_restart() {
 
 #[test]
 fn pages_need_credentials_beyond_loopback_and_mutations_always_need_the_token() {
-    let image = busybox_image();
-    let project = TestProject::new("access");
-    project.write("apps/web.yaml", &web_app("web", &image, "a", ""));
-    project.git_init();
-    let served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
+    let project = TestProject::with_web("access", "a", "");
+    let served = project.serve(
         &["--poll-interval", "1h", "--listen", "0.0.0.0:0"],
         &[("RAILYARD_API_TOKEN", TOKEN), ("RAILYARD_UI_PASSWORD", "open sesame")],
     );
@@ -441,12 +418,7 @@ fn terminate_within(served: &mut Served, limit: Duration) -> Option<std::process
 fn sigterm_with_live_pages_open_exits_within_two_seconds() {
     let project = TestProject::new("sigterm-events");
     project.git_init();
-    let mut served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
-        &["--poll-interval", "1h", "--drift-interval", "1h"],
-        &secrets_env(),
-    );
+    let mut served = project.serve(&["--poll-interval", "1h", "--drift-interval", "1h"], &secrets_env());
     served.wait_for("the first reconcile", WAIT, |env| env["syncStatus"] == "synced");
     let _pages = [open_events(served.port), open_events(served.port)];
     let started = std::time::Instant::now();
@@ -504,9 +476,7 @@ fn sigterm_during_an_apply_interrupts_it_and_the_next_start_converges() {
 fn pages_and_the_api_answer_only_to_known_host_names() {
     let project = TestProject::new("hosts");
     project.git_init();
-    let served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
+    let served = project.serve(
         &["--poll-interval", "1h", "--drift-interval", "1h"],
         &[
             ("RAILYARD_WEBHOOK_SECRET", SECRET),
@@ -556,9 +526,7 @@ fn with_a_public_url_reads_need_credentials_even_on_loopback_and_metrics_can_liv
     project.git_init();
     let metrics_port = free_loopback_port();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
-    let served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
+    let served = project.serve(
         &["--poll-interval", "1h", "--drift-interval", "1h", "--public-url", "https://deploy.example.com"],
         &[("RAILYARD_API_TOKEN", TOKEN), ("RAILYARD_METRICS_LISTEN", &metrics_listen)],
     );
@@ -653,12 +621,7 @@ fn a_silent_remote_fails_the_fetch_while_webhooks_pages_and_probes_answer() {
 fn five_thousand_forged_deliveries_are_counted_and_barely_grow_the_state() {
     let project = TestProject::new("flood");
     project.git_init();
-    let served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
-        &["--poll-interval", "1h", "--drift-interval", "1h"],
-        &secrets_env(),
-    );
+    let served = project.serve(&["--poll-interval", "1h", "--drift-interval", "1h"], &secrets_env());
     served.wait_for("the first reconcile", WAIT, |env| env["syncStatus"] == "synced");
     let database = served.state_dir.join("railyard.db");
     let size = || {
@@ -710,12 +673,8 @@ fn history_pages_and_keeps_only_the_newest_syncs() {
     let image = busybox_image();
     let project = TestProject::new("history");
     project.git_init();
-    let served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
-        &["--poll-interval", "1h", "--drift-interval", "1h", "--keep-syncs", "25"],
-        &secrets_env(),
-    );
+    let served =
+        project.serve(&["--poll-interval", "1h", "--drift-interval", "1h", "--keep-syncs", "25"], &secrets_env());
     served.wait_for("the first reconcile", WAIT, |env| env["syncStatus"] == "synced");
     let auth = format!("Bearer {TOKEN}");
     // Invalid commits are recorded without touching Docker: a quick way to a long history.
@@ -751,16 +710,8 @@ fn history_pages_and_keeps_only_the_newest_syncs() {
 
 #[test]
 fn the_drift_timer_puts_back_a_removed_container() {
-    let image = busybox_image();
-    let project = TestProject::new("drift");
-    project.write("apps/web.yaml", &web_app("web", &image, "d", "replicas: 2\n"));
-    project.git_init();
-    let served = Served::start(
-        &format!("file://{}", project.dir().display()),
-        None,
-        &["--poll-interval", "1h", "--drift-interval", "1s"],
-        &secrets_env(),
-    );
+    let project = TestProject::with_web("drift", "d", "replicas: 2\n");
+    let served = project.serve(&["--poll-interval", "1h", "--drift-interval", "1s"], &secrets_env());
     let env =
         served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced" && env["apps"][0]["ready"] == 2);
     // Where the replicas answer: in the API and in the page's Ports column.

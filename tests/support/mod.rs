@@ -399,6 +399,19 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 impl TestProject {
+    /// A git repository on `main` whose one app `web` answers `message` (`extra` goes into its App document).
+    pub fn with_web(test: &str, message: &str, extra: &str) -> TestProject {
+        let project = TestProject::new(test);
+        project.write("apps/web.yaml", &web_app("web", &busybox_image(), message, extra));
+        project.git_init();
+        project
+    }
+
+    /// `railyard serve` following this project's git repository (`file://`), with `args` and environment `env`.
+    pub fn serve(&self, args: &[&str], env: &[(&str, &str)]) -> Served {
+        Served::start(&format!("file://{}", self.dir().display()), None, args, env)
+    }
+
     /// Makes the repository a git repository on `main` with everything committed.
     pub fn git_init(&self) {
         git(self.dir(), &["init", "-q", "-b", "main"]);
