@@ -360,7 +360,7 @@ impl EnvHandle {
             commit: short_sha(sha).to_owned(),
             first_problem: invalid.0.first().map(ToString::to_string).unwrap_or_default(),
         })?;
-        let config = self.under_policy(daemon, config).map_err(|error| RollbackError::Plan(error.to_string()))?;
+        let config = self.under_policy(daemon, config)?;
         let environment = self.environment(config.project_name());
         let records = self.scaling_records(daemon, &config).await;
         let desired = build::desired_state(&build::Inputs {
@@ -373,14 +373,11 @@ impl EnvHandle {
             now: daemon.settings.clock.now(),
         })
         .desired;
-        let backend = daemon.backend().await.map_err(|error| RollbackError::Plan(error.to_string()))?;
+        let backend = daemon.backend().await.map_err(ReconcileError::from)?;
         let branch = self.branch().unwrap_or_default();
-        let secrets = daemon
-            .secrets_for(&config, &environment, &branch, &fetched.files)
-            .map_err(|error| RollbackError::Plan(error.to_string()))?;
-        let prepared = pipeline::prepare(backend.as_ref(), &secrets, desired)
-            .await
-            .map_err(|error| RollbackError::Plan(error.to_string()))?;
+        let secrets =
+            daemon.secrets_for(&config, &environment, &branch, &fetched.files).map_err(ReconcileError::Secrets)?;
+        let prepared = pipeline::prepare(backend.as_ref(), &secrets, desired).await.map_err(ReconcileError::from)?;
         Ok(prepared.plan)
     }
 
@@ -503,7 +500,7 @@ impl EnvHandle {
         match &pin {
             Some((sha, _)) if *sha != fetched.commit.sha => match daemon.read_sha(sha).await {
                 Ok(pinned) => Ok(ReadCommit { fetched: pinned, head: Some(fetched), pin }),
-                Err(error) => Err(self.fail(ReconcileError::Pin(error.to_string()))),
+                Err(error) => Err(self.fail(ReconcileError::Pin(Box::new(error)))),
             },
             _ => Ok(ReadCommit { fetched, head: None, pin }),
         }
@@ -550,9 +547,8 @@ impl EnvHandle {
             state.pending_destroy = false;
         });
         let backend = daemon.backend().await?;
-        let secrets = daemon
-            .secrets_for(config, &environment, branch, &read.fetched.files)
-            .map_err(|error| ReconcileError::Secrets(error.to_string()))?;
+        let secrets =
+            daemon.secrets_for(config, &environment, branch, &read.fetched.files).map_err(ReconcileError::Secrets)?;
         Ok(pipeline::prepare(backend.as_ref(), &secrets, desired).await?)
     }
 

@@ -33,21 +33,31 @@ pub enum RollbackError {
          (its history lists them), or pass force to roll back to any commit (its full sha)"
     )]
     NeverSynced { env: String, commit: String },
-    #[error("cannot read commit {commit}: {reason}")]
-    Read { commit: String, reason: String },
+    #[error("cannot read commit {commit}: {source}")]
+    Read {
+        commit: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("commit {commit} is invalid: {first_problem}; it cannot be rolled back to")]
     Invalid { commit: String, first_problem: String },
     #[error("cannot plan the rollback: {0}")]
-    Plan(String),
+    Plan(#[source] Box<super::env::ReconcileError>),
     #[error("cannot keep the pin: {0}; check that --state-dir is writable")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
+}
+
+impl From<super::env::ReconcileError> for RollbackError {
+    fn from(error: super::env::ReconcileError) -> Self {
+        RollbackError::Plan(Box::new(error))
+    }
 }
 
 impl Daemon {
     /// The full sha `commit` names for `env`, and the plan from what runs back to it.
     pub async fn plan_rollback(&self, env: &str, commit: &str, force: bool) -> Result<(String, Plan), RollbackError> {
         let handle = self.env(env).ok_or_else(|| RollbackError::NoEnvironment(env.to_owned()))?;
-        let synced = self.store.synced_commit(env, commit).map_err(|error| RollbackError::Store(error.to_string()))?;
+        let synced = self.store.synced_commit(env, commit)?;
         let sha = match synced {
             Some(sha) => sha,
             None if force => commit.to_owned(),
@@ -65,7 +75,7 @@ impl Daemon {
         force: bool,
     ) -> Result<(String, Plan), RollbackError> {
         let (sha, plan) = self.plan_rollback(env, commit, force).await?;
-        self.store.pin(env, &sha, now_ms()).map_err(|error| RollbackError::Store(error.to_string()))?;
+        self.store.pin(env, &sha, now_ms())?;
         if let Some(handle) = self.env(env) {
             handle.trigger.fire(Trigger::Api);
         }
@@ -75,7 +85,7 @@ impl Daemon {
     /// Resumes following the branch; automatic syncs take its head again (the sync windows permitting).
     pub fn unpin(&self, env: &str) -> Result<(), RollbackError> {
         let handle = self.env(env).ok_or_else(|| RollbackError::NoEnvironment(env.to_owned()))?;
-        self.store.unpin(env).map_err(|error| RollbackError::Store(error.to_string()))?;
+        self.store.unpin(env)?;
         handle.trigger.fire(Trigger::Poll);
         Ok(())
     }
@@ -84,10 +94,11 @@ impl Daemon {
     pub(super) async fn read_sha(&self, sha: &str) -> Result<crate::source::Fetched, RollbackError> {
         let source = self.settings.source.clone();
         let wanted = sha.to_owned();
-        let read = |reason: String| RollbackError::Read { commit: sha.to_owned(), reason };
+        let read =
+            |source: Box<dyn std::error::Error + Send + Sync>| RollbackError::Read { commit: sha.to_owned(), source };
         tokio::task::spawn_blocking(move || source.read_sha(&wanted))
             .await
-            .map_err(|error| read(error.to_string()))?
-            .map_err(|error| read(error.to_string()))
+            .map_err(|error| read(Box::new(error)))?
+            .map_err(|error| read(Box::new(error)))
     }
 }

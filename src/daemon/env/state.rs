@@ -72,9 +72,9 @@ pub enum ReconcileError {
     #[error("cannot destroy environment `{env}`: {source}; railyard tries again")]
     Destroy { env: String, source: Box<BackendError> },
     #[error("the commit this environment is pinned to cannot be read: {0}; unpin it or roll back to another")]
-    Pin(String),
+    Pin(#[source] Box<crate::daemon::rollback::RollbackError>),
     #[error("{0}; the last good state keeps running")]
-    Secrets(String),
+    Secrets(#[source] crate::secrets::sops::SopsError),
     #[error("{0}; nothing of this commit runs until then")]
     Unapproved(String),
 }
