@@ -63,7 +63,7 @@ fn service(app: &AppSpec, desired: &DesiredState) -> Value {
             .collect();
         service.insert("ports".to_owned(), json!(ports));
     }
-    if let Some(test) = crate::backend::docker::health_test(&container.health.probe) {
+    if let Some(test) = crate::compose::health_test(&container.health.probe) {
         let test: Vec<String> = test.iter().map(|part| escape(part)).collect();
         let health = &container.health;
         service.insert(

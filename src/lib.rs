@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod build;
 pub mod clock;
+pub mod compose;
 pub mod daemon;
 pub mod error_chain;
 pub mod export;

@@ -8,7 +8,7 @@ use bollard::models::{
 };
 
 use super::labels;
-use crate::model::desired::{EnvSpec, HealthSpec, Probe};
+use crate::model::desired::{EnvSpec, HealthSpec};
 use crate::model::kinds::Protocol;
 use crate::model::{AppSpec, Environment};
 
@@ -169,7 +169,7 @@ const NANOS_PER_MILLI: i64 = 1_000_000;
 /// The engine runs HTTP and TCP checks inside the container, as Compose does, with the `wget` and `nc` the image
 /// provides; a command runs as given. Apps without a check keep whatever the image declares.
 fn health_config(health: &HealthSpec) -> Option<HealthConfig> {
-    let test = health_test(&health.probe)?;
+    let test = crate::compose::health_test(&health.probe)?;
     let nanos = |millis: u64| i64::try_from(millis).unwrap_or(i64::MAX / NANOS_PER_MILLI) * NANOS_PER_MILLI;
     Some(HealthConfig {
         test: Some(test),
@@ -179,22 +179,6 @@ fn health_config(health: &HealthSpec) -> Option<HealthConfig> {
         start_period: Some(nanos(health.start_period_ms)),
         start_interval: None,
     })
-}
-
-/// The check as a command run inside the container, as Docker and Compose run health checks. HTTP checks use the
-/// image's `wget` or `curl`, TCP checks its `nc` (with `-z`, or busybox's `-w 1`), through `/bin/sh`. Validation
-/// keeps paths free of quotes and spaces. `None` when there is no check.
-pub fn health_test(probe: &Probe) -> Option<Vec<String>> {
-    let shell = |script: String| Some(vec!["CMD-SHELL".to_owned(), script]);
-    match probe {
-        Probe::Http { path, port } => {
-            let url = format!("http://127.0.0.1:{port}{path}");
-            shell(format!("wget -q --spider '{url}' || curl -fsS -o /dev/null '{url}'"))
-        }
-        Probe::Tcp { port } => shell(format!("nc -z 127.0.0.1 {port} || nc -w 1 127.0.0.1 {port} </dev/null")),
-        Probe::Command(command) => Some(std::iter::once("CMD".to_owned()).chain(command.iter().cloned()).collect()),
-        Probe::Running => None,
-    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions, S
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
-pub use container::{canonical_name, health_test, network_name, volume_name};
+pub use container::{canonical_name, network_name, volume_name};
 
 use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
 use crate::model::{Environment, Observed, ObservedApp, ObservedReplica, OrphanProject};
