@@ -1,7 +1,7 @@
 //! The status pages in a real browser: headless Chromium from Debian's packages driven through chromedriver, against
 //! a daemon running real Docker apps. Screenshots of every page go to target/screenshots/.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

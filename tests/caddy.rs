@@ -1,7 +1,7 @@
 //! Domains through a real Caddy (Debian's package) started by the test with its own admin port, listen ports and
 //! data directory; requests go to 127.0.0.1 with the host name set, to real containers.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! health probes by command, pull policies, and the library's `destroy` and `metrics`. Every test has its own
 //! compose project and removes it, even when it fails.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! The daemon's policies (manual sync, holds, windows, schedules, pins) are tested on the in-memory backend in
 //! tests/policies.rs.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

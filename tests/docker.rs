@@ -1,7 +1,7 @@
 //! The Docker backend against the machine's real Docker Engine: apply, idempotence, updates, rollback, drift,
 //! deletion, bad input. Every test has its own compose project and removes it, even when it fails.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

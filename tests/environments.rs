@@ -4,7 +4,7 @@
 //! one never touches the other (that a slow apply of one holds up no other is proven in tests/policies.rs); removing an environment from the list tears it
 //! down (auto) or shows it pending (manual); a host claimed by both is routed by production only.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

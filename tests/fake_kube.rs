@@ -3,7 +3,7 @@
 //! updating, resourceVersion, label-selector lists, a conflict between two field managers (409 naming the field and
 //! the manager) and `force`, deletes, the namespace cascade, a Deployment status the test sets, and the request log.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;

@@ -4,7 +4,7 @@
 //! The hostile side too: a marker in someone else's comment, quoted text that would render as links, mentions or
 //! HTML, a redirect to another address that would take the token along, and who the forge says may push.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

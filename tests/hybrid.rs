@@ -4,7 +4,7 @@
 //! apps with the same last-applied specs, replica counts and numbers, ports, domains and health. Only what names a
 //! container or a pod differs, and the projection below drops it.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

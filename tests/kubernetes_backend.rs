@@ -5,7 +5,7 @@
 //! then forced, HPA-owned replicas left alone, secret values only in the Secret, and the error without any cluster
 //! configuration. The shared set-up is in tests/support/kube_backend.rs.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,14 +2,14 @@
 //! this project is tested on, so the test is ignored unless asked for:
 //!
 //! ```sh
-//! KUBECONFIG=~/.kube/config cargo nextest run --test kubernetes_cluster --run-ignored all
+//! KUBECONFIG=~/.kube/config cargo nextest run --test suite --run-ignored all 'kubernetes_cluster::'
 //! ```
 //!
 //! It plans examples/repo-layout against the cluster, then applies a small repository of two busybox apps (their
 //! images must be pullable: `RAILYARD_TEST_IMAGE` picks another than `busybox:1.36`), waits until plan finds nothing
 //! to do and the Deployments are available, and destroys it. Its namespaces are deleted even when it fails.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,10 +1,10 @@
 //! `railyard export kubernetes`: the output matches the reviewed golden files, every object passes the official
 //! Kubernetes schemas (`kubernetes-validate --strict`), and no secret value reaches the output.
 //!
-//! Golden files: tests/fixtures/kubernetes/*.yaml; `UPDATE_GOLDEN=1 cargo nextest run --test kubernetes_export`
+//! Golden files: tests/fixtures/kubernetes/*.yaml; `UPDATE_GOLDEN=1 cargo nextest run --test suite kubernetes_export::`
 //! rewrites them (review the diff before committing).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! every resource and verb (no wildcard) and covers every kind railyard writes, and the Deployment runs
 //! `serve --backend kubernetes` as the bound service account with its state on the claim and secrets from Secrets.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

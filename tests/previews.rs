@@ -3,7 +3,7 @@
 //! webhooks over real HTTP, and (where the forge's API matters) the fake forge of tests/support. A preview comes up at
 //! its own host, follows its pull request's pushes, and leaves nothing behind when it closes.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! README's first command: `scripts/quickstart` sets up a demo on this machine and serves it. (The test hands it the
 //! already built binary through RAILYARD_BIN instead of letting it build a release binary.)
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

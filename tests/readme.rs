@@ -2,7 +2,7 @@
 //! command does what README (and the pages of docs/ it leads to) says it does. (`scripts/quickstart` has its own
 //! test; `serve` has tests/daemon.rs; tests/docs.rs checks every link, command and flag the docs show.)
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

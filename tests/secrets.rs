@@ -2,7 +2,7 @@
 //! environment and no other output of railyard. Also the secret store's rules: which source wins, what is refused,
 //! and what `plan` and `apply` do when a secret is missing.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `railyard serve --settings FILE` with the real binary: the file's listen address and tokens are used, flags and
 //! variables win over it, bad files are refused naming the file and the fix, and token values are never printed.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;

@@ -4,7 +4,7 @@
 //! repository's layering picks the environment's file over the shared one; a plan shows the secret as a reference,
 //! never its value.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

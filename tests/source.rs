@@ -1,7 +1,7 @@
 //! The git source against real repositories made with the `git` program: one fetch of every branch, reading a
 //! branch from the mirror without network, pruning of deleted branches, force pushes, and the directory source.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -737,9 +737,7 @@ impl EnvHandle {
         }
         if project.is_empty() {
             // Never applied under a known name: nothing of it can run.
-            daemon.forget(&self.name);
-            self.gone.send_replace(true);
-            return Reconciled::Destroyed;
+            return self.gone_or_back(daemon);
         }
         info!(%summary, "destroying");
         let backend = match daemon.backend().await {
@@ -751,8 +749,18 @@ impl EnvHandle {
         }
         let record = self.removal_record(trigger, started_ms, SyncOutcome::Destroyed, &summary, None);
         daemon.record(record).await;
-        daemon.forget(&self.name);
-        self.gone.send_replace(true);
+        self.gone_or_back(daemon)
+    }
+
+    /// Ends the worker of a torn-down environment, unless the environment was listed again meanwhile: then it is
+    /// reconciled afresh, as a new environment would be.
+    fn gone_or_back(&self, daemon: &Daemon) -> Reconciled {
+        if daemon.forget(self) {
+            self.gone.send_replace(true);
+        } else {
+            info!("listed again while it was torn down; it runs again");
+            self.trigger.fire(Trigger::Startup);
+        }
         Reconciled::Destroyed
     }
 

@@ -627,15 +627,21 @@ impl Daemon {
         self.settings.secrets.for_environment(config, env, env_branch, &self.settings.branch, files)
     }
 
-    /// Forgets a destroyed environment.
-    fn forget(&self, name: &str) {
+    /// Forgets a destroyed environment; false, forgetting nothing, when it was listed again while it was torn down
+    /// (a preview pushed to as it expired): it then runs again.
+    fn forget(&self, handle: &EnvHandle) -> bool {
         let _one_at_a_time = self.listing_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handle.branch().is_some() {
+            return false;
+        }
+        let name = handle.name.as_str();
         write(&self.envs).retain(|env| env.name != name);
         self.metrics.forget_env(name);
         if let Err(error) = self.store.forget_environment(name) {
             warn!(%error, env = name, "cannot forget the environment");
         }
         let _ = self.changes.send(());
+        true
     }
 
     /// Waits for the next fetch the trigger needs, then reads `branch` at it.

@@ -1,0 +1,31 @@
+//! Every integration test in one binary: the shared helpers (`support`: the Docker guard, git repositories, the
+//! fake Kubernetes API server and forge) are compiled and linked once instead of once per file. Each file of
+//! `tests/` is a module; `scripts/test --fast` picks the tier that needs no Docker by module (`test(/^plan::/)`).
+
+mod support;
+
+mod browser;
+mod caddy;
+mod converge;
+mod daemon;
+mod docker;
+mod docs;
+mod environments;
+mod fake_kube;
+mod forge;
+mod hybrid;
+mod kubernetes_backend;
+mod kubernetes_cluster;
+mod kubernetes_export;
+mod kubernetes_manifest;
+mod plan;
+mod policies;
+mod previews;
+mod quickstart;
+mod readme;
+mod schema_export;
+mod secrets;
+mod settings;
+mod sops;
+mod source;
+mod validation;
