@@ -738,7 +738,8 @@ fn scale_changes_by_the_daemon_drop_no_request() {
     project.write(
         "scaling/web.yaml",
         "kind: ScalingRule\napp: web\nmin: 1\nmax: 3\nschedules:\n  \
-         - { cron: \"0,20,40 * * * * *\", min: 3, max: 3 }\n  - { cron: \"10,30,50 * * * * *\", min: 1, max: 1 }\n",
+         - { cron: \"0,10,20,30,40,50 * * * * *\", min: 3, max: 3 }\n  \
+         - { cron: \"5,15,25,35,45,55 * * * * *\", min: 1, max: 1 }\n",
     );
     let mut args = caddy.args();
     args.extend(["--poll-interval", "1h", "--drift-interval", "1h"].map(str::to_owned));
