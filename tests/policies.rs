@@ -3,7 +3,6 @@
 //! A real git repository and the real HTTP router (in process); no Docker Engine, no sleeping on the wall clock:
 //! Tokio's clock jumps ahead whenever the daemon waits, and the daemon's wall clock follows it.
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,22 +22,13 @@ use railyard::source::{GitSource, Source};
 use railyard::store::{Store, SyncRecord};
 use tower::ServiceExt;
 
+use crate::support::git;
+
 const TOKEN: &str = "policy-token";
 const PROJECT: &str = "kind: Project\nname: shop\n";
 
 fn app(image: &str) -> String {
     format!("kind: App\nname: web\nimage: {image}\nreplicas: 1\n")
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=Railyard Test", "-c", "user.email=test@railyard.dev", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .expect("git runs (apt-get install git)");
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// A daemon over the in-memory backend, following a git repository of its own.
