@@ -1,0 +1,215 @@
+//! A daemon over the in-memory backend with paused time, following a real git repository, and its HTTP router in
+//! process: the harness of the policy tests (`tests/policies.rs`) and of anything else that needs the daemon's
+//! decisions without a Docker Engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use chrono::{DateTime, Utc};
+use railyard::backend::memory::MemoryBackend;
+use railyard::backend::{BackendKind, BackendSettings};
+use railyard::clock::Clock;
+use railyard::daemon::{Daemon, DaemonSettings, EnvState};
+use railyard::outcome::SyncOutcome;
+use railyard::secrets::SecretStore;
+use railyard::server::{AllowedHosts, ServerState};
+use railyard::source::{GitSource, Source};
+use railyard::store::{Store, SyncRecord};
+use tower::ServiceExt;
+
+use super::git;
+
+/// The API token of [`Yard::router`].
+pub const TOKEN: &str = "policy-token";
+
+/// A daemon over the in-memory backend, following a git repository of its own.
+pub struct Yard {
+    pub daemon: Arc<Daemon>,
+    pub backend: Arc<MemoryBackend>,
+    pub repo: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Yard {
+    pub async fn start(files: &[(&str, &str)]) -> Yard {
+        Yard::start_with(files, |_| {}).await
+    }
+
+    pub async fn start_with(files: &[(&str, &str)], tweak: impl FnOnce(&mut DaemonSettings)) -> Yard {
+        let repo = tempfile::tempdir().expect("repository");
+        git(repo.path(), &["init", "-q", "-b", "main"]);
+        let state = tempfile::tempdir().expect("state directory");
+        let mut yard = Yard::serve(repo, state, Arc::new(MemoryBackend::new()), tweak);
+        for (path, text) in files {
+            yard.write(path, text);
+        }
+        yard.commit("initial config");
+        yard.task = tokio::spawn(Arc::clone(&yard.daemon).run());
+        yard
+    }
+
+    /// A daemon (not yet running) over `repo`, `state` and `backend`.
+    pub fn serve(
+        repo: tempfile::TempDir,
+        state: tempfile::TempDir,
+        backend: Arc<MemoryBackend>,
+        tweak: impl FnOnce(&mut DaemonSettings),
+    ) -> Yard {
+        let source = Source::Git(GitSource {
+            url: repo.path().display().to_string(),
+            branch: "main".to_owned(),
+            mirror: state.path().join("mirror.git"),
+            token: None,
+            timeout: Duration::from_secs(30),
+        });
+        let mut settings = DaemonSettings {
+            source,
+            branch: "main".to_owned(),
+            poll_interval: Duration::from_secs(3600),
+            drift_interval: Duration::from_secs(3600),
+            scale_interval: Duration::from_secs(3600),
+            sync: None,
+            backend: BackendKind::Memory,
+            backends: BackendSettings::default(),
+            secrets: SecretStore::default(),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(30),
+            keep_syncs: 1000,
+            keep_deliveries: 1000,
+            forge: None,
+            notifications: Vec::new(),
+            sync_windows: Vec::new(),
+            clock: Clock::System,
+        };
+        tweak(&mut settings);
+        let store = Arc::new(Store::open(state.path()).expect("store"));
+        let daemon = Daemon::with_backend(settings, store, Arc::clone(&backend) as _);
+        Yard { daemon, backend, repo, state, task: tokio::spawn(async {}) }
+    }
+
+    /// Stops the daemon and starts another on the same repository, state and backend (a restart).
+    pub async fn restart(self) -> Yard {
+        self.daemon.stop();
+        let _ = self.task.await;
+        let mut yard = Yard::serve(self.repo, self.state, self.backend, |_| {});
+        yard.task = tokio::spawn(Arc::clone(&yard.daemon).run());
+        yard
+    }
+
+    pub fn write(&self, path: &str, text: &str) {
+        let path = self.repo.path().join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("folder");
+        }
+        std::fs::write(path, text).expect("config file");
+    }
+
+    /// Commits everything and tells the daemon, as the forge's push webhook does; the new commit's sha.
+    pub fn push(&self, message: &str) -> String {
+        let sha = self.commit(message);
+        self.daemon.pushed("main");
+        sha
+    }
+
+    pub fn commit(&self, message: &str) -> String {
+        git(self.repo.path(), &["add", "-A"]);
+        git(self.repo.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(self.repo.path(), &["rev-parse", "HEAD"])
+    }
+
+    pub fn env(&self) -> EnvState {
+        self.env_named("production")
+    }
+
+    pub fn env_named(&self, name: &str) -> EnvState {
+        self.daemon.env(name).unwrap_or_else(|| panic!("{name} is not managed")).state()
+    }
+
+    /// Waits (on Tokio's clock, up to ten minutes of it) until production's state passes `check`.
+    pub async fn until(&self, what: &str, check: impl Fn(&EnvState) -> bool) -> EnvState {
+        self.until_in("production", what, check).await
+    }
+
+    /// [`Yard::until`] for environment `name`.
+    pub async fn until_in(&self, name: &str, what: &str, check: impl Fn(&EnvState) -> bool) -> EnvState {
+        for _ in 0..6000 {
+            if let Some(state) = self.daemon.env(name).map(|env| env.state()).filter(|state| check(state)) {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what} in {name}; state: {:#?}\nhistory: {:#?}", self.env(), self.history());
+    }
+
+    /// Commits `files` on `branch` (made from main when it does not exist yet) and tells the daemon of the push.
+    pub fn push_to(&self, branch: &str, files: &[(&str, &str)], message: &str) {
+        let exists = !git(self.repo.path(), &["branch", "--list", branch]).is_empty();
+        let checkout: &[&str] = if exists { &["checkout", "-q", branch] } else { &["checkout", "-q", "-b", branch] };
+        git(self.repo.path(), checkout);
+        for (path, text) in files {
+            self.write(path, text);
+        }
+        self.commit(message);
+        git(self.repo.path(), &["checkout", "-q", "main"]);
+        self.daemon.pushed(branch);
+    }
+
+    /// Lets Tokio's clock run `duration` while the daemon does what it does.
+    pub async fn idle(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    /// Production's history, newest first.
+    pub fn history(&self) -> Vec<SyncRecord> {
+        self.daemon.store.syncs(Some("production"), 0).expect("history").items
+    }
+
+    pub fn outcomes_of(&self, sha: &str) -> Vec<SyncOutcome> {
+        let history = self.history();
+        history.iter().filter(|sync| sync.commit_sha.as_deref() == Some(sha)).map(|sync| sync.outcome).collect()
+    }
+
+    /// The image production's web app runs in the backend.
+    pub fn running_image(&self) -> Option<String> {
+        let running = self.backend.running("shop");
+        running.apps.get("web").and_then(|web| web.last_applied.as_ref()).map(|spec| spec.container.image.clone())
+    }
+
+    /// The daemon's HTTP router as `serve` makes it for `listen` on loopback, with the API token [`TOKEN`].
+    pub fn router(&self, listen: &str) -> axum::Router {
+        let state = ServerState {
+            daemon: Arc::clone(&self.daemon),
+            webhook_secret: None,
+            api_token: Some(TOKEN.to_owned()),
+            webhook_limit: railyard::server::DEFAULT_WEBHOOK_LIMIT,
+            open_reads: true,
+            metrics_apart: false,
+            ui_password: None,
+            hosts: AllowedHosts::new(listen.parse().expect("address"), &[]),
+            keep_deliveries: 100,
+        };
+        railyard::server::router(Arc::new(state))
+    }
+
+    /// A request to the daemon's HTTP router, in process; the status and body.
+    pub async fn http(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut request = Request::builder().method(method).uri(path).header(header::HOST, "127.0.0.1:8080");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Body::empty()).expect("request");
+        let response = self.router("127.0.0.1:8080").oneshot(request).await.expect("answer");
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 24).await.expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+pub fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
+}
+
