@@ -33,7 +33,32 @@ pub fn compose_yaml(desired: &DesiredState) -> String {
         desired.env.name,
         desired.env.project
     );
-    header + &serde_saphyr::to_string(&Value::Object(file)).unwrap_or_default()
+    header + &domains_note(desired) + &serde_saphyr::to_string(&Value::Object(file)).unwrap_or_default()
+}
+
+/// Compose has no routing by host name: the Domains are named in a comment, with what to put in front, rather than
+/// dropped without a word.
+fn domains_note(desired: &DesiredState) -> String {
+    if desired.domains.is_empty() {
+        return String::new();
+    }
+    let mut note = "#\n# Not in this file: Compose does not route by host name. railyard routes these Domains through \
+                    Caddy;\n# put a reverse proxy in front of the published ports for them:\n"
+        .to_owned();
+    for domain in desired.domains.values() {
+        let aliases =
+            if domain.aliases.is_empty() { String::new() } else { format!(" (also {})", domain.aliases.join(", ")) };
+        let tls = match domain.tls {
+            crate::model::kinds::TlsMode::Auto => "TLS by ACME",
+            crate::model::kinds::TlsMode::Internal => "TLS by the proxy's own CA",
+            crate::model::kinds::TlsMode::Off => "plain HTTP",
+        };
+        note.push_str(&format!(
+            "#   {}{aliases} -> service {} port {}, {tls}\n",
+            domain.host, domain.app, domain.container_port
+        ));
+    }
+    note + "#\n"
 }
 
 fn service(app: &AppSpec, desired: &DesiredState) -> Value {

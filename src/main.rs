@@ -58,10 +58,10 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
         }
         Command::Apply { target, parallel } => on_one_thread(plan_apply::apply(target, parallel, json_logs)),
         Command::Destroy { target, yes } => on_one_thread(plan_apply::destroy(target, yes)),
-        Command::Rollback { env, commit, yes, force, server } => {
-            on_one_thread(daemon_client::rollback(&server, &env, &commit, yes, force))
+        Command::Rollback { env, commit, yes, force, daemon } => {
+            on_one_thread(daemon_client::rollback(&daemon, &env, &commit, yes, force))
         }
-        Command::Unpin { env, server } => on_one_thread(daemon_client::unpin(&server, &env)),
+        Command::Unpin { env, daemon } => on_one_thread(daemon_client::unpin(&daemon, &env)),
         Command::Secret { action } => secret::secret(action),
         Command::Serve { args } => serve::serve_until_stopped(*args),
         Command::Validate { dir } => plan_apply::validate(&dir),

@@ -16,6 +16,8 @@ pub enum Trigger {
     Webhook,
     /// `POST /api/v1/sync`: also applies under the manual sync policy.
     Api,
+    /// A rollback through the API, the page or the CLI pinned an earlier commit; applied as a manual sync is.
+    Rollback,
     Drift,
     Retry,
     /// The environment was removed from the Project's list.
@@ -96,6 +98,7 @@ words!(Trigger, "trigger", {
     Poll => "poll",
     Webhook => "webhook",
     Api => "api",
+    Rollback => "rollback",
     Drift => "drift",
     Retry => "retry",
     Removed => "removed",
@@ -121,10 +124,10 @@ impl Trigger {
         !matches!(self, Trigger::Drift | Trigger::Removed | Trigger::Schedule | Trigger::Autoscale | Trigger::Panic)
     }
 
-    /// Asked for by a person (the API, the page's button, the CLI): it applies under the manual sync policy and
-    /// lets a held rollback through.
+    /// Asked for by a person (a sync or a rollback through the API, the page's button, the CLI): it applies under
+    /// the manual sync policy and lets a held rollback through.
     pub fn is_manual(self) -> bool {
-        self == Trigger::Api
+        matches!(self, Trigger::Api | Trigger::Rollback)
     }
 }
 

@@ -578,13 +578,21 @@ fn an_unreachable_caddy_fails_the_domains_but_not_the_apps() {
     let dead = free_port();
     let admin = format!("http://127.0.0.1:{dead}");
     let plan = project.railyard("plan", &["--caddy-admin", &admin]);
-    assert!(stdout(&plan).contains("domains will fail: cannot reach Caddy's admin API"), "{}", stdout(&plan));
+    let said = "unknown Domain shop.example.test: proxy unreachable: cannot reach Caddy's admin API";
+    assert!(stdout(&plan).contains(said), "not `create`: whether it is there is unknown: {}", stdout(&plan));
     let output = project.railyard("apply", &["--caddy-admin", &admin]);
     assert_eq!(output.status.code(), Some(1));
     let out = stdout(&output);
     assert!(out.contains("create App web: done"), "{out}");
-    assert!(out.contains("create Domain shop.example.test: FAILED: cannot reach Caddy's admin API"), "{out}");
+    assert!(out.contains("unknown Domain shop.example.test: FAILED: cannot reach Caddy's admin API"), "{out}");
     assert_eq!(project.containers("web").len(), 1);
+    // With the app in place, only the domain is unknown: the plan is no change, the apply still tries and fails.
+    let plan = project.railyard("plan", &["--caddy-admin", &admin, "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "an unknown is not a change: {}", stdout(&plan));
+    assert!(stdout(&plan).contains(", 1 unknown"), "{}", stdout(&plan));
+    let again = project.railyard("apply", &["--caddy-admin", &admin]);
+    assert_eq!(again.status.code(), Some(1), "{}", stdout(&again));
+    assert!(stdout(&again).contains("unknown Domain shop.example.test: FAILED"), "{}", stdout(&again));
 }
 
 #[test]

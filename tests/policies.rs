@@ -6,6 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use railyard::clock::Clock;
 use railyard::daemon::SyncStatus;
 use railyard::outcome::{SyncOutcome, Trigger};
 use railyard::plan::ChangeKind;
@@ -234,7 +235,7 @@ async fn a_rollback_pins_an_earlier_commit_until_unpinned_and_survives_a_restart
     assert_eq!(yard.running_image().as_deref(), Some("web:1"));
 
     let yard = yard.restart().await;
-    yard.until("the pin after a restart", |env| env.pinned.is_some() && env.sync_status == SyncStatus::Synced).await;
+    yard.until("the pin after a restart", |env| env.pinned.is_some() && env.sync_status == SyncStatus::Pinned).await;
     assert_eq!(yard.running_image().as_deref(), Some("web:1"), "the pin survives a restart");
     let never = yard.daemon.rollback("production", "0000000", false).await;
     assert!(never.is_err(), "a commit never synced is refused without force");

@@ -48,15 +48,15 @@ fn quickstart_serves_the_demo_and_picks_up_a_commit() {
         .spawn()
         .expect("quickstart starts");
     let (sender, lines) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().expect("stdout");
+    let output = child.stdout.take().expect("stdout");
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
             if sender.send(line).is_err() {
                 return;
             }
         }
     });
-    let _guard = scopeguard(child);
+    let mut quickstart = Stop(child);
     // The web app gets a domain through a Caddy of its own when Caddy is installed (it is, for the tests).
     let caddy = Command::new("caddy").arg("version").output().is_ok_and(|o| o.status.success());
     let mut printed = String::new();
@@ -108,23 +108,90 @@ fn quickstart_serves_the_demo_and_picks_up_a_commit() {
         let filter = format!("label=com.docker.compose.project={}", project.0);
         docker(&["ps", "-q", "--filter", &filter, "--filter", "label=dev.railyard.app=web"])
             .lines()
-            .map(Container::inspect)
-            .filter(|c| http_get(c.host_port(8080), "/").is_some_and(|(_, body)| body.contains(text)))
+            .filter_map(published_port)
+            .filter(|port| http_get(*port, "/").is_some_and(|(_, body)| body.contains(text)))
             .count()
     };
     assert_eq!(web("Hello from railyard"), 2);
 
-    // The change the script suggests, made as it says, reaches the containers through the API sync.
-    let config = demo.path().join("config");
-    let file = config.join("apps/web.yaml");
-    let text = std::fs::read_to_string(&file).expect("demo config").replace("Hello from railyard", "Hello again");
-    std::fs::write(&file, text).expect("edit");
-    git(&config, &["commit", "-qam", "web: new message"]);
+    // The change the script suggests, made as it says (twice: the hint still changes something the second time),
+    // reaches the containers through the API sync.
+    let change = printed_change(&printed);
     let token = std::fs::read_to_string(demo.path().join("api-token")).expect("token");
-    let (status, _) =
-        http(port, "POST", "/api/v1/sync", &[("Authorization", &format!("Bearer {}", token.trim()))], b"");
-    assert_eq!(status, 202);
-    assert!(eventually(Duration::from_secs(90), || web("Hello again") == 2), "the change never arrived");
+    for expected in ["Hello after commit 1", "Hello after commit 2"] {
+        let made = Command::new("bash").args(["-ec", &change]).output().expect("bash runs the hint");
+        assert!(made.status.success(), "the printed change fails: {}\n{change}", stderr(&made));
+        let (status, _) =
+            http(port, "POST", "/api/v1/sync", &[("Authorization", &format!("Bearer {}", token.trim()))], b"");
+        assert_eq!(status, 202);
+        assert!(eventually(Duration::from_secs(90), || web(expected) == 2), "{expected} never arrived:\n{change}");
+    }
+
+    // With the settings the script leaves for the CLI, the CLI sees the demo as serve does: in sync.
+    let env_file = demo.path().join("env");
+    let config = demo.path().join("config");
+    let head = git(&config, &["rev-parse", "HEAD"]);
+    let synced = |env: &serde_json::Value| env["syncStatus"] == "synced" && env["commit"]["sha"] == head.as_str();
+    assert!(eventually(Duration::from_secs(60), || synced(&get_json(port, "/api/v1/environments/production"))));
+    let cli = |command: &str| {
+        let script = format!(". '{}' && {command}", env_file.display());
+        Command::new("bash").args(["-c", &script]).env_remove("RAILYARD_API_TOKEN").output().expect("bash runs")
+    };
+    let plan = cli(&format!("railyard plan '{}' --detailed-exitcode", config.display()));
+    assert_eq!(plan.status.code(), Some(0), "in sync:\n{}{}", stdout(&plan), stderr(&plan));
+    assert!(stdout(&plan).contains("0 to create, 0 to update"), "{}", stdout(&plan));
+    assert!(!stdout(&plan).contains("create Domain"), "the CLI reads the demo's Caddy: {}", stdout(&plan));
+    // The CLI's API calls find the token where the script left it; without it, the error says where it comes from.
+    let unpinned = cli("railyard unpin");
+    assert!(unpinned.status.success(), "{}{}", stdout(&unpinned), stderr(&unpinned));
+    let refused = cli("unset RAILYARD_API_TOKEN_FILE; railyard unpin");
+    assert_eq!(refused.status.code(), Some(1));
+    for hint in ["RAILYARD_API_TOKEN", "--api-token-file", ".railyard-demo/api-token"] {
+        assert!(stderr(&refused).contains(hint), "{hint} missing:\n{}", stderr(&refused));
+    }
+
+    // Stopped, the demo's Caddy is gone: the plan cannot tell whether the domain is in place, and says so.
+    quickstart.stop();
+    if caddy {
+        let plan = cli(&format!("railyard plan '{}' --detailed-exitcode", config.display()));
+        assert_eq!(plan.status.code(), Some(0), "an unknown is not a change:\n{}{}", stdout(&plan), stderr(&plan));
+        assert!(
+            stdout(&plan).contains("unknown Domain demo.localhost: proxy unreachable"),
+            "{}{}",
+            stdout(&plan),
+            stderr(&plan)
+        );
+    }
+    // The documented clean-up removes everything the demo made, without its Caddy.
+    let clean = Command::new("bash")
+        .arg(&script)
+        .arg("--clean")
+        .env("RAILYARD_DEMO_DIR", demo.path())
+        .env("RAILYARD_BIN", railyard_binary())
+        .output()
+        .expect("clean-up runs");
+    assert!(clean.status.success(), "{}{}", stdout(&clean), stderr(&clean));
+    let filter = format!("label=com.docker.compose.project={}", project.0);
+    assert_eq!(docker(&["ps", "-aq", "--filter", &filter]), "", "containers left");
+    assert_eq!(docker(&["network", "ls", "-q", "--filter", &filter]), "", "networks left");
+    assert!(!demo.path().exists(), "the demo's folder is gone");
+}
+
+/// The commands the script prints under "Make a change:" (the edit and the commit), as one shell script.
+fn printed_change(printed: &str) -> String {
+    let lines: Vec<&str> = printed.lines().collect();
+    let start = lines.iter().position(|line| line.contains("Make a change:")).expect("a change is suggested");
+    let edit = lines[start].split_once("Make a change:").map(|(_, rest)| rest.trim()).unwrap_or_default();
+    let commit = lines.get(start + 1).map(|line| line.trim()).unwrap_or_default();
+    assert!(edit.starts_with("sed ") && commit.starts_with("git -C"), "{printed}");
+    format!("{edit}\n{commit}\n")
+}
+
+/// The host port of container `id`'s port 8080, once it has one (a replica being replaced may not yet, or no more).
+fn published_port(id: &str) -> Option<u16> {
+    let output = Command::new("docker").args(["port", id, "8080/tcp"]).output().ok()?;
+    let mapping = String::from_utf8_lossy(&output.stdout).into_owned();
+    mapping.lines().next()?.strip_prefix("127.0.0.1:")?.parse().ok()
 }
 
 /// A GET to 127.0.0.1:`port` for `host` (a name only Caddy's routes know).
@@ -139,14 +206,18 @@ fn via_host(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
     Some((status, response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()))
 }
 
-/// Stops the served demo (SIGTERM, as Ctrl-C would) when the test ends.
-fn scopeguard(child: std::process::Child) -> impl Drop {
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-            let _ = self.0.wait();
-        }
+/// The served demo, stopped (SIGTERM, as Ctrl-C would) by the test or when it ends.
+struct Stop(std::process::Child);
+
+impl Stop {
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
     }
-    Stop(child)
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -89,6 +89,9 @@ fn exported_compose_file_is_accepted_by_docker_compose() {
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
     let text = String::from_utf8_lossy(&export.stdout).into_owned();
     assert!(text.contains("${RAILYARD_SECRET_DB_PASSWORD}"), "secrets become variables:\n{text}");
+    // The Domains Compose cannot route are named in a comment, not dropped without a word.
+    assert!(text.contains("# Not in this file: Compose does not route by host name"), "{text}");
+    assert!(text.contains("#   shop.example.com (also www.shop.example.com) -> service web port 8080"), "{text}");
     let compose = Command::new("docker-compose")
         .args(["-p", "railyard-export-test", "-f", "-", "config"])
         .env("RAILYARD_SECRET_DB_PASSWORD", "from-the-environment")

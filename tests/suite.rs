@@ -28,4 +28,5 @@ mod secrets;
 mod settings;
 mod sops;
 mod source;
+mod status;
 mod validation;

@@ -186,6 +186,18 @@ fn cli_validate_exit_codes_and_stderr() {
     let stderr = String::from_utf8_lossy(&invalid.stderr);
     assert!(stderr.contains("scaling.yaml:3:6: min 4 is greater than max 2"), "{stderr}");
     assert!(stderr.contains("3 problem(s) found"), "{stderr}");
+    // Files are named as the folder was typed, so that they open from where the command ran.
+    let relative = Command::new(binary)
+        .arg("validate")
+        .arg("invalid/many-errors")
+        .current_dir(fixture("").parent().expect("tests/fixtures"))
+        .output()
+        .expect("railyard runs");
+    let relative_stderr = String::from_utf8_lossy(&relative.stderr);
+    let starts = |text: &str, start: &str| text.lines().any(|line| line.starts_with(start));
+    assert!(starts(&relative_stderr, "invalid/many-errors/scaling.yaml:3:6: min 4"), "{relative_stderr}");
+    let here = Command::new(binary).arg("validate").current_dir(fixture("many-errors")).output().expect("runs");
+    assert!(starts(&String::from_utf8_lossy(&here.stderr), "scaling.yaml:3:6: min 4"), "the folder is `.`");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout");
     let valid = Command::new(binary).arg("validate").arg(example).output().expect("railyard runs");
     assert_eq!(valid.status.code(), Some(0), "{}", String::from_utf8_lossy(&valid.stderr));

@@ -124,9 +124,8 @@ pub enum Command {
         /// Roll back to a commit the environment never synced successfully.
         #[arg(long)]
         force: bool,
-        /// The running daemon (its API token from RAILYARD_API_TOKEN).
-        #[arg(long, default_value = "http://127.0.0.1:8700", env = "RAILYARD_SERVER")]
-        server: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
     /// Encrypt, decrypt or edit a SOPS secrets file with age keys, as sops does (no sops needed; sops reads the result).
     #[command(after_help = "Keys: SOPS_AGE_KEY_FILE, SOPS_AGE_KEY or ~/.config/sops/age/keys.txt, as sops.
@@ -143,10 +142,11 @@ pub enum Command {
     #[command(after_help = "Examples:
   railyard unpin --env production")]
     Unpin {
+        /// The environment.
         #[arg(long, default_value = "production")]
         env: String,
-        #[arg(long, default_value = "http://127.0.0.1:8700", env = "RAILYARD_SERVER")]
-        server: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
     /// Follow a git repository and keep production in sync: polling, webhooks, drift checks, history, API, metrics.
     #[command(
@@ -228,4 +228,16 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
         .into_iter()
         .find(|kind| kind.as_str().eq_ignore_ascii_case(&wanted))
         .ok_or_else(|| format!("unknown kind `{text}`; use Project, App, Domain or ScalingRule"))
+}
+
+/// The running daemon a command talks to, and the API token it sends.
+#[derive(clap::Args)]
+pub struct DaemonArgs {
+    /// The running `railyard serve`.
+    #[arg(long, default_value = "http://127.0.0.1:8700", env = "RAILYARD_SERVER")]
+    pub server: String,
+    /// A file holding serve's API token (RAILYARD_API_TOKEN, when set, wins); scripts/quickstart's demo keeps it in
+    /// .railyard-demo/api-token.
+    #[arg(long, env = "RAILYARD_API_TOKEN_FILE")]
+    pub api_token_file: Option<std::path::PathBuf>,
 }

@@ -7,33 +7,81 @@ use std::time::Duration;
 use anyhow::Context;
 use railyard::model;
 
+use super::args::DaemonArgs;
 use super::output::EXIT_FAILED;
 
-/// POSTs `body` to the daemon's API at `server`, with the API token from RAILYARD_API_TOKEN.
-pub async fn call_daemon(
-    server: &str,
+/// The API token the CLI sends, and where it came from.
+struct Token {
+    value: Option<String>,
+    from: String,
+}
+
+impl Token {
+    /// RAILYARD_API_TOKEN when set, else the file `--api-token-file` names.
+    fn of(daemon: &DaemonArgs) -> anyhow::Result<Token> {
+        if let Some(value) = std::env::var("RAILYARD_API_TOKEN").ok().filter(|value| !value.trim().is_empty()) {
+            return Ok(Token { value: Some(value.trim().to_owned()), from: "RAILYARD_API_TOKEN".to_owned() });
+        }
+        let Some(file) = &daemon.api_token_file else {
+            return Ok(Token { value: None, from: String::new() });
+        };
+        let value = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the API token file {} (--api-token-file)", file.display()))?;
+        Ok(Token { value: Some(value.trim().to_owned()), from: format!("the file {}", file.display()) })
+    }
+
+    /// What to tell someone whose token the daemon refused: where the CLI takes it from, and where serve's is.
+    fn hint(&self) -> String {
+        let sent = match &self.value {
+            Some(_) => format!("the CLI sent the token from {}, which is not serve's", self.from),
+            None => "the CLI sent no token".to_owned(),
+        };
+        format!(
+            "{sent}. Give it serve's API token (the one its --api-token-file or RAILYARD_API_TOKEN holds): set \
+             RAILYARD_API_TOKEN, or pass --api-token-file FILE (RAILYARD_API_TOKEN_FILE). For scripts/quickstart's \
+             demo the token is in .railyard-demo/api-token: `source .railyard-demo/env` sets everything the CLI needs"
+        )
+    }
+}
+
+/// POSTs `body` to the daemon's API at `path`; the status and the JSON answer. A refused token is an error that
+/// says where the token comes from.
+async fn call_daemon(
+    daemon: &DaemonArgs,
+    token: &Token,
     path: &str,
     body: serde_json::Value,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let token = std::env::var("RAILYARD_API_TOKEN").unwrap_or_default();
+    let server = &daemon.server;
     let url = format!("{}{path}", server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(token)
-        .json(&body)
-        .timeout(Duration::from_secs(120))
+    let mut request = reqwest::Client::new().post(&url).json(&body).timeout(Duration::from_secs(120));
+    if let Some(value) = &token.value {
+        request = request.bearer_auth(value);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("cannot reach railyard at {server}; is `railyard serve` running there (--server)?"))?;
     let status = response.status().as_u16();
-    let answer = response.json().await.unwrap_or_default();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    if status == 401 {
+        let refused = answer["error"].as_str().unwrap_or("missing or wrong bearer token");
+        anyhow::bail!("railyard at {server} refused the request ({refused}); {}", token.hint());
+    }
     Ok((status, answer))
 }
 
-pub async fn rollback(server: &str, env: &str, commit: &str, yes: bool, force: bool) -> anyhow::Result<ExitCode> {
+pub async fn rollback(
+    daemon: &DaemonArgs,
+    env: &str,
+    commit: &str,
+    yes: bool,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let token = Token::of(daemon)?;
     let path = format!("/api/v1/environments/{env}/rollback");
-    let (status, planned) =
-        call_daemon(server, &path, serde_json::json!({ "commit": commit, "force": force, "dryRun": true })).await?;
+    let ask = serde_json::json!({ "commit": commit, "force": force, "dryRun": true });
+    let (status, planned) = call_daemon(daemon, &token, &path, ask).await?;
     if status >= 300 {
         eprintln!("error: {}", planned["error"].as_str().unwrap_or("the daemon refused the rollback"));
         return Ok(ExitCode::from(EXIT_FAILED));
@@ -59,7 +107,8 @@ pub async fn rollback(server: &str, env: &str, commit: &str, yes: bool, force: b
             return Ok(ExitCode::from(EXIT_FAILED));
         }
     }
-    let (status, done) = call_daemon(server, &path, serde_json::json!({ "commit": sha, "force": true })).await?;
+    let (status, done) =
+        call_daemon(daemon, &token, &path, serde_json::json!({ "commit": sha, "force": true })).await?;
     if status >= 300 {
         eprintln!("error: {}", done["error"].as_str().unwrap_or("the daemon refused the rollback"));
         return Ok(ExitCode::from(EXIT_FAILED));
@@ -71,9 +120,10 @@ pub async fn rollback(server: &str, env: &str, commit: &str, yes: bool, force: b
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn unpin(server: &str, env: &str) -> anyhow::Result<ExitCode> {
-    let (status, answer) =
-        call_daemon(server, &format!("/api/v1/environments/{env}/unpin"), serde_json::json!({})).await?;
+pub async fn unpin(daemon: &DaemonArgs, env: &str) -> anyhow::Result<ExitCode> {
+    let token = Token::of(daemon)?;
+    let path = format!("/api/v1/environments/{env}/unpin");
+    let (status, answer) = call_daemon(daemon, &token, &path, serde_json::json!({})).await?;
     if status >= 300 {
         eprintln!("error: {}", answer["error"].as_str().unwrap_or("the daemon refused"));
         return Ok(ExitCode::from(EXIT_FAILED));

@@ -63,7 +63,8 @@ pub async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::
     }
     let span = tracing::info_span!("reconcile", env = %plan.env.name, commit = plan.commit.as_deref().unwrap_or("-"), trigger = "cli");
     let _entered = span.enter();
-    if !plan.has_changes() {
+    // Objects whose state is unknown (the proxy did not answer) are applied to find out.
+    if !plan.has_changes() && !plan.has_unknowns() {
         println!("Nothing to do: {} is in sync ({}).", plan.env.name, plan.summary);
         return Ok(ExitCode::SUCCESS);
     }

@@ -194,7 +194,16 @@ pub fn repository_identity(repo: &str) -> String {
 }
 
 /// The config of a directory as it is.
+/// Reads the config folder `dir`; its problems name their files as the user named the folder
+/// (`cfg/apps/web.yaml:3:1`, not `apps/web.yaml:3:1`), so that they open from where the command ran.
 pub fn load(dir: &Path) -> anyhow::Result<Result<Config, model::InvalidConfig>> {
     let files = source::local::read_dir(dir)?;
-    Ok(model::load(&files))
+    Ok(model::load(&files).map_err(|mut invalid| {
+        if dir != Path::new(".") {
+            for diagnostic in &mut invalid.0 {
+                diagnostic.file = dir.join(&diagnostic.file).display().to_string();
+            }
+        }
+        invalid
+    }))
 }

@@ -474,6 +474,7 @@ impl EnvHandle {
                 trigger: taken.trigger,
                 commit: &commit.sha,
                 has_changes: prepared.plan.has_changes(),
+                unobserved: prepared.plan.proxy_error.as_deref(),
                 missing_secrets: !prepared.missing_secrets.is_empty(),
                 held: held.as_ref(),
                 window: window.as_ref(),
@@ -578,6 +579,12 @@ impl EnvHandle {
             Decision::InSync => {
                 self.conclude_prepared(&run, SyncStatus::Synced, None);
                 Reconciled::Unchanged
+            }
+            Decision::Unobserved { reason } => {
+                let error = ReconcileError::Unobserved(reason);
+                error!(%error, "reconcile failed");
+                self.conclude_prepared(&run, SyncStatus::Error, Some(error.to_string()));
+                Reconciled::Failed
             }
             Decision::MissingSecrets => {
                 let error = PipelineError::MissingSecrets(run.prepared.missing_secrets.clone());
@@ -782,7 +789,11 @@ impl EnvHandle {
         let proxy = daemon.settings.backends.docker.proxy.as_ref();
         self.update(|state| {
             state.commit = Some(commit.clone());
-            state.sync_status = status;
+            // What runs matches the pinned commit, not the branch: a state of its own, until unpinned.
+            state.sync_status = match status {
+                SyncStatus::Synced if state.pinned.is_some() => SyncStatus::Pinned,
+                status => status,
+            };
             state.error = error;
             state.last_checked_ms = Some(now);
             if let Some(started_ms) = synced_since {

@@ -36,6 +36,8 @@ pub struct Facts<'a> {
     pub trigger: Trigger,
     pub commit: &'a str,
     pub has_changes: bool,
+    /// Why part of what runs could not be read (the proxy did not answer), when it could not.
+    pub unobserved: Option<&'a str>,
     /// A secret the plan's apps name cannot be read.
     pub missing_secrets: bool,
     pub held: Option<&'a Held>,
@@ -50,6 +52,10 @@ pub struct Facts<'a> {
 pub enum Decision {
     /// What runs matches git.
     InSync,
+    /// Nothing known needs a change, but part of what runs could not be read: a failure, retried with backoff.
+    Unobserved {
+        reason: String,
+    },
     /// Nothing is touched until every secret can be read (as `railyard apply` does).
     MissingSecrets,
     /// The commit's update was rolled back and nothing new happened since.
@@ -82,7 +88,7 @@ pub struct Gate {
 pub fn decide(facts: &Facts<'_>) -> Gate {
     let held = facts.held.filter(|held| held.commit == facts.commit && !facts.trigger.is_manual()).cloned();
     let decision = if !facts.has_changes {
-        Decision::InSync
+        facts.unobserved.map_or(Decision::InSync, |reason| Decision::Unobserved { reason: reason.to_owned() })
     } else if facts.missing_secrets {
         Decision::MissingSecrets
     } else if let Some(reason) = held.as_ref().filter(|held| !retry_due(held, facts.now)).map(|h| h.reason.clone()) {
@@ -277,6 +283,7 @@ mod tests {
             trigger: Trigger::Poll,
             commit: COMMIT,
             has_changes: true,
+            unobserved: None,
             missing_secrets: false,
             held: None,
             window: None,
@@ -321,6 +328,18 @@ mod tests {
         let now = Instant::now();
         let gate = decide(&Facts { missing_secrets: true, trigger: Trigger::Api, ..facts(now) });
         assert_eq!(gate.decision, Decision::MissingSecrets);
+    }
+
+    #[test]
+    fn an_unreadable_proxy_is_never_in_sync_and_does_not_hide_known_changes() {
+        let now = Instant::now();
+        let reason = "proxy unreachable: connection refused";
+        let unobserved = Facts { has_changes: false, unobserved: Some(reason), ..facts(now) };
+        assert_eq!(decide(&unobserved).decision, Decision::Unobserved { reason: reason.to_owned() });
+        let manual = Facts { sync: SyncPolicy::Manual, ..unobserved };
+        assert_eq!(decide(&manual).decision, Decision::Unobserved { reason: reason.to_owned() });
+        assert_eq!(decide(&Facts { unobserved: Some(reason), ..facts(now) }).decision, Decision::Apply);
+        assert_eq!(decide(&Facts { has_changes: false, ..facts(now) }).decision, Decision::InSync);
     }
 
     #[test]

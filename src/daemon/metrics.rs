@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::SyncStatus;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
     pub env: String,
@@ -53,6 +55,15 @@ pub struct Metrics {
     pub autoscale_changes: Family<ScaleLabels, Counter>,
     /// 1 while the sync windows let automatic syncs of the environment run, 0 while they wait.
     pub sync_window_open: Family<EnvLabels, Gauge>,
+    /// 1 for each environment's current sync status, 0 for the others.
+    pub sync_status: Family<SyncStatusLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncStatusLabels {
+    pub env: String,
+    /// As the API's `syncStatus` says it: `synced`, `outOfSync`, `pinned`, ...
+    pub status: String,
 }
 
 impl Default for Metrics {
@@ -94,7 +105,14 @@ impl Default for Metrics {
             "1 while the sync windows let automatic syncs of the environment run, 0 while they wait",
             sync_window_open.clone(),
         );
+        let sync_status = Family::<SyncStatusLabels, Gauge>::default();
+        registry.register(
+            "sync_status",
+            "1 for the environment's sync status (synced, outOfSync, syncing, error, rolledBack, pinned, unknown)",
+            sync_status.clone(),
+        );
         Metrics {
+            sync_status,
             sync_window_open,
             registry,
             reconciles,
@@ -136,6 +154,17 @@ impl Metrics {
         }
         self.last_sync.remove(&EnvLabels { env: env.to_owned() });
         self.sync_window_open.remove(&EnvLabels { env: env.to_owned() });
+        for status in SyncStatus::ALL {
+            self.sync_status.remove(&SyncStatusLabels { env: env.to_owned(), status: status.as_str().to_owned() });
+        }
+    }
+
+    /// Shows `current` as the sync status of `env`.
+    pub fn set_sync_status(&self, env: &str, current: SyncStatus) {
+        for status in SyncStatus::ALL {
+            let labels = SyncStatusLabels { env: env.to_owned(), status: status.as_str().to_owned() };
+            self.sync_status.get_or_create(&labels).set(i64::from(status == current));
+        }
     }
 
     /// Apps of `env` per health state.

@@ -85,6 +85,33 @@ pub enum SyncStatus {
     Error,
     /// The last update failed and was rolled back; held until a new commit, a manual sync or a retry.
     RolledBack,
+    /// A rollback pinned an earlier commit: what runs matches it, and the branch's newer commits wait for an unpin.
+    Pinned,
+}
+
+impl SyncStatus {
+    pub const ALL: [SyncStatus; 7] = [
+        SyncStatus::Unknown,
+        SyncStatus::Synced,
+        SyncStatus::OutOfSync,
+        SyncStatus::Syncing,
+        SyncStatus::Error,
+        SyncStatus::RolledBack,
+        SyncStatus::Pinned,
+    ];
+
+    /// The word of the API's `syncStatus` and of the `railyard_sync_status` metric's `status` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::Unknown => "unknown",
+            SyncStatus::Synced => "synced",
+            SyncStatus::OutOfSync => "outOfSync",
+            SyncStatus::Syncing => "syncing",
+            SyncStatus::Error => "error",
+            SyncStatus::RolledBack => "rolledBack",
+            SyncStatus::Pinned => "pinned",
+        }
+    }
 }
 
 /// How well what runs is doing.

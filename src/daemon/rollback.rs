@@ -77,7 +77,7 @@ impl Daemon {
         let (sha, plan) = self.plan_rollback(env, commit, force).await?;
         self.store.pin(env, &sha, now_ms())?;
         if let Some(handle) = self.env(env) {
-            handle.trigger.fire(Trigger::Api);
+            handle.trigger.fire(Trigger::Rollback);
         }
         Ok((sha, plan))
     }

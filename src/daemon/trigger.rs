@@ -24,7 +24,7 @@ pub struct Coalescer {
 }
 
 impl Coalescer {
-    /// Asks for a reconcile. An explicit request (API) outranks the others when they merge, so that a manual sync
+    /// Asks for a reconcile. An explicit request (a rollback, then a manual sync) outranks the others when they merge, so that a manual sync
     /// is never swallowed by a poll that happened to be pending; a drift check ranks last.
     pub fn fire(&self, trigger: Trigger) {
         self.fire_seen(trigger, trigger.needs_fetch().then(Instant::now));
@@ -38,7 +38,8 @@ impl Coalescer {
         *pending = Some(Taken {
             // A drift check merged into a push is that push.
             trigger: match (earlier.map(|taken| taken.trigger), trigger) {
-                (Some(Trigger::Api), _) => Trigger::Api,
+                (Some(Trigger::Rollback), _) => Trigger::Rollback,
+                (Some(Trigger::Api), later) if later != Trigger::Rollback => Trigger::Api,
                 (Some(earlier), Trigger::Drift) => earlier,
                 _ => trigger,
             },

@@ -3,6 +3,7 @@
 //! vocabulary that backends report in. No I/O happens here.
 
 mod assemble;
+mod cron;
 pub mod desired;
 pub mod environments;
 pub mod kinds;

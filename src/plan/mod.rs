@@ -70,6 +70,11 @@ pub enum Change {
     },
     Delete,
     Unchanged,
+    /// What runs could not be read (the proxy did not answer): whether the object needs a change is not known.
+    /// Never counted as a change; an apply tries to put it in place and fails while the reason lasts.
+    Unknown {
+        reason: String,
+    },
 }
 
 impl Change {
@@ -82,6 +87,7 @@ impl Change {
             Change::Repair { .. } => ChangeKind::Repair,
             Change::Delete => ChangeKind::Delete,
             Change::Unchanged => ChangeKind::Unchanged,
+            Change::Unknown { .. } => ChangeKind::Unknown,
         }
     }
 
@@ -101,6 +107,7 @@ pub enum ChangeKind {
     Repair,
     Delete,
     Unchanged,
+    Unknown,
 }
 
 impl ChangeKind {
@@ -112,12 +119,13 @@ impl ChangeKind {
             ChangeKind::Repair => "repair",
             ChangeKind::Delete => "delete",
             ChangeKind::Unchanged => "unchanged",
+            ChangeKind::Unknown => "unknown",
         }
     }
 
-    /// Anything but [`ChangeKind::Unchanged`]: the object must be worked on.
+    /// A known change: the object must be worked on (neither unchanged nor unknown).
     pub fn is_change(self) -> bool {
-        self != ChangeKind::Unchanged
+        !matches!(self, ChangeKind::Unchanged | ChangeKind::Unknown)
     }
 }
 
@@ -159,6 +167,9 @@ pub struct Summary {
     pub repair: usize,
     pub delete: usize,
     pub unchanged: usize,
+    /// Objects whose state could not be read (see [`Change::Unknown`]).
+    #[serde(default)]
+    pub unknown: usize,
 }
 
 impl Summary {
@@ -170,6 +181,7 @@ impl Summary {
             ChangeKind::Repair => &mut self.repair,
             ChangeKind::Delete => &mut self.delete,
             ChangeKind::Unchanged => &mut self.unchanged,
+            ChangeKind::Unknown => &mut self.unknown,
         };
         *counter += 1;
     }
@@ -185,13 +197,23 @@ impl std::fmt::Display for Summary {
             f,
             "{} to create, {} to update, {} to scale, {} to repair, {} to delete, {} unchanged",
             self.create, self.update, self.scale, self.repair, self.delete, self.unchanged
-        )
+        )?;
+        if self.unknown > 0 {
+            write!(f, ", {} unknown", self.unknown)?;
+        }
+        Ok(())
     }
 }
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
         self.summary.changes() > 0
+    }
+
+    /// Some objects' state could not be read ([`Change::Unknown`]): an apply must run to find out, and fails
+    /// while the reason lasts.
+    pub fn has_unknowns(&self) -> bool {
+        self.summary.unknown > 0
     }
 
     /// This plan as a pull request may see it: no digest made with any key (secret values are references or
@@ -228,7 +250,11 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
     let mut apps: Vec<Action<AppSpec>> =
         dependency_order(&desired.apps).into_iter().map(|spec| plan_app(spec, observed.apps.get(&spec.name))).collect();
     apps.extend(deletions(desired, observed));
-    let domains = observed.domains.as_ref().map_or_else(Vec::new, |found| plan_domains(desired, found));
+    let domains = match (&observed.domains, &observed.proxy_error) {
+        (Some(_), Some(error)) => unknown_domains(desired, error),
+        (Some(found), None) => plan_domains(desired, found),
+        (None, _) => Vec::new(),
+    };
     let mut summary = Summary::default();
     for change in apps.iter().map(|a| &a.change).chain(domains.iter().map(|d| &d.change)) {
         summary.count(change);
@@ -428,6 +454,20 @@ fn plan_domains(desired: &DesiredState, observed: &BTreeMap<String, ObservedDoma
             }),
     );
     actions
+}
+
+/// Every declared domain as [`Change::Unknown`]: the proxy could not be read, so neither what it routes nor what
+/// it routes that git no longer declares is known.
+fn unknown_domains(desired: &DesiredState, proxy_error: &str) -> Vec<Action<DomainSpec>> {
+    let reason = format!("proxy unreachable: {proxy_error}");
+    let unknown = |spec: &DomainSpec| Action {
+        name: spec.host.clone(),
+        change: Change::Unknown { reason: reason.clone() },
+        desired: Some(spec.clone()),
+        diff: None,
+        notes: Vec::new(),
+    };
+    desired.domains.values().map(unknown).collect()
 }
 
 /// The observed state a correct backend leaves behind after executing `plan`: every replica of every planned app

@@ -34,18 +34,16 @@ pub fn text(plan: &Plan, color: bool) -> String {
     for warning in &plan.warnings {
         let _ = writeln!(out, "\nwarning: {warning}");
     }
-    if let Some(error) = &plan.proxy_error {
-        let _ = writeln!(out, "\ndomains will fail: {error}");
-    }
     let _ = writeln!(out, "\n{}", plan.summary);
     out
 }
 
 fn render_action<S>(out: &mut String, kind: ObjectKind, action: &Action<S>, color: bool) {
-    if !action.change.kind().is_change() {
+    if action.change == Change::Unchanged {
         return;
     }
     let detail = match &action.change {
+        Change::Unknown { reason } => format!(": {reason}"),
         Change::Update { fields } => format!(" ({})", fields.join(", ")),
         Change::Scale { from, to } => format!(" ({from} -> {to} replicas)"),
         Change::Repair { reasons } => format!(" ({})", reasons.join("; ")),

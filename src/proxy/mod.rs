@@ -90,6 +90,19 @@ pub enum ProxyError {
     Refused { status: u16, body: String },
 }
 
+impl ProxyError {
+    /// Nothing listens at the admin address: Caddy is not running, so it routes nothing now (a Caddy started again
+    /// without `--resume` starts from its own config file, without railyard's routes).
+    pub fn is_not_running(&self) -> bool {
+        match self {
+            ProxyError::Unreachable { source: AdminError::Connect { source, .. }, .. } => {
+                matches!(source.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A Caddy reached through its admin API. Clones share one lock, so that route changes of apps applied in parallel
 /// are read-modify-writes one after another and never lose each other's routes.
 #[derive(Debug, Clone)]

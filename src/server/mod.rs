@@ -332,7 +332,10 @@ pub enum ApiError {
     ReadOnly,
     #[error("syncing from the page needs --api-token-file or RAILYARD_API_TOKEN")]
     PageSyncOff,
-    #[error("missing or wrong bearer token")]
+    #[error(
+        "missing or wrong bearer token: send `Authorization: Bearer TOKEN` with the token serve was started with \
+         (its --api-token-file or RAILYARD_API_TOKEN)"
+    )]
     Unauthorized,
     #[error("no environment `{0}`")]
     NoEnvironment(String),
@@ -394,6 +397,9 @@ fn readiness(worker: &crate::daemon::WorkerState, fetched: bool, reader: bool) -
 }
 
 async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    for env in state.daemon.environments() {
+        state.daemon.metrics.set_sync_status(&env.name, env.state().sync_status);
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.daemon.metrics.render(),

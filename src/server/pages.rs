@@ -27,7 +27,7 @@ a{color:var(--info)}.card{background:var(--card);border:1px solid var(--line);bo
 .envs{display:grid;gap:.8rem;grid-template-columns:repeat(auto-fill,minmax(300px,1fr))}.env h3{margin:0 0 .4rem;font-size:1.05rem}
 .muted{color:var(--muted)}.mono,code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85rem}
 .badge{display:inline-block;border-radius:999px;padding:.05rem .55rem;font-size:.78rem;font-weight:600;border:1px solid currentColor;margin-right:.3rem}
-.synced,.healthy,.done{color:var(--ok)}.outOfSync,.degraded,.missing,.pending,.syncing,.interrupted{color:var(--warn)}.error,.failed,.invalid,.rolled-back{color:var(--bad)}.unknown{color:var(--muted)}
+.synced,.healthy,.done{color:var(--ok)}.outOfSync,.degraded,.missing,.pending,.syncing,.interrupted,.pinned,.unknown-change{color:var(--warn)}.error,.failed,.invalid,.rolled-back{color:var(--bad)}.unknown{color:var(--muted)}
 table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:10px;overflow:hidden}
 th,td{text-align:left;padding:.5rem .7rem;border-bottom:1px solid var(--line);vertical-align:top}th{font-size:.8rem;color:var(--muted);font-weight:600}
 .dot{display:inline-block;width:.65rem;height:.65rem;border-radius:50%;margin-right:.2rem;background:var(--muted)}.dot.healthy{background:var(--ok)}.dot.unhealthy,.dot.failed{background:var(--bad)}.dot.starting{background:var(--warn)}
@@ -89,6 +89,7 @@ fn sync_badge(status: SyncStatus) -> Markup {
         SyncStatus::Syncing => ("syncing", "syncing"),
         SyncStatus::Error => ("error", "error"),
         SyncStatus::RolledBack => ("rolled-back", "rolled back"),
+        SyncStatus::Pinned => ("pinned", "pinned"),
     };
     badge(class, text)
 }
@@ -144,6 +145,12 @@ pub fn overview(envs: &[EnvState], previews: &PreviewsView, now_ms: i64) -> Mark
                             @if let Some(ms) = env.last_sync_ms {
                                 " · synced " (when(ms, now_ms))
                                 @if let Some(duration) = env.last_sync_duration_ms { " in " (format!("{:.1}", duration as f64 / 1000.0)) " s" }
+                            }
+                        }
+                        @if let Some(pin) = &env.pinned {
+                            div.pinned.pin {
+                                "Pinned to " code { (short_sha(&pin.commit)) } " by rollback, auto-sync paused"
+                                @if let Some(head) = &pin.head { "; the branch is at " code { (short_sha(&head.sha)) } ", not applied" }
                             }
                         }
                         @if env.pending_destroy { div.error.pending-destroy { "Removed from the Project's list: destroy pending (sync to destroy)" } }
@@ -274,14 +281,32 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
             (apps_table(&env.name, &env.apps))
             h2 { "Pending changes" }
             @match &env.plan {
-                Some(plan) if plan.has_changes() => (plan_view(plan)),
-                Some(_) => p.muted id="in-sync" { "Nothing to change: what runs matches git." },
+                Some(plan) if plan.has_changes() || plan.has_unknowns() => (plan_view(plan)),
+                Some(_) => p.muted id="in-sync" { (nothing_to_change(env)) },
                 None => p.muted { "Not planned yet." },
             }
             @if let Some(plan) = &env.plan { (plan_notices(plan)) }
             @if let Some(against) = &env.against_production { (against_production(against)) }
         },
     )
+}
+
+/// What "no pending change" means for `env`: what runs matches git's newest commit, or only the commit a rollback
+/// pinned, or only the last good commit when the newest is invalid.
+fn nothing_to_change(env: &EnvState) -> Markup {
+    let running = env.commit.as_ref().map(|commit| short_sha(&commit.sha)).unwrap_or_default();
+    html! {
+        @if let Some(pin) = &env.pinned {
+            "Nothing to change against the pinned commit " code { (short_sha(&pin.commit)) } "; "
+            @if let Some(head) = &pin.head { "the branch's newer commit " code { (short_sha(&head.sha)) } " waits until unpinned." }
+            @else { "auto-sync waits until unpinned." }
+        } @else if let Some(invalid) = &env.invalid_commit {
+            "Nothing to change against the last good commit " code { (running) } "; the newest commit "
+            code { (short_sha(&invalid.sha)) } " is invalid and is not applied."
+        } @else {
+            "Nothing to change: what runs matches git."
+        }
+    }
 }
 
 /// One app: its replicas and CPU over the last 24 hours as a chart, with its scale changes and schedule
@@ -477,6 +502,7 @@ fn action_view<S>(kind: &str, action: &Action<S>) -> Markup {
         Change::Update { fields } => fields.join(", "),
         Change::Scale { from, to } => format!("{from} → {to} replicas"),
         Change::Repair { reasons } => reasons.join("; "),
+        Change::Unknown { reason } => reason.clone(),
         _ => String::new(),
     };
     html! {

@@ -107,6 +107,26 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE syncs;
     ALTER TABLE syncs_typed RENAME TO syncs;
     CREATE INDEX syncs_by_env ON syncs (env, id DESC);",
+    // A rollback is a trigger of its own (it was recorded as `api`, like a manual sync).
+    "CREATE TABLE syncs_typed (
+        id INTEGER PRIMARY KEY,
+        env TEXT NOT NULL,
+        commit_sha TEXT,
+        commit_summary TEXT,
+        trigger TEXT NOT NULL CHECK (trigger IN ('startup', 'poll', 'webhook', 'api', 'rollback', 'drift', 'retry',
+            'removed', 'schedule', 'autoscale', 'panic')),
+        started_ms INTEGER NOT NULL,
+        finished_ms INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('synced', 'failed', 'rolled-back', 'pending', 'invalid',
+            'interrupted', 'destroyed')),
+        summary TEXT NOT NULL,
+        diff TEXT NOT NULL,
+        error TEXT
+    );
+    INSERT INTO syncs_typed SELECT * FROM syncs;
+    DROP TABLE syncs;
+    ALTER TABLE syncs_typed RENAME TO syncs;
+    CREATE INDEX syncs_by_env ON syncs (env, id DESC);",
 ];
 
 /// How long a signed delivery's id is remembered: a replay within it is answered "duplicate" and triggers nothing.
@@ -700,6 +720,22 @@ mod tests {
             )
         });
         assert!(refused.is_err(), "the schema checks the outcome's word");
+    }
+
+    #[test]
+    fn every_trigger_and_outcome_is_a_word_the_schema_takes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for (n, trigger) in Trigger::ALL.iter().enumerate() {
+            for outcome in SyncOutcome::ALL {
+                let sync = SyncRecord { trigger: *trigger, outcome: *outcome, ..record("production", n as i64) };
+                store.record_sync(&sync, 1000).unwrap_or_else(|e| panic!("{trigger} {outcome}: {e}"));
+            }
+        }
+        let rollback = SyncRecord { trigger: Trigger::Rollback, ..record("production", 99) };
+        store.record_sync(&rollback, 1000).expect("a rollback");
+        let newest = store.syncs(Some("production"), 0).expect("history").items;
+        assert_eq!(newest.first().map(|sync| sync.trigger), Some(Trigger::Rollback), "reads back as written");
     }
 
     #[test]

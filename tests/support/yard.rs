@@ -212,4 +212,3 @@ impl Yard {
 pub fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
 }
-

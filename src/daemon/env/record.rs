@@ -84,8 +84,8 @@ impl EnvHandle {
         self.record_of(Entry { trigger, started_ms, commit, outcome, summary, diff, error })
     }
 
-    /// Records a pending or invalid verdict once, not on every poll that finds the same.
-    pub(super) async fn record_once(&self, daemon: &Daemon, record: SyncRecord) {
+    /// Records a pending or invalid verdict once, not on every poll that finds the same; whether it was new.
+    pub(super) async fn record_once(&self, daemon: &Daemon, record: SyncRecord) -> bool {
         let key = format!(
             "{}|{}|{}|{}",
             record.outcome,
@@ -96,11 +96,12 @@ impl EnvHandle {
         {
             let mut last = self.last_recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if last.as_deref() == Some(key.as_str()) {
-                return;
+                return false;
             }
             *last = Some(key);
         }
         daemon.record(record).await;
+        true
     }
 
     /// A commit that failed validation: recorded once, shown with its problems; the last good state keeps running.
@@ -118,7 +119,6 @@ impl EnvHandle {
             short_sha(&commit.sha),
             diagnostics.len(),
         );
-        warn!(%message);
         let record = self.record_of(Entry {
             trigger,
             started_ms,
@@ -128,7 +128,10 @@ impl EnvHandle {
             diff: String::new(),
             error: Some(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
         });
-        self.record_once(daemon, record).await;
+        // Said once per commit, not on every poll and drift check that finds it again.
+        if self.record_once(daemon, record).await {
+            warn!(%message);
+        }
         let preview = crate::daemon::previews::is_preview(&self.name);
         self.update(|state| {
             if preview {
