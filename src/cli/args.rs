@@ -67,7 +67,8 @@ pub enum Command {
     },
     /// Show what apply would change in an environment: colored diffs and a summary.
     #[command(after_help = "Exit status: 0 done (with --detailed-exitcode: nothing to change), 2 changes pending \
-                            (only with --detailed-exitcode), 1 invalid config or error, 3 Docker unreachable.\n\n\
+                            (only with --detailed-exitcode), 1 invalid config or error, 3 Docker unreachable. Domains \
+                            of a Caddy that does not answer are shown as `unknown`, which is not a change.\n\n\
                             Examples:\n  railyard plan\n  railyard plan path/to/repo --env pr-42 --output json\n  \
                             railyard plan --detailed-exitcode || echo drift")]
     Plan {
