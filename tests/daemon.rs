@@ -2,7 +2,8 @@
 //! Docker Engine, history in SQLite, metrics, a git server on loopback, and an engine that goes
 //! away and comes back.
 //! The daemon's policies (manual sync, holds, windows, schedules, pins) are tested on the in-memory backend in
-//! tests/policies.rs.
+//! tests/policies.rs; here the forges' webhook verification and replayed deliveries run on it too (the Yard, no
+//! Docker Engine), so that "nothing was triggered" is checked with paused time after the delivery was recorded.
 
 use crate::support;
 

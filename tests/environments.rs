@@ -2,7 +2,9 @@
 //! branches, real git, the real Docker Engine reached by the daemon through its `dyn Backend`, webhooks over real
 //! HTTP. Each environment runs as its own compose project on its own network; a push, an invalid commit or a webhook on
 //! one never touches the other (that a slow apply of one holds up no other is proven in tests/policies.rs); removing an environment from the list tears it
-//! down (auto) or shows it pending (manual); a host claimed by both is routed by production only.
+//! down (auto) or shows it pending (manual); a host claimed by both is routed by production only. The policies alone
+//! (a webhook for staging leaves production alone, the pending destroy under manual sync) run on the in-memory
+//! backend with paused time (tests/support/yard.rs).
 
 use crate::support;
 

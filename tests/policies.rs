@@ -1,5 +1,7 @@
 //! The daemon's policies on the in-memory backend with paused time: manual sync, the hold after a rollback and the
-//! Project's retry policy, sync windows, schedules, drift repair, retries of an unreachable backend, rollback pins.
+//! Project's retry policy, sync windows (deny, allow, time zones, manual syncs), schedules, drift repair, retries of
+//! an unreachable backend, rollback pins and their refusal without the token, the autoscaler over time and the app
+//! page's chart of what it recorded.
 //! A real git repository and the real HTTP router (in process); no Docker Engine, no sleeping on the wall clock:
 //! Tokio's clock jumps ahead whenever the daemon waits, and the daemon's wall clock follows it.
 
