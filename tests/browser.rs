@@ -255,6 +255,20 @@ async fn the_app_page_draws_replicas_cpu_scale_changes_and_schedule_boundaries()
         .expect("points")
         .unwrap_or_default();
     assert!(points.split(' ').count() >= 2, "the replicas are drawn over time: {points}");
+    // The values drawn are those recorded. The left scale's top is labelled (`N replicas`, 200 high): every step of
+    // the line sits at a whole count within the schedules' bounds (1 to 2). (The exact values against the recorded
+    // data are checked on the in-memory backend: policies::the_app_page_draws_the_replicas_cpu_and_scale_changes_it_recorded.)
+    let scale = text(&client, "#load-chart text").await;
+    let top: f64 = scale.strip_suffix(" replicas").and_then(|n| n.parse().ok()).expect("the scale's label");
+    let counts: Vec<f64> = points
+        .split(' ')
+        .filter_map(|pair| pair.split_once(',')?.1.parse::<f64>().ok())
+        .map(|y| (200.0 - y) / 200.0 * top)
+        .collect();
+    assert!(
+        counts.iter().all(|count| (count - count.round()).abs() < 0.01 && (1.0..=2.0).contains(&count.round())),
+        "steps at other counts than the app ran at ({top} at the top): {counts:?} from {points}"
+    );
     assert!(text(&client, ".scaling").await.contains("next "), "the next change is named");
     screenshot(&client, "app-chart").await;
     client.close().await.expect("close browser");

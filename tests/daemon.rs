@@ -2,7 +2,8 @@
 //! Docker Engine, history in SQLite, metrics, a git server on loopback, and an engine that goes
 //! away and comes back.
 //! The daemon's policies (manual sync, holds, windows, schedules, pins) are tested on the in-memory backend in
-//! tests/policies.rs.
+//! tests/policies.rs; here the forges' webhook verification and replayed deliveries run on it too (the Yard, no
+//! Docker Engine), so that "nothing was triggered" is checked with paused time after the delivery was recorded.
 
 use crate::support;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use railyard::server::webhooks::sign;
+use support::yard::{WEBHOOK_SECRET, Yard};
 use support::*;
 
 const SECRET: &str = "webhook-secret-for-tests";
@@ -105,32 +107,80 @@ fn a_pushed_commit_is_served_after_the_webhook_and_an_invalid_one_changes_nothin
     assert_eq!(history["items"][0]["outcome"], "invalid");
 }
 
-#[test]
-fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
-    let project = TestProject::with_web("forges", "f", "");
-    let served = project
-        .serve(&["--poll-interval", "1h", "--drift-interval", "1h", "--webhook-max-bytes", "65536"], &secrets_env());
-    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
-    let reconciles = || metric(&served, "railyard_reconciles_total{env=\"production\",outcome=\"unchanged\"}");
-    let before = reconciles();
+/// The metric line starting with `line_start` on the Yard's `/metrics`; 0 when absent.
+async fn yard_metric(yard: &Yard, line_start: &str) -> f64 {
+    let (_, text) = yard.http("GET", "/metrics", None).await;
+    text.lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
 
+/// Every reconcile of every environment so far, whatever its outcome.
+async fn yard_reconciles(yard: &Yard) -> f64 {
+    let (_, text) = yard.http("GET", "/metrics", None).await;
+    text.lines()
+        .filter(|line| line.starts_with("railyard_reconciles_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>()
+}
+
+/// The webhook deliveries recorded, newest first.
+async fn yard_deliveries(yard: &Yard) -> Vec<serde_json::Value> {
+    let (_, text) = yard.http("GET", "/api/v1/webhooks", None).await;
+    let deliveries: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    deliveries["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (on Tokio's clock, up to a minute of it) until the metric `line_start` is above `floor`.
+async fn until_metric_above(yard: &Yard, line_start: &str, floor: f64) {
+    for _ in 0..600 {
+        if yard_metric(yard, line_start).await > floor {
+            return;
+        }
+        yard.idle(Duration::from_millis(100)).await;
+    }
+    panic!("{line_start} stayed at {floor}");
+}
+
+/// A Yard (the daemon over the in-memory backend, paused time) whose web app is synced.
+async fn synced_yard() -> Yard {
+    let files =
+        [("railyard.yaml", "kind: Project\nname: shop\n"), ("apps/web.yaml", "kind: App\nname: web\nimage: web:1\n")];
+    let yard = Yard::start(&files).await;
+    yard.until("the first sync", |env| env.sync_status == railyard::daemon::SyncStatus::Synced).await;
+    yard
+}
+
+/// Webhooks need no Docker Engine: the daemon over the in-memory backend with paused time, its router in process.
+/// Whatever a delivery starts runs while Tokio's clock stands still, so "nothing happened" is checked after the
+/// delivery was recorded and the daemon has had a minute of its clock to act on it.
+#[tokio::test(start_paused = true)]
+async fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
+    let mut yard = synced_yard().await;
+    yard.webhook_limit = 65536;
+    let reconciles = "railyard_reconciles_total{env=\"production\",outcome=\"unchanged\"}";
+    let before = yard_metric(&yard, reconciles).await;
+
+    let secret = WEBHOOK_SECRET;
     let gitlab = fixture("gitlab-push.json");
     let gitea = fixture("gitea-push.json");
     let generic = fixture("generic-push.json");
     let github = fixture("github-push.json");
-    let gitea_signature = sign(SECRET.as_bytes(), &gitea).trim_start_matches("sha256=").to_owned();
+    let gitea_signature = sign(secret.as_bytes(), &gitea).trim_start_matches("sha256=").to_owned();
     // Forgejo's own delivery: the same body twice would be a replay.
     let forgejo = unique_delivery(&gitea);
-    let forgejo_signature = sign(SECRET.as_bytes(), &forgejo).trim_start_matches("sha256=").to_owned();
-    let generic_signature = sign(SECRET.as_bytes(), &generic);
+    let forgejo_signature = sign(secret.as_bytes(), &forgejo).trim_start_matches("sha256=").to_owned();
+    let generic_signature = sign(secret.as_bytes(), &generic);
     let bad_signature = sign(b"not the secret", &github);
     let big = vec![b' '; 70_000];
     let ping = fixture("github-ping.json");
-    let ping_signature = sign(SECRET.as_bytes(), &ping);
+    let ping_signature = sign(secret.as_bytes(), &ping);
     let other_branch = String::from_utf8_lossy(&github).replace("refs/heads/main", "refs/heads/feature").into_bytes();
-    let other_signature = sign(SECRET.as_bytes(), &other_branch);
+    let other_signature = sign(secret.as_bytes(), &other_branch);
     let cases: Vec<Delivery> = vec![
-        ("gitlab", vec![("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", SECRET)], &gitlab, 202, "sync queued"),
+        ("gitlab", vec![("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", secret)], &gitlab, 202, "sync queued"),
         ("gitea", vec![("X-Gitea-Event", "push"), ("X-Gitea-Signature", &gitea_signature)], &gitea, 202, "sync queued"),
         (
             "forgejo",
@@ -161,48 +211,47 @@ fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
         ("generic", vec![], &big, 413, "over 65536 bytes"),
         ("bitbucket", vec![], b"{}", 404, "no webhook"),
     ];
+    let send = async |(forge, headers, body, status, text): &Delivery<'_>| {
+        let mut headers = headers.clone();
+        headers.push(("Content-Type", "application/json"));
+        let (got, answer) = yard.request("POST", &format!("/hooks/{forge}"), &headers, body.to_vec()).await;
+        assert_eq!(got, *status, "{forge} {headers:?}: {answer}");
+        assert!(answer.contains(text), "{forge}: {answer}");
+    };
     // The rejected deliveries alone first: none of them may start a reconcile.
     let (accepted, rejected): (Vec<&Delivery>, Vec<&Delivery>) = cases.iter().partition(|case| case.3 < 300);
-    let send = |cases: &[&Delivery]| {
-        for (forge, headers, body, status, text) in cases {
-            let (got, answer) = http(served.port, "POST", &format!("/hooks/{forge}"), headers, body);
-            assert_eq!(got, *status, "{forge} {headers:?}: {answer}");
-            assert!(answer.contains(text), "{forge}: {answer}");
-        }
-    };
-    let all_reconciles = || {
-        let (_, text) = http(served.port, "GET", "/metrics", &[], b"");
-        text.lines()
-            .filter(|line| line.starts_with("railyard_reconciles_total{"))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
-    let quiet = all_reconciles();
-    send(&rejected);
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(all_reconciles(), quiet, "a rejected delivery started a reconcile:\n{}", served.log());
+    let quiet = yard_reconciles(&yard).await;
+    for case in &rejected {
+        send(case).await;
+    }
+    // Each was recorded as refused (the unknown forge has no record): the server has decided on every one.
+    let recorded = yard_deliveries(&yard).await;
+    assert_eq!(recorded.len(), rejected.len() - 1, "{recorded:#?}");
+    assert!(recorded.iter().all(|delivery| delivery["accepted"] == false), "{recorded:#?}");
+    yard.idle(Duration::from_secs(60)).await;
+    assert_eq!(yard_reconciles(&yard).await, quiet, "a rejected delivery started a reconcile");
+    assert!(yard.backend.applies().len() == 1, "only the first sync applied: {:?}", yard.backend.applies());
+
     // Then the accepted ones, sent at once: four pushes in a burst coalesce into at most two reconciles.
-    std::thread::scope(|scope| {
-        for case in &accepted {
-            scope.spawn(|| send(&[*case]));
-        }
-    });
-    assert!(eventually(WAIT, || reconciles() > before), "no reconcile after the accepted pushes:\n{}", served.log());
-    std::thread::sleep(Duration::from_secs(3));
-    let after = reconciles();
+    futures_util::future::join_all(accepted.iter().map(|case| send(case))).await;
+    until_metric_above(&yard, reconciles, before).await;
+    yard.idle(Duration::from_secs(60)).await;
+    let after = yard_metric(&yard, reconciles).await;
     assert!((1.0..=2.0).contains(&(after - before)), "{before} -> {after}");
-    let deliveries = get_json(served.port, "/api/v1/webhooks");
-    let items = deliveries["items"].as_array().cloned().unwrap_or_default();
-    assert_eq!(items.len(), 11, "every delivery but the unknown forge is recorded: {deliveries:#}");
+    let items = yard_deliveries(&yard).await;
+    assert_eq!(items.len(), 11, "every delivery but the unknown forge is recorded: {items:#?}");
     assert_eq!(
         items.iter().filter(|d| d["accepted"] == false).count(),
         5,
         "three bad signatures, a missing one, an oversized body"
     );
     assert!(items.iter().any(|d| d["reason"] == "missing or wrong signature"));
-    assert_eq!(metric(&served, "railyard_webhook_deliveries_total{forge=\"github\",result=\"rejected\"}"), 2.0);
-    assert_eq!(metric(&served, "railyard_webhook_unauthenticated_deliveries_total"), 5.0);
-    let (_, page) = http(served.port, "GET", "/env/production", &[], b"");
+    assert_eq!(
+        yard_metric(&yard, "railyard_webhook_deliveries_total{forge=\"github\",result=\"rejected\"}").await,
+        2.0
+    );
+    assert_eq!(yard_metric(&yard, "railyard_webhook_unauthenticated_deliveries_total").await, 5.0);
+    let (_, page) = yard.http("GET", "/env/production", None).await;
     assert!(page.contains("id=\"sync-now\""), "with a token the page offers Sync now");
 }
 
@@ -778,87 +827,64 @@ fn serve_follows_a_plain_directory_and_picks_up_an_edited_file() {
 }
 
 /// Every reconcile counted in `/metrics`, whatever its environment and outcome.
-fn all_reconciles(served: &Served) -> f64 {
-    let (_, text) = http(served.port, "GET", "/metrics", &[], b"");
-    text.lines()
-        .filter(|line| line.starts_with("railyard_reconciles_total{"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>()
-}
-
-#[test]
-fn a_replayed_delivery_is_answered_duplicate_and_triggers_nothing_even_after_a_restart() {
-    let project = TestProject::new("replay");
-    project.git_init();
-    let repo = format!("file://{}", project.dir().display());
-    let args = ["--poll-interval", "1h", "--drift-interval", "1h"];
-    let mut served = Served::start(&repo, None, &args, &secrets_env());
-    served.wait_for("the first reconcile", WAIT, |env| env["syncStatus"] == "synced");
+#[tokio::test(start_paused = true)]
+async fn a_replayed_delivery_is_answered_duplicate_and_triggers_nothing_even_after_a_restart() {
+    let yard = synced_yard().await;
     let push = fixture("github-push.json");
-    let signature = sign(SECRET.as_bytes(), &push);
-    let deliver = |served: &Served, id: &str, signature: &str| {
-        http(
-            served.port,
-            "POST",
-            "/hooks/github",
-            &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", id), ("X-Hub-Signature-256", signature)],
-            &push,
-        )
+    let signature = sign(WEBHOOK_SECRET.as_bytes(), &push);
+    let deliver = async |yard: &Yard, id: Option<&str>, signature: &str| {
+        let mut headers = vec![("X-GitHub-Event", "push"), ("X-Hub-Signature-256", signature)];
+        headers.extend(id.map(|id| ("X-GitHub-Delivery", id)));
+        yard.request("POST", "/hooks/github", &headers, push.clone()).await
     };
     let id = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
     // An unsigned request cannot burn the id of the real delivery to come.
-    assert_eq!(deliver(&served, id, "sha256=00").0, 401);
-    let before = all_reconciles(&served);
-    let (status, body) = deliver(&served, id, &signature);
+    assert_eq!(deliver(&yard, Some(id), "sha256=00").await.0, 401);
+    let before = yard_reconciles(&yard).await;
+    let (status, body) = deliver(&yard, Some(id), &signature).await;
     assert_eq!(status, 202, "the first delivery is acted on: {body}");
     assert!(body.contains("sync queued"), "{body}");
-    assert!(eventually(WAIT, || all_reconciles(&served) > before), "no reconcile:\n{}", served.log());
-    std::thread::sleep(Duration::from_secs(2));
-    let after_first = all_reconciles(&served);
+    for _ in 0..600 {
+        if yard_reconciles(&yard).await > before {
+            break;
+        }
+        yard.idle(Duration::from_millis(100)).await;
+    }
+    yard.idle(Duration::from_secs(60)).await;
+    let after_first = yard_reconciles(&yard).await;
     assert_eq!(after_first - before, 1.0, "one push, one reconcile");
 
-    let (status, body) = deliver(&served, id, &signature);
+    let (status, body) = deliver(&yard, Some(id), &signature).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("duplicate") && body.contains(id), "{body}");
     // The id header is not signed: the same signed body under a made-up id, or with no id, is the same delivery.
-    let (status, body) = deliver(&served, "00000000-0000-0000-0000-000000000000", &signature);
+    let (status, body) = deliver(&yard, Some("00000000-0000-0000-0000-000000000000"), &signature).await;
     assert_eq!((status, body.contains("duplicate")), (200, true), "{body}");
-    let stripped = http(
-        served.port,
-        "POST",
-        "/hooks/github",
-        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature)],
-        &push,
+    let (status, body) = deliver(&yard, None, &signature).await;
+    assert_eq!((status, body.contains("duplicate")), (200, true), "without its id: {body}");
+    // Each was recorded as a duplicate: the server has decided on all three.
+    assert_eq!(
+        yard_metric(&yard, "railyard_webhook_deliveries_total{forge=\"github\",result=\"duplicate\"}").await,
+        3.0
     );
-    assert_eq!((stripped.0, stripped.1.contains("duplicate")), (200, true), "without its id: {}", stripped.1);
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(all_reconciles(&served), after_first, "a duplicate triggered a reconcile:\n{}", served.log());
-    assert_eq!(metric(&served, "railyard_webhook_deliveries_total{forge=\"github\",result=\"duplicate\"}"), 3.0);
-    let deliveries = get_json(served.port, "/api/v1/webhooks");
-    assert!(
-        deliveries["items"][0]["reason"].as_str().is_some_and(|reason| reason.starts_with("duplicate")),
-        "the history says so: {deliveries:#}"
-    );
+    let deliveries = yard_deliveries(&yard).await;
+    let reasons: Vec<&str> = deliveries.iter().take(3).filter_map(|d| d["reason"].as_str()).collect();
+    assert!(reasons.len() == 3 && reasons.iter().all(|r| r.starts_with("duplicate")), "{deliveries:#?}");
+    yard.idle(Duration::from_secs(60)).await;
+    assert_eq!(yard_reconciles(&yard).await, after_first, "a duplicate triggered a reconcile");
 
     // The ids are in the state database: a restart does not forget them.
-    assert!(served.terminate().success());
-    let state_dir = served.state_dir.clone();
-    let served = Served::start(&repo, Some(&state_dir), &args, &secrets_env());
-    served.wait_for("the reconcile at start", WAIT, |env| env["syncStatus"] == "synced");
-    let (status, body) = deliver(&served, id, &signature);
+    let yard = yard.restart().await;
+    yard.until("the reconcile at start", |env| env.sync_status == railyard::daemon::SyncStatus::Synced).await;
+    let (status, body) = deliver(&yard, Some(id), &signature).await;
     assert_eq!((status, body.contains("duplicate")), (200, true), "after a restart: {body}");
     // A new delivery of the same forge is acted on as before.
     let next = String::from_utf8_lossy(&push).replace("\"after\"", "\"forced\": true, \"after\"").into_bytes();
-    let (status, body) = http(
-        served.port,
-        "POST",
-        "/hooks/github",
-        &[
-            ("X-GitHub-Event", "push"),
-            ("X-GitHub-Delivery", "a-new-delivery"),
-            ("X-Hub-Signature-256", &sign(SECRET.as_bytes(), &next)),
-        ],
-        &next,
-    );
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", "a-new-delivery"),
+        ("X-Hub-Signature-256", &sign(WEBHOOK_SECRET.as_bytes(), &next)),
+    ];
+    let (status, body) = yard.request("POST", "/hooks/github", &headers, next).await;
     assert_eq!(status, 202, "{body}");
 }

@@ -2,14 +2,20 @@
 //! branches, real git, the real Docker Engine reached by the daemon through its `dyn Backend`, webhooks over real
 //! HTTP. Each environment runs as its own compose project on its own network; a push, an invalid commit or a webhook on
 //! one never touches the other (that a slow apply of one holds up no other is proven in tests/policies.rs); removing an environment from the list tears it
-//! down (auto) or shows it pending (manual); a host claimed by both is routed by production only.
+//! down (auto) or shows it pending (manual); a host claimed by both is routed by production only. The policies alone
+//! (a webhook for staging leaves production alone, the pending destroy under manual sync) run on the in-memory
+//! backend with paused time (tests/support/yard.rs).
 
 use crate::support;
 
 use std::time::Duration;
 
+use railyard::backend::memory::Request;
+use railyard::daemon::SyncStatus;
+use railyard::outcome::SyncOutcome;
 use railyard::server::webhooks::sign;
 use serde_json::Value;
+use support::yard::{TOKEN as YARD_TOKEN, WEBHOOK_SECRET, Yard};
 use support::*;
 
 const SECRET: &str = "webhook-secret-for-tests";
@@ -336,43 +342,81 @@ fn an_invalid_commit_on_staging_keeps_its_last_good_state_and_leaves_production_
     assert!(envs.serves(envs.production(), "production"));
 }
 
-#[test]
-fn a_webhook_for_staging_does_not_reconcile_production() {
-    let envs = TwoEnvironments::start(
-        "envs-hook",
-        |name| project_document(name, "{app}.staging.test", ""),
-        &[("apps/web.yaml", web("production one"))],
-        &[("apps/web.yaml", web("staging one"))],
-        &[],
+/// Production and staging on the in-memory backend with paused time (no Docker needed for what these check):
+/// `extra` is added to the Project document. Both are synced when it returns.
+async fn two_environments_in_memory(extra: &str) -> Yard {
+    let project = format!(
+        "kind: Project\nname: shop\n{extra}environments:\n  - {{ name: production, branch: main }}\n  - {{ name: \
+         staging, branch: staging }}\n"
     );
-    envs.wait_until_both_synced();
-    let production = envs.env("production");
-    let production_syncs = envs.syncs("production").len();
+    let yard = Yard::start(&[("railyard.yaml", &project), ("apps/web.yaml", &image_app("web:production-1"))]).await;
+    yard.push_to("staging", &[("apps/web.yaml", &image_app("web:staging-1"))], "staging: its own config");
+    if !extra.is_empty() {
+        for env in ["production", "staging"] {
+            yard.until_in(env, "its first plan", |state| state.sync_status == SyncStatus::OutOfSync).await;
+            let (status, body) = yard.http("POST", &format!("/api/v1/sync?env={env}"), Some(YARD_TOKEN)).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+    for env in ["production", "staging"] {
+        yard.until_in(env, "the first sync", |state| state.sync_status == SyncStatus::Synced).await;
+    }
+    yard
+}
+
+fn image_app(image: &str) -> String {
+    format!("kind: App\nname: web\nimage: {image}\n")
+}
+
+fn image_in(yard: &Yard, compose_project: &str) -> Option<String> {
+    let running = yard.backend.running(compose_project);
+    running.apps.get("web").and_then(|web| web.last_applied.as_ref()).map(|spec| spec.container.image.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_webhook_for_staging_does_not_reconcile_production() {
+    let yard = two_environments_in_memory("").await;
+    let production = yard.env();
+    let production_syncs = yard.history().len();
+    let reconciles = |env: &str| format!("railyard_reconciles_total{{env=\"{env}\",outcome=\"applied\"}}");
+    let production_reconciles = yard_metric(&yard, &reconciles("production")).await;
     // main moves too, without its webhook: a reconcile of production would pick it up and record a sync.
-    commit_on(&envs.project, "main", &[("apps/web.yaml", web("production two"))], "production: say two");
-    let staging_sha = commit_on(&envs.project, "staging", &[("apps/web.yaml", web("staging two"))], "staging: two");
+    yard.commit_to("main", &[("apps/web.yaml", &image_app("web:production-2"))], "production: two");
+    let staging_sha = yard.commit_to("staging", &[("apps/web.yaml", &image_app("web:staging-2"))], "staging: two");
 
     // Any forge: this one comes from GitLab.
-    let body = br#"{"object_kind":"push","ref":"refs/heads/staging"}"#;
-    let (status, answer) = http(
-        envs.served.port,
-        "POST",
-        "/hooks/gitlab",
-        &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", SECRET), ("Content-Type", "application/json")],
-        body,
-    );
+    let body = br#"{"object_kind":"push","ref":"refs/heads/staging"}"#.to_vec();
+    let headers =
+        [("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", WEBHOOK_SECRET), ("Content-Type", "application/json")];
+    let (status, answer) = yard.request("POST", "/hooks/gitlab", &headers, body).await;
     assert_eq!(status, 202, "{answer}");
     assert!(answer.contains("sync queued for staging") && !answer.contains("production"), "{answer}");
-    envs.wait_for("staging", "the pushed commit", |state| {
-        state["commit"]["sha"] == staging_sha.as_str() && state["syncStatus"] == "synced"
-    });
-    std::thread::sleep(Duration::from_secs(2));
+    // The delivery is processed: staging reconciled and applied the pushed commit, and the webhook is recorded.
+    yard.until_in("staging", "the pushed commit", |state| {
+        state.sync_status == SyncStatus::Synced && state.commit.as_ref().is_some_and(|commit| commit.sha == staging_sha)
+    })
+    .await;
+    assert_eq!(image_in(&yard, "shop-staging").as_deref(), Some("web:staging-2"));
+    assert_eq!(yard_metric(&yard, &reconciles("staging")).await, 2.0, "staging: its first sync and the push");
+    // A reconcile of production that the delivery started would have run in this minute of Tokio's clock.
+    yard.idle(Duration::from_secs(60)).await;
 
-    let after = envs.env("production");
-    assert_eq!(after["commit"], production["commit"], "production moved to main's new commit");
-    assert_eq!(after["lastCheckedMs"], production["lastCheckedMs"], "production was reconciled");
-    assert_eq!(envs.syncs("production").len(), production_syncs, "production's history got a sync");
-    assert!(envs.serves(envs.production(), "production one"));
+    let after = yard.env();
+    assert_eq!(after.commit, production.commit, "production moved to main's new commit");
+    assert_eq!(after.last_checked_ms, production.last_checked_ms, "production was reconciled");
+    assert_eq!(yard.history().len(), production_syncs, "production's history got a sync");
+    assert_eq!(yard_metric(&yard, &reconciles("production")).await, production_reconciles);
+    assert_eq!(yard.running_image().as_deref(), Some("web:production-1"));
+}
+
+/// The metric line starting with `line_start`; 0 when absent.
+async fn yard_metric(yard: &Yard, line_start: &str) -> f64 {
+    let (_, text) = yard.http("GET", "/metrics", None).await;
+    text.lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// `web` with a volume, so that tearing staging down can be seen to keep it.
@@ -426,42 +470,48 @@ fn a_sync_of_production_through_the_api_rereads_the_environments_list() {
     assert!(project_container_ids(&envs.staging()).is_empty(), "staging's containers are left");
 }
 
-#[test]
-fn removing_staging_under_manual_sync_shows_a_pending_destroy_until_synced() {
-    let envs = TwoEnvironments::start(
-        "envs-manual",
-        |name| project_document(name, "{app}.staging.test", "sync: manual\n"),
-        &[("apps/web.yaml", web("production"))],
-        &[("apps/web.yaml", web_with_volume("staging"))],
-        &[],
+/// Under manual sync, removing staging from the list shows a pending destroy and tears nothing down until a sync of
+/// staging. (That a destroy keeps the volumes is proven on Docker above; this is the policy alone.)
+#[tokio::test(start_paused = true)]
+async fn removing_staging_under_manual_sync_shows_a_pending_destroy_until_synced() {
+    let yard = two_environments_in_memory("sync: manual\n").await;
+    let running = yard.backend.running("shop-staging");
+    assert!(running.apps.contains_key("web"));
+    let staging_syncs = yard.history_of("staging").len();
+
+    yard.write(
+        "railyard.yaml",
+        "kind: Project\nname: shop\nsync: manual\nenvironments:\n  - { name: production, branch: main }\n",
     );
-    for env in ["production", "staging"] {
-        envs.wait_for(env, "its first plan", |state| state["syncStatus"] == "outOfSync");
-        envs.sync_now(env);
+    yard.push("drop staging");
+    // The removal is processed: staging's history records the pending destroy, and the page shows it.
+    let pending = yard.until_in("staging", "the pending destroy", |state| state.pending_destroy).await;
+    assert_eq!(pending.sync_status, SyncStatus::OutOfSync);
+    let history = yard.history_of("staging");
+    assert_eq!(history.len(), staging_syncs + 1, "{history:#?}");
+    assert_eq!(history[0].outcome, SyncOutcome::Pending);
+    assert!(history[0].summary.starts_with("destroy environment staging"), "{}", history[0].summary);
+    // A destroy that the removal started would have run in this minute of Tokio's clock.
+    yard.idle(Duration::from_secs(60)).await;
+    let destroys = || yard.backend.requests().into_iter().filter(|r| matches!(r, Request::Destroy { .. })).count();
+    assert_eq!(destroys(), 0, "manual: staging must stay until a sync says go");
+    assert_eq!(yard.backend.running("shop-staging"), running);
+    let (status, page) = yard.http("GET", "/env/staging", None).await;
+    assert_eq!(status, 200);
+    assert!(page.to_lowercase().contains("destroy"), "the page shows the pending destroy: {page}");
+
+    let (status, body) = yard.http("POST", "/api/v1/sync?env=staging", Some(YARD_TOKEN)).await;
+    assert_eq!(status, 202, "{body}");
+    for _ in 0..600 {
+        if yard.daemon.env("staging").is_none() {
+            break;
+        }
+        yard.idle(Duration::from_millis(100)).await;
     }
-    envs.wait_until_both_synced();
-    let staging = envs.staging();
-    let running = project_container_ids(&staging);
-    assert!(!running.is_empty());
-    let volumes = project_objects("volume", &staging);
-    assert_eq!(volumes.len(), 1, "staging has its volume");
-
-    let name = envs.production().to_owned();
-    commit_on(&envs.project, "main", &[("railyard.yaml", production_only(&name, "sync: manual\n"))], "drop staging");
-    envs.push("main");
-    envs.wait_for("staging", "the pending destroy", |state| state["pendingDestroy"] == true);
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(project_container_ids(&staging), running, "manual: staging must stay until a sync says go");
-    assert!(envs.serves(&staging, "staging"));
-    let page = http(envs.served.port, "GET", "/env/staging", &[], b"");
-    assert_eq!(page.0, 200);
-    assert!(page.1.to_lowercase().contains("destroy"), "the page shows the pending destroy: {}", page.1);
-
-    envs.sync_now("staging");
-    envs.wait_until_destroyed("staging");
-    assert!(project_container_ids(&staging).is_empty(), "staging's containers are left");
-    assert!(project_objects("network", &staging).is_empty(), "staging's network is left");
-    assert_eq!(project_objects("volume", &staging), volumes, "staging's volume must stay");
+    assert!(yard.daemon.env("staging").is_none(), "staging is still listed: {:?}", yard.env_named("staging"));
+    assert_eq!(destroys(), 1);
+    assert!(yard.backend.running("shop-staging").apps.is_empty(), "staging's apps are left");
+    assert_eq!(yard.history_of("staging")[0].outcome, SyncOutcome::Destroyed);
 }
 
 #[test]

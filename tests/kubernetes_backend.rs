@@ -343,7 +343,7 @@ fn railyard(dir: &Path, command: &str, args: &[&str], env: &[(&str, &str)]) -> s
 
 #[test]
 fn the_cli_applies_through_the_kubeconfig_and_converges() {
-    let case = KubeCase::new("cli", "sync: { policy: auto, force: true }\n");
+    let case = KubeCase::new("cli", "");
     case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env:\n  DB_PASSWORD: { secret: db-password }\n"));
     let kubeconfig = case.fake.kubeconfig_path();
     let env = [("KUBECONFIG", kubeconfig.to_str().expect("UTF-8 path")), ("RAILYARD_SECRET_DB_PASSWORD", SECRET_VALUE)];
@@ -353,6 +353,40 @@ fn the_cli_applies_through_the_kubeconfig_and_converges() {
     assert_eq!(case.image("web"), "nginx:1.27");
     let plan = railyard(case.repo.dir.path(), "plan", &["--backend", "kubernetes", "--detailed-exitcode"], &env);
     assert_eq!(plan.status.code(), Some(0), "{}{}", stdout(&plan), stderr(&plan));
+    // Every write was a server-side apply without `force`: only `sync.force` may take fields from other managers.
+    let forced: Vec<String> = case
+        .fake
+        .requests()
+        .iter()
+        .filter(|request| request.method == "PATCH" && request.query.contains("force=true"))
+        .map(|request| format!("{}?{}", request.path, request.query))
+        .collect();
+    assert!(forced.is_empty(), "forced without sync.force: {forced:?}");
+    let applied = case.fake.requests().iter().filter(|request| request.method == "PATCH").count();
+    assert!(applied > 0, "the apply went through server-side apply");
+}
+
+/// A field another manager took (`kubectl edit`) and git changed since: `railyard apply` does not take it over, says
+/// who owns which field and how to force it, and exits 1.
+#[test]
+fn the_cli_reports_a_conflict_with_another_manager_and_exits_non_zero() {
+    let case = KubeCase::new("cli-conflict", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let kubeconfig = case.fake.kubeconfig_path();
+    let env = [("KUBECONFIG", kubeconfig.to_str().expect("UTF-8 path"))];
+    assert_success(&railyard(case.repo.dir.path(), "apply", &["--backend", "kubernetes"], &env));
+    assert!(case.fake.edit("deployments", case.ns(), "web", "kubectl-edit", |body| {
+        body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:hotfix");
+    }));
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.28", ""));
+
+    let output = railyard(case.repo.dir.path(), "apply", &["--backend", "kubernetes"], &env);
+    let said = format!("{}{}", stdout(&output), stderr(&output));
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("kubectl-edit"), "the other manager is named: {said}");
+    assert!(said.contains("spec.template.spec.containers"), "the field is named: {said}");
+    assert!(said.contains("force"), "how to take it over is said: {said}");
+    assert_eq!(case.image("web"), "nginx:hotfix", "the other manager's value stays");
 }
 
 #[test]

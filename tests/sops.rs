@@ -61,31 +61,63 @@ fn a_file_encrypted_by_sops_decrypts_in_railyard_and_one_by_railyard_in_sops() {
     assert!(text.contains(&format!("db-password: {CANARY}")) && text.contains("port: \"5432\""), "{text}");
 }
 
+/// `railyard secret decrypt` of a changed file `file`: it exits 1, names the file and `reason` on stderr, and prints
+/// none of the file's values.
+fn assert_refused(output: &std::process::Output, file: &str, reason: &str) {
+    let (out, err) = (stdout(output), stderr(output));
+    assert_eq!(output.status.code(), Some(1), "{file} is refused with exit 1:\nstdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains(file) && err.contains(reason), "{file}: stderr does not say `{reason}`:\n{err}");
+    assert!(out.is_empty(), "{file}: nothing is printed: {out}");
+    assert!(!err.contains(VALUE_A) && !err.contains(VALUE_B), "{file}: no value in the error: {err}");
+}
+
+const VALUE_A: &str = "sops-value-a-51c2";
+const VALUE_B: &str = "sops-value-b-93e7";
+
 #[test]
 fn a_changed_value_or_mac_is_refused_and_a_wrong_key_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, recipient) = age_key(dir.path(), "key.txt");
     let (other, _) = age_key(dir.path(), "other.txt");
-    std::fs::write(dir.path().join("plain.yaml"), "a: one\nb: two\n").expect("plain");
+    std::fs::write(dir.path().join("plain.yaml"), format!("a: {VALUE_A}\nb: {VALUE_B}\n")).expect("plain");
     let encrypted = sops(&["encrypt", "--age", &recipient, "plain.yaml"], &key, dir.path());
+    assert!(encrypted.status.success(), "{}", String::from_utf8_lossy(&encrypted.stderr));
     let text = String::from_utf8_lossy(&encrypted.stdout).into_owned();
+    let decrypt = |name: &str, contents: &str, key: &Path| {
+        std::fs::write(dir.path().join(name), contents).expect("write");
+        railyard_secret(&["decrypt", name], key, dir.path())
+    };
+    // The file as sops wrote it opens: what follows is refused for the change alone.
+    let good = decrypt("good.sops.yaml", &text, &key);
+    assert_success(&good);
+    assert_eq!(stdout(&good), format!("a: \"{VALUE_A}\"\nb: \"{VALUE_B}\"\n"));
+
     // `b`'s ciphertext under `a`: it decrypts with the key, but its key path (`b:`) is authenticated with it.
     let value_of =
         |name: &str| text.lines().find_map(|line| line.strip_prefix(&format!("{name}: "))).unwrap_or_default();
     let swapped = text.replace(&format!("a: {}", value_of("a")), &format!("a: {}", value_of("b")));
-    std::fs::write(dir.path().join("swapped.sops.yaml"), &swapped).expect("write");
-    let refused = railyard_secret(&["decrypt", "swapped.sops.yaml"], &key, dir.path());
-    assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("swapped.sops.yaml") && stderr(&refused).contains("`a`"), "{}", stderr(&refused));
+    assert_ne!(swapped, text);
+    assert_refused(&decrypt("swapped.sops.yaml", &swapped, &key), "swapped.sops.yaml", "`a`");
     // A value dropped: the MAC no longer matches.
     let dropped: String =
         text.lines().filter(|line| !line.starts_with("b: ")).map(|line| format!("{line}\n")).collect();
-    std::fs::write(dir.path().join("dropped.sops.yaml"), dropped).expect("write");
-    let refused = railyard_secret(&["decrypt", "dropped.sops.yaml"], &key, dir.path());
-    assert!(stderr(&refused).contains("MAC does not match"), "{}", stderr(&refused));
-    std::fs::write(dir.path().join("good.sops.yaml"), &text).expect("write");
-    let wrong = railyard_secret(&["decrypt", "good.sops.yaml"], &other, dir.path());
-    assert!(stderr(&wrong).contains("good.sops.yaml: no age identity opens it"), "{}", stderr(&wrong));
+    assert_ne!(dropped, text);
+    assert_refused(&decrypt("dropped.sops.yaml", &dropped, &key), "dropped.sops.yaml", "MAC does not match");
+    // The MAC itself changed: one character of its ciphertext.
+    let mac = text.lines().find_map(|line| line.trim_start().strip_prefix("mac: ENC[AES256_GCM,data:")).expect("mac");
+    let flipped = if mac.starts_with('A') { mac.replacen('A', "B", 1) } else { format!("A{}", &mac[1..]) };
+    let changed_mac = text.replace(mac, &flipped);
+    assert_ne!(changed_mac, text);
+    assert_refused(&decrypt("mac.sops.yaml", &changed_mac, &key), "mac.sops.yaml", "MAC does not match");
+    // `lastmodified` changed: the MAC is encrypted with it as additional data.
+    let modified = text.lines().find(|line| line.trim_start().starts_with("lastmodified: ")).expect("lastmodified");
+    let indent = &modified[..modified.len() - modified.trim_start().len()];
+    let changed_time = text.replace(modified, &format!("{indent}lastmodified: \"2001-01-01T00:00:00Z\""));
+    assert_ne!(changed_time, text);
+    assert_refused(&decrypt("time.sops.yaml", &changed_time, &key), "time.sops.yaml", "MAC does not match");
+
+    let wrong = decrypt("good.sops.yaml", &text, &other);
+    assert_refused(&wrong, "good.sops.yaml", "good.sops.yaml: no age identity opens it");
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! A backend that runs nothing: every environment's apps and routes live in memory, applied as
 //! [`crate::plan::apply_to`] says a correct backend leaves them. It records what it was asked, and can be told to
 //! fail an app, to be unreachable, to be slow, to find new replicas of an app unhealthy (the update is rolled back,
-//! the old replicas keep serving), and to have its state changed under it (drift). The daemon's policies are tested
-//! on it with paused time; it also serves dry runs without any engine.
+//! the old replicas keep serving), and to have its state changed under it (drift). It notes when (on Tokio's clock)
+//! each call came and each app was set to how many replicas, so that a test can check a policy over time, not only
+//! where it ended. The daemon's policies are tested on it with paused time; it also serves dry runs without any
+//! engine.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -35,6 +37,17 @@ pub enum Request {
     },
 }
 
+/// An app's replica count as an apply left it, and when (on Tokio's clock, so paused time counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaCount {
+    pub at: tokio::time::Instant,
+    /// The compose project (namespace) of the app's environment.
+    pub project: String,
+    pub app: String,
+    /// 0 once the app is removed.
+    pub replicas: usize,
+}
+
 /// Why the in-memory backend refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MemoryError {
@@ -52,7 +65,8 @@ impl MemoryError {
 struct State {
     /// What runs, per compose project (namespace).
     environments: BTreeMap<String, Observed>,
-    requests: Vec<Request>,
+    requests: Vec<(tokio::time::Instant, Request)>,
+    replica_counts: Vec<ReplicaCount>,
     failing: BTreeMap<String, String>,
     unhealthy: BTreeSet<String>,
     unreachable: bool,
@@ -78,7 +92,18 @@ impl MemoryBackend {
 
     /// Every call so far, oldest first.
     pub fn requests(&self) -> Vec<Request> {
+        self.state().requests.iter().map(|(_, request)| request.clone()).collect()
+    }
+
+    /// Every call so far with when it came, oldest first.
+    pub fn timed_requests(&self) -> Vec<(tokio::time::Instant, Request)> {
         self.state().requests.clone()
+    }
+
+    /// Each replica count that applies set `app` of compose project `project` to, oldest first, with when.
+    pub fn replica_counts(&self, project: &str, app: &str) -> Vec<ReplicaCount> {
+        let state = self.state();
+        state.replica_counts.iter().filter(|count| count.project == project && count.app == app).cloned().collect()
     }
 
     /// The applies so far, each as its changing actions.
@@ -136,7 +161,7 @@ impl MemoryBackend {
 
     fn ask(&self, request: Request) -> Result<(), MemoryError> {
         let mut state = self.state();
-        state.requests.push(request);
+        state.requests.push((tokio::time::Instant::now(), request));
         if state.unreachable { Err(MemoryError::Unreachable) } else { Ok(()) }
     }
 
@@ -145,6 +170,17 @@ impl MemoryBackend {
         let mut state = self.state();
         let running = state.environments.entry(one.env.project.clone()).or_insert_with(empty);
         *running = plan::apply_to(running, one);
+        let counts: Vec<ReplicaCount> = one
+            .apps
+            .iter()
+            .map(|action| ReplicaCount {
+                at: tokio::time::Instant::now(),
+                project: one.env.project.clone(),
+                app: action.name.clone(),
+                replicas: running.apps.get(&action.name).map_or(0, |app| app.replicas.len()),
+            })
+            .collect();
+        state.replica_counts.extend(counts);
     }
 
     fn app_result(&self, plan: &Plan, action: &Action<AppSpec>) -> ActionResult {

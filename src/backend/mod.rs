@@ -139,6 +139,11 @@ impl BackendError {
             BackendError::Memory(error) => error.is_unreachable(),
         }
     }
+
+    /// See [`docker::DockerError::only_routes_left_by_a_stopped_caddy`].
+    pub fn only_routes_left_by_a_stopped_caddy(&self) -> bool {
+        matches!(self, BackendError::Docker(error) if error.only_routes_left_by_a_stopped_caddy())
+    }
 }
 
 /// Settings of every backend; the chosen one reads its own.

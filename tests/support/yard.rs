@@ -24,6 +24,9 @@ use super::git;
 /// The API token of [`Yard::router`].
 pub const TOKEN: &str = "policy-token";
 
+/// The webhook secret of [`Yard::router`].
+pub const WEBHOOK_SECRET: &str = "policy-webhook-secret";
+
 /// A daemon over the in-memory backend, following a git repository of its own.
 pub struct Yard {
     pub daemon: Arc<Daemon>,
@@ -31,6 +34,8 @@ pub struct Yard {
     pub repo: tempfile::TempDir,
     pub state: tempfile::TempDir,
     pub task: tokio::task::JoinHandle<()>,
+    /// The largest webhook body [`Yard::router`] takes.
+    pub webhook_limit: usize,
 }
 
 impl Yard {
@@ -88,7 +93,8 @@ impl Yard {
         tweak(&mut settings);
         let store = Arc::new(Store::open(state.path()).expect("store"));
         let daemon = Daemon::with_backend(settings, store, Arc::clone(&backend) as _);
-        Yard { daemon, backend, repo, state, task: tokio::spawn(async {}) }
+        let webhook_limit = railyard::server::DEFAULT_WEBHOOK_LIMIT;
+        Yard { daemon, backend, repo, state, task: tokio::spawn(async {}), webhook_limit }
     }
 
     /// Stops the daemon and starts another on the same repository, state and backend (a restart).
@@ -147,15 +153,27 @@ impl Yard {
 
     /// Commits `files` on `branch` (made from main when it does not exist yet) and tells the daemon of the push.
     pub fn push_to(&self, branch: &str, files: &[(&str, &str)], message: &str) {
+        self.commit_to(branch, files, message);
+        self.daemon.pushed(branch);
+    }
+
+    /// Commits `files` on `branch` (made from main when it does not exist yet) without telling the daemon; the new
+    /// commit's sha.
+    pub fn commit_to(&self, branch: &str, files: &[(&str, &str)], message: &str) -> String {
         let exists = !git(self.repo.path(), &["branch", "--list", branch]).is_empty();
         let checkout: &[&str] = if exists { &["checkout", "-q", branch] } else { &["checkout", "-q", "-b", branch] };
         git(self.repo.path(), checkout);
         for (path, text) in files {
             self.write(path, text);
         }
-        self.commit(message);
+        let sha = self.commit(message);
         git(self.repo.path(), &["checkout", "-q", "main"]);
-        self.daemon.pushed(branch);
+        sha
+    }
+
+    /// Environment `name`'s history, newest first.
+    pub fn history_of(&self, name: &str) -> Vec<SyncRecord> {
+        self.daemon.store.syncs(Some(name), 0).expect("history").items
     }
 
     /// Lets Tokio's clock run `duration` while the daemon does what it does.
@@ -165,7 +183,7 @@ impl Yard {
 
     /// Production's history, newest first.
     pub fn history(&self) -> Vec<SyncRecord> {
-        self.daemon.store.syncs(Some("production"), 0).expect("history").items
+        self.history_of("production")
     }
 
     pub fn outcomes_of(&self, sha: &str) -> Vec<SyncOutcome> {
@@ -183,9 +201,9 @@ impl Yard {
     pub fn router(&self, listen: &str) -> axum::Router {
         let state = ServerState {
             daemon: Arc::clone(&self.daemon),
-            webhook_secret: None,
+            webhook_secret: Some(WEBHOOK_SECRET.as_bytes().to_vec()),
             api_token: Some(TOKEN.to_owned()),
-            webhook_limit: railyard::server::DEFAULT_WEBHOOK_LIMIT,
+            webhook_limit: self.webhook_limit,
             open_reads: true,
             metrics_apart: false,
             ui_password: None,
@@ -197,16 +215,49 @@ impl Yard {
 
     /// A request to the daemon's HTTP router, in process; the status and body.
     pub async fn http(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|bearer| ("Authorization", bearer.as_str())).collect();
+        self.request(method, path, &headers, Vec::new()).await
+    }
+
+    /// A request with `headers` and `body` to the daemon's HTTP router, in process; the status and body.
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
         let mut request = Request::builder().method(method).uri(path).header(header::HOST, "127.0.0.1:8080");
-        if let Some(token) = token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
-        let request = request.body(Body::empty()).expect("request");
+        let request = request.body(Body::from(body)).expect("request");
         let response = self.router("127.0.0.1:8080").oneshot(request).await.expect("answer");
         let status = response.status().as_u16();
         let body = axum::body::to_bytes(response.into_body(), 1 << 24).await.expect("body");
         (status, String::from_utf8_lossy(&body).into_owned())
     }
+
+    /// A JSON body posted to `path`, with the bearer `token` when given, as the CLI sends it.
+    pub async fn post_json(&self, path: &str, token: Option<&str>, json: &serde_json::Value) -> (u16, String) {
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        headers.extend(bearer.iter().map(|bearer| ("Authorization", bearer.as_str())));
+        self.request("POST", path, &headers, json.to_string().into_bytes()).await
+    }
+
+    /// A form posted to `path` as a page's button posts it (`application/x-www-form-urlencoded`).
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let body: Vec<String> =
+            fields.iter().map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value))).collect();
+        let headers = [("Content-Type", "application/x-www-form-urlencoded")];
+        self.request("POST", path, &headers, body.join("&").into_bytes()).await
+    }
+}
+
+/// `text` percent-encoded for a form body.
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(byte).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 pub fn at(text: &str) -> DateTime<Utc> {

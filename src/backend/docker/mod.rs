@@ -123,6 +123,12 @@ impl DockerError {
             DockerError::Unreachable { .. } | DockerError::NoAnswer { .. } | DockerError::UnsupportedHost { .. }
         )
     }
+
+    /// A destroy removed everything but the routes, because Caddy is not running at all (nothing listens at its
+    /// admin address): nothing routes to the environment now.
+    pub fn only_routes_left_by_a_stopped_caddy(&self) -> bool {
+        matches!(self, DockerError::Routes { source, .. } if source.is_not_running())
+    }
 }
 
 /// Settings of the Docker backend.

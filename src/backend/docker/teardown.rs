@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use bollard::query_parameters::{ListNetworksOptions, ListVolumesOptions, RemoveVolumeOptions};
 use futures_util::future::join_all;
-use tracing::warn;
 
 use super::container::volume_name;
 use super::labels::{self, Replica};
@@ -75,20 +74,7 @@ async fn remove_routes(backend: &DockerBackend, env: &Environment) -> Result<(),
     let Some(caddy) = &backend.caddy else { return Ok(()) };
     let proxy = |source| DockerError::Routes { env: env.name.clone(), source };
     // An environment that never had a domain leaves Caddy as it is (railyard's servers are not created for it).
-    let routes = match caddy.observe(env).await {
-        Ok(routes) => routes,
-        // A Caddy that is not running routes nothing: the environment goes without waiting for it.
-        Err(error) if error.is_not_running() => {
-            warn!(
-                env = %env.name,
-                "{error}; Caddy is not running, so nothing routes to this environment now: destroyed without it (if \
-                 Caddy is started again with --resume, run destroy again to take its routes out)"
-            );
-            return Ok(());
-        }
-        Err(error) => return Err(proxy(error)),
-    };
-    if routes.is_empty() {
+    if caddy.observe(env).await.map_err(proxy)?.is_empty() {
         return Ok(());
     }
     let switch = caddy.sync(env, &[], &BTreeMap::new()).await.map_err(proxy)?;
