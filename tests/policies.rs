@@ -462,6 +462,9 @@ async fn the_rollback_api_refuses_a_missing_or_a_wrong_token_and_changes_nothing
         assert!(answer.contains("missing or wrong bearer token"), "{token:?}: {answer}");
         assert_nothing_happened(&yard, &before, &format!("a rollback with token {token:?}")).await;
     }
+    // A request without a token is told about the token first, whatever its body (none here).
+    let (status, answer) = yard.request("POST", path, &[], Vec::new()).await;
+    assert_eq!(status, 401, "the token is checked before the body: {answer}");
     // The very same request with the token rolls back: the refusals above were for the token alone.
     let (status, answer) = yard.post_json(path, Some(TOKEN), &body).await;
     assert_eq!(status, 202, "{answer}");
@@ -502,7 +505,7 @@ async fn the_rollback_button_refuses_a_missing_or_a_wrong_token_and_changes_noth
         assert_nothing_happened(&yard, &before, &format!("a rollback with token `{token}`")).await;
     }
     let (status, page) = yard.post_form(path, &[("commit", &first)]).await;
-    assert_eq!(status, 422, "a form without its token field: {page}");
+    assert_eq!(status, 401, "a form without its token field is refused for the token: {page}");
     assert_nothing_happened(&yard, &before, "a rollback without a token field").await;
     let (status, page) = yard.post_form(path, &[("token", TOKEN), ("commit", &first)]).await;
     assert_eq!(status, 303, "{page}");
@@ -524,7 +527,7 @@ async fn the_unpin_button_refuses_a_missing_or_a_wrong_token_and_changes_nothing
         assert_nothing_happened(&yard, &before, &format!("an unpin with token `{token}`")).await;
     }
     let (status, page) = yard.post_form(path, &[]).await;
-    assert_eq!(status, 422, "a form without its token field: {page}");
+    assert_eq!(status, 401, "a form without its token field is refused for the token: {page}");
     assert_nothing_happened(&yard, &before, "an unpin without a token field").await;
     let (status, page) = yard.post_form(path, &[("token", TOKEN)]).await;
     assert_eq!(status, 303, "{page}");

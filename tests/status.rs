@@ -29,6 +29,16 @@ async fn a_pinned_environment_says_pinned_in_the_api_the_pages_the_overview_and_
 
     yard.daemon.rollback("production", &first[..8], false).await.expect("rollback");
     yard.until("the pinned commit", |_| yard.running_image().as_deref() == Some("web:1")).await;
+    // What the branch's head would change is planned against what runs after the rollback, not before it.
+    let planned = yard
+        .until("the head's plan against the rolled-back state", |env| {
+            env.pinned
+                .as_ref()
+                .and_then(|pin| pin.head_plan.as_deref())
+                .is_some_and(|plan| plan.contains("1 to update"))
+        })
+        .await;
+    assert_eq!(planned.sync_status, SyncStatus::Pinned);
     yard.write("apps/web.yaml", &app("web:3"));
     let head = yard.push("web: three");
     let pinned = yard

@@ -462,6 +462,7 @@ impl EnvHandle {
             Ok(prepared) => prepared,
             Err(error) => return self.fail(error),
         };
+        let is_pinned = read.pin.is_some();
         let pinned = read.pin.map(|(sha, since_ms)| {
             let head_plan = read.head.as_ref().map(|head| self.head_plan(daemon, head, &prepared.observed));
             super::rollback::PinView { commit: sha, since_ms, head: read.head.map(|head| head.commit), head_plan }
@@ -485,7 +486,12 @@ impl EnvHandle {
             gate
         };
         let run = Run { daemon, trigger: taken.trigger, started_ms, commit: &commit, prepared: &prepared };
-        self.perform(run, gate.decision, policy.retry).await
+        let reconciled = self.perform(run, gate.decision, policy.retry).await;
+        if reconciled == Reconciled::Applied && is_pinned {
+            // The head's plan was made against what ran before this apply: plan it again against what runs now.
+            self.trigger.fire(Trigger::Drift);
+        }
+        reconciled
     }
 
     /// The commit to run: the branch's head, or the commit a rollback pinned the environment to (the head is then

@@ -295,8 +295,10 @@ async fn events(State(state): State<Arc<ServerState>>) -> Response {
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
+/// A form whose token is missing is refused as a wrong token is (401), not as a malformed form.
 #[derive(Deserialize)]
 struct SyncForm {
+    #[serde(default)]
     token: String,
 }
 
@@ -560,14 +562,19 @@ async fn rollback_api(
     State(state): State<Arc<ServerState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    Json(request): Json<RollbackRequest>,
+    request: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if state.api_token.is_none() {
         return ApiError::ReadOnly.into_response();
     }
+    // The token first: a request without one is told so, whatever its body.
     if !authorized(&state, &headers) {
         return ApiError::Unauthorized.into_response();
     }
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(rejection) => return rejection.into_response(),
+    };
     let done = if request.dry_run {
         state.daemon.plan_rollback(&name, &request.commit, request.force).await
     } else {
@@ -607,7 +614,9 @@ async fn unpin_api(State(state): State<Arc<ServerState>>, Path(name): Path<Strin
 
 #[derive(Deserialize)]
 struct RollbackForm {
+    #[serde(default)]
     token: String,
+    #[serde(default)]
     commit: String,
 }
 
