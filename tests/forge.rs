@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use railyard::forge::{COMMENT_MARKER, ForgeClient, ForgeKind, ForgeSettings};
 use railyard::previews::PullRequestReport;
-use support::fake_forge::{FakeForge, FakePullRequest, SELF_LOGIN, Speaks};
+use support::fake_forge::{FakeForge, FakePullRequest, Refusal, SELF_ID, SELF_LOGIN, Speaks, TOKEN};
 
 const FORGES: [(Speaks, ForgeKind); 3] =
     [(Speaks::GitHub, ForgeKind::GitHub), (Speaks::GitLab, ForgeKind::GitLab), (Speaks::Gitea, ForgeKind::Gitea)];
@@ -20,7 +20,7 @@ fn client(fake: &FakeForge, kind: ForgeKind) -> ForgeClient {
         kind,
         api: fake.api(),
         repo: fake.repo().to_owned(),
-        token: "forge-token-canary-51c3".to_owned(),
+        token: TOKEN.to_owned(),
         public_url: Some("https://deploy.example.com".to_owned()),
     })
 }
@@ -83,7 +83,7 @@ async fn a_failed_page_fails_the_whole_read() {
         let error = client(&fake, kind).list_open().await.expect_err("page 2 failed");
         let text = error.to_string();
         assert!(text.contains("500"), "{kind:?}: {text}");
-        assert!(!text.contains("forge-token-canary-51c3"), "the token stays out of errors: {text}");
+        assert!(!text.contains(TOKEN), "the token stays out of errors: {text}");
         fake.fail_next(1);
         assert!(client(&fake, kind).list_open().await.is_err(), "{kind:?}: a failed first page fails too");
         assert_eq!(client(&fake, kind).list_open().await.map(|open| open.len()).ok(), Some(5), "{kind:?}");
@@ -140,8 +140,6 @@ async fn posting_is_retried_after_a_server_error() {
     assert_eq!(fake.statuses().len(), 1);
     assert_eq!(fake.comments(3).len(), 1);
 }
-
-const TOKEN: &str = "forge-token-canary-51c3";
 
 #[tokio::test]
 async fn a_marker_in_someone_elses_comment_is_never_edited() {

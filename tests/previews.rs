@@ -405,7 +405,8 @@ fn forge_args(forge: &FakeForge) -> Vec<String> {
     ]
 }
 
-const FORGE_TOKEN: (&str, &str) = ("RAILYARD_FORGE_TOKEN", "forge-token-canary-9e2a");
+/// The token the fake forge accepts, as `serve` reads it.
+const FORGE_TOKEN: (&str, &str) = ("RAILYARD_FORGE_TOKEN", support::fake_forge::TOKEN);
 
 fn open_on(forge: &FakeForge, number: u64, sha: &str, branch: &str) {
     forge.open(FakePullRequest {
