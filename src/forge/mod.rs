@@ -772,6 +772,33 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_is_told_from_each_forges_headers_and_so_is_how_long_to_wait() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, value.parse().expect("header"));
+            }
+            headers
+        };
+        let now = 1_700_000_000;
+        let seconds = |secs| Some(Some(Duration::from_secs(secs)));
+        // GitHub's primary limit: 403 (or 429) with nothing remaining and the reset in epoch seconds.
+        let github = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1700000042")]);
+        assert_eq!(rate_limit(403, &github, now), seconds(42));
+        assert_eq!(rate_limit(429, &github, now), seconds(42));
+        assert_eq!(rate_limit(403, &github, now + 100), seconds(0), "a reset already past: no wait");
+        // GitHub's secondary limit, GitLab and proxies: Retry-After.
+        assert_eq!(rate_limit(403, &headers(&[("retry-after", "30")]), now), seconds(30));
+        assert_eq!(rate_limit(429, &headers(&[("retry-after", "7")]), now), seconds(7));
+        assert_eq!(rate_limit(429, &headers(&[("ratelimit-reset", "1700000005")]), now), seconds(5));
+        assert_eq!(rate_limit(429, &headers(&[]), now), Some(None), "limited, without saying until when");
+        // A 403 with requests left is about the token's rights; other statuses are not the limit.
+        assert_eq!(rate_limit(403, &headers(&[("x-ratelimit-remaining", "4999")]), now), None);
+        assert_eq!(rate_limit(403, &headers(&[]), now), None);
+        assert_eq!(rate_limit(401, &github, now), None);
+    }
+
+    #[test]
     fn next_pages_come_from_link_or_x_next_page() {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(

@@ -136,8 +136,12 @@ const REPO: &str = "acme/shop";
 
 impl FakeForge {
     pub fn start(speaks: Speaks) -> FakeForge {
-        let state =
-            Arc::new(Mutex::new(Forge { page_size: 2, next_comment: 100, token: TOKEN.to_owned(), ..Forge::default() }));
+        let state = Arc::new(Mutex::new(Forge {
+            page_size: 2,
+            next_comment: 100,
+            token: TOKEN.to_owned(),
+            ..Forge::default()
+        }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake forge");
         listener.set_nonblocking(true).expect("non-blocking listener");
         let port = listener.local_addr().expect("address").port();
@@ -671,9 +675,7 @@ fn token_of(speaks: Speaks, headers: &HeaderMap) -> Option<String> {
 
 /// `refusal` in the forge's own status, headers and body.
 fn refused(speaks: Speaks, port: u16, refusal: Refusal) -> Response {
-    let github = |status: u16, message: &str| {
-        json!({ "message": message, "documentation_url": "https://docs.github.com/rest", "status": status.to_string() })
-    };
+    let github = |status: u16, message: &str| json!({ "message": message, "documentation_url": "https://docs.github.com/rest", "status": status.to_string() });
     let gitea = |message: &str| json!({ "message": message, "url": format!("http://127.0.0.1:{port}/api/swagger") });
     let json = |status: StatusCode, body: Value| (status, axum::Json(body)).into_response();
     match (refusal, speaks) {
@@ -715,7 +717,8 @@ fn refused(speaks: Speaks, port: u16, refusal: Refusal) -> Response {
             (StatusCode::FORBIDDEN, headers, axum::Json(body)).into_response()
         }
         (Refusal::RateLimited { reset_in_secs }, _) => {
-            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", reset_in_secs.to_string())], "Retry later\n").into_response()
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", reset_in_secs.to_string())], "Retry later\n")
+                .into_response()
         }
     }
 }
