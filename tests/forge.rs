@@ -352,7 +352,7 @@ async fn a_token_the_forge_refuses_is_reported_as_such_and_not_tried_again() {
             "{kind:?}: names the forge and what happened: {text}"
         );
         assert!(text.contains("--forge-token-file"), "{kind:?}: says where the token comes from: {text}");
-        let error = wrong.post_report(&report(true, "1 to update"), 5, Duration::from_secs(3600)).await;
+        let error = wrong.post_report(&report(true, "1 to update"), 5, Duration::from_millis(10)).await;
         let text = error.expect_err("a refused token posts nothing").to_string();
         assert!(text.contains("does not accept the token"), "{kind:?}: {text}");
         assert_eq!(requests_to(&fake, "/statuses/"), 1, "{kind:?}: not retried: {:?}", fake.requests());
@@ -368,14 +368,14 @@ async fn missing_rights_and_a_refused_status_are_reported_at_once_with_the_fix()
         let fake = FakeForge::start(speaks);
         let client = client(&fake, kind);
         fake.refuse("/statuses/", 1, Refusal::Forbidden);
-        let error = client.post_report(&report(true, "1 to update"), 5, Duration::from_secs(3600)).await;
+        let error = client.post_report(&report(true, "1 to update"), 5, Duration::from_millis(10)).await;
         let text = error.expect_err("403").to_string();
         assert!(text.starts_with(kind.as_str()) && text.contains("/statuses/"), "{kind:?}: what failed: {text}");
         assert!(text.contains("403 Forbidden") && text.contains("scopes"), "{kind:?}: the fix: {text}");
         assert_eq!(requests_to(&fake, "/statuses/"), 1, "{kind:?}: not retried: {:?}", fake.requests());
 
         fake.refuse("/statuses/", 1, Refusal::Unprocessable);
-        let error = client.post_report(&report(true, "1 to update"), 5, Duration::from_secs(3600)).await;
+        let error = client.post_report(&report(true, "1 to update"), 5, Duration::from_millis(10)).await;
         let text = error.expect_err("422").to_string();
         assert!(text.contains("refused the request as invalid (4") && text.contains("\"message\""), "{kind:?}: {text}");
         assert!(text.contains("--forge-repo"), "{kind:?}: the fix: {text}");
