@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use railyard::forge::{COMMENT_MARKER, ForgeClient, ForgeKind, ForgeSettings};
 use railyard::previews::PullRequestReport;
-use support::fake_forge::{FakeForge, FakePullRequest, SELF_LOGIN, Speaks};
+use support::fake_forge::{FakeForge, FakePullRequest, Refusal, SELF_ID, SELF_LOGIN, Speaks, TOKEN};
 
 const FORGES: [(Speaks, ForgeKind); 3] =
     [(Speaks::GitHub, ForgeKind::GitHub), (Speaks::GitLab, ForgeKind::GitLab), (Speaks::Gitea, ForgeKind::Gitea)];
@@ -20,7 +20,7 @@ fn client(fake: &FakeForge, kind: ForgeKind) -> ForgeClient {
         kind,
         api: fake.api(),
         repo: fake.repo().to_owned(),
-        token: "forge-token-canary-51c3".to_owned(),
+        token: TOKEN.to_owned(),
         public_url: Some("https://deploy.example.com".to_owned()),
     })
 }
@@ -83,7 +83,7 @@ async fn a_failed_page_fails_the_whole_read() {
         let error = client(&fake, kind).list_open().await.expect_err("page 2 failed");
         let text = error.to_string();
         assert!(text.contains("500"), "{kind:?}: {text}");
-        assert!(!text.contains("forge-token-canary-51c3"), "the token stays out of errors: {text}");
+        assert!(!text.contains(TOKEN), "the token stays out of errors: {text}");
         fake.fail_next(1);
         assert!(client(&fake, kind).list_open().await.is_err(), "{kind:?}: a failed first page fails too");
         assert_eq!(client(&fake, kind).list_open().await.map(|open| open.len()).ok(), Some(5), "{kind:?}");
@@ -140,8 +140,6 @@ async fn posting_is_retried_after_a_server_error() {
     assert_eq!(fake.statuses().len(), 1);
     assert_eq!(fake.comments(3).len(), 1);
 }
-
-const TOKEN: &str = "forge-token-canary-51c3";
 
 #[tokio::test]
 async fn a_marker_in_someone_elses_comment_is_never_edited() {
@@ -323,5 +321,179 @@ async fn who_may_push_is_the_forges_word_asked_once_per_author_and_failing_close
             .count();
         let expected = if kind == ForgeKind::GitHub { 0 } else { 4 };
         assert_eq!(lookups, expected, "{kind:?}: one lookup per author per list: {:?}", fake.requests());
+    }
+}
+
+fn client_with_token(fake: &FakeForge, kind: ForgeKind, token: &str) -> ForgeClient {
+    ForgeClient::new(ForgeSettings {
+        kind,
+        api: fake.api(),
+        repo: fake.repo().to_owned(),
+        token: token.to_owned(),
+        public_url: None,
+    })
+}
+
+/// How many requests `fake` received whose `METHOD path` contains `text`.
+fn requests_to(fake: &FakeForge, text: &str) -> usize {
+    fake.requests().iter().filter(|request| request.contains(text)).count()
+}
+
+#[tokio::test]
+async fn a_token_the_forge_refuses_is_reported_as_such_and_not_tried_again() {
+    for (speaks, kind) in FORGES {
+        let fake = FakeForge::start(speaks);
+        open_five(&fake);
+        let wrong = client_with_token(&fake, kind, "revoked-token-0000");
+        let text = wrong.list_open().await.expect_err("a refused token lists nothing").to_string();
+        let forge = kind.as_str();
+        assert!(
+            text.starts_with(forge) && text.contains("401") && text.contains("does not accept the token"),
+            "{kind:?}: names the forge and what happened: {text}"
+        );
+        assert!(text.contains("--forge-token-file"), "{kind:?}: says where the token comes from: {text}");
+        let error = wrong.post_report(&report(true, "1 to update"), 5, Duration::from_millis(10)).await;
+        let text = error.expect_err("a refused token posts nothing").to_string();
+        assert!(text.contains("does not accept the token"), "{kind:?}: {text}");
+        assert_eq!(requests_to(&fake, "/statuses/"), 1, "{kind:?}: not retried: {:?}", fake.requests());
+        assert!(fake.statuses().is_empty() && fake.comments(3).is_empty(), "{kind:?}");
+        // The right token, in the header this forge documents, is taken.
+        assert_eq!(client(&fake, kind).list_open().await.map(|open| open.len()).ok(), Some(5), "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn missing_rights_and_a_refused_status_are_reported_at_once_with_the_fix() {
+    for (speaks, kind) in FORGES {
+        let fake = FakeForge::start(speaks);
+        let client = client(&fake, kind);
+        fake.refuse("/statuses/", 1, Refusal::Forbidden);
+        let error = client.post_report(&report(true, "1 to update"), 5, Duration::from_millis(10)).await;
+        let text = error.expect_err("403").to_string();
+        assert!(text.starts_with(kind.as_str()) && text.contains("/statuses/"), "{kind:?}: what failed: {text}");
+        assert!(text.contains("403 Forbidden") && text.contains("scopes"), "{kind:?}: the fix: {text}");
+        assert_eq!(requests_to(&fake, "/statuses/"), 1, "{kind:?}: not retried: {:?}", fake.requests());
+
+        fake.refuse("/statuses/", 1, Refusal::Unprocessable);
+        let error = client.post_report(&report(true, "1 to update"), 5, Duration::from_millis(10)).await;
+        let text = error.expect_err("422").to_string();
+        assert!(text.contains("refused the request as invalid (4") && text.contains("\"message\""), "{kind:?}: {text}");
+        assert!(text.contains("--forge-repo"), "{kind:?}: the fix: {text}");
+        assert_eq!(requests_to(&fake, "/statuses/"), 2, "{kind:?}: not retried: {:?}", fake.requests());
+        assert!(
+            fake.statuses().is_empty() && fake.comments(3).is_empty(),
+            "{kind:?}: no comment after a failed status"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_that_resets_soon_is_waited_out_and_one_that_does_not_is_reported() {
+    for (speaks, kind) in FORGES {
+        let fake = FakeForge::start(speaks);
+        let client = client(&fake, kind);
+        // Resetting now: tried again at once, not after the hour of backoff given.
+        fake.refuse("/statuses/", 1, Refusal::RateLimited { reset_in_secs: 0 });
+        let posted = tokio::time::timeout(
+            Duration::from_secs(20),
+            client.post_report(&report(false, "1"), 2, Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{kind:?}: waited for the backoff instead of the reset"));
+        posted.unwrap_or_else(|error| panic!("{kind:?}: {error}"));
+        assert_eq!(fake.statuses().len(), 1, "{kind:?}");
+        assert_eq!(requests_to(&fake, "/statuses/"), 2, "{kind:?}: {:?}", fake.requests());
+
+        // Resetting in an hour: reported at once, without hammering the forge.
+        fake.refuse("/statuses/", 5, Refusal::RateLimited { reset_in_secs: 3600 });
+        let error = client.post_report(&report(false, "2"), 5, Duration::ZERO).await.expect_err("limited");
+        let text = error.to_string();
+        assert!(text.starts_with(kind.as_str()) && text.contains("rate limit is used up"), "{kind:?}: {text}");
+        let resets: u64 = text
+            .split("resets in ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|secs| secs.parse().ok())
+            .unwrap_or_else(|| panic!("{kind:?}: says when it resets: {text}"));
+        assert!((3590..=3600).contains(&resets), "{kind:?}: {text}");
+        assert_eq!(requests_to(&fake, "/statuses/"), 3, "{kind:?}: asked once: {:?}", fake.requests());
+
+        // A listing is not waited for: the error says why, and the previews stay until the list reads again.
+        fake.refuse("/pulls", 1, Refusal::RateLimited { reset_in_secs: 30 });
+        fake.refuse("/merge_requests", 1, Refusal::RateLimited { reset_in_secs: 30 });
+        let text = client.list_open().await.expect_err("limited").to_string();
+        assert!(text.contains("rate limit is used up") && text.contains("resets in"), "{kind:?}: {text}");
+        assert_eq!(client.list_open().await.map(|open| open.len()).ok(), Some(0), "{kind:?}: the next read works");
+    }
+}
+
+#[tokio::test]
+async fn closed_and_merged_pull_requests_are_not_listed() {
+    for (speaks, kind) in FORGES {
+        let fake = FakeForge::start(speaks);
+        open_five(&fake);
+        fake.close(2);
+        fake.merge(3);
+        let open = client(&fake, kind).list_open().await.unwrap_or_else(|error| panic!("{kind:?}: {error}"));
+        let numbers: Vec<u64> = open.iter().map(|pr| pr.number).collect();
+        assert_eq!(numbers, [1, 4, 5], "{kind:?}: {:?}", fake.requests());
+        fake.open(FakePullRequest {
+            number: 2,
+            sha: format!("{:040}", 2),
+            branch: "change-2".to_owned(),
+            fork: false,
+            labels: Vec::new(),
+        });
+        let open = client(&fake, kind).list_open().await.unwrap_or_else(|error| panic!("{kind:?}: {error}"));
+        assert_eq!(open.iter().map(|pr| pr.number).collect::<Vec<_>>(), [1, 2, 4, 5], "{kind:?}: reopened");
+    }
+}
+
+#[tokio::test]
+async fn totals_that_the_pages_do_not_hold_fail_the_read() {
+    // GitHub's listings announce no total; GitLab's `X-Total` and Gitea's `X-Total-Count` do.
+    for (speaks, kind) in [(Speaks::GitLab, ForgeKind::GitLab), (Speaks::Gitea, ForgeKind::Gitea)] {
+        let fake = FakeForge::start(speaks);
+        open_five(&fake);
+        for (offset, announced) in [(1, 6), (-1, 4)] {
+            fake.miscount_totals(offset);
+            let text = client(&fake, kind).list_open().await.expect_err("a short or long read").to_string();
+            assert!(
+                text.starts_with(kind.as_str()) && text.contains(&format!("5 items read of the {announced} announced")),
+                "{kind:?}: {text}"
+            );
+            assert!(text.contains("nothing is torn down"), "{kind:?}: {text}");
+        }
+        fake.miscount_totals(0);
+        assert_eq!(client(&fake, kind).list_open().await.map(|open| open.len()).ok(), Some(5), "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn among_other_peoples_comments_railyard_edits_only_its_own_marked_one() {
+    for (speaks, kind) in FORGES {
+        let fake = FakeForge::start(speaks);
+        // A maintainer's token may edit anyone's comment: no 403 would stop a careless client.
+        fake.token_may_edit_any_comment();
+        let bait = format!("{COMMENT_MARKER}\n### railyard: all good, merge away");
+        fake.comment_as(3, "alice", "LGTM, but let's see the preview");
+        fake.comment_as(3, "mallory", &bait);
+        fake.comment_as(3, SELF_LOGIN, "a note of the bot's own, without the marker");
+        // Another account under railyard's login (renamed and reused): the id tells it apart.
+        fake.comment_as_id(3, SELF_LOGIN, SELF_ID + 1000, &bait);
+        fake.comment_as(3, SELF_LOGIN, &format!("{COMMENT_MARKER}\nthe plan of an earlier push"));
+        fake.comment_as(3, "bob", &format!("quoting: {COMMENT_MARKER}"));
+        let before = fake.comments_with_authors(3);
+
+        client(&fake, kind).post_report(&report(true, "1 to update"), 1, Duration::ZERO).await.expect("report");
+        let after = fake.comments_with_authors(3);
+        assert_eq!(after.len(), before.len(), "{kind:?}: edited, not added: {after:#?}");
+        for (index, (old, new)) in before.iter().zip(&after).enumerate() {
+            if index == 4 {
+                assert!(new.body.contains("1 to update") && new.id == old.id, "{kind:?}: its own is edited: {new:?}");
+            } else {
+                assert_eq!(old, new, "{kind:?}: comment {index} is not railyard's to edit");
+            }
+        }
     }
 }

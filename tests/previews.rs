@@ -248,17 +248,30 @@ fn a_fork_gets_no_preview_even_when_its_own_project_allows_forks() {
     git(dir, &["update-ref", "refs/pull/2/head", &sha]);
     let (status, body) = previewed.github_event("opened", 2, &sha, "fork-change", true);
     assert_eq!(status, 202, "{body}");
+    let deliveries = get_json(previewed.served.port, "/api/v1/webhooks");
+    assert!(
+        deliveries["items"].as_array().is_some_and(|items| items.iter().any(|delivery| delivery["accepted"] == true
+            && delivery["reason"].as_str().is_some_and(|reason| reason.contains("preview pr-2 reconciles")))),
+        "the event was taken: {deliveries:#}"
+    );
+    // The previews pass that the event woke shows its decision only after starting whatever it runs, so once pr-2
+    // is listed as refused, an environment started for it would already be there: nothing to wait for.
     let mut previews = Value::Null;
-    assert!(eventually(WAIT, || {
-        previews = get_json(previewed.served.port, "/api/v1/previews");
-        previews["entries"].as_array().is_some_and(|entries| !entries.is_empty())
-    }));
+    assert!(
+        eventually(WAIT, || {
+            previews = get_json(previewed.served.port, "/api/v1/previews");
+            previews["entries"].as_array().is_some_and(|entries| entries.iter().any(|entry| entry["env"] == "pr-2"))
+        }),
+        "the previews pass decides on pr-2: {previews:#}\n{}",
+        previewed.served.log()
+    );
     let entry = &previews["entries"][0];
     assert_eq!(entry["env"], "pr-2", "{previews:#}");
     assert_eq!(entry["state"], "refused", "{previews:#}");
     assert!(entry["reason"].as_str().is_some_and(|reason| reason.contains("fork")), "{previews:#}");
-    std::thread::sleep(Duration::from_secs(2));
     assert!(previewed.preview_env(2).is_none(), "no environment for a fork");
+    let environments = get_json(previewed.served.port, "/api/v1/environments").to_string();
+    assert!(!environments.contains("pr-2"), "no environment for a fork: {environments}");
     assert!(leftovers(&previewed.compose_project(2)).is_empty());
 }
 
@@ -405,7 +418,8 @@ fn forge_args(forge: &FakeForge) -> Vec<String> {
     ]
 }
 
-const FORGE_TOKEN: (&str, &str) = ("RAILYARD_FORGE_TOKEN", "forge-token-canary-9e2a");
+/// The token the fake forge accepts, as `serve` reads it.
+const FORGE_TOKEN: (&str, &str) = ("RAILYARD_FORGE_TOKEN", support::fake_forge::TOKEN);
 
 fn open_on(forge: &FakeForge, number: u64, sha: &str, branch: &str) {
     forge.open(FakePullRequest {
@@ -543,40 +557,202 @@ fn while_the_forge_cannot_list_pull_requests_no_preview_is_torn_down() {
     );
 }
 
+/// One POST a [`NotificationTarget`] received: the path, the body, and the status it answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Posted {
+    path: String,
+    body: String,
+    status: u16,
+}
+
+/// A notification target on loopback (JSON and Slack-style at once: the path tells them apart) that keeps every POST
+/// with the status it answered: 500 to the first request whose body holds each of the `fail_once` texts, 200 to the
+/// rest. Serves until dropped.
+struct NotificationTarget {
+    port: u16,
+    posted: std::sync::Arc<std::sync::Mutex<Vec<Posted>>>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl NotificationTarget {
+    fn start(fail_once: &[&str]) -> NotificationTarget {
+        use std::sync::{Arc, Mutex};
+        type Shared = (Arc<Mutex<Vec<Posted>>>, Arc<Mutex<Vec<String>>>);
+        async fn answer(
+            axum::extract::State((posted, failing)): axum::extract::State<Shared>,
+            uri: axum::http::Uri,
+            body: String,
+        ) -> axum::http::StatusCode {
+            let mut failing = failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let status = match failing.iter().position(|text| body.contains(text.as_str())) {
+                Some(at) => {
+                    failing.remove(at);
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                }
+                None => axum::http::StatusCode::OK,
+            };
+            let path = uri.path().to_owned();
+            posted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Posted {
+                path,
+                body,
+                status: status.as_u16(),
+            });
+            status
+        }
+        let posted = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(Mutex::new(fail_once.iter().map(|text| (*text).to_owned()).collect::<Vec<_>>()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the notification target");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let port = listener.local_addr().expect("address").port();
+        let app = axum::Router::new().fallback(answer).with_state((Arc::clone(&posted), failing));
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let served = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                served.await.expect("the notification target stopped");
+            });
+        });
+        NotificationTarget { port, posted, _shutdown: shutdown }
+    }
+
+    fn posted(&self) -> Vec<Posted> {
+        self.posted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The settings file's `notifications`: a JSON target at `/json` and a Slack one at `/services/<token>`.
+    fn settings(&self, slack_token: &str) -> String {
+        format!(
+            "notifications:\n  - {{ kind: json, url: \"http://127.0.0.1:{port}/json\" }}\n  - {{ kind: slack, url: \"http://127.0.0.1:{port}/services/{slack_token}\" }}\n",
+            port = self.port
+        )
+    }
+}
+
+/// Asserts that the first POST to `path` holding `text` was answered 500 and that the very same body was delivered
+/// later; returns that body.
+fn failed_then_delivered(posted: &[Posted], path: &str, text: &str) -> String {
+    let mut tries = posted.iter().filter(|post| post.path.starts_with(path) && post.body.contains(text));
+    let first = tries.next().unwrap_or_else(|| panic!("nothing holding {text:?} reached {path}: {posted:#?}"));
+    assert_eq!(first.status, 500, "the first delivery of {text:?} to {path} was the one failed: {posted:#?}");
+    let again = tries.next().unwrap_or_else(|| panic!("{text:?} was not retried at {path}: {posted:#?}"));
+    assert_eq!((again.status, &again.body), (200, &first.body), "the same event, delivered: {posted:#?}");
+    first.body.clone()
+}
+
 #[test]
 fn notifications_tell_a_json_and_a_slack_target_of_a_preview_up_and_torn_down() {
-    let capture = CaptureServer::start(1);
+    // The preview's event fails once at each target (production's, sent first, does not): it must come later.
+    let target = NotificationTarget::start(&["\"previewUp\"", "pr-1 preview up"]);
     let settings = tempfile::tempdir().expect("tempdir");
     let file = settings.path().join("settings.yaml");
     let slack_token = "slack-token-canary-77aa";
-    std::fs::write(
-        &file,
-        format!(
-            "notifications:\n  - {{ kind: json, url: \"http://127.0.0.1:{port}/json\" }}\n  - {{ kind: slack, url: \"http://127.0.0.1:{port}/services/{slack_token}\" }}\n",
-            port = capture.port
-        ),
-    )
-    .expect("settings file");
+    std::fs::write(&file, target.settings(slack_token)).expect("settings file");
     let file = file.to_string_lossy().into_owned();
     let previewed = Previewed::start("pv-notify", "", &["--settings", &file], &[]);
+    assert!(
+        eventually(WAIT, || target.posted().iter().filter(|post| post.body.contains("production")).count() >= 2),
+        "production's first sync is told to both targets: {:#?}",
+        target.posted()
+    );
     let sha = previewed.push_pull_request(1, "feature", "notified");
     previewed.github_event("opened", 1, &sha, "feature", false);
-    let seen = |path: &str, needle: &str| {
-        capture.received().iter().any(|(at, body)| at.starts_with(path) && body.contains(needle))
+    let retried = |path: &str, text: &str| {
+        target.posted().iter().any(|post| post.path.starts_with(path) && post.body.contains(text) && post.status == 200)
     };
     assert!(
-        eventually(WAIT, || seen("/json", "\"previewUp\"") && seen("/services/", "pr-1 preview up")),
-        "both targets hear of the preview (the first delivery failed and was retried): {:?}\n{}",
-        capture.received(),
+        eventually(WAIT, || retried("/json", "\"previewUp\"") && retried("/services/", "pr-1 preview up")),
+        "both targets hear of the preview after its first delivery failed: {:#?}\n{}",
+        target.posted(),
         previewed.served.log()
     );
-    let json_event = capture.received().into_iter().find(|(at, body)| at == "/json" && body.contains("previewUp"));
-    let event: Value = serde_json::from_str(&json_event.map(|(_, body)| body).unwrap_or_default()).unwrap_or_default();
+    let posted = target.posted();
+    let production: Vec<&Posted> = posted.iter().filter(|post| post.body.contains("production")).collect();
+    assert!(production.iter().all(|post| post.status == 200), "production's event was not the failed one: {posted:#?}");
+    let json_event = failed_then_delivered(&posted, "/json", "\"previewUp\"");
+    failed_then_delivered(&posted, "/services/", "pr-1 preview up");
+    let event: Value = serde_json::from_str(&json_event).unwrap_or_default();
     assert_eq!((event["env"].as_str(), event["commit"].as_str()), (Some("pr-1"), Some(sha.as_str())), "{event}");
     assert!(event["urls"][0].as_str().is_some_and(|url| url.starts_with("http://web-pr-1.preview.test:")), "{event}");
     previewed.github_event("closed", 1, &sha, "feature", false);
-    assert!(eventually(WAIT, || seen("/json", "previewTornDown") && seen("/services/", "preview torn down")));
+    assert!(eventually(WAIT, || retried("/json", "previewTornDown") && retried("/services/", "preview torn down")));
     assert!(!previewed.served.log().contains(slack_token), "the target's URL stays out of the log");
+}
+
+/// A failed sync and a rollback are told too, with what went wrong: the daemon over the in-memory backend (whose apps
+/// can be made to fail or never become healthy), delivering to a real HTTP target on loopback.
+#[tokio::test]
+async fn notifications_tell_of_a_failed_sync_and_of_a_rollback() {
+    use railyard::notify::{Target, TargetKind};
+    use support::yard::Yard;
+    let target = NotificationTarget::start(&[]);
+    let project = "kind: Project\nname: shop\n";
+    let app = |image: &str| format!("kind: App\nname: web\nimage: {image}\nports: [{{ name: http, port: 8080 }}]\n");
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", target.port);
+    let targets = vec![
+        Target { kind: TargetKind::Json, url: url("/json") },
+        Target { kind: TargetKind::Slack, url: url("/services/T0/B0/slack-token") },
+    ];
+    let yard = Yard::start_with(&[("railyard.yaml", project), ("apps/web.yaml", &app("web:1"))], |settings| {
+        settings.notifications = targets;
+    })
+    .await;
+    let heard = |path: &'static str, text: String| {
+        let target = &target;
+        async move {
+            for _ in 0..600 {
+                let posted = target.posted();
+                if let Some(post) = posted.iter().find(|post| post.path.starts_with(path) && post.body.contains(&text))
+                {
+                    return post.body.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{path} never heard {text:?}: {:#?}", target.posted());
+        }
+    };
+    heard("/json", "\"syncSucceeded\"".to_owned()).await;
+
+    // An update that never becomes healthy is rolled back (and held until a new commit: no retry to tell of).
+    yard.backend.unhealthy("web");
+    yard.write("apps/web.yaml", &app("web:2"));
+    let two = yard.push("web: two, never healthy");
+    let rolled: Value = serde_json::from_str(&heard("/json", "\"rolledBack\"".to_owned()).await).unwrap_or_default();
+    assert_eq!(
+        (rolled["env"].as_str(), rolled["commit"].as_str()),
+        (Some("production"), Some(two.as_str())),
+        "{rolled}"
+    );
+    assert!(rolled["message"].as_str().is_some_and(|m| m.contains("did not become healthy")), "says why: {rolled}");
+    let chat = heard("/services/", "production rolled back".to_owned()).await;
+    assert!(chat.contains(&two[..12]) && chat.contains("did not become healthy"), "{chat}");
+    assert_eq!(yard.running_image().as_deref(), Some("web:1"), "the old version serves");
+
+    // An update the engine refuses fails (and is retried with backoff: told once all the same).
+    yard.backend.heal("web");
+    yard.backend.fail_app("web", "the engine refused the container: no space left on device");
+    yard.write("apps/web.yaml", &app("web:3"));
+    let three = yard.push("web: three, which the engine refuses");
+    let failed: Value = serde_json::from_str(&heard("/json", "\"syncFailed\"".to_owned()).await).unwrap_or_default();
+    assert_eq!(failed["commit"].as_str(), Some(three.as_str()), "{failed}");
+    assert!(failed["message"].as_str().is_some_and(|m| m.contains("no space left on device")), "says why: {failed}");
+    let chat = heard("/services/", "production sync failed".to_owned()).await;
+    assert!(chat.contains(&three[..12]) && chat.contains("no space left on device"), "{chat}");
+    yard.until("a retry", |_| {
+        yard.history().iter().filter(|sync| sync.commit_sha.as_deref() == Some(three.as_str())).count() >= 2
+    })
+    .await;
+    let kinds: Vec<String> = target
+        .posted()
+        .iter()
+        .filter(|post| post.path == "/json")
+        .filter_map(|post| serde_json::from_str::<Value>(&post.body).ok()?["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(kinds, ["syncSucceeded", "rolledBack", "syncFailed"], "each told once, in order");
+    yard.daemon.stop();
 }
 
 fn running_containers(project: &str) -> Vec<String> {
@@ -748,7 +924,24 @@ fn a_label_approves_the_commit_it_was_added_on_not_later_pushes() {
         "the new push waits for the label: {entry:?}\n{}",
         previewed.served.log()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // The decision on the push is recorded: the preview is torn down while it awaits approval. Its history then
+    // says whether the unreviewed commit ever ran (a check of what runs now would miss a run that the teardown ended).
+    let mut history = Value::Null;
+    assert!(
+        eventually(WAIT, || {
+            history = get_json(previewed.served.port, "/api/v1/syncs?env=pr-1");
+            history["items"].as_array().is_some_and(|items| items.iter().any(|sync| sync["outcome"] == "destroyed"))
+        }),
+        "the preview awaiting approval is torn down: {history:#}\n{}",
+        previewed.served.log()
+    );
+    let ran: Vec<&Value> = history["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|sync| sync["commitSha"] == unreviewed.as_str() && sync["outcome"] != "destroyed")
+        .collect();
+    assert!(ran.is_empty(), "the unreviewed push ran: {ran:#?}");
     assert_ne!(previewed.preview_answer(1).as_deref(), Some("unreviewed"), "the unreviewed push never runs");
     assert!(
         project_container_ids(&previewed.compose_project(1)).iter().all(|id| !docker(&[

@@ -29,14 +29,78 @@ fn app_with_canaries(image: &str, message: &str) -> String {
     )
 }
 
-/// Fails with where it was found when `text` holds any canary.
-fn assert_no_canary(place: &str, text: &str) {
-    if let Some(at) = text.find(CANARY) {
-        let start = text[..at].char_indices().rev().nth(120).map_or(0, |(i, _)| i);
-        let end = (at + 160).min(text.len());
-        let context = text.get(start..end).unwrap_or(text);
-        panic!("a secret leaked into {place}:\n…{context}…");
+/// The pull request's own values in [`canaries_stay_out_of_metrics_the_event_stream_previews_the_forge_and_notifications`].
+const PREVIEW_FILE: &str = "ryCanary-preview-file-77c2a0";
+const PREVIEW_VARIABLE: &str = "ryCanary-preview-variable-1e94bb";
+const PREVIEW_INLINE: &str = "ryCanary-preview-inline-c05d3e";
+
+/// Every canary value.
+const CANARIES: [&str; 8] =
+    [FROM_FILE, FROM_VARIABLE, INLINE, IN_URL, FROM_SOPS, PREVIEW_FILE, PREVIEW_VARIABLE, PREVIEW_INLINE];
+
+/// The forms of `value` a leak could take besides the value itself: base64 (standard and URL-safe, at each of the
+/// three alignments it can sit at in a longer encoded text, so only the part that does not depend on its
+/// neighbours), and every byte percent-encoded (upper and lower case hex). A form of a value made only of unreserved
+/// characters, percent-encoded the usual way, is the value itself.
+fn encoded_forms(value: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let mut forms = Vec::new();
+    for (name, engine) in [
+        ("base64", &base64::engine::general_purpose::STANDARD_NO_PAD),
+        ("base64url", &base64::engine::general_purpose::URL_SAFE_NO_PAD),
+    ] {
+        for offset in 0..3 {
+            let mut bytes = vec![0u8; offset];
+            bytes.extend_from_slice(value.as_bytes());
+            let encoded = engine.encode(&bytes);
+            // The first group holds the padding bytes' bits (when there are any), the last one its neighbour's.
+            let stable = &encoded[if offset == 0 { 0 } else { 4 }..encoded.len() - 4];
+            forms.push((format!("{name} of {value} at offset {offset}"), stable.to_owned()));
+        }
     }
+    let percent: String = value.bytes().map(|byte| format!("%{byte:02X}")).collect();
+    forms.push((format!("{value} percent-encoded"), percent.clone()));
+    forms.push((format!("{value} percent-encoded in lower case"), percent.to_lowercase()));
+    forms
+}
+
+/// Where in `text` a canary is, as it is or encoded (see [`encoded_forms`]), and in which form.
+fn find_canary(text: &str) -> Option<(usize, String)> {
+    text.find(CANARY).map(|at| (at, "a canary".to_owned())).or_else(|| {
+        CANARIES
+            .iter()
+            .flat_map(|value| encoded_forms(value))
+            .find_map(|(form, encoded)| text.find(&encoded).map(|at| (at, form)))
+    })
+}
+
+/// Fails with where it was found when `text` holds any canary, as it is or encoded.
+fn assert_no_canary(place: &str, text: &str) {
+    if let Some((at, form)) = find_canary(text) {
+        let start = text[..at].char_indices().rev().nth(120).map_or(0, |(i, _)| i);
+        let end = text.char_indices().map(|(i, _)| i).find(|i| *i >= at + 160).unwrap_or(text.len());
+        let context = text.get(start..end).unwrap_or(text);
+        panic!("a secret ({form}) leaked into {place}:\n…{context}…");
+    }
+}
+
+#[test]
+fn the_canary_check_finds_encoded_values() {
+    use base64::Engine as _;
+    let in_text = |text: String| find_canary(&text).is_some();
+    for value in CANARIES {
+        let line = format!("{value}\n");
+        for prefix in ["", "a", "ab", "abc"] {
+            let base64 = base64::engine::general_purpose::STANDARD.encode(format!("{prefix}{line}"));
+            assert!(in_text(format!("logs: {base64} end")), "base64 after {prefix:?} of {value}: {base64}");
+            let url_safe = base64::engine::general_purpose::URL_SAFE.encode(format!("{prefix}{value}?x"));
+            assert!(in_text(format!("?q={url_safe}")), "URL-safe base64 after {prefix:?} of {value}");
+        }
+        let percent: String = value.bytes().map(|byte| format!("%{byte:02x}")).collect();
+        assert!(in_text(format!("GET /?token={percent}")), "percent-encoded {value}");
+        assert!(in_text(format!("\"{value}\"")), "{value} itself");
+    }
+    assert!(!in_text("ryCanar y, cnlDYW5hcnk, %72%79%43 and nothing else".to_owned()), "no false alarm");
 }
 
 fn assert_output_clean(place: &str, output: &std::process::Output) {
@@ -273,5 +337,160 @@ fn a_secret_name_that_leaves_the_directory_is_refused_at_validation() {
         stderr(&validate).contains("apps/web.yaml:5:3: SHADOW: secret name `../../etc/shadow` is not valid"),
         "{}",
         stderr(&validate)
+    );
+}
+
+/// The App of [`canaries_stay_out_of_metrics_the_event_stream_previews_the_forge_and_notifications`]: secrets from
+/// the directory and a variable, an inline token and a password in a URL, and `message` (nothing runs it: the daemon
+/// runs on the in-memory backend).
+fn canary_app(message: &str, inline: &str) -> String {
+    format!(
+        "kind: App\nname: web\nimage: registry.example/web:1\nports: [{{ name: http, port: 8080 }}]\nenv:\n  \
+         MESSAGE: \"{message}\"\n  FROM_FILE: {{ secret: from-file }}\n  FROM_VARIABLE: {{ secret: from-variable }}\n  \
+         API_TOKEN: {inline}\n  DATABASE_URL: postgres://shop:{IN_URL}@db:5432/shop\n"
+    )
+}
+
+/// Every byte `GET /events` (the server-sent events stream) sends from now on, read by a thread until the stream ends
+/// or `stop` is set (each read waits at most 200 ms for more).
+fn follow_events(port: u16, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to railyard");
+    write!(stream, "GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n").expect("ask");
+    stream.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && seen.len() < 1 << 20 {
+            match stream.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => seen.extend_from_slice(&buffer[..read]),
+                Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                }
+                Err(_) => break,
+            }
+        }
+        seen
+    })
+}
+
+/// The outputs the test above does not read: `/metrics`, `GET /api/v1/previews`, the event stream, the forge's
+/// status and comment on a pull request, and the notifications' bodies, with a preview of a pull request that
+/// changes secret values and production's (the daemon on the in-memory backend: no engine needed).
+#[test]
+fn canaries_stay_out_of_metrics_the_event_stream_previews_the_forge_and_notifications() {
+    use support::fake_forge::{FakeForge, FakePullRequest, Speaks, TOKEN};
+    let repo = tempfile::tempdir().expect("tempdir");
+    let dir = repo.path();
+    let write = |path: &str, text: &str| {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("folder")).expect("folder");
+        std::fs::write(path, text).expect("config file");
+    };
+    write(
+        "railyard.yaml",
+        "kind: Project\nname: canary-out\npreviews:\n  enabled: true\n  hostTemplate: \"{app}-{env}.preview.test\"\n  resync: 1s\n",
+    );
+    write("apps/web.yaml", &canary_app("production", INLINE));
+    write("domains/web.yaml", "kind: Domain\nhost: web.example.test\napp: web\nport: http\ntls: off\n");
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "production"]);
+    // The pull request changes the inline token; the preview reads its own scope's values.
+    git(dir, &["checkout", "-q", "-b", "feature"]);
+    write("apps/web.yaml", &canary_app("preview", PREVIEW_INLINE));
+    git(dir, &["commit", "-q", "-am", "web: a token of the pull request's own"]);
+    let sha = git(dir, &["rev-parse", "HEAD"]);
+    git(dir, &["checkout", "-q", "main"]);
+    git(dir, &["update-ref", "refs/pull/1/head", &sha]);
+    let git_server = GitServer::start(dir);
+
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(secrets.path().join("previews")).expect("previews scope");
+    for (path, value) in
+        [("from-file", FROM_FILE), ("previews/from-file", PREVIEW_FILE), ("previews/from-variable", PREVIEW_VARIABLE)]
+    {
+        std::fs::write(secrets.path().join(path), format!("{value}\n")).expect("secret");
+    }
+    let target = CaptureServer::start(0);
+    let settings = secrets.path().join("settings.yaml");
+    std::fs::write(
+        &settings,
+        format!(
+            "notifications:\n  - {{ kind: json, url: \"http://127.0.0.1:{port}/json\" }}\n  - {{ kind: slack, url: \"http://127.0.0.1:{port}/slack\" }}\n",
+            port = target.port
+        ),
+    )
+    .expect("settings");
+    let forge = FakeForge::start(Speaks::GitHub);
+    let (secrets_dir, settings) =
+        (secrets.path().to_string_lossy().into_owned(), settings.to_string_lossy().into_owned());
+    let api = forge.api();
+    let args = [
+        "--backend",
+        "memory",
+        "--secrets-dir",
+        secrets_dir.as_str(),
+        "--settings",
+        settings.as_str(),
+        "--forge",
+        "github",
+        "--forge-url",
+        api.as_str(),
+        "--forge-repo",
+        forge.repo(),
+        "--poll-interval",
+        "1h",
+        "--drift-interval",
+        "1h",
+    ];
+    let env = [("RAILYARD_SECRET_FROM_VARIABLE", FROM_VARIABLE), ("RAILYARD_FORGE_TOKEN", TOKEN)];
+    let served = Served::start(&git_server.url, None, &args, &env);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let events = follow_events(served.port, std::sync::Arc::clone(&stop));
+    served.wait_for("production's first sync", WAIT, |env| env["syncStatus"] == "synced");
+    forge.open(FakePullRequest { number: 1, sha: sha.clone(), branch: "feature".into(), fork: false, labels: vec![] });
+    let told = |text: &str| target.received().iter().any(|(_, body)| body.contains(text));
+    assert!(
+        eventually(WAIT, || forge.comments(1).first().is_some_and(|comment| comment.contains("API_TOKEN"))
+            && told("\"previewUp\"")
+            && told("\"syncSucceeded\"")),
+        "the preview is up, commented on and told of: {:?} {:?}\n{}",
+        forge.comments(1),
+        target.received(),
+        served.log()
+    );
+    let preview = get_json(served.port, "/api/v1/environments/pr-1");
+    assert_eq!(preview["syncStatus"], "synced", "{preview:#}");
+
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    for path in ["/metrics", "/api/v1/previews", "/api/v1/environments/pr-1", "/env/pr-1", "/api/v1/webhooks"] {
+        let (status, body) = http(served.port, "GET", path, &[], b"");
+        assert_eq!(status, 200, "{path}: {body}");
+        outputs.push((path.to_owned(), body));
+    }
+    assert!(outputs[0].1.contains("pr-1"), "the metrics name the preview: {}", outputs[0].1);
+    assert!(outputs[1].1.contains("\"pr-1\""), "the previews list it: {}", outputs[1].1);
+    for comment in forge.comments_with_authors(1) {
+        outputs.push((format!("the forge comment {}", comment.id), comment.body));
+    }
+    for status in forge.statuses() {
+        outputs.push((format!("the forge status on {}", status.sha), status.body.to_string()));
+    }
+    for (path, body) in target.received() {
+        outputs.push((format!("the notification to {path}"), body));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let events = String::from_utf8_lossy(&events.join().expect("the event stream reader")).into_owned();
+    assert!(events.contains("data:"), "the event stream told of the changes: {events}");
+    outputs.push(("/events".to_owned(), events));
+    outputs.push(("the serve log".to_owned(), served.log()));
+    for (place, text) in &outputs {
+        assert_no_canary(place, text);
+    }
+    assert!(
+        forge.comments(1)[0].contains("API_TOKEN") && forge.comments(1)[0].contains("redacted"),
+        "the comment shows the changed token, redacted: {}",
+        forge.comments(1)[0]
     );
 }

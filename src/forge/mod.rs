@@ -17,7 +17,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use crate::outbound::{redirect_origin, same_origin_redirects, with_backoff};
+use crate::outbound::{redirect_origin, same_origin_redirects};
 use crate::previews::PullRequest;
 use crate::previews::{PullRequestReport, PullRequestSource};
 
@@ -100,6 +100,23 @@ pub enum ForgeError {
     #[error("{forge} {path}: {reason}; check --forge-url, --forge-repo and the token's access to the repository")]
     Request { forge: &'static str, path: String, reason: String },
     #[error(
+        "{forge} {path} answered 401 Unauthorized: the forge does not accept the token (wrong, expired or revoked); check the token given by --forge-token-file or RAILYARD_FORGE_TOKEN"
+    )]
+    Unauthorized { forge: &'static str, path: String },
+    #[error(
+        "{forge} {path} answered 403 Forbidden ({body}): the token may not do this; give it the scopes railyard needs (GitHub: pull requests read, commit statuses and issues write; GitLab: api; Gitea: repository and issues write)"
+    )]
+    Forbidden { forge: &'static str, path: String, body: String },
+    #[error(
+        "{forge} {path} refused the request as invalid ({status}: {body}); the commit must be in the repository the forge is asked about: check that --forge-repo names the repository railyard deploys from"
+    )]
+    Unprocessable { forge: &'static str, path: String, status: u16, body: String },
+    #[error(
+        "{forge} {path}: the API rate limit is used up ({}); railyard tries again once it resets, or at the next change; a token of a user or bot account of railyard's own has a limit of its own",
+        resets(.wait)
+    )]
+    RateLimited { forge: &'static str, path: String, wait: Option<Duration> },
+    #[error(
         "{forge} {path} answered {status}: {body}; check the token's scopes (GitHub: pull requests and statuses, GitLab: api, Gitea: repository)"
     )]
     Status { forge: &'static str, path: String, status: u16, body: String },
@@ -112,7 +129,57 @@ pub enum ForgeError {
     #[error(
         "{forge} GET {path} did not say who the token belongs to ({reason}); railyard edits only its own comment, so give --forge-token-file a token of a user (or bot account) that may read its own profile"
     )]
-    WhoAmI { forge: &'static str, path: String, reason: String },
+    WhoAmI {
+        forge: &'static str,
+        path: String,
+        reason: String,
+        /// Whether asking again may help (a server error, a rate limit): not for a token the forge refuses.
+        transient: bool,
+    },
+}
+
+/// When a rate limit resets, for its error.
+fn resets(wait: &Option<Duration>) -> String {
+    match wait {
+        Some(wait) => format!("it resets in {} s", wait.as_secs()),
+        None => "the forge did not say when it resets".to_owned(),
+    }
+}
+
+/// A rate limit that resets later than this is not waited for: the error says so, and the next change reports again.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+impl ForgeError {
+    /// Whether the same request may succeed if sent again: not when the forge refused the token, its rights or the
+    /// request itself, nor after a redirect elsewhere; a rate limit only when it resets soon.
+    fn transient(&self) -> bool {
+        match self {
+            ForgeError::Request { .. } | ForgeError::Incomplete { .. } => true,
+            ForgeError::Status { status, .. } => *status >= 500 || *status == 408,
+            ForgeError::RateLimited { wait, .. } => wait.is_none_or(|wait| wait <= MAX_RATE_LIMIT_WAIT),
+            ForgeError::WhoAmI { transient, .. } => *transient,
+            ForgeError::Unauthorized { .. }
+            | ForgeError::Forbidden { .. }
+            | ForgeError::Unprocessable { .. }
+            | ForgeError::Redirected { .. } => false,
+        }
+    }
+}
+
+/// How long the forge asks to wait before the next request, when `status` with `headers` says the rate limit is used
+/// up: GitHub's 403 or 429 with `x-ratelimit-remaining: 0` and `x-ratelimit-reset` (epoch seconds) or with
+/// `retry-after` (its secondary limit), GitLab's (and any proxy's) 429 with `Retry-After` or `RateLimit-Reset`.
+/// `Some(None)`: rate limited, without saying until when. `None`: not a rate limit.
+fn rate_limit(status: u16, headers: &reqwest::header::HeaderMap, now_secs: u64) -> Option<Option<Duration>> {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+    let used_up = number("x-ratelimit-remaining") == Some(0) || number("ratelimit-remaining") == Some(0);
+    let retry_after = number("retry-after");
+    if !(status == 429 || (status == 403 && (used_up || retry_after.is_some()))) {
+        return None;
+    }
+    let reset = number("x-ratelimit-reset").or_else(|| number("ratelimit-reset"));
+    let wait = retry_after.or_else(|| reset.map(|reset| reset.saturating_sub(now_secs)));
+    Some(wait.map(Duration::from_secs))
 }
 
 /// Who the token belongs to, as the forge names comment authors: GitHub and Gitea by login (and id), GitLab by id.
@@ -191,9 +258,44 @@ impl ForgeClient {
             warn!(forge = self.forge(), %path, %to, "the forge redirected to another origin; not followed");
             return Err(ForgeError::Redirected { forge: self.forge(), path: path.to_owned(), to });
         }
+        let (forge, path) = (self.forge(), path.to_owned());
         let status = response.status().as_u16();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
+        if let Some(wait) = rate_limit(status, response.headers(), now) {
+            warn!(forge, %path, wait_s = wait.map(|wait| wait.as_secs()), "the forge's rate limit is used up");
+            return Err(ForgeError::RateLimited { forge, path, wait });
+        }
         let body: String = response.text().await.unwrap_or_default().chars().take(300).collect();
-        Err(ForgeError::Status { forge: self.forge(), path: path.to_owned(), status, body })
+        Err(match status {
+            401 => ForgeError::Unauthorized { forge, path },
+            403 => ForgeError::Forbidden { forge, path, body },
+            400 | 422 => ForgeError::Unprocessable { forge, path, status, body },
+            _ => ForgeError::Status { forge, path, status, body },
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, at most `attempts` times: after a transient failure it waits `first_wait`,
+    /// doubling, or as long as a rate limit asks; a failure that would only repeat (a refused token, missing rights,
+    /// an invalid request) is returned at once.
+    async fn patiently<T, F, Fut>(&self, attempts: u32, first_wait: Duration, mut attempt: F) -> Result<T, ForgeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ForgeError>>,
+    {
+        let mut wait = first_wait;
+        let mut tried = 1;
+        loop {
+            match attempt().await {
+                Ok(done) => return Ok(done),
+                Err(error) if tried >= attempts.max(1) || !error.transient() => return Err(error),
+                Err(ForgeError::RateLimited { wait: Some(reset), .. }) => tokio::time::sleep(reset).await,
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait = wait.saturating_mul(2);
+                }
+            }
+            tried += 1;
+        }
     }
 
     /// Every item of a paged listing, or an error: a page that fails, does not parse, or leaves the count the forge
@@ -375,12 +477,17 @@ impl ForgeClient {
         self.me
             .get_or_try_init(|| async {
                 let path = "user";
-                let failed = |reason: String| ForgeError::WhoAmI { forge: self.forge(), path: path.to_owned(), reason };
+                let failed = |reason: String, transient: bool| ForgeError::WhoAmI {
+                    forge: self.forge(),
+                    path: path.to_owned(),
+                    reason,
+                    transient,
+                };
                 let response = self
                     .send(self.request(Method::GET, path), path)
                     .await
-                    .map_err(|error| failed(error.to_string()))?;
-                let user: Value = response.json().await.map_err(|error| failed(without_url(&error)))?;
+                    .map_err(|error| failed(error.to_string(), error.transient()))?;
+                let user: Value = response.json().await.map_err(|error| failed(without_url(&error), true))?;
                 let identity = Identity {
                     id: user["id"].as_u64(),
                     login: user["login"].as_str().or(user["username"].as_str()).map(str::to_owned),
@@ -390,7 +497,7 @@ impl ForgeClient {
                     ForgeKind::GitLab => identity.id.is_some(),
                     _ => identity.login.as_ref().is_some_and(|login| !login.is_empty()),
                 };
-                if known { Ok(identity) } else { Err(failed("the answer names no user".to_owned())) }
+                if known { Ok(identity) } else { Err(failed("the answer names no user".to_owned(), false)) }
             })
             .await
     }
@@ -426,7 +533,9 @@ impl ForgeClient {
         self.send(self.request(method, &path).json(&payload), &path).await.map(drop)
     }
 
-    /// The status and (when `report.comment`) the sticky comment, each tried `attempts` times with doubling waits.
+    /// The status and (when `report.comment`) the sticky comment, each tried `attempts` times with doubling waits (or
+    /// as long as a rate limit asks, up to a minute); a refused token, missing rights or an invalid request is
+    /// reported at once.
     pub async fn post_report(
         &self,
         report: &PullRequestReport,
@@ -436,13 +545,13 @@ impl ForgeClient {
         let target =
             self.settings.public_url.as_ref().map(|url| format!("{}{}", url.trim_end_matches('/'), report.page));
         let summary = report.summary.clone();
-        with_backoff(attempts, first_wait, || {
+        self.patiently(attempts, first_wait, || {
             self.set_status(&report.head_sha, report.success, &summary, target.clone())
         })
         .await?;
         if report.comment {
             let body = comment_body(report, target.as_deref());
-            with_backoff(attempts, first_wait, || self.upsert_comment(report.number, &body)).await?;
+            self.patiently(attempts, first_wait, || self.upsert_comment(report.number, &body)).await?;
         }
         Ok(())
     }
@@ -660,6 +769,33 @@ mod tests {
         assert!(!me.wrote(&Value::Null));
         let nobody = Identity { id: None, login: Some(String::new()) };
         assert!(!nobody.wrote(&json!({ "login": "" })), "an empty login matches nothing");
+    }
+
+    #[test]
+    fn a_rate_limit_is_told_from_each_forges_headers_and_so_is_how_long_to_wait() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, value.parse().expect("header"));
+            }
+            headers
+        };
+        let now = 1_700_000_000;
+        let seconds = |secs| Some(Some(Duration::from_secs(secs)));
+        // GitHub's primary limit: 403 (or 429) with nothing remaining and the reset in epoch seconds.
+        let github = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1700000042")]);
+        assert_eq!(rate_limit(403, &github, now), seconds(42));
+        assert_eq!(rate_limit(429, &github, now), seconds(42));
+        assert_eq!(rate_limit(403, &github, now + 100), seconds(0), "a reset already past: no wait");
+        // GitHub's secondary limit, GitLab and proxies: Retry-After.
+        assert_eq!(rate_limit(403, &headers(&[("retry-after", "30")]), now), seconds(30));
+        assert_eq!(rate_limit(429, &headers(&[("retry-after", "7")]), now), seconds(7));
+        assert_eq!(rate_limit(429, &headers(&[("ratelimit-reset", "1700000005")]), now), seconds(5));
+        assert_eq!(rate_limit(429, &headers(&[]), now), Some(None), "limited, without saying until when");
+        // A 403 with requests left is about the token's rights; other statuses are not the limit.
+        assert_eq!(rate_limit(403, &headers(&[("x-ratelimit-remaining", "4999")]), now), None);
+        assert_eq!(rate_limit(403, &headers(&[]), now), None);
+        assert_eq!(rate_limit(401, &github, now), None);
     }
 
     #[test]

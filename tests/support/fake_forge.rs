@@ -9,6 +9,16 @@
 //! is given by [`FakeForge::set_access`] (GitHub's `author_association`, GitLab's project members, Gitea's
 //! collaborators), every request's headers are kept, and [`FakeForge::redirect_to`] answers everything with a 302
 //! to another address.
+//!
+//! It is as strict as the forges: every request must carry the token ([`TOKEN`], or [`FakeForge::expect_token`]) in
+//! a form the forge documents (GitHub `Authorization: Bearer` or `token`, GitLab `PRIVATE-TOKEN` or
+//! `Authorization: Bearer`, Gitea `Authorization: token` or `Bearer`), or it answers 401 in the forge's own error
+//! shape. Closed and merged pull requests stay listed under their state, and a listing honours `state` as the forge
+//! does (GitHub and Gitea: `open` unless asked otherwise; GitLab: every state unless asked `opened`); a commit status
+//! with a state the forge does not know is refused (GitHub and Gitea 422, GitLab 400). It can be told to refuse
+//! requests ([`FakeForge::refuse`]: 401, 403, 422, the rate limit in each forge's headers), to announce totals that
+//! the pages do not hold ([`FakeForge::miscount_totals`]), and to let its token edit anyone's comment, as a
+//! maintainer's can ([`FakeForge::token_may_edit_any_comment`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,7 +38,24 @@ pub enum Speaks {
     Gitea,
 }
 
-/// An open pull request of the fake.
+/// The token the fake accepts unless told another ([`FakeForge::expect_token`]).
+pub const TOKEN: &str = "forge-token-canary-51c3";
+
+/// How [`FakeForge::refuse`] answers, each in the forge's own status, headers and body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401, as for a wrong token.
+    Unauthorized,
+    /// 403: the token may not do this.
+    Forbidden,
+    /// 422 (GitLab: 400) with the forge's validation message, as for a status on a commit the forge does not have.
+    Unprocessable,
+    /// The rate limit: GitHub 403 with `x-ratelimit-remaining: 0` and `x-ratelimit-reset` (epoch seconds); GitLab
+    /// and Gitea 429 with `Retry-After` (seconds). It resets this many seconds from now.
+    RateLimited { reset_in_secs: u64 },
+}
+
+/// A pull request of the fake (open unless [`FakeForge::close`]d or [`FakeForge::merge`]d).
 #[derive(Clone, Debug)]
 pub struct FakePullRequest {
     pub number: u64,
@@ -60,7 +87,18 @@ pub struct FakeComment {
 
 #[derive(Default)]
 struct Forge {
+    /// Every pull request, open or not.
     open: BTreeMap<u64, FakePullRequest>,
+    /// Pull requests no longer open: `closed` or `merged`.
+    ended: BTreeMap<u64, &'static str>,
+    /// The token every request must carry.
+    token: String,
+    /// Requests (`METHOD /path?query` containing the text) refused so many more times, and how.
+    refusals: Vec<(String, usize, Refusal)>,
+    /// Added to the total count headers (GitLab `X-Total`, Gitea `X-Total-Count`).
+    total_offset: i64,
+    /// The token may edit anyone's comment (a maintainer's token can).
+    edits_any_comment: bool,
     statuses: Vec<PostedStatus>,
     /// Pull request number to its comments.
     comments: BTreeMap<u64, Vec<FakeComment>>,
@@ -75,6 +113,8 @@ struct Forge {
     /// Every request's headers, in order.
     headers: Vec<Vec<(String, String)>>,
     next_comment: u64,
+    /// Comment id to its author's user id, where that is not [`user_id`] of the login (a lookalike account).
+    ids: BTreeMap<u64, u64>,
     fail_next: usize,
     /// Requests that still succeed before the next one fails.
     fail_after: Option<usize>,
@@ -96,7 +136,12 @@ const REPO: &str = "acme/shop";
 
 impl FakeForge {
     pub fn start(speaks: Speaks) -> FakeForge {
-        let state = Arc::new(Mutex::new(Forge { page_size: 2, next_comment: 100, ..Forge::default() }));
+        let state = Arc::new(Mutex::new(Forge {
+            page_size: 2,
+            next_comment: 100,
+            token: TOKEN.to_owned(),
+            ..Forge::default()
+        }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake forge");
         listener.set_nonblocking(true).expect("non-blocking listener");
         let port = listener.local_addr().expect("address").port();
@@ -133,12 +178,56 @@ impl FakeForge {
         REPO
     }
 
+    /// Opens (or updates, or reopens) a pull request.
     pub fn open(&self, pr: FakePullRequest) {
-        self.forge().open.insert(pr.number, pr);
+        let mut forge = self.forge();
+        forge.ended.remove(&pr.number);
+        forge.open.insert(pr.number, pr);
     }
 
+    /// Closes pull request `number` unmerged; the forge still lists it under `state=closed`.
     pub fn close(&self, number: u64) {
-        self.forge().open.remove(&number);
+        self.forge().ended.insert(number, "closed");
+    }
+
+    /// Merges pull request `number`; the forge still lists it as closed (GitLab: `merged`).
+    pub fn merge(&self, number: u64) {
+        self.forge().ended.insert(number, "merged");
+    }
+
+    /// Requests must carry `token` from now on.
+    pub fn expect_token(&self, token: &str) {
+        self.forge().token = token.to_owned();
+    }
+
+    /// The next `times` requests whose `METHOD /path?query` contains `matching` ("" for any) are refused.
+    pub fn refuse(&self, matching: &str, times: usize, refusal: Refusal) {
+        self.forge().refusals.push((matching.to_owned(), times, refusal));
+    }
+
+    /// The total count headers say `by` more (or fewer) items than the listing holds, as when pull requests open or
+    /// close between the pages of one read.
+    pub fn miscount_totals(&self, by: i64) {
+        self.forge().total_offset = by;
+    }
+
+    /// The token may edit anyone's comment, as a maintainer's can: editing someone else's comment then succeeds
+    /// instead of answering 403, so only the client's own care keeps it off.
+    pub fn token_may_edit_any_comment(&self) {
+        self.forge().edits_any_comment = true;
+    }
+
+    /// `login` comments `body` on pull request `number` under user id `id` (a lookalike of another user's login).
+    pub fn comment_as_id(&self, number: u64, login: &str, id: u64, body: &str) {
+        let mut forge = self.forge();
+        forge.next_comment += 1;
+        let comment_id = forge.next_comment;
+        forge.ids.insert(comment_id, id);
+        forge.comments.entry(number).or_default().push(FakeComment {
+            id: comment_id,
+            author: login.to_owned(),
+            body: body.to_owned(),
+        });
     }
 
     /// The next `count` requests answer 500.
@@ -241,6 +330,15 @@ async fn answer(
         let location = format!("{base}{}", uri.path_and_query().map_or("/", |pq| pq.as_str()));
         return (StatusCode::FOUND, [(axum::http::header::LOCATION, location)], "").into_response();
     }
+    if token_of(speaks, &headers).is_none_or(|token| token != forge.token) {
+        return refused(speaks, port, Refusal::Unauthorized);
+    }
+    let line = format!("{method} {uri}");
+    let refusal = forge.refusals.iter_mut().find(|(matching, times, _)| *times > 0 && line.contains(matching.as_str()));
+    if let Some((_, times, refusal)) = refusal {
+        *times -= 1;
+        return refused(speaks, port, *refusal);
+    }
     let planned_failure = match forge.fail_after {
         Some(0) => {
             forge.fail_after = None;
@@ -281,7 +379,15 @@ async fn answer(
             (StatusCode::OK, axum::Json(user)).into_response()
         }
         (Speaks::GitLab, &Method::GET, ["projects", project, "merge_requests"]) if *project == gitlab_project => {
-            let items: Vec<Value> = forge.open.values().map(|pr| gitlab_merge_request(&forge, pr)).collect();
+            let Some(states) = listed_states(speaks, query.get("state").map(String::as_str)) else {
+                return (StatusCode::BAD_REQUEST, "{\"error\":\"state does not have a valid value\"}").into_response();
+            };
+            let items: Vec<Value> = forge
+                .open
+                .values()
+                .filter(|pr| states.contains(&state_of(&forge, speaks, pr.number)))
+                .map(|pr| gitlab_merge_request(&forge, pr))
+                .collect();
             paged(&forge, speaks, port, path, &query, page, items)
         }
         (Speaks::GitLab, &Method::GET, ["projects", project, "members", "all", id]) if *project == gitlab_project => {
@@ -315,6 +421,10 @@ async fn answer(
             }
         }
         (Speaks::GitLab, &Method::POST, ["projects", _, "statuses", sha]) => {
+            let known = ["pending", "running", "success", "failed", "canceled", "skipped"];
+            if !body["state"].as_str().is_some_and(|state| known.contains(&state)) {
+                return (StatusCode::BAD_REQUEST, "{\"error\":\"state does not have a valid value\"}").into_response();
+            }
             forge.statuses.push(PostedStatus { sha: (*sha).to_owned(), body: body.clone() });
             (StatusCode::CREATED, axum::Json(json!({ "id": 1, "status": body["state"] }))).into_response()
         }
@@ -329,10 +439,25 @@ async fn answer(
             edit_comment(&mut forge, number, id, &body)
         }
         (_, &Method::GET, ["repos", owner, name, "pulls"]) if format!("{owner}/{name}") == REPO => {
-            let items: Vec<Value> = forge.open.values().map(|pr| pull_request(&forge, speaks, pr)).collect();
+            let Some(states) = listed_states(speaks, query.get("state").map(String::as_str)) else {
+                return refused(speaks, port, Refusal::Unprocessable);
+            };
+            let items: Vec<Value> = forge
+                .open
+                .values()
+                .filter(|pr| states.contains(&state_of(&forge, speaks, pr.number)))
+                .map(|pr| pull_request(&forge, speaks, pr))
+                .collect();
             paged(&forge, speaks, port, path, &query, page, items)
         }
         (_, &Method::POST, ["repos", _, _, "statuses", sha]) => {
+            let known = match speaks {
+                Speaks::GitHub => &["error", "failure", "pending", "success"][..],
+                _ => &["pending", "success", "error", "failure", "warning"][..],
+            };
+            if !body["state"].as_str().is_some_and(|state| known.contains(&state)) {
+                return refused(speaks, port, Refusal::Unprocessable);
+            }
             forge.statuses.push(PostedStatus { sha: (*sha).to_owned(), body: body.clone() });
             (StatusCode::CREATED, axum::Json(json!({ "id": 1, "state": body["state"] }))).into_response()
         }
@@ -386,12 +511,13 @@ fn paged(
     } else if speaks == Speaks::GitLab {
         headers.insert("x-next-page", HeaderValue::from_static(""));
     }
+    let total = i64::try_from(items.len()).unwrap_or(i64::MAX).saturating_add(forge.total_offset).max(0);
     match speaks {
         Speaks::GitLab => {
-            headers.insert("x-total", HeaderValue::from(items.len()));
+            headers.insert("x-total", HeaderValue::from(total));
         }
         Speaks::Gitea => {
-            headers.insert("x-total-count", HeaderValue::from(items.len()));
+            headers.insert("x-total-count", HeaderValue::from(total));
         }
         Speaks::GitHub => {}
     }
@@ -417,9 +543,9 @@ fn comment_items(forge: &Forge, speaks: Speaks, number: &str) -> Vec<Value> {
             all.iter()
                 .map(|comment| match speaks {
                     Speaks::GitLab => json!({ "id": comment.id, "body": comment.body, "system": false,
-                        "author": { "id": user_id(&comment.author), "username": comment.author } }),
+                        "author": { "id": author_id(forge, comment), "username": comment.author } }),
                     _ => json!({ "id": comment.id, "body": comment.body,
-                        "user": { "login": comment.author, "id": user_id(&comment.author) } }),
+                        "user": { "login": comment.author, "id": author_id(forge, comment) } }),
                 })
                 .collect()
         })
@@ -444,12 +570,14 @@ fn create_comment(forge: &mut Forge, number: &str, body: &Value) -> Response {
 fn edit_comment(forge: &mut Forge, number: &str, id: &str, body: &Value) -> Response {
     let number: u64 = number.parse().unwrap_or(0);
     let text = body["body"].as_str().unwrap_or_default().to_owned();
+    let (ids, edits_any_comment) = (forge.ids.clone(), forge.edits_any_comment);
     let Some(comment) =
         forge.comments.get_mut(&number).and_then(|all| all.iter_mut().find(|comment| comment.id.to_string() == id))
     else {
         return (StatusCode::NOT_FOUND, "{\"message\":\"Not Found\"}").into_response();
     };
-    if comment.author != SELF_LOGIN {
+    let author = ids.get(&comment.id).copied().unwrap_or_else(|| user_id(&comment.author));
+    if author != SELF_ID && !edits_any_comment {
         return (StatusCode::FORBIDDEN, "{\"message\":\"Forbidden\"}").into_response();
     }
     comment.body = text.clone();
@@ -463,9 +591,11 @@ fn pull_request(forge: &Forge, speaks: Speaks, pr: &FakePullRequest) -> Value {
     let author = forge.authors.get(&pr.number).cloned().unwrap_or_else(|| "octocat".to_owned());
     let association =
         if forge.access.get(&author).is_some_and(|level| *level >= 30) { "COLLABORATOR" } else { "CONTRIBUTOR" };
+    let ended = forge.ended.get(&pr.number).copied();
     let mut item = json!({
         "number": pr.number,
-        "state": "open",
+        "state": if ended.is_some() { "closed" } else { "open" },
+        "merged": ended == Some("merged"),
         "title": format!("Change {}", pr.number),
         "user": { "login": author, "id": user_id(&author) },
         "labels": pr.labels.iter().map(|name| json!({ "name": name })).collect::<Vec<_>>(),
@@ -486,7 +616,7 @@ fn gitlab_merge_request(forge: &Forge, pr: &FakePullRequest) -> Value {
         "iid": pr.number,
         "project_id": 3,
         "title": format!("Change {}", pr.number),
-        "state": "opened",
+        "state": state_of(forge, Speaks::GitLab, pr.number),
         "author": { "id": user_id(&author), "username": author },
         "source_branch": pr.branch,
         "target_branch": "main",
@@ -495,4 +625,100 @@ fn gitlab_merge_request(forge: &Forge, pr: &FakePullRequest) -> Value {
         "labels": pr.labels,
         "sha": pr.sha,
     })
+}
+
+/// The user id of a comment's author.
+fn author_id(forge: &Forge, comment: &FakeComment) -> u64 {
+    forge.ids.get(&comment.id).copied().unwrap_or_else(|| user_id(&comment.author))
+}
+
+/// The pull request's state in the forge's words (GitHub and Gitea say `closed` for merged ones too).
+fn state_of(forge: &Forge, speaks: Speaks, number: u64) -> &'static str {
+    match (speaks, forge.ended.get(&number).copied()) {
+        (Speaks::GitLab, None) => "opened",
+        (Speaks::GitLab, Some(ended)) => ended,
+        (_, None) => "open",
+        (_, Some(_)) => "closed",
+    }
+}
+
+/// The states a listing's `state` parameter asks for, with the forge's default when it is absent; `None` for a
+/// state the forge does not know.
+fn listed_states(speaks: Speaks, asked: Option<&str>) -> Option<Vec<&'static str>> {
+    match (speaks, asked) {
+        (Speaks::GitLab, None | Some("all")) => Some(vec!["opened", "closed", "merged", "locked"]),
+        (Speaks::GitLab, Some(state)) => {
+            ["opened", "closed", "merged", "locked"].into_iter().find(|known| *known == state).map(|known| vec![known])
+        }
+        (_, None | Some("open")) => Some(vec!["open"]),
+        (_, Some("closed")) => Some(vec!["closed"]),
+        (_, Some("all")) => Some(vec!["open", "closed"]),
+        (_, Some(_)) => None,
+    }
+}
+
+/// The token a request carries, in the forms the forge documents; `None` when it carries none.
+fn token_of(speaks: Speaks, headers: &HeaderMap) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
+    let scheme = |scheme: &str| {
+        header("authorization").and_then(|value| {
+            let (given, token) = value.split_once(' ')?;
+            given.eq_ignore_ascii_case(scheme).then(|| token.trim().to_owned())
+        })
+    };
+    match speaks {
+        Speaks::GitHub => scheme("Bearer").or_else(|| scheme("token")),
+        Speaks::GitLab => header("private-token").map(str::to_owned).or_else(|| scheme("Bearer")),
+        Speaks::Gitea => scheme("token").or_else(|| scheme("Bearer")),
+    }
+}
+
+/// `refusal` in the forge's own status, headers and body.
+fn refused(speaks: Speaks, port: u16, refusal: Refusal) -> Response {
+    let github = |status: u16, message: &str| json!({ "message": message, "documentation_url": "https://docs.github.com/rest", "status": status.to_string() });
+    let gitea = |message: &str| json!({ "message": message, "url": format!("http://127.0.0.1:{port}/api/swagger") });
+    let json = |status: StatusCode, body: Value| (status, axum::Json(body)).into_response();
+    match (refusal, speaks) {
+        (Refusal::Unauthorized, Speaks::GitHub) => json(StatusCode::UNAUTHORIZED, github(401, "Bad credentials")),
+        (Refusal::Unauthorized, Speaks::GitLab) => {
+            json(StatusCode::UNAUTHORIZED, json!({ "message": "401 Unauthorized" }))
+        }
+        (Refusal::Unauthorized, Speaks::Gitea) => json(StatusCode::UNAUTHORIZED, gitea("token is required")),
+        (Refusal::Forbidden, Speaks::GitHub) => {
+            json(StatusCode::FORBIDDEN, github(403, "Resource not accessible by personal access token"))
+        }
+        (Refusal::Forbidden, Speaks::GitLab) => json(StatusCode::FORBIDDEN, json!({ "message": "403 Forbidden" })),
+        (Refusal::Forbidden, Speaks::Gitea) => json(
+            StatusCode::FORBIDDEN,
+            gitea("token does not have at least one of required scope(s): [write:repository]"),
+        ),
+        (Refusal::Unprocessable, Speaks::GitHub) => {
+            let mut body = github(422, "Validation Failed");
+            body["errors"] = json!([{ "resource": "Status", "code": "custom", "field": "state",
+                "message": "No commit found for SHA" }]);
+            json(StatusCode::UNPROCESSABLE_ENTITY, body)
+        }
+        (Refusal::Unprocessable, Speaks::GitLab) => {
+            json(StatusCode::BAD_REQUEST, json!({ "message": "400 Bad request - No commit found for SHA" }))
+        }
+        (Refusal::Unprocessable, Speaks::Gitea) => {
+            json(StatusCode::UNPROCESSABLE_ENTITY, gitea("the commit does not exist in this repository"))
+        }
+        (Refusal::RateLimited { reset_in_secs }, Speaks::GitHub) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let headers = [
+                ("x-ratelimit-limit", "5000".to_owned()),
+                ("x-ratelimit-remaining", "0".to_owned()),
+                ("x-ratelimit-used", "5000".to_owned()),
+                ("x-ratelimit-reset", (now + reset_in_secs).to_string()),
+                ("x-ratelimit-resource", "core".to_owned()),
+            ];
+            let body = github(403, "API rate limit exceeded for user ID 41.");
+            (StatusCode::FORBIDDEN, headers, axum::Json(body)).into_response()
+        }
+        (Refusal::RateLimited { reset_in_secs }, _) => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", reset_in_secs.to_string())], "Retry later\n")
+                .into_response()
+        }
+    }
 }
