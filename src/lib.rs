@@ -27,4 +27,5 @@ pub mod server;
 pub mod settings;
 pub mod source;
 pub mod store;
+pub mod targets;
 pub mod windows;

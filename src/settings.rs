@@ -117,6 +117,10 @@ pub struct Settings {
     /// Which age key opens the SOPS files of which environments: the default key serves only environments on the
     /// tracked branch, previews have a key of their own.
     pub sops: Option<SopsSettings>,
+    /// Where environments run, by environment name, `previews` (every preview) and `default` (the rest; without it
+    /// `backend`): e.g. `{ production: { backend: kubernetes, context: prod }, previews: { backend: docker } }`.
+    /// Environments on one target share its connection.
+    pub targets: Option<std::collections::BTreeMap<String, crate::targets::Target>>,
 }
 
 /// The age identities of each scope of SOPS secrets.

@@ -29,4 +29,5 @@ mod settings;
 mod sops;
 mod source;
 mod status;
+mod targets;
 mod validation;

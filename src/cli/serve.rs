@@ -17,6 +17,7 @@ use railyard::server::ServerState;
 use railyard::settings::SecretSetting;
 use railyard::source::Source;
 use railyard::store::Store;
+use railyard::targets::{Target, Targets};
 
 use super::serve_args::{ServeArgs, SyncArg};
 use super::target::{repository_identity, source_for};
@@ -100,7 +101,7 @@ fn daemon_settings(args: &ServeArgs, repo: &str, source: Source) -> anyhow::Resu
             SyncArg::Auto => SyncPolicy::Auto,
             SyncArg::Manual => SyncPolicy::Manual,
         }),
-        backend: args.docker.backend.into(),
+        targets: Targets::from_settings(&args.targets, Target::of(args.docker.backend.into()))?,
         backends: BackendSettings {
             docker: DockerSettings {
                 parallel: args.parallel,

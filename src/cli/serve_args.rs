@@ -108,6 +108,9 @@ pub struct ServeArgs {
     /// Sync windows (settings file only: a commit cannot lift them).
     #[arg(skip)]
     pub sync_windows: Vec<railyard::windows::SyncWindowSetting>,
+    /// Where each environment runs (settings file only), over `--backend` for the rest.
+    #[arg(skip)]
+    pub targets: std::collections::BTreeMap<String, railyard::targets::Target>,
     /// The settings file's age identities for SOPS secrets, per scope.
     #[arg(skip)]
     pub sops_keys: SopsKeys,
@@ -122,6 +125,7 @@ impl ServeArgs {
         self.file_secrets = file.secrets().unwrap_or_default();
         self.notifications = file.notifications.clone().unwrap_or_default();
         self.sync_windows = file.sync_windows.clone().unwrap_or_default();
+        self.targets = file.targets.clone().unwrap_or_default();
         self.sops_keys = file.sops_keys();
         let explicit =
             |id: &str| matches!(given.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));

@@ -102,7 +102,8 @@ impl EnvHandle {
             name: listed.name.clone(),
             branch: listed.branch.clone(),
             project: (!project.is_empty()).then(|| Environment::listed(project, listed).project),
-            backend: settings.backend,
+            backend: settings.targets.of(&listed.name).backend,
+            target: settings.targets.of(&listed.name).name(),
             source: settings.source.describe_branch(&listed.branch),
             sync_policy: settings.sync.unwrap_or(SyncPolicy::Auto),
             commit: None,
@@ -373,7 +374,7 @@ impl EnvHandle {
             now: daemon.settings.clock.now(),
         })
         .desired;
-        let backend = daemon.backend().await.map_err(ReconcileError::from)?;
+        let backend = daemon.backend_for(&self.name).await.map_err(ReconcileError::from)?;
         let branch = self.branch().unwrap_or_default();
         let secrets =
             daemon.secrets_for(&config, &environment, &branch, &fetched.files).map_err(ReconcileError::Secrets)?;
@@ -553,10 +554,12 @@ impl EnvHandle {
             state.conflicts = conflicts;
             state.pending_destroy = false;
         });
-        let backend = daemon.backend().await?;
+        let backend = daemon.backend_for(&self.name).await?;
         let secrets =
             daemon.secrets_for(config, &environment, branch, &read.fetched.files).map_err(ReconcileError::Secrets)?;
-        Ok(pipeline::prepare(backend.as_ref(), &secrets, desired).await?)
+        let mut prepared = pipeline::prepare(backend.as_ref(), &secrets, desired).await?;
+        prepared.plan.moving = self.moving(daemon);
+        Ok(prepared)
     }
 
     /// What the sync windows say now, shown on the environment and in the metrics; `None` without windows.
@@ -583,6 +586,9 @@ impl EnvHandle {
         }
         match decision {
             Decision::InSync => {
+                if let Err(error) = self.settle(run.daemon, None, &run.prepared.desired.env).await {
+                    return self.fail(error);
+                }
                 self.conclude_prepared(&run, SyncStatus::Synced, None);
                 Reconciled::Unchanged
             }
@@ -629,6 +635,36 @@ impl EnvHandle {
         self.conclude_prepared(run, SyncStatus::OutOfSync, None);
     }
 
+    /// The move this environment makes, when it last ran on another target than the one the settings give it.
+    fn moving(&self, daemon: &Daemon) -> Option<crate::plan::Move> {
+        let to = daemon.settings.targets.of(&self.name).name();
+        let placed = daemon.store.placement(&self.name).ok().flatten()?;
+        (placed.name() != to).then(|| crate::plan::Move { from: placed.name(), to })
+    }
+
+    /// Records that the environment runs on its target now, once what ran on its old target (a move) is gone.
+    async fn settle(
+        &self,
+        daemon: &Daemon,
+        moving: Option<&crate::plan::Move>,
+        environment: &Environment,
+    ) -> Result<(), ReconcileError> {
+        let target = daemon.settings.targets.of(&self.name);
+        let placed = daemon.store.placement(&self.name).ok().flatten();
+        if placed.as_ref() == Some(target) {
+            return Ok(());
+        }
+        if let (Some(moving), Some(old)) = (moving, &placed) {
+            info!(%moving, "the environment moved: destroying it on its old target");
+            let gone = match daemon.backend_on(old).await {
+                Ok(backend) => backend.destroy(environment).await,
+                Err(error) => Err(error),
+            };
+            gone.map_err(|source| ReconcileError::Leave { from: old.name(), source: Box::new(source) })?;
+        }
+        daemon.store.place(&self.name, target, now_ms()).map_err(ReconcileError::Store)
+    }
+
     /// Fires a reconcile when the sync windows let automatic syncs run again.
     fn arm_window_timer(self: &Arc<Self>, daemon: &Daemon, opens: chrono::DateTime<chrono::Utc>) {
         let env = Arc::clone(self);
@@ -651,7 +687,7 @@ impl EnvHandle {
             state.plan = Some(plan.clone());
             state.sync_status = SyncStatus::Syncing;
         });
-        let backend = match daemon.backend().await {
+        let backend = match daemon.backend_for(&self.name).await {
             Ok(backend) => backend,
             Err(error) => return self.fail(error.into()),
         };
@@ -685,6 +721,11 @@ impl EnvHandle {
             held.clone_from(&verdict.held);
             verdict
         };
+        if verdict.outcome == SyncOutcome::Synced
+            && let Err(error) = self.settle(daemon, plan.moving.as_ref(), &run.prepared.desired.env).await
+        {
+            return self.fail(error);
+        }
         let record = self.sync_record(
             run.trigger,
             run.started_ms,
@@ -753,7 +794,10 @@ impl EnvHandle {
             return self.gone_or_back(daemon);
         }
         info!(%summary, "destroying");
-        let backend = match daemon.backend().await {
+        // Where it runs, which is its target's unless it was moved and never applied since.
+        let target = daemon.store.placement(&self.name).ok().flatten();
+        let target = target.as_ref().unwrap_or_else(|| daemon.settings.targets.of(&self.name));
+        let backend = match daemon.backend_on(target).await {
             Ok(backend) => backend,
             Err(error) => return self.fail(error.into()),
         };

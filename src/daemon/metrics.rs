@@ -57,6 +57,17 @@ pub struct Metrics {
     pub sync_window_open: Family<EnvLabels, Gauge>,
     /// 1 for each environment's current sync status, 0 for the others.
     pub sync_status: Family<SyncStatusLabels, Gauge>,
+    /// 1 for the target each environment runs on.
+    pub target: Family<TargetLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub env: String,
+    /// `docker` or `kubernetes`.
+    pub backend: String,
+    /// The target's name: `docker`, `kubernetes/prod`.
+    pub target: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,7 +122,14 @@ impl Default for Metrics {
             "1 for the environment's sync status (synced, outOfSync, syncing, error, rolledBack, pinned, unknown)",
             sync_status.clone(),
         );
+        let target = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "environment_target",
+            "1 for the backend and target (cluster) each environment runs on",
+            target.clone(),
+        );
         Metrics {
+            target,
             sync_status,
             sync_window_open,
             registry,
@@ -159,11 +177,17 @@ impl Metrics {
         }
     }
 
-    /// Shows `current` as the sync status of `env`.
-    pub fn set_sync_status(&self, env: &str, current: SyncStatus) {
-        for status in SyncStatus::ALL {
-            let labels = SyncStatusLabels { env: env.to_owned(), status: status.as_str().to_owned() };
-            self.sync_status.get_or_create(&labels).set(i64::from(status == current));
+    /// Shows what each environment shows: its sync status and the target it runs on (a target it left, or an
+    /// environment gone, leaves no series behind).
+    pub fn set_environments(&self, envs: &[super::EnvState]) {
+        self.target.clear();
+        for env in envs {
+            for status in SyncStatus::ALL {
+                let labels = SyncStatusLabels { env: env.name.clone(), status: status.as_str().to_owned() };
+                self.sync_status.get_or_create(&labels).set(i64::from(status == env.sync_status));
+            }
+            let (backend, target) = (env.backend.as_str().to_owned(), env.target.clone());
+            self.target.get_or_create(&TargetLabels { env: env.name.clone(), backend, target }).set(1);
         }
     }
 

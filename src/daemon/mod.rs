@@ -23,12 +23,13 @@ use serde::Serialize;
 use tokio::sync::{Mutex, broadcast, watch};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::backend::{Backend, BackendError, BackendKind, BackendSettings};
+use crate::backend::{Backend, BackendError, BackendSettings};
 use crate::model::kinds::{DEFAULT_SYNC_RETRY_BACKOFF, SyncPolicy};
 use crate::model::{self, Config, Environment, ListedEnvironment};
 use crate::secrets::SecretStore;
 use crate::source::Source;
 use crate::store::{KnownEnvironment, Store};
+use crate::targets::{Target, Targets};
 pub use env::{EnvHandle, EnvState};
 use fetch::Fetcher;
 use metrics::Metrics;
@@ -46,7 +47,8 @@ pub struct DaemonSettings {
     pub scale_interval: Duration,
     /// Overrides the Project's `sync` policy.
     pub sync: Option<SyncPolicy>,
-    pub backend: BackendKind,
+    /// Where each environment runs (the settings file's `targets` over `--backend`).
+    pub targets: Targets,
     pub backends: BackendSettings,
     /// Where `{ secret: NAME }` values come from; the daemon resolves them and hands them to the backend.
     pub secrets: SecretStore,
@@ -192,6 +194,9 @@ pub enum WorkerState {
     },
 }
 
+/// One target's backend once connected; the lock is held while it connects.
+type BackendSlot = Mutex<Option<Arc<dyn Backend>>>;
+
 /// The running daemon, shared by the workers, the timers and the HTTP server.
 pub struct Daemon {
     settings: DaemonSettings,
@@ -208,7 +213,9 @@ pub struct Daemon {
     /// Host to the environment that routes it (the first listed that claims it).
     claims: RwLock<BTreeMap<String, String>>,
     fetcher: Fetcher,
-    backend: Mutex<Option<Arc<dyn Backend>>>,
+    /// One connection per target, by target name, made on first use (and again after a failed one); each target
+    /// has a slot of its own, so that a cluster that does not answer holds up only the environments on it.
+    backends: std::sync::Mutex<BTreeMap<String, Arc<BackendSlot>>>,
     ready: AtomicBool,
     /// True once the daemon is asked to stop; live streams and an apply in progress end on it.
     shutdown: watch::Sender<bool>,
@@ -236,19 +243,31 @@ impl Daemon {
     /// The daemon with the environments of the last run and production (pages and the API show them before the
     /// first fetch); their workers wait for [`Daemon::run`] to read the list. Call inside a Tokio runtime.
     pub fn new(settings: DaemonSettings, store: Arc<Store>) -> Arc<Daemon> {
-        Daemon::build(settings, store, None)
+        Daemon::build(settings, store, BTreeMap::new())
     }
 
-    /// [`Daemon::new`] over a backend already connected (the in-memory one, say) instead of `settings.backend`'s.
+    /// [`Daemon::new`] over a backend already connected (the in-memory one, say) for every target.
     pub fn with_backend(settings: DaemonSettings, store: Arc<Store>, backend: Arc<dyn Backend>) -> Arc<Daemon> {
-        Daemon::build(settings, store, Some(backend))
+        let connected = settings.targets.all().into_keys().map(|name| (name, Arc::clone(&backend))).collect();
+        Daemon::build(settings, store, connected)
     }
 
-    fn build(settings: DaemonSettings, store: Arc<Store>, backend: Option<Arc<dyn Backend>>) -> Arc<Daemon> {
-        let mut settings = settings;
-        if let Some(backend) = &backend {
-            settings.backend = backend.kind();
-        }
+    /// [`Daemon::new`] over backends already connected, by target name (several in-memory ones, say).
+    pub fn with_backends(
+        settings: DaemonSettings,
+        store: Arc<Store>,
+        connected: BTreeMap<String, Arc<dyn Backend>>,
+    ) -> Arc<Daemon> {
+        Daemon::build(settings, store, connected)
+    }
+
+    fn build(
+        settings: DaemonSettings,
+        store: Arc<Store>,
+        connected: BTreeMap<String, Arc<dyn Backend>>,
+    ) -> Arc<Daemon> {
+        let backends =
+            connected.into_iter().map(|(name, backend)| (name, Arc::new(Mutex::new(Some(backend))))).collect();
         let fetcher = Fetcher::new(settings.source.clone(), settings.fetch_timeout);
         let daemon = Arc::new(Daemon {
             forge: settings.forge.clone(),
@@ -264,7 +283,7 @@ impl Daemon {
             tracked: RwLock::new(None),
             listing_changes: std::sync::Mutex::new(()),
             claims: RwLock::new(BTreeMap::new()),
-            backend: Mutex::new(backend),
+            backends: std::sync::Mutex::new(backends),
             ready: AtomicBool::new(false),
             shutdown: watch::Sender::new(false),
             changes: broadcast::channel(64).0,
@@ -427,13 +446,26 @@ impl Daemon {
         true
     }
 
-    /// The backend, connected on first use (and again after a failed connection).
-    pub async fn backend(&self) -> Result<Arc<dyn Backend>, BackendError> {
-        let mut slot = self.backend.lock().await;
+    /// The backend environment `env` runs on, connected on first use.
+    pub async fn backend_for(&self, env: &str) -> Result<Arc<dyn Backend>, BackendError> {
+        self.backend_on(self.settings.targets.of(env)).await
+    }
+
+    /// The backend of `target`, connected on first use (and again after a failed connection); environments on the
+    /// same target share it.
+    pub async fn backend_on(&self, target: &Target) -> Result<Arc<dyn Backend>, BackendError> {
+        let slot = {
+            let mut backends = self.backends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(backends.entry(target.name()).or_default())
+        };
+        let mut slot = slot.lock().await;
         if let Some(backend) = slot.as_ref() {
             return Ok(Arc::clone(backend));
         }
-        let backend = crate::backend::connect(self.settings.backend, self.settings.backends.clone()).await?;
+        let mut settings = self.settings.backends.clone();
+        settings.kubernetes.kubeconfig = target.kubeconfig.clone().or(settings.kubernetes.kubeconfig);
+        settings.kubernetes.context = target.context.clone();
+        let backend = crate::backend::connect(target.backend, settings).await?;
         *slot = Some(Arc::clone(&backend));
         Ok(backend)
     }
@@ -694,6 +726,7 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::BackendKind;
 
     fn daemon(dir: &std::path::Path) -> Arc<Daemon> {
         let store = Arc::new(Store::open(dir).expect("store"));
@@ -704,7 +737,7 @@ mod tests {
             drift_interval: Duration::from_secs(3600),
             scale_interval: Duration::from_secs(3600),
             sync: None,
-            backend: BackendKind::Docker,
+            targets: Targets::single(Target::of(BackendKind::Docker)),
             backends: BackendSettings::default(),
             secrets: SecretStore::default(),
             retry_base: Duration::from_secs(1),

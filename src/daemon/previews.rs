@@ -79,10 +79,7 @@ pub(super) struct PreviewsState {
 /// Preview hosts remembered as granted a certificate; beyond that the oldest are forgotten.
 const REMEMBERED_CERTIFICATES: usize = 10_000;
 
-/// The names of preview environments (a Project may not list such names).
-pub fn is_preview(env: &str) -> bool {
-    env.starts_with("pr-") || env.starts_with("branch-")
-}
+pub use crate::model::preview::is_preview_name as is_preview;
 
 impl Daemon {
     /// A pull-request event from a forge webhook (signature already checked). Returns the preview's environment
@@ -462,7 +459,7 @@ impl Daemon {
         })
         .desired;
         let fail = |error: String| AgainstProduction { head_sha: commit.sha.clone(), plan: None, error: Some(error) };
-        let backend = match self.backend().await {
+        let backend = match self.backend_for(&production.name).await {
             Ok(backend) => backend,
             Err(error) => return fail(format!("cannot read production: {error}")),
         };

@@ -197,6 +197,11 @@ pub fn ration_certificates(
     warnings
 }
 
+/// The names of preview environments (a Project may not list such names).
+pub fn is_preview_name(env: &str) -> bool {
+    env.starts_with("pr-") || env.starts_with("branch-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

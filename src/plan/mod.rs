@@ -33,6 +33,23 @@ pub struct Plan {
     /// The Project's platform settings, for the backend that executes the plan.
     #[serde(default, skip_serializing_if = "crate::model::desired::PlatformSettings::is_unset")]
     pub platform: crate::model::desired::PlatformSettings,
+    /// The environment last ran on another target than the one it is given now: everything is created on the new
+    /// one (the actions above), then the environment is destroyed on the old one. A change by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<Move>,
+}
+
+/// An environment going from one target to another, by their names (`docker`, `kubernetes/prod`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    pub from: String,
+    pub to: String,
+}
+
+impl std::fmt::Display for Move {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "move from {} to {}: create on {}, then destroy on {}", self.from, self.to, self.to, self.from)
+    }
 }
 
 /// What to do to one object.
@@ -207,7 +224,7 @@ impl std::fmt::Display for Summary {
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.summary.changes() > 0
+        self.summary.changes() > 0 || self.moving.is_some()
     }
 
     /// Some objects' state could not be read ([`Change::Unknown`]): an apply must run to find out, and fails
@@ -275,6 +292,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
             .collect(),
         orphans: observed.orphans.clone(),
         platform: desired.platform.clone(),
+        moving: None,
     }
 }
 

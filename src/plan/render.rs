@@ -15,6 +15,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
     let mut out = String::new();
     let commit = plan.commit.as_deref().map(|c| format!(" at {}", crate::model::short_sha(c))).unwrap_or_default();
     let _ = writeln!(out, "Plan for environment {} (project {}){commit}", plan.env.name, plan.env.project);
+    if let Some(moving) = &plan.moving {
+        let _ = writeln!(out, "\n{moving}");
+    }
     for action in &plan.apps {
         render_action(&mut out, ObjectKind::App, action, color);
     }

@@ -399,9 +399,8 @@ fn readiness(worker: &crate::daemon::WorkerState, fetched: bool, reader: bool) -
 }
 
 async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
-    for env in state.daemon.environments() {
-        state.daemon.metrics.set_sync_status(&env.name, env.state().sync_status);
-    }
+    let envs: Vec<_> = state.daemon.environments().iter().map(|env| env.state()).collect();
+    state.daemon.metrics.set_environments(&envs);
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.daemon.metrics.render(),

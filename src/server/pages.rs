@@ -141,7 +141,7 @@ pub fn overview(envs: &[EnvState], previews: &PreviewsView, now_ms: i64) -> Mark
                         h3 { a href={ "/env/" (env.name) } { (env.name) } " " (sync_badge(env.sync_status)) (health_badge(env.health)) }
                         div { (commit_line(env.commit.as_ref(), now_ms)) }
                         div.muted {
-                            "branch " (env.branch) " · " (env.apps.len()) " apps · " (env.source)
+                            "branch " (env.branch) " · " (env.apps.len()) " apps · on " (env.target) " · " (env.source)
                             @if let Some(ms) = env.last_sync_ms {
                                 " · synced " (when(ms, now_ms))
                                 @if let Some(duration) = env.last_sync_duration_ms { " in " (format!("{:.1}", duration as f64 / 1000.0)) " s" }
@@ -219,7 +219,7 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
             h1 { (env.name) " " (sync_badge(env.sync_status)) (health_badge(env.health)) }
             div.card {
                 div { "Commit: " (commit_line(env.commit.as_ref(), now_ms)) }
-                div.muted { "Source: " (env.source) " · branch " (env.branch) " · project " (env.project.as_deref().unwrap_or("-")) " · backend " (env.backend.as_str()) " · sync policy " (format!("{:?}", env.sync_policy).to_lowercase()) }
+                div.muted { "Source: " (env.source) " · branch " (env.branch) " · project " (env.project.as_deref().unwrap_or("-")) " · runs on " (env.target) " · sync policy " (format!("{:?}", env.sync_policy).to_lowercase()) }
                 @if let Some(ms) = env.last_sync_ms { div.muted { "Last sync " (when(ms, now_ms)) } }
                 a href={ "/env/" (env.name) "/syncs" } { "History" }
                 @if can_sync {
@@ -465,6 +465,7 @@ fn apps_table(env_name: &str, apps: &[AppStatus]) -> Markup {
 
 fn plan_view(plan: &Plan) -> Markup {
     html! {
+        @if let Some(moving) = &plan.moving { p id="moving" { strong { (moving.to_string()) } } }
         p.muted id="plan-summary" { (plan.summary.to_string()) }
         @for action in &plan.apps { (action_view("App", action)) }
         @for action in &plan.domains { (action_view("Domain", action)) }
@@ -629,6 +630,7 @@ mod tests {
             name: "production".to_owned(),
             branch: "main".to_owned(),
             backend: crate::backend::BackendKind::Docker,
+            target: "docker".to_owned(),
             conflicts: Vec::new(),
             pending_destroy: false,
             against_production: None,
@@ -674,6 +676,7 @@ mod tests {
             }],
             summary: Summary::default(),
             platform: Default::default(),
+            moving: None,
         };
         let page = environment(&env_with(plan.clone()), false, 0).into_string();
         assert!(page.contains("secret `db-password` is not set"), "{page}");

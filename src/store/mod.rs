@@ -127,6 +127,12 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE syncs;
     ALTER TABLE syncs_typed RENAME TO syncs;
     CREATE INDEX syncs_by_env ON syncs (env, id DESC);",
+    // Where each environment last ran (a target of the settings file, as JSON): a move is planned against it.
+    "CREATE TABLE placements (
+        env TEXT PRIMARY KEY,
+        target TEXT NOT NULL,
+        placed_ms INTEGER NOT NULL
+    );",
 ];
 
 /// How long a signed delivery's id is remembered: a replay within it is answered "duplicate" and triggers nothing.
@@ -320,7 +326,31 @@ impl Store {
 
     /// Forgets an environment that was destroyed.
     pub fn forget_environment(&self, name: &str) -> Result<(), StoreError> {
-        self.with(|db| db.execute("DELETE FROM environments WHERE name = ?1", params![name]).map(|_| ()))
+        self.with(|db| {
+            db.execute("DELETE FROM environments WHERE name = ?1", params![name])?;
+            db.execute("DELETE FROM placements WHERE env = ?1", params![name]).map(|_| ())
+        })
+    }
+
+    /// Records that `env` runs on `target` now.
+    pub fn place(&self, env: &str, target: &crate::targets::Target, now_ms: i64) -> Result<(), StoreError> {
+        let target = serde_json::to_string(target).unwrap_or_default();
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO placements (env, target, placed_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (env) DO UPDATE SET target = excluded.target, placed_ms = excluded.placed_ms",
+                params![env, target, now_ms],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Where `env` last ran, when known (a row that no longer reads as a target is not).
+    pub fn placement(&self, env: &str) -> Result<Option<crate::targets::Target>, StoreError> {
+        let stored: Option<String> = self.with(|db| {
+            db.query_row("SELECT target FROM placements WHERE env = ?1", params![env], |row| row.get(0)).optional()
+        })?;
+        Ok(stored.and_then(|text| serde_json::from_str(&text).ok()))
     }
 
     /// Since when each of `apps` has had a ScalingRule in `env` (now for those seen for the first time); apps of

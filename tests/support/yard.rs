@@ -2,6 +2,7 @@
 //! process: the harness of the policy tests (`tests/policies.rs`) and of anything else that needs the daemon's
 //! decisions without a Docker Engine.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, header};
 use chrono::{DateTime, Utc};
 use railyard::backend::memory::MemoryBackend;
-use railyard::backend::{BackendKind, BackendSettings};
+use railyard::backend::{Backend, BackendKind, BackendSettings};
 use railyard::clock::Clock;
 use railyard::daemon::{Daemon, DaemonSettings, EnvState};
 use railyard::outcome::SyncOutcome;
@@ -17,6 +18,7 @@ use railyard::secrets::SecretStore;
 use railyard::server::{AllowedHosts, ServerState};
 use railyard::source::{GitSource, Source};
 use railyard::store::{Store, SyncRecord};
+use railyard::targets::{Target, Targets};
 use tower::ServiceExt;
 
 use super::git;
@@ -30,7 +32,10 @@ pub const WEBHOOK_SECRET: &str = "policy-webhook-secret";
 /// A daemon over the in-memory backend, following a git repository of its own.
 pub struct Yard {
     pub daemon: Arc<Daemon>,
+    /// The default target's backend.
     pub backend: Arc<MemoryBackend>,
+    /// Every target's backend, by target name (`memory`, `memory/prod`): a world of its own each.
+    pub worlds: BTreeMap<String, Arc<MemoryBackend>>,
     pub repo: tempfile::TempDir,
     pub state: tempfile::TempDir,
     pub task: tokio::task::JoinHandle<()>,
@@ -47,7 +52,7 @@ impl Yard {
         let repo = tempfile::tempdir().expect("repository");
         git(repo.path(), &["init", "-q", "-b", "main"]);
         let state = tempfile::tempdir().expect("state directory");
-        let mut yard = Yard::serve(repo, state, Arc::new(MemoryBackend::new()), tweak);
+        let mut yard = Yard::serve(repo, state, BTreeMap::new(), tweak);
         for (path, text) in files {
             yard.write(path, text);
         }
@@ -56,11 +61,12 @@ impl Yard {
         yard
     }
 
-    /// A daemon (not yet running) over `repo`, `state` and `backend`.
+    /// A daemon (not yet running) over `repo`, `state` and the backends of `worlds`, with one more for each target
+    /// the settings name that it lacks.
     pub fn serve(
         repo: tempfile::TempDir,
         state: tempfile::TempDir,
-        backend: Arc<MemoryBackend>,
+        mut worlds: BTreeMap<String, Arc<MemoryBackend>>,
         tweak: impl FnOnce(&mut DaemonSettings),
     ) -> Yard {
         let source = Source::Git(GitSource {
@@ -77,7 +83,7 @@ impl Yard {
             drift_interval: Duration::from_secs(3600),
             scale_interval: Duration::from_secs(3600),
             sync: None,
-            backend: BackendKind::Memory,
+            targets: Targets::single(Target::of(BackendKind::Memory)),
             backends: BackendSettings::default(),
             secrets: SecretStore::default(),
             retry_base: Duration::from_secs(1),
@@ -91,17 +97,27 @@ impl Yard {
             clock: Clock::System,
         };
         tweak(&mut settings);
+        for name in settings.targets.all().into_keys() {
+            worlds.entry(name).or_insert_with(|| Arc::new(MemoryBackend::new()));
+        }
+        let backend = Arc::clone(&worlds[&settings.targets.default_target().name()]);
+        let connected = worlds.iter().map(|(name, world)| (name.clone(), Arc::clone(world) as Arc<dyn Backend>));
         let store = Arc::new(Store::open(state.path()).expect("store"));
-        let daemon = Daemon::with_backend(settings, store, Arc::clone(&backend) as _);
+        let daemon = Daemon::with_backends(settings, store, connected.collect());
         let webhook_limit = railyard::server::DEFAULT_WEBHOOK_LIMIT;
-        Yard { daemon, backend, repo, state, task: tokio::spawn(async {}), webhook_limit }
+        Yard { daemon, backend, worlds, repo, state, task: tokio::spawn(async {}), webhook_limit }
     }
 
-    /// Stops the daemon and starts another on the same repository, state and backend (a restart).
+    /// Stops the daemon and starts another on the same repository, state and backends (a restart).
     pub async fn restart(self) -> Yard {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`Yard::restart`] with other settings (a settings file edited while railyard was down).
+    pub async fn restart_with(self, tweak: impl FnOnce(&mut DaemonSettings)) -> Yard {
         self.daemon.stop();
         let _ = self.task.await;
-        let mut yard = Yard::serve(self.repo, self.state, self.backend, |_| {});
+        let mut yard = Yard::serve(self.repo, self.state, self.worlds, tweak);
         yard.task = tokio::spawn(Arc::clone(&yard.daemon).run());
         yard
     }

@@ -33,6 +33,8 @@ pub struct KubernetesBackendSettings {
     pub rollout_timeout: Duration,
     /// The kubeconfig to read instead of `KUBECONFIG` / `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig's context to use instead of its current one.
+    pub context: Option<String>,
     /// Apps (and then domains) whose objects are written at the same time, when their dependencies allow; a
     /// rollout being awaited does not count.
     pub parallel: usize,
@@ -47,6 +49,7 @@ impl Default for KubernetesBackendSettings {
             // Kubernetes' default progress deadline is 600 s; the Deployment reports it exceeded before this ends.
             rollout_timeout: Duration::from_secs(660),
             kubeconfig: None,
+            context: None,
             parallel: crate::backend::schedule::DEFAULT_PARALLEL,
         }
     }
@@ -139,7 +142,7 @@ impl KubernetesBackend {
     /// Connects through `settings.kubeconfig`, `KUBECONFIG`, `~/.kube/config`, or the pod's service account, in
     /// that order, and checks that the API server answers.
     pub async fn connect(settings: KubernetesBackendSettings) -> Result<KubernetesBackend, KubernetesError> {
-        let config = client_config(settings.kubeconfig.as_deref()).await?;
+        let config = client_config(settings.kubeconfig.as_deref(), settings.context.as_deref()).await?;
         let client = kube::Client::try_from(config).map_err(|error| KubernetesError::Unreachable {
             doing: "build a client".to_owned(),
             source: Box::new(error),
@@ -150,7 +153,7 @@ impl KubernetesBackend {
     }
 }
 
-async fn client_config(explicit: Option<&Path>) -> Result<kube::Config, KubernetesError> {
+async fn client_config(explicit: Option<&Path>, context: Option<&str>) -> Result<kube::Config, KubernetesError> {
     let from_env = std::env::var_os("KUBECONFIG").filter(|value| !value.is_empty()).map(PathBuf::from);
     let home = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube").join("config"));
     let mut tried = Vec::new();
@@ -173,9 +176,8 @@ async fn client_config(explicit: Option<&Path>) -> Result<kube::Config, Kubernet
             move |error| KubernetesError::Kubeconfig { path, source: Box::new(error) }
         };
         let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(unusable(&path))?;
-        return kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(unusable(&path));
+        let options = kube::config::KubeConfigOptions { context: context.map(str::to_owned), ..Default::default() };
+        return kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(unusable(&path));
     }
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
         tried.push("the in-cluster service account (KUBERNETES_SERVICE_HOST is not set)".to_owned());

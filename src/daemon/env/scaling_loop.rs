@@ -99,7 +99,7 @@ impl EnvHandle {
         if targets.is_empty() || !self.is_listed() {
             return;
         }
-        let loads = match daemon.backend().await {
+        let loads = match daemon.backend_for(&self.name).await {
             Ok(backend) => backend.metrics(&self.environment(&self.project())).await,
             Err(error) => Err(error),
         };
@@ -111,7 +111,7 @@ impl EnvHandle {
             }
         };
         // On Kubernetes the HorizontalPodAutoscaler that the backend writes decides; the load is for the pages.
-        if daemon.settings.backend == BackendKind::Kubernetes {
+        if daemon.settings.targets.of(&self.name).backend == BackendKind::Kubernetes {
             self.record_loads(&targets, &loads);
             return;
         }

@@ -22,6 +22,8 @@ pub struct EnvState {
     pub project: Option<String>,
     /// `docker` or `kubernetes`.
     pub backend: BackendKind,
+    /// Where it runs: the backend, and the cluster's context when the settings name one (`kubernetes/prod`).
+    pub target: String,
     pub source: String,
     pub sync_policy: SyncPolicy,
     pub commit: Option<CommitInfo>,
@@ -79,6 +81,17 @@ pub enum ReconcileError {
     Unapproved(String),
     #[error("cannot tell whether the domains are in place: {0}; railyard tries again")]
     Unobserved(String),
+    #[error(
+        "the environment runs on its new target, but destroying it on its old target {from} failed: {source}; \
+         railyard tries again"
+    )]
+    Leave {
+        from: String,
+        #[source]
+        source: Box<BackendError>,
+    },
+    #[error("cannot record where the environment runs: {0}; railyard tries again")]
+    Store(#[source] crate::store::StoreError),
 }
 
 impl From<BackendError> for ReconcileError {
