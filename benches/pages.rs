@@ -48,6 +48,7 @@ fn env(index: usize, plan: Option<railyard::plan::Plan>) -> EnvState {
         name: if index == 0 { "production".to_owned() } else { format!("pr-{index}") },
         branch: "main".to_owned(),
         backend: railyard::backend::BackendKind::Docker,
+        target: "docker".to_owned(),
         conflicts: Vec::new(),
         pending_destroy: false,
         against_production: None,
