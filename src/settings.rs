@@ -385,6 +385,20 @@ mod tests {
     }
 
     #[test]
+    fn targets_read_by_environment_with_kubeconfig_and_context() {
+        let text = "targets:\n  production: { backend: kubernetes, kubeconfig: /etc/railyard/prod.kubeconfig, \
+                    context: prod }\n  previews: { backend: docker }\n";
+        let settings = Settings::parse(text).expect("valid");
+        let targets = settings.targets.expect("targets");
+        assert_eq!(targets["production"].name(), "kubernetes/prod");
+        assert_eq!(targets["production"].kubeconfig.as_deref(), Some(Path::new("/etc/railyard/prod.kubeconfig")));
+        assert_eq!(targets["previews"].name(), "docker");
+        let (_, message) =
+            Settings::parse("targets:\n  staging: { backend: kubernetes, cluster: x }\n").err().unwrap_or_default();
+        assert!(message.contains("unknown field `cluster`"), "{message}");
+    }
+
+    #[test]
     fn unknown_fields_and_bad_durations_are_placed() {
         let (place, message) = Settings::parse("listen: a\nlisten_address: b\n").err().unwrap_or_default();
         assert_eq!(place, Some((2, 1)), "{message}");
