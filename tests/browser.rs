@@ -128,6 +128,8 @@ async fn the_status_pages_show_state_diffs_and_history_and_update_live() {
     // The environment: the pending diff, then "Sync now" with the token.
     client.goto(&format!("{base}/env/production")).await.expect("open env");
     wait_text(&client, "#change-App-web", "create").await;
+    // A live update may redraw the plan between two reads: wait for the diff itself.
+    wait_text(&client, "#change-App-web pre.diff", "+    MESSAGE: one").await;
     let diff = text(&client, "#change-App-web pre.diff").await;
     assert!(diff.contains("+    MESSAGE: one"), "{diff}");
     let added = client.find_all(Locator::Css("#change-App-web span.add")).await.expect("diff lines");
