@@ -468,3 +468,28 @@ fn assert_runs_as_declared(state: &DesiredState, observed: &Observed) -> Result<
     prop_assert!(extra.is_empty(), "apps that git does not declare still run: {:?}", extra);
     Ok(())
 }
+
+/// Issue 24: where the autoscaler is an object the backend applies (Kubernetes' HorizontalPodAutoscaler), a
+/// ScalingRule added, changed or removed with nothing else is a change of the app; where railyard itself scales
+/// (Docker), the rule is read from git and touches no container.
+#[test]
+fn a_scaling_rule_alone_changes_the_app_only_where_the_backend_applies_autoscalers() {
+    let web = format!("{WEB}resources: {{ cpus: \"0.5\" }}\n");
+    let plain = desired(&web);
+    let rule = "---\nkind: ScalingRule\napp: web\nmin: 2\nmax: 6\ntargetCpuPercent: 70\n";
+    let ruled = desired(&format!("{web}{rule}"));
+    for applies_autoscalers in [true, false] {
+        let observed = Observed { applies_autoscalers, ..converged(&plain) };
+        let plan = plan::plan(&ruled, &observed);
+        let expected = if applies_autoscalers {
+            Change::Update { fields: vec!["autoscale".to_owned()] }
+        } else {
+            Change::Unchanged
+        };
+        assert_eq!(change_of(&plan, "web"), &expected, "applies autoscalers: {applies_autoscalers}");
+        let after = apply_to(&observed, &plan);
+        assert!(!plan::plan(&ruled, &after).has_changes(), "and then nothing: {applies_autoscalers}");
+        let removed = plan::plan(&plain, &after);
+        assert_eq!(removed.has_changes(), applies_autoscalers, "the rule removed: {applies_autoscalers}");
+    }
+}

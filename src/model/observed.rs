@@ -20,6 +20,11 @@ pub struct Observed {
     /// changed): nothing of this repository declares them any more, and railyard does not remove them by itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphans: Vec<OrphanProject>,
+    /// The backend runs each app's autoscaler as an object it applies with the app (Kubernetes'
+    /// HorizontalPodAutoscaler), and `last_applied.autoscale` says what it applied: a ScalingRule added, changed or
+    /// removed is then a change of the app. (On Docker railyard's own autoscaler reads the rule from git.)
+    #[serde(default)]
+    pub applies_autoscalers: bool,
 }
 
 /// What runs of a project that the repository no longer names.

@@ -264,8 +264,10 @@ impl Plan {
 
 /// Computes what must change so that `observed` becomes `desired`.
 pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
-    let mut apps: Vec<Action<AppSpec>> =
-        dependency_order(&desired.apps).into_iter().map(|spec| plan_app(spec, observed.apps.get(&spec.name))).collect();
+    let mut apps: Vec<Action<AppSpec>> = dependency_order(&desired.apps)
+        .into_iter()
+        .map(|spec| plan_app(spec, observed.apps.get(&spec.name), observed.applies_autoscalers))
+        .collect();
     apps.extend(deletions(desired, observed));
     let domains = match (&observed.domains, &observed.proxy_error) {
         (Some(_), Some(error)) => unknown_domains(desired, error),
@@ -296,13 +298,13 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
     }
 }
 
-fn plan_app(desired: &AppSpec, observed: Option<&ObservedApp>) -> Action<AppSpec> {
+fn plan_app(desired: &AppSpec, observed: Option<&ObservedApp>, applies_autoscalers: bool) -> Action<AppSpec> {
     let new = desired.redacted();
     let old = observed.and_then(|app| app.last_applied.as_ref());
     let change = match observed {
         None if desired.replicas == 0 => Change::Unchanged,
         None => Change::Create,
-        Some(observed) => app_change(desired, &new, observed),
+        Some(observed) => app_change(desired, &new, observed, applies_autoscalers),
     };
     let diff = match change {
         Change::Create | Change::Update { .. } | Change::Scale { .. } => {
@@ -327,7 +329,7 @@ fn update_notes(desired: &AppSpec, change: &Change) -> Vec<String> {
     )]
 }
 
-fn app_change(desired: &AppSpec, new: &AppSpec, observed: &ObservedApp) -> Change {
+fn app_change(desired: &AppSpec, new: &AppSpec, observed: &ObservedApp, applies_autoscalers: bool) -> Change {
     let hash = desired.spec_hash();
     let outdated = observed.replicas.iter().filter(|replica| replica.spec_hash != hash).count();
     let count = observed.replicas.len() as u32;
@@ -339,6 +341,10 @@ fn app_change(desired: &AppSpec, new: &AppSpec, observed: &ObservedApp) -> Chang
             fields.push(format!("{outdated} replica(s) on an older spec"));
         }
         return Change::Update { fields };
+    }
+    // The autoscaler is an object of its own there: writing it again touches no replica.
+    if applies_autoscalers && old.is_some_and(|old| old.autoscale != desired.autoscale) {
+        return Change::Update { fields: vec!["autoscale".to_owned()] };
     }
     // Replicas kept by a scale-down still carry the count they were created with, so a differing label alone is
     // not a change: only a count that differs from what runs is.

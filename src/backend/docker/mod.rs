@@ -354,7 +354,8 @@ impl DockerBackend {
             }
         };
         let (replicas, orphans, (domains, proxy_error)) = tokio::join!(self.replicas(env, None), orphans, proxy);
-        Ok(Observed { apps: observed_apps(env, replicas?), domains, proxy_error, orphans: orphans? })
+        let apps = observed_apps(env, replicas?);
+        Ok(Observed { apps, domains, proxy_error, orphans: orphans?, applies_autoscalers: false })
     }
 
     /// Each app's average CPU use per replica since the previous call, from one-shot stats read in parallel. A
