@@ -6,12 +6,17 @@
 //! it), Deployments, Services, Ingresses, HorizontalPodAutoscalers (autoscaling/v2), PersistentVolumeClaims,
 //! Secrets and NetworkPolicies; GET, LIST with `labelSelector`, POST, DELETE; server-side apply (PATCH with
 //! `application/apply-patch+yaml`, `fieldManager`, `force`) with `resourceVersion`, `generation` and `managedFields`
-//! per manager at leaf-field granularity (lists are atomic), so that a second manager applying a different value to
-//! a field another manager owns gets 409 Conflict naming the field and the manager, as the real server answers.
+//! per manager as structured-merge-diff keeps them (issue 24): maps field by field, lists merged item by item under
+//! the keys the official OpenAPI declares ([`LIST_TYPES`], checked against the OpenAPI by a test), sets member by
+//! member, other lists atomic. A second manager applying a different value to a field another manager owns gets
+//! 409 Conflict naming the field and the manager; a field the applier leaves out is removed unless someone else
+//! owns it; an out-of-band Update ([`FakeKube::edit`]) takes the fields it changes. Stored objects are defaulted
+//! as the API server defaults them ([`apply_defaults`]); defaults belong to no manager.
 //! A Deployment's status is what the test sets ([`Rollout`]); every request is logged so tests can count them.
-//! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, defaulting and validation of
-//! specs (check bodies with `kubernetes-validate` instead), finalizers (a namespace goes at once), per-manager
-//! `Update` and `Apply` entries kept apart (one entry per manager here).
+//! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, validation of specs (check
+//! bodies with `kubernetes-validate` instead), finalizers (a namespace goes at once), atomic maps
+//! (`x-kubernetes-map-type: atomic`, such as a label selector, are merged key by key here), per-manager `Update`
+//! and `Apply` entries kept apart (one entry per manager here).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -154,15 +159,17 @@ const RESOURCE_TYPES: &[ResourceType] = &[
     },
 ];
 
+/// The kinds the fake serves: (API group, version, kind).
+pub fn served_kinds() -> Vec<(&'static str, &'static str, &'static str)> {
+    RESOURCE_TYPES.iter().map(|resource| (resource.group, resource.version, resource.kind)).collect()
+}
+
 fn resource_type(plural: &str) -> &'static ResourceType {
     RESOURCE_TYPES.iter().find(|resource| resource.plural == plural).unwrap_or_else(|| {
         let served: Vec<&str> = RESOURCE_TYPES.iter().map(|resource| resource.plural).collect();
         panic!("the fake API server does not serve `{plural}`: name one of {served:?}")
     })
 }
-
-/// A field path from the object's root: `["spec", "replicas"]`.
-type FieldPath = Vec<String>;
 
 /// The fields one manager owns in one object.
 #[derive(Clone, Debug)]
@@ -188,6 +195,8 @@ struct Cluster {
     objects: BTreeMap<ObjectKey, StoredObject>,
     last_resource_version: u64,
     last_uid: u64,
+    /// The last Service cluster IP handed out (10.96.0.0/12, as kubeadm's default service range).
+    last_cluster_ip: u32,
     requests: Vec<LoggedRequest>,
     /// Rollouts set by the test, per (namespace, Deployment name).
     rollouts: BTreeMap<(String, String), Rollout>,
@@ -373,15 +382,14 @@ preferences: {{}}
         let Some(before) = state.objects.get(&key).cloned() else { return false };
         let mut after = before.clone();
         change(&mut after.body);
-        let old_leaves = owned_leaves(&before.body);
-        let new_leaves = owned_leaves(&after.body);
-        let changed: BTreeSet<FieldPath> = old_leaves
-            .union(&new_leaves)
-            .filter(|path| value_at(&before.body, path) != value_at(&after.body, path))
-            .cloned()
-            .collect();
+        let old_fields = field_set(resource.kind, &before.body);
+        let new_fields = field_set(resource.kind, &after.body);
+        let changed: BTreeSet<FieldPath> =
+            old_fields.union(&new_fields).filter(|path| differs(&before.body, &after.body, path)).cloned().collect();
+        // An Update never conflicts: the fields it changes (and whatever lay inside a removed item) leave their
+        // owners and become the editor's.
         for ownership in after.owners.values_mut() {
-            ownership.fields.retain(|owned| !changed.iter().any(|path| related(owned, path)));
+            ownership.fields.retain(|owned| !changed.iter().any(|path| owned.starts_with(path)));
         }
         let time = now();
         let editor = after.owners.entry(manager.to_string()).or_insert_with(|| Ownership {
@@ -391,7 +399,7 @@ preferences: {{}}
             fields: BTreeSet::new(),
         });
         editor.time = time;
-        editor.fields.extend(changed.into_iter().filter(|path| new_leaves.contains(path)));
+        editor.fields.extend(changed.into_iter().filter(|path| new_fields.contains(path)));
         after.owners.retain(|_, ownership| !ownership.fields.is_empty());
         state.finish_write(resource, &key, Some(&before), after);
         true
@@ -447,17 +455,21 @@ fn rendered(object: &StoredObject) -> Value {
     body
 }
 
-/// `{"f:spec": {"f:replicas": {}}}` for the path `spec.replicas`.
+/// `{"f:spec": {"f:replicas": {}}}` for the path `spec.replicas`; an owned item that has owned fields too says so
+/// with `".": {}`, as the real server writes it.
 fn fields_v1(fields: &BTreeSet<FieldPath>) -> Value {
     let mut tree = Map::new();
     for path in fields {
         let mut node = &mut tree;
         for segment in path {
-            let child = node.entry(format!("f:{segment}")).or_insert_with(|| Value::Object(Map::new()));
+            let child = node.entry(segment.clone()).or_insert_with(|| Value::Object(Map::new()));
             node = match child {
                 Value::Object(map) => map,
                 _ => unreachable!("fieldsV1 nodes are objects"),
             };
+        }
+        if is_item(path) && fields.iter().any(|other| other.len() > path.len() && other.starts_with(path)) {
+            node.insert(".".into(), Value::Object(Map::new()));
         }
     }
     Value::Object(tree)
@@ -476,13 +488,117 @@ fn metadata_str<'a>(body: &'a Value, field: &str) -> Option<&'a str> {
     body.get("metadata")?.get(field)?.as_str()
 }
 
+/// How the official OpenAPI declares a list (`x-kubernetes-list-type`): merged item by item under its
+/// `x-kubernetes-list-map-keys`, a set of scalars, or (every list not in [`LIST_TYPES`]) atomic, replaced whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListType {
+    Map(&'static [&'static str]),
+    Set,
+}
+
+/// Every list that is not atomic in the kinds the fake serves, by kind and path (`[]` steps into a list's items),
+/// as the Kubernetes 1.37 OpenAPI declares them (status left out: an apply never writes it). A test checks this
+/// table against the OpenAPI documents shipped in `kubernetes-validate`, both ways.
+pub const LIST_TYPES: &[(&str, &str, ListType)] = &[
+    ("Namespace", "metadata.finalizers", ListType::Set),
+    ("Namespace", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Service", "metadata.finalizers", ListType::Set),
+    ("Service", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Service", "spec.ports", ListType::Map(&["port", "protocol"])),
+    ("Secret", "metadata.finalizers", ListType::Set),
+    ("Secret", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("PersistentVolumeClaim", "metadata.finalizers", ListType::Set),
+    ("PersistentVolumeClaim", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Deployment", "metadata.finalizers", ListType::Set),
+    ("Deployment", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Deployment", "spec.template.metadata.finalizers", ListType::Set),
+    ("Deployment", "spec.template.metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Deployment", "spec.template.spec.containers", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.containers[].env", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.containers[].ports", ListType::Map(&["containerPort", "protocol"])),
+    ("Deployment", "spec.template.spec.containers[].resources.claims", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.containers[].restartPolicyRules[].exitCodes.values", ListType::Set),
+    ("Deployment", "spec.template.spec.containers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("Deployment", "spec.template.spec.containers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("Deployment", "spec.template.spec.containers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("Deployment", "spec.template.spec.ephemeralContainers", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].env", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].ports", ListType::Map(&["containerPort", "protocol"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].resources.claims", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].restartPolicyRules[].exitCodes.values", ListType::Set),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("Deployment", "spec.template.spec.evictionResponders", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.hostAliases", ListType::Map(&["ip"])),
+    ("Deployment", "spec.template.spec.imagePullSecrets", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.initContainers", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.initContainers[].env", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.initContainers[].ports", ListType::Map(&["containerPort", "protocol"])),
+    ("Deployment", "spec.template.spec.initContainers[].resources.claims", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.initContainers[].restartPolicyRules[].exitCodes.values", ListType::Set),
+    ("Deployment", "spec.template.spec.initContainers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("Deployment", "spec.template.spec.initContainers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("Deployment", "spec.template.spec.initContainers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("Deployment", "spec.template.spec.resourceClaims", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.resources.claims", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.schedulingGates", ListType::Map(&["name"])),
+    (
+        "Deployment",
+        "spec.template.spec.topologySpreadConstraints",
+        ListType::Map(&["topologyKey", "whenUnsatisfiable"]),
+    ),
+    ("Deployment", "spec.template.spec.volumes", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.volumes[].ephemeral.volumeClaimTemplate.metadata.finalizers", ListType::Set),
+    (
+        "Deployment",
+        "spec.template.spec.volumes[].ephemeral.volumeClaimTemplate.metadata.ownerReferences",
+        ListType::Map(&["uid"]),
+    ),
+    ("Ingress", "metadata.finalizers", ListType::Set),
+    ("Ingress", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("NetworkPolicy", "metadata.finalizers", ListType::Set),
+    ("NetworkPolicy", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("HorizontalPodAutoscaler", "metadata.finalizers", ListType::Set),
+    ("HorizontalPodAutoscaler", "metadata.ownerReferences", ListType::Map(&["uid"])),
+];
+
+fn list_type(kind: &str, schema_path: &str) -> Option<ListType> {
+    LIST_TYPES.iter().find(|(of, path, _)| *of == kind && *path == schema_path).map(|(_, _, list)| *list)
+}
+
+/// The value the API server gives a list-map key left out of an item (a port's `protocol`), so that the item's
+/// identity is the same whether or not the client spelled the default.
+fn defaulted_key(key: &str) -> Option<Value> {
+    (key == "protocol").then(|| json!("TCP"))
+}
+
+/// `k:{"containerPort":8080,"protocol":"TCP"}`: an item's identity in `fieldsV1`.
+fn item_key(keys: &[&str], item: &Value) -> Option<String> {
+    let mut identity = Map::new();
+    for key in keys {
+        let value = item.get(*key).cloned().or_else(|| defaulted_key(key))?;
+        identity.insert((*key).to_string(), value);
+    }
+    Some(format!("k:{}", Value::Object(identity)))
+}
+
+fn item_matches(item: &Value, identity: &Map<String, Value>) -> bool {
+    identity.iter().all(|(key, wanted)| item.get(key).cloned().or_else(|| defaulted_key(key)).as_ref() == Some(wanted))
+}
+
+/// A field path from the object's root, spelled as in `fieldsV1`: `f:spec` a field, `k:{"name":"web"}` an item of a
+/// list merged by keys, `v:"x"` an item of a set.
+type FieldPath = Vec<String>;
+
 /// Fields that no manager owns: identity, server-set metadata, and status (not taken from the main resource).
 fn is_unowned(path: &[String]) -> bool {
+    let field = |segment: &String| segment.strip_prefix("f:").unwrap_or_default().to_string();
     match path {
-        [top] => matches!(top.as_str(), "apiVersion" | "kind" | "status"),
-        [top, ..] if top == "status" => true,
-        [top, field, ..] if top == "metadata" => matches!(
-            field.as_str(),
+        [top] => matches!(field(top).as_str(), "apiVersion" | "kind" | "status"),
+        [top, ..] if field(top) == "status" => true,
+        [top, inner, ..] if field(top) == "metadata" => matches!(
+            field(inner).as_str(),
             "name"
                 | "namespace"
                 | "uid"
@@ -497,77 +613,204 @@ fn is_unowned(path: &[String]) -> bool {
     }
 }
 
-/// The leaf field paths of a body that a manager can own: maps are walked, lists and scalars (and empty maps) are
-/// leaves (the real server keys some lists by name; atomic lists are enough for the backend's conflicts).
-fn owned_leaves(body: &Value) -> BTreeSet<FieldPath> {
-    fn walk(value: &Value, path: &mut FieldPath, leaves: &mut BTreeSet<FieldPath>) {
+/// The field set of a body, as structured-merge-diff computes it for `kind`: maps are walked field by field, items
+/// of lists merged by keys (and of sets) are owned one by one (the item itself and its fields), and scalars,
+/// atomic lists and empty maps are leaves.
+fn field_set(kind: &str, body: &Value) -> BTreeSet<FieldPath> {
+    fields_in_order(kind, body).into_iter().collect()
+}
+
+/// [`field_set`] in the body's own order, so that items added by a merge keep the order they were applied in.
+fn fields_in_order(kind: &str, body: &Value) -> Vec<FieldPath> {
+    fn walk(kind: &str, value: &Value, path: &mut FieldPath, schema: &str, fields: &mut Vec<FieldPath>) {
         if is_unowned(path) {
             return;
         }
         match value {
             Value::Object(map) if !map.is_empty() => {
                 for (field, child) in map {
-                    path.push(field.clone());
-                    walk(child, path, leaves);
+                    let schema = if schema.is_empty() { field.clone() } else { format!("{schema}.{field}") };
+                    path.push(format!("f:{field}"));
+                    walk(kind, child, path, &schema, fields);
+                    path.pop();
+                }
+            }
+            Value::Array(items) if !items.is_empty() && list_type(kind, schema).is_some() => {
+                let items_schema = format!("{schema}[]");
+                for item in items {
+                    let identity = match list_type(kind, schema) {
+                        Some(ListType::Map(keys)) => item_key(keys, item),
+                        _ => Some(format!("v:{item}")),
+                    };
+                    // An item without its keys cannot be placed; the validation of the body refuses it.
+                    let Some(identity) = identity else { continue };
+                    path.push(identity);
+                    fields.push(path.clone());
+                    if let Value::Object(map) = item {
+                        for (field, child) in map {
+                            path.push(format!("f:{field}"));
+                            walk(kind, child, path, &format!("{items_schema}.{field}"), fields);
+                            path.pop();
+                        }
+                    }
                     path.pop();
                 }
             }
             _ if path.is_empty() => {}
             _ => {
-                leaves.insert(path.clone());
+                fields.push(path.clone());
             }
         }
     }
-    let mut leaves = BTreeSet::new();
-    walk(body, &mut Vec::new(), &mut leaves);
-    leaves
+    let mut fields = Vec::new();
+    walk(kind, body, &mut Vec::new(), "", &mut fields);
+    fields
 }
 
-/// Whether one path is the other or lies inside it.
-fn related(a: &[String], b: &[String]) -> bool {
-    a.starts_with(b) || b.starts_with(a)
+/// An item's identity from its `k:` or `v:` segment.
+enum Step<'a> {
+    Field(&'a str),
+    Keyed(Map<String, Value>),
+    Member(Value),
+}
+
+fn step(segment: &str) -> Step<'_> {
+    if let Some(field) = segment.strip_prefix("f:") {
+        return Step::Field(field);
+    }
+    if let Some(identity) = segment.strip_prefix("k:") {
+        return Step::Keyed(serde_json::from_str(identity).unwrap_or_default());
+    }
+    Step::Member(segment.strip_prefix("v:").and_then(|member| serde_json::from_str(member).ok()).unwrap_or_default())
+}
+
+fn child<'a>(node: &'a Value, segment: &str) -> Option<&'a Value> {
+    match step(segment) {
+        Step::Field(field) => node.get(field),
+        Step::Keyed(identity) => node.as_array()?.iter().find(|item| item_matches(item, &identity)),
+        Step::Member(member) => node.as_array()?.iter().find(|item| **item == member),
+    }
+}
+
+fn child_mut<'a>(node: &'a mut Value, segment: &str) -> Option<&'a mut Value> {
+    match step(segment) {
+        Step::Field(field) => node.get_mut(field),
+        Step::Keyed(identity) => node.as_array_mut()?.iter_mut().find(|item| item_matches(item, &identity)),
+        Step::Member(member) => node.as_array_mut()?.iter_mut().find(|item| **item == member),
+    }
 }
 
 fn value_at<'a>(body: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(body, |node, segment| node.get(segment))
+    path.iter().try_fold(body, |node, segment| child(node, segment))
 }
 
-fn set_value_at(body: &mut Value, path: &[String], value: Value) {
-    let Some((last, parents)) = path.split_last() else { return };
+/// Whether a path names an item of a list (whose own "value" is only its existence).
+fn is_item(path: &[String]) -> bool {
+    path.last().is_some_and(|segment| !segment.starts_with("f:"))
+}
+
+/// Whether the field at `path` differs between two bodies: an item's existence, or a leaf's value.
+fn differs(before: &Value, after: &Value, path: &[String]) -> bool {
+    if is_item(path) {
+        value_at(before, path).is_some() != value_at(after, path).is_some()
+    } else {
+        value_at(before, path) != value_at(after, path)
+    }
+}
+
+/// Sets a leaf (or, for an item, makes sure it exists, holding its keys), making the maps and lists above it.
+fn set_value_at(body: &mut Value, path: &[String], value: &Value) {
     let mut node = body;
-    for segment in parents {
-        if !node.get(segment).is_some_and(Value::is_object)
-            && let Some(map) = node.as_object_mut()
-        {
-            map.insert(segment.clone(), Value::Object(Map::new()));
+    for (depth, segment) in path.iter().enumerate() {
+        let last = depth + 1 == path.len();
+        let next_is_item = path.get(depth + 1).is_some_and(|next| !next.starts_with("f:"));
+        match step(segment) {
+            Step::Field(field) => {
+                let Some(map) = node.as_object_mut() else { return };
+                if last {
+                    map.insert(field.to_string(), value.clone());
+                    return;
+                }
+                let wrong_shape = !map
+                    .get(field)
+                    .is_some_and(|found| if next_is_item { found.is_array() } else { found.is_object() });
+                if wrong_shape {
+                    map.insert(field.to_string(), if next_is_item { json!([]) } else { json!({}) });
+                }
+            }
+            Step::Keyed(identity) => {
+                let Some(items) = node.as_array_mut() else { return };
+                if !items.iter().any(|item| item_matches(item, &identity)) {
+                    items.push(Value::Object(identity));
+                }
+            }
+            Step::Member(member) => {
+                let Some(items) = node.as_array_mut() else { return };
+                if !items.contains(&member) {
+                    items.push(member);
+                }
+            }
         }
-        node = match node.get_mut(segment) {
-            Some(child) => child,
+        if last {
+            return;
+        }
+        node = match child_mut(node, segment) {
+            Some(next) => next,
             None => return,
         };
     }
-    if let Some(map) = node.as_object_mut() {
-        map.insert(last.clone(), value);
-    }
 }
 
-/// Removes a field, and the maps it leaves empty (except `metadata`).
+/// Removes a field or an item, and the maps and lists it leaves empty (except `metadata`).
 fn remove_value_at(body: &mut Value, path: &[String]) {
     let Some((last, parents)) = path.split_last() else { return };
     let mut node = &mut *body;
     for segment in parents {
-        node = match node.get_mut(segment) {
-            Some(child) => child,
+        node = match child_mut(node, segment) {
+            Some(next) => next,
             None => return,
         };
     }
-    if let Some(map) = node.as_object_mut() {
-        map.remove(last);
+    match step(last) {
+        Step::Field(field) => {
+            if let Some(map) = node.as_object_mut() {
+                map.remove(field);
+            }
+        }
+        Step::Keyed(identity) => {
+            if let Some(items) = node.as_array_mut() {
+                items.retain(|item| !item_matches(item, &identity));
+            }
+        }
+        Step::Member(member) => {
+            if let Some(items) = node.as_array_mut() {
+                items.retain(|item| *item != member);
+            }
+        }
     }
-    let removable = parents.len() > 1 || parents.first().is_some_and(|top| top != "metadata");
-    if removable && value_at(body, parents).is_some_and(|parent| parent.as_object().is_some_and(Map::is_empty)) {
+    let removable = parents.len() > 1 || parents.first().is_some_and(|top| top != "f:metadata");
+    let emptied = value_at(body, parents).is_some_and(|parent| match parent {
+        Value::Object(map) => map.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        _ => false,
+    });
+    if removable && emptied {
         remove_value_at(body, parents);
     }
+}
+
+/// `.spec.template.spec.containers[name="web"].image`, as the real server names a field in a conflict.
+fn dotted(path: &[String]) -> String {
+    path.iter()
+        .map(|segment| match step(segment) {
+            Step::Field(field) => format!(".{field}"),
+            Step::Keyed(identity) => {
+                let keys: Vec<String> = identity.iter().map(|(key, value)| format!("{key}={value}")).collect();
+                format!("[{}]", keys.join(","))
+            }
+            Step::Member(member) => format!("[={member}]"),
+        })
+        .collect()
 }
 
 /// A Secret's `stringData` is write-only: the real server stores it base64-encoded into `data`.
@@ -585,11 +828,6 @@ fn store_secret_string_data(resource: &ResourceType, body: &mut Value) {
             data.insert(key, json!(base64::engine::general_purpose::STANDARD.encode(text)));
         }
     }
-}
-
-/// `.spec.replicas`, as the real server names a field in a conflict.
-fn dotted(path: &[String]) -> String {
-    path.iter().map(|segment| format!(".{segment}")).collect()
 }
 
 /// A `metav1.Status` failure, as the real server answers errors.
@@ -877,6 +1115,12 @@ impl Cluster {
         self.last_resource_version.to_string()
     }
 
+    fn next_cluster_ip(&mut self) -> String {
+        self.last_cluster_ip += 1;
+        let [_, _, high, low] = self.last_cluster_ip.to_be_bytes();
+        format!("10.96.{high}.{low}")
+    }
+
     fn next_uid(&mut self) -> String {
         self.last_uid += 1;
         format!("00000000-0000-4000-8000-{:012x}", self.last_uid)
@@ -1074,7 +1318,7 @@ impl Cluster {
                 operation: "Update",
                 api_version: resource.api_version(),
                 time: now(),
-                fields: owned_leaves(&body),
+                fields: field_set(resource.kind, &body),
             },
         )]);
         let stored = self.finish_write(resource, &key, None, StoredObject { body, owners });
@@ -1148,16 +1392,37 @@ impl Cluster {
             body: json!({ "apiVersion": resource.api_version(), "kind": resource.kind, "metadata": { "name": name } }),
             owners: BTreeMap::new(),
         });
-        let wanted = owned_leaves(&applied);
+        let wanted = field_set(resource.kind, &applied);
+        let previously =
+            object.owners.get(manager.as_str()).map(|ownership| ownership.fields.clone()).unwrap_or_default();
 
-        // Conflicts: a field that another manager owns and that this apply would change.
+        // The merge: fields this manager applied before and now leaves out are removed unless another manager owns
+        // them (or something inside them); then every applied field is set, items of keyed lists one by one.
+        let mut merged = object.body.clone();
+        for dropped in previously.difference(&wanted) {
+            let kept_by_others = object
+                .owners
+                .iter()
+                .filter(|(other, _)| *other != manager)
+                .any(|(_, ownership)| ownership.fields.iter().any(|owned| owned.starts_with(dropped)));
+            let still_applied = wanted.iter().any(|path| path.starts_with(dropped));
+            if !kept_by_others && !still_applied {
+                remove_value_at(&mut merged, dropped);
+            }
+        }
+        for path in fields_in_order(resource.kind, &applied) {
+            if let Some(value) = value_at(&applied, &path) {
+                set_value_at(&mut merged, &path, value);
+            }
+        }
+        apply_defaults(resource.kind, &mut merged, || self.next_cluster_ip());
+
+        // Conflicts: fields another manager owns that this apply changes (a value, or an item added or removed).
+        let changed: BTreeSet<&FieldPath> = wanted.iter().filter(|path| differs(&object.body, &merged, path)).collect();
         let mut conflicts: BTreeMap<String, Vec<FieldPath>> = BTreeMap::new();
         for (other, ownership) in object.owners.iter().filter(|(other, _)| *other != manager) {
             for owned in &ownership.fields {
-                let clashes = wanted
-                    .iter()
-                    .any(|path| related(owned, path) && value_at(&object.body, path) != value_at(&applied, path));
-                if clashes {
+                if changed.iter().any(|path| owned.starts_with(path)) {
                     conflicts.entry(other.clone()).or_default().push(owned.clone());
                 }
             }
@@ -1170,26 +1435,7 @@ impl Cluster {
                 ownership.fields.retain(|owned| !fields.contains(owned));
             }
         }
-
-        // Fields this manager applied before and now leaves out are removed, unless someone else owns them.
-        let previously =
-            object.owners.get(manager.as_str()).map(|ownership| ownership.fields.clone()).unwrap_or_default();
-        for dropped in previously.difference(&wanted) {
-            let kept_by_others = object
-                .owners
-                .iter()
-                .filter(|(other, _)| *other != manager)
-                .any(|(_, ownership)| ownership.fields.iter().any(|owned| related(owned, dropped)));
-            let still_applied = wanted.iter().any(|path| related(path, dropped));
-            if !kept_by_others && !still_applied {
-                remove_value_at(&mut object.body, dropped);
-            }
-        }
-        for path in &wanted {
-            if let Some(value) = value_at(&applied, path) {
-                set_value_at(&mut object.body, path, value.clone());
-            }
-        }
+        object.body = merged;
         let time = now();
         let unchanged_ownership = previously == wanted && conflicts.is_empty();
         let entry = object.owners.entry(manager.clone()).or_insert_with(|| Ownership {
@@ -1224,6 +1470,7 @@ impl Cluster {
         before: Option<&StoredObject>,
         mut object: StoredObject,
     ) -> Value {
+        apply_defaults(resource.kind, &mut object.body, || self.next_cluster_ip());
         let spec_of = |body: &Value| {
             body.as_object().map(|map| {
                 map.iter()
@@ -1403,4 +1650,174 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
     Some(
         json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources }),
     )
+}
+
+/// Sets `field` of the map at `node` to `value` unless it holds one (the API server's defaulting never overwrites).
+fn default_field(node: &mut Value, field: &str, value: Value) {
+    if let Some(map) = node.as_object_mut() {
+        map.entry(field.to_string()).or_insert(value);
+    }
+}
+
+/// The map at `node.field`, made empty when missing.
+fn default_map<'a>(node: &'a mut Value, field: &str) -> Option<&'a mut Value> {
+    let map = node.as_object_mut()?;
+    let child = map.entry(field.to_string()).or_insert_with(|| json!({}));
+    child.is_object().then_some(child)
+}
+
+/// `Always` for an image tagged `latest` or not tagged at all, `IfNotPresent` otherwise (a digest counts as a
+/// tag), as `SetDefaults_Container` decides.
+fn default_pull_policy(image: &str) -> &'static str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    match name.split_once(':') {
+        None => "Always",
+        Some((_, "latest")) => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn default_probe(probe: &mut Value) {
+    for (field, value) in
+        [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)]
+    {
+        default_field(probe, field, json!(value));
+    }
+    if let Some(http) = probe.get_mut("httpGet") {
+        default_field(http, "scheme", json!("HTTP"));
+    }
+}
+
+/// The pod template's defaults (`SetDefaults_PodSpec`, `SetDefaults_Container`, `SetDefaults_ContainerPort`,
+/// `SetDefaults_Probe`, `SetDefaults_HTTPGetAction`, `SetDefaults_SecretVolumeSource`).
+fn default_pod_spec(pod: &mut Value) {
+    for (field, value) in [
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("restartPolicy", json!("Always")),
+        ("schedulerName", json!("default-scheduler")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("securityContext", json!({})),
+    ] {
+        default_field(pod, field, value);
+    }
+    for list in ["containers", "initContainers"] {
+        for container in pod.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+            let image = container.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+            for (field, value) in [
+                ("terminationMessagePath", json!("/dev/termination-log")),
+                ("terminationMessagePolicy", json!("File")),
+                ("imagePullPolicy", json!(default_pull_policy(&image))),
+                ("resources", json!({})),
+            ] {
+                default_field(container, field, value);
+            }
+            for port in container.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                default_field(port, "protocol", json!("TCP"));
+            }
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                if let Some(probe) = container.get_mut(probe) {
+                    default_probe(probe);
+                }
+            }
+        }
+    }
+    for volume in pod.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten() {
+        for source in ["secret", "configMap"] {
+            if let Some(source) = volume.get_mut(source) {
+                default_field(source, "defaultMode", json!(420));
+            }
+        }
+    }
+}
+
+/// Fills in what the API server's defaulting fills in for the kinds the fake serves, so that a reader sees what a
+/// real cluster holds. Defaulted fields belong to no manager: they are neither anyone's conflict nor drift.
+fn apply_defaults(kind: &str, body: &mut Value, cluster_ip: impl FnOnce() -> String) {
+    match kind {
+        "Namespace" => {
+            let name = metadata_str(body, "name").unwrap_or_default().to_string();
+            if let Some(metadata) = default_map(body, "metadata")
+                && let Some(labels) = default_map(metadata, "labels")
+            {
+                // The NamespaceDefaultLabelName feature (GA in 1.22) labels every namespace with its name.
+                default_field(labels, "kubernetes.io/metadata.name", json!(name));
+            }
+            if let Some(spec) = default_map(body, "spec") {
+                default_field(spec, "finalizers", json!(["kubernetes"]));
+            }
+        }
+        "Deployment" => {
+            let Some(spec) = default_map(body, "spec") else { return };
+            default_field(spec, "replicas", json!(1));
+            default_field(spec, "revisionHistoryLimit", json!(10));
+            default_field(spec, "progressDeadlineSeconds", json!(600));
+            if let Some(strategy) = default_map(spec, "strategy") {
+                default_field(strategy, "type", json!("RollingUpdate"));
+                if strategy.get("type") == Some(&json!("RollingUpdate"))
+                    && let Some(rolling) = default_map(strategy, "rollingUpdate")
+                {
+                    default_field(rolling, "maxUnavailable", json!("25%"));
+                    default_field(rolling, "maxSurge", json!("25%"));
+                }
+            }
+            if let Some(pod) = spec.pointer_mut("/template/spec") {
+                default_pod_spec(pod);
+            }
+        }
+        "Service" => {
+            let Some(spec) = default_map(body, "spec") else { return };
+            default_field(spec, "type", json!("ClusterIP"));
+            default_field(spec, "sessionAffinity", json!("None"));
+            default_field(spec, "internalTrafficPolicy", json!("Cluster"));
+            default_field(spec, "ipFamilyPolicy", json!("SingleStack"));
+            default_field(spec, "ipFamilies", json!(["IPv4"]));
+            if spec.get("clusterIP").is_none() {
+                let allocated = cluster_ip();
+                default_field(spec, "clusterIP", json!(allocated));
+                default_field(spec, "clusterIPs", json!([allocated]));
+            }
+            for port in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                default_field(port, "protocol", json!("TCP"));
+                if let Some(number) = port.get("port").cloned() {
+                    default_field(port, "targetPort", number);
+                }
+            }
+        }
+        "PersistentVolumeClaim" => {
+            if let Some(spec) = default_map(body, "spec") {
+                default_field(spec, "volumeMode", json!("Filesystem"));
+            }
+        }
+        "Secret" => default_field(body, "type", json!("Opaque")),
+        "NetworkPolicy" => {
+            let Some(spec) = default_map(body, "spec") else { return };
+            if spec.get("policyTypes").is_none() {
+                let mut types = vec![json!("Ingress")];
+                if spec.get("egress").is_some() {
+                    types.push(json!("Egress"));
+                }
+                default_field(spec, "policyTypes", Value::Array(types));
+            }
+            for rules in ["ingress", "egress"] {
+                for rule in spec.get_mut(rules).and_then(Value::as_array_mut).into_iter().flatten() {
+                    for port in rule.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                        default_field(port, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+        "HorizontalPodAutoscaler" => {
+            let Some(spec) = default_map(body, "spec") else { return };
+            default_field(spec, "minReplicas", json!(1));
+            default_field(
+                spec,
+                "metrics",
+                json!([{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 80 } } }]),
+            );
+        }
+        _ => {}
+    }
 }
