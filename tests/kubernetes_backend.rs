@@ -3,7 +3,9 @@
 //! rollback on an exceeded progress deadline, dependencies (awaited, skipped when they fail, independent apps rolled
 //! out at once), drift repair (an object edited by another manager, an object deleted), destroy, a conflict reported
 //! then forced, HPA-owned replicas left alone, secret values only in the Secret, and the error without any cluster
-//! configuration. The shared set-up is in tests/support/kube_backend.rs.
+//! configuration; issue 24: fields only another manager sets (`kubectl rollout restart`, `kubectl set env` of a
+//! variable railyard does not declare) are no drift, and an app that gains a ScalingRule keeps its replica count
+//! through the hand-over to its autoscaler. The shared set-up is in tests/support/kube_backend.rs.
 
 use crate::support;
 
@@ -504,5 +506,100 @@ fn an_ingress_edited_by_another_manager_or_deleted_is_repaired() {
         let plan = sync_ok(backend, &desired).await;
         assert_eq!(domain_change(&plan), Some(ChangeKind::Create), "{plan:?}");
         assert_eq!(fake.names("ingresses", ns), ingresses);
+    });
+}
+
+/// Issue 24: `kubectl rollout restart` (an annotation on the pod template) and `kubectl set env` of a variable
+/// railyard does not declare set fields railyard never sets: on a real server they are the other manager's own
+/// fields, not railyard's taken over, so they are no drift and the plan stays empty. The same command on a variable
+/// railyard declares is drift, repaired.
+#[test]
+fn a_rollout_restart_or_a_variable_railyard_does_not_declare_is_not_drift() {
+    let case = KubeCase::new("restart", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env: { LOG_LEVEL: info }\n"));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        fake.edit("deployments", ns, "web", "kubectl-rollout", |body| {
+            body["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
+                json!("2026-12-05T04:00:00Z");
+        });
+        fake.edit("deployments", ns, "web", "kubectl-set", |body| {
+            let env = body["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().expect("env");
+            env.push(json!({ "name": "DEBUG", "value": "1" }));
+        });
+        let observed = backend.observe(&desired.env).await.expect("observe");
+        assert_eq!(observed.apps["web"].drift, Vec::<String>::new());
+        assert!(!plan_of(backend, &desired).await.has_changes());
+
+        fake.edit("deployments", ns, "web", "kubectl-set", |body| {
+            let env = body["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().expect("env");
+            for variable in env.iter_mut().filter(|variable| variable["name"] == "LOG_LEVEL") {
+                variable["value"] = json!("debug");
+            }
+        });
+        let observed = backend.observe(&desired.env).await.expect("observe");
+        let drift = &observed.apps["web"].drift;
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(drift[0].contains("LOG_LEVEL") && drift[0].contains("kubectl-set"), "{drift:?}");
+        let plan = sync_ok(backend, &desired).await;
+        assert_eq!(change_of(&plan, "web"), ChangeKind::Repair);
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        let pod = &deployment["spec"]["template"];
+        assert_eq!(pod["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"], "2026-12-05T04:00:00Z");
+        let env = pod["spec"]["containers"][0]["env"].as_array().expect("env");
+        let values: Vec<(&str, &str)> =
+            env.iter().filter_map(|variable| Some((variable["name"].as_str()?, variable["value"].as_str()?))).collect();
+        assert!(values.contains(&("LOG_LEVEL", "info")) && values.contains(&("DEBUG", "1")), "{values:?}");
+    });
+}
+
+/// Issue 24: an app that gains a ScalingRule leaves `replicas` to its HorizontalPodAutoscaler. Applying the
+/// Deployment without the field while railyard is its only owner would remove it, and the API server would default
+/// it to 1 (Kubernetes docs, "Transferring ownership"): the app keeps its count through the hand-over, and the
+/// autoscaler's later changes are left alone. (The rule comes with a new image here: see the ignored test below for
+/// a rule alone.)
+#[test]
+fn an_app_that_gains_a_scaling_rule_keeps_its_replicas_through_the_hand_over() {
+    let case = KubeCase::new("handover", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 3\nresources: { cpus: \"0.5\" }\n"));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        sync_ok(backend, &case.repo.desired()).await;
+        case.repo.write("apps/web.yaml", &app("web", "nginx:1.28", "replicas: 3\nresources: { cpus: \"0.5\" }\n"));
+        case.repo.write("scaling/web.yaml", "kind: ScalingRule\napp: web\nmin: 2\nmax: 6\ntargetCpuPercent: 70\n");
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        assert_eq!(fake.names("horizontalpodautoscalers", ns), ["web"]);
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(3)), "no drop to 1");
+        assert!(!plan_of(backend, &desired).await.has_changes());
+        fake.edit("deployments", ns, "web", "kube-controller-manager", |body| body["spec"]["replicas"] = json!(5));
+        fake.clear_requests();
+        let (plan, _) = sync(backend, &desired).await;
+        assert!(!plan.has_changes(), "{plan:?}");
+        assert!(writes(&fake.requests()).is_empty());
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(5)));
+    });
+}
+
+/// Issue 24, found by the faithful fake and not fixed here: a ScalingRule added to an app whose spec is otherwise
+/// unchanged plans the app Unchanged (its spec hash leaves `autoscale` out, src/plan), so no
+/// HorizontalPodAutoscaler is ever created on Kubernetes. Needs the planner to see an autoscale change.
+#[test]
+#[ignore = "the planner does not see a ScalingRule added alone (src/plan, outside the Kubernetes backend)"]
+fn an_app_that_gains_only_a_scaling_rule_gets_its_autoscaler() {
+    let case = KubeCase::new("rule-alone", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 3\nresources: { cpus: \"0.5\" }\n"));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        sync_ok(backend, &case.repo.desired()).await;
+        case.repo.write("scaling/web.yaml", "kind: ScalingRule\napp: web\nmin: 2\nmax: 6\ntargetCpuPercent: 70\n");
+        let plan = sync_ok(backend, &case.repo.desired()).await;
+        assert_eq!(fake.names("horizontalpodautoscalers", ns), ["web"], "{plan:?}");
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(3)), "no drop to 1");
     });
 }

@@ -144,7 +144,20 @@ impl Cluster {
         body: &Value,
         force: bool,
     ) -> Result<Applied, KubernetesError> {
-        let mut params = PatchParams::apply(MANAGER);
+        self.apply_as(MANAGER, kind, namespace, name, body, force).await
+    }
+
+    /// Server-side apply of `body` as field manager `manager`.
+    pub async fn apply_as(
+        &self,
+        manager: &str,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+        force: bool,
+    ) -> Result<Applied, KubernetesError> {
+        let mut params = PatchParams::apply(manager);
         params.force = force;
         match self.api(kind, namespace).patch(name, &params, &Patch::Apply(body)).await {
             Ok(object) => Ok(Applied::Written(Box::new(object))),

@@ -192,7 +192,7 @@ impl Backend for KubernetesBackend {
 
     async fn observe(&self, env: &Environment) -> Result<Observed, BackendError> {
         let listed = self.cluster.list(&env.project, &env.name).await?;
-        Ok(observe::observed(&listed))
+        Ok(observe::observed(&listed, env))
     }
 
     async fn apply(
