@@ -274,9 +274,15 @@ async fn delete_removes_one_object() {
     assert!(matches!(error, kube::Error::Api(status) if status.code == 404));
 }
 
+/// Deleting a namespace answers with the namespace, Terminating (`deletionTimestamp` set, the `kubernetes`
+/// finalizer held): what is in it stays readable, new objects in it are refused with 403 Forbidden (the
+/// NamespaceLifecycle admission plugin, `NamespaceTerminating`), updates of objects already there are let through,
+/// and once the namespace controller has run (later reads of namespaces) it is gone with everything in it, other
+/// namespaces untouched.
 #[tokio::test]
-async fn deleting_a_namespace_deletes_what_is_in_it() {
+async fn a_deleted_namespace_terminates_refusing_new_content_then_goes_with_what_is_in_it() {
     let fake = FakeKube::start();
+    fake.set_namespace_termination_reads(1);
     let client = fake.client();
     apply_namespace(&client, "shop").await;
     apply_namespace(&client, "keep").await;
@@ -298,12 +304,24 @@ async fn deleting_a_namespace_deletes_what_is_in_it() {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let deleted = namespaces.delete("shop", &DeleteParams::default()).await.expect("delete namespace");
     let terminating = deleted.left().expect("a deleted namespace is answered with the namespace");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
     assert_eq!(terminating.status.and_then(|status| status.phase).as_deref(), Some("Terminating"));
+    assert_eq!(terminating.spec.and_then(|spec| spec.finalizers), Some(vec!["kubernetes".to_string()]));
+    assert_eq!(fake.names("deployments", "shop"), ["web"], "its content goes with it, not before");
 
-    assert!(fake.names("deployments", "shop").is_empty());
-    assert!(fake.names("horizontalpodautoscalers", "shop").is_empty());
-    assert_eq!(fake.names("deployments", "keep"), ["web"]);
-    assert_eq!(fake.names("horizontalpodautoscalers", "keep"), ["web"]);
+    let shop: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let error = apply_deployment(&shop, "railyard", &deployment("api", "api:1", None)).await.expect_err("403");
+    let kube::Error::Api(status) = error else { panic!("expected an API error, got {error:?}") };
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        status.message,
+        "deployments.apps \"api\" is forbidden: unable to create new content in namespace shop because it is being terminated"
+    );
+    assert_eq!(status.details.expect("details").causes[0].reason, "NamespaceTerminating");
+    apply_deployment(&shop, "railyard", &deployment("web", "web:2", None)).await.expect("an update is let through");
+
+    let still = namespaces.get("shop").await.expect("one read still sees it");
+    assert!(still.metadata.deletion_timestamp.is_some());
     let left: Vec<String> = namespaces
         .list(&ListParams::default())
         .await
@@ -313,6 +331,10 @@ async fn deleting_a_namespace_deletes_what_is_in_it() {
         .filter_map(|n| n.metadata.name)
         .collect();
     assert!(!left.contains(&"shop".to_string()) && left.contains(&"keep".to_string()), "{left:?}");
+    assert!(fake.names("deployments", "shop").is_empty());
+    assert!(fake.names("horizontalpodautoscalers", "shop").is_empty());
+    assert_eq!(fake.names("deployments", "keep"), ["web"]);
+    assert_eq!(fake.names("horizontalpodautoscalers", "keep"), ["web"]);
 }
 
 fn condition(deployment: &Deployment, kind: &str) -> Option<(String, Option<String>)> {
@@ -343,18 +365,35 @@ async fn a_deployment_status_set_by_the_test_is_read_back() {
     assert_eq!(condition(&stuck, "Progressing"), Some(("False".into(), Some("ProgressDeadlineExceeded".into()))));
     assert!(resource_version(&stuck) > resource_version(&available));
 
-    // A rule decides for Deployments the test named none for, at every spec change.
+    assert!(!fake.set_rollout("shop", "missing", Rollout::Available), "no such Deployment");
+}
+
+/// The Deployment controller reacts to a spec change after the write has been answered: the apply's answer still
+/// carries the status of the previous generation (`observedGeneration` behind `generation`), and a later read shows
+/// the controller's status for the new one. A rule decides the rollout of Deployments the test named none for.
+#[tokio::test]
+async fn status_catches_up_with_the_generation_only_at_a_later_read() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
     fake.set_rollout_rule(|body| {
         let image = body.pointer("/spec/template/spec/containers/0/image").and_then(Value::as_str).unwrap_or("");
         Some(if image.ends_with(":broken") { Rollout::ProgressDeadlineExceeded } else { Rollout::Available })
     });
     let broken =
         apply_deployment(&deployments, "railyard", &deployment("api", "api:broken", None)).await.expect("apply");
-    assert_eq!(condition(&broken, "Progressing"), Some(("False".into(), Some("ProgressDeadlineExceeded".into()))));
+    assert!(broken.status.is_none(), "the controller has not run yet");
+    let read = deployments.get("api").await.expect("get");
+    assert_eq!(condition(&read, "Progressing"), Some(("False".into(), Some("ProgressDeadlineExceeded".into()))));
+    assert!(resource_version(&read) > resource_version(&broken), "the controller's status write");
+
     let fixed = apply_deployment(&deployments, "railyard", &deployment("api", "api:1", None)).await.expect("apply");
-    assert_eq!(condition(&fixed, "Available").map(|found| found.0), Some("True".into()));
-    assert_eq!(fixed.status.as_ref().and_then(|status| status.observed_generation), Some(2));
-    assert!(!fake.set_rollout("shop", "missing", Rollout::Available), "no such Deployment");
+    assert_eq!(fixed.metadata.generation, Some(2));
+    assert_eq!(fixed.status.as_ref().and_then(|status| status.observed_generation), Some(1), "still the old one");
+    let read = deployments.get("api").await.expect("get");
+    assert_eq!(condition(&read, "Available").map(|found| found.0), Some("True".into()));
+    assert_eq!(read.status.as_ref().and_then(|status| status.observed_generation), Some(2));
 }
 
 #[tokio::test]

@@ -143,17 +143,20 @@ fn an_app_waits_for_its_dependency_and_is_skipped_when_that_never_becomes_availa
     let repo = &case.repo;
     repo.write("apps/api.yaml", &app("api", "acme/api:1", ""));
     repo.write("apps/web.yaml", &app("web", "nginx:1.27", "dependsOn: [api]\n"));
+    case.run_default(async |backend| {
+        sync_ok(backend, &repo.desired()).await;
+    });
     // Only the wait for a rollout that never ends is cut short.
     let settings = KubernetesBackendSettings { rollout_timeout: Duration::ZERO, ..Default::default() };
     case.run(settings, async |backend| {
-        sync_ok(backend, &repo.desired()).await;
         assert!(case.fake.set_rollout(case.ns(), "api", Rollout::Progressing));
         repo.write("apps/web.yaml", &app("web", "nginx:1.28", "dependsOn: [api]\n"));
         let (plan, report) = sync(backend, &repo.desired()).await;
         assert_eq!(change_of(&plan, "api"), ChangeKind::Unchanged);
         assert!(matches!(result_of(&report, "web"), ActionResult::Skipped { ref reason } if reason.contains("api")));
         assert_eq!(case.image("web"), "nginx:1.27");
-
+    });
+    case.run_default(async |backend| {
         assert!(case.fake.set_rollout(case.ns(), "api", Rollout::Available));
         sync_ok(backend, &repo.desired()).await;
         assert_eq!(case.image("web"), "nginx:1.28");
@@ -303,9 +306,34 @@ fn destroy_removes_the_namespace_railyard_created() {
         let desired = case.repo.desired();
         sync_ok(backend, &desired).await;
         backend.destroy(&desired.env).await.expect("destroy");
+        // The namespace goes Terminating first; destroy returns once the namespace controller has removed it.
         assert!(!case.fake.names("namespaces", "").contains(&case.repo.name));
         assert!(case.fake.names("deployments", case.ns()).is_empty());
         assert!(backend.observe(&desired.env).await.expect("observe").apps.is_empty());
+    });
+}
+
+/// Issue 24: a namespace deleted a moment ago (`kubectl delete namespace`, or a destroy by another railyard) is
+/// Terminating, and a real API server refuses new objects in it (403 Forbidden) until the namespace controller
+/// has removed it: an apply then waits for the namespace to go, and creates the environment again.
+#[test]
+fn an_apply_right_after_the_namespace_was_deleted_waits_for_it_to_go() {
+    let case = KubeCase::new("terminating", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        fake.set_namespace_termination_reads(3);
+        assert!(fake.remove("namespaces", "", ns));
+        let namespace = fake.object("namespaces", "", ns).expect("still there, Terminating");
+        assert_eq!(namespace.pointer("/status/phase"), Some(&json!("Terminating")));
+        let plan = sync_ok(backend, &desired).await;
+        assert_eq!(change_of(&plan, "web"), ChangeKind::Create, "what a Terminating namespace holds is going");
+        let namespace = fake.object("namespaces", "", ns).expect("the namespace again");
+        assert_eq!(namespace.pointer("/status/phase"), Some(&json!("Active")));
+        assert_eq!(fake.names("deployments", ns), ["web"]);
+        assert!(!plan_of(backend, &desired).await.has_changes());
     });
 }
 

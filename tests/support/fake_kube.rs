@@ -13,8 +13,11 @@
 //! owns it; an out-of-band Update ([`FakeKube::edit`]) takes the fields it changes. Stored objects are defaulted
 //! as the API server defaults them ([`apply_defaults`]); defaults belong to no manager.
 //! A Deployment's status is what the test sets ([`Rollout`]); every request is logged so tests can count them.
+//! Controllers run between one read and the next: a Deployment's status observes a new generation only at a later
+//! read of Deployments, and a deleted namespace stays Terminating (refusing new objects with 403 Forbidden) for a
+//! few reads of namespaces before it goes with everything in it.
 //! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, validation of specs (check
-//! bodies with `kubernetes-validate` instead), finalizers (a namespace goes at once), atomic maps
+//! bodies with `kubernetes-validate` instead), finalizers other than the namespace's, atomic maps
 //! (`x-kubernetes-map-type: atomic`, such as a label selector, are merged key by key here), per-manager `Update`
 //! and `Apply` entries kept apart (one entry per manager here).
 
@@ -202,6 +205,15 @@ struct Cluster {
     rollouts: BTreeMap<(String, String), Rollout>,
     /// Decides the rollout of a Deployment the test set none for, from its body, at every spec change.
     rollout_rule: Option<RolloutRule>,
+    /// Deployments whose spec changed and whose controller has not run yet: their status still observes the
+    /// previous generation until the next read of Deployments.
+    pending_rollouts: BTreeSet<(String, String)>,
+    /// Terminating namespaces and how many more reads of namespaces still see them before the namespace
+    /// controller has emptied them and removed the `kubernetes` finalizer.
+    terminating: BTreeMap<String, usize>,
+    /// How many reads of namespaces a deleted namespace stays Terminating for (see
+    /// [`FakeKube::set_namespace_termination_reads`]).
+    termination_reads: usize,
 }
 
 /// See [`FakeKube::set_rollout_rule`].
@@ -220,7 +232,7 @@ impl FakeKube {
     /// Starts a fake cluster holding the namespaces a new cluster has (`default`, `kube-system`, ...). It runs on
     /// its own thread and runtime, so sync tests (driving the railyard binary) and async tests can both use it.
     pub fn start() -> FakeKube {
-        let cluster = Arc::new(Mutex::new(Cluster::default()));
+        let cluster = Arc::new(Mutex::new(Cluster { termination_reads: 2, ..Cluster::default() }));
         {
             let mut state = cluster.lock().expect("fake cluster lock");
             for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -403,6 +415,12 @@ preferences: {{}}
         after.owners.retain(|_, ownership| !ownership.fields.is_empty());
         state.finish_write(resource, &key, Some(&before), after);
         true
+    }
+
+    /// How many reads of namespaces (GET or LIST) a deleted namespace stays Terminating for before the namespace
+    /// controller finishes it (2 unless set; 0 makes deletion immediate).
+    pub fn set_namespace_termination_reads(&self, reads: usize) {
+        self.state().termination_reads = reads;
     }
 
     /// Removes an object out of band (as `kubectl delete` would; a namespace takes its contents along).
@@ -1152,6 +1170,11 @@ impl Cluster {
         if query.get("watch").is_some_and(|watch| watch == "true" || watch == "1") {
             return bad_request("the fake API server does not serve watches".into());
         }
+        if method == Method::GET
+            && let Route::Collection { resource, .. } | Route::Object { resource, .. } = &route
+        {
+            self.run_controllers(resource);
+        }
         match (route, method) {
             (Route::Version, &Method::GET) => (StatusCode::OK, version_info()),
             (Route::CoreApiVersions, &Method::GET) => (
@@ -1202,6 +1225,45 @@ impl Cluster {
                 }
             }
             _ => method_not_allowed(),
+        }
+    }
+
+    /// What the controllers do between one read and the next: the namespace controller empties and removes a
+    /// Terminating namespace once its reads are used up; the Deployment controller writes the status of the
+    /// Deployments whose spec changed since, observing their new generation.
+    fn run_controllers(&mut self, resource: &ResourceType) {
+        match resource.plural {
+            "namespaces" => {
+                let finished: Vec<String> =
+                    self.terminating.iter().filter(|(_, reads)| **reads == 0).map(|(name, _)| name.clone()).collect();
+                for reads in self.terminating.values_mut() {
+                    *reads = reads.saturating_sub(1);
+                }
+                for name in finished {
+                    self.terminating.remove(&name);
+                    let key = object_key(resource_type("namespaces"), "", &name);
+                    self.objects.remove(&key);
+                    self.objects.retain(|(_, in_namespace, _), _| *in_namespace != name);
+                    self.rollouts.retain(|(in_namespace, _), _| *in_namespace != name);
+                    self.pending_rollouts.retain(|(in_namespace, _)| *in_namespace != name);
+                    self.next_resource_version();
+                }
+            }
+            "deployments" => {
+                for (namespace, name) in std::mem::take(&mut self.pending_rollouts) {
+                    let key = object_key(resource_type("deployments"), &namespace, &name);
+                    let set_by_test = self.rollouts.get(&(namespace.clone(), name.clone())).copied();
+                    let Some(object) = self.objects.get(&key) else { continue };
+                    let rule = self.rollout_rule.as_ref().and_then(|rule| rule(&object.body));
+                    let Some(rollout) = set_by_test.or(rule) else { continue };
+                    let resource_version = self.next_resource_version();
+                    if let Some(object) = self.objects.get_mut(&key) {
+                        write_deployment_status(&mut object.body, rollout);
+                        set_metadata(&mut object.body, "resourceVersion", json!(resource_version));
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1276,6 +1338,40 @@ impl Cluster {
         Ok(())
     }
 
+    /// A Terminating namespace takes no new object (the NamespaceLifecycle admission plugin); updates of objects
+    /// already in it are let through.
+    fn refuse_new_content(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), (StatusCode, Value)> {
+        if !resource.namespaced
+            || !self.terminating.contains_key(namespace)
+            || self.objects.contains_key(&object_key(resource_type(resource.plural), namespace, name))
+        {
+            return Ok(());
+        }
+        Err(status_failure(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                resource.qualified_plural()
+            ),
+            json!({
+                "name": name,
+                "group": resource.group,
+                "kind": resource.plural,
+                "causes": [{
+                    "reason": "NamespaceTerminating",
+                    "message": format!("namespace {namespace} is being terminated"),
+                    "field": "metadata.namespace",
+                }],
+            }),
+        ))
+    }
+
     fn create(
         &mut self,
         resource: &'static ResourceType,
@@ -1292,7 +1388,10 @@ impl Cluster {
         let Some(name) = metadata_str(&body, "name").map(str::to_string) else {
             return bad_request("metadata.name is required (generateName is not served by the fake)".into());
         };
-        if let Err(failure) = self.require_namespace(resource, namespace) {
+        if let Err(failure) = self
+            .require_namespace(resource, namespace)
+            .and_then(|()| self.refuse_new_content(resource, namespace, &name))
+        {
             return failure;
         }
         let key = object_key(resource, namespace, &name);
@@ -1370,7 +1469,10 @@ impl Cluster {
                 "the namespace of the object ({applied_namespace}) does not match the namespace on the URL ({namespace})"
             ));
         }
-        if let Err(failure) = self.require_namespace(resource, namespace) {
+        if let Err(failure) = self
+            .require_namespace(resource, namespace)
+            .and_then(|()| self.refuse_new_content(resource, namespace, name))
+        {
             return failure;
         }
         let key = object_key(resource, namespace, name);
@@ -1511,8 +1613,10 @@ impl Cluster {
             let spec_changed = before.is_none_or(|before| spec_of(&before.body) != spec_of(&object.body));
             let set_by_test = self.rollouts.get(&(key.1.clone(), key.2.clone())).copied();
             let rollout = set_by_test.or_else(|| self.rollout_rule.as_ref().and_then(|rule| rule(&object.body)));
-            if let Some(rollout) = rollout.filter(|_| spec_changed) {
-                write_deployment_status(&mut object.body, rollout);
+            // The controller sees the new generation later, at the next read of Deployments (a real controller
+            // reacts to the watch event after the write has been answered).
+            if rollout.is_some() && spec_changed {
+                self.pending_rollouts.insert((key.1.clone(), key.2.clone()));
             }
         }
         let served = rendered(&object);
@@ -1523,9 +1627,23 @@ impl Cluster {
     /// Deletes an object (a namespace with everything in it); returns what the real server answers.
     fn delete(&mut self, resource: &'static ResourceType, namespace: &str, name: &str) -> Option<Value> {
         let key = object_key(resource, namespace, name);
+        if resource.plural == "namespaces" && self.termination_reads > 0 {
+            let resource_version = self.next_resource_version();
+            let object = self.objects.get_mut(&key)?;
+            if metadata_str(&object.body, "deletionTimestamp").is_none() {
+                set_metadata(&mut object.body, "deletionTimestamp", json!(now()));
+                set_metadata(&mut object.body, "resourceVersion", json!(resource_version));
+                if let Some(map) = object.body.as_object_mut() {
+                    map.insert("status".into(), json!({ "phase": "Terminating" }));
+                }
+                self.terminating.insert(name.to_string(), self.termination_reads);
+            }
+            return Some(rendered(object));
+        }
         let deleted = self.objects.remove(&key)?;
         self.next_resource_version();
         if resource.plural == "namespaces" {
+            self.terminating.remove(name);
             self.objects.retain(|(_, in_namespace, _), _| in_namespace != name);
             self.rollouts.retain(|(in_namespace, _), _| in_namespace != name);
             let mut served = rendered(&deleted);

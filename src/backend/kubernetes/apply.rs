@@ -75,7 +75,12 @@ impl Applier<'_> {
     pub async fn run(&self) -> Result<ApplyReport, KubernetesError> {
         let desired = self.desired();
         let manifests = mapping::manifests(&desired, &self.mapping());
-        let listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
+        let mut listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
+        if self.cluster.namespace_terminating(self.namespace(), &listed).await? {
+            let (poll, timeout) = (self.settings.poll_interval, self.settings.rollout_timeout);
+            self.cluster.await_namespace_gone(self.namespace(), poll, timeout).await?;
+            listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
+        }
         self.write_environment(&manifests, &listed).await?;
         self.write_secret(&desired, &manifests, &listed).await?;
         let work = Work { applier: self, manifests: &manifests, listed: &listed };
