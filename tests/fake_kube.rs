@@ -845,3 +845,217 @@ async fn replicas_left_out_are_kept_only_when_another_manager_owns_them() {
     let api = apply_deployment(&deployments, "railyard", &deployment("api", "api:1", None)).await.expect("apply");
     assert_eq!(api.spec.replicas, Some(1), "railyard's own count falls to the default");
 }
+
+/// The definitions `kind`s reach in `definitions`, descriptions left out: what the fake validates against.
+fn served_definitions(definitions: &Value) -> Value {
+    fn references(value: &Value, into: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    match (key.as_str(), child.as_str()) {
+                        ("$ref", Some(reference)) => into.extend(reference.rsplit('/').next().map(str::to_string)),
+                        _ => references(child, into),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| references(item, into)),
+            _ => {}
+        }
+    }
+    fn without_descriptions(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(key, _)| key.as_str() != "description")
+                    .map(|(key, child)| (key.clone(), without_descriptions(child)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(without_descriptions).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut pending: Vec<String> = support::fake_kube::served_kinds()
+        .into_iter()
+        .map(|(group, version, kind)| {
+            let package = match group {
+                "" => "core",
+                "networking.k8s.io" => "networking",
+                other => other,
+            };
+            format!("io.k8s.api.{package}.{version}.{kind}")
+        })
+        .collect();
+    let mut reached = serde_json::Map::new();
+    while let Some(name) = pending.pop() {
+        if reached.contains_key(&name) {
+            continue;
+        }
+        let definition = &definitions["$defs"][&name];
+        references(definition, &mut pending);
+        reached.insert(name, without_descriptions(definition));
+    }
+    json!({ "$defs": reached })
+}
+
+/// The fake validates against the OpenAPI that `kubernetes-validate` ships for Kubernetes 1.37: its fixture holds
+/// exactly the definitions the served kinds reach there. `UPDATE_GOLDEN=1` rewrites it.
+#[test]
+fn the_validation_schemas_are_the_openapi_of_kubernetes_validate() {
+    let expected = served_definitions(&openapi_definitions());
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(support::fake_kube::OPENAPI_FILE);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let text = serde_json::to_string_pretty(&expected).expect("JSON") + "\n";
+        std::fs::write(&file, text).expect("write the OpenAPI fixture");
+    }
+    let held: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("the fixture")).expect("JSON");
+    assert!(held["$defs"]["io.k8s.api.core.v1.PodSpec"].is_object());
+    assert!(
+        held == expected,
+        "{} is not what kubernetes-validate ships; run with UPDATE_GOLDEN=1 to regenerate it",
+        file.display()
+    );
+}
+
+fn api_error(error: kube::Error) -> kube::core::Status {
+    match error {
+        kube::Error::Api(status) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// Every write is validated as the API server validates it: against the OpenAPI schema (a missing required
+/// field, a wrong type, a field the schema does not declare), answered 422 Invalid in the server's Status shape
+/// (`<Kind>.<group> "<name>" is invalid: [<field>: <why>, ...]`, one cause per field), nothing written.
+#[tokio::test]
+async fn a_body_the_schema_refuses_is_422_invalid_naming_each_field() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let mut body = deployment("web", "web:1", None);
+    body["spec"]["replicas"] = json!("two");
+    body["spec"]["template"]["spec"]["containers"][0]["imageName"] = json!("web:1");
+    body["spec"].as_object_mut().expect("spec").remove("selector");
+    let status = api_error(apply_deployment(&deployments, "railyard", &body).await.expect_err("422"));
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert!(status.message.starts_with("Deployment.apps \"web\" is invalid: ["), "{}", status.message);
+    let details = status.details.expect("details");
+    assert_eq!((details.kind.as_str(), details.group.as_str()), ("Deployment", "apps"));
+    let causes: Vec<(String, String)> =
+        details.causes.iter().map(|cause| (cause.field.clone(), cause.reason.clone())).collect();
+    for expected in [
+        ("spec.selector", "FieldValueRequired"),
+        ("spec.replicas", "FieldValueInvalid"),
+        ("spec.template.spec.containers[0].imageName", "FieldValueInvalid"),
+    ] {
+        assert!(causes.contains(&(expected.0.into(), expected.1.into())), "{expected:?} in {causes:?}");
+    }
+    assert!(fake.object("deployments", "shop", "web").is_none(), "nothing written");
+}
+
+/// Names and labels as k8s.io/apimachinery validates them: a Service's name is a DNS-1035 label of at most 63
+/// characters, a label value at most 63 characters, a container port's name at most 15 (IANA service name).
+#[tokio::test]
+async fn names_and_labels_past_their_limits_are_invalid() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "shop");
+    let long = "a".repeat(64);
+    let service = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": long } });
+    let status = api_error(
+        services.patch(&long, &PatchParams::apply("railyard"), &Patch::Apply(&service)).await.expect_err("422"),
+    );
+    assert_eq!(
+        status.message,
+        format!(
+            "Service \"{long}\" is invalid: metadata.name: Invalid value: \"{long}\": must be no more than 63 characters"
+        )
+    );
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let mut labelled = deployment("web", "web:1", None);
+    labelled["metadata"]["labels"]["app.kubernetes.io/instance"] = json!(long);
+    labelled["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        json!([{ "name": "metrics-endpoint", "containerPort": 9090 }]);
+    let status = api_error(apply_deployment(&deployments, "railyard", &labelled).await.expect_err("422"));
+    assert!(
+        status
+            .message
+            .contains(&format!("metadata.labels: Invalid value: \"{long}\": must be no more than 63 characters")),
+        "{}",
+        status.message
+    );
+    assert!(
+        status.message.contains(
+            "spec.template.spec.containers[0].ports[0].name: Invalid value: \"metrics-endpoint\": must be no more than 15 characters"
+        ),
+        "{}",
+        status.message
+    );
+}
+
+/// Fields that may not change once set are refused with 422 (`field is immutable`): a Deployment's
+/// `spec.selector`, a Service's `spec.clusterIP`, and a PersistentVolumeClaim's spec except
+/// `resources.requests` (which may grow).
+#[tokio::test]
+async fn immutable_fields_are_refused_once_set() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    apply_deployment(&deployments, "railyard", &deployment("web", "web:1", None)).await.expect("apply");
+    let mut reselected = deployment("web", "web:1", None);
+    reselected["spec"]["selector"]["matchLabels"]["tier"] = json!("front");
+    reselected["spec"]["template"]["metadata"]["labels"]["tier"] = json!("front");
+    let status = api_error(apply_deployment(&deployments, "railyard", &reselected).await.expect_err("422"));
+    assert!(status.message.starts_with("Deployment.apps \"web\" is invalid: spec.selector: Invalid value: "));
+    assert!(status.message.ends_with(": field is immutable"), "{}", status.message);
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "shop");
+    let service = |ip: Option<&str>| {
+        let mut body = json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": { "name": "web" },
+            "spec": { "ports": [{ "port": 80 }] },
+        });
+        if let Some(ip) = ip {
+            body["spec"]["clusterIP"] = json!(ip);
+        }
+        body
+    };
+    let apply_service = |body: Value| {
+        let services = services.clone();
+        async move { services.patch("web", &PatchParams::apply("railyard"), &Patch::Apply(&body)).await }
+    };
+    let created = apply_service(service(None)).await.expect("apply");
+    let allocated = created.spec.and_then(|spec| spec.cluster_ip).expect("an IP");
+    let status = api_error(apply_service(service(Some("10.96.9.9"))).await.expect_err("422"));
+    assert_eq!(
+        status.message,
+        "Service \"web\" is invalid: spec.clusterIP: Invalid value: \"10.96.9.9\": field is immutable"
+    );
+    apply_service(service(Some(&allocated))).await.expect("the same IP is no change");
+
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(client.clone(), "shop");
+    let claim = |size: &str, class: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": "data" },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                "resources": { "requests": { "storage": size } },
+            },
+        })
+    };
+    let apply_claim = |body: Value| {
+        let claims = claims.clone();
+        async move { claims.patch("data", &PatchParams::apply("railyard"), &Patch::Apply(&body)).await }
+    };
+    apply_claim(claim("1Gi", "standard")).await.expect("create");
+    apply_claim(claim("2Gi", "standard")).await.expect("requests may grow");
+    let status = api_error(apply_claim(claim("2Gi", "fast")).await.expect_err("422"));
+    assert_eq!(
+        status.message,
+        "PersistentVolumeClaim \"data\" is invalid: spec: Forbidden: spec is immutable after creation except \
+         resources.requests and volumeAttributesClassName for bound claims"
+    );
+}

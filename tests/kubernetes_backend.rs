@@ -631,3 +631,32 @@ fn an_app_that_gains_only_a_scaling_rule_gets_its_autoscaler() {
         assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(3)), "no drop to 1");
     });
 }
+
+/// Issue 24: an app's pods carry `app.kubernetes.io/instance: <namespace>-<app>`, and the API server refuses a
+/// label value over 63 characters (422 Invalid). railyard refuses such a configuration when it loads it, naming
+/// the limit, instead of failing halfway through an apply; at exactly 63 characters the API server takes it.
+#[test]
+fn an_instance_label_over_63_characters_is_refused_at_validation_and_63_is_applied() {
+    // The project is `k8s-` and this name: 44 characters; `<project>-<app>` is 45 + the app's name.
+    let case = KubeCase::new("instance-label-length-x-xxxxxxxxxxxxxxxx", "");
+    assert_eq!(case.ns().len(), 44);
+    let fits = "a".repeat(18);
+    case.repo.write("apps/fits.yaml", &app(&fits, "nginx:1.27", ""));
+    case.run_default(async |backend| {
+        sync_ok(backend, &case.repo.desired()).await;
+        assert_eq!(case.fake.names("deployments", case.ns()), std::slice::from_ref(&fits));
+    });
+
+    let too_long = "b".repeat(19);
+    case.repo.write("apps/too-long.yaml", &app(&too_long, "nginx:1.27", ""));
+    let files = railyard::source::local::read_dir(case.repo.dir.path()).expect("readable");
+    let errors = railyard::model::load(&files).expect_err("refused");
+    let said: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with("apps/too-long.yaml:2:7: ")
+            && said[0].contains(&format!("`{}-{too_long}` (64 characters)", case.ns()))
+            && said[0].contains("63"),
+        "{said:?}"
+    );
+}

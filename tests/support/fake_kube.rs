@@ -16,8 +16,11 @@
 //! Controllers run between one read and the next: a Deployment's status observes a new generation only at a later
 //! read of Deployments, and a deleted namespace stays Terminating (refusing new objects with 403 Forbidden) for a
 //! few reads of namespaces before it goes with everything in it.
-//! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, validation of specs (check
-//! bodies with `kubernetes-validate` instead), finalizers other than the namespace's, atomic maps
+//! Every stored result is validated as the API server validates it: the official OpenAPI schema of the kind
+//! ([`OPENAPI_FILE`], checked against `kubernetes-validate`'s), names, label values, port names, a Deployment's
+//! selector against its template, and the fields that are immutable once set; a refusal is 422 Invalid.
+//! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, validation rules beyond those
+//! named (value ranges, cross-field rules of other kinds), finalizers other than the namespace's, atomic maps
 //! (`x-kubernetes-map-type: atomic`, such as a label selector, are merged key by key here), per-manager `Update`
 //! and `Apply` entries kept apart (one entry per manager here).
 
@@ -1420,6 +1423,12 @@ impl Cluster {
                 fields: field_set(resource.kind, &body),
             },
         )]);
+        let mut defaulted = body.clone();
+        apply_defaults(resource.kind, &mut defaulted, || String::from("10.96.0.0"));
+        let causes = validation_causes(resource.kind, &defaulted);
+        if !causes.is_empty() {
+            return invalid_failure(resource, &name, &causes);
+        }
         let stored = self.finish_write(resource, &key, None, StoredObject { body, owners });
         (StatusCode::CREATED, stored)
     }
@@ -1531,6 +1540,14 @@ impl Cluster {
         }
         if !conflicts.is_empty() && !force {
             return conflict_failure(resource, name, &conflicts);
+        }
+        // Validation follows the merge, as the real server validates the object the apply results in.
+        let mut causes = validation_causes(resource.kind, &merged);
+        if let Some(existing) = &existing {
+            causes.extend(immutability_causes(resource.kind, &existing.body, &merged));
+        }
+        if !causes.is_empty() {
+            return invalid_failure(resource, name, &causes);
         }
         for (other, fields) in &conflicts {
             if let Some(ownership) = object.owners.get_mut(other) {
@@ -1938,4 +1955,330 @@ fn apply_defaults(kind: &str, body: &mut Value, cluster_ip: impl FnOnce() -> Str
         }
         _ => {}
     }
+}
+
+/// The OpenAPI definitions of the kinds the fake serves (descriptions left out), as `kubernetes-validate` ships
+/// them for Kubernetes 1.37; a test checks the file against that package.
+pub const OPENAPI_FILE: &str = "tests/fixtures/kubernetes/openapi-v1.37-served-kinds.json";
+
+fn openapi() -> &'static Value {
+    static DEFINITIONS: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DEFINITIONS.get_or_init(|| {
+        serde_json::from_str(include_str!("../fixtures/kubernetes/openapi-v1.37-served-kinds.json"))
+            .expect("the OpenAPI fixture is JSON")
+    })
+}
+
+/// One field the API server's validation refuses, as a `StatusCause`.
+#[derive(Debug)]
+struct Cause {
+    reason: &'static str,
+    field: String,
+    message: String,
+}
+
+impl Cause {
+    fn invalid(field: &str, value: &Value, why: &str) -> Cause {
+        let shown = match value {
+            Value::String(text) => format!("{text:?}"),
+            other => other.to_string(),
+        };
+        Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {shown}: {why}") }
+    }
+}
+
+fn resolve(schema: &Value) -> &Value {
+    let reference = schema.get("$ref").or_else(|| schema.pointer("/allOf/0/$ref")).and_then(Value::as_str);
+    match reference.and_then(|reference| reference.rsplit('/').next()) {
+        Some(name) => openapi().pointer(&format!("/$defs/{name}")).unwrap_or(&Value::Null),
+        None => schema,
+    }
+}
+
+fn type_matches(schema: &Value, value: &Value) -> bool {
+    let allowed: Vec<&str> = match schema.get("type") {
+        Some(Value::String(kind)) => vec![kind.as_str()],
+        Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).collect(),
+        _ => return true,
+    };
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(number) if number.is_i64() || number.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    allowed.contains(&kind) || (kind == "integer" && allowed.contains(&"number"))
+}
+
+/// Checks `value` against an OpenAPI schema: types, enums, required fields, and fields the schema does not declare
+/// (which server-side apply refuses: "field not declared in schema").
+fn check_schema(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let schema = resolve(schema);
+    if let Some(choices) = schema.get("oneOf").and_then(Value::as_array) {
+        if !choices.iter().any(|choice| type_matches(resolve(choice), value)) {
+            causes.push(Cause::invalid(path, value, "must be an integer or a string"));
+        }
+        return;
+    }
+    if !type_matches(schema, value) {
+        let expected = schema.get("type").map(Value::to_string).unwrap_or_default();
+        causes.push(Cause::invalid(path, value, &format!("must be of type {expected}")));
+        return;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !value.is_null()
+        && !allowed.contains(value)
+    {
+        let supported: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: path.into(),
+            message: format!("Unsupported value: {value}: supported values: {}", supported.join(", ")),
+        });
+    }
+    let join = |field: &str| if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            for required in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(field) = required.as_str()
+                    && map.get(field).is_none_or(Value::is_null)
+                {
+                    causes.push(Cause {
+                        reason: "FieldValueRequired",
+                        field: join(field),
+                        message: "Required value".into(),
+                    });
+                }
+            }
+            for (field, child) in map {
+                match (properties.and_then(|properties| properties.get(field)), schema.get("additionalProperties")) {
+                    (Some(property), _) => check_schema(property, child, &join(field), causes),
+                    (None, Some(additional)) if additional.is_object() => {
+                        check_schema(additional, child, &join(field), causes)
+                    }
+                    (None, _) if properties.is_some() => causes.push(Cause {
+                        reason: "FieldValueInvalid",
+                        field: join(field),
+                        message: "field not declared in schema".into(),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (index, item) in items.iter().enumerate() {
+                    check_schema(item_schema, item, &format!("{path}[{index}]"), causes);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_dns1123_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.iter().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// `IsDNS1123Label`, `IsDNS1035Label` and `IsDNS1123Subdomain` of k8s.io/apimachinery, with their messages.
+fn check_name(field: &str, name: &str, rule: &str, causes: &mut Vec<Cause>) {
+    let value = json!(name);
+    let (limit, valid, what) = match rule {
+        "label" => (
+            63,
+            is_dns1123_label(name),
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+        ),
+        "1035" => (
+            63,
+            is_dns1123_label(name) && name.starts_with(|first: char| first.is_ascii_lowercase()),
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
+        ),
+        _ => (
+            253,
+            name.split('.').all(is_dns1123_label),
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+        ),
+    };
+    if name.len() > limit {
+        causes.push(Cause::invalid(field, &value, &format!("must be no more than {limit} characters")));
+    }
+    if !valid {
+        causes.push(Cause::invalid(field, &value, what));
+    }
+}
+
+/// Label keys and values as `ValidateLabels` checks them: a value is at most 63 characters of alphanumerics, `-`,
+/// `_` and `.`, starting and ending with an alphanumeric.
+fn check_labels(field: &str, labels: Option<&Value>, causes: &mut Vec<Cause>) {
+    for (key, value) in labels.and_then(Value::as_object).into_iter().flatten() {
+        let text = value.as_str().unwrap_or_default();
+        let name = key.rsplit('/').next().unwrap_or(key);
+        if name.is_empty() || name.len() > 63 {
+            causes.push(Cause::invalid(field, &json!(key), "name part must be no more than 63 characters"));
+        }
+        if text.len() > 63 {
+            causes.push(Cause::invalid(field, value, "must be no more than 63 characters"));
+        }
+        let well_formed = text.is_empty()
+            || (text.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+                && text.starts_with(|first: char| first.is_ascii_alphanumeric())
+                && text.ends_with(|last: char| last.is_ascii_alphanumeric()));
+        if !well_formed {
+            causes.push(Cause::invalid(
+                field,
+                value,
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+            ));
+        }
+    }
+}
+
+/// `IsValidPortName`: at most 15 characters, lowercase alphanumerics and `-`, at least one letter, no `-` at
+/// either end nor two together.
+fn check_port_name(field: &str, name: &str, causes: &mut Vec<Cause>) {
+    let value = json!(name);
+    if name.len() > 15 {
+        causes.push(Cause::invalid(field, &value, "must be no more than 15 characters"));
+    }
+    let well_formed = name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+        && name.bytes().any(|byte| byte.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if !well_formed {
+        causes.push(Cause::invalid(
+            field,
+            &value,
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
+        ));
+    }
+}
+
+/// What the API server's validation of `kind` refuses in `body` (the stored result of a create or an apply):
+/// the OpenAPI schema, names, labels, port names and a Deployment's selector against its template.
+fn validation_causes(kind: &str, body: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let definition = match kind {
+        "Deployment" => "io.k8s.api.apps.v1.Deployment".to_string(),
+        "Ingress" => "io.k8s.api.networking.v1.Ingress".to_string(),
+        "NetworkPolicy" => "io.k8s.api.networking.v1.NetworkPolicy".to_string(),
+        "HorizontalPodAutoscaler" => "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler".to_string(),
+        other => format!("io.k8s.api.core.v1.{other}"),
+    };
+    let mut checked = body.clone();
+    if let Some(metadata) = checked.get_mut("metadata").and_then(Value::as_object_mut) {
+        // Server-set metadata is the server's own; `managedFields` is rendered, never stored.
+        metadata.remove("managedFields");
+    }
+    check_schema(&json!({ "$ref": format!("#/$defs/{definition}") }), &checked, "", &mut causes);
+    let name = metadata_str(body, "name").unwrap_or_default();
+    let rule = match kind {
+        "Service" => "1035",
+        "Namespace" => "label",
+        _ => "subdomain",
+    };
+    check_name("metadata.name", name, rule, &mut causes);
+    check_labels("metadata.labels", body.pointer("/metadata/labels"), &mut causes);
+    if kind == "Deployment" {
+        check_labels("spec.template.metadata.labels", body.pointer("/spec/template/metadata/labels"), &mut causes);
+        let selector = body.pointer("/spec/selector/matchLabels").and_then(Value::as_object);
+        let template = body.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
+        let selects_template = selector.is_some_and(|selector| {
+            selector.iter().all(|(key, value)| template.and_then(|labels| labels.get(key)) == Some(value))
+        });
+        if !selects_template {
+            causes.push(Cause::invalid(
+                "spec.template.metadata.labels",
+                body.pointer("/spec/template/metadata/labels").unwrap_or(&Value::Null),
+                "`selector` does not match template `labels`",
+            ));
+        }
+        let containers = body.pointer("/spec/template/spec/containers").and_then(Value::as_array);
+        for (index, container) in containers.into_iter().flatten().enumerate() {
+            let field = format!("spec.template.spec.containers[{index}]");
+            check_name(&format!("{field}.name"), container["name"].as_str().unwrap_or_default(), "label", &mut causes);
+            for (port_index, port) in container["ports"].as_array().into_iter().flatten().enumerate() {
+                if let Some(port_name) = port["name"].as_str() {
+                    check_port_name(&format!("{field}.ports[{port_index}].name"), port_name, &mut causes);
+                }
+            }
+        }
+    }
+    if kind == "Service" {
+        for (index, port) in body.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            if let Some(port_name) = port["name"].as_str() {
+                check_name(&format!("spec.ports[{index}].name"), port_name, "label", &mut causes);
+            }
+        }
+    }
+    causes
+}
+
+/// What may not change once set: a Deployment's selector, a Service's cluster IP, a claim's spec but for its
+/// requested resources.
+fn immutability_causes(kind: &str, before: &Value, after: &Value) -> Vec<Cause> {
+    let changed = |pointer: &str| before.pointer(pointer) != after.pointer(pointer);
+    let mut causes = Vec::new();
+    match kind {
+        "Deployment" if changed("/spec/selector") => causes.push(Cause::invalid(
+            "spec.selector",
+            after.pointer("/spec/selector").unwrap_or(&Value::Null),
+            "field is immutable",
+        )),
+        "Service" if before.pointer("/spec/clusterIP").is_some() && changed("/spec/clusterIP") => {
+            causes.push(Cause::invalid(
+                "spec.clusterIP",
+                after.pointer("/spec/clusterIP").unwrap_or(&Value::Null),
+                "field is immutable",
+            ))
+        }
+        "PersistentVolumeClaim" => {
+            let without_requests = |body: &Value| {
+                let mut spec = body.get("spec").cloned().unwrap_or(Value::Null);
+                if let Some(resources) = spec.get_mut("resources").and_then(Value::as_object_mut) {
+                    resources.remove("requests");
+                }
+                spec
+            };
+            if without_requests(before) != without_requests(after) {
+                causes.push(Cause {
+                    reason: "FieldValueForbidden",
+                    field: "spec".into(),
+                    message: "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into(),
+                });
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+/// The 422 the real server answers for an object its validation refuses.
+fn invalid_failure(resource: &ResourceType, name: &str, causes: &[Cause]) -> (StatusCode, Value) {
+    let qualified = if resource.group.is_empty() {
+        resource.kind.to_string()
+    } else {
+        format!("{}.{}", resource.kind, resource.group)
+    };
+    let lines: Vec<String> = causes.iter().map(|cause| format!("{}: {}", cause.field, cause.message)).collect();
+    let summary = if lines.len() == 1 { lines.join("") } else { format!("[{}]", lines.join(", ")) };
+    let causes: Vec<Value> = causes
+        .iter()
+        .map(|cause| json!({ "reason": cause.reason, "message": cause.message, "field": cause.field }))
+        .collect();
+    status_failure(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("{qualified} \"{name}\" is invalid: {summary}"),
+        json!({ "name": name, "group": resource.group, "kind": resource.kind, "causes": causes }),
+    )
 }
