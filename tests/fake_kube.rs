@@ -96,10 +96,11 @@ async fn server_side_apply_creates_then_updates_and_bumps_resource_version() {
     assert_eq!(image_of(&read), "web:2");
     assert_eq!(resource_version(&read), resource_version(&updated));
 
-    // A field the manager no longer applies is removed (nobody else owns it).
+    // A field the manager no longer applies is removed (nobody else owns it), and defaulting puts back the
+    // server's default: the count falls to 1.
     let without_replicas =
         apply_deployment(&deployments, "railyard", &deployment("web", "web:2", None)).await.expect("apply");
-    assert_eq!(without_replicas.spec.replicas, None);
+    assert_eq!(without_replicas.spec.replicas, Some(1));
 }
 
 #[tokio::test]
@@ -273,9 +274,15 @@ async fn delete_removes_one_object() {
     assert!(matches!(error, kube::Error::Api(status) if status.code == 404));
 }
 
+/// Deleting a namespace answers with the namespace, Terminating (`deletionTimestamp` set, the `kubernetes`
+/// finalizer held): what is in it stays readable, new objects in it are refused with 403 Forbidden (the
+/// NamespaceLifecycle admission plugin, `NamespaceTerminating`), updates of objects already there are let through,
+/// and once the namespace controller has run (later reads of namespaces) it is gone with everything in it, other
+/// namespaces untouched.
 #[tokio::test]
-async fn deleting_a_namespace_deletes_what_is_in_it() {
+async fn a_deleted_namespace_terminates_refusing_new_content_then_goes_with_what_is_in_it() {
     let fake = FakeKube::start();
+    fake.set_namespace_termination_reads(1);
     let client = fake.client();
     apply_namespace(&client, "shop").await;
     apply_namespace(&client, "keep").await;
@@ -297,12 +304,24 @@ async fn deleting_a_namespace_deletes_what_is_in_it() {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let deleted = namespaces.delete("shop", &DeleteParams::default()).await.expect("delete namespace");
     let terminating = deleted.left().expect("a deleted namespace is answered with the namespace");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
     assert_eq!(terminating.status.and_then(|status| status.phase).as_deref(), Some("Terminating"));
+    assert_eq!(terminating.spec.and_then(|spec| spec.finalizers), Some(vec!["kubernetes".to_string()]));
+    assert_eq!(fake.names("deployments", "shop"), ["web"], "its content goes with it, not before");
 
-    assert!(fake.names("deployments", "shop").is_empty());
-    assert!(fake.names("horizontalpodautoscalers", "shop").is_empty());
-    assert_eq!(fake.names("deployments", "keep"), ["web"]);
-    assert_eq!(fake.names("horizontalpodautoscalers", "keep"), ["web"]);
+    let shop: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let error = apply_deployment(&shop, "railyard", &deployment("api", "api:1", None)).await.expect_err("403");
+    let kube::Error::Api(status) = error else { panic!("expected an API error, got {error:?}") };
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        status.message,
+        "deployments.apps \"api\" is forbidden: unable to create new content in namespace shop because it is being terminated"
+    );
+    assert_eq!(status.details.expect("details").causes[0].reason, "NamespaceTerminating");
+    apply_deployment(&shop, "railyard", &deployment("web", "web:2", None)).await.expect("an update is let through");
+
+    let still = namespaces.get("shop").await.expect("one read still sees it");
+    assert!(still.metadata.deletion_timestamp.is_some());
     let left: Vec<String> = namespaces
         .list(&ListParams::default())
         .await
@@ -312,6 +331,10 @@ async fn deleting_a_namespace_deletes_what_is_in_it() {
         .filter_map(|n| n.metadata.name)
         .collect();
     assert!(!left.contains(&"shop".to_string()) && left.contains(&"keep".to_string()), "{left:?}");
+    assert!(fake.names("deployments", "shop").is_empty());
+    assert!(fake.names("horizontalpodautoscalers", "shop").is_empty());
+    assert_eq!(fake.names("deployments", "keep"), ["web"]);
+    assert_eq!(fake.names("horizontalpodautoscalers", "keep"), ["web"]);
 }
 
 fn condition(deployment: &Deployment, kind: &str) -> Option<(String, Option<String>)> {
@@ -342,18 +365,35 @@ async fn a_deployment_status_set_by_the_test_is_read_back() {
     assert_eq!(condition(&stuck, "Progressing"), Some(("False".into(), Some("ProgressDeadlineExceeded".into()))));
     assert!(resource_version(&stuck) > resource_version(&available));
 
-    // A rule decides for Deployments the test named none for, at every spec change.
+    assert!(!fake.set_rollout("shop", "missing", Rollout::Available), "no such Deployment");
+}
+
+/// The Deployment controller reacts to a spec change after the write has been answered: the apply's answer still
+/// carries the status of the previous generation (`observedGeneration` behind `generation`), and a later read shows
+/// the controller's status for the new one. A rule decides the rollout of Deployments the test named none for.
+#[tokio::test]
+async fn status_catches_up_with_the_generation_only_at_a_later_read() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
     fake.set_rollout_rule(|body| {
         let image = body.pointer("/spec/template/spec/containers/0/image").and_then(Value::as_str).unwrap_or("");
         Some(if image.ends_with(":broken") { Rollout::ProgressDeadlineExceeded } else { Rollout::Available })
     });
     let broken =
         apply_deployment(&deployments, "railyard", &deployment("api", "api:broken", None)).await.expect("apply");
-    assert_eq!(condition(&broken, "Progressing"), Some(("False".into(), Some("ProgressDeadlineExceeded".into()))));
+    assert!(broken.status.is_none(), "the controller has not run yet");
+    let read = deployments.get("api").await.expect("get");
+    assert_eq!(condition(&read, "Progressing"), Some(("False".into(), Some("ProgressDeadlineExceeded".into()))));
+    assert!(resource_version(&read) > resource_version(&broken), "the controller's status write");
+
     let fixed = apply_deployment(&deployments, "railyard", &deployment("api", "api:1", None)).await.expect("apply");
-    assert_eq!(condition(&fixed, "Available").map(|found| found.0), Some("True".into()));
-    assert_eq!(fixed.status.as_ref().and_then(|status| status.observed_generation), Some(2));
-    assert!(!fake.set_rollout("shop", "missing", Rollout::Available), "no such Deployment");
+    assert_eq!(fixed.metadata.generation, Some(2));
+    assert_eq!(fixed.status.as_ref().and_then(|status| status.observed_generation), Some(1), "still the old one");
+    let read = deployments.get("api").await.expect("get");
+    assert_eq!(condition(&read, "Available").map(|found| found.0), Some("True".into()));
+    assert_eq!(read.status.as_ref().and_then(|status| status.observed_generation), Some(2));
 }
 
 #[tokio::test]
@@ -478,4 +518,544 @@ fn a_sync_test_applies_yaml_over_plain_http() {
     let list: Value = serde_json::from_str(&body).expect("JSON list");
     assert_eq!(list["kind"], "PersistentVolumeClaimList");
     assert_eq!(list["items"][0]["metadata"]["name"], "data");
+}
+
+// Issue 24: server-side apply as structured-merge-diff does it, and defaulting as the API server does it.
+
+/// The `_definitions.json` of the OpenAPI documents that `kubernetes-validate` ships for the version the fake
+/// claims (installed by scripts/install-deps into `.venv-tools`).
+fn openapi_definitions() -> Value {
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-tools/lib");
+    let python = std::fs::read_dir(&lib)
+        .unwrap_or_else(|error| panic!("{} unreadable ({error}); run scripts/install-deps", lib.display()))
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.join("site-packages/kubernetes_validate").is_dir())
+        .unwrap_or_else(|| panic!("no kubernetes_validate under {}; run scripts/install-deps", lib.display()));
+    let file = python.join("site-packages/kubernetes_validate/kubernetes-json-schema/v1.37.0-local/_definitions.json");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|error| panic!("{}: {error}", file.display()));
+    serde_json::from_str(&text).expect("the OpenAPI definitions are JSON")
+}
+
+/// Every list in `kind` (status left out) that the OpenAPI declares `map` or `set`: (kind, path, description).
+fn declared_list_types(definitions: &Value, group: &str, version: &str, kind: &str) -> Vec<(String, String, String)> {
+    fn reference(schema: &Value) -> Option<&str> {
+        let reference = schema.get("$ref").or_else(|| schema.pointer("/allOf/0/$ref"))?.as_str()?;
+        reference.rsplit('/').next()
+    }
+    fn walk(
+        definitions: &Value,
+        kind: &str,
+        schema: &Value,
+        path: &str,
+        seen: &mut Vec<String>,
+        found: &mut Vec<(String, String, String)>,
+    ) {
+        let mut schema = schema;
+        let mut entered = false;
+        if let Some(name) = reference(schema) {
+            if seen.iter().any(|visited| visited == name) {
+                return;
+            }
+            seen.push(name.to_string());
+            entered = true;
+            schema = &definitions["$defs"][name];
+        }
+        for (field, property) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+            let path = if path.is_empty() { field.clone() } else { format!("{path}.{field}") };
+            if path == "status" || path == "metadata.managedFields" {
+                continue;
+            }
+            let is_array = match property.get("type") {
+                Some(Value::String(kind)) => kind == "array",
+                Some(Value::Array(kinds)) => kinds.contains(&json!("array")),
+                _ => false,
+            };
+            if is_array {
+                match property.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                    Some("map") => {
+                        let keys = property["x-kubernetes-list-map-keys"].as_array().expect("map keys");
+                        let keys: Vec<&str> = keys.iter().filter_map(Value::as_str).collect();
+                        found.push((kind.into(), path.clone(), format!("map by {}", keys.join("+"))));
+                    }
+                    Some("set") => found.push((kind.into(), path.clone(), "set".into())),
+                    _ => {}
+                }
+                walk(definitions, kind, &property["items"], &format!("{path}[]"), seen, found);
+            } else {
+                walk(definitions, kind, property, &path, seen, found);
+            }
+        }
+        if entered {
+            seen.pop();
+        }
+    }
+    let package = match group {
+        "" => "core",
+        "networking.k8s.io" => "networking",
+        other => other,
+    };
+    let root = json!({ "$ref": format!("#/$defs/io.k8s.api.{package}.{version}.{kind}") });
+    let mut found = Vec::new();
+    walk(definitions, kind, &root, "", &mut Vec::new(), &mut found);
+    found
+}
+
+/// The fake merges lists by the keys the official OpenAPI declares (`x-kubernetes-list-type`,
+/// `x-kubernetes-list-map-keys`), as structured-merge-diff does on the real server; its table is exactly what the
+/// OpenAPI documents shipped in `kubernetes-validate` declare for every kind it serves, no list more or less.
+#[test]
+fn the_list_merge_table_is_the_one_the_openapi_declares() {
+    use support::fake_kube::{LIST_TYPES, ListType, served_kinds};
+    let definitions = openapi_definitions();
+    let mut declared: Vec<(String, String, String)> = served_kinds()
+        .into_iter()
+        .flat_map(|(group, version, kind)| declared_list_types(&definitions, group, version, kind))
+        .collect();
+    declared.sort();
+    let mut table: Vec<(String, String, String)> = LIST_TYPES
+        .iter()
+        .map(|(kind, path, list)| {
+            let described = match list {
+                ListType::Map(keys) => format!("map by {}", keys.join("+")),
+                ListType::Set => "set".into(),
+            };
+            (kind.to_string(), path.to_string(), described)
+        })
+        .collect();
+    table.sort();
+    assert!(declared.iter().any(|(kind, path, _)| kind == "Deployment" && path == "spec.template.spec.containers"));
+    assert_eq!(table, declared, "LIST_TYPES in tests/support/fake_kube.rs differs from the OpenAPI");
+}
+
+/// `railyard`'s web Deployment with env `LOG_LEVEL` and a port, the shape the backend applies.
+fn web_with_env(image: &str, env: &[(&str, &str)]) -> Value {
+    let mut body = deployment("web", image, Some(2));
+    let env: Vec<Value> = env.iter().map(|(name, value)| json!({ "name": name, "value": value })).collect();
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = json!(env);
+    body["spec"]["template"]["spec"]["containers"][0]["ports"] = json!([{ "name": "http", "containerPort": 8080 }]);
+    body
+}
+
+fn container_env(deployment: &Deployment) -> Vec<(String, String)> {
+    let pod = deployment.spec.template.spec.as_ref().expect("pod spec");
+    pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|var| (var.name.clone(), var.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+fn fields_of(deployment: &Deployment, manager: &str) -> Value {
+    let entry =
+        deployment.metadata.managed_fields.iter().flatten().find(|entry| entry.manager.as_deref() == Some(manager));
+    entry.map(|entry| serde_json::to_value(&entry.fields_v1).expect("fieldsV1")).unwrap_or(Value::Null)
+}
+
+/// Containers and env merge by `name` (`x-kubernetes-list-map-keys`): a variable `kubectl set env` added (an
+/// Update) is kept and stays its manager's when the applier applies its own list again, with no conflict; the
+/// applier owns its items one by one in `managedFields` (`k:{"name":"web"}` with `"."`), as the real server
+/// writes them.
+#[tokio::test]
+async fn env_items_merge_by_name_and_a_variable_another_manager_added_stays_theirs() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let mine = web_with_env("web:1", &[("LOG_LEVEL", "info")]);
+    let applied = apply_deployment(&deployments, "railyard", &mine).await.expect("apply");
+    let fields = fields_of(&applied, "railyard");
+    let container = &fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"];
+    assert_eq!(container["."], json!({}), "{fields}");
+    assert_eq!(container["f:env"]["k:{\"name\":\"LOG_LEVEL\"}"]["f:value"], json!({}), "{fields}");
+    assert_eq!(
+        container["f:ports"]["k:{\"containerPort\":8080,\"protocol\":\"TCP\"}"]["f:name"],
+        json!({}),
+        "ports are keyed by containerPort and protocol (defaulted to TCP): {fields}"
+    );
+
+    assert!(fake.edit("deployments", "shop", "web", "kubectl-set", |body| {
+        let env = body["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().expect("env");
+        env.push(json!({ "name": "DEBUG", "value": "1" }));
+    }));
+    let again = apply_deployment(&deployments, "railyard", &mine).await.expect("no conflict: DEBUG is not railyard's");
+    assert_eq!(
+        container_env(&again),
+        [("LOG_LEVEL".into(), "info".into()), ("DEBUG".into(), "1".into())],
+        "the other manager's variable is kept"
+    );
+    let theirs = fields_of(&again, "kubectl-set");
+    let env = &theirs["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"]["f:env"];
+    assert_eq!(
+        env.as_object().map(|items| items.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["k:{\"name\":\"DEBUG\"}".to_string()])
+    );
+
+    // A new variable of the applier's joins the list; the other manager's stays.
+    let more = web_with_env("web:1", &[("LOG_LEVEL", "info"), ("PORT", "8080")]);
+    let merged = apply_deployment(&deployments, "railyard", &more).await.expect("apply");
+    let names: Vec<String> = container_env(&merged).into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, ["LOG_LEVEL", "DEBUG", "PORT"]);
+}
+
+/// A changed value inside a keyed item that another manager owns (`kubectl edit` of the image) is a 409 Conflict
+/// in the real `Status` shape, the field named with its item's key (`containers[name="web"].image`); `force=true`
+/// takes it over.
+#[tokio::test]
+async fn a_keyed_field_another_manager_owns_conflicts_naming_the_item_until_forced() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    apply_deployment(&deployments, "railyard", &web_with_env("web:1", &[])).await.expect("apply");
+    assert!(fake.edit("deployments", "shop", "web", "kubectl-edit", |body| {
+        body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:hotfix");
+    }));
+    let error = apply_deployment(&deployments, "railyard", &web_with_env("web:2", &[])).await.expect_err("409");
+    let kube::Error::Api(status) = error else { panic!("expected an API error, got {error:?}") };
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        status.message,
+        "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using apps/v1: \
+         .spec.template.spec.containers[name=\"web\"].image"
+    );
+    let details = status.details.expect("details");
+    assert_eq!((details.name.as_str(), details.group.as_str(), details.kind.as_str()), ("web", "apps", "deployments"));
+    assert_eq!(details.causes[0].field, ".spec.template.spec.containers[name=\"web\"].image");
+    let forced = deployments
+        .patch("web", &PatchParams::apply("railyard").force(), &Patch::Apply(&web_with_env("web:2", &[])))
+        .await
+        .expect("force");
+    assert_eq!(image_of(&forced), "web:2");
+    assert!(fields_of(&forced, "kubectl-edit").is_null(), "kubectl-edit owned nothing else and is gone");
+}
+
+/// Applying without an item the applier owned removes it (nobody else owns it); an item another manager owns
+/// stays, as structured-merge-diff removes only the applier's own fields.
+#[tokio::test]
+async fn an_item_the_applier_leaves_out_is_removed_and_another_managers_item_stays() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let both = web_with_env("web:1", &[("A", "1"), ("B", "2")]);
+    apply_deployment(&deployments, "railyard", &both).await.expect("apply");
+    let other = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web" },
+        "spec": { "template": { "spec": { "containers": [{ "name": "web", "env": [{ "name": "C", "value": "3" }] }] } } },
+    });
+    apply_deployment(&deployments, "other-tool", &other).await.expect("a second applier adds C");
+    let without_b =
+        apply_deployment(&deployments, "railyard", &web_with_env("web:1", &[("A", "1")])).await.expect("apply");
+    let names: Vec<String> = container_env(&without_b).into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, ["A", "C"]);
+}
+
+/// Defaulting (`SetDefaults_Deployment`, `SetDefaults_PodSpec`, `SetDefaults_Container`): what a reader of a
+/// Deployment applied with only a selector, a template and an image sees on a real cluster.
+#[tokio::test]
+async fn a_deployment_reads_back_with_the_servers_defaults() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let mut body = deployment("web", "web:1.2", None);
+    body["spec"]["template"]["spec"]["containers"].as_array_mut().expect("containers").extend([
+        json!({ "name": "latest", "image": "sidecar:latest" }),
+        json!({ "name": "untagged", "image": "registry:5000/sidecar" }),
+    ]);
+    let read = apply_deployment(&deployments, "railyard", &body).await.expect("apply");
+    let spec = read.spec.clone();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.revision_history_limit, Some(10));
+    assert_eq!(spec.progress_deadline_seconds, Some(600));
+    let strategy = serde_json::to_value(spec.strategy.expect("strategy")).expect("json");
+    assert_eq!(
+        strategy,
+        json!({ "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": "25%", "maxSurge": "25%" } })
+    );
+    let pod = spec.template.spec.expect("pod spec");
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirst"));
+    assert_eq!(pod.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(pod.scheduler_name.as_deref(), Some("default-scheduler"));
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    let pulls: Vec<Option<&str>> = pod.containers.iter().map(|c| c.image_pull_policy.as_deref()).collect();
+    assert_eq!(pulls, [Some("IfNotPresent"), Some("Always"), Some("Always")], "a port in the registry is no tag");
+    assert_eq!(pod.containers[0].termination_message_path.as_deref(), Some("/dev/termination-log"));
+    assert_eq!(pod.containers[0].termination_message_policy.as_deref(), Some("File"));
+    assert!(fields_of(&read, "railyard")["f:spec"].get("f:revisionHistoryLimit").is_none(), "defaults are nobody's");
+}
+
+/// Defaulting of a Service (`SetDefaults_Service`, `SetDefaults_ServicePort`) and the cluster IP allocated to it.
+#[tokio::test]
+async fn a_service_reads_back_with_type_protocol_target_port_and_a_cluster_ip() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "shop");
+    let body = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": { "name": "web" },
+        "spec": { "selector": { "app": "web" }, "ports": [{ "name": "http", "port": 80 }] },
+    });
+    let read = services.patch("web", &PatchParams::apply("railyard"), &Patch::Apply(&body)).await.expect("apply");
+    let spec = read.spec.expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(spec.session_affinity.as_deref(), Some("None"));
+    let port = &spec.ports.expect("ports")[0];
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+    assert_eq!(serde_json::to_value(&port.target_port).expect("json"), json!(80));
+    let ip = spec.cluster_ip.expect("a cluster IP is allocated");
+    assert!(ip.starts_with("10.96."), "{ip}");
+    assert_eq!(spec.cluster_ips, Some(vec![ip]));
+}
+
+/// A no-op apply stays a no-op on a defaulting server: the defaults the server added are not the applier's and
+/// applying the same body again writes nothing (same resourceVersion, same generation).
+#[tokio::test]
+async fn applying_the_same_body_over_its_defaults_writes_nothing() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let body = web_with_env("web:1", &[("LOG_LEVEL", "info")]);
+    let first = apply_deployment(&deployments, "railyard", &body).await.expect("apply");
+    let second = apply_deployment(&deployments, "railyard", &body).await.expect("apply again");
+    assert_eq!(resource_version(&second), resource_version(&first));
+    assert_eq!(second.metadata.generation, Some(1));
+}
+
+/// A Deployment applied without `replicas` keeps its current count only when another manager owns the field
+/// (the HPA's controller scaled it, an Update): the applier's leaving it out removes nothing of theirs. When the
+/// applier was its only owner, the field is removed and defaulted back to 1 (the drop the Kubernetes docs warn of
+/// under "Transferring ownership").
+#[tokio::test]
+async fn replicas_left_out_are_kept_only_when_another_manager_owns_them() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    apply_deployment(&deployments, "railyard", &deployment("web", "web:1", Some(4))).await.expect("apply");
+    apply_deployment(&deployments, "railyard", &deployment("api", "api:1", Some(4))).await.expect("apply");
+    assert!(fake.edit("deployments", "shop", "web", "kube-controller-manager", |body| {
+        body["spec"]["replicas"] = json!(6);
+    }));
+    let web = apply_deployment(&deployments, "railyard", &deployment("web", "web:1", None)).await.expect("apply");
+    assert_eq!(web.spec.replicas, Some(6), "the autoscaler's count stays");
+    let api = apply_deployment(&deployments, "railyard", &deployment("api", "api:1", None)).await.expect("apply");
+    assert_eq!(api.spec.replicas, Some(1), "railyard's own count falls to the default");
+}
+
+/// The definitions `kind`s reach in `definitions`, descriptions left out: what the fake validates against.
+fn served_definitions(definitions: &Value) -> Value {
+    fn references(value: &Value, into: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    match (key.as_str(), child.as_str()) {
+                        ("$ref", Some(reference)) => into.extend(reference.rsplit('/').next().map(str::to_string)),
+                        _ => references(child, into),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| references(item, into)),
+            _ => {}
+        }
+    }
+    fn without_descriptions(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(key, _)| key.as_str() != "description")
+                    .map(|(key, child)| (key.clone(), without_descriptions(child)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(without_descriptions).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut pending: Vec<String> = support::fake_kube::served_kinds()
+        .into_iter()
+        .map(|(group, version, kind)| {
+            let package = match group {
+                "" => "core",
+                "networking.k8s.io" => "networking",
+                other => other,
+            };
+            format!("io.k8s.api.{package}.{version}.{kind}")
+        })
+        .collect();
+    let mut reached = serde_json::Map::new();
+    while let Some(name) = pending.pop() {
+        if reached.contains_key(&name) {
+            continue;
+        }
+        let definition = &definitions["$defs"][&name];
+        references(definition, &mut pending);
+        reached.insert(name, without_descriptions(definition));
+    }
+    json!({ "$defs": reached })
+}
+
+/// The fake validates against the OpenAPI that `kubernetes-validate` ships for Kubernetes 1.37: its fixture holds
+/// exactly the definitions the served kinds reach there. `UPDATE_GOLDEN=1` rewrites it.
+#[test]
+fn the_validation_schemas_are_the_openapi_of_kubernetes_validate() {
+    let expected = served_definitions(&openapi_definitions());
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(support::fake_kube::OPENAPI_FILE);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let text = serde_json::to_string_pretty(&expected).expect("JSON") + "\n";
+        std::fs::write(&file, text).expect("write the OpenAPI fixture");
+    }
+    let held: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("the fixture")).expect("JSON");
+    assert!(held["$defs"]["io.k8s.api.core.v1.PodSpec"].is_object());
+    assert!(
+        held == expected,
+        "{} is not what kubernetes-validate ships; run with UPDATE_GOLDEN=1 to regenerate it",
+        file.display()
+    );
+}
+
+fn api_error(error: kube::Error) -> kube::core::Status {
+    match error {
+        kube::Error::Api(status) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// Every write is validated as the API server validates it: against the OpenAPI schema (a missing required
+/// field, a wrong type, a field the schema does not declare), answered 422 Invalid in the server's Status shape
+/// (`<Kind>.<group> "<name>" is invalid: [<field>: <why>, ...]`, one cause per field), nothing written.
+#[tokio::test]
+async fn a_body_the_schema_refuses_is_422_invalid_naming_each_field() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let mut body = deployment("web", "web:1", None);
+    body["spec"]["replicas"] = json!("two");
+    body["spec"]["template"]["spec"]["containers"][0]["imageName"] = json!("web:1");
+    body["spec"].as_object_mut().expect("spec").remove("selector");
+    let status = api_error(apply_deployment(&deployments, "railyard", &body).await.expect_err("422"));
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert!(status.message.starts_with("Deployment.apps \"web\" is invalid: ["), "{}", status.message);
+    let details = status.details.expect("details");
+    assert_eq!((details.kind.as_str(), details.group.as_str()), ("Deployment", "apps"));
+    let causes: Vec<(String, String)> =
+        details.causes.iter().map(|cause| (cause.field.clone(), cause.reason.clone())).collect();
+    for expected in [
+        ("spec.selector", "FieldValueRequired"),
+        ("spec.replicas", "FieldValueInvalid"),
+        ("spec.template.spec.containers[0].imageName", "FieldValueInvalid"),
+    ] {
+        assert!(causes.contains(&(expected.0.into(), expected.1.into())), "{expected:?} in {causes:?}");
+    }
+    assert!(fake.object("deployments", "shop", "web").is_none(), "nothing written");
+}
+
+/// Names and labels as k8s.io/apimachinery validates them: a Service's name is a DNS-1035 label of at most 63
+/// characters, a label value at most 63 characters, a container port's name at most 15 (IANA service name).
+#[tokio::test]
+async fn names_and_labels_past_their_limits_are_invalid() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "shop");
+    let long = "a".repeat(64);
+    let service = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": long } });
+    let status = api_error(
+        services.patch(&long, &PatchParams::apply("railyard"), &Patch::Apply(&service)).await.expect_err("422"),
+    );
+    assert_eq!(
+        status.message,
+        format!(
+            "Service \"{long}\" is invalid: metadata.name: Invalid value: \"{long}\": must be no more than 63 characters"
+        )
+    );
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let mut labelled = deployment("web", "web:1", None);
+    labelled["metadata"]["labels"]["app.kubernetes.io/instance"] = json!(long);
+    labelled["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        json!([{ "name": "metrics-endpoint", "containerPort": 9090 }]);
+    let status = api_error(apply_deployment(&deployments, "railyard", &labelled).await.expect_err("422"));
+    assert!(
+        status
+            .message
+            .contains(&format!("metadata.labels: Invalid value: \"{long}\": must be no more than 63 characters")),
+        "{}",
+        status.message
+    );
+    assert!(
+        status.message.contains(
+            "spec.template.spec.containers[0].ports[0].name: Invalid value: \"metrics-endpoint\": must be no more than 15 characters"
+        ),
+        "{}",
+        status.message
+    );
+}
+
+/// Fields that may not change once set are refused with 422 (`field is immutable`): a Deployment's
+/// `spec.selector`, a Service's `spec.clusterIP`, and a PersistentVolumeClaim's spec except
+/// `resources.requests` (which may grow).
+#[tokio::test]
+async fn immutable_fields_are_refused_once_set() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    apply_deployment(&deployments, "railyard", &deployment("web", "web:1", None)).await.expect("apply");
+    let mut reselected = deployment("web", "web:1", None);
+    reselected["spec"]["selector"]["matchLabels"]["tier"] = json!("front");
+    reselected["spec"]["template"]["metadata"]["labels"]["tier"] = json!("front");
+    let status = api_error(apply_deployment(&deployments, "railyard", &reselected).await.expect_err("422"));
+    assert!(status.message.starts_with("Deployment.apps \"web\" is invalid: spec.selector: Invalid value: "));
+    assert!(status.message.ends_with(": field is immutable"), "{}", status.message);
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "shop");
+    let service = |ip: Option<&str>| {
+        let mut body = json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": { "name": "web" },
+            "spec": { "ports": [{ "port": 80 }] },
+        });
+        if let Some(ip) = ip {
+            body["spec"]["clusterIP"] = json!(ip);
+        }
+        body
+    };
+    let apply_service = |body: Value| {
+        let services = services.clone();
+        async move { services.patch("web", &PatchParams::apply("railyard"), &Patch::Apply(&body)).await }
+    };
+    let created = apply_service(service(None)).await.expect("apply");
+    let allocated = created.spec.and_then(|spec| spec.cluster_ip).expect("an IP");
+    let status = api_error(apply_service(service(Some("10.96.9.9"))).await.expect_err("422"));
+    assert_eq!(
+        status.message,
+        "Service \"web\" is invalid: spec.clusterIP: Invalid value: \"10.96.9.9\": field is immutable"
+    );
+    apply_service(service(Some(&allocated))).await.expect("the same IP is no change");
+
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(client.clone(), "shop");
+    let claim = |size: &str, class: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": "data" },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                "resources": { "requests": { "storage": size } },
+            },
+        })
+    };
+    let apply_claim = |body: Value| {
+        let claims = claims.clone();
+        async move { claims.patch("data", &PatchParams::apply("railyard"), &Patch::Apply(&body)).await }
+    };
+    apply_claim(claim("1Gi", "standard")).await.expect("create");
+    apply_claim(claim("2Gi", "standard")).await.expect("requests may grow");
+    let status = api_error(apply_claim(claim("2Gi", "fast")).await.expect_err("422"));
+    assert_eq!(
+        status.message,
+        "PersistentVolumeClaim \"data\" is invalid: spec: Forbidden: spec is immutable after creation except \
+         resources.requests and volumeAttributesClassName for bound claims"
+    );
 }

@@ -3,7 +3,9 @@
 //! rollback on an exceeded progress deadline, dependencies (awaited, skipped when they fail, independent apps rolled
 //! out at once), drift repair (an object edited by another manager, an object deleted), destroy, a conflict reported
 //! then forced, HPA-owned replicas left alone, secret values only in the Secret, and the error without any cluster
-//! configuration. The shared set-up is in tests/support/kube_backend.rs.
+//! configuration; issue 24: fields only another manager sets (`kubectl rollout restart`, `kubectl set env` of a
+//! variable railyard does not declare) are no drift, and an app that gains a ScalingRule keeps its replica count
+//! through the hand-over to its autoscaler. The shared set-up is in tests/support/kube_backend.rs.
 
 use crate::support;
 
@@ -141,17 +143,20 @@ fn an_app_waits_for_its_dependency_and_is_skipped_when_that_never_becomes_availa
     let repo = &case.repo;
     repo.write("apps/api.yaml", &app("api", "acme/api:1", ""));
     repo.write("apps/web.yaml", &app("web", "nginx:1.27", "dependsOn: [api]\n"));
+    case.run_default(async |backend| {
+        sync_ok(backend, &repo.desired()).await;
+    });
     // Only the wait for a rollout that never ends is cut short.
     let settings = KubernetesBackendSettings { rollout_timeout: Duration::ZERO, ..Default::default() };
     case.run(settings, async |backend| {
-        sync_ok(backend, &repo.desired()).await;
         assert!(case.fake.set_rollout(case.ns(), "api", Rollout::Progressing));
         repo.write("apps/web.yaml", &app("web", "nginx:1.28", "dependsOn: [api]\n"));
         let (plan, report) = sync(backend, &repo.desired()).await;
         assert_eq!(change_of(&plan, "api"), ChangeKind::Unchanged);
         assert!(matches!(result_of(&report, "web"), ActionResult::Skipped { ref reason } if reason.contains("api")));
         assert_eq!(case.image("web"), "nginx:1.27");
-
+    });
+    case.run_default(async |backend| {
         assert!(case.fake.set_rollout(case.ns(), "api", Rollout::Available));
         sync_ok(backend, &repo.desired()).await;
         assert_eq!(case.image("web"), "nginx:1.28");
@@ -301,9 +306,34 @@ fn destroy_removes_the_namespace_railyard_created() {
         let desired = case.repo.desired();
         sync_ok(backend, &desired).await;
         backend.destroy(&desired.env).await.expect("destroy");
+        // The namespace goes Terminating first; destroy returns once the namespace controller has removed it.
         assert!(!case.fake.names("namespaces", "").contains(&case.repo.name));
         assert!(case.fake.names("deployments", case.ns()).is_empty());
         assert!(backend.observe(&desired.env).await.expect("observe").apps.is_empty());
+    });
+}
+
+/// Issue 24: a namespace deleted a moment ago (`kubectl delete namespace`, or a destroy by another railyard) is
+/// Terminating, and a real API server refuses new objects in it (403 Forbidden) until the namespace controller
+/// has removed it: an apply then waits for the namespace to go, and creates the environment again.
+#[test]
+fn an_apply_right_after_the_namespace_was_deleted_waits_for_it_to_go() {
+    let case = KubeCase::new("terminating", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        fake.set_namespace_termination_reads(3);
+        assert!(fake.remove("namespaces", "", ns));
+        let namespace = fake.object("namespaces", "", ns).expect("still there, Terminating");
+        assert_eq!(namespace.pointer("/status/phase"), Some(&json!("Terminating")));
+        let plan = sync_ok(backend, &desired).await;
+        assert_eq!(change_of(&plan, "web"), ChangeKind::Create, "what a Terminating namespace holds is going");
+        let namespace = fake.object("namespaces", "", ns).expect("the namespace again");
+        assert_eq!(namespace.pointer("/status/phase"), Some(&json!("Active")));
+        assert_eq!(fake.names("deployments", ns), ["web"]);
+        assert!(!plan_of(backend, &desired).await.has_changes());
     });
 }
 
@@ -505,4 +535,128 @@ fn an_ingress_edited_by_another_manager_or_deleted_is_repaired() {
         assert_eq!(domain_change(&plan), Some(ChangeKind::Create), "{plan:?}");
         assert_eq!(fake.names("ingresses", ns), ingresses);
     });
+}
+
+/// Issue 24: `kubectl rollout restart` (an annotation on the pod template) and `kubectl set env` of a variable
+/// railyard does not declare set fields railyard never sets: on a real server they are the other manager's own
+/// fields, not railyard's taken over, so they are no drift and the plan stays empty. The same command on a variable
+/// railyard declares is drift, repaired.
+#[test]
+fn a_rollout_restart_or_a_variable_railyard_does_not_declare_is_not_drift() {
+    let case = KubeCase::new("restart", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env: { LOG_LEVEL: info }\n"));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        fake.edit("deployments", ns, "web", "kubectl-rollout", |body| {
+            body["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
+                json!("2026-12-05T04:00:00Z");
+        });
+        fake.edit("deployments", ns, "web", "kubectl-set", |body| {
+            let env = body["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().expect("env");
+            env.push(json!({ "name": "DEBUG", "value": "1" }));
+        });
+        let observed = backend.observe(&desired.env).await.expect("observe");
+        assert_eq!(observed.apps["web"].drift, Vec::<String>::new());
+        assert!(!plan_of(backend, &desired).await.has_changes());
+
+        fake.edit("deployments", ns, "web", "kubectl-set", |body| {
+            let env = body["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().expect("env");
+            for variable in env.iter_mut().filter(|variable| variable["name"] == "LOG_LEVEL") {
+                variable["value"] = json!("debug");
+            }
+        });
+        let observed = backend.observe(&desired.env).await.expect("observe");
+        let drift = &observed.apps["web"].drift;
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(drift[0].contains("LOG_LEVEL") && drift[0].contains("kubectl-set"), "{drift:?}");
+        let plan = sync_ok(backend, &desired).await;
+        assert_eq!(change_of(&plan, "web"), ChangeKind::Repair);
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        let pod = &deployment["spec"]["template"];
+        assert_eq!(pod["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"], "2026-12-05T04:00:00Z");
+        let env = pod["spec"]["containers"][0]["env"].as_array().expect("env");
+        let values: Vec<(&str, &str)> =
+            env.iter().filter_map(|variable| Some((variable["name"].as_str()?, variable["value"].as_str()?))).collect();
+        assert!(values.contains(&("LOG_LEVEL", "info")) && values.contains(&("DEBUG", "1")), "{values:?}");
+    });
+}
+
+/// Issue 24: an app that gains a ScalingRule leaves `replicas` to its HorizontalPodAutoscaler. Applying the
+/// Deployment without the field while railyard is its only owner would remove it, and the API server would default
+/// it to 1 (Kubernetes docs, "Transferring ownership"): the app keeps its count through the hand-over, and the
+/// autoscaler's later changes are left alone. (The rule comes with a new image here: see the ignored test below for
+/// a rule alone.)
+#[test]
+fn an_app_that_gains_a_scaling_rule_keeps_its_replicas_through_the_hand_over() {
+    let case = KubeCase::new("handover", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 3\nresources: { cpus: \"0.5\" }\n"));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        sync_ok(backend, &case.repo.desired()).await;
+        case.repo.write("apps/web.yaml", &app("web", "nginx:1.28", "replicas: 3\nresources: { cpus: \"0.5\" }\n"));
+        case.repo.write("scaling/web.yaml", "kind: ScalingRule\napp: web\nmin: 2\nmax: 6\ntargetCpuPercent: 70\n");
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        assert_eq!(fake.names("horizontalpodautoscalers", ns), ["web"]);
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(3)), "no drop to 1");
+        assert!(!plan_of(backend, &desired).await.has_changes());
+        fake.edit("deployments", ns, "web", "kube-controller-manager", |body| body["spec"]["replicas"] = json!(5));
+        fake.clear_requests();
+        let (plan, _) = sync(backend, &desired).await;
+        assert!(!plan.has_changes(), "{plan:?}");
+        assert!(writes(&fake.requests()).is_empty());
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(5)));
+    });
+}
+
+/// Issue 24, found by the faithful fake and not fixed here: a ScalingRule added to an app whose spec is otherwise
+/// unchanged plans the app Unchanged (its spec hash leaves `autoscale` out, src/plan), so no
+/// HorizontalPodAutoscaler is ever created on Kubernetes. Needs the planner to see an autoscale change.
+#[test]
+#[ignore = "the planner does not see a ScalingRule added alone (src/plan, outside the Kubernetes backend)"]
+fn an_app_that_gains_only_a_scaling_rule_gets_its_autoscaler() {
+    let case = KubeCase::new("rule-alone", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 3\nresources: { cpus: \"0.5\" }\n"));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        sync_ok(backend, &case.repo.desired()).await;
+        case.repo.write("scaling/web.yaml", "kind: ScalingRule\napp: web\nmin: 2\nmax: 6\ntargetCpuPercent: 70\n");
+        let plan = sync_ok(backend, &case.repo.desired()).await;
+        assert_eq!(fake.names("horizontalpodautoscalers", ns), ["web"], "{plan:?}");
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(3)), "no drop to 1");
+    });
+}
+
+/// Issue 24: an app's pods carry `app.kubernetes.io/instance: <namespace>-<app>`, and the API server refuses a
+/// label value over 63 characters (422 Invalid). railyard refuses such a configuration when it loads it, naming
+/// the limit, instead of failing halfway through an apply; at exactly 63 characters the API server takes it.
+#[test]
+fn an_instance_label_over_63_characters_is_refused_at_validation_and_63_is_applied() {
+    // The project is `k8s-` and this name: 44 characters; `<project>-<app>` is 45 + the app's name.
+    let case = KubeCase::new("instance-label-length-x-xxxxxxxxxxxxxxxx", "");
+    assert_eq!(case.ns().len(), 44);
+    let fits = "a".repeat(18);
+    case.repo.write("apps/fits.yaml", &app(&fits, "nginx:1.27", ""));
+    case.run_default(async |backend| {
+        sync_ok(backend, &case.repo.desired()).await;
+        assert_eq!(case.fake.names("deployments", case.ns()), std::slice::from_ref(&fits));
+    });
+
+    let too_long = "b".repeat(19);
+    case.repo.write("apps/too-long.yaml", &app(&too_long, "nginx:1.27", ""));
+    let files = railyard::source::local::read_dir(case.repo.dir.path()).expect("readable");
+    let errors = railyard::model::load(&files).expect_err("refused");
+    let said: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with("apps/too-long.yaml:2:7: ")
+            && said[0].contains(&format!("`{}-{too_long}` (64 characters)", case.ns()))
+            && said[0].contains("63"),
+        "{said:?}"
+    );
 }

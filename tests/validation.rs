@@ -93,6 +93,7 @@ fixtures! {
     environment_branches_must_be_git_branch_names => "environment-branches",
     environment_host_templates_placeholders_host_names_and_not_on_production => "environment-host-templates",
     an_empty_environments_list_is_refused => "environments-empty",
+    an_apps_kubernetes_instance_name_over_63_characters_is_refused => "instance-name-too-long",
 }
 
 #[test]

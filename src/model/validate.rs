@@ -28,6 +28,9 @@ pub fn validate(documents: Documents, mut diagnostics: Vec<Diagnostic>) -> Resul
     for app in &documents.apps {
         check_app(app, &apps, &mut diagnostics);
     }
+    if let Some(project) = project {
+        check_instance_names(project, &documents.apps, &mut diagnostics);
+    }
     check_dependency_cycles(&apps, &mut diagnostics);
     let domains = unique_by_name(&documents.domains, "Domain", |domain| &domain.host, &mut diagnostics);
     check_domains(&documents.domains, &apps, &mut diagnostics);
@@ -347,6 +350,40 @@ fn check_sync_retry(project: &Sourced<Project>, retry: &super::kinds::SyncRetry,
 fn check_duration<T>(doc: &Sourced<T>, text: &Located<String>, diagnostics: &mut Vec<Diagnostic>) {
     if let Err(message) = parse_duration(&text.value) {
         diagnostics.push(doc.error_at(text, message));
+    }
+}
+
+/// On Kubernetes an app's pods are labelled `app.kubernetes.io/instance: <namespace>-<app>` (the namespace is the
+/// Project's name, or `<project>-<environment>` for a listed environment), and a label value may hold at most 63
+/// characters: the API server refuses a longer one. Checked for every listed environment; a preview's namespace
+/// depends on its number or branch and is not known here.
+fn check_instance_names(project: &Sourced<Project>, apps: &[Sourced<App>], diagnostics: &mut Vec<Diagnostic>) {
+    let project_name = &project.doc.name.value;
+    let mut namespaces = vec![(Environment::PRODUCTION.to_owned(), project_name.clone())];
+    let listed = project.doc.environments.as_ref().map(|listed| listed.value.as_slice()).unwrap_or_default();
+    namespaces.extend(
+        listed
+            .iter()
+            .filter(|environment| environment.name.value != Environment::PRODUCTION)
+            .map(|environment| (environment.name.value.clone(), format!("{project_name}-{}", environment.name.value))),
+    );
+    for app in apps {
+        let name = &app.doc.name;
+        let longest =
+            namespaces.iter().map(|(environment, namespace)| (environment, format!("{namespace}-{}", name.value)));
+        let Some((environment, instance)) = longest.max_by_key(|(_, instance)| instance.len()) else { continue };
+        if instance.len() > 63 {
+            diagnostics.push(app.error_at(
+                name,
+                format!(
+                    "App `{}` runs on Kubernetes as `{instance}` ({} characters) in environment `{environment}`, over \
+                     the 63 a label value may hold (app.kubernetes.io/instance); shorten the app's name, the \
+                     environment's or the Project's",
+                    name.value,
+                    instance.len()
+                ),
+            ));
+        }
     }
 }
 

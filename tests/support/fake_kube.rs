@@ -6,12 +6,23 @@
 //! it), Deployments, Services, Ingresses, HorizontalPodAutoscalers (autoscaling/v2), PersistentVolumeClaims,
 //! Secrets and NetworkPolicies; GET, LIST with `labelSelector`, POST, DELETE; server-side apply (PATCH with
 //! `application/apply-patch+yaml`, `fieldManager`, `force`) with `resourceVersion`, `generation` and `managedFields`
-//! per manager at leaf-field granularity (lists are atomic), so that a second manager applying a different value to
-//! a field another manager owns gets 409 Conflict naming the field and the manager, as the real server answers.
+//! per manager as structured-merge-diff keeps them (issue 24): maps field by field, lists merged item by item under
+//! the keys the official OpenAPI declares ([`LIST_TYPES`], checked against the OpenAPI by a test), sets member by
+//! member, other lists atomic. A second manager applying a different value to a field another manager owns gets
+//! 409 Conflict naming the field and the manager; a field the applier leaves out is removed unless someone else
+//! owns it; an out-of-band Update ([`FakeKube::edit`]) takes the fields it changes. Stored objects are defaulted
+//! as the API server defaults them ([`apply_defaults`]); defaults belong to no manager.
 //! A Deployment's status is what the test sets ([`Rollout`]); every request is logged so tests can count them.
-//! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, defaulting and validation of
-//! specs (check bodies with `kubernetes-validate` instead), finalizers (a namespace goes at once), per-manager
-//! `Update` and `Apply` entries kept apart (one entry per manager here).
+//! Controllers run between one read and the next: a Deployment's status observes a new generation only at a later
+//! read of Deployments, and a deleted namespace stays Terminating (refusing new objects with 403 Forbidden) for a
+//! few reads of namespaces before it goes with everything in it.
+//! Every stored result is validated as the API server validates it: the official OpenAPI schema of the kind
+//! ([`OPENAPI_FILE`], checked against `kubernetes-validate`'s), names, label values, port names, a Deployment's
+//! selector against its template, and the fields that are immutable once set; a refusal is 422 Invalid.
+//! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, validation rules beyond those
+//! named (value ranges, cross-field rules of other kinds), finalizers other than the namespace's, atomic maps
+//! (`x-kubernetes-map-type: atomic`, such as a label selector, are merged key by key here), per-manager `Update`
+//! and `Apply` entries kept apart (one entry per manager here).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -154,15 +165,17 @@ const RESOURCE_TYPES: &[ResourceType] = &[
     },
 ];
 
+/// The kinds the fake serves: (API group, version, kind).
+pub fn served_kinds() -> Vec<(&'static str, &'static str, &'static str)> {
+    RESOURCE_TYPES.iter().map(|resource| (resource.group, resource.version, resource.kind)).collect()
+}
+
 fn resource_type(plural: &str) -> &'static ResourceType {
     RESOURCE_TYPES.iter().find(|resource| resource.plural == plural).unwrap_or_else(|| {
         let served: Vec<&str> = RESOURCE_TYPES.iter().map(|resource| resource.plural).collect();
         panic!("the fake API server does not serve `{plural}`: name one of {served:?}")
     })
 }
-
-/// A field path from the object's root: `["spec", "replicas"]`.
-type FieldPath = Vec<String>;
 
 /// The fields one manager owns in one object.
 #[derive(Clone, Debug)]
@@ -188,11 +201,22 @@ struct Cluster {
     objects: BTreeMap<ObjectKey, StoredObject>,
     last_resource_version: u64,
     last_uid: u64,
+    /// The last Service cluster IP handed out (10.96.0.0/12, as kubeadm's default service range).
+    last_cluster_ip: u32,
     requests: Vec<LoggedRequest>,
     /// Rollouts set by the test, per (namespace, Deployment name).
     rollouts: BTreeMap<(String, String), Rollout>,
     /// Decides the rollout of a Deployment the test set none for, from its body, at every spec change.
     rollout_rule: Option<RolloutRule>,
+    /// Deployments whose spec changed and whose controller has not run yet: their status still observes the
+    /// previous generation until the next read of Deployments.
+    pending_rollouts: BTreeSet<(String, String)>,
+    /// Terminating namespaces and how many more reads of namespaces still see them before the namespace
+    /// controller has emptied them and removed the `kubernetes` finalizer.
+    terminating: BTreeMap<String, usize>,
+    /// How many reads of namespaces a deleted namespace stays Terminating for (see
+    /// [`FakeKube::set_namespace_termination_reads`]).
+    termination_reads: usize,
 }
 
 /// See [`FakeKube::set_rollout_rule`].
@@ -211,7 +235,7 @@ impl FakeKube {
     /// Starts a fake cluster holding the namespaces a new cluster has (`default`, `kube-system`, ...). It runs on
     /// its own thread and runtime, so sync tests (driving the railyard binary) and async tests can both use it.
     pub fn start() -> FakeKube {
-        let cluster = Arc::new(Mutex::new(Cluster::default()));
+        let cluster = Arc::new(Mutex::new(Cluster { termination_reads: 2, ..Cluster::default() }));
         {
             let mut state = cluster.lock().expect("fake cluster lock");
             for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -373,15 +397,14 @@ preferences: {{}}
         let Some(before) = state.objects.get(&key).cloned() else { return false };
         let mut after = before.clone();
         change(&mut after.body);
-        let old_leaves = owned_leaves(&before.body);
-        let new_leaves = owned_leaves(&after.body);
-        let changed: BTreeSet<FieldPath> = old_leaves
-            .union(&new_leaves)
-            .filter(|path| value_at(&before.body, path) != value_at(&after.body, path))
-            .cloned()
-            .collect();
+        let old_fields = field_set(resource.kind, &before.body);
+        let new_fields = field_set(resource.kind, &after.body);
+        let changed: BTreeSet<FieldPath> =
+            old_fields.union(&new_fields).filter(|path| differs(&before.body, &after.body, path)).cloned().collect();
+        // An Update never conflicts: the fields it changes (and whatever lay inside a removed item) leave their
+        // owners and become the editor's.
         for ownership in after.owners.values_mut() {
-            ownership.fields.retain(|owned| !changed.iter().any(|path| related(owned, path)));
+            ownership.fields.retain(|owned| !changed.iter().any(|path| owned.starts_with(path)));
         }
         let time = now();
         let editor = after.owners.entry(manager.to_string()).or_insert_with(|| Ownership {
@@ -391,10 +414,16 @@ preferences: {{}}
             fields: BTreeSet::new(),
         });
         editor.time = time;
-        editor.fields.extend(changed.into_iter().filter(|path| new_leaves.contains(path)));
+        editor.fields.extend(changed.into_iter().filter(|path| new_fields.contains(path)));
         after.owners.retain(|_, ownership| !ownership.fields.is_empty());
         state.finish_write(resource, &key, Some(&before), after);
         true
+    }
+
+    /// How many reads of namespaces (GET or LIST) a deleted namespace stays Terminating for before the namespace
+    /// controller finishes it (2 unless set; 0 makes deletion immediate).
+    pub fn set_namespace_termination_reads(&self, reads: usize) {
+        self.state().termination_reads = reads;
     }
 
     /// Removes an object out of band (as `kubectl delete` would; a namespace takes its contents along).
@@ -447,17 +476,21 @@ fn rendered(object: &StoredObject) -> Value {
     body
 }
 
-/// `{"f:spec": {"f:replicas": {}}}` for the path `spec.replicas`.
+/// `{"f:spec": {"f:replicas": {}}}` for the path `spec.replicas`; an owned item that has owned fields too says so
+/// with `".": {}`, as the real server writes it.
 fn fields_v1(fields: &BTreeSet<FieldPath>) -> Value {
     let mut tree = Map::new();
     for path in fields {
         let mut node = &mut tree;
         for segment in path {
-            let child = node.entry(format!("f:{segment}")).or_insert_with(|| Value::Object(Map::new()));
+            let child = node.entry(segment.clone()).or_insert_with(|| Value::Object(Map::new()));
             node = match child {
                 Value::Object(map) => map,
                 _ => unreachable!("fieldsV1 nodes are objects"),
             };
+        }
+        if is_item(path) && fields.iter().any(|other| other.len() > path.len() && other.starts_with(path)) {
+            node.insert(".".into(), Value::Object(Map::new()));
         }
     }
     Value::Object(tree)
@@ -476,13 +509,117 @@ fn metadata_str<'a>(body: &'a Value, field: &str) -> Option<&'a str> {
     body.get("metadata")?.get(field)?.as_str()
 }
 
+/// How the official OpenAPI declares a list (`x-kubernetes-list-type`): merged item by item under its
+/// `x-kubernetes-list-map-keys`, a set of scalars, or (every list not in [`LIST_TYPES`]) atomic, replaced whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListType {
+    Map(&'static [&'static str]),
+    Set,
+}
+
+/// Every list that is not atomic in the kinds the fake serves, by kind and path (`[]` steps into a list's items),
+/// as the Kubernetes 1.37 OpenAPI declares them (status left out: an apply never writes it). A test checks this
+/// table against the OpenAPI documents shipped in `kubernetes-validate`, both ways.
+pub const LIST_TYPES: &[(&str, &str, ListType)] = &[
+    ("Namespace", "metadata.finalizers", ListType::Set),
+    ("Namespace", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Service", "metadata.finalizers", ListType::Set),
+    ("Service", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Service", "spec.ports", ListType::Map(&["port", "protocol"])),
+    ("Secret", "metadata.finalizers", ListType::Set),
+    ("Secret", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("PersistentVolumeClaim", "metadata.finalizers", ListType::Set),
+    ("PersistentVolumeClaim", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Deployment", "metadata.finalizers", ListType::Set),
+    ("Deployment", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Deployment", "spec.template.metadata.finalizers", ListType::Set),
+    ("Deployment", "spec.template.metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Deployment", "spec.template.spec.containers", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.containers[].env", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.containers[].ports", ListType::Map(&["containerPort", "protocol"])),
+    ("Deployment", "spec.template.spec.containers[].resources.claims", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.containers[].restartPolicyRules[].exitCodes.values", ListType::Set),
+    ("Deployment", "spec.template.spec.containers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("Deployment", "spec.template.spec.containers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("Deployment", "spec.template.spec.containers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("Deployment", "spec.template.spec.ephemeralContainers", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].env", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].ports", ListType::Map(&["containerPort", "protocol"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].resources.claims", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].restartPolicyRules[].exitCodes.values", ListType::Set),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("Deployment", "spec.template.spec.ephemeralContainers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("Deployment", "spec.template.spec.evictionResponders", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.hostAliases", ListType::Map(&["ip"])),
+    ("Deployment", "spec.template.spec.imagePullSecrets", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.initContainers", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.initContainers[].env", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.initContainers[].ports", ListType::Map(&["containerPort", "protocol"])),
+    ("Deployment", "spec.template.spec.initContainers[].resources.claims", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.initContainers[].restartPolicyRules[].exitCodes.values", ListType::Set),
+    ("Deployment", "spec.template.spec.initContainers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("Deployment", "spec.template.spec.initContainers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("Deployment", "spec.template.spec.initContainers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("Deployment", "spec.template.spec.resourceClaims", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.resources.claims", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.schedulingGates", ListType::Map(&["name"])),
+    (
+        "Deployment",
+        "spec.template.spec.topologySpreadConstraints",
+        ListType::Map(&["topologyKey", "whenUnsatisfiable"]),
+    ),
+    ("Deployment", "spec.template.spec.volumes", ListType::Map(&["name"])),
+    ("Deployment", "spec.template.spec.volumes[].ephemeral.volumeClaimTemplate.metadata.finalizers", ListType::Set),
+    (
+        "Deployment",
+        "spec.template.spec.volumes[].ephemeral.volumeClaimTemplate.metadata.ownerReferences",
+        ListType::Map(&["uid"]),
+    ),
+    ("Ingress", "metadata.finalizers", ListType::Set),
+    ("Ingress", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("NetworkPolicy", "metadata.finalizers", ListType::Set),
+    ("NetworkPolicy", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("HorizontalPodAutoscaler", "metadata.finalizers", ListType::Set),
+    ("HorizontalPodAutoscaler", "metadata.ownerReferences", ListType::Map(&["uid"])),
+];
+
+fn list_type(kind: &str, schema_path: &str) -> Option<ListType> {
+    LIST_TYPES.iter().find(|(of, path, _)| *of == kind && *path == schema_path).map(|(_, _, list)| *list)
+}
+
+/// The value the API server gives a list-map key left out of an item (a port's `protocol`), so that the item's
+/// identity is the same whether or not the client spelled the default.
+fn defaulted_key(key: &str) -> Option<Value> {
+    (key == "protocol").then(|| json!("TCP"))
+}
+
+/// `k:{"containerPort":8080,"protocol":"TCP"}`: an item's identity in `fieldsV1`.
+fn item_key(keys: &[&str], item: &Value) -> Option<String> {
+    let mut identity = Map::new();
+    for key in keys {
+        let value = item.get(*key).cloned().or_else(|| defaulted_key(key))?;
+        identity.insert((*key).to_string(), value);
+    }
+    Some(format!("k:{}", Value::Object(identity)))
+}
+
+fn item_matches(item: &Value, identity: &Map<String, Value>) -> bool {
+    identity.iter().all(|(key, wanted)| item.get(key).cloned().or_else(|| defaulted_key(key)).as_ref() == Some(wanted))
+}
+
+/// A field path from the object's root, spelled as in `fieldsV1`: `f:spec` a field, `k:{"name":"web"}` an item of a
+/// list merged by keys, `v:"x"` an item of a set.
+type FieldPath = Vec<String>;
+
 /// Fields that no manager owns: identity, server-set metadata, and status (not taken from the main resource).
 fn is_unowned(path: &[String]) -> bool {
+    let field = |segment: &String| segment.strip_prefix("f:").unwrap_or_default().to_string();
     match path {
-        [top] => matches!(top.as_str(), "apiVersion" | "kind" | "status"),
-        [top, ..] if top == "status" => true,
-        [top, field, ..] if top == "metadata" => matches!(
-            field.as_str(),
+        [top] => matches!(field(top).as_str(), "apiVersion" | "kind" | "status"),
+        [top, ..] if field(top) == "status" => true,
+        [top, inner, ..] if field(top) == "metadata" => matches!(
+            field(inner).as_str(),
             "name"
                 | "namespace"
                 | "uid"
@@ -497,77 +634,204 @@ fn is_unowned(path: &[String]) -> bool {
     }
 }
 
-/// The leaf field paths of a body that a manager can own: maps are walked, lists and scalars (and empty maps) are
-/// leaves (the real server keys some lists by name; atomic lists are enough for the backend's conflicts).
-fn owned_leaves(body: &Value) -> BTreeSet<FieldPath> {
-    fn walk(value: &Value, path: &mut FieldPath, leaves: &mut BTreeSet<FieldPath>) {
+/// The field set of a body, as structured-merge-diff computes it for `kind`: maps are walked field by field, items
+/// of lists merged by keys (and of sets) are owned one by one (the item itself and its fields), and scalars,
+/// atomic lists and empty maps are leaves.
+fn field_set(kind: &str, body: &Value) -> BTreeSet<FieldPath> {
+    fields_in_order(kind, body).into_iter().collect()
+}
+
+/// [`field_set`] in the body's own order, so that items added by a merge keep the order they were applied in.
+fn fields_in_order(kind: &str, body: &Value) -> Vec<FieldPath> {
+    fn walk(kind: &str, value: &Value, path: &mut FieldPath, schema: &str, fields: &mut Vec<FieldPath>) {
         if is_unowned(path) {
             return;
         }
         match value {
             Value::Object(map) if !map.is_empty() => {
                 for (field, child) in map {
-                    path.push(field.clone());
-                    walk(child, path, leaves);
+                    let schema = if schema.is_empty() { field.clone() } else { format!("{schema}.{field}") };
+                    path.push(format!("f:{field}"));
+                    walk(kind, child, path, &schema, fields);
+                    path.pop();
+                }
+            }
+            Value::Array(items) if !items.is_empty() && list_type(kind, schema).is_some() => {
+                let items_schema = format!("{schema}[]");
+                for item in items {
+                    let identity = match list_type(kind, schema) {
+                        Some(ListType::Map(keys)) => item_key(keys, item),
+                        _ => Some(format!("v:{item}")),
+                    };
+                    // An item without its keys cannot be placed; the validation of the body refuses it.
+                    let Some(identity) = identity else { continue };
+                    path.push(identity);
+                    fields.push(path.clone());
+                    if let Value::Object(map) = item {
+                        for (field, child) in map {
+                            path.push(format!("f:{field}"));
+                            walk(kind, child, path, &format!("{items_schema}.{field}"), fields);
+                            path.pop();
+                        }
+                    }
                     path.pop();
                 }
             }
             _ if path.is_empty() => {}
             _ => {
-                leaves.insert(path.clone());
+                fields.push(path.clone());
             }
         }
     }
-    let mut leaves = BTreeSet::new();
-    walk(body, &mut Vec::new(), &mut leaves);
-    leaves
+    let mut fields = Vec::new();
+    walk(kind, body, &mut Vec::new(), "", &mut fields);
+    fields
 }
 
-/// Whether one path is the other or lies inside it.
-fn related(a: &[String], b: &[String]) -> bool {
-    a.starts_with(b) || b.starts_with(a)
+/// An item's identity from its `k:` or `v:` segment.
+enum Step<'a> {
+    Field(&'a str),
+    Keyed(Map<String, Value>),
+    Member(Value),
+}
+
+fn step(segment: &str) -> Step<'_> {
+    if let Some(field) = segment.strip_prefix("f:") {
+        return Step::Field(field);
+    }
+    if let Some(identity) = segment.strip_prefix("k:") {
+        return Step::Keyed(serde_json::from_str(identity).unwrap_or_default());
+    }
+    Step::Member(segment.strip_prefix("v:").and_then(|member| serde_json::from_str(member).ok()).unwrap_or_default())
+}
+
+fn child<'a>(node: &'a Value, segment: &str) -> Option<&'a Value> {
+    match step(segment) {
+        Step::Field(field) => node.get(field),
+        Step::Keyed(identity) => node.as_array()?.iter().find(|item| item_matches(item, &identity)),
+        Step::Member(member) => node.as_array()?.iter().find(|item| **item == member),
+    }
+}
+
+fn child_mut<'a>(node: &'a mut Value, segment: &str) -> Option<&'a mut Value> {
+    match step(segment) {
+        Step::Field(field) => node.get_mut(field),
+        Step::Keyed(identity) => node.as_array_mut()?.iter_mut().find(|item| item_matches(item, &identity)),
+        Step::Member(member) => node.as_array_mut()?.iter_mut().find(|item| **item == member),
+    }
 }
 
 fn value_at<'a>(body: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(body, |node, segment| node.get(segment))
+    path.iter().try_fold(body, |node, segment| child(node, segment))
 }
 
-fn set_value_at(body: &mut Value, path: &[String], value: Value) {
-    let Some((last, parents)) = path.split_last() else { return };
+/// Whether a path names an item of a list (whose own "value" is only its existence).
+fn is_item(path: &[String]) -> bool {
+    path.last().is_some_and(|segment| !segment.starts_with("f:"))
+}
+
+/// Whether the field at `path` differs between two bodies: an item's existence, or a leaf's value.
+fn differs(before: &Value, after: &Value, path: &[String]) -> bool {
+    if is_item(path) {
+        value_at(before, path).is_some() != value_at(after, path).is_some()
+    } else {
+        value_at(before, path) != value_at(after, path)
+    }
+}
+
+/// Sets a leaf (or, for an item, makes sure it exists, holding its keys), making the maps and lists above it.
+fn set_value_at(body: &mut Value, path: &[String], value: &Value) {
     let mut node = body;
-    for segment in parents {
-        if !node.get(segment).is_some_and(Value::is_object)
-            && let Some(map) = node.as_object_mut()
-        {
-            map.insert(segment.clone(), Value::Object(Map::new()));
+    for (depth, segment) in path.iter().enumerate() {
+        let last = depth + 1 == path.len();
+        let next_is_item = path.get(depth + 1).is_some_and(|next| !next.starts_with("f:"));
+        match step(segment) {
+            Step::Field(field) => {
+                let Some(map) = node.as_object_mut() else { return };
+                if last {
+                    map.insert(field.to_string(), value.clone());
+                    return;
+                }
+                let wrong_shape = !map
+                    .get(field)
+                    .is_some_and(|found| if next_is_item { found.is_array() } else { found.is_object() });
+                if wrong_shape {
+                    map.insert(field.to_string(), if next_is_item { json!([]) } else { json!({}) });
+                }
+            }
+            Step::Keyed(identity) => {
+                let Some(items) = node.as_array_mut() else { return };
+                if !items.iter().any(|item| item_matches(item, &identity)) {
+                    items.push(Value::Object(identity));
+                }
+            }
+            Step::Member(member) => {
+                let Some(items) = node.as_array_mut() else { return };
+                if !items.contains(&member) {
+                    items.push(member);
+                }
+            }
         }
-        node = match node.get_mut(segment) {
-            Some(child) => child,
+        if last {
+            return;
+        }
+        node = match child_mut(node, segment) {
+            Some(next) => next,
             None => return,
         };
     }
-    if let Some(map) = node.as_object_mut() {
-        map.insert(last.clone(), value);
-    }
 }
 
-/// Removes a field, and the maps it leaves empty (except `metadata`).
+/// Removes a field or an item, and the maps and lists it leaves empty (except `metadata`).
 fn remove_value_at(body: &mut Value, path: &[String]) {
     let Some((last, parents)) = path.split_last() else { return };
     let mut node = &mut *body;
     for segment in parents {
-        node = match node.get_mut(segment) {
-            Some(child) => child,
+        node = match child_mut(node, segment) {
+            Some(next) => next,
             None => return,
         };
     }
-    if let Some(map) = node.as_object_mut() {
-        map.remove(last);
+    match step(last) {
+        Step::Field(field) => {
+            if let Some(map) = node.as_object_mut() {
+                map.remove(field);
+            }
+        }
+        Step::Keyed(identity) => {
+            if let Some(items) = node.as_array_mut() {
+                items.retain(|item| !item_matches(item, &identity));
+            }
+        }
+        Step::Member(member) => {
+            if let Some(items) = node.as_array_mut() {
+                items.retain(|item| *item != member);
+            }
+        }
     }
-    let removable = parents.len() > 1 || parents.first().is_some_and(|top| top != "metadata");
-    if removable && value_at(body, parents).is_some_and(|parent| parent.as_object().is_some_and(Map::is_empty)) {
+    let removable = parents.len() > 1 || parents.first().is_some_and(|top| top != "f:metadata");
+    let emptied = value_at(body, parents).is_some_and(|parent| match parent {
+        Value::Object(map) => map.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        _ => false,
+    });
+    if removable && emptied {
         remove_value_at(body, parents);
     }
+}
+
+/// `.spec.template.spec.containers[name="web"].image`, as the real server names a field in a conflict.
+fn dotted(path: &[String]) -> String {
+    path.iter()
+        .map(|segment| match step(segment) {
+            Step::Field(field) => format!(".{field}"),
+            Step::Keyed(identity) => {
+                let keys: Vec<String> = identity.iter().map(|(key, value)| format!("{key}={value}")).collect();
+                format!("[{}]", keys.join(","))
+            }
+            Step::Member(member) => format!("[={member}]"),
+        })
+        .collect()
 }
 
 /// A Secret's `stringData` is write-only: the real server stores it base64-encoded into `data`.
@@ -585,11 +849,6 @@ fn store_secret_string_data(resource: &ResourceType, body: &mut Value) {
             data.insert(key, json!(base64::engine::general_purpose::STANDARD.encode(text)));
         }
     }
-}
-
-/// `.spec.replicas`, as the real server names a field in a conflict.
-fn dotted(path: &[String]) -> String {
-    path.iter().map(|segment| format!(".{segment}")).collect()
 }
 
 /// A `metav1.Status` failure, as the real server answers errors.
@@ -877,6 +1136,12 @@ impl Cluster {
         self.last_resource_version.to_string()
     }
 
+    fn next_cluster_ip(&mut self) -> String {
+        self.last_cluster_ip += 1;
+        let [_, _, high, low] = self.last_cluster_ip.to_be_bytes();
+        format!("10.96.{high}.{low}")
+    }
+
     fn next_uid(&mut self) -> String {
         self.last_uid += 1;
         format!("00000000-0000-4000-8000-{:012x}", self.last_uid)
@@ -907,6 +1172,11 @@ impl Cluster {
         };
         if query.get("watch").is_some_and(|watch| watch == "true" || watch == "1") {
             return bad_request("the fake API server does not serve watches".into());
+        }
+        if method == Method::GET
+            && let Route::Collection { resource, .. } | Route::Object { resource, .. } = &route
+        {
+            self.run_controllers(resource);
         }
         match (route, method) {
             (Route::Version, &Method::GET) => (StatusCode::OK, version_info()),
@@ -958,6 +1228,45 @@ impl Cluster {
                 }
             }
             _ => method_not_allowed(),
+        }
+    }
+
+    /// What the controllers do between one read and the next: the namespace controller empties and removes a
+    /// Terminating namespace once its reads are used up; the Deployment controller writes the status of the
+    /// Deployments whose spec changed since, observing their new generation.
+    fn run_controllers(&mut self, resource: &ResourceType) {
+        match resource.plural {
+            "namespaces" => {
+                let finished: Vec<String> =
+                    self.terminating.iter().filter(|(_, reads)| **reads == 0).map(|(name, _)| name.clone()).collect();
+                for reads in self.terminating.values_mut() {
+                    *reads = reads.saturating_sub(1);
+                }
+                for name in finished {
+                    self.terminating.remove(&name);
+                    let key = object_key(resource_type("namespaces"), "", &name);
+                    self.objects.remove(&key);
+                    self.objects.retain(|(_, in_namespace, _), _| *in_namespace != name);
+                    self.rollouts.retain(|(in_namespace, _), _| *in_namespace != name);
+                    self.pending_rollouts.retain(|(in_namespace, _)| *in_namespace != name);
+                    self.next_resource_version();
+                }
+            }
+            "deployments" => {
+                for (namespace, name) in std::mem::take(&mut self.pending_rollouts) {
+                    let key = object_key(resource_type("deployments"), &namespace, &name);
+                    let set_by_test = self.rollouts.get(&(namespace.clone(), name.clone())).copied();
+                    let Some(object) = self.objects.get(&key) else { continue };
+                    let rule = self.rollout_rule.as_ref().and_then(|rule| rule(&object.body));
+                    let Some(rollout) = set_by_test.or(rule) else { continue };
+                    let resource_version = self.next_resource_version();
+                    if let Some(object) = self.objects.get_mut(&key) {
+                        write_deployment_status(&mut object.body, rollout);
+                        set_metadata(&mut object.body, "resourceVersion", json!(resource_version));
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1032,6 +1341,40 @@ impl Cluster {
         Ok(())
     }
 
+    /// A Terminating namespace takes no new object (the NamespaceLifecycle admission plugin); updates of objects
+    /// already in it are let through.
+    fn refuse_new_content(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), (StatusCode, Value)> {
+        if !resource.namespaced
+            || !self.terminating.contains_key(namespace)
+            || self.objects.contains_key(&object_key(resource_type(resource.plural), namespace, name))
+        {
+            return Ok(());
+        }
+        Err(status_failure(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                resource.qualified_plural()
+            ),
+            json!({
+                "name": name,
+                "group": resource.group,
+                "kind": resource.plural,
+                "causes": [{
+                    "reason": "NamespaceTerminating",
+                    "message": format!("namespace {namespace} is being terminated"),
+                    "field": "metadata.namespace",
+                }],
+            }),
+        ))
+    }
+
     fn create(
         &mut self,
         resource: &'static ResourceType,
@@ -1048,7 +1391,10 @@ impl Cluster {
         let Some(name) = metadata_str(&body, "name").map(str::to_string) else {
             return bad_request("metadata.name is required (generateName is not served by the fake)".into());
         };
-        if let Err(failure) = self.require_namespace(resource, namespace) {
+        if let Err(failure) = self
+            .require_namespace(resource, namespace)
+            .and_then(|()| self.refuse_new_content(resource, namespace, &name))
+        {
             return failure;
         }
         let key = object_key(resource, namespace, &name);
@@ -1074,9 +1420,15 @@ impl Cluster {
                 operation: "Update",
                 api_version: resource.api_version(),
                 time: now(),
-                fields: owned_leaves(&body),
+                fields: field_set(resource.kind, &body),
             },
         )]);
+        let mut defaulted = body.clone();
+        apply_defaults(resource.kind, &mut defaulted, || String::from("10.96.0.0"));
+        let causes = validation_causes(resource.kind, &defaulted);
+        if !causes.is_empty() {
+            return invalid_failure(resource, &name, &causes);
+        }
         let stored = self.finish_write(resource, &key, None, StoredObject { body, owners });
         (StatusCode::CREATED, stored)
     }
@@ -1126,7 +1478,10 @@ impl Cluster {
                 "the namespace of the object ({applied_namespace}) does not match the namespace on the URL ({namespace})"
             ));
         }
-        if let Err(failure) = self.require_namespace(resource, namespace) {
+        if let Err(failure) = self
+            .require_namespace(resource, namespace)
+            .and_then(|()| self.refuse_new_content(resource, namespace, name))
+        {
             return failure;
         }
         let key = object_key(resource, namespace, name);
@@ -1148,16 +1503,37 @@ impl Cluster {
             body: json!({ "apiVersion": resource.api_version(), "kind": resource.kind, "metadata": { "name": name } }),
             owners: BTreeMap::new(),
         });
-        let wanted = owned_leaves(&applied);
+        let wanted = field_set(resource.kind, &applied);
+        let previously =
+            object.owners.get(manager.as_str()).map(|ownership| ownership.fields.clone()).unwrap_or_default();
 
-        // Conflicts: a field that another manager owns and that this apply would change.
+        // The merge: fields this manager applied before and now leaves out are removed unless another manager owns
+        // them (or something inside them); then every applied field is set, items of keyed lists one by one.
+        let mut merged = object.body.clone();
+        for dropped in previously.difference(&wanted) {
+            let kept_by_others = object
+                .owners
+                .iter()
+                .filter(|(other, _)| *other != manager)
+                .any(|(_, ownership)| ownership.fields.iter().any(|owned| owned.starts_with(dropped)));
+            let still_applied = wanted.iter().any(|path| path.starts_with(dropped));
+            if !kept_by_others && !still_applied {
+                remove_value_at(&mut merged, dropped);
+            }
+        }
+        for path in fields_in_order(resource.kind, &applied) {
+            if let Some(value) = value_at(&applied, &path) {
+                set_value_at(&mut merged, &path, value);
+            }
+        }
+        apply_defaults(resource.kind, &mut merged, || self.next_cluster_ip());
+
+        // Conflicts: fields another manager owns that this apply changes (a value, or an item added or removed).
+        let changed: BTreeSet<&FieldPath> = wanted.iter().filter(|path| differs(&object.body, &merged, path)).collect();
         let mut conflicts: BTreeMap<String, Vec<FieldPath>> = BTreeMap::new();
         for (other, ownership) in object.owners.iter().filter(|(other, _)| *other != manager) {
             for owned in &ownership.fields {
-                let clashes = wanted
-                    .iter()
-                    .any(|path| related(owned, path) && value_at(&object.body, path) != value_at(&applied, path));
-                if clashes {
+                if changed.iter().any(|path| owned.starts_with(path)) {
                     conflicts.entry(other.clone()).or_default().push(owned.clone());
                 }
             }
@@ -1165,31 +1541,20 @@ impl Cluster {
         if !conflicts.is_empty() && !force {
             return conflict_failure(resource, name, &conflicts);
         }
+        // Validation follows the merge, as the real server validates the object the apply results in.
+        let mut causes = validation_causes(resource.kind, &merged);
+        if let Some(existing) = &existing {
+            causes.extend(immutability_causes(resource.kind, &existing.body, &merged));
+        }
+        if !causes.is_empty() {
+            return invalid_failure(resource, name, &causes);
+        }
         for (other, fields) in &conflicts {
             if let Some(ownership) = object.owners.get_mut(other) {
                 ownership.fields.retain(|owned| !fields.contains(owned));
             }
         }
-
-        // Fields this manager applied before and now leaves out are removed, unless someone else owns them.
-        let previously =
-            object.owners.get(manager.as_str()).map(|ownership| ownership.fields.clone()).unwrap_or_default();
-        for dropped in previously.difference(&wanted) {
-            let kept_by_others = object
-                .owners
-                .iter()
-                .filter(|(other, _)| *other != manager)
-                .any(|(_, ownership)| ownership.fields.iter().any(|owned| related(owned, dropped)));
-            let still_applied = wanted.iter().any(|path| related(path, dropped));
-            if !kept_by_others && !still_applied {
-                remove_value_at(&mut object.body, dropped);
-            }
-        }
-        for path in &wanted {
-            if let Some(value) = value_at(&applied, path) {
-                set_value_at(&mut object.body, path, value.clone());
-            }
-        }
+        object.body = merged;
         let time = now();
         let unchanged_ownership = previously == wanted && conflicts.is_empty();
         let entry = object.owners.entry(manager.clone()).or_insert_with(|| Ownership {
@@ -1224,6 +1589,7 @@ impl Cluster {
         before: Option<&StoredObject>,
         mut object: StoredObject,
     ) -> Value {
+        apply_defaults(resource.kind, &mut object.body, || self.next_cluster_ip());
         let spec_of = |body: &Value| {
             body.as_object().map(|map| {
                 map.iter()
@@ -1264,8 +1630,10 @@ impl Cluster {
             let spec_changed = before.is_none_or(|before| spec_of(&before.body) != spec_of(&object.body));
             let set_by_test = self.rollouts.get(&(key.1.clone(), key.2.clone())).copied();
             let rollout = set_by_test.or_else(|| self.rollout_rule.as_ref().and_then(|rule| rule(&object.body)));
-            if let Some(rollout) = rollout.filter(|_| spec_changed) {
-                write_deployment_status(&mut object.body, rollout);
+            // The controller sees the new generation later, at the next read of Deployments (a real controller
+            // reacts to the watch event after the write has been answered).
+            if rollout.is_some() && spec_changed {
+                self.pending_rollouts.insert((key.1.clone(), key.2.clone()));
             }
         }
         let served = rendered(&object);
@@ -1276,9 +1644,23 @@ impl Cluster {
     /// Deletes an object (a namespace with everything in it); returns what the real server answers.
     fn delete(&mut self, resource: &'static ResourceType, namespace: &str, name: &str) -> Option<Value> {
         let key = object_key(resource, namespace, name);
+        if resource.plural == "namespaces" && self.termination_reads > 0 {
+            let resource_version = self.next_resource_version();
+            let object = self.objects.get_mut(&key)?;
+            if metadata_str(&object.body, "deletionTimestamp").is_none() {
+                set_metadata(&mut object.body, "deletionTimestamp", json!(now()));
+                set_metadata(&mut object.body, "resourceVersion", json!(resource_version));
+                if let Some(map) = object.body.as_object_mut() {
+                    map.insert("status".into(), json!({ "phase": "Terminating" }));
+                }
+                self.terminating.insert(name.to_string(), self.termination_reads);
+            }
+            return Some(rendered(object));
+        }
         let deleted = self.objects.remove(&key)?;
         self.next_resource_version();
         if resource.plural == "namespaces" {
+            self.terminating.remove(name);
             self.objects.retain(|(_, in_namespace, _), _| in_namespace != name);
             self.rollouts.retain(|(in_namespace, _), _| in_namespace != name);
             let mut served = rendered(&deleted);
@@ -1402,5 +1784,501 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
     let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(
         json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources }),
+    )
+}
+
+/// Sets `field` of the map at `node` to `value` unless it holds one (the API server's defaulting never overwrites).
+fn default_field(node: &mut Value, field: &str, value: Value) {
+    if let Some(map) = node.as_object_mut() {
+        map.entry(field.to_string()).or_insert(value);
+    }
+}
+
+/// The map at `node.field`, made empty when missing.
+fn default_map<'a>(node: &'a mut Value, field: &str) -> Option<&'a mut Value> {
+    let map = node.as_object_mut()?;
+    let child = map.entry(field.to_string()).or_insert_with(|| json!({}));
+    child.is_object().then_some(child)
+}
+
+/// `Always` for an image tagged `latest` or not tagged at all, `IfNotPresent` otherwise (a digest counts as a
+/// tag), as `SetDefaults_Container` decides.
+fn default_pull_policy(image: &str) -> &'static str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    match name.split_once(':') {
+        None => "Always",
+        Some((_, "latest")) => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn default_probe(probe: &mut Value) {
+    for (field, value) in
+        [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)]
+    {
+        default_field(probe, field, json!(value));
+    }
+    if let Some(http) = probe.get_mut("httpGet") {
+        default_field(http, "scheme", json!("HTTP"));
+    }
+}
+
+/// The pod template's defaults (`SetDefaults_PodSpec`, `SetDefaults_Container`, `SetDefaults_ContainerPort`,
+/// `SetDefaults_Probe`, `SetDefaults_HTTPGetAction`, `SetDefaults_SecretVolumeSource`).
+fn default_pod_spec(pod: &mut Value) {
+    for (field, value) in [
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("restartPolicy", json!("Always")),
+        ("schedulerName", json!("default-scheduler")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("securityContext", json!({})),
+    ] {
+        default_field(pod, field, value);
+    }
+    for list in ["containers", "initContainers"] {
+        for container in pod.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+            let image = container.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+            for (field, value) in [
+                ("terminationMessagePath", json!("/dev/termination-log")),
+                ("terminationMessagePolicy", json!("File")),
+                ("imagePullPolicy", json!(default_pull_policy(&image))),
+                ("resources", json!({})),
+            ] {
+                default_field(container, field, value);
+            }
+            for port in container.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                default_field(port, "protocol", json!("TCP"));
+            }
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                if let Some(probe) = container.get_mut(probe) {
+                    default_probe(probe);
+                }
+            }
+        }
+    }
+    for volume in pod.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten() {
+        for source in ["secret", "configMap"] {
+            if let Some(source) = volume.get_mut(source) {
+                default_field(source, "defaultMode", json!(420));
+            }
+        }
+    }
+}
+
+/// Fills in what the API server's defaulting fills in for the kinds the fake serves, so that a reader sees what a
+/// real cluster holds. Defaulted fields belong to no manager: they are neither anyone's conflict nor drift.
+fn apply_defaults(kind: &str, body: &mut Value, cluster_ip: impl FnOnce() -> String) {
+    match kind {
+        "Namespace" => {
+            let name = metadata_str(body, "name").unwrap_or_default().to_string();
+            if let Some(metadata) = default_map(body, "metadata")
+                && let Some(labels) = default_map(metadata, "labels")
+            {
+                // The NamespaceDefaultLabelName feature (GA in 1.22) labels every namespace with its name.
+                default_field(labels, "kubernetes.io/metadata.name", json!(name));
+            }
+            if let Some(spec) = default_map(body, "spec") {
+                default_field(spec, "finalizers", json!(["kubernetes"]));
+            }
+        }
+        "Deployment" => {
+            let Some(spec) = default_map(body, "spec") else { return };
+            default_field(spec, "replicas", json!(1));
+            default_field(spec, "revisionHistoryLimit", json!(10));
+            default_field(spec, "progressDeadlineSeconds", json!(600));
+            if let Some(strategy) = default_map(spec, "strategy") {
+                default_field(strategy, "type", json!("RollingUpdate"));
+                if strategy.get("type") == Some(&json!("RollingUpdate"))
+                    && let Some(rolling) = default_map(strategy, "rollingUpdate")
+                {
+                    default_field(rolling, "maxUnavailable", json!("25%"));
+                    default_field(rolling, "maxSurge", json!("25%"));
+                }
+            }
+            if let Some(pod) = spec.pointer_mut("/template/spec") {
+                default_pod_spec(pod);
+            }
+        }
+        "Service" => {
+            let Some(spec) = default_map(body, "spec") else { return };
+            default_field(spec, "type", json!("ClusterIP"));
+            default_field(spec, "sessionAffinity", json!("None"));
+            default_field(spec, "internalTrafficPolicy", json!("Cluster"));
+            default_field(spec, "ipFamilyPolicy", json!("SingleStack"));
+            default_field(spec, "ipFamilies", json!(["IPv4"]));
+            if spec.get("clusterIP").is_none() {
+                let allocated = cluster_ip();
+                default_field(spec, "clusterIP", json!(allocated));
+                default_field(spec, "clusterIPs", json!([allocated]));
+            }
+            for port in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                default_field(port, "protocol", json!("TCP"));
+                if let Some(number) = port.get("port").cloned() {
+                    default_field(port, "targetPort", number);
+                }
+            }
+        }
+        "PersistentVolumeClaim" => {
+            if let Some(spec) = default_map(body, "spec") {
+                default_field(spec, "volumeMode", json!("Filesystem"));
+            }
+        }
+        "Secret" => default_field(body, "type", json!("Opaque")),
+        "NetworkPolicy" => {
+            let Some(spec) = default_map(body, "spec") else { return };
+            if spec.get("policyTypes").is_none() {
+                let mut types = vec![json!("Ingress")];
+                if spec.get("egress").is_some() {
+                    types.push(json!("Egress"));
+                }
+                default_field(spec, "policyTypes", Value::Array(types));
+            }
+            for rules in ["ingress", "egress"] {
+                for rule in spec.get_mut(rules).and_then(Value::as_array_mut).into_iter().flatten() {
+                    for port in rule.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                        default_field(port, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+        "HorizontalPodAutoscaler" => {
+            let Some(spec) = default_map(body, "spec") else { return };
+            default_field(spec, "minReplicas", json!(1));
+            default_field(
+                spec,
+                "metrics",
+                json!([{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 80 } } }]),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The OpenAPI definitions of the kinds the fake serves (descriptions left out), as `kubernetes-validate` ships
+/// them for Kubernetes 1.37; a test checks the file against that package.
+pub const OPENAPI_FILE: &str = "tests/fixtures/kubernetes/openapi-v1.37-served-kinds.json";
+
+fn openapi() -> &'static Value {
+    static DEFINITIONS: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DEFINITIONS.get_or_init(|| {
+        serde_json::from_str(include_str!("../fixtures/kubernetes/openapi-v1.37-served-kinds.json"))
+            .expect("the OpenAPI fixture is JSON")
+    })
+}
+
+/// One field the API server's validation refuses, as a `StatusCause`.
+#[derive(Debug)]
+struct Cause {
+    reason: &'static str,
+    field: String,
+    message: String,
+}
+
+impl Cause {
+    fn invalid(field: &str, value: &Value, why: &str) -> Cause {
+        let shown = match value {
+            Value::String(text) => format!("{text:?}"),
+            other => other.to_string(),
+        };
+        Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {shown}: {why}") }
+    }
+}
+
+fn resolve(schema: &Value) -> &Value {
+    let reference = schema.get("$ref").or_else(|| schema.pointer("/allOf/0/$ref")).and_then(Value::as_str);
+    match reference.and_then(|reference| reference.rsplit('/').next()) {
+        Some(name) => openapi().pointer(&format!("/$defs/{name}")).unwrap_or(&Value::Null),
+        None => schema,
+    }
+}
+
+fn type_matches(schema: &Value, value: &Value) -> bool {
+    let allowed: Vec<&str> = match schema.get("type") {
+        Some(Value::String(kind)) => vec![kind.as_str()],
+        Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).collect(),
+        _ => return true,
+    };
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(number) if number.is_i64() || number.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    allowed.contains(&kind) || (kind == "integer" && allowed.contains(&"number"))
+}
+
+/// Checks `value` against an OpenAPI schema: types, enums, required fields, and fields the schema does not declare
+/// (which server-side apply refuses: "field not declared in schema").
+fn check_schema(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let schema = resolve(schema);
+    if let Some(choices) = schema.get("oneOf").and_then(Value::as_array) {
+        if !choices.iter().any(|choice| type_matches(resolve(choice), value)) {
+            causes.push(Cause::invalid(path, value, "must be an integer or a string"));
+        }
+        return;
+    }
+    if !type_matches(schema, value) {
+        let expected = schema.get("type").map(Value::to_string).unwrap_or_default();
+        causes.push(Cause::invalid(path, value, &format!("must be of type {expected}")));
+        return;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !value.is_null()
+        && !allowed.contains(value)
+    {
+        let supported: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: path.into(),
+            message: format!("Unsupported value: {value}: supported values: {}", supported.join(", ")),
+        });
+    }
+    let join = |field: &str| if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            for required in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(field) = required.as_str()
+                    && map.get(field).is_none_or(Value::is_null)
+                {
+                    causes.push(Cause {
+                        reason: "FieldValueRequired",
+                        field: join(field),
+                        message: "Required value".into(),
+                    });
+                }
+            }
+            for (field, child) in map {
+                match (properties.and_then(|properties| properties.get(field)), schema.get("additionalProperties")) {
+                    (Some(property), _) => check_schema(property, child, &join(field), causes),
+                    (None, Some(additional)) if additional.is_object() => {
+                        check_schema(additional, child, &join(field), causes)
+                    }
+                    (None, _) if properties.is_some() => causes.push(Cause {
+                        reason: "FieldValueInvalid",
+                        field: join(field),
+                        message: "field not declared in schema".into(),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (index, item) in items.iter().enumerate() {
+                    check_schema(item_schema, item, &format!("{path}[{index}]"), causes);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_dns1123_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.iter().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// `IsDNS1123Label`, `IsDNS1035Label` and `IsDNS1123Subdomain` of k8s.io/apimachinery, with their messages.
+fn check_name(field: &str, name: &str, rule: &str, causes: &mut Vec<Cause>) {
+    let value = json!(name);
+    let (limit, valid, what) = match rule {
+        "label" => (
+            63,
+            is_dns1123_label(name),
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+        ),
+        "1035" => (
+            63,
+            is_dns1123_label(name) && name.starts_with(|first: char| first.is_ascii_lowercase()),
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
+        ),
+        _ => (
+            253,
+            name.split('.').all(is_dns1123_label),
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+        ),
+    };
+    if name.len() > limit {
+        causes.push(Cause::invalid(field, &value, &format!("must be no more than {limit} characters")));
+    }
+    if !valid {
+        causes.push(Cause::invalid(field, &value, what));
+    }
+}
+
+/// Label keys and values as `ValidateLabels` checks them: a value is at most 63 characters of alphanumerics, `-`,
+/// `_` and `.`, starting and ending with an alphanumeric.
+fn check_labels(field: &str, labels: Option<&Value>, causes: &mut Vec<Cause>) {
+    for (key, value) in labels.and_then(Value::as_object).into_iter().flatten() {
+        let text = value.as_str().unwrap_or_default();
+        let name = key.rsplit('/').next().unwrap_or(key);
+        if name.is_empty() || name.len() > 63 {
+            causes.push(Cause::invalid(field, &json!(key), "name part must be no more than 63 characters"));
+        }
+        if text.len() > 63 {
+            causes.push(Cause::invalid(field, value, "must be no more than 63 characters"));
+        }
+        let well_formed = text.is_empty()
+            || (text.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+                && text.starts_with(|first: char| first.is_ascii_alphanumeric())
+                && text.ends_with(|last: char| last.is_ascii_alphanumeric()));
+        if !well_formed {
+            causes.push(Cause::invalid(
+                field,
+                value,
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+            ));
+        }
+    }
+}
+
+/// `IsValidPortName`: at most 15 characters, lowercase alphanumerics and `-`, at least one letter, no `-` at
+/// either end nor two together.
+fn check_port_name(field: &str, name: &str, causes: &mut Vec<Cause>) {
+    let value = json!(name);
+    if name.len() > 15 {
+        causes.push(Cause::invalid(field, &value, "must be no more than 15 characters"));
+    }
+    let well_formed = name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+        && name.bytes().any(|byte| byte.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if !well_formed {
+        causes.push(Cause::invalid(
+            field,
+            &value,
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
+        ));
+    }
+}
+
+/// What the API server's validation of `kind` refuses in `body` (the stored result of a create or an apply):
+/// the OpenAPI schema, names, labels, port names and a Deployment's selector against its template.
+fn validation_causes(kind: &str, body: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let definition = match kind {
+        "Deployment" => "io.k8s.api.apps.v1.Deployment".to_string(),
+        "Ingress" => "io.k8s.api.networking.v1.Ingress".to_string(),
+        "NetworkPolicy" => "io.k8s.api.networking.v1.NetworkPolicy".to_string(),
+        "HorizontalPodAutoscaler" => "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler".to_string(),
+        other => format!("io.k8s.api.core.v1.{other}"),
+    };
+    let mut checked = body.clone();
+    if let Some(metadata) = checked.get_mut("metadata").and_then(Value::as_object_mut) {
+        // Server-set metadata is the server's own; `managedFields` is rendered, never stored.
+        metadata.remove("managedFields");
+    }
+    check_schema(&json!({ "$ref": format!("#/$defs/{definition}") }), &checked, "", &mut causes);
+    let name = metadata_str(body, "name").unwrap_or_default();
+    let rule = match kind {
+        "Service" => "1035",
+        "Namespace" => "label",
+        _ => "subdomain",
+    };
+    check_name("metadata.name", name, rule, &mut causes);
+    check_labels("metadata.labels", body.pointer("/metadata/labels"), &mut causes);
+    if kind == "Deployment" {
+        check_labels("spec.template.metadata.labels", body.pointer("/spec/template/metadata/labels"), &mut causes);
+        let selector = body.pointer("/spec/selector/matchLabels").and_then(Value::as_object);
+        let template = body.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
+        let selects_template = selector.is_some_and(|selector| {
+            selector.iter().all(|(key, value)| template.and_then(|labels| labels.get(key)) == Some(value))
+        });
+        if !selects_template {
+            causes.push(Cause::invalid(
+                "spec.template.metadata.labels",
+                body.pointer("/spec/template/metadata/labels").unwrap_or(&Value::Null),
+                "`selector` does not match template `labels`",
+            ));
+        }
+        let containers = body.pointer("/spec/template/spec/containers").and_then(Value::as_array);
+        for (index, container) in containers.into_iter().flatten().enumerate() {
+            let field = format!("spec.template.spec.containers[{index}]");
+            check_name(&format!("{field}.name"), container["name"].as_str().unwrap_or_default(), "label", &mut causes);
+            for (port_index, port) in container["ports"].as_array().into_iter().flatten().enumerate() {
+                if let Some(port_name) = port["name"].as_str() {
+                    check_port_name(&format!("{field}.ports[{port_index}].name"), port_name, &mut causes);
+                }
+            }
+        }
+    }
+    if kind == "Service" {
+        for (index, port) in body.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            if let Some(port_name) = port["name"].as_str() {
+                check_name(&format!("spec.ports[{index}].name"), port_name, "label", &mut causes);
+            }
+        }
+    }
+    causes
+}
+
+/// What may not change once set: a Deployment's selector, a Service's cluster IP, a claim's spec but for its
+/// requested resources.
+fn immutability_causes(kind: &str, before: &Value, after: &Value) -> Vec<Cause> {
+    let changed = |pointer: &str| before.pointer(pointer) != after.pointer(pointer);
+    let mut causes = Vec::new();
+    match kind {
+        "Deployment" if changed("/spec/selector") => causes.push(Cause::invalid(
+            "spec.selector",
+            after.pointer("/spec/selector").unwrap_or(&Value::Null),
+            "field is immutable",
+        )),
+        "Service" if before.pointer("/spec/clusterIP").is_some() && changed("/spec/clusterIP") => {
+            causes.push(Cause::invalid(
+                "spec.clusterIP",
+                after.pointer("/spec/clusterIP").unwrap_or(&Value::Null),
+                "field is immutable",
+            ))
+        }
+        "PersistentVolumeClaim" => {
+            let without_requests = |body: &Value| {
+                let mut spec = body.get("spec").cloned().unwrap_or(Value::Null);
+                if let Some(resources) = spec.get_mut("resources").and_then(Value::as_object_mut) {
+                    resources.remove("requests");
+                }
+                spec
+            };
+            if without_requests(before) != without_requests(after) {
+                causes.push(Cause {
+                    reason: "FieldValueForbidden",
+                    field: "spec".into(),
+                    message: "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into(),
+                });
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+/// The 422 the real server answers for an object its validation refuses.
+fn invalid_failure(resource: &ResourceType, name: &str, causes: &[Cause]) -> (StatusCode, Value) {
+    let qualified = if resource.group.is_empty() {
+        resource.kind.to_string()
+    } else {
+        format!("{}.{}", resource.kind, resource.group)
+    };
+    let lines: Vec<String> = causes.iter().map(|cause| format!("{}: {}", cause.field, cause.message)).collect();
+    let summary = if lines.len() == 1 { lines.join("") } else { format!("[{}]", lines.join(", ")) };
+    let causes: Vec<Value> = causes
+        .iter()
+        .map(|cause| json!({ "reason": cause.reason, "message": cause.message, "field": cause.field }))
+        .collect();
+    status_failure(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("{qualified} \"{name}\" is invalid: {summary}"),
+        json!({ "name": name, "group": resource.group, "kind": resource.kind, "causes": causes }),
     )
 }

@@ -75,7 +75,12 @@ impl Applier<'_> {
     pub async fn run(&self) -> Result<ApplyReport, KubernetesError> {
         let desired = self.desired();
         let manifests = mapping::manifests(&desired, &self.mapping());
-        let listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
+        let mut listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
+        if self.cluster.namespace_terminating(self.namespace(), &listed).await? {
+            let (poll, timeout) = (self.settings.poll_interval, self.settings.rollout_timeout);
+            self.cluster.await_namespace_gone(self.namespace(), poll, timeout).await?;
+            listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
+        }
         self.write_environment(&manifests, &listed).await?;
         self.write_secret(&desired, &manifests, &listed).await?;
         let work = Work { applier: self, manifests: &manifests, listed: &listed };
@@ -245,6 +250,9 @@ impl Applier<'_> {
                 continue;
             }
             self.progress.event(&ProgressEvent::app(&action.name, Step::Creating { container: reference(object) }));
+            if let Some(found) = found.filter(|found| leaves_replicas_railyard_owns(object, found)) {
+                self.hand_over_replicas(object.name(), found).await?;
+            }
             let body = serde_json::to_value(object).unwrap_or(Value::Null);
             match self.send(kind_of(object), object.name(), &body, repair).await? {
                 Applied::Conflict(message) => return Ok(conflict(object, &message)),
@@ -264,6 +272,26 @@ impl Applier<'_> {
             }
             Rollout::DeadlineExceeded => self.roll_back(action, listed, "exceeded its progress deadline").await,
             Rollout::TimedOut => self.roll_back(action, listed, "did not become available in time").await,
+        }
+    }
+
+    /// Makes the Deployment's current replica count co-owned by [`HANDOVER_MANAGER`] before railyard applies it
+    /// without the field: a field its only applier leaves out is removed, and the API server would default it to 1
+    /// before the autoscaler acts ("Transferring ownership" in the Kubernetes server-side apply docs). The
+    /// autoscaler's controller takes the field over at its first scale.
+    async fn hand_over_replicas(&self, name: &str, found: &DynamicObject) -> Result<(), KubernetesError> {
+        let Some(replicas) = found.data.pointer("/spec/replicas").cloned() else { return Ok(()) };
+        let body = serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": name },
+            "spec": { "replicas": replicas },
+        });
+        match self.cluster.apply_as(HANDOVER_MANAGER, Kind::Deployment, self.namespace(), name, &body, false).await? {
+            Applied::Written(_) => Ok(()),
+            Applied::Conflict(message) => {
+                Err(KubernetesError::Conflict { object: describe(Kind::Deployment, self.namespace(), name), message })
+            }
         }
     }
 
@@ -375,6 +403,20 @@ impl Applier<'_> {
         }
         Ok(())
     }
+}
+
+/// The field manager that keeps a Deployment's replica count while railyard hands it to an autoscaler.
+pub const HANDOVER_MANAGER: &str = "railyard-handover";
+
+/// Whether `object` is a Deployment that leaves `spec.replicas` out (an autoscaler owns the count) while the one
+/// found has it from railyard's own apply.
+fn leaves_replicas_railyard_owns(object: &Object, found: &DynamicObject) -> bool {
+    let Object::Deployment(deployment) = object else { return false };
+    deployment.spec.replicas.is_none()
+        && found.metadata.managed_fields.iter().flatten().any(|entry| {
+            entry.manager.as_deref() == Some(mapping::MANAGER)
+                && entry.fields_v1.as_ref().is_some_and(|fields| fields.0.pointer("/f:spec/f:replicas").is_some())
+        })
 }
 
 fn is_environment_object(object: &Object) -> bool {

@@ -3,6 +3,7 @@
 //! [`DynamicObject`]s so that one code path serves every kind.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -144,7 +145,20 @@ impl Cluster {
         body: &Value,
         force: bool,
     ) -> Result<Applied, KubernetesError> {
-        let mut params = PatchParams::apply(MANAGER);
+        self.apply_as(MANAGER, kind, namespace, name, body, force).await
+    }
+
+    /// Server-side apply of `body` as field manager `manager`.
+    pub async fn apply_as(
+        &self,
+        manager: &str,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+        force: bool,
+    ) -> Result<Applied, KubernetesError> {
+        let mut params = PatchParams::apply(manager);
         params.force = force;
         match self.api(kind, namespace).patch(name, &params, &Patch::Apply(body)).await {
             Ok(object) => Ok(Applied::Written(Box::new(object))),
@@ -167,6 +181,45 @@ impl Cluster {
         match self.api(Kind::Namespace, name).get_opt(name).await {
             Ok(found) => Ok(found.is_some()),
             Err(error) => Err(failed(error, "read", &describe(Kind::Namespace, name, name))),
+        }
+    }
+
+    /// Whether namespace `name` is being deleted (Terminating): from the listing when railyard's own namespace is
+    /// in it, else by reading it.
+    pub async fn namespace_terminating(&self, name: &str, listed: &Listed) -> Result<bool, KubernetesError> {
+        if let Some(namespace) = listed.get(&(Kind::Namespace, name.to_owned())) {
+            return Ok(namespace.metadata.deletion_timestamp.is_some());
+        }
+        match self.api(Kind::Namespace, name).get_opt(name).await {
+            Ok(found) => Ok(found.is_some_and(|namespace| namespace.metadata.deletion_timestamp.is_some())),
+            Err(error) => Err(failed(error, "read", &describe(Kind::Namespace, name, name))),
+        }
+    }
+
+    /// Waits until namespace `name` is no longer Terminating (gone, usually): the API server refuses new objects in
+    /// a Terminating namespace, and the namespace controller removes it once it has emptied it.
+    pub async fn await_namespace_gone(
+        &self,
+        name: &str,
+        poll_interval: Duration,
+        timeout: Duration,
+    ) -> Result<(), KubernetesError> {
+        let started = Instant::now();
+        loop {
+            let terminating = match self.api(Kind::Namespace, name).get_opt(name).await {
+                Ok(found) => found.is_some_and(|namespace| namespace.metadata.deletion_timestamp.is_some()),
+                Err(error) => return Err(failed(error, "read", &describe(Kind::Namespace, name, name))),
+            };
+            if !terminating {
+                return Ok(());
+            }
+            if started.elapsed() >= timeout {
+                return Err(KubernetesError::NamespaceTerminating {
+                    namespace: name.to_owned(),
+                    waited_seconds: started.elapsed().as_secs(),
+                });
+            }
+            tokio::time::sleep(poll_interval.min(Duration::from_secs(5))).await;
         }
     }
 

@@ -104,6 +104,12 @@ pub enum KubernetesError {
         /// The API server's message, naming the fields and their manager.
         message: String,
     },
+    #[error(
+        "the namespace {namespace} is still being deleted (Terminating) after {waited_seconds} s, and a namespace \
+         that is being deleted takes no new objects; wait until `kubectl get namespace {namespace}` no longer finds \
+         it (a finalizer may hold it), then apply again"
+    )]
+    NamespaceTerminating { namespace: String, waited_seconds: u64 },
     #[error("the secret {name} that {app} reads has no value; provide it to railyard's secret source ({source})")]
     MissingSecret {
         name: String,
@@ -194,7 +200,12 @@ impl Backend for KubernetesBackend {
 
     async fn observe(&self, env: &Environment) -> Result<Observed, BackendError> {
         let listed = self.cluster.list(&env.project, &env.name).await?;
-        Ok(observe::observed(&listed))
+        // What a Terminating namespace holds is on its way out: the environment is planned as empty, and apply
+        // waits for the namespace to go before it creates it again.
+        if self.cluster.namespace_terminating(&env.project, &listed).await? {
+            return Ok(observe::observed(&Default::default(), env));
+        }
+        Ok(observe::observed(&listed, env))
     }
 
     async fn apply(
@@ -207,7 +218,12 @@ impl Backend for KubernetesBackend {
     }
 
     async fn destroy(&self, env: &Environment) -> Result<(), BackendError> {
-        Ok(self.cluster.destroy(&env.project, &env.name, env.preview.is_some()).await?)
+        self.cluster.destroy(&env.project, &env.name, env.preview.is_some()).await?;
+        // Done when the namespace is gone, so that what comes next (an apply, a new preview) finds none.
+        Ok(self
+            .cluster
+            .await_namespace_gone(&env.project, self.settings.poll_interval, self.settings.rollout_timeout)
+            .await?)
     }
 
     /// CPU per app from the cluster's metrics API, for the apps' pages: the HorizontalPodAutoscaler, not railyard,

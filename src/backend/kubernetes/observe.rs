@@ -1,5 +1,7 @@
 //! What a cluster runs, in railyard's backend-neutral vocabulary: apps from Deployments, domains from Ingresses,
-//! and drift (an app's object deleted, or its spec changed by another field manager) as reasons the planner repairs.
+//! and drift (an app's object deleted, or a field of its spec that railyard sets changed by another field manager)
+//! as reasons the planner repairs. Fields only another manager sets (`kubectl rollout restart`'s annotation, a
+//! variable added by `kubectl set env`) are theirs under server-side apply, and no drift.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,24 +9,30 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 use super::cluster::{Kind, Listed};
-use super::mapping::{ANNOTATION_LAST_APPLIED, LABEL_ENVIRONMENT, LABEL_NAME, MANAGER};
+use super::mapping::{self, ANNOTATION_LAST_APPLIED, KubernetesSettings, LABEL_ENVIRONMENT, LABEL_NAME, MANAGER};
+use crate::model::kinds::SyncPolicy;
 use crate::model::{
-    AppSpec, DomainSpec, HealthState, Observed, ObservedApp, ObservedDomain, ObservedReplica, ReplicaState,
+    AppSpec, DesiredState, DomainSpec, Environment, HealthState, Observed, ObservedApp, ObservedDomain,
+    ObservedReplica, ReplicaState,
 };
 
-/// The environment's apps and domains as `listed` holds them.
-pub fn observed(listed: &Listed) -> Observed {
+/// The body railyard applies for each object, by kind and name.
+type Declared = BTreeMap<(Kind, String), Value>;
+
+/// The environment `env`'s apps and domains as `listed` holds them.
+pub fn observed(listed: &Listed, env: &Environment) -> Observed {
+    let declared = declared_bodies(listed, env);
     let apps = listed
         .iter()
         .filter(|((kind, _), _)| *kind == Kind::Deployment)
-        .map(|((_, name), deployment)| (name.clone(), app(name, deployment, listed)))
+        .map(|((_, name), deployment)| (name.clone(), app(name, deployment, listed, &declared)))
         .collect();
     let domains = listed
         .iter()
         .filter(|((kind, _), _)| *kind == Kind::Ingress)
         .filter_map(|(_, ingress)| {
             let spec: DomainSpec = last_applied(ingress)?;
-            let drift = foreign_changes(Kind::Ingress, ingress);
+            let drift = foreign_changes(Kind::Ingress, ingress, &declared);
             Some((
                 spec.host.clone(),
                 ObservedDomain { env: label(ingress, LABEL_ENVIRONMENT), last_applied: spec, drift },
@@ -34,7 +42,42 @@ pub fn observed(listed: &Listed) -> Observed {
     Observed { apps, domains: Some(domains), ..Observed::default() }
 }
 
-fn app(name: &str, deployment: &DynamicObject, listed: &Listed) -> ObservedApp {
+/// What railyard applies for each object it finds, rebuilt from the specs the objects recorded (their last-applied
+/// annotations). Only which fields are set matters here, so the mapping's default settings serve.
+fn declared_bodies(listed: &Listed, env: &Environment) -> Declared {
+    let apps = listed
+        .iter()
+        .filter(|((kind, _), _)| *kind == Kind::Deployment)
+        .filter_map(|(_, deployment)| last_applied::<AppSpec>(deployment))
+        .map(|spec| (spec.name.clone(), spec))
+        .collect();
+    let domains = listed
+        .iter()
+        .filter(|((kind, _), _)| *kind == Kind::Ingress)
+        .filter_map(|(_, ingress)| last_applied::<DomainSpec>(ingress))
+        .map(|spec| (spec.host.clone(), spec))
+        .collect();
+    let desired = DesiredState {
+        env: env.clone(),
+        commit: None,
+        sync: SyncPolicy::Auto,
+        apps,
+        domains,
+        warnings: Vec::new(),
+        blockers: Vec::new(),
+        platform: Default::default(),
+    };
+    mapping::manifests(&desired, &KubernetesSettings::default())
+        .objects
+        .iter()
+        .filter_map(|object| {
+            let kind = Kind::named(object.kind())?;
+            Some(((kind, object.name().to_owned()), serde_json::to_value(object).ok()?))
+        })
+        .collect()
+}
+
+fn app(name: &str, deployment: &DynamicObject, listed: &Listed, declared: &Declared) -> ObservedApp {
     let spec: Option<AppSpec> = last_applied(deployment);
     let spec_hash = spec.as_ref().map(AppSpec::spec_hash).unwrap_or_default();
     let health = health(deployment);
@@ -63,7 +106,7 @@ fn app(name: &str, deployment: &DynamicObject, listed: &Listed) -> ObservedApp {
         .iter()
         .filter(|((kind, _), object)| *kind != Kind::Ingress && label(object, LABEL_NAME) == name)
         .map(|((kind, _), object)| (*kind, object));
-    drift.extend(owned.flat_map(|(kind, object)| foreign_changes(kind, object)));
+    drift.extend(owned.flat_map(|(kind, object)| foreign_changes(kind, object, declared)));
     ObservedApp {
         name: name.to_owned(),
         env: label(deployment, LABEL_ENVIRONMENT),
@@ -114,10 +157,13 @@ fn missing_objects(spec: &AppSpec, listed: &Listed) -> Vec<String> {
         .collect()
 }
 
-/// Fields of the object's spec that a field manager other than railyard changed. The replica count is left out:
-/// an autoscaler owns it by design, and a count changed by hand shows as a replica count that differs.
-fn foreign_changes(kind: Kind, object: &DynamicObject) -> Vec<String> {
+/// Fields of the object's spec that railyard sets and a field manager other than railyard now owns (it changed
+/// them: server-side apply moved them to it). Fields railyard never sets are the other manager's own business; when
+/// railyard's body cannot be rebuilt, every foreign field counts. The replica count is left out: an autoscaler owns
+/// it by design, and a count changed by hand shows as a replica count that differs.
+fn foreign_changes(kind: Kind, object: &DynamicObject, declared: &Declared) -> Vec<String> {
     let name = object.metadata.name.as_deref().unwrap_or_default();
+    let railyards = declared.get(&(kind, name.to_owned()));
     let mut changes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for entry in object.metadata.managed_fields.iter().flatten() {
         let manager = entry.manager.as_deref().unwrap_or("an unnamed manager");
@@ -126,8 +172,12 @@ fn foreign_changes(kind: Kind, object: &DynamicObject) -> Vec<String> {
         }
         let Some(spec) = entry.fields_v1.as_ref().and_then(|fields| fields.0.get("f:spec")) else { continue };
         let mut paths = Vec::new();
-        leaves(spec, "spec", &mut paths);
-        paths.retain(|path| path != "spec.replicas");
+        leaves(spec, &mut vec!["f:spec".to_owned()], &mut paths);
+        let paths = paths
+            .into_iter()
+            .filter(|path| railyards.is_none_or(|body| sets(body, path)))
+            .map(|path| dotted(&path))
+            .filter(|path| path != "spec.replicas");
         changes.entry(manager.to_owned()).or_default().extend(paths);
     }
     changes
@@ -140,21 +190,75 @@ fn foreign_changes(kind: Kind, object: &DynamicObject) -> Vec<String> {
         .collect()
 }
 
-/// The dotted paths of the leaves of a `fieldsV1` tree (`f:name` keys; list items shown as `[]`).
-fn leaves(fields: &Value, path: &str, into: &mut Vec<String>) {
+/// The leaf paths of a `fieldsV1` tree, each a list of its keys (`f:spec`, `k:{"name":"web"}`, `v:"x"`).
+fn leaves(fields: &Value, path: &mut Vec<String>, into: &mut Vec<Vec<String>>) {
     let children: Vec<(&String, &Value)> =
         fields.as_object().map(|map| map.iter().filter(|(key, _)| key.as_str() != ".").collect()).unwrap_or_default();
     if children.is_empty() {
-        into.push(path.to_owned());
+        into.push(path.clone());
         return;
     }
     for (key, child) in children {
-        let step = match key.strip_prefix("f:") {
-            Some(field) => format!("{path}.{field}"),
-            None => format!("{path}[]"),
-        };
-        leaves(child, &step, into);
+        path.push(key.clone());
+        leaves(child, path, into);
+        path.pop();
     }
+}
+
+/// Whether `body` sets the field at a `fieldsV1` path. A list item is found by its keys; a port's `protocol`
+/// left out is the API server's default, TCP.
+fn sets(body: &Value, path: &[String]) -> bool {
+    let mut node = body;
+    for segment in path {
+        let next = if let Some(field) = segment.strip_prefix("f:") {
+            node.get(field)
+        } else if let Some(identity) = segment.strip_prefix("k:") {
+            let identity: serde_json::Map<String, Value> = serde_json::from_str(identity).unwrap_or_default();
+            node.as_array().and_then(|items| {
+                items.iter().find(|item| {
+                    identity.iter().all(|(key, wanted)| match item.get(key) {
+                        Some(found) => found == wanted,
+                        None => key == "protocol" && wanted == "TCP",
+                    })
+                })
+            })
+        } else if let Some(member) = segment.strip_prefix("v:") {
+            let member: Value = serde_json::from_str(member).unwrap_or_default();
+            node.as_array().and_then(|items| items.iter().find(|item| **item == member))
+        } else {
+            None
+        };
+        match next {
+            Some(found) => node = found,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// `spec.template.spec.containers[name=web].env[name=LOG_LEVEL].value`.
+fn dotted(path: &[String]) -> String {
+    let mut text = String::new();
+    for segment in path {
+        if let Some(field) = segment.strip_prefix("f:") {
+            if !text.is_empty() {
+                text.push('.');
+            }
+            text.push_str(field);
+        } else if let Some(identity) = segment.strip_prefix("k:") {
+            let identity: serde_json::Map<String, Value> = serde_json::from_str(identity).unwrap_or_default();
+            let keys: Vec<String> = identity
+                .iter()
+                .map(|(key, value)| {
+                    format!("{key}={}", value.as_str().map_or_else(|| value.to_string(), str::to_owned))
+                })
+                .collect();
+            text.push_str(&format!("[{}]", keys.join(",")));
+        } else {
+            text.push_str("[]");
+        }
+    }
+    text
 }
 
 fn label(object: &DynamicObject, key: &str) -> String {
