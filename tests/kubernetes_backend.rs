@@ -613,11 +613,10 @@ fn an_app_that_gains_a_scaling_rule_keeps_its_replicas_through_the_hand_over() {
     });
 }
 
-/// Issue 24, found by the faithful fake and not fixed here: a ScalingRule added to an app whose spec is otherwise
-/// unchanged plans the app Unchanged (its spec hash leaves `autoscale` out, src/plan), so no
-/// HorizontalPodAutoscaler is ever created on Kubernetes. Needs the planner to see an autoscale change.
+/// Issue 24, found by the faithful fake: a ScalingRule added to an app whose spec is otherwise unchanged was planned
+/// Unchanged (the spec hash leaves `autoscale` out), so no HorizontalPodAutoscaler was ever created. The backend now
+/// says it applies autoscalers, and the planner updates the app.
 #[test]
-#[ignore = "the planner does not see a ScalingRule added alone (src/plan, outside the Kubernetes backend)"]
 fn an_app_that_gains_only_a_scaling_rule_gets_its_autoscaler() {
     let case = KubeCase::new("rule-alone", "");
     case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 3\nresources: { cpus: \"0.5\" }\n"));

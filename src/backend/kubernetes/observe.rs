@@ -39,7 +39,8 @@ pub fn observed(listed: &Listed, env: &Environment) -> Observed {
             ))
         })
         .collect();
-    Observed { apps, domains: Some(domains), ..Observed::default() }
+    // The HorizontalPodAutoscaler is applied with the app, and the last-applied annotation holds its rule.
+    Observed { apps, domains: Some(domains), applies_autoscalers: true, ..Observed::default() }
 }
 
 /// What railyard applies for each object it finds, rebuilt from the specs the objects recorded (their last-applied
