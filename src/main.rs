@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use cli::args::{Cli, Command, Export, LogFormat};
 use cli::output::EXIT_FAILED;
-use cli::{daemon_client, export, plan_apply, secret, serve};
+use cli::{daemon_client, doctor, export, plan_apply, secret, serve};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -62,6 +62,9 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
             on_one_thread(daemon_client::rollback(&daemon, &env, &commit, yes, force))
         }
         Command::Unpin { env, daemon } => on_one_thread(daemon_client::unpin(&daemon, &env)),
+        Command::Doctor { backend, kubeconfig, context } => {
+            on_one_thread(doctor::doctor(backend.into(), kubeconfig, context))
+        }
         Command::Secret { action } => secret::secret(action),
         Command::Serve { args } => serve::serve_until_stopped(*args),
         Command::Validate { dir } => plan_apply::validate(&dir),

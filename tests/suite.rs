@@ -10,6 +10,7 @@ mod converge;
 mod daemon;
 mod docker;
 mod docs;
+mod doctor;
 mod environments;
 mod fake_kube;
 mod forge;

@@ -139,6 +139,24 @@ pub enum Command {
         #[command(subcommand)]
         action: SecretAction,
     },
+    /// Check a Kubernetes cluster (or this host's Docker Engine) before railyard's first use of it: reachable, its
+    /// version, the permissions railyard needs, an IngressClass, cert-manager's issuers, metrics-server.
+    #[command(after_help = "Exit status: 0 ready (a `warn` line says what users would miss and how to fix it), 1 \
+                            something must be fixed first.\n\n\
+                            Examples:\n  railyard doctor\n  \
+                            railyard doctor --kubeconfig ~/.kube/prod.yaml --context prod\n  \
+                            railyard doctor --backend docker")]
+    Doctor {
+        /// What to check.
+        #[arg(long, value_enum, default_value = "kubernetes")]
+        backend: super::target_args::BackendArg,
+        /// The kubeconfig to read instead of KUBECONFIG / ~/.kube/config.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// The kubeconfig's context instead of its current one.
+        #[arg(long)]
+        context: Option<String>,
+    },
     /// Make an environment pinned by a rollback follow its branch again.
     #[command(after_help = "Examples:
   railyard unpin --env production")]

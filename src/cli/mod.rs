@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod daemon_client;
+pub mod doctor;
 pub mod export;
 pub mod output;
 pub mod plan_apply;

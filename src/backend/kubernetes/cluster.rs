@@ -58,7 +58,7 @@ impl Kind {
         }
     }
 
-    fn resource(self) -> ApiResource {
+    pub(super) fn resource(self) -> ApiResource {
         match self {
             Kind::Namespace => ApiResource::erase::<Namespace>(&()),
             Kind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),

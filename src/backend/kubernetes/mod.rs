@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod doctor;
 pub mod mapping;
 pub mod observe;
 
@@ -159,7 +160,10 @@ impl KubernetesBackend {
     }
 }
 
-async fn client_config(explicit: Option<&Path>, context: Option<&str>) -> Result<kube::Config, KubernetesError> {
+pub(super) async fn client_config(
+    explicit: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Config, KubernetesError> {
     let from_env = std::env::var_os("KUBECONFIG").filter(|value| !value.is_empty()).map(PathBuf::from);
     let home = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube").join("config"));
     let mut tried = Vec::new();
