@@ -105,6 +105,19 @@ async fn moving_staging_to_another_target_is_a_plan_that_waits_for_a_sync_and_le
     assert_eq!(yard.worlds["memory/old"].running(&staging_project).apps.len(), 1, "nothing moved yet");
     assert!(yard.worlds["memory/new"].running(&staging_project).apps.is_empty());
 
+    // The old target does not answer when the move is synced: staging runs on the new one, and the destroy on the
+    // old one waits, as the move's last step, for the next sync (the manual policy: nothing is destroyed unasked).
+    yard.worlds["memory/old"].reachable(false);
+    let (status, _) = yard.http("POST", "/api/v1/sync?env=staging", Some(TOKEN)).await;
+    assert_eq!(status, 202);
+    let stuck = yard.until_in("staging", "the old target's failure", |env| env.sync_status == SyncStatus::Error).await;
+    let error = stuck.error.unwrap_or_default();
+    assert!(error.contains("destroying it on its old target memory/old failed"), "{error}");
+    assert_eq!(yard.worlds["memory/new"].running(&staging_project).apps["web"].replicas.len(), 2);
+    yard.worlds["memory/old"].reachable(true);
+    let waiting =
+        yard.until_in("staging", "the rest of the move", |env| env.sync_status == SyncStatus::OutOfSync).await;
+    assert!(waiting.plan.is_some_and(|plan| plan.moving.is_some() && plan.summary.changes() == 0));
     let (status, _) = yard.http("POST", "/api/v1/sync?env=staging", Some(TOKEN)).await;
     assert_eq!(status, 202);
     let moved = yard
