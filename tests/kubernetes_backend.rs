@@ -660,3 +660,33 @@ fn an_instance_label_over_63_characters_is_refused_at_validation_and_63_is_appli
         "{said:?}"
     );
 }
+
+/// Issue 24: a Deployment's `spec.selector` cannot change (the API server answers 422 `field is immutable`). A
+/// Deployment found with a selector other than the one railyard writes (made by an older railyard, or by hand) is
+/// shown in the plan as to be replaced, with the reason, and the apply deletes it and creates it again.
+#[test]
+fn a_deployment_whose_selector_must_change_is_planned_and_applied_as_a_replacement() {
+    let case = KubeCase::new("selector", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        let uid =
+            |fake: &FakeKube| fake.object("deployments", ns, "web").expect("Deployment")["metadata"]["uid"].clone();
+        let before = uid(fake);
+        fake.edit("deployments", ns, "web", "railyard", |body| {
+            body["spec"]["selector"]["matchLabels"]["tier"] = json!("web");
+            body["spec"]["template"]["metadata"]["labels"]["tier"] = json!("web");
+        });
+        let plan = plan_of(backend, &desired).await;
+        let action = plan.apps.iter().find(|action| action.name == "web").expect("web");
+        let railyard::plan::Change::Repair { reasons } = &action.change else { panic!("{plan:?}") };
+        assert!(reasons.iter().any(|reason| reason.contains("selector") && reason.contains("replaced")), "{reasons:?}");
+        sync_ok(backend, &desired).await;
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        assert_eq!(deployment.pointer("/spec/selector/matchLabels/tier"), None);
+        assert_ne!(uid(fake), before, "a new Deployment");
+        assert!(!plan_of(backend, &desired).await.has_changes());
+    });
+}
