@@ -2,6 +2,10 @@
 //! real API server would answer for the requests the Kubernetes backend sends: server-side apply creating and
 //! updating, resourceVersion, label-selector lists, a conflict between two field managers (409 naming the field and
 //! the manager) and `force`, deletes, the namespace cascade, a Deployment status the test sets, and the request log.
+//! Issue 24: each behaviour railyard depends on, stated as the real server has it: lists merged by the keys the
+//! official OpenAPI declares (the table checked against it), per-field ownership, defaulting, validation against
+//! the OpenAPI (422), immutable fields, namespace termination (403 for new content), status lagging the
+//! generation, 401 without a token and 403 for a verb the shipped ClusterRole does not grant.
 
 use crate::support;
 
@@ -10,7 +14,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::fake_kube::{FakeKube, Rollout};
+use support::fake_kube::{FakeKube, RAILYARD_TOKEN, Rollout};
 
 /// A namespace applied by `railyard`, as the backend will create one.
 async fn apply_namespace(client: &kube::Client, name: &str) {
@@ -498,20 +502,21 @@ fn a_sync_test_applies_yaml_over_plain_http() {
     let fake = FakeKube::start();
     let yaml = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\n  labels:\n    app.kubernetes.io/managed-by: railyard\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: 1Gi\n";
     let path = "/api/v1/namespaces/default/persistentvolumeclaims/data?fieldManager=railyard";
-    let headers = [("Content-Type", "application/apply-patch+yaml")];
+    let token = format!("Bearer {RAILYARD_TOKEN}");
+    let headers = [("Content-Type", "application/apply-patch+yaml"), ("Authorization", token.as_str())];
     let (code, body) = support::http(fake.port(), "PATCH", path, &headers, yaml.as_bytes());
     assert_eq!(code, 201, "{body}");
     let stored = fake.object("persistentvolumeclaims", "default", "data").expect("stored");
     assert_eq!(stored["spec"]["resources"]["requests"]["storage"], "1Gi");
 
-    let (code, body) =
-        support::http(fake.port(), "PATCH", path, &[("Content-Type", "application/merge-patch+json")], b"{}");
+    let merge = [("Content-Type", "application/merge-patch+json"), ("Authorization", token.as_str())];
+    let (code, body) = support::http(fake.port(), "PATCH", path, &merge, b"{}");
     assert_eq!(code, 415, "only server-side apply is served: {body}");
     let (code, body) = support::http(
         fake.port(),
         "GET",
         "/api/v1/namespaces/default/persistentvolumeclaims?labelSelector=app.kubernetes.io%2Fmanaged-by%3Drailyard",
-        &[],
+        &[("Authorization", token.as_str())],
         b"",
     );
     assert_eq!(code, 200);
@@ -1057,5 +1062,66 @@ async fn immutable_fields_are_refused_once_set() {
         status.message,
         "PersistentVolumeClaim \"data\" is invalid: spec: Forbidden: spec is immutable after creation except \
          resources.requests and volumeAttributesClassName for bound claims"
+    );
+}
+
+/// Authentication: a request without a bearer token (or with one the server does not know) is 401 Unauthorized in
+/// the real Status shape, whatever it asks for.
+#[test]
+fn a_request_without_a_known_token_is_401() {
+    let fake = FakeKube::start();
+    for headers in [vec![], vec![("Authorization", "Bearer someone-elses")]] {
+        let (code, body) = support::http(fake.port(), "GET", "/api/v1/namespaces", &headers, b"");
+        assert_eq!(code, 401, "{body}");
+        let status: Value = serde_json::from_str(&body).expect("a Status");
+        assert_eq!(
+            (status["reason"].as_str(), status["message"].as_str()),
+            (Some("Unauthorized"), Some("Unauthorized"))
+        );
+    }
+    let (code, _) =
+        support::http(fake.port(), "GET", "/api/v1/namespaces", &[("Authorization", "Bearer fake-token")], b"");
+    assert_eq!(code, 200);
+}
+
+/// Authorization: railyard's token gets exactly the ClusterRole of docker/kubernetes.yaml (the shipped RBAC). A
+/// verb it does not grant is 403 Forbidden naming the user, verb, resource, group and scope as the real server
+/// does; an apply that would create an object needs `create` besides `patch`. (Every other test in the
+/// Kubernetes suites runs under this RBAC: their passing shows the shipped role is enough.)
+#[tokio::test]
+async fn a_verb_the_shipped_role_does_not_grant_is_403() {
+    let fake = FakeKube::start();
+    let client = fake.client();
+    apply_namespace(&client, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let created = apply_deployment(&deployments, "railyard", &deployment("web", "web:1", None)).await.expect("apply");
+    let replaced = deployments.replace("web", &kube::api::PostParams::default(), &created).await;
+    let status = api_error(replaced.expect_err("no update verb in the role"));
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        status.message,
+        "deployments.apps \"web\" is forbidden: User \"system:serviceaccount:railyard:railyard\" cannot update \
+         resource \"deployments\" in API group \"apps\" in the namespace \"shop\""
+    );
+    let all: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let status =
+        api_error(all.delete_collection(&DeleteParams::default(), &ListParams::default()).await.expect_err("403"));
+    assert!(status.message.contains("cannot deletecollection resource \"deployments\""), "{}", status.message);
+
+    fake.revoke("apps", "deployments", "create");
+    let status = api_error(
+        apply_deployment(&deployments, "railyard", &deployment("api", "api:1", None)).await.expect_err("403"),
+    );
+    assert!(status.message.contains("cannot create resource \"deployments\""), "{}", status.message);
+    apply_deployment(&deployments, "railyard", &deployment("web", "web:2", None))
+        .await
+        .expect("patching one there needs no create");
+    fake.revoke("", "namespaces", "delete");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let status = api_error(namespaces.delete("shop", &DeleteParams::default()).await.expect_err("403"));
+    assert!(
+        status.message.ends_with("cannot delete resource \"namespaces\" in API group \"\" at the cluster scope"),
+        "{}",
+        status.message
     );
 }

@@ -690,3 +690,22 @@ fn a_deployment_whose_selector_must_change_is_planned_and_applied_as_a_replaceme
         assert!(!plan_of(backend, &desired).await.has_changes());
     });
 }
+
+/// Issue 24: the fake grants railyard's token the ClusterRole of docker/kubernetes.yaml and nothing more, so every
+/// test here runs under the shipped RBAC. A grant taken away shows as railyard's error naming what was refused and
+/// pointing at its RBAC.
+#[test]
+fn a_grant_missing_from_the_role_is_reported_naming_the_verb_and_the_rbac() {
+    let case = KubeCase::new("rbac", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        case.fake.revoke("", "namespaces", "delete");
+        let error = backend.destroy(&desired.env).await.expect_err("403").to_string();
+        assert!(
+            error.contains("cannot delete resource \"namespaces\"") && error.contains("check railyard's RBAC"),
+            "{error}"
+        );
+    });
+}
