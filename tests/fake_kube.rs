@@ -1125,3 +1125,64 @@ async fn a_verb_the_shipped_role_does_not_grant_is_403() {
         status.message
     );
 }
+
+/// The `scale` subresource of a Deployment (autoscaling/v1 `Scale`), through which the HorizontalPodAutoscaler's
+/// controller reads and sets the replica count: a change there is an Update of `spec.replicas` by that manager,
+/// listed with `subresource: scale` in `managedFields`.
+#[tokio::test]
+async fn the_scale_subresource_reads_and_sets_replicas_as_its_managers_update() {
+    let fake = FakeKube::start();
+    apply_namespace(&fake.client(), "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(fake.client(), "shop");
+    apply_deployment(&deployments, "railyard", &deployment("web", "web:1", Some(2))).await.expect("apply");
+    let controller: Api<Deployment> =
+        Api::namespaced(fake.client_with_token(Some(support::fake_kube::CONTROLLER_TOKEN)), "shop");
+    let scale = controller.get_scale("web").await.expect("get scale");
+    assert_eq!(scale.spec.and_then(|spec| spec.replicas), Some(2));
+    assert_eq!(scale.status.map(|status| status.selector), Some(Some("app.kubernetes.io/name=web".into())));
+    let params = PatchParams { field_manager: Some("kube-controller-manager".into()), ..PatchParams::default() };
+    let scaled = controller
+        .patch_scale("web", &params, &Patch::Merge(json!({ "spec": { "replicas": 5 } })))
+        .await
+        .expect("patch scale");
+    assert_eq!(scaled.spec.and_then(|spec| spec.replicas), Some(5));
+    let read = deployments.get("web").await.expect("get");
+    assert_eq!(read.spec.replicas, Some(5));
+    let entry = read
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|entry| entry.manager.as_deref() == Some("kube-controller-manager"))
+        .expect("the controller's entry");
+    assert_eq!((entry.operation.as_deref(), entry.subresource.as_deref()), (Some("Update"), Some("scale")));
+    assert!(fields_of(&read, "railyard")["f:spec"].get("f:replicas").is_none(), "the field moved");
+}
+
+/// metrics.k8s.io: a cluster without metrics-server answers 404 for the group; with it, PodMetrics carry their
+/// pod's labels (a label selector filters them) and each container's CPU in nanocores.
+#[tokio::test]
+async fn pod_metrics_are_served_once_metrics_server_runs() {
+    use kube::api::{ApiResource, DynamicObject};
+    let fake = FakeKube::start();
+    apply_namespace(&fake.client(), "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(fake.client(), "shop");
+    apply_deployment(&deployments, "railyard", &deployment("web", "web:1", Some(2))).await.expect("apply");
+    let resource = ApiResource {
+        group: "metrics.k8s.io".into(),
+        version: "v1beta1".into(),
+        api_version: "metrics.k8s.io/v1beta1".into(),
+        kind: "PodMetrics".into(),
+        plural: "pods".into(),
+    };
+    let metrics: Api<DynamicObject> = Api::namespaced_with(fake.client(), "shop", &resource);
+    let status = api_error(metrics.list(&ListParams::default()).await.expect_err("no metrics-server"));
+    assert_eq!(status.code, 404);
+    assert!(fake.set_pod_cpu("shop", "web", &[250, 750]));
+    let listed = metrics.list(&ListParams::default().labels("app.kubernetes.io/name=web")).await.expect("list");
+    let cpu: Vec<&str> =
+        listed.items.iter().filter_map(|pod| pod.data.pointer("/containers/0/usage/cpu")?.as_str()).collect();
+    assert_eq!(cpu, ["250000000n", "750000000n"]);
+    let none = metrics.list(&ListParams::default().labels("app.kubernetes.io/name=api")).await.expect("list");
+    assert!(none.items.is_empty());
+}

@@ -504,6 +504,22 @@ fn without_a_metrics_server_the_load_is_unknown_and_no_error() {
     });
 }
 
+/// Issue 24: with metrics-server running, each app's load is the average CPU of its pods, from metrics.k8s.io.
+#[test]
+fn with_a_metrics_server_each_apps_load_is_its_pods_average_cpu() {
+    let case = KubeCase::new("metrics", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 2\n"));
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        assert!(case.fake.set_pod_cpu(case.ns(), "web", &[250, 750]));
+        let loads = backend.metrics(&desired.env).await.expect("metrics");
+        assert_eq!(loads.len(), 1, "{loads:?}");
+        assert_eq!((loads[0].app.as_str(), loads[0].replicas), ("web", 2));
+        assert!((loads[0].cpu_percent - 50.0).abs() < 1e-9, "{loads:?}");
+    });
+}
+
 #[test]
 fn an_ingress_edited_by_another_manager_or_deleted_is_repaired() {
     let case = KubeCase::new("ingress-drift", "");

@@ -19,6 +19,8 @@
 //! Every stored result is validated as the API server validates it: the official OpenAPI schema of the kind
 //! ([`OPENAPI_FILE`], checked against `kubernetes-validate`'s), names, label values, port names, a Deployment's
 //! selector against its template, and the fields that are immutable once set; a refusal is 422 Invalid.
+//! A Deployment's `scale` subresource is served (for the autoscaler's controller, [`CONTROLLER_TOKEN`]), and so is
+//! metrics.k8s.io once the test runs metrics-server ([`FakeKube::set_pod_cpu`]).
 //! Requests are authenticated (railyard's bearer token, [`RAILYARD_TOKEN`], else 401) and authorized against the
 //! ClusterRole of docker/kubernetes.yaml, read from that file (a verb it does not grant is 403).
 //! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, validation rules beyond those
@@ -183,6 +185,8 @@ fn resource_type(plural: &str) -> &'static ResourceType {
 #[derive(Clone, Debug)]
 struct Ownership {
     operation: &'static str,
+    /// `scale` for a change made through the scale subresource (listed as such in `managedFields`).
+    subresource: Option<&'static str>,
     api_version: String,
     time: String,
     fields: BTreeSet<FieldPath>,
@@ -221,11 +225,16 @@ struct Cluster {
     termination_reads: usize,
     /// What railyard's token may do: (API group, resource, verb), as the shipped ClusterRole grants it.
     grants: BTreeSet<(String, String, String)>,
+    /// Whether metrics-server runs (metrics.k8s.io is served), and the PodMetrics it reports.
+    metrics_server: bool,
+    pod_metrics: Vec<Value>,
 }
 
 /// The bearer token of railyard's service account in the kubeconfig the fake writes (bound to the ClusterRole of
 /// docker/kubernetes.yaml).
 pub const RAILYARD_TOKEN: &str = "fake-token";
+/// The token of the cluster's own controllers (kube-controller-manager: the HPA's), which RBAC lets do anything.
+pub const CONTROLLER_TOKEN: &str = "fake-controller-token";
 /// The user the real server names in a refusal for [`RAILYARD_TOKEN`].
 const RAILYARD_USER: &str = "system:serviceaccount:railyard:railyard";
 
@@ -493,31 +502,36 @@ preferences: {{}}
         change: impl FnOnce(&mut Value),
     ) -> bool {
         let resource = resource_type(plural);
-        let mut state = self.state();
         let key = object_key(resource, namespace, name);
-        let Some(before) = state.objects.get(&key).cloned() else { return false };
-        let mut after = before.clone();
-        change(&mut after.body);
-        let old_fields = field_set(resource.kind, &before.body);
-        let new_fields = field_set(resource.kind, &after.body);
-        let changed: BTreeSet<FieldPath> =
-            old_fields.union(&new_fields).filter(|path| differs(&before.body, &after.body, path)).cloned().collect();
-        // An Update never conflicts: the fields it changes (and whatever lay inside a removed item) leave their
-        // owners and become the editor's.
-        for ownership in after.owners.values_mut() {
-            ownership.fields.retain(|owned| !changed.iter().any(|path| owned.starts_with(path)));
-        }
-        let time = now();
-        let editor = after.owners.entry(manager.to_string()).or_insert_with(|| Ownership {
-            operation: "Update",
-            api_version: resource.api_version(),
-            time: time.clone(),
-            fields: BTreeSet::new(),
+        self.state().update(resource, &key, manager, None, change).is_some()
+    }
+
+    /// Runs metrics-server: from now on metrics.k8s.io serves PodMetrics, one per entry of `cpu_millicores`, for
+    /// pods of Deployment `deployment` (labelled as its pod template is), each using that much CPU.
+    pub fn set_pod_cpu(&self, namespace: &str, deployment: &str, cpu_millicores: &[u64]) -> bool {
+        let mut state = self.state();
+        let key = object_key(resource_type("deployments"), namespace, deployment);
+        let Some(labels) =
+            state.objects.get(&key).and_then(|object| object.body.pointer("/spec/template/metadata/labels").cloned())
+        else {
+            return false;
+        };
+        state.metrics_server = true;
+        state.pod_metrics.retain(|pod| {
+            pod.pointer("/metadata/namespace").and_then(Value::as_str) != Some(namespace)
+                || !pod
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|name| name.starts_with(&format!("{deployment}-")))
         });
-        editor.time = time;
-        editor.fields.extend(changed.into_iter().filter(|path| new_fields.contains(path)));
-        after.owners.retain(|_, ownership| !ownership.fields.is_empty());
-        state.finish_write(resource, &key, Some(&before), after);
+        for (index, millicores) in cpu_millicores.iter().enumerate() {
+            state.pod_metrics.push(json!({
+                "metadata": { "name": format!("{deployment}-5d8f7c9b4-{index}"), "namespace": namespace, "labels": labels },
+                "timestamp": now(),
+                "window": "15s",
+                "containers": [{ "name": deployment, "usage": { "cpu": format!("{}n", millicores * 1_000_000), "memory": "12Mi" } }],
+            }));
+        }
         true
     }
 
@@ -561,14 +575,18 @@ fn rendered(object: &StoredObject) -> Value {
         .owners
         .iter()
         .map(|(manager, ownership)| {
-            json!({
+            let mut entry = json!({
                 "manager": manager,
                 "operation": ownership.operation,
                 "apiVersion": ownership.api_version,
                 "time": ownership.time,
                 "fieldsType": "FieldsV1",
                 "fieldsV1": fields_v1(&ownership.fields),
-            })
+            });
+            if let Some(subresource) = ownership.subresource {
+                entry["subresource"] = json!(subresource);
+            }
+            entry
         })
         .collect();
     if !managed.is_empty() {
@@ -1250,6 +1268,9 @@ impl Cluster {
         path: &str,
         query: &BTreeMap<String, String>,
     ) -> Result<(), (StatusCode, Value)> {
+        if token == Some(CONTROLLER_TOKEN) {
+            return Ok(());
+        }
         if token != Some(RAILYARD_TOKEN) {
             return Err((
                 StatusCode::UNAUTHORIZED,
@@ -1301,6 +1322,122 @@ impl Cluster {
         ))
     }
 
+    /// An Update by `manager` (never a conflict): the fields it changes (and whatever lay inside a removed item)
+    /// leave their owners and become the manager's. Returns the object as served, or `None` when it does not exist.
+    fn update(
+        &mut self,
+        resource: &'static ResourceType,
+        key: &ObjectKey,
+        manager: &str,
+        subresource: Option<&'static str>,
+        change: impl FnOnce(&mut Value),
+    ) -> Option<Value> {
+        let before = self.objects.get(key).cloned()?;
+        let mut after = before.clone();
+        change(&mut after.body);
+        let old_fields = field_set(resource.kind, &before.body);
+        let new_fields = field_set(resource.kind, &after.body);
+        let changed: BTreeSet<FieldPath> =
+            old_fields.union(&new_fields).filter(|path| differs(&before.body, &after.body, path)).cloned().collect();
+        for ownership in after.owners.values_mut() {
+            ownership.fields.retain(|owned| !changed.iter().any(|path| owned.starts_with(path)));
+        }
+        let time = now();
+        let editor = after.owners.entry(manager.to_string()).or_insert_with(|| Ownership {
+            operation: "Update",
+            subresource,
+            api_version: resource.api_version(),
+            time: time.clone(),
+            fields: BTreeSet::new(),
+        });
+        editor.time = time;
+        editor.fields.extend(changed.into_iter().filter(|path| new_fields.contains(path)));
+        after.owners.retain(|_, ownership| !ownership.fields.is_empty());
+        Some(self.finish_write(resource, key, Some(&before), after))
+    }
+
+    /// A Deployment's `scale` subresource (autoscaling/v1 Scale), as the HorizontalPodAutoscaler's controller reads
+    /// and writes it.
+    fn scale(
+        &mut self,
+        method: &Method,
+        key: &ObjectKey,
+        query: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let resource = resource_type("deployments");
+        if matches!(*method, Method::PUT | Method::PATCH) {
+            let wanted: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let Some(replicas) = wanted.pointer("/spec/replicas").and_then(Value::as_u64) else {
+                return bad_request("a Scale sets spec.replicas".into());
+            };
+            let manager = query.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
+            let updated =
+                self.update(resource, key, &manager, Some("scale"), |body| body["spec"]["replicas"] = json!(replicas));
+            if updated.is_none() {
+                return not_found(resource, &key.2);
+            }
+        }
+        let Some(object) = self.objects.get(key) else { return not_found(resource, &key.2) };
+        let selector: Vec<String> = object
+            .body
+            .pointer("/spec/selector/matchLabels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(label, value)| format!("{label}={}", value.as_str().unwrap_or_default()))
+            .collect();
+        let metadata = &object.body["metadata"];
+        (
+            StatusCode::OK,
+            json!({
+                "kind": "Scale",
+                "apiVersion": "autoscaling/v1",
+                "metadata": {
+                    "name": metadata["name"], "namespace": metadata["namespace"], "uid": metadata["uid"],
+                    "resourceVersion": metadata["resourceVersion"], "creationTimestamp": metadata["creationTimestamp"],
+                },
+                "spec": { "replicas": object.body.pointer("/spec/replicas").cloned().unwrap_or(json!(1)) },
+                "status": {
+                    "replicas": object.body.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+                    "selector": selector.join(","),
+                },
+            }),
+        )
+    }
+
+    /// metrics.k8s.io PodMetrics of namespace `namespace`, served once the test set some (a cluster without
+    /// metrics-server answers 404 for the whole group).
+    fn pod_metrics(&self, namespace: &str, query: &BTreeMap<String, String>) -> (StatusCode, Value) {
+        if !self.metrics_server {
+            return status_failure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource".into(),
+                json!({}),
+            );
+        }
+        let requirements = match parse_label_selector(query.get("labelSelector").map_or("", String::as_str)) {
+            Ok(requirements) => requirements,
+            Err(message) => return bad_request(message),
+        };
+        let empty = Map::new();
+        let items: Vec<Value> = self
+            .pod_metrics
+            .iter()
+            .filter(|pod| pod.pointer("/metadata/namespace").and_then(Value::as_str) == Some(namespace))
+            .filter(|pod| {
+                let labels = pod.pointer("/metadata/labels").and_then(Value::as_object).unwrap_or(&empty);
+                requirements.iter().all(|requirement| requirement.matches(labels))
+            })
+            .cloned()
+            .collect();
+        (
+            StatusCode::OK,
+            json!({ "kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items }),
+        )
+    }
+
     fn next_resource_version(&mut self) -> String {
         self.last_resource_version += 1;
         self.last_resource_version.to_string()
@@ -1332,6 +1469,12 @@ impl Cluster {
         content_type: &str,
         body: &[u8],
     ) -> (StatusCode, Value) {
+        if let ["apis", "metrics.k8s.io", "v1beta1", "namespaces", namespace, "pods"] =
+            path.trim_matches('/').split('/').collect::<Vec<_>>().as_slice()
+            && *method == Method::GET
+        {
+            return self.pod_metrics(namespace, query);
+        }
         let Some(route) = route(path) else {
             return status_failure(
                 StatusCode::NOT_FOUND,
@@ -1375,6 +1518,10 @@ impl Cluster {
                 self.create(resource, namespace.as_deref(), query, body)
             }
             (Route::Object { resource, namespace, name, subresource }, method) => {
+                if subresource.as_deref() == Some("scale") && resource.plural == "deployments" {
+                    let key = object_key(resource, namespace.as_deref().unwrap_or_default(), &name);
+                    return self.scale(method, &key, query, body);
+                }
                 if subresource.as_deref().is_some_and(|sub| sub != "status" || !resource.has_status) {
                     return status_failure(
                         StatusCode::NOT_FOUND,
@@ -1588,6 +1735,7 @@ impl Cluster {
             manager,
             Ownership {
                 operation: "Update",
+                subresource: None,
                 api_version: resource.api_version(),
                 time: now(),
                 fields: field_set(resource.kind, &body),
@@ -1729,6 +1877,7 @@ impl Cluster {
         let unchanged_ownership = previously == wanted && conflicts.is_empty();
         let entry = object.owners.entry(manager.clone()).or_insert_with(|| Ownership {
             operation: "Apply",
+            subresource: None,
             api_version: resource.api_version(),
             time: time.clone(),
             fields: BTreeSet::new(),
