@@ -504,6 +504,22 @@ fn without_a_metrics_server_the_load_is_unknown_and_no_error() {
     });
 }
 
+/// Issue 24: with metrics-server running, each app's load is the average CPU of its pods, from metrics.k8s.io.
+#[test]
+fn with_a_metrics_server_each_apps_load_is_its_pods_average_cpu() {
+    let case = KubeCase::new("metrics", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 2\n"));
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        assert!(case.fake.set_pod_cpu(case.ns(), "web", &[250, 750]));
+        let loads = backend.metrics(&desired.env).await.expect("metrics");
+        assert_eq!(loads.len(), 1, "{loads:?}");
+        assert_eq!((loads[0].app.as_str(), loads[0].replicas), ("web", 2));
+        assert!((loads[0].cpu_percent - 50.0).abs() < 1e-9, "{loads:?}");
+    });
+}
+
 #[test]
 fn an_ingress_edited_by_another_manager_or_deleted_is_repaired() {
     let case = KubeCase::new("ingress-drift", "");
@@ -658,4 +674,53 @@ fn an_instance_label_over_63_characters_is_refused_at_validation_and_63_is_appli
             && said[0].contains("63"),
         "{said:?}"
     );
+}
+
+/// Issue 24: a Deployment's `spec.selector` cannot change (the API server answers 422 `field is immutable`). A
+/// Deployment found with a selector other than the one railyard writes (made by an older railyard, or by hand) is
+/// shown in the plan as to be replaced, with the reason, and the apply deletes it and creates it again.
+#[test]
+fn a_deployment_whose_selector_must_change_is_planned_and_applied_as_a_replacement() {
+    let case = KubeCase::new("selector", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        let uid =
+            |fake: &FakeKube| fake.object("deployments", ns, "web").expect("Deployment")["metadata"]["uid"].clone();
+        let before = uid(fake);
+        fake.edit("deployments", ns, "web", "railyard", |body| {
+            body["spec"]["selector"]["matchLabels"]["tier"] = json!("web");
+            body["spec"]["template"]["metadata"]["labels"]["tier"] = json!("web");
+        });
+        let plan = plan_of(backend, &desired).await;
+        let action = plan.apps.iter().find(|action| action.name == "web").expect("web");
+        let railyard::plan::Change::Repair { reasons } = &action.change else { panic!("{plan:?}") };
+        assert!(reasons.iter().any(|reason| reason.contains("selector") && reason.contains("replaced")), "{reasons:?}");
+        sync_ok(backend, &desired).await;
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        assert_eq!(deployment.pointer("/spec/selector/matchLabels/tier"), None);
+        assert_ne!(uid(fake), before, "a new Deployment");
+        assert!(!plan_of(backend, &desired).await.has_changes());
+    });
+}
+
+/// Issue 24: the fake grants railyard's token the ClusterRole of docker/kubernetes.yaml and nothing more, so every
+/// test here runs under the shipped RBAC. A grant taken away shows as railyard's error naming what was refused and
+/// pointing at its RBAC.
+#[test]
+fn a_grant_missing_from_the_role_is_reported_naming_the_verb_and_the_rbac() {
+    let case = KubeCase::new("rbac", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        case.fake.revoke("", "namespaces", "delete");
+        let error = backend.destroy(&desired.env).await.expect_err("403").to_string();
+        assert!(
+            error.contains("cannot delete resource \"namespaces\"") && error.contains("check railyard's RBAC"),
+            "{error}"
+        );
+    });
 }

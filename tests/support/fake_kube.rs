@@ -19,6 +19,10 @@
 //! Every stored result is validated as the API server validates it: the official OpenAPI schema of the kind
 //! ([`OPENAPI_FILE`], checked against `kubernetes-validate`'s), names, label values, port names, a Deployment's
 //! selector against its template, and the fields that are immutable once set; a refusal is 422 Invalid.
+//! A Deployment's `scale` subresource is served (for the autoscaler's controller, [`CONTROLLER_TOKEN`]), and so is
+//! metrics.k8s.io once the test runs metrics-server ([`FakeKube::set_pod_cpu`]).
+//! Requests are authenticated (railyard's bearer token, [`RAILYARD_TOKEN`], else 401) and authorized against the
+//! ClusterRole of docker/kubernetes.yaml, read from that file (a verb it does not grant is 403).
 //! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, validation rules beyond those
 //! named (value ranges, cross-field rules of other kinds), finalizers other than the namespace's, atomic maps
 //! (`x-kubernetes-map-type: atomic`, such as a label selector, are merged key by key here), per-manager `Update`
@@ -181,6 +185,8 @@ fn resource_type(plural: &str) -> &'static ResourceType {
 #[derive(Clone, Debug)]
 struct Ownership {
     operation: &'static str,
+    /// `scale` for a change made through the scale subresource (listed as such in `managedFields`).
+    subresource: Option<&'static str>,
     api_version: String,
     time: String,
     fields: BTreeSet<FieldPath>,
@@ -217,6 +223,94 @@ struct Cluster {
     /// How many reads of namespaces a deleted namespace stays Terminating for (see
     /// [`FakeKube::set_namespace_termination_reads`]).
     termination_reads: usize,
+    /// What railyard's token may do: (API group, resource, verb), as the shipped ClusterRole grants it.
+    grants: BTreeSet<(String, String, String)>,
+    /// Whether metrics-server runs (metrics.k8s.io is served), and the PodMetrics it reports.
+    metrics_server: bool,
+    pod_metrics: Vec<Value>,
+}
+
+/// The bearer token of railyard's service account in the kubeconfig the fake writes (bound to the ClusterRole of
+/// docker/kubernetes.yaml).
+pub const RAILYARD_TOKEN: &str = "fake-token";
+/// The token of the cluster's own controllers (kube-controller-manager: the HPA's), which RBAC lets do anything.
+pub const CONTROLLER_TOKEN: &str = "fake-controller-token";
+/// The user the real server names in a refusal for [`RAILYARD_TOKEN`].
+const RAILYARD_USER: &str = "system:serviceaccount:railyard:railyard";
+
+/// (API group, resource, verb) for every rule of the ClusterRoles and Roles of docker/kubernetes.yaml.
+fn shipped_grants() -> BTreeSet<(String, String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kubernetes.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).expect("docker/kubernetes.yaml is YAML");
+    let strings = |value: &Value| -> Vec<String> {
+        value.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
+    };
+    let mut grants = BTreeSet::new();
+    for role in documents.iter().filter(|document| matches!(document["kind"].as_str(), Some("ClusterRole" | "Role"))) {
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        grants.insert((group.clone(), resource.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    grants
+}
+
+/// What RBAC is asked for a request: verb, API group, resource (with `/subresource`), namespace and name.
+struct Attributes {
+    verb: &'static str,
+    group: String,
+    resource: String,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+/// The RBAC attributes of a resource request, as the API server's request-info resolver reads them from the path
+/// (`None` for discovery and other non-resource paths).
+fn attributes(method: &Method, path: &str, query: &BTreeMap<String, String>) -> Option<Attributes> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segments.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", namespace, plural, tail @ ..] => (Some(namespace.to_string()), [&[*plural][..], tail].concat()),
+        other => (None, other.to_vec()),
+    };
+    let (resource, name, subresource) = match rest.as_slice() {
+        [] => return None,
+        [resource] => (*resource, None, None),
+        [resource, name] => (*resource, Some(name.to_string()), None),
+        [resource, name, subresource, ..] => (*resource, Some(name.to_string()), Some(*subresource)),
+    };
+    let watch = query.get("watch").is_some_and(|watch| watch == "true" || watch == "1");
+    let verb = match (method.as_str(), &name) {
+        ("GET", _) if watch => "watch",
+        ("GET", None) => "list",
+        ("GET", Some(_)) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", None) => "deletecollection",
+        ("DELETE", Some(_)) => "delete",
+        _ => "unknown",
+    };
+    // `GET /api/v1/namespaces/x` names the namespace resource itself.
+    let (resource, namespace, name) = match (namespace, resource, &name) {
+        (Some(namespace), "namespaces", None) if rest.len() == 1 => ("namespaces", None, Some(namespace)),
+        (namespace, resource, _) => (resource, namespace, name),
+    };
+    let resource = match subresource {
+        Some(subresource) => format!("{resource}/{subresource}"),
+        None => resource.to_string(),
+    };
+    Some(Attributes { verb, group: group.to_string(), resource, namespace, name })
 }
 
 /// See [`FakeKube::set_rollout_rule`].
@@ -235,7 +329,8 @@ impl FakeKube {
     /// Starts a fake cluster holding the namespaces a new cluster has (`default`, `kube-system`, ...). It runs on
     /// its own thread and runtime, so sync tests (driving the railyard binary) and async tests can both use it.
     pub fn start() -> FakeKube {
-        let cluster = Arc::new(Mutex::new(Cluster { termination_reads: 2, ..Cluster::default() }));
+        let cluster =
+            Arc::new(Mutex::new(Cluster { termination_reads: 2, grants: shipped_grants(), ..Cluster::default() }));
         {
             let mut state = cluster.lock().expect("fake cluster lock");
             for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -313,8 +408,23 @@ preferences: {{}}
 
     /// kube-rs's real client, configured for this fake. Call it inside a tokio runtime.
     pub fn client(&self) -> kube::Client {
+        self.client_with_token(Some(RAILYARD_TOKEN))
+    }
+
+    /// kube-rs's real client sending `token` (none: an anonymous request).
+    pub fn client_with_token(&self, token: Option<&str>) -> kube::Client {
         let url = self.url().parse().expect("fake API server URL");
-        kube::Client::try_from(kube::Config::new(url)).expect("kube client for the fake API server")
+        let mut config = kube::Config::new(url);
+        if let Some(token) = token {
+            config.auth_info = serde_json::from_value(json!({ "token": token })).expect("an AuthInfo with a token");
+        }
+        kube::Client::try_from(config).expect("kube client for the fake API server")
+    }
+
+    /// Takes a grant away from railyard's token, as a ClusterRole without that rule would: `verb` on `resource`
+    /// (`deployments`, `deployments/status`) of API `group` (`""` for the core group).
+    pub fn revoke(&self, group: &str, resource: &str, verb: &str) {
+        self.state().grants.remove(&(group.to_string(), resource.to_string(), verb.to_string()));
     }
 
     fn state(&self) -> MutexGuard<'_, Cluster> {
@@ -392,31 +502,36 @@ preferences: {{}}
         change: impl FnOnce(&mut Value),
     ) -> bool {
         let resource = resource_type(plural);
-        let mut state = self.state();
         let key = object_key(resource, namespace, name);
-        let Some(before) = state.objects.get(&key).cloned() else { return false };
-        let mut after = before.clone();
-        change(&mut after.body);
-        let old_fields = field_set(resource.kind, &before.body);
-        let new_fields = field_set(resource.kind, &after.body);
-        let changed: BTreeSet<FieldPath> =
-            old_fields.union(&new_fields).filter(|path| differs(&before.body, &after.body, path)).cloned().collect();
-        // An Update never conflicts: the fields it changes (and whatever lay inside a removed item) leave their
-        // owners and become the editor's.
-        for ownership in after.owners.values_mut() {
-            ownership.fields.retain(|owned| !changed.iter().any(|path| owned.starts_with(path)));
-        }
-        let time = now();
-        let editor = after.owners.entry(manager.to_string()).or_insert_with(|| Ownership {
-            operation: "Update",
-            api_version: resource.api_version(),
-            time: time.clone(),
-            fields: BTreeSet::new(),
+        self.state().update(resource, &key, manager, None, change).is_some()
+    }
+
+    /// Runs metrics-server: from now on metrics.k8s.io serves PodMetrics, one per entry of `cpu_millicores`, for
+    /// pods of Deployment `deployment` (labelled as its pod template is), each using that much CPU.
+    pub fn set_pod_cpu(&self, namespace: &str, deployment: &str, cpu_millicores: &[u64]) -> bool {
+        let mut state = self.state();
+        let key = object_key(resource_type("deployments"), namespace, deployment);
+        let Some(labels) =
+            state.objects.get(&key).and_then(|object| object.body.pointer("/spec/template/metadata/labels").cloned())
+        else {
+            return false;
+        };
+        state.metrics_server = true;
+        state.pod_metrics.retain(|pod| {
+            pod.pointer("/metadata/namespace").and_then(Value::as_str) != Some(namespace)
+                || !pod
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|name| name.starts_with(&format!("{deployment}-")))
         });
-        editor.time = time;
-        editor.fields.extend(changed.into_iter().filter(|path| new_fields.contains(path)));
-        after.owners.retain(|_, ownership| !ownership.fields.is_empty());
-        state.finish_write(resource, &key, Some(&before), after);
+        for (index, millicores) in cpu_millicores.iter().enumerate() {
+            state.pod_metrics.push(json!({
+                "metadata": { "name": format!("{deployment}-5d8f7c9b4-{index}"), "namespace": namespace, "labels": labels },
+                "timestamp": now(),
+                "window": "15s",
+                "containers": [{ "name": deployment, "usage": { "cpu": format!("{}n", millicores * 1_000_000), "memory": "12Mi" } }],
+            }));
+        }
         true
     }
 
@@ -460,14 +575,18 @@ fn rendered(object: &StoredObject) -> Value {
         .owners
         .iter()
         .map(|(manager, ownership)| {
-            json!({
+            let mut entry = json!({
                 "manager": manager,
                 "operation": ownership.operation,
                 "apiVersion": ownership.api_version,
                 "time": ownership.time,
                 "fieldsType": "FieldsV1",
                 "fieldsV1": fields_v1(&ownership.fields),
-            })
+            });
+            if let Some(subresource) = ownership.subresource {
+                entry["subresource"] = json!(subresource);
+            }
+            entry
         })
         .collect();
     if !managed.is_empty() {
@@ -1125,12 +1244,200 @@ async fn answer_request(
             path: uri.path().to_string(),
             query: uri.query().unwrap_or("").to_string(),
         });
-        state.answer(&method, uri.path(), &parse_query(uri.query().unwrap_or("")), content_type, &body)
+        let query = parse_query(uri.query().unwrap_or(""));
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match state.authorize(token, &method, uri.path(), &query) {
+            Ok(()) => state.answer(&method, uri.path(), &query, content_type, &body),
+            Err(refusal) => refusal,
+        }
     };
     (code, [(header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response()
 }
 
 impl Cluster {
+    /// Authentication (a known bearer token, else 401 Unauthorized) and RBAC authorization (the verb on the
+    /// resource granted by the shipped ClusterRole, else 403 Forbidden), as the API server checks every request
+    /// before it routes it. An apply that would create the object needs `create` as well as `patch`.
+    fn authorize(
+        &self,
+        token: Option<&str>,
+        method: &Method,
+        path: &str,
+        query: &BTreeMap<String, String>,
+    ) -> Result<(), (StatusCode, Value)> {
+        if token == Some(CONTROLLER_TOKEN) {
+            return Ok(());
+        }
+        if token != Some(RAILYARD_TOKEN) {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "Unauthorized", "reason": "Unauthorized", "code": 401,
+                }),
+            ));
+        }
+        let Some(asked) = attributes(method, path, query) else { return Ok(()) };
+        let granted = |verb: &str| self.grants.contains(&(asked.group.clone(), asked.resource.clone(), verb.into()));
+        let creates = asked.verb == "patch" && {
+            let plural = asked.resource.split('/').next().unwrap_or_default();
+            let served =
+                RESOURCE_TYPES.iter().find(|resource| resource.plural == plural && resource.group == asked.group);
+            served.is_some_and(|resource| {
+                let name = asked.name.as_deref().unwrap_or_default();
+                !asked.resource.contains('/')
+                    && !self.objects.contains_key(&object_key(resource, asked.namespace.as_deref().unwrap_or(""), name))
+            })
+        };
+        let missing = [asked.verb].into_iter().chain(creates.then_some("create")).find(|verb| !granted(verb));
+        let Some(verb) = missing else { return Ok(()) };
+        let (plural, subresource) = match asked.resource.split_once('/') {
+            Some((plural, subresource)) => (plural, Some(subresource)),
+            None => (asked.resource.as_str(), None),
+        };
+        let qualified = if asked.group.is_empty() { plural.to_string() } else { format!("{plural}.{}", asked.group) };
+        let subject = match &asked.name {
+            Some(name) => format!("{qualified} \"{name}\""),
+            None => qualified,
+        };
+        let scope = match &asked.namespace {
+            Some(namespace) => format!("in the namespace \"{namespace}\""),
+            None => "at the cluster scope".to_string(),
+        };
+        let resource = match subresource {
+            Some(subresource) => format!("resource \"{plural}/{subresource}\""),
+            None => format!("resource \"{plural}\""),
+        };
+        Err(status_failure(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{subject} is forbidden: User \"{RAILYARD_USER}\" cannot {verb} {resource} in API group \"{}\" {scope}",
+                asked.group
+            ),
+            json!({ "name": asked.name.clone().unwrap_or_default(), "group": asked.group, "kind": plural }),
+        ))
+    }
+
+    /// An Update by `manager` (never a conflict): the fields it changes (and whatever lay inside a removed item)
+    /// leave their owners and become the manager's. Returns the object as served, or `None` when it does not exist.
+    fn update(
+        &mut self,
+        resource: &'static ResourceType,
+        key: &ObjectKey,
+        manager: &str,
+        subresource: Option<&'static str>,
+        change: impl FnOnce(&mut Value),
+    ) -> Option<Value> {
+        let before = self.objects.get(key).cloned()?;
+        let mut after = before.clone();
+        change(&mut after.body);
+        let old_fields = field_set(resource.kind, &before.body);
+        let new_fields = field_set(resource.kind, &after.body);
+        let changed: BTreeSet<FieldPath> =
+            old_fields.union(&new_fields).filter(|path| differs(&before.body, &after.body, path)).cloned().collect();
+        for ownership in after.owners.values_mut() {
+            ownership.fields.retain(|owned| !changed.iter().any(|path| owned.starts_with(path)));
+        }
+        let time = now();
+        let editor = after.owners.entry(manager.to_string()).or_insert_with(|| Ownership {
+            operation: "Update",
+            subresource,
+            api_version: resource.api_version(),
+            time: time.clone(),
+            fields: BTreeSet::new(),
+        });
+        editor.time = time;
+        editor.fields.extend(changed.into_iter().filter(|path| new_fields.contains(path)));
+        after.owners.retain(|_, ownership| !ownership.fields.is_empty());
+        Some(self.finish_write(resource, key, Some(&before), after))
+    }
+
+    /// A Deployment's `scale` subresource (autoscaling/v1 Scale), as the HorizontalPodAutoscaler's controller reads
+    /// and writes it.
+    fn scale(
+        &mut self,
+        method: &Method,
+        key: &ObjectKey,
+        query: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let resource = resource_type("deployments");
+        if matches!(*method, Method::PUT | Method::PATCH) {
+            let wanted: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let Some(replicas) = wanted.pointer("/spec/replicas").and_then(Value::as_u64) else {
+                return bad_request("a Scale sets spec.replicas".into());
+            };
+            let manager = query.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
+            let updated =
+                self.update(resource, key, &manager, Some("scale"), |body| body["spec"]["replicas"] = json!(replicas));
+            if updated.is_none() {
+                return not_found(resource, &key.2);
+            }
+        }
+        let Some(object) = self.objects.get(key) else { return not_found(resource, &key.2) };
+        let selector: Vec<String> = object
+            .body
+            .pointer("/spec/selector/matchLabels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(label, value)| format!("{label}={}", value.as_str().unwrap_or_default()))
+            .collect();
+        let metadata = &object.body["metadata"];
+        (
+            StatusCode::OK,
+            json!({
+                "kind": "Scale",
+                "apiVersion": "autoscaling/v1",
+                "metadata": {
+                    "name": metadata["name"], "namespace": metadata["namespace"], "uid": metadata["uid"],
+                    "resourceVersion": metadata["resourceVersion"], "creationTimestamp": metadata["creationTimestamp"],
+                },
+                "spec": { "replicas": object.body.pointer("/spec/replicas").cloned().unwrap_or(json!(1)) },
+                "status": {
+                    "replicas": object.body.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+                    "selector": selector.join(","),
+                },
+            }),
+        )
+    }
+
+    /// metrics.k8s.io PodMetrics of namespace `namespace`, served once the test set some (a cluster without
+    /// metrics-server answers 404 for the whole group).
+    fn pod_metrics(&self, namespace: &str, query: &BTreeMap<String, String>) -> (StatusCode, Value) {
+        if !self.metrics_server {
+            return status_failure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource".into(),
+                json!({}),
+            );
+        }
+        let requirements = match parse_label_selector(query.get("labelSelector").map_or("", String::as_str)) {
+            Ok(requirements) => requirements,
+            Err(message) => return bad_request(message),
+        };
+        let empty = Map::new();
+        let items: Vec<Value> = self
+            .pod_metrics
+            .iter()
+            .filter(|pod| pod.pointer("/metadata/namespace").and_then(Value::as_str) == Some(namespace))
+            .filter(|pod| {
+                let labels = pod.pointer("/metadata/labels").and_then(Value::as_object).unwrap_or(&empty);
+                requirements.iter().all(|requirement| requirement.matches(labels))
+            })
+            .cloned()
+            .collect();
+        (
+            StatusCode::OK,
+            json!({ "kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items }),
+        )
+    }
+
     fn next_resource_version(&mut self) -> String {
         self.last_resource_version += 1;
         self.last_resource_version.to_string()
@@ -1162,6 +1469,12 @@ impl Cluster {
         content_type: &str,
         body: &[u8],
     ) -> (StatusCode, Value) {
+        if let ["apis", "metrics.k8s.io", "v1beta1", "namespaces", namespace, "pods"] =
+            path.trim_matches('/').split('/').collect::<Vec<_>>().as_slice()
+            && *method == Method::GET
+        {
+            return self.pod_metrics(namespace, query);
+        }
         let Some(route) = route(path) else {
             return status_failure(
                 StatusCode::NOT_FOUND,
@@ -1205,6 +1518,10 @@ impl Cluster {
                 self.create(resource, namespace.as_deref(), query, body)
             }
             (Route::Object { resource, namespace, name, subresource }, method) => {
+                if subresource.as_deref() == Some("scale") && resource.plural == "deployments" {
+                    let key = object_key(resource, namespace.as_deref().unwrap_or_default(), &name);
+                    return self.scale(method, &key, query, body);
+                }
                 if subresource.as_deref().is_some_and(|sub| sub != "status" || !resource.has_status) {
                     return status_failure(
                         StatusCode::NOT_FOUND,
@@ -1418,6 +1735,7 @@ impl Cluster {
             manager,
             Ownership {
                 operation: "Update",
+                subresource: None,
                 api_version: resource.api_version(),
                 time: now(),
                 fields: field_set(resource.kind, &body),
@@ -1559,6 +1877,7 @@ impl Cluster {
         let unchanged_ownership = previously == wanted && conflicts.is_empty();
         let entry = object.owners.entry(manager.clone()).or_insert_with(|| Ownership {
             operation: "Apply",
+            subresource: None,
             api_version: resource.api_version(),
             time: time.clone(),
             fields: BTreeSet::new(),

@@ -249,6 +249,15 @@ impl Applier<'_> {
             if !repair && found.is_some_and(|found| spec_hash(found) == object_hash(object)) {
                 continue;
             }
+            let mut found = found;
+            if let Some(old) = found.filter(|old| selector_changes(object, old)) {
+                // A selector cannot change: the Deployment is replaced (the plan said so, see `selector_change`).
+                let name = old.metadata.name.as_deref().unwrap_or_default();
+                let container = format!("{}/{name}", Kind::Deployment.as_str());
+                self.progress.event(&ProgressEvent::app(&action.name, Step::Removing { container }));
+                self.cluster.delete(Kind::Deployment, self.namespace(), name).await?;
+                found = None;
+            }
             self.progress.event(&ProgressEvent::app(&action.name, Step::Creating { container: reference(object) }));
             if let Some(found) = found.filter(|found| leaves_replicas_railyard_owns(object, found)) {
                 self.hand_over_replicas(object.name(), found).await?;
@@ -403,6 +412,14 @@ impl Applier<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether `object` is a Deployment whose selector differs from the one found (which the API server refuses to
+/// change).
+fn selector_changes(object: &Object, found: &DynamicObject) -> bool {
+    let Object::Deployment(deployment) = object else { return false };
+    let wanted = serde_json::to_value(&deployment.spec.selector.match_labels).unwrap_or(Value::Null);
+    found.data.pointer("/spec/selector/matchLabels").is_some_and(|has| *has != wanted)
 }
 
 /// The field manager that keeps a Deployment's replica count while railyard hands it to an autoscaler.

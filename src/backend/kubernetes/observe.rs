@@ -108,6 +108,10 @@ fn app(name: &str, deployment: &DynamicObject, listed: &Listed, declared: &Decla
         .filter(|((kind, _), object)| *kind != Kind::Ingress && label(object, LABEL_NAME) == name)
         .map(|((kind, _), object)| (*kind, object));
     drift.extend(owned.flat_map(|(kind, object)| foreign_changes(kind, object, declared)));
+    let railyards = declared.get(&(Kind::Deployment, name.to_owned()));
+    if let Some(reason) = railyards.and_then(|body| selector_change(name, deployment, body)) {
+        drift.push(reason);
+    }
     ObservedApp {
         name: name.to_owned(),
         env: label(deployment, LABEL_ENVIRONMENT),
@@ -115,6 +119,19 @@ fn app(name: &str, deployment: &DynamicObject, listed: &Listed, declared: &Decla
         last_applied: spec,
         drift,
     }
+}
+
+/// Why the Deployment must be replaced when the selector it has is not the one railyard writes: the API server
+/// refuses to change a selector.
+pub fn selector_change(name: &str, found: &DynamicObject, railyards: &Value) -> Option<String> {
+    let has = found.data.pointer("/spec/selector/matchLabels")?;
+    let wants = railyards.pointer("/spec/selector/matchLabels")?;
+    (has != wants).then(|| {
+        format!(
+            "Deployment {name}: its selector {has} is not the one railyard writes ({wants}), and a Deployment's \
+             selector cannot change: it will be replaced (deleted and created again; its pods restart)"
+        )
+    })
 }
 
 /// Available → healthy; a rollout past its progress deadline → unhealthy; anything else is still starting.
