@@ -84,7 +84,12 @@ fn its_rbac_names_every_resource_and_verb_and_grants_no_more_than_railyard_uses(
         expected.insert((group.into(), resource.into()), manage.clone());
     }
     expected.insert(("apps".into(), "deployments/status".into()), BTreeSet::from(["get".to_owned()]));
-    expected.insert(("metrics.k8s.io".into(), "pods".into()), ["get", "list"].into_iter().map(str::to_owned).collect());
+    // Read only: the apps' CPU, and what `railyard doctor` checks Domains will use.
+    for (group, resource) in
+        [("metrics.k8s.io", "pods"), ("networking.k8s.io", "ingressclasses"), ("cert-manager.io", "clusterissuers")]
+    {
+        expected.insert((group.into(), resource.into()), ["get", "list"].into_iter().map(str::to_owned).collect());
+    }
     assert_eq!(grants(), expected);
 }
 

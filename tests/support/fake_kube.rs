@@ -228,6 +228,8 @@ struct Cluster {
     /// Whether metrics-server runs (metrics.k8s.io is served), and the PodMetrics it reports.
     metrics_server: bool,
     pod_metrics: Vec<Value>,
+    /// The IngressClasses installed (their controllers' names).
+    ingress_classes: Vec<String>,
 }
 
 /// The bearer token of railyard's service account in the kubeconfig the fake writes (bound to the ClusterRole of
@@ -425,6 +427,11 @@ preferences: {{}}
     /// (`deployments`, `deployments/status`) of API `group` (`""` for the core group).
     pub fn revoke(&self, group: &str, resource: &str, verb: &str) {
         self.state().grants.remove(&(group.to_string(), resource.to_string(), verb.to_string()));
+    }
+
+    /// Installs an IngressClass, as an ingress controller's chart does.
+    pub fn add_ingress_class(&self, name: &str) {
+        self.state().ingress_classes.push(name.to_string());
     }
 
     fn state(&self) -> MutexGuard<'_, Cluster> {
@@ -1257,7 +1264,28 @@ async fn answer_request(
     (code, [(header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response()
 }
 
+/// An IngressClass of the controller `name` (as ingress-nginx installs `nginx`).
+fn ingress_class(name: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": { "name": name }, "spec": { "controller": format!("k8s.io/ingress-{name}") }
+    })
+}
+
 impl Cluster {
+    /// `kubectl auth can-i` for railyard's token: a SelfSubjectAccessReview answered from the grants of the shipped
+    /// RBAC (every authenticated user may ask, as `system:basic-user` lets on a real cluster).
+    fn self_subject_access_review(&self, body: &[u8]) -> (StatusCode, Value) {
+        let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
+            return bad_request("the body is not a SelfSubjectAccessReview".into());
+        };
+        let attributes = &review["spec"]["resourceAttributes"];
+        let text = |field: &str| attributes[field].as_str().unwrap_or_default().to_owned();
+        let allowed = self.grants.contains(&(text("group"), text("resource"), text("verb")));
+        review["status"] = json!({ "allowed": allowed });
+        (StatusCode::CREATED, review)
+    }
+
     /// Authentication (a known bearer token, else 401 Unauthorized) and RBAC authorization (the verb on the
     /// resource granted by the shipped ClusterRole, else 403 Forbidden), as the API server checks every request
     /// before it routes it. An apply that would create the object needs `create` as well as `patch`.
@@ -1281,6 +1309,10 @@ impl Cluster {
             ));
         }
         let Some(asked) = attributes(method, path, query) else { return Ok(()) };
+        // `system:basic-user`, bound to every authenticated user, lets anyone ask what they may do.
+        if (asked.group.as_str(), asked.resource.as_str()) == ("authorization.k8s.io", "selfsubjectaccessreviews") {
+            return Ok(());
+        }
         let granted = |verb: &str| self.grants.contains(&(asked.group.clone(), asked.resource.clone(), verb.into()));
         let creates = asked.verb == "patch" && {
             let plural = asked.resource.split('/').next().unwrap_or_default();
@@ -1474,6 +1506,14 @@ impl Cluster {
             && *method == Method::GET
         {
             return self.pod_metrics(namespace, query);
+        }
+        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && *method == Method::POST {
+            return self.self_subject_access_review(body);
+        }
+        if path == "/apis/networking.k8s.io/v1/ingressclasses" && *method == Method::GET {
+            let classes: Vec<Value> = self.ingress_classes.iter().map(|name| ingress_class(name)).collect();
+            let list = json!({ "kind": "IngressClassList", "apiVersion": "networking.k8s.io/v1", "metadata": {}, "items": classes });
+            return (StatusCode::OK, list);
         }
         let Some(route) = route(path) else {
             return status_failure(
