@@ -137,3 +137,48 @@ async fn moving_staging_to_another_target_is_a_plan_that_waits_for_a_sync_and_le
     let again = yard.until_in("staging", "in sync after a restart", |env| env.sync_status == SyncStatus::Synced).await;
     assert!(again.plan.is_some_and(|plan| !plan.has_changes()));
 }
+
+/// `railyard plan --settings FILE` plans an environment on the target the settings give it, and shows the move the
+/// daemon would make when serve's store (`--state-dir`) says it last ran elsewhere; `apply` leaves moves to the
+/// daemon.
+#[test]
+fn the_cli_plans_on_the_settings_target_and_shows_the_move_it_leaves_to_the_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(config.join("apps")).expect("config folder");
+    std::fs::write(config.join("railyard.yaml"), project("auto")).expect("project");
+    std::fs::write(config.join("apps/web.yaml"), WEB).expect("app");
+    let settings = dir.path().join("settings.yaml");
+    std::fs::write(&settings, "targets:\n  staging: { backend: memory }\n").expect("settings");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    let cli = |command: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_railyard"))
+            .arg(command)
+            .arg(&config)
+            .args(["--env", "staging", "--settings"])
+            .arg(&settings)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("railyard runs")
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let fresh = cli("plan", &[]);
+    assert!(fresh.status.success(), "{}", text(&fresh.stderr));
+    assert!(text(&fresh.stdout).contains("create App web"), "planned on the in-memory target, not Docker");
+    assert!(!text(&fresh.stdout).contains("move from"), "{}", text(&fresh.stdout));
+
+    let store = railyard::store::Store::open(&state).expect("serve's store");
+    store.place("staging", &Target::of(BackendKind::Docker), 1).expect("placed");
+    drop(store);
+    let planned = cli("plan", &["--detailed-exitcode"]);
+    assert_eq!(planned.status.code(), Some(2), "{}", text(&planned.stderr));
+    let said = "move from docker to memory: create on memory, then destroy on docker";
+    assert!(text(&planned.stdout).contains(said), "{}", text(&planned.stdout));
+    let applied = cli("apply", &[]);
+    assert_eq!(applied.status.code(), Some(1));
+    assert!(text(&applied.stderr).contains("the daemon makes moves"), "{}", text(&applied.stderr));
+}

@@ -61,6 +61,14 @@ pub async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::
         eprintln!("{} secret(s) missing; nothing was changed.", prepared.missing_secrets.len());
         return Ok(ExitCode::from(EXIT_FAILED));
     }
+    if let Some(moving) = &plan.moving {
+        eprintln!(
+            "error: environment {} is to {moving}; the daemon makes moves (on a sync under the manual policy), so \
+             that the old target is emptied only once the new one runs; nothing was changed",
+            plan.env.name
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
     let span = tracing::info_span!("reconcile", env = %plan.env.name, commit = plan.commit.as_deref().unwrap_or("-"), trigger = "cli");
     let _entered = span.enter();
     // Objects whose state is unknown (the proxy did not answer) are applied to find out.

@@ -55,9 +55,15 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
         )),
         ..target.docker.settings()?
     };
-    let kind: BackendKind = target.docker.backend.into();
+    let placed = settings_target(target)?;
+    let kind: BackendKind = placed.as_ref().map_or(target.docker.backend.into(), |placed| placed.backend);
     // The Project's own settings (proxy, sync.force) reach the backend with the plan: it connects while git is read.
-    let kubernetes = KubernetesBackendSettings { parallel, ..KubernetesBackendSettings::default() };
+    let kubernetes = KubernetesBackendSettings {
+        parallel,
+        kubeconfig: placed.as_ref().and_then(|placed| placed.kubeconfig.clone()),
+        context: placed.as_ref().and_then(|placed| placed.context.clone()),
+        ..KubernetesBackendSettings::default()
+    };
     let connecting = tokio::spawn(backend::connect(kind, BackendSettings { docker, kubernetes }));
     let loaded = match load_target(target).await? {
         Ok(loaded) => loaded,
@@ -82,9 +88,32 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
     })
     .desired;
     match pipeline::prepare(backend.as_ref(), &secrets, desired).await {
-        Ok(prepared) => Ok(Ok(Prepared { backend, prepared })),
+        Ok(mut prepared) => {
+            prepared.plan.moving = placed.and_then(|placed| moving(target, &placed));
+            Ok(Ok(Prepared { backend, prepared }))
+        }
         Err(error) => Ok(Err(backend_failed(&error))),
     }
+}
+
+/// Where serve's settings file (`--settings`) puts the environment, when it has `targets`: they win over
+/// `--backend`, so that the CLI plans what the daemon would.
+fn settings_target(target: &Target) -> anyhow::Result<Option<railyard::targets::Target>> {
+    let Some(path) = &target.settings else { return Ok(None) };
+    let Some(entries) = Settings::load(path)?.targets else { return Ok(None) };
+    let fallback = railyard::targets::Target::of(target.docker.backend.into());
+    let targets = railyard::targets::Targets::from_settings(&entries, fallback)?;
+    Ok(Some(targets.of(&target.env).clone()))
+}
+
+/// The move the daemon would make: the environment last ran elsewhere, as serve's store (`--state-dir`) says.
+fn moving(target: &Target, placed: &railyard::targets::Target) -> Option<railyard::plan::Move> {
+    if !target.state_dir.join(railyard::store::DATABASE_FILE).exists() {
+        return None;
+    }
+    let store = railyard::store::Store::open(&target.state_dir).ok()?;
+    let last = store.placement(&target.env).ok().flatten()?;
+    (last.name() != placed.name()).then(|| railyard::plan::Move { from: last.name(), to: placed.name() })
 }
 
 /// The config, the environment it is for, its commit, the repository's files (for its SOPS secrets) and the branch
@@ -105,7 +134,7 @@ pub async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model
                     let env_branch = branch_of(&config, &branch, &env);
                     Ok((config, environment, None, files, env_branch))
                 }
-                Err(invalid) => Err(invalid),
+                Err(invalid) => Err(as_typed(&dir, invalid)),
             });
         };
         let token = read_secret(None, "RAILYARD_GIT_TOKEN", None)?;
@@ -198,12 +227,15 @@ pub fn repository_identity(repo: &str) -> String {
 /// (`cfg/apps/web.yaml:3:1`, not `apps/web.yaml:3:1`), so that they open from where the command ran.
 pub fn load(dir: &Path) -> anyhow::Result<Result<Config, model::InvalidConfig>> {
     let files = source::local::read_dir(dir)?;
-    Ok(model::load(&files).map_err(|mut invalid| {
-        if dir != Path::new(".") {
-            for diagnostic in &mut invalid.0 {
-                diagnostic.file = dir.join(&diagnostic.file).display().to_string();
-            }
+    Ok(model::load(&files).map_err(|invalid| as_typed(dir, invalid)))
+}
+
+/// `invalid`'s files named from where the command ran, through the folder `dir` as the user typed it.
+fn as_typed(dir: &Path, mut invalid: model::InvalidConfig) -> model::InvalidConfig {
+    if dir != Path::new(".") {
+        for diagnostic in &mut invalid.0 {
+            diagnostic.file = dir.join(&diagnostic.file).display().to_string();
         }
-        invalid
-    }))
+    }
+    invalid
 }

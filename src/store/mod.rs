@@ -135,6 +135,9 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
+/// The database's file name in the state directory.
+pub const DATABASE_FILE: &str = "railyard.db";
+
 /// How long a signed delivery's id is remembered: a replay within it is answered "duplicate" and triggers nothing.
 pub const DELIVERY_MEMORY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -211,9 +214,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating and migrating) `railyard.db` in `dir`.
+    /// Opens (creating and migrating) [`DATABASE_FILE`] in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let path = dir.join("railyard.db");
+        let path = dir.join(DATABASE_FILE);
         let open_error = |source| StoreError::Open { path: path.display().to_string(), source };
         let connection = Connection::open(&path).map_err(open_error)?;
         connection.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
