@@ -243,6 +243,11 @@ pub fn manifests(desired: &DesiredState, settings: &KubernetesSettings) -> Manif
     Manifests { objects, secret: mapper.secret_keys() }
 }
 
+/// The labels that select app `app`'s pods in `namespace` (a Deployment's `spec.selector.matchLabels`).
+pub fn selector_labels(namespace: &str, app: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(LABEL_NAME.to_owned(), app.to_owned()), (LABEL_INSTANCE.to_owned(), format!("{namespace}-{app}"))])
+}
+
 /// The name of the Secret railyard writes in a namespace.
 pub fn secret_name(namespace: &str) -> String {
     format!("{namespace}-secrets")
@@ -310,10 +315,7 @@ impl Mapper<'_> {
 
     /// The labels that select an app's pods: stable for the Deployment's life, since a selector cannot change.
     fn selector(&self, app: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (LABEL_NAME.to_owned(), app.to_owned()),
-            (LABEL_INSTANCE.to_owned(), format!("{}-{app}", self.namespace)),
-        ])
+        selector_labels(self.namespace, app)
     }
 
     /// Metadata of an object named `name` in the namespace, with `labels`.

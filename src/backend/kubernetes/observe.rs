@@ -21,11 +21,13 @@ type Declared = BTreeMap<(Kind, String), Value>;
 
 /// The environment `env`'s apps and domains as `listed` holds them.
 pub fn observed(listed: &Listed, env: &Environment) -> Observed {
-    let declared = declared_bodies(listed, env);
+    // Rebuilding railyard's bodies costs a mapping of every app: done only when another manager owns spec fields.
+    let declared =
+        if listed.values().any(has_foreign_spec_fields) { declared_bodies(listed, env) } else { Declared::new() };
     let apps = listed
         .iter()
         .filter(|((kind, _), _)| *kind == Kind::Deployment)
-        .map(|((_, name), deployment)| (name.clone(), app(name, deployment, listed, &declared)))
+        .map(|((_, name), deployment)| (name.clone(), app(name, deployment, listed, &declared, &env.project)))
         .collect();
     let domains = listed
         .iter()
@@ -78,7 +80,16 @@ fn declared_bodies(listed: &Listed, env: &Environment) -> Declared {
         .collect()
 }
 
-fn app(name: &str, deployment: &DynamicObject, listed: &Listed, declared: &Declared) -> ObservedApp {
+/// Whether a field manager other than railyard owns fields of the object's spec (its status aside).
+fn has_foreign_spec_fields(object: &DynamicObject) -> bool {
+    object.metadata.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() != Some(MANAGER)
+            && entry.subresource.as_deref() != Some("status")
+            && entry.fields_v1.as_ref().is_some_and(|fields| fields.0.get("f:spec").is_some())
+    })
+}
+
+fn app(name: &str, deployment: &DynamicObject, listed: &Listed, declared: &Declared, namespace: &str) -> ObservedApp {
     let spec: Option<AppSpec> = last_applied(deployment);
     let spec_hash = spec.as_ref().map(AppSpec::spec_hash).unwrap_or_default();
     let health = health(deployment);
@@ -108,8 +119,7 @@ fn app(name: &str, deployment: &DynamicObject, listed: &Listed, declared: &Decla
         .filter(|((kind, _), object)| *kind != Kind::Ingress && label(object, LABEL_NAME) == name)
         .map(|((kind, _), object)| (*kind, object));
     drift.extend(owned.flat_map(|(kind, object)| foreign_changes(kind, object, declared)));
-    let railyards = declared.get(&(Kind::Deployment, name.to_owned()));
-    if let Some(reason) = railyards.and_then(|body| selector_change(name, deployment, body)) {
+    if let Some(reason) = selector_change(name, deployment, namespace) {
         drift.push(reason);
     }
     ObservedApp {
@@ -123,10 +133,10 @@ fn app(name: &str, deployment: &DynamicObject, listed: &Listed, declared: &Decla
 
 /// Why the Deployment must be replaced when the selector it has is not the one railyard writes: the API server
 /// refuses to change a selector.
-pub fn selector_change(name: &str, found: &DynamicObject, railyards: &Value) -> Option<String> {
+pub fn selector_change(name: &str, found: &DynamicObject, namespace: &str) -> Option<String> {
     let has = found.data.pointer("/spec/selector/matchLabels")?;
-    let wants = railyards.pointer("/spec/selector/matchLabels")?;
-    (has != wants).then(|| {
+    let wants = serde_json::to_value(mapping::selector_labels(namespace, name)).ok()?;
+    (*has != wants).then(|| {
         format!(
             "Deployment {name}: its selector {has} is not the one railyard writes ({wants}), and a Deployment's \
              selector cannot change: it will be replaced (deleted and created again; its pods restart)"
