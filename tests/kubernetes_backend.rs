@@ -602,8 +602,8 @@ fn a_rollout_restart_or_a_variable_railyard_does_not_declare_is_not_drift() {
 /// Issue 24: an app that gains a ScalingRule leaves `replicas` to its HorizontalPodAutoscaler. Applying the
 /// Deployment without the field while railyard is its only owner would remove it, and the API server would default
 /// it to 1 (Kubernetes docs, "Transferring ownership"): the app keeps its count through the hand-over, and the
-/// autoscaler's later changes are left alone. (The rule comes with a new image here: see the ignored test below for
-/// a rule alone.)
+/// autoscaler's later changes are left alone. (The rule comes with a new image here: the test below has a rule
+/// alone.)
 #[test]
 fn an_app_that_gains_a_scaling_rule_keeps_its_replicas_through_the_hand_over() {
     let case = KubeCase::new("handover", "");
