@@ -647,6 +647,29 @@ fn an_app_that_gains_only_a_scaling_rule_gets_its_autoscaler() {
     });
 }
 
+/// Issue 24: an app that loses its ScalingRule after the autoscaler's controller took `spec.replicas` gets its own
+/// count back: the HorizontalPodAutoscaler goes, and the Deployment's replicas are railyard's again (taken back from
+/// the controller, which would otherwise make the apply a conflict).
+#[test]
+fn an_app_that_loses_its_scaling_rule_takes_its_replicas_back_from_the_autoscaler() {
+    let case = KubeCase::new("rule-gone", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "replicas: 3\nresources: { cpus: \"0.5\" }\n"));
+    case.repo.write("scaling/web.yaml", "kind: ScalingRule\napp: web\nmin: 2\nmax: 6\ntargetCpuPercent: 70\n");
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        sync_ok(backend, &case.repo.desired()).await;
+        assert_eq!(fake.names("horizontalpodautoscalers", ns), ["web"]);
+        fake.edit("deployments", ns, "web", "kube-controller-manager", |body| body["spec"]["replicas"] = json!(5));
+        case.repo.remove("scaling/web.yaml");
+        let desired = case.repo.desired();
+        let plan = sync_ok(backend, &desired).await;
+        assert!(fake.names("horizontalpodautoscalers", ns).is_empty(), "the autoscaler goes: {plan:?}");
+        let deployment = fake.object("deployments", ns, "web").expect("Deployment");
+        assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(3)), "the app's own count again");
+        assert!(!plan_of(backend, &desired).await.has_changes());
+    });
+}
+
 /// Issue 24: an app's pods carry `app.kubernetes.io/instance: <namespace>-<app>`, and the API server refuses a
 /// label value over 63 characters (422 Invalid). railyard refuses such a configuration when it loads it, naming
 /// the limit, instead of failing halfway through an apply; at exactly 63 characters the API server takes it.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use bollard::query_parameters::{ListNetworksOptions, ListVolumesOptions, RemoveVolumeOptions};
 use futures_util::future::join_all;
+use tracing::warn;
 
 use super::container::volume_name;
 use super::labels::{self, Replica};
@@ -148,15 +149,45 @@ async fn remove_networks(backend: &DockerBackend, env: &Environment) -> Result<(
         if let Some(caddy) = caddy_container {
             disconnect(backend, network, caddy).await?;
         }
-        match backend.docker.remove_network(network).await {
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) | Ok(()) => {}
-            Err(other) => {
+        match remove_network(backend, network).await {
+            Ok(()) => {}
+            // The engine can keep an endpoint of a container it has already removed (a race in its network
+            // cleanup, fixed only by restarting it): nothing of the environment uses the network any more, so the
+            // destroy is done, and the network is said to be left behind.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 403, message })
+                if unused(backend, network).await =>
+            {
+                warn!(
+                    network,
+                    project = %env.project,
+                    "the Docker Engine refuses to remove the network ({message}) although no container is attached: \
+                     it kept a stale endpoint; restarting the engine frees it, then `docker network rm {network}`"
+                );
+            }
+            Err(error) => {
                 let doing = format!("remove network {} of {}", network, env.project);
-                return Err(DockerError::from_bollard(&backend.host, doing, other));
+                return Err(DockerError::from_bollard(&backend.host, doing, error));
             }
         }
     }
     Ok(())
+}
+
+/// Removes `network`; one already gone is fine.
+async fn remove_network(backend: &DockerBackend, network: &str) -> Result<(), bollard::errors::Error> {
+    match backend.docker.remove_network(network).await {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) | Ok(()) => Ok(()),
+        Err(other) => Err(other),
+    }
+}
+
+/// Whether no container is attached to `network` (as the engine lists them).
+async fn unused(backend: &DockerBackend, network: &str) -> bool {
+    let options = None::<bollard::query_parameters::InspectNetworkOptions>;
+    match backend.docker.inspect_network(network, options).await {
+        Ok(inspected) => inspected.containers.unwrap_or_default().is_empty(),
+        Err(_) => false,
+    }
 }
 
 /// Disconnects `container` from `network` when it is connected.

@@ -243,6 +243,9 @@ impl Applier<'_> {
     ) -> Result<ActionResult, KubernetesError> {
         let Some(spec) = &action.desired else { return self.delete_app(&action.name, listed).await };
         let repair = matches!(action.change, Change::Repair { .. });
+        // A rule gone: `replicas` comes back from the autoscaler's controller, which owns the field by now.
+        let reclaims_replicas = spec.autoscale.is_none()
+            && matches!(&action.change, Change::Update { fields } if fields.iter().any(|field| field == "autoscale"));
         let mut deployment = None;
         for object in app_objects(manifests, &action.name) {
             let found = listed.get(&(kind_of(object), object.name().to_owned()));
@@ -263,7 +266,8 @@ impl Applier<'_> {
                 self.hand_over_replicas(object.name(), found).await?;
             }
             let body = serde_json::to_value(object).unwrap_or(Value::Null);
-            match self.send(kind_of(object), object.name(), &body, repair).await? {
+            let take_back = repair || (reclaims_replicas && kind_of(object) == Kind::Deployment);
+            match self.send(kind_of(object), object.name(), &body, take_back).await? {
                 Applied::Conflict(message) => return Ok(conflict(object, &message)),
                 Applied::Written(written) if kind_of(object) == Kind::Deployment => deployment = Some(written),
                 Applied::Written(_) => {}
