@@ -42,7 +42,31 @@ pub fn redirect_origin(response: &Response) -> String {
 }
 
 /// Runs `attempt` until it succeeds, at most `attempts` times, waiting `first_wait` and doubling between tries.
-pub async fn with_backoff<T, E, F, Fut>(attempts: u32, first_wait: Duration, mut attempt: F) -> Result<T, E>
+pub async fn with_backoff<T, E, F, Fut>(attempts: u32, first_wait: Duration, attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    with_backoff_unless(attempts, first_wait, attempt, |_| Retry::Backoff).await
+}
+
+/// What a failed attempt calls for.
+pub enum Retry {
+    /// It would only fail again: give up at once.
+    No,
+    /// Try again after this long (a rate limit's reset), without counting towards the backoff.
+    After(Duration),
+    /// Try again after the doubling wait.
+    Backoff,
+}
+
+/// [`with_backoff`], with `decide` saying what each failure calls for.
+pub async fn with_backoff_unless<T, E, F, Fut>(
+    attempts: u32,
+    first_wait: Duration,
+    mut attempt: F,
+    decide: impl Fn(&E) -> Retry,
+) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -50,15 +74,20 @@ where
     let mut wait = first_wait;
     let mut tried = 1;
     loop {
-        match attempt().await {
+        let error = match attempt().await {
             Ok(done) => return Ok(done),
-            Err(error) if tried >= attempts.max(1) => return Err(error),
-            Err(_) => {
+            Err(error) => error,
+        };
+        match decide(&error) {
+            _ if tried >= attempts.max(1) => return Err(error),
+            Retry::No => return Err(error),
+            Retry::After(delay) => tokio::time::sleep(delay).await,
+            Retry::Backoff => {
                 tokio::time::sleep(wait).await;
                 wait = wait.saturating_mul(2);
-                tried += 1;
             }
         }
+        tried += 1;
     }
 }
 

@@ -48,6 +48,11 @@ impl Target {
         Target { backend, kubeconfig: None, context: None }
     }
 
+    /// The move an environment that last ran on `self` makes to `next`, when they are two targets.
+    pub fn moving_to(&self, next: &Target) -> Option<crate::plan::Move> {
+        (self.name() != next.name()).then(|| crate::plan::Move { from: self.name(), to: next.name() })
+    }
+
     /// How the target is shown and stored: the backend, and the context when one is named (`kubernetes/prod`).
     pub fn name(&self) -> String {
         match &self.context {

@@ -107,16 +107,6 @@ fn a_pushed_commit_is_served_after_the_webhook_and_an_invalid_one_changes_nothin
     assert_eq!(history["items"][0]["outcome"], "invalid");
 }
 
-/// The metric line starting with `line_start` on the Yard's `/metrics`; 0 when absent.
-async fn yard_metric(yard: &Yard, line_start: &str) -> f64 {
-    let (_, text) = yard.http("GET", "/metrics", None).await;
-    text.lines()
-        .find(|line| line.starts_with(line_start))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Every reconcile of every environment so far, whatever its outcome.
 async fn yard_reconciles(yard: &Yard) -> f64 {
     let (_, text) = yard.http("GET", "/metrics", None).await;
@@ -136,7 +126,7 @@ async fn yard_deliveries(yard: &Yard) -> Vec<serde_json::Value> {
 /// Waits (on Tokio's clock, up to a minute of it) until the metric `line_start` is above `floor`.
 async fn until_metric_above(yard: &Yard, line_start: &str, floor: f64) {
     for _ in 0..600 {
-        if yard_metric(yard, line_start).await > floor {
+        if yard.metric(line_start).await > floor {
             return;
         }
         yard.idle(Duration::from_millis(100)).await;
@@ -161,7 +151,7 @@ async fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
     let mut yard = synced_yard().await;
     yard.webhook_limit = 65536;
     let reconciles = "railyard_reconciles_total{env=\"production\",outcome=\"unchanged\"}";
-    let before = yard_metric(&yard, reconciles).await;
+    let before = yard.metric(reconciles).await;
 
     let secret = WEBHOOK_SECRET;
     let gitlab = fixture("gitlab-push.json");
@@ -236,7 +226,7 @@ async fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
     futures_util::future::join_all(accepted.iter().map(|case| send(case))).await;
     until_metric_above(&yard, reconciles, before).await;
     yard.idle(Duration::from_secs(60)).await;
-    let after = yard_metric(&yard, reconciles).await;
+    let after = yard.metric(reconciles).await;
     assert!((1.0..=2.0).contains(&(after - before)), "{before} -> {after}");
     let items = yard_deliveries(&yard).await;
     assert_eq!(items.len(), 11, "every delivery but the unknown forge is recorded: {items:#?}");
@@ -246,11 +236,8 @@ async fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
         "three bad signatures, a missing one, an oversized body"
     );
     assert!(items.iter().any(|d| d["reason"] == "missing or wrong signature"));
-    assert_eq!(
-        yard_metric(&yard, "railyard_webhook_deliveries_total{forge=\"github\",result=\"rejected\"}").await,
-        2.0
-    );
-    assert_eq!(yard_metric(&yard, "railyard_webhook_unauthenticated_deliveries_total").await, 5.0);
+    assert_eq!(yard.metric("railyard_webhook_deliveries_total{forge=\"github\",result=\"rejected\"}").await, 2.0);
+    assert_eq!(yard.metric("railyard_webhook_unauthenticated_deliveries_total").await, 5.0);
     let (_, page) = yard.http("GET", "/env/production", None).await;
     assert!(page.contains("id=\"sync-now\""), "with a token the page offers Sync now");
 }
@@ -863,10 +850,7 @@ async fn a_replayed_delivery_is_answered_duplicate_and_triggers_nothing_even_aft
     let (status, body) = deliver(&yard, None, &signature).await;
     assert_eq!((status, body.contains("duplicate")), (200, true), "without its id: {body}");
     // Each was recorded as a duplicate: the server has decided on all three.
-    assert_eq!(
-        yard_metric(&yard, "railyard_webhook_deliveries_total{forge=\"github\",result=\"duplicate\"}").await,
-        3.0
-    );
+    assert_eq!(yard.metric("railyard_webhook_deliveries_total{forge=\"github\",result=\"duplicate\"}").await, 3.0);
     let deliveries = yard_deliveries(&yard).await;
     let reasons: Vec<&str> = deliveries.iter().take(3).filter_map(|d| d["reason"].as_str()).collect();
     assert!(reasons.len() == 3 && reasons.iter().all(|r| r.starts_with("duplicate")), "{deliveries:#?}");

@@ -379,7 +379,7 @@ async fn a_webhook_for_staging_does_not_reconcile_production() {
     let production = yard.env();
     let production_syncs = yard.history().len();
     let reconciles = |env: &str| format!("railyard_reconciles_total{{env=\"{env}\",outcome=\"applied\"}}");
-    let production_reconciles = yard_metric(&yard, &reconciles("production")).await;
+    let production_reconciles = yard.metric(&reconciles("production")).await;
     // main moves too, without its webhook: a reconcile of production would pick it up and record a sync.
     yard.commit_to("main", &[("apps/web.yaml", &image_app("web:production-2"))], "production: two");
     let staging_sha = yard.commit_to("staging", &[("apps/web.yaml", &image_app("web:staging-2"))], "staging: two");
@@ -397,7 +397,7 @@ async fn a_webhook_for_staging_does_not_reconcile_production() {
     })
     .await;
     assert_eq!(image_in(&yard, "shop-staging").as_deref(), Some("web:staging-2"));
-    assert_eq!(yard_metric(&yard, &reconciles("staging")).await, 2.0, "staging: its first sync and the push");
+    assert_eq!(yard.metric(&reconciles("staging")).await, 2.0, "staging: its first sync and the push");
     // A reconcile of production that the delivery started would have run in this minute of Tokio's clock.
     yard.idle(Duration::from_secs(60)).await;
 
@@ -405,18 +405,8 @@ async fn a_webhook_for_staging_does_not_reconcile_production() {
     assert_eq!(after.commit, production.commit, "production moved to main's new commit");
     assert_eq!(after.last_checked_ms, production.last_checked_ms, "production was reconciled");
     assert_eq!(yard.history().len(), production_syncs, "production's history got a sync");
-    assert_eq!(yard_metric(&yard, &reconciles("production")).await, production_reconciles);
+    assert_eq!(yard.metric(&reconciles("production")).await, production_reconciles);
     assert_eq!(yard.running_image().as_deref(), Some("web:production-1"));
-}
-
-/// The metric line starting with `line_start`; 0 when absent.
-async fn yard_metric(yard: &Yard, line_start: &str) -> f64 {
-    let (_, text) = yard.http("GET", "/metrics", None).await;
-    text.lines()
-        .find(|line| line.starts_with(line_start))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// `web` with a volume, so that tearing staging down can be seen to keep it.

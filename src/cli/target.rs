@@ -112,8 +112,7 @@ fn moving(target: &Target, placed: &railyard::targets::Target) -> Option<railyar
         return None;
     }
     let store = railyard::store::Store::open(&target.state_dir).ok()?;
-    let last = store.placement(&target.env).ok().flatten()?;
-    (last.name() != placed.name()).then(|| railyard::plan::Move { from: last.name(), to: placed.name() })
+    store.placement(&target.env).ok().flatten()?.moving_to(placed)
 }
 
 /// The config, the environment it is for, its commit, the repository's files (for its SOPS secrets) and the branch

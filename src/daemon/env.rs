@@ -637,9 +637,8 @@ impl EnvHandle {
 
     /// The move this environment makes, when it last ran on another target than the one the settings give it.
     fn moving(&self, daemon: &Daemon) -> Option<crate::plan::Move> {
-        let to = daemon.settings.targets.of(&self.name).name();
         let placed = daemon.store.placement(&self.name).ok().flatten()?;
-        (placed.name() != to).then(|| crate::plan::Move { from: placed.name(), to })
+        placed.moving_to(daemon.settings.targets.of(&self.name))
     }
 
     /// Records that the environment runs on its target now, once what ran on its old target (a move) is gone.

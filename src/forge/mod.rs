@@ -277,25 +277,18 @@ impl ForgeClient {
     /// Runs `attempt` until it succeeds, at most `attempts` times: after a transient failure it waits `first_wait`,
     /// doubling, or as long as a rate limit asks; a failure that would only repeat (a refused token, missing rights,
     /// an invalid request) is returned at once.
-    async fn patiently<T, F, Fut>(&self, attempts: u32, first_wait: Duration, mut attempt: F) -> Result<T, ForgeError>
+    async fn patiently<T, F, Fut>(&self, attempts: u32, first_wait: Duration, attempt: F) -> Result<T, ForgeError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ForgeError>>,
     {
-        let mut wait = first_wait;
-        let mut tried = 1;
-        loop {
-            match attempt().await {
-                Ok(done) => return Ok(done),
-                Err(error) if tried >= attempts.max(1) || !error.transient() => return Err(error),
-                Err(ForgeError::RateLimited { wait: Some(reset), .. }) => tokio::time::sleep(reset).await,
-                Err(_) => {
-                    tokio::time::sleep(wait).await;
-                    wait = wait.saturating_mul(2);
-                }
-            }
-            tried += 1;
-        }
+        use crate::outbound::{Retry, with_backoff_unless};
+        with_backoff_unless(attempts, first_wait, attempt, |error| match error {
+            _ if !error.transient() => Retry::No,
+            ForgeError::RateLimited { wait: Some(reset), .. } => Retry::After(*reset),
+            _ => Retry::Backoff,
+        })
+        .await
     }
 
     /// Every item of a paged listing, or an error: a page that fails, does not parse, or leaves the count the forge

@@ -229,6 +229,16 @@ impl Yard {
         railyard::server::router(Arc::new(state))
     }
 
+    /// The value of the `/metrics` line starting with `line_start`; 0 when absent.
+    pub async fn metric(&self, line_start: &str) -> f64 {
+        let (_, text) = self.http("GET", "/metrics", None).await;
+        text.lines()
+            .find(|line| line.starts_with(line_start))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// A request to the daemon's HTTP router, in process; the status and body.
     pub async fn http(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
         let bearer = token.map(|token| format!("Bearer {token}"));
