@@ -247,7 +247,7 @@ async fn a_rollback_pins_an_earlier_commit_until_unpinned_and_survives_a_restart
     let never = yard.daemon.rollback("production", "0000000", false).await;
     assert!(never.is_err(), "a commit never synced is refused without force");
 
-    yard.daemon.unpin("production").expect("unpin");
+    yard.daemon.unpin("production").await.expect("unpin");
     yard.until("the branch's head again", |_| yard.running_image().as_deref() == Some("web:3")).await;
     assert_eq!(yard.env().pinned, None);
 }

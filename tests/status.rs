@@ -70,7 +70,7 @@ async fn a_pinned_environment_says_pinned_in_the_api_the_pages_the_overview_and_
     let (_, page) = yard.http("GET", "/env/production/syncs", None).await;
     assert!(page.contains("<td>rollback</td>"), "the history page names it: {page}");
 
-    yard.daemon.unpin("production").expect("unpin");
+    yard.daemon.unpin("production").await.expect("unpin");
     let synced = yard.until("the branch's head again", |env| env.sync_status == SyncStatus::Synced).await;
     assert_eq!(synced.commit.map(|c| c.sha), Some(head));
     let (_, metrics) = yard.http("GET", "/metrics", None).await;

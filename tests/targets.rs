@@ -171,7 +171,7 @@ fn the_cli_plans_on_the_settings_target_and_shows_the_move_it_leaves_to_the_daem
     assert!(text(&fresh.stdout).contains("create App web"), "planned on the in-memory target, not Docker");
     assert!(!text(&fresh.stdout).contains("move from"), "{}", text(&fresh.stdout));
 
-    let store = railyard::store::Store::open(&state).expect("serve's store");
+    let store = railyard::store::SqliteDb::open(&state).expect("serve's store");
     store.place("staging", &Target::of(BackendKind::Docker), 1).expect("placed");
     drop(store);
     let planned = cli("plan", &["--detailed-exitcode"]);

@@ -42,7 +42,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         read_secret(args.git_token_file.as_deref(), "RAILYARD_GIT_TOKEN", args.file_secrets.git_token.as_ref())?;
     let source = source_for(&repo, &args.branch, &args.state_dir, git_token, args.fetch_timeout);
     let public_hosts = public_hosts(&args.public_url)?;
-    let daemon = Daemon::new(daemon_settings(&args, &repo, source)?, store);
+    let daemon = Daemon::new(daemon_settings(&args, &repo, source)?, store).await;
     let listener = bind(&args.listen, "--listen").await?;
     let address = listener.local_addr()?;
     let metrics_listener = match &args.metrics_listen {

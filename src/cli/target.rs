@@ -111,7 +111,7 @@ fn moving(target: &Target, placed: &railyard::targets::Target) -> Option<railyar
     if !target.state_dir.join(railyard::store::DATABASE_FILE).exists() {
         return None;
     }
-    let store = railyard::store::Store::open(&target.state_dir).ok()?;
+    let store = railyard::store::SqliteDb::open(&target.state_dir).ok()?;
     store.placement(&target.env).ok().flatten()?.moving_to(placed)
 }
 

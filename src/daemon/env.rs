@@ -504,7 +504,7 @@ impl EnvHandle {
             fetched = daemon.fetch_branch(taken, branch) => fetched,
         };
         let fetched = fetched.map_err(|error| self.fail(error.into()))?;
-        let pin = daemon.store.pin_of(&self.name).ok().flatten();
+        let pin = daemon.store.pin_of(&self.name).await.ok().flatten();
         match &pin {
             Some((sha, _)) if *sha != fetched.commit.sha => match daemon.read_sha(sha).await {
                 Ok(pinned) => Ok(ReadCommit { fetched: pinned, head: Some(fetched), pin }),
@@ -558,7 +558,7 @@ impl EnvHandle {
         let secrets =
             daemon.secrets_for(config, &environment, branch, &read.fetched.files).map_err(ReconcileError::Secrets)?;
         let mut prepared = pipeline::prepare(backend.as_ref(), &secrets, desired).await?;
-        prepared.plan.moving = self.moving(daemon);
+        prepared.plan.moving = self.moving(daemon).await;
         Ok(prepared)
     }
 
@@ -636,8 +636,8 @@ impl EnvHandle {
     }
 
     /// The move this environment makes, when it last ran on another target than the one the settings give it.
-    fn moving(&self, daemon: &Daemon) -> Option<crate::plan::Move> {
-        let placed = daemon.store.placement(&self.name).ok().flatten()?;
+    async fn moving(&self, daemon: &Daemon) -> Option<crate::plan::Move> {
+        let placed = daemon.store.placement(&self.name).await.ok().flatten()?;
         placed.moving_to(daemon.settings.targets.of(&self.name))
     }
 
@@ -649,7 +649,7 @@ impl EnvHandle {
         environment: &Environment,
     ) -> Result<(), ReconcileError> {
         let target = daemon.settings.targets.of(&self.name);
-        let placed = daemon.store.placement(&self.name).ok().flatten();
+        let placed = daemon.store.placement(&self.name).await.ok().flatten();
         if placed.as_ref() == Some(target) {
             return Ok(());
         }
@@ -661,7 +661,7 @@ impl EnvHandle {
             };
             gone.map_err(|source| ReconcileError::Leave { from: old.name(), source: Box::new(source) })?;
         }
-        daemon.store.place(&self.name, target, now_ms()).map_err(ReconcileError::Store)
+        daemon.store.place(&self.name, target, now_ms()).await.map_err(ReconcileError::Store)
     }
 
     /// Fires a reconcile when the sync windows let automatic syncs run again.
@@ -790,11 +790,11 @@ impl EnvHandle {
         }
         if project.is_empty() {
             // Never applied under a known name: nothing of it can run.
-            return self.gone_or_back(daemon);
+            return self.gone_or_back(daemon).await;
         }
         info!(%summary, "destroying");
         // Where it runs, which is its target's unless it was moved and never applied since.
-        let target = daemon.store.placement(&self.name).ok().flatten();
+        let target = daemon.store.placement(&self.name).await.ok().flatten();
         let target = target.as_ref().unwrap_or_else(|| daemon.settings.targets.of(&self.name));
         let backend = match daemon.backend_on(target).await {
             Ok(backend) => backend,
@@ -805,13 +805,13 @@ impl EnvHandle {
         }
         let record = self.removal_record(trigger, started_ms, SyncOutcome::Destroyed, &summary, None);
         daemon.record(record).await;
-        self.gone_or_back(daemon)
+        self.gone_or_back(daemon).await
     }
 
     /// Ends the worker of a torn-down environment, unless the environment was listed again meanwhile: then it is
     /// reconciled afresh, as a new environment would be.
-    fn gone_or_back(&self, daemon: &Daemon) -> Reconciled {
-        if daemon.forget(self) {
+    async fn gone_or_back(&self, daemon: &Daemon) -> Reconciled {
+        if daemon.forget(self).await {
             self.gone.send_replace(true);
         } else {
             info!("listed again while it was torn down; it runs again");

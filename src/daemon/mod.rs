@@ -209,7 +209,7 @@ pub struct Daemon {
     /// The tracked branch's valid config and its policy, once read.
     tracked: RwLock<Option<(Policy, Arc<Config>)>>,
     /// Changes to the list of environments happen one at a time.
-    listing_changes: std::sync::Mutex<()>,
+    listing_changes: Mutex<()>,
     /// Host to the environment that routes it (the first listed that claims it).
     claims: RwLock<BTreeMap<String, String>>,
     fetcher: Fetcher,
@@ -242,26 +242,26 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 impl Daemon {
     /// The daemon with the environments of the last run and production (pages and the API show them before the
     /// first fetch); their workers wait for [`Daemon::run`] to read the list. Call inside a Tokio runtime.
-    pub fn new(settings: DaemonSettings, store: Arc<Store>) -> Arc<Daemon> {
-        Daemon::build(settings, store, BTreeMap::new())
+    pub async fn new(settings: DaemonSettings, store: Arc<Store>) -> Arc<Daemon> {
+        Daemon::build(settings, store, BTreeMap::new()).await
     }
 
     /// [`Daemon::new`] over a backend already connected (the in-memory one, say) for every target.
-    pub fn with_backend(settings: DaemonSettings, store: Arc<Store>, backend: Arc<dyn Backend>) -> Arc<Daemon> {
+    pub async fn with_backend(settings: DaemonSettings, store: Arc<Store>, backend: Arc<dyn Backend>) -> Arc<Daemon> {
         let connected = settings.targets.all().into_keys().map(|name| (name, Arc::clone(&backend))).collect();
-        Daemon::build(settings, store, connected)
+        Daemon::build(settings, store, connected).await
     }
 
     /// [`Daemon::new`] over backends already connected, by target name (several in-memory ones, say).
-    pub fn with_backends(
+    pub async fn with_backends(
         settings: DaemonSettings,
         store: Arc<Store>,
         connected: BTreeMap<String, Arc<dyn Backend>>,
     ) -> Arc<Daemon> {
-        Daemon::build(settings, store, connected)
+        Daemon::build(settings, store, connected).await
     }
 
-    fn build(
+    async fn build(
         settings: DaemonSettings,
         store: Arc<Store>,
         connected: BTreeMap<String, Arc<dyn Backend>>,
@@ -281,7 +281,7 @@ impl Daemon {
             envs: RwLock::new(Vec::new()),
             listing: Coalescer::default(),
             tracked: RwLock::new(None),
-            listing_changes: std::sync::Mutex::new(()),
+            listing_changes: Mutex::new(()),
             claims: RwLock::new(BTreeMap::new()),
             backends: std::sync::Mutex::new(backends),
             ready: AtomicBool::new(false),
@@ -289,8 +289,8 @@ impl Daemon {
             changes: broadcast::channel(64).0,
             listing_worker: RwLock::new(WorkerState::Running),
         });
-        daemon.restore_pull_requests();
-        daemon.start_known_environments();
+        daemon.restore_pull_requests().await;
+        daemon.start_known_environments().await;
         daemon.ensure_default_env();
         daemon
     }
@@ -472,8 +472,8 @@ impl Daemon {
 
     /// Environments the store remembers from an earlier run start as they were, so that one removed from the list
     /// while railyard was down is still torn down.
-    fn start_known_environments(self: &Arc<Self>) {
-        let known = self.store.known_environments().unwrap_or_else(|error| {
+    async fn start_known_environments(self: &Arc<Self>) {
+        let known = self.store.known_environments().await.unwrap_or_else(|error| {
             warn!(%error, "cannot read the environments of the last run");
             Vec::new()
         });
@@ -541,7 +541,7 @@ impl Daemon {
         let claims = self.host_claims(&snapshot, &config, &listed, &policy).await;
         let changed_claims = *read(&self.claims) != claims;
         *write(&self.claims) = claims;
-        self.apply_list(&listed, &policy, (changed_policy || changed_claims).then_some(taken.trigger));
+        self.apply_list(&listed, &policy, (changed_policy || changed_claims).then_some(taken.trigger)).await;
         self.previews_trigger.fire(taken.trigger);
     }
 
@@ -566,8 +566,8 @@ impl Daemon {
     /// Starts workers of new environments, updates changed ones, marks removed ones (their worker destroys them or
     /// shows the pending destroy), and remembers the list for the next start.
     /// `everyone` fires every environment (the policy or the host claims changed).
-    fn apply_list(self: &Arc<Self>, listed: &[ListedEnvironment], policy: &Policy, everyone: Option<Trigger>) {
-        let _one_at_a_time = self.listing_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    async fn apply_list(self: &Arc<Self>, listed: &[ListedEnvironment], policy: &Policy, everyone: Option<Trigger>) {
+        let _one_at_a_time = self.listing_changes.lock().await;
         let before: Vec<String> = self.environments().iter().map(|env| env.name.clone()).collect();
         let mut changed_any = false;
         let mut order = Vec::new();
@@ -613,11 +613,11 @@ impl Daemon {
         if !changed_any {
             return;
         }
-        self.remember_environment_list();
+        self.remember_environment_list().await;
     }
 
     /// Remembers every environment for the next start, and tells live pages.
-    fn remember_environment_list(&self) {
+    async fn remember_environment_list(&self) {
         let known: Vec<KnownEnvironment> = self
             .environments()
             .iter()
@@ -627,7 +627,7 @@ impl Daemon {
                 branch: env.branch_or_last(),
             })
             .collect();
-        if let Err(error) = self.store.remember_environments(&known) {
+        if let Err(error) = self.store.remember_environments(&known).await {
             warn!(%error, "cannot remember the environment list");
         }
         let _ = self.changes.send(());
@@ -688,15 +688,15 @@ impl Daemon {
 
     /// Forgets a destroyed environment; false, forgetting nothing, when it was listed again while it was torn down
     /// (a preview pushed to as it expired): it then runs again.
-    fn forget(&self, handle: &EnvHandle) -> bool {
-        let _one_at_a_time = self.listing_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    async fn forget(&self, handle: &EnvHandle) -> bool {
+        let _one_at_a_time = self.listing_changes.lock().await;
         if handle.branch().is_some() {
             return false;
         }
         let name = handle.name.as_str();
         write(&self.envs).retain(|env| env.name != name);
         self.metrics.forget_env(name);
-        if let Err(error) = self.store.forget_environment(name) {
+        if let Err(error) = self.store.forget_environment(name).await {
             warn!(%error, env = name, "cannot forget the environment");
         }
         let _ = self.changes.send(());
@@ -710,15 +710,10 @@ impl Daemon {
         self.fetcher.read(snapshot, branch).await
     }
 
-    /// Writes a sync into the history on a blocking thread, keeping the newest `--keep-syncs`.
+    /// Writes a sync into the history, keeping the newest `--keep-syncs`.
     async fn record(&self, record: crate::store::SyncRecord) {
-        let store = Arc::clone(&self.store);
-        let keep = self.settings.keep_syncs;
-        let written = tokio::task::spawn_blocking(move || store.record_sync(&record, keep)).await;
-        match written {
-            Ok(Ok(_)) => {}
-            Ok(Err(store_error)) => error!(%store_error, "cannot record the sync"),
-            Err(task_error) => error!(%task_error, "cannot record the sync"),
+        if let Err(store_error) = self.store.record_sync(&record, self.settings.keep_syncs).await {
+            error!(%store_error, "cannot record the sync");
         }
     }
 }
@@ -728,7 +723,7 @@ mod tests {
     use super::*;
     use crate::backend::BackendKind;
 
-    fn daemon(dir: &std::path::Path) -> Arc<Daemon> {
+    async fn daemon(dir: &std::path::Path) -> Arc<Daemon> {
         let store = Arc::new(Store::open(dir).expect("store"));
         let settings = DaemonSettings {
             source: Source::Dir(dir.to_owned()),
@@ -750,13 +745,13 @@ mod tests {
             sync_windows: Vec::new(),
             clock: crate::clock::Clock::System,
         };
-        Daemon::new(settings, store)
+        Daemon::new(settings, store).await
     }
 
     #[tokio::test]
     async fn a_panicked_worker_is_recorded_as_a_failed_sync_and_reported_until_it_runs_again() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let daemon = daemon(dir.path());
+        let daemon = daemon(dir.path()).await;
         let listed =
             ListedEnvironment { name: "staging".to_owned(), branch: "staging".to_owned(), host_template: None };
         let env = daemon.add_env(&listed, "shop");
@@ -768,7 +763,7 @@ mod tests {
         assert_eq!(state.error.as_deref(), Some(reason.as_str()));
         let mut recorded = None;
         for _ in 0..100 {
-            let history = daemon.store.syncs(Some("staging"), 0).expect("history").items;
+            let history = daemon.store.syncs(Some("staging"), 0).await.expect("history").items;
             recorded = history.into_iter().find(|sync| sync.trigger == Trigger::Panic);
             if recorded.is_some() {
                 break;

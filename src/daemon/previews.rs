@@ -84,7 +84,7 @@ pub use crate::model::preview::is_preview_name as is_preview;
 impl Daemon {
     /// A pull-request event from a forge webhook (signature already checked). Returns the preview's environment
     /// name. With forge access the event only wakes the worker, which reads the forge's list.
-    pub fn pull_request_event(&self, action: PullRequestAction, pr: PullRequest) -> String {
+    pub async fn pull_request_event(&self, action: PullRequestAction, pr: PullRequest) -> String {
         let env = format!("pr-{}", pr.number);
         let labels = self.preview_labels();
         {
@@ -109,7 +109,7 @@ impl Daemon {
                 }
             }
         }
-        self.remember_pull_requests();
+        self.remember_pull_requests().await;
         if let Some(handle) = self.env(&env)
             && action == PullRequestAction::Updated
         {
@@ -212,7 +212,7 @@ impl Daemon {
         write(&self.previews).enabled = policy.is_some();
         if let Some(forge) = &self.forge {
             match forge.open_pull_requests().await {
-                Ok(open) => self.take_forge_list(open),
+                Ok(open) => self.take_forge_list(open).await,
                 Err(error) => {
                     warn!(%error, "cannot read the forge's open pull requests; no preview is torn down until it can");
                     write(&self.previews).list_error = Some(error);
@@ -247,7 +247,7 @@ impl Daemon {
                 branch: candidate.git_ref.clone(),
                 host_template: None,
             };
-            self.run_preview(&listed, &project, taken.fetch_after);
+            self.run_preview(&listed, &project, taken.fetch_after).await;
         }
         for (env, reason) in &decision.destroy {
             if let Some(handle) = self.env(env)
@@ -262,26 +262,27 @@ impl Daemon {
     }
 
     /// Replaces the open pull requests by the forge's list, keeping when each head was first seen.
-    fn take_forge_list(&self, open: Vec<PullRequest>) {
+    async fn take_forge_list(&self, open: Vec<PullRequest>) {
         let labels = self.preview_labels();
-        let mut state = write(&self.previews);
-        let now = now_ms();
-        state.open = open
-            .into_iter()
-            .map(|pr| {
-                let known = state.open.get(&pr.number);
-                let pushed_ms = match known {
-                    Some(known) if known.head_sha == pr.head_sha => known.pushed_ms,
-                    _ => now,
-                };
-                let approved_sha = approval(&labels, known, &pr, false);
-                (pr.number, PullRequest { pushed_ms, approved_sha, ..pr })
-            })
-            .collect();
-        state.list_error = None;
-        state.listed_ms = Some(now);
-        drop(state);
-        self.remember_pull_requests();
+        {
+            let mut state = write(&self.previews);
+            let now = now_ms();
+            state.open = open
+                .into_iter()
+                .map(|pr| {
+                    let known = state.open.get(&pr.number);
+                    let pushed_ms = match known {
+                        Some(known) if known.head_sha == pr.head_sha => known.pushed_ms,
+                        _ => now,
+                    };
+                    let approved_sha = approval(&labels, known, &pr, false);
+                    (pr.number, PullRequest { pushed_ms, approved_sha, ..pr })
+                })
+                .collect();
+            state.list_error = None;
+            state.listed_ms = Some(now);
+        }
+        self.remember_pull_requests().await;
     }
 
     /// Every open pull request, and every branch of `snapshot` that `previews.branches` names.
@@ -325,8 +326,13 @@ impl Daemon {
     }
 
     /// Starts the preview's worker, or points it at the candidate's ref.
-    fn run_preview(self: &Arc<Self>, listed: &ListedEnvironment, project: &str, seen: Option<std::time::Instant>) {
-        let _one_at_a_time = self.listing_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    async fn run_preview(
+        self: &Arc<Self>,
+        listed: &ListedEnvironment,
+        project: &str,
+        seen: Option<std::time::Instant>,
+    ) {
+        let _one_at_a_time = self.listing_changes.lock().await;
         match self.env(&listed.name) {
             Some(handle) => {
                 let source = self.settings.source.describe_branch(&listed.branch);
@@ -339,7 +345,7 @@ impl Daemon {
                 let handle = self.add_env(listed, project);
                 handle.trigger.fire_seen(Trigger::Startup, seen);
                 drop(_one_at_a_time);
-                self.remember_environment_list();
+                self.remember_environment_list().await;
             }
         }
         let _ = self.changes.send(());
@@ -376,16 +382,16 @@ impl Daemon {
     }
 
     /// Keeps the open pull requests for the next start (without forge access nothing else would know them).
-    fn remember_pull_requests(&self) {
+    async fn remember_pull_requests(&self) {
         let open: Vec<PullRequest> = read(&self.previews).open.values().cloned().collect();
-        if let Err(error) = self.store.remember_pull_requests(&open) {
+        if let Err(error) = self.store.remember_pull_requests(&open).await {
             warn!(%error, "cannot remember the open pull requests");
         }
     }
 
     /// The open pull requests of the last run.
-    pub(super) fn restore_pull_requests(&self) {
-        match self.store.pull_requests() {
+    pub(super) async fn restore_pull_requests(&self) {
+        match self.store.pull_requests().await {
             Ok(open) => write(&self.previews).open = open.into_iter().map(|pr| (pr.number, pr)).collect(),
             Err(error) => warn!(%error, "cannot read the open pull requests of the last run"),
         }

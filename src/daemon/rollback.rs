@@ -57,7 +57,7 @@ impl Daemon {
     /// The full sha `commit` names for `env`, and the plan from what runs back to it.
     pub async fn plan_rollback(&self, env: &str, commit: &str, force: bool) -> Result<(String, Plan), RollbackError> {
         let handle = self.env(env).ok_or_else(|| RollbackError::NoEnvironment(env.to_owned()))?;
-        let synced = self.store.synced_commit(env, commit)?;
+        let synced = self.store.synced_commit(env, commit).await?;
         let sha = match synced {
             Some(sha) => sha,
             None if force => commit.to_owned(),
@@ -75,7 +75,7 @@ impl Daemon {
         force: bool,
     ) -> Result<(String, Plan), RollbackError> {
         let (sha, plan) = self.plan_rollback(env, commit, force).await?;
-        self.store.pin(env, &sha, now_ms())?;
+        self.store.pin(env, &sha, now_ms()).await?;
         if let Some(handle) = self.env(env) {
             handle.trigger.fire(Trigger::Rollback);
         }
@@ -83,9 +83,9 @@ impl Daemon {
     }
 
     /// Resumes following the branch; automatic syncs take its head again (the sync windows permitting).
-    pub fn unpin(&self, env: &str) -> Result<(), RollbackError> {
+    pub async fn unpin(&self, env: &str) -> Result<(), RollbackError> {
         let handle = self.env(env).ok_or_else(|| RollbackError::NoEnvironment(env.to_owned()))?;
-        self.store.unpin(env)?;
+        self.store.unpin(env).await?;
         handle.trigger.fire(Trigger::Poll);
         Ok(())
     }

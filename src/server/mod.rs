@@ -172,15 +172,8 @@ async fn require_known_host(
 }
 
 /// Runs a store query on a blocking thread.
-async fn query<T: Send + 'static>(
-    state: &ServerState,
-    work: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, String> {
-    let store = Arc::clone(&state.daemon.store);
-    match tokio::task::spawn_blocking(move || work(&store)).await {
-        Ok(result) => result.map_err(|error| error.to_string()),
-        Err(error) => Err(format!("the history query failed: {error}")),
-    }
+async fn query<T>(answer: impl std::future::Future<Output = Result<T, crate::store::StoreError>>) -> Result<T, String> {
+    answer.await.map_err(|error| error.to_string())
 }
 
 /// Reads are open on a loopback listener without a public URL; otherwise they need the UI password or the API token.
@@ -259,15 +252,14 @@ async fn history_page(
     Path(name): Path<String>,
     Query(history): Query<HistoryQuery>,
 ) -> Response {
-    let env = name.clone();
-    match query(&state, move |store| store.syncs(Some(&env), history.page)).await {
+    match query(state.daemon.store.syncs(Some(&name), history.page)).await {
         Ok(page) => pages::history(&name, &page, state.api_token.is_some(), now_ms()).into_response(),
         Err(error) => ApiError::History(error).into_response(),
     }
 }
 
 async fn sync_page(State(state): State<Arc<ServerState>>, Path(id): Path<i64>) -> Response {
-    match query(&state, move |store| store.sync(id)).await {
+    match query(state.daemon.store.sync(id)).await {
         Ok(Some(sync)) => pages::sync_detail(&sync, now_ms()).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no sync {id}."))).into_response(),
         Err(error) => ApiError::History(error).into_response(),
@@ -479,14 +471,14 @@ struct HistoryQuery {
 }
 
 async fn syncs(State(state): State<Arc<ServerState>>, Query(history): Query<HistoryQuery>) -> Response {
-    match query(&state, move |store| store.syncs(history.env.as_deref(), history.page)).await {
+    match query(state.daemon.store.syncs(history.env.as_deref(), history.page)).await {
         Ok(page) => Json(page).into_response(),
         Err(error) => ApiError::History(error).into_response(),
     }
 }
 
 async fn sync_detail(State(state): State<Arc<ServerState>>, Path(id): Path<i64>) -> Response {
-    match query(&state, move |store| store.sync(id)).await {
+    match query(state.daemon.store.sync(id)).await {
         Ok(Some(record)) => Json(record).into_response(),
         Ok(None) => ApiError::NoSync(id).into_response(),
         Err(error) => ApiError::History(error).into_response(),
@@ -494,7 +486,7 @@ async fn sync_detail(State(state): State<Arc<ServerState>>, Path(id): Path<i64>)
 }
 
 async fn deliveries(State(state): State<Arc<ServerState>>, Query(history): Query<HistoryQuery>) -> Response {
-    match query(&state, move |store| store.deliveries(history.page)).await {
+    match query(state.daemon.store.deliveries(history.page)).await {
         Ok(page) => Json(page).into_response(),
         Err(error) => ApiError::History(error).into_response(),
     }
@@ -603,7 +595,7 @@ async fn unpin_api(State(state): State<Arc<ServerState>>, Path(name): Path<Strin
     if !authorized(&state, &headers) {
         return ApiError::Unauthorized.into_response();
     }
-    match state.daemon.unpin(&name) {
+    match state.daemon.unpin(&name).await {
         Ok(()) => {
             (StatusCode::ACCEPTED, Json(json!({ "env": name, "status": "following its branch again" }))).into_response()
         }
@@ -642,7 +634,7 @@ async fn unpin_form(
     if let Some(refused) = form_refused(&state, &form.token) {
         return refused;
     }
-    match state.daemon.unpin(&name) {
+    match state.daemon.unpin(&name).await {
         Ok(()) => axum::response::Redirect::to(&format!("/env/{name}")).into_response(),
         Err(error) => (StatusCode::NOT_FOUND, pages::not_found(&error.to_string())).into_response(),
     }
@@ -711,7 +703,7 @@ async fn webhook(
         };
     }
     if let Some((action, pr)) = verdict.pull_request.clone() {
-        let env = state.daemon.pull_request_event(action, pr);
+        let env = state.daemon.pull_request_event(action, pr).await;
         verdict.reason = format!("{}; preview {env} reconciles", verdict.reason);
     }
     let authenticated = verdict.status != StatusCode::UNAUTHORIZED;
@@ -729,12 +721,13 @@ async fn first_delivery(state: &ServerState, forge: Forge, id: Option<&str>, bod
     let id = id.map(|id| format!("id:{id}"));
     let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)));
     let now = now_ms();
-    query(state, move |store| {
+    let store = &state.daemon.store;
+    query(async {
         let new_id = match &id {
-            Some(id) => store.first_delivery(forge.as_str(), id, now)?,
+            Some(id) => store.first_delivery(forge.as_str(), id, now).await?,
             None => true,
         };
-        let new_body = store.first_delivery(forge.as_str(), &digest, now)?;
+        let new_body = store.first_delivery(forge.as_str(), &digest, now).await?;
         Ok(new_id && new_body)
     })
     .await
@@ -757,7 +750,7 @@ async fn record(state: &ServerState, forge: Forge, event: &str, result: &str, au
         authenticated,
     };
     let keep = state.keep_deliveries;
-    if let Err(error) = query(state, move |store| store.record_delivery(&delivery, keep)).await {
+    if let Err(error) = query(state.daemon.store.record_delivery(&delivery, keep)).await {
         tracing::error!(%error, "cannot record the webhook delivery");
     }
 }

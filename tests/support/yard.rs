@@ -52,7 +52,7 @@ impl Yard {
         let repo = tempfile::tempdir().expect("repository");
         git(repo.path(), &["init", "-q", "-b", "main"]);
         let state = tempfile::tempdir().expect("state directory");
-        let mut yard = Yard::serve(repo, state, BTreeMap::new(), tweak);
+        let mut yard = Yard::serve(repo, state, BTreeMap::new(), tweak).await;
         for (path, text) in files {
             yard.write(path, text);
         }
@@ -63,7 +63,7 @@ impl Yard {
 
     /// A daemon (not yet running) over `repo`, `state` and the backends of `worlds`, with one more for each target
     /// the settings name that it lacks.
-    pub fn serve(
+    pub async fn serve(
         repo: tempfile::TempDir,
         state: tempfile::TempDir,
         mut worlds: BTreeMap<String, Arc<MemoryBackend>>,
@@ -103,7 +103,7 @@ impl Yard {
         let backend = Arc::clone(&worlds[&settings.targets.default_target().name()]);
         let connected = worlds.iter().map(|(name, world)| (name.clone(), Arc::clone(world) as Arc<dyn Backend>));
         let store = Arc::new(Store::open(state.path()).expect("store"));
-        let daemon = Daemon::with_backends(settings, store, connected.collect());
+        let daemon = Daemon::with_backends(settings, store, connected.collect()).await;
         let webhook_limit = railyard::server::DEFAULT_WEBHOOK_LIMIT;
         Yard { daemon, backend, worlds, repo, state, task: tokio::spawn(async {}), webhook_limit }
     }
@@ -117,7 +117,7 @@ impl Yard {
     pub async fn restart_with(self, tweak: impl FnOnce(&mut DaemonSettings)) -> Yard {
         self.daemon.stop();
         let _ = self.task.await;
-        let mut yard = Yard::serve(self.repo, self.state, self.worlds, tweak);
+        let mut yard = Yard::serve(self.repo, self.state, self.worlds, tweak).await;
         yard.task = tokio::spawn(Arc::clone(&yard.daemon).run());
         yard
     }
@@ -188,8 +188,10 @@ impl Yard {
     }
 
     /// Environment `name`'s history, newest first.
+    /// Read from the database file directly (as `sqlite3` would), so that sync predicates can ask.
     pub fn history_of(&self, name: &str) -> Vec<SyncRecord> {
-        self.daemon.store.syncs(Some(name), 0).expect("history").items
+        let db = railyard::store::SqliteDb::open(self.state.path()).expect("the store's database opens");
+        db.syncs(Some(name), 0).expect("history").items
     }
 
     /// Lets Tokio's clock run `duration` while the daemon does what it does.

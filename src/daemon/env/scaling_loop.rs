@@ -49,24 +49,19 @@ impl EnvHandle {
             .map(|(app, _)| app.clone())
             .collect();
         let now_ms = daemon.settings.clock.now().timestamp_millis();
-        let store = Arc::clone(&daemon.store);
-        let env = self.name.clone();
-        let remembered = tokio::task::spawn_blocking(move || {
+        let store = &daemon.store;
+        let remembered = async {
             Ok::<_, crate::store::StoreError>((
-                store.scaling_rules_appeared(&env, &ruled, now_ms)?,
-                store.autoscale_decisions(&env, &cpu_scaled)?,
+                store.scaling_rules_appeared(&self.name, &ruled, now_ms).await?,
+                store.autoscale_decisions(&self.name, &cpu_scaled).await?,
             ))
-        })
+        }
         .await;
         let (appeared_ms, decided) = match remembered {
-            Ok(Ok(remembered)) => remembered,
+            Ok(remembered) => remembered,
             // Without the records, a rule counts from now and load decides afresh: never a wrong bound.
-            Ok(Err(store_error)) => {
+            Err(store_error) => {
                 error!(%store_error, "cannot read the scaling records");
-                Default::default()
-            }
-            Err(task_error) => {
-                error!(%task_error, "cannot read the scaling records");
                 Default::default()
             }
         };
@@ -131,12 +126,8 @@ impl EnvHandle {
                     direction: direction.to_owned(),
                 })
                 .inc();
-            let (store, env, app, replicas) =
-                (Arc::clone(&daemon.store), self.name.clone(), app.clone(), decision.replicas);
-            let stored =
-                tokio::task::spawn_blocking(move || store.record_autoscale_decision(&env, &app, replicas, now_ms()))
-                    .await;
-            if !matches!(stored, Ok(Ok(()))) {
+            let stored = daemon.store.record_autoscale_decision(&self.name, app, decision.replicas, now_ms()).await;
+            if stored.is_err() {
                 error!(env = %self.name, "cannot store the autoscaler's decision; it holds until railyard restarts");
             }
         }

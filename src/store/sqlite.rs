@@ -1,0 +1,1113 @@
+//! The store in SQLite under the state directory: the embedded default for one host. Calls run on Tokio's blocking
+//! threads, never on the runtime's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::outcome::{SyncOutcome, Trigger};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+
+use super::{
+    DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, KEEP_UNAUTHENTICATED, KnownEnvironment, LeaseRecord, PAGE_SIZE, Page,
+    PublishedStatus, Request, StoreEngine, StoreError, SyncRecord,
+};
+
+/// Each entry moves the schema one version up; applied in order, once.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE syncs (
+        id INTEGER PRIMARY KEY,
+        env TEXT NOT NULL,
+        commit_sha TEXT,
+        commit_summary TEXT,
+        trigger TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        finished_ms INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        diff TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX syncs_by_env ON syncs (env, id DESC);
+    CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY,
+        received_ms INTEGER NOT NULL,
+        forge TEXT NOT NULL,
+        event TEXT NOT NULL,
+        accepted INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );",
+    "ALTER TABLE webhook_deliveries ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX deliveries_by_authentication ON webhook_deliveries (authenticated, id DESC);",
+    "CREATE TABLE environments (
+        name TEXT PRIMARY KEY,
+        project TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        position INTEGER NOT NULL
+    );",
+    "CREATE TABLE scaling_rules (
+        env TEXT NOT NULL,
+        app TEXT NOT NULL,
+        appeared_ms INTEGER NOT NULL,
+        PRIMARY KEY (env, app)
+    );",
+    "CREATE TABLE autoscale_decisions (
+        env TEXT NOT NULL,
+        app TEXT NOT NULL,
+        replicas INTEGER NOT NULL,
+        decided_ms INTEGER NOT NULL,
+        PRIMARY KEY (env, app)
+    );",
+    "CREATE TABLE pull_requests (
+        number INTEGER PRIMARY KEY,
+        body TEXT NOT NULL
+    );",
+    "CREATE TABLE pins (
+        env TEXT PRIMARY KEY,
+        commit_sha TEXT NOT NULL,
+        pinned_ms INTEGER NOT NULL
+    );",
+    "CREATE TABLE webhook_delivery_ids (
+        forge TEXT NOT NULL,
+        delivery TEXT NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (forge, delivery)
+    );
+    CREATE INDEX delivery_ids_by_time ON webhook_delivery_ids (received_ms);",
+    // Triggers and outcomes become the words of crate::outcome, checked by the schema; an older word (`error`)
+    // reads as `failed`.
+    "CREATE TABLE syncs_typed (
+        id INTEGER PRIMARY KEY,
+        env TEXT NOT NULL,
+        commit_sha TEXT,
+        commit_summary TEXT,
+        trigger TEXT NOT NULL CHECK (trigger IN ('startup', 'poll', 'webhook', 'api', 'drift', 'retry', 'removed',
+            'schedule', 'autoscale', 'panic')),
+        started_ms INTEGER NOT NULL,
+        finished_ms INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('synced', 'failed', 'rolled-back', 'pending', 'invalid',
+            'interrupted', 'destroyed')),
+        summary TEXT NOT NULL,
+        diff TEXT NOT NULL,
+        error TEXT
+    );
+    INSERT INTO syncs_typed
+        SELECT id, env, commit_sha, commit_summary,
+            CASE WHEN trigger IN ('startup', 'poll', 'webhook', 'api', 'drift', 'retry', 'removed', 'schedule',
+                'autoscale', 'panic') THEN trigger ELSE 'poll' END,
+            started_ms, finished_ms,
+            CASE WHEN outcome IN ('synced', 'failed', 'rolled-back', 'pending', 'invalid', 'interrupted', 'destroyed')
+                THEN outcome ELSE 'failed' END,
+            summary, diff, error
+        FROM syncs;
+    DROP TABLE syncs;
+    ALTER TABLE syncs_typed RENAME TO syncs;
+    CREATE INDEX syncs_by_env ON syncs (env, id DESC);",
+    // A rollback is a trigger of its own (it was recorded as `api`, like a manual sync).
+    "CREATE TABLE syncs_typed (
+        id INTEGER PRIMARY KEY,
+        env TEXT NOT NULL,
+        commit_sha TEXT,
+        commit_summary TEXT,
+        trigger TEXT NOT NULL CHECK (trigger IN ('startup', 'poll', 'webhook', 'api', 'rollback', 'drift', 'retry',
+            'removed', 'schedule', 'autoscale', 'panic')),
+        started_ms INTEGER NOT NULL,
+        finished_ms INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('synced', 'failed', 'rolled-back', 'pending', 'invalid',
+            'interrupted', 'destroyed')),
+        summary TEXT NOT NULL,
+        diff TEXT NOT NULL,
+        error TEXT
+    );
+    INSERT INTO syncs_typed SELECT * FROM syncs;
+    DROP TABLE syncs;
+    ALTER TABLE syncs_typed RENAME TO syncs;
+    CREATE INDEX syncs_by_env ON syncs (env, id DESC);",
+    // Where each environment last ran (a target of the settings file, as JSON): a move is planned against it.
+    "CREATE TABLE placements (
+        env TEXT PRIMARY KEY,
+        target TEXT NOT NULL,
+        placed_ms INTEGER NOT NULL
+    );",
+    // Several replicas (issue 25): the digest key they share, the leader's lease, the requests queued for it and the
+    // status it publishes.
+    "CREATE TABLE shared_keys (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        acquired_ms INTEGER NOT NULL,
+        renewed_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        transitions INTEGER NOT NULL,
+        version INTEGER NOT NULL
+    );
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        body TEXT NOT NULL,
+        requested_ms INTEGER NOT NULL
+    );
+    CREATE TABLE statuses (
+        env TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        published_ms INTEGER NOT NULL
+    );",
+];
+
+/// The database, called from blocking threads.
+pub struct SqliteDb {
+    connection: Mutex<Connection>,
+}
+
+impl SqliteDb {
+    /// Opens (creating and migrating) [`DATABASE_FILE`] in `dir`.
+    pub fn open(dir: &Path) -> Result<SqliteDb, StoreError> {
+        let path = dir.join(DATABASE_FILE);
+        let open_error = |source| StoreError::Open { path: path.display().to_string(), source };
+        let connection = Connection::open(&path).map_err(open_error)?;
+        connection.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
+        connection.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
+        connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_error)?;
+        migrate(&connection, &path.display().to_string())?;
+        Ok(SqliteDb { connection: Mutex::new(connection) })
+    }
+
+    fn with<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(work(&connection)?)
+    }
+
+    /// The environments of the last run, in their order.
+    pub fn known_environments(&self) -> Result<Vec<KnownEnvironment>, StoreError> {
+        self.with(|db| {
+            let mut statement =
+                db.prepare_cached("SELECT name, project, branch FROM environments ORDER BY position")?;
+            statement
+                .query_map([], |row| {
+                    Ok(KnownEnvironment { name: row.get(0)?, project: row.get(1)?, branch: row.get(2)? })
+                })?
+                .collect()
+        })
+    }
+
+    /// Replaces the remembered environments.
+    pub fn remember_environments(&self, environments: &[KnownEnvironment]) -> Result<(), StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            transaction.execute("DELETE FROM environments", [])?;
+            for (position, env) in environments.iter().enumerate() {
+                transaction.execute(
+                    "INSERT INTO environments (name, project, branch, position) VALUES (?1, ?2, ?3, ?4)",
+                    params![env.name, env.project, env.branch, position as i64],
+                )?;
+            }
+            transaction.commit()
+        })
+    }
+
+    /// Replaces the remembered open pull requests.
+    pub fn remember_pull_requests(&self, open: &[crate::previews::PullRequest]) -> Result<(), StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            transaction.execute("DELETE FROM pull_requests", [])?;
+            for pr in open {
+                let body = serde_json::to_string(pr)
+                    .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+                transaction.execute(
+                    "INSERT INTO pull_requests (number, body) VALUES (?1, ?2)",
+                    params![i64::try_from(pr.number).unwrap_or(i64::MAX), body],
+                )?;
+            }
+            transaction.commit()
+        })
+    }
+
+    /// The open pull requests remembered; rows that no longer read are left out.
+    pub fn pull_requests(&self) -> Result<Vec<crate::previews::PullRequest>, StoreError> {
+        self.with(|db| {
+            let mut statement = db.prepare_cached("SELECT body FROM pull_requests ORDER BY number")?;
+            let bodies: Vec<String> = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+            Ok(bodies.iter().filter_map(|body| serde_json::from_str(body).ok()).collect())
+        })
+    }
+
+    /// Pins `env` to commit `sha` (a rollback): it runs that commit and does not follow its branch until unpinned.
+    pub fn pin(&self, env: &str, sha: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO pins (env, commit_sha, pinned_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (env) DO UPDATE SET commit_sha = excluded.commit_sha, pinned_ms = excluded.pinned_ms",
+                params![env, sha, now_ms],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn unpin(&self, env: &str) -> Result<(), StoreError> {
+        self.with(|db| db.execute("DELETE FROM pins WHERE env = ?1", params![env]).map(|_| ()))
+    }
+
+    /// The commit `env` is pinned to, and since when.
+    pub fn pin_of(&self, env: &str) -> Result<Option<(String, i64)>, StoreError> {
+        self.with(|db| {
+            db.query_row("SELECT commit_sha, pinned_ms FROM pins WHERE env = ?1", params![env], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()
+        })
+    }
+
+    /// The full sha of a commit starting with `prefix` that `env` once synced successfully.
+    pub fn synced_commit(&self, env: &str, prefix: &str) -> Result<Option<String>, StoreError> {
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        self.with(|db| {
+            db.query_row(
+                "SELECT commit_sha FROM syncs WHERE env = ?1 AND outcome = ?3 AND commit_sha LIKE ?2 || '%'
+                 ORDER BY id DESC LIMIT 1",
+                params![env, prefix, SyncOutcome::Synced],
+                |row| row.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Forgets an environment that was destroyed.
+    pub fn forget_environment(&self, name: &str) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute("DELETE FROM environments WHERE name = ?1", params![name])?;
+            db.execute("DELETE FROM placements WHERE env = ?1", params![name]).map(|_| ())
+        })
+    }
+
+    /// Records that `env` runs on `target` now.
+    pub fn place(&self, env: &str, target: &crate::targets::Target, now_ms: i64) -> Result<(), StoreError> {
+        let target = serde_json::to_string(target).unwrap_or_default();
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO placements (env, target, placed_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (env) DO UPDATE SET target = excluded.target, placed_ms = excluded.placed_ms",
+                params![env, target, now_ms],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Where `env` last ran, when known (a row that no longer reads as a target is not).
+    pub fn placement(&self, env: &str) -> Result<Option<crate::targets::Target>, StoreError> {
+        let stored: Option<String> = self.with(|db| {
+            db.query_row("SELECT target FROM placements WHERE env = ?1", params![env], |row| row.get(0)).optional()
+        })?;
+        Ok(stored.and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// Since when each of `apps` has had a ScalingRule in `env` (now for those seen for the first time); apps of
+    /// `env` not named lose their record, so that a rule added again later starts afresh.
+    pub fn scaling_rules_appeared(
+        &self,
+        env: &str,
+        apps: &[String],
+        now_ms: i64,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            let mut appeared: BTreeMap<String, i64> = per_app_keeping(&transaction, PerApp::ScalingRules, env, apps)?;
+            let new: Vec<&String> = apps.iter().filter(|app| !appeared.contains_key(*app)).collect();
+            for app in new {
+                transaction.execute(
+                    "INSERT INTO scaling_rules (env, app, appeared_ms) VALUES (?1, ?2, ?3)",
+                    params![env, app, now_ms],
+                )?;
+                appeared.insert(app.clone(), now_ms);
+            }
+            transaction.commit()?;
+            Ok(appeared)
+        })
+    }
+
+    /// The replicas the CPU autoscaler last decided for each of `apps` in `env`; decisions for apps of `env` not
+    /// named (their rule lost its CPU target or went) are dropped.
+    pub fn autoscale_decisions(&self, env: &str, apps: &[String]) -> Result<BTreeMap<String, u32>, StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            let decided = per_app_keeping(&transaction, PerApp::AutoscaleDecisions, env, apps)?;
+            transaction.commit()?;
+            Ok(decided)
+        })
+    }
+
+    /// Remembers the CPU autoscaler's decision for `app`, so that a restart or a git sync does not undo it.
+    pub fn record_autoscale_decision(
+        &self,
+        env: &str,
+        app: &str,
+        replicas: u32,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO autoscale_decisions (env, app, replicas, decided_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (env, app) DO UPDATE SET replicas = excluded.replicas, decided_ms = excluded.decided_ms",
+                params![env, app, replicas, now_ms],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records a sync and drops the oldest of its environment beyond `keep` (at least one is always kept).
+    pub fn record_sync(&self, record: &SyncRecord, keep: u32) -> Result<i64, StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO syncs (env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    record.env,
+                    record.commit_sha,
+                    record.commit_summary,
+                    record.trigger,
+                    record.started_ms,
+                    record.finished_ms,
+                    record.outcome,
+                    record.summary,
+                    record.diff,
+                    record.error
+                ],
+            )?;
+            let id = db.last_insert_rowid();
+            db.execute(
+                "DELETE FROM syncs WHERE env = ?1 AND id <= (SELECT id FROM syncs WHERE env = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![record.env, i64::from(keep.max(1))],
+            )?;
+            Ok(id)
+        })
+    }
+
+    /// Newest first; `env` filters.
+    pub fn syncs(&self, env: Option<&str>, page: u32) -> Result<Page<SyncRecord>, StoreError> {
+        self.with(|db| {
+            read_page(
+                db,
+                "SELECT id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error
+                 FROM syncs WHERE (:env IS NULL OR env = :env) ORDER BY id DESC LIMIT :limit OFFSET :offset",
+                &[(":env", &env)],
+                page,
+                row_to_sync,
+            )
+        })
+    }
+
+    pub fn sync(&self, id: i64) -> Result<Option<SyncRecord>, StoreError> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error
+                 FROM syncs WHERE id = ?1",
+                [id],
+                row_to_sync,
+            )
+            .optional()
+        })
+    }
+
+    /// Records a delivery and drops the oldest beyond `keep`; of unauthenticated ones (which anybody can send) only
+    /// the newest [`KEEP_UNAUTHENTICATED`] are kept, so that a flood cannot fill the disk.
+    pub fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    delivery.received_ms,
+                    delivery.forge,
+                    delivery.event,
+                    delivery.accepted,
+                    delivery.reason,
+                    delivery.authenticated
+                ],
+            )?;
+            let keep = if delivery.authenticated { keep.max(1) } else { KEEP_UNAUTHENTICATED };
+            db.execute(
+                "DELETE FROM webhook_deliveries WHERE authenticated = ?2 AND id <= (
+                     SELECT id FROM webhook_deliveries WHERE authenticated = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                params![i64::from(keep), delivery.authenticated],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Remembers the signed delivery `delivery` of `forge` at `now_ms`; false when it was seen within
+    /// [`DELIVERY_MEMORY_MS`] (a replay, or the forge sending it again). Ids older than that are forgotten here, so
+    /// the table holds one day of deliveries at most. Only call this once the signature is verified: an unsigned
+    /// request must not be able to burn an id.
+    pub fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            transaction.execute(
+                "DELETE FROM webhook_delivery_ids WHERE received_ms <= ?1",
+                [now_ms.saturating_sub(DELIVERY_MEMORY_MS)],
+            )?;
+            let inserted = transaction.execute(
+                "INSERT OR IGNORE INTO webhook_delivery_ids (forge, delivery, received_ms) VALUES (?1, ?2, ?3)",
+                params![forge, delivery, now_ms],
+            )?;
+            transaction.commit()?;
+            Ok(inserted == 1)
+        })
+    }
+
+    /// Writes the write-ahead log into the database file and truncates it (the WAL otherwise keeps its largest size).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with(|db| db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))
+    }
+
+    /// Newest first.
+    pub fn deliveries(&self, page: u32) -> Result<Page<Delivery>, StoreError> {
+        self.with(|db| {
+            read_page(
+                db,
+                "SELECT received_ms, forge, event, accepted, reason, authenticated FROM webhook_deliveries
+                 ORDER BY id DESC LIMIT :limit OFFSET :offset",
+                &[],
+                page,
+                row_to_delivery,
+            )
+        })
+    }
+
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.with(|db| db.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    pub fn digest_key(&self, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let stored: Vec<u8> = self.with(|db| {
+            db.execute(
+                "INSERT OR IGNORE INTO shared_keys (name, value) VALUES ('secret-digest', ?1)",
+                params![candidate.as_slice()],
+            )?;
+            db.query_row("SELECT value FROM shared_keys WHERE name = 'secret-digest'", [], |row| row.get(0))
+        })?;
+        Ok(stored.try_into().unwrap_or(candidate))
+    }
+
+    pub fn lease(&self, name: &str) -> Result<Option<(LeaseRecord, i64)>, StoreError> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT holder, acquired_ms, renewed_ms, duration_ms, transitions, version FROM leases WHERE name = ?1",
+                params![name],
+                |row| {
+                    let record = LeaseRecord {
+                        holder: row.get(0)?,
+                        acquired_ms: row.get(1)?,
+                        renewed_ms: row.get(2)?,
+                        duration_ms: row.get(3)?,
+                        transitions: row.get(4)?,
+                    };
+                    Ok((record, row.get(5)?))
+                },
+            )
+            .optional()
+        })
+    }
+
+    pub fn swap_lease(&self, name: &str, expected: Option<i64>, record: &LeaseRecord) -> Result<bool, StoreError> {
+        let values = params![
+            name,
+            record.holder,
+            record.acquired_ms,
+            record.renewed_ms,
+            record.duration_ms,
+            record.transitions,
+            expected.unwrap_or(0) + 1
+        ];
+        self.with(|db| {
+            let written = match expected {
+                None => db.execute(
+                    "INSERT OR IGNORE INTO leases (name, holder, acquired_ms, renewed_ms, duration_ms, transitions, version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    values,
+                )?,
+                Some(_) => db.execute(
+                    "UPDATE leases SET holder = ?2, acquired_ms = ?3, renewed_ms = ?4, duration_ms = ?5,
+                         transitions = ?6, version = ?7
+                     WHERE name = ?1 AND version = ?7 - 1",
+                    values,
+                )?,
+            };
+            Ok(written == 1)
+        })
+    }
+
+    pub fn request(&self, request: &Request, now_ms: i64) -> Result<(), StoreError> {
+        let body = serde_json::to_string(request).unwrap_or_default();
+        self.with(|db| {
+            db.execute("INSERT INTO requests (body, requested_ms) VALUES (?1, ?2)", params![body, now_ms]).map(|_| ())
+        })
+    }
+
+    pub fn take_requests(&self) -> Result<Vec<Request>, StoreError> {
+        let bodies: Vec<String> = self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            let bodies = transaction
+                .prepare_cached("SELECT body FROM requests ORDER BY id")?
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            transaction.execute("DELETE FROM requests", [])?;
+            transaction.commit()?;
+            Ok(bodies)
+        })?;
+        Ok(bodies.iter().filter_map(|body| serde_json::from_str(body).ok()).collect())
+    }
+
+    pub fn publish_status(&self, env: &str, body: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO statuses (env, body, published_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (env) DO UPDATE SET body = excluded.body, published_ms = excluded.published_ms",
+                params![env, body, now_ms],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn published_statuses(&self) -> Result<Vec<PublishedStatus>, StoreError> {
+        self.with(|db| {
+            db.prepare_cached("SELECT env, body, published_ms FROM statuses ORDER BY env")?
+                .query_map([], |row| {
+                    Ok(PublishedStatus { env: row.get(0)?, body: row.get(1)?, published_ms: row.get(2)? })
+                })?
+                .collect()
+        })
+    }
+
+    pub fn retain_statuses(&self, keep: &[String]) -> Result<(), StoreError> {
+        let keep = serde_json::to_string(keep).unwrap_or_default();
+        self.with(|db| {
+            db.execute("DELETE FROM statuses WHERE env NOT IN (SELECT value FROM json_each(?1))", params![keep])
+                .map(|_| ())
+        })
+    }
+}
+
+/// [`SqliteDb`] behind the async [`StoreEngine`]: each call moves its arguments to a blocking thread.
+pub struct SqliteEngine {
+    db: Arc<SqliteDb>,
+}
+
+impl SqliteEngine {
+    pub fn new(db: Arc<SqliteDb>) -> SqliteEngine {
+        SqliteEngine { db }
+    }
+}
+
+/// Runs `$call` on `db` (the engine's database) on a blocking thread; the arguments it names must be owned.
+macro_rules! blocking {
+    ($engine:expr, |$db:ident| $call:expr) => {{
+        let $db = Arc::clone(&$engine.db);
+        tokio::task::spawn_blocking(move || $call).await.map_err(|error| StoreError::Worker(error.to_string()))?
+    }};
+}
+
+#[async_trait]
+impl StoreEngine for SqliteEngine {
+    async fn ping(&self) -> Result<(), StoreError> {
+        blocking!(self, |db| db.ping())
+    }
+
+    async fn known_environments(&self) -> Result<Vec<KnownEnvironment>, StoreError> {
+        blocking!(self, |db| db.known_environments())
+    }
+
+    async fn remember_environments(&self, environments: &[KnownEnvironment]) -> Result<(), StoreError> {
+        let environments = environments.to_vec();
+        blocking!(self, |db| db.remember_environments(&environments))
+    }
+
+    async fn forget_environment(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        blocking!(self, |db| db.forget_environment(&name))
+    }
+
+    async fn remember_pull_requests(&self, open: &[crate::previews::PullRequest]) -> Result<(), StoreError> {
+        let open = open.to_vec();
+        blocking!(self, |db| db.remember_pull_requests(&open))
+    }
+
+    async fn pull_requests(&self) -> Result<Vec<crate::previews::PullRequest>, StoreError> {
+        blocking!(self, |db| db.pull_requests())
+    }
+
+    async fn pin(&self, env: &str, sha: &str, now_ms: i64) -> Result<(), StoreError> {
+        let (env, sha) = (env.to_owned(), sha.to_owned());
+        blocking!(self, |db| db.pin(&env, &sha, now_ms))
+    }
+
+    async fn unpin(&self, env: &str) -> Result<(), StoreError> {
+        let env = env.to_owned();
+        blocking!(self, |db| db.unpin(&env))
+    }
+
+    async fn pin_of(&self, env: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let env = env.to_owned();
+        blocking!(self, |db| db.pin_of(&env))
+    }
+
+    async fn synced_commit(&self, env: &str, prefix: &str) -> Result<Option<String>, StoreError> {
+        let (env, prefix) = (env.to_owned(), prefix.to_owned());
+        blocking!(self, |db| db.synced_commit(&env, &prefix))
+    }
+
+    async fn place(&self, env: &str, target: &crate::targets::Target, now_ms: i64) -> Result<(), StoreError> {
+        let (env, target) = (env.to_owned(), target.clone());
+        blocking!(self, |db| db.place(&env, &target, now_ms))
+    }
+
+    async fn placement(&self, env: &str) -> Result<Option<crate::targets::Target>, StoreError> {
+        let env = env.to_owned();
+        blocking!(self, |db| db.placement(&env))
+    }
+
+    async fn scaling_rules_appeared(
+        &self,
+        env: &str,
+        apps: &[String],
+        now_ms: i64,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        let (env, apps) = (env.to_owned(), apps.to_vec());
+        blocking!(self, |db| db.scaling_rules_appeared(&env, &apps, now_ms))
+    }
+
+    async fn autoscale_decisions(&self, env: &str, apps: &[String]) -> Result<BTreeMap<String, u32>, StoreError> {
+        let (env, apps) = (env.to_owned(), apps.to_vec());
+        blocking!(self, |db| db.autoscale_decisions(&env, &apps))
+    }
+
+    async fn record_autoscale_decision(
+        &self,
+        env: &str,
+        app: &str,
+        replicas: u32,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (env, app) = (env.to_owned(), app.to_owned());
+        blocking!(self, |db| db.record_autoscale_decision(&env, &app, replicas, now_ms))
+    }
+
+    async fn record_sync(&self, record: &SyncRecord, keep: u32) -> Result<i64, StoreError> {
+        let record = record.clone();
+        blocking!(self, |db| db.record_sync(&record, keep))
+    }
+
+    async fn syncs(&self, env: Option<&str>, page: u32) -> Result<Page<SyncRecord>, StoreError> {
+        let env = env.map(str::to_owned);
+        blocking!(self, |db| db.syncs(env.as_deref(), page))
+    }
+
+    async fn sync(&self, id: i64) -> Result<Option<SyncRecord>, StoreError> {
+        blocking!(self, |db| db.sync(id))
+    }
+
+    async fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
+        let delivery = delivery.clone();
+        blocking!(self, |db| db.record_delivery(&delivery, keep))
+    }
+
+    async fn deliveries(&self, page: u32) -> Result<Page<Delivery>, StoreError> {
+        blocking!(self, |db| db.deliveries(page))
+    }
+
+    async fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let (forge, delivery) = (forge.to_owned(), delivery.to_owned());
+        blocking!(self, |db| db.first_delivery(&forge, &delivery, now_ms))
+    }
+
+    async fn digest_key(&self, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        blocking!(self, |db| db.digest_key(candidate))
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<(LeaseRecord, i64)>, StoreError> {
+        let name = name.to_owned();
+        blocking!(self, |db| db.lease(&name))
+    }
+
+    async fn swap_lease(&self, name: &str, expected: Option<i64>, record: &LeaseRecord) -> Result<bool, StoreError> {
+        let (name, record) = (name.to_owned(), record.clone());
+        blocking!(self, |db| db.swap_lease(&name, expected, &record))
+    }
+
+    async fn request(&self, request: &Request, now_ms: i64) -> Result<(), StoreError> {
+        let request = request.clone();
+        blocking!(self, |db| db.request(&request, now_ms))
+    }
+
+    async fn take_requests(&self) -> Result<Vec<Request>, StoreError> {
+        blocking!(self, |db| db.take_requests())
+    }
+
+    async fn publish_status(&self, env: &str, body: &str, now_ms: i64) -> Result<(), StoreError> {
+        let (env, body) = (env.to_owned(), body.to_owned());
+        blocking!(self, |db| db.publish_status(&env, &body, now_ms))
+    }
+
+    async fn published_statuses(&self) -> Result<Vec<PublishedStatus>, StoreError> {
+        blocking!(self, |db| db.published_statuses())
+    }
+
+    async fn retain_statuses(&self, keep: &[String]) -> Result<(), StoreError> {
+        let keep = keep.to_vec();
+        blocking!(self, |db| db.retain_statuses(&keep))
+    }
+}
+
+/// Page `page` of `query`, whose rows are read by `row`. The query binds `:limit` and `:offset` (one row more than a
+/// page is asked for, so that `has_more` needs no second count query) besides its own `filters`.
+fn read_page<T>(
+    db: &Connection,
+    query: &str,
+    filters: &[(&str, &dyn ToSql)],
+    page: u32,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Page<T>> {
+    let limit = i64::from(PAGE_SIZE) + 1;
+    let offset = i64::from(page) * i64::from(PAGE_SIZE);
+    let mut parameters = filters.to_vec();
+    parameters.extend([(":limit", &limit as &dyn ToSql), (":offset", &offset)]);
+    let mut items: Vec<T> =
+        db.prepare_cached(query)?.query_map(parameters.as_slice(), row)?.collect::<rusqlite::Result<_>>()?;
+    let has_more = items.len() > PAGE_SIZE as usize;
+    items.truncate(PAGE_SIZE as usize);
+    Ok(Page { page, items, has_more })
+}
+
+fn row_to_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        received_ms: row.get(0)?,
+        forge: row.get(1)?,
+        event: row.get(2)?,
+        accepted: row.get(3)?,
+        reason: row.get(4)?,
+        authenticated: row.get(5)?,
+    })
+}
+
+/// Triggers and outcomes are stored as their words (the schema checks them).
+macro_rules! stored_as_word {
+    ($type:ty) => {
+        impl ToSql for $type {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $type {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                value.as_str()?.parse().map_err(|error| FromSqlError::Other(Box::new(error)))
+            }
+        }
+    };
+}
+
+stored_as_word!(Trigger);
+stored_as_word!(SyncOutcome);
+
+fn row_to_sync(row: &Row<'_>) -> rusqlite::Result<SyncRecord> {
+    Ok(SyncRecord {
+        id: row.get(0)?,
+        env: row.get(1)?,
+        commit_sha: row.get(2)?,
+        commit_summary: row.get(3)?,
+        trigger: row.get(4)?,
+        started_ms: row.get(5)?,
+        finished_ms: row.get(6)?,
+        outcome: row.get(7)?,
+        summary: row.get(8)?,
+        diff: row.get(9)?,
+        error: row.get(10)?,
+    })
+}
+
+fn migrate(connection: &Connection, path: &str) -> Result<(), StoreError> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::TooNew { path: path.to_owned(), found: version, known: MIGRATIONS.len() });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        connection.execute_batch(&format!("BEGIN; {migration}; PRAGMA user_version = {}; COMMIT;", index + 1))?;
+    }
+    Ok(())
+}
+
+/// A table of one value per (environment, app).
+#[derive(Clone, Copy)]
+enum PerApp {
+    /// `appeared_ms`: when the app's ScalingRule appeared.
+    ScalingRules,
+    /// `replicas`: the CPU autoscaler's last decision.
+    AutoscaleDecisions,
+}
+
+impl PerApp {
+    fn select(self) -> &'static str {
+        match self {
+            PerApp::ScalingRules => "SELECT app, appeared_ms FROM scaling_rules WHERE env = ?1",
+            PerApp::AutoscaleDecisions => "SELECT app, replicas FROM autoscale_decisions WHERE env = ?1",
+        }
+    }
+
+    fn delete(self) -> &'static str {
+        match self {
+            PerApp::ScalingRules => "DELETE FROM scaling_rules WHERE env = ?1 AND app = ?2",
+            PerApp::AutoscaleDecisions => "DELETE FROM autoscale_decisions WHERE env = ?1 AND app = ?2",
+        }
+    }
+}
+
+/// The values of `table` for `env`'s `apps`; rows of `env`'s other apps are deleted.
+fn per_app_keeping<T: rusqlite::types::FromSql>(
+    transaction: &rusqlite::Transaction<'_>,
+    table: PerApp,
+    env: &str,
+    apps: &[String],
+) -> rusqlite::Result<BTreeMap<String, T>> {
+    let mut kept = BTreeMap::new();
+    let mut statement = transaction.prepare_cached(table.select())?;
+    let rows = statement.query_map(params![env], |row| Ok((row.get::<_, String>(0)?, row.get::<_, T>(1)?)))?;
+    for row in rows {
+        let (app, value) = row?;
+        if apps.contains(&app) {
+            kept.insert(app, value);
+        } else {
+            transaction.execute(table.delete(), params![env, app])?;
+        }
+    }
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(env: &str, n: i64) -> SyncRecord {
+        SyncRecord {
+            id: 0,
+            env: env.to_owned(),
+            commit_sha: Some(format!("{n:040}")),
+            commit_summary: Some("change".to_owned()),
+            trigger: Trigger::Webhook,
+            started_ms: n,
+            finished_ms: n + 5,
+            outcome: SyncOutcome::Synced,
+            summary: "1 to update".to_owned(),
+            diff: "-a\n+b\n".to_owned(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_scaling_rule_keeps_the_time_it_appeared_across_restarts_until_it_goes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let apps = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        {
+            let store = SqliteDb::open(dir.path()).expect("open");
+            let first = store.scaling_rules_appeared("production", &apps(&["web"]), 100).expect("first");
+            assert_eq!(first, BTreeMap::from([("web".to_owned(), 100)]));
+            store.scaling_rules_appeared("staging", &apps(&["web"]), 150).expect("another environment");
+        }
+        let store = SqliteDb::open(dir.path()).expect("reopen");
+        let later = store.scaling_rules_appeared("production", &apps(&["web", "api"]), 200).expect("later");
+        assert_eq!(later, BTreeMap::from([("api".to_owned(), 200), ("web".to_owned(), 100)]));
+        store.scaling_rules_appeared("production", &apps(&["api"]), 300).expect("web's rule removed");
+        let again = store.scaling_rules_appeared("production", &apps(&["web", "api"]), 400).expect("web's rule back");
+        assert_eq!(again, BTreeMap::from([("api".to_owned(), 200), ("web".to_owned(), 400)]));
+        let staging = store.scaling_rules_appeared("staging", &apps(&["web"]), 500).expect("staging untouched");
+        assert_eq!(staging, BTreeMap::from([("web".to_owned(), 150)]));
+    }
+
+    #[test]
+    fn an_autoscale_decision_survives_restarts_and_goes_with_its_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let apps = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        {
+            let store = SqliteDb::open(dir.path()).expect("open");
+            store.record_autoscale_decision("production", "web", 3, 100).expect("decided");
+            store.record_autoscale_decision("production", "web", 4, 200).expect("decided again");
+            store.record_autoscale_decision("staging", "web", 2, 200).expect("another environment");
+        }
+        let store = SqliteDb::open(dir.path()).expect("reopen");
+        let decided = store.autoscale_decisions("production", &apps(&["web", "api"])).expect("read");
+        assert_eq!(decided, BTreeMap::from([("web".to_owned(), 4)]));
+        assert!(store.autoscale_decisions("production", &apps(&["api"])).expect("web lost its target").is_empty());
+        assert!(store.autoscale_decisions("production", &apps(&["web"])).expect("and it is gone").is_empty());
+        let staging = store.autoscale_decisions("staging", &apps(&["web"])).expect("staging untouched");
+        assert_eq!(staging, BTreeMap::from([("web".to_owned(), 2)]));
+    }
+
+    #[test]
+    fn history_written_as_free_text_reads_back_typed_and_the_schema_refuses_unknown_words() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // A database as the railyard before typed outcomes left it.
+            let connection = Connection::open(dir.path().join("railyard.db")).expect("open");
+            for migration in &MIGRATIONS[..8] {
+                connection.execute_batch(migration).expect("older schema");
+            }
+            connection.pragma_update(None, "user_version", 8).expect("version");
+            let insert =
+                "INSERT INTO syncs (env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome,
+                 summary, diff, error) VALUES ('production', ?1, 'change', ?2, 1, 2, ?3, 'summary', '', NULL)";
+            for (sha, trigger, outcome) in
+                [("a1", "webhook", "synced"), ("b2", "poll", "error"), ("c3", "odd", "rolled-back")]
+            {
+                connection.execute(insert, params![sha, trigger, outcome]).expect("legacy row");
+            }
+        }
+        let store = SqliteDb::open(dir.path()).expect("migrated");
+        let read: Vec<(Trigger, SyncOutcome)> =
+            store.syncs(Some("production"), 0).expect("history").items.iter().map(|s| (s.trigger, s.outcome)).collect();
+        assert_eq!(
+            read,
+            [
+                (Trigger::Poll, SyncOutcome::RolledBack),
+                (Trigger::Poll, SyncOutcome::Failed),
+                (Trigger::Webhook, SyncOutcome::Synced)
+            ]
+        );
+        assert_eq!(store.synced_commit("production", "a").expect("query"), Some("a1".to_owned()));
+        assert_eq!(store.synced_commit("production", "b").expect("query"), None, "a failed sync is no rollback target");
+        let refused = store.with(|db| {
+            db.execute(
+                "INSERT INTO syncs (env, trigger, started_ms, finished_ms, outcome, summary, diff)
+                 VALUES ('production', 'poll', 1, 2, 'exploded', '', '')",
+                [],
+            )
+        });
+        assert!(refused.is_err(), "the schema checks the outcome's word");
+    }
+
+    #[test]
+    fn every_trigger_and_outcome_is_a_word_the_schema_takes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteDb::open(dir.path()).expect("open");
+        for (n, trigger) in Trigger::ALL.iter().enumerate() {
+            for outcome in SyncOutcome::ALL {
+                let sync = SyncRecord { trigger: *trigger, outcome: *outcome, ..record("production", n as i64) };
+                store.record_sync(&sync, 1000).unwrap_or_else(|e| panic!("{trigger} {outcome}: {e}"));
+            }
+        }
+        let rollback = SyncRecord { trigger: Trigger::Rollback, ..record("production", 99) };
+        store.record_sync(&rollback, 1000).expect("a rollback");
+        let newest = store.syncs(Some("production"), 0).expect("history").items;
+        assert_eq!(newest.first().map(|sync| sync.trigger), Some(Trigger::Rollback), "reads back as written");
+    }
+
+    #[test]
+    fn history_survives_reopening_and_pages_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SqliteDb::open(dir.path()).expect("open");
+            for n in 0..45 {
+                store.record_sync(&record(if n % 3 == 0 { "pr-1" } else { "production" }, n), 1000).expect("insert");
+            }
+        }
+        let store = SqliteDb::open(dir.path()).expect("reopen");
+        let first = store.syncs(None, 0).expect("page");
+        assert_eq!(first.items.len(), 20);
+        assert!(first.has_more);
+        assert_eq!(first.items[0].started_ms, 44);
+        let last = store.syncs(None, 2).expect("page");
+        assert_eq!(last.items.len(), 5);
+        assert!(!last.has_more);
+        let previews = store.syncs(Some("pr-1"), 0).expect("page");
+        assert_eq!(previews.items.len(), 15);
+        assert_eq!(store.sync(first.items[0].id).expect("get"), Some(first.items[0].clone()));
+    }
+
+    #[test]
+    fn history_keeps_the_newest_syncs_per_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteDb::open(dir.path()).expect("open");
+        for n in 0..30 {
+            store.record_sync(&record("production", n), 7).expect("insert");
+            store.record_sync(&record("pr-1", n), 1000).expect("insert");
+        }
+        let kept: Vec<i64> =
+            store.syncs(Some("production"), 0).expect("page").items.iter().map(|s| s.started_ms).collect();
+        assert_eq!(kept, (23..30).rev().collect::<Vec<_>>());
+        assert_eq!(store.syncs(Some("pr-1"), 1).expect("page").items.len(), 10, "other environments keep theirs");
+    }
+
+    #[test]
+    fn delivery_ids_are_remembered_for_a_day_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = DELIVERY_MEMORY_MS;
+        {
+            let store = SqliteDb::open(dir.path()).expect("open");
+            assert!(store.first_delivery("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 1_000).expect("first"));
+            assert!(!store.first_delivery("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 2_000).expect("again"));
+            assert!(store.first_delivery("gitea", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 2_000).expect("other forge"));
+        }
+        let store = SqliteDb::open(dir.path()).expect("reopen");
+        assert!(
+            !store.first_delivery("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", day).expect("after a restart"),
+            "a restart does not forget"
+        );
+        assert!(store.first_delivery("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 1_000 + day).expect("a day on"));
+        let kept: i64 = store
+            .with(|db| db.query_row("SELECT COUNT(*) FROM webhook_delivery_ids", [], |row| row.get(0)))
+            .expect("count");
+        assert_eq!(kept, 2, "github's id of 1,000 was pruned and taken anew; gitea's of 2,000 is within the day");
+        assert!(store.first_delivery("generic", "x", 2_000 + day).expect("later"));
+        let kept: i64 = store
+            .with(|db| db.query_row("SELECT COUNT(*) FROM webhook_delivery_ids", [], |row| row.get(0)))
+            .expect("count");
+        assert_eq!(kept, 2, "ids older than a day are pruned: github's anew and generic's are left");
+    }
+
+    #[test]
+    fn unauthenticated_deliveries_are_capped_apart_from_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteDb::open(dir.path()).expect("open");
+        let delivery = |n: i64, authenticated: bool| Delivery {
+            received_ms: n,
+            forge: "github".to_owned(),
+            event: "push".to_owned(),
+            accepted: authenticated,
+            reason: String::new(),
+            authenticated,
+        };
+        for n in 0..5 {
+            store.record_delivery(&delivery(n, true), 3).expect("insert");
+        }
+        for n in 5..300 {
+            store.record_delivery(&delivery(n, false), 3).expect("insert");
+        }
+        let mut all = Vec::new();
+        for page in 0.. {
+            let page = store.deliveries(page).expect("page");
+            all.extend(page.items);
+            if !page.has_more {
+                break;
+            }
+        }
+        assert_eq!(all.iter().filter(|d| !d.authenticated).count(), KEEP_UNAUTHENTICATED as usize);
+        assert_eq!(all.iter().filter(|d| !d.authenticated).map(|d| d.received_ms).max(), Some(299));
+        let signed: Vec<i64> = all.iter().filter(|d| d.authenticated).map(|d| d.received_ms).collect();
+        assert_eq!(signed, [4, 3, 2], "a flood of forged deliveries does not push out the real ones");
+    }
+
+    #[test]
+    fn a_database_from_a_newer_railyard_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        SqliteDb::open(dir.path()).expect("open");
+        let db = Connection::open(dir.path().join("railyard.db")).expect("raw open");
+        db.pragma_update(None, "user_version", 99).expect("bump");
+        drop(db);
+        let error = SqliteDb::open(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("schema 99"), "{error}");
+    }
+}
