@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod error_chain;
 pub mod export;
 pub mod forge;
+pub mod leader;
 pub mod model;
 pub mod notify;
 pub mod outbound;

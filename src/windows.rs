@@ -109,7 +109,7 @@ impl SyncWindow {
 }
 
 /// What the windows say for one environment at one instant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowState {
     /// The windows open now: `deny 0 22 * * *`, say.

@@ -32,7 +32,7 @@ async fn manual_sync_keeps_the_plan_pending_until_the_api_says_go() {
     let pending = yard.until("the pending plan", |env| env.sync_status == SyncStatus::OutOfSync).await;
     assert_eq!(pending.plan.as_ref().map(|plan| plan.summary.create), Some(1));
     assert_eq!(pending.sync_policy, railyard::model::kinds::SyncPolicy::Manual);
-    yard.daemon.pushed("main");
+    yard.daemon.pushed_here("main");
     yard.idle(Duration::from_secs(30)).await;
     assert!(yard.backend.applies().is_empty(), "manual: nothing is applied before the API says so");
     assert_eq!(yard.http("POST", "/api/v1/sync", None).await.0, 401);

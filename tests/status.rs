@@ -120,7 +120,7 @@ async fn an_invalid_newest_commit_is_an_error_everywhere_and_is_warned_about_onc
     assert_eq!(invalid.sync_status, SyncStatus::Error);
     // Polls and drift checks find the same commit again.
     for _ in 0..3 {
-        yard.daemon.pushed("main");
+        yard.daemon.pushed_here("main");
         yard.idle(Duration::from_secs(5)).await;
     }
     assert_eq!(yard.env().sync_status, SyncStatus::Error, "still the invalid commit");

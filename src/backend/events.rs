@@ -13,6 +13,12 @@ use crate::plan::{ChangeKind, ObjectKind};
 /// Receives progress while a plan is applied (a terminal bar, a log line, the status page).
 pub trait Progress: Send + Sync {
     fn event(&self, event: &ProgressEvent);
+
+    /// Whether the caller may still write: a replica whose lease ended may not (see [`super::fenced`]). The plan
+    /// executor asks before each action, so that an apply stops at its next action once the lease is gone.
+    fn may_write(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// One step of applying one object.

@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod events;
+pub mod fenced;
 pub mod kubernetes;
 pub mod memory;
 pub mod schedule;
@@ -128,6 +129,8 @@ pub enum BackendError {
     Kubernetes(#[from] kubernetes::KubernetesError),
     #[error(transparent)]
     Memory(#[from] memory::MemoryError),
+    #[error("this replica no longer leads ({why}); nothing more is written here: the leader applies")]
+    Fenced { why: String },
 }
 
 impl BackendError {
@@ -137,6 +140,7 @@ impl BackendError {
             BackendError::Docker(error) => error.is_unreachable(),
             BackendError::Kubernetes(error) => error.is_unreachable(),
             BackendError::Memory(error) => error.is_unreachable(),
+            BackendError::Fenced { .. } => false,
         }
     }
 

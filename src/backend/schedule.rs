@@ -180,6 +180,9 @@ impl<'p> Executor<'p> {
         S: Scheduled,
         O: Operation<S>,
     {
+        if let Err(why) = self.progress.may_write() {
+            return Ok(self.skip(action, why));
+        }
         let started = Instant::now();
         self.tell::<S>(&action.name, Step::Started { change: action.change.kind() });
         let result = operation.apply(action, slot).await?;

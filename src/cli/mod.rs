@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod export;
 pub mod output;
 pub mod plan_apply;
+pub mod replica_args;
 pub mod secret;
 pub mod serve;
 pub mod serve_args;

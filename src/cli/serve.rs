@@ -16,7 +16,6 @@ use railyard::model::kinds::SyncPolicy;
 use railyard::server::ServerState;
 use railyard::settings::SecretSetting;
 use railyard::source::Source;
-use railyard::store::Store;
 use railyard::targets::{Target, Targets};
 
 use super::serve_args::{ServeArgs, SyncArg};
@@ -37,12 +36,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create the state directory {}", args.state_dir.display()))?;
-    let store = Arc::new(Store::open(&args.state_dir)?);
+    let store = Arc::new(args.replicas.store(&args.state_dir).await?);
+    let identity = args.replicas.identity();
+    let elector = args.replicas.elector(&store, &identity).await?;
     let git_token =
         read_secret(args.git_token_file.as_deref(), "RAILYARD_GIT_TOKEN", args.file_secrets.git_token.as_ref())?;
     let source = source_for(&repo, &args.branch, &args.state_dir, git_token, args.fetch_timeout);
     let public_hosts = public_hosts(&args.public_url)?;
-    let daemon = Daemon::new(daemon_settings(&args, &repo, source)?, store).await;
+    let mut settings = daemon_settings(&args, &repo, source)?;
+    settings.backends.kubernetes.user_agent = Some(super::replica_args::user_agent(&identity));
+    // The store keeps the installation's key (the state directory's, the first time), so that every replica
+    // computes the same digests.
+    let shared_key = store.digest_key(settings.secrets.digest_key_bytes()).await?;
+    settings.secrets.use_digest_key(shared_key);
+    if elector.is_some() {
+        tracing::info!(%identity, store = %store.location().shown(), "one of several replicas: reconciling while leading");
+    }
+    settings.leader = elector;
+    let daemon = Daemon::new(settings, store).await;
     let listener = bind(&args.listen, "--listen").await?;
     let address = listener.local_addr()?;
     let metrics_listener = match &args.metrics_listen {
@@ -129,6 +140,7 @@ fn daemon_settings(args: &ServeArgs, repo: &str, source: Source) -> anyhow::Resu
             .map(|(index, window)| window.compile(index + 1))
             .collect::<Result<_, _>>()?,
         clock: railyard::clock::Clock::System,
+        leader: None,
     })
 }
 

@@ -99,6 +99,8 @@ pub struct ServeArgs {
     pub forge_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub docker: DockerArgs,
+    #[command(flatten)]
+    pub replicas: super::replica_args::ReplicaArgs,
     /// The secrets the settings file gives; a flag or variable for the same secret wins.
     #[arg(skip)]
     pub file_secrets: FileSecrets,

@@ -216,6 +216,16 @@ impl EnvHandle {
         }
     }
 
+    /// Shows `state` as another replica (the leader) published it.
+    pub(super) fn show(&self, state: EnvState) {
+        self.update(|shown| *shown = state);
+    }
+
+    /// Ends the worker of an environment another replica forgot.
+    pub(super) fn end(&self) {
+        self.gone.send_replace(true);
+    }
+
     /// Starts the supervised worker.
     pub(super) fn start(self: &Arc<Self>, daemon: Arc<Daemon>) {
         let handle = Arc::clone(self);
@@ -257,7 +267,10 @@ impl EnvHandle {
                 biased;
                 () = daemon.stopped() => return,
                 _ = gone.wait_for(|gone| *gone) => return,
-                taken = self.trigger.next() => taken,
+                taken = async {
+                    daemon.until_leading().await;
+                    self.trigger.next().await
+                } => taken,
             };
             self.reconcile(&daemon, taken).await;
             if self.worker_state() != WorkerState::Running {

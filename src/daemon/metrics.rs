@@ -59,6 +59,16 @@ pub struct Metrics {
     pub sync_status: Family<SyncStatusLabels, Gauge>,
     /// 1 for the target each environment runs on.
     pub target: Family<TargetLabels, Gauge>,
+    /// With several replicas: 1 while this replica leads, 0 while it follows.
+    pub leader: Family<IdentityLabels, Gauge>,
+    /// 0 while the store cannot be reached (the daemon then does not reconcile), 1 otherwise.
+    pub store_up: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdentityLabels {
+    /// The replica's identity (`--identity`).
+    pub identity: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,7 +138,22 @@ impl Default for Metrics {
             "1 for the backend and target (cluster) each environment runs on",
             target.clone(),
         );
+        let leader = Family::<IdentityLabels, Gauge>::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads, 0 while it follows (with --leader-election)",
+            leader.clone(),
+        );
+        let store_up = Gauge::default();
+        store_up.set(1);
+        registry.register(
+            "store_up",
+            "0 while the store cannot be reached and nothing is reconciled",
+            store_up.clone(),
+        );
         Metrics {
+            leader,
+            store_up,
             target,
             sync_status,
             sync_window_open,

@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod gate;
 pub mod metrics;
 pub mod previews;
+mod replicas;
 pub mod rollback;
 mod status;
 pub mod supervise;
@@ -28,7 +29,7 @@ use crate::model::kinds::{DEFAULT_SYNC_RETRY_BACKOFF, SyncPolicy};
 use crate::model::{self, Config, Environment, ListedEnvironment};
 use crate::secrets::SecretStore;
 use crate::source::Source;
-use crate::store::{KnownEnvironment, Store};
+use crate::store::{KnownEnvironment, Store, StoreError};
 use crate::targets::{Target, Targets};
 pub use env::{EnvHandle, EnvState};
 use fetch::Fetcher;
@@ -68,6 +69,15 @@ pub struct DaemonSettings {
     pub sync_windows: Vec<crate::windows::SyncWindow>,
     /// The wall clock of sync windows and schedules.
     pub clock: crate::clock::Clock,
+    /// With several replicas (`--leader-election`): the election this replica takes part in. Without it, this
+    /// process leads alone.
+    pub leader: Option<Arc<crate::leader::Elector>>,
+}
+
+impl std::fmt::Debug for crate::leader::Elector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Elector({})", self.identity())
+    }
 }
 
 impl std::fmt::Debug for dyn crate::previews::PullRequestSource {
@@ -77,7 +87,7 @@ impl std::fmt::Debug for dyn crate::previews::PullRequestSource {
 }
 
 /// Whether what runs matches git.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum SyncStatus {
     Unknown,
@@ -117,7 +127,7 @@ impl SyncStatus {
 }
 
 /// How well what runs is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Health {
     Unknown,
@@ -129,7 +139,7 @@ pub enum Health {
 }
 
 /// One app as the status pages and API show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppStatus {
     pub name: String,
@@ -151,7 +161,7 @@ pub struct AppStatus {
 }
 
 /// One published port of one replica.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishedAddress {
     pub replica: u32,
@@ -227,9 +237,26 @@ pub struct Daemon {
     previews: RwLock<previews::PreviewsState>,
     forge: Option<Arc<dyn crate::previews::PullRequestSource>>,
     pub notifier: crate::notify::Notifier,
+    /// Why the store cannot be reached, while it cannot (see [`replicas`]).
+    store_trouble: RwLock<Option<String>>,
+    /// True while the store answers.
+    store_state: watch::Sender<bool>,
+    /// Rung when a write to the store failed.
+    store_failed: tokio::sync::Notify,
 }
 
 pub use crate::clock::now_ms;
+
+/// `backend`, writing only while this replica's lease holds (with an election).
+fn fenced(settings: &DaemonSettings, backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    match &settings.leader {
+        Some(elector) => {
+            let fence = Arc::clone(elector) as Arc<dyn crate::backend::fenced::Fence>;
+            Arc::new(crate::backend::fenced::FencedBackend::new(backend, fence))
+        }
+        None => backend,
+    }
+}
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -266,8 +293,10 @@ impl Daemon {
         store: Arc<Store>,
         connected: BTreeMap<String, Arc<dyn Backend>>,
     ) -> Arc<Daemon> {
-        let backends =
-            connected.into_iter().map(|(name, backend)| (name, Arc::new(Mutex::new(Some(backend))))).collect();
+        let backends = connected
+            .into_iter()
+            .map(|(name, backend)| (name, Arc::new(Mutex::new(Some(fenced(&settings, backend))))))
+            .collect();
         let fetcher = Fetcher::new(settings.source.clone(), settings.fetch_timeout);
         let daemon = Arc::new(Daemon {
             forge: settings.forge.clone(),
@@ -288,6 +317,9 @@ impl Daemon {
             shutdown: watch::Sender::new(false),
             changes: broadcast::channel(64).0,
             listing_worker: RwLock::new(WorkerState::Running),
+            store_trouble: RwLock::new(None),
+            store_state: watch::Sender::new(true),
+            store_failed: tokio::sync::Notify::new(),
         });
         daemon.restore_pull_requests().await;
         daemon.start_known_environments().await;
@@ -350,6 +382,7 @@ impl Daemon {
             tokio::spawn(Arc::clone(&self).autoscale_every(self.settings.scale_interval)),
             tokio::spawn(Arc::clone(&self).previews_worker()),
         ];
+        let replica_tasks = self.spawn_replica_tasks();
         self.listing.fire(Trigger::Startup);
         let worker = Arc::clone(&self);
         let reporter = Arc::clone(&self);
@@ -366,7 +399,7 @@ impl Daemon {
             self.stopped(),
         )
         .await;
-        for timer in timers {
+        for timer in timers.into_iter().chain(replica_tasks) {
             timer.abort();
         }
         for env in self.environments() {
@@ -397,6 +430,9 @@ impl Daemon {
     async fn tick(self: Arc<Self>, interval: Duration, trigger: Trigger) {
         loop {
             tokio::time::sleep(jittered(interval, rand::random::<f64>())).await;
+            if !self.leads() {
+                continue;
+            }
             if trigger == Trigger::Poll {
                 self.listing.fire(trigger);
             }
@@ -410,6 +446,9 @@ impl Daemon {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            if !self.leads() {
+                continue;
+            }
             let rounds = self.environments().into_iter().map(|env| {
                 let daemon = Arc::clone(&self);
                 async move { env.sample_load(&daemon).await }
@@ -419,8 +458,22 @@ impl Daemon {
     }
 
     /// A push to `branch` (from a webhook): the environments that follow it reconcile, and a push to the tracked
-    /// branch re-reads the list too. Returns the names of the environments triggered.
-    pub fn pushed(&self, branch: &str) -> Vec<String> {
+    /// branch re-reads the list too; on a replica that does not lead, the leader is asked through the store. Returns
+    /// the names of the environments that follow it.
+    pub async fn pushed(&self, branch: &str) -> Result<Vec<String>, StoreError> {
+        let following = self.following(branch);
+        self.route(crate::store::Request::Pushed { branch: branch.to_owned() }).await?;
+        Ok(following)
+    }
+
+    /// The environments that follow `branch`.
+    fn following(&self, branch: &str) -> Vec<String> {
+        let following = self.environments().into_iter().filter(|env| env.branch().as_deref() == Some(branch));
+        following.map(|env| env.name.clone()).collect()
+    }
+
+    /// [`Daemon::pushed`] on this replica, as the leader (or the only replica) takes it.
+    pub fn pushed_here(&self, branch: &str) -> Vec<String> {
         if branch == self.settings.branch {
             self.listing.fire(Trigger::Webhook);
         }
@@ -437,13 +490,22 @@ impl Daemon {
     /// A sync asked for (the API, the page's button): environment `name` reconciles, and one that follows the
     /// tracked branch re-reads the environments list too, as a push there does (its commit may add or remove
     /// environments). False when there is no such environment.
-    pub fn sync_requested(&self, name: &str) -> bool {
-        let Some(env) = self.env(name) else { return false };
-        if env.branch().as_deref() == Some(self.settings.branch.as_str()) {
+    pub async fn sync_requested(&self, name: &str) -> Result<bool, StoreError> {
+        if self.env(name).is_none() {
+            return Ok(false);
+        }
+        self.route(crate::store::Request::Sync { env: name.to_owned(), trigger: Trigger::Api }).await?;
+        Ok(true)
+    }
+
+    /// Fires `trigger` for environment `name` on the leader; an API sync of one that follows the tracked branch
+    /// re-reads the list too.
+    fn fire_here(&self, name: &str, trigger: Trigger) {
+        let Some(env) = self.env(name) else { return };
+        if trigger == Trigger::Api && env.branch().as_deref() == Some(self.settings.branch.as_str()) {
             self.listing.fire(Trigger::Api);
         }
-        env.trigger.fire(Trigger::Api);
-        true
+        env.trigger.fire(trigger);
     }
 
     /// The backend environment `env` runs on, connected on first use.
@@ -466,6 +528,7 @@ impl Daemon {
         settings.kubernetes.kubeconfig = target.kubeconfig.clone().or(settings.kubernetes.kubeconfig);
         settings.kubernetes.context = target.context.clone();
         let backend = crate::backend::connect(target.backend, settings).await?;
+        let backend = fenced(&self.settings, backend);
         *slot = Some(Arc::clone(&backend));
         Ok(backend)
     }
@@ -496,7 +559,10 @@ impl Daemon {
             let taken = tokio::select! {
                 biased;
                 () = self.stopped() => return,
-                taken = self.listing.next() => taken,
+                taken = async {
+                    self.until_leading().await;
+                    self.listing.next().await
+                } => taken,
             };
             let span = info_span!("environments", trigger = taken.trigger.as_str());
             self.refresh_list(taken).instrument(span).await;
@@ -714,6 +780,7 @@ impl Daemon {
     async fn record(&self, record: crate::store::SyncRecord) {
         if let Err(store_error) = self.store.record_sync(&record, self.settings.keep_syncs).await {
             error!(%store_error, "cannot record the sync");
+            self.store_write_failed();
         }
     }
 }
@@ -744,6 +811,7 @@ mod tests {
             notifications: Vec::new(),
             sync_windows: Vec::new(),
             clock: crate::clock::Clock::System,
+            leader: None,
         };
         Daemon::new(settings, store).await
     }

@@ -20,19 +20,7 @@ use crate::previews::{
 };
 use crate::source::git::review_ref;
 
-/// What happened to a pull request, as a forge's webhook says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum PullRequestAction {
-    /// Opened or reopened.
-    Opened,
-    /// New commits on its head.
-    Updated,
-    /// Its labels changed.
-    Labeled,
-    /// Closed or merged.
-    Closed,
-}
+pub use crate::previews::PullRequestAction;
 
 /// The previews as pages and the API show them.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -84,7 +72,7 @@ pub use crate::model::preview::is_preview_name as is_preview;
 impl Daemon {
     /// A pull-request event from a forge webhook (signature already checked). Returns the preview's environment
     /// name. With forge access the event only wakes the worker, which reads the forge's list.
-    pub async fn pull_request_event(&self, action: PullRequestAction, pr: PullRequest) -> String {
+    pub(super) async fn pull_request_here(&self, action: PullRequestAction, pr: PullRequest) -> String {
         let env = format!("pr-{}", pr.number);
         let labels = self.preview_labels();
         {
@@ -195,7 +183,10 @@ impl Daemon {
             tokio::select! {
                 biased;
                 () = self.stopped() => return,
-                taken = self.previews_trigger.next() => {
+                taken = async {
+                    self.until_leading().await;
+                    self.previews_trigger.next().await
+                } => {
                     let span = info_span!("previews", trigger = taken.trigger.as_str());
                     wait = self.reconcile_previews(taken).instrument(span).await;
                 }
@@ -399,7 +390,7 @@ impl Daemon {
 }
 
 /// What merging a pull request's head would change in production.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgainstProduction {
     pub head_sha: String,

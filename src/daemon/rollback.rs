@@ -12,7 +12,7 @@ use crate::plan::Plan;
 use crate::source::CommitInfo;
 
 /// A pin as pages and the API show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PinView {
     /// The commit the environment runs.
@@ -76,17 +76,17 @@ impl Daemon {
     ) -> Result<(String, Plan), RollbackError> {
         let (sha, plan) = self.plan_rollback(env, commit, force).await?;
         self.store.pin(env, &sha, now_ms()).await?;
-        if let Some(handle) = self.env(env) {
-            handle.trigger.fire(Trigger::Rollback);
-        }
+        self.route(crate::store::Request::Sync { env: env.to_owned(), trigger: Trigger::Rollback }).await?;
         Ok((sha, plan))
     }
 
     /// Resumes following the branch; automatic syncs take its head again (the sync windows permitting).
     pub async fn unpin(&self, env: &str) -> Result<(), RollbackError> {
-        let handle = self.env(env).ok_or_else(|| RollbackError::NoEnvironment(env.to_owned()))?;
+        if self.env(env).is_none() {
+            return Err(RollbackError::NoEnvironment(env.to_owned()));
+        }
         self.store.unpin(env).await?;
-        handle.trigger.fire(Trigger::Poll);
+        self.route(crate::store::Request::Sync { env: env.to_owned(), trigger: Trigger::Poll }).await?;
         Ok(())
     }
 

@@ -66,7 +66,7 @@ pub fn host_claims(envs: &[(String, Vec<String>)]) -> BTreeMap<String, String> {
 }
 
 /// A host this environment would route but that an environment listed earlier claims.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostConflict {
     pub host: String,

@@ -263,6 +263,20 @@ pub trait PullRequestSource: Send + Sync {
     async fn report(&self, report: PullRequestReport) -> Result<(), String>;
 }
 
+/// What happened to a pull request, as a forge's webhook says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PullRequestAction {
+    /// Opened or reopened.
+    Opened,
+    /// New commits on its head.
+    Updated,
+    /// Its labels changed.
+    Labeled,
+    /// Closed or merged.
+    Closed,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

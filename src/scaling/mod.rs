@@ -14,7 +14,7 @@ pub use schedule::{Bounds, BoundsSource, NextChange, ScheduleError, bounds_at, n
 use crate::model::DesiredState;
 
 /// What the schedules put in force for one app, for the page and API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppScaling {
     pub app: String,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::model::desired::{Autoscale, ScheduledBounds};
 
 /// Replica bounds in force, and what set them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Bounds {
     pub min: u32,
@@ -22,7 +22,7 @@ pub struct Bounds {
 }
 
 /// What put the bounds in force.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum BoundsSource {
     /// The rule's own `min`/`max`: no schedule has fired since the rule appeared.
@@ -32,7 +32,7 @@ pub enum BoundsSource {
 }
 
 /// The next schedule boundary: when it comes and the bounds it brings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NextChange {
     pub at: DateTime<Utc>,

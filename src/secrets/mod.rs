@@ -153,6 +153,16 @@ pub enum SecretError {
 const PREVIEWS_DIGEST_PURPOSE: &str = "railyard previews digests v1";
 
 impl SecretStore {
+    /// The digest key's bytes, to share it through the store with other replicas.
+    pub fn digest_key_bytes(&self) -> [u8; DIGEST_KEY_BYTES] {
+        *self.key.bytes()
+    }
+
+    /// Digests under `bytes` from now on: the key the replicas share.
+    pub fn use_digest_key(&mut self, bytes: [u8; DIGEST_KEY_BYTES]) {
+        self.key = DigestKey::from_bytes(bytes);
+    }
+
     /// The store reading `dir` (which must exist), with the digest key of `state_dir`, created on first use.
     pub fn open(dir: Option<PathBuf>, state_dir: &Path) -> Result<SecretStore, SecretError> {
         if let Some(dir) = &dir

@@ -303,9 +303,13 @@ async fn sync_form(
     if let Some(refused) = form_refused(&state, &form.token) {
         return refused;
     }
-    if !state.daemon.sync_requested(&name) {
-        return (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`.")))
-            .into_response();
+    match state.daemon.sync_requested(&name).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`.")))
+                .into_response();
+        }
+        Err(error) => return ApiError::StoreDown(error.to_string()).into_response(),
     }
     info!(env = %name, "sync requested from the status page");
     axum::response::Redirect::to(&format!("/env/{name}")).into_response()
@@ -343,6 +347,8 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("the history cannot be read: {0}")]
     History(String),
+    #[error("{0}; ask again once it answers")]
+    StoreDown(String),
 }
 
 impl ApiError {
@@ -356,6 +362,7 @@ impl ApiError {
             ApiError::NoEnvironment(_) | ApiError::NoSync(_) | ApiError::NoWebhook(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::History(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::StoreDown(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -370,7 +377,21 @@ impl IntoResponse for ApiError {
 /// request names, a panic's message) is said only to a reader: probes need no more than the status.
 async fn readyz(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
     let reader = state.open_reads || reader_authorized(&state, &headers);
-    readiness(&state.daemon.worker_state(), state.daemon.is_ready(), reader).into_response()
+    let daemon = &state.daemon;
+    if let Some(trouble) = daemon.store_trouble() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{trouble}\n")).into_response();
+    }
+    let Some(leadership) = daemon.leadership() else {
+        return readiness(&daemon.worker_state(), daemon.is_ready(), reader).into_response();
+    };
+    if !leadership.leading {
+        // A follower is ready: it serves pages and takes webhooks for the leader.
+        let leader = leadership.leader.as_deref().unwrap_or("nobody yet");
+        return (StatusCode::OK, format!("ready: following; {leader} leads ({} here)\n", leadership.identity))
+            .into_response();
+    }
+    let (status, said) = readiness(&daemon.worker_state(), daemon.is_ready(), reader);
+    (status, format!("{}: leading as {}\n", said.trim_end(), leadership.identity)).into_response()
 }
 
 /// `/readyz`'s answer; a panic's message (which may name environments and pull requests) only for a `reader`.
@@ -519,8 +540,10 @@ async fn sync_now(
         return ApiError::Unauthorized.into_response();
     }
     let name = query.env.unwrap_or_else(|| crate::model::Environment::PRODUCTION.to_owned());
-    if !state.daemon.sync_requested(&name) {
-        return ApiError::NoEnvironment(name).into_response();
+    match state.daemon.sync_requested(&name).await {
+        Ok(true) => {}
+        Ok(false) => return ApiError::NoEnvironment(name).into_response(),
+        Err(error) => return ApiError::StoreDown(error.to_string()).into_response(),
     }
     info!(env = %name, "sync requested through the API");
     (StatusCode::ACCEPTED, Json(json!({ "env": name, "status": "sync queued" }))).into_response()
@@ -695,7 +718,10 @@ async fn webhook(
             Pushed::Branch(branch) => branch,
             Pushed::Unspecified => state.daemon.settings().branch.clone(),
         };
-        let triggered = state.daemon.pushed(&branch);
+        let triggered = match state.daemon.pushed(&branch).await {
+            Ok(triggered) => triggered,
+            Err(error) => return undelivered(&state, forge, &verdict.event, &error).await,
+        };
         verdict.reason = if triggered.is_empty() {
             format!("ignored: no environment follows branch `{branch}`")
         } else {
@@ -703,7 +729,10 @@ async fn webhook(
         };
     }
     if let Some((action, pr)) = verdict.pull_request.clone() {
-        let env = state.daemon.pull_request_event(action, pr).await;
+        let env = match state.daemon.pull_request_event(action, pr).await {
+            Ok(env) => env,
+            Err(error) => return undelivered(&state, forge, &verdict.event, &error).await,
+        };
         verdict.reason = format!("{}; preview {env} reconciles", verdict.reason);
     }
     let authenticated = verdict.status != StatusCode::UNAUTHORIZED;
@@ -712,6 +741,15 @@ async fn webhook(
     let body =
         if verdict.accepted() { json!({ "status": verdict.reason }) } else { json!({ "error": verdict.reason }) };
     (verdict.status, Json(body)).into_response()
+}
+
+/// A signed delivery that could not be queued for the leader (the store went away): 503, so that the forge
+/// delivers it again. (A store that answered the delivery-id check a moment before almost never refuses this;
+/// when it does, the redelivery reads as a duplicate and the next poll brings the push.)
+async fn undelivered(state: &ServerState, forge: Forge, event: &str, error: &crate::store::StoreError) -> Response {
+    tracing::error!(%error, "cannot queue the webhook for the leader");
+    record(state, forge, event, "rejected", true, "the store could not be reached; the forge delivers it again").await;
+    ApiError::StoreDown(error.to_string()).into_response()
 }
 
 /// Whether a signed delivery is new: its id, and the digest of its body (the id header is not signed, so a replay

@@ -131,8 +131,8 @@ pub enum Request {
     Pushed { branch: String },
     /// A sync of environment `env` asked for (the API, the page's button, a rollback or an unpin).
     Sync { env: String, trigger: Trigger },
-    /// The open pull requests may have changed.
-    Previews,
+    /// A pull request event taken from a forge's webhook (signature checked).
+    PullRequest { action: crate::previews::PullRequestAction, pr: crate::previews::PullRequest },
 }
 
 /// The status of one environment as the leader last published it, for the replicas that do not lead.
@@ -306,7 +306,8 @@ impl Store {
     }
 
     /// The store at `location`, connected and migrated.
-    pub async fn connect(location: &StoreLocation) -> Result<Store, StoreError> {
+    pub async fn connect(location: &StoreLocation, password: Option<String>) -> Result<Store, StoreError> {
+        let _ = &password;
         match location {
             StoreLocation::Sqlite(dir) => {
                 let dir = dir.clone();

@@ -95,6 +95,7 @@ impl Yard {
             notifications: Vec::new(),
             sync_windows: Vec::new(),
             clock: Clock::System,
+            leader: None,
         };
         tweak(&mut settings);
         for name in settings.targets.all().into_keys() {
@@ -133,7 +134,7 @@ impl Yard {
     /// Commits everything and tells the daemon, as the forge's push webhook does; the new commit's sha.
     pub fn push(&self, message: &str) -> String {
         let sha = self.commit(message);
-        self.daemon.pushed("main");
+        self.daemon.pushed_here("main");
         sha
     }
 
@@ -170,7 +171,7 @@ impl Yard {
     /// Commits `files` on `branch` (made from main when it does not exist yet) and tells the daemon of the push.
     pub fn push_to(&self, branch: &str, files: &[(&str, &str)], message: &str) {
         self.commit_to(branch, files, message);
-        self.daemon.pushed(branch);
+        self.daemon.pushed_here(branch);
     }
 
     /// Commits `files` on `branch` (made from main when it does not exist yet) without telling the daemon; the new

@@ -39,6 +39,8 @@ pub struct KubernetesBackendSettings {
     /// Apps (and then domains) whose objects are written at the same time, when their dependencies allow; a
     /// rollout being awaited does not count.
     pub parallel: usize,
+    /// Sent as `User-Agent` (`railyard/VERSION (IDENTITY)`), so that the API server's audit log tells replicas apart.
+    pub user_agent: Option<String>,
 }
 
 impl Default for KubernetesBackendSettings {
@@ -52,6 +54,7 @@ impl Default for KubernetesBackendSettings {
             kubeconfig: None,
             context: None,
             parallel: crate::backend::schedule::DEFAULT_PARALLEL,
+            user_agent: None,
         }
     }
 }
@@ -149,7 +152,8 @@ impl KubernetesBackend {
     /// Connects through `settings.kubeconfig`, `KUBECONFIG`, `~/.kube/config`, or the pod's service account, in
     /// that order, and checks that the API server answers.
     pub async fn connect(settings: KubernetesBackendSettings) -> Result<KubernetesBackend, KubernetesError> {
-        let config = client_config(settings.kubeconfig.as_deref(), settings.context.as_deref()).await?;
+        let mut config = client_config(settings.kubeconfig.as_deref(), settings.context.as_deref()).await?;
+        with_user_agent(&mut config, settings.user_agent.as_deref());
         let client = kube::Client::try_from(config).map_err(|error| KubernetesError::Unreachable {
             doing: "build a client".to_owned(),
             source: Box::new(error),
@@ -160,10 +164,16 @@ impl KubernetesBackend {
     }
 }
 
-pub(super) async fn client_config(
-    explicit: Option<&Path>,
-    context: Option<&str>,
-) -> Result<kube::Config, KubernetesError> {
+/// Adds `User-Agent: agent` to every request of a client made from `config`.
+pub fn with_user_agent(config: &mut kube::Config, agent: Option<&str>) {
+    if let Some(value) = agent.and_then(|agent| axum::http::HeaderValue::from_str(agent).ok()) {
+        config.headers.push((axum::http::header::USER_AGENT, value));
+    }
+}
+
+/// The client configuration: `explicit`, `KUBECONFIG`, `~/.kube/config`, or the pod's service account, in that
+/// order.
+pub async fn client_config(explicit: Option<&Path>, context: Option<&str>) -> Result<kube::Config, KubernetesError> {
     let from_env = std::env::var_os("KUBECONFIG").filter(|value| !value.is_empty()).map(PathBuf::from);
     let home = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube").join("config"));
     let mut tried = Vec::new();

@@ -13,7 +13,7 @@ use crate::plan::Plan;
 use crate::source::CommitInfo;
 
 /// Everything known about one environment, for the API and pages.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvState {
     pub name: String,

@@ -1,0 +1,261 @@
+//! Several replicas, one leader. Only the leader reconciles: its environment workers, listing, previews, timers and
+//! autoscaler wait until it leads ([`Daemon::until_leading`]), and its backends are fenced by the lease
+//! ([`crate::backend::fenced`]). A replica that follows takes webhooks and API requests and queues them in the store
+//! for the leader ([`Daemon::route`]); it serves the pages from the statuses the leader publishes there. Without
+//! `--leader-election` this process leads alone and nothing here runs.
+//!
+//! The store may go away (a PostgreSQL restarting): the daemon then reconciles nothing, since it could not record
+//! what it did, says so on `/readyz`, the pages and `railyard_store_up`, and catches up when the store answers again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{Daemon, EnvState, now_ms, read, write};
+use crate::daemon::previews::PullRequestAction;
+use crate::daemon::trigger::Trigger;
+use crate::leader::Leadership;
+use crate::model::ListedEnvironment;
+use crate::store::{Request, StoreError};
+
+/// How often a replica that does not lead refreshes the statuses the leader published, and how often the leader
+/// takes the queued requests, when there is no election to set the pace.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+impl Daemon {
+    /// Whether this replica leads (always, without an election).
+    pub fn leads(&self) -> bool {
+        self.settings.leader.as_ref().is_none_or(|elector| elector.leads())
+    }
+
+    /// Who leads, with an election.
+    pub fn leadership(&self) -> Option<Leadership> {
+        self.settings.leader.as_ref().map(|elector| elector.leadership())
+    }
+
+    /// Resolves once this replica may reconcile: it leads and the store answers.
+    pub(super) async fn until_leading(&self) {
+        loop {
+            if let Some(elector) = &self.settings.leader {
+                elector.until_leading().await;
+            }
+            if read(&self.store_trouble).is_none() {
+                return;
+            }
+            let mut changes = self.store_state.subscribe();
+            let _ = changes.wait_for(|up| *up).await;
+        }
+    }
+
+    /// Why the store cannot be reached, while it cannot.
+    pub fn store_trouble(&self) -> Option<String> {
+        read(&self.store_trouble).clone()
+    }
+
+    /// Work asked of this replica (a webhook, the API): done here when it leads, else queued in the store for the
+    /// leader, so that none is lost whichever replica a load balancer picked.
+    pub(super) async fn route(&self, request: Request) -> Result<(), StoreError> {
+        if self.leads() {
+            self.take(request).await;
+            Ok(())
+        } else {
+            info!(?request, "queued for the leader");
+            self.store.request(&request, now_ms()).await
+        }
+    }
+
+    async fn take(&self, request: Request) {
+        match request {
+            Request::Pushed { branch } => {
+                self.pushed_here(&branch);
+            }
+            Request::Sync { env, trigger } => {
+                self.fire_here(&env, trigger);
+            }
+            Request::PullRequest { action, pr } => {
+                self.pull_request_here(action, pr).await;
+            }
+        }
+    }
+
+    /// The tasks of several replicas, alongside [`Daemon::run`]'s own; none without an election, but the store's
+    /// watch.
+    pub(super) fn spawn_replica_tasks(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(Arc::clone(self).watch_store())];
+        let Some(elector) = self.settings.leader.clone() else { return tasks };
+        let daemon = Arc::clone(self);
+        tasks.push(tokio::spawn(async move { elector.run(async move { daemon.stopped().await }).await }));
+        tasks.push(tokio::spawn(Arc::clone(self).on_leadership()));
+        tasks.push(tokio::spawn(Arc::clone(self).take_requests()));
+        tasks.push(tokio::spawn(Arc::clone(self).publish_statuses()));
+        tasks.push(tokio::spawn(Arc::clone(self).follow_statuses()));
+        tasks
+    }
+
+    /// Sets the leader gauge, and wakes every worker when this replica starts leading: each environment reconciles
+    /// afresh, as at a start.
+    async fn on_leadership(self: Arc<Self>) {
+        let Some(elector) = self.settings.leader.clone() else { return };
+        let labels = super::metrics::IdentityLabels { identity: elector.identity().to_owned() };
+        let mut was_leading = false;
+        loop {
+            let leading = elector.leads();
+            self.metrics.leader.get_or_create(&labels).set(i64::from(leading));
+            if leading && !was_leading {
+                self.listing.fire(Trigger::Startup);
+                self.previews_trigger.fire(Trigger::Startup);
+                self.fire_all(Trigger::Startup);
+            }
+            if leading != was_leading {
+                let _ = self.changes.send(());
+            }
+            was_leading = leading;
+            tokio::time::sleep(elector.timings().retry.min(FOLLOW_EVERY)).await;
+        }
+    }
+
+    /// While leading: takes what the other replicas queued.
+    async fn take_requests(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            if !self.leads() {
+                continue;
+            }
+            match self.store.take_requests().await {
+                Ok(requests) => {
+                    for request in requests {
+                        info!(?request, "taking a request another replica queued");
+                        self.take(request).await;
+                    }
+                }
+                Err(error) => warn!(%error, "cannot take the requests queued for the leader"),
+            }
+        }
+    }
+
+    /// While leading: publishes every environment's status when something changed, for the replicas that follow.
+    async fn publish_statuses(self: Arc<Self>) {
+        let mut changes = self.changes.subscribe();
+        loop {
+            let _ = tokio::time::timeout(Duration::from_secs(10), changes.recv()).await;
+            // Changes come in bursts (an apply's progress): one write for the burst.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            changes = changes.resubscribe();
+            if !self.leads() {
+                continue;
+            }
+            let states: Vec<EnvState> = self.environments().iter().map(|env| env.state()).collect();
+            let now = now_ms();
+            for state in &states {
+                let Ok(body) = serde_json::to_string(state) else { continue };
+                if let Err(error) = self.store.publish_status(&state.name, &body, now).await {
+                    warn!(%error, "cannot publish the environments' status");
+                    break;
+                }
+            }
+            let names: Vec<String> = states.into_iter().map(|state| state.name).collect();
+            if let Err(error) = self.store.retain_statuses(&names).await {
+                warn!(%error, "cannot publish the environments' status");
+            }
+        }
+    }
+
+    /// While following: shows the environments and statuses the leader published.
+    async fn follow_statuses(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            if self.leads() {
+                continue;
+            }
+            if let Err(error) = self.follow_once().await {
+                warn!(%error, "cannot read what the leader published");
+            }
+        }
+    }
+
+    async fn follow_once(self: &Arc<Self>) -> Result<(), StoreError> {
+        let known = self.store.known_environments().await?;
+        let published = self.store.published_statuses().await?;
+        for env in &known {
+            if self.env(&env.name).is_none() {
+                let listed =
+                    ListedEnvironment { name: env.name.clone(), branch: env.branch.clone(), host_template: None };
+                self.add_env(&listed, &env.project);
+            }
+        }
+        let gone: Vec<_> =
+            self.environments().into_iter().filter(|env| !known.iter().any(|known| known.name == env.name)).collect();
+        if !gone.is_empty() {
+            write(&self.envs).retain(|env| known.iter().any(|known| known.name == env.name));
+            for env in gone {
+                env.end();
+            }
+        }
+        for status in published {
+            let (Some(handle), Ok(state)) = (self.env(&status.env), serde_json::from_str::<EnvState>(&status.body))
+            else {
+                continue;
+            };
+            handle.show(state);
+        }
+        let _ = self.changes.send(());
+        Ok(())
+    }
+
+    /// Checks the store every second while it is down, and whenever a write to it failed; reconciles wait while it
+    /// is down and every environment reconciles once it is back.
+    async fn watch_store(self: Arc<Self>) {
+        loop {
+            let healthy = self.store.ping().await;
+            let was_down = read(&self.store_trouble).is_some();
+            match healthy {
+                Ok(()) if was_down => {
+                    info!("the store answers again: reconciles resume");
+                    *write(&self.store_trouble) = None;
+                    self.store_state.send_replace(true);
+                    self.metrics.store_up.set(1);
+                    self.fire_all(Trigger::Retry);
+                    let _ = self.changes.send(());
+                }
+                Ok(()) => {}
+                Err(error) if !was_down => {
+                    let trouble = format!(
+                        "the store cannot be reached ({}); nothing is reconciled until it answers, since nothing could be recorded",
+                        crate::error_chain::chain(&error)
+                    );
+                    warn!(%trouble, "store down");
+                    *write(&self.store_trouble) = Some(trouble);
+                    self.store_state.send_replace(false);
+                    self.metrics.store_up.set(0);
+                    let _ = self.changes.send(());
+                }
+                Err(_) => {}
+            }
+            let wait =
+                if read(&self.store_trouble).is_some() { Duration::from_secs(1) } else { Duration::from_secs(5) };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.store_failed.notified() => {}
+            }
+        }
+    }
+
+    /// Tells the store's watch that a write failed, so that it looks at once.
+    pub(super) fn store_write_failed(&self) {
+        self.store_failed.notify_one();
+    }
+}
+
+impl Daemon {
+    /// A pull request event (from a webhook), routed to the leader.
+    pub async fn pull_request_event(
+        &self,
+        action: PullRequestAction,
+        pr: crate::previews::PullRequest,
+    ) -> Result<String, StoreError> {
+        let env = format!("pr-{}", pr.number);
+        self.route(Request::PullRequest { action, pr }).await?;
+        Ok(env)
+    }
+}
