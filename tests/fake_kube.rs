@@ -450,6 +450,8 @@ async fn the_kubeconfig_file_and_discovery_reach_the_fake() {
     assert_eq!(
         kinds,
         [
+            "ClusterRole",
+            "ClusterRoleBinding",
             "Deployment",
             "HorizontalPodAutoscaler",
             "Ingress",
@@ -457,8 +459,12 @@ async fn the_kubeconfig_file_and_discovery_reach_the_fake() {
             "Namespace",
             "NetworkPolicy",
             "PersistentVolumeClaim",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
             "Secret",
-            "Service"
+            "Service",
+            "ServiceAccount"
         ]
     );
     let namespaces: Api<Namespace> = Api::all(client);

@@ -4,7 +4,9 @@
 //!
 //! It models what the backend uses and no more: discovery documents, namespaces (deleting one deletes what is in
 //! it), Deployments, Services, Ingresses, HorizontalPodAutoscalers (autoscaling/v2), PersistentVolumeClaims,
-//! Secrets, NetworkPolicies and Leases (coordination.k8s.io/v1, for leader election: issue 25); GET, LIST with
+//! Secrets, NetworkPolicies, Leases (coordination.k8s.io/v1, for leader election: issue 25), and what railyard's
+//! own install manifests hold (ServiceAccounts, ClusterRoles, ClusterRoleBindings, Roles, RoleBindings,
+//! PodDisruptionBudgets: stored and validated, with no controller behind them); GET, LIST with
 //! `labelSelector`, POST (409 AlreadyExists for a taken name), PUT (an update, conditional on
 //! `metadata.resourceVersion` when given: 409 Conflict when someone wrote in between), DELETE; server-side apply (PATCH with
 //! `application/apply-patch+yaml`, `fieldManager`, `force`) with `resourceVersion`, `generation` and `managedFields`
@@ -195,6 +197,66 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         namespaced: true,
         has_status: false,
         create_on_update: true,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        has_status: false,
+        create_on_update: false,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "roles",
+        singular: "role",
+        kind: "Role",
+        namespaced: true,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        namespaced: true,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceType {
+        group: "policy",
+        version: "v1",
+        plural: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        kind: "PodDisruptionBudget",
+        namespaced: true,
+        has_status: true,
+        create_on_update: false,
     },
 ];
 
@@ -823,6 +885,19 @@ pub const LIST_TYPES: &[(&str, &str, ListType)] = &[
     ("HorizontalPodAutoscaler", "metadata.ownerReferences", ListType::Map(&["uid"])),
     ("Lease", "metadata.finalizers", ListType::Set),
     ("Lease", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("ServiceAccount", "metadata.finalizers", ListType::Set),
+    ("ServiceAccount", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("ServiceAccount", "secrets", ListType::Map(&["name"])),
+    ("ClusterRole", "metadata.finalizers", ListType::Set),
+    ("ClusterRole", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("ClusterRoleBinding", "metadata.finalizers", ListType::Set),
+    ("ClusterRoleBinding", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Role", "metadata.finalizers", ListType::Set),
+    ("Role", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("RoleBinding", "metadata.finalizers", ListType::Set),
+    ("RoleBinding", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("PodDisruptionBudget", "metadata.finalizers", ListType::Set),
+    ("PodDisruptionBudget", "metadata.ownerReferences", ListType::Map(&["uid"])),
 ];
 
 fn list_type(kind: &str, schema_path: &str) -> Option<ListType> {
@@ -2340,12 +2415,12 @@ fn version_info() -> Value {
 }
 
 fn api_groups() -> Value {
-    let mut groups: Vec<(&str, &str)> = RESOURCE_TYPES
-        .iter()
-        .filter(|resource| !resource.group.is_empty())
-        .map(|resource| (resource.group, resource.version))
-        .collect();
-    groups.dedup();
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for resource in RESOURCE_TYPES.iter().filter(|resource| !resource.group.is_empty()) {
+        if !groups.contains(&(resource.group, resource.version)) {
+            groups.push((resource.group, resource.version));
+        }
+    }
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(group, version)| {
@@ -2691,6 +2766,13 @@ fn is_dns1123_label(text: &str) -> bool {
 /// `IsDNS1123Label`, `IsDNS1035Label` and `IsDNS1123Subdomain` of k8s.io/apimachinery, with their messages.
 fn check_name(field: &str, name: &str, rule: &str, causes: &mut Vec<Cause>) {
     let value = json!(name);
+    if rule == "path" {
+        // `ValidatePathSegmentName`: no `/` nor `%`, and not `.` or `..`.
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '%']) {
+            causes.push(Cause::invalid(field, &value, "may not be '.' or '..' and may not contain '/' or '%'"));
+        }
+        return;
+    }
     let (limit, valid, what) = match rule {
         "label" => (
             63,
@@ -2782,6 +2864,8 @@ fn validation_causes(kind: &str, body: &Value) -> Vec<Cause> {
     let rule = match kind {
         "Service" => "1035",
         "Namespace" => "label",
+        // RBAC objects only need a name that fits in a URL path (`system:controller:...`).
+        "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding" => "path",
         _ => "subdomain",
     };
     check_name("metadata.name", name, rule, &mut causes);
