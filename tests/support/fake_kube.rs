@@ -1371,12 +1371,12 @@ fn parse_label_selector(selector: &str) -> Result<Vec<Requirement>, String> {
 
 /// What the fake reads from a request's headers besides its token.
 #[derive(Clone, Copy)]
-struct Client<'a> {
+struct Sender<'a> {
     content_type: &'a str,
     user_agent: &'a str,
 }
 
-impl Client<'_> {
+impl Sender<'_> {
     /// The field manager of a create or update: `fieldManager` when given, else the User-Agent's program name (its
     /// part before the first `/`), as the real server names it.
     fn field_manager(&self, query: &BTreeMap<String, String>) -> String {
@@ -1469,7 +1469,7 @@ async fn answer_request(
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
         match state.authorize(token, &method, uri.path(), &query) {
-            Ok(()) => state.answer(&method, uri.path(), &query, Client { content_type, user_agent }, &body),
+            Ok(()) => state.answer(&method, uri.path(), &query, Sender { content_type, user_agent }, &body),
             Err(refusal) => refusal,
         }
     };
@@ -1711,7 +1711,7 @@ impl Cluster {
         method: &Method,
         path: &str,
         query: &BTreeMap<String, String>,
-        client: Client<'_>,
+        sender: Sender<'_>,
         body: &[u8],
     ) -> (StatusCode, Value) {
         if let ["apis", "metrics.k8s.io", "v1beta1", "namespaces", namespace, "pods"] =
@@ -1768,7 +1768,7 @@ impl Cluster {
                 self.list(resource, namespace.as_deref(), query.get("labelSelector").map(String::as_str))
             }
             (Route::Collection { resource, namespace }, &Method::POST) => {
-                self.create(resource, namespace.as_deref(), &client.field_manager(query), body)
+                self.create(resource, namespace.as_deref(), &sender.field_manager(query), body)
             }
             (Route::Object { resource, namespace, name, subresource }, method) => {
                 if subresource.as_deref() == Some("scale") && resource.plural == "deployments" {
@@ -1789,9 +1789,9 @@ impl Cluster {
                         Some(object) => (StatusCode::OK, rendered(object)),
                         None => not_found(resource, &name),
                     },
-                    (&Method::PATCH, None) => self.apply(resource, &namespace, &name, query, client.content_type, body),
+                    (&Method::PATCH, None) => self.apply(resource, &namespace, &name, query, sender.content_type, body),
                     (&Method::PUT, None) => {
-                        self.replace(resource, &namespace, &name, &client.field_manager(query), body)
+                        self.replace(resource, &namespace, &name, &sender.field_manager(query), body)
                     }
                     (&Method::DELETE, None) => match self.delete(resource, &namespace, &name) {
                         Some(deleted) => (StatusCode::OK, deleted),
