@@ -6,15 +6,20 @@
 //! official OpenAPI declares (the table checked against it), per-field ownership, defaulting, validation against
 //! the OpenAPI (422), immutable fields, namespace termination (403 for new content), status lagging the
 //! generation, 401 without a token and 403 for a verb the shipped ClusterRole does not grant.
+//! Issue 25: Leases for leader election as the real server keeps them: create once (409 AlreadyExists after),
+//! updates (PUT) conditional on `metadata.resourceVersion` (409 Conflict for a stale one, so of two updates from one
+//! version exactly one wins), unconditional without it; the User-Agent of each request logged; and a RoleBinding
+//! granting only in its own namespace.
 
 use crate::support;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::fake_kube::{FakeKube, RAILYARD_TOKEN, Rollout};
+use support::fake_kube::{CONTROLLER_TOKEN, FakeKube, RAILYARD_TOKEN, Rollout};
 
 /// A namespace applied by `railyard`, as the backend will create one.
 async fn apply_namespace(client: &kube::Client, name: &str) {
@@ -445,14 +450,21 @@ async fn the_kubeconfig_file_and_discovery_reach_the_fake() {
     assert_eq!(
         kinds,
         [
+            "ClusterRole",
+            "ClusterRoleBinding",
             "Deployment",
             "HorizontalPodAutoscaler",
             "Ingress",
+            "Lease",
             "Namespace",
             "NetworkPolicy",
             "PersistentVolumeClaim",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
             "Secret",
-            "Service"
+            "Service",
+            "ServiceAccount"
         ]
     );
     let namespaces: Api<Namespace> = Api::all(client);
@@ -595,12 +607,8 @@ fn declared_list_types(definitions: &Value, group: &str, version: &str, kind: &s
             seen.pop();
         }
     }
-    let package = match group {
-        "" => "core",
-        "networking.k8s.io" => "networking",
-        other => other,
-    };
-    let root = json!({ "$ref": format!("#/$defs/io.k8s.api.{package}.{version}.{kind}") });
+    let definition = support::fake_kube::openapi_definition_name(group, version, kind);
+    let root = json!({ "$ref": format!("#/$defs/{definition}") });
     let mut found = Vec::new();
     walk(definitions, kind, &root, "", &mut Vec::new(), &mut found);
     found
@@ -881,14 +889,7 @@ fn served_definitions(definitions: &Value) -> Value {
     }
     let mut pending: Vec<String> = support::fake_kube::served_kinds()
         .into_iter()
-        .map(|(group, version, kind)| {
-            let package = match group {
-                "" => "core",
-                "networking.k8s.io" => "networking",
-                other => other,
-            };
-            format!("io.k8s.api.{package}.{version}.{kind}")
-        })
+        .map(|(group, version, kind)| support::fake_kube::openapi_definition_name(group, version, kind))
         .collect();
     let mut reached = serde_json::Map::new();
     while let Some(name) = pending.pop() {
@@ -909,7 +910,12 @@ fn the_validation_schemas_are_the_openapi_of_kubernetes_validate() {
     let expected = served_definitions(&openapi_definitions());
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(support::fake_kube::OPENAPI_FILE);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        let text = serde_json::to_string_pretty(&expected).expect("JSON") + "\n";
+        // One space per level, as the file has always been written: a regeneration shows only what changed.
+        let mut text = Vec::new();
+        let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
+        serde::Serialize::serialize(&expected, &mut serde_json::Serializer::with_formatter(&mut text, formatter))
+            .expect("JSON");
+        text.push(b'\n');
         std::fs::write(&file, text).expect("write the OpenAPI fixture");
     }
     let held: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("the fixture")).expect("JSON");
@@ -1135,8 +1141,7 @@ async fn the_scale_subresource_reads_and_sets_replicas_as_its_managers_update() 
     apply_namespace(&fake.client(), "shop").await;
     let deployments: Api<Deployment> = Api::namespaced(fake.client(), "shop");
     apply_deployment(&deployments, "railyard", &deployment("web", "web:1", Some(2))).await.expect("apply");
-    let controller: Api<Deployment> =
-        Api::namespaced(fake.client_with_token(Some(support::fake_kube::CONTROLLER_TOKEN)), "shop");
+    let controller: Api<Deployment> = Api::namespaced(fake.client_with_token(Some(CONTROLLER_TOKEN)), "shop");
     let scale = controller.get_scale("web").await.expect("get scale");
     assert_eq!(scale.spec.and_then(|spec| spec.replicas), Some(2));
     assert_eq!(scale.status.map(|status| status.selector), Some(Some("app.kubernetes.io/name=web".into())));
@@ -1185,4 +1190,296 @@ async fn pod_metrics_are_served_once_metrics_server_runs() {
     assert_eq!(cpu, ["250000000n", "750000000n"]);
     let none = metrics.list(&ListParams::default().labels("app.kubernetes.io/name=api")).await.expect("list");
     assert!(none.items.is_empty());
+}
+
+// Issue 25: Leases, updates and namespaced RBAC, for leader election.
+
+/// The Lease railyard's leader election holds in `namespace`, held by `holder`.
+fn lease(namespace: &str, holder: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": { "name": "railyard", "namespace": namespace },
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": 15,
+            "acquireTime": "2026-01-01T00:00:00.000000Z",
+            "renewTime": "2026-01-01T00:00:00.000000Z",
+            "leaseTransitions": 0,
+        },
+    })
+}
+
+/// A client with the cluster controllers' token (RBAC lets it do anything), and namespace `railyard` made.
+async fn admin_with_railyard_namespace(fake: &FakeKube) -> kube::Client {
+    let admin = fake.client_with_token(Some(CONTROLLER_TOKEN));
+    apply_namespace(&admin, "railyard").await;
+    admin
+}
+
+fn lease_version(lease: &Lease) -> String {
+    lease.metadata.resource_version.clone().expect("a stored Lease has a resourceVersion")
+}
+
+fn holder(lease: &Lease) -> Option<String> {
+    lease.spec.as_ref().and_then(|spec| spec.holder_identity.clone())
+}
+
+/// The leader election's first steps: GET of a Lease nobody made is 404 NotFound, POST creates it (201, a
+/// resourceVersion), a second POST of the name is 409 AlreadyExists in the real Status shape, and discovery lists
+/// the resource with the verbs leader election uses.
+#[tokio::test]
+async fn a_lease_is_created_once_and_a_second_create_is_already_exists() {
+    let fake = FakeKube::start();
+    let client = admin_with_railyard_namespace(&fake).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "railyard");
+    let missing = api_error(leases.get("railyard").await.expect_err("no Lease yet"));
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+    assert_eq!(missing.message, "leases.coordination.k8s.io \"railyard\" not found");
+
+    let body: Lease = serde_json::from_value(lease("railyard", "railyard-a")).expect("a Lease");
+    let created = leases.create(&PostParams::default(), &body).await.expect("create the Lease");
+    assert_eq!(holder(&created).as_deref(), Some("railyard-a"));
+    assert!(!lease_version(&created).is_empty());
+    assert_eq!(leases.get("railyard").await.expect("read back"), created);
+
+    let taken = api_error(leases.create(&PostParams::default(), &body).await.expect_err("the name is taken"));
+    assert_eq!((taken.code, taken.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(taken.message, "leases.coordination.k8s.io \"railyard\" already exists");
+    let details = taken.details.expect("details");
+    assert_eq!(
+        (details.name.as_str(), details.group.as_str(), details.kind.as_str()),
+        ("railyard", "coordination.k8s.io", "leases")
+    );
+
+    let (code, body) = support::http(
+        fake.port(),
+        "GET",
+        "/apis/coordination.k8s.io/v1",
+        &[("Authorization", &format!("Bearer {RAILYARD_TOKEN}"))],
+        b"",
+    );
+    assert_eq!(code, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).expect("an APIResourceList");
+    let resource = &list["resources"][0];
+    assert_eq!((resource["name"].as_str(), resource["namespaced"].as_bool()), (Some("leases"), Some(true)));
+    for verb in ["get", "create", "update", "patch", "list", "delete"] {
+        assert!(resource["verbs"].as_array().expect("verbs").contains(&json!(verb)), "{resource}");
+    }
+}
+
+/// An update (PUT) carrying the stored resourceVersion replaces the Lease and bumps its version; one carrying an
+/// older version is 409 Conflict with the real server's message, nothing written; one without a resourceVersion is
+/// an unconditional update, as on the real server.
+#[tokio::test]
+async fn an_update_with_a_stale_resource_version_is_409_conflict_and_without_one_is_unconditional() {
+    let fake = FakeKube::start();
+    let client = admin_with_railyard_namespace(&fake).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "railyard");
+    let created: Lease = leases
+        .create(&PostParams::default(), &serde_json::from_value(lease("railyard", "railyard-a")).expect("a Lease"))
+        .await
+        .expect("create");
+
+    let mut renewed = created.clone();
+    if let Some(spec) = renewed.spec.as_mut() {
+        spec.renew_time = Some(serde_json::from_value(json!("2026-01-01T00:00:10.000000Z")).expect("a MicroTime"));
+    }
+    let stored = leases.replace("railyard", &PostParams::default(), &renewed).await.expect("renew the Lease");
+    assert_ne!(lease_version(&stored), lease_version(&created), "an update bumps the resourceVersion");
+    assert_eq!(stored.metadata.uid, created.metadata.uid, "an update keeps the uid");
+    assert_eq!(stored.metadata.creation_timestamp, created.metadata.creation_timestamp);
+
+    let mut stale = created.clone();
+    if let Some(spec) = stale.spec.as_mut() {
+        spec.holder_identity = Some("railyard-b".into());
+    }
+    let conflict = api_error(leases.replace("railyard", &PostParams::default(), &stale).await.expect_err("stale"));
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        conflict.message,
+        "Operation cannot be fulfilled on leases.coordination.k8s.io \"railyard\": the object has been modified; \
+         please apply your changes to the latest version and try again"
+    );
+    let now = leases.get("railyard").await.expect("read");
+    assert_eq!((holder(&now).as_deref(), lease_version(&now)), (Some("railyard-a"), lease_version(&stored)));
+
+    let mut unconditional = stale.clone();
+    unconditional.metadata.resource_version = None;
+    let taken = leases.replace("railyard", &PostParams::default(), &unconditional).await.expect("unconditional");
+    assert_eq!(holder(&taken).as_deref(), Some("railyard-b"));
+    assert_ne!(lease_version(&taken), lease_version(&stored));
+}
+
+/// Two replicas that read the same Lease version and both try to take it: the fake answers one at a time, as etcd
+/// orders writes, so exactly one update wins and the other is 409 Conflict. Run many times over, since the order
+/// between the two varies.
+#[tokio::test]
+async fn of_two_concurrent_updates_from_one_resource_version_exactly_one_wins() {
+    let fake = FakeKube::start();
+    let client = admin_with_railyard_namespace(&fake).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "railyard");
+    leases
+        .create(&PostParams::default(), &serde_json::from_value(lease("railyard", "nobody")).expect("a Lease"))
+        .await
+        .expect("create");
+    for round in 0..20 {
+        let read = leases.get("railyard").await.expect("read");
+        let take = |identity: &str| {
+            let mut wanted = read.clone();
+            if let Some(spec) = wanted.spec.as_mut() {
+                spec.holder_identity = Some(format!("{identity}-{round}"));
+            }
+            let leases = leases.clone();
+            async move { leases.replace("railyard", &PostParams::default(), &wanted).await }
+        };
+        let (first, second) = tokio::join!(take("railyard-a"), take("railyard-b"));
+        let outcomes = [&first, &second];
+        let winners: Vec<&Lease> = outcomes.iter().filter_map(|outcome| outcome.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one update wins: {first:?} / {second:?}");
+        let loser = outcomes.into_iter().find_map(|outcome| outcome.as_ref().err()).expect("one loses");
+        let kube::Error::Api(status) = loser else { panic!("expected an API error, got {loser:?}") };
+        assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+        let now = leases.get("railyard").await.expect("read");
+        assert_eq!(holder(&now), holder(winners[0]), "the stored holder is the winner's");
+    }
+}
+
+/// A PUT on a missing object: a Lease is created by it (its strategy allows create-on-update) unless it carries
+/// a resourceVersion; a Deployment is 404. A PUT whose body names another object is 400.
+#[test]
+fn a_put_creates_a_missing_lease_but_not_a_missing_deployment() {
+    let fake = FakeKube::start();
+    let admin = format!("Bearer {}", CONTROLLER_TOKEN);
+    let headers = [("Authorization", admin.as_str()), ("Content-Type", "application/json")];
+    let put = |path: &str, body: &Value| support::http(fake.port(), "PUT", path, &headers, body.to_string().as_bytes());
+    let (code, body) = put(
+        "/api/v1/namespaces/railyard",
+        &json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "railyard" } }),
+    );
+    assert_eq!(code, 404, "a Namespace is not created by a PUT: {body}");
+    let path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/railyard";
+    let mut versioned = lease("default", "railyard-a");
+    versioned["metadata"]["resourceVersion"] = json!("7");
+    let (code, body) = put(path, &versioned);
+    assert_eq!(code, 404, "a PUT with a resourceVersion never creates: {body}");
+    let (code, body) = put(path, &lease("default", "railyard-a"));
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(fake.object("leases", "default", "railyard").expect("created")["spec"]["holderIdentity"], "railyard-a");
+    let (code, body) = put("/apis/coordination.k8s.io/v1/namespaces/default/leases/other", &lease("default", "x"));
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = put("/apis/apps/v1/namespaces/default/deployments/web", &deployment("web", "web:1", None));
+    assert_eq!(code, 404, "{body}");
+}
+
+/// Every request's User-Agent is logged, so a test can attribute each write to the railyard replica that sent it;
+/// an update without `fieldManager` is managed under the User-Agent's program name, as the real server names it.
+#[test]
+fn the_request_log_keeps_each_user_agent_and_an_update_is_managed_under_it() {
+    let fake = FakeKube::start();
+    let admin = format!("Bearer {}", CONTROLLER_TOKEN);
+    let path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/railyard";
+    for (replica, holder) in
+        [("railyard/0.1.0 (railyard-a)", "railyard-a"), ("railyard/0.1.0 (railyard-b)", "railyard-b")]
+    {
+        let headers =
+            [("Authorization", admin.as_str()), ("Content-Type", "application/json"), ("User-Agent", replica)];
+        let (code, body) =
+            support::http(fake.port(), "PUT", path, &headers, lease("default", holder).to_string().as_bytes());
+        assert!(code == 200 || code == 201, "{body}");
+    }
+    let agents: Vec<String> =
+        fake.requests().into_iter().filter(|request| request.is_write()).map(|request| request.user_agent).collect();
+    assert_eq!(agents, ["railyard/0.1.0 (railyard-a)", "railyard/0.1.0 (railyard-b)"]);
+    let stored = fake.object("leases", "default", "railyard").expect("the Lease");
+    let managers: Vec<&str> = stored["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields")
+        .iter()
+        .filter_map(|entry| entry["manager"].as_str())
+        .collect();
+    assert_eq!(managers, ["railyard"], "{stored}");
+    let (_, _) = support::http(fake.port(), "GET", "/version", &[("Authorization", admin.as_str())], b"");
+    assert_eq!(fake.requests().last().expect("logged").user_agent, "", "no User-Agent header, logged empty");
+}
+
+/// RBAC by namespace: a Role bound by a RoleBinding grants only in the binding's namespace (403 elsewhere and
+/// across all namespaces), while a ClusterRoleBinding grants everywhere; a binding to another subject grants
+/// railyard nothing.
+#[tokio::test]
+async fn a_role_binding_grants_only_in_its_own_namespace() {
+    let manifest = tempfile::NamedTempFile::new().expect("a temporary manifest");
+    std::fs::write(
+        manifest.path(),
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: { name: namespaces }
+rules: [{ apiGroups: [""], resources: [namespaces], verbs: [get, list, create, patch] }]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: { name: namespaces }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: namespaces }
+subjects: [{ kind: ServiceAccount, name: railyard, namespace: railyard }]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: { name: leases, namespace: railyard }
+rules: [{ apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update] }]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: { name: leases, namespace: railyard }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: leases }
+subjects: [{ kind: ServiceAccount, name: railyard }]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: { name: secrets, namespace: railyard }
+rules: [{ apiGroups: [""], resources: [secrets], verbs: [get] }]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: { name: secrets, namespace: railyard }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: secrets }
+subjects: [{ kind: ServiceAccount, name: someone-else, namespace: railyard }]
+"#,
+    )
+    .expect("write the manifest");
+    let fake = FakeKube::start_with_rbac(manifest.path());
+    let client = fake.client();
+    apply_namespace(&client, "railyard").await;
+    apply_namespace(&client, "shop").await;
+    let body: Lease = serde_json::from_value(lease("railyard", "railyard-a")).expect("a Lease");
+    let in_railyard: Api<Lease> = Api::namespaced(client.clone(), "railyard");
+    let created = in_railyard.create(&PostParams::default(), &body).await.expect("create in railyard");
+    in_railyard.replace("railyard", &PostParams::default(), &created).await.expect("update in railyard");
+
+    let in_shop: Api<Lease> = Api::namespaced(client.clone(), "shop");
+    let status = api_error(in_shop.get("railyard").await.expect_err("no grant in shop"));
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        status.message,
+        "leases.coordination.k8s.io \"railyard\" is forbidden: User \"system:serviceaccount:railyard:railyard\" \
+         cannot get resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"shop\""
+    );
+    let mut body_in_shop = body.clone();
+    body_in_shop.metadata.namespace = Some("shop".into());
+    let status = api_error(in_shop.create(&PostParams::default(), &body_in_shop).await.expect_err("403"));
+    assert_eq!(status.code, 403, "{}", status.message);
+    let everywhere: Api<Lease> = Api::all(client.clone());
+    let status = api_error(everywhere.list(&ListParams::default()).await.expect_err("403 across namespaces"));
+    assert!(
+        status
+            .message
+            .ends_with("cannot list resource \"leases\" in API group \"coordination.k8s.io\" at the cluster scope"),
+        "{}",
+        status.message
+    );
+    let status = api_error(in_railyard.delete("railyard", &DeleteParams::default()).await.expect_err("no delete"));
+    assert_eq!(status.code, 403, "{}", status.message);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "railyard");
+    let status = api_error(secrets.get("x").await.expect_err("bound to someone else"));
+    assert_eq!(status.code, 403, "{}", status.message);
 }

@@ -15,6 +15,7 @@ mod environments;
 mod fake_kube;
 mod forge;
 mod hybrid;
+mod install;
 mod kubernetes_backend;
 mod kubernetes_cluster;
 mod kubernetes_export;

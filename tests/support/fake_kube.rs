@@ -4,7 +4,11 @@
 //!
 //! It models what the backend uses and no more: discovery documents, namespaces (deleting one deletes what is in
 //! it), Deployments, Services, Ingresses, HorizontalPodAutoscalers (autoscaling/v2), PersistentVolumeClaims,
-//! Secrets and NetworkPolicies; GET, LIST with `labelSelector`, POST, DELETE; server-side apply (PATCH with
+//! Secrets, NetworkPolicies, Leases (coordination.k8s.io/v1, for leader election: issue 25), and what railyard's
+//! own install manifests hold (ServiceAccounts, ClusterRoles, ClusterRoleBindings, Roles, RoleBindings,
+//! PodDisruptionBudgets: stored and validated, with no controller behind them); GET, LIST with
+//! `labelSelector`, POST (409 AlreadyExists for a taken name), PUT (an update, conditional on
+//! `metadata.resourceVersion` when given: 409 Conflict when someone wrote in between), DELETE; server-side apply (PATCH with
 //! `application/apply-patch+yaml`, `fieldManager`, `force`) with `resourceVersion`, `generation` and `managedFields`
 //! per manager as structured-merge-diff keeps them (issue 24): maps field by field, lists merged item by item under
 //! the keys the official OpenAPI declares ([`LIST_TYPES`], checked against the OpenAPI by a test), sets member by
@@ -22,7 +26,10 @@
 //! A Deployment's `scale` subresource is served (for the autoscaler's controller, [`CONTROLLER_TOKEN`]), and so is
 //! metrics.k8s.io once the test runs metrics-server ([`FakeKube::set_pod_cpu`]).
 //! Requests are authenticated (railyard's bearer token, [`RAILYARD_TOKEN`], else 401) and authorized against the
-//! ClusterRole of docker/kubernetes.yaml, read from that file (a verb it does not grant is 403).
+//! RBAC that docker/kubernetes.yaml (or the manifest given to [`FakeKube::start_with_rbac`]) binds to railyard's
+//! service account, read from that file: a ClusterRoleBinding grants everywhere, a RoleBinding only in its
+//! namespace (a verb not granted is 403). The request log keeps each request's `User-Agent`, so a test can tell
+//! which railyard replica wrote what.
 //! Not modelled: watches, paging (`limit`/`continue` are ignored), field selectors, validation rules beyond those
 //! named (value ranges, cross-field rules of other kinds), finalizers other than the namespace's, atomic maps
 //! (`x-kubernetes-map-type: atomic`, such as a label selector, are merged key by key here), per-manager `Update`
@@ -61,6 +68,8 @@ pub struct LoggedRequest {
     pub path: String,
     /// The raw (still percent-encoded) query string, empty when there was none.
     pub query: String,
+    /// The `User-Agent` header (empty when there was none): which client, or which railyard replica, sent it.
+    pub user_agent: String,
 }
 
 impl LoggedRequest {
@@ -79,8 +88,12 @@ struct ResourceType {
     singular: &'static str,
     kind: &'static str,
     namespaced: bool,
-    /// Whether it has a `/status` subresource (listed in discovery; its status is never taken from an apply).
+    /// Whether it has a `/status` subresource (listed in discovery; its status is never taken from an apply or an
+    /// update of the main resource).
     has_status: bool,
+    /// Whether a PUT may create it (the registry strategy's `AllowCreateOnUpdate`: true for Leases and the RBAC
+    /// kinds, false for the others, whose PUT of a missing object is 404).
+    create_on_update: bool,
 }
 
 impl ResourceType {
@@ -103,6 +116,7 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         kind: "Namespace",
         namespaced: false,
         has_status: true,
+        create_on_update: false,
     },
     ResourceType {
         group: "",
@@ -112,6 +126,7 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         kind: "Service",
         namespaced: true,
         has_status: true,
+        create_on_update: false,
     },
     ResourceType {
         group: "",
@@ -121,6 +136,7 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         kind: "Secret",
         namespaced: true,
         has_status: false,
+        create_on_update: false,
     },
     ResourceType {
         group: "",
@@ -130,6 +146,7 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         kind: "PersistentVolumeClaim",
         namespaced: true,
         has_status: true,
+        create_on_update: false,
     },
     ResourceType {
         group: "apps",
@@ -139,6 +156,7 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         kind: "Deployment",
         namespaced: true,
         has_status: true,
+        create_on_update: false,
     },
     ResourceType {
         group: "networking.k8s.io",
@@ -148,6 +166,7 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         kind: "Ingress",
         namespaced: true,
         has_status: true,
+        create_on_update: false,
     },
     ResourceType {
         group: "networking.k8s.io",
@@ -157,6 +176,7 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         kind: "NetworkPolicy",
         namespaced: true,
         has_status: false,
+        create_on_update: false,
     },
     ResourceType {
         group: "autoscaling",
@@ -166,8 +186,89 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         kind: "HorizontalPodAutoscaler",
         namespaced: true,
         has_status: true,
+        create_on_update: false,
+    },
+    ResourceType {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        singular: "lease",
+        kind: "Lease",
+        namespaced: true,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        has_status: false,
+        create_on_update: false,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "roles",
+        singular: "role",
+        kind: "Role",
+        namespaced: true,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        namespaced: true,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceType {
+        group: "policy",
+        version: "v1",
+        plural: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        kind: "PodDisruptionBudget",
+        namespaced: true,
+        has_status: true,
+        create_on_update: false,
     },
 ];
+
+/// The name of a kind's definition in the Kubernetes OpenAPI: `io.k8s.api.<package>.<version>.<Kind>`, the package
+/// being the group's first label (`core` for the core group): `io.k8s.api.networking.v1.Ingress`.
+pub fn openapi_definition_name(group: &str, version: &str, kind: &str) -> String {
+    let package = match group.split('.').next() {
+        Some("") | None => "core",
+        Some(package) => package,
+    };
+    format!("io.k8s.api.{package}.{version}.{kind}")
+}
 
 /// The kinds the fake serves: (API group, version, kind).
 pub fn served_kinds() -> Vec<(&'static str, &'static str, &'static str)> {
@@ -223,8 +324,8 @@ struct Cluster {
     /// How many reads of namespaces a deleted namespace stays Terminating for (see
     /// [`FakeKube::set_namespace_termination_reads`]).
     termination_reads: usize,
-    /// What railyard's token may do: (API group, resource, verb), as the shipped ClusterRole grants it.
-    grants: BTreeSet<(String, String, String)>,
+    /// What railyard's token may do, as the manifest the fake was started from binds it.
+    grants: Grants,
     /// Whether metrics-server runs (metrics.k8s.io is served), and the PodMetrics it reports.
     metrics_server: bool,
     pod_metrics: Vec<Value>,
@@ -240,27 +341,90 @@ pub const CONTROLLER_TOKEN: &str = "fake-controller-token";
 /// The user the real server names in a refusal for [`RAILYARD_TOKEN`].
 const RAILYARD_USER: &str = "system:serviceaccount:railyard:railyard";
 
-/// (API group, resource, verb) for every rule of the ClusterRoles and Roles of docker/kubernetes.yaml.
-fn shipped_grants() -> BTreeSet<(String, String, String)> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kubernetes.yaml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).expect("docker/kubernetes.yaml is YAML");
+/// What railyard's service account may do, as the RBAC objects of a manifest bind them to it.
+#[derive(Clone, Debug, Default)]
+struct Grants {
+    /// (API group, resource, verb) in every namespace and at the cluster scope: the rules of the ClusterRoles a
+    /// ClusterRoleBinding binds to it.
+    everywhere: BTreeSet<(String, String, String)>,
+    /// (namespace, API group, resource, verb) in one namespace only: the rules of the Role (or ClusterRole) a
+    /// RoleBinding in that namespace binds to it.
+    in_namespace: BTreeSet<(String, String, String, String)>,
+}
+
+impl Grants {
+    /// Whether `verb` on `resource` of API `group` is granted for a request in `namespace` (`None`: a cluster-scoped
+    /// request, or one across all namespaces, which only a ClusterRoleBinding grants).
+    fn allow(&self, group: &str, resource: &str, verb: &str, namespace: Option<&str>) -> bool {
+        let triple = (group.to_string(), resource.to_string(), verb.to_string());
+        self.everywhere.contains(&triple)
+            || namespace.is_some_and(|namespace| {
+                self.in_namespace.contains(&(namespace.to_string(), triple.0, triple.1, triple.2))
+            })
+    }
+}
+
+/// railyard's RBAC as the manifest at `path` (docker/kubernetes.yaml, docker/kubernetes-ha.yaml) sets it up: every
+/// binding whose subjects name railyard's service account (`railyard` in namespace `railyard`), resolved to the
+/// rules of the role it refers to. A binding to a role the manifest does not hold grants nothing.
+fn manifest_grants(path: &std::path::Path) -> Grants {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|error| panic!("{} is not YAML: {error}", path.display()));
     let strings = |value: &Value| -> Vec<String> {
         value.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
     };
-    let mut grants = BTreeSet::new();
-    for role in documents.iter().filter(|document| matches!(document["kind"].as_str(), Some("ClusterRole" | "Role"))) {
-        for rule in role["rules"].as_array().into_iter().flatten() {
+    let (account_namespace, account) = ("railyard", "railyard");
+    // (group, resource, verb) of every rule of the role `kind`/`name` (a Role in `namespace`).
+    let rules_of = |kind: &str, name: &str, namespace: &str| -> Vec<(String, String, String)> {
+        let role = documents.iter().find(|document| {
+            document["kind"] == kind
+                && document["metadata"]["name"] == name
+                && (kind == "ClusterRole" || document["metadata"]["namespace"] == namespace)
+        });
+        let mut triples = Vec::new();
+        for rule in role.and_then(|role| role["rules"].as_array()).into_iter().flatten() {
             for group in strings(&rule["apiGroups"]) {
                 for resource in strings(&rule["resources"]) {
                     for verb in strings(&rule["verbs"]) {
-                        grants.insert((group.clone(), resource.clone(), verb));
+                        triples.push((group.clone(), resource.clone(), verb));
                     }
                 }
             }
         }
+        triples
+    };
+    let mut grants = Grants::default();
+    for binding in &documents {
+        let kind = binding["kind"].as_str().unwrap_or_default();
+        if !matches!(kind, "ClusterRoleBinding" | "RoleBinding") {
+            continue;
+        }
+        let binding_namespace = binding["metadata"]["namespace"].as_str().unwrap_or("default");
+        let binds_railyard = binding["subjects"].as_array().into_iter().flatten().any(|subject| {
+            // A RoleBinding's subject without a namespace is in the binding's own.
+            let namespace = subject["namespace"].as_str().unwrap_or(binding_namespace);
+            subject["kind"] == "ServiceAccount" && subject["name"] == account && namespace == account_namespace
+        });
+        if !binds_railyard {
+            continue;
+        }
+        let role_kind = binding["roleRef"]["kind"].as_str().unwrap_or_default();
+        let role_name = binding["roleRef"]["name"].as_str().unwrap_or_default();
+        for (group, resource, verb) in rules_of(role_kind, role_name, binding_namespace) {
+            if kind == "ClusterRoleBinding" {
+                grants.everywhere.insert((group, resource, verb));
+            } else {
+                grants.in_namespace.insert((binding_namespace.to_string(), group, resource, verb));
+            }
+        }
     }
     grants
+}
+
+/// docker/kubernetes.yaml, whose RBAC [`FakeKube::start`] grants railyard's token.
+pub fn shipped_manifest() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kubernetes.yaml")
 }
 
 /// What RBAC is asked for a request: verb, API group, resource (with `/subresource`), namespace and name.
@@ -331,8 +495,15 @@ impl FakeKube {
     /// Starts a fake cluster holding the namespaces a new cluster has (`default`, `kube-system`, ...). It runs on
     /// its own thread and runtime, so sync tests (driving the railyard binary) and async tests can both use it.
     pub fn start() -> FakeKube {
-        let cluster =
-            Arc::new(Mutex::new(Cluster { termination_reads: 2, grants: shipped_grants(), ..Cluster::default() }));
+        FakeKube::start_with_rbac(&shipped_manifest())
+    }
+
+    /// As [`FakeKube::start`], railyard's token holding the RBAC that the manifest at `manifest` binds to its
+    /// service account (`docker/kubernetes-ha.yaml`: the shipped ClusterRole everywhere, Leases only in namespace
+    /// `railyard`).
+    pub fn start_with_rbac(manifest: &std::path::Path) -> FakeKube {
+        let grants = manifest_grants(manifest);
+        let cluster = Arc::new(Mutex::new(Cluster { termination_reads: 2, grants, ..Cluster::default() }));
         {
             let mut state = cluster.lock().expect("fake cluster lock");
             for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -423,10 +594,14 @@ preferences: {{}}
         kube::Client::try_from(config).expect("kube client for the fake API server")
     }
 
-    /// Takes a grant away from railyard's token, as a ClusterRole without that rule would: `verb` on `resource`
+    /// Takes a grant away from railyard's token (in every namespace), as a role without that rule would: `verb` on `resource`
     /// (`deployments`, `deployments/status`) of API `group` (`""` for the core group).
     pub fn revoke(&self, group: &str, resource: &str, verb: &str) {
-        self.state().grants.remove(&(group.to_string(), resource.to_string(), verb.to_string()));
+        let mut state = self.state();
+        state.grants.everywhere.remove(&(group.to_string(), resource.to_string(), verb.to_string()));
+        state.grants.in_namespace.retain(|(_, granted_group, granted_resource, granted_verb)| {
+            (granted_group.as_str(), granted_resource.as_str(), granted_verb.as_str()) != (group, resource, verb)
+        });
     }
 
     /// Installs an IngressClass, as an ingress controller's chart does.
@@ -708,6 +883,21 @@ pub const LIST_TYPES: &[(&str, &str, ListType)] = &[
     ("NetworkPolicy", "metadata.ownerReferences", ListType::Map(&["uid"])),
     ("HorizontalPodAutoscaler", "metadata.finalizers", ListType::Set),
     ("HorizontalPodAutoscaler", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Lease", "metadata.finalizers", ListType::Set),
+    ("Lease", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("ServiceAccount", "metadata.finalizers", ListType::Set),
+    ("ServiceAccount", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("ServiceAccount", "secrets", ListType::Map(&["name"])),
+    ("ClusterRole", "metadata.finalizers", ListType::Set),
+    ("ClusterRole", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("ClusterRoleBinding", "metadata.finalizers", ListType::Set),
+    ("ClusterRoleBinding", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Role", "metadata.finalizers", ListType::Set),
+    ("Role", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("RoleBinding", "metadata.finalizers", ListType::Set),
+    ("RoleBinding", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("PodDisruptionBudget", "metadata.finalizers", ListType::Set),
+    ("PodDisruptionBudget", "metadata.ownerReferences", ListType::Map(&["uid"])),
 ];
 
 fn list_type(kind: &str, schema_path: &str) -> Option<ListType> {
@@ -1179,6 +1369,26 @@ fn parse_label_selector(selector: &str) -> Result<Vec<Requirement>, String> {
         .collect()
 }
 
+/// What the fake reads from a request's headers besides its token.
+#[derive(Clone, Copy)]
+struct Sender<'a> {
+    content_type: &'a str,
+    user_agent: &'a str,
+}
+
+impl Sender<'_> {
+    /// The field manager of a create or update: `fieldManager` when given, else the User-Agent's program name (its
+    /// part before the first `/`), as the real server names it.
+    fn field_manager(&self, query: &BTreeMap<String, String>) -> String {
+        let from_agent = self.user_agent.split('/').next().unwrap_or_default();
+        match query.get("fieldManager").filter(|manager| !manager.is_empty()) {
+            Some(manager) => manager.clone(),
+            None if !from_agent.is_empty() => from_agent.to_string(),
+            None => "unknown".into(),
+        }
+    }
+}
+
 /// What a request asks for, from its path.
 enum Route {
     Version,
@@ -1241,6 +1451,7 @@ async fn answer_request(
     body: Bytes,
 ) -> Response {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let user_agent = headers.get(header::USER_AGENT).and_then(|value| value.to_str().ok()).unwrap_or("");
     let (code, reply) = {
         let mut state = match cluster.lock() {
             Ok(state) => state,
@@ -1250,6 +1461,7 @@ async fn answer_request(
             method: method.to_string(),
             path: uri.path().to_string(),
             query: uri.query().unwrap_or("").to_string(),
+            user_agent: user_agent.to_string(),
         });
         let query = parse_query(uri.query().unwrap_or(""));
         let token = headers
@@ -1257,7 +1469,7 @@ async fn answer_request(
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
         match state.authorize(token, &method, uri.path(), &query) {
-            Ok(()) => state.answer(&method, uri.path(), &query, content_type, &body),
+            Ok(()) => state.answer(&method, uri.path(), &query, Sender { content_type, user_agent }, &body),
             Err(refusal) => refusal,
         }
     };
@@ -1281,13 +1493,14 @@ impl Cluster {
         };
         let attributes = &review["spec"]["resourceAttributes"];
         let text = |field: &str| attributes[field].as_str().unwrap_or_default().to_owned();
-        let allowed = self.grants.contains(&(text("group"), text("resource"), text("verb")));
+        let namespace = Some(text("namespace")).filter(|namespace| !namespace.is_empty());
+        let allowed = self.grants.allow(&text("group"), &text("resource"), &text("verb"), namespace.as_deref());
         review["status"] = json!({ "allowed": allowed });
         (StatusCode::CREATED, review)
     }
 
     /// Authentication (a known bearer token, else 401 Unauthorized) and RBAC authorization (the verb on the
-    /// resource granted by the shipped ClusterRole, else 403 Forbidden), as the API server checks every request
+    /// resource granted by the manifest's RBAC in the request's namespace, else 403 Forbidden), as the API server checks every request
     /// before it routes it. An apply that would create the object needs `create` as well as `patch`.
     fn authorize(
         &self,
@@ -1313,7 +1526,7 @@ impl Cluster {
         if (asked.group.as_str(), asked.resource.as_str()) == ("authorization.k8s.io", "selfsubjectaccessreviews") {
             return Ok(());
         }
-        let granted = |verb: &str| self.grants.contains(&(asked.group.clone(), asked.resource.clone(), verb.into()));
+        let granted = |verb: &str| self.grants.allow(&asked.group, &asked.resource, verb, asked.namespace.as_deref());
         let creates = asked.verb == "patch" && {
             let plural = asked.resource.split('/').next().unwrap_or_default();
             let served =
@@ -1498,7 +1711,7 @@ impl Cluster {
         method: &Method,
         path: &str,
         query: &BTreeMap<String, String>,
-        content_type: &str,
+        sender: Sender<'_>,
         body: &[u8],
     ) -> (StatusCode, Value) {
         if let ["apis", "metrics.k8s.io", "v1beta1", "namespaces", namespace, "pods"] =
@@ -1555,7 +1768,7 @@ impl Cluster {
                 self.list(resource, namespace.as_deref(), query.get("labelSelector").map(String::as_str))
             }
             (Route::Collection { resource, namespace }, &Method::POST) => {
-                self.create(resource, namespace.as_deref(), query, body)
+                self.create(resource, namespace.as_deref(), &sender.field_manager(query), body)
             }
             (Route::Object { resource, namespace, name, subresource }, method) => {
                 if subresource.as_deref() == Some("scale") && resource.plural == "deployments" {
@@ -1576,7 +1789,10 @@ impl Cluster {
                         Some(object) => (StatusCode::OK, rendered(object)),
                         None => not_found(resource, &name),
                     },
-                    (&Method::PATCH, None) => self.apply(resource, &namespace, &name, query, content_type, body),
+                    (&Method::PATCH, None) => self.apply(resource, &namespace, &name, query, sender.content_type, body),
+                    (&Method::PUT, None) => {
+                        self.replace(resource, &namespace, &name, &sender.field_manager(query), body)
+                    }
                     (&Method::DELETE, None) => match self.delete(resource, &namespace, &name) {
                         Some(deleted) => (StatusCode::OK, deleted),
                         None => not_found(resource, &name),
@@ -1736,15 +1952,24 @@ impl Cluster {
         &mut self,
         resource: &'static ResourceType,
         namespace: Option<&str>,
-        query: &BTreeMap<String, String>,
+        manager: &str,
         body: &[u8],
     ) -> (StatusCode, Value) {
-        let namespace = namespace.unwrap_or_default();
         let object = match Self::parse_body(resource, "application/json", body) {
             Ok(object) => object,
             Err(failure) => return failure,
         };
-        let mut body = Value::Object(object);
+        self.create_object(resource, namespace.unwrap_or_default(), manager, Value::Object(object))
+    }
+
+    /// Creates `body` (parsed, naming `resource`) in `namespace`: 409 AlreadyExists when the name is taken.
+    fn create_object(
+        &mut self,
+        resource: &'static ResourceType,
+        namespace: &str,
+        manager: &str,
+        mut body: Value,
+    ) -> (StatusCode, Value) {
         let Some(name) = metadata_str(&body, "name").map(str::to_string) else {
             return bad_request("metadata.name is required (generateName is not served by the fake)".into());
         };
@@ -1770,9 +1995,8 @@ impl Cluster {
             metadata.remove("managedFields");
         }
         store_secret_string_data(resource, &mut body);
-        let manager = query.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
         let owners = BTreeMap::from([(
-            manager,
+            manager.to_string(),
             Ownership {
                 operation: "Update",
                 subresource: None,
@@ -1789,6 +2013,92 @@ impl Cluster {
         }
         let stored = self.finish_write(resource, &key, None, StoredObject { body, owners });
         (StatusCode::CREATED, stored)
+    }
+
+    /// An update (PUT): the body replaces the object but for what the server sets (uid, creation time, generation,
+    /// the status of a kind with a status subresource). With `metadata.resourceVersion` it is conditional: another
+    /// version stored means someone wrote in between, 409 Conflict and nothing written (so of two updates from one
+    /// version exactly one wins); without, it is unconditional. A missing object is 404, or created by the PUT for
+    /// the kinds whose strategy allows it (Leases) when no resourceVersion is given. The changed fields become
+    /// `manager`'s (an Update).
+    fn replace(
+        &mut self,
+        resource: &'static ResourceType,
+        namespace: &str,
+        name: &str,
+        manager: &str,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let mut replacement = match Self::parse_body(resource, "application/json", body) {
+            Ok(object) => Value::Object(object),
+            Err(failure) => return failure,
+        };
+        match metadata_str(&replacement, "name") {
+            Some(given) if given == name => {}
+            other => {
+                return bad_request(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    other.unwrap_or("")
+                ));
+            }
+        }
+        if let Some(given) = metadata_str(&replacement, "namespace")
+            && resource.namespaced
+            && given != namespace
+        {
+            return bad_request(format!(
+                "the namespace of the object ({given}) does not match the namespace on the URL ({namespace})"
+            ));
+        }
+        if let Err(failure) = self.require_namespace(resource, namespace) {
+            return failure;
+        }
+        let wanted_version = metadata_str(&replacement, "resourceVersion").filter(|version| !version.is_empty());
+        let key = object_key(resource, namespace, name);
+        let Some(existing) = self.objects.get(&key).cloned() else {
+            if !resource.create_on_update || wanted_version.is_some() {
+                return not_found(resource, name);
+            }
+            if let Err(failure) = self.refuse_new_content(resource, namespace, name) {
+                return failure;
+            }
+            return self.create_object(resource, namespace, manager, replacement);
+        };
+        if wanted_version.is_some_and(|wanted| metadata_str(&existing.body, "resourceVersion") != Some(wanted)) {
+            return modified_since(resource, name);
+        }
+        // What the server sets is the server's: a PUT neither gives nor takes it.
+        for field in ["uid", "creationTimestamp", "generation", "resourceVersion", "deletionTimestamp", "managedFields"]
+        {
+            let kept = existing.body.pointer(&format!("/metadata/{field}")).cloned();
+            let Some(metadata) = replacement.get_mut("metadata").and_then(Value::as_object_mut) else { break };
+            match kept {
+                Some(value) if field != "managedFields" => metadata.insert(field.to_string(), value),
+                _ => metadata.remove(field),
+            };
+        }
+        if let Some(map) = replacement.as_object_mut() {
+            match existing.body.get("status").filter(|_| resource.has_status) {
+                Some(status) => map.insert("status".into(), status.clone()),
+                None => map.remove("status"),
+            };
+        }
+        store_secret_string_data(resource, &mut replacement);
+        let kept_cluster_ip = existing.body.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_string);
+        apply_defaults(resource.kind, &mut replacement, || kept_cluster_ip.unwrap_or_else(|| "10.96.0.0".into()));
+        let mut causes = validation_causes(resource.kind, &replacement);
+        causes.extend(immutability_causes(resource.kind, &existing.body, &replacement));
+        if !causes.is_empty() {
+            return invalid_failure(resource, name, &causes);
+        }
+        if replacement == existing.body {
+            // A no-op update writes nothing: the resourceVersion stays.
+            return (StatusCode::OK, rendered(&existing));
+        }
+        match self.update(resource, &key, manager, None, |body| *body = replacement) {
+            Some(served) => (StatusCode::OK, served),
+            None => not_found(resource, name),
+        }
     }
 
     /// Server-side apply: creates or updates, moving field ownership as the real server does (see the module doc).
@@ -1847,15 +2157,7 @@ impl Cluster {
         if let (Some(wanted), Some(existing)) = (metadata_str(&applied, "resourceVersion"), &existing)
             && metadata_str(&existing.body, "resourceVersion") != Some(wanted)
         {
-            return status_failure(
-                StatusCode::CONFLICT,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                    resource.qualified_plural()
-                ),
-                json!({ "name": name, "group": resource.group, "kind": resource.plural }),
-            );
+            return modified_since(resource, name);
         }
         let mut object = existing.clone().unwrap_or_else(|| StoredObject {
             body: json!({ "apiVersion": resource.api_version(), "kind": resource.kind, "metadata": { "name": name } }),
@@ -2045,6 +2347,20 @@ impl Cluster {
     }
 }
 
+/// The 409 the real server answers for a write whose `metadata.resourceVersion` (optimistic concurrency) is not
+/// the stored one: someone wrote in between.
+fn modified_since(resource: &ResourceType, name: &str) -> (StatusCode, Value) {
+    status_failure(
+        StatusCode::CONFLICT,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            resource.qualified_plural()
+        ),
+        json!({ "name": name, "group": resource.group, "kind": resource.plural }),
+    )
+}
+
 /// The 409 the real server answers when an apply would change fields other managers own.
 fn conflict_failure(
     resource: &ResourceType,
@@ -2078,7 +2394,7 @@ fn method_not_allowed() -> (StatusCode, Value) {
     status_failure(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
-        "the fake API server does not serve this method here (it serves GET, LIST, POST, server-side apply PATCH and DELETE)"
+        "the fake API server does not serve this method here (it serves GET, LIST, POST, PUT, server-side apply PATCH and DELETE)"
             .into(),
         json!({}),
     )
@@ -2099,12 +2415,12 @@ fn version_info() -> Value {
 }
 
 fn api_groups() -> Value {
-    let mut groups: Vec<(&str, &str)> = RESOURCE_TYPES
-        .iter()
-        .filter(|resource| !resource.group.is_empty())
-        .map(|resource| (resource.group, resource.version))
-        .collect();
-    groups.dedup();
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for resource in RESOURCE_TYPES.iter().filter(|resource| !resource.group.is_empty()) {
+        if !groups.contains(&(resource.group, resource.version)) {
+            groups.push((resource.group, resource.version));
+        }
+    }
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(group, version)| {
@@ -2128,7 +2444,7 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
             "singularName": resource.singular,
             "namespaced": resource.namespaced,
             "kind": resource.kind,
-            "verbs": ["create", "delete", "get", "list", "patch"],
+            "verbs": ["create", "delete", "get", "list", "patch", "update"],
         }));
         if resource.has_status {
             resources.push(json!({
@@ -2450,6 +2766,13 @@ fn is_dns1123_label(text: &str) -> bool {
 /// `IsDNS1123Label`, `IsDNS1035Label` and `IsDNS1123Subdomain` of k8s.io/apimachinery, with their messages.
 fn check_name(field: &str, name: &str, rule: &str, causes: &mut Vec<Cause>) {
     let value = json!(name);
+    if rule == "path" {
+        // `ValidatePathSegmentName`: no `/` nor `%`, and not `.` or `..`.
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '%']) {
+            causes.push(Cause::invalid(field, &value, "may not be '.' or '..' and may not contain '/' or '%'"));
+        }
+        return;
+    }
     let (limit, valid, what) = match rule {
         "label" => (
             63,
@@ -2526,13 +2849,11 @@ fn check_port_name(field: &str, name: &str, causes: &mut Vec<Cause>) {
 /// the OpenAPI schema, names, labels, port names and a Deployment's selector against its template.
 fn validation_causes(kind: &str, body: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    let definition = match kind {
-        "Deployment" => "io.k8s.api.apps.v1.Deployment".to_string(),
-        "Ingress" => "io.k8s.api.networking.v1.Ingress".to_string(),
-        "NetworkPolicy" => "io.k8s.api.networking.v1.NetworkPolicy".to_string(),
-        "HorizontalPodAutoscaler" => "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler".to_string(),
-        other => format!("io.k8s.api.core.v1.{other}"),
-    };
+    let definition = RESOURCE_TYPES
+        .iter()
+        .find(|resource| resource.kind == kind)
+        .map(|resource| openapi_definition_name(resource.group, resource.version, resource.kind))
+        .unwrap_or_default();
     let mut checked = body.clone();
     if let Some(metadata) = checked.get_mut("metadata").and_then(Value::as_object_mut) {
         // Server-set metadata is the server's own; `managedFields` is rendered, never stored.
@@ -2543,6 +2864,8 @@ fn validation_causes(kind: &str, body: &Value) -> Vec<Cause> {
     let rule = match kind {
         "Service" => "1035",
         "Namespace" => "label",
+        // RBAC objects only need a name that fits in a URL path (`system:controller:...`).
+        "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding" => "path",
         _ => "subdomain",
     };
     check_name("metadata.name", name, rule, &mut causes);
