@@ -4,6 +4,7 @@
 //! default for one host) and PostgreSQL (shared by several replicas). Versioned migrations; nothing secret is ever
 //! written (plans and diffs arrive redacted).
 
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PostgresEngine;
 pub use sqlite::SqliteDb;
 
 use crate::outcome::{SyncOutcome, Trigger};
@@ -43,13 +45,23 @@ pub enum StoreError {
     Worker(String),
     #[error("invalid --store `{given}`: {why}; use sqlite:PATH or postgres://USER@HOST[:PORT]/DATABASE")]
     Location { given: String, why: String },
+    #[error(
+        "cannot reach the PostgreSQL store {location}: {reason}; check that the server runs, that the address is right and that it accepts this user and password"
+    )]
+    PostgresUnavailable { location: String, reason: String },
+    #[error("the PostgreSQL store {location} refused a query: {reason}")]
+    Postgres { location: String, reason: String },
+    #[error(
+        "the store {location} already holds data (table {table} is not empty); `railyard store migrate` copies into an empty store only, so that nothing is overwritten: point --to at a new database or directory"
+    )]
+    NotEmpty { location: String, table: String },
 }
 
 impl StoreError {
     /// True when the database could not be reached (rather than refusing what was asked): the daemon then waits for
     /// it instead of reconciling without being able to record.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Open { .. } | StoreError::Worker(_))
+        matches!(self, StoreError::Open { .. } | StoreError::Worker(_) | StoreError::PostgresUnavailable { .. })
     }
 }
 
@@ -144,6 +156,122 @@ pub struct PublishedStatus {
     pub published_ms: i64,
 }
 
+/// Everything a store holds, row for row (ids kept), for `railyard store migrate`: read from one engine by
+/// [`StoreEngine::dump`] and written into another by [`StoreEngine::load`]. Each list is in its table's order (ids
+/// or keys ascending).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreDump {
+    pub syncs: Vec<SyncRecord>,
+    pub deliveries: Vec<DumpedDelivery>,
+    pub environments: Vec<KnownEnvironment>,
+    pub scaling_rules: Vec<DumpedScalingRule>,
+    pub autoscale_decisions: Vec<DumpedAutoscaleDecision>,
+    /// Each open pull request as its stored JSON body (kept as written, even one that no longer reads).
+    pub pull_requests: Vec<(i64, String)>,
+    pub pins: Vec<DumpedPin>,
+    pub delivery_ids: Vec<DumpedDeliveryId>,
+    /// Each environment's target as its stored JSON, and since when.
+    pub placements: Vec<DumpedPlacement>,
+    /// Named keys such as the secret-digest key.
+    pub shared_keys: Vec<(String, Vec<u8>)>,
+    pub leases: Vec<DumpedLease>,
+    pub requests: Vec<DumpedRequest>,
+    pub statuses: Vec<PublishedStatus>,
+}
+
+impl StoreDump {
+    /// Rows in all, for the command's report.
+    pub fn rows(&self) -> usize {
+        self.syncs.len()
+            + self.deliveries.len()
+            + self.environments.len()
+            + self.scaling_rules.len()
+            + self.autoscale_decisions.len()
+            + self.pull_requests.len()
+            + self.pins.len()
+            + self.delivery_ids.len()
+            + self.placements.len()
+            + self.shared_keys.len()
+            + self.leases.len()
+            + self.requests.len()
+            + self.statuses.len()
+    }
+}
+
+/// The tables [`StoreEngine::load`] checks are empty before it writes, by their SQL names (both engines use them).
+pub const TABLES: &[&str] = &[
+    "syncs",
+    "webhook_deliveries",
+    "environments",
+    "scaling_rules",
+    "autoscale_decisions",
+    "pull_requests",
+    "pins",
+    "webhook_delivery_ids",
+    "placements",
+    "shared_keys",
+    "leases",
+    "requests",
+    "statuses",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedDelivery {
+    pub id: i64,
+    pub delivery: Delivery,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedScalingRule {
+    pub env: String,
+    pub app: String,
+    pub appeared_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedAutoscaleDecision {
+    pub env: String,
+    pub app: String,
+    pub replicas: i64,
+    pub decided_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedPin {
+    pub env: String,
+    pub commit_sha: String,
+    pub pinned_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedDeliveryId {
+    pub forge: String,
+    pub delivery: String,
+    pub received_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedPlacement {
+    pub env: String,
+    pub target: String,
+    pub placed_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedLease {
+    pub name: String,
+    pub record: LeaseRecord,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedRequest {
+    pub id: i64,
+    /// The request as its stored JSON.
+    pub body: String,
+    pub requested_ms: i64,
+}
+
 /// One engine of the store. Every call is async: SQLite's run on blocking threads, PostgreSQL's on the driver.
 #[async_trait]
 pub trait StoreEngine: Send + Sync {
@@ -232,10 +360,16 @@ pub trait StoreEngine: Send + Sync {
     async fn published_statuses(&self) -> Result<Vec<PublishedStatus>, StoreError>;
     /// Removes the published status of environments not in `keep`.
     async fn retain_statuses(&self, keep: &[String]) -> Result<(), StoreError>;
+
+    /// Every row of every table, in one consistent read.
+    async fn dump(&self) -> Result<StoreDump, StoreError>;
+    /// Writes `dump` into this store, all or nothing; refused with [`StoreError::NotEmpty`] when any table holds a
+    /// row already (nothing is overwritten or merged).
+    async fn load(&self, dump: &StoreDump) -> Result<(), StoreError>;
 }
 
-/// Where the store lives, as `--store` names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the store lives, as `--store` names it. Its `Debug` hides a password too (it is [`StoreLocation::shown`]).
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     /// The database file [`DATABASE_FILE`] in this directory.
     Sqlite(PathBuf),
@@ -264,6 +398,15 @@ impl StoreLocation {
         match self {
             StoreLocation::Sqlite(dir) => format!("sqlite:{}", dir.display()),
             StoreLocation::Postgres(url) => hide_password(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(dir) => formatter.debug_tuple("Sqlite").field(dir).finish(),
+            StoreLocation::Postgres(url) => formatter.debug_tuple("Postgres").field(&hide_password(url)).finish(),
         }
     }
 }
@@ -299,15 +442,13 @@ impl Store {
     /// The SQLite store in `dir` (created and migrated).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = SqliteDb::open(dir)?;
-        Ok(Store {
-            engine: Box::new(sqlite::SqliteEngine::new(Arc::new(db))),
-            location: StoreLocation::Sqlite(dir.into()),
-        })
+        let location = StoreLocation::Sqlite(dir.into());
+        Ok(Store { engine: Box::new(sqlite::SqliteEngine::new(Arc::new(db), location.shown())), location })
     }
 
-    /// The store at `location`, connected and migrated.
+    /// The store at `location`, connected and migrated. `password` (from `--store-password-file`) is PostgreSQL's
+    /// when its URL has none; without either, `PGPASSWORD` is read, as libpq does. SQLite ignores it.
     pub async fn connect(location: &StoreLocation, password: Option<String>) -> Result<Store, StoreError> {
-        let _ = &password;
         match location {
             StoreLocation::Sqlite(dir) => {
                 let dir = dir.clone();
@@ -315,10 +456,10 @@ impl Store {
                     .await
                     .map_err(|error| StoreError::Worker(error.to_string()))?
             }
-            StoreLocation::Postgres(url) => Err(StoreError::Location {
-                given: hide_password(url),
-                why: "PostgreSQL is not built in yet".to_owned(),
-            }),
+            StoreLocation::Postgres(url) => {
+                let engine = PostgresEngine::connect(url, password).await?;
+                Ok(Store { engine: Box::new(engine), location: location.clone() })
+            }
         }
     }
 

@@ -12,8 +12,9 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use super::{
-    DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, KEEP_UNAUTHENTICATED, KnownEnvironment, LeaseRecord, PAGE_SIZE, Page,
-    PublishedStatus, Request, StoreEngine, StoreError, SyncRecord,
+    DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId,
+    DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment,
+    LeaseRecord, PAGE_SIZE, Page, PublishedStatus, Request, StoreDump, StoreEngine, StoreError, SyncRecord, TABLES,
 };
 
 /// Each entry moves the schema one version up; applied in order, once.
@@ -593,14 +594,227 @@ impl SqliteDb {
     }
 }
 
+impl SqliteDb {
+    /// Every row of every table, read in one transaction (a consistent copy while a daemon writes).
+    pub fn dump(&self) -> Result<StoreDump, StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            fn all<T>(
+                transaction: &rusqlite::Transaction<'_>,
+                query: &str,
+                read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+            ) -> rusqlite::Result<Vec<T>> {
+                transaction.prepare(query)?.query_map([], read)?.collect()
+            }
+            let dump = StoreDump {
+                syncs: all(
+                    &transaction,
+                    "SELECT id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary,
+                         diff, error FROM syncs ORDER BY id",
+                    row_to_sync,
+                )?,
+                deliveries: all(
+                    &transaction,
+                    "SELECT received_ms, forge, event, accepted, reason, authenticated, id FROM webhook_deliveries
+                     ORDER BY id",
+                    |row| Ok(DumpedDelivery { id: row.get(6)?, delivery: row_to_delivery(row)? }),
+                )?,
+                environments: all(
+                    &transaction,
+                    "SELECT name, project, branch FROM environments ORDER BY position",
+                    |row| Ok(KnownEnvironment { name: row.get(0)?, project: row.get(1)?, branch: row.get(2)? }),
+                )?,
+                scaling_rules: all(
+                    &transaction,
+                    "SELECT env, app, appeared_ms FROM scaling_rules ORDER BY env, app",
+                    |row| Ok(DumpedScalingRule { env: row.get(0)?, app: row.get(1)?, appeared_ms: row.get(2)? }),
+                )?,
+                autoscale_decisions: all(
+                    &transaction,
+                    "SELECT env, app, replicas, decided_ms FROM autoscale_decisions ORDER BY env, app",
+                    |row| {
+                        Ok(DumpedAutoscaleDecision {
+                            env: row.get(0)?,
+                            app: row.get(1)?,
+                            replicas: row.get(2)?,
+                            decided_ms: row.get(3)?,
+                        })
+                    },
+                )?,
+                pull_requests: all(&transaction, "SELECT number, body FROM pull_requests ORDER BY number", |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?,
+                pins: all(&transaction, "SELECT env, commit_sha, pinned_ms FROM pins ORDER BY env", |row| {
+                    Ok(DumpedPin { env: row.get(0)?, commit_sha: row.get(1)?, pinned_ms: row.get(2)? })
+                })?,
+                delivery_ids: all(
+                    &transaction,
+                    "SELECT forge, delivery, received_ms FROM webhook_delivery_ids ORDER BY forge, delivery",
+                    |row| Ok(DumpedDeliveryId { forge: row.get(0)?, delivery: row.get(1)?, received_ms: row.get(2)? }),
+                )?,
+                placements: all(&transaction, "SELECT env, target, placed_ms FROM placements ORDER BY env", |row| {
+                    Ok(DumpedPlacement { env: row.get(0)?, target: row.get(1)?, placed_ms: row.get(2)? })
+                })?,
+                shared_keys: all(&transaction, "SELECT name, value FROM shared_keys ORDER BY name", |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?,
+                leases: all(
+                    &transaction,
+                    "SELECT name, holder, acquired_ms, renewed_ms, duration_ms, transitions, version FROM leases
+                     ORDER BY name",
+                    |row| {
+                        Ok(DumpedLease {
+                            name: row.get(0)?,
+                            record: LeaseRecord {
+                                holder: row.get(1)?,
+                                acquired_ms: row.get(2)?,
+                                renewed_ms: row.get(3)?,
+                                duration_ms: row.get(4)?,
+                                transitions: row.get(5)?,
+                            },
+                            version: row.get(6)?,
+                        })
+                    },
+                )?,
+                requests: all(&transaction, "SELECT id, body, requested_ms FROM requests ORDER BY id", |row| {
+                    Ok(DumpedRequest { id: row.get(0)?, body: row.get(1)?, requested_ms: row.get(2)? })
+                })?,
+                statuses: all(&transaction, "SELECT env, body, published_ms FROM statuses ORDER BY env", |row| {
+                    Ok(PublishedStatus { env: row.get(0)?, body: row.get(1)?, published_ms: row.get(2)? })
+                })?,
+            };
+            transaction.commit()?;
+            Ok(dump)
+        })
+    }
+
+    /// Writes `dump` into this empty database in one transaction; refused when a table holds a row already.
+    pub fn load(&self, dump: &StoreDump, location: &str) -> Result<(), StoreError> {
+        let connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // IMMEDIATE: the write lock is taken before the emptiness check, so no daemon slips a row in between.
+        let transaction = rusqlite::Transaction::new_unchecked(&connection, rusqlite::TransactionBehavior::Immediate)?;
+        for table in TABLES {
+            let taken: bool =
+                transaction.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |row| row.get(0))?;
+            if taken {
+                return Err(StoreError::NotEmpty { location: location.to_owned(), table: (*table).to_owned() });
+            }
+        }
+        {
+            let mut insert = transaction.prepare(
+                "INSERT INTO syncs (id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome,
+                     summary, diff, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for sync in &dump.syncs {
+                insert.execute(params![
+                    sync.id,
+                    sync.env,
+                    sync.commit_sha,
+                    sync.commit_summary,
+                    sync.trigger,
+                    sync.started_ms,
+                    sync.finished_ms,
+                    sync.outcome,
+                    sync.summary,
+                    sync.diff,
+                    sync.error
+                ])?;
+            }
+            let mut insert = transaction.prepare(
+                "INSERT INTO webhook_deliveries (id, received_ms, forge, event, accepted, reason, authenticated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for DumpedDelivery { id, delivery } in &dump.deliveries {
+                insert.execute(params![
+                    id,
+                    delivery.received_ms,
+                    delivery.forge,
+                    delivery.event,
+                    delivery.accepted,
+                    delivery.reason,
+                    delivery.authenticated
+                ])?;
+            }
+            let mut insert = transaction
+                .prepare("INSERT INTO environments (name, project, branch, position) VALUES (?1, ?2, ?3, ?4)")?;
+            for (position, env) in dump.environments.iter().enumerate() {
+                insert.execute(params![env.name, env.project, env.branch, position as i64])?;
+            }
+            let mut insert =
+                transaction.prepare("INSERT INTO scaling_rules (env, app, appeared_ms) VALUES (?1, ?2, ?3)")?;
+            for rule in &dump.scaling_rules {
+                insert.execute(params![rule.env, rule.app, rule.appeared_ms])?;
+            }
+            let mut insert = transaction
+                .prepare("INSERT INTO autoscale_decisions (env, app, replicas, decided_ms) VALUES (?1, ?2, ?3, ?4)")?;
+            for decision in &dump.autoscale_decisions {
+                insert.execute(params![decision.env, decision.app, decision.replicas, decision.decided_ms])?;
+            }
+            let mut insert = transaction.prepare("INSERT INTO pull_requests (number, body) VALUES (?1, ?2)")?;
+            for (number, body) in &dump.pull_requests {
+                insert.execute(params![number, body])?;
+            }
+            let mut insert =
+                transaction.prepare("INSERT INTO pins (env, commit_sha, pinned_ms) VALUES (?1, ?2, ?3)")?;
+            for pin in &dump.pins {
+                insert.execute(params![pin.env, pin.commit_sha, pin.pinned_ms])?;
+            }
+            let mut insert = transaction
+                .prepare("INSERT INTO webhook_delivery_ids (forge, delivery, received_ms) VALUES (?1, ?2, ?3)")?;
+            for id in &dump.delivery_ids {
+                insert.execute(params![id.forge, id.delivery, id.received_ms])?;
+            }
+            let mut insert =
+                transaction.prepare("INSERT INTO placements (env, target, placed_ms) VALUES (?1, ?2, ?3)")?;
+            for placement in &dump.placements {
+                insert.execute(params![placement.env, placement.target, placement.placed_ms])?;
+            }
+            let mut insert = transaction.prepare("INSERT INTO shared_keys (name, value) VALUES (?1, ?2)")?;
+            for (name, value) in &dump.shared_keys {
+                insert.execute(params![name, value])?;
+            }
+            let mut insert = transaction.prepare(
+                "INSERT INTO leases (name, holder, acquired_ms, renewed_ms, duration_ms, transitions, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for lease in &dump.leases {
+                let record = &lease.record;
+                insert.execute(params![
+                    lease.name,
+                    record.holder,
+                    record.acquired_ms,
+                    record.renewed_ms,
+                    record.duration_ms,
+                    record.transitions,
+                    lease.version
+                ])?;
+            }
+            let mut insert =
+                transaction.prepare("INSERT INTO requests (id, body, requested_ms) VALUES (?1, ?2, ?3)")?;
+            for request in &dump.requests {
+                insert.execute(params![request.id, request.body, request.requested_ms])?;
+            }
+            let mut insert =
+                transaction.prepare("INSERT INTO statuses (env, body, published_ms) VALUES (?1, ?2, ?3)")?;
+            for status in &dump.statuses {
+                insert.execute(params![status.env, status.body, status.published_ms])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
 /// [`SqliteDb`] behind the async [`StoreEngine`]: each call moves its arguments to a blocking thread.
 pub struct SqliteEngine {
     db: Arc<SqliteDb>,
+    /// The database's directory as `sqlite:DIR`, for errors.
+    location: String,
 }
 
 impl SqliteEngine {
-    pub fn new(db: Arc<SqliteDb>) -> SqliteEngine {
-        SqliteEngine { db }
+    pub fn new(db: Arc<SqliteDb>, location: String) -> SqliteEngine {
+        SqliteEngine { db, location }
     }
 }
 
@@ -760,6 +974,15 @@ impl StoreEngine for SqliteEngine {
     async fn retain_statuses(&self, keep: &[String]) -> Result<(), StoreError> {
         let keep = keep.to_vec();
         blocking!(self, |db| db.retain_statuses(&keep))
+    }
+
+    async fn dump(&self) -> Result<StoreDump, StoreError> {
+        blocking!(self, |db| db.dump())
+    }
+
+    async fn load(&self, dump: &StoreDump) -> Result<(), StoreError> {
+        let (dump, location) = (dump.clone(), self.location.clone());
+        blocking!(self, |db| db.load(&dump, &location))
     }
 }
 
