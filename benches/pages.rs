@@ -91,10 +91,13 @@ fn pending_plan() -> railyard::plan::Plan {
 
 fn bench(c: &mut Criterion) {
     let envs: Vec<EnvState> = (0..100).map(|index| env(index, None)).collect();
-    let overview_bytes = pages::overview(&envs, &Default::default(), 1_795_000_100_000).into_string().len();
+    let overview_bytes =
+        pages::overview(&envs, &Default::default(), &Default::default(), 1_795_000_100_000).into_string().len();
     println!("overview of 100 environments x 20 apps: {overview_bytes} bytes of HTML");
     c.bench_function("overview: 100 environments x 20 apps", |b| {
-        b.iter(|| pages::overview(black_box(&envs), &Default::default(), 1_795_000_100_000).into_string())
+        b.iter(|| {
+            pages::overview(black_box(&envs), &Default::default(), &Default::default(), 1_795_000_100_000).into_string()
+        })
     });
     let one = env(0, Some(pending_plan()));
     c.bench_function("environment: 20 apps, 20 pending diffs", |b| {

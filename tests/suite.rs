@@ -25,6 +25,7 @@ mod policies;
 mod previews;
 mod quickstart;
 mod readme;
+mod replicas;
 mod schema_export;
 mod secrets;
 mod settings;

@@ -117,7 +117,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/v1/previews", get(previews))
         .route("/api/v1/syncs", get(syncs))
         .route("/api/v1/syncs/{id}", get(sync_detail))
-        .route("/api/v1/webhooks", get(deliveries));
+        .route("/api/v1/webhooks", get(deliveries))
+        .route("/api/v1/leader", get(leader));
     if !state.metrics_apart {
         // It names every environment and pull request: a read like the others.
         reads = reads.route("/metrics", get(metrics));
@@ -212,7 +213,9 @@ fn reader_authorized(state: &ServerState, headers: &HeaderMap) -> bool {
 
 async fn overview_page(State(state): State<Arc<ServerState>>) -> Response {
     let envs: Vec<_> = state.daemon.environments().iter().map(|env| env.state()).collect();
-    pages::overview(&envs, &state.daemon.previews(), now_ms()).into_response()
+    let replicas =
+        pages::ReplicasView { leadership: state.daemon.leadership(), store_trouble: state.daemon.store_trouble() };
+    pages::overview(&envs, &state.daemon.previews(), &replicas, now_ms()).into_response()
 }
 
 async fn environment_page(State(state): State<Arc<ServerState>>, Path(name): Path<String>) -> Response {
@@ -504,6 +507,16 @@ async fn sync_detail(State(state): State<Arc<ServerState>>, Path(id): Path<i64>)
         Ok(None) => ApiError::NoSync(id).into_response(),
         Err(error) => ApiError::History(error).into_response(),
     }
+}
+
+/// `GET /api/v1/leader`: who leads (with `--leader-election`), and the store's state.
+async fn leader(State(state): State<Arc<ServerState>>) -> Response {
+    let daemon = &state.daemon;
+    Json(json!({
+        "election": daemon.leadership(),
+        "storeTrouble": daemon.store_trouble(),
+    }))
+    .into_response()
 }
 
 async fn deliveries(State(state): State<Arc<ServerState>>, Query(history): Query<HistoryQuery>) -> Response {

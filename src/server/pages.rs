@@ -130,11 +130,21 @@ fn commit_line(commit: Option<&CommitInfo>, now_ms: i64) -> Markup {
 }
 
 /// `/`: every environment at a glance, and the pull requests with their previews.
-pub fn overview(envs: &[EnvState], previews: &PreviewsView, now_ms: i64) -> Markup {
+/// What the overview says of the replicas and the store: who leads and since when (with an election), and a store
+/// that cannot be reached.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicasView {
+    pub leadership: Option<crate::leader::Leadership>,
+    pub store_trouble: Option<String>,
+}
+
+pub fn overview(envs: &[EnvState], previews: &PreviewsView, replicas: &ReplicasView, now_ms: i64) -> Markup {
     layout(
         "Environments",
         html! {
             h1 { "Environments" }
+            @if let Some(trouble) = &replicas.store_trouble { div.error id="store-trouble" { (trouble) } }
+            @if let Some(leadership) = &replicas.leadership { (leader_line(leadership, now_ms)) }
             div.envs {
                 @for env in envs.iter().filter(|env| !is_preview(&env.name)) {
                     div.card.env id={ "env-" (env.name) } {
@@ -162,6 +172,22 @@ pub fn overview(envs: &[EnvState], previews: &PreviewsView, now_ms: i64) -> Mark
             @if previews.enabled || !previews.entries.is_empty() { (pull_requests(envs, previews)) }
         },
     )
+}
+
+/// Who leads and since when, and whether this replica does.
+fn leader_line(leadership: &crate::leader::Leadership, now_ms: i64) -> Markup {
+    html! {
+        div.muted id="leader" {
+            @match &leadership.leader {
+                Some(leader) if leadership.leading => { "This replica (" code { (leader) } ") leads" }
+                Some(leader) => { code { (leader) } " leads; this replica (" code { (leadership.identity) } ") follows" }
+                None => { "No replica leads yet; this one is " code { (leadership.identity) } }
+            }
+            @if let (Some(_), Some(since)) = (&leadership.leader, leadership.since_ms) { " · since " (when(since, now_ms)) }
+            " · term " (leadership.term) " · " (leadership.lock)
+            @if let Some(error) = &leadership.error { span.error { " · " (error) } }
+        }
+    }
 }
 
 /// The "pull requests" section: each open pull request (and preview branch) with its preview's state and URLs.

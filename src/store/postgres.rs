@@ -807,7 +807,7 @@ impl StoreEngine for PostgresEngine {
                         .execute(
                             "UPDATE leases SET holder = $2, acquired_ms = $3, renewed_ms = $4, duration_ms = $5,
                                  transitions = $6, version = $7
-                             WHERE name = $1 AND version = $7 - 1",
+                             WHERE name = $1 AND version = $7::bigint - 1",
                             &values,
                         )
                         .await?

@@ -1,0 +1,249 @@
+//! Several `railyard serve` replicas on one PostgreSQL (tests/support/postgres.rs) and, for the Kubernetes backend,
+//! one fake API server whose Leases behave as the real ones (resourceVersion conflicts on concurrent updates), with
+//! the RBAC of docker/kubernetes-ha.yaml. Exactly one replica reconciles; a webhook sent to a follower is applied by
+//! the leader; a leader killed with SIGKILL during an apply is replaced within the lease and the environment
+//! converges; the writes the API server saw come from one replica per lease term; the history runs on across the
+//! failover. The Docker backend's replicas elect through the store (no cluster configured).
+
+use crate::support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use railyard::server::webhooks::sign;
+use support::fake_kube::{CONTROLLER_TOKEN, FakeKube, Rollout};
+use support::postgres::{PostgresCluster, SUPERUSER_PASSWORD};
+use support::*;
+
+const SECRET: &str = "webhook-secret-for-replicas";
+const TOKEN: &str = "api-token-for-replicas";
+const WAIT: Duration = Duration::from_secs(60);
+/// Short lease timings, so that a failover takes seconds (the defaults are measured by bench/failover).
+const LEASE: Duration = Duration::from_secs(4);
+const TIMINGS: [&str; 6] = ["--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "1s"];
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks").join(name)).expect("fixture")
+}
+
+/// A push to main, signed, sent to `replica`.
+fn github_push(replica: &Served) -> (u16, String) {
+    let body = unique_delivery(&fixture("github-push.json"));
+    let signature = sign(SECRET.as_bytes(), &body);
+    http(
+        replica.port,
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature), ("Content-Type", "application/json")],
+        &body,
+    )
+}
+
+/// Who `replica` says leads, and whether it is itself.
+fn leadership(replica: &Served) -> (Option<String>, bool) {
+    let said = get_json(replica.port, "/api/v1/leader");
+    let election = &said["election"];
+    (election["leader"].as_str().map(str::to_owned), election["leading"].as_bool().unwrap_or(false))
+}
+
+/// The index of the one replica of `replicas` that leads, once one does and every other agrees.
+fn leader_of(replicas: &[&Served]) -> usize {
+    let mut found = None;
+    let agreed = eventually(WAIT, || {
+        let seen: Vec<(Option<String>, bool)> = replicas.iter().map(|replica| leadership(replica)).collect();
+        let leading: Vec<usize> = seen.iter().enumerate().filter(|(_, (_, leads))| *leads).map(|(i, _)| i).collect();
+        let named: std::collections::BTreeSet<_> = seen.iter().map(|(leader, _)| leader.clone()).collect();
+        found = leading.first().copied();
+        leading.len() == 1 && named.len() == 1
+    });
+    let logs: Vec<String> = replicas.iter().map(|replica| replica.log()).collect();
+    assert!(agreed, "no single leader that every replica names:\n{}", logs.join("\n-----\n"));
+    found.unwrap_or_default()
+}
+
+fn replica_args<'a>(store: &'a str, identity: &'a str, election: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--store", store, "--leader-election", election, "--identity", identity];
+    args.extend(TIMINGS);
+    args.extend(["--poll-interval", "1h", "--drift-interval", "1h"]);
+    args.extend(extra);
+    args
+}
+
+/// The replica a non-lease write to the API server came from, by the user agent railyard sends.
+fn writer(request: &fake_kube_log::Logged) -> String {
+    request.user_agent.rsplit('(').next().unwrap_or_default().trim_end_matches(')').to_owned()
+}
+
+mod fake_kube_log {
+    pub type Logged = crate::support::fake_kube::LoggedRequest;
+}
+
+/// The replicas that wrote to the cluster (leases aside), in order, each once per run of writes.
+fn writers_in_order(fake: &FakeKube) -> Vec<String> {
+    let mut runs: Vec<String> = Vec::new();
+    let railyards = fake.requests().into_iter().filter(|request| request.user_agent.starts_with("railyard/"));
+    for request in railyards.filter(|request| request.is_write() && !request.path.contains("/leases")) {
+        let who = writer(&request);
+        if runs.last() != Some(&who) {
+            runs.push(who);
+        }
+    }
+    runs
+}
+
+#[test]
+fn three_replicas_on_a_cluster_one_reconciles_and_a_killed_leader_is_replaced_within_the_lease() {
+    let fake = FakeKube::start_with_rbac(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kubernetes-ha.yaml"));
+    create_namespace(&fake, "railyard");
+    fake.set_default_rollout(Some(Rollout::Available));
+    let postgres = PostgresCluster::shared();
+    let database = postgres.database();
+    let store = postgres.url(&database);
+    let project = TestProject::with_web("ha-kube", "one", "");
+    let namespace = project.name.clone();
+    let kubeconfig = fake.kubeconfig_path().display().to_string();
+    let env = [
+        ("KUBECONFIG", kubeconfig.as_str()),
+        ("PGPASSWORD", SUPERUSER_PASSWORD),
+        ("RAILYARD_WEBHOOK_SECRET", SECRET),
+        ("RAILYARD_API_TOKEN", TOKEN),
+    ];
+    let start = |identity: &str| {
+        let args =
+            replica_args(&store, identity, "kubernetes", &["--backend", "kubernetes", "--lease-namespace", "railyard"]);
+        project.serve(&args, &env)
+    };
+    let mut replicas: Vec<Served> = ["r1", "r2", "r3"].into_iter().map(start).collect();
+    let first = leader_of(&replicas.iter().collect::<Vec<_>>());
+    let first_identity = format!("r{}", first + 1);
+    replicas[first].wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+    for (index, replica) in replicas.iter().enumerate().filter(|(index, _)| *index != first) {
+        // A follower shows what the leader published.
+        replica.wait_for(&format!("r{} to show the leader's status", index + 1), WAIT, |env| {
+            env["syncStatus"] == "synced"
+        });
+    }
+    assert_eq!(
+        writers_in_order(&fake),
+        std::slice::from_ref(&first_identity),
+        "exactly one replica wrote to the cluster"
+    );
+
+    // A push told to a follower reaches the leader through the store; the leader starts the apply and is killed
+    // while the rollout is awaited.
+    fake.set_default_rollout(Some(Rollout::Progressing));
+    project.write("apps/web.yaml", &web_app("web", &busybox_image(), "two", ""));
+    let two = project.commit("web: say two");
+    let follower = (first + 1) % 3;
+    let (status, body) = github_push(&replicas[follower]);
+    assert_eq!(status, 202, "{body}");
+    let message_two = |fake: &FakeKube| {
+        fake.object("deployments", &namespace, "web")
+            .is_some_and(|deployment| deployment.to_string().contains("\"value\":\"two\""))
+    };
+    assert!(eventually(WAIT, || message_two(&fake)), "the leader never applied the push sent to a follower");
+    replicas[first].child.kill().expect("SIGKILL the leader");
+    let _ = replicas[first].child.wait();
+    let killed = Instant::now();
+
+    let survivors: Vec<&Served> = replicas.iter().enumerate().filter(|(i, _)| *i != first).map(|(_, r)| r).collect();
+    let next = leader_of(&survivors);
+    let took_over = killed.elapsed();
+    assert!(took_over <= LEASE + Duration::from_secs(5), "a new leader after {took_over:?}");
+    let second = survivors[next];
+    fake.set_rollout(&namespace, "web", Rollout::Available);
+    let state = second.wait_for("the new leader to converge the killed leader's apply", WAIT, |env| {
+        env["syncStatus"] == "synced" && env["commit"]["sha"] == two.as_str()
+    });
+    assert_eq!(state["apps"][0]["health"], "healthy", "{state:#}");
+
+    // The new leader takes pushes too, whichever replica they reach.
+    fake.set_default_rollout(Some(Rollout::Available));
+    project.write("apps/web.yaml", &web_app("web", &busybox_image(), "three", ""));
+    let three = project.commit("web: say three");
+    let follower = survivors[1 - next];
+    assert_eq!(github_push(follower).0, 202);
+    second.wait_for("the push after the failover", WAIT, |env| {
+        env["syncStatus"] == "synced" && env["commit"]["sha"] == three.as_str()
+    });
+
+    // One replica per lease term: the first leader's writes, then the second's, never interleaved.
+    let second_identity = leadership(second).0.expect("a leader");
+    assert_ne!(second_identity, first_identity);
+    assert_eq!(writers_in_order(&fake), [first_identity, second_identity.clone()]);
+    let lease = fake.object("leases", "railyard", "railyard").expect("the Lease");
+    assert_eq!(lease["spec"]["holderIdentity"], second_identity.as_str());
+    assert!(lease["spec"]["leaseTransitions"].as_i64() >= Some(1), "{lease:#}");
+
+    // The history runs on: the killed leader's sync and the new one's, read from any replica.
+    let history = get_json(follower.port, "/api/v1/syncs?env=production");
+    let summaries: Vec<&str> =
+        history["items"].as_array().into_iter().flatten().filter_map(|sync| sync["commitSummary"].as_str()).collect();
+    assert_eq!(summaries.first(), Some(&"web: say three"), "{history:#}");
+    assert!(summaries.contains(&"initial config"), "the first leader's sync is kept: {summaries:?}");
+    let metrics = http(second.port, "GET", "/metrics", &[], b"").1;
+    assert!(metrics.contains(&format!("railyard_leader{{identity=\"{second_identity}\"}} 1")), "{metrics}");
+    let readiness = http(follower.port, "GET", "/readyz", &[], b"");
+    assert_eq!(readiness.0, 200, "a follower is ready: it serves pages and takes webhooks");
+    assert!(readiness.1.contains(&format!("following; {second_identity} leads")), "{}", readiness.1);
+}
+
+#[test]
+fn two_replicas_on_one_docker_host_elect_through_the_store_and_the_survivor_takes_over() {
+    let postgres = PostgresCluster::shared();
+    let database = postgres.database();
+    let store = postgres.url(&database);
+    let project = TestProject::with_web("ha-docker", "one", "");
+    let env = [("PGPASSWORD", SUPERUSER_PASSWORD), ("RAILYARD_WEBHOOK_SECRET", SECRET), ("RAILYARD_API_TOKEN", TOKEN)];
+    let mut replicas: Vec<Served> = ["d1", "d2"]
+        .into_iter()
+        .map(|identity| project.serve(&replica_args(&store, identity, "store", &[]), &env))
+        .collect();
+    let first = leader_of(&replicas.iter().collect::<Vec<_>>());
+    let other = 1 - first;
+    replicas[first].wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+    assert!(eventually(WAIT, || project_serves(&project.name, "web", "one")));
+
+    project.write("apps/web.yaml", &web_app("web", &busybox_image(), "two", ""));
+    project.commit("web: say two");
+    assert_eq!(github_push(&replicas[other]).0, 202, "the follower takes the webhook");
+    replicas[first].wait_for("the push sent to the follower to be applied and recorded", WAIT, |env| {
+        env["syncStatus"] == "synced" && env["commit"]["summary"] == "web: say two"
+    });
+    assert!(project_serves(&project.name, "web", "two"));
+    assert!(replicas[other].log().contains("queued for the leader"), "{}", replicas[other].log());
+
+    replicas[first].child.kill().expect("SIGKILL the leader");
+    let _ = replicas[first].child.wait();
+    let killed = Instant::now();
+    project.write("apps/web.yaml", &web_app("web", &busybox_image(), "three", ""));
+    project.commit("web: say three");
+    assert_eq!(github_push(&replicas[other]).0, 202, "queued while nobody leads");
+    replicas[other].wait_for("the survivor to take over and apply the push", WAIT, |env| {
+        env["syncStatus"] == "synced" && env["commit"]["summary"] == "web: say three"
+    });
+    let converged = killed.elapsed();
+    assert!(project_serves(&project.name, "web", "three"));
+    assert!(converged <= LEASE + Duration::from_secs(20), "the survivor converged after {converged:?}");
+    let history = get_json(replicas[other].port, "/api/v1/syncs?env=production");
+    let summaries: Vec<&str> =
+        history["items"].as_array().into_iter().flatten().filter_map(|sync| sync["commitSummary"].as_str()).collect();
+    let logs = || format!("{}\n-----\n{}", replicas[first].log(), replicas[other].log());
+    assert_eq!(summaries.first(), Some(&"web: say three"), "{history:#}\n{}", logs());
+    assert!(summaries.contains(&"web: say two") && summaries.contains(&"initial config"), "{summaries:?}");
+}
+
+/// Creates namespace `name` as the cluster's admin.
+fn create_namespace(fake: &FakeKube, name: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let client = fake.client_with_token(Some(CONTROLLER_TOKEN));
+        let namespaces: kube::Api<Namespace> = kube::Api::all(client);
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
+            ..Default::default()
+        };
+        namespaces.create(&Default::default(), &namespace).await.expect("namespace created");
+    });
+}
