@@ -722,7 +722,7 @@ async fn webhook(
             Err(error) => {
                 tracing::error!(%error, "cannot check the webhook delivery id");
                 record(&state, forge, &verdict.event, "rejected", true, "the delivery id could not be checked").await;
-                return ApiError::History(error).into_response();
+                return ApiError::StoreDown(error).into_response();
             }
         }
     }
