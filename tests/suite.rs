@@ -30,5 +30,6 @@ mod settings;
 mod sops;
 mod source;
 mod status;
+mod store;
 mod targets;
 mod validation;

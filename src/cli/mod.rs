@@ -9,5 +9,6 @@ pub mod plan_apply;
 pub mod secret;
 pub mod serve;
 pub mod serve_args;
+pub mod store;
 pub mod target;
 pub mod target_args;

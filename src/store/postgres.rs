@@ -184,7 +184,16 @@ fn described(error: &tokio_postgres::Error) -> String {
             }
             text
         }
-        None => error.to_string(),
+        // tokio-postgres's own message names only the kind ("error connecting to server"); the cause says why.
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 
@@ -807,7 +816,7 @@ impl StoreEngine for PostgresEngine {
                         .execute(
                             "UPDATE leases SET holder = $2, acquired_ms = $3, renewed_ms = $4, duration_ms = $5,
                                  transitions = $6, version = $7
-                             WHERE name = $1 AND version = $7 - 1",
+                             WHERE name = $1 AND version = $7::bigint - 1",
                             &values,
                         )
                         .await?
