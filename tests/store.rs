@@ -506,6 +506,22 @@ async fn postgres_location_and_errors_never_show_the_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_is_read_from_the_url() {
+    // The test server speaks no TLS: `prefer` falls back to plain, `require` refuses, and an unknown mode is named.
+    let cluster = PostgresCluster::shared();
+    let database = cluster.database();
+    let url = |mode: &str| format!("postgres://railyard@127.0.0.1:{}/{database}?sslmode={mode}", cluster.port());
+    let password = || Some(SUPERUSER_PASSWORD.to_owned());
+    let preferred = Store::connect(&StoreLocation::Postgres(url("prefer")), password()).await.expect("prefer");
+    preferred.ping().await.expect("plain after all");
+    let required = Store::connect(&StoreLocation::Postgres(url("require")), password()).await.expect_err("require");
+    assert!(required.to_string().contains("TLS"), "{required}");
+    let unknown = Store::connect(&StoreLocation::Postgres(url("sometimes")), password()).await.expect_err("unknown");
+    assert!(unknown.to_string().contains("sslmode"), "{unknown}");
+    assert!(!unknown.is_unavailable(), "a wrong URL is no outage: {unknown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_constraint_error_is_not_an_outage() {
     let test = TestStore::new(Engine::Postgres);
     let store = test.connect().await;
@@ -683,7 +699,10 @@ async fn store_migrate_copies_a_sqlite_history_into_postgres_and_back() {
     // And back, into a new SQLite directory.
     let back = tempfile::tempdir().expect("tempdir");
     let back_location = format!("sqlite:{}", back.path().display());
-    let (ok, output) = migrate(&url, &back_location, &[], Some(SUPERUSER_PASSWORD));
+    let password_file = back.path().join("pg-password");
+    std::fs::write(&password_file, format!("{SUPERUSER_PASSWORD}\n")).expect("write the password file");
+    let password_file = password_file.display().to_string();
+    let (ok, output) = migrate(&url, &back_location, &["--from-password-file", &password_file], None);
     assert!(ok, "{output}");
     let returned = Store::connect(&StoreLocation::Sqlite(back.path().to_path_buf()), None).await.expect("open");
     assert_eq!(returned.dump().await.expect("dump"), postgres.dump().await.expect("dump"));
