@@ -521,6 +521,33 @@ async fn sslmode_is_read_from_the_url() {
     assert!(!unknown.is_unavailable(), "a wrong URL is no outage: {unknown}");
 }
 
+#[test]
+fn sslmode_require_speaks_tls_and_checks_the_certificate_against_the_trusted_roots() {
+    let (cluster, ca) = PostgresCluster::start_with_tls();
+    let sqlite = TestStore::new(Engine::Sqlite);
+    tokio::runtime::Runtime::new().expect("runtime").block_on(async { fill(&sqlite.connect().await).await });
+    let from = sqlite.location.shown();
+    let to = |database: &str| format!("postgres://railyard@127.0.0.1:{}/{database}?sslmode=require", cluster.port());
+    let migrate_with = |to: &str, trusted: Option<&std::path::Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_railyard"));
+        command.args(["store", "migrate", "--from", &from, "--to", to]).env("PGPASSWORD", SUPERUSER_PASSWORD);
+        command.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        if let Some(ca) = trusted {
+            command.env("SSL_CERT_FILE", ca);
+        }
+        let output = command.output().expect("railyard runs");
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let database = cluster.database();
+    let (ok, output) = migrate_with(&to(&database), None);
+    assert!(!ok, "a certificate of an unknown CA is refused");
+    assert!(output.contains("TLS") || output.contains("certificate"), "{output}");
+    let (ok, output) = migrate_with(&to(&database), Some(&ca));
+    assert!(ok, "with its CA trusted: {output}");
+    let ssl_in_use = cluster.psql(&database, "SELECT count(*) FROM syncs");
+    assert_ne!(ssl_in_use, "0", "the copy arrived over TLS");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_constraint_error_is_not_an_outage() {
     let test = TestStore::new(Engine::Postgres);
