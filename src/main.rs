@@ -12,9 +12,9 @@ use clap::{CommandFactory, FromArgMatches};
 use railyard::error_chain::chain;
 use tracing_subscriber::EnvFilter;
 
-use cli::args::{Cli, Command, Export, LogFormat};
+use cli::args::{Cli, Command, Export, LogFormat, StoreAction};
 use cli::output::EXIT_FAILED;
-use cli::{daemon_client, doctor, export, plan_apply, secret, serve};
+use cli::{daemon_client, doctor, export, plan_apply, secret, serve, store};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -71,6 +71,9 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
         Command::Schema { kind, settings } => export::schema(kind, settings),
         Command::Export(Export::Compose { dir }) => export::compose(&dir),
         Command::Export(Export::Kubernetes { dir, env }) => export::kubernetes(&dir, &env),
+        Command::Store { action: StoreAction::Migrate { from, to, from_password_file, to_password_file } } => {
+            on_one_thread(store::migrate(&from, &to, from_password_file, to_password_file))
+        }
     }
 }
 

@@ -32,5 +32,6 @@ mod settings;
 mod sops;
 mod source;
 mod status;
+mod store;
 mod targets;
 mod validation;

@@ -194,6 +194,41 @@ pub enum Command {
     /// Print the configuration in another tool's format.
     #[command(subcommand)]
     Export(Export),
+    /// Work on the store where the daemon keeps its history and state.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
+}
+
+/// What `railyard store` does.
+#[derive(Subcommand)]
+pub enum StoreAction {
+    /// Copy everything a store holds (history with its ids and order, deliveries, pins, the secret-digest key…) into
+    /// another, empty store: a single-host SQLite installation into PostgreSQL for several replicas, or back. Stop the
+    /// daemon first.
+    #[command(after_help = "A target that holds any row is refused, so that nothing is overwritten or merged: point \
+                      --to at a new database or directory. A PostgreSQL password comes from the URL, \
+                      --from-password-file / --to-password-file, or PGPASSWORD; it is never printed.\n\n\
+                      Examples:\n  \
+                      railyard store migrate --from sqlite:/var/lib/railyard \
+                      --to postgres://railyard@db.internal/railyard --to-password-file /run/secrets/pg\n  \
+                      railyard store migrate --from postgres://railyard@db.internal/railyard?sslmode=require \
+                      --to sqlite:./state")]
+    Migrate {
+        /// The store to copy: sqlite:STATE_DIR or postgres://USER@HOST[:PORT]/DATABASE[?sslmode=require].
+        #[arg(long)]
+        from: String,
+        /// The empty store to copy into (a SQLite directory is created when missing).
+        #[arg(long)]
+        to: String,
+        /// A file holding the password of --from's PostgreSQL (when its URL has none; default PGPASSWORD).
+        #[arg(long)]
+        from_password_file: Option<PathBuf>,
+        /// A file holding the password of --to's PostgreSQL (when its URL has none; default PGPASSWORD).
+        #[arg(long)]
+        to_password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

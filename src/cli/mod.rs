@@ -10,5 +10,6 @@ pub mod replica_args;
 pub mod secret;
 pub mod serve;
 pub mod serve_args;
+pub mod store;
 pub mod target;
 pub mod target_args;

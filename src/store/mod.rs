@@ -430,6 +430,13 @@ pub struct Store {
     location: StoreLocation,
 }
 
+/// Shows where the store lives (its password hidden), not the engine's inside.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Store").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
 impl std::ops::Deref for Store {
     type Target = dyn StoreEngine;
 

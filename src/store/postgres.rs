@@ -184,7 +184,16 @@ fn described(error: &tokio_postgres::Error) -> String {
             }
             text
         }
-        None => error.to_string(),
+        // tokio-postgres's own message names only the kind ("error connecting to server"); the cause says why.
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 
@@ -193,8 +202,14 @@ impl PostgresEngine {
     /// without either, `PGPASSWORD` is.
     pub async fn connect(url: &str, password: Option<String>) -> Result<PostgresEngine, StoreError> {
         let shown = hide_password(url);
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|error| StoreError::Location { given: shown.clone(), why: error.to_string() })?;
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|error| {
+            // The parser's message names options, not values; the password is masked all the same, should one do.
+            let why = match url_password(url) {
+                Some(password) if !password.is_empty() => described(&error).replace(password, "***"),
+                _ => described(&error),
+            };
+            StoreError::Location { given: shown.clone(), why }
+        })?;
         if config.get_password().is_none()
             && let Some(password) = password.or_else(|| std::env::var("PGPASSWORD").ok())
         {
@@ -282,6 +297,14 @@ impl PostgresEngine {
             Failure::NotEmpty(table) => StoreError::NotEmpty { location, table },
         }
     }
+}
+
+/// The password written in `url` (`scheme://user:password@host…`), if any.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let (credentials, _) = authority.rsplit_once('@')?;
+    credentials.split_once(':').map(|(_, password)| password)
 }
 
 /// TLS as `sslmode` asks (tokio-postgres reads it from the URL: `disable` never, `prefer` when the server offers it,

@@ -317,7 +317,7 @@ impl SqliteDb {
         now_ms: i64,
     ) -> Result<BTreeMap<String, i64>, StoreError> {
         self.with(|db| {
-            let transaction = db.unchecked_transaction()?;
+            let transaction = writing(db)?;
             let mut appeared: BTreeMap<String, i64> = per_app_keeping(&transaction, PerApp::ScalingRules, env, apps)?;
             let new: Vec<&String> = apps.iter().filter(|app| !appeared.contains_key(*app)).collect();
             for app in new {
@@ -336,7 +336,7 @@ impl SqliteDb {
     /// named (their rule lost its CPU target or went) are dropped.
     pub fn autoscale_decisions(&self, env: &str, apps: &[String]) -> Result<BTreeMap<String, u32>, StoreError> {
         self.with(|db| {
-            let transaction = db.unchecked_transaction()?;
+            let transaction = writing(db)?;
             let decided = per_app_keeping(&transaction, PerApp::AutoscaleDecisions, env, apps)?;
             transaction.commit()?;
             Ok(decided)
@@ -552,7 +552,7 @@ impl SqliteDb {
 
     pub fn take_requests(&self) -> Result<Vec<Request>, StoreError> {
         let bodies: Vec<String> = self.with(|db| {
-            let transaction = db.unchecked_transaction()?;
+            let transaction = writing(db)?;
             let bodies = transaction
                 .prepare_cached("SELECT body FROM requests ORDER BY id")?
                 .query_map([], |row| row.get(0))?
@@ -692,7 +692,7 @@ impl SqliteDb {
     pub fn load(&self, dump: &StoreDump, location: &str) -> Result<(), StoreError> {
         let connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // IMMEDIATE: the write lock is taken before the emptiness check, so no daemon slips a row in between.
-        let transaction = rusqlite::Transaction::new_unchecked(&connection, rusqlite::TransactionBehavior::Immediate)?;
+        let transaction = writing(&connection)?;
         for table in TABLES {
             let taken: bool =
                 transaction.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |row| row.get(0))?;
@@ -1063,6 +1063,13 @@ fn migrate(connection: &Connection, path: &str) -> Result<(), StoreError> {
         connection.execute_batch(&format!("BEGIN; {migration}; PRAGMA user_version = {}; COMMIT;", index + 1))?;
     }
     Ok(())
+}
+
+/// A transaction that reads, then writes what it read: it takes the write lock first (IMMEDIATE), so that a second
+/// handle on the file waits its turn (busy timeout) instead of failing with SQLITE_BUSY when its read snapshot goes
+/// stale; with two takers, each queued request reaches one of them.
+fn writing(db: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    rusqlite::Transaction::new_unchecked(db, rusqlite::TransactionBehavior::Immediate)
 }
 
 /// A table of one value per (environment, app).

@@ -25,6 +25,8 @@ pub struct PostgresCluster {
     bin: PathBuf,
     /// The unix user the server runs as (`None` when the tests do not run as root).
     runs_as: Option<String>,
+    /// More `-c name=value` settings for the server (TLS).
+    extra_options: String,
 }
 
 /// Where PostgreSQL's programs are: `initdb` on PATH (its symlinks followed, as Debian keeps the programs apart), else
@@ -105,6 +107,90 @@ impl PostgresCluster {
 
     /// A cluster of the caller's own (for a test that stops and restarts the server).
     pub fn start() -> PostgresCluster {
+        let mut cluster = PostgresCluster::initialized();
+        cluster.start_on_a_free_port();
+        cluster
+    }
+
+    /// A cluster of the caller's own that speaks TLS too, with a certificate for 127.0.0.1 signed by a test CA; the
+    /// CA's certificate file is returned with it (for `SSL_CERT_FILE`).
+    pub fn start_with_tls() -> (PostgresCluster, PathBuf) {
+        let mut cluster = PostgresCluster::initialized();
+        let dir = cluster.dir.path().to_path_buf();
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl runs (Debian's `openssl`, which the `postgresql` package brings along)");
+            assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=railyard test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(dir.join("server.ext"), "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n")
+            .expect("write the extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod the key");
+        if let Some(user) = &cluster.runs_as {
+            let (uid, gid) = ids_of(user);
+            for file in ["server.key", "server.crt"] {
+                std::os::unix::fs::chown(dir.join(file), Some(uid), Some(gid)).expect("chown the certificate");
+            }
+        }
+        cluster.extra_options = format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            dir.join("server.crt").display(),
+            key.display()
+        );
+        cluster.start_on_a_free_port();
+        let ca = dir.join("ca.crt");
+        (cluster, ca)
+    }
+
+    /// A cluster initialized (`initdb`), not started.
+    fn initialized() -> PostgresCluster {
         let bin = binaries();
         let runs_as = unprivileged_user();
         let dir = tempfile::Builder::new().prefix("railyard-pg-").tempdir().expect("tempdir");
@@ -118,7 +204,7 @@ impl PostgresCluster {
             let (uid, gid) = ids_of(user);
             std::os::unix::fs::chown(&password_file, Some(uid), Some(gid)).expect("chown the password file");
         }
-        let mut cluster = PostgresCluster { dir, port: 0, bin, runs_as };
+        let cluster = PostgresCluster { dir, port: 0, bin, runs_as, extra_options: String::new() };
         cluster.watch_over();
         let initdb = cluster
             .as_server_user("initdb")
@@ -130,7 +216,6 @@ impl PostgresCluster {
             .output()
             .expect("initdb runs");
         assert!(initdb.status.success(), "initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
-        cluster.start_on_a_free_port();
         cluster
     }
 
@@ -159,6 +244,8 @@ impl PostgresCluster {
     }
 
     /// A process that outlives the test process only to stop this cluster and remove its directory.
+    // Never waited for: it is meant to outlive this process (init reaps it).
+    #[allow(clippy::zombie_processes)]
     fn watch_over(&self) {
         let stop = format!(
             "{} {} stop -D {} -m immediate",
@@ -195,9 +282,10 @@ impl PostgresCluster {
     fn pg_ctl_start(&self) -> Result<(), String> {
         let options = format!(
             "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=200",
+             -c full_page_writes=off -c max_connections=200 {extra}",
             port = self.port,
-            socket = self.dir.path().display()
+            socket = self.dir.path().display(),
+            extra = self.extra_options,
         );
         let output = self
             .as_server_user("pg_ctl")
