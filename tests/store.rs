@@ -414,8 +414,9 @@ async fn each_request_is_taken_once_by_concurrent_takers(engine: Engine) {
     assert_eq!(all, (0..total).collect::<Vec<_>>(), "every request taken exactly once");
     let sync = Request::Sync { env: "production".to_owned(), trigger: Trigger::Api };
     first.request(&sync, 1).await.expect("queue");
-    first.request(&Request::Previews, 2).await.expect("queue");
-    assert_eq!(second.take_requests().await.expect("take"), [sync, Request::Previews]);
+    let pushed = Request::Pushed { branch: "staging".to_owned() };
+    first.request(&pushed, 2).await.expect("queue");
+    assert_eq!(second.take_requests().await.expect("take"), [sync, pushed]);
     assert!(first.take_requests().await.expect("none left").is_empty());
 }
 
@@ -675,7 +676,7 @@ async fn fill(store: &Store) {
         )
         .await
         .expect("lease");
-    store.request(&Request::Previews, 10).await.expect("request");
+    store.request(&Request::Pushed { branch: "main".to_owned() }, 10).await.expect("request");
     store.publish_status("production", "{}", 11).await.expect("status");
 }
 
