@@ -247,3 +247,128 @@ fn create_namespace(fake: &FakeKube, name: &str) {
         namespaces.create(&Default::default(), &namespace).await.expect("namespace created");
     });
 }
+
+#[test]
+fn a_store_that_goes_away_stops_reconciles_says_so_and_its_return_catches_up() {
+    let postgres = PostgresCluster::start();
+    let database = postgres.database();
+    let store = postgres.url(&database);
+    let project = TestProject::with_web("store-down", "one", "");
+    let env = [("PGPASSWORD", SUPERUSER_PASSWORD), ("RAILYARD_WEBHOOK_SECRET", SECRET), ("RAILYARD_API_TOKEN", TOKEN)];
+    let args = ["--store", store.as_str(), "--backend", "memory", "--poll-interval", "1h", "--drift-interval", "1h"];
+    let served = project.serve(&args, &env);
+    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+
+    postgres.stop();
+    let down = eventually(WAIT, || http(served.port, "GET", "/readyz", &[], b"").0 == 503);
+    let readiness = http(served.port, "GET", "/readyz", &[], b"").1;
+    assert!(down && readiness.contains("the store cannot be reached"), "{readiness}\n{}", served.log());
+    let overview = http(served.port, "GET", "/", &[], b"").1;
+    assert!(overview.contains("store-trouble") && overview.contains("nothing is reconciled"), "{overview}");
+    let state = served.env();
+    assert_eq!(state["syncStatus"], "synced", "pages keep serving from memory: {state:#}");
+    let metrics = http(served.port, "GET", "/metrics", &[], b"").1;
+    assert!(metrics.contains("railyard_store_up 0"), "{metrics}");
+
+    project.write("apps/web.yaml", &web_app("web", &busybox_image(), "two", ""));
+    let two = project.commit("web: say two");
+    let (status, body) = github_push(&served);
+    assert_eq!(
+        status, 503,
+        "a webhook the store cannot record is refused, so that the forge delivers it again: {body}"
+    );
+    let (status, body) =
+        http(served.port, "POST", "/api/v1/sync", &[("Authorization", &format!("Bearer {TOKEN}"))], b"");
+    assert_eq!(status, 202, "{body}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(served.env()["commit"]["sha"], two.as_str(), "nothing is applied while nothing could be recorded");
+
+    postgres.start_again();
+    served.wait_for("the catch-up once the store answers", WAIT, |env| {
+        env["syncStatus"] == "synced" && env["commit"]["sha"] == two.as_str()
+    });
+    assert_eq!(http(served.port, "GET", "/readyz", &[], b"").0, 200);
+    let summaries = || -> Vec<String> {
+        let history = get_json(served.port, "/api/v1/syncs?env=production");
+        let items = history["items"].as_array().cloned().unwrap_or_default();
+        items.iter().filter_map(|sync| sync["commitSummary"].as_str().map(str::to_owned)).collect()
+    };
+    let recorded = eventually(WAIT, || summaries() == ["web: say two", "initial config"]);
+    assert!(recorded, "the sync made after the outage is recorded: {:?}\n{}", summaries(), served.log());
+}
+
+#[test]
+fn a_paused_leader_that_wakes_after_losing_its_lease_writes_nothing_more() {
+    let fake = FakeKube::start_with_rbac(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kubernetes-ha.yaml"));
+    create_namespace(&fake, "railyard");
+    fake.set_default_rollout(Some(Rollout::Available));
+    let postgres = PostgresCluster::shared();
+    let database = postgres.database();
+    let store = postgres.url(&database);
+    let project = TestProject::with_web("ha-fence", "one", "");
+    let namespace = project.name.clone();
+    let kubeconfig = fake.kubeconfig_path().display().to_string();
+    let env = [
+        ("KUBECONFIG", kubeconfig.as_str()),
+        ("PGPASSWORD", SUPERUSER_PASSWORD),
+        ("RAILYARD_WEBHOOK_SECRET", SECRET),
+        ("RAILYARD_API_TOKEN", TOKEN),
+    ];
+    let start = |identity: &str| {
+        let args =
+            replica_args(&store, identity, "kubernetes", &["--backend", "kubernetes", "--lease-namespace", "railyard"]);
+        project.serve(&args, &env)
+    };
+    let replicas: Vec<Served> = ["p1", "p2"].into_iter().map(start).collect();
+    let first = leader_of(&replicas.iter().collect::<Vec<_>>());
+    let other = 1 - first;
+    replicas[first].wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+
+    // The leader starts an apply whose rollout it awaits, and is paused (SIGSTOP) in the middle of it.
+    fake.set_default_rollout(Some(Rollout::Progressing));
+    project.write("apps/web.yaml", &web_app("web", &busybox_image(), "two", ""));
+    project.commit("web: say two");
+    assert_eq!(github_push(&replicas[first]).0, 202);
+    assert!(eventually(WAIT, || {
+        fake.object("deployments", &namespace, "web").is_some_and(|d| d.to_string().contains("\"value\":\"two\""))
+    }));
+    let paused = replicas[first].child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &paused]).status().expect("kill runs").success());
+    let _resume = Resume(paused.clone());
+    let next = leader_of(&[&replicas[other]]);
+    assert_eq!(next, 0);
+
+    // The new leader applies a newer commit; then the old one wakes, its lease long gone.
+    fake.set_default_rollout(Some(Rollout::Available));
+    project.write("apps/web.yaml", &web_app("web", &busybox_image(), "three", ""));
+    let three = project.commit("web: say three");
+    assert_eq!(github_push(&replicas[other]).0, 202);
+    replicas[other].wait_for("the new leader's apply", WAIT, |env| {
+        env["syncStatus"] == "synced" && env["commit"]["sha"] == three.as_str()
+    });
+    fake.set_rollout(&namespace, "web", Rollout::Available);
+    assert!(std::process::Command::new("kill").args(["-CONT", &paused]).status().expect("kill runs").success());
+    std::thread::sleep(LEASE + Duration::from_secs(2));
+
+    let (first_identity, other_identity) = (format!("p{}", first + 1), format!("p{}", other + 1));
+    assert_eq!(
+        writers_in_order(&fake),
+        [first_identity, other_identity.clone()],
+        "the woken leader wrote after its lease ended:\n{}",
+        replicas[first].log()
+    );
+    let deployment = fake.object("deployments", &namespace, "web").expect("web");
+    assert!(deployment.to_string().contains("\"value\":\"three\""), "the newer commit stays: {deployment:#}");
+    assert!(replicas[first].log().contains("lost the lease"), "{}", replicas[first].log());
+    let (leader, leading) = leadership(&replicas[first]);
+    assert_eq!((leader.as_deref(), leading), (Some(other_identity.as_str()), false), "it follows now");
+}
+
+/// Sends SIGCONT on drop, so that a failed test leaves no stopped process behind.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}

@@ -83,3 +83,67 @@ impl Backend for FencedBackend {
         self.inner.metrics(env).await
     }
 }
+
+impl std::fmt::Debug for dyn Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fence")
+    }
+}
+
+/// A layer for a kube client's service stack: every request but a read is refused once the fence closes, so that
+/// no write reaches the API server after the lease ended, even one in the middle of an action (a Deployment written,
+/// its Service not yet).
+#[derive(Clone)]
+pub struct FenceLayer {
+    fence: Arc<dyn Fence>,
+}
+
+impl FenceLayer {
+    pub fn new(fence: Arc<dyn Fence>) -> FenceLayer {
+        FenceLayer { fence }
+    }
+}
+
+impl<S> tower::Layer<S> for FenceLayer {
+    type Service = FenceService<S>;
+
+    fn layer(&self, inner: S) -> FenceService<S> {
+        FenceService { inner, fence: Arc::clone(&self.fence) }
+    }
+}
+
+#[derive(Clone)]
+pub struct FenceService<S> {
+    inner: S,
+    fence: Arc<dyn Fence>,
+}
+
+/// A write refused by the fence, as the client reports it.
+#[derive(Debug, thiserror::Error)]
+#[error("this replica no longer leads ({0}); the write was not sent")]
+pub struct FencedWrite(String);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, B> tower::Service<axum::http::Request<B>> for FenceService<S>
+where
+    S: tower::Service<axum::http::Request<B>, Error = BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = futures_util::future::Either<std::future::Ready<Result<S::Response, BoxError>>, S::Future>;
+
+    fn poll_ready(&mut self, context: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let read = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+        match self.fence.check() {
+            Err(why) if !read => {
+                futures_util::future::Either::Left(std::future::ready(Err(Box::new(FencedWrite(why)) as BoxError)))
+            }
+            _ => futures_util::future::Either::Right(self.inner.call(request)),
+        }
+    }
+}

@@ -267,9 +267,11 @@ impl EnvHandle {
                 biased;
                 () = daemon.stopped() => return,
                 _ = gone.wait_for(|gone| *gone) => return,
+                // A trigger taken while this replica may not reconcile (it follows, or the store is down) waits.
                 taken = async {
+                    let taken = self.trigger.next().await;
                     daemon.until_leading().await;
-                    self.trigger.next().await
+                    taken
                 } => taken,
             };
             self.reconcile(&daemon, taken).await;

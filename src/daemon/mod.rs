@@ -243,6 +243,8 @@ pub struct Daemon {
     store_state: watch::Sender<bool>,
     /// Rung when a write to the store failed.
     store_failed: tokio::sync::Notify,
+    /// Syncs the store could not take when they happened, written once it answers again.
+    unrecorded: std::sync::Mutex<Vec<crate::store::SyncRecord>>,
 }
 
 pub use crate::clock::now_ms;
@@ -320,6 +322,7 @@ impl Daemon {
             store_trouble: RwLock::new(None),
             store_state: watch::Sender::new(true),
             store_failed: tokio::sync::Notify::new(),
+            unrecorded: std::sync::Mutex::new(Vec::new()),
         });
         daemon.restore_pull_requests().await;
         daemon.start_known_environments().await;
@@ -527,6 +530,8 @@ impl Daemon {
         let mut settings = self.settings.backends.clone();
         settings.kubernetes.kubeconfig = target.kubeconfig.clone().or(settings.kubernetes.kubeconfig);
         settings.kubernetes.context = target.context.clone();
+        settings.kubernetes.fence =
+            self.settings.leader.clone().map(|elector| elector as Arc<dyn crate::backend::fenced::Fence>);
         let backend = crate::backend::connect(target.backend, settings).await?;
         let backend = fenced(&self.settings, backend);
         *slot = Some(Arc::clone(&backend));
@@ -560,8 +565,9 @@ impl Daemon {
                 biased;
                 () = self.stopped() => return,
                 taken = async {
+                    let taken = self.listing.next().await;
                     self.until_leading().await;
-                    self.listing.next().await
+                    taken
                 } => taken,
             };
             let span = info_span!("environments", trigger = taken.trigger.as_str());
@@ -779,7 +785,12 @@ impl Daemon {
     /// Writes a sync into the history, keeping the newest `--keep-syncs`.
     async fn record(&self, record: crate::store::SyncRecord) {
         if let Err(store_error) = self.store.record_sync(&record, self.settings.keep_syncs).await {
-            error!(%store_error, "cannot record the sync");
+            if store_error.is_unavailable() {
+                warn!(%store_error, "cannot record the sync now; it is written once the store answers");
+                self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(record);
+            } else {
+                error!(%store_error, "cannot record the sync");
+            }
             self.store_write_failed();
         }
     }

@@ -184,8 +184,9 @@ impl Daemon {
                 biased;
                 () = self.stopped() => return,
                 taken = async {
+                    let taken = self.previews_trigger.next().await;
                     self.until_leading().await;
-                    self.previews_trigger.next().await
+                    taken
                 } => {
                     let span = info_span!("previews", trigger = taken.trigger.as_str());
                     wait = self.reconcile_previews(taken).instrument(span).await;

@@ -232,12 +232,33 @@ impl Daemon {
                 }
                 Err(_) => {}
             }
+            if read(&self.store_trouble).is_none() {
+                self.record_what_waited().await;
+            }
             let wait =
                 if read(&self.store_trouble).is_some() { Duration::from_secs(1) } else { Duration::from_secs(5) };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.store_failed.notified() => {}
             }
+        }
+    }
+
+    /// Writes the syncs the store could not take when they happened, oldest first; those it still cannot take wait
+    /// for the next look.
+    async fn record_what_waited(&self) {
+        let waiting = std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for (index, record) in waiting.iter().enumerate() {
+            if let Err(error) = self.store.record_sync(record, self.settings.keep_syncs).await {
+                warn!(%error, "the store still cannot take the syncs that waited");
+                let mut unrecorded = self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let newer = std::mem::take(&mut *unrecorded);
+                unrecorded.extend(waiting[index..].iter().cloned().chain(newer));
+                return;
+            }
+        }
+        if !waiting.is_empty() {
+            info!(count = waiting.len(), "recorded the syncs that waited for the store");
         }
     }
 

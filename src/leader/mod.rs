@@ -205,7 +205,9 @@ impl Elector {
     /// One attempt to take or renew the lease, and what follows from it.
     async fn round(&self, observed: &mut Option<Observed>) {
         let attempt = Instant::now();
-        let was_leading = self.leads();
+        // A lease this replica held, even one that lapsed while it was not running (a paused process): losing it
+        // is said once.
+        let was_leading = self.writes_until().is_some();
         let outcome = self.try_acquire_or_renew(attempt, observed).await;
         let (leader, since_ms, term, error) = match outcome {
             Ok(Attempt::Leading(record)) => {

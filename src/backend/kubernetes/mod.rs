@@ -41,6 +41,8 @@ pub struct KubernetesBackendSettings {
     pub parallel: usize,
     /// Sent as `User-Agent` (`railyard/VERSION (IDENTITY)`), so that the API server's audit log tells replicas apart.
     pub user_agent: Option<String>,
+    /// With several replicas: the lease that must still hold for any write to be sent.
+    pub fence: Option<std::sync::Arc<dyn crate::backend::fenced::Fence>>,
 }
 
 impl Default for KubernetesBackendSettings {
@@ -55,6 +57,7 @@ impl Default for KubernetesBackendSettings {
             context: None,
             parallel: crate::backend::schedule::DEFAULT_PARALLEL,
             user_agent: None,
+            fence: None,
         }
     }
 }
@@ -154,10 +157,16 @@ impl KubernetesBackend {
     pub async fn connect(settings: KubernetesBackendSettings) -> Result<KubernetesBackend, KubernetesError> {
         let mut config = client_config(settings.kubeconfig.as_deref(), settings.context.as_deref()).await?;
         with_user_agent(&mut config, settings.user_agent.as_deref());
-        let client = kube::Client::try_from(config).map_err(|error| KubernetesError::Unreachable {
+        let builder = kube::client::ClientBuilder::try_from(config).map_err(|error| KubernetesError::Unreachable {
             doing: "build a client".to_owned(),
             source: Box::new(error),
         })?;
+        let client = match &settings.fence {
+            Some(fence) => {
+                builder.with_layer(&crate::backend::fenced::FenceLayer::new(std::sync::Arc::clone(fence))).build()
+            }
+            None => builder.build(),
+        };
         let cluster = Cluster::new(client);
         cluster.check_reachable().await?;
         Ok(KubernetesBackend { cluster, settings })
