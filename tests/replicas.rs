@@ -186,6 +186,16 @@ fn three_replicas_on_a_cluster_one_reconciles_and_a_killed_leader_is_replaced_wi
     let readiness = http(follower.port, "GET", "/readyz", &[], b"");
     assert_eq!(readiness.0, 200, "a follower is ready: it serves pages and takes webhooks");
     assert!(readiness.1.contains(&format!("following; {second_identity} leads")), "{}", readiness.1);
+
+    // A leader stopped by SIGTERM (a rolling update) gives the lease up: the last replica leads within a retry or
+    // two, not a lease.
+    let second_index = replicas.iter().position(|replica| replica.port == second.port).expect("the second leader");
+    let follower_port = follower.port;
+    assert!(replicas[second_index].terminate().success(), "{}", replicas[second_index].log());
+    let stopped = Instant::now();
+    let last = replicas.iter().find(|replica| replica.port == follower_port).expect("the last replica");
+    assert!(eventually(WAIT, || leadership(last).1), "{}", last.log());
+    assert!(stopped.elapsed() < Duration::from_secs(3), "took the given-up lease after {:?}", stopped.elapsed());
 }
 
 #[test]

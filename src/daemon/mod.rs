@@ -385,7 +385,7 @@ impl Daemon {
             tokio::spawn(Arc::clone(&self).autoscale_every(self.settings.scale_interval)),
             tokio::spawn(Arc::clone(&self).previews_worker()),
         ];
-        let replica_tasks = self.spawn_replica_tasks();
+        let (replica_tasks, election) = self.spawn_replica_tasks();
         self.listing.fire(Trigger::Startup);
         let worker = Arc::clone(&self);
         let reporter = Arc::clone(&self);
@@ -404,6 +404,10 @@ impl Daemon {
         .await;
         for timer in timers.into_iter().chain(replica_tasks) {
             timer.abort();
+        }
+        if let Some(election) = election {
+            // It gives the lease up, so that another replica leads within a retry instead of a lease.
+            let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
         }
         for env in self.environments() {
             env.join().await;

@@ -79,18 +79,20 @@ impl Daemon {
         }
     }
 
-    /// The tasks of several replicas, alongside [`Daemon::run`]'s own; none without an election, but the store's
-    /// watch.
-    pub(super) fn spawn_replica_tasks(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+    /// The tasks of several replicas, alongside [`Daemon::run`]'s own: the store's watch, and with an election the
+    /// rest; the election's own task comes apart, since it ends by itself at a stop (giving the lease up).
+    pub(super) fn spawn_replica_tasks(
+        self: &Arc<Self>,
+    ) -> (Vec<tokio::task::JoinHandle<()>>, Option<tokio::task::JoinHandle<()>>) {
         let mut tasks = vec![tokio::spawn(Arc::clone(self).watch_store())];
-        let Some(elector) = self.settings.leader.clone() else { return tasks };
+        let Some(elector) = self.settings.leader.clone() else { return (tasks, None) };
         let daemon = Arc::clone(self);
-        tasks.push(tokio::spawn(async move { elector.run(async move { daemon.stopped().await }).await }));
+        let election = tokio::spawn(async move { elector.run(async move { daemon.stopped().await }).await });
         tasks.push(tokio::spawn(Arc::clone(self).on_leadership()));
         tasks.push(tokio::spawn(Arc::clone(self).take_requests()));
         tasks.push(tokio::spawn(Arc::clone(self).publish_statuses()));
         tasks.push(tokio::spawn(Arc::clone(self).follow_statuses()));
-        tasks
+        (tasks, Some(election))
     }
 
     /// Sets the leader gauge, and wakes every worker when this replica starts leading: each environment reconciles
