@@ -82,6 +82,26 @@ async fn text(client: &Client, css: &str) -> String {
     }
 }
 
+/// Types the token into the "Sync now" form and presses it. A live update may redraw the form between finding and
+/// typing (the element goes stale): the whole gesture is done again then, as a person would.
+async fn sync_now(client: &Client) {
+    let mut last_error = None;
+    for _ in 0..20 {
+        let attempt = async {
+            let field = client.find(Locator::Css("form.sync input[name=token]")).await?;
+            field.clear().await?;
+            field.send_keys(TOKEN).await?;
+            client.find(Locator::Css("#sync-now")).await?.click().await
+        };
+        match attempt.await {
+            Ok(()) => return,
+            Err(error) => last_error = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the Sync now form never took the token: {last_error:?}");
+}
+
 /// Polls the open page (no reload) until `css` holds `expected`.
 async fn wait_text(client: &Client, css: &str, expected: &str) {
     let deadline = std::time::Instant::now() + WAIT;
@@ -135,14 +155,7 @@ async fn the_status_pages_show_state_diffs_and_history_and_update_live() {
     let added = client.find_all(Locator::Css("#change-App-web span.add")).await.expect("diff lines");
     assert!(added.len() > 10, "added lines are marked");
     screenshot(&client, "environment-pending").await;
-    client
-        .find(Locator::Css("form.sync input[name=token]"))
-        .await
-        .expect("token field")
-        .send_keys(TOKEN)
-        .await
-        .expect("type");
-    client.find(Locator::Css("#sync-now")).await.expect("button").click().await.expect("click");
+    sync_now(&client).await;
     wait_text(&client, "h1", "synced").await;
     wait_text(&client, "#app-web .replicas", "1/1").await;
     wait_text(&client, "#app-web", "healthy").await;

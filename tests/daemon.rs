@@ -790,10 +790,16 @@ fn the_drift_timer_puts_back_a_removed_container() {
         running.len() == 2 && !running.contains(&removed)
     });
     assert!(repaired, "the drift timer never replaced the container:\n{}", served.log());
-    let recorded = eventually(WAIT, || get_json(served.port, "/api/v1/syncs")["items"][0]["trigger"] == "drift");
+    // A repair racing the removal (the engine still deleting the container) may fail once and be retried: what
+    // counts is a recorded drift repair and a newest sync that succeeded.
+    let recorded = eventually(WAIT, || {
+        let history = get_json(served.port, "/api/v1/syncs");
+        let items = history["items"].as_array().cloned().unwrap_or_default();
+        items.iter().any(|sync| sync["trigger"] == "drift")
+            && items.first().is_some_and(|sync| sync["outcome"] == "synced")
+    });
     let history = get_json(served.port, "/api/v1/syncs");
     assert!(recorded, "the repair is not in the history: {history:#}");
-    assert_eq!(history["items"][0]["outcome"], "synced");
     assert!(eventually(WAIT, || serves(&project, "d")));
 }
 

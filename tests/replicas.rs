@@ -183,6 +183,12 @@ fn three_replicas_on_a_cluster_one_reconciles_and_a_killed_leader_is_replaced_wi
     assert!(summaries.contains(&"initial config"), "the first leader's sync is kept: {summaries:?}");
     let metrics = http(second.port, "GET", "/metrics", &[], b"").1;
     assert!(metrics.contains(&format!("railyard_leader{{identity=\"{second_identity}\"}} 1")), "{metrics}");
+    let overview = http(follower.port, "GET", "/", &[], b"").1;
+    let said = format!("<code>{second_identity}</code> leads; this replica (<code>");
+    assert!(
+        overview.contains(&said) && overview.contains("· since "),
+        "the page says who leads and since when: {overview}"
+    );
     let readiness = http(follower.port, "GET", "/readyz", &[], b"");
     assert_eq!(readiness.0, 200, "a follower is ready: it serves pages and takes webhooks");
     assert!(readiness.1.contains(&format!("following; {second_identity} leads")), "{}", readiness.1);
@@ -264,8 +270,23 @@ fn a_store_that_goes_away_stops_reconciles_says_so_and_its_return_catches_up() {
     let database = postgres.database();
     let store = postgres.url(&database);
     let project = TestProject::with_web("store-down", "one", "");
-    let env = [("PGPASSWORD", SUPERUSER_PASSWORD), ("RAILYARD_WEBHOOK_SECRET", SECRET), ("RAILYARD_API_TOKEN", TOKEN)];
-    let args = ["--store", store.as_str(), "--backend", "memory", "--poll-interval", "1h", "--drift-interval", "1h"];
+    // The password comes from a file, and is the canary: no log, page or answer may hold it.
+    let password_file = project.dir().join("store-password");
+    std::fs::write(&password_file, format!("{SUPERUSER_PASSWORD}\n")).expect("password file");
+    let password_file = password_file.display().to_string();
+    let env = [("RAILYARD_WEBHOOK_SECRET", SECRET), ("RAILYARD_API_TOKEN", TOKEN)];
+    let args = [
+        "--store",
+        store.as_str(),
+        "--store-password-file",
+        password_file.as_str(),
+        "--backend",
+        "memory",
+        "--poll-interval",
+        "1h",
+        "--drift-interval",
+        "1h",
+    ];
     let served = project.serve(&args, &env);
     served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
 
@@ -305,6 +326,12 @@ fn a_store_that_goes_away_stops_reconciles_says_so_and_its_return_catches_up() {
     };
     let recorded = eventually(WAIT, || summaries() == ["web: say two", "initial config"]);
     assert!(recorded, "the sync made after the outage is recorded: {:?}\n{}", summaries(), served.log());
+    for path in ["/", "/api/v1/leader", "/api/v1/environments", "/api/v1/syncs", "/metrics", "/readyz"] {
+        let (_, body) = http(served.port, "GET", path, &[], b"");
+        assert!(!body.contains(SUPERUSER_PASSWORD), "{path} shows the store's password");
+    }
+    assert!(!served.log().contains(SUPERUSER_PASSWORD), "the log holds the store's password");
+    assert!(served.log().contains("postgres://railyard@127.0.0.1"), "the log names the store, without a password");
 }
 
 #[test]

@@ -412,16 +412,26 @@ impl std::fmt::Debug for StoreLocation {
 }
 
 /// `postgres://user:secret@host/db` as `postgres://user:***@host/db`.
+/// A password typed unescaped may hold `/`, `?` or `#`, so the credentials end at the last `@`; a `password=` in
+/// the query (libpq takes one there too) is hidden as well.
 pub fn hide_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, path) = rest.split_once('/').map_or((rest, None), |(authority, path)| (authority, Some(path)));
-    let Some((credentials, host)) = authority.rsplit_once('@') else { return url.to_owned() };
-    let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
-    let hidden = if credentials.contains(':') { format!("{user}:***") } else { user.to_owned() };
-    match path {
-        Some(path) => format!("{scheme}://{hidden}@{host}/{path}"),
-        None => format!("{scheme}://{hidden}@{host}"),
-    }
+    let rest = match rest.rsplit_once('@') {
+        Some((credentials, tail)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{tail}"),
+            None => format!("{credentials}@{tail}"),
+        },
+        None => rest.to_owned(),
+    };
+    let Some((before, query)) = rest.split_once('?') else { return format!("{scheme}://{rest}") };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{before}?{}", query.join("&"))
 }
 
 /// The store the daemon, the server and the CLI share: one engine behind [`StoreEngine`], whose methods it offers.
@@ -478,5 +488,45 @@ impl Store {
     /// True when several processes can share it (PostgreSQL, or one SQLite file on one host).
     pub fn is_shared(&self) -> bool {
         matches!(self.location, StoreLocation::Postgres(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_location_names_its_engine_or_is_refused() {
+        assert_eq!(
+            StoreLocation::parse("sqlite:/var/lib/railyard").ok(),
+            Some(StoreLocation::Sqlite("/var/lib/railyard".into()))
+        );
+        let url = "postgresql://railyard@db:5432/railyard?sslmode=require";
+        assert_eq!(StoreLocation::parse(url).ok(), Some(StoreLocation::Postgres(url.to_owned())));
+        for refused in ["sqlite:", "mysql://db/railyard", "/var/lib/railyard", ""] {
+            let error = StoreLocation::parse(refused).err().map(|error| error.to_string()).unwrap_or_default();
+            assert!(error.contains("use sqlite:PATH or postgres://"), "{refused:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_password_never_shows_however_it_is_written() {
+        let canary = "s3cr3t/pa?ss#w@rd";
+        for url in [
+            format!("postgres://railyard:{canary}@db:5432/railyard"),
+            format!("postgres://railyard:{canary}@db"),
+            format!("postgres://db/railyard?sslmode=require&password={canary}"),
+            format!("postgres://railyard:{canary}@db/railyard?PASSWORD={canary}"),
+        ] {
+            let shown = hide_password(&url);
+            assert!(!shown.contains("s3cr3t"), "{url} shows as {shown}");
+        }
+        assert_eq!(hide_password("postgres://railyard@db/railyard"), "postgres://railyard@db/railyard");
+        assert_eq!(
+            hide_password("postgres://railyard:pw@db/railyard?sslmode=require"),
+            "postgres://railyard:***@db/railyard?sslmode=require"
+        );
+        let location = StoreLocation::Postgres(format!("postgres://railyard:{canary}@db/railyard"));
+        assert!(!location.shown().contains("s3cr3t") && !format!("{location:?}").contains("s3cr3t"));
     }
 }
