@@ -93,26 +93,9 @@ fn writers_in_order(fake: &FakeKube) -> Vec<String> {
 
 #[test]
 fn three_replicas_on_a_cluster_one_reconciles_and_a_killed_leader_is_replaced_within_the_lease() {
-    let fake = FakeKube::start_with_rbac(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kubernetes-ha.yaml"));
-    create_namespace(&fake, "railyard");
-    fake.set_default_rollout(Some(Rollout::Available));
-    let postgres = PostgresCluster::shared();
-    let database = postgres.database();
-    let store = postgres.url(&database);
-    let project = TestProject::with_web("ha-kube", "one", "");
-    let namespace = project.name.clone();
-    let kubeconfig = fake.kubeconfig_path().display().to_string();
-    let env = [
-        ("KUBECONFIG", kubeconfig.as_str()),
-        ("PGPASSWORD", SUPERUSER_PASSWORD),
-        ("RAILYARD_WEBHOOK_SECRET", SECRET),
-        ("RAILYARD_API_TOKEN", TOKEN),
-    ];
-    let start = |identity: &str| {
-        let args =
-            replica_args(&store, identity, "kubernetes", &["--backend", "kubernetes", "--lease-namespace", "railyard"]);
-        project.serve(&args, &env)
-    };
+    let cluster = OnCluster::new("ha-kube");
+    let (fake, project, namespace) = (&cluster.fake, &cluster.project, &cluster.project.name);
+    let start = |identity: &str| cluster.replica(identity);
     let mut replicas: Vec<Served> = ["r1", "r2", "r3"].into_iter().map(start).collect();
     let first = leader_of(&replicas.iter().collect::<Vec<_>>());
     let first_identity = format!("r{}", first + 1);
@@ -124,7 +107,7 @@ fn three_replicas_on_a_cluster_one_reconciles_and_a_killed_leader_is_replaced_wi
         });
     }
     assert_eq!(
-        writers_in_order(&fake),
+        writers_in_order(fake),
         std::slice::from_ref(&first_identity),
         "exactly one replica wrote to the cluster"
     );
@@ -138,10 +121,10 @@ fn three_replicas_on_a_cluster_one_reconciles_and_a_killed_leader_is_replaced_wi
     let (status, body) = github_push(&replicas[follower]);
     assert_eq!(status, 202, "{body}");
     let message_two = |fake: &FakeKube| {
-        fake.object("deployments", &namespace, "web")
+        fake.object("deployments", namespace, "web")
             .is_some_and(|deployment| deployment.to_string().contains("\"value\":\"two\""))
     };
-    assert!(eventually(WAIT, || message_two(&fake)), "the leader never applied the push sent to a follower");
+    assert!(eventually(WAIT, || message_two(fake)), "the leader never applied the push sent to a follower");
     replicas[first].child.kill().expect("SIGKILL the leader");
     let _ = replicas[first].child.wait();
     let killed = Instant::now();
@@ -151,7 +134,7 @@ fn three_replicas_on_a_cluster_one_reconciles_and_a_killed_leader_is_replaced_wi
     let took_over = killed.elapsed();
     assert!(took_over <= LEASE + Duration::from_secs(5), "a new leader after {took_over:?}");
     let second = survivors[next];
-    fake.set_rollout(&namespace, "web", Rollout::Available);
+    fake.set_rollout(namespace, "web", Rollout::Available);
     let state = second.wait_for("the new leader to converge the killed leader's apply", WAIT, |env| {
         env["syncStatus"] == "synced" && env["commit"]["sha"] == two.as_str()
     });
@@ -170,7 +153,7 @@ fn three_replicas_on_a_cluster_one_reconciles_and_a_killed_leader_is_replaced_wi
     // One replica per lease term: the first leader's writes, then the second's, never interleaved.
     let second_identity = leadership(second).0.expect("a leader");
     assert_ne!(second_identity, first_identity);
-    assert_eq!(writers_in_order(&fake), [first_identity, second_identity.clone()]);
+    assert_eq!(writers_in_order(fake), [first_identity, second_identity.clone()]);
     let lease = fake.object("leases", "railyard", "railyard").expect("the Lease");
     assert_eq!(lease["spec"]["holderIdentity"], second_identity.as_str());
     assert!(lease["spec"]["leaseTransitions"].as_i64() >= Some(1), "{lease:#}");
@@ -247,6 +230,39 @@ fn two_replicas_on_one_docker_host_elect_through_the_store_and_the_survivor_take
     let logs = || format!("{}\n-----\n{}", replicas[first].log(), replicas[other].log());
     assert_eq!(summaries.first(), Some(&"web: say three"), "{history:#}\n{}", logs());
     assert!(summaries.contains(&"web: say two") && summaries.contains(&"initial config"), "{summaries:?}");
+}
+
+/// A fake cluster with the RBAC of docker/kubernetes-ha.yaml and railyard's namespace, a database of the shared
+/// PostgreSQL, and a project whose replicas run on both.
+struct OnCluster {
+    fake: FakeKube,
+    store: String,
+    project: TestProject,
+    kubeconfig: String,
+}
+
+impl OnCluster {
+    fn new(test: &str) -> OnCluster {
+        let fake = FakeKube::start_with_rbac(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kubernetes-ha.yaml"));
+        create_namespace(&fake, "railyard");
+        fake.set_default_rollout(Some(Rollout::Available));
+        let postgres = PostgresCluster::shared();
+        let store = postgres.url(&postgres.database());
+        let kubeconfig = fake.kubeconfig_path().display().to_string();
+        OnCluster { fake, store, project: TestProject::with_web(test, "one", ""), kubeconfig }
+    }
+
+    /// A replica called `identity`, electing through a Lease in namespace `railyard`.
+    fn replica(&self, identity: &str) -> Served {
+        let env = [
+            ("KUBECONFIG", self.kubeconfig.as_str()),
+            ("PGPASSWORD", SUPERUSER_PASSWORD),
+            ("RAILYARD_WEBHOOK_SECRET", SECRET),
+            ("RAILYARD_API_TOKEN", TOKEN),
+        ];
+        let cluster_args = ["--backend", "kubernetes", "--lease-namespace", "railyard"];
+        self.project.serve(&replica_args(&self.store, identity, "kubernetes", &cluster_args), &env)
+    }
 }
 
 /// Creates namespace `name` as the cluster's admin.
@@ -336,26 +352,9 @@ fn a_store_that_goes_away_stops_reconciles_says_so_and_its_return_catches_up() {
 
 #[test]
 fn a_paused_leader_that_wakes_after_losing_its_lease_writes_nothing_more() {
-    let fake = FakeKube::start_with_rbac(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kubernetes-ha.yaml"));
-    create_namespace(&fake, "railyard");
-    fake.set_default_rollout(Some(Rollout::Available));
-    let postgres = PostgresCluster::shared();
-    let database = postgres.database();
-    let store = postgres.url(&database);
-    let project = TestProject::with_web("ha-fence", "one", "");
-    let namespace = project.name.clone();
-    let kubeconfig = fake.kubeconfig_path().display().to_string();
-    let env = [
-        ("KUBECONFIG", kubeconfig.as_str()),
-        ("PGPASSWORD", SUPERUSER_PASSWORD),
-        ("RAILYARD_WEBHOOK_SECRET", SECRET),
-        ("RAILYARD_API_TOKEN", TOKEN),
-    ];
-    let start = |identity: &str| {
-        let args =
-            replica_args(&store, identity, "kubernetes", &["--backend", "kubernetes", "--lease-namespace", "railyard"]);
-        project.serve(&args, &env)
-    };
+    let cluster = OnCluster::new("ha-fence");
+    let (fake, project, namespace) = (&cluster.fake, &cluster.project, &cluster.project.name);
+    let start = |identity: &str| cluster.replica(identity);
     let replicas: Vec<Served> = ["p1", "p2"].into_iter().map(start).collect();
     let first = leader_of(&replicas.iter().collect::<Vec<_>>());
     let other = 1 - first;
@@ -364,10 +363,13 @@ fn a_paused_leader_that_wakes_after_losing_its_lease_writes_nothing_more() {
     // The leader starts an apply whose rollout it awaits, and is paused (SIGSTOP) in the middle of it.
     fake.set_default_rollout(Some(Rollout::Progressing));
     project.write("apps/web.yaml", &web_app("web", &busybox_image(), "two", ""));
+    // A second app that waits for web: once web's rollout ends there is still a write left in the apply, which a
+    // woken leader without its lease must not send.
+    project.write("apps/worker.yaml", &web_app("worker", &busybox_image(), "two", "dependsOn: [web]\n"));
     project.commit("web: say two");
     assert_eq!(github_push(&replicas[first]).0, 202);
     assert!(eventually(WAIT, || {
-        fake.object("deployments", &namespace, "web").is_some_and(|d| d.to_string().contains("\"value\":\"two\""))
+        fake.object("deployments", namespace, "web").is_some_and(|d| d.to_string().contains("\"value\":\"two\""))
     }));
     let paused = replicas[first].child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-STOP", &paused]).status().expect("kill runs").success());
@@ -383,18 +385,18 @@ fn a_paused_leader_that_wakes_after_losing_its_lease_writes_nothing_more() {
     replicas[other].wait_for("the new leader's apply", WAIT, |env| {
         env["syncStatus"] == "synced" && env["commit"]["sha"] == three.as_str()
     });
-    fake.set_rollout(&namespace, "web", Rollout::Available);
+    fake.set_rollout(namespace, "web", Rollout::Available);
     assert!(std::process::Command::new("kill").args(["-CONT", &paused]).status().expect("kill runs").success());
     std::thread::sleep(LEASE + Duration::from_secs(2));
 
     let (first_identity, other_identity) = (format!("p{}", first + 1), format!("p{}", other + 1));
     assert_eq!(
-        writers_in_order(&fake),
+        writers_in_order(fake),
         [first_identity, other_identity.clone()],
         "the woken leader wrote after its lease ended:\n{}",
         replicas[first].log()
     );
-    let deployment = fake.object("deployments", &namespace, "web").expect("web");
+    let deployment = fake.object("deployments", namespace, "web").expect("web");
     assert!(deployment.to_string().contains("\"value\":\"three\""), "the newer commit stays: {deployment:#}");
     assert!(replicas[first].log().contains("lost the lease"), "{}", replicas[first].log());
     let (leader, leading) = leadership(&replicas[first]);

@@ -712,6 +712,11 @@ impl EnvHandle {
         };
         let executed = match executed {
             Some(Ok(executed)) => executed,
+            // The lease ended during the apply: the leader takes over, and this is no failure to report or retry.
+            Some(Err(crate::pipeline::PipelineError::Backend(crate::backend::BackendError::Fenced { why }))) => {
+                warn!(%why, "the apply stopped: this replica no longer leads");
+                return Reconciled::Interrupted;
+            }
             Some(Err(error)) => return self.fail(error.into()),
             None => {
                 warn!("shutting down: the apply in progress stopped; the next start converges");

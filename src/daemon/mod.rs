@@ -405,12 +405,12 @@ impl Daemon {
         for timer in timers.into_iter().chain(replica_tasks) {
             timer.abort();
         }
-        if let Some(election) = election {
-            // It gives the lease up, so that another replica leads within a retry instead of a lease.
-            let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
-        }
         for env in self.environments() {
             env.join().await;
+        }
+        if let Some(election) = election {
+            // Another replica leads within a retry instead of a lease.
+            Daemon::end_election(election).await;
         }
         info!("reconcile loop stopped");
     }

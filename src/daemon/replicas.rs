@@ -19,6 +19,12 @@ use crate::leader::Leadership;
 use crate::model::ListedEnvironment;
 use crate::store::{Request, StoreError};
 
+/// The election's task, and how to tell it to give the lease up.
+pub(super) struct Election {
+    give_up: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<()>,
+}
+
 /// How often a replica that does not lead refreshes the statuses the leader published, and how often the leader
 /// takes the queued requests, when there is no election to set the pace.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
@@ -80,19 +86,31 @@ impl Daemon {
     }
 
     /// The tasks of several replicas, alongside [`Daemon::run`]'s own: the store's watch, and with an election the
-    /// rest; the election's own task comes apart, since it ends by itself at a stop (giving the lease up).
-    pub(super) fn spawn_replica_tasks(
-        self: &Arc<Self>,
-    ) -> (Vec<tokio::task::JoinHandle<()>>, Option<tokio::task::JoinHandle<()>>) {
+    /// rest. The election comes apart: it gives the lease up when told, once the workers have stopped, so that no
+    /// write of this replica is still on its way when another one takes over.
+    pub(super) fn spawn_replica_tasks(self: &Arc<Self>) -> (Vec<tokio::task::JoinHandle<()>>, Option<Election>) {
         let mut tasks = vec![tokio::spawn(Arc::clone(self).watch_store())];
         let Some(elector) = self.settings.leader.clone() else { return (tasks, None) };
-        let daemon = Arc::clone(self);
-        let election = tokio::spawn(async move { elector.run(async move { daemon.stopped().await }).await });
+        let (give_up, told) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            elector
+                .run(async move {
+                    let _ = told.await;
+                })
+                .await;
+        });
+        let election = Election { give_up, running };
         tasks.push(tokio::spawn(Arc::clone(self).on_leadership()));
         tasks.push(tokio::spawn(Arc::clone(self).take_requests()));
         tasks.push(tokio::spawn(Arc::clone(self).publish_statuses()));
         tasks.push(tokio::spawn(Arc::clone(self).follow_statuses()));
         (tasks, Some(election))
+    }
+
+    /// Gives the lease up (after the workers stopped) and waits, briefly, for the election to end.
+    pub(super) async fn end_election(election: Election) {
+        let _ = election.give_up.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(3), election.running).await;
     }
 
     /// Sets the leader gauge, and wakes every worker when this replica starts leading: each environment reconciles
@@ -179,6 +197,16 @@ impl Daemon {
     async fn follow_once(self: &Arc<Self>) -> Result<(), StoreError> {
         let known = self.store.known_environments().await?;
         let published = self.store.published_statuses().await?;
+        // One change of the list at a time, and none once this replica leads (it may have won the lease meanwhile):
+        // its own workers then know better than what the old leader published.
+        let _one_at_a_time = self.listing_changes.lock().await;
+        if self.leads() {
+            return Ok(());
+        }
+        // The pull requests the leader knows, so that this replica, leading one day, neither tears down a preview
+        // opened meanwhile nor brings back one closed.
+        self.restore_pull_requests().await;
+        let before: Vec<String> = self.environments().iter().map(|env| env.name.clone()).collect();
         for env in &known {
             if self.env(&env.name).is_none() {
                 let listed =
@@ -201,7 +229,10 @@ impl Daemon {
             };
             handle.show(state);
         }
-        let _ = self.changes.send(());
+        // A state that changed has told live pages already; a list that changed tells them here.
+        if self.environments().iter().map(|env| &env.name).ne(before.iter()) {
+            let _ = self.changes.send(());
+        }
         Ok(())
     }
 
@@ -217,6 +248,9 @@ impl Daemon {
                     *write(&self.store_trouble) = None;
                     self.store_state.send_replace(true);
                     self.metrics.store_up.set(1);
+                    // A push or pull request refused meanwhile may have changed the list or the previews.
+                    self.listing.fire(Trigger::Retry);
+                    self.previews_trigger.fire(Trigger::Retry);
                     self.fire_all(Trigger::Retry);
                     let _ = self.changes.send(());
                 }

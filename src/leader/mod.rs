@@ -208,7 +208,7 @@ impl Elector {
         // A lease this replica held, even one that lapsed while it was not running (a paused process): losing it
         // is said once.
         let was_leading = self.writes_until().is_some();
-        let outcome = self.try_acquire_or_renew(attempt, observed).await;
+        let outcome = self.try_acquire_or_renew(observed).await;
         let (leader, since_ms, term, error) = match outcome {
             Ok(Attempt::Leading(record)) => {
                 *self.writes_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
@@ -244,11 +244,7 @@ impl Elector {
         });
     }
 
-    async fn try_acquire_or_renew(
-        &self,
-        attempt: Instant,
-        observed: &mut Option<Observed>,
-    ) -> Result<Attempt, LeaderError> {
+    async fn try_acquire_or_renew(&self, observed: &mut Option<Observed>) -> Result<Attempt, LeaderError> {
         let now_ms = crate::clock::now_ms();
         let duration_ms = i64::try_from(self.timings.lease.as_millis()).unwrap_or(i64::MAX);
         let Some((current, version)) = self.lock.read().await? else {
@@ -261,13 +257,15 @@ impl Elector {
             };
             return Ok(if self.lock.write(None, &record).await? { Attempt::Leading(record) } else { Attempt::Lost });
         };
+        // When the read answered, not when it was sent: a slow read must not make the lease look older than it is.
+        let read_at = Instant::now();
         if observed.as_ref().is_none_or(|seen| seen.version != version) {
-            *observed = Some(Observed { version: version.clone(), at: attempt });
+            *observed = Some(Observed { version: version.clone(), at: read_at });
         }
-        let seen_at = observed.as_ref().map_or(attempt, |seen| seen.at);
+        let seen_at = observed.as_ref().map_or(read_at, |seen| seen.at);
         let lease = Duration::from_millis(u64::try_from(current.duration_ms).unwrap_or(0));
         let held_by_another = !current.holder.is_empty() && current.holder != self.identity;
-        if held_by_another && attempt < seen_at + lease {
+        if held_by_another && read_at < seen_at + lease {
             return Ok(Attempt::Following(current));
         }
         let record = if current.holder == self.identity {

@@ -381,20 +381,26 @@ impl IntoResponse for ApiError {
 async fn readyz(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
     let reader = state.open_reads || reader_authorized(&state, &headers);
     let daemon = &state.daemon;
+    // Where the database is, and who leads, are said to readers only: probes need no more than the status.
     if let Some(trouble) = daemon.store_trouble() {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("{trouble}\n")).into_response();
+        let said = if reader { trouble } else { "the store cannot be reached; nothing is reconciled".to_owned() };
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{said}\n")).into_response();
     }
     let Some(leadership) = daemon.leadership() else {
         return readiness(&daemon.worker_state(), daemon.is_ready(), reader).into_response();
     };
     if !leadership.leading {
         // A follower is ready: it serves pages and takes webhooks for the leader.
+        if !reader {
+            return (StatusCode::OK, "ready: following\n").into_response();
+        }
         let leader = leadership.leader.as_deref().unwrap_or("nobody yet");
         return (StatusCode::OK, format!("ready: following; {leader} leads ({} here)\n", leadership.identity))
             .into_response();
     }
     let (status, said) = readiness(&daemon.worker_state(), daemon.is_ready(), reader);
-    (status, format!("{}: leading as {}\n", said.trim_end(), leadership.identity)).into_response()
+    let who = if reader { format!(" as {}", leadership.identity) } else { String::new() };
+    (status, format!("{}: leading{who}\n", said.trim_end())).into_response()
 }
 
 /// `/readyz`'s answer; a panic's message (which may name environments and pull requests) only for a `reader`.

@@ -380,7 +380,7 @@ pub enum StoreLocation {
 impl StoreLocation {
     /// `sqlite:PATH` (a directory), `postgres://…`; `None` when nothing was given (the state directory's SQLite).
     pub fn parse(given: &str) -> Result<StoreLocation, StoreError> {
-        let refuse = |why: &str| StoreError::Location { given: given.to_owned(), why: why.to_owned() };
+        let refuse = |why: &str| StoreError::Location { given: hide_password(given), why: why.to_owned() };
         if let Some(path) = given.strip_prefix("sqlite:") {
             if path.is_empty() {
                 return Err(refuse("the path after `sqlite:` is empty"));
@@ -415,7 +415,13 @@ impl std::fmt::Debug for StoreLocation {
 /// A password typed unescaped may hold `/`, `?` or `#`, so the credentials end at the last `@`; a `password=` in
 /// the query (libpq takes one there too) is hidden as well.
 pub fn hide_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    // Without `://` (a mistyped URL), whatever stands between the first `:` and the last `@` may be a password.
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return match (url.split_once(':'), url.rfind('@')) {
+            (Some((head, _)), Some(at)) if head.len() < at => format!("{head}:***{}", &url[at..]),
+            _ => url.to_owned(),
+        };
+    };
     let rest = match rest.rsplit_once('@') {
         Some((credentials, tail)) => match credentials.split_once(':') {
             Some((user, _)) => format!("{user}:***@{tail}"),
@@ -517,6 +523,8 @@ mod tests {
             format!("postgres://railyard:{canary}@db"),
             format!("postgres://db/railyard?sslmode=require&password={canary}"),
             format!("postgres://railyard:{canary}@db/railyard?PASSWORD={canary}"),
+            format!("postgresql+psycopg://railyard:{canary}@db/railyard"),
+            format!("postgres:/railyard:{canary}@db/railyard"),
         ] {
             let shown = hide_password(&url);
             assert!(!shown.contains("s3cr3t"), "{url} shows as {shown}");
@@ -526,6 +534,10 @@ mod tests {
             hide_password("postgres://railyard:pw@db/railyard?sslmode=require"),
             "postgres://railyard:***@db/railyard?sslmode=require"
         );
+        for mistyped in [format!("pgsql://railyard:{canary}@db/x"), format!("postgres:/railyard:{canary}@db")] {
+            let refused = StoreLocation::parse(&mistyped).err().map(|error| error.to_string()).unwrap_or_default();
+            assert!(!refused.is_empty() && !refused.contains("s3cr3t"), "{refused}");
+        }
         let location = StoreLocation::Postgres(format!("postgres://railyard:{canary}@db/railyard"));
         assert!(!location.shown().contains("s3cr3t") && !format!("{location:?}").contains("s3cr3t"));
     }

@@ -280,6 +280,11 @@ impl PostgresEngine {
         work.await.map_err(|failure| self.error(failure))
     }
 
+    /// Runs one statement on a pooled connection; the rows it changed.
+    async fn execute(&self, statement: &str, parameters: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        self.attempt(async { Ok(self.pool.get().await?.execute(statement, parameters).await?) }).await
+    }
+
     fn error(&self, failure: Failure) -> StoreError {
         let location = self.shown.clone();
         match failure {
@@ -446,30 +451,19 @@ impl StoreEngine for PostgresEngine {
     async fn pull_requests(&self) -> Result<Vec<crate::previews::PullRequest>, StoreError> {
         self.attempt(async {
             let rows = self.pool.get().await?.query("SELECT body FROM pull_requests ORDER BY number", &[]).await?;
-            let mut open = Vec::with_capacity(rows.len());
-            for row in rows {
-                let body: String = row.try_get(0)?;
-                open.extend(serde_json::from_str(&body).ok());
-            }
-            Ok(open)
+            json_bodies(&rows)
         })
         .await
     }
 
     async fn pin(&self, env: &str, sha: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.attempt(async {
-            self.pool
-                .get()
-                .await?
-                .execute(
-                    "INSERT INTO pins (env, commit_sha, pinned_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (env) DO UPDATE SET commit_sha = excluded.commit_sha, pinned_ms = excluded.pinned_ms",
-                    &[&env, &sha, &now_ms],
-                )
-                .await?;
-            Ok(())
-        })
+        self.execute(
+            "INSERT INTO pins (env, commit_sha, pinned_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (env) DO UPDATE SET commit_sha = excluded.commit_sha, pinned_ms = excluded.pinned_ms",
+            &[&env, &sha, &now_ms],
+        )
         .await
+        .map(|_| ())
     }
 
     async fn unpin(&self, env: &str) -> Result<(), StoreError> {
@@ -522,19 +516,13 @@ impl StoreEngine for PostgresEngine {
 
     async fn place(&self, env: &str, target: &crate::targets::Target, now_ms: i64) -> Result<(), StoreError> {
         let target = serde_json::to_string(target).unwrap_or_default();
-        self.attempt(async {
-            self.pool
-                .get()
-                .await?
-                .execute(
-                    "INSERT INTO placements (env, target, placed_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (env) DO UPDATE SET target = excluded.target, placed_ms = excluded.placed_ms",
-                    &[&env, &target, &now_ms],
-                )
-                .await?;
-            Ok(())
-        })
+        self.execute(
+            "INSERT INTO placements (env, target, placed_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (env) DO UPDATE SET target = excluded.target, placed_ms = excluded.placed_ms",
+            &[&env, &target, &now_ms],
+        )
         .await
+        .map(|_| ())
     }
 
     async fn placement(&self, env: &str) -> Result<Option<crate::targets::Target>, StoreError> {
@@ -604,19 +592,13 @@ impl StoreEngine for PostgresEngine {
         replicas: u32,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.attempt(async {
-            self.pool
-                .get()
-                .await?
-                .execute(
-                    "INSERT INTO autoscale_decisions (env, app, replicas, decided_ms) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (env, app) DO UPDATE SET replicas = excluded.replicas, decided_ms = excluded.decided_ms",
-                    &[&env, &app, &i64::from(replicas), &now_ms],
-                )
-                .await?;
-            Ok(())
-        })
+        self.execute(
+            "INSERT INTO autoscale_decisions (env, app, replicas, decided_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (env, app) DO UPDATE SET replicas = excluded.replicas, decided_ms = excluded.decided_ms",
+            &[&env, &app, &i64::from(replicas), &now_ms],
+        )
         .await
+        .map(|_| ())
     }
 
     async fn record_sync(&self, record: &SyncRecord, keep: u32) -> Result<i64, StoreError> {
@@ -867,30 +849,19 @@ impl StoreEngine for PostgresEngine {
                     &[],
                 )
                 .await?;
-            let mut taken = Vec::with_capacity(rows.len());
-            for row in rows {
-                let body: String = row.try_get(0)?;
-                taken.extend(serde_json::from_str(&body).ok());
-            }
-            Ok(taken)
+            json_bodies(&rows)
         })
         .await
     }
 
     async fn publish_status(&self, env: &str, body: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.attempt(async {
-            self.pool
-                .get()
-                .await?
-                .execute(
-                    "INSERT INTO statuses (env, body, published_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (env) DO UPDATE SET body = excluded.body, published_ms = excluded.published_ms",
-                    &[&env, &body, &now_ms],
-                )
-                .await?;
-            Ok(())
-        })
+        self.execute(
+            "INSERT INTO statuses (env, body, published_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (env) DO UPDATE SET body = excluded.body, published_ms = excluded.published_ms",
+            &[&env, &body, &now_ms],
+        )
         .await
+        .map(|_| ())
     }
 
     async fn published_statuses(&self) -> Result<Vec<PublishedStatus>, StoreError> {
@@ -1175,4 +1146,14 @@ impl StoreEngine for PostgresEngine {
         })
         .await
     }
+}
+
+/// The JSON bodies in the first column of `rows`, read as `T`; rows that no longer read are left out.
+fn json_bodies<T: serde::de::DeserializeOwned>(rows: &[tokio_postgres::Row]) -> Result<Vec<T>, Failure> {
+    let mut read = Vec::with_capacity(rows.len());
+    for row in rows {
+        let body: String = row.try_get(0)?;
+        read.extend(serde_json::from_str(&body).ok());
+    }
+    Ok(read)
 }

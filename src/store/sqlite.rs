@@ -1053,16 +1053,36 @@ fn row_to_sync(row: &Row<'_>) -> rusqlite::Result<SyncRecord> {
     })
 }
 
+/// Applies the migrations the file lacks, each under the write lock with the version read inside it, so that two
+/// processes opening one file together (replicas on one host) migrate it once: the second waits, then finds the
+/// version moved on.
 fn migrate(connection: &Connection, path: &str) -> Result<(), StoreError> {
-    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    let version = usize::try_from(version).unwrap_or(usize::MAX);
-    if version > MIGRATIONS.len() {
-        return Err(StoreError::TooNew { path: path.to_owned(), found: version, known: MIGRATIONS.len() });
+    loop {
+        connection.execute_batch("BEGIN IMMEDIATE")?;
+        let version: i64 = match connection.query_row("PRAGMA user_version", [], |row| row.get(0)) {
+            Ok(version) => version,
+            Err(error) => {
+                let _ = connection.execute_batch("ROLLBACK");
+                return Err(error.into());
+            }
+        };
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        let Some(migration) = MIGRATIONS.get(version) else {
+            connection.execute_batch("COMMIT")?;
+            if version > MIGRATIONS.len() {
+                return Err(StoreError::TooNew { path: path.to_owned(), found: version, known: MIGRATIONS.len() });
+            }
+            return Ok(());
+        };
+        let applied = connection.execute_batch(&format!("{migration}; PRAGMA user_version = {};", version + 1));
+        match applied {
+            Ok(()) => connection.execute_batch("COMMIT")?,
+            Err(error) => {
+                let _ = connection.execute_batch("ROLLBACK");
+                return Err(error.into());
+            }
+        }
     }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-        connection.execute_batch(&format!("BEGIN; {migration}; PRAGMA user_version = {}; COMMIT;", index + 1))?;
-    }
-    Ok(())
 }
 
 /// A transaction that reads, then writes what it read: it takes the write lock first (IMMEDIATE), so that a second
@@ -1328,6 +1348,24 @@ mod tests {
         assert_eq!(all.iter().filter(|d| !d.authenticated).map(|d| d.received_ms).max(), Some(299));
         let signed: Vec<i64> = all.iter().filter(|d| d.authenticated).map(|d| d.received_ms).collect();
         assert_eq!(signed, [4, 3, 2], "a flood of forged deliveries does not push out the real ones");
+    }
+
+    #[test]
+    fn replicas_opening_one_new_file_together_migrate_it_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opened: Vec<Result<SqliteDb, StoreError>> = std::thread::scope(|scope| {
+            let openers: Vec<_> = (0..6).map(|_| scope.spawn(|| SqliteDb::open(dir.path()))).collect();
+            openers.into_iter().map(|opener| opener.join().expect("no panic")).collect()
+        });
+        for result in &opened {
+            assert!(result.is_ok(), "{:?}", result.as_ref().err().map(ToString::to_string));
+        }
+        let version: i64 = opened[0]
+            .as_ref()
+            .expect("open")
+            .with(|db| db.query_row("PRAGMA user_version", [], |row| row.get(0)))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
     }
 
     #[test]

@@ -31,6 +31,9 @@ use crate::secrets::{ResolvedSecrets, SecretError};
 pub enum ConvergeError {
     #[error(transparent)]
     Engine(#[from] DockerError),
+    /// The replica's lease ended while the app converged (a long pull or health wait): nothing more is written.
+    #[error("stopped before its next write: this replica no longer leads ({0})")]
+    Fenced(String),
     #[error("app `{app}`: {source}")]
     MissingSecret {
         app: String,

@@ -46,6 +46,8 @@ pub(super) async fn replace_replicas(
     let env = &plan.env;
     let event = |step: Step| progress.event(&ProgressEvent::app(&spec.name, step));
     ensure_image(backend, spec, progress).await?;
+    // A pull may take long: the lease must still hold for what follows.
+    progress.may_write().map_err(ConvergeError::Fenced)?;
     ensure_volumes(backend, env, spec).await?;
     let (keepers, old) = sort_replicas(spec, current.to_vec());
     let pinned = spec.container.ports.iter().any(|port| port.host_port.is_some());
@@ -75,6 +77,9 @@ pub(super) async fn replace_replicas(
         }
         event(Step::Healthy);
     }
+    // After the health wait, a replica that lost its lease leaves the new replicas to the leader, which adopts or
+    // removes them, and touches neither the proxy nor the old ones.
+    progress.may_write().map_err(ConvergeError::Fenced)?;
     // Traffic moves to the new replicas before the old ones stop, so no request meets a stopping replica.
     if !old.is_empty() && plan.domains.iter().any(|d| d.desired.as_ref().is_some_and(|d| d.app == spec.name)) {
         event(Step::SwitchingTraffic);
@@ -97,6 +102,7 @@ pub(super) async fn replace_replicas(
     let mut survivors: Vec<(String, u32)> =
         keepers.values().map(|keeper| (keeper.observed.id.clone(), keeper.observed.number)).collect();
     survivors.extend(created);
+    progress.may_write().map_err(ConvergeError::Fenced)?;
     rename_into_place(backend, env, spec, &survivors).await?;
     Ok(ActionResult::Done)
 }
