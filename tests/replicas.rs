@@ -377,7 +377,9 @@ fn a_paused_leader_that_wakes_after_losing_its_lease_writes_nothing_more() {
     let next = leader_of(&[&replicas[other]]);
     assert_eq!(next, 0);
 
-    // The new leader applies a newer commit; then the old one wakes, its lease long gone.
+    // The rollout the paused leader awaits ends (the new leader, taking over, waits for it too before `worker`);
+    // the new leader applies a newer commit; then the old one wakes, its lease long gone.
+    fake.set_rollout(namespace, "web", Rollout::Available);
     fake.set_default_rollout(Some(Rollout::Available));
     project.write("apps/web.yaml", &web_app("web", &busybox_image(), "three", ""));
     let three = project.commit("web: say three");
@@ -385,7 +387,6 @@ fn a_paused_leader_that_wakes_after_losing_its_lease_writes_nothing_more() {
     replicas[other].wait_for("the new leader's apply", WAIT, |env| {
         env["syncStatus"] == "synced" && env["commit"]["sha"] == three.as_str()
     });
-    fake.set_rollout(namespace, "web", Rollout::Available);
     assert!(std::process::Command::new("kill").args(["-CONT", &paused]).status().expect("kill runs").success());
     std::thread::sleep(LEASE + Duration::from_secs(2));
 
