@@ -19,10 +19,6 @@ const SECRET: &str = "webhook-secret-for-tests";
 const TOKEN: &str = "api-token-for-tests";
 const WAIT: Duration = Duration::from_secs(60);
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks").join(name)).expect("fixture")
-}
-
 fn secrets_env() -> [(&'static str, &'static str); 2] {
     [("RAILYARD_WEBHOOK_SECRET", SECRET), ("RAILYARD_API_TOKEN", TOKEN)]
 }
@@ -32,16 +28,9 @@ fn serves(project: &TestProject, text: &str) -> bool {
     project_serves(&project.name, "web", text)
 }
 
+/// A signed push of `body` to `served`.
 fn github_push(served: &Served, body: &[u8]) -> (u16, String) {
-    let body = unique_delivery(body);
-    let signature = sign(SECRET.as_bytes(), &body);
-    http(
-        served.port,
-        "POST",
-        "/hooks/github",
-        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature), ("Content-Type", "application/json")],
-        &body,
-    )
+    support::github_push(served.port, SECRET, body)
 }
 
 /// Forge, headers, body, expected status, expected text in the answer.
@@ -69,7 +58,7 @@ fn a_pushed_commit_is_served_after_the_webhook_and_an_invalid_one_changes_nothin
 
     project.write("apps/web.yaml", &web_app("web", &image, "two", ""));
     let sha = project.commit("web: say two");
-    let (status, body) = github_push(&served, &fixture("github-push.json"));
+    let (status, body) = github_push(&served, &webhook_fixture("github-push.json"));
     assert_eq!(status, 202, "{body}");
     assert!(body.contains("sync queued"), "{body}");
     assert!(eventually(WAIT, || serves(&project, "two")), "the new value is never served:\n{}", served.log());
@@ -94,7 +83,7 @@ fn a_pushed_commit_is_served_after_the_webhook_and_an_invalid_one_changes_nothin
     let running = project.containers("web");
     project.write("apps/web.yaml", &web_app("web", &image, "three", "replicas: lots\n"));
     let bad = project.commit("web: break it");
-    assert_eq!(github_push(&served, &fixture("github-push.json")).0, 202);
+    assert_eq!(github_push(&served, &webhook_fixture("github-push.json")).0, 202);
     let env =
         served.wait_for("the invalid commit to be reported", WAIT, |env| env["invalidCommit"]["sha"] == bad.as_str());
     assert_eq!(env["syncStatus"], "error");
@@ -154,10 +143,10 @@ async fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
     let before = yard.metric(reconciles).await;
 
     let secret = WEBHOOK_SECRET;
-    let gitlab = fixture("gitlab-push.json");
-    let gitea = fixture("gitea-push.json");
-    let generic = fixture("generic-push.json");
-    let github = fixture("github-push.json");
+    let gitlab = webhook_fixture("gitlab-push.json");
+    let gitea = webhook_fixture("gitea-push.json");
+    let generic = webhook_fixture("generic-push.json");
+    let github = webhook_fixture("github-push.json");
     let gitea_signature = sign(secret.as_bytes(), &gitea).trim_start_matches("sha256=").to_owned();
     // Forgejo's own delivery: the same body twice would be a replay.
     let forgejo = unique_delivery(&gitea);
@@ -165,7 +154,7 @@ async fn every_forge_is_verified_and_bad_deliveries_trigger_nothing() {
     let generic_signature = sign(secret.as_bytes(), &generic);
     let bad_signature = sign(b"not the secret", &github);
     let big = vec![b' '; 70_000];
-    let ping = fixture("github-ping.json");
+    let ping = webhook_fixture("github-ping.json");
     let ping_signature = sign(secret.as_bytes(), &ping);
     let other_branch = String::from_utf8_lossy(&github).replace("refs/heads/main", "refs/heads/feature").into_bytes();
     let other_signature = sign(secret.as_bytes(), &other_branch);
@@ -644,7 +633,7 @@ fn a_silent_remote_fails_the_fetch_while_webhooks_pages_and_probes_answer() {
     assert_eq!(http(served.port, "GET", "/healthz", &[], b"").0, 200);
     assert_eq!(http(served.port, "GET", "/", &[], b"").0, 200);
     assert_eq!(http(served.port, "GET", "/api/v1/syncs", &[], b"").0, 200);
-    let (status, _) = github_push(&served, &fixture("github-push.json"));
+    let (status, _) = github_push(&served, &webhook_fixture("github-push.json"));
     assert_eq!(status, 202);
     let env = served.wait_for("the fetch to fail", WAIT, |env| env["syncStatus"] == "error");
     let error = env["error"].as_str().unwrap_or_default();
@@ -667,7 +656,7 @@ fn five_thousand_forged_deliveries_are_counted_and_barely_grow_the_state() {
         directory_size(&served.state_dir)
     };
     let before = size();
-    let forged = fixture("github-push.json");
+    let forged = webhook_fixture("github-push.json");
     let wrong = sign(b"guessed secret", &forged);
     for _ in 0..5000 {
         let (status, _) = http(
@@ -823,7 +812,7 @@ fn serve_follows_a_plain_directory_and_picks_up_an_edited_file() {
 #[tokio::test(start_paused = true)]
 async fn a_replayed_delivery_is_answered_duplicate_and_triggers_nothing_even_after_a_restart() {
     let yard = synced_yard().await;
-    let push = fixture("github-push.json");
+    let push = webhook_fixture("github-push.json");
     let signature = sign(WEBHOOK_SECRET.as_bytes(), &push);
     let deliver = async |yard: &Yard, id: Option<&str>, signature: &str| {
         let mut headers = vec![("X-GitHub-Event", "push"), ("X-Hub-Signature-256", signature)];

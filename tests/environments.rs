@@ -13,7 +13,6 @@ use std::time::Duration;
 use railyard::backend::memory::Request;
 use railyard::daemon::SyncStatus;
 use railyard::outcome::SyncOutcome;
-use railyard::server::webhooks::sign;
 use serde_json::Value;
 use support::yard::{TOKEN as YARD_TOKEN, WEBHOOK_SECRET, Yard};
 use support::*;
@@ -111,15 +110,8 @@ impl TwoEnvironments {
 
     /// A signed GitHub push of `branch`; returns the answer's reason.
     fn push(&self, branch: &str) -> String {
-        let body = unique_delivery(format!("{{\"ref\":\"refs/heads/{branch}\"}}").as_bytes());
-        let signature = sign(SECRET.as_bytes(), &body);
-        let (status, answer) = http(
-            self.served.port,
-            "POST",
-            "/hooks/github",
-            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature), ("Content-Type", "application/json")],
-            &body,
-        );
+        let body = format!("{{\"ref\":\"refs/heads/{branch}\"}}");
+        let (status, answer) = github_push(self.served.port, SECRET, body.as_bytes());
         assert_eq!(status, 202, "push of {branch}: {answer}");
         answer
     }

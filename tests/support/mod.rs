@@ -822,6 +822,26 @@ pub fn sops_encrypted(values: &str, recipient: &str) -> String {
     stdout(&output)
 }
 
+/// A webhook body from tests/fixtures/webhooks.
+pub fn webhook_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks").join(name))
+        .unwrap_or_else(|error| panic!("webhook fixture {name}: {error}"))
+}
+
+/// `body` made a delivery of its own ([`unique_delivery`]), signed with `secret` and sent as a GitHub push to the
+/// railyard on 127.0.0.1:`port`; the answer's status and body.
+pub fn github_push(port: u16, secret: &str, body: &[u8]) -> (u16, String) {
+    let body = unique_delivery(body);
+    let signature = railyard::server::webhooks::sign(secret.as_bytes(), &body);
+    http(
+        port,
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature), ("Content-Type", "application/json")],
+        &body,
+    )
+}
+
 /// `body` (a JSON object) made a delivery of its own, as a forge's deliveries are: a field with a number no other
 /// delivery of the test run has. railyard remembers a signed delivery by its body, so the same bytes twice are a replay.
 pub fn unique_delivery(body: &[u8]) -> Vec<u8> {
