@@ -468,15 +468,14 @@ impl Daemon {
     /// branch re-reads the list too; on a replica that does not lead, the leader is asked through the store. Returns
     /// the names of the environments that follow it.
     pub async fn pushed(&self, branch: &str) -> Result<Vec<String>, StoreError> {
-        let following = self.following(branch);
+        let following = self.following(branch).iter().map(|env| env.name.clone()).collect();
         self.route(crate::store::Request::Pushed { branch: branch.to_owned() }).await?;
         Ok(following)
     }
 
     /// The environments that follow `branch`.
-    fn following(&self, branch: &str) -> Vec<String> {
-        let following = self.environments().into_iter().filter(|env| env.branch().as_deref() == Some(branch));
-        following.map(|env| env.name.clone()).collect()
+    fn following(&self, branch: &str) -> Vec<Arc<EnvHandle>> {
+        self.environments().into_iter().filter(|env| env.branch().as_deref() == Some(branch)).collect()
     }
 
     /// [`Daemon::pushed`] on this replica, as the leader (or the only replica) takes it.
@@ -486,8 +485,7 @@ impl Daemon {
         }
         // A branch that `previews.branches` names may need a preview of its own.
         self.previews_trigger.fire(Trigger::Webhook);
-        let following: Vec<Arc<EnvHandle>> =
-            self.environments().into_iter().filter(|env| env.branch().as_deref() == Some(branch)).collect();
+        let following = self.following(branch);
         for env in &following {
             env.trigger.fire(Trigger::Webhook);
         }

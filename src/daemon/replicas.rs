@@ -7,6 +7,7 @@
 //! The store may go away (a PostgreSQL restarting): the daemon then reconciles nothing, since it could not record
 //! what it did, says so on `/readyz`, the pages and `railyard_store_up`, and catches up when the store answers again.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -157,28 +158,43 @@ impl Daemon {
     /// While leading: publishes every environment's status when something changed, for the replicas that follow.
     async fn publish_statuses(self: Arc<Self>) {
         let mut changes = self.changes.subscribe();
+        // What this replica last published, by environment: only what changed since is written again.
+        let mut published: BTreeMap<String, String> = BTreeMap::new();
         loop {
             let _ = tokio::time::timeout(Duration::from_secs(10), changes.recv()).await;
             // Changes come in bursts (an apply's progress): one write for the burst.
             tokio::time::sleep(Duration::from_millis(200)).await;
             changes = changes.resubscribe();
             if !self.leads() {
+                // Another leader may publish meanwhile: leading again, everything is written afresh.
+                published.clear();
                 continue;
             }
-            let states: Vec<EnvState> = self.environments().iter().map(|env| env.state()).collect();
-            let now = now_ms();
-            for state in &states {
-                let Ok(body) = serde_json::to_string(state) else { continue };
-                if let Err(error) = self.store.publish_status(&state.name, &body, now).await {
-                    warn!(%error, "cannot publish the environments' status");
-                    break;
-                }
-            }
-            let names: Vec<String> = states.into_iter().map(|state| state.name).collect();
-            if let Err(error) = self.store.retain_statuses(&names).await {
+            if let Err(error) = self.publish_changed(&mut published).await {
                 warn!(%error, "cannot publish the environments' status");
+                published.clear();
             }
         }
+    }
+
+    /// Writes the statuses that differ from `published` (which it keeps up to date), and drops those of
+    /// environments gone.
+    async fn publish_changed(&self, published: &mut BTreeMap<String, String>) -> Result<(), StoreError> {
+        let states: Vec<EnvState> = self.environments().iter().map(|env| env.state()).collect();
+        let now = now_ms();
+        for state in &states {
+            let Ok(body) = serde_json::to_string(state) else { continue };
+            if published.get(&state.name) != Some(&body) {
+                self.store.publish_status(&state.name, &body, now).await?;
+                published.insert(state.name.clone(), body);
+            }
+        }
+        let names: Vec<String> = states.into_iter().map(|state| state.name).collect();
+        if published.keys().any(|name| !names.contains(name)) || published.is_empty() {
+            self.store.retain_statuses(&names).await?;
+            published.retain(|name, _| names.contains(name));
+        }
+        Ok(())
     }
 
     /// While following: shows the environments and statuses the leader published.

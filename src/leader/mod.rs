@@ -35,6 +35,8 @@ pub enum LeaderError {
         "cannot reach the Lease {namespace}/{name} on the cluster: {message}; check the kubeconfig and that railyard's service account may get, create and update leases in {namespace}"
     )]
     Kubernetes { namespace: String, name: String, message: String },
+    #[error("the in-memory lease was told to be unreachable; call `unreachable(false)` to make it answer again")]
+    MemoryUnreachable,
 }
 
 /// How long a lease counts, how long a leader keeps writing without a renewal, and how often everyone tries.
@@ -349,7 +351,7 @@ impl MemoryLock {
 
     fn reachable(&self) -> Result<(), LeaderError> {
         if self.unreachable.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(LeaderError::Store(StoreError::Worker("the in-memory lease was told to be unreachable".to_owned())))
+            Err(LeaderError::MemoryUnreachable)
         } else {
             Ok(())
         }

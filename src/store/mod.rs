@@ -490,11 +490,6 @@ impl Store {
     pub fn location(&self) -> &StoreLocation {
         &self.location
     }
-
-    /// True when several processes can share it (PostgreSQL, or one SQLite file on one host).
-    pub fn is_shared(&self) -> bool {
-        matches!(self.location, StoreLocation::Postgres(_))
-    }
 }
 
 #[cfg(test)]
