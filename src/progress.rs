@@ -108,6 +108,7 @@ fn object_key(kind: ObjectKind) -> &'static str {
     match kind {
         ObjectKind::App => "app",
         ObjectKind::Domain => "domain",
+        ObjectKind::Job => "job",
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress, ProgressEvent};
-use crate::model::{Environment, Observed};
+use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, JobRun, JobTrigger, Progress, ProgressEvent};
+use crate::model::{Environment, JobSpec, Observed};
 use crate::plan::Plan;
 use crate::secrets::ResolvedSecrets;
 
@@ -81,6 +81,17 @@ impl Backend for FencedBackend {
 
     async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, BackendError> {
         self.inner.metrics(env).await
+    }
+
+    async fn run_job(
+        &self,
+        env: &Environment,
+        job: &JobSpec,
+        secrets: &ResolvedSecrets,
+        trigger: JobTrigger,
+    ) -> Result<JobRun, BackendError> {
+        self.check()?;
+        self.inner.run_job(env, job, secrets, trigger).await
     }
 }
 

@@ -13,8 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::schedule::{DEFAULT_PARALLEL, Executor, Operation, Slot};
-use super::{ActionResult, AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
-use crate::model::{AppSpec, DomainSpec, Environment, Observed};
+use super::{
+    ActionResult, AppLoad, ApplyReport, Backend, BackendError, BackendKind, JobOutcome, JobRun, JobTrigger, Progress,
+};
+use crate::model::{AppSpec, DomainSpec, Environment, JobSpec, Observed};
 use crate::plan::{self, Action, ChangeKind, ObjectKind, Plan};
 use crate::secrets::ResolvedSecrets;
 
@@ -34,6 +36,10 @@ pub enum Request {
     },
     Metrics {
         env: String,
+    },
+    RunJob {
+        env: String,
+        job: String,
     },
 }
 
@@ -195,8 +201,34 @@ impl MemoryBackend {
             };
         }
         drop(state);
-        self.run_plan_of_one(&Plan { apps: vec![action.clone()], domains: Vec::new(), ..plan.clone() });
+        self.run_plan_of_one(&Plan {
+            apps: vec![action.clone()],
+            domains: Vec::new(),
+            jobs: Vec::new(),
+            ..plan.clone()
+        });
         ActionResult::Done
+    }
+
+    /// One run of `job`: it fails as `fail_app` told for its name, else succeeds; nothing runs.
+    fn job_run(&self, env: &Environment, job: &JobSpec, trigger: JobTrigger) -> JobRun {
+        let failing = self.state().failing.get(&job.name).cloned();
+        let started_at = super::jobs::now_millis();
+        let outcome = match &failing {
+            Some(error) => JobOutcome::Failed { exit_code: Some(1), reason: error.clone() },
+            None => JobOutcome::Succeeded,
+        };
+        JobRun {
+            job: job.name.clone(),
+            env: env.name.clone(),
+            spec_hash: job.spec_hash(),
+            trigger,
+            started_at,
+            finished_at: started_at,
+            outcome,
+            tries: 1 + if failing.is_some() { job.retries } else { 0 },
+            output: failing.unwrap_or_default(),
+        }
     }
 }
 
@@ -204,6 +236,7 @@ impl MemoryBackend {
 struct Applying<'a> {
     backend: &'a MemoryBackend,
     plan: &'a Plan,
+    runs: Mutex<Vec<JobRun>>,
 }
 
 impl Operation<AppSpec> for Applying<'_> {
@@ -223,7 +256,26 @@ impl Operation<DomainSpec> for Applying<'_> {
     type Error = MemoryError;
 
     async fn apply(&self, action: &Action<DomainSpec>, _slot: Slot) -> Result<ActionResult, MemoryError> {
-        self.backend.run_plan_of_one(&Plan { apps: Vec::new(), domains: vec![action.clone()], ..self.plan.clone() });
+        let one = Plan { apps: Vec::new(), domains: vec![action.clone()], jobs: Vec::new(), ..self.plan.clone() };
+        self.backend.run_plan_of_one(&one);
+        Ok(ActionResult::Done)
+    }
+}
+
+impl Operation<JobSpec> for Applying<'_> {
+    type Error = MemoryError;
+
+    async fn apply(&self, action: &Action<JobSpec>, _slot: Slot) -> Result<ActionResult, MemoryError> {
+        if let (Some(job), ChangeKind::Run) = (&action.desired, action.change.kind()) {
+            let run = self.backend.job_run(&self.plan.env, job, JobTrigger::Apply);
+            let failure = run.failure();
+            self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(run);
+            if let Some(error) = failure {
+                return Ok(ActionResult::Failed { error });
+            }
+        }
+        let one = Plan { apps: Vec::new(), domains: Vec::new(), jobs: vec![action.clone()], ..self.plan.clone() };
+        self.backend.run_plan_of_one(&one);
         Ok(ActionResult::Done)
     }
 }
@@ -235,7 +287,8 @@ fn empty() -> Observed {
 fn changing_actions(plan: &Plan) -> Vec<(ObjectKind, String, ChangeKind)> {
     let apps = plan.apps.iter().map(|action| (ObjectKind::App, action.name.clone(), action.change.kind()));
     let domains = plan.domains.iter().map(|action| (ObjectKind::Domain, action.name.clone(), action.change.kind()));
-    apps.chain(domains).filter(|(_, _, change)| change.is_change()).collect()
+    let jobs = plan.jobs.iter().map(|action| (ObjectKind::Job, action.name.clone(), action.change.kind()));
+    apps.chain(domains).chain(jobs).filter(|(_, _, change)| change.is_change()).collect()
 }
 
 #[async_trait]
@@ -257,10 +310,11 @@ impl Backend for MemoryBackend {
     ) -> Result<ApplyReport, BackendError> {
         self.ask(Request::Apply { env: plan.env.name.clone(), actions: changing_actions(plan) })?;
         let executor = Executor::new(DEFAULT_PARALLEL, progress);
-        let applying = Applying { backend: self, plan };
-        let mut outcomes = executor.run(&plan.apps, &applying).await?;
+        let applying = Applying { backend: self, plan, runs: Mutex::new(Vec::new()) };
+        let mut outcomes = executor.run_workloads(plan, &applying).await?;
         outcomes.extend(executor.run(&plan.domains, &applying).await?);
-        Ok(ApplyReport { outcomes })
+        let job_runs = applying.runs.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(ApplyReport { outcomes, job_runs })
     }
 
     async fn destroy(&self, env: &Environment) -> Result<(), BackendError> {
@@ -278,6 +332,17 @@ impl Backend for MemoryBackend {
             app.replicas.iter().map(move |_| (app.name.clone(), load))
         });
         Ok(AppLoad::per_app(replicas.collect::<Vec<_>>()))
+    }
+
+    async fn run_job(
+        &self,
+        env: &Environment,
+        job: &JobSpec,
+        _secrets: &ResolvedSecrets,
+        trigger: JobTrigger,
+    ) -> Result<JobRun, BackendError> {
+        self.ask(Request::RunJob { env: env.name.clone(), job: job.name.clone() })?;
+        Ok(self.job_run(env, job, trigger))
     }
 }
 

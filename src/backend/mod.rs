@@ -4,6 +4,7 @@
 pub mod docker;
 pub mod events;
 pub mod fenced;
+pub mod jobs;
 pub mod kubernetes;
 pub mod memory;
 pub mod schedule;
@@ -15,8 +16,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use events::{Progress, ProgressEvent, Step};
+pub use jobs::{JobOutcome, JobRun, JobTrigger};
 
-use crate::model::{Environment, Observed};
+use crate::model::{Environment, JobSpec, Observed};
 use crate::plan::{Action, ChangeKind, ObjectKind, Plan};
 use crate::secrets::ResolvedSecrets;
 
@@ -24,6 +26,9 @@ use crate::secrets::ResolvedSecrets;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyReport {
     pub outcomes: Vec<ActionOutcome>,
+    /// Every run of a Job the apply made, in the order they finished, for the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job_runs: Vec<JobRun>,
 }
 
 /// How one action of the plan ended.
@@ -185,4 +190,13 @@ pub trait Backend: Send + Sync {
     async fn destroy(&self, env: &Environment) -> Result<(), BackendError>;
     /// CPU use of the apps of `env`.
     async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, BackendError>;
+    /// Runs `job` of `env` now, to its end (success, failure after its retries, or its timeout), outside any apply:
+    /// a schedule firing on railyard's clock, or `railyard run`. `secrets` holds the values its environment names.
+    async fn run_job(
+        &self,
+        env: &Environment,
+        job: &JobSpec,
+        secrets: &ResolvedSecrets,
+        trigger: JobTrigger,
+    ) -> Result<JobRun, BackendError>;
 }

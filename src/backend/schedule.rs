@@ -17,8 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::{ActionOutcome, ActionResult, Progress, ProgressEvent, Step};
-use crate::model::{AppSpec, DomainSpec};
-use crate::plan::{Action, ChangeKind, ObjectKind};
+use crate::model::{AppSpec, DomainSpec, JobSpec};
+use crate::plan::{Action, ChangeKind, ObjectKind, Plan, Workload};
 
 /// Actions applied at the same time when a backend's settings say nothing else.
 pub const DEFAULT_PARALLEL: usize = 8;
@@ -49,6 +49,13 @@ pub trait Scheduled: Sync {
 
 impl Scheduled for AppSpec {
     const KIND: ObjectKind = ObjectKind::App;
+    fn dependencies(&self) -> &[String] {
+        &self.depends_on
+    }
+}
+
+impl Scheduled for JobSpec {
+    const KIND: ObjectKind = ObjectKind::Job;
     fn dependencies(&self) -> &[String] {
         &self.depends_on
     }
@@ -97,6 +104,80 @@ enum Readiness<'a> {
     Ready(Vec<&'a str>),
 }
 
+/// What the executor runs: one action, of an app, a Job or a domain.
+trait Node: Sync {
+    fn name(&self) -> &str;
+    fn kind(&self) -> ObjectKind;
+    fn change(&self) -> ChangeKind;
+}
+
+impl<S: Scheduled> Node for &Action<S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> ObjectKind {
+        S::KIND
+    }
+    fn change(&self) -> ChangeKind {
+        self.change.kind()
+    }
+}
+
+impl Node for Workload<'_> {
+    fn name(&self) -> &str {
+        Workload::name(self)
+    }
+    fn kind(&self) -> ObjectKind {
+        Workload::kind(self)
+    }
+    fn change(&self) -> ChangeKind {
+        Workload::change(self).kind()
+    }
+}
+
+/// How a node reaches the backend's [`Operation`].
+trait Perform<N>: Sync {
+    type Error: Send;
+    fn perform(&self, node: &N, slot: Slot) -> impl Future<Output = Result<ActionResult, Self::Error>> + Send;
+    fn is_available(&self, name: &str) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+}
+
+impl<'a, S: Scheduled, O: Operation<S>> Perform<&'a Action<S>> for O {
+    type Error = O::Error;
+    fn perform(&self, node: &&'a Action<S>, slot: Slot) -> impl Future<Output = Result<ActionResult, O::Error>> + Send {
+        self.apply(node, slot)
+    }
+    fn is_available(&self, name: &str) -> impl Future<Output = Result<bool, O::Error>> + Send {
+        Operation::is_available(self, name)
+    }
+}
+
+/// A plan's apps and Jobs with the backend's operations on both, and which names are Jobs.
+struct Workloads<'o, O> {
+    operation: &'o O,
+    jobs: BTreeSet<&'o str>,
+}
+
+impl<'a, O> Perform<Workload<'a>> for Workloads<'_, O>
+where
+    O: Operation<AppSpec> + Operation<JobSpec, Error = <O as Operation<AppSpec>>::Error>,
+{
+    type Error = <O as Operation<AppSpec>>::Error;
+    async fn perform(&self, node: &Workload<'a>, slot: Slot) -> Result<ActionResult, Self::Error> {
+        match node {
+            Workload::App(action) => Operation::<AppSpec>::apply(self.operation, action, slot).await,
+            Workload::Job(action) => Operation::<JobSpec>::apply(self.operation, action, slot).await,
+        }
+    }
+    async fn is_available(&self, name: &str) -> Result<bool, Self::Error> {
+        if self.jobs.contains(name) {
+            Operation::<JobSpec>::is_available(self.operation, name).await
+        } else {
+            Operation::<AppSpec>::is_available(self.operation, name).await
+        }
+    }
+}
+
 impl<'p> Executor<'p> {
     pub fn new(parallel: usize, progress: &'p dyn Progress) -> Executor<'p> {
         Executor { parallel: parallel.max(1), progress }
@@ -110,34 +191,69 @@ impl<'p> Executor<'p> {
         S: Scheduled,
         O: Operation<S>,
     {
-        let (deletes, others): (Vec<&Action<S>>, Vec<&Action<S>>) = actions
-            .iter()
-            .filter(|action| action.change.kind().is_change())
-            .partition(|action| action.change.kind() == ChangeKind::Delete);
-        let in_plan: BTreeSet<&str> = others.iter().map(|action| action.name.as_str()).collect();
+        let nodes: Vec<&Action<S>> = actions.iter().collect();
+        let dependencies = |action: &&Action<S>| -> Vec<String> {
+            action.desired.iter().flat_map(|spec| spec.dependencies().iter().cloned()).collect()
+        };
+        self.run_nodes(&nodes, dependencies, operation).await
+    }
+
+    /// Executes the plan's apps and Jobs together, in [`Plan::workloads`] order: a Job that runs before an app
+    /// finishes first, and the app is skipped when the Job failed; a Job that runs after an app waits until the app
+    /// applied. Outcomes come in that order.
+    pub async fn run_workloads<O>(
+        &self,
+        plan: &Plan,
+        operation: &O,
+    ) -> Result<Vec<ActionOutcome>, <O as Operation<AppSpec>>::Error>
+    where
+        O: Operation<AppSpec> + Operation<JobSpec, Error = <O as Operation<AppSpec>>::Error>,
+    {
+        let nodes = plan.workloads();
+        let jobs = plan.jobs.iter().map(|job| job.name.as_str()).collect();
+        let dependencies = |workload: &Workload<'_>| -> Vec<String> {
+            plan.dependencies_of(*workload).into_iter().map(str::to_owned).collect()
+        };
+        self.run_nodes(&nodes, dependencies, &Workloads { operation, jobs }).await
+    }
+
+    async fn run_nodes<N, P>(
+        &self,
+        nodes: &[N],
+        dependencies: impl Fn(&N) -> Vec<String>,
+        operation: &P,
+    ) -> Result<Vec<ActionOutcome>, P::Error>
+    where
+        N: Node,
+        P: Perform<N>,
+    {
+        let (deletes, others): (Vec<&N>, Vec<&N>) =
+            nodes.iter().filter(|node| node.change().is_change()).partition(|node| node.change() == ChangeKind::Delete);
+        let in_plan: BTreeSet<&str> = others.iter().map(|node| node.name()).collect();
         let slots = Arc::new(Semaphore::new(self.parallel));
         let mut finished: BTreeMap<String, ActionOutcome> = BTreeMap::new();
-        let mut waiting = others;
+        let mut waiting: Vec<(&N, Vec<String>)> = others.into_iter().map(|node| (node, dependencies(node))).collect();
         let mut running = FuturesUnordered::new();
         while !waiting.is_empty() || !running.is_empty() {
             let mut still_waiting = Vec::new();
-            for action in waiting {
-                match readiness(action, &in_plan, &finished) {
-                    Readiness::Waiting => still_waiting.push(action),
+            for (node, needs) in waiting {
+                match readiness(node.name(), &needs, &in_plan, &finished) {
+                    Readiness::Waiting => still_waiting.push((node, needs)),
                     Readiness::Blocked(dependency) => {
                         let reason = format!("dependency `{dependency}` was not applied");
-                        finished.insert(action.name.clone(), self.skip(action, reason));
+                        finished.insert(node.name().to_owned(), self.skip(node, reason));
                     }
                     Readiness::Ready(outside) => {
-                        running.push(self.attempt(action, outside, Arc::clone(&slots), operation));
+                        let outside = outside.into_iter().map(str::to_owned).collect();
+                        running.push(self.attempt(node, outside, Arc::clone(&slots), operation));
                     }
                 }
             }
             waiting = still_waiting;
             if running.is_empty() {
                 // Only a dependency cycle (which validation rejects) can leave actions that can never start.
-                for action in waiting.drain(..) {
-                    finished.insert(action.name.clone(), self.skip(action, "dependency cycle".to_owned()));
+                for (node, _) in waiting.drain(..) {
+                    finished.insert(node.name().to_owned(), self.skip(node, "dependency cycle".to_owned()));
                 }
             }
             if let Some(outcome) = running.next().await {
@@ -145,59 +261,66 @@ impl<'p> Executor<'p> {
                 finished.insert(outcome.name.clone(), outcome);
             }
         }
-        for action in deletes {
-            let outcome = self.perform(action, Slot::unbounded(), operation).await?;
+        for node in deletes {
+            let outcome = self.perform(node, Slot::unbounded(), operation).await?;
             finished.insert(outcome.name.clone(), outcome);
         }
-        Ok(actions.iter().filter_map(|action| finished.remove(&action.name)).collect())
+        Ok(nodes.iter().filter_map(|node| finished.remove(node.name())).collect())
     }
 
     /// Checks the dependencies outside the plan, then waits for a slot (in the order actions became ready: Tokio's
     /// semaphore is fair) and performs the action.
-    async fn attempt<S, O>(
+    async fn attempt<N: Node, P: Perform<N>>(
         &self,
-        action: &Action<S>,
-        outside: Vec<&str>,
+        node: &N,
+        outside: Vec<String>,
         slots: Arc<Semaphore>,
-        operation: &O,
-    ) -> Result<ActionOutcome, O::Error>
-    where
-        S: Scheduled,
-        O: Operation<S>,
-    {
+        operation: &P,
+    ) -> Result<ActionOutcome, P::Error> {
         for dependency in outside {
-            if !operation.is_available(dependency).await? {
-                return Ok(self.skip(action, format!("dependency `{dependency}` did not become available")));
+            if !operation.is_available(&dependency).await? {
+                return Ok(self.skip(node, format!("dependency `{dependency}` did not become available")));
             }
         }
         // The semaphore is never closed, so acquiring only waits.
         let slot = Slot(slots.acquire_owned().await.ok());
-        self.perform(action, slot, operation).await
+        self.perform(node, slot, operation).await
     }
 
-    async fn perform<S, O>(&self, action: &Action<S>, slot: Slot, operation: &O) -> Result<ActionOutcome, O::Error>
-    where
-        S: Scheduled,
-        O: Operation<S>,
-    {
+    async fn perform<N: Node, P: Perform<N>>(
+        &self,
+        node: &N,
+        slot: Slot,
+        operation: &P,
+    ) -> Result<ActionOutcome, P::Error> {
         if let Err(why) = self.progress.may_write() {
-            return Ok(self.skip(action, why));
+            return Ok(self.skip(node, why));
         }
         let started = Instant::now();
-        self.tell::<S>(&action.name, Step::Started { change: action.change.kind() });
-        let result = operation.apply(action, slot).await?;
-        Ok(self.finish(action, result, started.elapsed()))
+        self.tell_kind(node.kind(), node.name(), Step::Started { change: node.change() });
+        let result = operation.perform(node, slot).await?;
+        Ok(self.finish_node(node, result, started.elapsed()))
     }
 
-    fn skip<S: Scheduled>(&self, action: &Action<S>, reason: String) -> ActionOutcome {
-        self.finish(action, ActionResult::Skipped { reason }, Duration::ZERO)
+    fn skip<N: Node>(&self, node: &N, reason: String) -> ActionOutcome {
+        self.finish_node(node, ActionResult::Skipped { reason }, Duration::ZERO)
+    }
+
+    fn finish_node<N: Node>(&self, node: &N, result: ActionResult, duration: Duration) -> ActionOutcome {
+        self.tell_kind(node.kind(), node.name(), Step::finished(&result));
+        ActionOutcome {
+            kind: node.kind(),
+            name: node.name().to_owned(),
+            change: node.change(),
+            result,
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        }
     }
 
     /// The outcome of `action`, its final step told: every action's end passes here (also those a backend applies
     /// in bulk, such as Docker's domains).
     pub fn finish<S: Scheduled>(&self, action: &Action<S>, result: ActionResult, duration: Duration) -> ActionOutcome {
-        self.tell::<S>(&action.name, Step::finished(&result));
-        ActionOutcome::of(S::KIND, action, result, duration)
+        self.finish_node(&action, result, duration)
     }
 
     /// Changes how an action ended once the run is over (a Docker replica that crashed after it passed), telling
@@ -210,17 +333,26 @@ impl<'p> Executor<'p> {
 
     /// Tells one step of the object of kind `S` called `name`.
     pub fn tell<S: Scheduled>(&self, name: &str, step: Step) {
-        self.progress.event(&ProgressEvent { kind: S::KIND, name: name.to_owned(), step });
+        self.tell_kind(S::KIND, name, step);
+    }
+
+    /// Tells one step of the object of `kind` called `name`.
+    pub fn tell_kind(&self, kind: ObjectKind, name: &str, step: Step) {
+        self.progress.event(&ProgressEvent { kind, name: name.to_owned(), step });
     }
 }
 
-fn readiness<'a, S: Scheduled>(
-    action: &'a Action<S>,
+fn readiness<'a>(
+    name: &str,
+    dependencies: &'a [String],
     in_plan: &BTreeSet<&str>,
     finished: &BTreeMap<String, ActionOutcome>,
 ) -> Readiness<'a> {
-    let dependencies = action.desired.iter().flat_map(|spec| spec.dependencies().iter().map(String::as_str));
-    let (inside, outside): (Vec<&str>, Vec<&str>) = dependencies.partition(|dependency| in_plan.contains(dependency));
+    let (inside, outside): (Vec<&str>, Vec<&str>) = dependencies
+        .iter()
+        .map(String::as_str)
+        .filter(|dependency| *dependency != name)
+        .partition(|dependency| in_plan.contains(dependency));
     if let Some(failed) =
         inside.iter().copied().find(|d| finished.get(*d).is_some_and(|o| o.result != ActionResult::Done))
     {

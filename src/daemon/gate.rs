@@ -304,7 +304,7 @@ mod tests {
             result: result.clone(),
             duration_ms: 1,
         };
-        ApplyReport { outcomes: results.iter().map(outcome).collect() }
+        ApplyReport { outcomes: results.iter().map(outcome).collect(), job_runs: Vec::new() }
     }
 
     fn closed(manual_allowed: bool) -> WindowState {

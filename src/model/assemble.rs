@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::desired::*;
-use super::kinds::{App, Domain, EnvValue, Health, ScalingRule, SyncPolicy, TlsMode};
+use super::job::{JobSchedule, JobSpec, KeepRuns};
+use super::kinds::{App, Domain, EnvValue, Health, Job, ScalingRule, SyncPolicy, TlsMode, Volume};
 use super::units::{is_host_name, parse_cpus, parse_duration, parse_memory};
 use super::{Config, Sourced};
 
@@ -21,12 +22,17 @@ impl Config {
         } else {
             self.domain_specs(env)
         };
+        let mut jobs: BTreeMap<String, JobSpec> =
+            self.jobs.values().map(|job| (job.doc.name.value.clone(), self.job_spec(job))).collect();
         let mut blockers = Vec::new();
         if env.preview.is_some() {
             let limits = super::preview::Limits::of(self.project.doc.previews.as_ref());
             let capped = super::preview::cap(&limits, &mut apps, &mut domains);
             warnings.extend(capped.warnings);
             blockers = capped.blockers;
+            let capped = super::preview::cap_jobs(&limits, &apps, &mut jobs);
+            warnings.extend(capped.warnings);
+            blockers.extend(capped.blockers);
         }
         DesiredState {
             env: env.clone(),
@@ -34,6 +40,7 @@ impl Config {
             sync: self.project.doc.sync.as_ref().map_or(SyncPolicy::Auto, super::kinds::SyncSettings::policy),
             apps,
             domains,
+            jobs,
             warnings,
             blockers,
             platform: PlatformSettings::of(&self.project.doc),
@@ -72,15 +79,7 @@ impl Config {
                 health: health_spec(spec.health.as_ref(), &ports),
                 cpu_millis: resources.and_then(|r| r.cpus.as_ref()).and_then(|cpus| parse_cpus(&cpus.value).ok()),
                 memory_bytes: resources.and_then(|r| r.memory.as_ref()).and_then(|m| parse_memory(&m.value).ok()),
-                volumes: spec
-                    .volumes
-                    .iter()
-                    .map(|volume| VolumeSpec {
-                        name: volume.name.value.clone(),
-                        mount: volume.mount.value.clone(),
-                        read_only: volume.read_only,
-                    })
-                    .collect(),
+                volumes: volume_specs(&spec.volumes),
                 stop_grace_period_ms: millis(
                     spec.stop_grace_period.as_ref().map(|g| g.value.as_str()),
                     DEFAULT_STOP_GRACE_MS,
@@ -94,6 +93,64 @@ impl Config {
                 .map(|volume| volume.name.value.clone())
                 .collect(),
             autoscale: self.scaling_rules.get(&spec.name.value).map(|rule| self.autoscale(&rule.doc, replicas)),
+        }
+    }
+
+    /// A Job's spec; `imageFrom` takes the named app's image and pull policy at this commit.
+    fn job_spec(&self, job: &Sourced<Job>) -> JobSpec {
+        let spec = &job.doc;
+        let defaults = self.project.doc.defaults.clone().unwrap_or_default();
+        let source = spec.image_from.as_ref().and_then(|from| self.apps.get(&from.value)).map(|app| &app.doc);
+        let image = match (&spec.image, source) {
+            (Some(image), _) => image.value.clone(),
+            (None, Some(app)) => app.image.value.clone(),
+            (None, None) => String::new(),
+        };
+        let pull = spec.pull.or(source.and_then(|app| app.pull)).or(defaults.pull).unwrap_or_default();
+        let resources = spec.resources.as_ref().or(defaults.resources.as_ref());
+        let names = |list: &[super::kinds::Located<String>]| list.iter().map(|name| name.value.clone()).collect();
+        let hook = spec.hook.clone().unwrap_or_default();
+        JobSpec {
+            name: spec.name.value.clone(),
+            container: ContainerSpec {
+                image,
+                pull,
+                command: spec.command.clone(),
+                env: spec
+                    .env
+                    .iter()
+                    .map(|(name, value)| (name.0.value.clone(), env_spec(&name.0.value, value)))
+                    .collect(),
+                ports: Vec::new(),
+                health: health_spec(None, &[]),
+                cpu_millis: resources.and_then(|r| r.cpus.as_ref()).and_then(|cpus| parse_cpus(&cpus.value).ok()),
+                memory_bytes: resources.and_then(|r| r.memory.as_ref()).and_then(|m| parse_memory(&m.value).ok()),
+                volumes: volume_specs(&spec.volumes),
+                stop_grace_period_ms: DEFAULT_STOP_GRACE_MS,
+            },
+            timeout_ms: millis(spec.timeout.as_ref().map(|t| t.value.as_str()), super::job::DEFAULT_TIMEOUT_MS),
+            retries: spec.retries.as_ref().map_or(0, |retries| retries.value),
+            before: names(&hook.before),
+            after: names(&hook.after),
+            depends_on: names(&spec.depends_on),
+            schedule: spec.schedule.as_ref().map(|cron| JobSchedule {
+                cron: cron.value.clone(),
+                timezone: self.project.doc.timezone.as_ref().map_or_else(utc, |zone| zone.value.clone()),
+                concurrency: spec.concurrency.unwrap_or_default(),
+                starting_deadline_ms: spec
+                    .starting_deadline
+                    .as_ref()
+                    .and_then(|deadline| parse_duration(&deadline.value).ok())
+                    .map(|deadline| deadline.as_millis() as u64),
+            }),
+            keep: KeepRuns {
+                succeeded: spec
+                    .keep
+                    .as_ref()
+                    .and_then(|keep| keep.succeeded)
+                    .unwrap_or(super::job::DEFAULT_KEEP_SUCCEEDED),
+                failed: spec.keep.as_ref().and_then(|keep| keep.failed).unwrap_or(super::job::DEFAULT_KEEP_FAILED),
+            },
         }
     }
 
@@ -273,6 +330,17 @@ fn env_spec(name: &str, value: &EnvValue) -> EnvSpec {
         EnvValue::Bool(flag) => EnvSpec::literal(name, flag.to_string()),
         EnvValue::Secret(reference) => EnvSpec::Secret { secret: reference.secret.clone(), digest: None },
     }
+}
+
+fn volume_specs(volumes: &[Volume]) -> Vec<VolumeSpec> {
+    volumes
+        .iter()
+        .map(|volume| VolumeSpec {
+            name: volume.name.value.clone(),
+            mount: volume.mount.value.clone(),
+            read_only: volume.read_only,
+        })
+        .collect()
 }
 
 fn millis(text: Option<&str>, default: u64) -> u64 {

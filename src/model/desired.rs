@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Observed;
+use super::job::JobSpec;
 use super::kinds::{Protocol, PullPolicy, SyncPolicy, TlsMode};
 use super::redact::{DigestKey, is_sensitive_name, redacted, url_userinfo};
 
@@ -137,6 +138,8 @@ pub struct DesiredState {
     pub apps: BTreeMap<String, AppSpec>,
     /// Keyed by host.
     pub domains: BTreeMap<String, DomainSpec>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<String, JobSpec>,
     /// Things the plan must tell the user that are not changes (a secret that could not be resolved, a field that
     /// is accepted but not acted on yet). Carried into the plan's warnings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -504,6 +507,25 @@ impl ContainerSpec {
         let env = self.env.iter().map(|(name, value)| (name.clone(), value.redacted())).collect();
         ContainerSpec { env, ..self.clone() }
     }
+
+    /// Each secret of this spec whose value is unknown takes the digest `last` holds for the same variable and
+    /// secret.
+    fn take_unresolved_digests(&mut self, last: &ContainerSpec) {
+        for (variable, value) in &mut self.env {
+            if let EnvSpec::Secret { secret, digest: digest @ None } = value
+                && let Some(EnvSpec::Secret { secret: running, digest: Some(known) }) = last.env.get(variable)
+                && running == secret
+            {
+                *digest = Some(known.clone());
+            }
+        }
+    }
+
+    /// The spec without any digest, as a pull request may see it (see [`super::redact::strip_digests`]).
+    pub fn without_digests(&self) -> ContainerSpec {
+        let env = self.env.iter().map(|(name, value)| (name.clone(), value.without_digest())).collect();
+        ContainerSpec { env, ..self.clone() }
+    }
 }
 
 impl AppSpec {
@@ -546,8 +568,7 @@ impl AppSpec {
 
     /// The spec without any digest, as a pull request may see it (see [`super::redact::strip_digests`]).
     pub fn without_digests(&self) -> AppSpec {
-        let env = self.container.env.iter().map(|(name, value)| (name.clone(), value.without_digest())).collect();
-        AppSpec { container: ContainerSpec { env, ..self.container.clone() }, ..self.clone() }
+        AppSpec { container: self.container.without_digests(), ..self.clone() }
     }
 
     /// The spec with secret values replaced by digests.
@@ -561,7 +582,9 @@ impl DesiredState {
     /// changed value shows as a change. Returns the names of the secrets `resolve` did not find, each once.
     pub fn seal(&mut self, key: &DigestKey, resolve: impl Fn(&str) -> Option<String>) -> BTreeSet<String> {
         let mut unresolved = BTreeSet::new();
-        for value in self.apps.values_mut().flat_map(|app| app.container.env.values_mut()) {
+        let apps = self.apps.values_mut().map(|app| &mut app.container);
+        let jobs = self.jobs.values_mut().map(|job| &mut job.container);
+        for value in apps.chain(jobs).flat_map(|container| container.env.values_mut()) {
             match value {
                 EnvSpec::Sensitive(sensitive) => sensitive.seal(key),
                 EnvSpec::Secret { secret, digest } => {
@@ -581,15 +604,15 @@ impl DesiredState {
     /// config repository's CI makes it) does not report them as changes.
     pub fn assume_unresolved_secrets_unchanged(&mut self, observed: &Observed) {
         for (name, app) in &mut self.apps {
-            let Some(last) = observed.apps.get(name).and_then(|found| found.last_applied.as_ref()) else { continue };
-            for (variable, value) in &mut app.container.env {
-                if let EnvSpec::Secret { secret, digest: digest @ None } = value
-                    && let Some(EnvSpec::Secret { secret: running, digest: Some(known) }) =
-                        last.container.env.get(variable)
-                    && running == secret
-                {
-                    *digest = Some(known.clone());
-                }
+            let last = observed.apps.get(name).and_then(|found| found.last_applied.as_ref());
+            if let Some(last) = last {
+                app.container.take_unresolved_digests(&last.container);
+            }
+        }
+        for (name, job) in &mut self.jobs {
+            let last = observed.jobs.get(name).and_then(|found| found.last_applied.as_ref());
+            if let Some(last) = last {
+                job.container.take_unresolved_digests(&last.container);
             }
         }
     }

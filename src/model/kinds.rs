@@ -44,6 +44,7 @@ kind_tag!(ProjectKind, Project);
 kind_tag!(AppKind, App);
 kind_tag!(DomainKind, Domain);
 kind_tag!(ScalingRuleKind, ScalingRule);
+kind_tag!(JobKind, Job);
 
 /// `kind: Project`: the name of the project and its defaults.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -264,6 +265,9 @@ pub struct Previews {
     /// included). Default false.
     #[serde(default)]
     pub local_images: bool,
+    /// Whether previews run scheduled Jobs too. Default false: a preview runs its hooks and run-once Jobs only.
+    #[serde(default)]
+    pub schedules: bool,
 }
 
 /// The most one preview may take of the host.
@@ -731,6 +735,119 @@ pub struct Schedule {
     pub max: Option<Located<u32>>,
 }
 
+/// `kind: Job`: work that runs to completion: once per spec, as a hook around apps' updates, or on a schedule.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "railyard Job")]
+pub struct Job {
+    pub kind: JobKind,
+    /// DNS label, distinct from every App's name.
+    #[schemars(with = "String")]
+    #[schemars(pattern(DNS_LABEL))]
+    pub name: Located<String>,
+    /// Image reference; or `imageFrom`.
+    #[schemars(with = "Option<String>")]
+    pub image: Option<Located<String>>,
+    /// Takes the image (and pull policy) of this App at the same commit.
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DNS_LABEL))]
+    pub image_from: Option<Located<String>>,
+    pub pull: Option<PullPolicy>,
+    /// Overrides the image's command.
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, EnvValue>")]
+    pub env: BTreeMap<EnvName, EnvValue>,
+    pub resources: Option<Resources>,
+    /// Named volumes, shared by name with the apps that mount them.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    /// A run is killed and failed after this long, e.g. `10m` (the default).
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
+    pub timeout: Option<Located<String>>,
+    /// Tries after the first failed one, with a growing pause between them. Default 0.
+    #[schemars(with = "Option<u32>")]
+    #[schemars(range(max = 10))]
+    pub retries: Option<Located<u32>>,
+    /// Runs to success before (or once healthy, after) these apps are updated.
+    pub hook: Option<JobHook>,
+    /// Apps that must be healthy before the Job runs.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    #[schemars(inner(pattern(DNS_LABEL)))]
+    pub depends_on: Vec<Located<String>>,
+    /// Cron with seconds (`sec min hour day month weekday`), in the Project's timezone.
+    #[schemars(with = "Option<String>")]
+    pub schedule: Option<Located<String>>,
+    /// What a scheduled run does while the previous one still runs: `forbid` (the default), `replace` or `allow`.
+    pub concurrency: Option<Concurrency>,
+    /// A scheduled run missed by more than this (railyard or the cluster was down) is skipped; within it, at most
+    /// one missed run is made up. Default: the missed run is always made up, once.
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
+    pub starting_deadline: Option<Located<String>>,
+    /// Finished runs kept with their output.
+    pub keep: Option<KeepRuns>,
+    /// Refused: a Job serves nothing (make it an App).
+    #[schemars(skip)]
+    pub ports: Option<Located<serde_json::Value>>,
+    /// Refused: a Job runs once per trigger (make it an App, or run it on a schedule).
+    #[schemars(skip)]
+    pub replicas: Option<Located<serde_json::Value>>,
+}
+
+/// The apps a Job runs around.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobHook {
+    /// Apps updated only once this Job succeeded in the same apply.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    #[schemars(inner(pattern(DNS_LABEL)))]
+    pub before: Vec<Located<String>>,
+    /// Apps after whose healthy update this Job runs; its failure is reported, nothing is rolled back.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    #[schemars(inner(pattern(DNS_LABEL)))]
+    pub after: Vec<Located<String>>,
+}
+
+/// A scheduled Job's policy for a run that comes while the previous one still runs (Kubernetes CronJob's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Concurrency {
+    /// The new run is skipped.
+    #[default]
+    Forbid,
+    /// The running one is stopped and the new one starts.
+    Replace,
+    /// Both run.
+    Allow,
+}
+
+impl Concurrency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Concurrency::Forbid => "forbid",
+            Concurrency::Replace => "replace",
+            Concurrency::Allow => "allow",
+        }
+    }
+}
+
+/// Finished runs kept per outcome.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KeepRuns {
+    /// Default 3.
+    #[schemars(range(max = 100))]
+    pub succeeded: Option<u32>,
+    /// Default 5.
+    #[schemars(range(max = 100))]
+    pub failed: Option<u32>,
+}
+
 /// The kinds a document may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -738,10 +855,11 @@ pub enum Kind {
     App,
     Domain,
     ScalingRule,
+    Job,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Project, Kind::App, Kind::Domain, Kind::ScalingRule];
+    pub const ALL: [Kind; 5] = [Kind::Project, Kind::App, Kind::Domain, Kind::ScalingRule, Kind::Job];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -749,6 +867,7 @@ impl Kind {
             Kind::App => "App",
             Kind::Domain => "Domain",
             Kind::ScalingRule => "ScalingRule",
+            Kind::Job => "Job",
         }
     }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_saphyr::granit_parser::{Event, Parser};
 
-use super::kinds::{App, Domain, Kind, Located, Project, ScalingRule};
+use super::kinds::{App, Domain, Job, Kind, Located, Project, ScalingRule};
 use super::{Diagnostic, FileContent, RepoFile};
 
 /// The largest config file railyard reads, so that a hostile repository cannot exhaust memory.
@@ -91,6 +91,7 @@ pub struct Documents {
     pub apps: Vec<Sourced<App>>,
     pub domains: Vec<Sourced<Domain>>,
     pub scaling_rules: Vec<Sourced<ScalingRule>>,
+    pub jobs: Vec<Sourced<Job>>,
 }
 
 /// Repositories with fewer files than this per core are read on one thread.
@@ -156,6 +157,7 @@ impl Documents {
         self.apps.append(&mut other.apps);
         self.domains.append(&mut other.domains);
         self.scaling_rules.append(&mut other.scaling_rules);
+        self.jobs.append(&mut other.jobs);
     }
 }
 
@@ -265,6 +267,7 @@ fn read_document(
         Kind::ScalingRule => {
             documents.scaling_rules.extend(parse_all(&place, text, &mut found).map(|doc| place.with(doc)))
         }
+        Kind::Job => documents.jobs.extend(parse_all(&place, text, &mut found).map(|doc| place.with(doc))),
     }
     diagnostics.extend(found);
     Ok(())

@@ -6,6 +6,7 @@ mod assemble;
 mod cron;
 pub mod desired;
 pub mod environments;
+pub mod job;
 pub mod kinds;
 pub mod load;
 pub mod observed;
@@ -21,8 +22,11 @@ use std::fmt;
 
 pub use desired::{AppSpec, ContainerSpec, DesiredState, DomainSpec, Environment};
 pub use environments::{HostConflict, ListedEnvironment, host_claims};
+pub use job::JobSpec;
 pub use load::{MAX_CONFIG_BYTES, MAX_CONFIG_FILES, MAX_FILE_BYTES, ReadBudget, Sourced};
-pub use observed::{HealthState, Observed, ObservedApp, ObservedDomain, ObservedReplica, OrphanProject, ReplicaState};
+pub use observed::{
+    HealthState, Observed, ObservedApp, ObservedDomain, ObservedJob, ObservedReplica, OrphanProject, ReplicaState,
+};
 
 /// A file of the config repository as a source hands it over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +113,7 @@ pub struct Config {
     pub apps: BTreeMap<String, Sourced<kinds::App>>,
     pub domains: BTreeMap<String, Sourced<kinds::Domain>>,
     pub scaling_rules: BTreeMap<String, Sourced<kinds::ScalingRule>>,
+    pub jobs: BTreeMap<String, Sourced<kinds::Job>>,
 }
 
 impl Config {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::desired::{AppSpec, DomainSpec};
+use super::job::JobSpec;
 
 /// Everything a backend found for one environment. Backends report only objects carrying their ownership labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +26,31 @@ pub struct Observed {
     /// removed is then a change of the app. (On Docker railyard's own autoscaler reads the rule from git.)
     #[serde(default)]
     pub applies_autoscalers: bool,
+    /// What the backend keeps of each Job of the environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<String, ObservedJob>,
+    /// The backend schedules Jobs itself, as objects it applies (Kubernetes' CronJob), and each scheduled Job's
+    /// `last_applied` says what it applied. (On Docker railyard's daemon runs them on its own clock.)
+    #[serde(default)]
+    pub schedules_jobs: bool,
+}
+
+/// What a backend keeps of one Job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedJob {
+    pub name: String,
+    /// The environment whose labels it carries.
+    pub env: String,
+    /// The spec hash of the last run that succeeded: a Job without a schedule runs again only for another hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<String>,
+    /// Spec hashes of the runs in progress (one that outlived the apply that started it, or a scheduled one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<String>,
+    /// The spec last applied (redacted): of the last successful run, or of the object that schedules it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied: Option<JobSpec>,
 }
 
 /// What runs of a project that the repository no longer names.

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::desired::{AppSpec, DomainSpec};
+use super::job::JobSpec;
 use super::kinds::TlsMode;
 use super::kinds::{PreviewLimits, Previews, PullPolicy};
 use super::units::{parse_cpus, parse_memory};
@@ -20,6 +21,8 @@ pub struct Limits {
     pub cpu_millis: u64,
     pub memory_bytes: u64,
     pub local_images: bool,
+    /// `previews.schedules`: whether scheduled Jobs run in previews.
+    pub schedules: bool,
 }
 
 impl Limits {
@@ -43,6 +46,7 @@ impl Limits {
                 .and_then(|memory| parse_memory(&memory.value).ok())
                 .unwrap_or(default_memory),
             local_images: previews.is_some_and(|previews| previews.local_images),
+            schedules: previews.is_some_and(|previews| previews.schedules),
         }
     }
 }
@@ -75,6 +79,35 @@ pub fn cap(
             limits.domains,
             dropped.join(", ")
         ));
+    }
+    capped
+}
+
+/// Caps a preview's Jobs as its apps: the same CPU, memory and image rules; scheduled Jobs only with
+/// `previews.schedules`; hooks and dependencies only on the apps the preview kept.
+pub fn cap_jobs(limits: &Limits, apps: &BTreeMap<String, AppSpec>, jobs: &mut BTreeMap<String, JobSpec>) -> Capped {
+    let mut capped = Capped::default();
+    if !limits.schedules {
+        let scheduled: Vec<String> =
+            jobs.values().filter(|job| job.schedule.is_some()).map(|j| j.name.clone()).collect();
+        if !scheduled.is_empty() {
+            jobs.retain(|name, _| !scheduled.contains(name));
+            capped.warnings.push(format!(
+                "scheduled Jobs do not run in previews (previews.schedules is false): {}",
+                scheduled.join(", ")
+            ));
+        }
+    }
+    let volumes: BTreeSet<String> =
+        apps.values().flat_map(|app| app.container.volumes.iter().map(|volume| volume.name.clone())).collect();
+    for job in jobs.values_mut() {
+        for list in [&mut job.before, &mut job.after, &mut job.depends_on] {
+            list.retain(|app| apps.contains_key(app));
+        }
+        job.container.volumes.retain(|volume| volumes.contains(&volume.name));
+        let mut standing = AppSpec { container: job.container.clone(), ..AppSpec::bare(&job.name) };
+        cap_app(limits, &mut standing, &mut capped);
+        job.container = standing.container;
     }
     capped
 }

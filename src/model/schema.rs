@@ -3,7 +3,7 @@
 
 use schemars::{JsonSchema, schema_for};
 
-use super::kinds::{App, Domain, Kind, Project, ScalingRule};
+use super::kinds::{App, Domain, Job, Kind, Project, ScalingRule};
 
 /// The schema of one kind, as pretty JSON with a trailing newline.
 pub fn schema_json(kind: Kind) -> String {
@@ -12,6 +12,7 @@ pub fn schema_json(kind: Kind) -> String {
         Kind::App => generate::<App>(),
         Kind::Domain => generate::<Domain>(),
         Kind::ScalingRule => generate::<ScalingRule>(),
+        Kind::Job => generate::<Job>(),
     };
     let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
     text.push('\n');

@@ -14,6 +14,8 @@ use super::units::{
 };
 use super::{Config, Diagnostic};
 
+mod jobs;
+
 /// Most replicas one app may ask for; more is nearly always a typo.
 pub const MAX_REPLICAS: u32 = 1000;
 /// Most health check retries; a replica that needs more is not healthy.
@@ -39,12 +41,14 @@ pub fn validate(documents: Documents, mut diagnostics: Vec<Diagnostic>) -> Resul
         check_scaling_rule(rule, &apps, project, &mut diagnostics);
     }
     check_pinned_ports(&documents, project, &mut diagnostics);
+    let jobs = jobs::check_jobs(&documents.jobs, &apps, &mut diagnostics);
     match project {
         Some(project) if diagnostics.is_empty() => Ok(Config {
             project: project.clone(),
             apps: owned(apps),
             domains: owned(domains),
             scaling_rules: owned(scaling_rules),
+            jobs: owned(jobs),
         }),
         _ => {
             diagnostics.sort();
@@ -397,26 +401,7 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
             format!("image `{image}` is not an image reference; write e.g. `ghcr.io/acme/web:1.4.2`"),
         ));
     }
-    for (name, value) in &spec.env {
-        if let EnvValue::Secret(reference) = value
-            && !is_secret_name(&reference.secret)
-        {
-            diagnostics.push(app.error_at(
-                &name.0,
-                format!(
-                    "{}: secret name `{}` is not valid; use 1-64 lowercase letters, digits, `.`, `_` and `-`, \
-                     starting and ending with a letter or digit, without `/` or `..`",
-                    name.0.value, reference.secret
-                ),
-            ));
-        }
-        if !is_env_name(&name.0.value) {
-            diagnostics.push(app.error_at(
-                &name.0,
-                format!("`{}` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit", name.0.value),
-            ));
-        }
-    }
+    check_env(app, &spec.env, diagnostics);
     check_ports(app, diagnostics);
     if let Some(health) = &spec.health {
         check_health(app, health, diagnostics);
@@ -427,7 +412,7 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
     if let Some(resources) = &spec.resources {
         check_resources(app, resources, diagnostics);
     }
-    check_volumes(app, diagnostics);
+    check_volumes(app, &spec.volumes, diagnostics);
     if let Some(grace) = &spec.stop_grace_period {
         check_duration(app, grace, diagnostics);
     }
@@ -445,6 +430,29 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
                     dependency.value,
                     suggest(&dependency.value, apps.keys())
                 ),
+            ));
+        }
+    }
+}
+
+fn check_env<T>(doc: &Sourced<T>, env: &BTreeMap<super::kinds::EnvName, EnvValue>, diagnostics: &mut Vec<Diagnostic>) {
+    for (name, value) in env {
+        if let EnvValue::Secret(reference) = value
+            && !is_secret_name(&reference.secret)
+        {
+            diagnostics.push(doc.error_at(
+                &name.0,
+                format!(
+                    "{}: secret name `{}` is not valid; use 1-64 lowercase letters, digits, `.`, `_` and `-`, \
+                     starting and ending with a letter or digit, without `/` or `..`",
+                    name.0.value, reference.secret
+                ),
+            ));
+        }
+        if !is_env_name(&name.0.value) {
+            diagnostics.push(doc.error_at(
+                &name.0,
+                format!("`{}` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit", name.0.value),
             ));
         }
     }
@@ -621,9 +629,9 @@ fn port_names(app: &App) -> Vec<String> {
     app.ports.iter().map(|port| port.name.value.clone()).collect()
 }
 
-fn check_volumes(app: &Sourced<App>, diagnostics: &mut Vec<Diagnostic>) {
+fn check_volumes<T>(app: &Sourced<T>, volumes: &[super::kinds::Volume], diagnostics: &mut Vec<Diagnostic>) {
     let mut mounts = HashMap::new();
-    for volume in &app.doc.volumes {
+    for volume in volumes {
         check_dns_label(app, &volume.name, "volume name", diagnostics);
         let mount = &volume.mount;
         if !mount.value.starts_with('/') || mount.value.split('/').any(|part| part == "..") {

@@ -2,13 +2,16 @@
 //! it is. Pure: it imports only [`crate::model`].
 
 pub mod diff;
+mod jobs;
 pub mod render;
+
+pub use jobs::Workload;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AppSpec, DesiredState, DomainSpec, Environment, Observed, ObservedApp, ObservedDomain};
+use crate::model::{AppSpec, DesiredState, DomainSpec, Environment, JobSpec, Observed, ObservedApp, ObservedDomain};
 
 /// What to do to one environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +23,10 @@ pub struct Plan {
     pub apps: Vec<Action<AppSpec>>,
     /// Empty when the backend did not report domains.
     pub domains: Vec<Action<DomainSpec>>,
+    /// Runs of Jobs, scheduled Jobs' objects, and Jobs git no longer declares; [`Plan::workloads`] orders them with
+    /// the apps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<Action<JobSpec>>,
     /// Set when the proxy could not be read: the domains will fail to apply until it is back.
     #[serde(default)]
     pub proxy_error: Option<String>,
@@ -86,6 +93,10 @@ pub enum Change {
         reasons: Vec<String>,
     },
     Delete,
+    /// A Job runs to completion (its spec has not run to success, or an app it hooks updates).
+    Run {
+        reasons: Vec<String>,
+    },
     Unchanged,
     /// What runs could not be read (the proxy did not answer): whether the object needs a change is not known.
     /// Never counted as a change; an apply tries to put it in place and fails while the reason lasts.
@@ -103,6 +114,7 @@ impl Change {
             Change::Scale { .. } => ChangeKind::Scale,
             Change::Repair { .. } => ChangeKind::Repair,
             Change::Delete => ChangeKind::Delete,
+            Change::Run { .. } => ChangeKind::Run,
             Change::Unchanged => ChangeKind::Unchanged,
             Change::Unknown { .. } => ChangeKind::Unknown,
         }
@@ -123,6 +135,7 @@ pub enum ChangeKind {
     Scale,
     Repair,
     Delete,
+    Run,
     Unchanged,
     Unknown,
 }
@@ -135,6 +148,7 @@ impl ChangeKind {
             ChangeKind::Scale => "scale",
             ChangeKind::Repair => "repair",
             ChangeKind::Delete => "delete",
+            ChangeKind::Run => "run",
             ChangeKind::Unchanged => "unchanged",
             ChangeKind::Unknown => "unknown",
         }
@@ -157,6 +171,7 @@ impl std::fmt::Display for ChangeKind {
 pub enum ObjectKind {
     App,
     Domain,
+    Job,
 }
 
 impl ObjectKind {
@@ -165,6 +180,7 @@ impl ObjectKind {
         match self {
             ObjectKind::App => "App",
             ObjectKind::Domain => "Domain",
+            ObjectKind::Job => "Job",
         }
     }
 }
@@ -183,6 +199,9 @@ pub struct Summary {
     pub scale: usize,
     pub repair: usize,
     pub delete: usize,
+    /// Job runs.
+    #[serde(default)]
+    pub run: usize,
     pub unchanged: usize,
     /// Objects whose state could not be read (see [`Change::Unknown`]).
     #[serde(default)]
@@ -197,6 +216,7 @@ impl Summary {
             ChangeKind::Scale => &mut self.scale,
             ChangeKind::Repair => &mut self.repair,
             ChangeKind::Delete => &mut self.delete,
+            ChangeKind::Run => &mut self.run,
             ChangeKind::Unchanged => &mut self.unchanged,
             ChangeKind::Unknown => &mut self.unknown,
         };
@@ -204,7 +224,7 @@ impl Summary {
     }
 
     pub fn changes(&self) -> usize {
-        self.create + self.update + self.scale + self.repair + self.delete
+        self.create + self.update + self.scale + self.repair + self.delete + self.run
     }
 }
 
@@ -215,6 +235,9 @@ impl std::fmt::Display for Summary {
             "{} to create, {} to update, {} to scale, {} to repair, {} to delete, {} unchanged",
             self.create, self.update, self.scale, self.repair, self.delete, self.unchanged
         )?;
+        if self.run > 0 {
+            write!(f, ", {} job run(s)", self.run)?;
+        }
         if self.unknown > 0 {
             write!(f, ", {} unknown", self.unknown)?;
         }
@@ -258,7 +281,17 @@ impl Plan {
                 ..action.clone()
             })
             .collect();
-        Plan { apps, domains, warnings: strip_all(&self.warnings), ..self.clone() }
+        let jobs = self
+            .jobs
+            .iter()
+            .map(|action| Action {
+                desired: action.desired.as_ref().map(JobSpec::without_digests),
+                diff: action.diff.as_deref().map(strip_digests),
+                notes: strip_all(&action.notes),
+                ..action.clone()
+            })
+            .collect();
+        Plan { apps, domains, jobs, warnings: strip_all(&self.warnings), ..self.clone() }
     }
 }
 
@@ -274,8 +307,10 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         (Some(found), None) => plan_domains(desired, found),
         (None, _) => Vec::new(),
     };
+    let jobs = jobs::plan_jobs(desired, observed, &apps);
     let mut summary = Summary::default();
-    for change in apps.iter().map(|a| &a.change).chain(domains.iter().map(|d| &d.change)) {
+    let changes = apps.iter().map(|a| &a.change).chain(domains.iter().map(|d| &d.change));
+    for change in changes.chain(jobs.iter().map(|j| &j.change)) {
         summary.count(change);
     }
     Plan {
@@ -283,6 +318,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         commit: desired.commit.clone(),
         apps,
         domains,
+        jobs,
         summary,
         // An environment without domains does not need the proxy, reachable or not.
         proxy_error: observed.proxy_error.clone().filter(|_| !desired.domains.is_empty()),
@@ -513,6 +549,9 @@ pub fn apply_to(observed: &Observed, plan: &Plan) -> Observed {
             }
             Some(_) => {}
         }
+    }
+    for action in &plan.jobs {
+        jobs::apply_job(&mut after.jobs, action, &plan.env.name);
     }
     if let Some(domains) = after.domains.as_mut() {
         for action in &plan.domains {

@@ -18,8 +18,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
     if let Some(moving) = &plan.moving {
         let _ = writeln!(out, "\n{moving}");
     }
-    for action in &plan.apps {
-        render_action(&mut out, ObjectKind::App, action, color);
+    for workload in plan.workloads() {
+        match workload {
+            super::Workload::App(action) => render_action(&mut out, ObjectKind::App, action, color),
+            super::Workload::Job(action) => render_action(&mut out, ObjectKind::Job, action, color),
+        }
     }
     for action in &plan.domains {
         render_action(&mut out, ObjectKind::Domain, action, color);
@@ -49,7 +52,7 @@ fn render_action<S>(out: &mut String, kind: ObjectKind, action: &Action<S>, colo
         Change::Unknown { reason } => format!(": {reason}"),
         Change::Update { fields } => format!(" ({})", fields.join(", ")),
         Change::Scale { from, to } => format!(" ({from} -> {to} replicas)"),
-        Change::Repair { reasons } => format!(" ({})", reasons.join("; ")),
+        Change::Repair { reasons } | Change::Run { reasons } => format!(" ({})", reasons.join("; ")),
         _ => String::new(),
     };
     let (bold, reset) = if color { (BOLD, RESET) } else { ("", "") };

@@ -683,6 +683,7 @@ mod tests {
     #[test]
     fn warnings_orphans_and_notes_are_shown_even_when_nothing_changes() {
         let plan = Plan {
+            jobs: Vec::new(),
             env: Environment::production("shop"),
             commit: None,
             apps: vec![Action {

@@ -108,7 +108,7 @@ pub(super) async fn apply(
     let Ok(mut outcomes) = executor.run(&plan.apps, &convergence).await;
     fail_late_crashes(backend, plan, secrets, &mut outcomes, &executor).await?;
     outcomes.extend(apply_domains(backend, plan, &executor).await?);
-    Ok(ApplyReport { outcomes })
+    Ok(ApplyReport { outcomes, job_runs: Vec::new() })
 }
 
 /// One plan's apps converging; every failure becomes the app's outcome, so the run itself never fails.

@@ -333,6 +333,16 @@ impl Backend for DockerBackend {
     async fn metrics(&self, env: &Environment) -> Result<Vec<AppLoad>, BackendError> {
         Ok(self.load(env).await?)
     }
+
+    async fn run_job(
+        &self,
+        env: &Environment,
+        job: &crate::model::JobSpec,
+        _secrets: &ResolvedSecrets,
+        trigger: crate::backend::JobTrigger,
+    ) -> Result<crate::backend::JobRun, BackendError> {
+        Ok(crate::backend::JobRun::skipped(env, job, trigger, "in progress".to_owned()))
+    }
 }
 
 impl DockerBackend {
@@ -355,7 +365,7 @@ impl DockerBackend {
         };
         let (replicas, orphans, (domains, proxy_error)) = tokio::join!(self.replicas(env, None), orphans, proxy);
         let apps = observed_apps(env, replicas?);
-        Ok(Observed { apps, domains, proxy_error, orphans: orphans?, applies_autoscalers: false })
+        Ok(Observed { apps, domains, proxy_error, orphans: orphans?, ..Observed::default() })
     }
 
     /// Each app's average CPU use per replica since the previous call, from one-shot stats read in parallel. A

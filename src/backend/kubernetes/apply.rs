@@ -89,7 +89,7 @@ impl Applier<'_> {
         // An Ingress is written once the Service it routes to is.
         outcomes.extend(executor.run(&self.plan.domains, &work).await?);
         self.prune(&manifests, &listed).await?;
-        Ok(ApplyReport { outcomes })
+        Ok(ApplyReport { outcomes, job_runs: Vec::new() })
     }
 
     /// The namespace (unless someone else made it) and its NetworkPolicy, which every app needs first.
@@ -139,6 +139,7 @@ impl Applier<'_> {
             env: self.plan.env.clone(),
             commit: self.plan.commit.clone(),
             sync: SyncPolicy::Auto,
+            jobs: Default::default(),
             apps: self
                 .plan
                 .apps

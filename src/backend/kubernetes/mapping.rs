@@ -848,6 +848,7 @@ mod tests {
     fn a_rotated_secret_changes_the_pod_template_and_dollars_stay_literal() {
         use crate::model::redact::DigestKey;
         let mut desired = DesiredState {
+            jobs: Default::default(),
             env: crate::model::Environment::production("shop"),
             commit: None,
             sync: crate::model::kinds::SyncPolicy::Auto,

@@ -66,6 +66,7 @@ fn declared_bodies(listed: &Listed, env: &Environment) -> Declared {
         sync: SyncPolicy::Auto,
         apps,
         domains,
+        jobs: Default::default(),
         warnings: Vec::new(),
         blockers: Vec::new(),
         platform: Default::default(),
