@@ -21,6 +21,13 @@ pub trait Progress: Send + Sync {
     }
 }
 
+/// Progress nobody watches (a Job run outside an apply: its run is recorded instead).
+pub struct Silent;
+
+impl Progress for Silent {
+    fn event(&self, _event: &ProgressEvent) {}
+}
+
 /// One step of applying one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProgressEvent {

@@ -27,6 +27,21 @@ pub fn volume_name(env: &Environment, volume: &str) -> String {
     format!("{}_{volume}", env.project)
 }
 
+/// The named volumes `container` mounts, as the engine takes them.
+pub fn mounts(env: &Environment, container: &crate::model::ContainerSpec) -> Vec<Mount> {
+    container
+        .volumes
+        .iter()
+        .map(|volume| Mount {
+            target: Some(volume.mount.clone()),
+            source: Some(volume_name(env, &volume.name)),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(volume.read_only),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// Everything needed to create one replica. Secret values are resolved by the caller into `env`.
 pub struct ReplicaRequest<'a> {
     pub env: &'a Environment,
@@ -59,17 +74,7 @@ impl ReplicaRequest<'_> {
                 (port_key(port), Some(vec![binding]))
             })
             .collect();
-        let mounts: Vec<Mount> = container
-            .volumes
-            .iter()
-            .map(|volume| Mount {
-                target: Some(volume.mount.clone()),
-                source: Some(volume_name(self.env, &volume.name)),
-                typ: Some(MountType::VOLUME),
-                read_only: Some(volume.read_only),
-                ..Default::default()
-            })
-            .collect();
+        let mounts = mounts(self.env, container);
         let network = network_name(self.env);
         let endpoint = EndpointSettings { aliases: Some(vec![self.spec.name.clone()]), ..Default::default() };
         ContainerCreateBody {
@@ -112,9 +117,12 @@ pub struct ResolvedEnv {
 impl ResolvedEnv {
     /// Resolves every variable of `spec`; `secret` reads secret references. Values of secret references, of
     /// variables whose names look sensitive and the passwords in URLs are secret.
-    pub fn resolve<E>(spec: &AppSpec, secret: impl Fn(&str) -> Result<String, E>) -> Result<ResolvedEnv, E> {
+    pub fn resolve<E>(
+        container: &crate::model::ContainerSpec,
+        secret: impl Fn(&str) -> Result<String, E>,
+    ) -> Result<ResolvedEnv, E> {
         let mut resolved = ResolvedEnv::default();
-        for (name, value) in &spec.container.env {
+        for (name, value) in &container.env {
             let text = value.container_value(&secret)?;
             match value {
                 EnvSpec::Value(_) => {}
@@ -199,7 +207,8 @@ mod tests {
             ("DATABASE_URL", EnvSpec::literal("DATABASE_URL", "postgres://app:url-pass@db/app".into())),
             ("GREETING", EnvSpec::Value("hello".into())),
         ]);
-        let env = ResolvedEnv::resolve(&spec, |name| Ok::<_, ()>(format!("{name}-from-store"))).expect("resolves");
+        let env =
+            ResolvedEnv::resolve(&spec.container, |name| Ok::<_, ()>(format!("{name}-from-store"))).expect("resolves");
         assert!(env.pairs.contains(&"DB=db-from-store".to_owned()), "{:?}", env.pairs);
         let message = "printed db-from-store, inline-token and url-pass; hello";
         assert_eq!(env.redact(message), "printed <redacted>, <redacted> and <redacted>; hello");
@@ -211,7 +220,7 @@ mod tests {
         use base64::engine::general_purpose::{STANDARD, URL_SAFE};
         let spec = app_with_env(&[("DB", EnvSpec::Secret { secret: "db".into(), digest: None })]);
         let value = "s3cr3t?&/value+";
-        let env = ResolvedEnv::resolve(&spec, |_| Ok::<_, ()>(value.to_owned())).expect("resolves");
+        let env = ResolvedEnv::resolve(&spec.container, |_| Ok::<_, ()>(value.to_owned())).expect("resolves");
         for printed in [
             STANDARD.encode(value),
             STANDARD.encode(format!("{value}\n")),
@@ -227,6 +236,6 @@ mod tests {
     #[test]
     fn a_missing_secret_is_the_resolvers_error() {
         let spec = app_with_env(&[("DB", EnvSpec::Secret { secret: "db".into(), digest: None })]);
-        assert_eq!(ResolvedEnv::resolve(&spec, |_| Err::<String, _>("missing")).err(), Some("missing"));
+        assert_eq!(ResolvedEnv::resolve(&spec.container, |_| Err::<String, _>("missing")).err(), Some("missing"));
     }
 }

@@ -5,7 +5,6 @@
 //! [`super::teardown`] removes what goes.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 
 use tokio::time::Instant;
 
@@ -17,9 +16,9 @@ use super::replicas::replace_replicas;
 use super::teardown::delete_app;
 use super::{DockerBackend, DockerError};
 use crate::backend::schedule::{Executor, Operation, Slot};
-use crate::backend::{ActionOutcome, ActionResult, ApplyReport, Progress};
-use crate::model::AppSpec;
-use crate::plan::{Action, Plan};
+use crate::backend::{ActionOutcome, ActionResult, ApplyReport, JobRun, JobTrigger, Progress};
+use crate::model::{AppSpec, JobSpec};
+use crate::plan::{Action, ChangeKind, Plan};
 use crate::proxy::ProxyError;
 use crate::secrets::{ResolvedSecrets, SecretError};
 
@@ -104,11 +103,13 @@ pub(super) async fn apply(
         }
     }
     let executor = Executor::new(backend.settings.parallel, progress);
-    let convergence = Convergence { backend, plan, secrets, current: &current, progress };
-    let Ok(mut outcomes) = executor.run(&plan.apps, &convergence).await;
+    let convergence =
+        Convergence { backend, plan, secrets, current: &current, progress, job_runs: std::sync::Mutex::default() };
+    let mut outcomes = executor.run_workloads(plan, &convergence).await?;
     fail_late_crashes(backend, plan, secrets, &mut outcomes, &executor).await?;
     outcomes.extend(apply_domains(backend, plan, &executor).await?);
-    Ok(ApplyReport { outcomes, job_runs: Vec::new() })
+    let job_runs = convergence.job_runs.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok(ApplyReport { outcomes, job_runs })
 }
 
 /// One plan's apps converging; every failure becomes the app's outcome, so the run itself never fails.
@@ -119,12 +120,47 @@ struct Convergence<'a> {
     /// Each app's containers as listed before the run.
     current: &'a BTreeMap<String, Vec<Replica>>,
     progress: &'a dyn Progress,
+    /// The runs of Jobs so far, for the report.
+    job_runs: std::sync::Mutex<Vec<JobRun>>,
+}
+
+impl Operation<JobSpec> for Convergence<'_> {
+    type Error = DockerError;
+
+    /// A run goes to its end (tries, timeout); a Job git removed takes its records and leftovers with it; a
+    /// scheduled Job is the daemon's to run and has nothing to apply here.
+    async fn apply(&self, action: &Action<JobSpec>, mut slot: Slot) -> Result<ActionResult, DockerError> {
+        slot.release();
+        let job = match (&action.desired, action.change.kind()) {
+            (None, _) => {
+                super::jobs::forget(self.backend, &self.plan.env, Some(&action.name)).await?;
+                return Ok(ActionResult::Done);
+            }
+            (Some(job), ChangeKind::Run) => job,
+            (Some(_), _) => return Ok(ActionResult::Done),
+        };
+        let run = super::jobs::Run {
+            backend: self.backend,
+            env: &self.plan.env,
+            job,
+            secrets: self.secrets,
+            trigger: JobTrigger::Apply,
+            progress: self.progress,
+        };
+        let run = run.run().await?;
+        let result = match run.failure() {
+            Some(error) => ActionResult::Failed { error },
+            None => ActionResult::Done,
+        };
+        self.job_runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(run);
+        Ok(result)
+    }
 }
 
 impl Operation<AppSpec> for Convergence<'_> {
-    type Error = Infallible;
+    type Error = DockerError;
 
-    async fn apply(&self, action: &Action<AppSpec>, mut slot: Slot) -> Result<ActionResult, Infallible> {
+    async fn apply(&self, action: &Action<AppSpec>, mut slot: Slot) -> Result<ActionResult, DockerError> {
         let current = self.current.get(&action.name).map_or(&[][..], Vec::as_slice);
         Ok(match &action.desired {
             Some(spec) => {
@@ -147,7 +183,7 @@ async fn converge_app(
     slot: &mut Slot,
     progress: &dyn Progress,
 ) -> ActionResult {
-    let environment = match ResolvedEnv::resolve(spec, |name| secrets.get(name)) {
+    let environment = match ResolvedEnv::resolve(&spec.container, |name| secrets.get(name)) {
         Ok(environment) => environment,
         Err(source) => {
             let error = ConvergeError::MissingSecret { app: spec.name.clone(), source };

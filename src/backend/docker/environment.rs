@@ -9,7 +9,7 @@ use super::container::{network_name, volume_name};
 use super::converge::ConvergeError;
 use super::labels::{self, Replica};
 use super::{DockerBackend, DockerError};
-use crate::model::{AppSpec, Environment};
+use crate::model::Environment;
 use crate::plan::Plan;
 use crate::proxy::{Switch, UpstreamMode};
 
@@ -215,13 +215,14 @@ fn not_owned(kind: &'static str, name: &str, env: &Environment) -> DockerError {
     }
 }
 
-/// Creates the app's volumes, or checks that those of their names are the environment's own.
+/// Creates the volumes `container` mounts, or checks that those of their names are the environment's own.
 pub(super) async fn ensure_volumes(
     backend: &DockerBackend,
     env: &Environment,
-    spec: &AppSpec,
+    container: &crate::model::ContainerSpec,
+    deleted_with_app: &[String],
 ) -> Result<(), DockerError> {
-    for volume in &spec.container.volumes {
+    for volume in &container.volumes {
         let name = volume_name(env, &volume.name);
         match backend.docker.inspect_volume(&name).await {
             Ok(existing) if labels::is_owned(&existing.labels, env) => continue,
@@ -233,7 +234,7 @@ pub(super) async fn ensure_volumes(
         }
         let mut volume_labels = labels::ownership(env);
         volume_labels.insert(labels::COMPOSE_VOLUME.to_owned(), volume.name.clone());
-        if spec.volumes_deleted_with_app.contains(&volume.name) {
+        if deleted_with_app.contains(&volume.name) {
             volume_labels.insert(labels::DELETE_WITH_APP.to_owned(), "true".to_owned());
         }
         let request =

@@ -132,7 +132,7 @@ pub(super) async fn fail_late_crashes(
         for replica in &crashed {
             backend.remove_container(&replica.observed.id).await?;
         }
-        let environment = ResolvedEnv::resolve(spec, |name| secrets.get(name)).unwrap_or_default();
+        let environment = ResolvedEnv::resolve(&spec.container, |name| secrets.get(name)).unwrap_or_default();
         let error = environment.redact(&format!("app `{app}`: {reason}"));
         for outcome in outcomes.iter_mut().filter(|outcome| outcome.name == app && outcome.kind == ObjectKind::App) {
             executor.amend(outcome, ActionResult::Failed { error: error.clone() });

@@ -5,6 +5,7 @@ mod container;
 mod converge;
 mod environment;
 mod health;
+pub mod jobs;
 pub mod labels;
 mod replicas;
 mod teardown;
@@ -210,17 +211,24 @@ impl DockerBackend {
 
     /// Every container `env` owns, read into replicas.
     async fn replicas(&self, env: &Environment, app: Option<&str>) -> Result<Vec<labels::Replica>, DockerError> {
+        Ok(self.containers(env, app).await?.iter().filter_map(labels::read_replica).collect())
+    }
+
+    /// Every container `env` owns (of `app` only, when given): apps' replicas and Jobs' runs.
+    async fn containers(
+        &self,
+        env: &Environment,
+        app: Option<&str>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, DockerError> {
         let mut filters = labels::owned_filter(env);
         if let Some(app) = app {
             filters.entry("label".to_owned()).or_default().push(format!("{}={app}", labels::APP));
         }
         let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let containers = self
-            .docker
+        self.docker
             .list_containers(Some(options))
             .await
-            .map_err(self.error(format!("list containers of {}", env.project)))?;
-        Ok(containers.iter().filter_map(labels::read_replica).collect())
+            .map_err(self.error(format!("list containers of {}", env.project)))
     }
 
     /// Projects of the same environment name applied from the same repository under another project name.
@@ -338,10 +346,12 @@ impl Backend for DockerBackend {
         &self,
         env: &Environment,
         job: &crate::model::JobSpec,
-        _secrets: &ResolvedSecrets,
+        secrets: &ResolvedSecrets,
         trigger: crate::backend::JobTrigger,
     ) -> Result<crate::backend::JobRun, BackendError> {
-        Ok(crate::backend::JobRun::skipped(env, job, trigger, "in progress".to_owned()))
+        let progress = crate::backend::events::Silent;
+        let run = jobs::Run { backend: self, env, job, secrets, trigger, progress: &progress };
+        Ok(run.run().await?)
     }
 }
 
@@ -363,9 +373,11 @@ impl DockerBackend {
                 None => Ok(Vec::new()),
             }
         };
-        let (replicas, orphans, (domains, proxy_error)) = tokio::join!(self.replicas(env, None), orphans, proxy);
-        let apps = observed_apps(env, replicas?);
-        Ok(Observed { apps, domains, proxy_error, orphans: orphans?, ..Observed::default() })
+        let (containers, orphans, (domains, proxy_error)) = tokio::join!(self.containers(env, None), orphans, proxy);
+        let containers = containers?;
+        let jobs = jobs::observe(self, env, &containers).await?;
+        let apps = observed_apps(env, containers.iter().filter_map(labels::read_replica).collect());
+        Ok(Observed { apps, domains, proxy_error, orphans: orphans?, jobs, ..Observed::default() })
     }
 
     /// Each app's average CPU use per replica since the previous call, from one-shot stats read in parallel. A

@@ -45,10 +45,10 @@ pub(super) async fn replace_replicas(
 ) -> Result<ActionResult, ConvergeError> {
     let env = &plan.env;
     let event = |step: Step| progress.event(&ProgressEvent::app(&spec.name, step));
-    ensure_image(backend, spec, progress).await?;
+    ensure_image(backend, crate::plan::ObjectKind::App, &spec.name, &spec.container, progress).await?;
     // A pull may take long: the lease must still hold for what follows.
     progress.may_write().map_err(ConvergeError::Fenced)?;
-    ensure_volumes(backend, env, spec).await?;
+    ensure_volumes(backend, env, &spec.container, &spec.volumes_deleted_with_app).await?;
     let (keepers, old) = sort_replicas(spec, current.to_vec());
     let pinned = spec.container.ports.iter().any(|port| port.host_port.is_some());
     if pinned {
@@ -398,8 +398,14 @@ async fn rename_into_place(
 }
 
 /// Makes the image available as the app's pull policy says.
-async fn ensure_image(backend: &DockerBackend, spec: &AppSpec, progress: &dyn Progress) -> Result<(), ConvergeError> {
-    let image = &spec.container.image;
+pub(super) async fn ensure_image(
+    backend: &DockerBackend,
+    kind: crate::plan::ObjectKind,
+    name: &str,
+    container: &crate::model::ContainerSpec,
+    progress: &dyn Progress,
+) -> Result<(), ConvergeError> {
+    let image = &container.image;
     let present = match backend.docker.inspect_image(image).await {
         Ok(_) => true,
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
@@ -407,13 +413,12 @@ async fn ensure_image(backend: &DockerBackend, spec: &AppSpec, progress: &dyn Pr
             return Err(DockerError::from_bollard(&backend.host, format!("inspect image {image}"), other).into());
         }
     };
-    match (spec.container.pull, present) {
-        (PullPolicy::Never, false) => {
-            Err(ConvergeError::ImageNotOnHost { image: image.clone(), app: spec.name.clone() })
-        }
+    match (container.pull, present) {
+        (PullPolicy::Never, false) => Err(ConvergeError::ImageNotOnHost { image: image.clone(), app: name.to_owned() }),
         (PullPolicy::Never | PullPolicy::Missing, true) => Ok(()),
         (PullPolicy::Missing | PullPolicy::Always, _) => {
-            progress.event(&ProgressEvent::app(&spec.name, Step::Pulling { image: image.clone() }));
+            let step = Step::Pulling { image: image.clone() };
+            progress.event(&ProgressEvent { kind, name: name.to_owned(), step });
             pull(backend, image).await
         }
     }

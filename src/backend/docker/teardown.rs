@@ -65,6 +65,7 @@ pub(super) async fn destroy(backend: &DockerBackend, env: &Environment) -> Resul
         .await
         .into_iter()
         .collect::<Result<(), _>>()?;
+    super::jobs::forget(backend, env, None).await?;
     remove_marked_volumes(backend, env, &by_app).await?;
     remove_networks(backend, env).await?;
     routes

@@ -1,0 +1,148 @@
+//! Jobs on the real Docker Engine: a migration hook the new app version needs, a failing hook that leaves the old
+//! version serving, retries, timeouts, a run that survives a killed railyard, and records that keep a spec from
+//! running twice. Every test has its own compose project and removes it, even when it fails.
+
+use crate::support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn all_output(output: &std::process::Output) -> String {
+    format!("{}{}", stdout(output), stderr(output))
+}
+
+/// `web` serving `message`, whose start needs `/data/schema-<version>` (a migration's marker): without it the
+/// container exits and the update is rolled back.
+fn web_needing_schema(image: &str, message: &str, version: u32) -> String {
+    format!(
+        "kind: App\nname: web\nimage: {image}\npull: never\n\
+         command: [\"sh\", \"-c\", \"test -f /data/schema-{version} || exit 7; mkdir -p /www && echo {message} > /www/index.html && echo ok > /www/healthz && exec httpd -f -p 8080 -h /www\"]\n\
+         ports: [{{ name: http, port: 8080 }}]\n\
+         volumes: [{{ name: data, mount: /data }}]\n\
+         health: {{ http: {{ path: /healthz, port: http }}, interval: 500ms, timeout: 1s, retries: 3 }}\n\
+         stopGracePeriod: 1s\n"
+    )
+}
+
+fn migrate_job(script: &str, extra: &str) -> String {
+    format!(
+        "kind: Job\nname: migrate\nimageFrom: web\ncommand: [\"sh\", \"-c\", \"{script}\"]\n\
+         volumes: [{{ name: data, mount: /data }}]\nhook: {{ before: [web] }}\ntimeout: 30s\n{extra}"
+    )
+}
+
+/// What a one-off container of the test image prints for `script`, with `project`'s volume `data` at /data.
+fn read_volume(project: &TestProject, script: &str) -> String {
+    let volume = format!("{}_data:/data", project.name);
+    docker(&["run", "--rm", "-v", &volume, &busybox_image(), "sh", "-c", script])
+}
+
+fn job_containers(project: &TestProject) -> Vec<String> {
+    let filter = format!("label=com.docker.compose.project={}", project.name);
+    docker(&["ps", "-aq", "--filter", &filter, "--filter", "label=dev.railyard.job"])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn served(project: &TestProject) -> Option<String> {
+    let web = project.containers("web").into_iter().find(|container| container.running)?;
+    http_get(web.host_port(8080), "/").map(|(_, body)| body.trim().to_owned())
+}
+
+#[test]
+fn a_migration_hook_runs_before_the_app_that_needs_it_and_once_per_spec() {
+    let image = busybox_image();
+    let project = TestProject::new("job-hook");
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v1", 1));
+    project.write("jobs/migrate.yaml", &migrate_job("echo migrating to 1; echo 1 > /data/schema-1", ""));
+    let first = project.railyard("apply", &[]);
+    assert_success(&first);
+    let out = all_output(&first);
+    assert_eq!(served(&project).as_deref(), Some("v1"), "{out}");
+
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v2", 2));
+    project.write("jobs/migrate.yaml", &migrate_job("echo migrating to 2; echo 2 > /data/schema-2", ""));
+    let plan = project.railyard("plan", &[]);
+    let shown = stdout(&plan);
+    let (run, update) = (shown.find("run Job migrate"), shown.find("update App web"));
+    assert!(run.is_some() && run < update, "the plan shows the hook before the update:\n{shown}");
+    let second = project.railyard("apply", &[]);
+    assert_success(&second);
+    assert_eq!(served(&project).as_deref(), Some("v2"), "the new version starts: its migration ran first");
+    assert!(job_containers(&project).is_empty(), "a run's container is removed once its output is read");
+
+    // Ran to success for this spec: nothing to do, and a restart of railyard (a new process) agrees.
+    let again = project.railyard("plan", &["--detailed-exitcode"]);
+    assert_eq!(again.status.code(), Some(0), "{}", all_output(&again));
+    let records = project.volumes().into_iter().filter(|v| v.contains("railyard.job.migrate")).count();
+    assert_eq!(records, 1, "one record of the Job's last successful spec: {:?}", project.volumes());
+}
+
+#[test]
+fn a_failing_hook_leaves_the_old_version_serving_and_says_why_without_secrets() {
+    let image = busybox_image();
+    let project = TestProject::new("job-fail");
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v1", 1));
+    project.write("jobs/migrate.yaml", &migrate_job("echo 1 > /data/schema-1", ""));
+    assert_success(&project.railyard("apply", &[]));
+    let before: Vec<String> = project.containers("web").into_iter().map(|c| c.id).collect();
+
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v2", 2));
+    let failing = "echo token is $API_TOKEN; echo relation users does not exist >&2; exit 3";
+    project.write("jobs/migrate.yaml", &migrate_job(failing, "env: { API_TOKEN: canary-job-4c1d }\nretries: 1\n"));
+    let apply = project.railyard("apply", &[]);
+    let out = all_output(&apply);
+    assert!(!apply.status.success(), "{out}");
+    assert!(out.contains("job `migrate` failed after 2 tries (exit code 3"), "{out}");
+    assert!(out.contains("relation users does not exist"), "the last lines of its output are shown: {out}");
+    assert!(out.contains("token is <redacted>") && !out.contains("canary-job-4c1d"), "{out}");
+    assert!(out.contains("dependency `migrate` was not applied"), "web was not touched: {out}");
+    let after: Vec<String> = project.containers("web").into_iter().map(|c| c.id).collect();
+    assert_eq!(before, after, "the old version keeps running, untouched");
+    assert_eq!(served(&project).as_deref(), Some("v1"));
+    assert!(job_containers(&project).is_empty());
+}
+
+#[test]
+fn a_run_is_retried_and_a_run_past_its_timeout_is_killed() {
+    let image = busybox_image();
+    let project = TestProject::new("job-retry");
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v1", 1));
+    let flaky = "n=$(cat /data/tries 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/tries; test $n -ge 2 && echo 1 > /data/schema-1";
+    project.write("jobs/migrate.yaml", &migrate_job(flaky, "retries: 2\n"));
+    assert_success(&project.railyard("apply", &[]));
+    assert_eq!(read_volume(&project, "cat /data/tries").trim(), "2", "the second try succeeded; no third");
+
+    project
+        .write("jobs/slow.yaml", "kind: Job\nname: slow\nimageFrom: web\ncommand: [\"sleep\", \"60\"]\ntimeout: 2s\n");
+    let started = std::time::Instant::now();
+    let apply = project.railyard("apply", &[]);
+    let out = all_output(&apply);
+    assert!(!apply.status.success(), "{out}");
+    assert!(out.contains("job `slow` failed (killed after its timeout of 2 s)"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(30), "killed at its timeout, not at its end");
+    assert!(job_containers(&project).is_empty());
+}
+
+#[test]
+fn a_run_that_outlives_a_killed_railyard_is_awaited_not_started_twice() {
+    let image = busybox_image();
+    let project = TestProject::new("job-restart");
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v1", 1));
+    project.write("jobs/migrate.yaml", &migrate_job("echo run >> /data/runs; sleep 3; echo 1 > /data/schema-1", ""));
+    let mut first = std::process::Command::new(railyard_binary())
+        .args(["apply", &project.dir().display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("railyard apply starts");
+    assert!(eventually(Duration::from_secs(30), || !job_containers(&project).is_empty()), "the run started");
+    first.kill().expect("kill -9 the apply");
+    let _ = first.wait();
+    let second = project.railyard("apply", &[]);
+    assert_success(&second);
+    assert_eq!(read_volume(&project, "cat /data/runs").trim(), "run", "the run was awaited, not started again");
+    assert_eq!(served(&project).as_deref(), Some("v1"));
+}
