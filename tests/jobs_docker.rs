@@ -180,7 +180,9 @@ fn a_scheduled_job_runs_on_its_schedule_and_an_overlapping_run_is_skipped() {
         assert!(matches!(run.trigger, railyard::backend::JobTrigger::Schedule { .. }), "{run:?}");
         match &run.outcome {
             railyard::backend::JobOutcome::Succeeded => assert!(run.finished_at - run.started_at >= 2_500, "{run:?}"),
-            railyard::backend::JobOutcome::Skipped { reason } => assert!(reason.contains("concurrency: forbid"), "{run:?}"),
+            railyard::backend::JobOutcome::Skipped { reason } => {
+                assert!(reason.contains("concurrency: forbid"), "{run:?}")
+            }
             other => panic!("a run neither succeeded nor was skipped: {other:?}"),
         }
     }
@@ -191,5 +193,8 @@ fn a_scheduled_job_runs_on_its_schedule_and_an_overlapping_run_is_skipped() {
         assert!(pair[1].started_at >= pair[0].finished_at - 100, "overlapping runs: {pair:#?}");
     }
     let metrics = http_get(served.port, "/metrics").map(|(_, body)| body).unwrap_or_default();
-    assert!(metrics.contains("railyard_job_runs_total{env=\"production\",job=\"tick\",outcome=\"succeeded\"}"), "{metrics}");
+    assert!(
+        metrics.contains("railyard_job_runs_total{env=\"production\",job=\"tick\",outcome=\"succeeded\"}"),
+        "{metrics}"
+    );
 }
