@@ -198,3 +198,47 @@ fn a_scheduled_job_runs_on_its_schedule_and_an_overlapping_run_is_skipped() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_preview_runs_its_migration_against_its_own_volume_and_no_schedule() {
+    let image = busybox_image();
+    let project = TestProject::new("job-preview");
+    project.write(
+        "railyard.yaml",
+        &format!(
+            "kind: Project\nname: {}\npreviews: {{ enabled: true, localImages: true, branches: [\"preview/*\"] }}\n",
+            project.name
+        ),
+    );
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v1", 1));
+    project.write("jobs/migrate.yaml", &migrate_job("echo 1 > /data/schema-1", ""));
+    project.write(
+        "jobs/tick.yaml",
+        &format!(
+            "kind: Job\nname: tick\nimage: {image}\npull: never\ncommand: [\"true\"]\nschedule: \"* * * * * *\"\n"
+        ),
+    );
+    project.git_init();
+    let served = project.serve(&["--poll-interval", "1s"], &[]);
+    served.wait_for("production synced", Duration::from_secs(60), |env| env["syncStatus"] == "synced");
+
+    let dir = project.dir();
+    git(dir, &["checkout", "-q", "-b", "preview/schema-2"]);
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v2", 2));
+    project.write("jobs/migrate.yaml", &migrate_job("echo 2 > /data/schema-2", ""));
+    project.commit("schema 2");
+    git(dir, &["checkout", "-q", "main"]);
+    let preview = format!("{}-branch-preview-schema-2", project.name);
+    let _guard = ProjectGuard(preview.clone());
+    let serving = eventually(Duration::from_secs(90), || project_serves(&preview, "web", "v2"));
+    assert!(serving, "the preview's migration ran first, so its v2 starts:\n{}", served.log());
+    let preview_volume = format!("{preview}_data:/data");
+    let listed = docker(&["run", "--rm", "-v", &preview_volume, &image, "ls", "/data"]);
+    assert_eq!(listed.split_whitespace().collect::<Vec<_>>(), ["schema-2"], "its own, fresh volume");
+    assert_eq!(read_volume(&project, "ls /data").trim(), "schema-1", "production's volume is untouched");
+    let db = railyard::store::SqliteDb::open(&served.state_dir).expect("store");
+    let runs = db.job_runs("branch-preview-schema-2", None, 100).expect("runs");
+    assert!(runs.iter().all(|stored| stored.run.job == "migrate"), "no scheduled run in the preview: {runs:?}");
+    assert!(!runs.is_empty());
+    assert!(!db.job_runs("production", Some("tick"), 100).expect("runs").is_empty(), "production's schedule runs");
+}
