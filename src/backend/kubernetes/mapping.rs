@@ -1057,6 +1057,27 @@ mod tests {
     }
 
     #[test]
+    fn railyards_cron_becomes_a_cron_jobs_schedule_or_is_refused_with_the_fix() {
+        assert_eq!(kubernetes_cron("j", "0 0 3 * * *").as_deref(), Ok("0 3 * * *"));
+        assert_eq!(kubernetes_cron("j", "0 0 8 * * Mon-Fri").as_deref(), Ok("0 8 * * Mon-Fri"));
+        // Weekdays 1-7 from Sunday become 0-6 from Sunday; steps and names stay.
+        assert_eq!(kubernetes_cron("j", "0 */5 * * * 2-6,1").as_deref(), Ok("*/5 * * * 1-5,0"));
+        assert_eq!(kubernetes_cron("j", "0 0 0 * * 1/2 *").as_deref(), Ok("0 0 * * 0/2"));
+        let seconds = kubernetes_cron("j", "30 0 3 * * *").expect_err("seconds");
+        assert!(seconds.contains("runs at second 30") && seconds.contains("`0 0 3 * * *`"), "{seconds}");
+        assert!(kubernetes_cron("j", "0 0 3 * * * 2030").is_err());
+    }
+
+    #[test]
+    fn job_names_stay_within_a_label_value() {
+        let long = "a".repeat(63);
+        let name = job_object_name(&long, "0123456789abcdef");
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("-01234567"), "{name}");
+        assert_eq!(job_object_name("migrate", "0123456789abcdef"), "migrate-01234567");
+    }
+
+    #[test]
     fn settings_default_when_the_project_sets_none() {
         let settings = KubernetesSettings::default();
         assert_eq!(settings.ingress_class_name, None);
