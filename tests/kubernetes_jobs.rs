@@ -170,6 +170,7 @@ fn a_restart_in_the_middle_of_a_run_attaches_to_the_job_instead_of_creating_it_t
 }
 
 const NIGHTLY: &str = "kind: Job\nname: nightly\nimage: acme/web:1\ncommand: [/web, cleanup]\n\
+                       env: { DB_PASSWORD: { secret: db-password }, API_TOKEN: literal-token-5e1 }\n\
                        schedule: \"0 30 3 * * 2-6\"\nconcurrency: replace\nstartingDeadline: 5m\n\
                        keep: { succeeded: 2, failed: 4 }\n";
 
@@ -196,6 +197,9 @@ fn a_scheduled_job_is_a_cron_job_run_by_hand_from_its_template_and_deleted_with_
         assert_eq!(spec.pointer("/jobTemplate/metadata/labels/railyard.dev~1job"), Some(&json!("nightly")));
         assert_eq!(spec.pointer("/jobTemplate/spec/template/spec/restartPolicy"), Some(&json!("Never")));
         assert!(fake.names("jobs", ns).is_empty(), "the cluster runs it on its schedule, not the apply");
+        assert!(!cron.to_string().contains(SECRET_VALUE) && !cron.to_string().contains("literal-token-5e1"));
+        let secret = fake.object("secrets", ns, &format!("{ns}-secrets")).expect("the Secret of the Job's values");
+        assert!(secret.pointer("/data/ENV.nightly.API_TOKEN").is_some(), "{secret}");
 
         fake.clear_requests();
         let (again, _) = sync(backend, &desired).await;
