@@ -1,24 +1,35 @@
 //! `railyard export compose` and `railyard export kubernetes`: the desired state as a docker-compose file or as
 //! Kubernetes manifests, the escape hatches from railyard. Pure: they turn a [`DesiredState`] into YAML text.
+//!
+//! Jobs: in a compose file each Job is a service that runs once (`restart: "no"`). A Job that runs before apps
+//! (`hook.before`) starts with `docker compose up`, and those apps wait for it to exit 0
+//! (`service_completed_successfully`), as compose users run migrations; every other Job is in the `jobs` profile,
+//! so that `up` leaves it alone and `docker compose run --rm <job>` runs it (compose has no schedule: a comment
+//! names each schedule). In Kubernetes manifests a Job is a Job named by its spec hash, a scheduled one a CronJob.
 
 use serde_json::{Map, Value, json};
 
 use crate::backend::kubernetes::mapping::{self, KubernetesSettings, SecretKeys, SecretSource};
 use crate::model::desired::{EnvSpec, Probe};
-use crate::model::{AppSpec, DesiredState};
+use crate::model::{AppSpec, DesiredState, JobSpec};
 
 /// Where published ports listen unless the config says otherwise.
 pub const DEFAULT_BIND_ADDRESS: &str = "127.0.0.1";
+/// The compose profile of the Jobs `docker compose up` does not start.
+pub const JOBS_PROFILE: &str = "jobs";
 
 /// The compose file (Compose Specification) equivalent to `desired`. Secrets become `${RAILYARD_SECRET_<NAME>}`
 /// references and sensitive literals `${RAILYARD_ENV_<APP>_<VARIABLE>}` references, so the file holds no secret.
 pub fn compose_yaml(desired: &DesiredState) -> String {
-    let services: Map<String, Value> =
+    let mut services: Map<String, Value> =
         desired.apps.values().map(|app| (app.name.clone(), service(app, desired))).collect();
+    services.extend(desired.jobs.values().map(|job| (job.name.clone(), job_service(job, desired))));
     let volumes: Map<String, Value> = desired
         .apps
         .values()
-        .flat_map(|app| app.container.volumes.iter())
+        .map(|app| &app.container)
+        .chain(desired.jobs.values().map(|job| &job.container))
+        .flat_map(|container| container.volumes.iter())
         .map(|volume| (volume.name.clone(), json!({})))
         .collect();
     let mut file = Map::new();
@@ -33,7 +44,63 @@ pub fn compose_yaml(desired: &DesiredState) -> String {
         desired.env.name,
         desired.env.project
     );
-    header + &domains_note(desired) + &serde_saphyr::to_string(&Value::Object(file)).unwrap_or_default()
+    header
+        + &domains_note(desired)
+        + &jobs_note(desired)
+        + &serde_saphyr::to_string(&Value::Object(file)).unwrap_or_default()
+}
+
+/// How the Jobs run under compose, which has no schedule and no hook after an app: said once, in a comment.
+fn jobs_note(desired: &DesiredState) -> String {
+    if desired.jobs.is_empty() {
+        return String::new();
+    }
+    let mut note = format!(
+        "#\n# Jobs run once (restart: \"no\"). Those that run before apps start with `up`, and the apps wait for them to\n\
+         # exit 0; the others are in the `{JOBS_PROFILE}` profile: run one with `docker compose run --rm <job>`.\n"
+    );
+    for job in desired.jobs.values() {
+        if let Some(schedule) = &job.schedule {
+            note.push_str(&format!(
+                "#   {}: railyard runs it on `{}` ({}); compose has no schedule: use cron or a systemd timer\n",
+                job.name, schedule.cron, schedule.timezone
+            ));
+        }
+        if !job.after.is_empty() {
+            note.push_str(&format!(
+                "#   {}: railyard runs it after {} update; run it by hand after `up`\n",
+                job.name,
+                job.after.join(", ")
+            ));
+        }
+    }
+    note + "#\n"
+}
+
+/// A Job as a service that runs once: its container as an app's, no ports, no health check, never restarted.
+fn job_service(job: &JobSpec, desired: &DesiredState) -> Value {
+    let app = AppSpec {
+        depends_on: job.depends_on.iter().chain(&job.after).cloned().collect(),
+        ..crate::backend::kubernetes::mapping::job_as_app(job)
+    };
+    let mut service = match service(&app, desired) {
+        Value::Object(service) => service,
+        _ => Map::new(),
+    };
+    service.remove("healthcheck");
+    service.remove("ports");
+    if let Some(Value::Object(deploy)) = service.get_mut("deploy") {
+        deploy.remove("replicas");
+        if deploy.is_empty() {
+            service.remove("deploy");
+        }
+    }
+    service.insert("restart".to_owned(), json!("no"));
+    // Compose refuses a dependency on a service whose profile is not active: a Job apps wait for has none.
+    if job.before.is_empty() {
+        service.insert("profiles".to_owned(), json!([JOBS_PROFILE]));
+    }
+    Value::Object(service)
 }
 
 /// Compose has no routing by host name: the Domains are named in a comment, with what to put in front, rather than
@@ -116,12 +183,16 @@ fn service(app: &AppSpec, desired: &DesiredState) -> Value {
             .collect();
         service.insert("volumes".to_owned(), json!(volumes));
     }
-    if !app.depends_on.is_empty() {
-        let depends: Map<String, Value> = app
-            .depends_on
-            .iter()
-            .map(|dependency| (dependency.clone(), json!({"condition": start_condition(desired, dependency)})))
-            .collect();
+    let mut depends: Map<String, Value> = app
+        .depends_on
+        .iter()
+        .map(|dependency| (dependency.clone(), json!({"condition": start_condition(desired, dependency)})))
+        .collect();
+    // The Jobs that run before this app (migrations): it starts once they exited 0.
+    for hook in desired.jobs.values().filter(|job| job.before.contains(&app.name)) {
+        depends.insert(hook.name.clone(), json!({"condition": "service_completed_successfully"}));
+    }
+    if !depends.is_empty() {
         service.insert("depends_on".to_owned(), Value::Object(depends));
     }
     service.insert("deploy".to_owned(), deploy(app));
@@ -181,6 +252,9 @@ pub fn kubernetes_yaml(desired: &DesiredState, settings: &KubernetesSettings) ->
     );
     if let Some(secret) = &manifests.secret {
         text.push_str(&secret_instructions(secret));
+    }
+    for why in manifests.refused_jobs.values() {
+        text.push_str(&format!("#\n# Not in this file: {why}\n"));
     }
     for object in &manifests.objects {
         text.push_str("---\n");

@@ -22,7 +22,10 @@ fn doctor_reports_what_the_cluster_has_and_what_to_fix() {
     let said = stdout(&checked);
     assert_eq!(checked.status.code(), Some(0), "nothing must be fixed first:\n{said}{}", stderr(&checked));
     assert!(said.contains("ok    reachable: Kubernetes v"), "{said}");
-    assert!(said.contains("ok    permissions: 40 verbs on 8 kinds granted"), "the shipped RBAC is enough:\n{said}");
+    assert!(
+        said.contains("ok    permissions: 55 verbs on 11 kinds granted, and reading pods and their logs"),
+        "the shipped RBAC is enough:\n{said}"
+    );
     assert!(said.contains("warn  ingress class: no IngressClass"), "{said}");
     assert!(said.contains("cert-manager is not installed") && said.contains("fix: install cert-manager"), "{said}");
     assert!(said.contains("warn  metrics: metrics-server is not installed"), "{said}");

@@ -452,9 +452,12 @@ async fn the_kubeconfig_file_and_discovery_reach_the_fake() {
         [
             "ClusterRole",
             "ClusterRoleBinding",
+            "ConfigMap",
+            "CronJob",
             "Deployment",
             "HorizontalPodAutoscaler",
             "Ingress",
+            "Job",
             "Lease",
             "Namespace",
             "NetworkPolicy",

@@ -69,7 +69,7 @@ fn apply_creates_everything_and_an_unchanged_config_sends_no_write() {
         let requests = fake.requests();
         assert!(writes(&requests).is_empty(), "a no-op wrote: {:?}", writes(&requests));
         // Observe and apply: one list per kind each.
-        assert_eq!(requests.len(), 16, "{requests:?}");
+        assert_eq!(requests.len(), 22, "{requests:?}");
     });
 }
 

@@ -206,3 +206,47 @@ fn a_preview_namespace_is_fenced_for_egress_pod_security_and_tokens() {
     let policy = json(find(&production, "NetworkPolicy", mapping::NETWORK_POLICY_NAME));
     assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress"]), "production's egress is its own");
 }
+
+/// Issue 26: a Job is a Job named by its spec hash (secrets by reference), a scheduled one a CronJob, both valid
+/// for `kubernetes-validate --strict`; a schedule Kubernetes cannot express is named in a comment, not dropped.
+#[test]
+fn jobs_export_as_job_and_cron_job_and_a_schedule_with_seconds_as_a_comment() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let write = |path: &str, text: &str| {
+        let file = repo.path().join(path);
+        std::fs::create_dir_all(file.parent().expect("a parent")).expect("create folder");
+        std::fs::write(file, text).expect("write config file");
+    };
+    write("railyard.yaml", "kind: Project\nname: shop\ntimezone: America/New_York\n");
+    write("apps/web.yaml", "kind: App\nname: web\nimage: acme/web:1\nports: [{ name: http, port: 8080 }]\n");
+    write(
+        "jobs.yaml",
+        "kind: Job\nname: migrate\nimageFrom: web\ncommand: [/web, migrate]\nenv: { DB_PASSWORD: { secret: db-password } }\n\
+         timeout: 90s\nretries: 1\nhook: { before: [web] }\n---\n\
+         kind: Job\nname: nightly\nimage: acme/web:1\nschedule: \"0 0 3 * * Sun\"\nconcurrency: forbid\n---\n\
+         kind: Job\nname: often\nimage: acme/web:1\nschedule: \"15 * * * * *\"\n",
+    );
+    let text = export(repo.path(), "production");
+    assert!(!text.contains(CANARIES[2]), "{text}");
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("YAML");
+    let of_kind = |kind: &str| -> Vec<&serde_json::Value> { documents.iter().filter(|d| d["kind"] == kind).collect() };
+    let jobs = of_kind("Job");
+    assert_eq!(jobs.len(), 1, "{text}");
+    let job = jobs[0];
+    assert!(job["metadata"]["name"].as_str().is_some_and(|name| name.starts_with("migrate-") && name.len() == 16));
+    assert_eq!(
+        (job["spec"]["backoffLimit"].clone(), job["spec"]["activeDeadlineSeconds"].clone()),
+        (1.into(), 90.into())
+    );
+    let env = &job["spec"]["template"]["spec"]["containers"][0]["env"][0];
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["key"], "db-password", "{text}");
+    let crons = of_kind("CronJob");
+    assert_eq!(crons.len(), 1, "{text}");
+    assert_eq!(crons[0]["spec"]["schedule"], "0 3 * * Sun");
+    assert_eq!(crons[0]["spec"]["timeZone"], "America/New_York");
+    assert_eq!(crons[0]["spec"]["concurrencyPolicy"], "Forbid");
+    assert!(text.contains("# Not in this file: Job often: schedule `15 * * * * *` runs at second 15"), "{text}");
+    let file = repo.path().join("exported.yaml");
+    std::fs::write(&file, &text).expect("write the export");
+    assert_valid_kubernetes(&file, "the exported Job and CronJob");
+}

@@ -76,6 +76,9 @@ fn its_rbac_names_every_resource_and_verb_and_grants_no_more_than_railyard_uses(
         ("", "services"),
         ("", "persistentvolumeclaims"),
         ("", "secrets"),
+        ("", "configmaps"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
         ("apps", "deployments"),
         ("autoscaling", "horizontalpodautoscalers"),
         ("networking.k8s.io", "ingresses"),
@@ -84,6 +87,9 @@ fn its_rbac_names_every_resource_and_verb_and_grants_no_more_than_railyard_uses(
         expected.insert((group.into(), resource.into()), manage.clone());
     }
     expected.insert(("apps".into(), "deployments/status".into()), BTreeSet::from(["get".to_owned()]));
+    // A Job run's pods, for its exit code and the end of its log.
+    expected.insert((String::new(), "pods".into()), ["get", "list"].into_iter().map(str::to_owned).collect());
+    expected.insert((String::new(), "pods/log".into()), BTreeSet::from(["get".to_owned()]));
     // Read only: the apps' CPU, and what `railyard doctor` checks Domains will use.
     for (group, resource) in
         [("metrics.k8s.io", "pods"), ("networking.k8s.io", "ingressclasses"), ("cert-manager.io", "clusterissuers")]
@@ -104,6 +110,9 @@ fn resource_of(kind: &str) -> (&'static str, &'static str) {
         "HorizontalPodAutoscaler" => ("autoscaling", "horizontalpodautoscalers"),
         "Ingress" => ("networking.k8s.io", "ingresses"),
         "Secret" => ("", "secrets"),
+        "ConfigMap" => ("", "configmaps"),
+        "Job" => ("batch", "jobs"),
+        "CronJob" => ("batch", "cronjobs"),
         other => panic!("the mapping writes {other}: name its resource here and grant it in docker/kubernetes.yaml"),
     }
 }
@@ -124,7 +133,7 @@ fn its_rbac_lets_railyard_apply_list_and_prune_every_kind_it_writes() {
             );
         }
     }
-    assert_eq!(written.len(), 8, "{written:?}");
+    assert_eq!(written.len(), 11, "{written:?}");
     let grants = grants();
     for (group, resource) in written {
         let verbs = grants.get(&(group.to_owned(), resource.to_owned())).cloned().unwrap_or_default();

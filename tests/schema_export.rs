@@ -249,3 +249,103 @@ fn the_shipped_compose_file_is_accepted_by_docker_compose() {
         assert!(resolved.contains(expected), "{expected} missing:\n{resolved}");
     }
 }
+
+/// Runs `program args... -f - config` over `text`; the resolved file, or the program's complaint.
+fn compose_config(program: &str, args: &[&str], text: &str) -> Result<serde_json::Value, String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .args(["-p", "railyard-export-jobs", "-f", "-", "config"])
+        .env("RAILYARD_SECRET_DATABASE_URL", "postgres://from-the-environment")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{program} is needed for this test ({error})"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).expect("write the compose file");
+    }
+    let output = child.wait_with_output().expect("compose finishes");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(serde_saphyr::from_slice(&output.stdout).expect("compose prints the resolved file as YAML"))
+}
+
+#[test]
+fn exported_compose_runs_jobs_once_hooks_before_their_apps_and_the_rest_in_a_profile() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let write = |path: &str, text: &str| {
+        let file = repo.path().join(path);
+        std::fs::create_dir_all(file.parent().expect("a parent")).expect("create folder");
+        std::fs::write(file, text).expect("write config file");
+    };
+    write("railyard.yaml", "kind: Project\nname: shop\ntimezone: Europe/Berlin\n");
+    write(
+        "apps/web.yaml",
+        "kind: App\nname: web\nimage: acme/web:1\nports: [{ name: http, port: 8080 }]\nvolumes: [{ name: data, mount: /data }]\n",
+    );
+    write(
+        "jobs/migrate.yaml",
+        "kind: Job\nname: migrate\nimageFrom: web\ncommand: [/web, migrate]\nenv: { DATABASE_URL: { secret: database-url } }\n\
+         volumes: [{ name: data, mount: /data }]\nresources: { cpus: \"0.5\", memory: 256Mi }\nhook: { before: [web] }\n",
+    );
+    write(
+        "jobs/nightly.yaml",
+        "kind: Job\nname: nightly\nimage: acme/web:1\ncommand: [/web, cleanup]\nschedule: \"0 0 3 * * *\"\n",
+    );
+    let export = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .args(["export", "compose"])
+        .arg(repo.path())
+        .output()
+        .expect("railyard runs");
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let text = String::from_utf8_lossy(&export.stdout).into_owned();
+    assert!(text.contains("#   nightly: railyard runs it on `0 0 3 * * *` (Europe/Berlin)"), "{text}");
+    // As written (compose v1 leaves the default `no` out of its resolved file).
+    let written: serde_json::Value = serde_saphyr::from_str(&text).expect("the export is YAML");
+    for job in ["migrate", "nightly"] {
+        assert_eq!(written["services"][job]["restart"], "no", "{text}");
+    }
+    // docker-compose (v1, as the other tests) and `docker compose` (v2, which refuses a dependency on a service of
+    // an inactive profile) both accept it.
+    let mut checked =
+        vec![compose_config("docker-compose", &[], &text).unwrap_or_else(|error| panic!("{error}\n{text}"))];
+    let v2 = Command::new("docker").args(["compose", "version"]).output().is_ok_and(|output| output.status.success());
+    if v2 {
+        checked.push(compose_config("docker", &["compose"], &text).unwrap_or_else(|error| panic!("{error}\n{text}")));
+    }
+    for resolved in checked {
+        let services = &resolved["services"];
+        let migrate = &services["migrate"];
+        assert_eq!(migrate["image"], "acme/web:1");
+        assert_eq!(migrate["environment"]["DATABASE_URL"], "postgres://from-the-environment");
+        assert!(migrate.get("profiles").is_none(), "a hook starts with `up`: {resolved:#}");
+        assert!(migrate.get("ports").is_none() && migrate.get("healthcheck").is_none(), "{resolved:#}");
+        assert_eq!(services["web"]["depends_on"]["migrate"]["condition"], "service_completed_successfully");
+        // v2 leaves the services of inactive profiles out of its resolved file; v1 keeps them, profile and all.
+        let nightly = &services["nightly"];
+        assert!(nightly.is_null() || nightly["profiles"] == serde_json::json!(["jobs"]), "{resolved:#}");
+    }
+    assert_eq!(written["services"]["nightly"]["profiles"], serde_json::json!(["jobs"]), "{text}");
+    assert!(written["services"]["migrate"].get("profiles").is_none(), "{text}");
+    // Without the profile, `up` starts the apps and their hooks only (as v2 lists what it would start).
+    if !v2 {
+        return;
+    }
+    let services = Command::new("docker")
+        .args(["compose", "-p", "railyard-export-jobs", "-f", "-", "config", "--services"])
+        .env("RAILYARD_SECRET_DATABASE_URL", "x")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(text.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+        .expect("docker compose config --services");
+    let mut listed: Vec<String> = String::from_utf8_lossy(&services.stdout).lines().map(str::to_owned).collect();
+    listed.sort();
+    assert_eq!(listed, ["migrate", "web"], "{text}");
+}

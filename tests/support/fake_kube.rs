@@ -25,6 +25,16 @@
 //! selector against its template, and the fields that are immutable once set; a refusal is 422 Invalid.
 //! A Deployment's `scale` subresource is served (for the autoscaler's controller, [`CONTROLLER_TOKEN`]), and so is
 //! metrics.k8s.io once the test runs metrics-server ([`FakeKube::set_pod_cpu`]).
+//! Issue 26: ConfigMaps, Jobs and CronJobs (batch/v1) are stored like the other kinds, and a simulated Job
+//! controller runs a Job at the reads of Jobs after it was created, deciding its end from its first container's
+//! `command` and `args` joined by spaces (no image runs): at the first read it starts (`startTime`, `active: 1`, a
+//! pod); a word `sleep N` keeps it active until N seconds after it started (past its `activeDeadlineSeconds` it
+//! fails with reason `DeadlineExceeded`); then a word `exit N` (N not 0) fails it after `backoffLimit + 1` pods,
+//! each terminated with exit code N (condition `Failed`, reason `BackoffLimitExceeded`), and anything else completes
+//! it (`succeeded: 1`, condition `Complete`, `completionTime`). Its pods (named `<job>-<5 hex digits>`, labelled
+//! `batch.kubernetes.io/job-name`) are served for GET/LIST, go with their Job, and serve their log
+//! (`pods/<name>/log`, `tailLines`) as the test set it for Jobs whose names start with a prefix
+//! ([`FakeKube::set_job_log`]). CronJobs are stored, with no controller behind them (nothing is scheduled).
 //! Requests are authenticated (railyard's bearer token, [`RAILYARD_TOKEN`], else 401) and authorized against the
 //! RBAC that docker/kubernetes.yaml (or the manifest given to [`FakeKube::start_with_rbac`]) binds to railyard's
 //! service account, read from that file: a ClusterRoleBinding grants everywhere, a RoleBinding only in its
@@ -249,6 +259,36 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         create_on_update: true,
     },
     ResourceType {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        namespaced: true,
+        has_status: false,
+        create_on_update: false,
+    },
+    ResourceType {
+        group: "batch",
+        version: "v1",
+        plural: "jobs",
+        singular: "job",
+        kind: "Job",
+        namespaced: true,
+        has_status: true,
+        create_on_update: false,
+    },
+    ResourceType {
+        group: "batch",
+        version: "v1",
+        plural: "cronjobs",
+        singular: "cronjob",
+        kind: "CronJob",
+        namespaced: true,
+        has_status: true,
+        create_on_update: false,
+    },
+    ResourceType {
         group: "policy",
         version: "v1",
         plural: "poddisruptionbudgets",
@@ -331,6 +371,14 @@ struct Cluster {
     pod_metrics: Vec<Value>,
     /// The IngressClasses installed (their controllers' names).
     ingress_classes: Vec<String>,
+    /// When the Job controller started each Job (namespace, name): its `sleep N` counts from there.
+    jobs_started: BTreeMap<(String, String), std::time::Instant>,
+    /// The pods of Jobs, as the Job controller made them.
+    pods: Vec<Value>,
+    /// The last pod number handed out (pods are named `<job>-<number in 5 hex digits>`).
+    last_pod: u64,
+    /// (Job name prefix, log text): the log of the pods of Jobs whose names start with the prefix; the newest wins.
+    job_logs: Vec<(String, String)>,
 }
 
 /// The bearer token of railyard's service account in the kubeconfig the fake writes (bound to the ClusterRole of
@@ -717,6 +765,17 @@ preferences: {{}}
         true
     }
 
+    /// The log every pod of a Job whose name starts with `job_prefix` serves (set later, it wins).
+    pub fn set_job_log(&self, job_prefix: &str, text: &str) {
+        self.state().job_logs.push((job_prefix.to_string(), text.to_string()));
+    }
+
+    /// The pods the Job controller made in `namespace`, oldest first.
+    pub fn pods(&self, namespace: &str) -> Vec<Value> {
+        let state = self.state();
+        state.pods.iter().filter(|pod| pod.pointer("/metadata/namespace") == Some(&json!(namespace))).cloned().collect()
+    }
+
     /// How many reads of namespaces (GET or LIST) a deleted namespace stays Terminating for before the namespace
     /// controller finishes it (2 unless set; 0 makes deletion immediate).
     pub fn set_namespace_termination_reads(&self, reads: usize) {
@@ -898,6 +957,142 @@ pub const LIST_TYPES: &[(&str, &str, ListType)] = &[
     ("RoleBinding", "metadata.ownerReferences", ListType::Map(&["uid"])),
     ("PodDisruptionBudget", "metadata.finalizers", ListType::Set),
     ("PodDisruptionBudget", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("ConfigMap", "metadata.finalizers", ListType::Set),
+    ("ConfigMap", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Job", "metadata.finalizers", ListType::Set),
+    ("Job", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Job", "spec.podFailurePolicy.rules[].onExitCodes.values", ListType::Set),
+    ("Job", "spec.scheduling.resourceClaims", ListType::Map(&["name"])),
+    ("Job", "spec.template.metadata.finalizers", ListType::Set),
+    ("Job", "spec.template.metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Job", "spec.template.spec.containers", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.containers[].env", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.containers[].ports", ListType::Map(&["containerPort", "protocol"])),
+    ("Job", "spec.template.spec.containers[].resources.claims", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.containers[].restartPolicyRules[].exitCodes.values", ListType::Set),
+    ("Job", "spec.template.spec.containers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("Job", "spec.template.spec.containers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("Job", "spec.template.spec.containers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("Job", "spec.template.spec.ephemeralContainers", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.ephemeralContainers[].env", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.ephemeralContainers[].ports", ListType::Map(&["containerPort", "protocol"])),
+    ("Job", "spec.template.spec.ephemeralContainers[].resources.claims", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.ephemeralContainers[].restartPolicyRules[].exitCodes.values", ListType::Set),
+    ("Job", "spec.template.spec.ephemeralContainers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("Job", "spec.template.spec.ephemeralContainers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("Job", "spec.template.spec.ephemeralContainers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("Job", "spec.template.spec.evictionResponders", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.hostAliases", ListType::Map(&["ip"])),
+    ("Job", "spec.template.spec.imagePullSecrets", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.initContainers", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.initContainers[].env", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.initContainers[].ports", ListType::Map(&["containerPort", "protocol"])),
+    ("Job", "spec.template.spec.initContainers[].resources.claims", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.initContainers[].restartPolicyRules[].exitCodes.values", ListType::Set),
+    ("Job", "spec.template.spec.initContainers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("Job", "spec.template.spec.initContainers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("Job", "spec.template.spec.initContainers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("Job", "spec.template.spec.resourceClaims", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.resources.claims", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.schedulingGates", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.topologySpreadConstraints", ListType::Map(&["topologyKey", "whenUnsatisfiable"])),
+    ("Job", "spec.template.spec.volumes", ListType::Map(&["name"])),
+    ("Job", "spec.template.spec.volumes[].ephemeral.volumeClaimTemplate.metadata.finalizers", ListType::Set),
+    (
+        "Job",
+        "spec.template.spec.volumes[].ephemeral.volumeClaimTemplate.metadata.ownerReferences",
+        ListType::Map(&["uid"]),
+    ),
+    ("CronJob", "metadata.finalizers", ListType::Set),
+    ("CronJob", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("CronJob", "spec.jobTemplate.metadata.finalizers", ListType::Set),
+    ("CronJob", "spec.jobTemplate.metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("CronJob", "spec.jobTemplate.spec.podFailurePolicy.rules[].onExitCodes.values", ListType::Set),
+    ("CronJob", "spec.jobTemplate.spec.scheduling.resourceClaims", ListType::Map(&["name"])),
+    ("CronJob", "spec.jobTemplate.spec.template.metadata.finalizers", ListType::Set),
+    ("CronJob", "spec.jobTemplate.spec.template.metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.containers", ListType::Map(&["name"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.containers[].env", ListType::Map(&["name"])),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.containers[].ports",
+        ListType::Map(&["containerPort", "protocol"]),
+    ),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.containers[].resources.claims", ListType::Map(&["name"])),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.containers[].restartPolicyRules[].exitCodes.values",
+        ListType::Set,
+    ),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.containers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.containers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.containers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.ephemeralContainers", ListType::Map(&["name"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.ephemeralContainers[].env", ListType::Map(&["name"])),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.ephemeralContainers[].ports",
+        ListType::Map(&["containerPort", "protocol"]),
+    ),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.ephemeralContainers[].resources.claims", ListType::Map(&["name"])),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.ephemeralContainers[].restartPolicyRules[].exitCodes.values",
+        ListType::Set,
+    ),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.ephemeralContainers[].volumeDevices",
+        ListType::Map(&["devicePath"]),
+    ),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.ephemeralContainers[].volumeMounts",
+        ListType::Map(&["mountPath"]),
+    ),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.ephemeralContainers[].volumeMounts[].bindMountOptions",
+        ListType::Set,
+    ),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.evictionResponders", ListType::Map(&["name"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.hostAliases", ListType::Map(&["ip"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.imagePullSecrets", ListType::Map(&["name"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.initContainers", ListType::Map(&["name"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.initContainers[].env", ListType::Map(&["name"])),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.initContainers[].ports",
+        ListType::Map(&["containerPort", "protocol"]),
+    ),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.initContainers[].resources.claims", ListType::Map(&["name"])),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.initContainers[].restartPolicyRules[].exitCodes.values",
+        ListType::Set,
+    ),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.initContainers[].volumeDevices", ListType::Map(&["devicePath"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.initContainers[].volumeMounts", ListType::Map(&["mountPath"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.initContainers[].volumeMounts[].bindMountOptions", ListType::Set),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.resourceClaims", ListType::Map(&["name"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.resources.claims", ListType::Map(&["name"])),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.schedulingGates", ListType::Map(&["name"])),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.topologySpreadConstraints",
+        ListType::Map(&["topologyKey", "whenUnsatisfiable"]),
+    ),
+    ("CronJob", "spec.jobTemplate.spec.template.spec.volumes", ListType::Map(&["name"])),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.volumes[].ephemeral.volumeClaimTemplate.metadata.finalizers",
+        ListType::Set,
+    ),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec.volumes[].ephemeral.volumeClaimTemplate.metadata.ownerReferences",
+        ListType::Map(&["uid"]),
+    ),
 ];
 
 fn list_type(kind: &str, schema_path: &str) -> Option<ListType> {
@@ -1469,7 +1664,19 @@ async fn answer_request(
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
         match state.authorize(token, &method, uri.path(), &query) {
-            Ok(()) => state.answer(&method, uri.path(), &query, Sender { content_type, user_agent }, &body),
+            Ok(()) => {
+                if method == Method::GET
+                    && let Some(log) = state.pod_log(uri.path(), &query)
+                {
+                    return match log {
+                        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response(),
+                        Err((code, reply)) => {
+                            (code, [(header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response()
+                        }
+                    };
+                }
+                state.answer(&method, uri.path(), &query, Sender { content_type, user_agent }, &body)
+            }
             Err(refusal) => refusal,
         }
     };
@@ -1494,7 +1701,11 @@ impl Cluster {
         let attributes = &review["spec"]["resourceAttributes"];
         let text = |field: &str| attributes[field].as_str().unwrap_or_default().to_owned();
         let namespace = Some(text("namespace")).filter(|namespace| !namespace.is_empty());
-        let allowed = self.grants.allow(&text("group"), &text("resource"), &text("verb"), namespace.as_deref());
+        let resource = match text("subresource") {
+            subresource if subresource.is_empty() => text("resource"),
+            subresource => format!("{}/{subresource}", text("resource")),
+        };
+        let allowed = self.grants.allow(&text("group"), &resource, &text("verb"), namespace.as_deref());
         review["status"] = json!({ "allowed": allowed });
         (StatusCode::CREATED, review)
     }
@@ -1683,6 +1894,178 @@ impl Cluster {
         )
     }
 
+    /// The Job controller (see the module doc): starts each new Job, then ends it as its command says.
+    fn run_job_controller(&mut self) {
+        let keys: Vec<ObjectKey> = self.objects.keys().filter(|(plural, _, _)| *plural == "jobs").cloned().collect();
+        for key in keys {
+            let Some(body) = self.objects.get(&key).map(|object| object.body.clone()) else { continue };
+            let finished = body.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True")
+            });
+            if finished {
+                continue;
+            }
+            let job = (key.1.clone(), key.2.clone());
+            let words = job_command(&body);
+            let marker =
+                |word: &str| words.windows(2).find(|pair| pair[0] == word).and_then(|pair| pair[1].parse::<f64>().ok());
+            let sleep = marker("sleep").unwrap_or(0.0);
+            let exit = marker("exit").map_or(0, |code| code as i64);
+            let backoff = body.pointer("/spec/backoffLimit").and_then(Value::as_u64).unwrap_or(6);
+            let deadline = body.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_f64);
+            let time = now();
+            let status = match self.jobs_started.get(&job) {
+                None => {
+                    self.jobs_started.insert(job.clone(), std::time::Instant::now());
+                    self.add_pod(&body, None);
+                    json!({ "startTime": time, "active": 1, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {} })
+                }
+                Some(started) => {
+                    let elapsed = started.elapsed().as_secs_f64();
+                    let start_time = body.pointer("/status/startTime").cloned().unwrap_or(json!(time));
+                    let condition = |kind: &str, reason: &str, message: &str| {
+                        json!({ "type": kind, "status": "True", "reason": reason, "message": message,
+                                "lastProbeTime": time, "lastTransitionTime": time })
+                    };
+                    if deadline.is_some_and(|deadline| elapsed >= deadline && sleep > deadline) {
+                        self.end_pods(&job, Some(137));
+                        let why = "Job was active longer than specified deadline";
+                        json!({ "startTime": start_time, "active": 0, "failed": 1, "terminating": 0,
+                                "conditions": [condition("FailureTarget", "DeadlineExceeded", why),
+                                               condition("Failed", "DeadlineExceeded", why)] })
+                    } else if elapsed < sleep {
+                        continue;
+                    } else if exit != 0 {
+                        self.end_pods(&job, Some(exit));
+                        for _ in 0..backoff {
+                            self.add_pod(&body, Some(exit));
+                        }
+                        let why = "Job has reached the specified backoff limit";
+                        json!({ "startTime": start_time, "active": 0, "failed": backoff + 1, "terminating": 0,
+                                "conditions": [condition("FailureTarget", "BackoffLimitExceeded", why),
+                                               condition("Failed", "BackoffLimitExceeded", why)] })
+                    } else {
+                        self.end_pods(&job, Some(0));
+                        json!({ "startTime": start_time, "completionTime": time, "active": 0, "succeeded": 1,
+                                "terminating": 0,
+                                "conditions": [condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"),
+                                               condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods")] })
+                    }
+                }
+            };
+            let resource_version = self.next_resource_version();
+            if let Some(object) = self.objects.get_mut(&key) {
+                if let Some(map) = object.body.as_object_mut() {
+                    map.insert("status".into(), status);
+                }
+                set_metadata(&mut object.body, "resourceVersion", json!(resource_version));
+            }
+        }
+    }
+
+    /// A pod of Job `job` (its template, with the Job's labels): running, or terminated with `exit`.
+    fn add_pod(&mut self, job: &Value, exit: Option<i64>) {
+        self.last_pod += 1;
+        let job_name = metadata_str(job, "name").unwrap_or_default().to_string();
+        let name = format!("{job_name}-{:05x}", self.last_pod);
+        let uid = self.next_uid();
+        let template = job.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
+        let labels = template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({}));
+        let spec = template.get("spec").cloned().unwrap_or_else(|| json!({}));
+        let mut pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name, "namespace": metadata_str(job, "namespace"), "uid": uid, "labels": labels,
+                "creationTimestamp": now(),
+                "ownerReferences": [{ "apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+                                      "uid": metadata_str(job, "uid"), "controller": true, "blockOwnerDeletion": true }],
+            },
+            "spec": spec,
+        });
+        set_pod_state(&mut pod, exit);
+        self.pods.push(pod);
+    }
+
+    /// Ends the running pods of Job `job` with `exit`.
+    fn end_pods(&mut self, job: &(String, String), exit: Option<i64>) {
+        for pod in self.pods.iter_mut().filter(|pod| is_pod_of(pod, &job.0, &job.1)) {
+            if pod.pointer("/status/phase") == Some(&json!("Running")) {
+                set_pod_state(pod, exit);
+            }
+        }
+    }
+
+    /// `GET .../namespaces/<namespace>/pods` (by `labelSelector`) and `.../pods/<name>`.
+    fn job_pods(&self, namespace: &str, name: Option<&str>, query: &BTreeMap<String, String>) -> (StatusCode, Value) {
+        let in_namespace = self.pods.iter().filter(|pod| pod.pointer("/metadata/namespace") == Some(&json!(namespace)));
+        if let Some(name) = name {
+            return match in_namespace.clone().find(|pod| pod.pointer("/metadata/name") == Some(&json!(name))) {
+                Some(pod) => (StatusCode::OK, pod.clone()),
+                None => status_failure(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("pods \"{name}\" not found"),
+                    json!({ "name": name, "kind": "pods" }),
+                ),
+            };
+        }
+        let requirements = match parse_label_selector(query.get("labelSelector").map_or("", String::as_str)) {
+            Ok(requirements) => requirements,
+            Err(message) => return bad_request(message),
+        };
+        let empty = Map::new();
+        let items: Vec<Value> = in_namespace
+            .filter(|pod| {
+                let labels = pod.pointer("/metadata/labels").and_then(Value::as_object).unwrap_or(&empty);
+                requirements.iter().all(|requirement| requirement.matches(labels))
+            })
+            .cloned()
+            .collect();
+        let list = json!({ "kind": "PodList", "apiVersion": "v1",
+                           "metadata": { "resourceVersion": self.last_resource_version.to_string() }, "items": items });
+        (StatusCode::OK, list)
+    }
+
+    /// `GET .../namespaces/<namespace>/pods/<name>/log`: the text set for its Job (its last `tailLines` lines);
+    /// `None` for any other path.
+    fn pod_log(&self, path: &str, query: &BTreeMap<String, String>) -> Option<Result<String, (StatusCode, Value)>> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let ["api", "v1", "namespaces", namespace, "pods", name, "log"] = segments.as_slice() else { return None };
+        let Some(pod) = self.pods.iter().find(|pod| {
+            pod.pointer("/metadata/namespace") == Some(&json!(namespace))
+                && pod.pointer("/metadata/name") == Some(&json!(name))
+        }) else {
+            let message = format!("pods \"{name}\" not found");
+            return Some(Err(status_failure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                message,
+                json!({ "name": name, "kind": "pods" }),
+            )));
+        };
+        let job =
+            pod.pointer("/metadata/labels/batch.kubernetes.io~1job-name").and_then(Value::as_str).unwrap_or_default();
+        let text = self
+            .job_logs
+            .iter()
+            .rev()
+            .find(|(prefix, _)| job.starts_with(prefix.as_str()))
+            .map(|(_, text)| text.clone());
+        let text = text.unwrap_or_default();
+        let tail = query.get("tailLines").and_then(|lines| lines.parse::<usize>().ok());
+        Some(Ok(match tail {
+            Some(count) => {
+                let lines: Vec<&str> = text.lines().collect();
+                let kept = lines[lines.len().saturating_sub(count)..].join("\n");
+                if kept.is_empty() { kept } else { kept + "\n" }
+            }
+            None => text,
+        }))
+    }
+
     fn next_resource_version(&mut self) -> String {
         self.last_resource_version += 1;
         self.last_resource_version.to_string()
@@ -1719,6 +2102,12 @@ impl Cluster {
             && *method == Method::GET
         {
             return self.pod_metrics(namespace, query);
+        }
+        if let ["api", "v1", "namespaces", namespace, "pods", rest @ ..] =
+            path.trim_matches('/').split('/').collect::<Vec<_>>().as_slice()
+            && *method == Method::GET
+        {
+            return self.job_pods(namespace, rest.first().copied(), query);
         }
         if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && *method == Method::POST {
             return self.self_subject_access_review(body);
@@ -1822,9 +2211,12 @@ impl Cluster {
                     self.objects.retain(|(_, in_namespace, _), _| *in_namespace != name);
                     self.rollouts.retain(|(in_namespace, _), _| *in_namespace != name);
                     self.pending_rollouts.retain(|(in_namespace, _)| *in_namespace != name);
+                    self.pods.retain(|pod| pod.pointer("/metadata/namespace") != Some(&json!(name)));
+                    self.jobs_started.retain(|(in_namespace, _), _| *in_namespace != name);
                     self.next_resource_version();
                 }
             }
+            "jobs" => self.run_job_controller(),
             "deployments" => {
                 for (namespace, name) in std::mem::take(&mut self.pending_rollouts) {
                     let key = object_key(resource_type("deployments"), &namespace, &name);
@@ -2286,6 +2678,9 @@ impl Cluster {
         {
             map.insert("status".into(), json!({ "phase": "Active" }));
         }
+        if resource.plural == "jobs" {
+            default_job_selector(&mut object.body, &uid, &key.2);
+        }
         if resource.plural == "deployments" {
             // The controller reacts to spec changes only: a metadata-only write keeps the status it had.
             let spec_changed = before.is_none_or(|before| spec_of(&before.body) != spec_of(&object.body));
@@ -2324,6 +2719,7 @@ impl Cluster {
             self.terminating.remove(name);
             self.objects.retain(|(_, in_namespace, _), _| in_namespace != name);
             self.rollouts.retain(|(in_namespace, _), _| in_namespace != name);
+            self.pods.retain(|pod| pod.pointer("/metadata/namespace") != Some(&json!(name)));
             let mut served = rendered(&deleted);
             set_metadata(&mut served, "deletionTimestamp", json!(now()));
             if let Some(map) = served.as_object_mut() {
@@ -2332,6 +2728,14 @@ impl Cluster {
             return Some(served);
         }
         self.rollouts.remove(&(key.1.clone(), key.2.clone()));
+        if resource.plural == "jobs" {
+            // The garbage collector removes the Job's pods (background propagation).
+            self.jobs_started.remove(&(key.1.clone(), key.2.clone()));
+            self.pods.retain(|pod| {
+                pod.pointer("/metadata/namespace") != Some(&json!(namespace))
+                    || pod.pointer("/metadata/labels/batch.kubernetes.io~1job-name") != Some(&json!(name))
+            });
+        }
         Some(json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -2398,6 +2802,69 @@ fn method_not_allowed() -> (StatusCode, Value) {
             .into(),
         json!({}),
     )
+}
+
+/// The words of a Job's first container's `command` and `args`, split at spaces and shell separators.
+fn job_command(job: &Value) -> Vec<String> {
+    let container = job.pointer("/spec/template/spec/containers/0").cloned().unwrap_or(Value::Null);
+    ["command", "args"]
+        .iter()
+        .flat_map(|field| container[*field].as_array().cloned().unwrap_or_default())
+        .filter_map(|part| part.as_str().map(str::to_string))
+        .flat_map(|part| {
+            part.split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|'))
+                .filter(|word| !word.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn is_pod_of(pod: &Value, namespace: &str, job: &str) -> bool {
+    pod.pointer("/metadata/namespace") == Some(&json!(namespace))
+        && pod.pointer("/metadata/labels/batch.kubernetes.io~1job-name") == Some(&json!(job))
+}
+
+/// A pod's status: running (`exit` none), or its container terminated with `exit`.
+fn set_pod_state(pod: &mut Value, exit: Option<i64>) {
+    let container = pod.pointer("/spec/containers/0/name").cloned().unwrap_or(json!("job"));
+    let image = pod.pointer("/spec/containers/0/image").cloned().unwrap_or(json!(""));
+    let time = now();
+    let (phase, state) = match exit {
+        None => ("Running", json!({ "running": { "startedAt": time } })),
+        Some(code) => (
+            if code == 0 { "Succeeded" } else { "Failed" },
+            json!({ "terminated": { "exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                                    "startedAt": time, "finishedAt": time } }),
+        ),
+    };
+    pod["status"] = json!({
+        "phase": phase,
+        "containerStatuses": [{ "name": container, "image": image, "imageID": "", "ready": exit.is_none(),
+                                "restartCount": 0, "state": state }],
+    });
+}
+
+/// What the API server sets on a new Job: the selector by its uid, and the labels that selector and
+/// `kubectl logs job/...` find its pods by (`SetDefaults_Job` and the Job strategy's `PrepareForCreate`).
+fn default_job_selector(job: &mut Value, uid: &str, name: &str) {
+    let Some(spec) = job.get_mut("spec") else { return };
+    if spec.get("selector").is_none() {
+        spec["selector"] = json!({ "matchLabels": { "batch.kubernetes.io/controller-uid": uid } });
+    }
+    if let Some(template) = default_map(spec, "template")
+        && let Some(metadata) = default_map(template, "metadata")
+        && let Some(labels) = default_map(metadata, "labels")
+    {
+        for (label, value) in [
+            ("batch.kubernetes.io/controller-uid", uid),
+            ("controller-uid", uid),
+            ("batch.kubernetes.io/job-name", name),
+            ("job-name", name),
+        ] {
+            default_field(labels, label, json!(value));
+        }
+    }
 }
 
 fn version_info() -> Value {
@@ -2543,6 +3010,24 @@ fn default_pod_spec(pod: &mut Value) {
     }
 }
 
+/// A Job's defaults (`SetDefaults_Job`), its pod template's included.
+fn default_job_spec(spec: &mut Value) {
+    for (field, value) in [
+        ("parallelism", json!(1)),
+        ("completions", json!(1)),
+        ("backoffLimit", json!(6)),
+        ("completionMode", json!("NonIndexed")),
+        ("suspend", json!(false)),
+        ("manualSelector", json!(false)),
+        ("podReplacementPolicy", json!("TerminatingOrFailed")),
+    ] {
+        default_field(spec, field, value);
+    }
+    if let Some(pod) = spec.pointer_mut("/template/spec") {
+        default_pod_spec(pod);
+    }
+}
+
 /// Fills in what the API server's defaulting fills in for the kinds the fake serves, so that a reader sees what a
 /// real cluster holds. Defaulted fields belong to no manager: they are neither anyone's conflict nor drift.
 fn apply_defaults(kind: &str, body: &mut Value, cluster_ip: impl FnOnce() -> String) {
@@ -2617,6 +3102,20 @@ fn apply_defaults(kind: &str, body: &mut Value, cluster_ip: impl FnOnce() -> Str
                         default_field(port, "protocol", json!("TCP"));
                     }
                 }
+            }
+        }
+        "Job" => {
+            let Some(spec) = default_map(body, "spec") else { return };
+            default_job_spec(spec);
+        }
+        "CronJob" => {
+            let Some(spec) = default_map(body, "spec") else { return };
+            default_field(spec, "concurrencyPolicy", json!("Allow"));
+            default_field(spec, "suspend", json!(false));
+            default_field(spec, "successfulJobsHistoryLimit", json!(3));
+            default_field(spec, "failedJobsHistoryLimit", json!(1));
+            if let Some(pod) = spec.pointer_mut("/jobTemplate/spec/template/spec") {
+                default_pod_spec(pod);
             }
         }
         "HorizontalPodAutoscaler" => {
@@ -2866,6 +3365,8 @@ fn validation_causes(kind: &str, body: &Value) -> Vec<Cause> {
         "Namespace" => "label",
         // RBAC objects only need a name that fits in a URL path (`system:controller:...`).
         "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding" => "path",
+        // A Job's name becomes its pods' `job-name` label: at most 63 characters.
+        "Job" => "label",
         _ => "subdomain",
     };
     check_name("metadata.name", name, rule, &mut causes);
@@ -2895,6 +3396,40 @@ fn validation_causes(kind: &str, body: &Value) -> Vec<Cause> {
             }
         }
     }
+    let pod_templates = match kind {
+        "Job" => vec!["/spec/template"],
+        "CronJob" => vec!["/spec/jobTemplate/spec/template"],
+        _ => vec![],
+    };
+    for template in pod_templates {
+        let field = template.trim_start_matches('/').replace('/', ".");
+        check_labels(
+            &format!("{field}.metadata.labels"),
+            body.pointer(&format!("{template}/metadata/labels")),
+            &mut causes,
+        );
+        let policy = body.pointer(&format!("{template}/spec/restartPolicy")).cloned().unwrap_or(json!("Always"));
+        if policy != json!("Never") && policy != json!("OnFailure") {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported",
+                field: format!("{field}.spec.restartPolicy"),
+                message: format!("Unsupported value: {policy}: supported values: \"OnFailure\", \"Never\""),
+            });
+        }
+    }
+    if kind == "CronJob"
+        && body
+            .pointer("/spec/schedule")
+            .and_then(Value::as_str)
+            .is_some_and(|cron| cron.split_whitespace().count() != 5)
+    {
+        let schedule = body.pointer("/spec/schedule").cloned().unwrap_or(Value::Null);
+        causes.push(Cause::invalid(
+            "spec.schedule",
+            &schedule,
+            "a CronJob's schedule has 5 fields (minute hour day month weekday)",
+        ));
+    }
     if kind == "Service" {
         for (index, port) in body.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
             if let Some(port_name) = port["name"].as_str() {
@@ -2914,6 +3449,11 @@ fn immutability_causes(kind: &str, before: &Value, after: &Value) -> Vec<Cause> 
         "Deployment" if changed("/spec/selector") => causes.push(Cause::invalid(
             "spec.selector",
             after.pointer("/spec/selector").unwrap_or(&Value::Null),
+            "field is immutable",
+        )),
+        "Job" if changed("/spec/template/spec") || changed("/spec/selector") => causes.push(Cause::invalid(
+            "spec.template",
+            after.pointer("/spec/template").unwrap_or(&Value::Null),
             "field is immutable",
         )),
         "Service" if before.pointer("/spec/clusterIP").is_some() && changed("/spec/clusterIP") => {

@@ -4,8 +4,12 @@
 //! one that exceeds its progress deadline is rolled back by re-applying the spec of its last-applied annotation.
 //! A conflict with another field manager fails the action with the field and the manager, unless the Project says
 //! `sync.force`; a repair (drift) takes railyard's own fields back. Objects that the plan no longer holds are
-//! pruned; claims stay unless their app said `deleteWithApp`. The apps, then the domains, go through the shared
-//! [`Executor`]: independent apps are written in parallel, and an app waits for its dependencies' rollouts.
+//! pruned; claims stay unless their app said `deleteWithApp`. The apps and Jobs, then the domains, go through the
+//! shared [`Executor`]: independent apps are written in parallel, an app waits for its dependencies' rollouts and
+//! for the Jobs that run before it (hooks), and a Job that runs after an app waits for its rollout. A Job to run
+//! is created and awaited ([`super::jobs`]); a scheduled Job's CronJob is written like any object; a Job removed
+//! from git takes its CronJob, its Jobs and its record with it. Jobs are never pruned: a finished one goes after
+//! its `ttlSecondsAfterFinished`, and one running keeps running.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -15,15 +19,18 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::cluster::{Applied, Cluster, Kind, Listed, deleted_with_app, describe};
+use super::jobs::{Redactor, Runner, Start, job_state, set_record};
 use super::mapping::{
-    self, ANNOTATION_SPEC_HASH, KubernetesSettings, LABEL_NAME, Manifests, Object, SecretKeys, SecretSource,
+    self, ANNOTATION_SPEC_HASH, JOB_RECORD_NAME, KubernetesSettings, LABEL_JOB, LABEL_NAME, Manifests, Object,
+    SecretKeys, SecretSource,
 };
 use super::observe::{health, last_applied};
 use super::{KubernetesBackendSettings, KubernetesError};
 use crate::backend::schedule::{Executor, Operation, Slot};
-use crate::backend::{ActionResult, ApplyReport, Progress, ProgressEvent, Step};
+use crate::backend::{ActionResult, ApplyReport, JobRun, JobTrigger, Progress, ProgressEvent, Step};
 use crate::model::kinds::SyncPolicy;
-use crate::model::{AppSpec, DesiredState, DomainSpec, HealthState};
+use crate::model::{AppSpec, DesiredState, DomainSpec, HealthState, JobSpec};
+use crate::plan::ObjectKind;
 use crate::plan::{Action, Change, ChangeKind, Plan};
 use crate::secrets::ResolvedSecrets;
 
@@ -49,6 +56,19 @@ struct Work<'a> {
     applier: &'a Applier<'a>,
     manifests: &'a Manifests,
     listed: &'a Listed,
+    /// The runs of Jobs this apply made, in the order they ended.
+    runs: std::sync::Mutex<Vec<JobRun>>,
+    /// The `railyard-jobs` record as this apply leaves it; held while it is written, so that Jobs ending at once
+    /// write one after the other, each the whole record.
+    records: tokio::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl Operation<JobSpec> for Work<'_> {
+    type Error = KubernetesError;
+
+    async fn apply(&self, action: &Action<JobSpec>, slot: Slot) -> Result<ActionResult, KubernetesError> {
+        self.applier.job(action, slot, self).await
+    }
 }
 
 impl Operation<AppSpec> for Work<'_> {
@@ -83,13 +103,21 @@ impl Applier<'_> {
         }
         self.write_environment(&manifests, &listed).await?;
         self.write_secret(&desired, &manifests, &listed).await?;
-        let work = Work { applier: self, manifests: &manifests, listed: &listed };
+        let records = super::jobs::record_data(listed.get(&(Kind::ConfigMap, JOB_RECORD_NAME.to_owned())));
+        let work = Work {
+            applier: self,
+            manifests: &manifests,
+            listed: &listed,
+            runs: std::sync::Mutex::new(Vec::new()),
+            records: tokio::sync::Mutex::new(records),
+        };
         let executor = Executor::new(self.settings.parallel, self.progress);
-        let mut outcomes = executor.run(&self.plan.apps, &work).await?;
+        let mut outcomes = executor.run_workloads(self.plan, &work).await?;
         // An Ingress is written once the Service it routes to is.
         outcomes.extend(executor.run(&self.plan.domains, &work).await?);
         self.prune(&manifests, &listed).await?;
-        Ok(ApplyReport { outcomes, job_runs: Vec::new() })
+        let job_runs = work.runs.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(ApplyReport { outcomes, job_runs })
     }
 
     /// The namespace (unless someone else made it) and its NetworkPolicy, which every app needs first.
@@ -139,7 +167,13 @@ impl Applier<'_> {
             env: self.plan.env.clone(),
             commit: self.plan.commit.clone(),
             sync: SyncPolicy::Auto,
-            jobs: Default::default(),
+            jobs: self
+                .plan
+                .jobs
+                .iter()
+                .filter_map(|action| action.desired.clone())
+                .map(|job| (job.name.clone(), job))
+                .collect(),
             apps: self
                 .plan
                 .apps
@@ -221,10 +255,9 @@ impl Applier<'_> {
                     SecretSource::Store(name) => self.secrets.get(name).map_err(|source| {
                         KubernetesError::MissingSecret { name: name.clone(), app: apps_reading(desired, name), source }
                     })?,
-                    SecretSource::Literal { app, variable } => desired
-                        .apps
-                        .get(app)
-                        .and_then(|spec| spec.container.env.get(variable))
+                    SecretSource::Literal { app, variable } => containers(desired)
+                        .find(|(name, _)| name == app)
+                        .and_then(|(_, container)| container.env.get(variable))
                         .and_then(|value| value.container_value(|_| Err(())).ok())
                         .unwrap_or_default(),
                 };
@@ -400,6 +433,124 @@ impl Applier<'_> {
         })
     }
 
+    /// One Job's action: a run (created or attached to, awaited, recorded), its CronJob written, or everything of
+    /// it deleted.
+    async fn job(
+        &self,
+        action: &Action<JobSpec>,
+        mut slot: Slot,
+        work: &Work<'_>,
+    ) -> Result<ActionResult, KubernetesError> {
+        let Some(spec) = &action.desired else { return self.delete_job(&action.name, work).await };
+        if let Some(why) = work.manifests.refused_jobs.get(&action.name) {
+            return Ok(ActionResult::Failed { error: why.clone() });
+        }
+        // Its volumes' claims first: a hook may run before the app that declares the volume was ever applied.
+        let claims = work.manifests.objects.iter().filter(|object| {
+            matches!(object, Object::PersistentVolumeClaim(_))
+                && spec.container.volumes.iter().any(|volume| volume.name == object.name())
+        });
+        for claim in claims {
+            if let Some(Applied::Conflict(message)) = self.write(claim, work.listed, false).await? {
+                return Ok(conflict(claim, &message));
+            }
+        }
+        let object = work.manifests.objects.iter().find(|object| {
+            matches!(object, Object::Job(_) | Object::CronJob(_))
+                && object.metadata().labels.as_ref().and_then(|labels| labels.get(LABEL_JOB)) == Some(&action.name)
+        });
+        let Some(object) = object else { return Ok(ActionResult::Done) };
+        match (action.change.kind(), object) {
+            (ChangeKind::Run, Object::Job(_)) => {
+                slot.release();
+                self.run_job(spec, object, work).await
+            }
+            (ChangeKind::Create | ChangeKind::Update, Object::CronJob(_)) => {
+                self.progress.event(&ProgressEvent {
+                    kind: ObjectKind::Job,
+                    name: action.name.clone(),
+                    step: Step::Creating { container: reference(object) },
+                });
+                Ok(match self.write(object, work.listed, false).await? {
+                    Some(Applied::Conflict(message)) => conflict(object, &message),
+                    _ => ActionResult::Done,
+                })
+            }
+            _ => Ok(ActionResult::Done),
+        }
+    }
+
+    /// Runs the Job `object` of `spec` to its end: a Job of that name still active (a restart in the middle of a
+    /// run) is waited for rather than created again, and one that completed before the restart is taken as run.
+    async fn run_job(&self, spec: &JobSpec, object: &Object, work: &Work<'_>) -> Result<ActionResult, KubernetesError> {
+        let name = object.name();
+        let hash = spec.spec_hash();
+        let recorded = work.records.lock().await.get(&spec.name).cloned();
+        let found = self.cluster.get(Kind::Job, self.namespace(), name).await?;
+        let tell =
+            |step: Step| self.progress.event(&ProgressEvent { kind: ObjectKind::Job, name: spec.name.clone(), step });
+        let start = match found {
+            Some(found) if job_state(&found) == super::jobs::JobState::Active => {
+                tell(Step::Starting { container: format!("Job/{name}") });
+                Start::Attach(found)
+            }
+            Some(found)
+                if job_state(&found) == super::jobs::JobState::Succeeded && recorded.as_deref() != Some(&hash) =>
+            {
+                Start::Finished(found)
+            }
+            _ => {
+                tell(Step::Creating { container: format!("Job/{name}") });
+                Start::Create(serde_json::to_value(object).unwrap_or(Value::Null))
+            }
+        };
+        let runner = self.runner();
+        let redactor = Redactor::new(spec, self.secrets);
+        let run = runner.run(spec, name, start, JobTrigger::Apply, &redactor).await?;
+        let failure = run.failure();
+        if run.succeeded() {
+            let mut records = work.records.lock().await;
+            set_record(&mut records, &spec.name, Some(spec));
+            runner.write_records(&records).await?;
+        }
+        work.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(run);
+        Ok(match failure {
+            Some(error) => ActionResult::Failed { error },
+            None => ActionResult::Done,
+        })
+    }
+
+    fn runner(&self) -> Runner<'_> {
+        Runner {
+            cluster: self.cluster,
+            env: &self.plan.env,
+            poll_interval: self.settings.poll_interval,
+            force: self.settings.force || self.plan.platform.force,
+        }
+    }
+
+    /// Deletes a Job git no longer declares: its CronJob, its Jobs (their pods go with them) and its record.
+    async fn delete_job(&self, job: &str, work: &Work<'_>) -> Result<ActionResult, KubernetesError> {
+        for ((kind, name), object) in work.listed.iter().rev() {
+            let of_job = object.metadata.labels.as_ref().and_then(|labels| labels.get(LABEL_JOB)).map(String::as_str)
+                == Some(job);
+            if matches!(kind, Kind::Job | Kind::CronJob) && of_job {
+                self.progress.event(&ProgressEvent {
+                    kind: ObjectKind::Job,
+                    name: job.to_owned(),
+                    step: Step::Removing { container: format!("{}/{name}", kind.as_str()) },
+                });
+                self.cluster.delete(*kind, self.namespace(), name).await?;
+            }
+        }
+        let mut records = work.records.lock().await;
+        if records.contains_key(job) {
+            set_record(&mut records, job, None);
+            self.runner().write_records(&records).await?;
+        }
+        Ok(ActionResult::Done)
+    }
+
     /// Deletes railyard's objects of the environment that the manifests no longer hold (claims only with
     /// `deleteWithApp`).
     async fn prune(&self, manifests: &Manifests, listed: &Listed) -> Result<(), KubernetesError> {
@@ -409,8 +560,9 @@ impl Applier<'_> {
             kept.insert((Kind::Secret, keys.name.clone()));
         }
         for ((kind, name), object) in listed.iter().rev() {
-            let prunable =
-                *kind != Kind::Namespace && (*kind != Kind::PersistentVolumeClaim || deleted_with_app(object));
+            // A Job ends by itself (and goes after its TTL), the record outlives every Job: neither is pruned.
+            let prunable = !matches!(kind, Kind::Namespace | Kind::Job | Kind::ConfigMap)
+                && (*kind != Kind::PersistentVolumeClaim || deleted_with_app(object));
             if prunable && !kept.contains(&(*kind, name.clone())) {
                 self.cluster.delete(*kind, self.namespace(), name).await?;
             }
@@ -449,7 +601,7 @@ fn is_environment_object(object: &Object) -> bool {
 fn app_objects<'m>(manifests: &'m Manifests, app: &'m str) -> impl Iterator<Item = &'m Object> + 'm {
     manifests.objects.iter().filter(move |object| {
         !is_environment_object(object)
-            && !matches!(object, Object::Ingress(_))
+            && !matches!(object, Object::Ingress(_) | Object::Job(_) | Object::CronJob(_))
             && object.metadata().labels.as_ref().and_then(|labels| labels.get(LABEL_NAME)).map(String::as_str)
                 == Some(app)
     })
@@ -464,6 +616,8 @@ fn kind_of(object: &Object) -> Kind {
         Object::Service(_) => Kind::Service,
         Object::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
         Object::Ingress(_) => Kind::Ingress,
+        Object::Job(_) => Kind::Job,
+        Object::CronJob(_) => Kind::CronJob,
     }
 }
 
@@ -504,11 +658,9 @@ fn label_of<'o>(object: &'o DynamicObject, key: &str) -> Option<&'o str> {
 /// (redacted forms), so that a rotated secret writes the Secret again.
 fn secrets_hash(desired: &DesiredState) -> String {
     // An `EnvSpec` serialises redacted: sensitive literals and secrets as their digests.
-    let redacted: Vec<(&str, &str, &crate::model::desired::EnvSpec)> = desired
-        .apps
-        .values()
-        .flat_map(|app| {
-            app.container.env.iter().map(move |(variable, value)| (app.name.as_str(), variable.as_str(), value))
+    let redacted: Vec<(&str, &str, &crate::model::desired::EnvSpec)> = containers(desired)
+        .flat_map(|(name, container)| {
+            container.env.iter().map(move |(variable, value)| (name, variable.as_str(), value))
         })
         .filter(|(_, _, value)| !matches!(value, crate::model::desired::EnvSpec::Value(_)))
         .collect();
@@ -516,15 +668,19 @@ fn secrets_hash(desired: &DesiredState) -> String {
 }
 
 fn apps_reading(desired: &DesiredState, secret: &str) -> String {
-    let apps: Vec<&str> = desired
-        .apps
-        .values()
-        .filter(|app| {
-            app.container.env.values().any(
+    let apps: Vec<&str> = containers(desired)
+        .filter(|(_, container)| {
+            container.env.values().any(
                 |value| matches!(value, crate::model::desired::EnvSpec::Secret { secret: name, .. } if name == secret),
             )
         })
-        .map(|app| app.name.as_str())
+        .map(|(name, _)| name)
         .collect();
     apps.join(", ")
+}
+
+/// The containers of the apps, then of the Jobs, by name (names of apps and Jobs never collide).
+fn containers(desired: &DesiredState) -> impl Iterator<Item = (&str, &crate::model::ContainerSpec)> {
+    let apps = desired.apps.values().map(|app| (app.name.as_str(), &app.container));
+    apps.chain(desired.jobs.values().map(|job| (job.name.as_str(), &job.container)))
 }

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
 use serde_json::Value;
 
 use super::KubernetesError;
@@ -21,22 +22,29 @@ pub enum Kind {
     Namespace,
     NetworkPolicy,
     Secret,
+    /// Only railyard's record of the Jobs that ran to success ([`super::mapping::JOB_RECORD_NAME`]).
+    ConfigMap,
     PersistentVolumeClaim,
     Deployment,
     Service,
     HorizontalPodAutoscaler,
+    Job,
+    CronJob,
     Ingress,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Namespace,
         Kind::NetworkPolicy,
         Kind::Secret,
+        Kind::ConfigMap,
         Kind::PersistentVolumeClaim,
         Kind::Deployment,
         Kind::Service,
         Kind::HorizontalPodAutoscaler,
+        Kind::Job,
+        Kind::CronJob,
         Kind::Ingress,
     ];
 
@@ -50,6 +58,9 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::Deployment => "Deployment",
             Kind::Service => "Service",
@@ -63,6 +74,9 @@ impl Kind {
             Kind::Namespace => ApiResource::erase::<Namespace>(&()),
             Kind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
             Kind::Secret => ApiResource::erase::<Secret>(&()),
+            Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            Kind::Job => ApiResource::erase::<Job>(&()),
+            Kind::CronJob => ApiResource::erase::<CronJob>(&()),
             Kind::PersistentVolumeClaim => ApiResource::erase::<PersistentVolumeClaim>(&()),
             Kind::Deployment => ApiResource::erase::<Deployment>(&()),
             Kind::Service => ApiResource::erase::<Service>(&()),
@@ -252,6 +266,46 @@ impl Cluster {
                 Some((app, cores))
             })
             .collect())
+    }
+
+    /// One object as it stands now; `None` when there is none.
+    pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<DynamicObject>, KubernetesError> {
+        match self.api(kind, namespace).get_opt(name).await {
+            Ok(found) => Ok(found),
+            Err(error) => Err(failed(error, "read", &describe(kind, namespace, name))),
+        }
+    }
+
+    /// The objects of `kind` in `namespace` that `selector` selects.
+    pub async fn select(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        selector: &str,
+    ) -> Result<Vec<DynamicObject>, KubernetesError> {
+        match self.api(kind, namespace).list(&ListParams::default().labels(selector)).await {
+            Ok(found) => Ok(found.items),
+            Err(error) => Err(failed(error, "list", &format!("{}s in {namespace} ({selector})", kind.as_str()))),
+        }
+    }
+
+    /// The pods of `namespace` that `selector` selects (a Job's, by its `batch.kubernetes.io/job-name` label).
+    pub async fn pods(&self, namespace: &str, selector: &str) -> Result<Vec<Pod>, KubernetesError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        match api.list(&ListParams::default().labels(selector)).await {
+            Ok(found) => Ok(found.items),
+            Err(error) => Err(failed(error, "list", &format!("pods in {namespace} ({selector})"))),
+        }
+    }
+
+    /// The last `lines` lines of the log of pod `pod` (its only container).
+    pub async fn pod_log(&self, namespace: &str, pod: &str, lines: i64) -> Result<String, KubernetesError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let params = LogParams { tail_lines: Some(lines), ..LogParams::default() };
+        match api.logs(pod, &params).await {
+            Ok(text) => Ok(text),
+            Err(error) => Err(failed(error, "read the log of", &format!("pod {pod} in {namespace}"))),
+        }
     }
 
     /// The Deployment as it stands now (its status moves while it rolls out).

@@ -52,6 +52,9 @@ impl std::fmt::Display for Check {
 
 /// The verbs railyard uses on each kind it writes (docker/kubernetes.yaml grants them).
 const VERBS: [&str; 5] = ["get", "list", "create", "patch", "delete"];
+/// What railyard only reads, beyond the kinds it writes: a Job's pods, and their logs (a run's output). As
+/// (resource, subresource, verb), all in the core group.
+const READS: [(&str, Option<&str>, &str); 2] = [("pods", None, "list"), ("pods", Some("log"), "get")];
 
 /// Every check against the cluster `settings` name; stops after the first when the cluster does not answer.
 pub async fn checkup(settings: &KubernetesBackendSettings) -> Vec<Check> {
@@ -93,38 +96,48 @@ async fn connect(settings: &KubernetesBackendSettings) -> Result<kube::Client, F
 async fn permissions(client: &kube::Client) -> Finding {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut denied = Vec::new();
-    for kind in Kind::ALL {
+    let writes = Kind::ALL.into_iter().flat_map(|kind| {
         let resource = kind.resource();
-        for verb in VERBS {
-            let review = SelfSubjectAccessReview {
-                spec: SelfSubjectAccessReviewSpec {
-                    resource_attributes: Some(ResourceAttributes {
-                        group: Some(resource.group.clone()),
-                        resource: Some(resource.plural.clone()),
-                        verb: Some(verb.to_owned()),
-                        ..ResourceAttributes::default()
-                    }),
-                    ..SelfSubjectAccessReviewSpec::default()
-                },
-                ..SelfSubjectAccessReview::default()
-            };
-            match reviews.create(&PostParams::default(), &review).await {
-                Ok(answer) if answer.status.as_ref().is_some_and(|status| status.allowed) => {}
-                Ok(_) => denied.push(format!("{verb} {}", qualified(&resource))),
-                Err(error) => {
-                    return Finding::Warn {
-                        found: format!("cannot ask the API server what is granted ({})", short(&error)),
-                        fix: "check by hand with `kubectl auth can-i --list`: railyard needs docker/kubernetes.yaml's \
-                              ClusterRole"
-                            .to_owned(),
-                    };
-                }
+        VERBS.into_iter().map(move |verb| (resource.group.clone(), resource.plural.clone(), None, verb))
+    });
+    let reads = READS.into_iter().map(|(plural, sub, verb)| (String::new(), plural.to_owned(), sub, verb));
+    for (group, plural, subresource, verb) in writes.chain(reads) {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(group.clone()),
+                    resource: Some(plural.clone()),
+                    subresource: subresource.map(str::to_owned),
+                    verb: Some(verb.to_owned()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        match reviews.create(&PostParams::default(), &review).await {
+            Ok(answer) if answer.status.as_ref().is_some_and(|status| status.allowed) => {}
+            Ok(_) => {
+                let plural = match subresource {
+                    Some(subresource) => format!("{plural}/{subresource}"),
+                    None => plural,
+                };
+                let qualified = if group.is_empty() { plural } else { format!("{plural}.{group}") };
+                denied.push(format!("{verb} {qualified}"));
+            }
+            Err(error) => {
+                return Finding::Warn {
+                    found: format!("cannot ask the API server what is granted ({})", short(&error)),
+                    fix: "check by hand with `kubectl auth can-i --list`: railyard needs docker/kubernetes.yaml's \
+                          ClusterRole"
+                        .to_owned(),
+                };
             }
         }
     }
     if denied.is_empty() {
         let kinds = Kind::ALL.len();
-        Finding::Ok(format!("{} verbs on {kinds} kinds granted", VERBS.len() * kinds))
+        Finding::Ok(format!("{} verbs on {kinds} kinds granted, and reading pods and their logs", VERBS.len() * kinds))
     } else {
         Finding::Fail {
             found: format!("not granted: {}", denied.join(", ")),
@@ -139,10 +152,6 @@ fn short(error: &kube::Error) -> String {
         kube::Error::Api(status) => format!("{} {}", status.code, status.message),
         other => other.to_string(),
     }
-}
-
-fn qualified(resource: &ApiResource) -> String {
-    if resource.group.is_empty() { resource.plural.clone() } else { format!("{}.{}", resource.plural, resource.group) }
 }
 
 async fn ingress_classes(client: &kube::Client) -> Finding {

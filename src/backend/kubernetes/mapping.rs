@@ -3,7 +3,9 @@
 //!
 //! An environment is a Namespace (`<project>` or `<project>-<env>`) fenced by a NetworkPolicy; an App is a
 //! Deployment, a Service for its ports, a PersistentVolumeClaim per volume and, with a ScalingRule, a
-//! HorizontalPodAutoscaler; a Domain is an Ingress. Secret values never enter an object: every `{ secret: NAME }`
+//! HorizontalPodAutoscaler; a Domain is an Ingress; a Job without a schedule is a `batch/v1` Job named by its spec
+//! hash (a new spec is a new Job, as Argo CD names hooks), a scheduled Job a CronJob whose Jobs carry the same labels.
+//! Secret values never enter an object: every `{ secret: NAME }`
 //! and every sensitive literal is a `secretKeyRef` into one Secret per namespace, described by [`SecretKeys`] and
 //! filled by whoever holds the values ([`secret_object`]).
 
@@ -14,6 +16,7 @@ use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
     ResourceMetricSource,
 };
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec as K8sJobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Namespace, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe as K8sProbe,
@@ -32,8 +35,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::model::desired::{EnvSpec, HealthSpec, PortSpec, Probe};
+use crate::model::kinds::Concurrency;
 use crate::model::kinds::{ProxySettings, PullPolicy, TlsMode};
-use crate::model::{AppSpec, DesiredState, DomainSpec};
+use crate::model::{AppSpec, DesiredState, DomainSpec, JobSpec};
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
@@ -51,6 +55,15 @@ pub const ANNOTATION_COMMIT: &str = "railyard.dev/commit";
 pub const ANNOTATION_LAST_APPLIED: &str = "railyard.dev/last-applied";
 /// On a Deployment: the apps (comma-separated) whose Deployments must be available before it is applied.
 pub const ANNOTATION_DEPENDS_ON: &str = "railyard.dev/depends-on";
+/// On a Job, a CronJob and their pods: the railyard Job they run.
+pub const LABEL_JOB: &str = "railyard.dev/job";
+/// On a Job and its pods: the spec hash ([`JobSpec::spec_hash`]) of the railyard Job it runs.
+pub const LABEL_JOB_SPEC_HASH: &str = "railyard.dev/job-spec-hash";
+/// How long a finished Job (and its pods, with their logs) stays before Kubernetes removes it; its success is
+/// recorded in the environment's [`JOB_RECORD_NAME`] ConfigMap, which outlives it.
+pub const JOB_TTL_SECONDS: i32 = 86_400;
+/// The ConfigMap of each namespace where railyard records, per Job, the spec hash that last ran to success.
+pub const JOB_RECORD_NAME: &str = "railyard-jobs";
 /// On a pod template: changes when a secret the app reads changes, so that its pods roll.
 pub const ANNOTATION_SECRETS_DIGEST: &str = "railyard.dev/secrets-digest";
 const CLUSTER_ISSUER_ANNOTATION: &str = "cert-manager.io/cluster-issuer";
@@ -130,6 +143,8 @@ pub enum Object {
     Service(Service),
     HorizontalPodAutoscaler(HorizontalPodAutoscaler),
     Ingress(Ingress),
+    Job(Job),
+    CronJob(CronJob),
 }
 
 impl Object {
@@ -142,6 +157,8 @@ impl Object {
             Object::Service(object) => &object.metadata,
             Object::HorizontalPodAutoscaler(object) => &object.metadata,
             Object::Ingress(object) => &object.metadata,
+            Object::Job(object) => &object.metadata,
+            Object::CronJob(object) => &object.metadata,
         }
     }
 
@@ -154,6 +171,8 @@ impl Object {
             Object::Service(object) => &mut object.metadata,
             Object::HorizontalPodAutoscaler(object) => &mut object.metadata,
             Object::Ingress(object) => &mut object.metadata,
+            Object::Job(object) => &mut object.metadata,
+            Object::CronJob(object) => &mut object.metadata,
         }
     }
 
@@ -167,6 +186,8 @@ impl Object {
             Object::Service(_) => "Service",
             Object::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
             Object::Ingress(_) => "Ingress",
+            Object::Job(_) => "Job",
+            Object::CronJob(_) => "CronJob",
         }
     }
 
@@ -183,6 +204,8 @@ pub struct Manifests {
     pub objects: Vec<Object>,
     /// The Secret the Deployments read, when any variable is secret.
     pub secret: Option<SecretKeys>,
+    /// Jobs that have no object here, by name, and why (a schedule Kubernetes cannot express).
+    pub refused_jobs: BTreeMap<String, String>,
 }
 
 /// The Secret of a namespace, as keys and where each key's value comes from: never the values themselves.
@@ -236,11 +259,97 @@ pub fn manifests(desired: &DesiredState, settings: &KubernetesSettings) -> Manif
             objects.push(Object::HorizontalPodAutoscaler(mapper.autoscaler(app)));
         }
     }
+    let mut refused_jobs = BTreeMap::new();
+    for job in desired.jobs.values() {
+        // A volume is shared by name with the apps: a Job whose hook runs before its app's first apply needs the
+        // claim first, and writes it (see the apply).
+        for volume in &job.container.volumes {
+            if claimed.insert(volume.name.as_str()) {
+                objects.push(Object::PersistentVolumeClaim(mapper.claim(&job_as_app(job), &volume.name)));
+            }
+        }
+        match &job.schedule {
+            None => objects.push(Object::Job(mapper.job(job))),
+            Some(schedule) => match kubernetes_cron(&job.name, &schedule.cron) {
+                Ok(cron) => objects.push(Object::CronJob(mapper.cron_job(job, schedule, cron))),
+                Err(why) => {
+                    refused_jobs.insert(job.name.clone(), why);
+                }
+            },
+        }
+    }
     objects.extend(desired.domains.values().map(|domain| Object::Ingress(mapper.ingress(domain))));
     for object in &mut objects {
         mapper.annotate(object);
     }
-    Manifests { objects, secret: mapper.secret_keys() }
+    Manifests { objects, secret: mapper.secret_keys(), refused_jobs }
+}
+
+/// The name of the Job that runs `job`'s spec of hash `spec_hash` once: `<job>-<first 8 of the hash>`.
+pub fn job_object_name(job: &str, spec_hash: &str) -> String {
+    bounded_name(job, spec_hash.get(..8).unwrap_or(spec_hash))
+}
+
+/// `<prefix>-<suffix>` within 63 characters (a Job's name becomes its pods' `job-name` label), the prefix cut.
+pub fn bounded_name(prefix: &str, suffix: &str) -> String {
+    let room = 63usize.saturating_sub(suffix.len() + 1);
+    let mut cut = prefix.len().min(room);
+    while !prefix.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{suffix}", &prefix[..cut])
+}
+
+/// A Job's container as an app's, to build its pod as apps' pods are built (it has no ports nor health check).
+pub fn job_as_app(job: &JobSpec) -> AppSpec {
+    AppSpec { name: job.name.clone(), container: job.container.clone(), ..AppSpec::bare(&job.name) }
+}
+
+/// railyard's cron (`sec min hour day month weekday [year]`, weekdays 1-7 from Sunday) as a CronJob's schedule
+/// (`min hour day month weekday`, weekdays 0-6 from Sunday). A CronJob runs at whole minutes and knows no year: a
+/// seconds field other than `0`, or a year other than `*`, is refused with what to write instead.
+pub fn kubernetes_cron(job: &str, cron: &str) -> Result<String, String> {
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    if !(6..=7).contains(&fields.len()) {
+        return Err(format!(
+            "Job {job}: schedule `{cron}` is not `sec min hour day month weekday`; fix the schedule in its file"
+        ));
+    }
+    if fields[0] != "0" {
+        return Err(format!(
+            "Job {job}: schedule `{cron}` runs at second {}, but a Kubernetes CronJob runs at whole minutes; set the \
+             seconds field to 0 (`0 {}`)",
+            fields[0],
+            fields[1..].join(" ")
+        ));
+    }
+    if fields.get(6).is_some_and(|year| *year != "*") {
+        return Err(format!(
+            "Job {job}: schedule `{cron}` names a year, which a Kubernetes CronJob cannot; drop the year field"
+        ));
+    }
+    let weekday: Vec<String> = fields[5].split(',').map(kubernetes_weekday).collect();
+    Ok(format!("{} {} {} {} {}", fields[1], fields[2], fields[3], fields[4], weekday.join(",")))
+}
+
+/// One weekday item (`2`, `2-6`, `1/2`, `Mon-Fri`, `*`): numbers shift from 1-7 to 0-6, names and steps stay.
+fn kubernetes_weekday(item: &str) -> String {
+    let (range, step) = match item.split_once('/') {
+        Some((range, step)) => (range, Some(step)),
+        None => (item, None),
+    };
+    let shifted: Vec<String> = range
+        .split('-')
+        .map(|bound| match bound.parse::<u32>() {
+            Ok(number) => number.saturating_sub(1).to_string(),
+            Err(_) => bound.to_owned(),
+        })
+        .collect();
+    let range = shifted.join("-");
+    match step {
+        Some(step) => format!("{range}/{step}"),
+        None => range,
+    }
 }
 
 /// The labels that select app `app`'s pods in `namespace` (a Deployment's `spec.selector.matchLabels`).
@@ -583,16 +692,15 @@ impl Mapper<'_> {
     }
 
     fn secret_keys(&self) -> Option<SecretKeys> {
-        let keys: BTreeMap<String, SecretSource> = self
-            .desired
-            .apps
-            .values()
-            .flat_map(|app| app.container.env.iter().map(move |(variable, value)| (app, variable, value)))
+        let containers = self.desired.apps.values().map(|app| (&app.name, &app.container));
+        let containers = containers.chain(self.desired.jobs.values().map(|job| (&job.name, &job.container)));
+        let keys: BTreeMap<String, SecretSource> = containers
+            .flat_map(|(name, container)| container.env.iter().map(move |(variable, value)| (name, variable, value)))
             .filter_map(|(app, variable, value)| match value {
                 EnvSpec::Value(_) => None,
                 EnvSpec::Sensitive(_) => Some((
-                    literal_key(&app.name, variable),
-                    SecretSource::Literal { app: app.name.clone(), variable: variable.clone() },
+                    literal_key(app, variable),
+                    SecretSource::Literal { app: app.clone(), variable: variable.clone() },
                 )),
                 EnvSpec::Secret { secret, .. } => Some((secret.clone(), SecretSource::Store(secret.clone()))),
             })
@@ -602,6 +710,75 @@ impl Mapper<'_> {
             name: secret_name(self.namespace),
             keys,
         })
+    }
+
+    /// The labels of a Job's objects and pods: an app's, plus the Job's name and spec hash.
+    fn job_labels(&self, job: &JobSpec) -> BTreeMap<String, String> {
+        let mut labels = self.labels(&job.name);
+        labels.insert(LABEL_JOB.to_owned(), job.name.clone());
+        labels.insert(LABEL_JOB_SPEC_HASH.to_owned(), job.spec_hash());
+        labels
+    }
+
+    /// What one run of `job` is: its pod (as an app's, never restarted in place), its tries and its deadline.
+    fn job_spec(&self, job: &JobSpec) -> K8sJobSpec {
+        let mut pod = self.pod(&job_as_app(job));
+        pod.restart_policy = Some("Never".to_owned());
+        K8sJobSpec {
+            backoff_limit: Some(clamp_i32(u64::from(job.retries))),
+            active_deadline_seconds: Some(i64::try_from(job.timeout_ms.div_ceil(1000).max(1)).unwrap_or(i64::MAX)),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(self.job_labels(job)), ..ObjectMeta::default() }),
+                spec: Some(pod),
+            },
+            ..K8sJobSpec::default()
+        }
+    }
+
+    fn last_applied_job(&self, name: &str, job: &JobSpec) -> ObjectMeta {
+        let mut metadata = self.meta(name, self.job_labels(job));
+        metadata.annotations = Some(BTreeMap::from([(
+            ANNOTATION_LAST_APPLIED.to_owned(),
+            serde_json::to_string(&job.redacted()).unwrap_or_default(),
+        )]));
+        metadata
+    }
+
+    /// A Job without a schedule: one `batch/v1` Job per spec, removed a day after it finished.
+    fn job(&self, job: &JobSpec) -> Job {
+        Job {
+            metadata: self.last_applied_job(&job_object_name(&job.name, &job.spec_hash()), job),
+            spec: Some(K8sJobSpec { ttl_seconds_after_finished: Some(JOB_TTL_SECONDS), ..self.job_spec(job) }),
+            status: None,
+        }
+    }
+
+    /// A scheduled Job: a CronJob in the Project's time zone, keeping `keep` finished Jobs of each outcome.
+    fn cron_job(&self, job: &JobSpec, schedule: &crate::model::job::JobSchedule, cron: String) -> CronJob {
+        let policy = match schedule.concurrency {
+            Concurrency::Forbid => "Forbid",
+            Concurrency::Replace => "Replace",
+            Concurrency::Allow => "Allow",
+        };
+        CronJob {
+            metadata: self.last_applied_job(&job.name, job),
+            spec: CronJobSpec {
+                schedule: cron,
+                time_zone: Some(schedule.timezone.clone()),
+                concurrency_policy: Some(policy.to_owned()),
+                starting_deadline_seconds: schedule
+                    .starting_deadline_ms
+                    .map(|millis| i64::try_from(millis.div_ceil(1000)).unwrap_or(i64::MAX)),
+                successful_jobs_history_limit: Some(clamp_i32(u64::from(job.keep.succeeded))),
+                failed_jobs_history_limit: Some(clamp_i32(u64::from(job.keep.failed))),
+                job_template: JobTemplateSpec {
+                    metadata: Some(ObjectMeta { labels: Some(self.job_labels(job)), ..ObjectMeta::default() }),
+                    spec: Some(self.job_spec(job)),
+                },
+                suspend: None,
+            },
+            status: None,
+        }
     }
 
     fn service(&self, app: &AppSpec) -> Service {
@@ -877,6 +1054,27 @@ mod tests {
             template.metadata.and_then(|meta| meta.annotations).expect("annotations")[ANNOTATION_SECRETS_DIGEST].clone()
         };
         assert_ne!(digest_with("old", &desired), digest_with("new", &desired));
+    }
+
+    #[test]
+    fn railyards_cron_becomes_a_cron_jobs_schedule_or_is_refused_with_the_fix() {
+        assert_eq!(kubernetes_cron("j", "0 0 3 * * *").as_deref(), Ok("0 3 * * *"));
+        assert_eq!(kubernetes_cron("j", "0 0 8 * * Mon-Fri").as_deref(), Ok("0 8 * * Mon-Fri"));
+        // Weekdays 1-7 from Sunday become 0-6 from Sunday; steps and names stay.
+        assert_eq!(kubernetes_cron("j", "0 */5 * * * 2-6,1").as_deref(), Ok("*/5 * * * 1-5,0"));
+        assert_eq!(kubernetes_cron("j", "0 0 0 * * 1/2 *").as_deref(), Ok("0 0 * * 0/2"));
+        let seconds = kubernetes_cron("j", "30 0 3 * * *").expect_err("seconds");
+        assert!(seconds.contains("runs at second 30") && seconds.contains("`0 0 3 * * *`"), "{seconds}");
+        assert!(kubernetes_cron("j", "0 0 3 * * * 2030").is_err());
+    }
+
+    #[test]
+    fn job_names_stay_within_a_label_value() {
+        let long = "a".repeat(63);
+        let name = job_object_name(&long, "0123456789abcdef");
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("-01234567"), "{name}");
+        assert_eq!(job_object_name("migrate", "0123456789abcdef"), "migrate-01234567");
     }
 
     #[test]

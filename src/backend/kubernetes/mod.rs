@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod cluster;
 pub mod doctor;
+pub mod jobs;
 pub mod mapping;
 pub mod observe;
 
@@ -117,6 +118,11 @@ pub enum KubernetesError {
          it (a finalizer may hold it), then apply again"
     )]
     NamespaceTerminating { namespace: String, waited_seconds: u64 },
+    #[error(
+        "the CronJob {job} in {namespace} does not exist, so Job {job} cannot be run from it; apply the environment \
+         first (`railyard sync`), then run it again"
+    )]
+    NoCronJob { job: String, namespace: String },
     #[error("the secret {name} that {app} reads has no value; provide it to railyard's secret source ({source})")]
     MissingSecret {
         name: String,
@@ -256,14 +262,16 @@ impl Backend for KubernetesBackend {
         Ok(AppLoad::per_app(pods.into_iter().map(|(app, cores)| (app, cores * 100.0))))
     }
 
+    /// A scheduled Job runs as a Job made from its CronJob's template (`kubectl create job --from=cronjob/...`),
+    /// any other as a Job of its spec with a run suffix; both honour the Job's concurrency against its Jobs in
+    /// progress.
     async fn run_job(
         &self,
         env: &Environment,
         job: &crate::model::JobSpec,
-        _secrets: &ResolvedSecrets,
+        secrets: &ResolvedSecrets,
         trigger: crate::backend::JobTrigger,
     ) -> Result<crate::backend::JobRun, BackendError> {
-        // Replaced by the Job/CronJob mapping (issue 26, in progress).
-        Ok(crate::backend::JobRun::skipped(env, job, trigger, "Jobs are not run on Kubernetes yet".to_owned()))
+        Ok(jobs::run_now(&self.cluster, &self.settings, env, job, secrets, trigger).await?)
     }
 }

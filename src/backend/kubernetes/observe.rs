@@ -1,4 +1,5 @@
 //! What a cluster runs, in railyard's backend-neutral vocabulary: apps from Deployments, domains from Ingresses,
+//! Jobs from the `railyard-jobs` record, their Jobs and CronJobs,
 //! and drift (an app's object deleted, or a field of its spec that railyard sets changed by another field manager)
 //! as reasons the planner repairs. Fields only another manager sets (`kubectl rollout restart`'s annotation, a
 //! variable added by `kubectl set env`) are theirs under server-side apply, and no drift.
@@ -9,10 +10,13 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 use super::cluster::{Kind, Listed};
-use super::mapping::{self, ANNOTATION_LAST_APPLIED, KubernetesSettings, LABEL_ENVIRONMENT, LABEL_NAME, MANAGER};
+use super::mapping::{
+    self, ANNOTATION_LAST_APPLIED, JOB_RECORD_NAME, KubernetesSettings, LABEL_ENVIRONMENT, LABEL_JOB,
+    LABEL_JOB_SPEC_HASH, LABEL_NAME, MANAGER,
+};
 use crate::model::kinds::SyncPolicy;
 use crate::model::{
-    AppSpec, DesiredState, DomainSpec, Environment, HealthState, Observed, ObservedApp, ObservedDomain,
+    AppSpec, DesiredState, DomainSpec, Environment, HealthState, Observed, ObservedApp, ObservedDomain, ObservedJob,
     ObservedReplica, ReplicaState,
 };
 
@@ -41,8 +45,64 @@ pub fn observed(listed: &Listed, env: &Environment) -> Observed {
             ))
         })
         .collect();
-    // The HorizontalPodAutoscaler is applied with the app, and the last-applied annotation holds its rule.
-    Observed { apps, domains: Some(domains), applies_autoscalers: true, ..Observed::default() }
+    // The HorizontalPodAutoscaler is applied with the app, and the last-applied annotation holds its rule; a
+    // scheduled Job is a CronJob the cluster runs.
+    Observed {
+        apps,
+        domains: Some(domains),
+        applies_autoscalers: true,
+        jobs: jobs(listed),
+        schedules_jobs: true,
+        ..Observed::default()
+    }
+}
+
+/// railyard's Jobs of the environment: what last ran to success from the `railyard-jobs` record (or, before it was
+/// written, from a Job that completed), the spec hashes of the Jobs still active, and each scheduled Job's CronJob.
+fn jobs(listed: &Listed) -> BTreeMap<String, ObservedJob> {
+    fn entry<'j>(
+        jobs: &'j mut BTreeMap<String, ObservedJob>,
+        name: &str,
+        object: &DynamicObject,
+    ) -> &'j mut ObservedJob {
+        jobs.entry(name.to_owned()).or_insert_with(|| ObservedJob {
+            name: name.to_owned(),
+            env: label(object, LABEL_ENVIRONMENT),
+            ..ObservedJob::default()
+        })
+    }
+    let mut jobs: BTreeMap<String, ObservedJob> = BTreeMap::new();
+    if let Some(record) = listed.get(&(Kind::ConfigMap, JOB_RECORD_NAME.to_owned())) {
+        for (name, recorded) in super::jobs::records(&super::jobs::record_data(Some(record))) {
+            let job = entry(&mut jobs, &name, record);
+            job.succeeded = Some(recorded.spec_hash);
+            job.last_applied = recorded.last_applied;
+        }
+    }
+    for ((kind, _), object) in listed {
+        let name = label(object, LABEL_JOB);
+        if name.is_empty() {
+            continue;
+        }
+        match kind {
+            Kind::Job => {
+                let hash = label(object, LABEL_JOB_SPEC_HASH);
+                let job = entry(&mut jobs, &name, object);
+                match super::jobs::job_state(object) {
+                    super::jobs::JobState::Active if !job.running.contains(&hash) => job.running.push(hash),
+                    super::jobs::JobState::Succeeded if job.succeeded.is_none() => job.succeeded = Some(hash),
+                    _ => {}
+                }
+            }
+            Kind::CronJob => {
+                let spec = last_applied(object);
+                let job = entry(&mut jobs, &name, object);
+                job.last_applied = spec;
+            }
+            _ => {}
+        }
+    }
+    jobs
 }
 
 /// What railyard applies for each object it finds, rebuilt from the specs the objects recorded (their last-applied
