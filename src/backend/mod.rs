@@ -7,6 +7,7 @@ pub mod fenced;
 pub mod jobs;
 pub mod kubernetes;
 pub mod memory;
+pub mod resolved_env;
 pub mod schedule;
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use bollard::models::{
 };
 
 use super::labels;
-use crate::model::desired::{EnvSpec, HealthSpec};
+use crate::model::desired::HealthSpec;
 use crate::model::kinds::Protocol;
 use crate::model::{AppSpec, Environment};
 
@@ -105,73 +105,6 @@ impl ReplicaRequest<'_> {
     }
 }
 
-/// An app's environment as the container gets it, and the secret values in it, which no message may show.
-#[derive(Debug, Clone, Default)]
-pub struct ResolvedEnv {
-    /// `NAME=value` pairs, secrets included.
-    pub pairs: Vec<String>,
-    /// Longest first, so that a secret containing another is replaced whole.
-    secret_values: Vec<String>,
-}
-
-impl ResolvedEnv {
-    /// Resolves every variable of `spec`; `secret` reads secret references. Values of secret references, of
-    /// variables whose names look sensitive and the passwords in URLs are secret.
-    pub fn resolve<E>(
-        container: &crate::model::ContainerSpec,
-        secret: impl Fn(&str) -> Result<String, E>,
-    ) -> Result<ResolvedEnv, E> {
-        let mut resolved = ResolvedEnv::default();
-        for (name, value) in &container.env {
-            let text = value.container_value(&secret)?;
-            match value {
-                EnvSpec::Value(_) => {}
-                EnvSpec::Sensitive(sensitive) => {
-                    let hidden = sensitive.hidden_part();
-                    resolved.secret_values.push(hidden.to_owned());
-                    // A URL's password may be printed on its own, without the user before it.
-                    resolved.secret_values.extend(hidden.split_once(':').map(|(_, password)| password.to_owned()));
-                }
-                EnvSpec::Secret { .. } => resolved.secret_values.push(text.clone()),
-            }
-            resolved.pairs.push(format!("{name}={text}"));
-        }
-        resolved.secret_values.retain(|value| !value.is_empty());
-        let encoded: Vec<String> = resolved.secret_values.iter().flat_map(|value| encoded_forms(value)).collect();
-        resolved.secret_values.extend(encoded);
-        resolved.secret_values.sort_by_key(|value| std::cmp::Reverse(value.len()));
-        resolved.secret_values.dedup();
-        Ok(resolved)
-    }
-
-    /// `text` with every secret value of the environment replaced by `<redacted>`.
-    pub fn redact(&self, text: &str) -> String {
-        self.secret_values.iter().fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "<redacted>"))
-    }
-}
-
-/// The forms a secret value is printed in to slip past exact-value redaction: base64 (standard and URL-safe, with
-/// or without the newline `echo` adds; without padding, which then stays as `==`), and percent-encoding.
-fn encoded_forms(value: &str) -> Vec<String> {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-    let with_newline = format!("{value}\n");
-    let mut forms: Vec<String> = [value, with_newline.as_str()]
-        .into_iter()
-        .flat_map(|text| [STANDARD_NO_PAD.encode(text), URL_SAFE_NO_PAD.encode(text)])
-        .collect();
-    let percent: String = value
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(byte).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect();
-    forms.push(percent);
-    forms.retain(|form| form != value);
-    forms
-}
-
 const NANOS_PER_MILLI: i64 = 1_000_000;
 
 /// The engine runs HTTP and TCP checks inside the container, as Compose does, with the `wget` and `nc` the image
@@ -187,55 +120,4 @@ fn health_config(health: &HealthSpec) -> Option<HealthConfig> {
         start_period: Some(nanos(health.start_period_ms)),
         start_interval: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn app_with_env(env: &[(&str, EnvSpec)]) -> AppSpec {
-        let mut app = AppSpec::bare("web");
-        app.container.env = env.iter().map(|(name, value)| ((*name).to_owned(), value.clone())).collect();
-        app
-    }
-
-    #[test]
-    fn every_secret_value_of_the_environment_is_redacted_from_messages() {
-        let spec = app_with_env(&[
-            ("DB", EnvSpec::Secret { secret: "db".into(), digest: None }),
-            ("API_TOKEN", EnvSpec::literal("API_TOKEN", "inline-token".into())),
-            ("DATABASE_URL", EnvSpec::literal("DATABASE_URL", "postgres://app:url-pass@db/app".into())),
-            ("GREETING", EnvSpec::Value("hello".into())),
-        ]);
-        let env =
-            ResolvedEnv::resolve(&spec.container, |name| Ok::<_, ()>(format!("{name}-from-store"))).expect("resolves");
-        assert!(env.pairs.contains(&"DB=db-from-store".to_owned()), "{:?}", env.pairs);
-        let message = "printed db-from-store, inline-token and url-pass; hello";
-        assert_eq!(env.redact(message), "printed <redacted>, <redacted> and <redacted>; hello");
-    }
-
-    #[test]
-    fn encoded_forms_of_a_secret_are_redacted_too() {
-        use base64::Engine as _;
-        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-        let spec = app_with_env(&[("DB", EnvSpec::Secret { secret: "db".into(), digest: None })]);
-        let value = "s3cr3t?&/value+";
-        let env = ResolvedEnv::resolve(&spec.container, |_| Ok::<_, ()>(value.to_owned())).expect("resolves");
-        for printed in [
-            STANDARD.encode(value),
-            STANDARD.encode(format!("{value}\n")),
-            URL_SAFE.encode(value),
-            "s3cr3t%3F%26%2Fvalue%2B".to_owned(),
-        ] {
-            let redacted = env.redact(&format!("leaked: {printed}"));
-            assert!(redacted.starts_with("leaked: <redacted>"), "{printed} -> {redacted}");
-            assert!(!redacted.contains(&printed), "{printed} -> {redacted}");
-        }
-    }
-
-    #[test]
-    fn a_missing_secret_is_the_resolvers_error() {
-        let spec = app_with_env(&[("DB", EnvSpec::Secret { secret: "db".into(), digest: None })]);
-        assert_eq!(ResolvedEnv::resolve(&spec.container, |_| Err::<String, _>("missing")).err(), Some("missing"));
-    }
 }

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 
 use tokio::time::Instant;
 
-use super::container::ResolvedEnv;
 use super::environment::{connect_caddy, drain, ensure_network, sync_domains};
 use super::health::fail_late_crashes;
 use super::labels::Replica;
 use super::replicas::replace_replicas;
 use super::teardown::delete_app;
 use super::{DockerBackend, DockerError};
+use crate::backend::resolved_env::ResolvedEnv;
 use crate::backend::schedule::{Executor, Operation, Slot};
 use crate::backend::{ActionOutcome, ActionResult, ApplyReport, JobRun, JobTrigger, Progress};
 use crate::model::{AppSpec, JobSpec};

@@ -11,9 +11,9 @@ use futures_util::future::join_all;
 
 use super::DockerBackend;
 use super::DockerError;
-use super::container::ResolvedEnv;
 use super::converge::ConvergeError;
 use super::labels::{self, Replica};
+use crate::backend::resolved_env::ResolvedEnv;
 use crate::backend::schedule::Executor;
 use crate::backend::{ActionOutcome, ActionResult};
 use crate::model::desired::{HealthSpec, Probe};

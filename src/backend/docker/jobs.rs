@@ -17,12 +17,13 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::container::{ResolvedEnv, mounts, network_name};
+use super::container::{mounts, network_name};
 use super::converge::ConvergeError;
 use super::environment::{ensure_network, ensure_volumes};
 use super::replicas::ensure_image;
 use super::{DockerBackend, DockerError, labels};
 use crate::backend::jobs::{RunPolicy, bounded_output, now_millis, retry_pause};
+use crate::backend::resolved_env::ResolvedEnv;
 use crate::backend::{JobOutcome, JobRun, JobTrigger, Progress, ProgressEvent, Step};
 use crate::model::{Environment, JobSpec, ObservedJob};
 use crate::plan::ObjectKind;

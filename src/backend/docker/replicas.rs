@@ -12,12 +12,13 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
-use super::container::{ReplicaRequest, ResolvedEnv, canonical_name};
+use super::container::{ReplicaRequest, canonical_name};
 use super::converge::ConvergeError;
 use super::environment::{drain, ensure_volumes, sync_domains};
 use super::health::wait_healthy;
 use super::labels::{self, Replica};
 use super::{CALL_TIMEOUT, DockerBackend, DockerError, PULL_TIMEOUT};
+use crate::backend::resolved_env::ResolvedEnv;
 use crate::backend::schedule::Slot;
 use crate::backend::{ActionResult, Progress, ProgressEvent, Step};
 use crate::model::kinds::{Protocol, PullPolicy};

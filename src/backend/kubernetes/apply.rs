@@ -19,13 +19,14 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::cluster::{Applied, Cluster, Kind, Listed, deleted_with_app, describe};
-use super::jobs::{Redactor, Runner, Start, job_state, set_record};
+use super::jobs::{Runner, Start, job_state, set_record};
 use super::mapping::{
     self, ANNOTATION_SPEC_HASH, JOB_RECORD_NAME, KubernetesSettings, LABEL_JOB, LABEL_NAME, Manifests, Object,
     SecretKeys, SecretSource,
 };
 use super::observe::{health, last_applied};
 use super::{KubernetesBackendSettings, KubernetesError};
+use crate::backend::resolved_env::ResolvedEnv;
 use crate::backend::schedule::{Executor, Operation, Slot};
 use crate::backend::{ActionResult, ApplyReport, JobRun, JobTrigger, Progress, ProgressEvent, Step};
 use crate::model::kinds::SyncPolicy;
@@ -505,7 +506,7 @@ impl Applier<'_> {
             }
         };
         let runner = self.runner();
-        let redactor = Redactor::new(spec, self.secrets);
+        let redactor = ResolvedEnv::redactor(&spec.container, self.secrets);
         let run = runner.run(spec, name, start, JobTrigger::Apply, &redactor).await?;
         let failure = run.failure();
         if run.succeeded() {

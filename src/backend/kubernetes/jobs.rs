@@ -5,6 +5,7 @@
 //! hash that last ran to success is recorded per Job in the namespace's `railyard-jobs` ConfigMap, which observe
 //! reads with one list.
 
+use crate::backend::resolved_env::ResolvedEnv;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,6 @@ use super::mapping::{
     LABEL_PART_OF, MANAGER, bounded_name,
 };
 use crate::backend::jobs::{JobOutcome, JobRun, JobTrigger, RunPolicy, bounded_output, now_millis};
-use crate::model::desired::EnvSpec;
 use crate::model::{Environment, JobSpec};
 use crate::secrets::ResolvedSecrets;
 
@@ -108,51 +108,6 @@ pub fn set_record(data: &mut BTreeMap<String, String>, job: &str, succeeded: Opt
     }
 }
 
-/// Secret values a run's output may print, to replace by `<redacted>`: the values of its `{ secret: NAME }`
-/// variables and the hidden parts of its sensitive literals, with their base64 forms; longest first.
-pub struct Redactor(Vec<String>);
-
-impl Redactor {
-    pub fn new(job: &JobSpec, secrets: &ResolvedSecrets) -> Redactor {
-        use base64::Engine as _;
-        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-        let mut values: Vec<String> = Vec::new();
-        for value in job.container.env.values() {
-            match value {
-                EnvSpec::Value(_) => {}
-                EnvSpec::Sensitive(sensitive) => {
-                    let hidden = sensitive.hidden_part();
-                    values.push(hidden.to_owned());
-                    // A URL's password may be printed without the user before it.
-                    values.extend(hidden.split_once(':').map(|(_, password)| password.to_owned()));
-                }
-                EnvSpec::Secret { secret, .. } => values.extend(secrets.get(secret).ok()),
-            }
-        }
-        values.retain(|value| !value.is_empty());
-        let encoded: Vec<String> = values
-            .iter()
-            .flat_map(|value| {
-                let with_newline = format!("{value}\n");
-                [value.as_str(), with_newline.as_str()]
-                    .into_iter()
-                    .flat_map(|text| {
-                        [STANDARD.encode(text), STANDARD_NO_PAD.encode(text), URL_SAFE_NO_PAD.encode(text)]
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        values.extend(encoded);
-        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
-        values.dedup();
-        Redactor(values)
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        self.0.iter().fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "<redacted>"))
-    }
-}
-
 /// The labels of the `railyard-jobs` ConfigMap of `namespace` for environment `env`.
 fn record_labels(namespace: &str, env: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -223,7 +178,7 @@ impl Runner<'_> {
         name: &str,
         start: Start,
         trigger: JobTrigger,
-        redactor: &Redactor,
+        redactor: &ResolvedEnv,
     ) -> Result<JobRun, KubernetesError> {
         let started_at = now_millis();
         let current = match start {
@@ -331,7 +286,7 @@ impl Runner<'_> {
     }
 
     /// The exit code and the end of the log (redacted) of the Job's newest pod.
-    async fn last_pod(&self, name: &str, redactor: &Redactor) -> Result<(Option<i64>, String), KubernetesError> {
+    async fn last_pod(&self, name: &str, redactor: &ResolvedEnv) -> Result<(Option<i64>, String), KubernetesError> {
         let pods = self.cluster.pods(self.namespace(), &format!("{POD_LABEL_JOB_NAME}={name}")).await?;
         let Some(pod) = pods
             .iter()
@@ -369,7 +324,7 @@ pub async fn run_now(
     trigger: JobTrigger,
 ) -> Result<JobRun, KubernetesError> {
     let runner = Runner { cluster, env, poll_interval: settings.poll_interval, force: settings.force };
-    let redactor = Redactor::new(job, secrets);
+    let redactor = ResolvedEnv::redactor(&job.container, secrets);
     let hash = job.spec_hash();
     let active = runner.active(&job.name).await?;
     let name_of = |found: &DynamicObject| found.metadata.name.clone().unwrap_or_default();
@@ -500,14 +455,5 @@ mod tests {
         assert_eq!(read.len(), 1);
         set_record(&mut data, "migrate", None);
         assert!(data.is_empty());
-    }
-
-    #[test]
-    fn secret_values_and_their_base64_are_redacted() {
-        let mut job = JobSpec::bare("migrate");
-        job.container.env.insert("DB".to_owned(), EnvSpec::Secret { secret: "db".to_owned(), digest: None });
-        let secrets = ResolvedSecrets::from_values(BTreeMap::from([("db".to_owned(), "hunter2".to_owned())]));
-        let redactor = Redactor::new(&job, &secrets);
-        assert_eq!(redactor.redact("pw=hunter2 b64=aHVudGVyMg=="), "pw=<redacted> b64=<redacted>");
     }
 }
