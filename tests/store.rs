@@ -111,7 +111,54 @@ on_both_engines!(
     statuses_are_published_replaced_and_retained,
     the_schema_refuses_an_unknown_outcome_word,
     every_trigger_and_outcome_reads_back_as_written,
+    job_runs_are_kept_per_outcome_newest_first_with_the_last_schedule,
 );
+
+fn job_run(job: &str, n: i64, succeeded: bool, trigger: railyard::backend::JobTrigger) -> railyard::backend::JobRun {
+    use railyard::backend::{JobOutcome, JobRun};
+    JobRun {
+        job: job.to_owned(),
+        env: "production".to_owned(),
+        spec_hash: "abc".to_owned(),
+        trigger,
+        started_at: n,
+        finished_at: n + 1,
+        outcome: if succeeded {
+            JobOutcome::Succeeded
+        } else {
+            JobOutcome::Failed { exit_code: Some(3), reason: "exited with code 3".to_owned() }
+        },
+        tries: 1,
+        output: format!("run {n}\n"),
+    }
+}
+
+async fn job_runs_are_kept_per_outcome_newest_first_with_the_last_schedule(engine: Engine) {
+    use railyard::backend::JobTrigger;
+    use railyard::model::job::KeepRuns;
+    let test = TestStore::new(engine);
+    let store = test.connect().await;
+    let keep = KeepRuns { succeeded: 2, failed: 1 };
+    for n in 0..6 {
+        let trigger = if n % 2 == 0 { JobTrigger::Schedule { at: 1000 + n } } else { JobTrigger::Apply };
+        store.record_job_run(&job_run("cleanup", n, n < 4, trigger), keep).await.expect("record");
+    }
+    let other = store.record_job_run(&job_run("migrate", 9, true, JobTrigger::Apply), keep).await.expect("record");
+    let runs = store.job_runs("production", Some("cleanup"), 10).await.expect("runs");
+    let kept: Vec<(i64, bool)> = runs.iter().map(|stored| (stored.run.started_at, stored.run.succeeded())).collect();
+    assert_eq!(
+        kept,
+        [(5, false), (4, false), (3, true), (2, true)],
+        "newest first; 2 succeeded and 1 failed kept, and the newest scheduled run"
+    );
+    assert_eq!(store.job_runs("production", None, 2).await.expect("runs").len(), 2, "the limit holds");
+    assert_eq!(store.job_runs("staging", None, 10).await.expect("runs"), Vec::new());
+    let read = store.job_run(other).await.expect("one").expect("found");
+    assert_eq!((read.run.job.as_str(), read.run.output.as_str()), ("migrate", "run 9\n"));
+    assert_eq!(store.job_run(other + 100).await.expect("none"), None);
+    assert_eq!(store.last_scheduled("production", "cleanup").await.expect("last"), Some(1004));
+    assert_eq!(store.last_scheduled("production", "migrate").await.expect("last"), None);
+}
 
 fn record(env: &str, n: i64) -> SyncRecord {
     SyncRecord {
@@ -617,7 +664,9 @@ async fn replicas_starting_together_on_an_empty_database_both_migrate_it_once() 
             panic!("a replica failed to start: {error}");
         }
     }
-    assert_eq!(cluster.psql(&database, "SELECT count(*) FROM schema_migrations"), "1");
+    let applied = cluster.psql(&database, "SELECT count(*) || ' ' || count(DISTINCT version) FROM schema_migrations");
+    let (rows, versions) = applied.split_once(' ').expect("two counts");
+    assert!(rows == versions && rows != "0", "each migration applied once: {applied}");
     let stores: Vec<Store> = connections.into_iter().flatten().collect();
     stores[0].record_sync(&record("production", 1), 10).await.expect("write on one");
     assert_eq!(stores[3].syncs(None, 0).await.expect("read on another").items.len(), 1);
@@ -678,6 +727,8 @@ async fn fill(store: &Store) {
         .expect("lease");
     store.request(&Request::Pushed { branch: "main".to_owned() }, 10).await.expect("request");
     store.publish_status("production", "{}", 11).await.expect("status");
+    let run = job_run("migrate", 12, true, railyard::backend::JobTrigger::Schedule { at: 12 });
+    store.record_job_run(&run, railyard::model::job::KeepRuns::default()).await.expect("job run");
 }
 
 fn migrate(from: &str, to: &str, extra: &[&str], password: Option<&str>) -> (bool, String) {

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use postgres::PostgresEngine;
 pub use sqlite::SqliteDb;
 
+use crate::backend::JobRun;
+use crate::model::job::KeepRuns;
 use crate::outcome::{SyncOutcome, Trigger};
 
 /// Rows per page of history.
@@ -177,6 +179,7 @@ pub struct StoreDump {
     pub leases: Vec<DumpedLease>,
     pub requests: Vec<DumpedRequest>,
     pub statuses: Vec<PublishedStatus>,
+    pub job_runs: Vec<StoredJobRun>,
 }
 
 impl StoreDump {
@@ -195,6 +198,7 @@ impl StoreDump {
             + self.leases.len()
             + self.requests.len()
             + self.statuses.len()
+            + self.job_runs.len()
     }
 }
 
@@ -213,7 +217,32 @@ pub const TABLES: &[&str] = &[
     "leases",
     "requests",
     "statuses",
+    "job_runs",
 ];
+
+/// A recorded run of a Job.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredJobRun {
+    pub id: i64,
+    #[serde(flatten)]
+    pub run: JobRun,
+}
+
+impl StoredJobRun {
+    /// The run's row as stored: what retention tells apart, and the schedule's time.
+    pub fn columns(run: &JobRun) -> (bool, Option<i64>, String) {
+        let scheduled = match run.trigger {
+            crate::backend::JobTrigger::Schedule { at } => Some(at),
+            _ => None,
+        };
+        (run.succeeded(), scheduled, serde_json::to_string(run).unwrap_or_default())
+    }
+
+    /// A stored row back; `None` for a body this version cannot read.
+    pub fn read(id: i64, body: &str) -> Option<StoredJobRun> {
+        serde_json::from_str(body).ok().map(|run| StoredJobRun { id, run })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpedDelivery {
@@ -360,6 +389,16 @@ pub trait StoreEngine: Send + Sync {
     async fn published_statuses(&self) -> Result<Vec<PublishedStatus>, StoreError>;
     /// Removes the published status of environments not in `keep`.
     async fn retain_statuses(&self, keep: &[String]) -> Result<(), StoreError>;
+
+    /// Records a finished run of a Job and keeps, of that Job's runs, the newest `keep.succeeded` that succeeded and
+    /// the newest `keep.failed` that did not (at least one of each), and always the newest run its schedule started,
+    /// so that the last schedule stays known. Returns the run's id.
+    async fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<i64, StoreError>;
+    /// Runs of `env` (of `job` only, when given), newest first, at most `limit`.
+    async fn job_runs(&self, env: &str, job: Option<&str>, limit: u32) -> Result<Vec<StoredJobRun>, StoreError>;
+    async fn job_run(&self, id: i64) -> Result<Option<StoredJobRun>, StoreError>;
+    /// When `job`'s schedule last fired in `env` (unix milliseconds), for at most one catch-up run after a pause.
+    async fn last_scheduled(&self, env: &str, job: &str) -> Result<Option<i64>, StoreError>;
 
     /// Every row of every table, in one consistent read.
     async fn dump(&self) -> Result<StoreDump, StoreError>;

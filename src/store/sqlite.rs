@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use crate::backend::JobRun;
+use crate::model::job::KeepRuns;
 use crate::outcome::{SyncOutcome, Trigger};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
@@ -14,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use super::{
     DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId,
     DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment,
-    LeaseRecord, PAGE_SIZE, Page, PublishedStatus, Request, StoreDump, StoreEngine, StoreError, SyncRecord, TABLES,
+    LeaseRecord, PAGE_SIZE, Page, PublishedStatus, Request, StoreDump, StoreEngine, StoreError, StoredJobRun,
+    SyncRecord, TABLES,
 };
 
 /// Each entry moves the schema one version up; applied in order, once.
@@ -158,6 +161,15 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL,
         published_ms INTEGER NOT NULL
     );",
+    "CREATE TABLE job_runs (
+        id INTEGER PRIMARY KEY,
+        env TEXT NOT NULL,
+        job TEXT NOT NULL,
+        succeeded INTEGER NOT NULL,
+        scheduled_ms INTEGER,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX job_runs_by_job ON job_runs (env, job, succeeded, id);",
 ];
 
 /// The database, called from blocking threads.
@@ -595,6 +607,56 @@ impl SqliteDb {
 }
 
 impl SqliteDb {
+    pub fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<i64, StoreError> {
+        let (succeeded, scheduled, body) = StoredJobRun::columns(run);
+        let keep = if succeeded { keep.succeeded } else { keep.failed }.max(1);
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            transaction.execute(
+                "INSERT INTO job_runs (env, job, succeeded, scheduled_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run.env, run.job, succeeded, scheduled, body],
+            )?;
+            let id = transaction.last_insert_rowid();
+            transaction.execute(
+                "DELETE FROM job_runs WHERE env = ?1 AND job = ?2 AND succeeded = ?3 AND id <= (
+                     SELECT id FROM job_runs WHERE env = ?1 AND job = ?2 AND succeeded = ?3
+                     ORDER BY id DESC LIMIT 1 OFFSET ?4)
+                     AND id <> (SELECT COALESCE(MAX(id), 0) FROM job_runs WHERE env = ?1 AND job = ?2
+                         AND scheduled_ms IS NOT NULL)",
+                params![run.env, run.job, succeeded, i64::from(keep)],
+            )?;
+            transaction.commit()?;
+            Ok(id)
+        })
+    }
+
+    pub fn job_runs(&self, env: &str, job: Option<&str>, limit: u32) -> Result<Vec<StoredJobRun>, StoreError> {
+        let rows: Vec<(i64, String)> = self.with(|db| {
+            db.prepare_cached(
+                "SELECT id, body FROM job_runs WHERE env = ?1 AND (?2 IS NULL OR job = ?2) ORDER BY id DESC LIMIT ?3",
+            )?
+            .query_map(params![env, job, i64::from(limit)], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect()
+        })?;
+        Ok(rows.iter().filter_map(|(id, body)| StoredJobRun::read(*id, body)).collect())
+    }
+
+    pub fn job_run(&self, id: i64) -> Result<Option<StoredJobRun>, StoreError> {
+        let body: Option<String> =
+            self.with(|db| db.query_row("SELECT body FROM job_runs WHERE id = ?1", [id], |row| row.get(0)).optional())?;
+        Ok(body.and_then(|body| StoredJobRun::read(id, &body)))
+    }
+
+    pub fn last_scheduled(&self, env: &str, job: &str) -> Result<Option<i64>, StoreError> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT MAX(scheduled_ms) FROM job_runs WHERE env = ?1 AND job = ?2",
+                params![env, job],
+                |row| row.get(0),
+            )
+        })
+    }
+
     /// Every row of every table, read in one transaction (a consistent copy while a daemon writes).
     pub fn dump(&self) -> Result<StoreDump, StoreError> {
         self.with(|db| {
@@ -679,6 +741,12 @@ impl SqliteDb {
                 requests: all(&transaction, "SELECT id, body, requested_ms FROM requests ORDER BY id", |row| {
                     Ok(DumpedRequest { id: row.get(0)?, body: row.get(1)?, requested_ms: row.get(2)? })
                 })?,
+                job_runs: all(&transaction, "SELECT id, body FROM job_runs ORDER BY id", |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })?
+                .into_iter()
+                .filter_map(|(id, body)| StoredJobRun::read(id, &body))
+                .collect(),
                 statuses: all(&transaction, "SELECT env, body, published_ms FROM statuses ORDER BY env", |row| {
                     Ok(PublishedStatus { env: row.get(0)?, body: row.get(1)?, published_ms: row.get(2)? })
                 })?,
@@ -798,6 +866,13 @@ impl SqliteDb {
                 transaction.prepare("INSERT INTO statuses (env, body, published_ms) VALUES (?1, ?2, ?3)")?;
             for status in &dump.statuses {
                 insert.execute(params![status.env, status.body, status.published_ms])?;
+            }
+            let mut insert = transaction.prepare(
+                "INSERT INTO job_runs (id, env, job, succeeded, scheduled_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for stored in &dump.job_runs {
+                let (succeeded, scheduled, body) = StoredJobRun::columns(&stored.run);
+                insert.execute(params![stored.id, stored.run.env, stored.run.job, succeeded, scheduled, body])?;
             }
         }
         transaction.commit()?;
@@ -974,6 +1049,25 @@ impl StoreEngine for SqliteEngine {
     async fn retain_statuses(&self, keep: &[String]) -> Result<(), StoreError> {
         let keep = keep.to_vec();
         blocking!(self, |db| db.retain_statuses(&keep))
+    }
+
+    async fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<i64, StoreError> {
+        let run = run.clone();
+        blocking!(self, |db| db.record_job_run(&run, keep))
+    }
+
+    async fn job_runs(&self, env: &str, job: Option<&str>, limit: u32) -> Result<Vec<StoredJobRun>, StoreError> {
+        let (env, job) = (env.to_owned(), job.map(str::to_owned));
+        blocking!(self, |db| db.job_runs(&env, job.as_deref(), limit))
+    }
+
+    async fn job_run(&self, id: i64) -> Result<Option<StoredJobRun>, StoreError> {
+        blocking!(self, |db| db.job_run(id))
+    }
+
+    async fn last_scheduled(&self, env: &str, job: &str) -> Result<Option<i64>, StoreError> {
+        let (env, job) = (env.to_owned(), job.to_owned());
+        blocking!(self, |db| db.last_scheduled(&env, &job))
     }
 
     async fn dump(&self) -> Result<StoreDump, StoreError> {
