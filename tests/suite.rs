@@ -16,6 +16,7 @@ mod fake_kube;
 mod forge;
 mod hybrid;
 mod install;
+mod jobs_api;
 mod jobs_docker;
 mod jobs_plan;
 mod kubernetes_backend;

@@ -21,8 +21,8 @@ use crate::daemon::now_ms;
 use crate::model::JobSpec;
 use crate::plan::Plan;
 
-#[allow(unused_imports)]
-use super::jobs_standin::{JobRunsStandIn, StartJobError, StartJobStandIn, StoredJobRun};
+use super::jobs_standin::{StartJobError, StartJobStandIn};
+use crate::store::StoredJobRun;
 
 /// Runs listed per Job when the request says nothing.
 pub const DEFAULT_RUNS: u32 = 10;
