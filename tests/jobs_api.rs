@@ -367,4 +367,37 @@ mod cli {
         assert_eq!(unknown.status.code(), Some(1));
         assert!(stderr(&unknown).contains("nightly"), "did you mean: {}", stderr(&unknown));
     }
+    #[test]
+    fn a_failed_run_on_docker_exits_1_with_its_exit_code_and_last_output() {
+        let image = crate::support::busybox_image();
+        let project = crate::support::TestProject::with_web("jobs-cli", "one", "");
+        project.write(
+            "jobs/report.yaml",
+            &format!(
+                "kind: Job\nname: report\nimage: {image}\npull: never\nschedule: \"0 0 3 1 1 *\"\n\
+                 command: [\"sh\", \"-c\", \"echo counting; echo the disk is full; exit 3\"]\ntimeout: 30s\n"
+            ),
+        );
+        project.commit("a report job");
+        let served =
+            project.serve(&["--poll-interval", "1h", "--drift-interval", "1h"], &[("RAILYARD_API_TOKEN", TOKEN)]);
+        served.wait_for("the first sync", Duration::from_secs(120), |env| env["syncStatus"] == "synced");
+
+        let waited =
+            railyard(&served, &["run", "report", "--env", "production", "--wait", "--timeout", "2m"], Some(TOKEN));
+        let said = stdout(&waited);
+        assert_eq!(
+            waited.status.code(),
+            Some(1),
+            "stdout:\n{said}\nstderr:\n{}\nlog:\n{}",
+            stderr(&waited),
+            served.log()
+        );
+        assert!(said.contains("of job report failed") && said.contains("(exit code 3)"), "{said}");
+        assert!(said.contains("the disk is full"), "the last lines of its output: {said}");
+        let listed = railyard(&served, &["jobs", "--env", "production", "--job", "report"], None);
+        let text = stdout(&listed);
+        let line = text.lines().find(|line| line.starts_with("report")).unwrap_or_else(|| panic!("{text}"));
+        assert!(line.contains("failed") && line.contains(" 3 ") && line.contains("manual"), "{text}");
+    }
 }

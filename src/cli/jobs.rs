@@ -3,12 +3,15 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use railyard::backend::jobs::last_lines;
 use serde_json::Value;
 
 use super::args::DaemonArgs;
 use super::daemon_client::{Token, call_daemon, read_daemon};
 use super::output::{EXIT_FAILED, write_stdout};
 
+/// Lines of a failed run's output `run --wait` prints.
+const OUTPUT_LINES: usize = 20;
 /// How often `run --wait` reads the runs again.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -42,7 +45,7 @@ pub async fn run(daemon: &DaemonArgs, env: &str, job: &str, wait: Option<Duratio
         if status == 200
             && let Some(run) = run_after(&jobs, job, before, requested_at)
         {
-            return Ok(report(&run));
+            return report(daemon, &token, &run).await;
         }
         if Instant::now() >= deadline {
             eprintln!(
@@ -78,26 +81,30 @@ fn run_after(jobs: &Value, job: &str, before: Option<i64>, requested_at: i64) ->
         .cloned()
 }
 
-/// Prints how the run ended; 0 when it succeeded.
-fn report(run: &Value) -> ExitCode {
+/// Prints how the run ended, and the last lines of its output unless it succeeded; 0 when it succeeded.
+async fn report(daemon: &DaemonArgs, token: &Token, run: &Value) -> anyhow::Result<ExitCode> {
     let state = run["state"].as_str().unwrap_or("unknown");
     let exit = run["exitCode"].as_i64().map_or_else(|| "no exit code".to_owned(), |code| format!("exit code {code}"));
     let took = duration(run["durationMs"].as_i64().unwrap_or(0));
     let job = run["job"].as_str().unwrap_or("?");
+    let env = run["env"].as_str().unwrap_or("?");
     let id = run["id"].as_i64().unwrap_or(0);
     println!("Run {id} of job {job} {} in {took} ({exit}).", said(state));
     if let Some(reason) = run["reason"].as_str() {
         println!("{reason}");
     }
     if state == "succeeded" {
-        ExitCode::SUCCESS
-    } else {
-        println!(
-            "Its output: `curl` /api/v1/jobs/runs/{id} or the status page /env/{}/jobs/runs/{id}",
-            run["env"].as_str().unwrap_or("?")
-        );
-        ExitCode::from(EXIT_FAILED)
+        return Ok(ExitCode::SUCCESS);
     }
+    if let (200, detail) = read_daemon(daemon, token, &format!("/api/v1/jobs/runs/{id}")).await? {
+        let tail = last_lines(detail["output"].as_str().unwrap_or_default(), OUTPUT_LINES);
+        if !tail.is_empty() {
+            println!("The last lines of its output:\n{tail}");
+        }
+    }
+    let server = daemon.server.trim_end_matches('/');
+    println!("All of it: {server}/env/{env}/jobs/runs/{id}");
+    Ok(ExitCode::from(EXIT_FAILED))
 }
 
 fn said(state: &str) -> &str {
