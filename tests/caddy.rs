@@ -431,6 +431,36 @@ fn updates_and_failed_updates_drop_no_request() {
     assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("v2 ")));
 }
 
+/// A migration hook that fails holds the update back: through Caddy, every request is answered by the old version
+/// while the Job runs and fails, and after.
+#[test]
+fn a_failing_migration_hook_drops_no_request_and_keeps_the_old_version() {
+    let image = busybox_image();
+    let project = TestProject::new("caddy-hook");
+    let caddy = TestCaddy::start_on_unix_socket();
+    let front = caddy.front();
+    project.write("apps/web.yaml", &slow_web(&image, "v1", 2));
+    project.write("domains/shop.yaml", DOMAIN);
+    assert_success(&apply(&project, &caddy));
+    project.write("apps/web.yaml", &slow_web(&image, "v2", 2));
+    project.write(
+        "jobs/migrate.yaml",
+        "kind: Job\nname: migrate\nimageFrom: web\ncommand: [\"sh\", \"-c\", \"sleep 1; echo no such table >&2; exit 4\"]\n\
+         hook: { before: [web] }\n",
+    );
+    let mut output = None;
+    let traffic = traffic_during(&front, "shop.example.test", "/cgi-bin/slow", 8, || {
+        output = Some(apply(&project, &caddy));
+    });
+    let output = output.expect("applied");
+    let said = format!("{}{}", stdout(&output), stderr(&output));
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("job `migrate` failed (exit code 4") && said.contains("no such table"), "{said}");
+    assert_no_failure("while the migration ran and failed", &traffic);
+    assert!(traffic.sent > 0 && traffic.bodies.iter().all(|body| body.starts_with("v1 ")), "only v1 served");
+    assert!(via(&caddy, "shop.example.test").is_some_and(|(_, body)| body.starts_with("v1 ")));
+}
+
 #[test]
 fn apps_updated_in_parallel_keep_each_others_routes() {
     let image = busybox_image();

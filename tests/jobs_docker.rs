@@ -146,3 +146,99 @@ fn a_run_that_outlives_a_killed_railyard_is_awaited_not_started_twice() {
     assert_eq!(read_volume(&project, "cat /data/runs").trim(), "run", "the run was awaited, not started again");
     assert_eq!(served(&project).as_deref(), Some("v1"));
 }
+
+/// The runs the daemon recorded for `job` in production, newest first, read from its store on disk.
+fn recorded_runs(served: &Served, job: &str) -> Vec<railyard::backend::JobRun> {
+    let Ok(db) = railyard::store::SqliteDb::open(&served.state_dir) else { return Vec::new() };
+    db.job_runs("production", Some(job), 100).unwrap_or_default().into_iter().map(|stored| stored.run).collect()
+}
+
+#[test]
+fn a_scheduled_job_runs_on_its_schedule_and_an_overlapping_run_is_skipped() {
+    let image = busybox_image();
+    let project = TestProject::with_web("job-cron", "hello", "volumes: [{ name: data, mount: /data }]\n");
+    // Every 2 s, each run taking 3 s: with `forbid`, every other firing finds the last run still going.
+    project.write(
+        "jobs/tick.yaml",
+        &format!(
+            "kind: Job\nname: tick\nimage: {image}\npull: never\n\
+             command: [\"sh\", \"-c\", \"date +%s >> /data/ticks; sleep 3\"]\n\
+             volumes: [{{ name: data, mount: /data }}]\nschedule: \"*/2 * * * * *\"\nconcurrency: forbid\n\
+             keep: {{ succeeded: 50, failed: 50 }}\n"
+        ),
+    );
+    project.commit("a ticking job");
+    let served = project.serve(&[], &[]);
+    served.wait_for("the first sync", Duration::from_secs(60), |env| env["syncStatus"] == "synced");
+    let enough = eventually(Duration::from_secs(40), || {
+        let runs = recorded_runs(&served, "tick");
+        runs.iter().filter(|run| run.succeeded()).count() >= 2 && runs.iter().any(|run| !run.succeeded())
+    });
+    let runs = recorded_runs(&served, "tick");
+    assert!(enough, "runs: {runs:#?}\nlog:\n{}", served.log());
+    for run in &runs {
+        assert!(matches!(run.trigger, railyard::backend::JobTrigger::Schedule { .. }), "{run:?}");
+        match &run.outcome {
+            railyard::backend::JobOutcome::Succeeded => assert!(run.finished_at - run.started_at >= 2_500, "{run:?}"),
+            railyard::backend::JobOutcome::Skipped { reason } => {
+                assert!(reason.contains("concurrency: forbid"), "{run:?}")
+            }
+            other => panic!("a run neither succeeded nor was skipped: {other:?}"),
+        }
+    }
+    // Succeeded runs never overlapped: each started after the one before it ended.
+    let mut succeeded: Vec<&railyard::backend::JobRun> = runs.iter().filter(|run| run.succeeded()).collect();
+    succeeded.sort_by_key(|run| run.started_at);
+    for pair in succeeded.windows(2) {
+        assert!(pair[1].started_at >= pair[0].finished_at - 100, "overlapping runs: {pair:#?}");
+    }
+    let metrics = http_get(served.port, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    assert!(
+        metrics.contains("railyard_job_runs_total{env=\"production\",job=\"tick\",outcome=\"succeeded\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_preview_runs_its_migration_against_its_own_volume_and_no_schedule() {
+    let image = busybox_image();
+    let project = TestProject::new("job-preview");
+    project.write(
+        "railyard.yaml",
+        &format!(
+            "kind: Project\nname: {}\npreviews: {{ enabled: true, localImages: true, branches: [\"preview/*\"] }}\n",
+            project.name
+        ),
+    );
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v1", 1));
+    project.write("jobs/migrate.yaml", &migrate_job("echo 1 > /data/schema-1", ""));
+    project.write(
+        "jobs/tick.yaml",
+        &format!(
+            "kind: Job\nname: tick\nimage: {image}\npull: never\ncommand: [\"true\"]\nschedule: \"* * * * * *\"\n"
+        ),
+    );
+    project.git_init();
+    let served = project.serve(&["--poll-interval", "1s"], &[]);
+    served.wait_for("production synced", Duration::from_secs(60), |env| env["syncStatus"] == "synced");
+
+    let dir = project.dir();
+    git(dir, &["checkout", "-q", "-b", "preview/schema-2"]);
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v2", 2));
+    project.write("jobs/migrate.yaml", &migrate_job("echo 2 > /data/schema-2", ""));
+    project.commit("schema 2");
+    git(dir, &["checkout", "-q", "main"]);
+    let preview = format!("{}-branch-preview-schema-2", project.name);
+    let _guard = ProjectGuard(preview.clone());
+    let serving = eventually(Duration::from_secs(90), || project_serves(&preview, "web", "v2"));
+    assert!(serving, "the preview's migration ran first, so its v2 starts:\n{}", served.log());
+    let preview_volume = format!("{preview}_data:/data");
+    let listed = docker(&["run", "--rm", "-v", &preview_volume, &image, "ls", "/data"]);
+    assert_eq!(listed.split_whitespace().collect::<Vec<_>>(), ["schema-2"], "its own, fresh volume");
+    assert_eq!(read_volume(&project, "ls /data").trim(), "schema-1", "production's volume is untouched");
+    let db = railyard::store::SqliteDb::open(&served.state_dir).expect("store");
+    let runs = db.job_runs("branch-preview-schema-2", None, 100).expect("runs");
+    assert!(runs.iter().all(|stored| stored.run.job == "migrate"), "no scheduled run in the preview: {runs:?}");
+    assert!(!runs.is_empty());
+    assert!(!db.job_runs("production", Some("tick"), 100).expect("runs").is_empty(), "production's schedule runs");
+}

@@ -38,7 +38,7 @@ fn help_and_version_answer_with_examples() {
 fn the_example_repository_validates_as_documented() {
     let output = railyard(&["validate", EXAMPLE]);
     assert_success(&output);
-    assert_eq!(stdout(&output).trim(), format!("{EXAMPLE}: valid (4 apps, 2 domains, 1 scaling rule)"));
+    assert_eq!(stdout(&output).trim(), format!("{EXAMPLE}: valid (4 apps, 2 domains, 1 scaling rule, 2 jobs)"));
 }
 
 #[test]

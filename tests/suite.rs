@@ -17,6 +17,7 @@ mod forge;
 mod hybrid;
 mod install;
 mod jobs_api;
+mod jobs_daemon;
 mod jobs_docker;
 mod jobs_plan;
 mod kubernetes_backend;

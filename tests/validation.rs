@@ -203,7 +203,7 @@ fn cli_validate_exit_codes_and_stderr() {
     let valid = Command::new(binary).arg("validate").arg(example).output().expect("railyard runs");
     assert_eq!(valid.status.code(), Some(0), "{}", String::from_utf8_lossy(&valid.stderr));
     let summary = String::from_utf8_lossy(&valid.stdout);
-    assert!(summary.ends_with(": valid (4 apps, 2 domains, 1 scaling rule)\n"), "{summary}");
+    assert!(summary.ends_with(": valid (4 apps, 2 domains, 1 scaling rule, 2 jobs)\n"), "{summary}");
     let missing =
         Command::new(binary).arg("validate").arg("/nonexistent/railyard-config").output().expect("railyard runs");
     assert_eq!(missing.status.code(), Some(1));

@@ -19,8 +19,13 @@ use super::target_args::Target;
 pub fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(match load(dir)? {
         Ok(config) => {
+            let jobs = if config.jobs.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", count(config.jobs.len(), "job", "jobs"))
+            };
             println!(
-                "{}: valid ({}, {}, {})",
+                "{}: valid ({}, {}, {}{jobs})",
                 dir.display(),
                 count(config.apps.len(), "app", "apps"),
                 count(config.domains.len(), "domain", "domains"),

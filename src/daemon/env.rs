@@ -29,8 +29,10 @@ use crate::scaling::AppScaling;
 use crate::scaling::history::AppHistory;
 use crate::source::{CommitInfo, Fetched, short_sha};
 
+mod jobs;
 mod record;
 mod scaling_loop;
+pub use jobs::StartJobError;
 mod state;
 use scaling_loop::AutoscaleState;
 pub use state::{EnvState, ReconcileError};
@@ -88,6 +90,8 @@ pub struct EnvHandle {
     autoscale: std::sync::Mutex<AutoscaleState>,
     /// Each app's replicas and load over the last day, for its page.
     histories: std::sync::Mutex<BTreeMap<String, AppHistory>>,
+    /// The Jobs of the last reconcile, and the timer of the scheduled ones.
+    jobs: std::sync::Mutex<jobs::JobsState>,
 }
 
 impl EnvHandle {
@@ -146,6 +150,7 @@ impl EnvHandle {
             window_timer: std::sync::Mutex::new(None),
             autoscale: std::sync::Mutex::default(),
             histories: std::sync::Mutex::default(),
+            jobs: std::sync::Mutex::default(),
         })
     }
 
@@ -478,6 +483,7 @@ impl EnvHandle {
             Ok(prepared) => prepared,
             Err(error) => return self.fail(error),
         };
+        self.keep_jobs(daemon, &prepared);
         let is_pinned = read.pin.is_some();
         let pinned = read.pin.map(|(sha, since_ms)| {
             let head_plan = read.head.as_ref().map(|head| self.head_plan(daemon, head, &prepared.observed));
@@ -733,6 +739,8 @@ impl EnvHandle {
                 return Reconciled::Interrupted;
             }
         };
+        let keep_of = |job: &str| run.prepared.desired.jobs.get(job).map(|spec| spec.keep).unwrap_or_default();
+        daemon.record_job_runs(&executed.report.job_runs, keep_of).await;
         let verdict = {
             let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let now = tokio::time::Instant::now();

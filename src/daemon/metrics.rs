@@ -63,6 +63,24 @@ pub struct Metrics {
     pub leader: Family<IdentityLabels, Gauge>,
     /// 0 while the store cannot be reached (the daemon then does not reconcile), 1 otherwise.
     pub store_up: Gauge,
+    /// Finished runs of Jobs by outcome.
+    pub job_runs: Family<JobOutcomeLabels, Counter>,
+    /// How long each Job's last run took.
+    pub job_last_run_seconds: Family<JobLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub env: String,
+    pub job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobOutcomeLabels {
+    pub env: String,
+    pub job: String,
+    /// `succeeded`, `failed`, `timedOut` or `skipped`.
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,7 +169,17 @@ impl Default for Metrics {
             "0 while the store cannot be reached and nothing is reconciled",
             store_up.clone(),
         );
+        let job_runs = Family::<JobOutcomeLabels, Counter>::default();
+        registry.register("job_runs", "Finished runs of Jobs by environment, job and outcome", job_runs.clone());
+        let job_last_run_seconds = Family::<JobLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "job_last_run_duration_seconds",
+            "How long the last run of each Job took",
+            job_last_run_seconds.clone(),
+        );
         Metrics {
+            job_runs,
+            job_last_run_seconds,
             leader,
             store_up,
             target,
@@ -184,6 +212,14 @@ impl Metrics {
         let labels = ReconcileLabels { env: env.to_owned(), outcome: outcome.to_owned() };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn count_job_run(&self, run: &crate::backend::JobRun) {
+        let (env, job) = (run.env.clone(), run.job.clone());
+        let outcome = run.outcome.as_str().to_owned();
+        self.job_runs.get_or_create(&JobOutcomeLabels { env: env.clone(), job: job.clone(), outcome }).inc();
+        let seconds = (run.finished_at - run.started_at).max(0) as f64 / 1000.0;
+        self.job_last_run_seconds.get_or_create(&JobLabels { env, job }).set(seconds);
     }
 
     pub fn count_webhook(&self, forge: &str, result: &str) {

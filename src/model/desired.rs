@@ -578,6 +578,11 @@ impl AppSpec {
 }
 
 impl DesiredState {
+    /// Every container spec the environment runs: its apps' and its Jobs'.
+    pub fn containers(&self) -> impl Iterator<Item = &ContainerSpec> {
+        self.apps.values().map(|app| &app.container).chain(self.jobs.values().map(|job| &job.container))
+    }
+
     /// Fills in the keyed digest of every sensitive literal and of every secret that `resolve` finds, so that a
     /// changed value shows as a change. Returns the names of the secrets `resolve` did not find, each once.
     pub fn seal(&mut self, key: &DigestKey, resolve: impl Fn(&str) -> Option<String>) -> BTreeSet<String> {

@@ -27,6 +27,7 @@ pub use load::{MAX_CONFIG_BYTES, MAX_CONFIG_FILES, MAX_FILE_BYTES, ReadBudget, S
 pub use observed::{
     HealthState, Observed, ObservedApp, ObservedDomain, ObservedJob, ObservedReplica, OrphanProject, ReplicaState,
 };
+pub use suggest::suggest_name;
 
 /// A file of the config repository as a source hands it over.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,3 +15,16 @@ pub(super) fn edit_distance(a: &str, b: &str) -> usize {
     }
     row[b.len()]
 }
+
+/// "did you mean" for a misspelt name, or the list of valid names.
+pub fn suggest_name<'a>(wrong: &str, candidates: impl Iterator<Item = &'a String>) -> String {
+    let candidates: Vec<&String> = candidates.collect();
+    if candidates.is_empty() {
+        return "declare it first".to_owned();
+    }
+    let closest = candidates.iter().min_by_key(|candidate| edit_distance(wrong, candidate));
+    match closest {
+        Some(best) if edit_distance(wrong, best) <= 2 => format!("did you mean `{best}`?"),
+        _ => format!("known: {}", candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")),
+    }
+}

@@ -862,13 +862,5 @@ fn check_bounds(
 
 /// "did you mean" for a misspelt name, or the list of valid names.
 fn suggest<'a>(wrong: &str, candidates: impl Iterator<Item = &'a String>) -> String {
-    let candidates: Vec<&String> = candidates.collect();
-    if candidates.is_empty() {
-        return "declare it first".to_owned();
-    }
-    let closest = candidates.iter().min_by_key(|candidate| super::suggest::edit_distance(wrong, candidate));
-    match closest {
-        Some(best) if super::suggest::edit_distance(wrong, best) <= 2 => format!("did you mean `{best}`?"),
-        _ => format!("known: {}", candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")),
-    }
+    super::suggest::suggest_name(wrong, candidates)
 }

@@ -4,6 +4,7 @@
 pub mod decide;
 pub mod history;
 pub mod schedule;
+pub mod timetable;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

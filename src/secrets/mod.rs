@@ -345,9 +345,8 @@ impl SecretStore {
     /// any is missing.
     pub fn resolve(&self, desired: &mut DesiredState) -> Resolution {
         let names: BTreeSet<String> = desired
-            .apps
-            .values()
-            .flat_map(|app| app.container.env.values())
+            .containers()
+            .flat_map(|container| container.env.values())
             .filter_map(|value| match value {
                 crate::model::desired::EnvSpec::Secret { secret, .. } => Some(secret.clone()),
                 _ => None,
@@ -392,6 +391,19 @@ pub struct ResolvedSecrets {
 }
 
 impl ResolvedSecrets {
+    /// Only the values `containers` name, for work that runs later (a scheduled Job) and should hold no other.
+    pub fn named_by<'a>(&self, containers: impl Iterator<Item = &'a crate::model::ContainerSpec>) -> ResolvedSecrets {
+        let names: BTreeSet<&str> = containers
+            .flat_map(|container| container.env.values())
+            .filter_map(|value| match value {
+                crate::model::desired::EnvSpec::Secret { secret, .. } => Some(secret.as_str()),
+                _ => None,
+            })
+            .collect();
+        let values = self.values.iter().filter(|(name, _)| names.contains(name.as_str()));
+        ResolvedSecrets { values: values.map(|(name, value)| (name.clone(), value.clone())).collect() }
+    }
+
     /// Secrets given in memory (tests, other secret sources).
     pub fn from_values(values: BTreeMap<String, String>) -> ResolvedSecrets {
         ResolvedSecrets { values }

@@ -17,11 +17,11 @@ use tracing::info;
 use super::pages::{badge, layout, not_found, when};
 use super::{ApiError, ServerState, authorized, query};
 use crate::backend::{JobOutcome, JobTrigger};
+use crate::daemon::env::StartJobError;
 use crate::daemon::now_ms;
 use crate::model::JobSpec;
 use crate::plan::Plan;
 
-use super::jobs_standin::{StartJobError, StartJobStandIn};
 use crate::store::StoredJobRun;
 
 /// Runs listed per Job when the request says nothing.
@@ -257,12 +257,13 @@ pub(super) async fn run_now(
     }
 }
 
-/// A run that could not start: 404 for what does not exist, 409 on a follower, 503 when the store or a secret failed.
+/// A run that could not start: 404 for what does not exist, 409 before the environment's first reconcile, 503 on a
+/// follower (another replica, the leader, can start it).
 fn start_refused(error: &StartJobError) -> Response {
     let status = match error {
-        StartJobError::NoEnvironment(_) | StartJobError::NoJob { .. } => StatusCode::NOT_FOUND,
-        StartJobError::Follower => StatusCode::CONFLICT,
-        StartJobError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        StartJobError::UnknownEnvironment(_) | StartJobError::UnknownJob { .. } => StatusCode::NOT_FOUND,
+        StartJobError::NotReconciled(_) => StatusCode::CONFLICT,
+        StartJobError::Follower { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, Json(json!({ "error": error.to_string() }))).into_response()
 }

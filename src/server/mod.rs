@@ -6,7 +6,6 @@
 //! `/metrics` can be served apart, on a listener of its own (`--metrics-listen`), for a scraper on a private address.
 
 pub mod jobs;
-mod jobs_standin;
 pub mod pages;
 pub mod webhooks;
 
