@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use cli::args::{Cli, Command, Export, LogFormat, StoreAction};
 use cli::output::EXIT_FAILED;
-use cli::{daemon_client, doctor, export, plan_apply, secret, serve, store};
+use cli::{daemon_client, doctor, export, jobs, plan_apply, secret, serve, store};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -62,6 +62,12 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
             on_one_thread(daemon_client::rollback(&daemon, &env, &commit, yes, force))
         }
         Command::Unpin { env, daemon } => on_one_thread(daemon_client::unpin(&daemon, &env)),
+        Command::Run { job, env, wait, timeout, daemon } => {
+            on_one_thread(jobs::run(&daemon, &env, &job, wait.then_some(timeout)))
+        }
+        Command::Jobs { env, job, limit, json, daemon } => {
+            on_one_thread(jobs::list(&daemon, &env, job.as_deref(), limit, json))
+        }
         Command::Doctor { backend, kubeconfig, context } => {
             on_one_thread(doctor::doctor(backend.into(), kubeconfig, context))
         }

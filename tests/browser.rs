@@ -288,3 +288,82 @@ async fn the_app_page_draws_replicas_cpu_scale_changes_and_schedule_boundaries()
     screenshot(&client, "app-chart").await;
     client.close().await.expect("close browser");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_section_lists_runs_and_a_runs_page_shows_its_output_as_text() {
+    use railyard::backend::{JobOutcome, JobRun, JobTrigger};
+    // The in-memory backend: what is drawn comes from the plan and the store, whatever ran the Jobs.
+    let repo = tempfile::tempdir().expect("repository");
+    for (path, text) in [
+        ("railyard.yaml", "kind: Project\nname: shop\ntimezone: Europe/Berlin\n"),
+        ("apps/web.yaml", "kind: App\nname: web\nimage: web:1\nreplicas: 1\n"),
+        (
+            "jobs/migrate.yaml",
+            "kind: Job\nname: migrate\nimageFrom: web\ncommand: [/web, migrate]\nhook: { before: [web] }\n",
+        ),
+        // Once a year: it runs only when asked to.
+        ("jobs/nightly.yaml", "kind: Job\nname: nightly\nimage: tools:1\nschedule: \"0 0 3 1 1 *\"\n"),
+    ] {
+        let file = repo.path().join(path);
+        std::fs::create_dir_all(file.parent().expect("folder")).expect("folder");
+        std::fs::write(file, text).expect("config file");
+    }
+    let served = Served::start(
+        &repo.path().display().to_string(),
+        None,
+        &["--backend", "memory", "--poll-interval", "1h", "--drift-interval", "1h"],
+        &[],
+    );
+    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+    // A failed manual run whose output is hostile markup, recorded in serve's store as the daemon records runs.
+    let now = railyard::daemon::now_ms();
+    let failed = JobRun {
+        job: "nightly".to_owned(),
+        env: "production".to_owned(),
+        spec_hash: "0badc0de".to_owned(),
+        trigger: JobTrigger::Manual { who: "alice".to_owned() },
+        started_at: now - 5_000,
+        finished_at: now - 2_500,
+        outcome: JobOutcome::Failed { exit_code: Some(3), reason: "exited with 3".to_owned() },
+        tries: 1,
+        output:
+            "cleaning\n<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">\nerror: disk full\n"
+                .to_owned(),
+    };
+    let db = railyard::store::SqliteDb::open(&served.state_dir).expect("serve's store");
+    let id = db.record_job_run(&failed, Default::default()).expect("recorded");
+
+    let base = format!("http://127.0.0.1:{}", served.port);
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().expect("profile");
+    let client = browser(&driver, profile.path()).await;
+    client.goto(&format!("{base}/env/production")).await.expect("open env");
+    wait_text(&client, "#jobs #job-nightly", "failed").await;
+    let nightly = text(&client, "#job-nightly").await;
+    assert!(nightly.contains("0 0 3 1 1 *") && nightly.contains("Europe/Berlin"), "cron and time zone: {nightly}");
+    assert!(nightly.contains("2.5 s") && nightly.contains("manual by alice"), "duration and trigger: {nightly}");
+    assert_eq!(text(&client, "#job-nightly .exit-code").await, "3");
+    assert!(text(&client, "#job-migrate").await.contains("before web"), "the apps a hook runs before");
+    screenshot(&client, "environment-jobs").await;
+
+    let mut opened = false;
+    for _ in 0..10 {
+        if let Ok(link) = client.find(Locator::Css("#job-nightly td.last a")).await
+            && link.click().await.is_ok()
+        {
+            opened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(opened, "the last run's link opens");
+    wait_text(&client, "h1", &format!("run {id}")).await;
+    let output = text(&client, "#output").await;
+    assert!(output.contains("<script>window.pwned = 1</script><img src=x"), "the output as text: {output}");
+    assert!(output.contains("error: disk full"), "{output}");
+    let pwned = client.execute("return window.pwned === undefined;", vec![]).await.expect("script");
+    assert_eq!(pwned, serde_json::json!(true), "nothing of the output ran");
+    assert!(text(&client, "#run").await.contains("Exit code: 3"));
+    screenshot(&client, "job-run").await;
+    client.close().await.expect("close browser");
+}

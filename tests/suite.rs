@@ -16,6 +16,7 @@ mod fake_kube;
 mod forge;
 mod hybrid;
 mod install;
+mod jobs_api;
 mod jobs_daemon;
 mod jobs_docker;
 mod jobs_plan;

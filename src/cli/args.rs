@@ -128,6 +128,47 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Start a run of a Job now, through the running daemon; with --wait, wait for it and exit as it ended.
+    #[command(after_help = "Exit status: 0 started (with --wait: succeeded), 1 refused, or (with --wait) failed, \
+                            timed out, skipped or not finished within --timeout.\n\n\
+                            Examples:\n  railyard run migrate --env production\n  \
+                            railyard run nightly-cleanup --env staging --wait --server https://deploy.example.com")]
+    Run {
+        /// The Job, as its `name` in the config repository.
+        job: String,
+        /// The environment.
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// Wait until the run finished; print its outcome and exit code, exit 1 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: the longest to wait for the run.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        timeout: Duration,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// List an environment's Jobs and their last runs (job, state, started, duration, exit code), through the
+    /// running daemon.
+    #[command(after_help = "Examples:\n  railyard jobs --env production\n  \
+                            railyard jobs --env staging --job migrate --limit 20\n  \
+                            railyard jobs --json | jq '.[].runs[0].state'")]
+    Jobs {
+        /// The environment.
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// Only this Job's runs.
+        #[arg(long)]
+        job: Option<String>,
+        /// Runs listed per Job (at most 100).
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// The API's answer as JSON: each Job with how it runs and its runs, newest first.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
     /// Encrypt, decrypt or edit a SOPS secrets file with age keys, as sops does (no sops needed; sops reads the result).
     #[command(after_help = "Keys: SOPS_AGE_KEY_FILE, SOPS_AGE_KEY or ~/.config/sops/age/keys.txt, as sops.
 

@@ -1,4 +1,5 @@
-//! `railyard rollback` and `railyard unpin`: requests to the running daemon's API.
+//! `railyard rollback` and `railyard unpin`: requests to the running daemon's API (and what `railyard run` and
+//! `railyard jobs` send it with).
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -11,14 +12,14 @@ use super::args::DaemonArgs;
 use super::output::EXIT_FAILED;
 
 /// The API token the CLI sends, and where it came from.
-struct Token {
+pub(super) struct Token {
     value: Option<String>,
     from: String,
 }
 
 impl Token {
     /// RAILYARD_API_TOKEN when set, else the file `--api-token-file` names.
-    fn of(daemon: &DaemonArgs) -> anyhow::Result<Token> {
+    pub(super) fn of(daemon: &DaemonArgs) -> anyhow::Result<Token> {
         if let Some(value) = std::env::var("RAILYARD_API_TOKEN").ok().filter(|value| !value.trim().is_empty()) {
             return Ok(Token { value: Some(value.trim().to_owned()), from: "RAILYARD_API_TOKEN".to_owned() });
         }
@@ -46,7 +47,7 @@ impl Token {
 
 /// POSTs `body` to the daemon's API at `path`; the status and the JSON answer. A refused token is an error that
 /// says where the token comes from.
-async fn call_daemon(
+pub(super) async fn call_daemon(
     daemon: &DaemonArgs,
     token: &Token,
     path: &str,
@@ -67,6 +68,30 @@ async fn call_daemon(
     if status == 401 {
         let refused = answer["error"].as_str().unwrap_or("missing or wrong bearer token");
         anyhow::bail!("railyard at {server} refused the request ({refused}); {}", token.hint());
+    }
+    Ok((status, answer))
+}
+
+/// GETs `path` from the daemon's API (a read: the token opens it beyond loopback); the status and the JSON answer.
+pub(super) async fn read_daemon(
+    daemon: &DaemonArgs,
+    token: &Token,
+    path: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let server = &daemon.server;
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().get(&url).timeout(Duration::from_secs(60));
+    if let Some(value) = &token.value {
+        request = request.bearer_auth(value);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach railyard at {server}; is `railyard serve` running there (--server)?"))?;
+    let status = response.status().as_u16();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    if status == 401 {
+        anyhow::bail!("railyard at {server} asks for credentials to read; {}", token.hint());
     }
     Ok((status, answer))
 }

@@ -4,6 +4,7 @@ pub mod args;
 pub mod daemon_client;
 pub mod doctor;
 pub mod export;
+pub mod jobs;
 pub mod output;
 pub mod plan_apply;
 pub mod replica_args;

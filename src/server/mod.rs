@@ -5,6 +5,7 @@
 //! open only on a loopback listener without a public URL: behind a reverse proxy every visitor comes from loopback.
 //! `/metrics` can be served apart, on a listener of its own (`--metrics-listen`), for a scraper on a private address.
 
+pub mod jobs;
 pub mod pages;
 pub mod webhooks;
 
@@ -110,10 +111,13 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/env/{env}/apps/{app}", get(app_page))
         .route("/env/{env}/rollback/{commit}", get(rollback_page))
         .route("/syncs/{id}", get(sync_page))
+        .route("/env/{env}/jobs/runs/{id}", get(jobs::run_page))
         .route("/events", get(events))
         .route("/api/v1/environments", get(environments))
         .route("/api/v1/environments/{env}", get(environment))
         .route("/api/v1/environments/{env}/addresses", get(addresses))
+        .route("/api/v1/environments/{env}/jobs", get(jobs::jobs_api))
+        .route("/api/v1/jobs/runs/{id}", get(jobs::run_api))
         .route("/api/v1/previews", get(previews))
         .route("/api/v1/syncs", get(syncs))
         .route("/api/v1/syncs/{id}", get(sync_detail))
@@ -131,6 +135,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/v1/sync", post(sync_now))
         .route("/api/v1/environments/{env}/rollback", post(rollback_api))
         .route("/api/v1/environments/{env}/unpin", post(unpin_api))
+        .route("/api/v1/environments/{env}/jobs/{job}/run", post(jobs::run_now))
         .route("/env/{env}/rollback", post(rollback_form))
         .route("/env/{env}/unpin", post(unpin_form))
         .route_layer(axum::middleware::from_fn_with_state(Arc::new(state.hosts.clone()), require_known_host));
@@ -220,7 +225,10 @@ async fn overview_page(State(state): State<Arc<ServerState>>) -> Response {
 
 async fn environment_page(State(state): State<Arc<ServerState>>, Path(name): Path<String>) -> Response {
     match state.daemon.env(&name) {
-        Some(env) => pages::environment(&env.state(), state.api_token.is_some(), now_ms()).into_response(),
+        Some(env) => {
+            let jobs = jobs::JobsSection::of(&state, &name).await;
+            pages::environment(&env.state(), state.api_token.is_some(), &jobs, now_ms()).into_response()
+        }
         None => {
             (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`."))).into_response()
         }
@@ -342,6 +350,8 @@ pub enum ApiError {
     NoEnvironment(String),
     #[error("no sync {0}")]
     NoSync(i64),
+    #[error("no job run {0}")]
+    NoJobRun(i64),
     #[error("no webhook `{0}`; use github, gitlab, gitea, forgejo or generic")]
     NoWebhook(String),
     #[error("webhooks are off: start railyard with --webhook-secret-file or RAILYARD_WEBHOOK_SECRET")]
@@ -362,7 +372,9 @@ impl ApiError {
                 StatusCode::FORBIDDEN
             }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NoEnvironment(_) | ApiError::NoSync(_) | ApiError::NoWebhook(_) => StatusCode::NOT_FOUND,
+            ApiError::NoEnvironment(_) | ApiError::NoSync(_) | ApiError::NoJobRun(_) | ApiError::NoWebhook(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::History(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::StoreDown(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -27,7 +27,7 @@ a{color:var(--info)}.card{background:var(--card);border:1px solid var(--line);bo
 .envs{display:grid;gap:.8rem;grid-template-columns:repeat(auto-fill,minmax(300px,1fr))}.env h3{margin:0 0 .4rem;font-size:1.05rem}
 .muted{color:var(--muted)}.mono,code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85rem}
 .badge{display:inline-block;border-radius:999px;padding:.05rem .55rem;font-size:.78rem;font-weight:600;border:1px solid currentColor;margin-right:.3rem}
-.synced,.healthy,.done{color:var(--ok)}.outOfSync,.degraded,.missing,.pending,.syncing,.interrupted,.pinned,.unknown-change{color:var(--warn)}.error,.failed,.invalid,.rolled-back{color:var(--bad)}.unknown{color:var(--muted)}
+.synced,.healthy,.done,.succeeded{color:var(--ok)}.outOfSync,.degraded,.missing,.pending,.syncing,.interrupted,.pinned,.unknown-change{color:var(--warn)}.error,.failed,.invalid,.rolled-back,.timedOut{color:var(--bad)}.unknown,.skipped{color:var(--muted)}
 table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:10px;overflow:hidden}
 th,td{text-align:left;padding:.5rem .7rem;border-bottom:1px solid var(--line);vertical-align:top}th{font-size:.8rem;color:var(--muted);font-weight:600}
 .dot{display:inline-block;width:.65rem;height:.65rem;border-radius:50%;margin-right:.2rem;background:var(--muted)}.dot.healthy{background:var(--ok)}.dot.unhealthy,.dot.failed{background:var(--bad)}.dot.starting{background:var(--warn)}
@@ -36,7 +36,7 @@ pre.diff{margin:0;padding:.6rem 0;overflow-x:auto;border-top:1px solid var(--lin
 .add{background:var(--add);color:var(--addfg)}.del{background:var(--del);color:var(--delfg)}.hunk{color:var(--info)}.meta{color:var(--muted)}
 .problems{border-color:var(--bad)}.problems li{margin:.2rem 0}form.sync{display:flex;gap:.5rem;flex-wrap:wrap;margin:.5rem 0}
 input,button{font:inherit;padding:.35rem .6rem;border-radius:8px;border:1px solid var(--line);background:var(--card);color:var(--fg)}button{cursor:pointer;font-weight:600}
-.pager{display:flex;gap:1rem;margin-top:.8rem}@media (max-width:640px){th.wide,td.wide{display:none}main{padding:.7rem}}
+.pager{display:flex;gap:1rem;margin-top:.8rem}pre.output{white-space:pre-wrap;overflow-wrap:anywhere;margin:0}@media (max-width:640px){th.wide,td.wide{display:none}main{padding:.7rem}}
 "#;
 
 /// Replaces `<main>` with the freshly rendered one whenever the daemon reports a change.
@@ -58,7 +58,7 @@ if (window.EventSource) {
 }
 "#;
 
-fn layout(title: &str, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -77,7 +77,7 @@ fn layout(title: &str, body: Markup) -> Markup {
     }
 }
 
-fn badge(class: &str, text: &str) -> Markup {
+pub(super) fn badge(class: &str, text: &str) -> Markup {
     html! { span class={ "badge " (class) } { (text) } }
 }
 
@@ -106,7 +106,7 @@ fn health_badge(health: Health) -> Markup {
 }
 
 /// "3 min ago", with the exact time on hover.
-fn when(ms: i64, now_ms: i64) -> Markup {
+pub(super) fn when(ms: i64, now_ms: i64) -> Markup {
     let ago = Duration::from_millis(u64::try_from(now_ms - ms).unwrap_or(0));
     let text = match ago.as_secs() {
         0..=59 => format!("{} s ago", ago.as_secs()),
@@ -238,7 +238,7 @@ fn against_production(against: &AgainstProduction) -> Markup {
 }
 
 /// `/env/{env}`: apps, the pending plan, validation errors, "Sync now".
-pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
+pub fn environment(env: &EnvState, can_sync: bool, jobs: &super::jobs::JobsSection, now_ms: i64) -> Markup {
     layout(
         &env.name,
         html! {
@@ -305,6 +305,7 @@ pub fn environment(env: &EnvState, can_sync: bool, now_ms: i64) -> Markup {
             }
             h2 { "Apps" }
             (apps_table(&env.name, &env.apps))
+            (super::jobs::section(&env.name, jobs, now_ms))
             h2 { "Pending changes" }
             @match &env.plan {
                 Some(plan) if plan.has_changes() || plan.has_unknowns() => (plan_view(plan)),
@@ -495,6 +496,7 @@ fn plan_view(plan: &Plan) -> Markup {
         p.muted id="plan-summary" { (plan.summary.to_string()) }
         @for action in &plan.apps { (action_view("App", action)) }
         @for action in &plan.domains { (action_view("Domain", action)) }
+        @for action in &plan.jobs { (action_view("Job", action)) }
     }
 }
 
@@ -705,11 +707,11 @@ mod tests {
             platform: Default::default(),
             moving: None,
         };
-        let page = environment(&env_with(plan.clone()), false, 0).into_string();
+        let page = environment(&env_with(plan.clone()), false, &Default::default(), 0).into_string();
         assert!(page.contains("secret `db-password` is not set"), "{page}");
         assert!(page.contains("old-shop") && page.contains("docker compose -p old-shop down"), "{page}");
         let pending = Plan { summary: Summary { update: 1, ..Summary::default() }, ..plan };
-        let page = environment(&env_with(pending), false, 0).into_string();
+        let page = environment(&env_with(pending), false, &Default::default(), 0).into_string();
         assert!(page.contains("Note: stop-first: brief downtime"), "{page}");
     }
 }
