@@ -65,8 +65,8 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
         Command::Run { job, env, wait, timeout, daemon } => {
             on_one_thread(jobs::run(&daemon, &env, &job, wait.then_some(timeout)))
         }
-        Command::Jobs { env, job, limit, json, daemon } => {
-            on_one_thread(jobs::list(&daemon, &env, job.as_deref(), limit, json))
+        Command::Jobs { env, job, limit, output, daemon } => {
+            on_one_thread(jobs::list(&daemon, &env, job.as_deref(), limit, output))
         }
         Command::Doctor { backend, kubeconfig, context } => {
             on_one_thread(doctor::doctor(backend.into(), kubeconfig, context))

@@ -378,7 +378,7 @@ mod cli {
         let text = stdout(&listed);
         let line = text.lines().find(|line| line.starts_with("nightly")).unwrap_or_else(|| panic!("{text}"));
         assert!(line.contains("succeeded") && line.contains("manual") && line.contains(" 0 "), "{text}");
-        let listed = railyard(&served, &["jobs", "--env", "production", "--json"], None);
+        let listed = railyard(&served, &["jobs", "--env", "production", "--output", "json"], None);
         let jobs: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
         assert_eq!(jobs[0]["name"], "nightly");
         assert_eq!(jobs[0]["runs"][0]["state"], "succeeded");

@@ -152,7 +152,7 @@ pub enum Command {
     /// running daemon.
     #[command(after_help = "Examples:\n  railyard jobs --env production\n  \
                             railyard jobs --env staging --job migrate --limit 20\n  \
-                            railyard jobs --json | jq '.[].runs[0].state'")]
+                            railyard jobs --output json | jq '.[].runs[0].state'")]
     Jobs {
         /// The environment.
         #[arg(long, default_value = "production")]
@@ -163,9 +163,9 @@ pub enum Command {
         /// Runs listed per Job (at most 100).
         #[arg(long, default_value_t = 10)]
         limit: u32,
-        /// The API's answer as JSON: each Job with how it runs and its runs, newest first.
-        #[arg(long)]
-        json: bool,
+        /// `text` (a table) or `json` (the API's answer: each Job with how it runs and its runs, newest first).
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -311,7 +311,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     railyard::model::units::parse_duration(text)
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
     Json,

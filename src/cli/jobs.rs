@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use railyard::backend::jobs::last_lines;
 use serde_json::Value;
 
-use super::args::DaemonArgs;
+use super::args::{DaemonArgs, Output};
 use super::daemon_client::{Token, call_daemon, read_daemon};
 use super::output::{EXIT_FAILED, write_stdout};
 
@@ -131,7 +131,7 @@ pub async fn list(
     env: &str,
     job: Option<&str>,
     limit: u32,
-    json: bool,
+    output: Output,
 ) -> anyhow::Result<ExitCode> {
     let token = Token::of(daemon)?;
     let path = format!("/api/v1/environments/{env}/jobs?limit={limit}");
@@ -148,7 +148,7 @@ pub async fn list(
         eprintln!("error: environment {env} has no Job `{job}`");
         return Ok(ExitCode::from(EXIT_FAILED));
     }
-    if json {
+    if output == Output::Json {
         write_stdout(&(serde_json::to_string_pretty(&jobs)? + "\n"))?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -32,7 +32,7 @@ pub(super) struct JobsState {
 /// Why a run asked for by hand did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartJobError {
-    #[error("no environment `{0}`; `railyard status` lists them")]
+    #[error("no environment `{0}`; the status page and GET /api/v1/environments list them")]
     UnknownEnvironment(String),
     #[error("environment `{env}` has no Job `{job}`; {hint}")]
     UnknownJob { env: String, job: String, hint: String },
