@@ -242,3 +242,41 @@ fn a_preview_runs_its_migration_against_its_own_volume_and_no_schedule() {
     assert!(!runs.is_empty());
     assert!(!db.job_runs("production", Some("tick"), 100).expect("runs").is_empty(), "production's schedule runs");
 }
+
+#[test]
+fn a_run_created_but_not_started_by_a_killed_railyard_is_started_not_taken_for_done() {
+    let image = busybox_image();
+    let project = TestProject::new("job-created");
+    project.write("apps/web.yaml", &web_needing_schema(&image, "v1", 1));
+    project.write("jobs/migrate.yaml", &migrate_job("echo run >> /data/runs; echo 1 > /data/schema-1", ""));
+    // What a railyard killed between creating the run's container and starting it leaves behind.
+    let files = railyard::source::local::read_dir(project.dir()).expect("repository");
+    let config = railyard::model::load(&files).expect("valid");
+    let env = railyard::model::Environment::production(&project.name);
+    let hash = config.desired(&env, None).jobs["migrate"].spec_hash();
+    let labels = [
+        format!("com.docker.compose.project={}", project.name),
+        "dev.railyard.managed-by=railyard".to_owned(),
+        "dev.railyard.env=production".to_owned(),
+        "dev.railyard.job=migrate".to_owned(),
+        format!("dev.railyard.spec-hash={hash}"),
+        "dev.railyard.job-try=1".to_owned(),
+    ];
+    let owned: Vec<String> = labels[..3].iter().flat_map(|label| ["--label".to_owned(), label.clone()]).collect();
+    let owned: Vec<&str> = owned.iter().map(String::as_str).collect();
+    docker(&[&["network", "create"][..], &owned, &[&format!("{}_default", project.name)]].concat());
+    docker(&[&["volume", "create"][..], &owned, &[&format!("{}_data", project.name)]].concat());
+    let mut args = vec!["create".to_owned(), "--name".to_owned(), format!("{}-migrate-run-left", project.name)];
+    for label in &labels {
+        args.extend(["--label".to_owned(), label.clone()]);
+    }
+    args.extend(["-v".to_owned(), format!("{}_data:/data", project.name), image.clone()]);
+    args.extend(["sh", "-c", "echo run >> /data/runs; echo 1 > /data/schema-1"].map(str::to_owned));
+    docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(job_containers(&project).len(), 1, "the leftover is there, created");
+    let apply = project.railyard("apply", &[]);
+    assert_success(&apply);
+    assert_eq!(read_volume(&project, "cat /data/runs").trim(), "run", "the leftover ran, once");
+    assert_eq!(served(&project).as_deref(), Some("v1"));
+    assert!(job_containers(&project).is_empty());
+}

@@ -62,6 +62,7 @@ fn cli_prints_one_schema_or_all() {
         ("scalingrule", Kind::ScalingRule),
         ("Project", Kind::Project),
         ("Domain", Kind::Domain),
+        ("job", Kind::Job),
     ] {
         let one = Command::new(binary).args(["schema", "--kind", written]).output().expect("railyard runs");
         assert!(one.status.success(), "--kind {written}: {}", String::from_utf8_lossy(&one.stderr));
@@ -71,11 +72,11 @@ fn cli_prints_one_schema_or_all() {
     assert_eq!(wrong.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&wrong.stderr)
-            .contains("unknown kind `Service`; use Project, App, Domain or ScalingRule")
+            .contains("unknown kind `Service`; use Project, App, Domain, ScalingRule or Job")
     );
     let all = Command::new(binary).arg("schema").output().expect("railyard runs");
     let all: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap_or_default();
-    assert_eq!(all.as_object().map(|o| o.len()), Some(4));
+    assert_eq!(all.as_object().map(|o| o.len()), Some(Kind::ALL.len()));
 }
 
 #[test]

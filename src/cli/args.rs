@@ -225,7 +225,7 @@ pub enum Command {
                             railyard schema --settings   # the daemon settings file"
     )]
     Schema {
-        /// Only this kind: Project, App, Domain or ScalingRule, as written in YAML (any case; `scaling-rule` too).
+        /// Only this kind: Project, App, Domain, ScalingRule or Job, as written in YAML (any case; `scaling-rule` too).
         #[arg(long, value_parser = parse_kind, conflicts_with = "settings")]
         kind: Option<Kind>,
         /// The schema of `serve --settings` files instead.
@@ -322,7 +322,7 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
     Kind::ALL
         .into_iter()
         .find(|kind| kind.as_str().eq_ignore_ascii_case(&wanted))
-        .ok_or_else(|| format!("unknown kind `{text}`; use Project, App, Domain or ScalingRule"))
+        .ok_or_else(|| format!("unknown kind `{text}`; use Project, App, Domain, ScalingRule or Job"))
 }
 
 /// The running daemon a command talks to, and the API token it sends.

@@ -483,7 +483,6 @@ impl EnvHandle {
             Ok(prepared) => prepared,
             Err(error) => return self.fail(error),
         };
-        self.keep_jobs(daemon, &prepared);
         let is_pinned = read.pin.is_some();
         let pinned = read.pin.map(|(sha, since_ms)| {
             let head_plan = read.head.as_ref().map(|head| self.head_plan(daemon, head, &prepared.observed));
@@ -509,6 +508,11 @@ impl EnvHandle {
         };
         let run = Run { daemon, trigger: taken.trigger, started_ms, commit: &commit, prepared: &prepared };
         let reconciled = self.perform(run, gate.decision, policy.retry).await;
+        // Scheduled Jobs and runs by hand take the spec that runs: a plan still pending (manual sync, a closed
+        // window) or one that failed leaves the last applied Jobs in place.
+        if matches!(reconciled, Reconciled::Applied | Reconciled::Unchanged) {
+            self.keep_jobs(daemon, &prepared);
+        }
         if reconciled == Reconciled::Applied && is_pinned {
             // The head's plan was made against what ran before this apply: plan it again against what runs now.
             self.trigger.fire(Trigger::Drift);

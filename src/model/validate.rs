@@ -31,7 +31,7 @@ pub fn validate(documents: Documents, mut diagnostics: Vec<Diagnostic>) -> Resul
         check_app(app, &apps, &mut diagnostics);
     }
     if let Some(project) = project {
-        check_instance_names(project, &documents.apps, &mut diagnostics);
+        check_instance_names(project, &documents, &mut diagnostics);
     }
     check_dependency_cycles(&apps, &mut diagnostics);
     let domains = unique_by_name(&documents.domains, "Domain", |domain| &domain.host, &mut diagnostics);
@@ -361,7 +361,7 @@ fn check_duration<T>(doc: &Sourced<T>, text: &Located<String>, diagnostics: &mut
 /// Project's name, or `<project>-<environment>` for a listed environment), and a label value may hold at most 63
 /// characters: the API server refuses a longer one. Checked for every listed environment; a preview's namespace
 /// depends on its number or branch and is not known here.
-fn check_instance_names(project: &Sourced<Project>, apps: &[Sourced<App>], diagnostics: &mut Vec<Diagnostic>) {
+fn check_instance_names(project: &Sourced<Project>, documents: &Documents, diagnostics: &mut Vec<Diagnostic>) {
     let project_name = &project.doc.name.value;
     let mut namespaces = vec![(Environment::PRODUCTION.to_owned(), project_name.clone())];
     let listed = project.doc.environments.as_ref().map(|listed| listed.value.as_slice()).unwrap_or_default();
@@ -371,23 +371,35 @@ fn check_instance_names(project: &Sourced<Project>, apps: &[Sourced<App>], diagn
             .filter(|environment| environment.name.value != Environment::PRODUCTION)
             .map(|environment| (environment.name.value.clone(), format!("{project_name}-{}", environment.name.value))),
     );
-    for app in apps {
-        let name = &app.doc.name;
-        let longest =
-            namespaces.iter().map(|(environment, namespace)| (environment, format!("{namespace}-{}", name.value)));
-        let Some((environment, instance)) = longest.max_by_key(|(_, instance)| instance.len()) else { continue };
-        if instance.len() > 63 {
-            diagnostics.push(app.error_at(
-                name,
-                format!(
-                    "App `{}` runs on Kubernetes as `{instance}` ({} characters) in environment `{environment}`, over \
-                     the 63 a label value may hold (app.kubernetes.io/instance); shorten the app's name, the \
-                     environment's or the Project's",
-                    name.value,
-                    instance.len()
-                ),
-            ));
-        }
+    for app in &documents.apps {
+        check_instance_name(app, &app.doc.name, "App", &namespaces, diagnostics);
+    }
+    for job in &documents.jobs {
+        check_instance_name(job, &job.doc.name, "Job", &namespaces, diagnostics);
+    }
+}
+
+fn check_instance_name<T>(
+    doc: &Sourced<T>,
+    name: &Located<String>,
+    kind: &str,
+    namespaces: &[(String, String)],
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let longest =
+        namespaces.iter().map(|(environment, namespace)| (environment, format!("{namespace}-{}", name.value)));
+    let Some((environment, instance)) = longest.max_by_key(|(_, instance)| instance.len()) else { return };
+    if instance.len() > 63 {
+        diagnostics.push(doc.error_at(
+            name,
+            format!(
+                "{kind} `{}` runs on Kubernetes as `{instance}` ({} characters) in environment `{environment}`, over \
+                 the 63 a label value may hold (app.kubernetes.io/instance); shorten its name, the environment's or \
+                 the Project's",
+                name.value,
+                instance.len()
+            ),
+        ));
     }
 }
 

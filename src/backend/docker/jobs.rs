@@ -46,14 +46,15 @@ fn record_name(env: &Environment, job: &str, hash: &str) -> String {
     format!("{}_railyard.job.{job}.{hash}", env.project)
 }
 
-/// What the host keeps of `env`'s Jobs: the newest record of each, and the runs whose containers are still there.
-pub(super) async fn observe(
-    backend: &DockerBackend,
+/// What the host keeps of `env`'s Jobs: the newest of its `records` for each, and the runs whose containers are
+/// among `containers`.
+pub(super) fn observe(
     env: &Environment,
+    records: Vec<bollard::models::Volume>,
     containers: &[ContainerSummary],
-) -> Result<BTreeMap<String, ObservedJob>, DockerError> {
+) -> BTreeMap<String, ObservedJob> {
     let mut jobs: BTreeMap<String, (String, ObservedJob)> = BTreeMap::new();
-    for volume in records(backend, env).await? {
+    for volume in records {
         let (Some(job), Some(hash)) = (volume.labels.get(JOB), volume.labels.get(labels::SPEC_HASH)) else { continue };
         let created = volume.created_at.clone().unwrap_or_default();
         let entry = jobs.entry(job.clone()).or_insert_with(|| (String::new(), observed(env, job)));
@@ -72,14 +73,18 @@ pub(super) async fn observe(
             entry.1.running.push(hash.clone());
         }
     }
-    Ok(jobs.into_iter().map(|(name, (_, job))| (name, job)).collect())
+    jobs.into_iter().map(|(name, (_, job))| (name, job)).collect()
 }
 
 fn observed(env: &Environment, job: &str) -> ObservedJob {
     ObservedJob { name: job.to_owned(), env: env.name.clone(), ..ObservedJob::default() }
 }
 
-async fn records(backend: &DockerBackend, env: &Environment) -> Result<Vec<bollard::models::Volume>, DockerError> {
+/// The records of `env`'s Jobs that ran to success.
+pub(super) async fn records(
+    backend: &DockerBackend,
+    env: &Environment,
+) -> Result<Vec<bollard::models::Volume>, DockerError> {
     let mut filters = labels::owned_filter(env);
     filters.entry("label".to_owned()).or_default().push(JOB.to_owned());
     let listed = backend
@@ -178,8 +183,11 @@ impl Run<'_> {
         };
         let deadline = Instant::now() + Duration::from_millis(self.job.timeout_ms);
         let mut number = attached.as_ref().and_then(|c| label(c, TRY)?.parse::<u32>().ok()).unwrap_or(1);
-        let mut container = match attached.and_then(|container| container.id) {
-            Some(id) => id,
+        let mut container = match attached {
+            Some(attached) => match self.resume(attached).await? {
+                Ok(id) => id,
+                Err(reason) => return Ok(self.ended(started_at, number, failed(None, reason), String::new())),
+            },
             None => match self.start(number, &environment).await? {
                 Ok(id) => id,
                 Err(reason) => return Ok(self.ended(started_at, number, failed(None, reason), String::new())),
@@ -209,6 +217,23 @@ impl Run<'_> {
                 Ok(id) => id,
                 Err(reason) => return Ok(self.ended(started_at, number, failed(None, reason), output)),
             };
+        }
+    }
+
+    /// Takes over the container of a run an earlier railyard left: one it created and did not start yet is started
+    /// (waiting on it would read its exit code 0 before it ran).
+    async fn resume(&self, container: ContainerSummary) -> Result<Result<String, String>, DockerError> {
+        let id = container.id.unwrap_or_default();
+        if container.state != Some(bollard::models::ContainerSummaryStateEnum::CREATED) {
+            return Ok(Ok(id));
+        }
+        match self.backend.docker.start_container(&id, None::<StartContainerOptions>).await {
+            Ok(()) => Ok(Ok(id)),
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                self.backend.remove_container(&id).await?;
+                Ok(Err(format!("cannot start the container of the interrupted run: {message}")))
+            }
+            Err(other) => Err(DockerError::from_bollard(&self.backend.host, format!("start container {id}"), other)),
         }
     }
 

@@ -373,9 +373,10 @@ impl DockerBackend {
                 None => Ok(Vec::new()),
             }
         };
-        let (containers, orphans, (domains, proxy_error)) = tokio::join!(self.containers(env, None), orphans, proxy);
+        let (containers, records, orphans, (domains, proxy_error)) =
+            tokio::join!(self.containers(env, None), jobs::records(self, env), orphans, proxy);
         let containers = containers?;
-        let jobs = jobs::observe(self, env, &containers).await?;
+        let jobs = jobs::observe(env, records?, &containers);
         let apps = observed_apps(env, containers.iter().filter_map(labels::read_replica).collect());
         Ok(Observed { apps, domains, proxy_error, orphans: orphans?, jobs, ..Observed::default() })
     }

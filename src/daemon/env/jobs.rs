@@ -21,6 +21,8 @@ use crate::secrets::ResolvedSecrets;
 /// What the last reconcile said of the environment's Jobs.
 #[derive(Default)]
 pub(super) struct JobsState {
+    /// Set once a synced state gave the Jobs.
+    known: bool,
     specs: BTreeMap<String, JobSpec>,
     /// The values of the secrets the Jobs name, and nothing else.
     secrets: ResolvedSecrets,
@@ -36,15 +38,15 @@ pub enum StartJobError {
     UnknownEnvironment(String),
     #[error("environment `{env}` has no Job `{job}`; {hint}")]
     UnknownJob { env: String, job: String, hint: String },
-    #[error("environment `{0}` has not been reconciled yet, so its Jobs are not known; sync it first")]
+    #[error("environment `{0}` has not synced yet, so the Jobs it runs are not known; sync it first")]
     NotReconciled(String),
     #[error("this replica follows; ask the leader ({leader}) to run it")]
     Follower { leader: String },
 }
 
 impl EnvHandle {
-    /// Takes the Jobs of a reconcile's desired state, and (re)arms the timer of the scheduled ones unless the backend
-    /// schedules them itself.
+    /// Takes the Jobs of a desired state that now runs (applied, or nothing to change), and (re)arms the timer of the
+    /// scheduled ones unless the backend schedules them itself.
     pub(in crate::daemon) fn keep_jobs(self: &Arc<Self>, daemon: &Arc<Daemon>, prepared: &Prepared) {
         let desired = &prepared.desired;
         let scheduled: Vec<JobSpec> = if prepared.observed.schedules_jobs {
@@ -53,6 +55,7 @@ impl EnvHandle {
             desired.jobs.values().filter(|job| job.schedule.is_some()).cloned().collect()
         };
         let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        jobs.known = true;
         jobs.specs = desired.jobs.clone();
         jobs.secrets = prepared.secrets.named_by(desired.jobs.values().map(|job| &job.container));
         jobs.fired.retain(|name, _| scheduled.iter().any(|job| job.name == *name));
@@ -75,7 +78,7 @@ impl EnvHandle {
     ) -> Result<(), StartJobError> {
         let (spec, secrets) = {
             let jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if jobs.specs.is_empty() && self.state().plan.is_none() {
+            if !jobs.known {
                 return Err(StartJobError::NotReconciled(self.name.clone()));
             }
             let Some(spec) = jobs.specs.get(job) else {
