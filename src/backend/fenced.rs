@@ -93,6 +93,14 @@ impl Backend for FencedBackend {
         self.check()?;
         self.inner.run_job(env, job, secrets, trigger).await
     }
+
+    async fn finished_runs(
+        &self,
+        env: &Environment,
+        known: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<JobRun>, BackendError> {
+        self.inner.finished_runs(env, known).await
+    }
 }
 
 impl std::fmt::Debug for dyn Fence {

@@ -117,6 +117,9 @@ pub struct JobRun {
     pub tries: u32,
     /// The end of its output (stdout and stderr), at most [`MAX_OUTPUT_BYTES`], secret values redacted.
     pub output: String,
+    /// The platform's own id of a run it started by itself (a Kubernetes Job's uid), so that it is recorded once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl JobRun {
@@ -137,6 +140,7 @@ impl JobRun {
             outcome: JobOutcome::Skipped { reason },
             tries: 0,
             output: String::new(),
+            key: None,
         }
     }
 
@@ -202,6 +206,7 @@ mod tests {
             outcome: JobOutcome::Failed { exit_code: Some(3), reason: "exited non-zero".into() },
             tries: 3,
             output: (1..=20).map(|n| format!("line {n}\n")).collect(),
+            key: None,
         };
         let failure = run.failure().expect("failed");
         assert!(failure.starts_with("job `migrate` failed after 3 tries (exit code 3"), "{failure}");

@@ -228,6 +228,7 @@ impl MemoryBackend {
             outcome,
             tries: 1 + if failing.is_some() { job.retries } else { 0 },
             output: failing.unwrap_or_default(),
+            key: None,
         }
     }
 }

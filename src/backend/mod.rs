@@ -200,4 +200,15 @@ pub trait Backend: Send + Sync {
         secrets: &ResolvedSecrets,
         trigger: JobTrigger,
     ) -> Result<JobRun, BackendError>;
+    /// Finished runs of `env`'s Jobs that the platform started by itself (a Kubernetes CronJob's), for the store,
+    /// leaving out those whose [`JobRun::key`] is in `known` (already recorded). Where railyard starts every run
+    /// itself (Docker), there are none.
+    async fn finished_runs(
+        &self,
+        env: &Environment,
+        known: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<JobRun>, BackendError> {
+        let _ = (env, known);
+        Ok(Vec::new())
+    }
 }

@@ -248,6 +248,7 @@ impl Run<'_> {
             outcome,
             tries,
             output: bounded_output(&output),
+            key: None,
         }
     }
 

@@ -248,7 +248,8 @@ impl Cluster {
             plural: "pods".to_owned(),
         };
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &resource);
-        let selector = format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_ENVIRONMENT}={env}");
+        // A Job's pods are no app's replicas: their load would read as an app's of the Job's name.
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_ENVIRONMENT}={env},!{}", super::mapping::LABEL_JOB);
         let found = match api.list(&ListParams::default().labels(&selector)).await {
             Ok(found) => found.items,
             Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 503 => return Ok(Vec::new()),

@@ -228,6 +228,7 @@ impl Runner<'_> {
             outcome,
             tries,
             output,
+            key: None,
         }
     }
 
