@@ -329,6 +329,7 @@ async fn the_jobs_section_lists_runs_and_a_runs_page_shows_its_output_as_text() 
         output:
             "cleaning\n<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">\nerror: disk full\n"
                 .to_owned(),
+        key: None,
     };
     let db = railyard::store::SqliteDb::open(&served.state_dir).expect("serve's store");
     let id = db.record_job_run(&failed, Default::default()).expect("recorded");

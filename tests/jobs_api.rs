@@ -63,6 +63,7 @@ fn run(job: &str, env: &str, trigger: JobTrigger, started_at: i64, outcome: JobO
         outcome,
         tries: 1,
         output: output.to_owned(),
+        key: None,
     }
 }
 

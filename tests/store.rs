@@ -130,6 +130,7 @@ fn job_run(job: &str, n: i64, succeeded: bool, trigger: railyard::backend::JobTr
         },
         tries: 1,
         output: format!("run {n}\n"),
+        key: None,
     }
 }
 
