@@ -6,7 +6,7 @@
 //! reads with one list.
 
 use crate::backend::resolved_env::ResolvedEnv;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -17,14 +17,26 @@ use super::KubernetesError;
 use super::cluster::{Applied, Cluster, Kind, describe};
 use super::mapping::{
     JOB_RECORD_NAME, LABEL_ENVIRONMENT, LABEL_INSTANCE, LABEL_JOB, LABEL_JOB_SPEC_HASH, LABEL_MANAGED_BY, LABEL_NAME,
-    LABEL_PART_OF, MANAGER, bounded_name,
+    LABEL_PART_OF, MANAGER, bounded_name, secret_name,
 };
 use crate::backend::jobs::{JobOutcome, JobRun, JobTrigger, RunPolicy, bounded_output, now_millis};
+use crate::model::desired::{EnvSpec, SensitiveValue};
 use crate::model::{Environment, JobSpec};
 use crate::secrets::ResolvedSecrets;
 
 /// The label Kubernetes puts on a Job's pods, naming the Job.
 pub const POD_LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+/// The label Kubernetes puts on a Job's pods, holding the Job's uid (a Job of the same name made again differs).
+pub const POD_LABEL_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
+/// On every Job railyard creates (an apply's, `run_job`'s): the run is railyard's own, recorded when it ends, and
+/// not one the cluster started by itself (a CronJob's, or `kubectl create job --from=cronjob/...`).
+pub const ANNOTATION_STARTED_BY: &str = "railyard.dev/started-by";
+/// The annotation the CronJob controller puts on the Jobs it starts: the time the schedule fired (RFC 3339).
+pub const ANNOTATION_SCHEDULED_AT: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
+/// Most runs the cluster started by itself that one [`finished_runs`] call reads (one log read each), so that a
+/// backlog (railyard down for a while, `keep` limits raised) is taken in over several reconciles rather than
+/// stalling one.
+pub const MAX_FOUND_RUNS: usize = 20;
 /// Lines of a pod's log asked for; [`bounded_output`] then keeps at most its last 64 KiB.
 const LOG_LINES: i64 = 2000;
 /// How long past its own deadline (`activeDeadlineSeconds`, which Kubernetes enforces) a run is waited for: the
@@ -242,7 +254,15 @@ impl Runner<'_> {
                 self.await_gone(name).await?;
             }
         }
-        Ok(match self.cluster.apply(Kind::Job, self.namespace(), name, body, self.force).await? {
+        let mut body = body.clone();
+        // Marks the run as railyard's own, recorded by whoever started it: `finished_runs` leaves it out.
+        if let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(annotations) = annotations.as_object_mut() {
+                annotations.insert(ANNOTATION_STARTED_BY.to_owned(), json!(MANAGER));
+            }
+        }
+        Ok(match self.cluster.apply(Kind::Job, self.namespace(), name, &body, self.force).await? {
             Applied::Written(created) => Ok(*created),
             Applied::Conflict(message) => Err(format!(
                 "Job {name}: {message}; another field manager changed it: delete the Job (kubectl -n {} delete job \
@@ -289,20 +309,10 @@ impl Runner<'_> {
     /// The exit code and the end of the log (redacted) of the Job's newest pod.
     async fn last_pod(&self, name: &str, redactor: &ResolvedEnv) -> Result<(Option<i64>, String), KubernetesError> {
         let pods = self.cluster.pods(self.namespace(), &format!("{POD_LABEL_JOB_NAME}={name}")).await?;
-        let Some(pod) = pods
-            .iter()
-            .max_by_key(|pod| (pod.metadata.creation_timestamp.as_ref().map(|time| time.0), pod.metadata.name.clone()))
-        else {
+        let Some(pod) = newest_pod(pods.iter()) else {
             return Ok((None, String::new()));
         };
-        let exit_code = exit_code(pod);
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let output = match self.cluster.pod_log(self.namespace(), &pod_name, LOG_LINES).await {
-            Ok(log) => bounded_output(&redactor.redact(&log)),
-            // The run's outcome stands without its log; say why it is missing instead.
-            Err(error) => format!("[railyard could not read the log of pod {pod_name}: {error}]"),
-        };
-        Ok((exit_code, output))
+        Ok((exit_code(pod), pod_output(self.cluster, self.namespace(), pod, redactor).await))
     }
 
     /// railyard's Jobs of `job` (from apply, a schedule or a manual run) that are still active.
@@ -395,6 +405,21 @@ fn job_body(env: &Environment, job: &JobSpec, settings: &super::mapping::Kuberne
     body
 }
 
+/// The newest of `pods` (a Job's last try).
+fn newest_pod<'a>(pods: impl Iterator<Item = &'a Pod>) -> Option<&'a Pod> {
+    pods.max_by_key(|pod| (pod.metadata.creation_timestamp.as_ref().map(|time| time.0), pod.metadata.name.clone()))
+}
+
+/// The end of `pod`'s log, redacted by `redactor` and bounded: one log read.
+async fn pod_output(cluster: &Cluster, namespace: &str, pod: &Pod, redactor: &ResolvedEnv) -> String {
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    match cluster.pod_log(namespace, &pod_name, LOG_LINES).await {
+        Ok(log) => bounded_output(&redactor.redact(&log)),
+        // The run's outcome stands without its log; say why it is missing instead.
+        Err(error) => format!("[railyard could not read the log of pod {pod_name}: {error}]"),
+    }
+}
+
 /// Pods made (one per try): succeeded plus failed, at least one.
 fn tries(job: &DynamicObject) -> u32 {
     let count = |field: &str| job.data.pointer(&format!("/status/{field}")).and_then(Value::as_u64).unwrap_or(0);
@@ -408,6 +433,199 @@ fn exit_code(pod: &Pod) -> Option<i64> {
         let terminated = status.state.as_ref()?.terminated.as_ref()?;
         Some(i64::from(terminated.exit_code))
     })
+}
+
+/// Whether railyard created `job` itself (an apply's or `run_job`'s run, recorded by whoever started it): its
+/// [`ANNOTATION_STARTED_BY`], or, for a Job created before railyard marked its own, fields applied by railyard's
+/// field manager (the CronJob controller and `kubectl create` create with an Update, never an Apply).
+pub fn started_by_railyard(job: &DynamicObject) -> bool {
+    let marked =
+        job.metadata.annotations.as_ref().is_some_and(|annotations| annotations.contains_key(ANNOTATION_STARTED_BY));
+    let applied = job
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|entry| entry.manager.as_deref() == Some(MANAGER) && entry.operation.as_deref() == Some("Apply"));
+    marked || applied
+}
+
+/// Unix milliseconds of an RFC 3339 time as the API server writes them.
+fn millis(text: Option<&Value>) -> Option<i64> {
+    let text = text?.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(|time| time.timestamp_millis())
+}
+
+/// A finished Job that the cluster started by itself, not yet known to the caller.
+struct FoundRun<'a> {
+    job: &'a DynamicObject,
+    uid: String,
+    name: String,
+    state: JobState,
+    started_at: i64,
+    finished_at: i64,
+}
+
+impl<'a> FoundRun<'a> {
+    /// `job` when it ended, is not railyard's own and is not in `known`.
+    fn of(job: &'a DynamicObject, known: &BTreeSet<String>) -> Option<FoundRun<'a>> {
+        let state = job_state(job);
+        if state == JobState::Active || started_by_railyard(job) {
+            return None;
+        }
+        // Without a uid a run cannot be recorded once; the API server always sets one.
+        let uid = job.metadata.uid.clone().filter(|uid| !uid.is_empty() && !known.contains(uid))?;
+        let created = job.metadata.creation_timestamp.as_ref().map(|time| time.0.as_millisecond());
+        let started_at = millis(job.data.pointer("/status/startTime")).or(created).unwrap_or_default();
+        // A failed Job has no completionTime: its end is when its Failed condition became true.
+        let ended_condition = job.data.pointer("/status/conditions").and_then(Value::as_array).and_then(|conditions| {
+            conditions.iter().find(|condition| {
+                matches!(condition.get("type").and_then(Value::as_str), Some("Complete" | "Failed"))
+                    && condition.get("status").and_then(Value::as_str) == Some("True")
+            })
+        });
+        let finished_at = millis(job.data.pointer("/status/completionTime"))
+            .or_else(|| millis(ended_condition.and_then(|condition| condition.get("lastTransitionTime"))))
+            .unwrap_or(started_at);
+        let name = job.metadata.name.clone().unwrap_or_default();
+        Some(FoundRun { job, uid, name, state, started_at, finished_at })
+    }
+
+    fn label(&self, label: &str) -> String {
+        self.job.metadata.labels.as_ref().and_then(|labels| labels.get(label)).cloned().unwrap_or_default()
+    }
+
+    /// When its schedule fired (the CronJob controller's annotation), else when the Job was made (by hand).
+    fn scheduled_at(&self) -> i64 {
+        let annotation =
+            self.job.metadata.annotations.as_ref().and_then(|annotations| annotations.get(ANNOTATION_SCHEDULED_AT));
+        annotation
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+            .map(|time| time.timestamp_millis())
+            .or_else(|| self.job.metadata.creation_timestamp.as_ref().map(|time| time.0.as_millisecond()))
+            .unwrap_or(self.started_at)
+    }
+
+    /// Whether `pod` is one of this Job's: by the controller uid the API server labels them with, or by the Job's
+    /// name on a pod without it.
+    fn owns(&self, pod: &Pod) -> bool {
+        let labels = pod.metadata.labels.as_ref();
+        match labels.and_then(|labels| labels.get(POD_LABEL_CONTROLLER_UID)) {
+            Some(uid) => *uid == self.uid,
+            None => labels.and_then(|labels| labels.get(POD_LABEL_JOB_NAME)) == Some(&self.name),
+        }
+    }
+
+    /// The keys of the namespace's Secret that the Job's containers read, with the variables they fill.
+    fn secret_keys(&self, secret: &str) -> Vec<(String, String)> {
+        let spec = self.job.data.pointer("/spec/template/spec");
+        ["containers", "initContainers"]
+            .into_iter()
+            .filter_map(|field| spec.and_then(|spec| spec.get(field)).and_then(Value::as_array))
+            .flatten()
+            .filter_map(|container| container.get("env").and_then(Value::as_array))
+            .flatten()
+            .filter_map(|variable| {
+                let reference = variable.pointer("/valueFrom/secretKeyRef")?;
+                (reference.get("name").and_then(Value::as_str) == Some(secret)).then_some(())?;
+                let key = reference.get("key").and_then(Value::as_str)?;
+                Some((variable.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(), key.to_owned()))
+            })
+            .collect()
+    }
+
+    fn outcome(&self, exit_code: Option<i64>, redactor: &ResolvedEnv) -> JobOutcome {
+        match &self.state {
+            JobState::Failed { reason, .. } if reason == "DeadlineExceeded" => {
+                let deadline = self.job.data.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_u64);
+                JobOutcome::TimedOut { seconds: deadline.unwrap_or_default() }
+            }
+            JobState::Failed { reason, message } => {
+                let why = if message.is_empty() { reason } else { message };
+                JobOutcome::Failed { exit_code, reason: redactor.redact(why) }
+            }
+            JobState::Succeeded | JobState::Active => JobOutcome::Succeeded,
+        }
+    }
+}
+
+/// The runs of `env`'s Jobs that the cluster started by itself (a CronJob's, or one made by hand from its
+/// template) and that have ended, leaving out railyard's own and those whose uid is in `known`; oldest first, at
+/// most [`MAX_FOUND_RUNS`]. One list of Jobs when nothing is new; else also one list of their pods, one read of the
+/// namespace's Secret when a Job reads it (its values are what the logs must not show), and one log read per run.
+pub async fn finished_runs(
+    cluster: &Cluster,
+    env: &Environment,
+    known: &BTreeSet<String>,
+) -> Result<Vec<JobRun>, KubernetesError> {
+    let namespace = env.project.as_str();
+    let selector = format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_ENVIRONMENT}={},{LABEL_JOB}", env.name);
+    let listed = cluster.select(Kind::Job, namespace, &selector).await?;
+    let mut found: Vec<FoundRun> = listed.iter().filter_map(|job| FoundRun::of(job, known)).collect();
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    found.sort_by(|a, b| (a.finished_at, &a.uid).cmp(&(b.finished_at, &b.uid)));
+    found.truncate(MAX_FOUND_RUNS);
+    let pods = cluster.pods(namespace, &selector).await?;
+    let redactor = secret_redactor(cluster, namespace, &found).await?;
+    let mut runs = Vec::with_capacity(found.len());
+    for run in &found {
+        let (exit_code, output) = match newest_pod(pods.iter().filter(|pod| run.owns(pod))) {
+            Some(pod) => (exit_code(pod), pod_output(cluster, namespace, pod, &redactor).await),
+            None => (None, String::new()),
+        };
+        runs.push(JobRun {
+            job: run.label(LABEL_JOB),
+            env: env.name.clone(),
+            spec_hash: run.label(LABEL_JOB_SPEC_HASH),
+            trigger: JobTrigger::Schedule { at: run.scheduled_at() },
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            outcome: run.outcome(exit_code, &redactor),
+            tries: tries(run.job),
+            output,
+            key: Some(run.uid.clone()),
+        });
+    }
+    Ok(runs)
+}
+
+/// What hides, in the runs' logs, the values the Jobs read from the namespace's Secret: the backend holds no
+/// resolved secrets here, so it reads the Secret it wrote (once, and only when a Job reads it). Every value is
+/// hidden whole, and a URL's password on its own too, as a sensitive literal's is.
+async fn secret_redactor(
+    cluster: &Cluster,
+    namespace: &str,
+    found: &[FoundRun<'_>],
+) -> Result<ResolvedEnv, KubernetesError> {
+    let name = secret_name(namespace);
+    let keys: BTreeSet<(String, String)> = found.iter().flat_map(|run| run.secret_keys(&name)).collect();
+    if keys.is_empty() {
+        return Ok(ResolvedEnv::default());
+    }
+    let secret = cluster.get(Kind::Secret, namespace, &name).await?;
+    let data = secret.as_ref().and_then(|secret| secret.data.get("data")).and_then(Value::as_object);
+    let mut container = crate::model::AppSpec::bare("found-runs").container;
+    container.env = BTreeMap::new();
+    for (index, (variable, key)) in keys.iter().enumerate() {
+        let Some(value) = data.and_then(|data| data.get(key)).and_then(Value::as_str).and_then(decode) else {
+            continue;
+        };
+        container.env.insert(format!("{index}"), EnvSpec::Sensitive(SensitiveValue::whole(value.clone())));
+        if let sensitive @ EnvSpec::Sensitive(_) = EnvSpec::literal(variable, value) {
+            container.env.insert(format!("{index}.literal"), sensitive);
+        }
+    }
+    let resolved = ResolvedEnv::resolve(&container, |_| Ok::<_, std::convert::Infallible>(String::new()));
+    Ok(resolved.unwrap_or_else(|never| match never {}))
+}
+
+/// A Secret's base64 value as text (what a log would print).
+fn decode(encoded: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The Job that `kubectl create job --from=cronjob/<cron>` makes: the CronJob's job template under `name`, owned

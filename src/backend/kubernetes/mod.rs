@@ -274,4 +274,14 @@ impl Backend for KubernetesBackend {
     ) -> Result<crate::backend::JobRun, BackendError> {
         Ok(jobs::run_now(&self.cluster, &self.settings, env, job, secrets, trigger).await?)
     }
+
+    /// The ended runs of the environment's CronJobs (and of Jobs made by hand from their templates), which the
+    /// CronJob controller started without railyard: see [`jobs::finished_runs`].
+    async fn finished_runs(
+        &self,
+        env: &Environment,
+        known: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<crate::backend::JobRun>, BackendError> {
+        Ok(jobs::finished_runs(&self.cluster, env, known).await?)
+    }
 }
