@@ -3,10 +3,13 @@
 //! read); a failing hook leaves the Deployment untouched and the sync carries its exit code and last log lines,
 //! secrets redacted; a restart in the middle of a run attaches to the Job instead of creating it twice; a scheduled
 //! Job is a CronJob (time zone, concurrency policy, history limits), `run_job` makes a Job from its template, and
-//! removing it from git deletes it; the Job and CronJob manifests pass `kubernetes-validate --strict`.
+//! removing it from git deletes it; the Job and CronJob manifests pass `kubernetes-validate --strict`; the runs the
+//! CronJob controller starts by itself come back from `finished_runs` once each (trigger, key, exit code, log tail
+//! with the Secret's values redacted), with no log read once they are known, and never railyard's own runs.
 
 use crate::support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -14,6 +17,7 @@ use support::kube_backend::{KubeCase, SECRET_VALUE, app, plan_of, result_of, sec
 use support::kubernetes_validate::assert_valid_kubernetes;
 
 use railyard::backend::kubernetes::KubernetesBackendSettings;
+use railyard::backend::kubernetes::jobs::{MAX_FOUND_RUNS, job_from_cron_job};
 use railyard::backend::kubernetes::mapping::{self, KubernetesSettings};
 use railyard::backend::{ActionResult, Backend, JobOutcome, JobTrigger};
 use railyard::plan::ChangeKind;
@@ -284,4 +288,160 @@ fn job_and_cron_job_manifests_pass_kubernetes_validate_strict() {
     });
     let claims = case.fake.names("persistentvolumeclaims", case.ns());
     assert_eq!(claims, ["data", "scratch"], "a Job's own volume gets its claim");
+}
+
+const BROKEN: &str = "kind: Job\nname: broken\nimage: acme/web:1\ncommand: [sh, -c, 'echo cleaning; exit 4']\n\
+                      env: { DB_PASSWORD: { secret: db-password }, DATABASE_URL: 'postgres://app:url-pass-77@db/app' }\n\
+                      retries: 1\nschedule: \"0 0 4 * * *\"\n";
+
+/// How many pod logs the fake served.
+fn log_reads(case: &KubeCase) -> usize {
+    case.fake.requests().iter().filter(|request| request.method == "GET" && request.path.ends_with("/log")).count()
+}
+
+fn key_of(run: &railyard::backend::JobRun) -> String {
+    run.key.clone().expect("a run the cluster started has its key")
+}
+
+#[test]
+fn cron_job_runs_come_back_once_with_their_key_exit_code_and_redacted_log_and_railyards_own_runs_never() {
+    let case = KubeCase::new("cron-runs", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    case.repo.write("jobs/migrate.yaml", MIGRATE);
+    case.repo.write("jobs/nightly.yaml", NIGHTLY);
+    case.repo.write("jobs/broken.yaml", BROKEN);
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        let env = &desired.env;
+        // The hook runs in the apply, and `railyard run nightly` makes a Job from the CronJob: railyard's own runs.
+        let plan = sync_ok(backend, &desired).await;
+        assert_eq!(job_change(&plan, "migrate"), ChangeKind::Run);
+        let who = JobTrigger::Manual { who: "ops".to_owned() };
+        let manual = backend.run_job(env, &desired.jobs["nightly"], &secrets(), who).await.expect("run");
+        assert!(manual.succeeded(), "{manual:?}");
+        assert_eq!(fake.names("jobs", ns).len(), 2, "the hook's Job and the manual one");
+        assert!(backend.finished_runs(env, &BTreeSet::new()).await.expect("finished runs").is_empty());
+
+        // The CronJob controller starts a run of each on their schedule; both end.
+        let lines: String = (1..=12).map(|n| format!("row {n}\n")).collect();
+        fake.set_job_log("broken-", &format!("{lines}login {SECRET_VALUE} via url-pass-77\nerror: disk full\n"));
+        fake.set_job_log("nightly-", "cleaned 42 rows\n");
+        let nightly = fake.fire_cron_job(ns, "nightly").expect("the CronJob nightly");
+        let broken = fake.fire_cron_job(ns, "broken").expect("the CronJob broken");
+        fake.run_job_controller();
+        fake.run_job_controller();
+        let nightly_job = fake.object("jobs", ns, &nightly).expect("nightly's Job");
+        let scheduled = nightly_job
+            .pointer("/metadata/annotations/batch.kubernetes.io~1cronjob-scheduled-timestamp")
+            .and_then(Value::as_str)
+            .expect("the scheduled time");
+        let scheduled_ms = humantime::parse_rfc3339(scheduled).expect("RFC 3339");
+        let scheduled_ms = scheduled_ms.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis();
+
+        fake.clear_requests();
+        let runs = backend.finished_runs(env, &BTreeSet::new()).await.expect("finished runs");
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert_eq!(log_reads(&case), 2, "one log read per new run");
+        assert!(writes(&fake.requests()).is_empty(), "reading runs writes nothing: {:?}", fake.requests());
+        let run_of = |job: &str| runs.iter().find(|run| run.job == job).unwrap_or_else(|| panic!("{job}: {runs:?}"));
+
+        let ok = run_of("nightly");
+        assert_eq!(ok.outcome, JobOutcome::Succeeded);
+        assert_eq!(ok.trigger, JobTrigger::Schedule { at: i64::try_from(scheduled_ms).expect("fits") });
+        assert_eq!(ok.key.as_deref(), nightly_job.pointer("/metadata/uid").and_then(Value::as_str));
+        assert_eq!((ok.env.as_str(), ok.spec_hash.clone()), ("production", desired.jobs["nightly"].spec_hash()));
+        assert_eq!((ok.tries, ok.output.as_str()), (1, "cleaned 42 rows\n"));
+        assert!(ok.started_at > 0 && ok.finished_at >= ok.started_at, "{ok:?}");
+
+        let failed = run_of("broken");
+        let JobOutcome::Failed { exit_code, reason } = &failed.outcome else { panic!("{failed:?}") };
+        assert_eq!(*exit_code, Some(4));
+        assert!(reason.contains("backoff limit"), "{reason}");
+        assert_eq!(failed.tries, 2, "retries: 1 is two pods");
+        assert!(matches!(failed.trigger, JobTrigger::Schedule { .. }), "{failed:?}");
+        assert_eq!(
+            failed.key.as_deref(),
+            fake.object("jobs", ns, &broken)
+                .and_then(|job| job["metadata"]["uid"].as_str().map(str::to_owned))
+                .as_deref()
+        );
+        let failure = failed.failure().expect("a failure");
+        assert!(failure.contains("error: disk full") && failure.contains("row 12"), "{failure}");
+        assert!(failure.contains("login <redacted> via <redacted>"), "{failure}");
+        assert!(!failed.output.contains(SECRET_VALUE) && !failed.output.contains("url-pass-77"), "{}", failed.output);
+
+        // Recorded: the same pass is one list of Jobs, with no log read.
+        let known: BTreeSet<String> = runs.iter().map(key_of).collect();
+        fake.clear_requests();
+        assert!(backend.finished_runs(env, &known).await.expect("finished runs").is_empty());
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 1, "a no-op pass is one list: {requests:?}");
+        assert!(requests[0].path.ends_with("/jobs") && requests[0].query.contains("labelSelector"), "{requests:?}");
+
+        // `kubectl create job --from=cronjob/nightly` by hand: the cluster's run too, timed by its creation.
+        let cron_job = fake.object("cronjobs", ns, "nightly").expect("the CronJob");
+        let cron_job: kube::api::DynamicObject = serde_json::from_value(cron_job).expect("a CronJob");
+        let by_hand: k8s_openapi::api::batch::v1::Job =
+            serde_json::from_value(job_from_cron_job(&cron_job, "nightly-by-hand")).expect("a Job");
+        let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> = kube::Api::namespaced(fake.client(), ns);
+        let params = kube::api::PostParams { field_manager: Some("kubectl-create".to_owned()), ..Default::default() };
+        jobs.create(&params, &by_hand).await.expect("kubectl create job");
+        fake.run_job_controller();
+        fake.run_job_controller();
+        let runs = backend.finished_runs(env, &known).await.expect("finished runs");
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        let created = fake.object("jobs", ns, "nightly-by-hand").expect("the Job");
+        let created = humantime::parse_rfc3339(created["metadata"]["creationTimestamp"].as_str().expect("created"))
+            .expect("RFC 3339")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        assert_eq!(runs[0].trigger, JobTrigger::Schedule { at: i64::try_from(created.as_millis()).expect("fits") });
+    });
+}
+
+#[test]
+fn a_backlog_of_cron_job_runs_is_read_oldest_first_a_bounded_number_per_call() {
+    let case = KubeCase::new("cron-backlog", "");
+    case.repo.write("jobs/nightly.yaml", "kind: Job\nname: nightly\nimage: acme/web:1\nschedule: \"0 0 3 * * *\"\n");
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        for _ in 0..=MAX_FOUND_RUNS {
+            fake.fire_cron_job(ns, "nightly").expect("the CronJob");
+        }
+        fake.run_job_controller();
+        fake.run_job_controller();
+        fake.clear_requests();
+        let first = backend.finished_runs(&desired.env, &BTreeSet::new()).await.expect("finished runs");
+        assert_eq!(first.len(), MAX_FOUND_RUNS);
+        assert_eq!(log_reads(&case), MAX_FOUND_RUNS);
+        assert!(first.windows(2).all(|pair| pair[0].finished_at <= pair[1].finished_at), "oldest first");
+        let known: BTreeSet<String> = first.iter().map(key_of).collect();
+        let rest = backend.finished_runs(&desired.env, &known).await.expect("finished runs");
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        assert!(!known.contains(&key_of(&rest[0])));
+    });
+}
+
+#[test]
+fn a_cron_job_run_killed_at_its_deadline_comes_back_timed_out() {
+    let case = KubeCase::new("cron-deadline", "");
+    case.repo.write(
+        "jobs/slow.yaml",
+        "kind: Job\nname: slow\nimage: acme/web:1\ncommand: [sleep, '30']\ntimeout: 1s\nschedule: \"0 0 3 * * *\"\n",
+    );
+    let (fake, ns) = (&case.fake, case.ns());
+    case.run_default(async |backend| {
+        let desired = case.repo.desired();
+        sync_ok(backend, &desired).await;
+        fake.fire_cron_job(ns, "slow").expect("the CronJob");
+        fake.run_job_controller();
+        assert!(backend.finished_runs(&desired.env, &BTreeSet::new()).await.expect("runs").is_empty(), "still active");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let runs = backend.finished_runs(&desired.env, &BTreeSet::new()).await.expect("finished runs");
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0].outcome, JobOutcome::TimedOut { seconds: 1 });
+    });
 }

@@ -34,7 +34,8 @@
 //! it (`succeeded: 1`, condition `Complete`, `completionTime`). Its pods (named `<job>-<5 hex digits>`, labelled
 //! `batch.kubernetes.io/job-name`) are served for GET/LIST, go with their Job, and serve their log
 //! (`pods/<name>/log`, `tailLines`) as the test set it for Jobs whose names start with a prefix
-//! ([`FakeKube::set_job_log`]). CronJobs are stored, with no controller behind them (nothing is scheduled).
+//! ([`FakeKube::set_job_log`]). CronJobs are stored, with no controller behind them (nothing is scheduled): a test
+//! fires one with [`FakeKube::fire_cron_job`], which creates its Job as the CronJob controller would.
 //! Requests are authenticated (railyard's bearer token, [`RAILYARD_TOKEN`], else 401) and authorized against the
 //! RBAC that docker/kubernetes.yaml (or the manifest given to [`FakeKube::start_with_rbac`]) binds to railyard's
 //! service account, read from that file: a ClusterRoleBinding grants everywhere, a RoleBinding only in its
@@ -768,6 +769,51 @@ preferences: {{}}
     /// The log every pod of a Job whose name starts with `job_prefix` serves (set later, it wins).
     pub fn set_job_log(&self, job_prefix: &str, text: &str) {
         self.state().job_logs.push((job_prefix.to_string(), text.to_string()));
+    }
+
+    /// The CronJob controller fires CronJob `name` now: it creates a Job from the CronJob's `jobTemplate` as the
+    /// real controller does (named `<cronjob>-<scheduled minutes since the epoch>`, owned by the CronJob, annotated
+    /// with `batch.kubernetes.io/cronjob-scheduled-timestamp`, created by `kube-controller-manager`); the Job
+    /// controller then runs it at the following reads of Jobs ([`FakeKube::run_job_controller`]). The scheduled
+    /// time is this minute, or the latest earlier minute whose Job does not exist yet (a missed schedule caught up).
+    /// Returns the Job's name, or `None` when no such CronJob exists.
+    pub fn fire_cron_job(&self, namespace: &str, name: &str) -> Option<String> {
+        let mut state = self.state();
+        let cron_job = state.objects.get(&object_key(resource_type("cronjobs"), namespace, name))?.body.clone();
+        let now_minutes = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() / 60;
+        let jobs = resource_type("jobs");
+        let minutes = (0..now_minutes)
+            .map(|back| now_minutes - back)
+            .find(|minutes| !state.objects.contains_key(&object_key(jobs, namespace, &format!("{name}-{minutes}"))))?;
+        let job_name = format!("{name}-{minutes}");
+        let scheduled = std::time::UNIX_EPOCH + std::time::Duration::from_secs(minutes * 60);
+        let template = cron_job.pointer("/spec/jobTemplate").cloned().unwrap_or_else(|| json!({}));
+        let mut annotations = template.pointer("/metadata/annotations").cloned().unwrap_or_else(|| json!({}));
+        annotations["batch.kubernetes.io/cronjob-scheduled-timestamp"] =
+            json!(humantime::format_rfc3339_seconds(scheduled).to_string());
+        let body = json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": job_name,
+                "namespace": namespace,
+                "labels": template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({})),
+                "annotations": annotations,
+                "ownerReferences": [{ "apiVersion": "batch/v1", "kind": "CronJob", "name": name,
+                                      "uid": metadata_str(&cron_job, "uid"), "controller": true,
+                                      "blockOwnerDeletion": true }],
+            },
+            "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+        });
+        let (status, answer) = state.create_object(jobs, namespace, "kube-controller-manager", body);
+        assert!(status.is_success(), "the fake CronJob controller could not create {job_name}: {answer}");
+        Some(job_name)
+    }
+
+    /// Runs the simulated Job controller once, as a read of Jobs does: a new Job starts, a started one ends (unless
+    /// it sleeps). Two steps take a Job without `sleep` from created to finished.
+    pub fn run_job_controller(&self) {
+        self.state().run_job_controller();
     }
 
     /// The pods the Job controller made in `namespace`, oldest first.

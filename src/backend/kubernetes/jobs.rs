@@ -663,6 +663,26 @@ pub fn job_from_cron_job(cron_job: &DynamicObject, name: &str) -> Value {
 mod tests {
     use super::*;
 
+    fn job(metadata: Value) -> DynamicObject {
+        serde_json::from_value(json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": metadata })).expect("a Job")
+    }
+
+    #[test]
+    fn railyard_s_own_jobs_are_told_by_their_annotation_or_by_railyard_s_apply() {
+        let marked = job(json!({ "name": "a", "annotations": { ANNOTATION_STARTED_BY: MANAGER } }));
+        // Created by an apply before railyard marked its Jobs.
+        let applied = job(json!({ "name": "b", "managedFields": [
+            { "manager": MANAGER, "operation": "Apply", "apiVersion": "batch/v1" },
+            { "manager": "kube-controller-manager", "operation": "Update", "apiVersion": "batch/v1", "subresource": "status" },
+        ] }));
+        let from_cron = job(json!({ "name": "c", "managedFields": [
+            { "manager": "kube-controller-manager", "operation": "Update", "apiVersion": "batch/v1" },
+        ] }));
+        let by_hand = job(json!({ "name": "d", "annotations": { "cronjob.kubernetes.io/instantiate": "manual" } }));
+        assert!(started_by_railyard(&marked) && started_by_railyard(&applied));
+        assert!(!started_by_railyard(&from_cron) && !started_by_railyard(&by_hand));
+    }
+
     #[test]
     fn records_round_trip_hash_and_spec() {
         let mut data = BTreeMap::new();
