@@ -332,7 +332,7 @@ async fn the_jobs_section_lists_runs_and_a_runs_page_shows_its_output_as_text() 
         key: None,
     };
     let db = railyard::store::SqliteDb::open(&served.state_dir).expect("serve's store");
-    let id = db.record_job_run(&failed, Default::default()).expect("recorded");
+    let id = db.record_job_run(&failed, Default::default()).expect("recorded").expect("a new run");
 
     let base = format!("http://127.0.0.1:{}", served.port);
     let driver = Driver::start();

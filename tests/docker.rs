@@ -357,7 +357,7 @@ fn a_missing_image_with_pull_never_fails_only_its_app() {
     let apply = project.railyard("apply", &[]);
     assert_eq!(apply.status.code(), Some(1));
     let out = stdout(&apply);
-    assert!(out.contains("create App ghost: FAILED: image railyard-test/does-not-exist:1 is not on this host and app `ghost` says `pull: never`"), "{out}");
+    assert!(out.contains("create App ghost: FAILED: image railyard-test/does-not-exist:1 is not on this host and App `ghost` says `pull: never`"), "{out}");
     assert!(out.contains("create App needs-ghost: skipped: dependency `ghost` was not applied"), "{out}");
     assert!(out.contains("create App web: done"), "{out}");
     assert_eq!(project.containers("web").len(), 1);

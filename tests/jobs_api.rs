@@ -69,7 +69,7 @@ fn run(job: &str, env: &str, trigger: JobTrigger, started_at: i64, outcome: JobO
 
 /// Records `run` as the daemon does; its id.
 async fn record(yard: &Yard, run: &JobRun) -> i64 {
-    yard.daemon.store.record_job_run(run, KeepRuns::default()).await.expect("recorded")
+    yard.daemon.store.record_job_run(run, KeepRuns::default()).await.expect("recorded").expect("a new run")
 }
 
 struct Seeded {

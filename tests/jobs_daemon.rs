@@ -112,3 +112,28 @@ async fn a_run_asked_for_by_hand_is_recorded_with_who_asked() {
     let nowhere = yard.daemon.start_job("staging", "cleanup", "ops".to_owned()).await.expect_err("unknown env");
     assert!(nowhere.to_string().contains("no environment `staging`"), "{nowhere}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_schedule_waits_for_the_sync_like_any_change() {
+    let manual = format!("{PROJECT}sync: {{ policy: manual }}\n");
+    let yard = Yard::start_with(&[("railyard.yaml", &manual), ("apps/web.yaml", WEB)], |settings| {
+        settings.clock = Clock::starting_at(at("2026-12-05T01:59:00Z"))
+    })
+    .await;
+    yard.until("pending", |env| env.sync_status == SyncStatus::OutOfSync).await;
+    assert_eq!(yard.http("POST", "/api/v1/sync", Some(crate::support::yard::TOKEN)).await.0, 202);
+    yard.until("synced", |env| env.sync_status == SyncStatus::Synced).await;
+    // The schedule arrives in a commit nobody synced: it is a pending change, and nothing runs at 03:00.
+    yard.write("jobs/cleanup.yaml", CLEANUP);
+    yard.push("a nightly cleanup");
+    let pending = yard.until("the schedule pending", |env| env.sync_status == SyncStatus::OutOfSync).await;
+    let plan = pending.plan.expect("a plan");
+    assert_eq!(plan.jobs.iter().map(|job| job.change.kind()).collect::<Vec<_>>(), [railyard::plan::ChangeKind::Create]);
+    yard.idle(Duration::from_secs(120)).await;
+    assert!(runs(&yard, "cleanup").await.is_empty(), "an unsynced schedule never runs");
+    // Once synced, it runs at its next time.
+    assert_eq!(yard.http("POST", "/api/v1/sync", Some(crate::support::yard::TOKEN)).await.0, 202);
+    yard.until("synced", |env| env.sync_status == SyncStatus::Synced).await;
+    yard.idle(Duration::from_secs(86_400)).await;
+    assert_eq!(runs(&yard, "cleanup").await.len(), 1);
+}

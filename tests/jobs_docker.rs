@@ -280,3 +280,44 @@ fn a_run_created_but_not_started_by_a_killed_railyard_is_started_not_taken_for_d
     assert_eq!(served(&project).as_deref(), Some("v1"));
     assert!(job_containers(&project).is_empty());
 }
+
+#[test]
+fn a_scheduled_runs_leftover_from_a_killed_railyard_does_not_block_the_next_run() {
+    use railyard::backend::{self, BackendKind, BackendSettings, JobOutcome, JobTrigger};
+    let image = busybox_image();
+    let project = TestProject::new("job-leftover");
+    project.write("apps/web.yaml", &web_app("web", &image, "w", ""));
+    project.write(
+        "jobs/tick.yaml",
+        &format!(
+            "kind: Job\nname: tick\nimage: {image}\npull: never\ncommand: [\"true\"]\nschedule: \"0 * * * * *\"\n"
+        ),
+    );
+    assert_success(&project.railyard("apply", &[]));
+    let files = railyard::source::local::read_dir(project.dir()).expect("repository");
+    let env = railyard::model::Environment::production(&project.name);
+    let job = railyard::model::load(&files).expect("valid").desired(&env, None).jobs["tick"].clone();
+    // A run's container that a killed railyard created and never started: `forbid` must not take it for a run.
+    let labels = [
+        format!("com.docker.compose.project={}", project.name),
+        "dev.railyard.managed-by=railyard".to_owned(),
+        "dev.railyard.env=production".to_owned(),
+        "dev.railyard.job=tick".to_owned(),
+        format!("dev.railyard.spec-hash={}", job.spec_hash()),
+        "dev.railyard.job-run=gone".to_owned(),
+    ];
+    let mut args = vec!["create".to_owned()];
+    for label in &labels {
+        args.extend(["--label".to_owned(), label.clone()]);
+    }
+    args.extend([image.clone(), "true".to_owned()]);
+    docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let run = runtime.block_on(async {
+        let docker = backend::connect(BackendKind::Docker, BackendSettings::default()).await.expect("Docker answers");
+        let trigger = JobTrigger::Schedule { at: 0 };
+        docker.run_job(&env, &job, &Default::default(), trigger).await.expect("the engine answers")
+    });
+    assert_eq!(run.outcome, JobOutcome::Succeeded, "{run:?}");
+    assert!(job_containers(&project).is_empty(), "the leftover went, and so did the run's own container");
+}

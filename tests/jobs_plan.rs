@@ -73,6 +73,9 @@ fn a_job_and_its_fields_read_into_a_spec() {
 
 #[test]
 fn every_job_rule_names_its_place_and_the_fix() {
+    let long = format!("kind: Job\nname: {}\nimage: x:1\nschedule: \"0 0 3 * * *\"\n", "n".repeat(53));
+    let long_name = errors(&[WEB, &long]);
+    assert!(long_name.iter().any(|e| e.contains("has 53 characters") && e.contains("at most 52")), "{long_name:?}");
     let cases: [(&[&str], &str); 14] = [
         (
             &[WEB, "kind: Job\nname: web\nimage: x:1\n"],
@@ -196,24 +199,24 @@ fn an_after_hook_waits_for_its_apps_and_scaling_does_not_run_it() {
 }
 
 #[test]
-fn scheduled_jobs_are_objects_only_where_the_backend_schedules() {
+fn scheduled_jobs_are_objects_that_go_through_the_plan_on_every_backend() {
     let cleanup = "kind: Job\nname: cleanup\nimage: c:1\nschedule: \"0 0 3 * * *\"\n";
     let state = desired(&[WEB, cleanup]);
-    let docker = plan::plan(&state, &Observed::default());
-    assert_eq!(*job_change(&docker, "cleanup"), Change::Unchanged);
-    assert!(docker.jobs[0].notes[0].contains("0 0 3 * * * (Europe/Berlin)"), "{:?}", docker.jobs[0].notes);
-    let cluster = Observed { schedules_jobs: true, ..Observed::default() };
-    let first = plan::plan(&state, &cluster);
-    assert_eq!(*job_change(&first, "cleanup"), Change::Create);
-    let applied = apply_to(&cluster, &first);
-    assert!(!plan::plan(&state, &applied).has_changes());
-    let later = desired(&[WEB, "kind: Job\nname: cleanup\nimage: c:1\nschedule: \"0 0 4 * * *\"\n"]);
-    assert!(
-        matches!(job_change(&plan::plan(&later, &applied), "cleanup"), Change::Update { fields } if fields == &["schedule.cron"])
-    );
-    let gone = plan::plan(&desired(&[WEB]), &applied);
-    assert_eq!(*job_change(&gone, "cleanup"), Change::Delete);
-    assert!(!plan::plan(&desired(&[WEB]), &apply_to(&applied, &gone)).has_changes());
+    for schedules_jobs in [false, true] {
+        let observed = Observed { schedules_jobs, ..Observed::default() };
+        let first = plan::plan(&state, &observed);
+        assert_eq!(*job_change(&first, "cleanup"), Change::Create, "a new schedule is a change to approve");
+        let on_our_clock = first.jobs[0].notes.iter().any(|note| note.contains("0 0 3 * * * (Europe/Berlin)"));
+        assert_eq!(on_our_clock, !schedules_jobs, "{:?}", first.jobs[0].notes);
+        let applied = apply_to(&observed, &first);
+        assert!(!plan::plan(&state, &applied).has_changes());
+        let later = desired(&[WEB, "kind: Job\nname: cleanup\nimage: c:1\nschedule: \"0 0 4 * * *\"\n"]);
+        let changed = plan::plan(&later, &applied);
+        assert!(matches!(job_change(&changed, "cleanup"), Change::Update { fields } if fields == &["schedule.cron"]));
+        let gone = plan::plan(&desired(&[WEB]), &applied);
+        assert_eq!(*job_change(&gone, "cleanup"), Change::Delete);
+        assert!(!plan::plan(&desired(&[WEB]), &apply_to(&applied, &gone)).has_changes());
+    }
 }
 
 #[test]

@@ -144,7 +144,11 @@ async fn job_runs_are_kept_per_outcome_newest_first_with_the_last_schedule(engin
         let trigger = if n % 2 == 0 { JobTrigger::Schedule { at: 1000 + n } } else { JobTrigger::Apply };
         store.record_job_run(&job_run("cleanup", n, n < 4, trigger), keep).await.expect("record");
     }
-    let other = store.record_job_run(&job_run("migrate", 9, true, JobTrigger::Apply), keep).await.expect("record");
+    let other = store
+        .record_job_run(&job_run("migrate", 9, true, JobTrigger::Apply), keep)
+        .await
+        .expect("record")
+        .expect("a new run");
     let runs = store.job_runs("production", Some("cleanup"), 10).await.expect("runs");
     let kept: Vec<(i64, bool)> = runs.iter().map(|stored| (stored.run.started_at, stored.run.succeeded())).collect();
     assert_eq!(
@@ -159,6 +163,26 @@ async fn job_runs_are_kept_per_outcome_newest_first_with_the_last_schedule(engin
     assert_eq!(store.job_run(other + 100).await.expect("none"), None);
     assert_eq!(store.last_scheduled("production", "cleanup").await.expect("last"), Some(1004));
     assert_eq!(store.last_scheduled("production", "migrate").await.expect("last"), None);
+
+    // Skipped runs are kept apart: five of them push out no real failure.
+    let skipped = |n: i64| railyard::backend::JobRun {
+        outcome: railyard::backend::JobOutcome::Skipped { reason: "still running".into() },
+        ..job_run("cleanup", n, false, JobTrigger::Apply)
+    };
+    for n in 10..15 {
+        store.record_job_run(&skipped(n), keep).await.expect("record");
+    }
+    let runs = store.job_runs("production", Some("cleanup"), 10).await.expect("runs");
+    assert!(runs.iter().any(|stored| stored.run.started_at == 5), "the last failure stays: {runs:?}");
+    assert_eq!(runs.iter().filter(|stored| !stored.run.succeeded() && stored.run.started_at >= 10).count(), 1);
+
+    // A run the platform started (keyed) is recorded once, however often it is reported.
+    let keyed =
+        railyard::backend::JobRun { key: Some("uid-1".into()), ..job_run("cleanup", 20, true, JobTrigger::Apply) };
+    assert!(store.record_job_run(&keyed, keep).await.expect("record").is_some());
+    assert_eq!(store.record_job_run(&keyed, keep).await.expect("record"), None);
+    let keys = store.job_run_keys("production").await.expect("keys");
+    assert_eq!(keys.into_iter().collect::<Vec<_>>(), ["uid-1"]);
 }
 
 fn record(env: &str, n: i64) -> SyncRecord {

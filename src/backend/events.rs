@@ -19,6 +19,12 @@ pub trait Progress: Send + Sync {
     fn may_write(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// A run of a Job ended (it is also in the apply's report): told at once, so that a run is recorded even when
+    /// the apply it was part of fails or is stopped afterwards.
+    fn job_finished(&self, run: &super::JobRun) {
+        let _ = run;
+    }
 }
 
 /// Progress nobody watches (a Job run outside an apply: its run is recorded instead).

@@ -48,6 +48,10 @@ impl Progress for FencedProgress<'_> {
         self.fence.check()?;
         self.progress.may_write()
     }
+
+    fn job_finished(&self, run: &JobRun) {
+        self.progress.job_finished(run);
+    }
 }
 
 #[async_trait]

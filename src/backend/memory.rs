@@ -237,6 +237,7 @@ impl MemoryBackend {
 struct Applying<'a> {
     backend: &'a MemoryBackend,
     plan: &'a Plan,
+    progress: &'a dyn Progress,
     runs: Mutex<Vec<JobRun>>,
 }
 
@@ -269,6 +270,7 @@ impl Operation<JobSpec> for Applying<'_> {
     async fn apply(&self, action: &Action<JobSpec>, _slot: Slot) -> Result<ActionResult, MemoryError> {
         if let (Some(job), ChangeKind::Run) = (&action.desired, action.change.kind()) {
             let run = self.backend.job_run(&self.plan.env, job, JobTrigger::Apply);
+            self.progress.job_finished(&run);
             let failure = run.failure();
             self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(run);
             if let Some(error) = failure {
@@ -311,7 +313,7 @@ impl Backend for MemoryBackend {
     ) -> Result<ApplyReport, BackendError> {
         self.ask(Request::Apply { env: plan.env.name.clone(), actions: changing_actions(plan) })?;
         let executor = Executor::new(DEFAULT_PARALLEL, progress);
-        let applying = Applying { backend: self, plan, runs: Mutex::new(Vec::new()) };
+        let applying = Applying { backend: self, plan, progress, runs: Mutex::new(Vec::new()) };
         let mut outcomes = executor.run_workloads(plan, &applying).await?;
         outcomes.extend(executor.run(&plan.domains, &applying).await?);
         let job_runs = applying.runs.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);

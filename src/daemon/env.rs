@@ -513,6 +513,9 @@ impl EnvHandle {
         if matches!(reconciled, Reconciled::Applied | Reconciled::Unchanged) {
             self.keep_jobs(daemon, &prepared);
         }
+        if prepared.observed.schedules_jobs {
+            self.collect_platform_runs(daemon, &prepared.desired).await;
+        }
         if reconciled == Reconciled::Applied && is_pinned {
             // The head's plan was made against what ran before this apply: plan it again against what runs now.
             self.trigger.fire(Trigger::Drift);
@@ -715,11 +718,23 @@ impl EnvHandle {
             Ok(backend) => backend,
             Err(error) => return self.fail(error.into()),
         };
-        let executed = tokio::select! {
-            biased;
-            () = daemon.stopped() => None,
-            executed = pipeline::execute(backend.as_ref(), run.prepared, &LogProgress) => Some(executed),
+        let keep_of = |job: &str| run.prepared.desired.jobs.get(job).map(|spec| spec.keep).unwrap_or_default();
+        // Each Job run is recorded as it ends, so that one that finished is kept whatever becomes of the apply.
+        let (finished, mut runs) = tokio::sync::mpsc::unbounded_channel();
+        let progress = WorkerProgress { finished };
+        let executing = pipeline::execute(backend.as_ref(), run.prepared, &progress);
+        tokio::pin!(executing);
+        let executed = loop {
+            tokio::select! {
+                biased;
+                () = daemon.stopped() => break None,
+                Some(finished) = runs.recv() => daemon.record_job_runs(&[finished], keep_of).await,
+                executed = &mut executing => break Some(executed),
+            }
         };
+        while let Ok(finished) = runs.try_recv() {
+            daemon.record_job_runs(&[finished], keep_of).await;
+        }
         let executed = match executed {
             Some(Ok(executed)) => executed,
             // The lease ended during the apply: the leader takes over, and this is no failure to report or retry.
@@ -743,8 +758,6 @@ impl EnvHandle {
                 return Reconciled::Interrupted;
             }
         };
-        let keep_of = |job: &str| run.prepared.desired.jobs.get(job).map(|spec| spec.keep).unwrap_or_default();
-        daemon.record_job_runs(&executed.report.job_runs, keep_of).await;
         let verdict = {
             let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let now = tokio::time::Instant::now();
@@ -910,12 +923,19 @@ impl EnvHandle {
     }
 }
 
-/// Apply progress into the log, inside the reconcile's span.
-struct LogProgress;
+/// Apply progress into the log, inside the reconcile's span; each Job run that ends goes to the worker to record.
+struct WorkerProgress {
+    finished: tokio::sync::mpsc::UnboundedSender<crate::backend::JobRun>,
+}
 
-impl Progress for LogProgress {
+impl Progress for WorkerProgress {
     fn event(&self, event: &crate::backend::ProgressEvent) {
         let (kind, step, subject) = (event.kind.as_str(), event.step.name(), event.step.subject().unwrap_or_default());
         info!(kind, name = %event.name, step, subject, "{}", event.step);
+    }
+
+    fn job_finished(&self, run: &crate::backend::JobRun) {
+        // The worker has stopped listening only when it no longer awaits the apply.
+        let _ = self.finished.send(run.clone());
     }
 }

@@ -98,13 +98,31 @@ pub fn cap_jobs(limits: &Limits, apps: &BTreeMap<String, AppSpec>, jobs: &mut BT
             ));
         }
     }
-    let volumes: BTreeSet<String> =
+    // A Job's own volumes count against the same limit as the apps'.
+    let mut volumes: BTreeSet<String> =
         apps.values().flat_map(|app| app.container.volumes.iter().map(|volume| volume.name.clone())).collect();
     for job in jobs.values_mut() {
         for list in [&mut job.before, &mut job.after, &mut job.depends_on] {
             list.retain(|app| apps.contains_key(app));
         }
-        job.container.volumes.retain(|volume| volumes.contains(&volume.name));
+        let mut dropped = Vec::new();
+        job.container.volumes.retain(|volume| {
+            let kept = volumes.contains(&volume.name) || volumes.len() < limits.volumes;
+            if kept {
+                volumes.insert(volume.name.clone());
+            } else {
+                dropped.push(volume.name.clone());
+            }
+            kept
+        });
+        if !dropped.is_empty() {
+            capped.warnings.push(format!(
+                "previews.limits.volumes is {}: Job `{}` runs without volume(s) {} in this preview",
+                limits.volumes,
+                job.name,
+                dropped.join(", ")
+            ));
+        }
         let mut standing = AppSpec { container: job.container.clone(), ..AppSpec::bare(&job.name) };
         cap_app(limits, &mut standing, &mut capped);
         job.container = standing.container;

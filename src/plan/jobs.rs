@@ -1,6 +1,6 @@
 //! Jobs in the plan: a Job without a schedule runs when its spec has not yet run to success or when an app it
-//! hooks is created or updated; a scheduled Job is an object where the backend schedules (a CronJob) and nothing
-//! to apply where railyard's daemon does. The order of apps and Jobs together, hooks included, is
+//! hooks is created or updated; a scheduled Job is an object, created, updated and deleted like any other (a CronJob
+//! where the backend schedules, the record of the spec railyard's clock runs elsewhere). The order of apps and Jobs together, hooks included, is
 //! [`Plan::workloads`]. Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,20 +65,22 @@ fn plan_run(spec: &JobSpec, observed: Option<&ObservedJob>, updating: &BTreeSet<
     Action { name: spec.name.clone(), change, desired: Some(spec.clone()), diff, notes }
 }
 
-/// A scheduled Job: an object to apply where the backend schedules Jobs, else the daemon's to run.
+/// A scheduled Job is an object on every backend: a CronJob where the backend schedules Jobs, else a record of the
+/// spec railyard's clock runs, so that a new or changed schedule goes through the same gate (manual sync, windows,
+/// holds) as any change.
 fn plan_scheduled(spec: &JobSpec, observed: Option<&ObservedJob>, schedules_jobs: bool) -> Action<JobSpec> {
     let new = spec.redacted();
-    let old = observed.and_then(|job| job.last_applied.as_ref());
-    let (change, notes) = if schedules_jobs {
-        let change = match old {
-            None => Change::Create,
-            Some(old) if *old == new => Change::Unchanged,
-            Some(old) => Change::Update { fields: diff::changed_fields(old, &new) },
-        };
-        (change, Vec::new())
+    let old = observed.and_then(|job| job.last_applied.as_ref()).filter(|old| old.schedule.is_some());
+    let change = match old {
+        None => Change::Create,
+        Some(old) if *old == new => Change::Unchanged,
+        Some(old) => Change::Update { fields: diff::changed_fields(old, &new) },
+    };
+    let notes = if schedules_jobs {
+        Vec::new()
     } else {
         let schedule = spec.schedule.as_ref().map(|s| format!("{} ({})", s.cron, s.timezone)).unwrap_or_default();
-        (Change::Unchanged, vec![format!("runs on railyard's clock: {schedule}")])
+        vec![format!("runs on railyard's clock: {schedule}")]
     };
     let diff = change.kind().is_change().then(|| diff::unified(ObjectKind::Job, &spec.name, old, Some(&new)));
     Action { name: spec.name.clone(), change, desired: Some(spec.clone()), diff, notes }
@@ -145,7 +147,7 @@ impl Plan {
         let names: BTreeSet<&str> = kept.iter().map(Workload::name).collect();
         let mut waiting: BTreeMap<(usize, &str), (Workload<'_>, usize)> = BTreeMap::new();
         let mut dependents: BTreeMap<&str, Vec<(usize, &str)>> = BTreeMap::new();
-        for (index, workload) in kept.iter().enumerate() {
+        for workload in &kept {
             let key = (usize::from(workload.kind() == ObjectKind::Job), workload.name());
             let dependencies: BTreeSet<&str> = self
                 .dependencies_of(*workload)
@@ -155,7 +157,6 @@ impl Plan {
             for dependency in &dependencies {
                 dependents.entry(dependency).or_default().push(key);
             }
-            let _ = index;
             waiting.insert(key, (*workload, dependencies.len()));
         }
         let mut ready: BTreeSet<(usize, &str)> =

@@ -229,13 +229,24 @@ pub struct StoredJobRun {
 }
 
 impl StoredJobRun {
-    /// The run's row as stored: what retention tells apart, and the schedule's time.
-    pub fn columns(run: &JobRun) -> (bool, Option<i64>, String) {
+    /// The run's row as stored: the class retention keeps apart (`succeeded`, `failed`, or `skipped`, which never
+    /// pushes a real failure out), the schedule's time, and the run itself.
+    pub fn columns(run: &JobRun) -> (&'static str, Option<i64>, String) {
         let scheduled = match run.trigger {
             crate::backend::JobTrigger::Schedule { at } => Some(at),
             _ => None,
         };
-        (run.succeeded(), scheduled, serde_json::to_string(run).unwrap_or_default())
+        let class = match run.outcome {
+            crate::backend::JobOutcome::Succeeded => "succeeded",
+            crate::backend::JobOutcome::Skipped { .. } => "skipped",
+            crate::backend::JobOutcome::Failed { .. } | crate::backend::JobOutcome::TimedOut { .. } => "failed",
+        };
+        (class, scheduled, serde_json::to_string(run).unwrap_or_default())
+    }
+
+    /// How many runs of `class` a Job keeps: skipped ones as many as failed ones, apart from them.
+    pub fn kept(class: &str, keep: KeepRuns) -> u32 {
+        if class == "succeeded" { keep.succeeded } else { keep.failed }.max(1)
     }
 
     /// A stored row back; `None` for a body this version cannot read.
@@ -390,10 +401,13 @@ pub trait StoreEngine: Send + Sync {
     /// Removes the published status of environments not in `keep`.
     async fn retain_statuses(&self, keep: &[String]) -> Result<(), StoreError>;
 
-    /// Records a finished run of a Job and keeps, of that Job's runs, the newest `keep.succeeded` that succeeded and
-    /// the newest `keep.failed` that did not (at least one of each), and always the newest run its schedule started,
-    /// so that the last schedule stays known. Returns the run's id.
-    async fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<i64, StoreError>;
+    /// Records a finished run of a Job and keeps, of that Job's runs, the newest `keep.succeeded` that succeeded, the
+    /// newest `keep.failed` that failed and as many skipped ones (at least one of each), and always the newest run
+    /// its schedule started, so that the last schedule stays known. A run with a [`JobRun::key`] already recorded is
+    /// not recorded again (`None`). Returns the run's id.
+    async fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<Option<i64>, StoreError>;
+    /// The keys of `env`'s recorded runs that have one (runs the platform started by itself).
+    async fn job_run_keys(&self, env: &str) -> Result<std::collections::BTreeSet<String>, StoreError>;
     /// Runs of `env` (of `job` only, when given), newest first, at most `limit`.
     async fn job_runs(&self, env: &str, job: Option<&str>, limit: u32) -> Result<Vec<StoredJobRun>, StoreError>;
     async fn job_run(&self, id: i64) -> Result<Option<StoredJobRun>, StoreError>;

@@ -165,11 +165,13 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY,
         env TEXT NOT NULL,
         job TEXT NOT NULL,
-        succeeded INTEGER NOT NULL,
+        class TEXT NOT NULL CHECK (class IN ('succeeded', 'failed', 'skipped')),
         scheduled_ms INTEGER,
+        run_key TEXT,
         body TEXT NOT NULL
     );
-    CREATE INDEX job_runs_by_job ON job_runs (env, job, succeeded, id);",
+    CREATE INDEX job_runs_by_job ON job_runs (env, job, class, id);
+    CREATE UNIQUE INDEX job_runs_by_key ON job_runs (env, run_key);",
 ];
 
 /// The database, called from blocking threads.
@@ -607,26 +609,38 @@ impl SqliteDb {
 }
 
 impl SqliteDb {
-    pub fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<i64, StoreError> {
-        let (succeeded, scheduled, body) = StoredJobRun::columns(run);
-        let keep = if succeeded { keep.succeeded } else { keep.failed }.max(1);
+    pub fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<Option<i64>, StoreError> {
+        let (class, scheduled, body) = StoredJobRun::columns(run);
+        let keep = StoredJobRun::kept(class, keep);
         self.with(|db| {
             let transaction = db.unchecked_transaction()?;
-            transaction.execute(
-                "INSERT INTO job_runs (env, job, succeeded, scheduled_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run.env, run.job, succeeded, scheduled, body],
+            let inserted = transaction.execute(
+                "INSERT OR IGNORE INTO job_runs (env, job, class, scheduled_ms, run_key, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run.env, run.job, class, scheduled, run.key, body],
             )?;
+            if inserted == 0 {
+                return Ok(None);
+            }
             let id = transaction.last_insert_rowid();
             transaction.execute(
-                "DELETE FROM job_runs WHERE env = ?1 AND job = ?2 AND succeeded = ?3 AND id <= (
-                     SELECT id FROM job_runs WHERE env = ?1 AND job = ?2 AND succeeded = ?3
+                "DELETE FROM job_runs WHERE env = ?1 AND job = ?2 AND class = ?3 AND id <= (
+                     SELECT id FROM job_runs WHERE env = ?1 AND job = ?2 AND class = ?3
                      ORDER BY id DESC LIMIT 1 OFFSET ?4)
                      AND id <> (SELECT COALESCE(MAX(id), 0) FROM job_runs WHERE env = ?1 AND job = ?2
                          AND scheduled_ms IS NOT NULL)",
-                params![run.env, run.job, succeeded, i64::from(keep)],
+                params![run.env, run.job, class, i64::from(keep)],
             )?;
             transaction.commit()?;
-            Ok(id)
+            Ok(Some(id))
+        })
+    }
+
+    pub fn job_run_keys(&self, env: &str) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        self.with(|db| {
+            db.prepare_cached("SELECT run_key FROM job_runs WHERE env = ?1 AND run_key IS NOT NULL")?
+                .query_map([env], |row| row.get(0))?
+                .collect()
         })
     }
 
@@ -868,11 +882,13 @@ impl SqliteDb {
                 insert.execute(params![status.env, status.body, status.published_ms])?;
             }
             let mut insert = transaction.prepare(
-                "INSERT INTO job_runs (id, env, job, succeeded, scheduled_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO job_runs (id, env, job, class, scheduled_ms, run_key, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for stored in &dump.job_runs {
-                let (succeeded, scheduled, body) = StoredJobRun::columns(&stored.run);
-                insert.execute(params![stored.id, stored.run.env, stored.run.job, succeeded, scheduled, body])?;
+                let (class, scheduled, body) = StoredJobRun::columns(&stored.run);
+                let run = &stored.run;
+                insert.execute(params![stored.id, run.env, run.job, class, scheduled, run.key, body])?;
             }
         }
         transaction.commit()?;
@@ -1051,9 +1067,14 @@ impl StoreEngine for SqliteEngine {
         blocking!(self, |db| db.retain_statuses(&keep))
     }
 
-    async fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<i64, StoreError> {
+    async fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<Option<i64>, StoreError> {
         let run = run.clone();
         blocking!(self, |db| db.record_job_run(&run, keep))
+    }
+
+    async fn job_run_keys(&self, env: &str) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let env = env.to_owned();
+        blocking!(self, |db| db.job_run_keys(&env))
     }
 
     async fn job_runs(&self, env: &str, job: Option<&str>, limit: u32) -> Result<Vec<StoredJobRun>, StoreError> {

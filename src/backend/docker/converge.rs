@@ -40,10 +40,11 @@ pub enum ConvergeError {
         source: SecretError,
     },
     #[error(
-        "image {image} is not on this host and app `{app}` says `pull: never`; build or load it (docker build, docker \
-         load), or set `pull: missing`"
+        "image {image} is not on this host and {} `{name}` says `pull: never`; build or load it (docker build, docker \
+         load), or set `pull: missing`",
+        .kind.as_str()
     )]
-    ImageNotOnHost { image: String, app: String },
+    ImageNotOnHost { image: String, kind: crate::plan::ObjectKind, name: String },
     #[error(
         "cannot pull image {image}: {}; check the name, that the registry is reachable, and `docker login` for \
          private registries",
@@ -128,16 +129,18 @@ impl Operation<JobSpec> for Convergence<'_> {
     type Error = DockerError;
 
     /// A run goes to its end (tries, timeout); a Job git removed takes its records and leftovers with it; a
-    /// scheduled Job is the daemon's to run and has nothing to apply here.
-    async fn apply(&self, action: &Action<JobSpec>, mut slot: Slot) -> Result<ActionResult, DockerError> {
-        slot.release();
+    /// scheduled Job created or changed leaves the record of the schedule in force (the daemon runs it).
+    async fn apply(&self, action: &Action<JobSpec>, slot: Slot) -> Result<ActionResult, DockerError> {
         let job = match (&action.desired, action.change.kind()) {
             (None, _) => {
                 super::jobs::forget(self.backend, &self.plan.env, Some(&action.name)).await?;
                 return Ok(ActionResult::Done);
             }
             (Some(job), ChangeKind::Run) => job,
-            (Some(_), _) => return Ok(ActionResult::Done),
+            (Some(job), _) => {
+                super::jobs::schedule(self.backend, &self.plan.env, job).await?;
+                return Ok(ActionResult::Done);
+            }
         };
         let run = super::jobs::Run {
             backend: self.backend,
@@ -147,7 +150,8 @@ impl Operation<JobSpec> for Convergence<'_> {
             trigger: JobTrigger::Apply,
             progress: self.progress,
         };
-        let run = run.run().await?;
+        let run = run.run(slot).await?;
+        self.progress.job_finished(&run);
         let result = match run.failure() {
             Some(error) => ActionResult::Failed { error },
             None => ActionResult::Done,

@@ -16,6 +16,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use tokio::time::Instant;
+use tracing::warn;
 
 use super::container::{mounts, network_name};
 use super::converge::ConvergeError;
@@ -24,6 +25,7 @@ use super::replicas::ensure_image;
 use super::{DockerBackend, DockerError, labels};
 use crate::backend::jobs::{RunPolicy, bounded_output, now_millis, retry_pause};
 use crate::backend::resolved_env::ResolvedEnv;
+use crate::backend::schedule::Slot;
 use crate::backend::{JobOutcome, JobRun, JobTrigger, Progress, ProgressEvent, Step};
 use crate::model::{Environment, JobSpec, ObservedJob};
 use crate::plan::ObjectKind;
@@ -33,6 +35,8 @@ use crate::secrets::ResolvedSecrets;
 pub const JOB: &str = "dev.railyard.job";
 /// Which try of its run a container is (1, 2, ...).
 const TRY: &str = "dev.railyard.job-try";
+/// The run a container belongs to (one id per run, over its tries).
+const RUN: &str = "dev.railyard.job-run";
 /// Why its run started: `apply`, `schedule` or `manual`.
 const TRIGGER: &str = "dev.railyard.job-trigger";
 /// Lines of a try's output read back.
@@ -40,10 +44,49 @@ const OUTPUT_LINES: &str = "1000";
 /// How much longer than the Job's timeout railyard waits on the engine before it gives up on the wait itself.
 const WAIT_MARGIN: Duration = Duration::from_secs(30);
 
-/// The record that `job` ran to success with spec `hash`. A dot is in no volume name railyard's config allows, so
-/// no App's volume can take it.
-fn record_name(env: &Environment, job: &str, hash: &str) -> String {
-    format!("{}_railyard.job.{job}.{hash}", env.project)
+/// What a Job's record says: [`SUCCEEDED`] (this spec ran to success) or [`SCHEDULED`] (this spec is the schedule in
+/// force).
+const RECORD: &str = "dev.railyard.job-record";
+const SUCCEEDED: &str = "succeeded";
+const SCHEDULED: &str = "scheduled";
+
+/// The record of `job` with the redacted spec `spec`: named by a digest of the whole spec, since a volume's labels
+/// never change. A dot is in no volume name railyard's config allows, so no App's volume can take it.
+fn record_name(env: &Environment, job: &str, spec: &str) -> String {
+    use sha2::Digest;
+    format!("{}_railyard.job.{job}.{}", env.project, hex::encode(&sha2::Sha256::digest(spec.as_bytes())[..8]))
+}
+
+/// Puts the schedule of `job` in force: the record railyard's clock reads the spec it runs from.
+pub(super) async fn schedule(backend: &DockerBackend, env: &Environment, job: &JobSpec) -> Result<(), DockerError> {
+    write_record(backend, env, job, SCHEDULED).await
+}
+
+/// Leaves the record of `job` (`kind`: [`SUCCEEDED`] or [`SCHEDULED`]), then removes the Job's older records: a crash
+/// between the two leaves two records, the newest of which speaks.
+async fn write_record(
+    backend: &DockerBackend,
+    env: &Environment,
+    job: &JobSpec,
+    kind: &str,
+) -> Result<(), DockerError> {
+    let spec = serde_json::to_string(&job.redacted()).unwrap_or_default();
+    let name = record_name(env, &job.name, &spec);
+    let mut record_labels = labels::ownership(env);
+    record_labels.extend([
+        (JOB.to_owned(), job.name.clone()),
+        (RECORD.to_owned(), kind.to_owned()),
+        (labels::SPEC_HASH.to_owned(), job.spec_hash()),
+        (labels::LAST_APPLIED.to_owned(), spec),
+    ]);
+    let request = VolumeCreateRequest { name: Some(name.clone()), labels: Some(record_labels), ..Default::default() };
+    backend.docker.create_volume(request).await.map_err(backend.error(format!("create job record {name}")))?;
+    for volume in records(backend, env).await? {
+        if volume.labels.get(JOB) == Some(&job.name) && volume.name != name {
+            remove_record(backend, &volume.name).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What the host keeps of `env`'s Jobs: the newest of its `records` for each, and the runs whose containers are
@@ -60,12 +103,13 @@ pub(super) fn observe(
         let entry = jobs.entry(job.clone()).or_insert_with(|| (String::new(), observed(env, job)));
         if created >= entry.0 {
             entry.0 = created;
-            entry.1.succeeded = Some(hash.clone());
+            entry.1.succeeded =
+                (volume.labels.get(RECORD).map(String::as_str) == Some(SUCCEEDED)).then(|| hash.clone());
             entry.1.last_applied =
                 volume.labels.get(labels::LAST_APPLIED).and_then(|json| serde_json::from_str(json).ok());
         }
     }
-    for container in containers {
+    for container in containers.iter().filter(|container| is_running(container)) {
         let Some(labels) = container.labels.as_ref() else { continue };
         let (Some(job), Some(hash)) = (labels.get(JOB), labels.get(labels::SPEC_HASH)) else { continue };
         let entry = jobs.entry(job.clone()).or_insert_with(|| (String::new(), observed(env, job)));
@@ -136,6 +180,37 @@ async fn containers_of(
         .map_err(backend.error(format!("list job containers of {}", env.project)))
 }
 
+/// The runs a process is carrying out: run id to (compose project, Job).
+#[derive(Debug, Default, Clone)]
+pub struct ActiveRuns(std::sync::Arc<std::sync::Mutex<BTreeMap<String, (String, String)>>>);
+
+impl ActiveRuns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, String)>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn contains(&self, run: Option<&str>) -> bool {
+        run.is_some_and(|run| self.lock().contains_key(run))
+    }
+
+    /// Whether this process carries out a run of `job` in `project` now.
+    fn runs(&self, project: &str, job: &str) -> bool {
+        self.lock().values().any(|(p, j)| p == project && j == job)
+    }
+}
+
+/// A run registered in [`ActiveRuns`] until dropped.
+struct Registered<'a> {
+    runs: &'a ActiveRuns,
+    id: String,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.runs.lock().remove(&self.id);
+    }
+}
+
 /// One run of a Job on one environment.
 pub(super) struct Run<'a> {
     pub backend: &'a DockerBackend,
@@ -155,7 +230,8 @@ enum TryEnd {
 impl Run<'_> {
     /// Runs the Job to its end: its tries, its timeout over all of them, its record on success. Only the engine
     /// failing is an error; everything the Job itself does wrong is in the run's outcome.
-    pub async fn run(&self) -> Result<JobRun, DockerError> {
+    /// `slot` is held until the first try runs.
+    pub async fn run(&self, mut slot: Slot) -> Result<JobRun, DockerError> {
         let started_at = now_millis();
         let hash = self.job.spec_hash();
         let environment = match ResolvedEnv::resolve(&self.job.container, |name| self.secrets.get(name)) {
@@ -164,12 +240,17 @@ impl Run<'_> {
         };
         let mut existing = containers_of(self.backend, self.env, Some(&self.job.name)).await?;
         let policy = self.trigger.concurrency(self.job);
+        if policy != RunPolicy::Attach {
+            existing = self.clear_leftovers(existing).await?;
+        }
+        let running_here = self.backend.job_runs.runs(&self.env.project, &self.job.name);
+        let registered = self.register();
         let attached = match policy {
             RunPolicy::Attach => {
                 existing.retain(|container| label(container, labels::SPEC_HASH) == Some(hash.as_str()));
                 newest(existing)
             }
-            RunPolicy::Forbid if existing.iter().any(is_running) => {
+            RunPolicy::Forbid if running_here || existing.iter().any(is_running) => {
                 let reason = "the previous run is still running (concurrency: forbid)".to_owned();
                 return Ok(JobRun::skipped(self.env, self.job, self.trigger.clone(), reason));
             }
@@ -188,22 +269,23 @@ impl Run<'_> {
                 Ok(id) => id,
                 Err(reason) => return Ok(self.ended(started_at, number, failed(None, reason), String::new())),
             },
-            None => match self.start(number, &environment).await? {
+            None => match self.start(number, &environment, &registered.id).await? {
                 Ok(id) => id,
                 Err(reason) => return Ok(self.ended(started_at, number, failed(None, reason), String::new())),
             },
         };
+        slot.release();
         loop {
             let end = self.wait(&container, deadline).await?;
             let output = environment.redact(&self.output(&container).await);
+            // The record goes first: a crash before the container goes leaves it to be read again, never a spec
+            // that ran with neither its container nor its record.
+            if matches!(end, TryEnd::Exited(0)) && self.job.schedule.is_none() {
+                write_record(self.backend, self.env, self.job, SUCCEEDED).await?;
+            }
             self.backend.remove_container(&container).await?;
             let outcome = match end {
-                TryEnd::Exited(0) => {
-                    if self.job.schedule.is_none() {
-                        self.record_success(&hash).await?;
-                    }
-                    JobOutcome::Succeeded
-                }
+                TryEnd::Exited(0) => JobOutcome::Succeeded,
                 TryEnd::Exited(code) => failed(Some(code), format!("exited with code {code}")),
                 TryEnd::TimedOut => JobOutcome::TimedOut { seconds: self.job.timeout_ms.div_ceil(1000) },
             };
@@ -213,11 +295,38 @@ impl Run<'_> {
             }
             tokio::time::sleep(retry_pause(number + 1)).await;
             number += 1;
-            container = match self.start(number, &environment).await? {
+            container = match self.start(number, &environment, &registered.id).await? {
                 Ok(id) => id,
                 Err(reason) => return Ok(self.ended(started_at, number, failed(None, reason), output)),
             };
         }
+    }
+
+    fn register(&self) -> Registered<'_> {
+        let id = uuid_like();
+        let runs = &self.backend.job_runs;
+        runs.lock().insert(id.clone(), (self.env.project.clone(), self.job.name.clone()));
+        Registered { runs, id }
+    }
+
+    /// Removes what runs of this Job that no process carries out any more left: containers never started (a
+    /// railyard killed between creating and starting one) and stopped ones (killed before it read them); returns the
+    /// others. Their runs are lost: the next firing runs anew.
+    async fn clear_leftovers(&self, containers: Vec<ContainerSummary>) -> Result<Vec<ContainerSummary>, DockerError> {
+        let mut kept = Vec::with_capacity(containers.len());
+        for container in containers {
+            let ours = self.backend.job_runs.contains(label(&container, RUN));
+            let running = container.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
+            match container.id.as_deref() {
+                Some(id) if !ours && !running => {
+                    let status = container.status.clone().unwrap_or_default();
+                    warn!(job = %self.job.name, container = id, %status, "removing a run left by an earlier railyard");
+                    self.backend.remove_container(id).await?;
+                }
+                _ => kept.push(container),
+            }
+        }
+        Ok(kept)
     }
 
     /// Takes over the container of a run an earlier railyard left: one it created and did not start yet is started
@@ -254,7 +363,12 @@ impl Run<'_> {
 
     /// Creates and starts try `number`; the inner error is the Job's own problem (an image that cannot be had, a
     /// container the engine refuses), said with its secrets redacted.
-    async fn start(&self, number: u32, environment: &ResolvedEnv) -> Result<Result<String, String>, DockerError> {
+    async fn start(
+        &self,
+        number: u32,
+        environment: &ResolvedEnv,
+        run: &str,
+    ) -> Result<Result<String, String>, DockerError> {
         let backend = self.backend;
         let job = self.job;
         ensure_network(backend, self.env).await?;
@@ -271,7 +385,7 @@ impl Run<'_> {
             step: Step::Creating { container: name.clone() },
         });
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
-        let created = match backend.docker.create_container(Some(options), self.body(number, environment)).await {
+        let created = match backend.docker.create_container(Some(options), self.body(number, environment, run)).await {
             Ok(created) => created,
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
                 return Ok(Err(environment.redact(&format!("cannot create container {name}: {message}"))));
@@ -290,7 +404,7 @@ impl Run<'_> {
         }
     }
 
-    fn body(&self, number: u32, environment: &ResolvedEnv) -> ContainerCreateBody {
+    fn body(&self, number: u32, environment: &ResolvedEnv, run: &str) -> ContainerCreateBody {
         let job = self.job;
         let container = &job.container;
         let mut job_labels = labels::ownership(self.env);
@@ -300,6 +414,7 @@ impl Run<'_> {
             (JOB.to_owned(), job.name.clone()),
             (labels::SPEC_HASH.to_owned(), job.spec_hash()),
             (TRY.to_owned(), number.to_string()),
+            (RUN.to_owned(), run.to_owned()),
             (TRIGGER.to_owned(), self.trigger.as_str().to_owned()),
         ]);
         let network = network_name(self.env);
@@ -360,31 +475,6 @@ impl Run<'_> {
             .collect()
             .await;
         chunks.concat()
-    }
-
-    /// Leaves the record of this spec's success, then removes older records of the Job: a crash between the two
-    /// leaves two records, the newest of which speaks.
-    async fn record_success(&self, hash: &str) -> Result<(), DockerError> {
-        let name = record_name(self.env, &self.job.name, hash);
-        let mut record_labels = labels::ownership(self.env);
-        record_labels.extend([
-            (JOB.to_owned(), self.job.name.clone()),
-            (labels::SPEC_HASH.to_owned(), hash.to_owned()),
-            (labels::LAST_APPLIED.to_owned(), serde_json::to_string(&self.job.redacted()).unwrap_or_default()),
-        ]);
-        let request =
-            VolumeCreateRequest { name: Some(name.clone()), labels: Some(record_labels), ..Default::default() };
-        self.backend
-            .docker
-            .create_volume(request)
-            .await
-            .map_err(self.backend.error(format!("create job record {name}")))?;
-        for volume in records(self.backend, self.env).await? {
-            if volume.labels.get(JOB) == Some(&self.job.name) && volume.name != name {
-                remove_record(self.backend, &volume.name).await?;
-            }
-        }
-        Ok(())
     }
 }
 

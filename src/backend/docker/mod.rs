@@ -167,6 +167,9 @@ pub struct DockerBackend {
     /// Each container's CPU counters at the previous load sample: one-shot stats carry no earlier reading, so use
     /// is measured between two rounds of sampling.
     cpu_counters: std::sync::Arc<std::sync::Mutex<HashMap<String, CpuCounters>>>,
+    /// The Job runs this process is carrying out, so that a container of another (a railyard killed mid-run) is
+    /// told apart from one of a run still going here.
+    job_runs: jobs::ActiveRuns,
 }
 
 /// A container's cumulative CPU time and the host's, in nanoseconds, at one sample.
@@ -201,7 +204,14 @@ impl DockerBackend {
             Ok(Err(error)) => return Err(unreachable(error)),
         };
         let caddy = settings.proxy.clone().map(Caddy::new);
-        Ok(DockerBackend { docker, host, settings, caddy, cpu_counters: std::sync::Arc::default() })
+        Ok(DockerBackend {
+            docker,
+            host,
+            settings,
+            caddy,
+            cpu_counters: std::sync::Arc::default(),
+            job_runs: jobs::ActiveRuns::default(),
+        })
     }
 
     fn error(&self, doing: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError + '_ {
@@ -351,7 +361,7 @@ impl Backend for DockerBackend {
     ) -> Result<crate::backend::JobRun, BackendError> {
         let progress = crate::backend::events::Silent;
         let run = jobs::Run { backend: self, env, job, secrets, trigger, progress: &progress };
-        Ok(run.run().await?)
+        Ok(run.run(crate::backend::schedule::Slot::unbounded()).await?)
     }
 }
 

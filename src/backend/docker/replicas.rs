@@ -415,7 +415,9 @@ pub(super) async fn ensure_image(
         }
     };
     match (container.pull, present) {
-        (PullPolicy::Never, false) => Err(ConvergeError::ImageNotOnHost { image: image.clone(), app: name.to_owned() }),
+        (PullPolicy::Never, false) => {
+            Err(ConvergeError::ImageNotOnHost { image: image.clone(), kind, name: name.to_owned() })
+        }
         (PullPolicy::Never | PullPolicy::Missing, true) => Ok(()),
         (PullPolicy::Missing | PullPolicy::Always, _) => {
             let step = Step::Pulling { image: image.clone() };

@@ -514,6 +514,7 @@ impl Applier<'_> {
             set_record(&mut records, &spec.name, Some(spec));
             runner.write_records(&records).await?;
         }
+        self.progress.job_finished(&run);
         work.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(run);
         Ok(match failure {
             Some(error) => ActionResult::Failed { error },

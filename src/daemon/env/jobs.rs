@@ -93,6 +93,29 @@ impl EnvHandle {
         Ok(())
     }
 
+    /// Records the runs the platform started by itself (a Kubernetes CronJob's) since the last time, for the
+    /// environment's scheduled Jobs.
+    pub(in crate::daemon) async fn collect_platform_runs(&self, daemon: &Daemon, desired: &crate::model::DesiredState) {
+        if !desired.jobs.values().any(|job| job.schedule.is_some()) {
+            return;
+        }
+        let known = match daemon.store.job_run_keys(&self.name).await {
+            Ok(known) => known,
+            Err(error) => return warn!(env = %self.name, %error, "cannot read which job runs are recorded"),
+        };
+        let runs = match daemon.backend_for(&self.name).await {
+            Ok(backend) => backend.finished_runs(&self.environment(&self.project()), &known).await,
+            Err(error) => Err(error),
+        };
+        match runs {
+            Ok(runs) => {
+                let keep_of = |job: &str| desired.jobs.get(job).map(|spec| spec.keep).unwrap_or_default();
+                daemon.record_job_runs(&runs, keep_of).await;
+            }
+            Err(error) => warn!(env = %self.name, %error, "cannot read the runs the cluster started"),
+        }
+    }
+
     /// Runs `job` to its end and records the run.
     async fn run_job(&self, daemon: &Daemon, job: JobSpec, secrets: ResolvedSecrets, trigger: JobTrigger) {
         let span = info_span!("job", env = %self.name, job = %job.name, trigger = trigger.as_str());
@@ -117,7 +140,10 @@ impl EnvHandle {
 async fn keep_time(env: std::sync::Weak<EnvHandle>, daemon: Arc<Daemon>, jobs: Vec<JobSpec>) {
     let now = daemon.settings.clock.now();
     for job in &jobs {
-        let Some(handle) = env.upgrade() else { return };
+        let Some(handle) = env.upgrade().filter(|handle| handle.is_listed()) else { return };
+        if !daemon.leads() {
+            break;
+        }
         let remembered =
             handle.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fired.get(&job.name).copied();
         let recorded = match daemon.store.last_scheduled(&handle.name, &job.name).await {
@@ -163,19 +189,24 @@ fn fire(env: &Arc<EnvHandle>, daemon: &Arc<Daemon>, job: JobSpec, at: DateTime<U
 }
 
 impl Daemon {
-    /// Records finished runs (their keep from `keep_of`) and counts them.
+    /// Records finished runs (their keep from `keep_of`) and counts them; a run the store already holds (by its
+    /// key) is neither recorded nor counted again.
     pub(in crate::daemon) async fn record_job_runs(
         &self,
         runs: &[JobRun],
         keep_of: impl Fn(&str) -> crate::model::job::KeepRuns,
     ) {
         for run in runs {
+            match self.store.record_job_run(run, keep_of(&run.job)).await {
+                Ok(None) => continue,
+                Ok(Some(_)) => {}
+                Err(error) => {
+                    warn!(%error, job = %run.job, "cannot record the job run");
+                    self.store_write_failed();
+                }
+            }
             info!(env = %run.env, job = %run.job, outcome = run.outcome.as_str(), tries = run.tries, "job run finished");
             self.metrics.count_job_run(run);
-            if let Err(error) = self.store.record_job_run(run, keep_of(&run.job)).await {
-                warn!(%error, job = %run.job, "cannot record the job run");
-                self.store_write_failed();
-            }
         }
         let _ = self.changes.send(());
     }

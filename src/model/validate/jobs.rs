@@ -8,6 +8,10 @@ use super::super::kinds::{App, Job};
 use super::super::load::Sourced;
 use super::{check_cron, check_dns_label, check_duration, check_env, check_resources, check_volumes, suggest};
 
+/// The longest name of a scheduled Job: Kubernetes refuses a CronJob whose name leaves no room for the 11
+/// characters its Jobs' names add.
+const MAX_SCHEDULED_NAME: usize = 52;
+
 /// Checks every Job and maps each name to its first document.
 pub(super) fn check_jobs<'a>(
     jobs: &'a [Sourced<Job>],
@@ -135,6 +139,17 @@ fn check_when(job: &Sourced<Job>, diagnostics: &mut Vec<Diagnostic>) {
         Some(schedule) => {
             if let Err(message) = check_cron(&schedule.value) {
                 diagnostics.push(job.error_at(schedule, message));
+            }
+            if spec.name.value.len() > MAX_SCHEDULED_NAME {
+                diagnostics.push(job.error_at(
+                    &spec.name,
+                    format!(
+                        "scheduled Job `{}` has {} characters; a scheduled Job's name may have at most \
+                         {MAX_SCHEDULED_NAME} (on Kubernetes it names a CronJob, whose runs add 11): shorten it",
+                        spec.name.value,
+                        spec.name.value.len()
+                    ),
+                ));
             }
             if spec.hook.is_some() {
                 diagnostics.push(job.error_at(
