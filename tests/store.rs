@@ -183,6 +183,17 @@ async fn job_runs_are_kept_per_outcome_newest_first_with_the_last_schedule(engin
     assert_eq!(store.record_job_run(&keyed, keep).await.expect("record"), None);
     let keys = store.job_run_keys("production").await.expect("keys");
     assert_eq!(keys.into_iter().collect::<Vec<_>>(), ["uid-1"]);
+    // Its key outlives its record: retention drops the run, a later report of it is still no new run.
+    for n in 21..30 {
+        let later = railyard::backend::JobRun {
+            key: Some(format!("uid-{n}")),
+            ..job_run("cleanup", n, true, JobTrigger::Apply)
+        };
+        store.record_job_run(&later, keep).await.expect("record");
+    }
+    let runs = store.job_runs("production", Some("cleanup"), 100).await.expect("runs");
+    assert!(runs.iter().all(|stored| stored.run.key.as_deref() != Some("uid-1")), "retention dropped it");
+    assert_eq!(store.record_job_run(&keyed, keep).await.expect("record"), None, "and it is not recorded again");
 }
 
 fn record(env: &str, n: i64) -> SyncRecord {

@@ -180,6 +180,8 @@ pub struct StoreDump {
     pub requests: Vec<DumpedRequest>,
     pub statuses: Vec<PublishedStatus>,
     pub job_runs: Vec<StoredJobRun>,
+    /// `(env, key, seen_ms)` of every run the platform started by itself that was recorded.
+    pub job_run_keys: Vec<(String, String, i64)>,
 }
 
 impl StoreDump {
@@ -199,6 +201,7 @@ impl StoreDump {
             + self.requests.len()
             + self.statuses.len()
             + self.job_runs.len()
+            + self.job_run_keys.len()
     }
 }
 
@@ -218,7 +221,12 @@ pub const TABLES: &[&str] = &[
     "requests",
     "statuses",
     "job_runs",
+    "job_run_keys",
 ];
+
+/// How long the key of a run the platform started is remembered after it finished: longer than any cluster keeps its
+/// finished Jobs, so that one whose record retention dropped is not recorded again.
+pub const RUN_KEY_MEMORY_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// A recorded run of a Job.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -406,7 +414,8 @@ pub trait StoreEngine: Send + Sync {
     /// its schedule started, so that the last schedule stays known. A run with a [`JobRun::key`] already recorded is
     /// not recorded again (`None`). Returns the run's id.
     async fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<Option<i64>, StoreError>;
-    /// The keys of `env`'s recorded runs that have one (runs the platform started by itself).
+    /// The keys of the runs the platform started by itself that `env` recorded in the last [`RUN_KEY_MEMORY_MS`]
+    /// (kept apart from the runs, which retention drops sooner).
     async fn job_run_keys(&self, env: &str) -> Result<std::collections::BTreeSet<String>, StoreError>;
     /// Runs of `env` (of `job` only, when given), newest first, at most `limit`.
     async fn job_runs(&self, env: &str, job: Option<&str>, limit: u32) -> Result<Vec<StoredJobRun>, StoreError>;

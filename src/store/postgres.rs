@@ -14,12 +14,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::StoredJobRun;
 use super::{
     DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId, DumpedLease, DumpedPin,
     DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment, LeaseRecord, PAGE_SIZE,
     Page, PublishedStatus, Request, StoreDump, StoreEngine, StoreError, SyncRecord, TABLES, hide_password,
 };
+use super::{RUN_KEY_MEMORY_MS, StoredJobRun};
 use crate::backend::JobRun;
 use crate::model::job::KeepRuns;
 use crate::outcome::{SyncOutcome, Trigger};
@@ -122,11 +122,15 @@ const MIGRATIONS: &[&str] = &[
         job TEXT NOT NULL,
         class TEXT NOT NULL CHECK (class IN ('succeeded', 'failed', 'skipped')),
         scheduled_ms BIGINT,
-        run_key TEXT,
         body TEXT NOT NULL
     );
     CREATE INDEX job_runs_by_job ON job_runs (env, job, class, id);
-    CREATE UNIQUE INDEX job_runs_by_key ON job_runs (env, run_key);",
+    CREATE TABLE job_run_keys (
+        env TEXT NOT NULL,
+        run_key TEXT NOT NULL,
+        seen_ms BIGINT NOT NULL,
+        PRIMARY KEY (env, run_key)
+    );",
 ];
 
 /// The advisory lock that serializes migrations between replicas (any constant: "railyard" in ASCII).
@@ -907,14 +911,29 @@ impl StoreEngine for PostgresEngine {
         self.attempt(async {
             let mut client = self.pool.get().await?;
             let transaction = client.transaction().await?;
+            if let Some(key) = &run.key {
+                transaction
+                    .execute(
+                        "DELETE FROM job_run_keys WHERE env = $1 AND seen_ms < $2",
+                        &[&run.env, &run.finished_at.saturating_sub(RUN_KEY_MEMORY_MS)],
+                    )
+                    .await?;
+                let new = transaction
+                    .execute(
+                        "INSERT INTO job_run_keys (env, run_key, seen_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[&run.env, key, &run.finished_at],
+                    )
+                    .await?;
+                if new == 0 {
+                    return Ok(None);
+                }
+            }
             let row = transaction
-                .query_opt(
-                    "INSERT INTO job_runs (env, job, class, scheduled_ms, run_key, body) VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT DO NOTHING RETURNING id",
-                    &[&run.env, &run.job, &class, &scheduled, &run.key, &body],
+                .query_one(
+                    "INSERT INTO job_runs (env, job, class, scheduled_ms, body) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    &[&run.env, &run.job, &class, &scheduled, &body],
                 )
                 .await?;
-            let Some(row) = row else { return Ok(None) };
             transaction
                 .execute(
                     "DELETE FROM job_runs WHERE env = $1 AND job = $2 AND class = $3 AND id <= (
@@ -933,12 +952,7 @@ impl StoreEngine for PostgresEngine {
 
     async fn job_run_keys(&self, env: &str) -> Result<std::collections::BTreeSet<String>, StoreError> {
         self.attempt(async {
-            let rows = self
-                .pool
-                .get()
-                .await?
-                .query("SELECT run_key FROM job_runs WHERE env = $1 AND run_key IS NOT NULL", &[&env])
-                .await?;
+            let rows = self.pool.get().await?.query("SELECT run_key FROM job_run_keys WHERE env = $1", &[&env]).await?;
             let mut keys = std::collections::BTreeSet::new();
             for row in &rows {
                 keys.insert(row.try_get(0)?);
@@ -1084,6 +1098,9 @@ impl StoreEngine for PostgresEngine {
                     body: row.try_get(1)?,
                     requested_ms: row.try_get(2)?,
                 });
+            }
+            for row in all("SELECT env, run_key, seen_ms FROM job_run_keys ORDER BY env, run_key").await? {
+                dump.job_run_keys.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
             }
             for row in all("SELECT id, body FROM job_runs ORDER BY id").await? {
                 dump.job_runs.extend(StoredJobRun::read(row.try_get(0)?, &row.try_get::<_, String>(1)?));
@@ -1242,15 +1259,19 @@ impl StoreEngine for PostgresEngine {
             }
             let insert = transaction
                 .prepare(
-                    "INSERT INTO job_runs (id, env, job, class, scheduled_ms, run_key, body)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO job_runs (id, env, job, class, scheduled_ms, body) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .await?;
             for stored in &dump.job_runs {
                 let (class, scheduled, body) = StoredJobRun::columns(&stored.run);
-                let row: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
-                    [&stored.id, &stored.run.env, &stored.run.job, &class, &scheduled, &stored.run.key, &body];
+                let row: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [&stored.id, &stored.run.env, &stored.run.job, &class, &scheduled, &body];
                 transaction.execute(&insert, &row).await?;
+            }
+            let insert =
+                transaction.prepare("INSERT INTO job_run_keys (env, run_key, seen_ms) VALUES ($1, $2, $3)").await?;
+            for (env, key, seen_ms) in &dump.job_run_keys {
+                transaction.execute(&insert, &[env, key, seen_ms]).await?;
             }
             // Ids given explicitly do not move the identity sequences: the next row written continues after them.
             for table in ["syncs", "webhook_deliveries", "requests", "job_runs"] {

@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use super::{
     DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId,
     DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment,
-    LeaseRecord, PAGE_SIZE, Page, PublishedStatus, Request, StoreDump, StoreEngine, StoreError, StoredJobRun,
-    SyncRecord, TABLES,
+    LeaseRecord, PAGE_SIZE, Page, PublishedStatus, RUN_KEY_MEMORY_MS, Request, StoreDump, StoreEngine, StoreError,
+    StoredJobRun, SyncRecord, TABLES,
 };
 
 /// Each entry moves the schema one version up; applied in order, once.
@@ -167,11 +167,15 @@ const MIGRATIONS: &[&str] = &[
         job TEXT NOT NULL,
         class TEXT NOT NULL CHECK (class IN ('succeeded', 'failed', 'skipped')),
         scheduled_ms INTEGER,
-        run_key TEXT,
         body TEXT NOT NULL
     );
     CREATE INDEX job_runs_by_job ON job_runs (env, job, class, id);
-    CREATE UNIQUE INDEX job_runs_by_key ON job_runs (env, run_key);",
+    CREATE TABLE job_run_keys (
+        env TEXT NOT NULL,
+        run_key TEXT NOT NULL,
+        seen_ms INTEGER NOT NULL,
+        PRIMARY KEY (env, run_key)
+    );",
 ];
 
 /// The database, called from blocking threads.
@@ -614,14 +618,23 @@ impl SqliteDb {
         let keep = StoredJobRun::kept(class, keep);
         self.with(|db| {
             let transaction = db.unchecked_transaction()?;
-            let inserted = transaction.execute(
-                "INSERT OR IGNORE INTO job_runs (env, job, class, scheduled_ms, run_key, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run.env, run.job, class, scheduled, run.key, body],
-            )?;
-            if inserted == 0 {
-                return Ok(None);
+            if let Some(key) = &run.key {
+                transaction.execute(
+                    "DELETE FROM job_run_keys WHERE env = ?1 AND seen_ms < ?2",
+                    params![run.env, run.finished_at.saturating_sub(RUN_KEY_MEMORY_MS)],
+                )?;
+                let new = transaction.execute(
+                    "INSERT OR IGNORE INTO job_run_keys (env, run_key, seen_ms) VALUES (?1, ?2, ?3)",
+                    params![run.env, key, run.finished_at],
+                )?;
+                if new == 0 {
+                    return Ok(None);
+                }
             }
+            transaction.execute(
+                "INSERT INTO job_runs (env, job, class, scheduled_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run.env, run.job, class, scheduled, body],
+            )?;
             let id = transaction.last_insert_rowid();
             transaction.execute(
                 "DELETE FROM job_runs WHERE env = ?1 AND job = ?2 AND class = ?3 AND id <= (
@@ -638,7 +651,7 @@ impl SqliteDb {
 
     pub fn job_run_keys(&self, env: &str) -> Result<std::collections::BTreeSet<String>, StoreError> {
         self.with(|db| {
-            db.prepare_cached("SELECT run_key FROM job_runs WHERE env = ?1 AND run_key IS NOT NULL")?
+            db.prepare_cached("SELECT run_key FROM job_run_keys WHERE env = ?1")?
                 .query_map([env], |row| row.get(0))?
                 .collect()
         })
@@ -755,6 +768,11 @@ impl SqliteDb {
                 requests: all(&transaction, "SELECT id, body, requested_ms FROM requests ORDER BY id", |row| {
                     Ok(DumpedRequest { id: row.get(0)?, body: row.get(1)?, requested_ms: row.get(2)? })
                 })?,
+                job_run_keys: all(
+                    &transaction,
+                    "SELECT env, run_key, seen_ms FROM job_run_keys ORDER BY env, run_key",
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )?,
                 job_runs: all(&transaction, "SELECT id, body FROM job_runs ORDER BY id", |row| {
                     Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
                 })?
@@ -882,13 +900,16 @@ impl SqliteDb {
                 insert.execute(params![status.env, status.body, status.published_ms])?;
             }
             let mut insert = transaction.prepare(
-                "INSERT INTO job_runs (id, env, job, class, scheduled_ms, run_key, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO job_runs (id, env, job, class, scheduled_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for stored in &dump.job_runs {
                 let (class, scheduled, body) = StoredJobRun::columns(&stored.run);
-                let run = &stored.run;
-                insert.execute(params![stored.id, run.env, run.job, class, scheduled, run.key, body])?;
+                insert.execute(params![stored.id, stored.run.env, stored.run.job, class, scheduled, body])?;
+            }
+            let mut insert =
+                transaction.prepare("INSERT INTO job_run_keys (env, run_key, seen_ms) VALUES (?1, ?2, ?3)")?;
+            for (env, key, seen_ms) in &dump.job_run_keys {
+                insert.execute(params![env, key, seen_ms])?;
             }
         }
         transaction.commit()?;
