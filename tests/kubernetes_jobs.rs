@@ -445,3 +445,51 @@ fn a_cron_job_run_killed_at_its_deadline_comes_back_timed_out() {
         assert_eq!(runs[0].outcome, JobOutcome::TimedOut { seconds: 1 });
     });
 }
+
+#[test]
+fn serve_records_the_runs_a_cron_job_started_in_its_history() {
+    let case = KubeCase::new("cron-history", "");
+    let repo = &case.repo;
+    repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    repo.write("jobs/nightly.yaml", "kind: Job\nname: nightly\nimage: tools:1\nschedule: \"0 0 3 * * *\"\n");
+    let dir = repo.dir.path();
+    support::git(dir, &["init", "-q", "-b", "main"]);
+    support::git(dir, &["add", "-A"]);
+    support::git(dir, &["commit", "-q", "-m", "a nightly job"]);
+    let kubeconfig = case.fake.kubeconfig_path();
+    let args = ["--backend", "kubernetes", "--poll-interval", "1h", "--drift-interval", "1s", "--caddy-admin", "none"];
+    let served = support::Served::start(
+        &format!("file://{}", dir.display()),
+        None,
+        &args,
+        &[("KUBECONFIG", kubeconfig.to_str().expect("UTF-8 path"))],
+    );
+    let synced = support::eventually(Duration::from_secs(60), || {
+        support::get_json(served.port, "/api/v1/environments/production")["syncStatus"] == "synced"
+    });
+    assert!(synced, "{}", served.log());
+    case.fake.set_job_log("nightly", "cleaned 42 rows\n");
+    case.fake.fire_cron_job(case.ns(), "nightly").expect("the CronJob");
+    case.fake.run_job_controller();
+    case.fake.run_job_controller();
+    let runs = |served: &support::Served| {
+        support::get_json(served.port, "/api/v1/environments/production/jobs")
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|job| job["name"] == "nightly"))
+            .map(|job| job["runs"].as_array().cloned().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let recorded = support::eventually(Duration::from_secs(30), || !runs(&served).is_empty());
+    assert!(recorded, "the CronJob's run reached the history:\n{}", served.log());
+    let first = runs(&served);
+    assert_eq!(first[0]["state"], "succeeded", "{first:#?}");
+    assert_eq!(first[0]["trigger"], "schedule", "{first:#?}");
+    // Later reconciles see the same finished Job: it stays one run.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(runs(&served).len(), 1, "{:#?}", runs(&served));
+    let metrics = support::http_get(served.port, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    assert!(
+        metrics.contains("railyard_job_runs_total{env=\"production\",job=\"nightly\",outcome=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+}
