@@ -219,6 +219,9 @@ fn a_preview_runs_its_migration_against_its_own_volume_and_no_schedule() {
         ),
     );
     project.git_init();
+    // Declared before the daemon, so dropped after it: nothing the daemon still does outlives the cleanup.
+    let preview = format!("{}-branch-preview-schema-2", project.name);
+    let _guard = ProjectGuard(preview.clone());
     let served = project.serve(&["--poll-interval", "1s"], &[]);
     served.wait_for("production synced", Duration::from_secs(60), |env| env["syncStatus"] == "synced");
 
@@ -228,8 +231,6 @@ fn a_preview_runs_its_migration_against_its_own_volume_and_no_schedule() {
     project.write("jobs/migrate.yaml", &migrate_job("echo 2 > /data/schema-2", ""));
     project.commit("schema 2");
     git(dir, &["checkout", "-q", "main"]);
-    let preview = format!("{}-branch-preview-schema-2", project.name);
-    let _guard = ProjectGuard(preview.clone());
     let serving = eventually(Duration::from_secs(90), || project_serves(&preview, "web", "v2"));
     assert!(serving, "the preview's migration ran first, so its v2 starts:\n{}", served.log());
     let preview_volume = format!("{preview}_data:/data");
