@@ -291,7 +291,7 @@ async fn the_app_page_draws_replicas_cpu_scale_changes_and_schedule_boundaries()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jobs_section_lists_runs_and_a_runs_page_shows_its_output_as_text() {
-    use railyard::backend::{JobOutcome, JobRun, JobTrigger};
+    use railyard::backend::{JobOutcome, JobTrigger};
     // The in-memory backend: what is drawn comes from the plan and the store, whatever ran the Jobs.
     let repo = tempfile::tempdir().expect("repository");
     for (path, text) in [
@@ -317,19 +317,16 @@ async fn the_jobs_section_lists_runs_and_a_runs_page_shows_its_output_as_text() 
     served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
     // A failed manual run whose output is hostile markup, recorded in serve's store as the daemon records runs.
     let now = railyard::daemon::now_ms();
-    let failed = JobRun {
-        job: "nightly".to_owned(),
-        env: "production".to_owned(),
-        spec_hash: "0badc0de".to_owned(),
-        trigger: JobTrigger::Manual { who: "alice".to_owned() },
-        started_at: now - 5_000,
+    let failed = railyard::backend::JobRun {
         finished_at: now - 2_500,
-        outcome: JobOutcome::Failed { exit_code: Some(3), reason: "exited with 3".to_owned() },
-        tries: 1,
-        output:
-            "cleaning\n<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">\nerror: disk full\n"
-                .to_owned(),
-        key: None,
+        ..crate::support::job_run(
+            "nightly",
+            "production",
+            JobTrigger::Manual { who: "alice".to_owned() },
+            now - 5_000,
+            JobOutcome::Failed { exit_code: Some(3), reason: "exited with 3".to_owned() },
+            "cleaning\n<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">\nerror: disk full\n",
+        )
     };
     let db = railyard::store::SqliteDb::open(&served.state_dir).expect("serve's store");
     let id = db.record_job_run(&failed, Default::default()).expect("recorded").expect("a new run");

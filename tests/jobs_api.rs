@@ -53,18 +53,7 @@ async fn yard() -> (Yard, tempfile::TempDir) {
 }
 
 fn run(job: &str, env: &str, trigger: JobTrigger, started_at: i64, outcome: JobOutcome, output: &str) -> JobRun {
-    JobRun {
-        job: job.to_owned(),
-        env: env.to_owned(),
-        spec_hash: "0badc0de".to_owned(),
-        trigger,
-        started_at,
-        finished_at: started_at + 1_500,
-        outcome,
-        tries: 1,
-        output: output.to_owned(),
-        key: None,
-    }
+    crate::support::job_run(job, env, trigger, started_at, outcome, output)
 }
 
 /// Records `run` as the daemon does; its id.

@@ -115,22 +115,15 @@ on_both_engines!(
 );
 
 fn job_run(job: &str, n: i64, succeeded: bool, trigger: railyard::backend::JobTrigger) -> railyard::backend::JobRun {
-    use railyard::backend::{JobOutcome, JobRun};
-    JobRun {
-        job: job.to_owned(),
-        env: "production".to_owned(),
-        spec_hash: "abc".to_owned(),
-        trigger,
-        started_at: n,
+    use railyard::backend::JobOutcome;
+    let outcome = if succeeded {
+        JobOutcome::Succeeded
+    } else {
+        JobOutcome::Failed { exit_code: Some(3), reason: "exited with code 3".to_owned() }
+    };
+    railyard::backend::JobRun {
         finished_at: n + 1,
-        outcome: if succeeded {
-            JobOutcome::Succeeded
-        } else {
-            JobOutcome::Failed { exit_code: Some(3), reason: "exited with code 3".to_owned() }
-        },
-        tries: 1,
-        output: format!("run {n}\n"),
-        key: None,
+        ..crate::support::job_run(job, "production", trigger, n, outcome, &format!("run {n}\n"))
     }
 }
 

@@ -53,21 +53,11 @@ pub(super) async fn call_daemon(
     path: &str,
     body: serde_json::Value,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let server = &daemon.server;
-    let url = format!("{}{path}", server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().post(&url).json(&body).timeout(Duration::from_secs(120));
-    if let Some(value) = &token.value {
-        request = request.bearer_auth(value);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach railyard at {server}; is `railyard serve` running there (--server)?"))?;
-    let status = response.status().as_u16();
-    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    let request = reqwest::Client::new().post(daemon_url(daemon, path)).json(&body).timeout(Duration::from_secs(120));
+    let (status, answer) = send(daemon, token, request).await?;
     if status == 401 {
         let refused = answer["error"].as_str().unwrap_or("missing or wrong bearer token");
-        anyhow::bail!("railyard at {server} refused the request ({refused}); {}", token.hint());
+        anyhow::bail!("railyard at {} refused the request ({refused}); {}", daemon.server, token.hint());
     }
     Ok((status, answer))
 }
@@ -78,22 +68,34 @@ pub(super) async fn read_daemon(
     token: &Token,
     path: &str,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let server = &daemon.server;
-    let url = format!("{}{path}", server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().get(&url).timeout(Duration::from_secs(60));
+    let request = reqwest::Client::new().get(daemon_url(daemon, path)).timeout(Duration::from_secs(60));
+    let (status, answer) = send(daemon, token, request).await?;
+    if status == 401 {
+        anyhow::bail!("railyard at {} asks for credentials to read; {}", daemon.server, token.hint());
+    }
+    Ok((status, answer))
+}
+
+fn daemon_url(daemon: &DaemonArgs, path: &str) -> String {
+    format!("{}{path}", daemon.server.trim_end_matches('/'))
+}
+
+/// Sends `request` with the token, if any; the status and the JSON answer (null when it is not JSON).
+async fn send(
+    daemon: &DaemonArgs,
+    token: &Token,
+    mut request: reqwest::RequestBuilder,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     if let Some(value) = &token.value {
         request = request.bearer_auth(value);
     }
+    let server = &daemon.server;
     let response = request
         .send()
         .await
         .with_context(|| format!("cannot reach railyard at {server}; is `railyard serve` running there (--server)?"))?;
     let status = response.status().as_u16();
-    let answer: serde_json::Value = response.json().await.unwrap_or_default();
-    if status == 401 {
-        anyhow::bail!("railyard at {server} asks for credentials to read; {}", token.hint());
-    }
-    Ok((status, answer))
+    Ok((status, response.json().await.unwrap_or_default()))
 }
 
 pub async fn rollback(

@@ -71,14 +71,10 @@ impl Config {
                 image: spec.image.value.clone(),
                 pull: spec.pull.or(defaults.pull).unwrap_or_default(),
                 command: spec.command.clone(),
-                env: spec
-                    .env
-                    .iter()
-                    .map(|(name, value)| (name.0.value.clone(), env_spec(&name.0.value, value)))
-                    .collect(),
+                env: env_specs(&spec.env),
                 health: health_spec(spec.health.as_ref(), &ports),
-                cpu_millis: resources.and_then(|r| r.cpus.as_ref()).and_then(|cpus| parse_cpus(&cpus.value).ok()),
-                memory_bytes: resources.and_then(|r| r.memory.as_ref()).and_then(|m| parse_memory(&m.value).ok()),
+                cpu_millis: cpu_millis(resources),
+                memory_bytes: memory_bytes(resources),
                 volumes: volume_specs(&spec.volumes),
                 stop_grace_period_ms: millis(
                     spec.stop_grace_period.as_ref().map(|g| g.value.as_str()),
@@ -116,15 +112,11 @@ impl Config {
                 image,
                 pull,
                 command: spec.command.clone(),
-                env: spec
-                    .env
-                    .iter()
-                    .map(|(name, value)| (name.0.value.clone(), env_spec(&name.0.value, value)))
-                    .collect(),
+                env: env_specs(&spec.env),
                 ports: Vec::new(),
                 health: health_spec(None, &[]),
-                cpu_millis: resources.and_then(|r| r.cpus.as_ref()).and_then(|cpus| parse_cpus(&cpus.value).ok()),
-                memory_bytes: resources.and_then(|r| r.memory.as_ref()).and_then(|m| parse_memory(&m.value).ok()),
+                cpu_millis: cpu_millis(resources),
+                memory_bytes: memory_bytes(resources),
                 volumes: volume_specs(&spec.volumes),
                 stop_grace_period_ms: DEFAULT_STOP_GRACE_MS,
             },
@@ -330,6 +322,18 @@ fn env_spec(name: &str, value: &EnvValue) -> EnvSpec {
         EnvValue::Bool(flag) => EnvSpec::literal(name, flag.to_string()),
         EnvValue::Secret(reference) => EnvSpec::Secret { secret: reference.secret.clone(), digest: None },
     }
+}
+
+fn env_specs(env: &BTreeMap<super::kinds::EnvName, EnvValue>) -> BTreeMap<String, EnvSpec> {
+    env.iter().map(|(name, value)| (name.0.value.clone(), env_spec(&name.0.value, value))).collect()
+}
+
+fn cpu_millis(resources: Option<&super::kinds::Resources>) -> Option<u64> {
+    resources.and_then(|r| r.cpus.as_ref()).and_then(|cpus| parse_cpus(&cpus.value).ok())
+}
+
+fn memory_bytes(resources: Option<&super::kinds::Resources>) -> Option<u64> {
+    resources.and_then(|r| r.memory.as_ref()).and_then(|memory| parse_memory(&memory.value).ok())
 }
 
 fn volume_specs(volumes: &[Volume]) -> Vec<VolumeSpec> {

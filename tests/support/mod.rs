@@ -854,3 +854,26 @@ pub fn unique_delivery(body: &[u8]) -> Vec<u8> {
         None => body.to_vec(),
     }
 }
+
+/// A finished run of `job` in `env`, as a backend reports it (1.5 s long, one try), for seeding a store.
+pub fn job_run(
+    job: &str,
+    env: &str,
+    trigger: railyard::backend::JobTrigger,
+    started_at: i64,
+    outcome: railyard::backend::JobOutcome,
+    output: &str,
+) -> railyard::backend::JobRun {
+    railyard::backend::JobRun {
+        job: job.to_owned(),
+        env: env.to_owned(),
+        spec_hash: "0badc0de".to_owned(),
+        trigger,
+        started_at,
+        finished_at: started_at + 1_500,
+        outcome,
+        tries: 1,
+        output: output.to_owned(),
+        key: None,
+    }
+}

@@ -42,6 +42,23 @@ pub fn mounts(env: &Environment, container: &crate::model::ContainerSpec) -> Vec
         .collect()
 }
 
+/// What every container of `env` made from `container` gets from the engine: its volumes, CPU and memory limits, its
+/// restart policy and the environment's network.
+pub fn host_config(
+    env: &Environment,
+    container: &crate::model::ContainerSpec,
+    restart: RestartPolicyNameEnum,
+) -> HostConfig {
+    HostConfig {
+        mounts: Some(mounts(env, container)),
+        nano_cpus: container.cpu_millis.map(|millis| i64::try_from(millis * 1_000_000).unwrap_or(i64::MAX)),
+        memory: container.memory_bytes.map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
+        restart_policy: Some(RestartPolicy { name: Some(restart), maximum_retry_count: None }),
+        network_mode: Some(network_name(env)),
+        ..Default::default()
+    }
+}
+
 /// Everything needed to create one replica. Secret values are resolved by the caller into `env`.
 pub struct ReplicaRequest<'a> {
     pub env: &'a Environment,
@@ -74,7 +91,6 @@ impl ReplicaRequest<'_> {
                 (port_key(port), Some(vec![binding]))
             })
             .collect();
-        let mounts = mounts(self.env, container);
         let network = network_name(self.env);
         let endpoint = EndpointSettings { aliases: Some(vec![self.spec.name.clone()]), ..Default::default() };
         ContainerCreateBody {
@@ -88,16 +104,8 @@ impl ReplicaRequest<'_> {
             stop_timeout: Some(i64::try_from(container.stop_grace_period_ms.div_ceil(1000)).unwrap_or(i64::MAX)),
             host_config: Some(HostConfig {
                 port_bindings: Some(port_bindings),
-                mounts: Some(mounts),
-                nano_cpus: container.cpu_millis.map(|millis| i64::try_from(millis * 1_000_000).unwrap_or(i64::MAX)),
-                memory: container.memory_bytes.map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
-                network_mode: Some(network.clone()),
                 init: Some(false),
-                ..Default::default()
+                ..host_config(self.env, container, RestartPolicyNameEnum::UNLESS_STOPPED)
             }),
             networking_config: Some(NetworkingConfig { endpoints_config: Some(HashMap::from([(network, endpoint)])) }),
             ..Default::default()

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, ContainerSummary, EndpointSettings, HostConfig, NetworkingConfig};
-use bollard::models::{RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest};
+use bollard::models::{ContainerCreateBody, ContainerSummary, EndpointSettings, NetworkingConfig};
+use bollard::models::{RestartPolicyNameEnum, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, ListContainersOptions, ListVolumesOptions, LogsOptions,
     RemoveVolumeOptions, StartContainerOptions, WaitContainerOptions,
@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::container::{mounts, network_name};
+use super::container::{host_config, network_name};
 use super::converge::ConvergeError;
 use super::environment::{ensure_network, ensure_volumes};
 use super::replicas::ensure_image;
@@ -423,17 +423,7 @@ impl Run<'_> {
             cmd: container.command.clone(),
             env: Some(environment.pairs.clone()),
             labels: Some(job_labels),
-            host_config: Some(HostConfig {
-                mounts: Some(mounts(self.env, container)),
-                nano_cpus: container.cpu_millis.map(|millis| i64::try_from(millis * 1_000_000).unwrap_or(i64::MAX)),
-                memory: container.memory_bytes.map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::NO),
-                    maximum_retry_count: None,
-                }),
-                network_mode: Some(network.clone()),
-                ..Default::default()
-            }),
+            host_config: Some(host_config(self.env, container, RestartPolicyNameEnum::NO)),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(network, EndpointSettings::default())])),
             }),
