@@ -293,25 +293,17 @@ async fn the_app_page_draws_replicas_cpu_scale_changes_and_schedule_boundaries()
 async fn the_jobs_section_lists_runs_and_a_runs_page_shows_its_output_as_text() {
     use railyard::backend::{JobOutcome, JobTrigger};
     // The in-memory backend: what is drawn comes from the plan and the store, whatever ran the Jobs.
-    let repo = tempfile::tempdir().expect("repository");
-    for (path, text) in [
-        ("railyard.yaml", "kind: Project\nname: shop\ntimezone: Europe/Berlin\n"),
-        ("apps/web.yaml", "kind: App\nname: web\nimage: web:1\nreplicas: 1\n"),
-        (
-            "jobs/migrate.yaml",
-            "kind: Job\nname: migrate\nimageFrom: web\ncommand: [/web, migrate]\nhook: { before: [web] }\n",
-        ),
-        // Once a year: it runs only when asked to.
-        ("jobs/nightly.yaml", "kind: Job\nname: nightly\nimage: tools:1\nschedule: \"0 0 3 1 1 *\"\n"),
-    ] {
-        let file = repo.path().join(path);
-        std::fs::create_dir_all(file.parent().expect("folder")).expect("folder");
-        std::fs::write(file, text).expect("config file");
-    }
-    let served = Served::start(
-        &repo.path().display().to_string(),
-        None,
-        &["--backend", "memory", "--poll-interval", "1h", "--drift-interval", "1h"],
+    let (_repo, served) = Served::in_memory(
+        &[
+            ("railyard.yaml", "kind: Project\nname: shop\ntimezone: Europe/Berlin\n"),
+            ("apps/web.yaml", "kind: App\nname: web\nimage: web:1\nreplicas: 1\n"),
+            (
+                "jobs/migrate.yaml",
+                "kind: Job\nname: migrate\nimageFrom: web\ncommand: [/web, migrate]\nhook: { before: [web] }\n",
+            ),
+            // Once a year: it runs only when asked to.
+            ("jobs/nightly.yaml", "kind: Job\nname: nightly\nimage: tools:1\nschedule: \"0 0 3 1 1 *\"\n"),
+        ],
         &[],
     );
     served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");

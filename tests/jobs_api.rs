@@ -324,20 +324,9 @@ mod cli {
 
     #[test]
     fn run_waits_for_the_run_and_jobs_lists_it() {
-        let repo = tempfile::tempdir().expect("repository");
-        for (path, text) in
-            [("railyard.yaml", super::PROJECT), ("apps/web.yaml", super::WEB), ("jobs/nightly.yaml", super::NIGHTLY)]
-        {
-            let file = repo.path().join(path);
-            std::fs::create_dir_all(file.parent().expect("folder")).expect("folder");
-            std::fs::write(file, text).expect("config file");
-        }
-        let served = Served::start(
-            &repo.path().display().to_string(),
-            None,
-            &["--backend", "memory", "--poll-interval", "1h", "--drift-interval", "1h"],
-            &[("RAILYARD_API_TOKEN", TOKEN)],
-        );
+        let files =
+            [("railyard.yaml", super::PROJECT), ("apps/web.yaml", super::WEB), ("jobs/nightly.yaml", super::NIGHTLY)];
+        let (_repo, served) = Served::in_memory(&files, &[("RAILYARD_API_TOKEN", TOKEN)]);
         served.wait_for("the first sync", Duration::from_secs(60), |env| env["syncStatus"] == "synced");
 
         let refused = railyard(&served, &["run", "nightly", "--env", "production"], None);

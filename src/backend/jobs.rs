@@ -127,21 +127,34 @@ impl JobRun {
         self.outcome == JobOutcome::Succeeded
     }
 
-    /// A run that never started, for `reason`.
-    pub fn skipped(env: &Environment, job: &JobSpec, trigger: JobTrigger, reason: String) -> JobRun {
-        let now = now_millis();
+    /// A run of `job` in `env` started at `started_at` that ended now as `outcome` after `tries`, with the end of
+    /// `output` (already redacted) kept.
+    pub fn ended(
+        env: &Environment,
+        job: &JobSpec,
+        trigger: JobTrigger,
+        started_at: i64,
+        outcome: JobOutcome,
+        tries: u32,
+        output: &str,
+    ) -> JobRun {
         JobRun {
             job: job.name.clone(),
             env: env.name.clone(),
             spec_hash: job.spec_hash(),
             trigger,
-            started_at: now,
-            finished_at: now,
-            outcome: JobOutcome::Skipped { reason },
-            tries: 0,
-            output: String::new(),
+            started_at,
+            finished_at: now_millis(),
+            outcome,
+            tries,
+            output: bounded_output(output),
             key: None,
         }
+    }
+
+    /// A run that never started, for `reason`.
+    pub fn skipped(env: &Environment, job: &JobSpec, trigger: JobTrigger, reason: String) -> JobRun {
+        JobRun::ended(env, job, trigger, now_millis(), JobOutcome::Skipped { reason }, 0, "")
     }
 
     /// What the sync reports when the run did not succeed: its outcome, exit code and last lines.

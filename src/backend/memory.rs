@@ -218,18 +218,8 @@ impl MemoryBackend {
             Some(error) => JobOutcome::Failed { exit_code: Some(1), reason: error.clone() },
             None => JobOutcome::Succeeded,
         };
-        JobRun {
-            job: job.name.clone(),
-            env: env.name.clone(),
-            spec_hash: job.spec_hash(),
-            trigger,
-            started_at,
-            finished_at: started_at,
-            outcome,
-            tries: 1 + if failing.is_some() { job.retries } else { 0 },
-            output: failing.unwrap_or_default(),
-            key: None,
-        }
+        let tries = 1 + if failing.is_some() { job.retries } else { 0 };
+        JobRun::ended(env, job, trigger, started_at, outcome, tries, &failing.unwrap_or_default())
     }
 }
 

@@ -54,13 +54,6 @@ impl Scheduled for AppSpec {
     }
 }
 
-impl Scheduled for JobSpec {
-    const KIND: ObjectKind = ObjectKind::Job;
-    fn dependencies(&self) -> &[String] {
-        &self.depends_on
-    }
-}
-
 impl Scheduled for DomainSpec {
     const KIND: ObjectKind = ObjectKind::Domain;
     fn dependencies(&self) -> &[String] {

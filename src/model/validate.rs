@@ -406,13 +406,7 @@ fn check_instance_name<T>(
 fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnostics: &mut Vec<Diagnostic>) {
     let spec = &app.doc;
     check_dns_label(app, &spec.name, "App name", diagnostics);
-    let image = &spec.image.value;
-    if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        diagnostics.push(app.error_at(
-            &spec.image,
-            format!("image `{image}` is not an image reference; write e.g. `ghcr.io/acme/web:1.4.2`"),
-        ));
-    }
+    check_image_reference(app, &spec.image, diagnostics);
     check_env(app, &spec.env, diagnostics);
     check_ports(app, diagnostics);
     if let Some(health) = &spec.health {
@@ -434,16 +428,38 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
                 dependency,
                 format!("app `{}` depends on itself; remove it from dependsOn", dependency.value),
             ));
-        } else if !apps.contains_key(&dependency.value) {
-            diagnostics.push(app.error_at(
-                dependency,
-                format!(
-                    "dependsOn names `{}`, which is not an App in this repository; {}",
-                    dependency.value,
-                    suggest(&dependency.value, apps.keys())
-                ),
-            ));
+        } else {
+            check_app_named(app, "dependsOn", dependency, apps, diagnostics);
         }
+    }
+}
+
+fn check_image_reference<T>(doc: &Sourced<T>, image: &Located<String>, diagnostics: &mut Vec<Diagnostic>) {
+    if image.value.is_empty() || image.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        diagnostics.push(doc.error_at(
+            image,
+            format!("image `{}` is not an image reference; write e.g. `ghcr.io/acme/web:1.4.2`", image.value),
+        ));
+    }
+}
+
+/// `field` of `doc` names `app`, which must be an App of the repository.
+fn check_app_named<T>(
+    doc: &Sourced<T>,
+    field: &str,
+    app: &Located<String>,
+    apps: &BTreeMap<String, &Sourced<App>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if !apps.contains_key(&app.value) {
+        diagnostics.push(doc.error_at(
+            app,
+            format!(
+                "{field} names `{}`, which is not an App in this repository; {}",
+                app.value,
+                suggest(&app.value, apps.keys())
+            ),
+        ));
     }
 }
 

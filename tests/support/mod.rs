@@ -436,6 +436,20 @@ pub struct Served {
 }
 
 impl Served {
+    /// `railyard serve --backend memory` on a fresh local directory holding `files` (path, text), polling and checking
+    /// drift hourly; the directory lives as long as the returned guard.
+    pub fn in_memory(files: &[(&str, &str)], env: &[(&str, &str)]) -> (tempfile::TempDir, Served) {
+        let repo = tempfile::tempdir().expect("repository");
+        for (path, text) in files {
+            let file = repo.path().join(path);
+            std::fs::create_dir_all(file.parent().expect("folder")).expect("folder");
+            std::fs::write(file, text).expect("config file");
+        }
+        let args = ["--backend", "memory", "--poll-interval", "1h", "--drift-interval", "1h"];
+        let served = Served::start(&repo.path().display().to_string(), None, &args, env);
+        (repo, served)
+    }
+
     /// Starts `railyard serve --repo <repo>` on a free port with a fresh state directory (unless given).
     pub fn start(repo: &str, state_dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Served {
         let state_dir = state_dir.map(Path::to_owned).unwrap_or_else(|| tempfile::tempdir().expect("tempdir").keep());

@@ -23,7 +23,7 @@ use super::converge::ConvergeError;
 use super::environment::{ensure_network, ensure_volumes};
 use super::replicas::ensure_image;
 use super::{DockerBackend, DockerError, labels};
-use crate::backend::jobs::{RunPolicy, bounded_output, now_millis, retry_pause};
+use crate::backend::jobs::{RunPolicy, now_millis, retry_pause};
 use crate::backend::resolved_env::ResolvedEnv;
 use crate::backend::schedule::Slot;
 use crate::backend::{JobOutcome, JobRun, JobTrigger, Progress, ProgressEvent, Step};
@@ -347,18 +347,7 @@ impl Run<'_> {
     }
 
     fn ended(&self, started_at: i64, tries: u32, outcome: JobOutcome, output: String) -> JobRun {
-        JobRun {
-            job: self.job.name.clone(),
-            env: self.env.name.clone(),
-            spec_hash: self.job.spec_hash(),
-            trigger: self.trigger.clone(),
-            started_at,
-            finished_at: now_millis(),
-            outcome,
-            tries,
-            output: bounded_output(&output),
-            key: None,
-        }
+        JobRun::ended(self.env, self.job, self.trigger.clone(), started_at, outcome, tries, &output)
     }
 
     /// Creates and starts try `number`; the inner error is the Job's own problem (an image that cannot be had, a

@@ -230,18 +230,7 @@ impl Runner<'_> {
         tries: u32,
         output: String,
     ) -> JobRun {
-        JobRun {
-            job: job.name.clone(),
-            env: self.env.name.clone(),
-            spec_hash: job.spec_hash(),
-            trigger,
-            started_at,
-            finished_at: now_millis(),
-            outcome,
-            tries,
-            output,
-            key: None,
-        }
+        JobRun::ended(self.env, job, trigger, started_at, outcome, tries, &output)
     }
 
     /// Server-side applies the Job; `Err(message)` when another field manager holds one of its fields.

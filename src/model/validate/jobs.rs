@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::super::Diagnostic;
 use super::super::kinds::{App, Job};
 use super::super::load::Sourced;
-use super::{check_cron, check_dns_label, check_duration, check_env, check_resources, check_volumes, suggest};
+use super::{
+    check_app_named, check_cron, check_dns_label, check_duration, check_env, check_image_reference, check_resources,
+    check_volumes,
+};
 
 /// The longest name of a scheduled Job: Kubernetes refuses a CronJob whose name leaves no room for the 11
 /// characters its Jobs' names add.
@@ -66,16 +69,7 @@ fn check_job(job: &Sourced<Job>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
         .chain(hook.into_iter().flat_map(|hook| hook.before.iter().map(|app| ("hook.before", app))))
         .chain(hook.into_iter().flat_map(|hook| hook.after.iter().map(|app| ("hook.after", app))));
     for (field, app) in named {
-        if !apps.contains_key(&app.value) {
-            diagnostics.push(job.error_at(
-                app,
-                format!(
-                    "{field} names `{}`, which is not an App in this repository; {}",
-                    app.value,
-                    suggest(&app.value, apps.keys())
-                ),
-            ));
-        }
+        check_app_named(job, field, app, apps, diagnostics);
     }
     if let Some(hook) = hook {
         for app in hook.after.iter().filter(|after| hook.before.iter().any(|before| before.value == after.value)) {
@@ -98,26 +92,8 @@ fn check_job(job: &Sourced<Job>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
 fn check_image(job: &Sourced<Job>, apps: &BTreeMap<String, &Sourced<App>>, diagnostics: &mut Vec<Diagnostic>) {
     let spec = &job.doc;
     match (&spec.image, &spec.image_from) {
-        (Some(image), None) => {
-            if image.value.is_empty() || image.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                diagnostics.push(job.error_at(
-                    image,
-                    format!("image `{}` is not an image reference; write e.g. `ghcr.io/acme/web:1.4.2`", image.value),
-                ));
-            }
-        }
-        (None, Some(from)) => {
-            if !apps.contains_key(&from.value) {
-                diagnostics.push(job.error_at(
-                    from,
-                    format!(
-                        "imageFrom names `{}`, which is not an App in this repository; {}",
-                        from.value,
-                        suggest(&from.value, apps.keys())
-                    ),
-                ));
-            }
-        }
+        (Some(image), None) => check_image_reference(job, image, diagnostics),
+        (None, Some(from)) => check_app_named(job, "imageFrom", from, apps, diagnostics),
         (Some(_), Some(from)) => diagnostics.push(job.error_at(
             from,
             "a Job takes `image` or `imageFrom`, not both; remove one of them",
