@@ -28,7 +28,8 @@ pub(super) struct JobsState {
     secrets: ResolvedSecrets,
     /// When each scheduled Job last fired in this process, so that re-arming makes nothing up twice.
     fired: BTreeMap<String, DateTime<Utc>>,
-    timer: Option<tokio::task::JoinHandle<()>>,
+    /// The timer of the scheduled Jobs, and the specs it keeps time for.
+    timer: Option<(tokio::task::JoinHandle<()>, Vec<JobSpec>)>,
 }
 
 /// Why a run asked for by hand did not start.
@@ -59,14 +60,20 @@ impl EnvHandle {
         jobs.specs = desired.jobs.clone();
         jobs.secrets = prepared.secrets.named_by(desired.jobs.values().map(|job| &job.container));
         jobs.fired.retain(|name, _| scheduled.iter().any(|job| job.name == *name));
-        if let Some(timer) = jobs.timer.take() {
+        // Most reconciles change nothing: the running timer already keeps these very specs (and reads the secrets
+        // when a Job fires), so it is left alone rather than re-armed with a catch-up check every drift tick.
+        if jobs.timer.as_ref().is_some_and(|(timer, armed)| !timer.is_finished() && *armed == scheduled) {
+            return;
+        }
+        if let Some((timer, _)) = jobs.timer.take() {
             timer.abort();
         }
         if scheduled.is_empty() {
             return;
         }
         let (env, daemon) = (Arc::downgrade(self), Arc::clone(daemon));
-        jobs.timer = Some(tokio::spawn(async move { keep_time(env, daemon, scheduled).await }));
+        let armed = scheduled.clone();
+        jobs.timer = Some((tokio::spawn(async move { keep_time(env, daemon, scheduled).await }), armed));
     }
 
     /// Starts a run of `job` now, in the background.
