@@ -248,6 +248,20 @@ fn previews_run_hooks_but_not_schedules_unless_told() {
         state.warnings.iter().any(|w| w.contains("scheduled Jobs do not run in previews") && w.contains("cleanup"))
     );
     assert!(state.jobs["migrate"].container.cpu_millis.is_some(), "a preview's Job is capped as its apps are");
+    assert_eq!(
+        state.jobs["migrate"].container.pull,
+        model::kinds::PullPolicy::Always,
+        "a preview's Job never runs an image only the host has without pulling it"
+    );
+    let local = "kind: Job\nname: seed\nimage: private:1\npull: never\n";
+    let mut files = vec![RepoFile::text("railyard.yaml", project), RepoFile::text("d0.yaml", WEB)];
+    files.push(RepoFile::text("d1.yaml", local));
+    let blocked = model::load(&files).unwrap_or_else(|invalid| panic!("{invalid}")).desired(&preview, None);
+    assert!(
+        blocked.blockers.iter().any(|b| b.contains("Job `seed`") && b.contains("pull: never")),
+        "{:?}",
+        blocked.blockers
+    );
     let told =
         load("kind: Project\nname: shop\npreviews: { enabled: true, schedules: true }\n").desired(&preview, None);
     assert_eq!(told.jobs.len(), 2);

@@ -68,7 +68,7 @@ pub fn cap(
     cap_app_count(limits, apps, &mut capped);
     cap_volumes(limits, apps, &mut capped);
     for app in apps.values_mut() {
-        cap_app(limits, app, &mut capped);
+        cap_app(limits, "app", app, &mut capped);
     }
     domains.retain(|_, domain| apps.contains_key(&domain.app));
     if domains.len() > limits.domains {
@@ -124,7 +124,7 @@ pub fn cap_jobs(limits: &Limits, apps: &BTreeMap<String, AppSpec>, jobs: &mut BT
             ));
         }
         let mut standing = AppSpec { container: job.container.clone(), ..AppSpec::bare(&job.name) };
-        cap_app(limits, &mut standing, &mut capped);
+        cap_app(limits, "Job", &mut standing, &mut capped);
         job.container = standing.container;
     }
     capped
@@ -175,20 +175,21 @@ fn cap_volumes(limits: &Limits, apps: &mut BTreeMap<String, AppSpec>, capped: &m
     ));
 }
 
-fn cap_app(limits: &Limits, app: &mut AppSpec, capped: &mut Capped) {
+/// Caps one app, or a Job standing as one (`kind` says which, for the messages).
+fn cap_app(limits: &Limits, kind: &str, app: &mut AppSpec, capped: &mut Capped) {
     app.replicas = app.replicas.min(limits.max_replicas);
     app.autoscale = None;
     let container = &mut app.container;
     if container.cpu_millis.is_some_and(|cpus| cpus > limits.cpu_millis) {
         capped.warnings.push(format!(
-            "app `{}`: previews.limits.cpus caps it at {}m CPU in this preview",
+            "{kind} `{}`: previews.limits.cpus caps it at {}m CPU in this preview",
             app.name, limits.cpu_millis
         ));
     }
     container.cpu_millis = Some(container.cpu_millis.map_or(limits.cpu_millis, |cpus| cpus.min(limits.cpu_millis)));
     if container.memory_bytes.is_some_and(|memory| memory > limits.memory_bytes) {
         capped.warnings.push(format!(
-            "app `{}`: previews.limits.memory caps it at {} MiB in this preview",
+            "{kind} `{}`: previews.limits.memory caps it at {} MiB in this preview",
             app.name,
             limits.memory_bytes >> 20
         ));
@@ -198,7 +199,7 @@ fn cap_app(limits: &Limits, app: &mut AppSpec, capped: &mut Capped) {
     for port in &mut container.ports {
         if let Some(host_port) = port.host_port.take() {
             capped.warnings.push(format!(
-                "app `{}`: hostPort {host_port} of port `{}` is dropped: a preview never takes a port of the host \
+                "{kind} `{}`: hostPort {host_port} of port `{}` is dropped: a preview never takes a port of the host \
                  (Docker picks one)",
                 app.name, port.name
             ));
@@ -207,7 +208,7 @@ fn cap_app(limits: &Limits, app: &mut AppSpec, capped: &mut Capped) {
     if !limits.local_images {
         match container.pull {
             PullPolicy::Never => capped.blockers.push(format!(
-                "app `{}`: `pull: never` runs an image only this host has, which previews may not (production's \
+                "{kind} `{}`: `pull: never` runs an image only this host has, which previews may not (production's \
                  private images are there too); push the image to a registry, or set previews.localImages: true on \
                  the tracked branch",
                 app.name
