@@ -67,6 +67,11 @@ pub struct Settings {
     pub keep_syncs: Option<NonZeroU32>,
     /// Authenticated webhook deliveries kept in the history.
     pub keep_deliveries: Option<NonZeroU32>,
+    /// How long the audit trail is kept, e.g. `90d`.
+    #[serde(default, deserialize_with = "duration")]
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
+    pub keep_audit: Option<Duration>,
     /// Largest webhook body accepted, in bytes.
     pub webhook_max_bytes: Option<usize>,
     /// Directory with one file per secret, for `{ secret: NAME }` values.
@@ -81,9 +86,9 @@ pub struct Settings {
     pub proxy_https: Option<String>,
     /// Caddy's container name, when Caddy runs in a container.
     pub caddy_container: Option<String>,
-    /// The token for POST /api/v1/sync; prefer `apiTokenFile`.
+    /// The API token; prefer `apiTokenFile`.
     pub api_token: Option<Secret>,
-    /// File holding the API token.
+    /// File holding the API token, or `name:token [envs=...] [verbs=...]` lines.
     pub api_token_file: Option<PathBuf>,
     /// The webhook secret; prefer `webhookSecretFile`.
     pub webhook_secret: Option<Secret>,

@@ -142,7 +142,8 @@ async fn the_status_pages_show_state_diffs_and_history_and_update_live() {
     // The overview.
     client.goto(&format!("{base}/")).await.expect("open /");
     wait_text(&client, "#env-production h3", "out of sync").await;
-    assert!(text(&client, "#env-production").await.contains("initial config"));
+    // A live redraw may replace the card while it is read: wait for it as for the state.
+    wait_text(&client, "#env-production", "initial config").await;
     screenshot(&client, "overview").await;
 
     // The environment: the pending diff, then "Sync now" with the token.
@@ -355,5 +356,49 @@ async fn the_jobs_section_lists_runs_and_a_runs_page_shows_its_output_as_text() 
     assert_eq!(pwned, serde_json::json!(true), "nothing of the output ran");
     assert!(text(&client, "#run").await.contains("Exit code: 3"));
     screenshot(&client, "job-run").await;
+    client.close().await.expect("close browser");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_page_lists_who_did_what_and_filters_it() {
+    let tokens = tempfile::tempdir().expect("token directory");
+    let token_file = tokens.path().join("tokens");
+    std::fs::write(&token_file, "ops:audit-ops-token-41\nci:audit-ci-token-93 envs=pr-* verbs=sync\n").expect("tokens");
+    let (_repo, served) = Served::in_memory(
+        &[("railyard.yaml", "kind: Project\nname: shop\n"), ("apps/web.yaml", "kind: App\nname: web\nimage: web:1\n")],
+        &[("RAILYARD_API_TOKEN_FILE", token_file.to_str().expect("path"))],
+    );
+    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+    let post = |token: &str, forwarded: &str| {
+        let authorization = format!("Bearer {token}");
+        let headers = [("Authorization", authorization.as_str()), ("X-Forwarded-For", forwarded)];
+        http(served.port, "POST", "/api/v1/sync?env=production", &headers, b"").0
+    };
+    assert_eq!(post("audit-ops-token-41", "198.51.100.7"), 202);
+    assert_eq!(post("audit-ci-token-93", "<img src=x onerror=\"window.pwned = 1\">"), 403);
+    assert_eq!(post("a-wrong-token", "203.0.113.50"), 401);
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().expect("profile");
+    let client = browser(&driver, profile.path()).await;
+    client.goto(&format!("http://127.0.0.1:{}/", served.port)).await.expect("open overview");
+    client.find(Locator::Css("header nav a[href='/audit']")).await.expect("the Audit link").click().await.expect("go");
+    wait_text(&client, "#audit", "sync production").await;
+    let table = text(&client, "#audit").await;
+    assert!(table.contains("sync production") && table.contains("198.51.100.7"), "{table}");
+    assert!(table.contains("may not sync environment `production`"), "why ci was refused: {table}");
+    assert!(table.contains("anonymous (unauthenticated)"), "{table}");
+    assert!(!table.contains("audit-ops-token-41") && !table.contains("a-wrong-token"), "no token shows: {table}");
+    screenshot(&client, "audit").await;
+
+    client.find(Locator::Css("select[name=outcome] option[value=refused]")).await.expect("option").click().await.ok();
+    client.find(Locator::Css("form.filters button")).await.expect("filter").click().await.expect("submit");
+    wait_text(&client, "#audit", "refused").await;
+    let rows = client.find_all(Locator::Css("#audit tr.entry")).await.expect("rows");
+    assert_eq!(rows.len(), 2, "ci's and the wrong token's attempts");
+    let filtered = text(&client, "#audit").await;
+    assert!(!filtered.contains("accepted"), "{filtered}");
+    let pwned = client.execute("return window.pwned === undefined;", vec![]).await.expect("script");
+    assert_eq!(pwned, serde_json::json!(true), "a hostile header is shown, never run");
     client.close().await.expect("close browser");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use railyard::backend::{JobOutcome, JobRun, JobTrigger};
 use railyard::daemon::SyncStatus;
 use railyard::model::job::KeepRuns;
-use railyard::server::{AllowedHosts, ServerState};
+use railyard::server::ServerState;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -240,15 +240,9 @@ async fn an_environment_without_jobs_has_no_jobs_section() {
 /// The router as `serve` makes it without an API token: the API is read-only.
 async fn post_without_api_token(yard: &Yard, path: &str) -> (u16, String) {
     let state = ServerState {
-        daemon: Arc::clone(&yard.daemon),
         webhook_secret: None,
-        api_token: None,
-        webhook_limit: 1 << 20,
-        open_reads: true,
-        metrics_apart: false,
-        ui_password: None,
-        hosts: AllowedHosts::new("127.0.0.1:8080".parse().expect("address"), &[]),
-        keep_deliveries: 100,
+        api_tokens: railyard::server::tokens::ApiTokens::default(),
+        ..yard.server_state("127.0.0.1:8080")
     };
     let request = axum::http::Request::builder()
         .method("POST")
@@ -297,10 +291,10 @@ async fn running_a_job_needs_the_api_token_and_an_existing_job() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let manual = manual.expect("the run is recorded");
-    assert_eq!(manual.run.trigger, JobTrigger::Manual { who: railyard::server::jobs::API_CALLER.to_owned() });
+    assert_eq!(manual.run.trigger, JobTrigger::Manual { who: railyard::server::tokens::SINGLE_TOKEN_NAME.to_owned() });
     assert_eq!(manual.run.outcome, JobOutcome::Succeeded);
     let (_, _, jobs) = get_json(&yard, "/api/v1/environments/production/jobs").await;
-    assert_eq!(job(&jobs, "nightly")["runs"][0]["by"], railyard::server::jobs::API_CALLER, "{jobs:#}");
+    assert_eq!(job(&jobs, "nightly")["runs"][0]["by"], railyard::server::tokens::SINGLE_TOKEN_NAME, "{jobs:#}");
 }
 
 mod cli {

@@ -112,7 +112,89 @@ on_both_engines!(
     the_schema_refuses_an_unknown_outcome_word,
     every_trigger_and_outcome_reads_back_as_written,
     job_runs_are_kept_per_outcome_newest_first_with_the_last_schedule,
+    the_audit_trail_filters_pages_and_forgets_by_age_and_count,
 );
+
+fn audit_entry(
+    n: i64,
+    who: &str,
+    authenticated: bool,
+    outcome: railyard::store::AuditOutcome,
+) -> railyard::store::AuditEntry {
+    railyard::store::AuditEntry {
+        at_ms: 1_000_000 + n,
+        who: who.to_owned(),
+        authenticated,
+        address: Some("127.0.0.1".to_owned()),
+        action: if n % 2 == 0 { "sync" } else { "rollback" }.to_owned(),
+        env: Some(if n % 3 == 0 { "staging" } else { "production" }.to_owned()),
+        asked: format!("request {n}"),
+        outcome,
+        status: 202,
+        detail: String::new(),
+    }
+}
+
+async fn the_audit_trail_filters_pages_and_forgets_by_age_and_count(engine: Engine) {
+    use railyard::store::{AuditFilter, AuditOutcome, KEEP_UNAUTHENTICATED_AUDIT};
+    let test = TestStore::new(engine);
+    let store = test.connect().await;
+    let keep_ms = 1_000_000;
+    for n in 0..30 {
+        let entry = audit_entry(n, if n < 10 { "ops" } else { "ci" }, true, AuditOutcome::Accepted);
+        store.record_audit(&entry, keep_ms).await.expect("record");
+    }
+    let first = store.audit(&AuditFilter::default(), 0).await.expect("page");
+    assert_eq!(first.items.len(), railyard::store::PAGE_SIZE as usize);
+    assert!(first.has_more);
+    assert_eq!(first.items[0].entry, audit_entry(29, "ci", true, AuditOutcome::Accepted), "newest first, whole");
+    let ops = AuditFilter { who: Some("ops".into()), ..AuditFilter::default() };
+    assert_eq!(store.audit(&ops, 0).await.expect("ops").items.len(), 10);
+    let narrow = AuditFilter {
+        who: Some("ci".into()),
+        env: Some("staging".into()),
+        action: Some("sync".into()),
+        outcome: Some("accepted".into()),
+    };
+    let asked: Vec<String> =
+        store.audit(&narrow, 0).await.expect("narrow").items.into_iter().map(|stored| stored.entry.asked).collect();
+    assert_eq!(asked, ["request 24", "request 18", "request 12"]);
+    let refused = AuditFilter { outcome: Some("refused".into()), ..AuditFilter::default() };
+    assert!(store.audit(&refused, 0).await.expect("refused").items.is_empty());
+
+    // An entry older than the retention goes when a newer one is written.
+    let later = railyard::store::AuditEntry {
+        at_ms: 1_000_000 + keep_ms + 15,
+        ..audit_entry(40, "ops", true, AuditOutcome::Failed)
+    };
+    store.record_audit(&later, keep_ms).await.expect("record");
+    let all = store.audit(&AuditFilter { who: Some("ops".into()), ..AuditFilter::default() }, 0).await.expect("ops");
+    assert_eq!(all.items.len(), 1, "the ten old entries of ops are gone: {:?}", all.items);
+
+    // Unauthenticated attempts are capped apart; authenticated ones stay.
+    let flood = KEEP_UNAUTHENTICATED_AUDIT as i64 + 5;
+    for n in 0..flood {
+        let entry = railyard::store::AuditEntry {
+            at_ms: later.at_ms,
+            ..audit_entry(n, "anonymous", false, AuditOutcome::Refused)
+        };
+        store.record_audit(&entry, keep_ms).await.expect("record");
+    }
+    let mut anonymous = 0;
+    for page in 0.. {
+        let read = store
+            .audit(&AuditFilter { who: Some("anonymous".into()), ..AuditFilter::default() }, page)
+            .await
+            .expect("page");
+        anonymous += read.items.len();
+        if !read.has_more {
+            break;
+        }
+    }
+    assert_eq!(anonymous, KEEP_UNAUTHENTICATED_AUDIT as usize);
+    let ci = store.audit(&AuditFilter { who: Some("ci".into()), ..AuditFilter::default() }, 0).await.expect("ci");
+    assert_eq!(ci.items.len(), 15, "ci's entries within the retention stay");
+}
 
 fn job_run(job: &str, n: i64, succeeded: bool, trigger: railyard::backend::JobTrigger) -> railyard::backend::JobRun {
     use railyard::backend::JobOutcome;
@@ -758,6 +840,8 @@ async fn fill(store: &Store) {
     store.publish_status("production", "{}", 11).await.expect("status");
     let run = job_run("migrate", 12, true, railyard::backend::JobTrigger::Schedule { at: 12 });
     store.record_job_run(&run, railyard::model::job::KeepRuns::default()).await.expect("job run");
+    let entry = audit_entry(13, "ops", true, railyard::store::AuditOutcome::Accepted);
+    store.record_audit(&entry, i64::MAX).await.expect("audit");
 }
 
 fn migrate(from: &str, to: &str, extra: &[&str], password: Option<&str>) -> (bool, String) {

@@ -26,9 +26,15 @@ impl Token {
         let Some(file) = &daemon.api_token_file else {
             return Ok(Token { value: None, from: String::new() });
         };
-        let value = std::fs::read_to_string(file)
+        let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read the API token file {} (--api-token-file)", file.display()))?;
-        Ok(Token { value: Some(value.trim().to_owned()), from: format!("the file {}", file.display()) })
+        // The file may be written as serve's are (`name:token ...`); the CLI sends the one token it holds.
+        let tokens = railyard::server::tokens::ApiTokens::parse(&text, &file.display().to_string())?;
+        let value = tokens.only_secret().with_context(|| {
+            let count = tokens.names().count();
+            format!("the API token file {} holds {count} tokens; give the CLI a file with yours alone", file.display())
+        })?;
+        Ok(Token { value: Some(value.to_owned()), from: format!("the file {}", file.display()) })
     }
 
     /// What to tell someone whose token the daemon refused: where the CLI takes it from, and where serve's is.

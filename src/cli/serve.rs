@@ -14,6 +14,7 @@ use railyard::backend::docker::DockerSettings;
 use railyard::daemon::{Daemon, DaemonSettings};
 use railyard::model::kinds::SyncPolicy;
 use railyard::server::ServerState;
+use railyard::server::tokens::ApiTokens;
 use railyard::settings::SecretSetting;
 use railyard::source::Source;
 use railyard::targets::{Target, Targets};
@@ -78,7 +79,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("shutting down: live pages close, an apply in progress stops at its next step");
         stopping.stop();
     };
-    axum::serve(listener, railyard::server::router(state)).with_graceful_shutdown(signalled).await?;
+    // The peer's address goes into the audit trail.
+    let app = railyard::server::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(signalled).await?;
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }
@@ -170,7 +173,7 @@ fn server_state(
             secrets.webhook_secret.as_ref(),
         )?
         .map(String::into_bytes),
-        api_token: read_secret(args.api_token_file.as_deref(), "RAILYARD_API_TOKEN", secrets.api_token.as_ref())?,
+        api_tokens: api_tokens(args.api_token_file.as_deref(), secrets.api_token.as_ref())?,
         webhook_limit: args.webhook_max_bytes,
         open_reads,
         metrics_apart,
@@ -181,8 +184,12 @@ fn server_state(
         )?,
         hosts: railyard::server::AllowedHosts::new(address, public_hosts),
         keep_deliveries: args.keep_deliveries,
+        keep_audit_ms: i64::try_from(args.keep_audit.as_millis()).unwrap_or(i64::MAX),
     };
-    if !open_reads && state.ui_password.is_none() && state.api_token.is_none() {
+    for token in state.api_tokens.names() {
+        tracing::info!(token = %token.name, scope = %token.scope(), "API token");
+    }
+    if !open_reads && state.ui_password.is_none() && state.api_tokens.is_empty() {
         tracing::warn!(
             "pages, the read API and /metrics need credentials here (a listener beyond loopback or a --public-url) and \
              none is set: they answer 403 until --ui-password-file or --api-token-file is given"
@@ -229,6 +236,45 @@ fn forge_client(
         .context("--forge needs a token: --forge-token-file FILE or RAILYARD_FORGE_TOKEN")?;
     let public_url = args.public_url.first().cloned();
     Ok(Some(Arc::new(ForgeClient::new(ForgeSettings { kind, api, repo, token, public_url }))))
+}
+
+/// The API tokens: `--api-token-file` (a file of one token or of `name:token` lines, or a directory of files named
+/// after their tokens), else RAILYARD_API_TOKEN (one token), else the settings file's.
+fn api_tokens(file: Option<&Path>, from_settings: Option<&SecretSetting>) -> anyhow::Result<ApiTokens> {
+    if let Some(path) = file.filter(|path| path.is_dir()) {
+        return Ok(ApiTokens::from_files(&token_files(path)?, &path.display().to_string())?);
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the API token file {} (--api-token-file)", path.display()))?;
+        return Ok(ApiTokens::parse(&text, &path.display().to_string())?);
+    }
+    if let Ok(value) = std::env::var("RAILYARD_API_TOKEN") {
+        return Ok(ApiTokens::single(&value));
+    }
+    match from_settings {
+        Some(SecretSetting::File(path)) => api_tokens(Some(path), None),
+        Some(inline) => Ok(inline.read()?.map(|secret| ApiTokens::single(secret.expose())).unwrap_or_default()),
+        None => Ok(ApiTokens::default()),
+    }
+}
+
+/// `(name, text)` of each file in a token directory; hidden entries (a mounted Secret's `..data`) left out.
+fn token_files(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let cannot = || format!("cannot read the API token directory {} (--api-token-file)", dir.display());
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(cannot)? {
+        let path = entry.with_context(cannot)?.path();
+        let Some(name) = path.file_name().and_then(|name| name.to_str()).map(str::to_owned) else { continue };
+        if name.starts_with('.') || !path.is_file() {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read the API token {}", path.display()))?;
+        files.push((name, text));
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// A secret from its `--*-file` flag (or that flag's variable), else from `variable`, else from the settings file;

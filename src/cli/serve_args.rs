@@ -51,7 +51,8 @@ pub struct ServeArgs {
     /// File holding the webhook secret (or set RAILYARD_WEBHOOK_SECRET); without one, webhooks are off.
     #[arg(long, env = "RAILYARD_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
-    /// File holding the API token for POST /api/v1/sync (or set RAILYARD_API_TOKEN); without one, the API is read-only.
+    /// File holding the API token (or set RAILYARD_API_TOKEN), or `name:token [envs=a,pr-*] [verbs=sync,read]` lines,
+    /// or a directory of files named after their token; without one, the API is read-only.
     #[arg(long, env = "RAILYARD_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
     /// File holding a token for HTTPS git remotes (or set RAILYARD_GIT_TOKEN).
@@ -83,6 +84,10 @@ pub struct ServeArgs {
     /// Authenticated webhook deliveries kept in the history; of unauthenticated ones the last 100 are kept.
     #[arg(long, default_value_t = 1000, env = "RAILYARD_KEEP_DELIVERIES", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_deliveries: u32,
+    /// How long the audit trail (who synced, rolled back, ran, destroyed; refused attempts) is kept; of
+    /// unauthenticated attempts the last 1,000 are kept.
+    #[arg(long, default_value = "90d", env = "RAILYARD_KEEP_AUDIT", value_parser = parse_duration)]
+    pub keep_audit: Duration,
     /// The forge whose open pull requests previews follow (its API is the source of truth; webhooks alone work
     /// without it): github, gitlab, gitea or forgejo.
     #[arg(long, env = "RAILYARD_FORGE", value_parser = ["github", "gitlab", "gitea", "forgejo"])]
@@ -155,6 +160,7 @@ impl ServeArgs {
         fill!(self, parallel, file.parallel);
         fill!(self, keep_syncs, file.keep_syncs.map(std::num::NonZeroU32::get));
         fill!(self, keep_deliveries, file.keep_deliveries.map(std::num::NonZeroU32::get));
+        fill!(self, keep_audit, file.keep_audit);
         fill!(self, webhook_max_bytes, file.webhook_max_bytes);
         fill!(self, forge, file.forge.map(|forge| Some(forge.as_str().to_owned())));
         fill!(self, forge_url, file.forge_url.map(Some));

@@ -7,15 +7,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
 
+use super::audit::{Answer, Attempt, Requester};
 use super::pages::{badge, layout, not_found, when};
-use super::{ApiError, ServerState, authorized, query};
+use super::tokens::Verb;
+use super::{ApiError, ServerState, query};
 use crate::backend::{JobOutcome, JobTrigger};
 use crate::daemon::env::StartJobError;
 use crate::daemon::now_ms;
@@ -231,41 +233,40 @@ pub(super) async fn run_api(State(state): State<Arc<ServerState>>, Path(id): Pat
     }
 }
 
-/// Who started a run through the API: the one API token's holder.
-pub const API_CALLER: &str = "api-token";
-
-/// `POST /api/v1/environments/{env}/jobs/{job}/run`: starts a run now (202); the token as for `/api/v1/sync`.
+/// `POST /api/v1/environments/{env}/jobs/{job}/run`: starts a run now (202) for a token allowed to `run` there; the
+/// run is recorded as started by the token's holder.
 pub(super) async fn run_now(
     State(state): State<Arc<ServerState>>,
+    requester: Requester,
     Path((env, job)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if state.api_token.is_none() {
-        return ApiError::ReadOnly.into_response();
-    }
-    if !authorized(&state, &headers) {
-        return ApiError::Unauthorized.into_response();
-    }
+    let attempt = Attempt::new(&requester, Verb::Run, &env, format!("run {job} in {env}"));
+    let who = match state.permit(&attempt, requester.bearer()).await {
+        Ok(who) => who,
+        Err(refusal) => return refusal.json(),
+    };
     let requested_at = now_ms();
-    match state.daemon.start_job(&env, &job, API_CALLER.to_owned()).await {
+    let answer = match state.daemon.start_job(&env, &job, who.clone()).await {
         Ok(()) => {
-            info!(%env, %job, "job run requested through the API");
-            let answer = json!({ "env": env, "job": job, "status": "run started", "requestedAt": requested_at });
-            (StatusCode::ACCEPTED, Json(answer)).into_response()
+            info!(%env, %job, %who, "job run requested through the API");
+            let body = json!({ "env": env, "job": job, "status": "run started", "requestedAt": requested_at });
+            Answer::new(StatusCode::ACCEPTED, body)
         }
         Err(error) => start_refused(&error),
-    }
+    };
+    attempt.record(&state, &who, &answer).await;
+    answer.into_response()
 }
 
 /// A run that could not start: 404 for what does not exist, 409 before the environment's first reconcile, 503 on a
 /// follower (another replica, the leader, can start it).
-fn start_refused(error: &StartJobError) -> Response {
+fn start_refused(error: &StartJobError) -> Answer {
     let status = match error {
         StartJobError::UnknownEnvironment(_) | StartJobError::UnknownJob { .. } => StatusCode::NOT_FOUND,
         StartJobError::NotReconciled(_) => StatusCode::CONFLICT,
         StartJobError::Follower { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
-    (status, Json(json!({ "error": error.to_string() }))).into_response()
+    Answer::error(status, error)
 }
 
 /// `/env/{env}/jobs/runs/{id}`: one run and its output.

@@ -5,8 +5,11 @@
 //! open only on a loopback listener without a public URL: behind a reverse proxy every visitor comes from loopback.
 //! `/metrics` can be served apart, on a listener of its own (`--metrics-listen`), for a scraper on a private address.
 
+mod actions;
+pub mod audit;
 pub mod jobs;
 pub mod pages;
+pub mod tokens;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -20,12 +23,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use tracing::info;
 
 use base64::Engine;
 
 use crate::daemon::{Daemon, now_ms};
 use crate::store::Delivery;
+use audit::{DeliveryAudit, Requester};
+use tokens::{ApiTokens, Verb};
 use webhooks::{Forge, Pushed, judge};
 
 /// Largest webhook body accepted by default; GitHub's push payloads are far smaller unless thousands of commits.
@@ -35,7 +39,8 @@ pub const DEFAULT_WEBHOOK_LIMIT: usize = 1 << 20;
 pub struct ServerState {
     pub daemon: Arc<Daemon>,
     pub webhook_secret: Option<Vec<u8>>,
-    pub api_token: Option<String>,
+    /// The API tokens, each named and scoped; none: the API is read-only.
+    pub api_tokens: ApiTokens,
     pub webhook_limit: usize,
     /// Pages, the read API and `/metrics` are open without credentials: railyard listens on loopback only and has no
     /// public URL (a reverse proxy in front would make every visitor look like loopback).
@@ -48,6 +53,8 @@ pub struct ServerState {
     pub hosts: AllowedHosts,
     /// Authenticated webhook deliveries kept in the history.
     pub keep_deliveries: u32,
+    /// How long the audit trail is kept.
+    pub keep_audit_ms: i64,
 }
 
 /// The `Host` values that pages, the API and live events answer: loopback names, the listen address, and the hosts
@@ -122,6 +129,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/v1/syncs", get(syncs))
         .route("/api/v1/syncs/{id}", get(sync_detail))
         .route("/api/v1/webhooks", get(deliveries))
+        .route("/audit", get(audit::audit_page))
+        .route("/api/v1/audit", get(audit::audit_api))
         .route("/api/v1/leader", get(leader));
     if !state.metrics_apart {
         // It names every environment and pull request: a read like the others.
@@ -131,13 +140,13 @@ pub fn router(state: Arc<ServerState>) -> Router {
     let named = Router::new()
         .merge(reads)
         .route("/readyz", get(readyz))
-        .route("/env/{env}/sync", post(sync_form))
-        .route("/api/v1/sync", post(sync_now))
-        .route("/api/v1/environments/{env}/rollback", post(rollback_api))
-        .route("/api/v1/environments/{env}/unpin", post(unpin_api))
+        .route("/env/{env}/sync", post(actions::sync_form))
+        .route("/api/v1/sync", post(actions::sync_now))
+        .route("/api/v1/environments/{env}/rollback", post(actions::rollback_api))
+        .route("/api/v1/environments/{env}/unpin", post(actions::unpin_api))
         .route("/api/v1/environments/{env}/jobs/{job}/run", post(jobs::run_now))
-        .route("/env/{env}/rollback", post(rollback_form))
-        .route("/env/{env}/unpin", post(unpin_form))
+        .route("/env/{env}/rollback", post(actions::rollback_form))
+        .route("/env/{env}/unpin", post(actions::unpin_form))
         .route_layer(axum::middleware::from_fn_with_state(Arc::new(state.hosts.clone()), require_known_host));
     Router::new()
         .merge(named)
@@ -182,38 +191,84 @@ async fn query<T>(answer: impl std::future::Future<Output = Result<T, crate::sto
     answer.await.map_err(|error| error.to_string())
 }
 
-/// Reads are open on a loopback listener without a public URL; otherwise they need the UI password or the API token.
+/// Reads are open on a loopback listener without a public URL; otherwise they need the UI password or an API token
+/// allowed to `read` (there, when the path names an environment). Wrong credentials are recorded in the audit trail.
 async fn require_reader(
     State(state): State<Arc<ServerState>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if state.open_reads || reader_authorized(&state, request.headers()) {
+    if state.open_reads {
         return next.run(request).await;
     }
-    if state.ui_password.is_none() && state.api_token.is_none() {
-        return ApiError::NoCredentials.into_response();
+    let (parts, body) = request.into_parts();
+    match reader(&state, &parts.headers, env_in_path(parts.uri.path())) {
+        Reader::Allowed => next.run(axum::extract::Request::from_parts(parts, body)).await,
+        Reader::Anonymous if state.ui_password.is_none() && state.api_tokens.is_empty() => {
+            ApiError::NoCredentials.into_response()
+        }
+        Reader::Anonymous => sign_in(),
+        Reader::Wrong => {
+            state.read_refused(&parts, "anonymous", false, StatusCode::UNAUTHORIZED, "wrong password or token").await;
+            sign_in()
+        }
+        Reader::Denied(denied) => {
+            let detail = denied.to_string();
+            let who = match &denied {
+                tokens::Denied::Verb { token, .. } | tokens::Denied::Environment { token, .. } => token.clone(),
+            };
+            state.read_refused(&parts, &who, true, StatusCode::FORBIDDEN, &detail).await;
+            (StatusCode::FORBIDDEN, Json(json!({ "error": detail }))).into_response()
+        }
     }
+}
+
+fn sign_in() -> Response {
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"railyard\", charset=\"UTF-8\"")], "sign in\n")
         .into_response()
 }
 
-fn reader_authorized(state: &ServerState, headers: &HeaderMap) -> bool {
-    if authorized(state, headers) {
-        return true;
-    }
-    let password = headers
+/// The environment a page or API path is about (`/env/{env}/...`, `/api/v1/environments/{env}/...`).
+pub fn env_in_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/env/").or_else(|| path.strip_prefix("/api/v1/environments/"))?;
+    rest.split('/').next().filter(|env| !env.is_empty())
+}
+
+/// What a request's credentials allow it to read.
+enum Reader {
+    Allowed,
+    /// No credentials given.
+    Anonymous,
+    /// A password or token that is not one of serve's.
+    Wrong,
+    /// A known token without `read` (there).
+    Denied(tokens::Denied),
+}
+
+/// The UI password (basic auth, any user) or an API token (bearer, or as the basic auth password).
+fn reader(state: &ServerState, headers: &HeaderMap, env: Option<&str>) -> Reader {
+    let basic_password = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Basic "))
         .and_then(|encoded| base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok())
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|decoded| decoded.split_once(':').map(|(_, password)| password.to_owned()));
-    let Some(password) = password else { return false };
-    [&state.ui_password, &state.api_token]
-        .into_iter()
-        .flatten()
-        .any(|secret| bool::from(password.as_bytes().ct_eq(secret.as_bytes())))
+    let Some(given) = basic_password.or_else(|| audit::bearer_of(headers)) else { return Reader::Anonymous };
+    if state.ui_password.as_ref().is_some_and(|password| bool::from(given.as_bytes().ct_eq(password.as_bytes()))) {
+        return Reader::Allowed;
+    }
+    match state.api_tokens.identify(&given) {
+        Some(holder) => match holder.allows(Verb::Read, env) {
+            Ok(()) => Reader::Allowed,
+            Err(denied) => Reader::Denied(denied),
+        },
+        None => Reader::Wrong,
+    }
+}
+
+fn reader_authorized(state: &ServerState, headers: &HeaderMap) -> bool {
+    matches!(reader(state, headers, None), Reader::Allowed)
 }
 
 async fn overview_page(State(state): State<Arc<ServerState>>) -> Response {
@@ -227,7 +282,7 @@ async fn environment_page(State(state): State<Arc<ServerState>>, Path(name): Pat
     match state.daemon.env(&name) {
         Some(env) => {
             let jobs = jobs::JobsSection::of(&state, &name).await;
-            pages::environment(&env.state(), state.api_token.is_some(), &jobs, now_ms()).into_response()
+            pages::environment(&env.state(), !state.api_tokens.is_empty(), &jobs, now_ms()).into_response()
         }
         None => {
             (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`."))).into_response()
@@ -264,7 +319,7 @@ async fn history_page(
     Query(history): Query<HistoryQuery>,
 ) -> Response {
     match query(state.daemon.store.syncs(Some(&name), history.page)).await {
-        Ok(page) => pages::history(&name, &page, state.api_token.is_some(), now_ms()).into_response(),
+        Ok(page) => pages::history(&name, &page, !state.api_tokens.is_empty(), now_ms()).into_response(),
         Err(error) => ApiError::History(error).into_response(),
     }
 }
@@ -296,34 +351,6 @@ async fn events(State(state): State<Arc<ServerState>>) -> Response {
     let stopped = Box::pin(async move { daemon.stopped().await });
     let stream = changes.take_until(stopped);
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
-}
-
-/// A form whose token is missing is refused as a wrong token is (401), not as a malformed form.
-#[derive(Deserialize)]
-struct SyncForm {
-    #[serde(default)]
-    token: String,
-}
-
-/// The "Sync now" button: the token comes in the form, so no page ever holds it.
-async fn sync_form(
-    State(state): State<Arc<ServerState>>,
-    Path(name): Path<String>,
-    axum::Form(form): axum::Form<SyncForm>,
-) -> Response {
-    if let Some(refused) = form_refused(&state, &form.token) {
-        return refused;
-    }
-    match state.daemon.sync_requested(&name).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`.")))
-                .into_response();
-        }
-        Err(error) => return ApiError::StoreDown(error.to_string()).into_response(),
-    }
-    info!(env = %name, "sync requested from the status page");
-    axum::response::Redirect::to(&format!("/env/{name}")).into_response()
 }
 
 /// What the API answers instead of what was asked for; the JSON body is `{"error": "..."}`.
@@ -544,167 +571,9 @@ async fn deliveries(State(state): State<Arc<ServerState>>, Query(history): Query
     }
 }
 
-/// True when the request carries the API token as a bearer token.
-pub fn authorized(state: &ServerState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.api_token else { return false };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    given.is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())))
-}
-
-#[derive(Deserialize, Default)]
-struct SyncRequest {
-    env: Option<String>,
-}
-
-async fn sync_now(
-    State(state): State<Arc<ServerState>>,
-    headers: HeaderMap,
-    Query(query): Query<SyncRequest>,
-) -> Response {
-    if state.api_token.is_none() {
-        return ApiError::ReadOnly.into_response();
-    }
-    if !authorized(&state, &headers) {
-        return ApiError::Unauthorized.into_response();
-    }
-    let name = query.env.unwrap_or_else(|| crate::model::Environment::PRODUCTION.to_owned());
-    match state.daemon.sync_requested(&name).await {
-        Ok(true) => {}
-        Ok(false) => return ApiError::NoEnvironment(name).into_response(),
-        Err(error) => return ApiError::StoreDown(error.to_string()).into_response(),
-    }
-    info!(env = %name, "sync requested through the API");
-    (StatusCode::ACCEPTED, Json(json!({ "env": name, "status": "sync queued" }))).into_response()
-}
-
-/// `POST /api/v1/environments/{env}/rollback`: what the rollback does (`dryRun`) or doing it.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RollbackRequest {
-    commit: String,
-    #[serde(default)]
-    force: bool,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-fn rollback_refused(error: &crate::daemon::rollback::RollbackError) -> Response {
-    use crate::daemon::rollback::RollbackError;
-    let status = match error {
-        RollbackError::NoEnvironment(_) => StatusCode::NOT_FOUND,
-        RollbackError::NeverSynced { .. } | RollbackError::Invalid { .. } | RollbackError::Read { .. } => {
-            StatusCode::CONFLICT
-        }
-        RollbackError::Plan(_) | RollbackError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    (status, Json(json!({ "error": error.to_string() }))).into_response()
-}
-
-async fn rollback_api(
-    State(state): State<Arc<ServerState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    request: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    if state.api_token.is_none() {
-        return ApiError::ReadOnly.into_response();
-    }
-    // The token first: a request without one is told so, whatever its body.
-    if !authorized(&state, &headers) {
-        return ApiError::Unauthorized.into_response();
-    }
-    let Json(request) = match request {
-        Ok(request) => request,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let done = if request.dry_run {
-        state.daemon.plan_rollback(&name, &request.commit, request.force).await
-    } else {
-        state.daemon.rollback(&name, &request.commit, request.force).await
-    };
-    match done {
-        Ok((commit, plan)) => {
-            if !request.dry_run {
-                info!(env = %name, commit = %commit, "rolled back through the API; auto-sync paused");
-            }
-            let status = if request.dry_run { "planned" } else { "rolling back; auto-sync paused" };
-            let text = crate::plan::render::text(&plan, false);
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({ "env": name, "commit": commit, "status": status, "plan": plan, "text": text })),
-            )
-                .into_response()
-        }
-        Err(error) => rollback_refused(&error),
-    }
-}
-
-async fn unpin_api(State(state): State<Arc<ServerState>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    if state.api_token.is_none() {
-        return ApiError::ReadOnly.into_response();
-    }
-    if !authorized(&state, &headers) {
-        return ApiError::Unauthorized.into_response();
-    }
-    match state.daemon.unpin(&name).await {
-        Ok(()) => {
-            (StatusCode::ACCEPTED, Json(json!({ "env": name, "status": "following its branch again" }))).into_response()
-        }
-        Err(error) => rollback_refused(&error),
-    }
-}
-
-#[derive(Deserialize)]
-struct RollbackForm {
-    #[serde(default)]
-    token: String,
-    #[serde(default)]
-    commit: String,
-}
-
-/// The history page's "Roll back" button: the token comes in the form, as for "Sync now".
-async fn rollback_form(
-    State(state): State<Arc<ServerState>>,
-    Path(name): Path<String>,
-    axum::Form(form): axum::Form<RollbackForm>,
-) -> Response {
-    if let Some(refused) = form_refused(&state, &form.token) {
-        return refused;
-    }
-    match state.daemon.rollback(&name, &form.commit, false).await {
-        Ok(_) => axum::response::Redirect::to(&format!("/env/{name}")).into_response(),
-        Err(error) => (StatusCode::CONFLICT, pages::not_found(&error.to_string())).into_response(),
-    }
-}
-
-async fn unpin_form(
-    State(state): State<Arc<ServerState>>,
-    Path(name): Path<String>,
-    axum::Form(form): axum::Form<SyncForm>,
-) -> Response {
-    if let Some(refused) = form_refused(&state, &form.token) {
-        return refused;
-    }
-    match state.daemon.unpin(&name).await {
-        Ok(()) => axum::response::Redirect::to(&format!("/env/{name}")).into_response(),
-        Err(error) => (StatusCode::NOT_FOUND, pages::not_found(&error.to_string())).into_response(),
-    }
-}
-
-/// Why a page's form may not write: no API token is set, or the form's is wrong.
-fn form_refused(state: &ServerState, given: &str) -> Option<Response> {
-    let Some(token) = &state.api_token else { return Some(ApiError::PageSyncOff.into_response()) };
-    if !bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())) {
-        return Some((StatusCode::UNAUTHORIZED, pages::not_found("Wrong API token.")).into_response());
-    }
-    None
-}
-
 async fn webhook(
     State(state): State<Arc<ServerState>>,
+    requester: Requester,
     Path(forge): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -758,13 +627,37 @@ async fn webhook(
         } else {
             format!("sync queued for {}", triggered.join(", "))
         };
+        if !triggered.is_empty() {
+            let asked = format!("push to {branch}");
+            let delivery = DeliveryAudit {
+                forge: forge.as_str(),
+                id: id.as_deref(),
+                action: "push",
+                envs: triggered,
+                asked,
+                status: verdict.status,
+                detail: &verdict.reason,
+            };
+            state.record_delivery_audit(&requester, delivery).await;
+        }
     }
     if let Some((action, pr)) = verdict.pull_request.clone() {
+        let asked = format!("pull request #{} {}", pr.number, format!("{action:?}").to_lowercase());
         let env = match state.daemon.pull_request_event(action, pr).await {
             Ok(env) => env,
             Err(error) => return undelivered(&state, forge, &verdict.event, &error).await,
         };
         verdict.reason = format!("{}; preview {env} reconciles", verdict.reason);
+        let delivery = DeliveryAudit {
+            forge: forge.as_str(),
+            id: id.as_deref(),
+            action: "pull_request",
+            asked,
+            envs: vec![env],
+            status: verdict.status,
+            detail: &verdict.reason,
+        };
+        state.record_delivery_audit(&requester, delivery).await;
     }
     let authenticated = verdict.status != StatusCode::UNAUTHORIZED;
     let result = if verdict.accepted() { "accepted" } else { "rejected" };

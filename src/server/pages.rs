@@ -69,7 +69,7 @@ pub(super) fn layout(title: &str, body: Markup) -> Markup {
                 style { (PreEscaped(STYLE)) }
             }
             body {
-                header { a href="/" { "railyard" } nav { "environments · " a href="/metrics" { "metrics" } } }
+                header { a href="/" { "railyard" } nav { "environments · " a href="/audit" { "audit" } " · " a href="/metrics" { "metrics" } } }
                 main { (body) }
                 script { (PreEscaped(LIVE)) }
             }

@@ -182,6 +182,7 @@ pub struct StoreDump {
     pub job_runs: Vec<StoredJobRun>,
     /// `(env, key, seen_ms)` of every run the platform started by itself that was recorded.
     pub job_run_keys: Vec<(String, String, i64)>,
+    pub audit: Vec<StoredAudit>,
 }
 
 impl StoreDump {
@@ -202,6 +203,7 @@ impl StoreDump {
             + self.statuses.len()
             + self.job_runs.len()
             + self.job_run_keys.len()
+            + self.audit.len()
     }
 }
 
@@ -222,7 +224,86 @@ pub const TABLES: &[&str] = &[
     "statuses",
     "job_runs",
     "job_run_keys",
+    "audit",
 ];
+
+/// Refused or unauthenticated requests kept in the audit trail (the newest), so that a flood cannot fill the disk.
+pub const KEEP_UNAUTHENTICATED_AUDIT: u32 = 1000;
+
+/// What became of a request in the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutcome {
+    /// Done or queued.
+    Accepted,
+    /// Not allowed: no token, a wrong one, or one outside its scope.
+    Refused,
+    /// Allowed, but it could not be done (no such environment, the store down, a rollback refused...).
+    Failed,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Accepted => "accepted",
+            AuditOutcome::Refused => "refused",
+            AuditOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One request that asked railyard to change something (or was refused): who, when, from where, what, and what came
+/// of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    /// The token's name, `ui` for the page's password, a forge and its delivery id, or `anonymous`.
+    pub who: String,
+    /// False for a missing or wrong credential: anybody could have sent it.
+    pub authenticated: bool,
+    /// The peer's address (and what `X-Forwarded-For` claimed, when the peer is a proxy on loopback).
+    pub address: Option<String>,
+    /// sync, rollback, unpin, destroy, run, read, push, pull_request.
+    pub action: String,
+    pub env: Option<String>,
+    /// What was asked, in words ("rollback production to 3f2a1bc (force)").
+    pub asked: String,
+    pub outcome: AuditOutcome,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// What came of it, or why it was refused.
+    pub detail: String,
+}
+
+/// A recorded audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAudit {
+    pub id: i64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+impl StoredAudit {
+    /// A stored row back; `None` for a body this version cannot read.
+    pub fn read(id: i64, body: &str) -> Option<StoredAudit> {
+        serde_json::from_str(body).ok().map(|entry| StoredAudit { id, entry })
+    }
+
+    /// The entry as its stored JSON body.
+    pub fn body(entry: &AuditEntry) -> String {
+        serde_json::to_string(entry).unwrap_or_default()
+    }
+}
+
+/// Which audit entries to read; each field given narrows by equality.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AuditFilter {
+    pub who: Option<String>,
+    pub env: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+}
 
 /// How long the key of a run the platform started is remembered after it finished: longer than any cluster keeps its
 /// finished Jobs, so that one whose record retention dropped is not recorded again.
@@ -422,6 +503,12 @@ pub trait StoreEngine: Send + Sync {
     async fn job_run(&self, id: i64) -> Result<Option<StoredJobRun>, StoreError>;
     /// When `job`'s schedule last fired in `env` (unix milliseconds), for at most one catch-up run after a pause.
     async fn last_scheduled(&self, env: &str, job: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Records an audit entry; drops entries older than `keep_ms` before it, and keeps only the newest
+    /// [`KEEP_UNAUTHENTICATED_AUDIT`] unauthenticated ones.
+    async fn record_audit(&self, entry: &AuditEntry, keep_ms: i64) -> Result<(), StoreError>;
+    /// A page of audit entries, newest first.
+    async fn audit(&self, filter: &AuditFilter, page: u32) -> Result<Page<StoredAudit>, StoreError>;
 
     /// Every row of every table, in one consistent read.
     async fn dump(&self) -> Result<StoreDump, StoreError>;

@@ -13,6 +13,7 @@ use crate::outcome::{SyncOutcome, Trigger};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
+use super::{AuditEntry, AuditFilter, KEEP_UNAUTHENTICATED_AUDIT, StoredAudit};
 use super::{
     DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId,
     DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment,
@@ -176,6 +177,18 @@ const MIGRATIONS: &[&str] = &[
         seen_ms INTEGER NOT NULL,
         PRIMARY KEY (env, run_key)
     );",
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        who TEXT NOT NULL,
+        authenticated INTEGER NOT NULL,
+        env TEXT,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('accepted', 'refused', 'failed')),
+        body TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit (at_ms);
+    CREATE INDEX audit_by_authentication ON audit (authenticated, id DESC);",
 ];
 
 /// The database, called from blocking threads.
@@ -649,6 +662,56 @@ impl SqliteDb {
         })
     }
 
+    pub fn record_audit(&self, entry: &AuditEntry, keep_ms: i64) -> Result<(), StoreError> {
+        self.with(|db| {
+            let transaction = db.unchecked_transaction()?;
+            transaction.execute(
+                "INSERT INTO audit (at_ms, who, authenticated, env, action, outcome, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    entry.at_ms,
+                    entry.who,
+                    entry.authenticated,
+                    entry.env,
+                    entry.action,
+                    entry.outcome.as_str(),
+                    StoredAudit::body(entry)
+                ],
+            )?;
+            transaction.execute("DELETE FROM audit WHERE at_ms < ?1", [entry.at_ms.saturating_sub(keep_ms)])?;
+            if !entry.authenticated {
+                transaction.execute(
+                    "DELETE FROM audit WHERE authenticated = 0 AND id <= (
+                         SELECT id FROM audit WHERE authenticated = 0 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                    [i64::from(KEEP_UNAUTHENTICATED_AUDIT)],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+    }
+
+    pub fn audit(&self, filter: &AuditFilter, page: u32) -> Result<Page<StoredAudit>, StoreError> {
+        let page: Page<(i64, String)> = self.with(|db| {
+            read_page(
+                db,
+                "SELECT id, body FROM audit WHERE (:who IS NULL OR who = :who) AND (:env IS NULL OR env = :env)
+                 AND (:action IS NULL OR action = :action) AND (:outcome IS NULL OR outcome = :outcome)
+                 ORDER BY id DESC LIMIT :limit OFFSET :offset",
+                &[
+                    (":who", &filter.who as &dyn ToSql),
+                    (":env", &filter.env),
+                    (":action", &filter.action),
+                    (":outcome", &filter.outcome),
+                ],
+                page,
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+        })?;
+        let items = page.items.iter().filter_map(|(id, body)| StoredAudit::read(*id, body)).collect();
+        Ok(Page { page: page.page, items, has_more: page.has_more })
+    }
+
     pub fn job_run_keys(&self, env: &str) -> Result<std::collections::BTreeSet<String>, StoreError> {
         self.with(|db| {
             db.prepare_cached("SELECT run_key FROM job_run_keys WHERE env = ?1")?
@@ -782,6 +845,12 @@ impl SqliteDb {
                 statuses: all(&transaction, "SELECT env, body, published_ms FROM statuses ORDER BY env", |row| {
                     Ok(PublishedStatus { env: row.get(0)?, body: row.get(1)?, published_ms: row.get(2)? })
                 })?,
+                audit: all(&transaction, "SELECT id, body FROM audit ORDER BY id", |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })?
+                .into_iter()
+                .filter_map(|(id, body)| StoredAudit::read(id, &body))
+                .collect(),
             };
             transaction.commit()?;
             Ok(dump)
@@ -910,6 +979,25 @@ impl SqliteDb {
                 transaction.prepare("INSERT INTO job_run_keys (env, run_key, seen_ms) VALUES (?1, ?2, ?3)")?;
             for (env, key, seen_ms) in &dump.job_run_keys {
                 insert.execute(params![env, key, seen_ms])?;
+            }
+            let mut insert = transaction.prepare(
+                "INSERT INTO audit (id, at_ms, who, authenticated, env, action, outcome, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for stored in &dump.audit {
+                let entry = &stored.entry;
+                let body = StoredAudit::body(entry);
+                let outcome = entry.outcome.as_str();
+                insert.execute(params![
+                    stored.id,
+                    entry.at_ms,
+                    entry.who,
+                    entry.authenticated,
+                    entry.env,
+                    entry.action,
+                    outcome,
+                    body
+                ])?;
             }
         }
         transaction.commit()?;
@@ -1091,6 +1179,16 @@ impl StoreEngine for SqliteEngine {
     async fn record_job_run(&self, run: &JobRun, keep: KeepRuns) -> Result<Option<i64>, StoreError> {
         let run = run.clone();
         blocking!(self, |db| db.record_job_run(&run, keep))
+    }
+
+    async fn record_audit(&self, entry: &AuditEntry, keep_ms: i64) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        blocking!(self, |db| db.record_audit(&entry, keep_ms))
+    }
+
+    async fn audit(&self, filter: &AuditFilter, page: u32) -> Result<Page<StoredAudit>, StoreError> {
+        let filter = filter.clone();
+        blocking!(self, |db| db.audit(&filter, page))
     }
 
     async fn job_run_keys(&self, env: &str) -> Result<std::collections::BTreeSet<String>, StoreError> {

@@ -218,18 +218,23 @@ impl Yard {
 
     /// The daemon's HTTP router as `serve` makes it for `listen` on loopback, with the API token [`TOKEN`].
     pub fn router(&self, listen: &str) -> axum::Router {
-        let state = ServerState {
+        railyard::server::router(Arc::new(self.server_state(listen)))
+    }
+
+    /// What `serve` gives its router for `listen` on loopback, with the API token [`TOKEN`]; a test may change it.
+    pub fn server_state(&self, listen: &str) -> ServerState {
+        ServerState {
             daemon: Arc::clone(&self.daemon),
             webhook_secret: Some(WEBHOOK_SECRET.as_bytes().to_vec()),
-            api_token: Some(TOKEN.to_owned()),
+            api_tokens: railyard::server::tokens::ApiTokens::single(TOKEN),
             webhook_limit: self.webhook_limit,
             open_reads: true,
             metrics_apart: false,
             ui_password: None,
             hosts: AllowedHosts::new(listen.parse().expect("address"), &[]),
             keep_deliveries: 100,
-        };
-        railyard::server::router(Arc::new(state))
+            keep_audit_ms: 90 * 24 * 3600 * 1000,
+        }
     }
 
     /// The value of the `/metrics` line starting with `line_start`; 0 when absent.
