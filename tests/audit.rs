@@ -107,8 +107,17 @@ fn each_token_does_what_its_scope_allows_and_every_attempt_is_audited() {
     assert_eq!(viewer_syncs.0, 403);
     assert!(viewer_syncs.1.contains("`viewer` may not sync: its verbs are read"), "{viewer_syncs:?}");
     assert_eq!(call(&served, "POST", sync, Some(OPS), "").0, 202);
-    let run = call(&served, "POST", "/api/v1/environments/production/jobs/nightly/run", Some(RUNNER), "");
-    assert_eq!(run.0, 202, "{run:?}");
+    // The CLI reads a token file written as serve's (one `name:token` line) and sends its token.
+    let cli_tokens = tempfile::tempdir().expect("the runner's token file");
+    let runner_file = cli_tokens.path().join("token");
+    std::fs::write(&runner_file, format!("runner:{RUNNER} envs=prod* verbs=run\n")).expect("token file");
+    let run = std::process::Command::new(crate::support::railyard_binary())
+        .args(["run", "nightly", "--env", "production", "--server", &format!("http://127.0.0.1:{}", served.port)])
+        .env_remove("RAILYARD_API_TOKEN")
+        .env("RAILYARD_API_TOKEN_FILE", &runner_file)
+        .output()
+        .expect("railyard run");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let runner_rolls_back = call(
         &served,
         "POST",

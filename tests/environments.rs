@@ -482,8 +482,24 @@ async fn removing_staging_under_manual_sync_shows_a_pending_destroy_until_synced
     assert_eq!(status, 200);
     assert!(page.to_lowercase().contains("destroy"), "the page shows the pending destroy: {page}");
 
+    // Syncing it now destroys it: a token allowed to sync but not to destroy is refused, and says so.
+    let (status, body) = sync_as_deployer(&yard, "staging").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("the token `deployer` may not destroy"), "{body}");
+    assert_eq!(yard.backend.running("shop-staging"), running);
     let (status, body) = yard.http("POST", "/api/v1/sync?env=staging", Some(YARD_TOKEN)).await;
     assert_eq!(status, 202, "{body}");
+    let (_, audit) = yard.http("GET", "/api/v1/audit?env=staging", None).await;
+    let audit: Value = serde_json::from_str(&audit).expect("the audit trail");
+    let said: Vec<(&str, &str, &str)> = audit["items"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (e["who"].as_str().unwrap_or(""), e["action"].as_str().unwrap_or(""), e["outcome"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(said[..2], [("api-token", "destroy", "accepted"), ("deployer", "destroy", "refused")], "newest first");
     for _ in 0..600 {
         if yard.daemon.env("staging").is_none() {
             break;
@@ -494,6 +510,25 @@ async fn removing_staging_under_manual_sync_shows_a_pending_destroy_until_synced
     assert_eq!(destroys(), 1);
     assert!(yard.backend.running("shop-staging").apps.is_empty(), "staging's apps are left");
     assert_eq!(yard.history_of("staging")[0].outcome, SyncOutcome::Destroyed);
+}
+
+/// `POST /api/v1/sync?env=` as a token allowed to sync and read, not to destroy.
+async fn sync_as_deployer(yard: &Yard, env: &str) -> (u16, String) {
+    use tower::ServiceExt;
+    let tokens = railyard::server::tokens::ApiTokens::parse("deployer:deployer-token-71 verbs=sync,read", "test")
+        .expect("tokens");
+    let state = railyard::server::ServerState { api_tokens: tokens, ..yard.server_state("127.0.0.1:8080") };
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!("/api/v1/sync?env={env}"))
+        .header("Host", "127.0.0.1:8080")
+        .header("Authorization", "Bearer deployer-token-71")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = railyard::server::router(std::sync::Arc::new(state)).oneshot(request).await.expect("answer");
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[test]
