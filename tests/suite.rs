@@ -39,4 +39,5 @@ mod source;
 mod status;
 mod store;
 mod targets;
+mod tracing_otlp;
 mod validation;
