@@ -22,6 +22,7 @@ mod jobs_docker;
 mod jobs_plan;
 mod kubernetes_backend;
 mod kubernetes_cluster;
+mod kubernetes_events;
 mod kubernetes_export;
 mod kubernetes_jobs;
 mod kubernetes_manifest;
