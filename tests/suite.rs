@@ -8,6 +8,7 @@ mod browser;
 mod caddy;
 mod converge;
 mod daemon;
+mod dashboard;
 mod docker;
 mod docs;
 mod doctor;
