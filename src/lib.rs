@@ -29,4 +29,5 @@ pub mod settings;
 pub mod source;
 pub mod store;
 pub mod targets;
+pub mod telemetry;
 pub mod windows;

@@ -10,7 +10,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use railyard::error_chain::chain;
+use railyard::telemetry::{TelemetryError, Traces};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 use cli::args::{Cli, Command, Export, LogFormat, StoreAction};
 use cli::output::EXIT_FAILED;
@@ -26,29 +29,44 @@ fn main() -> ExitCode {
         eprintln!("error: {}", chain(error.as_ref()));
         return ExitCode::from(EXIT_FAILED);
     }
-    init_logs(&cli);
-    match run(cli.command, cli.log_format == LogFormat::Json) {
+    let traces = match init_logs(&cli) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("error: {}", chain(&error));
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let code = match run(cli.command, cli.log_format == LogFormat::Json) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {}", chain(error.as_ref()));
             ExitCode::from(EXIT_FAILED)
         }
+    };
+    if let Some(traces) = traces {
+        traces.shutdown();
     }
+    code
 }
 
-/// Logs go to stderr, as text or JSON; the daemon says more by default than a one-shot command.
-fn init_logs(cli: &Cli) {
+/// Logs go to stderr, as text or JSON; the daemon says more by default than a one-shot command. With
+/// `--otlp-endpoint` the daemon's spans are exported as traces too (railyard's spans at info, whatever RUST_LOG says).
+fn init_logs(cli: &Cli) -> Result<Option<Traces>, TelemetryError> {
     let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if cli.log_format == LogFormat::Json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
+    let logs = if cli.log_format == LogFormat::Json { logs.json().boxed() } else { logs.boxed() };
+    let traces = match &cli.command {
+        Command::Serve { args } => args.otlp_endpoint.as_deref().map(Traces::start).transpose()?,
+        _ => None,
+    };
+    // Traces take railyard's own spans at info whatever RUST_LOG says, and none of its dependencies'.
+    let traced = Targets::new().with_target("railyard", tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces.as_ref().map(|traces| traces.layer().with_filter(traced)))
+        .init();
+    Ok(traces)
 }
 
 fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {

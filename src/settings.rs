@@ -27,6 +27,9 @@ pub struct Settings {
     /// A listener of its own for `/metrics` alone, without credentials (keep it private), e.g. `10.0.0.5:9700`;
     /// without it `/metrics` is on `listen` and needs the same credentials as the pages there.
     pub metrics_listen: Option<String>,
+    /// An OpenTelemetry collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318`: a trace per reconcile is
+    /// exported there.
+    pub otlp_endpoint: Option<String>,
     /// URLs people and tools reach railyard at, e.g. `https://deploy.example.com`.
     pub public_url: Option<Vec<String>>,
     /// Where the git mirror and the history database live.

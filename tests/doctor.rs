@@ -23,7 +23,9 @@ fn doctor_reports_what_the_cluster_has_and_what_to_fix() {
     assert_eq!(checked.status.code(), Some(0), "nothing must be fixed first:\n{said}{}", stderr(&checked));
     assert!(said.contains("ok    reachable: Kubernetes v"), "{said}");
     assert!(
-        said.contains("ok    permissions: 55 verbs on 11 kinds granted, and reading pods and their logs"),
+        said.contains(
+            "ok    permissions: 55 verbs on 11 kinds granted, reading pods and their logs, and writing Events"
+        ),
         "the shipped RBAC is enough:\n{said}"
     );
     assert!(said.contains("warn  ingress class: no IngressClass"), "{said}");

@@ -455,6 +455,7 @@ async fn the_kubeconfig_file_and_discovery_reach_the_fake() {
             "ConfigMap",
             "CronJob",
             "Deployment",
+            "Event",
             "HorizontalPodAutoscaler",
             "Ingress",
             "Job",

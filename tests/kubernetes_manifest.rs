@@ -90,6 +90,8 @@ fn its_rbac_names_every_resource_and_verb_and_grants_no_more_than_railyard_uses(
     // A Job run's pods, for its exit code and the end of its log.
     expected.insert((String::new(), "pods".into()), ["get", "list"].into_iter().map(str::to_owned).collect());
     expected.insert((String::new(), "pods/log".into()), BTreeSet::from(["get".to_owned()]));
+    // An Event per object each sync wrote, and per failure.
+    expected.insert(("events.k8s.io".into(), "events".into()), BTreeSet::from(["create".to_owned()]));
     // Read only: the apps' CPU, and what `railyard doctor` checks Domains will use.
     for (group, resource) in
         [("metrics.k8s.io", "pods"), ("networking.k8s.io", "ingressclasses"), ("cert-manager.io", "clusterissuers")]

@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tracing::{Instrument, info_span};
 
 use super::{ActionOutcome, ActionResult, Progress, ProgressEvent, Step};
 use crate::model::{AppSpec, DomainSpec, JobSpec};
@@ -291,7 +292,7 @@ impl<'p> Executor<'p> {
         }
         let started = Instant::now();
         self.tell_kind(node.kind(), node.name(), Step::Started { change: node.change() });
-        let result = operation.perform(node, slot).await?;
+        let result = operation.perform(node, slot).instrument(step_span(node)).await?;
         Ok(self.finish_node(node, result, started.elapsed()))
     }
 
@@ -333,6 +334,27 @@ impl<'p> Executor<'p> {
     pub fn tell_kind(&self, kind: ObjectKind, name: &str, step: Step) {
         self.progress.event(&ProgressEvent { kind, name: name.to_owned(), step });
     }
+}
+
+/// The span of one action: named `step`, with the object under its kind's field (`app`, `job`, `domain`), so that a
+/// trace shows each app and Job of an apply on its own.
+fn step_span<N: Node>(node: &N) -> tracing::Span {
+    let (kind, action) = (node.kind(), node.change().as_str());
+    let span = info_span!(
+        "step",
+        kind = kind.as_str(),
+        action,
+        app = tracing::field::Empty,
+        job = tracing::field::Empty,
+        domain = tracing::field::Empty
+    );
+    let field = match kind {
+        ObjectKind::App => "app",
+        ObjectKind::Job => "job",
+        ObjectKind::Domain => "domain",
+    };
+    span.record(field, node.name());
+    span
 }
 
 fn readiness<'a>(

@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// is on --listen, where it is a read like the pages.
     #[arg(long, env = "RAILYARD_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Export a trace per reconcile (fetch, load, plan, each apply step, hooks, Jobs) to this OpenTelemetry
+    /// collector's OTLP/HTTP base URL, e.g. http://otel-collector:4318; a webhook's `traceparent` becomes its parent.
+    #[arg(long, env = "RAILYARD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Where the git mirror and the history database live.
     #[arg(long, default_value = ".railyard", env = "RAILYARD_STATE_DIR")]
     pub state_dir: PathBuf,
@@ -148,6 +152,7 @@ impl ServeArgs {
         }
         fill!(self, listen, file.listen);
         fill!(self, metrics_listen, file.metrics_listen.map(Some));
+        fill!(self, otlp_endpoint, file.otlp_endpoint.map(Some));
         fill!(self, public_url, file.public_url);
         fill!(self, state_dir, file.state_dir);
         fill!(self, repo, file.repo.map(Some));

@@ -28,6 +28,7 @@ use crate::plan::Plan;
 use crate::scaling::AppScaling;
 use crate::scaling::history::AppHistory;
 use crate::source::{CommitInfo, Fetched, short_sha};
+use crate::telemetry::TraceParent;
 
 mod jobs;
 mod record;
@@ -274,12 +275,13 @@ impl EnvHandle {
                 _ = gone.wait_for(|gone| *gone) => return,
                 // A trigger taken while this replica may not reconcile (it follows, or the store is down) waits.
                 taken = async {
-                    let taken = self.trigger.next().await;
+                    let taken = self.trigger.next_traced().await;
                     daemon.until_leading().await;
                     taken
                 } => taken,
             };
-            self.reconcile(&daemon, taken).await;
+            let (taken, parent) = taken;
+            self.reconcile(&daemon, taken, parent.as_ref()).await;
             if self.worker_state() != WorkerState::Running {
                 *write(&self.worker) = WorkerState::Running;
                 info!(env = %self.name, "the reconcile worker runs again");
@@ -307,13 +309,17 @@ impl EnvHandle {
     }
 
     /// One pass of fetch, validate, observe, plan, apply, record; or the teardown of a removed environment.
-    async fn reconcile(self: &Arc<Self>, daemon: &Arc<Daemon>, taken: Taken) {
+    /// A trigger that came with a trace (`parent`) makes the reconcile's span a child of it.
+    async fn reconcile(self: &Arc<Self>, daemon: &Arc<Daemon>, taken: Taken, parent: Option<&TraceParent>) {
         let span = info_span!(
             "reconcile",
             env = %self.name,
             trigger = taken.trigger.as_str(),
             commit = tracing::field::Empty
         );
+        if let Some(parent) = parent {
+            parent.adopt(&span);
+        }
         let started = std::time::Instant::now();
         let started_ms = now_ms();
         let reconciled = if self.is_listed() {
@@ -460,7 +466,7 @@ impl EnvHandle {
     /// Reads the commit to run, builds its desired state, plans it, lets the gate decide and performs the decision.
     async fn reconcile_steps(self: &Arc<Self>, daemon: &Arc<Daemon>, taken: Taken, started_ms: i64) -> Reconciled {
         let Some(branch) = self.branch() else { return Reconciled::Unchanged };
-        let read = match self.read_commit(daemon, taken, &branch).await {
+        let read = match self.read_commit(daemon, taken, &branch).instrument(info_span!("fetch", %branch)).await {
             Ok(read) => read,
             Err(reconciled) => return reconciled,
         };
@@ -470,7 +476,8 @@ impl EnvHandle {
         if let Some(reason) = daemon.preview_unapproved(&self.name, &commit.sha) {
             return self.fail(ReconcileError::Unapproved(reason));
         }
-        let config = match model::load(&read.fetched.files) {
+        let loaded = info_span!("load", files = read.fetched.files.len()).in_scope(|| model::load(&read.fetched.files));
+        let config = match loaded {
             Ok(config) => config,
             Err(invalid) => return self.invalid(daemon, taken.trigger, started_ms, commit, invalid.0).await,
         };
@@ -479,7 +486,9 @@ impl EnvHandle {
             Err(error) => return self.fail(error),
         };
         let policy = Policy::of(&config, daemon.settings.sync);
-        let prepared = match self.prepare(daemon, taken, &config, &policy, &read, &branch).await {
+        let planned =
+            self.prepare(daemon, taken, &config, &policy, &read, &branch).instrument(info_span!("plan")).await;
+        let prepared = match planned {
             Ok(prepared) => prepared,
             Err(error) => return self.fail(error),
         };
@@ -650,7 +659,10 @@ impl EnvHandle {
                 self.pending(&run, None).await;
                 Reconciled::Pending
             }
-            Decision::Apply => self.apply(run, retry).await,
+            Decision::Apply => {
+                let span = info_span!("apply", summary = %plan.summary);
+                self.apply(run, retry).instrument(span).await
+            }
         }
     }
 

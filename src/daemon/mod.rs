@@ -36,6 +36,8 @@ use fetch::Fetcher;
 use metrics::Metrics;
 use trigger::{Backoff, Coalescer, Taken, Trigger, jittered};
 
+use crate::telemetry::TraceParent;
+
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {
@@ -467,9 +469,15 @@ impl Daemon {
     /// A push to `branch` (from a webhook): the environments that follow it reconcile, and a push to the tracked
     /// branch re-reads the list too; on a replica that does not lead, the leader is asked through the store. Returns
     /// the names of the environments that follow it.
-    pub async fn pushed(&self, branch: &str) -> Result<Vec<String>, StoreError> {
+    /// A delivery's trace (`parent`) goes with the push only on the replica that leads: one queued in the store for
+    /// another replica starts a trace of its own there.
+    pub async fn pushed(&self, branch: &str, parent: Option<TraceParent>) -> Result<Vec<String>, StoreError> {
         let following = self.following(branch).iter().map(|env| env.name.clone()).collect();
-        self.route(crate::store::Request::Pushed { branch: branch.to_owned() }).await?;
+        if self.leads() {
+            self.pushed_here_traced(branch, parent);
+        } else {
+            self.route(crate::store::Request::Pushed { branch: branch.to_owned() }).await?;
+        }
         Ok(following)
     }
 
@@ -480,6 +488,11 @@ impl Daemon {
 
     /// [`Daemon::pushed`] on this replica, as the leader (or the only replica) takes it.
     pub fn pushed_here(&self, branch: &str) -> Vec<String> {
+        self.pushed_here_traced(branch, None)
+    }
+
+    /// [`Daemon::pushed_here`] for a push that belongs to a trace (`parent`): the reconciles it wakes join it.
+    fn pushed_here_traced(&self, branch: &str, parent: Option<TraceParent>) -> Vec<String> {
         if branch == self.settings.branch {
             self.listing.fire(Trigger::Webhook);
         }
@@ -487,7 +500,7 @@ impl Daemon {
         self.previews_trigger.fire(Trigger::Webhook);
         let following = self.following(branch);
         for env in &following {
-            env.trigger.fire(Trigger::Webhook);
+            env.trigger.fire_traced(Trigger::Webhook, Some(std::time::Instant::now()), parent.clone());
         }
         following.iter().map(|env| env.name.clone()).collect()
     }

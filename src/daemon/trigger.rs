@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub use crate::outcome::Trigger;
+use crate::telemetry::TraceParent;
 
 /// A trigger taken from a [`Coalescer`], with the moment the newest trigger that needs a fetch was fired: a fetch
 /// started after it has seen every commit that trigger was about.
@@ -19,8 +20,15 @@ pub struct Taken {
 /// The pending trigger of one environment and the signal that wakes its worker.
 #[derive(Default)]
 pub struct Coalescer {
-    pending: Mutex<Option<Taken>>,
+    pending: Mutex<Pending>,
     wake: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    taken: Option<Taken>,
+    /// The trace of the newest trigger that came with one (a webhook's `traceparent`): the reconcile joins it.
+    parent: Option<TraceParent>,
 }
 
 impl Coalescer {
@@ -33,9 +41,17 @@ impl Coalescer {
     /// [`Coalescer::fire`] for a trigger whose commits any fetch started after `fetch_after` has seen (a preview
     /// started from a fetch that the previews worker just made need not fetch again).
     pub fn fire_seen(&self, trigger: Trigger, fetch_after: Option<Instant>) {
+        self.fire_traced(trigger, fetch_after, None);
+    }
+
+    /// [`Coalescer::fire_seen`] for a trigger that belongs to a trace (`parent`), which the reconcile then joins.
+    pub fn fire_traced(&self, trigger: Trigger, fetch_after: Option<Instant>, parent: Option<TraceParent>) {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let earlier = *pending;
-        *pending = Some(Taken {
+        if parent.is_some() {
+            pending.parent = parent;
+        }
+        let earlier = pending.taken;
+        pending.taken = Some(Taken {
             // A drift check merged into a push is that push.
             trigger: match (earlier.map(|taken| taken.trigger), trigger) {
                 (Some(Trigger::Rollback), _) => Trigger::Rollback,
@@ -50,6 +66,11 @@ impl Coalescer {
 
     /// Waits for the next pending trigger and takes it.
     pub async fn next(&self) -> Taken {
+        self.next_traced().await.0
+    }
+
+    /// [`Coalescer::next`], with the trace the trigger belongs to, if any.
+    pub async fn next_traced(&self) -> (Taken, Option<TraceParent>) {
         loop {
             if let Some(taken) = self.take() {
                 return taken;
@@ -58,8 +79,10 @@ impl Coalescer {
         }
     }
 
-    fn take(&self) -> Option<Taken> {
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    fn take(&self) -> Option<(Taken, Option<TraceParent>)> {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken = pending.taken.take()?;
+        Some((taken, pending.parent.take()))
     }
 }
 

@@ -30,6 +30,7 @@ use crate::daemon::{Daemon, now_ms};
 use crate::store::Delivery;
 use audit::{DeliveryAudit, Requester};
 use tokens::{ApiTokens, Verb};
+use crate::telemetry::TraceParent;
 use webhooks::{Forge, Pushed, judge};
 
 /// Largest webhook body accepted by default; GitHub's push payloads are far smaller unless thousands of commits.
@@ -618,7 +619,7 @@ async fn webhook(
             Pushed::Branch(branch) => branch,
             Pushed::Unspecified => state.daemon.settings().branch.clone(),
         };
-        let triggered = match state.daemon.pushed(&branch).await {
+        let triggered = match state.daemon.pushed(&branch, TraceParent::from_headers(&headers)).await {
             Ok(triggered) => triggered,
             Err(error) => return undelivered(&state, forge, &verdict.event, &error).await,
         };

@@ -36,6 +36,8 @@
 //! (`pods/<name>/log`, `tailLines`) as the test set it for Jobs whose names start with a prefix
 //! ([`FakeKube::set_job_log`]). CronJobs are stored, with no controller behind them (nothing is scheduled): a test
 //! fires one with [`FakeKube::fire_cron_job`], which creates its Job as the CronJob controller would.
+//! Issue 27: Events (`events.k8s.io/v1`) are stored like the other kinds (POST, GET, LIST in a namespace), validated
+//! as the API server validates them ([`event_causes`]); [`LoggedRequest::is_write`] leaves them out.
 //! Requests are authenticated (railyard's bearer token, [`RAILYARD_TOKEN`], else 401) and authorized against the
 //! RBAC that docker/kubernetes.yaml (or the manifest given to [`FakeKube::start_with_rbac`]) binds to railyard's
 //! service account, read from that file: a ClusterRoleBinding grants everywhere, a RoleBinding only in its
@@ -84,9 +86,9 @@ pub struct LoggedRequest {
 }
 
 impl LoggedRequest {
-    /// A request that may change the cluster (anything but GET).
+    /// A request that may change the cluster's objects (anything but GET), Events aside: they tell of writes.
     pub fn is_write(&self) -> bool {
-        self.method != "GET"
+        self.method != "GET" && !self.path.starts_with("/apis/events.k8s.io/")
     }
 }
 
@@ -287,6 +289,17 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         kind: "CronJob",
         namespaced: true,
         has_status: true,
+        create_on_update: false,
+    },
+    // Issue 27: the Events railyard writes for each sync (POST, GET, LIST in a namespace).
+    ResourceType {
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        has_status: false,
         create_on_update: false,
     },
     ResourceType {
@@ -988,6 +1001,8 @@ pub const LIST_TYPES: &[(&str, &str, ListType)] = &[
     ("NetworkPolicy", "metadata.ownerReferences", ListType::Map(&["uid"])),
     ("HorizontalPodAutoscaler", "metadata.finalizers", ListType::Set),
     ("HorizontalPodAutoscaler", "metadata.ownerReferences", ListType::Map(&["uid"])),
+    ("Event", "metadata.finalizers", ListType::Set),
+    ("Event", "metadata.ownerReferences", ListType::Map(&["uid"])),
     ("Lease", "metadata.finalizers", ListType::Set),
     ("Lease", "metadata.ownerReferences", ListType::Map(&["uid"])),
     ("ServiceAccount", "metadata.finalizers", ListType::Set),
@@ -3476,6 +3491,9 @@ fn validation_causes(kind: &str, body: &Value) -> Vec<Cause> {
             "a CronJob's schedule has 5 fields (minute hour day month weekday)",
         ));
     }
+    if kind == "Event" {
+        event_causes(body, &mut causes);
+    }
     if kind == "Service" {
         for (index, port) in body.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
             if let Some(port_name) = port["name"].as_str() {
@@ -3484,6 +3502,40 @@ fn validation_causes(kind: &str, body: &Value) -> Vec<Cause> {
         }
     }
     causes
+}
+
+/// An `events.k8s.io/v1` Event as the API server's validation takes it: `eventTime`, `reportingController`,
+/// `reportingInstance`, `action` and `reason` set, `type` Normal or Warning, a `note` of at most 1 kB, and
+/// `regarding` naming an object.
+fn event_causes(body: &Value, causes: &mut Vec<Cause>) {
+    for field in ["eventTime", "reportingController", "reportingInstance", "action", "reason"] {
+        if body.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+            causes.push(Cause {
+                reason: "FieldValueRequired",
+                field: field.to_owned(),
+                message: "Required value".to_owned(),
+            });
+        }
+    }
+    let kind = body.get("type").cloned().unwrap_or(Value::Null);
+    if kind != json!("Normal") && kind != json!("Warning") {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "type".to_owned(),
+            message: format!("Unsupported value: {kind}: supported values: \"Normal\", \"Warning\""),
+        });
+    }
+    let note = body.get("note").and_then(Value::as_str).unwrap_or_default();
+    if note.len() > 1024 {
+        causes.push(Cause::invalid("note", &json!(note), "can have at most 1024 characters"));
+    }
+    if body.pointer("/regarding/name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        causes.push(Cause {
+            reason: "FieldValueRequired",
+            field: "regarding.name".to_owned(),
+            message: "Required value".to_owned(),
+        });
+    }
 }
 
 /// What may not change once set: a Deployment's selector, a Service's cluster IP, a claim's spec but for its

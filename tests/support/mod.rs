@@ -6,6 +6,7 @@ pub mod fake_forge;
 pub mod fake_kube;
 pub mod kube_backend;
 pub mod kubernetes_validate;
+pub mod otlp;
 pub mod postgres;
 pub mod yard;
 

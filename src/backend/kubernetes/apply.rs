@@ -19,6 +19,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::cluster::{Applied, Cluster, Kind, Listed, deleted_with_app, describe};
+use super::events;
 use super::jobs::{Runner, Start, job_state, set_record};
 use super::mapping::{
     self, ANNOTATION_SPEC_HASH, JOB_RECORD_NAME, KubernetesSettings, LABEL_JOB, LABEL_NAME, Manifests, Object,
@@ -42,6 +43,8 @@ pub struct Applier<'a> {
     pub plan: &'a Plan,
     pub secrets: &'a ResolvedSecrets,
     pub progress: &'a dyn Progress,
+    /// The objects this apply wrote, for its Events.
+    pub written: std::sync::Mutex<Vec<events::Written>>,
 }
 
 /// How a Deployment's rollout ended.
@@ -93,7 +96,21 @@ impl Operation<DomainSpec> for Work<'_> {
 }
 
 impl Applier<'_> {
+    /// Applies the plan, then tells what it did as Kubernetes Events (which never fail the apply).
     pub async fn run(&self) -> Result<ApplyReport, KubernetesError> {
+        let applied = self.converge().await;
+        let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let (outcomes, failure) = match &applied {
+            Ok(report) => (report.outcomes.as_slice(), None),
+            Err(error) => (&[][..], Some(error.to_string())),
+        };
+        let events = events::of_sync(self.plan, &written, outcomes, failure.as_deref());
+        let instance = events::instance(self.settings.user_agent.as_deref());
+        events::publish(self.cluster.client(), self.namespace(), &instance, &events).await;
+        applied
+    }
+
+    async fn converge(&self) -> Result<ApplyReport, KubernetesError> {
         let desired = self.desired();
         let manifests = mapping::manifests(&desired, &self.mapping());
         let mut listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
@@ -211,7 +228,12 @@ impl Applier<'_> {
     /// restores railyard's own fields).
     async fn send(&self, kind: Kind, name: &str, body: &Value, take_back: bool) -> Result<Applied, KubernetesError> {
         let force = self.settings.force || self.plan.platform.force || take_back;
-        self.cluster.apply(kind, self.namespace(), name, body, force).await
+        let applied = self.cluster.apply(kind, self.namespace(), name, body, force).await?;
+        if let Applied::Written(object) = &applied {
+            let mut written = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            written.push(events::Written { kind, object: (**object).clone() });
+        }
+        Ok(applied)
     }
 
     /// The namespace's Secret, written when the secrets' digests changed. Its values come from `secrets` and the

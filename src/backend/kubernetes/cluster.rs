@@ -111,6 +111,11 @@ impl Cluster {
         Cluster { client }
     }
 
+    /// The client, for what is no kind of railyard's own (its Events).
+    pub(super) fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     fn api(&self, kind: Kind, namespace: &str) -> Api<DynamicObject> {
         let resource = kind.resource();
         if kind.is_namespaced() {

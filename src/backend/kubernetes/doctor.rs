@@ -55,6 +55,8 @@ const VERBS: [&str; 5] = ["get", "list", "create", "patch", "delete"];
 /// What railyard only reads, beyond the kinds it writes: a Job's pods, and their logs (a run's output). As
 /// (resource, subresource, verb), all in the core group.
 const READS: [(&str, Option<&str>, &str); 2] = [("pods", None, "list"), ("pods", Some("log"), "get")];
+/// What railyard writes beside its objects: an Event per object each sync wrote (group, resource, verb).
+const EVENTS: (&str, &str, &str) = ("events.k8s.io", "events", "create");
 
 /// Every check against the cluster `settings` name; stops after the first when the cluster does not answer.
 pub async fn checkup(settings: &KubernetesBackendSettings) -> Vec<Check> {
@@ -101,7 +103,9 @@ async fn permissions(client: &kube::Client) -> Finding {
         VERBS.into_iter().map(move |verb| (resource.group.clone(), resource.plural.clone(), None, verb))
     });
     let reads = READS.into_iter().map(|(plural, sub, verb)| (String::new(), plural.to_owned(), sub, verb));
-    for (group, plural, subresource, verb) in writes.chain(reads) {
+    let (events_group, events, create) = EVENTS;
+    let events = std::iter::once((events_group.to_owned(), events.to_owned(), None, create));
+    for (group, plural, subresource, verb) in writes.chain(reads).chain(events) {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -137,7 +141,10 @@ async fn permissions(client: &kube::Client) -> Finding {
     }
     if denied.is_empty() {
         let kinds = Kind::ALL.len();
-        Finding::Ok(format!("{} verbs on {kinds} kinds granted, and reading pods and their logs", VERBS.len() * kinds))
+        Finding::Ok(format!(
+            "{} verbs on {kinds} kinds granted, reading pods and their logs, and writing Events",
+            VERBS.len() * kinds
+        ))
     } else {
         Finding::Fail {
             found: format!("not granted: {}", denied.join(", ")),

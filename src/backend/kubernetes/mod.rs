@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod cluster;
 pub mod doctor;
+pub mod events;
 pub mod jobs;
 pub mod mapping;
 pub mod observe;
@@ -243,7 +244,16 @@ impl Backend for KubernetesBackend {
         secrets: &ResolvedSecrets,
         progress: &dyn Progress,
     ) -> Result<ApplyReport, BackendError> {
-        Ok(apply::Applier { cluster: &self.cluster, settings: &self.settings, plan, secrets, progress }.run().await?)
+        Ok(apply::Applier {
+            cluster: &self.cluster,
+            settings: &self.settings,
+            plan,
+            secrets,
+            progress,
+            written: Default::default(),
+        }
+        .run()
+        .await?)
     }
 
     async fn destroy(&self, env: &Environment) -> Result<(), BackendError> {
