@@ -92,7 +92,17 @@ fn each_token_does_what_its_scope_allows_and_every_attempt_is_audited() {
             && error.contains("staging, pr-*")),
         "{ci_reads_production:?}"
     );
-    assert_eq!(call(&served, "GET", "/api/v1/environments", Some(CI), "").0, 200, "lists are not an environment");
+    // A token limited to some environments reads only theirs: a list, an id or ?env= of another would show more.
+    let ci_lists = call(&served, "GET", "/api/v1/environments", Some(CI), "");
+    assert_eq!(ci_lists.0, 403, "{ci_lists:?}");
+    assert!(ci_lists.1.contains("may read only environments staging, pr-*"), "{ci_lists:?}");
+    assert_eq!(call(&served, "GET", "/api/v1/syncs?env=production", Some(CI), "").0, 403);
+    assert_eq!(
+        call(&served, "GET", "/api/v1/environments/productio%6e", Some(CI), "").0,
+        403,
+        "decoded as handlers do"
+    );
+    assert_eq!(call(&served, "GET", "/api/v1/syncs?env=staging", Some(CI), "").0, 200);
     let runner_reads = call(&served, "GET", "/api/v1/environments", Some(RUNNER), "");
     assert_eq!(runner_reads.0, 403);
     assert!(runner_reads.1.contains("`runner` may not read: its verbs are run"), "{runner_reads:?}");
@@ -126,6 +136,11 @@ fn each_token_does_what_its_scope_allows_and_every_attempt_is_audited() {
         r#"{"commit":"0123456789abcdef"}"#,
     );
     assert_eq!(runner_rolls_back.0, 403, "{runner_rolls_back:?}");
+    let ci_unpins = call(&served, "POST", "/api/v1/environments/production/unpin", Some(CI), "");
+    assert_eq!(ci_unpins.0, 403, "{ci_unpins:?}");
+    // A hostile, long environment name is recorded cut short.
+    let long = format!("/api/v1/sync?env={}", "x".repeat(5000));
+    assert_eq!(call(&served, "POST", &long, Some(OPS), "").0, 404);
     let rollback = call(
         &served,
         "POST",
@@ -133,7 +148,7 @@ fn each_token_does_what_its_scope_allows_and_every_attempt_is_audited() {
         Some(OPS),
         r#"{"commit":"0123456789abcdef","force":true}"#,
     );
-    assert_eq!(rollback.0, 409, "never synced: {rollback:?}");
+    assert_eq!(rollback.0, 409, "a commit production never ran: {rollback:?}");
 
     // The page's button, from behind a proxy on loopback that names the client (hostile text is only shown).
     let form = |token: &str| {
@@ -146,7 +161,9 @@ fn each_token_does_what_its_scope_allows_and_every_attempt_is_audited() {
     };
     assert_eq!(form(VIEWER).0, 403);
     assert_eq!(form(OPS).0, 303, "done: back to the environment's page");
-    let ops_syncs = |entries: &[Value]| entries.iter().filter(|e| e["who"] == "ops" && e["action"] == "sync").count();
+    let ops_syncs = |entries: &[Value]| {
+        entries.iter().filter(|e| e["who"] == "ops" && e["action"] == "sync" && e["outcome"] == "accepted").count()
+    };
 
     // A signed push that triggered a sync is recorded under the forge and its delivery id.
     let push = webhook_fixture("github-push.json");
@@ -178,6 +195,7 @@ fn each_token_does_what_its_scope_allows_and_every_attempt_is_audited() {
     let expected = [
         ("anonymous", "read", "refused", 401),
         ("ci", "read", "refused", 403),
+        ("ci", "unpin", "refused", 403),
         ("runner", "read", "refused", 403),
         ("anonymous", "sync", "refused", 401),
         ("ci", "sync", "refused", 403),
@@ -186,7 +204,7 @@ fn each_token_does_what_its_scope_allows_and_every_attempt_is_audited() {
         ("runner", "run", "accepted", 202),
         ("runner", "rollback", "refused", 403),
         ("ops", "rollback", "failed", 409),
-        ("github delivery delivery-audit-7", "push", "accepted", 202),
+        ("github", "push", "accepted", 202),
     ];
     for (who, action, outcome, status) in expected {
         let wanted = (who.to_owned(), action.to_owned(), outcome.to_owned(), status);
@@ -195,6 +213,9 @@ fn each_token_does_what_its_scope_allows_and_every_attempt_is_audited() {
     assert_eq!(ops_syncs(&entries), 2, "by the API and by the page's form");
     let anonymous_reads = entries.iter().filter(|entry| entry["who"] == "anonymous" && entry["action"] == "read");
     assert_eq!(anonymous_reads.count(), 1, "no credentials is a sign-in prompt, a wrong token an attempt");
+    let hostile = entries.iter().find(|entry| entry["status"] == 404).expect("the sync of a made-up environment");
+    assert!(hostile["env"].as_str().is_some_and(|env| env.len() <= 100), "{hostile:#}");
+    assert!(hostile["asked"].as_str().is_some_and(|asked| asked.len() <= 300), "{hostile:#}");
     let rollback_entry = entries.iter().find(|entry| entry["who"] == "ops" && entry["action"] == "rollback");
     let rollback_entry = rollback_entry.expect("the rollback");
     assert_eq!(rollback_entry["asked"], "rollback production to 0123456789ab (force)");
@@ -207,7 +228,13 @@ fn each_token_does_what_its_scope_allows_and_every_attempt_is_audited() {
 
     // Filters narrow by equality, together.
     let ci_only = audit(&served, "who=ci", VIEWER);
-    assert_eq!(ci_only.len(), 2, "{ci_only:#?}");
+    assert_eq!(ci_only.len(), 6, "four reads, a sync and an unpin: {ci_only:#?}");
+    let pushed = audit(&served, "who=github", VIEWER);
+    assert_eq!(pushed.len(), 1, "{pushed:#?}");
+    assert_eq!(
+        (pushed[0]["delivery"].as_str(), pushed[0]["env"].as_str()),
+        (Some("delivery-audit-7"), Some("production"))
+    );
     let refused_syncs = audit(&served, "action=sync&outcome=refused", VIEWER);
     assert_eq!(refused_syncs.len(), 4, "anonymous, ci, viewer by API and viewer by form: {refused_syncs:#?}");
 
@@ -220,7 +247,7 @@ fn each_token_does_what_its_scope_allows_and_every_attempt_is_audited() {
         "{}",
         page.1
     );
-    assert!(!page.1.contains("runner-token") && page.1.contains("name=\"outcome\""), "{}", page.1);
+    assert!(page.1.contains("name=\"outcome\"") && page.1.contains("value=\"unpin\""), "the filters: {}", page.1);
 
     // No token's value anywhere: answers, pages, the log, the store.
     let mut shown = vec![audit(&served, "", OPS).iter().map(Value::to_string).collect::<Vec<_>>().join("\n")];

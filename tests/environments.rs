@@ -482,10 +482,18 @@ async fn removing_staging_under_manual_sync_shows_a_pending_destroy_until_synced
     assert_eq!(status, 200);
     assert!(page.to_lowercase().contains("destroy"), "the page shows the pending destroy: {page}");
 
-    // Syncing it now destroys it: a token allowed to sync but not to destroy is refused, and says so.
-    let (status, body) = sync_as_deployer(&yard, "staging").await;
+    // Syncing it now destroys it: a token allowed to sync but not to destroy is refused, and says so; its rollback
+    // (a manual trigger too) is no way around it.
+    let (status, body) = as_deployer(&yard, "/api/v1/sync?env=staging", "").await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("the token `deployer` may not destroy"), "{body}");
+    let synced = yard.history_of("staging").into_iter().find(|sync| sync.outcome == SyncOutcome::Synced);
+    let commit = synced.and_then(|sync| sync.commit_sha).expect("a commit staging ran");
+    let rollback = format!("{{\"commit\":\"{commit}\"}}");
+    let (status, body) = as_deployer(&yard, "/api/v1/environments/staging/rollback", &rollback).await;
+    assert!(status == 202 || status == 409, "{status} {body}");
+    yard.idle(Duration::from_secs(60)).await;
+    assert_eq!(destroys(), 0, "a rollback by a token without `destroy` tore staging down");
     assert_eq!(yard.backend.running("shop-staging"), running);
     let (status, body) = yard.http("POST", "/api/v1/sync?env=staging", Some(YARD_TOKEN)).await;
     assert_eq!(status, 202, "{body}");
@@ -499,7 +507,8 @@ async fn removing_staging_under_manual_sync_shows_a_pending_destroy_until_synced
             (e["who"].as_str().unwrap_or(""), e["action"].as_str().unwrap_or(""), e["outcome"].as_str().unwrap_or(""))
         })
         .collect();
-    assert_eq!(said[..2], [("api-token", "destroy", "accepted"), ("deployer", "destroy", "refused")], "newest first");
+    assert_eq!(said[0], ("api-token", "destroy", "accepted"), "newest first: {said:?}");
+    assert!(said.contains(&("deployer", "destroy", "refused")), "{said:?}");
     for _ in 0..600 {
         if yard.daemon.env("staging").is_none() {
             break;
@@ -512,18 +521,19 @@ async fn removing_staging_under_manual_sync_shows_a_pending_destroy_until_synced
     assert_eq!(yard.history_of("staging")[0].outcome, SyncOutcome::Destroyed);
 }
 
-/// `POST /api/v1/sync?env=` as a token allowed to sync and read, not to destroy.
-async fn sync_as_deployer(yard: &Yard, env: &str) -> (u16, String) {
+/// A POST of `body` (JSON) to `path` as a token allowed to sync, roll back and read, not to destroy.
+async fn as_deployer(yard: &Yard, path: &str, body: &str) -> (u16, String) {
     use tower::ServiceExt;
-    let tokens = railyard::server::tokens::ApiTokens::parse("deployer:deployer-token-71 verbs=sync,read", "test")
-        .expect("tokens");
+    let tokens = "deployer:deployer-token-71 verbs=sync,rollback,read";
+    let tokens = railyard::server::tokens::ApiTokens::parse(tokens, "test").expect("tokens");
     let state = railyard::server::ServerState { api_tokens: tokens, ..yard.server_state("127.0.0.1:8080") };
     let request = axum::http::Request::builder()
         .method("POST")
-        .uri(format!("/api/v1/sync?env={env}"))
+        .uri(path)
+        .header("Content-Type", "application/json")
         .header("Host", "127.0.0.1:8080")
         .header("Authorization", "Bearer deployer-token-71")
-        .body(axum::body::Body::empty())
+        .body(axum::body::Body::from(body.to_owned()))
         .expect("request");
     let response = railyard::server::router(std::sync::Arc::new(state)).oneshot(request).await.expect("answer");
     let status = response.status().as_u16();

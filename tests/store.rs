@@ -124,6 +124,7 @@ fn audit_entry(
     railyard::store::AuditEntry {
         at_ms: 1_000_000 + n,
         who: who.to_owned(),
+        delivery: None,
         authenticated,
         address: Some("127.0.0.1".to_owned()),
         action: if n % 2 == 0 { "sync" } else { "rollback" }.to_owned(),
@@ -136,7 +137,7 @@ fn audit_entry(
 }
 
 async fn the_audit_trail_filters_pages_and_forgets_by_age_and_count(engine: Engine) {
-    use railyard::store::{AuditFilter, AuditOutcome, KEEP_UNAUTHENTICATED_AUDIT};
+    use railyard::store::{AuditFilter, AuditOutcome, KEEP_AUDIT_ATTEMPTS};
     let test = TestStore::new(engine);
     let store = test.connect().await;
     let keep_ms = 1_000_000;
@@ -171,29 +172,31 @@ async fn the_audit_trail_filters_pages_and_forgets_by_age_and_count(engine: Engi
     let all = store.audit(&AuditFilter { who: Some("ops".into()), ..AuditFilter::default() }, 0).await.expect("ops");
     assert_eq!(all.items.len(), 1, "the ten old entries of ops are gone: {:?}", all.items);
 
-    // Unauthenticated attempts are capped apart; authenticated ones stay.
-    let flood = KEEP_UNAUTHENTICATED_AUDIT as i64 + 5;
+    // Refused attempts, with a token or without, are capped together; what was done stays.
+    let flood = KEEP_AUDIT_ATTEMPTS as i64 + 5;
     for n in 0..flood {
+        let (who, authenticated) = if n % 2 == 0 { ("anonymous", false) } else { ("ci", true) };
         let entry = railyard::store::AuditEntry {
             at_ms: later.at_ms,
-            ..audit_entry(n, "anonymous", false, AuditOutcome::Refused)
+            ..audit_entry(n, who, authenticated, AuditOutcome::Refused)
         };
         store.record_audit(&entry, keep_ms).await.expect("record");
     }
-    let mut anonymous = 0;
+    let mut refused = 0;
     for page in 0.. {
         let read = store
-            .audit(&AuditFilter { who: Some("anonymous".into()), ..AuditFilter::default() }, page)
+            .audit(&AuditFilter { outcome: Some("refused".into()), ..AuditFilter::default() }, page)
             .await
             .expect("page");
-        anonymous += read.items.len();
+        refused += read.items.len();
         if !read.has_more {
             break;
         }
     }
-    assert_eq!(anonymous, KEEP_UNAUTHENTICATED_AUDIT as usize);
-    let ci = store.audit(&AuditFilter { who: Some("ci".into()), ..AuditFilter::default() }, 0).await.expect("ci");
-    assert_eq!(ci.items.len(), 15, "ci's entries within the retention stay");
+    assert_eq!(refused, KEEP_AUDIT_ATTEMPTS as usize);
+    let done = AuditFilter { who: Some("ci".into()), outcome: Some("accepted".into()), ..AuditFilter::default() };
+    let ci = store.audit(&done, 0).await.expect("ci");
+    assert_eq!(ci.items.len(), 15, "ci's accepted entries within the retention stay");
 }
 
 fn job_run(job: &str, n: i64, succeeded: bool, trigger: railyard::backend::JobTrigger) -> railyard::backend::JobRun {
@@ -570,7 +573,7 @@ async fn each_request_is_taken_once_by_concurrent_takers(engine: Engine) {
     let mut all: Vec<usize> = a.iter().map(index).collect();
     all.sort();
     assert_eq!(all, (0..total).collect::<Vec<_>>(), "every request taken exactly once");
-    let sync = Request::Sync { env: "production".to_owned(), trigger: Trigger::Api };
+    let sync = Request::Sync { env: "production".to_owned(), trigger: Trigger::Api, destroy: false };
     first.request(&sync, 1).await.expect("queue");
     let pushed = Request::Pushed { branch: "staging".to_owned() };
     first.request(&pushed, 2).await.expect("queue");

@@ -65,6 +65,7 @@ pub(super) async fn call_daemon(
         let refused = answer["error"].as_str().unwrap_or("missing or wrong bearer token");
         anyhow::bail!("railyard at {} refused the request ({refused}); {}", daemon.server, token.hint());
     }
+    out_of_scope(daemon, status, &answer)?;
     Ok((status, answer))
 }
 
@@ -79,7 +80,18 @@ pub(super) async fn read_daemon(
     if status == 401 {
         anyhow::bail!("railyard at {} asks for credentials to read; {}", daemon.server, token.hint());
     }
+    out_of_scope(daemon, status, &answer)?;
     Ok((status, answer))
+}
+
+/// A 403 from a known token outside its scope: asking again cannot help, the daemon says what the token lacks.
+fn out_of_scope(daemon: &DaemonArgs, status: u16, answer: &serde_json::Value) -> anyhow::Result<()> {
+    match answer["error"].as_str() {
+        Some(refused) if status == 403 && refused.starts_with("the token `") => {
+            anyhow::bail!("railyard at {} refused the request: {refused}", daemon.server)
+        }
+        _ => Ok(()),
+    }
 }
 
 fn daemon_url(daemon: &DaemonArgs, path: &str) -> String {

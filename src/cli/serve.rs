@@ -186,6 +186,18 @@ fn server_state(
         keep_deliveries: args.keep_deliveries,
         keep_audit_ms: i64::try_from(args.keep_audit.as_millis()).unwrap_or(i64::MAX),
     };
+    if let Some(password) = &state.ui_password
+        && let Some(token) = state.api_tokens.identify(password)
+    {
+        anyhow::bail!(
+            "the UI password is also the API token `{}`: it would lift that token's limits on reads; give the pages a password of their own",
+            token.name
+        );
+    }
+    anyhow::ensure!(
+        !args.keep_audit.is_zero(),
+        "--keep-audit 0s would keep no audit trail; give a duration such as 90d"
+    );
     for token in state.api_tokens.names() {
         tracing::info!(token = %token.name, scope = %token.scope(), "API token");
     }

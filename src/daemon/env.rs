@@ -75,6 +75,9 @@ pub struct EnvHandle {
     listing: RwLock<Listing>,
     backoff: std::sync::Mutex<Backoff>,
     retry_scheduled: AtomicBool,
+    /// A sync asked for by someone allowed to destroy is waiting: if the environment was removed from the list, it
+    /// may be torn down (under the manual policy). Taken by the next reconcile.
+    destroy_asked: AtomicBool,
     last_recorded: std::sync::Mutex<Option<String>>,
     /// The commit whose update was rolled back, while it is held.
     held: std::sync::Mutex<Option<Held>>,
@@ -96,6 +99,11 @@ pub struct EnvHandle {
 }
 
 impl EnvHandle {
+    /// The next reconcile was asked for by someone allowed to destroy this environment.
+    pub(super) fn destroy_asked(&self) {
+        self.destroy_asked.store(true, Ordering::SeqCst);
+    }
+
     pub(super) fn new(
         listed: &ListedEnvironment,
         project: &str,
@@ -141,6 +149,7 @@ impl EnvHandle {
             }),
             backoff: std::sync::Mutex::new(backoff),
             retry_scheduled: AtomicBool::new(false),
+            destroy_asked: AtomicBool::new(false),
             last_recorded: std::sync::Mutex::new(None),
             held: std::sync::Mutex::new(None),
             worker: RwLock::new(WorkerState::Running),
@@ -322,10 +331,11 @@ impl EnvHandle {
         }
         let started = std::time::Instant::now();
         let started_ms = now_ms();
+        let destroy_asked = self.destroy_asked.swap(false, Ordering::SeqCst);
         let reconciled = if self.is_listed() {
             self.reconcile_steps(daemon, taken, started_ms).instrument(span).await
         } else {
-            self.destroy_steps(daemon, taken.trigger, started_ms).instrument(span).await
+            self.destroy_steps(daemon, taken.trigger, destroy_asked, started_ms).instrument(span).await
         };
         daemon.metrics.count_reconcile(&self.name, reconciled.as_str(), started.elapsed().as_secs_f64());
         daemon.report_preview(self, reconciled == Reconciled::Destroyed);
@@ -828,12 +838,18 @@ impl EnvHandle {
 
     /// Tears down an environment removed from the list: at once under the automatic sync policy, on a manual sync
     /// otherwise (shown as pending meanwhile).
-    async fn destroy_steps(self: &Arc<Self>, daemon: &Arc<Daemon>, trigger: Trigger, started_ms: i64) -> Reconciled {
+    async fn destroy_steps(
+        self: &Arc<Self>,
+        daemon: &Arc<Daemon>,
+        trigger: Trigger,
+        destroy_asked: bool,
+        started_ms: i64,
+    ) -> Reconciled {
         let policy = daemon.policy().map_or(SyncPolicy::Auto, |policy| policy.sync);
         let project = self.project();
         let environment = self.environment(&project);
         let summary = format!("destroy environment {} (compose project {})", self.name, environment.project);
-        if !gate::destroy_now(policy, trigger, environment.preview.is_some()) {
+        if !gate::destroy_now(policy, trigger, destroy_asked, environment.preview.is_some()) {
             info!("removed from the list; the sync policy is manual, so it waits for a sync to be destroyed");
             let record = self.removal_record(trigger, started_ms, SyncOutcome::Pending, &summary, None);
             self.record_once(daemon, record).await;

@@ -198,10 +198,11 @@ fn hold(commit: &str, reason: String, previous: Option<&Held>, retry: RetryPolic
     Held { commit: commit.to_owned(), reason, retries, retry_at: next.map(|(_, wait)| now + wait) }
 }
 
-/// Whether an environment removed from the list is torn down now: under the automatic policy, on a manual sync, and
-/// always for a preview (nothing of a closed pull request may be left behind).
-pub fn destroy_now(sync: SyncPolicy, trigger: Trigger, preview: bool) -> bool {
-    sync == SyncPolicy::Auto || trigger.is_manual() || preview
+/// Whether an environment removed from the list is torn down now: under the automatic policy, on a sync asked for by
+/// someone allowed to destroy (`destroy_asked`: a token with the `destroy` verb; a rollback never is), and always for a
+/// preview (nothing of a closed pull request may be left behind).
+pub fn destroy_now(sync: SyncPolicy, trigger: Trigger, destroy_asked: bool, preview: bool) -> bool {
+    sync == SyncPolicy::Auto || (trigger.is_manual() && destroy_asked) || preview
 }
 
 /// How one reconcile ended, for metrics, notifications and what follows.
@@ -469,10 +470,12 @@ mod tests {
 
     #[test]
     fn a_removed_environment_goes_at_once_unless_the_policy_is_manual() {
-        assert!(destroy_now(SyncPolicy::Auto, Trigger::Removed, false));
-        assert!(!destroy_now(SyncPolicy::Manual, Trigger::Removed, false));
-        assert!(destroy_now(SyncPolicy::Manual, Trigger::Api, false));
-        assert!(destroy_now(SyncPolicy::Manual, Trigger::Poll, true), "a preview never waits");
+        assert!(destroy_now(SyncPolicy::Auto, Trigger::Removed, false, false));
+        assert!(!destroy_now(SyncPolicy::Manual, Trigger::Removed, false, false));
+        assert!(destroy_now(SyncPolicy::Manual, Trigger::Api, true, false));
+        assert!(!destroy_now(SyncPolicy::Manual, Trigger::Api, false, false), "a token without `destroy`");
+        assert!(!destroy_now(SyncPolicy::Manual, Trigger::Rollback, false, false), "a rollback never destroys");
+        assert!(destroy_now(SyncPolicy::Manual, Trigger::Poll, false, true), "a preview never waits");
     }
 
     #[test]

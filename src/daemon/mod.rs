@@ -508,20 +508,23 @@ impl Daemon {
     /// A sync asked for (the API, the page's button): environment `name` reconciles, and one that follows the
     /// tracked branch re-reads the environments list too, as a push there does (its commit may add or remove
     /// environments). False when there is no such environment.
-    pub async fn sync_requested(&self, name: &str) -> Result<bool, StoreError> {
+    pub async fn sync_requested(&self, name: &str, destroy: bool) -> Result<bool, StoreError> {
         if self.env(name).is_none() {
             return Ok(false);
         }
-        self.route(crate::store::Request::Sync { env: name.to_owned(), trigger: Trigger::Api }).await?;
+        self.route(crate::store::Request::Sync { env: name.to_owned(), trigger: Trigger::Api, destroy }).await?;
         Ok(true)
     }
 
     /// Fires `trigger` for environment `name` on the leader; an API sync of one that follows the tracked branch
-    /// re-reads the list too.
-    fn fire_here(&self, name: &str, trigger: Trigger) {
+    /// re-reads the list too. `destroy`: whoever asked may destroy it, should it have been removed from the list.
+    fn fire_here(&self, name: &str, trigger: Trigger, destroy: bool) {
         let Some(env) = self.env(name) else { return };
         if trigger == Trigger::Api && env.branch().as_deref() == Some(self.settings.branch.as_str()) {
             self.listing.fire(Trigger::Api);
+        }
+        if destroy {
+            env.destroy_asked();
         }
         env.trigger.fire(trigger);
     }

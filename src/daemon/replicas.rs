@@ -77,8 +77,8 @@ impl Daemon {
             Request::Pushed { branch } => {
                 self.pushed_here(&branch);
             }
-            Request::Sync { env, trigger } => {
-                self.fire_here(&env, trigger);
+            Request::Sync { env, trigger, destroy } => {
+                self.fire_here(&env, trigger, destroy);
             }
             Request::PullRequest { action, pr } => {
                 self.pull_request_here(action, pr).await;

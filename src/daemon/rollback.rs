@@ -76,7 +76,8 @@ impl Daemon {
     ) -> Result<(String, Plan), RollbackError> {
         let (sha, plan) = self.plan_rollback(env, commit, force).await?;
         self.store.pin(env, &sha, now_ms()).await?;
-        self.route(crate::store::Request::Sync { env: env.to_owned(), trigger: Trigger::Rollback }).await?;
+        self.route(crate::store::Request::Sync { env: env.to_owned(), trigger: Trigger::Rollback, destroy: false })
+            .await?;
         Ok((sha, plan))
     }
 
@@ -86,7 +87,7 @@ impl Daemon {
             return Err(RollbackError::NoEnvironment(env.to_owned()));
         }
         self.store.unpin(env).await?;
-        self.route(crate::store::Request::Sync { env: env.to_owned(), trigger: Trigger::Poll }).await?;
+        self.route(crate::store::Request::Sync { env: env.to_owned(), trigger: Trigger::Poll, destroy: false }).await?;
         Ok(())
     }
 

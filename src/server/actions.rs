@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +13,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::audit::{Answer, Attempt, Requester};
-use super::tokens::Verb;
+use super::tokens::{NamedToken, Verb};
 use super::{ApiError, ServerState, pages};
 use crate::daemon::rollback::RollbackError;
 
@@ -21,6 +22,15 @@ use crate::daemon::rollback::RollbackError;
 pub(super) struct TokenForm {
     #[serde(default)]
     token: String,
+}
+
+/// A form as posted; its token is checked before anything else about it, so a malformed form is refused (and
+/// recorded) as any request without the token.
+type Posted<T> = Result<axum::Form<T>, FormRejection>;
+
+/// The token a posted form carries.
+fn form_token<T>(form: &Posted<T>, token: impl Fn(&T) -> &str) -> Option<String> {
+    form.as_ref().ok().map(|axum::Form(form)| token(form).to_owned())
 }
 
 #[derive(Deserialize, Default)]
@@ -36,12 +46,12 @@ pub(super) async fn sync_now(
 ) -> Response {
     let name = request.env.unwrap_or_else(|| crate::model::Environment::PRODUCTION.to_owned());
     let attempt = sync_attempt(&state, &requester, &name);
-    let who = match state.permit(&attempt, requester.bearer()).await {
-        Ok(who) => who,
+    let holder = match state.permit(&attempt, requester.bearer()).await {
+        Ok(holder) => holder,
         Err(refusal) => return refusal.json(),
     };
-    let answer = sync(&state, &name, &who).await;
-    attempt.record(&state, &who, &answer).await;
+    let answer = sync(&state, &name, holder).await;
+    attempt.record(&state, &holder.name, &answer).await;
     answer.into_response()
 }
 
@@ -50,29 +60,36 @@ pub(super) async fn sync_form(
     State(state): State<Arc<ServerState>>,
     requester: Requester,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<TokenForm>,
+    form: Posted<TokenForm>,
 ) -> Response {
     let attempt = sync_attempt(&state, &requester, &name);
-    let who = match state.permit(&attempt, Some(&form.token)).await {
-        Ok(who) => who,
+    let holder = match state.permit(&attempt, form_token(&form, |form| &form.token).as_deref()).await {
+        Ok(holder) => holder,
         Err(refusal) => return refusal.page(),
     };
-    let answer = sync(&state, &name, &who).await;
-    attempt.record(&state, &who, &answer).await;
+    let answer = match form {
+        Ok(_) => sync(&state, &name, holder).await,
+        Err(rejection) => Answer::error(rejection.status(), rejection.body_text()),
+    };
+    attempt.record(&state, &holder.name, &answer).await;
     page_answer(answer, &name)
 }
 
-/// Syncing an environment removed from the Project's list tears it down: that takes `destroy`.
+/// Syncing an environment removed from the Project's list tears it down: that takes `destroy`. (What the page shows
+/// may be behind the list; the worker destroys only when the holder may, see [`sync`].)
 fn sync_attempt(state: &ServerState, requester: &Requester, env: &str) -> Attempt {
     let removed = state.daemon.env(env).is_some_and(|handle| handle.state().pending_destroy);
     let verb = if removed { Verb::Destroy } else { Verb::Sync };
-    Attempt::new(requester, verb, env, format!("{verb} {env}"))
+    Attempt::new(requester, verb, env, &format!("{verb} {env}"))
 }
 
-async fn sync(state: &ServerState, env: &str, who: &str) -> Answer {
-    match state.daemon.sync_requested(env).await {
+/// Queues the sync, telling the worker whether the holder may destroy the environment should it turn out to be
+/// removed from the list by then.
+async fn sync(state: &ServerState, env: &str, holder: &NamedToken) -> Answer {
+    let may_destroy = holder.allows(Verb::Destroy, Some(env)).is_ok();
+    match state.daemon.sync_requested(env, may_destroy).await {
         Ok(true) => {
-            info!(%env, %who, "sync requested");
+            info!(%env, who = %holder.name, "sync requested");
             Answer::new(StatusCode::ACCEPTED, json!({ "env": env, "status": "sync queued" }))
         }
         Ok(false) => Answer::error(StatusCode::NOT_FOUND, ApiError::NoEnvironment(env.to_owned())),
@@ -86,6 +103,7 @@ async fn sync(state: &ServerState, env: &str, who: &str) -> Answer {
 pub(super) struct RollbackRequest {
     #[serde(default)]
     token: String,
+    #[serde(default)]
     commit: String,
     #[serde(default)]
     force: bool,
@@ -98,7 +116,7 @@ impl RollbackRequest {
         let short: String = self.commit.chars().take(12).collect();
         let force = if self.force { " (force)" } else { "" };
         let dry_run = if self.dry_run { " (dry run)" } else { "" };
-        format!("rollback {env} to {}{force}{dry_run}", super::audit::printable(&short, 12))
+        format!("rollback {env} to {short}{force}{dry_run}")
     }
 }
 
@@ -112,17 +130,17 @@ pub(super) async fn rollback_api(
         Ok(axum::Json(request)) => request.asked(&name),
         Err(_) => format!("rollback {name} (an unreadable request)"),
     };
-    let attempt = Attempt::new(&requester, Verb::Rollback, &name, asked);
+    let attempt = Attempt::new(&requester, Verb::Rollback, &name, &asked);
     // The token first: a request without one is told so, whatever its body.
-    let who = match state.permit(&attempt, requester.bearer()).await {
-        Ok(who) => who,
+    let holder = match state.permit(&attempt, requester.bearer()).await {
+        Ok(holder) => holder,
         Err(refusal) => return refusal.json(),
     };
     let answer = match request {
         Ok(axum::Json(request)) => rollback(&state, &name, &request).await,
         Err(rejection) => Answer::error(rejection.status(), rejection.body_text()),
     };
-    attempt.record(&state, &who, &answer).await;
+    attempt.record(&state, &holder.name, &answer).await;
     answer.into_response()
 }
 
@@ -131,16 +149,28 @@ pub(super) async fn rollback_form(
     State(state): State<Arc<ServerState>>,
     requester: Requester,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<RollbackRequest>,
+    form: Posted<RollbackRequest>,
 ) -> Response {
-    let form = RollbackRequest { force: false, dry_run: false, ..form };
-    let attempt = Attempt::new(&requester, Verb::Rollback, &name, form.asked(&name));
-    let who = match state.permit(&attempt, Some(&form.token)).await {
-        Ok(who) => who,
+    let asked = match &form {
+        Ok(axum::Form(form)) => {
+            RollbackRequest { token: String::new(), commit: form.commit.clone(), force: false, dry_run: false }
+                .asked(&name)
+        }
+        Err(_) => format!("rollback {name} (an unreadable form)"),
+    };
+    let attempt = Attempt::new(&requester, Verb::Rollback, &name, &asked);
+    let holder = match state.permit(&attempt, form_token(&form, |form| &form.token).as_deref()).await {
+        Ok(holder) => holder,
         Err(refusal) => return refusal.page(),
     };
-    let answer = rollback(&state, &name, &form).await;
-    attempt.record(&state, &who, &answer).await;
+    let answer = match form {
+        Ok(axum::Form(form)) => {
+            let request = RollbackRequest { force: false, dry_run: false, ..form };
+            rollback(&state, &name, &request).await
+        }
+        Err(rejection) => Answer::error(rejection.status(), rejection.body_text()),
+    };
+    attempt.record(&state, &holder.name, &answer).await;
     page_answer(answer, &name)
 }
 
@@ -175,19 +205,24 @@ fn rollback_refused(error: &RollbackError) -> Answer {
     Answer::error(status, error)
 }
 
-/// `POST /api/v1/environments/{env}/unpin`: follow the branch again after a rollback.
+/// Unpinning follows the branch again after a rollback: it takes `rollback`, and is recorded as `unpin`.
+fn unpin_attempt(requester: &Requester, env: &str) -> Attempt {
+    Attempt::new(requester, Verb::Rollback, env, &format!("unpin {env}")).named("unpin")
+}
+
+/// `POST /api/v1/environments/{env}/unpin`.
 pub(super) async fn unpin_api(
     State(state): State<Arc<ServerState>>,
     requester: Requester,
     Path(name): Path<String>,
 ) -> Response {
-    let attempt = Attempt::new(&requester, Verb::Rollback, &name, format!("unpin {name}"));
-    let who = match state.permit(&attempt, requester.bearer()).await {
-        Ok(who) => who,
+    let attempt = unpin_attempt(&requester, &name);
+    let holder = match state.permit(&attempt, requester.bearer()).await {
+        Ok(holder) => holder,
         Err(refusal) => return refusal.json(),
     };
     let answer = unpin(&state, &name).await;
-    attempt.record(&state, &who, &answer).await;
+    attempt.record(&state, &holder.name, &answer).await;
     answer.into_response()
 }
 
@@ -195,15 +230,18 @@ pub(super) async fn unpin_form(
     State(state): State<Arc<ServerState>>,
     requester: Requester,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<TokenForm>,
+    form: Posted<TokenForm>,
 ) -> Response {
-    let attempt = Attempt::new(&requester, Verb::Rollback, &name, format!("unpin {name}"));
-    let who = match state.permit(&attempt, Some(&form.token)).await {
-        Ok(who) => who,
+    let attempt = unpin_attempt(&requester, &name);
+    let holder = match state.permit(&attempt, form_token(&form, |form| &form.token).as_deref()).await {
+        Ok(holder) => holder,
         Err(refusal) => return refusal.page(),
     };
-    let answer = unpin(&state, &name).await;
-    attempt.record(&state, &who, &answer).await;
+    let answer = match form {
+        Ok(_) => unpin(&state, &name).await,
+        Err(rejection) => Answer::error(rejection.status(), rejection.body_text()),
+    };
+    attempt.record(&state, &holder.name, &answer).await;
     page_answer(answer, &name)
 }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::pages::{badge, layout, when};
-use super::tokens::{Denied, Verb};
+use super::tokens::{Denied, NamedToken, Verb};
 use super::{ApiError, ServerState, query};
 use crate::daemon::now_ms;
 use crate::store::{AuditEntry, AuditFilter, AuditOutcome, Page, StoredAudit};
@@ -57,9 +57,11 @@ fn address(peer: SocketAddr, headers: &HeaderMap) -> String {
         .and_then(|value| value.to_str().ok())
         .map(|value| printable(value, 100))
         .filter(|value| !value.is_empty());
+    // A dual-stack listener sees a proxy on 127.0.0.1 as ::ffff:127.0.0.1.
+    let ip = peer.ip().to_canonical();
     match forwarded {
-        Some(forwarded) if peer.ip().is_loopback() => format!("{} for {forwarded}", peer.ip()),
-        _ => peer.ip().to_string(),
+        Some(forwarded) if ip.is_loopback() => format!("{ip} for {forwarded}"),
+        _ => ip.to_string(),
     }
 }
 
@@ -76,17 +78,36 @@ pub fn printable(text: &str, max: usize) -> String {
     text.chars().filter(|c| !c.is_control()).take(max).collect::<String>().trim().to_owned()
 }
 
+/// The longest environment or Job name kept in an audit entry (names are DNS labels; a longer one is hostile).
+const MAX_NAME: usize = 100;
+/// The longest request description kept in an audit entry.
+const MAX_ASKED: usize = 300;
+
 /// A mutation asked for, before it is allowed: what the audit trail records of it either way.
 pub struct Attempt {
     verb: Verb,
+    /// The action's word in the trail: the verb's, or a finer one (`unpin` needs `rollback`).
+    action: &'static str,
     env: Option<String>,
     asked: String,
     address: Option<String>,
 }
 
 impl Attempt {
-    pub fn new(requester: &Requester, verb: Verb, env: &str, asked: String) -> Attempt {
-        Attempt { verb, env: Some(env.to_owned()), asked, address: requester.address.clone() }
+    /// `env` and `asked` come from the request: both are cut to a bounded, printable length.
+    pub fn new(requester: &Requester, verb: Verb, env: &str, asked: &str) -> Attempt {
+        Attempt {
+            verb,
+            action: verb.as_str(),
+            env: Some(printable(env, MAX_NAME)),
+            asked: printable(asked, MAX_ASKED),
+            address: requester.address.clone(),
+        }
+    }
+
+    /// The same attempt, recorded under another action word.
+    pub fn named(self, action: &'static str) -> Attempt {
+        Attempt { action, ..self }
     }
 
     fn entry(
@@ -102,7 +123,8 @@ impl Attempt {
             who: who.to_owned(),
             authenticated,
             address: self.address.clone(),
-            action: self.verb.as_str().to_owned(),
+            action: self.action.to_owned(),
+            delivery: None,
             env: self.env.clone(),
             asked: self.asked.clone(),
             outcome,
@@ -192,8 +214,8 @@ impl IntoResponse for Answer {
 }
 
 impl ServerState {
-    /// The name of the token's holder when `given` may do what `attempt` asks; otherwise the refusal, recorded.
-    pub async fn permit(&self, attempt: &Attempt, given: Option<&str>) -> Result<String, Refusal> {
+    /// The token's holder when `given` may do what `attempt` asks; otherwise the refusal, recorded.
+    pub async fn permit(&self, attempt: &Attempt, given: Option<&str>) -> Result<&NamedToken, Refusal> {
         if self.api_tokens.is_empty() {
             return Err(self.refused(attempt, "anonymous", false, Refusal::ReadOnly).await);
         }
@@ -201,7 +223,7 @@ impl ServerState {
             return Err(self.refused(attempt, "anonymous", false, Refusal::Unknown).await);
         };
         match holder.allows(attempt.verb, attempt.env.as_deref()) {
-            Ok(()) => Ok(holder.name.clone()),
+            Ok(()) => Ok(holder),
             Err(denied) => Err(self.refused(attempt, &holder.name, true, Refusal::Scope(denied)).await),
         }
     }
@@ -212,7 +234,7 @@ impl ServerState {
             Refusal::Unknown => "missing or wrong token".to_owned(),
             Refusal::Scope(denied) => denied.to_string(),
         };
-        tracing::warn!(who, action = attempt.verb.as_str(), env = attempt.env.as_deref().unwrap_or("-"), %detail, "refused a request");
+        tracing::warn!(who, action = attempt.action, env = attempt.env.as_deref().unwrap_or("-"), %detail, "refused a request");
         let entry = attempt.entry(who, authenticated, AuditOutcome::Refused, refusal.status(), &detail);
         self.record_audit(entry).await;
         refusal
@@ -221,9 +243,8 @@ impl ServerState {
     /// A read refused (a wrong password or token, or a token without `read` there): recorded like any refusal.
     pub async fn read_refused(&self, parts: &Parts, who: &str, authenticated: bool, status: StatusCode, detail: &str) {
         let requester = Requester::of(parts);
-        let env = super::env_in_path(parts.uri.path()).unwrap_or_default();
-        let mut attempt =
-            Attempt::new(&requester, Verb::Read, env, format!("read {}", printable(parts.uri.path(), 200)));
+        let env = super::env_of_read(&parts.uri).unwrap_or_default();
+        let mut attempt = Attempt::new(&requester, Verb::Read, &env, &format!("read {}", parts.uri.path()));
         if env.is_empty() {
             attempt.env = None;
         }
@@ -232,19 +253,16 @@ impl ServerState {
 
     /// A webhook delivery that triggered something, under the forge's name and its delivery id.
     pub async fn record_delivery_audit(&self, requester: &Requester, delivery: DeliveryAudit<'_>) {
-        let who = match delivery.id {
-            Some(id) => format!("{} delivery {}", delivery.forge, printable(id, 100)),
-            None => delivery.forge.to_owned(),
-        };
         let envs: Vec<Option<String>> =
             if delivery.envs.is_empty() { vec![None] } else { delivery.envs.iter().cloned().map(Some).collect() };
         for env in envs {
             let entry = AuditEntry {
                 at_ms: now_ms(),
-                who: who.clone(),
+                who: delivery.forge.to_owned(),
                 authenticated: true,
                 address: requester.address.clone(),
                 action: delivery.action.to_owned(),
+                delivery: delivery.id.map(|id| printable(id, MAX_NAME)),
                 env,
                 asked: printable(&delivery.asked, 300),
                 outcome: AuditOutcome::Accepted,
@@ -329,7 +347,7 @@ pub async fn audit_page(State(state): State<Arc<ServerState>>, Query(asked): Que
     }
 }
 
-const ACTIONS: [&str; 8] = ["sync", "destroy", "rollback", "run", "read", "push", "pull_request", ""];
+const ACTIONS: [&str; 9] = ["", "sync", "destroy", "rollback", "unpin", "run", "read", "push", "pull_request"];
 
 fn audit_view(asked: &AuditQuery, page: &Page<StoredAudit>, now_ms: i64) -> Markup {
     layout(
@@ -358,7 +376,11 @@ fn audit_view(asked: &AuditQuery, page: &Page<StoredAudit>, now_ms: i64) -> Mark
                         @let entry = &stored.entry;
                         tr.entry {
                             td { (when(entry.at_ms, now_ms)) }
-                            td.who { (entry.who) @if !entry.authenticated { " " span.muted { "(unauthenticated)" } } }
+                            td.who {
+                                (entry.who)
+                                @if let Some(delivery) = &entry.delivery { " " span.muted { "delivery " (delivery) } }
+                                @if !entry.authenticated { " " span.muted { "(unauthenticated)" } }
+                            }
                             td.wide.mono { (entry.address.as_deref().unwrap_or("-")) }
                             td.asked {
                                 (entry.asked)

@@ -240,9 +240,9 @@ pub(super) async fn run_now(
     requester: Requester,
     Path((env, job)): Path<(String, String)>,
 ) -> Response {
-    let attempt = Attempt::new(&requester, Verb::Run, &env, format!("run {job} in {env}"));
+    let attempt = Attempt::new(&requester, Verb::Run, &env, &format!("run {job} in {env}"));
     let who = match state.permit(&attempt, requester.bearer()).await {
-        Ok(who) => who,
+        Ok(holder) => holder.name.clone(),
         Err(refusal) => return refusal.json(),
     };
     let requested_at = now_ms();

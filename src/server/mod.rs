@@ -28,9 +28,9 @@ use base64::Engine;
 
 use crate::daemon::{Daemon, now_ms};
 use crate::store::Delivery;
-use audit::{DeliveryAudit, Requester};
-use tokens::{ApiTokens, Verb};
 use crate::telemetry::TraceParent;
+use audit::{DeliveryAudit, Requester};
+use tokens::ApiTokens;
 use webhooks::{Forge, Pushed, judge};
 
 /// Largest webhook body accepted by default; GitHub's push payloads are far smaller unless thousands of commits.
@@ -203,7 +203,10 @@ async fn require_reader(
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    match reader(&state, &parts.headers, env_in_path(parts.uri.path())) {
+    let env = env_of_read(&parts.uri);
+    // Live events carry no data (a tick to redraw), so a token limited to some environments may follow them.
+    let everywhere = env.is_none() && parts.uri.path() != "/events";
+    match reader(&state, &parts.headers, env.as_deref(), everywhere) {
         Reader::Allowed => next.run(axum::extract::Request::from_parts(parts, body)).await,
         Reader::Anonymous if state.ui_password.is_none() && state.api_tokens.is_empty() => {
             ApiError::NoCredentials.into_response()
@@ -215,9 +218,7 @@ async fn require_reader(
         }
         Reader::Denied(denied) => {
             let detail = denied.to_string();
-            let who = match &denied {
-                tokens::Denied::Verb { token, .. } | tokens::Denied::Environment { token, .. } => token.clone(),
-            };
+            let who = denied.token().to_owned();
             state.read_refused(&parts, &who, true, StatusCode::FORBIDDEN, &detail).await;
             (StatusCode::FORBIDDEN, Json(json!({ "error": detail }))).into_response()
         }
@@ -229,10 +230,18 @@ fn sign_in() -> Response {
         .into_response()
 }
 
-/// The environment a page or API path is about (`/env/{env}/...`, `/api/v1/environments/{env}/...`).
-pub fn env_in_path(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/env/").or_else(|| path.strip_prefix("/api/v1/environments/"))?;
-    rest.split('/').next().filter(|env| !env.is_empty())
+/// The environment a read is about: its path's (`/env/{env}/...`, `/api/v1/environments/{env}/...`, decoded as the
+/// handlers decode it), else its `?env=`. None: a read about every environment (lists, ids, the audit trail).
+pub fn env_of_read(uri: &axum::http::Uri) -> Option<String> {
+    let path = uri.path();
+    let in_path = path.strip_prefix("/env/").or_else(|| path.strip_prefix("/api/v1/environments/"));
+    if let Some(segment) = in_path.and_then(|rest| rest.split('/').next()).filter(|env| !env.is_empty()) {
+        return Some(percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned());
+    }
+    let query = uri.query().unwrap_or_default();
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, value)| key == "env" && !value.is_empty())
+        .map(|(_, value)| value.into_owned())
 }
 
 /// What a request's credentials allow it to read.
@@ -246,8 +255,9 @@ enum Reader {
     Denied(tokens::Denied),
 }
 
-/// The UI password (basic auth, any user) or an API token (bearer, or as the basic auth password).
-fn reader(state: &ServerState, headers: &HeaderMap, env: Option<&str>) -> Reader {
+/// The UI password (basic auth, any user) or an API token (bearer, or as the basic auth password) allowed to read
+/// `env`, or, `everywhere`, what is about every environment.
+fn reader(state: &ServerState, headers: &HeaderMap, env: Option<&str>, everywhere: bool) -> Reader {
     let basic_password = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -260,7 +270,7 @@ fn reader(state: &ServerState, headers: &HeaderMap, env: Option<&str>) -> Reader
         return Reader::Allowed;
     }
     match state.api_tokens.identify(&given) {
-        Some(holder) => match holder.allows(Verb::Read, env) {
+        Some(holder) => match holder.allows_read(env, everywhere) {
             Ok(()) => Reader::Allowed,
             Err(denied) => Reader::Denied(denied),
         },
@@ -269,7 +279,7 @@ fn reader(state: &ServerState, headers: &HeaderMap, env: Option<&str>) -> Reader
 }
 
 fn reader_authorized(state: &ServerState, headers: &HeaderMap) -> bool {
-    matches!(reader(state, headers, None), Reader::Allowed)
+    matches!(reader(state, headers, None, true), Reader::Allowed)
 }
 
 async fn overview_page(State(state): State<Arc<ServerState>>) -> Response {

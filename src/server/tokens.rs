@@ -84,6 +84,21 @@ pub enum Denied {
         "the token `{token}` may not {verb} environment `{env}`: its environments are {granted}; add it to its envs= in --api-token-file"
     )]
     Environment { token: String, verb: Verb, env: String, granted: String },
+    #[error(
+        "the token `{token}` may read only environments {granted}, and this is about every environment (a list, an id, the audit trail, /metrics): read it through an environment's own page, or use a token without envs="
+    )]
+    EveryEnvironment { token: String, granted: String },
+}
+
+impl Denied {
+    /// The name of the token refused.
+    pub fn token(&self) -> &str {
+        match self {
+            Denied::Verb { token, .. } | Denied::Environment { token, .. } | Denied::EveryEnvironment { token, .. } => {
+                token
+            }
+        }
+    }
 }
 
 impl NamedToken {
@@ -102,6 +117,18 @@ impl NamedToken {
             return Err(Denied::Environment { token: self.name.clone(), verb, env: env.to_owned(), granted });
         }
         Ok(())
+    }
+
+    /// Whether this token may read `env`, or (`everywhere`) what is about every environment, which a token limited to
+    /// some environments may not: it would show the others.
+    pub fn allows_read(&self, env: Option<&str>, everywhere: bool) -> Result<(), Denied> {
+        self.allows(Verb::Read, env)?;
+        match &self.envs {
+            Some(patterns) if everywhere => {
+                Err(Denied::EveryEnvironment { token: self.name.clone(), granted: patterns.join(", ") })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// What it may do, in words ("everything", "sync, read on staging, pr-*").
@@ -141,12 +168,14 @@ pub struct ApiTokens {
 pub enum TokenFileError {
     #[error("{origin}: expected `name:token [envs=a,b*] [verbs=sync,read]`, got a line without `:`")]
     NoName { origin: String },
-    #[error("{origin}: the token name `{name}` may hold only letters, digits, `.`, `_` and `-` (at most 64)")]
-    BadName { origin: String, name: String },
+    #[error(
+        "{origin}: the part before `:` is not a token name: a name holds only letters, digits, `.`, `_` and `-` (at most 64)"
+    )]
+    BadName { origin: String },
     #[error("{origin}: the token of `{name}` is empty")]
     Empty { origin: String, name: String },
-    #[error("{origin}: `{word}` is not a scope; use envs=PATTERN,... or verbs=VERB,...")]
-    UnknownScope { origin: String, word: String },
+    #[error("{origin}: after the token only envs=PATTERN,... and verbs=VERB,... may follow")]
+    UnknownScope { origin: String },
     #[error("{origin}: `{verb}` is not a verb; use read, sync, rollback, run or destroy")]
     UnknownVerb { origin: String, verb: String },
     #[error("{origin}: `{pattern}` is not an environment pattern; use lowercase names, digits, `-` and `*`")]
@@ -176,21 +205,20 @@ impl ApiTokens {
         }
     }
 
-    /// A token file's text: one bare token (no `:`, the older form), or `name:token [scope]` lines (`#` comments and
-    /// blank lines skipped). `origin` names the file in errors.
+    /// A token file's text: the whole file one token (the older form: a single line that does not start with
+    /// `name:`), or `name:token [scope]` lines (`#` comments and blank lines skipped). `origin` names the file in
+    /// errors, which never quote a token.
     pub fn parse(text: &str, origin: &str) -> Result<ApiTokens, TokenFileError> {
-        let lines: Vec<(usize, &str)> = text
+        let whole = text.trim();
+        let starts_named = |line: &str| line.split_once(':').is_some_and(|(name, _)| valid_name(name));
+        if !whole.contains('\n') && !starts_named(whole) {
+            return Ok(ApiTokens::single(whole));
+        }
+        let lines = text
             .lines()
             .enumerate()
             .map(|(index, line)| (index + 1, line.trim()))
-            .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
-            .collect();
-        if let [(_, only)] = lines.as_slice()
-            && !only.contains(':')
-            && !only.contains(char::is_whitespace)
-        {
-            return Ok(ApiTokens::single(only));
-        }
+            .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'));
         let mut tokens = Vec::new();
         for (number, line) in lines {
             let origin = format!("{origin} line {number}");
@@ -261,11 +289,8 @@ impl ApiTokens {
 /// A token from its name and `token [envs=...] [verbs=...]`.
 fn named(name: &str, rest: &str, origin: &str) -> Result<NamedToken, TokenFileError> {
     let origin = || origin.to_owned();
-    let valid_name = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !valid_name {
-        return Err(TokenFileError::BadName { origin: origin(), name: name.to_owned() });
+    if !valid_name(name) {
+        return Err(TokenFileError::BadName { origin: origin() });
     }
     let mut words = rest.split_whitespace();
     let Some(secret) = words.next() else {
@@ -281,10 +306,17 @@ fn named(name: &str, rest: &str, origin: &str) -> Result<NamedToken, TokenFileEr
             }
             "envs" => token.envs = Some(patterns(&values, origin)?),
             "verbs" => token.verbs = Some(verbs(&values, origin)?),
-            _ => return Err(TokenFileError::UnknownScope { origin: origin(), word: word.to_owned() }),
+            _ => return Err(TokenFileError::UnknownScope { origin: origin() }),
         }
     }
     Ok(token)
+}
+
+/// Letters, digits, `.`, `_` and `-`, at most 64: a name fit for the audit trail.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn patterns(values: &[&str], origin: impl Fn() -> String) -> Result<Vec<String>, TokenFileError> {
@@ -334,6 +366,19 @@ mod tests {
             assert_eq!(holder.allows(verb, Some("production")), Ok(()));
         }
         assert!(ApiTokens::parse("", "f").expect("empty").is_empty());
+        // Tokens of the older form that hold `:`, `#` or spaces stay whole.
+        for older in ["abc+/9:xyz==", "#starts-with-hash", "two words", "ab cd:ef"] {
+            let tokens = ApiTokens::parse(&format!("{older}\n"), "f").expect(older);
+            assert_eq!(tokens.identify(older).map(|t| t.name.as_str()), Some(SINGLE_TOKEN_NAME), "{older}");
+        }
+    }
+
+    #[test]
+    fn errors_never_quote_a_token() {
+        for text in ["a:x\nsecret+part/1:rest", "ci:tok s3cret-part", "ops:one\nsecret-line-without-colon"] {
+            let error = ApiTokens::parse(text, "tokens.txt").expect_err(text).to_string();
+            assert!(!error.contains("secret") && !error.contains("s3cret"), "{error}");
+        }
     }
 
     #[test]
@@ -382,9 +427,9 @@ mod tests {
     fn every_malformed_line_is_refused_with_where_and_why() {
         let cases = [
             ("a:x\nsecond-line-without-colon", "line 2: expected `name:token"),
-            ("bad name:x", "the token name `bad name`"),
+            ("bad name:x\nok:y", "line 1: the part before `:` is not a token name"),
             ("ci:", "the token of `ci` is empty"),
-            ("ci:tok colour=red", "`colour=red` is not a scope"),
+            ("ci:tok colour=red", "after the token only envs="),
             ("ci:tok verbs=sync,deploy", "`deploy` is not a verb"),
             ("ci:tok envs=Prod", "`Prod` is not an environment pattern"),
             ("ci:tok envs=", "`envs` is empty"),

@@ -143,8 +143,14 @@ pub struct LeaseRecord {
 pub enum Request {
     /// A push to `branch`: the environments that follow it reconcile.
     Pushed { branch: String },
-    /// A sync of environment `env` asked for (the API, the page's button, a rollback or an unpin).
-    Sync { env: String, trigger: Trigger },
+    /// A sync of environment `env` asked for (the API, the page's button, a rollback or an unpin); `destroy` when
+    /// whoever asked may destroy it (it may have been removed from the list).
+    Sync {
+        env: String,
+        trigger: Trigger,
+        #[serde(default)]
+        destroy: bool,
+    },
     /// A pull request event taken from a forge's webhook (signature checked).
     PullRequest { action: crate::previews::PullRequestAction, pr: crate::previews::PullRequest },
 }
@@ -227,8 +233,9 @@ pub const TABLES: &[&str] = &[
     "audit",
 ];
 
-/// Refused or unauthenticated requests kept in the audit trail (the newest), so that a flood cannot fill the disk.
-pub const KEEP_UNAUTHENTICATED_AUDIT: u32 = 1000;
+/// Refused or unauthenticated attempts kept in the audit trail (the newest), so that a flood, with a token or without,
+/// cannot fill the disk.
+pub const KEEP_AUDIT_ATTEMPTS: u32 = 1000;
 
 /// What became of a request in the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,13 +265,16 @@ impl AuditOutcome {
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     pub at_ms: i64,
-    /// The token's name, `ui` for the page's password, a forge and its delivery id, or `anonymous`.
+    /// The token's name, the forge of a webhook delivery, or `anonymous` (no token, or a wrong one).
     pub who: String,
+    /// A webhook delivery's id, as the forge sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
     /// False for a missing or wrong credential: anybody could have sent it.
     pub authenticated: bool,
     /// The peer's address (and what `X-Forwarded-For` claimed, when the peer is a proxy on loopback).
     pub address: Option<String>,
-    /// sync, rollback, unpin, destroy, run, read, push, pull_request.
+    /// sync, destroy, rollback, unpin, run, read, push, pull_request.
     pub action: String,
     pub env: Option<String>,
     /// What was asked, in words ("rollback production to 3f2a1bc (force)").
@@ -274,6 +284,13 @@ pub struct AuditEntry {
     pub status: u16,
     /// What came of it, or why it was refused.
     pub detail: String,
+}
+
+impl AuditEntry {
+    /// A refused or unauthenticated attempt: only the newest [`KEEP_AUDIT_ATTEMPTS`] of them are kept.
+    pub fn is_attempt(&self) -> bool {
+        !self.authenticated || self.outcome == AuditOutcome::Refused
+    }
 }
 
 /// A recorded audit entry.
@@ -505,7 +522,7 @@ pub trait StoreEngine: Send + Sync {
     async fn last_scheduled(&self, env: &str, job: &str) -> Result<Option<i64>, StoreError>;
 
     /// Records an audit entry; drops entries older than `keep_ms` before it, and keeps only the newest
-    /// [`KEEP_UNAUTHENTICATED_AUDIT`] unauthenticated ones.
+    /// [`KEEP_AUDIT_ATTEMPTS`] refused or unauthenticated attempts.
     async fn record_audit(&self, entry: &AuditEntry, keep_ms: i64) -> Result<(), StoreError>;
     /// A page of audit entries, newest first.
     async fn audit(&self, filter: &AuditFilter, page: u32) -> Result<Page<StoredAudit>, StoreError>;

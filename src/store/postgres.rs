@@ -14,7 +14,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{AuditEntry, AuditFilter, KEEP_UNAUTHENTICATED_AUDIT, StoredAudit};
+use super::{AuditEntry, AuditFilter, KEEP_AUDIT_ATTEMPTS, StoredAudit};
 use super::{
     DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId, DumpedLease, DumpedPin,
     DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment, LeaseRecord, PAGE_SIZE,
@@ -143,7 +143,7 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX audit_by_time ON audit (at_ms);
-    CREATE INDEX audit_by_authentication ON audit (authenticated, id DESC);",
+    CREATE INDEX audit_attempts ON audit (id) WHERE NOT authenticated OR outcome = 'refused';",
 ];
 
 /// The advisory lock that serializes migrations between replicas (any constant: "railyard" in ASCII).
@@ -984,12 +984,13 @@ impl StoreEngine for PostgresEngine {
                 )
                 .await?;
             transaction.execute("DELETE FROM audit WHERE at_ms < $1", &[&entry.at_ms.saturating_sub(keep_ms)]).await?;
-            if !entry.authenticated {
+            if entry.is_attempt() {
                 transaction
                     .execute(
-                        "DELETE FROM audit WHERE NOT authenticated AND id <= (
-                             SELECT id FROM audit WHERE NOT authenticated ORDER BY id DESC LIMIT 1 OFFSET $1)",
-                        &[&i64::from(KEEP_UNAUTHENTICATED_AUDIT)],
+                        "DELETE FROM audit WHERE (NOT authenticated OR outcome = 'refused') AND id <= (
+                             SELECT id FROM audit WHERE (NOT authenticated OR outcome = 'refused')
+                             ORDER BY id DESC LIMIT 1 OFFSET $1)",
+                        &[&i64::from(KEEP_AUDIT_ATTEMPTS)],
                     )
                     .await?;
             }

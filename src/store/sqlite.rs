@@ -13,7 +13,7 @@ use crate::outcome::{SyncOutcome, Trigger};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
-use super::{AuditEntry, AuditFilter, KEEP_UNAUTHENTICATED_AUDIT, StoredAudit};
+use super::{AuditEntry, AuditFilter, KEEP_AUDIT_ATTEMPTS, StoredAudit};
 use super::{
     DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId,
     DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment,
@@ -188,7 +188,7 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX audit_by_time ON audit (at_ms);
-    CREATE INDEX audit_by_authentication ON audit (authenticated, id DESC);",
+    CREATE INDEX audit_attempts ON audit (id) WHERE authenticated = 0 OR outcome = 'refused';",
 ];
 
 /// The database, called from blocking threads.
@@ -679,11 +679,12 @@ impl SqliteDb {
                 ],
             )?;
             transaction.execute("DELETE FROM audit WHERE at_ms < ?1", [entry.at_ms.saturating_sub(keep_ms)])?;
-            if !entry.authenticated {
+            if entry.is_attempt() {
                 transaction.execute(
-                    "DELETE FROM audit WHERE authenticated = 0 AND id <= (
-                         SELECT id FROM audit WHERE authenticated = 0 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                    [i64::from(KEEP_UNAUTHENTICATED_AUDIT)],
+                    "DELETE FROM audit WHERE (authenticated = 0 OR outcome = 'refused') AND id <= (
+                         SELECT id FROM audit WHERE (authenticated = 0 OR outcome = 'refused')
+                         ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                    [i64::from(KEEP_AUDIT_ATTEMPTS)],
                 )?;
             }
             transaction.commit()?;
