@@ -110,6 +110,9 @@ fn a_sync_writes_one_synced_event_per_object_it_wrote_and_a_no_op_writes_none() 
         }
         let web = written.iter().find(|event| regarding(event) == "Deployment/web").expect("web's Event");
         assert!(web["note"].as_str().is_some_and(|note| note.contains("applied for App web (create)")), "{web}");
+        let namespace = written.iter().find(|event| regarding(event) == format!("Namespace/{ns}")).expect("namespace");
+        let note = namespace["note"].as_str().unwrap_or_default();
+        assert!(note.ends_with("applied for environment production"), "{note}");
         assert_no_secret(&written);
 
         fake.clear_requests();
