@@ -11,6 +11,7 @@ use support::kube_backend::{KubeCase, SECRET_BASE64, SECRET_VALUE, app, sync, sy
 use support::kubernetes_validate::assert_valid_kubernetes;
 
 use railyard::backend::ActionResult;
+use railyard::backend::kubernetes::KubernetesBackendSettings;
 use railyard::backend::kubernetes::events::REPORTING_CONTROLLER;
 
 /// The Events in `namespace`, oldest first.
@@ -85,7 +86,11 @@ fn a_sync_writes_one_synced_event_per_object_it_wrote_and_a_no_op_writes_none() 
     case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env:\n  DB_PASSWORD: { secret: db-password }\n"));
     case.repo.write("apps/api.yaml", &app("api", "acme/api:1", ""));
     let (fake, ns) = (&case.fake, case.ns());
-    case.run_default(async |backend| {
+    let replica = KubernetesBackendSettings {
+        user_agent: Some("railyard/0.1.0 (replica-a)".to_owned()),
+        ..KubernetesBackendSettings::default()
+    };
+    case.run(replica, async |backend| {
         sync_ok(backend, &case.repo.desired()).await;
         let applied = applied_objects(fake);
         let written = events(fake, ns);
@@ -98,6 +103,7 @@ fn a_sync_writes_one_synced_event_per_object_it_wrote_and_a_no_op_writes_none() 
         for event in &written {
             assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Normal"), Some("Synced")), "{event}");
             assert_eq!(event["reportingController"], REPORTING_CONTROLLER);
+            assert_eq!(event["reportingInstance"], "replica-a", "the replica's identity");
             assert_eq!(event["action"], "Apply");
             let note = event["note"].as_str().unwrap_or_default();
             assert!(note.starts_with("commit c0ffee: "), "{note}");
