@@ -1,7 +1,8 @@
 //! Kubernetes Events (issue 27): each sync through the Kubernetes backend writes one `events.k8s.io/v1` Event per
 //! object it wrote (reason `Synced`, regarding that object by uid), a Warning per action that failed or was rolled
 //! back, none for a sync that changes nothing, none carrying a secret; an API server that refuses Events (RBAC) does
-//! not fail the sync; and the Events pass `kubernetes-validate`. Against the fake API server.
+//! not fail the sync; the CLI's apply writes them as the daemon does; and the Events pass `kubernetes-validate`.
+//! Against the fake API server.
 
 use crate::support;
 
@@ -213,4 +214,24 @@ fn validate(events: &[Value], what: &str) {
         .collect();
     std::fs::write(&file, documents.join("\n---\n")).expect("events file");
     assert_valid_kubernetes(&file, what);
+}
+
+/// `railyard apply --backend kubernetes` (the CLI, through `KUBECONFIG`) writes the same Events as the daemon.
+#[test]
+fn the_cli_apply_writes_the_events_too() {
+    let case = KubeCase::new("events-cli", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let kubeconfig = case.fake.kubeconfig_path();
+    let output = std::process::Command::new(support::railyard_binary())
+        .arg("apply")
+        .arg(case.repo.dir.path())
+        .args(["--backend", "kubernetes"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("railyard runs");
+    support::assert_success(&output);
+    let told: Vec<String> = events(&case.fake, case.ns()).iter().map(regarding).collect();
+    assert!(told.contains(&"Deployment/web".to_owned()) && told.contains(&"Service/web".to_owned()), "{told:?}");
+    assert_eq!(told.len(), applied_objects(&case.fake).len(), "{told:?}");
 }
