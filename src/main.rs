@@ -57,7 +57,10 @@ fn init_logs(cli: &Cli) -> Result<Option<Traces>, TelemetryError> {
     let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
     let logs = if cli.log_format == LogFormat::Json { logs.json().boxed() } else { logs.boxed() };
     let traces = match &cli.command {
-        Command::Serve { args } => args.otlp_endpoint.as_deref().map(Traces::start).transpose()?,
+        // An empty endpoint (`RAILYARD_OTLP_ENDPOINT=`) is none, as an unset one.
+        Command::Serve { args } => {
+            args.otlp_endpoint.as_deref().filter(|endpoint| !endpoint.is_empty()).map(Traces::start).transpose()?
+        }
         _ => None,
     };
     // Traces take railyard's own spans at info whatever RUST_LOG says, and none of its dependencies'.

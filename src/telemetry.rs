@@ -3,6 +3,7 @@
 //! forge's trace.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
@@ -14,6 +15,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The name every span railyard exports is filed under.
 pub const SERVICE_NAME: &str = "railyard";
+
+/// How long one export may take; a collector that does not answer loses that batch, not railyard's time.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the last spans may take to go out when railyard stops (it exits within 2 s of SIGTERM).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The longest `traceparent` read: version 00 is 55 characters, later versions may append fields.
 const MAX_TRACEPARENT: usize = 128;
@@ -43,6 +49,7 @@ impl Traces {
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(url.clone())
+            .with_timeout(EXPORT_TIMEOUT)
             .build()
             .map_err(|source| TelemetryError::Exporter { endpoint: url, source })?;
         let provider = SdkTracerProvider::builder()
@@ -60,9 +67,9 @@ impl Traces {
         tracing_opentelemetry::layer().with_tracer(self.provider.tracer(SERVICE_NAME))
     }
 
-    /// Sends the spans still queued and stops the exporter's thread.
+    /// Sends the spans still queued (for at most [`SHUTDOWN_TIMEOUT`]) and stops the exporter's thread.
     pub fn shutdown(self) {
-        if let Err(error) = self.provider.shutdown() {
+        if let Err(error) = self.provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
             eprintln!("warning: the last traces could not be exported: {error}");
         }
     }

@@ -1,7 +1,8 @@
 //! Kubernetes Events (issue 27): each sync through the Kubernetes backend writes one `events.k8s.io/v1` Event per
 //! object it wrote (reason `Synced`, regarding that object by uid), a Warning per action that failed or was rolled
 //! back, none for a sync that changes nothing, none carrying a secret; an API server that refuses Events (RBAC) does
-//! not fail the sync; and the Events pass `kubernetes-validate`. Against the fake API server.
+//! not fail the sync; the CLI's apply writes them as the daemon does; and the Events pass `kubernetes-validate`.
+//! Against the fake API server.
 
 use crate::support;
 
@@ -11,6 +12,7 @@ use support::kube_backend::{KubeCase, SECRET_BASE64, SECRET_VALUE, app, sync, sy
 use support::kubernetes_validate::assert_valid_kubernetes;
 
 use railyard::backend::ActionResult;
+use railyard::backend::kubernetes::KubernetesBackendSettings;
 use railyard::backend::kubernetes::events::REPORTING_CONTROLLER;
 
 /// The Events in `namespace`, oldest first.
@@ -85,7 +87,11 @@ fn a_sync_writes_one_synced_event_per_object_it_wrote_and_a_no_op_writes_none() 
     case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", "env:\n  DB_PASSWORD: { secret: db-password }\n"));
     case.repo.write("apps/api.yaml", &app("api", "acme/api:1", ""));
     let (fake, ns) = (&case.fake, case.ns());
-    case.run_default(async |backend| {
+    let replica = KubernetesBackendSettings {
+        user_agent: Some("railyard/0.1.0 (replica-a)".to_owned()),
+        ..KubernetesBackendSettings::default()
+    };
+    case.run(replica, async |backend| {
         sync_ok(backend, &case.repo.desired()).await;
         let applied = applied_objects(fake);
         let written = events(fake, ns);
@@ -98,6 +104,7 @@ fn a_sync_writes_one_synced_event_per_object_it_wrote_and_a_no_op_writes_none() 
         for event in &written {
             assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Normal"), Some("Synced")), "{event}");
             assert_eq!(event["reportingController"], REPORTING_CONTROLLER);
+            assert_eq!(event["reportingInstance"], "replica-a", "the replica's identity");
             assert_eq!(event["action"], "Apply");
             let note = event["note"].as_str().unwrap_or_default();
             assert!(note.starts_with("commit c0ffee: "), "{note}");
@@ -110,6 +117,9 @@ fn a_sync_writes_one_synced_event_per_object_it_wrote_and_a_no_op_writes_none() 
         }
         let web = written.iter().find(|event| regarding(event) == "Deployment/web").expect("web's Event");
         assert!(web["note"].as_str().is_some_and(|note| note.contains("applied for App web (create)")), "{web}");
+        let namespace = written.iter().find(|event| regarding(event) == format!("Namespace/{ns}")).expect("namespace");
+        let note = namespace["note"].as_str().unwrap_or_default();
+        assert!(note.ends_with("applied for environment production"), "{note}");
         assert_no_secret(&written);
 
         fake.clear_requests();
@@ -204,4 +214,24 @@ fn validate(events: &[Value], what: &str) {
         .collect();
     std::fs::write(&file, documents.join("\n---\n")).expect("events file");
     assert_valid_kubernetes(&file, what);
+}
+
+/// `railyard apply --backend kubernetes` (the CLI, through `KUBECONFIG`) writes the same Events as the daemon.
+#[test]
+fn the_cli_apply_writes_the_events_too() {
+    let case = KubeCase::new("events-cli", "");
+    case.repo.write("apps/web.yaml", &app("web", "nginx:1.27", ""));
+    let kubeconfig = case.fake.kubeconfig_path();
+    let output = std::process::Command::new(support::railyard_binary())
+        .arg("apply")
+        .arg(case.repo.dir.path())
+        .args(["--backend", "kubernetes"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("railyard runs");
+    support::assert_success(&output);
+    let told: Vec<String> = events(&case.fake, case.ns()).iter().map(regarding).collect();
+    assert!(told.contains(&"Deployment/web".to_owned()) && told.contains(&"Service/web".to_owned()), "{told:?}");
+    assert_eq!(told.len(), applied_objects(&case.fake).len(), "{told:?}");
 }

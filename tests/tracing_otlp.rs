@@ -194,3 +194,42 @@ fn assert_no_secret(spans: &[ReceivedSpan]) {
         }
     }
 }
+
+/// With batches held for ten minutes, the startup reconcile's spans reach the collector only because railyard sends
+/// what is left when it stops; the collector is named by the settings file.
+#[test]
+fn the_settings_file_names_the_collector_and_the_last_spans_go_out_at_shutdown() {
+    let receiver = OtlpReceiver::start();
+    let repo = tempfile::tempdir().expect("repository");
+    std::fs::write(repo.path().join("railyard.yaml"), PROJECT).expect("project");
+    std::fs::write(repo.path().join("api.yaml"), API).expect("app");
+    let state = tempfile::tempdir().expect("settings directory");
+    let settings = state.path().join("settings.yaml");
+    std::fs::write(&settings, format!("otlpEndpoint: {}\n", receiver.endpoint())).expect("settings file");
+    let settings = settings.display().to_string();
+    let args = ["--backend", "memory", "--poll-interval", "1h", "--drift-interval", "1h", "--settings", &settings];
+    let mut served =
+        Served::start(&repo.path().display().to_string(), None, &args, &[("OTEL_BSP_SCHEDULE_DELAY", "600000")]);
+    served.wait_for("the first sync", Duration::from_secs(60), |env| env["syncStatus"] == "synced");
+    assert!(reconciles(&receiver.spans(), "startup").is_empty(), "batches are held: {}", describe(&receiver.spans()));
+    assert!(served.terminate().success(), "{}", served.log());
+    let spans = receiver.wait_for("the spans sent at shutdown", |spans| !reconciles(spans, "startup").is_empty());
+    let startup = reconciles(&spans, "startup")[0];
+    let names: BTreeSet<&str> = children(&spans, startup).iter().map(|span| span.name.as_str()).collect();
+    assert!(["fetch", "load", "plan", "apply"].iter().all(|name| names.contains(name)), "{names:?}");
+}
+
+#[test]
+fn an_endpoint_that_is_no_url_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("state");
+    let state = dir.path().display().to_string();
+    let output = std::process::Command::new(crate::support::railyard_binary())
+        .args(["serve", "--backend", "memory", "--repo", &state, "--state-dir", &state, "--listen", "127.0.0.1:0"])
+        .args(["--otlp-endpoint", "not a url"])
+        .output()
+        .expect("railyard runs");
+    assert_eq!(output.status.code(), Some(1), "{}", crate::support::stderr(&output));
+    let said = crate::support::stderr(&output);
+    assert!(said.contains("cannot export traces to not a url/v1/traces"), "{said}");
+    assert!(said.contains("--otlp-endpoint"), "{said}");
+}

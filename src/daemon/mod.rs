@@ -500,7 +500,7 @@ impl Daemon {
         self.previews_trigger.fire(Trigger::Webhook);
         let following = self.following(branch);
         for env in &following {
-            env.trigger.fire_traced(Trigger::Webhook, Some(std::time::Instant::now()), parent.clone());
+            env.trigger.fire_traced(Trigger::Webhook, parent.clone());
         }
         following.iter().map(|env| env.name.clone()).collect()
     }

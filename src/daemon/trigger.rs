@@ -35,17 +35,21 @@ impl Coalescer {
     /// Asks for a reconcile. An explicit request (a rollback, then a manual sync) outranks the others when they merge, so that a manual sync
     /// is never swallowed by a poll that happened to be pending; a drift check ranks last.
     pub fn fire(&self, trigger: Trigger) {
-        self.fire_seen(trigger, trigger.needs_fetch().then(Instant::now));
+        self.fire_traced(trigger, None);
+    }
+
+    /// [`Coalescer::fire`] for a trigger that belongs to a trace (`parent`, a webhook's), which the reconcile joins.
+    pub fn fire_traced(&self, trigger: Trigger, parent: Option<TraceParent>) {
+        self.merge(trigger, trigger.needs_fetch().then(Instant::now), parent);
     }
 
     /// [`Coalescer::fire`] for a trigger whose commits any fetch started after `fetch_after` has seen (a preview
     /// started from a fetch that the previews worker just made need not fetch again).
     pub fn fire_seen(&self, trigger: Trigger, fetch_after: Option<Instant>) {
-        self.fire_traced(trigger, fetch_after, None);
+        self.merge(trigger, fetch_after, None);
     }
 
-    /// [`Coalescer::fire_seen`] for a trigger that belongs to a trace (`parent`), which the reconcile then joins.
-    pub fn fire_traced(&self, trigger: Trigger, fetch_after: Option<Instant>, parent: Option<TraceParent>) {
+    fn merge(&self, trigger: Trigger, fetch_after: Option<Instant>, parent: Option<TraceParent>) {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if parent.is_some() {
             pending.parent = parent;
@@ -156,6 +160,22 @@ mod tests {
         assert_eq!(coalescer.next().await.trigger, Trigger::Api);
         coalescer.fire(Trigger::Poll);
         assert_eq!(coalescer.next().await.trigger, Trigger::Poll);
+    }
+
+    #[tokio::test]
+    async fn a_traced_push_keeps_its_trace_through_merges_and_hands_it_over_once() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers
+            .insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().expect("value"));
+        let parent = TraceParent::from_headers(&headers);
+        assert!(parent.is_some());
+        let coalescer = Coalescer::default();
+        coalescer.fire_traced(Trigger::Webhook, parent.clone());
+        coalescer.fire(Trigger::Drift);
+        let (taken, trace) = coalescer.next_traced().await;
+        assert_eq!((taken.trigger, trace), (Trigger::Webhook, parent), "a drift check merged into a push is that push");
+        coalescer.fire(Trigger::Poll);
+        assert_eq!(coalescer.next_traced().await.1, None, "a later reconcile starts a trace of its own");
     }
 
     #[tokio::test]

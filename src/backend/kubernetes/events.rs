@@ -58,14 +58,7 @@ pub fn of_sync(plan: &Plan, written: &[Written], outcomes: &[ActionOutcome], fai
     let mut events: Vec<SyncEvent> = written
         .iter()
         .map(|written| {
-            let labels = written.object.metadata.labels.clone().unwrap_or_default();
-            let of = match (labels.get(LABEL_JOB), labels.get(LABEL_NAME)) {
-                (Some(job), _) => format!("Job {job} ({})", change_of(plan, ObjectKind::Job, job)),
-                (None, Some(app)) if app != &plan.env.project => {
-                    format!("App {app} ({})", change_of(plan, ObjectKind::App, app))
-                }
-                _ => format!("environment {}", plan.env.name),
-            };
+            let of = owner(plan, written).unwrap_or_else(|| format!("environment {}", plan.env.name));
             let regarding = regarding_written(written);
             let note = format!("{commit}: {} {} applied for {of}", written.kind.as_str(), regarding.name);
             SyncEvent { regarding, warning: false, reason: "Synced", action: "Apply", note }
@@ -157,14 +150,33 @@ fn body(event: &SyncEvent, namespace: &str, instance: &str, index: usize) -> ser
     })
 }
 
-/// `reportingInstance`: the replica's identity from its User-Agent (`railyard/VERSION (IDENTITY)`), else the host.
+/// `reportingInstance`: the replica's identity from its User-Agent (`railyard/VERSION (IDENTITY)`), else the host
+/// name, else `railyard`.
 pub fn instance(user_agent: Option<&str>) -> String {
     let identity = user_agent
         .and_then(|agent| agent.split_once('(')?.1.strip_suffix(')').map(str::to_owned))
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let instance = if identity.is_empty() { "railyard".to_owned() } else { format!("railyard-{identity}") };
-    instance.chars().take(128).collect()
+        .filter(|identity| !identity.is_empty())
+        .unwrap_or_else(|| "railyard".to_owned());
+    identity.chars().take(128).collect()
+}
+
+/// The Job or App an object written belongs to, with the plan's change of it; `None` for the environment's own
+/// objects (namespace, network policy, Secret, claims, the Jobs' record).
+fn owner(plan: &Plan, written: &Written) -> Option<String> {
+    let labels = written.object.metadata.labels.as_ref()?;
+    match written.kind {
+        Kind::Job | Kind::CronJob => {
+            let job = labels.get(LABEL_JOB)?;
+            Some(format!("Job {job} ({})", change_of(plan, ObjectKind::Job, job)))
+        }
+        Kind::Deployment | Kind::Service | Kind::HorizontalPodAutoscaler => {
+            let app = labels.get(LABEL_NAME)?;
+            Some(format!("App {app} ({})", change_of(plan, ObjectKind::App, app)))
+        }
+        Kind::Ingress => labels.get(LABEL_NAME).map(|app| format!("the domains of App {app}")),
+        Kind::Namespace | Kind::NetworkPolicy | Kind::Secret | Kind::ConfigMap | Kind::PersistentVolumeClaim => None,
+    }
 }
 
 fn regarding_written(written: &Written) -> Regarding {
@@ -237,7 +249,7 @@ mod tests {
 
     #[test]
     fn the_instance_is_the_identity_of_the_user_agent() {
-        assert_eq!(instance(Some("railyard/0.1.0 (railyard-a)")), "railyard-railyard-a");
-        assert!(instance(None).starts_with("railyard"));
+        assert_eq!(instance(Some("railyard/0.1.0 (railyard-a)")), "railyard-a");
+        assert!(!instance(None).is_empty());
     }
 }
