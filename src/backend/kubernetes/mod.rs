@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cluster;
 pub mod doctor;
 pub mod jobs;
+mod logs;
 pub mod mapping;
 pub mod observe;
 
@@ -17,7 +18,7 @@ use async_trait::async_trait;
 
 use self::cluster::Cluster;
 use self::mapping::KubernetesSettings;
-use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
+use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, LogQuery, LogStream, Progress};
 use crate::model::{Environment, Observed};
 use crate::plan::Plan;
 use crate::secrets::ResolvedSecrets;
@@ -283,5 +284,9 @@ impl Backend for KubernetesBackend {
         known: &std::collections::BTreeSet<String>,
     ) -> Result<Vec<crate::backend::JobRun>, BackendError> {
         Ok(jobs::finished_runs(&self.cluster, env, known).await?)
+    }
+
+    async fn logs(&self, env: &Environment, app: &str, query: &LogQuery) -> Result<LogStream, BackendError> {
+        Ok(logs::read(&self.cluster, env, app, query).await?)
     }
 }
