@@ -357,3 +357,56 @@ async fn the_jobs_section_lists_runs_and_a_runs_page_shows_its_output_as_text() 
     screenshot(&client, "job-run").await;
     client.close().await.expect("close browser");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_view_shows_replicas_output_and_tails_it_live() {
+    let image = busybox_image();
+    let project = TestProject::new("browser-logs");
+    project.write(
+        "apps/talker.yaml",
+        &format!(
+            "kind: App\nname: talker\nimage: {image}\npull: never\nreplicas: 2\nstopGracePeriod: 1s\n\
+             command: [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo \\\"GET /orders/$i 200 in 3ms\\\"; \
+             [ $((i % 4)) = 0 ] && echo \\\"warning: slow query on orders ($i)\\\" >&2; sleep 0.5; done\"]\n"
+        ),
+    );
+    let served = Served::start(
+        &project.dir().display().to_string(),
+        None,
+        &["--poll-interval", "1h", "--drift-interval", "1h", "--caddy-admin", "none"],
+        &[],
+    );
+    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+    let base = format!("http://127.0.0.1:{}", served.port);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().expect("profile");
+    let client = browser(&driver, profile.path()).await;
+    client.goto(&format!("{base}/env/production/apps/talker")).await.expect("open the app");
+    wait_text(&client, "#log-lines", "GET /orders/").await;
+    wait_text(&client, "#logs-live", "live").await;
+    let shown = text(&client, "#log-lines").await;
+    let count = shown.lines().count();
+    // The tail adds lines while the page is open, without a reload.
+    let deadline = std::time::Instant::now() + WAIT;
+    while text(&client, "#log-lines").await.lines().count() < count + 4 {
+        assert!(std::time::Instant::now() < deadline, "no new lines came live:\n{shown}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let stderr = client.find_all(Locator::Css("#log-lines span.line.stderr")).await.expect("stderr lines");
+    assert!(!stderr.is_empty(), "stderr is marked apart");
+    screenshot(&client, "app-logs").await;
+    // The filter hides what does not match as it is typed.
+    client
+        .find(Locator::Css("#log-form input[name=filter]"))
+        .await
+        .expect("filter")
+        .send_keys("slow")
+        .await
+        .expect("type");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let visible = text(&client, "#log-lines").await;
+    assert!(visible.lines().all(|line| line.contains("slow query")), "only matching lines stay visible:\n{visible}");
+    client.close().await.expect("close browser");
+}

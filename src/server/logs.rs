@@ -169,7 +169,8 @@ pub(super) async fn section(
                 Err(error) => p.error id="logs-error" { (error) },
             }
         }
-        style { (PreEscaped(".log .stderr{color:var(--bad)}.log .replica,.log .ts{color:var(--muted)}.log .skipped{color:var(--warn)}")) }
+        style { (PreEscaped(STYLE)) }
+        script { (PreEscaped(FILTER)) }
         script { (PreEscaped(TAIL)) }
     }
 }
@@ -197,13 +198,13 @@ fn snapshot_view(snapshot: &LogSnapshot) -> Markup {
 }
 
 /// Lines as the log view shows them, `replica | time text`, each marked with its stream (stderr in red); the Job
-/// run page shows a run's output with it too.
+/// run page shows a run's output with it too (replica 0: no replica column).
 pub fn lines_view(lines: &[LogLine]) -> Markup {
     html! {
         pre.mono.output.log id="log-lines" {
             @for line in lines {
                 span class={ "line " (line.stream.as_str()) } data-replica=(line.replica) {
-                    span.replica { (line.replica) " | " }
+                    @if line.replica > 0 { span.replica { (line.replica) " | " } }
                     @if !line.timestamp.is_empty() { span.ts { (short_time(&line.timestamp)) " " } }
                     (line.text) "\n"
                 }
@@ -218,21 +219,36 @@ fn short_time(timestamp: &str) -> &str {
     time.get(..12).unwrap_or(time).trim_end_matches('Z')
 }
 
-/// The live tail: new lines from the follow stream are appended (at most 5,000 kept on the page); the filter box
-/// hides lines as it is typed into.
+/// The filter box hides the lines that do not hold its text as it is typed into (a snapshot's, a run's output, and
+/// lines the live tail adds).
+const FILTER: &str = r##"
+(() => {
+  if (window.railyardLogShow) return;
+  // Found anew each time: a live redraw of the page replaces the form.
+  const filter = () => document.querySelector("#log-form input[name=filter]");
+  window.railyardLogShow = (span) => {
+    const text = (filter() || { value: "" }).value.toLowerCase();
+    span.hidden = !!text && !span.textContent.toLowerCase().includes(text);
+  };
+  document.addEventListener("input", (event) => {
+    if (event.target.matches && event.target.matches("#log-form input[name=filter]"))
+      document.querySelectorAll("#log-lines span.line").forEach(window.railyardLogShow);
+  });
+})();
+"##;
+
+/// The live tail: new lines from the follow stream are appended (at most 5,000 kept on the page).
 const TAIL: &str = r##"
 (() => {
   const box = document.getElementById("logs"), pre = document.getElementById("log-lines");
   if (!box || !pre || !window.EventSource || box.dataset.tailing) return;
   box.dataset.tailing = "1";
-  const live = document.getElementById("logs-live"), filter = document.querySelector("#log-form input[name=filter]");
-  const show = (span) => { span.hidden = !!filter.value && !span.textContent.toLowerCase().includes(filter.value.toLowerCase()); };
+  const live = document.getElementById("logs-live");
   const add = (cls, replica, text) => {
     const span = document.createElement("span"); span.className = "line " + cls; span.dataset.replica = replica;
-    span.textContent = text + "\n"; show(span); pre.appendChild(span);
+    span.textContent = text + "\n"; if (window.railyardLogShow) window.railyardLogShow(span); pre.appendChild(span);
     while (pre.childElementCount > 5000) pre.firstElementChild.remove();
   };
-  filter.addEventListener("input", () => pre.querySelectorAll("span.line").forEach(show));
   const events = new EventSource(box.dataset.stream);
   live.textContent = "live";
   events.onmessage = (message) => {
@@ -244,3 +260,30 @@ const TAIL: &str = r##"
   events.onerror = () => { live.textContent = "live tail ended"; events.close(); };
 })();
 "##;
+
+const STYLE: &str =
+    ".log .stderr{color:var(--bad)}.log .replica,.log .ts{color:var(--muted)}.log .skipped{color:var(--warn)}";
+
+/// A Job run's output in the log view: its lines, and the filter (on the server with `?filter=`, and as typed).
+pub fn output_view(output: &str, filter: Option<&str>) -> Markup {
+    let filter = filter.unwrap_or_default();
+    let lines: Vec<LogLine> = output
+        .lines()
+        .filter(|line| filter.is_empty() || line.to_lowercase().contains(&filter.to_lowercase()))
+        .map(|line| LogLine {
+            replica: 0,
+            stream: crate::backend::LogSource::Output,
+            timestamp: String::new(),
+            text: line.to_owned(),
+        })
+        .collect();
+    html! {
+        form.sync.logs method="get" id="log-form" {
+            input type="search" name="filter" placeholder="filter" value=(filter);
+            button type="submit" { "Filter" }
+        }
+        div.card id="output" { (lines_view(&lines)) }
+        style { (PreEscaped(STYLE)) }
+        script { (PreEscaped(FILTER)) }
+    }
+}
