@@ -396,6 +396,10 @@ async fn the_log_view_shows_replicas_output_and_tails_it_live() {
     }
     let stderr = client.find_all(Locator::Css("#log-lines span.line.stderr")).await.expect("stderr lines");
     assert!(!stderr.is_empty(), "stderr is marked apart");
+    client
+        .execute("document.querySelector('#logs').previousElementSibling.scrollIntoView()", vec![])
+        .await
+        .expect("scroll");
     screenshot(&client, "app-logs").await;
     // The filter hides what does not match as it is typed.
     client

@@ -216,7 +216,9 @@ impl Daemon {
     pub async fn app_logs(&self, env: &str, app: &str, request: &LogRequest) -> Result<LogSnapshot, LogsError> {
         let reading = self.reading(env, app, request, false).await?;
         let failed = |source| LogsError::Backend { env: env.to_owned(), app: app.to_owned(), source };
-        let mut stream = reading.backend.logs(&reading.environment, app, &reading.query).await.map_err(failed)?;
+        // One line more than shown: a replica that has it had older lines left out.
+        let query = LogQuery { tail_lines: reading.query.tail_lines.saturating_add(1), ..reading.query.clone() };
+        let mut stream = reading.backend.logs(&reading.environment, app, &query).await.map_err(failed)?;
         let mut lines = Vec::new();
         let mut errors = Vec::new();
         while let Some(item) = stream.next().await {
@@ -229,18 +231,7 @@ impl Daemon {
         lines.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
         lines.retain(|line| request.keeps(line));
         let tail = request.tail();
-        let mut bytes = 0;
-        let newest_within = lines
-            .iter()
-            .rev()
-            .take(tail)
-            .take_while(|line| {
-                bytes += line.size();
-                bytes <= SNAPSHOT_BYTES
-            })
-            .count();
-        let truncated = newest_within < lines.len();
-        lines.drain(..lines.len() - newest_within);
+        let (lines, truncated) = newest_within(lines, tail, SNAPSHOT_BYTES);
         Ok(LogSnapshot {
             lines,
             truncated,
@@ -273,6 +264,30 @@ impl Daemon {
         });
         Ok(receiver)
     }
+}
+
+/// The newest of `lines` (oldest first) with at most `tail` of each replica and `max_bytes` in all, oldest first;
+/// true when any was left out.
+fn newest_within(mut lines: Vec<LogLine>, tail: usize, max_bytes: usize) -> (Vec<LogLine>, bool) {
+    let mut per_replica: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut bytes = 0;
+    let mut kept = Vec::new();
+    let total = lines.len();
+    while let Some(line) = lines.pop() {
+        let count = per_replica.entry(line.replica).or_default();
+        if *count >= tail {
+            continue;
+        }
+        bytes += line.size();
+        if bytes > max_bytes {
+            break;
+        }
+        *count += 1;
+        kept.push(line);
+    }
+    kept.reverse();
+    let truncated = kept.len() < total;
+    (kept, truncated)
 }
 
 /// Sends the redacted, filtered lines of `stream` to `sender`; a line that finds the channel full is counted and
@@ -327,6 +342,19 @@ mod tests {
         assert_eq!(Since::parse("5m"), Ok(Since::Ago(Duration::from_secs(300))));
         assert_eq!(Since::parse("deploy"), Ok(Since::LastDeploy));
         assert!(Since::parse("yesterday").is_err_and(|error| error.contains("deploy")));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_newest_lines_of_each_replica_within_its_bytes() {
+        let numbered = |replica, n: usize| LogLine { replica, ..line(&format!("{replica}:{n}")) };
+        let lines: Vec<LogLine> = (0..6).map(|n| numbered(if n % 2 == 0 { 1 } else { 2 }, n)).collect();
+        let (kept, truncated) = newest_within(lines.clone(), 2, usize::MAX);
+        let texts: Vec<&str> = kept.iter().map(|line| line.text.as_str()).collect();
+        assert_eq!((texts, truncated), (vec!["1:2", "2:3", "1:4", "2:5"], true));
+        let (all, truncated) = newest_within(lines.clone(), 3, usize::MAX);
+        assert_eq!((all.len(), truncated), (6, false));
+        let (within, truncated) = newest_within(lines, 3, 2 * (3 + 16));
+        assert_eq!((within.len(), truncated), (2, true));
     }
 
     #[tokio::test]

@@ -244,18 +244,26 @@ const TAIL: &str = r##"
   if (!box || !pre || !window.EventSource || box.dataset.tailing) return;
   box.dataset.tailing = "1";
   const live = document.getElementById("logs-live");
-  const add = (cls, replica, text) => {
-    const span = document.createElement("span"); span.className = "line " + cls; span.dataset.replica = replica;
-    span.textContent = text + "\n"; if (window.railyardLogShow) window.railyardLogShow(span); pre.appendChild(span);
+  pre.scrollTop = pre.scrollHeight;
+  const part = (cls, text) => { const span = document.createElement("span"); span.className = cls; span.textContent = text; return span; };
+  const add = (cls, replica, time, text) => {
+    // Newest last: the view stays at the bottom unless it was scrolled up to read.
+    const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
+    const span = part("line " + cls, ""); span.dataset.replica = replica;
+    if (replica) span.append(part("replica", replica + " | "));
+    if (time) span.append(part("ts", time + " "));
+    span.append(text + "\n");
+    if (window.railyardLogShow) window.railyardLogShow(span); pre.appendChild(span);
     while (pre.childElementCount > 5000) pre.firstElementChild.remove();
+    if (atBottom) pre.scrollTop = pre.scrollHeight;
   };
   const events = new EventSource(box.dataset.stream);
   live.textContent = "live";
   events.onmessage = (message) => {
     const entry = JSON.parse(message.data);
-    if (entry.text !== undefined) add(entry.stream, entry.replica, entry.replica + " | " + (entry.timestamp || "").slice(11, 23) + " " + entry.text);
-    else if (entry.skipped) add("skipped", "", "… " + entry.skipped + " lines skipped (the page read too slowly)");
-    else if (entry.error) add("stderr", "", entry.error);
+    if (entry.text !== undefined) add(entry.stream, entry.replica, (entry.timestamp || "").slice(11, 23), entry.text);
+    else if (entry.skipped) add("skipped", "", "", "… " + entry.skipped + " lines skipped (the page read too slowly)");
+    else if (entry.error) add("stderr", "", "", entry.error);
   };
   events.onerror = () => { live.textContent = "live tail ended"; events.close(); };
 })();
