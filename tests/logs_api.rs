@@ -256,3 +256,31 @@ async fn a_reader_slower_than_the_app_is_told_how_many_lines_it_missed() {
     assert_eq!(next[0]["skipped"], 800 - 256, "{next:#?}");
     assert_eq!(next[1]["text"], "caught up");
 }
+
+#[tokio::test]
+async fn beyond_loopback_the_log_needs_the_token() {
+    let (yard, _secrets) = yard().await;
+    print(&yard, 1, LogSource::Stdout, Duration::ZERO, "hello");
+    let state = railyard::server::ServerState {
+        daemon: std::sync::Arc::clone(&yard.daemon),
+        webhook_secret: None,
+        api_token: Some(crate::support::yard::TOKEN.to_owned()),
+        webhook_limit: railyard::server::DEFAULT_WEBHOOK_LIMIT,
+        open_reads: false,
+        metrics_apart: false,
+        ui_password: None,
+        hosts: railyard::server::AllowedHosts::new("0.0.0.0:8080".parse().expect("address"), &[]),
+        keep_deliveries: 100,
+    };
+    let router = railyard::server::router(std::sync::Arc::new(state));
+    let ask = |token: Option<&str>| {
+        let mut request = axum::http::Request::builder().uri(LOGS).header("Host", "127.0.0.1:8080");
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        router.clone().oneshot(request.body(axum::body::Body::empty()).expect("request"))
+    };
+    assert_eq!(ask(None).await.expect("answer").status(), 401);
+    assert_eq!(ask(Some("wrong")).await.expect("answer").status(), 401);
+    assert_eq!(ask(Some(crate::support::yard::TOKEN)).await.expect("answer").status(), 200);
+}

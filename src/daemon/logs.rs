@@ -256,9 +256,12 @@ impl Daemon {
         let (sender, receiver) = mpsc::channel(FOLLOW_BUFFER);
         let daemon = Arc::clone(self);
         let request = request.clone();
+        // A reader that went away ends the read at once, even while the app prints nothing.
+        let gone = sender.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = forward(stream, sender, &reading.redactors, &request) => {}
+                () = gone.closed() => {}
                 () = daemon.stopped() => {}
             }
         });
