@@ -284,3 +284,18 @@ async fn beyond_loopback_the_log_needs_the_token() {
     assert_eq!(ask(Some("wrong")).await.expect("answer").status(), 401);
     assert_eq!(ask(Some(crate::support::yard::TOKEN)).await.expect("answer").status(), 200);
 }
+
+#[tokio::test]
+async fn while_an_update_fails_both_its_secrets_and_those_of_what_still_runs_are_redacted() {
+    const NEW_CANARY: &str = "canary-rotated-log-66d1";
+    let (yard, secrets) = yard().await;
+    std::fs::write(secrets.path().join("db-password-2"), NEW_CANARY).expect("secret");
+    yard.write("apps/web.yaml", &web().replace("secret: db-password", "secret: db-password-2"));
+    yard.backend.fail_app("web", "the engine refused");
+    yard.push("rotate the password");
+    yard.until("the failed update", |env| env.error.is_some()).await;
+    print(&yard, 1, LogSource::Stdout, Duration::ZERO, &format!("old {SECRET_CANARY} new {NEW_CANARY}"));
+    let (status, snapshot) = get_json(&yard, LOGS).await;
+    assert_eq!(status, 200, "the log of an app whose update fails is what one needs most: {snapshot}");
+    assert_eq!(texts(&snapshot), ["old <redacted> new <redacted>"]);
+}

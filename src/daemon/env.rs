@@ -515,8 +515,8 @@ impl EnvHandle {
         // window) or one that failed leaves the last applied Jobs in place.
         if matches!(reconciled, Reconciled::Applied | Reconciled::Unchanged) {
             self.keep_jobs(daemon, &prepared);
-            self.keep_for_logs(&prepared, reconciled == Reconciled::Applied);
         }
+        self.keep_for_logs(&prepared, &reconciled);
         if prepared.observed.schedules_jobs {
             self.collect_platform_runs(daemon, &prepared.desired).await;
         }

@@ -1,10 +1,11 @@
 //! App logs for the server and the CLI: the daemon finds the environment, its backend and what hides the secrets of
-//! what last ran there (every value railyard resolved for the environment's apps and Jobs at the last reconcile that
-//! ran, redacted with [`ResolvedEnv::redact`], the same redaction as Job output), reads the backend's log stream,
-//! redacts every line before anything else sees it (the text filter too, so that a filter cannot probe for a
-//! secret), and bounds what one request costs: a snapshot holds at most `tail` lines and [`SNAPSHOT_BYTES`]; a
-//! follow stream goes through a channel of [`FOLLOW_BUFFER`] lines, and a reader that falls behind gets a "skipped
-//! N lines" entry instead of an ever-growing buffer. Every follow stream ends when the daemon stops.
+//! what may run there: every value railyard resolved for the environment's apps and Jobs at the last reconcile (and
+//! those of the one before, while an update has not gone through), redacted with [`ResolvedEnv::redact`], the same
+//! redaction as Job output. It reads the backend's log stream, redacts every line before anything else sees it (the
+//! text filter too, so that a filter cannot probe for a secret), and bounds what one request costs: a snapshot holds
+//! at most `tail` lines of each replica and [`SNAPSHOT_BYTES`]; a follow stream goes through a channel of
+//! [`FOLLOW_BUFFER`] lines, and a reader that falls behind gets a "skipped N lines" entry instead of an ever-growing
+//! buffer. Every follow stream ends when its reader goes away or the daemon stops.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::Daemon;
 use super::env::EnvHandle;
+use super::gate::Reconciled;
 use crate::backend::resolved_env::ResolvedEnv;
 use crate::backend::{BackendError, LogLine, LogQuery};
 use crate::pipeline::Prepared;
@@ -140,19 +142,30 @@ pub(super) struct LogsState {
 }
 
 impl EnvHandle {
-    /// Takes the apps (and Jobs) of a desired state that now runs, and notes the deploy time of each app the
-    /// reconcile created or updated (`applied`).
-    pub(super) fn keep_for_logs(&self, prepared: &Prepared, applied: bool) {
+    /// Takes what a reconcile prepared: when it now runs (applied, or nothing to change), its apps and what hides
+    /// their secrets replace the last; otherwise (a failed or rolled back update, a plan waiting) they are added to
+    /// them, since either may be what runs and prints now. Notes the deploy time of each app an apply created or
+    /// updated.
+    pub(super) fn keep_for_logs(&self, prepared: &Prepared, reconciled: &Reconciled) {
         let desired = &prepared.desired;
         let containers =
             desired.apps.values().map(|app| &app.container).chain(desired.jobs.values().map(|j| &j.container));
-        let redactors = containers.map(|container| ResolvedEnv::redactor(container, &prepared.secrets)).collect();
+        let mut redactors: Vec<ResolvedEnv> =
+            containers.map(|container| ResolvedEnv::redactor(container, &prepared.secrets)).collect();
+        let runs = matches!(reconciled, Reconciled::Applied | Reconciled::Unchanged);
         let mut logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut apps: Vec<String> = desired.apps.keys().cloned().collect();
+        if !runs {
+            redactors.extend(logs.redactors.iter().cloned());
+            apps.extend(logs.apps.iter().cloned());
+            apps.sort();
+            apps.dedup();
+        }
+        logs.deployed_ms.retain(|app, _| apps.contains(app));
         logs.known = true;
-        logs.apps = desired.apps.keys().cloned().collect();
+        logs.apps = apps;
         logs.redactors = Arc::new(redactors);
-        logs.deployed_ms.retain(|app, _| desired.apps.contains_key(app));
-        if applied {
+        if *reconciled == Reconciled::Applied {
             let now = super::now_ms();
             for action in &prepared.plan.apps {
                 if matches!(action.change.kind(), ChangeKind::Create | ChangeKind::Update) {
