@@ -240,8 +240,9 @@ impl Daemon {
                 Err(error) => errors.push(error.to_string()),
             }
         }
-        // Each replica's lines come in order; sorting by time (stable) interleaves the replicas.
-        lines.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+        // Each replica's lines come in order; sorting by time (stable) interleaves the replicas. By the parsed time:
+        // RFC 3339 as Docker writes it drops trailing zeros of the fraction, so the text does not sort.
+        lines.sort_by_cached_key(|line| line.at_ms().unwrap_or(i64::MIN));
         lines.retain(|line| request.keeps(line));
         let tail = request.tail();
         let (lines, truncated) = newest_within(lines, tail, SNAPSHOT_BYTES);
