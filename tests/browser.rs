@@ -362,19 +362,20 @@ async fn the_jobs_section_lists_runs_and_a_runs_page_shows_its_output_as_text() 
 async fn the_log_view_shows_replicas_output_and_tails_it_live() {
     let image = busybox_image();
     let project = TestProject::new("browser-logs");
-    project.write(
-        "apps/talker.yaml",
-        &format!(
+    let talker = |version: &str| {
+        format!(
             "kind: App\nname: talker\nimage: {image}\npull: never\nreplicas: 2\nstopGracePeriod: 1s\n\
-             command: [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo \\\"GET /orders/$i 200 in 3ms\\\"; \
+             env: {{ VERSION: {version} }}\n\
+             command: [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo \\\"$VERSION GET /orders/$i 200 in 3ms\\\"; \
              [ $((i % 4)) = 0 ] && echo \\\"warning: slow query on orders ($i)\\\" >&2; sleep 0.5; done\"]\n"
-        ),
-    );
+        )
+    };
+    project.write("apps/talker.yaml", &talker("v1"));
     let served = Served::start(
         &project.dir().display().to_string(),
         None,
         &["--poll-interval", "1h", "--drift-interval", "1h", "--caddy-admin", "none"],
-        &[],
+        &[("RAILYARD_API_TOKEN", TOKEN)],
     );
     served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
     let base = format!("http://127.0.0.1:{}", served.port);
@@ -386,6 +387,7 @@ async fn the_log_view_shows_replicas_output_and_tails_it_live() {
     client.goto(&format!("{base}/env/production/apps/talker")).await.expect("open the app");
     wait_text(&client, "#log-lines", "GET /orders/").await;
     wait_text(&client, "#logs-live", "live").await;
+    assert_eq!(text(&client, "#logs-live").await, "live", "the tail is open");
     let shown = text(&client, "#log-lines").await;
     let count = shown.lines().count();
     // The tail adds lines while the page is open, without a reload.
@@ -412,5 +414,12 @@ async fn the_log_view_shows_replicas_output_and_tails_it_live() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let visible = text(&client, "#log-lines").await;
     assert!(visible.lines().all(|line| line.contains("slow query")), "only matching lines stay visible:\n{visible}");
+    client.find(Locator::Css("#log-form input[name=filter]")).await.expect("filter").clear().await.expect("clear");
+
+    // A deploy replaces the replicas: the open page's tail goes on with the new ones.
+    project.write("apps/talker.yaml", &talker("v2"));
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(http(served.port, "POST", "/api/v1/sync", &[("Authorization", &bearer)], b"").0, 202);
+    wait_text(&client, "#log-lines", "v2 GET /orders/").await;
     client.close().await.expect("close browser");
 }

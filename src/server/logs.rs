@@ -192,7 +192,7 @@ fn snapshot_view(snapshot: &LogSnapshot) -> Markup {
         p.muted {
             (snapshot.lines.len()) " lines"
             @if snapshot.truncated { ", older lines left out (at most " (snapshot.max_lines) " lines and " (snapshot.max_bytes / 1024) " KiB)" }
-            " · newest last · " span id="logs-live" { "live tail needs JavaScript" }
+            " · newest last · " span id="logs-live" { "reload for newer lines" }
         }
     }
 }
@@ -237,7 +237,8 @@ const FILTER: &str = r##"
 })();
 "##;
 
-/// The live tail: new lines from the follow stream are appended (at most 5,000 kept on the page).
+/// The live tail: new lines from the follow stream are appended (at most 5,000 kept on the page); after a deploy the
+/// browser's `EventSource` reconnects and the tail goes on with the new replicas.
 const TAIL: &str = r##"
 (() => {
   const box = document.getElementById("logs"), pre = document.getElementById("log-lines");
@@ -258,14 +259,17 @@ const TAIL: &str = r##"
     if (atBottom) pre.scrollTop = pre.scrollHeight;
   };
   const events = new EventSource(box.dataset.stream);
-  live.textContent = "live";
+  live.textContent = "connecting…";
   events.onmessage = (message) => {
     const entry = JSON.parse(message.data);
     if (entry.text !== undefined) add(entry.stream, entry.replica, (entry.timestamp || "").slice(11, 23), entry.text);
     else if (entry.skipped) add("skipped", "", "", "… " + entry.skipped + " lines skipped (the page read too slowly)");
     else if (entry.error) add("stderr", "", "", entry.error);
   };
-  events.onerror = () => { live.textContent = "live tail ended"; events.close(); };
+  // The stream ends when the replicas it reads are replaced (a deploy): the browser reconnects to the new ones by
+  // itself; a refusal (the app is gone) closes it for good.
+  events.onopen = () => { live.textContent = "live"; };
+  events.onerror = () => { live.textContent = events.readyState === EventSource.CLOSED ? "live tail ended" : "reconnecting…"; };
 })();
 "##;
 
