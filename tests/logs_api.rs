@@ -299,3 +299,15 @@ async fn while_an_update_fails_both_its_secrets_and_those_of_what_still_runs_are
     assert_eq!(status, 200, "the log of an app whose update fails is what one needs most: {snapshot}");
     assert_eq!(texts(&snapshot), ["old <redacted> new <redacted>"]);
 }
+
+#[tokio::test]
+async fn a_live_redraw_of_the_app_page_reads_no_log() {
+    let (yard, _secrets) = yard().await;
+    print(&yard, 1, LogSource::Stdout, Duration::ZERO, "printed once");
+    let (_, page) = yard.http("GET", "/env/production/apps/web", None).await;
+    assert!(page.contains("printed once"));
+    let headers = [("X-Railyard-Redraw", "1")];
+    let (status, redrawn) = yard.request("GET", "/env/production/apps/web", &headers, Vec::new()).await;
+    assert_eq!(status, 200);
+    assert!(redrawn.contains("id=\"logs\"") && !redrawn.contains("printed once"), "{redrawn}");
+}

@@ -92,7 +92,7 @@ pub struct EnvHandle {
     histories: std::sync::Mutex<BTreeMap<String, AppHistory>>,
     /// The Jobs of the last reconcile, and the timer of the scheduled ones.
     jobs: std::sync::Mutex<jobs::JobsState>,
-    /// What hides the secrets of what last ran, for the apps' logs.
+    /// The apps, and what hides the secrets of what may run, for the apps' logs.
     pub(super) logs: std::sync::Mutex<super::logs::LogsState>,
 }
 

@@ -124,16 +124,19 @@ fn tokio_stream_of(
     entries.take_until(stopped)
 }
 
-/// The log section of app `app`'s page: the form (replica, since, filter), the snapshot, and the live tail.
+/// The log section of app `app`'s page: the form (replica, since, filter), the snapshot (read only when `read`:
+/// a live redraw keeps the one it shows), and the live tail.
 pub(super) async fn section(
     state: &ServerState,
     env: &str,
     app: &crate::daemon::AppStatus,
     params: &LogParams,
+    read: bool,
 ) -> Markup {
     let shown = match params.request() {
-        Ok(request) => state.daemon.app_logs(env, &app.name, &request).await.map_err(|error| error.to_string()),
-        Err(message) => Err(message),
+        Ok(_) if !read => None,
+        Ok(request) => Some(state.daemon.app_logs(env, &app.name, &request).await.map_err(|error| error.to_string())),
+        Err(message) => Some(Err(message)),
     };
     let mut replicas: Vec<u32> = app.replicas.iter().map(|replica| replica.number).collect();
     replicas.sort_unstable();
@@ -165,8 +168,9 @@ pub(super) async fn section(
         }
         div.card id="logs" data-stream=(stream_url) {
             @match &shown {
-                Ok(snapshot) => (snapshot_view(snapshot)),
-                Err(error) => p.error id="logs-error" { (error) },
+                Some(Ok(snapshot)) => (snapshot_view(snapshot)),
+                Some(Err(error)) => p.error id="logs-error" { (error) },
+                None => {},
             }
         }
         style { (PreEscaped(STYLE)) }

@@ -251,6 +251,7 @@ async fn app_page(
     State(state): State<Arc<ServerState>>,
     Path((name, app)): Path<(String, String)>,
     Query(log_params): Query<logs::LogParams>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(env) = state.daemon.env(&name) else {
         return (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`.")))
@@ -259,7 +260,9 @@ async fn app_page(
     let env_state = env.state();
     match env_state.apps.iter().find(|status| status.name == app) {
         Some(status) => {
-            let logs = logs::section(&state, &name, status, &log_params).await;
+            // A live redraw keeps the log view it has: no log is read for it.
+            let redraw = headers.contains_key("x-railyard-redraw");
+            let logs = logs::section(&state, &name, status, &log_params, !redraw).await;
             pages::app(&env_state, status, env.app_history(&app).as_ref(), logs, now_ms()).into_response()
         }
         None => (StatusCode::NOT_FOUND, pages::not_found(&format!("Environment `{name}` has no app `{app}`.")))

@@ -49,7 +49,8 @@ if (window.EventSource) {
     const typing = [...document.querySelectorAll("main input")].some(i => i.value || i === document.activeElement);
     if (busy || typing) return; busy = true;
     try {
-      const response = await fetch(location.href, { headers: { "Accept": "text/html" } });
+      // A redraw keeps the open log view, so the page is asked without it (no log read per change).
+      const response = await fetch(location.href, { headers: { "Accept": "text/html", "X-Railyard-Redraw": "1" } });
       const page = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = page.querySelector("main"), open = [...document.querySelectorAll("details[open]")].map(d => d.id);
       // A live log tail keeps its lines and its stream: the fresh page's log section gives way to it.
