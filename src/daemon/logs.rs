@@ -136,6 +136,11 @@ pub enum LogsError {
 #[derive(Default)]
 pub(super) struct LogsState {
     known: bool,
+    /// The apps and redactors of the last reconcile that left its state running.
+    running: (Vec<String>, Vec<ResolvedEnv>),
+    /// Those of a later reconcile whose state does not run (yet): an update that failed, was rolled back or waits.
+    tried: (Vec<String>, Vec<ResolvedEnv>),
+    /// Both, as reads use them.
     apps: Vec<String>,
     redactors: Arc<Vec<ResolvedEnv>>,
     deployed_ms: BTreeMap<String, i64>,
@@ -143,28 +148,30 @@ pub(super) struct LogsState {
 
 impl EnvHandle {
     /// Takes what a reconcile prepared: when it now runs (applied, or nothing to change), its apps and what hides
-    /// their secrets replace the last; otherwise (a failed or rolled back update, a plan waiting) they are added to
-    /// them, since either may be what runs and prints now. Notes the deploy time of each app an apply created or
-    /// updated.
+    /// their secrets replace the last; otherwise (a failed or rolled back update, a plan waiting) they are shown
+    /// beside them, since either may be what runs and prints now. Notes the deploy time of each app an apply
+    /// created or updated.
     pub(super) fn keep_for_logs(&self, prepared: &Prepared, reconciled: &Reconciled) {
         let desired = &prepared.desired;
         let containers =
             desired.apps.values().map(|app| &app.container).chain(desired.jobs.values().map(|j| &j.container));
-        let mut redactors: Vec<ResolvedEnv> =
+        let redactors: Vec<ResolvedEnv> =
             containers.map(|container| ResolvedEnv::redactor(container, &prepared.secrets)).collect();
-        let runs = matches!(reconciled, Reconciled::Applied | Reconciled::Unchanged);
+        let kept = (desired.apps.keys().cloned().collect(), redactors);
         let mut logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut apps: Vec<String> = desired.apps.keys().cloned().collect();
-        if !runs {
-            redactors.extend(logs.redactors.iter().cloned());
-            apps.extend(logs.apps.iter().cloned());
-            apps.sort();
-            apps.dedup();
+        if matches!(reconciled, Reconciled::Applied | Reconciled::Unchanged) {
+            logs.running = kept;
+            logs.tried = Default::default();
+        } else {
+            logs.tried = kept;
         }
+        let mut apps: Vec<String> = logs.running.0.iter().chain(&logs.tried.0).cloned().collect();
+        apps.sort();
+        apps.dedup();
         logs.deployed_ms.retain(|app, _| apps.contains(app));
-        logs.known = true;
         logs.apps = apps;
-        logs.redactors = Arc::new(redactors);
+        logs.redactors = Arc::new(logs.running.1.iter().chain(&logs.tried.1).cloned().collect());
+        logs.known = true;
         if *reconciled == Reconciled::Applied {
             let now = super::now_ms();
             for action in &prepared.plan.apps {
