@@ -17,7 +17,7 @@ use tracing_subscriber::prelude::*;
 
 use cli::args::{Cli, Command, Export, LogFormat, StoreAction};
 use cli::output::EXIT_FAILED;
-use cli::{daemon_client, doctor, export, jobs, plan_apply, secret, serve, store};
+use cli::{daemon_client, doctor, export, jobs, logs, plan_apply, secret, serve, store};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -85,6 +85,10 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
         Command::Unpin { env, daemon } => on_one_thread(daemon_client::unpin(&daemon, &env)),
         Command::Run { job, env, wait, timeout, daemon } => {
             on_one_thread(jobs::run(&daemon, &env, &job, wait.then_some(timeout)))
+        }
+        Command::Logs { app, env, follow, since, replica, tail, output, daemon } => {
+            let request = logs::Request { app, env, follow, since, replica, tail, output };
+            on_one_thread(logs::logs(&daemon, request))
         }
         Command::Jobs { env, job, limit, output, daemon } => {
             on_one_thread(jobs::list(&daemon, &env, job.as_deref(), limit, output))

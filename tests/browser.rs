@@ -402,3 +402,69 @@ async fn the_audit_page_lists_who_did_what_and_filters_it() {
     assert_eq!(pwned, serde_json::json!(true), "a hostile header is shown, never run");
     client.close().await.expect("close browser");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_view_shows_replicas_output_and_tails_it_live() {
+    let image = busybox_image();
+    let project = TestProject::new("browser-logs");
+    let talker = |version: &str| {
+        format!(
+            "kind: App\nname: talker\nimage: {image}\npull: never\nreplicas: 2\nstopGracePeriod: 1s\n\
+             env: {{ VERSION: {version} }}\n\
+             command: [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo \\\"$VERSION GET /orders/$i 200 in 3ms\\\"; \
+             [ $((i % 4)) = 0 ] && echo \\\"warning: slow query on orders ($i)\\\" >&2; sleep 0.5; done\"]\n"
+        )
+    };
+    project.write("apps/talker.yaml", &talker("v1"));
+    let served = Served::start(
+        &project.dir().display().to_string(),
+        None,
+        &["--poll-interval", "1h", "--drift-interval", "1h", "--caddy-admin", "none"],
+        &[("RAILYARD_API_TOKEN", TOKEN)],
+    );
+    served.wait_for("the first sync", WAIT, |env| env["syncStatus"] == "synced");
+    let base = format!("http://127.0.0.1:{}", served.port);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().expect("profile");
+    let client = browser(&driver, profile.path()).await;
+    client.goto(&format!("{base}/env/production/apps/talker")).await.expect("open the app");
+    wait_text(&client, "#log-lines", "GET /orders/").await;
+    wait_text(&client, "#logs-live", "live").await;
+    assert_eq!(text(&client, "#logs-live").await, "live", "the tail is open");
+    let shown = text(&client, "#log-lines").await;
+    let count = shown.lines().count();
+    // The tail adds lines while the page is open, without a reload.
+    let deadline = std::time::Instant::now() + WAIT;
+    while text(&client, "#log-lines").await.lines().count() < count + 4 {
+        assert!(std::time::Instant::now() < deadline, "no new lines came live:\n{shown}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let stderr = client.find_all(Locator::Css("#log-lines span.line.stderr")).await.expect("stderr lines");
+    assert!(!stderr.is_empty(), "stderr is marked apart");
+    client
+        .execute("document.querySelector('#logs').previousElementSibling.scrollIntoView()", vec![])
+        .await
+        .expect("scroll");
+    screenshot(&client, "app-logs").await;
+    // The filter hides what does not match as it is typed.
+    client
+        .find(Locator::Css("#log-form input[name=filter]"))
+        .await
+        .expect("filter")
+        .send_keys("slow")
+        .await
+        .expect("type");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let visible = text(&client, "#log-lines").await;
+    assert!(visible.lines().all(|line| line.contains("slow query")), "only matching lines stay visible:\n{visible}");
+    client.find(Locator::Css("#log-form input[name=filter]")).await.expect("filter").clear().await.expect("clear");
+
+    // A deploy replaces the replicas: the open page's tail goes on with the new ones.
+    project.write("apps/talker.yaml", &talker("v2"));
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(http(served.port, "POST", "/api/v1/sync", &[("Authorization", &bearer)], b"").0, 202);
+    wait_text(&client, "#log-lines", "v2 GET /orders/").await;
+    client.close().await.expect("close browser");
+}

@@ -1,5 +1,5 @@
 //! A backend that writes only while a [`Fence`] lets it: of several railyard replicas, only the one whose lease
-//! still holds may change what runs. Reads (`observe`, `metrics`) always pass; `apply` and `destroy` are refused once
+//! still holds may change what runs. Reads (`observe`, `metrics`, `logs`) always pass; `apply` and `destroy` are refused once
 //! the fence closes, and an apply in progress stops before its next action (the plan executor asks
 //! [`Progress::may_write`]).
 
@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, JobRun, JobTrigger, Progress, ProgressEvent};
+use super::{
+    AppLoad, ApplyReport, Backend, BackendError, BackendKind, JobRun, JobTrigger, LogQuery, LogStream, Progress,
+    ProgressEvent,
+};
 use crate::model::{Environment, JobSpec, Observed};
 use crate::plan::Plan;
 use crate::secrets::ResolvedSecrets;
@@ -104,6 +107,10 @@ impl Backend for FencedBackend {
         known: &std::collections::BTreeSet<String>,
     ) -> Result<Vec<JobRun>, BackendError> {
         self.inner.finished_runs(env, known).await
+    }
+
+    async fn logs(&self, env: &Environment, app: &str, query: &LogQuery) -> Result<LogStream, BackendError> {
+        self.inner.logs(env, app, query).await
     }
 }
 

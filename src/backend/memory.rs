@@ -14,7 +14,8 @@ use async_trait::async_trait;
 
 use super::schedule::{DEFAULT_PARALLEL, Executor, Operation, Slot};
 use super::{
-    ActionResult, AppLoad, ApplyReport, Backend, BackendError, BackendKind, JobOutcome, JobRun, JobTrigger, Progress,
+    ActionResult, AppLoad, ApplyReport, Backend, BackendError, BackendKind, JobOutcome, JobRun, JobTrigger, LogLine,
+    LogQuery, LogStream, Progress,
 };
 use crate::model::{AppSpec, DomainSpec, Environment, JobSpec, Observed};
 use crate::plan::{self, Action, ChangeKind, ObjectKind, Plan};
@@ -79,17 +80,35 @@ struct State {
     /// How long each app action takes, per compose project.
     delays: BTreeMap<String, Duration>,
     load: BTreeMap<String, f64>,
+    /// What each app's replicas printed, by (compose project, app), oldest first.
+    logs: BTreeMap<(String, String), Vec<LogLine>>,
 }
 
 /// Apps and routes held in memory; see the module's documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryBackend {
     state: Mutex<State>,
+    /// Lines printed from now on, for the streams that follow: (compose project, app, line).
+    printed: tokio::sync::broadcast::Sender<(String, String, LogLine)>,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend { state: Mutex::default(), printed: tokio::sync::broadcast::channel(1024).0 }
+    }
 }
 
 impl MemoryBackend {
     pub fn new() -> MemoryBackend {
         MemoryBackend::default()
+    }
+
+    /// `line` as printed by a replica of `app` in compose project `project`: kept for snapshots and sent to the
+    /// streams that follow the app.
+    pub fn print(&self, project: &str, app: &str, line: LogLine) {
+        let key = (project.to_owned(), app.to_owned());
+        self.state().logs.entry(key).or_default().push(line.clone());
+        let _ = self.printed.send((project.to_owned(), app.to_owned(), line));
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -336,6 +355,45 @@ impl Backend for MemoryBackend {
     ) -> Result<JobRun, BackendError> {
         self.ask(Request::RunJob { env: env.name.clone(), job: job.name.clone() })?;
         Ok(self.job_run(env, job, trigger))
+    }
+
+    /// The lines [`MemoryBackend::print`] was given for the app (none unless a test prints some), then, when
+    /// following, those printed from now on.
+    async fn logs(&self, env: &Environment, app: &str, query: &LogQuery) -> Result<LogStream, BackendError> {
+        use futures_util::StreamExt;
+        let later = self.printed.subscribe();
+        let state = self.state();
+        if state.unreachable {
+            return Err(MemoryError::Unreachable.into());
+        }
+        let wanted = |line: &LogLine| {
+            query.replica.is_none_or(|replica| replica == line.replica)
+                && query.since_seconds.is_none_or(|since| line.at_ms().is_none_or(|at| at >= since * 1000))
+        };
+        let printed = state.logs.get(&(env.project.clone(), app.to_owned())).cloned().unwrap_or_default();
+        let mut kept: Vec<LogLine> = printed.into_iter().filter(|line| wanted(line)).collect();
+        kept.drain(..kept.len().saturating_sub(query.tail_lines));
+        let kept = futures_util::stream::iter(kept.into_iter().map(Ok));
+        if !query.follow {
+            return Ok(kept.boxed());
+        }
+        let (project, app) = (env.project.clone(), app.to_owned());
+        let replica = query.replica;
+        let following = futures_util::stream::unfold(later, move |mut later| {
+            let (project, app) = (project.clone(), app.clone());
+            async move {
+                loop {
+                    match later.recv().await {
+                        Ok((p, a, line)) if p == project && a == app && replica.is_none_or(|r| r == line.replica) => {
+                            return Some((Ok(line), later));
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        Ok(kept.chain(following).boxed())
     }
 }
 

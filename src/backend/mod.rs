@@ -6,6 +6,7 @@ pub mod events;
 pub mod fenced;
 pub mod jobs;
 pub mod kubernetes;
+pub mod logs;
 pub mod memory;
 pub mod resolved_env;
 pub mod schedule;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use events::{Progress, ProgressEvent, Step};
 pub use jobs::{JobOutcome, JobRun, JobTrigger};
+pub use logs::{LogLine, LogQuery, LogSource, LogStream};
 
 use crate::model::{Environment, JobSpec, Observed};
 use crate::plan::{Action, ChangeKind, ObjectKind, Plan};
@@ -211,4 +213,8 @@ pub trait Backend: Send + Sync {
         let _ = (env, known);
         Ok(Vec::new())
     }
+    /// What the replicas of `app` in `env` printed, read-only: the last `query.tail_lines` lines of each (since
+    /// `query.since_seconds`), then, with `query.follow`, new lines as they come until the stream is dropped. The
+    /// lines are as printed: the caller redacts them.
+    async fn logs(&self, env: &Environment, app: &str, query: &LogQuery) -> Result<LogStream, BackendError>;
 }

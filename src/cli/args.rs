@@ -148,6 +148,35 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Show what an app's replicas printed (`replica | time line`, newest last), through the running daemon, with
+    /// every secret value redacted; --follow goes on with new lines until Ctrl-C.
+    #[command(after_help = "Examples:\n  railyard logs web --env production\n  \
+                            railyard logs web --env staging --follow --since 10m\n  \
+                            railyard logs api --replica 2 --tail 50 --output json")]
+    Logs {
+        /// The app, as its `name` in the config repository.
+        app: String,
+        /// The environment.
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// Go on printing new lines until Ctrl-C or the daemon stops.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only lines printed within this long (`10m`, `1h`), or `deploy` for those since the app's last deploy.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this replica (1, 2, ...).
+        #[arg(long)]
+        replica: Option<u32>,
+        /// The last lines of each replica (at most 10,000; the daemon's default is 1,000).
+        #[arg(long)]
+        tail: Option<usize>,
+        /// `text` (`replica | time line`) or `json` (one JSON object per line, as the API's entries).
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
     /// List an environment's Jobs and their last runs (job, state, started, duration, exit code), through the
     /// running daemon.
     #[command(after_help = "Examples:\n  railyard jobs --env production\n  \

@@ -94,6 +94,29 @@ fn out_of_scope(daemon: &DaemonArgs, status: u16, answer: &serde_json::Value) ->
     }
 }
 
+/// GETs `path` as a stream that goes on as long as the daemon sends (a followed log): the response, once its status
+/// says it started. A refused token is an error that says where the token comes from.
+pub(super) async fn stream_from_daemon(
+    daemon: &DaemonArgs,
+    token: &Token,
+    path: &str,
+) -> anyhow::Result<Result<reqwest::Response, (u16, serde_json::Value)>> {
+    let mut request = reqwest::Client::new().get(daemon_url(daemon, path));
+    if let Some(value) = &token.value {
+        request = request.bearer_auth(value);
+    }
+    let server = &daemon.server;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach railyard at {server}; is `railyard serve` running there (--server)?"))?;
+    match response.status().as_u16() {
+        200 => Ok(Ok(response)),
+        401 => anyhow::bail!("railyard at {server} asks for credentials to read; {}", token.hint()),
+        status => Ok(Err((status, response.json().await.unwrap_or_default()))),
+    }
+}
+
 fn daemon_url(daemon: &DaemonArgs, path: &str) -> String {
     format!("{}{path}", daemon.server.trim_end_matches('/'))
 }

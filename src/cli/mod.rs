@@ -5,6 +5,7 @@ pub mod daemon_client;
 pub mod doctor;
 pub mod export;
 pub mod jobs;
+pub mod logs;
 pub mod output;
 pub mod plan_apply;
 pub mod replica_args;

@@ -96,6 +96,8 @@ pub struct EnvHandle {
     histories: std::sync::Mutex<BTreeMap<String, AppHistory>>,
     /// The Jobs of the last reconcile, and the timer of the scheduled ones.
     jobs: std::sync::Mutex<jobs::JobsState>,
+    /// The apps, and what hides the secrets of what may run, for the apps' logs.
+    pub(super) logs: std::sync::Mutex<super::logs::LogsState>,
 }
 
 impl EnvHandle {
@@ -161,6 +163,7 @@ impl EnvHandle {
             autoscale: std::sync::Mutex::default(),
             histories: std::sync::Mutex::default(),
             jobs: std::sync::Mutex::default(),
+            logs: std::sync::Mutex::default(),
         })
     }
 
@@ -215,7 +218,7 @@ impl EnvHandle {
     }
 
     /// The environment as backends name it.
-    fn environment(&self, project: &str) -> Environment {
+    pub(super) fn environment(&self, project: &str) -> Environment {
         let listing = read(&self.listing);
         Environment::listed(project, listing.entry.as_ref().unwrap_or(&listing.last))
     }
@@ -532,6 +535,7 @@ impl EnvHandle {
         if matches!(reconciled, Reconciled::Applied | Reconciled::Unchanged) {
             self.keep_jobs(daemon, &prepared);
         }
+        self.keep_for_logs(&prepared, &reconciled);
         if prepared.observed.schedules_jobs {
             self.collect_platform_runs(daemon, &prepared.desired).await;
         }

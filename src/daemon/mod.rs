@@ -7,6 +7,7 @@
 pub mod env;
 pub mod fetch;
 pub mod gate;
+pub mod logs;
 pub mod metrics;
 pub mod previews;
 mod replicas;

@@ -270,9 +270,15 @@ fn start_refused(error: &StartJobError) -> Answer {
 }
 
 /// `/env/{env}/jobs/runs/{id}`: one run and its output.
-pub(super) async fn run_page(State(state): State<Arc<ServerState>>, Path((env, id)): Path<(String, i64)>) -> Response {
+pub(super) async fn run_page(
+    State(state): State<Arc<ServerState>>,
+    Path((env, id)): Path<(String, i64)>,
+    Query(view): Query<super::logs::LogParams>,
+) -> Response {
     match query(state.daemon.store.job_run(id)).await {
-        Ok(Some(stored)) if stored.run.env == env => run_detail(&RunDetail::of(&stored), now_ms()).into_response(),
+        Ok(Some(stored)) if stored.run.env == env => {
+            run_detail(&RunDetail::of(&stored), view.filter.as_deref(), now_ms()).into_response()
+        }
         Ok(_) => {
             (StatusCode::NOT_FOUND, not_found(&format!("Environment `{env}` has no job run {id}."))).into_response()
         }
@@ -356,8 +362,8 @@ fn dot_class(state: &str) -> &'static str {
     }
 }
 
-/// `/env/{env}/jobs/runs/{id}`: one run, and its output as text.
-pub fn run_detail(detail: &RunDetail, now_ms: i64) -> Markup {
+/// `/env/{env}/jobs/runs/{id}`: one run, and its output as text in the log view.
+pub fn run_detail(detail: &RunDetail, filter: Option<&str>, now_ms: i64) -> Markup {
     let run = &detail.run;
     layout(
         &format!("{} run {}", run.job, run.id),
@@ -377,7 +383,7 @@ pub fn run_detail(detail: &RunDetail, now_ms: i64) -> Markup {
             @if detail.output.is_empty() {
                 p.muted { "No output." }
             } @else {
-                pre.mono.card.output id="output" { (detail.output) }
+                (super::logs::output_view(&detail.output, filter))
             }
         },
     )

@@ -8,6 +8,7 @@
 mod actions;
 pub mod audit;
 pub mod jobs;
+pub mod logs;
 pub mod pages;
 pub mod tokens;
 pub mod webhooks;
@@ -125,6 +126,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/v1/environments/{env}", get(environment))
         .route("/api/v1/environments/{env}/addresses", get(addresses))
         .route("/api/v1/environments/{env}/jobs", get(jobs::jobs_api))
+        .route("/api/v1/environments/{env}/apps/{app}/logs", get(logs::logs_api))
         .route("/api/v1/jobs/runs/{id}", get(jobs::run_api))
         .route("/api/v1/previews", get(previews))
         .route("/api/v1/syncs", get(syncs))
@@ -311,14 +313,24 @@ async fn rollback_page(
     }
 }
 
-async fn app_page(State(state): State<Arc<ServerState>>, Path((name, app)): Path<(String, String)>) -> Response {
+async fn app_page(
+    State(state): State<Arc<ServerState>>,
+    Path((name, app)): Path<(String, String)>,
+    Query(log_params): Query<logs::LogParams>,
+    headers: HeaderMap,
+) -> Response {
     let Some(env) = state.daemon.env(&name) else {
         return (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`.")))
             .into_response();
     };
     let env_state = env.state();
     match env_state.apps.iter().find(|status| status.name == app) {
-        Some(status) => pages::app(&env_state, status, env.app_history(&app).as_ref(), now_ms()).into_response(),
+        Some(status) => {
+            // A live redraw keeps the log view it has: no log is read for it.
+            let redraw = headers.contains_key("x-railyard-redraw");
+            let logs = logs::section(&state, &name, status, &log_params, !redraw).await;
+            pages::app(&env_state, status, env.app_history(&app).as_ref(), logs, now_ms()).into_response()
+        }
         None => (StatusCode::NOT_FOUND, pages::not_found(&format!("Environment `{name}` has no app `{app}`.")))
             .into_response(),
     }

@@ -40,7 +40,7 @@ input,button{font:inherit;padding:.35rem .6rem;border-radius:8px;border:1px soli
 "#;
 
 /// Replaces `<main>` with the freshly rendered one whenever the daemon reports a change.
-const LIVE: &str = r#"
+const LIVE: &str = r##"
 if (window.EventSource) {
   const events = new EventSource("/events");
   let busy = false;
@@ -49,14 +49,18 @@ if (window.EventSource) {
     const typing = [...document.querySelectorAll("main input")].some(i => i.value || i === document.activeElement);
     if (busy || typing) return; busy = true;
     try {
-      const response = await fetch(location.href, { headers: { "Accept": "text/html" } });
+      // A redraw keeps the open log view, so the page is asked without it (no log read per change).
+      const response = await fetch(location.href, { headers: { "Accept": "text/html", "X-Railyard-Redraw": "1" } });
       const page = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = page.querySelector("main"), open = [...document.querySelectorAll("details[open]")].map(d => d.id);
+      // A live log tail keeps its lines and its stream: the fresh page's log section gives way to it.
+      const tail = document.getElementById("logs"), slot = fresh && fresh.querySelector("#logs");
+      if (tail && slot) { slot.replaceWith(tail); fresh.querySelectorAll("script").forEach(s => s.remove()); }
       if (fresh) { document.querySelector("main").replaceWith(fresh); open.forEach(id => { const d = document.getElementById(id); if (d) d.open = true; }); }
     } finally { busy = false; }
   };
 }
-"#;
+"##;
 
 pub(super) fn layout(title: &str, body: Markup) -> Markup {
     html! {
@@ -338,7 +342,7 @@ fn nothing_to_change(env: &EnvState) -> Markup {
 
 /// One app: its replicas and CPU over the last 24 hours as a chart, with its scale changes and schedule
 /// boundaries marked, and what its ScalingRule holds now.
-pub fn app(env: &EnvState, app: &AppStatus, history: Option<&AppHistory>, now_ms: i64) -> Markup {
+pub fn app(env: &EnvState, app: &AppStatus, history: Option<&AppHistory>, logs: Markup, now_ms: i64) -> Markup {
     let empty = AppHistory::default();
     let history = history.unwrap_or(&empty);
     layout(
@@ -366,6 +370,7 @@ pub fn app(env: &EnvState, app: &AppStatus, history: Option<&AppHistory>, now_ms
                     }
                 }
             }
+            (logs)
         },
     )
 }

@@ -393,6 +393,32 @@ struct Cluster {
     last_pod: u64,
     /// (Job name prefix, log text): the log of the pods of Jobs whose names start with the prefix; the newest wins.
     job_logs: Vec<(String, String)>,
+    /// (namespace, pod name) to the log an app's pod serves (timestamped lines, as with `timestamps=true`).
+    app_pod_logs: BTreeMap<(String, String), String>,
+}
+
+/// What an app pod's `log` serves for `query`: lines within `sinceSeconds` (by their leading time), the last
+/// `tailLines` of them, with their times only when `timestamps=true`.
+fn app_pod_log(log: &str, query: &BTreeMap<String, String>) -> String {
+    let since = query.get("sinceSeconds").and_then(|seconds| seconds.parse::<i64>().ok());
+    let oldest = since.map(|seconds| chrono::Utc::now() - chrono::Duration::seconds(seconds));
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| {
+            let stamp = line.split_once(' ').map_or("", |(stamp, _)| stamp);
+            let at = chrono::DateTime::parse_from_rfc3339(stamp).ok();
+            oldest.is_none_or(|oldest| at.is_none_or(|at| at >= oldest))
+        })
+        .collect();
+    let tail = query.get("tailLines").and_then(|lines| lines.parse::<usize>().ok()).unwrap_or(lines.len());
+    let timestamps = query.get("timestamps").is_some_and(|value| value == "true");
+    lines[lines.len().saturating_sub(tail)..]
+        .iter()
+        .map(|line| {
+            let text = if timestamps { line } else { line.split_once(' ').map_or(*line, |(_, text)| text) };
+            format!("{text}\n")
+        })
+        .collect()
 }
 
 /// The bearer token of railyard's service account in the kubeconfig the fake writes (bound to the ClusterRole of
@@ -777,6 +803,20 @@ preferences: {{}}
             }));
         }
         true
+    }
+
+    /// A running pod of app `app` in `namespace` (with the Deployment's selector labels) named `pod`, whose log is
+    /// `log` (lines of `<RFC 3339 time> <text>`); `sinceSeconds` and `tailLines` pick from it as the real API does.
+    pub fn add_app_pod(&self, namespace: &str, app: &str, pod: &str, log: &str) {
+        let labels = railyard::backend::kubernetes::mapping::selector_labels(namespace, app);
+        let mut state = self.state();
+        state.pods.push(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": pod, "namespace": namespace, "labels": labels, "creationTimestamp": now() },
+            "spec": { "containers": [{ "name": app, "image": "app" }] },
+            "status": { "phase": "Running" },
+        }));
+        state.app_pod_logs.insert((namespace.to_owned(), pod.to_owned()), log.to_owned());
     }
 
     /// The log every pod of a Job whose name starts with `job_prefix` serves (set later, it wins).
@@ -2107,6 +2147,9 @@ impl Cluster {
                 json!({ "name": name, "kind": "pods" }),
             )));
         };
+        if let Some(log) = self.app_pod_logs.get(&((*namespace).to_owned(), (*name).to_owned())) {
+            return Some(Ok(app_pod_log(log, query)));
+        }
         let job =
             pod.pointer("/metadata/labels/batch.kubernetes.io~1job-name").and_then(Value::as_str).unwrap_or_default();
         let text = self

@@ -7,6 +7,7 @@ mod environment;
 mod health;
 pub mod jobs;
 pub mod labels;
+mod logs;
 mod replicas;
 mod teardown;
 
@@ -21,7 +22,7 @@ use futures_util::future::join_all;
 
 pub use container::{canonical_name, network_name, volume_name};
 
-use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
+use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, LogQuery, LogStream, Progress};
 use crate::model::{Environment, Observed, ObservedApp, ObservedReplica, OrphanProject};
 use crate::plan::Plan;
 use crate::proxy::{Caddy, CaddySettings};
@@ -362,6 +363,10 @@ impl Backend for DockerBackend {
         let progress = crate::backend::events::Silent;
         let run = jobs::Run { backend: self, env, job, secrets, trigger, progress: &progress };
         Ok(run.run(crate::backend::schedule::Slot::unbounded()).await?)
+    }
+
+    async fn logs(&self, env: &Environment, app: &str, query: &LogQuery) -> Result<LogStream, BackendError> {
+        Ok(logs::read(self, env, app, query).await?)
     }
 }
 

@@ -314,6 +314,24 @@ impl Cluster {
         }
     }
 
+    /// The log of pod `pod` as `params` asks for it, line by line as the API server sends it (and goes on sending
+    /// it, with `follow`).
+    pub async fn pod_log_lines(
+        &self,
+        namespace: &str,
+        pod: &str,
+        params: &LogParams,
+    ) -> Result<futures_util::stream::BoxStream<'static, Result<String, KubernetesError>>, KubernetesError> {
+        use futures_util::{AsyncBufReadExt, StreamExt};
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let object = format!("pod {pod} in {namespace}");
+        let reader = api.log_stream(pod, params).await.map_err(|error| failed(error, "read the log of", &object))?;
+        Ok(reader
+            .lines()
+            .map(move |line| line.map_err(|error| failed(kube::Error::ReadEvents(error), "read the log of", &object)))
+            .boxed())
+    }
+
     /// The Deployment as it stands now (its status moves while it rolls out).
     pub async fn deployment(&self, namespace: &str, name: &str) -> Result<Option<DynamicObject>, KubernetesError> {
         match self.api(Kind::Deployment, namespace).get_opt(name).await {

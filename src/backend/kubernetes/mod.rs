@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod doctor;
 pub mod events;
 pub mod jobs;
+mod logs;
 pub mod mapping;
 pub mod observe;
 
@@ -18,7 +19,7 @@ use async_trait::async_trait;
 
 use self::cluster::Cluster;
 use self::mapping::KubernetesSettings;
-use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, Progress};
+use super::{AppLoad, ApplyReport, Backend, BackendError, BackendKind, LogQuery, LogStream, Progress};
 use crate::model::{Environment, Observed};
 use crate::plan::Plan;
 use crate::secrets::ResolvedSecrets;
@@ -293,5 +294,9 @@ impl Backend for KubernetesBackend {
         known: &std::collections::BTreeSet<String>,
     ) -> Result<Vec<crate::backend::JobRun>, BackendError> {
         Ok(jobs::finished_runs(&self.cluster, env, known).await?)
+    }
+
+    async fn logs(&self, env: &Environment, app: &str, query: &LogQuery) -> Result<LogStream, BackendError> {
+        Ok(logs::read(&self.cluster, env, app, query).await?)
     }
 }

@@ -1,0 +1,415 @@
+//! App logs for the server and the CLI: the daemon finds the environment, its backend and what hides the secrets of
+//! what may run there: every value railyard resolved for the environment's apps and Jobs at the last reconcile (and
+//! those of the one before, while an update has not gone through), redacted with [`ResolvedEnv::redact`], the same
+//! redaction as Job output. It reads the backend's log stream, redacts every line before anything else sees it (the
+//! text filter too, so that a filter cannot probe for a secret), and bounds what one request costs: a snapshot holds
+//! at most `tail` lines of each replica and [`SNAPSHOT_BYTES`]; a follow stream goes through a channel of
+//! [`FOLLOW_BUFFER`] lines, and a reader that falls behind gets a "skipped N lines" entry instead of an ever-growing
+//! buffer. Every follow stream ends when its reader goes away or the daemon stops.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::Daemon;
+use super::env::EnvHandle;
+use super::gate::Reconciled;
+use crate::backend::resolved_env::ResolvedEnv;
+use crate::backend::{BackendError, LogLine, LogQuery};
+use crate::pipeline::Prepared;
+use crate::plan::ChangeKind;
+
+/// Lines a request gets when it does not say.
+pub const DEFAULT_TAIL: usize = 1_000;
+/// Most lines one request may ask for.
+pub const MAX_TAIL: usize = 10_000;
+/// Most bytes of text one snapshot holds; the oldest lines go first.
+pub const SNAPSHOT_BYTES: usize = 1 << 20;
+/// Lines a follow stream holds for a reader that is slower than the app prints.
+pub const FOLLOW_BUFFER: usize = 256;
+
+/// One entry of a log answer: a line, or word that lines were skipped or could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogEntry {
+    Line(LogLine),
+    /// A slow reader missed this many lines of a follow stream.
+    Skipped {
+        skipped: u64,
+    },
+    /// Reading stopped or a replica's log could not be read.
+    Error {
+        error: String,
+    },
+}
+
+/// Since when lines are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    Ago(Duration),
+    /// Since the app was last deployed (created or updated) by this railyard process, or since the environment's
+    /// last sync when it was deployed before this process started.
+    LastDeploy,
+}
+
+impl Since {
+    /// `5m`, `1h`, `30s` ... or `deploy`.
+    pub fn parse(text: &str) -> Result<Since, String> {
+        if text == "deploy" {
+            return Ok(Since::LastDeploy);
+        }
+        crate::model::units::parse_duration(text)
+            .map(Since::Ago)
+            .map_err(|error| format!("`since={text}` is neither a duration (5m, 1h, 30s) nor `deploy`: {error}"))
+    }
+}
+
+/// What a log request asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogRequest {
+    pub replica: Option<u32>,
+    pub since: Option<Since>,
+    /// Lines of each replica (at most [`MAX_TAIL`]; 0 for a follow stream of new lines only); [`DEFAULT_TAIL`]
+    /// when `None`.
+    pub tail: Option<usize>,
+    /// Only lines whose redacted text holds this (case-insensitive).
+    pub filter: Option<String>,
+}
+
+impl LogRequest {
+    fn tail(&self) -> usize {
+        self.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL)
+    }
+
+    fn keeps(&self, line: &LogLine) -> bool {
+        self.filter
+            .as_deref()
+            .filter(|filter| !filter.is_empty())
+            .is_none_or(|filter| line.text.to_lowercase().contains(&filter.to_lowercase()))
+    }
+}
+
+/// A snapshot of an app's log: its last lines, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogSnapshot {
+    pub lines: Vec<LogLine>,
+    /// Older lines were left out to stay within the limits.
+    pub truncated: bool,
+    /// Replicas whose log could not be read, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// The start of the window shown (milliseconds since the epoch), when a `since` was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
+    /// The limits the snapshot was read under.
+    pub max_lines: usize,
+    pub max_bytes: usize,
+}
+
+/// Why the log cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    #[error("no environment `{0}`; the status page and GET /api/v1/environments list them")]
+    UnknownEnvironment(String),
+    #[error("environment `{env}` has no app `{app}`; {hint}")]
+    UnknownApp { env: String, app: String, hint: String },
+    #[error(
+        "environment `{0}` has not synced since railyard started, so what hides its secrets is not known yet and no \
+         log is shown; wait for its first sync (or sync it now)"
+    )]
+    NotReconciled(String),
+    #[error("cannot read the log of app `{app}` in `{env}`: {source}")]
+    Backend {
+        env: String,
+        app: String,
+        #[source]
+        source: BackendError,
+    },
+}
+
+/// What the last reconcile that ran left for logs: the apps, what hides their secrets, and when each was deployed.
+#[derive(Default)]
+pub(super) struct LogsState {
+    known: bool,
+    /// The apps and redactors of the last reconcile that left its state running.
+    running: (Vec<String>, Vec<ResolvedEnv>),
+    /// Those of a later reconcile whose state does not run (yet): an update that failed, was rolled back or waits.
+    tried: (Vec<String>, Vec<ResolvedEnv>),
+    /// Both, as reads use them.
+    apps: Vec<String>,
+    redactors: Arc<Vec<ResolvedEnv>>,
+    deployed_ms: BTreeMap<String, i64>,
+}
+
+impl EnvHandle {
+    /// Takes what a reconcile prepared: when it now runs (applied, or nothing to change), its apps and what hides
+    /// their secrets replace the last; otherwise (a failed or rolled back update, a plan waiting) they are shown
+    /// beside them, since either may be what runs and prints now. Notes the deploy time of each app an apply
+    /// created or updated.
+    pub(super) fn keep_for_logs(&self, prepared: &Prepared, reconciled: &Reconciled) {
+        let desired = &prepared.desired;
+        let containers =
+            desired.apps.values().map(|app| &app.container).chain(desired.jobs.values().map(|j| &j.container));
+        let redactors: Vec<ResolvedEnv> =
+            containers.map(|container| ResolvedEnv::redactor(container, &prepared.secrets)).collect();
+        let kept = (desired.apps.keys().cloned().collect(), redactors);
+        let mut logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(reconciled, Reconciled::Applied | Reconciled::Unchanged) {
+            logs.running = kept;
+            logs.tried = Default::default();
+        } else {
+            logs.tried = kept;
+        }
+        let mut apps: Vec<String> = logs.running.0.iter().chain(&logs.tried.0).cloned().collect();
+        apps.sort();
+        apps.dedup();
+        logs.deployed_ms.retain(|app, _| apps.contains(app));
+        logs.apps = apps;
+        logs.redactors = Arc::new(logs.running.1.iter().chain(&logs.tried.1).cloned().collect());
+        logs.known = true;
+        if *reconciled == Reconciled::Applied {
+            let now = super::now_ms();
+            for action in &prepared.plan.apps {
+                if matches!(action.change.kind(), ChangeKind::Create | ChangeKind::Update) {
+                    logs.deployed_ms.insert(action.name.clone(), now);
+                }
+            }
+        }
+    }
+}
+
+/// Everything one read needs, found before the backend is asked.
+struct Reading {
+    backend: Arc<dyn crate::backend::Backend>,
+    environment: crate::model::Environment,
+    query: LogQuery,
+    redactors: Arc<Vec<ResolvedEnv>>,
+    since_ms: Option<i64>,
+}
+
+fn redact(redactors: &[ResolvedEnv], mut line: LogLine) -> LogLine {
+    line.text = redactors.iter().fold(line.text, |text, redactor| redactor.redact(&text));
+    line
+}
+
+impl Daemon {
+    async fn reading(&self, env: &str, app: &str, request: &LogRequest, follow: bool) -> Result<Reading, LogsError> {
+        let handle = self.env(env).ok_or_else(|| LogsError::UnknownEnvironment(env.to_owned()))?;
+        let (redactors, deployed_ms) = {
+            let logs = handle.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !logs.known {
+                return Err(LogsError::NotReconciled(env.to_owned()));
+            }
+            if !logs.apps.iter().any(|known| known == app) {
+                let hint = crate::model::suggest_name(app, logs.apps.iter());
+                return Err(LogsError::UnknownApp { env: env.to_owned(), app: app.to_owned(), hint });
+            }
+            (Arc::clone(&logs.redactors), logs.deployed_ms.get(app).copied())
+        };
+        let since_ms = match request.since {
+            None => None,
+            Some(Since::Ago(ago)) => {
+                Some(super::now_ms() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX / 2).min(super::now_ms()))
+            }
+            Some(Since::LastDeploy) => deployed_ms.or(handle.state().last_sync_ms),
+        };
+        let backend = self.backend_for(env).await.map_err(|source| LogsError::Backend {
+            env: env.to_owned(),
+            app: app.to_owned(),
+            source,
+        })?;
+        let query = LogQuery {
+            replica: request.replica,
+            since_seconds: since_ms.map(|ms| ms.div_euclid(1000)),
+            tail_lines: request.tail(),
+            follow,
+        };
+        Ok(Reading { backend, environment: handle.environment(&handle.project()), query, redactors, since_ms })
+    }
+
+    /// The last lines of `app` in `env`, redacted, oldest first, within the request's and the daemon's limits.
+    pub async fn app_logs(&self, env: &str, app: &str, request: &LogRequest) -> Result<LogSnapshot, LogsError> {
+        let reading = self.reading(env, app, request, false).await?;
+        let failed = |source| LogsError::Backend { env: env.to_owned(), app: app.to_owned(), source };
+        // One line more than shown: a replica that has it had older lines left out.
+        let query = LogQuery { tail_lines: reading.query.tail_lines.saturating_add(1), ..reading.query.clone() };
+        let mut stream = reading.backend.logs(&reading.environment, app, &query).await.map_err(failed)?;
+        let mut lines = Vec::new();
+        let mut errors = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(line) => lines.push(redact(&reading.redactors, line)),
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+        // Each replica's lines come in order; sorting by time (stable) interleaves the replicas. By the parsed time:
+        // RFC 3339 as Docker writes it drops trailing zeros of the fraction, so the text does not sort.
+        lines.sort_by_cached_key(|line| line.at_ms().unwrap_or(i64::MIN));
+        lines.retain(|line| request.keeps(line));
+        let tail = request.tail();
+        let (lines, truncated) = newest_within(lines, tail, SNAPSHOT_BYTES);
+        Ok(LogSnapshot {
+            lines,
+            truncated,
+            errors,
+            since_ms: reading.since_ms,
+            max_lines: tail,
+            max_bytes: SNAPSHOT_BYTES,
+        })
+    }
+
+    /// The last lines of `app` in `env`, then new ones as they come, redacted, through a channel of
+    /// [`FOLLOW_BUFFER`] entries. Ends when the receiver is dropped, the backend's stream ends, or the daemon stops.
+    pub async fn follow_app_logs(
+        self: &Arc<Self>,
+        env: &str,
+        app: &str,
+        request: &LogRequest,
+    ) -> Result<mpsc::Receiver<LogEntry>, LogsError> {
+        let reading = self.reading(env, app, request, true).await?;
+        let failed = |source| LogsError::Backend { env: env.to_owned(), app: app.to_owned(), source };
+        let stream = reading.backend.logs(&reading.environment, app, &reading.query).await.map_err(failed)?;
+        let (sender, receiver) = mpsc::channel(FOLLOW_BUFFER);
+        let daemon = Arc::clone(self);
+        let request = request.clone();
+        // A reader that went away ends the read at once, even while the app prints nothing.
+        let gone = sender.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = forward(stream, sender, &reading.redactors, &request) => {}
+                () = gone.closed() => {}
+                () = daemon.stopped() => {}
+            }
+        });
+        Ok(receiver)
+    }
+}
+
+/// The newest of `lines` (oldest first) with at most `tail` of each replica and `max_bytes` in all, oldest first;
+/// true when any was left out.
+fn newest_within(mut lines: Vec<LogLine>, tail: usize, max_bytes: usize) -> (Vec<LogLine>, bool) {
+    let mut per_replica: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut bytes = 0;
+    let mut kept = Vec::new();
+    let total = lines.len();
+    while let Some(line) = lines.pop() {
+        let count = per_replica.entry(line.replica).or_default();
+        if *count >= tail {
+            continue;
+        }
+        bytes += line.size();
+        if bytes > max_bytes {
+            break;
+        }
+        *count += 1;
+        kept.push(line);
+    }
+    kept.reverse();
+    let truncated = kept.len() < total;
+    (kept, truncated)
+}
+
+/// Sends the redacted, filtered lines of `stream` to `sender`; a line that finds the channel full is counted and
+/// dropped, and the count is sent as a [`LogEntry::Skipped`] once there is room again.
+async fn forward(
+    mut stream: crate::backend::LogStream,
+    sender: mpsc::Sender<LogEntry>,
+    redactors: &[ResolvedEnv],
+    request: &LogRequest,
+) {
+    let mut skipped = 0u64;
+    while let Some(item) = stream.next().await {
+        let entry = match item {
+            Ok(line) => {
+                let line = redact(redactors, line);
+                if !request.keeps(&line) {
+                    continue;
+                }
+                LogEntry::Line(line)
+            }
+            Err(error) => LogEntry::Error { error: error.to_string() },
+        };
+        if skipped > 0 {
+            match sender.try_send(LogEntry::Skipped { skipped }) {
+                Ok(()) => skipped = 0,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    skipped += 1;
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+        match sender.try_send(entry) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => skipped += 1,
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LogSource;
+
+    fn line(text: &str) -> LogLine {
+        LogLine { replica: 1, stream: LogSource::Stdout, timestamp: String::new(), text: text.to_owned() }
+    }
+
+    #[test]
+    fn since_reads_durations_and_deploy() {
+        assert_eq!(Since::parse("5m"), Ok(Since::Ago(Duration::from_secs(300))));
+        assert_eq!(Since::parse("deploy"), Ok(Since::LastDeploy));
+        assert!(Since::parse("yesterday").is_err_and(|error| error.contains("deploy")));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_newest_lines_of_each_replica_within_its_bytes() {
+        let numbered = |replica, n: usize| LogLine { replica, ..line(&format!("{replica}:{n}")) };
+        let lines: Vec<LogLine> = (0..6).map(|n| numbered(if n % 2 == 0 { 1 } else { 2 }, n)).collect();
+        let (kept, truncated) = newest_within(lines.clone(), 2, usize::MAX);
+        let texts: Vec<&str> = kept.iter().map(|line| line.text.as_str()).collect();
+        assert_eq!((texts, truncated), (vec!["1:2", "2:3", "1:4", "2:5"], true));
+        let (all, truncated) = newest_within(lines.clone(), 3, usize::MAX);
+        assert_eq!((all.len(), truncated), (6, false));
+        let (within, truncated) = newest_within(lines, 3, 2 * (3 + 16));
+        assert_eq!((within.len(), truncated), (2, true));
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_gets_a_count_of_what_it_missed_not_an_endless_buffer() {
+        let lines: Vec<Result<LogLine, BackendError>> = (0..1_000).map(|n| Ok(line(&format!("line {n}")))).collect();
+        let (sender, mut receiver) = mpsc::channel(FOLLOW_BUFFER);
+        forward(futures_util::stream::iter(lines).boxed(), sender, &[], &LogRequest::default()).await;
+        let mut received = Vec::new();
+        while let Some(entry) = receiver.recv().await {
+            received.push(entry);
+        }
+        assert_eq!(received.len(), FOLLOW_BUFFER, "never more than the buffer holds");
+        assert_eq!(received[0], LogEntry::Line(line("line 0")));
+    }
+
+    #[tokio::test]
+    async fn the_filter_sees_only_redacted_text() {
+        let spec = {
+            let mut app = crate::model::AppSpec::bare("web");
+            app.container.env =
+                [("DB".to_owned(), crate::model::desired::EnvSpec::Secret { secret: "db".into(), digest: None })]
+                    .into();
+            app
+        };
+        let secrets = crate::secrets::ResolvedSecrets::from_values([("db".to_owned(), "hunter22".to_owned())].into());
+        let redactors = [ResolvedEnv::redactor(&spec.container, &secrets)];
+        let request = LogRequest { filter: Some("hunter".into()), ..LogRequest::default() };
+        let (sender, mut receiver) = mpsc::channel(FOLLOW_BUFFER);
+        let lines = vec![Ok(line("password hunter22")), Ok(line("hunter season"))];
+        forward(futures_util::stream::iter(lines).boxed(), sender, &redactors, &request).await;
+        assert_eq!(receiver.recv().await, Some(LogEntry::Line(line("hunter season"))));
+        assert_eq!(receiver.recv().await, None, "the line with the secret does not match its value");
+    }
+}
