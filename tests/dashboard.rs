@@ -18,11 +18,13 @@ const RULE: &str = "kind: ScalingRule\napp: web\nmin: 1\nmax: 2\ntargetCpuPercen
                     behavior: { scaleUp: { period: 1s } }\n";
 const MIGRATE: &str = "kind: Job\nname: migrate\nimageFrom: web\ncommand: [/web, migrate]\nhook: { before: [web] }\n";
 
-/// What a PromQL expression names: metric names, and label names (in matchers, `by`/`without`, `label_values`).
+/// What a PromQL expression names: metric names, and label names (in matchers, `by`/`without`, `label_values`);
+/// a matcher's label with the metric whose braces hold it.
 #[derive(Debug, Default, PartialEq)]
 struct Named {
     metrics: BTreeSet<String>,
     labels: BTreeSet<String>,
+    matched: BTreeSet<(String, String)>,
 }
 
 /// A small PromQL tokenizer: enough to find the names, not to evaluate. String literals and range selectors are
@@ -76,25 +78,43 @@ fn named(expression: &str) -> Named {
     }
     let mut found = Named::default();
     let mut in_braces = false;
+    let mut braced_metric: Option<String> = None;
     let mut grouping = false;
     for (index, token) in tokens.iter().enumerate() {
         let next = tokens.get(index + 1).map(String::as_str);
         match token.as_str() {
-            "{" => in_braces = true,
-            "}" => in_braces = false,
+            "{" => {
+                in_braces = true;
+                braced_metric = index.checked_sub(1).and_then(|before| tokens.get(before)).cloned();
+            }
+            "}" => {
+                in_braces = false;
+                braced_metric = None;
+            }
             "by" | "without" if next == Some("(") => grouping = true,
             ")" => grouping = false,
             "label_values" => {
-                if let Some(label) =
-                    tokens.get(index + 4).filter(|_| tokens.get(index + 3).map(String::as_str) == Some(","))
-                {
-                    found.labels.insert(label.clone());
+                // The label is the last argument: the identifier before the call's closing parenthesis.
+                let mut depth = 0;
+                for (offset, inner) in tokens[index + 1..].iter().enumerate() {
+                    depth += match inner.as_str() {
+                        "(" => 1,
+                        ")" => -1,
+                        _ => 0,
+                    };
+                    if depth == 0 {
+                        found.labels.extend(tokens.get(index + offset).filter(|label| label.as_str() != "(").cloned());
+                        break;
+                    }
                 }
             }
             identifier if identifier.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') => {
                 let is_matcher = matches!(next, Some("=" | "!=" | "=~" | "!~"));
                 if (in_braces && is_matcher) || grouping {
                     found.labels.insert(identifier.to_owned());
+                    if let Some(metric) = braced_metric.as_ref().filter(|_| in_braces) {
+                        found.matched.insert((metric.clone(), identifier.to_owned()));
+                    }
                 } else if identifier.starts_with("railyard_") {
                     found.metrics.insert(identifier.to_owned());
                 }
@@ -164,6 +184,13 @@ fn unserved(expression: &str, served: &BTreeMap<String, BTreeSet<String>>) -> Ve
         named.metrics.iter().filter(|metric| !served.contains_key(*metric)).map(|m| format!("metric {m}")).collect();
     let carried: BTreeSet<&String> = named.metrics.iter().filter_map(|metric| served.get(metric)).flatten().collect();
     missing.extend(named.labels.iter().filter(|label| !carried.contains(label)).map(|label| format!("label {label}")));
+    missing.extend(
+        named
+            .matched
+            .iter()
+            .filter(|(metric, label)| carried.contains(label) && served.get(metric).is_some_and(|l| !l.contains(label)))
+            .map(|(metric, label)| format!("label {label} of {metric}")),
+    );
     missing
 }
 
@@ -188,14 +215,22 @@ fn the_tokenizer_finds_metrics_and_labels_and_skips_strings_and_ranges() {
     assert_eq!(found.metrics, BTreeSet::from(["railyard_x_bucket".to_owned()]));
     assert_eq!(found.labels, ["a", "env", "le"].into_iter().map(str::to_owned).collect());
     assert_eq!(named("label_values(railyard_sync_status, env)").labels, BTreeSet::from(["env".to_owned()]));
-    let served = served("# TYPE railyard_x counter\nrailyard_x_total{env=\"p\"} 1\n# TYPE railyard_h histogram\n");
-    assert!(served.contains_key("railyard_h_bucket") && !served.contains_key("railyard_h"));
-    assert!(unserved(r#"railyard_x_total{env="p"}"#, &served).is_empty());
+    let one = served("# TYPE railyard_x counter\nrailyard_x_total{env=\"p\"} 1\n# TYPE railyard_h histogram\n");
+    assert!(one.contains_key("railyard_h_bucket") && !one.contains_key("railyard_h"));
+    assert!(unserved(r#"railyard_x_total{env="p"}"#, &one).is_empty());
     assert_eq!(
-        unserved(r#"sum by (app) (railyard_y_total{env="p"})"#, &served),
+        unserved(r#"sum by (app) (railyard_y_total{env="p"})"#, &one),
         ["metric railyard_y_total", "label app", "label env"]
     );
-    assert_eq!(unserved("sum by (app) (railyard_x_total)", &served), ["label app"]);
+    assert_eq!(unserved("sum by (app) (railyard_x_total)", &one), ["label app"]);
+    // A label another metric of the expression carries is still wrong on the one whose braces hold it.
+    let two = served("railyard_a_total{env=\"p\"} 1\nrailyard_b_total{job=\"m\"} 1\n");
+    assert_eq!(
+        unserved(r#"railyard_a_total{job="m"} + on() railyard_b_total{env="p"}"#, &two),
+        ["label job of railyard_a_total", "label env of railyard_b_total"]
+    );
+    let found = named(r#"label_values(railyard_sync_status{env=~"pr-.*"}, status)"#);
+    assert!(found.labels.contains("status"), "{found:?}");
 }
 
 #[test]

@@ -185,6 +185,20 @@ fn without_or_with_a_hostile_traceparent_a_webhook_reconcile_starts_a_fresh_trac
     assert_no_secret(&receiver.spans());
 }
 
+/// A proxy that samples few requests sends the others with the flag `00`: the deploy they trigger is traced anyway.
+#[test]
+fn a_reconcile_is_exported_even_when_the_forge_did_not_sample_its_request() {
+    let receiver = OtlpReceiver::start();
+    let traced = Traced::start(&receiver);
+    let unsampled = format!("00-{TRACE_ID}-{FORGE_SPAN_ID}-00");
+    let status = traced.push(&[("traceparent", &unsampled)]);
+    assert!((200..300).contains(&status), "status {status}");
+    let spans =
+        receiver.wait_for("the reconcile of the unsampled push", |spans| !reconciles(spans, "webhook").is_empty());
+    let reconcile = reconciles(&spans, "webhook")[0];
+    assert_eq!((reconcile.trace_id.as_str(), reconcile.parent_span_id.as_str()), (TRACE_ID, FORGE_SPAN_ID));
+}
+
 fn assert_no_secret(spans: &[ReceivedSpan]) {
     for span in spans {
         for (key, value) in &span.attributes {

@@ -61,7 +61,7 @@ pub fn of_sync(plan: &Plan, written: &[Written], outcomes: &[ActionOutcome], fai
             let of = owner(plan, written).unwrap_or_else(|| format!("environment {}", plan.env.name));
             let regarding = regarding_written(written);
             let note = format!("{commit}: {} {} applied for {of}", written.kind.as_str(), regarding.name);
-            SyncEvent { regarding, warning: false, reason: "Synced", action: "Apply", note }
+            SyncEvent { regarding, warning: false, reason: "Synced", action: "Apply", note: bounded(note) }
         })
         .collect();
     for outcome in outcomes {
@@ -138,7 +138,7 @@ fn body(event: &SyncEvent, namespace: &str, instance: &str, index: usize) -> ser
     json!({
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
-        "metadata": { "name": format!("{}.{stamp:x}", event.regarding.name), "namespace": namespace },
+        "metadata": { "name": event_name(&event.regarding.name, stamp), "namespace": namespace },
         "eventTime": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": instance,
@@ -223,6 +223,14 @@ fn change_of(plan: &Plan, kind: ObjectKind, name: &str) -> String {
 
 fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
+}
+
+/// `<object>.<stamp>` within a name's 253 characters (object names are ASCII DNS names).
+fn event_name(object: &str, stamp: impl std::fmt::LowerHex) -> String {
+    let stamp = format!("{stamp:x}");
+    let room = 253 - 1 - stamp.len();
+    let object: String = object.chars().take(room).collect();
+    format!("{}.{stamp}", object.trim_end_matches(['.', '-']))
 }
 
 /// `note` within the API server's limit, cut at a character boundary.
