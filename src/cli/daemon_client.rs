@@ -101,19 +101,15 @@ pub(super) async fn stream_from_daemon(
     token: &Token,
     path: &str,
 ) -> anyhow::Result<Result<reqwest::Response, (u16, serde_json::Value)>> {
-    let mut request = reqwest::Client::new().get(daemon_url(daemon, path));
-    if let Some(value) = &token.value {
-        request = request.bearer_auth(value);
-    }
-    let server = &daemon.server;
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach railyard at {server}; is `railyard serve` running there (--server)?"))?;
+    let response = sent(daemon, token, reqwest::Client::new().get(daemon_url(daemon, path))).await?;
     match response.status().as_u16() {
         200 => Ok(Ok(response)),
-        401 => anyhow::bail!("railyard at {server} asks for credentials to read; {}", token.hint()),
-        status => Ok(Err((status, response.json().await.unwrap_or_default()))),
+        401 => anyhow::bail!("railyard at {} asks for credentials to read; {}", daemon.server, token.hint()),
+        status => {
+            let answer = response.json().await.unwrap_or_default();
+            out_of_scope(daemon, status, &answer)?;
+            Ok(Err((status, answer)))
+        }
     }
 }
 
@@ -125,18 +121,27 @@ fn daemon_url(daemon: &DaemonArgs, path: &str) -> String {
 async fn send(
     daemon: &DaemonArgs,
     token: &Token,
-    mut request: reqwest::RequestBuilder,
+    request: reqwest::RequestBuilder,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    let response = sent(daemon, token, request).await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
+/// Sends `request` with the token, if any; the response, whatever its status.
+async fn sent(
+    daemon: &DaemonArgs,
+    token: &Token,
+    mut request: reqwest::RequestBuilder,
+) -> anyhow::Result<reqwest::Response> {
     if let Some(value) = &token.value {
         request = request.bearer_auth(value);
     }
     let server = &daemon.server;
-    let response = request
+    request
         .send()
         .await
-        .with_context(|| format!("cannot reach railyard at {server}; is `railyard serve` running there (--server)?"))?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or_default()))
+        .with_context(|| format!("cannot reach railyard at {server}; is `railyard serve` running there (--server)?"))
 }
 
 pub async fn rollback(
