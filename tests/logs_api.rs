@@ -49,7 +49,11 @@ fn stamp(ago: Duration) -> String {
 }
 
 fn print(yard: &Yard, replica: u32, stream: LogSource, ago: Duration, text: &str) {
-    yard.backend.print("shop", "web", LogLine { replica, stream, timestamp: stamp(ago), text: text.to_owned() });
+    yard.backend.print(
+        "shop",
+        "web",
+        LogLine { replica, stream, timestamp: stamp(ago), text: text.to_owned(), read_cut: false },
+    );
 }
 
 async fn get_json(yard: &Yard, path: &str) -> (u16, Value) {

@@ -50,6 +50,26 @@ impl ResolvedEnv {
     pub fn redact(&self, text: &str) -> String {
         self.secret_values.iter().fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "<redacted>"))
     }
+
+    /// `text` (already redacted) with an end that is the start of a secret value replaced by `<redacted>`: for the
+    /// start of a line whose rest was not read.
+    pub fn redact_cut_end(&self, mut text: String) -> String {
+        let longest_start = self
+            .secret_values
+            .iter()
+            .filter_map(|secret| {
+                (1..secret.len())
+                    .rev()
+                    .filter(|end| secret.is_char_boundary(*end))
+                    .find(|end| text.ends_with(&secret[..*end]))
+            })
+            .max();
+        if let Some(start_len) = longest_start {
+            text.truncate(text.len() - start_len);
+            text.push_str("<redacted>");
+        }
+        text
+    }
 }
 
 /// Shortest line of a multi-line secret that is hidden on its own: shorter ones (an empty line, a closing brace)
@@ -159,6 +179,15 @@ mod tests {
         let encoded = base64::engine::general_purpose::STANDARD.encode("BKcwggSjAgEAAoIBAQC7");
         assert!(env.redact(&encoded).starts_with("<redacted>"), "{encoded}");
         assert_eq!(env.redact("ab"), "ab", "a short line alone would hide ordinary text");
+    }
+
+    #[test]
+    fn the_start_of_a_secret_at_the_end_of_a_cut_line_is_redacted() {
+        let spec = app_with_env(&[("DB", EnvSpec::Secret { secret: "db".into(), digest: None })]);
+        let env = ResolvedEnv::resolve(&spec.container, |_| Ok::<_, ()>("hunter22".to_owned())).expect("resolves");
+        assert_eq!(env.redact_cut_end("pw hunt".into()), "pw <redacted>");
+        assert_eq!(env.redact_cut_end("pw hunted".into()), "pw hunted", "not the start of the secret");
+        assert_eq!(env.redact_cut_end("all fine".into()), "all fine");
     }
 
     #[test]

@@ -192,9 +192,14 @@ struct Reading {
     since_ms: Option<i64>,
 }
 
+/// `line` with every secret hidden, then cut to what is shown: a secret crossing the cut is hidden whole, and the
+/// start of a secret at the end of a line whose rest was not read is hidden too.
 fn redact(redactors: &[ResolvedEnv], mut line: LogLine) -> LogLine {
     line.text = redactors.iter().fold(line.text, |text, redactor| redactor.redact(&text));
-    line
+    if line.read_cut {
+        line.text = redactors.iter().fold(line.text, |text, redactor| redactor.redact_cut_end(text));
+    }
+    line.cut_to_shown()
 }
 
 impl Daemon {
@@ -358,7 +363,53 @@ mod tests {
     use crate::backend::LogSource;
 
     fn line(text: &str) -> LogLine {
-        LogLine { replica: 1, stream: LogSource::Stdout, timestamp: String::new(), text: text.to_owned() }
+        LogLine {
+            replica: 1,
+            stream: LogSource::Stdout,
+            timestamp: String::new(),
+            text: text.to_owned(),
+            read_cut: false,
+        }
+    }
+
+    fn redactors_of(secret: &str) -> [ResolvedEnv; 1] {
+        let mut app = crate::model::AppSpec::bare("web");
+        app.container.env =
+            [("DB".to_owned(), crate::model::desired::EnvSpec::Secret { secret: "db".into(), digest: None })].into();
+        let secrets = crate::secrets::ResolvedSecrets::from_values([("db".to_owned(), secret.to_owned())].into());
+        [ResolvedEnv::redactor(&app.container, &secrets)]
+    }
+
+    /// What the daemon shows of `raw` printed by an app, read as a backend reads it.
+    fn shown(redactors: &[ResolvedEnv], raw: &[u8]) -> Vec<String> {
+        let mut splitter = crate::backend::logs::LineSplitter::default();
+        let read = splitter.push(raw).into_iter().chain(splitter.finish());
+        read.map(|read| redact(redactors, LogLine::from_read(1, LogSource::Stdout, read)).text).collect()
+    }
+
+    #[test]
+    fn a_secret_crossing_the_cut_of_a_long_line_is_hidden_whole() {
+        use crate::backend::logs::{MAX_LINE_BYTES, MAX_READ_LINE_BYTES};
+        // Long, so that the line hiding it many times becomes shorter than what is shown.
+        let secret = format!("hunter22-{}", "s".repeat(91));
+        let secret = secret.as_str();
+        let redactors = redactors_of(secret);
+        // Across the cut to what is shown.
+        let across_shown = format!("{}{secret} and more\n", "x".repeat(MAX_LINE_BYTES - 6));
+        let texts = shown(&redactors, across_shown.as_bytes());
+        assert!(
+            texts[0].ends_with("xx<redac…") && !texts[0].contains("hunter"),
+            "{}",
+            &texts[0][MAX_LINE_BYTES - 20..]
+        );
+        // Across the end of what is read of an endless line, after other secrets made the line short.
+        let mut endless = format!("{secret} ").repeat(MAX_READ_LINE_BYTES / (secret.len() + 1));
+        endless.truncate(MAX_READ_LINE_BYTES - 6);
+        endless.push_str(&format!("{secret}{}\nnext\n", "y".repeat(MAX_READ_LINE_BYTES)));
+        let texts = shown(&redactors, endless.as_bytes());
+        assert_eq!(texts.len(), 2, "the rest of the endless line is dropped");
+        assert!(!texts[0].contains("hunt") && texts[0].ends_with('…'), "{}", &texts[0][texts[0].len() - 40..]);
+        assert_eq!(texts[1], "next");
     }
 
     #[test]

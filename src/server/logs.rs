@@ -291,6 +291,7 @@ pub fn output_view(output: &str, filter: Option<&str>) -> Markup {
             stream: crate::backend::LogSource::Output,
             timestamp: String::new(),
             text: line.to_owned(),
+            read_cut: false,
         })
         .collect();
     html! {
