@@ -335,3 +335,28 @@ async fn a_live_redraw_of_the_app_page_reads_no_log() {
     assert_eq!(status, 200);
     assert!(redrawn.contains("id=\"logs\"") && !redrawn.contains("printed once"), "{redrawn}");
 }
+
+#[tokio::test]
+async fn beyond_the_limit_of_live_tails_a_read_is_refused_until_one_ends() {
+    let (yard, _secrets) = yard().await;
+    let mut tails = Vec::new();
+    for _ in 0..railyard::daemon::logs::MAX_LOG_READS {
+        tails.push(follow(&yard, "&tail=0").await);
+    }
+    let (status, refused) = get_json(&yard, LOGS).await;
+    assert_eq!(status, 503, "{refused}");
+    assert!(refused["error"].as_str().is_some_and(|error| error.contains("try again")), "{refused}");
+    let (status, _) = yard.http("GET", &format!("{LOGS}?follow=true"), None).await;
+    assert_eq!(status, 503, "a follow too");
+
+    tails.pop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, snapshot) = get_json(&yard, LOGS).await;
+        if status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a closed tail frees its place: {status} {snapshot}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
