@@ -158,8 +158,9 @@ impl EnvHandle {
     /// Takes what a reconcile prepared: when it now runs (applied, or nothing to change), its apps and what hides
     /// their secrets replace the last; otherwise (a failed or rolled back update, a plan waiting) they are shown
     /// beside them, since either may be what runs and prints now. Notes the deploy time of each app an apply
-    /// created or updated.
-    pub(super) fn keep_for_logs(&self, prepared: &Prepared, reconciled: &Reconciled) {
+    /// created or updated: when the reconcile started (`started_ms`), so that what the app printed while it booted
+    /// and the rollout waited for it is shown since its deploy.
+    pub(super) fn keep_for_logs(&self, prepared: &Prepared, reconciled: &Reconciled, started_ms: i64) {
         let desired = &prepared.desired;
         let containers =
             desired.apps.values().map(|app| &app.container).chain(desired.jobs.values().map(|j| &j.container));
@@ -181,10 +182,9 @@ impl EnvHandle {
         logs.redactors = Arc::new(logs.running.1.iter().chain(&logs.tried.1).cloned().collect());
         logs.known = true;
         if *reconciled == Reconciled::Applied {
-            let now = super::now_ms();
             for action in &prepared.plan.apps {
                 if matches!(action.change.kind(), ChangeKind::Create | ChangeKind::Update) {
-                    logs.deployed_ms.insert(action.name.clone(), now);
+                    logs.deployed_ms.insert(action.name.clone(), started_ms);
                 }
             }
         }
