@@ -15,18 +15,22 @@ use crate::support::yard::Yard;
 const SECRET_CANARY: &str = "canary/log+secret?7f3e";
 const LITERAL_CANARY: &str = "canary-literal-log-2c9d";
 const URL_PASSWORD: &str = "pw-canary-log-41aa";
+/// A PEM-like key: an app that prints it prints it line by line.
+const PEM_CANARY: &str = "-----BEGIN PRIVATE KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEA\r\n\
+                          AoIBAQC7pemcanaryline2ZmFrZWtleQ\r\nq1w==\r\n-----END PRIVATE KEY-----\r\n";
 const LOGS: &str = "/api/v1/environments/production/apps/web/logs";
 
 fn web() -> String {
     format!(
         "kind: App\nname: web\nimage: web:1\nreplicas: 2\nenv: {{ DB: {{ secret: db-password }}, API_TOKEN: \
-         {LITERAL_CANARY}, DATABASE_URL: \"postgres://app:{URL_PASSWORD}@db/app\" }}\n"
+         {LITERAL_CANARY}, TLS_KEY: {{ secret: tls-key }}, DATABASE_URL: \"postgres://app:{URL_PASSWORD}@db/app\" }}\n"
     )
 }
 
 async fn yard() -> (Yard, tempfile::TempDir) {
     let secrets = tempfile::tempdir().expect("secrets directory");
     std::fs::write(secrets.path().join("db-password"), SECRET_CANARY).expect("secret");
+    std::fs::write(secrets.path().join("tls-key"), PEM_CANARY).expect("secret");
     let dir = secrets.path().to_owned();
     let files = [("railyard.yaml", "kind: Project\nname: shop\n".to_owned()), ("apps/web.yaml", web())];
     let files: Vec<(&str, &str)> = files.iter().map(|(path, text)| (*path, text.as_str())).collect();
@@ -45,7 +49,11 @@ fn stamp(ago: Duration) -> String {
 }
 
 fn print(yard: &Yard, replica: u32, stream: LogSource, ago: Duration, text: &str) {
-    yard.backend.print("shop", "web", LogLine { replica, stream, timestamp: stamp(ago), text: text.to_owned() });
+    yard.backend.print(
+        "shop",
+        "web",
+        LogLine { replica, stream, timestamp: stamp(ago), text: text.to_owned(), read_cut: false },
+    );
 }
 
 async fn get_json(yard: &Yard, path: &str) -> (u16, Value) {
@@ -116,6 +124,27 @@ async fn a_snapshot_shows_the_last_lines_newest_last_with_every_form_of_a_secret
     assert!(page.contains("&lt;script&gt;window.pwned") && !page.contains("<script>window.pwned"), "escaped");
     assert!(page.contains("class=\"line stderr\""), "stderr is told apart: {page}");
     assert!(page.contains("EventSource"), "the live tail");
+}
+
+#[tokio::test]
+async fn every_line_of_a_multi_line_secret_an_app_prints_is_redacted() {
+    let (yard, _secrets) = yard().await;
+    let body: Vec<&str> = PEM_CANARY.lines().map(|line| line.trim_end_matches('\r')).collect();
+    for (n, line) in body.iter().enumerate() {
+        print(&yard, 1, LogSource::Stdout, Duration::from_secs(10 - n as u64), &format!("key: {line}"));
+    }
+    let (status, snapshot) = get_json(&yard, LOGS).await;
+    assert_eq!(status, 200, "{snapshot}");
+    let shown = texts(&snapshot);
+    assert_eq!(shown.len(), body.len(), "{shown:#?}");
+    for (line, text) in body.iter().zip(&shown) {
+        if line.len() >= 8 {
+            assert_eq!(text, "key: <redacted>", "{line} is part of the key");
+        }
+    }
+    for secret_line in ["MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEA", "AoIBAQC7pemcanaryline2ZmFrZWtleQ"] {
+        assert!(!snapshot.to_string().contains(secret_line), "{snapshot:#}");
+    }
 }
 
 #[tokio::test]
@@ -305,4 +334,29 @@ async fn a_live_redraw_of_the_app_page_reads_no_log() {
     let (status, redrawn) = yard.request("GET", "/env/production/apps/web", &headers, Vec::new()).await;
     assert_eq!(status, 200);
     assert!(redrawn.contains("id=\"logs\"") && !redrawn.contains("printed once"), "{redrawn}");
+}
+
+#[tokio::test]
+async fn beyond_the_limit_of_live_tails_a_read_is_refused_until_one_ends() {
+    let (yard, _secrets) = yard().await;
+    let mut tails = Vec::new();
+    for _ in 0..railyard::daemon::logs::MAX_LOG_READS {
+        tails.push(follow(&yard, "&tail=0").await);
+    }
+    let (status, refused) = get_json(&yard, LOGS).await;
+    assert_eq!(status, 503, "{refused}");
+    assert!(refused["error"].as_str().is_some_and(|error| error.contains("try again")), "{refused}");
+    let (status, _) = yard.http("GET", &format!("{LOGS}?follow=true"), None).await;
+    assert_eq!(status, 503, "a follow too");
+
+    tails.pop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, snapshot) = get_json(&yard, LOGS).await;
+        if status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a closed tail frees its place: {status} {snapshot}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -37,9 +37,11 @@ impl ResolvedEnv {
             resolved.pairs.push(format!("{name}={text}"));
         }
         resolved.secret_values.retain(|value| !value.is_empty());
+        let lines: Vec<String> = resolved.secret_values.iter().flat_map(|value| printed_lines(value)).collect();
+        resolved.secret_values.extend(lines);
         let encoded: Vec<String> = resolved.secret_values.iter().flat_map(|value| encoded_forms(value)).collect();
         resolved.secret_values.extend(encoded);
-        resolved.secret_values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        resolved.secret_values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         resolved.secret_values.dedup();
         Ok(resolved)
     }
@@ -48,6 +50,44 @@ impl ResolvedEnv {
     pub fn redact(&self, text: &str) -> String {
         self.secret_values.iter().fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "<redacted>"))
     }
+
+    /// `text` (already redacted) with an end that is the start of a secret value replaced by `<redacted>`: for the
+    /// start of a line whose rest was not read.
+    pub fn redact_cut_end(&self, mut text: String) -> String {
+        let longest_start = self
+            .secret_values
+            .iter()
+            .filter_map(|secret| {
+                (1..secret.len())
+                    .rev()
+                    .filter(|end| secret.is_char_boundary(*end))
+                    .find(|end| text.ends_with(&secret[..*end]))
+            })
+            .max();
+        if let Some(start_len) = longest_start {
+            text.truncate(text.len() - start_len);
+            text.push_str("<redacted>");
+        }
+        text
+    }
+}
+
+/// Shortest line of a multi-line secret that is hidden on its own: shorter ones (an empty line, a closing brace)
+/// would hide ordinary words everywhere.
+const SECRET_LINE_MIN_BYTES: usize = 8;
+
+/// The lines of a multi-line secret (a PEM key, a JSON credential) long enough to hide on their own: an app's output
+/// is read line by line, so the whole value never appears in one line.
+fn printed_lines(value: &str) -> Vec<String> {
+    if !value.contains(['\n', '\r']) {
+        return Vec::new();
+    }
+    value
+        .split('\n')
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| line.len() >= SECRET_LINE_MIN_BYTES)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The forms a secret value is printed in to slip past exact-value redaction: base64 (standard and URL-safe, with
@@ -126,6 +166,28 @@ mod tests {
             assert!(redacted.starts_with("leaked: <redacted>"), "{printed} -> {redacted}");
             assert!(!redacted.contains(&printed), "{printed} -> {redacted}");
         }
+    }
+
+    #[test]
+    fn each_line_of_a_multi_line_secret_is_redacted_on_its_own() {
+        use base64::Engine as _;
+        let spec = app_with_env(&[("KEY", EnvSpec::Secret { secret: "key".into(), digest: None })]);
+        let key = "-----BEGIN KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r\nBKcwggSjAgEAAoIBAQC7\r\nab\r\n-----END KEY-----\r\n";
+        let env = ResolvedEnv::resolve(&spec.container, |_| Ok::<_, ()>(key.to_owned())).expect("resolves");
+        assert_eq!(env.redact("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"), "<redacted>");
+        assert_eq!(env.redact("  BKcwggSjAgEAAoIBAQC7 "), "  <redacted> ");
+        let encoded = base64::engine::general_purpose::STANDARD.encode("BKcwggSjAgEAAoIBAQC7");
+        assert!(env.redact(&encoded).starts_with("<redacted>"), "{encoded}");
+        assert_eq!(env.redact("ab"), "ab", "a short line alone would hide ordinary text");
+    }
+
+    #[test]
+    fn the_start_of_a_secret_at_the_end_of_a_cut_line_is_redacted() {
+        let spec = app_with_env(&[("DB", EnvSpec::Secret { secret: "db".into(), digest: None })]);
+        let env = ResolvedEnv::resolve(&spec.container, |_| Ok::<_, ()>("hunter22".to_owned())).expect("resolves");
+        assert_eq!(env.redact_cut_end("pw hunt".into()), "pw <redacted>");
+        assert_eq!(env.redact_cut_end("pw hunted".into()), "pw hunted", "not the start of the secret");
+        assert_eq!(env.redact_cut_end("all fine".into()), "all fine");
     }
 
     #[test]

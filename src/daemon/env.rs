@@ -535,7 +535,7 @@ impl EnvHandle {
         if matches!(reconciled, Reconciled::Applied | Reconciled::Unchanged) {
             self.keep_jobs(daemon, &prepared);
         }
-        self.keep_for_logs(&prepared, &reconciled);
+        self.keep_for_logs(&prepared, &reconciled, started_ms);
         if prepared.observed.schedules_jobs {
             self.collect_platform_runs(daemon, &prepared.desired).await;
         }

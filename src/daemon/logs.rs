@@ -3,9 +3,10 @@
 //! those of the one before, while an update has not gone through), redacted with [`ResolvedEnv::redact`], the same
 //! redaction as Job output. It reads the backend's log stream, redacts every line before anything else sees it (the
 //! text filter too, so that a filter cannot probe for a secret), and bounds what one request costs: a snapshot holds
-//! at most `tail` lines of each replica and [`SNAPSHOT_BYTES`]; a follow stream goes through a channel of
-//! [`FOLLOW_BUFFER`] lines, and a reader that falls behind gets a "skipped N lines" entry instead of an ever-growing
-//! buffer. Every follow stream ends when its reader goes away or the daemon stops.
+//! at most `tail` lines of each replica and [`SNAPSHOT_BYTES`] (kept so while it is read); a follow stream goes
+//! through a channel of [`FOLLOW_BUFFER`] lines, and a reader that falls behind gets a "skipped N lines" entry
+//! instead of an ever-growing buffer; at most [`MAX_LOG_READS`] reads and follows run at once. Every follow stream
+//! ends when its reader goes away or the daemon stops.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub const DEFAULT_TAIL: usize = 1_000;
 pub const MAX_TAIL: usize = 10_000;
 /// Most bytes of text one snapshot holds; the oldest lines go first.
 pub const SNAPSHOT_BYTES: usize = 1 << 20;
+/// Log reads and follow streams one daemon serves at once; more are refused until one ends.
+pub const MAX_LOG_READS: usize = 64;
 /// Lines a follow stream holds for a reader that is slower than the app prints.
 pub const FOLLOW_BUFFER: usize = 256;
 
@@ -123,6 +126,11 @@ pub enum LogsError {
          log is shown; wait for its first sync (or sync it now)"
     )]
     NotReconciled(String),
+    #[error(
+        "railyard is already serving {MAX_LOG_READS} log reads and live tails; close a log page or a `railyard logs \
+         -f` and try again"
+    )]
+    Busy,
     #[error("cannot read the log of app `{app}` in `{env}`: {source}")]
     Backend {
         env: String,
@@ -150,8 +158,9 @@ impl EnvHandle {
     /// Takes what a reconcile prepared: when it now runs (applied, or nothing to change), its apps and what hides
     /// their secrets replace the last; otherwise (a failed or rolled back update, a plan waiting) they are shown
     /// beside them, since either may be what runs and prints now. Notes the deploy time of each app an apply
-    /// created or updated.
-    pub(super) fn keep_for_logs(&self, prepared: &Prepared, reconciled: &Reconciled) {
+    /// created or updated: when the reconcile started (`started_ms`), so that what the app printed while it booted
+    /// and the rollout waited for it is shown since its deploy.
+    pub(super) fn keep_for_logs(&self, prepared: &Prepared, reconciled: &Reconciled, started_ms: i64) {
         let desired = &prepared.desired;
         let containers =
             desired.apps.values().map(|app| &app.container).chain(desired.jobs.values().map(|j| &j.container));
@@ -173,10 +182,9 @@ impl EnvHandle {
         logs.redactors = Arc::new(logs.running.1.iter().chain(&logs.tried.1).cloned().collect());
         logs.known = true;
         if *reconciled == Reconciled::Applied {
-            let now = super::now_ms();
             for action in &prepared.plan.apps {
                 if matches!(action.change.kind(), ChangeKind::Create | ChangeKind::Update) {
-                    logs.deployed_ms.insert(action.name.clone(), now);
+                    logs.deployed_ms.insert(action.name.clone(), started_ms);
                 }
             }
         }
@@ -190,15 +198,23 @@ struct Reading {
     query: LogQuery,
     redactors: Arc<Vec<ResolvedEnv>>,
     since_ms: Option<i64>,
+    /// Held while the read runs.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// `line` with every secret hidden, then cut to what is shown: a secret crossing the cut is hidden whole, and the
+/// start of a secret at the end of a line whose rest was not read is hidden too.
 fn redact(redactors: &[ResolvedEnv], mut line: LogLine) -> LogLine {
     line.text = redactors.iter().fold(line.text, |text, redactor| redactor.redact(&text));
-    line
+    if line.read_cut {
+        line.text = redactors.iter().fold(line.text, |text, redactor| redactor.redact_cut_end(text));
+    }
+    line.cut_to_shown()
 }
 
 impl Daemon {
     async fn reading(&self, env: &str, app: &str, request: &LogRequest, follow: bool) -> Result<Reading, LogsError> {
+        let permit = Arc::clone(&self.log_reads).try_acquire_owned().map_err(|_| LogsError::Busy)?;
         let handle = self.env(env).ok_or_else(|| LogsError::UnknownEnvironment(env.to_owned()))?;
         let (redactors, deployed_ms) = {
             let logs = handle.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -229,7 +245,8 @@ impl Daemon {
             tail_lines: request.tail(),
             follow,
         };
-        Ok(Reading { backend, environment: handle.environment(&handle.project()), query, redactors, since_ms })
+        let environment = handle.environment(&handle.project());
+        Ok(Reading { backend, environment, query, redactors, since_ms, _permit: permit })
     }
 
     /// The last lines of `app` in `env`, redacted, oldest first, within the request's and the daemon's limits.
@@ -239,20 +256,27 @@ impl Daemon {
         // One line more than shown: a replica that has it had older lines left out.
         let query = LogQuery { tail_lines: reading.query.tail_lines.saturating_add(1), ..reading.query.clone() };
         let mut stream = reading.backend.logs(&reading.environment, app, &query).await.map_err(failed)?;
-        let mut lines = Vec::new();
+        let tail = request.tail();
+        let mut replicas: BTreeMap<u32, Newest> = BTreeMap::new();
         let mut errors = Vec::new();
         while let Some(item) = stream.next().await {
             match item {
-                Ok(line) => lines.push(redact(&reading.redactors, line)),
+                Ok(line) => {
+                    let line = redact(&reading.redactors, line);
+                    if request.keeps(&line) {
+                        replicas.entry(line.replica).or_default().push(line, tail, SNAPSHOT_BYTES);
+                    }
+                }
                 Err(error) => errors.push(error.to_string()),
             }
         }
+        let dropped = replicas.values().any(|newest| newest.dropped);
+        let mut lines: Vec<LogLine> = replicas.into_values().flat_map(|newest| newest.lines).collect();
         // Each replica's lines come in order; sorting by time (stable) interleaves the replicas. By the parsed time:
         // RFC 3339 as Docker writes it drops trailing zeros of the fraction, so the text does not sort.
         lines.sort_by_cached_key(|line| line.at_ms().unwrap_or(i64::MIN));
-        lines.retain(|line| request.keeps(line));
-        let tail = request.tail();
         let (lines, truncated) = newest_within(lines, tail, SNAPSHOT_BYTES);
+        let truncated = truncated || dropped;
         Ok(LogSnapshot {
             lines,
             truncated,
@@ -279,14 +303,37 @@ impl Daemon {
         let request = request.clone();
         // A reader that went away ends the read at once, even while the app prints nothing.
         let gone = sender.clone();
+        let Reading { redactors, _permit: permit, .. } = reading;
         tokio::spawn(async move {
+            let _held_while_following = permit;
             tokio::select! {
-                () = forward(stream, sender, &reading.redactors, &request) => {}
+                () = forward(stream, sender, &redactors, &request) => {}
                 () = gone.closed() => {}
                 () = daemon.stopped() => {}
             }
         });
         Ok(receiver)
+    }
+}
+
+/// The newest lines of one replica as they are read, at most so many lines and bytes.
+#[derive(Default)]
+struct Newest {
+    lines: std::collections::VecDeque<LogLine>,
+    bytes: usize,
+    /// Older lines were left out.
+    dropped: bool,
+}
+
+impl Newest {
+    fn push(&mut self, line: LogLine, max_lines: usize, max_bytes: usize) {
+        self.bytes += line.size();
+        self.lines.push_back(line);
+        while self.lines.len() > max_lines || self.bytes > max_bytes {
+            let Some(oldest) = self.lines.pop_front() else { break };
+            self.bytes -= oldest.size();
+            self.dropped = true;
+        }
     }
 }
 
@@ -358,7 +405,53 @@ mod tests {
     use crate::backend::LogSource;
 
     fn line(text: &str) -> LogLine {
-        LogLine { replica: 1, stream: LogSource::Stdout, timestamp: String::new(), text: text.to_owned() }
+        LogLine {
+            replica: 1,
+            stream: LogSource::Stdout,
+            timestamp: String::new(),
+            text: text.to_owned(),
+            read_cut: false,
+        }
+    }
+
+    fn redactors_of(secret: &str) -> [ResolvedEnv; 1] {
+        let mut app = crate::model::AppSpec::bare("web");
+        app.container.env =
+            [("DB".to_owned(), crate::model::desired::EnvSpec::Secret { secret: "db".into(), digest: None })].into();
+        let secrets = crate::secrets::ResolvedSecrets::from_values([("db".to_owned(), secret.to_owned())].into());
+        [ResolvedEnv::redactor(&app.container, &secrets)]
+    }
+
+    /// What the daemon shows of `raw` printed by an app, read as a backend reads it.
+    fn shown(redactors: &[ResolvedEnv], raw: &[u8]) -> Vec<String> {
+        let mut splitter = crate::backend::logs::LineSplitter::default();
+        let read = splitter.push(raw).into_iter().chain(splitter.finish());
+        read.map(|read| redact(redactors, LogLine::from_read(1, LogSource::Stdout, read)).text).collect()
+    }
+
+    #[test]
+    fn a_secret_crossing_the_cut_of_a_long_line_is_hidden_whole() {
+        use crate::backend::logs::{MAX_LINE_BYTES, MAX_READ_LINE_BYTES};
+        // Long, so that the line hiding it many times becomes shorter than what is shown.
+        let secret = format!("hunter22-{}", "s".repeat(91));
+        let secret = secret.as_str();
+        let redactors = redactors_of(secret);
+        // Across the cut to what is shown.
+        let across_shown = format!("{}{secret} and more\n", "x".repeat(MAX_LINE_BYTES - 6));
+        let texts = shown(&redactors, across_shown.as_bytes());
+        assert!(
+            texts[0].ends_with("xx<redac…") && !texts[0].contains("hunter"),
+            "{}",
+            &texts[0][MAX_LINE_BYTES - 20..]
+        );
+        // Across the end of what is read of an endless line, after other secrets made the line short.
+        let mut endless = format!("{secret} ").repeat(MAX_READ_LINE_BYTES / (secret.len() + 1));
+        endless.truncate(MAX_READ_LINE_BYTES - 6);
+        endless.push_str(&format!("{secret}{}\nnext\n", "y".repeat(MAX_READ_LINE_BYTES)));
+        let texts = shown(&redactors, endless.as_bytes());
+        assert_eq!(texts.len(), 2, "the rest of the endless line is dropped");
+        assert!(!texts[0].contains("hunt") && texts[0].ends_with('…'), "{}", &texts[0][texts[0].len() - 40..]);
+        assert_eq!(texts[1], "next");
     }
 
     #[test]
@@ -379,6 +472,23 @@ mod tests {
         assert_eq!((all.len(), truncated), (6, false));
         let (within, truncated) = newest_within(lines, 3, 2 * (3 + 16));
         assert_eq!((within.len(), truncated), (2, true));
+    }
+
+    #[test]
+    fn a_replicas_newest_lines_are_bounded_while_they_are_read() {
+        let mut newest = Newest::default();
+        for n in 0..10_000 {
+            newest.push(line(&format!("{n:>100}")), 50, 10 * (100 + 16));
+            assert!(newest.lines.len() <= 10 && newest.bytes <= 10 * (100 + 16));
+        }
+        assert!(newest.dropped);
+        assert_eq!(newest.lines.back().map(|line| line.text.trim()), Some("9999"));
+        let mut few = Newest::default();
+        few.push(line("one"), 2, usize::MAX);
+        few.push(line("two"), 2, usize::MAX);
+        assert!(!few.dropped);
+        few.push(line("three"), 2, usize::MAX);
+        assert_eq!((few.lines.len(), few.dropped), (2, true));
     }
 
     #[tokio::test]

@@ -248,6 +248,8 @@ pub struct Daemon {
     store_failed: tokio::sync::Notify,
     /// Syncs the store could not take when they happened, written once it answers again.
     unrecorded: std::sync::Mutex<Vec<crate::store::SyncRecord>>,
+    /// Log reads and follows running at once (see [`logs::MAX_LOG_READS`]).
+    log_reads: Arc<tokio::sync::Semaphore>,
 }
 
 pub use crate::clock::now_ms;
@@ -326,6 +328,7 @@ impl Daemon {
             store_state: watch::Sender::new(true),
             store_failed: tokio::sync::Notify::new(),
             unrecorded: std::sync::Mutex::new(Vec::new()),
+            log_reads: Arc::new(tokio::sync::Semaphore::new(logs::MAX_LOG_READS)),
         });
         daemon.restore_pull_requests().await;
         daemon.start_known_environments().await;

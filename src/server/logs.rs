@@ -63,6 +63,7 @@ fn refused(error: &LogsError) -> Response {
         LogsError::UnknownEnvironment(_) | LogsError::UnknownApp { .. } => StatusCode::NOT_FOUND,
         LogsError::NotReconciled(_) => StatusCode::CONFLICT,
         LogsError::Backend { .. } => StatusCode::BAD_GATEWAY,
+        LogsError::Busy => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, Json(json!({ "error": error.to_string() }))).into_response()
 }
@@ -291,6 +292,7 @@ pub fn output_view(output: &str, filter: Option<&str>) -> Markup {
             stream: crate::backend::LogSource::Output,
             timestamp: String::new(),
             text: line.to_owned(),
+            read_cut: false,
         })
         .collect();
     html! {

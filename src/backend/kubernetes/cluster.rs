@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::KubernetesError;
 use super::mapping::{LABEL_DELETE_WITH_APP, LABEL_ENVIRONMENT, LABEL_MANAGED_BY, LABEL_NAME, MANAGER};
+use crate::backend::logs::{LineSplitter, ReadLine};
 
 /// The kinds of object railyard writes, in apply order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -321,15 +322,37 @@ impl Cluster {
         namespace: &str,
         pod: &str,
         params: &LogParams,
-    ) -> Result<futures_util::stream::BoxStream<'static, Result<String, KubernetesError>>, KubernetesError> {
+    ) -> Result<futures_util::stream::BoxStream<'static, Result<ReadLine, KubernetesError>>, KubernetesError> {
         use futures_util::{AsyncBufReadExt, StreamExt};
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let object = format!("pod {pod} in {namespace}");
         let reader = api.log_stream(pod, params).await.map_err(|error| failed(error, "read the log of", &object))?;
-        Ok(reader
-            .lines()
-            .map(move |line| line.map_err(|error| failed(kube::Error::ReadEvents(error), "read the log of", &object)))
-            .boxed())
+        // Cut into bounded lines: the reader's own `lines()` would grow one line until a line break that may never come.
+        let state = Some((Box::pin(reader), LineSplitter::default()));
+        let lines = futures_util::stream::unfold(state, move |state| {
+            let object = object.clone();
+            async move {
+                let (mut reader, mut splitter) = state?;
+                let read = match reader.as_mut().fill_buf().await {
+                    Ok([]) => return Some((splitter.finish().into_iter().map(Ok).collect(), None)),
+                    Ok(bytes) => {
+                        let lines: Vec<Result<ReadLine, KubernetesError>> =
+                            splitter.push(bytes).into_iter().map(Ok).collect();
+                        let consumed = bytes.len();
+                        reader.as_mut().consume_unpin(consumed);
+                        lines
+                    }
+                    Err(error) => {
+                        return Some((
+                            vec![Err(failed(kube::Error::ReadEvents(error), "read the log of", &object))],
+                            None,
+                        ));
+                    }
+                };
+                Some((read, Some((reader, splitter))))
+            }
+        });
+        Ok(lines.flat_map(futures_util::stream::iter).boxed())
     }
 
     /// The Deployment as it stands now (its status moves while it rolls out).

@@ -34,7 +34,8 @@ pub(super) async fn read(
         }
         let Some(name) = pod.metadata.name.as_deref() else { continue };
         let lines = cluster.pod_log_lines(&env.project, name, &params).await?;
-        streams.push(lines.map(move |line| Ok(LogLine::parse(number, LogSource::Output, &line?))).boxed() as LogStream);
+        streams
+            .push(lines.map(move |line| Ok(LogLine::from_read(number, LogSource::Output, line?))).boxed() as LogStream);
     }
     Ok(futures_util::stream::select_all(streams).boxed())
 }
