@@ -243,9 +243,10 @@ const FILTER: &str = r##"
 "##;
 
 /// The live tail: new lines from the follow stream are appended (at most 5,000 kept on the page); after a deploy the
-/// browser's `EventSource` reconnects and the tail goes on with the new replicas.
+/// browser's `EventSource` reconnects and the tail goes on with the new replicas. A function, so that a live redraw
+/// that draws the log view anew (it showed an error) starts it too.
 const TAIL: &str = r##"
-(() => {
+window.railyardTail = window.railyardTail || (() => {
   const box = document.getElementById("logs"), pre = document.getElementById("log-lines");
   if (!box || !pre || !window.EventSource || box.dataset.tailing) return;
   box.dataset.tailing = "1";
@@ -275,7 +276,8 @@ const TAIL: &str = r##"
   // itself; a refusal (the app is gone) closes it for good.
   events.onopen = () => { live.textContent = "live"; };
   events.onerror = () => { live.textContent = events.readyState === EventSource.CLOSED ? "live tail ended" : "reconnecting…"; };
-})();
+});
+window.railyardTail();
 "##;
 
 const STYLE: &str =
