@@ -392,3 +392,37 @@ async fn a_follow_stream_sends_its_whole_backlog_oldest_first_across_replicas_th
         "then the new line, once: {next:?}"
     );
 }
+
+#[tokio::test]
+async fn a_live_tail_goes_on_after_the_last_line_it_showed_losing_nothing_printed_in_between() {
+    let (yard, _secrets) = yard().await;
+    let shown_at = stamp(Duration::from_secs(5));
+    let shown = LogLine {
+        replica: 1,
+        stream: LogSource::Stdout,
+        timestamp: shown_at.clone(),
+        text: "already shown".into(),
+        read_cut: false,
+    };
+    yard.backend.print("shop", "web", shown);
+    print(&yard, 2, LogSource::Stdout, Duration::from_secs(2), "printed before the tail connected");
+    let since: String = url_encoded(&shown_at);
+    let mut body = follow(&yard, &format!("&since={since}&tail=1000")).await;
+    let mut pending = String::new();
+    let first = next_entries(&mut body, &mut pending, 1).await;
+    assert_eq!(first[0]["text"], "printed before the tail connected", "{first:#?}");
+    print(&yard, 1, LogSource::Stdout, Duration::ZERO, "live");
+    let next = next_entries(&mut body, &mut pending, 1).await;
+    assert_eq!(next[0]["text"], "live", "{next:#?}");
+    let (_, snapshot) = get_json(&yard, &format!("{LOGS}?since={since}")).await;
+    assert_eq!(texts(&snapshot), ["printed before the tail connected", "live"]);
+}
+
+fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => char::from(byte).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

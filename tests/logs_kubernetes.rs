@@ -80,7 +80,8 @@ fn pod_logs_are_read_through_the_pod_log_api_numbered_by_pod_and_redacted() {
     let (status, streamed) = http(served.port, "GET", &format!("{LOGS}?follow=true&replica=1"), &[], b"");
     assert_eq!(status, 200);
     let followed: Vec<Value> = streamed.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
-    assert_eq!(followed.len(), 2, "the fake sends the log and ends it: {streamed}");
+    assert_eq!(followed.len(), 3, "the fake sends the log and ends it: {streamed}");
+    assert!(followed[2]["ended"].is_string(), "the stream says it ended by itself: {streamed}");
     assert!(!streamed.contains(LITERAL_CANARY), "{streamed}");
 
     let log_reads: Vec<String> = cluster

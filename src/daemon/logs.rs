@@ -48,6 +48,10 @@ pub enum LogEntry {
     Error {
         error: String,
     },
+    /// The stream ended by itself: no replica runs, or a deploy replaced those it read. A reader may come back later.
+    Ended {
+        ended: String,
+    },
 }
 
 /// Since when lines are shown.
@@ -57,17 +61,22 @@ pub enum Since {
     /// Since the app was last deployed (created or updated) by this railyard process, or since the environment's
     /// last sync when it was deployed before this process started.
     LastDeploy,
+    /// Only lines after this time (nanoseconds since the epoch): a live tail going on from the last line it showed.
+    After(i64),
 }
 
 impl Since {
-    /// `5m`, `1h`, `30s` ... or `deploy`.
+    /// `5m`, `1h`, `30s` ..., `deploy`, or an RFC 3339 time (lines after it).
     pub fn parse(text: &str) -> Result<Since, String> {
         if text == "deploy" {
             return Ok(Since::LastDeploy);
         }
-        crate::model::units::parse_duration(text)
-            .map(Since::Ago)
-            .map_err(|error| format!("`since={text}` is neither a duration (5m, 1h, 30s) nor `deploy`: {error}"))
+        if let Some(at) = chrono::DateTime::parse_from_rfc3339(text).ok().and_then(|at| at.timestamp_nanos_opt()) {
+            return Ok(Since::After(at));
+        }
+        crate::model::units::parse_duration(text).map(Since::Ago).map_err(|error| {
+            format!("`since={text}` is neither a duration (5m, 1h, 30s), `deploy` nor an RFC 3339 time: {error}")
+        })
     }
 }
 
@@ -89,10 +98,16 @@ impl LogRequest {
     }
 
     fn keeps(&self, line: &LogLine) -> bool {
-        self.filter
-            .as_deref()
-            .filter(|filter| !filter.is_empty())
-            .is_none_or(|filter| line.text.to_lowercase().contains(&filter.to_lowercase()))
+        let after = match self.since {
+            Some(Since::After(after)) => line.at_ns().is_none_or(|at| at > after),
+            _ => true,
+        };
+        after
+            && self
+                .filter
+                .as_deref()
+                .filter(|filter| !filter.is_empty())
+                .is_none_or(|filter| line.text.to_lowercase().contains(&filter.to_lowercase()))
     }
 }
 
@@ -233,6 +248,7 @@ impl Daemon {
                 Some(super::now_ms() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX / 2).min(super::now_ms()))
             }
             Some(Since::LastDeploy) => deployed_ms.or(handle.state().last_sync_ms),
+            Some(Since::After(at)) => Some(at.div_euclid(1_000_000)),
         };
         let backend = self.backend_for(env).await.map_err(|source| LogsError::Backend {
             env: env.to_owned(),
@@ -297,7 +313,7 @@ impl Daemon {
             let _held_while_following = permit;
             let follow = async {
                 if send_backlog(&sender, backlog.errors, backlog.lines).await {
-                    forward(stream, sender, &redactors, &request, &backlog.last_ns).await;
+                    forward_until_ended(stream, sender, &redactors, &request, &backlog.last_ns).await;
                 }
             };
             tokio::select! {
@@ -409,6 +425,21 @@ fn newest_within(mut lines: Vec<LogLine>, tail: usize, max_bytes: usize) -> (Vec
     kept.reverse();
     let truncated = kept.len() < total;
     (kept, truncated)
+}
+
+/// [`forward`], then word that the stream ended by itself (the reader is still there).
+async fn forward_until_ended(
+    stream: crate::backend::LogStream,
+    sender: mpsc::Sender<LogEntry>,
+    redactors: &[ResolvedEnv],
+    request: &LogRequest,
+    backlog_ns: &BTreeMap<u32, i64>,
+) {
+    let ended = sender.clone();
+    forward(stream, sender, redactors, request, backlog_ns).await;
+    let word = "the log ended: no replica runs, or a deploy replaced those it read";
+    // Waits for room: this is the stream's last entry.
+    let _ = ended.send(LogEntry::Ended { ended: word.to_owned() }).await;
 }
 
 /// Sends the redacted, filtered lines of `stream` newer than the backlog's of their replica (`backlog_ns`) to
@@ -529,6 +560,25 @@ mod tests {
         assert_eq!((all.len(), truncated), (6, false));
         let (within, truncated) = newest_within(lines, 3, 2 * (3 + 16));
         assert_eq!((within.len(), truncated), (2, true));
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_by_itself_says_so_and_a_tail_goes_on_after_a_time() {
+        let (sender, mut receiver) = mpsc::channel(FOLLOW_BUFFER);
+        let stamped = |at: &str, text: &str| LogLine { timestamp: at.to_owned(), ..line(text) };
+        let lines = vec![
+            Ok(stamped("2026-12-05T10:00:00.000000001Z", "shown before")),
+            Ok(stamped("2026-12-05T10:00:00.000000002Z", "printed since")),
+        ];
+        let since = Since::parse("2026-12-05T10:00:00.000000001Z").expect("a time");
+        let request = LogRequest { since: Some(since), ..LogRequest::default() };
+        forward_until_ended(futures_util::stream::iter(lines).boxed(), sender, &[], &request, &BTreeMap::new()).await;
+        assert_eq!(
+            receiver.recv().await,
+            Some(LogEntry::Line(stamped("2026-12-05T10:00:00.000000002Z", "printed since")))
+        );
+        assert!(matches!(receiver.recv().await, Some(LogEntry::Ended { .. })));
+        assert_eq!(receiver.recv().await, None);
     }
 
     #[test]
