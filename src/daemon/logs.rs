@@ -98,16 +98,22 @@ impl LogRequest {
     }
 
     fn keeps(&self, line: &LogLine) -> bool {
-        let after = match self.since {
+        self.is_after_since(line) && self.matches_filter(line)
+    }
+
+    /// Whether `line` comes after an exact `since` time (durations and `deploy` are the backend's to apply).
+    fn is_after_since(&self, line: &LogLine) -> bool {
+        match self.since {
             Some(Since::After(after)) => line.at_ns().is_none_or(|at| at > after),
             _ => true,
-        };
-        after
-            && self
-                .filter
-                .as_deref()
-                .filter(|filter| !filter.is_empty())
-                .is_none_or(|filter| line.text.to_lowercase().contains(&filter.to_lowercase()))
+        }
+    }
+
+    fn matches_filter(&self, line: &LogLine) -> bool {
+        self.filter
+            .as_deref()
+            .filter(|filter| !filter.is_empty())
+            .is_none_or(|filter| line.text.to_lowercase().contains(&filter.to_lowercase()))
     }
 }
 
