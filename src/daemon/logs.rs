@@ -3,9 +3,9 @@
 //! those of the one before, while an update has not gone through), redacted with [`ResolvedEnv::redact`], the same
 //! redaction as Job output. It reads the backend's log stream, redacts every line before anything else sees it (the
 //! text filter too, so that a filter cannot probe for a secret), and bounds what one request costs: a snapshot holds
-//! at most `tail` lines of each replica and [`SNAPSHOT_BYTES`] (kept so while it is read); a follow stream goes
-//! through a channel of [`FOLLOW_BUFFER`] lines, and a reader that falls behind gets a "skipped N lines" entry
-//! instead of an ever-growing buffer; at most [`MAX_LOG_READS`] reads and follows run at once. Every follow stream
+//! at most `tail` lines of each replica and [`SNAPSHOT_BYTES`] (kept so while it is read); a follow stream sends
+//! such a snapshot whole first, then new lines through a channel of [`FOLLOW_BUFFER`] lines, and a reader that falls
+//! behind gets a "skipped N lines" entry instead of an ever-growing buffer; at most [`MAX_LOG_READS`] reads and follows run at once. Every follow stream
 //! ends when its reader goes away or the daemon stops.
 
 use std::collections::BTreeMap;
