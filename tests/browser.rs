@@ -466,5 +466,27 @@ async fn the_log_view_shows_replicas_output_and_tails_it_live() {
     let bearer = format!("Bearer {TOKEN}");
     assert_eq!(http(served.port, "POST", "/api/v1/sync", &[("Authorization", &bearer)], b"").0, 202);
     wait_text(&client, "#log-lines", "v2 GET /orders/").await;
+
+    // A submitted filter keeps its value in the box; the page is still redrawn live (the box is not focused), and
+    // the tail goes on.
+    client.goto(&format!("{base}/env/production/apps/talker?filter=orders")).await.expect("open filtered");
+    wait_text(&client, "#logs-live", "live").await;
+    client
+        .execute("document.activeElement.blur(); document.querySelector('main').dataset.old = '1'", vec![])
+        .await
+        .expect("mark");
+    project.write("apps/talker.yaml", &talker("v3"));
+    assert_eq!(http(served.port, "POST", "/api/v1/sync", &[("Authorization", &bearer)], b"").0, 202);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let old =
+            client.execute("return document.querySelector('main').dataset.old || ''", vec![]).await.expect("read");
+        if old.as_str() == Some("") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the page was never redrawn while a filter was set");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_text(&client, "#log-lines", "v3 GET /orders/").await;
     client.close().await.expect("close browser");
 }

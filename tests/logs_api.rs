@@ -360,3 +360,69 @@ async fn beyond_the_limit_of_live_tails_a_read_is_refused_until_one_ends() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_follow_stream_sends_its_whole_backlog_oldest_first_across_replicas_then_new_lines() {
+    let (yard, _secrets) = yard().await;
+    // Replica 2's lines are older but printed last: the backlog is sorted by time.
+    for n in 0..400 {
+        print(&yard, 1, LogSource::Stdout, Duration::from_millis(60_000 - n), &format!("one {n}"));
+    }
+    for n in 0..400 {
+        print(&yard, 2, LogSource::Stdout, Duration::from_millis(120_000 - n), &format!("two {n}"));
+    }
+    let request = railyard::daemon::logs::LogRequest { tail: Some(1_000), ..Default::default() };
+    let mut receiver = yard.daemon.follow_app_logs("production", "web", &request).await.expect("a follow stream");
+    // The reader takes its time: nothing of the backlog may be skipped for it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut texts = Vec::new();
+    while texts.len() < 800 {
+        match tokio::time::timeout(Duration::from_secs(5), receiver.recv()).await {
+            Ok(Some(railyard::daemon::logs::LogEntry::Line(line))) => texts.push(line.text),
+            other => panic!("after {} lines: {other:?}", texts.len()),
+        }
+    }
+    let expected: Vec<String> =
+        (0..400).map(|n| format!("two {n}")).chain((0..400).map(|n| format!("one {n}"))).collect();
+    assert_eq!(texts, expected);
+    print(&yard, 1, LogSource::Stdout, Duration::ZERO, "live");
+    let next = tokio::time::timeout(Duration::from_secs(5), receiver.recv()).await;
+    assert!(
+        matches!(&next, Ok(Some(railyard::daemon::logs::LogEntry::Line(line))) if line.text == "live"),
+        "then the new line, once: {next:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_live_tail_goes_on_after_the_last_line_it_showed_losing_nothing_printed_in_between() {
+    let (yard, _secrets) = yard().await;
+    let shown_at = stamp(Duration::from_secs(5));
+    let shown = LogLine {
+        replica: 1,
+        stream: LogSource::Stdout,
+        timestamp: shown_at.clone(),
+        text: "already shown".into(),
+        read_cut: false,
+    };
+    yard.backend.print("shop", "web", shown);
+    print(&yard, 2, LogSource::Stdout, Duration::from_secs(2), "printed before the tail connected");
+    let since: String = url_encoded(&shown_at);
+    let mut body = follow(&yard, &format!("&since={since}&tail=1000")).await;
+    let mut pending = String::new();
+    let first = next_entries(&mut body, &mut pending, 1).await;
+    assert_eq!(first[0]["text"], "printed before the tail connected", "{first:#?}");
+    print(&yard, 1, LogSource::Stdout, Duration::ZERO, "live");
+    let next = next_entries(&mut body, &mut pending, 1).await;
+    assert_eq!(next[0]["text"], "live", "{next:#?}");
+    let (_, snapshot) = get_json(&yard, &format!("{LOGS}?since={since}")).await;
+    assert_eq!(texts(&snapshot), ["printed before the tail connected", "live"]);
+}
+
+fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => char::from(byte).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

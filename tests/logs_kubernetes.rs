@@ -80,7 +80,8 @@ fn pod_logs_are_read_through_the_pod_log_api_numbered_by_pod_and_redacted() {
     let (status, streamed) = http(served.port, "GET", &format!("{LOGS}?follow=true&replica=1"), &[], b"");
     assert_eq!(status, 200);
     let followed: Vec<Value> = streamed.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
-    assert_eq!(followed.len(), 2, "the fake sends the log and ends it: {streamed}");
+    assert_eq!(followed.len(), 3, "the fake sends the log and ends it: {streamed}");
+    assert!(followed[2]["ended"].is_string(), "the stream says it ended by itself: {streamed}");
     assert!(!streamed.contains(LITERAL_CANARY), "{streamed}");
 
     let log_reads: Vec<String> = cluster
@@ -93,9 +94,21 @@ fn pod_logs_are_read_through_the_pod_log_api_numbered_by_pod_and_redacted() {
         log_reads.iter().any(|read| read.contains("/pods/web-7d9c-a/log")
             && read.contains("follow=true")
             && read.contains("timestamps=true")
-            && read.contains("tailLines=1000")),
+            && read.contains("container=web")),
         "{log_reads:#?}"
     );
     assert!(log_reads.iter().any(|read| read.contains("sinceSeconds=")), "{log_reads:#?}");
+
+    // A crash-looping pod's log cannot be read: the others are still shown, and its replica says why.
+    cluster.add_app_pod(namespace, "web", "web-7d9c-c", "");
+    let waiting = "container \"web\" in pod \"web-7d9c-c\" is waiting to start: CrashLoopBackOff";
+    cluster.fail_pod_log(namespace, "web-7d9c-c", waiting);
+    let snapshot = get_json(served.port, LOGS);
+    assert_eq!(texts(&snapshot).len(), 4, "the other pods' lines: {snapshot:#}");
+    let errors = snapshot["errors"].as_array().cloned().unwrap_or_default();
+    assert!(
+        errors.len() == 1 && errors[0].as_str().is_some_and(|error| error.contains("CrashLoopBackOff")),
+        "{snapshot:#}"
+    );
     assert!(!served.log().contains(STORE_CANARY));
 }

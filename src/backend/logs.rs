@@ -91,6 +91,11 @@ impl LogLine {
         chrono::DateTime::parse_from_rfc3339(&self.timestamp).ok().map(|at| at.timestamp_millis())
     }
 
+    /// The line's time in nanoseconds since the epoch, when it has one.
+    pub fn at_ns(&self) -> Option<i64> {
+        chrono::DateTime::parse_from_rfc3339(&self.timestamp).ok().and_then(|at| at.timestamp_nanos_opt())
+    }
+
     /// Bytes this line counts for in a response's byte budget.
     pub fn size(&self) -> usize {
         self.text.len() + self.timestamp.len() + 16

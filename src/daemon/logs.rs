@@ -3,9 +3,9 @@
 //! those of the one before, while an update has not gone through), redacted with [`ResolvedEnv::redact`], the same
 //! redaction as Job output. It reads the backend's log stream, redacts every line before anything else sees it (the
 //! text filter too, so that a filter cannot probe for a secret), and bounds what one request costs: a snapshot holds
-//! at most `tail` lines of each replica and [`SNAPSHOT_BYTES`] (kept so while it is read); a follow stream goes
-//! through a channel of [`FOLLOW_BUFFER`] lines, and a reader that falls behind gets a "skipped N lines" entry
-//! instead of an ever-growing buffer; at most [`MAX_LOG_READS`] reads and follows run at once. Every follow stream
+//! at most `tail` lines of each replica and [`SNAPSHOT_BYTES`] (kept so while it is read); a follow stream sends
+//! such a snapshot whole first, then new lines through a channel of [`FOLLOW_BUFFER`] lines, and a reader that falls
+//! behind gets a "skipped N lines" entry instead of an ever-growing buffer; at most [`MAX_LOG_READS`] reads and follows run at once. Every follow stream
 //! ends when its reader goes away or the daemon stops.
 
 use std::collections::BTreeMap;
@@ -48,6 +48,10 @@ pub enum LogEntry {
     Error {
         error: String,
     },
+    /// The stream ended by itself: no replica runs, or a deploy replaced those it read. A reader may come back later.
+    Ended {
+        ended: String,
+    },
 }
 
 /// Since when lines are shown.
@@ -57,17 +61,22 @@ pub enum Since {
     /// Since the app was last deployed (created or updated) by this railyard process, or since the environment's
     /// last sync when it was deployed before this process started.
     LastDeploy,
+    /// Only lines after this time (nanoseconds since the epoch): a live tail going on from the last line it showed.
+    After(i64),
 }
 
 impl Since {
-    /// `5m`, `1h`, `30s` ... or `deploy`.
+    /// `5m`, `1h`, `30s` ..., `deploy`, or an RFC 3339 time (lines after it).
     pub fn parse(text: &str) -> Result<Since, String> {
         if text == "deploy" {
             return Ok(Since::LastDeploy);
         }
-        crate::model::units::parse_duration(text)
-            .map(Since::Ago)
-            .map_err(|error| format!("`since={text}` is neither a duration (5m, 1h, 30s) nor `deploy`: {error}"))
+        if let Some(at) = chrono::DateTime::parse_from_rfc3339(text).ok().and_then(|at| at.timestamp_nanos_opt()) {
+            return Ok(Since::After(at));
+        }
+        crate::model::units::parse_duration(text).map(Since::Ago).map_err(|error| {
+            format!("`since={text}` is neither a duration (5m, 1h, 30s), `deploy` nor an RFC 3339 time: {error}")
+        })
     }
 }
 
@@ -89,6 +98,18 @@ impl LogRequest {
     }
 
     fn keeps(&self, line: &LogLine) -> bool {
+        self.is_after_since(line) && self.matches_filter(line)
+    }
+
+    /// Whether `line` comes after an exact `since` time (durations and `deploy` are the backend's to apply).
+    fn is_after_since(&self, line: &LogLine) -> bool {
+        match self.since {
+            Some(Since::After(after)) => line.at_ns().is_none_or(|at| at > after),
+            _ => true,
+        }
+    }
+
+    fn matches_filter(&self, line: &LogLine) -> bool {
         self.filter
             .as_deref()
             .filter(|filter| !filter.is_empty())
@@ -233,6 +254,7 @@ impl Daemon {
                 Some(super::now_ms() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX / 2).min(super::now_ms()))
             }
             Some(Since::LastDeploy) => deployed_ms.or(handle.state().last_sync_ms),
+            Some(Since::After(at)) => Some(at.div_euclid(1_000_000)),
         };
         let backend = self.backend_for(env).await.map_err(|source| LogsError::Backend {
             env: env.to_owned(),
@@ -253,42 +275,21 @@ impl Daemon {
     pub async fn app_logs(&self, env: &str, app: &str, request: &LogRequest) -> Result<LogSnapshot, LogsError> {
         let reading = self.reading(env, app, request, false).await?;
         let failed = |source| LogsError::Backend { env: env.to_owned(), app: app.to_owned(), source };
-        // One line more than shown: a replica that has it had older lines left out.
-        let query = LogQuery { tail_lines: reading.query.tail_lines.saturating_add(1), ..reading.query.clone() };
-        let mut stream = reading.backend.logs(&reading.environment, app, &query).await.map_err(failed)?;
-        let tail = request.tail();
-        let mut replicas: BTreeMap<u32, Newest> = BTreeMap::new();
-        let mut errors = Vec::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(line) => {
-                    let line = redact(&reading.redactors, line);
-                    if request.keeps(&line) {
-                        replicas.entry(line.replica).or_default().push(line, tail, SNAPSHOT_BYTES);
-                    }
-                }
-                Err(error) => errors.push(error.to_string()),
-            }
-        }
-        let dropped = replicas.values().any(|newest| newest.dropped);
-        let mut lines: Vec<LogLine> = replicas.into_values().flat_map(|newest| newest.lines).collect();
-        // Each replica's lines come in order; sorting by time (stable) interleaves the replicas. By the parsed time:
-        // RFC 3339 as Docker writes it drops trailing zeros of the fraction, so the text does not sort.
-        lines.sort_by_cached_key(|line| line.at_ms().unwrap_or(i64::MIN));
-        let (lines, truncated) = newest_within(lines, tail, SNAPSHOT_BYTES);
-        let truncated = truncated || dropped;
+        let newest = read_newest(&reading, app, request).await.map_err(failed)?;
         Ok(LogSnapshot {
-            lines,
-            truncated,
-            errors,
+            lines: newest.lines,
+            truncated: newest.truncated,
+            errors: newest.errors,
             since_ms: reading.since_ms,
-            max_lines: tail,
+            max_lines: request.tail(),
             max_bytes: SNAPSHOT_BYTES,
         })
     }
 
     /// The last lines of `app` in `env`, then new ones as they come, redacted, through a channel of
-    /// [`FOLLOW_BUFFER`] entries. Ends when the receiver is dropped, the backend's stream ends, or the daemon stops.
+    /// [`FOLLOW_BUFFER`] entries. The last lines are read first and all sent, oldest first across replicas, waiting
+    /// for the reader; only new lines are dropped (and counted) for a reader that falls behind. Ends when the
+    /// receiver is dropped, the backend's stream ends, or the daemon stops.
     pub async fn follow_app_logs(
         self: &Arc<Self>,
         env: &str,
@@ -297,7 +298,17 @@ impl Daemon {
     ) -> Result<mpsc::Receiver<LogEntry>, LogsError> {
         let reading = self.reading(env, app, request, true).await?;
         let failed = |source| LogsError::Backend { env: env.to_owned(), app: app.to_owned(), source };
-        let stream = reading.backend.logs(&reading.environment, app, &reading.query).await.map_err(failed)?;
+        let (backlog, live_query) = if reading.query.tail_lines == 0 {
+            (NewestRead::default(), reading.query.clone())
+        } else {
+            // From the second the backlog is read in (the platforms' `since` counts whole seconds), so that nothing
+            // printed while it is read is lost; what the backlog already holds is left out of the live lines.
+            let started = super::now_ms().div_euclid(1000);
+            let backlog = read_newest(&reading, app, request).await.map_err(failed)?;
+            let since_seconds = Some(reading.query.since_seconds.map_or(started, |since| since.max(started)));
+            (backlog, LogQuery { since_seconds, tail_lines: MAX_TAIL, ..reading.query.clone() })
+        };
+        let stream = reading.backend.logs(&reading.environment, app, &live_query).await.map_err(failed)?;
         let (sender, receiver) = mpsc::channel(FOLLOW_BUFFER);
         let daemon = Arc::clone(self);
         let request = request.clone();
@@ -306,14 +317,75 @@ impl Daemon {
         let Reading { redactors, _permit: permit, .. } = reading;
         tokio::spawn(async move {
             let _held_while_following = permit;
+            let follow = async {
+                if send_backlog(&sender, backlog.errors, backlog.lines).await {
+                    forward_until_ended(stream, sender, &redactors, &request, &backlog.last_ns).await;
+                }
+            };
             tokio::select! {
-                () = forward(stream, sender, &redactors, &request) => {}
+                () = follow => {}
                 () = gone.closed() => {}
                 () = daemon.stopped() => {}
             }
         });
         Ok(receiver)
     }
+}
+
+/// What one read of a log found: each replica's newest lines within the bounds, oldest first across replicas.
+#[derive(Default)]
+struct NewestRead {
+    lines: Vec<LogLine>,
+    truncated: bool,
+    errors: Vec<String>,
+    /// The time (nanoseconds) of the last line read of each replica, shown or not.
+    last_ns: BTreeMap<u32, i64>,
+}
+
+/// Reads the last lines `reading` asks for, redacted and filtered, keeping only the newest while reading.
+async fn read_newest(reading: &Reading, app: &str, request: &LogRequest) -> Result<NewestRead, BackendError> {
+    // One line more than shown: a replica that has it had older lines left out.
+    let query =
+        LogQuery { tail_lines: reading.query.tail_lines.saturating_add(1), follow: false, ..reading.query.clone() };
+    let mut stream = reading.backend.logs(&reading.environment, app, &query).await?;
+    let tail = request.tail();
+    let mut replicas: BTreeMap<u32, Newest> = BTreeMap::new();
+    let mut read = NewestRead::default();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(line) => {
+                if let Some(at) = line.at_ns() {
+                    read.last_ns.insert(line.replica, at);
+                }
+                let line = redact(&reading.redactors, line);
+                if request.keeps(&line) {
+                    replicas.entry(line.replica).or_default().push(line, tail, SNAPSHOT_BYTES);
+                }
+            }
+            Err(error) => read.errors.push(error.to_string()),
+        }
+    }
+    let dropped = replicas.values().any(|newest| newest.dropped);
+    let mut lines: Vec<LogLine> = replicas.into_values().flat_map(|newest| newest.lines).collect();
+    // Each replica's lines come in order; sorting by time (stable) interleaves the replicas. By the parsed time:
+    // RFC 3339 as Docker writes it drops trailing zeros of the fraction, so the text does not sort.
+    lines.sort_by_cached_key(|line| line.at_ns().unwrap_or(i64::MIN));
+    let (lines, truncated) = newest_within(lines, tail, SNAPSHOT_BYTES);
+    read.lines = lines;
+    read.truncated = truncated || dropped;
+    Ok(read)
+}
+
+/// Sends the backlog of a follow stream, waiting for the reader; false when it went away.
+async fn send_backlog(sender: &mpsc::Sender<LogEntry>, errors: Vec<String>, lines: Vec<LogLine>) -> bool {
+    let entries =
+        errors.into_iter().map(|error| LogEntry::Error { error }).chain(lines.into_iter().map(LogEntry::Line));
+    for entry in entries {
+        if sender.send(entry).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The newest lines of one replica as they are read, at most so many lines and bytes.
@@ -361,18 +433,40 @@ fn newest_within(mut lines: Vec<LogLine>, tail: usize, max_bytes: usize) -> (Vec
     (kept, truncated)
 }
 
-/// Sends the redacted, filtered lines of `stream` to `sender`; a line that finds the channel full is counted and
+/// [`forward`], then word that the stream ended by itself (the reader is still there).
+async fn forward_until_ended(
+    stream: crate::backend::LogStream,
+    sender: mpsc::Sender<LogEntry>,
+    redactors: &[ResolvedEnv],
+    request: &LogRequest,
+    backlog_ns: &BTreeMap<u32, i64>,
+) {
+    let ended = sender.clone();
+    forward(stream, sender, redactors, request, backlog_ns).await;
+    let word = "the log ended: no replica runs, or a deploy replaced those it read";
+    // Waits for room: this is the stream's last entry.
+    let _ = ended.send(LogEntry::Ended { ended: word.to_owned() }).await;
+}
+
+/// Sends the redacted, filtered lines of `stream` newer than the backlog's of their replica (`backlog_ns`) to
+/// `sender`; a line that finds the channel full is counted and
 /// dropped, and the count is sent as a [`LogEntry::Skipped`] once there is room again.
 async fn forward(
     mut stream: crate::backend::LogStream,
     sender: mpsc::Sender<LogEntry>,
     redactors: &[ResolvedEnv],
     request: &LogRequest,
+    backlog_ns: &BTreeMap<u32, i64>,
 ) {
     let mut skipped = 0u64;
     while let Some(item) = stream.next().await {
         let entry = match item {
             Ok(line) => {
+                let in_backlog =
+                    backlog_ns.get(&line.replica).is_some_and(|last| line.at_ns().is_some_and(|at| at <= *last));
+                if in_backlog {
+                    continue;
+                }
                 let line = redact(redactors, line);
                 if !request.keeps(&line) {
                     continue;
@@ -474,6 +568,25 @@ mod tests {
         assert_eq!((within.len(), truncated), (2, true));
     }
 
+    #[tokio::test]
+    async fn a_stream_that_ends_by_itself_says_so_and_a_tail_goes_on_after_a_time() {
+        let (sender, mut receiver) = mpsc::channel(FOLLOW_BUFFER);
+        let stamped = |at: &str, text: &str| LogLine { timestamp: at.to_owned(), ..line(text) };
+        let lines = vec![
+            Ok(stamped("2026-12-05T10:00:00.000000001Z", "shown before")),
+            Ok(stamped("2026-12-05T10:00:00.000000002Z", "printed since")),
+        ];
+        let since = Since::parse("2026-12-05T10:00:00.000000001Z").expect("a time");
+        let request = LogRequest { since: Some(since), ..LogRequest::default() };
+        forward_until_ended(futures_util::stream::iter(lines).boxed(), sender, &[], &request, &BTreeMap::new()).await;
+        assert_eq!(
+            receiver.recv().await,
+            Some(LogEntry::Line(stamped("2026-12-05T10:00:00.000000002Z", "printed since")))
+        );
+        assert!(matches!(receiver.recv().await, Some(LogEntry::Ended { .. })));
+        assert_eq!(receiver.recv().await, None);
+    }
+
     #[test]
     fn a_replicas_newest_lines_are_bounded_while_they_are_read() {
         let mut newest = Newest::default();
@@ -495,7 +608,7 @@ mod tests {
     async fn a_slow_reader_gets_a_count_of_what_it_missed_not_an_endless_buffer() {
         let lines: Vec<Result<LogLine, BackendError>> = (0..1_000).map(|n| Ok(line(&format!("line {n}")))).collect();
         let (sender, mut receiver) = mpsc::channel(FOLLOW_BUFFER);
-        forward(futures_util::stream::iter(lines).boxed(), sender, &[], &LogRequest::default()).await;
+        forward(futures_util::stream::iter(lines).boxed(), sender, &[], &LogRequest::default(), &BTreeMap::new()).await;
         let mut received = Vec::new();
         while let Some(entry) = receiver.recv().await {
             received.push(entry);
@@ -518,7 +631,7 @@ mod tests {
         let request = LogRequest { filter: Some("hunter".into()), ..LogRequest::default() };
         let (sender, mut receiver) = mpsc::channel(FOLLOW_BUFFER);
         let lines = vec![Ok(line("password hunter22")), Ok(line("hunter season"))];
-        forward(futures_util::stream::iter(lines).boxed(), sender, &redactors, &request).await;
+        forward(futures_util::stream::iter(lines).boxed(), sender, &redactors, &request, &BTreeMap::new()).await;
         assert_eq!(receiver.recv().await, Some(LogEntry::Line(line("hunter season"))));
         assert_eq!(receiver.recv().await, None, "the line with the secret does not match its value");
     }

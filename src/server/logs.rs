@@ -145,7 +145,7 @@ pub(super) async fn section(
     let chosen_replica = params.replica.clone().unwrap_or_default();
     let chosen_since = params.since.clone().unwrap_or_default();
     let stream_url = format!(
-        "/api/v1/environments/{env}/apps/{}/logs?follow=true&format=sse&tail=0&replica={}&filter={}",
+        "/api/v1/environments/{env}/apps/{}/logs?follow=true&format=sse&replica={}&filter={}",
         app.name,
         encode(&chosen_replica),
         encode(params.filter.as_deref().unwrap_or_default())
@@ -208,7 +208,7 @@ pub fn lines_view(lines: &[LogLine]) -> Markup {
     html! {
         pre.mono.output.log id="log-lines" {
             @for line in lines {
-                span class={ "line " (line.stream.as_str()) } data-replica=(line.replica) {
+                span class={ "line " (line.stream.as_str()) } data-replica=(line.replica) data-ts=(line.timestamp) {
                     @if line.replica > 0 { span.replica { (line.replica) " | " } }
                     @if !line.timestamp.is_empty() { span.ts { (short_time(&line.timestamp)) " " } }
                     (line.text) "\n"
@@ -242,10 +242,12 @@ const FILTER: &str = r##"
 })();
 "##;
 
-/// The live tail: new lines from the follow stream are appended (at most 5,000 kept on the page); after a deploy the
-/// browser's `EventSource` reconnects and the tail goes on with the new replicas.
+/// The live tail: new lines from the follow stream are appended (at most 5,000 kept on the page), read from just
+/// after the last line shown; after a deploy it reconnects from the last line it showed and goes on with the new
+/// replicas, and while no replica runs it tries again less and less often. A function, so that a live redraw
+/// that draws the log view anew (it showed an error) starts it too.
 const TAIL: &str = r##"
-(() => {
+window.railyardTail = window.railyardTail || (() => {
   const box = document.getElementById("logs"), pre = document.getElementById("log-lines");
   if (!box || !pre || !window.EventSource || box.dataset.tailing) return;
   box.dataset.tailing = "1";
@@ -263,19 +265,36 @@ const TAIL: &str = r##"
     while (pre.childElementCount > 5000) pre.firstElementChild.remove();
     if (atBottom) pre.scrollTop = pre.scrollHeight;
   };
-  const events = new EventSource(box.dataset.stream);
-  live.textContent = "connecting…";
-  events.onmessage = (message) => {
-    const entry = JSON.parse(message.data);
-    if (entry.text !== undefined) add(entry.stream, entry.replica, (entry.timestamp || "").slice(11, 23), entry.text);
-    else if (entry.skipped) add("skipped", "", "", "… " + entry.skipped + " lines skipped (the page read too slowly)");
-    else if (entry.error) add("stderr", "", "", entry.error);
+  // Goes on from the last line shown (so nothing printed in between is lost), or from now when none has a time.
+  const stamped = [...pre.querySelectorAll("span.line[data-ts]")].filter(span => span.dataset.ts);
+  let last = stamped.length ? stamped[stamped.length - 1].dataset.ts : "";
+  // The stream ends when the replicas it reads are replaced (a deploy) or none runs: the tail comes back after a
+  // while, later each time the log ended with nothing new; a refusal (the app is gone) ends it for good.
+  let delay = 3000;
+  const connect = () => {
+    const from = last ? "&since=" + encodeURIComponent(last) + "&tail=1000" : "&tail=0";
+    const events = new EventSource(box.dataset.stream + from);
+    live.textContent = "connecting…";
+    events.onopen = () => { live.textContent = "live"; };
+    events.onmessage = (message) => {
+      const entry = JSON.parse(message.data);
+      if (entry.text !== undefined) {
+        add(entry.stream, entry.replica, (entry.timestamp || "").slice(11, 23), entry.text);
+        if (entry.timestamp) last = entry.timestamp;
+        delay = 3000;
+      } else if (entry.skipped) add("skipped", "", "", "… " + entry.skipped + " lines skipped (the page read too slowly)");
+      else if (entry.error) add("stderr", "", "", entry.error);
+      else if (entry.ended) { events.close(); live.textContent = "no replica prints; trying again"; setTimeout(connect, delay); delay = Math.min(delay * 2, 60000); }
+    };
+    events.onerror = () => {
+      if (events.readyState === EventSource.CLOSED) { live.textContent = "live tail ended"; return; }
+      // Reconnect from the last line shown rather than the browser's own retry with the first address.
+      events.close(); live.textContent = "reconnecting…"; setTimeout(connect, delay);
+    };
   };
-  // The stream ends when the replicas it reads are replaced (a deploy): the browser reconnects to the new ones by
-  // itself; a refusal (the app is gone) closes it for good.
-  events.onopen = () => { live.textContent = "live"; };
-  events.onerror = () => { live.textContent = events.readyState === EventSource.CLOSED ? "live tail ended" : "reconnecting…"; };
-})();
+  connect();
+});
+window.railyardTail();
 "##;
 
 const STYLE: &str =

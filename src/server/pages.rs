@@ -45,18 +45,25 @@ if (window.EventSource) {
   const events = new EventSource("/events");
   let busy = false;
   events.onmessage = async () => {
-    // Never wipe what someone is typing.
-    const typing = [...document.querySelectorAll("main input")].some(i => i.value || i === document.activeElement);
+    // Never wipe what someone is typing. The log form's filter keeps its value once submitted: it counts only while
+    // focused, or no redraw would ever come again.
+    const typing = [...document.querySelectorAll("main input")]
+      .some(i => i === document.activeElement || (i.value && !i.closest("#log-form")));
     if (busy || typing) return; busy = true;
     try {
-      // A redraw keeps the open log view, so the page is asked without it (no log read per change).
-      const response = await fetch(location.href, { headers: { "Accept": "text/html", "X-Railyard-Redraw": "1" } });
+      // A redraw keeps a live log tail, so the page is then asked without it (no log read per change); a log view
+      // that is not tailing (it showed an error) is drawn anew.
+      const tail = document.getElementById("logs"), tailing = !!(tail && tail.dataset.tailing);
+      const headers = tailing ? { "Accept": "text/html", "X-Railyard-Redraw": "1" } : { "Accept": "text/html" };
+      const response = await fetch(location.href, { headers });
       const page = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = page.querySelector("main"), open = [...document.querySelectorAll("details[open]")].map(d => d.id);
       // A live log tail keeps its lines and its stream: the fresh page's log section gives way to it.
-      const tail = document.getElementById("logs"), slot = fresh && fresh.querySelector("#logs");
-      if (tail && slot) { slot.replaceWith(tail); fresh.querySelectorAll("script").forEach(s => s.remove()); }
+      const slot = fresh && fresh.querySelector("#logs");
+      if (tailing && slot) { slot.replaceWith(tail); fresh.querySelectorAll("script").forEach(s => s.remove()); }
       if (fresh) { document.querySelector("main").replaceWith(fresh); open.forEach(id => { const d = document.getElementById(id); if (d) d.open = true; }); }
+      // Scripts of a parsed page do not run: a log view drawn anew starts its tail here.
+      if (!tailing && window.railyardTail) window.railyardTail();
     } finally { busy = false; }
   };
 }

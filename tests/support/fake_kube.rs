@@ -395,6 +395,8 @@ struct Cluster {
     job_logs: Vec<(String, String)>,
     /// (namespace, pod name) to the log an app's pod serves (timestamped lines, as with `timestamps=true`).
     app_pod_logs: BTreeMap<(String, String), String>,
+    /// (namespace, pod name) to the message its log request fails with (400, as for a crash-looping container).
+    failing_pod_logs: BTreeMap<(String, String), String>,
 }
 
 /// What an app pod's `log` serves for `query`: lines within `sinceSeconds` (by their leading time), the last
@@ -807,16 +809,22 @@ preferences: {{}}
 
     /// A running pod of app `app` in `namespace` (with the Deployment's selector labels) named `pod`, whose log is
     /// `log` (lines of `<RFC 3339 time> <text>`); `sinceSeconds` and `tailLines` pick from it as the real API does.
+    /// It has a sidecar container beside the app's, so its log must be asked for by container, as the real API wants.
     pub fn add_app_pod(&self, namespace: &str, app: &str, pod: &str, log: &str) {
         let labels = railyard::backend::kubernetes::mapping::selector_labels(namespace, app);
         let mut state = self.state();
         state.pods.push(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": { "name": pod, "namespace": namespace, "labels": labels, "creationTimestamp": now() },
-            "spec": { "containers": [{ "name": app, "image": "app" }] },
+            "spec": { "containers": [{ "name": app, "image": "app" }, { "name": "mesh-proxy", "image": "proxy" }] },
             "status": { "phase": "Running" },
         }));
         state.app_pod_logs.insert((namespace.to_owned(), pod.to_owned()), log.to_owned());
+    }
+
+    /// Makes the log of `pod` in `namespace` fail with 400 and `message` (as a crash-looping or evicted pod's does).
+    pub fn fail_pod_log(&self, namespace: &str, pod: &str, message: &str) {
+        self.state().failing_pod_logs.insert((namespace.to_owned(), pod.to_owned()), message.to_owned());
     }
 
     /// The log every pod of a Job whose name starts with `job_prefix` serves (set later, it wins).
@@ -2147,6 +2155,25 @@ impl Cluster {
                 json!({ "name": name, "kind": "pods" }),
             )));
         };
+        let containers: Vec<&str> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|container| container["name"].as_str())
+            .collect();
+        let refused = match query.get("container") {
+            Some(container) if !containers.contains(&container.as_str()) => {
+                Some(format!("container {container} is not valid for pod {name}"))
+            }
+            None if containers.len() > 1 => {
+                Some(format!("a container name must be specified for pod {name}, choose one of: {containers:?}"))
+            }
+            _ => self.failing_pod_logs.get(&((*namespace).to_owned(), (*name).to_owned())).cloned(),
+        };
+        if let Some(message) = refused {
+            return Some(Err(status_failure(StatusCode::BAD_REQUEST, "BadRequest", message, json!({}))));
+        }
         if let Some(log) = self.app_pod_logs.get(&((*namespace).to_owned(), (*name).to_owned())) {
             return Some(Ok(app_pod_log(log, query)));
         }

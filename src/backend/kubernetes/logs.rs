@@ -1,7 +1,9 @@
 //! App logs on Kubernetes: each of the app's pods' log through the pod log API (`timestamps=true`, `sinceSeconds`,
 //! `tailLines`, `follow`), merged as lines arrive. The API gives one stream per container, stdout and stderr
 //! together, so every line's stream is `output`. A replica is the pod's place (from 1) among the app's pods sorted
-//! by name: pods have no number of their own, and a pod that is replaced gets another place.
+//! by name: pods have no number of their own, and a pod that is replaced gets another place. Only the app's own
+//! container is read (a pod may have sidecars), and a pod whose log cannot be read (crash-looping, evicted) is an
+//! error of its replica in the answer, not of the whole read.
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -25,7 +27,7 @@ pub(super) async fn read(
         selector_labels(&env.project, app).into_iter().map(|(key, value)| format!("{key}={value}")).collect();
     let mut pods = cluster.pods(&env.project, &selector.join(",")).await?;
     pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let params = params(query, crate::clock::now_ms() / 1000);
+    let params = params(app, query, crate::clock::now_ms() / 1000);
     let mut streams = Vec::new();
     for (place, pod) in pods.iter().enumerate() {
         let number = u32::try_from(place + 1).unwrap_or(u32::MAX);
@@ -33,16 +35,19 @@ pub(super) async fn read(
             continue;
         }
         let Some(name) = pod.metadata.name.as_deref() else { continue };
-        let lines = cluster.pod_log_lines(&env.project, name, &params).await?;
-        streams
-            .push(lines.map(move |line| Ok(LogLine::from_read(number, LogSource::Output, line?))).boxed() as LogStream);
+        let stream = match cluster.pod_log_lines(&env.project, name, &params).await {
+            Ok(lines) => lines.map(move |line| Ok(LogLine::from_read(number, LogSource::Output, line?))).boxed(),
+            Err(error) => futures_util::stream::iter([Err(error.into())]).boxed() as LogStream,
+        };
+        streams.push(stream);
     }
     Ok(futures_util::stream::select_all(streams).boxed())
 }
 
-/// The pod log API's parameters for `query`, at `now_seconds`.
-fn params(query: &LogQuery, now_seconds: i64) -> LogParams {
+/// The pod log API's parameters for `query` of `app`'s container (named after the app), at `now_seconds`.
+fn params(app: &str, query: &LogQuery, now_seconds: i64) -> LogParams {
     LogParams {
+        container: Some(app.to_owned()),
         follow: query.follow,
         timestamps: true,
         tail_lines: Some(i64::try_from(query.tail_lines).unwrap_or(i64::MAX)),
@@ -64,8 +69,9 @@ mod tests {
     #[test]
     fn the_query_becomes_the_pod_log_apis_parameters() {
         let query = LogQuery { replica: None, since_seconds: Some(1_000), tail_lines: 50, follow: true };
-        let params = params(&query, 1_300);
+        let params = params("web", &query, 1_300);
         assert!(params.follow && params.timestamps);
+        assert_eq!(params.container.as_deref(), Some("web"));
         assert_eq!((params.tail_lines, params.since_seconds), (Some(50), Some(300)));
     }
 }
