@@ -102,13 +102,14 @@ async fn sync_now(client: &Client) {
     panic!("the Sync now form never took the token: {last_error:?}");
 }
 
-/// Polls the open page (no reload) until `css` holds `expected`.
-async fn wait_text(client: &Client, css: &str, expected: &str) {
+/// Polls the open page (no reload) until `css` holds `expected`; what it held then (a live redraw may replace the
+/// element before it is read again).
+async fn wait_text(client: &Client, css: &str, expected: &str) -> String {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let found = text(client, css).await;
         if found.contains(expected) {
-            return;
+            return found;
         }
         if std::time::Instant::now() > deadline {
             let source = client.source().await.unwrap_or_default();
@@ -150,11 +151,17 @@ async fn the_status_pages_show_state_diffs_and_history_and_update_live() {
     client.goto(&format!("{base}/env/production")).await.expect("open env");
     wait_text(&client, "#change-App-web", "create").await;
     // A live update may redraw the plan between two reads: wait for the diff itself.
-    wait_text(&client, "#change-App-web pre.diff", "+    MESSAGE: one").await;
-    let diff = text(&client, "#change-App-web pre.diff").await;
-    assert!(diff.contains("+    MESSAGE: one"), "{diff}");
-    let added = client.find_all(Locator::Css("#change-App-web span.add")).await.expect("diff lines");
-    assert!(added.len() > 10, "added lines are marked");
+    let diff = wait_text(&client, "#change-App-web pre.diff", "+    MESSAGE: one").await;
+    assert!(diff.lines().count() > 10, "the whole diff: {diff}");
+    let mut marked = 0;
+    for _ in 0..20 {
+        marked = client.find_all(Locator::Css("#change-App-web span.add")).await.map_or(0, |lines| lines.len());
+        if marked > 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(marked > 10, "added lines are marked");
     screenshot(&client, "environment-pending").await;
     sync_now(&client).await;
     wait_text(&client, "h1", "synced").await;

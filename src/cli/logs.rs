@@ -110,6 +110,8 @@ fn print_entry(out: &mut impl Write, entry: &Value, output: Output) -> anyhow::R
         eprintln!("... {skipped} lines skipped (this reader was slower than the app printed)");
     } else if let Some(error) = entry["error"].as_str() {
         eprintln!("warning: {error}");
+    } else if let Some(ended) = entry["ended"].as_str() {
+        eprintln!("... the stream ended: {ended}; run `railyard logs -f` again to follow the new replicas");
     }
     Ok(())
 }
