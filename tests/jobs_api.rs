@@ -34,20 +34,13 @@ const NIGHTLY: &str = "kind: Job\nname: nightly\nimage: tools:1\ncommand: [/clea
                        concurrency: forbid\nenv: { LOG_LEVEL: debug }\n";
 
 async fn yard() -> (Yard, tempfile::TempDir) {
-    let secrets = tempfile::tempdir().expect("secrets directory");
-    std::fs::write(secrets.path().join("db-url"), SECRET_CANARY).expect("secret");
-    let dir = secrets.path().to_owned();
     let files = [
         ("railyard.yaml", PROJECT),
         ("apps/web.yaml", WEB),
         ("jobs/migrate.yaml", &migrate()),
         ("jobs/nightly.yaml", NIGHTLY),
     ];
-    let yard = Yard::start_with(&files, |settings| {
-        let state = tempfile::tempdir().expect("key directory").keep();
-        settings.secrets = railyard::secrets::SecretStore::open(Some(dir), &state).expect("secret store");
-    })
-    .await;
+    let (yard, secrets) = Yard::start_with_secrets(&files, &[("db-url", SECRET_CANARY)]).await;
     yard.until("the first sync", |env| env.sync_status == SyncStatus::Synced).await;
     (yard, secrets)
 }
@@ -208,16 +201,9 @@ async fn the_environment_page_lists_jobs_and_a_runs_page_shows_its_output_as_tex
 
 #[tokio::test(start_paused = true)]
 async fn a_pending_jobs_change_is_shown_without_its_secrets() {
-    let secrets = tempfile::tempdir().expect("secrets directory");
-    std::fs::write(secrets.path().join("db-url"), SECRET_CANARY).expect("secret");
-    let dir = secrets.path().to_owned();
     let project = format!("{PROJECT}sync: {{ policy: manual }}\n");
     let files = [("railyard.yaml", project.as_str()), ("apps/web.yaml", WEB), ("jobs/migrate.yaml", &migrate())];
-    let yard = Yard::start_with(&files, |settings| {
-        let state = tempfile::tempdir().expect("key directory").keep();
-        settings.secrets = railyard::secrets::SecretStore::open(Some(dir), &state).expect("secret store");
-    })
-    .await;
+    let (yard, _secrets) = Yard::start_with_secrets(&files, &[("db-url", SECRET_CANARY)]).await;
     yard.until("the pending plan", |env| env.sync_status == SyncStatus::OutOfSync).await;
     let (_, page) = yard.http("GET", "/env/production", None).await;
     assert!(page.contains("id=\"change-Job-migrate\""), "the Job's pending run is listed with the apps: {page}");

@@ -28,17 +28,10 @@ fn web() -> String {
 }
 
 async fn yard() -> (Yard, tempfile::TempDir) {
-    let secrets = tempfile::tempdir().expect("secrets directory");
-    std::fs::write(secrets.path().join("db-password"), SECRET_CANARY).expect("secret");
-    std::fs::write(secrets.path().join("tls-key"), PEM_CANARY).expect("secret");
-    let dir = secrets.path().to_owned();
-    let files = [("railyard.yaml", "kind: Project\nname: shop\n".to_owned()), ("apps/web.yaml", web())];
-    let files: Vec<(&str, &str)> = files.iter().map(|(path, text)| (*path, text.as_str())).collect();
-    let yard = Yard::start_with(&files, |settings| {
-        let state = tempfile::tempdir().expect("key directory").keep();
-        settings.secrets = railyard::secrets::SecretStore::open(Some(dir), &state).expect("secret store");
-    })
-    .await;
+    let web = web();
+    let files = [("railyard.yaml", "kind: Project\nname: shop\n"), ("apps/web.yaml", web.as_str())];
+    let secrets = [("db-password", SECRET_CANARY), ("tls-key", PEM_CANARY)];
+    let (yard, secrets) = Yard::start_with_secrets(&files, &secrets).await;
     yard.until("the first sync", |env| env.sync_status == SyncStatus::Synced).await;
     (yard, secrets)
 }

@@ -90,6 +90,10 @@ fn printed_lines(value: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every byte but RFC 3986's unreserved characters, which percent-encoding leaves as they are.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// The forms a secret value is printed in to slip past exact-value redaction: base64 (standard and URL-safe, with
 /// or without the newline `echo` adds; without padding, which then stays as `==`), and percent-encoding.
 fn encoded_forms(value: &str) -> Vec<String> {
@@ -100,14 +104,7 @@ fn encoded_forms(value: &str) -> Vec<String> {
         .into_iter()
         .flat_map(|text| [STANDARD_NO_PAD.encode(text), URL_SAFE_NO_PAD.encode(text)])
         .collect();
-    let percent: String = value
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(byte).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect();
-    forms.push(percent);
+    forms.push(percent_encoding::utf8_percent_encode(value, NOT_UNRESERVED).to_string());
     forms.retain(|form| form != value);
     forms
 }

@@ -144,12 +144,13 @@ pub(super) async fn section(
     replicas.dedup();
     let chosen_replica = params.replica.clone().unwrap_or_default();
     let chosen_since = params.since.clone().unwrap_or_default();
-    let stream_url = format!(
-        "/api/v1/environments/{env}/apps/{}/logs?follow=true&format=sse&replica={}&filter={}",
-        app.name,
-        encode(&chosen_replica),
-        encode(params.filter.as_deref().unwrap_or_default())
-    );
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("follow", "true")
+        .append_pair("format", "sse")
+        .append_pair("replica", &chosen_replica)
+        .append_pair("filter", params.filter.as_deref().unwrap_or_default())
+        .finish();
+    let stream_url = format!("/api/v1/environments/{env}/apps/{}/logs?{query}", app.name);
     html! {
         h2 { "Logs" }
         form.sync.logs method="get" id="log-form" {
@@ -178,15 +179,6 @@ pub(super) async fn section(
         script { (PreEscaped(FILTER)) }
         script { (PreEscaped(TAIL)) }
     }
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(byte).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 fn snapshot_view(snapshot: &LogSnapshot) -> Markup {

@@ -48,6 +48,22 @@ impl Yard {
         Yard::start_with(files, |_| {}).await
     }
 
+    /// A daemon over `files` whose secret store reads a directory holding `secrets` (name, value); the directory
+    /// lives as long as the returned guard.
+    pub async fn start_with_secrets(files: &[(&str, &str)], secrets: &[(&str, &str)]) -> (Yard, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("secrets directory");
+        for (name, value) in secrets {
+            std::fs::write(dir.path().join(name), value).expect("secret");
+        }
+        let path = dir.path().to_owned();
+        let yard = Yard::start_with(files, |settings| {
+            let state = tempfile::tempdir().expect("key directory").keep();
+            settings.secrets = railyard::secrets::SecretStore::open(Some(path), &state).expect("secret store");
+        })
+        .await;
+        (yard, dir)
+    }
+
     pub async fn start_with(files: &[(&str, &str)], tweak: impl FnOnce(&mut DaemonSettings)) -> Yard {
         let repo = tempfile::tempdir().expect("repository");
         git(repo.path(), &["init", "-q", "-b", "main"]);
@@ -286,12 +302,7 @@ impl Yard {
 
 /// `text` percent-encoded for a form body.
 fn form_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(byte).to_string(),
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 pub fn at(text: &str) -> DateTime<Utc> {
