@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod build;
+pub mod builder;
 pub mod clock;
 pub mod compose;
 pub mod daemon;

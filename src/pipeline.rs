@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::backend::{ApplyReport, Backend, BackendError, Progress};
+use crate::builder::{BuildError, BuildRunner, BuiltImage};
 use crate::model::{DesiredState, Observed};
 use crate::plan::{self, Plan};
 use crate::secrets::{ResolvedSecrets, SecretStore};
@@ -25,6 +26,8 @@ pub struct Prepared {
 /// What applying a plan did.
 #[derive(Debug)]
 pub struct Executed {
+    /// The images the plan built, before anything else was applied.
+    pub built: Vec<BuiltImage>,
     pub report: ApplyReport,
     /// What runs after the apply (empty when the backend could not be read again).
     pub observed: Observed,
@@ -37,6 +40,8 @@ pub struct Executed {
 pub enum PipelineError {
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
     #[error(
         "secret(s) {} not set; nothing was applied: {}; then apply (or sync) again",
         .0.keys().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", "),
@@ -55,33 +60,44 @@ impl PipelineError {
     }
 }
 
-/// Resolves the secrets `desired` names (off the async threads: they are files), observes the environment and
-/// plans. A secret that cannot be read is assumed unchanged, so that the plan still shows everything else.
+/// Resolves the secrets `desired` names (off the async threads: they are files), observes the environment, asks
+/// the builder which of its images are built, and plans. A secret that cannot be read is assumed unchanged, so that
+/// the plan still shows everything else. Without a builder every image to build is planned as missing.
 pub async fn prepare(
     backend: &dyn Backend,
+    builds: Option<&BuildRunner>,
     secrets: &SecretStore,
     desired: DesiredState,
 ) -> Result<Prepared, PipelineError> {
     let store = secrets.clone();
     let env = desired.env.clone();
+    let images = desired.built_images();
     let resolving = tokio::task::spawn_blocking(move || {
         let mut desired = desired;
         let resolution = store.resolve(&mut desired);
         (desired, resolution)
     });
-    // Docker (or the cluster) is asked while the secret files are read.
-    let (observed, resolved) = tokio::join!(backend.observe(&env), resolving);
-    let observed = observed?;
+    let present = async {
+        match builds {
+            Some(builds) => builds.present(&env, &images).await,
+            None => Ok(Default::default()),
+        }
+    };
+    // Docker (or the cluster) and the builder are asked while the secret files are read.
+    let (observed, resolved, present) = tokio::join!(backend.observe(&env), resolving, present);
+    let mut observed = observed?;
+    observed.images = present?;
     let (mut desired, resolution) = resolved.map_err(|error| PipelineError::SecretTask(error.to_string()))?;
     desired.assume_unresolved_secrets_unchanged(&observed);
     let plan = plan::plan(&desired, &observed);
     Ok(Prepared { desired, observed, plan, secrets: resolution.secrets, missing_secrets: resolution.missing })
 }
 
-/// Applies the prepared plan, then reads what runs again and plans once more: the remaining plan is empty unless
-/// something failed. Nothing is touched while a secret is missing.
+/// Builds the plan's images, applies the prepared plan, then reads what runs again and plans once more: the remaining
+/// plan is empty unless something failed. Nothing is touched while a secret is missing or when a build fails.
 pub async fn execute(
     backend: &dyn Backend,
+    builds: Option<&BuildRunner>,
     prepared: &Prepared,
     progress: &dyn Progress,
 ) -> Result<Executed, PipelineError> {
@@ -91,8 +107,14 @@ pub async fn execute(
     if !prepared.missing_secrets.is_empty() {
         return Err(PipelineError::MissingSecrets(prepared.missing_secrets.clone()));
     }
+    let built = match (builds, prepared.plan.builds.first()) {
+        (_, None) => Vec::new(),
+        (Some(builds), Some(_)) => builds.run(&prepared.plan, progress).await?,
+        (None, Some(step)) => return Err(BuildError::NoBuilder { app: step.app.clone() }.into()),
+    };
     let report = backend.apply(&prepared.plan, &prepared.secrets, progress).await?;
-    let observed = backend.observe(&prepared.plan.env).await.unwrap_or_default();
+    let mut observed = backend.observe(&prepared.plan.env).await.unwrap_or_default();
+    observed.images = prepared.observed.images.iter().cloned().chain(built.iter().map(|b| b.image.clone())).collect();
     let remaining = plan::plan(&prepared.desired, &observed);
-    Ok(Executed { report, observed, remaining })
+    Ok(Executed { built, report, observed, remaining })
 }

@@ -66,6 +66,18 @@ pub enum Step {
     Pulling {
         image: String,
     },
+    /// The app's image is being built from its context (before the plan's other actions).
+    Building {
+        image: String,
+    },
+    /// A line the build printed (the build's own text: no value of the environment reaches a build).
+    BuildOutput {
+        line: String,
+    },
+    /// The app's image is built (and pushed where a registry takes it).
+    Built {
+        image: String,
+    },
     /// A new replica is created and started.
     Creating {
         container: String,
@@ -129,6 +141,9 @@ impl Step {
         match self {
             Step::Started { .. } => "started",
             Step::Pulling { .. } => "pulling",
+            Step::Building { .. } => "building",
+            Step::BuildOutput { .. } => "buildOutput",
+            Step::Built { .. } => "built",
             Step::Creating { .. } => "creating",
             Step::Starting { .. } => "starting",
             Step::FreeingPinnedPort { .. } => "freeingPinnedPort",
@@ -148,7 +163,7 @@ impl Step {
     /// The image, container or volume the step works on, if any.
     pub fn subject(&self) -> Option<&str> {
         match self {
-            Step::Pulling { image } => Some(image),
+            Step::Pulling { image } | Step::Building { image } | Step::Built { image } => Some(image),
             Step::Creating { container }
             | Step::Starting { container }
             | Step::FreeingPinnedPort { container }
@@ -166,6 +181,9 @@ impl std::fmt::Display for Step {
         match self {
             Step::Started { change } => write!(f, "{change} started"),
             Step::Pulling { image } => write!(f, "pulling {image}"),
+            Step::Building { image } => write!(f, "building {image}"),
+            Step::BuildOutput { line } => write!(f, "| {line}"),
+            Step::Built { image } => write!(f, "built {image}"),
             Step::Creating { container } => write!(f, "creating {container}"),
             Step::Starting { container } => write!(f, "starting {container}"),
             Step::FreeingPinnedPort { container } => write!(f, "stopping {container} to free its pinned port"),
@@ -208,6 +226,9 @@ mod tests {
         let steps = [
             Step::Started { change: ChangeKind::Create },
             Step::Pulling { image: "i".into() },
+            Step::Building { image: "i".into() },
+            Step::BuildOutput { line: "l".into() },
+            Step::Built { image: "i".into() },
             Step::Creating { container: "c".into() },
             Step::Starting { container: "c".into() },
             Step::FreeingPinnedPort { container: "c".into() },

@@ -83,7 +83,7 @@ pub async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::
     }
     write_stdout(&render::text(plan, use_color()))?;
     let progress = railyard::progress::for_stderr(json_logs);
-    let executed = match pipeline::execute(backend.as_ref(), &prepared, progress.as_ref()).await {
+    let executed = match pipeline::execute(backend.as_ref(), None, &prepared, progress.as_ref()).await {
         Ok(executed) => executed,
         Err(error) => return Ok(backend_failed(&error)),
     };

@@ -87,7 +87,7 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
         now: chrono::Utc::now(),
     })
     .desired;
-    match pipeline::prepare(backend.as_ref(), &secrets, desired).await {
+    match pipeline::prepare(backend.as_ref(), None, &secrets, desired).await {
         Ok(mut prepared) => {
             prepared.plan.moving = placed.and_then(|placed| moving(target, &placed));
             Ok(Ok(Prepared { backend, prepared }))

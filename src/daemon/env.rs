@@ -417,7 +417,8 @@ impl EnvHandle {
         let branch = self.branch().unwrap_or_default();
         let secrets =
             daemon.secrets_for(&config, &environment, &branch, &fetched.files).map_err(ReconcileError::Secrets)?;
-        let prepared = pipeline::prepare(backend.as_ref(), &secrets, desired).await.map_err(ReconcileError::from)?;
+        let prepared =
+            pipeline::prepare(backend.as_ref(), None, &secrets, desired).await.map_err(ReconcileError::from)?;
         Ok(prepared.plan)
     }
 
@@ -608,7 +609,7 @@ impl EnvHandle {
         let backend = daemon.backend_for(&self.name).await?;
         let secrets =
             daemon.secrets_for(config, &environment, branch, &read.fetched.files).map_err(ReconcileError::Secrets)?;
-        let mut prepared = pipeline::prepare(backend.as_ref(), &secrets, desired).await?;
+        let mut prepared = pipeline::prepare(backend.as_ref(), None, &secrets, desired).await?;
         prepared.plan.moving = self.moving(daemon).await;
         Ok(prepared)
     }
@@ -748,7 +749,7 @@ impl EnvHandle {
         // Each Job run is recorded as it ends, so that one that finished is kept whatever becomes of the apply.
         let (finished, mut runs) = tokio::sync::mpsc::unbounded_channel();
         let progress = WorkerProgress { finished };
-        let executing = pipeline::execute(backend.as_ref(), run.prepared, &progress);
+        let executing = pipeline::execute(backend.as_ref(), None, run.prepared, &progress);
         tokio::pin!(executing);
         let executed = loop {
             tokio::select! {

@@ -16,6 +16,8 @@ impl Config {
     pub fn desired(&self, env: &Environment, commit: Option<&str>) -> DesiredState {
         let mut apps: BTreeMap<String, AppSpec> =
             self.apps.values().map(|app| (app.doc.name.value.clone(), self.app_spec(app))).collect();
+        let mut blockers = Vec::new();
+        let builds = self.builds(env, &mut apps, &mut blockers);
         let mut warnings = Vec::new();
         let mut domains = if env.is_listed_non_production() {
             self.templated_domain_specs(env, &mut warnings)
@@ -23,10 +25,11 @@ impl Config {
             self.domain_specs(env)
         };
         let mut jobs: BTreeMap<String, JobSpec> =
-            self.jobs.values().map(|job| (job.doc.name.value.clone(), self.job_spec(job))).collect();
-        let mut blockers = Vec::new();
+            self.jobs.values().map(|job| (job.doc.name.value.clone(), self.job_spec(job, &apps))).collect();
+        let mut build_limits = super::build::BuildLimits::default();
         if env.preview.is_some() {
             let limits = super::preview::Limits::of(self.project.doc.previews.as_ref());
+            build_limits = limits.build;
             let capped = super::preview::cap(&limits, &mut apps, &mut domains);
             warnings.extend(capped.warnings);
             blockers = capped.blockers;
@@ -44,7 +47,43 @@ impl Config {
             warnings,
             blockers,
             platform: PlatformSettings::of(&self.project.doc),
+            builds,
+            build_limits,
         }
+    }
+
+    /// The build of every App that builds, by app, with its content tag put in the app's container (never pulled).
+    /// A context the source has not reported on blocks the apply rather than running something else.
+    fn builds(
+        &self,
+        env: &Environment,
+        apps: &mut BTreeMap<String, AppSpec>,
+        blockers: &mut Vec<String>,
+    ) -> BTreeMap<String, super::build::BuildSpec> {
+        let mut builds = BTreeMap::new();
+        for (name, app) in &self.apps {
+            let (Some(build), Some(request)) = (app.doc.build.as_ref(), self.context_of(name)) else { continue };
+            let Some(super::build::ContextFacts::Found { digest, .. }) = self.build_contexts.get(&request) else {
+                blockers.push(format!(
+                    "App `{name}`: its build context `{}` was not read, so its image is not known; nothing is applied",
+                    request.context
+                ));
+                continue;
+            };
+            let spec = super::build::BuildSpec {
+                dockerfile: request.dockerfile_in_context().to_owned(),
+                context: request.context.clone(),
+                target: build.target.as_ref().map(|target| target.value.clone()),
+                args: super::validate::literal_args(&build.args),
+                context_digest: digest.clone(),
+            };
+            if let Some(desired) = apps.get_mut(name) {
+                desired.container.image = spec.image(&env.project, name);
+                desired.container.pull = super::kinds::PullPolicy::Never;
+            }
+            builds.insert(name.clone(), spec);
+        }
+        builds
     }
 
     fn app_spec(&self, app: &Sourced<App>) -> AppSpec {
@@ -68,7 +107,7 @@ impl Config {
             replicas: self.clamp_replicas(&spec.name.value, replicas),
             depends_on: spec.depends_on.iter().map(|dependency| dependency.value.clone()).collect(),
             container: ContainerSpec {
-                image: spec.image.value.clone(),
+                image: spec.image.as_ref().map(|image| image.value.clone()).unwrap_or_default(),
                 pull: spec.pull.or(defaults.pull).unwrap_or_default(),
                 command: spec.command.clone(),
                 env: env_specs(&spec.env),
@@ -92,17 +131,22 @@ impl Config {
         }
     }
 
-    /// A Job's spec; `imageFrom` takes the named app's image and pull policy at this commit.
-    fn job_spec(&self, job: &Sourced<Job>) -> JobSpec {
+    /// A Job's spec; `imageFrom` takes the named app's image and pull policy at this commit (a built image is its
+    /// content tag, never pulled).
+    fn job_spec(&self, job: &Sourced<Job>, apps: &BTreeMap<String, AppSpec>) -> JobSpec {
         let spec = &job.doc;
         let defaults = self.project.doc.defaults.clone().unwrap_or_default();
-        let source = spec.image_from.as_ref().and_then(|from| self.apps.get(&from.value)).map(|app| &app.doc);
+        let source = spec.image_from.as_ref().and_then(|from| apps.get(&from.value)).map(|app| &app.container);
         let image = match (&spec.image, source) {
             (Some(image), _) => image.value.clone(),
-            (None, Some(app)) => app.image.value.clone(),
+            (None, Some(app)) => app.image.clone(),
             (None, None) => String::new(),
         };
-        let pull = spec.pull.or(source.and_then(|app| app.pull)).or(defaults.pull).unwrap_or_default();
+        let pull = match source {
+            Some(app) if super::build::is_built_image(&app.image) => super::kinds::PullPolicy::Never,
+            Some(app) => spec.pull.unwrap_or(app.pull),
+            None => spec.pull.or(defaults.pull).unwrap_or_default(),
+        };
         let resources = spec.resources.as_ref().or(defaults.resources.as_ref());
         let names = |list: &[super::kinds::Located<String>]| list.iter().map(|name| name.value.clone()).collect();
         let hook = spec.hook.clone().unwrap_or_default();
@@ -316,11 +360,8 @@ fn preview_host(template: &str, app: &str, env: &Environment, preview: &PreviewO
 
 fn env_spec(name: &str, value: &EnvValue) -> EnvSpec {
     match value {
-        EnvValue::Text(text) => EnvSpec::literal(name, text.clone()),
-        EnvValue::Integer(number) => EnvSpec::literal(name, number.to_string()),
-        EnvValue::Float(number) => EnvSpec::literal(name, number.to_string()),
-        EnvValue::Bool(flag) => EnvSpec::literal(name, flag.to_string()),
         EnvValue::Secret(reference) => EnvSpec::Secret { secret: reference.secret.clone(), digest: None },
+        literal => EnvSpec::literal(name, literal.literal_text().unwrap_or_default()),
     }
 }
 

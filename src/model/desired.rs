@@ -150,6 +150,12 @@ pub struct DesiredState {
     pub blockers: Vec<String>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub platform: PlatformSettings,
+    /// The image each building App builds, by app; the app's container runs [`BuildSpec::image`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub builds: BTreeMap<String, super::build::BuildSpec>,
+    /// What each of those builds may take (a preview's are capped by `previews.limits.build`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub build_limits: super::build::BuildLimits,
 }
 
 /// What the Project says of the platform beyond apps and domains, for the backends whose platform reads it: the
@@ -525,6 +531,13 @@ impl ContainerSpec {
     pub fn without_digests(&self) -> ContainerSpec {
         let env = self.env.iter().map(|(name, value)| (name.clone(), value.without_digest())).collect();
         ContainerSpec { env, ..self.clone() }
+    }
+}
+
+impl DesiredState {
+    /// The content tags of the images this state builds.
+    pub fn built_images(&self) -> Vec<String> {
+        self.builds.keys().filter_map(|app| self.apps.get(app)).map(|app| app.container.image.clone()).collect()
     }
 }
 

@@ -288,6 +288,32 @@ pub struct PreviewLimits {
     #[schemars(with = "Option<String>")]
     #[schemars(pattern(MEMORY))]
     pub memory: Option<Located<String>>,
+    /// What one image build of a preview may take (its code is the pull request's).
+    pub build: Option<PreviewBuildLimits>,
+}
+
+/// The most one build of a preview's image may take.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PreviewBuildLimits {
+    /// CPUs of the build, e.g. `"1"`. Default 1.
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(CPUS))]
+    pub cpus: Option<Located<String>>,
+    /// Memory of the build, e.g. `1Gi`. Default 1Gi.
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(MEMORY))]
+    pub memory: Option<Located<String>>,
+    /// A build taking longer fails, e.g. `10m` (the default).
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
+    pub timeout: Option<Located<String>>,
+}
+
+impl PreviewBuildLimits {
+    pub const DEFAULT_CPUS: &'static str = "1";
+    pub const DEFAULT_MEMORY: &'static str = "1Gi";
+    pub const DEFAULT_TIMEOUT: &'static str = "10m";
 }
 
 impl PreviewLimits {
@@ -359,9 +385,11 @@ pub struct App {
     #[schemars(with = "String")]
     #[schemars(pattern(DNS_LABEL))]
     pub name: Located<String>,
-    /// Image reference, e.g. `ghcr.io/acme/web:1.4.2`.
-    #[schemars(with = "String")]
-    pub image: Located<String>,
+    /// Image reference, e.g. `ghcr.io/acme/web:1.4.2`; or `build`.
+    #[schemars(with = "Option<String>")]
+    pub image: Option<Located<String>>,
+    /// Build the image from a directory of this repository instead of naming one.
+    pub build: Option<Build>,
     /// When to pull the image: `always`, `missing` (default) or `never`.
     pub pull: Option<PullPolicy>,
     /// Overrides the image's command.
@@ -390,6 +418,26 @@ pub struct App {
     #[schemars(with = "Option<String>")]
     #[schemars(pattern(DURATION))]
     pub stop_grace_period: Option<Located<String>>,
+}
+
+/// `build:` of an App: its image is built from a directory of the config repository at the commit being applied,
+/// and named by its content.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Build {
+    /// A directory of the repository, e.g. `services/web`.
+    #[schemars(with = "String")]
+    pub context: Located<String>,
+    /// The Dockerfile, relative to the context. Default `Dockerfile`.
+    #[schemars(with = "Option<String>")]
+    pub dockerfile: Option<Located<String>>,
+    /// The stage of a multi-stage Dockerfile to build (default: the last).
+    #[schemars(with = "Option<String>")]
+    pub target: Option<Located<String>>,
+    /// Build arguments. Literals only: they stay in the image's history, so `{ secret: NAME }` is refused here.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, EnvValue>")]
+    pub args: BTreeMap<EnvName, EnvValue>,
 }
 
 /// An environment variable's name, ordered by its text and remembering where it was written.
@@ -423,6 +471,19 @@ pub enum EnvValue {
     Float(f64),
     Bool(bool),
     Secret(SecretRef),
+}
+
+impl EnvValue {
+    /// The text of a literal as a process receives it; `None` for a secret reference.
+    pub fn literal_text(&self) -> Option<String> {
+        match self {
+            EnvValue::Text(text) => Some(text.clone()),
+            EnvValue::Integer(number) => Some(number.to_string()),
+            EnvValue::Float(number) => Some(number.to_string()),
+            EnvValue::Bool(flag) => Some(flag.to_string()),
+            EnvValue::Secret(_) => None,
+        }
+    }
 }
 
 /// Read straight from the parser's events, without buffering: a wrong value gets a message in the user's words

@@ -3,6 +3,7 @@
 //! vocabulary that backends report in. No I/O happens here.
 
 mod assemble;
+pub mod build;
 mod cron;
 pub mod desired;
 pub mod environments;
@@ -115,6 +116,8 @@ pub struct Config {
     pub domains: BTreeMap<String, Sourced<kinds::Domain>>,
     pub scaling_rules: BTreeMap<String, Sourced<kinds::ScalingRule>>,
     pub jobs: BTreeMap<String, Sourced<kinds::Job>>,
+    /// What the source found of each build context the Apps name ([`Config::with_contexts`]); empty until then.
+    pub build_contexts: build::ContextReport,
 }
 
 impl Config {

@@ -33,6 +33,10 @@ pub struct Observed {
     /// `last_applied` says what it applied. (On Docker railyard's daemon runs them on its own clock.)
     #[serde(default)]
     pub schedules_jobs: bool,
+    /// Of the images the environment builds, those already built where it runs (and pushed, where the cluster
+    /// pulls them from a registry), as the image builder found them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub images: std::collections::BTreeSet<String>,
 }
 
 /// What a backend keeps of one Job.

@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::build::{BuildLimits, DEFAULT_BUILD_TIMEOUT_MS, is_built_image};
 use super::desired::{AppSpec, DomainSpec};
 use super::job::JobSpec;
 use super::kinds::TlsMode;
-use super::kinds::{PreviewLimits, Previews, PullPolicy};
-use super::units::{parse_cpus, parse_memory};
+use super::kinds::{PreviewBuildLimits, PreviewLimits, Previews, PullPolicy};
+use super::units::{parse_cpus, parse_duration, parse_memory};
 
 /// The limits of one preview, read from the tracked branch's `previews`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct Limits {
     pub local_images: bool,
     /// `previews.schedules`: whether scheduled Jobs run in previews.
     pub schedules: bool,
+    /// What one build of a preview's image may take.
+    pub build: BuildLimits,
 }
 
 impl Limits {
@@ -47,7 +50,24 @@ impl Limits {
                 .unwrap_or(default_memory),
             local_images: previews.is_some_and(|previews| previews.local_images),
             schedules: previews.is_some_and(|previews| previews.schedules),
+            build: build_limits(limits.and_then(|l| l.build.as_ref())),
         }
+    }
+}
+
+/// `previews.limits.build`, with its defaults.
+fn build_limits(build: Option<&PreviewBuildLimits>) -> BuildLimits {
+    let field = |value: Option<&Option<super::kinds::Located<String>>>, default: &str| {
+        value.and_then(Option::as_ref).map_or_else(|| default.to_owned(), |value| value.value.clone())
+    };
+    let cpus = field(build.map(|b| &b.cpus), PreviewBuildLimits::DEFAULT_CPUS);
+    let memory = field(build.map(|b| &b.memory), PreviewBuildLimits::DEFAULT_MEMORY);
+    let timeout = field(build.map(|b| &b.timeout), PreviewBuildLimits::DEFAULT_TIMEOUT);
+    BuildLimits {
+        cpu_millis: Some(parse_cpus(&cpus).unwrap_or(1_000)),
+        memory_bytes: Some(parse_memory(&memory).unwrap_or(1 << 30)),
+        timeout_ms: parse_duration(&timeout).map_or(DEFAULT_BUILD_TIMEOUT_MS, |timeout| timeout.as_millis() as u64),
+        preview: true,
     }
 }
 
@@ -205,7 +225,8 @@ fn cap_app(limits: &Limits, kind: &str, app: &mut AppSpec, capped: &mut Capped) 
             ));
         }
     }
-    if !limits.local_images {
+    // A built image is the preview's own (built from its code under its own name), never one of the host's.
+    if !limits.local_images && !is_built_image(&container.image) {
         match container.pull {
             PullPolicy::Never => capped.blockers.push(format!(
                 "{kind} `{}`: `pull: never` runs an image only this host has, which previews may not (production's \

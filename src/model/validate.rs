@@ -14,7 +14,11 @@ use super::units::{
 };
 use super::{Config, Diagnostic};
 
+mod build;
 mod jobs;
+
+pub use build::check_contexts;
+pub(crate) use build::literal_args;
 
 /// Most replicas one app may ask for; more is nearly always a typo.
 pub const MAX_REPLICAS: u32 = 1000;
@@ -49,6 +53,7 @@ pub fn validate(documents: Documents, mut diagnostics: Vec<Diagnostic>) -> Resul
             domains: owned(domains),
             scaling_rules: owned(scaling_rules),
             jobs: owned(jobs),
+            build_contexts: BTreeMap::new(),
         }),
         _ => {
             diagnostics.sort();
@@ -107,6 +112,9 @@ fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>
                     && let Err(message) = parse_memory(&memory.value)
                 {
                     diagnostics.push(project.error_at(memory, format!("previews.limits.memory: {message}")));
+                }
+                if let Some(build) = &limits.build {
+                    check_preview_build_limits(project, build, diagnostics);
                 }
             }
             for (count, field) in [(&previews.max, "previews.max"), (&previews.max_replicas, "previews.maxReplicas")] {
@@ -406,7 +414,7 @@ fn check_instance_name<T>(
 fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnostics: &mut Vec<Diagnostic>) {
     let spec = &app.doc;
     check_dns_label(app, &spec.name, "App name", diagnostics);
-    check_image_reference(app, &spec.image, diagnostics);
+    build::check_image_or_build(app, diagnostics);
     check_env(app, &spec.env, diagnostics);
     check_ports(app, diagnostics);
     if let Some(health) = &spec.health {
@@ -434,11 +442,41 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
     }
 }
 
-fn check_image_reference<T>(doc: &Sourced<T>, image: &Located<String>, diagnostics: &mut Vec<Diagnostic>) {
+fn check_preview_build_limits(
+    project: &Sourced<Project>,
+    build: &super::kinds::PreviewBuildLimits,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if let Some(cpus) = &build.cpus
+        && let Err(message) = parse_cpus(&cpus.value)
+    {
+        diagnostics.push(project.error_at(cpus, format!("previews.limits.build.cpus: {message}")));
+    }
+    if let Some(memory) = &build.memory
+        && let Err(message) = parse_memory(&memory.value)
+    {
+        diagnostics.push(project.error_at(memory, format!("previews.limits.build.memory: {message}")));
+    }
+    if let Some(timeout) = &build.timeout {
+        check_duration(project, timeout, diagnostics);
+    }
+}
+
+pub(super) fn check_image_reference<T>(doc: &Sourced<T>, image: &Located<String>, diagnostics: &mut Vec<Diagnostic>) {
     if image.value.is_empty() || image.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         diagnostics.push(doc.error_at(
             image,
             format!("image `{}` is not an image reference; write e.g. `ghcr.io/acme/web:1.4.2`", image.value),
+        ));
+    } else if super::build::is_built_image(&image.value) {
+        diagnostics.push(doc.error_at(
+            image,
+            format!(
+                "image `{}`: `{}/` names images railyard builds, which only `build:` may ask for; use `build:`, or \
+                 name an image of a registry",
+                image.value,
+                super::build::BUILT_IMAGE_REGISTRY
+            ),
         ));
     }
 }

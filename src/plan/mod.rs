@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::build::{BuildLimits, BuildSpec};
 use crate::model::{AppSpec, DesiredState, DomainSpec, Environment, JobSpec, Observed, ObservedApp, ObservedDomain};
 
 /// What to do to one environment.
@@ -19,6 +20,10 @@ use crate::model::{AppSpec, DesiredState, DomainSpec, Environment, JobSpec, Obse
 pub struct Plan {
     pub env: Environment,
     pub commit: Option<String>,
+    /// Images to build before anything else is applied: those the apps and Jobs run that are not built yet where
+    /// the environment runs. A build that fails stops the apply before anything is touched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<BuildStep>,
     /// Creates and updates in `dependsOn` order (dependencies first), then deletes (dependents first).
     pub apps: Vec<Action<AppSpec>>,
     /// Empty when the backend did not report domains.
@@ -44,6 +49,22 @@ pub struct Plan {
     /// one (the actions above), then the environment is destroyed on the old one. A change by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moving: Option<Move>,
+}
+
+/// One image to build: the App it is built for, its content tag, what to build and what the build may take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildStep {
+    pub app: String,
+    pub image: String,
+    pub build: BuildSpec,
+    pub limits: BuildLimits,
+}
+
+impl std::fmt::Display for BuildStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "build {} ({})", self.app, self.build.context)
+    }
 }
 
 /// An environment going from one target to another, by their names (`docker`, `kubernetes/prod`).
@@ -206,6 +227,9 @@ pub struct Summary {
     /// Objects whose state could not be read (see [`Change::Unknown`]).
     #[serde(default)]
     pub unknown: usize,
+    /// Images to build.
+    #[serde(default)]
+    pub build: usize,
 }
 
 impl Summary {
@@ -224,7 +248,7 @@ impl Summary {
     }
 
     pub fn changes(&self) -> usize {
-        self.create + self.update + self.scale + self.repair + self.delete + self.run
+        self.create + self.update + self.scale + self.repair + self.delete + self.run + self.build
     }
 }
 
@@ -237,6 +261,9 @@ impl std::fmt::Display for Summary {
         )?;
         if self.run > 0 {
             write!(f, ", {} job run(s)", self.run)?;
+        }
+        if self.build > 0 {
+            write!(f, ", {} image(s) to build", self.build)?;
         }
         if self.unknown > 0 {
             write!(f, ", {} unknown", self.unknown)?;
@@ -308,7 +335,8 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         (None, _) => Vec::new(),
     };
     let jobs = jobs::plan_jobs(desired, observed, &apps);
-    let mut summary = Summary::default();
+    let builds = plan_builds(desired, observed);
+    let mut summary = Summary { build: builds.len(), ..Summary::default() };
     let changes = apps.iter().map(|a| &a.change).chain(domains.iter().map(|d| &d.change));
     for change in changes.chain(jobs.iter().map(|j| &j.change)) {
         summary.count(change);
@@ -316,6 +344,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
     Plan {
         env: desired.env.clone(),
         commit: desired.commit.clone(),
+        builds,
         apps,
         domains,
         jobs,
@@ -332,6 +361,23 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         platform: desired.platform.clone(),
         moving: None,
     }
+}
+
+/// The builds of images the environment runs and `observed` does not have, one per image.
+fn plan_builds(desired: &DesiredState, observed: &Observed) -> Vec<BuildStep> {
+    desired
+        .builds
+        .iter()
+        .filter_map(|(app, build)| {
+            let image = &desired.apps.get(app)?.container.image;
+            (!observed.images.contains(image)).then(|| BuildStep {
+                app: app.clone(),
+                image: image.clone(),
+                build: build.clone(),
+                limits: desired.build_limits,
+            })
+        })
+        .collect()
 }
 
 fn plan_app(desired: &AppSpec, observed: Option<&ObservedApp>, applies_autoscalers: bool) -> Action<AppSpec> {

@@ -18,6 +18,10 @@ pub fn text(plan: &Plan, color: bool) -> String {
     if let Some(moving) = &plan.moving {
         let _ = writeln!(out, "\n{moving}");
     }
+    for build in &plan.builds {
+        let (bold, reset) = if color { (BOLD, RESET) } else { ("", "") };
+        let _ = writeln!(out, "\n{bold}{build}{reset} -> {}", build.image);
+    }
     for workload in plan.workloads() {
         match workload {
             super::Workload::App(action) => render_action(&mut out, ObjectKind::App, action, color),

@@ -698,6 +698,7 @@ mod tests {
     fn warnings_orphans_and_notes_are_shown_even_when_nothing_changes() {
         let plan = Plan {
             jobs: Vec::new(),
+            builds: Vec::new(),
             env: Environment::production("shop"),
             commit: None,
             apps: vec![Action {

@@ -209,6 +209,8 @@ impl Applier<'_> {
             warnings: Vec::new(),
             blockers: Vec::new(),
             platform: self.plan.platform.clone(),
+            builds: Default::default(),
+            build_limits: Default::default(),
         }
     }
 

@@ -386,6 +386,8 @@ fn job_body(env: &Environment, job: &JobSpec, settings: &super::mapping::Kuberne
         warnings: Vec::new(),
         blockers: Vec::new(),
         platform: Default::default(),
+        builds: Default::default(),
+        build_limits: Default::default(),
     };
     let manifests = super::mapping::manifests(&desired, settings);
     let object = manifests.objects.iter().find(|object| matches!(object, super::mapping::Object::Job(_)));

@@ -1034,6 +1034,8 @@ mod tests {
             warnings: Vec::new(),
             blockers: Vec::new(),
             platform: Default::default(),
+            builds: Default::default(),
+            build_limits: Default::default(),
         };
         let web = desired.apps.get_mut("web").expect("web");
         web.container.env.insert("TOKEN".to_owned(), EnvSpec::Secret { secret: "token".to_owned(), digest: None });

@@ -130,6 +130,8 @@ fn declared_bodies(listed: &Listed, env: &Environment) -> Declared {
         warnings: Vec::new(),
         blockers: Vec::new(),
         platform: Default::default(),
+        builds: Default::default(),
+        build_limits: Default::default(),
     };
     mapping::manifests(&desired, &KubernetesSettings::default())
         .objects

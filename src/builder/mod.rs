@@ -1,0 +1,236 @@
+//! Image builds (`build:`): the builders (a Docker Engine, pushing to a registry where a cluster pulls from one; in
+//! memory for dry runs and tests) and the runner that carries out a plan's [`BuildStep`]s before anything else of it
+//! is applied, in parallel up to `--build-parallel`, each within its time limit, a preview's within the previews'
+//! own share. The context comes from the source as a tar archive read straight from the commit; builders know
+//! nothing of git.
+
+pub mod docker;
+pub mod memory;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Progress, ProgressEvent, Step};
+use crate::model::Environment;
+use crate::model::build::ContextRequest;
+use crate::plan::{BuildStep, Plan};
+
+/// Builds run at once for one commit unless told otherwise.
+pub const DEFAULT_BUILD_PARALLEL: usize = 2;
+/// The most lines of a build's output kept with its sync (its newest).
+pub const KEPT_OUTPUT_LINES: usize = 200;
+/// The most bytes of one line of build output kept.
+pub const MAX_OUTPUT_LINE_BYTES: usize = 2_048;
+
+/// Where images are built.
+#[async_trait]
+pub trait ImageBuilder: Send + Sync {
+    /// Of `images` (content tags of `env`'s apps), those already built where `env` runs: on the engine, and pushed
+    /// where the cluster pulls from a registry.
+    async fn present(&self, env: &Environment, images: &[String]) -> Result<BTreeSet<String>, BuildError>;
+    /// Builds `step` from `context` (a tar archive of its context directory), telling each line of output to
+    /// `progress` ([`Step::BuildOutput`]) as it comes.
+    async fn build(
+        &self,
+        env: &Environment,
+        step: &BuildStep,
+        context: Vec<u8>,
+        progress: &dyn Progress,
+    ) -> Result<BuiltImage, BuildError>;
+}
+
+/// An image a build made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuiltImage {
+    pub app: String,
+    /// The content tag.
+    pub image: String,
+    /// What a backend runs: the tag, or the pushed `repo@sha256:...` where a registry takes it.
+    pub reference: String,
+    /// The build's newest lines of output (at most [`KEPT_OUTPUT_LINES`]).
+    pub output: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// A build that did not make its image; the message names the app, what failed and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "building the image of App `{app}` failed at {step}: {message}; nothing was applied and the environment \
+         keeps running what it ran. The build's last lines:\n{}",
+        .last_lines.join("\n")
+    )]
+    Failed { app: String, step: String, message: String, last_lines: Vec<String> },
+    #[error(
+        "building the image of App `{app}` took longer than {seconds} s and was stopped; nothing was applied. Make \
+         the build faster{}",
+        if *.preview { ", or raise previews.limits.build.timeout on the tracked branch" } else { "" }
+    )]
+    TimedOut { app: String, seconds: u64, preview: bool },
+    #[error(
+        "cannot read the build context `{context}` of App `{app}`: {reason}; sync again once the commit is fetched"
+    )]
+    Context { app: String, context: String, reason: String },
+    #[error("the image builder cannot {doing}: {message}")]
+    Engine { doing: String, message: String },
+    #[error(
+        "cannot push the image of App `{app}` to {registry}: {message}; check the registry's address and the \
+         credentials file of build.registry in the settings file"
+    )]
+    Push { app: String, registry: String, message: String },
+    #[error(
+        "App `{app}` builds its image, and nothing here builds images; run it where a Docker Engine is (the \
+         `docker` or `kubernetes` backend with Docker on this host)"
+    )]
+    NoBuilder { app: String },
+    #[error(
+        "App `{app}` builds its image, and this target takes images only from a registry; set build.registry in \
+         the settings file (never in git), or run the environment on a Docker target"
+    )]
+    NoRegistry { app: String },
+}
+
+/// Reads a build's context as a tar archive: the source's job (a git commit's tree, or a directory).
+pub trait ContextArchives: Send + Sync {
+    fn archive(&self, commit: Option<&str>, request: &ContextRequest) -> Result<Vec<u8>, String>;
+}
+
+/// Carries out builds for the pipeline: which images are there, and the plan's builds.
+#[derive(Clone)]
+pub struct BuildRunner {
+    pub builder: Arc<dyn ImageBuilder>,
+    pub contexts: Arc<dyn ContextArchives>,
+    /// Builds of one plan at once.
+    pub parallel: usize,
+    /// Builds of previews at once, over all previews (`previews.max`).
+    pub preview_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl BuildRunner {
+    /// Of `images` (what `env` builds), those already built where it runs.
+    pub async fn present(&self, env: &Environment, images: &[String]) -> Result<BTreeSet<String>, BuildError> {
+        if images.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        self.builder.present(env, images).await
+    }
+
+    /// Builds every image `plan` lists, at most [`BuildRunner::parallel`] at once; the first failure is returned
+    /// once the builds under way have ended.
+    pub async fn run(&self, plan: &Plan, progress: &dyn Progress) -> Result<Vec<BuiltImage>, BuildError> {
+        let commit = plan.commit.as_deref();
+        // The futures are made first: a stream mapping borrowed steps to futures is not `Send` for every lifetime.
+        let builds: Vec<_> = plan.builds.iter().map(|step| self.build_one(&plan.env, commit, step, progress)).collect();
+        let results: Vec<Result<BuiltImage, BuildError>> =
+            stream::iter(builds).buffer_unordered(self.parallel.max(1)).collect().await;
+        stream::iter(results).try_collect().await
+    }
+
+    async fn build_one(
+        &self,
+        env: &Environment,
+        commit: Option<&str>,
+        step: &BuildStep,
+        progress: &dyn Progress,
+    ) -> Result<BuiltImage, BuildError> {
+        let _slot = match step.limits.preview {
+            true => Some(self.preview_slots.acquire().await.map_err(|_| BuildError::Engine {
+                doing: "start a preview's build".to_owned(),
+                message: "railyard is stopping".to_owned(),
+            })?),
+            false => None,
+        };
+        let started = Instant::now();
+        progress.event(&ProgressEvent::app(&step.app, Step::Building { image: step.image.clone() }));
+        let request = ContextRequest { dockerfile: step.build.dockerfile.clone(), context: step.build.context.clone() };
+        let contexts = self.contexts.clone();
+        let commit_owned = commit.map(str::to_owned);
+        let read = tokio::task::spawn_blocking(move || contexts.archive(commit_owned.as_deref(), &request))
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|read| read);
+        let context = read.map_err(|reason| BuildError::Context {
+            app: step.app.clone(),
+            context: step.build.context.clone(),
+            reason,
+        })?;
+        let limit = Duration::from_millis(step.limits.timeout_ms);
+        let built = match tokio::time::timeout(limit, self.builder.build(env, step, context, progress)).await {
+            Ok(built) => built?,
+            Err(_) => {
+                return Err(BuildError::TimedOut {
+                    app: step.app.clone(),
+                    seconds: limit.as_secs(),
+                    preview: step.limits.preview,
+                });
+            }
+        };
+        progress.event(&ProgressEvent::app(&step.app, Step::Built { image: step.image.clone() }));
+        Ok(BuiltImage { duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), ..built })
+    }
+}
+
+/// Keeps the newest [`KEPT_OUTPUT_LINES`] lines of a build's output, each cut to [`MAX_OUTPUT_LINE_BYTES`].
+#[derive(Debug, Default)]
+pub struct OutputTail {
+    lines: std::collections::VecDeque<String>,
+}
+
+impl OutputTail {
+    /// Keeps `line` (cut), returning the kept form for whoever shows it live.
+    pub fn push(&mut self, line: &str) -> String {
+        let line = cut(line.trim_end_matches(['\r', '\n']), MAX_OUTPUT_LINE_BYTES);
+        if self.lines.len() == KEPT_OUTPUT_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line.clone());
+        line
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.iter().cloned().collect()
+    }
+
+    /// The last `count` lines.
+    pub fn last(&self, count: usize) -> Vec<String> {
+        self.lines.iter().skip(self.lines.len().saturating_sub(count)).cloned().collect()
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let end = (0..=max).rev().find(|&end| text.is_char_boundary(end)).unwrap_or(0);
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_keeps_the_newest_lines_each_cut() {
+        let mut tail = OutputTail::default();
+        for number in 0..(KEPT_OUTPUT_LINES + 5) {
+            tail.push(&format!("line {number}\n"));
+        }
+        let lines = tail.lines();
+        assert_eq!(lines.len(), KEPT_OUTPUT_LINES);
+        assert_eq!(lines[0], "line 5");
+        assert_eq!(
+            tail.last(2),
+            vec![format!("line {}", KEPT_OUTPUT_LINES + 3), format!("line {}", KEPT_OUTPUT_LINES + 4)]
+        );
+        let long = "é".repeat(MAX_OUTPUT_LINE_BYTES);
+        let kept = tail.push(&long);
+        assert!(kept.len() <= MAX_OUTPUT_LINE_BYTES + '…'.len_utf8(), "{}", kept.len());
+    }
+}
