@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod memory;
+pub mod registry;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
