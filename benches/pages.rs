@@ -55,6 +55,7 @@ fn env(index: usize, plan: Option<railyard::plan::Plan>) -> EnvState {
         sync_window: None,
         waiting_for_window: None,
         pinned: None,
+        builds: Vec::new(),
         project: Some(format!("shop-pr-{index}")),
         source: "https://github.com/acme/config.git (main)".to_owned(),
         sync_policy: SyncPolicy::Auto,

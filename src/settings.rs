@@ -129,6 +129,43 @@ pub struct Settings {
     /// `backend`): e.g. `{ production: { backend: kubernetes, context: prod }, previews: { backend: docker } }`.
     /// Environments on one target share its connection.
     pub targets: Option<std::collections::BTreeMap<String, crate::targets::Target>>,
+    /// How images of `build:` Apps are built: builds at once, how long unreferenced images are kept, and the
+    /// registry Kubernetes targets pull them from.
+    pub build: Option<BuildFileSettings>,
+}
+
+/// The settings file's `build`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BuildFileSettings {
+    /// Builds of one commit at once. Default 2.
+    #[schemars(range(min = 1))]
+    pub parallel: Option<usize>,
+    /// Built images no environment has referenced for this long are removed, e.g. `24h` (the default).
+    #[serde(default, deserialize_with = "duration")]
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
+    pub keep_images: Option<Duration>,
+    /// Where images built for Kubernetes targets are pushed: `host:port` or `host:port/prefix`.
+    pub registry: Option<String>,
+    /// A file holding `user:password` for the registry.
+    pub registry_credentials_file: Option<PathBuf>,
+    /// A file holding `user:password` that previews push with (they never get the other).
+    pub preview_registry_credentials_file: Option<PathBuf>,
+    /// The largest build context, in MiB. Default 200.
+    #[schemars(range(min = 1))]
+    pub max_context_mib: Option<u64>,
+}
+
+impl BuildFileSettings {
+    /// The registry, when one is set.
+    pub fn registry(&self) -> Option<crate::builder::docker::RegistrySettings> {
+        self.registry.as_ref().map(|address| crate::builder::docker::RegistrySettings {
+            address: address.clone(),
+            credentials_file: self.registry_credentials_file.clone(),
+            preview_credentials_file: self.preview_registry_credentials_file.clone(),
+        })
+    }
 }
 
 /// The age identities of each scope of SOPS secrets.

@@ -28,6 +28,73 @@ pub const KEPT_OUTPUT_LINES: usize = 200;
 /// The most bytes of one line of build output kept.
 pub const MAX_OUTPUT_LINE_BYTES: usize = 2_048;
 
+/// How the daemon builds (flags and the settings file's `build`, never git).
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    /// Builds of one commit at once (`--build-parallel`).
+    pub parallel: usize,
+    /// Built images no environment has referenced for this long are removed (`--keep-images`).
+    pub keep_images: Duration,
+    /// Where images built for Kubernetes targets are pushed.
+    pub registry: Option<docker::RegistrySettings>,
+    /// The largest context a build may send.
+    pub max_context_bytes: u64,
+}
+
+/// Images built and unreferenced are kept this long unless told otherwise.
+pub const DEFAULT_KEEP_IMAGES: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for BuildSettings {
+    fn default() -> BuildSettings {
+        BuildSettings {
+            parallel: DEFAULT_BUILD_PARALLEL,
+            keep_images: DEFAULT_KEEP_IMAGES,
+            registry: None,
+            max_context_bytes: crate::model::build::DEFAULT_MAX_CONTEXT_BYTES,
+        }
+    }
+}
+
+/// At most `max` preview builds at once over all previews, `max` read at each acquisition (the tracked branch's
+/// `previews.max` may change while railyard runs).
+#[derive(Debug, Default)]
+pub struct PreviewSlots {
+    in_use: std::sync::Mutex<usize>,
+    freed: tokio::sync::Notify,
+}
+
+/// A preview build's place among [`PreviewSlots`], given back on drop.
+pub struct PreviewSlot<'a>(&'a PreviewSlots);
+
+impl PreviewSlots {
+    pub async fn acquire(&self, max: usize) -> PreviewSlot<'_> {
+        loop {
+            let freed = self.freed.notified();
+            {
+                let mut in_use = self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if *in_use < max.max(1) {
+                    *in_use += 1;
+                    return PreviewSlot(self);
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// Preview builds running now.
+    pub fn in_use(&self) -> usize {
+        *self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for PreviewSlot<'_> {
+    fn drop(&mut self) {
+        let mut in_use = self.0.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *in_use = in_use.saturating_sub(1);
+        self.0.freed.notify_waiters();
+    }
+}
+
 /// Where images are built.
 #[async_trait]
 pub trait ImageBuilder: Send + Sync {
@@ -109,8 +176,10 @@ pub struct BuildRunner {
     pub contexts: Arc<dyn ContextArchives>,
     /// Builds of one plan at once.
     pub parallel: usize,
-    /// Builds of previews at once, over all previews (`previews.max`).
-    pub preview_slots: Arc<tokio::sync::Semaphore>,
+    /// Builds of previews running, over all previews.
+    pub preview_slots: Arc<PreviewSlots>,
+    /// Of those, the most at once (`previews.max` of the tracked branch).
+    pub preview_max: usize,
 }
 
 impl BuildRunner {
@@ -141,10 +210,7 @@ impl BuildRunner {
         progress: &dyn Progress,
     ) -> Result<BuiltImage, BuildError> {
         let _slot = match step.limits.preview {
-            true => Some(self.preview_slots.acquire().await.map_err(|_| BuildError::Engine {
-                doing: "start a preview's build".to_owned(),
-                message: "railyard is stopping".to_owned(),
-            })?),
+            true => Some(self.preview_slots.acquire(self.preview_max).await),
             false => None,
         };
         let started = Instant::now();

@@ -54,7 +54,7 @@ pub async fn plan(target: Target, output: Output, detailed_exitcode: bool) -> an
 
 /// Applies the plan and prints what happened to each change.
 pub async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::Result<ExitCode> {
-    let Prepared { backend, prepared } = match prepare(&target, parallel).await? {
+    let Prepared { backend, prepared, builds } = match prepare(&target, parallel).await? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
@@ -83,7 +83,7 @@ pub async fn apply(target: Target, parallel: usize, json_logs: bool) -> anyhow::
     }
     write_stdout(&render::text(plan, use_color()))?;
     let progress = railyard::progress::for_stderr(json_logs);
-    let executed = match pipeline::execute(backend.as_ref(), None, &prepared, progress.as_ref()).await {
+    let executed = match pipeline::execute(backend.as_ref(), builds.as_ref(), &prepared, progress.as_ref()).await {
         Ok(executed) => executed,
         Err(error) => return Ok(backend_failed(&error)),
     };

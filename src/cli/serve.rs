@@ -144,6 +144,15 @@ fn daemon_settings(args: &ServeArgs, repo: &str, source: Source) -> anyhow::Resu
             .collect::<Result<_, _>>()?,
         clock: railyard::clock::Clock::System,
         leader: None,
+        builds: railyard::builder::BuildSettings {
+            parallel: args.build_parallel,
+            keep_images: args.keep_images,
+            registry: args.build_file.registry(),
+            max_context_bytes: args
+                .build_file
+                .max_context_mib
+                .map_or(railyard::model::build::DEFAULT_MAX_CONTEXT_BYTES, |mib| mib.saturating_mul(1 << 20)),
+        },
     })
 }
 

@@ -125,6 +125,15 @@ pub struct ServeArgs {
     /// The settings file's age identities for SOPS secrets, per scope.
     #[arg(skip)]
     pub sops_keys: SopsKeys,
+    /// Images of `build:` Apps built at once for one commit.
+    #[arg(long, default_value_t = railyard::builder::DEFAULT_BUILD_PARALLEL, env = "RAILYARD_BUILD_PARALLEL")]
+    pub build_parallel: usize,
+    /// Built images that no environment has referenced for this long are removed.
+    #[arg(long, default_value = "24h", env = "RAILYARD_KEEP_IMAGES", value_parser = parse_duration)]
+    pub keep_images: Duration,
+    /// The settings file's `build` (its registry and credentials files: settings file only).
+    #[arg(skip)]
+    pub build_file: railyard::settings::BuildFileSettings,
 }
 
 impl ServeArgs {
@@ -138,6 +147,7 @@ impl ServeArgs {
         self.sync_windows = file.sync_windows.clone().unwrap_or_default();
         self.targets = file.targets.clone().unwrap_or_default();
         self.sops_keys = file.sops_keys();
+        self.build_file = file.build.clone().unwrap_or_default();
         let explicit =
             |id: &str| matches!(given.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
         // The clap id of an argument is its field's name, so the field names which flag would have won.
@@ -166,6 +176,8 @@ impl ServeArgs {
         fill!(self, keep_syncs, file.keep_syncs.map(std::num::NonZeroU32::get));
         fill!(self, keep_deliveries, file.keep_deliveries.map(std::num::NonZeroU32::get));
         fill!(self, keep_audit, file.keep_audit);
+        fill!(self, build_parallel, file.build.as_ref().and_then(|build| build.parallel));
+        fill!(self, keep_images, file.build.as_ref().and_then(|build| build.keep_images));
         fill!(self, webhook_max_bytes, file.webhook_max_bytes);
         fill!(self, forge, file.forge.map(|forge| Some(forge.as_str().to_owned())));
         fill!(self, forge_url, file.forge_url.map(Some));

@@ -28,7 +28,7 @@ impl Target {
     /// The secrets `env` may read, as the daemon gives them: its scope's SOPS files opened with its scope's key,
     /// and for a preview only `<secrets dir>/previews/` unless the tracked branch shares production's.
     fn secrets(&self, loaded: &Loaded) -> anyhow::Result<SecretStore> {
-        let (config, env, _, files, env_branch) = loaded;
+        let (config, env, _, files, env_branch, _) = loaded;
         let mut store = self.docker.secrets(&self.state_dir)?;
         if let Some(path) = &self.settings {
             store.keys = Settings::load(path)?.sops_keys();
@@ -41,6 +41,8 @@ impl Target {
 pub struct Prepared {
     pub backend: Arc<dyn Backend>,
     pub prepared: pipeline::Prepared,
+    /// Builds the plan's images, when the config builds any.
+    pub builds: Option<railyard::builder::BuildRunner>,
 }
 
 /// Loads and validates the repository, connects to the backend, observes and plans; `Err` holds the exit code when
@@ -70,7 +72,14 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
         Err(invalid) => return Ok(Err(report_invalid(&invalid))),
     };
     let secrets = target.secrets(&loaded)?;
-    let (config, env, commit, _, _) = loaded;
+    let (config, env, commit, _, _, source) = loaded;
+    let builds = match build_runner(target, kind, &config, source).await {
+        Ok(builds) => builds,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(Err(ExitCode::from(crate::EXIT_FAILED)));
+        }
+    };
     let connected = connecting.await.context("connecting to the backend failed")?;
     let backend = match connected {
         Ok(backend) => backend,
@@ -87,13 +96,48 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
         now: chrono::Utc::now(),
     })
     .desired;
-    match pipeline::prepare(backend.as_ref(), None, &secrets, desired).await {
+    match pipeline::prepare(backend.as_ref(), builds.as_ref(), &secrets, desired).await {
         Ok(mut prepared) => {
             prepared.plan.moving = placed.and_then(|placed| moving(target, &placed));
-            Ok(Ok(Prepared { backend, prepared }))
+            Ok(Ok(Prepared { backend, prepared, builds }))
         }
         Err(error) => Ok(Err(backend_failed(&error))),
     }
+}
+
+/// The builder of `config`'s images, when it builds any: this host's Docker Engine (pushing to the settings file's
+/// `build.registry` for Kubernetes), or nothing at all on the in-memory backend.
+async fn build_runner(
+    target: &Target,
+    kind: BackendKind,
+    config: &Config,
+    source: Source,
+) -> anyhow::Result<Option<railyard::builder::BuildRunner>> {
+    use railyard::builder::{BuildRunner, DEFAULT_BUILD_PARALLEL, ImageBuilder};
+    if config.context_requests().is_empty() {
+        return Ok(None);
+    }
+    let file = match &target.settings {
+        Some(path) => Settings::load(path)?.build.unwrap_or_default(),
+        None => Default::default(),
+    };
+    let builder: Arc<dyn ImageBuilder> = match kind {
+        BackendKind::Memory => Arc::new(railyard::builder::memory::MemoryBuilder::default()),
+        kind => {
+            let registry = (kind == BackendKind::Kubernetes).then(|| file.registry()).flatten();
+            let settings = railyard::builder::docker::DockerBuilderSettings { registry };
+            Arc::new(railyard::builder::docker::DockerBuilder::connect(settings).await?)
+        }
+    };
+    let preview_max =
+        config.project.doc.previews.as_ref().map_or(railyard::model::kinds::Previews::DEFAULT_MAX, |p| p.max());
+    Ok(Some(BuildRunner {
+        builder,
+        contexts: Arc::new(source),
+        parallel: file.parallel.unwrap_or(DEFAULT_BUILD_PARALLEL),
+        preview_slots: Default::default(),
+        preview_max: usize::try_from(preview_max).unwrap_or(usize::MAX),
+    }))
 }
 
 /// Where serve's settings file (`--settings`) puts the environment, when it has `targets`: they win over
@@ -115,23 +159,32 @@ fn moving(target: &Target, placed: &railyard::targets::Target) -> Option<railyar
     store.placement(&target.env).ok().flatten()?.moving_to(placed)
 }
 
-/// The config, the environment it is for, its commit, the repository's files (for its SOPS secrets) and the branch
-/// the environment follows.
-pub type Loaded = (Config, Environment, Option<String>, Vec<model::RepoFile>, String);
+/// The config (its build contexts inspected), the environment it is for, its commit, the repository's files (for
+/// its SOPS secrets), the branch the environment follows, and the source (for build contexts).
+pub type Loaded = (Config, Environment, Option<String>, Vec<model::RepoFile>, String, Source);
 
 /// A config, the environment it is for and its commit: the environment's branch of `--repo` under the tracked
 /// branch's policy, or the directory as it is.
 pub async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
     let (dir, repo, branch, env, state_dir) =
         (target.dir.clone(), target.repo.clone(), target.branch.clone(), target.env.clone(), target.state_dir.clone());
+    let max_context = match &target.settings {
+        Some(path) => {
+            Settings::load(path)?.build.and_then(|build| build.max_context_mib).map(|mib| mib.saturating_mul(1 << 20))
+        }
+        None => None,
+    }
+    .unwrap_or(railyard::model::build::DEFAULT_MAX_CONTEXT_BYTES);
     tokio::task::spawn_blocking(move || -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
         let Some(repo) = repo else {
             let files = source::local::read_dir(&dir)?;
-            return Ok(match model::load(&files) {
+            let source = Source::Dir(dir.clone());
+            let loaded = model::load(&files).and_then(|config| source.inspect_contexts(config, "", max_context));
+            return Ok(match loaded {
                 Ok(config) => {
                     let environment = environment_named(&config, &config, &branch, &env)?;
                     let env_branch = branch_of(&config, &branch, &env);
-                    Ok((config, environment, None, files, env_branch))
+                    Ok((config, environment, None, files, env_branch, source))
                 }
                 Err(invalid) => Err(as_typed(&dir, invalid)),
             });
@@ -145,11 +198,11 @@ pub async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model
         };
         let env_branch = branch_of(&tracked, &branch, &env);
         let fetched = source.read_branch(&snapshot, &env_branch)?;
-        Ok(match model::load(&fetched.files) {
+        Ok(match source.load(&fetched, max_context) {
             Ok(config) => {
                 let config = config.under_policy_of(&tracked);
                 let environment = environment_named(&config, &tracked, &branch, &env)?;
-                Ok((config, environment, Some(fetched.commit.sha), fetched.files, env_branch))
+                Ok((config, environment, Some(fetched.commit.sha), fetched.files, env_branch, source))
             }
             Err(invalid) => Err(invalid),
         })
@@ -190,7 +243,7 @@ pub async fn load_tracked(target: &Target) -> anyhow::Result<Result<Config, mode
             let token = read_secret(None, "RAILYARD_GIT_TOKEN", None)?;
             let source = source_for(&repo, &branch, &state_dir, token, Duration::from_secs(60));
             let snapshot = source.fetch_all()?;
-            Ok(model::load(&source.read_branch(&snapshot, &branch)?.files))
+            Ok(source.load(&source.read_branch(&snapshot, &branch)?, railyard::model::build::DEFAULT_MAX_CONTEXT_BYTES))
         }
     })
     .await
@@ -226,7 +279,10 @@ pub fn repository_identity(repo: &str) -> String {
 /// (`cfg/apps/web.yaml:3:1`, not `apps/web.yaml:3:1`), so that they open from where the command ran.
 pub fn load(dir: &Path) -> anyhow::Result<Result<Config, model::InvalidConfig>> {
     let files = source::local::read_dir(dir)?;
-    Ok(model::load(&files).map_err(|invalid| as_typed(dir, invalid)))
+    let loaded = model::load(&files).and_then(|config| {
+        Source::Dir(dir.to_owned()).inspect_contexts(config, "", railyard::model::build::DEFAULT_MAX_CONTEXT_BYTES)
+    });
+    Ok(loaded.map_err(|invalid| as_typed(dir, invalid)))
 }
 
 /// `invalid`'s files named from where the command ran, through the folder `dir` as the user typed it.

@@ -36,7 +36,7 @@ mod scaling_loop;
 pub use jobs::StartJobError;
 mod state;
 use scaling_loop::AutoscaleState;
-pub use state::{EnvState, ReconcileError};
+pub use state::{BuildView, EnvState, ReconcileError};
 
 /// Where an environment stands in the Project's list.
 #[derive(Debug, Clone)]
@@ -59,6 +59,8 @@ struct ReadCommit {
 /// One reconcile past its plan: what the gate's decision is performed on.
 struct Run<'a> {
     daemon: &'a Daemon,
+    /// Builds the plan's images, when the config builds any.
+    builds: Option<&'a crate::builder::BuildRunner>,
     trigger: Trigger,
     started_ms: i64,
     commit: &'a CommitInfo,
@@ -138,6 +140,7 @@ impl EnvHandle {
             sync_window: None,
             waiting_for_window: None,
             pinned: None,
+            builds: Vec::new(),
         };
         Arc::new(EnvHandle {
             name: listed.name.clone(),
@@ -362,7 +365,12 @@ impl EnvHandle {
 
     /// The summary of what the branch's head would change, while a rollback pins the environment elsewhere.
     fn head_plan(&self, daemon: &Daemon, head: &crate::source::Fetched, observed: &Observed) -> String {
-        let config = match model::load(&head.files).map_err(|invalid| invalid.0) {
+        let config = match daemon
+            .settings
+            .source
+            .load(head, daemon.settings.builds.max_context_bytes)
+            .map_err(|invalid| invalid.0)
+        {
             Ok(config) => config,
             Err(problems) => {
                 return format!("invalid: {}", problems.first().map(ToString::to_string).unwrap_or_default());
@@ -396,10 +404,13 @@ impl EnvHandle {
     ) -> Result<Plan, super::rollback::RollbackError> {
         use super::rollback::RollbackError;
         let fetched = daemon.read_sha(sha).await?;
-        let config = model::load(&fetched.files).map_err(|invalid| RollbackError::Invalid {
-            commit: short_sha(sha).to_owned(),
-            first_problem: invalid.0.first().map(ToString::to_string).unwrap_or_default(),
-        })?;
+        let config =
+            daemon.settings.source.load(&fetched, daemon.settings.builds.max_context_bytes).map_err(|invalid| {
+                RollbackError::Invalid {
+                    commit: short_sha(sha).to_owned(),
+                    first_problem: invalid.0.first().map(ToString::to_string).unwrap_or_default(),
+                }
+            })?;
         let config = self.under_policy(daemon, config)?;
         let environment = self.environment(config.project_name());
         let records = self.scaling_records(daemon, &config).await;
@@ -417,8 +428,10 @@ impl EnvHandle {
         let branch = self.branch().unwrap_or_default();
         let secrets =
             daemon.secrets_for(&config, &environment, &branch, &fetched.files).map_err(ReconcileError::Secrets)?;
-        let prepared =
-            pipeline::prepare(backend.as_ref(), None, &secrets, desired).await.map_err(ReconcileError::from)?;
+        let builds = daemon.build_runner(&self.name, &config).await.ok().flatten();
+        let prepared = pipeline::prepare(backend.as_ref(), builds.as_ref(), &secrets, desired)
+            .await
+            .map_err(ReconcileError::from)?;
         Ok(prepared.plan)
     }
 
@@ -490,7 +503,8 @@ impl EnvHandle {
         if let Some(reason) = daemon.preview_unapproved(&self.name, &commit.sha) {
             return self.fail(ReconcileError::Unapproved(reason));
         }
-        let loaded = info_span!("load", files = read.fetched.files.len()).in_scope(|| model::load(&read.fetched.files));
+        let loaded = info_span!("load", files = read.fetched.files.len())
+            .in_scope(|| daemon.settings.source.load(&read.fetched, daemon.settings.builds.max_context_bytes));
         let config = match loaded {
             Ok(config) => config,
             Err(invalid) => return self.invalid(daemon, taken.trigger, started_ms, commit, invalid.0).await,
@@ -500,8 +514,14 @@ impl EnvHandle {
             Err(error) => return self.fail(error),
         };
         let policy = Policy::of(&config, daemon.settings.sync);
-        let planned =
-            self.prepare(daemon, taken, &config, &policy, &read, &branch).instrument(info_span!("plan")).await;
+        let builds = match daemon.build_runner(&self.name, &config).await {
+            Ok(builds) => builds,
+            Err(error) => return self.fail(ReconcileError::Pipeline(Box::new(error.into()))),
+        };
+        let planned = self
+            .prepare(daemon, taken, &config, &policy, &read, &branch, builds.as_ref())
+            .instrument(info_span!("plan"))
+            .await;
         let prepared = match planned {
             Ok(prepared) => prepared,
             Err(error) => return self.fail(error),
@@ -529,7 +549,14 @@ impl EnvHandle {
             held.clone_from(&gate.held);
             gate
         };
-        let run = Run { daemon, trigger: taken.trigger, started_ms, commit: &commit, prepared: &prepared };
+        let run = Run {
+            daemon,
+            builds: builds.as_ref(),
+            trigger: taken.trigger,
+            started_ms,
+            commit: &commit,
+            prepared: &prepared,
+        };
         let reconciled = self.perform(run, gate.decision, policy.retry).await;
         // Scheduled Jobs and runs by hand take the spec that runs: a plan still pending (manual sync, a closed
         // window) or one that failed leaves the last applied Jobs in place.
@@ -576,6 +603,7 @@ impl EnvHandle {
         policy: &Policy,
         read: &ReadCommit,
         branch: &str,
+        builds: Option<&crate::builder::BuildRunner>,
     ) -> Result<pipeline::Prepared, ReconcileError> {
         let commit = &read.fetched.commit;
         let environment = self.environment(&policy.project);
@@ -609,7 +637,7 @@ impl EnvHandle {
         let backend = daemon.backend_for(&self.name).await?;
         let secrets =
             daemon.secrets_for(config, &environment, branch, &read.fetched.files).map_err(ReconcileError::Secrets)?;
-        let mut prepared = pipeline::prepare(backend.as_ref(), None, &secrets, desired).await?;
+        let mut prepared = pipeline::prepare(backend.as_ref(), builds, &secrets, desired).await?;
         prepared.plan.moving = self.moving(daemon).await;
         Ok(prepared)
     }
@@ -748,8 +776,8 @@ impl EnvHandle {
         let keep_of = |job: &str| run.prepared.desired.jobs.get(job).map(|spec| spec.keep).unwrap_or_default();
         // Each Job run is recorded as it ends, so that one that finished is kept whatever becomes of the apply.
         let (finished, mut runs) = tokio::sync::mpsc::unbounded_channel();
-        let progress = WorkerProgress { finished };
-        let executing = pipeline::execute(backend.as_ref(), None, run.prepared, &progress);
+        let progress = WorkerProgress { finished, env: Arc::clone(self), changes: daemon.changes.clone() };
+        let executing = pipeline::execute(backend.as_ref(), run.builds, run.prepared, &progress);
         tokio::pin!(executing);
         let executed = loop {
             tokio::select! {
@@ -768,6 +796,25 @@ impl EnvHandle {
             Some(Err(crate::pipeline::PipelineError::Backend(crate::backend::BackendError::Fenced { why }))) => {
                 warn!(%why, "the apply stopped: this replica no longer leads");
                 return Reconciled::Interrupted;
+            }
+            // A build that failed touched nothing: the sync failed, with the failing step and its last lines.
+            Some(Err(crate::pipeline::PipelineError::Build(error))) => {
+                self.update(|state| {
+                    for build in state.builds.iter_mut().filter(|build| build.status == "building") {
+                        build.status = "failed".to_owned();
+                    }
+                });
+                let message = error.to_string();
+                let record = self.sync_record(
+                    run.trigger,
+                    run.started_ms,
+                    Some(run.commit),
+                    plan,
+                    SyncOutcome::Failed,
+                    Some(message),
+                );
+                daemon.record(record).await;
+                return self.fail(crate::pipeline::PipelineError::Build(error).into());
             }
             Some(Err(error)) => return self.fail(error.into()),
             None => {
@@ -956,15 +1003,58 @@ impl EnvHandle {
     }
 }
 
-/// Apply progress into the log, inside the reconcile's span; each Job run that ends goes to the worker to record.
+/// Apply progress into the log, inside the reconcile's span, and a build's output into the environment's state for
+/// the pages; each Job run that ends goes to the worker to record.
 struct WorkerProgress {
     finished: tokio::sync::mpsc::UnboundedSender<crate::backend::JobRun>,
+    env: Arc<EnvHandle>,
+    changes: tokio::sync::broadcast::Sender<()>,
+}
+
+impl WorkerProgress {
+    /// Keeps a build's step in the environment's state, for the pages to show as it comes.
+    fn show_build(&self, app: &str, step: &crate::backend::Step) {
+        use crate::backend::Step;
+        self.env.update(|state| {
+            if let Step::Building { image } = step {
+                state.builds.retain(|build| build.app != app);
+                state.builds.push(BuildView {
+                    app: app.to_owned(),
+                    image: image.clone(),
+                    status: "building".to_owned(),
+                    output: Vec::new(),
+                });
+                return;
+            }
+            let Some(build) = state.builds.iter_mut().find(|build| build.app == app) else { return };
+            match step {
+                Step::BuildOutput { line } => {
+                    if build.output.len() == crate::builder::KEPT_OUTPUT_LINES {
+                        build.output.remove(0);
+                    }
+                    build.output.push(line.clone());
+                }
+                Step::Built { .. } => build.status = "built".to_owned(),
+                Step::Failed { .. } => build.status = "failed".to_owned(),
+                _ => {}
+            }
+        });
+        let _ = self.changes.send(());
+    }
 }
 
 impl Progress for WorkerProgress {
     fn event(&self, event: &crate::backend::ProgressEvent) {
         let (kind, step, subject) = (event.kind.as_str(), event.step.name(), event.step.subject().unwrap_or_default());
         info!(kind, name = %event.name, step, subject, "{}", event.step);
+        if matches!(
+            event.step,
+            crate::backend::Step::Building { .. }
+                | crate::backend::Step::BuildOutput { .. }
+                | crate::backend::Step::Built { .. }
+        ) {
+            self.show_build(&event.name, &event.step);
+        }
     }
 
     fn job_finished(&self, run: &crate::backend::JobRun) {

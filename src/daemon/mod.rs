@@ -4,6 +4,7 @@
 //! environment each host belongs to. One fetch brings every branch and is shared by all workers. A failing, slow or
 //! invalid environment never holds up another. See [`env`] for one environment's reconcile.
 
+pub mod builds;
 pub mod env;
 pub mod fetch;
 pub mod gate;
@@ -75,6 +76,8 @@ pub struct DaemonSettings {
     /// With several replicas (`--leader-election`): the election this replica takes part in. Without it, this
     /// process leads alone.
     pub leader: Option<Arc<crate::leader::Elector>>,
+    /// How images of `build:` Apps are built.
+    pub builds: crate::builder::BuildSettings,
 }
 
 impl std::fmt::Debug for crate::leader::Elector {
@@ -250,6 +253,7 @@ pub struct Daemon {
     unrecorded: std::sync::Mutex<Vec<crate::store::SyncRecord>>,
     /// Log reads and follows running at once (see [`logs::MAX_LOG_READS`]).
     log_reads: Arc<tokio::sync::Semaphore>,
+    builders: builds::Builders,
 }
 
 pub use crate::clock::now_ms;
@@ -329,6 +333,7 @@ impl Daemon {
             store_failed: tokio::sync::Notify::new(),
             unrecorded: std::sync::Mutex::new(Vec::new()),
             log_reads: Arc::new(tokio::sync::Semaphore::new(logs::MAX_LOG_READS)),
+            builders: builds::Builders::default(),
         });
         daemon.restore_pull_requests().await;
         daemon.start_known_environments().await;
@@ -390,6 +395,7 @@ impl Daemon {
             tokio::spawn(Arc::clone(&self).tick(self.settings.drift_interval, Trigger::Drift)),
             tokio::spawn(Arc::clone(&self).autoscale_every(self.settings.scale_interval)),
             tokio::spawn(Arc::clone(&self).previews_worker()),
+            tokio::spawn(Arc::clone(&self).collect_image_garbage()),
         ];
         let (replica_tasks, election) = self.spawn_replica_tasks();
         self.listing.fire(Trigger::Startup);
@@ -845,6 +851,7 @@ mod tests {
             sync_windows: Vec::new(),
             clock: crate::clock::Clock::System,
             leader: None,
+            builds: Default::default(),
         };
         Daemon::new(settings, store).await
     }

@@ -677,6 +677,7 @@ mod tests {
             sync_window: None,
             waiting_for_window: None,
             pinned: None,
+            builds: Vec::new(),
             project: Some("shop".to_owned()),
             source: "/srv/config".to_owned(),
             sync_policy: crate::model::kinds::SyncPolicy::Auto,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use gix::protocol::transport::client::blocking_io::Transport;
 
 use super::short_sha;
+use crate::model::build::{ContextFacts, ContextReport, ContextRequest};
 use crate::model::{FileContent, MAX_FILE_BYTES, RepoFile};
 
 /// Where and how to follow a repository.
@@ -479,6 +480,131 @@ impl GitSource {
         }
         Ok(Fetched { commit: info, files })
     }
+}
+
+/// Build contexts of a commit.
+impl GitSource {
+    /// What commit `sha` holds at each of `requests` (see [`crate::model::build::ContextFacts`]); a context's
+    /// digest is its git tree id, so a commit that leaves the context alone leaves its digest alone.
+    pub fn inspect_contexts(
+        &self,
+        sha: &str,
+        requests: &[ContextRequest],
+        limit: u64,
+    ) -> Result<ContextReport, GitError> {
+        let repo = self.open_mirror()?;
+        let tree = self.commit_tree(&repo, sha)?;
+        let mut report = ContextReport::new();
+        for request in requests {
+            let facts = match context_entries(&repo, &tree, &request.context) {
+                Ok(Listed::Entries(id, entries)) => {
+                    super::context::facts_of(request, &entries, format!("git:{id}"), limit)
+                }
+                Ok(Listed::Missing) => ContextFacts::Missing,
+                Ok(Listed::NotADirectory) => ContextFacts::NotADirectory,
+                Ok(Listed::Link(target)) => ContextFacts::SymlinkLeaves { link: request.context.clone(), target },
+                Err(reason) => ContextFacts::Unreadable { reason },
+            };
+            report.insert(request.clone(), facts);
+        }
+        Ok(report)
+    }
+
+    /// The tar archive of `request`'s context at commit `sha`, read straight from the mirror.
+    pub fn context_archive(&self, sha: &str, request: &ContextRequest) -> Result<Vec<u8>, GitError> {
+        let repo = self.open_mirror()?;
+        let tree = self.commit_tree(&repo, sha)?;
+        let read_error = |reason: String| GitError::Read {
+            url: redact_url(&self.url),
+            commit: sha.to_owned(),
+            source: reason.into(),
+        };
+        let Listed::Entries(_, entries) = context_entries(&repo, &tree, &request.context).map_err(read_error)? else {
+            return Err(read_error(format!(
+                "the build context `{}` is not a directory of this commit",
+                request.context
+            )));
+        };
+        super::context::archive(&entries, |id| {
+            repo.find_object(*id).map(|object| object.data.clone()).map_err(|error| error.to_string())
+        })
+        .map_err(read_error)
+    }
+
+    fn commit_tree<'repo>(&self, repo: &'repo gix::Repository, sha: &str) -> Result<gix::Tree<'repo>, GitError> {
+        let id = self.commit_id(sha, sha)?;
+        let read_error = |source: Cause| GitError::Read { url: redact_url(&self.url), commit: sha.to_owned(), source };
+        let commit = repo.find_commit(id).map_err(|error| GitError::MissingCommit {
+            url: redact_url(&self.url),
+            commit: sha.to_owned(),
+            hint: "is it a commit of this repository's branches?",
+            source: Box::new(error),
+        })?;
+        commit.tree().map_err(|error| read_error(Box::new(error)))
+    }
+}
+
+/// What a commit holds at a context's path.
+enum Listed {
+    Entries(gix::ObjectId, Vec<super::context::Entry<gix::ObjectId>>),
+    Missing,
+    NotADirectory,
+    /// The context's path is itself a symlink, to this target.
+    Link(String),
+}
+
+/// Every entry under `context` of `tree` (hidden ones too: a build sees them), bounded like a commit's walk.
+fn context_entries(repo: &gix::Repository, tree: &gix::Tree<'_>, context: &str) -> Result<Listed, String> {
+    let (id, subtree) = if context == "." {
+        (tree.id, tree.clone())
+    } else {
+        let Some(entry) = tree.lookup_entry_by_path(context).map_err(|error| error.to_string())? else {
+            return Ok(Listed::Missing);
+        };
+        if entry.mode().is_link() {
+            let target = repo.find_object(entry.oid()).map_err(|error| error.to_string())?;
+            return Ok(Listed::Link(target.data.to_str_lossy().into_owned()));
+        }
+        if !entry.mode().is_tree() {
+            return Ok(Listed::NotADirectory);
+        }
+        let id = entry.oid().to_owned();
+        (id, repo.find_object(id).map_err(|error| error.to_string())?.into_tree())
+    };
+    let mut entries = Vec::new();
+    walk_context(repo, &subtree, "", &mut entries)?;
+    Ok(Listed::Entries(id, entries))
+}
+
+fn walk_context(
+    repo: &gix::Repository,
+    tree: &gix::Tree<'_>,
+    prefix: &str,
+    out: &mut Vec<super::context::Entry<gix::ObjectId>>,
+) -> Result<(), String> {
+    use super::context::{Entry, EntryKind};
+    for entry in tree.iter() {
+        let entry = entry.map_err(|error| error.to_string())?;
+        if out.len() >= MAX_TREE_ENTRIES {
+            return Err(format!("it holds more than {MAX_TREE_ENTRIES} files; build from a smaller directory"));
+        }
+        let name = entry.filename().to_str_lossy();
+        let path = if prefix.is_empty() { name.into_owned() } else { format!("{prefix}/{name}") };
+        let mode = entry.mode();
+        let id = entry.oid().to_owned();
+        if mode.is_tree() {
+            out.push(Entry { path: path.clone(), kind: EntryKind::Dir });
+            let subtree = repo.find_object(id).map_err(|error| error.to_string())?.into_tree();
+            walk_context(repo, &subtree, &path, out)?;
+        } else if mode.is_link() {
+            let target = repo.find_object(id).map_err(|error| error.to_string())?.data.to_str_lossy().into_owned();
+            out.push(Entry { path, kind: EntryKind::Symlink { target } });
+        } else if mode.is_blob() {
+            let size = repo.find_header(id).map_err(|error| error.to_string())?.size();
+            out.push(Entry { path, kind: EntryKind::File { size, executable: mode.is_executable(), id } });
+        }
+    }
+    Ok(())
 }
 
 /// The most files walked in one commit's tree (config files or not), so that a hostile tree costs bounded memory.

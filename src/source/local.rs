@@ -2,9 +2,11 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::SourceError;
+use super::context::{Entry, EntryKind};
+use crate::model::build::{ContextFacts, ContextReport, ContextRequest};
 use crate::model::{FileContent, MAX_FILE_BYTES, ReadBudget, RepoFile};
 
 /// Every config file under `root`, sorted by path. Files that cannot be used (too large, a symlink leaving the
@@ -118,4 +120,121 @@ fn read_bounded(path: &Path) -> std::io::Result<FileContent> {
         return Ok(FileContent::TooLarge { size: bytes.len() as u64 });
     }
     Ok(FileContent::Bytes(bytes))
+}
+
+/// What the directory holds at each of `requests`; a context's digest hashes its paths, modes and contents.
+pub fn inspect_contexts(root: &Path, requests: &[ContextRequest], limit: u64) -> ContextReport {
+    requests
+        .iter()
+        .map(|request| {
+            let facts = match context_entries(root, &request.context) {
+                Ok(Listed::Entries(entries)) => {
+                    let bytes: u64 = entries.iter().map(file_size).sum();
+                    if bytes > limit {
+                        ContextFacts::TooLarge { bytes, limit }
+                    } else {
+                        match content_digest(&entries) {
+                            Ok(digest) => super::context::facts_of(request, &entries, digest, limit),
+                            Err(error) => ContextFacts::Unreadable { reason: error.to_string() },
+                        }
+                    }
+                }
+                Ok(Listed::Missing) => ContextFacts::Missing,
+                Ok(Listed::NotADirectory) => ContextFacts::NotADirectory,
+                Ok(Listed::Link(target)) => ContextFacts::SymlinkLeaves { link: request.context.clone(), target },
+                Err(error) => ContextFacts::Unreadable { reason: error.to_string() },
+            };
+            (request.clone(), facts)
+        })
+        .collect()
+}
+
+/// The tar archive of `request`'s context as the directory holds it now.
+pub fn context_archive(root: &Path, request: &ContextRequest) -> Result<Vec<u8>, String> {
+    match context_entries(root, &request.context).map_err(|error| error.to_string())? {
+        Listed::Entries(entries) => {
+            super::context::archive(&entries, |path| fs::read(path).map_err(|error| error.to_string()))
+        }
+        _ => Err(format!("the build context `{}` is not a directory", request.context)),
+    }
+}
+
+/// What the directory holds at a context's path.
+enum Listed {
+    Entries(Vec<Entry<PathBuf>>),
+    Missing,
+    NotADirectory,
+    Link(String),
+}
+
+fn context_entries(root: &Path, context: &str) -> std::io::Result<Listed> {
+    let dir = if context == "." { root.to_owned() } else { root.join(context) };
+    let metadata = match fs::symlink_metadata(&dir) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Listed::Missing),
+        Err(error) => return Err(error),
+    };
+    if metadata.file_type().is_symlink() {
+        return Ok(Listed::Link(fs::read_link(&dir)?.display().to_string()));
+    }
+    if !metadata.is_dir() {
+        return Ok(Listed::NotADirectory);
+    }
+    let mut entries = Vec::new();
+    walk_context(&dir, "", &mut entries)?;
+    Ok(Listed::Entries(entries))
+}
+
+fn walk_context(dir: &Path, prefix: &str, out: &mut Vec<Entry<PathBuf>>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut children: Vec<fs::DirEntry> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    children.sort_by_key(fs::DirEntry::file_name);
+    for child in children {
+        let name = child.file_name().to_string_lossy().into_owned();
+        let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let metadata = fs::symlink_metadata(child.path())?;
+        let kind = if metadata.file_type().is_symlink() {
+            EntryKind::Symlink { target: fs::read_link(child.path())?.display().to_string() }
+        } else if metadata.is_dir() {
+            out.push(Entry { path: path.clone(), kind: EntryKind::Dir });
+            walk_context(&child.path(), &path, out)?;
+            continue;
+        } else if metadata.is_file() {
+            let executable = metadata.permissions().mode() & 0o111 != 0;
+            EntryKind::File { size: metadata.len(), executable, id: child.path() }
+        } else {
+            continue;
+        };
+        out.push(Entry { path, kind });
+    }
+    Ok(())
+}
+
+fn file_size(entry: &Entry<PathBuf>) -> u64 {
+    match entry.kind {
+        EntryKind::File { size, .. } => size,
+        _ => 0,
+    }
+}
+
+/// `dir-` and a hash of every entry's path, kind and content: changes whenever the context does.
+fn content_digest(entries: &[Entry<PathBuf>]) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for entry in entries {
+        hasher.update(entry.path.as_bytes());
+        match &entry.kind {
+            EntryKind::Dir => hasher.update(b"\0d"),
+            EntryKind::Symlink { target } => {
+                hasher.update(b"\0l");
+                hasher.update(target.as_bytes());
+            }
+            EntryKind::File { executable, id, .. } => {
+                hasher.update(if *executable { b"\0x" } else { b"\0f" });
+                hasher.update(fs::read(id)?);
+            }
+        }
+        hasher.update(b"\0");
+    }
+    Ok(format!("dir:{}", hex::encode(hasher.finalize())))
 }

@@ -1,6 +1,7 @@
 //! Where config repositories come from: a git repository followed through gix, or a plain local directory for
 //! trying railyard without git.
 
+mod context;
 pub mod git;
 pub mod local;
 
@@ -12,7 +13,8 @@ use sha2::{Digest, Sha256};
 pub use crate::model::short_sha;
 pub use git::{CommitInfo, Fetched, GitError, GitSource, Snapshot};
 
-use crate::model::{FileContent, RepoFile};
+use crate::model::build::{ContextFacts, ContextRequest};
+use crate::model::{Config, FileContent, InvalidConfig, RepoFile};
 
 /// A config repository to follow.
 #[derive(Debug, Clone)]
@@ -64,6 +66,45 @@ impl Source {
         match self {
             Source::Git(git) => format!("{} ({branch})", git::redact_url(&git.url)),
             Source::Dir(dir) => dir.display().to_string(),
+        }
+    }
+}
+
+/// Config with its build contexts.
+impl Source {
+    /// The config of `fetched`, validated, with what its build contexts hold: a context that cannot be built is
+    /// an error of the config, found before anything runs.
+    pub fn load(&self, fetched: &Fetched, max_context_bytes: u64) -> Result<Config, InvalidConfig> {
+        let config = crate::model::load(&fetched.files)?;
+        self.inspect_contexts(config, &fetched.commit.sha, max_context_bytes)
+    }
+
+    /// `config` (read at commit `sha`) with what its build contexts hold.
+    pub fn inspect_contexts(&self, config: Config, sha: &str, max_context_bytes: u64) -> Result<Config, InvalidConfig> {
+        let requests = config.context_requests();
+        if requests.is_empty() {
+            return Ok(config);
+        }
+        let report = match self {
+            Source::Git(git) => git.inspect_contexts(sha, &requests, max_context_bytes).unwrap_or_else(|error| {
+                let reason = error.to_string();
+                requests
+                    .iter()
+                    .map(|request| (request.clone(), ContextFacts::Unreadable { reason: reason.clone() }))
+                    .collect()
+            }),
+            Source::Dir(dir) => local::inspect_contexts(dir, &requests, max_context_bytes),
+        };
+        config.with_contexts(report)
+    }
+}
+
+impl crate::builder::ContextArchives for Source {
+    fn archive(&self, commit: Option<&str>, request: &ContextRequest) -> Result<Vec<u8>, String> {
+        match (self, commit) {
+            (Source::Git(git), Some(sha)) => git.context_archive(sha, request).map_err(|error| error.to_string()),
+            (Source::Git(_), None) => Err("the plan names no commit to read the context at".to_owned()),
+            (Source::Dir(dir), _) => local::context_archive(dir, request),
         }
     }
 }

@@ -112,6 +112,7 @@ impl Yard {
             sync_windows: Vec::new(),
             clock: Clock::System,
             leader: None,
+            builds: Default::default(),
         };
         tweak(&mut settings);
         for name in settings.targets.all().into_keys() {

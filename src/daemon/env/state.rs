@@ -55,6 +55,21 @@ pub struct EnvState {
     /// Pinned to a commit by a rollback: auto-sync of the branch is paused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<crate::daemon::rollback::PinView>,
+    /// The image builds of the newest apply, with their output as it comes (the newest lines of each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<BuildView>,
+}
+
+/// One image build as pages show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildView {
+    pub app: String,
+    pub image: String,
+    /// `building`, `built` or `failed`.
+    pub status: String,
+    /// The newest lines of its output (at most [`crate::builder::KEPT_OUTPUT_LINES`]).
+    pub output: Vec<String>,
 }
 
 /// Why a reconcile of one environment failed; it is retried with backoff.
