@@ -158,3 +158,122 @@ pub fn check_contexts(config: &Config, report: &ContextReport) -> Vec<Diagnostic
 pub(crate) fn literal_args(args: &BTreeMap<super::super::kinds::EnvName, EnvValue>) -> BTreeMap<String, String> {
     args.iter().filter_map(|(name, value)| Some((name.0.value.clone(), value.literal_text()?))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::build::{ContextFacts, ContextRequest};
+    use super::super::super::{Environment, RepoFile, load};
+    use super::*;
+
+    const PROJECT: &str = "kind: Project\nname: shop\n";
+
+    fn problems(app: &str) -> Vec<String> {
+        let files = [RepoFile::text("railyard.yaml", PROJECT), RepoFile::text("apps/web.yaml", app)];
+        match load(&files) {
+            Ok(_) => Vec::new(),
+            Err(invalid) => invalid.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn config(app: &str) -> Config {
+        let files = [RepoFile::text("railyard.yaml", PROJECT), RepoFile::text("apps/web.yaml", app)];
+        load(&files).unwrap_or_else(|invalid| panic!("invalid:\n{invalid}"))
+    }
+
+    fn found(config: &Config, digest: &str) -> ContextReport {
+        config
+            .context_requests()
+            .into_iter()
+            .map(|request| (request, ContextFacts::Found { digest: digest.into(), bytes: 10, files: 1 }))
+            .collect()
+    }
+
+    #[test]
+    fn an_app_takes_an_image_or_a_build_and_each_rule_of_a_build_is_checked() {
+        assert!(problems("kind: App\nname: web\nbuild: { context: services/web }\n").is_empty());
+        let both = problems("kind: App\nname: web\nimage: web:1\nbuild: { context: web }\n");
+        assert!(both[0].contains("apps/web.yaml:3:8") && both[0].contains("not both"), "{both:?}");
+        let neither = problems("kind: App\nname: web\n");
+        assert!(neither[0].contains("has no image") && neither[0].contains("build:"), "{neither:?}");
+        let outside = problems("kind: App\nname: web\nbuild: { context: ../elsewhere }\n");
+        assert!(outside[0].contains("out of the repository"), "{outside:?}");
+        let absolute = problems("kind: App\nname: web\nbuild: { context: /etc }\n");
+        assert!(absolute[0].contains("relative path"), "{absolute:?}");
+        let dockerfile = problems("kind: App\nname: web\nbuild: { context: web, dockerfile: ../Dockerfile }\n");
+        assert!(dockerfile[0].contains("inside the context"), "{dockerfile:?}");
+        let target = problems("kind: App\nname: web\nbuild: { context: web, target: \"bad stage\" }\n");
+        assert!(target[0].contains("not a stage name"), "{target:?}");
+        let secret = problems("kind: App\nname: web\nbuild: { context: web, args: { TOKEN: { secret: npm } } }\n");
+        assert!(secret[0].contains("is refused") && secret[0].contains("docker history"), "{secret:?}");
+        let arg = problems("kind: App\nname: web\nbuild: { context: web, args: { 1X: a } }\n");
+        assert!(arg[0].contains("not a build argument name"), "{arg:?}");
+        let pull = problems("kind: App\nname: web\npull: always\nbuild: { context: web }\n");
+        assert!(pull[0].contains("never pulled"), "{pull:?}");
+        let reserved = problems("kind: App\nname: web\nimage: railyard.local/shop/web:0123\n");
+        assert!(reserved[0].contains("only `build:` may ask for"), "{reserved:?}");
+    }
+
+    #[test]
+    fn what_the_source_found_of_a_context_is_an_error_at_its_field() {
+        let config = config("kind: App\nname: web\nbuild:\n  context: services/web\n");
+        let request = ContextRequest { context: "services/web".into(), dockerfile: "services/web/Dockerfile".into() };
+        assert_eq!(config.context_requests(), vec![request.clone()]);
+        let cases = [
+            (ContextFacts::Missing, "does not exist"),
+            (ContextFacts::NotADirectory, "not a directory"),
+            (ContextFacts::NoDockerfile, "has no Dockerfile at `services/web/Dockerfile`"),
+            (ContextFacts::SymlinkLeaves { link: "k".into(), target: "../../x".into() }, "points out of the context"),
+            (ContextFacts::TooLarge { bytes: 300 << 20, limit: 200 << 20 }, "300 MiB, more than the 200 MiB"),
+        ];
+        for (facts, says) in cases {
+            let report = ContextReport::from([(request.clone(), facts)]);
+            let invalid = config.clone().with_contexts(report).expect_err("refused");
+            let text = invalid.to_string();
+            assert!(text.starts_with("apps/web.yaml:4:12: App `web`:") && text.contains(says), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_built_app_runs_its_content_tag_never_pulled_and_its_jobs_with_it() {
+        let app = "kind: App\nname: web\nbuild: { context: web, target: runtime, args: { MODE: prod } }\n---\nkind: \
+                   Job\nname: migrate\nimageFrom: web\nhook: { before: [web] }\n";
+        let config = config(app);
+        let inspected = config.clone().with_contexts(found(&config, "git:1")).expect("valid");
+        let desired = inspected.desired(&Environment::production("shop"), Some("c0ffee"));
+        let web = &desired.apps["web"].container;
+        assert!(web.image.starts_with("railyard.local/shop/web:"), "{}", web.image);
+        assert_eq!(web.pull, crate::model::kinds::PullPolicy::Never);
+        assert_eq!(desired.jobs["migrate"].container.image, web.image);
+        let build = &desired.builds["web"];
+        assert_eq!((build.dockerfile.as_str(), build.target.as_deref()), ("Dockerfile", Some("runtime")));
+        assert_eq!(build.args["MODE"], "prod");
+        assert!(desired.blockers.is_empty(), "{:?}", desired.blockers);
+
+        let changed = config.clone().with_contexts(found(&config, "git:2")).expect("valid");
+        let again = changed.desired(&Environment::production("shop"), Some("beef"));
+        assert_ne!(again.apps["web"].container.image, web.image, "a changed context is another image");
+
+        let preview = inspected.desired(&Environment::pull_request("shop", 7), Some("c0ffee"));
+        assert!(preview.apps["web"].container.image.starts_with("railyard.local/shop-pr-7/web:"));
+        assert!(preview.blockers.is_empty(), "a preview's own build is no host image: {:?}", preview.blockers);
+        assert!(preview.build_limits.preview && preview.build_limits.memory_bytes == Some(1 << 30));
+
+        let uninspected = config.desired(&Environment::production("shop"), None);
+        assert!(uninspected.blockers[0].contains("was not read"), "{:?}", uninspected.blockers);
+    }
+
+    #[test]
+    fn the_plan_builds_only_what_is_not_built_yet() {
+        let config = config("kind: App\nname: web\nbuild: { context: web }\n");
+        let config = config.clone().with_contexts(found(&config, "git:1")).expect("valid");
+        let desired = config.desired(&Environment::production("shop"), Some("c0ffee"));
+        let mut observed = crate::model::Observed::default();
+        let plan = crate::plan::plan(&desired, &observed);
+        assert_eq!(plan.builds.len(), 1);
+        assert_eq!(plan.builds[0].to_string(), "build web (web)");
+        assert!(crate::plan::render::text(&plan, false).contains("build web (web) -> railyard.local/shop/web:"));
+        assert_eq!(plan.summary.build, 1);
+        observed.images.insert(desired.apps["web"].container.image.clone());
+        assert!(crate::plan::plan(&desired, &observed).builds.is_empty());
+    }
+}
