@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
     });
     let one = env(0, Some(pending_plan()));
     c.bench_function("environment: 20 apps, 20 pending diffs", |b| {
-        b.iter(|| pages::environment(black_box(&one), true, &Default::default(), 1_795_000_100_000).into_string())
+        b.iter(|| pages::environment(black_box(&one), true, &Default::default(), None, 1_795_000_100_000).into_string())
     });
 }
 

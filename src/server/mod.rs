@@ -295,7 +295,8 @@ async fn environment_page(State(state): State<Arc<ServerState>>, Path(name): Pat
     match state.daemon.env(&name) {
         Some(env) => {
             let jobs = jobs::JobsSection::of(&state, &name).await;
-            pages::environment(&env.state(), !state.api_tokens.is_empty(), &jobs, now_ms()).into_response()
+            let images = state.daemon.image_usage();
+            pages::environment(&env.state(), !state.api_tokens.is_empty(), &jobs, images, now_ms()).into_response()
         }
         None => {
             (StatusCode::NOT_FOUND, pages::not_found(&format!("There is no environment `{name}`."))).into_response()

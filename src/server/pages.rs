@@ -249,7 +249,13 @@ fn against_production(against: &AgainstProduction) -> Markup {
 }
 
 /// `/env/{env}`: apps, the pending plan, validation errors, "Sync now".
-pub fn environment(env: &EnvState, can_sync: bool, jobs: &super::jobs::JobsSection, now_ms: i64) -> Markup {
+pub fn environment(
+    env: &EnvState,
+    can_sync: bool,
+    jobs: &super::jobs::JobsSection,
+    images: Option<crate::builder::docker::ImageUsage>,
+    now_ms: i64,
+) -> Markup {
     layout(
         &env.name,
         html! {
@@ -317,6 +323,7 @@ pub fn environment(env: &EnvState, can_sync: bool, jobs: &super::jobs::JobsSecti
             h2 { "Apps" }
             (apps_table(&env.name, &env.apps))
             (super::jobs::section(&env.name, jobs, now_ms))
+            (builds_section(&env.builds, images))
             h2 { "Pending changes" }
             @match &env.plan {
                 Some(plan) if plan.has_changes() || plan.has_unknowns() => (plan_view(plan)),
@@ -327,6 +334,28 @@ pub fn environment(env: &EnvState, can_sync: bool, jobs: &super::jobs::JobsSecti
             @if let Some(against) = &env.against_production { (against_production(against)) }
         },
     )
+}
+
+/// The image builds of the newest apply with their output (the build's own text, escaped like everything else), and
+/// what railyard's built images take on the host.
+fn builds_section(
+    builds: &[crate::daemon::env::BuildView],
+    images: Option<crate::builder::docker::ImageUsage>,
+) -> Markup {
+    html! {
+        @if !builds.is_empty() || images.is_some_and(|usage| usage.images > 0) {
+            h2 { "Builds" }
+            @if let Some(usage) = images {
+                p.muted id="built-images" { "Images railyard built on this host: " (usage.images) ", " (format!("{:.1}", usage.bytes as f64 / 1e6)) " MB (unreferenced ones go after --keep-images)." }
+            }
+            @for build in builds {
+                div.card.build id={ "build-" (build.app) } {
+                    div { strong { (build.app) } " " span class=(build.status) { (build.status) } " " code.muted { (build.image) } }
+                    pre.mono.build-output { @for line in &build.output { (line) "\n" } }
+                }
+            }
+        }
+    }
 }
 
 /// What "no pending change" means for `env`: what runs matches git's newest commit, or only the commit a rollback
@@ -721,11 +750,11 @@ mod tests {
             platform: Default::default(),
             moving: None,
         };
-        let page = environment(&env_with(plan.clone()), false, &Default::default(), 0).into_string();
+        let page = environment(&env_with(plan.clone()), false, &Default::default(), None, 0).into_string();
         assert!(page.contains("secret `db-password` is not set"), "{page}");
         assert!(page.contains("old-shop") && page.contains("docker compose -p old-shop down"), "{page}");
         let pending = Plan { summary: Summary { update: 1, ..Summary::default() }, ..plan };
-        let page = environment(&env_with(pending), false, &Default::default(), 0).into_string();
+        let page = environment(&env_with(pending), false, &Default::default(), None, 0).into_string();
         assert!(page.contains("Note: stop-first: brief downtime"), "{page}");
     }
 }
