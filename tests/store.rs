@@ -287,6 +287,12 @@ fn record(env: &str, n: i64) -> SyncRecord {
         summary: "1 to update".to_owned(),
         diff: "-a\n+b\n".to_owned(),
         error: None,
+        // Every other record carries a build's output, so that both engines keep it and copy it.
+        build_output: if n % 2 == 0 {
+            format!("== build web (railyard.local/shop/web:{n}): built\nStep 1/2 : FROM scratch\n")
+        } else {
+            String::new()
+        },
     }
 }
 

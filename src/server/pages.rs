@@ -679,6 +679,7 @@ pub fn sync_detail(sync: &SyncRecord, now_ms: i64) -> Markup {
             }
             @if let Some(error) = &sync.error { div.card.problems { pre.mono { (error) } } }
             @if !sync.diff.is_empty() { details id="diff" open { summary { "Diff applied" } (diff_view(&sync.diff)) } }
+            @if !sync.build_output.is_empty() { details id="build-output" { summary { "Build output" } pre.mono { (sync.build_output) } } }
         },
     )
 }

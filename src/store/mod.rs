@@ -84,6 +84,9 @@ pub struct SyncRecord {
     /// The redacted diffs of the plan.
     pub diff: String,
     pub error: Option<String>,
+    /// The newest lines of the sync's image builds, each headed by its app (bounded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub build_output: String,
 }
 
 /// One webhook request and what became of it.

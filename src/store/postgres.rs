@@ -144,6 +144,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_by_time ON audit (at_ms);
     CREATE INDEX audit_attempts ON audit (id) WHERE NOT authenticated OR outcome = 'refused';",
+    "ALTER TABLE syncs ADD COLUMN build_output TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The advisory lock that serializes migrations between replicas (any constant: "railyard" in ASCII).
@@ -155,8 +156,7 @@ const POOL_SIZE: usize = 8;
 /// How long a call waits for a connection (to connect, or for a free one) before the store counts as unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SYNC_COLUMNS: &str =
-    "id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error";
+const SYNC_COLUMNS: &str = "id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error, build_output";
 
 /// The store in one PostgreSQL database.
 pub struct PostgresEngine {
@@ -385,6 +385,7 @@ fn row_to_sync(row: &Row) -> Result<SyncRecord, Failure> {
         summary: row.try_get("summary")?,
         diff: row.try_get("diff")?,
         error: row.try_get("error")?,
+        build_output: row.try_get("build_output")?,
     })
 }
 
@@ -640,8 +641,8 @@ impl StoreEngine for PostgresEngine {
             let id: i64 = client
                 .query_one(
                     "INSERT INTO syncs (env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome,
-                         summary, diff, error)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                         summary, diff, error, build_output)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
                     &[
                         &record.env,
                         &record.commit_sha,
@@ -653,6 +654,7 @@ impl StoreEngine for PostgresEngine {
                         &record.summary,
                         &record.diff,
                         &record.error,
+                        &record.build_output,
                     ],
                 )
                 .await?
@@ -1209,7 +1211,7 @@ impl StoreEngine for PostgresEngine {
             }
             let insert = transaction
                 .prepare(&format!(
-                    "INSERT INTO syncs ({SYNC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                    "INSERT INTO syncs ({SYNC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                 ))
                 .await?;
             for sync in &dump.syncs {
@@ -1228,6 +1230,7 @@ impl StoreEngine for PostgresEngine {
                             &sync.summary,
                             &sync.diff,
                             &sync.error,
+                            &sync.build_output,
                         ],
                     )
                     .await?;

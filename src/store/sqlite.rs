@@ -189,6 +189,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_by_time ON audit (at_ms);
     CREATE INDEX audit_attempts ON audit (id) WHERE authenticated = 0 OR outcome = 'refused';",
+    "ALTER TABLE syncs ADD COLUMN build_output TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The database, called from blocking threads.
@@ -396,8 +397,9 @@ impl SqliteDb {
     pub fn record_sync(&self, record: &SyncRecord, keep: u32) -> Result<i64, StoreError> {
         self.with(|db| {
             db.execute(
-                "INSERT INTO syncs (env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO syncs (env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error,
+                     build_output)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     record.env,
                     record.commit_sha,
@@ -408,7 +410,8 @@ impl SqliteDb {
                     record.outcome,
                     record.summary,
                     record.diff,
-                    record.error
+                    record.error,
+                    record.build_output
                 ],
             )?;
             let id = db.last_insert_rowid();
@@ -425,7 +428,8 @@ impl SqliteDb {
         self.with(|db| {
             read_page(
                 db,
-                "SELECT id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error
+                "SELECT id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error,
+                     build_output
                  FROM syncs WHERE (:env IS NULL OR env = :env) ORDER BY id DESC LIMIT :limit OFFSET :offset",
                 &[(":env", &env)],
                 page,
@@ -437,7 +441,8 @@ impl SqliteDb {
     pub fn sync(&self, id: i64) -> Result<Option<SyncRecord>, StoreError> {
         self.with(|db| {
             db.query_row(
-                "SELECT id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error
+                "SELECT id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary, diff, error,
+                     build_output
                  FROM syncs WHERE id = ?1",
                 [id],
                 row_to_sync,
@@ -763,7 +768,7 @@ impl SqliteDb {
                 syncs: all(
                     &transaction,
                     "SELECT id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome, summary,
-                         diff, error FROM syncs ORDER BY id",
+                         diff, error, build_output FROM syncs ORDER BY id",
                     row_to_sync,
                 )?,
                 deliveries: all(
@@ -873,7 +878,7 @@ impl SqliteDb {
         {
             let mut insert = transaction.prepare(
                 "INSERT INTO syncs (id, env, commit_sha, commit_summary, trigger, started_ms, finished_ms, outcome,
-                     summary, diff, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     summary, diff, error, build_output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for sync in &dump.syncs {
                 insert.execute(params![
@@ -887,7 +892,8 @@ impl SqliteDb {
                     sync.outcome,
                     sync.summary,
                     sync.diff,
-                    sync.error
+                    sync.error,
+                    sync.build_output
                 ])?;
             }
             let mut insert = transaction.prepare(
@@ -1285,6 +1291,7 @@ fn row_to_sync(row: &Row<'_>) -> rusqlite::Result<SyncRecord> {
         summary: row.get(8)?,
         diff: row.get(9)?,
         error: row.get(10)?,
+        build_output: row.get(11)?,
     })
 }
 
@@ -1390,6 +1397,7 @@ mod tests {
             summary: "1 to update".to_owned(),
             diff: "-a\n+b\n".to_owned(),
             error: None,
+            build_output: String::new(),
         }
     }
 

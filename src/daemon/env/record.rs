@@ -36,7 +36,23 @@ impl EnvHandle {
             summary: entry.summary,
             diff: entry.diff,
             error: entry.error,
+            build_output: String::new(),
         }
+    }
+
+    /// The output of the builds `plan` made, as the environment's state kept it: a heading per build, then its
+    /// newest lines.
+    fn build_output(&self, plan: &Plan) -> String {
+        let builds = self.state().builds;
+        let mut output = String::new();
+        for build in builds.iter().filter(|build| plan.builds.iter().any(|step| step.image == build.image)) {
+            output.push_str(&format!("== build {} ({}): {}\n", build.app, build.image, build.status));
+            for line in &build.output {
+                output.push_str(line);
+                output.push('\n');
+            }
+        }
+        output
     }
 
     /// A record about the environment as a whole (a teardown, a panic), at the commit it runs.
@@ -81,7 +97,8 @@ impl EnvHandle {
             Some(figures) if plan.has_changes() => format!("{} ({figures})", plan.summary),
             _ => plan.summary.to_string(),
         };
-        self.record_of(Entry { trigger, started_ms, commit, outcome, summary, diff, error })
+        let record = self.record_of(Entry { trigger, started_ms, commit, outcome, summary, diff, error });
+        SyncRecord { build_output: self.build_output(plan), ..record }
     }
 
     /// Records a pending or invalid verdict once, not on every poll that finds the same; whether it was new.
