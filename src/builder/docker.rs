@@ -1,14 +1,54 @@
-//! Builds on a Docker Engine through bollard (to be completed: see the builds issue).
+//! Builds on a Docker Engine through bollard: the classic builder (`POST /build`) with the context's tar archive as
+//! the body, output streamed line by line, and each environment's build cache kept to itself.
+//!
+//! Trust: a preview's code is hostile, and the classic builder's local cache would hand any build a layer another
+//! build made from the same parent and instruction (a `RUN` whose result the preview chose). So every build names
+//! its cache: `cachefrom` is the environment's own earlier images of the app, and with `cachefrom` the engine only
+//! accepts a local layer that is an ancestor of one of them (moby's `imageCache.GetCache`); with no earlier image
+//! the build uses no cache at all. The tests check this on the engine.
+//!
+//! BuildKit through the API needs a gRPC session (bollard's `buildkit` feature) and the engine this targets (20.10)
+//! has no buildx: builds use the classic builder.
+//!
+//! Garbage: images railyard built carry [`BUILT`]; those no environment references and no container uses are
+//! removed once they have been so for the time the daemon keeps them.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{ImageHistoryResponseItem, ImageSummary};
+use bollard::query_parameters::{BuildImageOptions, ListContainersOptions, ListImagesOptions, RemoveImageOptions};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use super::{BuildError, BuiltImage, ImageBuilder};
-use crate::backend::Progress;
+use super::{BuildError, BuiltImage, ImageBuilder, OutputTail};
+use crate::backend::docker::{connect_engine, engine_message, labels};
+use crate::backend::{Progress, ProgressEvent, Step};
 use crate::model::Environment;
+use crate::model::build::BuildLimits;
 use crate::plan::BuildStep;
+
+use std::path::PathBuf;
+
+/// On every image railyard built: what garbage collection looks at.
+pub const BUILT: &str = "dev.railyard.built";
+/// The compose project (environment) an image was built for.
+pub const PROJECT: &str = "dev.railyard.project";
+/// The most earlier images of an app a build may take layers from (the newest).
+const CACHE_SOURCES: usize = 3;
+/// The CFS period a build's CPU limit is expressed in, in microseconds (Docker's default).
+const CPU_PERIOD_MICROS: u64 = 100_000;
+/// The smallest CPU quota the engine accepts, in microseconds.
+const MIN_CPU_QUOTA_MICROS: u64 = 1_000;
+/// Added to a build's time limit for the client's own timeout: the runner's limit is the one that should fire.
+const STREAM_MARGIN: Duration = Duration::from_secs(30);
+/// Lines of a failed build's output its error shows.
+const FAILURE_LINES: usize = 20;
 
 /// Where a cluster pulls built images from (`build.registry` of the settings file, never git).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,33 +68,491 @@ pub struct DockerBuilderSettings {
     pub registry: Option<RegistrySettings>,
 }
 
+/// What one round of garbage collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Garbage {
+    /// The removed images, by tag (or ID when untagged).
+    pub removed: Vec<String>,
+    /// The bytes of layers no built image holds any more.
+    pub bytes_freed: u64,
+}
+
+/// The images railyard built that the engine holds, and the space their layers take (each layer counted once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageUsage {
+    pub images: usize,
+    pub bytes: u64,
+}
+
 /// The engine images are built on.
 #[derive(Debug, Clone)]
 pub struct DockerBuilder {
+    docker: Docker,
     settings: DockerBuilderSettings,
+    /// Built images (by ID) seen unreferenced and unused, and since when: removed once that lasts long enough.
+    unreferenced_since: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl DockerBuilder {
+    /// Connects to the engine of `DOCKER_HOST`, as the Docker backend does.
     pub async fn connect(settings: DockerBuilderSettings) -> Result<DockerBuilder, BuildError> {
-        Ok(DockerBuilder { settings })
+        let (docker, _host) = connect_engine().await.map_err(|error| BuildError::Engine {
+            doing: "connect to the Docker Engine".to_owned(),
+            message: error.to_string(),
+        })?;
+        Ok(DockerBuilder { docker, settings, unreferenced_since: Arc::default() })
+    }
+
+    /// The engine connection, for pushing and for tests.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Removes the built images that no environment references (`referenced`: every environment's desired built
+    /// images) and no container uses, once they have been so for `keep` (counted from when this builder first saw
+    /// them so). Images whose removal the engine refuses are left for the next round.
+    pub async fn collect_garbage(&self, referenced: &BTreeSet<String>, keep: Duration) -> Result<Garbage, BuildError> {
+        let images = self.built_images().await?;
+        let used = self.images_in_use().await?;
+        let due = self.due_for_removal(&images, referenced, &used, keep);
+        if due.is_empty() {
+            return Ok(Garbage::default());
+        }
+        let histories = self.histories(&images).await?;
+        let before = union_bytes(histories.values());
+        let mut removed = Vec::new();
+        let mut gone = HashSet::new();
+        for image in due {
+            match self.remove(image).await {
+                Ok(names) => {
+                    gone.insert(image.id.clone());
+                    removed.extend(names);
+                }
+                Err(error) => tracing::warn!(image = %image.id, %error, "a built image was not removed"),
+            }
+        }
+        if let Ok(mut since) = self.unreferenced_since.lock() {
+            since.retain(|id, _| !gone.contains(id));
+        }
+        let after = union_bytes(histories.iter().filter(|(id, _)| !gone.contains(*id)).map(|(_, history)| history));
+        Ok(Garbage { removed, bytes_freed: before.saturating_sub(after) })
+    }
+
+    /// The images railyard built on this engine and the space they take.
+    pub async fn usage(&self) -> Result<ImageUsage, BuildError> {
+        let images = self.built_images().await?;
+        let histories = self.histories(&images).await?;
+        Ok(ImageUsage { images: images.len(), bytes: union_bytes(histories.values()) })
+    }
+
+    /// Of `images`, those unreferenced and unused for at least `keep`; remembers when the others were first seen
+    /// so and forgets images referenced, used or gone again.
+    fn due_for_removal<'a>(
+        &self,
+        images: &'a [ImageSummary],
+        referenced: &BTreeSet<String>,
+        used: &HashSet<String>,
+        keep: Duration,
+    ) -> Vec<&'a ImageSummary> {
+        let now = Instant::now();
+        let unreferenced: Vec<&ImageSummary> = images
+            .iter()
+            .filter(|image| !used.contains(&image.id) && !image.repo_tags.iter().any(|tag| referenced.contains(tag)))
+            .collect();
+        let Ok(mut since) = self.unreferenced_since.lock() else {
+            return Vec::new();
+        };
+        since.retain(|id, _| unreferenced.iter().any(|image| &image.id == id));
+        unreferenced
+            .into_iter()
+            .filter(|image| now.duration_since(*since.entry(image.id.clone()).or_insert(now)) >= keep)
+            .collect()
+    }
+
+    /// Removes `image` by each of its tags (the last one removes the image and its dangling parents), or by ID
+    /// when it has none; returns the names removed.
+    async fn remove(&self, image: &ImageSummary) -> Result<Vec<String>, BuildError> {
+        let names: Vec<String> = match image.repo_tags.iter().filter(|tag| *tag != "<none>:<none>").count() {
+            0 => vec![image.id.clone()],
+            _ => image.repo_tags.iter().filter(|tag| *tag != "<none>:<none>").cloned().collect(),
+        };
+        for name in &names {
+            self.docker
+                .remove_image(name, None::<RemoveImageOptions>, None)
+                .await
+                .map_err(engine_error(format!("remove the built image {name}")))?;
+        }
+        Ok(names)
+    }
+
+    /// Every image carrying [`BUILT`].
+    async fn built_images(&self) -> Result<Vec<ImageSummary>, BuildError> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{BUILT}=true")])]);
+        self.list_images(filters, "list the images railyard built").await
+    }
+
+    async fn list_images(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+        doing: &str,
+    ) -> Result<Vec<ImageSummary>, BuildError> {
+        let options = ListImagesOptions { filters: Some(filters), ..Default::default() };
+        self.docker.list_images(Some(options)).await.map_err(engine_error(doing))
+    }
+
+    /// The IDs of images any container (running or not, railyard's or not) was created from.
+    async fn images_in_use(&self) -> Result<HashSet<String>, BuildError> {
+        let options = ListContainersOptions { all: true, ..Default::default() };
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine_error("list containers (to keep the images they use)"))?;
+        Ok(containers.into_iter().filter_map(|container| container.image_id).collect())
+    }
+
+    /// The layer history of each image, by image ID.
+    async fn histories(&self, images: &[ImageSummary]) -> Result<HashMap<String, Vec<LayerBytes>>, BuildError> {
+        let reads = images.iter().map(|image| async move {
+            let history = self
+                .docker
+                .image_history(&image.id)
+                .await
+                .map_err(engine_error(format!("read the history of the built image {}", image.id)))?;
+            Ok::<_, BuildError>((image.id.clone(), layer_chain(&history)))
+        });
+        join_all(reads).await.into_iter().collect()
+    }
+
+    /// The environment's earlier images of the repository `image` is tagged in, newest first: the only images a
+    /// build of it may take layers from.
+    async fn cache_sources(&self, env: &Environment, image: &str) -> Result<Vec<String>, BuildError> {
+        let filters = HashMap::from([
+            ("reference".to_owned(), vec![repository(image).to_owned()]),
+            ("label".to_owned(), vec![format!("{BUILT}=true"), format!("{PROJECT}={}", env.project)]),
+        ]);
+        let mut images =
+            self.list_images(filters, &format!("list the earlier images of {}", repository(image))).await?;
+        images.sort_by_key(|image| std::cmp::Reverse(image.created));
+        Ok(images.into_iter().take(CACHE_SOURCES).map(|image| image.id).collect())
+    }
+
+    /// Runs the build, streaming its output to `progress`; the tail of its output on success.
+    async fn run_build(
+        &self,
+        step: &BuildStep,
+        options: BuildImageOptions,
+        context: Vec<u8>,
+        progress: &dyn Progress,
+    ) -> Result<OutputTail, BuildError> {
+        // The runner's timeout drops this future, which closes the connection: the engine then cancels the build
+        // and removes its container (checked by the tests).
+        let docker = self.docker.clone().with_timeout(Duration::from_millis(step.limits.timeout_ms) + STREAM_MARGIN);
+        let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+        let mut output = BuildOutput::new(&step.app, progress);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    output.read(info.stream.as_deref().or(info.status.as_deref()).unwrap_or(""));
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => return Err(output.failed(&error)),
+                Err(error @ bollard::errors::Error::DockerResponseServerError { .. }) => {
+                    return Err(output.failed(&engine_message(&error)));
+                }
+                Err(error) => {
+                    return Err(BuildError::Engine {
+                        doing: format!("build {} of App `{}`", step.image, step.app),
+                        message: engine_message(&error),
+                    });
+                }
+            }
+        }
+        Ok(output.finish())
     }
 }
 
 #[async_trait]
 impl ImageBuilder for DockerBuilder {
-    async fn present(&self, _env: &Environment, _images: &[String]) -> Result<BTreeSet<String>, BuildError> {
-        Ok(BTreeSet::new())
+    async fn present(&self, _env: &Environment, images: &[String]) -> Result<BTreeSet<String>, BuildError> {
+        if let Some(registry) = &self.settings.registry {
+            let checks = images.iter().map(|image| async move {
+                super::registry::pushed(&self.docker, registry, image).await.map(|pushed| (image, pushed))
+            });
+            let mut present = BTreeSet::new();
+            for check in join_all(checks).await {
+                if let (image, Some(_)) = check? {
+                    present.insert(image.clone());
+                }
+            }
+            return Ok(present);
+        }
+        let filters = HashMap::from([("reference".to_owned(), images.to_vec())]);
+        let listed = self.list_images(filters, "list the images built so far").await?;
+        let wanted: BTreeSet<&String> = images.iter().collect();
+        Ok(listed.into_iter().flat_map(|image| image.repo_tags).filter(|tag| wanted.contains(tag)).collect())
     }
 
     async fn build(
         &self,
-        _env: &Environment,
+        env: &Environment,
         step: &BuildStep,
-        _context: Vec<u8>,
-        _progress: &dyn Progress,
+        context: Vec<u8>,
+        progress: &dyn Progress,
     ) -> Result<BuiltImage, BuildError> {
-        let _ = &self.settings;
-        Err(BuildError::Engine { doing: format!("build {}", step.image), message: "not written yet".to_owned() })
+        let cache_from = self.cache_sources(env, &step.image).await?;
+        let options = build_options(env, step, cache_from)?;
+        tracing::info!(app = %step.app, image = %step.image, cached = !options.nocache, "building an image");
+        let output = self.run_build(step, options, context, progress).await?;
+        let reference = match &self.settings.registry {
+            Some(registry) => super::registry::push(&self.docker, registry, env, step, progress).await?,
+            None => step.image.clone(),
+        };
+        Ok(BuiltImage {
+            app: step.app.clone(),
+            image: step.image.clone(),
+            reference,
+            output: output.lines(),
+            duration_ms: 0,
+        })
+    }
+}
+
+/// The `/build` request of `step`: its tag, Dockerfile, target, args and labels, the environment's own cache (none
+/// without earlier images), and the step's limits.
+fn build_options(
+    env: &Environment,
+    step: &BuildStep,
+    cache_from: Vec<String>,
+) -> Result<BuildImageOptions, BuildError> {
+    let limits = Limits::of(&step.app, &step.limits)?;
+    Ok(BuildImageOptions {
+        dockerfile: step.build.dockerfile.clone(),
+        t: Some(step.image.clone()),
+        target: step.build.target.clone().unwrap_or_default(),
+        buildargs: Some(step.build.args.iter().map(|(name, value)| (name.clone(), value.clone())).collect()),
+        labels: Some(image_labels(env, &step.app)),
+        rm: true,
+        forcerm: true,
+        pull: None,
+        nocache: cache_from.is_empty(),
+        cachefrom: Some(cache_from).filter(|sources| !sources.is_empty()),
+        memory: limits.memory,
+        memswap: limits.memory,
+        cpuperiod: limits.cpu_quota.map(|_| CPU_PERIOD_MICROS as i32),
+        cpuquota: limits.cpu_quota,
+        ..Default::default()
+    })
+}
+
+/// The labels of an image built for `app` of `env`.
+fn image_labels(env: &Environment, app: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (BUILT.to_owned(), "true".to_owned()),
+        (PROJECT.to_owned(), env.project.clone()),
+        (labels::ENV.to_owned(), env.name.clone()),
+        (labels::APP.to_owned(), app.to_owned()),
+        (labels::MANAGED_BY.to_owned(), "railyard".to_owned()),
+    ])
+}
+
+/// A build's limits in the engine's units (the API takes 32-bit numbers here).
+struct Limits {
+    memory: Option<i32>,
+    cpu_quota: Option<i32>,
+}
+
+impl Limits {
+    fn of(app: &str, limits: &BuildLimits) -> Result<Limits, BuildError> {
+        let too_large = |what: &str| BuildError::Engine {
+            doing: format!("limit the build of App `{app}`"),
+            message: format!(
+                "its {what} limit is more than the engine's build call takes (2 GiB of memory, 21000 CPUs); lower \
+                 previews.limits.build on the tracked branch"
+            ),
+        };
+        let memory = limits.memory_bytes.map(i32::try_from).transpose().map_err(|_| too_large("memory"))?;
+        let cpu_quota = limits
+            .cpu_millis
+            .map(|millis| i32::try_from((millis * (CPU_PERIOD_MICROS / 1_000)).max(MIN_CPU_QUOTA_MICROS)))
+            .transpose()
+            .map_err(|_| too_large("CPU"))?;
+        Ok(Limits { memory, cpu_quota })
+    }
+}
+
+/// A build's output as it streams: cut into lines (the engine sends pieces), each told to `progress` and kept in
+/// a bounded tail, with the step under way.
+struct BuildOutput<'a> {
+    app: &'a str,
+    progress: &'a dyn Progress,
+    tail: OutputTail,
+    partial: String,
+    step: Option<String>,
+}
+
+impl<'a> BuildOutput<'a> {
+    fn new(app: &'a str, progress: &'a dyn Progress) -> BuildOutput<'a> {
+        BuildOutput { app, progress, tail: OutputTail::default(), partial: String::new(), step: None }
+    }
+
+    fn read(&mut self, text: &str) {
+        self.partial.push_str(text);
+        while let Some(end) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=end).collect();
+            self.line(&line);
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        let line = line.trim_end();
+        if line.trim().is_empty() {
+            return;
+        }
+        let kept = self.tail.push(line);
+        if kept.starts_with("Step ") && kept.contains(" : ") {
+            self.step = Some(kept.clone());
+        }
+        self.progress.event(&ProgressEvent::app(self.app, Step::BuildOutput { line: kept }));
+    }
+
+    fn flush(&mut self) {
+        let rest = std::mem::take(&mut self.partial);
+        self.line(&rest);
+    }
+
+    fn finish(mut self) -> OutputTail {
+        self.flush();
+        self.tail
+    }
+
+    /// The build failed with `message`: the step it was at and its last lines.
+    fn failed(mut self, message: &str) -> BuildError {
+        self.flush();
+        BuildError::Failed {
+            app: self.app.to_owned(),
+            step: self.step.clone().unwrap_or_else(|| "its start (before the first step)".to_owned()),
+            message: message.trim().to_owned(),
+            last_lines: self.tail.last(FAILURE_LINES),
+        }
+    }
+}
+
+/// The repository of an image reference (`railyard.local/shop/web` of `railyard.local/shop/web:abc`).
+fn repository(image: &str) -> &str {
+    match image.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => image,
+    }
+}
+
+/// One layer of an image: a key naming it with everything under it, and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LayerBytes {
+    key: [u8; 32],
+    bytes: u64,
+}
+
+/// An image's layers from its history (newest first, as the engine gives it), each keyed by the chain of entries
+/// up to it, so that layers two images share have the same key even where the engine shows no ID (`<missing>`).
+fn layer_chain(history: &[ImageHistoryResponseItem]) -> Vec<LayerBytes> {
+    let mut key = [0u8; 32];
+    history
+        .iter()
+        .rev()
+        .map(|entry| {
+            let mut hasher = Sha256::new();
+            hasher.update(key);
+            hasher.update(entry.created.to_le_bytes());
+            hasher.update(entry.created_by.as_bytes());
+            hasher.update(entry.size.to_le_bytes());
+            key = hasher.finalize().into();
+            LayerBytes { key, bytes: u64::try_from(entry.size).unwrap_or(0) }
+        })
+        .collect()
+}
+
+/// The bytes of every distinct layer of `images`.
+fn union_bytes<'a>(images: impl IntoIterator<Item = &'a Vec<LayerBytes>>) -> u64 {
+    let mut seen = HashSet::new();
+    images.into_iter().flatten().filter(|layer| seen.insert(layer.key)).map(|layer| layer.bytes).sum()
+}
+
+/// An engine call that failed, as a [`BuildError::Engine`] naming it.
+fn engine_error(doing: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> BuildError {
+    let doing = doing.into();
+    move |error| BuildError::Engine { doing, message: engine_message(&error) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the lines a build told.
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<String>>);
+
+    impl Progress for Lines {
+        fn event(&self, event: &ProgressEvent) {
+            if let (Step::BuildOutput { line }, Ok(mut lines)) = (&event.step, self.0.lock()) {
+                lines.push(line.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn output_is_cut_into_lines_and_remembers_the_step() {
+        let progress = Lines::default();
+        let mut output = BuildOutput::new("web", &progress);
+        for piece in ["Step 1/2 : FROM scratch", "\n", " ---> \nStep 2/2 : RUN false", "\n", "oops\npart", "ial"] {
+            output.read(piece);
+        }
+        let BuildError::Failed { step, last_lines, message, .. } = output.failed("exit code 1\n") else {
+            panic!("a failure");
+        };
+        assert_eq!(step, "Step 2/2 : RUN false");
+        assert_eq!(message, "exit code 1");
+        assert_eq!(last_lines, ["Step 1/2 : FROM scratch", " --->", "Step 2/2 : RUN false", "oops", "partial"]);
+        assert_eq!(progress.0.lock().map(|lines| lines.clone()).unwrap_or_default(), last_lines, "told as they came");
+    }
+
+    #[test]
+    fn limits_are_in_the_engines_units_and_too_large_ones_are_refused() {
+        let limits = BuildLimits { cpu_millis: Some(500), memory_bytes: Some(256 << 20), ..BuildLimits::default() };
+        let converted = Limits::of("web", &limits).expect("fits");
+        assert_eq!((converted.cpu_quota, converted.memory), (Some(50_000), Some(256 << 20)));
+        let tiny = Limits::of("web", &BuildLimits { cpu_millis: Some(1), ..BuildLimits::default() }).expect("fits");
+        assert_eq!(tiny.cpu_quota, Some(1_000), "the engine's smallest quota");
+        let huge = BuildLimits { memory_bytes: Some(4 << 30), ..BuildLimits::default() };
+        assert!(Limits::of("web", &huge).err().is_some_and(|error| error.to_string().contains("memory")));
+        let none = Limits::of("web", &BuildLimits::default()).expect("fits");
+        assert_eq!((none.cpu_quota, none.memory), (None, None));
+    }
+
+    #[test]
+    fn shared_layers_count_once() {
+        let entry = |created_by: &str, size: i64| ImageHistoryResponseItem {
+            id: "<missing>".into(),
+            created: 1,
+            created_by: created_by.into(),
+            tags: vec![],
+            size,
+            comment: String::new(),
+        };
+        // Newest first, as the engine lists them.
+        let one = layer_chain(&[entry("RUN a", 10), entry("COPY base", 100)]);
+        let two = layer_chain(&[entry("RUN b", 20), entry("COPY base", 100)]);
+        let elsewhere = layer_chain(&[entry("RUN a", 10), entry("COPY other", 100)]);
+        assert_eq!(union_bytes([&one, &two]), 130);
+        assert_eq!(union_bytes([&one, &elsewhere]), 220, "the same step on another base is another layer");
+    }
+
+    #[test]
+    fn the_repository_is_the_reference_without_its_tag() {
+        assert_eq!(repository("railyard.local/shop/web:abc"), "railyard.local/shop/web");
+        assert_eq!(repository("localhost:5000/shop/web"), "localhost:5000/shop/web");
+        assert_eq!(repository("localhost:5000/shop/web:1"), "localhost:5000/shop/web");
     }
 }
 

@@ -89,7 +89,7 @@ pub enum DockerError {
 }
 
 /// What the engine answered, without bollard's wrapping (`Docker responded with status code 409: ...`).
-fn engine_message(error: &bollard::errors::Error) -> String {
+pub(crate) fn engine_message(error: &bollard::errors::Error) -> String {
     match error {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
@@ -131,6 +131,30 @@ impl DockerError {
     pub fn only_routes_left_by_a_stopped_caddy(&self) -> bool {
         matches!(self, DockerError::Routes { source, .. } if source.is_not_running())
     }
+}
+
+/// The engine named by `DOCKER_HOST` (the local socket by default) and its address, answering: what the backend and
+/// the image builder both talk to. API 1.41 (Engine 20.10) unless the engine no longer speaks it.
+pub(crate) async fn connect_engine() -> Result<(Docker, String), DockerError> {
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_owned());
+    let unreachable = |error| DockerError::Unreachable { host: host.clone(), source: Box::new(error) };
+    let docker = if host.starts_with("unix://") {
+        Docker::connect_with_socket(&host, CALL_TIMEOUT.as_secs(), API_VERSION)
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        Docker::connect_with_http(&host, CALL_TIMEOUT.as_secs(), API_VERSION)
+    } else {
+        return Err(DockerError::UnsupportedHost { host });
+    }
+    .map_err(unreachable)?;
+    let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.ping()).await {
+        Err(_) => return Err(DockerError::NoAnswer { host: host.clone(), seconds: CONNECT_TIMEOUT.as_secs() }),
+        Ok(Ok(_)) => docker,
+        Ok(Err(bollard::errors::Error::DockerResponseServerError { status_code: 400, .. })) => {
+            docker.negotiate_version().await.map_err(unreachable)?
+        }
+        Ok(Err(error)) => return Err(unreachable(error)),
+    };
+    Ok((docker, host))
 }
 
 /// Settings of the Docker backend.
@@ -186,24 +210,7 @@ impl DockerBackend {
     /// everything railyard asks for and saves the slow `/version` round trip; engines that no longer speak it get
     /// the version they offer.
     pub async fn connect(settings: DockerSettings) -> Result<DockerBackend, DockerError> {
-        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_owned());
-        let unreachable = |error| DockerError::Unreachable { host: host.clone(), source: Box::new(error) };
-        let docker = if host.starts_with("unix://") {
-            Docker::connect_with_socket(&host, CALL_TIMEOUT.as_secs(), API_VERSION)
-        } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Docker::connect_with_http(&host, CALL_TIMEOUT.as_secs(), API_VERSION)
-        } else {
-            return Err(DockerError::UnsupportedHost { host });
-        }
-        .map_err(unreachable)?;
-        let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.ping()).await {
-            Err(_) => return Err(DockerError::NoAnswer { host: host.clone(), seconds: CONNECT_TIMEOUT.as_secs() }),
-            Ok(Ok(_)) => docker,
-            Ok(Err(bollard::errors::Error::DockerResponseServerError { status_code: 400, .. })) => {
-                docker.negotiate_version().await.map_err(unreachable)?
-            }
-            Ok(Err(error)) => return Err(unreachable(error)),
-        };
+        let (docker, host) = connect_engine().await?;
         let caddy = settings.proxy.clone().map(Caddy::new);
         Ok(DockerBackend {
             docker,
