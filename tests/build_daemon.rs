@@ -99,6 +99,9 @@ fn a_built_app_serves_its_commit_rebuilds_only_for_its_context_and_keeps_running
     assert!(output.iter().any(|line| line.contains("build says hello")), "{output:?}");
     let (_, page) = support::http(served.port, "GET", "/env/production", &[], b"");
     assert!(page.contains("build says hello") && page.contains("id=\"build-web\""), "{page}");
+    let syncs = support::get_json(served.port, "/api/v1/syncs?env=production");
+    let kept = syncs["items"][0]["buildOutput"].as_str().unwrap_or_default().to_owned();
+    assert!(kept.contains("== build web") && kept.contains("build says hello"), "kept with the sync: {syncs:#}");
 
     // The secret reaches the container and no layer, history or label of the image.
     let container = project.containers("web").into_iter().next().expect("web runs");

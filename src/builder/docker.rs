@@ -555,34 +555,3 @@ mod tests {
         assert_eq!(repository("localhost:5000/shop/web:1"), "localhost:5000/shop/web");
     }
 }
-
-/// What a round of garbage collection removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Garbage {
-    pub removed: Vec<String>,
-    pub bytes_freed: u64,
-}
-
-/// The images railyard built that the engine holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ImageUsage {
-    pub images: usize,
-    pub bytes: u64,
-}
-
-impl DockerBuilder {
-    /// Removes built images no environment has referenced for `keep` (stub until the Docker builder lands).
-    pub async fn collect_garbage(
-        &self,
-        referenced: &BTreeSet<String>,
-        keep: std::time::Duration,
-    ) -> Result<Garbage, BuildError> {
-        let _ = (referenced, keep);
-        Ok(Garbage::default())
-    }
-
-    /// The space railyard's built images take.
-    pub async fn usage(&self) -> Result<ImageUsage, BuildError> {
-        Ok(ImageUsage::default())
-    }
-}
