@@ -28,6 +28,12 @@ impl Drop for DemoProject {
                 let _ = Command::new("docker").args(remove).args(&ids).output();
             }
         }
+        let built = format!("reference=railyard.local/{}/*", self.0);
+        let images = Command::new("docker").args(["image", "ls", "-q", "--filter", &built]).output();
+        let images = images.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        for image in images.lines() {
+            let _ = Command::new("docker").args(["image", "rm", "--force", image]).output();
+        }
     }
 }
 
@@ -64,7 +70,7 @@ fn quickstart_serves_the_demo_and_picks_up_a_commit() {
     let mut urls: Vec<(String, String)> = Vec::new();
     let complete = |urls: &[(String, String)]| {
         let count = |app: &str| urls.iter().filter(|(name, _)| name == app).count();
-        count("api") == 1 && count("web") == if caddy { 3 } else { 2 }
+        count("api") == 1 && count("site") == 1 && count("web") == if caddy { 3 } else { 2 }
     };
     while !complete(&urls) {
         let line = lines
@@ -88,7 +94,11 @@ fn quickstart_serves_the_demo_and_picks_up_a_commit() {
     assert_eq!(get_json(port, "/api/v1/environments/production")["syncStatus"], "synced");
     // Every printed URL answers with its app's page: the replicas directly, the domain through Caddy.
     for (app, url) in &urls {
-        let expected = if app == "web" { "Hello from railyard" } else { "hello" };
+        let expected = match app.as_str() {
+            "web" => "Hello from railyard",
+            "site" => "Built by railyard from services/site",
+            _ => "hello",
+        };
         let rest = url.trim_start_matches("http://");
         let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
         let (host, url_port) = authority.rsplit_once(':').expect("a port in the URL");
@@ -174,6 +184,8 @@ fn quickstart_serves_the_demo_and_picks_up_a_commit() {
     let filter = format!("label=com.docker.compose.project={}", project.0);
     assert_eq!(docker(&["ps", "-aq", "--filter", &filter]), "", "containers left");
     assert_eq!(docker(&["network", "ls", "-q", "--filter", &filter]), "", "networks left");
+    let built = format!("reference=railyard.local/{}/*", project.0);
+    assert_eq!(docker(&["image", "ls", "-q", "--filter", &built]), "", "the images railyard built are gone");
     assert!(!demo.path().exists(), "the demo's folder is gone");
 }
 
