@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::{self, TestProject, docker, http_get};
+use crate::support::{self, TestProject, docker, eventually, http_get};
 
 const CANARY: &str = "canary-6f1d0c2a-built-images-never-hold-it";
 
@@ -178,4 +178,71 @@ fn validate_names_a_context_that_cannot_be_built_before_anything_runs() {
     assert!(said.contains("apps/docs.yaml") && said.contains("has no Dockerfile"), "{said}");
     assert!(project.all_containers().is_empty(), "nothing ran");
     assert!(built_images(&project.name).is_empty());
+}
+
+#[test]
+fn a_preview_builds_its_branch_under_its_own_name_within_the_previews_build_limits() {
+    let project = TestProject::new("build-preview");
+    let _images = BuiltImages(project.name.clone());
+    let preview = format!("{}-branch-preview-x", project.name);
+    let _preview_images = BuiltImages(preview.clone());
+    let _guard = support::ProjectGuard(preview.clone());
+    project.write(
+        "railyard.yaml",
+        &format!(
+            "kind: Project\nname: {}\npreviews: {{ enabled: true, branches: [\"preview/*\"], limits: {{ build: {{ \
+             memory: 256Mi, cpus: \"0.5\" }} }} }}\n",
+            project.name
+        ),
+    );
+    // The build prints the memory limit it runs under (cgroup v1 or v2).
+    let limits = DOCKERFILE.replace(
+        "echo build says $MESSAGE;",
+        "echo build says $MESSAGE; echo memory limit $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max);",
+    );
+    write_context(&project, "production page", &limits);
+    project.write("apps/web.yaml", WEB);
+    project.git_init();
+    let secrets = secrets_dir();
+    std::fs::create_dir_all(secrets.path().join("previews")).expect("previews' secrets");
+    std::fs::write(secrets.path().join("previews/token"), "the-previews-own-token").expect("previews' secret");
+    let secrets_path = secrets.path().display().to_string();
+    let served =
+        project.serve(&["--secrets-dir", &secrets_path, "--poll-interval", "1s", "--drift-interval", "1h"], &[]);
+    served.wait_for("production synced", Duration::from_secs(120), |env| env["syncStatus"] == "synced");
+    let production_images = built_images(&project.name);
+    assert_eq!(production_images.len(), 1);
+    let production_state = served.env();
+    let production_output = production_state["builds"][0]["output"].to_string();
+    assert!(
+        !production_output.contains("memory limit 268435456"),
+        "production's build is not capped: {production_output}"
+    );
+
+    let dir = project.dir();
+    support::git(dir, &["checkout", "-q", "-b", "preview/x"]);
+    write_context(&project, "preview page\n", &limits);
+    project.commit("preview page");
+    support::git(dir, &["checkout", "-q", "main"]);
+    let path = "/api/v1/environments/branch-preview-x";
+    let state = {
+        let mut last = serde_json::Value::Null;
+        let synced = eventually(Duration::from_secs(120), || {
+            let (status, body) = support::http(served.port, "GET", path, &[], b"");
+            last = serde_json::from_str(&body).unwrap_or_default();
+            status == 200 && last["syncStatus"] == "synced"
+        });
+        assert!(synced, "the preview never synced: {last:#}\n{}", served.log());
+        last
+    };
+    let output = state["builds"][0]["output"].to_string();
+    assert!(output.contains("memory limit 268435456"), "the build runs within previews.limits.build: {output}");
+    let image = state["builds"][0]["image"].as_str().unwrap_or_default().to_owned();
+    assert!(image.starts_with(&format!("railyard.local/{preview}/web:")), "its own name: {image}");
+    assert!(eventually(Duration::from_secs(30), || support::project_serves(&preview, "web", "preview page")));
+    assert_eq!(built_images(&project.name), production_images, "production's images are untouched");
+    assert!(!saved_image_holds(&image, CANARY), "no production secret in the preview's image");
+    let preview_env = docker(&["ps", "-q", "--filter", &format!("label=com.docker.compose.project={preview}")]);
+    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", preview_env.lines().next().unwrap_or_default()]);
+    assert!(env.contains("the-previews-own-token") && !env.contains(CANARY), "{env}");
 }
