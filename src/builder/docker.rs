@@ -66,6 +66,10 @@ pub struct RegistrySettings {
 pub struct DockerBuilderSettings {
     /// Set for targets whose platform pulls images (Kubernetes): built images are pushed there.
     pub registry: Option<RegistrySettings>,
+    /// The config repository's identity (the Docker backend's `dev.railyard.source`): images carry it, and garbage
+    /// collection and usage look only at images that carry it, so that two daemons on one engine (or tests) never
+    /// remove each other's images. Unset: every image railyard built on the engine.
+    pub source: Option<String>,
 }
 
 /// What one round of garbage collection removed.
@@ -189,7 +193,9 @@ impl DockerBuilder {
 
     /// Every image carrying [`BUILT`].
     async fn built_images(&self) -> Result<Vec<ImageSummary>, BuildError> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{BUILT}=true")])]);
+        let mut wanted = vec![format!("{BUILT}=true")];
+        wanted.extend(self.settings.source.iter().map(|source| format!("{}={source}", labels::SOURCE)));
+        let filters = HashMap::from([("label".to_owned(), wanted)]);
         self.list_images(filters, "list the images railyard built").await
     }
 
@@ -302,7 +308,7 @@ impl ImageBuilder for DockerBuilder {
         progress: &dyn Progress,
     ) -> Result<BuiltImage, BuildError> {
         let cache_from = self.cache_sources(env, &step.image).await?;
-        let options = build_options(env, step, cache_from)?;
+        let options = build_options(env, step, self.settings.source.as_deref(), cache_from)?;
         tracing::info!(app = %step.app, image = %step.image, cached = !options.nocache, "building an image");
         let output = self.run_build(step, options, context, progress).await?;
         let reference = match &self.settings.registry {
@@ -324,6 +330,7 @@ impl ImageBuilder for DockerBuilder {
 fn build_options(
     env: &Environment,
     step: &BuildStep,
+    source: Option<&str>,
     cache_from: Vec<String>,
 ) -> Result<BuildImageOptions, BuildError> {
     let limits = Limits::of(&step.app, &step.limits)?;
@@ -332,7 +339,7 @@ fn build_options(
         t: Some(step.image.clone()),
         target: step.build.target.clone().unwrap_or_default(),
         buildargs: Some(step.build.args.iter().map(|(name, value)| (name.clone(), value.clone())).collect()),
-        labels: Some(image_labels(env, &step.app)),
+        labels: Some(image_labels(env, &step.app, source)),
         rm: true,
         forcerm: true,
         pull: None,
@@ -346,15 +353,17 @@ fn build_options(
     })
 }
 
-/// The labels of an image built for `app` of `env`.
-fn image_labels(env: &Environment, app: &str) -> HashMap<String, String> {
-    HashMap::from([
+/// The labels of an image built for `app` of `env` (from the config repository `source`).
+fn image_labels(env: &Environment, app: &str, source: Option<&str>) -> HashMap<String, String> {
+    let mut image_labels = HashMap::from([
         (BUILT.to_owned(), "true".to_owned()),
         (PROJECT.to_owned(), env.project.clone()),
         (labels::ENV.to_owned(), env.name.clone()),
         (labels::APP.to_owned(), app.to_owned()),
         (labels::MANAGED_BY.to_owned(), "railyard".to_owned()),
-    ])
+    ]);
+    image_labels.extend(source.map(|source| (labels::SOURCE.to_owned(), source.to_owned())));
+    image_labels
 }
 
 /// A build's limits in the engine's units (the API takes 32-bit numbers here).
