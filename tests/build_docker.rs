@@ -50,10 +50,7 @@ async fn a_multi_stage_build_stops_at_its_target_and_a_later_change_reuses_earli
     assert_eq!(bench.progress.lines("web"), built.output, "every line was told as it came and kept");
     let labels = docker(&["image", "inspect", "--format", "{{json .Config.Labels}}", &step.image]);
     let labels: serde_json::Value = serde_json::from_str(&labels).expect("labels");
-    assert_eq!(labels["dev.railyard.built"], "true");
-    assert_eq!(labels["dev.railyard.project"], env.project.as_str());
-    assert_eq!(labels["dev.railyard.env"], "production");
-    assert_eq!(labels["dev.railyard.app"], "web");
+    assert_eq!(labels, serde_json::json!({ "dev.railyard.built": bench.project }), "one label: one LABEL step");
 
     // A change in the runtime stage only: the base stage comes from production's own first image.
     bench.context("web", MULTI_STAGE, &[("message", "two\n")]);

@@ -223,7 +223,7 @@ impl BuildBench {
 impl Drop for BuildBench {
     fn drop(&mut self) {
         let by_source =
-            super::docker(&["images", "-q", "--filter", &format!("label=dev.railyard.source={}", self.project)]);
+            super::docker(&["images", "-q", "--filter", &format!("label=dev.railyard.built={}", self.project)]);
         let mut doomed: Vec<String> = self.images();
         doomed.extend(by_source.lines().map(str::to_owned));
         doomed.extend(self.extra_tags.lock().map(|tags| tags.clone()).unwrap_or_default());
