@@ -7,6 +7,7 @@ mod support;
 mod audit;
 mod browser;
 mod build_daemon;
+mod build_docker;
 mod caddy;
 mod converge;
 mod daemon;

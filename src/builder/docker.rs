@@ -10,8 +10,13 @@
 //! BuildKit through the API needs a gRPC session (bollard's `buildkit` feature) and the engine this targets (20.10)
 //! has no buildx: builds use the classic builder.
 //!
-//! Garbage: images railyard built carry [`BUILT`]; those no environment references and no container uses are
-//! removed once they have been so for the time the daemon keeps them.
+//! Labels: the classic builder turns each build label into a `LABEL` step of its own, which commits a layer (0.8 s
+//! each on the fuse-overlayfs engine of the tests). So an image carries one label, [`BUILT`], whose value is the
+//! config repository it was built from; the environment (compose project) and the app are in its repository name
+//! (`railyard.local/<project>/<app>`), which only railyard tags.
+//!
+//! Garbage: of the images carrying [`BUILT`], those no environment references and no container uses are removed
+//! once they have been so for the time the daemon keeps them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,7 +32,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{BuildError, BuiltImage, ImageBuilder, OutputTail};
-use crate::backend::docker::{connect_engine, engine_message, labels};
+use crate::backend::docker::{connect_engine, engine_message};
 use crate::backend::{Progress, ProgressEvent, Step};
 use crate::model::Environment;
 use crate::model::build::BuildLimits;
@@ -35,10 +40,11 @@ use crate::plan::BuildStep;
 
 use std::path::PathBuf;
 
-/// On every image railyard built: what garbage collection looks at.
+/// On every image railyard built, what garbage collection looks at: the config repository's identity (the
+/// Docker backend's `dev.railyard.source`), or [`ANY_SOURCE`] when the daemon was given none.
 pub const BUILT: &str = "dev.railyard.built";
-/// The compose project (environment) an image was built for.
-pub const PROJECT: &str = "dev.railyard.project";
+/// The value of [`BUILT`] when the builder knows no source.
+pub const ANY_SOURCE: &str = "true";
 /// The most earlier images of an app a build may take layers from (the newest).
 const CACHE_SOURCES: usize = 3;
 /// The CFS period a build's CPU limit is expressed in, in microseconds (Docker's default).
@@ -66,6 +72,10 @@ pub struct RegistrySettings {
 pub struct DockerBuilderSettings {
     /// Set for targets whose platform pulls images (Kubernetes): built images are pushed there.
     pub registry: Option<RegistrySettings>,
+    /// The config repository's identity (the Docker backend's `dev.railyard.source`): images carry it, and garbage
+    /// collection and usage look only at images that carry it, so that two daemons on one engine (or tests) never
+    /// remove each other's images. Unset: every image railyard built on the engine.
+    pub source: Option<String>,
 }
 
 /// What one round of garbage collection removed.
@@ -189,7 +199,11 @@ impl DockerBuilder {
 
     /// Every image carrying [`BUILT`].
     async fn built_images(&self) -> Result<Vec<ImageSummary>, BuildError> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{BUILT}=true")])]);
+        let wanted = match &self.settings.source {
+            Some(source) => format!("{BUILT}={source}"),
+            None => BUILT.to_owned(),
+        };
+        let filters = HashMap::from([("label".to_owned(), vec![wanted])]);
         self.list_images(filters, "list the images railyard built").await
     }
 
@@ -226,12 +240,12 @@ impl DockerBuilder {
         join_all(reads).await.into_iter().collect()
     }
 
-    /// The environment's earlier images of the repository `image` is tagged in, newest first: the only images a
-    /// build of it may take layers from.
-    async fn cache_sources(&self, env: &Environment, image: &str) -> Result<Vec<String>, BuildError> {
+    /// The earlier images of the repository `image` is tagged in (the environment's own: it holds the compose
+    /// project), newest first: the only images a build of it may take layers from.
+    async fn cache_sources(&self, image: &str) -> Result<Vec<String>, BuildError> {
         let filters = HashMap::from([
             ("reference".to_owned(), vec![repository(image).to_owned()]),
-            ("label".to_owned(), vec![format!("{BUILT}=true"), format!("{PROJECT}={}", env.project)]),
+            ("label".to_owned(), vec![BUILT.to_owned()]),
         ]);
         let mut images =
             self.list_images(filters, &format!("list the earlier images of {}", repository(image))).await?;
@@ -301,8 +315,8 @@ impl ImageBuilder for DockerBuilder {
         context: Vec<u8>,
         progress: &dyn Progress,
     ) -> Result<BuiltImage, BuildError> {
-        let cache_from = self.cache_sources(env, &step.image).await?;
-        let options = build_options(env, step, cache_from)?;
+        let cache_from = self.cache_sources(&step.image).await?;
+        let options = build_options(step, self.settings.source.as_deref(), cache_from)?;
         tracing::info!(app = %step.app, image = %step.image, cached = !options.nocache, "building an image");
         let output = self.run_build(step, options, context, progress).await?;
         let reference = match &self.settings.registry {
@@ -322,8 +336,8 @@ impl ImageBuilder for DockerBuilder {
 /// The `/build` request of `step`: its tag, Dockerfile, target, args and labels, the environment's own cache (none
 /// without earlier images), and the step's limits.
 fn build_options(
-    env: &Environment,
     step: &BuildStep,
+    source: Option<&str>,
     cache_from: Vec<String>,
 ) -> Result<BuildImageOptions, BuildError> {
     let limits = Limits::of(&step.app, &step.limits)?;
@@ -332,7 +346,7 @@ fn build_options(
         t: Some(step.image.clone()),
         target: step.build.target.clone().unwrap_or_default(),
         buildargs: Some(step.build.args.iter().map(|(name, value)| (name.clone(), value.clone())).collect()),
-        labels: Some(image_labels(env, &step.app)),
+        labels: Some(HashMap::from([(BUILT.to_owned(), source.unwrap_or(ANY_SOURCE).to_owned())])),
         rm: true,
         forcerm: true,
         pull: None,
@@ -344,17 +358,6 @@ fn build_options(
         cpuquota: limits.cpu_quota,
         ..Default::default()
     })
-}
-
-/// The labels of an image built for `app` of `env`.
-fn image_labels(env: &Environment, app: &str) -> HashMap<String, String> {
-    HashMap::from([
-        (BUILT.to_owned(), "true".to_owned()),
-        (PROJECT.to_owned(), env.project.clone()),
-        (labels::ENV.to_owned(), env.name.clone()),
-        (labels::APP.to_owned(), app.to_owned()),
-        (labels::MANAGED_BY.to_owned(), "railyard".to_owned()),
-    ])
 }
 
 /// A build's limits in the engine's units (the API takes 32-bit numbers here).

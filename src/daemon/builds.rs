@@ -48,7 +48,13 @@ impl Daemon {
                     kind => {
                         let registry =
                             (kind == BackendKind::Kubernetes).then(|| self.settings.builds.registry.clone()).flatten();
-                        let engine = Arc::new(DockerBuilder::connect(DockerBuilderSettings { registry }).await?);
+                        let engine = Arc::new(
+                            DockerBuilder::connect(DockerBuilderSettings {
+                                registry,
+                                source: self.settings.backends.docker.source.clone(),
+                            })
+                            .await?,
+                        );
                         self.builders
                             .engines
                             .lock()

@@ -2,6 +2,7 @@
 //! repositories on disk, the railyard binary, and a guard that removes everything a test created.
 #![allow(dead_code)]
 
+pub mod build_context;
 pub mod fake_forge;
 pub mod fake_kube;
 pub mod kube_backend;
