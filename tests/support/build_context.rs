@@ -198,7 +198,8 @@ impl BuildBench {
             builder: self.builder.clone(),
             contexts: Arc::new(DirContexts { root: self.contexts.path().to_owned() }),
             parallel,
-            preview_slots: Arc::new(tokio::sync::Semaphore::new(4)),
+            preview_slots: Arc::default(),
+            preview_max: 4,
         }
     }
 
