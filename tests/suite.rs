@@ -6,6 +6,7 @@ mod support;
 
 mod audit;
 mod browser;
+mod build_kubernetes;
 mod caddy;
 mod converge;
 mod daemon;
