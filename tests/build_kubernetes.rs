@@ -9,15 +9,17 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use support::kube_backend::{NoProgress, Repo, runtime};
+use support::kube_backend::{KubeCase, NoProgress, Repo, runtime, secrets, writes};
 use support::registry::LoopbackRegistry;
 
+use railyard::backend::kubernetes::{KubernetesBackend, KubernetesBackendSettings};
+use railyard::backend::{ApplyReport, Backend, BackendError};
 use railyard::builder::BuildError;
 use railyard::builder::docker::RegistrySettings;
 use railyard::builder::registry;
 use railyard::model::build::{BuildLimits, ContextFacts, ContextReport, ContextRequest};
 use railyard::model::{DesiredState, Environment, load};
-use railyard::plan::BuildStep;
+use railyard::plan::{BuildStep, Plan, plan};
 
 /// The App that builds, and the context it builds from.
 const APP: &str = "web";
@@ -179,5 +181,114 @@ fn previews_push_only_with_the_previews_credentials_and_no_password_reaches_an_e
         let unresolved = registry::resolve(&production_only, [content_tag(&preview).as_str()], true).await;
         let error = unresolved.expect_err("the registry asks for credentials").to_string();
         assert!(error.contains("refused") && error.contains(&registry.address), "{error}");
+    });
+}
+
+/// Observes and plans `desired` as the pipeline does once its image is built (and pushed): the builder reports it
+/// present.
+async fn plan_built(backend: &KubernetesBackend, desired: &DesiredState) -> Plan {
+    let mut observed = backend.observe(&desired.env).await.expect("observe");
+    observed.images.insert(content_tag(desired));
+    let planned = plan(desired, &observed);
+    assert!(planned.builds.is_empty(), "{:?}", planned.builds);
+    planned
+}
+
+async fn apply(backend: &KubernetesBackend, planned: &Plan) -> Result<ApplyReport, BackendError> {
+    backend.apply(planned, &secrets(), &NoProgress).await
+}
+
+fn with_registry(registry: &RegistrySettings) -> KubernetesBackendSettings {
+    KubernetesBackendSettings { image_registry: Some(registry.clone()), ..KubernetesBackendSettings::default() }
+}
+
+#[test]
+fn the_backend_runs_the_digest_pinned_reference_and_an_unchanged_image_writes_nothing() {
+    let registry = LoopbackRegistry::start();
+    let settings = settings(&registry);
+    let case = KubeCase::new("build-pinned", "");
+    let marker = unique("pinned");
+    let desired = desired_with_build(&case.repo, &Environment::production(case.ns()), &marker);
+    case.run(with_registry(&settings), async |backend| {
+        let (pinned, _built) = build_and_push(&desired, &marker, &settings).await;
+        let pinned = pinned.expect("pushed");
+        let tag = content_tag(&desired).rsplit_once(':').expect("a tag").1.to_owned();
+        let digest = registry.digest(&repository(&desired), &tag, None).expect("in the registry");
+        assert_eq!(pinned, format!("{}/{}@{digest}", registry.address, repository(&desired)));
+
+        let report = apply(backend, &plan_built(backend, &desired).await).await.expect("apply");
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(case.image(APP), pinned, "the Deployment runs the pinned reference");
+        let deployment = case.fake.object("deployments", case.ns(), APP).expect("the Deployment");
+        let container = deployment.pointer("/spec/template/spec/containers/0").expect("a container");
+        assert_eq!(container["imagePullPolicy"], "IfNotPresent", "{container}");
+        // What railyard recorded is the content tag: the desired state compares with it, not with the digest.
+        let annotations = deployment.pointer("/metadata/annotations").expect("annotations").to_string();
+        assert!(annotations.contains(&content_tag(&desired)), "{annotations}");
+
+        case.fake.clear_requests();
+        let again = plan_built(backend, &desired).await;
+        assert!(!again.has_changes(), "an unchanged built image plans changes: {:?}", again.summary);
+        let report = apply(backend, &again).await.expect("the second apply");
+        assert!(report.outcomes.is_empty(), "{report:?}");
+        let requests = case.fake.requests();
+        assert_eq!(writes(&requests).len(), 0, "a no-op wrote: {:?}", writes(&requests));
+        assert_eq!(case.image(APP), pinned);
+    });
+}
+
+#[test]
+fn an_apply_fails_naming_the_app_and_the_fix_without_a_registry_or_without_the_pushed_tag() {
+    let registry = LoopbackRegistry::start();
+    let settings = settings(&registry);
+    let case = KubeCase::new("build-unpinned", "");
+    let desired = desired_with_build(&case.repo, &Environment::production(case.ns()), &unique("unpinned"));
+    case.run_default(async |backend| {
+        let error = apply(backend, &plan_built(backend, &desired).await).await.expect_err("no registry").to_string();
+        assert!(
+            error.contains(&format!("App `{APP}`")) && error.contains("build.registry in the settings file"),
+            "{error}"
+        );
+    });
+    case.run(with_registry(&settings), async |backend| {
+        let error = apply(backend, &plan_built(backend, &desired).await).await.expect_err("not pushed").to_string();
+        let tag = content_tag(&desired).rsplit_once(':').expect("a tag").1.to_owned();
+        let reference = format!("{}/{}:{tag}", registry.address, repository(&desired));
+        assert!(
+            error.contains(&format!("App `{APP}`")) && error.contains(&reference) && error.contains("push it first"),
+            "{error}"
+        );
+    });
+    // Nothing was written: the image is resolved before the first object.
+    assert!(case.fake.names("deployments", case.ns()).is_empty());
+    assert!(writes(&case.fake.requests()).is_empty(), "{:?}", writes(&case.fake.requests()));
+}
+
+#[test]
+fn a_preview_asks_the_registry_with_the_previews_credentials_only() {
+    const PREVIEW_PASSWORD: &str = "preview-pull-5e0f";
+    let registry = LoopbackRegistry::start_with_users(&[("previews", PREVIEW_PASSWORD)]);
+    let both = RegistrySettings {
+        address: registry.address.clone(),
+        credentials_file: Some(registry.credentials_file("production", "deploy", "production-pull-1a2b")),
+        preview_credentials_file: Some(registry.credentials_file("previews", "previews", PREVIEW_PASSWORD)),
+    };
+    let case = KubeCase::new("build-preview", "");
+    let marker = unique("preview");
+    let preview = desired_with_build(&case.repo, &Environment::pull_request(case.ns(), 3), &marker);
+    case.run(with_registry(&both), async |backend| {
+        let (pinned, _built) = build_and_push(&preview, &marker, &both).await;
+        let pinned = pinned.expect("pushed with the previews' credentials");
+        let report = apply(backend, &plan_built(backend, &preview).await).await.expect("apply");
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(support::kube_backend::image(&case.fake, &preview.env.project, APP), pinned);
+    });
+    let production_only = RegistrySettings { preview_credentials_file: None, ..both.clone() };
+    let case = KubeCase::new("build-preview-no-creds", "");
+    let preview = desired_with_build(&case.repo, &Environment::pull_request(case.ns(), 3), &marker);
+    case.run(with_registry(&production_only), async |backend| {
+        let error = apply(backend, &plan_built(backend, &preview).await).await.expect_err("no credentials").to_string();
+        assert!(error.contains("refused") && error.contains(&registry.address), "{error}");
+        assert!(!error.contains("production-pull-1a2b"), "{error}");
     });
 }
