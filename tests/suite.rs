@@ -15,6 +15,7 @@ mod docker;
 mod docs;
 mod doctor;
 mod environments;
+mod export_build;
 mod fake_kube;
 mod forge;
 mod hybrid;
