@@ -154,8 +154,15 @@ fn export_kubernetes_pins_the_pushed_digest_and_the_manifests_are_valid() {
     assert_success(&output);
     let manifests = stdout(&output);
     let pinned = format!("{}/{repository}@{digest}", registry.address);
-    assert!(manifests.contains(&format!("image: {pinned}")), "{manifests}");
-    assert!(manifests.contains("imagePullPolicy: IfNotPresent"), "{manifests}");
+    let deployment = manifests
+        .split("\n---\n")
+        .skip(1)
+        .map(|document| serde_saphyr::from_str::<serde_json::Value>(document).expect("a YAML document"))
+        .find(|object| object["kind"] == "Deployment")
+        .expect("a Deployment");
+    let container = deployment.pointer("/spec/template/spec/containers/0").expect("a container");
+    assert_eq!(container["image"].as_str(), Some(pinned.as_str()), "{manifests}");
+    assert_eq!(container["imagePullPolicy"], "IfNotPresent", "{manifests}");
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), &manifests).expect("write manifests");
     assert_valid_kubernetes(file.path(), "export kubernetes of an App that builds");

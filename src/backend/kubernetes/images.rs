@@ -95,3 +95,55 @@ fn pod_spec_mut(object: &mut Object) -> Option<&mut PodSpec> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+    use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    const BUILT: &str = "railyard.local/shop/web:0123abcd";
+
+    fn deployment(name: &str, images: &[&str]) -> Object {
+        let containers = images
+            .iter()
+            .map(|image| Container {
+                name: name.to_owned(),
+                image: Some((*image).to_owned()),
+                image_pull_policy: Some("Never".to_owned()),
+                ..Container::default()
+            })
+            .collect();
+        Object::Deployment(Deployment {
+            metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
+            spec: DeploymentSpec {
+                template: PodTemplateSpec {
+                    spec: Some(PodSpec { containers, ..PodSpec::default() }),
+                    ..PodTemplateSpec::default()
+                },
+                ..DeploymentSpec::default()
+            },
+            ..Deployment::default()
+        })
+    }
+
+    #[test]
+    fn only_built_images_are_pinned_and_pulled_when_missing() {
+        let mut manifests = Manifests {
+            objects: vec![deployment("web", &[BUILT]), deployment("cache", &["redis:7"])],
+            secret: None,
+            refused_jobs: BTreeMap::new(),
+        };
+        assert_eq!(built_images(&manifests), BTreeMap::from([(BUILT.to_owned(), "web".to_owned())]));
+        let pinned = "127.0.0.1:5000/shop/web@sha256:ab";
+        pin_with(&mut manifests, &BTreeMap::from([(BUILT.to_owned(), pinned.to_owned())]));
+        let container = |index: usize| pod_spec(&manifests.objects[index]).map(|pod| pod.containers[0].clone());
+        let web = container(0).expect("web's container");
+        assert_eq!((web.image.as_deref(), web.image_pull_policy.as_deref()), (Some(pinned), Some("IfNotPresent")));
+        let cache = container(1).expect("cache's container");
+        assert_eq!((cache.image.as_deref(), cache.image_pull_policy.as_deref()), (Some("redis:7"), Some("Never")));
+        assert!(built_images(&manifests).is_empty());
+    }
+}
