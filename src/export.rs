@@ -6,10 +6,18 @@
 //! (`service_completed_successfully`), as compose users run migrations; every other Job is in the `jobs` profile,
 //! so that `up` leaves it alone and `docker compose run --rm <job>` runs it (compose has no schedule: a comment
 //! names each schedule). In Kubernetes manifests a Job is a Job named by its spec hash, a scheduled one a CronJob.
+//!
+//! Apps that build their image: in a compose file the service has a `build:` section (its context as the repository's
+//! path seen from the file, its Dockerfile, target and arguments) next to `image:`, the content tag, so that `docker
+//! compose up` builds it; in Kubernetes manifests the pod runs the image pushed to a registry, pinned by digest
+//! (the caller resolves it, see [`kubernetes_yaml_of`]).
+
+use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::backend::kubernetes::mapping::{self, KubernetesSettings, SecretKeys, SecretSource};
+use crate::backend::kubernetes::mapping::{self, KubernetesSettings, Manifests, SecretKeys, SecretSource};
+use crate::model::build::BuildSpec;
 use crate::model::desired::{EnvSpec, Probe};
 use crate::model::{AppSpec, DesiredState, JobSpec};
 
@@ -18,11 +26,27 @@ pub const DEFAULT_BIND_ADDRESS: &str = "127.0.0.1";
 /// The compose profile of the Jobs `docker compose up` does not start.
 pub const JOBS_PROFILE: &str = "jobs";
 
-/// The compose file (Compose Specification) equivalent to `desired`. Secrets become `${RAILYARD_SECRET_<NAME>}`
-/// references and sensitive literals `${RAILYARD_ENV_<APP>_<VARIABLE>}` references, so the file holds no secret.
+/// The compose file (Compose Specification) equivalent to `desired`, as if written at the repository's root. Secrets
+/// become `${RAILYARD_SECRET_<NAME>}` references and sensitive literals `${RAILYARD_ENV_<APP>_<VARIABLE>}` references,
+/// so the file holds no secret.
 pub fn compose_yaml(desired: &DesiredState) -> String {
-    let mut services: Map<String, Value> =
-        desired.apps.values().map(|app| (app.name.clone(), service(app, desired))).collect();
+    compose_yaml_at(desired, Path::new("."))
+}
+
+/// [`compose_yaml`] for a file whose folder sees the repository at `repository` (a relative path): the `build:`
+/// contexts are written through it.
+pub fn compose_yaml_at(desired: &DesiredState, repository: &Path) -> String {
+    let mut services: Map<String, Value> = desired
+        .apps
+        .values()
+        .map(|app| {
+            let mut service = service(app, desired);
+            if let (Some(build), Value::Object(fields)) = (desired.builds.get(&app.name), &mut service) {
+                fields.insert("build".to_owned(), build_section(build, repository));
+            }
+            (app.name.clone(), service)
+        })
+        .collect();
     services.extend(desired.jobs.values().map(|job| (job.name.clone(), job_service(job, desired))));
     let volumes: Map<String, Value> = desired
         .apps
@@ -48,6 +72,27 @@ pub fn compose_yaml(desired: &DesiredState) -> String {
         + &domains_note(desired)
         + &jobs_note(desired)
         + &serde_saphyr::to_string(&Value::Object(file)).unwrap_or_default()
+}
+
+/// A service's `build:`: the context through `repository`, the Dockerfile (relative to the context, as Compose reads
+/// it), the target and the arguments (literals only, as railyard builds them).
+fn build_section(build: &BuildSpec, repository: &Path) -> Value {
+    let context = match build.context.as_str() {
+        "." => repository.to_path_buf(),
+        context => repository.join(context),
+    };
+    let mut section = Map::new();
+    section.insert("context".to_owned(), json!(context.to_string_lossy()));
+    section.insert("dockerfile".to_owned(), json!(build.dockerfile));
+    if let Some(target) = &build.target {
+        section.insert("target".to_owned(), json!(target));
+    }
+    if !build.args.is_empty() {
+        let args: Map<String, Value> =
+            build.args.iter().map(|(name, value)| (name.clone(), json!(escape(value)))).collect();
+        section.insert("args".to_owned(), Value::Object(args));
+    }
+    Value::Object(section)
 }
 
 /// How the Jobs run under compose, which has no schedule and no hook after an app: said once, in a comment.
@@ -243,7 +288,12 @@ fn escape(text: &str) -> String {
 /// The Kubernetes manifests of `desired` as multi-document YAML, for `kubectl apply -f -`. The Secret the apps read
 /// is not written (it would hold the values): a comment says how to create it with `kubectl`.
 pub fn kubernetes_yaml(desired: &DesiredState, settings: &KubernetesSettings) -> String {
-    let manifests = mapping::manifests(desired, settings);
+    kubernetes_yaml_of(desired, &mapping::manifests(desired, settings))
+}
+
+/// The manifests of `desired` (from [`mapping::manifests`], their built images pinned by
+/// [`crate::backend::kubernetes::images`]) as multi-document YAML, as [`kubernetes_yaml`] writes them.
+pub fn kubernetes_yaml_of(desired: &DesiredState, manifests: &Manifests) -> String {
     let mut text = format!(
         "# Generated by railyard {} from project {} (environment {}). Apply with: kubectl apply -f <this file>\n",
         env!("CARGO_PKG_VERSION"),

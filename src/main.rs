@@ -100,8 +100,11 @@ fn run(command: Command, json_logs: bool) -> anyhow::Result<ExitCode> {
         Command::Serve { args } => serve::serve_until_stopped(*args),
         Command::Validate { dir } => plan_apply::validate(&dir),
         Command::Schema { kind, settings } => export::schema(kind, settings),
-        Command::Export(Export::Compose { dir }) => export::compose(&dir),
-        Command::Export(Export::Kubernetes { dir, env }) => export::kubernetes(&dir, &env),
+        Command::Export(Export::Compose { dir, output }) => export::compose(&dir, output.as_deref()),
+        Command::Export(Export::Kubernetes { dir, env, image_registry, image_registry_credentials }) => {
+            let registry = image_registry.map(|address| export::image_registry(address, image_registry_credentials));
+            on_one_thread(export::kubernetes(&dir, &env, registry))
+        }
         Command::Store { action: StoreAction::Migrate { from, to, from_password_file, to_password_file } } => {
             on_one_thread(store::migrate(&from, &to, from_password_file, to_password_file))
         }

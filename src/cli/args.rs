@@ -308,18 +308,24 @@ pub enum Export {
                             (API_TOKEN, a URL's user:password) ${RAILYARD_ENV_<APP>_<VARIABLE>} variables.\n\n\
                             Examples:\n  \
                             railyard export compose > compose.yaml\n  \
-                            railyard export compose path/to/repo | docker-compose -f - config")]
+                            railyard export compose path/to/repo | docker-compose -f - config\n  \
+                            railyard export compose path/to/repo -o deploy/compose.yaml")]
     Compose {
         /// Root of the config repository.
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Write the file here instead of to stdout. The `build:` contexts of Apps that build are written relative
+        /// to this file's folder (to the current folder without it), as Compose reads them.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// An environment as Kubernetes manifests (multi-document YAML), ready for `kubectl apply -f -`.
     #[command(after_help = "Secret values are not written: the apps read them from the Secret `<namespace>-secrets`, \
                             and a comment at the top says how to create it with `kubectl create secret generic`.\n\n\
                             Examples:\n  \
                             railyard export kubernetes > shop.yaml\n  \
-                            railyard export kubernetes path/to/repo --env staging | kubectl apply -f -")]
+                            railyard export kubernetes path/to/repo --env staging | kubectl apply -f -\n  \
+                            railyard export kubernetes --image-registry registry.example.com:5000 > shop.yaml")]
     Kubernetes {
         /// Root of the config repository.
         #[arg(default_value = ".")]
@@ -327,6 +333,14 @@ pub enum Export {
         /// An environment of the Project's `environments` list, or a preview: `pr-<number>`, `branch-<name>`.
         #[arg(long, default_value = "production")]
         env: String,
+        /// The registry railyard pushes built images to (`host:port` or `host:port/prefix`, as build.registry in
+        /// the settings file); needed when an App builds its image: its Deployment runs the digest-pinned
+        /// reference found there (`<registry>/<project>/<app>@sha256:...`).
+        #[arg(long, value_name = "ADDRESS")]
+        image_registry: Option<String>,
+        /// A file holding `user:password` for --image-registry, when it asks for credentials.
+        #[arg(long, value_name = "FILE", requires = "image_registry")]
+        image_registry_credentials: Option<PathBuf>,
     },
 }
 

@@ -122,7 +122,11 @@ fn daemon_settings(args: &ServeArgs, repo: &str, source: Source) -> anyhow::Resu
                 source: Some(repository_identity(repo)),
                 ..args.docker.settings()?
             },
-            kubernetes: KubernetesBackendSettings { parallel: args.parallel, ..KubernetesBackendSettings::default() },
+            kubernetes: KubernetesBackendSettings {
+                parallel: args.parallel,
+                image_registry: args.build_file.registry(),
+                ..KubernetesBackendSettings::default()
+            },
         },
         secrets: {
             let mut store = args.docker.secrets(&args.state_dir)?;

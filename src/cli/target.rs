@@ -60,8 +60,13 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
     let placed = settings_target(target)?;
     let kind: BackendKind = placed.as_ref().map_or(target.docker.backend.into(), |placed| placed.backend);
     // The Project's own settings (proxy, sync.force) reach the backend with the plan: it connects while git is read.
+    let image_registry = match &target.settings {
+        Some(path) => Settings::load(path)?.build.and_then(|build| build.registry()),
+        None => None,
+    };
     let kubernetes = KubernetesBackendSettings {
         parallel,
+        image_registry,
         kubeconfig: placed.as_ref().and_then(|placed| placed.kubeconfig.clone()),
         context: placed.as_ref().and_then(|placed| placed.context.clone()),
         ..KubernetesBackendSettings::default()

@@ -9,6 +9,7 @@ pub mod kube_backend;
 pub mod kubernetes_validate;
 pub mod otlp;
 pub mod postgres;
+pub mod registry;
 pub mod yard;
 
 use std::io::{Read, Write};

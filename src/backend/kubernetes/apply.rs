@@ -112,7 +112,7 @@ impl Applier<'_> {
 
     async fn converge(&self) -> Result<ApplyReport, KubernetesError> {
         let desired = self.desired();
-        let manifests = mapping::manifests(&desired, &self.mapping());
+        let manifests = self.manifests(&desired).await?;
         let mut listed = self.cluster.list(self.namespace(), &self.plan.env.name).await?;
         if self.cluster.namespace_terminating(self.namespace(), &listed).await? {
             let (poll, timeout) = (self.settings.poll_interval, self.settings.rollout_timeout);
@@ -155,6 +155,15 @@ impl Applier<'_> {
 
     fn namespace(&self) -> &str {
         &self.plan.env.project
+    }
+
+    /// The objects of `desired`, each built image pinned to its digest in the target's registry (asked with a
+    /// preview's credentials for a preview), before anything is written.
+    async fn manifests(&self, desired: &DesiredState) -> Result<Manifests, KubernetesError> {
+        let mut manifests = mapping::manifests(desired, &self.mapping());
+        let preview = self.plan.env.preview.is_some();
+        super::images::pin(&mut manifests, self.settings.image_registry.as_ref(), preview).await?;
+        Ok(manifests)
     }
 
     /// The plan's own Project settings when it carries any (the daemon's backend serves many Projects' branches),
@@ -387,7 +396,7 @@ impl Applier<'_> {
             return Ok(ActionResult::Failed { error: format!("Deployment {} {what}", action.name) });
         };
         let before = DesiredState { apps: BTreeMap::from([(previous.name.clone(), previous)]), ..self.desired() };
-        let manifests = mapping::manifests(&before, &self.mapping());
+        let manifests = self.manifests(&before).await?;
         if let Some(object) = app_objects(&manifests, &action.name).find(|object| kind_of(object) == Kind::Deployment) {
             let body = serde_json::to_value(object).unwrap_or(Value::Null);
             self.send(Kind::Deployment, object.name(), &body, true).await?;

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cluster;
 pub mod doctor;
 pub mod events;
+pub mod images;
 pub mod jobs;
 mod logs;
 pub mod mapping;
@@ -46,6 +47,9 @@ pub struct KubernetesBackendSettings {
     pub user_agent: Option<String>,
     /// With several replicas: the lease that must still hold for any write to be sent.
     pub fence: Option<std::sync::Arc<dyn crate::backend::fenced::Fence>>,
+    /// Where the cluster pulls the images railyard builds from (`build.registry` of the settings file): their pod
+    /// templates run the digest-pinned reference found there ([`images`]).
+    pub image_registry: Option<crate::builder::docker::RegistrySettings>,
 }
 
 impl Default for KubernetesBackendSettings {
@@ -61,6 +65,7 @@ impl Default for KubernetesBackendSettings {
             parallel: crate::backend::schedule::DEFAULT_PARALLEL,
             user_agent: None,
             fence: None,
+            image_registry: None,
         }
     }
 }
@@ -125,6 +130,19 @@ pub enum KubernetesError {
          first (`railyard sync`), then run it again"
     )]
     NoCronJob { job: String, namespace: String },
+    #[error(
+        "App `{app}` runs an image railyard builds ({image}), and a cluster can only pull it from a registry; set \
+         build.registry in the settings file (never in git) so that railyard pushes it there, or run the \
+         environment on a Docker target"
+    )]
+    NoImageRegistry { app: String, image: String },
+    #[error("the image of App `{app}` cannot be found in the registry {registry}: {source}")]
+    ImageNotPinned {
+        app: String,
+        registry: String,
+        #[source]
+        source: Box<crate::builder::registry::RegistryError>,
+    },
     #[error("the secret {name} that {app} reads has no value; provide it to railyard's secret source ({source})")]
     MissingSecret {
         name: String,
