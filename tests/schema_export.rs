@@ -31,7 +31,8 @@ fn schemas_reject_unknown_fields_and_name_the_kind() {
     let app: serde_json::Value = serde_json::from_str(&schema_json(Kind::App)).unwrap_or_default();
     assert_eq!(app["additionalProperties"], serde_json::json!(false));
     assert_eq!(app["$defs"]["AppKind"]["enum"], serde_json::json!(["App"]));
-    assert!(app["required"].as_array().is_some_and(|r| r.contains(&"image".into())));
+    // Exactly one of `image` and `build`.
+    assert_eq!(app["oneOf"], serde_json::json!([{ "required": ["image"] }, { "required": ["build"] }]));
 }
 
 #[test]

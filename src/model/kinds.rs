@@ -379,6 +379,7 @@ pub struct ProxySettings {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(title = "railyard App")]
+#[schemars(extend("oneOf" = [{ "required": ["image"] }, { "required": ["build"] }]))]
 pub struct App {
     pub kind: AppKind,
     /// DNS label; other apps reach this one by this name.
