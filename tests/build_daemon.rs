@@ -41,7 +41,10 @@ const DOCKERFILE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\n\
 
 /// Writes the context `services/web` (busybox, a page saying `page`, the Dockerfile) into the project.
 fn write_context(project: &TestProject, page: &str, dockerfile: &str) {
-    let context = project.dir().join("services/web");
+    write_context_at(&project.dir().join("services/web"), page, dockerfile);
+}
+
+fn write_context_at(context: &std::path::Path, page: &str, dockerfile: &str) {
     std::fs::create_dir_all(context.join("www")).expect("context");
     let busybox = context.join("busybox");
     if !busybox.exists() {
@@ -168,6 +171,12 @@ fn validate_names_a_context_that_cannot_be_built_before_anything_runs() {
     project.write("apps/web.yaml", "kind: App\nname: web\nbuild: { context: services/web }\n");
     project.write("apps/api.yaml", "kind: App\nname: api\nbuild:\n  context: services/api\n");
     project.write("apps/docs.yaml", "kind: App\nname: docs\nbuild: { context: services/web/www }\n");
+    // A directory on the way that is a symlink out of the repository.
+    let outside = tempfile::tempdir().expect("outside");
+    write_context_at(outside.path(), "outside", DOCKERFILE);
+    std::os::unix::fs::symlink(outside.path(), project.dir().join("vendor")).expect("symlink");
+    project.write("apps/vendored.yaml", "kind: App\nname: vendored\nbuild: { context: vendor/. }\n");
+    project.write("apps/deep.yaml", "kind: App\nname: deep\nbuild: { context: vendor/www }\n");
     let output = project.railyard("validate", &[]);
     assert!(!output.status.success());
     let stderr = support::stderr(&output);
@@ -176,6 +185,8 @@ fn validate_names_a_context_that_cannot_be_built_before_anything_runs() {
     assert!(said.contains("apps/web.yaml:3:19") && said.contains("symlink `leak` points out of the context"), "{said}");
     assert!(said.contains("apps/api.yaml:4:12") && said.contains("`services/api` does not exist"), "{said}");
     assert!(said.contains("apps/docs.yaml") && said.contains("has no Dockerfile"), "{said}");
+    assert!(said.contains("apps/vendored.yaml") && said.contains("symlink `vendor`"), "{said}");
+    assert!(said.contains("apps/deep.yaml") && said.contains("symlink `vendor/www`"), "{said}");
     assert!(project.all_containers().is_empty(), "nothing ran");
     assert!(built_images(&project.name).is_empty());
 }

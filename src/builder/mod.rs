@@ -142,6 +142,11 @@ pub enum BuildError {
     )]
     TimedOut { app: String, seconds: u64, preview: bool },
     #[error(
+        "{message}\n(not built again: this content failed before; change the build's inputs, or sync by hand to \
+         build it again)"
+    )]
+    FailedBefore { app: String, message: String },
+    #[error(
         "cannot read the build context `{context}` of App `{app}`: {reason}; sync again once the commit is fetched"
     )]
     Context { app: String, context: String, reason: String },
@@ -180,6 +185,11 @@ pub struct BuildRunner {
     pub preview_slots: Arc<PreviewSlots>,
     /// Of those, the most at once (`previews.max` of the tracked branch).
     pub preview_max: usize,
+    /// Images whose build failed, with why: the same content fails the same way, so it is not built again on every
+    /// retry until its inputs change (a new tag) or someone asks for a sync.
+    pub failed: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+    /// Build what failed before anyway (a sync asked for by hand).
+    pub retry_failed: bool,
 }
 
 impl BuildRunner {
@@ -213,6 +223,11 @@ impl BuildRunner {
             true => Some(self.preview_slots.acquire(self.preview_max).await),
             false => None,
         };
+        if !self.retry_failed
+            && let Some(message) = self.failed_before(&step.image)
+        {
+            return Err(BuildError::FailedBefore { app: step.app.clone(), message });
+        }
         let started = Instant::now();
         progress.event(&ProgressEvent::app(&step.app, Step::Building { image: step.image.clone() }));
         let request = ContextRequest { dockerfile: step.build.dockerfile.clone(), context: step.build.context.clone() };
@@ -229,19 +244,46 @@ impl BuildRunner {
         })?;
         let limit = Duration::from_millis(step.limits.timeout_ms);
         let built = match tokio::time::timeout(limit, self.builder.build(env, step, context, progress)).await {
-            Ok(built) => built?,
-            Err(_) => {
-                return Err(BuildError::TimedOut {
-                    app: step.app.clone(),
-                    seconds: limit.as_secs(),
-                    preview: step.limits.preview,
-                });
-            }
+            Ok(built) => built,
+            Err(_) => Err(BuildError::TimedOut {
+                app: step.app.clone(),
+                seconds: limit.as_secs(),
+                preview: step.limits.preview,
+            }),
         };
+        let built = self.remember(&step.image, built)?;
         progress.event(&ProgressEvent::app(&step.app, Step::Built { image: step.image.clone() }));
         Ok(BuiltImage { duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), ..built })
     }
 }
+
+impl BuildRunner {
+    fn failed_before(&self, image: &str) -> Option<String> {
+        self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(image).cloned()
+    }
+
+    /// Remembers a build of `image` that failed for its content (its step, or its time), forgets one that worked; an
+    /// engine that could not be reached is no verdict on the content.
+    fn remember(&self, image: &str, built: Result<BuiltImage, BuildError>) -> Result<BuiltImage, BuildError> {
+        let mut failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &built {
+            Ok(_) => {
+                failed.remove(image);
+            }
+            Err(error @ (BuildError::Failed { .. } | BuildError::TimedOut { .. })) => {
+                if failed.len() >= MAX_REMEMBERED_FAILURES {
+                    failed.pop_first();
+                }
+                failed.insert(image.to_owned(), error.to_string());
+            }
+            Err(_) => {}
+        }
+        built
+    }
+}
+
+/// Failed builds remembered at most (the oldest tags are forgotten first).
+const MAX_REMEMBERED_FAILURES: usize = 256;
 
 /// Keeps the newest [`KEPT_OUTPUT_LINES`] lines of a build's output, each cut to [`MAX_OUTPUT_LINE_BYTES`].
 #[derive(Debug, Default)]
@@ -282,6 +324,82 @@ fn cut(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A builder whose every build fails at its step, counting the builds it was asked for.
+    #[derive(Default)]
+    struct Failing {
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ImageBuilder for Failing {
+        async fn present(&self, _: &Environment, _: &[String]) -> Result<BTreeSet<String>, BuildError> {
+            Ok(BTreeSet::new())
+        }
+
+        async fn build(
+            &self,
+            _: &Environment,
+            step: &BuildStep,
+            _: Vec<u8>,
+            _: &dyn Progress,
+        ) -> Result<BuiltImage, BuildError> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(BuildError::Failed {
+                app: step.app.clone(),
+                step: "Step 2/2 : RUN false".into(),
+                message: "exit 1".into(),
+                last_lines: vec![],
+            })
+        }
+    }
+
+    struct NoContexts;
+
+    impl ContextArchives for NoContexts {
+        fn archive(&self, _: Option<&str>, _: &ContextRequest) -> Result<Vec<u8>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_content_that_failed_is_not_built_again_until_a_sync_by_hand() {
+        let failing = Arc::new(Failing::default());
+        let mut runner = BuildRunner {
+            builder: failing.clone(),
+            contexts: Arc::new(NoContexts),
+            parallel: 2,
+            preview_slots: Arc::default(),
+            preview_max: 1,
+            failed: Arc::default(),
+            retry_failed: false,
+        };
+        let build = crate::model::build::BuildSpec {
+            context: "web".into(),
+            dockerfile: "Dockerfile".into(),
+            target: None,
+            args: Default::default(),
+            context_digest: "git:1".into(),
+        };
+        let step =
+            BuildStep { app: "web".into(), image: build.image("shop", "web"), build, limits: Default::default() };
+        let plan = Plan { builds: vec![step], ..crate::plan::plan(&test_desired(), &Default::default()) };
+        let progress = crate::backend::events::Silent;
+        let first = runner.run(&plan, &progress).await.expect_err("fails");
+        assert!(matches!(first, BuildError::Failed { .. }), "{first}");
+        let again = runner.run(&plan, &progress).await.expect_err("fails");
+        assert!(matches!(again, BuildError::FailedBefore { .. }) && again.to_string().contains("Step 2/2"), "{again}");
+        assert_eq!(failing.asked.load(std::sync::atomic::Ordering::SeqCst), 1, "not built again");
+        runner.retry_failed = true;
+        runner.run(&plan, &progress).await.expect_err("fails");
+        assert_eq!(failing.asked.load(std::sync::atomic::Ordering::SeqCst), 2, "built again when asked by hand");
+    }
+
+    fn test_desired() -> crate::model::DesiredState {
+        let files = [crate::model::RepoFile::text("railyard.yaml", "kind: Project\nname: shop\n")];
+        let config = crate::model::load(&files).expect("valid");
+        config.desired(&Environment::production("shop"), Some("c0ffee"))
+    }
 
     #[test]
     fn the_tail_keeps_the_newest_lines_each_cut() {

@@ -144,6 +144,8 @@ async fn build_runner(
         parallel: file.parallel.unwrap_or(DEFAULT_BUILD_PARALLEL),
         preview_slots: Default::default(),
         preview_max: usize::try_from(preview_max).unwrap_or(usize::MAX),
+        failed: Default::default(),
+        retry_failed: true,
     }))
 }
 

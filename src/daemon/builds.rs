@@ -25,15 +25,19 @@ pub struct Builders {
     by_target: tokio::sync::Mutex<std::collections::BTreeMap<String, Arc<dyn ImageBuilder>>>,
     engines: std::sync::Mutex<Vec<Arc<DockerBuilder>>>,
     pub preview_slots: Arc<crate::builder::PreviewSlots>,
+    /// Images whose build failed, over every environment's runner.
+    failed: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
     usage: std::sync::RwLock<Option<ImageUsage>>,
 }
 
 impl Daemon {
-    /// The runner of `env`'s builds under `config`'s policy; `None` when nothing of `config` builds.
+    /// The runner of `env`'s builds under `config`'s policy; `None` when nothing of `config` builds. With
+    /// `retry_failed` (a sync asked for by hand) a content whose build failed before is built again.
     pub async fn build_runner(
         &self,
         env: &str,
         config: &Config,
+        retry_failed: bool,
     ) -> Result<Option<BuildRunner>, crate::builder::BuildError> {
         if config.context_requests().is_empty() {
             return Ok(None);
@@ -75,6 +79,8 @@ impl Daemon {
             parallel: self.settings.builds.parallel,
             preview_slots: Arc::clone(&self.builders.preview_slots),
             preview_max: usize::try_from(preview_max).unwrap_or(usize::MAX),
+            failed: Arc::clone(&self.builders.failed),
+            retry_failed,
         }))
     }
 

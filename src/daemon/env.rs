@@ -428,7 +428,7 @@ impl EnvHandle {
         let branch = self.branch().unwrap_or_default();
         let secrets =
             daemon.secrets_for(&config, &environment, &branch, &fetched.files).map_err(ReconcileError::Secrets)?;
-        let builds = daemon.build_runner(&self.name, &config).await.ok().flatten();
+        let builds = daemon.build_runner(&self.name, &config, false).await.ok().flatten();
         let prepared = pipeline::prepare(backend.as_ref(), builds.as_ref(), &secrets, desired)
             .await
             .map_err(ReconcileError::from)?;
@@ -503,18 +503,25 @@ impl EnvHandle {
         if let Some(reason) = daemon.preview_unapproved(&self.name, &commit.sha) {
             return self.fail(ReconcileError::Unapproved(reason));
         }
-        let loaded = info_span!("load", files = read.fetched.files.len())
-            .in_scope(|| daemon.settings.source.load(&read.fetched, daemon.settings.builds.max_context_bytes));
+        // Reading the build contexts walks git trees (or hashes a directory): off the async threads.
+        let span = info_span!("load", files = read.fetched.files.len());
+        let (source, fetched, max) =
+            (daemon.settings.source.clone(), read.fetched.clone(), daemon.settings.builds.max_context_bytes);
+        let loaded = tokio::task::spawn_blocking(move || span.in_scope(|| source.load(&fetched, max))).await;
         let config = match loaded {
-            Ok(config) => config,
-            Err(invalid) => return self.invalid(daemon, taken.trigger, started_ms, commit, invalid.0).await,
+            Ok(Ok(config)) => config,
+            Ok(Err(invalid)) => return self.invalid(daemon, taken.trigger, started_ms, commit, invalid.0).await,
+            Err(error) => return self.fail(ReconcileError::Load(error.to_string())),
         };
         let config = match self.under_policy(daemon, config) {
             Ok(config) => config,
             Err(error) => return self.fail(error),
         };
         let policy = Policy::of(&config, daemon.settings.sync);
-        let builds = match daemon.build_runner(&self.name, &config).await {
+        let builds = match daemon
+            .build_runner(&self.name, &config, matches!(taken.trigger, Trigger::Api | Trigger::Rollback))
+            .await
+        {
             Ok(builds) => builds,
             Err(error) => return self.fail(ReconcileError::Pipeline(Box::new(error.into()))),
         };

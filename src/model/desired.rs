@@ -537,7 +537,7 @@ impl ContainerSpec {
 impl DesiredState {
     /// The content tags of the images this state builds.
     pub fn built_images(&self) -> Vec<String> {
-        self.builds.keys().filter_map(|app| self.apps.get(app)).map(|app| app.container.image.clone()).collect()
+        self.builds.iter().map(|(app, build)| build.image(&self.env.project, app)).collect()
     }
 }
 

@@ -87,6 +87,18 @@ fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>
     }
     for project in &documents.projects {
         check_dns_label(project, &project.doc.name, "Project name", diagnostics);
+        let length = project.doc.name.value.chars().count();
+        if length > MAX_PROJECT_NAME && length <= 63 {
+            diagnostics.push(project.error_at(
+                &project.doc.name,
+                format!(
+                    "Project name `{}` has {length} characters; use at most {MAX_PROJECT_NAME}: its previews run as \
+                     `<name>-pr-<number>` and `<name>-branch-<branch>`, cut to a DNS label's 63, and must never \
+                     run (or build their images) under production's name",
+                    project.doc.name.value
+                ),
+            ));
+        }
         if let Some(defaults) = &project.doc.defaults {
             if let Some(replicas) = &defaults.replicas {
                 check_replicas(project, replicas, "defaults.replicas", diagnostics);
@@ -442,6 +454,13 @@ fn check_app(app: &Sourced<App>, apps: &BTreeMap<String, &Sourced<App>>, diagnos
     }
 }
 
+/// The longest Project name: room within 63 characters for `-pr-<number>` and `-branch-`, so that a preview's
+/// name never cuts back to production's.
+const MAX_PROJECT_NAME: usize = 48;
+
+/// The engine's build API takes the memory limit as a 32-bit count of bytes.
+const MAX_BUILD_MEMORY: u64 = i32::MAX as u64;
+
 fn check_preview_build_limits(
     project: &Sourced<Project>,
     build: &super::kinds::PreviewBuildLimits,
@@ -452,10 +471,21 @@ fn check_preview_build_limits(
     {
         diagnostics.push(project.error_at(cpus, format!("previews.limits.build.cpus: {message}")));
     }
-    if let Some(memory) = &build.memory
-        && let Err(message) = parse_memory(&memory.value)
-    {
-        diagnostics.push(project.error_at(memory, format!("previews.limits.build.memory: {message}")));
+    if let Some(memory) = &build.memory {
+        match parse_memory(&memory.value) {
+            Err(message) => {
+                diagnostics.push(project.error_at(memory, format!("previews.limits.build.memory: {message}")))
+            }
+            Ok(bytes) if bytes > MAX_BUILD_MEMORY => diagnostics.push(project.error_at(
+                memory,
+                format!(
+                    "previews.limits.build.memory: {} is more than a build may be given (the engine's build API \
+                     takes at most 2047Mi); use 2047Mi or less",
+                    memory.value
+                ),
+            )),
+            Ok(_) => {}
+        }
     }
     if let Some(timeout) = &build.timeout {
         check_duration(project, timeout, diagnostics);

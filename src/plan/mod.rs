@@ -363,19 +363,22 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
     }
 }
 
-/// The builds of images the environment runs and `observed` does not have, one per image.
+/// The builds of images the environment runs (an app's, or a Job's `imageFrom` an app a preview left out) and
+/// `observed` does not have, one per image.
 fn plan_builds(desired: &DesiredState, observed: &Observed) -> Vec<BuildStep> {
+    let containers =
+        desired.apps.values().map(|app| &app.container).chain(desired.jobs.values().map(|job| &job.container));
+    let runs: BTreeSet<&str> = containers.map(|container| container.image.as_str()).collect();
     desired
         .builds
         .iter()
-        .filter_map(|(app, build)| {
-            let image = &desired.apps.get(app)?.container.image;
-            (!observed.images.contains(image)).then(|| BuildStep {
-                app: app.clone(),
-                image: image.clone(),
-                build: build.clone(),
-                limits: desired.build_limits,
-            })
+        .map(|(app, build)| (app, build, build.image(&desired.env.project, app)))
+        .filter(|(_, _, image)| runs.contains(image.as_str()) && !observed.images.contains(image))
+        .map(|(app, build, image)| BuildStep {
+            app: app.clone(),
+            image,
+            build: build.clone(),
+            limits: desired.build_limits,
         })
         .collect()
 }

@@ -3,6 +3,8 @@
 //! archive a build is sent. A git context comes straight from the commit's tree (no worktree), a plain directory's
 //! from disk; both are listed as [`Entry`]s first, so that the rules and the archive are one piece of code.
 
+use std::collections::HashMap;
+
 use crate::model::build::{ContextFacts, ContextRequest};
 
 /// One entry of a context, by its path inside the context (`/`-separated).
@@ -36,49 +38,62 @@ pub(super) fn facts_of<Id>(
     if bytes > limit {
         return ContextFacts::TooLarge { bytes, limit };
     }
-    for entry in entries {
-        if let EntryKind::Symlink { target } = &entry.kind
-            && resolve_inside(&entry.path, target).is_none()
-        {
-            return ContextFacts::SymlinkLeaves { link: entry.path.clone(), target: target.clone() };
+    let links: HashMap<&str, &str> = entries
+        .iter()
+        .filter_map(|entry| match &entry.kind {
+            EntryKind::Symlink { target } => Some((entry.path.as_str(), target.as_str())),
+            _ => None,
+        })
+        .collect();
+    for (link, target) in &links {
+        if resolve(&links, link).is_none() {
+            return ContextFacts::SymlinkLeaves { link: (*link).to_owned(), target: (*target).to_owned() };
         }
     }
-    let dockerfile = request.dockerfile_in_context();
-    let mut current = dockerfile.to_owned();
-    // The Dockerfile may be a symlink inside the context (a few hops at most).
-    for _ in 0..8 {
-        match entries.iter().find(|entry| entry.path == current).map(|entry| &entry.kind) {
-            Some(EntryKind::File { .. }) => {
-                let files = entries.iter().filter(|entry| matches!(entry.kind, EntryKind::File { .. })).count();
-                return ContextFacts::Found { digest, bytes, files: files as u64 };
-            }
-            Some(EntryKind::Symlink { target }) => match resolve_inside(&current, target) {
-                Some(next) => current = next,
-                None => break,
-            },
-            Some(EntryKind::Dir) | None => break,
-        }
+    let dockerfile = resolve(&links, request.dockerfile_in_context());
+    let is_file =
+        |path: &str| entries.iter().any(|entry| entry.path == path && matches!(entry.kind, EntryKind::File { .. }));
+    if !dockerfile.is_some_and(|path| is_file(&path)) {
+        return ContextFacts::NoDockerfile;
     }
-    ContextFacts::NoDockerfile
+    let files = entries.iter().filter(|entry| matches!(entry.kind, EntryKind::File { .. })).count();
+    ContextFacts::Found { digest, bytes, files: files as u64 }
 }
 
-/// The context path a relative symlink at `link` points to; `None` when it leaves the context (or is absolute).
-fn resolve_inside(link: &str, target: &str) -> Option<String> {
-    if target.starts_with('/') {
+/// Symlinks followed at most, in all, to resolve one path (a loop is refused as leaving).
+const MAX_LINK_HOPS: u32 = 16;
+
+/// Where `path` of the context leads once every symlink on the way is followed (links through links, `..` after
+/// a link); `None` when it leaves the context, is absolute, or loops.
+fn resolve(links: &HashMap<&str, &str>, path: &str) -> Option<String> {
+    let mut hops = 0;
+    walk(links, Vec::new(), path, &mut hops).map(|parts| parts.join("/"))
+}
+
+fn walk(links: &HashMap<&str, &str>, mut parts: Vec<String>, path: &str, hops: &mut u32) -> Option<Vec<String>> {
+    if path.starts_with('/') {
         return None;
     }
-    let mut parts: Vec<&str> = link.split('/').collect();
-    parts.pop();
-    for part in target.split('/') {
+    for part in path.split('/') {
         match part {
             "" | "." => {}
             ".." => {
                 parts.pop()?;
             }
-            other => parts.push(other),
+            name => {
+                parts.push(name.to_owned());
+                if let Some(target) = links.get(parts.join("/").as_str()) {
+                    *hops += 1;
+                    if *hops > MAX_LINK_HOPS {
+                        return None;
+                    }
+                    parts.pop();
+                    parts = walk(links, parts, target, hops)?;
+                }
+            }
         }
     }
-    Some(parts.join("/"))
+    Some(parts)
 }
 
 /// The tar archive of a context: every entry with fixed owners and times, so that the same content makes the same
@@ -155,6 +170,14 @@ mod tests {
             facts_of(&request(), &[file("Dockerfile", 10), link("abs", "/etc/passwd")], "d".into(), 100),
             ContextFacts::SymlinkLeaves { .. }
         ));
+        // Through another link: `up` leads out, so `esc -> up/x` does too, although it reads as inside.
+        let through = [file("Dockerfile", 10), link("up", ".."), link("esc", "up/x")];
+        assert!(matches!(facts_of(&request(), &through, "d".into(), 100), ContextFacts::SymlinkLeaves { .. }));
+        let looping = [file("Dockerfile", 10), link("a", "b"), link("b", "a")];
+        assert!(matches!(facts_of(&request(), &looping, "d".into(), 100), ContextFacts::SymlinkLeaves { .. }));
+        let inside =
+            [file("conf/app.yaml", 1), link("lib", "conf"), link("app", "lib/app.yaml"), file("Dockerfile", 1)];
+        assert!(matches!(facts_of(&request(), &inside, "d".into(), 100), ContextFacts::Found { .. }));
         assert_eq!(
             facts_of(&request(), &[file("Dockerfile", 60), file("big", 50)], "d".into(), 100),
             ContextFacts::TooLarge { bytes: 110, limit: 100 }

@@ -544,6 +544,20 @@ impl GitSource {
     }
 }
 
+/// The target of the symlink blob `id` at `path`, refused unread when it is longer than a path can be.
+fn link_target(repo: &gix::Repository, id: gix::ObjectId, path: &str) -> Result<String, String> {
+    let size = repo.find_header(id).map_err(|error| error.to_string())?.size();
+    if size > MAX_LINK_TARGET_BYTES {
+        return Err(format!("symlink `{path}` points at a {size}-byte path; a link target is a short path"));
+    }
+    Ok(repo.find_object(id).map_err(|error| error.to_string())?.data.to_str_lossy().into_owned())
+}
+
+/// The deepest a build context's directories may nest (a hostile tree could nest until the stack ends).
+const MAX_CONTEXT_DEPTH: usize = 64;
+/// The longest symlink target read (Linux's PATH_MAX); a larger "link" is refused unread.
+const MAX_LINK_TARGET_BYTES: u64 = 4096;
+
 /// What a commit holds at a context's path.
 enum Listed {
     Entries(gix::ObjectId, Vec<super::context::Entry<gix::ObjectId>>),
@@ -562,8 +576,7 @@ fn context_entries(repo: &gix::Repository, tree: &gix::Tree<'_>, context: &str) 
             return Ok(Listed::Missing);
         };
         if entry.mode().is_link() {
-            let target = repo.find_object(entry.oid()).map_err(|error| error.to_string())?;
-            return Ok(Listed::Link(target.data.to_str_lossy().into_owned()));
+            return Ok(Listed::Link(link_target(repo, entry.oid().to_owned(), context)?));
         }
         if !entry.mode().is_tree() {
             return Ok(Listed::NotADirectory);
@@ -572,7 +585,7 @@ fn context_entries(repo: &gix::Repository, tree: &gix::Tree<'_>, context: &str) 
         (id, repo.find_object(id).map_err(|error| error.to_string())?.into_tree())
     };
     let mut entries = Vec::new();
-    walk_context(repo, &subtree, "", &mut entries)?;
+    walk_context(repo, &subtree, "", 0, &mut entries)?;
     Ok(Listed::Entries(id, entries))
 }
 
@@ -580,9 +593,13 @@ fn walk_context(
     repo: &gix::Repository,
     tree: &gix::Tree<'_>,
     prefix: &str,
+    depth: usize,
     out: &mut Vec<super::context::Entry<gix::ObjectId>>,
 ) -> Result<(), String> {
     use super::context::{Entry, EntryKind};
+    if depth > MAX_CONTEXT_DEPTH {
+        return Err(format!("`{prefix}` is nested deeper than {MAX_CONTEXT_DEPTH} directories"));
+    }
     for entry in tree.iter() {
         let entry = entry.map_err(|error| error.to_string())?;
         if out.len() >= MAX_TREE_ENTRIES {
@@ -595,9 +612,9 @@ fn walk_context(
         if mode.is_tree() {
             out.push(Entry { path: path.clone(), kind: EntryKind::Dir });
             let subtree = repo.find_object(id).map_err(|error| error.to_string())?.into_tree();
-            walk_context(repo, &subtree, &path, out)?;
+            walk_context(repo, &subtree, &path, depth + 1, out)?;
         } else if mode.is_link() {
-            let target = repo.find_object(id).map_err(|error| error.to_string())?.data.to_str_lossy().into_owned();
+            let target = link_target(repo, id, &path)?;
             out.push(Entry { path, kind: EntryKind::Symlink { target } });
         } else if mode.is_blob() {
             let size = repo.find_header(id).map_err(|error| error.to_string())?.size();

@@ -180,6 +180,11 @@ fn context_entries(root: &Path, context: &str) -> std::io::Result<Listed> {
     if !metadata.is_dir() {
         return Ok(Listed::NotADirectory);
     }
+    // A directory on the way may be a symlink leading out of the repository (`vendor -> /elsewhere`).
+    let real = dir.canonicalize()?;
+    if !real.starts_with(root.canonicalize()?) {
+        return Ok(Listed::Link(real.display().to_string()));
+    }
     let mut entries = Vec::new();
     walk_context(&dir, "", &mut entries)?;
     Ok(Listed::Entries(entries))

@@ -200,6 +200,8 @@ impl BuildBench {
             parallel,
             preview_slots: Arc::default(),
             preview_max: 4,
+            failed: Default::default(),
+            retry_failed: true,
         }
     }
 

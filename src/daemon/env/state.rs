@@ -94,6 +94,8 @@ pub enum ReconcileError {
     Secrets(#[source] crate::secrets::sops::SopsError),
     #[error("{0}; nothing of this commit runs until then")]
     Unapproved(String),
+    #[error("reading the commit's config stopped: {0}; railyard tries again")]
+    Load(String),
     #[error("cannot tell whether the domains are in place: {0}; railyard tries again")]
     Unobserved(String),
     #[error(

@@ -214,6 +214,21 @@ mod tests {
     }
 
     #[test]
+    fn a_preview_build_memory_over_the_engines_limit_and_a_long_project_name_are_refused() {
+        let project = |text: &str| {
+            let files = [RepoFile::text("railyard.yaml", text)];
+            load(&files).err().map(|invalid| invalid.to_string()).unwrap_or_default()
+        };
+        let memory = project("kind: Project\nname: shop\npreviews: { limits: { build: { memory: 2Gi } } }\n");
+        assert!(memory.contains("previews.limits.build.memory: 2Gi is more than a build may be given"), "{memory}");
+        assert!(project("kind: Project\nname: shop\npreviews: { limits: { build: { memory: 2047Mi } } }\n").is_empty());
+        let long = "p".repeat(49);
+        let named = project(&format!("kind: Project\nname: {long}\n"));
+        assert!(named.contains("has 49 characters; use at most 48"), "{named}");
+        assert!(project(&format!("kind: Project\nname: {}\n", "p".repeat(48))).is_empty());
+    }
+
+    #[test]
     fn what_the_source_found_of_a_context_is_an_error_at_its_field() {
         let config = config("kind: App\nname: web\nbuild:\n  context: services/web\n");
         let request = ContextRequest { context: "services/web".into(), dockerfile: "services/web/Dockerfile".into() };
@@ -275,5 +290,24 @@ mod tests {
         assert_eq!(plan.summary.build, 1);
         observed.images.insert(desired.apps["web"].container.image.clone());
         assert!(crate::plan::plan(&desired, &observed).builds.is_empty());
+    }
+
+    #[test]
+    fn a_job_running_the_image_of_an_app_a_preview_left_out_still_has_it_built() {
+        let files = [
+            RepoFile::text("railyard.yaml", "kind: Project\nname: shop\npreviews: { limits: { apps: 1 } }\n"),
+            RepoFile::text("apps/a.yaml", "kind: App\nname: a\nimage: a:1\n"),
+            RepoFile::text("apps/web.yaml", "kind: App\nname: web\nbuild: { context: web }\n"),
+            RepoFile::text("jobs/migrate.yaml", "kind: Job\nname: migrate\nimageFrom: web\n"),
+        ];
+        let config = load(&files).unwrap_or_else(|invalid| panic!("invalid:\n{invalid}"));
+        let config = config.clone().with_contexts(found(&config, "git:1")).expect("valid");
+        let desired = config.desired(&Environment::pull_request("shop", 3), Some("c0ffee"));
+        assert!(!desired.apps.contains_key("web"), "the preview keeps one app: {:?}", desired.apps.keys());
+        let image = desired.jobs["migrate"].container.image.clone();
+        assert!(image.starts_with("railyard.local/shop-pr-3/web:"), "{image}");
+        let plan = crate::plan::plan(&desired, &crate::model::Observed::default());
+        assert_eq!(plan.builds.iter().map(|build| build.image.clone()).collect::<Vec<_>>(), vec![image]);
+        assert_eq!(desired.built_images(), vec![plan.builds[0].image.clone()]);
     }
 }
