@@ -152,6 +152,12 @@ pub struct BuildFileSettings {
     pub registry_credentials_file: Option<PathBuf>,
     /// A file holding `user:password` that previews push with (they never get the other).
     pub preview_registry_credentials_file: Option<PathBuf>,
+    /// A build outside previews that takes longer fails, e.g. `30m` (the default; previews have
+    /// `previews.limits.build.timeout`).
+    #[serde(default, deserialize_with = "duration")]
+    #[schemars(with = "Option<String>")]
+    #[schemars(pattern(DURATION))]
+    pub timeout: Option<Duration>,
     /// The largest build context, in MiB. Default 200.
     #[schemars(range(min = 1))]
     pub max_context_mib: Option<u64>,

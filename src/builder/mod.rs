@@ -39,7 +39,12 @@ pub struct BuildSettings {
     pub registry: Option<docker::RegistrySettings>,
     /// The largest context a build may send.
     pub max_context_bytes: u64,
+    /// How long a build outside previews may take (`--build-timeout`).
+    pub timeout: Duration,
 }
+
+/// A build outside previews that takes longer fails, unless told otherwise.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Images built and unreferenced are kept this long unless told otherwise.
 pub const DEFAULT_KEEP_IMAGES: Duration = Duration::from_secs(24 * 3600);
@@ -51,6 +56,7 @@ impl Default for BuildSettings {
             keep_images: DEFAULT_KEEP_IMAGES,
             registry: None,
             max_context_bytes: crate::model::build::DEFAULT_MAX_CONTEXT_BYTES,
+            timeout: DEFAULT_BUILD_TIMEOUT,
         }
     }
 }
@@ -137,8 +143,8 @@ pub enum BuildError {
     Failed { app: String, step: String, message: String, last_lines: Vec<String> },
     #[error(
         "building the image of App `{app}` took longer than {seconds} s and was stopped; nothing was applied. Make \
-         the build faster{}",
-        if *.preview { ", or raise previews.limits.build.timeout on the tracked branch" } else { "" }
+         the build faster, or raise {}",
+        if *.preview { "previews.limits.build.timeout on the tracked branch" } else { "--build-timeout (build.timeout in the settings file)" }
     )]
     TimedOut { app: String, seconds: u64, preview: bool },
     #[error(
@@ -190,6 +196,8 @@ pub struct BuildRunner {
     pub failed: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
     /// Build what failed before anyway (a sync asked for by hand).
     pub retry_failed: bool,
+    /// How long a build outside previews may take (a preview's limit is in its step).
+    pub timeout: Duration,
 }
 
 impl BuildRunner {
@@ -242,7 +250,10 @@ impl BuildRunner {
             context: step.build.context.clone(),
             reason,
         })?;
-        let limit = Duration::from_millis(step.limits.timeout_ms);
+        let limit = match step.limits.preview {
+            true => Duration::from_millis(step.limits.timeout_ms),
+            false => self.timeout,
+        };
         let built = match tokio::time::timeout(limit, self.builder.build(env, step, context, progress)).await {
             Ok(built) => built,
             Err(_) => Err(BuildError::TimedOut {
@@ -373,6 +384,7 @@ mod tests {
             preview_max: 1,
             failed: Arc::default(),
             retry_failed: false,
+            timeout: DEFAULT_BUILD_TIMEOUT,
         };
         let build = crate::model::build::BuildSpec {
             context: "web".into(),

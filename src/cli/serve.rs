@@ -151,6 +151,7 @@ fn daemon_settings(args: &ServeArgs, repo: &str, source: Source) -> anyhow::Resu
         builds: railyard::builder::BuildSettings {
             parallel: args.build_parallel,
             keep_images: args.keep_images,
+            timeout: args.build_timeout,
             registry: args.build_file.registry(),
             max_context_bytes: args
                 .build_file
@@ -210,6 +211,11 @@ fn server_state(
     anyhow::ensure!(
         !args.keep_audit.is_zero(),
         "--keep-audit 0s would keep no audit trail; give a duration such as 90d"
+    );
+    anyhow::ensure!(
+        !args.build_timeout.is_zero() && args.build_parallel > 0,
+        "--build-timeout 0s or --build-parallel 0 would let no image build; give e.g. --build-timeout 30m \
+         --build-parallel 2"
     );
     for token in state.api_tokens.names() {
         tracing::info!(token = %token.name, scope = %token.scope(), "API token");

@@ -128,6 +128,9 @@ pub struct ServeArgs {
     /// Images of `build:` Apps built at once for one commit.
     #[arg(long, default_value_t = railyard::builder::DEFAULT_BUILD_PARALLEL, env = "RAILYARD_BUILD_PARALLEL")]
     pub build_parallel: usize,
+    /// A build outside previews that takes longer fails (previews: `previews.limits.build.timeout`).
+    #[arg(long, default_value = "30m", env = "RAILYARD_BUILD_TIMEOUT", value_parser = parse_duration)]
+    pub build_timeout: Duration,
     /// Built images that no environment has referenced for this long are removed.
     #[arg(long, default_value = "24h", env = "RAILYARD_KEEP_IMAGES", value_parser = parse_duration)]
     pub keep_images: Duration,
@@ -178,6 +181,7 @@ impl ServeArgs {
         fill!(self, keep_audit, file.keep_audit);
         fill!(self, build_parallel, file.build.as_ref().and_then(|build| build.parallel));
         fill!(self, keep_images, file.build.as_ref().and_then(|build| build.keep_images));
+        fill!(self, build_timeout, file.build.as_ref().and_then(|build| build.timeout));
         fill!(self, webhook_max_bytes, file.webhook_max_bytes);
         fill!(self, forge, file.forge.map(|forge| Some(forge.as_str().to_owned())));
         fill!(self, forge_url, file.forge_url.map(Some));

@@ -146,6 +146,7 @@ async fn build_runner(
         preview_max: usize::try_from(preview_max).unwrap_or(usize::MAX),
         failed: Default::default(),
         retry_failed: true,
+        timeout: file.timeout.unwrap_or(railyard::builder::DEFAULT_BUILD_TIMEOUT),
     }))
 }
 

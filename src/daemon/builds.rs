@@ -81,6 +81,7 @@ impl Daemon {
             preview_max: usize::try_from(preview_max).unwrap_or(usize::MAX),
             failed: Arc::clone(&self.builders.failed),
             retry_failed,
+            timeout: self.settings.builds.timeout,
         }))
     }
 

@@ -202,6 +202,7 @@ impl BuildBench {
             preview_max: 4,
             failed: Default::default(),
             retry_failed: true,
+            timeout: std::time::Duration::from_secs(600),
         }
     }
 
