@@ -50,6 +50,8 @@ struct Listing {
 
 /// The commit a reconcile runs, and the branch's head while a rollback pins the environment elsewhere.
 struct ReadCommit {
+    /// The branch the environment follows.
+    branch: String,
     fetched: Fetched,
     head: Option<Fetched>,
     /// The pinned commit and since when.
@@ -525,10 +527,8 @@ impl EnvHandle {
             Ok(builds) => builds,
             Err(error) => return self.fail(ReconcileError::Pipeline(Box::new(error.into()))),
         };
-        let planned = self
-            .prepare(daemon, taken, &config, &policy, &read, &branch, builds.as_ref())
-            .instrument(info_span!("plan"))
-            .await;
+        let planned =
+            self.prepare(daemon, taken, &config, &policy, &read, builds.as_ref()).instrument(info_span!("plan")).await;
         let prepared = match planned {
             Ok(prepared) => prepared,
             Err(error) => return self.fail(error),
@@ -593,10 +593,10 @@ impl EnvHandle {
         let pin = daemon.store.pin_of(&self.name).await.ok().flatten();
         match &pin {
             Some((sha, _)) if *sha != fetched.commit.sha => match daemon.read_sha(sha).await {
-                Ok(pinned) => Ok(ReadCommit { fetched: pinned, head: Some(fetched), pin }),
+                Ok(pinned) => Ok(ReadCommit { branch: branch.to_owned(), fetched: pinned, head: Some(fetched), pin }),
                 Err(error) => Err(self.fail(ReconcileError::Pin(Box::new(error)))),
             },
-            _ => Ok(ReadCommit { fetched, head: None, pin }),
+            _ => Ok(ReadCommit { branch: branch.to_owned(), fetched, head: None, pin }),
         }
     }
 
@@ -609,7 +609,6 @@ impl EnvHandle {
         config: &model::Config,
         policy: &Policy,
         read: &ReadCommit,
-        branch: &str,
         builds: Option<&crate::builder::BuildRunner>,
     ) -> Result<pipeline::Prepared, ReconcileError> {
         let commit = &read.fetched.commit;
@@ -642,8 +641,9 @@ impl EnvHandle {
             state.pending_destroy = false;
         });
         let backend = daemon.backend_for(&self.name).await?;
-        let secrets =
-            daemon.secrets_for(config, &environment, branch, &read.fetched.files).map_err(ReconcileError::Secrets)?;
+        let secrets = daemon
+            .secrets_for(config, &environment, &read.branch, &read.fetched.files)
+            .map_err(ReconcileError::Secrets)?;
         let mut prepared = pipeline::prepare(backend.as_ref(), builds, &secrets, desired).await?;
         prepared.plan.moving = self.moving(daemon).await;
         Ok(prepared)
@@ -783,7 +783,7 @@ impl EnvHandle {
         let keep_of = |job: &str| run.prepared.desired.jobs.get(job).map(|spec| spec.keep).unwrap_or_default();
         // Each Job run is recorded as it ends, so that one that finished is kept whatever becomes of the apply.
         let (finished, mut runs) = tokio::sync::mpsc::unbounded_channel();
-        let progress = WorkerProgress { finished, env: Arc::clone(self), changes: daemon.changes.clone() };
+        let progress = WorkerProgress::new(finished, Arc::clone(self), daemon.changes.clone());
         let executing = pipeline::execute(backend.as_ref(), run.builds, run.prepared, &progress);
         tokio::pin!(executing);
         let executed = loop {
@@ -797,6 +797,10 @@ impl EnvHandle {
         while let Ok(finished) = runs.try_recv() {
             daemon.record_job_runs(&[finished], keep_of).await;
         }
+        if !matches!(executed, Some(Err(crate::pipeline::PipelineError::Build(_)))) {
+            // A build the apply stopped (railyard stopping, the lease lost) is no longer building.
+            progress.finish_builds("stopped");
+        }
         let executed = match executed {
             Some(Ok(executed)) => executed,
             // The lease ended during the apply: the leader takes over, and this is no failure to report or retry.
@@ -806,11 +810,7 @@ impl EnvHandle {
             }
             // A build that failed touched nothing: the sync failed, with the failing step and its last lines.
             Some(Err(crate::pipeline::PipelineError::Build(error))) => {
-                self.update(|state| {
-                    for build in state.builds.iter_mut().filter(|build| build.status == "building") {
-                        build.status = "failed".to_owned();
-                    }
-                });
+                progress.finish_builds("failed");
                 let message = error.to_string();
                 let record = self.sync_record(
                     run.trigger,
@@ -1016,14 +1016,38 @@ struct WorkerProgress {
     finished: tokio::sync::mpsc::UnboundedSender<crate::backend::JobRun>,
     env: Arc<EnvHandle>,
     changes: tokio::sync::broadcast::Sender<()>,
+    /// Build output not yet in the state: a build may print fast, so lines reach the state (and live pages) in
+    /// batches, at most every [`BUILD_OUTPUT_EVERY`].
+    unshown: std::sync::Mutex<Unshown>,
 }
 
+/// Build output lines not yet in the state, by app, and when the state last took some.
+type Unshown = (Vec<(String, String)>, Option<std::time::Instant>);
+
+/// How often a build's new lines reach the environment's state while it prints.
+const BUILD_OUTPUT_EVERY: Duration = Duration::from_millis(250);
+
 impl WorkerProgress {
-    /// Keeps a build's step in the environment's state, for the pages to show as it comes.
+    fn new(
+        finished: tokio::sync::mpsc::UnboundedSender<crate::backend::JobRun>,
+        env: Arc<EnvHandle>,
+        changes: tokio::sync::broadcast::Sender<()>,
+    ) -> WorkerProgress {
+        WorkerProgress { finished, env, changes, unshown: std::sync::Mutex::new((Vec::new(), None)) }
+    }
+
+    /// Keeps a build's step in the environment's state, for the pages to show as it comes; output lines in batches.
     fn show_build(&self, app: &str, step: &crate::backend::Step) {
         use crate::backend::Step;
-        self.env.update(|state| {
-            if let Step::Building { image } = step {
+        if let Step::BuildOutput { line } = step {
+            let mut unshown = self.unshown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            unshown.0.push((app.to_owned(), line.clone()));
+            if unshown.1.is_some_and(|shown| shown.elapsed() < BUILD_OUTPUT_EVERY) {
+                return;
+            }
+        }
+        self.show(|state| match step {
+            Step::Building { image } => {
                 state.builds.retain(|build| build.app != app);
                 state.builds.push(BuildView {
                     app: app.to_owned(),
@@ -1031,35 +1055,61 @@ impl WorkerProgress {
                     status: "building".to_owned(),
                     output: Vec::new(),
                 });
-                return;
             }
-            let Some(build) = state.builds.iter_mut().find(|build| build.app == app) else { return };
-            match step {
-                Step::BuildOutput { line } => {
-                    if build.output.len() == crate::builder::KEPT_OUTPUT_LINES {
-                        build.output.remove(0);
-                    }
-                    build.output.push(line.clone());
+            Step::Built { .. } => set_build_status(state, app, "built"),
+            _ => {}
+        });
+    }
+
+    /// Puts the unshown lines and `change` into the state, and tells the live pages.
+    fn show(&self, change: impl FnOnce(&mut EnvState)) {
+        let lines = {
+            let mut unshown = self.unshown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            unshown.1 = Some(std::time::Instant::now());
+            std::mem::take(&mut unshown.0)
+        };
+        self.env.update(|state| {
+            for (app, line) in lines {
+                let Some(build) = state.builds.iter_mut().find(|build| build.app == app) else { continue };
+                if build.output.len() == crate::builder::KEPT_OUTPUT_LINES {
+                    build.output.remove(0);
                 }
-                Step::Built { .. } => build.status = "built".to_owned(),
-                Step::Failed { .. } => build.status = "failed".to_owned(),
-                _ => {}
+                build.output.push(line);
             }
+            change(state);
         });
         let _ = self.changes.send(());
+    }
+
+    /// After the apply: the last lines, and builds still "building" marked as `status` (failed, or stopped).
+    fn finish_builds(&self, status: &str) {
+        if self.unshown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.is_none() {
+            return;
+        }
+        self.show(|state| {
+            for build in state.builds.iter_mut().filter(|build| build.status == "building") {
+                build.status = status.to_owned();
+            }
+        });
+    }
+}
+
+fn set_build_status(state: &mut EnvState, app: &str, status: &str) {
+    if let Some(build) = state.builds.iter_mut().find(|build| build.app == app) {
+        build.status = status.to_owned();
     }
 }
 
 impl Progress for WorkerProgress {
     fn event(&self, event: &crate::backend::ProgressEvent) {
+        use crate::backend::Step;
         let (kind, step, subject) = (event.kind.as_str(), event.step.name(), event.step.subject().unwrap_or_default());
-        info!(kind, name = %event.name, step, subject, "{}", event.step);
-        if matches!(
-            event.step,
-            crate::backend::Step::Building { .. }
-                | crate::backend::Step::BuildOutput { .. }
-                | crate::backend::Step::Built { .. }
-        ) {
+        match &event.step {
+            // A build's own lines: many, and already on the page and in the sync.
+            Step::BuildOutput { line } => tracing::debug!(kind, name = %event.name, step, "{line}"),
+            _ => info!(kind, name = %event.name, step, subject, "{}", event.step),
+        }
+        if matches!(event.step, Step::Building { .. } | Step::BuildOutput { .. } | Step::Built { .. }) {
             self.show_build(&event.name, &event.step);
         }
     }
