@@ -180,7 +180,13 @@ async fn a_preview_build_is_held_to_its_limits_and_stopped_at_its_timeout() {
     let probe = "RUN cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max 2>/dev/null || \
                  cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us\n";
     bench.context("probe", &format!("{BUSYBOX_BASE}{probe}"), &[]);
-    let limits = BuildLimits { cpu_millis: Some(500), memory_bytes: Some(96 << 20), timeout_ms: 60_000, preview: true };
+    let limits = BuildLimits {
+        cpu_millis: Some(500),
+        memory_bytes: Some(96 << 20),
+        timeout_ms: 60_000,
+        preview: true,
+        pull_base: false,
+    };
     let mut step = bench.step(&preview, "web", "probe", None, &[]);
     step.limits = limits;
     let built = bench.builder.build(&preview, &step, bench.archive("probe"), &*bench.progress).await.expect("builds");

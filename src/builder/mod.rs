@@ -209,15 +209,15 @@ impl BuildRunner {
         self.builder.present(env, images).await
     }
 
-    /// Builds every image `plan` lists, at most [`BuildRunner::parallel`] at once; the first failure is returned
-    /// once the builds under way have ended.
+    /// Builds every image `plan` lists, at most [`BuildRunner::parallel`] at once, and stops at the first failure:
+    /// nothing of the plan is applied then, so no queued build starts, and the builds under way are dropped, which
+    /// closes their connections and so cancels them on the engine (their containers removed).
     pub async fn run(&self, plan: &Plan, progress: &dyn Progress) -> Result<Vec<BuiltImage>, BuildError> {
         let commit = plan.commit.as_deref();
         // The futures are made first: a stream mapping borrowed steps to futures is not `Send` for every lifetime.
+        // They do nothing until polled: a queued build never polled never starts.
         let builds: Vec<_> = plan.builds.iter().map(|step| self.build_one(&plan.env, commit, step, progress)).collect();
-        let results: Vec<Result<BuiltImage, BuildError>> =
-            stream::iter(builds).buffer_unordered(self.parallel.max(1)).collect().await;
-        stream::iter(results).try_collect().await
+        stream::iter(builds).buffer_unordered(self.parallel.max(1)).try_collect().await
     }
 
     async fn build_one(

@@ -114,6 +114,10 @@ pub struct BuildLimits {
     /// The build is a preview's: its code is hostile.
     #[serde(default)]
     pub preview: bool,
+    /// Base images (`FROM`, `COPY --from`) are pulled, never taken from the host: a preview without
+    /// `previews.localImages` must not read production's private or built images through its Dockerfile.
+    #[serde(default)]
+    pub pull_base: bool,
 }
 
 /// A build that takes longer fails.
@@ -121,7 +125,13 @@ pub const DEFAULT_BUILD_TIMEOUT_MS: u64 = 600_000;
 
 impl Default for BuildLimits {
     fn default() -> BuildLimits {
-        BuildLimits { cpu_millis: None, memory_bytes: None, timeout_ms: DEFAULT_BUILD_TIMEOUT_MS, preview: false }
+        BuildLimits {
+            cpu_millis: None,
+            memory_bytes: None,
+            timeout_ms: DEFAULT_BUILD_TIMEOUT_MS,
+            preview: false,
+            pull_base: false,
+        }
     }
 }
 
