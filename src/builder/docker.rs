@@ -597,6 +597,35 @@ mod tests {
     }
 
     #[test]
+    fn an_endless_line_is_held_to_the_cap_and_the_next_line_is_whole() {
+        let progress = Lines::default();
+        let mut output = BuildOutput::new("web", &progress);
+        let piece = "é".repeat(16 * 1024);
+        for _ in 0..100 {
+            output.read(&piece);
+            assert!(output.partial.len() <= PARTIAL_LINE_BYTES, "{}", output.partial.len());
+        }
+        output.read("\nnext line\n");
+        let lines = progress.0.lock().map(|lines| lines.clone()).unwrap_or_default();
+        assert_eq!(lines.len(), 2, "{:?}", lines.iter().map(String::len).collect::<Vec<_>>());
+        assert!(lines[0].starts_with("éé") && lines[0].ends_with('…'), "the start kept, marked cut");
+        assert!(lines[0].len() <= super::super::MAX_OUTPUT_LINE_BYTES + '…'.len_utf8(), "{}", lines[0].len());
+        assert_eq!(lines[1], "next line");
+    }
+
+    #[test]
+    fn a_limit_over_the_engines_names_the_field_and_its_maximum() {
+        let memory = BuildLimits { memory_bytes: Some(2048 << 20), ..BuildLimits::default() };
+        let error = Limits::of("web", &memory).err().map(|error| error.to_string()).unwrap_or_default();
+        assert!(error.contains("App `web`") && error.contains("previews.limits.build.memory to 2047Mi"), "{error}");
+        let fits = BuildLimits { memory_bytes: Some(2047 << 20), ..BuildLimits::default() };
+        assert_eq!(Limits::of("web", &fits).ok().and_then(|limits| limits.memory), Some(2047 << 20));
+        let cpus = BuildLimits { cpu_millis: Some(u64::MAX), ..BuildLimits::default() };
+        let error = Limits::of("web", &cpus).err().map(|error| error.to_string()).unwrap_or_default();
+        assert!(error.contains("previews.limits.build.cpus"), "{error}");
+    }
+
+    #[test]
     fn limits_are_in_the_engines_units_and_too_large_ones_are_refused() {
         let limits = BuildLimits { cpu_millis: Some(500), memory_bytes: Some(256 << 20), ..BuildLimits::default() };
         let converted = Limits::of("web", &limits).expect("fits");
