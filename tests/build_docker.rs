@@ -180,7 +180,13 @@ async fn a_preview_build_is_held_to_its_limits_and_stopped_at_its_timeout() {
     let probe = "RUN cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max 2>/dev/null || \
                  cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us\n";
     bench.context("probe", &format!("{BUSYBOX_BASE}{probe}"), &[]);
-    let limits = BuildLimits { cpu_millis: Some(500), memory_bytes: Some(96 << 20), timeout_ms: 60_000, preview: true };
+    let limits = BuildLimits {
+        cpu_millis: Some(500),
+        memory_bytes: Some(96 << 20),
+        timeout_ms: 60_000,
+        preview: true,
+        pull_base: false,
+    };
     let mut step = bench.step(&preview, "web", "probe", None, &[]);
     step.limits = limits;
     let built = bench.builder.build(&preview, &step, bench.archive("probe"), &*bench.progress).await.expect("builds");
@@ -321,4 +327,124 @@ impl Drop for ContainerGuard {
     fn drop(&mut self) {
         crate::support::run_ok("docker", &["rm", "-f", &self.0]);
     }
+}
+
+/// Removes images a test made outside the builder, in the order given (children before their parents).
+struct ImageGuard(Vec<String>);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            crate::support::run_ok("docker", &["rmi", "-f", image]);
+        }
+    }
+}
+
+/// `docker build -q` of context `name` of `bench`, tagged `tag` when given; the image's ID.
+fn docker_build(bench: &BuildBench, name: &str, tag: Option<&str>) -> String {
+    let dir = bench.contexts.path().join(name).display().to_string();
+    let mut args = vec!["build", "-q"];
+    if let Some(tag) = tag {
+        args.extend(["-t", tag]);
+    }
+    args.push(&dir);
+    docker(&args).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_preview_without_local_images_cannot_read_a_host_image_through_its_dockerfile() {
+    let bench = BuildBench::new("pullbase").await;
+    let preview = bench.preview(5);
+    let canary = format!("canary-{}", bench.project);
+    let local_only = format!("{}/private:1", bench.project);
+    bench.context("private", &format!("{BUSYBOX_BASE}COPY canary /canary\n"), &[("canary", canary.as_str())]);
+    let _private = ImageGuard(vec![docker_build(&bench, "private", Some(&local_only))]);
+
+    let limits = BuildLimits { preview: true, pull_base: true, ..BuildLimits::default() };
+    bench.context("from", &format!("FROM {local_only}\nRUN echo built > /built\n"), &[]);
+    bench.context("copy", &format!("FROM scratch\nCOPY --from={local_only} /canary /canary\n"), &[]);
+    for (name, instruction) in [("from", "FROM"), ("copy", "COPY --from")] {
+        let mut step = bench.step(&preview, "web", name, None, &[]);
+        step.limits = limits;
+        let error = bench.builder.build(&preview, &step, bench.archive(name), &*bench.progress).await;
+        let error = error.expect_err("the host's image is not the preview's to read");
+        let BuildError::Failed { step: failed_step, message, .. } = &error else {
+            panic!("a failed build, not {error}");
+        };
+        assert!(failed_step.contains(instruction) && failed_step.contains(&local_only), "{failed_step}");
+        // The engine's pull error (no such host here; "pull access denied" with a network).
+        assert!(!message.is_empty(), "{error}");
+        assert!(!crate::support::run_ok("docker", &["image", "inspect", &step.image]), "{name}: nothing tagged");
+    }
+    // No image the builds made holds the canary (the engine made none: the pull failed before any layer).
+    let made = bench.images();
+    assert!(made.is_empty(), "images were built: {made:?}");
+
+    // With `previews.localImages` the same build takes the host's image.
+    let mut allowed = bench.step(&preview, "web", "from", None, &[]);
+    allowed.limits = BuildLimits { pull_base: false, ..limits };
+    bench.builder.build(&preview, &allowed, bench.archive("from"), &*bench.progress).await.expect("builds");
+    assert_eq!(BuildBench::read_file(&allowed.image, "/canary"), canary, "the control reads the host's image");
+}
+
+#[tokio::test]
+async fn an_endless_line_of_output_is_held_to_the_cap() {
+    let bench = BuildBench::new("longline").await;
+    let env = bench.production();
+    bench.context("web", &format!("{BUSYBOX_BASE}RUN head -c 50000000 /dev/zero | tr '\\0' a\n"), &[]);
+    let step = bench.step(&env, "web", "web", None, &[]);
+    let rss_before = memory_kib("VmRSS");
+    let started = Instant::now();
+    let built = bench.builder.build(&env, &step, bench.archive("web"), &*bench.progress).await.expect("builds");
+    let peak = memory_kib("VmHWM");
+    let cap = railyard::builder::MAX_OUTPUT_LINE_BYTES + '…'.len_utf8();
+    let lines = bench.progress.lines("web");
+    assert!(lines.iter().all(|line| line.len() <= cap), "{:?}", lines.iter().map(String::len).max());
+    assert!(lines.iter().any(|line| line.starts_with("aaaa") && line.ends_with('…')), "the start of the line, cut");
+    assert_eq!(lines, built.output);
+    // The 50 MB line is never held: the peak of this process grows by far less than the line.
+    let grown_mib = peak.saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 40, "the process grew by {grown_mib} MiB reading the line");
+    println!(
+        "a 50 MB line of output: built in {} ms, the process grew by {grown_mib} MiB",
+        started.elapsed().as_millis()
+    );
+}
+
+/// A field of /proc/self/status in KiB.
+fn memory_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|line| line.starts_with(&format!("{field}:"))).expect("the field");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("KiB")
+}
+
+#[tokio::test]
+async fn garbage_collection_removes_only_railyards_names_and_images() {
+    let bench = BuildBench::new("gcowned").await;
+    let env = bench.production();
+    bench.context("base", &format!("{BUSYBOX_BASE}RUN echo base > /name\n"), &[]);
+    let base = bench.step(&env, "web", "base", None, &[]);
+    bench.builder.build(&env, &base, bench.archive("base"), &*bench.progress).await.expect("builds");
+    // Images others made from it inherit its label: one tagged, one untagged; and another tag of the image itself.
+    bench.context("child", &format!("FROM {}\nRUN echo child > /child\n", base.image), &[]);
+    let child = format!("{}/child:1", bench.project);
+    let alias = format!("{}/alias:1", bench.project);
+    docker(&["tag", &base.image, &alias]);
+    docker_build(&bench, "child", Some(&child));
+    bench.context("child", &format!("FROM {}\nRUN echo untagged > /child\n", base.image), &[]);
+    let untagged_child = docker_build(&bench, "child", None);
+    let _guard = ImageGuard(vec![child.clone(), untagged_child.clone(), alias.clone()]);
+    let labels = docker(&["image", "inspect", "--format", "{{json .Config.Labels}}", &child]);
+    assert!(labels.contains(&bench.project), "the label is inherited: {labels}");
+
+    let garbage = bench.builder.collect_garbage(&BTreeSet::new(), Duration::ZERO).await.expect("collects");
+    assert_eq!(garbage.removed, vec![base.image.clone()], "only railyard's tag");
+    assert_eq!(garbage.bytes_freed, 0, "the image stays under its other tag");
+    for image in [&child, &untagged_child, &alias] {
+        assert!(crate::support::run_ok("docker", &["image", "inspect", image]), "{image} survives");
+    }
+    assert!(!crate::support::run_ok("docker", &["image", "inspect", &base.image]), "railyard's tag is gone");
+    let again = bench.builder.collect_garbage(&BTreeSet::new(), Duration::ZERO).await.expect("collects");
+    assert!(again.removed.is_empty(), "{again:?}");
+    assert_eq!(bench.builder.usage().await.expect("usage").images, 0, "what others made is not railyard's");
 }

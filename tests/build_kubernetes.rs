@@ -6,7 +6,7 @@
 
 use crate::support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use support::kube_backend::{KubeCase, NoProgress, Repo, runtime, secrets, writes};
@@ -14,9 +14,10 @@ use support::registry::LoopbackRegistry;
 
 use railyard::backend::kubernetes::{KubernetesBackend, KubernetesBackendSettings};
 use railyard::backend::{ApplyReport, Backend, BackendError};
-use railyard::builder::BuildError;
 use railyard::builder::docker::RegistrySettings;
+use railyard::builder::docker::{DockerBuilder, DockerBuilderSettings};
 use railyard::builder::registry;
+use railyard::builder::{BuildError, ImageBuilder};
 use railyard::model::build::{BuildLimits, ContextFacts, ContextReport, ContextRequest};
 use railyard::model::{DesiredState, Environment, load};
 use railyard::plan::{BuildStep, Plan, plan};
@@ -290,5 +291,29 @@ fn a_preview_asks_the_registry_with_the_previews_credentials_only() {
         let error = apply(backend, &plan_built(backend, &preview).await).await.expect_err("no credentials").to_string();
         assert!(error.contains("refused") && error.contains(&registry.address), "{error}");
         assert!(!error.contains("production-pull-1a2b"), "{error}");
+    });
+}
+
+#[test]
+fn an_image_in_the_registry_is_present_though_the_engine_no_longer_holds_it() {
+    let registry = LoopbackRegistry::start();
+    let settings = settings(&registry);
+    let repo = Repo::new("build-present", "");
+    let marker = unique("present");
+    let env = Environment::production(&repo.name);
+    let desired = desired_with_build(&repo, &env, &marker);
+    let never_pushed = content_tag(&desired_with_build(&repo, &env, &unique("never-pushed")));
+    let image = content_tag(&desired);
+    runtime().block_on(async {
+        let builder_settings = DockerBuilderSettings { registry: Some(settings.clone()), source: None };
+        let builder = DockerBuilder::connect(builder_settings).await.expect("the Docker Engine");
+        let (pinned, built) = build_and_push(&desired, &marker, &settings).await;
+        pinned.expect("pushed");
+        // The image collected on this host (or another host after a failover): only the registry has it.
+        drop(built);
+        assert!(!support::run_ok("docker", &["image", "inspect", &image]), "the local image is gone");
+        let images = [image.clone(), never_pushed.clone()];
+        let present = builder.present(&env, &images).await.expect("the registry answers");
+        assert_eq!(present, BTreeSet::from([image.clone()]), "asked of the registry, not of the engine");
     });
 }

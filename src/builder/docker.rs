@@ -16,7 +16,10 @@
 //! (`railyard.local/<project>/<app>`), which only railyard tags.
 //!
 //! Garbage: of the images carrying [`BUILT`], those no environment references and no container uses are removed
-//! once they have been so for the time the daemon keeps them.
+//! once they have been so for the time the daemon keeps them. Labels are inherited (an image built `FROM` a built
+//! image, a `docker commit` of a container of one), so the label only narrows the search: what is removed is a tag
+//! under `railyard.local/` (with its pushed twin in the registry's repository), or an untagged image whose ID this
+//! builder built; never another tag, never another image.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -31,11 +34,12 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::registry::Pushed;
 use super::{BuildError, BuiltImage, ImageBuilder, OutputTail};
 use crate::backend::docker::{connect_engine, engine_message};
 use crate::backend::{Progress, ProgressEvent, Step};
 use crate::model::Environment;
-use crate::model::build::BuildLimits;
+use crate::model::build::{BuildLimits, is_built_image};
 use crate::plan::BuildStep;
 
 use std::path::PathBuf;
@@ -55,6 +59,9 @@ const MIN_CPU_QUOTA_MICROS: u64 = 1_000;
 const STREAM_MARGIN: Duration = Duration::from_secs(30);
 /// Lines of a failed build's output its error shows.
 const FAILURE_LINES: usize = 20;
+/// The most bytes of an unfinished line of output held: one character more than a kept line, so that the tail
+/// still marks the line as cut.
+const PARTIAL_LINE_BYTES: usize = super::MAX_OUTPUT_LINE_BYTES + 4;
 
 /// Where a cluster pulls built images from (`build.registry` of the settings file, never git).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,6 +110,8 @@ pub struct DockerBuilder {
     settings: DockerBuilderSettings,
     /// Built images (by ID) seen unreferenced and unused, and since when: removed once that lasts long enough.
     unreferenced_since: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The IDs of the images this builder built, so that one left untagged is still known as its own.
+    built_ids: Arc<Mutex<HashSet<String>>>,
 }
 
 impl DockerBuilder {
@@ -112,7 +121,7 @@ impl DockerBuilder {
             doing: "connect to the Docker Engine".to_owned(),
             message: error.to_string(),
         })?;
-        Ok(DockerBuilder { docker, settings, unreferenced_since: Arc::default() })
+        Ok(DockerBuilder { docker, settings, unreferenced_since: Arc::default(), built_ids: Arc::default() })
     }
 
     /// The engine connection, for pushing and for tests.
@@ -135,9 +144,13 @@ impl DockerBuilder {
         let mut removed = Vec::new();
         let mut gone = HashSet::new();
         for image in due {
-            match self.remove(image).await {
-                Ok(names) => {
-                    gone.insert(image.id.clone());
+            let names = self.names_to_remove(image);
+            match self.remove(&names).await {
+                Ok(()) => {
+                    // An image that keeps a tag of someone else's stays on the engine: only railyard's names went.
+                    if names.len() == image.repo_tags.iter().filter(|tag| is_tag(tag)).count().max(1) {
+                        gone.insert(image.id.clone());
+                    }
                     removed.extend(names);
                 }
                 Err(error) => tracing::warn!(image = %image.id, %error, "a built image was not removed"),
@@ -145,6 +158,9 @@ impl DockerBuilder {
         }
         if let Ok(mut since) = self.unreferenced_since.lock() {
             since.retain(|id, _| !gone.contains(id));
+        }
+        if let Ok(mut built) = self.built_ids.lock() {
+            built.retain(|id| !gone.contains(id));
         }
         let after = union_bytes(histories.iter().filter(|(id, _)| !gone.contains(*id)).map(|(_, history)| history));
         Ok(Garbage { removed, bytes_freed: before.saturating_sub(after) })
@@ -181,30 +197,56 @@ impl DockerBuilder {
             .collect()
     }
 
-    /// Removes `image` by each of its tags (the last one removes the image and its dangling parents), or by ID
-    /// when it has none; returns the names removed.
-    async fn remove(&self, image: &ImageSummary) -> Result<Vec<String>, BuildError> {
-        let names: Vec<String> = match image.repo_tags.iter().filter(|tag| *tag != "<none>:<none>").count() {
-            0 => vec![image.id.clone()],
-            _ => image.repo_tags.iter().filter(|tag| *tag != "<none>:<none>").cloned().collect(),
-        };
-        for name in &names {
+    /// The names railyard gave `image` ([`railyards_names`]), or its ID when it has no tag at all (one this builder
+    /// built: [`DockerBuilder::built_images`] holds no other).
+    fn names_to_remove(&self, image: &ImageSummary) -> Vec<String> {
+        let names = railyards_names(image, self.settings.registry.as_ref());
+        match names.is_empty() && !image.repo_tags.iter().any(|tag| is_tag(tag)) {
+            true => vec![image.id.clone()],
+            false => names,
+        }
+    }
+
+    /// Removes each of `names` (the last tag of an image removes it and its dangling parents).
+    async fn remove(&self, names: &[String]) -> Result<(), BuildError> {
+        for name in names {
             self.docker
                 .remove_image(name, None::<RemoveImageOptions>, None)
                 .await
                 .map_err(engine_error(format!("remove the built image {name}")))?;
         }
-        Ok(names)
+        Ok(())
     }
 
-    /// Every image carrying [`BUILT`].
+    /// The images railyard built: of those carrying [`BUILT`] (a label others inherit), those tagged under
+    /// `railyard.local/` and the untagged ones this builder built.
     async fn built_images(&self) -> Result<Vec<ImageSummary>, BuildError> {
         let wanted = match &self.settings.source {
             Some(source) => format!("{BUILT}={source}"),
             None => BUILT.to_owned(),
         };
         let filters = HashMap::from([("label".to_owned(), vec![wanted])]);
-        self.list_images(filters, "list the images railyard built").await
+        let labelled = self.list_images(filters, "list the images railyard built").await?;
+        let built_ids = self.built_ids.lock().map(|ids| ids.clone()).unwrap_or_default();
+        Ok(labelled
+            .into_iter()
+            .filter(|image| match image.repo_tags.iter().any(|tag| is_tag(tag)) {
+                true => !railyards_names(image, None).is_empty(),
+                false => built_ids.contains(&image.id),
+            })
+            .collect())
+    }
+
+    /// Remembers the ID of `image`, just built, as this builder's own.
+    async fn remember_built(&self, image: &str) {
+        match self.docker.inspect_image(image).await {
+            Ok(inspected) => {
+                if let (Some(id), Ok(mut built)) = (inspected.id, self.built_ids.lock()) {
+                    built.insert(id);
+                }
+            }
+            Err(error) => tracing::warn!(%image, error = %engine_message(&error), "a built image cannot be inspected"),
+        }
     }
 
     async fn list_images(
@@ -289,18 +331,16 @@ impl DockerBuilder {
 
 #[async_trait]
 impl ImageBuilder for DockerBuilder {
-    async fn present(&self, _env: &Environment, images: &[String]) -> Result<BTreeSet<String>, BuildError> {
+    async fn present(&self, env: &Environment, images: &[String]) -> Result<BTreeSet<String>, BuildError> {
+        // Where a cluster pulls, present means in the registry: the local image may be gone (collected, another
+        // host after a failover) and its RepoDigests name the repository as the engine normalised it.
         if let Some(registry) = &self.settings.registry {
-            let checks = images.iter().map(|image| async move {
-                super::registry::pushed(&self.docker, registry, image).await.map(|pushed| (image, pushed))
-            });
-            let mut present = BTreeSet::new();
-            for check in join_all(checks).await {
-                if let (image, Some(_)) = check? {
-                    present.insert(image.clone());
+            return super::registry::present(registry, images, env.preview.is_some()).await.map_err(|error| {
+                BuildError::Engine {
+                    doing: format!("ask the registry {} which images it holds", registry.address),
+                    message: error.to_string(),
                 }
-            }
-            return Ok(present);
+            });
         }
         let filters = HashMap::from([("reference".to_owned(), images.to_vec())]);
         let listed = self.list_images(filters, "list the images built so far").await?;
@@ -319,6 +359,7 @@ impl ImageBuilder for DockerBuilder {
         let options = build_options(step, self.settings.source.as_deref(), cache_from)?;
         tracing::info!(app = %step.app, image = %step.image, cached = !options.nocache, "building an image");
         let output = self.run_build(step, options, context, progress).await?;
+        self.remember_built(&step.image).await;
         let reference = match &self.settings.registry {
             Some(registry) => super::registry::push(&self.docker, registry, env, step, progress).await?,
             None => step.image.clone(),
@@ -349,7 +390,9 @@ fn build_options(
         labels: Some(HashMap::from([(BUILT.to_owned(), source.unwrap_or(ANY_SOURCE).to_owned())])),
         rm: true,
         forcerm: true,
-        pull: None,
+        // The classic builder takes a base image from the host when it has it, and the host holds production's
+        // private and built images: a build that may not read them pulls instead (never `scratch` or a stage).
+        pull: step.limits.pull_base.then(|| "1".to_owned()),
         nocache: cache_from.is_empty(),
         cachefrom: Some(cache_from).filter(|sources| !sources.is_empty()),
         memory: limits.memory,
@@ -367,20 +410,26 @@ struct Limits {
 }
 
 impl Limits {
+    /// Validation refuses limits over what the engine takes; this is the last guard, for a limit that got here
+    /// some other way.
     fn of(app: &str, limits: &BuildLimits) -> Result<Limits, BuildError> {
-        let too_large = |what: &str| BuildError::Engine {
+        let too_large = |field: &str, maximum: &str| BuildError::Engine {
             doing: format!("limit the build of App `{app}`"),
             message: format!(
-                "its {what} limit is more than the engine's build call takes (2 GiB of memory, 21000 CPUs); lower \
-                 previews.limits.build on the tracked branch"
+                "its limit is more than the engine's build call takes; set {field} to {maximum} or less on the \
+                 tracked branch"
             ),
         };
-        let memory = limits.memory_bytes.map(i32::try_from).transpose().map_err(|_| too_large("memory"))?;
+        let memory = limits
+            .memory_bytes
+            .map(i32::try_from)
+            .transpose()
+            .map_err(|_| too_large("previews.limits.build.memory", "2047Mi"))?;
         let cpu_quota = limits
             .cpu_millis
-            .map(|millis| i32::try_from((millis * (CPU_PERIOD_MICROS / 1_000)).max(MIN_CPU_QUOTA_MICROS)))
+            .map(|millis| i32::try_from(millis.saturating_mul(CPU_PERIOD_MICROS / 1_000).max(MIN_CPU_QUOTA_MICROS)))
             .transpose()
-            .map_err(|_| too_large("CPU"))?;
+            .map_err(|_| too_large("previews.limits.build.cpus", "21000"))?;
         Ok(Limits { memory, cpu_quota })
     }
 }
@@ -400,12 +449,23 @@ impl<'a> BuildOutput<'a> {
         BuildOutput { app, progress, tail: OutputTail::default(), partial: String::new(), step: None }
     }
 
+    /// Takes the next piece of output: each line it ends is told, the start of an unfinished one kept (at most
+    /// [`PARTIAL_LINE_BYTES`] of it: a build may print without end and no newline).
     fn read(&mut self, text: &str) {
-        self.partial.push_str(text);
-        while let Some(end) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=end).collect();
+        let mut rest = text;
+        while let Some(end) = rest.find('\n') {
+            self.keep(&rest[..end]);
+            let line = std::mem::take(&mut self.partial);
             self.line(&line);
+            rest = &rest[end + 1..];
         }
+        self.keep(rest);
+    }
+
+    /// Appends `piece` to the unfinished line, up to [`PARTIAL_LINE_BYTES`]; the rest is dropped.
+    fn keep(&mut self, piece: &str) {
+        let room = PARTIAL_LINE_BYTES.saturating_sub(self.partial.len());
+        self.partial.push_str(&piece[..piece.floor_char_boundary(room)]);
     }
 
     fn line(&mut self, line: &str) {
@@ -440,6 +500,22 @@ impl<'a> BuildOutput<'a> {
             last_lines: self.tail.last(FAILURE_LINES),
         }
     }
+}
+
+/// Whether `tag` (of an image's RepoTags) is a tag, not the engine's placeholder for none.
+fn is_tag(tag: &str) -> bool {
+    tag != "<none>:<none>"
+}
+
+/// The tags of `image` railyard gave it: those under `railyard.local/`, and the same pushed to `registry`.
+fn railyards_names(image: &ImageSummary, registry: Option<&RegistrySettings>) -> Vec<String> {
+    let built: Vec<&String> = image.repo_tags.iter().filter(|tag| is_built_image(tag)).collect();
+    let pushed = registry
+        .into_iter()
+        .flat_map(|registry| built.iter().filter_map(|tag| Pushed::of(registry, tag)))
+        .map(|pushed| pushed.tagged())
+        .filter(|tag| image.repo_tags.contains(tag));
+    built.iter().map(|tag| (*tag).clone()).chain(pushed).collect::<Vec<_>>()
 }
 
 /// The repository of an image reference (`railyard.local/shop/web` of `railyard.local/shop/web:abc`).
@@ -518,6 +594,35 @@ mod tests {
         assert_eq!(message, "exit code 1");
         assert_eq!(last_lines, ["Step 1/2 : FROM scratch", " --->", "Step 2/2 : RUN false", "oops", "partial"]);
         assert_eq!(progress.0.lock().map(|lines| lines.clone()).unwrap_or_default(), last_lines, "told as they came");
+    }
+
+    #[test]
+    fn an_endless_line_is_held_to_the_cap_and_the_next_line_is_whole() {
+        let progress = Lines::default();
+        let mut output = BuildOutput::new("web", &progress);
+        let piece = "é".repeat(16 * 1024);
+        for _ in 0..100 {
+            output.read(&piece);
+            assert!(output.partial.len() <= PARTIAL_LINE_BYTES, "{}", output.partial.len());
+        }
+        output.read("\nnext line\n");
+        let lines = progress.0.lock().map(|lines| lines.clone()).unwrap_or_default();
+        assert_eq!(lines.len(), 2, "{:?}", lines.iter().map(String::len).collect::<Vec<_>>());
+        assert!(lines[0].starts_with("éé") && lines[0].ends_with('…'), "the start kept, marked cut");
+        assert!(lines[0].len() <= super::super::MAX_OUTPUT_LINE_BYTES + '…'.len_utf8(), "{}", lines[0].len());
+        assert_eq!(lines[1], "next line");
+    }
+
+    #[test]
+    fn a_limit_over_the_engines_names_the_field_and_its_maximum() {
+        let memory = BuildLimits { memory_bytes: Some(2048 << 20), ..BuildLimits::default() };
+        let error = Limits::of("web", &memory).err().map(|error| error.to_string()).unwrap_or_default();
+        assert!(error.contains("App `web`") && error.contains("previews.limits.build.memory to 2047Mi"), "{error}");
+        let fits = BuildLimits { memory_bytes: Some(2047 << 20), ..BuildLimits::default() };
+        assert_eq!(Limits::of("web", &fits).ok().and_then(|limits| limits.memory), Some(2047 << 20));
+        let cpus = BuildLimits { cpu_millis: Some(u64::MAX), ..BuildLimits::default() };
+        let error = Limits::of("web", &cpus).err().map(|error| error.to_string()).unwrap_or_default();
+        assert!(error.contains("previews.limits.build.cpus"), "{error}");
     }
 
     #[test]

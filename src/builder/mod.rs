@@ -209,15 +209,15 @@ impl BuildRunner {
         self.builder.present(env, images).await
     }
 
-    /// Builds every image `plan` lists, at most [`BuildRunner::parallel`] at once; the first failure is returned
-    /// once the builds under way have ended.
+    /// Builds every image `plan` lists, at most [`BuildRunner::parallel`] at once, and stops at the first failure:
+    /// nothing of the plan is applied then, so no queued build starts, and the builds under way are dropped, which
+    /// closes their connections and so cancels them on the engine (their containers removed).
     pub async fn run(&self, plan: &Plan, progress: &dyn Progress) -> Result<Vec<BuiltImage>, BuildError> {
         let commit = plan.commit.as_deref();
         // The futures are made first: a stream mapping borrowed steps to futures is not `Send` for every lifetime.
+        // They do nothing until polled: a queued build never polled never starts.
         let builds: Vec<_> = plan.builds.iter().map(|step| self.build_one(&plan.env, commit, step, progress)).collect();
-        let results: Vec<Result<BuiltImage, BuildError>> =
-            stream::iter(builds).buffer_unordered(self.parallel.max(1)).collect().await;
-        stream::iter(results).try_collect().await
+        stream::iter(builds).buffer_unordered(self.parallel.max(1)).try_collect().await
     }
 
     async fn build_one(
@@ -363,6 +363,77 @@ mod tests {
                 last_lines: vec![],
             })
         }
+    }
+
+    /// A builder whose build of App `bad` fails at once and whose every other build never ends, recording the apps
+    /// it was asked to build.
+    #[derive(Default)]
+    struct FailingFast {
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl ImageBuilder for FailingFast {
+        async fn present(&self, _: &Environment, _: &[String]) -> Result<BTreeSet<String>, BuildError> {
+            Ok(BTreeSet::new())
+        }
+
+        async fn build(
+            &self,
+            _: &Environment,
+            step: &BuildStep,
+            _: Vec<u8>,
+            _: &dyn Progress,
+        ) -> Result<BuiltImage, BuildError> {
+            self.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(step.app.clone());
+            if step.app != "bad" {
+                std::future::pending::<()>().await;
+            }
+            Err(BuildError::Failed {
+                app: step.app.clone(),
+                step: "Step 1/1 : RUN false".into(),
+                message: "exit 1".into(),
+                last_lines: vec![],
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_failure_ends_the_run_and_no_queued_build_starts() {
+        let builder = Arc::new(FailingFast::default());
+        let runner = BuildRunner { builder: builder.clone(), parallel: 2, ..runner_with(Arc::new(Failing::default())) };
+        let steps = ["bad", "slow", "queued-1", "queued-2"].map(step_of);
+        let plan = Plan { builds: steps.to_vec(), ..crate::plan::plan(&test_desired(), &Default::default()) };
+        let ran = tokio::time::timeout(Duration::from_secs(10), runner.run(&plan, &crate::backend::events::Silent));
+        let error = ran.await.expect("the run ends without waiting for the build under way").expect_err("fails");
+        assert!(matches!(&error, BuildError::Failed { app, .. } if app == "bad"), "{error}");
+        let asked = builder.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        assert!(asked.contains(&"bad".to_owned()), "{asked:?}");
+        assert!(!asked.iter().any(|app| app.starts_with("queued")), "a queued build started: {asked:?}");
+    }
+
+    fn runner_with(builder: Arc<dyn ImageBuilder>) -> BuildRunner {
+        BuildRunner {
+            builder,
+            contexts: Arc::new(NoContexts),
+            parallel: 1,
+            preview_slots: Arc::default(),
+            preview_max: 1,
+            failed: Arc::default(),
+            retry_failed: false,
+            timeout: DEFAULT_BUILD_TIMEOUT,
+        }
+    }
+
+    fn step_of(app: &str) -> BuildStep {
+        let build = crate::model::build::BuildSpec {
+            context: app.into(),
+            dockerfile: "Dockerfile".into(),
+            target: None,
+            args: Default::default(),
+            context_digest: format!("git:{app}"),
+        };
+        BuildStep { app: app.into(), image: build.image("shop", app), build, limits: Default::default() }
     }
 
     struct NoContexts;

@@ -7,7 +7,7 @@
 //! pushes only with the previews' own credentials file, never with production's. Credentials never reach a log, an
 //! error message or a label: they live in this module's [`Credentials`], whose `Debug` hides them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 
 use super::BuildError;
 use super::docker::RegistrySettings;
@@ -249,6 +250,29 @@ pub async fn resolve(
         pinned.insert(image.to_owned(), target.pinned(&digest));
     }
     Ok(pinned)
+}
+
+/// Of `images` (content tags), those `registry` holds now, asked of its HTTP API (`HEAD` of each manifest) with
+/// the credentials of a preview or of production: what the engine has locally says nothing of that (an image
+/// collected on this host, another host after a failover).
+pub async fn present(
+    registry: &RegistrySettings,
+    images: &[String],
+    preview: bool,
+) -> Result<BTreeSet<String>, RegistryError> {
+    let client = RegistryClient::new(registry, credentials_for(registry, preview)?);
+    let checks = images.iter().map(|image| {
+        let client = &client;
+        async move {
+            let target = Pushed::of(registry, image).ok_or_else(|| RegistryError::NotBuilt { image: image.clone() })?;
+            match client.manifest_digest(&target).await {
+                Ok(_) => Ok(Some(image.clone())),
+                Err(RegistryError::NotPushed { .. }) => Ok(None),
+                Err(error) => Err(error),
+            }
+        }
+    });
+    join_all(checks).await.into_iter().filter_map(Result::transpose).collect()
 }
 
 /// Talks to one registry's Docker Registry v2 HTTP API. Loopback registries are spoken to over plain HTTP, as the

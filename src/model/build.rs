@@ -114,6 +114,10 @@ pub struct BuildLimits {
     /// The build is a preview's: its code is hostile.
     #[serde(default)]
     pub preview: bool,
+    /// Base images (`FROM`, `COPY --from`) are pulled, never taken from the host: a preview without
+    /// `previews.localImages` must not read production's private or built images through its Dockerfile.
+    #[serde(default)]
+    pub pull_base: bool,
 }
 
 /// A build that takes longer fails.
@@ -121,7 +125,13 @@ pub const DEFAULT_BUILD_TIMEOUT_MS: u64 = 600_000;
 
 impl Default for BuildLimits {
     fn default() -> BuildLimits {
-        BuildLimits { cpu_millis: None, memory_bytes: None, timeout_ms: DEFAULT_BUILD_TIMEOUT_MS, preview: false }
+        BuildLimits {
+            cpu_millis: None,
+            memory_bytes: None,
+            timeout_ms: DEFAULT_BUILD_TIMEOUT_MS,
+            preview: false,
+            pull_base: false,
+        }
     }
 }
 
@@ -228,7 +238,23 @@ mod tests {
         };
         let tag = spec.image("shop", "web");
         assert!(tag.starts_with("railyard.local/shop/web:"), "{tag}");
-        assert_eq!(tag, spec.clone().image("shop", "web"));
+        // The same inputs written otherwise: args in another order, the spec read back from JSON as the store holds
+        // it, and another context path: the path is not hashed, since `context_digest` covers the content, so that
+        // moving a directory without changing it rebuilds nothing.
+        let with_args = |args: &[(&str, &str)]| BuildSpec {
+            args: args.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect(),
+            ..spec.clone()
+        };
+        let ordered = with_args(&[("A", "1"), ("B", "2")]).image("shop", "web");
+        assert_eq!(with_args(&[("B", "2"), ("A", "1")]).image("shop", "web"), ordered);
+        let read: BuildSpec = serde_json::from_str(
+            r#"{"args":{"B":"2","A":"1"},"contextDigest":"tree-1","dockerfile":"Dockerfile","context":"moved/web"}"#,
+        )
+        .expect("a BuildSpec");
+        assert_eq!(read.image("shop", "web"), ordered);
+        assert_ne!(ordered, tag);
+        // An arg's name and value are delimited: moving a character from one to the other is another tag.
+        assert_ne!(with_args(&[("AB", "")]).image("shop", "web"), with_args(&[("A", "B")]).image("shop", "web"));
         let changed = [
             BuildSpec { context_digest: "tree-2".into(), ..spec.clone() },
             BuildSpec { dockerfile: "Dockerfile.prod".into(), ..spec.clone() },

@@ -35,6 +35,7 @@ impl Limits {
         let count = |value: Option<u32>, default: u32| usize::try_from(value.unwrap_or(default)).unwrap_or(usize::MAX);
         let default_cpus = parse_cpus(PreviewLimits::DEFAULT_CPUS).unwrap_or(1_000);
         let default_memory = parse_memory(PreviewLimits::DEFAULT_MEMORY).unwrap_or(512 << 20);
+        let local_images = previews.is_some_and(|previews| previews.local_images);
         Limits {
             max_replicas: previews.map_or(Previews::DEFAULT_MAX_REPLICAS, Previews::max_replicas),
             apps: count(limits.and_then(|l| l.apps), PreviewLimits::DEFAULT_APPS),
@@ -48,15 +49,16 @@ impl Limits {
                 .and_then(|l| l.memory.as_ref())
                 .and_then(|memory| parse_memory(&memory.value).ok())
                 .unwrap_or(default_memory),
-            local_images: previews.is_some_and(|previews| previews.local_images),
+            local_images,
             schedules: previews.is_some_and(|previews| previews.schedules),
-            build: build_limits(limits.and_then(|l| l.build.as_ref())),
+            build: build_limits(limits.and_then(|l| l.build.as_ref()), local_images),
         }
     }
 }
 
-/// `previews.limits.build`, with its defaults.
-fn build_limits(build: Option<&PreviewBuildLimits>) -> BuildLimits {
+/// `previews.limits.build`, with its defaults; without `previews.localImages` the build pulls its base images
+/// rather than taking the host's.
+fn build_limits(build: Option<&PreviewBuildLimits>, local_images: bool) -> BuildLimits {
     let field = |value: Option<&Option<super::kinds::Located<String>>>, default: &str| {
         value.and_then(Option::as_ref).map_or_else(|| default.to_owned(), |value| value.value.clone())
     };
@@ -68,6 +70,7 @@ fn build_limits(build: Option<&PreviewBuildLimits>) -> BuildLimits {
         memory_bytes: Some(parse_memory(&memory).unwrap_or(1 << 30)),
         timeout_ms: parse_duration(&timeout).map_or(DEFAULT_BUILD_TIMEOUT_MS, |timeout| timeout.as_millis() as u64),
         preview: true,
+        pull_base: !local_images,
     }
 }
 
