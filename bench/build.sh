@@ -111,18 +111,20 @@ run_hand() { # text
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 
 # Warm both: the base stages built once each, the first container running.
-run_railyard warm >/dev/null
-run_hand warm >/dev/null
+run_railyard railyard-warm >/dev/null
+run_hand hand-warm >/dev/null
 
 railyard_times=()
 hand_times=()
 for round in $(seq 1 "$runs"); do
+  # Each tool's page differs from the other's: the engine's local layer cache would otherwise let the second
+  # build of a round reuse the first one's layers.
   if [ $((round % 2)) -eq 1 ]; then
-    railyard_times+=("$(run_railyard "r$round")")
-    hand_times+=("$(run_hand "r$round")")
+    railyard_times+=("$(run_railyard "railyard-$round")")
+    hand_times+=("$(run_hand "hand-$round")")
   else
-    hand_times+=("$(run_hand "r$round")")
-    railyard_times+=("$(run_railyard "r$round")")
+    hand_times+=("$(run_hand "hand-$round")")
+    railyard_times+=("$(run_railyard "railyard-$round")")
   fi
 done
 railyard_median=$(printf '%s\n' "${railyard_times[@]}" | median)
