@@ -305,7 +305,7 @@ fn an_image_in_the_registry_is_present_though_the_engine_no_longer_holds_it() {
     let never_pushed = content_tag(&desired_with_build(&repo, &env, &unique("never-pushed")));
     let image = content_tag(&desired);
     runtime().block_on(async {
-        let builder_settings = DockerBuilderSettings { registry: Some(settings.clone()), source: None };
+        let builder_settings = DockerBuilderSettings { registry: Some(settings.clone()) };
         let builder = DockerBuilder::connect(builder_settings).await.expect("the Docker Engine");
         let (pinned, built) = build_and_push(&desired, &marker, &settings).await;
         pinned.expect("pushed");

@@ -10,16 +10,15 @@
 //! BuildKit through the API needs a gRPC session (bollard's `buildkit` feature) and the engine this targets (20.10)
 //! has no buildx: builds use the classic builder.
 //!
-//! Labels: the classic builder turns each build label into a `LABEL` step of its own, which commits a layer (0.8 s
-//! each on the fuse-overlayfs engine of the tests). So an image carries one label, [`BUILT`], whose value is the
-//! config repository it was built from; the environment (compose project) and the app are in its repository name
-//! (`railyard.local/<project>/<app>`), which only railyard tags.
+//! No labels: the classic builder turns each build label into a `LABEL` step of its own, which commits a layer (a
+//! second on the fuse-overlayfs engine of the tests), and labels are inherited by whatever is built `FROM` an image.
+//! What railyard built is told by its name, `railyard.local/<compose project>/<app>`, which only railyard tags.
 //!
-//! Garbage: of the images carrying [`BUILT`], those no environment references and no container uses are removed
-//! once they have been so for the time the daemon keeps them. Labels are inherited (an image built `FROM` a built
-//! image, a `docker commit` of a container of one), so the label only narrows the search: what is removed is a tag
-//! under `railyard.local/` (with its pushed twin in the registry's repository), or an untagged image whose ID this
-//! builder built; never another tag, never another image.
+//! Garbage: of the images tagged under `railyard.local/<project>/` for the projects this builder built or looked
+//! for (so that two daemons on one engine never remove each other's), those no environment references and no
+//! container uses are removed once they have been so for the time the daemon keeps them: a tag under
+//! `railyard.local/` (with its pushed twin in the registry's repository), or an untagged image whose ID this builder
+//! built; never another tag, never another image.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -44,11 +43,6 @@ use crate::plan::BuildStep;
 
 use std::path::PathBuf;
 
-/// On every image railyard built, what garbage collection looks at: the config repository's identity (the
-/// Docker backend's `dev.railyard.source`), or [`ANY_SOURCE`] when the daemon was given none.
-pub const BUILT: &str = "dev.railyard.built";
-/// The value of [`BUILT`] when the builder knows no source.
-pub const ANY_SOURCE: &str = "true";
 /// The most earlier images of an app a build may take layers from (the newest).
 const CACHE_SOURCES: usize = 3;
 /// The CFS period a build's CPU limit is expressed in, in microseconds (Docker's default).
@@ -79,10 +73,6 @@ pub struct RegistrySettings {
 pub struct DockerBuilderSettings {
     /// Set for targets whose platform pulls images (Kubernetes): built images are pushed there.
     pub registry: Option<RegistrySettings>,
-    /// The config repository's identity (the Docker backend's `dev.railyard.source`): images carry it, and garbage
-    /// collection and usage look only at images that carry it, so that two daemons on one engine (or tests) never
-    /// remove each other's images. Unset: every image railyard built on the engine.
-    pub source: Option<String>,
 }
 
 /// What one round of garbage collection removed.
@@ -112,6 +102,8 @@ pub struct DockerBuilder {
     unreferenced_since: Arc<Mutex<HashMap<String, Instant>>>,
     /// The IDs of the images this builder built, so that one left untagged is still known as its own.
     built_ids: Arc<Mutex<HashSet<String>>>,
+    /// The compose projects this builder built or looked for images of: garbage collection looks at no other's.
+    projects: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl DockerBuilder {
@@ -121,7 +113,13 @@ impl DockerBuilder {
             doing: "connect to the Docker Engine".to_owned(),
             message: error.to_string(),
         })?;
-        Ok(DockerBuilder { docker, settings, unreferenced_since: Arc::default(), built_ids: Arc::default() })
+        Ok(DockerBuilder {
+            docker,
+            settings,
+            unreferenced_since: Arc::default(),
+            built_ids: Arc::default(),
+            projects: Arc::default(),
+        })
     }
 
     /// The engine connection, for pushing and for tests.
@@ -218,23 +216,34 @@ impl DockerBuilder {
         Ok(())
     }
 
-    /// The images railyard built: of those carrying [`BUILT`] (a label others inherit), those tagged under
-    /// `railyard.local/` and the untagged ones this builder built.
+    /// The images railyard built for this builder's projects: those tagged under `railyard.local/<project>/`, and
+    /// the untagged ones this builder built.
     async fn built_images(&self) -> Result<Vec<ImageSummary>, BuildError> {
-        let wanted = match &self.settings.source {
-            Some(source) => format!("{BUILT}={source}"),
-            None => BUILT.to_owned(),
-        };
-        let filters = HashMap::from([("label".to_owned(), vec![wanted])]);
-        let labelled = self.list_images(filters, "list the images railyard built").await?;
+        let projects = self.projects.lock().map(|projects| projects.clone()).unwrap_or_default();
         let built_ids = self.built_ids.lock().map(|ids| ids.clone()).unwrap_or_default();
-        Ok(labelled
+        if projects.is_empty() && built_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = self.list_images(HashMap::new(), "list the images railyard built").await?;
+        let ours = |tag: &String| {
+            projects
+                .iter()
+                .any(|project| tag.starts_with(&format!("{}/{project}/", crate::model::build::BUILT_IMAGE_REGISTRY)))
+        };
+        Ok(all
             .into_iter()
             .filter(|image| match image.repo_tags.iter().any(|tag| is_tag(tag)) {
-                true => !railyards_names(image, None).is_empty(),
+                true => railyards_names(image, None).iter().any(ours),
                 false => built_ids.contains(&image.id),
             })
             .collect())
+    }
+
+    /// Notes `env`'s compose project as one whose built images this builder looks after.
+    fn look_after(&self, env: &Environment) {
+        if let Ok(mut projects) = self.projects.lock() {
+            projects.insert(env.project.clone());
+        }
     }
 
     /// Remembers the ID of `image`, just built, as this builder's own.
@@ -285,10 +294,7 @@ impl DockerBuilder {
     /// The earlier images of the repository `image` is tagged in (the environment's own: it holds the compose
     /// project), newest first: the only images a build of it may take layers from.
     async fn cache_sources(&self, image: &str) -> Result<Vec<String>, BuildError> {
-        let filters = HashMap::from([
-            ("reference".to_owned(), vec![repository(image).to_owned()]),
-            ("label".to_owned(), vec![BUILT.to_owned()]),
-        ]);
+        let filters = HashMap::from([("reference".to_owned(), vec![repository(image).to_owned()])]);
         let mut images =
             self.list_images(filters, &format!("list the earlier images of {}", repository(image))).await?;
         images.sort_by_key(|image| std::cmp::Reverse(image.created));
@@ -332,6 +338,7 @@ impl DockerBuilder {
 #[async_trait]
 impl ImageBuilder for DockerBuilder {
     async fn present(&self, env: &Environment, images: &[String]) -> Result<BTreeSet<String>, BuildError> {
+        self.look_after(env);
         // Where a cluster pulls, present means in the registry: the local image may be gone (collected, another
         // host after a failover) and its RepoDigests name the repository as the engine normalised it.
         if let Some(registry) = &self.settings.registry {
@@ -355,8 +362,9 @@ impl ImageBuilder for DockerBuilder {
         context: Vec<u8>,
         progress: &dyn Progress,
     ) -> Result<BuiltImage, BuildError> {
+        self.look_after(env);
         let cache_from = self.cache_sources(&step.image).await?;
-        let options = build_options(step, self.settings.source.as_deref(), cache_from)?;
+        let options = build_options(step, cache_from)?;
         tracing::info!(app = %step.app, image = %step.image, cached = !options.nocache, "building an image");
         let output = self.run_build(step, options, context, progress).await?;
         self.remember_built(&step.image).await;
@@ -376,18 +384,13 @@ impl ImageBuilder for DockerBuilder {
 
 /// The `/build` request of `step`: its tag, Dockerfile, target, args and labels, the environment's own cache (none
 /// without earlier images), and the step's limits.
-fn build_options(
-    step: &BuildStep,
-    source: Option<&str>,
-    cache_from: Vec<String>,
-) -> Result<BuildImageOptions, BuildError> {
+fn build_options(step: &BuildStep, cache_from: Vec<String>) -> Result<BuildImageOptions, BuildError> {
     let limits = Limits::of(&step.app, &step.limits)?;
     Ok(BuildImageOptions {
         dockerfile: step.build.dockerfile.clone(),
         t: Some(step.image.clone()),
         target: step.build.target.clone().unwrap_or_default(),
         buildargs: Some(step.build.args.iter().map(|(name, value)| (name.clone(), value.clone())).collect()),
-        labels: Some(HashMap::from([(BUILT.to_owned(), source.unwrap_or(ANY_SOURCE).to_owned())])),
         rm: true,
         forcerm: true,
         // The classic builder takes a base image from the host when it has it, and the host holds production's

@@ -71,7 +71,6 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
         context: placed.as_ref().and_then(|placed| placed.context.clone()),
         ..KubernetesBackendSettings::default()
     };
-    let docker_source = docker.source.clone();
     let connecting = tokio::spawn(backend::connect(kind, BackendSettings { docker, kubernetes }));
     let loaded = match load_target(target).await? {
         Ok(loaded) => loaded,
@@ -79,7 +78,7 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
     };
     let secrets = target.secrets(&loaded)?;
     let (config, env, commit, _, _, source) = loaded;
-    let builds = match build_runner(target, kind, &config, source, docker_source).await {
+    let builds = match build_runner(target, kind, &config, source).await {
         Ok(builds) => builds,
         Err(error) => {
             eprintln!("error: {error}");
@@ -118,7 +117,6 @@ async fn build_runner(
     kind: BackendKind,
     config: &Config,
     source: Source,
-    repository: Option<String>,
 ) -> anyhow::Result<Option<railyard::builder::BuildRunner>> {
     use railyard::builder::{BuildRunner, DEFAULT_BUILD_PARALLEL, ImageBuilder};
     if config.context_requests().is_empty() {
@@ -132,7 +130,7 @@ async fn build_runner(
         BackendKind::Memory => Arc::new(railyard::builder::memory::MemoryBuilder::default()),
         kind => {
             let registry = (kind == BackendKind::Kubernetes).then(|| file.registry()).flatten();
-            let settings = railyard::builder::docker::DockerBuilderSettings { registry, source: repository };
+            let settings = railyard::builder::docker::DockerBuilderSettings { registry };
             Arc::new(railyard::builder::docker::DockerBuilder::connect(settings).await?)
         }
     };

@@ -52,13 +52,7 @@ impl Daemon {
                     kind => {
                         let registry =
                             (kind == BackendKind::Kubernetes).then(|| self.settings.builds.registry.clone()).flatten();
-                        let engine = Arc::new(
-                            DockerBuilder::connect(DockerBuilderSettings {
-                                registry,
-                                source: self.settings.backends.docker.source.clone(),
-                            })
-                            .await?,
-                        );
+                        let engine = Arc::new(DockerBuilder::connect(DockerBuilderSettings { registry }).await?);
                         self.builders
                             .engines
                             .lock()

@@ -111,7 +111,7 @@ impl BuildBench {
         super::require_docker();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let project = format!("rybuild-{test}-{}-{nanos:x}", std::process::id()).replace('_', "-");
-        let settings = DockerBuilderSettings { registry: None, source: Some(project.clone()) };
+        let settings = DockerBuilderSettings { registry: None };
         let builder = DockerBuilder::connect(settings).await.expect("the Docker Engine answers");
         BuildBench {
             project,
@@ -226,10 +226,7 @@ impl BuildBench {
 
 impl Drop for BuildBench {
     fn drop(&mut self) {
-        let by_source =
-            super::docker(&["images", "-q", "--filter", &format!("label=dev.railyard.built={}", self.project)]);
         let mut doomed: Vec<String> = self.images();
-        doomed.extend(by_source.lines().map(str::to_owned));
         doomed.extend(self.extra_tags.lock().map(|tags| tags.clone()).unwrap_or_default());
         doomed.sort();
         doomed.dedup();

@@ -66,6 +66,10 @@ fn check_build(app: &Sourced<App>, build: &Build, diagnostics: &mut Vec<Diagnost
                 ),
             ));
         }
+        if value.literal_text().is_some_and(|text| text.contains('\0')) {
+            diagnostics
+                .push(app.error_at(name, format!("build.args.{}: the value holds a NUL byte; remove it", name.value)));
+        }
         if let EnvValue::Secret(reference) = value {
             diagnostics.push(app.error_at(
                 name,
@@ -205,6 +209,8 @@ mod tests {
         assert!(target[0].contains("not a stage name"), "{target:?}");
         let secret = problems("kind: App\nname: web\nbuild: { context: web, args: { TOKEN: { secret: npm } } }\n");
         assert!(secret[0].contains("is refused") && secret[0].contains("docker history"), "{secret:?}");
+        let nul = problems("kind: App\nname: web\nbuild: { context: web, args: { A: \"1\\0B\" } }\n");
+        assert!(nul[0].contains("NUL byte"), "{nul:?}");
         let arg = problems("kind: App\nname: web\nbuild: { context: web, args: { 1X: a } }\n");
         assert!(arg[0].contains("not a build argument name"), "{arg:?}");
         let pull = problems("kind: App\nname: web\npull: always\nbuild: { context: web }\n");
