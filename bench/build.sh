@@ -19,7 +19,7 @@ hand=rybench-hand-$$
 work=$(mktemp -d)
 cleanup() {
   "$railyard" destroy "$work/repo" --env production --yes >/dev/null 2>&1 || true
-  docker compose -p "$hand" -f "$work/compose.yaml" down --timeout 1 >/dev/null 2>&1 || true
+  IMAGE=none docker compose -p "$hand" -f "$work/compose.yaml" down --timeout 1 >/dev/null 2>&1 || true
   docker image ls -q --filter "reference=railyard.local/$project/*" | xargs -r docker image rm --force >/dev/null 2>&1 || true
   docker image ls -q --filter "reference=$hand/*" | xargs -r docker image rm --force >/dev/null 2>&1 || true
   rm -rf "$work"
