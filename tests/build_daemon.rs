@@ -257,3 +257,46 @@ fn a_preview_builds_its_branch_under_its_own_name_within_the_previews_build_limi
     let env = docker(&["inspect", "--format", "{{json .Config.Env}}", preview_env.lines().next().unwrap_or_default()]);
     assert!(env.contains("the-previews-own-token") && !env.contains(CANARY), "{env}");
 }
+
+#[test]
+fn a_checkout_names_its_context_as_the_commit_does() {
+    let project = TestProject::new("build-parity");
+    write_context(&project, "page", DOCKERFILE);
+    let context = project.dir().join("services/web");
+    std::fs::create_dir_all(context.join("conf/empty")).expect("an empty directory, which git does not keep");
+    std::fs::write(context.join("conf/.hidden"), "hidden\n").expect("hidden file");
+    std::fs::write(context.join("run.sh"), "#!/bin/sh\n").expect("script");
+    std::fs::set_permissions(context.join("run.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::os::unix::fs::symlink("www/index.html", context.join("index")).expect("symlink");
+    project.write("apps/web.yaml", "kind: App\nname: web\nbuild: { context: services/web }\n");
+    project.git_init();
+    let tree = support::git(project.dir(), &["rev-parse", "HEAD:services/web"]);
+    let request = railyard::model::build::ContextRequest {
+        context: "services/web".into(),
+        dockerfile: "services/web/Dockerfile".into(),
+    };
+    let report = railyard::source::local::inspect_contexts(project.dir(), std::slice::from_ref(&request), 1 << 30);
+    match &report[&request] {
+        railyard::model::build::ContextFacts::Found { digest, .. } => {
+            assert_eq!(digest, &format!("git:{tree}"), "the checkout's digest is the commit's tree id");
+        }
+        other => panic!("{other:?}"),
+    }
+    // `railyard plan` of the checkout (a directory) and of its repository (git) name the same image.
+    let image_of = |output: std::process::Output| {
+        let text = support::stdout(&output);
+        text.lines().find_map(|line| line.split(" -> ").nth(1).map(str::to_owned)).unwrap_or_else(|| panic!("{text}"))
+    };
+    let from_dir = image_of(project.railyard("plan", &["--backend", "memory"]));
+    let repo = format!("file://{}", project.dir().display());
+    let state = tempfile::tempdir().expect("state");
+    let state = state.path().display().to_string();
+    let from_git = image_of(support::railyard_with_env(
+        "plan",
+        project.dir(),
+        &["--repo", &repo, "--backend", "memory", "--state-dir", &state],
+        &[],
+    ));
+    assert_eq!(from_dir, from_git);
+}

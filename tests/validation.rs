@@ -111,12 +111,13 @@ fn environments_may_share_a_branch_and_fill_every_placeholder() {
 }
 
 #[test]
-fn a_63_character_project_fits_production_but_not_another_environment() {
-    let name = "a".repeat(63);
-    let project = format!("kind: Project\nname: {name}\nenvironments:\n  - name: production\n  - name: qa\n");
+fn a_48_character_project_fits_production_but_not_an_environment_with_a_long_name() {
+    let name = "a".repeat(48);
+    let project =
+        format!("kind: Project\nname: {name}\nenvironments:\n  - name: production\n  - name: quality-assurance\n");
     let errors = errors_of(&[RepoFile::text("railyard.yaml", &project)]);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("railyard.yaml:5:11: environment `qa` runs as `"), "{errors:?}");
+    assert!(errors[0].starts_with("railyard.yaml:5:11: environment `quality-assurance` runs as `"), "{errors:?}");
     assert!(errors[0].contains("(66 characters), over the 63 of a DNS label"), "{errors:?}");
 }
 

@@ -1,5 +1,6 @@
 //! Reads a config repository from a plain directory: every `*.yaml`/`*.yml` outside hidden folders.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -196,6 +197,10 @@ fn walk_context(dir: &Path, prefix: &str, out: &mut Vec<Entry<PathBuf>>) -> std:
     children.sort_by_key(fs::DirEntry::file_name);
     for child in children {
         let name = child.file_name().to_string_lossy().into_owned();
+        // A checkout's own repository is never part of what it holds.
+        if name == ".git" {
+            continue;
+        }
         let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
         let metadata = fs::symlink_metadata(child.path())?;
         let kind = if metadata.file_type().is_symlink() {
@@ -222,24 +227,52 @@ fn file_size(entry: &Entry<PathBuf>) -> u64 {
     }
 }
 
-/// `dir-` and a hash of every entry's path, kind and content: changes whenever the context does.
+/// `git:` and the tree id git would give the context committed as it is: a clean checkout's is its commit's, so
+/// `railyard plan` on a checkout and the daemon following the repository name the same content the same.
 fn content_digest(entries: &[Entry<PathBuf>]) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
+    let mut children: BTreeMap<&str, Vec<&Entry<PathBuf>>> = BTreeMap::new();
     for entry in entries {
-        hasher.update(entry.path.as_bytes());
-        match &entry.kind {
-            EntryKind::Dir => hasher.update(b"\0d"),
-            EntryKind::Symlink { target } => {
-                hasher.update(b"\0l");
-                hasher.update(target.as_bytes());
-            }
-            EntryKind::File { executable, id, .. } => {
-                hasher.update(if *executable { b"\0x" } else { b"\0f" });
-                hasher.update(fs::read(id)?);
-            }
-        }
-        hasher.update(b"\0");
+        let parent = entry.path.rsplit_once('/').map_or("", |(parent, _)| parent);
+        children.entry(parent).or_default().push(entry);
     }
-    Ok(format!("dir:{}", hex::encode(hasher.finalize())))
+    let tree = tree_id(&children, "")?.unwrap_or_else(|| gix::ObjectId::empty_tree(gix::hash::Kind::Sha1));
+    Ok(format!("git:{tree}"))
+}
+
+/// The git tree id of directory `dir` of the context; `None` when it holds no file (git keeps no empty directory).
+fn tree_id(children: &BTreeMap<&str, Vec<&Entry<PathBuf>>>, dir: &str) -> std::io::Result<Option<gix::ObjectId>> {
+    let hash =
+        |kind, data: &[u8]| gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data).map_err(std::io::Error::other);
+    let mut rows: Vec<(Vec<u8>, &str, &str, gix::ObjectId)> = Vec::new();
+    for entry in children.get(dir).map(Vec::as_slice).unwrap_or_default() {
+        let name = entry.path.rsplit_once('/').map_or(entry.path.as_str(), |(_, name)| name);
+        let (mode, id, sort_key) = match &entry.kind {
+            EntryKind::Dir => match tree_id(children, &entry.path)? {
+                // Git orders a tree as if its name ended with `/`.
+                Some(id) => ("40000", id, format!("{name}/")),
+                None => continue,
+            },
+            EntryKind::File { executable, id, .. } => {
+                let mode = if *executable { "100755" } else { "100644" };
+                (mode, hash(gix::objs::Kind::Blob, &fs::read(id)?)?, name.to_owned())
+            }
+            EntryKind::Symlink { target } => {
+                ("120000", hash(gix::objs::Kind::Blob, target.as_bytes())?, name.to_owned())
+            }
+        };
+        rows.push((sort_key.into_bytes(), mode, name, id));
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut data = Vec::new();
+    for (_, mode, name, id) in rows {
+        data.extend_from_slice(mode.as_bytes());
+        data.push(b' ');
+        data.extend_from_slice(name.as_bytes());
+        data.push(0);
+        data.extend_from_slice(id.as_bytes());
+    }
+    hash(gix::objs::Kind::Tree, &data).map(Some)
 }
