@@ -288,14 +288,19 @@ impl GitSource {
     /// Every config file of commit `sha` (its full 40 hexadecimal characters), from the mirror.
     pub fn read_sha(&self, sha: &str) -> Result<Fetched, GitError> {
         let repo = self.open_mirror()?;
+        let commit = self.find_commit(&repo, sha)?;
+        self.read_commit(&repo, &commit)
+    }
+
+    /// Commit `sha` of the mirror.
+    fn find_commit<'repo>(&self, repo: &'repo gix::Repository, sha: &str) -> Result<gix::Commit<'repo>, GitError> {
         let id = self.commit_id(sha, sha)?;
-        let commit = repo.find_commit(id).map_err(|error| GitError::MissingCommit {
+        repo.find_commit(id).map_err(|error| GitError::MissingCommit {
             url: redact_url(&self.url),
             commit: sha.to_owned(),
             hint: "is it a commit of this repository's branches?",
             source: Box::new(error),
-        })?;
-        self.read_commit(&repo, &commit)
+        })
     }
 
     /// The object id of `sha`, named `shown` in the error.
@@ -532,15 +537,12 @@ impl GitSource {
     }
 
     fn commit_tree<'repo>(&self, repo: &'repo gix::Repository, sha: &str) -> Result<gix::Tree<'repo>, GitError> {
-        let id = self.commit_id(sha, sha)?;
-        let read_error = |source: Cause| GitError::Read { url: redact_url(&self.url), commit: sha.to_owned(), source };
-        let commit = repo.find_commit(id).map_err(|error| GitError::MissingCommit {
+        let commit = self.find_commit(repo, sha)?;
+        commit.tree().map_err(|error| GitError::Read {
             url: redact_url(&self.url),
             commit: sha.to_owned(),
-            hint: "is it a commit of this repository's branches?",
             source: Box::new(error),
-        })?;
-        commit.tree().map_err(|error| read_error(Box::new(error)))
+        })
     }
 }
 
