@@ -164,6 +164,11 @@ pub struct BuildFileSettings {
 }
 
 impl BuildFileSettings {
+    /// The largest build context, in bytes.
+    pub fn max_context_bytes(&self) -> u64 {
+        self.max_context_mib.map_or(crate::model::build::DEFAULT_MAX_CONTEXT_BYTES, |mib| mib.saturating_mul(1 << 20))
+    }
+
     /// The registry, when one is set.
     pub fn registry(&self) -> Option<crate::builder::docker::RegistrySettings> {
         self.registry.as_ref().map(|address| crate::builder::docker::RegistrySettings {

@@ -153,10 +153,7 @@ fn daemon_settings(args: &ServeArgs, repo: &str, source: Source) -> anyhow::Resu
             keep_images: args.keep_images,
             timeout: args.build_timeout,
             registry: args.build_file.registry(),
-            max_context_bytes: args
-                .build_file
-                .max_context_mib
-                .map_or(railyard::model::build::DEFAULT_MAX_CONTEXT_BYTES, |mib| mib.saturating_mul(1 << 20)),
+            max_context_bytes: args.build_file.max_context_bytes(),
         },
     })
 }

@@ -60,13 +60,9 @@ pub async fn prepare(target: &Target, parallel: usize) -> anyhow::Result<Result<
     let placed = settings_target(target)?;
     let kind: BackendKind = placed.as_ref().map_or(target.docker.backend.into(), |placed| placed.backend);
     // The Project's own settings (proxy, sync.force) reach the backend with the plan: it connects while git is read.
-    let image_registry = match &target.settings {
-        Some(path) => Settings::load(path)?.build.and_then(|build| build.registry()),
-        None => None,
-    };
     let kubernetes = KubernetesBackendSettings {
         parallel,
-        image_registry,
+        image_registry: build_settings(target)?.registry(),
         kubeconfig: placed.as_ref().and_then(|placed| placed.kubeconfig.clone()),
         context: placed.as_ref().and_then(|placed| placed.context.clone()),
         ..KubernetesBackendSettings::default()
@@ -122,10 +118,7 @@ async fn build_runner(
     if config.context_requests().is_empty() {
         return Ok(None);
     }
-    let file = match &target.settings {
-        Some(path) => Settings::load(path)?.build.unwrap_or_default(),
-        None => Default::default(),
-    };
+    let file = build_settings(target)?;
     let builder: Arc<dyn ImageBuilder> = match kind {
         BackendKind::Memory => Arc::new(railyard::builder::memory::MemoryBuilder::default()),
         kind => {
@@ -146,6 +139,14 @@ async fn build_runner(
         retry_failed: true,
         timeout: file.timeout.unwrap_or(railyard::builder::DEFAULT_BUILD_TIMEOUT),
     }))
+}
+
+/// The `build` section of serve's settings file (`--settings`), so that the CLI builds as the daemon would.
+fn build_settings(target: &Target) -> anyhow::Result<railyard::settings::BuildFileSettings> {
+    match &target.settings {
+        Some(path) => Ok(Settings::load(path)?.build.unwrap_or_default()),
+        None => Ok(Default::default()),
+    }
 }
 
 /// Where serve's settings file (`--settings`) puts the environment, when it has `targets`: they win over
@@ -176,13 +177,7 @@ pub type Loaded = (Config, Environment, Option<String>, Vec<model::RepoFile>, St
 pub async fn load_target(target: &Target) -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
     let (dir, repo, branch, env, state_dir) =
         (target.dir.clone(), target.repo.clone(), target.branch.clone(), target.env.clone(), target.state_dir.clone());
-    let max_context = match &target.settings {
-        Some(path) => {
-            Settings::load(path)?.build.and_then(|build| build.max_context_mib).map(|mib| mib.saturating_mul(1 << 20))
-        }
-        None => None,
-    }
-    .unwrap_or(railyard::model::build::DEFAULT_MAX_CONTEXT_BYTES);
+    let max_context = build_settings(target)?.max_context_bytes();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Result<Loaded, model::InvalidConfig>> {
         let Some(repo) = repo else {
             let files = source::local::read_dir(&dir)?;
