@@ -638,3 +638,40 @@ fn a_branch_cannot_open_productions_secrets_by_copying_its_file() {
     assert!(environment.contains("DB_PASSWORD=staging-value"), "{environment}");
     assert!(!restarted.served.log().contains(CANARY));
 }
+
+/// A push to the branch many environments follow converges every one of them from one fetch, the list's re-read
+/// included: they all ask for a fetch after the push, not each after its own wake-up (which the first woken
+/// worker's fetch may precede). On a multi-threaded runtime and the real clock, where the workers race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_changes_every_environment_is_fetched_once() {
+    const ENVS: usize = 24;
+    let listing: String = (1..=ENVS).map(|i| format!("  - {{ name: e{i}, branch: main }}\n")).collect();
+    let project = format!("kind: Project\nname: shop\nenvironments:\n{listing}");
+    let yard = Yard::start(&[("railyard.yaml", &project), ("apps/web.yaml", &image_app("web:1"))]).await;
+    let all_at = |sha: Option<String>| {
+        let yard = &yard;
+        async move {
+            for i in 1..=ENVS {
+                yard.until_in(&format!("e{i}"), "the commit", |state| {
+                    state.sync_status == SyncStatus::Synced
+                        && sha.as_ref().is_none_or(|sha| state.commit.as_ref().is_some_and(|c| &c.sha == sha))
+                })
+                .await;
+            }
+        }
+    };
+    all_at(None).await;
+    let fetches = "railyard_git_fetch_duration_seconds_count";
+    let before = yard.metric(fetches).await;
+
+    let sha = yard.commit_to("main", &[("apps/web.yaml", &image_app("web:2"))], "every environment: two");
+    let body = br#"{"ref": "refs/heads/main"}"#.to_vec();
+    let signature = railyard::server::webhooks::sign(WEBHOOK_SECRET.as_bytes(), &body);
+    let (status, answer) = yard.request("POST", "/hooks/generic", &[("X-Railyard-Signature", &signature)], body).await;
+    assert_eq!(status, 202, "{answer}");
+    all_at(Some(sha)).await;
+    for i in 1..=ENVS {
+        assert_eq!(image_in(&yard, &format!("shop-e{i}")).as_deref(), Some("web:2"), "e{i}");
+    }
+    assert_eq!(yard.metric(fetches).await - before, 1.0, "one fetch for the push");
+}

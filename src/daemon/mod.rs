@@ -452,10 +452,11 @@ impl Daemon {
             if !self.leads() {
                 continue;
             }
+            let at = std::time::Instant::now();
             if trigger == Trigger::Poll {
-                self.listing.fire(trigger);
+                self.listing.fire_at(trigger, at, None);
             }
-            self.fire_all(trigger);
+            self.fire_all_at(trigger, at);
         }
     }
 
@@ -503,14 +504,15 @@ impl Daemon {
 
     /// [`Daemon::pushed_here`] for a push that belongs to a trace (`parent`): the reconciles it wakes join it.
     fn pushed_here_traced(&self, branch: &str, parent: Option<TraceParent>) -> Vec<String> {
+        let pushed_at = std::time::Instant::now();
         if branch == self.settings.branch {
-            self.listing.fire(Trigger::Webhook);
+            self.listing.fire_at(Trigger::Webhook, pushed_at, None);
         }
         // A branch that `previews.branches` names may need a preview of its own.
-        self.previews_trigger.fire(Trigger::Webhook);
+        self.previews_trigger.fire_at(Trigger::Webhook, pushed_at, None);
         let following = self.following(branch);
         for env in &following {
-            env.trigger.fire_traced(Trigger::Webhook, parent.clone());
+            env.trigger.fire_at(Trigger::Webhook, pushed_at, parent.clone());
         }
         following.iter().map(|env| env.name.clone()).collect()
     }
@@ -641,8 +643,9 @@ impl Daemon {
         let claims = self.host_claims(&snapshot, &config, &listed, &policy).await;
         let changed_claims = *read(&self.claims) != claims;
         *write(&self.claims) = claims;
-        self.apply_list(&listed, &policy, (changed_policy || changed_claims).then_some(taken.trigger)).await;
-        self.previews_trigger.fire(taken.trigger);
+        self.apply_list(&listed, &policy, taken, changed_policy || changed_claims).await;
+        // What woke the list wakes the previews with the same freshness: the fetch just made serves them too.
+        self.previews_trigger.fire_seen(taken.trigger, taken.fetch_after);
     }
 
     /// Before any list was read: production on the tracked branch (as without `environments:`).
@@ -658,15 +661,21 @@ impl Daemon {
     }
 
     fn fire_all(&self, trigger: Trigger) {
+        self.fire_all_at(trigger, std::time::Instant::now());
+    }
+
+    /// [`Daemon::fire_all`] for one event at `at`: every environment asks for the same fetch.
+    fn fire_all_at(&self, trigger: Trigger, at: std::time::Instant) {
         for env in self.environments() {
-            env.trigger.fire(trigger);
+            env.trigger.fire_at(trigger, at, None);
         }
     }
 
     /// Starts workers of new environments, updates changed ones, marks removed ones (their worker destroys them or
     /// shows the pending destroy), and remembers the list for the next start.
-    /// `everyone` fires every environment (the policy or the host claims changed).
-    async fn apply_list(self: &Arc<Self>, listed: &[ListedEnvironment], policy: &Policy, everyone: Option<Trigger>) {
+    /// `everyone` fires every environment (the policy or the host claims changed) with what woke the list
+    /// (`taken`); a changed environment is reconciled as after a poll. Both use the fetch the list was read from.
+    async fn apply_list(self: &Arc<Self>, listed: &[ListedEnvironment], policy: &Policy, taken: Taken, everyone: bool) {
         let _one_at_a_time = self.listing_changes.lock().await;
         let before: Vec<String> = self.environments().iter().map(|env| env.name.clone()).collect();
         let mut changed_any = false;
@@ -677,8 +686,10 @@ impl Daemon {
                     let source = self.settings.source.describe_branch(&entry.branch);
                     let changed = handle.relist(entry, &policy.project, source);
                     changed_any |= changed;
-                    if let Some(trigger) = everyone.or(changed.then_some(Trigger::Poll)) {
-                        handle.trigger.fire(trigger);
+                    if everyone || changed {
+                        handle
+                            .trigger
+                            .fire_seen(if everyone { taken.trigger } else { Trigger::Poll }, taken.fetch_after);
                     }
                     handle
                 }

@@ -40,7 +40,14 @@ impl Coalescer {
 
     /// [`Coalescer::fire`] for a trigger that belongs to a trace (`parent`, a webhook's), which the reconcile joins.
     pub fn fire_traced(&self, trigger: Trigger, parent: Option<TraceParent>) {
-        self.merge(trigger, trigger.needs_fetch().then(Instant::now), parent);
+        self.fire_at(trigger, Instant::now(), parent);
+    }
+
+    /// [`Coalescer::fire_traced`] for a trigger that came at `at`: workers woken by one event (a push to a branch
+    /// fifty environments follow) then ask for the same fetch, instead of each for one after its own moment, which
+    /// a fetch started by the first woken worker may precede.
+    pub fn fire_at(&self, trigger: Trigger, at: Instant, parent: Option<TraceParent>) {
+        self.merge(trigger, trigger.needs_fetch().then_some(at), parent);
     }
 
     /// [`Coalescer::fire`] for a trigger whose commits any fetch started after `fetch_after` has seen (a preview
