@@ -17,7 +17,7 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// The most config files (`*.yaml`, `*.yml`) one commit may hold, and the most bytes read from all of them: a tree of
 /// 20,000 paths naming one 1 MiB blob must not be read 20,000 times.
-pub const MAX_CONFIG_FILES: usize = 10_000;
+pub const MAX_CONFIG_FILES: usize = 20_000;
 pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 /// What a source may still read of one commit; each file read is taken from it.
@@ -34,6 +34,23 @@ impl Default for ReadBudget {
 }
 
 impl ReadBudget {
+    /// Why a commit whose config files add up to more than [`MAX_CONFIG_BYTES`] is not read.
+    pub fn too_many_bytes() -> String {
+        format!(
+            "the commit's config files add up to more than {} MiB; railyard reads at most that much of one commit: \
+             remove large or repeated files",
+            MAX_CONFIG_BYTES >> 20
+        )
+    }
+
+    /// Why a commit with more than [`MAX_CONFIG_FILES`] config files is not read.
+    pub fn too_many_files() -> String {
+        format!(
+            "the commit holds more than {MAX_CONFIG_FILES} config files (*.yaml, *.yml); railyard reads at most that \
+             many: move the others under a hidden folder or out of the config repository"
+        )
+    }
+
     /// Takes one file as the source read it (only bytes read count); the error says which limit the commit went
     /// over and what to do.
     pub fn take(&mut self, content: &FileContent) -> Result<(), String> {
@@ -41,19 +58,8 @@ impl ReadBudget {
             FileContent::Bytes(bytes) => bytes.len() as u64,
             FileContent::TooLarge { .. } | FileContent::Rejected { .. } => 0,
         };
-        self.files = self.files.checked_sub(1).ok_or_else(|| {
-            format!(
-                "the commit holds more than {MAX_CONFIG_FILES} config files (*.yaml, *.yml); railyard reads at most \
-                 that many: move the others under a hidden folder or out of the config repository"
-            )
-        })?;
-        self.bytes = self.bytes.checked_sub(bytes).ok_or_else(|| {
-            format!(
-                "the commit's config files add up to more than {} MiB; railyard reads at most that much of one \
-                 commit: remove large or repeated files",
-                MAX_CONFIG_BYTES >> 20
-            )
-        })?;
+        self.files = self.files.checked_sub(1).ok_or_else(ReadBudget::too_many_files)?;
+        self.bytes = self.bytes.checked_sub(bytes).ok_or_else(ReadBudget::too_many_bytes)?;
         Ok(())
     }
 }

@@ -38,33 +38,32 @@ pub fn validate(documents: Documents, mut diagnostics: Vec<Diagnostic>) -> Resul
         check_instance_names(project, &documents, &mut diagnostics);
     }
     check_dependency_cycles(&apps, &mut diagnostics);
-    let domains = unique_by_name(&documents.domains, "Domain", |domain| &domain.host, &mut diagnostics);
+    unique_by_name(&documents.domains, "Domain", |domain| &domain.host, &mut diagnostics);
     check_domains(&documents.domains, &apps, &mut diagnostics);
-    let scaling_rules = unique_by_name(&documents.scaling_rules, "ScalingRule", |rule| &rule.app, &mut diagnostics);
+    unique_by_name(&documents.scaling_rules, "ScalingRule", |rule| &rule.app, &mut diagnostics);
     for rule in &documents.scaling_rules {
         check_scaling_rule(rule, &apps, project, &mut diagnostics);
     }
     check_pinned_ports(&documents, project, &mut diagnostics);
-    let jobs = jobs::check_jobs(&documents.jobs, &apps, &mut diagnostics);
-    match project {
-        Some(project) if diagnostics.is_empty() => Ok(Config {
-            project: project.clone(),
-            apps: owned(apps),
-            domains: owned(domains),
-            scaling_rules: owned(scaling_rules),
-            jobs: owned(jobs),
-            build_contexts: BTreeMap::new(),
-        }),
-        _ => {
-            diagnostics.sort();
-            diagnostics.dedup();
-            Err(diagnostics)
-        }
-    }
+    jobs::check_jobs(&documents.jobs, &apps, &mut diagnostics);
+    let Some(project) = project.filter(|_| diagnostics.is_empty()).cloned() else {
+        diagnostics.sort();
+        diagnostics.dedup();
+        return Err(diagnostics);
+    };
+    // Every name is unique once no rule failed: the documents move into the config (10,000 apps are not copied).
+    Ok(Config {
+        project,
+        apps: by_name(documents.apps, |app| &app.name),
+        domains: by_name(documents.domains, |domain| &domain.host),
+        scaling_rules: by_name(documents.scaling_rules, |rule| &rule.app),
+        jobs: by_name(documents.jobs, |job| &job.name),
+        build_contexts: BTreeMap::new(),
+    })
 }
 
-fn owned<T: Clone>(map: BTreeMap<String, &Sourced<T>>) -> BTreeMap<String, Sourced<T>> {
-    map.into_iter().map(|(name, doc)| (name, doc.clone())).collect()
+fn by_name<T>(documents: Vec<Sourced<T>>, name_of: impl Fn(&T) -> &Located<String>) -> BTreeMap<String, Sourced<T>> {
+    documents.into_iter().map(|document| (name_of(&document.doc).value.clone(), document)).collect()
 }
 
 fn check_project<'a>(documents: &'a Documents, diagnostics: &mut Vec<Diagnostic>) -> Option<&'a Sourced<Project>> {
