@@ -118,3 +118,8 @@ echo "cold: railyard / compose v2    = $(ratio "$rc" "$cc")   (target <= 1.00)"
 echo "cold: railyard / engine floor  = $(ratio "$rc" "$fl")   (target <= 1.15)"
 echo "no-op: compose v2 / railyard   = $(ratio "$cn" "$rn")   (target >= 10)"
 echo "health: railyard / compose --wait = $(ratio "$rh" "$ch")"
+# Machine-readable rows for bench/all.sh, with every run's figure beside the median.
+runs_of() { tr '\n' ' ' <"$work/$1" | sed 's/ $//'; }
+for figure in floor compose-cold railyard-cold compose-noop railyard-noop compose-health railyard-health; do
+  echo "ROW converge_${figure//-/_}_ms $(median <"$work/$figure") ($(runs_of "$figure"))"
+done

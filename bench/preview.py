@@ -131,6 +131,8 @@ def main():
               f"{', '.join(f'{p:.0f}' for p in previews)})")
         print(f"engine create+start of the same container: {floor:.0f} ms (median of {RUNS})")
         print(f"ratio: {preview / floor:.1f}x the engine floor")
+        print(f"ROW preview_ms {preview:.0f}")
+        print(f"ROW preview_floor_ms {floor:.0f}")
     finally:
         for process in reversed(processes):
             process.terminate()

@@ -92,8 +92,10 @@ fn main() {
     println!(
         "kubernetes: plan + apply of {APPS} apps and {APPS} domains: {time:.2?}, {requests} requests, {writes} writes"
     );
+    println!("ROW k8s_first_ms {:.0} ({requests} requests, {writes} writes)", time.as_secs_f64() * 1000.0);
     let (time, requests, writes) = runtime.block_on(sync(&backend, &fake, &fast));
     println!("kubernetes: plan + apply again (no-op): {time:.2?}, {requests} requests, {writes} writes");
+    println!("ROW k8s_noop_ms {:.0} ({requests} requests, {writes} writes)", time.as_secs_f64() * 1000.0);
     assert_eq!(writes, 0, "a no-op apply wrote");
 
     let slow = desired("bench-k8s-slow");
@@ -110,4 +112,5 @@ fn main() {
         "kubernetes: plan + apply of {APPS} apps and {APPS} domains, {rollout} ms rollouts: {time:.2?}, {requests} \
          requests, {writes} writes"
     );
+    println!("ROW k8s_slow_rollouts_ms {:.0}", time.as_secs_f64() * 1000.0);
 }
