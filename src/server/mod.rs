@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 use base64::Engine;
 
 use crate::daemon::{Daemon, now_ms};
-use crate::store::Delivery;
+use crate::store::{Delivery, DeliveryWrite};
 use crate::telemetry::TraceParent;
 use audit::{DeliveryAudit, Requester};
 use tokens::ApiTokens;
@@ -704,19 +704,10 @@ async fn undelivered(state: &ServerState, forge: Forge, event: &str, error: &cra
 /// under a made-up id is caught by the body), neither seen within a day. Both are remembered.
 async fn first_delivery(state: &ServerState, forge: Forge, id: Option<&str>, body: &[u8]) -> Result<bool, String> {
     use sha2::Digest;
-    let id = id.map(|id| format!("id:{id}"));
     let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)));
-    let now = now_ms();
-    let store = &state.daemon.store;
-    query(async {
-        let new_id = match &id {
-            Some(id) => store.first_delivery(forge.as_str(), id, now).await?,
-            None => true,
-        };
-        let new_body = store.first_delivery(forge.as_str(), &digest, now).await?;
-        Ok(new_id && new_body)
-    })
-    .await
+    let keys = id.map(|id| format!("id:{id}")).into_iter().chain([digest]).collect();
+    let remember = DeliveryWrite::Remember { forge: forge.as_str().to_owned(), keys, now_ms: now_ms() };
+    query(state.daemon.store.write_delivery(remember)).await
 }
 
 /// Counts (`result`: accepted, rejected, duplicate) and records a delivery; an unauthenticated one (anybody can send
@@ -736,7 +727,7 @@ async fn record(state: &ServerState, forge: Forge, event: &str, result: &str, au
         authenticated,
     };
     let keep = state.keep_deliveries;
-    if let Err(error) = query(state.daemon.store.record_delivery(&delivery, keep)).await {
+    if let Err(error) = query(state.daemon.store.write_delivery(DeliveryWrite::Record { delivery, keep })).await {
         tracing::error!(%error, "cannot record the webhook delivery");
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,11 +15,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{AuditEntry, AuditFilter, KEEP_AUDIT_ATTEMPTS, StoredAudit};
+use super::{AuditEntry, AuditFilter, GroupCommit, KEEP_AUDIT_ATTEMPTS, StoredAudit};
 use super::{
-    DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId, DumpedLease, DumpedPin,
-    DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment, LeaseRecord, PAGE_SIZE,
-    Page, PublishedStatus, Request, StoreDump, StoreEngine, StoreError, SyncRecord, TABLES, hide_password,
+    DELIVERY_MEMORY_MS, Delivery, DeliveryWrite, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId,
+    DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment,
+    LeaseRecord, PAGE_SIZE, Page, PublishedStatus, Request, StoreDump, StoreEngine, StoreError, SyncRecord, TABLES,
+    hide_password,
 };
 use super::{RUN_KEY_MEMORY_MS, StoredJobRun};
 use crate::backend::JobRun;
@@ -163,6 +165,75 @@ pub struct PostgresEngine {
     pool: Pool,
     /// The location with its password hidden, for errors.
     shown: String,
+    /// The webhook deliveries' writer, a task started on the first delivery.
+    deliveries: OnceLock<GroupCommit>,
+}
+
+/// Webhook delivery writes as [`PostgresEngine::write_deliveries`] sends them: each key once, the records in order.
+struct DeliveryBatch<'a> {
+    writes: &'a [DeliveryWrite],
+    /// Each distinct `(forge, key)` remembered, in the order of its first write, with that write's time.
+    key_forges: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    key_times: Vec<i64>,
+    records: Vec<&'a Delivery>,
+}
+
+impl<'a> DeliveryBatch<'a> {
+    fn of(writes: &'a [DeliveryWrite]) -> DeliveryBatch<'a> {
+        let mut batch = DeliveryBatch { writes, key_forges: vec![], keys: vec![], key_times: vec![], records: vec![] };
+        let mut seen = std::collections::HashSet::new();
+        for write in writes {
+            match write {
+                DeliveryWrite::Remember { forge, keys, now_ms } => {
+                    for key in keys {
+                        if seen.insert((forge.as_str(), key.as_str())) {
+                            batch.key_forges.push(forge);
+                            batch.keys.push(key);
+                            batch.key_times.push(*now_ms);
+                        }
+                    }
+                }
+                DeliveryWrite::Record { delivery, .. } => batch.records.push(delivery),
+            }
+        }
+        batch
+    }
+
+    /// The `keep` of the last record of each kind (authenticated or not) in the batch, as the history keeps it.
+    fn kept(&self) -> Vec<(bool, u32)> {
+        let mut kept: [Option<u32>; 2] = [None, None];
+        for write in self.writes {
+            if let DeliveryWrite::Record { delivery, keep } = write {
+                kept[usize::from(delivery.authenticated)] = Some(*keep);
+            }
+        }
+        [false, true]
+            .into_iter()
+            .zip(kept)
+            .filter_map(|(authenticated, keep)| {
+                keep.map(|keep| (authenticated, if authenticated { keep.max(1) } else { KEEP_UNAUTHENTICATED }))
+            })
+            .collect()
+    }
+
+    /// Each write's answer, given the keys the statement wrote (new, or seen over a day ago): a delivery is first
+    /// when each of its keys was written and no earlier write of the batch had it.
+    fn answers(&self, written: &[(String, String)]) -> Vec<bool> {
+        let written: std::collections::HashSet<(&str, &str)> =
+            written.iter().map(|(forge, key)| (forge.as_str(), key.as_str())).collect();
+        let mut claimed = std::collections::HashSet::new();
+        self.writes
+            .iter()
+            .map(|write| match write {
+                DeliveryWrite::Remember { forge, keys, .. } => keys.iter().fold(true, |first, key| {
+                    let key = (forge.as_str(), key.as_str());
+                    claimed.insert(key) && written.contains(&key) && first
+                }),
+                DeliveryWrite::Record { .. } => true,
+            })
+            .collect()
+    }
 }
 
 /// What went wrong inside a call, before it is told with the store's location.
@@ -265,7 +336,7 @@ impl PostgresEngine {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|error| StoreError::Location { given: shown.clone(), why: error.to_string() })?;
-        let engine = PostgresEngine { pool, shown };
+        let engine = PostgresEngine { pool, shown, deliveries: OnceLock::new() };
         engine.migrate().await?;
         Ok(engine)
     }
@@ -704,34 +775,90 @@ impl StoreEngine for PostgresEngine {
         .await
     }
 
-    async fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
+    async fn write_deliveries(&self, writes: Vec<DeliveryWrite>) -> Result<Vec<bool>, StoreError> {
         self.attempt(async {
-            let client = self.pool.get().await?;
-            client
+            let mut client = self.pool.get().await?;
+            let transaction = client.transaction().await?;
+            let batch = DeliveryBatch::of(&writes);
+            // One statement for every key: a key twice in one INSERT ... ON CONFLICT DO UPDATE is an error, so each
+            // is sent once (the batch answers its later ones as seen). A row is written when the key is new or was
+            // seen over a day ago.
+            let mut new_keys: Vec<(String, String)> = Vec::new();
+            if !batch.keys.is_empty() {
+                new_keys = transaction
+                .query(
+                    "INSERT INTO webhook_delivery_ids (forge, delivery, received_ms)
+                         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+                     ON CONFLICT (forge, delivery) DO UPDATE SET received_ms = EXCLUDED.received_ms
+                         WHERE webhook_delivery_ids.received_ms <= EXCLUDED.received_ms - $4
+                     RETURNING forge, delivery",
+                    &[&batch.key_forges, &batch.keys, &batch.key_times, &DELIVERY_MEMORY_MS],
+                )
+                .await?
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<_, tokio_postgres::Error>>()?;
+            }
+            let records = &batch.records;
+            if !records.is_empty() {
+            transaction
                 .execute(
                     "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                         SELECT received_ms, forge, event, accepted, reason, authenticated
+                         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::boolean[])
+                             WITH ORDINALITY AS row (received_ms, forge, event, accepted, reason, authenticated, n)
+                         ORDER BY n",
                     &[
-                        &delivery.received_ms,
-                        &delivery.forge,
-                        &delivery.event,
-                        &delivery.accepted,
-                        &delivery.reason,
-                        &delivery.authenticated,
+                        &records.iter().map(|delivery| delivery.received_ms).collect::<Vec<_>>(),
+                        &records.iter().map(|delivery| delivery.forge.as_str()).collect::<Vec<_>>(),
+                        &records.iter().map(|delivery| delivery.event.as_str()).collect::<Vec<_>>(),
+                        &records.iter().map(|delivery| delivery.accepted).collect::<Vec<_>>(),
+                        &records.iter().map(|delivery| delivery.reason.as_str()).collect::<Vec<_>>(),
+                        &records.iter().map(|delivery| delivery.authenticated).collect::<Vec<_>>(),
                     ],
                 )
                 .await?;
-            let keep = if delivery.authenticated { keep.max(1) } else { KEEP_UNAUTHENTICATED };
-            client
-                .execute(
-                    "DELETE FROM webhook_deliveries WHERE authenticated = $2 AND id <= (
-                         SELECT id FROM webhook_deliveries WHERE authenticated = $2 ORDER BY id DESC LIMIT 1 OFFSET $1)",
-                    &[&i64::from(keep), &delivery.authenticated],
-                )
-                .await?;
-            Ok(())
+            }
+            for (authenticated, keep) in batch.kept() {
+                transaction
+                    .execute(
+                        "DELETE FROM webhook_deliveries WHERE authenticated = $2 AND id <= (
+                             SELECT id FROM webhook_deliveries WHERE authenticated = $2 ORDER BY id DESC LIMIT 1 OFFSET $1)",
+                        &[&i64::from(keep), &authenticated],
+                    )
+                    .await?;
+            }
+            if let Some(newest) = batch.key_times.iter().max() {
+                transaction
+                    .execute(
+                        "DELETE FROM webhook_delivery_ids WHERE received_ms <= $1",
+                        &[&newest.saturating_sub(DELIVERY_MEMORY_MS)],
+                    )
+                    .await?;
+            }
+            transaction.commit().await?;
+            Ok(batch.answers(&new_keys))
         })
         .await
+    }
+
+    async fn write_delivery(&self, write: DeliveryWrite) -> Result<bool, StoreError> {
+        let writer = self.deliveries.get_or_init(|| {
+            let engine = Arc::new(PostgresEngine {
+                pool: self.pool.clone(),
+                shown: self.shown.clone(),
+                deliveries: OnceLock::new(),
+            });
+            GroupCommit::on_task(move |writes| {
+                let engine = Arc::clone(&engine);
+                async move { engine.write_deliveries(writes).await }
+            })
+        });
+        match writer.write(write.clone()).await {
+            Some(answer) => answer,
+            // The writer's runtime is gone: this one writes it alone.
+            None => Ok(self.write_deliveries(vec![write]).await?.first().copied().unwrap_or(false)),
+        }
     }
 
     async fn deliveries(&self, page: u32) -> Result<Page<Delivery>, StoreError> {
@@ -748,29 +875,6 @@ impl StoreEngine for PostgresEngine {
                 )
                 .await?;
             page_of(page, rows, row_to_delivery)
-        })
-        .await
-    }
-
-    async fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
-        self.attempt(async {
-            let mut client = self.pool.get().await?;
-            let transaction = client.transaction().await?;
-            transaction
-                .execute(
-                    "DELETE FROM webhook_delivery_ids WHERE received_ms <= $1",
-                    &[&now_ms.saturating_sub(DELIVERY_MEMORY_MS)],
-                )
-                .await?;
-            let inserted = transaction
-                .execute(
-                    "INSERT INTO webhook_delivery_ids (forge, delivery, received_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (forge, delivery) DO NOTHING",
-                    &[&forge, &delivery, &now_ms],
-                )
-                .await?;
-            transaction.commit().await?;
-            Ok(inserted == 1)
         })
         .await
     }

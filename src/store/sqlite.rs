@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 
@@ -13,12 +13,12 @@ use crate::outcome::{SyncOutcome, Trigger};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
-use super::{AuditEntry, AuditFilter, KEEP_AUDIT_ATTEMPTS, StoredAudit};
+use super::{AuditEntry, AuditFilter, GroupCommit, KEEP_AUDIT_ATTEMPTS, StoredAudit};
 use super::{
-    DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId,
-    DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment,
-    LeaseRecord, PAGE_SIZE, Page, PublishedStatus, RUN_KEY_MEMORY_MS, Request, StoreDump, StoreEngine, StoreError,
-    StoredJobRun, SyncRecord, TABLES,
+    DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DeliveryWrite, DumpedAutoscaleDecision, DumpedDelivery,
+    DumpedDeliveryId, DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED,
+    KnownEnvironment, LeaseRecord, PAGE_SIZE, Page, PublishedStatus, RUN_KEY_MEMORY_MS, Request, StoreDump,
+    StoreEngine, StoreError, StoredJobRun, SyncRecord, TABLES,
 };
 
 /// Each entry moves the schema one version up; applied in order, once.
@@ -454,27 +454,7 @@ impl SqliteDb {
     /// Records a delivery and drops the oldest beyond `keep`; of unauthenticated ones (which anybody can send) only
     /// the newest [`KEEP_UNAUTHENTICATED`] are kept, so that a flood cannot fill the disk.
     pub fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
-        self.with(|db| {
-            db.execute(
-                "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    delivery.received_ms,
-                    delivery.forge,
-                    delivery.event,
-                    delivery.accepted,
-                    delivery.reason,
-                    delivery.authenticated
-                ],
-            )?;
-            let keep = if delivery.authenticated { keep.max(1) } else { KEEP_UNAUTHENTICATED };
-            db.execute(
-                "DELETE FROM webhook_deliveries WHERE authenticated = ?2 AND id <= (
-                     SELECT id FROM webhook_deliveries WHERE authenticated = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                params![i64::from(keep), delivery.authenticated],
-            )?;
-            Ok(())
-        })
+        self.write_deliveries(&[DeliveryWrite::Record { delivery: delivery.clone(), keep }]).map(drop)
     }
 
     /// Remembers the signed delivery `delivery` of `forge` at `now_ms`; false when it was seen within
@@ -482,18 +462,74 @@ impl SqliteDb {
     /// the table holds one day of deliveries at most. Only call this once the signature is verified: an unsigned
     /// request must not be able to burn an id.
     pub fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let remember = DeliveryWrite::Remember { forge: forge.to_owned(), keys: vec![delivery.to_owned()], now_ms };
+        Ok(self.write_deliveries(&[remember])?.first().copied().unwrap_or(false))
+    }
+
+    /// Does `writes` in order, in one transaction (all or none), and answers each (see [`DeliveryWrite`]). The
+    /// history is trimmed to what the last record of each kind keeps, and ids past their day forgotten, once for
+    /// all of them.
+    pub fn write_deliveries(&self, writes: &[DeliveryWrite]) -> Result<Vec<bool>, StoreError> {
         self.with(|db| {
             let transaction = db.unchecked_transaction()?;
-            transaction.execute(
-                "DELETE FROM webhook_delivery_ids WHERE received_ms <= ?1",
-                [now_ms.saturating_sub(DELIVERY_MEMORY_MS)],
-            )?;
-            let inserted = transaction.execute(
-                "INSERT OR IGNORE INTO webhook_delivery_ids (forge, delivery, received_ms) VALUES (?1, ?2, ?3)",
-                params![forge, delivery, now_ms],
-            )?;
+            let mut answers = Vec::with_capacity(writes.len());
+            // The `keep` of the last record of each kind (unauthenticated, authenticated), and the newest time an id
+            // was remembered at.
+            let mut kept: [Option<u32>; 2] = [None, None];
+            let mut newest_remembered = None;
+            {
+                let mut remember = transaction.prepare_cached(
+                    "INSERT INTO webhook_delivery_ids (forge, delivery, received_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (forge, delivery) DO UPDATE SET received_ms = excluded.received_ms
+                     WHERE webhook_delivery_ids.received_ms <= ?4",
+                )?;
+                let mut record = transaction.prepare_cached(
+                    "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for write in writes {
+                    match write {
+                        DeliveryWrite::Remember { forge, keys, now_ms } => {
+                            let forgotten_by = now_ms.saturating_sub(DELIVERY_MEMORY_MS);
+                            let mut first = true;
+                            for key in keys {
+                                // A row is written when the key is new or was seen over a day ago.
+                                first &= remember.execute(params![forge, key, now_ms, forgotten_by])? == 1;
+                            }
+                            newest_remembered = newest_remembered.max(Some(*now_ms));
+                            answers.push(first);
+                        }
+                        DeliveryWrite::Record { delivery, keep } => {
+                            record.execute(params![
+                                delivery.received_ms,
+                                delivery.forge,
+                                delivery.event,
+                                delivery.accepted,
+                                delivery.reason,
+                                delivery.authenticated
+                            ])?;
+                            kept[usize::from(delivery.authenticated)] = Some(*keep);
+                            answers.push(true);
+                        }
+                    }
+                }
+            }
+            for (authenticated, keep) in [false, true].into_iter().zip(kept) {
+                let Some(keep) = keep else { continue };
+                let keep = if authenticated { keep.max(1) } else { KEEP_UNAUTHENTICATED };
+                transaction.prepare_cached(
+                    "DELETE FROM webhook_deliveries WHERE authenticated = ?2 AND id <= (
+                         SELECT id FROM webhook_deliveries WHERE authenticated = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                )?
+                .execute(params![i64::from(keep), authenticated])?;
+            }
+            if let Some(now_ms) = newest_remembered {
+                transaction
+                    .prepare_cached("DELETE FROM webhook_delivery_ids WHERE received_ms <= ?1")?
+                    .execute([now_ms.saturating_sub(DELIVERY_MEMORY_MS)])?;
+            }
             transaction.commit()?;
-            Ok(inserted == 1)
+            Ok(answers)
         })
     }
 
@@ -1017,11 +1053,24 @@ pub struct SqliteEngine {
     db: Arc<SqliteDb>,
     /// The database's directory as `sqlite:DIR`, for errors.
     location: String,
+    /// The webhook deliveries' writer, a thread started on the first delivery.
+    deliveries: OnceLock<Result<GroupCommit, String>>,
 }
 
 impl SqliteEngine {
     pub fn new(db: Arc<SqliteDb>, location: String) -> SqliteEngine {
-        SqliteEngine { db, location }
+        SqliteEngine { db, location, deliveries: OnceLock::new() }
+    }
+
+    fn deliveries_writer(&self) -> Result<&GroupCommit, StoreError> {
+        let db = Arc::clone(&self.db);
+        self.deliveries
+            .get_or_init(|| {
+                GroupCommit::on_thread("railyard-deliveries", move |writes| db.write_deliveries(writes))
+                    .map_err(|error| format!("cannot start the webhook deliveries' writer: {error}"))
+            })
+            .as_ref()
+            .map_err(|error| StoreError::Worker(error.clone()))
     }
 }
 
@@ -1132,18 +1181,19 @@ impl StoreEngine for SqliteEngine {
         blocking!(self, |db| db.sync(id))
     }
 
-    async fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
-        let delivery = delivery.clone();
-        blocking!(self, |db| db.record_delivery(&delivery, keep))
+    async fn write_deliveries(&self, writes: Vec<DeliveryWrite>) -> Result<Vec<bool>, StoreError> {
+        blocking!(self, |db| db.write_deliveries(&writes))
+    }
+
+    async fn write_delivery(&self, write: DeliveryWrite) -> Result<bool, StoreError> {
+        match self.deliveries_writer()?.write(write).await {
+            Some(answer) => answer,
+            None => Err(StoreError::Worker("the webhook deliveries' writer stopped".to_owned())),
+        }
     }
 
     async fn deliveries(&self, page: u32) -> Result<Page<Delivery>, StoreError> {
         blocking!(self, |db| db.deliveries(page))
-    }
-
-    async fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let (forge, delivery) = (forge.to_owned(), delivery.to_owned());
-        blocking!(self, |db| db.first_delivery(&forge, &delivery, now_ms))
     }
 
     async fn digest_key(&self, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
