@@ -10,6 +10,7 @@
 # lines are `ROW name value` rows for bench/all.sh.
 # Usage: bench/webhooks.sh [DURATION (10s)] [RUNS (1)]   (with RUNS > 1 each figure is the median of the runs)
 #        RAILYARD_BIN=path/to/railyard bench/webhooks.sh ...   measures that binary instead of building this checkout
+#        PERF_DIR=dir bench/webhooks.sh ...   also records a profile of the daemon during each run (perf record -g)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}
@@ -104,16 +105,44 @@ EOF
 }
 
 rss_mb() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status"; }
+# CPU time the daemon's threads have used so far, in clock ticks, summed by thread name ("name ticks" lines); its
+# children (git) once waited for.
+cpu_ticks() {
+  for task in /proc/"$pid"/task/*; do
+    printf '%s %s\n' "$(tr ' ' _ < "$task/comm")" "$(awk '{ print $14 + $15 }' "$task/stat")"
+  done 2>/dev/null
+  awk '{ print "children", $16 + $17 }' "/proc/$pid/stat"
+}
+# CPU microseconds per request of each thread name between two cpu_ticks snapshots ($1, $2) over $3 requests.
+cpu_per_request() {
+  awk -v requests="$3" -v hz="$(getconf CLK_TCK)" '
+    FNR == NR { before[$1] += $2; next }
+    { after[$1] += $2 }
+    END {
+      for (name in after) { used = after[name] - before[name]; total += used; if (used > 0) line = line sprintf(", %s %.1f", name, used * 1e6 / hz / requests) }
+      printf "%.1f us of CPU per request (%s)", total * 1e6 / hz / requests, substr(line, 3)
+    }' "$1" "$2"
+}
 failed=0
-# One wrk run: prints "rps non2xx".
+# One wrk run: prints "rps non2xx" and, on a line of its own, what the daemon's CPU did per request.
 measure() {
-  local out
+  local out profiler=
+  if [ -n "${PERF_DIR:-}" ]; then
+    mkdir -p "$PERF_DIR"
+    perf record -q -F 999 -g -p "$pid" -o "$PERF_DIR/$kind-$run.data" 2>/dev/null &
+    profiler=$!
+  fi
+  cpu_ticks > "$work/cpu.before"
   out=$(wrk -t2 -c32 -d"$duration" "$@")
-  local rps non2xx errors
+  cpu_ticks > "$work/cpu.after"
+  if [ -n "$profiler" ]; then kill -INT "$profiler"; wait "$profiler" || true; fi
+  local rps non2xx errors requests
   rps=$(awk '/^Requests\/sec:/ { printf "%d", $2 }' <<< "$out")
+  requests=$(awk '/requests in/ { print $1 }' <<< "$out")
   non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<< "$out")
   errors=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' <<< "$out")
   echo "${rps:-0} $(( ${non2xx:-0} + ${errors:-0} ))"
+  cpu_per_request "$work/cpu.before" "$work/cpu.after" "${requests:-1}"
 }
 # The median of the figures of run kind $1.
 median() { tr ' ' '\n' <<< "${samples[$1]}" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -126,8 +155,8 @@ for run in $(seq 1 "$runs"); do
       push) make_pushes "$run"; result=$(measure -s "$work/push.lua" "$base/hooks/github") ;;
       healthz) result=$(measure "$base/healthz") ;;
     esac
-    read -r rps bad <<< "$result"
-    echo "run $run $kind: $rps requests/s, non-2xx or errors: $bad, peak RSS so far $(rss_mb) MB"
+    read -r rps bad <<< "$(head -1 <<< "$result")"
+    echo "run $run $kind: $rps requests/s, non-2xx or errors: $bad, peak RSS so far $(rss_mb) MB; $(tail -1 <<< "$result")"
     [ "$bad" = 0 ] || failed=1
     samples[$kind]+="$rps "
   done

@@ -109,3 +109,112 @@ fn answer(answers: Vec<oneshot::Sender<Answer>>, committed: Result<Vec<bool>, St
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::sync::mpsc;
+
+    use futures_util::poll;
+
+    use super::*;
+    use crate::store::{Delivery, DeliveryRecord};
+
+    fn write(reason: &str) -> DeliveryWrite {
+        let delivery = Delivery {
+            received_ms: 0,
+            forge: "github".to_owned(),
+            event: "push".to_owned(),
+            accepted: true,
+            reason: reason.to_owned(),
+            authenticated: true,
+        };
+        DeliveryWrite::Record(DeliveryRecord { delivery, keep: 10 })
+    }
+
+    fn reason(write: &DeliveryWrite) -> &str {
+        write.recorded(true).map_or("", |record| record.delivery.reason.as_str())
+    }
+
+    /// A writer whose commits wait for the test: it says how many writes each batch has, then waits to be released;
+    /// a batch with a `poison` write fails.
+    fn held_writer() -> (GroupCommit, mpsc::Receiver<Vec<String>>, mpsc::Sender<()>) {
+        let (entered, batches) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let writer = GroupCommit::on_thread("test-deliveries", move |writes| {
+            let _ = entered.send(writes.iter().map(|write| reason(write).to_owned()).collect());
+            let _ = released.recv();
+            if writes.iter().any(|write| reason(write) == "poison") {
+                return Err(StoreError::Worker("the disk is full".to_owned()));
+            }
+            Ok(vec![true; writes.len()])
+        })
+        .expect("a writer thread");
+        (writer, batches, release)
+    }
+
+    #[tokio::test]
+    async fn writes_waiting_while_one_commits_share_the_next_commit() {
+        let (writer, batches, release) = held_writer();
+        let mut first = pin!(writer.write(write("first")));
+        assert!(poll!(&mut first).is_pending());
+        assert_eq!(batches.recv().ok(), Some(vec!["first".to_owned()]), "alone, a write is committed at once");
+        let mut waiting: Vec<_> = ["second", "third", "fourth"].map(|name| Box::pin(writer.write(write(name)))).into();
+        for write in &mut waiting {
+            assert!(poll!(write).is_pending(), "queued behind the commit under way");
+        }
+        release.send(()).expect("release");
+        assert!(matches!(first.await, Some(Ok(true))));
+        assert_eq!(batches.recv().ok(), Some(vec!["second".to_owned(), "third".to_owned(), "fourth".to_owned()]));
+        release.send(()).expect("release");
+        for write in waiting {
+            assert!(matches!(write.await, Some(Ok(true))));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_each_write_of_its_batch_and_no_other() {
+        let (writer, batches, release) = held_writer();
+        let mut first = pin!(writer.write(write("first")));
+        assert!(poll!(&mut first).is_pending());
+        assert_eq!(batches.recv().ok().map(|batch| batch.len()), Some(1));
+        let mut doomed: Vec<_> = ["second", "poison", "third"].map(|name| Box::pin(writer.write(write(name)))).into();
+        for write in &mut doomed {
+            assert!(poll!(write).is_pending());
+        }
+        release.send(()).expect("release");
+        assert!(matches!(first.await, Some(Ok(true))), "the batch before is not touched");
+        assert_eq!(batches.recv().ok().map(|batch| batch.len()), Some(3));
+        release.send(()).expect("release");
+        for write in doomed {
+            match write.await {
+                Some(Err(error)) => {
+                    assert!(error.to_string().contains("the disk is full"), "{error}");
+                    assert!(error.is_unavailable(), "told as the failure it is: {error:?}");
+                }
+                answer => panic!("a write of the failed commit got {answer:?}"),
+            }
+        }
+        release.send(()).expect("release");
+        assert!(matches!(writer.write(write("after")).await, Some(Ok(true))), "the batch after is not touched");
+    }
+
+    #[tokio::test]
+    async fn a_task_writer_commits_what_waits_together() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&sizes);
+        let writer = GroupCommit::on_task(move |writes| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                recorded.lock().expect("sizes").push(writes.len());
+                tokio::task::yield_now().await;
+                Ok(writes.iter().map(|write| reason(write) != "seen").collect())
+            }
+        });
+        let answers =
+            futures_util::future::join_all(["a", "seen", "b", "c"].map(|name| writer.write(write(name)))).await;
+        let answers: Vec<Option<bool>> = answers.into_iter().map(|answer| answer.and_then(Result::ok)).collect();
+        assert_eq!(answers, [Some(true), Some(false), Some(true), Some(true)], "each its own answer");
+        assert_eq!(sizes.lock().expect("sizes").iter().sum::<usize>(), 4);
+    }
+}

@@ -125,13 +125,37 @@ fn authenticated_by_default() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryWrite {
     /// Remembers the keys of a signed delivery of `forge` (its id, its body's digest) at `now_ms`, every one of them;
-    /// answers true when none was seen within [`DELIVERY_MEMORY_MS`] (otherwise it is a replay, or the forge sending
-    /// it again). Only for a verified signature: an unsigned request must not be able to burn an id.
-    Remember { forge: String, keys: Vec<String>, now_ms: i64 },
-    /// Records a delivery in the history (answers true); of its kind, authenticated or not, the newest `keep` are
-    /// kept, and of unauthenticated ones (which anybody can send) never more than [`KEEP_UNAUTHENTICATED`], so that a
-    /// flood cannot fill the disk.
-    Record { delivery: Delivery, keep: u32 },
+    /// answers true when none was seen within [`DELIVERY_MEMORY_MS`]. Otherwise it is a replay, or the forge sending
+    /// it again, and `if_seen` (the duplicate's row) is recorded in the same transaction. Only for a verified
+    /// signature: an unsigned request must not be able to burn an id.
+    Remember { forge: String, keys: Vec<String>, now_ms: i64, if_seen: Option<DeliveryRecord> },
+    /// Records a delivery in the history (answers true).
+    Record(DeliveryRecord),
+}
+
+/// A delivery for the history: of its kind, authenticated or not, the newest `keep` are kept, and of unauthenticated
+/// ones (which anybody can send) never more than [`KEEP_UNAUTHENTICATED`], so that a flood cannot fill the disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub delivery: Delivery,
+    pub keep: u32,
+}
+
+impl DeliveryRecord {
+    /// How many rows of its kind the history keeps once it is recorded.
+    pub fn kept(&self) -> u32 {
+        if self.delivery.authenticated { self.keep.max(1) } else { KEEP_UNAUTHENTICATED }
+    }
+}
+
+impl DeliveryWrite {
+    /// The row this write adds to the history, given its answer.
+    pub fn recorded(&self, answer: bool) -> Option<&DeliveryRecord> {
+        match self {
+            DeliveryWrite::Remember { if_seen, .. } => if_seen.as_ref().filter(|_| !answer),
+            DeliveryWrite::Record(record) => Some(record),
+        }
+    }
 }
 
 /// A page of rows and whether more follow.
@@ -512,9 +536,9 @@ pub trait StoreEngine: Send + Sync {
     /// transaction for all of them: see [`GroupCommit`]) and answers it; when that transaction fails, each of its
     /// writes fails.
     async fn write_delivery(&self, write: DeliveryWrite) -> Result<bool, StoreError>;
-    /// Records a delivery and drops the oldest beyond `keep` (see [`DeliveryWrite::Record`]).
+    /// Records a delivery and drops the oldest beyond `keep` (see [`DeliveryRecord`]).
     async fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
-        self.write_delivery(DeliveryWrite::Record { delivery: delivery.clone(), keep }).await.map(drop)
+        self.write_delivery(DeliveryWrite::Record(DeliveryRecord { delivery: delivery.clone(), keep })).await.map(drop)
     }
     /// Newest first.
     async fn deliveries(&self, page: u32) -> Result<Page<Delivery>, StoreError>;
@@ -522,7 +546,7 @@ pub trait StoreEngine: Send + Sync {
     /// [`DELIVERY_MEMORY_MS`] (see [`DeliveryWrite::Remember`]).
     async fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
         let keys = vec![delivery.to_owned()];
-        self.write_delivery(DeliveryWrite::Remember { forge: forge.to_owned(), keys, now_ms }).await
+        self.write_delivery(DeliveryWrite::Remember { forge: forge.to_owned(), keys, now_ms, if_seen: None }).await
     }
 
     /// The installation's secret-digest key: the one stored, or `candidate` stored now when there is none, so that

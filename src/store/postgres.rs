@@ -4,7 +4,7 @@
 //! schema has its own versioned migrations, applied under an advisory lock so that replicas starting together
 //! migrate once; its tables and answers are SQLite's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -17,8 +17,8 @@ use tokio_postgres::types::ToSql;
 
 use super::{AuditEntry, AuditFilter, GroupCommit, KEEP_AUDIT_ATTEMPTS, StoredAudit};
 use super::{
-    DELIVERY_MEMORY_MS, Delivery, DeliveryWrite, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId,
-    DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment,
+    DELIVERY_MEMORY_MS, Delivery, DeliveryRecord, DeliveryWrite, DumpedAutoscaleDecision, DumpedDelivery,
+    DumpedDeliveryId, DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KnownEnvironment,
     LeaseRecord, PAGE_SIZE, Page, PublishedStatus, Request, StoreDump, StoreEngine, StoreError, SyncRecord, TABLES,
     hide_password,
 };
@@ -169,71 +169,49 @@ pub struct PostgresEngine {
     deliveries: OnceLock<GroupCommit>,
 }
 
-/// Webhook delivery writes as [`PostgresEngine::write_deliveries`] sends them: each key once, the records in order.
-struct DeliveryBatch<'a> {
-    writes: &'a [DeliveryWrite],
-    /// Each distinct `(forge, key)` remembered, in the order of its first write, with that write's time.
-    key_forges: Vec<&'a str>,
+/// The keys of a batch of webhook delivery writes as [`PostgresEngine::write_deliveries`] sends them: each distinct
+/// `(forge, key)` once, in the order of its first write, with that write's time.
+#[derive(Default)]
+struct BatchKeys<'a> {
+    forges: Vec<&'a str>,
     keys: Vec<&'a str>,
-    key_times: Vec<i64>,
-    records: Vec<&'a Delivery>,
+    times: Vec<i64>,
 }
 
-impl<'a> DeliveryBatch<'a> {
-    fn of(writes: &'a [DeliveryWrite]) -> DeliveryBatch<'a> {
-        let mut batch = DeliveryBatch { writes, key_forges: vec![], keys: vec![], key_times: vec![], records: vec![] };
-        let mut seen = std::collections::HashSet::new();
+impl<'a> BatchKeys<'a> {
+    fn of(writes: &'a [DeliveryWrite]) -> BatchKeys<'a> {
+        let mut batch = BatchKeys::default();
+        let mut seen = HashSet::new();
         for write in writes {
-            match write {
-                DeliveryWrite::Remember { forge, keys, now_ms } => {
-                    for key in keys {
-                        if seen.insert((forge.as_str(), key.as_str())) {
-                            batch.key_forges.push(forge);
-                            batch.keys.push(key);
-                            batch.key_times.push(*now_ms);
-                        }
+            if let DeliveryWrite::Remember { forge, keys, now_ms, .. } = write {
+                for key in keys {
+                    if seen.insert((forge.as_str(), key.as_str())) {
+                        batch.forges.push(forge);
+                        batch.keys.push(key);
+                        batch.times.push(*now_ms);
                     }
                 }
-                DeliveryWrite::Record { delivery, .. } => batch.records.push(delivery),
             }
         }
         batch
     }
+}
 
-    /// The `keep` of the last record of each kind (authenticated or not) in the batch, as the history keeps it.
-    fn kept(&self) -> Vec<(bool, u32)> {
-        let mut kept: [Option<u32>; 2] = [None, None];
-        for write in self.writes {
-            if let DeliveryWrite::Record { delivery, keep } = write {
-                kept[usize::from(delivery.authenticated)] = Some(*keep);
-            }
-        }
-        [false, true]
-            .into_iter()
-            .zip(kept)
-            .filter_map(|(authenticated, keep)| {
-                keep.map(|keep| (authenticated, if authenticated { keep.max(1) } else { KEEP_UNAUTHENTICATED }))
-            })
-            .collect()
-    }
-
-    /// Each write's answer, given the keys the statement wrote (new, or seen over a day ago): a delivery is first
-    /// when each of its keys was written and no earlier write of the batch had it.
-    fn answers(&self, written: &[(String, String)]) -> Vec<bool> {
-        let written: std::collections::HashSet<(&str, &str)> =
-            written.iter().map(|(forge, key)| (forge.as_str(), key.as_str())).collect();
-        let mut claimed = std::collections::HashSet::new();
-        self.writes
-            .iter()
-            .map(|write| match write {
-                DeliveryWrite::Remember { forge, keys, .. } => keys.iter().fold(true, |first, key| {
-                    let key = (forge.as_str(), key.as_str());
-                    claimed.insert(key) && written.contains(&key) && first
-                }),
-                DeliveryWrite::Record { .. } => true,
-            })
-            .collect()
-    }
+/// Each write's answer, given the keys the statement wrote (new, or seen over a day ago): a delivery is first when
+/// each of its keys was written and no earlier write of the batch had it.
+fn batch_answers(writes: &[DeliveryWrite], written: &[(String, String)]) -> Vec<bool> {
+    let written: HashSet<(&str, &str)> = written.iter().map(|(forge, key)| (forge.as_str(), key.as_str())).collect();
+    let mut claimed = HashSet::new();
+    writes
+        .iter()
+        .map(|write| match write {
+            DeliveryWrite::Remember { forge, keys, .. } => keys.iter().fold(true, |first, key| {
+                let key = (forge.as_str(), key.as_str());
+                claimed.insert(key) && written.contains(&key) && first
+            }),
+            DeliveryWrite::Record(_) => true,
+        })
+        .collect()
 }
 
 /// What went wrong inside a call, before it is told with the store's location.
@@ -779,56 +757,66 @@ impl StoreEngine for PostgresEngine {
         self.attempt(async {
             let mut client = self.pool.get().await?;
             let transaction = client.transaction().await?;
-            let batch = DeliveryBatch::of(&writes);
+            let keys = BatchKeys::of(&writes);
             // One statement for every key: a key twice in one INSERT ... ON CONFLICT DO UPDATE is an error, so each
             // is sent once (the batch answers its later ones as seen). A row is written when the key is new or was
             // seen over a day ago.
-            let mut new_keys: Vec<(String, String)> = Vec::new();
-            if !batch.keys.is_empty() {
-                new_keys = transaction
-                .query(
-                    "INSERT INTO webhook_delivery_ids (forge, delivery, received_ms)
-                         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-                     ON CONFLICT (forge, delivery) DO UPDATE SET received_ms = EXCLUDED.received_ms
-                         WHERE webhook_delivery_ids.received_ms <= EXCLUDED.received_ms - $4
-                     RETURNING forge, delivery",
-                    &[&batch.key_forges, &batch.keys, &batch.key_times, &DELIVERY_MEMORY_MS],
-                )
-                .await?
-                .iter()
-                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                .collect::<Result<_, tokio_postgres::Error>>()?;
+            let mut written: Vec<(String, String)> = Vec::new();
+            if !keys.keys.is_empty() {
+                written = transaction
+                    .query(
+                        "INSERT INTO webhook_delivery_ids (forge, delivery, received_ms)
+                             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+                         ON CONFLICT (forge, delivery) DO UPDATE SET received_ms = EXCLUDED.received_ms
+                             WHERE webhook_delivery_ids.received_ms <= EXCLUDED.received_ms - $4
+                         RETURNING forge, delivery",
+                        &[&keys.forges, &keys.keys, &keys.times, &DELIVERY_MEMORY_MS],
+                    )
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect::<Result<_, tokio_postgres::Error>>()?;
             }
-            let records = &batch.records;
+            let answers = batch_answers(&writes, &written);
+            let records: Vec<&DeliveryRecord> =
+                writes.iter().zip(&answers).filter_map(|(write, answer)| write.recorded(*answer)).collect();
             if !records.is_empty() {
-            transaction
-                .execute(
-                    "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
-                         SELECT received_ms, forge, event, accepted, reason, authenticated
-                         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::boolean[])
-                             WITH ORDINALITY AS row (received_ms, forge, event, accepted, reason, authenticated, n)
-                         ORDER BY n",
-                    &[
-                        &records.iter().map(|delivery| delivery.received_ms).collect::<Vec<_>>(),
-                        &records.iter().map(|delivery| delivery.forge.as_str()).collect::<Vec<_>>(),
-                        &records.iter().map(|delivery| delivery.event.as_str()).collect::<Vec<_>>(),
-                        &records.iter().map(|delivery| delivery.accepted).collect::<Vec<_>>(),
-                        &records.iter().map(|delivery| delivery.reason.as_str()).collect::<Vec<_>>(),
-                        &records.iter().map(|delivery| delivery.authenticated).collect::<Vec<_>>(),
-                    ],
-                )
-                .await?;
+                let column = |read: fn(&Delivery) -> &str| -> Vec<&str> {
+                    records.iter().map(|record| read(&record.delivery)).collect()
+                };
+                transaction
+                    .execute(
+                        "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
+                             SELECT received_ms, forge, event, accepted, reason, authenticated
+                             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::boolean[])
+                                 WITH ORDINALITY AS row (received_ms, forge, event, accepted, reason, authenticated, n)
+                             ORDER BY n",
+                        &[
+                            &records.iter().map(|record| record.delivery.received_ms).collect::<Vec<_>>(),
+                            &column(|delivery| &delivery.forge),
+                            &column(|delivery| &delivery.event),
+                            &records.iter().map(|record| record.delivery.accepted).collect::<Vec<_>>(),
+                            &column(|delivery| &delivery.reason),
+                            &records.iter().map(|record| record.delivery.authenticated).collect::<Vec<_>>(),
+                        ],
+                    )
+                    .await?;
             }
-            for (authenticated, keep) in batch.kept() {
+            // What the last record of each kind keeps.
+            for authenticated in [false, true] {
+                let Some(record) = records.iter().rev().find(|record| record.delivery.authenticated == authenticated)
+                else {
+                    continue;
+                };
                 transaction
                     .execute(
                         "DELETE FROM webhook_deliveries WHERE authenticated = $2 AND id <= (
                              SELECT id FROM webhook_deliveries WHERE authenticated = $2 ORDER BY id DESC LIMIT 1 OFFSET $1)",
-                        &[&i64::from(keep), &authenticated],
+                        &[&i64::from(record.kept()), &authenticated],
                     )
                     .await?;
             }
-            if let Some(newest) = batch.key_times.iter().max() {
+            if let Some(newest) = keys.times.iter().max() {
                 transaction
                     .execute(
                         "DELETE FROM webhook_delivery_ids WHERE received_ms <= $1",
@@ -837,7 +825,7 @@ impl StoreEngine for PostgresEngine {
                     .await?;
             }
             transaction.commit().await?;
-            Ok(batch.answers(&new_keys))
+            Ok(answers)
         })
         .await
     }

@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use super::{AuditEntry, AuditFilter, GroupCommit, KEEP_AUDIT_ATTEMPTS, StoredAudit};
 use super::{
-    DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DeliveryWrite, DumpedAutoscaleDecision, DumpedDelivery,
-    DumpedDeliveryId, DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED,
+    DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DeliveryRecord, DeliveryWrite, DumpedAutoscaleDecision,
+    DumpedDelivery, DumpedDeliveryId, DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule,
     KnownEnvironment, LeaseRecord, PAGE_SIZE, Page, PublishedStatus, RUN_KEY_MEMORY_MS, Request, StoreDump,
     StoreEngine, StoreError, StoredJobRun, SyncRecord, TABLES,
 };
@@ -452,9 +452,9 @@ impl SqliteDb {
     }
 
     /// Records a delivery and drops the oldest beyond `keep`; of unauthenticated ones (which anybody can send) only
-    /// the newest [`KEEP_UNAUTHENTICATED`] are kept, so that a flood cannot fill the disk.
+    /// the newest [`KEEP_UNAUTHENTICATED`](super::KEEP_UNAUTHENTICATED) are kept, so that a flood cannot fill the disk.
     pub fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
-        self.write_deliveries(&[DeliveryWrite::Record { delivery: delivery.clone(), keep }]).map(drop)
+        self.write_deliveries(&[DeliveryWrite::Record(DeliveryRecord { delivery: delivery.clone(), keep })]).map(drop)
     }
 
     /// Remembers the signed delivery `delivery` of `forge` at `now_ms`; false when it was seen within
@@ -462,7 +462,8 @@ impl SqliteDb {
     /// the table holds one day of deliveries at most. Only call this once the signature is verified: an unsigned
     /// request must not be able to burn an id.
     pub fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let remember = DeliveryWrite::Remember { forge: forge.to_owned(), keys: vec![delivery.to_owned()], now_ms };
+        let keys = vec![delivery.to_owned()];
+        let remember = DeliveryWrite::Remember { forge: forge.to_owned(), keys, now_ms, if_seen: None };
         Ok(self.write_deliveries(&[remember])?.first().copied().unwrap_or(false))
     }
 
@@ -473,8 +474,8 @@ impl SqliteDb {
         self.with(|db| {
             let transaction = db.unchecked_transaction()?;
             let mut answers = Vec::with_capacity(writes.len());
-            // The `keep` of the last record of each kind (unauthenticated, authenticated), and the newest time an id
-            // was remembered at.
+            // What the last record of each kind (unauthenticated, authenticated) keeps, and the newest time an id was
+            // remembered at.
             let mut kept: [Option<u32>; 2] = [None, None];
             let mut newest_remembered = None;
             {
@@ -488,8 +489,8 @@ impl SqliteDb {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 for write in writes {
-                    match write {
-                        DeliveryWrite::Remember { forge, keys, now_ms } => {
+                    let answer = match write {
+                        DeliveryWrite::Remember { forge, keys, now_ms, .. } => {
                             let forgotten_by = now_ms.saturating_sub(DELIVERY_MEMORY_MS);
                             let mut first = true;
                             for key in keys {
@@ -497,31 +498,33 @@ impl SqliteDb {
                                 first &= remember.execute(params![forge, key, now_ms, forgotten_by])? == 1;
                             }
                             newest_remembered = newest_remembered.max(Some(*now_ms));
-                            answers.push(first);
+                            first
                         }
-                        DeliveryWrite::Record { delivery, keep } => {
-                            record.execute(params![
-                                delivery.received_ms,
-                                delivery.forge,
-                                delivery.event,
-                                delivery.accepted,
-                                delivery.reason,
-                                delivery.authenticated
-                            ])?;
-                            kept[usize::from(delivery.authenticated)] = Some(*keep);
-                            answers.push(true);
-                        }
+                        DeliveryWrite::Record(_) => true,
+                    };
+                    if let Some(recorded) = write.recorded(answer) {
+                        let delivery = &recorded.delivery;
+                        record.execute(params![
+                            delivery.received_ms,
+                            delivery.forge,
+                            delivery.event,
+                            delivery.accepted,
+                            delivery.reason,
+                            delivery.authenticated
+                        ])?;
+                        kept[usize::from(delivery.authenticated)] = Some(recorded.kept());
                     }
+                    answers.push(answer);
                 }
             }
             for (authenticated, keep) in [false, true].into_iter().zip(kept) {
                 let Some(keep) = keep else { continue };
-                let keep = if authenticated { keep.max(1) } else { KEEP_UNAUTHENTICATED };
-                transaction.prepare_cached(
-                    "DELETE FROM webhook_deliveries WHERE authenticated = ?2 AND id <= (
+                transaction
+                    .prepare_cached(
+                        "DELETE FROM webhook_deliveries WHERE authenticated = ?2 AND id <= (
                          SELECT id FROM webhook_deliveries WHERE authenticated = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                )?
-                .execute(params![i64::from(keep), authenticated])?;
+                    )?
+                    .execute(params![i64::from(keep), authenticated])?;
             }
             if let Some(now_ms) = newest_remembered {
                 transaction
@@ -1433,6 +1436,7 @@ fn per_app_keeping<T: rusqlite::types::FromSql>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::KEEP_UNAUTHENTICATED;
 
     fn record(env: &str, n: i64) -> SyncRecord {
         SyncRecord {
