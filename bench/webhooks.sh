@@ -105,22 +105,28 @@ EOF
 }
 
 rss_mb() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status"; }
-# CPU time the daemon's threads have used so far, in clock ticks, summed by thread name ("name ticks" lines); its
-# children (git) once waited for.
+# CPU time the daemon has used so far, in clock ticks: in all ("process"), its children once waited for (git), and
+# its live threads summed by name.
 cpu_ticks() {
+  awk '{ print "process", $14 + $15; print "children", $16 + $17 }' "/proc/$pid/stat"
   for task in /proc/"$pid"/task/*; do
-    printf '%s %s\n' "$(tr ' ' _ < "$task/comm")" "$(awk '{ print $14 + $15 }' "$task/stat")"
+    printf 'thread:%s %s\n' "$(tr ' ' _ < "$task/comm")" "$(awk '{ print $14 + $15 }' "$task/stat")"
   done 2>/dev/null
-  awk '{ print "children", $16 + $17 }' "/proc/$pid/stat"
 }
-# CPU microseconds per request of each thread name between two cpu_ticks snapshots ($1, $2) over $3 requests.
+# CPU microseconds per request between two cpu_ticks snapshots ($1, $2) over $3 requests: in all, then by thread
+# name (threads that ended between the snapshots, such as Tokio's idle blocking threads, only in the total).
 cpu_per_request() {
   awk -v requests="$3" -v hz="$(getconf CLK_TCK)" '
     FNR == NR { before[$1] += $2; next }
     { after[$1] += $2 }
     END {
-      for (name in after) { used = after[name] - before[name]; total += used; if (used > 0) line = line sprintf(", %s %.1f", name, used * 1e6 / hz / requests) }
-      printf "%.1f us of CPU per request (%s)", total * 1e6 / hz / requests, substr(line, 3)
+      us = 1e6 / hz / requests
+      total = (after["process"] - before["process"] + after["children"] - before["children"]) * us
+      for (name in after) {
+        used = (after[name] - before[name]) * us
+        if (name != "process" && used > 0) line = line sprintf(", %s %.1f", substr(name, 1 + 7 * (name ~ /^thread:/)), used)
+      }
+      printf "%.1f us of CPU per request (%s)", total, substr(line, 3)
     }' "$1" "$2"
 }
 failed=0

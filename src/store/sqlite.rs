@@ -195,7 +195,21 @@ const MIGRATIONS: &[&str] = &[
 /// The database, called from blocking threads.
 pub struct SqliteDb {
     connection: Mutex<Connection>,
+    /// How many rows of each kind (unauthenticated, authenticated) the deliveries' history holds, as this handle
+    /// last counted them: trimming it to what a batch keeps then deletes only the excess, oldest first, instead of
+    /// walking the `keep` newest rows each time. Counted afresh now and then, in case another handle wrote.
+    delivery_rows: Mutex<[Option<CountedRows>; 2]>,
 }
+
+/// Rows of one kind in the deliveries' history, and when they were last counted from the table itself.
+#[derive(Debug, Clone, Copy)]
+struct CountedRows {
+    rows: u32,
+    counted: std::time::Instant,
+}
+
+/// How long a count of the deliveries' rows is trusted before they are counted afresh.
+const RECOUNT_DELIVERIES: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl SqliteDb {
     /// Opens (creating and migrating) [`DATABASE_FILE`] in `dir`.
@@ -207,7 +221,7 @@ impl SqliteDb {
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
         connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_error)?;
         migrate(&connection, &path.display().to_string())?;
-        Ok(SqliteDb { connection: Mutex::new(connection) })
+        Ok(SqliteDb { connection: Mutex::new(connection), delivery_rows: Mutex::new([None, None]) })
     }
 
     fn with<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -474,9 +488,10 @@ impl SqliteDb {
         self.with(|db| {
             let transaction = db.unchecked_transaction()?;
             let mut answers = Vec::with_capacity(writes.len());
-            // What the last record of each kind (unauthenticated, authenticated) keeps, and the newest time an id was
-            // remembered at.
+            // What the last record of each kind (unauthenticated, authenticated) keeps, how many of each were added,
+            // and the newest time an id was remembered at.
             let mut kept: [Option<u32>; 2] = [None, None];
+            let mut added = [0u32; 2];
             let mut newest_remembered = None;
             {
                 let mut remember = transaction.prepare_cached(
@@ -513,18 +528,16 @@ impl SqliteDb {
                             delivery.authenticated
                         ])?;
                         kept[usize::from(delivery.authenticated)] = Some(recorded.kept());
+                        added[usize::from(delivery.authenticated)] += 1;
                     }
                     answers.push(answer);
                 }
             }
-            for (authenticated, keep) in [false, true].into_iter().zip(kept) {
-                let Some(keep) = keep else { continue };
-                transaction
-                    .prepare_cached(
-                        "DELETE FROM webhook_deliveries WHERE authenticated = ?2 AND id <= (
-                         SELECT id FROM webhook_deliveries WHERE authenticated = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                    )?
-                    .execute(params![i64::from(keep), authenticated])?;
+            let mut counted = *self.delivery_rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (kind, keep) in kept.into_iter().enumerate() {
+                if let Some(keep) = keep {
+                    counted[kind] = Some(trim_deliveries(&transaction, kind == 1, keep, added[kind], counted[kind])?);
+                }
             }
             if let Some(now_ms) = newest_remembered {
                 transaction
@@ -532,6 +545,7 @@ impl SqliteDb {
                     .execute([now_ms.saturating_sub(DELIVERY_MEMORY_MS)])?;
             }
             transaction.commit()?;
+            *self.delivery_rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counted;
             Ok(answers)
         })
     }
@@ -1049,6 +1063,38 @@ impl SqliteDb {
         transaction.commit()?;
         Ok(())
     }
+}
+
+/// Trims the deliveries' history of one kind to its newest `keep` rows once `added` more were inserted, and says how
+/// many it holds then. With a recent count only the excess is deleted, oldest first; otherwise every row beyond the
+/// newest `keep` goes and the rest are counted anew.
+fn trim_deliveries(
+    db: &Connection,
+    authenticated: bool,
+    keep: u32,
+    added: u32,
+    counted: Option<CountedRows>,
+) -> rusqlite::Result<CountedRows> {
+    if let Some(counted) = counted.filter(|counted| counted.counted.elapsed() < RECOUNT_DELIVERIES) {
+        let rows = counted.rows.saturating_add(added);
+        if rows > keep {
+            db.prepare_cached(
+                "DELETE FROM webhook_deliveries WHERE id IN (
+                     SELECT id FROM webhook_deliveries WHERE authenticated = ?1 ORDER BY id LIMIT ?2)",
+            )?
+            .execute(params![authenticated, rows - keep])?;
+        }
+        return Ok(CountedRows { rows: rows.min(keep), counted: counted.counted });
+    }
+    db.prepare_cached(
+        "DELETE FROM webhook_deliveries WHERE authenticated = ?2 AND id <= (
+             SELECT id FROM webhook_deliveries WHERE authenticated = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+    )?
+    .execute(params![i64::from(keep), authenticated])?;
+    let rows: i64 = db
+        .prepare_cached("SELECT COUNT(*) FROM webhook_deliveries WHERE authenticated = ?1")?
+        .query_row([authenticated], |row| row.get(0))?;
+    Ok(CountedRows { rows: u32::try_from(rows).unwrap_or(u32::MAX), counted: std::time::Instant::now() })
 }
 
 /// [`SqliteDb`] behind the async [`StoreEngine`]: each call moves its arguments to a blocking thread.
@@ -1645,6 +1691,60 @@ mod tests {
         assert_eq!(all.iter().filter(|d| !d.authenticated).map(|d| d.received_ms).max(), Some(299));
         let signed: Vec<i64> = all.iter().filter(|d| d.authenticated).map(|d| d.received_ms).collect();
         assert_eq!(signed, [4, 3, 2], "a flood of forged deliveries does not push out the real ones");
+    }
+
+    /// Batches of every size, both kinds mixed, a failed batch among them: after each, exactly the newest `keep` of
+    /// each kind are left (the handle's count of them is only trusted once its batch committed).
+    #[test]
+    fn batches_trim_the_history_to_exactly_what_they_keep() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteDb::open(dir.path()).expect("open");
+        let mut next = 0;
+        let mut batch = |signed: usize, unsigned: usize| -> Vec<DeliveryWrite> {
+            let kinds = std::iter::repeat_n(true, signed).chain(std::iter::repeat_n(false, unsigned));
+            kinds
+                .map(|authenticated| {
+                    next += 1;
+                    let delivery = Delivery {
+                        received_ms: next,
+                        forge: "github".to_owned(),
+                        event: "push".to_owned(),
+                        accepted: authenticated,
+                        reason: String::new(),
+                        authenticated,
+                    };
+                    DeliveryWrite::Record(DeliveryRecord { delivery, keep: 5 })
+                })
+                .collect()
+        };
+        let newest = |store: &SqliteDb, authenticated: bool| -> Vec<i64> {
+            let rows = store
+                .deliveries(0)
+                .expect("page")
+                .items
+                .into_iter()
+                .chain((1..20).flat_map(|page| store.deliveries(page).expect("page").items));
+            rows.filter(|delivery| delivery.authenticated == authenticated).map(|d| d.received_ms).collect()
+        };
+        for (signed, unsigned) in [(2, 0), (2, 60), (1, 0), (7, 50), (0, 1), (3, 3)] {
+            store.write_deliveries(&batch(signed, unsigned)).expect("written");
+            assert!(newest(&store, true).len() <= 5);
+            assert!(newest(&store, false).len() <= KEEP_UNAUTHENTICATED as usize);
+        }
+        assert_eq!(newest(&store, true), [126, 125, 124, 72, 71], "the newest 5 signed ones");
+        assert_eq!(newest(&store, false).len(), 100);
+        // A batch that fails leaves the table and the count as they were: counted as 4 rows, the next batch would
+        // make them 6 and drop one of the 5 it should keep.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteDb::open(dir.path()).expect("open");
+        store.write_deliveries(&batch(2, 0)).expect("written");
+        let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON webhook_deliveries WHEN NEW.received_ms = 133
+            BEGIN SELECT RAISE(ABORT, 'refused'); END;";
+        store.with(|db| db.execute_batch(refuse)).expect("trigger");
+        assert!(store.write_deliveries(&batch(2, 0)).is_err());
+        store.with(|db| db.execute_batch("DROP TRIGGER refuse;")).expect("dropped");
+        store.write_deliveries(&batch(3, 0)).expect("written");
+        assert_eq!(newest(&store, true), [136, 135, 134, 131, 130]);
     }
 
     #[test]
