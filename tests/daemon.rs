@@ -808,6 +808,37 @@ fn serve_follows_a_plain_directory_and_picks_up_an_edited_file() {
     assert!(env["commit"]["sha"].as_str().unwrap_or_default().starts_with("dir-"), "{env:#}");
 }
 
+/// Deliveries arriving together share the store's commits: each is answered as if it came alone, every one is in the
+/// deliveries list, and a replay racing its original is refused as a duplicate.
+#[tokio::test(start_paused = true)]
+async fn concurrent_webhook_deliveries_are_each_recorded_and_a_racing_replay_is_refused() {
+    let yard = synced_yard().await;
+    let mut deliveries: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|n| (format!("delivery-{n}"), format!("{{\"ref\":\"refs/heads/nobody-follows-{n}\"}}").into_bytes()))
+        .collect();
+    deliveries.push(deliveries[3].clone());
+    let answers = futures_util::future::join_all(deliveries.iter().map(|(id, body)| {
+        let signature = sign(WEBHOOK_SECRET.as_bytes(), body);
+        let yard = &yard;
+        async move {
+            let headers = [("X-GitHub-Event", "push"), ("X-GitHub-Delivery", id), ("X-Hub-Signature-256", &signature)];
+            yard.request("POST", "/hooks/github", &headers, body.clone()).await
+        }
+    }))
+    .await;
+    let ignored = answers.iter().filter(|(status, body)| *status == 202 && body.contains("no environment follows"));
+    assert_eq!(ignored.count(), 12, "{answers:#?}");
+    let duplicates =
+        answers.iter().filter(|(status, body)| *status == 200 && body.contains("duplicate: delivery delivery-3"));
+    assert_eq!(duplicates.count(), 1, "{answers:#?}");
+    let recorded = yard_deliveries(&yard).await;
+    let reasons: Vec<&str> = recorded.iter().filter_map(|delivery| delivery["reason"].as_str()).collect();
+    assert_eq!(reasons.len(), 13, "{reasons:#?}");
+    assert_eq!(reasons.iter().filter(|reason| reason.starts_with("duplicate")).count(), 1, "{reasons:#?}");
+    assert_eq!(yard.metric("railyard_webhook_deliveries_total{forge=\"github\",result=\"accepted\"}").await, 12.0);
+    assert_eq!(yard.metric("railyard_webhook_deliveries_total{forge=\"github\",result=\"duplicate\"}").await, 1.0);
+}
+
 /// Every reconcile counted in `/metrics`, whatever its environment and outcome.
 #[tokio::test(start_paused = true)]
 async fn a_replayed_delivery_is_answered_duplicate_and_triggers_nothing_even_after_a_restart() {

@@ -12,8 +12,8 @@ use railyard::backend::BackendKind;
 use railyard::outcome::{SyncOutcome, Trigger};
 use railyard::previews::PullRequest;
 use railyard::store::{
-    DELIVERY_MEMORY_MS, Delivery, KEEP_UNAUTHENTICATED, KnownEnvironment, LeaseRecord, Request, Store, StoreLocation,
-    SyncRecord,
+    DELIVERY_MEMORY_MS, Delivery, DeliveryRecord, DeliveryWrite, KEEP_UNAUTHENTICATED, KnownEnvironment, LeaseRecord,
+    Request, Store, StoreLocation, SyncRecord,
 };
 use railyard::targets::Target;
 
@@ -99,6 +99,8 @@ on_both_engines!(
     history_keeps_the_newest_syncs_per_environment,
     unauthenticated_deliveries_are_capped_apart_from_the_others,
     delivery_ids_are_remembered_for_a_day,
+    concurrent_deliveries_are_each_answered_and_recorded_and_replays_among_them_refused,
+    a_batch_of_delivery_writes_answers_each_in_order,
     a_pin_is_kept_until_unpinned_and_rollback_targets_are_synced_commits,
     placements_are_remembered_and_forgotten_with_their_environment,
     a_scaling_rule_keeps_the_time_it_appeared_until_it_goes,
@@ -389,6 +391,119 @@ async fn delivery_ids_are_remembered_for_a_day(engine: Engine) {
     assert!(store.first_delivery("github", id, 1_000 + DELIVERY_MEMORY_MS).await.expect("a day on"));
     assert!(!store.first_delivery("gitea", id, 1_500 + DELIVERY_MEMORY_MS).await.expect("gitea's within its day"));
     assert!(store.first_delivery("gitea", id, 2_000 + DELIVERY_MEMORY_MS).await.expect("gitea's a day on"));
+}
+
+/// A signed delivery's id and body digest, remembered; a replay is recorded with `reason`.
+fn remember_write(id: &str, body: &str, reason: &str) -> DeliveryWrite {
+    let delivery = Delivery {
+        received_ms: 1_000,
+        forge: "github".to_owned(),
+        event: "push".to_owned(),
+        accepted: true,
+        reason: reason.to_owned(),
+        authenticated: true,
+    };
+    DeliveryWrite::Remember {
+        forge: "github".to_owned(),
+        keys: vec![format!("id:{id}"), format!("sha256:{body}")],
+        now_ms: 1_000,
+        if_seen: Some(DeliveryRecord { delivery, keep: 1000 }),
+    }
+}
+
+fn record_write(reason: &str, keep: u32) -> DeliveryWrite {
+    let delivery = Delivery {
+        received_ms: 1_000,
+        forge: "github".to_owned(),
+        event: "push".to_owned(),
+        accepted: true,
+        reason: reason.to_owned(),
+        authenticated: true,
+    };
+    DeliveryWrite::Record(DeliveryRecord { delivery, keep })
+}
+
+async fn all_deliveries(store: &Store) -> Vec<Delivery> {
+    let mut all = Vec::new();
+    for page in 0.. {
+        let page = store.deliveries(page).await.expect("page");
+        all.extend(page.items);
+        if !page.has_more {
+            break;
+        }
+    }
+    all
+}
+
+/// Many deliveries at once share commits (the engine's writer takes whatever waits): each is answered as if alone,
+/// a replay among them (its id again, or its body under a new id) is refused whichever commit it lands in, and every
+/// record is kept, a replay's included.
+async fn concurrent_deliveries_are_each_answered_and_recorded_and_replays_among_them_refused(engine: Engine) {
+    let test = TestStore::new(engine);
+    let store = test.connect().await;
+    let replayed = |n: usize| [remember_write(&format!("d{n}"), &format!("b{n}"), &format!("replay of {n}"))];
+    let under_a_new_id = |n: usize| [remember_write(&format!("new-{n}"), &format!("b{n}"), &format!("body of {n}"))];
+    // The first wave: 60 deliveries, 10 replays of their ids and 10 of their bodies, and 30 other records, all at
+    // once (originals and replays race in one commit or the next); the second: replays of what the first remembered.
+    let mut first_wave: Vec<DeliveryWrite> = (0..60).flat_map(replayed).collect();
+    first_wave.extend((0..10).flat_map(replayed));
+    first_wave.extend((10..20).flat_map(under_a_new_id));
+    first_wave.extend((0..30).map(|n| record_write(&format!("record {n}"), 1000)));
+    let answers = futures_util::future::join_all(first_wave.iter().map(|write| store.write_delivery(write.clone())));
+    let answers: Vec<bool> = answers.await.into_iter().map(|answer| answer.expect("written")).collect();
+    for n in 0..20 {
+        // Whichever of a delivery and its replay came first is the new one.
+        let of_n = [answers[n], answers[60 + n]];
+        assert_eq!(of_n.iter().filter(|first| **first).count(), 1, "delivery {n} and its replay: {of_n:?}");
+    }
+    assert!(answers[20..60].iter().all(|first| *first), "deliveries without a replay are new");
+    assert!(answers[80..].iter().all(|recorded| *recorded));
+    let second_wave: Vec<DeliveryWrite> =
+        (40..50).flat_map(replayed).chain((50..60).flat_map(under_a_new_id)).collect();
+    let answers = futures_util::future::join_all(second_wave.iter().map(|write| store.write_delivery(write.clone())));
+    for answer in answers.await {
+        assert!(!answer.expect("written"), "a replay after the commit");
+    }
+    let reasons: Vec<String> = all_deliveries(&store).await.into_iter().map(|delivery| delivery.reason).collect();
+    assert_eq!(reasons.len(), 30 + 20 + 20, "every record and every replay: {reasons:?}");
+    for n in 0..30 {
+        assert!(reasons.contains(&format!("record {n}")), "record {n}: {reasons:?}");
+    }
+    let refused = reasons.iter().filter(|reason| reason.starts_with("replay of") || reason.starts_with("body of"));
+    assert_eq!(refused.count(), 40);
+    // The ids are in the database: another handle (a restart) refuses them too.
+    drop(store);
+    let store = test.connect().await;
+    assert!(!store.write_delivery(remember_write("d3", "other body", "again")).await.expect("written"), "the id");
+    assert!(!store.write_delivery(remember_write("other id", "b3", "again")).await.expect("written"), "the body");
+    assert!(store.write_delivery(remember_write("d100", "b100", "new")).await.expect("written"));
+}
+
+/// One batch, written by the engine in one transaction: each write answered in its place, a key twice in the batch
+/// taken by its first write only, the history trimmed to what its records keep.
+async fn a_batch_of_delivery_writes_answers_each_in_order(engine: Engine) {
+    let test = TestStore::new(engine);
+    let store = test.connect().await;
+    let batch = vec![
+        remember_write("a", "x", "replay of a"),
+        record_write("recorded", 1000),
+        remember_write("a", "y", "replay of a under its id"),
+        remember_write("b", "x", "replay of a's body"),
+        remember_write("c", "z", "replay of c"),
+    ];
+    assert_eq!(store.write_deliveries(batch).await.expect("written"), [true, true, false, false, true]);
+    let reasons: Vec<String> = all_deliveries(&store).await.into_iter().map(|delivery| delivery.reason).collect();
+    assert_eq!(reasons, ["replay of a's body", "replay of a under its id", "recorded"], "newest first");
+    // Each key of a refused delivery is remembered all the same: "b" and "y" are known now.
+    let batch = vec![
+        remember_write("b", "new", "b again"),
+        remember_write("new", "y", "y again"),
+        remember_write("d", "w", ""),
+    ];
+    assert_eq!(store.write_deliveries(batch).await.expect("written"), [false, false, true]);
+    store.write_deliveries((0..5).map(|n| record_write(&format!("{n}"), 3)).collect()).await.expect("written");
+    let reasons: Vec<String> = all_deliveries(&store).await.into_iter().map(|delivery| delivery.reason).collect();
+    assert_eq!(reasons, ["4", "3", "2"], "the batch keeps the newest 3");
 }
 
 async fn a_pin_is_kept_until_unpinned_and_rollback_targets_are_synced_commits(engine: Engine) {

@@ -365,6 +365,11 @@ impl Daemon {
         read(&self.tracked).as_ref().map(|(_, config)| Arc::clone(config))
     }
 
+    /// Whether the tracked branch's config enables previews (true until it has been read).
+    fn previews_enabled_or_unknown(&self) -> bool {
+        self.tracked_config().is_none_or(|config| crate::previews::PreviewPolicy::of(&config.project.doc).is_some())
+    }
+
     /// The environment that routes `host`, when another one claims it too.
     pub fn claims(&self) -> BTreeMap<String, String> {
         read(&self.claims).clone()
@@ -508,8 +513,12 @@ impl Daemon {
         if branch == self.settings.branch {
             self.listing.fire_at(Trigger::Webhook, pushed_at, None);
         }
-        // A branch that `previews.branches` names may need a preview of its own.
-        self.previews_trigger.fire_at(Trigger::Webhook, pushed_at, None);
+        // A branch that `previews.branches` names may need a preview of its own, and a pull request's head an update.
+        // With previews off in the tracked branch's config no other branch concerns them, and the previews worker
+        // (which fetches) is not woken for nothing: a flood of pushes to other branches made it fetch back to back.
+        if branch == self.settings.branch || self.previews_enabled_or_unknown() {
+            self.previews_trigger.fire_at(Trigger::Webhook, pushed_at, None);
+        }
         let following = self.following(branch);
         for env in &following {
             env.trigger.fire_at(Trigger::Webhook, pushed_at, parent.clone());

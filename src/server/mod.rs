@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 use base64::Engine;
 
 use crate::daemon::{Daemon, now_ms};
-use crate::store::Delivery;
+use crate::store::{Delivery, DeliveryRecord, DeliveryWrite};
 use crate::telemetry::TraceParent;
 use audit::{DeliveryAudit, Requester};
 use tokens::ApiTokens;
@@ -622,13 +622,21 @@ async fn webhook(
     // body each time, is remembered by its id alone.
     let id = webhooks::delivery_id(forge, &headers);
     if verdict.status != StatusCode::UNAUTHORIZED && (id.is_some() || forge != Forge::Generic) {
-        match first_delivery(&state, forge, id.as_deref(), &body).await {
+        let which = id.as_deref().map_or_else(|| "this delivery".to_owned(), |id| format!("delivery {id}"));
+        let duplicate = format!("duplicate: {which} was already received; nothing is triggered again");
+        match first_delivery(
+            &state,
+            forge,
+            id.as_deref(),
+            &body,
+            history_row(forge, &verdict.event, "duplicate", true, &duplicate),
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => {
-                let which = id.map_or_else(|| "this delivery".to_owned(), |id| format!("delivery {id}"));
-                let reason = format!("duplicate: {which} was already received; nothing is triggered again");
-                record(&state, forge, &verdict.event, "duplicate", true, &reason).await;
-                return (StatusCode::OK, Json(json!({ "status": reason }))).into_response();
+                count(&state, forge, "duplicate", true);
+                return (StatusCode::OK, Json(json!({ "status": duplicate }))).into_response();
             }
             Err(error) => {
                 tracing::error!(%error, "cannot check the webhook delivery id");
@@ -701,43 +709,51 @@ async fn undelivered(state: &ServerState, forge: Forge, event: &str, error: &cra
 }
 
 /// Whether a signed delivery is new: its id, and the digest of its body (the id header is not signed, so a replay
-/// under a made-up id is caught by the body), neither seen within a day. Both are remembered.
-async fn first_delivery(state: &ServerState, forge: Forge, id: Option<&str>, body: &[u8]) -> Result<bool, String> {
+/// under a made-up id is caught by the body), neither seen within a day. Both are remembered; a delivery seen before
+/// is recorded as `duplicate` in the same write.
+async fn first_delivery(
+    state: &ServerState,
+    forge: Forge,
+    id: Option<&str>,
+    body: &[u8],
+    duplicate: Delivery,
+) -> Result<bool, String> {
     use sha2::Digest;
-    let id = id.map(|id| format!("id:{id}"));
     let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)));
-    let now = now_ms();
-    let store = &state.daemon.store;
-    query(async {
-        let new_id = match &id {
-            Some(id) => store.first_delivery(forge.as_str(), id, now).await?,
-            None => true,
-        };
-        let new_body = store.first_delivery(forge.as_str(), &digest, now).await?;
-        Ok(new_id && new_body)
-    })
-    .await
+    let keys = id.map(|id| format!("id:{id}")).into_iter().chain([digest]).collect();
+    let if_seen = Some(DeliveryRecord { delivery: duplicate, keep: state.keep_deliveries });
+    let remember = DeliveryWrite::Remember { forge: forge.as_str().to_owned(), keys, now_ms: now_ms(), if_seen };
+    query(state.daemon.store.write_delivery(remember)).await
 }
 
 /// Counts (`result`: accepted, rejected, duplicate) and records a delivery; an unauthenticated one (anybody can send
 /// those) is counted apart and only the newest are kept.
 async fn record(state: &ServerState, forge: Forge, event: &str, result: &str, authenticated: bool, reason: &str) {
-    let accepted = result != "rejected";
+    count(state, forge, result, authenticated);
+    let delivery = history_row(forge, event, result, authenticated, reason);
+    let record = DeliveryWrite::Record(DeliveryRecord { delivery, keep: state.keep_deliveries });
+    if let Err(error) = query(state.daemon.store.write_delivery(record)).await {
+        tracing::error!(%error, "cannot record the webhook delivery");
+    }
+}
+
+/// Counts a delivery in the metrics (`result`: accepted, rejected, duplicate); an unauthenticated one apart too.
+fn count(state: &ServerState, forge: Forge, result: &str, authenticated: bool) {
     state.daemon.metrics.count_webhook(forge.as_str(), result);
     if !authenticated {
         state.daemon.metrics.webhook_unauthenticated.inc();
     }
-    let delivery = Delivery {
+}
+
+/// A delivery's row in the history, received now.
+fn history_row(forge: Forge, event: &str, result: &str, authenticated: bool, reason: &str) -> Delivery {
+    Delivery {
         received_ms: now_ms(),
         forge: forge.as_str().to_owned(),
         event: event.to_owned(),
-        accepted,
+        accepted: result != "rejected",
         reason: reason.to_owned(),
         authenticated,
-    };
-    let keep = state.keep_deliveries;
-    if let Err(error) = query(state.daemon.store.record_delivery(&delivery, keep)).await {
-        tracing::error!(%error, "cannot record the webhook delivery");
     }
 }
 

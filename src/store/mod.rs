@@ -4,6 +4,7 @@
 //! default for one host) and PostgreSQL (shared by several replicas). Versioned migrations; nothing secret is ever
 //! written (plans and diffs arrive redacted).
 
+mod group_commit;
 mod postgres;
 mod sqlite;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use group_commit::{GroupCommit, MOST_IN_ONE_COMMIT};
 pub use postgres::PostgresEngine;
 pub use sqlite::SqliteDb;
 
@@ -53,6 +55,9 @@ pub enum StoreError {
     PostgresUnavailable { location: String, reason: String },
     #[error("the PostgreSQL store {location} refused a query: {reason}")]
     Postgres { location: String, reason: String },
+    /// The failure of a transaction that several requests' writes were part of (see [`GroupCommit`]).
+    #[error("{0}")]
+    Shared(Arc<StoreError>),
     #[error(
         "the store {location} already holds data (table {table} is not empty); `railyard store migrate` copies into an empty store only, so that nothing is overwritten: point --to at a new database or directory"
     )]
@@ -63,7 +68,15 @@ impl StoreError {
     /// True when the database could not be reached (rather than refusing what was asked): the daemon then waits for
     /// it instead of reconciling without being able to record.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Open { .. } | StoreError::Worker(_) | StoreError::PostgresUnavailable { .. })
+        match self {
+            StoreError::Shared(error) => error.is_unavailable(),
+            error => {
+                matches!(
+                    error,
+                    StoreError::Open { .. } | StoreError::Worker(_) | StoreError::PostgresUnavailable { .. }
+                )
+            }
+        }
     }
 }
 
@@ -105,6 +118,44 @@ pub struct Delivery {
 
 fn authenticated_by_default() -> bool {
     true
+}
+
+/// One store write of a webhook delivery. Concurrent deliveries' writes are committed together, in one transaction
+/// ([`StoreEngine::write_delivery`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryWrite {
+    /// Remembers the keys of a signed delivery of `forge` (its id, its body's digest) at `now_ms`, every one of them;
+    /// answers true when none was seen within [`DELIVERY_MEMORY_MS`]. Otherwise it is a replay, or the forge sending
+    /// it again, and `if_seen` (the duplicate's row) is recorded in the same transaction. Only for a verified
+    /// signature: an unsigned request must not be able to burn an id.
+    Remember { forge: String, keys: Vec<String>, now_ms: i64, if_seen: Option<DeliveryRecord> },
+    /// Records a delivery in the history (answers true).
+    Record(DeliveryRecord),
+}
+
+/// A delivery for the history: of its kind, authenticated or not, the newest `keep` are kept, and of unauthenticated
+/// ones (which anybody can send) never more than [`KEEP_UNAUTHENTICATED`], so that a flood cannot fill the disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub delivery: Delivery,
+    pub keep: u32,
+}
+
+impl DeliveryRecord {
+    /// How many rows of its kind the history keeps once it is recorded.
+    pub fn kept(&self) -> u32 {
+        if self.delivery.authenticated { self.keep.max(1) } else { KEEP_UNAUTHENTICATED }
+    }
+}
+
+impl DeliveryWrite {
+    /// The row this write adds to the history, given its answer.
+    pub fn recorded(&self, answer: bool) -> Option<&DeliveryRecord> {
+        match self {
+            DeliveryWrite::Remember { if_seen, .. } => if_seen.as_ref().filter(|_| !answer),
+            DeliveryWrite::Record(record) => Some(record),
+        }
+    }
 }
 
 /// A page of rows and whether more follow.
@@ -478,15 +529,25 @@ pub trait StoreEngine: Send + Sync {
     async fn syncs(&self, env: Option<&str>, page: u32) -> Result<Page<SyncRecord>, StoreError>;
     async fn sync(&self, id: i64) -> Result<Option<SyncRecord>, StoreError>;
 
-    /// Records a delivery and drops the oldest beyond `keep`; of unauthenticated ones (which anybody can send) only
-    /// the newest [`KEEP_UNAUTHENTICATED`] are kept, so that a flood cannot fill the disk.
-    async fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError>;
+    /// Does `writes` in order, in one transaction (all or none), and answers each (see [`DeliveryWrite`]). Ids
+    /// past their day are forgotten here, and the history trimmed, once for all of them.
+    async fn write_deliveries(&self, writes: Vec<DeliveryWrite>) -> Result<Vec<bool>, StoreError>;
+    /// Does `write` together with the other requests' writes waiting when the engine's writer is free (one
+    /// transaction for all of them: see [`GroupCommit`]) and answers it; when that transaction fails, each of its
+    /// writes fails.
+    async fn write_delivery(&self, write: DeliveryWrite) -> Result<bool, StoreError>;
+    /// Records a delivery and drops the oldest beyond `keep` (see [`DeliveryRecord`]).
+    async fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
+        self.write_delivery(DeliveryWrite::Record(DeliveryRecord { delivery: delivery.clone(), keep })).await.map(drop)
+    }
     /// Newest first.
     async fn deliveries(&self, page: u32) -> Result<Page<Delivery>, StoreError>;
     /// Remembers the signed delivery `delivery` of `forge` at `now_ms`; false when it was seen within
-    /// [`DELIVERY_MEMORY_MS`] (a replay, or the forge sending it again). Ids older than that are forgotten here.
-    /// Only call this once the signature is verified: an unsigned request must not be able to burn an id.
-    async fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError>;
+    /// [`DELIVERY_MEMORY_MS`] (see [`DeliveryWrite::Remember`]).
+    async fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let keys = vec![delivery.to_owned()];
+        self.write_delivery(DeliveryWrite::Remember { forge: forge.to_owned(), keys, now_ms, if_seen: None }).await
+    }
 
     /// The installation's secret-digest key: the one stored, or `candidate` stored now when there is none, so that
     /// every replica computes the same digests.

@@ -4,9 +4,10 @@
 //! schema has its own versioned migrations, applied under an advisory lock so that replicas starting together
 //! migrate once; its tables and answers are SQLite's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,11 +15,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{AuditEntry, AuditFilter, KEEP_AUDIT_ATTEMPTS, StoredAudit};
+use super::{AuditEntry, AuditFilter, GroupCommit, KEEP_AUDIT_ATTEMPTS, StoredAudit};
 use super::{
-    DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId, DumpedLease, DumpedPin,
-    DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment, LeaseRecord, PAGE_SIZE,
-    Page, PublishedStatus, Request, StoreDump, StoreEngine, StoreError, SyncRecord, TABLES, hide_password,
+    DELIVERY_MEMORY_MS, Delivery, DeliveryRecord, DeliveryWrite, DumpedAutoscaleDecision, DumpedDelivery,
+    DumpedDeliveryId, DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KnownEnvironment,
+    LeaseRecord, PAGE_SIZE, Page, PublishedStatus, Request, StoreDump, StoreEngine, StoreError, SyncRecord, TABLES,
+    hide_password,
 };
 use super::{RUN_KEY_MEMORY_MS, StoredJobRun};
 use crate::backend::JobRun;
@@ -163,6 +165,53 @@ pub struct PostgresEngine {
     pool: Pool,
     /// The location with its password hidden, for errors.
     shown: String,
+    /// The webhook deliveries' writer, a task started on the first delivery.
+    deliveries: OnceLock<GroupCommit>,
+}
+
+/// The keys of a batch of webhook delivery writes as [`PostgresEngine::write_deliveries`] sends them: each distinct
+/// `(forge, key)` once, in the order of its first write, with that write's time.
+#[derive(Default)]
+struct BatchKeys<'a> {
+    forges: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    times: Vec<i64>,
+}
+
+impl<'a> BatchKeys<'a> {
+    fn of(writes: &'a [DeliveryWrite]) -> BatchKeys<'a> {
+        let mut batch = BatchKeys::default();
+        let mut seen = HashSet::new();
+        for write in writes {
+            if let DeliveryWrite::Remember { forge, keys, now_ms, .. } = write {
+                for key in keys {
+                    if seen.insert((forge.as_str(), key.as_str())) {
+                        batch.forges.push(forge);
+                        batch.keys.push(key);
+                        batch.times.push(*now_ms);
+                    }
+                }
+            }
+        }
+        batch
+    }
+}
+
+/// Each write's answer, given the keys the statement wrote (new, or seen over a day ago): a delivery is first when
+/// each of its keys was written and no earlier write of the batch had it.
+fn batch_answers(writes: &[DeliveryWrite], written: &[(String, String)]) -> Vec<bool> {
+    let written: HashSet<(&str, &str)> = written.iter().map(|(forge, key)| (forge.as_str(), key.as_str())).collect();
+    let mut claimed = HashSet::new();
+    writes
+        .iter()
+        .map(|write| match write {
+            DeliveryWrite::Remember { forge, keys, .. } => keys.iter().fold(true, |first, key| {
+                let key = (forge.as_str(), key.as_str());
+                claimed.insert(key) && written.contains(&key) && first
+            }),
+            DeliveryWrite::Record(_) => true,
+        })
+        .collect()
 }
 
 /// What went wrong inside a call, before it is told with the store's location.
@@ -265,7 +314,7 @@ impl PostgresEngine {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|error| StoreError::Location { given: shown.clone(), why: error.to_string() })?;
-        let engine = PostgresEngine { pool, shown };
+        let engine = PostgresEngine { pool, shown, deliveries: OnceLock::new() };
         engine.migrate().await?;
         Ok(engine)
     }
@@ -704,34 +753,100 @@ impl StoreEngine for PostgresEngine {
         .await
     }
 
-    async fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
+    async fn write_deliveries(&self, writes: Vec<DeliveryWrite>) -> Result<Vec<bool>, StoreError> {
         self.attempt(async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[
-                        &delivery.received_ms,
-                        &delivery.forge,
-                        &delivery.event,
-                        &delivery.accepted,
-                        &delivery.reason,
-                        &delivery.authenticated,
-                    ],
-                )
-                .await?;
-            let keep = if delivery.authenticated { keep.max(1) } else { KEEP_UNAUTHENTICATED };
-            client
-                .execute(
-                    "DELETE FROM webhook_deliveries WHERE authenticated = $2 AND id <= (
-                         SELECT id FROM webhook_deliveries WHERE authenticated = $2 ORDER BY id DESC LIMIT 1 OFFSET $1)",
-                    &[&i64::from(keep), &delivery.authenticated],
-                )
-                .await?;
-            Ok(())
+            let mut client = self.pool.get().await?;
+            let transaction = client.transaction().await?;
+            let keys = BatchKeys::of(&writes);
+            // One statement for every key: a key twice in one INSERT ... ON CONFLICT DO UPDATE is an error, so each
+            // is sent once (the batch answers its later ones as seen). A row is written when the key is new or was
+            // seen over a day ago.
+            let mut written: Vec<(String, String)> = Vec::new();
+            if !keys.keys.is_empty() {
+                written = transaction
+                    .query(
+                        "INSERT INTO webhook_delivery_ids (forge, delivery, received_ms)
+                             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+                         ON CONFLICT (forge, delivery) DO UPDATE SET received_ms = EXCLUDED.received_ms
+                             WHERE webhook_delivery_ids.received_ms <= EXCLUDED.received_ms - $4
+                         RETURNING forge, delivery",
+                        &[&keys.forges, &keys.keys, &keys.times, &DELIVERY_MEMORY_MS],
+                    )
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect::<Result<_, tokio_postgres::Error>>()?;
+            }
+            let answers = batch_answers(&writes, &written);
+            let records: Vec<&DeliveryRecord> =
+                writes.iter().zip(&answers).filter_map(|(write, answer)| write.recorded(*answer)).collect();
+            if !records.is_empty() {
+                let column = |read: fn(&Delivery) -> &str| -> Vec<&str> {
+                    records.iter().map(|record| read(&record.delivery)).collect()
+                };
+                transaction
+                    .execute(
+                        "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
+                             SELECT received_ms, forge, event, accepted, reason, authenticated
+                             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::boolean[])
+                                 WITH ORDINALITY AS row (received_ms, forge, event, accepted, reason, authenticated, n)
+                             ORDER BY n",
+                        &[
+                            &records.iter().map(|record| record.delivery.received_ms).collect::<Vec<_>>(),
+                            &column(|delivery| &delivery.forge),
+                            &column(|delivery| &delivery.event),
+                            &records.iter().map(|record| record.delivery.accepted).collect::<Vec<_>>(),
+                            &column(|delivery| &delivery.reason),
+                            &records.iter().map(|record| record.delivery.authenticated).collect::<Vec<_>>(),
+                        ],
+                    )
+                    .await?;
+            }
+            // What the last record of each kind keeps.
+            for authenticated in [false, true] {
+                let Some(record) = records.iter().rev().find(|record| record.delivery.authenticated == authenticated)
+                else {
+                    continue;
+                };
+                transaction
+                    .execute(
+                        "DELETE FROM webhook_deliveries WHERE authenticated = $2 AND id <= (
+                             SELECT id FROM webhook_deliveries WHERE authenticated = $2 ORDER BY id DESC LIMIT 1 OFFSET $1)",
+                        &[&i64::from(record.kept()), &authenticated],
+                    )
+                    .await?;
+            }
+            if let Some(newest) = keys.times.iter().max() {
+                transaction
+                    .execute(
+                        "DELETE FROM webhook_delivery_ids WHERE received_ms <= $1",
+                        &[&newest.saturating_sub(DELIVERY_MEMORY_MS)],
+                    )
+                    .await?;
+            }
+            transaction.commit().await?;
+            Ok(answers)
         })
         .await
+    }
+
+    async fn write_delivery(&self, write: DeliveryWrite) -> Result<bool, StoreError> {
+        let writer = self.deliveries.get_or_init(|| {
+            let engine = Arc::new(PostgresEngine {
+                pool: self.pool.clone(),
+                shown: self.shown.clone(),
+                deliveries: OnceLock::new(),
+            });
+            GroupCommit::on_task(move |writes| {
+                let engine = Arc::clone(&engine);
+                async move { engine.write_deliveries(writes).await }
+            })
+        });
+        match writer.write(write.clone()).await {
+            Some(answer) => answer,
+            // The writer's runtime is gone: this one writes it alone.
+            None => Ok(self.write_deliveries(vec![write]).await?.first().copied().unwrap_or(false)),
+        }
     }
 
     async fn deliveries(&self, page: u32) -> Result<Page<Delivery>, StoreError> {
@@ -748,29 +863,6 @@ impl StoreEngine for PostgresEngine {
                 )
                 .await?;
             page_of(page, rows, row_to_delivery)
-        })
-        .await
-    }
-
-    async fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
-        self.attempt(async {
-            let mut client = self.pool.get().await?;
-            let transaction = client.transaction().await?;
-            transaction
-                .execute(
-                    "DELETE FROM webhook_delivery_ids WHERE received_ms <= $1",
-                    &[&now_ms.saturating_sub(DELIVERY_MEMORY_MS)],
-                )
-                .await?;
-            let inserted = transaction
-                .execute(
-                    "INSERT INTO webhook_delivery_ids (forge, delivery, received_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (forge, delivery) DO NOTHING",
-                    &[&forge, &delivery, &now_ms],
-                )
-                .await?;
-            transaction.commit().await?;
-            Ok(inserted == 1)
         })
         .await
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 
@@ -13,12 +13,12 @@ use crate::outcome::{SyncOutcome, Trigger};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
-use super::{AuditEntry, AuditFilter, KEEP_AUDIT_ATTEMPTS, StoredAudit};
+use super::{AuditEntry, AuditFilter, GroupCommit, KEEP_AUDIT_ATTEMPTS, StoredAudit};
 use super::{
-    DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DumpedAutoscaleDecision, DumpedDelivery, DumpedDeliveryId,
-    DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule, KEEP_UNAUTHENTICATED, KnownEnvironment,
-    LeaseRecord, PAGE_SIZE, Page, PublishedStatus, RUN_KEY_MEMORY_MS, Request, StoreDump, StoreEngine, StoreError,
-    StoredJobRun, SyncRecord, TABLES,
+    DATABASE_FILE, DELIVERY_MEMORY_MS, Delivery, DeliveryRecord, DeliveryWrite, DumpedAutoscaleDecision,
+    DumpedDelivery, DumpedDeliveryId, DumpedLease, DumpedPin, DumpedPlacement, DumpedRequest, DumpedScalingRule,
+    KnownEnvironment, LeaseRecord, PAGE_SIZE, Page, PublishedStatus, RUN_KEY_MEMORY_MS, Request, StoreDump,
+    StoreEngine, StoreError, StoredJobRun, SyncRecord, TABLES,
 };
 
 /// Each entry moves the schema one version up; applied in order, once.
@@ -195,7 +195,21 @@ const MIGRATIONS: &[&str] = &[
 /// The database, called from blocking threads.
 pub struct SqliteDb {
     connection: Mutex<Connection>,
+    /// How many rows of each kind (unauthenticated, authenticated) the deliveries' history holds, as this handle
+    /// last counted them: trimming it to what a batch keeps then deletes only the excess, oldest first, instead of
+    /// walking the `keep` newest rows each time. Counted afresh now and then, in case another handle wrote.
+    delivery_rows: Mutex<[Option<CountedRows>; 2]>,
 }
+
+/// Rows of one kind in the deliveries' history, and when they were last counted from the table itself.
+#[derive(Debug, Clone, Copy)]
+struct CountedRows {
+    rows: u32,
+    counted: std::time::Instant,
+}
+
+/// How long a count of the deliveries' rows is trusted before they are counted afresh.
+const RECOUNT_DELIVERIES: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl SqliteDb {
     /// Opens (creating and migrating) [`DATABASE_FILE`] in `dir`.
@@ -207,7 +221,7 @@ impl SqliteDb {
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
         connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_error)?;
         migrate(&connection, &path.display().to_string())?;
-        Ok(SqliteDb { connection: Mutex::new(connection) })
+        Ok(SqliteDb { connection: Mutex::new(connection), delivery_rows: Mutex::new([None, None]) })
     }
 
     fn with<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -452,29 +466,9 @@ impl SqliteDb {
     }
 
     /// Records a delivery and drops the oldest beyond `keep`; of unauthenticated ones (which anybody can send) only
-    /// the newest [`KEEP_UNAUTHENTICATED`] are kept, so that a flood cannot fill the disk.
+    /// the newest [`KEEP_UNAUTHENTICATED`](super::KEEP_UNAUTHENTICATED) are kept, so that a flood cannot fill the disk.
     pub fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
-        self.with(|db| {
-            db.execute(
-                "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    delivery.received_ms,
-                    delivery.forge,
-                    delivery.event,
-                    delivery.accepted,
-                    delivery.reason,
-                    delivery.authenticated
-                ],
-            )?;
-            let keep = if delivery.authenticated { keep.max(1) } else { KEEP_UNAUTHENTICATED };
-            db.execute(
-                "DELETE FROM webhook_deliveries WHERE authenticated = ?2 AND id <= (
-                     SELECT id FROM webhook_deliveries WHERE authenticated = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                params![i64::from(keep), delivery.authenticated],
-            )?;
-            Ok(())
-        })
+        self.write_deliveries(&[DeliveryWrite::Record(DeliveryRecord { delivery: delivery.clone(), keep })]).map(drop)
     }
 
     /// Remembers the signed delivery `delivery` of `forge` at `now_ms`; false when it was seen within
@@ -482,18 +476,77 @@ impl SqliteDb {
     /// the table holds one day of deliveries at most. Only call this once the signature is verified: an unsigned
     /// request must not be able to burn an id.
     pub fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let keys = vec![delivery.to_owned()];
+        let remember = DeliveryWrite::Remember { forge: forge.to_owned(), keys, now_ms, if_seen: None };
+        Ok(self.write_deliveries(&[remember])?.first().copied().unwrap_or(false))
+    }
+
+    /// Does `writes` in order, in one transaction (all or none), and answers each (see [`DeliveryWrite`]). The
+    /// history is trimmed to what the last record of each kind keeps, and ids past their day forgotten, once for
+    /// all of them.
+    pub fn write_deliveries(&self, writes: &[DeliveryWrite]) -> Result<Vec<bool>, StoreError> {
         self.with(|db| {
             let transaction = db.unchecked_transaction()?;
-            transaction.execute(
-                "DELETE FROM webhook_delivery_ids WHERE received_ms <= ?1",
-                [now_ms.saturating_sub(DELIVERY_MEMORY_MS)],
-            )?;
-            let inserted = transaction.execute(
-                "INSERT OR IGNORE INTO webhook_delivery_ids (forge, delivery, received_ms) VALUES (?1, ?2, ?3)",
-                params![forge, delivery, now_ms],
-            )?;
+            let mut answers = Vec::with_capacity(writes.len());
+            // What the last record of each kind (unauthenticated, authenticated) keeps, how many of each were added,
+            // and the newest time an id was remembered at.
+            let mut kept: [Option<u32>; 2] = [None, None];
+            let mut added = [0u32; 2];
+            let mut newest_remembered = None;
+            {
+                let mut remember = transaction.prepare_cached(
+                    "INSERT INTO webhook_delivery_ids (forge, delivery, received_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (forge, delivery) DO UPDATE SET received_ms = excluded.received_ms
+                     WHERE webhook_delivery_ids.received_ms <= ?4",
+                )?;
+                let mut record = transaction.prepare_cached(
+                    "INSERT INTO webhook_deliveries (received_ms, forge, event, accepted, reason, authenticated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for write in writes {
+                    let answer = match write {
+                        DeliveryWrite::Remember { forge, keys, now_ms, .. } => {
+                            let forgotten_by = now_ms.saturating_sub(DELIVERY_MEMORY_MS);
+                            let mut first = true;
+                            for key in keys {
+                                // A row is written when the key is new or was seen over a day ago.
+                                first &= remember.execute(params![forge, key, now_ms, forgotten_by])? == 1;
+                            }
+                            newest_remembered = newest_remembered.max(Some(*now_ms));
+                            first
+                        }
+                        DeliveryWrite::Record(_) => true,
+                    };
+                    if let Some(recorded) = write.recorded(answer) {
+                        let delivery = &recorded.delivery;
+                        record.execute(params![
+                            delivery.received_ms,
+                            delivery.forge,
+                            delivery.event,
+                            delivery.accepted,
+                            delivery.reason,
+                            delivery.authenticated
+                        ])?;
+                        kept[usize::from(delivery.authenticated)] = Some(recorded.kept());
+                        added[usize::from(delivery.authenticated)] += 1;
+                    }
+                    answers.push(answer);
+                }
+            }
+            let mut counted = *self.delivery_rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (kind, keep) in kept.into_iter().enumerate() {
+                if let Some(keep) = keep {
+                    counted[kind] = Some(trim_deliveries(&transaction, kind == 1, keep, added[kind], counted[kind])?);
+                }
+            }
+            if let Some(now_ms) = newest_remembered {
+                transaction
+                    .prepare_cached("DELETE FROM webhook_delivery_ids WHERE received_ms <= ?1")?
+                    .execute([now_ms.saturating_sub(DELIVERY_MEMORY_MS)])?;
+            }
             transaction.commit()?;
-            Ok(inserted == 1)
+            *self.delivery_rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counted;
+            Ok(answers)
         })
     }
 
@@ -1012,16 +1065,61 @@ impl SqliteDb {
     }
 }
 
+/// Trims the deliveries' history of one kind to its newest `keep` rows once `added` more were inserted, and says how
+/// many it holds then. With a recent count only the excess is deleted, oldest first; otherwise every row beyond the
+/// newest `keep` goes and the rest are counted anew.
+fn trim_deliveries(
+    db: &Connection,
+    authenticated: bool,
+    keep: u32,
+    added: u32,
+    counted: Option<CountedRows>,
+) -> rusqlite::Result<CountedRows> {
+    if let Some(counted) = counted.filter(|counted| counted.counted.elapsed() < RECOUNT_DELIVERIES) {
+        let rows = counted.rows.saturating_add(added);
+        if rows > keep {
+            db.prepare_cached(
+                "DELETE FROM webhook_deliveries WHERE id IN (
+                     SELECT id FROM webhook_deliveries WHERE authenticated = ?1 ORDER BY id LIMIT ?2)",
+            )?
+            .execute(params![authenticated, rows - keep])?;
+        }
+        return Ok(CountedRows { rows: rows.min(keep), counted: counted.counted });
+    }
+    db.prepare_cached(
+        "DELETE FROM webhook_deliveries WHERE authenticated = ?2 AND id <= (
+             SELECT id FROM webhook_deliveries WHERE authenticated = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+    )?
+    .execute(params![i64::from(keep), authenticated])?;
+    let rows: i64 = db
+        .prepare_cached("SELECT COUNT(*) FROM webhook_deliveries WHERE authenticated = ?1")?
+        .query_row([authenticated], |row| row.get(0))?;
+    Ok(CountedRows { rows: u32::try_from(rows).unwrap_or(u32::MAX), counted: std::time::Instant::now() })
+}
+
 /// [`SqliteDb`] behind the async [`StoreEngine`]: each call moves its arguments to a blocking thread.
 pub struct SqliteEngine {
     db: Arc<SqliteDb>,
     /// The database's directory as `sqlite:DIR`, for errors.
     location: String,
+    /// The webhook deliveries' writer, a thread started on the first delivery.
+    deliveries: OnceLock<Result<GroupCommit, String>>,
 }
 
 impl SqliteEngine {
     pub fn new(db: Arc<SqliteDb>, location: String) -> SqliteEngine {
-        SqliteEngine { db, location }
+        SqliteEngine { db, location, deliveries: OnceLock::new() }
+    }
+
+    fn deliveries_writer(&self) -> Result<&GroupCommit, StoreError> {
+        let db = Arc::clone(&self.db);
+        self.deliveries
+            .get_or_init(|| {
+                GroupCommit::on_thread("railyard-deliveries", move |writes| db.write_deliveries(writes))
+                    .map_err(|error| format!("cannot start the webhook deliveries' writer: {error}"))
+            })
+            .as_ref()
+            .map_err(|error| StoreError::Worker(error.clone()))
     }
 }
 
@@ -1132,18 +1230,19 @@ impl StoreEngine for SqliteEngine {
         blocking!(self, |db| db.sync(id))
     }
 
-    async fn record_delivery(&self, delivery: &Delivery, keep: u32) -> Result<(), StoreError> {
-        let delivery = delivery.clone();
-        blocking!(self, |db| db.record_delivery(&delivery, keep))
+    async fn write_deliveries(&self, writes: Vec<DeliveryWrite>) -> Result<Vec<bool>, StoreError> {
+        blocking!(self, |db| db.write_deliveries(&writes))
+    }
+
+    async fn write_delivery(&self, write: DeliveryWrite) -> Result<bool, StoreError> {
+        match self.deliveries_writer()?.write(write).await {
+            Some(answer) => answer,
+            None => Err(StoreError::Worker("the webhook deliveries' writer stopped".to_owned())),
+        }
     }
 
     async fn deliveries(&self, page: u32) -> Result<Page<Delivery>, StoreError> {
         blocking!(self, |db| db.deliveries(page))
-    }
-
-    async fn first_delivery(&self, forge: &str, delivery: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let (forge, delivery) = (forge.to_owned(), delivery.to_owned());
-        blocking!(self, |db| db.first_delivery(&forge, &delivery, now_ms))
     }
 
     async fn digest_key(&self, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
@@ -1383,6 +1482,7 @@ fn per_app_keeping<T: rusqlite::types::FromSql>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::KEEP_UNAUTHENTICATED;
 
     fn record(env: &str, n: i64) -> SyncRecord {
         SyncRecord {
@@ -1591,6 +1691,60 @@ mod tests {
         assert_eq!(all.iter().filter(|d| !d.authenticated).map(|d| d.received_ms).max(), Some(299));
         let signed: Vec<i64> = all.iter().filter(|d| d.authenticated).map(|d| d.received_ms).collect();
         assert_eq!(signed, [4, 3, 2], "a flood of forged deliveries does not push out the real ones");
+    }
+
+    /// Batches of every size, both kinds mixed, a failed batch among them: after each, exactly the newest `keep` of
+    /// each kind are left (the handle's count of them is only trusted once its batch committed).
+    #[test]
+    fn batches_trim_the_history_to_exactly_what_they_keep() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteDb::open(dir.path()).expect("open");
+        let mut next = 0;
+        let mut batch = |signed: usize, unsigned: usize| -> Vec<DeliveryWrite> {
+            let kinds = std::iter::repeat_n(true, signed).chain(std::iter::repeat_n(false, unsigned));
+            kinds
+                .map(|authenticated| {
+                    next += 1;
+                    let delivery = Delivery {
+                        received_ms: next,
+                        forge: "github".to_owned(),
+                        event: "push".to_owned(),
+                        accepted: authenticated,
+                        reason: String::new(),
+                        authenticated,
+                    };
+                    DeliveryWrite::Record(DeliveryRecord { delivery, keep: 5 })
+                })
+                .collect()
+        };
+        let newest = |store: &SqliteDb, authenticated: bool| -> Vec<i64> {
+            let rows = store
+                .deliveries(0)
+                .expect("page")
+                .items
+                .into_iter()
+                .chain((1..20).flat_map(|page| store.deliveries(page).expect("page").items));
+            rows.filter(|delivery| delivery.authenticated == authenticated).map(|d| d.received_ms).collect()
+        };
+        for (signed, unsigned) in [(2, 0), (2, 60), (1, 0), (7, 50), (0, 1), (3, 3)] {
+            store.write_deliveries(&batch(signed, unsigned)).expect("written");
+            assert!(newest(&store, true).len() <= 5);
+            assert!(newest(&store, false).len() <= KEEP_UNAUTHENTICATED as usize);
+        }
+        assert_eq!(newest(&store, true), [126, 125, 124, 72, 71], "the newest 5 signed ones");
+        assert_eq!(newest(&store, false).len(), 100);
+        // A batch that fails leaves the table and the count as they were: counted as 4 rows, the next batch would
+        // make them 6 and drop one of the 5 it should keep.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteDb::open(dir.path()).expect("open");
+        store.write_deliveries(&batch(2, 0)).expect("written");
+        let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON webhook_deliveries WHEN NEW.received_ms = 133
+            BEGIN SELECT RAISE(ABORT, 'refused'); END;";
+        store.with(|db| db.execute_batch(refuse)).expect("trigger");
+        assert!(store.write_deliveries(&batch(2, 0)).is_err());
+        store.with(|db| db.execute_batch("DROP TRIGGER refuse;")).expect("dropped");
+        store.write_deliveries(&batch(3, 0)).expect("written");
+        assert_eq!(newest(&store, true), [136, 135, 134, 131, 130]);
     }
 
     #[test]
