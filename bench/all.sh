@@ -3,34 +3,19 @@
 #   bench/converge.sh   Docker cold and no-op apply of 20 services vs `docker compose up -d` (v2) and the engine floor
 #   bench/daemon.py     commit -> serving vs the engine's create+start; idle RSS with 100 apps (Docker)
 #   bench/preview.sh    PR opened -> preview serving through Caddy vs the engine's create+start
-#   bench/scale.py      one daemon following 50 environments x 20 apps (in-memory backend): idle RSS and CPU, a push
+#   bench/scale.py      one daemon following 50 environments x 20 apps (in-memory backend): idle RSS and CPU, a push;
+#                       then 10 x 20 on the Docker Engine, end to end
 #   bench/load.sh       load + validate + plan of 10,000 apps as a process
 #   bench/webhooks.sh   signed webhook intake under wrk -t2 -c32, and the HTTP floor (GET /healthz) of the same run
 #   benches/kubernetes  100 apps + 100 domains against the fake API server: first apply, no-op
 # Release build, default config everywhere. Prints the benches' own output to bench/all.log and a table at the end.
 # Usage: bench/all.sh [RUNS]   (runs of converge.sh; default 3)
+#        bench/all.sh --table     prints the table again from bench/all.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-3}
 log=bench/all.log
-scripts/install-deps >/dev/null
-missing=()
-for tool in wrk:wrk /usr/bin/time:time perf:linux-perf; do command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}"); done
-if [ ${#missing[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; fi
-cargo build --release --quiet --bin railyard --example engine_floor
-cargo bench --quiet --bench kubernetes --no-run 2>/dev/null
-
-: >"$log"
-step() { echo "== $*" | tee -a "$log" >&2; "$@" 2>&1 | tee -a "$log" | grep '^ROW ' || { echo "$1 failed: see $log" >&2; exit 1; }; }
-rows=$(
-  step bash bench/converge.sh "$runs"
-  step python3 bench/daemon.py --no-webhooks
-  step bash bench/preview.sh 5
-  step python3 bench/scale.py target/release/railyard
-  step bash bench/load.sh 10000 5
-  step bash bench/webhooks.sh 10s 1
-  step cargo bench --quiet --bench kubernetes
-)
+table() {
+rows=$(grep "^ROW " "$log")
 value() { awk -v name="$1" '$1 == "ROW" && $2 == name { print $3; exit }' <<<"$rows"; }
 detail() { awk -v name="$1" '$1 == "ROW" && $2 == name { $1 = ""; $2 = ""; $3 = ""; sub(/^ +/, ""); print; exit }' <<<"$rows"; }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
@@ -60,6 +45,9 @@ line "50 envs x 20 apps, idle RSS / idle CPU" "$scale_rss MB / $scale_cpu % of a
   "< 60 MB, < 1 %: $(meets "$scale_rss < 60 && $scale_cpu < 1")"
 line "50 envs x 20 apps, a push changing all" "$(value scale_push_ms) ms to all synced, $fetches fetch" \
   "one fetch: $(meets "$fetches == 1")"
+line "10 envs x 20 apps on Docker: first sync; a push changing all" \
+  "$(value scale_docker_first_ms) ms; $(value scale_docker_push_ms) ms, $(value scale_docker_push_fetches) fetch" \
+  "idle $(value scale_docker_idle_rss_mb) MB, $(value scale_docker_idle_cpu_pct) % of a core"
 line "load + validate + plan, 10,000 apps (runs: $(detail load_plan_ms))" "$plan ms, $plan_rss MB (validate alone $(value load_validate_ms) ms)" \
   "< 250 ms, < 100 MB: $(meets "$plan < 250 && $plan_rss < 100")"
 line "signed webhooks, wrk -t2 -c32 (ping; distinct pushes)" "$ping; $push req/s, $hooks_rss MB; /healthz $healthz" \
@@ -68,3 +56,26 @@ line "Kubernetes first apply, 100 apps + 100 domains" "$(value k8s_first_ms) ms 
 line "Kubernetes no-op apply" "$(value k8s_noop_ms) ms ($(detail k8s_noop_ms))" \
   "0 writes: $(meets "$(detail k8s_noop_ms | sed 's/.*requests, \([0-9]*\) writes.*/\1/') == 0")"
 line "Docker daemon idle RSS, 100 apps running" "$(value docker_idle_rss_mb) MB" ""
+}
+[ "${1:-}" = "--table" ] && { table; exit; }
+runs=${1:-3}
+scripts/install-deps >/dev/null
+missing=()
+for tool in wrk:wrk /usr/bin/time:time perf:linux-perf; do command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}"); done
+if [ ${#missing[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; fi
+cargo build --release --quiet --bin railyard --example engine_floor
+cargo bench --quiet --bench kubernetes --no-run 2>/dev/null
+
+: >"$log"
+step() { echo "== $*" | tee -a "$log" >&2; "$@" 2>&1 | tee -a "$log" | grep '^ROW ' || { echo "$1 failed: see $log" >&2; exit 1; }; }
+(
+  step bash bench/converge.sh "$runs"
+  step python3 bench/daemon.py --no-webhooks --runs 5
+  step bash bench/preview.sh 5
+  step python3 bench/scale.py target/release/railyard
+  step python3 bench/scale.py target/release/railyard --backend docker --envs 10 --idle 10
+  step bash bench/load.sh 10000 5
+  step bash bench/webhooks.sh 10s 1
+  step cargo bench --quiet --bench kubernetes
+) >/dev/null
+table

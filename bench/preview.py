@@ -70,7 +70,7 @@ def main():
         os.makedirs(os.path.join(repo, "apps"))
         os.makedirs(os.path.join(repo, "domains"))
         with open(os.path.join(repo, "railyard.yaml"), "w") as f:
-            f.write('kind: Project\nname: pvbench\npreviews:\n  enabled: true\n  hostTemplate: "{app}-{env}.preview.test"\n')
+            f.write('kind: Project\nname: pvbench\npreviews:\n  enabled: true\n  localImages: true\n  hostTemplate: "{app}-{env}.preview.test"\n')
         with open(os.path.join(repo, "apps", "web.yaml"), "w") as f:
             f.write(app("production"))
         with open(os.path.join(repo, "domains", "web.yaml"), "w") as f:
