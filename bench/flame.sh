@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
 command -v inferno-flamegraph >/dev/null || cargo install --quiet --locked inferno
-cargo build --release --quiet --bin railyard
+cargo build --release --quiet --bin railyard --example engine_floor
 railyard=$PWD/target/release/railyard
 image=railyard-bench/busybox:1
 project=ryflame-$$

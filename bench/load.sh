@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 apps=${1:-10000}
 runs=${2:-5}
-cargo build --release --quiet --bin railyard
+cargo build --release --quiet --bin railyard --example engine_floor  # as bench/all.sh builds: no rebuild between benches
 railyard=target/release/railyard
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -18,7 +18,7 @@ runs=${2:-1}
 secret=bench-webhook-secret
 
 railyard=${RAILYARD_BIN:-${CARGO_TARGET_DIR:-target}/release/railyard}
-[ -n "${RAILYARD_BIN:-}" ] || nice -n 10 cargo build --release --quiet --bin railyard
+[ -n "${RAILYARD_BIN:-}" ] || nice -n 10 cargo build --release --quiet --bin railyard --example engine_floor
 if ! command -v wrk >/dev/null; then
   apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
 fi
