@@ -93,7 +93,8 @@ def main():
         processes.append(subprocess.Popen(["caddy", "run", "--config", caddy_dir + "/caddy.json"], env=caddy_env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         listen = port()
-        serve_env = dict(os.environ, RAILYARD_WEBHOOK_SECRET=SECRET.decode(), RUST_LOG="warn")
+        # BENCH_RUST_LOG=railyard=debug shows where a preview's time goes (the daemon's log on stderr, with timestamps).
+        serve_env = dict(os.environ, RAILYARD_WEBHOOK_SECRET=SECRET.decode(), RUST_LOG=os.environ.get("BENCH_RUST_LOG", "warn"))
         wait("git daemon", lambda: socket.socket().connect_ex(("127.0.0.1", git_port)) == 0, 10)
         wait("caddy", lambda: socket.socket().connect_ex(("127.0.0.1", admin)) == 0, 10)
         processes.append(subprocess.Popen(
