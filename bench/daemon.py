@@ -76,11 +76,13 @@ class Repo:
 class Serve:
     def __init__(self, repo):
         self.state = tempfile.mkdtemp(prefix="railyard-bench-state-")
-        env = dict(os.environ, RAILYARD_WEBHOOK_SECRET=SECRET.decode(), RUST_LOG="warn")
+        # BENCH_RUST_LOG=railyard=debug shows where the time goes (the daemon's log on stderr, with timestamps).
+        env = dict(os.environ, RAILYARD_WEBHOOK_SECRET=SECRET.decode(), RUST_LOG=os.environ.get("BENCH_RUST_LOG", "warn"))
         self.process = subprocess.Popen(
             [RAILYARD, "serve", "--repo", repo.dir, "--listen", "127.0.0.1:0", "--state-dir", self.state,
              "--poll-interval", "1h", "--drift-interval", "1h"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+            stdout=subprocess.PIPE, stderr=None if "BENCH_RUST_LOG" in os.environ else subprocess.DEVNULL, env=env,
+            text=True)
         line = self.process.stdout.readline()
         self.port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
 
@@ -136,10 +138,12 @@ def latency(runs):
             repo.write("apps/web.yaml", app("web", f"v{i}"))
             repo.commit(f"v{i}")
             start = time.perf_counter()
+            print(f"webhook sent at {time.time():.3f}", file=sys.stderr)
             serve.hook(b'{"ref": "refs/heads/main"}')
             while not answering(repo.project, f"v{i}"):
                 time.sleep(0.005)
             samples.append((time.perf_counter() - start) * 1000)
+            print(f"answering at {time.time():.3f}", file=sys.stderr)
             serve.wait_synced()
         floor = []
         for i in range(runs):
