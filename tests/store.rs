@@ -393,34 +393,30 @@ async fn delivery_ids_are_remembered_for_a_day(engine: Engine) {
     assert!(store.first_delivery("gitea", id, 2_000 + DELIVERY_MEMORY_MS).await.expect("gitea's a day on"));
 }
 
-/// A signed delivery's id and body digest, remembered; a replay is recorded with `reason`.
-fn remember_write(id: &str, body: &str, reason: &str) -> DeliveryWrite {
-    let delivery = Delivery {
+/// A signed GitHub push's row in the history, with `reason`.
+fn signed_push(reason: &str) -> Delivery {
+    Delivery {
         received_ms: 1_000,
         forge: "github".to_owned(),
         event: "push".to_owned(),
         accepted: true,
         reason: reason.to_owned(),
         authenticated: true,
-    };
+    }
+}
+
+/// A signed delivery's id and body digest, remembered; a replay is recorded with `reason`.
+fn remember_write(id: &str, body: &str, reason: &str) -> DeliveryWrite {
     DeliveryWrite::Remember {
         forge: "github".to_owned(),
         keys: vec![format!("id:{id}"), format!("sha256:{body}")],
         now_ms: 1_000,
-        if_seen: Some(DeliveryRecord { delivery, keep: 1000 }),
+        if_seen: Some(DeliveryRecord { delivery: signed_push(reason), keep: 1000 }),
     }
 }
 
 fn record_write(reason: &str, keep: u32) -> DeliveryWrite {
-    let delivery = Delivery {
-        received_ms: 1_000,
-        forge: "github".to_owned(),
-        event: "push".to_owned(),
-        accepted: true,
-        reason: reason.to_owned(),
-        authenticated: true,
-    };
-    DeliveryWrite::Record(DeliveryRecord { delivery, keep })
+    DeliveryWrite::Record(DeliveryRecord { delivery: signed_push(reason), keep })
 }
 
 async fn all_deliveries(store: &Store) -> Vec<Delivery> {
